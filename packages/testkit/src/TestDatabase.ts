@@ -1,0 +1,65 @@
+import { postgresLayer } from "@pay/infra"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { shortId, runDatabasePrefix, withDatabase } from "./names.ts"
+import { testRun } from "./RunContext.ts"
+
+/** A one-connection client on the maintenance database, for CREATE/DROP DATABASE. */
+export const adminLayer = (adminDatabaseUrl: string) =>
+  postgresLayer({ url: Redacted.make(adminDatabaseUrl), maxConnections: 1, applicationName: "pay-testkit-admin" })
+
+const quoteIdent = (name: string): string => {
+  if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`unsafe database name ${name}`)
+  return `"${name}"`
+}
+
+export const createDatabase = (name: string, template?: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const from = template === undefined ? "" : ` TEMPLATE ${quoteIdent(template)}`
+    yield* sql.unsafe(`CREATE DATABASE ${quoteIdent(name)}${from}`)
+  })
+
+export const dropDatabase = (name: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`)
+  })
+
+export interface TestDatabaseInfo {
+  readonly name: string
+  readonly url: string
+}
+
+/**
+ * A database of its own for one test file (or one `layer(...)` block): cloned from the run's
+ * migrated template, dropped when the layer is released. Provides `PgClient`/`SqlClient` on it.
+ */
+export const makeTestDatabase = (options: { readonly maxConnections?: number } = {}) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const info = yield* acquireTestDatabase
+      return postgresLayer({
+        url: Redacted.make(info.url),
+        maxConnections: options.maxConnections ?? 16,
+        applicationName: "pay-test"
+      })
+    })
+  )
+
+/** Creates a fresh clone of the template and drops it (FORCE) when the scope closes. */
+export const acquireTestDatabase = Effect.gen(function* () {
+  const run = testRun()
+  const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
+  const admin = adminLayer(run.adminDatabaseUrl)
+  yield* Effect.acquireRelease(
+    createDatabase(name, run.templateDatabase).pipe(Effect.provide(admin)),
+    () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
+  )
+  const info: TestDatabaseInfo = { name, url: withDatabase(run.adminDatabaseUrl, name) }
+  return info
+})
+
+export const TestDatabase = makeTestDatabase()
+export type TestSql = PgClient.PgClient

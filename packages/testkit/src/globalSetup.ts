@@ -1,0 +1,68 @@
+/**
+ * Vitest global setup: one per `vitest run`. Creates the run's migrated template database and
+ * hands every test file the names it must use; at the end drops every database, Redis key and
+ * Kafka topic the run created, so runs never see each other's data.
+ */
+import { DatabaseUrl, KafkaBrokers, RedisUrl } from "@pay/infra/Config"
+import { postgresLayer, sqlFileLoader } from "@pay/infra"
+import { NodeServices } from "@effect/platform-node"
+import { PgMigrator } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import type { TestProject } from "vitest/node"
+import { runDatabasePrefix, shortId, withDatabase } from "./names.ts"
+import type { TestRun } from "./RunContext.ts"
+import { adminLayer, createDatabase, dropDatabase } from "./TestDatabase.ts"
+import { cleanupRedisPrefix } from "./cleanupRedis.ts"
+import { cleanupKafkaPrefix } from "./cleanupKafka.ts"
+
+const readEnvironment = Effect.gen(function* () {
+  const databaseUrl = Redacted.value(yield* DatabaseUrl)
+  const redisUrl = yield* RedisUrl
+  const kafkaBrokers = yield* KafkaBrokers
+  return { databaseUrl, redisUrl, kafkaBrokers }
+})
+
+const migrateTemplate = (url: string) =>
+  PgMigrator.run({ loader: sqlFileLoader() }).pipe(
+    Effect.provide(Layer.mergeAll(postgresLayer({ url: Redacted.make(url), maxConnections: 1 }), NodeServices.layer))
+  )
+
+const dropRunDatabases = (run: TestRun) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ datname: string }>`
+      SELECT datname FROM pg_database WHERE datname LIKE ${runDatabasePrefix(run.runId) + "\\_%"}`
+    // the template must lose its flag before it can be dropped
+    for (const row of rows) yield* dropDatabase(row.datname)
+  }).pipe(Effect.provide(adminLayer(run.adminDatabaseUrl)))
+
+export default async function setup(project: TestProject) {
+  const env = await Effect.runPromise(readEnvironment)
+  const runId = shortId(5)
+  const adminDatabaseUrl = withDatabase(env.databaseUrl, "postgres")
+  const templateDatabase = `${runDatabasePrefix(runId)}_tmpl`
+  const run: TestRun = {
+    runId,
+    adminDatabaseUrl,
+    templateDatabase,
+    redisUrl: env.redisUrl,
+    redisKeyPrefix: `t:${runId}:`,
+    kafkaBrokers: env.kafkaBrokers,
+    kafkaTopicPrefix: `t.${runId}.`
+  }
+  await Effect.runPromise(createDatabase(templateDatabase).pipe(Effect.provide(adminLayer(adminDatabaseUrl))))
+  await Effect.runPromise(migrateTemplate(withDatabase(adminDatabaseUrl, templateDatabase)))
+  project.provide("testRun", run)
+
+  return async () => {
+    const results = await Promise.allSettled([
+      Effect.runPromise(dropRunDatabases(run)),
+      Effect.runPromise(cleanupRedisPrefix(run.redisUrl, run.redisKeyPrefix)),
+      Effect.runPromise(cleanupKafkaPrefix(run.kafkaBrokers, run.kafkaTopicPrefix))
+    ])
+    for (const result of results) {
+      if (result.status === "rejected") console.error("[testkit] cleanup failed:", result.reason)
+    }
+  }
+}

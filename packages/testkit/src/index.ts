@@ -1,0 +1,3 @@
+export * from "./RunContext.ts"
+export * from "./names.ts"
+export * from "./TestDatabase.ts"

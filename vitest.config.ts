@@ -1,0 +1,15 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["packages/*/test/**/*.test.ts"],
+    globalSetup: ["packages/testkit/src/globalSetup.ts"],
+    // Files run in parallel workers; each gets its own database, so they never share rows.
+    pool: "forks",
+    maxWorkers: 2,
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    reporters: ["default", "json"],
+    outputFile: { json: ".stack/vitest-report.json" }
+  }
+})
