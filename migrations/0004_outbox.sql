@@ -1,0 +1,58 @@
+-- Transactional outbox: a row is inserted in the SAME database transaction as the state change it
+-- describes, so an event exists if and only if its change committed. The publisher reads rows in
+-- order and marks them published only after Kafka acknowledged them. Rows are kept after
+-- publishing (a retention job deletes old published rows) so that history can be re-published.
+CREATE TABLE outbox_events (
+  id uuid PRIMARY KEY,                       -- also the event's CloudEvents id: consumers deduplicate by it
+  position bigint GENERATED ALWAYS AS IDENTITY UNIQUE, -- insertion order, the publisher's sort key
+  aggregate_type text NOT NULL CHECK (aggregate_type ~ '^[a-z_]+$'),
+  aggregate_id text NOT NULL CHECK (length(aggregate_id) BETWEEN 1 AND 200),
+  event_type text NOT NULL CHECK (event_type ~ '^[a-z_]+$'),
+  event_version int NOT NULL DEFAULT 1 CHECK (event_version > 0),
+  payload jsonb NOT NULL,
+  headers jsonb NOT NULL DEFAULT '{}'::jsonb,  -- correlation_id, traceparent
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  published_at timestamptz,
+  attempt_count int NOT NULL DEFAULT 0 CHECK (attempt_count >= 0),
+  last_error text
+);
+
+-- The publisher's work queue: only unpublished rows, in insertion order. (Per-payment order
+-- holds because one payment's transitions are serialized by its row lock: each commits before
+-- the next one inserts.)
+CREATE INDEX outbox_events_unpublished ON outbox_events (position) WHERE published_at IS NULL;
+-- Per-aggregate ordering checks and replays.
+CREATE INDEX outbox_events_aggregate ON outbox_events (aggregate_type, aggregate_id, position);
+-- Retention scans.
+CREATE INDEX outbox_events_published_at ON outbox_events (published_at) WHERE published_at IS NOT NULL;
+
+-- An event is a fact: once written, what it says never changes. Only the delivery bookkeeping
+-- (published_at, attempt_count, last_error) may be updated.
+CREATE FUNCTION outbox_events_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id IS DISTINCT FROM OLD.id
+     OR NEW.position IS DISTINCT FROM OLD.position
+     OR NEW.aggregate_type IS DISTINCT FROM OLD.aggregate_type
+     OR NEW.aggregate_id IS DISTINCT FROM OLD.aggregate_id
+     OR NEW.event_type IS DISTINCT FROM OLD.event_type
+     OR NEW.event_version IS DISTINCT FROM OLD.event_version
+     OR NEW.payload IS DISTINCT FROM OLD.payload
+     OR NEW.headers IS DISTINCT FROM OLD.headers
+     OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+    RAISE EXCEPTION 'outbox event % is immutable: only delivery bookkeeping may change', OLD.id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER outbox_events_immutable BEFORE UPDATE ON outbox_events
+  FOR EACH ROW EXECUTE FUNCTION outbox_events_immutable();
+
+-- Wake the publisher right after commit (NOTIFY is delivered only when the transaction commits,
+-- so a rolled-back change wakes nobody). Polling remains the fallback.
+CREATE FUNCTION outbox_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('outbox_events', '');
+  RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_events_notify AFTER INSERT ON outbox_events
+  FOR EACH STATEMENT EXECUTE FUNCTION outbox_events_notify();
