@@ -1,0 +1,12 @@
+import { HttpApi, OpenApi } from "effect/http-api"
+import { SystemApi } from "./SystemApi.ts"
+
+/** The platform's HTTP contract. Handlers live in `@pay/server`. */
+export class PaymentsApi extends HttpApi.make("payments-api")
+  .add(SystemApi)
+  .annotateMerge(OpenApi.annotations({
+    title: "Payments and Ledger API",
+    version: "1.0.0",
+    description: "Create, authorize and settle payments. Every POST requires an Idempotency-Key."
+  }))
+{}

@@ -1,0 +1,61 @@
+import type { DependencyCheck } from "@pay/api"
+import { Context, Duration, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { Redis } from "@pay/infra"
+
+/** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
+export interface Probe {
+  readonly name: string
+  readonly check: Effect.Effect<void, unknown>
+}
+
+/** Each probe gets this long; readiness never hangs on a dependency that does not answer. */
+export const probeTimeout_ms = 1_000
+
+/**
+ * The dependencies `/health/ready` checks. A Layer, so tests and fault injection can swap a
+ * probe, and the server's wiring decides which real clients back them.
+ */
+export class Readiness extends Context.Service<Readiness, {
+  readonly check: Effect.Effect<ReadonlyArray<DependencyCheck>>
+}>()("server/Readiness") {
+  static readonly fromProbes = (probes: ReadonlyArray<Probe>) =>
+    Readiness.of({
+      check: Effect.forEach(probes, runProbe, { concurrency: "unbounded" })
+    })
+
+  static readonly postgresProbe = Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const probe: Probe = { name: "postgres", check: sql`SELECT 1`.pipe(Effect.asVoid) }
+    return probe
+  })
+
+  static readonly redisProbe = Effect.gen(function* () {
+    const redis = yield* Redis
+    const probe: Probe = { name: "redis", check: redis.ping }
+    return probe
+  })
+
+  static readonly layerWith = (probes: ReadonlyArray<Effect.Effect<Probe, never, SqlClient.SqlClient | Redis>>) =>
+    Layer.effect(Readiness, Effect.map(Effect.all(probes), Readiness.fromProbes))
+}
+
+const runProbe = (probe: Probe) =>
+  Effect.gen(function* () {
+    const started = Date.now()
+    const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
+    const latency_ms = Date.now() - started
+    const check: DependencyCheck = outcome._tag === "Success"
+      ? { name: probe.name, status: "up", latency_ms }
+      : { name: probe.name, status: "down", latency_ms, error: describe(outcome.failure) }
+    return check
+  })
+
+const describe = (failure: unknown): string => {
+  if (typeof failure === "object" && failure !== null) {
+    if ("_tag" in failure && failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
+    if ("message" in failure && typeof failure.message === "string" && failure.message !== "") return failure.message
+    if ("_tag" in failure && typeof failure._tag === "string") return failure._tag
+  }
+  return String(failure)
+}

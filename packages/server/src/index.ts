@@ -1,0 +1,2 @@
+export * from "./Server.ts"
+export * from "./health/Readiness.ts"
