@@ -1,0 +1,114 @@
+import { Schema } from "effect"
+import { Currency } from "./Currency.ts"
+import { MerchantId, PaymentId } from "./Ids.ts"
+import { AmountMinorFromJsonNumber } from "./Money.ts"
+
+/**
+ * The four statuses of a payment. Which status may follow which is NOT decided here: the
+ * transition table in `PaymentStateMachine.ts` is the single source of that rule.
+ */
+export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED"] as const
+export const PaymentStatus = Schema.Literals(paymentStatuses)
+export type PaymentStatus = typeof PaymentStatus.Type
+
+/**
+ * A reference to a payment method held by the processor/vault (`pm_…`), never card data.
+ * Runs of 12+ digits are rejected so that a card number (PAN) pasted by mistake can never be
+ * stored in our database or logs; the same CHECK is in the migration.
+ */
+export const PaymentMethodToken = Schema.String.check(
+  Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/, {
+    message: "payment_method must be a payment method token: \"pm_\" followed by 1-64 letters, digits or _"
+  }),
+  Schema.makeFilter((token: string) =>
+    !/[0-9]{12}/.test(token) ||
+    "payment_method must be a token, not a card number (12 or more consecutive digits are rejected)"
+  )
+).pipe(Schema.brand("PaymentMethodToken"))
+export type PaymentMethodToken = typeof PaymentMethodToken.Type
+
+/** Machine-readable reason of a failure, e.g. `card_declined`, `insufficient_funds`. */
+export const FailureCode = Schema.String.check(
+  Schema.isPattern(/^[a-z][a-z0-9_]{0,63}$/, {
+    message: "failure_code must be snake_case: a lowercase letter then up to 63 of [a-z0-9_]"
+  })
+)
+export type FailureCode = typeof FailureCode.Type
+
+/** Human-readable explanation of a failure, shown to the merchant. */
+export const FailureMessage = Schema.String.check(
+  Schema.isBetweenLength(1, 500, { message: "failure_message must be 1 to 500 characters" })
+)
+export type FailureMessage = typeof FailureMessage.Type
+
+export const Description = Schema.String.check(
+  Schema.isMaxLength(500, { message: "description must be at most 500 characters" })
+)
+
+export const METADATA_KEYS_MAX = 20
+/**
+ * Free-form merchant data (order ids, customer refs). Bounded like everything else: at most 20
+ * keys of 1-40 characters, values of at most 500 characters, strings only.
+ */
+export const Metadata = Schema.Record(
+  Schema.String.check(Schema.isBetweenLength(1, 40, { message: "metadata keys must be 1 to 40 characters" })),
+  Schema.String.check(Schema.isMaxLength(500, { message: "metadata values must be at most 500 characters" }))
+).check(Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }))
+export type Metadata = typeof Metadata.Type
+
+/** Optimistic-concurrency version: 1 at creation, +1 on every transition (SQL `int`). */
+export const PaymentVersion = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 }))
+
+/**
+ * A payment, as the domain sees it. Field names are the wire names (snake_case, units last) so the
+ * JSON form, the SQL columns and the events all use the same words.
+ *
+ * The encoded form is JSON-safe: `amount_minor` is a JSON integer, instants are ISO-8601 strings.
+ *
+ * Invariants checked on every construction and decode (and again by CHECKs in the database):
+ * - `failure_code` and `failure_message` are present if and only if the status is FAILED;
+ * - `updated_at` is not before `created_at`.
+ */
+export class Payment extends Schema.Class<Payment>("Payment")(
+  Schema.Struct({
+    id: PaymentId,
+    merchant_id: MerchantId,
+    amount_minor: AmountMinorFromJsonNumber,
+    currency: Currency,
+    payment_method: PaymentMethodToken,
+    description: Schema.NullOr(Description),
+    metadata: Metadata,
+    status: PaymentStatus,
+    failure_code: Schema.NullOr(FailureCode),
+    failure_message: Schema.NullOr(FailureMessage),
+    version: PaymentVersion,
+    created_at: Schema.DateTimeUtcFromString,
+    updated_at: Schema.DateTimeUtcFromString
+  }).check(
+    Schema.makeFilter((payment) => {
+      const failed = payment.status === "FAILED"
+      const hasFailure = payment.failure_code !== null && payment.failure_message !== null
+      const hasNoFailure = payment.failure_code === null && payment.failure_message === null
+      if (failed && !hasFailure) return "a FAILED payment must carry failure_code and failure_message"
+      if (!failed && !hasNoFailure) return `a ${payment.status} payment must not carry a failure_code or failure_message`
+      if (payment.updated_at.epochMilliseconds < payment.created_at.epochMilliseconds) {
+        return "updated_at must not be before created_at"
+      }
+      return true
+    })
+  )
+) {}
+
+/**
+ * What a caller supplies to create a payment. The id, status, version and instants are never
+ * chosen by the caller.
+ */
+export const CreatePaymentInput = Schema.Struct({
+  merchant_id: MerchantId,
+  amount_minor: AmountMinorFromJsonNumber,
+  currency: Currency,
+  payment_method: PaymentMethodToken,
+  description: Schema.optionalKey(Description),
+  metadata: Schema.optionalKey(Metadata)
+})
+export type CreatePaymentInput = typeof CreatePaymentInput.Type

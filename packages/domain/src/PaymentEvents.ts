@@ -1,0 +1,73 @@
+import { Schema } from "effect"
+import { Currency } from "./Currency.ts"
+import { MerchantId, PaymentId } from "./Ids.ts"
+import { AmountMinorFromJsonNumber } from "./Money.ts"
+import { FailureCode, FailureMessage, PaymentStatus, PaymentVersion } from "./Payment.ts"
+
+/**
+ * Domain events: past-tense facts about one payment, published through the outbox.
+ *
+ * Wire format (the outbox payload and the Kafka value) is the encoded form of these schemas:
+ * plain JSON, `amount_minor` a JSON integer, `occurred_at` an ISO-8601 string. The discriminator
+ * is `type` (not Effect's `_tag`), because consumers need not be written with Effect.
+ *
+ * Every event carries the payment `version` it produced: a consumer that sees version N+2 before
+ * N+1 knows it missed or reordered something, and (payment_id, version) is a natural dedup key.
+ */
+export const PAYMENT_EVENT_SCHEMA_VERSION = 1
+
+const common = {
+  payment_id: PaymentId,
+  merchant_id: MerchantId,
+  amount_minor: AmountMinorFromJsonNumber,
+  currency: Currency,
+  version: PaymentVersion,
+  occurred_at: Schema.DateTimeUtcFromString
+}
+
+export const PaymentCreated = Schema.Struct({
+  type: Schema.tag("payment_created"),
+  ...common,
+  status: Schema.Literal("CREATED")
+})
+export type PaymentCreated = typeof PaymentCreated.Type
+
+export const PaymentAuthorized = Schema.Struct({
+  type: Schema.tag("payment_authorized"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("AUTHORIZED")
+})
+export type PaymentAuthorized = typeof PaymentAuthorized.Type
+
+export const PaymentSettled = Schema.Struct({
+  type: Schema.tag("payment_settled"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("SETTLED")
+})
+export type PaymentSettled = typeof PaymentSettled.Type
+
+export const PaymentFailed = Schema.Struct({
+  type: Schema.tag("payment_failed"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("FAILED"),
+  failure_code: FailureCode,
+  failure_message: FailureMessage
+})
+export type PaymentFailed = typeof PaymentFailed.Type
+
+export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed])
+export type PaymentEvent = typeof PaymentEvent.Type
+/** The JSON form of an event, as stored in `outbox_events.payload`. */
+export type PaymentEventJson = typeof PaymentEvent.Encoded
+
+export const paymentEventTypes = ["payment_created", "payment_authorized", "payment_settled", "payment_failed"] as const
+export const PaymentEventType = Schema.Literals(paymentEventTypes)
+export type PaymentEventType = typeof PaymentEventType.Type
+
+/** Event → JSON-safe payload. Total: every valid event encodes. */
+export const encodePaymentEvent = Schema.encodeSync(PaymentEvent)
+/** JSON payload → event, with typed `SchemaError` (for consumers). */
+export const decodePaymentEvent = Schema.decodeUnknownEffect(PaymentEvent)

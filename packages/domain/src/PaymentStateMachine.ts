@@ -1,0 +1,256 @@
+import { DateTime, Result, Schema } from "effect"
+import { PaymentId } from "./Ids.ts"
+import {
+  type CreatePaymentInput,
+  FailureCode,
+  FailureMessage,
+  Payment,
+  PaymentStatus,
+  paymentStatuses
+} from "./Payment.ts"
+import { PaymentAuthorized, PaymentCreated, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Commands: what may be asked of a payment.
+// ---------------------------------------------------------------------------------------------
+
+export const paymentCommandNames = ["authorize", "decline", "settle", "fail"] as const
+export const PaymentCommandName = Schema.Literals(paymentCommandNames)
+export type PaymentCommandName = typeof PaymentCommandName.Type
+
+export const Authorize = Schema.TaggedStruct("authorize", {})
+export const Decline = Schema.TaggedStruct("decline", { failure_code: FailureCode, failure_message: FailureMessage })
+export const Settle = Schema.TaggedStruct("settle", {})
+export const Fail = Schema.TaggedStruct("fail", { failure_code: FailureCode, failure_message: FailureMessage })
+export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail])
+export type PaymentCommand = typeof PaymentCommand.Type
+
+// ---------------------------------------------------------------------------------------------
+// THE transition table. Everything else (allowed pairs, terminal statuses, the pure transition
+// function, the docs' diagram, the seed of the `payment_transitions` table in the database,
+// checked by a test) is derived from, or compared against, these four rows.
+// ---------------------------------------------------------------------------------------------
+
+/** A status a transition can lead to. No rule can lead back to CREATED: it is only ever initial. */
+export type TransitionTarget = Exclude<PaymentStatus, "CREATED">
+
+export interface TransitionRule {
+  readonly command: PaymentCommandName
+  readonly from: PaymentStatus
+  readonly to: TransitionTarget
+  /** Why the transition exists, in business terms (rendered in docs/payments.md). */
+  readonly why: string
+}
+
+export const paymentTransitions = [
+  {
+    command: "authorize",
+    from: "CREATED",
+    to: "AUTHORIZED",
+    why: "the issuer approved the payment and reserved the funds on the payer's account"
+  },
+  {
+    command: "decline",
+    from: "CREATED",
+    to: "FAILED",
+    why: "the issuer (or our risk checks) refused the authorization: no money was reserved"
+  },
+  {
+    command: "settle",
+    from: "AUTHORIZED",
+    to: "SETTLED",
+    why: "the reserved funds were captured and are owed to the merchant: the ledger records it"
+  },
+  {
+    command: "fail",
+    from: "AUTHORIZED",
+    to: "FAILED",
+    why: "the authorization could not be captured (expired, voided, capture refused): the reservation is released"
+  }
+] as const satisfies ReadonlyArray<TransitionRule>
+
+/** The status each command leads to (each command appears with exactly one target). */
+export const commandTarget: Readonly<Record<PaymentCommandName, TransitionTarget>> = (() => {
+  const targets: Partial<Record<PaymentCommandName, TransitionTarget>> = {}
+  for (const rule of paymentTransitions) {
+    const known = targets[rule.command]
+    if (known !== undefined && known !== rule.to) {
+      throw new Error(`transition table: command ${rule.command} leads to both ${known} and ${rule.to}`)
+    }
+    targets[rule.command] = rule.to
+  }
+  const complete: Record<PaymentCommandName, TransitionTarget> = {
+    authorize: targetOf(targets, "authorize"),
+    decline: targetOf(targets, "decline"),
+    settle: targetOf(targets, "settle"),
+    fail: targetOf(targets, "fail")
+  }
+  return complete
+})()
+
+function targetOf(
+  targets: Partial<Record<PaymentCommandName, TransitionTarget>>,
+  command: PaymentCommandName
+): TransitionTarget {
+  const target = targets[command]
+  if (target === undefined) throw new Error(`transition table: command ${command} has no rule`)
+  return target
+}
+
+/** The allowed (from, to) pairs: what the database's `payment_transitions` table must contain. */
+export const allowedTransitionPairs: ReadonlyArray<readonly [PaymentStatus, TransitionTarget]> = paymentTransitions.map(
+  (rule) => [rule.from, rule.to] as const
+)
+
+export const isTransitionAllowed = (from: PaymentStatus, to: PaymentStatus): boolean =>
+  paymentTransitions.some((rule) => rule.from === from && rule.to === to)
+
+/** Statuses with no outgoing rule. A terminal payment never changes again. */
+export const terminalStatuses: ReadonlyArray<PaymentStatus> = paymentStatuses.filter(
+  (status) => !paymentTransitions.some((rule) => rule.from === status)
+)
+
+export const isTerminal = (status: PaymentStatus): boolean => terminalStatuses.includes(status)
+
+export const ruleFor = (command: PaymentCommandName, from: PaymentStatus): TransitionRule | undefined =>
+  paymentTransitions.find((rule) => rule.command === command && rule.from === from)
+
+// ---------------------------------------------------------------------------------------------
+// The error and the pure functions.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The command is not allowed from the payment's current status (including every command on a
+ * terminal payment). A conflict with the resource's state: HTTP 409, code `invalid_transition`.
+ */
+export class InvalidTransition extends Schema.TaggedError<InvalidTransition>()(
+  "InvalidTransition",
+  {
+    paymentId: PaymentId,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    command: PaymentCommandName
+  },
+  { httpApiStatus: 409 }
+) {
+  static readonly code = "invalid_transition"
+  override get message(): string {
+    return `payment ${this.paymentId} cannot ${this.command}: ${this.from} -> ${this.to} is not an allowed transition`
+  }
+}
+
+export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed
+
+export interface Transitioned {
+  readonly payment: Payment
+  readonly event: TransitionEvent
+}
+
+export interface Created {
+  readonly payment: Payment
+  readonly event: PaymentCreated
+}
+
+const failureOf = (command: PaymentCommand) => {
+  switch (command._tag) {
+    case "decline":
+    case "fail":
+      return { failure_code: command.failure_code, failure_message: command.failure_message }
+    case "authorize":
+    case "settle":
+      return { failure_code: null, failure_message: null }
+  }
+}
+
+/**
+ * The state machine: `payment` + `command` at instant `now` → the next payment and the event it
+ * produces, or `InvalidTransition`. Pure: no I/O, no clock, no randomness; the caller supplies
+ * `now`. The version grows by exactly one. `updated_at` never moves backwards, even if `now`
+ * comes from a clock that is behind the one that wrote the payment.
+ */
+export const transition = (
+  payment: Payment,
+  command: PaymentCommand,
+  now: DateTime.Utc
+): Result.Result<Transitioned, InvalidTransition> => {
+  const rule = ruleFor(command._tag, payment.status)
+  if (rule === undefined) {
+    return Result.fail(
+      new InvalidTransition({
+        paymentId: payment.id,
+        from: payment.status,
+        to: commandTarget[command._tag],
+        command: command._tag
+      })
+    )
+  }
+  const next = new Payment({
+    id: payment.id,
+    merchant_id: payment.merchant_id,
+    amount_minor: payment.amount_minor,
+    currency: payment.currency,
+    payment_method: payment.payment_method,
+    description: payment.description,
+    metadata: payment.metadata,
+    status: rule.to,
+    ...failureOf(command),
+    version: payment.version + 1,
+    created_at: payment.created_at,
+    updated_at: DateTime.max(payment.updated_at, now)
+  })
+  return Result.succeed({ payment: next, event: transitionEvent(next, rule.to, payment.status) })
+}
+
+const eventCommon = (payment: Payment) => ({
+  payment_id: payment.id,
+  merchant_id: payment.merchant_id,
+  amount_minor: payment.amount_minor,
+  currency: payment.currency,
+  version: payment.version,
+  occurred_at: payment.updated_at
+})
+
+/** The event is a function of the target status: a table row cannot name the wrong event. */
+const transitionEvent = (next: Payment, to: TransitionTarget, from: PaymentStatus): TransitionEvent => {
+  switch (to) {
+    case "AUTHORIZED":
+      return PaymentAuthorized.make({ ...eventCommon(next), previous_status: from, status: to })
+    case "SETTLED":
+      return PaymentSettled.make({ ...eventCommon(next), previous_status: from, status: to })
+    case "FAILED": {
+      const { failure_code, failure_message } = next
+      if (failure_code === null || failure_message === null) {
+        // Unreachable: the Payment constructor already enforces "failure iff FAILED".
+        throw new Error(`payment ${next.id} is FAILED without failure details`)
+      }
+      return PaymentFailed.make({ ...eventCommon(next), previous_status: from, status: to, failure_code, failure_message })
+    }
+  }
+}
+
+/**
+ * Creation: the only way into the machine. Pure like `transition`: id and instant come from the
+ * caller. Produces a CREATED payment at version 1 and its `payment_created` event.
+ */
+export const createPayment = (
+  input: CreatePaymentInput,
+  generated: { readonly id: PaymentId; readonly now: DateTime.Utc }
+): Created => {
+  const payment = new Payment({
+    id: generated.id,
+    merchant_id: input.merchant_id,
+    amount_minor: input.amount_minor,
+    currency: input.currency,
+    payment_method: input.payment_method,
+    description: input.description ?? null,
+    metadata: input.metadata ?? {},
+    status: "CREATED",
+    failure_code: null,
+    failure_message: null,
+    version: 1,
+    created_at: generated.now,
+    updated_at: generated.now
+  })
+  const event = PaymentCreated.make({ ...eventCommon(payment), status: "CREATED" })
+  return { payment, event }
+}
