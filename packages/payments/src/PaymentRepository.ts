@@ -1,0 +1,252 @@
+import {
+  ConcurrentModification,
+  type CreatePaymentInput,
+  createPayment,
+  encodePaymentEvent,
+  generatePaymentId,
+  InvalidCursor,
+  type InvalidTransition,
+  MerchantNotFound,
+  type MerchantId,
+  PAGE_LIMIT_DEFAULT,
+  PAGE_LIMIT_MAX,
+  PAGE_LIMIT_MIN,
+  type PageLimit,
+  type Payment,
+  PAYMENT_EVENT_SCHEMA_VERSION,
+  type PaymentCommand,
+  type PaymentEvent,
+  type PaymentId,
+  PaymentNotFound,
+  type PaymentStatus,
+  transition
+} from "@pay/domain"
+import { OutboxWriter } from "@pay/outbox"
+import { Context, DateTime, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
+import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
+
+/**
+ * Upper bound on how long a transition waits for another transaction's lock on the same payment.
+ * Waiting is the point of the row lock (concurrent transitions serialize instead of failing), but
+ * never unboundedly: past this the request fails with `ConcurrentModification` (retryable).
+ * Applied with `SET LOCAL`, i.e. for the rest of the enclosing transaction.
+ */
+export const TRANSITION_LOCK_TIMEOUT = "5s"
+
+export interface ListPaymentsOptions {
+  /** 1..100, default 10. */
+  readonly limit?: PageLimit | undefined
+  /** Cursor: the id of the last payment of the previous page. */
+  readonly startingAfter?: PaymentId | undefined
+}
+
+export interface PaymentPage {
+  /** Newest first (created_at DESC, id DESC). */
+  readonly data: ReadonlyArray<Payment>
+  readonly hasMore: boolean
+}
+
+export type ApplyError = PaymentNotFound | InvalidTransition | ConcurrentModification | SqlError
+
+/**
+ * Payments in Postgres. Every write runs in `sql.withTransaction` together with its status-history
+ * row and its outbox event, so a change, its audit and its event commit or vanish together.
+ *
+ * Composable: when a caller already has a transaction open (settlement posting to the ledger,
+ * idempotency storing the response), `withTransaction` here becomes a SAVEPOINT inside it and
+ * the caller's COMMIT decides for everything.
+ */
+export class PaymentRepository extends Context.Service<PaymentRepository, {
+  readonly create: (input: CreatePaymentInput, context: ChangeContext) => Effect.Effect<Payment, MerchantNotFound | SqlError>
+  /** `PaymentNotFound` both for an unknown id and for another merchant's payment. */
+  readonly findById: (merchantId: MerchantId, paymentId: PaymentId) => Effect.Effect<Payment, PaymentNotFound | SqlError>
+  /** Load (row lock) → transition (pure) → update (version check) → history → outbox, atomically. */
+  readonly apply: (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    command: PaymentCommand,
+    context: ChangeContext
+  ) => Effect.Effect<Payment, ApplyError>
+  readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
+}>()("payments/PaymentRepository") {
+  /** Needs only `SqlClient`; the outbox writer is built on the same client. */
+  static readonly layer = Layer.effect(
+    PaymentRepository,
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const outbox = yield* OutboxWriter
+
+      const assertContext = (context: ChangeContext) =>
+        isChangeContext(context)
+          ? Effect.void
+          : Effect.die(new Error("ChangeContext violates its schema: validate it at the edge (ChangeContext)"))
+
+      const toDate = (instant: DateTime.Utc): Date => DateTime.toDateUtc(instant)
+
+      const recordHistory = (payment: Payment, from: PaymentStatus | null, context: ChangeContext) =>
+        sql`
+          INSERT INTO payment_status_history
+            (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
+          VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
+                  ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
+                  ${toDate(payment.updated_at)}::timestamptz)`
+
+      const publish = (event: PaymentEvent, context: ChangeContext) =>
+        outbox.append({
+          aggregateType: "payment",
+          aggregateId: event.payment_id,
+          eventType: event.type,
+          eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
+          payload: encodePaymentEvent(event),
+          headers: context.traceparent === undefined
+            ? { correlation_id: context.correlationId }
+            : { correlation_id: context.correlationId, traceparent: context.traceparent }
+        })
+
+      const create = Effect.fn("PaymentRepository.create")(function* (input: CreatePaymentInput, context: ChangeContext) {
+        yield* assertContext(context)
+        const id = yield* generatePaymentId
+        const now = yield* DateTime.now
+        const { payment, event } = createPayment(input, { id, now })
+        yield* Effect.annotateCurrentSpan({ payment_id: payment.id, merchant_id: payment.merchant_id })
+        return yield* sql.withTransaction(
+          Effect.gen(function* () {
+            // INSERT … SELECT … WHERE EXISTS: an unknown merchant inserts nothing (a typed 404)
+            // instead of a foreign-key error, in one round trip.
+            const inserted = yield* sql<{ id: string }>`
+              INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata,
+                                    status, failure_code, failure_message, version, created_at, updated_at)
+              SELECT ${payment.id}, m.id, ${payment.amount_minor}::bigint, ${payment.currency},
+                     ${payment.payment_method}, ${payment.description}::text, ${JSON.stringify(payment.metadata)}::jsonb,
+                     ${payment.status}, NULL, NULL, ${payment.version}::int,
+                     ${toDate(payment.created_at)}::timestamptz, ${toDate(payment.updated_at)}::timestamptz
+              FROM merchants m WHERE m.id = ${payment.merchant_id}
+              RETURNING id`
+            if (inserted.length === 0) return yield* new MerchantNotFound({ merchantId: input.merchant_id })
+            yield* recordHistory(payment, null, context)
+            yield* publish(event, context)
+            return payment
+          })
+        )
+      })
+
+      const findById = Effect.fn("PaymentRepository.findById")(function* (merchantId: MerchantId, paymentId: PaymentId) {
+        yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId })
+        // One query with both predicates: an unknown id and a foreign id take the same path.
+        const rows = yield* sql.unsafe(
+          `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2`,
+          [paymentId, merchantId]
+        )
+        const row = rows[0]
+        if (row === undefined) return yield* new PaymentNotFound({ paymentId })
+        return yield* paymentFromRow(row)
+      })
+
+      const applyInTransaction = (
+        merchantId: MerchantId,
+        paymentId: PaymentId,
+        command: PaymentCommand,
+        context: ChangeContext
+      ) =>
+        Effect.gen(function* () {
+          yield* sql`SELECT set_config('lock_timeout', ${TRANSITION_LOCK_TIMEOUT}, true)`
+          // The row lock serializes concurrent transitions of one payment: a second caller waits
+          // here, then reads the winner's committed status and gets a typed InvalidTransition
+          // instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE of non-key
+          // columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that merely
+          // reference this payment (history, ledger) from being inserted.
+          const rows = yield* sql.unsafe(
+            `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`,
+            [paymentId, merchantId]
+          )
+          const row = rows[0]
+          if (row === undefined) return yield* new PaymentNotFound({ paymentId })
+          const current = yield* paymentFromRow(row)
+          const now = yield* DateTime.now
+          const { payment: next, event } = yield* Effect.fromResult(transition(current, command, now))
+          // The version check is the second guard: with the lock it always matches, but if the
+          // lock were ever dropped from the query above, two writers still could not both win.
+          const updated = yield* sql<{ id: string }>`
+            UPDATE payments
+            SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
+                version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
+            WHERE id = ${current.id} AND version = ${current.version}::int
+            RETURNING id`
+          if (updated.length !== 1) {
+            return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
+          }
+          yield* recordHistory(next, current.status, context)
+          yield* publish(event, context)
+          return next
+        })
+
+      const apply = Effect.fn("PaymentRepository.apply")(
+        function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) {
+          yield* assertContext(context)
+          yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
+          return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context))
+        },
+        (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
+      )
+
+      const list = Effect.fn("PaymentRepository.list")(function* (merchantId: MerchantId, options: ListPaymentsOptions = {}) {
+        const limit = options.limit ?? PAGE_LIMIT_DEFAULT
+        if (!Number.isInteger(limit) || limit < PAGE_LIMIT_MIN || limit > PAGE_LIMIT_MAX) {
+          return yield* Effect.die(new Error(`page limit ${limit} outside ${PAGE_LIMIT_MIN}..${PAGE_LIMIT_MAX}: decode it with PageLimit`))
+        }
+        // One row more than asked tells whether another page exists, without a COUNT.
+        const fetch = limit + 1
+        const rows = options.startingAfter === undefined
+          ? yield* sql.unsafe(
+            `SELECT ${paymentColumns} FROM payments WHERE merchant_id = $1
+             ORDER BY created_at DESC, id DESC LIMIT $2`,
+            [merchantId, fetch]
+          )
+          : yield* listAfter(merchantId, options.startingAfter, fetch)
+        const payments = yield* Effect.forEach(rows.slice(0, limit), paymentFromRow)
+        return { data: payments, hasMore: rows.length > limit }
+      })
+
+      const listAfter = (merchantId: MerchantId, startingAfter: PaymentId, fetch: number) =>
+        Effect.gen(function* () {
+          const cursor = yield* sql<{ created_at: Date; id: string }>`
+            SELECT created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`
+          const position = cursor[0]
+          if (position === undefined) return yield* new InvalidCursor({ startingAfter })
+          // Row comparison on (created_at, id) walks the (merchant_id, created_at DESC, id DESC)
+          // index from the cursor on: each page costs O(limit), whatever its depth.
+          return yield* sql.unsafe(
+            `SELECT ${paymentColumns} FROM payments
+             WHERE merchant_id = $1 AND (created_at, id) < ($2::timestamptz, $3::text)
+             ORDER BY created_at DESC, id DESC LIMIT $4`,
+            [merchantId, position.created_at, position.id, fetch]
+          )
+        })
+
+      return PaymentRepository.of({ create, findById, apply, list })
+    })
+  ).pipe(Layer.provide(OutboxWriter.layer))
+}
+
+/**
+ * Database conflicts between concurrent transactions become the typed, retryable
+ * `ConcurrentModification`; every other SQL error stays a `SqlError` (an outage, not a conflict).
+ * Serialization failures happen when a caller runs `apply` inside a REPEATABLE READ or
+ * SERIALIZABLE transaction that started before a concurrent transition committed.
+ */
+const conflictAsTyped = <E>(error: E | SqlError, paymentId: PaymentId): E | SqlError | ConcurrentModification => {
+  if (!isSqlError(error)) return error
+  switch (error.reason._tag) {
+    case "SerializationError":
+      return new ConcurrentModification({ paymentId, reason: "serialization_failure" })
+    case "DeadlockError":
+      return new ConcurrentModification({ paymentId, reason: "deadlock" })
+    case "LockTimeoutError":
+      return new ConcurrentModification({ paymentId, reason: "lock_timeout" })
+    default:
+      return error
+  }
+}
