@@ -28,13 +28,19 @@ import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
-/**
- * Upper bound on how long a transition waits for another transaction's lock on the same payment.
- * Waiting is the point of the row lock (concurrent transitions serialize instead of failing), but
- * never unboundedly: past this the request fails with `ConcurrentModification` (retryable).
- * Applied with `SET LOCAL`, i.e. for the rest of the enclosing transaction.
- */
-export const TRANSITION_LOCK_TIMEOUT = "5s"
+export interface PaymentRepositoryOptions {
+  /**
+   * Upper bound on how long a transition waits for another transaction's lock on the same
+   * payment. Waiting is the point of the row lock (concurrent transitions serialize instead of
+   * failing), but never unboundedly: past this the call fails with `ConcurrentModification`
+   * (`lock_timeout`, retryable). Applied with `SET LOCAL`, i.e. for the rest of the enclosing
+   * transaction (a caller's outer transaction included).
+   */
+  readonly lockTimeoutMs: number
+}
+
+/** Production default: long enough to queue behind a settlement batch, short enough for an HTTP request. */
+export const PAYMENT_LOCK_TIMEOUT_MS_DEFAULT = 5_000
 
 export interface ListPaymentsOptions {
   /** 1..100, default 10. */
@@ -73,9 +79,13 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {
   /** Needs only `SqlClient`; the outbox writer is built on the same client. */
-  static readonly layer = Layer.effect(
+  static readonly layerWith = (options: PaymentRepositoryOptions) => Layer.effect(
     PaymentRepository,
     Effect.gen(function* () {
+      if (!Number.isInteger(options.lockTimeoutMs) || options.lockTimeoutMs < 1 || options.lockTimeoutMs > 60_000) {
+        return yield* Effect.die(new Error(`lockTimeoutMs must be an integer in 1..60000, got ${options.lockTimeoutMs}`))
+      }
+      const lockTimeout = `${options.lockTimeoutMs}ms`
       const sql = yield* SqlClient.SqlClient
       const outbox = yield* OutboxWriter
 
@@ -152,7 +162,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
         context: ChangeContext
       ) =>
         Effect.gen(function* () {
-          yield* sql`SELECT set_config('lock_timeout', ${TRANSITION_LOCK_TIMEOUT}, true)`
+          yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
           // The row lock serializes concurrent transitions of one payment: a second caller waits
           // here, then reads the winner's committed status and gets a typed InvalidTransition
           // instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE of non-key
@@ -229,6 +239,8 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
       return PaymentRepository.of({ create, findById, apply, list })
     })
   ).pipe(Layer.provide(OutboxWriter.layer))
+
+  static readonly layer = PaymentRepository.layerWith({ lockTimeoutMs: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
 }
 
 /**

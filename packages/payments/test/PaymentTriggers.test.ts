@@ -1,0 +1,252 @@
+import { assert, layer } from "@effect/vitest"
+import {
+  AMOUNT_MINOR_MAX,
+  allowedTransitionPairs,
+  currencyCodes,
+  generatePaymentId,
+  type Merchant,
+  type Payment,
+  type PaymentCommandName,
+  paymentStatuses,
+  type PaymentStatus,
+  terminalStatuses
+} from "@pay/domain"
+import { Effect } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { PaymentRepository } from "../src/PaymentRepository.ts"
+import { commandFor, context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
+
+/**
+ * The second line of defence: what happens when someone bypasses the code and writes raw SQL.
+ * Every statement here is what a human with psql could type.
+ */
+
+const pathTo: Readonly<Record<PaymentStatus, ReadonlyArray<PaymentCommandName>>> = {
+  CREATED: [],
+  AUTHORIZED: ["authorize"],
+  SETTLED: ["authorize", "settle"],
+  FAILED: ["decline"]
+}
+
+/** A payment in `status`, reached through the repository (the legal way). */
+const paymentIn = (merchant: Merchant, status: PaymentStatus) =>
+  Effect.gen(function* () {
+    const payments = yield* PaymentRepository
+    let payment: Payment = yield* payments.create(paymentInput(merchant), context)
+    for (const name of pathTo[status]) payment = yield* payments.apply(merchant.id, payment.id, commandFor(name), context)
+    return payment
+  })
+
+const expectRejected = <A, R>(effect: Effect.Effect<A, SqlError, R>, pattern: RegExp) =>
+  Effect.gen(function* () {
+    const error = postgresError(yield* Effect.flip(effect))
+    assert.strictEqual(error.code, "23000", `expected SQLSTATE 23000, got ${error.code}: ${error.message}`)
+    assert.match(error.message, pattern)
+    return error
+  })
+
+const statusOf = (id: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ status: string; version: number }>`SELECT status, version FROM payments WHERE id = ${id}`
+    return rows[0]
+  })
+
+const legal = new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`))
+const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
+
+layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (it) => {
+  it.effect("the 4x4 matrix: a raw UPDATE (with history row) succeeds exactly for the allowed pairs", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const outcomes: Array<string> = []
+      for (const { from, to } of matrix) {
+        const payment = yield* paymentIn(merchant, from)
+        const failed = to === "FAILED"
+        // A well-formed raw transition: version + 1, time forward, failure details iff FAILED,
+        // and its audit row. Only the pair itself decides.
+        const attempt = sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`
+              UPDATE payments
+              SET status = ${to}, version = version + 1, updated_at = updated_at + interval '1 second',
+                  failure_code = ${failed ? "raw_sql" : null}, failure_message = ${failed ? "set by hand" : null}
+              WHERE id = ${payment.id}`
+            yield* sql`
+              INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+              VALUES (${payment.id}, ${payment.version + 1}, ${from}, ${to}, 'psql', 'raw', now())`
+          })
+        )
+        const result = yield* Effect.result(attempt)
+        const after = yield* statusOf(payment.id)
+        if (legal.has(`${from}->${to}`)) {
+          assert.strictEqual(result._tag, "Success", `${from} -> ${to} must be accepted`)
+          assert.deepStrictEqual(after, { status: to, version: payment.version + 1 })
+          outcomes.push(`${from}->${to}:ok`)
+        } else {
+          assert.strictEqual(result._tag, "Failure", `${from} -> ${to} must be rejected`)
+          if (result._tag === "Failure") {
+            const error = postgresError(result.failure)
+            assert.strictEqual(error.code, "23000")
+            assert.match(error.message, terminalStatuses.includes(from) ? /terminal/ : /illegal payment transition/)
+          }
+          assert.deepStrictEqual(after, { status: from, version: payment.version })
+          outcomes.push(`${from}->${to}:rejected`)
+        }
+      }
+      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":ok")).length, 4)
+      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":rejected")).length, 12)
+    }))
+
+  it.effect("a bare UPDATE payments SET status = … that skips or reverses a transition is rejected", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const created = yield* paymentIn(merchant, "CREATED")
+      yield* expectRejected(sql`UPDATE payments SET status = 'SETTLED' WHERE id = ${created.id}`, /illegal payment transition CREATED -> SETTLED/)
+      const authorized = yield* paymentIn(merchant, "AUTHORIZED")
+      yield* expectRejected(sql`UPDATE payments SET status = 'CREATED' WHERE id = ${authorized.id}`, /illegal payment transition AUTHORIZED -> CREATED/)
+      const settled = yield* paymentIn(merchant, "SETTLED")
+      yield* expectRejected(sql`UPDATE payments SET status = 'AUTHORIZED', version = version + 1 WHERE id = ${settled.id}`, /terminal/)
+      // A mass update is refused by whichever row the executor reaches first (illegal pair,
+      // terminal payment, or AUTHORIZED -> SETTLED without the version step): none changes.
+      yield* expectRejected(
+        sql`UPDATE payments SET status = 'SETTLED' WHERE merchant_id = ${merchant.id}`,
+        /illegal payment transition|terminal|must move version/
+      )
+      assert.strictEqual((yield* statusOf(created.id))?.status, "CREATED")
+      assert.strictEqual((yield* statusOf(authorized.id))?.status, "AUTHORIZED")
+    }))
+
+  it.effect("a terminal payment cannot change at all, not even a no-op or a non-status column", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      for (const status of ["SETTLED", "FAILED"] as const) {
+        const payment = yield* paymentIn(merchant, status)
+        yield* expectRejected(sql`UPDATE payments SET description = 'edited' WHERE id = ${payment.id}`, /terminal/)
+        yield* expectRejected(sql`UPDATE payments SET status = status WHERE id = ${payment.id}`, /terminal/)
+        yield* expectRejected(sql`UPDATE payments SET failure_message = NULL, failure_code = NULL WHERE id = ${payment.id}`, /terminal/)
+      }
+    }))
+
+  it.effect("a transition must move the version by exactly one, forward in time, and change nothing else", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const payment = yield* paymentIn(merchant, "CREATED")
+      yield* expectRejected(sql`UPDATE payments SET status = 'AUTHORIZED' WHERE id = ${payment.id}`, /version from 1 to 2, not 1/)
+      yield* expectRejected(sql`UPDATE payments SET status = 'AUTHORIZED', version = 3 WHERE id = ${payment.id}`, /version from 1 to 2, not 3/)
+      yield* expectRejected(
+        sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = updated_at - interval '1 second' WHERE id = ${payment.id}`,
+        /backwards/
+      )
+      yield* expectRejected(
+        sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, amount_minor = 1 WHERE id = ${payment.id}`,
+        /may only change status/
+      )
+      yield* expectRejected(sql`UPDATE payments SET status = 'CREATED', version = 2 WHERE id = ${payment.id}`, /illegal payment transition CREATED -> CREATED/)
+      assert.deepStrictEqual(yield* statusOf(payment.id), { status: "CREATED", version: 1 })
+    }))
+
+  it.effect("a legal raw transition without its history row is rolled back at COMMIT", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const payment = yield* paymentIn(merchant, "CREATED")
+      yield* expectRejected(
+        sql.withTransaction(sql`UPDATE payments SET status = 'AUTHORIZED', version = 2 WHERE id = ${payment.id}`),
+        /without a payment_status_history row/
+      )
+      assert.deepStrictEqual(yield* statusOf(payment.id), { status: "CREATED", version: 1 })
+    }))
+
+  it.effect("a payment is born CREATED at version 1, and is never deleted", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const insert = (status: string, version: number) =>
+        Effect.gen(function* () {
+          const id = yield* generatePaymentId
+          return yield* sql`
+            INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at,
+                                  failure_code, failure_message)
+            VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_card_visa', ${status}, ${version}, now(), now(),
+                    ${status === "FAILED" ? "x" : null}, ${status === "FAILED" ? "y" : null})`
+        })
+      yield* expectRejected(insert("AUTHORIZED", 1), /must be inserted with status CREATED, not AUTHORIZED/)
+      yield* expectRejected(insert("SETTLED", 1), /must be inserted with status CREATED/)
+      yield* expectRejected(insert("FAILED", 1), /must be inserted with status CREATED/)
+      yield* expectRejected(insert("CREATED", 2), /must be inserted at version 1/)
+
+      const payment = yield* paymentIn(merchant, "CREATED")
+      yield* expectRejected(sql`DELETE FROM payments WHERE id = ${payment.id}`, /DELETE on payments is not allowed/)
+      yield* expectRejected(sql`TRUNCATE payments CASCADE`, /TRUNCATE on .* is not allowed/)
+      assert.strictEqual((yield* statusOf(payment.id))?.status, "CREATED")
+    }))
+
+  it.effect("the status history is append-only and can only describe allowed moves", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant } = yield* setup
+      const payment = yield* paymentIn(merchant, "AUTHORIZED")
+      yield* expectRejected(sql`UPDATE payment_status_history SET actor = 'someone else' WHERE payment_id = ${payment.id}`, /append-only/)
+      yield* expectRejected(sql`DELETE FROM payment_status_history WHERE payment_id = ${payment.id}`, /append-only/)
+      yield* expectRejected(sql`TRUNCATE payment_status_history`, /append-only/)
+      // An invented move (AUTHORIZED -> CREATED) has no row in payment_transitions: foreign key.
+      const invented = postgresError(yield* Effect.flip(sql`
+        INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+        VALUES (${payment.id}, 3, 'AUTHORIZED', 'CREATED', 'psql', 'raw', now())`))
+      assert.strictEqual(invented.code, "23503")
+      const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM payment_status_history WHERE payment_id = ${payment.id}`
+      assert.strictEqual(rows[0]?.n, 2)
+    }))
+
+  it.effect("the transition rules themselves cannot be edited with raw SQL", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* expectRejected(sql`INSERT INTO payment_transitions VALUES ('SETTLED', 'CREATED')`, /only through a migration/)
+      yield* expectRejected(sql`DELETE FROM payment_transitions`, /only through a migration/)
+      yield* expectRejected(sql`UPDATE payment_transitions SET to_status = 'SETTLED'`, /only through a migration/)
+      // CASCADE, or Postgres refuses earlier because history references the table.
+      yield* expectRejected(sql`TRUNCATE payment_transitions CASCADE`, /TRUNCATE on .* is not allowed/)
+    }))
+
+  it.effect("the database's rules equal the code's: transitions, terminal statuses, currencies, amount bound", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const pairs = yield* sql<{ from_status: string; to_status: string }>`SELECT from_status, to_status FROM payment_transitions`
+      assert.deepStrictEqual(
+        new Set(pairs.map((pair) => `${pair.from_status}->${pair.to_status}`)),
+        new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`))
+      )
+      const terminal = paymentStatuses.filter((status) => !pairs.some((pair) => pair.from_status === status))
+      assert.deepStrictEqual(terminal, [...terminalStatuses])
+
+      const definitions = yield* sql<{ name: string; definition: string }>`
+        SELECT conname AS name, pg_get_constraintdef(oid) AS definition
+        FROM pg_constraint WHERE conrelid = 'payments'::regclass AND conname IN ('payments_currency_check', 'payments_amount_minor_check')`
+      const currencyCheck = definitions.find((row) => row.name === "payments_currency_check")?.definition ?? ""
+      const databaseCodes = [...currencyCheck.matchAll(/'([A-Z]{3})'/g)].map((match) => match[1])
+      assert.deepStrictEqual(databaseCodes, [...currencyCodes])
+      const amountCheck = definitions.find((row) => row.name === "payments_amount_minor_check")?.definition ?? ""
+      assert.include(amountCheck, String(AMOUNT_MINOR_MAX))
+
+      const { merchant } = yield* setup
+      const id = yield* generatePaymentId
+      const tooBig = postgresError(yield* Effect.flip(sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, ${AMOUNT_MINOR_MAX + 1n}::bigint, 'USD', 'pm_card_visa', 'CREATED', 1, now(), now())`))
+      assert.strictEqual(tooBig.code, "23514")
+      const unknownCurrency = postgresError(yield* Effect.flip(sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, 100, 'ZZZ', 'pm_card_visa', 'CREATED', 1, now(), now())`))
+      assert.strictEqual(unknownCurrency.code, "23514")
+      const cardNumber = postgresError(yield* Effect.flip(sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242424242424242', 'CREATED', 1, now(), now())`))
+      assert.strictEqual(cardNumber.code, "23514")
+    }))
+})
