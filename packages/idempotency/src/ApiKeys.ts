@@ -1,0 +1,143 @@
+import { MerchantId } from "@pay/domain"
+import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { createHash, randomBytes, randomUUID } from "node:crypto"
+
+/**
+ * Merchant API keys. A secret is `sk_test_` followed by 32 base62 characters (32 × log2(62) ≈ 190
+ * random bits). It is shown once, by `create`; the database keeps only its SHA-256.
+ *
+ * Why a plain SHA-256 and no salt or slow hash: those defend low-entropy secrets (passwords)
+ * against dictionary attacks. A 190-bit random secret has no dictionary; a fast hash lets every
+ * request authenticate with one indexed lookup.
+ *
+ * Why no constant-time comparison: the secret is never compared. We hash what the client sent and
+ * look the hash up through a unique index. What a timing attacker could learn is how far a B-tree
+ * search on SHA-256 values got, i.e. something about the hashes of guesses they chose, which
+ * says nothing about any real secret (SHA-256 is preimage resistant).
+ */
+export const API_KEY_SECRET_PREFIX = "sk_test_"
+const secretBodyLength = 32
+const displayedBodyLength = 4
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+export const apiKeySecretPattern = /^sk_test_[0-9A-Za-z]{32}$/
+
+/** 401, code `unauthorized`. The same answer for unknown, revoked and malformed keys. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { reason: Schema.Literals(["missing", "malformed", "unknown_or_revoked"]) },
+  { httpApiStatus: 401 }
+) {
+  static readonly code = "unauthorized"
+  get code(): typeof Unauthorized.code {
+    return Unauthorized.code
+  }
+  override get message(): string {
+    return this.reason === "missing"
+      ? "no API key: send `Authorization: Bearer sk_test_...`"
+      : "invalid API key"
+  }
+}
+
+export interface CreatedApiKey {
+  readonly id: string
+  readonly merchantId: MerchantId
+  /** The whole secret, shown once. Redacted so that it never lands in a log by accident. */
+  readonly secret: Redacted.Redacted<string>
+  /** For display: `sk_test_` + the first 4 characters. */
+  readonly prefix: string
+}
+
+export interface Authenticated {
+  readonly merchantId: MerchantId
+  readonly apiKeyId: string
+}
+
+/** Unbiased base62: bytes above the largest multiple of 62 are drawn again. */
+const randomBase62 = (length: number): string => {
+  const limit = 256 - (256 % 62) // 248
+  let out = ""
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      if (byte < limit && out.length < length) out += base62.charAt(byte % 62)
+    }
+  }
+  return out
+}
+
+export const hashApiKeySecret = (secret: string): Uint8Array => createHash("sha256").update(secret, "utf8").digest()
+
+/**
+ * The secret in an `Authorization` header: `Bearer <secret>`, or HTTP Basic with the secret as the
+ * user name and an empty password (what Stripe's `curl -u sk_test_...:` sends).
+ */
+export const secretFromAuthorizationHeader = (header: string | undefined): string | Unauthorized => {
+  if (header === undefined || header.trim() === "") return new Unauthorized({ reason: "missing" })
+  const match = /^([A-Za-z]+)[ \t]+(\S+)[ \t]*$/.exec(header.trim())
+  if (match === null || match[1] === undefined || match[2] === undefined) return new Unauthorized({ reason: "malformed" })
+  const scheme = match[1].toLowerCase()
+  if (scheme === "bearer") return match[2]
+  if (scheme === "basic") {
+    const decoded = Buffer.from(match[2], "base64").toString("utf8")
+    const colon = decoded.indexOf(":")
+    return colon === -1 ? new Unauthorized({ reason: "malformed" }) : decoded.slice(0, colon)
+  }
+  return new Unauthorized({ reason: "malformed" })
+}
+
+export class ApiKeys extends Context.Service<ApiKeys, {
+  /** A new secret for the merchant. The secret is returned once and never stored. */
+  readonly create: (merchantId: MerchantId) => Effect.Effect<CreatedApiKey, SqlError>
+  /** The merchant a secret belongs to, or 401 when it is malformed, unknown or revoked. */
+  readonly authenticate: (secret: string) => Effect.Effect<Authenticated, Unauthorized | SqlError>
+  /** {@link authenticate} on an `Authorization` header (Bearer or Basic). */
+  readonly authenticateHeader: (authorization: string | undefined) => Effect.Effect<Authenticated, Unauthorized | SqlError>
+  /** Revokes a key: it stops authenticating at once. Idempotent. */
+  readonly revoke: (apiKeyId: string) => Effect.Effect<void, SqlError>
+}>()("idempotency/ApiKeys") {
+  static readonly layer = Layer.effect(
+    ApiKeys,
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const decodeMerchantId = Schema.decodeUnknownEffect(MerchantId)
+
+      const create = Effect.fn("ApiKeys.create")(function* (merchantId: MerchantId) {
+        const body = randomBase62(secretBodyLength)
+        const secret = `${API_KEY_SECRET_PREFIX}${body}`
+        const prefix = `${API_KEY_SECRET_PREFIX}${body.slice(0, displayedBodyLength)}`
+        const id = randomUUID()
+        yield* sql`
+          INSERT INTO api_keys (id, merchant_id, key_hash, prefix)
+          VALUES (${id}, ${merchantId}, ${hashApiKeySecret(secret)}, ${prefix})`
+        const created: CreatedApiKey = { id, merchantId, secret: Redacted.make(secret), prefix }
+        return created
+      })
+
+      const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
+        // Cheap refusal of anything that cannot be a key, before touching the database.
+        if (!apiKeySecretPattern.test(secret)) return yield* new Unauthorized({ reason: "malformed" })
+        const rows = yield* sql<{ id: string; merchant_id: string }>`
+          SELECT id, merchant_id FROM api_keys
+          WHERE key_hash = ${hashApiKeySecret(secret)} AND revoked_at IS NULL`
+        const [row] = rows
+        if (row === undefined) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
+        // The merchants table's CHECK guarantees the pattern; a mismatch is a bug.
+        const merchantId = yield* decodeMerchantId(row.merchant_id).pipe(Effect.orDie)
+        const authenticated: Authenticated = { merchantId, apiKeyId: row.id }
+        return authenticated
+      })
+
+      const authenticateHeader = (authorization: string | undefined) => {
+        const secret = secretFromAuthorizationHeader(authorization)
+        return typeof secret === "string" ? authenticate(secret) : Effect.fail(secret)
+      }
+
+      const revoke = Effect.fn("ApiKeys.revoke")(function* (apiKeyId: string) {
+        yield* sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = ${apiKeyId} AND revoked_at IS NULL`
+      })
+
+      return ApiKeys.of({ create, authenticate, authenticateHeader, revoke })
+    })
+  )
+}

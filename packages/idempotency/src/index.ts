@@ -1,0 +1,4 @@
+export * from "./ApiKeys.ts"
+export * from "./Fingerprint.ts"
+export * from "./IdempotencyKey.ts"
+export * from "./IdempotencyKeys.ts"

@@ -1,0 +1,78 @@
+import { assert, layer } from "@effect/vitest"
+import { defaultRedisTimeouts, Redis } from "@pay/infra"
+import { TestDatabase, throwaway } from "@pay/testkit"
+import { Effect } from "effect"
+import { defaultIdempotencyOptions, IdempotencyKeys, redisResponseKey } from "../src/index.ts"
+import { createWorkTable, newKey, newMerchant, oneStep, request, responseFor, workCount } from "./support.ts"
+
+const body = { amount_minor: 500, currency: "USD", payment_method: "pm_card_visa" }
+
+/** Wall-clock duration of an effect, in milliseconds. */
+const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const started = Date.now()
+    const value = yield* effect
+    return [value, Date.now() - started] as const
+  })
+
+layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis dies (throwaway Redis)", (it) => {
+  it.effect("Redis killed, then hung: exactly one execution per key, replays from Postgres, every call bounded", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        yield* createWorkTable
+        const instance = yield* throwaway("redis")
+        const redis = yield* Redis.make({ url: instance.url, keyPrefix: "t:", ...defaultRedisTimeouts })
+        const keys = yield* IdempotencyKeys.make({ ...defaultIdempotencyOptions, lockTimeout_ms: 5_000 }).pipe(
+          Effect.provideService(Redis, redis)
+        )
+        const merchantId = yield* newMerchant
+
+        // Healthy: the response is cached.
+        const key = newKey()
+        const first = yield* keys.run(request(merchantId, key, body), oneStep(merchantId, key))
+        assert.strictEqual(first._tag, "Executed")
+        assert.isNotNull(yield* redis.get(redisResponseKey(merchantId, key)))
+
+        // Killed (a crash, not a shutdown): replays come from Postgres, fast.
+        yield* instance.kill
+        const [replay, replay_ms] = yield* timed(keys.run(request(merchantId, key, body), oneStep(merchantId, key)))
+        assert.deepStrictEqual(replay, { _tag: "Replayed", response: first.response, decidedBy: "postgres" })
+        assert.isBelow(replay_ms, 1_000)
+
+        // New keys still work, and concurrency is still decided exactly once (by Postgres).
+        const busy = newKey()
+        const [outcomes, concurrent_ms] = yield* timed(
+          Effect.forEach(
+            Array.from({ length: 20 }, (_, i) => i),
+            () => Effect.result(keys.run(request(merchantId, busy, body), oneStep(merchantId, busy, { hold_ms: 100 }))),
+            { concurrency: "unbounded" }
+          )
+        )
+        const tags = outcomes.map((o) => (o._tag === "Success" ? o.success._tag : o.failure._tag))
+        assert.strictEqual(tags.filter((t) => t === "Executed").length, 1)
+        assert.strictEqual(tags.filter((t) => t === "Replayed" || t === "IdempotencyKeyInUse").length, 19)
+        assert.strictEqual(yield* workCount(merchantId, busy), 1)
+        assert.isBelow(concurrent_ms, 5_000)
+
+        // Back, then hung (SIGSTOP: the socket stays open, nothing answers): every Redis command
+        // waits for its timeout, so a request costs at most a few timeouts, never a hang.
+        yield* instance.restart
+        yield* Effect.sleep(300) // the client reconnects in the background
+        yield* instance.pause
+        const hung = newKey()
+        const [executed, executed_ms] = yield* timed(keys.run(request(merchantId, hung, body), oneStep(merchantId, hung)))
+        const [replayWhileHung, replayWhileHung_ms] = yield* timed(
+          keys.run(request(merchantId, hung, body), oneStep(merchantId, hung))
+        )
+        yield* instance.resume
+        assert.strictEqual(executed._tag, "Executed")
+        assert.deepStrictEqual(replayWhileHung, { _tag: "Replayed", response: responseFor(merchantId, hung), decidedBy: "postgres" })
+        assert.isBelow(executed_ms, 2_500)
+        assert.isBelow(replayWhileHung_ms, 2_500)
+        assert.strictEqual(yield* workCount(merchantId, hung), 1)
+        yield* Effect.logInfo("redis-down timings").pipe(
+          Effect.annotateLogs({ replay_ms, concurrent_ms, executed_ms, replayWhileHung_ms })
+        )
+      })
+    ), 60_000)
+})
