@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { defaultRedisTimeouts, Redis } from "@pay/infra"
 import { TestDatabase, throwaway } from "@pay/testkit"
-import { Effect } from "effect"
+import { Effect, Schedule } from "effect"
 import { defaultIdempotencyOptions, IdempotencyKeys, redisResponseKey } from "../src/index.ts"
 import { createWorkTable, newKey, newMerchant, oneStep, request, responseFor, workCount } from "./support.ts"
 
@@ -57,7 +57,8 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         // Back, then hung (SIGSTOP: the socket stays open, nothing answers): every Redis command
         // waits for its timeout, so a request costs at most a few timeouts, never a hang.
         yield* instance.restart
-        yield* Effect.sleep(300) // the client reconnects in the background
+        // The client reconnects in the background (backoff up to 2 s); wait for it, bounded.
+        yield* redis.ping.pipe(Effect.retry({ schedule: Schedule.spaced(100), times: 50 }))
         yield* instance.pause
         const hung = newKey()
         const [executed, executed_ms] = yield* timed(keys.run(request(merchantId, hung, body), oneStep(merchantId, hung)))

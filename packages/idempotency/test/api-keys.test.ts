@@ -1,0 +1,92 @@
+import { assert, layer } from "@effect/vitest"
+import { TestDatabase } from "@pay/testkit"
+import { Effect, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { createHash } from "node:crypto"
+import { apiKeySecretPattern, ApiKeys, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
+import { newMerchant } from "./support.ts"
+
+const Live = ApiKeys.layer.pipe(Layer.provideMerge(TestDatabase))
+
+layer(Live)("ApiKeys (real Postgres)", (it) => {
+  it.effect("create shows the secret once and stores only its SHA-256; authenticate finds the merchant", () =>
+    Effect.gen(function* () {
+      const apiKeys = yield* ApiKeys
+      const sql = yield* SqlClient.SqlClient
+      const merchantId = yield* newMerchant
+      const created = yield* apiKeys.create(merchantId)
+      const secret = Redacted.value(created.secret)
+      assert.match(secret, apiKeySecretPattern)
+      assert.strictEqual(created.prefix, secret.slice(0, 12))
+      assert.notInclude(String(created.secret), secret) // redacted when printed
+
+      const rows = yield* sql<{ key_hash: Uint8Array; prefix: string }>`SELECT key_hash, prefix FROM api_keys WHERE id = ${created.id}`
+      const expectedHash = createHash("sha256").update(secret).digest()
+      assert.isTrue(Buffer.from(rows[0]?.key_hash ?? new Uint8Array()).equals(expectedHash))
+      // The secret is nowhere in the table.
+      const leaked = yield* sql<{ n: bigint }>`
+        SELECT count(*)::bigint AS n FROM api_keys WHERE position(${secret} IN (api_keys::text)) > 0`
+      assert.strictEqual(leaked[0]?.n, 0n)
+
+      const authenticated = yield* apiKeys.authenticate(secret)
+      assert.deepStrictEqual(authenticated, { merchantId, apiKeyId: created.id })
+      assert.deepStrictEqual(yield* apiKeys.authenticateHeader(`Bearer ${secret}`), authenticated)
+      const basic = `Basic ${Buffer.from(`${secret}:`).toString("base64")}`
+      assert.deepStrictEqual(yield* apiKeys.authenticateHeader(basic), authenticated)
+    }))
+
+  it.effect("unknown, malformed, missing and revoked keys are 401 unauthorized", () =>
+    Effect.gen(function* () {
+      const apiKeys = yield* ApiKeys
+      const merchantId = yield* newMerchant
+      const created = yield* apiKeys.create(merchantId)
+      const secret = Redacted.value(created.secret)
+      const other = yield* apiKeys.create(merchantId)
+      assert.notStrictEqual(Redacted.value(other.secret), secret)
+
+      const refusal = <E extends { readonly _tag: string }>(error: E) => {
+        if (!(error instanceof Unauthorized)) throw new Error(`expected Unauthorized, got ${error._tag}`)
+        return error
+      }
+      const unknown = refusal(yield* Effect.flip(apiKeys.authenticate(`sk_test_${"A".repeat(32)}`)))
+      assert.deepStrictEqual([unknown.reason, unknown.code], ["unknown_or_revoked", "unauthorized"])
+      assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticate("sk_live_nope"))).reason, "malformed")
+      assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticateHeader(undefined))).reason, "missing")
+      assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticateHeader(`Token ${secret}`))).reason, "malformed")
+
+      yield* apiKeys.revoke(created.id)
+      yield* apiKeys.revoke(created.id) // idempotent
+      assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticate(secret))).reason, "unknown_or_revoked")
+      // Revoking one key leaves the merchant's other keys working.
+      const stillWorks = yield* apiKeys.authenticate(Redacted.value(other.secret))
+      assert.strictEqual(stillWorks.merchantId, merchantId)
+    }))
+
+  it.effect("the database refuses a duplicate hash and a key of a missing merchant", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchantId = yield* newMerchant
+      const hash = createHash("sha256").update("x").digest()
+      yield* sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
+      const duplicate = yield* Effect.flip(
+        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
+      )
+      assert.strictEqual(duplicate._tag, "SqlError")
+      const orphan = yield* Effect.flip(
+        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix)
+            VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`
+      )
+      assert.strictEqual(orphan._tag, "SqlError")
+    }))
+})
+
+layer(Layer.empty)("Authorization header", (it) => {
+  it.effect("Bearer and Basic (secret as user name) both carry the secret", () =>
+    Effect.sync(() => {
+      assert.strictEqual(secretFromAuthorizationHeader("Bearer sk_test_x"), "sk_test_x")
+      assert.strictEqual(secretFromAuthorizationHeader("bearer   sk_test_x  "), "sk_test_x")
+      assert.strictEqual(secretFromAuthorizationHeader(`Basic ${Buffer.from("sk_test_y:").toString("base64")}`), "sk_test_y")
+      const noColon = secretFromAuthorizationHeader(`Basic ${Buffer.from("sk_test_y").toString("base64")}`)
+      assert.isTrue(typeof noColon !== "string" && noColon.reason === "malformed")
+    }))
+})
