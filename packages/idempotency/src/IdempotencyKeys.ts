@@ -548,6 +548,11 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
         if (!fingerprintPattern.test(request.fingerprint)) {
           return yield* Effect.die(new Error("begin: the fingerprint must be 64 lowercase hex characters (Fingerprint.fingerprint)"))
         }
+        // Inside a caller's transaction the lease would stay invisible to other requests until
+        // that transaction commits, and a rollback would erase it with the work: always a bug.
+        if (Option.isSome(yield* Effect.serviceOption(sql.transactionService))) {
+          return yield* Effect.die(new Error("IdempotencyKeys.begin must not run inside a transaction: it commits its own"))
+        }
         const lease_ms = request.lockTimeout_ms ?? options.lockTimeout_ms
         assertPositiveInt("lockTimeout_ms", lease_ms)
         yield* Effect.annotateCurrentSpan({ merchant_id: request.merchantId, idempotency_key: request.key })

@@ -1,4 +1,5 @@
 export * from "./ApiKeys.ts"
 export * from "./Fingerprint.ts"
+export * from "./HttpResponse.ts"
 export * from "./IdempotencyKey.ts"
 export * from "./IdempotencyKeys.ts"

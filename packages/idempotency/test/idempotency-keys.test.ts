@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Redis } from "@pay/infra"
 import { TestDatabase } from "@pay/testkit"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import {
   fingerprintRequest,
@@ -212,6 +212,15 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       // The database refuses to rewrite a stored response, whoever asks.
       const rewrite = yield* Effect.flip(sql`UPDATE idempotency_keys SET response_body = 'x' WHERE id = ${record.id}`)
       assert.strictEqual(rewrite._tag, "SqlError")
+    }))
+
+  it.effect("begin inside a transaction is refused loudly (its lease would be invisible until commit)", () =>
+    Effect.gen(function* () {
+      const keys = yield* IdempotencyKeys
+      const sql = yield* SqlClient.SqlClient
+      const merchantId = yield* newMerchant
+      const exit = yield* Effect.exit(sql.withTransaction(keys.begin(beginRequest(merchantId, newKey()))))
+      assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Die"))
     }))
 
   it.effect("finish inside a transaction that rolls back stores nothing and caches nothing", () =>

@@ -1,0 +1,23 @@
+import { HttpServerResponse } from "effect/http"
+import type { RunOutcome, StoredResponse } from "./IdempotencyKeys.ts"
+
+/** The header that marks a replayed response (Stripe's name; the IETF draft leaves it open). */
+export const IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
+
+/**
+ * The HTTP response for an idempotent request: the stored status, content type and body text,
+ * sent as is (never re-encoded), so the first answer and every replay are the same bytes. A
+ * replay carries `Idempotent-Replayed: true`.
+ */
+export const toHttpServerResponse = (outcome: RunOutcome): HttpServerResponse.HttpServerResponse =>
+  storedToHttpServerResponse(outcome.response, outcome._tag === "Replayed")
+
+export const storedToHttpServerResponse = (
+  response: StoredResponse,
+  replayed: boolean
+): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(response.body, {
+    status: response.status,
+    contentType: response.contentType,
+    ...(replayed ? { headers: { [IDEMPOTENT_REPLAYED_HEADER]: "true" } } : {})
+  })
