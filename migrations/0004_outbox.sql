@@ -21,7 +21,10 @@ CREATE TABLE outbox_events (
 -- holds because one payment's transitions are serialized by its row lock: each commits before
 -- the next one inserts.)
 CREATE INDEX outbox_events_unpublished ON outbox_events (position) WHERE published_at IS NULL;
--- Per-aggregate ordering checks and replays.
+-- Per-aggregate ordering: the claim skips a row while an earlier row of the same aggregate is
+-- unpublished (see packages/outbox/src/OutboxStore.ts), and replays read an aggregate in order.
+CREATE INDEX outbox_events_aggregate_unpublished ON outbox_events (aggregate_type, aggregate_id, position)
+  WHERE published_at IS NULL;
 CREATE INDEX outbox_events_aggregate ON outbox_events (aggregate_type, aggregate_id, position);
 -- Retention scans.
 CREATE INDEX outbox_events_published_at ON outbox_events (published_at) WHERE published_at IS NOT NULL;

@@ -1,12 +1,15 @@
 import { HttpApi, OpenApi } from "effect/http-api"
+import { PaymentsGroup } from "./PaymentsApi.ts"
 import { SystemApi } from "./SystemApi.ts"
 
 /** The platform's HTTP contract. Handlers live in `@pay/server`. */
 export class PaymentsApi extends HttpApi.make("payments-api")
   .add(SystemApi)
+  .add(PaymentsGroup)
   .annotateMerge(OpenApi.annotations({
     title: "Payments and Ledger API",
     version: "1.0.0",
-    description: "Create, authorize and settle payments. Every POST requires an Idempotency-Key."
+    description: "Create, authorize and settle payments. Every POST requires an Idempotency-Key. " +
+      "Errors are RFC 9457 problems (application/problem+json) with a stable `code`."
   }))
 {}

@@ -1,3 +1,5 @@
 export * from "./Api.ts"
+export * from "./Authorization.ts"
+export * from "./PaymentsApi.ts"
 export * from "./Problems.ts"
 export * from "./SystemApi.ts"

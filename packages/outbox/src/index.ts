@@ -1,1 +1,4 @@
 export * from "./OutboxWriter.ts"
+export * from "./CloudEvents.ts"
+export * from "./OutboxStore.ts"
+export * from "./Publisher.ts"

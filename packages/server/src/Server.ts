@@ -1,23 +1,59 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
-import { DatabaseLive, HttpPort, Redis } from "@pay/infra"
+import { ApiKeys, IdempotencyKeys } from "@pay/idempotency"
+import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { OutboxWriter } from "@pay/outbox"
+import { MerchantRepository, PaymentRepository } from "@pay/payments"
 import { Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { createServer } from "node:http"
+import { Acquirer } from "./acquirer/Acquirer.ts"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
+import { AuthorizationLive } from "./http/Authorization.ts"
+import { BalanceReader } from "./payments/BalanceReader.ts"
+import { PaymentsHandlers } from "./payments/http.ts"
+import { PaymentOperations } from "./payments/Operations.ts"
+import { SettlementPosting } from "./payments/SettlementPosting.ts"
+
+/**
+ * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
+ * lost), the settlement posting (fails mid-way), and the dependencies themselves.
+ */
+export interface AppOptions {
+  readonly acquirer?: Layer.Layer<Acquirer, unknown, never> | undefined
+  readonly settlement?: Layer.Layer<SettlementPosting, unknown, never> | undefined
+}
+
+/** The dependencies: a migrated Postgres, Redis and Kafka. */
+export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer)
+
+export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readiness.redisProbe, Readiness.kafkaProbe])
+
+/** Everything the handlers use, above the dependencies. */
+const servicesLayer = (options: AppOptions) =>
+  Layer.mergeAll(
+    PaymentOperations.layer,
+    BalanceReader.layer,
+    ApiKeys.layer,
+    MerchantRepository.layer,
+    ReadinessLive
+  ).pipe(
+    Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
+    Layer.provide(options.acquirer ?? Acquirer.layer),
+    Layer.provide(options.settlement ?? SettlementPosting.transitionOnly),
+    Layer.provide(OutboxWriter.layer)
+  )
 
 /** The API's routes: the contract, its handlers, `/openapi.json` and a docs page at `/docs`. */
-export const ApiRoutes = Layer.mergeAll(
-  HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(Layer.provide(SystemHandlers)),
-  HttpApiScalar.layer(PaymentsApi, { path: "/docs" })
-)
-
-export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readiness.redisProbe])
-
-/** The dependencies: a migrated Postgres, Redis. Swapped wholesale by fault-injection tests. */
-export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer)
+export const apiRoutes = (options: AppOptions) =>
+  Layer.mergeAll(
+    HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
+      Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
+    ),
+    HttpApiScalar.layer(PaymentsApi, { path: "/docs" })
+  ).pipe(Layer.provide(servicesLayer(options)))
 
 export const HttpServerLive = Layer.unwrap(
   Effect.gen(function* () {
@@ -29,8 +65,10 @@ export const HttpServerLive = Layer.unwrap(
 /** JSON logs, one event per line. */
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
-export const ServerLive = HttpRouter.serve(ApiRoutes).pipe(
-  Layer.provide(ReadinessLive),
+/** The HTTP app on top of given dependencies (tests pass a test database and prefixes). */
+export const appLayer = (options: AppOptions = {}) => HttpRouter.serve(apiRoutes(options))
+
+export const ServerLive = appLayer().pipe(
   Layer.provide(DependenciesLive),
   Layer.provide(HttpServerLive),
   Layer.provide(LoggingLive)

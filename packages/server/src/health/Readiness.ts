@@ -1,7 +1,7 @@
 import type { DependencyCheck } from "@pay/api"
 import { Context, Duration, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { Redis } from "@pay/infra"
+import { KafkaAdmin, Redis } from "@pay/infra"
 
 /** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
 export interface Probe {
@@ -36,7 +36,13 @@ export class Readiness extends Context.Service<Readiness, {
     return probe
   })
 
-  static readonly layerWith = (probes: ReadonlyArray<Effect.Effect<Probe, never, SqlClient.SqlClient | Redis>>) =>
+  static readonly kafkaProbe = Effect.gen(function* () {
+    const admin = yield* KafkaAdmin
+    const probe: Probe = { name: "kafka", check: admin.ping }
+    return probe
+  })
+
+  static readonly layerWith = (probes: ReadonlyArray<Effect.Effect<Probe, never, SqlClient.SqlClient | Redis | KafkaAdmin>>) =>
     Layer.effect(Readiness, Effect.map(Effect.all(probes), Readiness.fromProbes))
 }
 

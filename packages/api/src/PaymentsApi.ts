@@ -1,0 +1,132 @@
+import { AMOUNT_MINOR_MAX, Currency, Description, Metadata, PaymentMethodToken, PaymentStatus } from "@pay/domain"
+import { Schema } from "effect"
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
+import { Authorization } from "./Authorization.ts"
+import {
+  BadRequestProblem,
+  commonProblems,
+  ConflictProblem,
+  NotFoundProblem,
+  PayloadTooLargeProblem,
+  UnprocessableProblem,
+  UnsupportedMediaTypeProblem
+} from "./Problems.ts"
+
+/** The largest request body accepted, in bytes. */
+export const REQUEST_BODY_MAX_BYTES = 64 * 1024
+
+/** `amount` on the wire: a JSON integer of minor units (cents for USD, yen for JPY). */
+export const AmountJson = Schema.Int.check(
+  Schema.isBetween(
+    { minimum: 1, maximum: Number(AMOUNT_MINOR_MAX) },
+    { message: `must be an integer number of minor units between 1 and ${AMOUNT_MINOR_MAX}` }
+  )
+).annotate({ description: "Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY)" })
+
+/** `POST /v1/payments` body. Unknown fields are rejected. */
+export const CreatePaymentBody = Schema.Struct({
+  amount: AmountJson,
+  currency: Currency,
+  payment_method: PaymentMethodToken,
+  description: Schema.optionalKey(Description),
+  metadata: Schema.optionalKey(Metadata)
+})
+export type CreatePaymentBody = typeof CreatePaymentBody.Type
+
+/** A payment as the API shows it. */
+export const PaymentJson = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("payment"),
+  amount: Schema.Int,
+  currency: Schema.String,
+  payment_method: Schema.String,
+  description: Schema.NullOr(Schema.String),
+  metadata: Schema.Record(Schema.String, Schema.String),
+  status: PaymentStatus,
+  failure_code: Schema.NullOr(Schema.String),
+  failure_message: Schema.NullOr(Schema.String),
+  created_at: Schema.String,
+  updated_at: Schema.String
+})
+export type PaymentJson = typeof PaymentJson.Type
+
+export const PaymentListJson = Schema.Struct({
+  object: Schema.Literal("list"),
+  data: Schema.Array(PaymentJson),
+  has_more: Schema.Boolean
+})
+
+export const BalanceJson = Schema.Struct({
+  object: Schema.Literal("balance"),
+  /** The merchant's payable balance per currency, read from the ledger, in minor units. */
+  available: Schema.Array(Schema.Struct({ currency: Schema.String, amount: Schema.Int }))
+})
+
+// Declared optional so that a missing key reaches the handler, which answers the documented
+// 400 problem (`idempotency_key_missing`) instead of a generic decoding error.
+const IdempotencyKeyHeader = Schema.Struct({
+  "idempotency-key": Schema.optionalKey(Schema.String.annotate({
+    description: "Required on every POST. 1-255 characters, no control characters; a token or a quoted string."
+  }))
+})
+
+const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id, `pay_…`" }) }
+
+const postErrors = [
+  ...commonProblems,
+  ConflictProblem,
+  NotFoundProblem,
+  PayloadTooLargeProblem,
+  UnprocessableProblem,
+  UnsupportedMediaTypeProblem
+] as const
+
+/**
+ * Payments. Every POST requires an `Idempotency-Key`: a retry with the same key and request
+ * replays the first answer (header `Idempotent-Replayed: true`); the same key with another
+ * request answers 422; while the first is in flight, 409.
+ */
+export class PaymentsGroup extends HttpApiGroup.make("payments")
+  .add(
+    HttpApiEndpoint.post("create", "/v1/payments", {
+      headers: IdempotencyKeyHeader,
+      payload: CreatePaymentBody,
+      success: PaymentJson.annotate({ httpApiStatus: 201 }),
+      error: postErrors
+    }),
+    HttpApiEndpoint.post("authorize", "/v1/payments/:id/authorize", {
+      params: PaymentIdParam,
+      headers: IdempotencyKeyHeader,
+      success: PaymentJson,
+      error: postErrors
+    }),
+    HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
+      params: PaymentIdParam,
+      headers: IdempotencyKeyHeader,
+      success: PaymentJson,
+      error: postErrors
+    }),
+    HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
+      params: PaymentIdParam,
+      success: PaymentJson,
+      error: [...commonProblems, NotFoundProblem]
+    }),
+    HttpApiEndpoint.get("list", "/v1/payments", {
+      query: {
+        limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
+        starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A payment id: the page starts after it" }))
+      },
+      success: PaymentListJson,
+      error: [...commonProblems, BadRequestProblem]
+    }),
+    HttpApiEndpoint.get("balance", "/v1/balance", {
+      success: BalanceJson,
+      error: commonProblems
+    })
+  )
+  .middleware(Authorization)
+  .annotateMerge(OpenApi.annotations({
+    title: "Payments",
+    description: "Create, authorize and settle payments; read them and the merchant's balance."
+  }))
+{}

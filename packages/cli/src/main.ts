@@ -1,0 +1,55 @@
+/**
+ * Operator commands.
+ *
+ *   pnpm cli merchants create "Acme"     creates a merchant and its first API key; prints both
+ *                                        (the key is shown once: only its SHA-256 hash is stored)
+ *   pnpm cli keys create <merchant id>   issues another API key for a merchant
+ *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on)
+ *
+ * Uses DATABASE_URL like the server, and applies pending migrations first.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { MerchantId, MerchantName } from "@pay/domain"
+import { ApiKeys } from "@pay/idempotency"
+import { DatabaseLive } from "@pay/infra"
+import { MerchantRepository } from "@pay/payments"
+import { Console, Effect, Layer, Redacted, Schema } from "effect"
+
+const usage = `usage:
+  pnpm cli merchants create "<name>"
+  pnpm cli keys create <merchant id>
+  pnpm cli keys revoke <api key id>`
+
+class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
+
+const printKey = (merchantId: string, key: { readonly id: string; readonly secret: Redacted.Redacted<string> }) =>
+  Console.log(JSON.stringify({ merchant_id: merchantId, api_key_id: key.id, api_key: Redacted.value(key.secret) }, null, 2))
+
+const program = Effect.gen(function* () {
+  const [group, command, argument] = process.argv.slice(2)
+  const merchants = yield* MerchantRepository
+  const apiKeys = yield* ApiKeys
+  if (group === "merchants" && command === "create" && argument !== undefined) {
+    const name = yield* Schema.decodeUnknownEffect(MerchantName)(argument)
+    const merchant = yield* merchants.create(name)
+    const key = yield* apiKeys.create(merchant.id)
+    yield* Console.error(`merchant ${merchant.id} created; the API key below is shown once`)
+    return yield* printKey(merchant.id, key)
+  }
+  if (group === "keys" && command === "create" && argument !== undefined) {
+    const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
+    const key = yield* apiKeys.create(merchantId)
+    return yield* printKey(merchantId, key)
+  }
+  if (group === "keys" && command === "revoke" && argument !== undefined) {
+    yield* apiKeys.revoke(argument)
+    return yield* Console.log(`revoked ${argument}`)
+  }
+  return yield* new UsageError({ message: usage })
+})
+
+program.pipe(
+  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer).pipe(Layer.provideMerge(DatabaseLive))),
+  Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
+  NodeRuntime.runMain
+)

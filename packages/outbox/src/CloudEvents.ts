@@ -1,0 +1,118 @@
+import { decodePaymentEvent, type PaymentEvent } from "@pay/domain"
+import { Effect, Schema } from "effect"
+
+/**
+ * CloudEvents 1.0 in Kafka's binary content mode: the attributes travel as `ce_`-prefixed headers,
+ * `datacontenttype` as the `content-type` header, and the event data (JSON) is the record value.
+ * https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md
+ */
+export const cloudEventsSource = "/payments-platform"
+export const specVersion = "1.0"
+export const dataContentType = "application/json"
+
+/** The headers every event carries. `eventversion` is our extension: the payload schema version. */
+export const CloudEventHeaders = Schema.Struct({
+  ce_id: Schema.String,
+  ce_source: Schema.String,
+  ce_type: Schema.String,
+  ce_specversion: Schema.Literal(specVersion),
+  ce_time: Schema.String,
+  ce_subject: Schema.String,
+  ce_eventversion: Schema.String,
+  "content-type": Schema.Literal(dataContentType),
+  correlation_id: Schema.optionalKey(Schema.String),
+  traceparent: Schema.optionalKey(Schema.String)
+})
+export type CloudEventHeaders = typeof CloudEventHeaders.Type
+
+/**
+ * One outbox row, as the publisher reads it. Decoded with a schema at the boundary: a row the
+ * publisher cannot read is a broken invariant (the table's CHECKs should have refused it).
+ */
+export const OutboxRow = Schema.Struct({
+  id: Schema.String,
+  position: Schema.BigInt,
+  aggregate_type: Schema.String,
+  aggregate_id: Schema.String,
+  event_type: Schema.String,
+  event_version: Schema.Int,
+  /** jsonb, already parsed by the driver; sent on as JSON text. */
+  payload: Schema.Unknown,
+  headers: Schema.Unknown,
+  created_at: Schema.Date,
+  attempt_count: Schema.Int
+})
+export type OutboxRow = typeof OutboxRow.Type
+
+export interface EventRecord {
+  readonly key: string
+  readonly value: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
+const stringHeaders = (headers: unknown): Record<string, string> => {
+  const out: Record<string, string> = {}
+  if (typeof headers === "object" && headers !== null) {
+    for (const [name, value] of Object.entries(headers)) if (typeof value === "string") out[name] = value
+  }
+  return out
+}
+
+/**
+ * The Kafka record for an outbox row. The key is the aggregate id (the payment id), so one
+ * payment's events land on one partition, in order. `ce_time` is the row's creation time, taken
+ * inside the transaction that made the change.
+ */
+export const toEventRecord = (row: OutboxRow): EventRecord => {
+  const carried = stringHeaders(row.headers)
+  const headers: CloudEventHeaders = {
+    ce_id: row.id,
+    ce_source: cloudEventsSource,
+    ce_type: row.event_type,
+    ce_specversion: specVersion,
+    ce_time: row.created_at.toISOString(),
+    ce_subject: `${row.aggregate_type}/${row.aggregate_id}`,
+    ce_eventversion: String(row.event_version),
+    "content-type": dataContentType,
+    ...(carried.correlation_id === undefined ? {} : { correlation_id: carried.correlation_id }),
+    ...(carried.traceparent === undefined ? {} : { traceparent: carried.traceparent })
+  }
+  return { key: row.aggregate_id, value: JSON.stringify(row.payload), headers }
+}
+
+/** Reads the envelope back from a consumed record's headers (consumers share this). */
+export const decodeCloudEventHeaders = Schema.decodeUnknownEffect(CloudEventHeaders)
+
+/** A consumed record that is not a well-formed payment event: the envelope and the data disagree. */
+export class MalformedEventRecord extends Schema.TaggedError<MalformedEventRecord>()("MalformedEventRecord", {
+  message: Schema.String
+}) {}
+
+export interface DecodedPaymentEvent {
+  readonly envelope: CloudEventHeaders
+  readonly event: PaymentEvent
+}
+
+/**
+ * What a consumer of `payments.events` does with a record: decode the CloudEvents headers, decode
+ * the JSON value with the shared `PaymentEvent` schema, and check that the two agree (type, the
+ * subject's payment id, and the record key). Deduplicate on `envelope.ce_id`.
+ */
+export const decodePaymentEventRecord = (record: {
+  readonly key: string | null
+  readonly value: string
+  readonly headers: Readonly<Record<string, string>>
+}): Effect.Effect<DecodedPaymentEvent, MalformedEventRecord> =>
+  Effect.gen(function* () {
+    const envelope = yield* decodeCloudEventHeaders(record.headers)
+    const json = yield* Effect.try({ try: (): unknown => JSON.parse(record.value), catch: (error) => String(error) })
+    const event = yield* decodePaymentEvent(json)
+    if (event.type !== envelope.ce_type) return yield* Effect.fail(`ce_type ${envelope.ce_type} but data type ${event.type}`)
+    if (envelope.ce_subject !== `payment/${event.payment_id}`) {
+      return yield* Effect.fail(`ce_subject ${envelope.ce_subject} is not payment/${event.payment_id}`)
+    }
+    if (record.key !== event.payment_id) return yield* Effect.fail(`key ${String(record.key)} is not ${event.payment_id}`)
+    return { envelope, event }
+  }).pipe(
+    Effect.mapError((error) => new MalformedEventRecord({ message: typeof error === "string" ? error : error.message }))
+  )

@@ -1,0 +1,20 @@
+import type { PaymentJson } from "@pay/api"
+import type { Payment } from "@pay/domain"
+import { DateTime } from "effect"
+
+/** The API's view of a payment. `amount` is the integer number of minor units. */
+export const toPaymentJson = (payment: Payment): PaymentJson => ({
+  id: payment.id,
+  object: "payment",
+  // Exact: amounts are bounded by AMOUNT_MINOR_MAX, far inside the safe-integer range.
+  amount: Number(payment.amount_minor),
+  currency: payment.currency,
+  payment_method: payment.payment_method,
+  description: payment.description,
+  metadata: payment.metadata,
+  status: payment.status,
+  failure_code: payment.failure_code,
+  failure_message: payment.failure_message,
+  created_at: DateTime.formatIso(payment.created_at),
+  updated_at: DateTime.formatIso(payment.updated_at)
+})

@@ -1,0 +1,53 @@
+import type { StoredResponse } from "@pay/idempotency"
+import { Effect } from "effect"
+import { HttpServerResponse } from "effect/http"
+import { problem } from "../http/Problem.ts"
+
+/** The exact stored bytes, with `Idempotent-Replayed: true` when they are a replay. */
+export const toHttpResponse = (response: StoredResponse, replayed: boolean): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(response.body, {
+    status: response.status,
+    contentType: response.contentType,
+    headers: {
+      ...(replayed ? { "idempotent-replayed": "true" } : {}),
+      ...(response.status === 503 ? { "retry-after": "1" } : {})
+    }
+  })
+
+interface Tagged {
+  readonly _tag: string
+  readonly message?: string
+}
+
+const isTagged = (error: unknown): error is Tagged =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+
+/**
+ * Errors that end a request without a decided outcome, as problems. None of these is stored:
+ * the idempotency key is released and a retry with the same key resumes.
+ * A database that does not answer is a 503 (a dependency is down); any other unexpected error is
+ * a 500 — a bug — and is logged with its cause.
+ */
+export const errorProblem = (error: unknown): StoredResponse => {
+  if (!isTagged(error)) return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+  const message = error.message ?? error._tag
+  switch (error._tag) {
+    case "IdempotencyKeyReused":
+      return problem(422, "idempotency_key_reused", message, "Idempotency-Key")
+    case "IdempotencyKeyInUse":
+    case "IdempotencyLockLost":
+      return problem(409, "idempotency_key_in_use", message, "Idempotency-Key")
+    case "AcquirerTimeout":
+      return problem(503, "acquirer_timeout", `${message}. The outcome is unknown; retry with the same Idempotency-Key to finish it.`)
+    case "AcquirerUnavailable":
+      return problem(503, "acquirer_unavailable", `${message}. Nothing was decided; retry with the same Idempotency-Key.`)
+    case "SqlError":
+      return problem(503, "database_unavailable", "the database did not complete the request; retry with the same Idempotency-Key")
+    default:
+      return problem(500, "internal_error", `an unexpected error occurred (${error._tag}); it has been logged`)
+  }
+}
+
+/** Logs the cause of a 5xx so that the on-call sees it (a 500 is a bug). */
+export const logUnexpected = (error: unknown) =>
+  Effect.logError("request failed", { error: isTagged(error) ? error._tag : String(error) })
