@@ -1,0 +1,17 @@
+/**
+ * Kafka for the platform, over @platformatic/kafka (see docs/adr/0002-platformatic-kafka.md).
+ * The service interfaces use only our own types, so the client can be swapped without touching
+ * callers. Topic names are used as given: callers prepend `KAFKA_TOPIC_PREFIX` themselves.
+ */
+import { Layer } from "effect"
+import { KafkaAdmin } from "./KafkaAdmin.ts"
+import { KafkaConsumer } from "./KafkaConsumer.ts"
+import { KafkaProducer } from "./KafkaProducer.ts"
+
+export * from "./KafkaAdmin.ts"
+export { defaultKafkaTimeouts, type KafkaClientOptions, KafkaError, wallClockSleep } from "./KafkaCommon.ts"
+export * from "./KafkaConsumer.ts"
+export * from "./KafkaProducer.ts"
+
+/** Admin, producer and consumer, all from `KAFKA_BROKERS`. */
+export const KafkaLive = Layer.mergeAll(KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)

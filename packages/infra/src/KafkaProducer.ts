@@ -1,0 +1,156 @@
+import { compatibilityPartitioner, ProduceAcks, Producer } from "@platformatic/kafka"
+import { Context, Effect, Layer } from "effect"
+import { KafkaBrokers } from "./Config.ts"
+import {
+  baseClientOptions,
+  closeClient,
+  defaultKafkaTimeouts,
+  kafkaCall,
+  KafkaError,
+  type KafkaClientOptions,
+  parseBrokers
+} from "./KafkaCommon.ts"
+
+export interface ProducerMessage {
+  readonly topic: string
+  /** Decides the partition (same key, same partition, in order). Events use the aggregate id. */
+  readonly key: string
+  /** Strings are sent as UTF-8. */
+  readonly value: string | Uint8Array
+  readonly headers: Readonly<Record<string, string>>
+  /** Overrides the key's partition. */
+  readonly partition?: number
+}
+
+/** Where the broker stored a message: same index as the message in the `send` call. */
+export interface ProducedRecord {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: bigint
+}
+
+export interface KafkaProducerOptions extends KafkaClientOptions {
+  /** More messages than this in one `send` is a caller bug (the publisher's batch is bounded). */
+  readonly maxMessagesPerSend: number
+}
+
+export const defaultKafkaProducerLimits = { ...defaultKafkaTimeouts, maxMessagesPerSend: 1_000 } as const
+
+const invalidArgument = (message: string) =>
+  new KafkaError({ operation: "send", message, retriable: false, code: "INVALID_ARGUMENT" })
+
+const toBuffer = (value: string | Uint8Array): Buffer =>
+  typeof value === "string" ? Buffer.from(value, "utf8") : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+
+/**
+ * Sends messages and resolves only once the broker has acknowledged every one of them with
+ * acks=all. A failed `send` may still have stored some of the messages (per partition, all or
+ * nothing): callers treat failure as "unknown" and send again; the idempotent producer drops
+ * in-session duplicates, and consumers dedupe by event id for the rest (at-least-once).
+ */
+export class KafkaProducer extends Context.Service<KafkaProducer, {
+  readonly send: (messages: ReadonlyArray<ProducerMessage>) => Effect.Effect<ReadonlyArray<ProducedRecord>, KafkaError>
+}>()("infra/KafkaProducer") {
+  static readonly make = (options: KafkaProducerOptions) =>
+    Effect.gen(function* () {
+      const bootstrapBrokers = yield* parseBrokers(options.brokers)
+      const producer = yield* Effect.acquireRelease(
+        Effect.sync(
+          () =>
+            new Producer({
+              ...baseClientOptions(options, bootstrapBrokers),
+              // Chosen explicitly, never left to the library's defaults (a money path):
+              // - idempotent: the broker drops a retried batch it already stored (producer id +
+              //   sequence numbers), so client retries cannot duplicate or reorder a partition.
+              idempotent: true,
+              // - acks=all: the ack means every in-sync replica has the batch; with
+              //   min.insync.replicas it survives the loss of the leader.
+              acks: ProduceAcks.ALL,
+              // - bounded retries: @platformatic/kafka turns an idempotent producer's `retries`
+              //   into Number.MAX_SAFE_INTEGER when it is unset or <= 1, i.e. a send that never
+              //   fails while the broker is down. We pass our own bound (> 1) so the call fails and
+              //   the outbox publisher's own backoff takes over.
+              retries: Math.max(options.retries, 2),
+              // - one request in flight per broker (the library forces this for idempotence):
+              //   ordering within a partition does not depend on retry timing.
+              maxInflights: 1,
+              compression: "none"
+            })
+        ),
+        (client) => closeClient("producer.close", () => client.close())
+      )
+
+      // Partition count per topic from the client's metadata cache (refreshed every 5 s and on
+      // stale-metadata errors). We pick each message's partition ourselves so that the broker's
+      // per-partition base offsets map back to individual messages.
+      const partitionCounts = (topics: Array<string>) =>
+        kafkaCall("send.metadata", options.operationTimeout_ms, () => producer.metadata({ topics })).pipe(
+          Effect.flatMap((metadata) =>
+            Effect.forEach(topics, (topic) => {
+              const count = metadata.topics.get(topic)?.partitionsCount
+              return count === undefined || count < 1
+                ? Effect.fail(
+                    new KafkaError({ operation: "send", message: `unknown topic ${topic}`, retriable: true, code: "UNKNOWN_TOPIC_OR_PARTITION" })
+                  )
+                : Effect.succeed([topic, count] as const)
+            })
+          ),
+          Effect.map((entries) => new Map(entries))
+        )
+
+      const send = Effect.fn("KafkaProducer.send")(function* (messages: ReadonlyArray<ProducerMessage>) {
+        if (messages.length === 0) return []
+        if (messages.length > options.maxMessagesPerSend) {
+          return yield* Effect.fail(invalidArgument(`${messages.length} messages in one send, at most ${options.maxMessagesPerSend}`))
+        }
+        const counts = yield* partitionCounts([...new Set(messages.map((message) => message.topic))])
+        const prepared: Array<{ topic: string; key: Buffer; value: Buffer; headers: Map<Buffer, Buffer>; partition: number }> = []
+        for (const message of messages) {
+          const count = counts.get(message.topic) ?? 0
+          const key = Buffer.from(message.key, "utf8")
+          const value = toBuffer(message.value)
+          const headers = new Map<Buffer, Buffer>()
+          for (const [name, headerValue] of Object.entries(message.headers)) headers.set(Buffer.from(name), Buffer.from(headerValue))
+          // A key's partition as the Java client computes it (murmur2 & 0x7fffffff), so any other
+          // producer of the same keys lands on the same partitions.
+          const partition = message.partition ?? compatibilityPartitioner({ topic: message.topic, key, value }, key) % count
+          if (!Number.isInteger(partition) || partition < 0 || partition >= count) {
+            return yield* Effect.fail(invalidArgument(`partition ${partition} out of range for ${message.topic} (${count} partitions)`))
+          }
+          prepared.push({ topic: message.topic, key, value, headers, partition })
+        }
+
+        const result = yield* kafkaCall("send", options.operationTimeout_ms, () => producer.send({ messages: prepared }))
+
+        // The broker answers one base offset per partition; the library keeps each partition's
+        // messages in call order, so the n-th message for a partition got base + n.
+        const baseOffsets = new Map<string, bigint>()
+        for (const entry of result.offsets ?? []) baseOffsets.set(`${entry.topic}\u0000${entry.partition}`, entry.offset)
+        const seen = new Map<string, bigint>()
+        const produced: Array<ProducedRecord> = []
+        for (const message of prepared) {
+          const slot = `${message.topic}\u0000${message.partition}`
+          const base = baseOffsets.get(slot)
+          if (base === undefined) {
+            return yield* Effect.die(new Error(`broker acknowledged no offset for ${message.topic}[${message.partition}]`))
+          }
+          const ordinal = seen.get(slot) ?? 0n
+          seen.set(slot, ordinal + 1n)
+          produced.push({ topic: message.topic, partition: message.partition, offset: base + ordinal })
+        }
+        return produced
+      })
+
+      return KafkaProducer.of({ send })
+    })
+
+  static readonly layerWith = (options: KafkaProducerOptions) => Layer.effect(KafkaProducer, KafkaProducer.make(options))
+
+  /** Configured from `KAFKA_BROKERS`. */
+  static readonly layer = Layer.unwrap(
+    Effect.gen(function* () {
+      const brokers = yield* KafkaBrokers
+      return KafkaProducer.layerWith({ brokers, clientId: "pay-producer", ...defaultKafkaProducerLimits })
+    })
+  )
+}
