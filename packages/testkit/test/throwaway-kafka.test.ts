@@ -1,0 +1,93 @@
+import { assert, it } from "@effect/vitest"
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaConsumerOptions,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaConsumer,
+  KafkaProducer
+} from "@pay/infra"
+import { shortId, startThrowawayKafka, testRun } from "@pay/testkit"
+import { Effect, Layer } from "effect"
+import { readFile } from "node:fs/promises"
+import { fileURLToPath } from "node:url"
+
+const run = testRun()
+const mainPidFile = fileURLToPath(new URL("../../../.stack/kafka/kafka.pid", import.meta.url))
+
+/** The main broker's pid when it runs from the default state dir (undefined when it does not). */
+const mainBrokerPid = Effect.promise(() =>
+  readFile(mainPidFile, "utf8").then(
+    (text) => Number.parseInt(text.trim(), 10),
+    () => undefined
+  )
+)
+
+const clients = (brokers: string, clientId: string) =>
+  Layer.mergeAll(
+    KafkaAdmin.layerWith({ brokers, clientId: `${clientId}-admin`, ...defaultKafkaAdminTimeouts }),
+    KafkaProducer.layerWith({ brokers, clientId: `${clientId}-producer`, ...defaultKafkaProducerLimits }),
+    KafkaConsumer.layerWith({ brokers, clientId: `${clientId}-consumer`, ...defaultKafkaConsumerOptions })
+  )
+
+const mainBrokerAnswers = KafkaAdmin.use((admin) => admin.ping).pipe(Effect.provide(clients(run.kafkaBrokers, "pay-test-main")))
+
+it.live(
+  "a throwaway broker serves, dies by SIGKILL of its own pid (sends then fail fast), restarts with its data; the main broker is untouched",
+  () =>
+    Effect.gen(function* () {
+      const mainPid = yield* mainBrokerPid
+      yield* mainBrokerAnswers
+
+      const broker = yield* startThrowawayKafka()
+      assert.notStrictEqual(broker.brokers, run.kafkaBrokers)
+      assert.notStrictEqual(broker.pid, mainPid)
+      const firstPid = broker.pid
+
+      yield* Effect.gen(function* () {
+        const admin = yield* KafkaAdmin
+        const producer = yield* KafkaProducer
+        const consumer = yield* KafkaConsumer
+        const topic = `${run.kafkaTopicPrefix}throwaway.${shortId()}`
+        yield* admin.createTopic({ topic, partitions: 1 })
+        yield* producer.send([{ topic, key: "k1", value: "before the crash", headers: { attempt: "1" } }])
+        const before = yield* consumer.readFromBeginning({ topic, count: 1, timeout_ms: 10_000 })
+        assert.deepStrictEqual(before.map((record) => [record.key, record.value, record.headers]), [["k1", "before the crash", { attempt: "1" }]])
+
+        const subscription = yield* consumer.subscribe({ groupId: `${run.kafkaTopicPrefix}throwaway.${shortId()}`, topics: [topic] })
+        const polled = yield* subscription.poll({ maxRecords: 10, timeout_ms: 10_000 })
+        assert.deepStrictEqual(polled.map((record) => record.value), ["before the crash"])
+
+        yield* broker.kill
+
+        // A dead broker refuses connections: the send must fail with KafkaError, quickly, not hang.
+        const started_ms = Date.now()
+        const error = yield* Effect.flip(producer.send([{ topic, key: "k2", value: "while down", headers: {} }]))
+        const elapsed_ms = Date.now() - started_ms
+        assert.strictEqual(error._tag, "KafkaError")
+        assert.isTrue(error.retriable, `expected a retriable error, got ${error.code}: ${error.message}`)
+        assert.isBelow(elapsed_ms, 10_000, `send took ${elapsed_ms} ms to fail`)
+        const ping = yield* Effect.flip(admin.ping)
+        assert.include(ping.message, broker.brokers)
+        // A subscription notices too: its polls fail (after the client's bounded retries), not wait forever.
+        const pollFailure = yield* subscription.poll({ maxRecords: 10, timeout_ms: 500 }).pipe(
+          Effect.repeat({ while: (records) => records.length === 0, times: 30 }),
+          Effect.flip
+        )
+        assert.strictEqual(pollFailure._tag, "KafkaError")
+        assert.isBelow(Date.now() - started_ms, 15_000)
+
+        // Restarted on the same ports with the same data: the old message is there, sends work again.
+        yield* broker.restart
+        assert.notStrictEqual(broker.pid, firstPid)
+        yield* producer.send([{ topic, key: "k3", value: "after the restart", headers: {} }])
+        const after = yield* consumer.readFromBeginning({ topic, count: 2, timeout_ms: 10_000 })
+        assert.deepStrictEqual(after.map((record) => record.value), ["before the crash", "after the restart"])
+      }).pipe(Effect.scoped, Effect.provide(clients(broker.brokers, "pay-test-throwaway")))
+
+      // The main broker still runs with the same pid and still answers.
+      assert.strictEqual(yield* mainBrokerPid, mainPid)
+      yield* mainBrokerAnswers
+    }),
+  120_000
+)
