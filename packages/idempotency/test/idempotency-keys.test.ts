@@ -286,11 +286,11 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       const keys = yield* IdempotencyKeys
       const merchantId = yield* newMerchant
       const key = newKey()
-      const lease_ms = 400
+      const lease_ms = 1_000
       const record = recordOf(yield* keys.begin(beginRequest(merchantId, key, lease_ms)))
-      yield* Effect.sleep(250)
-      yield* keys.advance(record, "payment_created", { payment_id: "pay_b" }) // lease now ends ~650 ms
-      yield* Effect.sleep(250) // the marker (400 ms) is gone, the lease is not
+      yield* Effect.sleep(600)
+      yield* keys.advance(record, "payment_created", { payment_id: "pay_b" }) // lease now ends ~1600 ms
+      yield* Effect.sleep(600) // ~1200 ms: the marker (1000 ms) is gone, the lease is not
       const busy = yield* Effect.flip(keys.begin(beginRequest(merchantId, key, lease_ms)))
       assert.strictEqual(busy._tag, "IdempotencyKeyInUse")
       if (busy._tag === "IdempotencyKeyInUse") assert.strictEqual(busy.decidedBy, "postgres")
@@ -412,11 +412,11 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       const inProgress = newKey()
       const inProgressRecord = recordOf(yield* keys.begin(beginRequest(merchantId, inProgress, 60_000)))
       yield* keys.advance(inProgressRecord, "payment_created", {})
-      yield* Effect.sleep(400)
+      yield* Effect.sleep(800)
       const recent = newKey()
       yield* keys.run(request(merchantId, recent, body), oneStep(merchantId, recent))
 
-      const reaped = yield* keys.reap({ retention_ms: 300, batch: 1_000 })
+      const reaped = yield* keys.reap({ retention_ms: 600, batch: 1_000 })
       assert.isAtLeast(reaped.finished, 1)
       assert.isAtLeast(reaped.neverStarted, 1)
       assert.strictEqual(yield* keyRowCount(merchantId, old), 0)
