@@ -1,0 +1,177 @@
+import { assert, layer } from "@effect/vitest"
+import { Effect, Fiber, Ref } from "effect"
+import { SqlClient } from "effect/sql"
+import type { PostingError } from "../src/Errors.ts"
+import { Ledger } from "../src/Ledger.ts"
+import type { Leg, PostingRequest } from "../src/Model.ts"
+import {
+  account,
+  assertLedgerHealthy,
+  LedgerTestLayer,
+  layerOptions,
+  negativeNoNegativeAccounts,
+  transfer,
+  trialBalance
+} from "./support.ts"
+
+// Many fibers on many real connections (the test pool has 16), posting at once. What must hold:
+// no deadlock (PostgreSQL's own deadlock counter for the database does not move, so the service's
+// retry never had to hide one), no error other than the expected business refusals, every
+// currency's balances sum to zero, stored equals derived, no no-negative account below zero.
+
+const FIBERS = 16
+
+/** Deterministic pseudo-random numbers (mulberry32), so a failure can be replayed. */
+const random = (seed: number) => {
+  let state = seed >>> 0
+  return (below: number) => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * below)
+  }
+}
+
+const deadlockCount = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{ deadlocks: bigint }>`
+    SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`
+  return rows[0]?.deadlocks ?? -1n
+})
+
+/**
+ * Samples, while `work` runs, how many of our connections are executing a posting at once: the
+ * proof that the postings really ran in parallel on separate connections.
+ */
+const withParallelismProbe = <A, E, R>(work: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const maxActive = yield* Ref.make(0)
+    const probe = yield* Effect.forkChild(Effect.forever(Effect.gen(function* () {
+      const rows = yield* sql<{ n: bigint }>`
+        SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND state = 'active' AND query LIKE '%ledger_post(%'
+          AND pid <> pg_backend_pid()`
+      const n = Number(rows[0]?.n ?? 0n)
+      yield* Ref.update(maxActive, (m) => Math.max(m, n))
+      yield* Effect.sleep("2 millis")
+    })))
+    const result = yield* work
+    yield* Fiber.interrupt(probe)
+    return { result, maxActive: yield* Ref.get(maxActive) }
+  })
+
+/** Runs postings on FIBERS fibers; business refusals are counted, anything else fails the test. */
+type Work = { readonly single: PostingRequest } | { readonly batch: ReadonlyArray<PostingRequest> }
+
+const postAll = (requests: ReadonlyArray<Work>) =>
+  Effect.gen(function* () {
+    const ledger = yield* Ledger
+    const outcomes = yield* Effect.forEach(requests, (work) => {
+      const post: Effect.Effect<unknown, PostingError> = "batch" in work
+        ? ledger.postTransactions(work.batch)
+        : ledger.postTransaction(work.single)
+      return post.pipe(
+        Effect.as("posted" as const),
+        Effect.catchTag("InsufficientFunds", () => Effect.succeed("insufficient" as const))
+      )
+    }, { concurrency: FIBERS })
+    return {
+      posted: outcomes.filter((o) => o === "posted").length,
+      insufficient: outcomes.filter((o) => o === "insufficient").length
+    }
+  })
+
+const assertInvariants = Effect.gen(function* () {
+  assert.isTrue((yield* trialBalance).every(([, total]) => total === "0"), "every currency sums to zero")
+  assert.deepStrictEqual(yield* negativeNoNegativeAccounts, [])
+  yield* assertLedgerHealthy
+})
+
+layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
+  it.effect("16 fibers among 4 hot accounts, three rounds: no deadlock, sums zero, no-negative holds", () =>
+    Effect.gen(function* () {
+      const ledger = yield* Ledger
+      const hot = ["hot:cash:USD", "hot:bank:USD", "hot:merchant-a:USD", "hot:merchant-b:USD"]
+      yield* ledger.ensureAccount(account(hot[0] ?? "", "asset", "USD", true))
+      yield* ledger.ensureAccount(account(hot[1] ?? "", "asset", "USD", true))
+      yield* ledger.ensureAccount(account(hot[2] ?? "", "liability", "USD", false))
+      yield* ledger.ensureAccount(account(hot[3] ?? "", "liability", "USD", false))
+      const deadlocksBefore = yield* deadlockCount
+      let maxActive = 0
+      let insufficient = 0
+      for (const round of [1, 2, 3]) {
+        const next = random(round)
+        const requests = Array.from({ length: 240 }, (_, i) => {
+          const from = hot[next(4)] ?? ""
+          const to = hot[(hot.indexOf(from) + 1 + next(3)) % 4] ?? ""
+          return transfer(`hot-${round}-${i}`, to, from, BigInt(1 + next(100)))
+        })
+        const { result, maxActive: active } = yield* withParallelismProbe(postAll(requests.map((single) => ({ single }))))
+        maxActive = Math.max(maxActive, active)
+        insufficient += result.insufficient
+        assert.strictEqual(result.posted + result.insufficient, requests.length)
+        yield* assertInvariants
+      }
+      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
+      assert.isAtLeast(maxActive, 4, "postings ran on parallel connections")
+      // The no-negative accounts were really pressed against zero.
+      assert.isAbove(insufficient, 0)
+    }))
+
+  it.effect("16 fibers among 200 accounts with 2 to 6 legs in random order: no deadlock, sums zero", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`INSERT INTO accounts (code, type, currency, allow_negative)
+                 SELECT 'many:' || g || ':' || c, CASE WHEN g % 2 = 0 THEN 'asset' ELSE 'liability' END::ledger_account_type,
+                        c, g % 3 <> 0
+                 FROM generate_series(1, 100) AS g, (VALUES ('USD'), ('EUR')) AS currencies(c)`
+      const deadlocksBefore = yield* deadlockCount
+      const next = random(42)
+      const leg = (currency: string, amountMinor: bigint): Leg => ({
+        account: `many:${1 + next(100)}:${currency}`,
+        amountMinor,
+        currency
+      })
+      const requests = Array.from({ length: 400 }, (_, i): PostingRequest => {
+        const currency = next(2) === 0 ? "USD" : "EUR"
+        const debitAmounts = Array.from({ length: 1 + next(3) }, () => BigInt(1 + next(50)))
+        const total = debitAmounts.reduce((a, b) => a + b, 0n)
+        const split = BigInt(next(Number(total)))
+        const creditAmounts = split > 0n ? [split, total - split] : [total]
+        return {
+          reference: `many-${i}`,
+          description: "multi-leg",
+          debits: debitAmounts.map((amount) => leg(currency, amount)),
+          credits: creditAmounts.map((amount) => leg(currency, amount))
+        }
+      })
+      // Batches too: several postings, many accounts, one database transaction each.
+      const batches = Array.from({ length: 20 }, (_, b) => ({
+        batch: requests.slice(b * 5, b * 5 + 5).map((r) => ({ ...r, reference: `batch-${r.reference}` }))
+      }))
+      const { result } = yield* withParallelismProbe(postAll([...requests.map((single) => ({ single })), ...batches]))
+      assert.isAbove(result.posted, 0)
+      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
+      yield* assertInvariants
+    }))
+
+  it.effect("the same reference posted by 8 fibers at once: one posting, seven replays", () =>
+    Effect.gen(function* () {
+      const ledger = yield* Ledger
+      yield* ledger.ensureAccount(account("dup:cash:USD", "asset", "USD", true))
+      yield* ledger.ensureAccount(account("dup:merchant:USD", "liability", "USD", false))
+      for (const round of [1, 2, 3]) {
+        const results = yield* Effect.forEach(
+          Array.from({ length: 8 }),
+          () => ledger.postTransaction(transfer(`dup-${round}`, "dup:cash:USD", "dup:merchant:USD", 10n)),
+          { concurrency: "unbounded" }
+        )
+        assert.strictEqual(results.filter((r) => !r.replayed).length, 1)
+        assert.strictEqual(new Set(results.map((r) => r.transaction.id)).size, 1)
+      }
+      assert.strictEqual((yield* ledger.balance("dup:merchant:USD")).balanceMinor, 30n)
+      yield* assertInvariants
+    }))
+})
