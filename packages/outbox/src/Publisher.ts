@@ -93,6 +93,8 @@ export interface PublisherStatus {
   readonly lastSuccessAt_ms: number | null
   readonly consecutiveFailures: number
   readonly lastError: string | null
+  /** Rows this instance has published (acked and marked) since it was made. */
+  readonly publishedCount: number
 }
 
 const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [] }
@@ -100,6 +102,15 @@ const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [] }
 /** `base * 2^(failures-1)`, capped at `max`: bounded whatever the failure count. */
 export const backoffDelay_ms = (failures: number, base_ms: number, max_ms: number): number =>
   Math.min(max_ms, base_ms * 2 ** Math.min(Math.max(failures - 1, 0), 20))
+
+/**
+ * The loops below observe failures with `Effect.exit` in order to log and retry them. An
+ * interruption (shutdown) can surface there too, from an interruptible region inside the batch
+ * (pool acquisition, a race): it must end the loop, never be counted as one more failure and
+ * retried, or the fiber would outlive its scope and shutdown would hang.
+ */
+const endOnInterrupt = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> =>
+  Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause) ? Effect.interrupt : Effect.void
 
 const validate = (options: PublisherOptions): Effect.Effect<void> => {
   for (const [name, bound] of Object.entries(publisherOptionBounds)) {
@@ -148,7 +159,8 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
         running: false,
         lastSuccessAt_ms: null,
         consecutiveFailures: 0,
-        lastError: null
+        lastError: null,
+        publishedCount: 0
       }
 
       type Round =
@@ -195,6 +207,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
             result.published === 0
               ? Effect.void
               : Effect.gen(function* () {
+                  state.publishedCount += result.published
                   yield* Metric.update(outboxPublished, result.published)
                   for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms)
                 })
@@ -250,6 +263,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
                 })
               )
             )
+            yield* endOnInterrupt(exit)
             if (Exit.isFailure(exit)) {
               failures++
               const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
@@ -266,6 +280,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
         Effect.gen(function* () {
           while (true) {
             const exit = yield* Effect.exit(task)
+            yield* endOnInterrupt(exit)
             if (Exit.isFailure(exit)) {
               yield* Effect.logWarning(`outbox ${name} failed`).pipe(Effect.annotateLogs({ cause: Cause.pretty(exit.cause) }))
             }
@@ -289,6 +304,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
             // backoff: the loop must outlive a broker or database outage, and a fiber that
             // died quietly would stop publishing while the API goes on committing.
             const exit = yield* Effect.exit(publishBatch)
+            yield* endOnInterrupt(exit)
             if (Exit.isFailure(exit)) {
               state.consecutiveFailures++
               state.lastError = Cause.pretty(exit.cause)

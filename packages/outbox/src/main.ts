@@ -1,0 +1,56 @@
+/**
+ * The outbox publisher as a process of its own: `node packages/outbox/src/main.ts`.
+ *
+ * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
+ * `OUTBOX_*` settings of `PublisherConfig`. It does not run migrations (the server owns the
+ * schema); started before them, it logs the SQL errors and retries with backoff.
+ *
+ * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the launched layer; the batch in hand finishes
+ * (it is uninterruptible and bounded by the producer's timeouts), then the listen connection,
+ * the producer and the pool close.
+ *
+ * Fault injection (tests only): `OUTBOX_FAULT_CRASH_AFTER_ACK=1` makes the process SIGKILL itself
+ * right after the broker acknowledged its first batch and before the rows are marked published:
+ * a real crash in the at-least-once window.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaBrokers,
+  KafkaProducer,
+  PostgresLive
+} from "@pay/infra"
+import { Config, Effect, Layer, Logger } from "effect"
+import { outboxPublisherLayer } from "./PublisherConfig.ts"
+
+const CrashAfterAck = Config.Boolean("OUTBOX_FAULT_CRASH_AFTER_ACK").pipe(Config.withDefault(false))
+
+const crashAfterAck = Effect.gen(function* () {
+  yield* Effect.logWarning("OUTBOX_FAULT_CRASH_AFTER_ACK: killing this process after the ack, before marking")
+  // SIGKILL: no finalizer runs, the transaction is neither committed nor rolled back by us
+  // (Postgres aborts it when the connection drops), exactly like a crash or an OOM kill.
+  yield* Effect.sync(() => process.kill(process.pid, "SIGKILL"))
+  // The signal is delivered asynchronously; never go on to mark the rows.
+  return yield* Effect.never
+})
+
+const KafkaClientsLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const brokers = yield* KafkaBrokers
+    return Layer.mergeAll(
+      KafkaProducer.layerWith({ brokers, clientId: "pay-outbox-publisher", ...defaultKafkaProducerLimits }),
+      KafkaAdmin.layerWith({ brokers, clientId: "pay-outbox-admin", ...defaultKafkaAdminTimeouts })
+    )
+  })
+)
+
+const PublisherProcess = Layer.unwrap(
+  Effect.gen(function* () {
+    const crash = yield* CrashAfterAck
+    return outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {})
+  })
+).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Logger.layer([Logger.consoleJson])))
+
+Layer.launch(PublisherProcess).pipe(NodeRuntime.runMain)
