@@ -6,6 +6,7 @@ import { OutboxWriter } from "@pay/outbox"
 import { MerchantRepository, PaymentRepository } from "@pay/payments"
 import { Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
+import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { createServer } from "node:http"
 import { Acquirer } from "./acquirer/Acquirer.ts"
@@ -16,6 +17,7 @@ import { BalanceReader } from "./payments/BalanceReader.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { PaymentOperations } from "./payments/Operations.ts"
 import { SettlementPosting } from "./payments/SettlementPosting.ts"
+import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
 /**
  * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
@@ -47,16 +49,24 @@ const servicesLayer = (options: AppOptions) =>
   )
 
 /** The API's routes: the contract, its handlers, `/openapi.json` and a docs page at `/docs`. */
-export const apiRoutes = (options: AppOptions) =>
+export const apiRoutes =
   Layer.mergeAll(
     HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" })
-  ).pipe(Layer.provide(servicesLayer(options)))
+  )
 
+/**
+ * The listening socket. It asks for the dependencies before it listens, so it is built after
+ * them: a connection accepted while migrations or broker connections are still in progress would
+ * otherwise sit unanswered (the socket listens before any request handler is attached).
+ */
 export const HttpServerLive = Layer.unwrap(
   Effect.gen(function* () {
+    yield* SqlClient.SqlClient
+    yield* Redis
+    yield* KafkaProducer
     const port = yield* HttpPort
     return NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })
   })
@@ -65,11 +75,15 @@ export const HttpServerLive = Layer.unwrap(
 /** JSON logs, one event per line. */
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
-/** The HTTP app on top of given dependencies (tests pass a test database and prefixes). */
-export const appLayer = (options: AppOptions = {}) => HttpRouter.serve(apiRoutes(options))
+/**
+ * The HTTP app and its background workers (idempotency completer and reaper) on top of given
+ * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
+ */
+export const appLayer = (options: AppOptions = {}) =>
+  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive).pipe(Layer.provide(servicesLayer(options)))
 
 export const ServerLive = appLayer().pipe(
-  Layer.provide(DependenciesLive),
   Layer.provide(HttpServerLive),
+  Layer.provideMerge(DependenciesLive),
   Layer.provide(LoggingLive)
 )

@@ -1,18 +1,16 @@
-import type { StoredResponse } from "@pay/idempotency"
+import { type StoredResponse, storedToHttpServerResponse } from "@pay/idempotency"
 import { Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { problem } from "../http/Problem.ts"
 
-/** The exact stored bytes, with `Idempotent-Replayed: true` when they are a replay. */
-export const toHttpResponse = (response: StoredResponse, replayed: boolean): HttpServerResponse.HttpServerResponse =>
-  HttpServerResponse.text(response.body, {
-    status: response.status,
-    contentType: response.contentType,
-    headers: {
-      ...(replayed ? { "idempotent-replayed": "true" } : {}),
-      ...(response.status === 503 ? { "retry-after": "1" } : {})
-    }
-  })
+/**
+ * The exact stored bytes, with `Idempotent-Replayed: true` when they are a replay; a 503 (never
+ * stored) also says when to retry.
+ */
+export const toHttpResponse = (response: StoredResponse, replayed: boolean): HttpServerResponse.HttpServerResponse => {
+  const http = storedToHttpServerResponse(response, replayed)
+  return response.status === 503 ? HttpServerResponse.setHeader(http, "retry-after", "1") : http
+}
 
 interface Tagged {
   readonly _tag: string
@@ -38,7 +36,7 @@ export const errorProblem = (error: unknown): StoredResponse => {
     case "IdempotencyLockLost":
       return problem(409, "idempotency_key_in_use", message, "Idempotency-Key")
     case "AcquirerTimeout":
-      return problem(503, "acquirer_timeout", `${message}. The outcome is unknown; retry with the same Idempotency-Key to finish it.`)
+      return problem(503, "acquirer_timeout", `${message}. Retry with the same Idempotency-Key to finish it.`)
     case "AcquirerUnavailable":
       return problem(503, "acquirer_unavailable", `${message}. Nothing was decided; retry with the same Idempotency-Key.`)
     case "SqlError":
