@@ -5,20 +5,27 @@
  *                                        (the key is shown once: only its SHA-256 hash is stored)
  *   pnpm cli keys create <merchant id>   issues another API key for a merchant
  *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on)
+ *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
+ *                                        sets the merchant's settlement fee for one currency
  *
  * Uses DATABASE_URL like the server, and applies pending migrations first.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { MerchantId, MerchantName } from "@pay/domain"
+import { Currency, MerchantId, MerchantName } from "@pay/domain"
 import { ApiKeys } from "@pay/idempotency"
 import { DatabaseLive } from "@pay/infra"
 import { MerchantRepository } from "@pay/payments"
+import { FeeSchedules } from "@pay/settlement"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
   pnpm cli keys create <merchant id>
-  pnpm cli keys revoke <api key id>`
+  pnpm cli keys revoke <api key id>
+  pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>`
+
+const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
+const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
 
 class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
 
@@ -26,9 +33,10 @@ const printKey = (merchantId: string, key: { readonly id: string; readonly secre
   Console.log(JSON.stringify({ merchant_id: merchantId, api_key_id: key.id, api_key: Redacted.value(key.secret) }, null, 2))
 
 const program = Effect.gen(function* () {
-  const [group, command, argument] = process.argv.slice(2)
+  const [group, command, argument, ...rest] = process.argv.slice(2)
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
+  const fees = yield* FeeSchedules
   if (group === "merchants" && command === "create" && argument !== undefined) {
     const name = yield* Schema.decodeUnknownEffect(MerchantName)(argument)
     const merchant = yield* merchants.create(name)
@@ -45,11 +53,21 @@ const program = Effect.gen(function* () {
     yield* apiKeys.revoke(argument)
     return yield* Console.log(`revoked ${argument}`)
   }
+  if (group === "fees" && command === "set" && argument !== undefined && rest.length === 3) {
+    const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
+    const [currencyText, bpsText, fixedText] = rest
+    const currency = yield* Schema.decodeUnknownEffect(Currency)(currencyText)
+    const fee_bps = yield* Schema.decodeUnknownEffect(FeeBps)(bpsText)
+    const fee_fixed_minor = yield* Schema.decodeUnknownEffect(FeeFixedMinor)(fixedText)
+    yield* merchants.findById(merchantId)
+    yield* fees.set(merchantId, currency, { fee_bps, fee_fixed_minor })
+    return yield* Console.log(JSON.stringify({ merchant_id: merchantId, currency, fee_bps, fee_fixed_minor: String(fee_fixed_minor) }))
+  }
   return yield* new UsageError({ message: usage })
 })
 
 program.pipe(
-  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer).pipe(Layer.provideMerge(DatabaseLive))),
+  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer).pipe(Layer.provideMerge(DatabaseLive))),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
   NodeRuntime.runMain
 )

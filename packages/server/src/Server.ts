@@ -3,7 +3,9 @@ import { PaymentsApi } from "@pay/api"
 import { ApiKeys, IdempotencyKeys } from "@pay/idempotency"
 import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
+import { Ledger } from "@pay/ledger"
 import { MerchantRepository, PaymentRepository } from "@pay/payments"
+import { FeeSchedules, SettlementPosting } from "@pay/settlement"
 import { Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
@@ -16,7 +18,6 @@ import { AuthorizationLive } from "./http/Authorization.ts"
 import { BalanceReader } from "./payments/BalanceReader.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { PaymentOperations } from "./payments/Operations.ts"
-import { SettlementPosting } from "./payments/SettlementPosting.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
 /**
@@ -44,7 +45,7 @@ const servicesLayer = (options: AppOptions) =>
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
     Layer.provide(options.acquirer ?? Acquirer.layer),
-    Layer.provide(options.settlement ?? SettlementPosting.transitionOnly),
+    Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
     Layer.provide(OutboxWriter.layer)
   )
 

@@ -2,13 +2,13 @@ import type { CreatePaymentBody } from "@pay/api"
 import { AmountMinor, type MerchantId, PaymentId, type Payment } from "@pay/domain"
 import type { Execution, Finished, IdempotencyLockLost, StoredResponse } from "@pay/idempotency"
 import { type ChangeContext, PaymentRepository } from "@pay/payments"
+import { SettlementPosting, type SettlementUnavailable } from "@pay/settlement"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { Acquirer, type AcquirerTimeout, type AcquirerUnavailable } from "../acquirer/Acquirer.ts"
 import { json, problem } from "../http/Problem.ts"
 import { toPaymentJson } from "./PaymentJson.ts"
-import { SettlementPosting } from "./SettlementPosting.ts"
 
 /** What a POST asks for, rebuilt identically by the handler and by the completer. */
 export type Operation =
@@ -25,7 +25,7 @@ export const RecoveryPoint = {
 } as const
 
 /** Errors that leave the outcome unknown or undecided: never stored, the key is released. */
-export type Unfinished = AcquirerTimeout | AcquirerUnavailable | IdempotencyLockLost | SqlError
+export type Unfinished = AcquirerTimeout | AcquirerUnavailable | IdempotencyLockLost | SettlementUnavailable | SqlError
 
 /** The acquirer's idempotency reference: one per payment and operation, so asking twice is safe. */
 export const acquirerReference = (paymentId: string, operation: "authorization" | "capture") =>
@@ -102,7 +102,7 @@ export class PaymentOperations extends Context.Service<PaymentOperations, {
         command: Parameters<PaymentRepository["Service"]["apply"]>[2],
         context: ChangeContext,
         execution: Execution,
-        alsoInTransaction: (updated: Payment) => Effect.Effect<void, SqlError>
+        alsoInTransaction: (updated: Payment) => Effect.Effect<unknown, SettlementUnavailable>
       ) =>
         sql.withTransaction(
           payments.apply(merchantId, payment.id, command, context).pipe(

@@ -39,6 +39,8 @@ export const errorProblem = (error: unknown): StoredResponse => {
       return problem(503, "acquirer_timeout", `${message}. Retry with the same Idempotency-Key to finish it.`)
     case "AcquirerUnavailable":
       return problem(503, "acquirer_unavailable", `${message}. Nothing was decided; retry with the same Idempotency-Key.`)
+    case "SettlementUnavailable":
+      return problem(503, "settlement_unavailable", `${message}. Nothing was committed; retry with the same Idempotency-Key.`)
     case "SqlError":
       return problem(503, "database_unavailable", "the database did not complete the request; retry with the same Idempotency-Key")
     default:

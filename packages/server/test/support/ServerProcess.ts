@@ -1,0 +1,169 @@
+import { type ChildProcess, spawn } from "node:child_process"
+import { createServer } from "node:net"
+import { fileURLToPath } from "node:url"
+import { Effect, Schema } from "effect"
+
+const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url))
+const serverMain = "packages/server/src/main.ts"
+
+/** The last bytes of the server's output kept for failure messages (it logs every request). */
+const outputKept_chars = 64 * 1024
+/** Start-up (migrations, Redis, Kafka) within this, or the test fails with the server's output. */
+const startTimeout_ms = 30_000
+/** A graceful shutdown (SIGTERM) gets this long before SIGKILL. */
+const stopTimeout_ms = 5_000
+/** Every probe of `/health/live` is cut off after this: a request sent while the process starts can hang. */
+const probeTimeout_ms = 1_000
+const probeInterval_ms = 100
+
+export class ServerProcessError extends Schema.TaggedError<ServerProcessError>()("ServerProcessError", {
+  message: Schema.String
+}) {}
+
+export interface ServerProcessOptions {
+  readonly port: number
+  /** Merged over the parent's environment. */
+  readonly env: Readonly<Record<string, string>>
+}
+
+/**
+ * `node packages/server/src/main.ts` as a child process, the way an operator runs it: the real
+ * entry point, real dependencies, killed by its own pid and nothing else.
+ */
+export interface ServerProcess {
+  readonly baseUrl: string
+  readonly port: number
+  /** The pid of the process running now (changes on `restart`). */
+  readonly pid: () => number
+  /** The tail of stdout + stderr of the current process. */
+  readonly output: () => string
+  /** `kill -9`: no shutdown hooks, no release of idempotency keys. Waits (bounded) for the exit. */
+  readonly kill9: Effect.Effect<void, ServerProcessError>
+  /** A new process on the same port and environment (after `kill9`), ready when this succeeds. */
+  readonly restart: Effect.Effect<void, ServerProcessError>
+}
+
+/** A port the kernel just handed out on loopback; free again when we close it. */
+export const freePort = Effect.callback<number, ServerProcessError>((resume) => {
+  const probe = createServer()
+  probe.once("error", (error) => resume(Effect.fail(new ServerProcessError({ message: `no free port: ${error.message}` }))))
+  probe.listen(0, "127.0.0.1", () => {
+    const address = probe.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    probe.close(() => resume(port > 0 ? Effect.succeed(port) : Effect.fail(new ServerProcessError({ message: "no port assigned" }))))
+  })
+})
+
+interface Running {
+  readonly child: ChildProcess
+  readonly exited: Promise<void>
+  output: string
+}
+
+const isRunning = (running: Running) => running.child.exitCode === null && running.child.signalCode === null
+
+const launch = (options: ServerProcessOptions): Running => {
+  const child = spawn(process.execPath, [serverMain], {
+    cwd: repositoryRoot,
+    env: { ...process.env, ...options.env, PORT: String(options.port) },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const running: Running = {
+    child,
+    exited: new Promise<void>((resolve) => child.once("exit", () => resolve())),
+    output: ""
+  }
+  const keep = (chunk: Buffer) => {
+    running.output = (running.output + chunk.toString("utf8")).slice(-outputKept_chars)
+  }
+  child.stdout?.on("data", keep)
+  child.stderr?.on("data", keep)
+  return running
+}
+
+/** Waits for the exit, at most `timeout_ms`; true when it exited. */
+const exitedWithin = (running: Running, timeout_ms: number) =>
+  Effect.promise(() =>
+    isRunning(running)
+      ? Promise.race([running.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeout_ms))])
+      : Promise.resolve(true)
+  )
+
+const signal = (running: Running, name: NodeJS.Signals) =>
+  Effect.sync(() => {
+    // Only this child's pid, and only while it runs: a recycled pid is never signalled.
+    if (isRunning(running)) running.child.kill(name)
+  })
+
+const probeLive = (baseUrl: string) =>
+  Effect.promise(() =>
+    fetch(`${baseUrl}/health/live`, { signal: AbortSignal.timeout(probeTimeout_ms) }).then(
+      async (response) => {
+        await response.arrayBuffer()
+        return response.status === 200
+      },
+      () => false
+    )
+  )
+
+/** Polls `/health/live` until 200, the process dies, or the start-up budget is spent. */
+const waitUntilLive = (running: Running, baseUrl: string) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + startTimeout_ms
+    while (Date.now() < deadline) {
+      if (!isRunning(running)) {
+        return yield* new ServerProcessError({ message: `the server exited during start-up:\n${running.output.slice(-4_000)}` })
+      }
+      if (yield* probeLive(baseUrl)) return
+      yield* Effect.sleep(probeInterval_ms)
+    }
+    return yield* new ServerProcessError({
+      message: `the server did not answer /health/live within ${startTimeout_ms} ms:\n${running.output.slice(-4_000)}`
+    })
+  })
+
+const stop = (running: Running) =>
+  Effect.gen(function* () {
+    yield* signal(running, "SIGTERM")
+    if (yield* exitedWithin(running, stopTimeout_ms)) return
+    yield* signal(running, "SIGKILL")
+    yield* exitedWithin(running, stopTimeout_ms)
+  })
+
+/**
+ * Starts the server (scoped): ready when `/health/live` answers; at scope end SIGTERM, then
+ * SIGKILL if it has not exited within 5 s.
+ */
+export const startServerProcess = (options: ServerProcessOptions) =>
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const baseUrl = `http://127.0.0.1:${options.port}`
+      let current = launch(options)
+      const startCurrent = waitUntilLive(current, baseUrl).pipe(Effect.tapError(() => stop(current)))
+      yield* startCurrent
+
+      const kill9 = Effect.gen(function* () {
+        yield* signal(current, "SIGKILL")
+        if (!(yield* exitedWithin(current, stopTimeout_ms))) {
+          return yield* new ServerProcessError({ message: `server pid ${current.child.pid} still alive after SIGKILL` })
+        }
+      })
+
+      const restart = Effect.gen(function* () {
+        if (isRunning(current)) return yield* new ServerProcessError({ message: "restart: the server is still running; kill it first" })
+        current = launch(options)
+        yield* waitUntilLive(current, baseUrl).pipe(Effect.tapError(() => stop(current)))
+      })
+
+      const server: ServerProcess = {
+        baseUrl,
+        port: options.port,
+        pid: () => current.child.pid ?? 0,
+        output: () => current.output,
+        kill9,
+        restart
+      }
+      return { server, current: () => current }
+    }),
+    ({ current }) => stop(current())
+  ).pipe(Effect.map(({ server }) => server))

@@ -1,0 +1,119 @@
+import type { MerchantId } from "@pay/domain"
+import { ApiKeys } from "@pay/idempotency"
+import { postgresLayer } from "@pay/infra"
+import { MerchantRepository } from "@pay/payments"
+import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun } from "@pay/testkit"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { type Answer, call, type RequestOptions } from "./Http.ts"
+import { freePort, type ServerProcess, startServerProcess } from "./ServerProcess.ts"
+
+export interface TestServerOptions {
+  /** Another Redis (a throwaway the test kills); the run's Redis otherwise. */
+  readonly redisUrl?: string
+  /** Extra environment for the server (ACQUIRER_TIMEOUT_MS, IDEMPOTENCY_LOCK_TIMEOUT_MS, …). */
+  readonly env?: Readonly<Record<string, string>>
+}
+
+/**
+ * The real server process on a fresh database of its own, with the run's Kafka topic prefix and a
+ * Redis key prefix of its own (the run's prefix + a suffix), so servers of parallel test files
+ * share nothing but the brokers.
+ */
+export class TestServer extends Context.Service<TestServer, {
+  readonly process: ServerProcess
+  readonly database: TestDatabaseInfo
+  readonly redisKeyPrefix: string
+  readonly request: (method: string, path: string, options?: RequestOptions) => ReturnType<typeof call>
+}>()("test/TestServer") {}
+
+const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions) =>
+  Effect.gen(function* () {
+    const run = testRun()
+    const redisKeyPrefix = `${run.redisKeyPrefix}${shortId()}:`
+    const port = yield* freePort
+    const process = yield* startServerProcess({
+      port,
+      env: {
+        DATABASE_URL: database.url,
+        // Two servers run at once on 2 cores next to the test process's own pool.
+        DATABASE_POOL_SIZE: "8",
+        REDIS_URL: options.redisUrl ?? run.redisUrl,
+        REDIS_KEY_PREFIX: redisKeyPrefix,
+        KAFKA_BROKERS: run.kafkaBrokers,
+        KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
+        ...options.env
+      }
+    })
+    return TestServer.of({
+      process,
+      database,
+      redisKeyPrefix,
+      request: (method, path, requestOptions) => call(process.baseUrl, method, path, requestOptions)
+    })
+  })
+
+/**
+ * A test layer: a fresh migrated database, the server process on it, and for the test itself a
+ * SQL client on the same database plus the repositories that create merchants and API keys.
+ * Released in reverse: the server stops before its database is dropped.
+ */
+export const testServerLayer = (options: TestServerOptions = {}) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const server = yield* startTestServer(database, options)
+      const sqlLayer = postgresLayer({ url: Redacted.make(database.url), maxConnections: 4, applicationName: "pay-test-api" })
+      return Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer).pipe(
+        Layer.provideMerge(sqlLayer),
+        Layer.merge(Layer.succeed(TestServer, server))
+      )
+    })
+  )
+
+export interface TestMerchant {
+  readonly merchantId: MerchantId
+  readonly apiKey: string
+}
+
+/** A merchant and an API key, written straight into the server's database. */
+export const createMerchant = (name: string) =>
+  Effect.gen(function* () {
+    const merchants = yield* MerchantRepository
+    const apiKeys = yield* ApiKeys
+    const merchant = yield* merchants.create(name)
+    const key = yield* apiKeys.create(merchant.id)
+    const created: TestMerchant = { merchantId: merchant.id, apiKey: Redacted.value(key.secret) }
+    return created
+  })
+
+/** What a request may have written, counted: payments of the merchant, all outbox rows, the merchant's keys. */
+export const writtenRows = (merchantId: MerchantId) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<{ payments: bigint; outbox: bigint; keys: bigint }>`
+      SELECT (SELECT count(*) FROM payments WHERE merchant_id = ${merchantId}) AS payments,
+             (SELECT count(*) FROM outbox_events) AS outbox,
+             (SELECT count(*) FROM idempotency_keys WHERE merchant_id = ${merchantId}) AS keys`
+    return { payments: Number(row?.payments ?? -1), outbox: Number(row?.outbox ?? -1), keys: Number(row?.keys ?? -1) }
+  })
+
+export const paymentCount = (merchantId: MerchantId) => Effect.map(writtenRows(merchantId), (rows) => rows.payments)
+
+export const newKey = (label = "k"): string => `${label}-${crypto.randomUUID()}`
+
+export const paymentBody = (overrides: Readonly<Record<string, unknown>> = {}) => ({
+  amount: 1050,
+  currency: "USD",
+  payment_method: "pm_card_visa",
+  ...overrides
+})
+
+/** `POST /v1/payments` as merchant `m` with key `key`. */
+export const createPayment = (m: TestMerchant, key: string, body: unknown = paymentBody(), options: RequestOptions = {}) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request("POST", "/v1/payments", { apiKey: m.apiKey, idempotencyKey: key, json: body, ...options })
+  })
+
+export type { Answer }

@@ -1,0 +1,30 @@
+import type { AccountSpec } from "@pay/ledger"
+
+/**
+ * The accounts a settlement touches, per currency, created on first use (race-free
+ * `ensureAccount`). Codes are readable: an operator can grep them.
+ * None may go negative: settlement only ever increases all three.
+ */
+export const acquirerReceivable = (currency: string): AccountSpec => ({
+  code: `acquirer:receivable:${currency}`,
+  type: "asset",
+  currency,
+  allowNegative: false
+})
+
+export const merchantPayable = (merchantId: string, currency: string): AccountSpec => ({
+  code: `merchant:${merchantId}:payable:${currency}`,
+  type: "liability",
+  currency,
+  allowNegative: false
+})
+
+export const platformFees = (currency: string): AccountSpec => ({
+  code: `platform:fees:${currency}`,
+  type: "revenue",
+  currency,
+  allowNegative: false
+})
+
+/** The settlement posting's reference: unique in the ledger, so it can exist once per payment. */
+export const settlementReference = (paymentId: string): string => `payment:${paymentId}:settlement`

@@ -1,0 +1,85 @@
+import type { Payment } from "@pay/domain"
+import { Ledger, type Leg } from "@pay/ledger"
+import { Context, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "./Accounts.ts"
+import { computeFee, type FeeSplit } from "./Fees.ts"
+import { FeeSchedules } from "./FeeSchedules.ts"
+
+/**
+ * The ledger (or the database under it) did not complete the posting. Nothing was committed:
+ * the settle transaction rolls back whole, and a retry with the same Idempotency-Key resumes.
+ */
+export class SettlementUnavailable extends Schema.TaggedError<SettlementUnavailable>()(
+  "SettlementUnavailable",
+  { paymentId: Schema.String, reason: Schema.String },
+  { httpApiStatus: 503 }
+) {
+  override get message(): string {
+    return `settlement of ${this.paymentId} did not complete: ${this.reason}`
+  }
+}
+
+export interface SettlementRecord extends FeeSplit {
+  readonly ledger_transaction_id: bigint
+}
+
+/**
+ * What a settlement does to the money, inside the settle transaction (after the status change,
+ * before the stored response): one balanced ledger transaction and one `payment_settlements`
+ * row. Must run inside the caller's `sql.withTransaction` — the status change, its history, the
+ * posting and the settlement row commit together or not at all.
+ */
+export class SettlementPosting extends Context.Service<SettlementPosting, {
+  readonly post: (payment: Payment) => Effect.Effect<SettlementRecord, SettlementUnavailable>
+}>()("settlement/SettlementPosting") {
+  static readonly layer = Layer.effect(
+    SettlementPosting,
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const ledger = yield* Ledger
+      const fees = yield* FeeSchedules
+
+      const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment) {
+        const currency = payment.currency
+        const schedule = yield* fees.get(payment.merchant_id, currency)
+        const split = computeFee(payment.amount_minor, schedule)
+        const [receivable, payable, revenue] = yield* Effect.all([
+          ledger.ensureAccount(acquirerReceivable(currency)),
+          ledger.ensureAccount(merchantPayable(payment.merchant_id, currency)),
+          ledger.ensureAccount(platformFees(currency))
+        ])
+        const leg = (account: string, amountMinor: bigint): ReadonlyArray<Leg> =>
+          amountMinor > 0n ? [{ account, amountMinor, currency }] : []
+        const posted = yield* ledger.postTransaction({
+          reference: settlementReference(payment.id),
+          description: `settlement of ${payment.id} (fee ${schedule.fee_bps} bps + ${schedule.fee_fixed_minor})`,
+          debits: leg(receivable.code, split.gross_minor),
+          credits: [...leg(payable.code, split.net_minor), ...leg(revenue.code, split.fee_minor)]
+        })
+        if (posted.replayed) {
+          // The state machine lets a payment settle once; a second posting means a bug upstream.
+          return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))
+        }
+        yield* sql`
+          INSERT INTO payment_settlements
+            (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
+          VALUES (${payment.id}, ${posted.transaction.id}, ${currency}, ${split.gross_minor}, ${split.fee_minor},
+                  ${split.net_minor}, ${schedule.fee_bps}, ${schedule.fee_fixed_minor})`
+        const record: SettlementRecord = { ...split, ledger_transaction_id: posted.transaction.id }
+        return record
+      }, (effect, payment) =>
+        effect.pipe(
+          Effect.catchTags({
+            LedgerUnavailable: (error) => Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message })),
+            SqlError: (error) => Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message }))
+          }),
+          // Any other refusal (unbalanced, unknown account, …) means the code computed a wrong
+          // posting: a defect, loud, and the whole transaction rolls back.
+          Effect.catch((error) => Effect.die(error))
+        ))
+
+      return SettlementPosting.of({ post })
+    })
+  )
+}
