@@ -2,11 +2,11 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { ApiKeys, IdempotencyKeys } from "@pay/idempotency"
 import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
-import { OutboxWriter } from "@pay/outbox"
+import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { MerchantRepository, PaymentRepository } from "@pay/payments"
 import { FeeSchedules, SettlementPosting } from "@pay/settlement"
-import { Effect, Layer, Logger } from "effect"
+import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
@@ -73,6 +73,17 @@ export const HttpServerLive = Layer.unwrap(
   })
 )
 
+/**
+ * The outbox publisher runs inside the server unless `OUTBOX_PUBLISHER_ENABLED=false` (then run
+ * `node packages/outbox/src/main.ts` as its own process, as many as wanted: they share the work).
+ */
+export const PublisherLive = Layer.unwrap(
+  Effect.map(
+    Config.Boolean("OUTBOX_PUBLISHER_ENABLED").pipe(Config.withDefault(true)),
+    (enabled) => (enabled ? OutboxPublisherLive : Layer.empty)
+  )
+)
+
 /** JSON logs, one event per line. */
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
@@ -81,7 +92,9 @@ export const LoggingLive = Logger.layer([Logger.consoleJson])
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive).pipe(Layer.provide(servicesLayer(options)))
+  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+    Layer.provide(servicesLayer(options))
+  )
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
