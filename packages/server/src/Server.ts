@@ -10,6 +10,7 @@ import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
+import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
 import { Acquirer } from "./acquirer/Acquirer.ts"
 import { Readiness } from "./health/Readiness.ts"
@@ -55,7 +56,10 @@ export const apiRoutes =
     HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
-    HttpApiScalar.layer(PaymentsApi, { path: "/docs" })
+    HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
+    // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
+    // Prometheus text format.
+    PrometheusMetrics.layerHttp({ path: "/metrics" })
   )
 
 /**
