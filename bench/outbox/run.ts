@@ -1,0 +1,496 @@
+/**
+ * Outbox benchmark (a script, not a test): `node bench/outbox/run.ts` (or `pnpm bench:outbox`).
+ *
+ * Needs the local stack: Postgres, Redis, Kafka on 127.0.0.1 (`scripts/kafka/kafka.sh start`),
+ * and Debian's `kcat` for the read-back. Everything it creates (a database `pay_bench_<id>`,
+ * topics `bench.<id>.*`, Redis keys `bench:<id>:*`) is removed at the end.
+ *
+ * Three phases, on the same broker, in one run:
+ *   A. raw producer: our KafkaProducer alone sends payment-sized records in batches of
+ *      `OUTBOX_BATCH_SIZE`, one send in flight (as the publisher does): the reference throughput.
+ *   B. publisher capacity: a backlog of rows is inserted, then the publisher loop drains it;
+ *      events/s compared with A.
+ *   C. sustained API stream: `BENCH_CONCURRENCY` clients take payments through
+ *      POST /v1/payments → /authorize → /settle on a real server process for `BENCH_DURATION_S`
+ *      seconds while the publisher runs; API commit rate vs publisher rate, backlog over time,
+ *      commit-to-ack p50/p99 (row creation inside the API's transaction → broker ack), then the
+ *      whole topic is read back with kcat and compared with the outbox one for one by id, in
+ *      per-payment order.
+ *
+ * Environment: DATABASE_URL (any database on the server; the bench creates its own),
+ * KAFKA_BROKERS, REDIS_URL, BENCH_DURATION_S (20), BENCH_CONCURRENCY (8), BENCH_RAW_MESSAGES
+ * (20000), BENCH_BACKLOG_ROWS (20000), OUTBOX_BATCH_SIZE (200).
+ */
+import { Duration, Effect, Fiber, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { execFile, spawn } from "node:child_process"
+import { randomBytes, randomUUID } from "node:crypto"
+import { createServer } from "node:net"
+import { cpus, loadavg } from "node:os"
+import { fileURLToPath } from "node:url"
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaProducer,
+  postgresLayer
+} from "../../packages/infra/src/index.ts"
+import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import {
+  type BatchResult,
+  defaultPublisherOptions,
+  OutboxPublisher,
+  OutboxStore,
+  OutboxTopics,
+  paymentsEventsTopic,
+  toEventRecord
+} from "../../packages/outbox/src/index.ts"
+
+const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
+
+const envInt = (name: string, fallback: number, min: number, max: number): number => {
+  const raw = process.env[name]
+  const value = raw === undefined ? fallback : Number(raw)
+  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${raw}`)
+  return value
+}
+
+const settings = {
+  duration_s: envInt("BENCH_DURATION_S", 20, 1, 600),
+  concurrency: envInt("BENCH_CONCURRENCY", 8, 1, 256),
+  rawMessages: envInt("BENCH_RAW_MESSAGES", 20_000, 200, 1_000_000),
+  backlogRows: envInt("BENCH_BACKLOG_ROWS", 20_000, 200, 1_000_000),
+  batchSize: envInt("OUTBOX_BATCH_SIZE", defaultPublisherOptions.batchSize, 1, 1_000)
+}
+const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
+const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
+const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+const runId = randomBytes(4).toString("hex")
+const databaseName = `pay_bench_${runId}`
+const topicPrefix = `bench.${runId}.`
+const redisPrefix = `bench:${runId}:`
+const topic = paymentsEventsTopic(topicPrefix)
+
+const withDatabase = (url: string, database: string): string => {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+const adminUrl = withDatabase(baseDatabaseUrl, "postgres")
+const benchUrl = withDatabase(baseDatabaseUrl, databaseName)
+
+// --- small tools ----------------------------------------------------------------------------------
+
+const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
+  sorted.length === 0 ? Number.NaN : (sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? Number.NaN)
+
+const round = (value: number, digits = 1) => Number(value.toFixed(digits))
+
+const log = (message: string) => Effect.sync(() => console.error(`[bench] ${message}`))
+
+const freePort = Effect.promise(
+  () =>
+    new Promise<number>((resolve, reject) => {
+      const server = createServer()
+      server.once("error", reject)
+      server.listen(0, "127.0.0.1", () => {
+        const address = server.address()
+        const port = typeof address === "object" && address !== null ? address.port : 0
+        server.close(() => resolve(port))
+      })
+    })
+)
+
+const runCommand = (command: string, args: ReadonlyArray<string>, env: Record<string, string>, timeout_ms: number) =>
+  Effect.promise(
+    () =>
+      new Promise<string>((resolve, reject) => {
+        execFile(command, [...args], { cwd: repositoryRoot, env: { ...process.env, ...env }, timeout: timeout_ms, maxBuffer: 512 * 1024 * 1024 }, (error, stdout, stderr) => {
+          if (error === null) resolve(stdout)
+          else reject(new Error(`${command} ${args.join(" ")} failed: ${error.message}\n${stderr.slice(-2_000)}`))
+        })
+      })
+  )
+
+/** A child process killed (SIGTERM, then SIGKILL after 10 s) when the scope closes. */
+const startProcess = (name: string, args: ReadonlyArray<string>, env: Record<string, string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const child = spawn(process.execPath, [...args], { cwd: repositoryRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+      let tail = ""
+      const keep = (chunk: Buffer) => {
+        tail = (tail + chunk.toString("utf8")).slice(-8_000)
+      }
+      child.stdout.on("data", keep)
+      child.stderr.on("data", keep)
+      return { name, child, tail: () => tail }
+    }),
+    ({ child }) =>
+      Effect.promise(
+        () =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve()
+            const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+            child.once("exit", () => {
+              clearTimeout(timer)
+              resolve()
+            })
+            child.kill("SIGTERM")
+          })
+      )
+  )
+
+// --- setup ----------------------------------------------------------------------------------------
+
+const adminDatabase = postgresLayer({ url: Redacted.make(adminUrl), maxConnections: 1, applicationName: "pay-bench-admin" })
+
+const createBenchDatabase = Effect.acquireRelease(
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe(`CREATE DATABASE ${databaseName}`)
+  }).pipe(Effect.provide(adminDatabase)),
+  () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql.unsafe(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`)
+    }).pipe(Effect.provide(adminDatabase), Effect.orDie)
+)
+
+/** The CLI migrates the database and creates a merchant with an API key (printed once, as JSON). */
+const createMerchant = Effect.gen(function* () {
+  const stdout = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Bench merchant"], { DATABASE_URL: benchUrl }, 60_000)
+  const parsed: unknown = JSON.parse(stdout)
+  const apiKey = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "api_key") : undefined
+  if (typeof apiKey !== "string") return yield* Effect.die(new Error(`no api_key in CLI output: ${stdout}`))
+  return apiKey
+})
+
+const waitForReady = (baseUrl: string, server: { readonly tail: () => string }) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + 90_000
+    let last = "no answer"
+    while (Date.now() < deadline) {
+      last = yield* Effect.promise(() =>
+        fetch(`${baseUrl}/health/ready`).then(
+          async (response) => `${response.status} ${await response.text()}`,
+          (error: unknown) => `fetch failed: ${String(error)} ${String(error instanceof Error ? error.cause : "")}`
+        )
+      )
+      if (last.startsWith("200 ")) return
+      yield* Effect.sleep("250 millis")
+    }
+    return yield* Effect.die(new Error(`server not ready after 90 s (${last}):\n${server.tail()}`))
+  })
+
+// --- phase A: the raw producer --------------------------------------------------------------------
+
+const samplePayload = (index: number) => ({
+  type: "payment_created",
+  payment_id: `pay_${index.toString(36).padStart(24, "0")}`,
+  merchant_id: "mer_000000000000000000000000",
+  amount_minor: 1999,
+  currency: "EUR",
+  version: 1,
+  occurred_at: new Date().toISOString(),
+  status: "CREATED"
+})
+
+const rawProducer = Effect.gen(function* () {
+  const producer = yield* KafkaProducer
+  const rawTopic = `${topicPrefix}raw`
+  yield* (yield* KafkaAdmin).createTopic({ topic: rawTopic, partitions: 3 })
+  const record = (index: number) =>
+    toEventRecord({
+      id: randomUUID(),
+      position: BigInt(index),
+      aggregate_type: "payment",
+      aggregate_id: samplePayload(index).payment_id,
+      event_type: "payment_created",
+      event_version: 1,
+      payload: samplePayload(index),
+      headers: { correlation_id: randomUUID(), traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+      created_at: new Date(),
+      attempt_count: 0
+    })
+  // Warm-up (connections, metadata, producer id), not measured.
+  yield* producer.send(Array.from({ length: settings.batchSize }, (_, index) => ({ topic: rawTopic, ...record(index) })))
+  const started_ms = performance.now()
+  let sent = 0
+  while (sent < settings.rawMessages) {
+    const count = Math.min(settings.batchSize, settings.rawMessages - sent)
+    yield* producer.send(Array.from({ length: count }, (_, index) => ({ topic: rawTopic, ...record(sent + index) })))
+    sent += count
+  }
+  const elapsed_s = (performance.now() - started_ms) / 1_000
+  return { messages: sent, elapsed_s: round(elapsed_s, 2), messages_per_s: round(sent / elapsed_s, 0) }
+})
+
+// --- phase B: publisher capacity on a backlog -----------------------------------------------------
+
+const publisherCapacity = (publisher: OutboxPublisher["Service"]) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // Distinct aggregates, payment-sized payloads: the per-payment guard does not limit the batch.
+    yield* sql`
+      INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+      SELECT gen_random_uuid(), 'payment', 'pay_backlog_' || n, 'payment_created', 1,
+             jsonb_build_object('type', 'payment_created', 'payment_id', 'pay_backlog_' || n,
+                                'merchant_id', 'mer_000000000000000000000000', 'amount_minor', 1999,
+                                'currency', 'EUR', 'version', 1, 'occurred_at', now()::text, 'status', 'CREATED'),
+             jsonb_build_object('correlation_id', gen_random_uuid()::text)
+      FROM generate_series(1, ${settings.backlogRows}) AS n`
+    const started_ms = performance.now()
+    let published = 0
+    while (true) {
+      const result = yield* publisher.publishBatch
+      published += result.published
+      if (result.claimed === 0) break
+    }
+    const elapsed_s = (performance.now() - started_ms) / 1_000
+    return { events: published, elapsed_s: round(elapsed_s, 2), events_per_s: round(published / elapsed_s, 0) }
+  })
+
+// --- phase C: the API under a sustained stream ----------------------------------------------------
+
+interface ApiStats {
+  requests: number
+  failures: number
+  paymentsCompleted: number
+  latencies_ms: Array<number>
+  firstFailure: string | null
+}
+
+const post = (baseUrl: string, apiKey: string, path: string, body: unknown, stats: ApiStats) =>
+  Effect.promise(async () => {
+    const started_ms = performance.now()
+    try {
+      const response = await fetch(`${baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${apiKey}`, "idempotency-key": randomUUID(), "content-type": "application/json" },
+        body: JSON.stringify(body)
+      })
+      const text = await response.text()
+      stats.requests++
+      stats.latencies_ms.push(performance.now() - started_ms)
+      if (response.status >= 300) {
+        stats.failures++
+        stats.firstFailure ??= `${response.status} ${path}: ${text.slice(0, 300)}`
+        return undefined
+      }
+      const parsed: unknown = JSON.parse(text)
+      const id = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "id") : undefined
+      return typeof id === "string" ? id : undefined
+    } catch (error) {
+      stats.requests++
+      stats.failures++
+      stats.firstFailure ??= `${path}: ${String(error)}`
+      return undefined
+    }
+  })
+
+/** One client: create → authorize → settle, again and again, until the deadline. */
+const client = (baseUrl: string, apiKey: string, deadline_ms: number, stats: ApiStats) =>
+  Effect.gen(function* () {
+    while (Date.now() < deadline_ms) {
+      const id = yield* post(baseUrl, apiKey, "/v1/payments", { amount: 1999, currency: "EUR", payment_method: "pm_card_visa" }, stats)
+      if (id === undefined) continue
+      if ((yield* post(baseUrl, apiKey, `/v1/payments/${id}/authorize`, {}, stats)) === undefined) continue
+      if ((yield* post(baseUrl, apiKey, `/v1/payments/${id}/settle`, {}, stats)) === undefined) continue
+      stats.paymentsCompleted++
+    }
+  })
+
+// --- the run --------------------------------------------------------------------------------------
+
+const program = Effect.gen(function* () {
+  yield* log(`run ${runId}: database ${databaseName}, topic ${topic}, ${settings.duration_s} s x ${settings.concurrency} clients, load average ${loadavg().map((load) => load.toFixed(2)).join(" ")}`)
+  yield* createBenchDatabase
+  const apiKey = yield* createMerchant
+
+  const kafka = Layer.mergeAll(
+    KafkaProducer.layerWith({ brokers, clientId: "pay-bench-publisher", ...defaultKafkaProducerLimits }),
+    KafkaAdmin.layerWith({ brokers, clientId: "pay-bench-admin", ...defaultKafkaAdminTimeouts })
+  )
+  const database = postgresLayer({ url: Redacted.make(benchUrl), maxConnections: 8, applicationName: "pay-bench" })
+
+  return yield* Effect.gen(function* () {
+    yield* OutboxTopics.ensure(topicPrefix)
+
+    yield* log("phase A: raw producer")
+    const raw = yield* rawProducer
+    yield* log(`raw producer: ${JSON.stringify(raw)}`)
+
+    const latencies_ms: Array<number> = []
+    let collect = false
+    const publisher = yield* OutboxPublisher.make({
+      ...defaultPublisherOptions,
+      topic,
+      batchSize: settings.batchSize,
+      onBatch: (result: BatchResult) =>
+        Effect.sync(() => {
+          if (collect) latencies_ms.push(...result.commitToAck_ms)
+        })
+    }).pipe(Effect.provide(OutboxStore.layer))
+
+    yield* log("phase B: publisher capacity on a backlog")
+    const capacity = yield* publisherCapacity(publisher)
+    yield* log(`publisher capacity: ${JSON.stringify(capacity)}`)
+
+    yield* log("phase C: sustained stream through the API")
+    const port = yield* freePort
+    const baseUrl = `http://127.0.0.1:${port}`
+    const server = yield* startProcess("server", ["packages/server/src/main.ts"], {
+      DATABASE_URL: benchUrl,
+      PORT: String(port),
+      KAFKA_BROKERS: brokers,
+      KAFKA_TOPIC_PREFIX: topicPrefix,
+      REDIS_URL: redisUrl,
+      REDIS_KEY_PREFIX: redisPrefix,
+      // The publisher under test runs here, in its own process (as `packages/outbox/src/main.ts`
+      // would), so that its exact per-event latencies can be collected.
+      OUTBOX_PUBLISHER_ENABLED: "false"
+    })
+    yield* waitForReady(baseUrl, server)
+
+    const sql = yield* SqlClient.SqlClient
+    const publishedBefore = (yield* publisher.status).publishedCount
+    const loop = yield* Effect.forkChild(publisher.run)
+    collect = true
+    const stats: ApiStats = { requests: 0, failures: 0, paymentsCompleted: 0, latencies_ms: [], firstFailure: null }
+    const backlogSamples: Array<number> = []
+    const sampler = yield* Effect.forkChild(
+      Effect.gen(function* () {
+        while (true) {
+          const rows = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`
+          backlogSamples.push(Number(rows[0]?.count ?? 0n))
+          yield* Effect.sleep("250 millis")
+        }
+      })
+    )
+    const [eventsBefore] = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events`
+    const started_ms = Date.now()
+    yield* Effect.forEach(
+      Array.from({ length: settings.concurrency }, () => 0),
+      () => client(baseUrl, apiKey, started_ms + settings.duration_s * 1_000, stats),
+      { concurrency: "unbounded", discard: true }
+    )
+    const load_s = (Date.now() - started_ms) / 1_000
+    const [eventsAfter] = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events`
+    const committedDuringLoad = Number((eventsAfter?.count ?? 0n) - (eventsBefore?.count ?? 0n))
+    const publishedDuringLoad = (yield* publisher.status).publishedCount - publishedBefore
+    const backlogAtEnd = backlogSamples.at(-1) ?? 0
+
+    const drainStarted_ms = Date.now()
+    while (true) {
+      const rows = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`
+      if ((rows[0]?.count ?? 0n) === 0n) break
+      if (Date.now() - drainStarted_ms > 120_000) return yield* Effect.die(new Error("outbox not drained 120 s after the load"))
+      yield* Effect.sleep("20 millis")
+    }
+    const drain_ms = Date.now() - drainStarted_ms
+    collect = false
+    yield* Fiber.interrupt(sampler)
+    yield* Fiber.interrupt(loop)
+
+    // Acceptance: kcat reads the topic back; deduplicated by id it matches the outbox one for
+    // one, and each payment's events come in commit order (first occurrences).
+    const kcatOutput = yield* runCommand("kcat", ["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%k %h\\n"], {}, 120_000)
+    const kcatRecords = kcatOutput.split("\n").filter((line) => line.length > 0).map((line) => {
+      const [key = "", headerText = ""] = line.split(" ")
+      const headers = new Map(headerText.split(",").map((pair) => {
+        const at = pair.indexOf("=")
+        return [pair.slice(0, at), pair.slice(at + 1)] as const
+      }))
+      return { key, id: headers.get("ce_id") ?? "", type: headers.get("ce_type") ?? "" }
+    })
+    const rows = yield* sql<{ id: string; aggregate_id: string; event_type: string }>`
+      SELECT id, aggregate_id, event_type FROM outbox_events ORDER BY position`
+    const uniqueIds = new Set(kcatRecords.map((record) => record.id))
+    const outboxIds = new Set(rows.map((row) => row.id))
+    const missing = [...outboxIds].filter((id) => !uniqueIds.has(id)).length
+    const unknown = [...uniqueIds].filter((id) => !outboxIds.has(id)).length
+    const expectedOrder = new Map<string, Array<string>>()
+    for (const row of rows) expectedOrder.set(row.aggregate_id, [...(expectedOrder.get(row.aggregate_id) ?? []), row.id])
+    const seenOrder = new Map<string, Array<string>>()
+    const seen = new Set<string>()
+    for (const record of kcatRecords) {
+      if (seen.has(record.id)) continue
+      seen.add(record.id)
+      seenOrder.set(record.key, [...(seenOrder.get(record.key) ?? []), record.id])
+    }
+    let outOfOrder = 0
+    for (const [aggregate, ids] of expectedOrder) if ((seenOrder.get(aggregate) ?? []).join() !== ids.join()) outOfOrder++
+
+    const sortedLatencies = [...latencies_ms].sort((a, b) => a - b)
+    const sortedApi = [...stats.latencies_ms].sort((a, b) => a - b)
+    const apiEventsPerSecond = committedDuringLoad / load_s
+    const publisherEventsPerSecond = publishedDuringLoad / load_s
+    const summary = {
+      run_id: runId,
+      // Other work on the machine skews every figure: the load average is part of the result.
+      machine: { cpus: cpus().length, node: process.version, load_average_at_end: loadavg().map((load) => round(load, 2)) },
+      settings,
+      raw_producer: raw,
+      publisher_capacity: { ...capacity, share_of_raw: round(capacity.events_per_s / raw.messages_per_s, 2) },
+      api_stream: {
+        load_s: round(load_s, 1),
+        requests: stats.requests,
+        request_failures: stats.failures,
+        first_failure: stats.firstFailure,
+        payments_completed: stats.paymentsCompleted,
+        api_latency_ms: { p50: round(percentile(sortedApi, 0.5)), p99: round(percentile(sortedApi, 0.99)) },
+        events_committed: committedDuringLoad,
+        api_events_per_s: round(apiEventsPerSecond, 0),
+        publisher_events_per_s: round(publisherEventsPerSecond, 0),
+        backlog_max: Math.max(0, ...backlogSamples),
+        backlog_at_end_of_load: backlogAtEnd,
+        drain_after_load_ms: drain_ms,
+        commit_to_ack_ms: {
+          samples: sortedLatencies.length,
+          p50: round(percentile(sortedLatencies, 0.5)),
+          p99: round(percentile(sortedLatencies, 0.99)),
+          max: round(sortedLatencies.at(-1) ?? Number.NaN)
+        }
+      },
+      kcat_read_back: {
+        records: kcatRecords.length,
+        distinct_ids: uniqueIds.size,
+        outbox_rows: outboxIds.size,
+        missing,
+        unknown,
+        duplicates: kcatRecords.length - uniqueIds.size,
+        aggregates_out_of_order: outOfOrder
+      },
+      targets: {
+        publisher_keeps_up: backlogAtEnd <= settings.batchSize * 2 && drain_ms <= 2_000,
+        p99_commit_to_ack_le_100_ms: percentile(sortedLatencies, 0.99) <= 100,
+        publisher_at_least_half_raw: capacity.events_per_s >= raw.messages_per_s / 2,
+        kcat_matches_outbox: missing === 0 && unknown === 0 && outOfOrder === 0
+      }
+    }
+    return summary
+  }).pipe(Effect.provide(Layer.mergeAll(database, kafka)))
+})
+
+const cleanup = Effect.all(
+  [
+    cleanupKafkaPrefix(brokers, topicPrefix).pipe(Effect.catchCause((cause) => log(`kafka cleanup failed: ${String(cause)}`))),
+    cleanupRedisPrefix(redisUrl, redisPrefix).pipe(Effect.catchCause((cause) => log(`redis cleanup failed: ${String(cause)}`)))
+  ],
+  { discard: true }
+)
+
+const main = Effect.scoped(program).pipe(
+  Effect.tap((summary) => Effect.sync(() => console.log(JSON.stringify(summary, null, 2)))),
+  Effect.ensuring(cleanup),
+  Effect.timeout(Duration.minutes(15))
+)
+
+Effect.runPromise(main).then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error("[bench] failed:", error)
+    process.exit(1)
+  }
+)
