@@ -141,7 +141,9 @@ const validate = (options: PublisherOptions): Effect.Effect<void> => {
 export class OutboxPublisher extends Context.Service<OutboxPublisher, {
   /**
    * One claim-send-mark round. Uninterruptible once started, so shutdown finishes it (bounded by
-   * the producer's own timeouts). A send failure is recorded on the rows (attempt_count,
+   * the producer's own timeouts); the few regions the SQL client keeps interruptible (waiting for
+   * a pool connection) roll the transaction back instead, which releases the rows. Either way no
+   * row is marked without an ack. A send failure is recorded on the rows (attempt_count,
    * last_error), the rows are released, and the call fails with the KafkaError.
    */
   readonly publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>
