@@ -117,9 +117,41 @@ export interface AcquirerOptions {
 
 export const defaultAcquirerOptions: AcquirerOptions = { timeout_ms: 2_000, latency_ms: 5, faults: {} }
 
+/**
+ * `ACQUIRER_FAULTS`: the simulator's faults for a whole process, comma-separated (default none).
+ * Lets a test that runs the real server process (`kill -9` between capture and commit) make the
+ * acquirer perform an operation and lose its answer. Never set in production.
+ */
+export const AcquirerFaultName = Schema.Literals([
+  "authorize_answer_lost_first_call",
+  "authorize_answer_lost_every_call",
+  "capture_answer_lost_first_call",
+  "capture_answer_lost_every_call",
+  "unavailable"
+])
+export type AcquirerFaultName = typeof AcquirerFaultName.Type
+
+export const acquirerFaultsFromNames = (names: ReadonlyArray<AcquirerFaultName>): AcquirerFaults => {
+  const lost = (operation: "authorize" | "capture"): AnswerLoss | undefined =>
+    names.includes(`${operation}_answer_lost_every_call`)
+      ? "every_call"
+      : names.includes(`${operation}_answer_lost_first_call`) ? "first_call" : undefined
+  const failAuthorizeAfterPerforming = lost("authorize")
+  const failCaptureAfterPerforming = lost("capture")
+  return {
+    ...(failAuthorizeAfterPerforming === undefined ? {} : { failAuthorizeAfterPerforming }),
+    ...(failCaptureAfterPerforming === undefined ? {} : { failCaptureAfterPerforming }),
+    ...(names.includes("unavailable") ? { unavailable: true } : {})
+  }
+}
+
 export const AcquirerOptionsConfig = Config.all({
   timeout_ms: Config.Int("ACQUIRER_TIMEOUT_MS").pipe(Config.withDefault(defaultAcquirerOptions.timeout_ms)),
-  latency_ms: Config.Int("ACQUIRER_LATENCY_MS").pipe(Config.withDefault(defaultAcquirerOptions.latency_ms))
+  latency_ms: Config.Int("ACQUIRER_LATENCY_MS").pipe(Config.withDefault(defaultAcquirerOptions.latency_ms)),
+  faults: Config.Array(AcquirerFaultName, "ACQUIRER_FAULTS").pipe(
+    Config.withDefault<ReadonlyArray<AcquirerFaultName>>([]),
+    Config.map(acquirerFaultsFromNames)
+  )
 })
 
 const OperationRow = Schema.Struct({
@@ -329,7 +361,10 @@ export class Acquirer extends Context.Service<Acquirer, {
   static readonly layerWith = (options: Partial<AcquirerOptions> = {}) =>
     Layer.effect(Acquirer, Acquirer.make({ ...defaultAcquirerOptions, ...options }))
 
-  /** Configured from `ACQUIRER_TIMEOUT_MS` (default 2000) and `ACQUIRER_LATENCY_MS` (default 5). */
+  /**
+   * Configured from `ACQUIRER_TIMEOUT_MS` (default 2000), `ACQUIRER_LATENCY_MS` (default 5) and
+   * `ACQUIRER_FAULTS` (default none; see {@link AcquirerFaultName}).
+   */
   static readonly layer = Layer.unwrap(
     Effect.gen(function* () {
       const config = yield* AcquirerOptionsConfig
