@@ -17,8 +17,14 @@ export const readJsonBody = (
       return yield* Effect.fail(problem(413, "body_too_large", `the body is ${declared} bytes; at most ${REQUEST_BODY_MAX_BYTES} are accepted`))
     }
     const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? ""
+    // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
+    // fails with reason BodyTooLarge, which is the client's 413, not an unreadable body.
     const text = yield* request.text.pipe(
-      Effect.mapError(() => problem(400, "body_unreadable", "the request body could not be read"))
+      Effect.mapError((error) =>
+        error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+          ? problem(413, "body_too_large", `the body is over ${REQUEST_BODY_MAX_BYTES} bytes`)
+          : problem(400, "body_unreadable", "the request body could not be read")
+      )
     )
     if (Buffer.byteLength(text, "utf8") > REQUEST_BODY_MAX_BYTES) {
       return yield* Effect.fail(problem(413, "body_too_large", `the body is over ${REQUEST_BODY_MAX_BYTES} bytes`))

@@ -25,6 +25,8 @@ export interface RequestOptions {
   readonly json?: unknown
   /** Sent as is (malformed JSON, oversized bodies). */
   readonly rawBody?: string | undefined
+  /** Sent chunked, without Content-Length. */
+  readonly stream?: ReadableStream<Uint8Array> | undefined
   readonly contentType?: string | undefined
   readonly headers?: Readonly<Record<string, string>> | undefined
   readonly timeout_ms?: number | undefined
@@ -37,13 +39,14 @@ export const call = (baseUrl: string, method: string, path: string, options: Req
       const headers: Record<string, string> = { ...options.headers }
       if (options.apiKey !== undefined) headers["authorization"] = `Bearer ${options.apiKey}`
       if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey
-      const body = options.rawBody ?? (options.json === undefined ? undefined : JSON.stringify(options.json))
+      const body = options.stream ?? options.rawBody ?? (options.json === undefined ? undefined : JSON.stringify(options.json))
       if (body !== undefined) headers["content-type"] = options.contentType ?? "application/json"
       const started = performance.now()
       const response = await fetch(`${baseUrl}${path}`, {
         method,
         headers,
-        ...(body === undefined ? {} : { body }),
+        // A stream body needs half duplex (fetch sends it chunked).
+        ...(body === undefined ? {} : { body, duplex: "half" }),
         signal: AbortSignal.timeout(options.timeout_ms ?? requestTimeout_ms)
       })
       const text = await response.text()

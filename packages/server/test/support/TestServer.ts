@@ -5,7 +5,7 @@ import { MerchantRepository } from "@pay/payments"
 import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { type Answer, call, type RequestOptions } from "./Http.ts"
+import { type Answer, call, HttpCallError, type RequestOptions } from "./Http.ts"
 import { freePort, type ServerProcess, startServerProcess } from "./ServerProcess.ts"
 
 export interface TestServerOptions {
@@ -49,7 +49,11 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
       process,
       database,
       redisKeyPrefix,
-      request: (method, path, requestOptions) => call(process.baseUrl, method, path, requestOptions)
+      // A failed call says what the server printed last (it may have died).
+      request: (method, path, requestOptions) =>
+        call(process.baseUrl, method, path, requestOptions).pipe(
+          Effect.mapError((error) => new HttpCallError({ ...error, message: `${error.message}\nserver output (tail):\n${process.output().slice(-3_000)}` }))
+        )
     })
   })
 

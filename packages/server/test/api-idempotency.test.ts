@@ -1,0 +1,248 @@
+// The idempotent payments API over real HTTP: the server process (`node packages/server/src/main.ts`)
+// on a fresh database, the run's Redis and Kafka. What each test asserts is read back from Postgres.
+import { assert, layer } from "@effect/vitest"
+import { generatePaymentId } from "@pay/domain"
+import { Effect } from "effect"
+import { SqlClient } from "effect/sql"
+import { type Answer, jsonOf, stringField } from "./support/Http.ts"
+import {
+  createMerchant,
+  createPayment,
+  newKey,
+  paymentBody,
+  paymentCount,
+  type TestMerchant,
+  TestServer,
+  testServerLayer,
+  writtenRows
+} from "./support/TestServer.ts"
+
+// The simulated acquirer takes 100 ms per call, so concurrent authorizations really overlap.
+const Live = testServerLayer({ env: { ACQUIRER_LATENCY_MS: "100" } })
+
+const post = (m: TestMerchant, path: string, key: string) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: key })
+  })
+
+const get = (m: TestMerchant, path: string) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request("GET", path, { apiKey: m.apiKey })
+  })
+
+const replayed = (answer: Answer) => answer.headers.get("idempotent-replayed") === "true"
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+
+const acquirerOperation = (reference: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql<{ performed_count: number; request_count: number }>`
+      SELECT performed_count, request_count FROM acquirer_sim.operations WHERE reference = ${reference}`
+  })
+
+layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API over HTTP: idempotency (real server process)", (it) => {
+  it.effect("the same request twice: one payment; the second answer is the first one's exact bytes with Idempotent-Replayed: true", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Twice")
+      const key = newKey()
+      const first = yield* createPayment(m, key)
+      assert.strictEqual(first.status, 201, describeAnswer(first))
+      assert.isFalse(replayed(first))
+      assert.strictEqual(first.contentType, "application/json")
+
+      const second = yield* createPayment(m, key)
+      assert.strictEqual(second.status, 201)
+      assert.isTrue(replayed(second), "the replay is marked")
+      assert.strictEqual(second.text, first.text, "byte-identical body")
+      assert.strictEqual(second.contentType, first.contentType)
+
+      // The same JSON with other key order and whitespace is the same request.
+      const reordered = yield* createPayment(m, key, undefined, {
+        rawBody: ` {\n  "payment_method": "pm_card_visa", "currency":"USD",\n "amount": 1050 } `
+      })
+      assert.strictEqual(reordered.status, 201)
+      assert.isTrue(replayed(reordered))
+      assert.strictEqual(reordered.text, first.text)
+
+      assert.strictEqual(yield* paymentCount(m.merchantId), 1)
+    }))
+
+  it.effect("create → authorize → settle: each POST replays; a second settle with a new key is 409 invalid_transition; a decline is stored and replayed", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Flow")
+      const created = yield* createPayment(m, newKey())
+      const id = stringField(created, "id")
+
+      const authorizeKey = newKey("auth")
+      const authorized = yield* post(m, `/v1/payments/${id}/authorize`, authorizeKey)
+      assert.strictEqual(authorized.status, 200, describeAnswer(authorized))
+      assert.strictEqual(jsonOf(authorized)["status"], "AUTHORIZED")
+      const authorizedAgain = yield* post(m, `/v1/payments/${id}/authorize`, authorizeKey)
+      assert.isTrue(replayed(authorizedAgain))
+      assert.strictEqual(authorizedAgain.text, authorized.text)
+
+      const settleKey = newKey("settle")
+      const settled = yield* post(m, `/v1/payments/${id}/settle`, settleKey)
+      assert.strictEqual(settled.status, 200, describeAnswer(settled))
+      assert.strictEqual(jsonOf(settled)["status"], "SETTLED")
+      const settledAgain = yield* post(m, `/v1/payments/${id}/settle`, settleKey)
+      assert.isTrue(replayed(settledAgain))
+      assert.strictEqual(settledAgain.text, settled.text)
+
+      const secondSettle = yield* post(m, `/v1/payments/${id}/settle`, newKey("settle"))
+      assert.strictEqual(secondSettle.status, 409, describeAnswer(secondSettle))
+      assert.strictEqual(jsonOf(secondSettle)["code"], "invalid_transition")
+      assert.strictEqual(secondSettle.contentType, "application/problem+json")
+
+      // Authorized and captured once each at the acquirer, whatever was replayed.
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [{ performed_count: 1, request_count: 1 }])
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:capture`), [{ performed_count: 1, request_count: 1 }])
+
+      // A decline is a decided outcome: stored, and the retry replays it.
+      const declinedPayment = yield* createPayment(m, newKey(), paymentBody({ payment_method: "pm_card_declined" }))
+      const declinedId = stringField(declinedPayment, "id")
+      const declineKey = newKey("auth")
+      const declined = yield* post(m, `/v1/payments/${declinedId}/authorize`, declineKey)
+      assert.strictEqual(declined.status, 200, describeAnswer(declined))
+      assert.strictEqual(jsonOf(declined)["status"], "FAILED")
+      assert.strictEqual(jsonOf(declined)["failure_code"], "card_declined")
+      const declinedAgain = yield* post(m, `/v1/payments/${declinedId}/authorize`, declineKey)
+      assert.isTrue(replayed(declinedAgain))
+      assert.strictEqual(declinedAgain.text, declined.text)
+    }))
+
+  it.effect("50 concurrent creates with one key: exactly one payment; every answer is that payment (201) or 409 idempotency_key_in_use", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Storm")
+      const key = newKey()
+      const answers = yield* Effect.forEach(Array.from({ length: 50 }), () => createPayment(m, key), { concurrency: "unbounded" })
+
+      const created = answers.filter((a) => a.status === 201)
+      const busy = answers.filter((a) => a.status === 409)
+      assert.strictEqual(created.length + busy.length, 50, answers.filter((a) => a.status !== 201 && a.status !== 409).map(describeAnswer).join("\n"))
+      for (const answer of busy) {
+        assert.strictEqual(jsonOf(answer)["code"], "idempotency_key_in_use")
+        assert.strictEqual(answer.contentType, "application/problem+json")
+      }
+      const ids = new Set(created.map((a) => stringField(a, "id")))
+      assert.strictEqual(ids.size, 1, `never two ids: ${[...ids].join(", ")}`)
+      assert.strictEqual(created.filter((a) => !replayed(a)).length, 1, "one execution answered; the other 201s are replays")
+      assert.strictEqual(new Set(created.map((a) => a.text)).size, 1, "every 201 carries the same bytes")
+
+      const [row] = yield* (yield* SqlClient.SqlClient)<{ n: bigint }>`SELECT count(*) AS n FROM payments WHERE merchant_id = ${m.merchantId}`
+      assert.strictEqual(Number(row?.n), 1)
+
+      // Once it settled down, the key replays the one payment.
+      const after = yield* createPayment(m, key)
+      assert.isTrue(replayed(after))
+      assert.strictEqual(stringField(after, "id"), [...ids][0])
+    }))
+
+  it.effect("50 concurrent authorizations with one key (100 ms acquirer): one acquirer operation; answers are the 200 replay or 409, and some 409s prove the overlap", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Authorize storm")
+      const id = stringField(yield* createPayment(m, newKey()), "id")
+      const key = newKey("auth")
+      const answers = yield* Effect.forEach(Array.from({ length: 50 }), () => post(m, `/v1/payments/${id}/authorize`, key), {
+        concurrency: "unbounded"
+      })
+      const ok = answers.filter((a) => a.status === 200)
+      const busy = answers.filter((a) => a.status === 409)
+      assert.strictEqual(ok.length + busy.length, 50, answers.filter((a) => a.status !== 200 && a.status !== 409).map(describeAnswer).join("\n"))
+      assert.isAbove(busy.length, 0, "the requests overlapped the 100 ms acquirer call")
+      for (const answer of busy) assert.strictEqual(jsonOf(answer)["code"], "idempotency_key_in_use")
+      assert.isAtMost(ok.filter((a) => !replayed(a)).length, 1)
+      for (const answer of ok) assert.strictEqual(jsonOf(answer)["status"], "AUTHORIZED")
+
+      assert.deepStrictEqual(
+        (yield* acquirerOperation(`payment:${id}:authorization`)).map((row) => row.performed_count),
+        [1],
+        "authorized once at the acquirer"
+      )
+      const final = yield* post(m, `/v1/payments/${id}/authorize`, key)
+      assert.strictEqual(final.status, 200)
+      assert.isTrue(replayed(final))
+    }))
+
+  it.effect("same key, different body (or path): 422 idempotency_key_reused and nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Reuse")
+      const key = newKey()
+      const first = yield* createPayment(m, key)
+      assert.strictEqual(first.status, 201)
+      const before = yield* writtenRows(m.merchantId)
+
+      const otherAmount = yield* createPayment(m, key, paymentBody({ amount: 1051 }))
+      assert.strictEqual(otherAmount.status, 422, describeAnswer(otherAmount))
+      assert.strictEqual(otherAmount.contentType, "application/problem+json")
+      assert.strictEqual(jsonOf(otherAmount)["code"], "idempotency_key_reused")
+      assert.strictEqual(jsonOf(otherAmount)["field"], "Idempotency-Key")
+      assert.isFalse(replayed(otherAmount))
+
+      const extraField = yield* createPayment(m, key, paymentBody({ description: "now with a description" }))
+      assert.strictEqual(extraField.status, 422)
+
+      const otherPath = yield* post(m, `/v1/payments/${stringField(first, "id")}/authorize`, key)
+      assert.strictEqual(otherPath.status, 422, describeAnswer(otherPath))
+      assert.strictEqual(jsonOf(otherPath)["code"], "idempotency_key_reused")
+
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before)
+      // The payment was not touched by the refused authorize.
+      assert.strictEqual(jsonOf(yield* get(m, `/v1/payments/${stringField(first, "id")}`))["status"], "CREATED")
+      // And the key still answers its own request.
+      const replay = yield* createPayment(m, key)
+      assert.isTrue(replayed(replay))
+      assert.strictEqual(replay.text, first.text)
+    }))
+
+  it.effect("cross-merchant: B gets 404 (the same body as for an unknown id) on A's payment for read, authorize and settle; A's key is B's own new key", () =>
+    Effect.gen(function* () {
+      const a = yield* createMerchant("Merchant A")
+      const b = yield* createMerchant("Merchant B")
+      const key = newKey("shared")
+      const aPayment = yield* createPayment(a, key)
+      const aId = stringField(aPayment, "id")
+      const unknownId = yield* generatePaymentId
+      const withoutId = (answer: Answer, id: string) => answer.text.replaceAll(id, "<id>")
+
+      const cases = [
+        { name: "read", foreign: get(b, `/v1/payments/${aId}`), unknown: get(b, `/v1/payments/${unknownId}`) },
+        {
+          name: "authorize",
+          foreign: post(b, `/v1/payments/${aId}/authorize`, newKey("b-auth")),
+          unknown: post(b, `/v1/payments/${unknownId}/authorize`, newKey("b-auth"))
+        },
+        {
+          name: "settle",
+          foreign: post(b, `/v1/payments/${aId}/settle`, newKey("b-settle")),
+          unknown: post(b, `/v1/payments/${unknownId}/settle`, newKey("b-settle"))
+        }
+      ]
+      for (const c of cases) {
+        const foreign = yield* c.foreign
+        const unknown = yield* c.unknown
+        assert.strictEqual(foreign.status, 404, `${c.name}: ${describeAnswer(foreign)}`)
+        assert.strictEqual(foreign.contentType, "application/problem+json")
+        assert.strictEqual(jsonOf(foreign)["code"], "payment_not_found")
+        assert.strictEqual(withoutId(foreign, aId), withoutId(unknown, unknownId), `${c.name}: indistinguishable from an unknown id`)
+      }
+      // A's payment is untouched and B's list does not show it.
+      assert.strictEqual(jsonOf(yield* get(a, `/v1/payments/${aId}`))["status"], "CREATED")
+      const bList = yield* get(b, "/v1/payments?limit=100")
+      assert.notInclude(bList.text, aId)
+
+      // B sends A's key with A's body: a new payment of B's, not a replay of A's.
+      const bPayment = yield* createPayment(b, key)
+      assert.strictEqual(bPayment.status, 201, describeAnswer(bPayment))
+      assert.isFalse(replayed(bPayment))
+      assert.notStrictEqual(stringField(bPayment, "id"), aId)
+      assert.strictEqual(yield* paymentCount(a.merchantId), 1)
+      assert.strictEqual(yield* paymentCount(b.merchantId), 1)
+      // Each merchant's key replays its own payment.
+      assert.strictEqual(stringField(yield* createPayment(a, key), "id"), aId)
+      assert.strictEqual(stringField(yield* createPayment(b, key), "id"), stringField(bPayment, "id"))
+    }))
+})

@@ -1,0 +1,204 @@
+// Bad input over real HTTP: every refusal is a 4xx RFC 9457 problem with a stable `code` (and the
+// offending `field` where there is one), and writes nothing: no payment, no outbox row, no key.
+import { assert, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { type Answer, call, jsonOf } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, paymentBody, type TestMerchant, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
+
+const Live = testServerLayer()
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.contentType} ${answer.text.slice(0, 300)}`
+
+interface Refusal {
+  readonly status: number
+  readonly code: string
+  /** `undefined`: the problem names no field (the body as a whole, the credentials). */
+  readonly field: string | undefined
+}
+
+const assertProblem = (answer: Answer, expected: Refusal, label: string) => {
+  assert.strictEqual(answer.status, expected.status, `${label}: ${describeAnswer(answer)}`)
+  assert.strictEqual(answer.contentType, "application/problem+json", label)
+  const body = jsonOf(answer)
+  assert.strictEqual(body["code"], expected.code, `${label}: ${answer.text}`)
+  assert.strictEqual(body["field"], expected.field, `${label}: ${answer.text}`)
+  assert.strictEqual(body["status"], expected.status, label)
+  assert.strictEqual(body["type"], `https://docs.payments.local/problems/${expected.code}`, label)
+  assert.isString(body["title"], label)
+  assert.isString(body["detail"], label)
+}
+
+/** Runs requests that must be refused, then checks that none of them wrote anything. */
+const refusedWithoutWrites = (
+  m: TestMerchant,
+  cases: ReadonlyArray<{ readonly label: string; readonly send: Effect.Effect<Answer, unknown, TestServer>; readonly expected: Refusal }>
+) =>
+  Effect.gen(function* () {
+    const before = yield* writtenRows(m.merchantId)
+    for (const c of cases) assertProblem(yield* c.send, c.expected, c.label)
+    assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+  })
+
+const invalid = (field: string | undefined): Refusal => ({ status: 400, code: "invalid_request", field })
+
+/** A body of `bytes` bytes sent without Content-Length (chunked), so only the read limit can stop it. */
+const chunkedBody = (bytes: number) => {
+  const payload = new TextEncoder().encode(JSON.stringify(paymentBody({ description: "x".repeat(bytes) })))
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let offset = 0; offset < payload.length; offset += 16 * 1024) controller.enqueue(payload.slice(offset, offset + 16 * 1024))
+      controller.close()
+    }
+  })
+}
+
+layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API over HTTP: validation, auth, docs, health (real server process)", (it) => {
+  it.effect("bad bodies: 400/413/415 problems naming the field, nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Validation")
+      const send = (body: unknown) => createPayment(m, newKey(), body)
+      const raw = (rawBody: string, contentType?: string) => createPayment(m, newKey(), undefined, { rawBody, contentType })
+      yield* refusedWithoutWrites(m, [
+        { label: "malformed JSON", send: raw(`{"amount":1050,`), expected: { status: 400, code: "malformed_json", field: undefined } },
+        { label: "not an object", send: raw(`[1,2]`), expected: invalid(undefined) },
+        { label: "amount as a string", send: send(paymentBody({ amount: "1050" })), expected: invalid("amount") },
+        { label: "currency as a number", send: send(paymentBody({ currency: 840 })), expected: invalid("currency") },
+        { label: "payment_method as a number", send: send(paymentBody({ payment_method: 4242 })), expected: invalid("payment_method") },
+        { label: "metadata value not a string", send: send(paymentBody({ metadata: { order: 7 } })), expected: invalid("metadata.order") },
+        { label: "amount missing", send: send({ currency: "USD", payment_method: "pm_card_visa" }), expected: invalid("amount") },
+        { label: "amount 0", send: send(paymentBody({ amount: 0 })), expected: invalid("amount") },
+        { label: "amount negative", send: send(paymentBody({ amount: -1050 })), expected: invalid("amount") },
+        { label: "amount 10.5", send: send(paymentBody({ amount: 10.5 })), expected: invalid("amount") },
+        { label: "amount above 99999999999", send: send(paymentBody({ amount: 100_000_000_000 })), expected: invalid("amount") },
+        { label: "amount far above 2^53", send: raw(`{"amount":123456789012345678901234567890,"currency":"USD","payment_method":"pm_card_visa"}`), expected: invalid("amount") },
+        { label: "unknown currency", send: send(paymentBody({ currency: "XXY" })), expected: invalid("currency") },
+        { label: "lowercase currency", send: send(paymentBody({ currency: "usd" })), expected: invalid("currency") },
+        { label: "unknown field", send: send(paymentBody({ amount_minor: 1050 })), expected: invalid("amount_minor") },
+        { label: "form-encoded body", send: raw("amount=1050", "application/x-www-form-urlencoded"), expected: { status: 415, code: "unsupported_media_type", field: undefined } },
+        {
+          label: "body over 64 KiB (Content-Length)",
+          send: send(paymentBody({ description: "x".repeat(64 * 1024) })),
+          expected: { status: 413, code: "body_too_large", field: undefined }
+        },
+        {
+          label: "body over 64 KiB (chunked, no Content-Length)",
+          send: Effect.gen(function* () {
+            const server = yield* TestServer
+            return yield* call(server.process.baseUrl, "POST", "/v1/payments", {
+              apiKey: m.apiKey,
+              idempotencyKey: newKey(),
+              contentType: "application/json",
+              stream: chunkedBody(70 * 1024)
+            })
+          }),
+          expected: { status: 413, code: "body_too_large", field: undefined }
+        }
+      ])
+      // The largest amount itself is accepted: the limit is inclusive.
+      const largest = yield* send(paymentBody({ amount: 99_999_999_999 }))
+      assert.strictEqual(largest.status, 201, describeAnswer(largest))
+      assert.strictEqual(jsonOf(largest)["amount"], 99_999_999_999)
+    }))
+
+  it.effect("Idempotency-Key: missing, empty, 256 characters, a control character → 400 naming the header; the quoted form is the same key", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Keys")
+      const withKey = (key: string | undefined) => createPayment(m, "unused", paymentBody(), { idempotencyKey: key })
+      const keyProblem = (code: string): Refusal => ({ status: 400, code, field: "Idempotency-Key" })
+      yield* refusedWithoutWrites(m, [
+        { label: "missing", send: withKey(undefined), expected: keyProblem("idempotency_key_missing") },
+        { label: "empty", send: withKey(""), expected: keyProblem("idempotency_key_invalid") },
+        { label: "spaces only", send: withKey("   "), expected: keyProblem("idempotency_key_invalid") },
+        { label: "256 characters", send: withKey("k".repeat(256)), expected: keyProblem("idempotency_key_invalid") },
+        { label: "a tab inside", send: withKey("abc\tdef"), expected: keyProblem("idempotency_key_invalid") },
+        { label: "broken quoting", send: withKey(`"abc`), expected: keyProblem("idempotency_key_invalid") }
+      ])
+      // The longest key is accepted.
+      assert.strictEqual((yield* withKey("k".repeat(255))).status, 201)
+
+      // `"abc"` (structured-field string) and `abc` (token) are one key.
+      const key = newKey("quoted")
+      const quoted = yield* withKey(`"${key}"`)
+      assert.strictEqual(quoted.status, 201, describeAnswer(quoted))
+      assert.isNull(quoted.headers.get("idempotent-replayed"))
+      const bare = yield* withKey(key)
+      assert.strictEqual(bare.headers.get("idempotent-replayed"), "true")
+      assert.strictEqual(bare.text, quoted.text)
+      assert.strictEqual((yield* writtenRows(m.merchantId)).payments, 2)
+    }))
+
+  it.effect("no API key or a wrong one: 401 unauthorized, nothing written; GET list with limit 0/101/abc: 400 naming limit", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Auth")
+      const server = yield* TestServer
+      const unauthorized: Refusal = { status: 401, code: "unauthorized", field: undefined }
+      const postWith = (headers: Record<string, string>) =>
+        server.request("POST", "/v1/payments", { idempotencyKey: newKey(), json: paymentBody(), headers })
+      yield* refusedWithoutWrites(m, [
+        { label: "no Authorization", send: postWith({}), expected: unauthorized },
+        { label: "unknown key", send: postWith({ authorization: "Bearer sk_test_00000000000000000000000000000000" }), expected: unauthorized },
+        { label: "malformed key", send: postWith({ authorization: "Bearer not-a-key" }), expected: unauthorized },
+        { label: "another scheme", send: postWith({ authorization: `Token ${m.apiKey}` }), expected: unauthorized },
+        { label: "GET without a key", send: server.request("GET", "/v1/payments"), expected: unauthorized },
+        { label: "limit=0", send: server.request("GET", "/v1/payments?limit=0", { apiKey: m.apiKey }), expected: invalid("limit") },
+        { label: "limit=101", send: server.request("GET", "/v1/payments?limit=101", { apiKey: m.apiKey }), expected: invalid("limit") },
+        { label: "limit=abc", send: server.request("GET", "/v1/payments?limit=abc", { apiKey: m.apiKey }), expected: invalid("limit") },
+        {
+          label: "starting_after not an id",
+          send: server.request("GET", "/v1/payments?starting_after=nope", { apiKey: m.apiKey }),
+          expected: { status: 400, code: "invalid_cursor", field: "starting_after" }
+        }
+      ])
+      const page = yield* server.request("GET", "/v1/payments?limit=100", { apiKey: m.apiKey })
+      assert.strictEqual(page.status, 200, describeAnswer(page))
+      assert.deepStrictEqual(jsonOf(page), { object: "list", data: [], has_more: false })
+    }))
+
+  it.effect("/openapi.json lists every endpoint with its method; /docs answers an HTML page", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const openapi = yield* server.request("GET", "/openapi.json")
+      assert.strictEqual(openapi.status, 200)
+      const document = jsonOf(openapi)
+      assert.strictEqual(document["openapi"], "3.1.0")
+      const paths = document["paths"]
+      assert.isTrue(typeof paths === "object" && paths !== null)
+      const operations = Object.entries(paths ?? {}).flatMap(([path, item]) =>
+        Object.keys(typeof item === "object" && item !== null ? item : {}).map((method) => `${method.toUpperCase()} ${path}`)
+      )
+      assert.deepStrictEqual(operations.sort(), [
+        "GET /health/live",
+        "GET /health/ready",
+        "GET /v1/balance",
+        "GET /v1/payments",
+        "GET /v1/payments/{id}",
+        "POST /v1/payments",
+        "POST /v1/payments/{id}/authorize",
+        "POST /v1/payments/{id}/settle"
+      ])
+      // Every POST documents its required header and the problems it answers.
+      assert.include(openapi.text, "idempotency-key")
+      assert.include(openapi.text, "application/problem+json")
+
+      const docs = yield* server.request("GET", "/docs")
+      assert.strictEqual(docs.status, 200)
+      assert.match(docs.contentType, /^text\/html/)
+      assert.match(docs.text, /<html/i)
+    }))
+
+  it.effect("/health/ready: 200 with postgres, redis and kafka up; /health/live: 200", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const live = yield* server.request("GET", "/health/live")
+      assert.deepStrictEqual([live.status, jsonOf(live)], [200, { status: "ok" }])
+      const ready = yield* server.request("GET", "/health/ready")
+      assert.strictEqual(ready.status, 200, describeAnswer(ready))
+      const body = jsonOf(ready)
+      assert.strictEqual(body["status"], "ready")
+      const checks = Array.isArray(body["checks"]) ? body["checks"] : []
+      assert.deepStrictEqual(
+        checks.map((check: unknown) => (typeof check === "object" && check !== null && "name" in check && "status" in check ? `${String(check.name)}:${String(check.status)}` : "?")).sort(),
+        ["kafka:up", "postgres:up", "redis:up"]
+      )
+    }))
+})
