@@ -221,7 +221,8 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
                   if (options.onBatch !== undefined) yield* options.onBatch(result)
                 })
           ),
-          Effect.tapError(() => Metric.update(outboxPublishFailures, 1)),
+          // Failures and defects count; an interruption (shutdown) is not a failed batch.
+          Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Metric.update(outboxPublishFailures, 1))),
           Effect.uninterruptible,
           Effect.withSpan("OutboxPublisher.publishBatch")
         )
