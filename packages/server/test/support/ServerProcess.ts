@@ -39,8 +39,11 @@ export interface ServerProcess {
   readonly output: () => string
   /** `kill -9`: no shutdown hooks, no release of idempotency keys. Waits (bounded) for the exit. */
   readonly kill9: Effect.Effect<void, ServerProcessError>
-  /** A new process on the same port and environment (after `kill9`), ready when this succeeds. */
-  readonly restart: Effect.Effect<void, ServerProcessError>
+  /**
+   * A new process on the same port and environment (after `kill9`), ready when this succeeds.
+   * `env` is merged over the first start's environment (e.g. to let the completer run).
+   */
+  readonly restart: (env?: Readonly<Record<string, string>>) => Effect.Effect<void, ServerProcessError>
 }
 
 /** A port the kernel just handed out on loopback; free again when we close it. */
@@ -149,9 +152,9 @@ export const startServerProcess = (options: ServerProcessOptions) =>
         }
       })
 
-      const restart = Effect.gen(function* () {
+      const restart = (env: Readonly<Record<string, string>> = {}) => Effect.gen(function* () {
         if (isRunning(current)) return yield* new ServerProcessError({ message: "restart: the server is still running; kill it first" })
-        current = launch(options)
+        current = launch({ ...options, env: { ...options.env, ...env } })
         yield* waitUntilLive(current, baseUrl).pipe(Effect.tapError(() => stop(current)))
       })
 

@@ -2,15 +2,15 @@ import type { MerchantId } from "@pay/domain"
 import { ApiKeys } from "@pay/idempotency"
 import { postgresLayer } from "@pay/infra"
 import { MerchantRepository } from "@pay/payments"
-import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun } from "@pay/testkit"
+import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Answer, call, HttpCallError, type RequestOptions } from "./Http.ts"
 import { freePort, type ServerProcess, startServerProcess } from "./ServerProcess.ts"
 
 export interface TestServerOptions {
-  /** Another Redis (a throwaway the test kills); the run's Redis otherwise. */
-  readonly redisUrl?: string
+  /** A private Redis (`throwaway("redis")`) that the test may kill; the run's Redis otherwise. */
+  readonly throwawayRedis?: boolean
   /** Extra environment for the server (ACQUIRER_TIMEOUT_MS, IDEMPOTENCY_LOCK_TIMEOUT_MS, …). */
   readonly env?: Readonly<Record<string, string>>
 }
@@ -24,12 +24,16 @@ export class TestServer extends Context.Service<TestServer, {
   readonly process: ServerProcess
   readonly database: TestDatabaseInfo
   readonly redisKeyPrefix: string
+  /** The server's private Redis, when started with `throwawayRedis`. */
+  readonly redis: ThrowawayInstance | undefined
   readonly request: (method: string, path: string, options?: RequestOptions) => ReturnType<typeof call>
 }>()("test/TestServer") {}
 
 const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions) =>
   Effect.gen(function* () {
     const run = testRun()
+    // Acquired first, released last: the server never outlives nor precedes its Redis by accident.
+    const redis = options.throwawayRedis === true ? yield* throwaway("redis") : undefined
     const redisKeyPrefix = `${run.redisKeyPrefix}${shortId()}:`
     const port = yield* freePort
     const process = yield* startServerProcess({
@@ -38,7 +42,7 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         DATABASE_URL: database.url,
         // Two servers run at once on 2 cores next to the test process's own pool.
         DATABASE_POOL_SIZE: "8",
-        REDIS_URL: options.redisUrl ?? run.redisUrl,
+        REDIS_URL: redis?.url ?? run.redisUrl,
         REDIS_KEY_PREFIX: redisKeyPrefix,
         KAFKA_BROKERS: run.kafkaBrokers,
         KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
@@ -49,6 +53,7 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
       process,
       database,
       redisKeyPrefix,
+      redis,
       // A failed call says what the server printed last (it may have died).
       request: (method, path, requestOptions) =>
         call(process.baseUrl, method, path, requestOptions).pipe(

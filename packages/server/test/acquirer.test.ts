@@ -1,11 +1,10 @@
-// Tests of the simulated acquirer (packages/server/src/acquirer). They live here because this
-// helper owns only the acquirer's src folder in @pay/server; move to packages/server/test freely.
+// Tests of the simulated acquirer (packages/server/src/acquirer) against real Postgres.
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
-import { Acquirer } from "../../server/src/acquirer/Acquirer.ts"
+import { Acquirer } from "../src/acquirer/Acquirer.ts"
 
 const timeout_ms = 250
 const Live = Acquirer.layerWith({ timeout_ms, latency_ms: 1 }).pipe(Layer.provideMerge(TestDatabase))

@@ -1,0 +1,110 @@
+// Redis is a cache in front of Postgres: the server on a private (throwaway) Redis that these tests
+// flush and then kill. Postgres keeps deciding; the API keeps answering, in bounded time.
+import { assert, layer } from "@effect/vitest"
+import { redisResponseKey } from "@pay/idempotency"
+import { Effect } from "effect"
+import { type Answer, jsonOf, stringField } from "./support/Http.ts"
+import { redisCommand } from "./support/RedisCommand.ts"
+import { createMerchant, createPayment, newKey, paymentCount, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+const Live = testServerLayer({ throwawayRedis: true })
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+const replayed = (answer: Answer) => answer.headers.get("idempotent-replayed") === "true"
+
+/** The server's Redis, or a failed test when the layer was built without one. */
+const serverRedis = Effect.gen(function* () {
+  const server = yield* TestServer
+  if (server.redis === undefined) return yield* Effect.die(new Error("this block needs the server's throwaway Redis"))
+  return { server, redis: server.redis }
+})
+
+const cachedResponseExists = (m: TestMerchant, key: string) =>
+  Effect.gen(function* () {
+    const { server, redis } = yield* serverRedis
+    return (yield* redisCommand(redis.url, ["EXISTS", `${server.redisKeyPrefix}${redisResponseKey(m.merchantId, key)}`])) === "1"
+  })
+
+/** Every answer with Redis dead must come within this: one fast failure per command, then Postgres. */
+const boundedLatency_ms = 1_500
+
+layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API over HTTP with Redis flushed, then dead (throwaway Redis)", (it) => {
+  it.effect("Redis flushed between the first request and its retry: still one payment; the retry replays from Postgres and refills the cache", () =>
+    Effect.gen(function* () {
+      const { redis } = yield* serverRedis
+      const m = yield* createMerchant("Flushed")
+      const key = newKey()
+      const first = yield* createPayment(m, key)
+      assert.strictEqual(first.status, 201, describeAnswer(first))
+      assert.isTrue(yield* cachedResponseExists(m, key), "the response was cached after commit")
+
+      assert.strictEqual(yield* redisCommand(redis.url, ["FLUSHALL"]), "OK")
+      assert.strictEqual(yield* redisCommand(redis.url, ["DBSIZE"]), "0")
+
+      const retry = yield* createPayment(m, key)
+      assert.strictEqual(retry.status, 201)
+      assert.isTrue(replayed(retry), "a replay decided by Postgres")
+      assert.strictEqual(retry.text, first.text)
+      assert.strictEqual(yield* paymentCount(m.merchantId), 1)
+      assert.isTrue(yield* cachedResponseExists(m, key), "Postgres' answer was put back into Redis")
+    }))
+
+  it.effect("Redis killed: /health/ready answers 503 naming redis; replays, new payments and one-key storms still work, each answer bounded", () =>
+    Effect.gen(function* () {
+      const { server, redis } = yield* serverRedis
+      const m = yield* createMerchant("Redis dead")
+      const cachedKey = newKey()
+      const cached = yield* createPayment(m, cachedKey)
+      assert.strictEqual(cached.status, 201)
+
+      yield* redis.kill
+
+      const ready = yield* server.request("GET", "/health/ready")
+      assert.strictEqual(ready.status, 503, describeAnswer(ready))
+      assert.strictEqual(ready.contentType, "application/problem+json")
+      assert.deepStrictEqual(jsonOf(ready)["unavailable"], ["redis"])
+      assert.strictEqual(jsonOf(ready)["code"], "dependency_unavailable")
+      assert.isBelow(ready.elapsed_ms, 3_000, "the probe is bounded")
+
+      // A replay of a response that only Postgres can serve now.
+      const replay = yield* createPayment(m, cachedKey)
+      assert.strictEqual(replay.status, 201, describeAnswer(replay))
+      assert.isTrue(replayed(replay))
+      assert.strictEqual(replay.text, cached.text)
+      assert.isBelow(replay.elapsed_ms, boundedLatency_ms)
+
+      // A new payment, authorized and replayed, with Redis dead.
+      const key = newKey()
+      const created = yield* createPayment(m, key)
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      assert.isBelow(created.elapsed_ms, boundedLatency_ms)
+      const id = stringField(created, "id")
+      const authorizeKey = newKey("auth")
+      const authorized = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: authorizeKey })
+      assert.strictEqual(authorized.status, 200, describeAnswer(authorized))
+      assert.isBelow(authorized.elapsed_ms, boundedLatency_ms)
+      const authorizedAgain = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: authorizeKey })
+      assert.isTrue(replayed(authorizedAgain))
+      assert.strictEqual(authorizedAgain.text, authorized.text)
+
+      // 20 at once on one key: Postgres alone decides, exactly once.
+      const stormKey = newKey("storm")
+      const storm = yield* Effect.forEach(Array.from({ length: 20 }), () => createPayment(m, stormKey), { concurrency: "unbounded" })
+      const created201 = storm.filter((a) => a.status === 201)
+      assert.strictEqual(created201.length + storm.filter((a) => a.status === 409).length, 20, storm.map(describeAnswer).join("\n"))
+      assert.strictEqual(new Set(created201.map((a) => stringField(a, "id"))).size, 1)
+      for (const answer of storm) assert.isBelow(answer.elapsed_ms, 5_000)
+
+      // cached + new + storm
+      assert.strictEqual(yield* paymentCount(m.merchantId), 3)
+
+      // Redis back: readiness recovers without restarting the server (the client reconnects, backoff ≤ 2 s).
+      yield* redis.restart
+      let readyAgain = 0
+      for (let attempt = 0; attempt < 40 && readyAgain !== 200; attempt++) {
+        yield* Effect.sleep(250)
+        readyAgain = (yield* server.request("GET", "/health/ready")).status
+      }
+      assert.strictEqual(readyAgain, 200, "ready again within 10 s of Redis coming back")
+    }))
+})
