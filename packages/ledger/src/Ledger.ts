@@ -209,6 +209,16 @@ const refusalOf = (error: SqlError.SqlError): Option.Option<DatabaseRefusal> => 
   }
 }
 
+/** 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now: the server went away. */
+const serverGoneAway = (error: SqlError.SqlError) => serverFields(error).code.startsWith("57P0")
+
+/** Failures after which the same statement may succeed: nothing of the attempt was kept. */
+const isTransient = (error: SqlError.SqlError) =>
+  error.reason._tag === "DeadlockError" ||
+  error.reason._tag === "SerializationError" ||
+  error.reason._tag === "ConnectionError" ||
+  serverGoneAway(error)
+
 /**
  * Infrastructure failures become `LedgerUnavailable`; anything else (a constraint the code should
  * have prevented, a syntax error, an unknown server error) is a bug: a defect, loud, cause kept.
@@ -226,7 +236,9 @@ const unavailableOrDie = (operation: string) => (error: SqlError.SqlError): Effe
         new LedgerUnavailable({ operation, reason: error.message, retryable: error.isRetryable, cause: error })
       )
     default:
-      return Effect.die(error)
+      return serverGoneAway(error)
+        ? Effect.fail(new LedgerUnavailable({ operation, reason: error.message, retryable: true, cause: error }))
+        : Effect.die(error)
   }
 }
 
@@ -277,22 +289,22 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
   })
 
   /**
-   * One call of `ledger_post`, under a savepoint when the caller holds a transaction. Deadlocks and
-   * serialization failures (both rolled back whole by PostgreSQL) are retried, at most
-   * `limits.postingRetryCountMax` times with a jittered backoff; so is a dropped connection
-   * outside a caller's transaction: the reference makes the retry safe, and a posting that did
-   * commit comes back as a replay. (A hand-written loop rather than Effect.retry: the retry
-   * machinery is only built when an attempt has failed, not on every posting.)
+   * One call of `ledger_post`, under a savepoint when the caller holds a transaction. Outside a
+   * caller's transaction, a deadlock, a serialization failure or a lost connection is retried, at
+   * most `limits.postingRetryCountMax` times with a jittered backoff: the failed attempt was rolled
+   * back whole, or it committed and the retry finds its reference and answers a replay. (A
+   * hand-written loop rather than Effect.retry: nothing is built for retrying until an attempt has
+   * failed.)
    */
   const callPost = (requests: ReadonlyArray<PostingRequest>) =>
     Effect.gen(function* () {
       const nested = Option.isSome(yield* Effect.serviceOption(sql.transactionService))
       const json = postingJson(requests)
       const statement = nested ? sql.withTransaction(postStatement(json)) : postStatement(json)
-      const transient = (error: SqlError.SqlError) =>
-        error.reason._tag === "DeadlockError" ||
-        error.reason._tag === "SerializationError" ||
-        (!nested && error.reason._tag === "ConnectionError")
+      // Inside a caller's transaction nothing is retried: a deadlock there involves locks the
+      // caller's own transaction holds, and its snapshot or connection is the caller's. The caller
+      // gets LedgerUnavailable (retryable) and retries its whole transaction.
+      const transient = (error: SqlError.SqlError) => !nested && isTransient(error)
       const attempt = (retry: number): Effect.Effect<ReadonlyArray<typeof PostedRow.Type>, SqlError.SqlError | Schema.SchemaError> =>
         Effect.catchTag(statement, "SqlError", (error) =>
           transient(error) && retry < limits.postingRetryCountMax

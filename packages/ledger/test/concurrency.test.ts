@@ -1,5 +1,5 @@
 import { assert, layer } from "@effect/vitest"
-import { Effect, Fiber, Ref } from "effect"
+import { Effect, Exit, Fiber, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { PostingError } from "../src/Errors.ts"
 import { Ledger } from "../src/Ledger.ts"
@@ -103,7 +103,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       let insufficient = 0
       for (const round of [1, 2, 3]) {
         const next = random(round)
-        const requests = Array.from({ length: 240 }, (_, i) => {
+        const requests = Array.from({ length: 200 }, (_, i) => {
           const from = hot[next(4)] ?? ""
           const to = hot[(hot.indexOf(from) + 1 + next(3)) % 4] ?? ""
           return transfer(`hot-${round}-${i}`, to, from, BigInt(1 + next(100)))
@@ -154,6 +154,73 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       const { result } = yield* withParallelismProbe(postAll([...requests.map((single) => ({ single })), ...batches]))
       assert.isAbove(result.posted, 0)
       assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
+      yield* assertInvariants
+    }))
+
+  it.effect("connections killed mid-posting: each posting is retried and recorded exactly once", () =>
+    Effect.gen(function* () {
+      const ledger = yield* Ledger
+      const sql = yield* SqlClient.SqlClient
+      yield* ledger.ensureAccount(account("kill:cash:USD", "asset", "USD", true))
+      yield* ledger.ensureAccount(account("kill:merchant:USD", "liability", "USD", false))
+      const requests = Array.from({ length: 400 }, (_, i) => transfer(`kill-${i}`, "kill:cash:USD", "kill:merchant:USD", 1n))
+      const done = yield* Ref.make(false)
+      // Terminates (pg_terminate_backend) every connection that is running a posting, twice, while
+      // the postings run; bounded to 200 looks, 5 ms apart.
+      const killer = Effect.gen(function* () {
+        let killed = 0
+        let rounds = 0
+        for (let look = 0; look < 200 && rounds < 2 && !(yield* Ref.get(done)); look++) {
+          const rows = yield* sql<{ killed: boolean }>`
+            SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'
+              AND query LIKE '%FROM ledger_post(%'`
+          const now = rows.filter((row) => row.killed).length
+          if (now > 0) rounds += 1
+          killed += now
+          yield* Effect.sleep(now > 0 ? "30 millis" : "5 millis")
+        }
+        return killed
+      })
+      const [results, killed] = yield* Effect.all([
+        Effect.forEach(requests, (request) => ledger.postTransaction(request), { concurrency: 8 }).pipe(
+          Effect.ensuring(Ref.set(done, true))
+        ),
+        killer
+      ], { concurrency: 2 })
+      assert.isAbove(killed, 0, "some postings were in flight when their connection was killed")
+      assert.strictEqual(results.length, requests.length)
+      const recorded = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'kill-%'`
+      assert.strictEqual(recorded[0]?.n, BigInt(requests.length))
+      assert.strictEqual((yield* ledger.balance("kill:merchant:USD")).balanceMinor, BigInt(requests.length))
+      yield* assertInvariants
+    }))
+
+  it.effect("caller transactions posting in opposite orders: the deadlock reaches one caller as LedgerUnavailable", () =>
+    Effect.gen(function* () {
+      const ledger = yield* Ledger
+      const sql = yield* SqlClient.SqlClient
+      for (const name of ["a", "b", "c", "d"]) yield* ledger.ensureAccount(account(`dl:${name}:USD`, "asset", "USD", true))
+      // Each caller holds the locks of its first posting until it commits, then wants the other's.
+      const caller = (first: readonly [string, string], second: readonly [string, string], reference: string) =>
+        sql.withTransaction(Effect.gen(function* () {
+          yield* ledger.postTransaction(transfer(`${reference}-1`, first[0], first[1], 1n))
+          yield* Effect.sleep("150 millis")
+          yield* ledger.postTransaction(transfer(`${reference}-2`, second[0], second[1], 1n))
+        }))
+      const ab = ["dl:a:USD", "dl:b:USD"] as const
+      const cd = ["dl:c:USD", "dl:d:USD"] as const
+      const [x, y] = yield* Effect.all([Effect.exit(caller(ab, cd, "dl-x")), Effect.exit(caller(cd, ab, "dl-y"))], {
+        concurrency: 2
+      })
+      const failures = [x, y].filter(Exit.isFailure)
+      assert.strictEqual(failures.length, 1, "one caller committed, the other was refused")
+      const failure = failures[0] === undefined ? undefined : Exit.findErrorOption(failures[0])
+      assert.isTrue(failure?._tag === "Some", `a typed failure, not a defect: ${String(failures[0]?.cause)}`)
+      if (failure?._tag === "Some") {
+        assert.strictEqual(failure.value._tag, "LedgerUnavailable")
+        if (failure.value._tag === "LedgerUnavailable") assert.isTrue(failure.value.retryable)
+      }
       yield* assertInvariants
     }))
 

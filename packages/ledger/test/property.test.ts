@@ -130,7 +130,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger properties", (it) => {
       yield* Effect.promise(() =>
         fc.assert(
           fc.asyncProperty(scenario, (generated) => Effect.runPromise(check(generated).pipe(Effect.provide(context)))),
-          { numRuns: 60 }
+          { numRuns: 50 }
         )
       )
       // The generators really exercise both paths.
