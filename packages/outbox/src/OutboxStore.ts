@@ -81,7 +81,7 @@ export class OutboxStore extends Context.Service<OutboxStore, {
           : sql<{ id: string }>`
               UPDATE outbox_events
               SET published_at = clock_timestamp(), attempt_count = attempt_count + 1, last_error = NULL
-              WHERE id IN ${sql.in(ids)} AND published_at IS NULL
+              WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL
               RETURNING id`.pipe(
               // The rows are locked by this transaction since the claim: nobody else can have
               // marked or deleted them. Fewer updates means the caller broke that contract.
@@ -98,7 +98,7 @@ export class OutboxStore extends Context.Service<OutboxStore, {
           : sql`
               UPDATE outbox_events
               SET attempt_count = attempt_count + 1, last_error = ${error.slice(0, lastErrorLength_max)}
-              WHERE id IN ${sql.in(ids)} AND published_at IS NULL`.pipe(Effect.asVoid)
+              WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL`.pipe(Effect.asVoid)
 
       const backlog = Effect.map(
         sql<{ unpublished_count: bigint; oldest_unpublished_age_ms: number | null }>`

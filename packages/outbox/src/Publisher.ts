@@ -14,6 +14,13 @@ export interface PublisherOptions {
   readonly topic: string
   /** Rows claimed and sent per transaction. Bounded: 1..1000 (the producer refuses more per send). */
   readonly batchSize: number
+  /**
+   * Claim-send-mark loops in this instance, each with its own transaction (1..8). With 2, one
+   * loop's database work (claim, mark, commit) overlaps the other's wait for the broker's ack,
+   * which is what lets a backlog drain near the producer's own speed. They coordinate exactly
+   * like separate instances do (SKIP LOCKED and the per-payment guard).
+   */
+  readonly workers: number
   /** Polling fallback when no NOTIFY arrives (lost listen connection, missed notification). */
   readonly pollInterval_ms: number
   /** Backoff after a failed batch (Kafka or Postgres down): doubles from base up to max. */
@@ -40,6 +47,7 @@ export interface PublisherOptions {
 
 export const defaultPublisherOptions = {
   batchSize: 200,
+  workers: 2,
   pollInterval_ms: 500,
   backoffBase_ms: 100,
   backoffMax_ms: 5_000,
@@ -52,6 +60,7 @@ export const defaultPublisherOptions = {
 /** Bounds the options must satisfy; `PublisherConfig` enforces the same ones on the environment. */
 export const publisherOptionBounds = {
   batchSize: { min: 1, max: 1_000 },
+  workers: { min: 1, max: 8 },
   pollInterval_ms: { min: 10, max: 60_000 },
   backoffBase_ms: { min: 1, max: 60_000 },
   backoffMax_ms: { min: 1, max: 300_000 },
@@ -255,7 +264,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
        * queue of one: a burst of commits wakes the loop once). If the listen connection dies, log,
        * wait (bounded backoff) and listen again; polling covers the gap.
        */
-      const listenForever = (wake: Queue.Queue<void>) =>
+      const listenForever = (wakes: ReadonlyArray<Queue.Queue<void>>) =>
         Effect.gen(function* () {
           let failures = 0
           while (true) {
@@ -264,11 +273,12 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
                 Effect.gen(function* () {
                   const notifications = yield* pg.listen(outboxNotifyChannel)
                   failures = 0
+                  const wakeAll = Effect.forEach(wakes, (wake) => Queue.offer(wake, undefined), { discard: true })
                   // Rows committed while we were not listening sent their NOTIFY to nobody.
-                  yield* Queue.offer(wake, undefined)
+                  yield* wakeAll
                   while (true) {
                     yield* Queue.take(notifications)
-                    yield* Queue.offer(wake, undefined)
+                    yield* wakeAll
                   }
                 })
               )
@@ -298,17 +308,10 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
           }
         })
 
-      const run: Effect.Effect<never> = Effect.scoped(
+      /** One claim-send-mark loop; `run` starts `workers` of them. */
+      const worker = (wake: Queue.Queue<void>) =>
         Effect.gen(function* () {
-          const wake = yield* Queue.sliding<void>(1)
-          yield* Effect.forkScoped(listenForever(wake))
-          yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
-          yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
           const waitForWork = Queue.take(wake).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)), Effect.asVoid)
-          state.running = true
-          yield* Effect.logInfo("outbox publisher started").pipe(
-            Effect.annotateLogs({ topic: options.topic, batch_size: options.batchSize, poll_interval_ms: options.pollInterval_ms })
-          )
           while (true) {
             // Every failure, a defect included, is logged loudly and retried after a bounded
             // backoff: the loop must outlive a broker or database outage, and a fiber that
@@ -334,6 +337,26 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
             // NOTIFY or the poll interval.
             if (exit.value.claimed === 0) yield* waitForWork
           }
+        })
+
+      const run: Effect.Effect<never> = Effect.scoped(
+        Effect.gen(function* () {
+          // One wake-up queue per worker: a notification wakes every idle worker.
+          const wakes = yield* Effect.forEach(Array.from({ length: options.workers }, () => 0), () => Queue.sliding<void>(1))
+          yield* Effect.forkScoped(listenForever(wakes))
+          yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
+          yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
+          state.running = true
+          yield* Effect.logInfo("outbox publisher started").pipe(
+            Effect.annotateLogs({
+              topic: options.topic,
+              batch_size: options.batchSize,
+              workers: options.workers,
+              poll_interval_ms: options.pollInterval_ms
+            })
+          )
+          yield* Effect.forEach(wakes, worker, { concurrency: "unbounded", discard: true })
+          return yield* Effect.never
         })
       ).pipe(
         Effect.ensuring(Effect.sync(() => {

@@ -16,6 +16,7 @@ const boundedInt = (name: string, bound: { readonly min: number; readonly max: n
  * | ----------------------------- | ----------- | ----------------- |
  * | `KAFKA_TOPIC_PREFIX`          | ""          | topic = prefix + `payments.events` |
  * | `OUTBOX_BATCH_SIZE`           | 200         | 1..1000           |
+ * | `OUTBOX_WORKERS`              | 2           | 1..8              |
  * | `OUTBOX_POLL_INTERVAL_MS`     | 500         | 10..60000         |
  * | `OUTBOX_BACKOFF_BASE_MS`      | 100         | 1..60000          |
  * | `OUTBOX_BACKOFF_MAX_MS`       | 5000        | 1..300000         |
@@ -27,6 +28,7 @@ const boundedInt = (name: string, bound: { readonly min: number; readonly max: n
 export const PublisherConfig: Config.Config<PublisherOptions & { readonly topicPrefix: string }> = Config.all({
   topicPrefix: KafkaTopicPrefix,
   batchSize: boundedInt("OUTBOX_BATCH_SIZE", publisherOptionBounds.batchSize, defaultPublisherOptions.batchSize),
+  workers: boundedInt("OUTBOX_WORKERS", publisherOptionBounds.workers, defaultPublisherOptions.workers),
   pollInterval_ms: boundedInt("OUTBOX_POLL_INTERVAL_MS", publisherOptionBounds.pollInterval_ms, defaultPublisherOptions.pollInterval_ms),
   backoffBase_ms: boundedInt("OUTBOX_BACKOFF_BASE_MS", publisherOptionBounds.backoffBase_ms, defaultPublisherOptions.backoffBase_ms),
   backoffMax_ms: boundedInt("OUTBOX_BACKOFF_MAX_MS", publisherOptionBounds.backoffMax_ms, defaultPublisherOptions.backoffMax_ms),
