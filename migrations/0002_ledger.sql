@@ -1,26 +1,31 @@
--- The ledger: double entry, enforced by PostgreSQL itself.
+-- The ledger: double entry, enforced by PostgreSQL itself (docs/ledger.md explains each rule).
 --
 -- Everything the ledger promises holds even when the application is bypassed with raw SQL:
 --   * a transaction commits only with >= 2 entries and debits = credits in every currency
 --     (deferred constraint trigger on `transactions`);
---   * an entry's currency is its account's currency (composite foreign key);
+--   * an entry's transaction and account exist, and its currency is its account's currency
+--     (statement trigger on `ledger_entries`);
 --   * `transactions`, `ledger_entries` and `accounts` are append-only (statement triggers that
 --     raise on UPDATE, DELETE and TRUNCATE, for the table owner too);
 --   * a committed transaction is sealed: entries can be added only by the database transaction
 --     that created it;
 --   * every account has one stored balance, changed only by the entries trigger, in the same
 --     database transaction as the entries, with rows locked in account-id order;
---   * an account that may not go negative cannot (CHECK on the stored balance).
+--   * an account that may not go negative cannot (funds check in the trigger, CHECK behind it).
 -- `ledger_verify()` recomputes everything from the entries and returns the discrepancies.
 -- `ledger_post(postings jsonb)` posts one or many transactions in one round trip.
 --
--- Error codes raised here (SQLSTATE class "LG", user-defined):
+-- Error codes raised here (SQLSTATE class "LG", user-defined; those marked * carry a jsonb DETAIL):
 --   LG001 transaction unbalanced or with fewer than two entries (at commit)
 --   LG002 append-only table: UPDATE / DELETE / TRUNCATE rejected
 --   LG003 entry added to a transaction created by another database transaction (sealed)
 --   LG004 stored balance written directly (only the entries trigger may)
---   LG005 transaction metadata forged (created_xact_id / posted_at not the current transaction's)
--- A posting that lost a race on its reference raises 40001 (serialization_failure): retryable.
+--   LG005 transaction stamps forged (created_xact_id / posted_at not the current transaction's)
+--   LG006* insufficient funds on a no-negative account
+--   LG007* reference already recorded with different legs (inside a batch that wrote others)
+--   LG008* posting names an unknown account
+--   LG009* entry currency differs from the account's
+-- and 22003* (numeric_value_out_of_range) when a balance would leave the bigint range.
 
 CREATE TYPE ledger_account_type AS ENUM ('asset', 'liability', 'equity', 'revenue', 'expense');
 CREATE TYPE ledger_side AS ENUM ('debit', 'credit');
