@@ -70,13 +70,15 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
         return record
       }, (effect, payment) =>
         effect.pipe(
-          Effect.catchTags({
-            LedgerUnavailable: (error) => Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message })),
-            SqlError: (error) => Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message }))
-          }),
-          // Any other refusal (unbalanced, unknown account, …) means the code computed a wrong
-          // posting: a defect, loud, and the whole transaction rolls back.
-          Effect.catch((error) => Effect.die(error))
+          // One decision per error: the database did not answer (typed, 503, retry) or the code
+          // computed a wrong posting (unbalanced, unknown account, …: a defect, loud, and the
+          // whole transaction rolls back). A `catchTags` followed by a catch-all would turn the
+          // SettlementUnavailable it just made into a defect too.
+          Effect.catch((error) =>
+            error._tag === "LedgerUnavailable" || error._tag === "SqlError"
+              ? Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message }))
+              : Effect.die(error)
+          )
         ))
 
       return SettlementPosting.of({ post })

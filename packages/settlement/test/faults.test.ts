@@ -191,6 +191,36 @@ layer(inProcessAppLayer(), layerOptions)("settlement with fault Layers (in-proce
       yield* assertBooks(books)
     }))
 
+  it.effect("the database refuses the real posting's last write (lock timeout on payment_settlements): 503 settlement_unavailable, nothing committed; the retry settles once", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const books = yield* openBooks("Lock timeout")
+      const id = yield* authorizedPayment(books.merchant, 6_100n, "USD")
+      const key = newKey("settle")
+      // This session blocks inserts into payment_settlements (only) for longer than the settle
+      // transaction's lock timeout (5 s, set by the payment repository).
+      const locked = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`LOCK TABLE payment_settlements IN SHARE MODE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(release).pipe(Effect.timeout(15_000))
+      })))
+      yield* Deferred.await(locked).pipe(Effect.timeout(10_000))
+      const failed = yield* settle(books.merchant, id, key, { timeout_ms: 15_000 })
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.strictEqual(failed.status, 503, describeAnswer(failed))
+      assert.strictEqual(codeOf(failed), "settlement_unavailable")
+      yield* assertNotSettled(id)
+      yield* assertBooks(books)
+
+      const retried = yield* settleUntilDecided(books.merchant, id, key, retryBounds)
+      expectSettled(retried.answer, "retry")
+      books.settled.push({ paymentId: id, gross_minor: 6_100n, currency: "USD", terms: defaultTerms })
+      yield* assertBooks(books)
+    }))
+
   it.effect("the acquirer captured, then the COMMIT fails (deferred check at commit): 503, nothing committed; the retry captures again (performed once) and settles once", () =>
     Effect.gen(function* () {
       const faults = yield* SettlementFaults

@@ -7,7 +7,7 @@ import { Ledger, type Leg } from "@pay/ledger"
 import { OutboxWriter } from "@pay/outbox"
 import { type ChangeContext, MerchantRepository, PaymentRepository } from "@pay/payments"
 import { makeTestDatabase } from "@pay/testkit"
-import { Cause, Effect, Exit, Layer, Schema } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "../src/Accounts.ts"
@@ -324,6 +324,36 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
       assert.strictEqual(yield* countWhere("transactions", payment.id), 1)
       assert.strictEqual(yield* countWhere("settlements", payment.id), 1)
       yield* assertSettledOnce(expectedOf(payment))
+      yield* assertBooksConsistent
+    }))
+
+  it.effect("a database failure inside the real posting (a lock timeout on its last write) is a typed SettlementUnavailable, not a defect; the status change rolls back", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payments = yield* PaymentRepository
+      const settlement = yield* SettlementPosting
+      const payment = yield* authorizedPayment(6_000, "USD")
+      // Another session holds a lock that blocks inserts into payment_settlements only.
+      const locked = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`LOCK TABLE payment_settlements IN SHARE MODE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(release).pipe(Effect.timeout(10_000))
+      })))
+      yield* Deferred.await(locked).pipe(Effect.timeout(10_000))
+      const exit = yield* Effect.exit(sql.withTransaction(Effect.gen(function* () {
+        const settled = yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle" }, context)
+        // After apply (which sets its own lock timeout for the rest of the transaction).
+        yield* sql`SET LOCAL lock_timeout = '200ms'`
+        return yield* settlement.post(settled)
+      })))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), `a typed failure, not a defect: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "success"}`)
+      const error = Exit.findErrorOption(exit)
+      assert.isTrue(error._tag === "Some" && error.value._tag === "SettlementUnavailable", "SettlementUnavailable (503, retry)")
+      yield* assertNotSettled(payment.id)
       yield* assertBooksConsistent
     }))
 
