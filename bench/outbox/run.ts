@@ -33,7 +33,7 @@
  */
 import { CreatePaymentInput } from "../../packages/domain/src/index.ts"
 import { MerchantRepository, PaymentRepository } from "../../packages/payments/src/index.ts"
-import { Duration, Effect, Fiber, Layer, Redacted, Schema } from "effect"
+import { Duration, Effect, Fiber, Layer, Logger, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile, spawn } from "node:child_process"
 import { randomBytes, randomUUID } from "node:crypto"
@@ -526,6 +526,8 @@ const cleanup = Effect.all(
 )
 
 const main = Effect.scoped(program).pipe(
+  // Logs go to stderr: stdout carries only the JSON summary.
+  Effect.provide(Logger.layer([Logger.withConsoleError(Logger.formatLogFmt)])),
   Effect.tap((summary) => Effect.sync(() => console.log(JSON.stringify(summary, null, 2)))),
   Effect.ensuring(cleanup),
   Effect.timeout(Duration.minutes(15))

@@ -3,7 +3,30 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { OutboxRow } from "./CloudEvents.ts"
 
-const decodeOutboxRows = Schema.decodeUnknownEffect(Schema.Array(OutboxRow))
+/** A claim candidate: the row, and how many unpublished rows of its aggregate precede it. */
+const ClaimCandidate = Schema.Struct({ ...OutboxRow.fields, earlier_unpublished: Schema.Int })
+const decodeCandidates = Schema.decodeUnknownEffect(Schema.Array(ClaimCandidate))
+
+/**
+ * The per-aggregate guard, applied to candidates in position order: a row may go out in this
+ * batch only if every earlier unpublished row of its aggregate is in this batch too, ahead of it
+ * (then one produce call sends them in order to the same partition). A row whose earlier sibling
+ * is held by another publisher, or was itself held back, stays behind. Exported for the tests.
+ */
+export const claimableInOrder = <A extends { readonly position: bigint; readonly aggregate_type: string; readonly aggregate_id: string; readonly earlier_unpublished: number }>(
+  candidates: ReadonlyArray<A>
+): ReadonlyArray<A> => {
+  const sorted = [...candidates].sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0))
+  const inBatch = new Map<string, number>()
+  const claimable: Array<A> = []
+  for (const candidate of sorted) {
+    const aggregate = `${candidate.aggregate_type}\u0000${candidate.aggregate_id}`
+    const earlierInBatch = inBatch.get(aggregate) ?? 0
+    inBatch.set(aggregate, earlierInBatch + 1)
+    if (candidate.earlier_unpublished === earlierInBatch) claimable.push(candidate)
+  }
+  return claimable
+}
 
 /** Kept on the row for operators (`last_error`); longer messages are cut. */
 const lastErrorLength_max = 2_000
@@ -25,14 +48,16 @@ export interface RequeueResult {
  * stay locked (FOR UPDATE) until that transaction ends, so other publishers skip them
  * (SKIP LOCKED) and a crash releases them.
  *
- * Per-aggregate order with several publishers: a row is claimable only when no earlier row of the
- * same aggregate is still unpublished. Otherwise publisher A could hold a payment's
- * `payment_created` while publisher B sends its `payment_authorized` first. So a batch carries
- * at most the next event of each aggregate; the following one becomes claimable once the
- * earlier is marked published.
+ * Per-aggregate order with several publishers: a row is claimable only when every earlier
+ * unpublished row of the same aggregate is claimed in the same batch. Otherwise publisher A could
+ * hold a payment's `payment_created` (and then fail to send it) while publisher B sends its
+ * `payment_authorized` first. A batch may carry several consecutive events of one payment (they
+ * go out in one produce call, in order); the rest wait until the earlier ones are published.
  */
 export class OutboxStore extends Context.Service<OutboxStore, {
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<OutboxRow>, SqlError>
+  /** The claim's query plan as the publisher gets it (for operators, and a test). */
+  readonly explainClaim: (limit: number) => Effect.Effect<string, SqlError>
   /** Only for rows this transaction claimed: every id must be updated, or it is a defect. */
   readonly markPublished: (ids: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
   readonly recordFailure: (ids: ReadonlyArray<string>, error: string) => Effect.Effect<void, SqlError>
@@ -52,27 +77,59 @@ export class OutboxStore extends Context.Service<OutboxStore, {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
 
-      const claim = (limit: number) =>
-        sql`
-          SELECT o.id, o.position, o.aggregate_type, o.aggregate_id, o.event_type, o.event_version,
-                 o.payload, o.headers, o.created_at, o.attempt_count
-          FROM outbox_events o
-          WHERE o.published_at IS NULL
-            AND NOT EXISTS (
-              SELECT 1 FROM outbox_events e
-              WHERE e.published_at IS NULL
-                AND e.aggregate_type = o.aggregate_type
-                AND e.aggregate_id = o.aggregate_id
-                AND e.position < o.position)
-          ORDER BY o.position
+      /**
+       * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
+       * locked. For each, the number of unpublished rows of its aggregate before it (index probes
+       * on (aggregate_type, aggregate_id, position)); `claimableInOrder` keeps those whose earlier
+       * rows are all in the batch. Candidates held back stay locked until this transaction ends,
+       * which is harmless: nobody may send them before their predecessors anyway.
+       *
+       * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
+       * rows, whatever the table's statistics say. They are stale exactly when it matters: after
+       * an outage the backlog grows faster than autovacuum re-analyzes, the planner still
+       * believes that a handful of rows are unpublished, and it picks "bitmap scan every
+       * unpublished row, then sort" — a cost that grows with the backlog, paid on every claim,
+       * so draining n rows costs O(n²). `enable_sort = off` (for this transaction only) leaves
+       * the ordered index scan as the only sane plan. Nothing else in the claiming transaction
+       * sorts. `explainClaim` shows the plan as the publisher gets it.
+       */
+      const claimStatement = (limit: number) => sql`
+        WITH candidates AS (
+          SELECT id, position, aggregate_type, aggregate_id, event_type, event_version,
+                 payload, headers, created_at, attempt_count
+          FROM outbox_events
+          WHERE published_at IS NULL
+          ORDER BY position
           LIMIT ${limit}
-          FOR UPDATE OF o SKIP LOCKED`.pipe(
-          Effect.flatMap((rows) =>
-            decodeOutboxRows(rows).pipe(
-              Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
-            )
-          ),
-          Effect.withSpan("OutboxStore.claim")
+          FOR UPDATE SKIP LOCKED)
+        SELECT c.*,
+               (SELECT count(*) FROM outbox_events e
+                WHERE e.published_at IS NULL
+                  AND e.aggregate_type = c.aggregate_type
+                  AND e.aggregate_id = c.aggregate_id
+                  AND e.position < c.position)::int AS earlier_unpublished
+        FROM candidates c`
+
+      const indexOrderOnly = sql`SELECT set_config('enable_sort', 'off', true)`
+
+      const claim = (limit: number) =>
+        Effect.gen(function* () {
+          yield* indexOrderOnly
+          const rows = yield* claimStatement(limit)
+          const candidates = yield* decodeCandidates(rows).pipe(
+            Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
+          )
+          return claimableInOrder(candidates).map(({ earlier_unpublished: _, ...row }): OutboxRow => row)
+        }).pipe(Effect.withSpan("OutboxStore.claim"))
+
+      const explainClaim = (limit: number) =>
+        sql.withTransaction(
+          Effect.gen(function* () {
+            yield* indexOrderOnly
+            const explained = yield* sql<{ "QUERY PLAN": string }>`EXPLAIN ${claimStatement(limit)}`
+            // EXPLAIN does not run the statement: no row was locked.
+            return explained.map((row) => row["QUERY PLAN"]).join("\n")
+          })
         )
 
       const markPublished = (ids: ReadonlyArray<string>) =>
@@ -137,7 +194,7 @@ export class OutboxStore extends Context.Service<OutboxStore, {
           })
         )
 
-      return OutboxStore.of({ claim, markPublished, recordFailure, backlog, deletePublishedBefore, requeue })
+      return OutboxStore.of({ claim, explainClaim, markPublished, recordFailure, backlog, deletePublishedBefore, requeue })
     })
   )
 }

@@ -110,10 +110,11 @@ it.live(
         OUTBOX_BACKOFF_MAX_MS: "500"
       }
 
-      // 1. The crash: the process creates the topic, claims the first batch (each payment's
-      //    first event: 3 rows), gets the broker's ack, and SIGKILLs itself before marking.
-      //    One worker, so that the batch in the crash window is exactly those 3 rows.
-      const crashing = yield* startPublisherProcess({ ...env, OUTBOX_WORKERS: "1", OUTBOX_FAULT_CRASH_AFTER_ACK: "1" })
+      // 1. The crash: the process creates the topic, claims the first batch (3 rows: the first
+      //    payment's two events and the second payment's creation), gets the broker's ack, and
+      //    SIGKILLs itself before marking. One worker, so that the batch in the crash window is
+      //    exactly those 3 rows.
+      const crashing = yield* startPublisherProcess({ ...env, OUTBOX_WORKERS: "1", OUTBOX_BATCH_SIZE: "3", OUTBOX_FAULT_CRASH_AFTER_ACK: "1" })
       const crashed = yield* exitWithin(crashing, 30_000)
       assert.strictEqual(crashed.signal, "SIGKILL", crashed.output.slice(-2_000))
       const afterCrash = yield* decodeAll(yield* kcatReadAll(run.kafkaBrokers, topic))

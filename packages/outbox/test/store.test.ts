@@ -3,7 +3,7 @@ import { makeTestDatabase } from "@pay/testkit"
 import { ConfigProvider, Deferred, Effect, Fiber, Layer, Metric } from "effect"
 import { SqlClient } from "effect/sql"
 import { toEventRecord } from "../src/CloudEvents.ts"
-import { OutboxStore } from "../src/OutboxStore.ts"
+import { claimableInOrder, OutboxStore } from "../src/OutboxStore.ts"
 import { OutboxWriter } from "../src/OutboxWriter.ts"
 import { backoffDelay_ms, outboxBacklogCount, outboxOldestUnpublishedAge } from "../src/Publisher.ts"
 import { PublisherConfig } from "../src/PublisherConfig.ts"
@@ -43,23 +43,22 @@ const publishAll = Effect.gen(function* () {
 })
 
 layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres)", (it) => {
-  it.effect("claim takes only the next unpublished event of each payment, in position order", () =>
+  it.effect("claim takes a payment's consecutive events together, in position order, and holds back any whose predecessor is not in the batch", () =>
     Effect.gen(function* () {
       yield* publishAll
       const store = yield* OutboxStore
       const sql = yield* SqlClient.SqlClient
       const a1 = yield* append("pay_a", "payment_created")
       const b1 = yield* append("pay_b", "payment_created")
-      yield* append("pay_a", "payment_authorized")
-      yield* append("pay_a", "payment_settled")
+      const a2 = yield* append("pay_a", "payment_authorized")
+      const a3 = yield* append("pay_a", "payment_settled")
       const c1 = yield* append("pay_c", "payment_created")
 
-      const claimed = yield* sql.withTransaction(store.claim(10))
-      assert.deepStrictEqual(claimed.map((row) => row.id), [a1.id, b1.id, c1.id])
-      assert.deepStrictEqual(claimed.map((row) => row.event_type), ["payment_created", "payment_created", "payment_created"])
-      // Positions are increasing, and the row decodes to what the writer stored.
-      assert.isTrue(claimed.every((row, index) => index === 0 || row.position > (claimed[index - 1]?.position ?? 0n)))
-      const first = claimed[0]
+      // Each claim below runs in a transaction that ends without marking: the rows stay unpublished.
+      const everything = yield* sql.withTransaction(store.claim(10))
+      assert.deepStrictEqual(everything.map((row) => row.id), [a1.id, b1.id, a2.id, a3.id, c1.id])
+      assert.isTrue(everything.every((row, index) => index === 0 || row.position > (everything[index - 1]?.position ?? 0n)))
+      const first = everything[0]
       assert.isDefined(first)
       if (first === undefined) return
       const record = toEventRecord(first)
@@ -67,14 +66,49 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       assert.deepInclude(JSON.parse(record.value), { type: "payment_created", payment_id: "pay_a" })
       assert.strictEqual(record.headers["correlation_id"], first.headers !== null && typeof first.headers === "object" ? Reflect.get(first.headers, "correlation_id") : undefined)
 
-      // Once pay_a's first event is published, its second becomes claimable (and not the third).
+      // The limit cuts the candidates in position order.
+      assert.deepStrictEqual((yield* sql.withTransaction(store.claim(3))).map((row) => row.id), [a1.id, b1.id, a2.id])
+
+      // Once pay_a's first event is published, its second and third lead.
       yield* sql.withTransaction(store.markPublished([a1.id]))
-      const next = yield* sql.withTransaction(store.claim(10))
-      assert.deepStrictEqual(next.map((row) => [row.aggregate_id, row.event_type]), [
-        ["pay_b", "payment_created"],
-        ["pay_a", "payment_authorized"],
-        ["pay_c", "payment_created"]
-      ])
+      assert.deepStrictEqual((yield* sql.withTransaction(store.claim(10))).map((row) => row.id), [b1.id, a2.id, a3.id, c1.id])
+      yield* publishAll
+    }))
+
+  it("the guard keeps a row only when all its aggregate's earlier unpublished rows precede it in the batch", () => {
+    const candidate = (position: bigint, aggregate_id: string, earlier_unpublished: number) =>
+      ({ position, aggregate_type: "payment", aggregate_id, earlier_unpublished })
+    // a2 and a3 without a1 (held elsewhere): both stay behind; b1 goes.
+    assert.deepStrictEqual(
+      claimableInOrder([candidate(12n, "a", 2), candidate(11n, "a", 1), candidate(13n, "b", 0)]).map((row) => row.position),
+      [13n]
+    )
+    // a1, a2, a3 together, given in any order: all go, in position order.
+    assert.deepStrictEqual(
+      claimableInOrder([candidate(3n, "a", 2), candidate(1n, "a", 0), candidate(2n, "a", 1)]).map((row) => row.position),
+      [1n, 2n, 3n]
+    )
+    // a1 here, a2 held elsewhere, a3 here: a3 may not overtake a2.
+    assert.deepStrictEqual(
+      claimableInOrder([candidate(1n, "a", 0), candidate(3n, "a", 2)]).map((row) => row.position),
+      [1n]
+    )
+  })
+
+  it.effect("the claim walks the unpublished index in order and stops at the limit, even on a table never analyzed (stale statistics after an outage)", () =>
+    Effect.gen(function* () {
+      const store = yield* OutboxStore
+      const sql = yield* SqlClient.SqlClient
+      // A backlog the planner has never seen: this test database's outbox_events was never analyzed.
+      yield* sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+        SELECT gen_random_uuid(), 'payment', 'pay_plan_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
+        FROM generate_series(1, 5000) AS n`
+      const plan = yield* store.explainClaim(200)
+      assert.include(plan, "Index Scan using outbox_events_unpublished", plan)
+      assert.notInclude(plan, "Sort", plan)
+      assert.notInclude(plan, "Bitmap Heap Scan", plan)
+      assert.notInclude(plan, "Seq Scan", plan)
       yield* publishAll
     }))
 
@@ -85,7 +119,7 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       const sql = yield* SqlClient.SqlClient
       const x1 = yield* append("pay_x", "payment_created")
       const y1 = yield* append("pay_y", "payment_created")
-      yield* append("pay_x", "payment_authorized")
+      const x2 = yield* append("pay_x", "payment_authorized")
       const z1 = yield* append("pay_z", "payment_created")
 
       const claimedByFirst = yield* Deferred.make<ReadonlyArray<string>>()
@@ -107,11 +141,11 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       const second = yield* sql.withTransaction(store.claim(10))
       assert.deepStrictEqual(second.map((row) => row.id), [z1.id])
 
-      // Publisher 1 fails and its transaction rolls back: the rows are claimable again.
+      // Publisher 1 ends without marking: the rows are claimable again, pay_x's two together.
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)
       const again = yield* sql.withTransaction(store.claim(10))
-      assert.deepStrictEqual(again.map((row) => row.id), [x1.id, y1.id, z1.id])
+      assert.deepStrictEqual(again.map((row) => row.id), [x1.id, y1.id, x2.id, z1.id])
       yield* publishAll
     }))
 
