@@ -5,6 +5,7 @@
 // with Σ(gross − fee) computed here from the fee rule.
 import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
+import { Ledger } from "@pay/ledger"
 import { Acquirer } from "@pay/server/acquirer/Acquirer"
 import { Deferred, Effect, Fiber, Result } from "effect"
 import { SqlClient } from "effect/sql"
@@ -26,6 +27,7 @@ import {
 import {
   acquirerOperation,
   assertBooksConsistent,
+  assertLedgerVerifies,
   assertNotSettled,
   assertSettledOnce,
   defaultTerms,
@@ -339,3 +341,43 @@ layer(inProcessAppLayer({ acquirer: lostCaptureAnswer }), layerOptions)("settlem
       assert.strictEqual(again.text, settled.answer.text)
     }))
 })
+
+// Its own database: the scenario leaves a posting squatting on a settlement reference.
+layer(inProcessAppLayer(), layerOptions)("settlement when the ledger refuses what the code did not expect (in-process app over HTTP)", (it) => {
+  it.effect("the settlement reference already holds other legs: a defect (500, never stored), the status change rolls back; a retry meets the same refusal", () =>
+    Effect.gen(function* () {
+      const ledger = yield* Ledger
+      const books = yield* openBooks("Squatted")
+      const id = yield* authorizedPayment(books.merchant, 1_050n, "USD")
+      const a = yield* ledger.ensureAccount({ code: "test:squatter:a", type: "asset", currency: "USD", allowNegative: true })
+      const b = yield* ledger.ensureAccount({ code: "test:squatter:b", type: "liability", currency: "USD", allowNegative: true })
+      yield* ledger.postTransaction({
+        reference: `payment:${id}:settlement`,
+        description: "someone else's posting under the settlement reference",
+        debits: [{ account: a.code, amountMinor: 5n, currency: "USD" }],
+        credits: [{ account: b.code, amountMinor: 5n, currency: "USD" }]
+      })
+      const key = newKey("settle")
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const answer = yield* settleUntilDecided(books.merchant, id, key, retryBounds)
+        assert.strictEqual(answer.answer.status, 500, describeAnswer(answer.answer))
+        assert.isFalse(replayed(answer.answer), "a defect is never stored")
+        yield* assertNotSettledExceptSquatter(id)
+      }
+      yield* assertLedgerVerifies
+      assert.deepStrictEqual(yield* payableBalance(books.merchant), [], "no money moved for the merchant")
+    }))
+})
+
+/** Still AUTHORIZED, no settlement row, no SETTLED history or event; the only posting under the reference is the squatter's. */
+const assertNotSettledExceptSquatter = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<{ status: string; transactions: bigint; settlements: bigint; events: bigint }>`
+      SELECT p.status,
+             (SELECT count(*) FROM transactions WHERE reference = ${`payment:${paymentId}:settlement`}) AS transactions,
+             (SELECT count(*) FROM payment_settlements WHERE payment_id = ${paymentId}) AS settlements,
+             (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_settled') AS events
+      FROM payments p WHERE p.id = ${paymentId}`
+    assert.deepStrictEqual(row, { status: "AUTHORIZED", transactions: 1n, settlements: 0n, events: 0n })
+  })

@@ -155,7 +155,7 @@ export interface InProcessAppOptions {
  * publisher is off (the rows are what the tests read).
  *
  * Provides `Api` (HTTP to the app), `SettlementFaults`, and for the test itself a `SqlClient` on
- * the same database plus the repositories that create merchants, keys and fee schedules.
+ * the same database plus the repositories that create merchants, keys and fee schedules, and the Ledger.
  */
 export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
   Layer.unwrap(
@@ -209,7 +209,7 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
           lastSqlState: Effect.sync(() => state.lastSqlState)
         })
       )
-      const repositories = Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer).pipe(
+      const repositories = Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, Ledger.layer).pipe(
         Layer.provide(config),
         Layer.provideMerge(database)
       )
