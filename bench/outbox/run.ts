@@ -304,13 +304,24 @@ interface StreamResult {
   readonly backlog_at_end_of_load: number
   readonly drain_after_load_ms: number
   readonly commit_to_ack_ms: { readonly samples: number; readonly p50: number; readonly p99: number; readonly max: number }
+  readonly commit_to_ack_ms_by_event_type: Readonly<Record<string, { readonly samples: number; readonly p50: number; readonly p99: number; readonly max: number }>>
 }
 
 /**
  * Runs `load` while the publisher runs and a sampler records the backlog every 250 ms; then waits
  * for the outbox to drain. `latencies_ms` is filled by the publisher's onBatch observer.
  */
-const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies_ms: Array<number>, load: Effect.Effect<A, E, R>) =>
+interface Latency {
+  readonly latency_ms: number
+  readonly eventType: string
+}
+
+const latencySummary = (latencies: ReadonlyArray<Latency>) => {
+  const sorted = latencies.map((latency) => latency.latency_ms).sort((a, b) => a - b)
+  return { samples: sorted.length, p50: round(percentile(sorted, 0.5)), p99: round(percentile(sorted, 0.99)), max: round(sorted.at(-1) ?? Number.NaN) }
+}
+
+const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies_ms: Array<Latency>, load: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const publishedBefore = (yield* publisher.status).publishedCount
@@ -337,7 +348,12 @@ const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies
     const drain_ms = yield* drained(120_000)
     yield* Fiber.interrupt(sampler)
     yield* Fiber.interrupt(loop)
-    const sorted = [...latencies_ms].sort((a, b) => a - b)
+    const byType = Object.fromEntries(
+      [...new Set(latencies_ms.map((latency) => latency.eventType))].sort().map((eventType) => [
+        eventType,
+        latencySummary(latencies_ms.filter((latency) => latency.eventType === eventType))
+      ])
+    )
     const result: StreamResult = {
       load_s: round(load_s, 1),
       events_committed: committed,
@@ -346,12 +362,8 @@ const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies
       backlog_max: Math.max(0, ...backlogSamples),
       backlog_at_end_of_load: backlogAtEnd,
       drain_after_load_ms: round(drain_ms, 0),
-      commit_to_ack_ms: {
-        samples: sorted.length,
-        p50: round(percentile(sorted, 0.5)),
-        p99: round(percentile(sorted, 0.99)),
-        max: round(sorted.at(-1) ?? Number.NaN)
-      }
+      commit_to_ack_ms: latencySummary(latencies_ms),
+      commit_to_ack_ms_by_event_type: byType
     }
     return { result, load: loadResult }
   })
@@ -398,7 +410,7 @@ const program = Effect.gen(function* () {
   return yield* Effect.gen(function* () {
     yield* OutboxTopics.ensure(topicPrefix)
 
-    const latencies_ms: Array<number> = []
+    const latencies_ms: Array<Latency> = []
     const publisher = yield* OutboxPublisher.make({
       ...defaultPublisherOptions,
       topic,
@@ -406,7 +418,7 @@ const program = Effect.gen(function* () {
       workers: settings.workers,
       onBatch: (result: BatchResult) =>
         Effect.sync(() => {
-          latencies_ms.push(...result.commitToAck_ms)
+          result.commitToAck_ms.forEach((latency_ms, index) => latencies_ms.push({ latency_ms, eventType: result.eventTypes[index] ?? "?" }))
         })
     }).pipe(Effect.provide(OutboxStore.layer))
 

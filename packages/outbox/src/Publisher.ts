@@ -99,6 +99,8 @@ export interface BatchResult {
   readonly published: number
   /** Per row: creation (its transaction) to broker ack, in ms. */
   readonly commitToAck_ms: ReadonlyArray<number>
+  /** Per row, same order: its event type (lets an observer split the latencies by type). */
+  readonly eventTypes: ReadonlyArray<string>
 }
 
 /** The health signal: what the loop did last. Plain data, for logs and a readiness probe. */
@@ -112,7 +114,7 @@ export interface PublisherStatus {
   readonly publishedCount: number
 }
 
-const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [] }
+const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [], eventTypes: [] }
 
 /** `base * 2^(failures-1)`, capped at `max`: bounded whatever the failure count. */
 export const backoffDelay_ms = (failures: number, base_ms: number, max_ms: number): number =>
@@ -201,7 +203,12 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
           yield* store.markPublished(ids)
           const published: Round = {
             _tag: "Published",
-            result: { claimed: rows.length, published: rows.length, commitToAck_ms: rows.map((row) => acked_ms - row.created_at.getTime()) }
+            result: {
+              claimed: rows.length,
+              published: rows.length,
+              commitToAck_ms: rows.map((row) => acked_ms - row.created_at.getTime()),
+              eventTypes: rows.map((row) => row.event_type)
+            }
           }
           return published
         })
