@@ -63,6 +63,18 @@ const eventually = <E, R>(label: string, check: Effect.Effect<boolean, E, R>, ti
     return assert.fail(`${label}: not within ${timeout_ms} ms`)
   })
 
+/** Retries a settle whose outcome was unknown (503) or in progress (409 in use) until it is decided; bounded. */
+const settleUntilDecidedAfterUnknown = (m: TestMerchant, paymentId: string, key: string) =>
+  Effect.gen(function* () {
+    for (let attempt = 1; attempt <= 50; attempt++) {
+      const answer = yield* settle(m, paymentId, key)
+      const undecided = answer.status === 503 || (answer.status === 409 && codeOf(answer) === "idempotency_key_in_use")
+      if (!undecided) return answer
+      yield* Effect.sleep(100)
+    }
+    return assert.fail(`settle ${paymentId} (key ${key}) still undecided after 50 attempts`)
+  })
+
 // The server's default fee is configured here (3.10 % + 0.20), not left to the code's default.
 const serverDefault: FeeTerms = { fee_bps: 310, fee_fixed_minor: 20n }
 
@@ -103,10 +115,17 @@ layer(
       const payments = yield* Effect.forEach(cases, (c) => Effect.map(authorizedPayment(m, c.gross_minor, c.currency), (id) => ({ id, ...c })))
       const attempts = payments.flatMap((p) => Array.from({ length: 50 }, () => ({ paymentId: p.id, key: newKey("burst") })))
       const started = performance.now()
-      const answers = yield* Effect.forEach(attempts, (a) => Effect.map(settle(m, a.paymentId, a.key), (answer) => ({ ...a, answer })), {
+      const firstAnswers = yield* Effect.forEach(attempts, (a) => Effect.map(settle(m, a.paymentId, a.key), (answer) => ({ ...a, answer })), {
         concurrency: "unbounded"
       })
       const burst_ms = Math.round(performance.now() - started)
+      // A 503 is "outcome unknown, nothing stored": what a client does is retry with the same key
+      // (on 2 cores, 150 requests can keep the acquirer simulator — which shares the server's
+      // connection pool — past its 2 s timeout). Only decided answers are judged below.
+      const unknown = firstAnswers.filter((a) => a.answer.status === 503)
+      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable", "database_unavailable", "settlement_unavailable"], codeOf(a.answer))
+      const answers = yield* Effect.forEach(firstAnswers, (a) =>
+        a.answer.status !== 503 ? Effect.succeed(a) : Effect.map(settleUntilDecidedAfterUnknown(m, a.paymentId, a.key), (answer) => ({ ...a, answer })))
 
       for (const p of payments) {
         const mine = answers.filter((a) => a.paymentId === p.id)
@@ -133,7 +152,7 @@ layer(
         assert.strictEqual(again.text, a.answer.text)
       }
       yield* assertBooks(m, payments.map((p) => ({ paymentId: p.id, gross_minor: p.gross_minor, currency: p.currency, terms: p.terms })))
-      yield* Effect.logInfo(`burst of ${attempts.length} settles answered in ${burst_ms} ms`)
+      yield* Effect.logInfo(`burst of ${attempts.length} settles answered in ${burst_ms} ms; ${unknown.length} answered 503 first and were retried`)
     }))
 })
 
