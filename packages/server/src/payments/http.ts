@@ -11,7 +11,7 @@ import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { BalanceReader } from "./BalanceReader.ts"
 import { type Operation, PaymentOperations } from "./Operations.ts"
 import { toPaymentJson } from "./PaymentJson.ts"
-import { toHttpResponse, errorProblem } from "./responses.ts"
+import { answerDefects, respondToError, toHttpResponse } from "./responses.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
@@ -57,12 +57,17 @@ export const PaymentsHandlers = HttpApiBuilder.group(
         const body = yield* readJsonBody(request)
         const operation = yield* toOperation(body)
         const context = changeContext(request, merchant.apiKeyId)
-        const outcome = yield* idempotency.run(
+        return yield* idempotency.run(
           { merchantId: merchant.merchantId, key: key.success, method: "POST", path, body },
           (execution) => operations.execute(merchant.merchantId, operation, context, execution)
-        ).pipe(Effect.mapError(errorProblem))
-        return toHttpResponse(outcome.response, outcome._tag === "Replayed")
-      }).pipe(Effect.catch((response: StoredResponse) => Effect.succeed(toHttpResponse(response, false))))
+        ).pipe(
+          Effect.map((outcome) => toHttpResponse(outcome.response, outcome._tag === "Replayed")),
+          Effect.catch(respondToError)
+        )
+      }).pipe(
+        Effect.catch((response: StoredResponse) => Effect.succeed(toHttpResponse(response, false))),
+        answerDefects
+      )
 
     const noBody = (body: Schema.Json | undefined) =>
       body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
@@ -91,7 +96,8 @@ export const PaymentsHandlers = HttpApiBuilder.group(
           return toHttpResponse(json(200, toPaymentJson(payment)), false)
         }).pipe(
           Effect.catchTag("PaymentNotFound", (error) => Effect.succeed(toHttpResponse(problem(404, "payment_not_found", error.message), false))),
-          Effect.catch((error) => Effect.succeed(toHttpResponse(errorProblem(error), false)))
+          Effect.catch(respondToError),
+          answerDefects
         ))
       .handleRaw("list", ({ query }) =>
         Effect.gen(function* () {
@@ -112,13 +118,14 @@ export const PaymentsHandlers = HttpApiBuilder.group(
         }).pipe(
           Effect.catchTag("InvalidCursor", (error) =>
             Effect.succeed(toHttpResponse(problem(400, "invalid_cursor", error.message, "starting_after"), false))),
-          Effect.catch((error) => Effect.succeed(toHttpResponse(errorProblem(error), false)))
+          Effect.catch(respondToError),
+          answerDefects
         ))
       .handleRaw("balance", () =>
         Effect.gen(function* () {
           const merchant = yield* CurrentMerchant
           const available = yield* balances.payable(merchant.merchantId)
           return toHttpResponse(json(200, { object: "balance", available }), false)
-        }).pipe(Effect.catch((error) => Effect.succeed(toHttpResponse(errorProblem(error), false)))))
+        }).pipe(Effect.catch(respondToError), answerDefects))
   })
 )

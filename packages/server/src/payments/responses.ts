@@ -48,6 +48,28 @@ export const errorProblem = (error: unknown): StoredResponse => {
   }
 }
 
-/** Logs the cause of a 5xx so that the on-call sees it (a 500 is a bug). */
-export const logUnexpected = (error: unknown) =>
-  Effect.logError("request failed", { error: isTagged(error) ? error._tag : String(error) })
+/**
+ * Answers an error as its problem document; a 5xx is logged at ERROR with what failed (a 503 names
+ * a dependency; a 500 is a bug).
+ */
+export const respondToError = (error: unknown) =>
+  Effect.gen(function* () {
+    const response = errorProblem(error)
+    if (response.status >= 500) {
+      yield* Effect.logError("request failed", { status: response.status, error: isTagged(error) ? error._tag : String(error), detail: describe(error) })
+    }
+    return toHttpResponse(response, false)
+  })
+
+/** A defect (a bug) still answers one problem document, and is logged at ERROR with its cause. */
+export const answerDefects = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>
+  handler.pipe(
+    Effect.catchDefect((defect) =>
+      Effect.logError("request failed with a defect", defect).pipe(
+        Effect.as(toHttpResponse(problem(500, "internal_error", "an unexpected error occurred; it has been logged"), false))
+      )
+    )
+  )
+
+const describe = (error: unknown): string =>
+  isTagged(error) && typeof error.message === "string" ? error.message : String(error)
