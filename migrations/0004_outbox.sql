@@ -30,10 +30,18 @@ CREATE INDEX outbox_events_aggregate ON outbox_events (aggregate_type, aggregate
 CREATE INDEX outbox_events_published_at ON outbox_events (published_at) WHERE published_at IS NOT NULL;
 
 -- An event is a fact: once written, what it says never changes. Only the delivery bookkeeping
--- (published_at, attempt_count, last_error) may be updated.
+-- (published_at, attempt_count, last_error) may be updated. The check is the trigger's WHEN
+-- clause, evaluated without calling the function: marking a batch published (one UPDATE per
+-- row, the publisher's hot path) pays for no PL/pgSQL call; a forbidden change reaches the
+-- function, which refuses it.
 CREATE FUNCTION outbox_events_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NEW.id IS DISTINCT FROM OLD.id
+  RAISE EXCEPTION 'outbox event % is immutable: only delivery bookkeeping may change', OLD.id
+    USING ERRCODE = 'integrity_constraint_violation';
+END $$;
+CREATE TRIGGER outbox_events_immutable BEFORE UPDATE ON outbox_events
+  FOR EACH ROW
+  WHEN (NEW.id IS DISTINCT FROM OLD.id
      OR NEW.position IS DISTINCT FROM OLD.position
      OR NEW.aggregate_type IS DISTINCT FROM OLD.aggregate_type
      OR NEW.aggregate_id IS DISTINCT FROM OLD.aggregate_id
@@ -41,14 +49,8 @@ BEGIN
      OR NEW.event_version IS DISTINCT FROM OLD.event_version
      OR NEW.payload IS DISTINCT FROM OLD.payload
      OR NEW.headers IS DISTINCT FROM OLD.headers
-     OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
-    RAISE EXCEPTION 'outbox event % is immutable: only delivery bookkeeping may change', OLD.id
-      USING ERRCODE = 'integrity_constraint_violation';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER outbox_events_immutable BEFORE UPDATE ON outbox_events
-  FOR EACH ROW EXECUTE FUNCTION outbox_events_immutable();
+     OR NEW.created_at IS DISTINCT FROM OLD.created_at)
+  EXECUTE FUNCTION outbox_events_immutable();
 
 -- Wake the publisher right after commit (NOTIFY is delivered only when the transaction commits,
 -- so a rolled-back change wakes nobody). Polling remains the fallback.

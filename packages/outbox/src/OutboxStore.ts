@@ -55,6 +55,11 @@ export interface RequeueResult {
  * go out in one produce call, in order); the rest wait until the earlier ones are published.
  */
 export class OutboxStore extends Context.Service<OutboxStore, {
+  /**
+   * Claims in the caller's transaction, and sets it up for the publisher (`enable_sort` and
+   * `synchronous_commit` off, for that transaction only): use it in a transaction that does
+   * nothing but claim, send, and mark.
+   */
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<OutboxRow>, SqlError>
   /** The claim's query plan as the publisher gets it (for operators, and a test). */
   readonly explainClaim: (limit: number) => Effect.Effect<string, SqlError>
@@ -110,11 +115,19 @@ export class OutboxStore extends Context.Service<OutboxStore, {
                   AND e.position < c.position)::int AS earlier_unpublished
         FROM candidates c`
 
-      const indexOrderOnly = sql`SELECT set_config('enable_sort', 'off', true)`
+      /**
+       * Settings of the claiming transaction (one round trip, local to it):
+       * - `enable_sort = off`: see `claimStatement`.
+       * - `synchronous_commit = off`: its COMMIT does not wait for the WAL flush. What it commits
+       *   is only delivery bookkeeping (published_at, attempt_count, last_error) for rows the
+       *   broker already acknowledged; if a database crash loses it, the rows are unpublished
+       *   again and are re-sent with the same ids, which at-least-once delivery allows anyway.
+       */
+      const claimTransactionSettings = sql`SELECT set_config('enable_sort', 'off', true), set_config('synchronous_commit', 'off', true)`
 
       const claim = (limit: number) =>
         Effect.gen(function* () {
-          yield* indexOrderOnly
+          yield* claimTransactionSettings
           const rows = yield* claimStatement(limit)
           const candidates = yield* decodeCandidates(rows).pipe(
             Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
@@ -125,7 +138,7 @@ export class OutboxStore extends Context.Service<OutboxStore, {
       const explainClaim = (limit: number) =>
         sql.withTransaction(
           Effect.gen(function* () {
-            yield* indexOrderOnly
+            yield* claimTransactionSettings
             const explained = yield* sql<{ "QUERY PLAN": string }>`EXPLAIN ${claimStatement(limit)}`
             // EXPLAIN does not run the statement: no row was locked.
             return explained.map((row) => row["QUERY PLAN"]).join("\n")

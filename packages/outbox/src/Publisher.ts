@@ -108,6 +108,7 @@ export interface PublisherStatus {
   readonly running: boolean
   /** Wall-clock ms of the last batch that completed without error (empty ones included). */
   readonly lastSuccessAt_ms: number | null
+  /** The worst worker's count of consecutive failed rounds (0: every worker's last round succeeded). */
   readonly consecutiveFailures: number
   readonly lastError: string | null
   /** Rows this instance has published (acked and marked) since it was made. */
@@ -174,13 +175,19 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
       const store = yield* OutboxStore
       const producer = yield* KafkaProducer
 
-      const state: { -readonly [K in keyof PublisherStatus]: PublisherStatus[K] } = {
+      const state: { -readonly [K in Exclude<keyof PublisherStatus, "consecutiveFailures">]: PublisherStatus[K] } = {
         running: false,
         lastSuccessAt_ms: null,
-        consecutiveFailures: 0,
         lastError: null,
         publishedCount: 0
       }
+      /**
+       * Consecutive failures per worker. Kept apart because an idle worker's empty claim says
+       * nothing about the other one's failing sends (while one worker holds the rows and fails,
+       * the other claims nothing): a shared counter would be reset by it, hiding the outage from
+       * the health signal and collapsing the backoff.
+       */
+      const workerFailures: Array<number> = []
 
       type Round =
         | { readonly _tag: "Published"; readonly result: BatchResult }
@@ -316,9 +323,10 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
         })
 
       /** One claim-send-mark loop; `run` starts `workers` of them. */
-      const worker = (wake: Queue.Queue<void>) =>
+      const worker = (wake: Queue.Queue<void>, index: number) =>
         Effect.gen(function* () {
           const waitForWork = Queue.take(wake).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)), Effect.asVoid)
+          workerFailures[index] = 0
           while (true) {
             // Every failure, a defect included, is logged loudly and retried after a bounded
             // backoff: the loop must outlive a broker or database outage, and a fiber that
@@ -326,18 +334,19 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
             const exit = yield* Effect.exit(publishBatch)
             yield* endOnInterrupt(exit)
             if (Exit.isFailure(exit)) {
-              state.consecutiveFailures++
+              const failures: number = (workerFailures[index] ?? 0) + 1
+              workerFailures[index] = failures
               state.lastError = Cause.pretty(exit.cause)
-              const delay_ms = backoffDelay_ms(state.consecutiveFailures, options.backoffBase_ms, options.backoffMax_ms)
+              const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
               const log = Cause.hasDies(exit.cause) ? Effect.logError : Effect.logWarning
               yield* log("outbox batch failed; rows released for retry").pipe(
-                Effect.annotateLogs({ consecutive_failures: state.consecutiveFailures, retry_in_ms: delay_ms, cause: state.lastError })
+                Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: delay_ms, cause: state.lastError })
               )
               yield* Effect.sleep(Duration.millis(delay_ms))
               continue
             }
-            state.consecutiveFailures = 0
-            state.lastError = null
+            workerFailures[index] = 0
+            if (workerFailures.every((failures) => failures === 0)) state.lastError = null
             state.lastSuccessAt_ms = Date.now()
             // Something was claimed: more may be claimable at once (a full batch, or the next
             // event of a payment whose previous one was just marked). Otherwise wait for a
@@ -362,7 +371,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
               poll_interval_ms: options.pollInterval_ms
             })
           )
-          yield* Effect.forEach(wakes, worker, { concurrency: "unbounded", discard: true })
+          yield* Effect.forEach(wakes, (wake, index) => worker(wake, index), { concurrency: "unbounded", discard: true })
           return yield* Effect.never
         })
       ).pipe(
@@ -373,7 +382,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
         Effect.withSpan("OutboxPublisher.run")
       )
 
-      const status = Effect.sync((): PublisherStatus => ({ ...state }))
+      const status = Effect.sync((): PublisherStatus => ({ ...state, consecutiveFailures: Math.max(0, ...workerFailures) }))
 
       return OutboxPublisher.of({ publishBatch, run, pruneOnce, refreshMetrics, status })
     })
