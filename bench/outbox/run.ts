@@ -186,7 +186,7 @@ const waitForReady = (baseUrl: string, server: { readonly tail: () => string }) 
     let last = "no answer"
     while (Date.now() < deadline) {
       last = yield* Effect.promise(() =>
-        fetch(`${baseUrl}/health/ready`).then(
+        fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(2_000) }).then(
           async (response) => `${response.status} ${await response.text()}`,
           (error: unknown) => `fetch failed: ${String(error)} ${String(error instanceof Error ? error.cause : "")}`
         )
