@@ -37,6 +37,7 @@ import { Duration, Effect, Fiber, Layer, Logger, Redacted, Schema } from "effect
 import { SqlClient } from "effect/sql"
 import { execFile, spawn } from "node:child_process"
 import { randomBytes, randomUUID } from "node:crypto"
+import { mkdirSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
@@ -540,7 +541,18 @@ const cleanup = Effect.all(
 const main = Effect.scoped(program).pipe(
   // Logs go to stderr: stdout carries only the JSON summary.
   Effect.provide(Logger.layer([Logger.withConsoleError(Logger.formatLogFmt)])),
-  Effect.tap((summary) => Effect.sync(() => console.log(JSON.stringify(summary, null, 2)))),
+  Effect.tap((summary) =>
+    Effect.sync(() => {
+      const text = JSON.stringify(summary, null, 2)
+      console.log(text)
+      // Kept beside the other benchmarks' results (bench/results/<name>-<time>.json).
+      const directory = fileURLToPath(new URL("../results/", import.meta.url))
+      mkdirSync(directory, { recursive: true })
+      const file = `${directory}outbox-${new Date().toISOString().replaceAll(":", "-").replace(".", "-")}.json`
+      writeFileSync(file, text + "\n")
+      console.error(`[bench] summary written to ${file}`)
+    })
+  ),
   Effect.ensuring(cleanup),
   Effect.timeout(Duration.minutes(15))
 )
