@@ -1,0 +1,676 @@
+/**
+ * API benchmark (a script, not a test): `node bench/api/run.ts` (or `pnpm bench:api`).
+ *
+ * Drives the real server over HTTP with autocannon, `BENCH_CONNECTIONS` (50) connections, three
+ * workloads side by side in ONE run, each after a warm-up:
+ *   reference  GET /health/live: the HTTP stack and nothing else, the yardstick on this machine;
+ *   replays    POST /v1/payments with ONE Idempotency-Key and the same body: every answer is the
+ *              stored response (checked byte for byte with autocannon's expectBody);
+ *   creates    POST /v1/payments with a new Idempotency-Key per request: a payment, its history
+ *              row, its outbox event and the key, committed per request.
+ * Prints requests/s, p50/p99 latency, the ratios to the reference, the targets, and where the CPU
+ * went during each phase (server, load generator, Postgres, Redis, Kafka: from /proc), and writes
+ * everything to bench/results/api-<timestamp>.json.
+ *
+ * By default it starts its own server (`node packages/server/src/main.ts`) on a database of its own
+ * (`pay_bench_api_<id>`, created from DATABASE_URL's server and dropped at the end), Redis keys
+ * `bench:<id>:*` and Kafka topics `bench.<id>.*` (deleted at the end); the merchant and API key come
+ * from the CLI. The server's JSON logs go to a file in the OS temp folder (path printed).
+ * With API_URL and API_KEY it benchmarks that server instead (it must be on this machine).
+ *
+ * Each workload is then replayed OPEN loop at `BENCH_OPEN_LOOP_PERCENT` (50) % of its closed-loop
+ * throughput: requests leave on a fixed schedule and latency counts from the instant each was due.
+ * Why both: with N connections in a closed loop the server is saturated by construction and, by
+ * Little's law, mean latency = N / throughput (50 connections at 2 000 req/s = 25 ms whatever the
+ * code does); the open loop shows the latency a client sees below saturation.
+ *
+ * Environment: BENCH_DURATION_S (10), BENCH_WARMUP_S (3), BENCH_CONNECTIONS (50),
+ * BENCH_OPEN_LOOP_PERCENT (50), BENCH_WORKLOADS (reference,replays,creates; reference required),
+ * DATABASE_URL, REDIS_URL, KAFKA_BROKERS, API_URL + API_KEY, BENCH_SERVER_ENV (extra `K=V,K=V`
+ * for the server it starts, e.g. `OUTBOX_PUBLISHER_ENABLED=false` or `NODE_OPTIONS=--cpu-prof`).
+ * Exits non-zero when any answer was wrong (status, replay bytes, errors); missed targets are
+ * reported, not fatal: they are measurements.
+ */
+import autocannon from "autocannon"
+import { Effect } from "effect"
+import { execFile, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { Agent, request as httpRequest } from "node:http"
+import { createServer } from "node:net"
+import { cpus, loadavg, tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+
+const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
+
+const envInt = (name: string, fallback: number, min: number, max: number): number => {
+  const raw = process.env[name]
+  const value = raw === undefined ? fallback : Number(raw)
+  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${raw}`)
+  return value
+}
+
+const workloadNames = ["reference", "replays", "creates"] as const
+type WorkloadName = (typeof workloadNames)[number]
+
+const isWorkloadName = (name: string): name is WorkloadName => workloadNames.some((known) => known === name)
+
+const selectedWorkloads = (): ReadonlyArray<WorkloadName> => {
+  const raw = process.env["BENCH_WORKLOADS"]
+  if (raw === undefined) return workloadNames
+  const names = raw.split(",").map((name) => name.trim())
+  const unknown = names.filter((name) => !isWorkloadName(name))
+  if (unknown.length > 0 || !names.includes("reference")) {
+    throw new Error(`BENCH_WORKLOADS: a comma list of ${workloadNames.join(", ")} that includes reference, got ${raw}`)
+  }
+  return names.filter(isWorkloadName)
+}
+
+const settings = {
+  duration_s: envInt("BENCH_DURATION_S", 10, 1, 600),
+  warmup_s: envInt("BENCH_WARMUP_S", 3, 0, 120),
+  connections: envInt("BENCH_CONNECTIONS", 50, 1, 1_000),
+  /** Open-loop rate as a percentage of the closed-loop throughput of the same workload. */
+  openLoopFraction: envInt("BENCH_OPEN_LOOP_PERCENT", 50, 1, 100) / 100,
+  workloads: selectedWorkloads()
+}
+
+/** What the issue asks of the API at 50 connections. */
+const targets = {
+  replay_latency_ms_p99_max: 5,
+  replay_throughput_ratio_min: 0.5,
+  create_latency_ms_p99_max: 25
+}
+
+const runId = randomBytes(4).toString("hex")
+const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
+const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
+const databaseName = `pay_bench_api_${runId}`
+const redisPrefix = `bench:${runId}:`
+const topicPrefix = `bench.${runId}.`
+
+const log = (message: string) => Effect.sync(() => console.error(`[bench:api] ${message}`))
+const round = (value: number, digits = 2) => Number(value.toFixed(digits))
+
+const withDatabase = (url: string, database: string): string => {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+
+const runCommand = (command: string, args: ReadonlyArray<string>, env: Record<string, string>, timeout_ms: number) =>
+  Effect.tryPromise({
+    try: () =>
+      new Promise<string>((resolve, reject) => {
+        execFile(command, [...args], { cwd: repositoryRoot, env: { ...process.env, ...env }, timeout: timeout_ms }, (error, stdout, stderr) => {
+          if (error === null) resolve(stdout)
+          else reject(new Error(`${command} ${args.join(" ")} failed: ${error.message}\n${stderr.slice(-2_000)}`))
+        })
+      }),
+    catch: (cause) => (cause instanceof Error ? cause : new Error(String(cause)))
+  })
+
+const freePort = Effect.promise(
+  () =>
+    new Promise<number>((resolve, reject) => {
+      const server = createServer()
+      server.once("error", reject)
+      server.listen(0, "127.0.0.1", () => {
+        const address = server.address()
+        const port = typeof address === "object" && address !== null ? address.port : 0
+        server.close(() => resolve(port))
+      })
+    })
+)
+
+/** One bounded HTTP call (a request sent while a server starts can hang otherwise). */
+const http = (url: string, init: RequestInit = {}) =>
+  Effect.tryPromise({
+    try: async () => {
+      const response = await fetch(url, { ...init, signal: AbortSignal.timeout(5_000) })
+      return { status: response.status, headers: response.headers, text: await response.text() }
+    },
+    catch: (cause) => new Error(`${init.method ?? "GET"} ${url}: ${String(cause)}`)
+  })
+
+// --- the server under test ------------------------------------------------------------------------
+
+interface Target {
+  readonly baseUrl: string
+  readonly apiKey: string
+  /** Our own server's pid (CPU accounting); undefined for an external API_URL. */
+  readonly serverPid: number | undefined
+  readonly serverLog: string | undefined
+}
+
+const psql = (database: string, statement: string) =>
+  runCommand("psql", [withDatabase(baseDatabaseUrl, database), "-v", "ON_ERROR_STOP=1", "-qAtc", statement], {}, 60_000)
+
+/** A database of our own, dropped (FORCE) when the scope closes. */
+const benchDatabase = Effect.acquireRelease(
+  psql("postgres", `CREATE DATABASE ${databaseName}`).pipe(Effect.as(withDatabase(baseDatabaseUrl, databaseName))),
+  () => psql("postgres", `DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`).pipe(Effect.orDie)
+)
+
+/** Redis keys and Kafka topics of this run, deleted when the scope closes. */
+const cleanupAtEnd = Effect.addFinalizer(() =>
+  Effect.all([cleanupRedisPrefix(redisUrl, redisPrefix), cleanupKafkaPrefix(brokers, topicPrefix)], { concurrency: 2 }).pipe(
+    Effect.catchCause((cause) => log(`cleanup failed: ${String(cause)}`))
+  )
+)
+
+const extraServerEnv = (): Record<string, string> =>
+  Object.fromEntries(
+    (process.env["BENCH_SERVER_ENV"] ?? "")
+      .split(",")
+      .filter((pair) => pair.includes("="))
+      .map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)])
+  )
+
+/** `node packages/server/src/main.ts`, logs to a file; SIGTERM (then SIGKILL after 10 s) at scope end. */
+const startServer = (databaseUrl: string, port: number, logFile: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const fd = openSync(logFile, "a")
+      const child = spawn(process.execPath, ["packages/server/src/main.ts"], {
+        cwd: repositoryRoot,
+        env: {
+          ...process.env,
+          DATABASE_URL: databaseUrl,
+          REDIS_URL: redisUrl,
+          REDIS_KEY_PREFIX: redisPrefix,
+          KAFKA_BROKERS: brokers,
+          KAFKA_TOPIC_PREFIX: topicPrefix,
+          PORT: String(port),
+          ...extraServerEnv()
+        },
+        stdio: ["ignore", fd, fd]
+      })
+      closeSync(fd)
+      return child
+    }),
+    (child) =>
+      Effect.promise(
+        () =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve()
+            const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+            child.once("exit", () => {
+              clearTimeout(timer)
+              resolve()
+            })
+            child.kill("SIGTERM")
+          })
+      )
+  )
+
+const waitForReady = (baseUrl: string, logFile: string) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + 60_000
+    let last = "no answer"
+    while (Date.now() < deadline) {
+      const answer = yield* Effect.result(http(`${baseUrl}/health/ready`))
+      last = answer._tag === "Success" ? `${answer.success.status} ${answer.success.text}` : answer.failure.message
+      if (last.startsWith("200 ")) return
+      yield* Effect.sleep("250 millis")
+    }
+    return yield* Effect.die(new Error(`server not ready after 60 s (${last}); its log: ${logFile}`))
+  })
+
+const ownServer = Effect.gen(function* () {
+  yield* cleanupAtEnd
+  const databaseUrl = yield* benchDatabase
+  // The CLI migrates the database and prints the merchant and its API key (once) as JSON.
+  const cliOutput = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Bench merchant"], { DATABASE_URL: databaseUrl }, 60_000)
+  const created: unknown = JSON.parse(cliOutput)
+  const apiKey = typeof created === "object" && created !== null ? Reflect.get(created, "api_key") : undefined
+  if (typeof apiKey !== "string") return yield* Effect.die(new Error(`no api_key in the CLI's output: ${cliOutput}`))
+  const port = yield* freePort
+  const serverLog = join(tmpdir(), `pay-bench-api-${runId}.log`)
+  const child = yield* startServer(databaseUrl, port, serverLog)
+  const baseUrl = `http://127.0.0.1:${port}`
+  yield* waitForReady(baseUrl, serverLog)
+  yield* log(`server pid ${child.pid} on ${baseUrl}, database ${databaseName}, log ${serverLog}`)
+  const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
+  return target
+})
+
+const externalServer = (baseUrl: string, apiKey: string) =>
+  Effect.gen(function* () {
+    const host = new URL(baseUrl).hostname
+    // Load is only ever sent to this machine.
+    if (!(host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127."))) {
+      return yield* Effect.die(new Error(`API_URL must be a loopback address, got ${host}`))
+    }
+    const target: Target = { baseUrl: baseUrl.replace(/\/$/, ""), apiKey, serverPid: undefined, serverLog: undefined }
+    return target
+  })
+
+// --- CPU accounting from /proc (Linux) ------------------------------------------------------------
+
+interface CpuSample {
+  readonly at_ms: number
+  /** USER_HZ ticks summed over all CPUs, busy and total. */
+  readonly busyTicks: number
+  readonly totalTicks: number
+  /** utime + stime ticks of each process we account for, with its group. */
+  readonly processes: ReadonlyMap<number, { readonly group: string; readonly ticks: number }>
+  readonly loadGenerator_us: number
+}
+
+/**
+ * Which processes count as what. Postgres: only the backends serving our own database when we
+ * started the server (other sessions on this machine use the same Postgres), every postgres
+ * process otherwise.
+ */
+const groupOf = (pid: number, comm: string, serverPid: number | undefined): string | undefined => {
+  if (pid === serverPid) return "server"
+  if (comm === "postgres") {
+    if (serverPid === undefined) return "postgres"
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(databaseName) ? "postgres" : undefined
+    } catch {
+      return undefined // ended meanwhile
+    }
+  }
+  if (comm === "redis-server") return "redis"
+  if (comm === "java") return "kafka"
+  return undefined
+}
+
+const sampleCpu = (serverPid: number | undefined): CpuSample => {
+  const cpuLine = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
+  const fields = cpuLine.trim().split(/\s+/).slice(1).map(Number)
+  const totalTicks = fields.reduce((sum, value) => sum + value, 0)
+  const idleTicks = (fields[3] ?? 0) + (fields[4] ?? 0)
+  const processes = new Map<number, { group: string; ticks: number }>()
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8")
+    } catch {
+      continue // the process ended between readdir and read
+    }
+    const close = stat.lastIndexOf(")")
+    const comm = stat.slice(stat.indexOf("(") + 1, close)
+    const pid = Number(entry)
+    const group = groupOf(pid, comm, serverPid)
+    if (group === undefined) continue
+    const rest = stat.slice(close + 2).split(" ")
+    // Fields 14 and 15 of /proc/<pid>/stat (utime, stime); `rest` starts at field 3.
+    processes.set(pid, { group, ticks: Number(rest[11]) + Number(rest[12]) })
+  }
+  const usage = process.cpuUsage()
+  return { at_ms: performance.now(), busyTicks: totalTicks - idleTicks, totalTicks, processes, loadGenerator_us: usage.user + usage.system }
+}
+
+/** Average cores used between two samples. */
+interface CpuCores {
+  readonly machine_busy: number
+  readonly load_generator: number
+  readonly server: number
+  readonly postgres: number
+  readonly redis: number
+  readonly kafka: number
+}
+
+const coresBetween = (before: CpuSample, after: CpuSample): CpuCores => {
+  const cores = cpus().length
+  const ticksPerCore = (after.totalTicks - before.totalTicks) / cores
+  const asCores = (ticks: number) => (ticksPerCore > 0 ? round(ticks / ticksPerCore, 2) : 0)
+  // Per process: a process that started during the phase counts from zero; one that ended is lost.
+  const group = (name: string) => {
+    let ticks = 0
+    for (const [pid, now] of after.processes) {
+      if (now.group === name) ticks += now.ticks - (before.processes.get(pid)?.ticks ?? 0)
+    }
+    return asCores(ticks)
+  }
+  return {
+    machine_busy: asCores(after.busyTicks - before.busyTicks),
+    load_generator: round((after.loadGenerator_us - before.loadGenerator_us) / 1_000 / (after.at_ms - before.at_ms), 2),
+    server: group("server"),
+    postgres: group("postgres"),
+    redis: group("redis"),
+    kafka: group("kafka")
+  }
+}
+
+// --- the workloads ---------------------------------------------------------------------------------
+
+const createBody = JSON.stringify({ amount: 1050, currency: "USD", payment_method: "pm_card_visa" })
+
+interface SingleRequest {
+  readonly method: string
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string | undefined
+}
+
+interface Workload {
+  readonly name: WorkloadName
+  readonly description: string
+  /** Closed loop: every connection sends its next request when the previous answer arrives. */
+  readonly options: (target: Target) => autocannon.Options
+  /** The same request, one at a time, for the open-loop (fixed-rate) measurement. */
+  readonly single: (target: Target) => SingleRequest
+  /** The status every answer must have. */
+  readonly expectedStatus: number
+}
+
+const workloads = (replayKey: string, replayBody: string): ReadonlyArray<Workload> => {
+  let sequence = 0
+  return [
+    {
+      name: "reference",
+      description: "GET /health/live",
+      expectedStatus: 200,
+      options: (target) => ({ url: `${target.baseUrl}/health/live` }),
+      single: () => ({ method: "GET", path: "/health/live", headers: {}, body: undefined })
+    },
+    {
+      name: "replays",
+      description: "POST /v1/payments, one Idempotency-Key, same body (stored response)",
+      expectedStatus: 201,
+      options: (target) => ({
+        url: `${target.baseUrl}/v1/payments`,
+        method: "POST",
+        headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json", "idempotency-key": replayKey },
+        body: createBody,
+        expectBody: replayBody
+      }),
+      single: (target) => ({
+        method: "POST",
+        path: "/v1/payments",
+        headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json", "idempotency-key": replayKey },
+        body: createBody
+      })
+    },
+    {
+      name: "creates",
+      description: "POST /v1/payments, a new Idempotency-Key per request",
+      expectedStatus: 201,
+      options: (target) => ({
+        url: `${target.baseUrl}/v1/payments`,
+        requests: [
+          {
+            method: "POST",
+            path: "/v1/payments",
+            body: createBody,
+            setupRequest: (request) => ({
+              ...request,
+              headers: {
+                ...request.headers,
+                authorization: `Bearer ${target.apiKey}`,
+                "content-type": "application/json",
+                "idempotency-key": `bench-${runId}-${++sequence}`
+              }
+            })
+          }
+        ]
+      }),
+      single: (target) => ({
+        method: "POST",
+        path: "/v1/payments",
+        headers: {
+          authorization: `Bearer ${target.apiKey}`,
+          "content-type": "application/json",
+          "idempotency-key": `bench-${runId}-${++sequence}`
+        },
+        body: createBody
+      })
+    }
+  ]
+}
+
+const fire = (options: autocannon.Options) =>
+  Effect.tryPromise({
+    try: () =>
+      new Promise<autocannon.Result>((resolve, reject) => {
+        autocannon(options, (error, result) => (error === null ? resolve(result) : reject(error)))
+      }),
+    catch: (cause) => (cause instanceof Error ? cause : new Error(String(cause)))
+  })
+
+/** Open-loop latencies are cut off here (a request still unanswered counts as an error). */
+const openLoopTimeout_ms = 10_000
+/** Requests in flight at most; beyond it the server is not keeping up and the rest are skipped (counted). */
+const openLoopInFlight_max = 2_000
+
+/**
+ * Open loop: requests leave at evenly spaced instants, whatever the answers do, over at most
+ * `connections` keep-alive sockets; each latency is measured from the instant the request was
+ * DUE, so a server that falls behind shows it (no coordinated omission). This is the latency a
+ * client sees at a given load, as opposed to the closed loop's latency at saturation.
+ */
+const openLoop = (workload: Workload, target: Target, rate_per_s: number, duration_s: number) =>
+  Effect.promise(
+    () =>
+      new Promise<{ latencies_ms: Array<number>; statuses: Record<string, number>; errors: number; skipped: number; sent: number }>((resolve) => {
+        const agent = new Agent({ keepAlive: true, maxSockets: settings.connections })
+        const url = new URL(target.baseUrl)
+        const latencies_ms: Array<number> = []
+        const statuses: Record<string, number> = {}
+        let errors = 0
+        let skipped = 0
+        let sent = 0
+        let inFlight = 0
+        const total = Math.max(1, Math.round(rate_per_s * duration_s))
+        const interval_ms = 1_000 / rate_per_s
+        const started = performance.now()
+        let next = 0
+        const settle = () => {
+          if (next >= total && inFlight === 0) {
+            agent.destroy()
+            resolve({ latencies_ms, statuses, errors, skipped, sent })
+          }
+        }
+        const send = (due: number) => {
+          if (inFlight >= openLoopInFlight_max) {
+            skipped++
+            return
+          }
+          const spec = workload.single(target)
+          inFlight++
+          sent++
+          const request = httpRequest(
+            { host: url.hostname, port: url.port, method: spec.method, path: spec.path, headers: spec.headers, agent, timeout: openLoopTimeout_ms },
+            (response) => {
+              response.resume()
+              response.once("end", () => {
+                latencies_ms.push(performance.now() - due)
+                const status = String(response.statusCode ?? 0)
+                statuses[status] = (statuses[status] ?? 0) + 1
+                inFlight--
+                settle()
+              })
+            }
+          )
+          request.once("timeout", () => request.destroy(new Error("timeout")))
+          request.once("error", () => {
+            errors++
+            inFlight--
+            settle()
+          })
+          request.end(spec.body)
+        }
+        const tick = () => {
+          const now = performance.now()
+          while (next < total && started + next * interval_ms <= now) send(started + next++ * interval_ms)
+          if (next < total) setTimeout(tick, Math.max(0, started + next * interval_ms - performance.now()))
+          else settle()
+        }
+        tick()
+      })
+  )
+
+const percentileOf = (values: ReadonlyArray<number>, p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted.length === 0 ? Number.NaN : round(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? Number.NaN, 2)
+}
+
+const measureOpenLoop = (workload: Workload, target: Target, rate_per_s: number) =>
+  Effect.gen(function* () {
+    const run = yield* openLoop(workload, target, rate_per_s, settings.duration_s)
+    const unexpected = Object.keys(run.statuses).filter((status) => Number(status) !== workload.expectedStatus)
+    return {
+      offered_per_s: rate_per_s,
+      sent: run.sent,
+      skipped: run.skipped,
+      errors: run.errors,
+      statuses: run.statuses,
+      unexpected_statuses: unexpected.length,
+      latency_ms_p50: percentileOf(run.latencies_ms, 0.5),
+      latency_ms_p90: percentileOf(run.latencies_ms, 0.9),
+      latency_ms_p99: percentileOf(run.latencies_ms, 0.99),
+      latency_ms_max: percentileOf(run.latencies_ms, 1)
+    }
+  })
+
+const measure = (workload: Workload, target: Target) =>
+  Effect.gen(function* () {
+    const base = { connections: settings.connections, timeout: 10, ...workload.options(target) }
+    if (settings.warmup_s > 0) yield* fire({ ...base, duration: settings.warmup_s })
+    const before = sampleCpu(target.serverPid)
+    const result = yield* fire({ ...base, duration: settings.duration_s })
+    const after = sampleCpu(target.serverPid)
+    const statuses = Object.fromEntries(Object.entries(result.statusCodeStats).map(([status, stats]) => [status, stats.count]))
+    const unexpected = Object.entries(statuses).filter(([status]) => Number(status) !== workload.expectedStatus)
+    const cpu = coresBetween(before, after)
+    // CPU per request is what contention on a shared machine changes least: it says what a core buys.
+    const perRequest_ms = (cores: number) => (result.requests.total > 0 ? round((cores * result.duration * 1_000) / result.requests.total, 3) : Number.NaN)
+    return {
+      name: workload.name,
+      description: workload.description,
+      requests_total: result.requests.total,
+      requests_per_s: round(result.requests.average, 0),
+      latency_ms_p50: result.latency.p50,
+      latency_ms_p90: result.latency.p90,
+      latency_ms_p99: result.latency.p99,
+      latency_ms_max: result.latency.max,
+      latency_ms_mean: round(result.latency.mean, 2),
+      statuses,
+      errors: result.errors,
+      timeouts: result.timeouts,
+      mismatches: result.mismatches,
+      unexpected_statuses: unexpected.length,
+      cpu_cores: cpu,
+      cpu_ms_per_request: { server: perRequest_ms(cpu.server), postgres: perRequest_ms(cpu.postgres), redis: perRequest_ms(cpu.redis) },
+      // The same requests at a fraction of the throughput just measured: latency below saturation.
+      open_loop: yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
+    }
+  })
+
+// --- the run ----------------------------------------------------------------------------------------
+
+const program = Effect.gen(function* () {
+  const apiUrl = process.env["API_URL"]
+  const apiKeyFromEnv = process.env["API_KEY"]
+  if ((apiUrl === undefined) !== (apiKeyFromEnv === undefined)) {
+    return yield* Effect.die(new Error("set both API_URL and API_KEY, or neither (then the bench starts its own server)"))
+  }
+  const target = apiUrl !== undefined && apiKeyFromEnv !== undefined ? yield* externalServer(apiUrl, apiKeyFromEnv) : yield* ownServer
+
+  // The replayed key: created once, then every request with it must be answered by these bytes.
+  const replayKey = `bench-replay-${runId}`
+  const post = { method: "POST", headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json", "idempotency-key": replayKey }, body: createBody }
+  const first = yield* http(`${target.baseUrl}/v1/payments`, post)
+  const second = yield* http(`${target.baseUrl}/v1/payments`, post)
+  if (first.status !== 201 || second.status !== 201 || second.headers.get("idempotent-replayed") !== "true" || second.text !== first.text) {
+    return yield* Effect.die(new Error(`replay check failed: ${first.status} ${first.text.slice(0, 200)} / ${second.status} ${second.headers.get("idempotent-replayed")}`))
+  }
+
+  yield* log(`${settings.connections} connections, ${settings.warmup_s} s warm-up + ${settings.duration_s} s per workload, ${cpus().length} cores`)
+  const chosen = workloads(replayKey, first.text).filter((workload) => settings.workloads.includes(workload.name))
+  const results = yield* Effect.forEach(chosen, (workload) =>
+    log(`${workload.name}: ${workload.description}`).pipe(Effect.andThen(measure(workload, target)))
+  )
+
+  const byName = (name: string) => results.find((result) => result.name === name)
+  const reference = byName("reference")
+  const replays = byName("replays")
+  const creates = byName("creates")
+  if (reference === undefined) return yield* Effect.die(new Error("the reference workload is missing"))
+  const ratio = (value: number, to: number) => (to > 0 ? round(value / to, 2) : Number.NaN)
+  const ratios = {
+    ...(replays === undefined ? {} : {
+      replays_throughput_to_reference: ratio(replays.requests_per_s, reference.requests_per_s),
+      replays_p99_to_reference: ratio(replays.latency_ms_p99, reference.latency_ms_p99)
+    }),
+    ...(creates === undefined ? {} : {
+      creates_throughput_to_reference: ratio(creates.requests_per_s, reference.requests_per_s),
+      creates_p99_to_reference: ratio(creates.latency_ms_p99, reference.latency_ms_p99)
+    })
+  }
+  const verdicts = {
+    ...(replays === undefined ? {} : {
+      replay_p99: { target_ms_max: targets.replay_latency_ms_p99_max, measured_ms: replays.latency_ms_p99, met: replays.latency_ms_p99 <= targets.replay_latency_ms_p99_max },
+      replay_throughput: {
+        target_ratio_min: targets.replay_throughput_ratio_min,
+        measured_ratio: ratio(replays.requests_per_s, reference.requests_per_s),
+        met: ratio(replays.requests_per_s, reference.requests_per_s) >= targets.replay_throughput_ratio_min
+      }
+    }),
+    ...(creates === undefined ? {} : {
+      create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
+    })
+  }
+  const correct = results.every((result) =>
+    result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
+    result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
+  )
+
+  console.log("")
+  const cell = (value: number | string, width: number) => String(value).padStart(width)
+  console.log(`workload     req/s  p50 ms  p99 ms  max ms  errors  unexpected | cores: server loadgen postgres busy/${cpus().length} | cpu ms/req: server postgres`)
+  for (const r of results) {
+    const c = r.cpu_cores
+    console.log(
+      `${r.name.padEnd(10)} ${cell(r.requests_per_s, 7)} ${cell(r.latency_ms_p50, 7)} ${cell(r.latency_ms_p99, 7)} ${cell(r.latency_ms_max, 7)} ${cell(r.errors + r.timeouts, 7)} ${cell(r.unexpected_statuses + r.mismatches, 11)} |` +
+        ` ${cell(c.server, 13)} ${cell(c.load_generator, 7)} ${cell(c.postgres, 8)} ${cell(c.machine_busy, 6)} | ${cell(r.cpu_ms_per_request.server, 17)} ${cell(r.cpu_ms_per_request.postgres, 8)}`
+    )
+  }
+  console.log("")
+  console.log("")
+  console.log(`open loop at ${settings.openLoopFraction * 100}% of each closed-loop throughput (latency from the instant each request was due):`)
+  console.log(`workload   offered/s    sent  p50 ms  p90 ms  p99 ms  max ms  errors+skipped  unexpected`)
+  for (const r of results) {
+    const o = r.open_loop
+    console.log(
+      `${r.name.padEnd(10)} ${cell(o.offered_per_s, 9)} ${cell(o.sent, 7)} ${cell(o.latency_ms_p50, 7)} ${cell(o.latency_ms_p90, 7)} ${cell(o.latency_ms_p99, 7)} ${cell(o.latency_ms_max, 7)} ${cell(o.errors + o.skipped, 15)} ${cell(o.unexpected_statuses, 11)}`
+    )
+  }
+  console.log("")
+  for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}x`)
+  for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
+  console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
+
+  const report = {
+    benchmark: "api",
+    at: new Date().toISOString(),
+    command: "node bench/api/run.ts",
+    settings,
+    machine: { cores: cpus().length, cpu_model: cpus()[0]?.model ?? "unknown", node: process.version, load_average_1m_at_end: round(loadavg()[0] ?? 0, 2) },
+    server: apiUrl === undefined ? { own: true, log: target.serverLog, env_extra: extraServerEnv() } : { own: false, url: target.baseUrl },
+    results,
+    ratios,
+    targets: verdicts,
+    correct
+  }
+  const directory = fileURLToPath(new URL("../results/", import.meta.url))
+  mkdirSync(directory, { recursive: true })
+  const file = join(directory, `api-${new Date().toISOString().replaceAll(":", "-").replaceAll(".", "-")}.json`)
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+  yield* log(`results written to ${file}`)
+  if (!correct) process.exitCode = 1
+})
+
+Effect.runPromise(Effect.scoped(program)).catch((error: unknown) => {
+  console.error("[bench:api] failed:", error)
+  process.exitCode = 1
+})
