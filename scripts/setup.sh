@@ -9,4 +9,13 @@ cd "$ROOT"
 source scripts/env.sh
 echo "[setup] node $(node --version), pnpm $(pnpm --version)" >&2
 pnpm install --frozen-lockfile --reporter=silent >&2
+# Debian's kcat: the independent Kafka client the outbox tests and benchmark read events back with.
+if ! command -v kcat >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "[setup] installing kcat (apt)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >&2
+  else
+    echo "[setup] kcat is missing: sudo apt-get install kcat (the outbox tests need it)" >&2
+  fi
+fi
 scripts/kafka/kafka.sh fetch >&2
