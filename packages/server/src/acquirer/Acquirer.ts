@@ -9,7 +9,7 @@ import { randomUUID } from "node:crypto"
  *
  * 1. It is idempotent per `reference`: asked twice with the same reference, it performs the
  *    operation once and answers the same outcome twice. We derive references from our own ids
- *    (e.g. `payment:<id>:authorize`), so a retry after an unknown outcome can never charge twice.
+ *    (e.g. `payment:<id>:authorization`), so a retry after an unknown outcome can never charge twice.
  * 2. It has its own memory, outside our transactions: `acquirer_sim.operations` in Postgres,
  *    written on a connection that never joins the caller's transaction, so a rollback or a
  *    `kill -9` of our server does not undo what "happened at the bank". Tests read that table to
@@ -81,7 +81,7 @@ export class AcquirerUnavailable extends Schema.TaggedError<AcquirerUnavailable>
 }
 
 export interface AuthorizeRequest {
-  /** Our idempotency reference for this operation, e.g. `payment:<id>:authorize`. */
+  /** Our idempotency reference for this operation, e.g. `payment:<id>:authorization`. */
   readonly reference: string
   readonly paymentId: string
   readonly amount_minor: bigint
