@@ -42,6 +42,7 @@ import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
@@ -194,18 +195,7 @@ const startServer = (databaseUrl: string, port: number, logFile: string) =>
       return child
     }),
     (child) =>
-      Effect.promise(
-        () =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve()
-            const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-            child.once("exit", () => {
-              clearTimeout(timer)
-              resolve()
-            })
-            child.kill("SIGTERM")
-          })
-      )
+      stopChild(child)
   )
 
 const waitForReady = (baseUrl: string, logFile: string) =>

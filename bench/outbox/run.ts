@@ -49,6 +49,7 @@ import {
   postgresLayer
 } from "../../packages/infra/src/index.ts"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 import {
   type BatchResult,
@@ -142,18 +143,7 @@ const startProcess = (name: string, args: ReadonlyArray<string>, env: Record<str
       return { name, child, tail: () => tail }
     }),
     ({ child }) =>
-      Effect.promise(
-        () =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve()
-            const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-            child.once("exit", () => {
-              clearTimeout(timer)
-              resolve()
-            })
-            child.kill("SIGTERM")
-          })
-      )
+      stopChild(child)
   )
 
 // --- setup ----------------------------------------------------------------------------------------

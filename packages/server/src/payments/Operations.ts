@@ -3,7 +3,7 @@ import { AmountMinor, type MerchantId, PaymentId, type Payment } from "@pay/doma
 import type { Execution, Finished, IdempotencyLockLost, StoredResponse } from "@pay/idempotency"
 import { type ChangeContext, PaymentRepository } from "@pay/payments"
 import { SettlementPosting, type SettlementUnavailable } from "@pay/settlement"
-import { Context, Effect, Layer, Option, Schema } from "effect"
+import { Context, Effect, Layer, Option, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { Acquirer, type AcquirerTimeout, type AcquirerUnavailable } from "../acquirer/Acquirer.ts"
@@ -118,18 +118,40 @@ export class PaymentOperations extends Context.Service<PaymentOperations, {
           )
         )
 
-      const authorize = (merchantId: MerchantId, rawId: string, context: ChangeContext, execution: Execution) =>
+      /**
+       * The prologue of a transition that calls the acquirer: load the payment (a stored 404 when
+       * there is none); on a fresh run, check its status (a stored 409) and commit the recovery
+       * point before the call, so a crash after it leaves a key that resumes right there.
+       */
+      const prepare = (
+        merchantId: MerchantId,
+        rawId: string,
+        execution: Execution,
+        step: { readonly from: Payment["status"]; readonly command: string; readonly to: string; readonly recoveryPoint: string }
+      ) =>
         Effect.gen(function* () {
           const found = yield* load(merchantId, rawId)
-          if (Option.isNone(found)) return yield* finishWith(execution, notFound(rawId))
+          if (Option.isNone(found)) return Result.fail(yield* finishWith(execution, notFound(rawId)))
           const payment = found.value
           if (execution.record.recoveryPoint === RecoveryPoint.started) {
-            if (payment.status !== "CREATED") {
-              return yield* finishWith(execution, transitionProblem(payment, "authorize", "AUTHORIZED"))
+            if (payment.status !== step.from) {
+              return Result.fail(yield* finishWith(execution, transitionProblem(payment, step.command, step.to)))
             }
-            // Committed before the call: a crash after it leaves a key that resumes here.
-            yield* execution.advance(RecoveryPoint.authorizationRequested, { payment_id: payment.id })
+            yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
           }
+          return Result.succeed(payment)
+        })
+
+      const authorize = (merchantId: MerchantId, rawId: string, context: ChangeContext, execution: Execution) =>
+        Effect.gen(function* () {
+          const prepared = yield* prepare(merchantId, rawId, execution, {
+            from: "CREATED",
+            command: "authorize",
+            to: "AUTHORIZED",
+            recoveryPoint: RecoveryPoint.authorizationRequested
+          })
+          if (Result.isFailure(prepared)) return prepared.failure
+          const payment = prepared.success
           const outcome = yield* acquirer.authorize({
             reference: acquirerReference(payment.id, "authorization"),
             paymentId: payment.id,
@@ -145,15 +167,14 @@ export class PaymentOperations extends Context.Service<PaymentOperations, {
 
       const settle = (merchantId: MerchantId, rawId: string, context: ChangeContext, execution: Execution) =>
         Effect.gen(function* () {
-          const found = yield* load(merchantId, rawId)
-          if (Option.isNone(found)) return yield* finishWith(execution, notFound(rawId))
-          const payment = found.value
-          if (execution.record.recoveryPoint === RecoveryPoint.started) {
-            if (payment.status !== "AUTHORIZED") {
-              return yield* finishWith(execution, transitionProblem(payment, "settle", "SETTLED"))
-            }
-            yield* execution.advance(RecoveryPoint.captureRequested, { payment_id: payment.id })
-          }
+          const prepared = yield* prepare(merchantId, rawId, execution, {
+            from: "AUTHORIZED",
+            command: "settle",
+            to: "SETTLED",
+            recoveryPoint: RecoveryPoint.captureRequested
+          })
+          if (Result.isFailure(prepared)) return prepared.failure
+          const payment = prepared.success
           // Capture first, outside any database transaction; then the money moves in one commit.
           const outcome = yield* acquirer.capture({
             reference: acquirerReference(payment.id, "capture"),
