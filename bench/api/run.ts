@@ -37,11 +37,11 @@ import { execFile, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { Agent, request as httpRequest } from "node:http"
-import { createServer } from "node:net"
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
 import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 
@@ -115,18 +115,6 @@ const runCommand = (command: string, args: ReadonlyArray<string>, env: Record<st
     catch: (cause) => (cause instanceof Error ? cause : new Error(String(cause)))
   })
 
-const freePort = Effect.promise(
-  () =>
-    new Promise<number>((resolve, reject) => {
-      const server = createServer()
-      server.once("error", reject)
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address()
-        const port = typeof address === "object" && address !== null ? address.port : 0
-        server.close(() => resolve(port))
-      })
-    })
-)
 
 /** One bounded HTTP call (a request sent while a server starts can hang otherwise). */
 const http = (url: string, init: RequestInit = {}) =>

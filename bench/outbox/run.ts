@@ -38,7 +38,6 @@ import { SqlClient } from "effect/sql"
 import { execFile, spawn } from "node:child_process"
 import { randomBytes, randomUUID } from "node:crypto"
 import { mkdirSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import {
@@ -49,6 +48,7 @@ import {
   postgresLayer
 } from "../../packages/infra/src/index.ts"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
 import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 import {
@@ -105,18 +105,6 @@ const round = (value: number, digits = 1) => Number(value.toFixed(digits))
 
 const log = (message: string) => Effect.sync(() => console.error(`[bench] ${message}`))
 
-const freePort = Effect.promise(
-  () =>
-    new Promise<number>((resolve, reject) => {
-      const server = createServer()
-      server.once("error", reject)
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address()
-        const port = typeof address === "object" && address !== null ? address.port : 0
-        server.close(() => resolve(port))
-      })
-    })
-)
 
 const runCommand = (command: string, args: ReadonlyArray<string>, env: Record<string, string>, timeout_ms: number) =>
   Effect.promise(
