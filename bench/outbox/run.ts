@@ -32,7 +32,8 @@
  * OUTBOX_WORKERS (2).
  */
 import { CreatePaymentInput } from "../../packages/domain/src/index.ts"
-import { MerchantRepository, PaymentRepository } from "../../packages/payments/src/index.ts"
+import { MerchantRepository } from "../../packages/merchants/src/index.ts"
+import { PaymentRepository } from "../../packages/payments/src/index.ts"
 import { Duration, Effect, Fiber, Layer, Logger, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile, spawn } from "node:child_process"

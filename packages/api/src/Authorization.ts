@@ -1,7 +1,7 @@
 import { Context } from "effect"
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
 import type { MerchantId } from "@pay/domain"
-import { ServiceUnavailableProblem, UnauthorizedProblem } from "./Problems.ts"
+import { DatabaseUnavailableProblem, UnauthorizedProblem } from "./Problems.ts"
 
 /** The merchant the request's API key belongs to. Every handler scopes its queries by it. */
 export class CurrentMerchant extends Context.Service<CurrentMerchant, {
@@ -15,5 +15,5 @@ export class Authorization extends HttpApiMiddleware.Service<Authorization, {
   requires: never
 }>()("api/Authorization", {
   security: { bearer: HttpApiSecurity.bearer },
-  error: [UnauthorizedProblem, ServiceUnavailableProblem]
+  error: [UnauthorizedProblem, DatabaseUnavailableProblem]
 }) {}

@@ -1,19 +1,11 @@
-import { AMOUNT_MINOR_MAX, Currency, Description, Metadata, PaymentMethodToken, PaymentStatus } from "@pay/domain"
+import { AMOUNT_MINOR_MAX, type ErrorCode, paymentRequestFields, PaymentStatus } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
-import {
-  BadRequestProblem,
-  commonProblems,
-  ConflictProblem,
-  NotFoundProblem,
-  PayloadTooLargeProblem,
-  UnprocessableProblem,
-  UnsupportedMediaTypeProblem
-} from "./Problems.ts"
+import { commonProblemCodes, problems } from "./Problems.ts"
 
 /** The largest request body accepted, in bytes. */
-export const REQUEST_BODY_MAX_BYTES = 64 * 1024
+export const REQUEST_BODY_BYTES_MAX = 64 * 1024
 
 /** `amount` on the wire: a JSON integer of minor units (cents for USD, yen for JPY). */
 export const AmountJson = Schema.Int.check(
@@ -24,13 +16,7 @@ export const AmountJson = Schema.Int.check(
 ).annotate({ description: "Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY)" })
 
 /** `POST /v1/payments` body. Unknown fields are rejected. */
-export const CreatePaymentBody = Schema.Struct({
-  amount: AmountJson,
-  currency: Currency,
-  payment_method: PaymentMethodToken,
-  description: Schema.optionalKey(Description),
-  metadata: Schema.optionalKey(Metadata)
-})
+export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentRequestFields })
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
 /** A payment as the API shows it. */
@@ -72,14 +58,29 @@ const IdempotencyKeyHeader = Schema.Struct({
 
 const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id, `pay_…`" }) }
 
-const postErrors = [
-  ...commonProblems,
-  ConflictProblem,
-  NotFoundProblem,
-  PayloadTooLargeProblem,
-  UnprocessableProblem,
-  UnsupportedMediaTypeProblem
-] as const
+/** What every idempotent POST may answer besides its own refusals (the body, the key, an unknown outcome). */
+const postProblemCodes = [
+  ...commonProblemCodes,
+  "invalid_request",
+  "malformed_json",
+  "body_unreadable",
+  "body_too_large",
+  "unsupported_media_type",
+  "idempotency_key_missing",
+  "idempotency_key_invalid",
+  "idempotency_key_reused",
+  "idempotency_key_in_use"
+] as const satisfies ReadonlyArray<ErrorCode>
+
+/** What a POST on an existing payment may answer: the acquirer decides, the payment may refuse. */
+const transitionProblemCodes = [
+  ...postProblemCodes,
+  "payment_not_found",
+  "invalid_transition",
+  "concurrent_modification",
+  "acquirer_timeout",
+  "acquirer_unavailable"
+] as const satisfies ReadonlyArray<ErrorCode>
 
 /**
  * Payments. Every POST requires an `Idempotency-Key`: a retry with the same key and request
@@ -92,24 +93,24 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       headers: IdempotencyKeyHeader,
       payload: CreatePaymentBody,
       success: PaymentJson.annotate({ httpApiStatus: 201 }),
-      error: postErrors
+      error: problems(...postProblemCodes)
     }),
     HttpApiEndpoint.post("authorize", "/v1/payments/:id/authorize", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
-      error: postErrors
+      error: problems(...transitionProblemCodes)
     }),
     HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
-      error: postErrors
+      error: problems(...transitionProblemCodes, "settlement_unavailable")
     }),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
-      error: [...commonProblems, NotFoundProblem]
+      error: problems(...commonProblemCodes, "payment_not_found")
     }),
     HttpApiEndpoint.get("list", "/v1/payments", {
       query: {
@@ -117,11 +118,11 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
         starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A payment id: the page starts after it" }))
       },
       success: PaymentListJson,
-      error: [...commonProblems, BadRequestProblem]
+      error: problems(...commonProblemCodes, "invalid_request", "invalid_cursor")
     }),
     HttpApiEndpoint.get("balance", "/v1/balance", {
       success: BalanceJson,
-      error: commonProblems
+      error: problems(...commonProblemCodes)
     })
   )
   .middleware(Authorization)

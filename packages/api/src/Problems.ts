@@ -1,15 +1,20 @@
+import { type ErrorCode, errorCatalog, errorCodes, statusOf } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiError } from "effect/http-api"
 
 /**
  * Every error the API answers is an RFC 9457 problem (`application/problem+json`) with `type`,
  * `title`, `status`, `detail`, a stable machine `code`, and the offending `field` where there is
- * one. Problem types are URIs under this base; the `code` is what clients branch on.
+ * one. There is one problem type per code of the error catalog (`@pay/domain` ErrorCatalog.ts):
+ * its URI is this base + the code, and its status and title are the catalog's. The OpenAPI
+ * document declares exactly these types, one schema each (`type` and `code` are constants).
  */
 export const problemTypeBase = "https://docs.payments.local/problems/"
 export const problemContentType = "application/problem+json"
 
-/** The members every problem body carries, whatever its status. */
+export const problemType = (code: ErrorCode): string => `${problemTypeBase}${code}`
+
+/** The members every problem body carries, whatever its code. */
 export const ProblemBody = Schema.Struct({
   type: Schema.String,
   title: Schema.String,
@@ -20,73 +25,34 @@ export const ProblemBody = Schema.Struct({
 })
 export type ProblemBody = typeof ProblemBody.Type
 
-const problemFields = {
-  code: Schema.String,
-  detail: Schema.String,
-  field: Schema.optionalKey(Schema.String)
+/** `payment_not_found` → `PaymentNotFoundProblem` (the schema's name in the OpenAPI document). */
+const problemName = (code: ErrorCode) =>
+  `${code.split("_").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("")}Problem`
+
+export interface CodedProblemMembers<Code extends ErrorCode> {
+  readonly code: Code
+  readonly detail: string
+  readonly field?: string
 }
 
-/** 400: the request is malformed or a value is invalid; `field` names the culprit. */
-export class BadRequestProblem extends HttpApiError.Problem<BadRequestProblem>()(
-  "BadRequestProblem",
-  { type: `${problemTypeBase}invalid_request`, status: 400, title: "Invalid request" },
-  problemFields
-) {}
+/** The problem class of one code: its declaration (type, status, title) comes from the catalog. */
+export const problemFor = <const Code extends ErrorCode>(code: Code) => {
+  const made = HttpApiError.Problem<CodedProblemMembers<Code>>()(
+    problemName(code),
+    { type: problemType(code), status: statusOf(code), title: errorCatalog[code].title },
+    { code: Schema.tag(code), detail: Schema.String, field: Schema.optionalKey(Schema.String) },
+    { description: errorCatalog[code].meaning }
+  )
+  // Only reachable without a `Self` type, which is given above.
+  if (typeof made === "string") throw new Error(made)
+  return made
+}
 
-/** 401: no API key, or not a valid one. */
-export class UnauthorizedProblem extends HttpApiError.Problem<UnauthorizedProblem>()(
-  "UnauthorizedProblem",
-  { type: `${problemTypeBase}unauthorized`, status: 401, title: "Unauthorized" },
-  problemFields
-) {}
+/** 401, raised by the authorization middleware (rendered by HttpApi itself). */
+export class UnauthorizedProblem extends problemFor("unauthorized") {}
 
-/** 404: no such resource for this merchant (another merchant's id looks exactly the same). */
-export class NotFoundProblem extends HttpApiError.Problem<NotFoundProblem>()(
-  "NotFoundProblem",
-  { type: `${problemTypeBase}not_found`, status: 404, title: "Not found" },
-  problemFields
-) {}
-
-/** 409: the idempotency key is in use, the transition is not allowed, or a concurrent change won. */
-export class ConflictProblem extends HttpApiError.Problem<ConflictProblem>()(
-  "ConflictProblem",
-  { type: `${problemTypeBase}conflict`, status: 409, title: "Conflict" },
-  problemFields
-) {}
-
-/** 413: the body is over the limit (64 KiB). */
-export class PayloadTooLargeProblem extends HttpApiError.Problem<PayloadTooLargeProblem>()(
-  "PayloadTooLargeProblem",
-  { type: `${problemTypeBase}body_too_large`, status: 413, title: "Request body too large" },
-  problemFields
-) {}
-
-/** 415: the body is not JSON. */
-export class UnsupportedMediaTypeProblem extends HttpApiError.Problem<UnsupportedMediaTypeProblem>()(
-  "UnsupportedMediaTypeProblem",
-  { type: `${problemTypeBase}unsupported_media_type`, status: 415, title: "Unsupported media type" },
-  problemFields
-) {}
-
-/** 422: the idempotency key was used with a different request. */
-export class UnprocessableProblem extends HttpApiError.Problem<UnprocessableProblem>()(
-  "UnprocessableProblem",
-  { type: `${problemTypeBase}unprocessable`, status: 422, title: "Unprocessable request" },
-  problemFields
-) {}
-
-/**
- * 503: a dependency (database, acquirer) did not answer, or the acquirer's outcome is unknown.
- * Nothing was decided: retry with the same Idempotency-Key and the work resumes where it stopped.
- */
-export class ServiceUnavailableProblem extends HttpApiError.Problem<ServiceUnavailableProblem>()(
-  "ServiceUnavailableProblem",
-  { type: `${problemTypeBase}service_unavailable`, status: 503, title: "Service unavailable" },
-  problemFields
-) {}
-
-/** Errors every authenticated endpoint may answer. */
-export const commonProblems = [BadRequestProblem, UnauthorizedProblem, ServiceUnavailableProblem] as const
+/** 503 from the authorization middleware: the database did not answer while checking the key. */
+export class DatabaseUnavailableProblem extends problemFor("database_unavailable") {}
 
 export const DependencyCheck = Schema.Struct({
   name: Schema.String,
@@ -96,14 +62,50 @@ export const DependencyCheck = Schema.Struct({
 })
 export type DependencyCheck = typeof DependencyCheck.Type
 
+const dependencyUnavailable = "dependency_unavailable" satisfies ErrorCode
+
 /** 503 from `/health/ready`: names the dependency (or dependencies) that did not answer. */
 export class DependencyUnavailable extends HttpApiError.Problem<DependencyUnavailable>()(
   "DependencyUnavailable",
-  { type: `${problemTypeBase}dependency_unavailable`, status: 503, title: "A dependency is unavailable" },
   {
-    code: Schema.Literal("dependency_unavailable"),
+    type: problemType(dependencyUnavailable),
+    status: statusOf(dependencyUnavailable),
+    title: errorCatalog[dependencyUnavailable].title
+  },
+  {
+    code: Schema.tag(dependencyUnavailable),
     detail: Schema.String,
     unavailable: Schema.Array(Schema.String),
     checks: Schema.Array(DependencyCheck)
-  }
+  },
+  { description: errorCatalog[dependencyUnavailable].meaning }
 ) {}
+
+type ProblemSchema = Schema.Top & { readonly DecodingServices: never; readonly EncodingServices: never }
+
+const problemSchemaOf = (code: ErrorCode): ProblemSchema => {
+  switch (code) {
+    case "unauthorized":
+      return UnauthorizedProblem
+    case "database_unavailable":
+      return DatabaseUnavailableProblem
+    case "dependency_unavailable":
+      return DependencyUnavailable
+    default:
+      return problemFor(code)
+  }
+}
+
+/** One problem schema per code (the classes above for the codes that have one), built once. */
+const problemSchemas: ReadonlyMap<ErrorCode, ProblemSchema> = new Map(errorCodes.map((code) => [code, problemSchemaOf(code)]))
+
+/** The problem schemas of the given codes, for an endpoint's `error` list. */
+export const problems = (...codes: ReadonlyArray<ErrorCode>) =>
+  codes.map((code) => {
+    const schema = problemSchemas.get(code)
+    if (schema === undefined) throw new Error(`no problem schema for ${code}`)
+    return schema
+  })
+
+/** Errors every authenticated endpoint may answer. */
+export const commonProblemCodes = ["unauthorized", "database_unavailable", "internal_error"] as const satisfies ReadonlyArray<ErrorCode>

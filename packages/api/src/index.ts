@@ -1,5 +1,6 @@
 export * from "./Api.ts"
 export * from "./Authorization.ts"
+export * from "./EdgeErrors.ts"
 export * from "./PaymentsApi.ts"
 export * from "./Problems.ts"
 export * from "./SystemApi.ts"

@@ -12,9 +12,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
-import { ApiKeys } from "@pay/idempotency"
 import { DatabaseLive } from "@pay/infra"
-import { MerchantRepository } from "@pay/payments"
+import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules } from "@pay/settlement"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
 

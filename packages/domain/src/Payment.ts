@@ -100,15 +100,21 @@ export class Payment extends Schema.Class<Payment>("Payment")(
 ) {}
 
 /**
- * What a caller supplies to create a payment. The id, status, version and instants are never
- * chosen by the caller.
+ * What a merchant asks for when it creates a payment, besides the amount (whose wire form is the
+ * API's own: `amount` in the request body, `amount_minor` everywhere else). The id, status,
+ * version and instants are never chosen by the caller, and the merchant is who asks, not a field.
  */
-export const CreatePaymentInput = Schema.Struct({
-  merchant_id: MerchantId,
-  amount_minor: AmountMinorFromJsonNumber,
+export const paymentRequestFields = {
   currency: Currency,
   payment_method: PaymentMethodToken,
   description: Schema.optionalKey(Description),
   metadata: Schema.optionalKey(Metadata)
+}
+
+/** What a caller supplies to create a payment: the merchant, the amount and the request fields. */
+export const CreatePaymentInput = Schema.Struct({
+  merchant_id: MerchantId,
+  amount_minor: AmountMinorFromJsonNumber,
+  ...paymentRequestFields
 })
 export type CreatePaymentInput = typeof CreatePaymentInput.Type

@@ -1,74 +1,44 @@
 import { Schema } from "effect"
+import { CodedError, DescribedError } from "./DescribedError.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 
 /**
  * No such payment for this merchant. Deliberately the same error, with the same payload, whether
  * the id is unknown or belongs to another merchant: the API must not reveal that another
- * merchant's payment exists. HTTP 404, code `payment_not_found`.
+ * merchant's payment exists. `paymentId` is the id as asked for: a malformed one (which no payment
+ * can have) is not found either.
  */
-export class PaymentNotFound extends Schema.TaggedError<PaymentNotFound>()(
-  "PaymentNotFound",
-  { paymentId: PaymentId },
-  { httpApiStatus: 404 }
-) {
-  static readonly code = "payment_not_found"
-  override get message(): string {
-    return `no payment ${this.paymentId}`
-  }
-}
+export class PaymentNotFound extends CodedError<PaymentNotFound>()(
+  "payment_not_found", "PaymentNotFound", { paymentId: Schema.String }, (e) => `no payment ${e.paymentId}`
+) {}
 
-/** The merchant does not exist (creating a payment for it is impossible). HTTP 404. */
-export class MerchantNotFound extends Schema.TaggedError<MerchantNotFound>()(
-  "MerchantNotFound",
-  { merchantId: MerchantId },
-  { httpApiStatus: 404 }
-) {
-  static readonly code = "merchant_not_found"
-  override get message(): string {
-    return `no merchant ${this.merchantId}`
-  }
-}
+/** The merchant does not exist (creating a payment for it is impossible). Not an API answer. */
+export class MerchantNotFound extends DescribedError<MerchantNotFound>()(
+  "MerchantNotFound", { merchantId: MerchantId }, (e) => `no merchant ${e.merchantId}`
+) {}
 
 /**
  * Another transaction changed the payment between our read and our write, or the database could
  * not serialize the two (serialization failure, deadlock, lock wait over the bound). Nothing was
- * written. Safe to retry the whole request: it will then see the new state. HTTP 409, code
- * `concurrent_modification`.
+ * written. Safe to retry the whole request: it will then see the new state.
  */
-export class ConcurrentModification extends Schema.TaggedError<ConcurrentModification>()(
+export class ConcurrentModification extends CodedError<ConcurrentModification>()(
+  "concurrent_modification",
   "ConcurrentModification",
   {
     paymentId: PaymentId,
     reason: Schema.Literals(["version_mismatch", "serialization_failure", "deadlock", "lock_timeout"])
   },
-  { httpApiStatus: 409 }
-) {
-  static readonly code = "concurrent_modification"
-  override get message(): string {
-    return `payment ${this.paymentId} was modified concurrently (${this.reason}); retry the request`
-  }
-}
+  (e) => `payment ${e.paymentId} was modified concurrently (${e.reason}); retry the request`
+) {}
 
 /**
  * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
- * for unknown and foreign ids (no existence oracle). HTTP 400, code `invalid_cursor`.
+ * for unknown and foreign ids (no existence oracle).
  */
-export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()(
+export class InvalidCursor extends CodedError<InvalidCursor>()(
+  "invalid_cursor",
   "InvalidCursor",
   { startingAfter: Schema.String },
-  { httpApiStatus: 400 }
-) {
-  static readonly code = "invalid_cursor"
-  override get message(): string {
-    return `starting_after ${this.startingAfter} is not a payment of this merchant`
-  }
-}
-
-/** Input that does not satisfy the domain schemas (amount, currency, token, ...). HTTP 422. */
-export class InvalidPaymentInput extends Schema.TaggedError<InvalidPaymentInput>()(
-  "InvalidPaymentInput",
-  { message: Schema.String },
-  { httpApiStatus: 422 }
-) {
-  static readonly code = "invalid_payment_input"
-}
+  (e) => `starting_after ${e.startingAfter} is not a payment of this merchant`
+) {}

@@ -1,4 +1,5 @@
 import { DateTime, Result, Schema } from "effect"
+import { CodedError } from "./DescribedError.ts"
 import { PaymentId } from "./Ids.ts"
 import {
   type CreatePaymentInput,
@@ -121,23 +122,14 @@ export const ruleFor = (command: PaymentCommandName, from: PaymentStatus): Trans
 
 /**
  * The command is not allowed from the payment's current status (including every command on a
- * terminal payment). A conflict with the resource's state: HTTP 409, code `invalid_transition`.
+ * terminal payment). A conflict with the resource's state.
  */
-export class InvalidTransition extends Schema.TaggedError<InvalidTransition>()(
+export class InvalidTransition extends CodedError<InvalidTransition>()(
+  "invalid_transition",
   "InvalidTransition",
-  {
-    paymentId: PaymentId,
-    from: PaymentStatus,
-    to: PaymentStatus,
-    command: PaymentCommandName
-  },
-  { httpApiStatus: 409 }
-) {
-  static readonly code = "invalid_transition"
-  override get message(): string {
-    return `payment ${this.paymentId} cannot ${this.command}: ${this.from} -> ${this.to} is not an allowed transition`
-  }
-}
+  { paymentId: PaymentId, from: PaymentStatus, to: PaymentStatus, command: PaymentCommandName },
+  (e) => `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
+) {}
 
 export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed
 

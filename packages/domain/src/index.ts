@@ -1,4 +1,6 @@
 export * from "./Currency.ts"
+export * from "./DescribedError.ts"
+export * from "./ErrorCatalog.ts"
 export * from "./Ids.ts"
 export * from "./Merchant.ts"
 export * from "./Money.ts"

@@ -1,3 +1,4 @@
+import { CodedError } from "@pay/domain"
 import { Effect, Result, Schema } from "effect"
 
 /**
@@ -24,20 +25,13 @@ export const IdempotencyKey = Schema.String.check(
 ).pipe(Schema.brand("IdempotencyKey"))
 export type IdempotencyKey = typeof IdempotencyKey.Type
 
-/** 400, code `idempotency_key_missing`: a POST arrived without an `Idempotency-Key` header. */
-export class IdempotencyKeyMissing extends Schema.TaggedError<IdempotencyKeyMissing>()(
+/** A POST arrived without an `Idempotency-Key` header. */
+export class IdempotencyKeyMissing extends CodedError<IdempotencyKeyMissing>()(
+  "idempotency_key_missing",
   "IdempotencyKeyMissing",
   {},
-  { httpApiStatus: 400 }
-) {
-  static readonly code = "idempotency_key_missing"
-  get code(): typeof IdempotencyKeyMissing.code {
-    return IdempotencyKeyMissing.code
-  }
-  override get message(): string {
-    return "every POST requires an Idempotency-Key header (1 to 255 printable ASCII characters)"
-  }
-}
+  () => "every POST requires an Idempotency-Key header (1 to 255 printable ASCII characters)"
+) {}
 
 export const IdempotencyKeyInvalidReason = Schema.Literals([
   "empty",
@@ -48,20 +42,13 @@ export const IdempotencyKeyInvalidReason = Schema.Literals([
 ])
 export type IdempotencyKeyInvalidReason = typeof IdempotencyKeyInvalidReason.Type
 
-/** 400, code `idempotency_key_invalid`: the header is present but is not an acceptable key. */
-export class IdempotencyKeyInvalid extends Schema.TaggedError<IdempotencyKeyInvalid>()(
+/** The header is present but is not an acceptable key. */
+export class IdempotencyKeyInvalid extends CodedError<IdempotencyKeyInvalid>()(
+  "idempotency_key_invalid",
   "IdempotencyKeyInvalid",
   { reason: IdempotencyKeyInvalidReason, detail: Schema.String },
-  { httpApiStatus: 400 }
-) {
-  static readonly code = "idempotency_key_invalid"
-  get code(): typeof IdempotencyKeyInvalid.code {
-    return IdempotencyKeyInvalid.code
-  }
-  override get message(): string {
-    return `invalid Idempotency-Key (${this.reason}): ${this.detail}`
-  }
-}
+  (e) => `invalid Idempotency-Key (${e.reason}): ${e.detail}`
+) {}
 
 const invalid = (reason: IdempotencyKeyInvalidReason, detail: string) =>
   Result.fail(new IdempotencyKeyInvalid({ reason, detail }))

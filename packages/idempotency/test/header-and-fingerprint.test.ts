@@ -5,8 +5,7 @@ import {
   canonicalJson,
   fingerprint,
   fingerprintRequest,
-  parseIdempotencyKeyResult,
-  toHttpServerResponse
+  parseIdempotencyKeyResult
 } from "../src/index.ts"
 
 type Expected = { readonly key: string } | { readonly error: string; readonly reason?: string }
@@ -116,24 +115,5 @@ describe("request fingerprint", () => {
     assert.strictEqual(canonicalBodyFromText("{\"amount_minor\": 99999999999}"), canonicalJson({ amount_minor: 99_999_999_999n }))
     assert.strictEqual(canonicalBodyFromText("not json"), "not json")
     assert.strictEqual(canonicalJson({ a: undefined, b: [undefined] }), "{\"b\":[null]}")
-  })
-})
-
-describe("HTTP response of an idempotent request", () => {
-  const response = { status: 201, contentType: "application/json; charset=utf-8", body: "{\"note\":\"café ✓\"}  \n" }
-
-  it("the first answer and the replay carry the same status, content type and bytes; only the replay is marked", () => {
-    const first = toHttpServerResponse({ _tag: "Executed", response, resumed: false })
-    const replay = toHttpServerResponse({ _tag: "Replayed", response, decidedBy: "postgres" })
-    for (const r of [first, replay]) {
-      assert.strictEqual(r.status, 201)
-      assert.strictEqual(r.body._tag, "Uint8Array")
-      if (r.body._tag === "Uint8Array") {
-        assert.isTrue(Buffer.from(r.body.body).equals(Buffer.from(response.body, "utf8")))
-        assert.strictEqual(r.body.contentType, response.contentType)
-      }
-    }
-    assert.strictEqual(replay.headers["idempotent-replayed"], "true")
-    assert.isUndefined(first.headers["idempotent-replayed"])
   })
 })

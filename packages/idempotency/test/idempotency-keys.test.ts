@@ -8,7 +8,9 @@ import {
   IdempotencyKeys,
   redisInFlightKey,
   redisResponseKey,
+  storedAsIs,
   type BeginRequest,
+  type Execution,
   type Began
 } from "../src/index.ts"
 import {
@@ -330,7 +332,7 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       const key = newKey()
       class AcquirerTimedOut extends Schema.TaggedError<AcquirerTimedOut>()("AcquirerTimedOut", {}) {}
       let acquirerAnswers = false
-      const twoSteps = (execution: Parameters<Parameters<typeof keys.run>[1]>[0]) =>
+      const twoSteps = (execution: Execution) =>
         Effect.gen(function* () {
           let record = execution.record
           if (record.recoveryPoint === "started") {
@@ -383,7 +385,7 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       assert.strictEqual(mine.recoveryPoint, "payment_created")
       assert.deepStrictEqual(mine.recoveryData, { payment_id: "pay_e" })
       assert.deepStrictEqual(mine.requestBody, { a: 1 })
-      const done = yield* keys.resume(mine, (execution) =>
+      const done = yield* keys.resume(mine, storedAsIs, (execution) =>
         sql.withTransaction(
           Effect.gen(function* () {
             assert.strictEqual(execution.record.recoveryPoint, "payment_created")

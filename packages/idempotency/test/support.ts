@@ -5,7 +5,7 @@ import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { IdempotencyKey } from "../src/IdempotencyKey.ts"
-import type { Execution, IdempotentRequest, StoredResponse } from "../src/IdempotencyKeys.ts"
+import { type Execution, type IdempotentRequest, storedAsIs, type StoredResponse } from "../src/Model.ts"
 
 /** Redis of this test run (keys under the run's prefix, deleted by the global teardown). */
 export const runRedisLayer = () => {
@@ -79,5 +79,6 @@ export const request = (merchantId: MerchantId, key: IdempotencyKey, body: Idemp
   key,
   method: "POST",
   path: "/v1/payments",
-  body
+  body,
+  render: storedAsIs
 })

@@ -1,19 +1,38 @@
-import { Config, Redacted } from "effect"
+import { Config, Redacted, Schema } from "effect"
+import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.ts"
 
 /**
  * Where the platform's dependencies are. Every value comes from the environment, with defaults
- * that point at the local stack started by `scripts/stack.sh up` (loopback addresses only).
+ * that point at the local stack started by `scripts/stack.sh up` (loopback addresses only), and
+ * bounds (BoundedConfig.ts) checked at start-up.
+ *
+ * | variable             | default                                       | bounds                        |
+ * | -------------------- | --------------------------------------------- | ----------------------------- |
+ * | `DATABASE_URL`       | `postgres://postgres@127.0.0.1:5432/payments` | 1..2048 characters            |
+ * | `REDIS_URL`          | `redis://127.0.0.1:6379/0`                     | 1..2048 characters            |
+ * | `KAFKA_BROKERS`      | `127.0.0.1:9092`                               | 1..2048 characters            |
+ * | `PORT`               | 3000                                          | a TCP port                    |
+ * | `REDIS_KEY_PREFIX`   | `pay:`                                        | 0..100 characters             |
+ * | `KAFKA_TOPIC_PREFIX` | (empty)                                       | 0..100 of `[A-Za-z0-9._-]`    |
+ * | `DATABASE_POOL_SIZE` | 20                                            | 1..200                        |
  */
-export const DatabaseUrl = Config.Redacted("DATABASE_URL").pipe(
+export const configBounds = {
+  url: { length_max: 2_048, pattern: /^\S+$/, expected: "a non-empty URL without spaces" },
+  redisKeyPrefix: { length_max: 100 },
+  kafkaTopicPrefix: { length_max: 100, pattern: /^[A-Za-z0-9._-]*$/, expected: "letters, digits, '.', '_' or '-' (a Kafka topic name prefix)" },
+  databasePoolSize: { min: 1, max: 200 }
+} as const
+
+export const DatabaseUrl = Config.schema(Schema.Redacted(boundedStringSchema("DATABASE_URL", configBounds.url)), "DATABASE_URL").pipe(
   Config.withDefault(Redacted.make("postgres://postgres@127.0.0.1:5432/payments"))
 )
-export const RedisUrl = Config.String("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379/0"))
-export const KafkaBrokers = Config.String("KAFKA_BROKERS").pipe(Config.withDefault("127.0.0.1:9092"))
+export const RedisUrl = boundedString("REDIS_URL", configBounds.url, "redis://127.0.0.1:6379/0")
+export const KafkaBrokers = boundedString("KAFKA_BROKERS", configBounds.url, "127.0.0.1:9092")
 export const HttpPort = Config.Port("PORT").pipe(Config.withDefault(3000))
 
 /** Prefixes that isolate one deployment (or one test run) from another on shared Redis and Kafka. */
-export const RedisKeyPrefix = Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("pay:"))
-export const KafkaTopicPrefix = Config.String("KAFKA_TOPIC_PREFIX").pipe(Config.withDefault(""))
+export const RedisKeyPrefix = boundedString("REDIS_KEY_PREFIX", configBounds.redisKeyPrefix, "pay:")
+export const KafkaTopicPrefix = boundedString("KAFKA_TOPIC_PREFIX", configBounds.kafkaTopicPrefix, "")
 
 /** Pool size of the Postgres client; each request holds at most one connection. */
-export const DatabasePoolSize = Config.Int("DATABASE_POOL_SIZE").pipe(Config.withDefault(20))
+export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.databasePoolSize, 20)

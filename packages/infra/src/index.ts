@@ -1,4 +1,5 @@
 export * as AppConfig from "./Config.ts"
+export * from "./BoundedConfig.ts"
 export * from "./Config.ts"
 export * from "./Postgres.ts"
 export * from "./Redis.ts"

@@ -36,7 +36,7 @@ export interface PaymentRepositoryOptions {
    * (`lock_timeout`, retryable). Applied with `SET LOCAL`, i.e. for the rest of the enclosing
    * transaction (a caller's outer transaction included).
    */
-  readonly lockTimeoutMs: number
+  readonly lockTimeout_ms: number
 }
 
 /** Production default: long enough to queue behind a settlement batch, short enough for an HTTP request. */
@@ -82,10 +82,10 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   static readonly layerWith = (options: PaymentRepositoryOptions) => Layer.effect(
     PaymentRepository,
     Effect.gen(function* () {
-      if (!Number.isInteger(options.lockTimeoutMs) || options.lockTimeoutMs < 1 || options.lockTimeoutMs > 60_000) {
-        return yield* Effect.die(new Error(`lockTimeoutMs must be an integer in 1..60000, got ${options.lockTimeoutMs}`))
+      if (!Number.isInteger(options.lockTimeout_ms) || options.lockTimeout_ms < 1 || options.lockTimeout_ms > 60_000) {
+        return yield* Effect.die(new Error(`lockTimeout_ms must be an integer in 1..60000, got ${options.lockTimeout_ms}`))
       }
-      const lockTimeout = `${options.lockTimeoutMs}ms`
+      const lockTimeout = `${options.lockTimeout_ms}ms`
       const sql = yield* SqlClient.SqlClient
       const outbox = yield* OutboxWriter
 
@@ -240,7 +240,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
     })
   ).pipe(Layer.provide(OutboxWriter.layer))
 
-  static readonly layer = PaymentRepository.layerWith({ lockTimeoutMs: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
+  static readonly layer = PaymentRepository.layerWith({ lockTimeout_ms: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
 }
 
 /**

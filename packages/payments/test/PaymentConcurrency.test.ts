@@ -12,7 +12,7 @@ import { makeTestDatabase } from "@pay/testkit"
 import { Clock, Deferred, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql"
-import { MerchantRepository } from "../src/MerchantRepository.ts"
+import { MerchantRepository } from "@pay/merchants"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
 import { commandFor, context, paymentInput, setup } from "./support.ts"
 
@@ -23,7 +23,7 @@ import { commandFor, context, paymentInput, setup } from "./support.ts"
  *
  * A short lock timeout (300 ms) keeps the lock-timeout test fast; the races never wait that long.
  */
-const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeoutMs: 300 }), MerchantRepository.layer).pipe(
+const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeout_ms: 300 }), MerchantRepository.layer).pipe(
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
 

@@ -1,9 +1,9 @@
-import { CreatePaymentInput, type Merchant, type PaymentCommand, type PaymentCommandName } from "@pay/domain"
+import { CreatePaymentInput, type Merchant } from "@pay/domain"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "../src/ChangeContext.ts"
-import { MerchantRepository } from "../src/MerchantRepository.ts"
+import { MerchantRepository } from "@pay/merchants"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
 
 /**
@@ -20,18 +20,8 @@ export const context: ChangeContext = {
   traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 }
 
-export const commandFor = (name: PaymentCommandName): PaymentCommand => {
-  switch (name) {
-    case "authorize":
-      return { _tag: "authorize" }
-    case "settle":
-      return { _tag: "settle" }
-    case "decline":
-      return { _tag: "decline", failure_code: "card_declined", failure_message: "The card was declined" }
-    case "fail":
-      return { _tag: "fail", failure_code: "capture_failed", failure_message: "The capture was refused" }
-  }
-}
+/** The command fixtures are the domain's own (one copy, in its exported test support). */
+export { commandFor } from "@pay/domain/test-support"
 
 export const paymentInput = (merchant: Merchant, overrides: Record<string, unknown> = {}): CreatePaymentInput =>
   Schema.decodeUnknownSync(CreatePaymentInput)({

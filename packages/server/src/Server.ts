@@ -1,24 +1,23 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
-import { ApiKeys, IdempotencyKeys } from "@pay/idempotency"
+import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
+import { IdempotencyKeys } from "@pay/idempotency"
 import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
-import { MerchantRepository, PaymentRepository } from "@pay/payments"
-import { FeeSchedules, SettlementPosting } from "@pay/settlement"
+import { ApiKeys } from "@pay/merchants"
+import { PaymentRepository, PaymentUseCases } from "@pay/payments"
+import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
 import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
-import { Acquirer } from "./acquirer/Acquirer.ts"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
-import { BalanceReader } from "./payments/BalanceReader.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
-import { PaymentOperations } from "./payments/Operations.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
 /**
@@ -37,15 +36,9 @@ export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readi
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(
-    PaymentOperations.layer,
-    BalanceReader.layer,
-    ApiKeys.layer,
-    MerchantRepository.layer,
-    ReadinessLive
-  ).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
-    Layer.provide(options.acquirer ?? Acquirer.layer),
+    Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
     Layer.provide(OutboxWriter.layer)
   )

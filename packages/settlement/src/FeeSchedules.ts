@@ -1,14 +1,26 @@
 import type { MerchantId } from "@pay/domain"
-import { Config, Context, Effect, Layer } from "effect"
-import { SqlClient } from "effect/sql"
+import { boundedInt } from "@pay/infra"
+import { Config, Context, Effect, Layer, Option, Schema } from "effect"
+import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { computeFee, type FeeSchedule } from "./Fees.ts"
 
-/** The platform's default when a merchant has no schedule for the currency: 2.90 % + 30 minor units. */
+/** Bounds of a fee schedule, the same as the `merchant_fee_schedules` CHECKs. */
+export const feeScheduleBounds = {
+  fee_bps: { min: 0, max: 10_000 },
+  fee_fixed_minor: { min: 0, max: 99_999_999_999 }
+} as const
+
+/**
+ * The platform's default when a merchant has no schedule for the currency: 2.90 % + 30 minor units
+ * (`SETTLEMENT_FEE_BPS` 0..10000, `SETTLEMENT_FEE_FIXED_MINOR` 0..99999999999).
+ */
 export const DefaultFeeScheduleConfig: Config.Config<FeeSchedule> = Config.all({
-  fee_bps: Config.Int("SETTLEMENT_FEE_BPS").pipe(Config.withDefault(290)),
-  fee_fixed_minor: Config.Int("SETTLEMENT_FEE_FIXED_MINOR").pipe(Config.withDefault(30), Config.map(BigInt))
+  fee_bps: boundedInt("SETTLEMENT_FEE_BPS", feeScheduleBounds.fee_bps, 290),
+  fee_fixed_minor: boundedInt("SETTLEMENT_FEE_FIXED_MINOR", feeScheduleBounds.fee_fixed_minor, 30).pipe(Config.map(BigInt))
 })
+
+const FeeScheduleRow = Schema.Struct({ fee_bps: Schema.Int, fee_fixed_minor: Schema.BigInt })
 
 /** Per-merchant, per-currency fees (`merchant_fee_schedules`), with the platform default behind. */
 export class FeeSchedules extends Context.Service<FeeSchedules, {
@@ -22,12 +34,19 @@ export class FeeSchedules extends Context.Service<FeeSchedules, {
         // Validates the default once, at start-up: a bad configuration fails loudly here.
         computeFee(1n, fallback)
         const sql = yield* SqlClient.SqlClient
+        const find = SqlSchema.findOneOption({
+          Request: Schema.Struct({ merchantId: Schema.String, currency: Schema.String }),
+          Result: FeeScheduleRow,
+          execute: ({ merchantId, currency }) => sql`
+            SELECT fee_bps, fee_fixed_minor FROM merchant_fee_schedules
+            WHERE merchant_id = ${merchantId} AND currency = ${currency}`
+        })
         return FeeSchedules.of({
           get: (merchantId, currency) =>
-            sql<{ fee_bps: number; fee_fixed_minor: bigint }>`
-              SELECT fee_bps, fee_fixed_minor FROM merchant_fee_schedules
-              WHERE merchant_id = ${merchantId} AND currency = ${currency}`.pipe(
-              Effect.map((rows) => rows[0] ?? fallback)
+            find({ merchantId, currency }).pipe(
+              // The table's CHECKs guarantee the row's shape: a mismatch is a bug.
+              Effect.catchTag("SchemaError", Effect.die),
+              Effect.map(Option.getOrElse(() => fallback))
             ),
           set: (merchantId, currency, schedule) =>
             sql`

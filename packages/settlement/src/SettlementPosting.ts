@@ -1,4 +1,4 @@
-import type { Payment } from "@pay/domain"
+import { CodedError, type Payment } from "@pay/domain"
 import { Ledger, type Leg } from "@pay/ledger"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -10,15 +10,12 @@ import { FeeSchedules } from "./FeeSchedules.ts"
  * The ledger (or the database under it) did not complete the posting. Nothing was committed:
  * the settle transaction rolls back whole, and a retry with the same Idempotency-Key resumes.
  */
-export class SettlementUnavailable extends Schema.TaggedError<SettlementUnavailable>()(
+export class SettlementUnavailable extends CodedError<SettlementUnavailable>()(
+  "settlement_unavailable",
   "SettlementUnavailable",
   { paymentId: Schema.String, reason: Schema.String },
-  { httpApiStatus: 503 }
-) {
-  override get message(): string {
-    return `settlement of ${this.paymentId} did not complete: ${this.reason}`
-  }
-}
+  (e) => `settlement of ${e.paymentId} did not complete: ${e.reason}`
+) {}
 
 export interface SettlementRecord extends FeeSplit {
   readonly ledger_transaction_id: bigint

@@ -16,7 +16,6 @@ export const SystemHandlers = HttpApiBuilder.group(
           const unavailable = checks.filter((c) => c.status === "down").map((c) => c.name)
           if (unavailable.length > 0) {
             return yield* new DependencyUnavailable({
-              code: "dependency_unavailable",
               detail: `not ready: ${unavailable.join(", ")} ${unavailable.length === 1 ? "does" : "do"} not answer`,
               unavailable,
               checks

@@ -1,8 +1,13 @@
-import { Authorization, CurrentMerchant, ServiceUnavailableProblem, UnauthorizedProblem } from "@pay/api"
-import { ApiKeys } from "@pay/idempotency"
+import { Authorization, CurrentMerchant, DatabaseUnavailable, DatabaseUnavailableProblem, UnauthorizedProblem } from "@pay/api"
+import { ApiKeys } from "@pay/merchants"
 import { Effect, Layer, Redacted } from "effect"
+import { problemDocument } from "./Problem.ts"
 
-/** Bearer API keys: looked up by their SHA-256 hash; the merchant scopes everything after. */
+/**
+ * Bearer API keys: looked up by their SHA-256 hash; the merchant scopes everything after. The
+ * middleware's problems are rendered by HttpApi from its declared problem classes; their words
+ * are the errors' own (Problem.ts).
+ */
 export const AuthorizationLive = Layer.effect(
   Authorization,
   Effect.gen(function* () {
@@ -11,16 +16,9 @@ export const AuthorizationLive = Layer.effect(
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
         const authenticated = yield* apiKeys.authenticate(Redacted.value(credential)).pipe(
           Effect.catchTags({
-            Unauthorized: () =>
-              new UnauthorizedProblem({
-                code: "unauthorized",
-                detail: "missing or invalid API key: send Authorization: Bearer <api key>"
-              }),
+            Unauthorized: (error) => new UnauthorizedProblem({ detail: problemDocument(error).detail }),
             SqlError: () =>
-              new ServiceUnavailableProblem({
-                code: "database_unavailable",
-                detail: "the database did not answer while checking the API key; retry"
-              })
+              new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
           })
         )
         return yield* Effect.provideService(httpEffect, CurrentMerchant, {

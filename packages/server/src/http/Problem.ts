@@ -1,32 +1,66 @@
-import { problemContentType, problemTypeBase, type ProblemBody } from "@pay/api"
+import { problemContentType, problemType, type ProblemBody } from "@pay/api"
+import { errorCatalog } from "@pay/domain"
 import type { StoredResponse } from "@pay/idempotency"
+import { Match } from "effect"
+import type { ApiError } from "./ApiErrors.ts"
 
-const titles: Readonly<Record<number, string>> = {
-  400: "Invalid request",
-  401: "Unauthorized",
-  404: "Not found",
-  409: "Conflict",
-  413: "Request body too large",
-  415: "Unsupported media type",
-  422: "Unprocessable request",
-  500: "Internal error",
-  503: "Service unavailable"
+/** What a problem document says beyond its code: the detail for people, and the culprit field. */
+interface Presentation {
+  readonly detail: string
+  readonly field?: string
 }
 
+const idempotencyKeyField = "Idempotency-Key"
+const aboutTheKey = (error: { readonly message: string }): Presentation => ({ detail: error.message, field: idempotencyKeyField })
+const asIs = (error: { readonly message: string }): Presentation => ({ detail: error.message })
+
 /**
- * One problem document (RFC 9457), rendered once to the exact bytes that are sent and, after
- * execution started, stored for replay. `type` is derived from the stable `code`.
+ * How each error is presented. Exhaustive over `ApiError`: a class added to the list in
+ * ApiErrors.ts without a line here does not compile.
  */
-export const problem = (status: number, code: string, detail: string, field?: string): StoredResponse => {
-  const body: ProblemBody = {
-    type: `${problemTypeBase}${code}`,
-    title: titles[status] ?? "Error",
-    status,
+const present = (error: ApiError): Presentation =>
+  Match.valueTags(error, {
+    InvalidRequest: (e) => (e.field === undefined ? { detail: e.detail } : { detail: e.detail, field: e.field }),
+    MalformedJson: asIs,
+    BodyUnreadable: asIs,
+    BodyTooLarge: asIs,
+    UnsupportedMediaType: asIs,
+    // The same words whatever was wrong with the key: no oracle for guessing keys.
+    Unauthorized: () => ({ detail: "missing or invalid API key: send Authorization: Bearer <api key>" }),
+    IdempotencyKeyMissing: aboutTheKey,
+    IdempotencyKeyInvalid: aboutTheKey,
+    IdempotencyKeyReused: aboutTheKey,
+    IdempotencyKeyInUse: aboutTheKey,
+    IdempotencyLockLost: aboutTheKey,
+    PaymentNotFound: asIs,
+    InvalidTransition: asIs,
+    ConcurrentModification: asIs,
+    InvalidCursor: (e) => ({ detail: e.message, field: "starting_after" }),
+    AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
+    AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
+    SettlementUnavailable: (e) => ({ detail: `${e.message}. Nothing was committed; retry with the same Idempotency-Key.` }),
+    DatabaseUnavailable: asIs,
+    InternalError: asIs
+  })
+
+/** The RFC 9457 document of an error: type, title and status from its code's catalog row. */
+export const problemDocument = (error: ApiError): ProblemBody => {
+  const { detail, field } = present(error)
+  const entry = errorCatalog[error.code]
+  return {
+    type: problemType(error.code),
+    title: entry.title,
+    status: entry.status,
     detail,
-    code,
+    code: error.code,
     ...(field === undefined ? {} : { field })
   }
-  return { status, contentType: problemContentType, body: JSON.stringify(body) }
+}
+
+/** The problem document rendered once to the exact bytes that are sent and, when decided, stored. */
+export const problemResponse = (error: ApiError): StoredResponse => {
+  const body = problemDocument(error)
+  return { status: body.status, contentType: problemContentType, body: JSON.stringify(body) }
 }
 
 export const json = (status: number, value: unknown): StoredResponse => ({

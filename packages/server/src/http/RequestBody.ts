@@ -1,20 +1,18 @@
-import { REQUEST_BODY_MAX_BYTES } from "@pay/api"
-import type { StoredResponse } from "@pay/idempotency"
+import { BodyTooLarge, BodyUnreadable, InvalidRequest, MalformedJson, REQUEST_BODY_BYTES_MAX, UnsupportedMediaType } from "@pay/api"
 import { ByteSize, Effect, Result, Schema, SchemaIssue } from "effect"
 import { HttpServerRequest } from "effect/http"
-import { problem } from "./Problem.ts"
+
+export type BodyError = BodyTooLarge | BodyUnreadable | UnsupportedMediaType | MalformedJson
 
 /**
  * Reads the body, bounded: a declared Content-Length over the limit is refused before reading;
- * a chunked body is cut off at the limit. Answers a problem (never stored: nothing executed yet).
+ * a chunked body is cut off at the limit. A refusal is answered, never stored (nothing executed yet).
  */
-export const readJsonBody = (
-  request: HttpServerRequest.HttpServerRequest
-): Effect.Effect<Schema.Json | undefined, StoredResponse> =>
+export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<Schema.Json | undefined, BodyError> =>
   Effect.gen(function* () {
     const declared = Number(request.headers["content-length"] ?? "0")
-    if (declared > REQUEST_BODY_MAX_BYTES) {
-      return yield* Effect.fail(problem(413, "body_too_large", `the body is ${declared} bytes; at most ${REQUEST_BODY_MAX_BYTES} are accepted`))
+    if (declared > REQUEST_BODY_BYTES_MAX) {
+      return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX, declared_bytes: declared })
     }
     const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? ""
     // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
@@ -22,23 +20,17 @@ export const readJsonBody = (
     const text = yield* request.text.pipe(
       Effect.mapError((error) =>
         error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-          ? problem(413, "body_too_large", `the body is over ${REQUEST_BODY_MAX_BYTES} bytes`)
-          : problem(400, "body_unreadable", "the request body could not be read")
+          ? new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
+          : new BodyUnreadable()
       )
     )
-    if (Buffer.byteLength(text, "utf8") > REQUEST_BODY_MAX_BYTES) {
-      return yield* Effect.fail(problem(413, "body_too_large", `the body is over ${REQUEST_BODY_MAX_BYTES} bytes`))
-    }
+    if (Buffer.byteLength(text, "utf8") > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
     if (text.trim() === "") return undefined
-    if (contentType !== "application/json") {
-      return yield* Effect.fail(problem(415, "unsupported_media_type", `send the body as application/json (got ${JSON.stringify(contentType)})`))
-    }
+    if (contentType !== "application/json") return yield* new UnsupportedMediaType({ contentType })
     const parsed = decodeJsonText(text)
-    if (Result.isFailure(parsed)) {
-      return yield* Effect.fail(problem(400, "malformed_json", "the body is not valid JSON"))
-    }
+    if (Result.isFailure(parsed)) return yield* new MalformedJson()
     return parsed.success
-  }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_MAX_BYTES)))
+  }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
 
 const decodeJsonText = Schema.decodeUnknownResult(Schema.fromJsonString(Schema.Json))
 
@@ -50,7 +42,9 @@ export const decodeBody = <S extends Schema.Top & { readonly DecodingServices: n
   Schema.decodeUnknownEffect(schema)(value, { onExcessProperty: "error" }).pipe(
     Effect.mapError((error) => {
       const { field, message } = firstIssue(error.issue)
-      return problem(400, "invalid_request", field === undefined ? message : `${field}: ${message}`, field)
+      return field === undefined
+        ? new InvalidRequest({ detail: message })
+        : new InvalidRequest({ detail: `${field}: ${message}`, field })
     })
   )
 

@@ -1,5 +1,6 @@
 import type { PaymentJson } from "@pay/api"
 import type { Payment } from "@pay/domain"
+import type { CurrencyBalance } from "@pay/settlement"
 import { DateTime } from "effect"
 
 /** The API's view of a payment. `amount` is the integer number of minor units. */
@@ -18,3 +19,15 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   created_at: DateTime.formatIso(payment.created_at),
   updated_at: DateTime.formatIso(payment.updated_at)
 })
+
+/**
+ * A balance in the API's JSON: `amount` is a JSON number, exact while below 2^53 minor units;
+ * beyond that JSON numbers lose digits, so it is refused loudly (a defect) rather than rounded.
+ */
+export const toBalanceJson = (balance: CurrencyBalance) => {
+  const amount_minor = balance.balance_minor
+  if (amount_minor > BigInt(Number.MAX_SAFE_INTEGER) || amount_minor < BigInt(Number.MIN_SAFE_INTEGER)) {
+    throw new RangeError(`balance ${amount_minor} does not fit a JSON number exactly`)
+  }
+  return { currency: balance.currency, amount: Number(amount_minor) }
+}

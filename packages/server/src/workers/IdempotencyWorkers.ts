@@ -1,73 +1,78 @@
-import { CreatePaymentBody } from "@pay/api"
-import { type AbandonedKey, IdempotencyKeys } from "@pay/idempotency"
-import { Config, Duration, Effect, Layer, Option, Schema } from "effect"
+import { ABANDONED_LIMIT_MAX, type AbandonedKey, IdempotencyKeys } from "@pay/idempotency"
+import { boundedInt } from "@pay/infra"
+import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
+import { Config, Duration, Effect, Layer, Result } from "effect"
 import { randomUUID } from "node:crypto"
-import { type Operation, PaymentOperations } from "../payments/Operations.ts"
+import { renderOutcome } from "../payments/Render.ts"
 
 export interface IdempotencyWorkerOptions {
   /** How often the completer looks for abandoned keys. */
   readonly completerInterval_ms: number
   /** A key counts as abandoned once its lease is gone and it has been idle this long. */
   readonly abandonedAfter_ms: number
-  /** Keys finished per round (bounded). */
+  /** Keys finished per round (bounded by what one `abandoned` query may return). */
   readonly completerBatch: number
   /** How often the reaper deletes keys past the retention. */
   readonly reaperInterval_ms: number
 }
 
+/**
+ * | variable                        | default | bounds            |
+ * | ------------------------------- | ------- | ----------------- |
+ * | `COMPLETER_INTERVAL_MS`         | 5000    | 100..3600000      |
+ * | `COMPLETER_ABANDONED_AFTER_MS`  | 10000   | 100..86400000     |
+ * | `COMPLETER_BATCH`               | 50      | 1..1000           |
+ * | `REAPER_INTERVAL_MS`            | 1 h     | 1000..86400000    |
+ */
+export const idempotencyWorkerBounds = {
+  completerInterval_ms: { min: 100, max: 60 * 60 * 1_000 },
+  abandonedAfter_ms: { min: 100, max: 24 * 60 * 60 * 1_000 },
+  completerBatch: { min: 1, max: ABANDONED_LIMIT_MAX },
+  reaperInterval_ms: { min: 1_000, max: 24 * 60 * 60 * 1_000 }
+} as const
+
 export const IdempotencyWorkerConfig: Config.Config<IdempotencyWorkerOptions> = Config.all({
-  completerInterval_ms: Config.Int("COMPLETER_INTERVAL_MS").pipe(Config.withDefault(5_000)),
-  abandonedAfter_ms: Config.Int("COMPLETER_ABANDONED_AFTER_MS").pipe(Config.withDefault(10_000)),
-  completerBatch: Config.Int("COMPLETER_BATCH").pipe(Config.withDefault(50)),
-  reaperInterval_ms: Config.Int("REAPER_INTERVAL_MS").pipe(Config.withDefault(60 * 60 * 1_000))
+  completerInterval_ms: boundedInt("COMPLETER_INTERVAL_MS", idempotencyWorkerBounds.completerInterval_ms, 5_000),
+  abandonedAfter_ms: boundedInt("COMPLETER_ABANDONED_AFTER_MS", idempotencyWorkerBounds.abandonedAfter_ms, 10_000),
+  completerBatch: boundedInt("COMPLETER_BATCH", idempotencyWorkerBounds.completerBatch, 50),
+  reaperInterval_ms: boundedInt("REAPER_INTERVAL_MS", idempotencyWorkerBounds.reaperInterval_ms, 60 * 60 * 1_000)
 })
-
-const decodeCreateBody = Schema.decodeUnknownOption(CreatePaymentBody)
-const actionPath = /^\/v1\/payments\/([^/]+)\/(authorize|settle)$/
-
-/** Rebuilds the operation a stored request asked for (the same one the handler built). */
-export const operationOf = (key: AbandonedKey): Option.Option<Operation> => {
-  if (key.method !== "POST") return Option.none()
-  if (key.path === "/v1/payments") {
-    return Option.map(decodeCreateBody(key.requestBody ?? {}), (body): Operation => ({ _tag: "create", body }))
-  }
-  const match = actionPath.exec(key.path)
-  if (match === null || match[1] === undefined) return Option.none()
-  return Option.some(match[2] === "authorize"
-    ? { _tag: "authorize", paymentId: match[1] }
-    : { _tag: "settle", paymentId: match[1] })
-}
 
 /**
  * The completer finishes idempotency keys that a client abandoned mid-way (a crash, an unknown
- * acquirer outcome nobody retried): it takes the key's lease and re-runs the operation from its
- * recovery point, storing the response for the client's eventual retry. The reaper deletes keys
- * past the retention. Both are bounded loops, interrupted with the server (SIGTERM).
+ * acquirer outcome nobody retried): it decodes the operation stored with the key, takes the key's
+ * lease and re-runs the use case from its recovery point, storing the rendered outcome for the
+ * client's eventual retry. The reaper deletes keys past the retention. Both are bounded loops,
+ * interrupted with the server (SIGTERM).
  */
 export const IdempotencyWorkersLive = Layer.effectDiscard(
   Effect.gen(function* () {
     const options = yield* IdempotencyWorkerConfig
     const keys = yield* IdempotencyKeys
-    const operations = yield* PaymentOperations
+    const useCases = yield* PaymentUseCases
 
-    const completeOne = (key: AbandonedKey) =>
-      Option.match(operationOf(key), {
-        onNone: () => Effect.logError("completer: cannot rebuild the operation of an abandoned key", { path: key.path, key_id: key.id }),
-        onSome: (operation) =>
-          keys.resume(key, (execution) =>
-            operations.execute(key.merchantId, operation, { actor: "system:completer", correlationId: randomUUID() }, execution)
-          ).pipe(
-            Effect.tap((outcome) =>
-              Effect.logInfo("completer finished an abandoned key", {
-                key_id: key.id,
-                path: key.path,
-                recovery_point: key.recoveryPoint,
-                status: outcome.response.status
-              })
-            ),
-            Effect.catchCause((cause) => Effect.logWarning("completer could not finish a key yet", { key_id: key.id, cause }))
-          )
-      })
+    const completeOne = (key: AbandonedKey) => {
+      const operation = decodePaymentOperation(key.operation)
+      if (Result.isFailure(operation)) {
+        return Effect.logError("completer: the operation stored with an abandoned key is not one", {
+          key_id: key.id,
+          path: key.path,
+          reason: operation.failure.message
+        })
+      }
+      const context = { actor: "system:completer", correlationId: randomUUID() }
+      return keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)).pipe(
+        Effect.tap((outcome) =>
+          Effect.logInfo("completer finished an abandoned key", {
+            key_id: key.id,
+            path: key.path,
+            recovery_point: key.recoveryPoint,
+            status: outcome.response.status
+          })
+        ),
+        Effect.catchCause((cause) => Effect.logWarning("completer could not finish a key yet", { key_id: key.id, cause }))
+      )
+    }
 
     const completerRound = keys.abandoned({ olderThan_ms: options.abandonedAfter_ms, limit: options.completerBatch }).pipe(
       Effect.flatMap((abandoned) => Effect.forEach(abandoned, completeOne, { discard: true })),

@@ -1,7 +1,6 @@
 import type { MerchantId } from "@pay/domain"
-import { ApiKeys } from "@pay/idempotency"
 import { postgresLayer } from "@pay/infra"
-import { MerchantRepository } from "@pay/payments"
+import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"

@@ -6,11 +6,11 @@
 import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
 import { Ledger } from "@pay/ledger"
-import { Acquirer } from "@pay/server/acquirer/Acquirer"
+import { AcquirerSimulator } from "@pay/acquirer"
 import { Deferred, Effect, Fiber, Result } from "effect"
 import { SqlClient } from "effect/sql"
-import { createMerchant } from "../../server/test/support/TestServer.ts"
-import { FeeSchedules } from "../src/FeeSchedules.ts"
+import { FeeSchedules } from "@pay/settlement"
+import { createMerchant } from "./support/TestServer.ts"
 import {
   Api,
   authorizedPayment,
@@ -34,7 +34,7 @@ import {
   type ExpectedSettlement,
   expectedPayable,
   type FeeTerms
-} from "./support/Books.ts"
+} from "@pay/settlement/test-support"
 import { inProcessAppLayer, SettlementFaults } from "./support/InProcessApp.ts"
 
 const layerOptions = { excludeTestServices: true, timeout: "60 seconds" } as const
@@ -307,7 +307,7 @@ layer(inProcessAppLayer(), layerOptions)("settlement with fault Layers (in-proce
 })
 
 // The simulator's own fault: the capture is performed, its answer lost (our side times out).
-const lostCaptureAnswer = Acquirer.layerFaulty({ failCaptureAfterPerforming: "first_call" }, { timeout_ms: 300, latency_ms: 5 })
+const lostCaptureAnswer = AcquirerSimulator.layerFaulty({ failCaptureAfterPerforming: "first_call" }, { timeout_ms: 300, latency_ms: 5 })
 
 layer(inProcessAppLayer({ acquirer: lostCaptureAnswer }), layerOptions)("settlement when the acquirer's answer is lost (in-process app over HTTP)", (it) => {
   it.effect("capture performed, answer lost (503 acquirer_timeout); the retry captures again and the COMMIT fails; the next retry settles: one posting, captured once", () =>

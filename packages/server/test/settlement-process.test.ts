@@ -7,8 +7,8 @@ import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
 import { Effect, Fiber, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { createMerchant, TestServer, testServerLayer } from "../../server/test/support/TestServer.ts"
-import { FeeSchedules } from "../src/FeeSchedules.ts"
+import { FeeSchedules } from "@pay/settlement"
+import { createMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
 import {
   Api,
   authorizedPayment,
@@ -31,7 +31,7 @@ import {
   type ExpectedSettlement,
   expectedPayable,
   type FeeTerms
-} from "./support/Books.ts"
+} from "@pay/settlement/test-support"
 import { runCli } from "./support/Cli.ts"
 
 const layerOptions = { excludeTestServices: true, timeout: "90 seconds" } as const

@@ -4,9 +4,10 @@ import { Effect, Fiber, Schema } from "effect"
 import { describe } from "vitest"
 import { SqlClient } from "effect/sql"
 import { defaultKafkaProducerLimits, KafkaProducer } from "@pay/infra"
-import { MerchantRepository, PaymentRepository } from "../../payments/src/index.ts"
-import { cloudEventsSource } from "../src/CloudEvents.ts"
-import { paymentsEventsPartitions } from "../src/OutboxTopics.ts"
+import { MerchantRepository } from "@pay/merchants"
+import { PaymentRepository } from "../../src/index.ts"
+import { cloudEventsSource } from "@pay/outbox/CloudEvents"
+import { paymentsEventsPartitions } from "@pay/outbox/OutboxTopics"
 import {
   authorize,
   context,

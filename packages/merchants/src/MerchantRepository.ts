@@ -23,7 +23,7 @@ export class MerchantRepository extends Context.Service<MerchantRepository, {
   /** `name` must satisfy `MerchantName` (1..200 characters); violations are defects. */
   readonly create: (name: string) => Effect.Effect<Merchant, SqlError>
   readonly findById: (merchantId: MerchantId) => Effect.Effect<Merchant, MerchantNotFound | SqlError>
-}>()("payments/MerchantRepository") {
+}>()("merchants/MerchantRepository") {
   static readonly layer = Layer.effect(
     MerchantRepository,
     Effect.gen(function* () {

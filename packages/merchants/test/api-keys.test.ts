@@ -3,10 +3,15 @@ import { TestDatabase } from "@pay/testkit"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { createHash } from "node:crypto"
-import { apiKeySecretPattern, ApiKeys, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
-import { newMerchant } from "./support.ts"
+import { apiKeySecretPattern, ApiKeys, MerchantRepository, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
 
-const Live = ApiKeys.layer.pipe(Layer.provideMerge(TestDatabase))
+const Live = Layer.mergeAll(ApiKeys.layer, MerchantRepository.layer).pipe(Layer.provideMerge(TestDatabase))
+
+const newMerchant = Effect.gen(function* () {
+  const merchants = yield* MerchantRepository
+  const merchant = yield* merchants.create("Test merchant")
+  return merchant.id
+})
 
 layer(Live)("ApiKeys (real Postgres)", (it) => {
   it.effect("create shows the secret once and stores only its SHA-256; authenticate finds the merchant", () =>

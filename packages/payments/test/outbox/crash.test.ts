@@ -4,8 +4,9 @@ import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { MerchantRepository, PaymentRepository } from "../../payments/src/index.ts"
-import { paymentsEventsTopic } from "../src/OutboxTopics.ts"
+import { MerchantRepository } from "@pay/merchants"
+import { PaymentRepository } from "../../src/index.ts"
+import { paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import {
   authorize,
   context,

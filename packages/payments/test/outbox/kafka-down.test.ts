@@ -1,8 +1,9 @@
 import { assert, it } from "@effect/vitest"
 import { startThrowawayKafka } from "@pay/testkit"
 import { Effect, Fiber, Metric } from "effect"
-import { MerchantRepository, PaymentRepository } from "../../payments/src/index.ts"
-import { outboxBacklogCount, outboxOldestUnpublishedAge } from "../src/Publisher.ts"
+import { MerchantRepository } from "@pay/merchants"
+import { PaymentRepository } from "../../src/index.ts"
+import { outboxBacklogCount, outboxOldestUnpublishedAge } from "@pay/outbox/Publisher"
 import {
   authorize,
   context,

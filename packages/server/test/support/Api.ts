@@ -1,7 +1,7 @@
 import { assert } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import { type Answer, call, type HttpCallError, jsonOf, type RequestOptions, stringField } from "../../../server/test/support/Http.ts"
-import { type TestMerchant, TestServer } from "../../../server/test/support/TestServer.ts"
+import { type Answer, call, type HttpCallError, jsonOf, type RequestOptions, stringField } from "./Http.ts"
+import { type TestMerchant, TestServer } from "./TestServer.ts"
 
 export { type Answer, jsonOf, stringField, type TestMerchant }
 
@@ -12,7 +12,7 @@ export { type Answer, jsonOf, stringField, type TestMerchant }
 export class Api extends Context.Service<Api, {
   readonly baseUrl: string
   readonly request: (method: string, path: string, options?: RequestOptions) => Effect.Effect<Answer, HttpCallError>
-}>()("settlement-test/Api") {
+}>()("server-test/Api") {
   static readonly at = (baseUrl: string) => Api.of({ baseUrl, request: (method, path, options) => call(baseUrl, method, path, options) })
 
   /** The real server process of `testServerLayer` (packages/server/test/support). */

@@ -1,19 +1,17 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Payment } from "@pay/domain"
-import { ApiKeys } from "@pay/idempotency"
 import { defaultRedisTimeouts, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
-import { MerchantRepository } from "@pay/payments"
-import type { Acquirer } from "@pay/server/acquirer/Acquirer"
-import { appLayer } from "@pay/server/Server"
+import type { Acquirer } from "@pay/acquirer"
+import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { makeTestDatabase, shortId, testRun } from "@pay/testkit"
 import { ConfigProvider, Context, Deferred, Effect, Layer, References } from "effect"
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createServer } from "node:http"
-import { FeeSchedules } from "../../src/FeeSchedules.ts"
-import { SettlementPosting, SettlementUnavailable } from "../../src/SettlementPosting.ts"
+import { FeeSchedules, SettlementPosting, SettlementUnavailable } from "@pay/settlement"
+import { appLayer } from "../../src/Server.ts"
 import { Api } from "./Api.ts"
 
 /**
@@ -58,7 +56,7 @@ export class SettlementFaults extends Context.Service<SettlementFaults, {
   readonly injected: Effect.Effect<number>
   /** The SQLSTATE of the last SQL error an injected fault ran into (proof that the database refused). */
   readonly lastSqlState: Effect.Effect<string | undefined>
-}>()("settlement-test/SettlementFaults") {}
+}>()("server-test/SettlementFaults") {}
 
 interface FaultState {
   armed: SettlementFault | undefined
@@ -141,7 +139,7 @@ const faultySettlement = (state: FaultState) =>
   )
 
 export interface InProcessAppOptions {
-  /** Replaces the simulated acquirer (e.g. `Acquirer.layerFaulty(...)`); needs only `SqlClient`. */
+  /** Replaces the simulated acquirer (e.g. `AcquirerSimulator.layerFaulty(...)`); needs only `SqlClient`. */
   readonly acquirer?: Layer.Layer<Acquirer, unknown, SqlClient.SqlClient>
   /** Extra configuration (IDEMPOTENCY_LOCK_TIMEOUT_MS, SETTLEMENT_FEE_BPS, …). */
   readonly env?: Readonly<Record<string, string>>

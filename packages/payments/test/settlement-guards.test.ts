@@ -5,14 +5,13 @@ import { assert, layer } from "@effect/vitest"
 import { CreatePaymentInput, type Payment } from "@pay/domain"
 import { Ledger, type Leg } from "@pay/ledger"
 import { OutboxWriter } from "@pay/outbox"
-import { type ChangeContext, MerchantRepository, PaymentRepository } from "@pay/payments"
+import { MerchantRepository } from "@pay/merchants"
 import { makeTestDatabase } from "@pay/testkit"
 import { Cause, Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "../src/Accounts.ts"
-import { FeeSchedules } from "../src/FeeSchedules.ts"
-import { SettlementPosting } from "../src/SettlementPosting.ts"
+import { acquirerReceivable, FeeSchedules, merchantPayable, platformFees, SettlementPosting, settlementReference } from "@pay/settlement"
+import { type ChangeContext, PaymentRepository } from "../src/index.ts"
 import {
   assertBooksConsistent,
   assertLedgerVerifies,
@@ -20,7 +19,7 @@ import {
   assertSettledOnce,
   defaultTerms,
   expectedFee
-} from "./support/Books.ts"
+} from "@pay/settlement/test-support"
 
 const layerOptions = { excludeTestServices: true, timeout: "60 seconds" } as const
 

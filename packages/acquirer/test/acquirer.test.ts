@@ -1,13 +1,13 @@
-// Tests of the simulated acquirer (packages/server/src/acquirer) against real Postgres.
+// Tests of the simulated acquirer (packages/acquirer/src/Simulator.ts) against real Postgres.
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
-import { Acquirer } from "../src/acquirer/Acquirer.ts"
+import { Acquirer, AcquirerSimulator } from "../src/index.ts"
 
 const timeout_ms = 250
-const Live = Acquirer.layerWith({ timeout_ms, latency_ms: 1 }).pipe(Layer.provideMerge(TestDatabase))
+const Live = AcquirerSimulator.layerWith({ timeout_ms, latency_ms: 1 }).pipe(Layer.provideMerge(TestDatabase))
 
 const paymentId = () => `pay_${randomUUID().replaceAll("-", "").slice(0, 24)}`
 
@@ -36,10 +36,10 @@ const authorizeRequest = (id: string, paymentMethod: string) => ({
 })
 
 /** An acquirer with faults over the same `acquirer_sim` records, scoped to the test. */
-const faulty = (faults: Parameters<typeof Acquirer.layerFaulty>[0]) =>
+const faulty = (faults: Parameters<typeof AcquirerSimulator.layerFaulty>[0]) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    return yield* Acquirer.make({ timeout_ms, latency_ms: 1, faults }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+    return yield* AcquirerSimulator.make({ timeout_ms, latency_ms: 1, faults }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
   })
 
 layer(Live, { excludeTestServices: true })("simulated acquirer (real Postgres)", (it) => {

@@ -1,5 +1,5 @@
+import type { RunOutcome, StoredResponse } from "@pay/idempotency"
 import { HttpServerResponse } from "effect/http"
-import type { RunOutcome, StoredResponse } from "./IdempotencyKeys.ts"
 
 /** The header that marks a replayed response (Stripe's name; the IETF draft leaves it open). */
 export const IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
@@ -21,3 +21,12 @@ export const storedToHttpServerResponse = (
     contentType: response.contentType,
     ...(replayed ? { headers: { [IDEMPOTENT_REPLAYED_HEADER]: "true" } } : {})
   })
+
+/**
+ * What the client gets: the exact bytes, marked when they are a replay; a 503 (never stored: the
+ * outcome is unknown) also says when to retry.
+ */
+export const toHttpResponse = (response: StoredResponse, replayed: boolean): HttpServerResponse.HttpServerResponse => {
+  const http = storedToHttpServerResponse(response, replayed)
+  return response.status === 503 ? HttpServerResponse.setHeader(http, "retry-after", "1") : http
+}

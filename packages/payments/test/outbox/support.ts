@@ -12,11 +12,12 @@ import { execFile } from "node:child_process"
 import { createServer, type Socket } from "node:net"
 // The payments package writes the outbox rows; it depends on this package, so the tests reach it
 // by path instead of a (cyclic) workspace dependency.
-import { type ChangeContext, MerchantRepository, PaymentRepository } from "../../payments/src/index.ts"
-import { decodePaymentEventRecord } from "../src/CloudEvents.ts"
-import { OutboxTopics, paymentsEventsTopic } from "../src/OutboxTopics.ts"
-import { defaultPublisherOptions, OutboxPublisher, type PublisherOptions } from "../src/Publisher.ts"
-import { OutboxStore } from "../src/OutboxStore.ts"
+import { MerchantRepository } from "@pay/merchants"
+import { type ChangeContext, PaymentRepository } from "../../src/index.ts"
+import { decodePaymentEventRecord } from "@pay/outbox/CloudEvents"
+import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { defaultPublisherOptions, OutboxPublisher, type PublisherOptions } from "@pay/outbox/Publisher"
+import { OutboxStore } from "@pay/outbox/OutboxStore"
 
 export const run = testRun()
 

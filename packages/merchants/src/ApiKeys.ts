@@ -1,6 +1,6 @@
-import { MerchantId } from "@pay/domain"
-import { Context, Effect, Layer, Redacted, Schema } from "effect"
-import { SqlClient } from "effect/sql"
+import { CodedError, MerchantId } from "@pay/domain"
+import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
 
@@ -23,22 +23,13 @@ const displayedBodyLength = 4
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 export const apiKeySecretPattern = /^sk_test_[0-9A-Za-z]{32}$/
 
-/** 401, code `unauthorized`. The same answer for unknown, revoked and malformed keys. */
-export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+/** The same answer (401, `unauthorized`) for unknown, revoked and malformed keys. */
+export class Unauthorized extends CodedError<Unauthorized>()(
+  "unauthorized",
   "Unauthorized",
   { reason: Schema.Literals(["missing", "malformed", "unknown_or_revoked"]) },
-  { httpApiStatus: 401 }
-) {
-  static readonly code = "unauthorized"
-  get code(): typeof Unauthorized.code {
-    return Unauthorized.code
-  }
-  override get message(): string {
-    return this.reason === "missing"
-      ? "no API key: send `Authorization: Bearer sk_test_...`"
-      : "invalid API key"
-  }
-}
+  (e) => (e.reason === "missing" ? "no API key: send `Authorization: Bearer sk_test_...`" : "invalid API key")
+) {}
 
 export interface CreatedApiKey {
   readonly id: string
@@ -95,12 +86,17 @@ export class ApiKeys extends Context.Service<ApiKeys, {
   readonly authenticateHeader: (authorization: string | undefined) => Effect.Effect<Authenticated, Unauthorized | SqlError>
   /** Revokes a key: it stops authenticating at once. Idempotent. */
   readonly revoke: (apiKeyId: string) => Effect.Effect<void, SqlError>
-}>()("idempotency/ApiKeys") {
+}>()("merchants/ApiKeys") {
   static readonly layer = Layer.effect(
     ApiKeys,
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const decodeMerchantId = Schema.decodeUnknownEffect(MerchantId)
+      // The merchants table's CHECK guarantees the id's pattern; a mismatch is a bug (a defect).
+      const findLiveKey = SqlSchema.findOneOption({
+        Request: Schema.Uint8Array,
+        Result: Schema.Struct({ id: Schema.String, merchant_id: MerchantId }),
+        execute: (keyHash) => sql`SELECT id, merchant_id FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL`
+      })
 
       const create = Effect.fn("ApiKeys.create")(function* (merchantId: MerchantId) {
         const body = randomBase62(secretBodyLength)
@@ -117,14 +113,10 @@ export class ApiKeys extends Context.Service<ApiKeys, {
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
         if (!apiKeySecretPattern.test(secret)) return yield* new Unauthorized({ reason: "malformed" })
-        const rows = yield* sql<{ id: string; merchant_id: string }>`
-          SELECT id, merchant_id FROM api_keys
-          WHERE key_hash = ${hashApiKeySecret(secret)} AND revoked_at IS NULL`
-        const [row] = rows
-        if (row === undefined) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
-        // The merchants table's CHECK guarantees the pattern; a mismatch is a bug.
-        const merchantId = yield* decodeMerchantId(row.merchant_id).pipe(Effect.orDie)
-        const authenticated: Authenticated = { merchantId, apiKeyId: row.id }
+        const found = yield* findLiveKey(hashApiKeySecret(secret)).pipe(Effect.catchTag("SchemaError", Effect.die))
+        if (Option.isNone(found)) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
+        const { id, merchant_id: merchantId } = found.value
+        const authenticated: Authenticated = { merchantId, apiKeyId: id }
         return authenticated
       })
 

@@ -1,0 +1,274 @@
+import { assertWithin, boundedInt } from "@pay/infra"
+import { Config, Context, Effect, Fiber, Layer, Option, Schema } from "effect"
+import { SqlClient, SqlSchema } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { randomUUID } from "node:crypto"
+import {
+  Acquirer,
+  type AcquirerOperation,
+  type AcquirerOutcome,
+  AcquirerTimeout,
+  AcquirerUnavailable,
+  Approved,
+  type AuthorizeRequest,
+  type CaptureRequest,
+  DeclineCode,
+  Declined
+} from "./Acquirer.ts"
+
+/**
+ * The simulated acquirer. Its memory is `acquirer_sim.operations` in Postgres
+ * (`migrations/0007_acquirer_simulator.sql`), written on a connection that never joins the
+ * caller's transaction. Tests read that table to prove "performed at most once"
+ * (`performed_count` = 1, one row per payment and operation).
+ *
+ * Test payment methods (Stripe's names):
+ * - `pm_card_visa`, `pm_card_mastercard`: approved.
+ * - `pm_card_declined`: declined, `card_declined`.
+ * - `pm_card_insufficient_funds`: declined, `insufficient_funds`.
+ * - `pm_card_timeout`: the FIRST call for a reference is performed (approved) but its answer never
+ *   arrives; our side fails with `AcquirerTimeout` after `timeout_ms`. Later calls with the same
+ *   reference answer the recorded outcome promptly. (Captures of such a payment behave the same.)
+ * - anything else: declined, `card_declined` (an unknown card).
+ */
+
+/** `first_call`: the first call per reference is performed but its answer is lost; `every_call`: every answer is lost. */
+export type AnswerLoss = "first_call" | "every_call"
+
+export interface AcquirerFaults {
+  readonly failAuthorizeAfterPerforming?: AnswerLoss
+  readonly failCaptureAfterPerforming?: AnswerLoss
+  /** Every call fails with AcquirerUnavailable before anything is performed. */
+  readonly unavailable?: boolean
+}
+
+export interface AcquirerOptions {
+  /** Our side gives up after this long (`ACQUIRER_TIMEOUT_MS`). */
+  readonly timeout_ms: number
+  /** Simulated network + processing time of every call (`ACQUIRER_LATENCY_MS`). */
+  readonly latency_ms: number
+  readonly faults: AcquirerFaults
+}
+
+export const defaultAcquirerOptions: AcquirerOptions = { timeout_ms: 2_000, latency_ms: 5, faults: {} }
+
+/** | variable | default | bounds |: `ACQUIRER_TIMEOUT_MS` 2000 (1..120000), `ACQUIRER_LATENCY_MS` 5 (0..10000). */
+export const acquirerOptionBounds = {
+  timeout_ms: { min: 1, max: 120_000 },
+  latency_ms: { min: 0, max: 10_000 }
+} as const
+
+/**
+ * `ACQUIRER_FAULTS`: the simulator's faults for a whole process, comma-separated (default none).
+ * Lets a test that runs the real server process (`kill -9` between capture and commit) make the
+ * acquirer perform an operation and lose its answer. Never set in production.
+ */
+export const AcquirerFaultName = Schema.Literals([
+  "authorize_answer_lost_first_call",
+  "authorize_answer_lost_every_call",
+  "capture_answer_lost_first_call",
+  "capture_answer_lost_every_call",
+  "unavailable"
+])
+export type AcquirerFaultName = typeof AcquirerFaultName.Type
+
+export const acquirerFaultsFromNames = (names: ReadonlyArray<AcquirerFaultName>): AcquirerFaults => {
+  const lost = (operation: "authorize" | "capture"): AnswerLoss | undefined =>
+    names.includes(`${operation}_answer_lost_every_call`)
+      ? "every_call"
+      : names.includes(`${operation}_answer_lost_first_call`) ? "first_call" : undefined
+  const failAuthorizeAfterPerforming = lost("authorize")
+  const failCaptureAfterPerforming = lost("capture")
+  return {
+    ...(failAuthorizeAfterPerforming === undefined ? {} : { failAuthorizeAfterPerforming }),
+    ...(failCaptureAfterPerforming === undefined ? {} : { failCaptureAfterPerforming }),
+    ...(names.includes("unavailable") ? { unavailable: true } : {})
+  }
+}
+
+export const AcquirerOptionsConfig: Config.Config<AcquirerOptions> = Config.all({
+  timeout_ms: boundedInt("ACQUIRER_TIMEOUT_MS", acquirerOptionBounds.timeout_ms, defaultAcquirerOptions.timeout_ms),
+  latency_ms: boundedInt("ACQUIRER_LATENCY_MS", acquirerOptionBounds.latency_ms, defaultAcquirerOptions.latency_ms),
+  faults: Config.schema(
+    Schema.Array(AcquirerFaultName).check(Schema.isMaxLength(5, { message: "ACQUIRER_FAULTS names at most 5 faults" })),
+    "ACQUIRER_FAULTS"
+  ).pipe(Config.withDefault<ReadonlyArray<AcquirerFaultName>>([]), Config.map(acquirerFaultsFromNames))
+})
+
+const OperationRow = Schema.Struct({
+  reference: Schema.String,
+  operation: Schema.Literals(["authorize", "capture"]),
+  payment_id: Schema.String,
+  amount_minor: Schema.BigInt,
+  currency: Schema.String,
+  outcome: Schema.Literals(["approved", "declined"]),
+  decline_code: Schema.NullOr(DeclineCode),
+  decline_message: Schema.NullOr(Schema.String),
+  acquirer_reference: Schema.String,
+  payment_method: Schema.NullOr(Schema.String),
+  inserted: Schema.Boolean
+})
+type OperationRow = typeof OperationRow.Type
+const decodeOperationRows = Schema.decodeUnknownEffect(Schema.Array(OperationRow))
+
+const AuthorizationRow = Schema.Struct({
+  payment_method: Schema.NullOr(Schema.String),
+  amount_minor: Schema.BigInt,
+  currency: Schema.String
+})
+
+interface Decision {
+  readonly outcome: "approved" | "declined"
+  readonly declineCode: DeclineCode | null
+  readonly declineMessage: string | null
+  /** Decides whether the answer to the first call for a reference is lost. */
+  readonly paymentMethod: string | null
+}
+
+const approved = (paymentMethod: string | null): Decision =>
+  ({ outcome: "approved", declineCode: null, declineMessage: null, paymentMethod })
+const declined = (declineCode: DeclineCode, declineMessage: string, paymentMethod: string | null): Decision =>
+  ({ outcome: "declined", declineCode, declineMessage, paymentMethod })
+
+const decideAuthorization = (paymentMethod: string): Decision => {
+  switch (paymentMethod) {
+    case "pm_card_visa":
+    case "pm_card_mastercard":
+    case "pm_card_timeout":
+      return approved(paymentMethod)
+    case "pm_card_declined":
+      return declined("card_declined", "Your card was declined.", paymentMethod)
+    case "pm_card_insufficient_funds":
+      return declined("insufficient_funds", "Your card has insufficient funds.", paymentMethod)
+    default:
+      return declined("card_declined", "Unknown card.", paymentMethod)
+  }
+}
+
+/** A capture is approved when it is covered by an approved authorization of the same payment. */
+const decideCapture = (request: CaptureRequest, authorization: Option.Option<typeof AuthorizationRow.Type>): Decision => {
+  if (Option.isNone(authorization)) return declined("card_declined", "No approved authorization to capture.", null)
+  const authorized = authorization.value
+  if (authorized.currency !== request.currency || request.amount_minor > authorized.amount_minor) {
+    return declined("card_declined", "The capture exceeds the authorization.", authorized.payment_method)
+  }
+  return approved(authorized.payment_method)
+}
+
+const toOutcome = (row: OperationRow): AcquirerOutcome =>
+  row.outcome === "approved"
+    ? new Approved({ acquirerReference: row.acquirer_reference })
+    : new Declined({ code: row.decline_code ?? "card_declined", message: row.decline_message ?? "Declined." })
+
+interface RecordedRequest {
+  readonly reference: string
+  readonly paymentId: string
+  readonly amount_minor: bigint
+  readonly currency: string
+}
+
+/** The simulator's memory (`acquirer_sim.operations`): what it performed, once per reference. */
+const operationsTable = (sql: SqlClient.SqlClient) => {
+  const insert = (operation: AcquirerOperation, request: RecordedRequest, decision: Decision) => sql`
+    INSERT INTO acquirer_sim.operations AS o
+      (reference, operation, payment_id, amount_minor, currency, payment_method, outcome, decline_code,
+       decline_message, acquirer_reference)
+    VALUES (${request.reference}, ${operation}, ${request.paymentId}, ${request.amount_minor}, ${request.currency},
+            ${decision.paymentMethod}, ${decision.outcome}, ${decision.declineCode}, ${decision.declineMessage},
+            ${`acq_${randomUUID().replaceAll("-", "")}`})
+    ON CONFLICT (reference) DO UPDATE
+      SET request_count = o.request_count + 1, last_requested_at = clock_timestamp()
+    RETURNING reference, operation, payment_id, amount_minor, currency, outcome, decline_code, decline_message,
+              acquirer_reference, payment_method, (xmax = 0) AS inserted`.pipe(Effect.flatMap(decodeOperationRows))
+  const approvedAuthorization = SqlSchema.findOneOption({
+    Request: Schema.String,
+    Result: AuthorizationRow,
+    execute: (paymentId) => sql`
+      SELECT payment_method, amount_minor, currency FROM acquirer_sim.operations
+      WHERE payment_id = ${paymentId} AND operation = 'authorize' AND outcome = 'approved'
+      ORDER BY performed_at LIMIT 1`
+  })
+  const record = (operation: AcquirerOperation, request: RecordedRequest, decision: Decision): Effect.Effect<OperationRow, SqlError> =>
+    insert(operation, request, decision).pipe(
+      // The table's constraints guarantee the row's shape, and INSERT … RETURNING returns one row.
+      Effect.catchTag("SchemaError", Effect.die),
+      Effect.flatMap(([row]) => row === undefined ? Effect.die(new Error("INSERT … RETURNING returned no row")) : Effect.succeed(row)),
+      Effect.tap((row) =>
+        // One reference, one operation: reusing a reference for different parameters is our bug.
+        row.operation !== operation || row.payment_id !== request.paymentId ||
+          row.amount_minor !== request.amount_minor || row.currency !== request.currency
+          ? Effect.die(new Error(`acquirer reference ${request.reference} reused for a different ${operation}`))
+          : Effect.void
+      )
+    )
+  return { record, approvedAuthorization: (paymentId: string) => approvedAuthorization(paymentId).pipe(Effect.catchTag("SchemaError", Effect.die)) }
+}
+
+const makeSimulator = (options: AcquirerOptions) =>
+  Effect.gen(function* () {
+    assertWithin("acquirer simulator", options, acquirerOptionBounds)
+    const sql = yield* SqlClient.SqlClient
+    // The acquirer's work outlives our call (a timeout on our side does not stop the bank);
+    // it runs in the layer's scope and is interrupted only at shutdown.
+    const scope = yield* Effect.scope
+    const table = operationsTable(sql)
+
+    /** The acquirer's own connection: never the caller's transaction (see the module comment). */
+    const outsideCallerTransaction = <A, E>(self: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      self.pipe(Effect.updateContext((context: Context.Context<never>) => Context.omit(sql.transactionService)(context)))
+
+    const answerLost = (operation: AcquirerOperation, row: OperationRow): boolean => {
+      const fault = operation === "authorize" ? options.faults.failAuthorizeAfterPerforming : options.faults.failCaptureAfterPerforming
+      if (fault === "every_call") return true
+      if (row.inserted && fault === "first_call") return true
+      return row.inserted && row.payment_method === "pm_card_timeout"
+    }
+
+    /**
+     * Our side of the call: the acquirer's work is forked (it completes whatever we do), and we
+     * wait for its answer at most `timeout_ms`.
+     */
+    const call = (operation: AcquirerOperation, reference: string, acquirerSide: Effect.Effect<OperationRow, SqlError>) =>
+      Effect.gen(function* () {
+        if (options.faults.unavailable === true) {
+          yield* Effect.sleep(options.latency_ms)
+          return yield* new AcquirerUnavailable({ operation, reference, detail: "connection refused (simulated)" })
+        }
+        const fiber = yield* Effect.forkIn(Effect.sleep(options.latency_ms).pipe(Effect.andThen(acquirerSide), outsideCallerTransaction), scope)
+        return yield* Fiber.join(fiber).pipe(
+          // A lost answer: the operation happened, but nothing comes back.
+          Effect.flatMap((row) => (answerLost(operation, row) ? Effect.never : Effect.succeed(toOutcome(row)))),
+          Effect.timeout(options.timeout_ms),
+          Effect.catchTags({
+            TimeoutError: () => Effect.fail(new AcquirerTimeout({ operation, reference, timeout_ms: options.timeout_ms })),
+            SqlError: (error) => Effect.fail(new AcquirerUnavailable({ operation, reference, detail: error.message }))
+          })
+        )
+      }).pipe(Effect.withSpan(`Acquirer.${operation}`, { attributes: { reference } }))
+
+    return Acquirer.of({
+      authorize: (request: AuthorizeRequest) =>
+        call("authorize", request.reference, table.record("authorize", request, decideAuthorization(request.paymentMethod))),
+      capture: (request: CaptureRequest) =>
+        call("capture", request.reference, table.approvedAuthorization(request.paymentId).pipe(
+          Effect.flatMap((authorization) => table.record("capture", request, decideCapture(request, authorization)))
+        ))
+    })
+  })
+
+/** The simulator as the `Acquirer`. Needs `SqlClient` (its records live in schema `acquirer_sim`). */
+export const AcquirerSimulator = {
+  /** The service itself, in the caller's scope (its forked work lives there). */
+  make: makeSimulator,
+  /** With explicit options. */
+  layerWith: (options: Partial<AcquirerOptions> = {}): Layer.Layer<Acquirer, never, SqlClient.SqlClient> =>
+    Layer.effect(Acquirer, makeSimulator({ ...defaultAcquirerOptions, ...options })),
+  /**
+   * Configured from `ACQUIRER_TIMEOUT_MS` (default 2000), `ACQUIRER_LATENCY_MS` (default 5) and
+   * `ACQUIRER_FAULTS` (default none; see {@link AcquirerFaultName}).
+   */
+  layer: Layer.unwrap(Effect.map(AcquirerOptionsConfig, (config) => Layer.effect(Acquirer, makeSimulator(config)))),
+  /** For fault tests, e.g. `AcquirerSimulator.layerFaulty({ failCaptureAfterPerforming: "first_call" })`. */
+  layerFaulty: (faults: AcquirerFaults, options: Partial<Omit<AcquirerOptions, "faults">> = {}) =>
+    Layer.effect(Acquirer, makeSimulator({ ...defaultAcquirerOptions, ...options, faults }))
+}

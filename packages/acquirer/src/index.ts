@@ -1,0 +1,2 @@
+export * from "./Acquirer.ts"
+export * from "./Simulator.ts"

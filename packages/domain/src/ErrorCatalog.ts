@@ -1,0 +1,97 @@
+/**
+ * The platform's error vocabulary: every stable `code` a client of the API can receive, with its
+ * HTTP status, the problem document's title, whether (and how) to retry, and what it means. This
+ * table is the one place a code's status is written: the error classes take it from here
+ * (`CodedError`), the HTTP contract documents one problem type per row (`@pay/api` Problems.ts),
+ * and the server renders an error as the row of its code. docs/api.md lists the same rows.
+ *
+ * The title is what the problem document's `title` says; titles follow the status, so clients that
+ * read titles see the words they always saw.
+ */
+export type Retry =
+  /** Fix the request first: the same request will be refused again. */
+  | "no"
+  /** The same request, with the same Idempotency-Key, finishes the work (exactly once). */
+  | "same_key"
+  /** The same request and key, after a short wait (the first request is still running). */
+  | "same_key_later"
+  /** The answer is final for this key; a new key asks again (after reading the payment). */
+  | "no_stored"
+
+export interface ErrorEntry {
+  readonly status: 400 | 401 | 404 | 409 | 413 | 415 | 422 | 500 | 503
+  readonly title: string
+  readonly retry: Retry
+  /** One line: when a client gets this code. */
+  readonly meaning: string
+}
+
+export const errorCatalog = {
+  invalid_request: {
+    status: 400, title: "Invalid request", retry: "no",
+    meaning: "A value is missing, of the wrong type, out of range or unknown (`field` says which)"
+  },
+  malformed_json: { status: 400, title: "Invalid request", retry: "no", meaning: "The body is not JSON" },
+  body_unreadable: {
+    status: 400, title: "Invalid request", retry: "same_key", meaning: "The connection broke while the body was read"
+  },
+  idempotency_key_missing: {
+    status: 400, title: "Invalid request", retry: "no", meaning: "A POST without an `Idempotency-Key` header (`field: \"Idempotency-Key\"`)"
+  },
+  idempotency_key_invalid: {
+    status: 400, title: "Invalid request", retry: "no",
+    meaning: "The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting"
+  },
+  invalid_cursor: {
+    status: 400, title: "Invalid request", retry: "no", meaning: "`starting_after` is not one of the merchant's payments"
+  },
+  unauthorized: { status: 401, title: "Unauthorized", retry: "no", meaning: "No API key, or an unknown, malformed or revoked one" },
+  payment_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such payment **for this merchant**" },
+  idempotency_key_in_use: {
+    status: 409, title: "Conflict", retry: "same_key_later",
+    meaning: "The first request with this key is still running (or its server died and its lease has not expired yet)"
+  },
+  invalid_transition: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…)"
+  },
+  concurrent_modification: {
+    status: 409, title: "Conflict", retry: "no_stored", meaning: "Another change to the same payment won the race"
+  },
+  body_too_large: { status: 413, title: "Request body too large", retry: "no", meaning: "The body is over 64 KiB" },
+  unsupported_media_type: {
+    status: 415, title: "Unsupported media type", retry: "no", meaning: "A body that is not `application/json`"
+  },
+  idempotency_key_reused: {
+    status: 422, title: "Unprocessable request", retry: "no",
+    meaning: "This key was used for a different request (method, path or body); use a new key for a new request"
+  },
+  internal_error: { status: 500, title: "Internal error", retry: "same_key", meaning: "A bug; logged with its cause" },
+  acquirer_timeout: {
+    status: 503, title: "Service unavailable", retry: "same_key",
+    meaning: "The bank did not answer in time: the outcome is unknown (`Retry-After: 1`)"
+  },
+  acquirer_unavailable: {
+    status: 503, title: "Service unavailable", retry: "same_key", meaning: "The bank could not be reached: nothing was decided"
+  },
+  database_unavailable: {
+    status: 503, title: "Service unavailable", retry: "same_key", meaning: "The database did not complete the request: nothing was decided"
+  },
+  settlement_unavailable: {
+    status: 503, title: "Service unavailable", retry: "same_key",
+    meaning: "The ledger did not complete the settlement posting: nothing was committed"
+  },
+  dependency_unavailable: {
+    status: 503, title: "A dependency is unavailable", retry: "same_key_later",
+    meaning: "`/health/ready` only: `unavailable` lists the dependencies that do not answer"
+  }
+} as const satisfies Readonly<Record<string, ErrorEntry>>
+
+export type ErrorCode = keyof typeof errorCatalog
+
+export const errorCodes: ReadonlyArray<ErrorCode> = Object.keys(errorCatalog).filter(
+  (code): code is ErrorCode => Object.hasOwn(errorCatalog, code)
+)
+
+/** The HTTP status of a code: the one place statuses are written is the table above. */
+export const statusOf = (code: ErrorCode): ErrorEntry["status"] => errorCatalog[code].status

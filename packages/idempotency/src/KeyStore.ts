@@ -1,0 +1,271 @@
+import { MerchantId } from "@pay/domain"
+import { Effect, Option, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { randomUUID } from "node:crypto"
+import { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
+import { IdempotencyKey } from "./IdempotencyKey.ts"
+import type { AbandonedKey, Began, BeginRequest, IdempotencyRecord, Released, StoredResponse } from "./Model.ts"
+
+/**
+ * The Postgres key store: the authority on every key (`idempotency_keys`,
+ * migrations/0005_idempotency.sql and 0008). Every statement decides with the database's clock,
+ * and every write of a run requires its lease token, so a run whose lease passed to another run
+ * changes nothing (its transaction rolls back with IdempotencyLockLost).
+ */
+
+const KeyRow = Schema.Struct({
+  id: Schema.String,
+  merchant_id: MerchantId,
+  idempotency_key: IdempotencyKey,
+  request_method: Schema.String,
+  request_path: Schema.String,
+  request_fingerprint: Schema.String,
+  request_body: Schema.NullOr(Schema.Json),
+  operation: Schema.NullOr(Schema.Json),
+  recovery_point: Schema.String,
+  recovery_data: Schema.JsonObject,
+  locked_at: Schema.NullOr(Schema.Date),
+  lock_expires_at: Schema.NullOr(Schema.Date),
+  lock_token: Schema.NullOr(Schema.String),
+  response_status: Schema.NullOr(Schema.Int),
+  response_body: Schema.NullOr(Schema.String),
+  response_content_type: Schema.NullOr(Schema.String),
+  created_at: Schema.Date,
+  last_run_at: Schema.Date,
+  finished_at: Schema.NullOr(Schema.Date),
+  run_count: Schema.Int,
+  // Computed by the database with its own clock (never the application's).
+  lock_live: Schema.Boolean
+})
+type KeyRow = typeof KeyRow.Type
+const decodeKeyRows = Schema.decodeUnknownEffect(Schema.Array(KeyRow))
+
+/** The columns every query returns, `lock_live` included. */
+const keyColumns = `id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+  request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token, response_status,
+  response_body, response_content_type, created_at, last_run_at, finished_at, run_count,
+  (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live`
+
+const toRecord = (row: KeyRow, lockTimeout_ms: number): IdempotencyRecord | undefined =>
+  row.lock_token === null || row.lock_expires_at === null
+    ? undefined
+    : {
+      id: row.id,
+      merchantId: row.merchant_id,
+      key: row.idempotency_key,
+      method: row.request_method,
+      path: row.request_path,
+      fingerprint: row.request_fingerprint,
+      requestBody: row.request_body,
+      operation: row.operation,
+      recoveryPoint: row.recovery_point,
+      recoveryData: row.recovery_data,
+      lockToken: row.lock_token,
+      lockExpiresAt: row.lock_expires_at,
+      lockTimeout_ms,
+      runCount: row.run_count,
+      createdAt: row.created_at
+    }
+
+const toAbandoned = (row: KeyRow): AbandonedKey => ({
+  id: row.id,
+  merchantId: row.merchant_id,
+  key: row.idempotency_key,
+  method: row.request_method,
+  path: row.request_path,
+  fingerprint: row.request_fingerprint,
+  requestBody: row.request_body,
+  operation: row.operation,
+  recoveryPoint: row.recovery_point,
+  recoveryData: row.recovery_data,
+  lastRunAt: row.last_run_at,
+  runCount: row.run_count
+})
+
+const toStoredResponse = (row: KeyRow): StoredResponse | undefined =>
+  row.response_status === null || row.response_body === null || row.response_content_type === null
+    ? undefined
+    : { status: row.response_status, body: row.response_body, contentType: row.response_content_type }
+
+const leaseOrDie = (row: KeyRow | undefined, lease_ms: number, what: string) => {
+  const record = row === undefined ? undefined : toRecord(row, lease_ms)
+  return record === undefined ? Effect.die(new Error(`${what} returned no lease`)) : Effect.succeed(record)
+}
+
+/** `now + ms` in the database's clock. */
+const later = (sql: SqlClient.SqlClient, ms: number) => sql`clock_timestamp() + ${ms}::double precision * interval '1 millisecond'`
+
+/** Taking the lease: inserting a new key, or deciding an existing one under its row lock. */
+const makeLeases = (sql: SqlClient.SqlClient) => {
+  const rows = (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+    // The table's constraints guarantee the shape; a mismatch is a bug, not a request error.
+    effect.pipe(Effect.flatMap(decodeKeyRows), Effect.catchTag("SchemaError", Effect.die))
+
+  const insertFresh = (request: BeginRequest, token: string, lease_ms: number) => {
+    const body = request.canonicalBody === undefined || request.canonicalBody === "" ? null : request.canonicalBody
+    const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
+    return rows(sql`
+      INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path,
+                                    request_fingerprint, request_body, operation, locked_at, lock_expires_at, lock_token)
+      VALUES (${randomUUID()}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path},
+              ${request.fingerprint}, ${body}::jsonb, ${operation}::jsonb, clock_timestamp(), ${later(sql, lease_ms)}, ${token})
+      ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+      RETURNING ${sql.literal(keyColumns)}`)
+  }
+
+  /** The key exists: lock its row and decide. None when it vanished (released meanwhile). */
+  const decideExisting = (request: BeginRequest, token: string, lease_ms: number) =>
+    sql.withTransaction(Effect.gen(function* () {
+      const [row] = yield* rows(sql`
+        SELECT ${sql.literal(keyColumns)} FROM idempotency_keys
+        WHERE merchant_id = ${request.merchantId} AND idempotency_key = ${request.key}
+        FOR UPDATE`)
+      if (row === undefined) return Option.none<Began>()
+      if (row.request_fingerprint !== request.fingerprint) {
+        return yield* new IdempotencyKeyReused({ key: request.key, decidedBy: "postgres" })
+      }
+      const stored = toStoredResponse(row)
+      if (stored !== undefined) return Option.some<Began>({ _tag: "Replay", response: stored, decidedBy: "postgres" })
+      if (row.lock_live) return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "postgres" })
+      // Not finished and no live lease: the previous run released it (unknown outcome) or died.
+      // Take the lease and resume from its recovery point.
+      const [locked] = yield* rows(sql`
+        UPDATE idempotency_keys
+        SET locked_at = clock_timestamp(), lock_expires_at = ${later(sql, lease_ms)},
+            lock_token = ${token}, last_run_at = clock_timestamp(), run_count = run_count + 1
+        WHERE id = ${row.id}
+        RETURNING ${sql.literal(keyColumns)}`)
+      return Option.some<Began>({ _tag: "Resume", record: yield* leaseOrDie(locked, lease_ms, `UPDATE of locked row ${row.id}`) })
+    }))
+
+  /**
+   * Postgres decides. Bounded: the row can only vanish between our INSERT and our SELECT if a run
+   * that never started released it; three such races in a row mean the key is busy.
+   */
+  const decide = (request: BeginRequest, token: string, lease_ms: number) =>
+    Effect.gen(function* () {
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const [inserted] = yield* insertFresh(request, token, lease_ms)
+        if (inserted !== undefined) return { _tag: "Fresh", record: yield* leaseOrDie(inserted, lease_ms, "INSERT … RETURNING") } satisfies Began
+        const decided = yield* decideExisting(request, token, lease_ms)
+        if (Option.isSome(decided)) return decided.value
+      }
+      return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "postgres" })
+    })
+
+  return { rows, decide }
+}
+
+const IdRow = Schema.Struct({ id: Schema.String })
+const RecoveryPointRow = Schema.Struct({ recovery_point: Schema.String })
+const ReapedRow = Schema.Struct({ merchant_id: Schema.String, idempotency_key: Schema.String })
+const decodeAs = <S extends Schema.Top & { readonly DecodingServices: never }>(row: S) => {
+  const decode = Schema.decodeUnknownEffect(Schema.Array(row))
+  // The statement's RETURNING list fixes the shape; a mismatch is a bug.
+  return (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+    effect.pipe(Effect.flatMap(decode), Effect.catchTag("SchemaError", Effect.die))
+}
+const ids = decodeAs(IdRow)
+const recoveryPoints = decodeAs(RecoveryPointRow)
+const reapedRows = decodeAs(ReapedRow)
+
+/** The writes of a run that holds the lease: a recovery point, the response, or the release. */
+const makeRunWrites = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLeases>["rows"]) => {
+  const lockLost = (record: IdempotencyRecord) => new IdempotencyLockLost({ key: record.key, recordId: record.id })
+
+  const advance = (record: IdempotencyRecord, recoveryPoint: string, data: Schema.JsonObject) =>
+    Effect.gen(function* () {
+      const [row] = yield* rows(sql`
+        UPDATE idempotency_keys
+        SET recovery_point = ${recoveryPoint}, recovery_data = ${JSON.stringify(data)}::jsonb,
+            last_run_at = clock_timestamp(), lock_expires_at = ${later(sql, record.lockTimeout_ms)}
+        WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL
+        RETURNING ${sql.literal(keyColumns)}`)
+      const next = row === undefined ? undefined : toRecord(row, record.lockTimeout_ms)
+      if (next === undefined) return yield* lockLost(record)
+      return next
+    })
+
+  /** Stores the response and ends the lease, in the caller's transaction. */
+  const storeResponse = (record: IdempotencyRecord, response: StoredResponse) =>
+    Effect.gen(function* () {
+      const updated = yield* ids(sql`
+        UPDATE idempotency_keys
+        SET recovery_point = 'finished', response_status = ${response.status}, response_body = ${response.body},
+            response_content_type = ${response.contentType}, finished_at = clock_timestamp(),
+            last_run_at = clock_timestamp(), locked_at = NULL, lock_expires_at = NULL, lock_token = NULL
+        WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL
+        RETURNING id`)
+      if (updated.length !== 1) return yield* lockLost(record)
+    })
+
+  const release = (record: IdempotencyRecord) =>
+    sql.withTransaction(Effect.gen(function* () {
+      // Nothing durable happened: free the key, as if the request had never arrived.
+      const deleted = yield* ids(sql`
+        DELETE FROM idempotency_keys
+        WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND recovery_point = 'started'
+        RETURNING id`)
+      if (deleted.length === 1) return { _tag: "Deleted" } satisfies Released
+      // Work was done: keep the recovery point so a retry (or the completer) resumes it.
+      const [row] = yield* recoveryPoints(sql`
+        UPDATE idempotency_keys
+        SET locked_at = NULL, lock_expires_at = NULL, lock_token = NULL, last_run_at = clock_timestamp()
+        WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL
+        RETURNING recovery_point`)
+      return row === undefined
+        ? ({ _tag: "NotOwner" } satisfies Released)
+        : ({ _tag: "Unlocked", recoveryPoint: row.recovery_point } satisfies Released)
+    }))
+
+  return { advance, storeResponse, release }
+}
+
+/** The maintenance statements: what the reaper deletes and what the completer picks up. */
+const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLeases>["rows"]) => {
+  /** Finished keys past the retention, then keys that never did anything durable; at most `batch` each. */
+  const reap = (retention_ms: number, batch: number) =>
+    Effect.gen(function* () {
+      const finished = yield* reapedRows(sql`
+        DELETE FROM idempotency_keys
+        WHERE id IN (
+          SELECT id FROM idempotency_keys
+          WHERE finished_at IS NOT NULL AND finished_at < clock_timestamp() - ${retention_ms}::double precision * interval '1 millisecond'
+          ORDER BY finished_at
+          LIMIT ${batch}
+          FOR UPDATE SKIP LOCKED)
+        RETURNING merchant_id, idempotency_key`)
+      // Keys whose run never did anything durable and nobody holds: nothing to finish or replay.
+      const neverStarted = yield* ids(sql`
+        DELETE FROM idempotency_keys
+        WHERE id IN (
+          SELECT id FROM idempotency_keys
+          WHERE finished_at IS NULL AND recovery_point = 'started'
+            AND (lock_expires_at IS NULL OR lock_expires_at < clock_timestamp())
+            AND last_run_at < clock_timestamp() - ${retention_ms}::double precision * interval '1 millisecond'
+          ORDER BY last_run_at
+          LIMIT ${batch}
+          FOR UPDATE SKIP LOCKED)
+        RETURNING id`)
+      return { finished, neverStarted: neverStarted.length }
+    })
+
+  const abandoned = (olderThan_ms: number, limit: number) =>
+    rows(sql`
+      SELECT ${sql.literal(keyColumns)} FROM idempotency_keys
+      WHERE finished_at IS NULL
+        AND (lock_expires_at IS NULL OR lock_expires_at <= clock_timestamp())
+        AND last_run_at < clock_timestamp() - ${olderThan_ms}::double precision * interval '1 millisecond'
+      ORDER BY last_run_at
+      LIMIT ${limit}`).pipe(Effect.map((found) => found.map(toAbandoned)))
+
+  return { reap, abandoned }
+}
+
+export const makeKeyStore = (sql: SqlClient.SqlClient) => {
+  const leases = makeLeases(sql)
+  return { decide: leases.decide, ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
+}
+
+export type KeyStore = ReturnType<typeof makeKeyStore>

@@ -1,0 +1,139 @@
+import type { Redis, RedisError } from "@pay/infra"
+import { Effect, Option, Schema } from "effect"
+import { IdempotencyKeyInUse, IdempotencyKeyReused } from "./Errors.ts"
+import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./Model.ts"
+
+/**
+ * The Redis fast path in front of the Postgres key store: a copy of each finished response (so a
+ * replay costs one GET) and an in-flight marker per running key (so a concurrent duplicate gets its
+ * 409 without touching Postgres). Redis never decides that a request is new: every miss, error or
+ * timeout sends the request to Postgres, and every call is bounded in time.
+ */
+
+/** Redis value of a completed response; carries the fingerprint so a mismatch is still a 422. */
+const CachedResponse = Schema.Struct({
+  v: Schema.Literal(1),
+  fingerprint: Schema.String,
+  status: Schema.Int,
+  contentType: Schema.String,
+  body: Schema.String
+})
+const CachedResponseJson = Schema.fromJsonString(CachedResponse)
+const decodeCachedResponse = Schema.decodeUnknownOption(CachedResponseJson)
+const encodeCachedResponse = Schema.encodeSync(CachedResponseJson)
+
+/** Redis value of the in-flight marker: whose run, for which request. */
+const InFlightMarker = Schema.Struct({ token: Schema.String, fingerprint: Schema.String })
+const InFlightMarkerJson = Schema.fromJsonString(InFlightMarker)
+const decodeInFlightMarker = Schema.decodeUnknownOption(InFlightMarkerJson)
+const encodeInFlightMarker = Schema.encodeSync(InFlightMarkerJson)
+
+/**
+ * Redis key names (the client adds the deployment prefix). A merchant id never contains `:`, so
+ * `<merchant>:<key>` is unambiguous whatever the key contains.
+ */
+export const redisResponseKey = (merchantId: string, key: string): string => `idem:resp:${merchantId}:${key}`
+export const redisInFlightKey = (merchantId: string, key: string): string => `idem:lock:${merchantId}:${key}`
+
+/** What the fast path decided: an answer, or "ask Postgres" (and whether this run set the marker). */
+export interface FastPathDecision {
+  readonly answer: Option.Option<Began>
+  /** This run created the in-flight marker and must delete it unless it goes on to hold the lease. */
+  readonly markerSet: boolean
+}
+
+const askPostgres = (markerSet: boolean): FastPathDecision => ({ answer: Option.none(), markerSet })
+
+/** With Redis down, every request would log the same warning: one per interval, the rest at debug. */
+const redisWarningInterval_ms = 5_000
+
+export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions) => {
+  // A cached response must not outlive the row it copies by more than a moment.
+  const cacheTtl_ms = Math.min(options.responseCacheTtl_ms, options.retention_ms)
+  let lastRedisWarning_ms = 0
+  const logRedisFailure = (message: string, annotations: Record<string, unknown>) => {
+    const now = Date.now()
+    const log = now - lastRedisWarning_ms >= redisWarningInterval_ms ? Effect.logWarning : Effect.logDebug
+    if (log === Effect.logWarning) lastRedisWarning_ms = now
+    return log(message).pipe(Effect.annotateLogs(annotations))
+  }
+
+  /** One bounded Redis call: None when it failed or timed out (logged), never an error. */
+  const call = <A>(operation: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
+    effect.pipe(
+      Effect.timeout(options.redisTimeout_ms),
+      Effect.map(Option.some),
+      Effect.catchTags({
+        RedisError: (error) =>
+          logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
+            .pipe(Effect.as(Option.none<A>())),
+        TimeoutError: () =>
+          logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, timeout_ms: options.redisTimeout_ms })
+            .pipe(Effect.as(Option.none<A>()))
+      }),
+      Effect.tap((result) => Effect.annotateCurrentSpan({ [`redis.${operation}`]: Option.isSome(result) ? "ok" : "failed" }))
+    )
+
+  const cacheResponse = (merchantId: string, key: string, fingerprint: string, response: StoredResponse) =>
+    call("set_response", redis.set(
+      redisResponseKey(merchantId, key),
+      encodeCachedResponse({ v: 1, fingerprint, status: response.status, contentType: response.contentType, body: response.body }),
+      cacheTtl_ms
+    )).pipe(Effect.asVoid)
+
+  const deleteMarker = (merchantId: string, key: string) =>
+    call("del_marker", redis.del(redisInFlightKey(merchantId, key))).pipe(Effect.asVoid)
+
+  const deleteResponse = (merchantId: string, key: string) =>
+    call("del_response", redis.del(redisResponseKey(merchantId, key))).pipe(Effect.asVoid)
+
+  /** A cached response for this key: a replay, or a 422 when it answered another request. */
+  const cachedAnswer = (request: BeginRequest, cached: string) =>
+    Effect.gen(function* () {
+      const hit = decodeCachedResponse(cached)
+      if (Option.isNone(hit)) {
+        yield* Effect.logWarning("idempotency: unreadable cached response ignored; Postgres decides")
+        return Option.none<Began>()
+      }
+      if (hit.value.fingerprint !== request.fingerprint) {
+        return yield* new IdempotencyKeyReused({ key: request.key, decidedBy: "redis" })
+      }
+      const response = { status: hit.value.status, body: hit.value.body, contentType: hit.value.contentType }
+      return Option.some<Began>({ _tag: "Replay", response, decidedBy: "redis" })
+    })
+
+  /**
+   * Someone else's marker. It is safe to answer 409 from it when it names the same request: it is
+   * at most one lease old (PX), and a 409 changes nothing and asks the client to retry. A different
+   * request, or a marker gone meanwhile, goes to Postgres (which answers 422, or decides).
+   */
+  const otherRunsMarker = (request: BeginRequest) =>
+    Effect.gen(function* () {
+      const holder = yield* call("get_marker", redis.get(redisInFlightKey(request.merchantId, request.key)))
+      const marker = Option.isSome(holder) && holder.value !== null ? decodeInFlightMarker(holder.value) : Option.none()
+      if (Option.isSome(marker) && marker.value.fingerprint === request.fingerprint) {
+        return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "redis" })
+      }
+    })
+
+  /** Some(answer) when Redis can answer safely; None when Postgres must decide. */
+  const decide = (request: BeginRequest, token: string, lease_ms: number) =>
+    Effect.gen(function* () {
+      const cached = yield* call("get_response", redis.get(redisResponseKey(request.merchantId, request.key)))
+      // Redis is failing: do not spend a second timeout on the marker.
+      if (Option.isNone(cached)) return askPostgres(false)
+      if (cached.value !== null) {
+        const answer = yield* cachedAnswer(request, cached.value)
+        if (Option.isSome(answer)) return { answer, markerSet: false }
+      }
+      const marker = encodeInFlightMarker({ token, fingerprint: request.fingerprint })
+      const set = yield* call("set_marker", redis.setIfAbsent(redisInFlightKey(request.merchantId, request.key), marker, lease_ms))
+      if (Option.isSome(set) && set.value) return askPostgres(true)
+      if (Option.isSome(set)) yield* otherRunsMarker(request)
+      return askPostgres(false)
+    })
+
+  return { decide, cacheResponse, deleteMarker, deleteResponse }
+}
+
+export type RedisFastPath = ReturnType<typeof makeRedisFastPath>

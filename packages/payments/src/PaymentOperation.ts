@@ -1,0 +1,64 @@
+import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
+import {
+  AmountMinorFromJsonNumber,
+  type ConcurrentModification,
+  type InvalidTransition,
+  type Payment,
+  type PaymentNotFound,
+  paymentRequestFields
+} from "@pay/domain"
+import type { IdempotencyLockLost } from "@pay/idempotency"
+import type { SettlementUnavailable } from "@pay/settlement"
+import { Data, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+
+/**
+ * What an idempotent request asks the payments capability to do: the operation and its
+ * arguments. The server builds it from the HTTP request; it is stored with the idempotency key at
+ * the first run (column `operation`, migrations/0008), and the completer decodes it back with this
+ * same schema to resume an abandoned key. `payment_id` is the id as asked for: a malformed one is a
+ * stored 404 like an unknown one.
+ */
+export const CreateOperation = Schema.TaggedStruct("create", { amount_minor: AmountMinorFromJsonNumber, ...paymentRequestFields })
+export const AuthorizeOperation = Schema.TaggedStruct("authorize", { payment_id: Schema.String })
+export const SettleOperation = Schema.TaggedStruct("settle", { payment_id: Schema.String })
+export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation])
+export type PaymentOperation = typeof PaymentOperation.Type
+export type CreateOperation = typeof CreateOperation.Type
+
+/** The stored (JSON) form; total: every operation encodes. */
+export const encodePaymentOperation = Schema.encodeSync(PaymentOperation)
+/** Back from the stored form, with the reason when it is not one (the completer logs it). */
+export const decodePaymentOperation = Schema.decodeUnknownResult(PaymentOperation)
+
+/** A decided "no": stored with the key and replayed like any decided outcome. */
+export type PaymentRefusal = PaymentNotFound | InvalidTransition | ConcurrentModification
+
+/**
+ * What a use case decided. The HTTP server renders it (201/200 with the payment, or the refusal's
+ * problem document); the use case never builds response bytes.
+ */
+export type PaymentOutcome = Data.TaggedEnum<{
+  Created: { readonly payment: Payment }
+  Transitioned: { readonly payment: Payment }
+  Refused: { readonly error: PaymentRefusal }
+}>
+export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
+
+/**
+ * Failures that leave the outcome unknown or undecided: never stored, the key is released (keeping
+ * its recovery point) and a retry with the same key, or the completer, resumes.
+ */
+export type Unfinished = AcquirerTimeout | AcquirerUnavailable | IdempotencyLockLost | SettlementUnavailable | SqlError
+
+/** Recovery points of the idempotency key, in the order a run passes them. */
+export const RecoveryPoint = {
+  started: "started",
+  /** Our intent to call the acquirer is committed; the call may or may not have happened. */
+  authorizationRequested: "authorization_requested",
+  captureRequested: "capture_requested"
+} as const
+
+/** The acquirer's idempotency reference: one per payment and operation, so asking twice is safe. */
+export const acquirerReference = (paymentId: string, operation: "authorization" | "capture") =>
+  `payment:${paymentId}:${operation}`

@@ -1,0 +1,58 @@
+import type { Acquirer } from "@pay/acquirer"
+import type { MerchantId } from "@pay/domain"
+import type { Execution, Finished } from "@pay/idempotency"
+import type { SettlementPosting } from "@pay/settlement"
+import { Context, Effect, Layer } from "effect"
+import type { SqlClient } from "effect/sql"
+import { acquirerSteps, makeAcquirerTransition } from "./AcquirerTransition.ts"
+import type { ChangeContext } from "./ChangeContext.ts"
+import { makeCreatePayment } from "./CreatePayment.ts"
+import type { PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
+import type { PaymentRepository } from "./PaymentRepository.ts"
+
+/**
+ * The payment use cases behind the idempotent POSTs: create (CreatePayment.ts), authorize and
+ * settle (AcquirerTransition.ts). Each runs inside an idempotency execution and ends with
+ * `execution.finish(outcome)` in the same transaction as its last write, so the stored response
+ * (the caller's rendering of the outcome) and the work commit together. A decided outcome
+ * (created, transitioned, refused) is stored; an unknown one fails with `Unfinished` and is not.
+ * Called by the HTTP handlers and, for abandoned keys, by the completer.
+ */
+export class PaymentUseCases extends Context.Service<PaymentUseCases, {
+  readonly execute: (
+    merchantId: MerchantId,
+    operation: PaymentOperation,
+    context: ChangeContext,
+    execution: Execution<PaymentOutcome>
+  ) => Effect.Effect<Finished<PaymentOutcome>, Unfinished>
+}>()("payments/PaymentUseCases") {
+  /** Needs the repository, the acquirer, the settlement posting and the SQL client. */
+  static readonly layer: Layer.Layer<
+    PaymentUseCases,
+    never,
+    SqlClient.SqlClient | PaymentRepository | Acquirer | SettlementPosting
+  > = Layer.effect(
+    PaymentUseCases,
+    Effect.gen(function* () {
+      const create = yield* makeCreatePayment
+      const transition = yield* makeAcquirerTransition
+      const execute = (merchantId: MerchantId, operation: PaymentOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) => {
+        switch (operation._tag) {
+          case "create":
+            return create(merchantId, operation, context, execution)
+          case "authorize":
+          case "settle":
+            return transition(acquirerSteps[operation._tag], merchantId, operation.payment_id, context, execution)
+        }
+      }
+      return PaymentUseCases.of({
+        execute: (merchantId, operation, context, execution) =>
+          execute(merchantId, operation, context, execution).pipe(
+            Effect.withSpan(`PaymentUseCases.${operation._tag}`, {
+              attributes: { merchant_id: merchantId, resumed: execution.resumed, recovery_point: execution.record.recoveryPoint }
+            })
+          )
+      })
+    })
+  )
+}

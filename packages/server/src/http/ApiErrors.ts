@@ -1,0 +1,57 @@
+import { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
+import {
+  BodyTooLarge,
+  BodyUnreadable,
+  DatabaseUnavailable,
+  InternalError,
+  InvalidRequest,
+  MalformedJson,
+  UnsupportedMediaType
+} from "@pay/api"
+import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentNotFound } from "@pay/domain"
+import {
+  IdempotencyKeyInUse,
+  IdempotencyKeyInvalid,
+  IdempotencyKeyMissing,
+  IdempotencyKeyReused,
+  IdempotencyLockLost
+} from "@pay/idempotency"
+import { Unauthorized } from "@pay/merchants"
+import { SettlementUnavailable } from "@pay/settlement"
+
+/**
+ * Every error class the API answers with, whichever package owns it. Each carries its `code`;
+ * the status is the catalog's. `Problem.ts` renders each with an exhaustive match over this
+ * union, so adding a class here without saying how it is presented fails the build, and the
+ * OpenAPI test walks this list (`packages/server/test/error-catalog.test.ts`).
+ */
+export const apiErrorClasses = [
+  // the request itself (HTTP edge)
+  InvalidRequest,
+  MalformedJson,
+  BodyUnreadable,
+  BodyTooLarge,
+  UnsupportedMediaType,
+  // who asks (merchants)
+  Unauthorized,
+  // the Idempotency-Key (idempotency)
+  IdempotencyKeyMissing,
+  IdempotencyKeyInvalid,
+  IdempotencyKeyReused,
+  IdempotencyKeyInUse,
+  IdempotencyLockLost,
+  // decided refusals (domain)
+  PaymentNotFound,
+  InvalidTransition,
+  ConcurrentModification,
+  InvalidCursor,
+  // unknown outcomes: nothing decided, retry with the same key
+  AcquirerTimeout,
+  AcquirerUnavailable,
+  SettlementUnavailable,
+  DatabaseUnavailable,
+  // a bug
+  InternalError
+] as const
+
+export type ApiError = InstanceType<(typeof apiErrorClasses)[number]>

@@ -1,0 +1,36 @@
+import { DatabaseUnavailable, InternalError } from "@pay/api"
+import { Effect } from "effect"
+import type { HttpServerResponse } from "effect/http"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import type { ApiError } from "./ApiErrors.ts"
+import { problemResponse } from "./Problem.ts"
+import { toHttpResponse } from "./StoredResponse.ts"
+
+/**
+ * Errors that end a request without a decided outcome, as problems. None of these is stored:
+ * the idempotency key is released and a retry with the same key resumes. A database that does
+ * not answer is a 503 (a dependency is down); a 5xx is logged at ERROR with what failed.
+ */
+export const respondToError = (error: ApiError | SqlError) =>
+  Effect.gen(function* () {
+    const answered = isSqlError(error) ? new DatabaseUnavailable({ during: "request" }) : error
+    const response = problemResponse(answered)
+    if (response.status >= 500) {
+      yield* Effect.logError("request failed", { status: response.status, error: error._tag, detail: error.message })
+    }
+    return toHttpResponse(response, false)
+  })
+
+/** A defect (a bug) still answers one problem document, and is logged at ERROR with its cause. */
+export const answerDefects = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>
+  handler.pipe(
+    Effect.catchDefect((defect) =>
+      Effect.logError("request failed with a defect", defect).pipe(
+        Effect.as(toHttpResponse(problemResponse(new InternalError({})), false))
+      )
+    )
+  )
+
+/** Any failure of a handler: answered as its problem, defects included. */
+export const answerErrors = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiError | SqlError, R>) =>
+  answerDefects(handler.pipe(Effect.catch(respondToError)))
