@@ -54,7 +54,7 @@ const options = {
 const accountCount = 1_000
 const hotAccountCount = 10
 /** Every latency sample is kept (for exact percentiles) up to this many per phase. */
-const latencySamplesMax = 5_000_000
+const latencySamples_max = 5_000_000
 
 // --- databases -------------------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ const pgbench = (serverUrl: string, database: string, phase: string) =>
     for (const file of readdirSync(logDirectory)) {
       for (const line of readFileSync(join(logDirectory, file), "utf8").split("\n")) {
         const micros = Number(line.split(" ")[2])
-        if (Number.isFinite(micros) && latencies.length < latencySamplesMax) latencies.push(micros / 1_000)
+        if (Number.isFinite(micros) && latencies.length < latencySamples_max) latencies.push(micros / 1_000)
       }
     }
     const summary = summarize(phase, latencies, options.duration_s, 1, `pgbench ${args.slice(connection.length).join(" ")}`)
@@ -172,12 +172,12 @@ const randomInt = (below: number) => Math.floor(Math.random() * below)
 const transferAmong = (prefix: string, size: number, reference: string): PostingRequest => {
   const from = randomInt(size)
   const to = (from + 1 + randomInt(size - 1)) % size
-  const amountMinor = BigInt(1 + randomInt(1_000))
+  const amount_minor = BigInt(1 + randomInt(1_000))
   return {
     reference,
     description: "bench transfer",
-    debits: [{ account: code(prefix, from), amountMinor, currency: "USD" }],
-    credits: [{ account: code(prefix, to), amountMinor, currency: "USD" }]
+    debits: [{ account: code(prefix, from), amount_minor, currency: "USD" }],
+    credits: [{ account: code(prefix, to), amount_minor, currency: "USD" }]
   }
 }
 
@@ -195,8 +195,8 @@ const createAccounts = (prefix: string, size: number) =>
     const funding: Array<PostingRequest> = Array.from({ length: size }, (_, n) => ({
       reference: `${prefix}-funding-${n}`,
       description: "bench funding",
-      debits: [{ account: `${prefix}:funding:USD`, amountMinor: 1_000_000_000_000n, currency: "USD" }],
-      credits: [{ account: code(prefix, n), amountMinor: 1_000_000_000_000n, currency: "USD" }]
+      debits: [{ account: `${prefix}:funding:USD`, amount_minor: 1_000_000_000_000n, currency: "USD" }],
+      credits: [{ account: code(prefix, n), amount_minor: 1_000_000_000_000n, currency: "USD" }]
     }))
     for (let i = 0; i < funding.length; i += 500) yield* ledger.postTransactions(funding.slice(i, i + 500))
   })
@@ -213,7 +213,7 @@ const drive = (seconds: number, post: () => Effect.Effect<unknown, unknown>) =>
       while (performance.now() < deadline) {
         const start = performance.now()
         yield* post()
-        if (latencies.length < latencySamplesMax) latencies.push(performance.now() - start)
+        if (latencies.length < latencySamples_max) latencies.push(performance.now() - start)
       }
     })
     yield* Effect.all(Array.from({ length: options.workers }, () => worker), { concurrency: "unbounded", discard: true })

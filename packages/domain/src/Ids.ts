@@ -13,13 +13,13 @@ import { Effect, Schema } from "effect"
  */
 const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
 const bodyLength = 24
-const bodyBytes = 15 // 15 bytes * 8 bits = 120 bits = 24 symbols * 5 bits
+const body_bytes = 15 // 15 bytes * 8 bits = 120 bits = 24 symbols * 5 bits
 
 export const paymentIdPattern = /^pay_[0-9a-hjkmnp-tv-z]{24}$/
 export const merchantIdPattern = /^mer_[0-9a-hjkmnp-tv-z]{24}$/
 
 const randomBody = (): string => {
-  const bytes = new Uint8Array(bodyBytes)
+  const bytes = new Uint8Array(body_bytes)
   globalThis.crypto.getRandomValues(bytes)
   let body = ""
   let buffer = 0

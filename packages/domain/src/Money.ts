@@ -57,10 +57,10 @@ export type Money = typeof Money.Type
  * Human-readable rendering for logs and docs ("12.34 USD", "1234 JPY", "1.234 KWD"), computed
  * with bigint arithmetic only: never a float on the money path.
  */
-export const formatMoney = (amountMinor: bigint, currency: CurrencyCode): string => {
+export const formatMoney = (amount_minor: bigint, currency: CurrencyCode): string => {
   const exponent = minorUnitExponent(currency)
-  const negative = amountMinor < 0n
-  const digits = (negative ? -amountMinor : amountMinor).toString()
+  const negative = amount_minor < 0n
+  const digits = (negative ? -amount_minor : amount_minor).toString()
   if (exponent === 0) return `${negative ? "-" : ""}${digits} ${currency}`
   const padded = digits.padStart(exponent + 1, "0")
   const major = padded.slice(0, padded.length - exponent)

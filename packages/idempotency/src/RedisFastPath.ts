@@ -47,9 +47,8 @@ const askPostgres = (markerSet: boolean): FastPathDecision => ({ answer: Option.
 /** With Redis down, every request would log the same warning: one per interval, the rest at debug. */
 const redisWarningInterval_ms = 5_000
 
-export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions) => {
-  // A cached response must not outlive the row it copies by more than a moment.
-  const cacheTtl_ms = Math.min(options.responseCacheTtl_ms, options.retention_ms)
+/** Redis calls bounded in time; a failure or timeout is logged (throttled) and answers None. */
+const makeBoundedCalls = (options: IdempotencyOptions) => {
   let lastRedisWarning_ms = 0
   const logRedisFailure = (message: string, annotations: Record<string, unknown>) => {
     const now = Date.now()
@@ -59,7 +58,7 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
   }
 
   /** One bounded Redis call: None when it failed or timed out (logged), never an error. */
-  const call = <A>(operation: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
+  return <A>(operation: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
     effect.pipe(
       Effect.timeout(options.redisTimeout_ms),
       Effect.map(Option.some),
@@ -73,6 +72,12 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
       }),
       Effect.tap((result) => Effect.annotateCurrentSpan({ [`redis.${operation}`]: Option.isSome(result) ? "ok" : "failed" }))
     )
+}
+
+export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions) => {
+  // A cached response must not outlive the row it copies by more than a moment.
+  const cacheTtl_ms = Math.min(options.responseCacheTtl_ms, options.retention_ms)
+  const call = makeBoundedCalls(options)
 
   const cacheResponse = (merchantId: string, key: string, fingerprint: string, response: StoredResponse) =>
     call("set_response", redis.set(

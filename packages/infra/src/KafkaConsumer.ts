@@ -23,7 +23,7 @@ export interface KafkaRecord {
   readonly key: string | null
   /** The value decoded as UTF-8 (our events are JSON). */
   readonly value: string
-  readonly valueBytes: Uint8Array
+  readonly value_bytes: Uint8Array
   /** A header repeated under one name keeps its last value. */
   readonly headers: Readonly<Record<string, string>>
   /** The producer's create time, milliseconds since the epoch. */
@@ -76,9 +76,9 @@ export interface KafkaConsumerOptions extends KafkaClientOptions {
   readonly rebalanceTimeout_ms: number
   /** Long-poll bound of one fetch when there is no new data. */
   readonly fetchMaxWait_ms: number
-  readonly fetchMaxBytes: number
+  readonly fetch_bytes_max: number
   /** Records buffered ahead of `poll` per subscription; bounds memory. */
-  readonly bufferedRecordsMax: number
+  readonly bufferedRecords_max: number
 }
 
 export const defaultKafkaConsumerOptions = {
@@ -88,14 +88,14 @@ export const defaultKafkaConsumerOptions = {
   heartbeatInterval_ms: 1_000,
   rebalanceTimeout_ms: 15_000,
   fetchMaxWait_ms: 500,
-  fetchMaxBytes: 8 * 1024 * 1024,
+  fetch_bytes_max: 8 * 1024 * 1024,
   // The library's default is 1024 records per stream; a consumer's batch is far smaller.
-  bufferedRecordsMax: 512
+  bufferedRecords_max: 512
 } as const
 
 const legalName = /^[a-zA-Z0-9._-]{1,249}$/
 /** readFromBeginning is a test tool; it refuses to hold more than this in memory. */
-const readRecordsMax = 100_000
+const readRecords_max = 100_000
 const readFetchWait_ms = 100
 /** Bit 5 of a record batch's attributes: a transaction marker, not a message. */
 const controlBatchBit = 1 << 5
@@ -119,14 +119,14 @@ const toRecord = (raw: {
     if (name === null || name === undefined) continue
     headers[decoder.decode(name)] = value === null || value === undefined ? "" : decoder.decode(value)
   }
-  const valueBytes = raw.value === null || raw.value === undefined ? new Uint8Array(0) : new Uint8Array(raw.value)
+  const value_bytes = raw.value === null || raw.value === undefined ? new Uint8Array(0) : new Uint8Array(raw.value)
   return {
     topic: raw.topic,
     partition: raw.partition,
     offset: raw.offset,
     key: raw.key === null || raw.key === undefined ? null : decoder.decode(raw.key),
-    value: decoder.decode(valueBytes),
-    valueBytes,
+    value: decoder.decode(value_bytes),
+    value_bytes,
     headers,
     timestamp_ms: Number(raw.timestamp)
   }
@@ -165,12 +165,12 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
                 heartbeatInterval: options.heartbeatInterval_ms,
                 rebalanceTimeout: options.rebalanceTimeout_ms,
                 minBytes: 1,
-                maxBytes: options.fetchMaxBytes,
+                maxBytes: options.fetch_bytes_max,
                 maxWaitTime: options.fetchMaxWait_ms,
                 // Never see records of aborted transactions (we do not produce any today; this
                 // keeps it true if a transactional producer ever appears).
                 isolationLevel: FetchIsolationLevels.READ_COMMITTED,
-                highWaterMark: options.bufferedRecordsMax
+                highWaterMark: options.bufferedRecords_max
               })
           ),
           (client) => closeClient("consumer.close", () => client.close())
@@ -187,7 +187,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
           (messages) => closeClient("consumer.stream.close", () => messages.close())
         )
 
-        // The stream buffers up to `bufferedRecordsMax` records; `poll` takes from that buffer.
+        // The stream buffers up to `bufferedRecords_max` records; `poll` takes from that buffer.
         // A 'readable' listener keeps the stream in paused mode and fetching, and wakes a waiting poll.
         const underlying = new WeakMap<KafkaRecord, Message>()
         let failure: KafkaError | undefined
@@ -318,7 +318,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
               reader.fetch({
                 node: leader,
                 minBytes: 1,
-                maxBytes: options.fetchMaxBytes,
+                maxBytes: options.fetch_bytes_max,
                 maxWaitTime: readFetchWait_ms,
                 isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED,
                 topics: [{
@@ -330,7 +330,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
                     currentLeaderEpoch: -1,
                     fetchOffset: nextOffset.get(partition) ?? 0n,
                     lastFetchedEpoch: -1,
-                    partitionMaxBytes: options.fetchMaxBytes
+                    partitionMaxBytes: options.fetch_bytes_max
                   }))
                 }]
               })
@@ -364,7 +364,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
               }
             }
           }
-          if (records.length > readRecordsMax) return yield* Effect.fail(invalidArgument("read", `more than ${readRecordsMax} records in ${read.topic}`))
+          if (records.length > readRecords_max) return yield* Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
           if (records.length >= read.count) {
             return records.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0))
           }

@@ -78,7 +78,7 @@ layer(KafkaTest, { timeout: 30_000, excludeTestServices: true })("Kafka (real br
           assert.deepStrictEqual(records.map(summary), [expected])
           const [record] = records
           assert.isDefined(record)
-          assert.strictEqual(new TextDecoder().decode(record.valueBytes), value)
+          assert.strictEqual(new TextDecoder().decode(record.value_bytes), value)
           assert.isTrue(Math.abs(record.timestamp_ms - Date.now()) < 60_000)
           yield* subscription.commit(records)
         })

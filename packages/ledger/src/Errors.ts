@@ -28,42 +28,42 @@ export class TooFewLegs extends Schema.TaggedError<TooFewLegs>()("TooFewLegs", {
 export class TooManyLegs extends Schema.TaggedError<TooManyLegs>()("TooManyLegs", {
   reference: Schema.String,
   legCount: Schema.Int,
-  legCountMax: Schema.Int
+  legCount_max: Schema.Int
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} has ${this.legCount} legs; at most ${this.legCountMax} are accepted`
+    return `posting ${this.reference} has ${this.legCount} legs; at most ${this.legCount_max} are accepted`
   }
 }
 
 export class NonPositiveAmount extends Schema.TaggedError<NonPositiveAmount>()("NonPositiveAmount", {
   reference: Schema.String,
   account: Schema.String,
-  amountMinor: Schema.BigInt
+  amount_minor: Schema.BigInt
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} has a leg of ${this.amountMinor} on ${this.account}; amounts must be > 0`
+    return `posting ${this.reference} has a leg of ${this.amount_minor} on ${this.account}; amounts must be > 0`
   }
 }
 
 export class AmountTooLarge extends Schema.TaggedError<AmountTooLarge>()("AmountTooLarge", {
   reference: Schema.String,
   account: Schema.String,
-  amountMinor: Schema.BigInt,
-  amountMinorMax: Schema.BigInt
+  amount_minor: Schema.BigInt,
+  amount_minor_max: Schema.BigInt
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} has a leg of ${this.amountMinor} on ${this.account}; the largest amount is ${this.amountMinorMax}`
+    return `posting ${this.reference} has a leg of ${this.amount_minor} on ${this.account}; the largest amount is ${this.amount_minor_max}`
   }
 }
 
 export class Unbalanced extends Schema.TaggedError<Unbalanced>()("Unbalanced", {
   reference: Schema.String,
   currency: Schema.String,
-  debitsMinor: Schema.BigInt,
-  creditsMinor: Schema.BigInt
+  debits_minor: Schema.BigInt,
+  credits_minor: Schema.BigInt
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} is unbalanced in ${this.currency}: debits ${this.debitsMinor} <> credits ${this.creditsMinor}`
+    return `posting ${this.reference} is unbalanced in ${this.currency}: debits ${this.debits_minor} <> credits ${this.credits_minor}`
   }
 }
 
@@ -93,11 +93,11 @@ export class CurrencyMismatch extends Schema.TaggedError<CurrencyMismatch>()("Cu
 export class InsufficientFunds extends Schema.TaggedError<InsufficientFunds>()("InsufficientFunds", {
   reference: Schema.String,
   account: Schema.String,
-  balanceMinor: Schema.BigInt,
-  shortfallMinor: Schema.BigInt
+  balance_minor: Schema.BigInt,
+  shortfall_minor: Schema.BigInt
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} would take ${this.account} below zero: balance ${this.balanceMinor}, short by ${this.shortfallMinor}`
+    return `posting ${this.reference} would take ${this.account} below zero: balance ${this.balance_minor}, short by ${this.shortfall_minor}`
   }
 }
 
@@ -105,11 +105,11 @@ export class InsufficientFunds extends Schema.TaggedError<InsufficientFunds>()("
 export class BalanceOverflow extends Schema.TaggedError<BalanceOverflow>()("BalanceOverflow", {
   reference: Schema.String,
   account: Schema.String,
-  balanceMinor: Schema.BigInt,
-  nextBalanceMinor: Schema.BigInt
+  balance_minor: Schema.BigInt,
+  nextBalance_minor: Schema.BigInt
 }, { httpApiStatus: 422 }) {
   override get message() {
-    return `posting ${this.reference} would move ${this.account} from ${this.balanceMinor} to ${this.nextBalanceMinor}, outside the bigint range`
+    return `posting ${this.reference} would move ${this.account} from ${this.balance_minor} to ${this.nextBalance_minor}, outside the bigint range`
   }
 }
 

@@ -1,33 +1,29 @@
-import { Context, DateTime, Duration, Effect, Layer, Option, Predicate, Schema } from "effect"
-import { SqlClient, SqlError, SqlSchema } from "effect/sql"
+import { isCurrencyCode } from "@pay/domain"
+import { Context, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import { SqlClient, type SqlError, SqlSchema } from "effect/sql"
 import {
   AccountMismatch,
-  BalanceOverflow,
-  CurrencyMismatch,
-  InsufficientFunds,
   InvalidAccount,
   InvalidPageRequest,
-  LedgerUnavailable,
+  type LedgerUnavailable,
   type PostingError,
   ReferenceConflict,
   UnknownAccount
 } from "./Errors.ts"
+import { isTransient, orDieOnSchema, translatePostingFailure, unavailableOrDie } from "./LedgerFailures.ts"
+import { AccountRow, BalanceRow, checked, DiscrepancyRow, EntryRow, PostedRow, toTransaction } from "./LedgerRows.ts"
 import {
   Account,
   AccountBalance,
   accountCodePattern,
   type AccountSpec,
-  AccountType,
-  currencyPattern,
   Discrepancy,
   type EntriesRequest,
   EntryPage,
   LedgerEntry,
-  LedgerTransaction,
   limits,
   type PostingRequest,
-  PostingResult,
-  Side
+  PostingResult
 } from "./Model.ts"
 import { batchProblem, legsOf, postingProblem } from "./Validation.ts"
 
@@ -78,193 +74,7 @@ export class Ledger extends Context.Service<Ledger, {
   }))
 }
 
-// --- rows --------------------------------------------------------------------------------------
-
-const PostedRow = Schema.Struct({
-  item: Schema.Int,
-  outcome: Schema.Literals(["posted", "replayed", "reference_conflict"]),
-  transaction_id: Schema.BigInt,
-  posted_at: Schema.DateTimeUtcFromDate,
-  description: Schema.String
-})
-
-const AccountRow = Schema.Struct({
-  id: Schema.BigInt,
-  code: Schema.String,
-  type: AccountType,
-  normal_side: Side,
-  currency: Schema.String,
-  allow_negative: Schema.Boolean
-})
-
-const BalanceRow = Schema.Struct({
-  code: Schema.String,
-  type: AccountType,
-  normal_side: Side,
-  currency: Schema.String,
-  allow_negative: Schema.Boolean,
-  balance_minor: Schema.BigIntFromString
-})
-
-const EntryRow = Schema.Struct({
-  transaction_id: Schema.BigInt,
-  entry_number: Schema.Int,
-  reference: Schema.String,
-  description: Schema.String,
-  side: Side,
-  amount_minor: Schema.BigInt,
-  currency: Schema.String,
-  posted_at: Schema.DateTimeUtcFromDate
-})
-
-const DiscrepancyRow = Schema.Struct({
-  check_name: Schema.String,
-  subject: Schema.String,
-  expected_minor: Schema.NullOr(Schema.BigIntFromString),
-  actual_minor: Schema.NullOr(Schema.BigIntFromString),
-  detail: Schema.String
-})
-
-// --- what the database says when it refuses a posting (DETAIL is jsonb text) -------------------
-
-const InsufficientFundsDetail = Schema.fromJsonString(Schema.Struct({
-  reference: Schema.String,
-  account: Schema.String,
-  balance_minor: Schema.BigIntFromString,
-  shortfall_minor: Schema.BigIntFromString
-}))
-const OverflowDetail = Schema.fromJsonString(Schema.Struct({
-  reference: Schema.String,
-  account: Schema.String,
-  balance_minor: Schema.BigIntFromString,
-  next_balance_minor: Schema.BigIntFromString
-}))
-const UnknownAccountDetail = Schema.fromJsonString(Schema.Struct({
-  reference: Schema.String,
-  account: Schema.String
-}))
-const CurrencyDetail = Schema.fromJsonString(Schema.Struct({
-  reference: Schema.String,
-  account: Schema.String,
-  account_currency: Schema.String,
-  leg_currency: Schema.String
-}))
-const ConflictDetail = Schema.fromJsonString(Schema.Struct({
-  reference: Schema.String,
-  transaction_id: Schema.BigIntFromString
-}))
-
-/** SQLSTATE and DETAIL of a PostgreSQL error, as the driver attaches them to the cause. */
-const serverFields = (error: SqlError.SqlError): { readonly code: string; readonly detail: string } => {
-  const cause = error.reason.cause
-  const field = (name: string) =>
-    Predicate.hasProperty(cause, name) && typeof cause[name] === "string" ? cause[name] : ""
-  return { code: field("code"), detail: field("detail") }
-}
-
-type DatabaseRefusal = InsufficientFunds | BalanceOverflow | UnknownAccount | CurrencyMismatch | ReferenceConflict
-
-/** The typed refusal the database raised, if this error is one (see migrations/0002_ledger.sql). */
-const refusalOf = (error: SqlError.SqlError): Option.Option<DatabaseRefusal> => {
-  const { code, detail } = serverFields(error)
-  switch (code) {
-    case "LG006":
-      return Schema.decodeUnknownOption(InsufficientFundsDetail)(detail).pipe(Option.map((d) =>
-        new InsufficientFunds({
-          reference: d.reference,
-          account: d.account,
-          balanceMinor: d.balance_minor,
-          shortfallMinor: d.shortfall_minor
-        })
-      ))
-    case "22003":
-      // Only our own overflow check carries a DETAIL; any other 22003 is left to be a defect.
-      return Schema.decodeUnknownOption(OverflowDetail)(detail).pipe(Option.map((d) =>
-        new BalanceOverflow({
-          reference: d.reference,
-          account: d.account,
-          balanceMinor: d.balance_minor,
-          nextBalanceMinor: d.next_balance_minor
-        })
-      ))
-    case "LG008":
-      return Schema.decodeUnknownOption(UnknownAccountDetail)(detail).pipe(Option.map((d) =>
-        new UnknownAccount({ reference: d.reference, account: d.account })
-      ))
-    case "LG009":
-      return Schema.decodeUnknownOption(CurrencyDetail)(detail).pipe(Option.map((d) =>
-        new CurrencyMismatch({
-          reference: d.reference,
-          account: d.account,
-          accountCurrency: d.account_currency,
-          legCurrency: d.leg_currency
-        })
-      ))
-    case "LG007":
-      return Schema.decodeUnknownOption(ConflictDetail)(detail).pipe(Option.map((d) =>
-        new ReferenceConflict({ reference: d.reference, existingTransactionId: d.transaction_id })
-      ))
-    default:
-      return Option.none()
-  }
-}
-
-/** 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now: the server went away. */
-const serverGoneAway = (error: SqlError.SqlError) => serverFields(error).code.startsWith("57P0")
-
-/** Failures after which the same statement may succeed: nothing of the attempt was kept. */
-const isTransient = (error: SqlError.SqlError) =>
-  error.reason._tag === "DeadlockError" ||
-  error.reason._tag === "SerializationError" ||
-  error.reason._tag === "ConnectionError" ||
-  serverGoneAway(error)
-
-/**
- * Infrastructure failures become `LedgerUnavailable`; anything else (a constraint the code should
- * have prevented, a syntax error, an unknown server error) is a bug: a defect, loud, cause kept.
- */
-const unavailableOrDie = (operation: string) => (error: SqlError.SqlError): Effect.Effect<never, LedgerUnavailable> => {
-  switch (error.reason._tag) {
-    case "ConnectionError":
-    case "AuthenticationError":
-    case "AuthorizationError":
-    case "LockTimeoutError":
-    case "StatementTimeoutError":
-    case "DeadlockError":
-    case "SerializationError":
-      return Effect.fail(
-        new LedgerUnavailable({ operation, reason: error.message, retryable: error.isRetryable, cause: error })
-      )
-    default:
-      return serverGoneAway(error)
-        ? Effect.fail(new LedgerUnavailable({ operation, reason: error.message, retryable: true, cause: error }))
-        : Effect.die(error)
-  }
-}
-
-const translatePostingFailure = (
-  error: SqlError.SqlError
-): Effect.Effect<never, DatabaseRefusal | LedgerUnavailable> => {
-  const refusal = refusalOf(error)
-  return Option.isSome(refusal) ? Effect.fail(refusal.value) : unavailableOrDie("post")(error)
-}
-
-/** A row that does not match its schema means the database and this code disagree: a defect. */
-const orDieOnSchema = <A, E, R>(effect: Effect.Effect<A, E | Schema.SchemaError, R>) =>
-  Effect.catchTag(effect, "SchemaError", (error) => Effect.die(error))
-
-// Values built from rows the row schema has already decoded: their checks would run twice.
-const checked = { disableChecks: true } as const
-
-const toTransaction = (row: typeof PostedRow.Type, reference: string) =>
-  new LedgerTransaction({
-    id: row.transaction_id,
-    reference,
-    description: row.description,
-    postedAt: row.posted_at
-  }, checked)
-
-/** 10, 20, 40 ms (bounded by limits.postingRetryCountMax), each with up to 50% random jitter. */
+/** 10, 20, 40 ms (bounded by limits.postingRetryCount_max), each with up to 50% random jitter. */
 const retryBackoff_ms = (retry: number): number => 10 * 2 ** retry * (1 + Math.random() / 2)
 
 /** The JSON `ledger_post` takes. Amounts travel as decimal strings, never as JS numbers. */
@@ -275,12 +85,13 @@ const postingJson = (requests: ReadonlyArray<PostingRequest>): string =>
     legs: legsOf(request).map((leg) => ({
       account: leg.account,
       side: leg.side,
-      amount_minor: leg.amountMinor.toString(),
+      amount_minor: leg.amount_minor.toString(),
       currency: leg.currency
     }))
   })))
 
-export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
+/** Posting: one `ledger_post` call per request or batch, validated first, retried when transient. */
+const makePosting = (sql: SqlClient.SqlClient) => {
   const postStatement = SqlSchema.findAll({
     Request: Schema.String,
     Result: PostedRow,
@@ -291,7 +102,7 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
   /**
    * One call of `ledger_post`, under a savepoint when the caller holds a transaction. Outside a
    * caller's transaction, a deadlock, a serialization failure or a lost connection is retried, at
-   * most `limits.postingRetryCountMax` times with a jittered backoff: the failed attempt was rolled
+   * most `limits.postingRetryCount_max` times with a jittered backoff: the failed attempt was rolled
    * back whole, or it committed and the retry finds its reference and answers a replay. (A
    * hand-written loop rather than Effect.retry: nothing is built for retrying until an attempt has
    * failed.)
@@ -307,7 +118,7 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
       const transient = (error: SqlError.SqlError) => !nested && isTransient(error)
       const attempt = (retry: number): Effect.Effect<ReadonlyArray<typeof PostedRow.Type>, SqlError.SqlError | Schema.SchemaError> =>
         Effect.catchTag(statement, "SqlError", (error) =>
-          transient(error) && retry < limits.postingRetryCountMax
+          transient(error) && retry < limits.postingRetryCount_max
             ? Effect.sleep(Duration.millis(retryBackoff_ms(retry))).pipe(Effect.andThen(attempt(retry + 1)))
             : Effect.fail(error))
       return yield* attempt(0)
@@ -353,6 +164,11 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
     return result
   })
 
+  return { postTransaction, postTransactions }
+}
+
+/** Accounts: create-or-get, race-free. */
+const makeAccounts = (sql: SqlClient.SqlClient) => {
   const findAccount = SqlSchema.findOneOption({
     Request: Schema.String,
     Result: AccountRow,
@@ -362,10 +178,10 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
   })
 
   const ensureAccount = Effect.fn("Ledger.ensureAccount")(function* (spec: AccountSpec) {
-    if (!accountCodePattern.test(spec.code) || spec.code.length > limits.accountCodeLengthMax) {
+    if (!accountCodePattern.test(spec.code) || spec.code.length > limits.accountCodeLength_max) {
       return yield* new InvalidAccount({ account: spec.code, reason: "not an account code" })
     }
-    if (!currencyPattern.test(spec.currency)) {
+    if (!isCurrencyCode(spec.currency)) {
       return yield* new InvalidAccount({ account: spec.code, reason: `"${spec.currency}" is not a currency code` })
     }
     // Two statements on purpose: when a concurrent caller inserts the same code, ON CONFLICT waits
@@ -393,6 +209,11 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
     })
   }, (effect) => orDieOnSchema(Effect.catchTag(effect, "SqlError", unavailableOrDie("ensureAccount"))))
 
+  return { findAccount, ensureAccount }
+}
+
+/** Balances: stored, and recomputed as of an instant. */
+const makeBalances = (sql: SqlClient.SqlClient) => {
   const toBalance = (row: typeof BalanceRow.Type) =>
     new AccountBalance({
       account: row.code,
@@ -400,7 +221,7 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
       normalSide: row.normal_side,
       currency: row.currency,
       allowNegative: row.allow_negative,
-      balanceMinor: row.balance_minor
+      balance_minor: row.balance_minor
     })
 
   const findBalance = SqlSchema.findOneOption({
@@ -438,6 +259,11 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
     return toBalance(row.value)
   }, (effect) => orDieOnSchema(Effect.catchTag(effect, "SqlError", unavailableOrDie("balanceAsOf"))))
 
+  return { balance, balanceAsOf }
+}
+
+/** An account's entries, in posting order, a bounded page at a time. */
+const makeEntries = (sql: SqlClient.SqlClient, findAccount: ReturnType<typeof makeAccounts>["findAccount"]) => {
   const findEntries = SqlSchema.findAll({
     Request: Schema.Struct({
       accountId: Schema.BigInt,
@@ -457,8 +283,8 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
   })
 
   const entries = Effect.fn("Ledger.entries")(function* (request: EntriesRequest) {
-    if (!Number.isInteger(request.limit) || request.limit < 1 || request.limit > limits.pageSizeMax) {
-      return yield* new InvalidPageRequest({ reason: `limit must be an integer from 1 to ${limits.pageSizeMax}` })
+    if (!Number.isInteger(request.limit) || request.limit < 1 || request.limit > limits.pageSize_max) {
+      return yield* new InvalidPageRequest({ reason: `limit must be an integer from 1 to ${limits.pageSize_max}` })
     }
     const account = yield* findAccount(request.account)
     if (Option.isNone(account)) return yield* new UnknownAccount({ account: request.account })
@@ -479,7 +305,7 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
           reference: row.reference,
           description: row.description,
           side: row.side,
-          amountMinor: row.amount_minor,
+          amount_minor: row.amount_minor,
           currency: row.currency,
           postedAt: row.posted_at
         })
@@ -490,6 +316,10 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
     })
   }, (effect) => orDieOnSchema(Effect.catchTag(effect, "SqlError", unavailableOrDie("entries"))))
 
+  return entries
+}
+
+const makeVerify = (sql: SqlClient.SqlClient) => {
   const verifyStatement = SqlSchema.findAll({
     Request: Schema.Void,
     Result: DiscrepancyRow,
@@ -504,8 +334,8 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
         new Discrepancy({
           check: row.check_name,
           subject: row.subject,
-          expectedMinor: row.expected_minor,
-          actualMinor: row.actual_minor,
+          expected_minor: row.expected_minor,
+          actual_minor: row.actual_minor,
           detail: row.detail
         })
       )
@@ -515,5 +345,16 @@ export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
     Effect.withSpan("Ledger.verify")
   )
 
-  return Ledger.of({ ensureAccount, postTransaction, postTransactions, balance, balanceAsOf, entries, verify })
+  return verify
+}
+
+export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
+  const accounts = makeAccounts(sql)
+  return Ledger.of({
+    ensureAccount: accounts.ensureAccount,
+    ...makePosting(sql),
+    ...makeBalances(sql),
+    entries: makeEntries(sql, accounts.findAccount),
+    verify: makeVerify(sql)
+  })
 }

@@ -1,3 +1,4 @@
+import { Currency } from "@pay/domain"
 import { Schema } from "effect"
 
 /**
@@ -6,34 +7,36 @@ import { Schema } from "effect"
  */
 
 /** Largest amount a single leg may carry: PostgreSQL's `bigint` maximum. */
-export const amountMinorMax = 9223372036854775807n
+export const amount_minor_max = 9223372036854775807n
 
 /** Every bound the ledger enforces, in one place (TIGER_STYLE: put a limit on everything). */
 export const limits = {
   /** Legs (entries) in one transaction. */
-  legCountMax: 1_000,
+  legCount_max: 1_000,
   /** Transactions in one batched posting. */
-  batchPostingCountMax: 1_000,
+  batchPostingCount_max: 1_000,
   /** Legs across all transactions of one batched posting. */
-  batchLegCountMax: 10_000,
+  batchLegCount_max: 10_000,
   /** Entries returned by one page of `entries`. */
-  pageSizeMax: 500,
-  referenceLengthMax: 200,
-  descriptionLengthMax: 1_000,
-  accountCodeLengthMax: 200,
+  pageSize_max: 500,
+  referenceLength_max: 200,
+  descriptionLength_max: 1_000,
+  accountCodeLength_max: 200,
   /** Retries of a posting that met a deadlock, a serialization failure or a dropped connection. */
-  postingRetryCountMax: 3
+  postingRetryCount_max: 3
 } as const
 
-/** 3-letter uppercase ISO 4217 code. The domain package will own the list of known currencies. */
-export const currencyPattern = /^[A-Z]{3}$/
-export const Currency = Schema.String.check(Schema.isPattern(currencyPattern))
+/**
+ * Currencies are the domain's (`@pay/domain` Currency: the ISO 4217 codes the platform supports).
+ * What the ledger returns is typed by it; what it is asked to post is checked against it
+ * (Validation.ts), because the ledger checks its own inputs whoever calls it.
+ */
 
 /** `merchant:42:payable:USD`: colon-separated segments of letters, digits, `_`, `.`, `-`. */
 export const accountCodePattern = /^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$/
 export const AccountCode = Schema.String.check(
   Schema.isPattern(accountCodePattern),
-  Schema.isMaxLength(limits.accountCodeLengthMax)
+  Schema.isMaxLength(limits.accountCodeLength_max)
 )
 
 export const AccountType = Schema.Literals(["asset", "liability", "equity", "revenue", "expense"])
@@ -49,7 +52,8 @@ export const normalSideOf = (type: AccountType): Side => (type === "asset" || ty
 export const AccountSpec = Schema.Struct({
   code: AccountCode,
   type: AccountType,
-  currency: Currency,
+  /** Checked against the domain's Currency by `ensureAccount` (an input, like a leg's currency). */
+  currency: Schema.String,
   /** false: the balance, in the account's normal direction, may never go below zero. */
   allowNegative: Schema.Boolean
 })
@@ -60,14 +64,14 @@ export class Account extends Schema.Class<Account>("ledger/Account")({
   code: Schema.String,
   type: AccountType,
   normalSide: Side,
-  currency: Schema.String,
+  currency: Currency,
   allowNegative: Schema.Boolean
 }) {}
 
 /** One side of a posting: an account and an amount in that account's currency. */
 export const Leg = Schema.Struct({
   account: Schema.String,
-  amountMinor: Schema.BigInt,
+  amount_minor: Schema.BigInt,
   currency: Schema.String
 })
 export type Leg = typeof Leg.Type
@@ -106,10 +110,10 @@ export class AccountBalance extends Schema.Class<AccountBalance>("ledger/Account
   account: Schema.String,
   type: AccountType,
   normalSide: Side,
-  currency: Schema.String,
+  currency: Currency,
   allowNegative: Schema.Boolean,
   /** Signed in the account's normal direction: a merchant payable of 500 is +500. */
-  balanceMinor: Schema.BigInt
+  balance_minor: Schema.BigInt
 }) {}
 
 /** Position after which the next page of an account's entries starts. */
@@ -121,7 +125,7 @@ export type EntryCursor = typeof EntryCursor.Type
 
 export const EntriesRequest = Schema.Struct({
   account: Schema.String,
-  /** 1 .. limits.pageSizeMax */
+  /** 1 .. limits.pageSize_max */
   limit: Schema.Int,
   after: Schema.optional(EntryCursor)
 })
@@ -133,8 +137,8 @@ export class LedgerEntry extends Schema.Class<LedgerEntry>("ledger/LedgerEntry")
   reference: Schema.String,
   description: Schema.String,
   side: Side,
-  amountMinor: Schema.BigInt,
-  currency: Schema.String,
+  amount_minor: Schema.BigInt,
+  currency: Currency,
   postedAt: Schema.DateTimeUtc
 }) {}
 
@@ -148,7 +152,7 @@ export class EntryPage extends Schema.Class<EntryPage>("ledger/EntryPage")({
 export class Discrepancy extends Schema.Class<Discrepancy>("ledger/Discrepancy")({
   check: Schema.String,
   subject: Schema.String,
-  expectedMinor: Schema.NullOr(Schema.BigInt),
-  actualMinor: Schema.NullOr(Schema.BigInt),
+  expected_minor: Schema.NullOr(Schema.BigInt),
+  actual_minor: Schema.NullOr(Schema.BigInt),
   detail: Schema.String
 }) {}

@@ -7,7 +7,8 @@ import {
   TooManyLegs,
   Unbalanced
 } from "./Errors.ts"
-import { accountCodePattern, amountMinorMax, currencyPattern, limits, type PostingRequest, type Side } from "./Model.ts"
+import { isCurrencyCode } from "@pay/domain"
+import { accountCodePattern, amount_minor_max, limits, type PostingRequest, type Side } from "./Model.ts"
 
 /**
  * The code half of "pair the checks": everything a posting must satisfy that can be known without
@@ -18,7 +19,7 @@ import { accountCodePattern, amountMinorMax, currencyPattern, limits, type Posti
 export interface SidedLeg {
   readonly account: string
   readonly side: Side
-  readonly amountMinor: bigint
+  readonly amount_minor: bigint
   readonly currency: string
 }
 
@@ -32,52 +33,52 @@ export const legsOf = (request: PostingRequest): ReadonlyArray<SidedLeg> => [
 const hasNul = (text: string) => text.includes("\u0000")
 
 const checkText = (reference: string, description: string): InvalidPosting | undefined => {
-  if (reference.length < 1 || reference.length > limits.referenceLengthMax || hasNul(reference)) {
+  if (reference.length < 1 || reference.length > limits.referenceLength_max || hasNul(reference)) {
     return new InvalidPosting({
       reference,
-      reason: `the reference must have 1 to ${limits.referenceLengthMax} characters, none of them NUL`
+      reason: `the reference must have 1 to ${limits.referenceLength_max} characters, none of them NUL`
     })
   }
-  if (description.length < 1 || description.length > limits.descriptionLengthMax || hasNul(description)) {
+  if (description.length < 1 || description.length > limits.descriptionLength_max || hasNul(description)) {
     return new InvalidPosting({
       reference,
-      reason: `the description must have 1 to ${limits.descriptionLengthMax} characters, none of them NUL`
+      reason: `the description must have 1 to ${limits.descriptionLength_max} characters, none of them NUL`
     })
   }
   return undefined
 }
 
 const checkLeg = (reference: string, leg: SidedLeg): PostingValidationError | undefined => {
-  if (!accountCodePattern.test(leg.account) || leg.account.length > limits.accountCodeLengthMax) {
+  if (!accountCodePattern.test(leg.account) || leg.account.length > limits.accountCodeLength_max) {
     return new InvalidPosting({ reference, reason: `"${leg.account}" is not an account code` })
   }
-  if (!currencyPattern.test(leg.currency)) {
-    return new InvalidPosting({ reference, reason: `"${leg.currency}" is not a 3-letter uppercase currency code` })
+  if (!isCurrencyCode(leg.currency)) {
+    return new InvalidPosting({ reference, reason: `"${leg.currency}" is not a supported ISO 4217 currency code` })
   }
-  if (leg.amountMinor <= 0n) {
-    return new NonPositiveAmount({ reference, account: leg.account, amountMinor: leg.amountMinor })
+  if (leg.amount_minor <= 0n) {
+    return new NonPositiveAmount({ reference, account: leg.account, amount_minor: leg.amount_minor })
   }
-  if (leg.amountMinor > amountMinorMax) {
-    return new AmountTooLarge({ reference, account: leg.account, amountMinor: leg.amountMinor, amountMinorMax })
+  if (leg.amount_minor > amount_minor_max) {
+    return new AmountTooLarge({ reference, account: leg.account, amount_minor: leg.amount_minor, amount_minor_max })
   }
   return undefined
 }
 
 /** Debits = credits in every currency. bigint sums cannot overflow in JS. */
 const checkBalance = (reference: string, legs: ReadonlyArray<SidedLeg>): Unbalanced | undefined => {
-  const totals = new Map<string, { debitsMinor: bigint; creditsMinor: bigint }>()
+  const totals = new Map<string, { debits_minor: bigint; credits_minor: bigint }>()
   for (const leg of legs) {
-    const total = totals.get(leg.currency) ?? { debitsMinor: 0n, creditsMinor: 0n }
+    const total = totals.get(leg.currency) ?? { debits_minor: 0n, credits_minor: 0n }
     totals.set(
       leg.currency,
       leg.side === "debit"
-        ? { ...total, debitsMinor: total.debitsMinor + leg.amountMinor }
-        : { ...total, creditsMinor: total.creditsMinor + leg.amountMinor }
+        ? { ...total, debits_minor: total.debits_minor + leg.amount_minor }
+        : { ...total, credits_minor: total.credits_minor + leg.amount_minor }
     )
   }
   for (const currency of [...totals.keys()].sort()) {
     const total = totals.get(currency)
-    if (total !== undefined && total.debitsMinor !== total.creditsMinor) {
+    if (total !== undefined && total.debits_minor !== total.credits_minor) {
       return new Unbalanced({ reference, currency, ...total })
     }
   }
@@ -91,8 +92,8 @@ export const postingProblem = (request: PostingRequest): PostingValidationError 
   if (textProblem !== undefined) return textProblem
   const legs = legsOf(request)
   if (legs.length < 2) return new TooFewLegs({ reference, legCount: legs.length })
-  if (legs.length > limits.legCountMax) {
-    return new TooManyLegs({ reference, legCount: legs.length, legCountMax: limits.legCountMax })
+  if (legs.length > limits.legCount_max) {
+    return new TooManyLegs({ reference, legCount: legs.length, legCount_max: limits.legCount_max })
   }
   for (const leg of legs) {
     const legProblem = checkLeg(reference, leg)
@@ -105,10 +106,10 @@ export const postingProblem = (request: PostingRequest): PostingValidationError 
 export const batchProblem = (requests: ReadonlyArray<PostingRequest>): PostingValidationError | undefined => {
   const first = requests[0]
   if (first === undefined) return new InvalidPosting({ reference: "", reason: "a batch needs at least one posting" })
-  if (requests.length > limits.batchPostingCountMax) {
+  if (requests.length > limits.batchPostingCount_max) {
     return new InvalidPosting({
       reference: first.reference,
-      reason: `a batch holds at most ${limits.batchPostingCountMax} postings, not ${requests.length}`
+      reason: `a batch holds at most ${limits.batchPostingCount_max} postings, not ${requests.length}`
     })
   }
   let legCount = 0
@@ -119,10 +120,10 @@ export const batchProblem = (requests: ReadonlyArray<PostingRequest>): PostingVa
     }
     references.add(request.reference)
     legCount += request.debits.length + request.credits.length
-    if (legCount > limits.batchLegCountMax) {
+    if (legCount > limits.batchLegCount_max) {
       return new InvalidPosting({
         reference: request.reference,
-        reason: `a batch holds at most ${limits.batchLegCountMax} legs in all`
+        reason: `a batch holds at most ${limits.batchLegCount_max} legs in all`
       })
     }
     const problem = postingProblem(request)

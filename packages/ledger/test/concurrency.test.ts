@@ -129,9 +129,9 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
                  FROM generate_series(1, 100) AS g, (VALUES ('USD'), ('EUR')) AS currencies(c)`
       const deadlocksBefore = yield* deadlockCount
       const next = random(42)
-      const leg = (currency: string, amountMinor: bigint): Leg => ({
+      const leg = (currency: string, amount_minor: bigint): Leg => ({
         account: `many:${1 + next(100)}:${currency}`,
-        amountMinor,
+        amount_minor,
         currency
       })
       const requests = Array.from({ length: 400 }, (_, i): PostingRequest => {
@@ -192,7 +192,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       assert.strictEqual(results.length, requests.length)
       const recorded = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'kill-%'`
       assert.strictEqual(recorded[0]?.n, BigInt(requests.length))
-      assert.strictEqual((yield* ledger.balance("kill:merchant:USD")).balanceMinor, BigInt(requests.length))
+      assert.strictEqual((yield* ledger.balance("kill:merchant:USD")).balance_minor, BigInt(requests.length))
       yield* assertInvariants
     }))
 
@@ -238,7 +238,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
         assert.strictEqual(results.filter((r) => !r.replayed).length, 1)
         assert.strictEqual(new Set(results.map((r) => r.transaction.id)).size, 1)
       }
-      assert.strictEqual((yield* ledger.balance("dup:merchant:USD")).balanceMinor, 30n)
+      assert.strictEqual((yield* ledger.balance("dup:merchant:USD")).balance_minor, 30n)
       yield* assertInvariants
     }))
 })

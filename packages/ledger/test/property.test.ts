@@ -3,7 +3,7 @@ import { Cause, Effect, Exit } from "effect"
 import { SqlClient } from "effect/sql"
 import fc from "fast-check"
 import { Ledger } from "../src/Ledger.ts"
-import { amountMinorMax, type Leg, type PostingRequest } from "../src/Model.ts"
+import { amount_minor_max, type Leg, type PostingRequest } from "../src/Model.ts"
 import {
   account,
   assertLedgerHealthy,
@@ -31,10 +31,10 @@ const codesIn = (currency: string) => accounts.filter((a) => a.currency === curr
 const anyLeg: fc.Arbitrary<Leg> = fc.record({
   account: fc.constantFrom(...accounts.map((a) => a.code), "prop:ghost:USD"),
   currency: fc.constantFrom("USD", "EUR", "usd"),
-  amountMinor: fc.oneof(
+  amount_minor: fc.oneof(
     fc.bigInt({ min: -3n, max: 0n }),
     fc.bigInt({ min: 1n, max: 500n }),
-    fc.constantFrom(amountMinorMax, amountMinorMax + 1n)
+    fc.constantFrom(amount_minor_max, amount_minor_max + 1n)
   )
 })
 
@@ -48,8 +48,8 @@ const balancedPosting = (reference: string): fc.Arbitrary<PostingRequest> =>
     }).map(({ amounts, debitAccounts, creditAccount }) => ({
       reference,
       description: "balanced",
-      debits: amounts.map((amountMinor, i) => ({ account: debitAccounts[i] ?? creditAccount, amountMinor, currency })),
-      credits: [{ account: creditAccount, amountMinor: amounts.reduce((a, b) => a + b, 0n), currency }]
+      debits: amounts.map((amount_minor, i) => ({ account: debitAccounts[i] ?? creditAccount, amount_minor, currency })),
+      credits: [{ account: creditAccount, amount_minor: amounts.reduce((a, b) => a + b, 0n), currency }]
     }))
   )
 

@@ -24,7 +24,7 @@ const setup = Effect.gen(function* () {
 /** One raw transaction: a `transactions` row and the given entries, committed together. */
 const rawPosting = (
   reference: string,
-  entries: ReadonlyArray<readonly [accountId: bigint, side: "debit" | "credit", amountMinor: bigint, currency: string]>
+  entries: ReadonlyArray<readonly [accountId: bigint, side: "debit" | "credit", amount_minor: bigint, currency: string]>
 ) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -33,10 +33,10 @@ const rawPosting = (
         INSERT INTO transactions (reference, description) VALUES (${reference}, 'raw sql') RETURNING id`
       if (row === undefined) return yield* Effect.die(new Error("no id"))
       let entryNumber = 0
-      for (const [accountId, side, amountMinor, currency] of entries) {
+      for (const [accountId, side, amount_minor, currency] of entries) {
         entryNumber += 1
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
-                   VALUES (${row.id}, ${entryNumber}, ${accountId}, ${side}::ledger_side, ${amountMinor}, ${currency})`
+                   VALUES (${row.id}, ${entryNumber}, ${accountId}, ${side}::ledger_side, ${amount_minor}, ${currency})`
       }
     }))
   })
@@ -45,9 +45,9 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
   it.effect("a balanced raw posting commits and keeps the stored balances right", () =>
     Effect.gen(function* () {
       const { ledger, cash, payable } = yield* setup
-      const before = (yield* ledger.balance(PAYABLE)).balanceMinor
+      const before = (yield* ledger.balance(PAYABLE)).balance_minor
       yield* rawPosting("raw-balanced", [[cash, "debit", 25n, "USD"], [payable, "credit", 25n, "USD"]])
-      assert.strictEqual((yield* ledger.balance(PAYABLE)).balanceMinor, before + 25n)
+      assert.strictEqual((yield* ledger.balance(PAYABLE)).balance_minor, before + 25n)
       yield* assertLedgerHealthy
     }))
 
@@ -116,7 +116,7 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
   it.effect("a no-negative account cannot be taken below zero by raw SQL", () =>
     Effect.gen(function* () {
       const { ledger, cash, payable } = yield* setup
-      const balance = (yield* ledger.balance(PAYABLE)).balanceMinor
+      const balance = (yield* ledger.balance(PAYABLE)).balance_minor
       const refusal = yield* refusedBy(
         rawPosting("raw-overdraw", [[payable, "debit", balance + 1n, "USD"], [cash, "credit", balance + 1n, "USD"]])
       )
@@ -202,7 +202,7 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
         [["balance_mismatch", PAYABLE], ["trial_balance_nonzero", "USD"]]
       )
       const mismatch = discrepancies.find((d) => d.check === "balance_mismatch")
-      assert.strictEqual((mismatch?.actualMinor ?? 0n) - (mismatch?.expectedMinor ?? 0n), 1n)
+      assert.strictEqual((mismatch?.actual_minor ?? 0n) - (mismatch?.expected_minor ?? 0n), 1n)
       // Put it back, and the ledger is healthy again.
       yield* edit(-1n)
       yield* assertLedgerHealthy

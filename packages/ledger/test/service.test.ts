@@ -2,7 +2,7 @@ import { assert, layer } from "@effect/vitest"
 import { DateTime, Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ledger } from "../src/Ledger.ts"
-import { amountMinorMax, limits, type PostingRequest } from "../src/Model.ts"
+import { amount_minor_max, limits, type PostingRequest } from "../src/Model.ts"
 import {
   account,
   assertLedgerHealthy,
@@ -34,7 +34,7 @@ const setup = Effect.gen(function* () {
 const balanceOf = (code: string) =>
   Effect.gen(function* () {
     const ledger = yield* Ledger
-    return (yield* ledger.balance(code)).balanceMinor
+    return (yield* ledger.balance(code)).balance_minor
   })
 
 layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
@@ -87,7 +87,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.strictEqual(zero._tag, "NonPositiveAmount")
       const negative = yield* failureOf(ledger.postTransaction(transfer("amount-neg", CASH, PAYABLE, -5n)))
       assert.strictEqual(negative._tag, "NonPositiveAmount")
-      if (negative._tag === "NonPositiveAmount") assert.strictEqual(negative.amountMinor, -5n)
+      if (negative._tag === "NonPositiveAmount") assert.strictEqual(negative.amount_minor, -5n)
       assert.strictEqual(yield* countRows("transactions"), before)
       yield* assertLedgerHealthy
     }))
@@ -97,12 +97,12 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const ledger = yield* setup
       yield* ledger.ensureAccount(account("big:asset:USD", "asset", "USD", true))
       yield* ledger.ensureAccount(account("big:equity:USD", "equity", "USD", true))
-      yield* ledger.postTransaction(transfer("max-1", "big:asset:USD", "big:equity:USD", amountMinorMax))
-      assert.strictEqual(yield* balanceOf("big:asset:USD"), amountMinorMax)
-      assert.strictEqual(yield* balanceOf("big:equity:USD"), amountMinorMax)
+      yield* ledger.postTransaction(transfer("max-1", "big:asset:USD", "big:equity:USD", amount_minor_max))
+      assert.strictEqual(yield* balanceOf("big:asset:USD"), amount_minor_max)
+      assert.strictEqual(yield* balanceOf("big:equity:USD"), amount_minor_max)
 
       const tooLarge = yield* failureOf(
-        ledger.postTransaction(transfer("max-plus-1", "big:asset:USD", "big:equity:USD", amountMinorMax + 1n))
+        ledger.postTransaction(transfer("max-plus-1", "big:asset:USD", "big:equity:USD", amount_minor_max + 1n))
       )
       assert.strictEqual(tooLarge._tag, "AmountTooLarge")
 
@@ -111,9 +111,9 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.strictEqual(overflow._tag, "BalanceOverflow")
       if (overflow._tag === "BalanceOverflow") {
         assert.strictEqual(overflow.account, "big:asset:USD")
-        assert.strictEqual(overflow.nextBalanceMinor, amountMinorMax + 1n)
+        assert.strictEqual(overflow.nextBalance_minor, amount_minor_max + 1n)
       }
-      assert.strictEqual(yield* balanceOf("big:asset:USD"), amountMinorMax)
+      assert.strictEqual(yield* balanceOf("big:asset:USD"), amount_minor_max)
       yield* assertLedgerHealthy
     }))
 
@@ -125,7 +125,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const one = yield* failureOf(ledger.postTransaction({
         reference: "legs-1",
         description: "x",
-        debits: [{ account: CASH, amountMinor: 5n, currency: "USD" }],
+        debits: [{ account: CASH, amount_minor: 5n, currency: "USD" }],
         credits: []
       }))
       assert.strictEqual(one._tag, "TooFewLegs")
@@ -134,8 +134,8 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const thousand: PostingRequest = {
         reference: "legs-1000",
         description: "999 debits of 1 and one credit of 999",
-        debits: Array.from({ length: 999 }, () => ({ account: CASH, amountMinor: 1n, currency: "USD" })),
-        credits: [{ account: PAYABLE, amountMinor: 999n, currency: "USD" }]
+        debits: Array.from({ length: 999 }, () => ({ account: CASH, amount_minor: 1n, currency: "USD" })),
+        credits: [{ account: PAYABLE, amount_minor: 999n, currency: "USD" }]
       }
       const cashBefore = yield* balanceOf(CASH)
       const posted = yield* ledger.postTransaction(thousand)
@@ -148,8 +148,8 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const tooMany = yield* failureOf(ledger.postTransaction({
         ...thousand,
         reference: "legs-1001",
-        credits: [...thousand.credits, { account: PAYABLE, amountMinor: 1n, currency: "USD" }],
-        debits: [...thousand.debits, { account: CASH, amountMinor: 1n, currency: "USD" }]
+        credits: [...thousand.credits, { account: PAYABLE, amount_minor: 1n, currency: "USD" }],
+        debits: [...thousand.debits, { account: CASH, amount_minor: 1n, currency: "USD" }]
       }))
       assert.strictEqual(tooMany._tag, "TooManyLegs")
       yield* assertLedgerHealthy
@@ -162,7 +162,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       // 1,000 accounts in one statement (accounts accept INSERT; their balance rows follow).
       yield* sql`INSERT INTO accounts (code, type, currency, allow_negative)
                  SELECT 'wide:' || g || ':USD', 'asset', 'USD', true FROM generate_series(1, 1000) AS g`
-      const leg = (n: number) => ({ account: `wide:${n}:USD`, amountMinor: amountMinorMax, currency: "USD" })
+      const leg = (n: number) => ({ account: `wide:${n}:USD`, amount_minor: amount_minor_max, currency: "USD" })
       const request: PostingRequest = {
         reference: "wide-max",
         description: "500 debits and 500 credits of the largest bigint",
@@ -170,8 +170,8 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
         credits: Array.from({ length: 500 }, (_, i) => leg(i + 501))
       }
       yield* ledger.postTransaction(request)
-      assert.strictEqual(yield* balanceOf("wide:1:USD"), amountMinorMax)
-      assert.strictEqual(yield* balanceOf("wide:1000:USD"), -amountMinorMax)
+      assert.strictEqual(yield* balanceOf("wide:1:USD"), amount_minor_max)
+      assert.strictEqual(yield* balanceOf("wide:1000:USD"), -amount_minor_max)
 
       // The same thousand legs on two accounts: each balance would reach 500 x max.
       const concentrated = yield* failureOf(ledger.postTransaction({
@@ -186,12 +186,12 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const offByOne = yield* failureOf(ledger.postTransaction({
         ...request,
         reference: "wide-max-off-by-one",
-        credits: [...request.credits.slice(1), { ...leg(501), amountMinor: amountMinorMax - 1n }]
+        credits: [...request.credits.slice(1), { ...leg(501), amount_minor: amount_minor_max - 1n }]
       }))
       assert.strictEqual(offByOne._tag, "Unbalanced")
       if (offByOne._tag === "Unbalanced") {
-        assert.strictEqual(offByOne.debitsMinor - offByOne.creditsMinor, 1n)
-        assert.strictEqual(offByOne.debitsMinor, 500n * amountMinorMax)
+        assert.strictEqual(offByOne.debits_minor - offByOne.credits_minor, 1n)
+        assert.strictEqual(offByOne.debits_minor, 500n * amount_minor_max)
       }
       yield* assertLedgerHealthy
     }))
@@ -202,19 +202,19 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const unbalanced = yield* failureOf(ledger.postTransaction({
         reference: "unbalanced",
         description: "x",
-        debits: [{ account: CASH, amountMinor: 100n, currency: "USD" }],
-        credits: [{ account: PAYABLE, amountMinor: 99n, currency: "USD" }]
+        debits: [{ account: CASH, amount_minor: 100n, currency: "USD" }],
+        credits: [{ account: PAYABLE, amount_minor: 99n, currency: "USD" }]
       }))
       assert.strictEqual(unbalanced._tag, "Unbalanced")
       if (unbalanced._tag === "Unbalanced") {
-        assert.deepStrictEqual([unbalanced.currency, unbalanced.debitsMinor, unbalanced.creditsMinor], ["USD", 100n, 99n])
+        assert.deepStrictEqual([unbalanced.currency, unbalanced.debits_minor, unbalanced.credits_minor], ["USD", 100n, 99n])
       }
       // Balanced in total but not per currency.
       const crossCurrency = yield* failureOf(ledger.postTransaction({
         reference: "cross-currency",
         description: "x",
-        debits: [{ account: CASH, amountMinor: 100n, currency: "USD" }],
-        credits: [{ account: CASH_EUR, amountMinor: 100n, currency: "EUR" }]
+        debits: [{ account: CASH, amount_minor: 100n, currency: "USD" }],
+        credits: [{ account: CASH_EUR, amount_minor: 100n, currency: "EUR" }]
       }))
       assert.strictEqual(crossCurrency._tag, "Unbalanced")
       yield* assertLedgerHealthy
@@ -252,7 +252,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.strictEqual(short._tag, "InsufficientFunds")
       if (short._tag === "InsufficientFunds") {
         assert.deepStrictEqual(
-          [short.account, short.balanceMinor, short.shortfallMinor, short.reference],
+          [short.account, short.balance_minor, short.shortfall_minor, short.reference],
           ["merchant:funds:payable:USD", 100n, 5n, "funds-out-105"]
         )
       }
@@ -284,8 +284,8 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const reordered = yield* ledger.postTransaction({
         reference: "replay-1",
         description: "another description does not matter",
-        debits: [{ account: CASH, amountMinor: 40n, currency: "USD" }],
-        credits: [{ account: "merchant:replay:payable:USD", amountMinor: 40n, currency: "USD" }]
+        debits: [{ account: CASH, amount_minor: 40n, currency: "USD" }],
+        credits: [{ account: "merchant:replay:payable:USD", amount_minor: 40n, currency: "USD" }]
       })
       assert.isTrue(reordered.replayed)
 
@@ -335,7 +335,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const empty = yield* failureOf(ledger.postTransactions([]))
       assert.strictEqual(empty._tag, "InvalidPosting")
       const tooLarge = yield* failureOf(ledger.postTransactions(
-        Array.from({ length: limits.batchPostingCountMax + 1 }, (_, i) => transfer(`batch-big-${i}`, CASH, M, 1n))
+        Array.from({ length: limits.batchPostingCount_max + 1 }, (_, i) => transfer(`batch-big-${i}`, CASH, M, 1n))
       ))
       assert.strictEqual(tooLarge._tag, "InvalidPosting")
       yield* assertLedgerHealthy
@@ -348,7 +348,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       yield* ledger.ensureAccount(account("merchant:asof:payable:USD", "liability", "USD", false))
       const M = "merchant:asof:payable:USD"
       const before = yield* ledger.balanceAsOf(M, DateTime.makeUnsafe(0))
-      assert.strictEqual(before.balanceMinor, 0n)
+      assert.strictEqual(before.balance_minor, 0n)
       yield* ledger.postTransaction(transfer("asof-1", CASH, M, 70n))
       // The database's clock, which stamps posted_at, between the two postings.
       const [between] = yield* sql<{ now: Date }>`SELECT clock_timestamp() AS now`
@@ -356,10 +356,10 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       yield* Effect.sleep("5 millis")
       yield* ledger.postTransaction(transfer("asof-2", M, CASH, 20n))
       const asOf = yield* ledger.balanceAsOf(M, DateTime.fromDateUnsafe(between.now))
-      assert.strictEqual(asOf.balanceMinor, 70n)
+      assert.strictEqual(asOf.balance_minor, 70n)
       const now = yield* ledger.balanceAsOf(M, DateTime.makeUnsafe(Date.now() + 60_000))
-      assert.strictEqual(now.balanceMinor, 50n)
-      assert.strictEqual((yield* ledger.balance(M)).balanceMinor, 50n)
+      assert.strictEqual(now.balance_minor, 50n)
+      assert.strictEqual((yield* ledger.balance(M)).balance_minor, 50n)
       const unknown = yield* failureOf(ledger.balanceAsOf("nobody:USD", DateTime.makeUnsafe(0)))
       assert.strictEqual(unknown._tag, "UnknownAccount")
       yield* assertLedgerHealthy
@@ -375,7 +375,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.deepStrictEqual(first.entries.map((e) => e.reference), ["page-1", "page-2"])
       assert.isNotNull(first.next)
       const second = yield* ledger.entries({ account: M, limit: 2, ...(first.next === null ? {} : { after: first.next }) })
-      assert.deepStrictEqual(second.entries.map((e) => [e.reference, e.side, e.amountMinor]), [
+      assert.deepStrictEqual(second.entries.map((e) => [e.reference, e.side, e.amount_minor]), [
         ["page-3", "credit", 3n],
         ["page-4", "credit", 4n]
       ])
@@ -383,7 +383,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.deepStrictEqual(third.entries.map((e) => e.reference), ["page-5"])
       assert.isNull(third.next)
 
-      for (const limit of [0, limits.pageSizeMax + 1, 1.5]) {
+      for (const limit of [0, limits.pageSize_max + 1, 1.5]) {
         const invalid = yield* failureOf(ledger.entries({ account: M, limit }))
         assert.strictEqual(invalid._tag, "InvalidPageRequest")
       }

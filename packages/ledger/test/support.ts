@@ -23,18 +23,18 @@ export const account = (code: string, type: AccountType, currency: string, allow
   allowNegative
 })
 
-/** A two-leg posting: `amountMinor` from the credited account to the debited one. */
+/** A two-leg posting: `amount_minor` from the credited account to the debited one. */
 export const transfer = (
   reference: string,
   debit: string,
   credit: string,
-  amountMinor: bigint,
+  amount_minor: bigint,
   currency = "USD"
 ): PostingRequest => ({
   reference,
   description: `test transfer ${reference}`,
-  debits: [{ account: debit, amountMinor, currency }],
-  credits: [{ account: credit, amountMinor, currency }]
+  debits: [{ account: debit, amount_minor, currency }],
+  credits: [{ account: credit, amount_minor, currency }]
 })
 
 /** After every scenario: the database agrees with itself. */

@@ -1,6 +1,7 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import { decodeRow, decodeRows } from "@pay/infra"
 import { OutboxRow } from "./CloudEvents.ts"
 
 /** A claim candidate: the row, and how many unpublished rows of its aggregate precede it. */
@@ -81,133 +82,147 @@ export class OutboxStore extends Context.Service<OutboxStore, {
     OutboxStore,
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-
-      /**
-       * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
-       * locked. For each, the number of unpublished rows of its aggregate before it (index probes
-       * on (aggregate_type, aggregate_id, position)); `claimableInOrder` keeps those whose earlier
-       * rows are all in the batch. Candidates held back stay locked until this transaction ends,
-       * which is harmless: nobody may send them before their predecessors anyway.
-       *
-       * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
-       * rows, whatever the table's statistics say. They are stale exactly when it matters: after
-       * an outage the backlog grows faster than autovacuum re-analyzes, the planner still
-       * believes that a handful of rows are unpublished, and it picks "bitmap scan every
-       * unpublished row, then sort" — a cost that grows with the backlog, paid on every claim,
-       * so draining n rows costs O(n²). `enable_sort = off` (for this transaction only) leaves
-       * the ordered index scan as the only sane plan. Nothing else in the claiming transaction
-       * sorts. `explainClaim` shows the plan as the publisher gets it.
-       */
-      const claimStatement = (limit: number) => sql`
-        WITH candidates AS (
-          SELECT id, position, aggregate_type, aggregate_id, event_type, event_version,
-                 payload, headers, created_at, attempt_count
-          FROM outbox_events
-          WHERE published_at IS NULL
-          ORDER BY position
-          LIMIT ${limit}
-          FOR UPDATE SKIP LOCKED)
-        SELECT c.*,
-               (SELECT count(*) FROM outbox_events e
-                WHERE e.published_at IS NULL
-                  AND e.aggregate_type = c.aggregate_type
-                  AND e.aggregate_id = c.aggregate_id
-                  AND e.position < c.position)::int AS earlier_unpublished
-        FROM candidates c`
-
-      /**
-       * Settings of the claiming transaction (one round trip, local to it):
-       * - `enable_sort = off`: see `claimStatement`.
-       * - `synchronous_commit = off`: its COMMIT does not wait for the WAL flush. What it commits
-       *   is only delivery bookkeeping (published_at, attempt_count, last_error) for rows the
-       *   broker already acknowledged; if a database crash loses it, the rows are unpublished
-       *   again and are re-sent with the same ids, which at-least-once delivery allows anyway.
-       */
-      const claimTransactionSettings = sql`SELECT set_config('enable_sort', 'off', true), set_config('synchronous_commit', 'off', true)`
-
-      const claim = (limit: number) =>
-        Effect.gen(function* () {
-          yield* claimTransactionSettings
-          const rows = yield* claimStatement(limit)
-          const candidates = yield* decodeCandidates(rows).pipe(
-            Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
-          )
-          return claimableInOrder(candidates).map(({ earlier_unpublished: _, ...row }): OutboxRow => row)
-        }).pipe(Effect.withSpan("OutboxStore.claim"))
-
-      const explainClaim = (limit: number) =>
-        sql.withTransaction(
-          Effect.gen(function* () {
-            yield* claimTransactionSettings
-            const explained = yield* sql<{ "QUERY PLAN": string }>`EXPLAIN ${claimStatement(limit)}`
-            // EXPLAIN does not run the statement: no row was locked.
-            return explained.map((row) => row["QUERY PLAN"]).join("\n")
-          })
-        )
-
-      const markPublished = (ids: ReadonlyArray<string>) =>
-        ids.length === 0
-          ? Effect.void
-          : sql<{ id: string }>`
-              UPDATE outbox_events
-              SET published_at = clock_timestamp(), attempt_count = attempt_count + 1, last_error = NULL
-              WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL
-              RETURNING id`.pipe(
-              // The rows are locked by this transaction since the claim: nobody else can have
-              // marked or deleted them. Fewer updates means the caller broke that contract.
-              Effect.flatMap((rows) =>
-                rows.length === ids.length
-                  ? Effect.void
-                  : Effect.die(new Error(`markPublished updated ${rows.length} of ${ids.length} claimed rows`))
-              )
-            )
-
-      const recordFailure = (ids: ReadonlyArray<string>, error: string) =>
-        ids.length === 0
-          ? Effect.void
-          : sql`
-              UPDATE outbox_events
-              SET attempt_count = attempt_count + 1, last_error = ${error.slice(0, lastErrorLength_max)}
-              WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL`.pipe(Effect.asVoid)
-
-      const backlog = Effect.map(
-        sql<{ unpublished_count: bigint; oldest_unpublished_age_ms: number | null }>`
-          SELECT count(*)::bigint AS unpublished_count,
-                 (extract(epoch FROM clock_timestamp() - min(created_at)) * 1000)::float8 AS oldest_unpublished_age_ms
-          FROM outbox_events WHERE published_at IS NULL`,
-        (rows): OutboxBacklog => ({
-          unpublished_count: rows[0]?.unpublished_count ?? 0n,
-          oldest_unpublished_age_ms: rows[0]?.oldest_unpublished_age_ms ?? 0
-        })
-      )
-
-      const deletePublishedBefore = (cutoff: Date, batch: number) =>
-        Effect.map(
-          sql<{ id: string }>`
-            DELETE FROM outbox_events WHERE id IN (
-              SELECT id FROM outbox_events
-              WHERE published_at IS NOT NULL AND published_at < ${cutoff}
-              ORDER BY published_at LIMIT ${batch})
-            RETURNING id`,
-          (rows) => rows.length
-        )
-
-      const requeue = (fromPosition: bigint, limit: number) =>
-        Effect.map(
-          sql<{ position: bigint }>`
-            UPDATE outbox_events SET published_at = NULL
-            WHERE id IN (
-              SELECT id FROM outbox_events
-              WHERE position >= ${fromPosition} AND published_at IS NOT NULL
-              ORDER BY position LIMIT ${limit})
-            RETURNING position`,
-          (rows): RequeueResult => ({
-            requeued: rows.length,
-            nextPosition: rows.reduce((next, row) => (row.position >= next ? row.position + 1n : next), fromPosition)
-          })
-        )
-
-      return OutboxStore.of({ claim, explainClaim, markPublished, recordFailure, backlog, deletePublishedBefore, requeue })
+      return OutboxStore.of({ ...makeClaims(sql), ...makeBookkeeping(sql) })
     })
   )
+}
+
+const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
+const positions = decodeRows(Schema.Struct({ position: Schema.BigInt }))
+const planLines = decodeRows(Schema.Struct({ "QUERY PLAN": Schema.String }))
+const backlogRow = decodeRow(Schema.Struct({ unpublished_count: Schema.BigInt, oldest_unpublished_age_ms: Schema.NullOr(Schema.Number) }))
+
+/** Claiming: the candidates in position order, kept when the per-aggregate guard allows. */
+const makeClaims = (sql: SqlClient.SqlClient) => {
+  /**
+   * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
+   * locked. For each, the number of unpublished rows of its aggregate before it (index probes
+   * on (aggregate_type, aggregate_id, position)); `claimableInOrder` keeps those whose earlier
+   * rows are all in the batch. Candidates held back stay locked until this transaction ends,
+   * which is harmless: nobody may send them before their predecessors anyway.
+   *
+   * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
+   * rows, whatever the table's statistics say. They are stale exactly when it matters: after
+   * an outage the backlog grows faster than autovacuum re-analyzes, the planner still
+   * believes that a handful of rows are unpublished, and it picks "bitmap scan every
+   * unpublished row, then sort" — a cost that grows with the backlog, paid on every claim,
+   * so draining n rows costs O(n²). `enable_sort = off` (for this transaction only) leaves
+   * the ordered index scan as the only sane plan. Nothing else in the claiming transaction
+   * sorts. `explainClaim` shows the plan as the publisher gets it.
+   */
+  const claimStatement = (limit: number) => sql`
+    WITH candidates AS (
+      SELECT id, position, aggregate_type, aggregate_id, event_type, event_version,
+             payload, headers, created_at, attempt_count
+      FROM outbox_events
+      WHERE published_at IS NULL
+      ORDER BY position
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    SELECT c.*,
+           (SELECT count(*) FROM outbox_events e
+            WHERE e.published_at IS NULL
+              AND e.aggregate_type = c.aggregate_type
+              AND e.aggregate_id = c.aggregate_id
+              AND e.position < c.position)::int AS earlier_unpublished
+    FROM candidates c`
+
+  /**
+   * Settings of the claiming transaction (one round trip, local to it):
+   * - `enable_sort = off`: see `claimStatement`.
+   * - `synchronous_commit = off`: its COMMIT does not wait for the WAL flush. What it commits
+   *   is only delivery bookkeeping (published_at, attempt_count, last_error) for rows the
+   *   broker already acknowledged; if a database crash loses it, the rows are unpublished
+   *   again and are re-sent with the same ids, which at-least-once delivery allows anyway.
+   */
+  const claimTransactionSettings = sql`SELECT set_config('enable_sort', 'off', true), set_config('synchronous_commit', 'off', true)`
+
+  const claim = (limit: number) =>
+    Effect.gen(function* () {
+      yield* claimTransactionSettings
+      const rows = yield* claimStatement(limit)
+      const candidates = yield* decodeCandidates(rows).pipe(
+        Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
+      )
+      return claimableInOrder(candidates).map(({ earlier_unpublished: _, ...row }): OutboxRow => row)
+    }).pipe(Effect.withSpan("OutboxStore.claim"))
+
+  const explainClaim = (limit: number) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        yield* claimTransactionSettings
+        const explained = yield* planLines(sql`EXPLAIN ${claimStatement(limit)}`)
+        // EXPLAIN does not run the statement: no row was locked.
+        return explained.map((row) => row["QUERY PLAN"]).join("\n")
+      })
+    )
+
+  return { claim, explainClaim }
+}
+
+/** Delivery bookkeeping, the backlog figures, retention and re-publishing. */
+const makeBookkeeping = (sql: SqlClient.SqlClient) => {
+  const markPublished = (ids: ReadonlyArray<string>) =>
+    ids.length === 0
+      ? Effect.void
+      : idRows(sql`
+          UPDATE outbox_events
+          SET published_at = clock_timestamp(), attempt_count = attempt_count + 1, last_error = NULL
+          WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL
+          RETURNING id`).pipe(
+          // The rows are locked by this transaction since the claim: nobody else can have
+          // marked or deleted them. Fewer updates means the caller broke that contract.
+          Effect.flatMap((rows) =>
+            rows.length === ids.length
+              ? Effect.void
+              : Effect.die(new Error(`markPublished updated ${rows.length} of ${ids.length} claimed rows`))
+          )
+        )
+
+  const recordFailure = (ids: ReadonlyArray<string>, error: string) =>
+    ids.length === 0
+      ? Effect.void
+      : sql`
+          UPDATE outbox_events
+          SET attempt_count = attempt_count + 1, last_error = ${error.slice(0, lastErrorLength_max)}
+          WHERE id = ANY(${ids}::uuid[]) AND published_at IS NULL`.pipe(Effect.asVoid)
+
+  const backlog = Effect.map(
+    backlogRow(sql`
+      SELECT count(*)::bigint AS unpublished_count,
+             (extract(epoch FROM clock_timestamp() - min(created_at)) * 1000)::float8 AS oldest_unpublished_age_ms
+      FROM outbox_events WHERE published_at IS NULL`),
+    (row): OutboxBacklog => ({
+      unpublished_count: row.unpublished_count,
+      oldest_unpublished_age_ms: row.oldest_unpublished_age_ms ?? 0
+    })
+  )
+
+  const deletePublishedBefore = (cutoff: Date, batch: number) =>
+    Effect.map(
+      idRows(sql`
+        DELETE FROM outbox_events WHERE id IN (
+          SELECT id FROM outbox_events
+          WHERE published_at IS NOT NULL AND published_at < ${cutoff}
+          ORDER BY published_at LIMIT ${batch})
+        RETURNING id`),
+      (rows) => rows.length
+    )
+
+  const requeue = (fromPosition: bigint, limit: number) =>
+    Effect.map(
+      positions(sql`
+        UPDATE outbox_events SET published_at = NULL
+        WHERE id IN (
+          SELECT id FROM outbox_events
+          WHERE position >= ${fromPosition} AND published_at IS NOT NULL
+          ORDER BY position LIMIT ${limit})
+        RETURNING position`),
+      (rows): RequeueResult => ({
+        requeued: rows.length,
+        nextPosition: rows.reduce((next, row) => (row.position >= next ? row.position + 1n : next), fromPosition)
+      })
+    )
+
+  return { markPublished, recordFailure, backlog, deletePublishedBefore, requeue }
 }

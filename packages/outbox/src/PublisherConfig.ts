@@ -1,12 +1,7 @@
-import { type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
-import { Config, Effect, Layer, Schema } from "effect"
+import { boundedInt, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
+import { Config, Effect, Layer } from "effect"
 import { paymentsEventsTopic, OutboxTopics } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
-
-const boundedInt = (name: string, bound: { readonly min: number; readonly max: number }, fallback: number) =>
-  Config.schema(Schema.Int.check(Schema.isBetween({ minimum: bound.min, maximum: bound.max })), name).pipe(
-    Config.withDefault(fallback)
-  )
 
 /**
  * The publisher's settings from the environment. Every value is bounded (a value outside its

@@ -21,8 +21,9 @@ import {
   type PaymentStatus,
   transition
 } from "@pay/domain"
+import { assertWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
-import { Context, DateTime, Effect, Layer } from "effect"
+import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
@@ -41,6 +42,9 @@ export interface PaymentRepositoryOptions {
 
 /** Production default: long enough to queue behind a settlement batch, short enough for an HTTP request. */
 export const PAYMENT_LOCK_TIMEOUT_MS_DEFAULT = 5_000
+
+/** The bound `lockTimeout_ms` must respect. */
+export const paymentLockTimeoutBounds = { min: 1, max: 60_000 } as const
 
 export interface ListPaymentsOptions {
   /** 1..100, default 10. */
@@ -82,165 +86,174 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   static readonly layerWith = (options: PaymentRepositoryOptions) => Layer.effect(
     PaymentRepository,
     Effect.gen(function* () {
-      if (!Number.isInteger(options.lockTimeout_ms) || options.lockTimeout_ms < 1 || options.lockTimeout_ms > 60_000) {
-        return yield* Effect.die(new Error(`lockTimeout_ms must be an integer in 1..60000, got ${options.lockTimeout_ms}`))
-      }
-      const lockTimeout = `${options.lockTimeout_ms}ms`
+      assertWithin("payment repository", options, { lockTimeout_ms: paymentLockTimeoutBounds })
       const sql = yield* SqlClient.SqlClient
-      const outbox = yield* OutboxWriter
-
-      const assertContext = (context: ChangeContext) =>
-        isChangeContext(context)
-          ? Effect.void
-          : Effect.die(new Error("ChangeContext violates its schema: validate it at the edge (ChangeContext)"))
-
-      const toDate = (instant: DateTime.Utc): Date => DateTime.toDateUtc(instant)
-
-      const recordHistory = (payment: Payment, from: PaymentStatus | null, context: ChangeContext) =>
-        sql`
-          INSERT INTO payment_status_history
-            (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
-          VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
-                  ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
-                  ${toDate(payment.updated_at)}::timestamptz)`
-
-      const publish = (event: PaymentEvent, context: ChangeContext) =>
-        outbox.append({
-          aggregateType: "payment",
-          aggregateId: event.payment_id,
-          eventType: event.type,
-          eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
-          payload: encodePaymentEvent(event),
-          headers: context.traceparent === undefined
-            ? { correlation_id: context.correlationId }
-            : { correlation_id: context.correlationId, traceparent: context.traceparent }
-        })
-
-      const create = Effect.fn("PaymentRepository.create")(function* (input: CreatePaymentInput, context: ChangeContext) {
-        yield* assertContext(context)
-        const id = yield* generatePaymentId
-        const now = yield* DateTime.now
-        const { payment, event } = createPayment(input, { id, now })
-        yield* Effect.annotateCurrentSpan({ payment_id: payment.id, merchant_id: payment.merchant_id })
-        return yield* sql.withTransaction(
-          Effect.gen(function* () {
-            // INSERT … SELECT … WHERE EXISTS: an unknown merchant inserts nothing (a typed 404)
-            // instead of a foreign-key error, in one round trip.
-            const inserted = yield* sql<{ id: string }>`
-              INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata,
-                                    status, failure_code, failure_message, version, created_at, updated_at)
-              SELECT ${payment.id}, m.id, ${payment.amount_minor}::bigint, ${payment.currency},
-                     ${payment.payment_method}, ${payment.description}::text, ${JSON.stringify(payment.metadata)}::jsonb,
-                     ${payment.status}, NULL, NULL, ${payment.version}::int,
-                     ${toDate(payment.created_at)}::timestamptz, ${toDate(payment.updated_at)}::timestamptz
-              FROM merchants m WHERE m.id = ${payment.merchant_id}
-              RETURNING id`
-            if (inserted.length === 0) return yield* new MerchantNotFound({ merchantId: input.merchant_id })
-            yield* recordHistory(payment, null, context)
-            yield* publish(event, context)
-            return payment
-          })
-        )
+      const trail = makeTrail(sql, yield* OutboxWriter)
+      return PaymentRepository.of({
+        create: makeCreate(sql, trail),
+        apply: makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
+        ...makeReads(sql)
       })
-
-      const findById = Effect.fn("PaymentRepository.findById")(function* (merchantId: MerchantId, paymentId: PaymentId) {
-        yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId })
-        // One query with both predicates: an unknown id and a foreign id take the same path.
-        const rows = yield* sql.unsafe(
-          `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2`,
-          [paymentId, merchantId]
-        )
-        const row = rows[0]
-        if (row === undefined) return yield* new PaymentNotFound({ paymentId })
-        return yield* paymentFromRow(row)
-      })
-
-      const applyInTransaction = (
-        merchantId: MerchantId,
-        paymentId: PaymentId,
-        command: PaymentCommand,
-        context: ChangeContext
-      ) =>
-        Effect.gen(function* () {
-          yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
-          // The row lock serializes concurrent transitions of one payment: a second caller waits
-          // here, then reads the winner's committed status and gets a typed InvalidTransition
-          // instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE of non-key
-          // columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that merely
-          // reference this payment (history, ledger) from being inserted.
-          const rows = yield* sql.unsafe(
-            `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`,
-            [paymentId, merchantId]
-          )
-          const row = rows[0]
-          if (row === undefined) return yield* new PaymentNotFound({ paymentId })
-          const current = yield* paymentFromRow(row)
-          const now = yield* DateTime.now
-          const { payment: next, event } = yield* Effect.fromResult(transition(current, command, now))
-          // The version check is the second guard: with the lock it always matches, but if the
-          // lock were ever dropped from the query above, two writers still could not both win.
-          const updated = yield* sql<{ id: string }>`
-            UPDATE payments
-            SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
-                version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
-            WHERE id = ${current.id} AND version = ${current.version}::int
-            RETURNING id`
-          if (updated.length !== 1) {
-            return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
-          }
-          yield* recordHistory(next, current.status, context)
-          yield* publish(event, context)
-          return next
-        })
-
-      const apply = Effect.fn("PaymentRepository.apply")(
-        function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) {
-          yield* assertContext(context)
-          yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-          return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context))
-        },
-        (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
-      )
-
-      const list = Effect.fn("PaymentRepository.list")(function* (merchantId: MerchantId, options: ListPaymentsOptions = {}) {
-        const limit = options.limit ?? PAGE_LIMIT_DEFAULT
-        if (!Number.isInteger(limit) || limit < PAGE_LIMIT_MIN || limit > PAGE_LIMIT_MAX) {
-          return yield* Effect.die(new Error(`page limit ${limit} outside ${PAGE_LIMIT_MIN}..${PAGE_LIMIT_MAX}: decode it with PageLimit`))
-        }
-        // One row more than asked tells whether another page exists, without a COUNT.
-        const fetch = limit + 1
-        const rows = options.startingAfter === undefined
-          ? yield* sql.unsafe(
-            `SELECT ${paymentColumns} FROM payments WHERE merchant_id = $1
-             ORDER BY created_at DESC, id DESC LIMIT $2`,
-            [merchantId, fetch]
-          )
-          : yield* listAfter(merchantId, options.startingAfter, fetch)
-        const payments = yield* Effect.forEach(rows.slice(0, limit), paymentFromRow)
-        return { data: payments, hasMore: rows.length > limit }
-      })
-
-      const listAfter = (merchantId: MerchantId, startingAfter: PaymentId, fetch: number) =>
-        Effect.gen(function* () {
-          const cursor = yield* sql<{ created_at: Date; id: string }>`
-            SELECT created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`
-          const position = cursor[0]
-          if (position === undefined) return yield* new InvalidCursor({ startingAfter })
-          // Row comparison on (created_at, id) walks the (merchant_id, created_at DESC, id DESC)
-          // index from the cursor on: each page costs O(limit), whatever its depth.
-          return yield* sql.unsafe(
-            `SELECT ${paymentColumns} FROM payments
-             WHERE merchant_id = $1 AND (created_at, id) < ($2::timestamptz, $3::text)
-             ORDER BY created_at DESC, id DESC LIMIT $4`,
-            [merchantId, position.created_at, position.id, fetch]
-          )
-        })
-
-      return PaymentRepository.of({ create, findById, apply, list })
     })
   ).pipe(Layer.provide(OutboxWriter.layer))
 
   static readonly layer = PaymentRepository.layerWith({ lockTimeout_ms: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
+}
+
+const toDate = (instant: DateTime.Utc): Date => DateTime.toDateUtc(instant)
+
+const assertContext = (context: ChangeContext) =>
+  isChangeContext(context)
+    ? Effect.void
+    : Effect.die(new Error("ChangeContext violates its schema: validate it at the edge (ChangeContext)"))
+
+/** Rows whose shape the statement's RETURNING (or select list) fixes: a mismatch is a bug. */
+const decodeRows = <S extends Schema.Top & { readonly DecodingServices: never }>(row: S) => {
+  const decode = Schema.decodeUnknownEffect(Schema.Array(row))
+  return (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+    effect.pipe(Effect.flatMap(decode), Effect.catchTag("SchemaError", Effect.die))
+}
+const ids = decodeRows(Schema.Struct({ id: Schema.String }))
+const cursors = decodeRows(Schema.Struct({ created_at: Schema.Date, id: Schema.String }))
+
+/** What every change writes with it: its status-history row and its outbox event. */
+const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) => ({
+  recordHistory: (payment: Payment, from: PaymentStatus | null, context: ChangeContext) =>
+    sql`
+      INSERT INTO payment_status_history
+        (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
+      VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
+              ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
+              ${toDate(payment.updated_at)}::timestamptz)`,
+  publish: (event: PaymentEvent, context: ChangeContext) =>
+    outbox.append({
+      aggregateType: "payment",
+      aggregateId: event.payment_id,
+      eventType: event.type,
+      eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
+      payload: encodePaymentEvent(event),
+      headers: context.traceparent === undefined
+        ? { correlation_id: context.correlationId }
+        : { correlation_id: context.correlationId, traceparent: context.traceparent }
+    })
+})
+
+type Trail = ReturnType<typeof makeTrail>
+
+const makeCreate = (sql: SqlClient.SqlClient, trail: Trail) =>
+  Effect.fn("PaymentRepository.create")(function* (input: CreatePaymentInput, context: ChangeContext) {
+    yield* assertContext(context)
+    const id = yield* generatePaymentId
+    const now = yield* DateTime.now
+    const { payment, event } = createPayment(input, { id, now })
+    yield* Effect.annotateCurrentSpan({ payment_id: payment.id, merchant_id: payment.merchant_id })
+    return yield* sql.withTransaction(
+      Effect.gen(function* () {
+        // INSERT … SELECT … WHERE EXISTS: an unknown merchant inserts nothing (a typed 404)
+        // instead of a foreign-key error, in one round trip.
+        const inserted = yield* ids(sql`
+          INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata,
+                                status, failure_code, failure_message, version, created_at, updated_at)
+          SELECT ${payment.id}, m.id, ${payment.amount_minor}::bigint, ${payment.currency},
+                 ${payment.payment_method}, ${payment.description}::text, ${JSON.stringify(payment.metadata)}::jsonb,
+                 ${payment.status}, NULL, NULL, ${payment.version}::int,
+                 ${toDate(payment.created_at)}::timestamptz, ${toDate(payment.updated_at)}::timestamptz
+          FROM merchants m WHERE m.id = ${payment.merchant_id}
+          RETURNING id`)
+        if (inserted.length === 0) return yield* new MerchantNotFound({ merchantId: input.merchant_id })
+        yield* trail.recordHistory(payment, null, context)
+        yield* trail.publish(event, context)
+        return payment
+      })
+    )
+  })
+
+const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
+  const applyInTransaction = (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) =>
+    Effect.gen(function* () {
+      yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
+      // The row lock serializes concurrent transitions of one payment: a second caller waits
+      // here, then reads the winner's committed status and gets a typed InvalidTransition
+      // instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE of non-key
+      // columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that merely
+      // reference this payment (history, ledger) from being inserted.
+      const rows = yield* sql.unsafe(
+        `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`,
+        [paymentId, merchantId]
+      )
+      const row = rows[0]
+      if (row === undefined) return yield* new PaymentNotFound({ paymentId })
+      const current = yield* paymentFromRow(row)
+      const now = yield* DateTime.now
+      const { payment: next, event } = yield* Effect.fromResult(transition(current, command, now))
+      // The version check is the second guard: with the lock it always matches, but if the
+      // lock were ever dropped from the query above, two writers still could not both win.
+      const updated = yield* ids(sql`
+        UPDATE payments
+        SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
+            version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
+        WHERE id = ${current.id} AND version = ${current.version}::int
+        RETURNING id`)
+      if (updated.length !== 1) return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
+      yield* trail.recordHistory(next, current.status, context)
+      yield* trail.publish(event, context)
+      return next
+    })
+
+  return Effect.fn("PaymentRepository.apply")(
+    function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) {
+      yield* assertContext(context)
+      yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
+      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context))
+    },
+    (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
+  )
+}
+
+const makeReads = (sql: SqlClient.SqlClient) => {
+  const findById = Effect.fn("PaymentRepository.findById")(function* (merchantId: MerchantId, paymentId: PaymentId) {
+    yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId })
+    // One query with both predicates: an unknown id and a foreign id take the same path.
+    const rows = yield* sql.unsafe(`SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2`, [paymentId, merchantId])
+    const row = rows[0]
+    if (row === undefined) return yield* new PaymentNotFound({ paymentId })
+    return yield* paymentFromRow(row)
+  })
+
+  const listAfter = (merchantId: MerchantId, startingAfter: PaymentId, fetch: number) =>
+    Effect.gen(function* () {
+      const [position] = yield* cursors(sql`
+        SELECT created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`)
+      if (position === undefined) return yield* new InvalidCursor({ startingAfter })
+      // Row comparison on (created_at, id) walks the (merchant_id, created_at DESC, id DESC)
+      // index from the cursor on: each page costs O(limit), whatever its depth.
+      return yield* sql.unsafe(
+        `SELECT ${paymentColumns} FROM payments
+         WHERE merchant_id = $1 AND (created_at, id) < ($2::timestamptz, $3::text)
+         ORDER BY created_at DESC, id DESC LIMIT $4`,
+        [merchantId, position.created_at, position.id, fetch]
+      )
+    })
+
+  const list = Effect.fn("PaymentRepository.list")(function* (merchantId: MerchantId, options: ListPaymentsOptions = {}) {
+    const limit = options.limit ?? PAGE_LIMIT_DEFAULT
+    if (!Number.isInteger(limit) || limit < PAGE_LIMIT_MIN || limit > PAGE_LIMIT_MAX) {
+      return yield* Effect.die(new Error(`page limit ${limit} outside ${PAGE_LIMIT_MIN}..${PAGE_LIMIT_MAX}: decode it with PageLimit`))
+    }
+    // One row more than asked tells whether another page exists, without a COUNT.
+    const fetch = limit + 1
+    const rows = options.startingAfter === undefined
+      ? yield* sql.unsafe(
+        `SELECT ${paymentColumns} FROM payments WHERE merchant_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT $2`,
+        [merchantId, fetch]
+      )
+      : yield* listAfter(merchantId, options.startingAfter, fetch)
+    const payments = yield* Effect.forEach(rows.slice(0, limit), paymentFromRow)
+    return { data: payments, hasMore: rows.length > limit }
+  })
+
+  return { findById, list }
 }
 
 /**

@@ -154,22 +154,22 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
       const { payments, merchant } = yield* setup
       const payment = yield* paymentIn(merchant, "CREATED")
       const firstApplied = yield* Deferred.make<void>()
-      const holdMs = 150
+      const hold_ms = 150
       const first = sql.withTransaction(
         Effect.gen(function* () {
           yield* payments.apply(merchant.id, payment.id, commandFor("authorize"), context)
           yield* Deferred.succeed(firstApplied, undefined)
-          yield* Effect.sleep(`${holdMs} millis`) // hold the row lock, uncommitted
+          yield* Effect.sleep(`${hold_ms} millis`) // hold the row lock, uncommitted
         })
       )
       const second = Effect.gen(function* () {
         yield* Deferred.await(firstApplied)
         const started = yield* Clock.currentTimeMillis
         const result = yield* Effect.result(payments.apply(merchant.id, payment.id, commandFor("decline"), context))
-        return { result, waitedMs: (yield* Clock.currentTimeMillis) - started }
+        return { result, waited_ms: (yield* Clock.currentTimeMillis) - started }
       })
-      const [, { result, waitedMs }] = yield* Effect.all([first, second], { concurrency: "unbounded" })
-      assert.isAtLeast(waitedMs, holdMs - 30, "the second apply must have waited on the row lock")
+      const [, { result, waited_ms }] = yield* Effect.all([first, second], { concurrency: "unbounded" })
+      assert.isAtLeast(waited_ms, hold_ms - 30, "the second apply must have waited on the row lock")
       assert.strictEqual(result._tag, "Failure")
       if (result._tag === "Failure") {
         assert.instanceOf(result.failure, InvalidTransition)

@@ -79,7 +79,7 @@ const settlementLikePosting = (payment: Payment, reference: string): Effect.Effe
     const ledger = yield* Ledger
     const receivable = yield* ledger.ensureAccount(acquirerReceivable(payment.currency))
     const payable = yield* ledger.ensureAccount(merchantPayable(payment.merchant_id, payment.currency))
-    const leg = (account: string): ReadonlyArray<Leg> => [{ account, amountMinor: payment.amount_minor, currency: payment.currency }]
+    const leg = (account: string): ReadonlyArray<Leg> => [{ account, amount_minor: payment.amount_minor, currency: payment.currency }]
     const posted = yield* ledger.postTransaction({ reference, description: "raw test posting", debits: leg(receivable.code), credits: leg(payable.code) })
     return posted.transaction.id
   })
@@ -277,8 +277,8 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
       const conflict = yield* Effect.flip(ledger.postTransaction({
         reference: settlementReference(payment.id),
         description: "a second settlement",
-        debits: [{ account: receivable, amountMinor: 1_050n, currency: "USD" }],
-        credits: [{ account: payable, amountMinor: 1_050n, currency: "USD" }]
+        debits: [{ account: receivable, amount_minor: 1_050n, currency: "USD" }],
+        credits: [{ account: payable, amount_minor: 1_050n, currency: "USD" }]
       }))
       assert.strictEqual(conflict._tag, "ReferenceConflict")
       // Exactly the legs the settlement posted: the ledger answers a replay and writes nothing —
@@ -286,8 +286,8 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
       const replay = yield* ledger.postTransaction({
         reference: settlementReference(payment.id),
         description: "the same settlement again",
-        debits: [{ account: receivable, amountMinor: 1_050n, currency: "USD" }],
-        credits: [{ account: payable, amountMinor: 990n, currency: "USD" }, { account: fees, amountMinor: 60n, currency: "USD" }]
+        debits: [{ account: receivable, amount_minor: 1_050n, currency: "USD" }],
+        credits: [{ account: payable, amount_minor: 990n, currency: "USD" }, { account: fees, amount_minor: 60n, currency: "USD" }]
       })
       assert.isTrue(replay.replayed)
       assert.strictEqual(replay.transaction.id, record.ledger_transaction_id)
@@ -385,8 +385,8 @@ layer(ServicesLayer, layerOptions)("a ledger refusal the posting does not expect
       yield* ledger.postTransaction({
         reference: settlementReference(payment.id),
         description: "someone else's posting under the settlement reference",
-        debits: [{ account: a.code, amountMinor: 5n, currency: "USD" }],
-        credits: [{ account: b.code, amountMinor: 5n, currency: "USD" }]
+        debits: [{ account: a.code, amount_minor: 5n, currency: "USD" }],
+        credits: [{ account: b.code, amount_minor: 5n, currency: "USD" }]
       })
       const exit = yield* Effect.exit(settleInOneTransaction(payment))
       assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause), "ReferenceConflict inside the posting is a defect")

@@ -354,8 +354,8 @@ layer(inProcessAppLayer(), layerOptions)("settlement when the ledger refuses wha
       yield* ledger.postTransaction({
         reference: `payment:${id}:settlement`,
         description: "someone else's posting under the settlement reference",
-        debits: [{ account: a.code, amountMinor: 5n, currency: "USD" }],
-        credits: [{ account: b.code, amountMinor: 5n, currency: "USD" }]
+        debits: [{ account: a.code, amount_minor: 5n, currency: "USD" }],
+        credits: [{ account: b.code, amount_minor: 5n, currency: "USD" }]
       })
       const key = newKey("settle")
       for (let attempt = 1; attempt <= 2; attempt++) {

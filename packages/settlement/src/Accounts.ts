@@ -1,3 +1,4 @@
+import type { CurrencyCode } from "@pay/domain"
 import type { AccountSpec } from "@pay/ledger"
 
 /**
@@ -5,21 +6,21 @@ import type { AccountSpec } from "@pay/ledger"
  * `ensureAccount`). Codes are readable: an operator can grep them.
  * None may go negative: settlement only ever increases all three.
  */
-export const acquirerReceivable = (currency: string): AccountSpec => ({
+export const acquirerReceivable = (currency: CurrencyCode): AccountSpec => ({
   code: `acquirer:receivable:${currency}`,
   type: "asset",
   currency,
   allowNegative: false
 })
 
-export const merchantPayable = (merchantId: string, currency: string): AccountSpec => ({
+export const merchantPayable = (merchantId: string, currency: CurrencyCode): AccountSpec => ({
   code: `merchant:${merchantId}:payable:${currency}`,
   type: "liability",
   currency,
   allowNegative: false
 })
 
-export const platformFees = (currency: string): AccountSpec => ({
+export const platformFees = (currency: CurrencyCode): AccountSpec => ({
   code: `platform:fees:${currency}`,
   type: "revenue",
   currency,

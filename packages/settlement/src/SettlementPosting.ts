@@ -46,8 +46,8 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           ledger.ensureAccount(merchantPayable(payment.merchant_id, currency)),
           ledger.ensureAccount(platformFees(currency))
         ])
-        const leg = (account: string, amountMinor: bigint): ReadonlyArray<Leg> =>
-          amountMinor > 0n ? [{ account, amountMinor, currency }] : []
+        const leg = (account: string, amount_minor: bigint): ReadonlyArray<Leg> =>
+          amount_minor > 0n ? [{ account, amount_minor, currency }] : []
         const posted = yield* ledger.postTransaction({
           reference: settlementReference(payment.id),
           description: `settlement of ${payment.id} (fee ${schedule.fee_bps} bps + ${schedule.fee_fixed_minor})`,

@@ -20,7 +20,7 @@ import {
   unpublishedCount
 } from "./support.ts"
 
-const repositoryRoot = fileURLToPath(new URL("../../../", import.meta.url))
+const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url))
 const publisherMain = "packages/outbox/src/main.ts"
 
 interface Exited {

@@ -1,0 +1,272 @@
+import { type PgClient } from "@effect/sql-pg"
+import type { KafkaError, KafkaProducer } from "@pay/infra"
+import { Cause, Duration, Effect, Exit, Metric, Queue } from "effect"
+import type { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
+import type { OutboxStore } from "./OutboxStore.ts"
+import {
+  backoffDelay_ms,
+  type BatchResult,
+  outboxBacklogCount,
+  outboxCommitToAck,
+  outboxNotifyChannel,
+  outboxOldestUnpublishedAge,
+  outboxPublished,
+  outboxPublishFailures,
+  type PublisherOptions,
+  type PublisherStatus,
+  retentionRounds_max
+} from "./PublisherModel.ts"
+
+/**
+ * The publisher's moving parts (Publisher.ts assembles them): the claim-send-mark batch, the
+ * housekeeping (gauges, retention), the LISTEN loop and the workers.
+ */
+export interface PublisherParts {
+  readonly options: PublisherOptions
+  readonly sql: SqlClient.SqlClient
+  readonly pg: PgClient.PgClient
+  readonly store: OutboxStore["Service"]
+  readonly producer: KafkaProducer["Service"]
+  readonly state: { -readonly [K in Exclude<keyof PublisherStatus, "consecutiveFailures">]: PublisherStatus[K] }
+  /**
+   * Consecutive failures per worker. Kept apart because an idle worker's empty claim says
+   * nothing about the other one's failing sends (while one worker holds the rows and fails,
+   * the other claims nothing): a shared counter would be reset by it, hiding the outage from
+   * the health signal and collapsing the backoff.
+   */
+  readonly workerFailures: Array<number>
+}
+
+const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [], eventTypes: [] }
+
+/**
+ * The loops below observe failures with `Effect.exit` in order to log and retry them. An
+ * interruption (shutdown) can surface there too, from an interruptible region inside the batch
+ * (pool acquisition, a race): it must end the loop, never be counted as one more failure and
+ * retried, or the fiber would outlive its scope and shutdown would hang.
+ */
+const endOnInterrupt = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> =>
+  Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause) ? Effect.interrupt : Effect.void
+
+  type Round =
+    | { readonly _tag: "Published"; readonly result: BatchResult }
+    | { readonly _tag: "SendFailed"; readonly error: KafkaError }
+
+
+const makeSendAndMark = ({ options, store, producer }: PublisherParts) => {
+  const sendAndMark = (rows: ReadonlyArray<OutboxRow>) =>
+    Effect.gen(function* () {
+      const ids = rows.map((row) => row.id)
+      const sent = yield* Effect.result(producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))))
+      if (sent._tag === "Failure") {
+        // Recorded in the claiming transaction itself (the rows are still ours), then the
+        // commit releases them. The broker may have stored part of the batch: it is sent
+        // again whole (at-least-once).
+        yield* store.recordFailure(ids, `${sent.failure.code}: ${sent.failure.message}`)
+        const failed: Round = { _tag: "SendFailed", error: sent.failure }
+        return failed
+      }
+      const acked_ms = Date.now()
+      if (options.afterAck !== undefined) yield* options.afterAck
+      yield* store.markPublished(ids)
+      const published: Round = {
+        _tag: "Published",
+        result: {
+          claimed: rows.length,
+          published: rows.length,
+          commitToAck_ms: rows.map((row) => acked_ms - row.created_at.getTime()),
+          eventTypes: rows.map((row) => row.event_type)
+        }
+      }
+      return published
+    })
+
+  return sendAndMark
+}
+
+export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResult, KafkaError | SqlError> => {
+  const { options, sql, store, state } = parts
+  const sendAndMark = makeSendAndMark(parts)
+  const publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError> = sql
+    .withTransaction(
+      Effect.gen(function* () {
+        const rows = yield* store.claim(options.batchSize)
+        if (rows.length === 0) {
+          const nothing: Round = { _tag: "Published", result: emptyBatch }
+          return nothing
+        }
+        return yield* sendAndMark(rows)
+      })
+    )
+    .pipe(
+      // After the commit: only now are the rows really marked (or their failure recorded).
+      Effect.flatMap((round) => (round._tag === "SendFailed" ? Effect.fail(round.error) : Effect.succeed(round.result))),
+      Effect.tap((result) =>
+        result.published === 0
+          ? Effect.void
+          : Effect.gen(function* () {
+              state.publishedCount += result.published
+              yield* Metric.update(outboxPublished, result.published)
+              for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms)
+              if (options.onBatch !== undefined) yield* options.onBatch(result)
+            })
+      ),
+      // Failures and defects count; an interruption (shutdown) is not a failed batch.
+      Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Metric.update(outboxPublishFailures, 1))),
+      Effect.uninterruptible,
+      Effect.withSpan("OutboxPublisher.publishBatch")
+    )
+
+  return publishBatch
+}
+
+export const makeHousekeeping = ({ options, store }: PublisherParts) => {
+  const refreshMetrics = store.backlog.pipe(
+    Effect.flatMap((backlog) =>
+      Effect.all([
+        Metric.update(outboxBacklogCount, Number(backlog.unpublished_count)),
+        Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms)
+      ])
+    ),
+    Effect.asVoid
+  )
+
+  // The cutoff is computed on each run (not once at start-up: a long-lived process would
+  // otherwise keep deleting against its start time).
+  const pruneOnce = Effect.gen(function* () {
+    const cutoff = new Date(Date.now() - options.retention_ms)
+    let deleted = 0
+    for (let round = 0; round < retentionRounds_max; round++) {
+      const count = yield* store.deletePublishedBefore(cutoff, options.retentionBatch)
+      deleted += count
+      if (count < options.retentionBatch) break
+    }
+    return deleted
+  }).pipe(Effect.withSpan("OutboxPublisher.pruneOnce"))
+
+  return { refreshMetrics, pruneOnce }
+}
+
+/** Housekeeping on its own schedule, so a slow or failing batch never starves the gauges. */
+const every = (interval_ms: number, name: string, task: Effect.Effect<unknown, SqlError>) =>
+  Effect.gen(function* () {
+    while (true) {
+      const exit = yield* Effect.exit(task)
+      yield* endOnInterrupt(exit)
+      if (Exit.isFailure(exit)) {
+        yield* Effect.logWarning(`outbox ${name} failed`).pipe(Effect.annotateLogs({ cause: Cause.pretty(exit.cause) }))
+      }
+      yield* Effect.sleep(Duration.millis(interval_ms))
+    }
+  })
+
+
+/**
+ * LISTEN on a connection of its own; each notification drops a token into `wake` (a sliding
+ * queue of one: a burst of commits wakes the loop once). If the listen connection dies, log,
+ * wait (bounded backoff) and listen again; polling covers the gap.
+ */
+const listenForever = ({ options, pg }: PublisherParts, wakes: ReadonlyArray<Queue.Queue<void>>) =>
+  Effect.gen(function* () {
+    let failures = 0
+    while (true) {
+      const exit = yield* Effect.exit(
+        Effect.scoped(
+          Effect.gen(function* () {
+            const notifications = yield* pg.listen(outboxNotifyChannel)
+            failures = 0
+            const wakeAll = Effect.forEach(wakes, (wake) => Queue.offer(wake, undefined), { discard: true })
+            // Rows committed while we were not listening sent their NOTIFY to nobody.
+            yield* wakeAll
+            while (true) {
+              yield* Queue.take(notifications)
+              yield* wakeAll
+            }
+          })
+        )
+      )
+      yield* endOnInterrupt(exit)
+      if (Exit.isFailure(exit)) {
+        failures++
+        const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
+        yield* Effect.logWarning("LISTEN outbox_events lost; polling until it is back").pipe(
+          Effect.annotateLogs({ retry_in_ms: delay_ms, cause: Cause.pretty(exit.cause) })
+        )
+        yield* Effect.sleep(Duration.millis(delay_ms))
+      }
+    }
+  })
+
+
+/** One claim-send-mark loop; `run` starts `workers` of them. */
+const worker = ({ options, state, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, wake: Queue.Queue<void>, index: number) =>
+  Effect.gen(function* () {
+    const waitForWork = Queue.take(wake).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)), Effect.asVoid)
+    workerFailures[index] = 0
+    while (true) {
+      // Every failure, a defect included, is logged loudly and retried after a bounded
+      // backoff: the loop must outlive a broker or database outage, and a fiber that
+      // died quietly would stop publishing while the API goes on committing.
+      const exit = yield* Effect.exit(publishBatch)
+      yield* endOnInterrupt(exit)
+      if (Exit.isFailure(exit)) {
+        const failures: number = (workerFailures[index] ?? 0) + 1
+        workerFailures[index] = failures
+        state.lastError = Cause.pretty(exit.cause)
+        const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
+        const log = Cause.hasDies(exit.cause) ? Effect.logError : Effect.logWarning
+        yield* log("outbox batch failed; rows released for retry").pipe(
+          Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: delay_ms, cause: state.lastError })
+        )
+        yield* Effect.sleep(Duration.millis(delay_ms))
+        continue
+      }
+      workerFailures[index] = 0
+      if (workerFailures.every((failures) => failures === 0)) state.lastError = null
+      state.lastSuccessAt_ms = Date.now()
+      // Something was claimed: more may be claimable at once (a full batch, or the next
+      // event of a payment whose previous one was just marked). Otherwise wait for a
+      // NOTIFY or the poll interval.
+      if (exit.value.claimed === 0) yield* waitForWork
+    }
+  })
+
+
+export const makeRun = (
+  parts: PublisherParts,
+  publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>,
+  housekeeping: ReturnType<typeof makeHousekeeping>
+) => {
+  const { options, state } = parts
+  const { refreshMetrics, pruneOnce } = housekeeping
+  const run: Effect.Effect<never> = Effect.scoped(
+    Effect.gen(function* () {
+      // One wake-up queue per worker: a notification wakes every idle worker.
+      const wakes = yield* Effect.forEach(Array.from({ length: options.workers }, () => 0), () => Queue.sliding<void>(1))
+      yield* Effect.forkScoped(listenForever(parts, wakes))
+      yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
+      yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
+      state.running = true
+      yield* Effect.logInfo("outbox publisher started").pipe(
+        Effect.annotateLogs({
+          topic: options.topic,
+          batch_size: options.batchSize,
+          workers: options.workers,
+          poll_interval_ms: options.pollInterval_ms
+        })
+      )
+      yield* Effect.forEach(wakes, (wake, index) => worker(parts, publishBatch, wake, index), { concurrency: "unbounded", discard: true })
+      return yield* Effect.never
+    })
+  ).pipe(
+    Effect.ensuring(Effect.sync(() => {
+      state.running = false
+    })),
+    Effect.onInterrupt(() => Effect.logInfo("outbox publisher stopped")),
+    Effect.withSpan("OutboxPublisher.run")
+  )
+
+  return run
+}
