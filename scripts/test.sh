@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test against real services: set-up, the local stack (`stack.sh up`), typecheck, then
-# the whole Vitest suite. Ends with one plain line `N passed, N failed`. Extra arguments go to
-# vitest (e.g. a path to run one package). With CI=true the stack that this run started is stopped
-# afterwards; otherwise it is left running for the next run.
+# Runs every test against real services: set-up, the local stack (`stack.sh up`), typecheck, the
+# dependency and code-shape checks, then the whole Vitest suite. Ends with one plain line
+# `N passed, N failed`. Extra arguments go to vitest (e.g. a path to run one package). With CI=true the
+# stack that this run started is stopped afterwards; otherwise it is left running for the next run.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,6 +15,14 @@ status=0
 echo "[test] typecheck" >&2
 typecheck_failed=0
 pnpm exec tsc -p tsconfig.json || { status=1; typecheck_failed=1; }
+# The layering rule (docs/architecture.md, docs/adr/0004) and the size rule (no file in
+# packages/*/src over 400 lines, no function over 80): each counts as one failure, like the typecheck.
+echo "[test] dependency rules" >&2
+dependencies_failed=0
+pnpm exec depcruise --config .dependency-cruiser.cjs --output-type err packages || { status=1; dependencies_failed=1; }
+echo "[test] code shape" >&2
+shape_failed=0
+pnpm exec oxlint -c .oxlintrc.json packages/*/src || { status=1; shape_failed=1; }
 
 report=".stack/vitest-report.json"
 rm -f "$report"
@@ -29,10 +37,12 @@ if [[ -f "$report" ]]; then
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
     const brokenFiles = r.testResults.filter((f) => f.status === "failed" && f.assertionResults.length === 0).length
-    const typecheckFailed = Number(process.argv[2])
+    const [typecheckFailed, dependenciesFailed, shapeFailed] = process.argv.slice(2).map(Number)
     if (typecheckFailed) console.log("typecheck failed (counted as one failure)")
-    console.log(`${r.numPassedTests} passed, ${r.numFailedTests + brokenFiles + typecheckFailed} failed`)
-  ' "$report" "$typecheck_failed"
+    if (dependenciesFailed) console.log("dependency rules failed (counted as one failure)")
+    if (shapeFailed) console.log("code shape (file/function size) failed (counted as one failure)")
+    console.log(`${r.numPassedTests} passed, ${r.numFailedTests + brokenFiles + typecheckFailed + dependenciesFailed + shapeFailed} failed`)
+  ' "$report" "$typecheck_failed" "$dependencies_failed" "$shape_failed"
 else
   echo "0 passed, 1 failed"
   status=1

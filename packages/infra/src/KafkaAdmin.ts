@@ -82,133 +82,7 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
         Effect.sync(() => new Admin(baseClientOptions(options, bootstrapBrokers))),
         (client) => closeClient("admin.close", () => client.close())
       )
-      const call = <A>(operation: string, run: () => Promise<A>) =>
-        kafkaCall(operation, options.operationTimeout_ms, run)
-
-      // Metadata straight from the broker (no cache, no client-side retries: the caller loops).
-      const freshMetadata = (operation: string, topics: Array<string>) =>
-        call(operation, () => admin.metadata({ topics, forceUpdate: true, retries: 0 }))
-
-      const waitForLeaders = (spec: TopicSpec) =>
-        Effect.gen(function* () {
-          const deadline = Date.now() + options.leaderWaitTimeout_ms
-          let last = "no metadata yet"
-          while (Date.now() < deadline) {
-            const attempt = yield* freshMetadata("createTopic.metadata", [spec.topic]).pipe(Effect.result)
-            if (attempt._tag === "Success") {
-              const topic = attempt.success.topics.get(spec.topic)
-              if (topic !== undefined) {
-                if (topic.partitionsCount < spec.partitions) {
-                  return yield* Effect.fail(
-                    invalidArgument(
-                      "createTopic",
-                      `topic ${spec.topic} exists with ${topic.partitionsCount} partitions, ${spec.partitions} wanted`
-                    )
-                  )
-                }
-                const leaderless = topic.partitions.filter((partition) => partition.leader < 0).length
-                if (leaderless === 0 && topic.partitions.length === topic.partitionsCount) return topic.partitionsCount
-                last = `${leaderless} of ${topic.partitionsCount} partitions without a leader`
-              }
-            } else if (attempt.failure.retriable) {
-              // A topic created a moment ago may still be unknown to the broker's metadata cache.
-              last = attempt.failure.message
-            } else {
-              return yield* Effect.fail(attempt.failure)
-            }
-            yield* wallClockSleep(leaderPollInterval_ms)
-          }
-          return yield* Effect.fail(
-            new KafkaError({
-              operation: "createTopic",
-              message: `topic ${spec.topic} not ready after ${options.leaderWaitTimeout_ms} ms: ${last}`,
-              retriable: true,
-              code: "LEADER_NOT_AVAILABLE"
-            })
-          )
-        })
-
-      const createTopic = Effect.fn("KafkaAdmin.createTopic")(function* (spec: TopicSpec) {
-        if (!legalName.test(spec.topic)) return yield* Effect.fail(invalidArgument("createTopic", `illegal topic name ${JSON.stringify(spec.topic)}`))
-        if (!Number.isInteger(spec.partitions) || spec.partitions < 1) {
-          return yield* Effect.fail(invalidArgument("createTopic", `partitions must be a positive integer, got ${spec.partitions}`))
-        }
-        const created = yield* Effect.tryPromise({
-          // replicas -1: the broker's default.replication.factor (1 on the local broker, 3 in
-          // production), so this code never hard-codes a durability setting.
-          try: () => admin.createTopics({ topics: [spec.topic], partitions: spec.partitions, replicas: -1 }),
-          catch: (error) => error
-        }).pipe(
-          Effect.as(true),
-          Effect.catch((error) =>
-            allLeavesAre(error, "TOPIC_ALREADY_EXISTS") ? Effect.succeed(false) : Effect.fail(toKafkaError("createTopic", error))
-          ),
-          boundedBy("createTopic", options.operationTimeout_ms)
-        )
-        const partitions = yield* waitForLeaders(spec)
-        return { topic: spec.topic, partitions, created }
-      })
-
-      const deleteTopics = Effect.fn("KafkaAdmin.deleteTopics")(function* (topics: ReadonlyArray<string>) {
-        const bad = topics.find((topic) => !legalName.test(topic))
-        if (bad !== undefined) return yield* Effect.fail(invalidArgument("deleteTopics", `illegal topic name ${JSON.stringify(bad)}`))
-        for (let start = 0; start < topics.length; start += deleteBatchSize) {
-          const batch = topics.slice(start, start + deleteBatchSize)
-          yield* Effect.tryPromise({ try: () => admin.deleteTopics({ topics: batch }), catch: (error) => error }).pipe(
-            Effect.catch((error) =>
-              allLeavesAre(error, "UNKNOWN_TOPIC_OR_PARTITION") ? Effect.void : Effect.fail(toKafkaError("deleteTopics", error))
-            ),
-            boundedBy("deleteTopics", options.operationTimeout_ms)
-          )
-        }
-      })
-
-      const listTopics = call("listTopics", () => admin.listTopics({ includeInternals: false })).pipe(
-        Effect.map((topics) => [...topics].sort())
-      )
-
-      const listGroups = call("listGroups", () => admin.listGroups()).pipe(Effect.map((groups) => [...groups.keys()].sort()))
-
-      const deleteGroups = Effect.fn("KafkaAdmin.deleteGroups")(function* (groupIds: ReadonlyArray<string>) {
-        for (let start = 0; start < groupIds.length; start += deleteBatchSize) {
-          const batch = groupIds.slice(start, start + deleteBatchSize)
-          yield* Effect.tryPromise({ try: () => admin.deleteGroups({ groups: batch }), catch: (error) => error }).pipe(
-            Effect.catch((error) =>
-              allLeavesAre(error, "GROUP_ID_NOT_FOUND") ? Effect.void : Effect.fail(toKafkaError("deleteGroups", error))
-            ),
-            boundedBy("deleteGroups", options.operationTimeout_ms)
-          )
-        }
-      })
-
-      const ping = Effect.suspend(() => {
-        const started_ms = Date.now()
-        return Effect.tryPromise({
-          // No topics: the cheapest metadata request there is, yet it needs a live broker to answer.
-          try: () => admin.metadata({ topics: [], forceUpdate: true, retries: 0 }),
-          catch: (error) => toKafkaError("ping", error)
-        }).pipe(
-          boundedBy("ping", options.pingTimeout_ms),
-          Effect.map((metadata) => ({
-            clusterId: metadata.id,
-            brokerCount: metadata.brokers.size,
-            controllerId: metadata.controllerId,
-            latency_ms: Date.now() - started_ms
-          })),
-          Effect.mapError(
-            (error) =>
-              new KafkaError({
-                operation: "ping",
-                message: `no Kafka broker answered at ${options.brokers}: ${error.message}`,
-                retriable: error.retriable,
-                code: error.code
-              })
-          ),
-          Effect.withSpan("kafka.ping")
-        )
-      })
-
-      return KafkaAdmin.of({ createTopic, deleteTopics, listTopics, listGroups, deleteGroups, ping })
+      return KafkaAdmin.of({ ...makeTopics(admin, options), ...makeGroups(admin, options), ping: makePing(admin, options) })
     })
 
   static readonly layerWith = (options: KafkaAdminOptions) => Layer.effect(KafkaAdmin, KafkaAdmin.make(options))
@@ -221,3 +95,142 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
     })
   )
 }
+
+/** Waits (bounded) until every partition of a new topic has a leader. */
+const makeWaitForLeaders = (admin: Admin, options: KafkaAdminOptions) => {
+  const call = <A>(operation: string, run: () => Promise<A>) => kafkaCall(operation, options.operationTimeout_ms, run)
+  // Metadata straight from the broker (no cache, no client-side retries: the caller loops).
+  const freshMetadata = (operation: string, topics: Array<string>) =>
+    call(operation, () => admin.metadata({ topics, forceUpdate: true, retries: 0 }))
+
+  const waitForLeaders = (spec: TopicSpec) =>
+    Effect.gen(function* () {
+      const deadline = Date.now() + options.leaderWaitTimeout_ms
+      let last = "no metadata yet"
+      while (Date.now() < deadline) {
+        const attempt = yield* freshMetadata("createTopic.metadata", [spec.topic]).pipe(Effect.result)
+        if (attempt._tag === "Success") {
+          const topic = attempt.success.topics.get(spec.topic)
+          if (topic !== undefined) {
+            if (topic.partitionsCount < spec.partitions) {
+              return yield* Effect.fail(
+                invalidArgument(
+                  "createTopic",
+                  `topic ${spec.topic} exists with ${topic.partitionsCount} partitions, ${spec.partitions} wanted`
+                )
+              )
+            }
+            const leaderless = topic.partitions.filter((partition) => partition.leader < 0).length
+            if (leaderless === 0 && topic.partitions.length === topic.partitionsCount) return topic.partitionsCount
+            last = `${leaderless} of ${topic.partitionsCount} partitions without a leader`
+          }
+        } else if (attempt.failure.retriable) {
+          // A topic created a moment ago may still be unknown to the broker's metadata cache.
+          last = attempt.failure.message
+        } else {
+          return yield* Effect.fail(attempt.failure)
+        }
+        yield* wallClockSleep(leaderPollInterval_ms)
+      }
+      return yield* Effect.fail(
+        new KafkaError({
+          operation: "createTopic",
+          message: `topic ${spec.topic} not ready after ${options.leaderWaitTimeout_ms} ms: ${last}`,
+          retriable: true,
+          code: "LEADER_NOT_AVAILABLE"
+        })
+      )
+    })
+
+  return waitForLeaders
+}
+
+const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
+  const waitForLeaders = makeWaitForLeaders(admin, options)
+  const createTopic = Effect.fn("KafkaAdmin.createTopic")(function* (spec: TopicSpec) {
+    if (!legalName.test(spec.topic)) return yield* Effect.fail(invalidArgument("createTopic", `illegal topic name ${JSON.stringify(spec.topic)}`))
+    if (!Number.isInteger(spec.partitions) || spec.partitions < 1) {
+      return yield* Effect.fail(invalidArgument("createTopic", `partitions must be a positive integer, got ${spec.partitions}`))
+    }
+    const created = yield* Effect.tryPromise({
+      // replicas -1: the broker's default.replication.factor (1 on the local broker, 3 in
+      // production), so this code never hard-codes a durability setting.
+      try: () => admin.createTopics({ topics: [spec.topic], partitions: spec.partitions, replicas: -1 }),
+      catch: (error) => error
+    }).pipe(
+      Effect.as(true),
+      Effect.catch((error) =>
+        allLeavesAre(error, "TOPIC_ALREADY_EXISTS") ? Effect.succeed(false) : Effect.fail(toKafkaError("createTopic", error))
+      ),
+      boundedBy("createTopic", options.operationTimeout_ms)
+    )
+    const partitions = yield* waitForLeaders(spec)
+    return { topic: spec.topic, partitions, created }
+  })
+
+  const deleteTopics = Effect.fn("KafkaAdmin.deleteTopics")(function* (topics: ReadonlyArray<string>) {
+    const bad = topics.find((topic) => !legalName.test(topic))
+    if (bad !== undefined) return yield* Effect.fail(invalidArgument("deleteTopics", `illegal topic name ${JSON.stringify(bad)}`))
+    for (let start = 0; start < topics.length; start += deleteBatchSize) {
+      const batch = topics.slice(start, start + deleteBatchSize)
+      yield* Effect.tryPromise({ try: () => admin.deleteTopics({ topics: batch }), catch: (error) => error }).pipe(
+        Effect.catch((error) =>
+          allLeavesAre(error, "UNKNOWN_TOPIC_OR_PARTITION") ? Effect.void : Effect.fail(toKafkaError("deleteTopics", error))
+        ),
+        boundedBy("deleteTopics", options.operationTimeout_ms)
+      )
+    }
+  })
+
+  const listTopics = kafkaCall("listTopics", options.operationTimeout_ms, () => admin.listTopics({ includeInternals: false })).pipe(
+    Effect.map((topics) => [...topics].sort())
+  )
+
+  return { createTopic, deleteTopics, listTopics }
+}
+
+const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
+  const listGroups = kafkaCall("listGroups", options.operationTimeout_ms, () => admin.listGroups()).pipe(Effect.map((groups) => [...groups.keys()].sort()))
+
+  const deleteGroups = Effect.fn("KafkaAdmin.deleteGroups")(function* (groupIds: ReadonlyArray<string>) {
+    for (let start = 0; start < groupIds.length; start += deleteBatchSize) {
+      const batch = groupIds.slice(start, start + deleteBatchSize)
+      yield* Effect.tryPromise({ try: () => admin.deleteGroups({ groups: batch }), catch: (error) => error }).pipe(
+        Effect.catch((error) =>
+          allLeavesAre(error, "GROUP_ID_NOT_FOUND") ? Effect.void : Effect.fail(toKafkaError("deleteGroups", error))
+        ),
+        boundedBy("deleteGroups", options.operationTimeout_ms)
+      )
+    }
+  })
+
+  return { listGroups, deleteGroups }
+}
+
+const makePing = (admin: Admin, options: KafkaAdminOptions) =>
+  Effect.suspend(() => {
+    const started_ms = Date.now()
+    return Effect.tryPromise({
+      // No topics: the cheapest metadata request there is, yet it needs a live broker to answer.
+      try: () => admin.metadata({ topics: [], forceUpdate: true, retries: 0 }),
+      catch: (error) => toKafkaError("ping", error)
+    }).pipe(
+      boundedBy("ping", options.pingTimeout_ms),
+      Effect.map((metadata) => ({
+        clusterId: metadata.id,
+        brokerCount: metadata.brokers.size,
+        controllerId: metadata.controllerId,
+        latency_ms: Date.now() - started_ms
+      })),
+      Effect.mapError(
+        (error) =>
+          new KafkaError({
+            operation: "ping",
+            message: `no Kafka broker answered at ${options.brokers}: ${error.message}`,
+            retriable: error.retriable,
+            code: error.code
+          })
+      ),
+      Effect.withSpan("kafka.ping")
+    )
+  })

@@ -54,49 +54,8 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
   static readonly make = (options: KafkaProducerOptions) =>
     Effect.gen(function* () {
       const bootstrapBrokers = yield* parseBrokers(options.brokers)
-      const producer = yield* Effect.acquireRelease(
-        Effect.sync(
-          () =>
-            new Producer({
-              ...baseClientOptions(options, bootstrapBrokers),
-              // Chosen explicitly, never left to the library's defaults (a money path):
-              // - idempotent: the broker drops a retried batch it already stored (producer id +
-              //   sequence numbers), so client retries cannot duplicate or reorder a partition.
-              idempotent: true,
-              // - acks=all: the ack means every in-sync replica has the batch; with
-              //   min.insync.replicas it survives the loss of the leader.
-              acks: ProduceAcks.ALL,
-              // - bounded retries: @platformatic/kafka turns an idempotent producer's `retries`
-              //   into Number.MAX_SAFE_INTEGER when it is unset or <= 1, i.e. a send that never
-              //   fails while the broker is down. We pass our own bound (> 1) so the call fails and
-              //   the outbox publisher's own backoff takes over.
-              retries: Math.max(options.retries, 2),
-              // - one request in flight per broker (the library forces this for idempotence):
-              //   ordering within a partition does not depend on retry timing.
-              maxInflights: 1,
-              compression: "none"
-            })
-        ),
-        (client) => closeClient("producer.close", () => client.close())
-      )
-
-      // Partition count per topic from the client's metadata cache (refreshed every 5 s and on
-      // stale-metadata errors). We pick each message's partition ourselves so that the broker's
-      // per-partition base offsets map back to individual messages.
-      const partitionCounts = (topics: Array<string>) =>
-        kafkaCall("send.metadata", options.operationTimeout_ms, () => producer.metadata({ topics })).pipe(
-          Effect.flatMap((metadata) =>
-            Effect.forEach(topics, (topic) => {
-              const count = metadata.topics.get(topic)?.partitionsCount
-              return count === undefined || count < 1
-                ? Effect.fail(
-                    new KafkaError({ operation: "send", message: `unknown topic ${topic}`, retriable: true, code: "UNKNOWN_TOPIC_OR_PARTITION" })
-                  )
-                : Effect.succeed([topic, count] as const)
-            })
-          ),
-          Effect.map((entries) => new Map(entries))
-        )
+      const producer = yield* acquireProducer(options, bootstrapBrokers)
+      const partitionCounts = makePartitionCounts(producer, options)
 
       const send = Effect.fn("KafkaProducer.send")(function* (messages: ReadonlyArray<ProducerMessage>) {
         if (messages.length === 0) return []
@@ -104,41 +63,9 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
           return yield* Effect.fail(invalidArgument(`${messages.length} messages in one send, at most ${options.maxMessagesPerSend}`))
         }
         const counts = yield* partitionCounts([...new Set(messages.map((message) => message.topic))])
-        const prepared: Array<{ topic: string; key: Buffer; value: Buffer; headers: Map<Buffer, Buffer>; partition: number }> = []
-        for (const message of messages) {
-          const count = counts.get(message.topic) ?? 0
-          const key = Buffer.from(message.key, "utf8")
-          const value = toBuffer(message.value)
-          const headers = new Map<Buffer, Buffer>()
-          for (const [name, headerValue] of Object.entries(message.headers)) headers.set(Buffer.from(name), Buffer.from(headerValue))
-          // A key's partition as the Java client computes it (murmur2 & 0x7fffffff), so any other
-          // producer of the same keys lands on the same partitions.
-          const partition = message.partition ?? compatibilityPartitioner({ topic: message.topic, key, value }, key) % count
-          if (!Number.isInteger(partition) || partition < 0 || partition >= count) {
-            return yield* Effect.fail(invalidArgument(`partition ${partition} out of range for ${message.topic} (${count} partitions)`))
-          }
-          prepared.push({ topic: message.topic, key, value, headers, partition })
-        }
-
-        const result = yield* kafkaCall("send", options.operationTimeout_ms, () => producer.send({ messages: prepared }))
-
-        // The broker answers one base offset per partition; the library keeps each partition's
-        // messages in call order, so the n-th message for a partition got base + n.
-        const baseOffsets = new Map<string, bigint>()
-        for (const entry of result.offsets ?? []) baseOffsets.set(`${entry.topic}\u0000${entry.partition}`, entry.offset)
-        const seen = new Map<string, bigint>()
-        const produced: Array<ProducedRecord> = []
-        for (const message of prepared) {
-          const slot = `${message.topic}\u0000${message.partition}`
-          const base = baseOffsets.get(slot)
-          if (base === undefined) {
-            return yield* Effect.die(new Error(`broker acknowledged no offset for ${message.topic}[${message.partition}]`))
-          }
-          const ordinal = seen.get(slot) ?? 0n
-          seen.set(slot, ordinal + 1n)
-          produced.push({ topic: message.topic, partition: message.partition, offset: base + ordinal })
-        }
-        return produced
+        const prepared = yield* prepareMessages(messages, counts)
+        const result = yield* kafkaCall("send", options.operationTimeout_ms, () => producer.send({ messages: [...prepared] }))
+        return yield* offsetsOf(prepared, result.offsets ?? [])
       })
 
       return KafkaProducer.of({ send })
@@ -154,3 +81,106 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
     })
   )
 }
+
+/** The client, with every option chosen explicitly (closed when the scope ends). */
+const acquireProducer = (options: KafkaProducerOptions, bootstrapBrokers: Array<string>) =>
+  Effect.acquireRelease(
+    Effect.sync(
+      () =>
+        new Producer({
+          ...baseClientOptions(options, bootstrapBrokers),
+          // Chosen explicitly, never left to the library's defaults (a money path):
+          // - idempotent: the broker drops a retried batch it already stored (producer id +
+          //   sequence numbers), so client retries cannot duplicate or reorder a partition.
+          idempotent: true,
+          // - acks=all: the ack means every in-sync replica has the batch; with
+          //   min.insync.replicas it survives the loss of the leader.
+          acks: ProduceAcks.ALL,
+          // - bounded retries: @platformatic/kafka turns an idempotent producer's `retries`
+          //   into Number.MAX_SAFE_INTEGER when it is unset or <= 1, i.e. a send that never
+          //   fails while the broker is down. We pass our own bound (> 1) so the call fails and
+          //   the outbox publisher's own backoff takes over.
+          retries: Math.max(options.retries, 2),
+          // - one request in flight per broker (the library forces this for idempotence):
+          //   ordering within a partition does not depend on retry timing.
+          maxInflights: 1,
+          compression: "none"
+        })
+    ),
+    (client) => closeClient("producer.close", () => client.close())
+  )
+
+
+// Partition count per topic from the client's metadata cache (refreshed every 5 s and on
+// stale-metadata errors). We pick each message's partition ourselves so that the broker's
+// per-partition base offsets map back to individual messages.
+const makePartitionCounts = (producer: Producer, options: KafkaProducerOptions) => (topics: Array<string>) =>
+  kafkaCall("send.metadata", options.operationTimeout_ms, () => producer.metadata({ topics })).pipe(
+    Effect.flatMap((metadata) =>
+      Effect.forEach(topics, (topic) => {
+        const count = metadata.topics.get(topic)?.partitionsCount
+        return count === undefined || count < 1
+          ? Effect.fail(
+              new KafkaError({ operation: "send", message: `unknown topic ${topic}`, retriable: true, code: "UNKNOWN_TOPIC_OR_PARTITION" })
+            )
+          : Effect.succeed([topic, count] as const)
+      })
+    ),
+    Effect.map((entries) => new Map(entries))
+  )
+
+
+interface PreparedMessage {
+  readonly topic: string
+  readonly key: Buffer
+  readonly value: Buffer
+  readonly headers: Map<Buffer, Buffer>
+  readonly partition: number
+}
+
+/** Encodes the messages and picks each one's partition. */
+const prepareMessages = (messages: ReadonlyArray<ProducerMessage>, counts: ReadonlyMap<string, number>) =>
+  Effect.gen(function* () {
+    const prepared: Array<PreparedMessage> = []
+    for (const message of messages) {
+      const count = counts.get(message.topic) ?? 0
+      const key = Buffer.from(message.key, "utf8")
+      const value = toBuffer(message.value)
+      const headers = new Map<Buffer, Buffer>()
+      for (const [name, headerValue] of Object.entries(message.headers)) headers.set(Buffer.from(name), Buffer.from(headerValue))
+      // A key's partition as the Java client computes it (murmur2 & 0x7fffffff), so any other
+      // producer of the same keys lands on the same partitions.
+      const partition = message.partition ?? compatibilityPartitioner({ topic: message.topic, key, value }, key) % count
+      if (!Number.isInteger(partition) || partition < 0 || partition >= count) {
+        return yield* Effect.fail(invalidArgument(`partition ${partition} out of range for ${message.topic} (${count} partitions)`))
+      }
+      prepared.push({ topic: message.topic, key, value, headers, partition })
+    }
+    return prepared
+  })
+
+/**
+ * The broker answers one base offset per partition; the library keeps each partition's messages
+ * in call order, so the n-th message for a partition got base + n.
+ */
+const offsetsOf = (
+  prepared: ReadonlyArray<PreparedMessage>,
+  offsets: ReadonlyArray<{ readonly topic: string; readonly partition: number; readonly offset: bigint }>
+) =>
+  Effect.gen(function* () {
+    const baseOffsets = new Map<string, bigint>()
+    for (const entry of offsets) baseOffsets.set(`${entry.topic}\u0000${entry.partition}`, entry.offset)
+    const seen = new Map<string, bigint>()
+    const produced: Array<ProducedRecord> = []
+    for (const message of prepared) {
+      const slot = `${message.topic}\u0000${message.partition}`
+      const base = baseOffsets.get(slot)
+      if (base === undefined) {
+        return yield* Effect.die(new Error(`broker acknowledged no offset for ${message.topic}[${message.partition}]`))
+      }
+      const ordinal = seen.get(slot) ?? 0n
+      seen.set(slot, ordinal + 1n)
+      produced.push({ topic: message.topic, partition: message.partition, offset: base + ordinal })
+    }
+    return produced
+  })

@@ -12,6 +12,17 @@ export interface CurrencyBalance {
 
 const BalanceRow = Schema.Struct({ currency: Currency, balance_minor: Schema.BigInt })
 
+/** The codes of a merchant's payable accounts, one per supported currency. */
+export const merchantPayableCodes = (merchantId: MerchantId): ReadonlyArray<string> =>
+  currencyCodes.map((currency) => merchantPayable(merchantId, currency).code)
+
+/** The balance read (exported so that its plan can be checked: an index probe per code). */
+export const payableBalancesStatement = (sql: SqlClient.SqlClient, codes: ReadonlyArray<string>) => sql`
+  SELECT a.currency, b.balance_minor
+  FROM accounts a JOIN account_balances b ON b.account_id = a.id
+  WHERE ${sql.in("a.code", codes)}
+  ORDER BY a.currency`
+
 /**
  * The merchant's payable balances, read from the ledger's stored balances (`GET /v1/balance`).
  *
@@ -32,15 +43,11 @@ export class MerchantBalances extends Context.Service<MerchantBalances, {
       const payable = SqlSchema.findAll({
         Request: Schema.Array(Schema.String),
         Result: BalanceRow,
-        execute: (codes) => sql`
-          SELECT a.currency, b.balance_minor
-          FROM accounts a JOIN account_balances b ON b.account_id = a.id
-          WHERE ${sql.in("a.code", codes)}
-          ORDER BY a.currency`
+        execute: (codes) => payableBalancesStatement(sql, codes)
       })
       return MerchantBalances.of({
         payable: (merchantId) =>
-          payable(currencyCodes.map((currency) => merchantPayable(merchantId, currency).code)).pipe(
+          payable(merchantPayableCodes(merchantId)).pipe(
             // The ledger's CHECKs guarantee the row's shape: a mismatch is a bug.
             Effect.catchTag("SchemaError", Effect.die),
             Effect.withSpan("MerchantBalances.payable", { attributes: { merchant_id: merchantId } })

@@ -1,0 +1,127 @@
+import type { Consumer } from "@platformatic/kafka"
+import { FetchIsolationLevels } from "@platformatic/kafka"
+import { Effect } from "effect"
+import { kafkaCall, KafkaError, wallClockSleep } from "./KafkaCommon.ts"
+import {
+  controlBatchBit,
+  invalidArgument,
+  type KafkaConsumerOptions,
+  type KafkaRecord,
+  legalName,
+  readFetchWait_ms,
+  type ReadFromBeginningOptions,
+  readRecords_max,
+  toRecord
+} from "./KafkaConsumerModel.ts"
+
+/**
+ * `readFromBeginning`: a group-less read of a whole topic from offset 0, Fetch requests straight to
+ * each partition's leader, until `count` records or the deadline. A test tool (it holds what it
+ * reads in memory, at most `readRecords_max` records).
+ */
+type Reader = Consumer<Buffer, Buffer, Buffer, Buffer>
+
+interface LeaderFetch {
+  readonly topicId: string
+  readonly leader: number
+  readonly partitions: ReadonlyArray<number>
+  readonly nextOffset: ReadonlyMap<number, bigint>
+}
+
+const fetchFromLeader = (reader: Reader, options: KafkaConsumerOptions, fetch: LeaderFetch) =>
+  kafkaCall("read.fetch", options.operationTimeout_ms, () =>
+    reader.fetch({
+      node: fetch.leader,
+      minBytes: 1,
+      maxBytes: options.fetch_bytes_max,
+      maxWaitTime: readFetchWait_ms,
+      isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED,
+      topics: [{
+        topicId: fetch.topicId,
+        partitions: fetch.partitions.map((partition) => ({
+          partition,
+          // -1: no leader-epoch fencing; a stale leader answers with an error and we
+          // refresh metadata on the next round.
+          currentLeaderEpoch: -1,
+          fetchOffset: fetch.nextOffset.get(partition) ?? 0n,
+          lastFetchedEpoch: -1,
+          partitionMaxBytes: options.fetch_bytes_max
+        }))
+      }]
+    })
+  )
+
+type FetchResponses = Effect.Success<ReturnType<typeof fetchFromLeader>>["responses"]
+
+/** Appends the fetched records past each partition's next offset; true when metadata must be refreshed. */
+const collectRecords = (topic: string, responses: FetchResponses, nextOffset: Map<number, bigint>, records: Array<KafkaRecord>): boolean => {
+  let forceUpdate = false
+  for (const topicResponse of responses) {
+    for (const partitionResponse of topicResponse.partitions) {
+      if (partitionResponse.errorCode !== 0) {
+        // e.g. NOT_LEADER_OR_FOLLOWER after a leader change: refresh metadata and retry.
+        forceUpdate = true
+        continue
+      }
+      const from = nextOffset.get(partitionResponse.partitionIndex) ?? 0n
+      for (const batch of partitionResponse.records ?? []) {
+        nextOffset.set(partitionResponse.partitionIndex, batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n)
+        if ((batch.attributes & controlBatchBit) !== 0) continue
+        for (const record of batch.records) {
+          const offset = batch.firstOffset + BigInt(record.offsetDelta)
+          // A batch can start before the requested offset; skip what we already have.
+          if (offset < from) continue
+          records.push(toRecord({
+            topic,
+            partition: partitionResponse.partitionIndex,
+            offset,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: batch.firstTimestamp + record.timestampDelta
+          }))
+        }
+      }
+    }
+  }
+  return forceUpdate
+}
+
+export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
+  Effect.fn("KafkaConsumer.readFromBeginning")(function* (read: ReadFromBeginningOptions) {
+    if (!legalName.test(read.topic)) return yield* Effect.fail(invalidArgument("read", `illegal topic name ${JSON.stringify(read.topic)}`))
+    const deadline = Date.now() + read.timeout_ms
+    const nextOffset = new Map<number, bigint>()
+    const records: Array<KafkaRecord> = []
+    let forceUpdate = true
+    while (true) {
+      const attempt = yield* kafkaCall("read.metadata", options.operationTimeout_ms, () =>
+        reader.metadata({ topics: [read.topic], forceUpdate, retries: 0 })
+      ).pipe(Effect.result)
+      if (attempt._tag === "Failure") {
+        // A topic created a moment ago may not be known yet: retry until the deadline.
+        if (!attempt.failure.retriable || Date.now() >= deadline) return yield* Effect.fail(attempt.failure)
+        yield* wallClockSleep(readFetchWait_ms)
+        continue
+      }
+      forceUpdate = false
+      const topic = attempt.success.topics.get(read.topic)
+      if (topic === undefined) return yield* Effect.fail(new KafkaError({ operation: "read", message: `unknown topic ${read.topic}`, retriable: true, code: "UNKNOWN_TOPIC_OR_PARTITION" }))
+      const byLeader = new Map<number, Array<number>>()
+      topic.partitions.forEach((partition, index) => byLeader.set(partition.leader, [...(byLeader.get(partition.leader) ?? []), index]))
+      for (const [leader, partitions] of byLeader) {
+        const response = yield* fetchFromLeader(reader, options, { topicId: topic.id, leader, partitions, nextOffset })
+        if (collectRecords(read.topic, response.responses, nextOffset, records)) forceUpdate = true
+      }
+      if (records.length > readRecords_max) return yield* Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
+      if (records.length >= read.count) {
+        return records.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0))
+      }
+      if (forceUpdate) yield* wallClockSleep(readFetchWait_ms)
+      if (Date.now() >= deadline) {
+        return yield* Effect.fail(
+          new KafkaError({ operation: "read", message: `read ${records.length} of ${read.count} records from ${read.topic} within ${read.timeout_ms} ms`, retriable: true, code: "TIMEOUT" })
+        )
+      }
+    }
+  })
