@@ -18,7 +18,8 @@
  * the end, and writes the figures as JSON under bench/results/. Every database it creates
  * (pay_bench_*) is dropped at the end.
  */
-import { Effect, Layer, Redacted } from "effect"
+import { decodeRows } from "../../packages/infra/src/index.ts"
+import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -332,7 +333,7 @@ const program = Effect.scoped(Effect.gen(function* () {
   )
   console.log(`ledger_verify(): ${rounds.discrepancies === 0 ? "no discrepancy" : `${rounds.discrepancies} discrepancies`}`)
 
-  const [pgVersion] = yield* adminSql(serverUrl, (sql) => sql<{ version: string }>`SELECT version()`)
+  const [pgVersion] = yield* adminSql(serverUrl, (sql) => decodeRows(Schema.Struct({ version: Schema.String }))(sql`SELECT version()`))
   const report = {
     benchmark: "ledger",
     at: new Date().toISOString(),

@@ -46,7 +46,8 @@ import {
   defaultKafkaProducerLimits,
   KafkaAdmin,
   KafkaProducer,
-  postgresLayer
+  postgresLayer,
+  decodeRows
 } from "../../packages/infra/src/index.ts"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
@@ -231,7 +232,7 @@ const rawProducerRound = Effect.gen(function* () {
 
 const unpublished = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`
+  const rows = yield* decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`)
   return Number(rows[0]?.count ?? 0n)
 })
 
@@ -317,7 +318,7 @@ const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies
         }
       })
     )
-    const count = sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events`.pipe(Effect.map((rows) => Number(rows[0]?.count ?? 0n)))
+    const count = decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`SELECT count(*)::bigint AS count FROM outbox_events`).pipe(Effect.map((rows) => Number(rows[0]?.count ?? 0n)))
     const eventsBefore = yield* count
     const started_ms = Date.now()
     const loadResult = yield* load
@@ -460,8 +461,8 @@ const program = Effect.gen(function* () {
       }))
       return { key, id: headers.get("ce_id") ?? "", type: headers.get("ce_type") ?? "" }
     })
-    const rows = yield* sql<{ id: string; aggregate_id: string; event_type: string }>`
-      SELECT id, aggregate_id, event_type FROM outbox_events ORDER BY position`
+    const rows = yield* decodeRows(Schema.Struct({ id: Schema.String, aggregate_id: Schema.String, event_type: Schema.String }))(sql`
+      SELECT id, aggregate_id, event_type FROM outbox_events ORDER BY position`)
     const uniqueIds = new Set(kcatRecords.map((record) => record.id))
     const outboxIds = new Set(rows.map((row) => row.id))
     const missing = [...outboxIds].filter((id) => !uniqueIds.has(id)).length

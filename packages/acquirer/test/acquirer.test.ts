@@ -1,7 +1,8 @@
 // Tests of the simulated acquirer (packages/acquirer/src/Simulator.ts) against real Postgres.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
-import { Effect, Exit, Layer } from "effect"
+import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { Acquirer, AcquirerSimulator } from "../src/index.ts"
@@ -14,16 +15,16 @@ const paymentId = () => `pay_${randomUUID().replaceAll("-", "").slice(0, 24)}`
 const operationRow = (reference: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ performed_count: number; request_count: number; outcome: string }>`
-      SELECT performed_count, request_count, outcome FROM acquirer_sim.operations WHERE reference = ${reference}`
+    const rows = yield* decodeRows(Schema.Struct({ performed_count: Schema.Number, request_count: Schema.Number, outcome: Schema.String }))(sql`
+      SELECT performed_count, request_count, outcome FROM acquirer_sim.operations WHERE reference = ${reference}`)
     return rows[0]
   })
 
 const operationsOfPayment = (id: string, operation: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ n: bigint }>`
-      SELECT count(*)::bigint AS n FROM acquirer_sim.operations WHERE payment_id = ${id} AND operation = ${operation}`
+    const rows = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+      SELECT count(*)::bigint AS n FROM acquirer_sim.operations WHERE payment_id = ${id} AND operation = ${operation}`)
     return Number(rows[0]?.n ?? -1n)
   })
 

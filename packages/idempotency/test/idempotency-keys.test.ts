@@ -1,5 +1,5 @@
 import { assert, layer } from "@effect/vitest"
-import { Redis } from "@pay/infra"
+import { Redis, decodeRows } from "@pay/infra"
 import { TestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -199,7 +199,7 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
         )
       )
       assert.strictEqual(failed, "boom")
-      const afterRollback = yield* sql<{ recovery_point: string }>`SELECT recovery_point FROM idempotency_keys WHERE id = ${record.id}`
+      const afterRollback = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String }))(sql`SELECT recovery_point FROM idempotency_keys WHERE id = ${record.id}`)
       assert.strictEqual(afterRollback[0]?.recovery_point, "started")
 
       const advanced = yield* sql.withTransaction(keys.advance(record, "payment_created", { payment_id: "pay_1" }))
@@ -242,7 +242,7 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
         )
       )
       assert.isNull(yield* redis.get(redisResponseKey(merchantId, key)))
-      const rows = yield* sql<{ finished: boolean }>`SELECT finished_at IS NOT NULL AS finished FROM idempotency_keys WHERE id = ${record.id}`
+      const rows = yield* decodeRows(Schema.Struct({ finished: Schema.Boolean }))(sql`SELECT finished_at IS NOT NULL AS finished FROM idempotency_keys WHERE id = ${record.id}`)
       assert.strictEqual(rows[0]?.finished, false)
       // The run still holds the key and can finish it for real.
       yield* sql.withTransaction(keys.finish(record, responseFor(merchantId, key)))
@@ -354,9 +354,9 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
 
       const first = yield* Effect.flip(keys.run(request(merchantId, key, body), twoSteps))
       assert.strictEqual(first._tag, "AcquirerTimedOut")
-      const stored = yield* sql<{ locked: boolean; point: string; status: number | null }>`
+      const stored = yield* decodeRows(Schema.Struct({ locked: Schema.Boolean, point: Schema.String, status: Schema.NullOr(Schema.Number) }))(sql`
         SELECT locked_at IS NOT NULL AS locked, recovery_point AS point, response_status AS status
-        FROM idempotency_keys WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`
+        FROM idempotency_keys WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`)
       assert.deepStrictEqual(stored[0], { locked: false, point: "payment_created", status: null })
 
       acquirerAnswers = true

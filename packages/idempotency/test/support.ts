@@ -1,7 +1,7 @@
 import { generateMerchantId, type MerchantId } from "@pay/domain"
-import { defaultRedisTimeouts, Redis } from "@pay/infra"
+import { defaultRedisTimeouts, Redis, decodeRows } from "@pay/infra"
 import { testRun } from "@pay/testkit"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { IdempotencyKey } from "../src/IdempotencyKey.ts"
@@ -36,17 +36,17 @@ export const workCount = (merchantId: MerchantId, key: string, step?: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const rows = step === undefined
-      ? yield* sql<{ n: bigint }>`SELECT count(*)::bigint AS n FROM test_work WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`
-      : yield* sql<{ n: bigint }>`SELECT count(*)::bigint AS n FROM test_work
-          WHERE merchant_id = ${merchantId} AND idempotency_key = ${key} AND step = ${step}`
+      ? yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*)::bigint AS n FROM test_work WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`)
+      : yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*)::bigint AS n FROM test_work
+          WHERE merchant_id = ${merchantId} AND idempotency_key = ${key} AND step = ${step}`)
     return Number(rows[0]?.n ?? -1n)
   })
 
 export const keyRowCount = (merchantId: MerchantId, key: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ n: bigint }>`
-      SELECT count(*)::bigint AS n FROM idempotency_keys WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`
+    const rows = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+      SELECT count(*)::bigint AS n FROM idempotency_keys WHERE merchant_id = ${merchantId} AND idempotency_key = ${key}`)
     return Number(rows[0]?.n ?? -1n)
   })
 

@@ -1,6 +1,7 @@
+import { decodeRows } from "../src/index.ts"
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
 layer(TestDatabase)("Postgres (real server)", (it) => {
@@ -10,7 +11,7 @@ layer(TestDatabase)("Postgres (real server)", (it) => {
       // 2^53 + 1 does not survive a JS number; it must come back as the same bigint.
       const big = 9007199254740993n
       const rows = yield* sql.withTransaction(
-        sql<{ v: bigint; db: string }>`SELECT ${big}::bigint AS v, current_database() AS db`
+        decodeRows(Schema.Struct({ v: Schema.BigInt, db: Schema.String }))(sql`SELECT ${big}::bigint AS v, current_database() AS db`)
       )
       assert.strictEqual(rows[0]?.v, big)
       assert.match(rows[0]?.db ?? "", /^pay_t_[0-9a-f]+_[0-9a-f]+$/)
@@ -28,14 +29,14 @@ layer(TestDatabase)("Postgres (real server)", (it) => {
       )
       const outcome = yield* Effect.result(attempt)
       assert.isTrue(outcome._tag === "Failure")
-      const count = yield* sql<{ n: bigint }>`SELECT count(*)::bigint AS n FROM smoke`
+      const count = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*)::bigint AS n FROM smoke`)
       assert.strictEqual(count[0]?.n, 0n)
     }))
 
   it.effect("the template carries the migrations", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<{ value: string }>`SELECT value FROM platform_info WHERE key = 'schema_owner'`
+      const rows = yield* decodeRows(Schema.Struct({ value: Schema.String }))(sql`SELECT value FROM platform_info WHERE key = 'schema_owner'`)
       assert.strictEqual(rows[0]?.value, "payments-ledger-platform")
     }))
 })

@@ -1,5 +1,6 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Ref } from "effect"
+import { Effect, Exit, Fiber, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { PostingError } from "../src/Errors.ts"
 import { Ledger } from "../src/Ledger.ts"
@@ -35,8 +36,8 @@ const random = (seed: number) => {
 
 const deadlockCount = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ deadlocks: bigint }>`
-    SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`
+  const rows = yield* decodeRows(Schema.Struct({ deadlocks: Schema.BigInt }))(sql`
+    SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`)
   return rows[0]?.deadlocks ?? -1n
 })
 
@@ -49,10 +50,10 @@ const withParallelismProbe = <A, E, R>(work: Effect.Effect<A, E, R>) =>
     const sql = yield* SqlClient.SqlClient
     const maxActive = yield* Ref.make(0)
     const probe = yield* Effect.forkChild(Effect.forever(Effect.gen(function* () {
-      const rows = yield* sql<{ n: bigint }>`
+      const rows = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
         SELECT count(*) AS n FROM pg_stat_activity
         WHERE datname = current_database() AND state = 'active' AND query LIKE '%ledger_post(%'
-          AND pid <> pg_backend_pid()`
+          AND pid <> pg_backend_pid()`)
       const n = Number(rows[0]?.n ?? 0n)
       yield* Ref.update(maxActive, (m) => Math.max(m, n))
       yield* Effect.sleep("2 millis")
@@ -171,10 +172,10 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
         let killed = 0
         let rounds = 0
         for (let look = 0; look < 200 && rounds < 2 && !(yield* Ref.get(done)); look++) {
-          const rows = yield* sql<{ killed: boolean }>`
+          const rows = yield* decodeRows(Schema.Struct({ killed: Schema.Boolean }))(sql`
             SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
             WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'
-              AND query LIKE '%FROM ledger_post(%'`
+              AND query LIKE '%FROM ledger_post(%'`)
           const now = rows.filter((row) => row.killed).length
           if (now > 0) rounds += 1
           killed += now
@@ -190,7 +191,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       ], { concurrency: 2 })
       assert.isAbove(killed, 0, "some postings were in flight when their connection was killed")
       assert.strictEqual(results.length, requests.length)
-      const recorded = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'kill-%'`
+      const recorded = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'kill-%'`)
       assert.strictEqual(recorded[0]?.n, BigInt(requests.length))
       assert.strictEqual((yield* ledger.balance("kill:merchant:USD")).balance_minor, BigInt(requests.length))
       yield* assertInvariants

@@ -1,5 +1,6 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ledger } from "../src/Ledger.ts"
 import { account, assertLedgerHealthy, countRows, LedgerTestLayer, layerOptions, refusedBy, transfer } from "./support.ts"
@@ -29,8 +30,8 @@ const rawPosting = (
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     yield* sql.withTransaction(Effect.gen(function* () {
-      const [row] = yield* sql<{ id: bigint }>`
-        INSERT INTO transactions (reference, description) VALUES (${reference}, 'raw sql') RETURNING id`
+      const [row] = yield* decodeRows(Schema.Struct({ id: Schema.BigInt }))(sql`
+        INSERT INTO transactions (reference, description) VALUES (${reference}, 'raw sql') RETURNING id`)
       if (row === undefined) return yield* Effect.die(new Error("no id"))
       let entryNumber = 0
       for (const [accountId, side, amount_minor, currency] of entries) {
@@ -127,8 +128,8 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
   it.effect("entries and transactions cannot be updated, deleted or truncated, by the owner either", () =>
     Effect.gen(function* () {
       const { sql } = yield* setup
-      const owner = yield* sql<{ owner: string; me: string }>`
-        SELECT tableowner AS owner, current_user AS me FROM pg_tables WHERE tablename = 'ledger_entries'`
+      const owner = yield* decodeRows(Schema.Struct({ owner: Schema.String, me: Schema.String }))(sql`
+        SELECT tableowner AS owner, current_user AS me FROM pg_tables WHERE tablename = 'ledger_entries'`)
       assert.strictEqual(owner[0]?.owner, owner[0]?.me)
       const entriesBefore = yield* countRows("ledger_entries")
       const transactionsBefore = yield* countRows("transactions")
@@ -217,9 +218,9 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
           yield* statement
         }))
       // Superuser only, and only on this throwaway database: simulate a lost row, then restore it.
-      const [lost] = yield* sql<{ transaction_id: bigint; account_id: bigint; amount_minor: bigint }>`
+      const [lost] = yield* decodeRows(Schema.Struct({ transaction_id: Schema.BigInt, account_id: Schema.BigInt, amount_minor: Schema.BigInt }))(sql`
         SELECT transaction_id, account_id, amount_minor FROM ledger_entries
-        WHERE transaction_id = (SELECT id FROM transactions WHERE reference = 'raw-seed') AND entry_number = 2`
+        WHERE transaction_id = (SELECT id FROM transactions WHERE reference = 'raw-seed') AND entry_number = 2`)
       if (lost === undefined) return assert.fail("the seed posting has no second entry")
       yield* behindTheTriggers(sql`DELETE FROM ledger_entries
         WHERE transaction_id = ${lost.transaction_id} AND entry_number = 2`)

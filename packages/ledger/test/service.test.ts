@@ -1,5 +1,6 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { DateTime, Effect } from "effect"
+import { DateTime, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ledger } from "../src/Ledger.ts"
 import { amount_minor_max, limits, type PostingRequest } from "../src/Model.ts"
@@ -141,8 +142,8 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const posted = yield* ledger.postTransaction(thousand)
       assert.strictEqual(yield* balanceOf(CASH), cashBefore + 999n)
       const sql = yield* SqlClient.SqlClient
-      const entryCount = yield* sql<{ n: bigint }>`
-        SELECT count(*) AS n FROM ledger_entries WHERE transaction_id = ${posted.transaction.id}`
+      const entryCount = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(*) AS n FROM ledger_entries WHERE transaction_id = ${posted.transaction.id}`)
       assert.strictEqual(entryCount[0]?.n, 1000n)
 
       const tooMany = yield* failureOf(ledger.postTransaction({
@@ -351,7 +352,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.strictEqual(before.balance_minor, 0n)
       yield* ledger.postTransaction(transfer("asof-1", CASH, M, 70n))
       // The database's clock, which stamps posted_at, between the two postings.
-      const [between] = yield* sql<{ now: Date }>`SELECT clock_timestamp() AS now`
+      const [between] = yield* decodeRows(Schema.Struct({ now: Schema.Date }))(sql`SELECT clock_timestamp() AS now`)
       if (between === undefined) return assert.fail("no clock")
       yield* Effect.sleep("5 millis")
       yield* ledger.postTransaction(transfer("asof-2", M, CASH, 20n))
@@ -410,7 +411,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       assert.strictEqual(outcome.refused._tag, "InsufficientFunds")
       assert.isFalse(outcome.posted.replayed)
       assert.strictEqual(yield* balanceOf(M), 10n)
-      const info = yield* sql<{ value: string }>`SELECT value FROM platform_info WHERE key = 'nested-test'`
+      const info = yield* decodeRows(Schema.Struct({ value: Schema.String }))(sql`SELECT value FROM platform_info WHERE key = 'nested-test'`)
       assert.strictEqual(info[0]?.value, "written")
 
       // The caller fails after posting: its rollback removes the posting too.
@@ -420,7 +421,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       })))
       assert.strictEqual(failed, "the caller changed its mind")
       assert.strictEqual(yield* balanceOf(M), 10n)
-      const gone = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference = 'nested-rolled-back'`
+      const gone = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM transactions WHERE reference = 'nested-rolled-back'`)
       assert.strictEqual(gone[0]?.n, 0n)
       yield* assertLedgerHealthy
       assert.isTrue((yield* trialBalance).every(([, total]) => total === "0"))

@@ -1,6 +1,7 @@
+import { decodeRows } from "@pay/infra"
 import { assert } from "@effect/vitest"
 import { makeTestDatabase } from "@pay/testkit"
-import { Effect, Exit, Layer } from "effect"
+import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { Ledger } from "../src/Ledger.ts"
@@ -78,26 +79,26 @@ export const refusedBy = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
 export const countRows = (table: "transactions" | "ledger_entries" | "accounts") =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM ${sql(table)}`
+    const rows = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM ${sql(table)}`)
     return Number(rows[0]?.n ?? -1n)
   })
 
 /** Sum of debit-positive stored balances per currency: zero for every currency in a sound ledger. */
 export const trialBalance = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ currency: string; total: string }>`
+  const rows = yield* decodeRows(Schema.Struct({ currency: Schema.String, total: Schema.String }))(sql`
     SELECT a.currency,
            sum(CASE a.normal_side WHEN 'debit' THEN b.balance_minor::numeric ELSE -b.balance_minor::numeric END)::text AS total
     FROM accounts a JOIN account_balances b ON b.account_id = a.id
-    GROUP BY a.currency ORDER BY a.currency`
+    GROUP BY a.currency ORDER BY a.currency`)
   return rows.map((row) => [row.currency, row.total] as const)
 })
 
 /** Accounts that may not go negative and are below zero (must always be none). */
 export const negativeNoNegativeAccounts = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ code: string }>`
+  const rows = yield* decodeRows(Schema.Struct({ code: Schema.String }))(sql`
     SELECT a.code FROM accounts a JOIN account_balances b ON b.account_id = a.id
-    WHERE NOT a.allow_negative AND b.balance_minor < 0`
+    WHERE NOT a.allow_negative AND b.balance_minor < 0`)
   return rows.map((row) => row.code)
 })

@@ -1,6 +1,7 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { createHash } from "node:crypto"
 import { apiKeySecretPattern, ApiKeys, MerchantRepository, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
@@ -25,12 +26,12 @@ layer(Live)("ApiKeys (real Postgres)", (it) => {
       assert.strictEqual(created.prefix, secret.slice(0, 12))
       assert.notInclude(String(created.secret), secret) // redacted when printed
 
-      const rows = yield* sql<{ key_hash: Uint8Array; prefix: string }>`SELECT key_hash, prefix FROM api_keys WHERE id = ${created.id}`
+      const rows = yield* decodeRows(Schema.Struct({ key_hash: Schema.Uint8Array, prefix: Schema.String }))(sql`SELECT key_hash, prefix FROM api_keys WHERE id = ${created.id}`)
       const expectedHash = createHash("sha256").update(secret).digest()
       assert.isTrue(Buffer.from(rows[0]?.key_hash ?? new Uint8Array()).equals(expectedHash))
       // The secret is nowhere in the table.
-      const leaked = yield* sql<{ n: bigint }>`
-        SELECT count(*)::bigint AS n FROM api_keys WHERE position(${secret} IN (api_keys::text)) > 0`
+      const leaked = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(*)::bigint AS n FROM api_keys WHERE position(${secret} IN (api_keys::text)) > 0`)
       assert.strictEqual(leaked[0]?.n, 0n)
 
       const authenticated = yield* apiKeys.authenticate(secret)

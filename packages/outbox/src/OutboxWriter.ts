@@ -1,7 +1,11 @@
+import { decodeRow } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
+
+/** INSERT … RETURNING: exactly one row. */
+const createdRow = decodeRow(Schema.Struct({ created_at: Schema.Date }))
 
 /** What a state change records about itself, in the same transaction as the change. */
 export interface NewOutboxEvent {
@@ -35,13 +39,11 @@ export class OutboxWriter extends Context.Service<OutboxWriter, {
       const sql = yield* SqlClient.SqlClient
       const append = Effect.fn("OutboxWriter.append")(function* (event: NewOutboxEvent) {
         const id = randomUUID()
-        const rows = yield* sql<{ created_at: Date }>`
+        const { created_at: createdAt } = yield* createdRow(sql`
           INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
           VALUES (${id}, ${event.aggregateType}, ${event.aggregateId}, ${event.eventType}, ${event.eventVersion},
                   ${JSON.stringify(event.payload)}::jsonb, ${JSON.stringify(event.headers)}::jsonb)
-          RETURNING created_at`
-        const createdAt = rows[0]?.created_at
-        if (createdAt === undefined) return yield* Effect.die(new Error("INSERT … RETURNING returned no row"))
+          RETURNING created_at`)
         return { id, createdAt }
       })
       return OutboxWriter.of({ append })

@@ -1,6 +1,7 @@
+import { decodeRows } from "@pay/infra"
 import { assert, it, layer } from "@effect/vitest"
 import { makeTestDatabase } from "@pay/testkit"
-import { ConfigProvider, Deferred, Effect, Fiber, Layer, Metric } from "effect"
+import { ConfigProvider, Deferred, Effect, Fiber, Layer, Metric, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { toEventRecord } from "../src/CloudEvents.ts"
 import { claimableInOrder, OutboxStore } from "../src/OutboxStore.ts"
@@ -176,14 +177,14 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       const event = yield* append("pay_failing")
       yield* sql.withTransaction(store.recordFailure([event.id], "PLT_KFK_NETWORK: connection refused"))
       yield* sql.withTransaction(store.recordFailure([event.id], "x".repeat(5_000)))
-      const [failed] = yield* sql<{ attempt_count: number; last_error: string | null; published_at: Date | null }>`
-        SELECT attempt_count, last_error, published_at FROM outbox_events WHERE id = ${event.id}`
+      const [failed] = yield* decodeRows(Schema.Struct({ attempt_count: Schema.Number, last_error: Schema.NullOr(Schema.String), published_at: Schema.NullOr(Schema.Date) }))(sql`
+        SELECT attempt_count, last_error, published_at FROM outbox_events WHERE id = ${event.id}`)
       assert.strictEqual(failed?.attempt_count, 2)
       assert.strictEqual(failed?.last_error?.length, 2_000, "bounded")
       assert.isNull(failed?.published_at ?? null)
       yield* publishAll
-      const [published] = yield* sql<{ attempt_count: number; last_error: string | null }>`
-        SELECT attempt_count, last_error FROM outbox_events WHERE id = ${event.id}`
+      const [published] = yield* decodeRows(Schema.Struct({ attempt_count: Schema.Number, last_error: Schema.NullOr(Schema.String) }))(sql`
+        SELECT attempt_count, last_error FROM outbox_events WHERE id = ${event.id}`)
       assert.deepStrictEqual(published, { attempt_count: 3, last_error: null })
       // markPublished on a row that is not (or no longer) claimable is a broken contract: a defect.
       const defect = yield* sql.withTransaction(store.markPublished([event.id])).pipe(Effect.exit)
@@ -225,7 +226,7 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       yield* sql`UPDATE outbox_events SET published_at = now() - interval '1 hour' WHERE published_at IS NOT NULL`
 
       // Requeue first: history can be sent again with the original ids, oldest first.
-      const [firstRow] = yield* sql<{ position: bigint }>`SELECT min(position) AS position FROM outbox_events`
+      const [firstRow] = yield* decodeRows(Schema.Struct({ position: Schema.BigInt }))(sql`SELECT min(position) AS position FROM outbox_events`)
       const requeued = yield* store.requeue(firstRow?.position ?? 0n, 2)
       assert.strictEqual(requeued.requeued, 2)
       const claimed = yield* sql.withTransaction(store.claim(10))
@@ -241,8 +242,8 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       assert.strictEqual(yield* store.deletePublishedBefore(cutoff, 2), 2)
       assert.strictEqual(yield* store.deletePublishedBefore(cutoff, 2), 1)
       assert.strictEqual(yield* store.deletePublishedBefore(cutoff, 2), 0)
-      const left = yield* sql<{ id: string; published: boolean }>`
-        SELECT id, published_at IS NOT NULL AS published FROM outbox_events ORDER BY position`
+      const left = yield* decodeRows(Schema.Struct({ id: Schema.String, published: Schema.Boolean }))(sql`
+        SELECT id, published_at IS NOT NULL AS published FROM outbox_events ORDER BY position`)
       // pay_r4 was published just now (after the cutoff): kept. pay_r5 is unpublished: never deleted.
       assert.deepStrictEqual(left.map((row) => row.id), [pending.id, stillPending.id])
       yield* publishAll

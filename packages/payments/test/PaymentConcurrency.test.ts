@@ -1,3 +1,4 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import {
   ConcurrentModification,
@@ -9,7 +10,7 @@ import {
   type PaymentStatus
 } from "@pay/domain"
 import { makeTestDatabase } from "@pay/testkit"
-import { Clock, Deferred, Effect, Layer } from "effect"
+import { Clock, Deferred, Effect, Layer, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql"
 import { MerchantRepository } from "@pay/merchants"
@@ -57,9 +58,9 @@ const paymentIn = (merchant: Merchant, status: PaymentStatus) =>
 const countRows = (paymentId: PaymentId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ history: number; events: number }>`
+    const rows = yield* decodeRows(Schema.Struct({ history: Schema.Number, events: Schema.Number }))(sql`
       SELECT (SELECT count(*)::int FROM payment_status_history WHERE payment_id = ${paymentId}) AS history,
-             (SELECT count(*)::int FROM outbox_events WHERE aggregate_type = 'payment' AND aggregate_id = ${paymentId}) AS events`
+             (SELECT count(*)::int FROM outbox_events WHERE aggregate_type = 'payment' AND aggregate_id = ${paymentId}) AS events`)
     return rows[0] ?? { history: -1, events: -1 }
   })
 
@@ -105,7 +106,7 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
           const racer = (index: 0 | 1) =>
             sql.withTransaction(
               Effect.gen(function* () {
-                const pid = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+                const pid = yield* decodeRows(Schema.Struct({ pid: Schema.Number }))(sql`SELECT pg_backend_pid() AS pid`)
                 yield* Deferred.succeed(ready[index], pid[0]?.pid ?? -1)
                 yield* Deferred.await(ready[index === 0 ? 1 : 0])
                 return yield* payments.apply(merchant.id, before.id, commandFor(race.commands[index]), context)

@@ -1,3 +1,4 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import {
   AMOUNT_MINOR_MAX,
@@ -21,25 +22,17 @@ class Boom extends Schema.TaggedError<Boom>()("Boom", {}) {}
 const outboxRows = (paymentId: PaymentId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    return yield* sql<{ event_type: string; event_version: number; amount_type: string; payload: unknown; headers: unknown }>`
+    return yield* decodeRows(Schema.Struct({ event_type: Schema.String, event_version: Schema.Number, amount_type: Schema.String, payload: Schema.Unknown, headers: Schema.Unknown }))(sql`
       SELECT event_type, event_version, jsonb_typeof(payload->'amount_minor') AS amount_type, payload, headers
-      FROM outbox_events WHERE aggregate_type = 'payment' AND aggregate_id = ${paymentId} ORDER BY position`
+      FROM outbox_events WHERE aggregate_type = 'payment' AND aggregate_id = ${paymentId} ORDER BY position`)
   })
 
 const historyRows = (paymentId: PaymentId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    return yield* sql<{
-      version: number
-      from_status: string | null
-      to_status: string
-      actor: string
-      reason: string | null
-      correlation_id: string
-      traceparent: string | null
-    }>`
+    return yield* decodeRows(Schema.Struct({ version: Schema.Number, from_status: Schema.NullOr(Schema.String), to_status: Schema.String, actor: Schema.String, reason: Schema.NullOr(Schema.String), correlation_id: Schema.String, traceparent: Schema.NullOr(Schema.String) }))(sql`
       SELECT version, from_status, to_status, actor, reason, correlation_id, traceparent
-      FROM payment_status_history WHERE payment_id = ${paymentId} ORDER BY version`
+      FROM payment_status_history WHERE payment_id = ${paymentId} ORDER BY version`)
   })
 
 layer(PaymentsTestLayer)("PaymentRepository (real Postgres)", (it) => {
@@ -92,7 +85,7 @@ layer(PaymentsTestLayer)("PaymentRepository (real Postgres)", (it) => {
       const error = yield* Effect.flip(payments.create({ ...paymentInput(merchant), merchant_id: ghost }, context))
       assert.instanceOf(error, MerchantNotFound)
       const sql = yield* SqlClient.SqlClient
-      const count = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM payments WHERE merchant_id = ${ghost}`
+      const count = yield* decodeRows(Schema.Struct({ n: Schema.Number }))(sql`SELECT count(*)::int AS n FROM payments WHERE merchant_id = ${ghost}`)
       assert.strictEqual(count[0]?.n, 0)
     }))
 

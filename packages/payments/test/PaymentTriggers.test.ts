@@ -1,3 +1,4 @@
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import {
   AMOUNT_MINOR_MAX,
@@ -11,7 +12,7 @@ import {
   type PaymentStatus,
   terminalStatuses
 } from "@pay/domain"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
@@ -49,7 +50,7 @@ const expectRejected = <A, R>(effect: Effect.Effect<A, SqlError, R>, pattern: Re
 const statusOf = (id: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ status: string; version: number }>`SELECT status, version FROM payments WHERE id = ${id}`
+    const rows = yield* decodeRows(Schema.Struct({ status: Schema.String, version: Schema.Number }))(sql`SELECT status, version FROM payments WHERE id = ${id}`)
     return rows[0]
   })
 
@@ -200,7 +201,7 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
         INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
         VALUES (${payment.id}, 3, 'AUTHORIZED', 'CREATED', 'psql', 'raw', now())`))
       assert.strictEqual(invented.code, "23503")
-      const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM payment_status_history WHERE payment_id = ${payment.id}`
+      const rows = yield* decodeRows(Schema.Struct({ n: Schema.Number }))(sql`SELECT count(*)::int AS n FROM payment_status_history WHERE payment_id = ${payment.id}`)
       assert.strictEqual(rows[0]?.n, 2)
     }))
 
@@ -217,7 +218,7 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
   it.effect("the database's rules equal the code's: transitions, terminal statuses, currencies, amount bound", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const pairs = yield* sql<{ from_status: string; to_status: string }>`SELECT from_status, to_status FROM payment_transitions`
+      const pairs = yield* decodeRows(Schema.Struct({ from_status: Schema.String, to_status: Schema.String }))(sql`SELECT from_status, to_status FROM payment_transitions`)
       assert.deepStrictEqual(
         new Set(pairs.map((pair) => `${pair.from_status}->${pair.to_status}`)),
         new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`))
@@ -225,9 +226,9 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       const terminal = paymentStatuses.filter((status) => !pairs.some((pair) => pair.from_status === status))
       assert.deepStrictEqual(terminal, [...terminalStatuses])
 
-      const definitions = yield* sql<{ name: string; definition: string }>`
+      const definitions = yield* decodeRows(Schema.Struct({ name: Schema.String, definition: Schema.String }))(sql`
         SELECT conname AS name, pg_get_constraintdef(oid) AS definition
-        FROM pg_constraint WHERE conrelid = 'payments'::regclass AND conname IN ('payments_currency_check', 'payments_amount_minor_check')`
+        FROM pg_constraint WHERE conrelid = 'payments'::regclass AND conname IN ('payments_currency_check', 'payments_amount_minor_check')`)
       const currencyCheck = definitions.find((row) => row.name === "payments_currency_check")?.definition ?? ""
       const databaseCodes = [...currencyCheck.matchAll(/'([A-Z]{3})'/g)].map((match) => match[1])
       assert.deepStrictEqual(databaseCodes, [...currencyCodes])

@@ -1,6 +1,7 @@
 // The database guards of settlement (migrations/0006_settlement.sql) and the posting service on
 // a fresh migrated database: raw SQL as the table owner must be refused by PostgreSQL itself, and
 // the service's own refusals (defects) must roll the status change back with the posting.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { CreatePaymentInput, type Payment } from "@pay/domain"
 import { Ledger, type Leg } from "@pay/ledger"
@@ -103,8 +104,8 @@ const countWhere = (query: "transactions" | "settlements", paymentId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const [row] = query === "transactions"
-      ? yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference = ${settlementReference(paymentId)}`
-      : yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM payment_settlements WHERE payment_id = ${paymentId}`
+      ? yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM transactions WHERE reference = ${settlementReference(paymentId)}`)
+      : yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM payment_settlements WHERE payment_id = ${paymentId}`)
     return Number(row?.n ?? -1n)
   })
 

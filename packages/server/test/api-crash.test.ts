@@ -1,8 +1,9 @@
 // The server process killed (`kill -9`) while an authorization waits for the acquirer, then
 // restarted on the same port and database: the key resumes from its recovery point and the payment
 // is authorized once at the acquirer, whether the client's retry or the completer finishes it.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Answer, jsonOf, stringField } from "./support/Http.ts"
 import { createMerchant, createPayment, newKey, paymentBody, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
@@ -33,16 +34,16 @@ interface Facts {
 const facts = (m: TestMerchant, paymentId: string, key: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const performed = yield* sql<{ performed_count: number }>`
-      SELECT performed_count FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}`
-    const [payment] = yield* sql<{ status: string }>`SELECT status FROM payments WHERE id = ${paymentId}`
-    const [history] = yield* sql<{ n: bigint }>`
-      SELECT count(*) AS n FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED'`
-    const [events] = yield* sql<{ n: bigint }>`
-      SELECT count(*) AS n FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized'`
-    const [keyRow] = yield* sql<{ recovery_point: string; run_count: number; response_status: number | null }>`
+    const performed = yield* decodeRows(Schema.Struct({ performed_count: Schema.Number }))(sql`
+      SELECT performed_count FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}`)
+    const [payment] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${paymentId}`)
+    const [history] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+      SELECT count(*) AS n FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED'`)
+    const [events] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+      SELECT count(*) AS n FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized'`)
+    const [keyRow] = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String, run_count: Schema.Number, response_status: Schema.NullOr(Schema.Number) }))(sql`
       SELECT recovery_point, run_count, response_status FROM idempotency_keys
-      WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`
+      WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
     const result: Facts = {
       performed: performed.map((row) => row.performed_count),
       status: payment?.status,
@@ -75,8 +76,8 @@ const killDuringAuthorization = (m: TestMerchant) =>
       performed = rows.length === 1
     }
     assert.isTrue(performed, "the acquirer performed the authorization within 5 s")
-    const [key_row] = yield* sql<{ recovery_point: string }>`
-      SELECT recovery_point FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`
+    const [key_row] = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String }))(sql`
+      SELECT recovery_point FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
     assert.strictEqual(key_row?.recovery_point, "authorization_requested", "the intent was committed before the call")
 
     yield* server.process.kill9

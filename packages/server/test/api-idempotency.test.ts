@@ -1,8 +1,9 @@
 // The idempotent payments API over real HTTP: the server process (`node packages/server/src/main.ts`)
 // on a fresh database, the run's Redis and Kafka. What each test asserts is read back from Postgres.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { generatePaymentId } from "@pay/domain"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Answer, jsonOf, stringField } from "./support/Http.ts"
 import {
@@ -39,8 +40,8 @@ const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice
 const acquirerOperation = (reference: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    return yield* sql<{ performed_count: number; request_count: number }>`
-      SELECT performed_count, request_count FROM acquirer_sim.operations WHERE reference = ${reference}`
+    return yield* decodeRows(Schema.Struct({ performed_count: Schema.Number, request_count: Schema.Number }))(sql`
+      SELECT performed_count, request_count FROM acquirer_sim.operations WHERE reference = ${reference}`)
   })
 
 layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API over HTTP: idempotency (real server process)", (it) => {

@@ -3,11 +3,12 @@
 // Redis and Kafka. Every fault first does the real work, so what must roll back is real; every
 // scenario ends with the books checked from PostgreSQL and the merchant's /v1/balance compared
 // with Σ(gross − fee) computed here from the fee rule.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
 import { Ledger } from "@pay/ledger"
 import { AcquirerSimulator } from "@pay/acquirer"
-import { Deferred, Effect, Fiber, Result } from "effect"
+import { Deferred, Effect, Fiber, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { FeeSchedules } from "@pay/settlement"
 import { createMerchant } from "./support/TestServer.ts"
@@ -237,12 +238,12 @@ layer(inProcessAppLayer(), layerOptions)("settlement with fault Layers (in-proce
       // The capture happened at the acquirer; nothing of ours did, the dangling posting included.
       assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:capture`), [{ performed_count: 1, request_count: 1 }])
       yield* assertNotSettled(id)
-      const [dangling] = yield* sql<{ n: bigint }>`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'fault:%'`
+      const [dangling] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM transactions WHERE reference LIKE 'fault:%'`)
       assert.strictEqual(dangling?.n, 0n)
       // The key kept its recovery point: the retry resumes after the capture request.
-      const [keyRow] = yield* sql<{ recovery_point: string; finished: boolean }>`
+      const [keyRow] = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String, finished: Schema.Boolean }))(sql`
         SELECT recovery_point, finished_at IS NOT NULL AS finished FROM idempotency_keys
-        WHERE merchant_id = ${books.merchant.merchantId} AND idempotency_key = ${key}`
+        WHERE merchant_id = ${books.merchant.merchantId} AND idempotency_key = ${key}`)
       assert.deepStrictEqual(keyRow, { recovery_point: "capture_requested", finished: false })
       yield* assertBooks(books)
 
@@ -373,11 +374,11 @@ layer(inProcessAppLayer(), layerOptions)("settlement when the ledger refuses wha
 const assertNotSettledExceptSquatter = (paymentId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<{ status: string; transactions: bigint; settlements: bigint; events: bigint }>`
+    const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String, transactions: Schema.BigInt, settlements: Schema.BigInt, events: Schema.BigInt }))(sql`
       SELECT p.status,
              (SELECT count(*) FROM transactions WHERE reference = ${`payment:${paymentId}:settlement`}) AS transactions,
              (SELECT count(*) FROM payment_settlements WHERE payment_id = ${paymentId}) AS settlements,
              (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_settled') AS events
-      FROM payments p WHERE p.id = ${paymentId}`
+      FROM payments p WHERE p.id = ${paymentId}`)
     assert.deepStrictEqual(row, { status: "AUTHORIZED", transactions: 1n, settlements: 0n, events: 0n })
   })

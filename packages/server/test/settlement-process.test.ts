@@ -3,9 +3,10 @@
 // concurrent settles with different keys, and `kill -9` between the acquirer's capture and our
 // commit, finished by the client's retry and by the completer. Everything asserted is read back
 // from PostgreSQL, the acquirer simulator's own table, and the API.
+import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
-import { Effect, Fiber, Layer } from "effect"
+import { Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { FeeSchedules } from "@pay/settlement"
 import { createMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
@@ -187,20 +188,20 @@ layer(
       // The acquirer has performed both captures; their answers are pending in the server.
       yield* eventually(
         "both captures performed at the acquirer",
-        Effect.map(sql<{ n: bigint }>`
+        Effect.map(decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
           SELECT count(*) AS n FROM acquirer_sim.operations
-          WHERE operation = 'capture' AND payment_id IN (${retried.id}, ${completed.id})`, ([row]) => row?.n === 2n),
+          WHERE operation = 'capture' AND payment_id IN (${retried.id}, ${completed.id})`), ([row]) => row?.n === 2n),
         10_000,
         20
       )
       const openWindow = (paymentId: string) =>
         Effect.gen(function* () {
-          const [row] = yield* sql<{ status: string; recovery_point: string | null; finished: boolean | null; postings: bigint }>`
+          const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String, recovery_point: Schema.NullOr(Schema.String), finished: Schema.NullOr(Schema.Boolean), postings: Schema.BigInt }))(sql`
             SELECT p.status, k.recovery_point, k.finished_at IS NOT NULL AS finished,
                    (SELECT count(*) FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') AS postings
             FROM payments p
             LEFT JOIN idempotency_keys k ON k.merchant_id = p.merchant_id AND k.request_path = '/v1/payments/' || p.id || '/settle'
-            WHERE p.id = ${paymentId}`
+            WHERE p.id = ${paymentId}`)
           assert.deepStrictEqual(row, { status: "AUTHORIZED", recovery_point: "capture_requested", finished: false, postings: 0n }, "between capture and commit")
         })
       yield* openWindow(retried.id)

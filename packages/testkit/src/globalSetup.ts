@@ -4,10 +4,10 @@
  * Kafka topic the run created, so runs never see each other's data.
  */
 import { DatabaseUrl, KafkaBrokers, RedisUrl } from "@pay/infra/Config"
-import { postgresLayer, sqlFileLoader } from "@pay/infra"
+import { decodeRows, postgresLayer, sqlFileLoader } from "@pay/infra"
 import { NodeServices } from "@effect/platform-node"
 import { PgMigrator } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { TestProject } from "vitest/node"
 import { runDatabasePrefix, shortId, withDatabase } from "./names.ts"
@@ -28,11 +28,13 @@ const migrateTemplate = (url: string) =>
     Effect.provide(Layer.mergeAll(postgresLayer({ url: Redacted.make(url), maxConnections: 1 }), NodeServices.layer))
   )
 
+const databaseNames = decodeRows(Schema.Struct({ datname: Schema.String }))
+
 const dropRunDatabases = (run: TestRun) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ datname: string }>`
-      SELECT datname FROM pg_database WHERE datname LIKE ${runDatabasePrefix(run.runId) + "\\_%"}`
+    const rows = yield* databaseNames(sql`
+      SELECT datname FROM pg_database WHERE datname LIKE ${runDatabasePrefix(run.runId) + "\\_%"}`)
     // the template must lose its flag before it can be dropped
     for (const row of rows) yield* dropDatabase(row.datname)
   }).pipe(Effect.provide(adminLayer(run.adminDatabaseUrl)))

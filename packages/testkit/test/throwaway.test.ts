@@ -1,13 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { defaultRedisTimeouts, postgresLayer, Redis } from "@pay/infra"
+import { defaultRedisTimeouts, postgresLayer, Redis, decodeRows } from "@pay/infra"
 import { throwaway } from "@pay/testkit"
-import { Effect, Redacted } from "effect"
+import { Effect, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
 const selectOne = (url: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ one: number }>`SELECT 1 AS one`
+    const rows = yield* decodeRows(Schema.Struct({ one: Schema.Number }))(sql`SELECT 1 AS one`)
     return rows[0]?.one
   }).pipe(Effect.provide(postgresLayer({ url: Redacted.make(url), maxConnections: 1 })))
 

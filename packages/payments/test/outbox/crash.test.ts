@@ -1,6 +1,7 @@
+import { decodeRows } from "@pay/infra"
 import { assert, it } from "@effect/vitest"
 import { shortId, withDatabase } from "@pay/testkit"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -87,7 +88,7 @@ it.live(
   () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const [database] = yield* sql<{ name: string }>`SELECT current_database() AS name`
+      const [database] = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`SELECT current_database() AS name`)
       const databaseUrl = withDatabase(run.adminDatabaseUrl, database?.name ?? "")
       const prefix = `${run.kafkaTopicPrefix}${shortId()}.`
       const topic = paymentsEventsTopic(prefix)

@@ -3,7 +3,7 @@ import { PAYMENT_EVENT_SCHEMA_VERSION } from "@pay/domain"
 import { Effect, Fiber, Schema } from "effect"
 import { describe } from "vitest"
 import { SqlClient } from "effect/sql"
-import { defaultKafkaProducerLimits, KafkaProducer } from "@pay/infra"
+import { defaultKafkaProducerLimits, KafkaProducer, decodeRows } from "@pay/infra"
 import { MerchantRepository } from "@pay/merchants"
 import { PaymentRepository } from "../../src/index.ts"
 import { cloudEventsSource } from "@pay/outbox/CloudEvents"
@@ -240,9 +240,9 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
       yield* eventually(
         "publisher 1 holds its claim (idle in transaction after the claim query)",
         Effect.map(
-          sql<{ count: bigint }>`
+          decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`
             SELECT count(*)::bigint AS count FROM pg_stat_activity
-            WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%SKIP LOCKED%'`,
+            WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%SKIP LOCKED%'`),
           (rows) => (rows[0]?.count ?? 0n) === 1n
         ),
         5_000
@@ -254,9 +254,9 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
 
       const error = yield* Fiber.join(failing)
       assert.strictEqual(error._tag, "KafkaError")
-      const rows = yield* sql<{ aggregate_id: string; event_type: string; attempt_count: number; last_error: string | null; published: boolean }>`
+      const rows = yield* decodeRows(Schema.Struct({ aggregate_id: Schema.String, event_type: Schema.String, attempt_count: Schema.Number, last_error: Schema.NullOr(Schema.String), published: Schema.Boolean }))(sql`
         SELECT aggregate_id, event_type, attempt_count, last_error, published_at IS NOT NULL AS published
-        FROM outbox_events ORDER BY position`
+        FROM outbox_events ORDER BY position`)
       assert.deepStrictEqual(
         rows.map((row) => [row.aggregate_id, row.event_type, row.attempt_count, row.published]),
         [[x.id, "payment_created", 1, false], [y.id, "payment_created", 1, true], [x.id, "payment_authorized", 0, false]]

@@ -3,7 +3,8 @@ import {
   defaultKafkaAdminTimeouts,
   defaultKafkaProducerLimits,
   KafkaAdmin,
-  KafkaProducer
+  KafkaProducer,
+  decodeRows
 } from "@pay/infra"
 import { makeTestDatabase, shortId, testRun } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
@@ -84,25 +85,26 @@ export const drain = (publisher: OutboxPublisher["Service"], rounds_max = 100) =
     return yield* Effect.die(new Error(`outbox not drained after ${rounds_max} rounds`))
   })
 
-export interface OutboxEventRow {
-  readonly id: string
-  readonly position: bigint
-  readonly aggregate_id: string
-  readonly event_type: string
-  readonly published_at: Date | null
-  readonly attempt_count: number
-}
+export const OutboxEventRow = Schema.Struct({
+  id: Schema.String,
+  position: Schema.BigInt,
+  aggregate_id: Schema.String,
+  event_type: Schema.String,
+  published_at: Schema.NullOr(Schema.Date),
+  attempt_count: Schema.Number
+})
+export type OutboxEventRow = typeof OutboxEventRow.Type
 
 /** Every outbox row, in insertion order. */
 export const outboxRows = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  return yield* sql<OutboxEventRow>`
-    SELECT id, position, aggregate_id, event_type, published_at, attempt_count FROM outbox_events ORDER BY position`
+  return yield* decodeRows(OutboxEventRow)(sql`
+    SELECT id, position, aggregate_id, event_type, published_at, attempt_count FROM outbox_events ORDER BY position`)
 })
 
 export const unpublishedCount = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ count: bigint }>`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`
+  const rows = yield* decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`SELECT count(*)::bigint AS count FROM outbox_events WHERE published_at IS NULL`)
   return Number(rows[0]?.count ?? 0n)
 })
 

@@ -1,8 +1,8 @@
 import type { MerchantId } from "@pay/domain"
-import { postgresLayer } from "@pay/infra"
+import { postgresLayer, decodeRows } from "@pay/infra"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Answer, call, HttpCallError, type RequestOptions } from "./Http.ts"
 import { freePort, type ServerProcess, startServerProcess } from "./ServerProcess.ts"
@@ -99,10 +99,10 @@ export const createMerchant = (name: string) =>
 export const writtenRows = (merchantId: MerchantId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<{ payments: bigint; outbox: bigint; keys: bigint }>`
+    const [row] = yield* decodeRows(Schema.Struct({ payments: Schema.BigInt, outbox: Schema.BigInt, keys: Schema.BigInt }))(sql`
       SELECT (SELECT count(*) FROM payments WHERE merchant_id = ${merchantId}) AS payments,
              (SELECT count(*) FROM outbox_events) AS outbox,
-             (SELECT count(*) FROM idempotency_keys WHERE merchant_id = ${merchantId}) AS keys`
+             (SELECT count(*) FROM idempotency_keys WHERE merchant_id = ${merchantId}) AS keys`)
     return { payments: Number(row?.payments ?? -1), outbox: Number(row?.outbox ?? -1), keys: Number(row?.keys ?? -1) }
   })
 

@@ -1,5 +1,6 @@
+import { decodeRows } from "@pay/infra"
 import { assert } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
 /**
@@ -53,8 +54,8 @@ const settlementReference = (paymentId: string) => `payment:${paymentId}:settlem
 /** `ledger_verify()` returns nothing. */
 export const assertLedgerVerifies = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ check_name: string; subject: string; detail: string }>`
-    SELECT check_name, subject, detail FROM ledger_verify()`
+  const rows = yield* decodeRows(Schema.Struct({ check_name: Schema.String, subject: Schema.String, detail: Schema.String }))(sql`
+    SELECT check_name, subject, detail FROM ledger_verify()`)
   assert.deepStrictEqual(rows.map((r) => `${r.check_name} ${r.subject}: ${r.detail}`), [], "ledger_verify() must return nothing")
 })
 
@@ -67,24 +68,17 @@ export const assertSettledOnce = (expected: ExpectedSettlement) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const reference = settlementReference(expected.paymentId)
-    const [payment] = yield* sql<{ status: string; amount_minor: bigint; currency: string }>`
-      SELECT status, amount_minor, currency FROM payments WHERE id = ${expected.paymentId}`
+    const [payment] = yield* decodeRows(Schema.Struct({ status: Schema.String, amount_minor: Schema.BigInt, currency: Schema.String }))(sql`
+      SELECT status, amount_minor, currency FROM payments WHERE id = ${expected.paymentId}`)
     assert.strictEqual(payment?.status, "SETTLED", `payment ${expected.paymentId}`)
     assert.strictEqual(payment?.amount_minor, expected.gross_minor)
     assert.strictEqual(payment?.currency, expected.currency)
 
-    const transactions = yield* sql<{ id: bigint }>`SELECT id FROM transactions WHERE reference = ${reference}`
+    const transactions = yield* decodeRows(Schema.Struct({ id: Schema.BigInt }))(sql`SELECT id FROM transactions WHERE reference = ${reference}`)
     assert.strictEqual(transactions.length, 1, `exactly one ledger transaction ${reference}`)
-    const settlements = yield* sql<{
-      ledger_transaction_id: bigint
-      gross_minor: bigint
-      fee_minor: bigint
-      net_minor: bigint
-      fee_bps: number
-      fee_fixed_minor: bigint
-    }>`
+    const settlements = yield* decodeRows(Schema.Struct({ ledger_transaction_id: Schema.BigInt, gross_minor: Schema.BigInt, fee_minor: Schema.BigInt, net_minor: Schema.BigInt, fee_bps: Schema.Number, fee_fixed_minor: Schema.BigInt }))(sql`
       SELECT ledger_transaction_id, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor
-      FROM payment_settlements WHERE payment_id = ${expected.paymentId}`
+      FROM payment_settlements WHERE payment_id = ${expected.paymentId}`)
     const fee_minor = expectedFee(expected.gross_minor, expected.terms)
     assert.deepStrictEqual(settlements, [{
       ledger_transaction_id: transactions[0]?.id ?? -1n,
@@ -97,12 +91,12 @@ export const assertSettledOnce = (expected: ExpectedSettlement) =>
 
     // The legs: receivable debited gross; merchant payable credited net; fees credited fee (a
     // zero leg is left out).
-    const legs = yield* sql<{ code: string; side: string; amount_minor: bigint }>`
+    const legs = yield* decodeRows(Schema.Struct({ code: Schema.String, side: Schema.String, amount_minor: Schema.BigInt }))(sql`
       SELECT a.code, e.side::text AS side, e.amount_minor
       FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
       WHERE e.transaction_id = ${transactions[0]?.id ?? -1n}
-      ORDER BY e.side::text, a.code`
-    const [merchant] = yield* sql<{ merchant_id: string }>`SELECT merchant_id FROM payments WHERE id = ${expected.paymentId}`
+      ORDER BY e.side::text, a.code`)
+    const [merchant] = yield* decodeRows(Schema.Struct({ merchant_id: Schema.String }))(sql`SELECT merchant_id FROM payments WHERE id = ${expected.paymentId}`)
     const net_minor = expected.gross_minor - fee_minor
     const expectedLegs = [
       ...(net_minor > 0n ? [{ code: `merchant:${merchant?.merchant_id}:payable:${expected.currency}`, side: "credit", amount_minor: net_minor }] : []),
@@ -111,9 +105,9 @@ export const assertSettledOnce = (expected: ExpectedSettlement) =>
     ].sort((a, b) => (`${a.side} ${a.code}` < `${b.side} ${b.code}` ? -1 : 1))
     assert.deepStrictEqual(legs, expectedLegs)
 
-    const [trail] = yield* sql<{ history: bigint; events: bigint }>`
+    const [trail] = yield* decodeRows(Schema.Struct({ history: Schema.BigInt, events: Schema.BigInt }))(sql`
       SELECT (SELECT count(*) FROM payment_status_history WHERE payment_id = ${expected.paymentId} AND to_status = 'SETTLED') AS history,
-             (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${expected.paymentId} AND event_type = 'payment_settled') AS events`
+             (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${expected.paymentId} AND event_type = 'payment_settled') AS events`)
     assert.deepStrictEqual(trail, { history: 1n, events: 1n }, "one SETTLED history row and one payment_settled event")
   })
 
@@ -121,13 +115,13 @@ export const assertSettledOnce = (expected: ExpectedSettlement) =>
 export const assertNotSettled = (paymentId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<{ status: string; transactions: bigint; settlements: bigint; history: bigint; events: bigint }>`
+    const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String, transactions: Schema.BigInt, settlements: Schema.BigInt, history: Schema.BigInt, events: Schema.BigInt }))(sql`
       SELECT p.status,
              (SELECT count(*) FROM transactions WHERE reference = ${settlementReference(paymentId)}) AS transactions,
              (SELECT count(*) FROM payment_settlements WHERE payment_id = ${paymentId}) AS settlements,
              (SELECT count(*) FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'SETTLED') AS history,
              (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_settled') AS events
-      FROM payments p WHERE p.id = ${paymentId}`
+      FROM payments p WHERE p.id = ${paymentId}`)
     assert.deepStrictEqual(row, { status: "AUTHORIZED", transactions: 0n, settlements: 0n, history: 0n, events: 0n })
   })
 
@@ -139,7 +133,7 @@ export const assertNotSettled = (paymentId: string) =>
 export const assertBooksConsistent = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   yield* assertLedgerVerifies
-  const mismatched = yield* sql<{ id: string; status: string; transactions: bigint; settlements: bigint }>`
+  const mismatched = yield* decodeRows(Schema.Struct({ id: Schema.String, status: Schema.String, transactions: Schema.BigInt, settlements: Schema.BigInt }))(sql`
     SELECT p.id, p.status,
            (SELECT count(*) FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') AS transactions,
            (SELECT count(*) FROM payment_settlements s WHERE s.payment_id = p.id) AS settlements
@@ -147,15 +141,15 @@ export const assertBooksConsistent = Effect.gen(function* () {
     WHERE (p.status = 'SETTLED') IS DISTINCT FROM (
             (SELECT count(*) FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') = 1
             AND (SELECT count(*) FROM payment_settlements s WHERE s.payment_id = p.id) = 1)
-       OR (SELECT count(*) FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') > 1`
+       OR (SELECT count(*) FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') > 1`)
   assert.deepStrictEqual(mismatched, [], "every SETTLED payment has one posting and one settlement row; no other payment has any")
-  const [orphans] = yield* sql<{ n: bigint }>`
+  const [orphans] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
     SELECT count(*) AS n FROM transactions t
     WHERE t.reference LIKE 'payment:%:settlement'
-      AND NOT EXISTS (SELECT 1 FROM payments p WHERE 'payment:' || p.id || ':settlement' = t.reference AND p.status = 'SETTLED')`
+      AND NOT EXISTS (SELECT 1 FROM payments p WHERE 'payment:' || p.id || ':settlement' = t.reference AND p.status = 'SETTLED')`)
   assert.strictEqual(orphans?.n, 0n, "no settlement posting without its SETTLED payment")
 
-  const perCurrency = yield* sql<{ currency: string; settled_gross: string; receivable: string; payables: string; fees: string }>`
+  const perCurrency = yield* decodeRows(Schema.Struct({ currency: Schema.String, settled_gross: Schema.String, receivable: Schema.String, payables: Schema.String, fees: Schema.String }))(sql`
     WITH c AS (SELECT DISTINCT currency FROM accounts WHERE code LIKE 'acquirer:receivable:%')
     SELECT c.currency,
            (SELECT coalesce(sum(amount_minor), 0) FROM payments WHERE status = 'SETTLED' AND currency = c.currency)::text AS settled_gross,
@@ -165,7 +159,7 @@ export const assertBooksConsistent = Effect.gen(function* () {
              WHERE a.code LIKE 'merchant:%:payable:' || c.currency)::text AS payables,
            (SELECT coalesce(sum(b.balance_minor), 0) FROM accounts a JOIN account_balances b ON b.account_id = a.id
              WHERE a.code = 'platform:fees:' || c.currency)::text AS fees
-    FROM c ORDER BY c.currency`
+    FROM c ORDER BY c.currency`)
   for (const row of perCurrency) {
     assert.strictEqual(row.receivable, row.settled_gross, `${row.currency}: receivable = Σ gross of SETTLED payments`)
     assert.strictEqual(BigInt(row.payables) + BigInt(row.fees), BigInt(row.receivable), `${row.currency}: receivable = payables + fees`)
@@ -176,8 +170,8 @@ export const assertBooksConsistent = Effect.gen(function* () {
 export const acquirerOperation = (reference: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ performed_count: number; request_count: number }>`
-      SELECT performed_count, request_count FROM acquirer_sim.operations WHERE reference = ${reference}`
+    const rows = yield* decodeRows(Schema.Struct({ performed_count: Schema.Number, request_count: Schema.Number }))(sql`
+      SELECT performed_count, request_count FROM acquirer_sim.operations WHERE reference = ${reference}`)
     return rows
   })
 
@@ -185,8 +179,8 @@ export const acquirerOperation = (reference: string) =>
 export const acquirerCaptures = (paymentId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<{ n: bigint; performed: bigint | null }>`
+    const [row] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt, performed: Schema.NullOr(Schema.BigInt) }))(sql`
       SELECT count(*) AS n, sum(performed_count) AS performed FROM acquirer_sim.operations
-      WHERE payment_id = ${paymentId} AND operation = 'capture'`
+      WHERE payment_id = ${paymentId} AND operation = 'capture'`)
     return { operations: Number(row?.n ?? -1n), performed: Number(row?.performed ?? 0n) }
   })
