@@ -8,6 +8,8 @@ import { DependencyUnavailable, InvalidRequest, PaymentsApi, problemContentType,
 import { type ErrorCode, errorCatalog, errorCodes, PaymentNotFound, statusOf } from "@pay/domain"
 import { Schema } from "effect"
 import { OpenApi } from "effect/http-api"
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { apiErrorClasses } from "../src/http/ApiErrors.ts"
 import { problemDocument } from "../src/http/Problem.ts"
 
@@ -82,6 +84,20 @@ describe("error catalog ↔ error classes ↔ OpenAPI document", () => {
 
   it("every catalog code is emitted by a class, and no two catalog rows are the same code", () => {
     assert.deepStrictEqual([...new Set(emitted)].sort(), [...errorCodes].sort())
+  })
+
+  it("docs/api.md's error table lists every catalog code with its status, and nothing else", () => {
+    const table = readFileSync(fileURLToPath(new URL("../../../docs/api.md", import.meta.url)), "utf8")
+      .split("\n")
+      .filter((line) => /^\| \d{3} \|/.test(line))
+      .flatMap((line) => {
+        const [, status, codes] = line.split("|").map((cell) => cell.trim())
+        return [...(codes ?? "").matchAll(/`([a-z_]+)`/g)].map((match) => [match[1], Number(status)] as const)
+      })
+    assert.deepStrictEqual(
+      Object.fromEntries([...table].sort(([a], [b]) => String(a).localeCompare(String(b)))),
+      Object.fromEntries([...errorCodes].sort().map((code) => [code, statusOf(code)]))
+    )
   })
 
   it("a problem document is built from the error object: its code's type, title and status (acquirer_timeout is 503)", () => {
