@@ -5,7 +5,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { IdempotencyKey } from "./IdempotencyKey.ts"
-import type { AbandonedKey, Began, BeginRequest, IdempotencyRecord, Released, StoredResponse } from "./Model.ts"
+import type { AbandonedKey, Began, BeginRequest, IdempotencyRecord, KeyState, Released, StoredResponse } from "./Model.ts"
 
 /**
  * The Postgres key store: the authority on every key (`idempotency_keys`,
@@ -47,28 +47,7 @@ const keyColumns = `id, merchant_id, idempotency_key, request_method, request_pa
   response_body, response_content_type, created_at, last_run_at, finished_at, run_count,
   (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live`
 
-const toRecord = (row: KeyRow, lockTimeout_ms: number): IdempotencyRecord | undefined =>
-  row.lock_token === null || row.lock_expires_at === null
-    ? undefined
-    : {
-      id: row.id,
-      merchantId: row.merchant_id,
-      key: row.idempotency_key,
-      method: row.request_method,
-      path: row.request_path,
-      fingerprint: row.request_fingerprint,
-      requestBody: row.request_body,
-      operation: row.operation,
-      recoveryPoint: row.recovery_point,
-      recoveryData: row.recovery_data,
-      lockToken: row.lock_token,
-      lockExpiresAt: row.lock_expires_at,
-      lockTimeout_ms,
-      runCount: row.run_count,
-      createdAt: row.created_at
-    }
-
-const toAbandoned = (row: KeyRow): AbandonedKey => ({
+const toKeyState = (row: KeyRow): KeyState => ({
   id: row.id,
   merchantId: row.merchant_id,
   key: row.idempotency_key,
@@ -79,9 +58,15 @@ const toAbandoned = (row: KeyRow): AbandonedKey => ({
   operation: row.operation,
   recoveryPoint: row.recovery_point,
   recoveryData: row.recovery_data,
-  lastRunAt: row.last_run_at,
   runCount: row.run_count
 })
+
+const toRecord = (row: KeyRow, lockTimeout_ms: number): IdempotencyRecord | undefined =>
+  row.lock_token === null || row.lock_expires_at === null
+    ? undefined
+    : { ...toKeyState(row), lockToken: row.lock_token, lockExpiresAt: row.lock_expires_at, lockTimeout_ms, createdAt: row.created_at }
+
+const toAbandoned = (row: KeyRow): AbandonedKey => ({ ...toKeyState(row), lastRunAt: row.last_run_at })
 
 const toStoredResponse = (row: KeyRow): StoredResponse | undefined =>
   row.response_status === null || row.response_body === null || row.response_content_type === null

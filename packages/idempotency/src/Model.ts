@@ -29,8 +29,8 @@ export const RECOVERY_POINT_STARTED = "started"
 export const RECOVERY_POINT_FINISHED = "finished"
 export const recoveryPointPattern = /^[a-z][a-z0-9_]{0,63}$/
 
-/** A key this run holds the lease of: where to continue from, and the token that proves the lease. */
-export interface IdempotencyRecord {
+/** What a key says about the request it protects and how far its work got (stored at its first run). */
+export interface KeyState {
   readonly id: string
   readonly merchantId: MerchantId
   readonly key: IdempotencyKey
@@ -39,18 +39,22 @@ export interface IdempotencyRecord {
   readonly fingerprint: string
   /** The canonical request body stored at the first run; null when none. */
   readonly requestBody: Schema.Json | null
-  /** The operation and its arguments, as the caller stored them at the first run (for the completer). */
+  /** The operation and its arguments, as the caller stored them (null for keys older than migration 0008). */
   readonly operation: Schema.Json | null
   /** `started` (nothing durable done yet), or the last point recorded with `advance`. */
   readonly recoveryPoint: string
   readonly recoveryData: Schema.JsonObject
+  /** 1 for the first run, more when resumed. */
+  readonly runCount: number
+}
+
+/** A key this run holds the lease of: where to continue from, and the token that proves the lease. */
+export interface IdempotencyRecord extends KeyState {
   /** Fences this run: every later write of this run requires it (see IdempotencyLockLost). */
   readonly lockToken: string
   readonly lockExpiresAt: Date
   /** The lease this run asked for; `advance` renews it by as much. */
   readonly lockTimeout_ms: number
-  /** 1 for the first run, more when resumed. */
-  readonly runCount: number
   readonly createdAt: Date
 }
 
@@ -99,20 +103,8 @@ export type Released =
   | { readonly _tag: "NotOwner" } // the lease had already passed to another run; nothing changed
 
 /** An unfinished key nobody holds a live lease on, for the background completer. */
-export interface AbandonedKey {
-  readonly id: string
-  readonly merchantId: MerchantId
-  readonly key: IdempotencyKey
-  readonly method: string
-  readonly path: string
-  readonly fingerprint: string
-  readonly requestBody: Schema.Json | null
-  /** What to resume: the operation stored at the first run (null for keys older than migration 0008). */
-  readonly operation: Schema.Json | null
-  readonly recoveryPoint: string
-  readonly recoveryData: Schema.JsonObject
+export interface AbandonedKey extends KeyState {
   readonly lastRunAt: Date
-  readonly runCount: number
 }
 
 /** The handle `run` gives the work: the record, and `advance`/`finish` bound to it. */

@@ -1,171 +1,144 @@
+import { DescribedError } from "@pay/domain"
 import { Schema } from "effect"
 
 /**
- * Every way a posting can be refused, as a tagged value that explains itself (`message`) and
- * carries the HTTP status the API will answer with. Rejections of malformed input are found in
- * code before anything is sent; the rest are found by the database and translated here.
+ * Every way a posting can be refused, as a tagged value that explains itself (`message`).
+ * Rejections of malformed input are found in code before anything is sent; the rest are found by
+ * the database and translated here. None is an API answer (the settlement posting turns an outage
+ * into its own `SettlementUnavailable` and anything else into a defect), so none carries an HTTP
+ * status: statuses belong to the error catalog (`@pay/domain` ErrorCatalog.ts).
  */
 
 /** A field is out of its format or bounds (reference, description, account code, currency, batch). */
-export class InvalidPosting extends Schema.TaggedError<InvalidPosting>()("InvalidPosting", {
+export class InvalidPosting extends DescribedError<InvalidPosting>()("InvalidPosting", {
   reference: Schema.String,
   reason: Schema.String
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} is invalid: ${this.reason}`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} is invalid: ${e.reason}`
+) {}
 
-export class TooFewLegs extends Schema.TaggedError<TooFewLegs>()("TooFewLegs", {
+export class TooFewLegs extends DescribedError<TooFewLegs>()("TooFewLegs", {
   reference: Schema.String,
   legCount: Schema.Int
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} has ${this.legCount} leg(s); double entry needs at least two`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} has ${e.legCount} leg(s); double entry needs at least two`
+) {}
 
-export class TooManyLegs extends Schema.TaggedError<TooManyLegs>()("TooManyLegs", {
+export class TooManyLegs extends DescribedError<TooManyLegs>()("TooManyLegs", {
   reference: Schema.String,
   legCount: Schema.Int,
   legCount_max: Schema.Int
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} has ${this.legCount} legs; at most ${this.legCount_max} are accepted`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} has ${e.legCount} legs; at most ${e.legCount_max} are accepted`
+) {}
 
-export class NonPositiveAmount extends Schema.TaggedError<NonPositiveAmount>()("NonPositiveAmount", {
+export class NonPositiveAmount extends DescribedError<NonPositiveAmount>()("NonPositiveAmount", {
   reference: Schema.String,
   account: Schema.String,
   amount_minor: Schema.BigInt
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} has a leg of ${this.amount_minor} on ${this.account}; amounts must be > 0`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} has a leg of ${e.amount_minor} on ${e.account}; amounts must be > 0`
+) {}
 
-export class AmountTooLarge extends Schema.TaggedError<AmountTooLarge>()("AmountTooLarge", {
+export class AmountTooLarge extends DescribedError<AmountTooLarge>()("AmountTooLarge", {
   reference: Schema.String,
   account: Schema.String,
   amount_minor: Schema.BigInt,
   amount_minor_max: Schema.BigInt
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} has a leg of ${this.amount_minor} on ${this.account}; the largest amount is ${this.amount_minor_max}`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} has a leg of ${e.amount_minor} on ${e.account}; the largest amount is ${e.amount_minor_max}`
+) {}
 
-export class Unbalanced extends Schema.TaggedError<Unbalanced>()("Unbalanced", {
+export class Unbalanced extends DescribedError<Unbalanced>()("Unbalanced", {
   reference: Schema.String,
   currency: Schema.String,
   debits_minor: Schema.BigInt,
   credits_minor: Schema.BigInt
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} is unbalanced in ${this.currency}: debits ${this.debits_minor} <> credits ${this.credits_minor}`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} is unbalanced in ${e.currency}: debits ${e.debits_minor} <> credits ${e.credits_minor}`
+) {}
 
 /** `reference` is absent when the account was named by a read (balance, entries). */
-export class UnknownAccount extends Schema.TaggedError<UnknownAccount>()("UnknownAccount", {
+export class UnknownAccount extends DescribedError<UnknownAccount>()("UnknownAccount", {
   account: Schema.String,
   reference: Schema.optional(Schema.String)
-}, { httpApiStatus: 404 }) {
-  override get message() {
-    return this.reference === undefined
-      ? `account ${this.account} does not exist`
-      : `posting ${this.reference} names account ${this.account}, which does not exist`
-  }
-}
+}, (e) =>
+  e.reference === undefined
+    ? `account ${e.account} does not exist`
+    : `posting ${e.reference} names account ${e.account}, which does not exist`
+) {}
 
-export class CurrencyMismatch extends Schema.TaggedError<CurrencyMismatch>()("CurrencyMismatch", {
+export class CurrencyMismatch extends DescribedError<CurrencyMismatch>()("CurrencyMismatch", {
   reference: Schema.String,
   account: Schema.String,
   accountCurrency: Schema.String,
   legCurrency: Schema.String
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} has a ${this.legCurrency} leg on ${this.account}, which holds ${this.accountCurrency}`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} has a ${e.legCurrency} leg on ${e.account}, which holds ${e.accountCurrency}`
+) {}
 
-export class InsufficientFunds extends Schema.TaggedError<InsufficientFunds>()("InsufficientFunds", {
+export class InsufficientFunds extends DescribedError<InsufficientFunds>()("InsufficientFunds", {
   reference: Schema.String,
   account: Schema.String,
   balance_minor: Schema.BigInt,
   shortfall_minor: Schema.BigInt
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} would take ${this.account} below zero: balance ${this.balance_minor}, short by ${this.shortfall_minor}`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} would take ${e.account} below zero: balance ${e.balance_minor}, short by ${e.shortfall_minor}`
+) {}
 
 /** The account's balance would leave the `bigint` range. */
-export class BalanceOverflow extends Schema.TaggedError<BalanceOverflow>()("BalanceOverflow", {
+export class BalanceOverflow extends DescribedError<BalanceOverflow>()("BalanceOverflow", {
   reference: Schema.String,
   account: Schema.String,
   balance_minor: Schema.BigInt,
   nextBalance_minor: Schema.BigInt
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `posting ${this.reference} would move ${this.account} from ${this.balance_minor} to ${this.nextBalance_minor}, outside the bigint range`
-  }
-}
+}, (e) =>
+  `posting ${e.reference} would move ${e.account} from ${e.balance_minor} to ${e.nextBalance_minor}, outside the bigint range`
+) {}
 
 /** The reference is already recorded with different legs: a different fact under the same name. */
-export class ReferenceConflict extends Schema.TaggedError<ReferenceConflict>()("ReferenceConflict", {
+export class ReferenceConflict extends DescribedError<ReferenceConflict>()("ReferenceConflict", {
   reference: Schema.String,
   existingTransactionId: Schema.BigInt
-}, { httpApiStatus: 409 }) {
-  override get message() {
-    return `reference ${this.reference} already holds transaction ${this.existingTransactionId} with different legs`
-  }
-}
+}, (e) =>
+  `reference ${e.reference} already holds transaction ${e.existingTransactionId} with different legs`
+) {}
 
 /** `ensureAccount` found the code taken by an account with another type, currency or rule. */
-export class AccountMismatch extends Schema.TaggedError<AccountMismatch>()("AccountMismatch", {
+export class AccountMismatch extends DescribedError<AccountMismatch>()("AccountMismatch", {
   account: Schema.String,
   existing: Schema.String,
   requested: Schema.String
-}, { httpApiStatus: 409 }) {
-  override get message() {
-    return `account ${this.account} exists as ${this.existing}, not ${this.requested}`
-  }
-}
+}, (e) =>
+  `account ${e.account} exists as ${e.existing}, not ${e.requested}`
+) {}
 
-export class InvalidAccount extends Schema.TaggedError<InvalidAccount>()("InvalidAccount", {
+export class InvalidAccount extends DescribedError<InvalidAccount>()("InvalidAccount", {
   account: Schema.String,
   reason: Schema.String
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `account ${this.account} is invalid: ${this.reason}`
-  }
-}
+}, (e) =>
+  `account ${e.account} is invalid: ${e.reason}`
+) {}
 
-export class InvalidPageRequest extends Schema.TaggedError<InvalidPageRequest>()("InvalidPageRequest", {
+export class InvalidPageRequest extends DescribedError<InvalidPageRequest>()("InvalidPageRequest", {
   reason: Schema.String
-}, { httpApiStatus: 422 }) {
-  override get message() {
-    return `invalid page request: ${this.reason}`
-  }
-}
+}, (e) =>
+  `invalid page request: ${e.reason}`
+) {}
 
 /**
  * The database could not be reached or gave up (connection, timeout, or a deadlock/serialization
  * failure that persisted through the bounded retries). A posting that failed this way may or may
  * not have committed: retry it with the same reference, which is safe.
  */
-export class LedgerUnavailable extends Schema.TaggedError<LedgerUnavailable>()("LedgerUnavailable", {
+export class LedgerUnavailable extends DescribedError<LedgerUnavailable>()("LedgerUnavailable", {
   operation: Schema.String,
   reason: Schema.String,
   retryable: Schema.Boolean,
   cause: Schema.Defect()
-}, { httpApiStatus: 503 }) {
-  override get message() {
-    return `ledger ${this.operation} failed: ${this.reason}`
-  }
-}
+}, (e) =>
+  `ledger ${e.operation} failed: ${e.reason}`
+) {}
 
 /** Malformed postings, refused before anything is sent to the database. */
 export type PostingValidationError =
