@@ -1,0 +1,44 @@
+// Every setting has bounds, checked when the configuration is read (at start-up), with a message
+// that names the variable and its bounds: a COMPLETER_BATCH of 5000 used to pass start-up and then
+// fail every completer round.
+import { assert, describe, it } from "@effect/vitest"
+import { AcquirerOptionsConfig } from "@pay/acquirer"
+import { IdempotencyOptionsConfig } from "@pay/idempotency"
+import { DatabasePoolSize, KafkaTopicPrefix } from "@pay/infra"
+import { DefaultFeeScheduleConfig } from "@pay/settlement"
+import { type Config, ConfigProvider, Effect, Result } from "effect"
+import { IdempotencyWorkerConfig } from "../src/workers/IdempotencyWorkers.ts"
+
+const read = <A>(config: Config.Config<A>, env: Record<string, string>) =>
+  Effect.result(config.parse(ConfigProvider.fromEnv({ env })))
+
+const refusal = <A>(config: Config.Config<A>, env: Record<string, string>) =>
+  Effect.gen(function* () {
+    const result = yield* read(config, env)
+    return Result.isFailure(result) ? String(result.failure) : assert.fail(`accepted ${JSON.stringify(env)}`)
+  })
+
+describe("bounded configuration", () => {
+  it.effect("defaults when unset; values inside the bounds are taken", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* IdempotencyWorkerConfig.parse(ConfigProvider.fromEnv({ env: {} })), {
+        completerInterval_ms: 5_000,
+        abandonedAfter_ms: 10_000,
+        completerBatch: 50,
+        reaperInterval_ms: 3_600_000
+      })
+      const custom = yield* IdempotencyWorkerConfig.parse(ConfigProvider.fromEnv({ env: { COMPLETER_BATCH: "1000" } }))
+      assert.strictEqual(custom.completerBatch, 1_000)
+    }))
+
+  it.effect("a value out of bounds is refused when read, naming the variable and its bounds", () =>
+    Effect.gen(function* () {
+      assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_BATCH: "5000" }), "COMPLETER_BATCH must be an integer between 1 and 1000")
+      assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_INTERVAL_MS: "0" }), "COMPLETER_INTERVAL_MS must be an integer between 100")
+      assert.include(yield* refusal(IdempotencyOptionsConfig, { IDEMPOTENCY_LOCK_TIMEOUT_MS: "-1" }), "IDEMPOTENCY_LOCK_TIMEOUT_MS must be an integer between 1 and 600000")
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_TIMEOUT_MS: "999999" }), "ACQUIRER_TIMEOUT_MS must be an integer between 1 and 120000")
+      assert.include(yield* refusal(DefaultFeeScheduleConfig, { SETTLEMENT_FEE_BPS: "10001" }), "SETTLEMENT_FEE_BPS must be an integer between 0 and 10000")
+      assert.include(yield* refusal(DatabasePoolSize, { DATABASE_POOL_SIZE: "1000" }), "DATABASE_POOL_SIZE must be an integer between 1 and 200")
+      assert.include(yield* refusal(KafkaTopicPrefix, { KAFKA_TOPIC_PREFIX: "bad prefix/" }), "KAFKA_TOPIC_PREFIX must be letters, digits")
+    }))
+})
