@@ -220,7 +220,7 @@ layer(
       const retry = yield* settleUntilDecided(m, retried.id, retried.key, { attempts: 100, interval_ms: 100 })
       assert.strictEqual(retry.answer.status, 200, describeAnswer(retry.answer))
       assert.strictEqual(jsonOf(retry.answer)["status"], "SETTLED")
-      assert.isFalse(replayed(retry.answer), "the retry resumed the work itself")
+      assert.isFalse(replayed(retry.answer), `the retry resumed the work itself; in-use answers ${retry.inUseAnswers}\n${server.process.output().slice(-8000)}`)
       // Nobody has touched the other one: still exactly where the kill left it.
       yield* openWindow(completed.id)
 
