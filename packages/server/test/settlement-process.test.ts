@@ -185,15 +185,15 @@ layer(
       const completed = { id: yield* authorizedPayment(m, 7_777n, "USD"), key: newKey("settle-completed") }
       const inFlight = yield* Effect.forEach([retried, completed], (p) => Effect.forkChild(Effect.result(settle(m, p.id, p.key))))
 
-      // The acquirer has performed both captures; their answers are pending in the server.
-      yield* eventually(
-        "both captures performed at the acquirer",
-        Effect.map(decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
-          SELECT count(*) AS n FROM acquirer_sim.operations
-          WHERE operation = 'capture' AND payment_id IN (${retried.id}, ${completed.id})`), ([row]) => row?.n === 2n),
-        10_000,
-        20
-      )
+      // The acquirer has performed both captures and lost both answers: the server says so (a
+      // barrier on its log line, not a guess at timing), and the acquirer's table agrees.
+      for (const p of [retried, completed]) {
+        yield* server.process.awaitOutput(["acquirer simulator: answer lost", `"reference":"payment:${p.id}:capture"`], 20_000)
+      }
+      const captures = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(*) AS n FROM acquirer_sim.operations
+        WHERE operation = 'capture' AND payment_id IN (${retried.id}, ${completed.id})`)
+      assert.deepStrictEqual(captures, [{ n: 2n }], "both captures performed at the acquirer")
       const openWindow = (paymentId: string) =>
         Effect.gen(function* () {
           const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String, recovery_point: Schema.NullOr(Schema.String), finished: Schema.NullOr(Schema.Boolean), postings: Schema.BigInt }))(sql`
