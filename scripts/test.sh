@@ -30,6 +30,10 @@ pnpm exec depcruise --config .dependency-cruiser.cjs --output-type err packages 
 echo "[test] code shape" >&2
 shape_failed=0
 pnpm exec oxlint -c .oxlintrc.json packages/*/src || { status=1; shape_failed=1; }
+# docs/invariants.md: every row names a test that exists and the titles it quotes (docs/testing.md).
+echo "[test] invariants table" >&2
+invariants_failed=0
+node scripts/ci/check-invariants.ts || { status=1; invariants_failed=1; }
 
 report=".stack/vitest-report.json"
 unhandled=".stack/vitest-unhandled-errors.json"
@@ -47,7 +51,7 @@ partial=()
 if (( ${#vitest_args[@]} > 0 )); then partial=(--partial); fi
 closing="$(node scripts/ci/test-summary.ts --report "$report" --unhandled "$unhandled" --vitest-exit "$vitest_exit" \
   --gate "typecheck=$typecheck_failed" --gate "dependency rules=$dependencies_failed" \
-  --gate "code shape (file/function size)=$shape_failed" "${partial[@]}" "${accept_count[@]}" 2>&1)" || status=1
+  --gate "code shape (file/function size)=$shape_failed" --gate "invariants table=$invariants_failed" "${partial[@]}" "${accept_count[@]}" 2>&1)" || status=1
 echo "$closing"
 # A summary that crashed must not leave CI without its line, nor with a green one.
 if ! [[ "$(tail -n 1 <<<"$closing")" =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]]; then
