@@ -79,6 +79,7 @@ const postAll = (requests: ReadonlyArray<Work>) =>
       )
     }, { concurrency: FIBERS })
     return {
+      outcomes,
       posted: outcomes.filter((o) => o === "posted").length,
       insufficient: outcomes.filter((o) => o === "insufficient").length
     }
@@ -102,6 +103,15 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       const deadlocksBefore = yield* deadlockCount
       let maxActive = 0
       let insufficient = 0
+      // The model: each account's balance from the transfers that the ledger said it posted,
+      // signed in the account's normal direction (cash and bank are debit-normal assets, the
+      // merchants credit-normal liabilities). A ledger that refused everything, or posted what it
+      // refused, ends with other balances.
+      const debitNormal = new Set([hot[0], hot[1]])
+      const expected = new Map(hot.map((code) => [code, 0n]))
+      const move = (code: string, side: "debit" | "credit", amount_minor: bigint) =>
+        expected.set(code, (expected.get(code) ?? 0n) + ((side === "debit") === debitNormal.has(code) ? amount_minor : -amount_minor))
+      let posted = 0
       for (const round of [1, 2, 3]) {
         const next = random(round)
         const requests = Array.from({ length: 200 }, (_, i) => {
@@ -112,9 +122,18 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
         const { result, maxActive: active } = yield* withParallelismProbe(postAll(requests.map((single) => ({ single }))))
         maxActive = Math.max(maxActive, active)
         insufficient += result.insufficient
+        posted += result.posted
         assert.strictEqual(result.posted + result.insufficient, requests.length)
+        requests.forEach((request, index) => {
+          if (result.outcomes[index] !== "posted") return
+          for (const leg of request.debits) move(leg.account, "debit", leg.amount_minor)
+          for (const leg of request.credits) move(leg.account, "credit", leg.amount_minor)
+        })
         yield* assertInvariants
       }
+      const balances = yield* Effect.forEach(hot, (code) => Effect.map(ledger.balance(code), (b) => [code, b.balance_minor] as const))
+      assert.deepStrictEqual(new Map(balances), expected, "final balances = the sum of the transfers the ledger reported as posted")
+      assert.isAbove(posted, 0, "the ledger posted transfers, not only refused them")
       assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
       assert.isAtLeast(maxActive, 4, "postings ran on parallel connections")
       // The no-negative accounts were really pressed against zero.
