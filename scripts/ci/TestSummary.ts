@@ -201,8 +201,9 @@ export const summarize = (input: SummaryInput, root: string): Summary => {
   // Every reason is one failure; a failed test is one reason.
   const failed = reasons.length
   const declared = counted.usedDeclarations.size
+  const floor = count.countToRecord ?? input.recordedCount
   const countsLine = `${counted.passed} passed, ${counted.failedTests} failed, ${counted.skipped} skipped (${declared} declared), ${counted.total} total` +
-    (input.recordedCount === undefined ? "" : `; floor ${input.recordedCount} (.ci/test-count)`)
+    (floor === undefined ? "" : `; floor ${floor} (.ci/test-count)`)
   return {
     passed: counted.passed,
     failed,

@@ -99,6 +99,7 @@ describe("the closing line (scripts/ci/TestSummary.ts)", () => {
     assert.strictEqual(lastLine(summarize(input(report, { recordedCount: 3, partial: true }), root).lines), "2 passed, 0 failed")
     const accepted = summarize(input(report, { recordedCount: 3, acceptCount: true }), root)
     assert.strictEqual(accepted.countToRecord, 2)
+    assert.include(accepted.lines, "2 passed, 0 failed, 0 skipped (0 declared), 2 total; floor 2 (.ci/test-count)")
     assert.strictEqual(lastLine(accepted.lines), "2 passed, 0 failed")
     const refused = summarize(input(report, { recordedCount: 3, acceptCount: true, gates: [{ name: "typecheck", failed: true }] }), root)
     assert.isUndefined(refused.countToRecord)
