@@ -122,9 +122,11 @@ layer(
       const burst_ms = Math.round(performance.now() - started)
       // A 503 is "outcome unknown, nothing stored": what a client does is retry with the same key
       // (on 2 cores, 150 requests can keep the acquirer simulator — which shares the server's
-      // connection pool — past its 2 s timeout). Only decided answers are judged below.
+      // connection pool — past its 2 s timeout). Only decided answers are judged below. No fault is
+      // injected here: the database and the settlement posting have no reason to fail, so their
+      // 503s (database_unavailable, settlement_unavailable) are failures of this test.
       const unknown = firstAnswers.filter((a) => a.answer.status === 503)
-      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable", "database_unavailable", "settlement_unavailable"], codeOf(a.answer))
+      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable"], codeOf(a.answer), describeAnswer(a.answer))
       const answers = yield* Effect.forEach(firstAnswers, (a) =>
         a.answer.status !== 503 ? Effect.succeed(a) : Effect.map(settleUntilDecidedAfterUnknown(m, a.paymentId, a.key), (answer) => ({ ...a, answer })))
 
