@@ -5,34 +5,12 @@
 import { assert, layer } from "@effect/vitest"
 import { AMOUNT_MINOR_MAX, generatePaymentId } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
-import { Effect, Option, Schema } from "effect"
+import { expectSqlRefusal } from "@pay/testkit"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import type { SqlError } from "effect/sql/SqlError"
 import { context, paymentInput, PaymentsTestLayer, setup } from "./support.ts"
 
-interface Refusal {
-  readonly code: string
-  readonly constraint: string | undefined
-  readonly message: string
-}
-
-/** The fields the driver keeps from PostgreSQL's ErrorResponse on the reason's cause. */
-const decodeErrorFields = Schema.decodeUnknownOption(Schema.Struct({ code: Schema.String, constraint: Schema.optional(Schema.String) }))
-
-/** The PostgreSQL error behind a refused statement: SQLSTATE, constraint name, message. */
-const refusalOf = (error: SqlError): Refusal => {
-  const cause: unknown = error.reason.cause
-  const fields = Option.getOrUndefined(decodeErrorFields(cause))
-  return { code: fields?.code ?? "", constraint: fields?.constraint, message: cause instanceof Error ? cause.message : String(cause) }
-}
-
-const refused = <A, R>(statement: Effect.Effect<A, SqlError, R>, expected: { readonly code: string; readonly constraint?: string; readonly message?: RegExp }) =>
-  Effect.gen(function* () {
-    const refusal = refusalOf(yield* Effect.flip(statement))
-    assert.strictEqual(refusal.code, expected.code, `SQLSTATE (${refusal.message})`)
-    if (expected.constraint !== undefined) assert.strictEqual(refusal.constraint, expected.constraint, `constraint (${refusal.message})`)
-    if (expected.message !== undefined) assert.match(refusal.message, expected.message)
-  })
+const refused = expectSqlRefusal
 
 const checkViolation = (constraint: string) => ({ code: "23514", constraint })
 
