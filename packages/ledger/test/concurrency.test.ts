@@ -1,6 +1,6 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Metric, Ref, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { PostingError } from "../src/Errors.ts"
 import { Ledger, ledgerDeadlockRetries } from "../src/Ledger.ts"
@@ -217,15 +217,19 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       const sql = yield* SqlClient.SqlClient
       for (const name of ["a", "b", "c", "d"]) yield* ledger.ensureAccount(account(`dl:${name}:USD`, "asset", "USD", true))
       // Each caller holds the locks of its first posting until it commits, then wants the other's.
-      const caller = (first: readonly [string, string], second: readonly [string, string], reference: string) =>
+      // A barrier, not a pause: neither takes its second posting before both hold their first
+      // (with a sleep, a loaded machine could run one caller to its commit before the other began).
+      const holding = { x: yield* Deferred.make<void>(), y: yield* Deferred.make<void>() }
+      const caller = (first: readonly [string, string], second: readonly [string, string], reference: "x" | "y") =>
         sql.withTransaction(Effect.gen(function* () {
-          yield* ledger.postTransaction(transfer(`${reference}-1`, first[0], first[1], 1n))
-          yield* Effect.sleep("150 millis")
-          yield* ledger.postTransaction(transfer(`${reference}-2`, second[0], second[1], 1n))
+          yield* ledger.postTransaction(transfer(`dl-${reference}-1`, first[0], first[1], 1n))
+          yield* Deferred.succeed(holding[reference], undefined)
+          yield* Deferred.await(holding[reference === "x" ? "y" : "x"])
+          yield* ledger.postTransaction(transfer(`dl-${reference}-2`, second[0], second[1], 1n))
         }))
       const ab = ["dl:a:USD", "dl:b:USD"] as const
       const cd = ["dl:c:USD", "dl:d:USD"] as const
-      const [x, y] = yield* Effect.all([Effect.exit(caller(ab, cd, "dl-x")), Effect.exit(caller(cd, ab, "dl-y"))], {
+      const [x, y] = yield* Effect.all([Effect.exit(caller(ab, cd, "x")), Effect.exit(caller(cd, ab, "y"))], {
         concurrency: 2
       })
       const failures = [x, y].filter(Exit.isFailure)
