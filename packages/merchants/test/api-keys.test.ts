@@ -1,6 +1,6 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { TestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, TestDatabase } from "@pay/testkit"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { createHash } from "node:crypto"
@@ -74,15 +74,15 @@ layer(Live)("ApiKeys (real Postgres)", (it) => {
       const merchantId = yield* newMerchant
       const hash = createHash("sha256").update("x").digest()
       yield* sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
-      const duplicate = yield* Effect.flip(
-        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
+      yield* expectSqlRefusal(
+        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`,
+        { code: "23505", constraint: "api_keys_key_hash_key" }
       )
-      assert.strictEqual(duplicate._tag, "SqlError")
-      const orphan = yield* Effect.flip(
+      yield* expectSqlRefusal(
         sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix)
-            VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`
+            VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`,
+        { code: "23503", constraint: "api_keys_merchant_id_fkey" }
       )
-      assert.strictEqual(orphan._tag, "SqlError")
     }))
 })
 

@@ -22,9 +22,11 @@ import { commandFor, context, paymentInput, setup } from "./support.ts"
  * lock makes them queue: the first commits, the second then reads the new status and is refused
  * with a typed InvalidTransition. Never both.
  *
- * A short lock timeout (300 ms) keeps the lock-timeout test fast; the races never wait that long.
+ * The races get a lock timeout far longer than any wait (30 s): a loser that timed out on a loaded
+ * machine would be a ConcurrentModification, not the InvalidTransition the race is about (a full
+ * run once saw it with 300 ms). The lock-timeout test builds its own repository with 300 ms.
  */
-const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeout_ms: 300 }), MerchantRepository.layer).pipe(
+const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeout_ms: 30_000 }), MerchantRepository.layer).pipe(
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
 
@@ -194,7 +196,8 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
       )
       const waiter = Effect.gen(function* () {
         yield* Deferred.await(locked)
-        const error = yield* Effect.flip(payments.apply(merchant.id, payment.id, commandFor("authorize"), context))
+        const shortLock = yield* PaymentRepository.pipe(Effect.provide(PaymentRepository.layerWith({ lockTimeout_ms: 300 })))
+        const error = yield* Effect.flip(shortLock.apply(merchant.id, payment.id, commandFor("authorize"), context))
         yield* Deferred.succeed(release, undefined)
         return error
       })

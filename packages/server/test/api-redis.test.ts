@@ -2,6 +2,7 @@
 // flush and then kill. Postgres keeps deciding; the API keeps answering, in bounded time.
 import { assert, layer } from "@effect/vitest"
 import { redisResponseKey } from "@pay/idempotency"
+import { scaled_ms } from "@pay/testkit"
 import { Effect } from "effect"
 import { type Answer, jsonOf, stringField } from "./support/Http.ts"
 import { redisCommand } from "./support/RedisCommand.ts"
@@ -26,7 +27,7 @@ const cachedResponseExists = (m: TestMerchant, key: string) =>
   })
 
 /** Every answer with Redis dead must come within this: one fast failure per command, then Postgres. */
-const boundedLatency_ms = 1_500
+const boundedLatency_ms = scaled_ms(1_500)
 
 layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API over HTTP with Redis flushed, then dead (throwaway Redis)", (it) => {
   it.effect("Redis flushed between the first request and its retry: still one payment; the retry replays from Postgres and refills the cache", () =>
@@ -64,7 +65,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.strictEqual(ready.contentType, "application/problem+json")
       assert.deepStrictEqual(jsonOf(ready)["unavailable"], ["redis"])
       assert.strictEqual(jsonOf(ready)["code"], "dependency_unavailable")
-      assert.isBelow(ready.elapsed_ms, 3_000, "the probe is bounded")
+      assert.isBelow(ready.elapsed_ms, scaled_ms(3_000), "the probe is bounded")
 
       // A replay of a response that only Postgres can serve now.
       const replay = yield* createPayment(m, cachedKey)
@@ -93,7 +94,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       const created201 = storm.filter((a) => a.status === 201)
       assert.strictEqual(created201.length + storm.filter((a) => a.status === 409).length, 20, storm.map(describeAnswer).join("\n"))
       assert.strictEqual(new Set(created201.map((a) => stringField(a, "id"))).size, 1)
-      for (const answer of storm) assert.isBelow(answer.elapsed_ms, 5_000)
+      for (const answer of storm) assert.isBelow(answer.elapsed_ms, scaled_ms(5_000))
 
       // cached + new + storm
       assert.strictEqual(yield* paymentCount(m.merchantId), 3)

@@ -41,4 +41,20 @@ describe("bounded configuration", () => {
       assert.include(yield* refusal(DatabasePoolSize, { DATABASE_POOL_SIZE: "1000" }), "DATABASE_POOL_SIZE must be an integer between 1 and 200")
       assert.include(yield* refusal(KafkaTopicPrefix, { KAFKA_TOPIC_PREFIX: "bad prefix/" }), "KAFKA_TOPIC_PREFIX must be letters, digits")
     }))
+
+  // The variable used to be read as a structured array: the environment's plain string fell back to
+  // "no faults" without a word, and the kill -9 test of settlement ran against an acquirer that
+  // answered every call (it passed only when the kill beat the commit).
+  it.effect("ACQUIRER_FAULTS is read from the comma-separated string the environment holds; an unknown name or too many are refused", () =>
+    Effect.gen(function* () {
+      const faults = (env: Record<string, string>) => Effect.map(AcquirerOptionsConfig.parse(ConfigProvider.fromEnv({ env })), (o) => o.faults)
+      assert.deepStrictEqual(yield* faults({}), {})
+      assert.deepStrictEqual(yield* faults({ ACQUIRER_FAULTS: "capture_answer_lost_first_call" }), { failCaptureAfterPerforming: "first_call" })
+      assert.deepStrictEqual(yield* faults({ ACQUIRER_FAULTS: "authorize_answer_lost_every_call,unavailable" }), {
+        failAuthorizeAfterPerforming: "every_call",
+        unavailable: true
+      })
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: "capture_answer_lost" }), "capture_answer_lost_first_call")
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: Array.from({ length: 6 }, () => "unavailable").join(",") }), "ACQUIRER_FAULTS names at most 5 faults")
+    }))
 })

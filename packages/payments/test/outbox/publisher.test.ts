@@ -292,8 +292,13 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
 
       const first = yield* makePublisher(publisherOptions(topic, { batchSize: 10 }))
       const second = yield* makePublisher(publisherOptions(topic, { batchSize: 10 }))
+      // One batch each, at once: with 180 rows waiting, each claims rows of its own (SKIP LOCKED),
+      // so both publish, whatever the timing; then both drain the rest side by side.
+      const [firstBatch, secondBatch] = yield* Effect.all([first.publishBatch, second.publishBatch], { concurrency: 2 })
+      assert.isAbove(firstBatch.published, 0, "the first publisher published")
+      assert.isAbove(secondBatch.published, 0, "the second publisher published")
       const [publishedByFirst, publishedBySecond] = yield* Effect.all([drain(first), drain(second)], { concurrency: 2 })
-      assert.strictEqual(publishedByFirst + publishedBySecond, total)
+      assert.strictEqual(firstBatch.published + secondBatch.published + publishedByFirst + publishedBySecond, total)
       // Whatever one drained after the other stopped is still unpublished for nobody.
       assert.strictEqual(yield* unpublishedCount, 0)
 
