@@ -191,4 +191,59 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id} AND published_at IS NOT NULL`
       assert.strictEqual(yield* countOutbox(payment.id), 0)
     }))
+
+  // Issue 12, "never attacked by raw SQL": the constraints exist since 0003/0006; these prove they
+  // refuse, with their SQLSTATE and constraint name, and that the boundary value itself passes.
+  it.effect("a raw payment: amount 0, negative or over the bound, description of 501 characters are refused; 500 passes", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Boundaries")
+      const insert = (id: string, amount_minor: bigint, description: string) =>
+        sql.withTransaction(Effect.gen(function* () {
+          yield* sql`
+            INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, status, version, created_at, updated_at)
+            VALUES (${id}, ${merchant.id}, ${amount_minor}, 'USD', 'pm_card_visa', ${description}, 'CREATED', 1, now(), now())`
+          yield* sql`
+            INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+            VALUES (${id}, 1, NULL, 'CREATED', 'psql', 'raw', now())`
+          yield* sql`
+            INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${id}, 'payment_created', jsonb_build_object('version', 1))`
+        }))
+      const id = (n: number) => `pay_${String(n).padStart(24, "0")}`
+      for (const amount_minor of [0n, -1n, 100_000_000_000n]) {
+        yield* expectRefused("23514", "payments_amount_minor_check")(insert(id(1), amount_minor, "x"))
+      }
+      yield* expectRefused("23514", "payments_description_check")(insert(id(2), 1n, "d".repeat(501)))
+      yield* insert(id(3), 99_999_999_999n, "d".repeat(500))
+      // (payment_id, version) is unique in the history: a second row for version 1.
+      yield* expectRefused("23505", "payment_status_history_payment_id_version_key")(sql`
+        INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+        VALUES (${id(3)}, 1, NULL, 'CREATED', 'psql', 'again', now())`)
+    }))
+
+  it.effect("failure details iff FAILED: a FAILED without them, or an AUTHORIZED with them, is refused", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* authorizedPayment(900)
+      yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
+        UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now() WHERE id = ${payment.id}`)
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: payment.merchant_id, amount_minor: 5, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
+        UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(),
+               failure_code = 'oops', failure_message = 'not failed' WHERE id = ${created.id}`)
+    }))
+
+  it.effect("a settlement row with a negative fee or net is refused by its CHECK", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* authorizedPayment(1_000)
+      const row = (fee_minor: bigint, net_minor: bigint) => sql`
+        INSERT INTO payment_settlements (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
+        VALUES (${payment.id}, 1, 'USD', 1000, ${fee_minor}, ${net_minor}, 0, 0)`
+      yield* expectRefused("23514", "payment_settlements_fee_minor_check")(row(-1n, 1_001n))
+      yield* expectRefused("23514", "payment_settlements_net_minor_check")(row(1_001n, -1n))
+    }))
 })
