@@ -32,10 +32,13 @@
 -- The role that owns the balance writers ------------------------------------------------------------
 
 -- Roles are cluster-wide: created once, by whichever database migrates first (test runs migrate
--- concurrently, hence the unique_violation too).
+-- concurrently, hence the unique_violation too). A migrating role without CREATEROLE finds it
+-- created beforehand by scripts/stack.sh or docker-compose.yml (docs/security.md).
 DO $$
 BEGIN
-  CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
+    CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;
+  END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
   NULL;
 END

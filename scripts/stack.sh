@@ -75,6 +75,8 @@ ensure_database() {
     psql "$admin" -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
     log "created database $PG_DB"
   fi
+  # The roles the schema expects (idempotent; docs/security.md).
+  psql "$admin" -q -v ON_ERROR_STOP=1 -f "$ROOT/scripts/roles.sql" >/dev/null
 }
 
 pg_up() {
