@@ -52,6 +52,19 @@ layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("the a
       assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
     }))
 
+  it.effect("every table of the schema is granted to pay_app explicitly (a migration that adds one must say what the app may do)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const ungranted = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`
+        SELECT n.nspname || '.' || c.relname AS name
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'acquirer_sim')
+          AND c.relname <> 'effect_sql_migrations'
+          AND NOT has_table_privilege(c.oid, 'SELECT')
+        ORDER BY 1`)
+      assert.deepStrictEqual(ungranted.map((row) => row.name), [], "grant these to pay_app in their migration (docs/security.md, rule 3)")
+    }))
+
   it.effect("cannot switch guards off: DISABLE TRIGGER, session_replication_role, SET ROLE to the balance writer", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
