@@ -13,7 +13,8 @@
 #   scripts/stack.sh revive postgres|redis DIR PORT
 #                              start a killed throwaway instance again on the same folder and port
 #
-# Ports and URLs come from DATABASE_URL, REDIS_URL, KAFKA_BROKERS (defaults: the local stack).
+# Ports and URLs come from DATABASE_URL (the app's role), MIGRATION_DATABASE_URL (the owner's),
+# REDIS_URL, KAFKA_BROKERS (defaults: the local stack).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,10 @@ STARTED="$STATE/started"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 [[ -x "$PG_BIN/postgres" ]] || PG_BIN="$(dirname "$(command -v postgres || command -v initdb || echo /usr/bin/x)")"
 
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}"
+# The schema owner migrates (and this script administers the server); the application connects as
+# pay_app (docs/security.md). A DATABASE_URL set by hand serves both, as before the roles split.
+export MIGRATION_DATABASE_URL="${MIGRATION_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}}"
+export DATABASE_URL="${DATABASE_URL:-postgres://pay_app@127.0.0.1:5432/payments}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 
@@ -70,11 +74,13 @@ start_private_pg() {
 }
 
 ensure_database() {
-  local admin; admin="$(admin_url "$DATABASE_URL")"
+  local admin; admin="$(admin_url "$MIGRATION_DATABASE_URL")"
   if ! psql "$admin" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
     psql "$admin" -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
     log "created database $PG_DB"
   fi
+  # The roles the schema expects (idempotent; docs/security.md).
+  psql "$admin" -q -v ON_ERROR_STOP=1 -f "$ROOT/scripts/roles.sql" >/dev/null
 }
 
 pg_up() {
@@ -188,7 +194,7 @@ case "${1:-}" in
   up) pg_up; redis_up; kafka_up; status ;;
   down) kafka_down; redis_down; pg_down ;;
   status) status ;;
-  env) echo "export DATABASE_URL='$DATABASE_URL' REDIS_URL='$REDIS_URL' KAFKA_BROKERS='$KAFKA_BROKERS'" ;;
+  env) echo "export DATABASE_URL='$DATABASE_URL' MIGRATION_DATABASE_URL='$MIGRATION_DATABASE_URL' REDIS_URL='$REDIS_URL' KAFKA_BROKERS='$KAFKA_BROKERS'" ;;
   throwaway) shift; throwaway "$@" ;;
   revive) shift; revive "$@" ;;
   *) die "usage: stack.sh up|down|status|env|throwaway postgres|redis|kafka" ;;

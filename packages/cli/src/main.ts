@@ -8,7 +8,8 @@
  *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
  *                                        sets the merchant's settlement fee for one currency
  *
- * Uses DATABASE_URL like the server, and applies pending migrations first.
+ * Uses DATABASE_URL (the app role) like the server, and applies pending migrations first as
+ * MIGRATION_DATABASE_URL (the schema owner).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"

@@ -26,6 +26,7 @@ import {
   silentBroker,
   unpublishedCount
 } from "./support.ts"
+import { applyCommand } from "../support.ts"
 
 class Rollback extends Schema.TaggedError<Rollback>()("Rollback", {}) {}
 
@@ -149,7 +150,7 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
               Effect.gen(function* () {
                 const payment = yield* payments.create(paymentInput(merchant, 1_000 + index), context)
                 yield* payments.apply(merchant.id, payment.id, authorize, context)
-                yield* payments.apply(merchant.id, payment.id, settle, context)
+                yield* applyCommand(merchant.id, payment.id, settle, context)
               }),
             { concurrency: 12, discard: true }
           )
