@@ -124,7 +124,7 @@ layer(
       // (on 2 cores, 150 requests can keep the acquirer simulator — which shares the server's
       // connection pool — past its 2 s timeout). Only decided answers are judged below.
       const unknown = firstAnswers.filter((a) => a.answer.status === 503)
-      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable", "database_unavailable", "settlement_unavailable"], codeOf(a.answer))
+      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable", "database_unavailable", "payment_locked", "settlement_unavailable"], codeOf(a.answer))
       const answers = yield* Effect.forEach(firstAnswers, (a) =>
         a.answer.status !== 503 ? Effect.succeed(a) : Effect.map(settleUntilDecidedAfterUnknown(m, a.paymentId, a.key), (answer) => ({ ...a, answer })))
 
