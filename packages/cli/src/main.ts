@@ -4,7 +4,8 @@
  *   pnpm cli merchants create "Acme"     creates a merchant and its first API key; prints both
  *                                        (the key is shown once: only its SHA-256 hash is stored)
  *   pnpm cli keys create <merchant id>   issues another API key for a merchant
- *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on)
+ *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on); exit 0 when revoked (or
+ *                                        already), 1 when no key has that id
  *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
  *                                        sets the merchant's settlement fee for one currency
  *
@@ -49,8 +50,9 @@ const program = Effect.gen(function* () {
     return yield* printKey(merchantId, key)
   }
   if (group === "keys" && command === "revoke" && argument !== undefined) {
-    yield* apiKeys.revoke(argument)
-    return yield* Console.log(`revoked ${argument}`)
+    const revoked = yield* apiKeys.revoke(argument)
+    const what = revoked._tag === "Revoked" ? "revoked" : "already revoked"
+    return yield* Console.log(JSON.stringify({ api_key_id: argument, merchant_id: revoked.merchantId, result: what, revoked_at: revoked.revokedAt.toISOString() }))
   }
   if (group === "fees" && command === "set" && argument !== undefined && rest.length === 3) {
     const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
@@ -68,5 +70,6 @@ const program = Effect.gen(function* () {
 program.pipe(
   Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer).pipe(Layer.provideMerge(DatabaseLive))),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
+  Effect.catchTag("ApiKeyNotFound", (error) => Console.error(`${error.message}: nothing revoked`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
   NodeRuntime.runMain
 )
