@@ -1,8 +1,9 @@
 import { assertWithin, Redis } from "@pay/infra"
-import { Context, Effect, Exit, Layer, Option, type Schema } from "effect"
+import { Config, Context, Effect, Exit, Layer, Option, type Redacted, type Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
+import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
@@ -90,24 +91,39 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
   >
   readonly options: IdempotencyOptions
 }>()("idempotency/IdempotencyKeys") {
-  static readonly make = (options: IdempotencyOptions) =>
+  /** `cacheSecret` authenticates the responses cached in Redis (CacheAuthentication.ts). */
+  static readonly make = (options: IdempotencyOptions, cacheSecret: Redacted.Redacted<string>) =>
     Effect.gen(function* () {
       assertWithin("idempotency keys", options, idempotencyOptionBounds)
       const sql = yield* SqlClient.SqlClient
       const store = makeKeyStore(sql)
-      const fast = makeRedisFastPath(yield* Redis, options)
+      const fast = makeRedisFastPath(yield* Redis, options, makeCacheMac(cacheSecret))
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
       const { run, resume } = makeRuns(begin, writes)
       return IdempotencyKeys.of({ begin, ...writes, run, resume, ...makeMaintenance(store, fast, options), options })
     })
 
-  /** With explicit options (tests use a short lease). Needs `SqlClient` and `Redis`. */
-  static readonly layerWith = (options: Partial<IdempotencyOptions> = {}) =>
-    Layer.effect(IdempotencyKeys, IdempotencyKeys.make({ ...defaultIdempotencyOptions, ...options }))
+  /**
+   * With explicit options (tests use a short lease) and cache secret (a random one per layer when
+   * none is given). Needs `SqlClient` and `Redis`.
+   */
+  static readonly layerWith = (options: Partial<IdempotencyOptions> = {}, cacheSecret?: Redacted.Redacted<string>) =>
+    Layer.effect(IdempotencyKeys, IdempotencyKeys.make({ ...defaultIdempotencyOptions, ...options }, cacheSecret ?? randomCacheSecret()))
 
-  /** Configured from the environment ({@link IdempotencyOptionsConfig}). Needs `SqlClient` and `Redis`. */
-  static readonly layer = Layer.unwrap(Effect.map(IdempotencyOptionsConfig, (options) => IdempotencyKeys.layerWith(options)))
+  /**
+   * Configured from the environment ({@link IdempotencyOptionsConfig}, `IDEMPOTENCY_CACHE_SECRET`).
+   * Needs `SqlClient` and `Redis`.
+   */
+  static readonly layer = Layer.unwrap(
+    Effect.gen(function* () {
+      const { options, cacheSecret } = yield* Config.all({ options: IdempotencyOptionsConfig, cacheSecret: IdempotencyCacheSecretConfig })
+      if (cacheSecret === undefined) {
+        yield* Effect.logInfo("idempotency: IDEMPOTENCY_CACHE_SECRET unset; cached responses are authenticated with a random secret of this process only")
+      }
+      return IdempotencyKeys.layerWith(options, cacheSecret)
+    })
+  )
 }
 
 const fingerprintPattern = /^[0-9a-f]{64}$/

@@ -1,3 +1,4 @@
+export * from "./CacheAuthentication.ts"
 export * from "./Errors.ts"
 export * from "./Fingerprint.ts"
 export * from "./IdempotencyKey.ts"
