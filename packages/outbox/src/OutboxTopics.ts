@@ -1,5 +1,5 @@
 import { boundedInt, KafkaAdmin, KafkaError, KafkaTopicPrefix, type TopicReady } from "@pay/infra"
-import { Config, Duration, Effect } from "effect"
+import { Config, Duration, Effect, Schema, SchemaIssue } from "effect"
 import type { ConfigError } from "effect/Config"
 import { backoffDelay_ms } from "./Publisher.ts"
 
@@ -46,11 +46,19 @@ export const paymentsEventsTopicBounds = {
 /** The local single-broker stack's settings (tests too). */
 export const localPaymentsEventsTopicSettings: PaymentsEventsTopicSettings = { replicationFactor: 1, minInsyncReplicas: 1, retention_days: 0 }
 
+const minInsyncAboveReplicas = (settings: PaymentsEventsTopicSettings) =>
+  `KAFKA_MIN_INSYNC_REPLICAS (${settings.minInsyncReplicas}) exceeds KAFKA_REPLICATION_FACTOR (${settings.replicationFactor}): every acks=all write would be refused`
+
+/** Read at start-up; a min ISR above the replication factor is refused there, like a value out of bounds. */
 export const PaymentsEventsTopicConfig: Config.Config<PaymentsEventsTopicSettings> = Config.all({
   replicationFactor: boundedInt("KAFKA_REPLICATION_FACTOR", paymentsEventsTopicBounds.replicationFactor, 1),
   minInsyncReplicas: boundedInt("KAFKA_MIN_INSYNC_REPLICAS", paymentsEventsTopicBounds.minInsyncReplicas, 1),
   retention_days: boundedInt("PAYMENTS_EVENTS_RETENTION_DAYS", paymentsEventsTopicBounds.retention_days, 0)
-})
+}).pipe(Config.mapEffect((settings) =>
+  settings.minInsyncReplicas > settings.replicationFactor
+    ? Effect.fail(new Config.ConfigError(new Schema.SchemaError(new SchemaIssue.InvalidValue({ message: minInsyncAboveReplicas(settings) }))))
+    : Effect.succeed(settings)
+))
 
 const day_ms = 24 * 60 * 60 * 1_000
 
@@ -81,7 +89,7 @@ const ensure = (
       // Every acks=all write would be refused (NOT_ENOUGH_REPLICAS): a configuration error.
       return yield* Effect.fail(new KafkaError({
         operation: "ensureTopic",
-        message: `KAFKA_MIN_INSYNC_REPLICAS (${settings.minInsyncReplicas}) exceeds KAFKA_REPLICATION_FACTOR (${settings.replicationFactor})`,
+        message: minInsyncAboveReplicas(settings),
         retriable: false,
         code: "INVALID_CONFIG"
       }))

@@ -73,5 +73,7 @@ layer(Admin, { excludeTestServices: true, timeout: 60_000 })("payments.events du
       })
       const refused = yield* Effect.flip(read({ KAFKA_REPLICATION_FACTOR: "0" }))
       assert.include(String(refused), "KAFKA_REPLICATION_FACTOR must be an integer between 1 and 32")
+      const inconsistent = yield* Effect.flip(read({ KAFKA_REPLICATION_FACTOR: "3", KAFKA_MIN_INSYNC_REPLICAS: "4" }))
+      assert.include(String(inconsistent), "KAFKA_MIN_INSYNC_REPLICAS (4) exceeds KAFKA_REPLICATION_FACTOR (3)")
     }))
 })
