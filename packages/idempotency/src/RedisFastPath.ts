@@ -80,7 +80,24 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
     )
 }
 
+/**
+ * One WARN per interval for refused cached values, the rest at DEBUG (the counter counts them
+ * all): servers sharing a Redis without a shared secret would otherwise log one per replay.
+ */
+const makeRejectionLog = () => {
+  let lastWarning_ms = 0
+  return (annotations: Record<string, unknown>) => {
+    const now = Date.now()
+    const log = now - lastWarning_ms >= redisWarningInterval_ms ? Effect.logWarning : Effect.logDebug
+    if (log === Effect.logWarning) lastWarning_ms = now
+    return log("idempotency: cached response failed its HMAC check (forged, moved or another secret); ignored, Postgres decides").pipe(
+      Effect.annotateLogs(annotations)
+    )
+  }
+}
+
 export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions, mac: CacheMac) => {
+  const logRejection = makeRejectionLog()
   // A cached response must not outlive the row it copies by more than a moment.
   const cacheTtl_ms = Math.min(options.responseCacheTtl_ms, options.retention_ms)
   const call = makeBoundedCalls(options)
@@ -115,9 +132,7 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
         // Not written by a server holding the secret (or moved from another key): never replayed,
         // and not even trusted for a 422. Postgres decides, and its answer overwrites the entry.
         yield* Metric.update(idempotencyCacheRejected, 1)
-        yield* Effect.logWarning("idempotency: cached response failed its HMAC check (forged, moved or another secret); ignored, Postgres decides").pipe(
-          Effect.annotateLogs({ merchant_id: request.merchantId, idempotency_key: request.key })
-        )
+        yield* logRejection({ merchant_id: request.merchantId, idempotency_key: request.key })
         return Option.none<Began>()
       }
       if (hit.value.fingerprint !== request.fingerprint) {
