@@ -19,7 +19,7 @@ const layers = {
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
   api: ["domain"],
   server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
-  cli: ["domain", "infra", "merchants", "settlement"],
+  cli: ["domain", "infra", "merchants", "settlement", "idempotency"],
   testkit: ["infra"]
 }
 

@@ -54,6 +54,16 @@ pg_answers() { pg_isready -q -h "$1" -p "$2" -t 2 >/dev/null 2>&1; }
 redis_answers() { [[ "$(redis-cli -h "$1" -p "$2" ping 2>/dev/null)" == PONG ]]; }
 kafka_answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# pid_is PID WORD...: PID is alive and its command line contains every WORD. A pid file can outlive
+# its process and the number be reused by anything: never signal a pid without asking this first.
+pid_is() {
+  local pid="$1" cmdline word; shift
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  for word in "$@"; do [[ "$cmdline" == *"$word"* ]] || return 1; done
+}
+
 free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 # --- Postgres --------------------------------------------------------------------------------
@@ -127,8 +137,14 @@ redis_up() {
 redis_down() {
   if was_started redis; then
     local pid; pid="$(cat "$STATE/redis/redis.pid" 2>/dev/null || true)"
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-    unrecord redis; log "redis: stopped the private instance"
+    # redis-server titles itself `redis-server 127.0.0.1:<port>`: ours is the one on our port.
+    if pid_is "$pid" redis-server ":$REDIS_PORT"; then
+      kill "$pid" 2>/dev/null || true
+      log "redis: stopped the private instance (pid $pid)"
+    else
+      log "redis: the pid file names ${pid:-nothing}, which is not our redis-server on port $REDIS_PORT; nothing signalled"
+    fi
+    unrecord redis
   fi
 }
 

@@ -79,7 +79,8 @@ const transitionProblemCodes = [
   "invalid_transition",
   "concurrent_modification",
   "acquirer_timeout",
-  "acquirer_unavailable"
+  "acquirer_unavailable",
+  "payment_locked"
 ] as const satisfies ReadonlyArray<ErrorCode>
 
 /**

@@ -74,6 +74,10 @@ export const errorCatalog = {
   acquirer_unavailable: {
     status: 503, title: "Service unavailable", retry: "same_key", meaning: "The bank could not be reached: nothing was decided"
   },
+  payment_locked: {
+    status: 503, title: "Service unavailable", retry: "same_key",
+    meaning: "The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work"
+  },
   database_unavailable: {
     status: 503, title: "Service unavailable", retry: "same_key", meaning: "The database did not complete the request: nothing was decided"
   },

@@ -2,7 +2,7 @@ import { assert, layer } from "@effect/vitest"
 import { defaultRedisTimeouts, Redis } from "@pay/infra"
 import { scaled_ms, TestDatabase, throwaway } from "@pay/testkit"
 import { Effect, Schedule } from "effect"
-import { defaultIdempotencyOptions, IdempotencyKeys, redisResponseKey } from "../src/index.ts"
+import { defaultIdempotencyOptions, IdempotencyKeys, randomCacheSecret, redisResponseKey } from "../src/index.ts"
 import { createWorkTable, newKey, newMerchant, oneStep, request, responseFor, workCount } from "./support.ts"
 
 const body = { amount_minor: 500, currency: "USD", payment_method: "pm_card_visa" }
@@ -22,7 +22,7 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         yield* createWorkTable
         const instance = yield* throwaway("redis")
         const redis = yield* Redis.make({ url: instance.url, keyPrefix: "t:", ...defaultRedisTimeouts })
-        const keys = yield* IdempotencyKeys.make({ ...defaultIdempotencyOptions, lockTimeout_ms: 5_000 }).pipe(
+        const keys = yield* IdempotencyKeys.make({ ...defaultIdempotencyOptions, lockTimeout_ms: 5_000 }, randomCacheSecret()).pipe(
           Effect.provideService(Redis, redis)
         )
         const merchantId = yield* newMerchant

@@ -126,7 +126,7 @@ layer(
       // injected here: the database and the settlement posting have no reason to fail, so their
       // 503s (database_unavailable, settlement_unavailable) are failures of this test.
       const unknown = firstAnswers.filter((a) => a.answer.status === 503)
-      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable"], codeOf(a.answer), describeAnswer(a.answer))
+      for (const a of unknown) assert.include(["acquirer_timeout", "acquirer_unavailable", "payment_locked"], codeOf(a.answer), describeAnswer(a.answer))
       const answers = yield* Effect.forEach(firstAnswers, (a) =>
         a.answer.status !== 503 ? Effect.succeed(a) : Effect.map(settleUntilDecidedAfterUnknown(m, a.paymentId, a.key), (answer) => ({ ...a, answer })))
 

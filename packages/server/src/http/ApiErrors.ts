@@ -8,7 +8,7 @@ import {
   MalformedJson,
   UnsupportedMediaType
 } from "@pay/api"
-import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentNotFound } from "@pay/domain"
+import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentLocked, PaymentNotFound } from "@pay/domain"
 import {
   IdempotencyKeyInUse,
   IdempotencyKeyInvalid,
@@ -48,6 +48,7 @@ export const apiErrorClasses = [
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,
+  PaymentLocked,
   SettlementUnavailable,
   DatabaseUnavailable,
   // a bug

@@ -38,6 +38,7 @@ const present = (error: ApiError): Presentation =>
     InvalidCursor: (e) => ({ detail: e.message, field: "starting_after" }),
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
+    PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     SettlementUnavailable: (e) => ({ detail: `${e.message}. Nothing was committed; retry with the same Idempotency-Key.` }),
     DatabaseUnavailable: asIs,
     InternalError: asIs
