@@ -61,7 +61,6 @@ const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id
 /** What every idempotent POST may answer besides its own refusals (the body, the key, an unknown outcome). */
 const postProblemCodes = [
   ...commonProblemCodes,
-  "invalid_request",
   "malformed_json",
   "body_unreadable",
   "body_too_large",
@@ -75,6 +74,7 @@ const postProblemCodes = [
 /** What a POST on an existing payment may answer: the acquirer decides, the payment may refuse. */
 const transitionProblemCodes = [
   ...postProblemCodes,
+  "route_not_found",
   "payment_not_found",
   "invalid_transition",
   "concurrent_modification",
@@ -110,7 +110,7 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
-      error: problems(...commonProblemCodes, "payment_not_found")
+      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found")
     }),
     HttpApiEndpoint.get("list", "/v1/payments", {
       query: {
@@ -118,7 +118,7 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
         starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A payment id: the page starts after it" }))
       },
       success: PaymentListJson,
-      error: problems(...commonProblemCodes, "invalid_request", "invalid_cursor")
+      error: problems(...commonProblemCodes, "invalid_cursor")
     }),
     HttpApiEndpoint.get("balance", "/v1/balance", {
       success: BalanceJson,

@@ -107,5 +107,26 @@ export const problems = (...codes: ReadonlyArray<ErrorCode>) =>
     return schema
   })
 
-/** Errors every authenticated endpoint may answer. */
-export const commonProblemCodes = ["unauthorized", "database_unavailable", "internal_error"] as const satisfies ReadonlyArray<ErrorCode>
+/**
+ * Errors any request may get at the HTTP edge, whatever its endpoint: a duplicated header or query
+ * parameter (`invalid_request`), headers or body too slow (`request_timeout`, answered by the socket
+ * layer), headers too large (`headers_too_large`). `method_not_allowed` is listed on every
+ * operation because OpenAPI has no place for a path's answer to a method it does not take: each
+ * path answers it (with `Allow`) for the methods not documented under it.
+ */
+export const edgeProblemCodes = [
+  "invalid_request",
+  "method_not_allowed",
+  "request_timeout",
+  "headers_too_large"
+] as const satisfies ReadonlyArray<ErrorCode>
+
+/** Errors every authenticated endpoint may answer: the edge's, the key's, its rate limits, an outage, a bug. */
+export const commonProblemCodes = [
+  ...edgeProblemCodes,
+  "unauthorized",
+  "authentication_rate_limited",
+  "rate_limited",
+  "database_unavailable",
+  "internal_error"
+] as const satisfies ReadonlyArray<ErrorCode>

@@ -13,10 +13,11 @@ import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { PrometheusMetrics } from "effect/observability"
-import { createServer } from "node:http"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
+import { EdgeMiddleware } from "./http/Edge.ts"
+import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
@@ -52,7 +53,9 @@ export const apiRoutes =
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
     // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
     // Prometheus text format.
-    PrometheusMetrics.layerHttp({ path: "/metrics" })
+    PrometheusMetrics.layerHttp({ path: "/metrics" }),
+    // Router-level refusals as problem documents, and a Request-Id on every response.
+    EdgeMiddleware
   )
 
 /**
@@ -66,7 +69,8 @@ export const HttpServerLive = Layer.unwrap(
     yield* Redis
     yield* KafkaProducer
     const port = yield* HttpPort
-    return NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })
+    const limits = yield* SocketLimitsConfig
+    return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1" })
   })
 )
 
@@ -85,11 +89,17 @@ export const PublisherLive = Layer.unwrap(
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
 /**
+ * A path id up to this many characters reaches its handler (which answers `payment_not_found` for
+ * anything that is not a payment id); a longer segment is `route_not_found`.
+ */
+const routerConfig = { maxParamLength: 500 }
+
+/**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(HttpRouter.serve(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 

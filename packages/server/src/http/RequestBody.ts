@@ -48,7 +48,7 @@ export const decodeBody = <S extends Schema.Top & { readonly DecodingServices: n
     })
   )
 
-const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
+export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
   const formatted = SchemaIssue.makeFormatterStandardSchemaV1()(issue).issues[0]
   if (formatted === undefined) return { field: undefined, message: String(issue) }
   const path = (formatted.path ?? []).map((segment) => String(typeof segment === "object" && segment !== null && "key" in segment ? segment.key : segment))

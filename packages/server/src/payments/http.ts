@@ -47,11 +47,18 @@ const createOperation = (body: Schema.Json | undefined) =>
     }))
   )
 
-/** authorize and settle take no body (none, or `{}`). */
-const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) =>
-  body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
-    ? Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
-    : Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+/**
+ * authorize and settle take no body (none, or `{}`), and a path id that is not a payment id names
+ * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
+ */
+const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) => {
+  if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
+    return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+  }
+  return Option.isNone(decodePaymentId(paymentId))
+    ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
+    : Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
+}
 
 const makeIdempotentPost = Effect.gen(function* () {
   const idempotency = yield* IdempotencyKeys
@@ -78,7 +85,8 @@ const makeIdempotentPost = Effect.gen(function* () {
           key,
           method: "POST",
           path,
-          body,
+          // authorize and settle: no body and `{}` are the same request (one fingerprint).
+          body: operation._tag === "create" ? body : undefined,
           operation: encodePaymentOperation(operation),
           render: renderOutcome
         },
@@ -96,7 +104,7 @@ const makeReads = Effect.gen(function* () {
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const paymentId = decodePaymentId(rawId)
-      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId })
+      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId.slice(0, 100) })
       const payment = yield* payments.findById(merchant.merchantId, paymentId.value)
       return toHttpResponse(json(200, toPaymentJson(payment)), false)
     }).pipe(answerErrors)

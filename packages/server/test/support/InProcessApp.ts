@@ -9,7 +9,7 @@ import { ConfigProvider, Context, Deferred, Effect, Layer, References } from "ef
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { createServer } from "node:http"
+import { createLimitedServer, socketLimitsDefault } from "../../src/http/Socket.ts"
 import { FeeSchedules, SettlementPosting, SettlementUnavailable } from "@pay/settlement"
 import { appLayer } from "../../src/Server.ts"
 import { Api } from "./Api.ts"
@@ -182,7 +182,7 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       )
       const acquirer = options.acquirer === undefined ? undefined : options.acquirer.pipe(Layer.provide(database))
       const redis = Redis.layerWith({ url: run.redisUrl, keyPrefix: `${run.redisKeyPrefix}${shortId()}:`, ...defaultRedisTimeouts })
-      const http = NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })
+      const http = NodeHttpServer.layer(createLimitedServer(socketLimitsDefault), { port: 0, host: "127.0.0.1" })
       const app = appLayer({ settlement, acquirer }).pipe(
         Layer.provideMerge(Layer.mergeAll(http, redis, KafkaAdmin.layer, KafkaProducer.layer)),
         Layer.provide(database),
