@@ -1,4 +1,15 @@
-import { AMOUNT_MINOR_MAX, type ErrorCode, paymentRequestFields, PaymentStatus } from "@pay/domain"
+import {
+  AMOUNT_MINOR_MAX,
+  Currency,
+  Description,
+  type ErrorCode,
+  FailureCode,
+  FailureMessage,
+  Metadata,
+  paymentIdPattern,
+  paymentRequestFields,
+  PaymentStatus
+} from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
@@ -20,19 +31,29 @@ export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentR
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
 /** A payment as the API shows it. */
+/** `pay_` + 24 lowercase base32 characters. */
+export const PaymentIdJson = Schema.String.check(
+  Schema.isPattern(paymentIdPattern, { message: "a payment id is \"pay_\" followed by 24 lowercase base32 characters" })
+)
+
+/** An instant as the API writes it: ISO 8601 in UTC with milliseconds. */
+const InstantJson = Schema.String.check(
+  Schema.isPattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/u)
+).annotate({ format: "date-time" })
+
 export const PaymentJson = Schema.Struct({
-  id: Schema.String,
+  id: PaymentIdJson,
   object: Schema.Literal("payment"),
-  amount: Schema.Int,
-  currency: Schema.String,
-  payment_method: Schema.String,
-  description: Schema.NullOr(Schema.String),
-  metadata: Schema.Record(Schema.String, Schema.String),
+  amount: AmountJson,
+  currency: Currency,
+  payment_method: paymentRequestFields.payment_method,
+  description: Schema.NullOr(Description),
+  metadata: Metadata,
   status: PaymentStatus,
-  failure_code: Schema.NullOr(Schema.String),
-  failure_message: Schema.NullOr(Schema.String),
-  created_at: Schema.String,
-  updated_at: Schema.String
+  failure_code: Schema.NullOr(FailureCode),
+  failure_message: Schema.NullOr(FailureMessage),
+  created_at: InstantJson,
+  updated_at: InstantJson
 })
 export type PaymentJson = typeof PaymentJson.Type
 
@@ -45,7 +66,7 @@ export const PaymentListJson = Schema.Struct({
 export const BalanceJson = Schema.Struct({
   object: Schema.Literal("balance"),
   /** The merchant's payable balance per currency, read from the ledger, in minor units. */
-  available: Schema.Array(Schema.Struct({ currency: Schema.String, amount: Schema.Int }))
+  available: Schema.Array(Schema.Struct({ currency: Currency, amount: Schema.Int }))
 })
 
 // Declared optional so that a missing key reaches the handler, which answers the documented
@@ -56,6 +77,8 @@ const IdempotencyKeyHeader = Schema.Struct({
   }))
 })
 
+// A string here, so that any other id reaches the handler and answers payment_not_found (404); the
+// document declares the pattern (OpenApiContract.ts).
 const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id, `pay_…`" }) }
 
 /** What every idempotent POST may answer besides its own refusals (the body, the key, an unknown outcome). */

@@ -177,7 +177,7 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         "POST /v1/payments/{id}/settle"
       ])
       // Every POST documents its required header and the problems it answers.
-      assert.include(openapi.text, "idempotency-key")
+      assert.include(openapi.text, "Idempotency-Key")
       assert.include(openapi.text, "application/problem+json")
 
       const docs = yield* server.request("GET", "/docs")

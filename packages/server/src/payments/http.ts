@@ -24,7 +24,9 @@ import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
-const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
+const decodePageLimit = Schema.decodeUnknownOption(PageLimit)
+/** `limit` is an integer in decimal digits (as the document says): `0x10`, `1e1`, `+5`, `5.0` are refused. */
+const decodeLimit = (text: string) => (/^[0-9]{1,6}$/.test(text) ? decodePageLimit(Number(text)) : Option.none())
 
 /** Who and why, for the history row and the event headers: the API key and the request's ids. */
 const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): ChangeContext => {
