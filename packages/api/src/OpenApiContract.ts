@@ -109,8 +109,10 @@ export const contractTransform = (spec: Record<string, unknown>): Record<string,
   const paths = isJson(spec["paths"]) ? spec["paths"] : {}
   const components = isJson(spec["components"]) ? spec["components"] : {}
   const schemas = isJson(components["schemas"]) ? components["schemas"] : {}
+  const info = isJson(spec["info"]) ? spec["info"] : {}
   return {
     ...spec,
+    info: { ...info, contact: { name: "Payments platform team", url: "https://docs.payments.local/" } },
     paths: Object.fromEntries(
       Object.entries(paths).map(([path, item]) => [
         path,

@@ -117,24 +117,24 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       payload: CreatePaymentBody,
       success: PaymentJson.annotate({ httpApiStatus: 201 }),
       error: problems(...postProblemCodes)
-    }),
+    }).annotate(OpenApi.Description, "Creates a payment (status CREATED). Idempotent: the same key and body replay the first answer; nothing is charged yet."),
     HttpApiEndpoint.post("authorize", "/v1/payments/:id/authorize", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
       error: problems(...transitionProblemCodes)
-    }),
+    }).annotate(OpenApi.Description, "Asks the acquirer to authorize a CREATED payment: AUTHORIZED, or FAILED with failure_code when declined. A 503 means the outcome is unknown: retry with the same key."),
     HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
       error: problems(...transitionProblemCodes, "settlement_unavailable")
-    }),
+    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee."),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
       error: problems(...commonProblemCodes, "route_not_found", "payment_not_found")
-    }),
+    }).annotate(OpenApi.Description, "Reads one of the merchant's payments; another merchant's payment is payment_not_found."),
     HttpApiEndpoint.get("list", "/v1/payments", {
       query: {
         limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
@@ -142,11 +142,11 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       },
       success: PaymentListJson,
       error: problems(...commonProblemCodes, "invalid_cursor")
-    }),
+    }).annotate(OpenApi.Description, "Lists the merchant's payments, newest first, `limit` at a time; `starting_after` continues after a payment id (has_more says whether there is more)."),
     HttpApiEndpoint.get("balance", "/v1/balance", {
       success: BalanceJson,
       error: problems(...commonProblemCodes)
-    })
+    }).annotate(OpenApi.Description, "The merchant's payable balance per currency, read from the ledger, in minor units.")
   )
   .middleware(Authorization)
   .annotateMerge(OpenApi.annotations({
