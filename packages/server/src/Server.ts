@@ -2,7 +2,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys } from "@pay/idempotency"
-import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { boundedInt, DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
@@ -12,11 +12,13 @@ import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
+import { createServer } from "node:http"
 import { PrometheusMetrics } from "effect/observability"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
 import { EdgeMiddleware } from "./http/Edge.ts"
+import { RateLimits } from "./http/RateLimits.ts"
 import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
@@ -33,11 +35,15 @@ export interface AppOptions {
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
 export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer)
 
-export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readiness.redisProbe, Readiness.kafkaProbe])
+export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | KafkaAdmin>([
+  Readiness.postgresProbe,
+  Readiness.redisProbe,
+  Readiness.kafkaProbe
+])
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
@@ -51,9 +57,6 @@ export const apiRoutes =
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
-    // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
-    // Prometheus text format.
-    PrometheusMetrics.layerHttp({ path: "/metrics" }),
     // Router-level refusals as problem documents, and a Request-Id on every response.
     EdgeMiddleware
   )
@@ -71,6 +74,22 @@ export const HttpServerLive = Layer.unwrap(
     const port = yield* HttpPort
     const limits = yield* SocketLimitsConfig
     return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1" })
+  })
+)
+
+/** `METRICS_PORT`: the operators' port (loopback); 0 picks a free one (tests). */
+export const MetricsPort = boundedInt("METRICS_PORT", { min: 0, max: 65_535 }, 9_464)
+
+/**
+ * Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
+ * Prometheus text format, on a port of their own: never served on the merchants' API port.
+ */
+export const MetricsServerLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const port = yield* MetricsPort
+    return HttpRouter.serve(PrometheusMetrics.layerHttp({ path: "/metrics" }), { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" }))
+    )
   })
 )
 
@@ -105,6 +124,7 @@ export const appLayer = (options: AppOptions = {}) =>
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
+  Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),
   Layer.provide(LoggingLive)
 )

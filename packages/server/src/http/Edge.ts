@@ -13,8 +13,8 @@ import { problemHttpResponse } from "./Respond.ts"
  * is a problem document of the catalog, and every response carries a `Request-Id`.
  */
 
-/** Routes served beside the contract (all GET): the document, its page, and (when enabled) the metrics. */
-const extraRoutes = ["/openapi.json", "/docs", "/metrics"]
+/** Routes served beside the contract (all GET): the document and its page. */
+const extraRoutes = ["/openapi.json", "/docs"]
 
 const methodNames = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 

@@ -167,6 +167,8 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
           COMPLETER_ABANDONED_AFTER_MS: "600000",
           COMPLETER_INTERVAL_MS: "600000",
           IDEMPOTENCY_LOCK_TIMEOUT_MS: "5000",
+          RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
+          RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
           ...options.env
         }
       }))
