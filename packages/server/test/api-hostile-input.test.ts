@@ -44,6 +44,23 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
     }))
 
+  it.effect("duplicate members and numbers beyond a double: 400 naming the member, nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Ambiguous JSON")
+      const before = yield* writtenRows(m.merchantId)
+      const raw = (rawBody: string) => createPayment(m, newKey(), undefined, { rawBody })
+      const rest = `"currency":"USD","payment_method":"pm_card_visa"`
+      assertInvalid(yield* raw(`{"amount":5,"amount":99999999999,${rest}}`), "amount", "amount twice")
+      assertInvalid(yield* raw(`{"amount":5,"am\\u006funt":6,${rest}}`), "amount", "amount twice, once escaped")
+      assertInvalid(yield* raw(`{"amount":5,${rest},"metadata":{"a":"1","a":"2"}}`), "a", "metadata key twice")
+      assertInvalid(yield* raw(`{"amount":1E400,${rest}}`), "amount", "1E400")
+      // Not duplicates: the same name in two objects, or as a value.
+      const fine = yield* raw(`{"amount":5,${rest},"description":"amount","metadata":{"amount":"amount"}}`)
+      assert.strictEqual(fine.status, 201, describeAnswer(fine))
+      const after = yield* writtenRows(m.merchantId)
+      assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the last request wrote")
+    }))
+
   it.effect("lengths are code points: 500 emoji are a valid description, stored and returned as sent", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Emoji")
