@@ -137,6 +137,26 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assert.strictEqual(answer.headers.get("connection"), "close")
     }))
 
+  it.effect("a client that trickles its body past HTTP_REQUEST_TIMEOUT_MS gets 408 request_timeout; nothing is written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Slow body")
+      const before = yield* writtenRows(m.merchantId)
+      const head = [
+        "POST /v1/payments HTTP/1.1",
+        "Host: 127.0.0.1",
+        `Authorization: Bearer ${m.apiKey}`,
+        `Idempotency-Key: ${newKey()}`,
+        "Content-Type: application/json",
+        "Content-Length: 200",
+        "",
+        ""
+      ].join("\r\n")
+      // One body byte every 300 ms: 200 bytes would take a minute; the limit here is 2 s.
+      const answer = yield* raw([head, ...Array.from({ length: 60 }, () => " ")], { interval_ms: 300, wait_ms: 15_000 })
+      assertRawProblem(answer, "request_timeout", undefined, "slow body")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "nothing written")
+    }))
+
   it.effect("Request-Id: the client's X-Request-Id is echoed; otherwise one is made; success bodies are unchanged", () =>
     Effect.gen(function* () {
       const echoed = yield* send("GET", "/health/live", undefined, { "x-request-id": "req-123" })
