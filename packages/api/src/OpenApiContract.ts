@@ -52,11 +52,14 @@ const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
   return { ...response, headers }
 }
 
+/**
+ * The header as the server parses it (`@pay/idempotency` IdempotencyKey.ts), optional whitespace
+ * around it: a token of 1-255 printable ASCII characters that does not start with `"`, or an RFC 8941
+ * string of 1-255 characters inside quotes (escapes `\"` and `\\` count one each).
+ */
 const idempotencyKeySchema: Json = {
   type: "string",
-  minLength: 1,
-  maxLength: 255,
-  pattern: "^[\\x20-\\x7e]+$",
+  pattern: '^[ \\t]*(?:[\\x21\\x23-\\x7e](?:[\\x20-\\x7e]{0,253}[\\x21-\\x7e])?|"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\["\\\\]){1,255}")[ \\t]*$',
   description: "Required on every POST: 1-255 printable ASCII characters; a token or a quoted string. A retry with the same key and request replays the first answer."
 }
 
