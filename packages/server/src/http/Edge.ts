@@ -131,7 +131,12 @@ export const EdgeMiddleware = HttpRouter.middleware(
           Effect.catchCause(answerRouterFailure(request)),
           Effect.provideService(HttpServerRequest.HttpServerRequest, identified)
         )
-      return HttpServerResponse.setHeader(response, "request-id", requestId)
+      const identifiedResponse = HttpServerResponse.setHeader(response, "request-id", requestId)
+      // Every 503 says when to retry, including those HttpApi renders itself (the authorization
+      // middleware's database_unavailable, /health/ready's dependency_unavailable).
+      return identifiedResponse.status === 503 && identifiedResponse.headers["retry-after"] === undefined
+        ? HttpServerResponse.setHeader(identifiedResponse, "retry-after", "1")
+        : identifiedResponse
     }),
   { global: true }
 )

@@ -49,6 +49,8 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         // (api-limits.test.ts lowers them).
         RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
         RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
+        // Tests that kill a dependency read /health/ready right after: no cached round.
+        READINESS_CACHE_MS: "0",
         ...options.env
       }
     })
