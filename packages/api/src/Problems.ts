@@ -8,8 +8,12 @@ import { HttpApiError } from "effect/http-api"
  * one. There is one problem type per code of the error catalog (`@pay/domain` ErrorCatalog.ts):
  * its URI is this base + the code, and its status and title are the catalog's. The OpenAPI
  * document declares exactly these types, one schema each (`type` and `code` are constants).
+ *
+ * The type is a relative URI reference (RFC 9457 §3.1.1: resolved against the request's URI):
+ * it resolves to this API's own page for the code, `GET /docs/problems/<code>` (what it means,
+ * whether to retry), wherever the API is served.
  */
-export const problemTypeBase = "https://docs.payments.local/problems/"
+export const problemTypeBase = "/docs/problems/"
 export const problemContentType = "application/problem+json"
 
 export const problemType = (code: ErrorCode): string => `${problemTypeBase}${code}`

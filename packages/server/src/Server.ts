@@ -18,6 +18,7 @@ import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
 import { EdgeMiddleware } from "./http/Edge.ts"
+import { ProblemPagesRoute } from "./http/ProblemPages.ts"
 import { RateLimits } from "./http/RateLimits.ts"
 import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
@@ -57,6 +58,8 @@ export const apiRoutes =
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
+    // The page each problem `type` resolves to.
+    ProblemPagesRoute,
     // Router-level refusals as problem documents, and a Request-Id on every response.
     EdgeMiddleware
   )

@@ -5,7 +5,7 @@
 // document declares, and every answer carries a Request-Id. Raw sockets send what fetch refuses to.
 import { assert, layer } from "@effect/vitest"
 import { problemType } from "@pay/api"
-import { type ErrorCode, statusOf } from "@pay/domain"
+import { type ErrorCode, errorCodes, statusOf } from "@pay/domain"
 import { Effect } from "effect"
 import { type Answer, jsonOf } from "./support/Http.ts"
 import { type RawAnswer, rawRequest } from "./support/RawHttp.ts"
@@ -155,6 +155,19 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       const answer = yield* raw([head, ...Array.from({ length: 60 }, () => " ")], { interval_ms: 300, wait_ms: 15_000 })
       assertRawProblem(answer, "request_timeout", undefined, "slow body")
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "nothing written")
+    }))
+
+  it.effect("every problem type resolves to this API's page for its code; an unknown code is route_not_found", () =>
+    Effect.gen(function* () {
+      for (const code of errorCodes) {
+        const page = yield* send("GET", problemType(code))
+        assert.strictEqual(page.status, 200, `${code}: ${page.status}`)
+        assert.match(page.contentType, /^text\/html/)
+        assert.include(page.text, `<code>${code}</code>`)
+        assert.include(page.text, `HTTP ${statusOf(code)} `)
+      }
+      assertProblem(yield* send("GET", "/docs/problems/no_such_code"), "route_not_found", undefined, "unknown code")
+      assertProblem(yield* send("POST", "/docs/problems/payment_not_found"), "method_not_allowed", undefined, "POST on a page")
     }))
 
   it.effect("Request-Id: the client's X-Request-Id is echoed; otherwise one is made; success bodies are unchanged", () =>

@@ -23,7 +23,7 @@ const assertProblem = (answer: Answer, expected: Refusal, label: string) => {
   assert.strictEqual(body["code"], expected.code, `${label}: ${answer.text}`)
   assert.strictEqual(body["field"], expected.field, `${label}: ${answer.text}`)
   assert.strictEqual(body["status"], expected.status, label)
-  assert.strictEqual(body["type"], `https://docs.payments.local/problems/${expected.code}`, label)
+  assert.strictEqual(body["type"], `/docs/problems/${expected.code}`, label)
   assert.isString(body["title"], label)
   assert.isString(body["detail"], label)
 }

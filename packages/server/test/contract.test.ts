@@ -185,7 +185,7 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
       const contract = makeContract(yield* servedDocument)
       const headers = (entries: Readonly<Record<string, string>>) => new Headers(entries)
       const problem = (code: string, status: number) =>
-        JSON.stringify({ type: `https://docs.payments.local/problems/${code}`, title: "Not found", status, detail: "-", code })
+        JSON.stringify({ type: `/docs/problems/${code}`, title: "Not found", status, detail: "-", code })
       const base = { method: "GET", path: "/v1/payments/pay_0000000000000000000000zz" }
       const ok = headers({ "content-type": "application/problem+json", "request-id": "r-1" })
       assert.deepStrictEqual(contract.check({ ...base, status: 404, headers: ok, text: problem("payment_not_found", 404) }), [])

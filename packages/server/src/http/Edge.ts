@@ -1,4 +1,4 @@
-import { InvalidRequest, MethodNotAllowed, PaymentsApi, RouteNotFound } from "@pay/api"
+import { InvalidRequest, MethodNotAllowed, PaymentsApi, problemTypeBase, RouteNotFound } from "@pay/api"
 import { Cause, Effect, Result } from "effect"
 import { Headers, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiError, OpenApi } from "effect/http-api"
@@ -13,8 +13,8 @@ import { problemHttpResponse } from "./Respond.ts"
  * is a problem document of the catalog, and every response carries a `Request-Id`.
  */
 
-/** Routes served beside the contract (all GET): the document and its page. */
-const extraRoutes = ["/openapi.json", "/docs"]
+/** Routes served beside the contract (all GET): the document, its page, and each problem type's page. */
+const extraRoutes = ["/openapi.json", "/docs", `${problemTypeBase}{code}`]
 
 const methodNames = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 
@@ -42,7 +42,10 @@ const routeTable: ReadonlyArray<RouteEntry> = [
       Object.entries(item).filter(([key]) => methodNames.includes(key)).map(([method, operation]) => [method.toUpperCase(), queryNamesOf(operation)])
     )
   })),
-  ...extraRoutes.map((path): RouteEntry => ({ pattern: new RegExp(`^${path.replace(".", "\\.")}/?$`), methods: new Map([["GET", undefined]]) }))
+  ...extraRoutes.map((path): RouteEntry => ({
+    pattern: new RegExp(`^${path.replace(".", "\\.").replace(/\{[^}]+\}/g, "[^/]+")}/?$`),
+    methods: new Map([["GET", undefined]])
+  }))
 ]
 
 const routesOf = (path: string) => routeTable.filter((route) => route.pattern.test(path))

@@ -132,7 +132,7 @@ export type components = {
             code: "internal_error";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/internal_error";
+            type: "/docs/problems/internal_error";
             /** @enum {integer} */
             status: 500;
             /** @enum {string} */
@@ -145,7 +145,7 @@ export type components = {
             code: "database_unavailable";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/database_unavailable";
+            type: "/docs/problems/database_unavailable";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -158,7 +158,7 @@ export type components = {
             code: "rate_limited";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/rate_limited";
+            type: "/docs/problems/rate_limited";
             /** @enum {integer} */
             status: 429;
             /** @enum {string} */
@@ -171,7 +171,7 @@ export type components = {
             code: "authentication_rate_limited";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/authentication_rate_limited";
+            type: "/docs/problems/authentication_rate_limited";
             /** @enum {integer} */
             status: 429;
             /** @enum {string} */
@@ -184,7 +184,7 @@ export type components = {
             code: "unauthorized";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/unauthorized";
+            type: "/docs/problems/unauthorized";
             /** @enum {integer} */
             status: 401;
             /** @enum {string} */
@@ -197,7 +197,7 @@ export type components = {
             code: "headers_too_large";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/headers_too_large";
+            type: "/docs/problems/headers_too_large";
             /** @enum {integer} */
             status: 431;
             /** @enum {string} */
@@ -210,7 +210,7 @@ export type components = {
             code: "request_timeout";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/request_timeout";
+            type: "/docs/problems/request_timeout";
             /** @enum {integer} */
             status: 408;
             /** @enum {string} */
@@ -223,7 +223,7 @@ export type components = {
             code: "method_not_allowed";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/method_not_allowed";
+            type: "/docs/problems/method_not_allowed";
             /** @enum {integer} */
             status: 405;
             /** @enum {string} */
@@ -236,7 +236,7 @@ export type components = {
             code: "invalid_request";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/invalid_request";
+            type: "/docs/problems/invalid_request";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -249,7 +249,7 @@ export type components = {
             code: "invalid_cursor";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/invalid_cursor";
+            type: "/docs/problems/invalid_cursor";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -262,7 +262,7 @@ export type components = {
             code: "payment_not_found";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/payment_not_found";
+            type: "/docs/problems/payment_not_found";
             /** @enum {integer} */
             status: 404;
             /** @enum {string} */
@@ -275,7 +275,7 @@ export type components = {
             code: "route_not_found";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/route_not_found";
+            type: "/docs/problems/route_not_found";
             /** @enum {integer} */
             status: 404;
             /** @enum {string} */
@@ -288,7 +288,7 @@ export type components = {
             code: "concurrent_modification";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/concurrent_modification";
+            type: "/docs/problems/concurrent_modification";
             /** @enum {integer} */
             status: 409;
             /** @enum {string} */
@@ -301,7 +301,7 @@ export type components = {
             code: "invalid_transition";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/invalid_transition";
+            type: "/docs/problems/invalid_transition";
             /** @enum {integer} */
             status: 409;
             /** @enum {string} */
@@ -314,7 +314,7 @@ export type components = {
             code: "idempotency_key_in_use";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/idempotency_key_in_use";
+            type: "/docs/problems/idempotency_key_in_use";
             /** @enum {integer} */
             status: 409;
             /** @enum {string} */
@@ -327,7 +327,7 @@ export type components = {
             code: "idempotency_key_reused";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/idempotency_key_reused";
+            type: "/docs/problems/idempotency_key_reused";
             /** @enum {integer} */
             status: 422;
             /** @enum {string} */
@@ -340,7 +340,7 @@ export type components = {
             code: "unsupported_media_type";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/unsupported_media_type";
+            type: "/docs/problems/unsupported_media_type";
             /** @enum {integer} */
             status: 415;
             /** @enum {string} */
@@ -353,7 +353,7 @@ export type components = {
             code: "body_too_large";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/body_too_large";
+            type: "/docs/problems/body_too_large";
             /** @enum {integer} */
             status: 413;
             /** @enum {string} */
@@ -366,7 +366,7 @@ export type components = {
             code: "settlement_unavailable";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/settlement_unavailable";
+            type: "/docs/problems/settlement_unavailable";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -379,7 +379,7 @@ export type components = {
             code: "acquirer_unavailable";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/acquirer_unavailable";
+            type: "/docs/problems/acquirer_unavailable";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -392,7 +392,7 @@ export type components = {
             code: "acquirer_timeout";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/acquirer_timeout";
+            type: "/docs/problems/acquirer_timeout";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -405,7 +405,7 @@ export type components = {
             code: "idempotency_key_invalid";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/idempotency_key_invalid";
+            type: "/docs/problems/idempotency_key_invalid";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -418,7 +418,7 @@ export type components = {
             code: "idempotency_key_missing";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/idempotency_key_missing";
+            type: "/docs/problems/idempotency_key_missing";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -431,7 +431,7 @@ export type components = {
             code: "body_unreadable";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/body_unreadable";
+            type: "/docs/problems/body_unreadable";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -444,7 +444,7 @@ export type components = {
             code: "malformed_json";
             field?: string;
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/malformed_json";
+            type: "/docs/problems/malformed_json";
             /** @enum {integer} */
             status: 400;
             /** @enum {string} */
@@ -464,7 +464,7 @@ export type components = {
                 error?: string;
             }[];
             /** @enum {string} */
-            type: "https://docs.payments.local/problems/dependency_unavailable";
+            type: "/docs/problems/dependency_unavailable";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
