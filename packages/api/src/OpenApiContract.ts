@@ -6,7 +6,7 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern } 
  * `/openapi.json` can trust it:
  *
  * - the response headers the server sends: `Request-Id` on every answer, `Retry-After` on every
- *   429 and 503, `Allow` on 405, `Idempotent-Replayed` on the answers of idempotent POSTs;
+ *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Idempotent-Replayed` on the answers of idempotent POSTs;
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
  * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
@@ -39,6 +39,10 @@ const allowHeader = stringHeader("The methods this path takes, e.g. `GET, POST, 
   type: "string",
   pattern: "^[A-Z]+(, [A-Z]+)*$"
 })
+const wwwAuthenticateHeader = stringHeader("The scheme to authenticate with: `Bearer realm=\"payments-api\"`.", true, {
+  type: "string",
+  enum: ["Bearer realm=\"payments-api\""]
+})
 const replayedHeader = stringHeader("`true` when this answer is the stored answer of an earlier request with the same key.", false, {
   type: "string",
   enum: ["true"]
@@ -48,6 +52,7 @@ const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
   const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader }
   if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
   if (status === "405") headers["Allow"] = allowHeader
+  if (status === "401") headers["WWW-Authenticate"] = wwwAuthenticateHeader
   if (isPost) headers["Idempotent-Replayed"] = replayedHeader
   return { ...response, headers }
 }

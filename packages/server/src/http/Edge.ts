@@ -120,6 +120,23 @@ export const requestIdOf = (request: HttpServerRequest.HttpServerRequest): strin
   return sent !== undefined && /^[\x21-\x7e]{1,200}$/.test(sent) ? sent : randomUUID()
 }
 
+/**
+ * Headers HttpApi does not add to the answers it renders itself (the authorization middleware's
+ * 401 and 503, /health/ready's 503): every 503 says when to retry, and every 401 names the
+ * scheme to authenticate with (RFC 9110 §11.6.1), as the document says.
+ */
+const withConventionalHeaders = (response: HttpServerResponse.HttpServerResponse) => {
+  if (response.status === 503 && response.headers["retry-after"] === undefined) {
+    return HttpServerResponse.setHeader(response, "retry-after", "1")
+  }
+  if (response.status === 401 && response.headers["www-authenticate"] === undefined) {
+    return HttpServerResponse.setHeader(response, "www-authenticate", WWW_AUTHENTICATE)
+  }
+  return response
+}
+
+export const WWW_AUTHENTICATE = "Bearer realm=\"payments-api\""
+
 export const EdgeMiddleware = HttpRouter.middleware(
   (httpEffect) =>
     Effect.gen(function* () {
@@ -134,12 +151,7 @@ export const EdgeMiddleware = HttpRouter.middleware(
           Effect.catchCause(answerRouterFailure(request)),
           Effect.provideService(HttpServerRequest.HttpServerRequest, identified)
         )
-      const identifiedResponse = HttpServerResponse.setHeader(response, "request-id", requestId)
-      // Every 503 says when to retry, including those HttpApi renders itself (the authorization
-      // middleware's database_unavailable, /health/ready's dependency_unavailable).
-      return identifiedResponse.status === 503 && identifiedResponse.headers["retry-after"] === undefined
-        ? HttpServerResponse.setHeader(identifiedResponse, "retry-after", "1")
-        : identifiedResponse
+      return withConventionalHeaders(HttpServerResponse.setHeader(response, "request-id", requestId))
     }),
   { global: true }
 )

@@ -703,6 +703,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
                 };
                 content: {
@@ -856,6 +858,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1064,6 +1068,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1285,6 +1291,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1500,6 +1508,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1634,6 +1644,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
                 };
                 content: {
