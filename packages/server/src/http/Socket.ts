@@ -73,6 +73,8 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
     keepAliveTimeout: limits.keepAliveTimeout_ms,
     // How often Node checks the two timeouts above: a fifth of the shorter one, at least 250 ms.
     connectionsCheckingInterval: Math.max(250, Math.floor(Math.min(limits.headersTimeout_ms, limits.requestTimeout_ms) / 5)),
+    // Node answers an HTTP/1.1 request without Host with a bare 400 (no body, outside any hook):
+    // the API does not route on Host, so the request is served instead of refused undocumented.
     requireHostHeader: false
   })
   server.maxConnections = limits.connections_max
