@@ -74,7 +74,10 @@ export const Metadata = Schema.Record(
       `metadata is ${metadataStoredBytes(metadata)} bytes as stored; at most ${METADATA_STORED_BYTES_MAX} are accepted`,
     { toJsonSchema: () => [{}, true] }
   )
-)
+).annotate({
+  description: `At most ${METADATA_KEYS_MAX} keys of 1-40 characters, string values of at most 500 characters, and at most ` +
+    `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4)`
+})
 export type Metadata = typeof Metadata.Type
 
 /** Optimistic-concurrency version: 1 at creation, +1 on every transition (SQL `int`). */

@@ -673,6 +673,7 @@ export interface operations {
                             currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                             payment_method: string & unknown;
                             description: string | null;
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                             metadata: {
                                 [key: string]: string;
                             };
@@ -802,6 +803,7 @@ export interface operations {
                     currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                     payment_method: string & unknown;
                     description?: string;
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                     metadata?: {
                         [key: string]: string;
                     };
@@ -828,6 +830,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1038,6 +1041,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1261,6 +1265,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1480,6 +1485,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
