@@ -12,6 +12,7 @@ const layers = {
   infra: [],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
+  consumers: ["domain", "infra", "outbox"],
   merchants: ["domain", "infra"],
   acquirer: ["domain", "infra"],
   idempotency: ["domain", "infra"],

@@ -1,0 +1,129 @@
+import { KafkaConsumer, type KafkaError } from "@pay/infra"
+import { Duration, Effect, Metric, Ref } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { backoff_ms } from "./ConsumerConfig.ts"
+import { consumerLag, consumerName, type ConsumerStatus } from "./ConsumerModel.ts"
+import { makeConsumerStore } from "./ConsumerStore.ts"
+import { makeRecordProcessor, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
+
+export interface RunnerSettings extends ProcessorSettings {
+  readonly topic: string
+  /** The Kafka consumer group: `<topic prefix><consumer name>`. */
+  readonly groupId: string
+  /**
+   * Checked before every poll: false ends the run cleanly (a replay caught up to its target; the
+   * live projection moved to another generation). Absent: run until interrupted.
+   */
+  readonly keepGoing?: Effect.Effect<boolean, SqlError>
+}
+
+export const initialStatus = (name: string): ConsumerStatus => ({
+  name,
+  running: false,
+  handled_count: 0,
+  consecutiveFailure_count: 0,
+  lastError: null,
+  lastBatchAt_ms: null
+})
+
+/**
+ * One subscription's life: poll a bounded batch, handle each record in its own transaction
+ * (uninterruptible: SIGTERM finishes the record in flight), then commit the batch's Kafka
+ * offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
+ * interruption or a failure is simply not committed, and its records come back as "behind"
+ * (below the stored offset, skipped) or as duplicates (processed_events).
+ */
+const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, status: Ref.Ref<ConsumerStatus>) =>
+  Effect.scoped(Effect.gen(function* () {
+    const kafka = yield* KafkaConsumer
+    const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
+    yield* Ref.update(status, (current) => ({ ...current, running: true }))
+    while (true) {
+      if (settings.keepGoing !== undefined && !(yield* settings.keepGoing)) return
+      const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })
+      if (records.length === 0) continue
+      for (const record of records) yield* Effect.uninterruptible(processor.handle(record))
+      yield* subscription.commit(records)
+      yield* Ref.update(status, (current) => ({
+        ...current,
+        handled_count: current.handled_count + records.length,
+        consecutiveFailure_count: 0,
+        lastError: null,
+        lastBatchAt_ms: Date.now()
+      }))
+    }
+  })).pipe(Effect.ensuring(Ref.update(status, (current) => ({ ...current, running: false }))))
+
+/**
+ * A consumer: subscriptions started again after any failure (Kafka or database unreachable,
+ * a rebalance that broke the stream), with capped exponential backoff. Returns when
+ * `keepGoing` says so; otherwise runs until interrupted.
+ */
+export const runConsumer = (settings: RunnerSettings, status?: Ref.Ref<ConsumerStatus>) =>
+  Effect.gen(function* () {
+    if (!consumerName.test(settings.handler.name)) return yield* Effect.die(new Error(`illegal consumer name ${settings.handler.name}`))
+    const processor = yield* makeRecordProcessor(settings)
+    const state = status ?? (yield* Ref.make(initialStatus(settings.handler.name)))
+    while (true) {
+      const result = yield* Effect.result(runSubscription(settings, processor, state))
+      if (result._tag === "Success") return
+      const failure: KafkaError | SqlError = result.failure
+      const next = yield* Ref.updateAndGet(state, (current) => ({
+        ...current,
+        consecutiveFailure_count: current.consecutiveFailure_count + 1,
+        lastError: failure.message
+      }))
+      const delay_ms = backoff_ms(next.consecutiveFailure_count, 100, settings.options.restartBackoffMax_ms)
+      yield* Effect.logWarning("consumer subscription failed; starting again").pipe(
+        Effect.annotateLogs({ consumer: settings.handler.name, error: failure.message, retry_in_ms: delay_ms })
+      )
+      yield* Effect.sleep(Duration.millis(delay_ms))
+    }
+  })
+
+export interface PartitionLag {
+  readonly partition: number
+  readonly logEndOffset: bigint
+  readonly storedOffset: bigint
+  readonly lag: bigint
+}
+
+/** Lag per partition: the log end offset minus the offset stored in the database (0 if none). */
+export const consumerLagOf = (consumer: string, topic: string) =>
+  Effect.gen(function* () {
+    const kafka = yield* KafkaConsumer
+    const store = makeConsumerStore(yield* SqlClient.SqlClient)
+    const ends = yield* kafka.endOffsets(topic)
+    const stored = yield* store.offsets(consumer)
+    return ends.map((logEndOffset, partition): PartitionLag => {
+      const storedOffset = stored.find((row) => row.topic === topic && row.partition === partition)?.next_offset ?? 0n
+      return { partition, logEndOffset, storedOffset, lag: logEndOffset > storedOffset ? logEndOffset - storedOffset : 0n }
+    })
+  })
+
+/** Refreshes the `consumer_lag_records` gauge every `interval_ms` (errors logged, never fatal). */
+export const reportLag = (consumer: () => string, topic: string, interval_ms: number) =>
+  Effect.gen(function* () {
+    while (true) {
+      const name = consumer()
+      yield* consumerLagOf(name, topic).pipe(
+        Effect.flatMap((lags) =>
+          Effect.forEach(lags, (lag) =>
+            Metric.update(Metric.withAttributes(consumerLag, { consumer: name, partition: String(lag.partition) }), Number(lag.lag)), { discard: true })
+        ),
+        Effect.catch((error) => Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
+      )
+      yield* Effect.sleep(Duration.millis(interval_ms))
+    }
+  })
+
+/** True while any partition's stored offset is below `target` (a replay's end-offset snapshot). */
+export const behindTarget = (sql: SqlClient.SqlClient, consumer: string, topic: string, target: ReadonlyArray<bigint>) =>
+  Effect.gen(function* () {
+    const stored = yield* makeConsumerStore(sql).offsets(consumer)
+    return target.some((end, partition) => {
+      const offset = stored.find((row) => row.topic === topic && row.partition === partition)?.next_offset ?? 0n
+      return offset < end
+    })
+  })

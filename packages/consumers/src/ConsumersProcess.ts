@@ -1,0 +1,64 @@
+import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
+import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { Context, Effect, Layer, Ref, type Scope } from "effect"
+import type { SqlClient } from "effect/sql"
+import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
+import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
+import { initialStatus, reportLag } from "./ConsumerRunner.ts"
+import { runSettlementLive } from "./SettlementConsumer.ts"
+
+/** The dead-letter topic beside the events topic: `<prefix>payments.events.dlq`. */
+export const deadLetterTopic = (prefix: string): string => `${paymentsEventsTopic(prefix)}.dlq`
+/** One partition: parked records are rare and read by operators, in order. */
+export const DEAD_LETTER_TOPIC_PARTITIONS = 1
+
+/** The health signal of the consumers running in this process (readiness, `/health`). */
+export class ConsumersStatus extends Context.Service<ConsumersStatus, {
+  readonly settlement: Effect.Effect<ConsumerStatus>
+}>()("consumers/ConsumersStatus") {}
+
+const ensureTopics = (prefix: string) =>
+  Effect.gen(function* () {
+    const admin = yield* KafkaAdmin
+    yield* OutboxTopics.ensureWithRetry(prefix)
+    yield* admin.createTopic({ topic: deadLetterTopic(prefix), partitions: DEAD_LETTER_TOPIC_PARTITIONS }).pipe(
+      Effect.retry({ times: 20 }),
+      Effect.catch((error) => Effect.logError("cannot create the dead-letter topic; parking in the table only").pipe(
+        Effect.annotateLogs({ error: error.message }),
+        Effect.as(false)
+      )),
+      Effect.map((ready) => ready !== false)
+    )
+  })
+
+/**
+ * The consumers as part of a process (the server, or `main.ts`): ensures the topics in the
+ * background, then runs the settlement consumer and its lag gauge until the layer is released
+ * (SIGTERM: the record in flight finishes, the batch is not committed to Kafka, the group is left).
+ * Needs `SqlClient`, `KafkaConsumer`, `KafkaProducer` (the DLQ topic) and `KafkaAdmin`.
+ */
+export const consumersLayer = (faults: ConsumerFaults = {}) =>
+  Layer.effect(
+    ConsumersStatus,
+    Effect.gen(function* () {
+      const prefix = yield* KafkaTopicPrefix
+      const options = yield* ConsumerOptionsFromEnv
+      const status = yield* Ref.make(initialStatus("settlement"))
+      const topic = paymentsEventsTopic(prefix)
+      const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
+        yield* ensureTopics(prefix)
+        yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
+        yield* runSettlementLive({ topic, prefix, dlqTopic: deadLetterTopic(prefix), options, faults }, status)
+      })
+      yield* Effect.forkScoped(run)
+      return ConsumersStatus.of({ settlement: Ref.get(status) })
+    })
+  )
+
+/** The layer the server adds: on unless `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`). */
+export const ConsumersLive = Layer.unwrap(
+  Effect.map(ConsumersEnabled, (enabled) =>
+    enabled
+      ? consumersLayer()
+      : Layer.succeed(ConsumersStatus, ConsumersStatus.of({ settlement: Effect.succeed(initialStatus("settlement (disabled here)")) })))
+)
