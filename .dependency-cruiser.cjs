@@ -19,8 +19,8 @@ const layers = {
   settlement: ["domain", "infra", "ledger"],
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
-  cli: ["domain", "infra", "merchants", "settlement"],
+  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
+  cli: ["domain", "infra", "merchants", "settlement", "outbox", "consumers"],
   testkit: ["infra"]
 }
 

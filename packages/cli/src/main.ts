@@ -8,7 +8,9 @@
  *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
  *                                        sets the merchant's settlement fee for one currency
  *
- * Uses DATABASE_URL like the server, and applies pending migrations first.
+ * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
+ * see ConsumerCommands.ts). Uses DATABASE_URL (and KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like the
+ * server, and applies pending migrations first.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
@@ -16,12 +18,14 @@ import { DatabaseLive } from "@pay/infra"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules } from "@pay/settlement"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
+import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
   pnpm cli keys create <merchant id>
   pnpm cli keys revoke <api key id>
-  pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>`
+  pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>
+${consumerUsage}`
 
 const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
 const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
@@ -33,6 +37,8 @@ const printKey = (merchantId: string, key: { readonly id: string; readonly secre
 
 const program = Effect.gen(function* () {
   const [group, command, argument, ...rest] = process.argv.slice(2)
+  const consumers = consumerCommand([group, command, argument, ...rest])
+  if (consumers !== undefined) return yield* consumers
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
@@ -66,7 +72,9 @@ const program = Effect.gen(function* () {
 })
 
 program.pipe(
-  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer).pipe(Layer.provideMerge(DatabaseLive))),
+  Effect.provide(
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, KafkaClientsLive).pipe(Layer.provideMerge(DatabaseLive))
+  ),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
   NodeRuntime.runMain
 )

@@ -2,8 +2,9 @@
  * The consumers as a process of their own: `node packages/consumers/src/main.ts` (run it when the
  * server has `CONSUMERS_ENABLED=false`, or beside it: instances share the partitions of a group).
  *
- * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
- * `CONSUMER_*` settings of `ConsumerConfig`. It does not run migrations (the server owns the schema).
+ * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
+ * KAFKA_SESSION_TIMEOUT_MS (6 000..300 000, default 10 000) and the `CONSUMER_*` settings of
+ * `ConsumerConfig`. It does not run migrations (the server owns the schema).
  *
  * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the layer; the record in flight finishes (its
  * transaction is uninterruptible), the group is left, the pool closes.
@@ -51,11 +52,20 @@ const faultsFromEnv = Effect.gen(function* () {
   return faults
 })
 
+/** How long the group waits for a silent (crashed) instance before moving its partitions. */
+const SessionTimeout_ms = boundedInt("KAFKA_SESSION_TIMEOUT_MS", { min: 6_000, max: 300_000 }, defaultKafkaConsumerOptions.sessionTimeout_ms)
+
 const KafkaClientsLive = Layer.unwrap(
   Effect.gen(function* () {
     const brokers = yield* KafkaBrokers
+    const sessionTimeout_ms = yield* SessionTimeout_ms
+    const group = {
+      sessionTimeout_ms,
+      rebalanceTimeout_ms: Math.max(defaultKafkaConsumerOptions.rebalanceTimeout_ms, sessionTimeout_ms),
+      heartbeatInterval_ms: Math.min(defaultKafkaConsumerOptions.heartbeatInterval_ms, Math.floor(sessionTimeout_ms / 3))
+    }
     return Layer.mergeAll(
-      KafkaConsumer.layerWith({ brokers, clientId: "pay-consumers", ...defaultKafkaConsumerOptions }),
+      KafkaConsumer.layerWith({ brokers, clientId: "pay-consumers", ...defaultKafkaConsumerOptions, ...group }),
       KafkaProducer.layerWith({ brokers, clientId: "pay-consumers-dlq", ...defaultKafkaProducerLimits }),
       KafkaAdmin.layerWith({ brokers, clientId: "pay-consumers-admin", ...defaultKafkaAdminTimeouts })
     )

@@ -20,12 +20,17 @@ import { makeSettlementProjection, type ProjectionRow, settlementConsumerName } 
 
 export const run = testRun()
 
-export const ConsumerTestLayer = (clientId: string) =>
+/** The broker's minimum: a killed instance's partitions move on after 6 s, not 10. */
+export const testSession = { sessionTimeout_ms: 6_000, rebalanceTimeout_ms: 15_000, heartbeatInterval_ms: 1_000 }
+
+export const kafkaTestClients = (clientId: string) =>
   Layer.mergeAll(
     KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: `${clientId}-admin`, ...defaultKafkaAdminTimeouts }),
     KafkaProducer.layerWith({ brokers: run.kafkaBrokers, clientId: `${clientId}-producer`, ...defaultKafkaProducerLimits }),
-    KafkaConsumer.layerWith({ brokers: run.kafkaBrokers, clientId: `${clientId}-consumer`, ...defaultKafkaConsumerOptions })
-  ).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 8 })))
+    KafkaConsumer.layerWith({ brokers: run.kafkaBrokers, clientId: `${clientId}-consumer`, ...defaultKafkaConsumerOptions, ...testSession })
+  )
+
+export const ConsumerTestLayer = (clientId: string) => kafkaTestClients(clientId).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 8 })))
 
 /** Small bounds so that retries and parking happen within a test's time. */
 export const testOptions: ConsumerOptions = {

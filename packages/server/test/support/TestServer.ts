@@ -45,6 +45,9 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         REDIS_KEY_PREFIX: redisKeyPrefix,
         KAFKA_BROKERS: run.kafkaBrokers,
         KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
+        // The run's servers share one events topic: a consumer would read the other servers'
+        // events into this database. Tests of the consumers turn them on with a prefix of their own.
+        CONSUMERS_ENABLED: "false",
         ...options.env
       }
     })
