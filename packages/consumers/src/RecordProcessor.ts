@@ -30,6 +30,14 @@ export const decodeRecord = (record: KafkaRecord): Effect.Effect<DecodedPaymentE
 const isInfrastructure = (error: unknown): error is SqlError =>
   isSqlError(error) && (error.reason._tag === "ConnectionError" || error.reason._tag === "AuthenticationError")
 
+/** What an operator needs to read: a SQL error's database message, not only "Query failed". */
+export const errorText = (error: unknown): string =>
+  isSqlError(error)
+    ? `${error.message}: ${String(error.reason.cause instanceof Error ? error.reason.cause.message : error.reason.cause)}`
+    : error instanceof Error
+    ? error.message
+    : String(error)
+
 const counterOf = (claim: Claim): Counter =>
   claim === "new" ? "applied_count" : claim === "duplicate" ? "duplicate_count" : "stale_count"
 

@@ -3,7 +3,7 @@ import { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
 import { makeConsumerStore } from "./ConsumerStore.ts"
 import { makeDeadLetters, recordOf } from "./DeadLetters.ts"
-import { decodeRecord } from "./RecordProcessor.ts"
+import { decodeRecord, errorText } from "./RecordProcessor.ts"
 import { makeSettlementProjection } from "./SettlementProjection.ts"
 
 export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()("DeadLetterNotFound", { id: Schema.String }) {}
@@ -49,7 +49,7 @@ export const redrive = (id: bigint) =>
       // A savepoint: a failed attempt rolls back its own writes, and the failure is recorded.
       const result = yield* Effect.result(sql.withTransaction(attempt))
       if (result._tag === "Failure") {
-        yield* deadLetters.markRedriveFailed(id, result.failure.message)
+        yield* deadLetters.markRedriveFailed(id, errorText(result.failure))
         return "failed" as const
       }
       yield* deadLetters.markRedriven(id)

@@ -6,6 +6,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { describe } from "vitest"
 import { makeConsumerStore } from "../src/ConsumerStore.ts"
 import { makeDeadLetters } from "../src/DeadLetters.ts"
+import { redrive } from "../src/Redrive.ts"
 import { rebuildSettlement } from "../src/SettlementConsumer.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
 import {
@@ -103,6 +104,47 @@ describe("settlement consumer (real Postgres, real Kafka)", () => {
       assert.deepStrictEqual(yield* projection.rows(2), live)
       const again = sumCounters(yield* store.offsets("settlement.g2"))
       assert.strictEqual(again.duplicate, 4n + BigInt(events.length))
+    })))
+
+  it.live("a record whose effect keeps failing is parked after the bounded retries, the partition goes on, and it is re-driven exactly once after the fix", () =>
+    onFreshDatabase(Effect.gen(function* () {
+      const topics = yield* freshTopics
+      const sql = yield* SqlClient.SqlClient
+      const victim = merchantId()
+      const other = merchantId()
+      // The "bug": the projection refuses this merchant's rows (a trigger, so the failure is real SQL).
+      yield* sql.unsafe(`CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.merchant_id = '${victim}' THEN RAISE EXCEPTION 'simulated bug'; END IF; RETURN NEW; END $$`)
+      yield* sql.unsafe(`CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE ON settlement_projection FOR EACH ROW EXECUTE FUNCTION test_refuse()`)
+      const victimEvents = lifecycle(victim, "EUR", 4_200, true)
+      const otherFirst = lifecycle(other, "EUR", 1_000, true)
+      const otherSecond = lifecycle(other, "EUR", 2_000, true)
+      const otherEvents = [...otherFirst, ...otherSecond]
+      yield* send([...victimEvents, ...otherEvents].map((payload) => eventMessage(topics.topic, payload)))
+      yield* drainLive(topics)
+
+      const deadLetters = makeDeadLetters(sql)
+      const parked = yield* deadLetters.list({ includeRedriven: false, limit: 10 })
+      assert.strictEqual(parked.length, 1)
+      const letter = parked[0]
+      if (letter === undefined) return
+      assert.strictEqual(letter.attempt_count, testOptions.attempt_max)
+      assert.match(letter.error, /simulated bug/)
+      const projection = makeSettlementProjection(sql)
+      assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection([otherFirst[2], otherSecond[2]]))
+
+      // Still broken: the re-drive fails, is recorded, and changes nothing.
+      assert.strictEqual(yield* redrive(letter.id), "failed")
+      assert.match((yield* deadLetters.list({ includeRedriven: false, limit: 10 }))[0]?.redrive_error ?? "", /simulated bug/)
+      // The fix, then the re-drive: applied once; a second re-drive is refused as already done.
+      yield* sql`DROP TRIGGER test_refuse ON settlement_projection`
+      assert.strictEqual(yield* redrive(letter.id), "applied")
+      assert.strictEqual(yield* redrive(letter.id), "already_redriven")
+      assert.deepStrictEqual(
+        projectionAsExpected(yield* projection.rows(1)),
+        expectedProjection([otherFirst[2], otherSecond[2], victimEvents[2]])
+      )
+      assert.deepStrictEqual(yield* deadLetters.list({ includeRedriven: false, limit: 10 }), [])
     })))
 
   it.live("the database refuses what the code refuses: a stored offset cannot go back, a payment's version cannot go down, an event cannot be processed twice, fee + net must be gross", () =>
