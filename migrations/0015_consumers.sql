@@ -106,12 +106,15 @@ CREATE TABLE settlement_projection (
   CONSTRAINT settlement_projection_fee_plus_net CHECK (fees_minor + net_minor = settled_gross_minor)
 );
 
--- Counts of the other events, per generation (the issue: "and counts from the others").
+-- Counts of every event type, per generation (the issue: "and counts from the others"). Kept
+-- per partition so that the partitions' transactions, which run concurrently, never queue on one
+-- hot row; readers sum them.
 CREATE TABLE settlement_projection_event_counts (
   generation int NOT NULL CHECK (generation > 0),
   event_type text NOT NULL CHECK (event_type ~ '^[a-z_]+$'),
+  partition int NOT NULL CHECK (partition >= 0),
   event_count bigint NOT NULL DEFAULT 0 CHECK (event_count >= 0),
-  PRIMARY KEY (generation, event_type)
+  PRIMARY KEY (generation, event_type, partition)
 );
 
 -- Exactly one row: the generation that serves reads, and the consumer name that maintains it.

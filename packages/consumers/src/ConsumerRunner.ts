@@ -1,4 +1,4 @@
-import { KafkaConsumer, type KafkaError } from "@pay/infra"
+import { KafkaConsumer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -16,6 +16,18 @@ export interface RunnerSettings extends ProcessorSettings {
    * live projection moved to another generation). Absent: run until interrupted.
    */
   readonly keepGoing?: Effect.Effect<boolean, SqlError>
+}
+
+/** The batch split by topic and partition, each part in offset order (as polled). */
+const byPartition = (records: ReadonlyArray<KafkaRecord>): ReadonlyArray<ReadonlyArray<KafkaRecord>> => {
+  const parts = new Map<string, Array<KafkaRecord>>()
+  for (const record of records) {
+    const slot = `${record.topic}\u0000${record.partition}`
+    const part = parts.get(slot)
+    if (part === undefined) parts.set(slot, [record])
+    else part.push(record)
+  }
+  return [...parts.values()]
 }
 
 export const initialStatus = (name: string): ConsumerStatus => ({
@@ -43,7 +55,11 @@ const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, s
       if (settings.keepGoing !== undefined && !(yield* settings.keepGoing)) return
       const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })
       if (records.length === 0) continue
-      for (const record of records) yield* Effect.uninterruptible(processor.handle(record))
+      // Partitions in parallel (each is its own ordered stream, with its own offset row), records
+      // of one partition in order. A batch holds at most as many partitions as the topic has.
+      yield* Effect.forEach(byPartition(records), (partition) =>
+        Effect.forEach(partition, (record) => Effect.uninterruptible(processor.handle(record)), { discard: true }),
+        { concurrency: "unbounded", discard: true })
       yield* subscription.commit(records)
       yield* Ref.update(status, (current) => ({
         ...current,

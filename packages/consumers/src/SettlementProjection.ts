@@ -35,16 +35,18 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
 
   const eventCounts = (generation: number) =>
     decodeRows(Schema.Struct({ event_type: Schema.String, event_count: Schema.BigInt }))(sql`
-      SELECT event_type, event_count FROM settlement_projection_event_counts WHERE generation = ${generation} ORDER BY event_type`)
+      SELECT event_type, sum(event_count)::bigint AS event_count FROM settlement_projection_event_counts
+      WHERE generation = ${generation} GROUP BY event_type ORDER BY event_type`)
 
   /** The handler that maintains `generation`. */
   const handler = (generation: number): ConsumerHandler => ({
     name: settlementConsumerName(generation),
-    apply: ({ event }) =>
+    apply: ({ event }, record) =>
       Effect.gen(function* () {
         yield* sql`
-          INSERT INTO settlement_projection_event_counts (generation, event_type, event_count) VALUES (${generation}, ${event.type}, 1)
-          ON CONFLICT (generation, event_type) DO UPDATE SET event_count = settlement_projection_event_counts.event_count + 1`
+          INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
+          VALUES (${generation}, ${event.type}, ${record.partition}, 1)
+          ON CONFLICT (generation, event_type, partition) DO UPDATE SET event_count = settlement_projection_event_counts.event_count + 1`
         if (event.type !== "payment_settled") return
         const { fee_minor, net_minor } = event
         if (fee_minor === undefined || net_minor === undefined) {
