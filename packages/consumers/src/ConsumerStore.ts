@@ -18,9 +18,8 @@ export interface EventIdentity {
 export type Claim = "new" | "duplicate" | "stale"
 
 const NextOffset = Schema.Struct({ next_offset: Schema.BigInt })
-const Returned = Schema.Struct({ returned: Schema.Int })
 const nextOffsets = decodeRows(NextOffset)
-const returned = decodeRows(Returned)
+const claims = decodeRows(Schema.Struct({ claimed: Schema.Int, moved: Schema.Int }))
 
 export const StoredOffset = Schema.Struct({
   consumer: Schema.String,
@@ -66,20 +65,24 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
    */
   const claim = (consumer: string, identity: EventIdentity, record: KafkaRecord) =>
     Effect.gen(function* () {
-      const inserted = yield* returned(sql`
-        INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
-        VALUES (${consumer}, ${identity.eventId}::uuid, ${identity.paymentId}, ${identity.version}, 'applied',
-                ${record.topic}, ${record.partition}, ${record.offset})
-        ON CONFLICT (consumer, event_id) DO NOTHING
-        RETURNING 1 AS returned`)
-      if (inserted.length === 0) return "duplicate" as const
-      const moved = yield* returned(sql`
-        INSERT INTO consumer_payment_versions (consumer, payment_id, version)
-        VALUES (${consumer}, ${identity.paymentId}, ${identity.version})
-        ON CONFLICT (consumer, payment_id) DO UPDATE SET version = EXCLUDED.version
-          WHERE consumer_payment_versions.version < EXCLUDED.version
-        RETURNING 1 AS returned`)
-      if (moved.length > 0) return "new" as const
+      // One round trip: the claim, and the version move only for a claimed (new) event.
+      const [outcome] = yield* claims(sql`
+        WITH claimed AS (
+          INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
+          VALUES (${consumer}, ${identity.eventId}::uuid, ${identity.paymentId}, ${identity.version}, 'applied',
+                  ${record.topic}, ${record.partition}, ${record.offset})
+          ON CONFLICT (consumer, event_id) DO NOTHING
+          RETURNING payment_id
+        ), moved AS (
+          INSERT INTO consumer_payment_versions (consumer, payment_id, version)
+          SELECT ${consumer}, payment_id, ${identity.version} FROM claimed
+          ON CONFLICT (consumer, payment_id) DO UPDATE SET version = EXCLUDED.version
+            WHERE consumer_payment_versions.version < EXCLUDED.version
+          RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM claimed)::int AS claimed, (SELECT count(*) FROM moved)::int AS moved`)
+      if (outcome === undefined || outcome.claimed === 0) return "duplicate" as const
+      if (outcome.moved > 0) return "new" as const
       yield* sql`UPDATE processed_events SET outcome = 'stale' WHERE consumer = ${consumer} AND event_id = ${identity.eventId}::uuid`
       return "stale" as const
     })

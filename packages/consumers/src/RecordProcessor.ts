@@ -132,7 +132,8 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
           if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(Cause.interrupt())
           const error = Cause.squash(cause)
           if (isInfrastructure(error)) return Effect.fail(error)
-          return Effect.fail(new AttemptFailed({ message: Cause.pretty(cause) }))
+          // First line: what an operator reads (the database's own message); then the whole cause.
+          return Effect.fail(new AttemptFailed({ message: `${errorText(error)}\n${Cause.pretty(cause)}` }))
         })
       )
 
