@@ -1,6 +1,6 @@
 import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
 import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
-import { Context, Effect, Layer, Ref, type Scope } from "effect"
+import { Context, Effect, Layer, Ref, Schedule, type Scope } from "effect"
 import type { SqlClient } from "effect/sql"
 import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
@@ -17,17 +17,24 @@ export class ConsumersStatus extends Context.Service<ConsumersStatus, {
   readonly settlement: Effect.Effect<ConsumerStatus>
 }>()("consumers/ConsumersStatus") {}
 
+/**
+ * The events topic (retried until Kafka answers, like the publisher does), then the DLQ topic.
+ * True when the DLQ topic exists; otherwise parking uses the table only (producing to a missing
+ * topic would fail every park and stall the partition).
+ */
 const ensureTopics = (prefix: string) =>
   Effect.gen(function* () {
     const admin = yield* KafkaAdmin
     yield* OutboxTopics.ensureWithRetry(prefix)
-    yield* admin.createTopic({ topic: deadLetterTopic(prefix), partitions: DEAD_LETTER_TOPIC_PARTITIONS }).pipe(
-      Effect.retry({ times: 20 }),
-      Effect.catch((error) => Effect.logError("cannot create the dead-letter topic; parking in the table only").pipe(
-        Effect.annotateLogs({ error: error.message }),
-        Effect.as(false)
-      )),
-      Effect.map((ready) => ready !== false)
+    return yield* admin.createTopic({ topic: deadLetterTopic(prefix), partitions: DEAD_LETTER_TOPIC_PARTITIONS }).pipe(
+      Effect.retry({ times: 20, schedule: Schedule.spaced("500 millis") }),
+      Effect.as(true),
+      Effect.catch((error) =>
+        Effect.logError("cannot create the dead-letter topic; parking in the table only").pipe(
+          Effect.annotateLogs({ error: error.message }),
+          Effect.as(false)
+        )
+      )
     )
   })
 
@@ -46,9 +53,9 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
       const status = yield* Ref.make(initialStatus("settlement"))
       const topic = paymentsEventsTopic(prefix)
       const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
-        yield* ensureTopics(prefix)
+        const dlqReady = yield* ensureTopics(prefix)
         yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
-        yield* runSettlementLive({ topic, prefix, dlqTopic: deadLetterTopic(prefix), options, faults }, status)
+        yield* runSettlementLive({ topic, prefix, dlqTopic: dlqReady ? deadLetterTopic(prefix) : null, options, faults }, status)
       })
       yield* Effect.forkScoped(run)
       return ConsumersStatus.of({ settlement: Ref.get(status) })
