@@ -14,7 +14,8 @@ export const consumerBounds = {
   backoffMax_ms: { min: 1, max: 300_000 },
   recordTimeout_ms: { min: 100, max: 300_000 },
   restartBackoffMax_ms: { min: 10, max: 300_000 },
-  lagInterval_ms: { min: 100, max: 600_000 }
+  lagInterval_ms: { min: 100, max: 600_000 },
+  reconcileInterval_ms: { min: 1_000, max: 86_400_000 }
 } as const satisfies Record<string, IntBounds>
 
 export interface ConsumerOptions {
@@ -32,6 +33,8 @@ export interface ConsumerOptions {
   readonly restartBackoffMax_ms: number
   /** How often the lag gauge is refreshed. */
   readonly lagInterval_ms: number
+  /** How often the server reconciles (the `reconciliation_difference_count` gauge). */
+  readonly reconcileInterval_ms: number
 }
 
 export const defaultConsumerOptions: ConsumerOptions = {
@@ -42,7 +45,8 @@ export const defaultConsumerOptions: ConsumerOptions = {
   backoffMax_ms: 5_000,
   recordTimeout_ms: 10_000,
   restartBackoffMax_ms: 10_000,
-  lagInterval_ms: 5_000
+  lagInterval_ms: 5_000,
+  reconcileInterval_ms: 60_000
 }
 
 export const assertConsumerOptions = (options: ConsumerOptions): void => {
@@ -63,7 +67,12 @@ export const ConsumerOptionsFromEnv: Config.Config<ConsumerOptions> = Config.all
     consumerBounds.restartBackoffMax_ms,
     defaultConsumerOptions.restartBackoffMax_ms
   ),
-  lagInterval_ms: boundedInt("CONSUMER_LAG_INTERVAL_MS", consumerBounds.lagInterval_ms, defaultConsumerOptions.lagInterval_ms)
+  lagInterval_ms: boundedInt("CONSUMER_LAG_INTERVAL_MS", consumerBounds.lagInterval_ms, defaultConsumerOptions.lagInterval_ms),
+  reconcileInterval_ms: boundedInt(
+    "CONSUMER_RECONCILE_INTERVAL_MS",
+    consumerBounds.reconcileInterval_ms,
+    defaultConsumerOptions.reconcileInterval_ms
+  )
 })
 
 /** Whether the server runs the consumers in its own process (the issue: configurable; default on). */

@@ -1,10 +1,11 @@
 import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
 import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
-import { Context, Effect, Layer, Ref, Schedule, type Scope } from "effect"
-import type { SqlClient } from "effect/sql"
+import { Context, Duration, Effect, Layer, Ref, Schedule, type Scope } from "effect"
+import { SqlClient } from "effect/sql"
 import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
 import { initialStatus, reportLag } from "./ConsumerRunner.ts"
+import { makeReconciliation } from "./Reconciliation.ts"
 import { runSettlementLive } from "./SettlementConsumer.ts"
 
 /** The dead-letter topic beside the events topic: `<prefix>payments.events.dlq`. */
@@ -38,6 +39,22 @@ const ensureTopics = (prefix: string) =>
     )
   })
 
+/** Keeps `reconciliation_difference_count` current in this process (errors logged, never fatal). */
+const reconcileEvery = (interval_ms: number) =>
+  Effect.gen(function* () {
+    const reconciliation = makeReconciliation(yield* SqlClient.SqlClient)
+    while (true) {
+      yield* Effect.sleep(Duration.millis(interval_ms))
+      yield* reconciliation.reconcile().pipe(
+        Effect.flatMap((report) =>
+          report.differences.length === 0 ? Effect.void : Effect.logWarning("reconciliation found differences").pipe(
+            Effect.annotateLogs({ generation: report.generation, difference_count: report.differences.length })
+          )),
+        Effect.catch((error) => Effect.logWarning("reconciliation failed").pipe(Effect.annotateLogs({ error: error.message })))
+      )
+    }
+  })
+
 /**
  * The consumers as part of a process (the server, or `main.ts`): ensures the topics in the
  * background, then runs the settlement consumer and its lag gauge until the layer is released
@@ -55,6 +72,7 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
       const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
         const dlqReady = yield* ensureTopics(prefix)
         yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
+        yield* Effect.forkScoped(reconcileEvery(options.reconcileInterval_ms))
         yield* runSettlementLive({ topic, prefix, dlqTopic: dlqReady ? deadLetterTopic(prefix) : null, options, faults }, status)
       })
       yield* Effect.forkScoped(run)

@@ -17,6 +17,7 @@ const serverLayer = testServerLayer({
     CONSUMERS_ENABLED: "true",
     CONSUMER_POLL_TIMEOUT_MS: "100",
     CONSUMER_LAG_INTERVAL_MS: "200",
+    CONSUMER_RECONCILE_INTERVAL_MS: "1000",
     OUTBOX_POLL_INTERVAL_MS: "100"
   }
 })
@@ -50,10 +51,16 @@ layer(Layer.provideMerge(Api.fromTestServer, serverLayer), { excludeTestServices
         assert.deepStrictEqual(report.differences, [])
 
         const api = yield* Api
-        const metrics = yield* api.request("GET", "/metrics")
+        // The server reconciles every second here: the gauge appears, at 0.
+        let metrics = yield* api.request("GET", "/metrics")
+        for (let attempt = 0; attempt < 100 && !metrics.text.includes("reconciliation_difference_count"); attempt++) {
+          yield* Effect.sleep("100 millis")
+          metrics = yield* api.request("GET", "/metrics")
+        }
         assert.strictEqual(metrics.status, 200)
         assert.include(metrics.text, "consumer_records_total")
         assert.include(metrics.text, "consumer_lag_records")
+        assert.match(metrics.text, /^reconciliation_difference_count(\{[^}]*\})? 0$/m)
       }))
   }
 )
