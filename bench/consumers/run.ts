@@ -12,10 +12,12 @@
  *      ratio to A (issue 14's target: ≥ 0.5).
  *   C. replay from offset 0 (`rebuildSettlement`: a new generation, then the swap): time and events/s;
  *      the rebuilt projection is checked equal to B's.
+ *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process running its
+ *      publisher and consumers: settle → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
  * Results: bench/results/consumers-<time>.json.
  *
- * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, BENCH_EVENTS (100 000),
- * CONSUMER_BATCH_SIZE (100).
+ * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
+ * (100 000), CONSUMER_BATCH_SIZE (100), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
  */
 import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
@@ -43,6 +45,8 @@ import {
   runConsumer
 } from "../../packages/consumers/src/index.ts"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { apiStreamLatency } from "./stream.ts"
 
 const envInt = (name: string, fallback: number, min: number, max: number): number => {
   const raw = process.env[name]
@@ -53,6 +57,9 @@ const envInt = (name: string, fallback: number, min: number, max: number): numbe
 
 const events_n = envInt("BENCH_EVENTS", 100_000, 300, 1_000_000)
 const batch_max = envInt("CONSUMER_BATCH_SIZE", 100, 1, 1_000)
+const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
+const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
+const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
 const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
 const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
 const runId = randomBytes(4).toString("hex")
@@ -163,6 +170,10 @@ const program = Effect.gen(function* () {
     const replay = yield* timed(rebuildSettlement({ topic, prefix, dlqTopic: null, options, timeout_ms: 30 * 60_000 }))
     const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
       JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
+    yield* log(`D. sustained API stream (${duration_s} s, ${concurrency} clients) against a server running its consumers`)
+    const stream = yield* apiStreamLatency({
+      databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency
+    }).pipe(Effect.ensuring(Effect.promise(() => Effect.runPromise(cleanupRedisPrefix(redisUrl, `bench:${runId}:`)).catch(() => undefined))))
     const rate = (elapsed_ms: number) => round(messages.length / (elapsed_ms / 1_000))
     const result = {
       benchmark: "consumers",
@@ -172,7 +183,8 @@ const program = Effect.gen(function* () {
       raw_consumer: { elapsed_ms: round(raw.elapsed_ms), events_per_s: rate(raw.elapsed_ms) },
       settlement_consumer: { elapsed_ms: round(live.elapsed_ms), events_per_s: rate(live.elapsed_ms) },
       ratio_consumer_to_raw: round(raw.elapsed_ms / live.elapsed_ms, 3),
-      replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal }
+      replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal },
+      api_stream: stream
     }
     const text = JSON.stringify(result, null, 2)
     console.log(text)
