@@ -1,4 +1,4 @@
-import { KafkaConsumer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { KafkaAdmin, KafkaConsumer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -40,6 +40,31 @@ export const initialStatus = (name: string): ConsumerStatus => ({
 })
 
 /**
+ * The seek at start: before joining, the group's committed offsets are set to the ones stored in
+ * the database, so the client resumes exactly there. Only an empty group can be altered; with
+ * other instances alive (their commits are never ahead of the database) or Kafka refusing, the
+ * group's offsets stand and the records below the stored offsets are skipped in their
+ * transactions instead ("behind"), which is always correct. After a rebalance the client reads
+ * the group's committed offsets again (committed mode): see docs/consumers.md.
+ */
+const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
+  Effect.gen(function* () {
+    const admin = yield* KafkaAdmin
+    const stored = (yield* makeConsumerStore(yield* SqlClient.SqlClient).offsets(settings.handler.name))
+      .filter((row) => row.topic === settings.topic)
+      .map((row) => ({ partition: row.partition, offset: row.next_offset }))
+    if (stored.length === 0) return
+    const outcome = yield* admin.alterGroupOffsets(settings.groupId, settings.topic, stored)
+    yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: settings.handler.name, outcome }))
+  }).pipe(
+    Effect.catch((error) =>
+      Effect.logWarning("consumer group seek failed; records below the stored offsets will be skipped").pipe(
+        Effect.annotateLogs({ consumer: settings.handler.name, error: error.message })
+      )
+    )
+  )
+
+/**
  * One subscription's life: poll a bounded batch, handle each record in its own transaction
  * (uninterruptible: SIGTERM finishes the record in flight), then commit the batch's Kafka
  * offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
@@ -49,6 +74,7 @@ export const initialStatus = (name: string): ConsumerStatus => ({
 const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, status: Ref.Ref<ConsumerStatus>) =>
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
+    yield* seekGroupToStoredOffsets(settings)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
     yield* Ref.update(status, (current) => ({ ...current, running: true }))
     while (true) {

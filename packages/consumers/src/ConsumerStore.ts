@@ -48,6 +48,13 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
       ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
       RETURNING next_offset`).pipe(Effect.map((rows) => rows[0]?.next_offset ?? 0n))
 
+  /** The stored next offset without a lock (0 when none): a cheap pre-check, re-checked under the lock. */
+  const storedOffset = (consumer: string, topic: string, partition: number) =>
+    nextOffsets(sql`
+      SELECT next_offset FROM consumer_offsets WHERE consumer = ${consumer} AND topic = ${topic} AND partition = ${partition}`).pipe(
+      Effect.map((rows) => rows[0]?.next_offset ?? 0n)
+    )
+
   /** Advances the stored offset past `record` and bumps one counter (in the caller's transaction). */
   const advance = (consumer: string, record: KafkaRecord, counter: Counter) => {
     const next = record.offset + 1n
@@ -87,6 +94,11 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
       return "stale" as const
     })
 
+  return { lockOffset, storedOffset, advance, claim, ...makeOffsetAdmin(sql) }
+}
+
+/** Reading and resetting stored offsets (operators, lag, replay). */
+const makeOffsetAdmin = (sql: SqlClient.SqlClient) => {
   const offsets = (consumer: string) =>
     decodeRows(StoredOffset)(sql`
       SELECT consumer, topic, partition, next_offset, applied_count, duplicate_count, stale_count, parked_count, updated_at
@@ -113,7 +125,7 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
       })
     )
 
-  return { lockOffset, advance, claim, offsets, allOffsets, resetOffsets }
+  return { offsets, allOffsets, resetOffsets }
 }
 
 export type ConsumerStore = ReturnType<typeof makeConsumerStore>

@@ -78,6 +78,8 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
         consumer: name, topic: record.topic, partition: record.partition, offset: String(record.offset),
         event_id: record.headers["ce_id"] ?? null, attempts: attempt_count, error
       }))
+      // A redelivered record that was handled (or parked) before is not sent to the topic again.
+      if (record.offset < (yield* store.storedOffset(name, record.topic, record.partition))) return "behind" as const
       yield* sendToDlqTopic(record, error)
       return yield* sql.withTransaction(Effect.gen(function* () {
         const next = yield* store.lockOffset(name, record.topic, record.partition)

@@ -1,3 +1,4 @@
+import type { KafkaAdmin } from "@pay/infra"
 import { KafkaConsumer, type KafkaError } from "@pay/infra"
 import { Duration, Effect, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -72,7 +73,7 @@ export interface RebuildResult {
  */
 export const rebuildSettlement = (
   settings: SettlementConsumerSettings & { readonly timeout_ms: number }
-): Effect.Effect<RebuildResult, KafkaError | SqlError | ReplayTimedOut, SqlClient.SqlClient | KafkaConsumer> =>
+): Effect.Effect<RebuildResult, KafkaError | SqlError | ReplayTimedOut, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const projection = makeSettlementProjection(sql)

@@ -1,5 +1,5 @@
 import { assert, it } from "@effect/vitest"
-import { KafkaConsumer, decodeRows } from "@pay/infra"
+import { KafkaAdmin, KafkaConsumer, decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -145,6 +145,25 @@ describe("settlement consumer (real Postgres, real Kafka)", () => {
         expectedProjection([otherFirst[2], otherSecond[2], victimEvents[2]])
       )
       assert.deepStrictEqual(yield* deadLetters.list({ includeRedriven: false, limit: 10 }), [])
+    })))
+
+  it.live("on start the consumer moves its (empty) group to the offsets stored in the database: the database, not Kafka, says where to resume", () =>
+    onFreshDatabase(Effect.gen(function* () {
+      const topics = yield* freshTopics
+      const merchant = merchantId()
+      yield* send([...lifecycle(merchant, "EUR", 100, true), ...lifecycle(merchant, "USD", 200, true)].map((payload) => eventMessage(topics.topic, payload)))
+      const ends = yield* (yield* KafkaConsumer).endOffsets(topics.topic)
+      const sql = yield* SqlClient.SqlClient
+      // As if everything had been handled (a restored database, a reset): the group has no offsets yet.
+      for (const [partition, end] of ends.entries()) {
+        yield* sql`INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ('settlement.g1', ${topics.topic}, ${partition}, ${end})`
+      }
+      const admin = yield* KafkaAdmin
+      const groupId = `${topics.prefix}settlement.g1`
+      assert.isTrue((yield* admin.groupOffsets(groupId, topics.topic)).every((entry) => entry.offset < 0n), "no committed offsets before")
+      yield* drainLive(topics)
+      assert.deepStrictEqual((yield* admin.groupOffsets(groupId, topics.topic)).map((entry) => entry.offset), [...ends])
+      assert.deepStrictEqual(yield* makeSettlementProjection(sql).rows(1), [], "nothing below the stored offsets was applied")
     })))
 
   it.live("the database refuses what the code refuses: a stored offset cannot go back, a payment's version cannot go down, an event cannot be processed twice, fee + net must be gross", () =>
