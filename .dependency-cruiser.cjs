@@ -12,14 +12,15 @@ const layers = {
   infra: [],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
+  consumers: ["domain", "infra", "outbox"],
   merchants: ["domain", "infra"],
   acquirer: ["domain", "infra"],
   idempotency: ["domain", "infra"],
   settlement: ["domain", "infra", "ledger"],
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
-  cli: ["domain", "infra", "merchants", "settlement", "idempotency"],
+  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
+  cli: ["domain", "infra", "merchants", "settlement", "idempotency", "outbox", "consumers"],
   testkit: ["infra"]
 }
 

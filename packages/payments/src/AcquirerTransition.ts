@@ -97,9 +97,9 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     execution: Execution<PaymentOutcome>
   ) =>
     sql.withTransaction(
-      payments.apply(merchantId, payment.id, command, context).pipe(
-        // A settled payment's money moves in the same transaction as its status (docs/settlement.md).
-        Effect.tap((updated) => (command._tag === "settle" ? settlement.post(updated) : Effect.void)),
+      // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
+      // and its fee split is written into the payment_settled event (docs/events.md).
+      payments.apply(merchantId, payment.id, command, context, settlement.post).pipe(
         Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
         // Someone else won the race (or the state machine refuses): a decided outcome, stored.
         Effect.catchTags({

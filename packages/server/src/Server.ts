@@ -2,7 +2,8 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
-import { boundedInt, DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { ConsumersLive } from "@pay/consumers"
+import { boundedInt, DatabaseLive, HttpPort, KafkaAdmin, KafkaConsumer, KafkaProducer, Redis } from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
@@ -34,7 +35,7 @@ export interface AppOptions {
 }
 
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
-export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer)
+export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)
 
 export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | KafkaAdmin>([
   Readiness.postgresProbe,
@@ -107,6 +108,13 @@ export const PublisherLive = Layer.unwrap(
   )
 )
 
+/**
+ * The consumers (the settlement projection, docs/consumers.md) run inside the server unless
+ * `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`, as many as wanted:
+ * they share the partitions of the group). Their lag is the `consumer_lag_records` gauge on /metrics.
+ */
+export { ConsumersLive }
+
 /** JSON logs, one event per line. */
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
@@ -121,7 +129,7 @@ const routerConfig = { maxParamLength: 500 }
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(HttpRouter.serve(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 

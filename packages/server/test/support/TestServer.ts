@@ -51,6 +51,9 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
         // Tests that kill a dependency read /health/ready right after: no cached round.
         READINESS_CACHE_MS: "0",
+        // The run's servers share one events topic: a consumer would read the other servers'
+        // events into this database. Tests of the consumers turn them on with a prefix of their own.
+        CONSUMERS_ENABLED: "false",
         ...options.env
       }
     })
