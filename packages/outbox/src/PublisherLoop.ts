@@ -1,6 +1,6 @@
 import { type PgClient } from "@effect/sql-pg"
-import type { KafkaError, KafkaProducer } from "@pay/infra"
-import { Cause, Duration, Effect, Exit, Metric, Queue } from "effect"
+import { type KafkaError, type KafkaProducer, spanFromTraceparent, traceparentRecordHeader } from "@pay/infra"
+import { Cause, Duration, Effect, Exit, Metric, Option, Queue, type Tracer } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
@@ -55,11 +55,33 @@ const endOnInterrupt = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> =>
     | { readonly _tag: "SendFailed"; readonly error: KafkaError }
 
 
+/**
+ * The publish span links to the span of each change it carries (the `traceparent` stored with the
+ * row by the request that wrote it): the request's trace leads to its publication, although the
+ * publisher runs later, in a batch, perhaps in another process.
+ */
+const changeLinks = (rows: ReadonlyArray<OutboxRow>): Array<Tracer.SpanLink> =>
+  rows.flatMap((row) => {
+    const carried = toEventRecord(row).headers[traceparentRecordHeader]
+    return Option.match(spanFromTraceparent(carried), {
+      onNone: () => [],
+      onSome: (span) => [{ span, attributes: { "outbox.event_id": row.id, "outbox.event_type": row.event_type } }]
+    })
+  })
+
 const makeSendAndMark = ({ options, store, producer }: PublisherParts) => {
   const sendAndMark = (rows: ReadonlyArray<OutboxRow>) =>
     Effect.gen(function* () {
       const ids = rows.map((row) => row.id)
-      const sent = yield* Effect.result(producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))))
+      const sent = yield* Effect.result(
+        producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))).pipe(
+          Effect.withSpan("OutboxPublisher.send", {
+            kind: "producer",
+            links: changeLinks(rows),
+            attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": rows.length }
+          })
+        )
+      )
       if (sent._tag === "Failure") {
         // Recorded in the claiming transaction itself (the rows are still ours), then the
         // commit releases them. The broker may have stored part of the batch: it is sent

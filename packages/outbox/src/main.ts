@@ -19,10 +19,12 @@ import {
   defaultKafkaProducerLimits,
   KafkaAdmin,
   KafkaBrokers,
+  JsonLoggingLive,
   KafkaProducer,
-  PostgresLive
+  PostgresLive,
+  TracingLive
 } from "@pay/infra"
-import { Config, Effect, Layer, Logger } from "effect"
+import { Config, Effect, Layer } from "effect"
 import { outboxPublisherLayer } from "./PublisherConfig.ts"
 
 const CrashAfterAck = Config.Boolean("OUTBOX_FAULT_CRASH_AFTER_ACK").pipe(Config.withDefault(false))
@@ -51,6 +53,6 @@ const PublisherProcess = Layer.unwrap(
     const crash = yield* CrashAfterAck
     return outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {})
   })
-).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Logger.layer([Logger.consoleJson])))
+).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
 Layer.launch(PublisherProcess).pipe(NodeRuntime.runMain)

@@ -2,14 +2,13 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys } from "@pay/idempotency"
-import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { DatabaseLive, HttpPort, JsonLoggingLive, KafkaAdmin, KafkaProducer, Redis, TracingLive } from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
-import { Config, Effect, Layer, Logger } from "effect"
-import { HttpRouter } from "effect/http"
+import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { PrometheusMetrics } from "effect/observability"
@@ -17,6 +16,7 @@ import { createServer } from "node:http"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
+import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
@@ -81,20 +81,24 @@ export const PublisherLive = Layer.unwrap(
   )
 )
 
-/** JSON logs, one event per line. */
-export const LoggingLive = Logger.layer([Logger.consoleJson])
+/**
+ * JSON logs, one event per line, with trace and span ids and the request's correlation id
+ * (`LOG_LEVEL`); spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+ */
+export const LoggingLive = JsonLoggingLive
+export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payments-api"))
 
 /**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
   Layer.provideMerge(DependenciesLive),
-  Layer.provide(LoggingLive)
+  Layer.provide(ObservabilityLive)
 )

@@ -1,6 +1,7 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi } from "@pay/api"
 import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
+import { correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
   type ChangeContext,
   encodePaymentOperation,
@@ -13,7 +14,6 @@ import { MerchantBalances } from "@pay/settlement"
 import { Effect, Option, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
-import { randomUUID } from "node:crypto"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
@@ -26,16 +26,19 @@ const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
 const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
 
-/** Who and why, for the history row and the event headers: the API key and the request's ids. */
-const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): ChangeContext => {
-  const requestId = request.headers["x-request-id"]
-  const traceparent = Option.getOrUndefined(decodeTraceparent(request.headers["traceparent"]))
-  return {
-    actor: `api_key:${apiKeyId}`,
-    correlationId: requestId !== undefined && requestId.length > 0 && requestId.length <= 200 ? requestId : randomUUID(),
-    ...(traceparent === undefined ? {} : { traceparent })
-  }
-}
+/**
+ * Who and why, for the history row and the event headers: the API key, the request's correlation
+ * id (set by the observation middleware, http/Observability.ts) and the trace context of the
+ * current span (the request's, which continues the client's `traceparent`), so that the outbox
+ * publisher's span links to this trace and consumers continue it.
+ */
+const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): Effect.Effect<ChangeContext> =>
+  Effect.gen(function* () {
+    const correlationId = (yield* CurrentCorrelationId) ?? correlationIdFrom(request.headers[correlationHttpHeader])
+    const received = Option.getOrUndefined(decodeTraceparent(request.headers["traceparent"]))
+    const traceparent = Option.getOrUndefined(decodeTraceparent(yield* currentTraceparent(received)))
+    return { actor: `api_key:${apiKeyId}`, correlationId, ...(traceparent === undefined ? {} : { traceparent }) }
+  })
 
 /** HTTP → operation: the create body, decoded and validated before anything is executed. */
 const createOperation = (body: Schema.Json | undefined) =>
@@ -71,7 +74,7 @@ const makeIdempotentPost = Effect.gen(function* () {
       const key = yield* Effect.fromResult(parseIdempotencyKeyResult(request.headers["idempotency-key"]))
       const body = yield* readJsonBody(request)
       const operation = yield* toOperation(body)
-      const context = changeContext(request, merchant.apiKeyId)
+      const context = yield* changeContext(request, merchant.apiKeyId)
       const outcome = yield* idempotency.run(
         {
           merchantId: merchant.merchantId,

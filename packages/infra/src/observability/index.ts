@@ -1,0 +1,3 @@
+export * from "./Correlation.ts"
+export * from "./Logging.ts"
+export * from "./Tracing.ts"
