@@ -3,6 +3,7 @@ import { Context, Effect, Exit, Layer, Option, type Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
+import { countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
@@ -96,6 +97,7 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
       const sql = yield* SqlClient.SqlClient
       const store = makeKeyStore(sql)
       const fast = makeRedisFastPath(yield* Redis, options)
+      yield* initializeIdempotencyMetrics
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
       const { run, resume } = makeRuns(begin, writes)
@@ -232,7 +234,11 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
       ...(request.operation === undefined ? {} : { operation: request.operation }),
       ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
     }
-    return begin(beginRequest).pipe(Effect.flatMap((began) => execute(began, request.render, work)), Effect.withSpan("IdempotencyKeys.run"))
+    return begin(beginRequest).pipe(
+      Effect.flatMap((began) => execute(began, request.render, work)),
+      countRun,
+      Effect.withSpan("IdempotencyKeys.run")
+    )
   }
 
   const resume = <A, E, R>(abandoned: AbandonedKey, render: Render<A>, work: Work<A, E, R>) =>

@@ -131,7 +131,7 @@ export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResu
           : Effect.gen(function* () {
               state.publishedCount += result.published
               yield* Metric.update(outboxPublished, result.published)
-              for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms)
+              for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms / 1_000)
               if (options.onBatch !== undefined) yield* options.onBatch(result)
             })
       ),
@@ -149,7 +149,7 @@ export const makeHousekeeping = ({ options, store }: PublisherParts) => {
     Effect.flatMap((backlog) =>
       Effect.all([
         Metric.update(outboxBacklogCount, Number(backlog.unpublished_count)),
-        Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms)
+        Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms / 1_000)
       ])
     ),
     Effect.asVoid
@@ -271,6 +271,9 @@ export const makeRun = (
       yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
       yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
       state.running = true
+      // Counters start at 0, so that `increase()` in an alert sees the first failure.
+      yield* Metric.update(outboxPublishFailures, 0)
+      yield* Metric.update(outboxPublished, 0)
       yield* Effect.logInfo("outbox publisher started").pipe(
         Effect.annotateLogs({
           topic: options.topic,

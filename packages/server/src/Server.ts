@@ -2,7 +2,17 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys } from "@pay/idempotency"
-import { DatabaseLive, HttpPort, JsonLoggingLive, KafkaAdmin, KafkaProducer, Redis, TracingLive } from "@pay/infra"
+import {
+  DatabaseLive,
+  DatabasePoolMetricsLive,
+  HttpPort,
+  JsonLoggingLive,
+  KafkaAdmin,
+  KafkaProducer,
+  ProcessMetricsLive,
+  Redis,
+  TracingLive
+} from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
@@ -93,7 +103,7 @@ export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payme
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(serveObserved(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes), IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 

@@ -10,6 +10,8 @@ import { Context, Effect, Layer, Logger, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
 import { type OtlpReceiver, otlpReceiver, type ReceivedSpan } from "./support/OtlpReceiver.ts"
+import { promtool, samples, valueOf } from "./support/Prometheus.ts"
+import { dashboardExpressions, metricNamesIn, ruleExpressions } from "./support/PromQl.ts"
 import { createMerchant, createPayment, newKey, TestServer, testServerLayer } from "./support/TestServer.ts"
 
 class Receiver extends Context.Service<Receiver, OtlpReceiver>()("test/Receiver") {}
@@ -175,5 +177,54 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       // The request's log lines carry the same ids.
       const lines = logLines(server.process.output()).filter((line) => line.correlation_id === correlationId)
       assert.isTrue(lines.length > 0 && lines.every((line) => line.trace_id === traceId), JSON.stringify(lines).slice(0, 500))
+    }))
+
+  it.effect("/metrics: valid Prometheus exposition (promtool) with RED, payment, idempotency, acquirer, outbox and runtime series", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Metrics")
+      const key = newKey()
+      const created = yield* createPayment(m, key, { amount: 123_456, currency: "JPY", payment_method: "pm_card_visa" })
+      assert.strictEqual(created.status, 201, created.text)
+      const replay = yield* createPayment(m, key, { amount: 123_456, currency: "JPY", payment_method: "pm_card_visa" })
+      assert.strictEqual(replay.status, 201)
+      const reused = yield* createPayment(m, key, { amount: 1, currency: "JPY", payment_method: "pm_card_visa" })
+      assert.strictEqual(reused.status, 422)
+      const id = String(JSON.parse(created.text).id)
+      const post = (path: string) => server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: newKey() })
+      assert.strictEqual((yield* post(`/v1/payments/${id}/authorize`)).status, 200)
+      assert.strictEqual((yield* post(`/v1/payments/${id}/settle`)).status, 200)
+
+      const scrape = yield* eventually(50, server.request("GET", "/metrics"), (answer) => answer.text.includes("db_client_connections"))
+      assert.strictEqual(scrape.status, 200)
+      const checked = yield* promtool(["check", "metrics"], scrape.text)
+      assert.strictEqual(checked.code, 0, `promtool check metrics:\n${checked.output}`)
+      const all = samples(scrape.text)
+      const has = (name: string, labels: Record<string, string> = {}) => valueOf(all, name, labels)
+      assert.strictEqual(has("payment_transitions_total", { from_status: "none", to_status: "CREATED", currency: "JPY" }), 1)
+      assert.strictEqual(has("payment_transitions_total", { from_status: "CREATED", to_status: "AUTHORIZED", currency: "JPY" }), 1)
+      assert.strictEqual(has("payment_transitions_total", { from_status: "AUTHORIZED", to_status: "SETTLED", currency: "JPY" }), 1)
+      assert.strictEqual(has("payment_settled_amount_minor_total", { currency: "JPY" }), 123_456)
+      assert.strictEqual(has("idempotency_requests_total", { outcome: "replayed" }), 1)
+      assert.strictEqual(has("idempotency_requests_total", { outcome: "reused" }), 1)
+      assert.strictEqual(has("acquirer_calls_total", { operation: "authorize", outcome: "approved" }), 1)
+      assert.strictEqual(has("acquirer_calls_total", { operation: "capture", outcome: "approved" }), 1)
+      assert.isAtLeast(has("http_server_requests_total", { method: "POST", route: "/v1/payments", status: "201" }) ?? 0, 2)
+      assert.strictEqual(has("http_server_requests_total", { method: "POST", route: "/v1/payments", status: "422" }), 1)
+      assert.isAtLeast(has("http_server_request_duration_seconds_count", { route: "/v1/payments/:id/settle", status: "200" }) ?? 0, 1)
+      for (const name of ["outbox_backlog_rows", "outbox_oldest_unpublished_age_seconds", "nodejs_heap_used_bytes", "process_resident_memory_bytes", "nodejs_eventloop_delay_p99_seconds"]) {
+        assert.isDefined(has(name), `${name} exported`)
+      }
+      assert.isDefined(has("db_client_connections", { state: "idle" }))
+      assert.strictEqual(has("db_client_connections_max"), 8, "DATABASE_POOL_SIZE of the test server")
+
+      // The alert rules and the dashboard read only series this server exports (or Prometheus'
+      // own `up`, or the rules' recorded series).
+      const exported = new Set(all.map((sample) => sample.name))
+      const { exprs, recorded } = ruleExpressions()
+      const known = (name: string) => exported.has(name) || recorded.includes(name) || name === "up"
+      for (const expr of [...exprs, ...dashboardExpressions()]) {
+        for (const name of metricNamesIn(expr)) assert.isTrue(known(name), `${name} (in ${expr.trim().slice(0, 120)}) is exported`)
+      }
     }))
 })

@@ -1,3 +1,4 @@
 export * from "./Correlation.ts"
 export * from "./Logging.ts"
 export * from "./Tracing.ts"
+export * from "./RuntimeMetrics.ts"
