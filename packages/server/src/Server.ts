@@ -9,6 +9,9 @@ import {
   JsonLoggingLive,
   KafkaAdmin,
   KafkaProducer,
+  metricsRoute,
+  metricsServerLayer,
+  MetricsPort,
   ProcessMetricsLive,
   Redis,
   TracingLive
@@ -21,7 +24,6 @@ import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settleme
 import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
-import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
@@ -59,11 +61,19 @@ export const apiRoutes =
     HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
-    HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
-    // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
-    // Prometheus text format.
-    PrometheusMetrics.layerHttp({ path: "/metrics" })
+    HttpApiScalar.layer(PaymentsApi, { path: "/docs" })
   )
+
+/**
+ * The HTTP side: the API's routes, and `/metrics` with them when `METRICS_PORT` is 0; otherwise
+ * `/metrics` only on its own loopback listener (infra/observability/MetricsServer.ts), out of
+ * the merchants' reach.
+ */
+const httpLayer = Layer.unwrap(
+  Effect.map(MetricsPort, (port) =>
+    port === 0 ? serveObserved(Layer.merge(apiRoutes, metricsRoute)) : Layer.merge(serveObserved(apiRoutes), metricsServerLayer(port))
+  )
+)
 
 /**
  * The listening socket. It asks for the dependencies before it listens, so it is built after
@@ -103,7 +113,7 @@ export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payme
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(serveObserved(apiRoutes), IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+  Layer.mergeAll(httpLayer, IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 

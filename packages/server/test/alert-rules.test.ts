@@ -22,14 +22,16 @@ it.effect("promtool test rules: each page and ticket fires when it should and st
     assert.match(tested.output, /SUCCESS/)
   }))
 
-it("every alert has a severity, a runbook link into docs/oncall.md, and a section there", () => {
+it("every alert has a severity, a runbook link into docs/oncall.md, a section there, and a link from docs/runbook.md", () => {
   const rules = readFileSync(alertRulesPath, "utf8")
   const oncall = readFileSync(`${repositoryRoot}docs/oncall.md`, "utf8")
+  const runbook = readFileSync(`${repositoryRoot}docs/runbook.md`, "utf8")
   const alerts = [...rules.matchAll(/- alert: (\S+)/g)].map((m) => String(m[1]))
   assert.isAtLeast(alerts.length, 8)
   for (const alert of alerts) {
     assert.include(rules, `runbook: docs/oncall.md#${alert.toLowerCase()}`, alert)
     assert.match(oncall, new RegExp(`^### ${alert}$`, "m"), `docs/oncall.md has a section for ${alert}`)
+    assert.include(runbook, `(oncall.md#${alert.toLowerCase()})`, `docs/runbook.md links ${alert}`)
   }
   assert.strictEqual([...rules.matchAll(/severity: (page|ticket)/g)].length, alerts.length)
 })

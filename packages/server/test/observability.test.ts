@@ -10,19 +10,28 @@ import { Context, Effect, Layer, Logger, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
 import { type OtlpReceiver, otlpReceiver, type ReceivedSpan } from "./support/OtlpReceiver.ts"
+import { call } from "./support/Http.ts"
 import { promtool, samples, valueOf } from "./support/Prometheus.ts"
+import { freePort } from "./support/ServerProcess.ts"
 import { dashboardExpressions, metricNamesIn, ruleExpressions } from "./support/PromQl.ts"
 import { createMerchant, createPayment, newKey, TestServer, testServerLayer } from "./support/TestServer.ts"
 
-class Receiver extends Context.Service<Receiver, OtlpReceiver>()("test/Receiver") {}
+class Receiver extends Context.Service<Receiver, OtlpReceiver & { readonly metricsUrl: string }>()("test/Receiver") {}
 
 const Live = Layer.unwrap(
   Effect.gen(function* () {
     const receiver = yield* otlpReceiver
+    const metricsPort = yield* freePort
     const server = testServerLayer({
-      env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORT_INTERVAL_MS: "200", HTTP_ACCESS_LOG: "all" }
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_EXPORT_INTERVAL_MS: "200",
+        HTTP_ACCESS_LOG: "all",
+        METRICS_PORT: String(metricsPort),
+        RUNTIME_METRICS_INTERVAL_MS: "500"
+      }
     })
-    return Layer.merge(server, Layer.succeed(Receiver, receiver))
+    return Layer.merge(server, Layer.succeed(Receiver, { ...receiver, metricsUrl: `http://127.0.0.1:${metricsPort}` }))
   })
 )
 
@@ -114,6 +123,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.deepStrictEqual([notFound?.level, notFound?.route, notFound?.status], ["INFO", "unmatched", "404"])
       const create = lines.find((line) => line.correlation_id === given)
       assert.deepStrictEqual([create?.route, create?.status], ["/v1/payments", "201"])
+      // The merchant's API key was sent on every request above: it is never written to the log.
+      assert.notInclude(server.process.output(), m.apiKey)
+      assert.notInclude(server.process.output(), m.apiKey.slice(-16))
     }))
 
   it.effect("one trace id: request → use case → SQL transaction → outbox row → publish → Kafka header → consumer", () =>
@@ -195,7 +207,10 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.strictEqual((yield* post(`/v1/payments/${id}/authorize`)).status, 200)
       assert.strictEqual((yield* post(`/v1/payments/${id}/settle`)).status, 200)
 
-      const scrape = yield* eventually(50, server.request("GET", "/metrics"), (answer) => answer.text.includes("db_client_connections"))
+      // METRICS_PORT set: /metrics on its own listener only, not where merchants call.
+      const { metricsUrl } = yield* Receiver
+      assert.strictEqual((yield* server.request("GET", "/metrics")).status, 404)
+      const scrape = yield* eventually(50, call(metricsUrl, "GET", "/metrics"), (answer) => answer.text.includes("db_client_connections"))
       assert.strictEqual(scrape.status, 200)
       const checked = yield* promtool(["check", "metrics"], scrape.text)
       assert.strictEqual(checked.code, 0, `promtool check metrics:\n${checked.output}`)
