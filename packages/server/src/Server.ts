@@ -31,6 +31,7 @@ import { AuthorizationLive } from "./http/Authorization.ts"
 import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
+import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
 /**
  * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
@@ -114,6 +115,7 @@ export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payme
  */
 export const appLayer = (options: AppOptions = {}) =>
   Layer.mergeAll(httpLayer, IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+    Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(servicesLayer(options))
   )
 

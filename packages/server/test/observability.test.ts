@@ -28,7 +28,8 @@ const Live = Layer.unwrap(
         OTEL_EXPORT_INTERVAL_MS: "200",
         HTTP_ACCESS_LOG: "all",
         METRICS_PORT: String(metricsPort),
-        RUNTIME_METRICS_INTERVAL_MS: "500"
+        RUNTIME_METRICS_INTERVAL_MS: "500",
+        LEDGER_VERIFY_INTERVAL_MS: "1000"
       }
     })
     return Layer.merge(server, Layer.succeed(Receiver, { ...receiver, metricsUrl: `http://127.0.0.1:${metricsPort}` }))
@@ -232,6 +233,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       }
       assert.isDefined(has("db_client_connections", { state: "idle" }))
       assert.strictEqual(has("db_client_connections_max"), 8, "DATABASE_POOL_SIZE of the test server")
+      assert.strictEqual(has("ledger_verify_discrepancies", { check: "balance_mismatch" }), 0)
+      assert.isAbove(has("ledger_verify_last_success_timestamp_seconds") ?? 0, Date.now() / 1_000 - 60)
 
       // The alert rules and the dashboard read only series this server exports (or Prometheus'
       // own `up`, or the rules' recorded series).
@@ -241,5 +244,35 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       for (const expr of [...exprs, ...dashboardExpressions()]) {
         for (const name of metricNamesIn(expr)) assert.isTrue(known(name), `${name} (in ${expr.trim().slice(0, 120)}) is exported`)
       }
+    }))
+
+  it.effect("a balance edited behind the ledger's triggers shows in ledger_verify_discrepancies (what LedgerDiscrepancy pages on), and clears when repaired", () =>
+    Effect.gen(function* () {
+      const { metricsUrl } = yield* Receiver
+      const sql = yield* SqlClient.SqlClient
+      const discrepancies = call(metricsUrl, "GET", "/metrics").pipe(
+        Effect.map((answer) => valueOf(samples(answer.text), "ledger_verify_discrepancies", { check: "balance_mismatch" }))
+      )
+      // A settled payment: there are balances. Then a superuser switches triggers off.
+      const server = yield* TestServer
+      const m = yield* createMerchant("Ledger audit")
+      const created = yield* createPayment(m, newKey())
+      const id = String(JSON.parse(created.text).id)
+      for (const step of ["authorize", "settle"]) {
+        const answer = yield* server.request("POST", `/v1/payments/${id}/${step}`, { apiKey: m.apiKey, idempotencyKey: newKey() })
+        assert.strictEqual(answer.status, 200, answer.text)
+      }
+      const edit = (delta: bigint) =>
+        sql.withTransaction(Effect.gen(function* () {
+          yield* sql`SET LOCAL session_replication_role = replica`
+          yield* sql`UPDATE account_balances SET balance_minor = balance_minor + ${delta}
+                     WHERE account_id = (SELECT account_id FROM account_balances ORDER BY account_id LIMIT 1)`
+        }))
+      yield* edit(1n)
+      const seen = yield* eventually(100, discrepancies, (value) => (value ?? 0) > 0)
+      yield* edit(-1n)
+      assert.strictEqual(seen, 1, "one balance_mismatch reported")
+      const cleared = yield* eventually(100, discrepancies, (value) => value === 0)
+      assert.strictEqual(cleared, 0)
     }))
 })
