@@ -55,7 +55,9 @@ const LogLine = Schema.Struct({
   span_id: Schema.optional(Schema.String),
   correlation_id: Schema.optional(Schema.String),
   route: Schema.optional(Schema.String),
-  status: Schema.optional(Schema.String)
+  status: Schema.optional(Schema.String),
+  merchant_id: Schema.optional(Schema.String),
+  payment_id: Schema.optional(Schema.String)
 })
 const decodeLogLine = Schema.decodeUnknownOption(Schema.fromJsonString(LogLine))
 const logLines = (output: string) =>
@@ -124,6 +126,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.deepStrictEqual([notFound?.level, notFound?.route, notFound?.status], ["INFO", "unmatched", "404"])
       const create = lines.find((line) => line.correlation_id === given)
       assert.deepStrictEqual([create?.route, create?.status], ["/v1/payments", "201"])
+      // The domain ids known to the request are on its access line.
+      assert.deepStrictEqual([create?.merchant_id, create?.payment_id], [m.merchantId, JSON.parse(created.text).id])
       // The merchant's API key was sent on every request above: it is never written to the log.
       assert.notInclude(server.process.output(), m.apiKey)
       assert.notInclude(server.process.output(), m.apiKey.slice(-16))

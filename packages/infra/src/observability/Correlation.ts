@@ -87,3 +87,21 @@ export const continueFromRecord =
       }),
       withCorrelationId(correlationIdFrom(headers[correlationRecordHeader]))
     )
+
+/**
+ * Fields for the enclosing request's access line (`merchant_id`, `payment_id`, …), filled by the
+ * code that learns them (authorization, handlers, use cases) and written once by the HTTP
+ * middleware when the request ends. One mutable record per request, created by the middleware;
+ * `undefined` outside a request (then `annotateRequest` only annotates the span).
+ */
+export const CurrentRequestFields = Context.Reference<Record<string, string> | undefined>("infra/observability/CurrentRequestFields", {
+  defaultValue: () => undefined
+})
+
+/** Adds `fields` to the current request's access line and to the current span. */
+export const annotateRequest = (fields: Readonly<Record<string, string>>): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const holder = yield* CurrentRequestFields
+    if (holder !== undefined) Object.assign(holder, fields)
+    yield* Effect.annotateCurrentSpan(fields)
+  })

@@ -1,4 +1,4 @@
-import { correlationHttpHeader, correlationIdFrom, withCorrelationId } from "@pay/infra"
+import { correlationHttpHeader, correlationIdFrom, CurrentRequestFields, withCorrelationId } from "@pay/infra"
 import { Config, Context, Effect, Exit, Layer, Metric } from "effect"
 import { HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 
@@ -44,7 +44,13 @@ const accessLog = (mode: AccessLogMode, status: number, attributes: Record<strin
   return Effect.annotateLogs(line, attributes)
 }
 
-const record = (mode: AccessLogMode, request: HttpServerRequest.HttpServerRequest, exit: Exit.Exit<HttpServerResponse.HttpServerResponse, unknown>, duration_s: number) =>
+const record = (
+  mode: AccessLogMode,
+  request: HttpServerRequest.HttpServerRequest,
+  exit: Exit.Exit<HttpServerResponse.HttpServerResponse, unknown>,
+  duration_s: number,
+  fields: Readonly<Record<string, string>>
+) =>
   Effect.gen(function* () {
     const context = yield* Effect.context<never>()
     // A failure here (no route: 404; a defect: 500) is answered by the server with the response
@@ -53,7 +59,7 @@ const record = (mode: AccessLogMode, request: HttpServerRequest.HttpServerReques
     const attributes = { method: request.method, route: matchedRoute(context), status: String(status) }
     yield* Metric.update(Metric.withAttributes(httpRequests, attributes), 1)
     yield* Metric.update(Metric.withAttributes(httpRequestDuration, attributes), duration_s)
-    yield* accessLog(mode, status, { ...attributes, duration_ms: Math.round(duration_s * 1e6) / 1e3 })
+    yield* accessLog(mode, status, { ...attributes, ...fields, duration_ms: Math.round(duration_s * 1e6) / 1e3 })
   })
 
 /** The middleware for `HttpRouter.serve` (wraps the whole chain, so it sees every answer). */
@@ -69,8 +75,12 @@ export const observeRequests = (mode: AccessLogMode) =>
         )
         yield* Effect.annotateCurrentSpan("correlation_id", correlationId)
         const started_ns = process.hrtime.bigint()
-        const exit = yield* Effect.exit(app)
-        yield* record(mode, request, exit, Number(process.hrtime.bigint() - started_ns) / 1e9)
+        const fields: Record<string, string> = {}
+        // Recorded inside the same region as the app, where the router's RouteContext still is.
+        const exit = yield* Effect.exit(app).pipe(
+          Effect.tap((exit) => record(mode, request, exit, Number(process.hrtime.bigint() - started_ns) / 1e9, fields)),
+          Effect.provideService(CurrentRequestFields, fields)
+        )
         return yield* exit
       }).pipe(withCorrelationId(correlationId))
     })

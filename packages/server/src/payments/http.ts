@@ -1,7 +1,7 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi } from "@pay/api"
 import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
-import { correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
+import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
   type ChangeContext,
   encodePaymentOperation,
@@ -131,6 +131,10 @@ const makeReads = Effect.gen(function* () {
   return { retrieve, list, balance }
 })
 
+/** The payment a request names, on its access line and its log lines (bounded like any path segment). */
+const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) =>
+  annotateRequest({ payment_id: rawId.slice(0, 64) }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", rawId.slice(0, 64)))
+
 export const PaymentsHandlers = HttpApiBuilder.group(
   PaymentsApi,
   "payments",
@@ -140,10 +144,10 @@ export const PaymentsHandlers = HttpApiBuilder.group(
     return handlers
       .handleRaw("create", ({ request }) => idempotentPost(request, "/v1/payments", createOperation))
       .handleRaw("authorize", ({ request, params }) =>
-        idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))
+        withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id))))
       .handleRaw("settle", ({ request, params }) =>
-        idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))
-      .handleRaw("retrieve", ({ params }) => reads.retrieve(params.id))
+        withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id))))
+      .handleRaw("retrieve", ({ params }) => withPaymentId(params.id, reads.retrieve(params.id)))
       .handleRaw("list", ({ query }) => reads.list(query))
       .handleRaw("balance", () => reads.balance)
   })
