@@ -112,6 +112,8 @@ const startServer = async (mode: "on" | "off", databaseUrl: string, otlpUrl: str
       // The request path only: the publisher's work would be the same for both.
       OUTBOX_PUBLISHER_ENABLED: "false",
       PORT: String(port),
+      // Two servers on one machine: each its own free metrics port.
+      METRICS_PORT: "0",
       ...observability
     },
     stdio: ["ignore", fd, fd]

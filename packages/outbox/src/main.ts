@@ -1,7 +1,7 @@
 /**
  * The outbox publisher as a process of its own: `node packages/outbox/src/main.ts`.
  *
- * Environment: METRICS_PORT (its /metrics), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md),
+ * Environment: METRICS_PORT (its /metrics, only when set), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md),
  * DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
  * `OUTBOX_*` settings of `PublisherConfig`. It does not run migrations (the server owns the
  * schema); started before them, it logs the SQL errors and retries with backoff.
@@ -22,7 +22,7 @@ import {
   KafkaBrokers,
   JsonLoggingLive,
   KafkaProducer,
-  MetricsServerLive,
+  MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
   TracingLive
@@ -55,7 +55,7 @@ const PublisherProcess = Layer.unwrap(
   Effect.gen(function* () {
     const crash = yield* CrashAfterAck
     // Its figures (backlog, age, publish counters, runtime) on METRICS_PORT when set.
-    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerLive, ProcessMetricsLive)
+    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive)
   })
 ).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 

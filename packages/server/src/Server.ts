@@ -9,9 +9,7 @@ import {
   JsonLoggingLive,
   KafkaAdmin,
   KafkaProducer,
-  metricsRoute,
-  metricsServerLayer,
-  MetricsPort,
+  MetricsServerLive,
   ProcessMetricsLive,
   Redis,
   TracingLive
@@ -66,17 +64,6 @@ export const apiRoutes =
   )
 
 /**
- * The HTTP side: the API's routes, and `/metrics` with them when `METRICS_PORT` is 0; otherwise
- * `/metrics` only on its own loopback listener (infra/observability/MetricsServer.ts), out of
- * the merchants' reach.
- */
-const httpLayer = Layer.unwrap(
-  Effect.map(MetricsPort, (port) =>
-    port === 0 ? serveObserved(Layer.merge(apiRoutes, metricsRoute)) : Layer.merge(serveObserved(apiRoutes), metricsServerLayer(port))
-  )
-)
-
-/**
  * The listening socket. It asks for the dependencies before it listens, so it is built after
  * them: a connection accepted while migrations or broker connections are still in progress would
  * otherwise sit unanswered (the socket listens before any request handler is attached).
@@ -114,13 +101,15 @@ export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payme
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(httpLayer, IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes), IdempotencyWorkersLive, PublisherLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(servicesLayer(options))
   )
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
+  // Operators' /metrics on METRICS_PORT (9464), never on the merchants' port.
+  Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),
   Layer.provide(ObservabilityLive)
 )

@@ -116,6 +116,14 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       }
       const generated = yield* server.request("GET", "/health/live")
       assert.match(generated.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/)
+      // A generated id is the one stored with the change too (one id, whoever reads it).
+      const anonymous = yield* createPayment(m, newKey())
+      const generatedId = anonymous.headers.get("x-request-id") ?? ""
+      assert.match(generatedId, /^[0-9a-f-]{36}$/)
+      const sql = yield* SqlClient.SqlClient
+      const [stored] = yield* decodeRows(ChangeRow)(sql`
+        SELECT correlation_id, traceparent FROM payment_status_history WHERE payment_id = ${String(JSON.parse(anonymous.text).id)}`)
+      assert.strictEqual(stored?.correlation_id, generatedId)
       // Every request's access line carries its id; the 401/404/400 too.
       // Written after the response is sent: polled.
       const lines = yield* eventually(50, Effect.sync(() => logLines(server.process.output())), (all) => all.some((line) => line.correlation_id === `${given}-400`))

@@ -1,6 +1,6 @@
 import { correlationHttpHeader, correlationIdFrom, CurrentRequestFields, withCorrelationId } from "@pay/infra"
 import { Config, Context, Effect, Exit, Layer, Metric } from "effect"
-import { HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { Headers, HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 
 /**
  * What every HTTP request gets, whatever its route or outcome (errors, 401s, 404s included):
@@ -77,9 +77,13 @@ export const observeRequests = (mode: AccessLogMode) =>
         const started_ns = process.hrtime.bigint()
         const fields: Record<string, string> = {}
         // Recorded inside the same region as the app, where the router's RouteContext still is.
+        // The request goes on carrying the id it was given (or the one generated here) in its
+        // header: whatever reads `x-request-id` further in sees the same id as the logs.
+        const identified = request.modify({ headers: Headers.set(request.headers, correlationHttpHeader, correlationId) })
         const exit = yield* Effect.exit(app).pipe(
           Effect.tap((exit) => record(mode, request, exit, Number(process.hrtime.bigint() - started_ns) / 1e9, fields)),
-          Effect.provideService(CurrentRequestFields, fields)
+          Effect.provideService(CurrentRequestFields, fields),
+          Effect.provideService(HttpServerRequest.HttpServerRequest, identified)
         )
         return yield* exit
       }).pipe(withCorrelationId(correlationId))
