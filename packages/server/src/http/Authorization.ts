@@ -1,5 +1,4 @@
 import { Authorization, CurrentMerchant, DatabaseUnavailable, DatabaseUnavailableProblem, UnauthorizedProblem } from "@pay/api"
-import { annotateRequest } from "@pay/infra"
 import { ApiKeys } from "@pay/merchants"
 import { Effect, Layer, Redacted } from "effect"
 import { problemDocument } from "./Problem.ts"
@@ -22,12 +21,10 @@ export const AuthorizationLive = Layer.effect(
               new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
           })
         )
-        // Known from here on: on the access line, the span, and every log line of the handler.
-        yield* annotateRequest({ merchant_id: authenticated.merchantId })
         return yield* Effect.provideService(httpEffect, CurrentMerchant, {
           merchantId: authenticated.merchantId,
           apiKeyId: authenticated.apiKeyId
-        }).pipe(Effect.annotateLogs("merchant_id", authenticated.merchantId))
+        })
       })
     })
   })

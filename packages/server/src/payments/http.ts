@@ -131,6 +131,14 @@ const makeReads = Effect.gen(function* () {
   return { retrieve, list, balance }
 })
 
+/** The authenticated merchant, on the request's access line, its span and its handler's log lines. */
+const withMerchant = <A, E, R>(handler: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(CurrentMerchant, (merchant) =>
+    annotateRequest({ merchant_id: merchant.merchantId }).pipe(
+      Effect.andThen(handler),
+      Effect.annotateLogs("merchant_id", merchant.merchantId)
+    ))
+
 /** The payment a request names, on its access line and its log lines (bounded like any path segment). */
 const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) =>
   annotateRequest({ payment_id: rawId.slice(0, 64) }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", rawId.slice(0, 64)))
@@ -142,13 +150,13 @@ export const PaymentsHandlers = HttpApiBuilder.group(
     const { idempotentPost } = yield* makeIdempotentPost
     const reads = yield* makeReads
     return handlers
-      .handleRaw("create", ({ request }) => idempotentPost(request, "/v1/payments", createOperation))
+      .handleRaw("create", ({ request }) => withMerchant(idempotentPost(request, "/v1/payments", createOperation)))
       .handleRaw("authorize", ({ request, params }) =>
-        withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id))))
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))))
       .handleRaw("settle", ({ request, params }) =>
-        withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id))))
-      .handleRaw("retrieve", ({ params }) => withPaymentId(params.id, reads.retrieve(params.id)))
-      .handleRaw("list", ({ query }) => reads.list(query))
-      .handleRaw("balance", () => reads.balance)
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))))
+      .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
+      .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))
+      .handleRaw("balance", () => withMerchant(reads.balance))
   })
 )
