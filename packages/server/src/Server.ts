@@ -93,8 +93,7 @@ export const PublisherLive = Layer.unwrap(
  * JSON logs, one event per line, with trace and span ids and the request's correlation id
  * (`LOG_LEVEL`); spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
  */
-export const LoggingLive = JsonLoggingLive
-export const ObservabilityLive = Layer.merge(JsonLoggingLive, TracingLive("payments-api"))
+export const LoggingLive = Layer.merge(JsonLoggingLive, TracingLive("payments-api"))
 
 /**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
@@ -108,8 +107,7 @@ export const appLayer = (options: AppOptions = {}) =>
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
-  // Operators' /metrics on METRICS_PORT (9464), never on the merchants' port.
   Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),
-  Layer.provide(ObservabilityLive)
+  Layer.provide(LoggingLive)
 )

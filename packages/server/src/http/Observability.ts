@@ -1,6 +1,6 @@
 import { correlationHttpHeader, correlationIdFrom, CurrentRequestFields, withCorrelationId } from "@pay/infra"
 import { Config, Context, Effect, Exit, Layer, Metric } from "effect"
-import { Headers, HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { type FindMyWay, Headers, HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 
 /**
  * What every HTTP request gets, whatever its route or outcome (errors, 401s, 404s included):
@@ -90,8 +90,15 @@ export const observeRequests = (mode: AccessLogMode) =>
     })
   )
 
-/** `HttpRouter.serve` with the observation above instead of Effect's fixed INFO line per request. */
-export const serveObserved = <A, E, R>(routes: Layer.Layer<A, E, R>) =>
+/**
+ * `HttpRouter.serve` with the observation above instead of Effect's fixed INFO line per request;
+ * other `serve` options (e.g. `routerConfig`) pass through.
+ */
+export const serveObserved = <A, E, R>(
+  routes: Layer.Layer<A, E, R>,
+  options: { readonly routerConfig?: Partial<FindMyWay.RouterConfig> | undefined } = {}
+) =>
   Layer.unwrap(
-    Effect.map(AccessLogSetting, (mode) => HttpRouter.serve(routes, { disableLogger: true, middleware: observeRequests(mode) }))
+    Effect.map(AccessLogSetting, (mode) =>
+      HttpRouter.serve(routes, { ...options, disableLogger: true, middleware: observeRequests(mode) }))
   )
