@@ -169,6 +169,8 @@ const startServer = (databaseUrl: string, port: number, logFile: string) =>
         cwd: repositoryRoot,
         env: {
           ...process.env,
+          // Its metrics on a free port: another server on this machine may hold 9464.
+          METRICS_PORT: "0",
           DATABASE_URL: databaseUrl,
           REDIS_URL: redisUrl,
           REDIS_KEY_PREFIX: redisPrefix,

@@ -4,6 +4,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
+import { countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
@@ -109,6 +110,7 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
       const sql = yield* SqlClient.SqlClient
       const store = makeKeyStore(sql)
       const fast = makeRedisFastPath(yield* Redis, options, makeCacheMac(cacheSecret))
+      yield* initializeIdempotencyMetrics
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
       const { run, resume } = makeRuns(begin, writes)
@@ -259,7 +261,11 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
       ...(request.operation === undefined ? {} : { operation: request.operation }),
       ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
     }
-    return begin(beginRequest).pipe(Effect.flatMap((began) => execute(began, request.render, work)), Effect.withSpan("IdempotencyKeys.run"))
+    return begin(beginRequest).pipe(
+      Effect.flatMap((began) => execute(began, request.render, work)),
+      countRun,
+      Effect.withSpan("IdempotencyKeys.run")
+    )
   }
 
   const resume = <A, E, R>(abandoned: AbandonedKey, render: Render<A>, work: Work<A, E, R>) =>

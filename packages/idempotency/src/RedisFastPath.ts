@@ -2,6 +2,7 @@ import type { Redis, RedisError } from "@pay/infra"
 import { Effect, Metric, Option, Schema } from "effect"
 import { type CacheMac, idempotencyCacheRejected } from "./CacheAuthentication.ts"
 import { IdempotencyKeyInUse, IdempotencyKeyReused } from "./Errors.ts"
+import { countRedisFallback, type RedisFastPathOperation } from "./IdempotencyMetrics.ts"
 import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./Model.ts"
 
 /**
@@ -64,17 +65,17 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
   }
 
   /** One bounded Redis call: None when it failed or timed out (logged), never an error. */
-  return <A>(operation: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
+  return <A>(operation: RedisFastPathOperation, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
     effect.pipe(
       Effect.timeout(options.redisTimeout_ms),
       Effect.map(Option.some),
       Effect.catchTags({
         RedisError: (error) =>
           logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
-            .pipe(Effect.as(Option.none<A>())),
+            .pipe(Effect.andThen(countRedisFallback(operation, "error")), Effect.as(Option.none<A>())),
         TimeoutError: () =>
           logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, timeout_ms: options.redisTimeout_ms })
-            .pipe(Effect.as(Option.none<A>()))
+            .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))
       }),
       Effect.tap((result) => Effect.annotateCurrentSpan({ [`redis.${operation}`]: Option.isSome(result) ? "ok" : "failed" }))
     )

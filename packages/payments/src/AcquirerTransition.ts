@@ -16,6 +16,7 @@ import { Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
+import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
@@ -126,7 +127,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         }
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment)
+      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.command === "authorize" ? "authorize" : "capture"))
       const command: PaymentCommand = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
       return yield* applyAndFinish(merchantId, payment, command, context, execution)
     })

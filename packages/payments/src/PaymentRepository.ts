@@ -28,6 +28,7 @@ import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
+import { countTransition } from "./PaymentMetrics.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 export interface PaymentRepositoryOptions {
@@ -137,7 +138,10 @@ const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) =>
         (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
       VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
               ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
-              ${toDate(payment.updated_at)}::timestamptz)`,
+              ${toDate(payment.updated_at)}::timestamptz)`.pipe(
+      // Counted once the change commits: a rolled-back change counts nothing.
+      Effect.tap(() => sql.afterCommit(countTransition(payment, from)))
+    ),
   publish: (event: PaymentEvent, context: ChangeContext) =>
     outbox.append({
       aggregateType: "payment",

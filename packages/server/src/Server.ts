@@ -3,18 +3,27 @@ import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
 import { ConsumersLive } from "@pay/consumers"
-import { boundedInt, DatabaseLive, HttpPort, KafkaAdmin, KafkaConsumer, KafkaProducer, Redis } from "@pay/infra"
+import {
+  DatabaseLive,
+  DatabasePoolMetricsLive,
+  HttpPort,
+  JsonLoggingLive,
+  KafkaAdmin,
+  KafkaConsumer,
+  KafkaProducer,
+  MetricsServerLive,
+  ProcessMetricsLive,
+  Redis,
+  TracingLive
+} from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
-import { Config, Effect, Layer, Logger } from "effect"
-import { HttpRouter } from "effect/http"
+import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
-import { createServer } from "node:http"
-import { PrometheusMetrics } from "effect/observability"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
@@ -22,8 +31,10 @@ import { EdgeMiddleware } from "./http/Edge.ts"
 import { ProblemPagesRoute } from "./http/ProblemPages.ts"
 import { RateLimits } from "./http/RateLimits.ts"
 import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
+import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
+import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
 /**
  * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
@@ -81,22 +92,6 @@ export const HttpServerLive = Layer.unwrap(
   })
 )
 
-/** `METRICS_PORT`: the operators' port (loopback); 0 picks a free one (tests). */
-export const MetricsPort = boundedInt("METRICS_PORT", { min: 0, max: 65_535 }, 9_464)
-
-/**
- * Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
- * Prometheus text format, on a port of their own: never served on the merchants' API port.
- */
-export const MetricsServerLive = Layer.unwrap(
-  Effect.gen(function* () {
-    const port = yield* MetricsPort
-    return HttpRouter.serve(PrometheusMetrics.layerHttp({ path: "/metrics" }), { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" }))
-    )
-  })
-)
-
 /**
  * The outbox publisher runs inside the server unless `OUTBOX_PUBLISHER_ENABLED=false` (then run
  * `node packages/outbox/src/main.ts` as its own process, as many as wanted: they share the work).
@@ -115,8 +110,11 @@ export const PublisherLive = Layer.unwrap(
  */
 export { ConsumersLive }
 
-/** JSON logs, one event per line. */
-export const LoggingLive = Logger.layer([Logger.consoleJson])
+/**
+ * JSON logs, one event per line, with trace and span ids and the request's correlation id
+ * (`LOG_LEVEL`); spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+ */
+export const LoggingLive = Layer.merge(JsonLoggingLive, TracingLive("payments-api"))
 
 /**
  * A path id up to this many characters reaches its handler (which answers `payment_not_found` for
@@ -129,7 +127,8 @@ const routerConfig = { maxParamLength: 500 }
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+    Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(servicesLayer(options))
   )
 
