@@ -44,6 +44,8 @@ import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
 import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { pgbenchDatabase } from "../support/pgbench.ts"
+import { type OperationCost, type ProbeOperation, probeCosts } from "./probe.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
 
@@ -76,14 +78,24 @@ const settings = {
   connections: envInt("BENCH_CONNECTIONS", 50, 1, 1_000),
   /** Open-loop rate as a percentage of the closed-loop throughput of the same workload. */
   openLoopFraction: envInt("BENCH_OPEN_LOOP_PERCENT", 50, 1, 100) / 100,
-  workloads: selectedWorkloads()
+  workloads: selectedWorkloads(),
+  /** pgbench TPC-B clients (0: no pgbench phase) and scale. */
+  pgbench_clients: envInt("BENCH_PGBENCH_CLIENTS", 8, 0, 200),
+  pgbench_scale: envInt("BENCH_PGBENCH_SCALE", 10, 1, 100),
+  /** Requests per operation in the cost probe (0: no probe). */
+  probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000)
 }
 
 /** What the issue asks of the API at 50 connections. */
 const targets = {
   replay_latency_ms_p99_max: 5,
   replay_throughput_ratio_min: 0.5,
-  create_latency_ms_p99_max: 25
+  create_latency_ms_p99_max: 25,
+  create_to_pgbench_ratio_min: 0.5,
+  create_server_cpu_ms_max: 1,
+  create_postgres_cpu_ms_max: 1.5,
+  create_round_trips_max: 4,
+  create_durable_commits_max: 1
 }
 
 const runId = randomBytes(4).toString("hex")
@@ -544,6 +556,65 @@ const measure = (workload: Workload, target: Target) =>
     }
   })
 
+// --- the cost probe (round trips and commits per operation) -----------------------------------------
+
+const postStatus = async (url: string, apiKey: string, key: string, body: string | undefined): Promise<{ status: number; text: string }> => {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json", "idempotency-key": key },
+    ...(body === undefined ? {} : { body }),
+    signal: AbortSignal.timeout(10_000)
+  })
+  return { status: response.status, text: await response.text() }
+}
+
+/** create (new key each), replay (one key), authorize and settle (of the payments created). */
+const probeOperations = (): ReadonlyArray<ProbeOperation> => {
+  const paymentIds: Array<string> = []
+  const created = (index: number) => paymentIds[index + 1] ?? "pay_missing"
+  const replayKey = `probe-replay-${runId}`
+  return [
+    {
+      name: "create",
+      expectedStatus: 201,
+      send: async (baseUrl, apiKey, index) => {
+        const answer = await postStatus(`${baseUrl}/v1/payments`, apiKey, `probe-create-${runId}-${index}`, createBody)
+        const parsed: unknown = answer.status === 201 ? JSON.parse(answer.text) : undefined
+        const id = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "id") : undefined
+        if (typeof id === "string") paymentIds.push(id)
+        return answer.status
+      }
+    },
+    {
+      name: "replay",
+      expectedStatus: 201,
+      send: async (baseUrl, apiKey) => (await postStatus(`${baseUrl}/v1/payments`, apiKey, replayKey, createBody)).status
+    },
+    {
+      name: "authorize",
+      expectedStatus: 200,
+      send: async (baseUrl, apiKey, index) =>
+        (await postStatus(`${baseUrl}/v1/payments/${created(index)}/authorize`, apiKey, `probe-authorize-${runId}-${index}`, undefined)).status
+    },
+    {
+      name: "settle",
+      expectedStatus: 200,
+      send: async (baseUrl, apiKey, index) =>
+        (await postStatus(`${baseUrl}/v1/payments/${created(index)}/settle`, apiKey, `probe-settle-${runId}-${index}`, undefined)).status
+    }
+  ]
+}
+
+const printCosts = (costs: ReadonlyArray<OperationCost>) => {
+  if (costs.length === 0) return
+  console.log("")
+  console.log("cost per operation (private Postgres + Redis, sequential requests, request path only):")
+  console.log("operation   postgres round trips  redis round trips  total  durable commits")
+  for (const c of costs) {
+    console.log(`${c.operation.padEnd(10)} ${String(c.postgres_round_trips_per_op).padStart(21)} ${String(c.redis_round_trips_per_op).padStart(18)} ${String(c.round_trips_per_op).padStart(6)} ${String(c.durable_commits_per_op).padStart(16)}`)
+  }
+}
+
 // --- the run ----------------------------------------------------------------------------------------
 
 const program = Effect.gen(function* () {
@@ -569,6 +640,24 @@ const program = Effect.gen(function* () {
     log(`${workload.name}: ${workload.description}`).pipe(Effect.andThen(measure(workload, target)))
   )
 
+  // pgbench TPC-B on the same Postgres, right after the HTTP phases: the database's own yardstick.
+  const pgbench = settings.pgbench_clients === 0 ? undefined : yield* Effect.gen(function* () {
+    yield* log(`pgbench TPC-B: -c ${settings.pgbench_clients} -s ${settings.pgbench_scale}, ${settings.duration_s} s`)
+    const runPgbench = yield* pgbenchDatabase(baseDatabaseUrl, `pay_bench_pgbench_${runId}`, settings.pgbench_scale)
+    return yield* runPgbench(settings.pgbench_clients, settings.duration_s)
+  })
+  const costs = settings.probe_requests === 0 ? [] : yield* log(`cost probe: ${settings.probe_requests} requests per operation, private Postgres + Redis`).pipe(
+    Effect.andThen(probeCosts({
+      repositoryRoot,
+      brokers,
+      topicPrefix,
+      logFile: join(tmpdir(), `pay-bench-api-${runId}-probe.log`),
+      psql: (url, statement) => runCommand("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAtc", statement], {}, 60_000),
+      cli: (databaseUrl, args) => runCommand(process.execPath, ["packages/cli/src/main.ts", ...args], { DATABASE_URL: databaseUrl }, 60_000),
+      waitForReady
+    }, probeOperations(), settings.probe_requests))
+  )
+
   const byName = (name: string) => results.find((result) => result.name === name)
   const reference = byName("reference")
   const replays = byName("replays")
@@ -585,7 +674,24 @@ const program = Effect.gen(function* () {
       creates_p99_to_reference: ratio(creates.latency_ms_p99, reference.latency_ms_p99)
     })
   }
+  const createCost = costs.find((cost) => cost.operation === "create")
+  const pgbenchRatios = pgbench === undefined ? {} : {
+    pgbench_tps: pgbench.tps,
+    ...(creates === undefined ? {} : { creates_to_pgbench: ratio(creates.requests_per_s, pgbench.tps) }),
+    ...(replays === undefined ? {} : { replays_to_pgbench: ratio(replays.requests_per_s, pgbench.tps) })
+  }
   const verdicts = {
+    ...(creates === undefined || pgbench === undefined ? {} : {
+      creates_to_pgbench: { target_ratio_min: targets.create_to_pgbench_ratio_min, measured_ratio: ratio(creates.requests_per_s, pgbench.tps), met: ratio(creates.requests_per_s, pgbench.tps) >= targets.create_to_pgbench_ratio_min }
+    }),
+    ...(creates === undefined ? {} : {
+      create_server_cpu: { target_ms_max: targets.create_server_cpu_ms_max, measured_ms: creates.cpu_ms_per_request.server, met: creates.cpu_ms_per_request.server <= targets.create_server_cpu_ms_max },
+      create_postgres_cpu: { target_ms_max: targets.create_postgres_cpu_ms_max, measured_ms: creates.cpu_ms_per_request.postgres, met: creates.cpu_ms_per_request.postgres <= targets.create_postgres_cpu_ms_max }
+    }),
+    ...(createCost === undefined ? {} : {
+      create_round_trips: { target_max: targets.create_round_trips_max, measured: createCost.round_trips_per_op, met: createCost.round_trips_per_op <= targets.create_round_trips_max },
+      create_durable_commits: { target_max: targets.create_durable_commits_max, measured: createCost.durable_commits_per_op, met: createCost.durable_commits_per_op <= targets.create_durable_commits_max }
+    }),
     ...(replays === undefined ? {} : {
       replay_p99: { target_ms_max: targets.replay_latency_ms_p99_max, measured_ms: replays.latency_ms_p99, met: replays.latency_ms_p99 <= targets.replay_latency_ms_p99_max },
       replay_throughput: {
@@ -598,7 +704,7 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = results.every((result) =>
+  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && results.every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
@@ -624,7 +730,10 @@ const program = Effect.gen(function* () {
     )
   }
   console.log("")
+  if (pgbench !== undefined) console.log(`pgbench TPC-B (${pgbench.command}): ${pgbench.tps} tps, mean latency ${pgbench.latency_ms_mean} ms`)
+  for (const [name, value] of Object.entries(pgbenchRatios)) if (name !== "pgbench_tps") console.log(`${name}: ${value}x`)
   for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}x`)
+  printCosts(costs)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
 
@@ -636,7 +745,9 @@ const program = Effect.gen(function* () {
     machine: { cores: cpus().length, cpu_model: cpus()[0]?.model ?? "unknown", node: process.version, load_average_1m_at_end: round(loadavg()[0] ?? 0, 2) },
     server: apiUrl === undefined ? { own: true, log: target.serverLog, env_extra: extraServerEnv() } : { own: false, url: target.baseUrl },
     results,
-    ratios,
+    ratios: { ...ratios, ...pgbenchRatios },
+    pgbench,
+    costs,
     targets: verdicts,
     correct
   }
