@@ -3,6 +3,7 @@ import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
+import { ApiKeyCacheConfig, type ApiKeyCacheOptions, defaultApiKeyCacheOptions, makeApiKeyCache } from "./ApiKeyCache.ts"
 
 /**
  * Merchant API keys. A secret is `sk_test_` followed by 32 base62 characters (32 × log2(62) ≈ 190
@@ -84,13 +85,18 @@ export class ApiKeys extends Context.Service<ApiKeys, {
   readonly authenticate: (secret: string) => Effect.Effect<Authenticated, Unauthorized | SqlError>
   /** {@link authenticate} on an `Authorization` header (Bearer or Basic). */
   readonly authenticateHeader: (authorization: string | undefined) => Effect.Effect<Authenticated, Unauthorized | SqlError>
-  /** Revokes a key: it stops authenticating at once. Idempotent. */
+  /**
+   * Revokes a key. Idempotent. It stops authenticating at once in this process, and within the
+   * cache's TTL (≤ 1 s, ApiKeyCache.ts) in every other one.
+   */
   readonly revoke: (apiKeyId: string) => Effect.Effect<void, SqlError>
 }>()("merchants/ApiKeys") {
-  static readonly layer = Layer.effect(
+  /** With an explicit cache (tests); `{ ttl_ms: 0 }` turns it off. */
+  static readonly layerWith = (cacheOptions: ApiKeyCacheOptions = defaultApiKeyCacheOptions) => Layer.effect(
     ApiKeys,
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
+      const cache = makeApiKeyCache<Authenticated>(cacheOptions)
       // The merchants table's CHECK guarantees the id's pattern; a mismatch is a bug (a defect).
       const findLiveKey = SqlSchema.findOneOption({
         Request: Schema.Uint8Array,
@@ -113,10 +119,15 @@ export class ApiKeys extends Context.Service<ApiKeys, {
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
         if (!apiKeySecretPattern.test(secret)) return yield* new Unauthorized({ reason: "malformed" })
-        const found = yield* findLiveKey(hashApiKeySecret(secret)).pipe(Effect.catchTag("SchemaError", Effect.die))
+        const keyHash = hashApiKeySecret(secret)
+        const cacheKey = Buffer.from(keyHash).toString("base64")
+        const cached = cache.get(cacheKey)
+        if (cached !== undefined) return cached
+        const found = yield* findLiveKey(keyHash).pipe(Effect.catchTag("SchemaError", Effect.die))
         if (Option.isNone(found)) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
         const { id, merchant_id: merchantId } = found.value
         const authenticated: Authenticated = { merchantId, apiKeyId: id }
+        cache.set(cacheKey, authenticated)
         return authenticated
       })
 
@@ -127,9 +138,13 @@ export class ApiKeys extends Context.Service<ApiKeys, {
 
       const revoke = Effect.fn("ApiKeys.revoke")(function* (apiKeyId: string) {
         yield* sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = ${apiKeyId} AND revoked_at IS NULL`
+        cache.drop((entry) => entry.apiKeyId === apiKeyId)
       })
 
       return ApiKeys.of({ create, authenticate, authenticateHeader, revoke })
     })
   )
+
+  /** The cache configured from `API_KEY_CACHE_TTL_MS` (0..1000, default 1000) and `API_KEY_CACHE_ENTRIES_MAX`. */
+  static readonly layer = Layer.unwrap(Effect.map(ApiKeyCacheConfig, (options) => ApiKeys.layerWith(options)))
 }
