@@ -83,7 +83,9 @@ const settings = {
   pgbench_clients: envInt("BENCH_PGBENCH_CLIENTS", 8, 0, 200),
   pgbench_scale: envInt("BENCH_PGBENCH_SCALE", 10, 1, 100),
   /** Requests per operation in the cost probe (0: no probe). */
-  probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000)
+  probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000),
+  /** creates and replays again on a server of this many instances (0 or 1: skipped). */
+  compare_instances: envInt("BENCH_COMPARE_INSTANCES", 2, 0, 8)
 }
 
 /** What the issue asks of the API at 50 connections. */
@@ -173,7 +175,7 @@ const extraServerEnv = (): Record<string, string> =>
   )
 
 /** `node packages/server/src/main.ts`, logs to a file; SIGTERM (then SIGKILL after 10 s) at scope end. */
-const startServer = (databaseUrl: string, port: number, logFile: string) =>
+const startServer = (databaseUrl: string, port: number, logFile: string, env: Record<string, string> = {}) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const fd = openSync(logFile, "a")
@@ -187,7 +189,8 @@ const startServer = (databaseUrl: string, port: number, logFile: string) =>
           KAFKA_BROKERS: brokers,
           KAFKA_TOPIC_PREFIX: topicPrefix,
           PORT: String(port),
-          ...extraServerEnv()
+          ...extraServerEnv(),
+          ...env
         },
         stdio: ["ignore", fd, fd]
       })
@@ -226,8 +229,21 @@ const ownServer = Effect.gen(function* () {
   yield* waitForReady(baseUrl, serverLog)
   yield* log(`server pid ${child.pid} on ${baseUrl}, database ${databaseName}, log ${serverLog}`)
   const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
-  return target
+  return { target, databaseUrl }
 })
+
+/** Another server on the same database with `instances` instances (SERVER_INSTANCES), for the scope. */
+const clusterServer = (databaseUrl: string, apiKey: string, instances: number) =>
+  Effect.gen(function* () {
+    const port = yield* freePort
+    const serverLog = join(tmpdir(), `pay-bench-api-${runId}-x${instances}.log`)
+    const child = yield* startServer(databaseUrl, port, serverLog, { SERVER_INSTANCES: String(instances) })
+    const baseUrl = `http://127.0.0.1:${port}`
+    yield* waitForReady(baseUrl, serverLog)
+    yield* log(`${instances} instances (primary pid ${child.pid}) on ${baseUrl}, log ${serverLog}`)
+    const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
+    return target
+  })
 
 const externalServer = (baseUrl: string, apiKey: string) =>
   Effect.gen(function* () {
@@ -257,8 +273,19 @@ interface CpuSample {
  * started the server (other sessions on this machine use the same Postgres), every postgres
  * process otherwise.
  */
-const groupOf = (pid: number, comm: string, serverPid: number | undefined): string | undefined => {
-  if (pid === serverPid) return "server"
+/** The server's pid and its children (the instances of a node:cluster primary). */
+const serverPidsOf = (serverPid: number | undefined): ReadonlySet<number> => {
+  if (serverPid === undefined) return new Set()
+  try {
+    const children = readFileSync(`/proc/${serverPid}/task/${serverPid}/children`, "utf8").trim().split(/\s+/).filter((pid) => pid !== "").map(Number)
+    return new Set([serverPid, ...children])
+  } catch {
+    return new Set([serverPid])
+  }
+}
+
+const groupOf = (pid: number, comm: string, serverPid: number | undefined, serverPids: ReadonlySet<number>): string | undefined => {
+  if (serverPids.has(pid)) return "server"
   if (comm === "postgres") {
     if (serverPid === undefined) return "postgres"
     try {
@@ -273,6 +300,7 @@ const groupOf = (pid: number, comm: string, serverPid: number | undefined): stri
 }
 
 const sampleCpu = (serverPid: number | undefined): CpuSample => {
+  const serverPids = serverPidsOf(serverPid)
   const cpuLine = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
   const fields = cpuLine.trim().split(/\s+/).slice(1).map(Number)
   const totalTicks = fields.reduce((sum, value) => sum + value, 0)
@@ -289,7 +317,7 @@ const sampleCpu = (serverPid: number | undefined): CpuSample => {
     const close = stat.lastIndexOf(")")
     const comm = stat.slice(stat.indexOf("(") + 1, close)
     const pid = Number(entry)
-    const group = groupOf(pid, comm, serverPid)
+    const group = groupOf(pid, comm, serverPid, serverPids)
     if (group === undefined) continue
     const rest = stat.slice(close + 2).split(" ")
     // Fields 14 and 15 of /proc/<pid>/stat (utime, stime); `rest` starts at field 3.
@@ -522,7 +550,7 @@ const measureOpenLoop = (workload: Workload, target: Target, rate_per_s: number)
     }
   })
 
-const measure = (workload: Workload, target: Target) =>
+const measure = (workload: Workload, target: Target, openLoop = true) =>
   Effect.gen(function* () {
     const base = { connections: settings.connections, timeout: 10, ...workload.options(target) }
     if (settings.warmup_s > 0) yield* fire({ ...base, duration: settings.warmup_s })
@@ -552,7 +580,9 @@ const measure = (workload: Workload, target: Target) =>
       cpu_cores: cpu,
       cpu_ms_per_request: { server: perRequest_ms(cpu.server), postgres: perRequest_ms(cpu.postgres), redis: perRequest_ms(cpu.redis) },
       // The same requests at a fraction of the throughput just measured: latency below saturation.
-      open_loop: yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
+      open_loop: openLoop
+        ? yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
+        : { offered_per_s: 0, sent: 0, skipped: 0, errors: 0, statuses: {}, unexpected_statuses: 0, latency_ms_p50: Number.NaN, latency_ms_p90: Number.NaN, latency_ms_p99: Number.NaN, latency_ms_max: Number.NaN }
     }
   })
 
@@ -623,7 +653,8 @@ const program = Effect.gen(function* () {
   if ((apiUrl === undefined) !== (apiKeyFromEnv === undefined)) {
     return yield* Effect.die(new Error("set both API_URL and API_KEY, or neither (then the bench starts its own server)"))
   }
-  const target = apiUrl !== undefined && apiKeyFromEnv !== undefined ? yield* externalServer(apiUrl, apiKeyFromEnv) : yield* ownServer
+  const own = apiUrl !== undefined && apiKeyFromEnv !== undefined ? undefined : yield* ownServer
+  const target = own === undefined ? yield* externalServer(apiUrl ?? "", apiKeyFromEnv ?? "") : own.target
 
   // The replayed key: created once, then every request with it must be answered by these bytes.
   const replayKey = `bench-replay-${runId}`
@@ -639,6 +670,14 @@ const program = Effect.gen(function* () {
   const results = yield* Effect.forEach(chosen, (workload) =>
     log(`${workload.name}: ${workload.description}`).pipe(Effect.andThen(measure(workload, target)))
   )
+
+  // The same create and replay workloads on N instances (node:cluster), same database, same run.
+  const clustered = own === undefined || settings.compare_instances < 2 ? [] : yield* Effect.scoped(Effect.gen(function* () {
+    const clusterTarget = yield* clusterServer(own.databaseUrl, target.apiKey, settings.compare_instances)
+    const chosenHere = chosen.filter((workload) => workload.name === "creates" || workload.name === "replays")
+    return yield* Effect.forEach(chosenHere, (workload) =>
+      log(`${workload.name} on ${settings.compare_instances} instances`).pipe(Effect.andThen(measure(workload, clusterTarget, false))))
+  }))
 
   // pgbench TPC-B on the same Postgres, right after the HTTP phases: the database's own yardstick.
   const pgbench = settings.pgbench_clients === 0 ? undefined : yield* Effect.gen(function* () {
@@ -704,7 +743,7 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && results.every((result) =>
+  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered].every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
@@ -734,6 +773,14 @@ const program = Effect.gen(function* () {
   for (const [name, value] of Object.entries(pgbenchRatios)) if (name !== "pgbench_tps") console.log(`${name}: ${value}x`)
   for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}x`)
   printCosts(costs)
+  const instanceRatios = Object.fromEntries(clustered.map((r) => {
+    const single = byName(r.name)
+    return [`${r.name}_${settings.compare_instances}_instances_to_1`, single === undefined ? Number.NaN : ratio(r.requests_per_s, single.requests_per_s)]
+  }))
+  for (const r of clustered) {
+    console.log(`${r.name} on ${settings.compare_instances} instances: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, server cores ${r.cpu_cores.server}, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
+  }
+  for (const [name, value] of Object.entries(instanceRatios)) console.log(`${name}: ${value}x`)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
 
@@ -748,6 +795,7 @@ const program = Effect.gen(function* () {
     ratios: { ...ratios, ...pgbenchRatios },
     pgbench,
     costs,
+    instances: { compared: settings.compare_instances, results: clustered, ratios: instanceRatios },
     targets: verdicts,
     correct
   }
