@@ -138,10 +138,15 @@ export class ApiKeys extends Context.Service<ApiKeys, {
 
       const revoke = Effect.fn("ApiKeys.revoke")(function* (apiKeyId: string) {
         yield* sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = ${apiKeyId} AND revoked_at IS NULL`
-        cache.drop((entry) => entry.apiKeyId === apiKeyId)
       })
 
-      return ApiKeys.of({ create, authenticate, authenticateHeader, revoke })
+      return ApiKeys.of({
+        create,
+        authenticate,
+        authenticateHeader,
+        // Revoked through this process: forgotten at once, not after the TTL.
+        revoke: (apiKeyId) => revoke(apiKeyId).pipe(Effect.tap(() => Effect.sync(() => cache.drop((entry) => entry.apiKeyId === apiKeyId))))
+      })
     })
   )
 
