@@ -85,10 +85,7 @@ export class ApiKeys extends Context.Service<ApiKeys, {
   readonly authenticate: (secret: string) => Effect.Effect<Authenticated, Unauthorized | SqlError>
   /** {@link authenticate} on an `Authorization` header (Bearer or Basic). */
   readonly authenticateHeader: (authorization: string | undefined) => Effect.Effect<Authenticated, Unauthorized | SqlError>
-  /**
-   * Revokes a key. Idempotent. It stops authenticating at once in this process, and within the
-   * cache's TTL (≤ 1 s, ApiKeyCache.ts) in every other one.
-   */
+  /** Revokes a key: it stops authenticating at once. Idempotent. */
   readonly revoke: (apiKeyId: string) => Effect.Effect<void, SqlError>
 }>()("merchants/ApiKeys") {
   /** With an explicit cache (tests); `{ ttl_ms: 0 }` turns it off. */
@@ -144,7 +141,8 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         create,
         authenticate,
         authenticateHeader,
-        // Revoked through this process: forgotten at once, not after the TTL.
+        // Revoked through this process: forgotten at once. Other processes (other instances, the
+        // CLI, SQL) stop accepting it within the cache's TTL (<= 1 s, ApiKeyCache.ts).
         revoke: (apiKeyId) => revoke(apiKeyId).pipe(Effect.tap(() => Effect.sync(() => cache.drop((entry) => entry.apiKeyId === apiKeyId))))
       })
     })
