@@ -234,8 +234,20 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
     )
   }
 
-  const run = <A, E, R>(request: IdempotentRequest<A>, work: Work<A, E, R>) =>
-    begin(toBeginRequest(request)).pipe(Effect.flatMap((began) => execute(began, request.render, work)), Effect.withSpan("IdempotencyKeys.run"))
+  const run = <A, E, R>(request: IdempotentRequest<A>, work: Work<A, E, R>) => {
+    const body = canonicalBody(request.body)
+    const beginRequest: BeginRequest = {
+      merchantId: request.merchantId,
+      key: request.key,
+      method: request.method.toUpperCase(),
+      path: request.path,
+      fingerprint: fingerprint({ method: request.method, path: request.path, canonicalBody: body }),
+      canonicalBody: body,
+      ...(request.operation === undefined ? {} : { operation: request.operation }),
+      ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
+    }
+    return begin(beginRequest).pipe(Effect.flatMap((began) => execute(began, request.render, work)), Effect.withSpan("IdempotencyKeys.run"))
+  }
 
   const resume = <A, E, R>(abandoned: AbandonedKey, render: Render<A>, work: Work<A, E, R>) =>
     begin({
@@ -249,7 +261,7 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
   return { run, resume }
 }
 
-/** What `begin` needs of an HTTP request: the canonical body and its fingerprint. */
+/** What `begin` needs of an HTTP request: the canonical body and its fingerprint (as `run` builds it). */
 const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest => {
   const body = canonicalBody(request.body)
   return {

@@ -136,7 +136,17 @@ const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) =>
       VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
               ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
               ${toDate(payment.updated_at)}::timestamptz)`,
-  publish: (event: PaymentEvent, context: ChangeContext) => outbox.append(outboxEventOf(event, context)),
+  publish: (event: PaymentEvent, context: ChangeContext) =>
+    outbox.append({
+      aggregateType: "payment",
+      aggregateId: event.payment_id,
+      eventType: event.type,
+      eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
+      payload: encodePaymentEvent(event),
+      headers: context.traceparent === undefined
+        ? { correlation_id: context.correlationId }
+        : { correlation_id: context.correlationId, traceparent: context.traceparent }
+    }),
   /** `recordHistory` and `publish` as CTEs of one statement, written once per row of `source`. */
   historyFrom: (payment: Payment, from: PaymentStatus | null, context: ChangeContext, source: string) =>
     sql`
