@@ -85,7 +85,10 @@ const settings = {
   /** Requests per operation in the cost probe (0: no probe). */
   probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000),
   /** creates and replays again on a server of this many instances (0 or 1: skipped). */
-  compare_instances: envInt("BENCH_COMPARE_INSTANCES", 2, 0, 8)
+  compare_instances: envInt("BENCH_COMPARE_INSTANCES", 2, 0, 8),
+  /** Payments (and 10x as many ledger entries) preloaded with SQL before creates and replays run again (0: skipped). */
+  preload_payments: envInt("BENCH_PRELOAD_PAYMENTS", 0, 0, 10_000_000),
+  preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000)
 }
 
 /** What the issue asks of the API at 50 connections. */
@@ -679,6 +682,22 @@ const program = Effect.gen(function* () {
       log(`${workload.name} on ${settings.compare_instances} instances`).pipe(Effect.andThen(measure(workload, clusterTarget, false))))
   }))
 
+  // The same workloads once the database holds millions of rows (bench/api/preload.sql).
+  const preloaded = own === undefined || settings.preload_payments === 0 ? [] : yield* Effect.gen(function* () {
+    const entries = settings.preload_entries > 0 ? settings.preload_entries : settings.preload_payments * 10
+    const cliOutput = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Preloaded merchant"], { DATABASE_URL: own.databaseUrl }, 60_000)
+    const parsed: unknown = JSON.parse(cliOutput)
+    const merchantId = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "merchant_id") : undefined
+    if (typeof merchantId !== "string") return yield* Effect.die(new Error(`no merchant_id in the CLI's output: ${cliOutput}`))
+    yield* log(`preloading ${settings.preload_payments} payments and ${entries} ledger entries with SQL`)
+    const started_ms = performance.now()
+    yield* runCommand("psql", [own.databaseUrl, "-q", "-v", `merchant=${merchantId}`, "-v", `payments=${settings.preload_payments}`, "-v", `entries=${entries}`, "-f", "bench/api/preload.sql"], {}, 3_600_000)
+    yield* log(`preloaded in ${round((performance.now() - started_ms) / 1_000, 1)} s`)
+    const chosenHere = chosen.filter((workload) => workload.name === "creates" || workload.name === "replays")
+    return yield* Effect.forEach(chosenHere, (workload) =>
+      log(`${workload.name} on the preloaded database`).pipe(Effect.andThen(measure(workload, target, false))))
+  })
+
   // pgbench TPC-B on the same Postgres, right after the HTTP phases: the database's own yardstick.
   const pgbench = settings.pgbench_clients === 0 ? undefined : yield* Effect.gen(function* () {
     yield* log(`pgbench TPC-B: -c ${settings.pgbench_clients} -s ${settings.pgbench_scale}, ${settings.duration_s} s`)
@@ -743,7 +762,7 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered].every((result) =>
+  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded].every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
@@ -781,6 +800,12 @@ const program = Effect.gen(function* () {
     console.log(`${r.name} on ${settings.compare_instances} instances: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, server cores ${r.cpu_cores.server}, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
   }
   for (const [name, value] of Object.entries(instanceRatios)) console.log(`${name}: ${value}x`)
+  const preloadRatios = Object.fromEntries(preloaded.map((r) => {
+    const empty = byName(r.name)
+    return [`${r.name}_preloaded_to_empty`, empty === undefined ? Number.NaN : ratio(r.requests_per_s, empty.requests_per_s)]
+  }))
+  for (const r of preloaded) console.log(`${r.name} on the preloaded database: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
+  for (const [name, value] of Object.entries(preloadRatios)) console.log(`${name}: ${value}x`)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
 
@@ -796,6 +821,7 @@ const program = Effect.gen(function* () {
     pgbench,
     costs,
     instances: { compared: settings.compare_instances, results: clustered, ratios: instanceRatios },
+    preload: { payments: settings.preload_payments, results: preloaded, ratios: preloadRatios },
     targets: verdicts,
     correct
   }
