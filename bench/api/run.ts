@@ -186,10 +186,10 @@ const startServer = (databaseUrl: string, port: number, logFile: string, env: Re
         cwd: repositoryRoot,
         env: {
           ...process.env,
-          ...env,
           DATABASE_URL: databaseUrl,
           REDIS_URL: redisUrl,
           REDIS_KEY_PREFIX: redisPrefix,
+          ...env,
           KAFKA_BROKERS: brokers,
           KAFKA_TOPIC_PREFIX: topicPrefix,
           PORT: String(port),
