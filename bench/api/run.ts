@@ -86,6 +86,8 @@ const settings = {
   probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000),
   /** creates and replays again on a server of this many instances (0 or 1: skipped). */
   compare_instances: envInt("BENCH_COMPARE_INSTANCES", 2, 0, 8),
+  /** Seconds of the create → authorize → settle flow phase (0: skipped). */
+  flow_s: envInt("BENCH_FLOW_S", 5, 0, 600),
   /** Payments (and 10x as many ledger entries) preloaded with SQL before creates and replays run again (0: skipped). */
   preload_payments: envInt("BENCH_PRELOAD_PAYMENTS", 0, 0, 10_000_000),
   preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000)
@@ -97,6 +99,7 @@ const targets = {
   replay_throughput_ratio_min: 0.5,
   create_latency_ms_p99_max: 25,
   create_to_pgbench_ratio_min: 0.5,
+  flow_to_pgbench_ratio_min: 0.25,
   create_server_cpu_ms_max: 1,
   create_postgres_cpu_ms_max: 1.5,
   create_round_trips_max: 4,
@@ -589,6 +592,62 @@ const measure = (workload: Workload, target: Target, openLoop = true) =>
     }
   })
 
+// --- the full flow: create → authorize → settle, one payment per loop --------------------------------
+
+/**
+ * `settings.connections` loops, each doing create → authorize → settle (new keys) back to back for
+ * `duration_s`: payments settled per second, the issue's "full flow" (target ≥ 0.25× TPC-B).
+ */
+const flowPhase = (target: Target, duration_s: number) =>
+  Effect.promise(async () => {
+    const deadline = performance.now() + duration_s * 1_000
+    const before = sampleCpu(target.serverPid)
+    let flows = 0
+    let failures = 0
+    const latencies_ms: Array<number> = []
+    const post = async (path: string, key: string, body: string | undefined) => {
+      const response = await fetch(`${target.baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json", "idempotency-key": key },
+        ...(body === undefined ? {} : { body }),
+        signal: AbortSignal.timeout(10_000)
+      })
+      return { status: response.status, text: await response.text() }
+    }
+    const loop = async (loopIndex: number) => {
+      for (let index = 0; performance.now() < deadline; index++) {
+        const started = performance.now()
+        const key = `flow-${runId}-${loopIndex}-${index}`
+        try {
+          const created = await post("/v1/payments", `${key}-c`, createBody)
+          const parsed: unknown = created.status === 201 ? JSON.parse(created.text) : undefined
+          const id = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "id") : undefined
+          if (typeof id !== "string") throw new Error(`create: ${created.status}`)
+          if ((await post(`/v1/payments/${id}/authorize`, `${key}-a`, undefined)).status !== 200) throw new Error("authorize")
+          if ((await post(`/v1/payments/${id}/settle`, `${key}-s`, undefined)).status !== 200) throw new Error("settle")
+          flows++
+          latencies_ms.push(performance.now() - started)
+        } catch {
+          failures++
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: settings.connections }, (_, index) => loop(index)))
+    const cpu = coresBetween(before, sampleCpu(target.serverPid))
+    const perFlow_ms = (cores: number) => (flows > 0 ? round((cores * duration_s * 1_000) / flows, 3) : Number.NaN)
+    return {
+      name: "flow",
+      description: "create → authorize → settle per loop",
+      flows,
+      failures,
+      flows_per_s: round(flows / duration_s, 1),
+      latency_ms_p50: percentileOf(latencies_ms, 0.5),
+      latency_ms_p99: percentileOf(latencies_ms, 0.99),
+      cpu_cores: cpu,
+      cpu_ms_per_flow: { server: perFlow_ms(cpu.server), postgres: perFlow_ms(cpu.postgres) }
+    }
+  })
+
 // --- the cost probe (round trips and commits per operation) -----------------------------------------
 
 const postStatus = async (url: string, apiKey: string, key: string, body: string | undefined): Promise<{ status: number; text: string }> => {
@@ -674,6 +733,10 @@ const program = Effect.gen(function* () {
     log(`${workload.name}: ${workload.description}`).pipe(Effect.andThen(measure(workload, target)))
   )
 
+  const flow = settings.flow_s === 0 ? undefined : yield* log(`flow: create → authorize → settle, ${settings.connections} loops, ${settings.flow_s} s`).pipe(
+    Effect.andThen(flowPhase(target, settings.flow_s))
+  )
+
   // The same create and replay workloads on N instances (node:cluster), same database, same run.
   const clustered = own === undefined || settings.compare_instances < 2 ? [] : yield* Effect.scoped(Effect.gen(function* () {
     const clusterTarget = yield* clusterServer(own.databaseUrl, target.apiKey, settings.compare_instances)
@@ -735,10 +798,14 @@ const program = Effect.gen(function* () {
   const createCost = costs.find((cost) => cost.operation === "create")
   const pgbenchRatios = pgbench === undefined ? {} : {
     pgbench_tps: pgbench.tps,
+    ...(flow === undefined ? {} : { flows_to_pgbench: ratio(flow.flows_per_s, pgbench.tps) }),
     ...(creates === undefined ? {} : { creates_to_pgbench: ratio(creates.requests_per_s, pgbench.tps) }),
     ...(replays === undefined ? {} : { replays_to_pgbench: ratio(replays.requests_per_s, pgbench.tps) })
   }
   const verdicts = {
+    ...(flow === undefined || pgbench === undefined ? {} : {
+      flows_to_pgbench: { target_ratio_min: targets.flow_to_pgbench_ratio_min, measured_ratio: ratio(flow.flows_per_s, pgbench.tps), met: ratio(flow.flows_per_s, pgbench.tps) >= targets.flow_to_pgbench_ratio_min }
+    }),
     ...(creates === undefined || pgbench === undefined ? {} : {
       creates_to_pgbench: { target_ratio_min: targets.create_to_pgbench_ratio_min, measured_ratio: ratio(creates.requests_per_s, pgbench.tps), met: ratio(creates.requests_per_s, pgbench.tps) >= targets.create_to_pgbench_ratio_min }
     }),
@@ -762,7 +829,7 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded].every((result) =>
+  const correct = (flow === undefined || flow.failures === 0) && costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded].every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
@@ -791,6 +858,7 @@ const program = Effect.gen(function* () {
   if (pgbench !== undefined) console.log(`pgbench TPC-B (${pgbench.command}): ${pgbench.tps} tps, mean latency ${pgbench.latency_ms_mean} ms`)
   for (const [name, value] of Object.entries(pgbenchRatios)) if (name !== "pgbench_tps") console.log(`${name}: ${value}x`)
   for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}x`)
+  if (flow !== undefined) console.log(`flow (create → authorize → settle): ${flow.flows_per_s} payments/s, p50 ${flow.latency_ms_p50} ms, p99 ${flow.latency_ms_p99} ms, failures ${flow.failures}, cpu ms/payment server ${flow.cpu_ms_per_flow.server} postgres ${flow.cpu_ms_per_flow.postgres}`)
   printCosts(costs)
   const instanceRatios = Object.fromEntries(clustered.map((r) => {
     const single = byName(r.name)
@@ -819,6 +887,7 @@ const program = Effect.gen(function* () {
     results,
     ratios: { ...ratios, ...pgbenchRatios },
     pgbench,
+    flow,
     costs,
     instances: { compared: settings.compare_instances, results: clustered, ratios: instanceRatios },
     preload: { payments: settings.preload_payments, results: preloaded, ratios: preloadRatios },
