@@ -174,7 +174,19 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
       return askPostgres(false)
     })
 
-  return { decide, cacheResponse, deleteMarker, deleteResponse }
+  /**
+   * Only the cached response (no marker): for `runAtOnce`, whose single statement needs no
+   * in-flight marker (a concurrent duplicate waits on the key's unique index, then replays).
+   * None on a miss or a Redis failure; a response of another request is a 422.
+   */
+  const lookup = (request: BeginRequest) =>
+    Effect.gen(function* () {
+      const cached = yield* call("get_response", redis.get(redisResponseKey(request.merchantId, request.key)))
+      if (Option.isNone(cached) || cached.value === null) return Option.none<Began>()
+      return yield* cachedAnswer(request, cached.value)
+    })
+
+  return { decide, lookup, cacheResponse, deleteMarker, deleteResponse }
 }
 
 export type RedisFastPath = ReturnType<typeof makeRedisFastPath>
