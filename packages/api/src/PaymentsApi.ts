@@ -131,6 +131,12 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       success: PaymentJson,
       error: problems(...transitionProblemCodes, "settlement_unavailable")
     }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee."),
+    HttpApiEndpoint.post("cancel", "/v1/payments/:id/cancel", {
+      params: PaymentIdParam,
+      headers: IdempotencyKeyHeader,
+      success: PaymentJson,
+      error: problems(...transitionProblemCodes)
+    }).annotate(OpenApi.Description, "Voids an AUTHORIZED payment: the acquirer releases the reservation and the payment is CANCELED (terminal); no money moves. A 503 means the outcome is unknown: retry with the same key."),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
@@ -152,6 +158,6 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
   .middleware(Authorization)
   .annotateMerge(OpenApi.annotations({
     title: "Payments",
-    description: "Create, authorize and settle payments; read them and the merchant's balance."
+    description: "Create, authorize, settle and cancel payments; read them and the merchant's balance."
   }))
 {}

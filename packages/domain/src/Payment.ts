@@ -5,10 +5,10 @@ import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { StorableText } from "./StorableText.ts"
 
 /**
- * The four statuses of a payment. Which status may follow which is NOT decided here: the
+ * The statuses of a payment (CANCELED: an authorization voided by the merchant, issue 19). Which status may follow which is NOT decided here: the
  * transition table in `PaymentStateMachine.ts` is the single source of that rule.
  */
-export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED"] as const
+export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED", "CANCELED"] as const
 export const PaymentStatus = Schema.Literals(paymentStatuses)
 export type PaymentStatus = typeof PaymentStatus.Type
 

@@ -81,12 +81,30 @@ export const PaymentFailed = Schema.Struct({
 })
 export type PaymentFailed = typeof PaymentFailed.Type
 
-export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed])
+/**
+ * The merchant voided the authorization (`POST /v1/payments/{id}/cancel`): the acquirer released
+ * the reserved funds; no money moved in our ledger. CANCELED is terminal.
+ */
+export const PaymentCanceled = Schema.Struct({
+  type: Schema.tag("payment_canceled"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("CANCELED")
+})
+export type PaymentCanceled = typeof PaymentCanceled.Type
+
+export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentCanceled])
 export type PaymentEvent = typeof PaymentEvent.Type
 /** The JSON form of an event, as stored in `outbox_events.payload`. */
 export type PaymentEventJson = typeof PaymentEvent.Encoded
 
-export const paymentEventTypes = ["payment_created", "payment_authorized", "payment_settled", "payment_failed"] as const
+export const paymentEventTypes = [
+  "payment_created",
+  "payment_authorized",
+  "payment_settled",
+  "payment_failed",
+  "payment_canceled"
+] as const
 export const PaymentEventType = Schema.Literals(paymentEventTypes)
 export type PaymentEventType = typeof PaymentEventType.Type
 

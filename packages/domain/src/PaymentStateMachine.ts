@@ -9,13 +9,13 @@ import {
   PaymentStatus,
   paymentStatuses
 } from "./Payment.ts"
-import { PaymentAuthorized, PaymentCreated, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
+import { PaymentAuthorized, PaymentCanceled, PaymentCreated, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Commands: what may be asked of a payment.
 // ---------------------------------------------------------------------------------------------
 
-export const paymentCommandNames = ["authorize", "decline", "settle", "fail"] as const
+export const paymentCommandNames = ["authorize", "decline", "settle", "fail", "cancel"] as const
 export const PaymentCommandName = Schema.Literals(paymentCommandNames)
 export type PaymentCommandName = typeof PaymentCommandName.Type
 
@@ -23,13 +23,14 @@ export const Authorize = Schema.TaggedStruct("authorize", {})
 export const Decline = Schema.TaggedStruct("decline", { failure_code: FailureCode, failure_message: FailureMessage })
 export const Settle = Schema.TaggedStruct("settle", {})
 export const Fail = Schema.TaggedStruct("fail", { failure_code: FailureCode, failure_message: FailureMessage })
-export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail])
+export const Cancel = Schema.TaggedStruct("cancel", {})
+export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail, Cancel])
 export type PaymentCommand = typeof PaymentCommand.Type
 
 // ---------------------------------------------------------------------------------------------
 // THE transition table. Everything else (allowed pairs, terminal statuses, the pure transition
 // function, the docs' diagram, the seed of the `payment_transitions` table in the database,
-// checked by a test) is derived from, or compared against, these four rows.
+// checked by a test) is derived from, or compared against, these rows.
 // ---------------------------------------------------------------------------------------------
 
 /** A status a transition can lead to. No rule can lead back to CREATED: it is only ever initial. */
@@ -66,7 +67,13 @@ export const paymentTransitions = [
     command: "fail",
     from: "AUTHORIZED",
     to: "FAILED",
-    why: "the authorization could not be captured (expired, voided, capture refused): the reservation is released"
+    why: "the authorization could not be captured (expired, capture refused): the reservation is released"
+  },
+  {
+    command: "cancel",
+    from: "AUTHORIZED",
+    to: "CANCELED",
+    why: "the merchant voided the authorization and the acquirer released the reservation: no money moved"
   }
 ] as const satisfies ReadonlyArray<TransitionRule>
 
@@ -84,7 +91,8 @@ export const commandTarget: Readonly<Record<PaymentCommandName, TransitionTarget
     authorize: targetOf(targets, "authorize"),
     decline: targetOf(targets, "decline"),
     settle: targetOf(targets, "settle"),
-    fail: targetOf(targets, "fail")
+    fail: targetOf(targets, "fail"),
+    cancel: targetOf(targets, "cancel")
   }
   return complete
 })()
@@ -131,7 +139,7 @@ export class InvalidTransition extends CodedError<InvalidTransition>()(
   (e) => `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
 ) {}
 
-export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed
+export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed | PaymentCanceled
 
 export interface Transitioned {
   readonly payment: Payment
@@ -150,6 +158,7 @@ const failureOf = (command: PaymentCommand) => {
       return { failure_code: command.failure_code, failure_message: command.failure_message }
     case "authorize":
     case "settle":
+    case "cancel":
       return { failure_code: null, failure_message: null }
   }
 }
@@ -209,6 +218,8 @@ const transitionEvent = (next: Payment, to: TransitionTarget, from: PaymentStatu
       return PaymentAuthorized.make({ ...eventCommon(next), previous_status: from, status: to })
     case "SETTLED":
       return PaymentSettled.make({ ...eventCommon(next), previous_status: from, status: to })
+    case "CANCELED":
+      return PaymentCanceled.make({ ...eventCommon(next), previous_status: from, status: to })
     case "FAILED": {
       const { failure_code, failure_message } = next
       if (failure_code === null || failure_message === null) {

@@ -27,25 +27,28 @@ const expectedAllowed: ReadonlySet<string> = new Set([
   "CREATED->AUTHORIZED",
   "CREATED->FAILED",
   "AUTHORIZED->SETTLED",
-  "AUTHORIZED->FAILED"
+  "AUTHORIZED->FAILED",
+  "AUTHORIZED->CANCELED"
 ])
 const expectedCommandOutcome: Readonly<
   Record<PaymentStatus, Readonly<Record<PaymentCommandName, PaymentStatus | "invalid">>>
 > = {
-  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid" },
-  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED" },
-  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid" },
-  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid" }
+  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "invalid" },
+  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED", cancel: "CANCELED" },
+  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" },
+  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" },
+  CANCELED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" }
 }
 const expectedEvent: Readonly<Record<string, string>> = {
   AUTHORIZED: "payment_authorized",
   SETTLED: "payment_settled",
-  FAILED: "payment_failed"
+  FAILED: "payment_failed",
+  CANCELED: "payment_canceled"
 }
 
 const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
 
-describe("the 4x4 matrix of from/to statuses", () => {
+describe("the 5x5 matrix of from/to statuses", () => {
   it.each(matrix)("$from -> $to", ({ from, to }) => {
     const allowed = expectedAllowed.has(`${from}->${to}`)
     assert.strictEqual(isTransitionAllowed(from, to), allowed, "isTransitionAllowed")
@@ -127,22 +130,28 @@ describe("every command from every status", () => {
 })
 
 describe("the table drives everything", () => {
-  it("holds exactly the four allowed pairs", () => {
+  it("holds exactly the five allowed pairs", () => {
     assert.deepStrictEqual(
       new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`)),
       expectedAllowed
     )
-    assert.strictEqual(paymentTransitions.length, 4)
+    assert.strictEqual(paymentTransitions.length, 5)
   })
 
-  it("derives SETTLED and FAILED as the terminal statuses", () => {
-    assert.deepStrictEqual([...terminalStatuses].sort(), ["FAILED", "SETTLED"])
-    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED"))
+  it("derives SETTLED, FAILED and CANCELED as the terminal statuses", () => {
+    assert.deepStrictEqual([...terminalStatuses].sort(), ["CANCELED", "FAILED", "SETTLED"])
+    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED") && isTerminal("CANCELED"))
     assert.isFalse(isTerminal("CREATED") || isTerminal("AUTHORIZED"))
   })
 
   it("gives each command exactly one target status", () => {
-    assert.deepStrictEqual(commandTarget, { authorize: "AUTHORIZED", decline: "FAILED", settle: "SETTLED", fail: "FAILED" })
+    assert.deepStrictEqual(commandTarget, {
+      authorize: "AUTHORIZED",
+      decline: "FAILED",
+      settle: "SETTLED",
+      fail: "FAILED",
+      cancel: "CANCELED"
+    })
   })
 
   it("explains why each transition exists", () => {

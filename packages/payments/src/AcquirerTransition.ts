@@ -20,9 +20,9 @@ import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
- * A transition the acquirer decides: authorize (the issuer approves or declines) and settle (the
- * capture is approved, and the money moves, or declined). One table row each; one function runs
- * both:
+ * A transition the acquirer decides: authorize (the issuer approves or declines), settle (the
+ * capture is approved, and the money moves, or declined) and cancel (the acquirer releases the
+ * authorization: a void). One table row each; one function runs them all:
  *
  * 1. load the payment (a stored 404 when there is none for this merchant);
  * 2. on a fresh run, check the transition is allowed (a stored 409) and commit the recovery point
@@ -33,16 +33,24 @@ import { PaymentRepository } from "./PaymentRepository.ts"
  *    (the settlement posting), and store the rendered outcome with the key.
  */
 export interface AcquirerStep {
-  readonly command: "authorize" | "settle"
+  readonly command: "authorize" | "settle" | "cancel"
   readonly recoveryPoint: string
+  /** The name of the acquirer call in the metrics. */
+  readonly call: "authorize" | "capture" | "void"
   readonly ask: (acquirer: Acquirer["Service"], payment: Payment) => Effect.Effect<AcquirerOutcome, AcquirerError>
-  readonly declined: (answer: Declined) => PaymentCommand
+  /**
+   * What a decline leads to: a command (authorize → decline, settle → fail), or, for a void, no
+   * change at all: the acquirer refuses to release an authorization it has captured (a capture
+   * in flight won the race), so the payment stays AUTHORIZED and the cancel is refused (409).
+   */
+  readonly declined: (answer: Declined) => PaymentCommand | "refuse"
 }
 
 export const acquirerSteps = {
   authorize: {
     command: "authorize",
     recoveryPoint: RecoveryPoint.authorizationRequested,
+    call: "authorize",
     ask: (acquirer, payment) =>
       acquirer.authorize({
         reference: acquirerReference(payment.id, "authorization"),
@@ -56,6 +64,7 @@ export const acquirerSteps = {
   settle: {
     command: "settle",
     recoveryPoint: RecoveryPoint.captureRequested,
+    call: "capture",
     ask: (acquirer, payment) =>
       acquirer.capture({
         reference: acquirerReference(payment.id, "capture"),
@@ -63,7 +72,23 @@ export const acquirerSteps = {
         amount_minor: payment.amount_minor,
         currency: payment.currency
       }),
-    declined: (answer) => ({ _tag: "fail", failure_code: answer.code, failure_message: answer.message })
+    // A capture refused because the merchant's void won the race: the cancel finishes the payment
+    // (CANCELED), so this settle is refused rather than failing the payment.
+    declined: (answer) =>
+      answer.code === "authorization_voided" ? "refuse" : { _tag: "fail", failure_code: answer.code, failure_message: answer.message }
+  },
+  cancel: {
+    command: "cancel",
+    recoveryPoint: RecoveryPoint.voidRequested,
+    call: "void",
+    ask: (acquirer, payment) =>
+      acquirer.void({
+        reference: acquirerReference(payment.id, "void"),
+        paymentId: payment.id,
+        amount_minor: payment.amount_minor,
+        currency: payment.currency
+      }),
+    declined: () => "refuse"
   }
 } as const satisfies Readonly<Record<AcquirerStep["command"], AcquirerStep>>
 
@@ -127,8 +152,12 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         }
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.command === "authorize" ? "authorize" : "capture"))
-      const command: PaymentCommand = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
+      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.call))
+      const command = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
+      if (command === "refuse") {
+        const to = commandTarget[step.command]
+        return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
+      }
       return yield* applyAndFinish(merchantId, payment, command, context, execution)
     })
 })

@@ -23,7 +23,8 @@ import type { SqlError } from "effect/sql/SqlError"
 export const CreateOperation = Schema.TaggedStruct("create", { amount_minor: AmountMinorFromJsonNumber, ...paymentRequestFields })
 export const AuthorizeOperation = Schema.TaggedStruct("authorize", { payment_id: Schema.String })
 export const SettleOperation = Schema.TaggedStruct("settle", { payment_id: Schema.String })
-export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation])
+export const CancelOperation = Schema.TaggedStruct("cancel", { payment_id: Schema.String })
+export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation])
 export type PaymentOperation = typeof PaymentOperation.Type
 export type CreateOperation = typeof CreateOperation.Type
 
@@ -63,9 +64,10 @@ export const RecoveryPoint = {
   started: "started",
   /** Our intent to call the acquirer is committed; the call may or may not have happened. */
   authorizationRequested: "authorization_requested",
-  captureRequested: "capture_requested"
+  captureRequested: "capture_requested",
+  voidRequested: "void_requested"
 } as const
 
 /** The acquirer's idempotency reference: one per payment and operation, so asking twice is safe. */
-export const acquirerReference = (paymentId: string, operation: "authorization" | "capture") =>
+export const acquirerReference = (paymentId: string, operation: "authorization" | "capture" | "void") =>
   `payment:${paymentId}:${operation}`

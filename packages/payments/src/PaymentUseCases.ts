@@ -13,8 +13,8 @@ import type { CreateOperation, PaymentOperation, PaymentOutcome, Unfinished } fr
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
- * The payment use cases behind the idempotent POSTs: create (CreatePayment.ts), authorize and
- * settle (AcquirerTransition.ts). Each runs inside an idempotency execution and ends with
+ * The payment use cases behind the idempotent POSTs: create (CreatePayment.ts), authorize,
+ * settle and cancel (AcquirerTransition.ts). Each runs inside an idempotency execution and ends with
  * `execution.finish(outcome)` in the same transaction as its last write, so the stored response
  * (the caller's rendering of the outcome) and the work commit together. A decided outcome
  * (created, transitioned, refused) is stored; an unknown one fails with `Unfinished` and is not.
@@ -52,6 +52,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
             return create(merchantId, operation, context, execution)
           case "authorize":
           case "settle":
+          case "cancel":
             return transition(acquirerSteps[operation._tag], merchantId, operation.payment_id, context, execution)
         }
       }

@@ -27,7 +27,8 @@ const pathTo: Readonly<Record<PaymentStatus, ReadonlyArray<PaymentCommandName>>>
   CREATED: [],
   AUTHORIZED: ["authorize"],
   SETTLED: ["authorize", "settle"],
-  FAILED: ["decline"]
+  FAILED: ["decline"],
+  CANCELED: ["authorize", "cancel"]
 }
 
 /** A payment in `status`, reached through the repository (the legal way). */
@@ -58,7 +59,7 @@ const legal = new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}
 const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
 
 layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (it) => {
-  it.effect("the 4x4 matrix: a raw UPDATE (with history and outbox rows) succeeds exactly for the allowed pairs, SETTLED only with its posting", () =>
+  it.effect("the 5x5 matrix: a raw UPDATE (with history and outbox rows) succeeds exactly for the allowed pairs, SETTLED only with its posting", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { merchant } = yield* setup
@@ -108,9 +109,9 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
           outcomes.push(`${from}->${to}:rejected`)
         }
       }
-      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":ok")).length, 3)
+      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":ok")).length, 4)
       assert.deepStrictEqual(outcomes.filter((outcome) => outcome.endsWith(":needs-posting")), ["AUTHORIZED->SETTLED:needs-posting"])
-      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":rejected")).length, 12)
+      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":rejected")).length, 20)
     }))
 
   it.effect("a bare UPDATE payments SET status = … that skips or reverses a transition is rejected", () =>

@@ -33,6 +33,7 @@ const switchableAcquirer = Layer.effect(
     const real = yield* Acquirer
     return Acquirer.of({
       authorize: real.authorize,
+      void: real.void,
       capture: (request) =>
         Effect.suspend(() => {
           acquirerState.captureCalls.push(performance.now())

@@ -54,10 +54,10 @@ const createOperation = (body: Schema.Json | undefined) =>
   )
 
 /**
- * authorize and settle take no body (none, or `{}`), and a path id that is not a payment id names
+ * authorize, settle and cancel take no body (none, or `{}`), and a path id that is not a payment id names
  * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
  */
-const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) => {
+const transitionOperation = (_tag: "authorize" | "settle" | "cancel", paymentId: string) => (body: Schema.Json | undefined) => {
   if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
     return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
   }
@@ -169,6 +169,8 @@ export const PaymentsHandlers = HttpApiBuilder.group(
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))))
       .handleRaw("settle", ({ request, params }) =>
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))))
+      .handleRaw("cancel", ({ request, params }) =>
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/cancel`, transitionOperation("cancel", params.id)))))
       .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
       .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))
       .handleRaw("balance", () => withMerchant(reads.balance))

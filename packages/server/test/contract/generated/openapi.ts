@@ -87,6 +87,23 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/payments/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Voids an AUTHORIZED payment: the acquirer releases the reservation and the payment is CANCELED (terminal); no money moves. A 503 means the outcome is unknown: retry with the same key. */
+        post: operations["payments.cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/payments/{id}": {
         parameters: {
             query?: never;
@@ -359,14 +376,14 @@ export type components = {
             /** @enum {string} */
             title: "Request body too large";
         };
-        SettlementUnavailableProblemEncoded: {
+        PaymentLockedProblemEncoded: {
             detail: string;
             instance?: string;
             /** @enum {string} */
-            code: "settlement_unavailable";
+            code: "payment_locked";
             field?: string;
             /** @enum {string} */
-            type: "/docs/problems/settlement_unavailable";
+            type: "/docs/problems/payment_locked";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -449,6 +466,19 @@ export type components = {
             status: 400;
             /** @enum {string} */
             title: "Invalid request";
+        };
+        SettlementUnavailableProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "settlement_unavailable";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/settlement_unavailable";
+            /** @enum {integer} */
+            status: 503;
+            /** @enum {string} */
+            title: "Service unavailable";
         };
         DependencyUnavailableEncoded: {
             detail: string;
@@ -678,7 +708,7 @@ export interface operations {
                                 [key: string]: string;
                             };
                             /** @enum {string} */
-                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                             failure_code: string | null;
                             failure_message: string | null;
                             created_at: string & unknown;
@@ -835,7 +865,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
                         created_at: string & unknown;
@@ -1046,7 +1076,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
                         created_at: string & unknown;
@@ -1216,7 +1246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1228,7 +1258,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"];
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"];
                 };
             };
         };
@@ -1270,7 +1300,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
                         created_at: string & unknown;
@@ -1440,7 +1470,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1452,7 +1482,231 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "payments.cancel": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "payment";
+                        /** @description Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY) */
+                        amount: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        payment_method: string & unknown;
+                        description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        /** @enum {string} */
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        failure_code: string | null;
+                        failure_message: string | null;
+                        created_at: string & unknown;
+                        updated_at: string & unknown;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such payment **for this merchant** */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["PaymentNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"];
                 };
             };
         };
@@ -1490,7 +1744,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
                         created_at: string & unknown;
