@@ -182,6 +182,8 @@ const decideCapture = (request: CaptureRequest, authorization: Option.Option<typ
   if (Option.isNone(authorization)) return declined("card_declined", "No approved authorization to capture.", null)
   const authorized = authorization.value
   if (authorized.voided) return declined("authorization_voided", "The authorization was voided.", authorized.payment_method)
+  // One capture per authorization (a partial capture releases the rest).
+  if (authorized.captured) return declined("authorization_captured", "The authorization was already captured.", authorized.payment_method)
   if (authorized.currency !== request.currency || request.amount_minor > authorized.amount_minor) {
     return declined("card_declined", "The capture exceeds the authorization.", authorized.payment_method)
   }

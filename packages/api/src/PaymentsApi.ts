@@ -30,6 +30,15 @@ export const AmountJson = Schema.Int.check(
 export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentRequestFields })
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
+/**
+ * `POST /v1/payments/{id}/settle` body: none, `{}`, or `{ "amount": n }` to capture less than was
+ * authorized (partial capture; the rest of the authorization is released). Unknown fields are rejected.
+ */
+export const SettlePaymentBody = Schema.Struct({
+  amount: Schema.optionalKey(AmountJson.annotate({ description: "What to capture, in minor units: at most the authorized amount (default: all of it)" }))
+})
+export type SettlePaymentBody = typeof SettlePaymentBody.Type
+
 /** A payment as the API shows it. */
 /** `pay_` + 24 lowercase base32 characters. */
 export const PaymentIdJson = Schema.String.check(
@@ -52,6 +61,8 @@ export const PaymentJson = Schema.Struct({
   status: PaymentStatus,
   failure_code: Schema.NullOr(FailureCode),
   failure_message: Schema.NullOr(FailureMessage),
+  /** What was captured (≤ amount) once SETTLED; null before. */
+  captured_amount: Schema.NullOr(AmountJson),
   created_at: InstantJson,
   updated_at: InstantJson
 })
@@ -128,9 +139,10 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
     HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
+      payload: SettlePaymentBody,
       success: PaymentJson,
-      error: problems(...transitionProblemCodes, "settlement_unavailable")
-    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee."),
+      error: problems(...transitionProblemCodes, "settlement_unavailable", "capture_exceeds_authorized")
+    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer (all of it, or `amount` ≤ the authorized amount: a partial capture releases the rest) and posts the captured money to the ledger (SETTLED): the merchant's balance grows by the captured amount less the fee, computed on the captured amount."),
     HttpApiEndpoint.post("cancel", "/v1/payments/:id/cancel", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,

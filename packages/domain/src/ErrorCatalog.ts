@@ -77,6 +77,10 @@ export const errorCatalog = {
     status: 422, title: "Unprocessable request", retry: "no",
     meaning: "This key was used for a different request (method, path or body); use a new key for a new request"
   },
+  capture_exceeds_authorized: {
+    status: 422, title: "Unprocessable request", retry: "no_stored",
+    meaning: "A settle `amount` above the authorized amount: a capture takes at most what was authorized"
+  },
   rate_limited: {
     status: 429, title: "Too many requests", retry: "same_key_later",
     meaning: "Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds"

@@ -52,6 +52,17 @@ export class PaymentLocked extends CodedError<PaymentLocked>()(
 ) {}
 
 /**
+ * A capture (settle with `amount`) larger than the authorized amount: the acquirer can capture at
+ * most what it reserved. Decided before the acquirer is asked; stored with the key (422).
+ */
+export class CaptureExceedsAuthorized extends CodedError<CaptureExceedsAuthorized>()(
+  "capture_exceeds_authorized",
+  "CaptureExceedsAuthorized",
+  { paymentId: PaymentId, requested_minor: Schema.BigInt, authorized_minor: Schema.BigInt },
+  (e) => `payment ${e.paymentId}: capture of ${e.requested_minor} exceeds the authorized ${e.authorized_minor} (minor units)`
+) {}
+
+/**
  * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
  * for unknown and foreign ids (no existence oracle).
  */

@@ -57,7 +57,7 @@ export const SplitMinorFromJsonNumber = Schema.Int.check(
 )
 
 /**
- * `fee_minor` and `net_minor` (fee + net = amount) are the split the settlement posted to the
+ * `fee_minor` and `net_minor` (fee + net = the captured amount) are the split the settlement posted to the
  * ledger in the same transaction. Optional in the schema (an added field keeps the version, and
  * events written before they existed still decode); every payment_settled written now has them.
  */
@@ -67,7 +67,12 @@ export const PaymentSettled = Schema.Struct({
   previous_status: PaymentStatus,
   status: Schema.Literal("SETTLED"),
   fee_minor: Schema.optionalKey(SplitMinorFromJsonNumber),
-  net_minor: Schema.optionalKey(SplitMinorFromJsonNumber)
+  net_minor: Schema.optionalKey(SplitMinorFromJsonNumber),
+  /**
+   * What was captured and posted (≤ `amount_minor`, the authorized amount; issue 19). fee + net =
+   * this amount. Absent only in events written before partial capture existed (then: the amount).
+   */
+  captured_amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber)
 })
 export type PaymentSettled = typeof PaymentSettled.Type
 

@@ -1,6 +1,8 @@
 import { DateTime, Result, Schema } from "effect"
 import { CodedError } from "./DescribedError.ts"
 import { PaymentId } from "./Ids.ts"
+import { AmountMinor } from "./Money.ts"
+import { CaptureExceedsAuthorized } from "./PaymentErrors.ts"
 import {
   type CreatePaymentInput,
   FailureCode,
@@ -21,7 +23,8 @@ export type PaymentCommandName = typeof PaymentCommandName.Type
 
 export const Authorize = Schema.TaggedStruct("authorize", {})
 export const Decline = Schema.TaggedStruct("decline", { failure_code: FailureCode, failure_message: FailureMessage })
-export const Settle = Schema.TaggedStruct("settle", {})
+/** `amount_minor`: what to capture (partial capture); absent = the whole authorized amount. */
+export const Settle = Schema.TaggedStruct("settle", { amount_minor: Schema.optionalKey(AmountMinor) })
 export const Fail = Schema.TaggedStruct("fail", { failure_code: FailureCode, failure_message: FailureMessage })
 export const Cancel = Schema.TaggedStruct("cancel", {})
 export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail, Cancel])
@@ -167,13 +170,14 @@ const failureOf = (command: PaymentCommand) => {
  * The state machine: `payment` + `command` at instant `now` → the next payment and the event it
  * produces, or `InvalidTransition`. Pure: no I/O, no clock, no randomness; the caller supplies
  * `now`. The version grows by exactly one. `updated_at` never moves backwards, even if `now`
- * comes from a clock that is behind the one that wrote the payment.
+ * comes from a clock that is behind the one that wrote the payment. A settle captures its
+ * `amount_minor` (default: all of it), at most the authorized amount (`CaptureExceedsAuthorized`).
  */
 export const transition = (
   payment: Payment,
   command: PaymentCommand,
   now: DateTime.Utc
-): Result.Result<Transitioned, InvalidTransition> => {
+): Result.Result<Transitioned, InvalidTransition | CaptureExceedsAuthorized> => {
   const rule = ruleFor(command._tag, payment.status)
   if (rule === undefined) {
     return Result.fail(
@@ -185,6 +189,8 @@ export const transition = (
       })
     )
   }
+  const captured = capturedAmount(payment, command)
+  if (Result.isFailure(captured)) return Result.fail(captured.failure)
   const next = new Payment({
     id: payment.id,
     merchant_id: payment.merchant_id,
@@ -195,11 +201,22 @@ export const transition = (
     metadata: payment.metadata,
     status: rule.to,
     ...failureOf(command),
+    captured_amount_minor: captured.success,
     version: payment.version + 1,
     created_at: payment.created_at,
     updated_at: DateTime.max(payment.updated_at, now)
   })
   return Result.succeed({ payment: next, event: transitionEvent(next, rule.to, payment.status) })
+}
+
+/** What a settle captures (its amount, or all of it); null for every other command. */
+const capturedAmount = (payment: Payment, command: PaymentCommand): Result.Result<AmountMinor | null, CaptureExceedsAuthorized> => {
+  if (command._tag !== "settle") return Result.succeed(null)
+  const requested = command.amount_minor ?? payment.amount_minor
+  if (requested > payment.amount_minor) {
+    return Result.fail(new CaptureExceedsAuthorized({ paymentId: payment.id, requested_minor: requested, authorized_minor: payment.amount_minor }))
+  }
+  return Result.succeed(requested)
 }
 
 const eventCommon = (payment: Payment) => ({
@@ -217,7 +234,12 @@ const transitionEvent = (next: Payment, to: TransitionTarget, from: PaymentStatu
     case "AUTHORIZED":
       return PaymentAuthorized.make({ ...eventCommon(next), previous_status: from, status: to })
     case "SETTLED":
-      return PaymentSettled.make({ ...eventCommon(next), previous_status: from, status: to })
+      return PaymentSettled.make({
+        ...eventCommon(next),
+        previous_status: from,
+        status: to,
+        ...(next.captured_amount_minor === null ? {} : { captured_amount_minor: next.captured_amount_minor })
+      })
     case "CANCELED":
       return PaymentCanceled.make({ ...eventCommon(next), previous_status: from, status: to })
     case "FAILED": {
@@ -250,6 +272,7 @@ export const createPayment = (
     status: "CREATED",
     failure_code: null,
     failure_message: null,
+    captured_amount_minor: null,
     version: 1,
     created_at: generated.now,
     updated_at: generated.now

@@ -91,6 +91,8 @@ describe("every command from every status", () => {
     if (expected === "invalid") {
       assert.isTrue(Result.isFailure(result), `${command} must be refused from ${from}`)
       if (Result.isFailure(result)) {
+        assert.strictEqual(result.failure._tag, "InvalidTransition")
+        if (result.failure._tag !== "InvalidTransition") return
         assert.deepStrictEqual(
           { from: result.failure.from, to: result.failure.to, command: result.failure.command },
           { from, to: commandTarget[command], command }

@@ -1,5 +1,7 @@
 import { Acquirer, type AcquirerError, type AcquirerOutcome, type Declined } from "@pay/acquirer"
 import {
+  type AmountMinor,
+  CaptureExceedsAuthorized,
   commandTarget,
   InvalidTransition,
   type MerchantId,
@@ -37,7 +39,8 @@ export interface AcquirerStep {
   readonly recoveryPoint: string
   /** The name of the acquirer call in the metrics. */
   readonly call: "authorize" | "capture" | "void"
-  readonly ask: (acquirer: Acquirer["Service"], payment: Payment) => Effect.Effect<AcquirerOutcome, AcquirerError>
+  /** `amount_minor`: what is asked for (a settle's capture amount; the payment's amount otherwise). */
+  readonly ask: (acquirer: Acquirer["Service"], payment: Payment, amount_minor: AmountMinor) => Effect.Effect<AcquirerOutcome, AcquirerError>
   /**
    * What a decline leads to: a command (authorize → decline, settle → fail), or, for a void, no
    * change at all: the acquirer refuses to release an authorization it has captured (a capture
@@ -65,17 +68,20 @@ export const acquirerSteps = {
     command: "settle",
     recoveryPoint: RecoveryPoint.captureRequested,
     call: "capture",
-    ask: (acquirer, payment) =>
+    ask: (acquirer, payment, amount_minor) =>
       acquirer.capture({
-        reference: acquirerReference(payment.id, "capture"),
+        reference: captureReference(payment, amount_minor),
         paymentId: payment.id,
-        amount_minor: payment.amount_minor,
+        amount_minor,
         currency: payment.currency
       }),
-    // A capture refused because the merchant's void won the race: the cancel finishes the payment
-    // (CANCELED), so this settle is refused rather than failing the payment.
+    // A capture refused because the merchant's void won the race (the cancel finishes the payment:
+    // CANCELED), or because another capture of the authorization was approved (another key, with
+    // another amount, is finishing it): this settle is refused rather than failing the payment.
     declined: (answer) =>
-      answer.code === "authorization_voided" ? "refuse" : { _tag: "fail", failure_code: answer.code, failure_message: answer.message }
+      answer.code === "authorization_voided" || answer.code === "authorization_captured"
+        ? "refuse"
+        : { _tag: "fail", failure_code: answer.code, failure_message: answer.message }
   },
   cancel: {
     command: "cancel",
@@ -92,7 +98,35 @@ export const acquirerSteps = {
   }
 } as const satisfies Readonly<Record<AcquirerStep["command"], AcquirerStep>>
 
+/**
+ * The capture's acquirer reference: `payment:<id>:capture` for the whole amount (as before partial
+ * capture existed, so keys stored then resume under the same reference), `…:capture:<amount>` for
+ * a partial one. Two captures of different amounts are two references; the acquirer approves
+ * at most one capture per authorization (the other is declined `authorization_captured`).
+ */
+const captureReference = (payment: Payment, amount_minor: AmountMinor): string =>
+  amount_minor === payment.amount_minor
+    ? acquirerReference(payment.id, "capture")
+    : `${acquirerReference(payment.id, "capture")}:${amount_minor}`
+
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
+
+/** Step 2's decided refusals: the transition is not allowed, or a capture exceeds the authorization. */
+const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount_minor: AmountMinor): PaymentRefusal | undefined => {
+  if (ruleFor(step.command, payment.status) === undefined) {
+    return new InvalidTransition({ paymentId: payment.id, from: payment.status, to: commandTarget[step.command], command: step.command })
+  }
+  if (amount_minor > payment.amount_minor) {
+    return new CaptureExceedsAuthorized({ paymentId: payment.id, requested_minor: amount_minor, authorized_minor: payment.amount_minor })
+  }
+  return undefined
+}
+
+/** The command the acquirer's answer calls for ("refuse": none, see `AcquirerStep.declined`). */
+const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor: AmountMinor): PaymentCommand | "refuse" => {
+  if (answer._tag !== "Approved") return step.declined(answer)
+  return step.command === "settle" ? { _tag: "settle", amount_minor } : { _tag: step.command }
+}
 
 export const makeAcquirerTransition = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -130,6 +164,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         // Someone else won the race (or the state machine refuses): a decided outcome, stored.
         Effect.catchTags({
           InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+          CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
           PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
           // The acquirer has acted, and the row stayed locked past the bound (or could not be
           // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
@@ -140,20 +175,27 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       )
     )
 
-  return (step: AcquirerStep, merchantId: MerchantId, rawId: string, context: ChangeContext, execution: Execution<PaymentOutcome>) =>
+  /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */
+  return (
+    step: AcquirerStep,
+    merchantId: MerchantId,
+    rawId: string,
+    context: ChangeContext,
+    execution: Execution<PaymentOutcome>,
+    requested_minor?: AmountMinor
+  ) =>
     Effect.gen(function* () {
       const found = yield* load(merchantId, rawId)
       if (Option.isNone(found)) return yield* refuse(execution, new PaymentNotFound({ paymentId: rawId }))
       const payment = found.value
+      const amount_minor = requested_minor ?? payment.amount_minor
       if (execution.record.recoveryPoint === RecoveryPoint.started) {
-        if (ruleFor(step.command, payment.status) === undefined) {
-          const to = commandTarget[step.command]
-          return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
-        }
+        const refusal = refusalBeforeAsking(step, payment, amount_minor)
+        if (refusal !== undefined) return yield* refuse(execution, refusal)
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.call))
-      const command = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
+      const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
+      const command = commandAfter(step, answer, amount_minor)
       if (command === "refuse") {
         const to = commandTarget[step.command]
         return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))

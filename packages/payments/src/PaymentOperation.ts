@@ -1,6 +1,7 @@
 import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
   AmountMinorFromJsonNumber,
+  type CaptureExceedsAuthorized,
   type ConcurrentModification,
   type InvalidTransition,
   type Payment,
@@ -22,7 +23,11 @@ import type { SqlError } from "effect/sql/SqlError"
  */
 export const CreateOperation = Schema.TaggedStruct("create", { amount_minor: AmountMinorFromJsonNumber, ...paymentRequestFields })
 export const AuthorizeOperation = Schema.TaggedStruct("authorize", { payment_id: Schema.String })
-export const SettleOperation = Schema.TaggedStruct("settle", { payment_id: Schema.String })
+/** `amount_minor`: a partial capture; absent (and in keys stored before it existed) = all of it. */
+export const SettleOperation = Schema.TaggedStruct("settle", {
+  payment_id: Schema.String,
+  amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber)
+})
 export const CancelOperation = Schema.TaggedStruct("cancel", { payment_id: Schema.String })
 export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation])
 export type PaymentOperation = typeof PaymentOperation.Type
@@ -34,7 +39,7 @@ export const encodePaymentOperation = Schema.encodeSync(PaymentOperation)
 export const decodePaymentOperation = Schema.decodeUnknownResult(PaymentOperation)
 
 /** A decided "no": stored with the key and replayed like any decided outcome. */
-export type PaymentRefusal = PaymentNotFound | InvalidTransition | ConcurrentModification
+export type PaymentRefusal = PaymentNotFound | InvalidTransition | CaptureExceedsAuthorized | ConcurrentModification
 
 /**
  * What a use case decided. The HTTP server renders it (201/200 with the payment, or the refusal's

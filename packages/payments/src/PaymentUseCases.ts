@@ -51,9 +51,10 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
           case "create":
             return create(merchantId, operation, context, execution)
           case "authorize":
-          case "settle":
           case "cancel":
             return transition(acquirerSteps[operation._tag], merchantId, operation.payment_id, context, execution)
+          case "settle":
+            return transition(acquirerSteps.settle, merchantId, operation.payment_id, context, execution, operation.amount_minor)
         }
       }
       return PaymentUseCases.of({

@@ -74,7 +74,8 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
             yield* sql`
               UPDATE payments
               SET status = ${to}, version = version + 1, updated_at = updated_at + interval '1 second',
-                  failure_code = ${failed ? "raw_sql" : null}, failure_message = ${failed ? "set by hand" : null}
+                  failure_code = ${failed ? "raw_sql" : null}, failure_message = ${failed ? "set by hand" : null},
+                  captured_amount_minor = ${to === "SETTLED" ? sql`amount_minor` : sql`NULL`}
               WHERE id = ${payment.id}`
             yield* sql`
               INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)

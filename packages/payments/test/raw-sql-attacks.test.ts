@@ -30,6 +30,10 @@ layer(PaymentsTestLayer)("raw SQL against the rules only the code would otherwis
         yield* sql`
           INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
           VALUES (${id}, 1, NULL, 'CREATED', 'psql', 'raw-sql', now())`
+        // ... and its event (migrations/0010_outbox_guards.sql: no history row without one).
+        yield* sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+          VALUES (gen_random_uuid(), 'payment', ${id}, 'payment_created', jsonb_build_object('version', 1))`
         return id
       }))
     })

@@ -176,6 +176,7 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         "GET /v1/payments/{id}",
         "POST /v1/payments",
         "POST /v1/payments/{id}/authorize",
+        "POST /v1/payments/{id}/cancel",
         "POST /v1/payments/{id}/settle"
       ])
       // Every POST documents its required header and the problems it answers.

@@ -14,7 +14,14 @@ import {
   RouteNotFound,
   UnsupportedMediaType
 } from "@pay/api"
-import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentLocked, PaymentNotFound } from "@pay/domain"
+import {
+  CaptureExceedsAuthorized,
+  ConcurrentModification,
+  InvalidCursor,
+  InvalidTransition,
+  PaymentLocked,
+  PaymentNotFound
+} from "@pay/domain"
 import {
   IdempotencyKeyInUse,
   IdempotencyKeyInvalid,
@@ -56,6 +63,7 @@ export const apiErrorClasses = [
   // decided refusals (domain)
   PaymentNotFound,
   InvalidTransition,
+  CaptureExceedsAuthorized,
   ConcurrentModification,
   InvalidCursor,
   // unknown outcomes: nothing decided, retry with the same key

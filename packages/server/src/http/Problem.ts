@@ -40,6 +40,7 @@ const present = (error: ApiError): Presentation =>
     IdempotencyLockLost: aboutTheKey,
     PaymentNotFound: asIs,
     InvalidTransition: asIs,
+    CaptureExceedsAuthorized: (e) => ({ detail: e.message, field: "amount" }),
     ConcurrentModification: asIs,
     InvalidCursor: (e) => ({ detail: e.message, field: "starting_after" }),
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),

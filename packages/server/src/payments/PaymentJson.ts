@@ -16,6 +16,7 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   status: payment.status,
   failure_code: payment.failure_code,
   failure_message: payment.failure_message,
+  captured_amount: payment.captured_amount_minor === null ? null : Number(payment.captured_amount_minor),
   created_at: DateTime.formatIso(payment.created_at),
   updated_at: DateTime.formatIso(payment.updated_at)
 })

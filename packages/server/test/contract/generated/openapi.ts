@@ -79,7 +79,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** @description Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee. */
+        /** @description Captures an AUTHORIZED payment at the acquirer (all of it, or `amount` ≤ the authorized amount: a partial capture releases the rest) and posts the captured money to the ledger (SETTLED): the merchant's balance grows by the captured amount less the fee, computed on the captured amount. */
         post: operations["payments.settle"];
         delete?: never;
         options?: never;
@@ -467,6 +467,19 @@ export type components = {
             /** @enum {string} */
             title: "Invalid request";
         };
+        CaptureExceedsAuthorizedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "capture_exceeds_authorized";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/capture_exceeds_authorized";
+            /** @enum {integer} */
+            status: 422;
+            /** @enum {string} */
+            title: "Unprocessable request";
+        };
         SettlementUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -711,6 +724,7 @@ export interface operations {
                             status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                             failure_code: string | null;
                             failure_message: string | null;
+                            captured_amount: number | null;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -868,6 +882,7 @@ export interface operations {
                         status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1079,6 +1094,7 @@ export interface operations {
                         status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1274,7 +1290,14 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description What to capture, in minor units: at most the authorized amount (default: all of it) */
+                    amount?: number;
+                };
+            };
+        };
         responses: {
             /** @description Success */
             200: {
@@ -1303,6 +1326,7 @@ export interface operations {
                         status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1416,7 +1440,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
                 };
             };
-            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request | A settle `amount` above the authorized amount: a capture takes at most what was authorized */
             422: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1426,7 +1450,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"] | components["schemas"]["CaptureExceedsAuthorizedProblemEncoded"];
                 };
             };
             /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
@@ -1527,6 +1551,7 @@ export interface operations {
                         status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1747,6 +1772,7 @@ export interface operations {
                         status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
