@@ -1,11 +1,12 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi } from "@pay/api"
 import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
-import { IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
+import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
 import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
   type ChangeContext,
   encodePaymentOperation,
   type PaymentOperation,
+  type PaymentOutcome,
   PaymentRepository,
   PaymentUseCases,
   Traceparent
@@ -84,19 +85,22 @@ const makeIdempotentPost = Effect.gen(function* () {
       const body = yield* readJsonBody(request)
       const operation = yield* toOperation(body)
       const context = yield* changeContext(request, merchant.apiKeyId)
-      const outcome = yield* idempotency.run(
-        {
-          merchantId: merchant.merchantId,
-          key,
-          method: "POST",
-          path,
-          // authorize and settle: no body and `{}` are the same request (one fingerprint).
-          body: operation._tag === "create" ? body : undefined,
-          operation: encodePaymentOperation(operation),
-          render: renderOutcome
-        },
-        (execution) => useCases.execute(merchant.merchantId, operation, context, execution)
-      )
+      const idempotentRequest = {
+        merchantId: merchant.merchantId,
+        key,
+        method: "POST",
+        path,
+        // authorize and settle: no body and `{}` are the same request (one fingerprint).
+        body: operation._tag === "create" ? body : undefined,
+        operation: encodePaymentOperation(operation),
+        render: renderOutcome
+      }
+      const work = (execution: Execution<PaymentOutcome>) => useCases.execute(merchant.merchantId, operation, context, execution)
+      // A create is one statement with its key (one round trip, one commit); the others take the
+      // key's lease first (the acquirer is called between their transactions).
+      const outcome = operation._tag === "create"
+        ? yield* idempotency.runAtOnce(idempotentRequest, (atOnce) => useCases.createAtOnce(merchant.merchantId, operation, context, atOnce), work)
+        : yield* idempotency.run(idempotentRequest, work)
       return toHttpResponse(outcome.response, outcome._tag === "Replayed")
     }).pipe(answerErrors)
 }).pipe(Effect.map((idempotentPost) => ({ idempotentPost })))
