@@ -372,6 +372,19 @@ export type components = {
             /** @enum {string} */
             title: "Service unavailable";
         };
+        PaymentLockedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "payment_locked";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/payment_locked";
+            /** @enum {integer} */
+            status: 503;
+            /** @enum {string} */
+            title: "Service unavailable";
+        };
         AcquirerUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -493,6 +506,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -507,6 +522,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -518,6 +535,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -531,6 +550,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -542,6 +563,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -564,6 +587,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -585,6 +610,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -596,6 +623,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -609,6 +638,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -620,6 +651,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -631,6 +664,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -658,6 +693,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -693,6 +730,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -704,6 +743,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -717,6 +758,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -730,6 +773,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -741,6 +786,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -754,6 +801,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -765,6 +814,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -776,6 +827,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -816,6 +869,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -848,6 +903,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -861,6 +918,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -876,6 +935,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -891,6 +952,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -904,6 +967,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -917,6 +982,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -930,6 +997,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -943,6 +1012,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -956,6 +1027,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -971,6 +1044,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -984,6 +1059,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -997,6 +1074,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1027,6 +1106,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1059,6 +1140,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1072,6 +1155,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1087,6 +1172,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1100,6 +1187,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1115,6 +1204,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1128,6 +1219,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1141,6 +1234,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1154,6 +1249,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1167,6 +1264,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1180,6 +1279,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1195,6 +1296,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1208,6 +1311,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1216,11 +1321,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1228,7 +1335,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"];
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"];
                 };
             };
         };
@@ -1251,6 +1358,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1283,6 +1392,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1296,6 +1407,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1311,6 +1424,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1324,6 +1439,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1339,6 +1456,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1352,6 +1471,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1365,6 +1486,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1378,6 +1501,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1391,6 +1516,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1404,6 +1531,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1419,6 +1548,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1432,6 +1563,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1440,11 +1573,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1452,7 +1587,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
                 };
             };
         };
@@ -1473,6 +1608,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1503,6 +1640,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1514,6 +1653,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -1527,6 +1668,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1538,6 +1681,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1551,6 +1696,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1562,6 +1709,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1575,6 +1724,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1586,6 +1737,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1597,6 +1750,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1621,6 +1776,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1639,6 +1796,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1650,6 +1809,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -1663,6 +1824,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1676,6 +1839,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1687,6 +1852,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1700,6 +1867,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1711,6 +1880,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1722,6 +1893,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
