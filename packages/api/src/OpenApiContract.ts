@@ -5,7 +5,7 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern } 
  * the whole document (HttpApi's `transform` annotation), so that a client generated from
  * `/openapi.json` can trust it:
  *
- * - the response headers the server sends: `Request-Id` on every answer, `Retry-After` on every
+ * - the response headers the server sends: `Request-Id` and `X-Request-Id` (one id) on every answer, `Retry-After` on every
  *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Idempotent-Replayed` on the answers of idempotent POSTs;
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
@@ -26,10 +26,19 @@ const stringHeader = (description: string, required: boolean, schema: Json = { t
   schema
 })
 
+const requestIdSchema: Json = { type: "string", minLength: 1, maxLength: 200, pattern: "^[\\x21-\\x7e]+$" }
 const requestIdHeader = stringHeader(
   "This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support.",
   true,
-  { type: "string", minLength: 1, maxLength: 200, pattern: "^[\\x21-\\x7e]+$" }
+  requestIdSchema
+)
+/** The same id under the name tracing tools, proxies and the request header use (docs/observability.md). */
+export const CORRELATION_ID_HEADER = "X-Request-Id"
+
+const correlationIdHeader = stringHeader(
+  "The same id as `Request-Id`, under the name of the request header that can set it.",
+  true,
+  requestIdSchema
 )
 const retryAfterHeader = stringHeader("Seconds to wait before retrying (same Idempotency-Key).", true, {
   type: "string",
@@ -49,7 +58,7 @@ const replayedHeader = stringHeader("`true` when this answer is the stored answe
 })
 
 const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
-  const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader }
+  const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader, [CORRELATION_ID_HEADER]: correlationIdHeader }
   if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
   if (status === "405") headers["Allow"] = allowHeader
   if (status === "401") headers["WWW-Authenticate"] = wwwAuthenticateHeader

@@ -183,5 +183,10 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assert.match(made.headers.get("request-id") ?? "", /^[0-9a-f-]{36}$/)
       const refused = yield* send("GET", "/health/live", undefined, { "x-request-id": "a b" })
       assert.notStrictEqual(refused.headers.get("request-id"), "a b", "an id with a space is replaced")
+      // Request-Id and X-Request-Id name one id (the correlation id of the logs), a generated one
+      // included, whatever answered: a handler, the authorization middleware, the edge.
+      for (const answer of [echoed, unauthorized, made, refused, yield* send("GET", "/no/such/route")]) {
+        assert.strictEqual(answer.headers.get("x-request-id"), answer.headers.get("request-id"))
+      }
     }))
 })

@@ -2,25 +2,37 @@ import { assert, layer } from "@effect/vitest"
 import { makeReconciliation } from "@pay/consumers"
 import { decodeRows } from "@pay/infra"
 import { shortId, testRun } from "@pay/testkit"
-import { Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Api, authorizedPayment, describeAnswer, newKey, settle } from "./support/Api.ts"
+import { call } from "./support/Http.ts"
+import { freePort } from "./support/ServerProcess.ts"
 import { createMerchant, testServerLayer } from "./support/TestServer.ts"
 
 const run = testRun()
 // A topic prefix of this file's own: the server's consumers read only this server's events.
 const prefix = `${run.kafkaTopicPrefix}${shortId()}.`
 
-const serverLayer = testServerLayer({
-  env: {
-    KAFKA_TOPIC_PREFIX: prefix,
-    CONSUMERS_ENABLED: "true",
-    CONSUMER_POLL_TIMEOUT_MS: "100",
-    CONSUMER_LAG_INTERVAL_MS: "200",
-    CONSUMER_RECONCILE_INTERVAL_MS: "1000",
-    OUTBOX_POLL_INTERVAL_MS: "100"
-  }
-})
+/** /metrics is served on the server's METRICS_PORT only (not the API port): a free one of this file's own. */
+class MetricsUrl extends Context.Service<MetricsUrl, string>()("test/MetricsUrl") {}
+
+const serverLayer = Layer.unwrap(
+  Effect.map(freePort, (metricsPort) =>
+    Layer.merge(
+      testServerLayer({
+        env: {
+          KAFKA_TOPIC_PREFIX: prefix,
+          CONSUMERS_ENABLED: "true",
+          CONSUMER_POLL_TIMEOUT_MS: "100",
+          CONSUMER_LAG_INTERVAL_MS: "200",
+          CONSUMER_RECONCILE_INTERVAL_MS: "1000",
+          OUTBOX_POLL_INTERVAL_MS: "100",
+          METRICS_PORT: String(metricsPort)
+        }
+      }),
+      Layer.succeed(MetricsUrl, `http://127.0.0.1:${metricsPort}`)
+    ))
+)
 
 const Projected = Schema.Struct({ settled_gross_minor: Schema.BigInt, payment_count: Schema.BigInt })
 
@@ -50,12 +62,12 @@ layer(Layer.provideMerge(Api.fromTestServer, serverLayer), { excludeTestServices
         const report = yield* makeReconciliation(sql).reconcile()
         assert.deepStrictEqual(report.differences, [])
 
-        const api = yield* Api
+        const metricsUrl = yield* MetricsUrl
         // The server reconciles every second here: the gauge appears, at 0.
-        let metrics = yield* api.request("GET", "/metrics")
+        let metrics = yield* call(metricsUrl, "GET", "/metrics")
         for (let attempt = 0; attempt < 100 && !metrics.text.includes("reconciliation_difference_count"); attempt++) {
           yield* Effect.sleep("100 millis")
-          metrics = yield* api.request("GET", "/metrics")
+          metrics = yield* call(metricsUrl, "GET", "/metrics")
         }
         assert.strictEqual(metrics.status, 200)
         assert.include(metrics.text, "consumer_records_total")

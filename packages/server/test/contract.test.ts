@@ -67,7 +67,11 @@ const sendChecked = (contract: ReturnType<typeof makeContract>, sent: Sent) =>
     // reused by fetch and fails with "other side closed" before the request is read: one retry on
     // a fresh connection, as HTTP clients do; a second failure fails the test.
     const answer = yield* attempt.pipe(Effect.catch((error) => Effect.logWarning(`retrying once: ${error.message}`).pipe(Effect.andThen(attempt))))
-    const problems = contract.check({ method: sent.method, path: sent.path, ...answer })
+    const problems = [...contract.check({ method: sent.method, path: sent.path, ...answer })]
+    // The document declares both headers; that they name one id it cannot say.
+    if (answer.headers.get("request-id") !== answer.headers.get("x-request-id")) {
+      problems.push(`Request-Id ${answer.headers.get("request-id")} and X-Request-Id ${answer.headers.get("x-request-id")} differ`)
+    }
     return { status: answer.status, problems, label: `${sent.method} ${sent.path}${sent.query ?? ""} ${(sent.body ?? "").slice(0, 120)}` }
   })
 
@@ -169,7 +173,7 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
       const server = yield* TestServer
       const flow = yield* Effect.promise(() => runClientFlow(server.process.baseUrl, m.apiKey, newKey("flow")))
       // Compiled once up front (Ajv compiles a schema on its first use).
-      assert.deepStrictEqual(contract.check({ method: "GET", path: "/health/live", status: 200, headers: new Headers({ "content-type": "application/json", "request-id": "r" }), text: `{"status":"ok"}` }), [])
+      assert.deepStrictEqual(contract.check({ method: "GET", path: "/health/live", status: 200, headers: new Headers({ "content-type": "application/json", "request-id": "r", "x-request-id": "r" }), text: `{"status":"ok"}` }), [])
       assert.deepStrictEqual(flow.statuses, ["CREATED", "AUTHORIZED", "SETTLED"])
       assert.deepStrictEqual(flow.refusals, ["invalid_transition", "payment_not_found", "idempotency_key_reused"])
       assert.isAbove(flow.listed, 0)
@@ -189,20 +193,24 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
       for (const status of [200, 201, 400, 404, 405, 409, 422]) assert.isAbove(statuses.get(status) ?? 0, 0, `status ${status} reached: ${JSON.stringify([...statuses])}`)
     }))
 
-  it.effect("the validator can fail: an undeclared status, an undeclared code, a missing Request-Id are each reported", () =>
+  it.effect("the validator can fail: an undeclared status, an undeclared code, a missing Request-Id or X-Request-Id are each reported", () =>
     Effect.gen(function* () {
       const contract = makeContract(yield* servedDocument)
       const headers = (entries: Readonly<Record<string, string>>) => new Headers(entries)
       const problem = (code: string, status: number) =>
         JSON.stringify({ type: `/docs/problems/${code}`, title: "Not found", status, detail: "-", code })
       const base = { method: "GET", path: "/v1/payments/pay_0000000000000000000000zz" }
-      const ok = headers({ "content-type": "application/problem+json", "request-id": "r-1" })
+      const ok = headers({ "content-type": "application/problem+json", "request-id": "r-1", "x-request-id": "r-1" })
       assert.deepStrictEqual(contract.check({ ...base, status: 404, headers: ok, text: problem("payment_not_found", 404) }), [])
       assert.isNotEmpty(contract.check({ ...base, status: 418, headers: ok, text: problem("payment_not_found", 418) }), "undeclared status")
       assert.isNotEmpty(contract.check({ ...base, status: 404, headers: ok, text: problem("invalid_transition", 404) }), "undeclared code")
       assert.isNotEmpty(
         contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json" }), text: problem("payment_not_found", 404) }),
         "missing Request-Id"
+      )
+      assert.isNotEmpty(
+        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json", "request-id": "r-1" }), text: problem("payment_not_found", 404) }),
+        "missing X-Request-Id"
       )
       assert.isNotEmpty(contract.check({ ...base, status: 404, headers: headers({ "request-id": "r" }), text: "" }), "empty body, no content type")
     }))

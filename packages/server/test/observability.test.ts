@@ -220,6 +220,12 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.strictEqual((yield* post(`/v1/payments/${id}/authorize`)).status, 200)
       assert.strictEqual((yield* post(`/v1/payments/${id}/settle`)).status, 200)
 
+      // The HTTP edge's own routes (a problem type's page, the document) are labelled by their
+      // template too; a problem code that is no page is still the page route's 404.
+      assert.strictEqual((yield* server.request("GET", "/docs/problems/payment_not_found")).status, 200)
+      assert.strictEqual((yield* server.request("GET", "/docs/problems/no_such_code")).status, 404)
+      assert.strictEqual((yield* server.request("GET", "/openapi.json")).status, 200)
+
       // METRICS_PORT set: /metrics on its own listener only, not where merchants call.
       const { metricsUrl } = yield* Receiver
       assert.strictEqual((yield* server.request("GET", "/metrics")).status, 404)
@@ -240,6 +246,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.isAtLeast(has("http_server_requests_total", { method: "POST", route: "/v1/payments", status: "201" }) ?? 0, 2)
       assert.strictEqual(has("http_server_requests_total", { method: "POST", route: "/v1/payments", status: "422" }), 1)
       assert.isAtLeast(has("http_server_request_duration_seconds_count", { route: "/v1/payments/:id/settle", status: "200" }) ?? 0, 1)
+      assert.strictEqual(has("http_server_requests_total", { method: "GET", route: "/docs/problems/:code", status: "200" }), 1)
+      assert.strictEqual(has("http_server_requests_total", { method: "GET", route: "/docs/problems/:code", status: "404" }), 1)
+      assert.strictEqual(has("http_server_requests_total", { method: "GET", route: "/openapi.json", status: "200" }), 1)
       for (const name of ["outbox_backlog_rows", "outbox_oldest_unpublished_age_seconds", "nodejs_heap_used_bytes", "process_resident_memory_bytes", "nodejs_eventloop_delay_p99_seconds"]) {
         assert.isDefined(has(name), `${name} exported`)
       }

@@ -1,8 +1,8 @@
 import { InvalidRequest, MethodNotAllowed, PaymentsApi, problemTypeBase, RouteNotFound } from "@pay/api"
+import { correlationHttpHeader, correlationIdFrom, CurrentCorrelationId } from "@pay/infra"
 import { Cause, Effect, Result } from "effect"
-import { Headers, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiError, OpenApi } from "effect/http-api"
-import { randomUUID } from "node:crypto"
 import type { ApiError } from "./ApiErrors.ts"
 import { firstIssue } from "./RequestBody.ts"
 import { problemHttpResponse } from "./Respond.ts"
@@ -10,7 +10,8 @@ import { problemHttpResponse } from "./Respond.ts"
 /**
  * The HTTP edge in front of every route: what the router and HttpApi would otherwise answer with
  * an empty body (unknown path or method, a query string or header the endpoint's schema refuses)
- * is a problem document of the catalog, and every response carries a `Request-Id`.
+ * is a problem document of the catalog, and every response carries a `Request-Id` (the same id as
+ * its `X-Request-Id`).
  */
 
 /** Routes served beside the contract (all GET): the document, its page, and each problem type's page. */
@@ -114,11 +115,15 @@ const answerRouterFailure = (request: HttpServerRequest.HttpServerRequest) => <E
   return refusal === undefined ? Effect.failCause(cause) : Effect.succeed(problemHttpResponse(refusal))
 }
 
-/** `X-Request-Id` when the client sent a usable one (1-200 visible ASCII characters), else a fresh UUID. */
-export const requestIdOf = (request: HttpServerRequest.HttpServerRequest): string => {
-  const sent = request.headers["x-request-id"]
-  return sent !== undefined && /^[\x21-\x7e]{1,200}$/.test(sent) ? sent : randomUUID()
-}
+/**
+ * The request's id: the correlation id `observeRequests` (Observability.ts, the outermost layer)
+ * assigned and put in the request's `X-Request-Id` header, so `Request-Id` and `X-Request-Id`
+ * answer the same id. Outside that middleware, the same rule (infra's `correlationIdFrom`).
+ */
+const requestIdOf = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.gen(function* () {
+    return (yield* CurrentCorrelationId) ?? correlationIdFrom(request.headers[correlationHttpHeader])
+  })
 
 /**
  * Headers HttpApi does not add to the answers it renders itself (the authorization middleware's
@@ -141,16 +146,14 @@ export const EdgeMiddleware = HttpRouter.middleware(
   (httpEffect) =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      const requestId = requestIdOf(request)
-      // The handlers read the same id (correlation id of the history row and the events).
-      const identified = request.modify({ headers: Headers.set(request.headers, "x-request-id", requestId) })
+      const requestId = yield* requestIdOf(request)
       const refusal = refusedQueryOrHeaders(request)
+      // Nothing is provided around the app here: a `provideService` would restore the fiber's
+      // context on exit and drop the router's `RouteContext`, which the observation outside reads
+      // for the route label of its metrics and access log.
       const response = refusal !== undefined
         ? problemHttpResponse(refusal)
-        : yield* httpEffect.pipe(
-          Effect.catchCause(answerRouterFailure(request)),
-          Effect.provideService(HttpServerRequest.HttpServerRequest, identified)
-        )
+        : yield* httpEffect.pipe(Effect.catchCause(answerRouterFailure(request)))
       return withConventionalHeaders(HttpServerResponse.setHeader(response, "request-id", requestId))
     }),
   { global: true }

@@ -140,11 +140,15 @@ const answerClientError = (error: ParserError, socket: Duplex, limits: SocketLim
     return
   }
   const problem = problemResponse(clientErrorProblem(error, limits))
+  // The request's own X-Request-Id cannot be read (the parser gave up): a new id, under both names
+  // like every other answer (docs/api.md).
+  const requestId = crypto.randomUUID()
   const head = [
     `HTTP/1.1 ${problem.status} ${reasonPhrases[problem.status] ?? "Bad Request"}`,
     `Content-Type: ${problem.contentType}`,
     `Content-Length: ${Buffer.byteLength(problem.body, "utf8")}`,
-    `Request-Id: ${crypto.randomUUID()}`,
+    `Request-Id: ${requestId}`,
+    `X-Request-Id: ${requestId}`,
     "Connection: close"
   ].join("\r\n")
   socket.end(`${head}\r\n\r\n${problem.body}`)

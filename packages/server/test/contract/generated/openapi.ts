@@ -536,6 +536,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -550,6 +552,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -561,6 +565,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -574,6 +580,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -585,6 +593,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -607,6 +617,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -628,6 +640,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -639,6 +653,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -652,6 +668,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -663,6 +681,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -674,6 +694,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -701,6 +723,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -737,6 +761,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -748,6 +774,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -761,6 +789,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -774,6 +804,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -785,6 +817,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -798,6 +832,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -809,6 +845,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -820,6 +858,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -860,6 +900,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -893,6 +935,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -906,6 +950,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -921,6 +967,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -936,6 +984,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -949,6 +999,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -962,6 +1014,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -975,6 +1029,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -988,6 +1044,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1001,6 +1059,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1016,6 +1076,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1029,6 +1091,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1042,6 +1106,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1072,6 +1138,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1105,6 +1173,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1118,6 +1188,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1133,6 +1205,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1146,6 +1220,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1161,6 +1237,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1174,6 +1252,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1187,6 +1267,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1200,6 +1282,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1213,6 +1297,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1226,6 +1312,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1241,6 +1329,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1254,6 +1344,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1267,6 +1359,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1304,6 +1398,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1337,6 +1433,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1350,6 +1448,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1365,6 +1465,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1378,6 +1480,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1393,6 +1497,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1406,6 +1512,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1419,6 +1527,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1432,6 +1542,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1445,6 +1557,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1458,6 +1572,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1473,6 +1589,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1486,6 +1604,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1499,6 +1619,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1529,6 +1651,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1562,6 +1686,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1575,6 +1701,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1590,6 +1718,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1603,6 +1733,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1618,6 +1750,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1631,6 +1765,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1644,6 +1780,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1657,6 +1795,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1670,6 +1810,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1683,6 +1825,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1698,6 +1842,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1711,6 +1857,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1724,6 +1872,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1752,6 +1902,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1783,6 +1935,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1794,6 +1948,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -1807,6 +1963,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1818,6 +1976,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1831,6 +1991,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1842,6 +2004,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1855,6 +2019,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1866,6 +2032,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1877,6 +2045,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1901,6 +2071,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1919,6 +2091,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1930,6 +2104,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -1943,6 +2119,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1956,6 +2134,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1967,6 +2147,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1980,6 +2162,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1991,6 +2175,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2002,6 +2188,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
