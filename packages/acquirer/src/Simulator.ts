@@ -14,6 +14,7 @@ import {
   type CaptureRequest,
   DeclineCode,
   Declined,
+  type RefundRequest,
   type VoidRequest
 } from "./Acquirer.ts"
 
@@ -33,7 +34,11 @@ import {
  *
  * Captures and voids of one payment are decided one at a time (an advisory lock per payment):
  * a capture after an approved void is declined, a void after an approved capture is declined.
+ * - `pm_card_refund_declined`: authorized and captured; every refund is declined `refund_declined`.
  * - anything else: declined, `card_declined` (an unknown card).
+ *
+ * Refunds (reference `refund:<refund id>`) are approved while the approved refunds of the payment
+ * plus this one stay within its approved capture.
  */
 
 /** `first_call`: the first call per reference is performed but its answer is lost; `every_call`: every answer is lost. */
@@ -43,6 +48,7 @@ export interface AcquirerFaults {
   readonly failAuthorizeAfterPerforming?: AnswerLoss
   readonly failCaptureAfterPerforming?: AnswerLoss
   readonly failVoidAfterPerforming?: AnswerLoss
+  readonly failRefundAfterPerforming?: AnswerLoss
   /** Every call fails with AcquirerUnavailable before anything is performed. */
   readonly unavailable?: boolean
 }
@@ -75,6 +81,8 @@ export const AcquirerFaultName = Schema.Literals([
   "capture_answer_lost_every_call",
   "void_answer_lost_first_call",
   "void_answer_lost_every_call",
+  "refund_answer_lost_first_call",
+  "refund_answer_lost_every_call",
   "unavailable"
 ])
 export type AcquirerFaultName = typeof AcquirerFaultName.Type
@@ -87,16 +95,18 @@ export const acquirerFaultsFromNames = (names: ReadonlyArray<AcquirerFaultName>)
   const failAuthorizeAfterPerforming = lost("authorize")
   const failCaptureAfterPerforming = lost("capture")
   const failVoidAfterPerforming = lost("void")
+  const failRefundAfterPerforming = lost("refund")
   return {
     ...(failAuthorizeAfterPerforming === undefined ? {} : { failAuthorizeAfterPerforming }),
     ...(failCaptureAfterPerforming === undefined ? {} : { failCaptureAfterPerforming }),
     ...(failVoidAfterPerforming === undefined ? {} : { failVoidAfterPerforming }),
+    ...(failRefundAfterPerforming === undefined ? {} : { failRefundAfterPerforming }),
     ...(names.includes("unavailable") ? { unavailable: true } : {})
   }
 }
 
 const acquirerFaultNames = Schema.Array(AcquirerFaultName).check(
-  Schema.isMaxLength(7, { message: "ACQUIRER_FAULTS names at most 7 faults" })
+  Schema.isMaxLength(9, { message: "ACQUIRER_FAULTS names at most 9 faults" })
 )
 
 /**
@@ -126,7 +136,7 @@ export const AcquirerOptionsConfig: Config.Config<AcquirerOptions> = Config.all(
 
 const OperationRow = Schema.Struct({
   reference: Schema.String,
-  operation: Schema.Literals(["authorize", "capture", "void"]),
+  operation: Schema.Literals(["authorize", "capture", "void", "refund"]),
   payment_id: Schema.String,
   amount_minor: Schema.BigInt,
   currency: Schema.String,
@@ -145,6 +155,9 @@ const AuthorizationRow = Schema.Struct({
   /** Whether an approved capture / void of the same payment exists (they exclude each other). */
   captured: Schema.Boolean,
   voided: Schema.Boolean,
+  /** The approved capture's amount (null: none) and the refunds approved so far. */
+  captured_minor: Schema.NullOr(Schema.BigInt),
+  refunded_minor: Schema.BigInt,
   amount_minor: Schema.BigInt,
   currency: Schema.String
 })
@@ -167,6 +180,7 @@ const decideAuthorization = (paymentMethod: string): Decision => {
     case "pm_card_visa":
     case "pm_card_mastercard":
     case "pm_card_timeout":
+    case "pm_card_refund_declined":
       return approved(paymentMethod)
     case "pm_card_declined":
       return declined("card_declined", "Your card was declined.", paymentMethod)
@@ -195,6 +209,21 @@ const decideVoid = (authorization: Option.Option<typeof AuthorizationRow.Type>):
   if (Option.isNone(authorization)) return declined("card_declined", "No approved authorization to void.", null)
   const authorized = authorization.value
   if (authorized.captured) return declined("authorization_captured", "The authorization was already captured.", authorized.payment_method)
+  return approved(authorized.payment_method)
+}
+
+/** A refund gives back at most what was captured, across all refunds of the payment. */
+const decideRefund = (request: RefundRequest, authorization: Option.Option<typeof AuthorizationRow.Type>): Decision => {
+  if (Option.isNone(authorization) || authorization.value.captured_minor === null) {
+    return declined("refund_declined", "No approved capture to refund.", null)
+  }
+  const authorized = authorization.value
+  if (authorized.payment_method === "pm_card_refund_declined") {
+    return declined("refund_declined", "The refund was declined.", authorized.payment_method)
+  }
+  if (authorized.currency !== request.currency || authorized.refunded_minor + request.amount_minor > (authorized.captured_minor ?? 0n)) {
+    return declined("refund_declined", "The refunds exceed the captured amount.", authorized.payment_method)
+  }
   return approved(authorized.payment_method)
 }
 
@@ -231,7 +260,11 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
              EXISTS (SELECT 1 FROM acquirer_sim.operations c
                      WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved') AS captured,
              EXISTS (SELECT 1 FROM acquirer_sim.operations v
-                     WHERE v.payment_id = a.payment_id AND v.operation = 'void' AND v.outcome = 'approved') AS voided
+                     WHERE v.payment_id = a.payment_id AND v.operation = 'void' AND v.outcome = 'approved') AS voided,
+             (SELECT c.amount_minor FROM acquirer_sim.operations c
+              WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved' LIMIT 1) AS captured_minor,
+             (SELECT coalesce(sum(r.amount_minor), 0) FROM acquirer_sim.operations r
+              WHERE r.payment_id = a.payment_id AND r.operation = 'refund' AND r.outcome = 'approved')::bigint AS refunded_minor
       FROM acquirer_sim.operations a
       WHERE a.payment_id = ${paymentId} AND a.operation = 'authorize' AND a.outcome = 'approved'
       ORDER BY a.performed_at LIMIT 1`
@@ -242,7 +275,7 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
    * a void of the same authorization from both being approved.
    */
   const decideOnePerPayment = <A extends RecordedRequest>(
-    operation: "capture" | "void",
+    operation: "capture" | "void" | "refund",
     request: A,
     decide: (request: A, authorization: Option.Option<typeof AuthorizationRow.Type>) => Decision
   ): Effect.Effect<OperationRow, SqlError> =>
@@ -284,7 +317,9 @@ const makeSimulator = (options: AcquirerOptions) =>
     const answerLost = (operation: AcquirerOperation, row: OperationRow): boolean => {
       const fault = operation === "authorize"
         ? options.faults.failAuthorizeAfterPerforming
-        : operation === "capture" ? options.faults.failCaptureAfterPerforming : options.faults.failVoidAfterPerforming
+        : operation === "capture"
+        ? options.faults.failCaptureAfterPerforming
+        : operation === "void" ? options.faults.failVoidAfterPerforming : options.faults.failRefundAfterPerforming
       if (fault === "every_call") return true
       // The first call is the one that inserted the row; a repeat only increments request_count.
       const firstCall = row.request_count === 1
@@ -329,7 +364,8 @@ const makeSimulator = (options: AcquirerOptions) =>
       capture: (request: CaptureRequest) =>
         call("capture", request.reference, table.decideOnePerPayment("capture", request, decideCapture)),
       void: (request: VoidRequest) =>
-        call("void", request.reference, table.decideOnePerPayment("void", request, (_request, authorization) => decideVoid(authorization)))
+        call("void", request.reference, table.decideOnePerPayment("void", request, (_request, authorization) => decideVoid(authorization))),
+      refund: (request: RefundRequest) => call("refund", request.reference, table.decideOnePerPayment("refund", request, decideRefund))
     })
   })
 

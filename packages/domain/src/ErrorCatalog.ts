@@ -58,6 +58,7 @@ export const errorCatalog = {
     meaning: "The headers or the body did not arrive in time (the connection is closed; nothing was executed)"
   },
   payment_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such payment **for this merchant**" },
+  refund_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such refund of this payment **for this merchant**" },
   idempotency_key_in_use: {
     status: 409, title: "Conflict", retry: "same_key_later",
     meaning: "The first request with this key is still running (or its server died and its lease has not expired yet)"
@@ -68,6 +69,13 @@ export const errorCatalog = {
   },
   concurrent_modification: {
     status: 409, title: "Conflict", retry: "no_stored", meaning: "Another change to the same payment won the race"
+  },
+  payment_not_refundable: {
+    status: 409, title: "Conflict", retry: "no_stored", meaning: "Only a SETTLED payment can be refunded"
+  },
+  refund_exceeds_balance: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept)"
   },
   body_too_large: { status: 413, title: "Request body too large", retry: "no", meaning: "The body is over 64 KiB" },
   unsupported_media_type: {
@@ -80,6 +88,10 @@ export const errorCatalog = {
   capture_exceeds_authorized: {
     status: 422, title: "Unprocessable request", retry: "no_stored",
     meaning: "A settle `amount` above the authorized amount: a capture takes at most what was authorized"
+  },
+  refund_exceeds_captured: {
+    status: 422, title: "Unprocessable request", retry: "no_stored",
+    meaning: "The payment's refunds that have not failed, with this one, would exceed the captured amount"
   },
   rate_limited: {
     status: 429, title: "Too many requests", retry: "same_key_later",

@@ -2,6 +2,12 @@ import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
   AmountMinorFromJsonNumber,
   type CaptureExceedsAuthorized,
+  Metadata,
+  type PaymentNotRefundable,
+  type Refund,
+  type RefundExceedsBalance,
+  type RefundExceedsCaptured,
+  RefundReason,
   type ConcurrentModification,
   type InvalidTransition,
   type Payment,
@@ -29,7 +35,15 @@ export const SettleOperation = Schema.TaggedStruct("settle", {
   amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber)
 })
 export const CancelOperation = Schema.TaggedStruct("cancel", { payment_id: Schema.String })
-export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation])
+/** A refund of a settled payment; `amount_minor` absent = what is left to refund. */
+export const RefundOperation = Schema.TaggedStruct("refund", {
+  payment_id: Schema.String,
+  amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber),
+  reason: Schema.optionalKey(RefundReason),
+  metadata: Schema.optionalKey(Metadata)
+})
+export type RefundOperation = typeof RefundOperation.Type
+export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation, RefundOperation])
 export type PaymentOperation = typeof PaymentOperation.Type
 export type CreateOperation = typeof CreateOperation.Type
 
@@ -39,7 +53,14 @@ export const encodePaymentOperation = Schema.encodeSync(PaymentOperation)
 export const decodePaymentOperation = Schema.decodeUnknownResult(PaymentOperation)
 
 /** A decided "no": stored with the key and replayed like any decided outcome. */
-export type PaymentRefusal = PaymentNotFound | InvalidTransition | CaptureExceedsAuthorized | ConcurrentModification
+export type PaymentRefusal =
+  | PaymentNotFound
+  | InvalidTransition
+  | CaptureExceedsAuthorized
+  | ConcurrentModification
+  | PaymentNotRefundable
+  | RefundExceedsCaptured
+  | RefundExceedsBalance
 
 /**
  * What a use case decided. The HTTP server renders it (201/200 with the payment, or the refusal's
@@ -48,6 +69,8 @@ export type PaymentRefusal = PaymentNotFound | InvalidTransition | CaptureExceed
 export type PaymentOutcome = Data.TaggedEnum<{
   Created: { readonly payment: Payment }
   Transitioned: { readonly payment: Payment }
+  /** A refund decided by the acquirer: SUCCEEDED (money reversed) or FAILED. */
+  Refunded: { readonly refund: Refund }
   Refused: { readonly error: PaymentRefusal }
 }>
 export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
@@ -70,7 +93,9 @@ export const RecoveryPoint = {
   /** Our intent to call the acquirer is committed; the call may or may not have happened. */
   authorizationRequested: "authorization_requested",
   captureRequested: "capture_requested",
-  voidRequested: "void_requested"
+  voidRequested: "void_requested",
+  /** The PENDING refund is committed (its id in the recovery data); the acquirer may have been asked. */
+  refundRequested: "refund_requested"
 } as const
 
 /** The acquirer's idempotency reference: one per payment and operation, so asking twice is safe. */

@@ -1,7 +1,7 @@
 import type { Acquirer } from "@pay/acquirer"
-import type { MerchantId } from "@pay/domain"
+import type { MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
 import type { Execution, Finished, KeyAtOnce } from "@pay/idempotency"
-import type { SettlementPosting } from "@pay/settlement"
+import type { RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Context, Effect, Layer, type Option } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -9,6 +9,8 @@ import { acquirerSteps, makeAcquirerTransition } from "./AcquirerTransition.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { makeCreatePaymentAtOnce } from "./CreateAtOnce.ts"
 import { makeCreatePayment } from "./CreatePayment.ts"
+import { makeRefundPayment } from "./RefundPayment.ts"
+import { makeRefundStore } from "./RefundStore.ts"
 import type { CreateOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
@@ -34,18 +36,24 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     context: ChangeContext,
     key: KeyAtOnce<PaymentOutcome>
   ) => Effect.Effect<Option.Option<Finished<PaymentOutcome>>, SqlError>
+  /** One refund of one of the merchant's payments (`RefundNotFound` for unknown, foreign or malformed ids). */
+  readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, RefundNotFound | SqlError>
+  /** A payment's refunds, oldest first, at most `limit`. */
+  readonly listRefunds: (merchantId: MerchantId, paymentId: string, limit: number) => Effect.Effect<ReadonlyArray<Refund>, PaymentNotFound | SqlError>
 }>()("payments/PaymentUseCases") {
   /** Needs the repository, the acquirer, the settlement posting and the SQL client. */
   static readonly layer: Layer.Layer<
     PaymentUseCases,
     never,
-    SqlClient.SqlClient | PaymentRepository | Acquirer | SettlementPosting
+    SqlClient.SqlClient | PaymentRepository | Acquirer | SettlementPosting | RefundPosting
   > = Layer.effect(
     PaymentUseCases,
     Effect.gen(function* () {
       const create = yield* makeCreatePayment
       const createAtOnce = yield* makeCreatePaymentAtOnce
       const transition = yield* makeAcquirerTransition
+      const refund = yield* makeRefundPayment
+      const refunds = yield* makeRefundStore
       const execute = (merchantId: MerchantId, operation: PaymentOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) => {
         switch (operation._tag) {
           case "create":
@@ -55,9 +63,13 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
             return transition(acquirerSteps[operation._tag], merchantId, operation.payment_id, context, execution)
           case "settle":
             return transition(acquirerSteps.settle, merchantId, operation.payment_id, context, execution, operation.amount_minor)
+          case "refund":
+            return refund(merchantId, operation, execution)
         }
       }
       return PaymentUseCases.of({
+        findRefund: refunds.findById,
+        listRefunds: refunds.list,
         createAtOnce: (merchantId, operation, context, key) =>
           createAtOnce(merchantId, operation, context, key).pipe(
             Effect.withSpan("PaymentUseCases.createAtOnce", { attributes: { merchant_id: merchantId } })

@@ -20,7 +20,7 @@ import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
-import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
+import { FeeSchedules, MerchantBalances, RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
@@ -60,6 +60,7 @@ const servicesLayer = (options: AppOptions) =>
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
+    Layer.provide(RefundPosting.layer.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(OutboxWriter.layer)
   )
 

@@ -174,9 +174,12 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         "GET /v1/balance",
         "GET /v1/payments",
         "GET /v1/payments/{id}",
+        "GET /v1/payments/{id}/refunds",
+        "GET /v1/payments/{id}/refunds/{refund_id}",
         "POST /v1/payments",
         "POST /v1/payments/{id}/authorize",
         "POST /v1/payments/{id}/cancel",
+        "POST /v1/payments/{id}/refunds",
         "POST /v1/payments/{id}/settle"
       ])
       // Every POST documents its required header and the problems it answers.

@@ -34,6 +34,7 @@ const switchableAcquirer = Layer.effect(
     return Acquirer.of({
       authorize: real.authorize,
       void: real.void,
+      refund: real.refund,
       capture: (request) =>
         Effect.suspend(() => {
           acquirerState.captureCalls.push(performance.now())

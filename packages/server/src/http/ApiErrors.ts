@@ -20,7 +20,11 @@ import {
   InvalidCursor,
   InvalidTransition,
   PaymentLocked,
-  PaymentNotFound
+  PaymentNotFound,
+  PaymentNotRefundable,
+  RefundExceedsBalance,
+  RefundExceedsCaptured,
+  RefundNotFound
 } from "@pay/domain"
 import {
   IdempotencyKeyInUse,
@@ -64,6 +68,10 @@ export const apiErrorClasses = [
   PaymentNotFound,
   InvalidTransition,
   CaptureExceedsAuthorized,
+  PaymentNotRefundable,
+  RefundExceedsCaptured,
+  RefundExceedsBalance,
+  RefundNotFound,
   ConcurrentModification,
   InvalidCursor,
   // unknown outcomes: nothing decided, retry with the same key

@@ -1,5 +1,5 @@
-import type { PaymentJson } from "@pay/api"
-import type { Payment } from "@pay/domain"
+import type { PaymentJson, RefundJson } from "@pay/api"
+import type { Payment, Refund } from "@pay/domain"
 import type { CurrencyBalance } from "@pay/settlement"
 import { DateTime } from "effect"
 
@@ -19,6 +19,22 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   captured_amount: payment.captured_amount_minor === null ? null : Number(payment.captured_amount_minor),
   created_at: DateTime.formatIso(payment.created_at),
   updated_at: DateTime.formatIso(payment.updated_at)
+})
+
+/** The API's view of a refund. */
+export const toRefundJson = (refund: Refund): RefundJson => ({
+  id: refund.id,
+  object: "refund",
+  payment_id: refund.payment_id,
+  amount: Number(refund.amount_minor),
+  currency: refund.currency,
+  status: refund.status,
+  reason: refund.reason,
+  metadata: refund.metadata,
+  failure_code: refund.failure_code,
+  failure_message: refund.failure_message,
+  created_at: DateTime.formatIso(refund.created_at),
+  updated_at: DateTime.formatIso(refund.updated_at)
 })
 
 /**

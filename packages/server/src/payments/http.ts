@@ -21,6 +21,7 @@ import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
 import { toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
+import { makeRefundReads, refundOperation } from "./RefundHttp.ts"
 import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
@@ -89,7 +90,7 @@ const settleOperation = (paymentId: string) => (body: Schema.Json | undefined) =
  * stored before partial capture existed keep their fingerprint).
  */
 const fingerprintBody = (operation: PaymentOperation, body: Schema.Json | undefined): Schema.Json | undefined => {
-  if (operation._tag === "create") return body
+  if (operation._tag === "create" || operation._tag === "refund") return body
   if (operation._tag === "settle" && operation.amount_minor !== undefined) return { amount: Number(operation.amount_minor) }
   return undefined
 }
@@ -190,6 +191,7 @@ export const PaymentsHandlers = HttpApiBuilder.group(
   Effect.fn(function* (handlers) {
     const { idempotentPost } = yield* makeIdempotentPost
     const reads = yield* makeReads
+    const refunds = yield* makeRefundReads
     return handlers
       .handleRaw("create", ({ request }) => withMerchant(idempotentPost(request, "/v1/payments", createOperation)))
       .handleRaw("authorize", ({ request, params }) =>
@@ -198,6 +200,10 @@ export const PaymentsHandlers = HttpApiBuilder.group(
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, settleOperation(params.id)))))
       .handleRaw("cancel", ({ request, params }) =>
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/cancel`, transitionOperation("cancel", params.id)))))
+      .handleRaw("refund", ({ request, params }) =>
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/refunds`, refundOperation(params.id)))))
+      .handleRaw("listRefunds", ({ params }) => withMerchant(withPaymentId(params.id, refunds.list(params.id))))
+      .handleRaw("retrieveRefund", ({ params }) => withMerchant(withPaymentId(params.id, refunds.retrieve(params.id, params.refund_id))))
       .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
       .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))
       .handleRaw("balance", () => withMerchant(reads.balance))
