@@ -17,8 +17,9 @@ const layers = {
   idempotency: ["domain", "infra"],
   settlement: ["domain", "infra", "ledger"],
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
+  webhooks: ["domain", "infra"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
+  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "webhooks", "api"],
   cli: ["domain", "infra", "merchants", "settlement"],
   testkit: ["infra"]
 }

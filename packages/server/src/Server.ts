@@ -8,6 +8,7 @@ import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
+import { SenderEnabledConfig, WebhookDeliveries, WebhookEndpoints, WebhookSender, WebhookSenderLoop } from "@pay/webhooks"
 import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
@@ -18,6 +19,7 @@ import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
+import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 
 /**
@@ -36,7 +38,7 @@ export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readi
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
@@ -47,7 +49,7 @@ const servicesLayer = (options: AppOptions) =>
 export const apiRoutes =
   Layer.mergeAll(
     HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
-      Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
+      Layer.provide([SystemHandlers, Layer.mergeAll(PaymentsHandlers, WebhooksHandlers).pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
     // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
@@ -81,6 +83,14 @@ export const PublisherLive = Layer.unwrap(
   )
 )
 
+/**
+ * The webhook sender runs inside the server unless `WEBHOOK_SENDER_ENABLED=false` (then run
+ * `node packages/webhooks/src/main.ts`, as many as wanted: they share the work by leases).
+ */
+export const WebhookSenderLive = Layer.unwrap(
+  Effect.map(SenderEnabledConfig, (enabled) => (enabled ? WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)) : Layer.empty))
+)
+
 /** JSON logs, one event per line. */
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
@@ -89,7 +99,7 @@ export const LoggingLive = Logger.layer([Logger.consoleJson])
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive, WebhookSenderLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 

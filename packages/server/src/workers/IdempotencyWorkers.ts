@@ -1,9 +1,10 @@
-import { ABANDONED_LIMIT_MAX, type AbandonedKey, IdempotencyKeys } from "@pay/idempotency"
+import { ABANDONED_LIMIT_MAX, type AbandonedKey, IdempotencyKeys, storedAsIs } from "@pay/idempotency"
 import { boundedInt } from "@pay/infra"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
 import { Config, Duration, Effect, Layer, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { renderOutcome } from "../payments/Render.ts"
+import { decodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "../webhooks/Operations.ts"
 
 export interface IdempotencyWorkerOptions {
   /** How often the completer looks for abandoned keys. */
@@ -51,7 +52,18 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
     const keys = yield* IdempotencyKeys
     const useCases = yield* PaymentUseCases
 
+    const webhookOperations = yield* makeWebhookOperations
+
+    /** A webhook operation (one transaction: nothing durable happened unless it finished). */
+    const completeWebhook = (key: AbandonedKey, operation: WebhookOperation) =>
+      keys.resume(key, storedAsIs, (execution) => webhookOperations.execute(key.merchantId, operation, execution)).pipe(
+        Effect.tap((outcome) => Effect.logInfo("completer finished an abandoned key", { key_id: key.id, path: key.path, status: outcome.response.status })),
+        Effect.catchCause((cause) => Effect.logWarning("completer could not finish a key yet", { key_id: key.id, cause }))
+      )
+
     const completeOne = (key: AbandonedKey) => {
+      const webhookOperation = decodeWebhookOperation(key.operation)
+      if (Result.isSuccess(webhookOperation)) return completeWebhook(key, webhookOperation.success)
       const operation = decodePaymentOperation(key.operation)
       if (Result.isFailure(operation)) {
         return Effect.logError("completer: the operation stored with an abandoned key is not one", {

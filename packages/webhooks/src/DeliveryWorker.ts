@@ -1,0 +1,137 @@
+import { decodeRow } from "@pay/infra"
+import { Cause, Context, Effect, Layer, Metric, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { claimDeliveries, type ClaimedDelivery, completeAttempt } from "./DeliveryQueue.ts"
+import {
+  assertSenderOptions,
+  defaultSenderOptions,
+  SenderConfig,
+  type SenderOptions,
+  webhookAttemptFailures,
+  webhookAttempts,
+  webhookDeliveriesExhausted,
+  webhookEndpointsDisabled,
+  webhookLatency,
+  webhookOldestPendingAge
+} from "./Model.ts"
+import { decide } from "./RetryPolicy.ts"
+import { send } from "./Sender.ts"
+import { webhookHeaders } from "./Signing.ts"
+
+/**
+ * A sender's lease on a delivery: the request's timeout, plus time to record the result. A sender
+ * that dies (or hangs) longer than this loses the delivery to another sender, which sends the same
+ * bytes with the same `webhook-id` again (the receiver deduplicates on it).
+ */
+export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
+
+const oldestPendingRow = decodeRow(Schema.Struct({ age_ms: Schema.Number }))
+const METRICS_INTERVAL_MS = 5_000
+
+/**
+ * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending
+ * one is due), sends each with a bounded timeout, records the attempt, and schedules the retry or
+ * gives up. At most `concurrency` requests are in flight; a free slot is filled at once, so a
+ * slow receiver does not hold back the others. Interrupting it (SIGTERM) aborts the requests in
+ * flight: their leases expire and they are sent again (at-least-once; same webhook-id).
+ */
+export class WebhookSender extends Context.Service<WebhookSender, {
+  /** Sends one claimed delivery and records its outcome (exported for tests and tools). */
+  readonly deliver: (claimed: ClaimedDelivery) => Effect.Effect<void>
+  /** Claims and delivers until nothing is due (bounded by `rounds_max`); returns how many were sent. */
+  readonly drain: (rounds_max: number) => Effect.Effect<number>
+  readonly options: SenderOptions
+}>()("webhooks/WebhookSender") {
+  static readonly layerWith = (options: SenderOptions) =>
+    Layer.effect(WebhookSender, Effect.gen(function* () {
+      assertSenderOptions(options)
+      const sql = yield* SqlClient.SqlClient
+      const deliver = (claimed: ClaimedDelivery) => deliverOne(options, claimed).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      const drain = (rounds_max: number) =>
+        Effect.gen(function* () {
+          let sent = 0
+          for (let round = 0; round < rounds_max; round++) {
+            const claimed = yield* claimDeliveries(options.batchSize, leaseOf_ms(options.timeout_ms))
+            if (claimed.length === 0) break
+            yield* Effect.forEach(claimed, deliver, { concurrency: options.concurrency, discard: true })
+            sent += claimed.length
+          }
+          return sent
+        }).pipe(
+          Effect.provideService(SqlClient.SqlClient, sql),
+          Effect.catchCause((cause) => Effect.logWarning("webhook drain failed", cause).pipe(Effect.as(0)))
+        )
+      return WebhookSender.of({ deliver, drain, options })
+    }))
+
+  static readonly layer = Layer.unwrap(Effect.map(SenderConfig, (options) => WebhookSender.layerWith(options)))
+  static readonly defaults = defaultSenderOptions
+}
+
+const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
+  Effect.gen(function* () {
+    const headers = webhookHeaders(claimed.secrets, claimed.event_id, Number(claimed.webhook_timestamp), claimed.body)
+    const result = yield* send({ url: claimed.url, headers, body: claimed.body, timeout_ms: options.timeout_ms, allowLoopbackHttp: options.allowLoopbackHttp })
+    yield* Metric.update(webhookAttempts, 1)
+    yield* Metric.update(webhookLatency, result.latency_ms)
+    const decision = decide(result, claimed.round_attempt_count, options, Math.random())
+    if (decision._tag !== "Delivered") yield* Metric.update(webhookAttemptFailures, 1)
+    if (decision._tag === "Exhausted" || decision._tag === "Gone") yield* Metric.update(webhookDeliveriesExhausted, 1)
+    const change = yield* completeAttempt(claimed, result, decision, options.disableAfterFailing_ms)
+    yield* Effect.logDebug("webhook attempt", {
+      outcome: decision._tag,
+      status: result._tag === "Answered" ? result.status : null,
+      latency_ms: result.latency_ms
+    })
+    if (change._tag === "Disabled") {
+      yield* Metric.update(webhookEndpointsDisabled, 1)
+      yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: claimed.url })
+    }
+  }).pipe(
+    Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
+    // The lease bounds a failure here: the delivery is sent again once it expires.
+    Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.logWarning("webhook attempt could not be recorded; it is resent after its lease", cause)
+    ),
+    Effect.withSpan("webhooks.deliver")
+  )
+
+/**
+ * The sender's loop, as a scoped layer (inside the server, or `node packages/webhooks/src/main.ts`):
+ * keeps `concurrency` requests in flight, polls every `pollInterval_ms` when nothing is due, and
+ * refreshes the oldest-pending gauge. Needs `WebhookSender` and `SqlClient`.
+ */
+export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
+  const sender = yield* WebhookSender
+  const sql = yield* SqlClient.SqlClient
+  const { options } = sender
+  let inFlight = 0
+  const lease_ms = leaseOf_ms(options.timeout_ms)
+  const round = Effect.gen(function* () {
+    const free = options.concurrency - inFlight
+    if (free <= 0) return 0
+    const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms)
+    for (const delivery of claimed) {
+      inFlight++
+      yield* Effect.forkScoped(sender.deliver(delivery).pipe(Effect.ensuring(Effect.sync(() => {
+        inFlight--
+      }))))
+    }
+    return claimed.length
+  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as(0))))
+  const loop = Effect.gen(function* () {
+    while (true) {
+      const claimed = yield* round
+      if (claimed === 0) yield* Effect.sleep(options.pollInterval_ms)
+    }
+  })
+  const refreshGauge = oldestPendingRow(sql`
+    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::float8 AS age_ms
+    FROM webhook_deliveries WHERE status = 'pending'`).pipe(
+    Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms)),
+    Effect.catchCause((cause) => Effect.logWarning("webhook gauge refresh failed", cause))
+  )
+  yield* Effect.forkScoped(Effect.forever(refreshGauge.pipe(Effect.andThen(Effect.sleep(METRICS_INTERVAL_MS)))))
+  yield* Effect.forkScoped(loop.pipe(Effect.provideService(SqlClient.SqlClient, sql)))
+  yield* Effect.logInfo("webhook sender started", { concurrency: options.concurrency, timeout_ms: options.timeout_ms })
+}))
