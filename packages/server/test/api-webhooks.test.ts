@@ -1,0 +1,107 @@
+// Webhook endpoints over the real server process: the API (idempotent POSTs, secrets shown at
+// creation and rotation only, merchant scoping, problems), and the whole path from a settle to a
+// signed webhook at a real receiver, verified with the standardwebhooks package.
+import { assert, layer } from "@effect/vitest"
+import { enqueueFromOutbox, eventually, startReceiver } from "@pay/webhooks/test-support"
+import { Effect } from "effect"
+import { Webhook } from "standardwebhooks"
+import { type Answer, jsonOf, stringField } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+const Live = testServerLayer({
+  env: { WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_POLL_INTERVAL_MS: "50", WEBHOOK_RETRY_SCHEDULE_MS: "0,0,0", WEBHOOK_TIMEOUT_MS: "2000" }
+})
+
+const request = (m: TestMerchant, method: string, path: string, options: { readonly json?: unknown; readonly key?: string } = {}) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request(method, path, {
+      apiKey: m.apiKey,
+      ...(method === "POST" ? { idempotencyKey: options.key ?? newKey("wh") } : {}),
+      ...(options.json === undefined ? {} : { json: options.json })
+    })
+  })
+
+const describe = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+
+layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpoints API (real server process)", (it) => {
+  it.effect("create shows the secret once (a replay repeats the same bytes); reads never show it; refusals are problems; another merchant sees 404", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Webhooks A")
+      const other = yield* createMerchant("Webhooks B")
+      const key = newKey("create")
+      const body = { url: "https://merchant.example/hooks", event_types: ["payment_settled"], description: "prod" }
+      const created = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(created.status, 201, describe(created))
+      assert.match(stringField(created, "secret"), /^whsec_[A-Za-z0-9+/]{43}=$/)
+      const replay = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(replay.text, created.text)
+      assert.strictEqual(replay.headers.get("idempotent-replayed"), "true")
+      const id = stringField(created, "id")
+      const read = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(read.status, 200)
+      assert.notProperty(jsonOf(read), "secret")
+      const list = yield* request(m, "GET", "/v1/webhook_endpoints")
+      assert.strictEqual((jsonOf(list)["data"] as ReadonlyArray<unknown>).length, 1)
+      assert.notInclude(list.text, "whsec_")
+
+      const unsafe = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://169.254.169.254/", event_types: ["*"] } })
+      assert.deepStrictEqual([unsafe.status, jsonOf(unsafe)["code"], jsonOf(unsafe)["field"]], [400, "invalid_request", "url"])
+      const badType = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://merchant.example/", event_types: ["payment_refunded"] } })
+      assert.deepStrictEqual([badType.status, jsonOf(badType)["code"]], [400, "invalid_request"])
+      const theirs = yield* request(other, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.deepStrictEqual([theirs.status, jsonOf(theirs)["code"]], [404, "webhook_endpoint_not_found"])
+      const disableTheirs = yield* request(other, "POST", `/v1/webhook_endpoints/${id}/disable`)
+      assert.deepStrictEqual([disableTheirs.status, jsonOf(disableTheirs)["code"]], [404, "webhook_endpoint_not_found"])
+
+      const updated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}`, { json: { event_types: ["*"] } })
+      assert.deepStrictEqual(jsonOf(updated)["event_types"], ["*"])
+      const disabled = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/disable`)
+      assert.deepStrictEqual([jsonOf(disabled)["status"], jsonOf(disabled)["disabled_reason"]], ["disabled", "merchant"])
+      const rotated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/rotate_secret`, { json: { expires_in_ms: 0 } })
+      assert.notStrictEqual(stringField(rotated, "secret"), stringField(created, "secret"))
+      const deleted = yield* request(m, "DELETE", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(deleted.status, 200)
+      const gone = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(gone.status, 404)
+    }))
+
+  it.effect("create → authorize → settle: three signed webhooks in order at the receiver; deliveries and attempts listed; a redelivery resends the same id", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 200 }))
+      const m = yield* createMerchant("Webhooks E2E")
+      const created = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: receiver.url, event_types: ["*"] } })
+      assert.strictEqual(created.status, 201, describe(created))
+      const endpointId = stringField(created, "id")
+      const secret = stringField(created, "secret")
+      const payment = yield* createPayment(m, newKey("pay"))
+      const paymentId = stringField(payment, "id")
+      assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/authorize`)).status, 200)
+      assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/settle`)).status, 200)
+
+      // The consumer's part (until it lands): the events of the outbox, enqueued.
+      assert.strictEqual(yield* enqueueFromOutbox, 3)
+      yield* eventually("three webhooks", () => receiver.received.length >= 3, 30_000)
+      const types = receiver.received.map((r) => {
+        const verified = new Webhook(secret).verify(r.body, { "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature })
+        return (verified as { readonly type: string }).type
+      })
+      assert.deepStrictEqual(types, ["payment_created", "payment_authorized", "payment_settled"])
+
+      const deliveries = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries`)
+      const rows = jsonOf(deliveries)["data"] as ReadonlyArray<{ readonly id: string; readonly status: string; readonly event_id: string }>
+      assert.deepStrictEqual(rows.map((row) => row.status), ["delivered", "delivered", "delivered"])
+      const settled = rows.find((row) => row.event_id === receiver.received[2]?.id)
+      if (settled === undefined) return assert.fail("the settled event's delivery is listed")
+      const detail = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries/${settled.id}`)
+      const attempts = jsonOf(detail)["attempts"] as ReadonlyArray<{ readonly outcome: string; readonly response_status: number }>
+      assert.deepStrictEqual(attempts.map((a) => [a.outcome, a.response_status]), [["delivered", 200]])
+
+      const again = yield* request(m, "POST", `/v1/webhook_endpoints/${endpointId}/deliveries/${settled.id}/redeliver`)
+      assert.strictEqual(again.status, 200, describe(again))
+      yield* eventually("the redelivery", () => receiver.received.length === 4, 30_000)
+      assert.strictEqual(receiver.received[3]?.id, settled.event_id, "a redelivery carries the same webhook-id")
+      assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
+      assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
+    })))
+})
