@@ -20,7 +20,7 @@ const layers = {
   webhooks: ["domain", "infra"],
   api: ["domain"],
   server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "webhooks", "api"],
-  cli: ["domain", "infra", "merchants", "settlement"],
+  cli: ["domain", "infra", "merchants", "settlement", "webhooks"],
   testkit: ["infra"]
 }
 

@@ -39,6 +39,7 @@ const deliveryColumns = `d.id::text AS id, d.endpoint_id, d.event_id::text AS ev
   d.failed_reason, d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, d.finished_at`
 const deliveryRows = decodeRows(DeliveryRow)
 const attemptRows = decodeRows(AttemptRow)
+const failedRows = decodeRows(Schema.Struct({ ...DeliveryRow.fields, merchant_id: Schema.String }))
 const countRow = decodeRow(Schema.Struct({ count: Schema.Int }))
 const endpointIdRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
@@ -63,6 +64,8 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
   readonly get: (merchantId: MerchantId, endpointId: string, deliveryId: string) => Effect.Effect<{ readonly delivery: WebhookDelivery; readonly attempts: ReadonlyArray<WebhookAttempt> }, WebhookDeliveryNotFound | WebhookEndpointNotFound | SqlError>
   readonly redeliver: (merchantId: MerchantId, endpointId: string, deliveryId: string) => Effect.Effect<WebhookDelivery, WebhookDeliveryNotFound | WebhookEndpointNotFound | SqlError>
   readonly recoverFailedSince: (merchantId: MerchantId, endpointId: string, since: Date) => Effect.Effect<number, WebhookEndpointNotFound | SqlError>
+  /** Operators: the most recently given-up deliveries of every merchant (`pnpm cli webhooks failed`). */
+  readonly failed: (limit: number) => Effect.Effect<ReadonlyArray<WebhookDelivery & { readonly merchant_id: string }>, SqlError>
 }>()("webhooks/WebhookDeliveries") {
   static readonly layer = Layer.effect(WebhookDeliveries, Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -140,6 +143,13 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
       return count
     })
 
-    return WebhookDeliveries.of({ list, get, redeliver, recoverFailedSince })
+    const failed = (limit: number) =>
+      failedRows(sql`
+        SELECT ${sql.literal(deliveryColumns)}, d.merchant_id FROM webhook_deliveries d
+        WHERE d.status = 'failed' ORDER BY d.finished_at DESC LIMIT ${Math.min(Math.max(limit, 1), RECOVER_LIMIT_MAX)}`).pipe(
+        Effect.withSpan("WebhookDeliveries.failed")
+      )
+
+    return WebhookDeliveries.of({ list, get, redeliver, recoverFailedSince, failed })
   }))
 }

@@ -32,8 +32,9 @@ const METRICS_INTERVAL_MS = 5_000
  * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending
  * one is due), sends each with a bounded timeout, records the attempt, and schedules the retry or
  * gives up. At most `concurrency` requests are in flight; a free slot is filled at once, so a
- * slow receiver does not hold back the others. Interrupting it (SIGTERM) aborts the requests in
- * flight: their leases expire and they are sent again (at-least-once; same webhook-id).
+ * slow receiver does not hold back the others. On shutdown (SIGTERM) the loop stops claiming and
+ * the requests in flight finish (bounded by the timeout); a crash instead leaves them to be sent
+ * again once their leases expire (at-least-once; same webhook-id).
  */
 export class WebhookSender extends Context.Service<WebhookSender, {
   /** Sends one claimed delivery and records its outcome (exported for tests and tools). */
@@ -113,7 +114,9 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
     const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms)
     for (const delivery of claimed) {
       inFlight++
-      yield* Effect.forkScoped(sender.deliver(delivery).pipe(Effect.ensuring(Effect.sync(() => {
+      // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
+      // timeout_ms) and are recorded, rather than being resent by another sender after the lease.
+      yield* Effect.forkScoped(sender.deliver(delivery).pipe(Effect.uninterruptible, Effect.ensuring(Effect.sync(() => {
         inFlight--
       }))))
     }

@@ -6,8 +6,9 @@
  * Environment: DATABASE_URL, DATABASE_POOL_SIZE and the `WEBHOOK_*` settings of `SenderConfig`
  * (Model.ts). It does not run migrations (the server owns the schema).
  *
- * SIGTERM/SIGINT: the requests in flight are aborted; their leases expire and another sender
- * sends them again with the same webhook-id (receivers deduplicate on it).
+ * SIGTERM/SIGINT: no new claims; the requests in flight finish (each bounded by the timeout) and
+ * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
+ * them again with the same webhook-id (receivers deduplicate on it).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { PostgresLive } from "@pay/infra"
