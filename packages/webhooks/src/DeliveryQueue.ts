@@ -144,6 +144,10 @@ export const completeAttempt = (
     const error = result._tag === "Unanswered" ? truncate(result.error, 2_000) : null
     const excerpt = result._tag === "Answered" ? result.excerpt : null
     return yield* sql.withTransaction(Effect.gen(function* () {
+      // Not waiting for the WAL flush: a crash can lose the last few hundred ms of outcomes, and
+      // then those deliveries are sent again with the same webhook-id (at-least-once, which the
+      // receiver deduplicates anyway). The attempt's start (the claim) is flushed.
+      yield* sql`SET LOCAL synchronous_commit = off`
       yield* sql`
         UPDATE webhook_attempts SET outcome = ${outcome}, response_status = ${status}, latency_ms = ${result.latency_ms},
                response_body_excerpt = ${excerpt}, error = ${error}, finished_at = clock_timestamp()

@@ -1,5 +1,5 @@
 import { decodeRow } from "@pay/infra"
-import { Cause, Context, Effect, Layer, Metric, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Layer, Metric, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, completeAttempt } from "./DeliveryQueue.ts"
 import {
@@ -107,25 +107,33 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
   let inFlight = 0
+  // A token whenever a request finishes: a slot is free, and the next event of its payment may
+  // have become due. A sliding queue of one: a burst of completions wakes the loop once.
+  const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
   const round = Effect.gen(function* () {
     const free = options.concurrency - inFlight
-    if (free <= 0) return 0
+    if (free <= 0) return { claimed: 0, full: true }
     const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms)
     for (const delivery of claimed) {
       inFlight++
       // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
       // timeout_ms) and are recorded, rather than being resent by another sender after the lease.
-      yield* Effect.forkScoped(sender.deliver(delivery).pipe(Effect.uninterruptible, Effect.ensuring(Effect.sync(() => {
-        inFlight--
-      }))))
+      yield* Effect.forkScoped(sender.deliver(delivery).pipe(
+        Effect.uninterruptible,
+        Effect.ensuring(Effect.sync(() => {
+          inFlight--
+        }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
+      ))
     }
-    return claimed.length
-  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as(0))))
+    return { claimed: claimed.length, full: inFlight >= options.concurrency }
+  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false }))))
   const loop = Effect.gen(function* () {
     while (true) {
-      const claimed = yield* round
-      if (claimed === 0) yield* Effect.sleep(options.pollInterval_ms)
+      const { claimed, full } = yield* round
+      // Every slot busy: wait for one. Nothing due: wait for a completion or the poll interval.
+      if (full) yield* Queue.take(finished)
+      else if (claimed === 0) yield* Queue.take(finished).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)))
     }
   })
   const refreshGauge = oldestPendingRow(sql`

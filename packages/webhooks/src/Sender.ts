@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import { lookup as dnsLookup, type LookupAddress } from "node:dns"
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http"
-import { request as httpsRequest } from "node:https"
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http"
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https"
 import type { LookupFunction } from "node:net"
 import { RESPONSE_BYTES_READ_MAX, RESPONSE_EXCERPT_BYTES_MAX } from "./Model.ts"
 import { checkTargetUrl, isAddressAllowed } from "./TargetUrl.ts"
@@ -26,6 +26,18 @@ export interface SendRequest {
   readonly timeout_ms: number
   readonly allowLoopbackHttp: boolean
 }
+
+/**
+ * Connections are kept alive between attempts to the same receiver (a TLS handshake per webhook
+ * would dominate the cost); a new connection is made (and its address checked) whenever the pool
+ * has none. Bounded per receiver, and idle sockets are closed after 5 s.
+ */
+const SOCKETS_PER_HOST_MAX = 32
+const agentOptions = { keepAlive: true, keepAliveMsecs: 1_000, maxSockets: SOCKETS_PER_HOST_MAX, maxFreeSockets: SOCKETS_PER_HOST_MAX, timeout: 5_000 }
+const httpAgent = new HttpAgent(agentOptions)
+const httpsAgent = new HttpsAgent(agentOptions)
+const testHttpAgent = new HttpAgent(agentOptions)
+const testHttpsAgent = new HttpsAgent(agentOptions)
 
 /** `Retry-After`: delta-seconds or an HTTP date; undefined when absent or unreadable. */
 export const parseRetryAfter_ms = (value: string | undefined, now_ms: number): number | undefined => {
@@ -101,10 +113,12 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
     const options: RequestOptions = {
       method: "POST",
       headers: { ...request.headers, "content-length": String(Buffer.byteLength(request.body, "utf8")), "user-agent": "payments-platform-webhooks/1" },
-      lookup: guardedLookup(request.allowLoopbackHttp),
-      agent: false
+      lookup: guardedLookup(request.allowLoopbackHttp)
     }
-    const outgoing = (verdict.url.protocol === "https:" ? httpsRequest : httpRequest)(verdict.url, options, (response) => {
+    const https = verdict.url.protocol === "https:"
+    // One pool per mode: a socket opened under the loopback-allowing rule is never reused under the production rule.
+    const agent = request.allowLoopbackHttp ? undefined : https ? httpsAgent : httpAgent
+    const outgoing = (https ? httpsRequest : httpRequest)(verdict.url, { ...options, agent: agent ?? (https ? testHttpsAgent : testHttpAgent) }, (response) => {
       const status = response.statusCode ?? 0
       const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), Date.now())
       readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))

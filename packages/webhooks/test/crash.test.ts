@@ -21,6 +21,13 @@ const repositoryRoot = fileURLToPath(new URL("../../../", import.meta.url))
  */
 const processTimeout_ms = 2_000
 
+const statusRows = decodeRows(Schema.Struct({ status: Schema.String }))
+const delivered = (eventId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* statusRows(sql`SELECT status FROM webhook_deliveries WHERE event_id = ${eventId}::uuid`)
+    return rows[0]?.status === "delivered"
+  })
 const attemptRows = decodeRows(Schema.Struct({ attempt_number: Schema.Int, outcome: Schema.NullOr(Schema.String) }))
 
 /**
@@ -69,11 +76,16 @@ layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real pr
       const afterCrash = yield* attemptRows(sql`SELECT attempt_number, outcome FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.event_id = ${event.eventId}::uuid`)
       assert.deepStrictEqual(afterCrash, [{ attempt_number: 1, outcome: null }], "the cut attempt is on record, without an outcome")
 
-      // Another sender (this test's): nothing is due until the dead sender's lease expires.
+      // Another sender (this test's): nothing is due until the dead sender's lease expires. It
+      // drains until the delivery is recorded as delivered (never interrupted mid-request).
       const sender = yield* WebhookSender
-      yield* eventually("the resend after the lease", () => receiver.received.length === 2, 60_000).pipe(
-        Effect.raceFirst(Effect.forever(sender.drain(5).pipe(Effect.andThen(Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))))))
-      )
+      const deadline = Date.now() + 60_000
+      while (!(yield* delivered(event.eventId))) {
+        if (Date.now() > deadline) return assert.fail(`not delivered after the lease; received ${receiver.received.length}`)
+        yield* sender.drain(5)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))
+      }
+      assert.strictEqual(receiver.received.length, 2)
       const [first, second] = receiver.received
       assert.strictEqual(first?.id, event.eventId)
       assert.strictEqual(second?.id, event.eventId, "the same webhook-id: the receiver deduplicates on it")
