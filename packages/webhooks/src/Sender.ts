@@ -66,6 +66,18 @@ const guardedLookup = (allowLoopbackHttp: boolean): LookupFunction => (hostname,
   })
 }
 
+/**
+ * What is kept of an answer: valid UTF-8 text of at most RESPONSE_EXCERPT_BYTES_MAX bytes without
+ * NUL (a Postgres text value cannot hold one). Invalid bytes become U+FFFD, which is 3 bytes: the
+ * text is cut again by bytes after decoding, and a character cut in two is dropped.
+ */
+export const excerptOf = (raw: Buffer): string => {
+  const decoded = raw.subarray(0, RESPONSE_EXCERPT_BYTES_MAX).toString("utf8").replaceAll("\u0000", "")
+  const encoded = Buffer.from(decoded, "utf8")
+  if (encoded.length <= RESPONSE_EXCERPT_BYTES_MAX) return decoded
+  return encoded.subarray(0, RESPONSE_EXCERPT_BYTES_MAX).toString("utf8").replace(/\uFFFD$/, "")
+}
+
 /** Reads at most RESPONSE_BYTES_READ_MAX bytes of the answer, then stops reading. */
 const readBounded = (response: IncomingMessage, done: (excerpt: string) => void) => {
   const chunks: Array<Buffer> = []
@@ -74,12 +86,14 @@ const readBounded = (response: IncomingMessage, done: (excerpt: string) => void)
   const finish = () => {
     if (finished) return
     finished = true
-    done(Buffer.concat(chunks).subarray(0, RESPONSE_EXCERPT_BYTES_MAX).toString("utf8").replace(/\uFFFD+$/, ""))
+    done(excerptOf(Buffer.concat(chunks)))
   }
   response.on("data", (chunk: Buffer) => {
+    const room_bytes = RESPONSE_BYTES_READ_MAX - read_bytes
     read_bytes += chunk.length
-    if (read_bytes <= RESPONSE_BYTES_READ_MAX) chunks.push(chunk)
-    else {
+    chunks.push(chunk.length <= room_bytes ? chunk : chunk.subarray(0, room_bytes))
+    if (read_bytes > RESPONSE_BYTES_READ_MAX) {
+      // Enough read: the rest is not wanted (the connection is dropped, not drained).
       response.destroy()
       finish()
     }
@@ -120,6 +134,10 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
     const agent = request.allowLoopbackHttp ? undefined : https ? httpsAgent : httpAgent
     const outgoing = (https ? httpsRequest : httpRequest)(verdict.url, { ...options, agent: agent ?? (https ? testHttpsAgent : testHttpAgent) }, (response) => {
       const status = response.statusCode ?? 0
+      if (status < 100 || status > 599) {
+        response.destroy()
+        return settle({ _tag: "Unanswered", error: `invalid HTTP status ${status}`, latency_ms: elapsed() })
+      }
       const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), Date.now())
       readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
     })

@@ -220,4 +220,23 @@ layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres
       assert.deepStrictEqual(endpoint, { status: "disabled", disabled_reason: "failing" })
       assert.strictEqual(receiver.received.length, 1, "nothing more is sent once disabled")
     })))
+
+  it.effect("a redirect is not followed (the attempt fails as a 3xx and is retried), and a huge answer is read only up to the bound", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const elsewhere = yield* startReceiver(() => ok)
+      const receiver = yield* startReceiver((request) =>
+        request.seenBefore === 0 ? { status: 307, headers: { location: elsewhere.url } } : { status: 500, body: "x".repeat(1_000_000) })
+      const { merchantId } = yield* setUp(receiver.url)
+      const event = paymentEvent(merchantId, yield* newPaymentId, 1)
+      yield* enqueue(event)
+      yield* drain
+      assert.strictEqual(elsewhere.received.length, 0, "the Location was never followed")
+      const attempts = yield* attemptsOf(event.eventId)
+      assert.deepStrictEqual(attempts.slice(0, 2).map((a) => [a.outcome, a.response_status]), [["retry", 307], ["retry", 500]])
+      const sql = yield* SqlClient.SqlClient
+      const excerpts = yield* decodeRows(Schema.Struct({ bytes: Schema.Int }))(sql`
+        SELECT octet_length(response_body_excerpt)::int AS bytes FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
+        WHERE d.event_id = ${event.eventId}::uuid AND a.attempt_number = 2`)
+      assert.strictEqual(excerpts[0]?.bytes, 1_024)
+    })))
 })

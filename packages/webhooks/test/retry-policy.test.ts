@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { DEFAULT_RETRY_SCHEDULE_MS } from "../src/Model.ts"
 import { decide, JITTER_RATIO } from "../src/RetryPolicy.ts"
-import { parseRetryAfter_ms, type SendResult } from "../src/Sender.ts"
+import { excerptOf, parseRetryAfter_ms, type SendResult } from "../src/Sender.ts"
 
 const answered = (status: number, retryAfter_ms?: number): SendResult => ({ _tag: "Answered", status, retryAfter_ms, excerpt: "", latency_ms: 1 })
 const unanswered: SendResult = { _tag: "Unanswered", error: "ECONNREFUSED", latency_ms: 1 }
@@ -48,5 +48,20 @@ describe("retry policy", () => {
     assert.strictEqual(parseRetryAfter_ms("Wed, 02 Dec 2026 08:00:00 GMT", now_ms), 0)
     assert.strictEqual(parseRetryAfter_ms("soon", now_ms), undefined)
     assert.strictEqual(parseRetryAfter_ms(undefined, now_ms), undefined)
+  })
+
+  it("the kept excerpt of an answer is at most 1 KiB of valid UTF-8 without NUL, whatever the bytes", () => {
+    for (const raw of [
+      Buffer.alloc(5_000, 0xff), // invalid bytes: each becomes a 3-byte U+FFFD
+      Buffer.from("é".repeat(2_000)), // 2-byte characters cut in the middle
+      Buffer.from("a\u0000b".repeat(1_000)),
+      Buffer.from("ok")
+    ]) {
+      const excerpt = excerptOf(raw)
+      assert.isAtMost(Buffer.byteLength(excerpt, "utf8"), 1_024)
+      assert.notInclude(excerpt, "\u0000")
+      assert.strictEqual(Buffer.from(excerpt, "utf8").toString("utf8"), excerpt)
+    }
+    assert.strictEqual(excerptOf(Buffer.from("ok")), "ok")
   })
 })
