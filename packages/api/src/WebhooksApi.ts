@@ -164,7 +164,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
         limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
         starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A delivery id: the page starts after it (newest first)" })),
         event_id: Schema.optionalKey(Schema.String.annotate({ description: "Only the delivery of this event (its webhook-id)" })),
-        status: Schema.optionalKey(Schema.Literals(["pending", "delivered", "failed"]))
+        status: Schema.optionalKey(Schema.String.annotate({ description: "pending, delivered or failed" }))
       },
       success: WebhookDeliveryListJson,
       error: problems(...readCodes, "invalid_request")

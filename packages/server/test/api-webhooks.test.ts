@@ -54,6 +54,13 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       const disableTheirs = yield* request(other, "POST", `/v1/webhook_endpoints/${id}/disable`)
       assert.deepStrictEqual([disableTheirs.status, jsonOf(disableTheirs)["code"]], [404, "webhook_endpoint_not_found"])
 
+      const badStatus = yield* request(m, "GET", `/v1/webhook_endpoints/${id}/deliveries?status=lost`)
+      assert.deepStrictEqual([badStatus.status, jsonOf(badStatus)["code"], jsonOf(badStatus)["field"]], [400, "invalid_request", "status"])
+      const badLimit = yield* request(m, "GET", `/v1/webhook_endpoints/${id}/deliveries?limit=0`)
+      assert.deepStrictEqual([badLimit.status, jsonOf(badLimit)["field"]], [400, "limit"])
+      const noDelivery = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/deliveries/00000000-0000-4000-8000-000000000000/redeliver`)
+      assert.deepStrictEqual([noDelivery.status, jsonOf(noDelivery)["code"]], [404, "webhook_delivery_not_found"])
+
       const updated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}`, { json: { event_types: ["*"] } })
       assert.deepStrictEqual(jsonOf(updated)["event_types"], ["*"])
       const disabled = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/disable`)

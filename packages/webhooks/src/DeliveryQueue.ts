@@ -87,7 +87,9 @@ export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<
       WITH due AS (
         SELECT d.id FROM webhook_deliveries d
         JOIN webhook_endpoints e ON e.id = d.endpoint_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
+        -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
+        -- there, visible as pending, instead of failing every claim.
+        WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
           AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
           AND e.status = 'enabled' AND e.deleted_at IS NULL
           AND NOT EXISTS (

@@ -21,6 +21,7 @@ import { toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
 import { toWebhookDeliveryJson, toWebhookEndpointJson } from "./WebhookJson.ts"
 
+const decodeStatus = Schema.decodeUnknownOption(Schema.Literals(["pending", "delivered", "failed"]))
 const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
 
 type ToOperation = (body: Schema.Json | undefined) => Effect.Effect<WebhookOperation, ApiError>
@@ -86,11 +87,20 @@ const makeReads = Effect.gen(function* () {
       return ok(toWebhookEndpointJson(yield* endpoints.remove(merchant.merchantId, id)))
     }).pipe(answerErrors)
 
-  const listDeliveries = (id: string, query: { readonly limit?: string; readonly starting_after?: string; readonly event_id?: string; readonly status?: "pending" | "delivered" | "failed" }) =>
+  const listDeliveries = (id: string, query: { readonly limit?: string; readonly starting_after?: string; readonly event_id?: string; readonly status?: string }) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const limit = yield* pageOf(query.limit)
-      const page = yield* deliveries.list(merchant.merchantId, id, { limit, startingAfter: query.starting_after, eventId: query.event_id, status: query.status })
+      const status = query.status === undefined ? Option.none() : decodeStatus(query.status)
+      if (query.status !== undefined && Option.isNone(status)) {
+        return yield* new InvalidRequest({ detail: "status: one of pending, delivered, failed", field: "status" })
+      }
+      const page = yield* deliveries.list(merchant.merchantId, id, {
+        limit,
+        startingAfter: query.starting_after,
+        eventId: query.event_id,
+        status: Option.getOrUndefined(status)
+      })
       return ok({ object: "list", data: page.data.map((delivery) => toWebhookDeliveryJson(delivery)), has_more: page.hasMore })
     }).pipe(answerErrors)
 
