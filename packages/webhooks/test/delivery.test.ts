@@ -5,6 +5,7 @@ import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Webhook } from "standardwebhooks"
 import { enqueueDeliveries } from "../src/DeliveryQueue.ts"
+import { makeWebhookConsumerHandler } from "../src/WebhookConsumer.ts"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, type SenderOptions } from "../src/Model.ts"
@@ -238,5 +239,22 @@ layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres
         SELECT octet_length(response_body_excerpt)::int AS bytes FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
         WHERE d.event_id = ${event.eventId}::uuid AND a.attempt_number = 2`)
       assert.strictEqual(excerpts[0]?.bytes, 1_024)
+    })))
+
+  it.effect("the consumer handler queues an event's deliveries inside the record's transaction: a rollback leaves none, a commit one", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ok)
+      const { merchantId, endpointId } = yield* setUp(receiver.url)
+      const handler = yield* makeWebhookConsumerHandler
+      const sql = yield* SqlClient.SqlClient
+      const event = paymentEvent(merchantId, yield* newPaymentId, 1)
+      const consumed = { envelope: { ce_id: event.eventId }, event: event.event }
+      const rolledBack = yield* Effect.exit(sql.withTransaction(handler.apply(consumed).pipe(Effect.andThen(Effect.fail("the consumer's bookkeeping failed")))))
+      assert.isTrue(rolledBack._tag === "Failure")
+      assert.strictEqual((yield* deliveriesOf(endpointId)).length, 0)
+      yield* sql.withTransaction(handler.apply(consumed))
+      yield* sql.withTransaction(handler.apply(consumed))
+      const rows = yield* deliveriesOf(endpointId)
+      assert.deepStrictEqual(rows.map((row) => row.event_id), [event.eventId])
     })))
 })
