@@ -34,6 +34,20 @@ const attemptRows = decodeRows(Schema.Struct({ attempt_number: Schema.Int, outco
  * kill -9 of the sender while the receiver holds its request: nothing recorded the outcome, the
  * lease expires, and another sender delivers the same bytes with the same webhook-id.
  */
+/** `node packages/webhooks/src/main.ts` on the test database, loopback allowed; killed by its pid only. */
+const spawnSender = (databaseUrl: string) => {
+  const child = spawn(process.execPath, ["packages/webhooks/src/main.ts"], {
+    cwd: repositoryRoot,
+    env: { ...process.env, DATABASE_URL: databaseUrl, WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_TIMEOUT_MS: String(processTimeout_ms), WEBHOOK_POLL_INTERVAL_MS: "50", DATABASE_POOL_SIZE: "2" },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  return { process: child, exited, output: () => output }
+}
+
 /** The test database's URL, for the sender process. */
 class DatabaseUrlTag extends Context.Service<DatabaseUrlTag, string>()("webhooks-test/DatabaseUrl") {}
 
@@ -57,19 +71,13 @@ layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real pr
       const event = paymentEvent(merchantId, yield* newPaymentId, 1)
       yield* enqueue(event)
 
-      const child = spawn(process.execPath, ["packages/webhooks/src/main.ts"], {
-        cwd: repositoryRoot,
-        env: { ...process.env, DATABASE_URL: yield* DatabaseUrlTag, WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_TIMEOUT_MS: String(processTimeout_ms), WEBHOOK_POLL_INTERVAL_MS: "50", DATABASE_POOL_SIZE: "2" },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let output = ""
-      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
-      child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      const child = spawnSender(yield* DatabaseUrlTag)
+      const output = child.output
+      const exited = child.exited
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.process.kill("SIGKILL")))
 
-      yield* eventually(`the sender process's first request (output: ${output.slice(-2_000)})`, () => receiver.received.length === 1, 30_000)
-      child.kill("SIGKILL")
+      yield* eventually(`the sender process's first request (output: ${output().slice(-2_000)})`, () => receiver.received.length === 1, 30_000)
+      child.process.kill("SIGKILL")
       yield* Effect.promise(() => exited)
 
       const sql = yield* SqlClient.SqlClient
@@ -94,4 +102,24 @@ layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real pr
       const attempts = yield* attemptRows(sql`SELECT attempt_number, outcome FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.event_id = ${event.eventId}::uuid ORDER BY attempt_number`)
       assert.deepStrictEqual(attempts, [{ attempt_number: 1, outcome: null }, { attempt_number: 2, outcome: "delivered" }])
     })), { timeout: 120_000 })
+
+  it.effect("SIGTERM mid-request: the sender waits for the answer, records it, then exits (no resend)", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 200, delay_ms: 1_500 }))
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      yield* endpoints.create(merchantId, { url: receiver.url, event_types: ["*"] })
+      const event = paymentEvent(merchantId, yield* newPaymentId, 1)
+      yield* enqueue(event)
+      const child = spawnSender(yield* DatabaseUrlTag)
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.process.kill("SIGKILL")))
+      yield* eventually("the sender process's request", () => receiver.received.length === 1, 30_000)
+      child.process.kill("SIGTERM")
+      yield* Effect.promise(() => child.exited)
+      assert.isTrue(yield* delivered(event.eventId), `recorded before exiting; output: ${child.output().slice(-2_000)}`)
+      const sql = yield* SqlClient.SqlClient
+      const attempts = yield* attemptRows(sql`SELECT attempt_number, outcome FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.event_id = ${event.eventId}::uuid`)
+      assert.deepStrictEqual(attempts, [{ attempt_number: 1, outcome: "delivered" }])
+      assert.strictEqual(receiver.received.length, 1)
+    })), { timeout: 60_000 })
 })

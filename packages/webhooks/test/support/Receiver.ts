@@ -12,13 +12,15 @@ export interface Received {
 }
 
 /** What to answer: a status (with headers and body), or hold the request open without answering. */
-export type Answer = { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string } | "hold"
+export type Answer =
+  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string; readonly delay_ms?: number }
+  | "hold"
 
 export interface Receiver {
   readonly url: string
   /** Every request, in arrival order. */
   readonly received: Array<Received>
-  /** Completes when a request is being held (the first one). */
+  /** Completes when a request is being held or delayed (the first one). */
   readonly holding: Deferred.Deferred<void>
 }
 
@@ -58,8 +60,15 @@ export const startReceiver = (answer: (request: Received) => Answer) =>
           Deferred.doneUnsafe(holding, Effect.void)
           return
         }
-        res.writeHead(decided.status, decided.headers ?? {})
-        res.end(decided.body ?? "")
+        const respond = () => {
+          res.writeHead(decided.status, decided.headers ?? {})
+          res.end(decided.body ?? "")
+        }
+        if (decided.delay_ms === undefined) respond()
+        else {
+          Deferred.doneUnsafe(holding, Effect.void)
+          setTimeout(respond, decided.delay_ms)
+        }
       })
     }
     const server = createServer(handle)
