@@ -43,6 +43,25 @@ const failedRows = decodeRows(Schema.Struct({ ...DeliveryRow.fields, merchant_id
 const countRow = decodeRow(Schema.Struct({ count: Schema.Int }))
 const endpointIdRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
+/** The endpoint exists, is the merchant's and is not deleted (else not found: no oracle). */
+const ownEndpointOf = (sql: SqlClient.SqlClient) => (merchantId: MerchantId, endpointId: string) =>
+  endpointIdRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`).pipe(
+    Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new WebhookEndpointNotFound({ endpointId })) : Effect.void))
+  )
+
+const oneDelivery = (deliveryId: string) => (rows: ReadonlyArray<WebhookDelivery>) => {
+  const [row] = rows
+  return row === undefined ? Effect.fail(new WebhookDeliveryNotFound({ deliveryId })) : Effect.succeed(row)
+}
+
+/** Operators: the most recently given-up deliveries, every merchant's. */
+const failedDeliveries = (sql: SqlClient.SqlClient) => (limit: number) =>
+  failedRows(sql`
+    SELECT ${sql.literal(deliveryColumns)}, d.merchant_id FROM webhook_deliveries d
+    WHERE d.status = 'failed' ORDER BY d.finished_at DESC LIMIT ${Math.min(Math.max(limit, 1), RECOVER_LIMIT_MAX)}`).pipe(
+    Effect.withSpan("WebhookDeliveries.failed")
+  )
+
 export interface DeliveryQuery {
   readonly limit: number
   readonly startingAfter?: string | undefined
@@ -69,14 +88,7 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
 }>()("webhooks/WebhookDeliveries") {
   static readonly layer = Layer.effect(WebhookDeliveries, Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const ownEndpoint = (merchantId: MerchantId, endpointId: string) =>
-      endpointIdRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`).pipe(
-        Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new WebhookEndpointNotFound({ endpointId })) : Effect.void))
-      )
-    const oneDelivery = (deliveryId: string) => (rows: ReadonlyArray<WebhookDelivery>) => {
-      const [row] = rows
-      return row === undefined ? Effect.fail(new WebhookDeliveryNotFound({ deliveryId })) : Effect.succeed(row)
-    }
+    const ownEndpoint = ownEndpointOf(sql)
 
     const list = Effect.fn("WebhookDeliveries.list")(function* (merchantId: MerchantId, endpointId: string, query: DeliveryQuery) {
       yield* ownEndpoint(merchantId, endpointId)
@@ -143,13 +155,6 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
       return count
     })
 
-    const failed = (limit: number) =>
-      failedRows(sql`
-        SELECT ${sql.literal(deliveryColumns)}, d.merchant_id FROM webhook_deliveries d
-        WHERE d.status = 'failed' ORDER BY d.finished_at DESC LIMIT ${Math.min(Math.max(limit, 1), RECOVER_LIMIT_MAX)}`).pipe(
-        Effect.withSpan("WebhookDeliveries.failed")
-      )
-
-    return WebhookDeliveries.of({ list, get, redeliver, recoverFailedSince, failed })
+    return WebhookDeliveries.of({ list, get, redeliver, recoverFailedSince, failed: failedDeliveries(sql) })
   }))
 }

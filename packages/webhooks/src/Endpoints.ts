@@ -211,8 +211,11 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
         Effect.withSpan("WebhookEndpoints.enable")
       )
 
+    /** Deleted endpoints keep their deliveries' history, not their secrets. */
     const remove = (merchantId: MerchantId, id: string) =>
-      set(merchantId, id, sql`deleted_at = clock_timestamp()`).pipe(Effect.withSpan("WebhookEndpoints.remove"))
+      sql.withTransaction(set(merchantId, id, sql`deleted_at = clock_timestamp()`).pipe(
+        Effect.tap(() => sql`DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = ${id}`)
+      )).pipe(Effect.withSpan("WebhookEndpoints.remove"))
 
     return WebhookEndpoints.of({ create, list, get, update, disable, enable, remove, rotateSecret })
   })

@@ -48,6 +48,9 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual((yield* endpoints.enable(merchantId, endpoint.id)).status, "enabled")
       yield* endpoints.remove(merchantId, endpoint.id)
       assert.isTrue(Exit.isFailure(yield* Effect.exit(endpoints.get(merchantId, endpoint.id))))
+      const sql = yield* SqlClient.SqlClient
+      const secrets = yield* sql`SELECT 1 FROM webhook_endpoint_secrets WHERE endpoint_id = ${endpoint.id}`
+      assert.strictEqual(secrets.length, 0, "a deleted endpoint's secrets are gone")
       assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 0)
     }))
 
