@@ -126,3 +126,13 @@ BEGIN
 END $$;
 CREATE TRIGGER webhook_deliveries_guard BEFORE UPDATE ON webhook_deliveries
   FOR EACH ROW EXECUTE FUNCTION webhook_deliveries_guard();
+
+-- Wake the senders right after a commit that queued deliveries (NOTIFY is delivered only on
+-- commit, so a rolled-back enqueue wakes nobody). Polling remains the fallback.
+CREATE FUNCTION webhook_deliveries_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('webhook_deliveries', '');
+  RETURN NULL;
+END $$;
+CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
+  FOR EACH STATEMENT EXECUTE FUNCTION webhook_deliveries_notify();

@@ -95,8 +95,15 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       })
       assert.deepStrictEqual(types, ["payment_created", "payment_authorized", "payment_settled"])
 
-      const deliveries = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries`)
-      const rows = jsonOf(deliveries)["data"] as ReadonlyArray<{ readonly id: string; readonly status: string; readonly event_id: string }>
+      // The receiver answered; the sender records each outcome right after (poll the API for it).
+      type Row = { readonly id: string; readonly status: string; readonly event_id: string }
+      let rows: ReadonlyArray<Row> = []
+      for (let poll = 0; poll < 100; poll++) {
+        const deliveries = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries`)
+        rows = jsonOf(deliveries)["data"] as ReadonlyArray<Row>
+        if (rows.length === 3 && rows.every((row) => row.status === "delivered")) break
+        yield* Effect.sleep("100 millis")
+      }
       assert.deepStrictEqual(rows.map((row) => row.status), ["delivered", "delivered", "delivered"])
       const settled = rows.find((row) => row.event_id === receiver.received[2]?.id)
       if (settled === undefined) return assert.fail("the settled event's delivery is listed")

@@ -1,5 +1,6 @@
 import { decodeRow } from "@pay/infra"
-import { Cause, Context, Duration, Effect, Layer, Metric, Queue, Schema } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, completeAttempt } from "./DeliveryQueue.ts"
 import {
@@ -27,6 +28,9 @@ export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
 
 const oldestPendingRow = decodeRow(Schema.Struct({ age_ms: Schema.Number }))
 const METRICS_INTERVAL_MS = 5_000
+const LISTEN_RETRY_MS = 1_000
+/** The channel migrations/0030_webhooks.sql NOTIFYs after a commit that queued deliveries. */
+export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
 
 /**
  * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending
@@ -97,6 +101,25 @@ const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
     Effect.withSpan("webhooks.deliver")
   )
 
+/** LISTEN on a connection of its own; each notification drops a token into `wake`. Re-listens after a bounded pause. */
+const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
+  Effect.forever(
+    Effect.scoped(Effect.gen(function* () {
+      const notifications = yield* pg.listen(WEBHOOK_NOTIFY_CHANNEL)
+      // Deliveries committed while nobody listened sent their NOTIFY to nobody.
+      yield* Queue.offer(wake, undefined)
+      while (true) {
+        yield* Queue.take(notifications)
+        yield* Queue.offer(wake, undefined)
+      }
+    })).pipe(
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.interrupt
+          : Effect.logWarning("LISTEN webhook_deliveries lost; polling until it is back", cause).pipe(Effect.andThen(Effect.sleep(LISTEN_RETRY_MS))))
+    )
+  )
+
 /**
  * The sender's loop, as a scoped layer (inside the server, or `node packages/webhooks/src/main.ts`):
  * keeps `concurrency` requests in flight, polls every `pollInterval_ms` when nothing is due, and
@@ -107,8 +130,9 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
   let inFlight = 0
-  // A token whenever a request finishes: a slot is free, and the next event of its payment may
-  // have become due. A sliding queue of one: a burst of completions wakes the loop once.
+  // A token whenever a request finishes (a slot is free, and the next event of its payment may
+  // have become due) or deliveries were queued (NOTIFY). A sliding queue of one: a burst wakes
+  // the loop once.
   const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
   const round = Effect.gen(function* () {
@@ -136,6 +160,10 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
       else if (claimed === 0) yield* Queue.take(finished).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)))
     }
   })
+  // LISTEN for new deliveries (a trigger NOTIFYs on commit): a queued event goes out at once
+  // instead of at the next poll. Needs a Postgres client; polling covers a lost connection.
+  const pg = yield* Effect.serviceOption(PgClient.PgClient)
+  if (Option.isSome(pg)) yield* Effect.forkScoped(listenForever(pg.value, finished))
   const refreshGauge = oldestPendingRow(sql`
     SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::float8 AS age_ms
     FROM webhook_deliveries WHERE status = 'pending'`).pipe(
