@@ -257,4 +257,26 @@ layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres
       const rows = yield* deliveriesOf(endpointId)
       assert.deepStrictEqual(rows.map((row) => row.event_id), [event.eventId])
     })))
+
+  it.effect("two senders at once: every event is sent exactly once, and each payment's events in order", () =>
+    Effect.scoped(Effect.gen(function* () {
+      // Slow enough answers that one sender claims while the other's requests are in flight.
+      const receiver = yield* startReceiver(() => ({ status: 204, delay_ms: 30 }))
+      const { merchantId } = yield* setUp(receiver.url)
+      const payments = yield* Effect.forEach(Array.from({ length: 20 }, () => 0), () => newPaymentId)
+      const events = payments.flatMap((paymentId) => [1, 2, 3].map((version) => paymentEvent(merchantId, paymentId, version)))
+      for (const event of events) yield* enqueue(event)
+      const sender = yield* WebhookSender
+      yield* Effect.all([sender.drain(100), sender.drain(100)], { concurrency: 2 })
+      const ids = receiver.received.map((r) => r.id)
+      assert.strictEqual(ids.length, events.length, "no event sent twice")
+      assert.strictEqual(new Set(ids).size, events.length, "none missing")
+      for (const paymentId of payments) {
+        const order = receiver.received
+          .map((r) => JSON.parse(r.body) as { readonly data: { readonly payment_id: string; readonly version: number } })
+          .filter((body) => body.data.payment_id === paymentId)
+          .map((body) => body.data.version)
+        assert.deepStrictEqual(order, [1, 2, 3], paymentId)
+      }
+    })))
 })
