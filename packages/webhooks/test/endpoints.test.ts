@@ -5,6 +5,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { Webhook, WebhookVerificationError } from "standardwebhooks"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
+import { WebhookDeliveries } from "../src/Deliveries.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, ENDPOINTS_PER_MERCHANT_MAX } from "../src/Model.ts"
 import { secretPattern } from "../src/Signing.ts"
@@ -13,6 +14,7 @@ import { type Received, startReceiver } from "./support/Receiver.ts"
 
 const TestLayer = Layer.mergeAll(
   WebhookEndpoints.layerWith({ allowLoopbackHttp: true }),
+  WebhookDeliveries.layer,
   WebhookSender.layerWith({ ...defaultSenderOptions, timeout_ms: 1_000, allowLoopbackHttp: true })
 ).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 6 })))
 
@@ -125,4 +127,31 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       const pendingButFinished = yield* refusal(sql`UPDATE webhook_deliveries SET finished_at = clock_timestamp() WHERE event_id = ${event.eventId}::uuid`)
       assert.strictEqual(pendingButFinished, "23514")
     })))
+
+  it.effect("pages: endpoints oldest first, deliveries newest first, each page after the given id; filters by event and status", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const deliveries = yield* WebhookDeliveries
+      const created = yield* Effect.forEach([1, 2, 3], (i) => endpoints.create(merchantId, { url: `https://merchant.example/${i}`, event_types: ["*"] }))
+      const first = yield* endpoints.list(merchantId, { limit: 2 })
+      assert.deepStrictEqual([first.data.map((e) => e.url), first.hasMore], [["https://merchant.example/1", "https://merchant.example/2"], true])
+      const second = yield* endpoints.list(merchantId, { limit: 2, startingAfter: first.data[1]?.id })
+      assert.deepStrictEqual([second.data.map((e) => e.url), second.hasMore], [["https://merchant.example/3"], false])
+
+      const endpointId = created[0]?.endpoint.id ?? ""
+      const events = yield* Effect.forEach([1, 2, 3], () => Effect.map(newPaymentId, (paymentId) => paymentEvent(merchantId, paymentId, 1)))
+      for (const event of events) yield* enqueue(event)
+      const page1 = yield* deliveries.list(merchantId, endpointId, { limit: 2 })
+      assert.strictEqual(page1.hasMore, true)
+      const page2 = yield* deliveries.list(merchantId, endpointId, { limit: 2, startingAfter: page1.data[1]?.id })
+      const all = [...page1.data, ...page2.data].map((d) => d.event_id)
+      assert.deepStrictEqual([...all].sort(), events.map((e) => e.eventId).sort(), "three pages' worth, each once")
+      assert.strictEqual(page2.hasMore, false)
+      const one = yield* deliveries.list(merchantId, endpointId, { limit: 10, eventId: events[1]?.eventId })
+      assert.deepStrictEqual(one.data.map((d) => d.event_id), [events[1]?.eventId])
+      assert.strictEqual((yield* deliveries.list(merchantId, endpointId, { limit: 10, status: "delivered" })).data.length, 0)
+      const other = yield* createMerchant
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(deliveries.list(other, endpointId, { limit: 10 }))), "another merchant's endpoint: not found")
+    }))
 })
