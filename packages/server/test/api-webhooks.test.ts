@@ -3,7 +3,10 @@
 // signed webhook at a real receiver, verified with the standardwebhooks package.
 import { assert, layer } from "@effect/vitest"
 import { enqueueFromOutbox, eventually, startReceiver } from "@pay/webhooks/test-support"
-import { Effect } from "effect"
+import { decodeRows } from "@pay/infra"
+import { fingerprintRequest } from "@pay/idempotency"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import { Webhook } from "standardwebhooks"
 import { type Answer, jsonOf, stringField } from "./support/Http.ts"
 import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
@@ -118,4 +121,36 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
       assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
     })))
+
+  it.effect("a webhook POST whose server died mid-request is finished by the completer; the client's retry gets its answer, secret included", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Webhooks completer")
+      const sql = yield* SqlClient.SqlClient
+      const key = newKey("abandoned")
+      const body = { url: "https://merchant.example/completer", event_types: ["*"] }
+      // What a server that died inside the create's transaction leaves: the key, its stored
+      // operation, nothing done (recovery point `started`), its lease gone long ago.
+      const operation = { _tag: "webhook_endpoint_create", ...body }
+      const requestFingerprint = fingerprintRequest({ method: "POST", path: "/v1/webhook_endpoints", body })
+      yield* sql`
+        INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+                                      request_body, operation, created_at, last_run_at)
+        VALUES (gen_random_uuid(), ${m.merchantId}, ${key}, 'POST', '/v1/webhook_endpoints', ${requestFingerprint},
+                ${JSON.stringify(body)}::jsonb, ${JSON.stringify(operation)}::jsonb,
+                clock_timestamp() - interval '1 hour', clock_timestamp() - interval '1 hour')`
+      const finished = decodeRows(Schema.Struct({ finished: Schema.Boolean }))
+      let done = false
+      for (let poll = 0; poll < 150 && !done; poll++) {
+        const [row] = yield* finished(sql`SELECT finished_at IS NOT NULL AS finished FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
+        done = row?.finished === true
+        if (!done) yield* Effect.sleep("200 millis")
+      }
+      assert.isTrue(done, "the completer finished the key")
+      const retry = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(retry.status, 201, describe(retry))
+      assert.strictEqual(retry.headers.get("idempotent-replayed"), "true")
+      assert.match(stringField(retry, "secret"), /^whsec_/)
+      const list = yield* request(m, "GET", "/v1/webhook_endpoints")
+      assert.deepStrictEqual((jsonOf(list)["data"] as ReadonlyArray<{ readonly id: string }>).map((e) => e.id), [stringField(retry, "id")])
+    }))
 })
