@@ -120,6 +120,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(receiver.received[3]?.id, settled.event_id, "a redelivery carries the same webhook-id")
       assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
       assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
+      const server = yield* TestServer
+      const metrics = yield* server.request("GET", "/metrics")
+      for (const name of ["webhook_attempts_total", "webhook_attempt_latency_ms", "webhook_oldest_pending_age_ms"]) assert.include(metrics.text, name)
     })))
 
   it.effect("a webhook POST whose server died mid-request is finished by the completer; the client's retry gets its answer, secret included", () =>

@@ -164,9 +164,11 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   // instead of at the next poll. Needs a Postgres client; polling covers a lost connection.
   const pg = yield* Effect.serviceOption(PgClient.PgClient)
   if (Option.isSome(pg)) yield* Effect.forkScoped(listenForever(pg.value, finished))
+  // Deliveries of disabled or deleted endpoints wait by design and are left out.
   const refreshGauge = oldestPendingRow(sql`
-    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(created_at)) * 1000, 0)::float8 AS age_ms
-    FROM webhook_deliveries WHERE status = 'pending'`).pipe(
+    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS age_ms
+    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
     Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms)),
     Effect.catchCause((cause) => Effect.logWarning("webhook gauge refresh failed", cause))
   )

@@ -165,7 +165,7 @@ export const webhookEndpointsDisabled = Metric.counter("webhook_endpoints_disabl
   description: "Endpoints disabled by the sender (410 Gone, or failing for longer than the configured period)"
 })
 export const webhookOldestPendingAge = Metric.gauge("webhook_oldest_pending_age_ms", {
-  description: "Age of the oldest pending webhook delivery, in ms (0 when none)"
+  description: "Age of the oldest pending webhook delivery of an enabled endpoint, in ms (0 when none)"
 })
 export const webhookLatency = Metric.histogram("webhook_attempt_latency_ms", {
   description: "Webhook request latency, in ms",
