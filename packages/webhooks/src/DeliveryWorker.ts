@@ -29,6 +29,7 @@ export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
 const oldestPendingRow = decodeRow(Schema.Struct({ age_ms: Schema.Number }))
 const METRICS_INTERVAL_MS = 5_000
 const LISTEN_RETRY_MS = 1_000
+const CLAIM_BACKOFF_MS_MAX = 30_000
 /** The channel migrations/0030_webhooks.sql NOTIFYs after a commit that queued deliveries. */
 export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
 
@@ -150,13 +151,17 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
         }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
       ))
     }
-    return { claimed: claimed.length, full: inFlight >= options.concurrency }
-  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false }))))
+    return { claimed: claimed.length, full: inFlight >= options.concurrency, failed: false }
+  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
   const loop = Effect.gen(function* () {
+    let failures = 0
     while (true) {
-      const { claimed, full } = yield* round
+      const { claimed, full, failed } = yield* round
+      failures = failed ? failures + 1 : 0
+      // The database does not answer: back off (bounded) instead of logging every poll.
+      if (failed) yield* Effect.sleep(Duration.millis(Math.min(CLAIM_BACKOFF_MS_MAX, options.pollInterval_ms * 2 ** Math.min(failures - 1, 10))))
       // Every slot busy: wait for one. Nothing due: wait for a completion or the poll interval.
-      if (full) yield* Queue.take(finished)
+      else if (full) yield* Queue.take(finished)
       else if (claimed === 0) yield* Queue.take(finished).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)))
     }
   })
