@@ -12,6 +12,7 @@ const layers = {
   infra: [],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
+  consumers: ["domain", "infra", "outbox", "webhooks"],
   merchants: ["domain", "infra"],
   acquirer: ["domain", "infra"],
   idempotency: ["domain", "infra"],
@@ -19,8 +20,8 @@ const layers = {
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
   webhooks: ["domain", "infra"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "webhooks", "api"],
-  cli: ["domain", "infra", "merchants", "settlement", "webhooks"],
+  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "webhooks", "api"],
+  cli: ["domain", "infra", "merchants", "settlement", "idempotency", "outbox", "consumers", "webhooks"],
   testkit: ["infra"]
 }
 

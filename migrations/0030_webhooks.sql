@@ -136,3 +136,11 @@ BEGIN
 END $$;
 CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
   FOR EACH STATEMENT EXECUTE FUNCTION webhook_deliveries_notify();
+
+-- The application's role (0012: nothing is granted by default) and the functions' pinned
+-- search_path (0009: a temp object must never stand in for a table). No DELETE on deliveries or
+-- attempts: their history is the record of what was sent; secrets are deleted with their endpoint.
+GRANT SELECT, INSERT, UPDATE ON webhook_endpoints, webhook_deliveries, webhook_attempts TO pay_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_endpoint_secrets TO pay_app;
+ALTER FUNCTION webhook_deliveries_guard() SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION webhook_deliveries_notify() SET search_path = pg_catalog, public, pg_temp;

@@ -13,7 +13,8 @@
 #   scripts/stack.sh revive postgres|redis DIR PORT
 #                              start a killed throwaway instance again on the same folder and port
 #
-# Ports and URLs come from DATABASE_URL, REDIS_URL, KAFKA_BROKERS (defaults: the local stack).
+# Ports and URLs come from DATABASE_URL (the app's role), MIGRATION_DATABASE_URL (the owner's),
+# REDIS_URL, KAFKA_BROKERS (defaults: the local stack).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,10 @@ STARTED="$STATE/started"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 [[ -x "$PG_BIN/postgres" ]] || PG_BIN="$(dirname "$(command -v postgres || command -v initdb || echo /usr/bin/x)")"
 
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}"
+# The schema owner migrates (and this script administers the server); the application connects as
+# pay_app (docs/security.md). A DATABASE_URL set by hand serves both, as before the roles split.
+export MIGRATION_DATABASE_URL="${MIGRATION_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}}"
+export DATABASE_URL="${DATABASE_URL:-postgres://pay_app@127.0.0.1:5432/payments}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 
@@ -50,6 +54,16 @@ pg_answers() { pg_isready -q -h "$1" -p "$2" -t 2 >/dev/null 2>&1; }
 redis_answers() { [[ "$(redis-cli -h "$1" -p "$2" ping 2>/dev/null)" == PONG ]]; }
 kafka_answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# pid_is PID WORD...: PID is alive and its command line contains every WORD. A pid file can outlive
+# its process and the number be reused by anything: never signal a pid without asking this first.
+pid_is() {
+  local pid="$1" cmdline word; shift
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  for word in "$@"; do [[ "$cmdline" == *"$word"* ]] || return 1; done
+}
+
 free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 # --- Postgres --------------------------------------------------------------------------------
@@ -70,11 +84,13 @@ start_private_pg() {
 }
 
 ensure_database() {
-  local admin; admin="$(admin_url "$DATABASE_URL")"
+  local admin; admin="$(admin_url "$MIGRATION_DATABASE_URL")"
   if ! psql "$admin" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
     psql "$admin" -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
     log "created database $PG_DB"
   fi
+  # The roles the schema expects (idempotent; docs/security.md).
+  psql "$admin" -q -v ON_ERROR_STOP=1 -f "$ROOT/scripts/roles.sql" >/dev/null
 }
 
 pg_up() {
@@ -121,8 +137,14 @@ redis_up() {
 redis_down() {
   if was_started redis; then
     local pid; pid="$(cat "$STATE/redis/redis.pid" 2>/dev/null || true)"
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-    unrecord redis; log "redis: stopped the private instance"
+    # redis-server titles itself `redis-server 127.0.0.1:<port>`: ours is the one on our port.
+    if pid_is "$pid" redis-server ":$REDIS_PORT"; then
+      kill "$pid" 2>/dev/null || true
+      log "redis: stopped the private instance (pid $pid)"
+    else
+      log "redis: the pid file names ${pid:-nothing}, which is not our redis-server on port $REDIS_PORT; nothing signalled"
+    fi
+    unrecord redis
   fi
 }
 
@@ -188,7 +210,7 @@ case "${1:-}" in
   up) pg_up; redis_up; kafka_up; status ;;
   down) kafka_down; redis_down; pg_down ;;
   status) status ;;
-  env) echo "export DATABASE_URL='$DATABASE_URL' REDIS_URL='$REDIS_URL' KAFKA_BROKERS='$KAFKA_BROKERS'" ;;
+  env) echo "export DATABASE_URL='$DATABASE_URL' MIGRATION_DATABASE_URL='$MIGRATION_DATABASE_URL' REDIS_URL='$REDIS_URL' KAFKA_BROKERS='$KAFKA_BROKERS'" ;;
   throwaway) shift; throwaway "$@" ;;
   revive) shift; revive "$@" ;;
   *) die "usage: stack.sh up|down|status|env|throwaway postgres|redis|kafka" ;;

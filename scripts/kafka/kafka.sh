@@ -153,7 +153,13 @@ write_server_config() {
 # Formatted once: a data dir with meta.properties is reused, so the main stack keeps its topics
 # and offsets across restarts. KAFKA_FRESH=1 (throwaway brokers) wipes it first.
 format_storage() {
-  if [[ "$KAFKA_FRESH" == 1 ]]; then rm -rf "$DATA_DIR"; fi
+  if [[ "$KAFKA_FRESH" == 1 && -d "$DATA_DIR" ]]; then
+    # The same guard as `reset`: a mistyped KAFKA_STATE must never make us wipe someone's folder.
+    # Only an empty folder or one StorageTool formatted (meta.properties) is a data dir of ours.
+    [[ -f "$DATA_DIR/meta.properties" || -z "$(ls -A "$DATA_DIR")" ]] \
+      || die "KAFKA_FRESH=1: refusing to delete $DATA_DIR: it does not look like a kafka.sh data dir (no meta.properties)"
+    rm -rf "$DATA_DIR"
+  fi
   mkdir -p "$DATA_DIR"
   [[ -f "$DATA_DIR/meta.properties" ]] && return 0
   # static quorum (controller.quorum.voters): no --standalone / --initial-controllers

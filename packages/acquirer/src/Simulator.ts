@@ -1,5 +1,5 @@
 import { assertWithin, boundedInt } from "@pay/infra"
-import { Config, Context, Effect, Fiber, Layer, Option, Schema } from "effect"
+import { Config, Context, Effect, Fiber, Layer, Option, Schema, SchemaGetter } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
@@ -86,13 +86,33 @@ export const acquirerFaultsFromNames = (names: ReadonlyArray<AcquirerFaultName>)
   }
 }
 
+const acquirerFaultNames = Schema.Array(AcquirerFaultName).check(
+  Schema.isMaxLength(5, { message: "ACQUIRER_FAULTS names at most 5 faults" })
+)
+
+/**
+ * `ACQUIRER_FAULTS` as the environment holds it: one comma-separated string. (A bare
+ * `Config.schema(Schema.Array(…))` expects a structured array; the environment's string is an
+ * "incompatible shape" that `Config.withDefault` silently replaced by no faults at all, so the
+ * kill test ran against an acquirer that answered every call, and passed only by timing.)
+ * An unknown name fails at start-up. Built the way Effect's own `Config.Array` reads a separated
+ * string, with the bound on the number of names kept.
+ */
+const acquirerFaultsFromEnv = Schema.String.pipe(Schema.decodeTo(Schema.toCodecStringTree(acquirerFaultNames), {
+  decode: SchemaGetter.split(),
+  encode: SchemaGetter.compose(
+    SchemaGetter.passthrough<ReadonlyArray<string>, Schema.StringTree>({ strict: false }),
+    SchemaGetter.transform((names) => names.join(","))
+  )
+}))
+
 export const AcquirerOptionsConfig: Config.Config<AcquirerOptions> = Config.all({
   timeout_ms: boundedInt("ACQUIRER_TIMEOUT_MS", acquirerOptionBounds.timeout_ms, defaultAcquirerOptions.timeout_ms),
   latency_ms: boundedInt("ACQUIRER_LATENCY_MS", acquirerOptionBounds.latency_ms, defaultAcquirerOptions.latency_ms),
-  faults: Config.schema(
-    Schema.Array(AcquirerFaultName).check(Schema.isMaxLength(5, { message: "ACQUIRER_FAULTS names at most 5 faults" })),
-    "ACQUIRER_FAULTS"
-  ).pipe(Config.withDefault<ReadonlyArray<AcquirerFaultName>>([]), Config.map(acquirerFaultsFromNames))
+  faults: Config.schema(acquirerFaultsFromEnv, "ACQUIRER_FAULTS").pipe(
+    Config.withDefault<ReadonlyArray<AcquirerFaultName>>([]),
+    Config.map(acquirerFaultsFromNames)
+  )
 })
 
 const OperationRow = Schema.Struct({
@@ -106,7 +126,7 @@ const OperationRow = Schema.Struct({
   decline_message: Schema.NullOr(Schema.String),
   acquirer_reference: Schema.String,
   payment_method: Schema.NullOr(Schema.String),
-  inserted: Schema.Boolean
+  request_count: Schema.Int
 })
 type OperationRow = typeof OperationRow.Type
 const decodeOperationRows = Schema.decodeUnknownEffect(Schema.Array(OperationRow))
@@ -179,7 +199,7 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
     ON CONFLICT (reference) DO UPDATE
       SET request_count = o.request_count + 1, last_requested_at = clock_timestamp()
     RETURNING reference, operation, payment_id, amount_minor, currency, outcome, decline_code, decline_message,
-              acquirer_reference, payment_method, (xmax = 0) AS inserted`.pipe(Effect.flatMap(decodeOperationRows))
+              acquirer_reference, payment_method, request_count`.pipe(Effect.flatMap(decodeOperationRows))
   const approvedAuthorization = SqlSchema.findOneOption({
     Request: Schema.String,
     Result: AuthorizationRow,
@@ -220,8 +240,19 @@ const makeSimulator = (options: AcquirerOptions) =>
     const answerLost = (operation: AcquirerOperation, row: OperationRow): boolean => {
       const fault = operation === "authorize" ? options.faults.failAuthorizeAfterPerforming : options.faults.failCaptureAfterPerforming
       if (fault === "every_call") return true
-      if (row.inserted && fault === "first_call") return true
-      return row.inserted && row.payment_method === "pm_card_timeout"
+      // The first call is the one that inserted the row; a repeat only increments request_count.
+      const firstCall = row.request_count === 1
+      if (firstCall && fault === "first_call") return true
+      return firstCall && row.payment_method === "pm_card_timeout"
+    }
+    /** A lost answer is logged, so a test can wait for the fault to have fired instead of guessing. */
+    const loseAnswer = (operation: AcquirerOperation, reference: string) =>
+      Effect.logInfo("acquirer simulator: answer lost (simulated fault)").pipe(
+        Effect.annotateLogs({ operation, reference }),
+        Effect.andThen(Effect.never)
+      )
+    if (Object.keys(options.faults).length > 0) {
+      yield* Effect.logWarning("acquirer simulator: faults active (tests only)", { faults: options.faults })
     }
 
     /**
@@ -237,7 +268,7 @@ const makeSimulator = (options: AcquirerOptions) =>
         const fiber = yield* Effect.forkIn(Effect.sleep(options.latency_ms).pipe(Effect.andThen(acquirerSide), outsideCallerTransaction), scope)
         return yield* Fiber.join(fiber).pipe(
           // A lost answer: the operation happened, but nothing comes back.
-          Effect.flatMap((row) => (answerLost(operation, row) ? Effect.never : Effect.succeed(toOutcome(row)))),
+          Effect.flatMap((row) => (answerLost(operation, row) ? loseAnswer(operation, reference) : Effect.succeed(toOutcome(row)))),
           Effect.timeout(options.timeout_ms),
           Effect.catchTags({
             TimeoutError: () => Effect.fail(new AcquirerTimeout({ operation, reference, timeout_ms: options.timeout_ms })),

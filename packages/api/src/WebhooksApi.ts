@@ -2,6 +2,7 @@ import { type ErrorCode, paymentEventTypes } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
+import { IdempotencyKeyHeader } from "./PaymentsApi.ts"
 import { commonProblemCodes, problems } from "./Problems.ts"
 
 /** What an endpoint may subscribe to: the payment events, or `*` for all of them. */
@@ -102,9 +103,6 @@ export const WebhookDeliveryListJson = Schema.Struct({
 
 export const WebhookRecoveryJson = Schema.Struct({ object: Schema.Literal("webhook_recovery"), requeued: Schema.Int })
 
-const IdempotencyKeyHeader = Schema.Struct({
-  "idempotency-key": Schema.optionalKey(Schema.String.annotate({ description: "Required on every POST (see /v1/payments)." }))
-})
 const EndpointParam = { id: Schema.String.annotate({ description: "A webhook endpoint id, `we_…`" }) }
 const DeliveryParams = { ...EndpointParam, delivery_id: Schema.String.annotate({ description: "A delivery id (uuid)" }) }
 
@@ -135,7 +133,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       payload: CreateWebhookEndpointBody,
       success: WebhookEndpointWithSecretJson.annotate({ httpApiStatus: 201 }),
       error: problems(...postCodes)
-    }),
+    }).annotate(OpenApi.Description, "Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once."),
     HttpApiEndpoint.get("list", "/v1/webhook_endpoints", {
       query: {
         limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
@@ -143,21 +141,21 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       },
       success: WebhookEndpointListJson,
       error: problems(...commonProblemCodes, "invalid_request")
-    }),
-    HttpApiEndpoint.get("retrieve", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }),
+    }).annotate(OpenApi.Description, "Lists the merchant's endpoints, oldest first, `limit` at a time; never their secrets."),
+    HttpApiEndpoint.get("retrieve", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Reads one endpoint: status, disabled_reason (merchant, gone, failing), failing_since."),
     HttpApiEndpoint.post("update", "/v1/webhook_endpoints/:id", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: UpdateWebhookEndpointBody, success: WebhookEndpointJson, error: problems(...onEndpoint)
-    }),
+    }).annotate(OpenApi.Description, "Changes an endpoint's url, event_types or description."),
     HttpApiEndpoint.post("disable", "/v1/webhook_endpoints/:id/disable", {
       params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
-    }),
+    }).annotate(OpenApi.Description, "Stops deliveries to the endpoint; pending ones wait until it is enabled."),
     HttpApiEndpoint.post("enable", "/v1/webhook_endpoints/:id/enable", {
       params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
-    }),
-    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }),
+    }).annotate(OpenApi.Description, "Resumes deliveries to the endpoint and forgets its failure streak."),
+    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets; its deliveries keep their history."),
     HttpApiEndpoint.post("rotateSecret", "/v1/webhook_endpoints/:id/rotate_secret", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: RotateWebhookSecretBody, success: WebhookEndpointWithSecretJson, error: problems(...onEndpoint)
-    }),
+    }).annotate(OpenApi.Description, "Makes a new signing secret (returned this once); the old one keeps signing for expires_in_ms (both signatures are sent)."),
     HttpApiEndpoint.get("listDeliveries", "/v1/webhook_endpoints/:id/deliveries", {
       params: EndpointParam,
       query: {
@@ -168,16 +166,16 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       },
       success: WebhookDeliveryListJson,
       error: problems(...readCodes, "invalid_request")
-    }),
+    }).annotate(OpenApi.Description, "Lists the endpoint's deliveries, newest first, filtered by event_id or status."),
     HttpApiEndpoint.get("retrieveDelivery", "/v1/webhook_endpoints/:id/deliveries/:delivery_id", {
       params: DeliveryParams, success: WebhookDeliveryJson, error: problems(...readCodes, "webhook_delivery_not_found")
-    }),
+    }).annotate(OpenApi.Description, "Reads one delivery with every attempt (outcome, status, latency, 1 KiB of the answer, error)."),
     HttpApiEndpoint.post("redeliver", "/v1/webhook_endpoints/:id/deliveries/:delivery_id/redeliver", {
       params: DeliveryParams, headers: IdempotencyKeyHeader, success: WebhookDeliveryJson, error: problems(...onDelivery)
-    }),
+    }).annotate(OpenApi.Description, "Sends the delivery again: same webhook-id and bytes, a new round of retries."),
     HttpApiEndpoint.post("recover", "/v1/webhook_endpoints/:id/recover", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: RecoverWebhookDeliveriesBody, success: WebhookRecoveryJson, error: problems(...onEndpoint)
-    })
+    }).annotate(OpenApi.Description, "Requeues every delivery of the endpoint that failed since `since` (at most 1000 per call).")
   )
   .middleware(Authorization)
   .annotateMerge(OpenApi.annotations({

@@ -4,28 +4,39 @@
  *   pnpm cli merchants create "Acme"     creates a merchant and its first API key; prints both
  *                                        (the key is shown once: only its SHA-256 hash is stored)
  *   pnpm cli keys create <merchant id>   issues another API key for a merchant
- *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on)
+ *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on); exit 0 when revoked (or
+ *                                        already), 1 when no key has that id
  *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
  *                                        sets the merchant's settlement fee for one currency
+ *   pnpm cli idempotency parked [limit]  lists the keys the completer parked (one JSON line each)
+ *   pnpm cli idempotency retry <key id>  gives a parked key back to the completer (fresh attempts);
+ *                                        exit 1 when no parked key has that id
  *   pnpm cli webhooks failed [limit]     the most recently given-up webhook deliveries (exhausted
  *                                        retries or 410), newest first, as JSON lines (default 50)
  *
- * Uses DATABASE_URL like the server, and applies pending migrations first.
+ * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
+ * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
+ * the server, and applies pending migrations first as MIGRATION_DATABASE_URL (the schema owner).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
 import { DatabaseLive } from "@pay/infra"
+import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
+import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
   pnpm cli keys create <merchant id>
   pnpm cli keys revoke <api key id>
   pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>
-  pnpm cli webhooks failed [limit 1-1000]`
+  pnpm cli idempotency parked [limit 1-1000, default 100]
+  pnpm cli idempotency retry <idempotency key id>
+  pnpm cli webhooks failed [limit 1-1000]
+${consumerUsage}`
 
 const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
 const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
@@ -37,8 +48,32 @@ class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { messag
 const printKey = (merchantId: string, key: { readonly id: string; readonly secret: Redacted.Redacted<string> }) =>
   Console.log(JSON.stringify({ merchant_id: merchantId, api_key_id: key.id, api_key: Redacted.value(key.secret) }, null, 2))
 
+const ParkedLimit = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: PARKED_LIST_LIMIT_MAX }))))
+
+const parkedJson = (key: ParkedKey) =>
+  JSON.stringify({ ...key, parked_at: key.parked_at.toISOString(), created_at: key.created_at.toISOString() })
+
+/** `idempotency parked|retry`: what the completer gave up on (docs/runbook.md). */
+const idempotencyCommand = (command: string | undefined, argument: string | undefined) =>
+  Effect.gen(function* () {
+    const parked = yield* ParkedKeys
+    if (command === "parked") {
+      const limit = argument === undefined ? 100 : yield* Schema.decodeUnknownEffect(ParkedLimit)(argument)
+      const keys = yield* parked.list(limit)
+      for (const key of keys) yield* Console.log(parkedJson(key))
+      return yield* Console.error(`${keys.length} parked key(s)${keys.length === limit ? ` (first ${limit})` : ""}`)
+    }
+    if (command === "retry" && argument !== undefined) {
+      yield* parked.retry(argument)
+      return yield* Console.log(JSON.stringify({ key_id: argument, result: "queued for the completer" }))
+    }
+    return yield* new UsageError({ message: usage })
+  })
+
 const program = Effect.gen(function* () {
   const [group, command, argument, ...rest] = process.argv.slice(2)
+  const consumers = consumerCommand([group, command, argument, ...rest])
+  if (consumers !== undefined) return yield* consumers
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
@@ -56,8 +91,9 @@ const program = Effect.gen(function* () {
     return yield* printKey(merchantId, key)
   }
   if (group === "keys" && command === "revoke" && argument !== undefined) {
-    yield* apiKeys.revoke(argument)
-    return yield* Console.log(`revoked ${argument}`)
+    const revoked = yield* apiKeys.revoke(argument)
+    const what = revoked._tag === "Revoked" ? "revoked" : "already revoked"
+    return yield* Console.log(JSON.stringify({ api_key_id: argument, merchant_id: revoked.merchantId, result: what, revoked_at: revoked.revokedAt.toISOString() }))
   }
   if (group === "fees" && command === "set" && argument !== undefined && rest.length === 3) {
     const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
@@ -69,6 +105,7 @@ const program = Effect.gen(function* () {
     yield* fees.set(merchantId, currency, { fee_bps, fee_fixed_minor })
     return yield* Console.log(JSON.stringify({ merchant_id: merchantId, currency, fee_bps, fee_fixed_minor: String(fee_fixed_minor) }))
   }
+  if (group === "idempotency") return yield* idempotencyCommand(command, argument)
   if (group === "webhooks" && command === "failed") {
     const limit = yield* Schema.decodeUnknownEffect(FailedLimit)(argument ?? "50")
     const failed = yield* deliveries.failed(limit)
@@ -79,7 +116,13 @@ const program = Effect.gen(function* () {
 })
 
 program.pipe(
-  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, WebhookDeliveries.layer).pipe(Layer.provideMerge(DatabaseLive))),
+  Effect.provide(
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
+      Layer.provideMerge(DatabaseLive)
+    )
+  ),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
+  Effect.catchTag("ParkedKeyNotFound", (error) => Console.error(`${error.message}: nothing queued`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
+  Effect.catchTag("ApiKeyNotFound", (error) => Console.error(`${error.message}: nothing revoked`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
   NodeRuntime.runMain
 )

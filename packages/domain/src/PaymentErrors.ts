@@ -33,6 +33,25 @@ export class ConcurrentModification extends CodedError<ConcurrentModification>()
 ) {}
 
 /**
+ * The acquirer has already answered (authorized, captured or declined), but the payment's row
+ * stayed locked by another transaction past the bounded lock wait (an operator's session holding
+ * it, a slow competing transaction), or the database could not serialize the write. Unlike
+ * `ConcurrentModification` before any external effect, this is NOT a decided outcome: nothing was
+ * committed, the idempotency key keeps its recovery point, and the retry with the same key (or the
+ * completer) asks the acquirer again under the same reference (performed once) and finishes the
+ * work exactly once. Never stored.
+ */
+export class PaymentLocked extends CodedError<PaymentLocked>()(
+  "payment_locked",
+  "PaymentLocked",
+  {
+    paymentId: PaymentId,
+    reason: Schema.Literals(["version_mismatch", "serialization_failure", "deadlock", "lock_timeout"])
+  },
+  (e) => `payment ${e.paymentId} stayed locked by another transaction after the acquirer answered (${e.reason}); nothing was committed`
+) {}
+
+/**
  * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
  * for unknown and foreign ids (no existence oracle).
  */

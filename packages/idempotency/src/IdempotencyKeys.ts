@@ -1,8 +1,9 @@
 import { assertWithin, Redis } from "@pay/infra"
-import { Context, Effect, Exit, Layer, Option, type Schema } from "effect"
+import { Config, Context, Effect, Exit, Layer, Option, type Redacted, type Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
+import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
@@ -10,6 +11,7 @@ import {
   ABANDONED_LIMIT_MAX,
   type AbandonedKey,
   type Began,
+  type CompleterFailureRecorded,
   type BeginRequest,
   defaultIdempotencyOptions,
   type Execution,
@@ -30,6 +32,7 @@ import {
   type RunOutcome,
   type StoredResponse
 } from "./Model.ts"
+import { completerBackoff_ms, type CompleterRetryPolicy, completerRetryPolicyBounds } from "./Parking.ts"
 import { makeRedisFastPath, type RedisFastPath } from "./RedisFastPath.ts"
 
 type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, R>
@@ -88,26 +91,50 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
     ReadonlyArray<AbandonedKey>,
     SqlError
   >
+  /**
+   * The completer could not finish `key`: count the attempt, and either back off (exponential, with
+   * jitter) or, at the policy's last attempt or when `parkNow` (the key cannot ever be finished by
+   * the completer), park it for an operator (Parking.ts).
+   */
+  readonly recordCompleterFailure: (
+    key: AbandonedKey,
+    failure: { readonly reason: string; readonly policy: CompleterRetryPolicy; readonly parkNow?: boolean }
+  ) => Effect.Effect<CompleterFailureRecorded, SqlError>
   readonly options: IdempotencyOptions
 }>()("idempotency/IdempotencyKeys") {
-  static readonly make = (options: IdempotencyOptions) =>
+  /** `cacheSecret` authenticates the responses cached in Redis (CacheAuthentication.ts). */
+  static readonly make = (options: IdempotencyOptions, cacheSecret: Redacted.Redacted<string>) =>
     Effect.gen(function* () {
       assertWithin("idempotency keys", options, idempotencyOptionBounds)
       const sql = yield* SqlClient.SqlClient
       const store = makeKeyStore(sql)
-      const fast = makeRedisFastPath(yield* Redis, options)
+      const fast = makeRedisFastPath(yield* Redis, options, makeCacheMac(cacheSecret))
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
       const { run, resume } = makeRuns(begin, writes)
       return IdempotencyKeys.of({ begin, ...writes, run, resume, ...makeMaintenance(store, fast, options), options })
     })
 
-  /** With explicit options (tests use a short lease). Needs `SqlClient` and `Redis`. */
-  static readonly layerWith = (options: Partial<IdempotencyOptions> = {}) =>
-    Layer.effect(IdempotencyKeys, IdempotencyKeys.make({ ...defaultIdempotencyOptions, ...options }))
+  /**
+   * With explicit options (tests use a short lease) and cache secret (a random one per layer when
+   * none is given). Needs `SqlClient` and `Redis`.
+   */
+  static readonly layerWith = (options: Partial<IdempotencyOptions> = {}, cacheSecret?: Redacted.Redacted<string>) =>
+    Layer.effect(IdempotencyKeys, IdempotencyKeys.make({ ...defaultIdempotencyOptions, ...options }, cacheSecret ?? randomCacheSecret()))
 
-  /** Configured from the environment ({@link IdempotencyOptionsConfig}). Needs `SqlClient` and `Redis`. */
-  static readonly layer = Layer.unwrap(Effect.map(IdempotencyOptionsConfig, (options) => IdempotencyKeys.layerWith(options)))
+  /**
+   * Configured from the environment ({@link IdempotencyOptionsConfig}, `IDEMPOTENCY_CACHE_SECRET`).
+   * Needs `SqlClient` and `Redis`.
+   */
+  static readonly layer = Layer.unwrap(
+    Effect.gen(function* () {
+      const { options, cacheSecret } = yield* Config.all({ options: IdempotencyOptionsConfig, cacheSecret: IdempotencyCacheSecretConfig })
+      if (cacheSecret === undefined) {
+        yield* Effect.logInfo("idempotency: IDEMPOTENCY_CACHE_SECRET unset; cached responses are authenticated with a random secret of this process only")
+      }
+      return IdempotencyKeys.layerWith(options, cacheSecret)
+    })
+  )
 }
 
 const fingerprintPattern = /^[0-9a-f]{64}$/
@@ -274,8 +301,33 @@ const makeMaintenance = (store: KeyStore, fast: RedisFastPath, options: Idempote
     return yield* store.abandoned(query.olderThan_ms, query.limit)
   })
 
-  return { reap, abandoned }
+  const recordCompleterFailure = Effect.fn("IdempotencyKeys.recordCompleterFailure")(function* (
+    key: AbandonedKey,
+    failure: { readonly reason: string; readonly policy: CompleterRetryPolicy; readonly parkNow?: boolean }
+  ) {
+    assertWithin("completer retry policy", failure.policy, completerRetryPolicyBounds)
+    const attempt = key.completerAttempts + 1
+    const park = failure.parkNow === true || attempt >= failure.policy.attemptsMax
+    const retryIn_ms = completerBackoff_ms(attempt, failure.policy, Math.random())
+    const changed = yield* store.recordCompleterFailure({
+      id: key.id,
+      previousAttempts: key.completerAttempts,
+      retryIn_ms,
+      park,
+      reason: storableReason(failure.reason)
+    })
+    if (!changed) return { _tag: "Unchanged" } satisfies CompleterFailureRecorded
+    return park
+      ? ({ _tag: "Parked", attempt } satisfies CompleterFailureRecorded)
+      : ({ _tag: "BackedOff", attempt, retryIn_ms } satisfies CompleterFailureRecorded)
+  })
+
+  return { reap, abandoned, recordCompleterFailure }
 }
+
+/** At most 2000 characters PostgreSQL can store (no NUL, no lone surrogate), for `completer_last_error`. */
+const storableReason = (reason: string): string =>
+  reason.slice(0, 2_000).replaceAll("\u0000", "\uFFFD").replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD")
 
 /** Arguments are checked when used: a zero lease or an unbounded batch is a bug, not a request error. */
 function assertBounded(name: string, value: number, max: number, min = 1): void {

@@ -35,6 +35,7 @@ const KeyRow = Schema.Struct({
   last_run_at: Schema.Date,
   finished_at: Schema.NullOr(Schema.Date),
   run_count: Schema.Int,
+  completer_attempts: Schema.Int,
   // Computed by the database with its own clock (never the application's).
   lock_live: Schema.Boolean
 })
@@ -44,7 +45,7 @@ const decodeKeyRows = Schema.decodeUnknownEffect(Schema.Array(KeyRow))
 /** The columns every query returns, `lock_live` included. */
 const keyColumns = `id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
   request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token, response_status,
-  response_body, response_content_type, created_at, last_run_at, finished_at, run_count,
+  response_body, response_content_type, created_at, last_run_at, finished_at, run_count, completer_attempts,
   (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live`
 
 const toKeyState = (row: KeyRow): KeyState => ({
@@ -66,7 +67,7 @@ const toRecord = (row: KeyRow, lockTimeout_ms: number): IdempotencyRecord | unde
     ? undefined
     : { ...toKeyState(row), lockToken: row.lock_token, lockExpiresAt: row.lock_expires_at, lockTimeout_ms, createdAt: row.created_at }
 
-const toAbandoned = (row: KeyRow): AbandonedKey => ({ ...toKeyState(row), lastRunAt: row.last_run_at })
+const toAbandoned = (row: KeyRow): AbandonedKey => ({ ...toKeyState(row), lastRunAt: row.last_run_at, completerAttempts: row.completer_attempts })
 
 const toStoredResponse = (row: KeyRow): StoredResponse | undefined =>
   row.response_status === null || row.response_body === null || row.response_content_type === null
@@ -179,7 +180,8 @@ const makeRunWrites = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLea
         UPDATE idempotency_keys
         SET recovery_point = 'finished', response_status = ${response.status}, response_body = ${response.body},
             response_content_type = ${response.contentType}, finished_at = clock_timestamp(),
-            last_run_at = clock_timestamp(), locked_at = NULL, lock_expires_at = NULL, lock_token = NULL
+            last_run_at = clock_timestamp(), locked_at = NULL, lock_expires_at = NULL, lock_token = NULL,
+            parked_at = NULL, completer_next_at = NULL
         WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL
         RETURNING id`)
       if (updated.length !== 1) return yield* lockLost(record)
@@ -242,10 +244,35 @@ const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeL
       WHERE finished_at IS NULL
         AND (lock_expires_at IS NULL OR lock_expires_at <= clock_timestamp())
         AND last_run_at < clock_timestamp() - ${olderThan_ms}::double precision * interval '1 millisecond'
+        -- Parked keys wait for an operator; a key backing off waits for its next attempt.
+        AND parked_at IS NULL
+        AND (completer_next_at IS NULL OR completer_next_at <= clock_timestamp())
       ORDER BY last_run_at
       LIMIT ${limit}`).pipe(Effect.map((found) => found.map(toAbandoned)))
 
-  return { reap, abandoned }
+  /**
+   * Counts a failed completer attempt: the next one waits `retryIn_ms`, or the key is parked.
+   * Fenced by the attempt count read with the key, so two completers cannot count one failure
+   * twice; a key finished meanwhile (a client's retry) is left alone. False when nothing changed.
+   */
+  const recordCompleterFailure = (failure: {
+    readonly id: string
+    readonly previousAttempts: number
+    readonly retryIn_ms: number
+    readonly park: boolean
+    readonly reason: string
+  }) =>
+    ids(sql`
+      UPDATE idempotency_keys
+      SET completer_attempts = completer_attempts + 1,
+          completer_next_at = clock_timestamp() + ${failure.retryIn_ms}::double precision * interval '1 millisecond',
+          completer_last_error = ${failure.reason},
+          parked_at = CASE WHEN ${failure.park} THEN clock_timestamp() ELSE NULL END
+      WHERE id = ${failure.id} AND completer_attempts = ${failure.previousAttempts}
+        AND finished_at IS NULL AND parked_at IS NULL
+      RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
+
+  return { reap, abandoned, recordCompleterFailure }
 }
 
 export const makeKeyStore = (sql: SqlClient.SqlClient) => {

@@ -105,7 +105,16 @@ export type Released =
 /** An unfinished key nobody holds a live lease on, for the background completer. */
 export interface AbandonedKey extends KeyState {
   readonly lastRunAt: Date
+  /** Failed completer attempts so far (migrations/0020; see Parking.ts). */
+  readonly completerAttempts: number
 }
+
+/** What `recordCompleterFailure` did with a key the completer could not finish. */
+export type CompleterFailureRecorded =
+  | { readonly _tag: "BackedOff"; readonly attempt: number; readonly retryIn_ms: number }
+  | { readonly _tag: "Parked"; readonly attempt: number }
+  /** Finished, parked or counted by someone else meanwhile: nothing changed. */
+  | { readonly _tag: "Unchanged" }
 
 /** The handle `run` gives the work: the record, and `advance`/`finish` bound to it. */
 export interface Execution<A = StoredResponse> {

@@ -1,5 +1,6 @@
 import type { Redis, RedisError } from "@pay/infra"
-import { Effect, Option, Schema } from "effect"
+import { Effect, Metric, Option, Schema } from "effect"
+import { type CacheMac, idempotencyCacheRejected } from "./CacheAuthentication.ts"
 import { IdempotencyKeyInUse, IdempotencyKeyReused } from "./Errors.ts"
 import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./Model.ts"
 
@@ -10,13 +11,18 @@ import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./
  * timeout sends the request to Postgres, and every call is bounded in time.
  */
 
-/** Redis value of a completed response; carries the fingerprint so a mismatch is still a 422. */
+/**
+ * Redis value of a completed response; carries the fingerprint so a mismatch is still a 422, and
+ * an HMAC over it and the Redis key (CacheAuthentication.ts): a value without a valid one is never
+ * replayed. Version 1 values (no MAC) no longer decode: Postgres answers and re-caches them.
+ */
 const CachedResponse = Schema.Struct({
-  v: Schema.Literal(1),
+  v: Schema.Literal(2),
   fingerprint: Schema.String,
   status: Schema.Int,
   contentType: Schema.String,
-  body: Schema.String
+  body: Schema.String,
+  mac: Schema.String
 })
 const CachedResponseJson = Schema.fromJsonString(CachedResponse)
 const decodeCachedResponse = Schema.decodeUnknownOption(CachedResponseJson)
@@ -74,17 +80,37 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
     )
 }
 
-export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions) => {
+/**
+ * One WARN per interval for refused cached values, the rest at DEBUG (the counter counts them
+ * all): servers sharing a Redis without a shared secret would otherwise log one per replay.
+ */
+const makeRejectionLog = () => {
+  let lastWarning_ms = 0
+  return (annotations: Record<string, unknown>) => {
+    const now = Date.now()
+    const log = now - lastWarning_ms >= redisWarningInterval_ms ? Effect.logWarning : Effect.logDebug
+    if (log === Effect.logWarning) lastWarning_ms = now
+    return log("idempotency: cached response failed its HMAC check (forged, moved or another secret); ignored, Postgres decides").pipe(
+      Effect.annotateLogs(annotations)
+    )
+  }
+}
+
+export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions, mac: CacheMac) => {
+  const logRejection = makeRejectionLog()
   // A cached response must not outlive the row it copies by more than a moment.
   const cacheTtl_ms = Math.min(options.responseCacheTtl_ms, options.retention_ms)
   const call = makeBoundedCalls(options)
 
-  const cacheResponse = (merchantId: string, key: string, fingerprint: string, response: StoredResponse) =>
-    call("set_response", redis.set(
-      redisResponseKey(merchantId, key),
-      encodeCachedResponse({ v: 1, fingerprint, status: response.status, contentType: response.contentType, body: response.body }),
+  const cacheResponse = (merchantId: string, key: string, fingerprint: string, response: StoredResponse) => {
+    const redisKey = redisResponseKey(merchantId, key)
+    const fields = { redisKey, fingerprint, status: response.status, contentType: response.contentType, body: response.body }
+    return call("set_response", redis.set(
+      redisKey,
+      encodeCachedResponse({ v: 2, fingerprint, status: response.status, contentType: response.contentType, body: response.body, mac: mac.sign(fields) }),
       cacheTtl_ms
     )).pipe(Effect.asVoid)
+  }
 
   const deleteMarker = (merchantId: string, key: string) =>
     call("del_marker", redis.del(redisInFlightKey(merchantId, key))).pipe(Effect.asVoid)
@@ -98,6 +124,15 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
       const hit = decodeCachedResponse(cached)
       if (Option.isNone(hit)) {
         yield* Effect.logWarning("idempotency: unreadable cached response ignored; Postgres decides")
+        return Option.none<Began>()
+      }
+      const { fingerprint, status, contentType, body } = hit.value
+      const redisKey = redisResponseKey(request.merchantId, request.key)
+      if (!mac.verify({ redisKey, fingerprint, status, contentType, body }, hit.value.mac)) {
+        // Not written by a server holding the secret (or moved from another key): never replayed,
+        // and not even trusted for a 422. Postgres decides, and its answer overwrites the entry.
+        yield* Metric.update(idempotencyCacheRejected, 1)
+        yield* logRejection({ merchant_id: request.merchantId, idempotency_key: request.key })
         return Option.none<Began>()
       }
       if (hit.value.fingerprint !== request.fingerprint) {

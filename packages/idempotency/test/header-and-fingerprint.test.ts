@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
+import * as fc from "fast-check"
+import { isDeepStrictEqual } from "node:util"
 import {
   canonicalBodyFromText,
   canonicalJson,
@@ -115,5 +117,52 @@ describe("request fingerprint", () => {
     assert.strictEqual(canonicalBodyFromText("{\"amount_minor\": 99999999999}"), canonicalJson({ amount_minor: 99_999_999_999n }))
     assert.strictEqual(canonicalBodyFromText("not json"), "not json")
     assert.strictEqual(canonicalJson({ a: undefined, b: [undefined] }), "{\"b\":[null]}")
+  })
+
+  // Properties: the examples above pin the form; these say what it is for, over random documents.
+  /** What a body means once parsed (JSON.parse of its own serialization: -0 is 0, undefined gone). */
+  const meaning = (value: unknown): unknown => JSON.parse(JSON.stringify(value) ?? "null")
+  /** The same document written by another client: every object's keys shuffled, other spacing. */
+  const rewritten = (value: unknown, order: ReadonlyArray<number>, indent: number): string => {
+    let turn = 0
+    const shuffle = (v: unknown): unknown => {
+      if (Array.isArray(v)) return v.map(shuffle)
+      if (typeof v !== "object" || v === null) return v
+      const keys = Object.keys(v)
+      const shift = order.length === 0 ? 0 : (order[turn++ % order.length] ?? 0) % Math.max(keys.length, 1)
+      return Object.fromEntries([...keys.slice(shift), ...keys.slice(0, shift)].reverse().map((k) => [k, shuffle(Object.getOwnPropertyDescriptor(v, k)?.value)]))
+    }
+    return JSON.stringify(shuffle(value), null, indent)
+  }
+  const body = (value: unknown) => canonicalBodyFromText(JSON.stringify(value))
+  const print = (method: string, value: unknown) => fingerprint({ method, path: "/v1/payments", canonicalBody: body(value) })
+
+  it("property: the same document written differently (key order, spacing) has one canonical form and one fingerprint, which means the same document", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.array(fc.nat(20), { maxLength: 8 }), fc.integer({ min: 0, max: 4 }), (value, order, indent) => {
+        const canonical = body(value)
+        assert.strictEqual(canonicalBodyFromText(rewritten(value, order, indent)), canonical)
+        assert.deepStrictEqual(JSON.parse(canonical), meaning(value))
+        assert.strictEqual(print("POST", JSON.parse(rewritten(value, order, indent))), print("post", value))
+      }),
+      { numRuns: 300 }
+    )
+  })
+
+  it("property: two documents get the same fingerprint exactly when they mean the same document", () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3 }), fc.jsonValue({ maxDepth: 3 }), (a, b) => {
+        assert.strictEqual(print("POST", a) === print("POST", b), isDeepStrictEqual(meaning(a), meaning(b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`)
+      }),
+      { numRuns: 500 }
+    )
+    // Random pairs are mostly different; near neighbours are where a weak form would collide.
+    fc.assert(
+      fc.property(fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 })), fc.string({ maxLength: 5 }), (doc, key) => {
+        const changed = { ...doc, [key]: [Object.getOwnPropertyDescriptor(doc, key)?.value ?? null] }
+        assert.notStrictEqual(print("POST", doc), print("POST", changed))
+      }),
+      { numRuns: 300 }
+    )
   })
 })

@@ -1,6 +1,6 @@
 import { assert, layer } from "@effect/vitest"
 import { Redis, decodeRows } from "@pay/infra"
-import { TestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, TestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import {
@@ -212,8 +212,10 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       assert.deepStrictEqual(replay, { _tag: "Replay", response, decidedBy: "redis" })
 
       // The database refuses to rewrite a stored response, whoever asks.
-      const rewrite = yield* Effect.flip(sql`UPDATE idempotency_keys SET response_body = 'x' WHERE id = ${record.id}`)
-      assert.strictEqual(rewrite._tag, "SqlError")
+      yield* expectSqlRefusal(sql`UPDATE idempotency_keys SET response_body = 'x' WHERE id = ${record.id}`, {
+        code: "23000",
+        message: /is finished: its stored response is final/
+      })
     }))
 
   it.effect("begin inside a transaction is refused loudly (its lease would be invisible until commit)", () =>
@@ -436,16 +438,18 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const merchantId = yield* newMerchant
-      const insert = (key: string, fingerprint = "a".repeat(64)) =>
-        Effect.flip(sql`
-          INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint)
-          VALUES (gen_random_uuid(), ${merchantId}, ${key}, 'POST', '/v1/payments', ${fingerprint})`)
-      for (const bad of ["", "k".repeat(256), "a\nb"]) assert.strictEqual((yield* insert(bad))._tag, "SqlError")
-      assert.strictEqual((yield* insert("ok-key", "not-a-sha256"))._tag, "SqlError")
-      const halfFinished = yield* Effect.flip(sql`
+      const insert = (key: string, fingerprint = "a".repeat(64)) => sql`
+        INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint)
+        VALUES (gen_random_uuid(), ${merchantId}, ${key}, 'POST', '/v1/payments', ${fingerprint})`
+      for (const bad of ["", "k".repeat(256), "a\nb"]) {
+        yield* expectSqlRefusal(insert(bad), { code: "23514", constraint: "idempotency_keys_idempotency_key_check" })
+      }
+      yield* insert("k".repeat(255))
+      yield* expectSqlRefusal(insert("ok-key", "not-a-sha256"), { code: "23514", constraint: "idempotency_keys_request_fingerprint_check" })
+      yield* expectSqlRefusal(sql`
         INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint, response_status, response_body, response_content_type)
-        VALUES (gen_random_uuid(), ${merchantId}, 'k2', 'POST', '/v1/payments', ${"a".repeat(64)}, 200, '{}', 'application/json')`)
-      assert.strictEqual(halfFinished._tag, "SqlError")
+        VALUES (gen_random_uuid(), ${merchantId}, 'k2', 'POST', '/v1/payments', ${"a".repeat(64)}, 200, '{}', 'application/json')`,
+        { code: "23514", constraint: "idempotency_keys_finished_iff_response" })
     }))
 })
 

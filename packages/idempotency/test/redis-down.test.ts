@@ -1,8 +1,8 @@
 import { assert, layer } from "@effect/vitest"
 import { defaultRedisTimeouts, Redis } from "@pay/infra"
-import { TestDatabase, throwaway } from "@pay/testkit"
+import { scaled_ms, TestDatabase, throwaway } from "@pay/testkit"
 import { Effect, Schedule } from "effect"
-import { defaultIdempotencyOptions, IdempotencyKeys, redisResponseKey } from "../src/index.ts"
+import { defaultIdempotencyOptions, IdempotencyKeys, randomCacheSecret, redisResponseKey } from "../src/index.ts"
 import { createWorkTable, newKey, newMerchant, oneStep, request, responseFor, workCount } from "./support.ts"
 
 const body = { amount_minor: 500, currency: "USD", payment_method: "pm_card_visa" }
@@ -22,7 +22,7 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         yield* createWorkTable
         const instance = yield* throwaway("redis")
         const redis = yield* Redis.make({ url: instance.url, keyPrefix: "t:", ...defaultRedisTimeouts })
-        const keys = yield* IdempotencyKeys.make({ ...defaultIdempotencyOptions, lockTimeout_ms: 5_000 }).pipe(
+        const keys = yield* IdempotencyKeys.make({ ...defaultIdempotencyOptions, lockTimeout_ms: 5_000 }, randomCacheSecret()).pipe(
           Effect.provideService(Redis, redis)
         )
         const merchantId = yield* newMerchant
@@ -37,7 +37,7 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         yield* instance.kill
         const [replay, replay_ms] = yield* timed(keys.run(request(merchantId, key, body), oneStep(merchantId, key)))
         assert.deepStrictEqual(replay, { _tag: "Replayed", response: first.response, decidedBy: "postgres" })
-        assert.isBelow(replay_ms, 1_000)
+        assert.isBelow(replay_ms, scaled_ms(1_000))
 
         // New keys still work, and concurrency is still decided exactly once (by Postgres).
         const busy = newKey()
@@ -52,7 +52,7 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         assert.strictEqual(tags.filter((t) => t === "Executed").length, 1)
         assert.strictEqual(tags.filter((t) => t === "Replayed" || t === "IdempotencyKeyInUse").length, 19)
         assert.strictEqual(yield* workCount(merchantId, busy), 1)
-        assert.isBelow(concurrent_ms, 5_000)
+        assert.isBelow(concurrent_ms, scaled_ms(5_000))
 
         // Back, then hung (SIGSTOP: the socket stays open, nothing answers): every Redis command
         // waits for its timeout, so a request costs at most a few timeouts, never a hang.
@@ -68,8 +68,8 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         yield* instance.resume
         assert.strictEqual(executed._tag, "Executed")
         assert.deepStrictEqual(replayWhileHung, { _tag: "Replayed", response: responseFor(merchantId, hung), decidedBy: "postgres" })
-        assert.isBelow(executed_ms, 2_500)
-        assert.isBelow(replayWhileHung_ms, 2_500)
+        assert.isBelow(executed_ms, scaled_ms(2_500))
+        assert.isBelow(replayWhileHung_ms, scaled_ms(2_500))
         assert.strictEqual(yield* workCount(merchantId, hung), 1)
         yield* Effect.logInfo("redis-down timings").pipe(
           Effect.annotateLogs({ replay_ms, concurrent_ms, executed_ms, replayWhileHung_ms })

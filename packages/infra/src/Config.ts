@@ -1,4 +1,4 @@
-import { Config, Redacted, Schema } from "effect"
+import { Config, Option, Redacted, Schema } from "effect"
 import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.ts"
 
 /**
@@ -8,7 +8,8 @@ import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.
  *
  * | variable             | default                                       | bounds                        |
  * | -------------------- | --------------------------------------------- | ----------------------------- |
- * | `DATABASE_URL`       | `postgres://postgres@127.0.0.1:5432/payments` | 1..2048 characters            |
+ * | `DATABASE_URL`       | `postgres://pay_app@127.0.0.1:5432/payments`  | 1..2048 characters            |
+ * | `MIGRATION_DATABASE_URL` | `DATABASE_URL` when set, else `postgres://postgres@127.0.0.1:5432/payments` | 1..2048 characters |
  * | `REDIS_URL`          | `redis://127.0.0.1:6379/0`                     | 1..2048 characters            |
  * | `KAFKA_BROKERS`      | `127.0.0.1:9092`                               | 1..2048 characters            |
  * | `PORT`               | 3000                                          | a TCP port                    |
@@ -23,8 +24,30 @@ export const configBounds = {
   databasePoolSize: { min: 1, max: 200 }
 } as const
 
-export const DatabaseUrl = Config.schema(Schema.Redacted(boundedStringSchema("DATABASE_URL", configBounds.url)), "DATABASE_URL").pipe(
-  Config.withDefault(Redacted.make("postgres://postgres@127.0.0.1:5432/payments"))
+const databaseUrlConfig = (name: string) =>
+  Config.schema(Schema.Redacted(boundedStringSchema(name, configBounds.url)), name)
+
+/**
+ * The application's connection: the role `pay_app`, which owns nothing and holds only the grants of
+ * migrations/0012_app_role.sql (docs/security.md).
+ */
+export const DatabaseUrl = databaseUrlConfig("DATABASE_URL").pipe(
+  Config.withDefault(Redacted.make("postgres://pay_app@127.0.0.1:5432/payments"))
+)
+
+/**
+ * The schema owner's connection, used only to apply migrations (then closed). Defaults to
+ * `DATABASE_URL` when that is set (one URL for both, as before the roles were split), else to the
+ * local stack's owner. A value that is set but invalid is an error, never a silent fallback.
+ */
+export const MigrationDatabaseUrl = Config.all({
+  migration: Config.option(databaseUrlConfig("MIGRATION_DATABASE_URL")),
+  application: Config.option(databaseUrlConfig("DATABASE_URL"))
+}).pipe(
+  Config.map(({ migration, application }) =>
+    Option.getOrElse(Option.orElse(migration, () => application), () =>
+      Redacted.make("postgres://postgres@127.0.0.1:5432/payments"))
+  )
 )
 export const RedisUrl = boundedString("REDIS_URL", configBounds.url, "redis://127.0.0.1:6379/0")
 export const KafkaBrokers = boundedString("KAFKA_BROKERS", configBounds.url, "127.0.0.1:9092")

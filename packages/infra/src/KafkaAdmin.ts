@@ -1,4 +1,4 @@
-import { Admin } from "@platformatic/kafka"
+import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka"
 import { Context, Effect, Layer } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import {
@@ -19,6 +19,26 @@ export interface TopicSpec {
   readonly topic: string
   /** At least 1. An existing topic with fewer partitions is an error, not silently accepted. */
   readonly partitions: number
+  /**
+   * Replicas per partition (1..32). Omitted: the broker's `default.replication.factor`. An existing
+   * topic with fewer replicas is an error (raising it is a reassignment, an operator's act).
+   */
+  readonly replicationFactor?: number
+  /**
+   * Topic-level settings (`min.insync.replicas`, `retention.ms`, …), at most 20: given at creation,
+   * and set again on an existing topic, so the configuration in force is the one asked for.
+   */
+  readonly configs?: Readonly<Record<string, string>>
+}
+
+/** What the broker says about a topic (for checks and operators). */
+export interface TopicDescription {
+  readonly topic: string
+  readonly partitions: number
+  /** The smallest replica count over its partitions. */
+  readonly replicationFactor: number
+  /** Every topic-level setting with its value in force (explicit or default). */
+  readonly configs: Readonly<Record<string, string>>
 }
 
 export interface TopicReady {
@@ -63,8 +83,9 @@ const invalidArgument = (operation: string, message: string) =>
  * leader: a consumer that subscribes earlier races the leader election and may miss partitions.
  */
 export class KafkaAdmin extends Context.Service<KafkaAdmin, {
-  /** Idempotent: an existing topic with at least `partitions` partitions is fine. */
+  /** Idempotent: an existing topic with at least `partitions` partitions (and replicas) is fine; its configs are set again. */
   readonly createTopic: (spec: TopicSpec) => Effect.Effect<TopicReady, KafkaError>
+  readonly describeTopic: (topic: string) => Effect.Effect<TopicDescription, KafkaError>
   /** Topics that do not exist are ignored. */
   readonly deleteTopics: (topics: ReadonlyArray<string>) => Effect.Effect<void, KafkaError>
   /** User topics (no `__consumer_offsets` and friends), sorted. */
@@ -72,6 +93,17 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   readonly listGroups: Effect.Effect<ReadonlyArray<string>, KafkaError>
   /** Groups that do not exist are ignored; a group with live members is an error. */
   readonly deleteGroups: (groupIds: ReadonlyArray<string>) => Effect.Effect<void, KafkaError>
+  /**
+   * Sets a group's committed offsets for one topic (the "seek" of a consumer that keeps its
+   * position elsewhere). Only an empty group can be altered: `group_active` when it has members.
+   */
+  readonly alterGroupOffsets: (
+    groupId: string,
+    topic: string,
+    offsets: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>
+  ) => Effect.Effect<"altered" | "group_active", KafkaError>
+  /** A group's committed offset per partition of `topic` (-1: none). */
+  readonly groupOffsets: (groupId: string, topic: string) => Effect.Effect<ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>, KafkaError>
   /** A fresh metadata round trip, bounded by `pingTimeout_ms`: what `/health/ready` asks. */
   readonly ping: Effect.Effect<KafkaClusterHealth, KafkaError>
 }>()("infra/KafkaAdmin") {
@@ -82,7 +114,12 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
         Effect.sync(() => new Admin(baseClientOptions(options, bootstrapBrokers))),
         (client) => closeClient("admin.close", () => client.close())
       )
-      return KafkaAdmin.of({ ...makeTopics(admin, options), ...makeGroups(admin, options), ping: makePing(admin, options) })
+      return KafkaAdmin.of({
+        ...makeTopics(admin, options),
+        ...makeGroups(admin, options),
+        ...makeGroupOffsets(admin, options),
+        ping: makePing(admin, options)
+      })
     })
 
   static readonly layerWith = (options: KafkaAdminOptions) => Layer.effect(KafkaAdmin, KafkaAdmin.make(options))
@@ -120,6 +157,12 @@ const makeWaitForLeaders = (admin: Admin, options: KafkaAdminOptions) => {
                 )
               )
             }
+            const replicas = Math.min(...topic.partitions.map((partition) => partition.replicas.length))
+            if (spec.replicationFactor !== undefined && topic.partitions.length > 0 && replicas < spec.replicationFactor) {
+              return yield* Effect.fail(
+                invalidArgument("createTopic", `topic ${spec.topic} exists with ${replicas} replicas, ${spec.replicationFactor} wanted`)
+              )
+            }
             const leaderless = topic.partitions.filter((partition) => partition.leader < 0).length
             if (leaderless === 0 && topic.partitions.length === topic.partitionsCount) return topic.partitionsCount
             last = `${leaderless} of ${topic.partitionsCount} partitions without a leader`
@@ -145,17 +188,75 @@ const makeWaitForLeaders = (admin: Admin, options: KafkaAdminOptions) => {
   return waitForLeaders
 }
 
+const configName = /^[a-z][a-z0-9.]{0,99}$/
+const configsMax = 20
+const replicationFactorMax = 32
+
+/** The spec's own problems, before any broker is asked. */
+const specProblem = (spec: TopicSpec): string | undefined => {
+  if (!legalName.test(spec.topic)) return `illegal topic name ${JSON.stringify(spec.topic)}`
+  if (!Number.isInteger(spec.partitions) || spec.partitions < 1) return `partitions must be a positive integer, got ${spec.partitions}`
+  const rf = spec.replicationFactor
+  if (rf !== undefined && (!Number.isInteger(rf) || rf < 1 || rf > replicationFactorMax)) {
+    return `replicationFactor must be an integer within 1..${replicationFactorMax}, got ${rf}`
+  }
+  const entries = Object.entries(spec.configs ?? {})
+  if (entries.length > configsMax) return `at most ${configsMax} topic configs, got ${entries.length}`
+  const bad = entries.find(([name, value]) => !configName.test(name) || value.length > 1_000)
+  return bad === undefined ? undefined : `illegal topic config ${JSON.stringify(bad[0])}`
+}
+
+/** Partitions, replicas and the topic-level settings in force, as the broker reports them. */
+const makeDescribeTopic = (admin: Admin, options: KafkaAdminOptions) =>
+  Effect.fn("KafkaAdmin.describeTopic")(function* (topic: string) {
+    if (!legalName.test(topic)) return yield* Effect.fail(invalidArgument("describeTopic", `illegal topic name ${JSON.stringify(topic)}`))
+    const metadata = yield* kafkaCall("describeTopic.metadata", options.operationTimeout_ms, () =>
+      admin.metadata({ topics: [topic], forceUpdate: true, retries: 0 }))
+    const found = metadata.topics.get(topic)
+    if (found === undefined) return yield* Effect.fail(new KafkaError({ operation: "describeTopic", message: `no topic ${topic}`, retriable: false, code: "UNKNOWN_TOPIC_OR_PARTITION" }))
+    const described = yield* kafkaCall("describeTopic.configs", options.operationTimeout_ms, () =>
+      admin.describeConfigs({ resources: [{ resourceType: ConfigResourceTypes.TOPIC, resourceName: topic }] }))
+    const configs: Record<string, string> = {}
+    for (const config of described.flatMap((resource) => resource.configs)) {
+      if (typeof config.value === "string" && !config.isSensitive) configs[config.name] = config.value
+    }
+    const description: TopicDescription = {
+      topic,
+      partitions: found.partitionsCount,
+      replicationFactor: Math.min(...found.partitions.map((partition) => partition.replicas.length)),
+      configs
+    }
+    return description
+  })
+
 const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
   const waitForLeaders = makeWaitForLeaders(admin, options)
+  const setConfigs = (topic: string, configs: ReadonlyArray<readonly [string, string]>) =>
+    Effect.tryPromise({
+      try: () =>
+        admin.incrementalAlterConfigs({
+          resources: [{
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: topic,
+            configs: configs.map(([name, value]) => ({ name, value, configOperation: IncrementalAlterConfigOperationTypes.SET }))
+          }]
+        }),
+      catch: (error) => toKafkaError("createTopic.configs", error)
+    }).pipe(boundedBy("createTopic.configs", options.operationTimeout_ms))
+
   const createTopic = Effect.fn("KafkaAdmin.createTopic")(function* (spec: TopicSpec) {
-    if (!legalName.test(spec.topic)) return yield* Effect.fail(invalidArgument("createTopic", `illegal topic name ${JSON.stringify(spec.topic)}`))
-    if (!Number.isInteger(spec.partitions) || spec.partitions < 1) {
-      return yield* Effect.fail(invalidArgument("createTopic", `partitions must be a positive integer, got ${spec.partitions}`))
-    }
+    const problem = specProblem(spec)
+    if (problem !== undefined) return yield* Effect.fail(invalidArgument("createTopic", problem))
+    const configs = Object.entries(spec.configs ?? {})
     const created = yield* Effect.tryPromise({
-      // replicas -1: the broker's default.replication.factor (1 on the local broker, 3 in
-      // production), so this code never hard-codes a durability setting.
-      try: () => admin.createTopics({ topics: [spec.topic], partitions: spec.partitions, replicas: -1 }),
+      // replicas -1 (no replicationFactor given): the broker's default.replication.factor.
+      try: () =>
+        admin.createTopics({
+          topics: [spec.topic],
+          partitions: spec.partitions,
+          replicas: spec.replicationFactor ?? -1,
+          configs: configs.map(([name, value]) => ({ name, value }))
+        }),
       catch: (error) => error
     }).pipe(
       Effect.as(true),
@@ -165,6 +266,9 @@ const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
       boundedBy("createTopic", options.operationTimeout_ms)
     )
     const partitions = yield* waitForLeaders(spec)
+    // An existing topic keeps whatever it was created with unless told again (e.g. a retention
+    // the configuration no longer asks for): SET is idempotent.
+    if (!created && configs.length > 0) yield* setConfigs(spec.topic, configs)
     return { topic: spec.topic, partitions, created }
   })
 
@@ -186,7 +290,7 @@ const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
     Effect.map((topics) => [...topics].sort())
   )
 
-  return { createTopic, deleteTopics, listTopics }
+  return { createTopic, describeTopic: makeDescribeTopic(admin, options), deleteTopics, listTopics }
 }
 
 const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
@@ -206,6 +310,48 @@ const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
 
   return { listGroups, deleteGroups }
 }
+
+const makeGroupOffsets = (admin: Admin, options: KafkaAdminOptions) => {
+  const alterGroupOffsets = Effect.fn("KafkaAdmin.alterGroupOffsets")(function* (
+    groupId: string,
+    topic: string,
+    offsets: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>
+  ) {
+    if (!legalName.test(groupId) || !legalName.test(topic)) {
+      return yield* Effect.fail(invalidArgument("alterGroupOffsets", `illegal group or topic ${JSON.stringify([groupId, topic])}`))
+    }
+    return yield* Effect.tryPromise({
+      try: () => admin.alterConsumerGroupOffsets({
+        groupId,
+        topics: [{ name: topic, partitionOffsets: offsets.map((entry) => ({ partition: entry.partition, offset: entry.offset })) }]
+      }),
+      catch: (error) => error
+    }).pipe(
+      Effect.as("altered" as const),
+      Effect.catch((error) =>
+        groupActiveCodes.some((code) => allLeavesAre(error, code))
+          ? Effect.succeed("group_active" as const)
+          : Effect.fail(toKafkaError("alterGroupOffsets", error))
+      ),
+      boundedBy("alterGroupOffsets", options.operationTimeout_ms)
+    )
+  })
+
+  const groupOffsets = (groupId: string, topic: string) =>
+    kafkaCall("groupOffsets", options.operationTimeout_ms, () => admin.listConsumerGroupOffsets({ groups: [groupId] })).pipe(
+      Effect.map((groups) =>
+        (groups[0]?.topics ?? [])
+          .filter((entry) => entry.name === topic)
+          .flatMap((entry) => entry.partitions.map((partition) => ({ partition: partition.partitionIndex, offset: partition.committedOffset })))
+          .sort((a, b) => a.partition - b.partition)
+      )
+    )
+
+  return { alterGroupOffsets, groupOffsets }
+}
+
+/** What the coordinator answers when an offset change is asked of a group that has members. */
+const groupActiveCodes = ["UNKNOWN_MEMBER_ID", "NON_EMPTY_GROUP", "REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION"]
 
 const makePing = (admin: Admin, options: KafkaAdminOptions) =>
   Effect.suspend(() => {

@@ -82,31 +82,32 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
   )
 }
 
+/**
+ * The durability settings, chosen explicitly and never left to the library's defaults (a money
+ * path); docs/events.md cites them and a test asserts them:
+ * - idempotent: the broker drops a retried batch it already stored (producer id + sequence
+ *   numbers), so client retries cannot duplicate or reorder a partition.
+ * - acks=all: the ack means every in-sync replica has the batch; with min.insync.replicas it
+ *   survives the loss of the leader.
+ * - bounded retries: @platformatic/kafka turns an idempotent producer's `retries` into
+ *   Number.MAX_SAFE_INTEGER when it is unset or <= 1, i.e. a send that never fails while the
+ *   broker is down. We pass our own bound (> 1) so the call fails and the outbox publisher's own
+ *   backoff takes over.
+ * - one request in flight per broker (the library forces this for idempotence): ordering within a
+ *   partition does not depend on retry timing.
+ */
+export const producerDurability = (options: Pick<KafkaProducerOptions, "retries">) => ({
+  idempotent: true,
+  acks: ProduceAcks.ALL,
+  retries: Math.max(options.retries, 2),
+  maxInflights: 1,
+  compression: "none" as const
+})
+
 /** The client, with every option chosen explicitly (closed when the scope ends). */
 const acquireProducer = (options: KafkaProducerOptions, bootstrapBrokers: Array<string>) =>
   Effect.acquireRelease(
-    Effect.sync(
-      () =>
-        new Producer({
-          ...baseClientOptions(options, bootstrapBrokers),
-          // Chosen explicitly, never left to the library's defaults (a money path):
-          // - idempotent: the broker drops a retried batch it already stored (producer id +
-          //   sequence numbers), so client retries cannot duplicate or reorder a partition.
-          idempotent: true,
-          // - acks=all: the ack means every in-sync replica has the batch; with
-          //   min.insync.replicas it survives the loss of the leader.
-          acks: ProduceAcks.ALL,
-          // - bounded retries: @platformatic/kafka turns an idempotent producer's `retries`
-          //   into Number.MAX_SAFE_INTEGER when it is unset or <= 1, i.e. a send that never
-          //   fails while the broker is down. We pass our own bound (> 1) so the call fails and
-          //   the outbox publisher's own backoff takes over.
-          retries: Math.max(options.retries, 2),
-          // - one request in flight per broker (the library forces this for idempotence):
-          //   ordering within a partition does not depend on retry timing.
-          maxInflights: 1,
-          compression: "none"
-        })
-    ),
+    Effect.sync(() => new Producer({ ...baseClientOptions(options, bootstrapBrokers), ...producerDurability(options) })),
     (client) => closeClient("producer.close", () => client.close())
   )
 

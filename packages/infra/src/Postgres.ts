@@ -6,7 +6,7 @@ import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { DatabasePoolSize, DatabaseUrl } from "./Config.ts"
+import { DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
 /** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
@@ -77,5 +77,21 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
   Layer.provide(NodeServices.layer)
 )
 
-/** A migrated database: the client plus the migrations applied before anything uses it. */
-export const DatabaseLive = MigrationsLive.pipe(Layer.provideMerge(PostgresLive))
+/**
+ * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that
+ * is closed when they are done: the application's own role cannot run DDL.
+ */
+export const OwnerMigrationsLive = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const url = yield* MigrationDatabaseUrl
+    yield* PgMigrator.run({ loader: sqlFileLoader() }).pipe(
+      Effect.provide(Layer.mergeAll(
+        postgresLayer({ url, maxConnections: 1, applicationName: "payments-migrator" }),
+        NodeServices.layer
+      ))
+    )
+  })
+)
+
+/** A migrated database: migrations applied by the owner first, then the application's client. */
+export const DatabaseLive = PostgresLive.pipe(Layer.provideMerge(OwnerMigrationsLive))

@@ -1,7 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { KafkaError } from "@pay/infra"
 import { allLeavesAre, toKafkaError } from "@pay/infra/KafkaCommon"
-import { MultipleErrors, NetworkError, ProtocolError, UserError } from "@platformatic/kafka"
+import { defaultKafkaProducerLimits } from "@pay/infra"
+import { producerDurability } from "@pay/infra/KafkaProducer"
+import { MultipleErrors, NetworkError, ProduceAcks, ProtocolError, UserError } from "@platformatic/kafka"
+import { readFileSync } from "node:fs"
 
 // How the client's nested errors become one KafkaError. The real-broker paths are covered by
 // kafka.smoke.test.ts and throwaway-kafka.test.ts; these pin the classification rules.
@@ -32,5 +35,24 @@ describe("toKafkaError", () => {
   it("anything that is not a client error is not retriable", () => {
     assert.isFalse(toKafkaError("send", new TypeError("boom")).retriable)
     assert.isFalse(toKafkaError("send", "a string").retriable)
+  })
+})
+
+// docs/events.md cites the producer's durability settings; these are what the client is built with.
+describe("producer durability settings", () => {
+  it("idempotent, acks=all (-1), bounded retries (never the library's unbounded default), one request in flight, no compression; the docs say the same", () => {
+    assert.deepStrictEqual(producerDurability(defaultKafkaProducerLimits), {
+      idempotent: true,
+      acks: ProduceAcks.ALL,
+      retries: Math.max(defaultKafkaProducerLimits.retries, 2),
+      maxInflights: 1,
+      compression: "none"
+    })
+    assert.strictEqual(ProduceAcks.ALL, -1)
+    // A configured retries of 0 or 1 would become unbounded in the library: never passed as is.
+    assert.strictEqual(producerDurability({ retries: 0 }).retries, 2)
+    assert.isTrue(Number.isSafeInteger(producerDurability(defaultKafkaProducerLimits).retries) && producerDurability(defaultKafkaProducerLimits).retries < 100)
+    const events = readFileSync(new URL("../../../docs/events.md", import.meta.url), "utf8")
+    assert.include(events, "| Producer | idempotent, `acks=all`, bounded retries, one request in flight, no compression")
   })
 })

@@ -53,6 +53,33 @@ const summary = (record: KafkaRecord) => ({
 })
 
 layer(KafkaTest, { timeout: 30_000, excludeTestServices: true })("Kafka (real broker)", (it) => {
+  it.effect("offsets never get ahead of the work: records read but not committed come back to the group, from the same offsets; a commit moves it exactly past what it names", () =>
+    Effect.gen(function* () {
+      const topic = yield* freshTopic(1)
+      const producer = yield* KafkaProducer
+      const consumer = yield* KafkaConsumer
+      yield* producer.send(["a", "b", "c"].map((value) => ({ topic, key: "pay_1", value, headers: {} })))
+      const groupId = `${run.kafkaTopicPrefix}offsets.${shortId()}`
+      const readAll = (count: number) =>
+        Effect.scoped(Effect.gen(function* () {
+          const subscription = yield* consumer.subscribe({ groupId, topics: [topic] })
+          return yield* firstRecords(subscription, count, 15_000)
+        }))
+      // Read, never committed (autocommit is off): the group has not moved.
+      const first = yield* readAll(3)
+      assert.deepStrictEqual(first.map((record) => [record.offset, record.value]), [[0n, "a"], [1n, "b"], [2n, "c"]])
+      const again = yield* readAll(3)
+      assert.deepStrictEqual(again.map((record) => record.offset), [0n, 1n, 2n], "uncommitted records are delivered again")
+      // Commit only the first: the group resumes at the second, not after everything it saw.
+      yield* Effect.scoped(Effect.gen(function* () {
+        const subscription = yield* consumer.subscribe({ groupId, topics: [topic] })
+        const records = yield* firstRecords(subscription, 3, 15_000)
+        yield* subscription.commit(records.slice(0, 1))
+      }))
+      const resumed = yield* readAll(2)
+      assert.deepStrictEqual(resumed.map((record) => [record.offset, record.value]), [[1n, "b"], [2n, "c"]])
+    }))
+
   it.effect("a keyed message with headers comes back with the same key, value and headers", () =>
     Effect.gen(function* () {
       const topic = yield* freshTopic(3)

@@ -1,5 +1,5 @@
 import { isCurrencyCode } from "@pay/domain"
-import { Context, DateTime, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Context, DateTime, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 import { SqlClient, type SqlError, SqlSchema } from "effect/sql"
 import {
   AccountMismatch,
@@ -74,6 +74,18 @@ export class Ledger extends Context.Service<Ledger, {
   }))
 }
 
+/**
+ * Every posting retried after a transient failure, and those retried after a deadlock: counted
+ * where they happen (PostgreSQL's own deadlock counter is flushed at most once a second, so a test
+ * reading it can miss one). Rows are locked in account-id order, so the deadlock count stays 0.
+ */
+export const ledgerPostingRetries = Metric.counter("ledger_posting_retries_total", {
+  description: "ledger_post calls retried after a deadlock, a serialization failure or a lost connection"
+})
+export const ledgerDeadlockRetries = Metric.counter("ledger_deadlock_retries_total", {
+  description: "ledger_post calls retried after PostgreSQL reported a deadlock (expected: 0)"
+})
+
 /** 10, 20, 40 ms (bounded by limits.postingRetryCount_max), each with up to 50% random jitter. */
 const retryBackoff_ms = (retry: number): number => 10 * 2 ** retry * (1 + Math.random() / 2)
 
@@ -119,7 +131,11 @@ const makePosting = (sql: SqlClient.SqlClient) => {
       const attempt = (retry: number): Effect.Effect<ReadonlyArray<typeof PostedRow.Type>, SqlError.SqlError | Schema.SchemaError> =>
         Effect.catchTag(statement, "SqlError", (error) =>
           transient(error) && retry < limits.postingRetryCount_max
-            ? Effect.sleep(Duration.millis(retryBackoff_ms(retry))).pipe(Effect.andThen(attempt(retry + 1)))
+            ? Metric.update(ledgerPostingRetries, 1).pipe(
+              Effect.andThen(error.reason._tag === "DeadlockError" ? Metric.update(ledgerDeadlockRetries, 1) : Effect.void),
+              Effect.andThen(Effect.sleep(Duration.millis(retryBackoff_ms(retry)))),
+              Effect.andThen(attempt(retry + 1))
+            )
             : Effect.fail(error))
       return yield* attempt(0)
     }).pipe(

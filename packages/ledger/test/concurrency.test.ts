@@ -1,9 +1,9 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Ref, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { PostingError } from "../src/Errors.ts"
-import { Ledger } from "../src/Ledger.ts"
+import { Ledger, ledgerDeadlockRetries } from "../src/Ledger.ts"
 import type { Leg, PostingRequest } from "../src/Model.ts"
 import {
   account,
@@ -16,8 +16,7 @@ import {
 } from "./support.ts"
 
 // Many fibers on many real connections (the test pool has 16), posting at once. What must hold:
-// no deadlock (PostgreSQL's own deadlock counter for the database does not move, so the service's
-// retry never had to hide one), no error other than the expected business refusals, every
+// no deadlock (the service counts every deadlock it retries, so its retry never hid one), no error other than the expected business refusals, every
 // currency's balances sum to zero, stored equals derived, no no-negative account below zero.
 
 const FIBERS = 16
@@ -34,12 +33,8 @@ const random = (seed: number) => {
   }
 }
 
-const deadlockCount = Effect.gen(function* () {
-  const sql = yield* SqlClient.SqlClient
-  const rows = yield* decodeRows(Schema.Struct({ deadlocks: Schema.BigInt }))(sql`
-    SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`)
-  return rows[0]?.deadlocks ?? -1n
-})
+/** Deadlocks the service met and retried, counted by the service itself (`ledgerDeadlockRetries`). */
+const deadlockCount = Effect.map(Metric.value(ledgerDeadlockRetries), (counter) => counter.count)
 
 /**
  * Samples, while `work` runs, how many of our connections are executing a posting at once: the
@@ -79,6 +74,7 @@ const postAll = (requests: ReadonlyArray<Work>) =>
       )
     }, { concurrency: FIBERS })
     return {
+      outcomes,
       posted: outcomes.filter((o) => o === "posted").length,
       insufficient: outcomes.filter((o) => o === "insufficient").length
     }
@@ -102,6 +98,15 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       const deadlocksBefore = yield* deadlockCount
       let maxActive = 0
       let insufficient = 0
+      // The model: each account's balance from the transfers that the ledger said it posted,
+      // signed in the account's normal direction (cash and bank are debit-normal assets, the
+      // merchants credit-normal liabilities). A ledger that refused everything, or posted what it
+      // refused, ends with other balances.
+      const debitNormal = new Set([hot[0], hot[1]])
+      const expected = new Map(hot.map((code) => [code, 0n]))
+      const move = (code: string, side: "debit" | "credit", amount_minor: bigint) =>
+        expected.set(code, (expected.get(code) ?? 0n) + ((side === "debit") === debitNormal.has(code) ? amount_minor : -amount_minor))
+      let posted = 0
       for (const round of [1, 2, 3]) {
         const next = random(round)
         const requests = Array.from({ length: 200 }, (_, i) => {
@@ -112,10 +117,19 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
         const { result, maxActive: active } = yield* withParallelismProbe(postAll(requests.map((single) => ({ single }))))
         maxActive = Math.max(maxActive, active)
         insufficient += result.insufficient
+        posted += result.posted
         assert.strictEqual(result.posted + result.insufficient, requests.length)
+        requests.forEach((request, index) => {
+          if (result.outcomes[index] !== "posted") return
+          for (const leg of request.debits) move(leg.account, "debit", leg.amount_minor)
+          for (const leg of request.credits) move(leg.account, "credit", leg.amount_minor)
+        })
         yield* assertInvariants
       }
-      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
+      const balances = yield* Effect.forEach(hot, (code) => Effect.map(ledger.balance(code), (b) => [code, b.balance_minor] as const))
+      assert.deepStrictEqual(new Map(balances), expected, "final balances = the sum of the transfers the ledger reported as posted")
+      assert.isAbove(posted, 0, "the ledger posted transfers, not only refused them")
+      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "the service met no deadlock (rows locked in account-id order)")
       assert.isAtLeast(maxActive, 4, "postings ran on parallel connections")
       // The no-negative accounts were really pressed against zero.
       assert.isAbove(insufficient, 0)
@@ -154,7 +168,7 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       }))
       const { result } = yield* withParallelismProbe(postAll([...requests.map((single) => ({ single })), ...batches]))
       assert.isAbove(result.posted, 0)
-      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "PostgreSQL saw no deadlock")
+      assert.strictEqual(yield* deadlockCount, deadlocksBefore, "the service met no deadlock (rows locked in account-id order)")
       yield* assertInvariants
     }))
 
@@ -203,15 +217,19 @@ layer(LedgerTestLayer, layerOptions)("Ledger under concurrency", (it) => {
       const sql = yield* SqlClient.SqlClient
       for (const name of ["a", "b", "c", "d"]) yield* ledger.ensureAccount(account(`dl:${name}:USD`, "asset", "USD", true))
       // Each caller holds the locks of its first posting until it commits, then wants the other's.
-      const caller = (first: readonly [string, string], second: readonly [string, string], reference: string) =>
+      // A barrier, not a pause: neither takes its second posting before both hold their first
+      // (with a sleep, a loaded machine could run one caller to its commit before the other began).
+      const holding = { x: yield* Deferred.make<void>(), y: yield* Deferred.make<void>() }
+      const caller = (first: readonly [string, string], second: readonly [string, string], reference: "x" | "y") =>
         sql.withTransaction(Effect.gen(function* () {
-          yield* ledger.postTransaction(transfer(`${reference}-1`, first[0], first[1], 1n))
-          yield* Effect.sleep("150 millis")
-          yield* ledger.postTransaction(transfer(`${reference}-2`, second[0], second[1], 1n))
+          yield* ledger.postTransaction(transfer(`dl-${reference}-1`, first[0], first[1], 1n))
+          yield* Deferred.succeed(holding[reference], undefined)
+          yield* Deferred.await(holding[reference === "x" ? "y" : "x"])
+          yield* ledger.postTransaction(transfer(`dl-${reference}-2`, second[0], second[1], 1n))
         }))
       const ab = ["dl:a:USD", "dl:b:USD"] as const
       const cd = ["dl:c:USD", "dl:d:USD"] as const
-      const [x, y] = yield* Effect.all([Effect.exit(caller(ab, cd, "dl-x")), Effect.exit(caller(cd, ab, "dl-y"))], {
+      const [x, y] = yield* Effect.all([Effect.exit(caller(ab, cd, "x")), Effect.exit(caller(cd, ab, "y"))], {
         concurrency: 2
       })
       const failures = [x, y].filter(Exit.isFailure)

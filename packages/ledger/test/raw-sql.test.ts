@@ -33,12 +33,15 @@ const rawPosting = (
       const [row] = yield* decodeRows(Schema.Struct({ id: Schema.BigInt }))(sql`
         INSERT INTO transactions (reference, description) VALUES (${reference}, 'raw sql') RETURNING id`)
       if (row === undefined) return yield* Effect.die(new Error("no id"))
-      let entryNumber = 0
-      for (const [accountId, side, amount_minor, currency] of entries) {
-        entryNumber += 1
-        yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
-                   VALUES (${row.id}, ${entryNumber}, ${accountId}, ${side}::ledger_side, ${amount_minor}, ${currency})`
-      }
+      // Every leg in one statement: the entries trigger seals a transaction at the end of the
+      // statement that wrote its entries (migrations/0009_ledger_guards.sql).
+      const legs = JSON.stringify(entries.map(([accountId, side, amount_minor, currency], index) => ({
+        entry_number: index + 1, account_id: String(accountId), side, amount_minor: String(amount_minor), currency
+      })))
+      yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+                 SELECT ${row.id}, l.entry_number, l.account_id, l.side, l.amount_minor, l.currency
+                 FROM jsonb_to_recordset(${legs}::jsonb)
+                   AS l(entry_number int, account_id bigint, side ledger_side, amount_minor bigint, currency text)`
     }))
   })
 

@@ -31,6 +31,24 @@ export class Unauthorized extends CodedError<Unauthorized>()(
   (e) => (e.reason === "missing" ? "no API key: send `Authorization: Bearer sk_test_...`" : "invalid API key")
 ) {}
 
+/**
+ * `revoke` of an id that names no API key (a typo, a key of another environment, or not a UUID at
+ * all). Not an API answer: the operator's CLI says so and exits non-zero (issue 11: it used to
+ * print "revoked" and exit 0 whatever the id).
+ */
+export class ApiKeyNotFound extends Schema.TaggedError<ApiKeyNotFound>()("ApiKeyNotFound", { apiKeyId: Schema.String }) {
+  override get message() {
+    return `no API key ${this.apiKeyId}`
+  }
+}
+
+/** What `revoke` did: revoked it now, or it already was (idempotent; `revokedAt` says since when). */
+export type Revoked =
+  | { readonly _tag: "Revoked"; readonly merchantId: MerchantId; readonly revokedAt: Date }
+  | { readonly _tag: "AlreadyRevoked"; readonly merchantId: MerchantId; readonly revokedAt: Date }
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
 export interface CreatedApiKey {
   readonly id: string
   readonly merchantId: MerchantId
@@ -84,8 +102,11 @@ export class ApiKeys extends Context.Service<ApiKeys, {
   readonly authenticate: (secret: string) => Effect.Effect<Authenticated, Unauthorized | SqlError>
   /** {@link authenticate} on an `Authorization` header (Bearer or Basic). */
   readonly authenticateHeader: (authorization: string | undefined) => Effect.Effect<Authenticated, Unauthorized | SqlError>
-  /** Revokes a key: it stops authenticating at once. Idempotent. */
-  readonly revoke: (apiKeyId: string) => Effect.Effect<void, SqlError>
+  /**
+   * Revokes a key: it stops authenticating at once. Idempotent (`AlreadyRevoked` the second time);
+   * an id that names no key (or is not a UUID) is `ApiKeyNotFound`, never a silent success.
+   */
+  readonly revoke: (apiKeyId: string) => Effect.Effect<Revoked, ApiKeyNotFound | SqlError>
 }>()("merchants/ApiKeys") {
   static readonly layer = Layer.effect(
     ApiKeys,
@@ -125,8 +146,29 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         return typeof secret === "string" ? authenticate(secret) : Effect.fail(secret)
       }
 
+      const RevokeRow = Schema.Struct({ merchant_id: MerchantId, revoked_at: Schema.Date, revoked_now: Schema.Boolean })
+      const decodeRevokeRows = Schema.decodeUnknownEffect(Schema.Array(RevokeRow))
       const revoke = Effect.fn("ApiKeys.revoke")(function* (apiKeyId: string) {
-        yield* sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = ${apiKeyId} AND revoked_at IS NULL`
+        // Not a UUID: no key can have it (and the uuid column would refuse the text as an SQL error).
+        if (!uuidPattern.test(apiKeyId)) return yield* new ApiKeyNotFound({ apiKeyId })
+        // One statement: the row as it was (locked by the UPDATE) tells "now" from "already".
+        const rows = yield* sql`
+          WITH before AS (SELECT id, revoked_at FROM api_keys WHERE id = ${apiKeyId}::uuid FOR UPDATE),
+               changed AS (
+                 UPDATE api_keys k SET revoked_at = clock_timestamp()
+                 FROM before WHERE k.id = before.id AND before.revoked_at IS NULL
+                 RETURNING k.id, k.revoked_at)
+          SELECT k.merchant_id, coalesce(changed.revoked_at, before.revoked_at) AS revoked_at,
+                 changed.id IS NOT NULL AS revoked_now
+          FROM before JOIN api_keys k ON k.id = before.id LEFT JOIN changed ON changed.id = before.id`.pipe(
+          Effect.flatMap(decodeRevokeRows),
+          // The statement's columns fix the shape; a mismatch is a bug.
+          Effect.catchTag("SchemaError", Effect.die)
+        )
+        const [row] = rows
+        if (row === undefined) return yield* new ApiKeyNotFound({ apiKeyId })
+        const revoked: Revoked = { _tag: row.revoked_now ? "Revoked" : "AlreadyRevoked", merchantId: row.merchant_id, revokedAt: row.revoked_at }
+        return revoked
       })
 
       return ApiKeys.of({ create, authenticate, authenticateHeader, revoke })

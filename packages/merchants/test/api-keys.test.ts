@@ -1,10 +1,10 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { TestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, TestDatabase } from "@pay/testkit"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { createHash } from "node:crypto"
-import { apiKeySecretPattern, ApiKeys, MerchantRepository, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
+import { ApiKeyNotFound, apiKeySecretPattern, ApiKeys, MerchantRepository, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
 
 const Live = Layer.mergeAll(ApiKeys.layer, MerchantRepository.layer).pipe(Layer.provideMerge(TestDatabase))
 
@@ -60,12 +60,27 @@ layer(Live)("ApiKeys (real Postgres)", (it) => {
       assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticateHeader(undefined))).reason, "missing")
       assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticateHeader(`Token ${secret}`))).reason, "malformed")
 
-      yield* apiKeys.revoke(created.id)
-      yield* apiKeys.revoke(created.id) // idempotent
+      const revoked = yield* apiKeys.revoke(created.id)
+      assert.deepStrictEqual([revoked._tag, revoked.merchantId], ["Revoked", merchantId])
+      const again = yield* apiKeys.revoke(created.id) // idempotent
+      assert.deepStrictEqual([again._tag, again.revokedAt.getTime()], ["AlreadyRevoked", revoked.revokedAt.getTime()])
       assert.strictEqual(refusal(yield* Effect.flip(apiKeys.authenticate(secret))).reason, "unknown_or_revoked")
       // Revoking one key leaves the merchant's other keys working.
       const stillWorks = yield* apiKeys.authenticate(Redacted.value(other.secret))
       assert.strictEqual(stillWorks.merchantId, merchantId)
+    }))
+
+  it.effect("revoking an id that names no key (unknown UUID, not a UUID) is ApiKeyNotFound and changes nothing", () =>
+    Effect.gen(function* () {
+      const apiKeys = yield* ApiKeys
+      const sql = yield* SqlClient.SqlClient
+      const before = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL`)
+      for (const id of [crypto.randomUUID(), "not-a-uuid", "", "00000000-0000-0000-0000-00000000000g"]) {
+        const error = yield* Effect.flip(apiKeys.revoke(id))
+        assert.instanceOf(error, ApiKeyNotFound, `${JSON.stringify(id)}: ${error._tag}`)
+      }
+      const after = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL`)
+      assert.deepStrictEqual(after, before)
     }))
 
   it.effect("the database refuses a duplicate hash and a key of a missing merchant", () =>
@@ -74,15 +89,15 @@ layer(Live)("ApiKeys (real Postgres)", (it) => {
       const merchantId = yield* newMerchant
       const hash = createHash("sha256").update("x").digest()
       yield* sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
-      const duplicate = yield* Effect.flip(
-        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`
+      yield* expectSqlRefusal(
+        sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${merchantId}, ${hash}, 'sk_test_abcd')`,
+        { code: "23505", constraint: "api_keys_key_hash_key" }
       )
-      assert.strictEqual(duplicate._tag, "SqlError")
-      const orphan = yield* Effect.flip(
+      yield* expectSqlRefusal(
         sql`INSERT INTO api_keys (id, merchant_id, key_hash, prefix)
-            VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`
+            VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`,
+        { code: "23503", constraint: "api_keys_merchant_id_fkey" }
       )
-      assert.strictEqual(orphan._tag, "SqlError")
     }))
 })
 

@@ -1,6 +1,6 @@
 import { boundedInt, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
 import { Config, Effect, Layer } from "effect"
-import { paymentsEventsTopic, OutboxTopics } from "./OutboxTopics.ts"
+import { OutboxTopics, paymentsEventsTopic, PaymentsEventsTopicConfig } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
 
 /**
@@ -52,11 +52,12 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
   Layer.unwrap(
     Effect.gen(function* () {
       const settings = yield* PublisherConfig
+      const topicSettings = yield* PaymentsEventsTopicConfig
       const options: PublisherOptions = overrides.afterAck === undefined ? settings : { ...settings, afterAck: overrides.afterAck }
       const start = Layer.effectDiscard(
         Effect.gen(function* () {
           const publisher = yield* OutboxPublisher
-          const ensure: Effect.Effect<unknown, never, KafkaAdmin> = OutboxTopics.ensureWithRetry(settings.topicPrefix)
+          const ensure: Effect.Effect<unknown, never, KafkaAdmin> = OutboxTopics.ensureWithRetry(settings.topicPrefix, topicSettings)
           yield* Effect.forkScoped(ensure.pipe(Effect.andThen(publisher.run)))
         })
       )

@@ -6,6 +6,7 @@ import {
   type Payment,
   type PaymentCommand,
   PaymentId,
+  PaymentLocked,
   PaymentNotFound,
   ruleFor
 } from "@pay/domain"
@@ -96,15 +97,19 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     execution: Execution<PaymentOutcome>
   ) =>
     sql.withTransaction(
-      payments.apply(merchantId, payment.id, command, context).pipe(
-        // A settled payment's money moves in the same transaction as its status (docs/settlement.md).
-        Effect.tap((updated) => (command._tag === "settle" ? settlement.post(updated) : Effect.void)),
+      // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
+      // and its fee split is written into the payment_settled event (docs/events.md).
+      payments.apply(merchantId, payment.id, command, context, settlement.post).pipe(
         Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
         // Someone else won the race (or the state machine refuses): a decided outcome, stored.
         Effect.catchTags({
           InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
-          ConcurrentModification: (error) => execution.finish(PaymentOutcome.Refused({ error })),
-          PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error }))
+          PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+          // The acquirer has acted, and the row stayed locked past the bound (or could not be
+          // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
+          // while the capture stands at the acquirer with no posting (issue 11). Unfinished: the
+          // key keeps its recovery point and the retry or the completer finishes the work once.
+          ConcurrentModification: (error) => Effect.fail(new PaymentLocked({ paymentId: error.paymentId, reason: error.reason }))
         })
       )
     )

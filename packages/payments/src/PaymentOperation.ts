@@ -4,6 +4,7 @@ import {
   type ConcurrentModification,
   type InvalidTransition,
   type Payment,
+  type PaymentLocked,
   type PaymentNotFound,
   paymentRequestFields
 } from "@pay/domain"
@@ -49,7 +50,13 @@ export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
  * Failures that leave the outcome unknown or undecided: never stored, the key is released (keeping
  * its recovery point) and a retry with the same key, or the completer, resumes.
  */
-export type Unfinished = AcquirerTimeout | AcquirerUnavailable | IdempotencyLockLost | SettlementUnavailable | SqlError
+export type Unfinished =
+  | AcquirerTimeout
+  | AcquirerUnavailable
+  | IdempotencyLockLost
+  | PaymentLocked
+  | SettlementUnavailable
+  | SqlError
 
 /** Recovery points of the idempotency key, in the order a run passes them. */
 export const RecoveryPoint = {

@@ -23,6 +23,7 @@ import {
 } from "@pay/domain"
 import { assertWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
+import type { SettlementUnavailable } from "@pay/settlement"
 import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
@@ -59,6 +60,12 @@ export interface PaymentPage {
   readonly hasMore: boolean
 }
 
+/** What the settlement posted: the event carries it. */
+export interface SettledSplit {
+  readonly fee_minor: bigint
+  readonly net_minor: bigint
+}
+
 export type ApplyError = PaymentNotFound | InvalidTransition | ConcurrentModification | SqlError
 
 /**
@@ -78,8 +85,14 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
     merchantId: MerchantId,
     paymentId: PaymentId,
     command: PaymentCommand,
-    context: ChangeContext
-  ) => Effect.Effect<Payment, ApplyError>
+    context: ChangeContext,
+    /**
+     * Runs after the status change and before the event is written, in the same transaction,
+     * when the payment became SETTLED: the settlement posting. Its fee split goes into the
+     * `payment_settled` event (fee_minor, net_minor), so consumers never read the ledger.
+     */
+    onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+  ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {
   /** Needs only `SqlClient`; the outbox writer is built on the same client. */
@@ -169,7 +182,13 @@ const makeCreate = (sql: SqlClient.SqlClient, trail: Trail) =>
   })
 
 const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
-  const applyInTransaction = (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) =>
+  const applyInTransaction = (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    command: PaymentCommand,
+    context: ChangeContext,
+    onSettled: ((payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>) | undefined
+  ) =>
     Effect.gen(function* () {
       yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
       // The row lock serializes concurrent transitions of one payment: a second caller waits
@@ -196,15 +215,26 @@ const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) 
         RETURNING id`)
       if (updated.length !== 1) return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
       yield* trail.recordHistory(next, current.status, context)
-      yield* trail.publish(event, context)
+      if (event.type === "payment_settled" && onSettled !== undefined) {
+        const split = yield* onSettled(next)
+        yield* trail.publish({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context)
+      } else {
+        yield* trail.publish(event, context)
+      }
       return next
     })
 
   return Effect.fn("PaymentRepository.apply")(
-    function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) {
+    function* (
+      merchantId: MerchantId,
+      paymentId: PaymentId,
+      command: PaymentCommand,
+      context: ChangeContext,
+      onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+    ) {
       yield* assertContext(context)
       yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context))
+      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context, onSettled))
     },
     (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
   )

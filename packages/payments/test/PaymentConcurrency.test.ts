@@ -15,16 +15,19 @@ import { TestClock } from "effect/testing"
 import { SqlClient } from "effect/sql"
 import { MerchantRepository } from "@pay/merchants"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
-import { commandFor, context, paymentInput, setup } from "./support.ts"
+import { applyCommand, commandFor, context, paymentInput, settlementServices, setup } from "./support.ts"
 
 /**
  * Two transitions of one payment at the same time, on two real connections of the pool. The row
  * lock makes them queue: the first commits, the second then reads the new status and is refused
  * with a typed InvalidTransition. Never both.
  *
- * A short lock timeout (300 ms) keeps the lock-timeout test fast; the races never wait that long.
+ * The races get a lock timeout far longer than any wait (30 s): a loser that timed out on a loaded
+ * machine would be a ConcurrentModification, not the InvalidTransition the race is about (a full
+ * run once saw it with 300 ms). The lock-timeout test builds its own repository with 300 ms.
  */
-const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeout_ms: 300 }), MerchantRepository.layer).pipe(
+const TestLayer = Layer.mergeAll(PaymentRepository.layerWith({ lockTimeout_ms: 30_000 }), MerchantRepository.layer).pipe(
+  Layer.provideMerge(settlementServices),
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
 
@@ -97,7 +100,7 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
     it.effect(`${race.commands[0]} vs ${race.commands[1]} on a ${race.start} payment, ${ROUNDS} rounds: exactly one wins`, () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        const { payments, merchant } = yield* setup
+        const { merchant } = yield* setup
         for (let round = 0; round < ROUNDS; round++) {
           const before = yield* paymentIn(merchant, race.start)
           // Each racer opens its own transaction (its own connection) and waits at a barrier until
@@ -109,7 +112,7 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
                 const pid = yield* decodeRows(Schema.Struct({ pid: Schema.Number }))(sql`SELECT pg_backend_pid() AS pid`)
                 yield* Deferred.succeed(ready[index], pid[0]?.pid ?? -1)
                 yield* Deferred.await(ready[index === 0 ? 1 : 0])
-                return yield* payments.apply(merchant.id, before.id, commandFor(race.commands[index]), context)
+                return yield* applyCommand(merchant.id, before.id, commandFor(race.commands[index]), context)
               })
             )
           const outcomes = yield* Effect.all([Effect.result(racer(0)), Effect.result(racer(1))], { concurrency: "unbounded" })
@@ -129,12 +132,12 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
 
   it.effect(`top-level applies fired together (no outer transaction), ${ROUNDS} rounds per race`, () =>
     Effect.gen(function* () {
-      const { payments, merchant } = yield* setup
+      const { merchant } = yield* setup
       for (const race of races) {
         for (let round = 0; round < ROUNDS; round++) {
           const before = yield* paymentIn(merchant, race.start)
           const outcomes = yield* Effect.all(
-            race.commands.map((name) => Effect.result(payments.apply(merchant.id, before.id, commandFor(name), context))),
+            race.commands.map((name) => Effect.result(applyCommand(merchant.id, before.id, commandFor(name), context))),
             { concurrency: "unbounded" }
           )
           yield* checkRace(
@@ -194,7 +197,8 @@ layer(TestLayer)("concurrent transitions on real parallel connections", (it) => 
       )
       const waiter = Effect.gen(function* () {
         yield* Deferred.await(locked)
-        const error = yield* Effect.flip(payments.apply(merchant.id, payment.id, commandFor("authorize"), context))
+        const shortLock = yield* PaymentRepository.pipe(Effect.provide(PaymentRepository.layerWith({ lockTimeout_ms: 300 })))
+        const error = yield* Effect.flip(shortLock.apply(merchant.id, payment.id, commandFor("authorize"), context))
         yield* Deferred.succeed(release, undefined)
         return error
       })

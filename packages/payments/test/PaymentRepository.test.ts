@@ -15,7 +15,7 @@ import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { TestClock } from "effect/testing"
 import type { PaymentPage } from "../src/PaymentRepository.ts"
-import { commandFor, context, paymentInput, PaymentsTestLayer, setup } from "./support.ts"
+import { applyCommand, commandFor, context, paymentInput, PaymentsTestLayer, setup } from "./support.ts"
 
 class Boom extends Schema.TaggedError<Boom>()("Boom", {}) {}
 
@@ -119,7 +119,7 @@ layer(PaymentsTestLayer)("PaymentRepository (real Postgres)", (it) => {
       const authorized = yield* payments.apply(merchant.id, created.id, commandFor("authorize"), context)
       assert.strictEqual(authorized.status, "AUTHORIZED")
       assert.strictEqual(authorized.version, 2)
-      const settled = yield* payments.apply(
+      const settled = yield* applyCommand(
         merchant.id,
         created.id,
         commandFor("settle"),
@@ -203,7 +203,7 @@ layer(PaymentsTestLayer)("PaymentRepository (real Postgres)", (it) => {
           // Illegal on a CREATED payment: fails, the caller handles it, the transaction goes on.
           const refused = yield* Effect.flip(payments.apply(merchant.id, second.id, commandFor("settle"), context))
           assert.instanceOf(refused, InvalidTransition)
-          yield* payments.apply(merchant.id, first.id, commandFor("settle"), context)
+          yield* applyCommand(merchant.id, first.id, commandFor("settle"), context)
           yield* payments.apply(merchant.id, second.id, commandFor("decline"), context)
         })
       )

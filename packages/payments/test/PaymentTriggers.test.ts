@@ -16,7 +16,7 @@ import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
-import { commandFor, context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
+import { applyCommand, commandFor, context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
 
 /**
  * The second line of defence: what happens when someone bypasses the code and writes raw SQL.
@@ -35,7 +35,7 @@ const paymentIn = (merchant: Merchant, status: PaymentStatus) =>
   Effect.gen(function* () {
     const payments = yield* PaymentRepository
     let payment: Payment = yield* payments.create(paymentInput(merchant), context)
-    for (const name of pathTo[status]) payment = yield* payments.apply(merchant.id, payment.id, commandFor(name), context)
+    for (const name of pathTo[status]) payment = yield* applyCommand(merchant.id, payment.id, commandFor(name), context)
     return payment
   })
 
@@ -58,7 +58,7 @@ const legal = new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}
 const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
 
 layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (it) => {
-  it.effect("the 4x4 matrix: a raw UPDATE (with history row) succeeds exactly for the allowed pairs", () =>
+  it.effect("the 4x4 matrix: a raw UPDATE (with history and outbox rows) succeeds exactly for the allowed pairs, SETTLED only with its posting", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { merchant } = yield* setup
@@ -78,11 +78,22 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
             yield* sql`
               INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
               VALUES (${payment.id}, ${payment.version + 1}, ${from}, ${to}, 'psql', 'raw', now())`
+            // ... and its event (migrations/0010_outbox_guards.sql: no history row without one).
+            yield* sql`
+              INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+              VALUES (gen_random_uuid(), 'payment', ${payment.id}, ${`payment_${to.toLowerCase()}`},
+                      jsonb_build_object('version', ${payment.version + 1}::int))`
           })
         )
         const result = yield* Effect.result(attempt)
         const after = yield* statusOf(payment.id)
-        if (legal.has(`${from}->${to}`)) {
+        if (legal.has(`${from}->${to}`) && to === "SETTLED") {
+          // Legal, but SETTLED needs its settlement posting (migrations/0011_settlement_tie.sql).
+          assert.strictEqual(result._tag, "Failure", `${from} -> ${to} without a posting must be rejected`)
+          if (result._tag === "Failure") assert.match(postgresError(result.failure).message, /without its settlement posting/)
+          assert.deepStrictEqual(after, { status: from, version: payment.version })
+          outcomes.push(`${from}->${to}:needs-posting`)
+        } else if (legal.has(`${from}->${to}`)) {
           assert.strictEqual(result._tag, "Success", `${from} -> ${to} must be accepted`)
           assert.deepStrictEqual(after, { status: to, version: payment.version + 1 })
           outcomes.push(`${from}->${to}:ok`)
@@ -97,7 +108,8 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
           outcomes.push(`${from}->${to}:rejected`)
         }
       }
-      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":ok")).length, 4)
+      assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":ok")).length, 3)
+      assert.deepStrictEqual(outcomes.filter((outcome) => outcome.endsWith(":needs-posting")), ["AUTHORIZED->SETTLED:needs-posting"])
       assert.strictEqual(outcomes.filter((outcome) => outcome.endsWith(":rejected")).length, 12)
     }))
 

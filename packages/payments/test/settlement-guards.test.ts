@@ -383,12 +383,18 @@ layer(ServicesLayer, layerOptions)("a ledger refusal the posting does not expect
       const payment = yield* authorizedPayment(1_050, "USD")
       const a = yield* ledger.ensureAccount({ code: "test:squatter:a", type: "asset", currency: "USD", allowNegative: true })
       const b = yield* ledger.ensureAccount({ code: "test:squatter:b", type: "liability", currency: "USD", allowNegative: true })
+      // Settlement references are reserved (trigger transactions_settlement_has_row,
+      // migrations/0011_settlement_tie.sql): only the owner, with DDL on this file's own database,
+      // can squat one, which is the defect this test is about.
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`ALTER TABLE transactions DISABLE TRIGGER transactions_settlement_has_row`
       yield* ledger.postTransaction({
         reference: settlementReference(payment.id),
         description: "someone else's posting under the settlement reference",
         debits: [{ account: a.code, amount_minor: 5n, currency: "USD" }],
         credits: [{ account: b.code, amount_minor: 5n, currency: "USD" }]
       })
+      yield* sql`ALTER TABLE transactions ENABLE TRIGGER transactions_settlement_has_row`
       const exit = yield* Effect.exit(settleInOneTransaction(payment))
       assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause), "ReferenceConflict inside the posting is a defect")
       const payments = yield* PaymentRepository

@@ -1,18 +1,43 @@
-import { CreatePaymentInput, type Merchant } from "@pay/domain"
+import { CreatePaymentInput, type Merchant, type MerchantId, type PaymentCommand, type PaymentId } from "@pay/domain"
+import { Ledger } from "@pay/ledger"
+import { FeeSchedules, SettlementPosting } from "@pay/settlement"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "../src/ChangeContext.ts"
 import { MerchantRepository } from "@pay/merchants"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
 
 /**
+ * What a settle needs beside the repository: the database ties SETTLED to its settlement posting
+ * (migrations/0011_settlement_tie.sql), so a test that settles posts it, as the use case does.
+ */
+export const settlementServices = SettlementPosting.layer.pipe(Layer.provideMerge(Layer.mergeAll(Ledger.layer, FeeSchedules.layer)))
+
+/**
  * Repositories on a fresh database of their own (cloned from the run's migrated template). The
  * pool has 8 connections so that concurrent tests really run on parallel connections.
  */
 export const PaymentsTestLayer = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer).pipe(
+  Layer.provideMerge(settlementServices),
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
+
+/**
+ * `PaymentRepository.apply`, and for `settle` the settlement posting in the same transaction (what
+ * `AcquirerTransition`'s settle row does after the capture).
+ */
+export const applyCommand = (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, changeContext: ChangeContext) =>
+  Effect.gen(function* () {
+    const payments = yield* PaymentRepository
+    if (command._tag !== "settle") return yield* payments.apply(merchantId, paymentId, command, changeContext)
+    const sql = yield* SqlClient.SqlClient
+    const posting = yield* SettlementPosting
+    return yield* sql.withTransaction(
+      payments.apply(merchantId, paymentId, command, changeContext).pipe(Effect.tap((payment) => posting.post(payment)))
+    )
+  })
 
 export const context: ChangeContext = {
   actor: "test:payments",

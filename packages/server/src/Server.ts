@@ -1,8 +1,9 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
-import { IdempotencyKeys } from "@pay/idempotency"
-import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
+import { ConsumersLive } from "@pay/consumers"
+import { boundedInt, DatabaseLive, HttpPort, KafkaAdmin, KafkaConsumer, KafkaProducer, Redis } from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
@@ -13,11 +14,15 @@ import { Config, Effect, Layer, Logger } from "effect"
 import { HttpRouter } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
-import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
+import { PrometheusMetrics } from "effect/observability"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
+import { EdgeMiddleware } from "./http/Edge.ts"
+import { ProblemPagesRoute } from "./http/ProblemPages.ts"
+import { RateLimits } from "./http/RateLimits.ts"
+import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
@@ -32,14 +37,18 @@ export interface AppOptions {
 }
 
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
-export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer)
+export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)
 
-export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readiness.redisProbe, Readiness.kafkaProbe])
+export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | KafkaAdmin>([
+  Readiness.postgresProbe,
+  Readiness.redisProbe,
+  Readiness.kafkaProbe
+])
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
-    Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer)),
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
+    Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
     Layer.provide(OutboxWriter.layer)
@@ -52,9 +61,10 @@ export const apiRoutes =
       Layer.provide([SystemHandlers, Layer.mergeAll(PaymentsHandlers, WebhooksHandlers).pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
-    // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
-    // Prometheus text format.
-    PrometheusMetrics.layerHttp({ path: "/metrics" })
+    // The page each problem `type` resolves to.
+    ProblemPagesRoute,
+    // Router-level refusals as problem documents, and a Request-Id on every response.
+    EdgeMiddleware
   )
 
 /**
@@ -68,7 +78,24 @@ export const HttpServerLive = Layer.unwrap(
     yield* Redis
     yield* KafkaProducer
     const port = yield* HttpPort
-    return NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })
+    const limits = yield* SocketLimitsConfig
+    return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1" })
+  })
+)
+
+/** `METRICS_PORT`: the operators' port (loopback); 0 picks a free one (tests). */
+export const MetricsPort = boundedInt("METRICS_PORT", { min: 0, max: 65_535 }, 9_464)
+
+/**
+ * Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
+ * Prometheus text format, on a port of their own: never served on the merchants' API port.
+ */
+export const MetricsServerLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const port = yield* MetricsPort
+    return HttpRouter.serve(PrometheusMetrics.layerHttp({ path: "/metrics" }), { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" }))
+    )
   })
 )
 
@@ -84,6 +111,13 @@ export const PublisherLive = Layer.unwrap(
 )
 
 /**
+ * The consumers (the settlement projection, docs/consumers.md) run inside the server unless
+ * `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`, as many as wanted:
+ * they share the partitions of the group). Their lag is the `consumer_lag_records` gauge on /metrics.
+ */
+export { ConsumersLive }
+
+/**
  * The webhook sender runs inside the server unless `WEBHOOK_SENDER_ENABLED=false` (then run
  * `node packages/webhooks/src/main.ts`, as many as wanted: they share the work by leases).
  */
@@ -95,16 +129,23 @@ export const WebhookSenderLive = Layer.unwrap(
 export const LoggingLive = Logger.layer([Logger.consoleJson])
 
 /**
+ * A path id up to this many characters reaches its handler (which answers `payment_not_found` for
+ * anything that is not a payment id); a longer segment is `route_not_found`.
+ */
+const routerConfig = { maxParamLength: 500 }
+
+/**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive, WebhookSenderLive).pipe(
+  Layer.mergeAll(HttpRouter.serve(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, WebhookSenderLive).pipe(
     Layer.provide(servicesLayer(options))
   )
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
+  Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),
   Layer.provide(LoggingLive)
 )

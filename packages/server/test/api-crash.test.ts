@@ -30,26 +30,42 @@ interface Facts {
   readonly key: { readonly recovery_point: string; readonly run_count: number; readonly response_status: number | null } | undefined
 }
 
-/** What Postgres and the acquirer's own records say about the payment and its authorize key. */
+const FactsRow = Schema.Struct({
+  performed: Schema.Array(Schema.Number),
+  status: Schema.NullOr(Schema.String),
+  authorizations: Schema.BigInt,
+  authorized_events: Schema.BigInt,
+  recovery_point: Schema.NullOr(Schema.String),
+  run_count: Schema.NullOr(Schema.Number),
+  response_status: Schema.NullOr(Schema.Number)
+})
+
+/**
+ * What Postgres and the acquirer's own records say about the payment and its authorize key, read
+ * in ONE statement (one snapshot): the completer commits the payment and the key together, and
+ * reads in separate statements could see the finished key next to the payment as it was before.
+ */
 const facts = (m: TestMerchant, paymentId: string, key: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const performed = yield* decodeRows(Schema.Struct({ performed_count: Schema.Number }))(sql`
-      SELECT performed_count FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}`)
-    const [payment] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${paymentId}`)
-    const [history] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
-      SELECT count(*) AS n FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED'`)
-    const [events] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
-      SELECT count(*) AS n FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized'`)
-    const [keyRow] = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String, run_count: Schema.Number, response_status: Schema.NullOr(Schema.Number) }))(sql`
-      SELECT recovery_point, run_count, response_status FROM idempotency_keys
-      WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
+    const [row] = yield* decodeRows(FactsRow)(sql`
+      SELECT
+        ARRAY(SELECT performed_count FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}) AS performed,
+        (SELECT status FROM payments WHERE id = ${paymentId}) AS status,
+        (SELECT count(*) FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED') AS authorizations,
+        (SELECT count(*) FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized') AS authorized_events,
+        k.recovery_point, k.run_count, k.response_status
+      FROM (SELECT 1) AS one
+      LEFT JOIN idempotency_keys k ON k.merchant_id = ${m.merchantId} AND k.idempotency_key = ${key}`)
+    if (row === undefined) return assert.fail("the facts query returned no row")
     const result: Facts = {
-      performed: performed.map((row) => row.performed_count),
-      status: payment?.status,
-      authorizations: Number(history?.n ?? -1),
-      authorizedEvents: Number(events?.n ?? -1),
-      key: keyRow
+      performed: row.performed,
+      status: row.status ?? undefined,
+      authorizations: Number(row.authorizations),
+      authorizedEvents: Number(row.authorized_events),
+      key: row.recovery_point === null || row.run_count === null
+        ? undefined
+        : { recovery_point: row.recovery_point, run_count: row.run_count, response_status: row.response_status }
     }
     return result
   })
@@ -69,13 +85,10 @@ const killDuringAuthorization = (m: TestMerchant) =>
     const inFlight = yield* Effect.forkChild(
       Effect.result(server.request("POST", `/v1/payments/${paymentId}/authorize`, { apiKey: m.apiKey, idempotencyKey: key }))
     )
-    let performed = false
-    for (let attempt = 0; attempt < 100 && !performed; attempt++) {
-      yield* Effect.sleep(50)
-      const rows = yield* sql`SELECT 1 FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}`
-      performed = rows.length === 1
-    }
-    assert.isTrue(performed, "the acquirer performed the authorization within 5 s")
+    // A barrier, not a guess: the server logs the lost answer once the acquirer has performed it.
+    yield* server.process.awaitOutput(["acquirer simulator: answer lost", `"reference":"payment:${paymentId}:authorization"`], 20_000)
+    const rows = yield* sql`SELECT 1 FROM acquirer_sim.operations WHERE reference = ${`payment:${paymentId}:authorization`}`
+    assert.strictEqual(rows.length, 1, "the acquirer performed the authorization")
     const [key_row] = yield* decodeRows(Schema.Struct({ recovery_point: Schema.String }))(sql`
       SELECT recovery_point FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
     assert.strictEqual(key_row?.recovery_point, "authorization_requested", "the intent was committed before the call")

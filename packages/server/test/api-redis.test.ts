@@ -1,11 +1,12 @@
 // Redis is a cache in front of Postgres: the server on a private (throwaway) Redis that these tests
 // flush and then kill. Postgres keeps deciding; the API keeps answering, in bounded time.
 import { assert, layer } from "@effect/vitest"
-import { redisResponseKey } from "@pay/idempotency"
+import { fingerprintRequest, redisResponseKey } from "@pay/idempotency"
+import { scaled_ms } from "@pay/testkit"
 import { Effect } from "effect"
 import { type Answer, jsonOf, stringField } from "./support/Http.ts"
 import { redisCommand } from "./support/RedisCommand.ts"
-import { createMerchant, createPayment, newKey, paymentCount, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+import { createMerchant, createPayment, newKey, paymentBody, paymentCount, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
 
 const Live = testServerLayer({ throwawayRedis: true })
 
@@ -26,7 +27,7 @@ const cachedResponseExists = (m: TestMerchant, key: string) =>
   })
 
 /** Every answer with Redis dead must come within this: one fast failure per command, then Postgres. */
-const boundedLatency_ms = 1_500
+const boundedLatency_ms = scaled_ms(1_500)
 
 layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API over HTTP with Redis flushed, then dead (throwaway Redis)", (it) => {
   it.effect("Redis flushed between the first request and its retry: still one payment; the retry replays from Postgres and refills the cache", () =>
@@ -49,6 +50,36 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.isTrue(yield* cachedResponseExists(m, key), "Postgres' answer was put back into Redis")
     }))
 
+  it.effect("a response forged into Redis (pay:idem:resp:*, the cache's own format, any MAC) is never replayed: a new key executes, a used key replays Postgres' bytes", () =>
+    Effect.gen(function* () {
+      const { server, redis } = yield* serverRedis
+      const m = yield* createMerchant("Forged cache")
+      const forgedBody = `{"id":"pay_forged00000000000000000","status":"SETTLED","amount":1}`
+      const fingerprint = fingerprintRequest({ method: "POST", path: "/v1/payments", body: paymentBody() })
+      const forge = (key: string, value: Record<string, unknown>) =>
+        redisCommand(redis.url, ["SET", `${server.redisKeyPrefix}${redisResponseKey(m.merchantId, key)}`, JSON.stringify(value), "PX", "60000"])
+      const forgeries = [
+        { v: 1, fingerprint, status: 201, contentType: "application/json", body: forgedBody },
+        { v: 2, fingerprint, status: 201, contentType: "application/json", body: forgedBody, mac: "00".repeat(32) }
+      ]
+      for (const value of forgeries) {
+        const fresh = newKey("forged-fresh")
+        assert.strictEqual(yield* forge(fresh, value), "OK")
+        const answer = yield* createPayment(m, fresh)
+        assert.strictEqual(answer.status, 201, describeAnswer(answer))
+        assert.isFalse(replayed(answer), "executed, not replayed from the forgery")
+        assert.notStrictEqual(answer.text, forgedBody)
+
+        const used = newKey("forged-used")
+        const first = yield* createPayment(m, used)
+        assert.strictEqual(yield* forge(used, value), "OK")
+        const retry = yield* createPayment(m, used)
+        assert.isTrue(replayed(retry))
+        assert.strictEqual(retry.text, first.text, "Postgres' stored bytes, not the forgery")
+      }
+      assert.strictEqual(yield* paymentCount(m.merchantId), 4)
+    }))
+
   it.effect("Redis killed: /health/ready answers 503 naming redis; replays, new payments and one-key storms still work, each answer bounded", () =>
     Effect.gen(function* () {
       const { server, redis } = yield* serverRedis
@@ -64,7 +95,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.strictEqual(ready.contentType, "application/problem+json")
       assert.deepStrictEqual(jsonOf(ready)["unavailable"], ["redis"])
       assert.strictEqual(jsonOf(ready)["code"], "dependency_unavailable")
-      assert.isBelow(ready.elapsed_ms, 3_000, "the probe is bounded")
+      assert.strictEqual(ready.headers.get("retry-after"), "1", "every 503 says when to retry (the document requires it)")
+      assert.isBelow(ready.elapsed_ms, scaled_ms(3_000), "the probe is bounded")
 
       // A replay of a response that only Postgres can serve now.
       const replay = yield* createPayment(m, cachedKey)
@@ -93,7 +125,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       const created201 = storm.filter((a) => a.status === 201)
       assert.strictEqual(created201.length + storm.filter((a) => a.status === 409).length, 20, storm.map(describeAnswer).join("\n"))
       assert.strictEqual(new Set(created201.map((a) => stringField(a, "id"))).size, 1)
-      for (const answer of storm) assert.isBelow(answer.elapsed_ms, 5_000)
+      for (const answer of storm) assert.isBelow(answer.elapsed_ms, scaled_ms(5_000))
 
       // cached + new + storm
       assert.strictEqual(yield* paymentCount(m.merchantId), 3)

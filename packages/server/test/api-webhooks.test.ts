@@ -5,14 +5,27 @@ import { assert, layer } from "@effect/vitest"
 import { enqueueFromOutbox, eventually, startReceiver } from "@pay/webhooks/test-support"
 import { decodeRows } from "@pay/infra"
 import { fingerprintRequest } from "@pay/idempotency"
+import { shortId, testRun } from "@pay/testkit"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Webhook } from "standardwebhooks"
-import { type Answer, jsonOf, stringField } from "./support/Http.ts"
+import { type Answer, call, jsonOf, stringField } from "./support/Http.ts"
+import { freePort } from "./support/ServerProcess.ts"
 import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
 
+const metricsPort = await Effect.runPromise(freePort)
 const Live = testServerLayer({
-  env: { WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_POLL_INTERVAL_MS: "50", WEBHOOK_RETRY_SCHEDULE_MS: "0,0,0", WEBHOOK_TIMEOUT_MS: "2000" }
+  env: {
+    WEBHOOK_ALLOW_LOOPBACK_HTTP: "true",
+    WEBHOOK_POLL_INTERVAL_MS: "50",
+    WEBHOOK_RETRY_SCHEDULE_MS: "0,0,0",
+    WEBHOOK_TIMEOUT_MS: "2000",
+    METRICS_PORT: String(metricsPort),
+    // The webhooks consumer (and the settlement one) run in this server, on topics of its own
+    // (under the run's prefix, removed with it): other servers' events never reach this database.
+    CONSUMERS_ENABLED: "true",
+    KAFKA_TOPIC_PREFIX: `${testRun().kafkaTopicPrefix}${shortId()}.`
+  }
 })
 
 const request = (m: TestMerchant, method: string, path: string, options: { readonly json?: unknown; readonly key?: string } = {}) =>
@@ -76,7 +89,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(gone.status, 404)
     }))
 
-  it.effect("create → authorize → settle: three signed webhooks in order at the receiver; deliveries and attempts listed; a redelivery resends the same id", () =>
+  it.effect("create → authorize → settle: through the outbox, Kafka and the webhooks consumer, three signed webhooks in order at the receiver; deliveries and attempts listed; a redelivery resends the same id", () =>
     Effect.scoped(Effect.gen(function* () {
       const receiver = yield* startReceiver(() => ({ status: 200 }))
       const m = yield* createMerchant("Webhooks E2E")
@@ -89,9 +102,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/authorize`)).status, 200)
       assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/settle`)).status, 200)
 
-      // The consumer's part (until it lands): the events of the outbox, enqueued.
-      assert.strictEqual(yield* enqueueFromOutbox, 3)
-      yield* eventually("three webhooks", () => receiver.received.length >= 3, 30_000)
+      // outbox → Kafka → the server's webhooks consumer (queues in its record transaction) → the sender.
+      yield* eventually("three webhooks", () => receiver.received.length >= 3, 60_000)
       const types = receiver.received.map((r) => {
         const verified = new Webhook(secret).verify(r.body, { "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature })
         return (verified as { readonly type: string }).type
@@ -120,8 +132,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(receiver.received[3]?.id, settled.event_id, "a redelivery carries the same webhook-id")
       assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
       assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
-      const server = yield* TestServer
-      const metrics = yield* server.request("GET", "/metrics")
+      const metrics = yield* call(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics")
       for (const name of ["webhook_attempts_total", "webhook_attempt_latency_ms", "webhook_oldest_pending_age_ms"]) assert.include(metrics.text, name)
     })))
 

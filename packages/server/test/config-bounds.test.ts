@@ -3,10 +3,10 @@
 // fail every completer round.
 import { assert, describe, it } from "@effect/vitest"
 import { AcquirerOptionsConfig } from "@pay/acquirer"
-import { IdempotencyOptionsConfig } from "@pay/idempotency"
+import { CompleterRetryPolicyConfig, IdempotencyCacheSecretConfig, IdempotencyOptionsConfig } from "@pay/idempotency"
 import { DatabasePoolSize, KafkaTopicPrefix } from "@pay/infra"
 import { DefaultFeeScheduleConfig } from "@pay/settlement"
-import { type Config, ConfigProvider, Effect, Result } from "effect"
+import { type Config, ConfigProvider, Effect, Redacted, Result } from "effect"
 import { IdempotencyWorkerConfig } from "../src/workers/IdempotencyWorkers.ts"
 
 const read = <A>(config: Config.Config<A>, env: Record<string, string>) =>
@@ -29,6 +29,14 @@ describe("bounded configuration", () => {
       })
       const custom = yield* IdempotencyWorkerConfig.parse(ConfigProvider.fromEnv({ env: { COMPLETER_BATCH: "1000" } }))
       assert.strictEqual(custom.completerBatch, 1_000)
+      assert.deepStrictEqual(yield* CompleterRetryPolicyConfig.parse(ConfigProvider.fromEnv({ env: {} })), {
+        attemptsMax: 8,
+        backoffBase_ms: 5_000,
+        backoffMax_ms: 600_000
+      })
+      assert.isUndefined(yield* IdempotencyCacheSecretConfig.parse(ConfigProvider.fromEnv({ env: {} })), "unset: a random secret per process")
+      const secret = yield* IdempotencyCacheSecretConfig.parse(ConfigProvider.fromEnv({ env: { IDEMPOTENCY_CACHE_SECRET: "s".repeat(32) } }))
+      assert.strictEqual(secret === undefined ? undefined : Redacted.value(secret), "s".repeat(32))
     }))
 
   it.effect("a value out of bounds is refused when read, naming the variable and its bounds", () =>
@@ -39,6 +47,26 @@ describe("bounded configuration", () => {
       assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_TIMEOUT_MS: "999999" }), "ACQUIRER_TIMEOUT_MS must be an integer between 1 and 120000")
       assert.include(yield* refusal(DefaultFeeScheduleConfig, { SETTLEMENT_FEE_BPS: "10001" }), "SETTLEMENT_FEE_BPS must be an integer between 0 and 10000")
       assert.include(yield* refusal(DatabasePoolSize, { DATABASE_POOL_SIZE: "1000" }), "DATABASE_POOL_SIZE must be an integer between 1 and 200")
+      assert.include(yield* refusal(CompleterRetryPolicyConfig, { COMPLETER_ATTEMPTS_MAX: "0" }), "COMPLETER_ATTEMPTS_MAX must be an integer between 1 and 100")
+      assert.include(yield* refusal(CompleterRetryPolicyConfig, { COMPLETER_BACKOFF_MAX_MS: "86400001" }), "COMPLETER_BACKOFF_MAX_MS must be an integer between 10 and 86400000")
+      assert.include(yield* refusal(IdempotencyCacheSecretConfig, { IDEMPOTENCY_CACHE_SECRET: "too-short" }), "IDEMPOTENCY_CACHE_SECRET must be empty (a random secret per process) or at least 32")
+      assert.include(yield* refusal(IdempotencyCacheSecretConfig, { IDEMPOTENCY_CACHE_SECRET: "x".repeat(1_025) }), "IDEMPOTENCY_CACHE_SECRET must be at most 1024 characters")
       assert.include(yield* refusal(KafkaTopicPrefix, { KAFKA_TOPIC_PREFIX: "bad prefix/" }), "KAFKA_TOPIC_PREFIX must be letters, digits")
+    }))
+
+  // The variable used to be read as a structured array: the environment's plain string fell back to
+  // "no faults" without a word, and the kill -9 test of settlement ran against an acquirer that
+  // answered every call (it passed only when the kill beat the commit).
+  it.effect("ACQUIRER_FAULTS is read from the comma-separated string the environment holds; an unknown name or too many are refused", () =>
+    Effect.gen(function* () {
+      const faults = (env: Record<string, string>) => Effect.map(AcquirerOptionsConfig.parse(ConfigProvider.fromEnv({ env })), (o) => o.faults)
+      assert.deepStrictEqual(yield* faults({}), {})
+      assert.deepStrictEqual(yield* faults({ ACQUIRER_FAULTS: "capture_answer_lost_first_call" }), { failCaptureAfterPerforming: "first_call" })
+      assert.deepStrictEqual(yield* faults({ ACQUIRER_FAULTS: "authorize_answer_lost_every_call,unavailable" }), {
+        failAuthorizeAfterPerforming: "every_call",
+        unavailable: true
+      })
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: "capture_answer_lost" }), "capture_answer_lost_first_call")
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: Array.from({ length: 6 }, () => "unavailable").join(",") }), "ACQUIRER_FAULTS names at most 5 faults")
     }))
 })

@@ -352,12 +352,18 @@ layer(inProcessAppLayer(), layerOptions)("settlement when the ledger refuses wha
       const id = yield* authorizedPayment(books.merchant, 1_050n, "USD")
       const a = yield* ledger.ensureAccount({ code: "test:squatter:a", type: "asset", currency: "USD", allowNegative: true })
       const b = yield* ledger.ensureAccount({ code: "test:squatter:b", type: "liability", currency: "USD", allowNegative: true })
+      // The database reserves settlement references for settlement postings (trigger
+      // transactions_settlement_has_row, migrations/0011_settlement_tie.sql): only the owner, with
+      // DDL on this test's own database, can squat one, which is the defect this test is about.
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`ALTER TABLE transactions DISABLE TRIGGER transactions_settlement_has_row`
       yield* ledger.postTransaction({
         reference: `payment:${id}:settlement`,
         description: "someone else's posting under the settlement reference",
         debits: [{ account: a.code, amount_minor: 5n, currency: "USD" }],
         credits: [{ account: b.code, amount_minor: 5n, currency: "USD" }]
       })
+      yield* sql`ALTER TABLE transactions ENABLE TRIGGER transactions_settlement_has_row`
       const key = newKey("settle")
       for (let attempt = 1; attempt <= 2; attempt++) {
         const answer = yield* settleUntilDecided(books.merchant, id, key, retryBounds)

@@ -1,9 +1,9 @@
-import type { MerchantId } from "@pay/domain"
+import { isCurrencyCode, type MerchantId, minorUnitExponent } from "@pay/domain"
 import { boundedInt } from "@pay/infra"
 import { Config, Context, Effect, Layer, Option, Schema } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { computeFee, type FeeSchedule } from "./Fees.ts"
+import { computeFee, defaultScheduleForExponent, type FeeSchedule } from "./Fees.ts"
 
 /** Bounds of a fee schedule, the same as the `merchant_fee_schedules` CHECKs. */
 export const feeScheduleBounds = {
@@ -12,8 +12,10 @@ export const feeScheduleBounds = {
 } as const
 
 /**
- * The platform's default when a merchant has no schedule for the currency: 2.90 % + 30 minor units
- * (`SETTLEMENT_FEE_BPS` 0..10000, `SETTLEMENT_FEE_FIXED_MINOR` 0..99999999999).
+ * The platform's default when a merchant has no schedule for the currency: 2.90 % + 0.30 of the
+ * major unit (`SETTLEMENT_FEE_BPS` 0..10000; `SETTLEMENT_FEE_FIXED_MINOR` 0..99999999999, in minor
+ * units of a two-decimal currency, scaled to each currency's exponent by
+ * `scaleFixedFeeToExponent`: USD 30, KWD 300, JPY and VND 0).
  */
 export const DefaultFeeScheduleConfig: Config.Config<FeeSchedule> = Config.all({
   fee_bps: boundedInt("SETTLEMENT_FEE_BPS", feeScheduleBounds.fee_bps, 290),
@@ -27,6 +29,7 @@ export class FeeSchedules extends Context.Service<FeeSchedules, {
   readonly get: (merchantId: MerchantId, currency: string) => Effect.Effect<FeeSchedule, SqlError>
   readonly set: (merchantId: MerchantId, currency: string, schedule: FeeSchedule) => Effect.Effect<void, SqlError>
 }>()("settlement/FeeSchedules") {
+  /** `fallback`: the platform default as configured, for a two-decimal currency (scaled per currency on read). */
   static readonly layerWith = (fallback: FeeSchedule) =>
     Layer.effect(
       FeeSchedules,
@@ -46,7 +49,14 @@ export class FeeSchedules extends Context.Service<FeeSchedules, {
             find({ merchantId, currency }).pipe(
               // The table's CHECKs guarantee the row's shape: a mismatch is a bug.
               Effect.catchTag("SchemaError", Effect.die),
-              Effect.map(Option.getOrElse(() => fallback))
+              Effect.flatMap(Option.match({
+                onSome: Effect.succeed,
+                onNone: () =>
+                  isCurrencyCode(currency)
+                    ? Effect.succeed(defaultScheduleForExponent(fallback, minorUnitExponent(currency)))
+                    // Every caller passes a validated payment's currency: anything else is a bug.
+                    : Effect.die(new Error(`no default fee for ${JSON.stringify(currency)}: not a supported currency`))
+              }))
             ),
           set: (merchantId, currency, schedule) =>
             sql`

@@ -32,3 +32,29 @@ export const computeFee = (gross_minor: bigint, schedule: FeeSchedule): FeeSplit
   const fee_minor = uncapped > gross_minor ? gross_minor : uncapped
   return { gross_minor, fee_minor, net_minor: gross_minor - fee_minor }
 }
+
+/** The exponent the configured default fixed fee is written for: minor units of a two-decimal currency. */
+export const DEFAULT_FIXED_FEE_EXPONENT = 2
+
+/**
+ * The platform default's fixed part in a currency of the given exponent. The default is
+ * configured once (`SETTLEMENT_FEE_FIXED_MINOR`), in minor units of a two-decimal currency (30 =
+ * 0.30 of the major unit). Charging "30 minor units" everywhere would be 30 fils in KWD and 30 đồng
+ * in VND (issue 11); instead the same fraction of the major unit is charged, scaled by
+ * 10^(exponent − 2) and rounded half up to a whole minor unit: KWD 0.300 (300 fils), JPY and VND
+ * 0.3 → 0 (no fixed part at all). A merchant's own schedule for a currency (`fees set`) replaces
+ * the default entirely.
+ */
+export const scaleFixedFeeToExponent = (fixed_minor: bigint, exponent: number): bigint => {
+  if (fixed_minor < 0n) throw new RangeError(`fixed fee must be >= 0, got ${fixed_minor}`)
+  if (!Number.isInteger(exponent) || exponent < 0 || exponent > 4) throw new RangeError(`exponent must be an integer within 0..4, got ${exponent}`)
+  if (exponent >= DEFAULT_FIXED_FEE_EXPONENT) return fixed_minor * 10n ** BigInt(exponent - DEFAULT_FIXED_FEE_EXPONENT)
+  const divisor = 10n ** BigInt(DEFAULT_FIXED_FEE_EXPONENT - exponent)
+  return (fixed_minor + divisor / 2n) / divisor
+}
+
+/** The platform default in a currency of the given exponent: the same bps, the fixed part scaled. */
+export const defaultScheduleForExponent = (base: FeeSchedule, exponent: number): FeeSchedule => ({
+  fee_bps: base.fee_bps,
+  fee_fixed_minor: scaleFixedFeeToExponent(base.fee_fixed_minor, exponent)
+})

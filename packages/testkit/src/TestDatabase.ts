@@ -19,6 +19,9 @@ export const createDatabase = (name: string, template?: string) =>
     const sql = yield* SqlClient.SqlClient
     const from = template === undefined ? "" : ` TEMPLATE ${quoteIdent(template)}`
     yield* sql.unsafe(`CREATE DATABASE ${quoteIdent(name)}${from}`)
+    // A database's own privileges are not copied from its template: the clone gets what
+    // migrations/0012_app_role.sql gives the real database (no temp tables for PUBLIC).
+    if (template !== undefined) yield* sql.unsafe(`REVOKE TEMPORARY ON DATABASE ${quoteIdent(name)} FROM PUBLIC`)
   })
 
 export const dropDatabase = (name: string) =>

@@ -1,6 +1,6 @@
 import { Effect, Schema } from "effect"
 import { execFile } from "node:child_process"
-import { rmSync } from "node:fs"
+import { readFileSync, rmSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 
 const stackScript = fileURLToPath(new URL("../../../scripts/stack.sh", import.meta.url))
@@ -35,8 +35,23 @@ const runStack = (args: ReadonlyArray<string>, timeout_ms: number) =>
     return Effect.sync(() => child.kill("SIGKILL"))
   })
 
-const signal = (pid: number, name: NodeJS.Signals) =>
+/**
+ * Whether `pid` still is the server this instance started: alive, and its command line names the
+ * instance (redis-server titles itself `redis-server 127.0.0.1:<port>`; the postmaster runs with
+ * `-D <dir>/data`). A pid can be reused once the server died (e.g. after `kill`, the scope's
+ * release signals again): never signal a number without asking this first.
+ */
+const isInstance = (pid: number, identity: string): boolean => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").includes(identity)
+  } catch {
+    return false
+  }
+}
+
+const signal = (pid: number, name: NodeJS.Signals, identity: string) =>
   Effect.sync(() => {
+    if (!isInstance(pid, identity)) return
     try {
       process.kill(pid, name)
     } catch (cause) {
@@ -75,15 +90,16 @@ export const throwaway = (kind: "postgres" | "redis") =>
       }
       const port = Number(new URL(url).port)
       let pid = Number(pidText)
+      const identity = kind === "redis" ? `:${port}` : `${dir}/data`
       const instance: ThrowawayInstance = {
         kind,
         url,
         port,
         dir,
         pid: () => pid,
-        kill: Effect.suspend(() => signal(pid, "SIGKILL").pipe(Effect.andThen(waitForExit(pid)))),
-        pause: Effect.suspend(() => signal(pid, "SIGSTOP")),
-        resume: Effect.suspend(() => signal(pid, "SIGCONT")),
+        kill: Effect.suspend(() => signal(pid, "SIGKILL", identity).pipe(Effect.andThen(waitForExit(pid)))),
+        pause: Effect.suspend(() => signal(pid, "SIGSTOP", identity)),
+        resume: Effect.suspend(() => signal(pid, "SIGCONT", identity)),
         restart: Effect.gen(function* () {
           yield* waitForExit(pid)
           if (kind === "postgres") yield* Effect.sync(() => rmSync(`${dir}/data/postmaster.pid`, { force: true }))
@@ -95,8 +111,9 @@ export const throwaway = (kind: "postgres" | "redis") =>
     }),
     (instance) =>
       Effect.gen(function* () {
-        yield* signal(instance.pid(), "SIGCONT")
-        yield* signal(instance.pid(), "SIGKILL")
+        const identity = instance.kind === "redis" ? `:${instance.port}` : `${instance.dir}/data`
+        yield* signal(instance.pid(), "SIGCONT", identity)
+        yield* signal(instance.pid(), "SIGKILL", identity)
         yield* waitForExit(instance.pid())
         yield* Effect.sync(() => rmSync(instance.dir, { recursive: true, force: true }))
       }).pipe(Effect.orDie)

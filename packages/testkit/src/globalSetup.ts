@@ -3,7 +3,7 @@
  * hands every test file the names it must use; at the end drops every database, Redis key and
  * Kafka topic the run created, so runs never see each other's data.
  */
-import { DatabaseUrl, KafkaBrokers, RedisUrl } from "@pay/infra/Config"
+import { KafkaBrokers, MigrationDatabaseUrl, RedisUrl } from "@pay/infra/Config"
 import { decodeRows, postgresLayer, sqlFileLoader } from "@pay/infra"
 import { NodeServices } from "@effect/platform-node"
 import { PgMigrator } from "@effect/sql-pg"
@@ -17,7 +17,8 @@ import { cleanupRedisPrefix } from "./cleanupRedis.ts"
 import { cleanupKafkaPrefix } from "./cleanupKafka.ts"
 
 const readEnvironment = Effect.gen(function* () {
-  const databaseUrl = Redacted.value(yield* DatabaseUrl)
+  // The owner's URL: the run creates, migrates and drops databases (the app role cannot).
+  const databaseUrl = Redacted.value(yield* MigrationDatabaseUrl)
   const redisUrl = yield* RedisUrl
   const kafkaBrokers = yield* KafkaBrokers
   return { databaseUrl, redisUrl, kafkaBrokers }

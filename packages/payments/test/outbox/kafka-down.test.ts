@@ -19,6 +19,7 @@ import {
   settle,
   unpublishedCount
 } from "./support.ts"
+import { applyCommand } from "../support.ts"
 
 it.live(
   "Kafka down (a throwaway broker, stopped): payments keep committing, the backlog gauges grow, and everything drains in per-payment order once the broker is back",
@@ -39,7 +40,7 @@ it.live(
               Effect.gen(function* () {
                 const payment = yield* payments.create(paymentInput(merchant, amount_minor + index), context)
                 yield* payments.apply(merchant.id, payment.id, authorize, context)
-                yield* payments.apply(merchant.id, payment.id, settle, context)
+                yield* applyCommand(merchant.id, payment.id, settle, context)
               }),
             { concurrency: 6, discard: true }
           )

@@ -26,6 +26,7 @@ import {
   silentBroker,
   unpublishedCount
 } from "./support.ts"
+import { applyCommand } from "../support.ts"
 
 class Rollback extends Schema.TaggedError<Rollback>()("Rollback", {}) {}
 
@@ -149,7 +150,7 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
               Effect.gen(function* () {
                 const payment = yield* payments.create(paymentInput(merchant, 1_000 + index), context)
                 yield* payments.apply(merchant.id, payment.id, authorize, context)
-                yield* payments.apply(merchant.id, payment.id, settle, context)
+                yield* applyCommand(merchant.id, payment.id, settle, context)
               }),
             { concurrency: 12, discard: true }
           )
@@ -292,8 +293,13 @@ describe("outbox publisher (real Postgres, real Kafka)", () => {
 
       const first = yield* makePublisher(publisherOptions(topic, { batchSize: 10 }))
       const second = yield* makePublisher(publisherOptions(topic, { batchSize: 10 }))
+      // One batch each, at once: with 180 rows waiting, each claims rows of its own (SKIP LOCKED),
+      // so both publish, whatever the timing; then both drain the rest side by side.
+      const [firstBatch, secondBatch] = yield* Effect.all([first.publishBatch, second.publishBatch], { concurrency: 2 })
+      assert.isAbove(firstBatch.published, 0, "the first publisher published")
+      assert.isAbove(secondBatch.published, 0, "the second publisher published")
       const [publishedByFirst, publishedBySecond] = yield* Effect.all([drain(first), drain(second)], { concurrency: 2 })
-      assert.strictEqual(publishedByFirst + publishedBySecond, total)
+      assert.strictEqual(firstBatch.published + secondBatch.published + publishedByFirst + publishedBySecond, total)
       // Whatever one drained after the other stopped is still unpublished for nobody.
       assert.strictEqual(yield* unpublishedCount, 0)
 

@@ -19,6 +19,7 @@ import { decodePaymentEventRecord } from "@pay/outbox/CloudEvents"
 import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import { defaultPublisherOptions, OutboxPublisher, type PublisherOptions } from "@pay/outbox/Publisher"
 import { OutboxStore } from "@pay/outbox/OutboxStore"
+import { settlementServices } from "../support.ts"
 
 export const run = testRun()
 
@@ -32,6 +33,7 @@ export const kafkaClients = (brokers: string, clientId: string) =>
 /** Repositories and the outbox store on a fresh database of their own. */
 export const OutboxTestLayer = (brokers: string, clientId: string) =>
   Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer, OutboxStore.layer, kafkaClients(brokers, clientId)).pipe(
+    Layer.provideMerge(settlementServices),
     Layer.provideMerge(makeTestDatabase({ maxConnections: 12 }))
   )
 

@@ -1,14 +1,20 @@
 import { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
+  AuthenticationRateLimited,
   BodyTooLarge,
   BodyUnreadable,
   DatabaseUnavailable,
+  HeadersTooLarge,
   InternalError,
   InvalidRequest,
   MalformedJson,
+  MethodNotAllowed,
+  RateLimited,
+  RequestTimeout,
+  RouteNotFound,
   UnsupportedMediaType
 } from "@pay/api"
-import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentNotFound } from "@pay/domain"
+import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentLocked, PaymentNotFound } from "@pay/domain"
 import {
   IdempotencyKeyInUse,
   IdempotencyKeyInvalid,
@@ -27,6 +33,13 @@ import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "@pay/webhooks"
  * OpenAPI test walks this list (`packages/server/test/error-catalog.test.ts`).
  */
 export const apiErrorClasses = [
+  // the HTTP edge, before an endpoint is chosen (router, socket, rate limits)
+  RouteNotFound,
+  MethodNotAllowed,
+  RequestTimeout,
+  HeadersTooLarge,
+  RateLimited,
+  AuthenticationRateLimited,
   // the request itself (HTTP edge)
   InvalidRequest,
   MalformedJson,
@@ -52,6 +65,7 @@ export const apiErrorClasses = [
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,
+  PaymentLocked,
   SettlementUnavailable,
   DatabaseUnavailable,
   // a bug

@@ -20,6 +20,12 @@ const asIs = (error: { readonly message: string }): Presentation => ({ detail: e
  */
 const present = (error: ApiError): Presentation =>
   Match.valueTags(error, {
+    RouteNotFound: asIs,
+    MethodNotAllowed: asIs,
+    RequestTimeout: asIs,
+    HeadersTooLarge: asIs,
+    RateLimited: asIs,
+    AuthenticationRateLimited: asIs,
     InvalidRequest: (e) => (e.field === undefined ? { detail: e.detail } : { detail: e.detail, field: e.field }),
     MalformedJson: asIs,
     BodyUnreadable: asIs,
@@ -40,6 +46,7 @@ const present = (error: ApiError): Presentation =>
     WebhookDeliveryNotFound: asIs,
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
+    PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     SettlementUnavailable: (e) => ({ detail: `${e.message}. Nothing was committed; retry with the same Idempotency-Key.` }),
     DatabaseUnavailable: asIs,
     InternalError: asIs

@@ -24,7 +24,9 @@ import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
-const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
+const decodePageLimit = Schema.decodeUnknownOption(PageLimit)
+/** `limit` is an integer in decimal digits (as the document says): `0x10`, `1e1`, `+5`, `5.0` are refused. */
+const decodeLimit = (text: string) => (/^[0-9]{1,6}$/.test(text) ? decodePageLimit(Number(text)) : Option.none())
 
 /** Who and why, for the history row and the event headers: the API key and the request's ids. */
 const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): ChangeContext => {
@@ -47,11 +49,18 @@ const createOperation = (body: Schema.Json | undefined) =>
     }))
   )
 
-/** authorize and settle take no body (none, or `{}`). */
-const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) =>
-  body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
-    ? Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
-    : Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+/**
+ * authorize and settle take no body (none, or `{}`), and a path id that is not a payment id names
+ * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
+ */
+const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) => {
+  if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
+    return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+  }
+  return Option.isNone(decodePaymentId(paymentId))
+    ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
+    : Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
+}
 
 const makeIdempotentPost = Effect.gen(function* () {
   const idempotency = yield* IdempotencyKeys
@@ -78,7 +87,8 @@ const makeIdempotentPost = Effect.gen(function* () {
           key,
           method: "POST",
           path,
-          body,
+          // authorize and settle: no body and `{}` are the same request (one fingerprint).
+          body: operation._tag === "create" ? body : undefined,
           operation: encodePaymentOperation(operation),
           render: renderOutcome
         },
@@ -96,7 +106,7 @@ const makeReads = Effect.gen(function* () {
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const paymentId = decodePaymentId(rawId)
-      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId })
+      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId.slice(0, 100) })
       const payment = yield* payments.findById(merchant.merchantId, paymentId.value)
       return toHttpResponse(json(200, toPaymentJson(payment)), false)
     }).pipe(answerErrors)

@@ -1,10 +1,21 @@
-import { ABANDONED_LIMIT_MAX, type AbandonedKey, IdempotencyKeys, storedAsIs } from "@pay/idempotency"
+import {
+  ABANDONED_LIMIT_MAX,
+  type AbandonedKey,
+  type CompleterFailureRecorded,
+  CompleterRetryPolicyConfig,
+  IdempotencyKeys,
+  idempotencyCompleterFailures,
+  idempotencyParkedKeys,
+  ParkedKeys,
+  type RunOutcome,
+  storedAsIs
+} from "@pay/idempotency"
 import { boundedInt } from "@pay/infra"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
-import { Config, Duration, Effect, Layer, Result } from "effect"
+import { Cause, Config, Duration, Effect, Layer, Metric, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { renderOutcome } from "../payments/Render.ts"
-import { decodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "../webhooks/Operations.ts"
+import { decodeWebhookOperation, makeWebhookOperations } from "../webhooks/Operations.ts"
 
 export interface IdempotencyWorkerOptions {
   /** How often the completer looks for abandoned keys. */
@@ -39,56 +50,88 @@ export const IdempotencyWorkerConfig: Config.Config<IdempotencyWorkerOptions> = 
   reaperInterval_ms: boundedInt("REAPER_INTERVAL_MS", idempotencyWorkerBounds.reaperInterval_ms, 60 * 60 * 1_000)
 })
 
+/** What the operator reads in the logs about a failed attempt (one line per attempt, WARN; ERROR when parked). */
+const logAttempt = (key: AbandonedKey, recorded: CompleterFailureRecorded, reason: string) => {
+  const about = { key_id: key.id, merchant_id: key.merchantId, path: key.path, recovery_point: key.recoveryPoint, reason }
+  switch (recorded._tag) {
+    case "BackedOff":
+      return Effect.logWarning("completer could not finish a key yet; backing off", { ...about, attempt: recorded.attempt, retry_in_ms: recorded.retryIn_ms })
+    case "Parked":
+      return Effect.logError("completer parked a key for an operator (pnpm cli idempotency parked; docs/runbook.md)", { ...about, attempt: recorded.attempt })
+    case "Unchanged":
+      return Effect.logInfo("completer attempt failed on a key finished or counted meanwhile", about)
+  }
+}
+
 /**
  * The completer finishes idempotency keys that a client abandoned mid-way (a crash, an unknown
  * acquirer outcome nobody retried): it decodes the operation stored with the key, takes the key's
  * lease and re-runs the use case from its recovery point, storing the rendered outcome for the
- * client's eventual retry. The reaper deletes keys past the retention. Both are bounded loops,
- * interrupted with the server (SIGTERM).
+ * client's eventual retry. Each failed attempt backs off exponentially (with jitter) and after
+ * `COMPLETER_ATTEMPTS_MAX` the key is parked for an operator (`@pay/idempotency` Parking.ts); a key
+ * whose stored operation does not decode is parked at once. The reaper deletes keys past the
+ * retention. Both are bounded loops, interrupted with the server (SIGTERM).
  */
 export const IdempotencyWorkersLive = Layer.effectDiscard(
   Effect.gen(function* () {
     const options = yield* IdempotencyWorkerConfig
+    const policy = yield* CompleterRetryPolicyConfig
     const keys = yield* IdempotencyKeys
+    const parked = yield* ParkedKeys
     const useCases = yield* PaymentUseCases
+
+    const failed = (key: AbandonedKey, reason: string, parkNow: boolean) =>
+      Metric.update(idempotencyCompleterFailures, 1).pipe(
+        Effect.andThen(keys.recordCompleterFailure(key, { reason, policy, parkNow })),
+        Effect.flatMap((recorded) => logAttempt(key, recorded, reason)),
+        // The database did not take the count: the key stays as it was and comes back next round.
+        Effect.catch((error) => Effect.logWarning("completer could not record a failed attempt", { key_id: key.id, error: error.message }))
+      )
 
     const webhookOperations = yield* makeWebhookOperations
 
-    /** A webhook operation (one transaction: nothing durable happened unless it finished). */
-    const completeWebhook = (key: AbandonedKey, operation: WebhookOperation) =>
-      keys.resume(key, storedAsIs, (execution) => webhookOperations.execute(key.merchantId, operation, execution)).pipe(
-        Effect.tap((outcome) => Effect.logInfo("completer finished an abandoned key", { key_id: key.id, path: key.path, status: outcome.response.status })),
-        Effect.catchCause((cause) => Effect.logWarning("completer could not finish a key yet", { key_id: key.id, cause }))
-      )
-
-    const completeOne = (key: AbandonedKey) => {
-      const webhookOperation = decodeWebhookOperation(key.operation)
-      if (Result.isSuccess(webhookOperation)) return completeWebhook(key, webhookOperation.success)
-      const operation = decodePaymentOperation(key.operation)
-      if (Result.isFailure(operation)) {
-        return Effect.logError("completer: the operation stored with an abandoned key is not one", {
-          key_id: key.id,
-          path: key.path,
-          reason: operation.failure.message
-        })
-      }
-      const context = { actor: "system:completer", correlationId: randomUUID() }
-      return keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)).pipe(
+    /** A resumed run: logged when it finished, counted (and maybe parked) when it failed. */
+    const attempted = <E extends { readonly _tag: string }>(key: AbandonedKey, run: Effect.Effect<RunOutcome, E>) =>
+      run.pipe(
         Effect.tap((outcome) =>
           Effect.logInfo("completer finished an abandoned key", {
             key_id: key.id,
             path: key.path,
             recovery_point: key.recoveryPoint,
-            status: outcome.response.status
+            status: outcome.response.status,
+            attempt: key.completerAttempts + 1
           })
         ),
-        Effect.catchCause((cause) => Effect.logWarning("completer could not finish a key yet", { key_id: key.id, cause }))
+        Effect.asVoid,
+        // A client's run holds the key right now: not a failed attempt of ours.
+        Effect.catch((error) => (error._tag === "IdempotencyKeyInUse" ? Effect.void : Effect.fail(error))),
+        Effect.catchCause((cause) =>
+          // Interrupted (shutdown): not an attempt that failed.
+          Cause.hasInterruptsOnly(cause) ? Effect.interrupt : failed(key, Cause.pretty(cause).slice(0, 2_000), false)
+        )
       )
+
+    const completeOne = (key: AbandonedKey) => {
+      // Webhook POSTs store their own operations (one transaction each, server/src/webhooks/Operations.ts).
+      const webhookOperation = decodeWebhookOperation(key.operation)
+      if (Result.isSuccess(webhookOperation)) {
+        return attempted(key, keys.resume(key, storedAsIs, (execution) => webhookOperations.execute(key.merchantId, webhookOperation.success, execution)))
+      }
+      const operation = decodePaymentOperation(key.operation)
+      if (Result.isFailure(operation)) {
+        // No later attempt can decode it better: straight to the operator.
+        return failed(key, `the operation stored with the key is not one: ${operation.failure.message}`, true)
+      }
+      const context = { actor: "system:completer", correlationId: randomUUID() }
+      return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)))
     }
+
+    const refreshParkedGauge = parked.count.pipe(Effect.flatMap((count) => Metric.update(idempotencyParkedKeys, count)))
 
     const completerRound = keys.abandoned({ olderThan_ms: options.abandonedAfter_ms, limit: options.completerBatch }).pipe(
       Effect.flatMap((abandoned) => Effect.forEach(abandoned, completeOne, { discard: true })),
-      Effect.catchCause((cause) => Effect.logWarning("completer round failed", cause))
+      Effect.andThen(refreshParkedGauge),
+      Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.logWarning("completer round failed", cause))
     )
 
     const reaperRound = keys.reap().pipe(

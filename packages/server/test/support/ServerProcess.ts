@@ -37,6 +37,12 @@ export interface ServerProcess {
   readonly pid: () => number
   /** The tail of stdout + stderr of the current process. */
   readonly output: () => string
+  /**
+   * A barrier on the current process's output: succeeds once a line containing every one of
+   * `fragments` has been printed (before or after the call); fails after `timeout_ms` with a
+   * message naming what it waited for and the output's tail.
+   */
+  readonly awaitOutput: (fragments: ReadonlyArray<string>, timeout_ms: number) => Effect.Effect<void, ServerProcessError>
   /** `kill -9`: no shutdown hooks, no release of idempotency keys. Waits (bounded) for the exit. */
   readonly kill9: Effect.Effect<void, ServerProcessError>
   /**
@@ -61,6 +67,9 @@ interface Running {
   readonly child: ChildProcess
   readonly exited: Promise<void>
   output: string
+  /** Every complete line printed so far is offered to these (then they are dropped once matched). */
+  readonly lineWaiters: Set<(line: string) => boolean>
+  partialLine: string
 }
 
 const isRunning = (running: Running) => running.child.exitCode === null && running.child.signalCode === null
@@ -68,16 +77,25 @@ const isRunning = (running: Running) => running.child.exitCode === null && runni
 const launch = (options: ServerProcessOptions): Running => {
   const child = spawn(process.execPath, [serverMain], {
     cwd: repositoryRoot,
-    env: { ...process.env, ...options.env, PORT: String(options.port) },
+    // METRICS_PORT 0: servers of parallel test files must not share the operators' port.
+    env: { ...process.env, METRICS_PORT: "0", ...options.env, PORT: String(options.port) },
     stdio: ["ignore", "pipe", "pipe"]
   })
   const running: Running = {
     child,
     exited: new Promise<void>((resolve) => child.once("exit", () => resolve())),
-    output: ""
+    output: "",
+    lineWaiters: new Set(),
+    partialLine: ""
   }
   const keep = (chunk: Buffer) => {
-    running.output = (running.output + chunk.toString("utf8")).slice(-outputKept_chars)
+    const text = chunk.toString("utf8")
+    running.output = (running.output + text).slice(-outputKept_chars)
+    // stdout and stderr interleave by chunk; a line split across chunks of the two is rare and
+    // costs a waiter only its timeout, never a false match.
+    const lines = (running.partialLine + text).split("\n")
+    running.partialLine = (lines.pop() ?? "").slice(-outputKept_chars)
+    for (const line of lines) for (const waiter of running.lineWaiters) if (waiter(line)) running.lineWaiters.delete(waiter)
   }
   child.stdout?.on("data", keep)
   child.stderr?.on("data", keep)
@@ -125,6 +143,31 @@ const waitUntilLive = (running: Running, baseUrl: string) =>
     })
   })
 
+/** See {@link ServerProcess.awaitOutput}. */
+const awaitOutput = (running: Running, fragments: ReadonlyArray<string>, timeout_ms: number) =>
+  Effect.callback<void, ServerProcessError>((resume) => {
+    const wanted = fragments.map((f) => JSON.stringify(f)).join(" and ")
+    const matches = (line: string) => fragments.every((fragment) => line.includes(fragment))
+    if (running.output.split("\n").some(matches)) return resume(Effect.void)
+    const waiter = (line: string) => {
+      if (!matches(line)) return false
+      clearTimeout(timer)
+      resume(Effect.void)
+      return true
+    }
+    const timer = setTimeout(() => {
+      running.lineWaiters.delete(waiter)
+      resume(Effect.fail(new ServerProcessError({
+        message: `the server printed no line with ${wanted} within ${timeout_ms} ms; output (tail):\n${running.output.slice(-4_000)}`
+      })))
+    }, timeout_ms)
+    running.lineWaiters.add(waiter)
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      running.lineWaiters.delete(waiter)
+    })
+  })
+
 const stop = (running: Running) =>
   Effect.gen(function* () {
     yield* signal(running, "SIGTERM")
@@ -163,6 +206,7 @@ export const startServerProcess = (options: ServerProcessOptions) =>
         port: options.port,
         pid: () => current.child.pid ?? 0,
         output: () => current.output,
+        awaitOutput: (fragments, timeout_ms) => awaitOutput(current, fragments, timeout_ms),
         kill9,
         restart
       }

@@ -14,8 +14,32 @@ export interface FeeTerms {
   readonly fee_fixed_minor: bigint
 }
 
-/** The platform default when no schedule row exists (SETTLEMENT_FEE_BPS / SETTLEMENT_FEE_FIXED_MINOR unset). */
+/**
+ * The platform default when no schedule row exists (SETTLEMENT_FEE_BPS / SETTLEMENT_FEE_FIXED_MINOR
+ * unset), as it applies to a two-decimal currency (USD, EUR, GBP…); see {@link defaultTermsIn}.
+ */
 export const defaultTerms: FeeTerms = { fee_bps: 290, fee_fixed_minor: 30n }
+
+/**
+ * The configured fixed fee (minor units of a two-decimal currency) in a currency of `exponent`,
+ * written a second way: as a decimal string of the major unit ("0.30"), its point moved `exponent`
+ * places, rounded half up by the first dropped digit. Not the code's integer division.
+ */
+export const scaledFixedFee = (fixed_minor: bigint, exponent: number): bigint => {
+  const digits = fixed_minor.toString().padStart(3, "0")
+  const whole = digits.slice(0, -2)
+  const fraction = digits.slice(-2).padEnd(exponent, "0")
+  const kept = fraction.slice(0, exponent)
+  const dropped = fraction.slice(exponent)
+  const minor = BigInt(whole + kept)
+  return dropped.length > 0 && dropped.charAt(0) >= "5" ? minor + 1n : minor
+}
+
+/** The platform default's terms in a currency of `exponent` (0 for JPY/VND, 2 for USD, 3 for KWD). */
+export const defaultTermsIn = (exponent: number, base: FeeTerms = defaultTerms): FeeTerms => ({
+  fee_bps: base.fee_bps,
+  fee_fixed_minor: scaledFixedFee(base.fee_fixed_minor, exponent)
+})
 
 /**
  * The fee rule, independently: the percentage part is gross × bps / 10 000 rounded half up (a

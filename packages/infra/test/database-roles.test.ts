@@ -1,0 +1,46 @@
+// The split of roles at start-up (docs/security.md, "Database"): migrations run as the schema owner
+// (MIGRATION_DATABASE_URL), the application's pool connects as pay_app (DATABASE_URL).
+import { assert, it } from "@effect/vitest"
+import { adminLayer, createDatabase, dropDatabase, runDatabasePrefix, shortId, testRun, withDatabase } from "@pay/testkit"
+import { ConfigProvider, Effect, Layer, Redacted, Result, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { MigrationDatabaseUrl } from "../src/Config.ts"
+import { DatabaseLive, decodeRows } from "../src/index.ts"
+
+const urlOf = (env: Record<string, string>) =>
+  Effect.result(MigrationDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
+    Effect.map(Result.map(Redacted.value))
+  )
+
+it.effect("MIGRATION_DATABASE_URL: its own value, else DATABASE_URL, else the local owner; a bad value is an error", () =>
+  Effect.gen(function* () {
+    assert.deepStrictEqual(yield* urlOf({}), Result.succeed("postgres://postgres@127.0.0.1:5432/payments"))
+    assert.deepStrictEqual(yield* urlOf({ DATABASE_URL: "postgres://a@h/db" }), Result.succeed("postgres://a@h/db"))
+    assert.deepStrictEqual(
+      yield* urlOf({ DATABASE_URL: "postgres://a@h/db", MIGRATION_DATABASE_URL: "postgres://owner@h/db" }),
+      Result.succeed("postgres://owner@h/db")
+    )
+    assert.isTrue(Result.isFailure(yield* urlOf({ DATABASE_URL: "postgres://a@h/db", MIGRATION_DATABASE_URL: "has spaces" })))
+  }))
+
+it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>
+  Effect.gen(function* () {
+    const run = testRun()
+    const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
+    const admin = adminLayer(run.adminDatabaseUrl)
+    yield* Effect.acquireRelease(
+      createDatabase(name).pipe(Effect.provide(admin)),
+      () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
+    )
+    const ownerUrl = withDatabase(run.adminDatabaseUrl, name)
+    const appUrl = new URL(ownerUrl)
+    appUrl.username = "pay_app"
+    const env = { DATABASE_URL: appUrl.toString(), MIGRATION_DATABASE_URL: ownerUrl, DATABASE_POOL_SIZE: "2" }
+    const seen = yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* decodeRows(Schema.Struct({ user: Schema.String, migrated: Schema.Boolean }))(sql`
+        SELECT current_user AS user, to_regclass('public.ledger_entries') IS NOT NULL AS migrated`)
+      return rows[0]
+    }).pipe(Effect.provide(DatabaseLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))))
+    assert.deepStrictEqual(seen, { user: "pay_app", migrated: true })
+  }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -1,0 +1,117 @@
+// The application's role (migrations/0012_app_role.sql; issue 11, "the application is a superuser
+// that owns every table"): everything here runs as `pay_app` on a fresh clone. It can do the
+// application's work (merchants, payments, a settlement with its posting, the outbox's bookkeeping)
+// and nothing that switches a guard off or rewrites money: each attempt is refused with 42501.
+import { assert, layer } from "@effect/vitest"
+import { CreatePaymentInput } from "@pay/domain"
+import { decodeRows, postgresLayer } from "@pay/infra"
+import { Ledger } from "@pay/ledger"
+import { MerchantRepository } from "@pay/merchants"
+import { OutboxWriter } from "@pay/outbox"
+import { FeeSchedules, SettlementPosting } from "@pay/settlement"
+import { acquireTestDatabase, expectRefused } from "@pay/testkit"
+import { Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { PaymentRepository } from "../src/index.ts"
+import { applyCommand, context } from "./support.ts"
+
+const AppRoleDatabase = Layer.unwrap(
+  Effect.gen(function* () {
+    const info = yield* acquireTestDatabase
+    const url = new URL(info.url)
+    url.username = "pay_app"
+    url.password = ""
+    return postgresLayer({ url: Redacted.make(url.toString()), maxConnections: 4, applicationName: "pay-test-app-role" })
+  })
+)
+
+const AppRoleLayer = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer, SettlementPosting.layer).pipe(
+  Layer.provideMerge(Layer.mergeAll(Ledger.layer, FeeSchedules.layer, OutboxWriter.layer)),
+  Layer.provideMerge(AppRoleDatabase)
+)
+
+const denied = expectRefused("42501")
+
+layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("the application role (pay_app)", (it) => {
+  it.effect("is neither superuser nor owner, and does the application's work: create, authorize, settle with its posting", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const [me] = yield* decodeRows(Schema.Struct({ user: Schema.String, superuser: Schema.Boolean, owns: Schema.Boolean }))(sql`
+        SELECT current_user AS user, r.rolsuper AS superuser,
+               EXISTS (SELECT 1 FROM pg_tables WHERE tableowner = current_user) AS owns
+        FROM pg_roles r WHERE r.rolname = current_user`)
+      assert.deepStrictEqual(me, { user: "pay_app", superuser: false, owns: false })
+      const merchant = yield* (yield* MerchantRepository).create("App role")
+      const payments = yield* PaymentRepository
+      const created = yield* payments.create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
+      assert.strictEqual(settled.status, "SETTLED")
+      assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
+    }))
+
+  it.effect("every table of the schema is granted to pay_app explicitly (a migration that adds one must say what the app may do)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const ungranted = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`
+        SELECT n.nspname || '.' || c.relname AS name
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'acquirer_sim')
+          AND c.relname <> 'effect_sql_migrations'
+          AND NOT has_table_privilege(c.oid, 'SELECT')
+        ORDER BY 1`)
+      assert.deepStrictEqual(ungranted.map((row) => row.name), [], "grant these to pay_app in their migration (docs/security.md, rule 3)")
+    }))
+
+  it.effect("cannot switch guards off: DISABLE TRIGGER, session_replication_role, SET ROLE to the balance writer", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* denied(sql`ALTER TABLE ledger_entries DISABLE TRIGGER ALL`)
+      yield* denied(sql`ALTER TABLE account_balances DISABLE TRIGGER account_balances_guard`)
+      yield* denied(sql`ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_keep_unpublished`)
+      yield* denied(sql`SET session_replication_role = replica`)
+      yield* denied(sql`SET ROLE pay_ledger_writer`)
+    }))
+
+  it.effect("cannot rewrite money or history: UPDATE, DELETE, TRUNCATE on ledger, balances, history, settlements; no event rewrite", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const attempts = [
+        sql`UPDATE ledger_entries SET amount_minor = amount_minor + 1`,
+        sql`DELETE FROM ledger_entries`,
+        sql`TRUNCATE ledger_entries`,
+        sql`UPDATE transactions SET description = 'rewritten'`,
+        sql`DELETE FROM transactions`,
+        sql`UPDATE accounts SET allow_negative = true`,
+        sql`UPDATE account_balances SET balance_minor = balance_minor + 1000000`,
+        sql`INSERT INTO account_balances (account_id, currency, normal_side, allow_negative) VALUES (1, 'USD', 'credit', true)`,
+        sql`DELETE FROM account_balances`,
+        sql`UPDATE payment_status_history SET actor = 'someone else'`,
+        sql`DELETE FROM payment_status_history`,
+        sql`UPDATE payment_settlements SET fee_minor = 0`,
+        sql`DELETE FROM payment_settlements`,
+        sql`DELETE FROM payments`,
+        sql`TRUNCATE outbox_events`,
+        sql`UPDATE outbox_events SET payload = '{}'::jsonb`,
+        sql`INSERT INTO payment_transitions VALUES ('SETTLED', 'CREATED')`
+      ]
+      for (const attempt of attempts) yield* denied(attempt)
+    }))
+
+  it.effect("cannot create or alter objects, temp tables or functions in pg_temp, nor run the balance writers", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* denied(sql`CREATE TABLE public.app_role_probe (x int)`)
+      yield* denied(sql`CREATE TEMP TABLE app_role_probe (x int)`)
+      yield* denied(sql.unsafe(`CREATE FUNCTION pg_temp.app_role_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'`))
+      yield* denied(sql`ALTER TABLE payments ADD COLUMN probe int`)
+      yield* denied(sql`DROP TRIGGER payments_guard_update ON payments`)
+      yield* denied(sql`CREATE OR REPLACE FUNCTION ledger_verify() RETURNS int LANGUAGE sql AS 'SELECT 0'`)
+      const executable = yield* decodeRows(Schema.Struct({ apply: Schema.Boolean, open: Schema.Boolean }))(sql`
+        SELECT has_function_privilege('ledger_apply_entries()', 'EXECUTE') AS apply,
+               has_function_privilege('ledger_open_balance()', 'EXECUTE') AS open`)
+      assert.deepStrictEqual(executable[0], { apply: false, open: false })
+    }))
+})

@@ -1,0 +1,16 @@
+-- The cluster-wide roles the schema expects (docs/security.md, "Database"). Idempotent: run by
+-- scripts/stack.sh on every `up`, and by the postgres image's init (docker-compose.yml) on a fresh
+-- volume, before any migration. Migrations 0009 and 0012 create them only where they are missing
+-- and the migrating role may; a migrating role without CREATEROLE relies on this file.
+--   pay_app            LOGIN: the application's role (grants in migrations/0012_app_role.sql)
+--   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_app') THEN
+    CREATE ROLE pay_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
+    CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;
+  END IF;
+END
+$$;
