@@ -65,6 +65,8 @@ export const PaymentJson = Schema.Struct({
   failure_message: Schema.NullOr(FailureMessage),
   /** What was captured (≤ amount) once SETTLED; null before. */
   captured_amount: Schema.NullOr(AmountJson),
+  /** When the authorization lapses (set when AUTHORIZED; null before): no capture from then on. */
+  authorization_expires_at: Schema.NullOr(InstantJson),
   created_at: InstantJson,
   updated_at: InstantJson
 })
@@ -173,7 +175,7 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       headers: IdempotencyKeyHeader,
       payload: SettlePaymentBody,
       success: PaymentJson,
-      error: problems(...transitionProblemCodes, "settlement_unavailable", "capture_exceeds_authorized")
+      error: problems(...transitionProblemCodes, "settlement_unavailable", "capture_exceeds_authorized", "authorization_expired")
     }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer (all of it, or `amount` ≤ the authorized amount: a partial capture releases the rest) and posts the captured money to the ledger (SETTLED): the merchant's balance grows by the captured amount less the fee, computed on the captured amount."),
     HttpApiEndpoint.post("cancel", "/v1/payments/:id/cancel", {
       params: PaymentIdParam,

@@ -73,6 +73,10 @@ export const errorCatalog = {
     status: 409, title: "Conflict", retry: "no_stored",
     meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…)"
   },
+  authorization_expired: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "A settle after the authorization's `authorization_expires_at`: the funds are no longer held"
+  },
   concurrent_modification: {
     status: 409, title: "Conflict", retry: "no_stored", meaning: "Another change to the same payment won the race"
   },

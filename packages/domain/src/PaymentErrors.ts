@@ -63,6 +63,17 @@ export class CaptureExceedsAuthorized extends CodedError<CaptureExceedsAuthorize
 ) {}
 
 /**
+ * A capture after the authorization lapsed (`authorization_expires_at`): the issuer no longer
+ * holds the funds. A conflict with the payment's state; stored with the key (409).
+ */
+export class AuthorizationExpired extends CodedError<AuthorizationExpired>()(
+  "authorization_expired",
+  "AuthorizationExpired",
+  { paymentId: PaymentId, expiredAt: Schema.String },
+  (e) => `payment ${e.paymentId}: the authorization expired at ${e.expiredAt}; it can no longer be captured`
+) {}
+
+/**
  * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
  * for unknown and foreign ids (no existence oracle).
  */

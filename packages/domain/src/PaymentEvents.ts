@@ -98,7 +98,16 @@ export const PaymentCanceled = Schema.Struct({
 })
 export type PaymentCanceled = typeof PaymentCanceled.Type
 
-export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentCanceled])
+/** The authorization lapsed uncaptured (`AUTHORIZED` → `EXPIRED`, terminal, by the expiry job). */
+export const PaymentExpired = Schema.Struct({
+  type: Schema.tag("payment_expired"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("EXPIRED")
+})
+export type PaymentExpired = typeof PaymentExpired.Type
+
+export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentCanceled, PaymentExpired])
 export type PaymentEvent = typeof PaymentEvent.Type
 /** The JSON form of an event, as stored in `outbox_events.payload`. */
 export type PaymentEventJson = typeof PaymentEvent.Encoded
@@ -108,7 +117,8 @@ export const paymentEventTypes = [
   "payment_authorized",
   "payment_settled",
   "payment_failed",
-  "payment_canceled"
+  "payment_canceled",
+  "payment_expired"
 ] as const
 export const PaymentEventType = Schema.Literals(paymentEventTypes)
 export type PaymentEventType = typeof PaymentEventType.Type

@@ -11,23 +11,28 @@ import {
   PaymentStatus,
   paymentStatuses
 } from "./Payment.ts"
-import { PaymentAuthorized, PaymentCanceled, PaymentCreated, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
+import { PaymentAuthorized, PaymentCanceled, PaymentCreated, PaymentExpired, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Commands: what may be asked of a payment.
 // ---------------------------------------------------------------------------------------------
 
-export const paymentCommandNames = ["authorize", "decline", "settle", "fail", "cancel"] as const
+export const paymentCommandNames = ["authorize", "decline", "settle", "fail", "cancel", "expire"] as const
 export const PaymentCommandName = Schema.Literals(paymentCommandNames)
 export type PaymentCommandName = typeof PaymentCommandName.Type
 
-export const Authorize = Schema.TaggedStruct("authorize", {})
+/** How long an authorization holds the funds unless the caller says otherwise (7 days). */
+export const AUTHORIZATION_TTL_MS_DEFAULT = 7 * 24 * 60 * 60 * 1000
+
+/** `expires_at`: when the authorization lapses (default: {@link AUTHORIZATION_TTL_MS_DEFAULT} after it). */
+export const Authorize = Schema.TaggedStruct("authorize", { expires_at: Schema.optionalKey(Schema.DateTimeUtc) })
 export const Decline = Schema.TaggedStruct("decline", { failure_code: FailureCode, failure_message: FailureMessage })
 /** `amount_minor`: what to capture (partial capture); absent = the whole authorized amount. */
 export const Settle = Schema.TaggedStruct("settle", { amount_minor: Schema.optionalKey(AmountMinor) })
 export const Fail = Schema.TaggedStruct("fail", { failure_code: FailureCode, failure_message: FailureMessage })
 export const Cancel = Schema.TaggedStruct("cancel", {})
-export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail, Cancel])
+export const Expire = Schema.TaggedStruct("expire", {})
+export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail, Cancel, Expire])
 export type PaymentCommand = typeof PaymentCommand.Type
 
 // ---------------------------------------------------------------------------------------------
@@ -77,6 +82,12 @@ export const paymentTransitions = [
     from: "AUTHORIZED",
     to: "CANCELED",
     why: "the merchant voided the authorization and the acquirer released the reservation: no money moved"
+  },
+  {
+    command: "expire",
+    from: "AUTHORIZED",
+    to: "EXPIRED",
+    why: "the authorization lapsed (authorization_expires_at passed) without a capture: the issuer released the funds"
   }
 ] as const satisfies ReadonlyArray<TransitionRule>
 
@@ -95,7 +106,8 @@ export const commandTarget: Readonly<Record<PaymentCommandName, TransitionTarget
     decline: targetOf(targets, "decline"),
     settle: targetOf(targets, "settle"),
     fail: targetOf(targets, "fail"),
-    cancel: targetOf(targets, "cancel")
+    cancel: targetOf(targets, "cancel"),
+    expire: targetOf(targets, "expire")
   }
   return complete
 })()
@@ -142,7 +154,7 @@ export class InvalidTransition extends CodedError<InvalidTransition>()(
   (e) => `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
 ) {}
 
-export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed | PaymentCanceled
+export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed | PaymentCanceled | PaymentExpired
 
 export interface Transitioned {
   readonly payment: Payment
@@ -162,6 +174,7 @@ const failureOf = (command: PaymentCommand) => {
     case "authorize":
     case "settle":
     case "cancel":
+    case "expire":
       return { failure_code: null, failure_message: null }
   }
 }
@@ -202,12 +215,24 @@ export const transition = (
     status: rule.to,
     ...failureOf(command),
     captured_amount_minor: captured.success,
+    authorization_expires_at: command._tag === "authorize"
+      ? command.expires_at ?? DateTime.add(now, { milliseconds: AUTHORIZATION_TTL_MS_DEFAULT })
+      : payment.authorization_expires_at,
     version: payment.version + 1,
     created_at: payment.created_at,
     updated_at: DateTime.max(payment.updated_at, now)
   })
   return Result.succeed({ payment: next, event: transitionEvent(next, rule.to, payment.status) })
 }
+
+/**
+ * The authorization has lapsed at `now` (from its expiry on). Checked by the settle use case
+ * BEFORE the acquirer is asked (`AuthorizationExpired`), not by `transition`: a capture the
+ * acquirer approved before the expiry must still commit after it (the acquirer, which releases
+ * an expired authorization through the expiry job's void, is the authority on what it captured).
+ */
+export const isAuthorizationExpired = (payment: Payment, now: DateTime.Utc): boolean =>
+  payment.authorization_expires_at !== null && !DateTime.isLessThan(now, payment.authorization_expires_at)
 
 /** What a settle captures (its amount, or all of it); null for every other command. */
 const capturedAmount = (payment: Payment, command: PaymentCommand): Result.Result<AmountMinor | null, CaptureExceedsAuthorized> => {
@@ -242,6 +267,8 @@ const transitionEvent = (next: Payment, to: TransitionTarget, from: PaymentStatu
       })
     case "CANCELED":
       return PaymentCanceled.make({ ...eventCommon(next), previous_status: from, status: to })
+    case "EXPIRED":
+      return PaymentExpired.make({ ...eventCommon(next), previous_status: from, status: to })
     case "FAILED": {
       const { failure_code, failure_message } = next
       if (failure_code === null || failure_message === null) {
@@ -273,6 +300,7 @@ export const createPayment = (
     failure_code: null,
     failure_message: null,
     captured_amount_minor: null,
+    authorization_expires_at: null,
     version: 1,
     created_at: generated.now,
     updated_at: generated.now

@@ -28,27 +28,30 @@ const expectedAllowed: ReadonlySet<string> = new Set([
   "CREATED->FAILED",
   "AUTHORIZED->SETTLED",
   "AUTHORIZED->FAILED",
-  "AUTHORIZED->CANCELED"
+  "AUTHORIZED->CANCELED",
+  "AUTHORIZED->EXPIRED"
 ])
 const expectedCommandOutcome: Readonly<
   Record<PaymentStatus, Readonly<Record<PaymentCommandName, PaymentStatus | "invalid">>>
 > = {
-  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "invalid" },
-  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED", cancel: "CANCELED" },
-  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" },
-  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" },
-  CANCELED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid" }
+  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED", cancel: "CANCELED", expire: "EXPIRED" },
+  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  CANCELED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  EXPIRED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" }
 }
 const expectedEvent: Readonly<Record<string, string>> = {
   AUTHORIZED: "payment_authorized",
   SETTLED: "payment_settled",
   FAILED: "payment_failed",
-  CANCELED: "payment_canceled"
+  CANCELED: "payment_canceled",
+  EXPIRED: "payment_expired"
 }
 
 const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
 
-describe("the 5x5 matrix of from/to statuses", () => {
+describe("the 6x6 matrix of from/to statuses", () => {
   it.each(matrix)("$from -> $to", ({ from, to }) => {
     const allowed = expectedAllowed.has(`${from}->${to}`)
     assert.strictEqual(isTransitionAllowed(from, to), allowed, "isTransitionAllowed")
@@ -132,17 +135,17 @@ describe("every command from every status", () => {
 })
 
 describe("the table drives everything", () => {
-  it("holds exactly the five allowed pairs", () => {
+  it("holds exactly the six allowed pairs", () => {
     assert.deepStrictEqual(
       new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`)),
       expectedAllowed
     )
-    assert.strictEqual(paymentTransitions.length, 5)
+    assert.strictEqual(paymentTransitions.length, 6)
   })
 
-  it("derives SETTLED, FAILED and CANCELED as the terminal statuses", () => {
-    assert.deepStrictEqual([...terminalStatuses].sort(), ["CANCELED", "FAILED", "SETTLED"])
-    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED") && isTerminal("CANCELED"))
+  it("derives SETTLED, FAILED, CANCELED and EXPIRED as the terminal statuses", () => {
+    assert.deepStrictEqual([...terminalStatuses].sort(), ["CANCELED", "EXPIRED", "FAILED", "SETTLED"])
+    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED") && isTerminal("CANCELED") && isTerminal("EXPIRED"))
     assert.isFalse(isTerminal("CREATED") || isTerminal("AUTHORIZED"))
   })
 
@@ -152,7 +155,8 @@ describe("the table drives everything", () => {
       decline: "FAILED",
       settle: "SETTLED",
       fail: "FAILED",
-      cancel: "CANCELED"
+      cancel: "CANCELED",
+      expire: "EXPIRED"
     })
   })
 

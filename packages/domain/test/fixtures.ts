@@ -34,6 +34,8 @@ export const commandFor = (name: PaymentCommandName): PaymentCommand => {
       return { _tag: "settle" }
     case "cancel":
       return { _tag: "cancel" }
+    case "expire":
+      return { _tag: "expire" }
     case "decline":
       return { _tag: "decline", failure_code: "card_declined", failure_message: "The card was declined" }
     case "fail":
@@ -52,7 +54,8 @@ export const paymentIn = (status: PaymentStatus): Payment => {
     AUTHORIZED: ["authorize"],
     SETTLED: ["authorize", "settle"],
     FAILED: ["decline"],
-  CANCELED: ["authorize", "cancel"]
+  CANCELED: ["authorize", "cancel"],
+  EXPIRED: ["authorize", "expire"]
   }
   const path = paths[status]
   return path.reduce((payment, name, index) => {

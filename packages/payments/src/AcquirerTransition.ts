@@ -1,6 +1,8 @@
 import { Acquirer, type AcquirerError, type AcquirerOutcome, type Declined } from "@pay/acquirer"
 import {
   type AmountMinor,
+  AuthorizationExpired,
+  isAuthorizationExpired,
   CaptureExceedsAuthorized,
   commandTarget,
   InvalidTransition,
@@ -14,7 +16,7 @@ import {
 } from "@pay/domain"
 import type { Execution } from "@pay/idempotency"
 import { SettlementPosting } from "@pay/settlement"
-import { Effect, Option, Schema } from "effect"
+import { DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
@@ -111,10 +113,16 @@ const captureReference = (payment: Payment, amount_minor: AmountMinor): string =
 
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
 
-/** Step 2's decided refusals: the transition is not allowed, or a capture exceeds the authorization. */
-const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount_minor: AmountMinor): PaymentRefusal | undefined => {
+/**
+ * Step 2's decided refusals: the transition is not allowed, the authorization has expired (a
+ * capture; the expiry job voids it at the acquirer), or a capture exceeds the authorization.
+ */
+export const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount_minor: AmountMinor, now: DateTime.Utc): PaymentRefusal | undefined => {
   if (ruleFor(step.command, payment.status) === undefined) {
     return new InvalidTransition({ paymentId: payment.id, from: payment.status, to: commandTarget[step.command], command: step.command })
+  }
+  if (step.command === "settle" && payment.authorization_expires_at !== null && isAuthorizationExpired(payment, now)) {
+    return new AuthorizationExpired({ paymentId: payment.id, expiredAt: DateTime.formatIso(payment.authorization_expires_at) })
   }
   if (amount_minor > payment.amount_minor) {
     return new CaptureExceedsAuthorized({ paymentId: payment.id, requested_minor: amount_minor, authorized_minor: payment.amount_minor })
@@ -190,7 +198,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       const payment = found.value
       const amount_minor = requested_minor ?? payment.amount_minor
       if (execution.record.recoveryPoint === RecoveryPoint.started) {
-        const refusal = refusalBeforeAsking(step, payment, amount_minor)
+        const refusal = refusalBeforeAsking(step, payment, amount_minor, yield* DateTime.now)
         if (refusal !== undefined) return yield* refuse(execution, refusal)
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }

@@ -1,6 +1,7 @@
 import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
   AmountMinorFromJsonNumber,
+  type AuthorizationExpired,
   type CaptureExceedsAuthorized,
   Metadata,
   type PaymentNotRefundable,
@@ -57,6 +58,7 @@ export type PaymentRefusal =
   | PaymentNotFound
   | InvalidTransition
   | CaptureExceedsAuthorized
+  | AuthorizationExpired
   | ConcurrentModification
   | PaymentNotRefundable
   | RefundExceedsCaptured

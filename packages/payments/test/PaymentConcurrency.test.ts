@@ -48,7 +48,8 @@ const targetOf: Readonly<Record<PaymentCommandName, PaymentStatus>> = {
   decline: "FAILED",
   settle: "SETTLED",
   fail: "FAILED",
-  cancel: "CANCELED"
+  cancel: "CANCELED",
+  expire: "EXPIRED"
 }
 
 const paymentIn = (merchant: Merchant, status: PaymentStatus) =>

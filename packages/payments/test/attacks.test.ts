@@ -233,7 +233,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
         merchant_id: payment.merchant_id, amount_minor: 5, currency: "USD", payment_method: "pm_card_visa"
       }), context)
       yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
-        UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(),
+        UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(), authorization_expires_at = now(),
                failure_code = 'oops', failure_message = 'not failed' WHERE id = ${created.id}`)
     }))
 

@@ -15,6 +15,7 @@ import {
   UnsupportedMediaType
 } from "@pay/api"
 import {
+  AuthorizationExpired,
   CaptureExceedsAuthorized,
   ConcurrentModification,
   InvalidCursor,
@@ -69,6 +70,7 @@ export const apiErrorClasses = [
   PaymentNotFound,
   InvalidTransition,
   CaptureExceedsAuthorized,
+  AuthorizationExpired,
   PaymentNotRefundable,
   RefundExceedsCaptured,
   RefundExceedsBalance,

@@ -41,6 +41,7 @@ const present = (error: ApiError): Presentation =>
     PaymentNotFound: asIs,
     InvalidTransition: asIs,
     CaptureExceedsAuthorized: (e) => ({ detail: e.message, field: "amount" }),
+    AuthorizationExpired: asIs,
     PaymentNotRefundable: asIs,
     RefundExceedsCaptured: (e) => ({ detail: e.message, field: "amount" }),
     RefundExceedsBalance: asIs,

@@ -17,6 +17,7 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   failure_code: payment.failure_code,
   failure_message: payment.failure_message,
   captured_amount: payment.captured_amount_minor === null ? null : Number(payment.captured_amount_minor),
+  authorization_expires_at: payment.authorization_expires_at === null ? null : DateTime.formatIso(payment.authorization_expires_at),
   created_at: DateTime.formatIso(payment.created_at),
   updated_at: DateTime.formatIso(payment.updated_at)
 })

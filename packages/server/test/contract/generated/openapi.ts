@@ -749,6 +749,19 @@ export type components = {
             /** @enum {string} */
             title: "Service unavailable";
         };
+        AuthorizationExpiredProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "authorization_expired";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/authorization_expired";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
+        };
         CaptureExceedsAuthorizedProblemEncoded: {
             detail: string;
             instance?: string;
@@ -1014,10 +1027,11 @@ export interface operations {
                                 [key: string]: string;
                             };
                             /** @enum {string} */
-                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                             failure_code: string | null;
                             failure_message: string | null;
                             captured_amount: number | null;
+                            authorization_expires_at: (string & unknown) | null;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -1190,10 +1204,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
                         captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1428,10 +1443,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
                         captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1688,10 +1704,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
                         captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1776,7 +1793,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race | A settle after the authorization's `authorization_expires_at`: the funds are no longer held */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1788,7 +1805,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"];
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"] | components["schemas"]["AuthorizationExpiredProblemEncoded"];
                 };
             };
             /** @description The body is over 64 KiB */
@@ -1941,10 +1958,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
                         captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2801,10 +2819,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
                         captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -3252,7 +3271,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
-                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled")[];
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
                     description?: string | null;
                 };
             };
@@ -3659,7 +3678,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
-                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled")[];
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
                     description?: string | null;
                 };
             };
