@@ -141,7 +141,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.notInclude(server.process.output(), m.apiKey.slice(-16))
     }))
 
-  it.effect("one trace id: request → use case → SQL transaction → outbox row → publish → Kafka header → consumer", () =>
+  it.effect("one trace id: request → use case → SQL statement → outbox row → publish → Kafka header → consumer", () =>
     Effect.gen(function* () {
       const server = yield* TestServer
       const receiver = yield* Receiver
@@ -171,10 +171,15 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.deepStrictEqual(receiver.rejected(), [])
       const trace = spansOf(spans, traceId)
       const names = new Set(trace.map((span) => span.name))
-      for (const name of ["POST", "PaymentUseCases.create", "IdempotencyKeys.run", "sql.transaction"]) {
+      // A create is one statement (key, payment, history row, outbox row: PaymentRepository.createGated).
+      for (const name of ["POST", "PaymentUseCases.createAtOnce", "IdempotencyKeys.runAtOnce", "PaymentRepository.createGated"]) {
         assert.isTrue(names.has(name), `span ${name} in the request's trace: ${[...names].join(", ")}`)
       }
-      assert.isTrue(trace.filter((span) => span.kind === 3 /* client */).length >= 3, "SQL statements as client spans")
+      const gated = trace.find((span) => span.name === "PaymentRepository.createGated")
+      assert.isTrue(
+        trace.some((span) => span.kind === 3 /* client */ && span.parentSpanId === gated?.spanId),
+        "the create's SQL statement as a client span under it"
+      )
       const server_span = trace.find((span) => span.name === "POST" && span.kind === 2)
       assert.isDefined(server_span, "the HTTP server span")
       assert.strictEqual(change?.traceparent?.split("-")[1], server_span?.traceId)
