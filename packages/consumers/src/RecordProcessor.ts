@@ -1,4 +1,4 @@
-import { KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { continueFromRecord, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { type DecodedPaymentEvent, decodePaymentEventRecord, MalformedEventRecord } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -165,7 +165,18 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
           }
         }
         return yield* park(record, lastError, options.attempt_max)
-      }).pipe(Effect.tap((outcome) => countOutcome(name, outcome)))
+      }).pipe(
+        Effect.tap((outcome) => countOutcome(name, outcome)),
+        // The change's trace goes on across the broker (the record's `traceparent`), and every log
+        // line of the record (retries, parking) carries the request's `correlation_id`.
+        continueFromRecord(`process ${record.topic}`, record.headers, {
+          "messaging.system": "kafka",
+          "messaging.consumer.group.name": name,
+          "messaging.destination.name": record.topic,
+          "messaging.destination.partition.id": String(record.partition),
+          "messaging.kafka.offset": String(record.offset)
+        })
+      )
 
     return { handle, once, name } as const
   })
