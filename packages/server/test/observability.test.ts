@@ -5,7 +5,7 @@
 // this test starts).
 import { assert, layer } from "@effect/vitest"
 import { continueFromRecord, CurrentCorrelationId, decodeRows } from "@pay/infra"
-import { testRun } from "@pay/testkit"
+import { shortId, testRun } from "@pay/testkit"
 import { Context, Effect, Layer, Logger, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
@@ -18,6 +18,10 @@ import { createMerchant, createPayment, newKey, TestServer, testServerLayer } fr
 
 class Receiver extends Context.Service<Receiver, OtlpReceiver & { readonly metricsUrl: string }>()("test/Receiver") {}
 
+// The server runs its consumers (their series are read by the alert rules) on a topic prefix of
+// this file's own: they read only this server's events (support/TestServer.ts).
+const topicPrefix = `${testRun().kafkaTopicPrefix}${shortId()}.`
+
 const Live = Layer.unwrap(
   Effect.gen(function* () {
     const receiver = yield* otlpReceiver
@@ -29,7 +33,11 @@ const Live = Layer.unwrap(
         HTTP_ACCESS_LOG: "all",
         METRICS_PORT: String(metricsPort),
         RUNTIME_METRICS_INTERVAL_MS: "500",
-        LEDGER_VERIFY_INTERVAL_MS: "1000"
+        LEDGER_VERIFY_INTERVAL_MS: "1000",
+        KAFKA_TOPIC_PREFIX: topicPrefix,
+        CONSUMERS_ENABLED: "true",
+        CONSUMER_LAG_INTERVAL_MS: "200",
+        CONSUMER_RECONCILE_INTERVAL_MS: "1000"
       }
     })
     return Layer.merge(server, Layer.succeed(Receiver, { ...receiver, metricsUrl: `http://127.0.0.1:${metricsPort}` }))
@@ -189,7 +197,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
 
       // The Kafka record carries it; a consumer continues the trace and logs the correlation id.
       const run = testRun()
-      const headers = yield* eventually(50, kcatHeaders(run.kafkaBrokers, `${run.kafkaTopicPrefix}payments.events`, paymentId), (h) => h !== undefined)
+      const headers = yield* eventually(50, kcatHeaders(run.kafkaBrokers, `${topicPrefix}payments.events`, paymentId), (h) => h !== undefined)
       assert.strictEqual(headers?.["correlation_id"], correlationId)
       assert.strictEqual(headers?.["traceparent"], change?.traceparent)
       const logged: Array<unknown> = []
@@ -234,7 +242,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       // METRICS_PORT set: /metrics on its own listener only, not where merchants call.
       const { metricsUrl } = yield* Receiver
       assert.strictEqual((yield* server.request("GET", "/metrics")).status, 404)
-      const scrape = yield* eventually(50, call(metricsUrl, "GET", "/metrics"), (answer) => answer.text.includes("db_client_connections"))
+      const scrape = yield* eventually(50, call(metricsUrl, "GET", "/metrics"), (answer) =>
+        ["db_client_connections", "consumer_lag_records", "reconciliation_differences"].every((name) => answer.text.includes(name)))
       assert.strictEqual(scrape.status, 200)
       const checked = yield* promtool(["check", "metrics"], scrape.text)
       assert.strictEqual(checked.code, 0, `promtool check metrics:\n${checked.output}`)
