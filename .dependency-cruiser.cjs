@@ -20,7 +20,9 @@ const layers = {
   api: ["domain"],
   server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
   cli: ["domain", "infra", "merchants", "settlement", "idempotency"],
-  testkit: ["infra"]
+  testkit: ["infra"],
+  // Operators' failure drills (pnpm scenario / pnpm chaos): real processes over HTTP and SQL, the testkit's throwaway instances.
+  scenarios: ["domain", "infra", "merchants", "testkit"]
 }
 
 /** Everything reachable from a package's allowed imports (what its tests may use). */

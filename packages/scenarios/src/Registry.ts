@@ -1,0 +1,12 @@
+import type { Scenario } from "./Scenario.ts"
+import { concurrentDuplicateRequest, doubleSettleStorm, invalidTransition, rawSqlLedgerBreak } from "./scenarios/Phases.ts"
+
+/** Every scenario `pnpm scenario` knows, in the order a newcomer should run them. */
+export const scenarios: ReadonlyArray<Scenario> = [
+  doubleSettleStorm,
+  rawSqlLedgerBreak,
+  invalidTransition,
+  concurrentDuplicateRequest
+]
+
+export const findScenario = (name: string): Scenario | undefined => scenarios.find((scenario) => scenario.name === name)
