@@ -10,19 +10,20 @@
 const layers = {
   domain: [],
   infra: [],
+  // Operators' failure drills (pnpm scenario / pnpm chaos): real processes over HTTP and SQL, the testkit's throwaway instances.
+  scenarios: ["domain", "infra", "merchants", "testkit"],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
+  consumers: ["domain", "infra", "outbox"],
   merchants: ["domain", "infra"],
   acquirer: ["domain", "infra"],
   idempotency: ["domain", "infra"],
   settlement: ["domain", "infra", "ledger"],
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
-  cli: ["domain", "infra", "merchants", "settlement", "idempotency"],
-  testkit: ["infra"],
-  // Operators' failure drills (pnpm scenario / pnpm chaos): real processes over HTTP and SQL, the testkit's throwaway instances.
-  scenarios: ["domain", "infra", "merchants", "testkit"]
+  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
+  cli: ["domain", "infra", "merchants", "settlement", "idempotency", "outbox", "consumers"],
+  testkit: ["infra"]
 }
 
 /** Everything reachable from a package's allowed imports (what its tests may use). */

@@ -83,6 +83,8 @@ const record = async (root: string, out: string) => {
     REDIS_KEY_PREFIX: `snap:${run}:`,
     KAFKA_TOPIC_PREFIX: `snap.${run}.`,
     OUTBOX_PUBLISHER_ENABLED: "false",
+    // Nothing is published, so there is nothing to consume; no background group on the broker.
+    CONSUMERS_ENABLED: "false",
     ACQUIRER_TIMEOUT_MS: "1000",
     COMPLETER_INTERVAL_MS: "600000",
     COMPLETER_ABANDONED_AFTER_MS: "600000"

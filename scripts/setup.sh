@@ -18,4 +18,15 @@ if ! command -v kcat >/dev/null 2>&1; then
     echo "[setup] kcat is missing: sudo apt-get install kcat (the outbox tests need it)" >&2
   fi
 fi
+# Debian's prometheus package: promtool checks and unit-tests ops/prometheus/alerts.yml and lints
+# the /metrics exposition in the suite (packages/server/test/alert-rules.test.ts, observability.test.ts).
+# Installing it starts no service here.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "[setup] installing promtool (apt: prometheus)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+  else
+    echo "[setup] promtool is missing: sudo apt-get install prometheus (the alert-rule tests need it)" >&2
+  fi
+fi
 scripts/kafka/kafka.sh fetch >&2

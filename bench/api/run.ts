@@ -44,6 +44,8 @@ import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
 import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { pgbenchDatabase } from "../support/pgbench.ts"
+import { type OperationCost, type ProbeOperation, probeCosts } from "./probe.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
 
@@ -76,14 +78,32 @@ const settings = {
   connections: envInt("BENCH_CONNECTIONS", 50, 1, 1_000),
   /** Open-loop rate as a percentage of the closed-loop throughput of the same workload. */
   openLoopFraction: envInt("BENCH_OPEN_LOOP_PERCENT", 50, 1, 100) / 100,
-  workloads: selectedWorkloads()
+  workloads: selectedWorkloads(),
+  /** pgbench TPC-B clients (0: no pgbench phase) and scale. */
+  pgbench_clients: envInt("BENCH_PGBENCH_CLIENTS", 8, 0, 200),
+  pgbench_scale: envInt("BENCH_PGBENCH_SCALE", 10, 1, 100),
+  /** Requests per operation in the cost probe (0: no probe). */
+  probe_requests: envInt("BENCH_PROBE_REQUESTS", 100, 0, 10_000),
+  /** creates and replays again on a server of this many instances (0 or 1: skipped). */
+  compare_instances: envInt("BENCH_COMPARE_INSTANCES", 2, 0, 8),
+  /** Seconds of the create → authorize → settle flow phase (0: skipped). */
+  flow_s: envInt("BENCH_FLOW_S", 5, 0, 600),
+  /** Payments (and 10x as many ledger entries) preloaded with SQL before creates and replays run again (0: skipped). */
+  preload_payments: envInt("BENCH_PRELOAD_PAYMENTS", 0, 0, 10_000_000),
+  preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000)
 }
 
 /** What the issue asks of the API at 50 connections. */
 const targets = {
   replay_latency_ms_p99_max: 5,
   replay_throughput_ratio_min: 0.5,
-  create_latency_ms_p99_max: 25
+  create_latency_ms_p99_max: 25,
+  create_to_pgbench_ratio_min: 0.5,
+  flow_to_pgbench_ratio_min: 0.25,
+  create_server_cpu_ms_max: 1,
+  create_postgres_cpu_ms_max: 1.5,
+  create_round_trips_max: 4,
+  create_durable_commits_max: 1
 }
 
 const runId = randomBytes(4).toString("hex")
@@ -161,7 +181,7 @@ const extraServerEnv = (): Record<string, string> =>
   )
 
 /** `node packages/server/src/main.ts`, logs to a file; SIGTERM (then SIGKILL after 10 s) at scope end. */
-const startServer = (databaseUrl: string, port: number, logFile: string) =>
+const startServer = (databaseUrl: string, port: number, logFile: string, env: Record<string, string> = {}) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const fd = openSync(logFile, "a")
@@ -169,12 +189,17 @@ const startServer = (databaseUrl: string, port: number, logFile: string) =>
         cwd: repositoryRoot,
         env: {
           ...process.env,
+          // Its metrics on a free port: another server on this machine may hold 9464.
+          METRICS_PORT: "0",
           DATABASE_URL: databaseUrl,
           REDIS_URL: redisUrl,
           REDIS_KEY_PREFIX: redisPrefix,
+          ...env,
           KAFKA_BROKERS: brokers,
           KAFKA_TOPIC_PREFIX: topicPrefix,
           PORT: String(port),
+          // The benchmark measures throughput: the per-merchant rate limit must not be what it measures.
+          RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
           ...extraServerEnv()
         },
         stdio: ["ignore", fd, fd]
@@ -214,8 +239,21 @@ const ownServer = Effect.gen(function* () {
   yield* waitForReady(baseUrl, serverLog)
   yield* log(`server pid ${child.pid} on ${baseUrl}, database ${databaseName}, log ${serverLog}`)
   const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
-  return target
+  return { target, databaseUrl }
 })
+
+/** Another server on the same database with `instances` instances (SERVER_INSTANCES), for the scope. */
+const clusterServer = (databaseUrl: string, apiKey: string, instances: number) =>
+  Effect.gen(function* () {
+    const port = yield* freePort
+    const serverLog = join(tmpdir(), `pay-bench-api-${runId}-x${instances}.log`)
+    const child = yield* startServer(databaseUrl, port, serverLog, { SERVER_INSTANCES: String(instances) })
+    const baseUrl = `http://127.0.0.1:${port}`
+    yield* waitForReady(baseUrl, serverLog)
+    yield* log(`${instances} instances (primary pid ${child.pid}) on ${baseUrl}, log ${serverLog}`)
+    const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
+    return target
+  })
 
 const externalServer = (baseUrl: string, apiKey: string) =>
   Effect.gen(function* () {
@@ -245,8 +283,19 @@ interface CpuSample {
  * started the server (other sessions on this machine use the same Postgres), every postgres
  * process otherwise.
  */
-const groupOf = (pid: number, comm: string, serverPid: number | undefined): string | undefined => {
-  if (pid === serverPid) return "server"
+/** The server's pid and its children (the instances of a node:cluster primary). */
+const serverPidsOf = (serverPid: number | undefined): ReadonlySet<number> => {
+  if (serverPid === undefined) return new Set()
+  try {
+    const children = readFileSync(`/proc/${serverPid}/task/${serverPid}/children`, "utf8").trim().split(/\s+/).filter((pid) => pid !== "").map(Number)
+    return new Set([serverPid, ...children])
+  } catch {
+    return new Set([serverPid])
+  }
+}
+
+const groupOf = (pid: number, comm: string, serverPid: number | undefined, serverPids: ReadonlySet<number>): string | undefined => {
+  if (serverPids.has(pid)) return "server"
   if (comm === "postgres") {
     if (serverPid === undefined) return "postgres"
     try {
@@ -261,6 +310,7 @@ const groupOf = (pid: number, comm: string, serverPid: number | undefined): stri
 }
 
 const sampleCpu = (serverPid: number | undefined): CpuSample => {
+  const serverPids = serverPidsOf(serverPid)
   const cpuLine = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
   const fields = cpuLine.trim().split(/\s+/).slice(1).map(Number)
   const totalTicks = fields.reduce((sum, value) => sum + value, 0)
@@ -277,7 +327,7 @@ const sampleCpu = (serverPid: number | undefined): CpuSample => {
     const close = stat.lastIndexOf(")")
     const comm = stat.slice(stat.indexOf("(") + 1, close)
     const pid = Number(entry)
-    const group = groupOf(pid, comm, serverPid)
+    const group = groupOf(pid, comm, serverPid, serverPids)
     if (group === undefined) continue
     const rest = stat.slice(close + 2).split(" ")
     // Fields 14 and 15 of /proc/<pid>/stat (utime, stime); `rest` starts at field 3.
@@ -510,7 +560,7 @@ const measureOpenLoop = (workload: Workload, target: Target, rate_per_s: number)
     }
   })
 
-const measure = (workload: Workload, target: Target) =>
+const measure = (workload: Workload, target: Target, openLoop = true) =>
   Effect.gen(function* () {
     const base = { connections: settings.connections, timeout: 10, ...workload.options(target) }
     if (settings.warmup_s > 0) yield* fire({ ...base, duration: settings.warmup_s })
@@ -540,9 +590,126 @@ const measure = (workload: Workload, target: Target) =>
       cpu_cores: cpu,
       cpu_ms_per_request: { server: perRequest_ms(cpu.server), postgres: perRequest_ms(cpu.postgres), redis: perRequest_ms(cpu.redis) },
       // The same requests at a fraction of the throughput just measured: latency below saturation.
-      open_loop: yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
+      open_loop: openLoop
+        ? yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
+        : { offered_per_s: 0, sent: 0, skipped: 0, errors: 0, statuses: {}, unexpected_statuses: 0, latency_ms_p50: Number.NaN, latency_ms_p90: Number.NaN, latency_ms_p99: Number.NaN, latency_ms_max: Number.NaN }
     }
   })
+
+// --- the full flow: create → authorize → settle, one payment per loop --------------------------------
+
+/**
+ * `settings.connections` loops, each doing create → authorize → settle (new keys) back to back for
+ * `duration_s`: payments settled per second, the issue's "full flow" (target ≥ 0.25× TPC-B).
+ */
+const flowPhase = (target: Target, duration_s: number) =>
+  Effect.promise(async () => {
+    const deadline = performance.now() + duration_s * 1_000
+    const before = sampleCpu(target.serverPid)
+    let flows = 0
+    let failures = 0
+    const latencies_ms: Array<number> = []
+    const post = async (path: string, key: string, body: string | undefined) => {
+      const response = await fetch(`${target.baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json", "idempotency-key": key },
+        ...(body === undefined ? {} : { body }),
+        signal: AbortSignal.timeout(10_000)
+      })
+      return { status: response.status, text: await response.text() }
+    }
+    const loop = async (loopIndex: number) => {
+      for (let index = 0; performance.now() < deadline; index++) {
+        const started = performance.now()
+        const key = `flow-${runId}-${loopIndex}-${index}`
+        try {
+          const created = await post("/v1/payments", `${key}-c`, createBody)
+          const parsed: unknown = created.status === 201 ? JSON.parse(created.text) : undefined
+          const id = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "id") : undefined
+          if (typeof id !== "string") throw new Error(`create: ${created.status}`)
+          if ((await post(`/v1/payments/${id}/authorize`, `${key}-a`, undefined)).status !== 200) throw new Error("authorize")
+          if ((await post(`/v1/payments/${id}/settle`, `${key}-s`, undefined)).status !== 200) throw new Error("settle")
+          flows++
+          latencies_ms.push(performance.now() - started)
+        } catch {
+          failures++
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: settings.connections }, (_, index) => loop(index)))
+    const cpu = coresBetween(before, sampleCpu(target.serverPid))
+    const perFlow_ms = (cores: number) => (flows > 0 ? round((cores * duration_s * 1_000) / flows, 3) : Number.NaN)
+    return {
+      name: "flow",
+      description: "create → authorize → settle per loop",
+      flows,
+      failures,
+      flows_per_s: round(flows / duration_s, 1),
+      latency_ms_p50: percentileOf(latencies_ms, 0.5),
+      latency_ms_p99: percentileOf(latencies_ms, 0.99),
+      cpu_cores: cpu,
+      cpu_ms_per_flow: { server: perFlow_ms(cpu.server), postgres: perFlow_ms(cpu.postgres) }
+    }
+  })
+
+// --- the cost probe (round trips and commits per operation) -----------------------------------------
+
+const postStatus = async (url: string, apiKey: string, key: string, body: string | undefined): Promise<{ status: number; text: string }> => {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json", "idempotency-key": key },
+    ...(body === undefined ? {} : { body }),
+    signal: AbortSignal.timeout(10_000)
+  })
+  return { status: response.status, text: await response.text() }
+}
+
+/** create (new key each), replay (one key), authorize and settle (of the payments created). */
+const probeOperations = (): ReadonlyArray<ProbeOperation> => {
+  const paymentIds: Array<string> = []
+  const created = (index: number) => paymentIds[index + 1] ?? "pay_missing"
+  const replayKey = `probe-replay-${runId}`
+  return [
+    {
+      name: "create",
+      expectedStatus: 201,
+      send: async (baseUrl, apiKey, index) => {
+        const answer = await postStatus(`${baseUrl}/v1/payments`, apiKey, `probe-create-${runId}-${index}`, createBody)
+        const parsed: unknown = answer.status === 201 ? JSON.parse(answer.text) : undefined
+        const id = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "id") : undefined
+        if (typeof id === "string") paymentIds.push(id)
+        return answer.status
+      }
+    },
+    {
+      name: "replay",
+      expectedStatus: 201,
+      send: async (baseUrl, apiKey) => (await postStatus(`${baseUrl}/v1/payments`, apiKey, replayKey, createBody)).status
+    },
+    {
+      name: "authorize",
+      expectedStatus: 200,
+      send: async (baseUrl, apiKey, index) =>
+        (await postStatus(`${baseUrl}/v1/payments/${created(index)}/authorize`, apiKey, `probe-authorize-${runId}-${index}`, undefined)).status
+    },
+    {
+      name: "settle",
+      expectedStatus: 200,
+      send: async (baseUrl, apiKey, index) =>
+        (await postStatus(`${baseUrl}/v1/payments/${created(index)}/settle`, apiKey, `probe-settle-${runId}-${index}`, undefined)).status
+    }
+  ]
+}
+
+const printCosts = (costs: ReadonlyArray<OperationCost>) => {
+  if (costs.length === 0) return
+  console.log("")
+  console.log("cost per operation (private Postgres + Redis, sequential requests, request path only):")
+  console.log("operation   postgres round trips  redis round trips  total  durable commits")
+  for (const c of costs) {
+    console.log(`${c.operation.padEnd(10)} ${String(c.postgres_round_trips_per_op).padStart(21)} ${String(c.redis_round_trips_per_op).padStart(18)} ${String(c.round_trips_per_op).padStart(6)} ${String(c.durable_commits_per_op).padStart(16)}`)
+  }
+}
 
 // --- the run ----------------------------------------------------------------------------------------
 
@@ -552,7 +719,8 @@ const program = Effect.gen(function* () {
   if ((apiUrl === undefined) !== (apiKeyFromEnv === undefined)) {
     return yield* Effect.die(new Error("set both API_URL and API_KEY, or neither (then the bench starts its own server)"))
   }
-  const target = apiUrl !== undefined && apiKeyFromEnv !== undefined ? yield* externalServer(apiUrl, apiKeyFromEnv) : yield* ownServer
+  const own = apiUrl !== undefined && apiKeyFromEnv !== undefined ? undefined : yield* ownServer
+  const target = own === undefined ? yield* externalServer(apiUrl ?? "", apiKeyFromEnv ?? "") : own.target
 
   // The replayed key: created once, then every request with it must be answered by these bytes.
   const replayKey = `bench-replay-${runId}`
@@ -567,6 +735,52 @@ const program = Effect.gen(function* () {
   const chosen = workloads(replayKey, first.text).filter((workload) => settings.workloads.includes(workload.name))
   const results = yield* Effect.forEach(chosen, (workload) =>
     log(`${workload.name}: ${workload.description}`).pipe(Effect.andThen(measure(workload, target)))
+  )
+
+  const flow = settings.flow_s === 0 ? undefined : yield* log(`flow: create → authorize → settle, ${settings.connections} loops, ${settings.flow_s} s`).pipe(
+    Effect.andThen(flowPhase(target, settings.flow_s))
+  )
+
+  // The same create and replay workloads on N instances (node:cluster), same database, same run.
+  const clustered = own === undefined || settings.compare_instances < 2 ? [] : yield* Effect.scoped(Effect.gen(function* () {
+    const clusterTarget = yield* clusterServer(own.databaseUrl, target.apiKey, settings.compare_instances)
+    const chosenHere = chosen.filter((workload) => workload.name === "creates" || workload.name === "replays")
+    return yield* Effect.forEach(chosenHere, (workload) =>
+      log(`${workload.name} on ${settings.compare_instances} instances`).pipe(Effect.andThen(measure(workload, clusterTarget, false))))
+  }))
+
+  // The same workloads once the database holds millions of rows (bench/api/preload.sql).
+  const preloaded = own === undefined || settings.preload_payments === 0 ? [] : yield* Effect.gen(function* () {
+    const entries = settings.preload_entries > 0 ? settings.preload_entries : settings.preload_payments * 10
+    const cliOutput = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Preloaded merchant"], { DATABASE_URL: own.databaseUrl }, 60_000)
+    const parsed: unknown = JSON.parse(cliOutput)
+    const merchantId = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "merchant_id") : undefined
+    if (typeof merchantId !== "string") return yield* Effect.die(new Error(`no merchant_id in the CLI's output: ${cliOutput}`))
+    yield* log(`preloading ${settings.preload_payments} payments and ${entries} ledger entries with SQL`)
+    const started_ms = performance.now()
+    yield* runCommand("psql", [own.databaseUrl, "-q", "-v", `merchant=${merchantId}`, "-v", `payments=${settings.preload_payments}`, "-v", `entries=${entries}`, "-f", "bench/api/preload.sql"], {}, 3_600_000)
+    yield* log(`preloaded in ${round((performance.now() - started_ms) / 1_000, 1)} s`)
+    const chosenHere = chosen.filter((workload) => workload.name === "creates" || workload.name === "replays")
+    return yield* Effect.forEach(chosenHere, (workload) =>
+      log(`${workload.name} on the preloaded database`).pipe(Effect.andThen(measure(workload, target, false))))
+  })
+
+  // pgbench TPC-B on the same Postgres, right after the HTTP phases: the database's own yardstick.
+  const pgbench = settings.pgbench_clients === 0 ? undefined : yield* Effect.gen(function* () {
+    yield* log(`pgbench TPC-B: -c ${settings.pgbench_clients} -s ${settings.pgbench_scale}, ${settings.duration_s} s`)
+    const runPgbench = yield* pgbenchDatabase(baseDatabaseUrl, `pay_bench_pgbench_${runId}`, settings.pgbench_scale)
+    return yield* runPgbench(settings.pgbench_clients, settings.duration_s)
+  })
+  const costs = settings.probe_requests === 0 ? [] : yield* log(`cost probe: ${settings.probe_requests} requests per operation, private Postgres + Redis`).pipe(
+    Effect.andThen(probeCosts({
+      repositoryRoot,
+      brokers,
+      topicPrefix,
+      logFile: join(tmpdir(), `pay-bench-api-${runId}-probe.log`),
+      psql: (url, statement) => runCommand("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAtc", statement], {}, 60_000),
+      cli: (databaseUrl, args) => runCommand(process.execPath, ["packages/cli/src/main.ts", ...args], { DATABASE_URL: databaseUrl }, 60_000),
+      waitForReady
+    }, probeOperations(), settings.probe_requests))
   )
 
   const byName = (name: string) => results.find((result) => result.name === name)
@@ -585,7 +799,28 @@ const program = Effect.gen(function* () {
       creates_p99_to_reference: ratio(creates.latency_ms_p99, reference.latency_ms_p99)
     })
   }
+  const createCost = costs.find((cost) => cost.operation === "create")
+  const pgbenchRatios = pgbench === undefined ? {} : {
+    pgbench_tps: pgbench.tps,
+    ...(flow === undefined ? {} : { flows_to_pgbench: ratio(flow.flows_per_s, pgbench.tps) }),
+    ...(creates === undefined ? {} : { creates_to_pgbench: ratio(creates.requests_per_s, pgbench.tps) }),
+    ...(replays === undefined ? {} : { replays_to_pgbench: ratio(replays.requests_per_s, pgbench.tps) })
+  }
   const verdicts = {
+    ...(flow === undefined || pgbench === undefined ? {} : {
+      flows_to_pgbench: { target_ratio_min: targets.flow_to_pgbench_ratio_min, measured_ratio: ratio(flow.flows_per_s, pgbench.tps), met: ratio(flow.flows_per_s, pgbench.tps) >= targets.flow_to_pgbench_ratio_min }
+    }),
+    ...(creates === undefined || pgbench === undefined ? {} : {
+      creates_to_pgbench: { target_ratio_min: targets.create_to_pgbench_ratio_min, measured_ratio: ratio(creates.requests_per_s, pgbench.tps), met: ratio(creates.requests_per_s, pgbench.tps) >= targets.create_to_pgbench_ratio_min }
+    }),
+    ...(creates === undefined ? {} : {
+      create_server_cpu: { target_ms_max: targets.create_server_cpu_ms_max, measured_ms: creates.cpu_ms_per_request.server, met: creates.cpu_ms_per_request.server <= targets.create_server_cpu_ms_max },
+      create_postgres_cpu: { target_ms_max: targets.create_postgres_cpu_ms_max, measured_ms: creates.cpu_ms_per_request.postgres, met: creates.cpu_ms_per_request.postgres <= targets.create_postgres_cpu_ms_max }
+    }),
+    ...(createCost === undefined ? {} : {
+      create_round_trips: { target_max: targets.create_round_trips_max, measured: createCost.round_trips_per_op, met: createCost.round_trips_per_op <= targets.create_round_trips_max },
+      create_durable_commits: { target_max: targets.create_durable_commits_max, measured: createCost.durable_commits_per_op, met: createCost.durable_commits_per_op <= targets.create_durable_commits_max }
+    }),
     ...(replays === undefined ? {} : {
       replay_p99: { target_ms_max: targets.replay_latency_ms_p99_max, measured_ms: replays.latency_ms_p99, met: replays.latency_ms_p99 <= targets.replay_latency_ms_p99_max },
       replay_throughput: {
@@ -598,7 +833,7 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = results.every((result) =>
+  const correct = (flow === undefined || flow.failures === 0) && costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded].every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
@@ -624,7 +859,25 @@ const program = Effect.gen(function* () {
     )
   }
   console.log("")
+  if (pgbench !== undefined) console.log(`pgbench TPC-B (${pgbench.command}): ${pgbench.tps} tps, mean latency ${pgbench.latency_ms_mean} ms`)
+  for (const [name, value] of Object.entries(pgbenchRatios)) if (name !== "pgbench_tps") console.log(`${name}: ${value}x`)
   for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}x`)
+  if (flow !== undefined) console.log(`flow (create → authorize → settle): ${flow.flows_per_s} payments/s, p50 ${flow.latency_ms_p50} ms, p99 ${flow.latency_ms_p99} ms, failures ${flow.failures}, cpu ms/payment server ${flow.cpu_ms_per_flow.server} postgres ${flow.cpu_ms_per_flow.postgres}`)
+  printCosts(costs)
+  const instanceRatios = Object.fromEntries(clustered.map((r) => {
+    const single = byName(r.name)
+    return [`${r.name}_${settings.compare_instances}_instances_to_1`, single === undefined ? Number.NaN : ratio(r.requests_per_s, single.requests_per_s)]
+  }))
+  for (const r of clustered) {
+    console.log(`${r.name} on ${settings.compare_instances} instances: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, server cores ${r.cpu_cores.server}, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
+  }
+  for (const [name, value] of Object.entries(instanceRatios)) console.log(`${name}: ${value}x`)
+  const preloadRatios = Object.fromEntries(preloaded.map((r) => {
+    const empty = byName(r.name)
+    return [`${r.name}_preloaded_to_empty`, empty === undefined ? Number.NaN : ratio(r.requests_per_s, empty.requests_per_s)]
+  }))
+  for (const r of preloaded) console.log(`${r.name} on the preloaded database: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
+  for (const [name, value] of Object.entries(preloadRatios)) console.log(`${name}: ${value}x`)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
 
@@ -636,7 +889,12 @@ const program = Effect.gen(function* () {
     machine: { cores: cpus().length, cpu_model: cpus()[0]?.model ?? "unknown", node: process.version, load_average_1m_at_end: round(loadavg()[0] ?? 0, 2) },
     server: apiUrl === undefined ? { own: true, log: target.serverLog, env_extra: extraServerEnv() } : { own: false, url: target.baseUrl },
     results,
-    ratios,
+    ratios: { ...ratios, ...pgbenchRatios },
+    pgbench,
+    flow,
+    costs,
+    instances: { compared: settings.compare_instances, results: clustered, ratios: instanceRatios },
+    preload: { payments: settings.preload_payments, results: preloaded, ratios: preloadRatios },
     targets: verdicts,
     correct
   }

@@ -1,4 +1,5 @@
 import { HttpApi, OpenApi } from "effect/http-api"
+import { contractTransform } from "./OpenApiContract.ts"
 import { PaymentsGroup } from "./PaymentsApi.ts"
 import { SystemApi } from "./SystemApi.ts"
 
@@ -10,6 +11,8 @@ export class PaymentsApi extends HttpApi.make("payments-api")
     title: "Payments and Ledger API",
     version: "1.0.0",
     description: "Create, authorize and settle payments. Every POST requires an Idempotency-Key. " +
-      "Errors are RFC 9457 problems (application/problem+json) with a stable `code`."
+      "Errors are RFC 9457 problems (application/problem+json) with a stable `code`; every answer carries a `Request-Id`.",
+    servers: [{ url: "http://127.0.0.1:3000", description: "scripts/run.sh on this machine (PORT)" }],
+    transform: contractTransform
   }))
 {}

@@ -59,3 +59,57 @@ export class InternalError extends CodedError<InternalError>()(
     ? "an unexpected error occurred; it has been logged"
     : `an unexpected error occurred (${e.failed}); it has been logged`
 ) {}
+
+/**
+ * Errors of the HTTP edge itself, before any endpoint is chosen: the router found no endpoint, the
+ * endpoint does not take this method, the connection was too slow or its headers too large, or
+ * the caller is over a rate limit. Each is one problem type of the catalog like the others.
+ */
+
+/** No endpoint at this path (unknown, or a segment that is not valid percent-encoding). */
+export class RouteNotFound extends CodedError<RouteNotFound>()(
+  "route_not_found",
+  "RouteNotFound",
+  { method: Schema.String, path: Schema.String },
+  (e) => `no endpoint ${e.method} ${e.path}; see /openapi.json`
+) {}
+
+/** The path exists with other methods; `allow` is the `Allow` header's list. */
+export class MethodNotAllowed extends CodedError<MethodNotAllowed>()(
+  "method_not_allowed",
+  "MethodNotAllowed",
+  { method: Schema.String, allow: Schema.Array(Schema.String) },
+  (e) => `${e.method} is not allowed here; allowed: ${e.allow.join(", ")}`
+) {}
+
+/** The headers or the body did not arrive within the server's limit (answered by the socket layer). */
+export class RequestTimeout extends CodedError<RequestTimeout>()(
+  "request_timeout",
+  "RequestTimeout",
+  { limit_ms: Schema.Int },
+  (e) => `the request did not arrive within ${e.limit_ms} ms; nothing was executed`
+) {}
+
+/** The headers are over the parser's limit (answered by the socket layer, which closes the connection). */
+export class HeadersTooLarge extends CodedError<HeadersTooLarge>()(
+  "headers_too_large",
+  "HeadersTooLarge",
+  { limit_bytes: Schema.Int },
+  (e) => `the request headers are over ${e.limit_bytes} bytes`
+) {}
+
+/** Over the merchant's request rate; `retry_after_s` is the `Retry-After` header. */
+export class RateLimited extends CodedError<RateLimited>()(
+  "rate_limited",
+  "RateLimited",
+  { limit_per_s: Schema.Int, retry_after_s: Schema.Int },
+  (e) => `over ${e.limit_per_s} requests per second for this merchant; nothing was executed, retry in ${e.retry_after_s} s`
+) {}
+
+/** Too many failed authentications from one source address; `retry_after_s` is the `Retry-After` header. */
+export class AuthenticationRateLimited extends CodedError<AuthenticationRateLimited>()(
+  "authentication_rate_limited",
+  "AuthenticationRateLimited",
+  { failures_max: Schema.Int, retry_after_s: Schema.Int },
+  (e) => `over ${e.failures_max} failed authentications from this address; retry in ${e.retry_after_s} s with a valid key`
+) {}

@@ -1,4 +1,15 @@
-import { AMOUNT_MINOR_MAX, type ErrorCode, paymentRequestFields, PaymentStatus } from "@pay/domain"
+import {
+  AMOUNT_MINOR_MAX,
+  Currency,
+  Description,
+  type ErrorCode,
+  FailureCode,
+  FailureMessage,
+  Metadata,
+  paymentIdPattern,
+  paymentRequestFields,
+  PaymentStatus
+} from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
@@ -20,19 +31,29 @@ export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentR
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
 /** A payment as the API shows it. */
+/** `pay_` + 24 lowercase base32 characters. */
+export const PaymentIdJson = Schema.String.check(
+  Schema.isPattern(paymentIdPattern, { message: "a payment id is \"pay_\" followed by 24 lowercase base32 characters" })
+)
+
+/** An instant as the API writes it: ISO 8601 in UTC with milliseconds. */
+const InstantJson = Schema.String.check(
+  Schema.isPattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/u)
+).annotate({ format: "date-time" })
+
 export const PaymentJson = Schema.Struct({
-  id: Schema.String,
+  id: PaymentIdJson,
   object: Schema.Literal("payment"),
-  amount: Schema.Int,
-  currency: Schema.String,
-  payment_method: Schema.String,
-  description: Schema.NullOr(Schema.String),
-  metadata: Schema.Record(Schema.String, Schema.String),
+  amount: AmountJson,
+  currency: Currency,
+  payment_method: paymentRequestFields.payment_method,
+  description: Schema.NullOr(Description),
+  metadata: Metadata,
   status: PaymentStatus,
-  failure_code: Schema.NullOr(Schema.String),
-  failure_message: Schema.NullOr(Schema.String),
-  created_at: Schema.String,
-  updated_at: Schema.String
+  failure_code: Schema.NullOr(FailureCode),
+  failure_message: Schema.NullOr(FailureMessage),
+  created_at: InstantJson,
+  updated_at: InstantJson
 })
 export type PaymentJson = typeof PaymentJson.Type
 
@@ -45,7 +66,7 @@ export const PaymentListJson = Schema.Struct({
 export const BalanceJson = Schema.Struct({
   object: Schema.Literal("balance"),
   /** The merchant's payable balance per currency, read from the ledger, in minor units. */
-  available: Schema.Array(Schema.Struct({ currency: Schema.String, amount: Schema.Int }))
+  available: Schema.Array(Schema.Struct({ currency: Currency, amount: Schema.Int }))
 })
 
 // Declared optional so that a missing key reaches the handler, which answers the documented
@@ -56,12 +77,13 @@ const IdempotencyKeyHeader = Schema.Struct({
   }))
 })
 
+// A string here, so that any other id reaches the handler and answers payment_not_found (404); the
+// document declares the pattern (OpenApiContract.ts).
 const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id, `pay_…`" }) }
 
 /** What every idempotent POST may answer besides its own refusals (the body, the key, an unknown outcome). */
 const postProblemCodes = [
   ...commonProblemCodes,
-  "invalid_request",
   "malformed_json",
   "body_unreadable",
   "body_too_large",
@@ -75,6 +97,7 @@ const postProblemCodes = [
 /** What a POST on an existing payment may answer: the acquirer decides, the payment may refuse. */
 const transitionProblemCodes = [
   ...postProblemCodes,
+  "route_not_found",
   "payment_not_found",
   "invalid_transition",
   "concurrent_modification",
@@ -95,36 +118,36 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       payload: CreatePaymentBody,
       success: PaymentJson.annotate({ httpApiStatus: 201 }),
       error: problems(...postProblemCodes)
-    }),
+    }).annotate(OpenApi.Description, "Creates a payment (status CREATED). Idempotent: the same key and body replay the first answer; nothing is charged yet."),
     HttpApiEndpoint.post("authorize", "/v1/payments/:id/authorize", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
       error: problems(...transitionProblemCodes)
-    }),
+    }).annotate(OpenApi.Description, "Asks the acquirer to authorize a CREATED payment: AUTHORIZED, or FAILED with failure_code when declined. A 503 means the outcome is unknown: retry with the same key."),
     HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
       error: problems(...transitionProblemCodes, "settlement_unavailable")
-    }),
+    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee."),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
-      error: problems(...commonProblemCodes, "payment_not_found")
-    }),
+      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found")
+    }).annotate(OpenApi.Description, "Reads one of the merchant's payments; another merchant's payment is payment_not_found."),
     HttpApiEndpoint.get("list", "/v1/payments", {
       query: {
         limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
         starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A payment id: the page starts after it" }))
       },
       success: PaymentListJson,
-      error: problems(...commonProblemCodes, "invalid_request", "invalid_cursor")
-    }),
+      error: problems(...commonProblemCodes, "invalid_cursor")
+    }).annotate(OpenApi.Description, "Lists the merchant's payments, newest first, `limit` at a time; `starting_after` continues after a payment id (has_more says whether there is more)."),
     HttpApiEndpoint.get("balance", "/v1/balance", {
       success: BalanceJson,
       error: problems(...commonProblemCodes)
-    })
+    }).annotate(OpenApi.Description, "The merchant's payable balance per currency, read from the ledger, in minor units.")
   )
   .middleware(Authorization)
   .annotateMerge(OpenApi.annotations({

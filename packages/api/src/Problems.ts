@@ -8,8 +8,12 @@ import { HttpApiError } from "effect/http-api"
  * one. There is one problem type per code of the error catalog (`@pay/domain` ErrorCatalog.ts):
  * its URI is this base + the code, and its status and title are the catalog's. The OpenAPI
  * document declares exactly these types, one schema each (`type` and `code` are constants).
+ *
+ * The type is a relative URI reference (RFC 9457 §3.1.1: resolved against the request's URI):
+ * it resolves to this API's own page for the code, `GET /docs/problems/<code>` (what it means,
+ * whether to retry), wherever the API is served.
  */
-export const problemTypeBase = "https://docs.payments.local/problems/"
+export const problemTypeBase = "/docs/problems/"
 export const problemContentType = "application/problem+json"
 
 export const problemType = (code: ErrorCode): string => `${problemTypeBase}${code}`
@@ -107,5 +111,26 @@ export const problems = (...codes: ReadonlyArray<ErrorCode>) =>
     return schema
   })
 
-/** Errors every authenticated endpoint may answer. */
-export const commonProblemCodes = ["unauthorized", "database_unavailable", "internal_error"] as const satisfies ReadonlyArray<ErrorCode>
+/**
+ * Errors any request may get at the HTTP edge, whatever its endpoint: a duplicated header or query
+ * parameter (`invalid_request`), headers or body too slow (`request_timeout`, answered by the socket
+ * layer), headers too large (`headers_too_large`). `method_not_allowed` is listed on every
+ * operation because OpenAPI has no place for a path's answer to a method it does not take: each
+ * path answers it (with `Allow`) for the methods not documented under it.
+ */
+export const edgeProblemCodes = [
+  "invalid_request",
+  "method_not_allowed",
+  "request_timeout",
+  "headers_too_large"
+] as const satisfies ReadonlyArray<ErrorCode>
+
+/** Errors every authenticated endpoint may answer: the edge's, the key's, its rate limits, an outage, a bug. */
+export const commonProblemCodes = [
+  ...edgeProblemCodes,
+  "unauthorized",
+  "authentication_rate_limited",
+  "rate_limited",
+  "database_unavailable",
+  "internal_error"
+] as const satisfies ReadonlyArray<ErrorCode>

@@ -12,8 +12,9 @@
  *   pnpm cli idempotency retry <key id>  gives a parked key back to the completer (fresh attempts);
  *                                        exit 1 when no parked key has that id
  *
- * Uses DATABASE_URL (the app role) like the server, and applies pending migrations first as
- * MIGRATION_DATABASE_URL (the schema owner).
+ * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
+ * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
+ * the server, and applies pending migrations first as MIGRATION_DATABASE_URL (the schema owner).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
@@ -22,6 +23,7 @@ import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempote
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules } from "@pay/settlement"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
+import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
@@ -29,7 +31,8 @@ const usage = `usage:
   pnpm cli keys revoke <api key id>
   pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>
   pnpm cli idempotency parked [limit 1-1000, default 100]
-  pnpm cli idempotency retry <idempotency key id>`
+  pnpm cli idempotency retry <idempotency key id>
+${consumerUsage}`
 
 const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
 const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
@@ -63,6 +66,8 @@ const idempotencyCommand = (command: string | undefined, argument: string | unde
 
 const program = Effect.gen(function* () {
   const [group, command, argument, ...rest] = process.argv.slice(2)
+  const consumers = consumerCommand([group, command, argument, ...rest])
+  if (consumers !== undefined) return yield* consumers
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
@@ -98,7 +103,9 @@ const program = Effect.gen(function* () {
 })
 
 program.pipe(
-  Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer).pipe(Layer.provideMerge(DatabaseLive))),
+  Effect.provide(
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer, KafkaClientsLive).pipe(Layer.provideMerge(DatabaseLive))
+  ),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
   Effect.catchTag("ParkedKeyNotFound", (error) => Console.error(`${error.message}: nothing queued`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
   Effect.catchTag("ApiKeyNotFound", (error) => Console.error(`${error.message}: nothing revoked`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),

@@ -49,7 +49,7 @@ export const Currency = Schema.String.check(
     (code: string) =>
       isCurrencyCode(code) ||
       `unknown currency ${JSON.stringify(code)}: expected an upper-case ISO 4217 code the platform supports (e.g. USD, EUR, JPY, KWD)`,
-    { expected: "a supported ISO 4217 currency code" },
+    { expected: "a supported ISO 4217 currency code", toJsonSchema: () => ({ enum: [...currencyCodes] }) },
     true
   )
 ).pipe(Schema.refine(isCurrencyCode, { expected: "a supported ISO 4217 currency code" }))

@@ -19,7 +19,7 @@ export type Retry =
   | "no_stored"
 
 export interface ErrorEntry {
-  readonly status: 400 | 401 | 404 | 409 | 413 | 415 | 422 | 500 | 503
+  readonly status: 400 | 401 | 404 | 405 | 408 | 409 | 413 | 415 | 422 | 429 | 431 | 500 | 503
   readonly title: string
   readonly retry: Retry
   /** One line: when a client gets this code. */
@@ -46,6 +46,17 @@ export const errorCatalog = {
     status: 400, title: "Invalid request", retry: "no", meaning: "`starting_after` is not one of the merchant's payments"
   },
   unauthorized: { status: 401, title: "Unauthorized", retry: "no", meaning: "No API key, or an unknown, malformed or revoked one" },
+  route_not_found: {
+    status: 404, title: "Not found", retry: "no",
+    meaning: "No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding)"
+  },
+  method_not_allowed: {
+    status: 405, title: "Method not allowed", retry: "no", meaning: "The path exists, not with this method: `Allow` lists its methods"
+  },
+  request_timeout: {
+    status: 408, title: "Request timeout", retry: "same_key",
+    meaning: "The headers or the body did not arrive in time (the connection is closed; nothing was executed)"
+  },
   payment_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such payment **for this merchant**" },
   idempotency_key_in_use: {
     status: 409, title: "Conflict", retry: "same_key_later",
@@ -65,6 +76,18 @@ export const errorCatalog = {
   idempotency_key_reused: {
     status: 422, title: "Unprocessable request", retry: "no",
     meaning: "This key was used for a different request (method, path or body); use a new key for a new request"
+  },
+  rate_limited: {
+    status: 429, title: "Too many requests", retry: "same_key_later",
+    meaning: "Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds"
+  },
+  authentication_rate_limited: {
+    status: 429, title: "Too many requests", retry: "same_key_later",
+    meaning: "Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key"
+  },
+  headers_too_large: {
+    status: 431, title: "Request header fields too large", retry: "no",
+    meaning: "The request's headers are over 16 KiB (the connection is closed)"
   },
   internal_error: { status: 500, title: "Internal error", retry: "same_key", meaning: "A bug; logged with its cause" },
   acquirer_timeout: {

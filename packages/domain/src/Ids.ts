@@ -15,8 +15,8 @@ const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
 const bodyLength = 24
 const body_bytes = 15 // 15 bytes * 8 bits = 120 bits = 24 symbols * 5 bits
 
-export const paymentIdPattern = /^pay_[0-9a-hjkmnp-tv-z]{24}$/
-export const merchantIdPattern = /^mer_[0-9a-hjkmnp-tv-z]{24}$/
+export const paymentIdPattern = /^pay_[0-9a-hjkmnp-tv-z]{24}$/u
+export const merchantIdPattern = /^mer_[0-9a-hjkmnp-tv-z]{24}$/u
 
 const randomBody = (): string => {
   const bytes = new Uint8Array(body_bytes)

@@ -2,6 +2,7 @@ import { Schema } from "effect"
 import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
+import { StorableText } from "./StorableText.ts"
 
 /**
  * The four statuses of a payment. Which status may follow which is NOT decided here: the
@@ -17,19 +18,21 @@ export type PaymentStatus = typeof PaymentStatus.Type
  * stored in our database or logs; the same CHECK is in the migration.
  */
 export const PaymentMethodToken = Schema.String.check(
-  Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/, {
+  Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/u, {
     message: "payment_method must be a payment method token: \"pm_\" followed by 1-64 letters, digits or _"
   }),
-  Schema.makeFilter((token: string) =>
-    !/[0-9]{12}/.test(token) ||
-    "payment_method must be a token, not a card number (12 or more consecutive digits are rejected)"
+  Schema.makeFilter(
+    (token: string) =>
+      !/[0-9]{12}/.test(token) ||
+      "payment_method must be a token, not a card number (12 or more consecutive digits are rejected)",
+    { toJsonSchema: () => ({ not: { pattern: "[0-9]{12}" } }) }
   )
 ).pipe(Schema.brand("PaymentMethodToken"))
 export type PaymentMethodToken = typeof PaymentMethodToken.Type
 
 /** Machine-readable reason of a failure, e.g. `card_declined`, `insufficient_funds`. */
 export const FailureCode = Schema.String.check(
-  Schema.isPattern(/^[a-z][a-z0-9_]{0,63}$/, {
+  Schema.isPattern(/^[a-z][a-z0-9_]{0,63}$/u, {
     message: "failure_code must be snake_case: a lowercase letter then up to 63 of [a-z0-9_]"
   })
 )
@@ -41,19 +44,40 @@ export const FailureMessage = Schema.String.check(
 )
 export type FailureMessage = typeof FailureMessage.Type
 
-export const Description = Schema.String.check(
-  Schema.isMaxLength(500, { message: "description must be at most 500 characters" })
-)
+export const Description = StorableText("description", { min: 0, max: 500 })
 
 export const METADATA_KEYS_MAX = 20
+/** The database's bound on the stored form (`octet_length(metadata::text)`, migration 0003). */
+export const METADATA_STORED_BYTES_MAX = 32_768
+
+/**
+ * The size of metadata as PostgreSQL prints `jsonb` (`metadata::text`): JSON.stringify's escapes
+ * (`\u0001` is 6 bytes, `"` is 2) are PostgreSQL's, and jsonb adds a space after each `:` and
+ * each `,` (2 per member, counted for every member: an upper bound).
+ */
+export const metadataStoredBytes = (metadata: Readonly<Record<string, string>>): number =>
+  new TextEncoder().encode(JSON.stringify(metadata)).length + 2 * Object.keys(metadata).length
+
 /**
  * Free-form merchant data (order ids, customer refs). Bounded like everything else: at most 20
- * keys of 1-40 characters, values of at most 500 characters, strings only.
+ * keys of 1-40 characters, values of at most 500 characters, strings only, text PostgreSQL can
+ * store, and at most 32,768 bytes in its stored form (the database's CHECK, checked here first).
  */
 export const Metadata = Schema.Record(
-  Schema.String.check(Schema.isBetweenLength(1, 40, { message: "metadata keys must be 1 to 40 characters" })),
-  Schema.String.check(Schema.isMaxLength(500, { message: "metadata values must be at most 500 characters" }))
-).check(Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }))
+  StorableText("metadata keys", { min: 1, max: 40 }),
+  StorableText("metadata values", { min: 0, max: 500 })
+).check(
+  Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }),
+  Schema.makeFilter(
+    (metadata: Readonly<Record<string, string>>) =>
+      metadataStoredBytes(metadata) <= METADATA_STORED_BYTES_MAX ||
+      `metadata is ${metadataStoredBytes(metadata)} bytes as stored; at most ${METADATA_STORED_BYTES_MAX} are accepted`,
+    { toJsonSchema: () => [{}, true] }
+  )
+).annotate({
+  description: `At most ${METADATA_KEYS_MAX} keys of 1-40 characters, string values of at most 500 characters, and at most ` +
+    `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4)`
+})
 export type Metadata = typeof Metadata.Type
 
 /** Optimistic-concurrency version: 1 at creation, +1 on every transition (SQL `int`). */

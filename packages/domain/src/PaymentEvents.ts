@@ -1,7 +1,7 @@
-import { Schema } from "effect"
+import { Schema, SchemaTransformation } from "effect"
 import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
-import { AmountMinorFromJsonNumber } from "./Money.ts"
+import { AMOUNT_MINOR_MAX, AmountMinorFromJsonNumber } from "./Money.ts"
 import { FailureCode, FailureMessage, PaymentStatus, PaymentVersion } from "./Payment.ts"
 
 /**
@@ -40,11 +40,34 @@ export const PaymentAuthorized = Schema.Struct({
 })
 export type PaymentAuthorized = typeof PaymentAuthorized.Type
 
+/**
+ * A non-negative amount in minor units as a JSON integer (a fee may be 0). Exact: at most
+ * AMOUNT_MINOR_MAX, well inside the safe-integer range.
+ */
+export const SplitMinorFromJsonNumber = Schema.Int.check(
+  Schema.isBetween(
+    { minimum: 0, maximum: Number(AMOUNT_MINOR_MAX) },
+    { message: `fee_minor / net_minor must be an integer between 0 and ${AMOUNT_MINOR_MAX} (minor units)` }
+  )
+).pipe(
+  Schema.decodeTo(
+    Schema.BigInt,
+    SchemaTransformation.transform({ decode: (amount: number) => BigInt(amount), encode: (amount: bigint) => Number(amount) })
+  )
+)
+
+/**
+ * `fee_minor` and `net_minor` (fee + net = amount) are the split the settlement posted to the
+ * ledger in the same transaction. Optional in the schema (an added field keeps the version, and
+ * events written before they existed still decode); every payment_settled written now has them.
+ */
 export const PaymentSettled = Schema.Struct({
   type: Schema.tag("payment_settled"),
   ...common,
   previous_status: PaymentStatus,
-  status: Schema.Literal("SETTLED")
+  status: Schema.Literal("SETTLED"),
+  fee_minor: Schema.optionalKey(SplitMinorFromJsonNumber),
+  net_minor: Schema.optionalKey(SplitMinorFromJsonNumber)
 })
 export type PaymentSettled = typeof PaymentSettled.Type
 

@@ -4,11 +4,12 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
+import { countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
 import {
-  ABANDONED_LIMIT_MAX,
+  type AtOnceWork,
   type AbandonedKey,
   type Began,
   type CompleterFailureRecorded,
@@ -22,8 +23,6 @@ import {
   IdempotencyOptionsConfig,
   type IdempotencyRecord,
   type IdempotentRequest,
-  REAP_BATCH_DEFAULT,
-  REAP_BATCH_MAX,
   RECOVERY_POINT_FINISHED,
   RECOVERY_POINT_STARTED,
   recoveryPointPattern,
@@ -32,7 +31,8 @@ import {
   type RunOutcome,
   type StoredResponse
 } from "./Model.ts"
-import { completerBackoff_ms, type CompleterRetryPolicy, completerRetryPolicyBounds } from "./Parking.ts"
+import type { CompleterRetryPolicy } from "./Parking.ts"
+import { assertBounded, makeMaintenance } from "./Maintenance.ts"
 import { makeRedisFastPath, type RedisFastPath } from "./RedisFastPath.ts"
 
 type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, R>
@@ -81,6 +81,18 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
     render: Render<A>,
     work: Work<A, E, R>
   ) => Effect.Effect<RunOutcome, E | IdempotencyKeyReused | IdempotencyKeyInUse | SqlError, R>
+  /**
+   * `run` for work that can be ONE autocommitted statement (a create): a replay cached in Redis
+   * answers first; otherwise `once` writes the key, finished with its rendered outcome, and the
+   * work in one statement (one round trip, one durable commit, no lease, no in-flight marker). When
+   * the key exists already, nothing is written and `run(request, work)` decides it (replay, 409,
+   * 422, or resume an interrupted run). `once` must not run inside a transaction.
+   */
+  readonly runAtOnce: <A, E, R>(
+    request: IdempotentRequest<A>,
+    once: AtOnceWork<A, E, R>,
+    work: Work<A, E, R>
+  ) => Effect.Effect<RunOutcome, E | IdempotencyKeyReused | IdempotencyKeyInUse | SqlError, R>
   /** Deletes finished keys older than the retention (and never-started leftovers), at most `batch`. */
   readonly reap: (options?: { readonly retention_ms?: number; readonly batch?: number }) => Effect.Effect<
     { readonly finished: number; readonly neverStarted: number },
@@ -109,10 +121,12 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
       const sql = yield* SqlClient.SqlClient
       const store = makeKeyStore(sql)
       const fast = makeRedisFastPath(yield* Redis, options, makeCacheMac(cacheSecret))
+      yield* initializeIdempotencyMetrics
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
       const { run, resume } = makeRuns(begin, writes)
-      return IdempotencyKeys.of({ begin, ...writes, run, resume, ...makeMaintenance(store, fast, options), options })
+      const runAtOnce = makeRunAtOnce(sql, store, fast, run)
+      return IdempotencyKeys.of({ begin, ...writes, run, resume, runAtOnce, ...makeMaintenance(store, fast, options), options })
     })
 
   /**
@@ -259,7 +273,11 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
       ...(request.operation === undefined ? {} : { operation: request.operation }),
       ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
     }
-    return begin(beginRequest).pipe(Effect.flatMap((began) => execute(began, request.render, work)), Effect.withSpan("IdempotencyKeys.run"))
+    return begin(beginRequest).pipe(
+      Effect.flatMap((began) => execute(began, request.render, work)),
+      countRun,
+      Effect.withSpan("IdempotencyKeys.run")
+    )
   }
 
   const resume = <A, E, R>(abandoned: AbandonedKey, render: Render<A>, work: Work<A, E, R>) =>
@@ -274,64 +292,52 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
   return { run, resume }
 }
 
-const makeMaintenance = (store: KeyStore, fast: RedisFastPath, options: IdempotencyOptions) => {
-  const reap = Effect.fn("IdempotencyKeys.reap")(function* (
-    reapOptions: { readonly retention_ms?: number; readonly batch?: number } = {}
-  ) {
-    const retention_ms = reapOptions.retention_ms ?? options.retention_ms
-    const batch = reapOptions.batch ?? REAP_BATCH_DEFAULT
-    assertBounded("retention_ms", retention_ms, idempotencyOptionBounds.retention_ms.max)
-    assertBounded("batch", batch, REAP_BATCH_MAX)
-    const reaped = yield* store.reap(retention_ms, batch)
-    // Their cached copies would expire on their own (TTL <= retention); deleting them now keeps
-    // "reaped" meaning reaped.
-    yield* Effect.forEach(reaped.finished, (row) => fast.deleteResponse(row.merchant_id, row.idempotency_key), {
-      concurrency: 16,
-      discard: true
-    })
-    return { finished: reaped.finished.length, neverStarted: reaped.neverStarted }
-  })
-
-  const abandoned = Effect.fn("IdempotencyKeys.abandoned")(function* (query: {
-    readonly olderThan_ms: number
-    readonly limit: number
-  }) {
-    assertBounded("olderThan_ms", query.olderThan_ms, Number.MAX_SAFE_INTEGER, 0)
-    assertBounded("limit", query.limit, ABANDONED_LIMIT_MAX)
-    return yield* store.abandoned(query.olderThan_ms, query.limit)
-  })
-
-  const recordCompleterFailure = Effect.fn("IdempotencyKeys.recordCompleterFailure")(function* (
-    key: AbandonedKey,
-    failure: { readonly reason: string; readonly policy: CompleterRetryPolicy; readonly parkNow?: boolean }
-  ) {
-    assertWithin("completer retry policy", failure.policy, completerRetryPolicyBounds)
-    const attempt = key.completerAttempts + 1
-    const park = failure.parkNow === true || attempt >= failure.policy.attemptsMax
-    const retryIn_ms = completerBackoff_ms(attempt, failure.policy, Math.random())
-    const changed = yield* store.recordCompleterFailure({
-      id: key.id,
-      previousAttempts: key.completerAttempts,
-      retryIn_ms,
-      park,
-      reason: storableReason(failure.reason)
-    })
-    if (!changed) return { _tag: "Unchanged" } satisfies CompleterFailureRecorded
-    return park
-      ? ({ _tag: "Parked", attempt } satisfies CompleterFailureRecorded)
-      : ({ _tag: "BackedOff", attempt, retryIn_ms } satisfies CompleterFailureRecorded)
-  })
-
-  return { reap, abandoned, recordCompleterFailure }
-}
-
-/** At most 2000 characters PostgreSQL can store (no NUL, no lone surrogate), for `completer_last_error`. */
-const storableReason = (reason: string): string =>
-  reason.slice(0, 2_000).replaceAll("\u0000", "\uFFFD").replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD")
-
-/** Arguments are checked when used: a zero lease or an unbounded batch is a bug, not a request error. */
-function assertBounded(name: string, value: number, max: number, min = 1): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be an integer between ${min} and ${max}, got ${value}`)
+/** What `begin` needs of an HTTP request: the canonical body and its fingerprint (as `run` builds it). */
+const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest => {
+  const body = canonicalBody(request.body)
+  return {
+    merchantId: request.merchantId,
+    key: request.key,
+    method: request.method.toUpperCase(),
+    path: request.path,
+    fingerprint: fingerprint({ method: request.method, path: request.path, canonicalBody: body }),
+    canonicalBody: body,
+    ...(request.operation === undefined ? {} : { operation: request.operation }),
+    ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
   }
 }
+
+type Run = ReturnType<typeof makeRuns>["run"]
+
+const makeRunAtOnce = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPath, run: Run) =>
+  <A, E, R>(request: IdempotentRequest<A>, once: AtOnceWork<A, E, R>, work: Work<A, E, R>) =>
+    Effect.gen(function* () {
+      // Inside a caller's transaction the statement would not be the one durable commit it claims.
+      if (Option.isSome(yield* Effect.serviceOption(sql.transactionService))) {
+        return yield* Effect.die(new Error("IdempotencyKeys.runAtOnce must not run inside a transaction: its statement commits on its own"))
+      }
+      const beginRequest = toBeginRequest(request)
+      yield* Effect.annotateCurrentSpan({ merchant_id: request.merchantId, idempotency_key: request.key })
+      const cached = yield* fast.lookup(beginRequest)
+      if (Option.isSome(cached) && cached.value._tag === "Replay") {
+        return yield* countRun(Effect.succeed({ _tag: "Replayed", response: cached.value.response, decidedBy: cached.value.decidedBy } satisfies RunOutcome))
+      }
+      const id = randomUUID()
+      const written = yield* once({
+        insertFinished: (outcome) => {
+          const response = request.render(outcome)
+          if (!Number.isInteger(response.status) || response.status < 100 || response.status > 599) {
+            throw new Error(`runAtOnce: ${response.status} is not an HTTP status`)
+          }
+          const finished: Finished<A> = { [FinishedTypeId]: FinishedTypeId, recordId: id, outcome, response }
+          return { statement: store.insertFinished(id, beginRequest, response), finished }
+        }
+      })
+      // The key existed: nothing was written; decide it as any other request with this key.
+      if (Option.isNone(written)) return yield* run(request, work)
+      if (written.value.recordId !== id) return yield* Effect.die(new Error("runAtOnce: the work returned the Finished of another key"))
+      // Committed: Redis may now repeat it (a failure here only costs the next retry a Postgres read).
+      yield* fast.cacheResponse(request.merchantId, request.key, beginRequest.fingerprint, written.value.response)
+      // Counted like a run's answer (a fallback to `run` above counts itself).
+      return yield* countRun(Effect.succeed({ _tag: "Executed", response: written.value.response, resumed: false } satisfies RunOutcome))
+    }).pipe(Effect.withSpan("IdempotencyKeys.runAtOnce"))

@@ -140,7 +140,26 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
       return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "postgres" })
     })
 
-  return { rows, decide }
+  /**
+   * A new key, finished at once with its response (runAtOnce): for the caller's single statement,
+   * returning its id when inserted and nothing when the key exists. No lease: the key, the work
+   * and the response commit together or not at all.
+   */
+  const insertFinished = (id: string, request: BeginRequest, response: StoredResponse) => {
+    const body = request.canonicalBody === undefined || request.canonicalBody === "" ? null : request.canonicalBody
+    const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
+    return sql`
+      INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+                                    request_body, operation, recovery_point, response_status, response_body,
+                                    response_content_type, finished_at)
+      VALUES (${id}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path}, ${request.fingerprint},
+              ${body}::jsonb, ${operation}::jsonb, 'finished', ${response.status}, ${response.body},
+              ${response.contentType}, clock_timestamp())
+      ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+      RETURNING id`
+  }
+
+  return { rows, decide, insertFinished }
 }
 
 const IdRow = Schema.Struct({ id: Schema.String })
@@ -277,7 +296,7 @@ const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeL
 
 export const makeKeyStore = (sql: SqlClient.SqlClient) => {
   const leases = makeLeases(sql)
-  return { decide: leases.decide, ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
+  return { decide: leases.decide, insertFinished: leases.insertFinished, ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
 }
 
 export type KeyStore = ReturnType<typeof makeKeyStore>

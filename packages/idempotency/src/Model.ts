@@ -1,7 +1,8 @@
 import type { MerchantId } from "@pay/domain"
 import { boundedInt, type IntBounds } from "@pay/infra"
-import { Config, type Effect, type Schema } from "effect"
+import { Config, type Effect, type Option, type Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import type { DecidedBy, IdempotencyLockLost } from "./Errors.ts"
 import type { CanonicalJsonValue } from "./Fingerprint.ts"
 import type { IdempotencyKey } from "./IdempotencyKey.ts"
@@ -196,3 +197,19 @@ export const IdempotencyOptionsConfig: Config.Config<IdempotencyOptions> = Confi
 export const REAP_BATCH_MAX = 10_000
 export const ABANDONED_LIMIT_MAX = 1_000
 export const REAP_BATCH_DEFAULT = 1_000
+
+/**
+ * For work that is ONE autocommitted statement (`IdempotencyKeys.runAtOnce`, a create): the key's
+ * INSERT, already finished with the rendered outcome, which the work runs as the first CTE of its
+ * statement and gates every other write on (`… FROM <that CTE>`). The CTE yields one row when the
+ * key is new and none when it exists already (`ON CONFLICT DO NOTHING`), in which case the
+ * statement must write nothing else and the work answers None: `runAtOnce` then decides the key
+ * the usual way (replay, 409, 422, resume). The key, the work and the response commit together, in
+ * one round trip and one durable commit.
+ */
+export interface KeyAtOnce<A> {
+  readonly insertFinished: (outcome: A) => { readonly statement: Fragment; readonly finished: Finished<A> }
+}
+
+/** Some(finished) when the statement wrote the key (and the work); None when the key existed. */
+export type AtOnceWork<A, E, R> = (key: KeyAtOnce<A>) => Effect.Effect<Option.Option<Finished<A>>, E, R>

@@ -2,6 +2,7 @@ import type { Redis, RedisError } from "@pay/infra"
 import { Effect, Metric, Option, Schema } from "effect"
 import { type CacheMac, idempotencyCacheRejected } from "./CacheAuthentication.ts"
 import { IdempotencyKeyInUse, IdempotencyKeyReused } from "./Errors.ts"
+import { countRedisFallback, type RedisFastPathOperation } from "./IdempotencyMetrics.ts"
 import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./Model.ts"
 
 /**
@@ -64,17 +65,17 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
   }
 
   /** One bounded Redis call: None when it failed or timed out (logged), never an error. */
-  return <A>(operation: string, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
+  return <A>(operation: RedisFastPathOperation, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
     effect.pipe(
       Effect.timeout(options.redisTimeout_ms),
       Effect.map(Option.some),
       Effect.catchTags({
         RedisError: (error) =>
           logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
-            .pipe(Effect.as(Option.none<A>())),
+            .pipe(Effect.andThen(countRedisFallback(operation, "error")), Effect.as(Option.none<A>())),
         TimeoutError: () =>
           logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, timeout_ms: options.redisTimeout_ms })
-            .pipe(Effect.as(Option.none<A>()))
+            .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))
       }),
       Effect.tap((result) => Effect.annotateCurrentSpan({ [`redis.${operation}`]: Option.isSome(result) ? "ok" : "failed" }))
     )
@@ -95,6 +96,31 @@ const makeRejectionLog = () => {
     )
   }
 }
+
+/** A cached response for this key: a replay, or a 422 when it answered another request. */
+const makeCachedAnswer = (mac: CacheMac, logRejection: ReturnType<typeof makeRejectionLog>) => (request: BeginRequest, cached: string) =>
+  Effect.gen(function* () {
+    const hit = decodeCachedResponse(cached)
+    if (Option.isNone(hit)) {
+      yield* Effect.logWarning("idempotency: unreadable cached response ignored; Postgres decides")
+      return Option.none<Began>()
+    }
+    const { fingerprint, status, contentType, body } = hit.value
+    const redisKey = redisResponseKey(request.merchantId, request.key)
+    if (!mac.verify({ redisKey, fingerprint, status, contentType, body }, hit.value.mac)) {
+      // Not written by a server holding the secret (or moved from another key): never replayed,
+      // and not even trusted for a 422. Postgres decides, and its answer overwrites the entry.
+      yield* Metric.update(idempotencyCacheRejected, 1)
+      yield* logRejection({ merchant_id: request.merchantId, idempotency_key: request.key })
+      return Option.none<Began>()
+    }
+    if (hit.value.fingerprint !== request.fingerprint) {
+      return yield* new IdempotencyKeyReused({ key: request.key, decidedBy: "redis" })
+    }
+    const response = { status: hit.value.status, body: hit.value.body, contentType: hit.value.contentType }
+    return Option.some<Began>({ _tag: "Replay", response, decidedBy: "redis" })
+  })
+
 
 export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyOptions, mac: CacheMac) => {
   const logRejection = makeRejectionLog()
@@ -118,29 +144,7 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
   const deleteResponse = (merchantId: string, key: string) =>
     call("del_response", redis.del(redisResponseKey(merchantId, key))).pipe(Effect.asVoid)
 
-  /** A cached response for this key: a replay, or a 422 when it answered another request. */
-  const cachedAnswer = (request: BeginRequest, cached: string) =>
-    Effect.gen(function* () {
-      const hit = decodeCachedResponse(cached)
-      if (Option.isNone(hit)) {
-        yield* Effect.logWarning("idempotency: unreadable cached response ignored; Postgres decides")
-        return Option.none<Began>()
-      }
-      const { fingerprint, status, contentType, body } = hit.value
-      const redisKey = redisResponseKey(request.merchantId, request.key)
-      if (!mac.verify({ redisKey, fingerprint, status, contentType, body }, hit.value.mac)) {
-        // Not written by a server holding the secret (or moved from another key): never replayed,
-        // and not even trusted for a 422. Postgres decides, and its answer overwrites the entry.
-        yield* Metric.update(idempotencyCacheRejected, 1)
-        yield* logRejection({ merchant_id: request.merchantId, idempotency_key: request.key })
-        return Option.none<Began>()
-      }
-      if (hit.value.fingerprint !== request.fingerprint) {
-        return yield* new IdempotencyKeyReused({ key: request.key, decidedBy: "redis" })
-      }
-      const response = { status: hit.value.status, body: hit.value.body, contentType: hit.value.contentType }
-      return Option.some<Began>({ _tag: "Replay", response, decidedBy: "redis" })
-    })
+  const cachedAnswer = makeCachedAnswer(mac, logRejection)
 
   /**
    * Someone else's marker. It is safe to answer 409 from it when it names the same request: it is
@@ -173,7 +177,19 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
       return askPostgres(false)
     })
 
-  return { decide, cacheResponse, deleteMarker, deleteResponse }
+  /**
+   * Only the cached response (no marker): for `runAtOnce`, whose single statement needs no
+   * in-flight marker (a concurrent duplicate waits on the key's unique index, then replays).
+   * None on a miss or a Redis failure; a response of another request is a 422.
+   */
+  const lookup = (request: BeginRequest) =>
+    Effect.gen(function* () {
+      const cached = yield* call("get_response", redis.get(redisResponseKey(request.merchantId, request.key)))
+      if (Option.isNone(cached) || cached.value === null) return Option.none<Began>()
+      return yield* cachedAnswer(request, cached.value)
+    })
+
+  return { decide, lookup, cacheResponse, deleteMarker, deleteResponse }
 }
 
 export type RedisFastPath = ReturnType<typeof makeRedisFastPath>

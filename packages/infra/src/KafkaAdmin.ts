@@ -93,6 +93,17 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   readonly listGroups: Effect.Effect<ReadonlyArray<string>, KafkaError>
   /** Groups that do not exist are ignored; a group with live members is an error. */
   readonly deleteGroups: (groupIds: ReadonlyArray<string>) => Effect.Effect<void, KafkaError>
+  /**
+   * Sets a group's committed offsets for one topic (the "seek" of a consumer that keeps its
+   * position elsewhere). Only an empty group can be altered: `group_active` when it has members.
+   */
+  readonly alterGroupOffsets: (
+    groupId: string,
+    topic: string,
+    offsets: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>
+  ) => Effect.Effect<"altered" | "group_active", KafkaError>
+  /** A group's committed offset per partition of `topic` (-1: none). */
+  readonly groupOffsets: (groupId: string, topic: string) => Effect.Effect<ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>, KafkaError>
   /** A fresh metadata round trip, bounded by `pingTimeout_ms`: what `/health/ready` asks. */
   readonly ping: Effect.Effect<KafkaClusterHealth, KafkaError>
 }>()("infra/KafkaAdmin") {
@@ -103,7 +114,12 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
         Effect.sync(() => new Admin(baseClientOptions(options, bootstrapBrokers))),
         (client) => closeClient("admin.close", () => client.close())
       )
-      return KafkaAdmin.of({ ...makeTopics(admin, options), ...makeGroups(admin, options), ping: makePing(admin, options) })
+      return KafkaAdmin.of({
+        ...makeTopics(admin, options),
+        ...makeGroups(admin, options),
+        ...makeGroupOffsets(admin, options),
+        ping: makePing(admin, options)
+      })
     })
 
   static readonly layerWith = (options: KafkaAdminOptions) => Layer.effect(KafkaAdmin, KafkaAdmin.make(options))
@@ -294,6 +310,48 @@ const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
 
   return { listGroups, deleteGroups }
 }
+
+const makeGroupOffsets = (admin: Admin, options: KafkaAdminOptions) => {
+  const alterGroupOffsets = Effect.fn("KafkaAdmin.alterGroupOffsets")(function* (
+    groupId: string,
+    topic: string,
+    offsets: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>
+  ) {
+    if (!legalName.test(groupId) || !legalName.test(topic)) {
+      return yield* Effect.fail(invalidArgument("alterGroupOffsets", `illegal group or topic ${JSON.stringify([groupId, topic])}`))
+    }
+    return yield* Effect.tryPromise({
+      try: () => admin.alterConsumerGroupOffsets({
+        groupId,
+        topics: [{ name: topic, partitionOffsets: offsets.map((entry) => ({ partition: entry.partition, offset: entry.offset })) }]
+      }),
+      catch: (error) => error
+    }).pipe(
+      Effect.as("altered" as const),
+      Effect.catch((error) =>
+        groupActiveCodes.some((code) => allLeavesAre(error, code))
+          ? Effect.succeed("group_active" as const)
+          : Effect.fail(toKafkaError("alterGroupOffsets", error))
+      ),
+      boundedBy("alterGroupOffsets", options.operationTimeout_ms)
+    )
+  })
+
+  const groupOffsets = (groupId: string, topic: string) =>
+    kafkaCall("groupOffsets", options.operationTimeout_ms, () => admin.listConsumerGroupOffsets({ groups: [groupId] })).pipe(
+      Effect.map((groups) =>
+        (groups[0]?.topics ?? [])
+          .filter((entry) => entry.name === topic)
+          .flatMap((entry) => entry.partitions.map((partition) => ({ partition: partition.partitionIndex, offset: partition.committedOffset })))
+          .sort((a, b) => a.partition - b.partition)
+      )
+    )
+
+  return { alterGroupOffsets, groupOffsets }
+}
+
+/** What the coordinator answers when an offset change is asked of a group that has members. */
+const groupActiveCodes = ["UNKNOWN_MEMBER_ID", "NON_EMPTY_GROUP", "REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION"]
 
 const makePing = (admin: Admin, options: KafkaAdminOptions) =>
   Effect.suspend(() => {

@@ -25,6 +25,11 @@ export * from "./KafkaConsumerModel.ts"
 export class KafkaConsumer extends Context.Service<KafkaConsumer, {
   readonly subscribe: (options: SubscribeOptions) => Effect.Effect<KafkaSubscription, KafkaError, Scope.Scope>
   readonly readFromBeginning: (options: ReadFromBeginningOptions) => Effect.Effect<ReadonlyArray<KafkaRecord>, KafkaError>
+  /**
+   * The log end offset of each partition of `topic` (index = partition): the offset the next
+   * record will get. Read-committed (the last stable offset). Lag = this minus a consumer's offset.
+   */
+  readonly endOffsets: (topic: string) => Effect.Effect<ReadonlyArray<bigint>, KafkaError>
 }>()("infra/KafkaConsumer") {
   static readonly make = (options: KafkaConsumerOptions) =>
     Effect.gen(function* () {
@@ -55,7 +60,13 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
         Effect.sync(() => new Consumer({ ...base, clientId: `${options.clientId}-reader`, groupId: `${options.clientId}-reader`, autocommit: false })),
         (client) => closeClient("reader.close", () => client.close())
       )
-      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(reader, options) })
+      const endOffsets = (topic: string) =>
+        legalName.test(topic)
+          ? kafkaCall("endOffsets", options.operationTimeout_ms, () =>
+            reader.listOffsets({ topics: [topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_COMMITTED })
+          ).pipe(Effect.map((offsets): ReadonlyArray<bigint> => [...(offsets.get(topic) ?? [])]))
+          : Effect.fail(invalidArgument("endOffsets", `illegal topic name ${JSON.stringify(topic)}`))
+      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(reader, options), endOffsets })
     })
 
   static readonly layerWith = (options: KafkaConsumerOptions) => Layer.effect(KafkaConsumer, KafkaConsumer.make(options))

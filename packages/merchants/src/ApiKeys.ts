@@ -3,6 +3,7 @@ import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
+import { ApiKeyCacheConfig, type ApiKeyCacheOptions, defaultApiKeyCacheOptions, makeApiKeyCache } from "./ApiKeyCache.ts"
 
 /**
  * Merchant API keys. A secret is `sk_test_` followed by 32 base62 characters (32 × log2(62) ≈ 190
@@ -108,10 +109,12 @@ export class ApiKeys extends Context.Service<ApiKeys, {
    */
   readonly revoke: (apiKeyId: string) => Effect.Effect<Revoked, ApiKeyNotFound | SqlError>
 }>()("merchants/ApiKeys") {
-  static readonly layer = Layer.effect(
+  /** With an explicit cache (tests); `{ ttl_ms: 0 }` turns it off. */
+  static readonly layerWith = (cacheOptions: ApiKeyCacheOptions = defaultApiKeyCacheOptions) => Layer.effect(
     ApiKeys,
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
+      const cache = makeApiKeyCache<Authenticated>(cacheOptions)
       // The merchants table's CHECK guarantees the id's pattern; a mismatch is a bug (a defect).
       const findLiveKey = SqlSchema.findOneOption({
         Request: Schema.Uint8Array,
@@ -134,10 +137,15 @@ export class ApiKeys extends Context.Service<ApiKeys, {
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
         if (!apiKeySecretPattern.test(secret)) return yield* new Unauthorized({ reason: "malformed" })
-        const found = yield* findLiveKey(hashApiKeySecret(secret)).pipe(Effect.catchTag("SchemaError", Effect.die))
+        const keyHash = hashApiKeySecret(secret)
+        const cacheKey = Buffer.from(keyHash).toString("base64")
+        const cached = cache.get(cacheKey)
+        if (cached !== undefined) return cached
+        const found = yield* findLiveKey(keyHash).pipe(Effect.catchTag("SchemaError", Effect.die))
         if (Option.isNone(found)) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
         const { id, merchant_id: merchantId } = found.value
         const authenticated: Authenticated = { merchantId, apiKeyId: id }
+        cache.set(cacheKey, authenticated)
         return authenticated
       })
 
@@ -171,7 +179,17 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         return revoked
       })
 
-      return ApiKeys.of({ create, authenticate, authenticateHeader, revoke })
+      return ApiKeys.of({
+        create,
+        authenticate,
+        authenticateHeader,
+        // Revoked through this process: forgotten at once. Other processes (other instances, the
+        // CLI, SQL) stop accepting it within the cache's TTL (<= 1 s, ApiKeyCache.ts).
+        revoke: (apiKeyId) => revoke(apiKeyId).pipe(Effect.tap(() => Effect.sync(() => cache.drop((entry) => entry.apiKeyId === apiKeyId))))
+      })
     })
   )
+
+  /** The cache configured from `API_KEY_CACHE_TTL_MS` (0..1000, default 1000) and `API_KEY_CACHE_ENTRIES_MAX`. */
+  static readonly layer = Layer.unwrap(Effect.map(ApiKeyCacheConfig, (options) => ApiKeys.layerWith(options)))
 }

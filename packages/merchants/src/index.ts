@@ -1,2 +1,3 @@
 export * from "./ApiKeys.ts"
 export * from "./MerchantRepository.ts"
+export * from "./ApiKeyCache.ts"

@@ -2,7 +2,11 @@ import { decodeRow } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
+
+/** A CTE name written by the caller's code (never input): lower-case identifier. */
+const cteName = /^[a-z_][a-z0-9_]{0,62}$/
 
 /** INSERT … RETURNING: exactly one row. */
 const createdRow = decodeRow(Schema.Struct({ created_at: Schema.Date }))
@@ -32,6 +36,12 @@ export interface AppendedOutboxEvent {
  */
 export class OutboxWriter extends Context.Service<OutboxWriter, {
   readonly append: (event: NewOutboxEvent) => Effect.Effect<AppendedOutboxEvent, SqlError>
+  /**
+   * The same row as `append`, as a statement for a CTE of the caller's single statement:
+   * `INSERT … SELECT … FROM <source>`, one event per row of `source` (another CTE of that
+   * statement, e.g. the inserted state change), so it commits with that change or not at all.
+   */
+  readonly appendFrom: (event: NewOutboxEvent, source: string) => Fragment
 }>()("outbox/OutboxWriter") {
   static readonly layer = Layer.effect(
     OutboxWriter,
@@ -46,7 +56,15 @@ export class OutboxWriter extends Context.Service<OutboxWriter, {
           RETURNING created_at`)
         return { id, createdAt }
       })
-      return OutboxWriter.of({ append })
+      const appendFrom = (event: NewOutboxEvent, source: string): Fragment => {
+        if (!cteName.test(source)) throw new Error(`appendFrom: ${JSON.stringify(source)} is not a CTE name`)
+        return sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+          SELECT ${randomUUID()}, ${event.aggregateType}, ${event.aggregateId}, ${event.eventType}, ${event.eventVersion},
+                 ${JSON.stringify(event.payload)}::jsonb, ${JSON.stringify(event.headers)}::jsonb
+          FROM ${sql.literal(source)}`
+      }
+      return OutboxWriter.of({ append, appendFrom })
     })
   )
 }

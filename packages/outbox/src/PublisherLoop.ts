@@ -1,6 +1,6 @@
 import { type PgClient } from "@effect/sql-pg"
-import type { KafkaError, KafkaProducer } from "@pay/infra"
-import { Cause, Duration, Effect, Exit, Metric, Queue } from "effect"
+import { type KafkaError, type KafkaProducer, spanFromTraceparent, traceparentRecordHeader } from "@pay/infra"
+import { Cause, Duration, Effect, Exit, Metric, Option, Queue, type Tracer } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
@@ -55,11 +55,33 @@ const endOnInterrupt = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> =>
     | { readonly _tag: "SendFailed"; readonly error: KafkaError }
 
 
+/**
+ * The publish span links to the span of each change it carries (the `traceparent` stored with the
+ * row by the request that wrote it): the request's trace leads to its publication, although the
+ * publisher runs later, in a batch, perhaps in another process.
+ */
+const changeLinks = (rows: ReadonlyArray<OutboxRow>): Array<Tracer.SpanLink> =>
+  rows.flatMap((row) => {
+    const carried = toEventRecord(row).headers[traceparentRecordHeader]
+    return Option.match(spanFromTraceparent(carried), {
+      onNone: () => [],
+      onSome: (span) => [{ span, attributes: { "outbox.event_id": row.id, "outbox.event_type": row.event_type } }]
+    })
+  })
+
 const makeSendAndMark = ({ options, store, producer }: PublisherParts) => {
   const sendAndMark = (rows: ReadonlyArray<OutboxRow>) =>
     Effect.gen(function* () {
       const ids = rows.map((row) => row.id)
-      const sent = yield* Effect.result(producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))))
+      const sent = yield* Effect.result(
+        producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))).pipe(
+          Effect.withSpan("OutboxPublisher.send", {
+            kind: "producer",
+            links: changeLinks(rows),
+            attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": rows.length }
+          })
+        )
+      )
       if (sent._tag === "Failure") {
         // Recorded in the claiming transaction itself (the rows are still ours), then the
         // commit releases them. The broker may have stored part of the batch: it is sent
@@ -109,7 +131,7 @@ export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResu
           : Effect.gen(function* () {
               state.publishedCount += result.published
               yield* Metric.update(outboxPublished, result.published)
-              for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms)
+              for (const latency_ms of result.commitToAck_ms) yield* Metric.update(outboxCommitToAck, latency_ms / 1_000)
               if (options.onBatch !== undefined) yield* options.onBatch(result)
             })
       ),
@@ -127,7 +149,7 @@ export const makeHousekeeping = ({ options, store }: PublisherParts) => {
     Effect.flatMap((backlog) =>
       Effect.all([
         Metric.update(outboxBacklogCount, Number(backlog.unpublished_count)),
-        Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms)
+        Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms / 1_000)
       ])
     ),
     Effect.asVoid
@@ -249,6 +271,9 @@ export const makeRun = (
       yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
       yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
       state.running = true
+      // Counters start at 0, so that `increase()` in an alert sees the first failure.
+      yield* Metric.update(outboxPublishFailures, 0)
+      yield* Metric.update(outboxPublished, 0)
       yield* Effect.logInfo("outbox publisher started").pipe(
         Effect.annotateLogs({
           topic: options.topic,

@@ -25,7 +25,7 @@ export interface PublisherOptions {
   /** Rows deleted per retention statement, and at most `retentionRounds_max` statements per run. */
   readonly retentionBatch: number
   readonly retentionInterval_ms: number
-  /** How often `outbox_backlog_count` / `outbox_oldest_unpublished_age_ms` are refreshed. */
+  /** How often `outbox_backlog_rows` / `outbox_oldest_unpublished_age_seconds` are refreshed. */
   readonly metricsInterval_ms: number
   /**
    * Fault injection for tests: runs after the broker acknowledged a batch and before the rows are
@@ -68,11 +68,11 @@ export const publisherOptionBounds = {
 export const retentionRounds_max = 10
 
 /** Figures for operators (exported with the other Effect metrics). */
-export const outboxBacklogCount = Metric.gauge("outbox_backlog_count", {
+export const outboxBacklogCount = Metric.gauge("outbox_backlog_rows", {
   description: "Unpublished rows in outbox_events"
 })
-export const outboxOldestUnpublishedAge = Metric.gauge("outbox_oldest_unpublished_age_ms", {
-  description: "Age of the oldest unpublished outbox row, in milliseconds (0 when none)"
+export const outboxOldestUnpublishedAge = Metric.gauge("outbox_oldest_unpublished_age_seconds", {
+  description: "Age of the oldest unpublished outbox row, in seconds (0 when none)"
 })
 export const outboxPublished = Metric.counter("outbox_published_total", {
   description: "Outbox rows acknowledged by Kafka and marked published"
@@ -80,10 +80,11 @@ export const outboxPublished = Metric.counter("outbox_published_total", {
 export const outboxPublishFailures = Metric.counter("outbox_publish_failures_total", {
   description: "Batches that failed (Kafka or Postgres error) and were released for retry"
 })
-export const outboxCommitToAck = Metric.histogram("outbox_commit_to_ack_ms", {
-  description: "From the row's creation (inside its transaction) to the broker's acknowledgement, in ms",
-  // 1-2-5 steps, so that the 100 ms objective (p99 commit-to-ack) is a bucket edge.
-  boundaries: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
+export const outboxCommitToAck = Metric.histogram("outbox_commit_to_ack_seconds", {
+  description: "From the row's creation (inside its transaction) to the broker's acknowledgement, in seconds",
+  // 1-2-5 steps, so that the 100 ms objective (p99 commit-to-ack) is a bucket edge. Seconds:
+  // Prometheus' base unit (promtool refuses abbreviated units in names).
+  boundaries: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60]
 })
 
 export interface BatchResult {

@@ -1,7 +1,8 @@
 /**
  * The outbox publisher as a process of its own: `node packages/outbox/src/main.ts`.
  *
- * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
+ * Environment: METRICS_PORT (its /metrics, only when set), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md),
+ * DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
  * `OUTBOX_*` settings of `PublisherConfig`. It does not run migrations (the server owns the
  * schema); started before them, it logs the SQL errors and retries with backoff.
  *
@@ -19,10 +20,14 @@ import {
   defaultKafkaProducerLimits,
   KafkaAdmin,
   KafkaBrokers,
+  JsonLoggingLive,
   KafkaProducer,
-  PostgresLive
+  MetricsServerWhenConfigured,
+  PostgresLive,
+  ProcessMetricsLive,
+  TracingLive
 } from "@pay/infra"
-import { Config, Effect, Layer, Logger } from "effect"
+import { Config, Effect, Layer } from "effect"
 import { outboxPublisherLayer } from "./PublisherConfig.ts"
 
 const CrashAfterAck = Config.Boolean("OUTBOX_FAULT_CRASH_AFTER_ACK").pipe(Config.withDefault(false))
@@ -49,8 +54,9 @@ const KafkaClientsLive = Layer.unwrap(
 const PublisherProcess = Layer.unwrap(
   Effect.gen(function* () {
     const crash = yield* CrashAfterAck
-    return outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {})
+    // Its figures (backlog, age, publish counters, runtime) on METRICS_PORT when set.
+    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive)
   })
-).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Logger.layer([Logger.consoleJson])))
+).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
 Layer.launch(PublisherProcess).pipe(NodeRuntime.runMain)

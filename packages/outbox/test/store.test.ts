@@ -207,7 +207,7 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       assert.isAtLeast(backlog.oldest_unpublished_age_ms, 50)
       assert.isBelow(backlog.oldest_unpublished_age_ms, 10_000)
       yield* Metric.update(outboxBacklogCount, Number(backlog.unpublished_count))
-      yield* Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms)
+      yield* Metric.update(outboxOldestUnpublishedAge, backlog.oldest_unpublished_age_ms / 1_000)
       const gauge = yield* Metric.value(outboxBacklogCount)
       assert.strictEqual(gauge.value, 2)
       yield* sql.withTransaction(store.markPublished([old.id]))

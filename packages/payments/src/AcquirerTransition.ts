@@ -16,6 +16,7 @@ import { Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
+import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
@@ -97,9 +98,9 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     execution: Execution<PaymentOutcome>
   ) =>
     sql.withTransaction(
-      payments.apply(merchantId, payment.id, command, context).pipe(
-        // A settled payment's money moves in the same transaction as its status (docs/settlement.md).
-        Effect.tap((updated) => (command._tag === "settle" ? settlement.post(updated) : Effect.void)),
+      // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
+      // and its fee split is written into the payment_settled event (docs/events.md).
+      payments.apply(merchantId, payment.id, command, context, settlement.post).pipe(
         Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
         // Someone else won the race (or the state machine refuses): a decided outcome, stored.
         Effect.catchTags({
@@ -126,7 +127,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         }
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment)
+      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.command === "authorize" ? "authorize" : "capture"))
       const command: PaymentCommand = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
       return yield* applyAndFinish(merchantId, payment, command, context, execution)
     })

@@ -1,5 +1,6 @@
 import type { MerchantId } from "@pay/domain"
 import type { Execution } from "@pay/idempotency"
+import { annotateRequest } from "@pay/infra"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
@@ -21,6 +22,7 @@ export const makeCreatePayment = Effect.gen(function* () {
         const payment = yield* payments.create({ merchant_id: merchantId, ...requested }, context).pipe(
           Effect.catchTag("MerchantNotFound", (error) => Effect.die(error))
         )
+        yield* annotateRequest({ payment_id: payment.id })
         return yield* execution.finish(PaymentOutcome.Created({ payment }))
       })
     )

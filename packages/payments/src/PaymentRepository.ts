@@ -1,5 +1,6 @@
 import {
   ConcurrentModification,
+  type Created,
   type CreatePaymentInput,
   createPayment,
   encodePaymentEvent,
@@ -23,10 +24,13 @@ import {
 } from "@pay/domain"
 import { assertWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
+import type { SettlementUnavailable } from "@pay/settlement"
 import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
+import { countTransition } from "./PaymentMetrics.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 export interface PaymentRepositoryOptions {
@@ -59,6 +63,12 @@ export interface PaymentPage {
   readonly hasMore: boolean
 }
 
+/** What the settlement posted: the event carries it. */
+export interface SettledSplit {
+  readonly fee_minor: bigint
+  readonly net_minor: bigint
+}
+
 export type ApplyError = PaymentNotFound | InvalidTransition | ConcurrentModification | SqlError
 
 /**
@@ -71,6 +81,14 @@ export type ApplyError = PaymentNotFound | InvalidTransition | ConcurrentModific
  */
 export class PaymentRepository extends Context.Service<PaymentRepository, {
   readonly create: (input: CreatePaymentInput, context: ChangeContext) => Effect.Effect<Payment, MerchantNotFound | SqlError>
+  /** The new payment and its event, not yet written (ids and clock drawn here). */
+  readonly prepareCreate: (input: CreatePaymentInput) => Effect.Effect<Created>
+  /**
+   * Writes a prepared payment, its history row and its outbox event in ONE autocommitted
+   * statement whose first CTE is `gate` (the idempotency key's INSERT): they are written only for
+   * the row the gate returns. True when written, false when the gate returned none (nothing written).
+   */
+  readonly createGated: (gate: Fragment, created: Created, context: ChangeContext) => Effect.Effect<boolean, SqlError>
   /** `PaymentNotFound` both for an unknown id and for another merchant's payment. */
   readonly findById: (merchantId: MerchantId, paymentId: PaymentId) => Effect.Effect<Payment, PaymentNotFound | SqlError>
   /** Load (row lock) → transition (pure) → update (version check) → history → outbox, atomically. */
@@ -78,8 +96,14 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
     merchantId: MerchantId,
     paymentId: PaymentId,
     command: PaymentCommand,
-    context: ChangeContext
-  ) => Effect.Effect<Payment, ApplyError>
+    context: ChangeContext,
+    /**
+     * Runs after the status change and before the event is written, in the same transaction,
+     * when the payment became SETTLED: the settlement posting. Its fee split goes into the
+     * `payment_settled` event (fee_minor, net_minor), so consumers never read the ledger.
+     */
+    onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+  ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {
   /** Needs only `SqlClient`; the outbox writer is built on the same client. */
@@ -91,6 +115,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
       const trail = makeTrail(sql, yield* OutboxWriter)
       return PaymentRepository.of({
         create: makeCreate(sql, trail),
+        ...makeCreateGated(sql, trail),
         apply: makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
         ...makeReads(sql)
       })
@@ -124,7 +149,10 @@ const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) =>
         (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
       VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
               ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
-              ${toDate(payment.updated_at)}::timestamptz)`,
+              ${toDate(payment.updated_at)}::timestamptz)`.pipe(
+      // Counted once the change commits: a rolled-back change counts nothing.
+      Effect.tap(() => sql.afterCommit(countTransition(payment, from)))
+    ),
   publish: (event: PaymentEvent, context: ChangeContext) =>
     outbox.append({
       aggregateType: "payment",
@@ -135,7 +163,28 @@ const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) =>
       headers: context.traceparent === undefined
         ? { correlation_id: context.correlationId }
         : { correlation_id: context.correlationId, traceparent: context.traceparent }
-    })
+    }),
+  /** `recordHistory` and `publish` as CTEs of one statement, written once per row of `source`. */
+  historyFrom: (payment: Payment, from: PaymentStatus | null, context: ChangeContext, source: string) =>
+    sql`
+      INSERT INTO payment_status_history
+        (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
+      SELECT ${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
+             ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
+             ${toDate(payment.updated_at)}::timestamptz
+      FROM ${sql.literal(source)}`,
+  publishFrom: (event: PaymentEvent, context: ChangeContext, source: string) => outbox.appendFrom(outboxEventOf(event, context), source)
+})
+
+const outboxEventOf = (event: PaymentEvent, context: ChangeContext) => ({
+  aggregateType: "payment",
+  aggregateId: event.payment_id,
+  eventType: event.type,
+  eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
+  payload: encodePaymentEvent(event),
+  headers: context.traceparent === undefined
+    ? { correlation_id: context.correlationId }
+    : { correlation_id: context.correlationId, traceparent: context.traceparent }
 })
 
 type Trail = ReturnType<typeof makeTrail>
@@ -168,8 +217,55 @@ const makeCreate = (sql: SqlClient.SqlClient, trail: Trail) =>
     )
   })
 
+const createdCount = decodeRows(Schema.Struct({ created: Schema.Number }))
+
+/**
+ * create as one statement (one round trip, one durable commit with the idempotency key): the gate
+ * (the key's INSERT … ON CONFLICT DO NOTHING RETURNING id), then the payment FROM the gate, its
+ * history row and outbox event FROM the payment. Data-modifying CTEs all run to completion; the
+ * deferred history trigger and the foreign keys check at the statement's end and commit, as for
+ * `create`. An unknown merchant fails the key's foreign key: the whole statement rolls back.
+ */
+const makeCreateGated = (sql: SqlClient.SqlClient, trail: Trail) => ({
+  prepareCreate: (input: CreatePaymentInput) =>
+    Effect.gen(function* () {
+      const id = yield* generatePaymentId
+      const now = yield* DateTime.now
+      return createPayment(input, { id, now })
+    }),
+  createGated: Effect.fn("PaymentRepository.createGated")(function* (gate: Fragment, created: Created, context: ChangeContext) {
+    yield* assertContext(context)
+    const { payment, event } = created
+    yield* Effect.annotateCurrentSpan({ payment_id: payment.id, merchant_id: payment.merchant_id })
+    const [row] = yield* createdCount(sql`
+      WITH gate AS (${gate}),
+      created AS (
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata,
+                              status, failure_code, failure_message, version, created_at, updated_at)
+        SELECT ${payment.id}, ${payment.merchant_id}, ${payment.amount_minor}::bigint, ${payment.currency},
+               ${payment.payment_method}, ${payment.description}::text, ${JSON.stringify(payment.metadata)}::jsonb,
+               ${payment.status}, NULL, NULL, ${payment.version}::int,
+               ${toDate(payment.created_at)}::timestamptz, ${toDate(payment.updated_at)}::timestamptz
+        FROM gate
+        RETURNING id),
+      history AS (${trail.historyFrom(payment, null, context, "created")}),
+      event AS (${trail.publishFrom(event, context, "created")})
+      SELECT count(*)::int AS created FROM created`)
+    const written = (row?.created ?? 0) === 1
+    // The statement committed on its own (runAtOnce refuses a caller's transaction): count it now.
+    if (written) yield* countTransition(payment, null)
+    return written
+  })
+})
+
 const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
-  const applyInTransaction = (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) =>
+  const applyInTransaction = (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    command: PaymentCommand,
+    context: ChangeContext,
+    onSettled: ((payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>) | undefined
+  ) =>
     Effect.gen(function* () {
       yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
       // The row lock serializes concurrent transitions of one payment: a second caller waits
@@ -196,15 +292,26 @@ const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) 
         RETURNING id`)
       if (updated.length !== 1) return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
       yield* trail.recordHistory(next, current.status, context)
-      yield* trail.publish(event, context)
+      if (event.type === "payment_settled" && onSettled !== undefined) {
+        const split = yield* onSettled(next)
+        yield* trail.publish({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context)
+      } else {
+        yield* trail.publish(event, context)
+      }
       return next
     })
 
   return Effect.fn("PaymentRepository.apply")(
-    function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext) {
+    function* (
+      merchantId: MerchantId,
+      paymentId: PaymentId,
+      command: PaymentCommand,
+      context: ChangeContext,
+      onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+    ) {
       yield* assertContext(context)
       yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context))
+      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context, onSettled))
     },
     (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
   )

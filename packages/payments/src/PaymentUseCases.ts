@@ -1,13 +1,15 @@
 import type { Acquirer } from "@pay/acquirer"
 import type { MerchantId } from "@pay/domain"
-import type { Execution, Finished } from "@pay/idempotency"
+import type { Execution, Finished, KeyAtOnce } from "@pay/idempotency"
 import type { SettlementPosting } from "@pay/settlement"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, type Option } from "effect"
 import type { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
 import { acquirerSteps, makeAcquirerTransition } from "./AcquirerTransition.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
+import { makeCreatePaymentAtOnce } from "./CreateAtOnce.ts"
 import { makeCreatePayment } from "./CreatePayment.ts"
-import type { PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
+import type { CreateOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
@@ -25,6 +27,13 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     context: ChangeContext,
     execution: Execution<PaymentOutcome>
   ) => Effect.Effect<Finished<PaymentOutcome>, Unfinished>
+  /** Create as one statement with its idempotency key (`IdempotencyKeys.runAtOnce`, CreatePayment.ts). */
+  readonly createAtOnce: (
+    merchantId: MerchantId,
+    operation: CreateOperation,
+    context: ChangeContext,
+    key: KeyAtOnce<PaymentOutcome>
+  ) => Effect.Effect<Option.Option<Finished<PaymentOutcome>>, SqlError>
 }>()("payments/PaymentUseCases") {
   /** Needs the repository, the acquirer, the settlement posting and the SQL client. */
   static readonly layer: Layer.Layer<
@@ -35,6 +44,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     PaymentUseCases,
     Effect.gen(function* () {
       const create = yield* makeCreatePayment
+      const createAtOnce = yield* makeCreatePaymentAtOnce
       const transition = yield* makeAcquirerTransition
       const execute = (merchantId: MerchantId, operation: PaymentOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) => {
         switch (operation._tag) {
@@ -46,6 +56,10 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
         }
       }
       return PaymentUseCases.of({
+        createAtOnce: (merchantId, operation, context, key) =>
+          createAtOnce(merchantId, operation, context, key).pipe(
+            Effect.withSpan("PaymentUseCases.createAtOnce", { attributes: { merchant_id: merchantId } })
+          ),
         execute: (merchantId, operation, context, execution) =>
           execute(merchantId, operation, context, execution).pipe(
             Effect.withSpan(`PaymentUseCases.${operation._tag}`, {

@@ -2,23 +2,39 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
-import { DatabaseLive, HttpPort, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { ConsumersLive } from "@pay/consumers"
+import {
+  DatabaseLive,
+  DatabasePoolMetricsLive,
+  HttpPort,
+  JsonLoggingLive,
+  KafkaAdmin,
+  KafkaConsumer,
+  KafkaProducer,
+  MetricsServerLive,
+  ProcessMetricsLive,
+  Redis,
+  TracingLive
+} from "@pay/infra"
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
-import { Config, Effect, Layer, Logger } from "effect"
-import { HttpRouter } from "effect/http"
+import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
-import { PrometheusMetrics } from "effect/observability"
-import { createServer } from "node:http"
 import { Readiness } from "./health/Readiness.ts"
 import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
+import { EdgeMiddleware } from "./http/Edge.ts"
+import { ProblemPagesRoute } from "./http/ProblemPages.ts"
+import { RateLimits } from "./http/RateLimits.ts"
+import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
+import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
+import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
 /**
  * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
@@ -30,13 +46,17 @@ export interface AppOptions {
 }
 
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
-export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer)
+export const DependenciesLive = Layer.mergeAll(DatabaseLive, Redis.layer, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)
 
-export const ReadinessLive = Readiness.layerWith([Readiness.postgresProbe, Readiness.redisProbe, Readiness.kafkaProbe])
+export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | KafkaAdmin>([
+  Readiness.postgresProbe,
+  Readiness.redisProbe,
+  Readiness.kafkaProbe
+])
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
@@ -50,9 +70,10 @@ export const apiRoutes =
       Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
-    // Operators: every Effect metric (outbox backlog and age, publish counters, latencies) in the
-    // Prometheus text format.
-    PrometheusMetrics.layerHttp({ path: "/metrics" })
+    // The page each problem `type` resolves to.
+    ProblemPagesRoute,
+    // Router-level refusals as problem documents, and a Request-Id on every response.
+    EdgeMiddleware
   )
 
 /**
@@ -66,7 +87,8 @@ export const HttpServerLive = Layer.unwrap(
     yield* Redis
     yield* KafkaProducer
     const port = yield* HttpPort
-    return NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })
+    const limits = yield* SocketLimitsConfig
+    return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1" })
   })
 )
 
@@ -81,20 +103,38 @@ export const PublisherLive = Layer.unwrap(
   )
 )
 
-/** JSON logs, one event per line. */
-export const LoggingLive = Logger.layer([Logger.consoleJson])
+/**
+ * The consumers (the settlement projection, docs/consumers.md) run inside the server unless
+ * `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`, as many as wanted:
+ * they share the partitions of the group). Their lag is the `consumer_lag_records` gauge on /metrics.
+ */
+export { ConsumersLive }
+
+/**
+ * JSON logs, one event per line, with trace and span ids and the request's correlation id
+ * (`LOG_LEVEL`); spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+ */
+export const LoggingLive = Layer.merge(JsonLoggingLive, TracingLive("payments-api"))
+
+/**
+ * A path id up to this many characters reaches its handler (which answers `payment_not_found` for
+ * anything that is not a payment id); a longer segment is `route_not_found`.
+ */
+const routerConfig = { maxParamLength: 500 }
 
 /**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(HttpRouter.serve(apiRoutes), IdempotencyWorkersLive, PublisherLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+    Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(servicesLayer(options))
   )
 
 export const ServerLive = appLayer().pipe(
   Layer.provide(HttpServerLive),
+  Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),
   Layer.provide(LoggingLive)
 )

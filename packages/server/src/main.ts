@@ -1,7 +1,16 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
-import { ServerLive } from "./Server.ts"
+import { Effect, Layer } from "effect"
+import { isClusterPrimary, runPrimary, ServerInstances } from "./Cluster.ts"
+import { LoggingLive, ServerLive } from "./Server.ts"
 
 // SIGTERM/SIGINT interrupt the launched layer: the HTTP server stops accepting, in-flight
-// requests finish, then workers and pools are released in reverse order.
-Layer.launch(ServerLive).pipe(NodeRuntime.runMain)
+// requests finish, then workers and pools are released in reverse order. With SERVER_INSTANCES > 1
+// this process is the primary (Cluster.ts): it forwards the signal to every instance and waits.
+const program = Effect.gen(function* () {
+  const instances = yield* ServerInstances
+  return isClusterPrimary(instances)
+    ? yield* runPrimary(instances).pipe(Effect.provide(LoggingLive))
+    : yield* Layer.launch(ServerLive)
+})
+
+program.pipe(NodeRuntime.runMain)

@@ -95,6 +95,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.strictEqual(ready.contentType, "application/problem+json")
       assert.deepStrictEqual(jsonOf(ready)["unavailable"], ["redis"])
       assert.strictEqual(jsonOf(ready)["code"], "dependency_unavailable")
+      assert.strictEqual(ready.headers.get("retry-after"), "1", "every 503 says when to retry (the document requires it)")
       assert.isBelow(ready.elapsed_ms, scaled_ms(3_000), "the probe is bounded")
 
       // A replay of a response that only Postgres can serve now.

@@ -1,7 +1,7 @@
 import type { DependencyCheck } from "@pay/api"
 import { Context, Duration, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { KafkaAdmin, Redis } from "@pay/infra"
+import { boundedInt, KafkaAdmin, Redis } from "@pay/infra"
 
 /** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
 export interface Probe {
@@ -11,6 +11,13 @@ export interface Probe {
 
 /** Each probe gets this long; readiness never hangs on a dependency that does not answer. */
 export const probeTimeout_ms = 1_000
+
+/**
+ * `READINESS_CACHE_MS`: one round of probes answers every `/health/ready` for this long (and
+ * concurrent requests share the round in flight), so a load balancer, or anyone on the network,
+ * polling it cannot turn it into load on Postgres, Redis and Kafka. 0 probes on every request.
+ */
+export const ReadinessCache_ms = boundedInt("READINESS_CACHE_MS", { min: 0, max: 10_000 }, 1_000)
 
 /**
  * The dependencies `/health/ready` checks. A Layer, so tests and fault injection can swap a
@@ -42,8 +49,16 @@ export class Readiness extends Context.Service<Readiness, {
     return probe
   })
 
-  static readonly layerWith = (probes: ReadonlyArray<Effect.Effect<Probe, never, SqlClient.SqlClient | Redis | KafkaAdmin>>) =>
-    Layer.effect(Readiness, Effect.map(Effect.all(probes), Readiness.fromProbes))
+  static readonly layerWith = <R>(probes: ReadonlyArray<Effect.Effect<Probe, never, R>>) =>
+    Layer.effect(
+      Readiness,
+      Effect.gen(function* () {
+        const uncached = Readiness.fromProbes(yield* Effect.all(probes))
+        const cache_ms = yield* ReadinessCache_ms
+        if (cache_ms === 0) return uncached
+        return Readiness.of({ check: yield* Effect.cachedWithTTL(uncached.check, Duration.millis(cache_ms)) })
+      })
+    )
 }
 
 const runProbe = (probe: Probe) =>

@@ -1,11 +1,17 @@
 import { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
+  AuthenticationRateLimited,
   BodyTooLarge,
   BodyUnreadable,
   DatabaseUnavailable,
+  HeadersTooLarge,
   InternalError,
   InvalidRequest,
   MalformedJson,
+  MethodNotAllowed,
+  RateLimited,
+  RequestTimeout,
+  RouteNotFound,
   UnsupportedMediaType
 } from "@pay/api"
 import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentLocked, PaymentNotFound } from "@pay/domain"
@@ -26,6 +32,13 @@ import { SettlementUnavailable } from "@pay/settlement"
  * OpenAPI test walks this list (`packages/server/test/error-catalog.test.ts`).
  */
 export const apiErrorClasses = [
+  // the HTTP edge, before an endpoint is chosen (router, socket, rate limits)
+  RouteNotFound,
+  MethodNotAllowed,
+  RequestTimeout,
+  HeadersTooLarge,
+  RateLimited,
+  AuthenticationRateLimited,
   // the request itself (HTTP edge)
   InvalidRequest,
   MalformedJson,

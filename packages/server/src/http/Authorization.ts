@@ -1,26 +1,53 @@
-import { Authorization, CurrentMerchant, DatabaseUnavailable, DatabaseUnavailableProblem, UnauthorizedProblem } from "@pay/api"
+import {
+  Authorization,
+  AuthenticationRateLimited,
+  CurrentMerchant,
+  DatabaseUnavailable,
+  DatabaseUnavailableProblem,
+  RateLimited,
+  UnauthorizedProblem
+} from "@pay/api"
 import { ApiKeys } from "@pay/merchants"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { HttpServerRequest } from "effect/http"
 import { problemDocument } from "./Problem.ts"
+import { RateLimits } from "./RateLimits.ts"
+import { problemHttpResponse } from "./Respond.ts"
 
 /**
  * Bearer API keys: looked up by their SHA-256 hash; the merchant scopes everything after. The
  * middleware's problems are rendered by HttpApi from its declared problem classes; their words
- * are the errors' own (Problem.ts).
+ * are the errors' own (Problem.ts). The rate limits answer before the key is looked up (a source
+ * over its failed authentications) and right after (a merchant over its rate), before any
+ * idempotency work: their 429s carry `Retry-After`.
  */
 export const AuthorizationLive = Layer.effect(
   Authorization,
   Effect.gen(function* () {
     const apiKeys = yield* ApiKeys
+    const limits = yield* RateLimits
     return Authorization.of({
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const source = Option.getOrElse(request.remoteAddress, () => "unknown")
+        const allowed = yield* limits.authenticationAllowed(source)
+        if (!allowed.allowed) {
+          return problemHttpResponse(
+            new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: allowed.retryAfter_s })
+          )
+        }
         const authenticated = yield* apiKeys.authenticate(Redacted.value(credential)).pipe(
+          Effect.tapError((error) => (error._tag === "Unauthorized" ? limits.authenticationFailed(source) : Effect.void)),
           Effect.catchTags({
             Unauthorized: (error) => new UnauthorizedProblem({ detail: problemDocument(error).detail }),
             SqlError: () =>
               new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
           })
         )
+        const rate = yield* limits.merchantRequest(authenticated.merchantId)
+        if (!rate.allowed) {
+          return problemHttpResponse(new RateLimited({ limit_per_s: perSecond(limits.settings), retry_after_s: rate.retryAfter_s }))
+        }
         return yield* Effect.provideService(httpEffect, CurrentMerchant, {
           merchantId: authenticated.merchantId,
           apiKeyId: authenticated.apiKeyId
@@ -29,3 +56,6 @@ export const AuthorizationLive = Layer.effect(
     })
   })
 )
+
+const perSecond = (settings: RateLimits["Service"]["settings"]) =>
+  Math.max(1, Math.floor((settings.merchantRequests_max * 1_000) / settings.merchantWindow_ms))

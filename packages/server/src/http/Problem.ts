@@ -20,6 +20,12 @@ const asIs = (error: { readonly message: string }): Presentation => ({ detail: e
  */
 const present = (error: ApiError): Presentation =>
   Match.valueTags(error, {
+    RouteNotFound: asIs,
+    MethodNotAllowed: asIs,
+    RequestTimeout: asIs,
+    HeadersTooLarge: asIs,
+    RateLimited: asIs,
+    AuthenticationRateLimited: asIs,
     InvalidRequest: (e) => (e.field === undefined ? { detail: e.detail } : { detail: e.detail, field: e.field }),
     MalformedJson: asIs,
     BodyUnreadable: asIs,

@@ -2,7 +2,7 @@ import { BodyTooLarge, BodyUnreadable, InvalidRequest, MalformedJson, REQUEST_BO
 import { ByteSize, Effect, Result, Schema, SchemaIssue } from "effect"
 import { HttpServerRequest } from "effect/http"
 
-export type BodyError = BodyTooLarge | BodyUnreadable | UnsupportedMediaType | MalformedJson
+export type BodyError = BodyTooLarge | BodyUnreadable | UnsupportedMediaType | MalformedJson | InvalidRequest
 
 /**
  * Reads the body, bounded: a declared Content-Length over the limit is refused before reading;
@@ -27,12 +27,79 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     if (Buffer.byteLength(text, "utf8") > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
     if (text.trim() === "") return undefined
     if (contentType !== "application/json") return yield* new UnsupportedMediaType({ contentType })
-    const parsed = decodeJsonText(text)
-    if (Result.isFailure(parsed)) return yield* new MalformedJson()
-    return parsed.success
+    return yield* Effect.fromResult(parseJsonBody(text))
   }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
 
-const decodeJsonText = Schema.decodeUnknownResult(Schema.fromJsonString(Schema.Json))
+const decodeJson = Schema.decodeUnknownResult(Schema.Json)
+
+/**
+ * JSON text → a JSON value, refusing what JSON.parse lets through but means two things to two
+ * readers: a member given twice in one object (JSON.parse keeps the last; a proxy may read the
+ * first: `{"amount":5,"amount":99999999999}`), and a number too large for a double (`1E400` parses
+ * as Infinity): each a 400 naming the member.
+ */
+export const parseJsonBody = (text: string): Result.Result<Schema.Json, MalformedJson | InvalidRequest> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    return Result.fail(new MalformedJson())
+  }
+  const infinite = nonFinitePath(parsed, [])
+  if (infinite !== undefined) {
+    const field = infinite.join(".")
+    return Result.fail(
+      field === ""
+        ? new InvalidRequest({ detail: "a number is out of range" })
+        : new InvalidRequest({ detail: `${field}: the number is out of range`, field })
+    )
+  }
+  const duplicate = duplicateMember(text)
+  if (duplicate !== undefined) {
+    return Result.fail(new InvalidRequest({ detail: `${duplicate}: the member is given more than once`, field: duplicate }))
+  }
+  const decoded = decodeJson(parsed)
+  return Result.isSuccess(decoded) ? Result.succeed(decoded.success) : Result.fail(new MalformedJson())
+}
+
+/** The path of the first number that is not finite (JSON.parse of `1E400`), if any. */
+const nonFinitePath = (value: unknown, path: ReadonlyArray<string>): ReadonlyArray<string> | undefined => {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : path
+  if (typeof value !== "object" || value === null) return undefined
+  for (const [key, member] of Object.entries(value)) {
+    const found = nonFinitePath(member, [...path, key])
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
+/** The first member name given twice in one object of a valid JSON text (escapes compared decoded). */
+export const duplicateMember = (text: string): string | undefined => {
+  // One entry per open container: the member names seen so far (objects) or undefined (arrays).
+  const open: Array<Set<string> | undefined> = []
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i]
+    if (char === "{") open.push(new Set())
+    else if (char === "[") open.push(undefined)
+    else if (char === "}" || char === "]") open.pop()
+    else if (char === "\"") {
+      let end = i + 1
+      while (text[end] !== "\"") end += text[end] === "\\" ? 2 : 1
+      let next = end + 1
+      while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++
+      const names = open.at(-1)
+      if (text[next] === ":" && names !== undefined) {
+        const name: unknown = JSON.parse(text.slice(i, end + 1))
+        if (typeof name === "string") {
+          if (names.has(name)) return name
+          names.add(name)
+        }
+      }
+      i = end
+    }
+  }
+  return undefined
+}
 
 /**
  * Decodes a value with a schema: unknown fields are errors, and the first issue names the field
@@ -48,7 +115,7 @@ export const decodeBody = <S extends Schema.Top & { readonly DecodingServices: n
     })
   )
 
-const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
+export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
   const formatted = SchemaIssue.makeFormatterStandardSchemaV1()(issue).issues[0]
   if (formatted === undefined) return { field: undefined, message: String(issue) }
   const path = (formatted.path ?? []).map((segment) => String(typeof segment === "object" && segment !== null && "key" in segment ? segment.key : segment))

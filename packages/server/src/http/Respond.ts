@@ -1,6 +1,6 @@
 import { DatabaseUnavailable, InternalError } from "@pay/api"
 import { Effect } from "effect"
-import type { HttpServerResponse } from "effect/http"
+import { HttpServerResponse } from "effect/http"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import type { ApiError } from "./ApiErrors.ts"
 import { problemResponse } from "./Problem.ts"
@@ -20,6 +20,23 @@ export const respondToError = (error: ApiError | SqlError) =>
     }
     return toHttpResponse(response, false)
   })
+
+/**
+ * The HTTP answer of a refusal that is never stored: its problem document, with the headers its
+ * code calls for (`Allow` on a 405, `Retry-After` on a 429 and, as for every 503, on a 503).
+ */
+export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpServerResponse => {
+  const response = toHttpResponse(problemResponse(error), false)
+  switch (error._tag) {
+    case "MethodNotAllowed":
+      return HttpServerResponse.setHeader(response, "allow", error.allow.join(", "))
+    case "RateLimited":
+    case "AuthenticationRateLimited":
+      return HttpServerResponse.setHeader(response, "retry-after", String(error.retry_after_s))
+    default:
+      return response
+  }
+}
 
 /** A defect (a bug) still answers one problem document, and is logged at ERROR with its cause. */
 export const answerDefects = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>

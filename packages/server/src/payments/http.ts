@@ -1,10 +1,12 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi } from "@pay/api"
 import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
-import { IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
+import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
+import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
   type ChangeContext,
   encodePaymentOperation,
   type PaymentOperation,
+  type PaymentOutcome,
   PaymentRepository,
   PaymentUseCases,
   Traceparent
@@ -13,7 +15,6 @@ import { MerchantBalances } from "@pay/settlement"
 import { Effect, Option, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
-import { randomUUID } from "node:crypto"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
@@ -24,18 +25,23 @@ import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
-const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
+const decodePageLimit = Schema.decodeUnknownOption(PageLimit)
+/** `limit` is an integer in decimal digits (as the document says): `0x10`, `1e1`, `+5`, `5.0` are refused. */
+const decodeLimit = (text: string) => (/^[0-9]{1,6}$/.test(text) ? decodePageLimit(Number(text)) : Option.none())
 
-/** Who and why, for the history row and the event headers: the API key and the request's ids. */
-const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): ChangeContext => {
-  const requestId = request.headers["x-request-id"]
-  const traceparent = Option.getOrUndefined(decodeTraceparent(request.headers["traceparent"]))
-  return {
-    actor: `api_key:${apiKeyId}`,
-    correlationId: requestId !== undefined && requestId.length > 0 && requestId.length <= 200 ? requestId : randomUUID(),
-    ...(traceparent === undefined ? {} : { traceparent })
-  }
-}
+/**
+ * Who and why, for the history row and the event headers: the API key, the request's correlation
+ * id (set by the observation middleware, http/Observability.ts) and the trace context of the
+ * current span (the request's, which continues the client's `traceparent`), so that the outbox
+ * publisher's span links to this trace and consumers continue it.
+ */
+const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: string): Effect.Effect<ChangeContext> =>
+  Effect.gen(function* () {
+    const correlationId = (yield* CurrentCorrelationId) ?? correlationIdFrom(request.headers[correlationHttpHeader])
+    const received = Option.getOrUndefined(decodeTraceparent(request.headers["traceparent"]))
+    const traceparent = Option.getOrUndefined(decodeTraceparent(yield* currentTraceparent(received)))
+    return { actor: `api_key:${apiKeyId}`, correlationId, ...(traceparent === undefined ? {} : { traceparent }) }
+  })
 
 /** HTTP → operation: the create body, decoded and validated before anything is executed. */
 const createOperation = (body: Schema.Json | undefined) =>
@@ -47,11 +53,18 @@ const createOperation = (body: Schema.Json | undefined) =>
     }))
   )
 
-/** authorize and settle take no body (none, or `{}`). */
-const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) =>
-  body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
-    ? Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
-    : Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+/**
+ * authorize and settle take no body (none, or `{}`), and a path id that is not a payment id names
+ * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
+ */
+const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) => {
+  if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
+    return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+  }
+  return Option.isNone(decodePaymentId(paymentId))
+    ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
+    : Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
+}
 
 const makeIdempotentPost = Effect.gen(function* () {
   const idempotency = yield* IdempotencyKeys
@@ -71,19 +84,23 @@ const makeIdempotentPost = Effect.gen(function* () {
       const key = yield* Effect.fromResult(parseIdempotencyKeyResult(request.headers["idempotency-key"]))
       const body = yield* readJsonBody(request)
       const operation = yield* toOperation(body)
-      const context = changeContext(request, merchant.apiKeyId)
-      const outcome = yield* idempotency.run(
-        {
-          merchantId: merchant.merchantId,
-          key,
-          method: "POST",
-          path,
-          body,
-          operation: encodePaymentOperation(operation),
-          render: renderOutcome
-        },
-        (execution) => useCases.execute(merchant.merchantId, operation, context, execution)
-      )
+      const context = yield* changeContext(request, merchant.apiKeyId)
+      const idempotentRequest = {
+        merchantId: merchant.merchantId,
+        key,
+        method: "POST",
+        path,
+        // authorize and settle: no body and `{}` are the same request (one fingerprint).
+        body: operation._tag === "create" ? body : undefined,
+        operation: encodePaymentOperation(operation),
+        render: renderOutcome
+      }
+      const work = (execution: Execution<PaymentOutcome>) => useCases.execute(merchant.merchantId, operation, context, execution)
+      // A create is one statement with its key (one round trip, one commit); the others take the
+      // key's lease first (the acquirer is called between their transactions).
+      const outcome = operation._tag === "create"
+        ? yield* idempotency.runAtOnce(idempotentRequest, (atOnce) => useCases.createAtOnce(merchant.merchantId, operation, context, atOnce), work)
+        : yield* idempotency.run(idempotentRequest, work)
       return toHttpResponse(outcome.response, outcome._tag === "Replayed")
     }).pipe(answerErrors)
 }).pipe(Effect.map((idempotentPost) => ({ idempotentPost })))
@@ -96,7 +113,7 @@ const makeReads = Effect.gen(function* () {
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const paymentId = decodePaymentId(rawId)
-      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId })
+      if (Option.isNone(paymentId)) return yield* new PaymentNotFound({ paymentId: rawId.slice(0, 100) })
       const payment = yield* payments.findById(merchant.merchantId, paymentId.value)
       return toHttpResponse(json(200, toPaymentJson(payment)), false)
     }).pipe(answerErrors)
@@ -128,6 +145,18 @@ const makeReads = Effect.gen(function* () {
   return { retrieve, list, balance }
 })
 
+/** The authenticated merchant, on the request's access line, its span and its handler's log lines. */
+const withMerchant = <A, E, R>(handler: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(CurrentMerchant, (merchant) =>
+    annotateRequest({ merchant_id: merchant.merchantId }).pipe(
+      Effect.andThen(handler),
+      Effect.annotateLogs("merchant_id", merchant.merchantId)
+    ))
+
+/** The payment a request names, on its access line and its log lines (bounded like any path segment). */
+const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) =>
+  annotateRequest({ payment_id: rawId.slice(0, 64) }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", rawId.slice(0, 64)))
+
 export const PaymentsHandlers = HttpApiBuilder.group(
   PaymentsApi,
   "payments",
@@ -135,13 +164,13 @@ export const PaymentsHandlers = HttpApiBuilder.group(
     const { idempotentPost } = yield* makeIdempotentPost
     const reads = yield* makeReads
     return handlers
-      .handleRaw("create", ({ request }) => idempotentPost(request, "/v1/payments", createOperation))
+      .handleRaw("create", ({ request }) => withMerchant(idempotentPost(request, "/v1/payments", createOperation)))
       .handleRaw("authorize", ({ request, params }) =>
-        idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))))
       .handleRaw("settle", ({ request, params }) =>
-        idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))
-      .handleRaw("retrieve", ({ params }) => reads.retrieve(params.id))
-      .handleRaw("list", ({ query }) => reads.list(query))
-      .handleRaw("balance", () => reads.balance)
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))))
+      .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
+      .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))
+      .handleRaw("balance", () => withMerchant(reads.balance))
   })
 )

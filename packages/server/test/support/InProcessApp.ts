@@ -1,6 +1,6 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Payment } from "@pay/domain"
-import { defaultRedisTimeouts, KafkaAdmin, KafkaProducer, Redis } from "@pay/infra"
+import { defaultRedisTimeouts, KafkaAdmin, KafkaConsumer, KafkaProducer, Redis } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import type { Acquirer } from "@pay/acquirer"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
@@ -9,7 +9,7 @@ import { ConfigProvider, Context, Deferred, Effect, Layer, References } from "ef
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { createServer } from "node:http"
+import { createLimitedServer, socketLimitsDefault } from "../../src/http/Socket.ts"
 import { FeeSchedules, SettlementPosting, SettlementUnavailable } from "@pay/settlement"
 import { appLayer } from "../../src/Server.ts"
 import { Api } from "./Api.ts"
@@ -164,9 +164,12 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
           KAFKA_BROKERS: run.kafkaBrokers,
           KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
           OUTBOX_PUBLISHER_ENABLED: "false",
+          CONSUMERS_ENABLED: "false",
           COMPLETER_ABANDONED_AFTER_MS: "600000",
           COMPLETER_INTERVAL_MS: "600000",
           IDEMPOTENCY_LOCK_TIMEOUT_MS: "5000",
+          RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
+          RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
           ...options.env
         }
       }))
@@ -182,9 +185,9 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       )
       const acquirer = options.acquirer === undefined ? undefined : options.acquirer.pipe(Layer.provide(database))
       const redis = Redis.layerWith({ url: run.redisUrl, keyPrefix: `${run.redisKeyPrefix}${shortId()}:`, ...defaultRedisTimeouts })
-      const http = NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" })
+      const http = NodeHttpServer.layer(createLimitedServer(socketLimitsDefault), { port: 0, host: "127.0.0.1" })
       const app = appLayer({ settlement, acquirer }).pipe(
-        Layer.provideMerge(Layer.mergeAll(http, redis, KafkaAdmin.layer, KafkaProducer.layer)),
+        Layer.provideMerge(Layer.mergeAll(http, redis, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)),
         Layer.provide(database),
         Layer.provide(config),
         // The app logs every request at INFO; the test output keeps warnings and errors only.

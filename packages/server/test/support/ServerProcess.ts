@@ -77,7 +77,8 @@ const isRunning = (running: Running) => running.child.exitCode === null && runni
 const launch = (options: ServerProcessOptions): Running => {
   const child = spawn(process.execPath, [serverMain], {
     cwd: repositoryRoot,
-    env: { ...process.env, ...options.env, PORT: String(options.port) },
+    // METRICS_PORT 0: servers of parallel test files must not share the operators' port.
+    env: { ...process.env, METRICS_PORT: "0", ...options.env, PORT: String(options.port) },
     stdio: ["ignore", "pipe", "pipe"]
   })
   const running: Running = {

@@ -45,6 +45,15 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         REDIS_KEY_PREFIX: redisKeyPrefix,
         KAFKA_BROKERS: run.kafkaBrokers,
         KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
+        // Tests send bad keys and bursts on purpose: the limits are the limit tests' own business
+        // (api-limits.test.ts lowers them).
+        RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
+        RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
+        // Tests that kill a dependency read /health/ready right after: no cached round.
+        READINESS_CACHE_MS: "0",
+        // The run's servers share one events topic: a consumer would read the other servers'
+        // events into this database. Tests of the consumers turn them on with a prefix of their own.
+        CONSUMERS_ENABLED: "false",
         ...options.env
       }
     })

@@ -1,0 +1,209 @@
+/**
+ * Consumers benchmark (a script, not a test): `node bench/consumers/run.ts` (or `pnpm bench:consumers`).
+ *
+ * Needs the local stack (Postgres, Kafka on 127.0.0.1). Everything it creates (a database
+ * `pay_bench_c_<id>`, topics `bench.<id>.*`, groups) is removed at the end.
+ *
+ *   A. raw consumer: our KafkaConsumer in a group of its own reads the backlog of BENCH_EVENTS
+ *      records (payment_created/authorized/settled, as the publisher writes them), committing each
+ *      batch, with no effect: the reference throughput.
+ *   B. the settlement consumer on the same backlog (one Postgres transaction per record:
+ *      processed_events, version, projection, offset; Kafka commit per batch): events/s and the
+ *      ratio to A (issue 14's target: ≥ 0.5).
+ *   C. replay from offset 0 (`rebuildSettlement`: a new generation, then the swap): time and events/s;
+ *      the rebuilt projection is checked equal to B's.
+ *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process running its
+ *      publisher and consumers: settle → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
+ * Results: bench/results/consumers-<time>.json.
+ *
+ * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
+ * (100 000), CONSUMER_BATCH_SIZE (100), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
+ */
+import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { randomBytes, randomUUID } from "node:crypto"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { cpus, loadavg } from "node:os"
+import { fileURLToPath } from "node:url"
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaConsumerOptions,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaConsumer,
+  KafkaProducer,
+  MigrationsLive,
+  postgresLayer,
+  type ProducerMessage
+} from "../../packages/infra/src/index.ts"
+import { OutboxTopics, paymentsEventsTopic, toEventRecord } from "../../packages/outbox/src/index.ts"
+import {
+  behindTarget,
+  defaultConsumerOptions,
+  makeSettlementProjection,
+  rebuildSettlement,
+  runConsumer
+} from "../../packages/consumers/src/index.ts"
+import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
+import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { apiStreamLatency } from "./stream.ts"
+
+const envInt = (name: string, fallback: number, min: number, max: number): number => {
+  const raw = process.env[name]
+  const value = raw === undefined ? fallback : Number(raw)
+  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${raw}`)
+  return value
+}
+
+const events_n = envInt("BENCH_EVENTS", 100_000, 300, 1_000_000)
+const batch_max = envInt("CONSUMER_BATCH_SIZE", 100, 1, 1_000)
+const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
+const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
+const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
+const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
+const runId = randomBytes(4).toString("hex")
+const databaseName = `pay_bench_c_${runId}`
+const prefix = `bench.${runId}.`
+const topic = paymentsEventsTopic(prefix)
+const timeout = Duration.minutes(30)
+
+const withDatabase = (url: string, database: string): string => {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+const log = (message: string) => Effect.sync(() => console.error(`[bench] ${message}`))
+const round = (value: number, digits = 1) => Number(value.toFixed(digits))
+
+const adminDatabase = postgresLayer({ url: Redacted.make(withDatabase(baseDatabaseUrl, "postgres")), maxConnections: 1, applicationName: "pay-bench-admin" })
+const createBenchDatabase = Effect.acquireRelease(
+  Effect.gen(function* () {
+    yield* (yield* SqlClient.SqlClient).unsafe(`CREATE DATABASE ${databaseName}`)
+  }).pipe(Effect.provide(adminDatabase)),
+  () => Effect.gen(function* () {
+    yield* (yield* SqlClient.SqlClient).unsafe(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`)
+  }).pipe(Effect.provide(adminDatabase), Effect.orDie)
+)
+
+/** The id alphabet (Crockford-like base32: no i, l, o, u), 24 characters. */
+const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+const idBody = (n: number): string => {
+  let body = ""
+  for (let rest = n; body.length < 24; rest = Math.floor(rest / 32)) body = (alphabet[rest % 32] ?? "0") + body
+  return body
+}
+
+/** payment_created → authorized → settled for events_n / 3 payments over 20 merchants, 2 currencies. */
+const backlog = (): Array<ProducerMessage> => {
+  const messages: Array<ProducerMessage> = []
+  const merchants = Array.from({ length: 20 }, (_, index) => `mer_${String(index).padStart(24, "0")}`)
+  let instant_ms = Date.parse("2026-12-01T00:00:00.000Z")
+  for (let n = 0; messages.length + 3 <= events_n; n++) {
+    const amount_minor = 100 + (n % 9_000)
+    const fee_minor = Math.floor(amount_minor / 40)
+    const common = { payment_id: `pay_${idBody(n)}`, merchant_id: merchants[n % 20], amount_minor, currency: n % 2 === 0 ? "EUR" : "USD" }
+    const payloads = [
+      { type: "payment_created", ...common, version: 1, status: "CREATED" },
+      { type: "payment_authorized", ...common, version: 2, previous_status: "CREATED", status: "AUTHORIZED" },
+      { type: "payment_settled", ...common, version: 3, previous_status: "AUTHORIZED", status: "SETTLED", fee_minor, net_minor: amount_minor - fee_minor }
+    ]
+    for (const payload of payloads) {
+      const record = toEventRecord({
+        id: randomUUID(), position: 0n, aggregate_type: "payment", aggregate_id: common.payment_id, event_type: payload.type,
+        event_version: 1, payload: { ...payload, occurred_at: new Date((instant_ms += 1)).toISOString() }, headers: { correlation_id: "bench" },
+        created_at: new Date(instant_ms), attempt_count: 0
+      })
+      messages.push({ topic, key: record.key, value: record.value, headers: record.headers })
+    }
+  }
+  return messages
+}
+
+const rawConsumer = (count: number) =>
+  Effect.scoped(Effect.gen(function* () {
+    const subscription = yield* (yield* KafkaConsumer).subscribe({ groupId: `${prefix}raw`, topics: [topic] })
+    let seen = 0
+    while (seen < count) {
+      const records = yield* subscription.poll({ maxRecords: batch_max, timeout_ms: 500 })
+      if (records.length === 0) continue
+      seen += records.length
+      yield* subscription.commit(records)
+    }
+    return seen
+  }))
+
+const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const started = performance.now()
+    const value = yield* effect.pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.die(new Error("phase timed out")) }))
+    return { value, elapsed_ms: performance.now() - started }
+  })
+
+const program = Effect.gen(function* () {
+  yield* createBenchDatabase
+  const options = { ...defaultConsumerOptions, batch_max, pollTimeout_ms: 200 }
+  const database = MigrationsLive.pipe(Layer.provideMerge(postgresLayer({ url: Redacted.make(withDatabase(baseDatabaseUrl, databaseName)), maxConnections: 4 })))
+  const kafka = Layer.mergeAll(
+    KafkaAdmin.layerWith({ brokers, clientId: "pay-bench-admin", ...defaultKafkaAdminTimeouts }),
+    KafkaProducer.layerWith({ brokers, clientId: "pay-bench-producer", ...defaultKafkaProducerLimits }),
+    KafkaConsumer.layerWith({ brokers, clientId: "pay-bench-consumer", ...defaultKafkaConsumerOptions })
+  )
+  return yield* Effect.gen(function* () {
+    yield* OutboxTopics.ensure(prefix)
+    const messages = backlog()
+    yield* log(`producing ${messages.length} events to ${topic}`)
+    const producer = yield* KafkaProducer
+    for (let start = 0; start < messages.length; start += 1_000) yield* producer.send(messages.slice(start, start + 1_000))
+
+    yield* log("A. raw consumer")
+    const raw = yield* timed(rawConsumer(messages.length))
+    yield* log("B. settlement consumer")
+    const sql = yield* SqlClient.SqlClient
+    const target = yield* (yield* KafkaConsumer).endOffsets(topic)
+    const projection = makeSettlementProjection(sql)
+    const live = yield* timed(runConsumer({
+      handler: projection.handler(1), topic, groupId: `${prefix}settlement.g1`, dlqTopic: null, options,
+      keepGoing: behindTarget(sql, "settlement.g1", topic, target)
+    }))
+    yield* log("C. replay from offset 0")
+    const replay = yield* timed(rebuildSettlement({ topic, prefix, dlqTopic: null, options, timeout_ms: 30 * 60_000 }))
+    const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
+      JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
+    yield* log(`D. sustained API stream (${duration_s} s, ${concurrency} clients) against a server running its consumers`)
+    const stream = yield* apiStreamLatency({
+      databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency
+    }).pipe(Effect.ensuring(Effect.promise(() => Effect.runPromise(cleanupRedisPrefix(redisUrl, `bench:${runId}:`)).catch(() => undefined))))
+    const rate = (elapsed_ms: number) => round(messages.length / (elapsed_ms / 1_000))
+    const result = {
+      benchmark: "consumers",
+      at: new Date().toISOString(),
+      machine: { cpus: cpus().length, loadavg_1m_start_end: loadavg()[0] },
+      settings: { events: messages.length, batch_max, partitions: target.length },
+      raw_consumer: { elapsed_ms: round(raw.elapsed_ms), events_per_s: rate(raw.elapsed_ms) },
+      settlement_consumer: { elapsed_ms: round(live.elapsed_ms), events_per_s: rate(live.elapsed_ms) },
+      ratio_consumer_to_raw: round(raw.elapsed_ms / live.elapsed_ms, 3),
+      replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal },
+      api_stream: stream
+    }
+    const text = JSON.stringify(result, null, 2)
+    console.log(text)
+    const directory = fileURLToPath(new URL("../results/", import.meta.url))
+    mkdirSync(directory, { recursive: true })
+    writeFileSync(`${directory}consumers-${result.at.replaceAll(":", "-").replaceAll(".", "-")}.json`, text + "\n")
+    return result
+  }).pipe(Effect.provide(Layer.mergeAll(database, kafka)))
+}).pipe(
+  Effect.scoped,
+  Effect.ensuring(Effect.promise(() => Effect.runPromise(cleanupKafkaPrefix(brokers, prefix)).catch(() => undefined))),
+  Effect.provide(Logger.layer([Logger.consoleJson])),
+  Effect.provideService(References.MinimumLogLevel, "Warn")
+)
+
+// SIGINT/SIGTERM interrupt the program, so its finalizers remove the database and the topics.
+const fiber = Effect.runFork(program)
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => Effect.runFork(Fiber.interrupt(fiber)))
+fiber.addObserver((exit) => {
+  if (exit._tag === "Failure") console.error(Cause.pretty(exit.cause))
+  process.exit(exit._tag === "Success" ? 0 : 1)
+})

@@ -1,0 +1,146 @@
+import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern } from "@pay/domain"
+
+/**
+ * What the generated OpenAPI document cannot say from the endpoint schemas alone, added once to
+ * the whole document (HttpApi's `transform` annotation), so that a client generated from
+ * `/openapi.json` can trust it:
+ *
+ * - the response headers the server sends: `Request-Id` and `X-Request-Id` (one id) on every answer, `Retry-After` on every
+ *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Idempotent-Replayed` on the answers of idempotent POSTs;
+ * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
+ *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
+ * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
+ *   (the handlers take any string, so that another id answers `payment_not_found` or `invalid_cursor`);
+ * - `title` and `status` of every problem as required integers and strings (always sent).
+ */
+
+type Json = { [key: string]: unknown }
+
+const isJson = (value: unknown): value is Json => typeof value === "object" && value !== null && !Array.isArray(value)
+
+export const REQUEST_ID_HEADER = "Request-Id"
+
+const stringHeader = (description: string, required: boolean, schema: Json = { type: "string" }): Json => ({
+  description,
+  required,
+  schema
+})
+
+const requestIdSchema: Json = { type: "string", minLength: 1, maxLength: 200, pattern: "^[\\x21-\\x7e]+$" }
+const requestIdHeader = stringHeader(
+  "This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support.",
+  true,
+  requestIdSchema
+)
+/** The same id under the name tracing tools, proxies and the request header use (docs/observability.md). */
+export const CORRELATION_ID_HEADER = "X-Request-Id"
+
+const correlationIdHeader = stringHeader(
+  "The same id as `Request-Id`, under the name of the request header that can set it.",
+  true,
+  requestIdSchema
+)
+const retryAfterHeader = stringHeader("Seconds to wait before retrying (same Idempotency-Key).", true, {
+  type: "string",
+  pattern: "^[0-9]{1,6}$"
+})
+const allowHeader = stringHeader("The methods this path takes, e.g. `GET, POST, HEAD`.", true, {
+  type: "string",
+  pattern: "^[A-Z]+(, [A-Z]+)*$"
+})
+const wwwAuthenticateHeader = stringHeader("The scheme to authenticate with: `Bearer realm=\"payments-api\"`.", true, {
+  type: "string",
+  enum: ["Bearer realm=\"payments-api\""]
+})
+const replayedHeader = stringHeader("`true` when this answer is the stored answer of an earlier request with the same key.", false, {
+  type: "string",
+  enum: ["true"]
+})
+
+const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
+  const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader, [CORRELATION_ID_HEADER]: correlationIdHeader }
+  if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
+  if (status === "405") headers["Allow"] = allowHeader
+  if (status === "401") headers["WWW-Authenticate"] = wwwAuthenticateHeader
+  if (isPost) headers["Idempotent-Replayed"] = replayedHeader
+  return { ...response, headers }
+}
+
+/**
+ * The header as the server parses it (`@pay/idempotency` IdempotencyKey.ts), optional whitespace
+ * around it: a token of 1-255 printable ASCII characters that does not start with `"`, or an RFC 8941
+ * string of 1-255 characters inside quotes (escapes `\"` and `\\` count one each).
+ */
+const idempotencyKeySchema: Json = {
+  type: "string",
+  pattern: '^[ \\t]*(?:[\\x21\\x23-\\x7e](?:[\\x20-\\x7e]{0,253}[\\x21-\\x7e])?|"(?:[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\["\\\\]){1,255}")[ \\t]*$',
+  description: "Required on every POST: 1-255 printable ASCII characters; a token or a quoted string. A retry with the same key and request replays the first answer."
+}
+
+const limitSchema: Json = {
+  type: "integer",
+  minimum: PAGE_LIMIT_MIN,
+  maximum: PAGE_LIMIT_MAX,
+  default: PAGE_LIMIT_DEFAULT,
+  description: `Page size, ${PAGE_LIMIT_MIN}-${PAGE_LIMIT_MAX} (decimal digits only), default ${PAGE_LIMIT_DEFAULT}`
+}
+
+const fixParameter = (parameter: Json): Json => {
+  if (parameter["in"] === "header" && parameter["name"] === "idempotency-key") {
+    return { ...parameter, name: "Idempotency-Key", required: true, schema: idempotencyKeySchema }
+  }
+  if (parameter["in"] === "query" && parameter["name"] === "limit") return { ...parameter, schema: limitSchema }
+  if ((parameter["in"] === "path" && parameter["name"] === "id") || (parameter["in"] === "query" && parameter["name"] === "starting_after")) {
+    const described = isJson(parameter["schema"]) ? parameter["schema"] : {}
+    return { ...parameter, schema: { ...described, type: "string", pattern: paymentIdPattern.source } }
+  }
+  return parameter
+}
+
+const fixOperation = (method: string, operation: Json): Json => {
+  const isPost = method === "post"
+  const responses = isJson(operation["responses"]) ? operation["responses"] : {}
+  const parameters = Array.isArray(operation["parameters"]) ? operation["parameters"].filter(isJson).map(fixParameter) : undefined
+  return {
+    ...operation,
+    ...(parameters === undefined ? {} : { parameters }),
+    responses: Object.fromEntries(
+      Object.entries(responses).map(([status, response]) => [status, isJson(response) ? withHeaders(status, response, isPost) : response])
+    )
+  }
+}
+
+/** Problem schemas: `title` and `status` are always sent; `status` is an integer. */
+const fixProblemSchema = (schema: Json): Json => {
+  const properties = isJson(schema["properties"]) ? schema["properties"] : {}
+  const required = Array.isArray(schema["required"]) ? schema["required"] : []
+  if (!("code" in properties) || !("title" in properties) || !isJson(properties["status"])) return schema
+  return {
+    ...schema,
+    properties: { ...properties, status: { ...properties["status"], type: "integer" } },
+    required: [...new Set([...required, "type", "title", "status", "detail", "code"])]
+  }
+}
+
+export const contractTransform = (spec: Record<string, unknown>): Record<string, unknown> => {
+  const paths = isJson(spec["paths"]) ? spec["paths"] : {}
+  const components = isJson(spec["components"]) ? spec["components"] : {}
+  const schemas = isJson(components["schemas"]) ? components["schemas"] : {}
+  const info = isJson(spec["info"]) ? spec["info"] : {}
+  return {
+    ...spec,
+    info: { ...info, contact: { name: "Payments platform team", url: "https://docs.payments.local/" } },
+    paths: Object.fromEntries(
+      Object.entries(paths).map(([path, item]) => [
+        path,
+        isJson(item)
+          ? Object.fromEntries(Object.entries(item).map(([method, operation]) => [method, isJson(operation) ? fixOperation(method, operation) : operation]))
+          : item
+      ])
+    ),
+    components: {
+      ...components,
+      schemas: Object.fromEntries(Object.entries(schemas).map(([name, schema]) => [name, isJson(schema) ? fixProblemSchema(schema) : schema]))
+    }
+  }
+}

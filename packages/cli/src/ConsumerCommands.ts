@@ -1,0 +1,139 @@
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaConsumerOptions,
+  KafkaAdmin,
+  KafkaBrokers,
+  KafkaConsumer,
+  KafkaTopicPrefix
+} from "@pay/infra"
+import {
+  ConsumerOptionsFromEnv,
+  consumerLagOf,
+  consumerName,
+  DEAD_LETTER_LIST_MAX,
+  deadLetterTopic,
+  makeConsumerStore,
+  makeDeadLetters,
+  makeReconciliation,
+  makeSettlementProjection,
+  rebuildSettlement,
+  redrive
+} from "@pay/consumers"
+import { paymentsEventsPartitions, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { Console, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+
+/**
+ * The consumers' operator commands (docs/consumers.md § Operations):
+ *
+ *   pnpm cli reconcile                       projection vs ledger vs payments, per merchant+currency;
+ *                                            prints the differences, exit code 1 if any
+ *   pnpm cli replay settlement               rebuilds the settlement projection from offset 0 into
+ *                                            a new generation, then swaps it in
+ *   pnpm cli consumers lag [consumer]        log end offset minus the stored offset, per partition
+ *   pnpm cli consumers offsets               stored offsets and counters of every consumer
+ *   pnpm cli consumers reset <consumer> <offset>
+ *                                            moves a consumer's stored offsets (backwards allowed)
+ *                                            and deletes its Kafka group (stop its instances first)
+ *   pnpm cli dlq list [consumer]             parked records not yet re-driven
+ *   pnpm cli dlq redrive <id>                runs a parked record through its handler again
+ */
+export const consumerUsage = `  pnpm cli reconcile
+  pnpm cli replay settlement
+  pnpm cli consumers lag [consumer]
+  pnpm cli consumers offsets
+  pnpm cli consumers reset <consumer> <offset>
+  pnpm cli dlq list [consumer]
+  pnpm cli dlq redrive <id>`
+
+/** Replay waits at most this long for the new generation to catch up. */
+const REPLAY_TIMEOUT_MS = 30 * 60_000
+
+const OffsetArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 2n ** 62n }))))
+const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 1n, maximum: 2n ** 62n }))))
+
+class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
+
+const json = (value: unknown) => JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? String(item) : item), 2)
+
+export const KafkaClientsLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const brokers = yield* KafkaBrokers
+    return Layer.mergeAll(
+      KafkaConsumer.layerWith({ brokers, clientId: "pay-cli-consumer", ...defaultKafkaConsumerOptions }),
+      KafkaAdmin.layerWith({ brokers, clientId: "pay-cli-admin", ...defaultKafkaAdminTimeouts })
+    )
+  })
+)
+
+const reconcile = Effect.gen(function* () {
+  const report = yield* makeReconciliation(yield* SqlClient.SqlClient).reconcile()
+  yield* Console.log(json({ generation: report.generation, rows: report.rows.length, differences: report.differences }))
+  if (report.differences.length > 0) yield* Effect.sync(() => { process.exitCode = 1 })
+})
+
+const replay = Effect.gen(function* () {
+  const prefix = yield* KafkaTopicPrefix
+  const options = yield* ConsumerOptionsFromEnv
+  const result = yield* rebuildSettlement({
+    topic: paymentsEventsTopic(prefix),
+    prefix,
+    dlqTopic: deadLetterTopic(prefix),
+    options,
+    timeout_ms: REPLAY_TIMEOUT_MS
+  })
+  yield* Console.log(json(result))
+})
+
+const lag = (consumer: string | undefined) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const name = consumer ?? (yield* makeSettlementProjection(sql).live).consumer
+    const prefix = yield* KafkaTopicPrefix
+    const partitions = yield* consumerLagOf(name, paymentsEventsTopic(prefix))
+    const total = partitions.reduce((sum, partition) => sum + partition.lag, 0n)
+    yield* Console.log(json({ consumer: name, total_lag: total, partitions }))
+  })
+
+const reset = (consumer: string, offsetText: string) =>
+  Effect.gen(function* () {
+    if (!consumerName.test(consumer)) return yield* new InvalidConsumerName({ consumer })
+    const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
+    const prefix = yield* KafkaTopicPrefix
+    const admin = yield* KafkaAdmin
+    // The group first: it refuses while instances are alive, before anything moved.
+    yield* admin.deleteGroups([`${prefix}${consumer}`])
+    yield* makeConsumerStore(yield* SqlClient.SqlClient).resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
+    yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
+  })
+
+/** Dispatches the consumer commands; undefined when the arguments are not one of them. */
+export const consumerCommand = (args: ReadonlyArray<string | undefined>) => {
+  const [group, command, argument, extra] = args
+  if (group === "reconcile" && command === undefined) return reconcile
+  if (group === "replay" && command === "settlement") return replay
+  if (group === "consumers" && command === "lag") return lag(argument)
+  if (group === "consumers" && command === "offsets") {
+    return Effect.gen(function* () {
+      yield* Console.log(json(yield* makeConsumerStore(yield* SqlClient.SqlClient).allOffsets))
+    })
+  }
+  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined) return reset(argument, extra)
+  if (group === "dlq" && command === "list") {
+    return Effect.gen(function* () {
+      const rows = yield* makeDeadLetters(yield* SqlClient.SqlClient).list({
+        ...(argument === undefined ? {} : { consumer: argument }),
+        includeRedriven: false,
+        limit: DEAD_LETTER_LIST_MAX
+      })
+      yield* Console.log(json(rows))
+    })
+  }
+  if (group === "dlq" && command === "redrive" && argument !== undefined) {
+    return Effect.gen(function* () {
+      const id = yield* Schema.decodeUnknownEffect(IdArgument)(argument)
+      yield* Console.log(json({ id, outcome: yield* redrive(id) }))
+    })
+  }
+  return undefined
+}

@@ -1,0 +1,59 @@
+import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
+import type { KafkaRecord } from "@pay/infra"
+import { Effect, Metric, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+
+/** A handler's refusal of an event. Retried with backoff, then the record is parked. */
+export class HandlerFailed extends Schema.TaggedError<HandlerFailed>()("HandlerFailed", { message: Schema.String }) {}
+
+/**
+ * What a consumer does with a NEW event (never seen by this consumer, and newer than the
+ * payment's version it applied last). Runs inside the record's transaction, on the same
+ * connection: its writes commit with the processed_events row and the stored offset, or not at all.
+ */
+export interface ConsumerHandler {
+  /** The consumer's name: `[a-z0-9_.-]{1,100}`; its group id is `<topic prefix><name>`. */
+  readonly name: string
+  readonly apply: (decoded: DecodedPaymentEvent, record: KafkaRecord) => Effect.Effect<void, HandlerFailed | SqlError>
+}
+
+export const consumerName = /^[a-z0-9_.-]{1,100}$/
+
+export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "parked"
+
+/** Where a test (or the fault-injecting process) may stop the world: see main.ts. */
+export interface ConsumerFaults {
+  /** Before the record's transaction begins. */
+  readonly beforeTransaction?: (record: KafkaRecord) => Effect.Effect<void>
+  /** After the record's transaction committed, before the Kafka commit of its batch. */
+  readonly afterTransaction?: (record: KafkaRecord) => Effect.Effect<void>
+}
+
+/** One instance's health signal (readiness, `consumers lag`). */
+export interface ConsumerStatus {
+  readonly name: string
+  readonly running: boolean
+  readonly handled_count: number
+  readonly consecutiveFailure_count: number
+  readonly lastError: string | null
+  readonly lastBatchAt_ms: number | null
+}
+
+export const consumerRecords = Metric.counter("consumer_records_total", {
+  description: "Records handled by a consumer, by outcome (applied, duplicate, stale, behind, parked)",
+  bigint: false
+})
+export const consumerParked = Metric.counter("consumer_parked_total", {
+  description: "Records parked in dead_letter_events (undecodable, or failing after the bounded retries)"
+})
+export const consumerLag = Metric.gauge("consumer_lag_records", {
+  description: "Log end offset minus the offset stored in the database, per consumer and partition"
+})
+export const reconciliationDifferences = Metric.gauge("reconciliation_difference_count", {
+  description: "Merchant/currency rows where the settlement projection, the ledger and the payments table disagree"
+})
+
+export const countOutcome = (name: string, outcome: RecordOutcome) =>
+  Metric.update(Metric.withAttributes(consumerRecords, { consumer: name, outcome }), 1).pipe(
+    Effect.andThen(outcome === "parked" ? Metric.update(Metric.withAttributes(consumerParked, { consumer: name }), 1) : Effect.void)
+  )

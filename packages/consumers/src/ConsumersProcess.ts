@@ -1,0 +1,91 @@
+import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
+import { OutboxTopics, PaymentsEventsTopicConfig, type PaymentsEventsTopicSettings, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { Context, Duration, Effect, Layer, Ref, Schedule, type Scope } from "effect"
+import { SqlClient } from "effect/sql"
+import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
+import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
+import { initialStatus, reportLag } from "./ConsumerRunner.ts"
+import { makeReconciliation } from "./Reconciliation.ts"
+import { runSettlementLive } from "./SettlementConsumer.ts"
+
+/** The dead-letter topic beside the events topic: `<prefix>payments.events.dlq`. */
+export const deadLetterTopic = (prefix: string): string => `${paymentsEventsTopic(prefix)}.dlq`
+/** One partition: parked records are rare and read by operators, in order. */
+export const DEAD_LETTER_TOPIC_PARTITIONS = 1
+
+/** The health signal of the consumers running in this process (readiness, `/health`). */
+export class ConsumersStatus extends Context.Service<ConsumersStatus, {
+  readonly settlement: Effect.Effect<ConsumerStatus>
+}>()("consumers/ConsumersStatus") {}
+
+/**
+ * The events topic (retried until Kafka answers, like the publisher does), then the DLQ topic.
+ * True when the DLQ topic exists; otherwise parking uses the table only (producing to a missing
+ * topic would fail every park and stall the partition).
+ */
+const ensureTopics = (prefix: string, topicSettings: PaymentsEventsTopicSettings) =>
+  Effect.gen(function* () {
+    const admin = yield* KafkaAdmin
+    // The topic's replication and retention as the publisher makes it (a consumer may start first).
+    yield* OutboxTopics.ensureWithRetry(prefix, topicSettings)
+    return yield* admin.createTopic({ topic: deadLetterTopic(prefix), partitions: DEAD_LETTER_TOPIC_PARTITIONS }).pipe(
+      Effect.retry({ times: 20, schedule: Schedule.spaced("500 millis") }),
+      Effect.as(true),
+      Effect.catch((error) =>
+        Effect.logError("cannot create the dead-letter topic; parking in the table only").pipe(
+          Effect.annotateLogs({ error: error.message }),
+          Effect.as(false)
+        )
+      )
+    )
+  })
+
+/** Keeps `reconciliation_difference_count` current in this process (errors logged, never fatal). */
+const reconcileEvery = (interval_ms: number) =>
+  Effect.gen(function* () {
+    const reconciliation = makeReconciliation(yield* SqlClient.SqlClient)
+    while (true) {
+      yield* Effect.sleep(Duration.millis(interval_ms))
+      yield* reconciliation.reconcile().pipe(
+        Effect.flatMap((report) =>
+          report.differences.length === 0 ? Effect.void : Effect.logWarning("reconciliation found differences").pipe(
+            Effect.annotateLogs({ generation: report.generation, difference_count: report.differences.length })
+          )),
+        Effect.catch((error) => Effect.logWarning("reconciliation failed").pipe(Effect.annotateLogs({ error: error.message })))
+      )
+    }
+  })
+
+/**
+ * The consumers as part of a process (the server, or `main.ts`): ensures the topics in the
+ * background, then runs the settlement consumer and its lag gauge until the layer is released
+ * (SIGTERM: the record in flight finishes, the batch is not committed to Kafka, the group is left).
+ * Needs `SqlClient`, `KafkaConsumer`, `KafkaProducer` (the DLQ topic) and `KafkaAdmin`.
+ */
+export const consumersLayer = (faults: ConsumerFaults = {}) =>
+  Layer.effect(
+    ConsumersStatus,
+    Effect.gen(function* () {
+      const prefix = yield* KafkaTopicPrefix
+      const options = yield* ConsumerOptionsFromEnv
+      const topicSettings = yield* PaymentsEventsTopicConfig
+      const status = yield* Ref.make(initialStatus("settlement"))
+      const topic = paymentsEventsTopic(prefix)
+      const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
+        const dlqReady = yield* ensureTopics(prefix, topicSettings)
+        yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
+        yield* Effect.forkScoped(reconcileEvery(options.reconcileInterval_ms))
+        yield* runSettlementLive({ topic, prefix, dlqTopic: dlqReady ? deadLetterTopic(prefix) : null, options, faults }, status)
+      })
+      yield* Effect.forkScoped(run)
+      return ConsumersStatus.of({ settlement: Ref.get(status) })
+    })
+  )
+
+/** The layer the server adds: on unless `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`). */
+export const ConsumersLive = Layer.unwrap(
+  Effect.map(ConsumersEnabled, (enabled) =>
+    enabled
+      ? consumersLayer()
+      : Layer.succeed(ConsumersStatus, ConsumersStatus.of({ settlement: Effect.succeed(initialStatus("settlement (disabled here)")) })))
+)

@@ -1,0 +1,77 @@
+import { decodeRows, type KafkaRecord } from "@pay/infra"
+import { Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+
+/** A parked record: the error, the attempts, and the original record (value and headers). */
+export const DeadLetter = Schema.Struct({
+  id: Schema.BigInt,
+  consumer: Schema.String,
+  topic: Schema.String,
+  partition: Schema.Int,
+  offset: Schema.BigInt,
+  event_id: Schema.NullOr(Schema.String),
+  record_key: Schema.NullOr(Schema.String),
+  record_value: Schema.String,
+  headers: Schema.Record(Schema.String, Schema.String),
+  error: Schema.String,
+  attempt_count: Schema.Int,
+  parked_at: Schema.Date,
+  redriven_at: Schema.NullOr(Schema.Date),
+  redrive_error: Schema.NullOr(Schema.String)
+})
+export type DeadLetter = typeof DeadLetter.Type
+
+/** Bounds of what a DLQ row keeps of an error message (the column's CHECK is 4000). */
+export const DEAD_LETTER_ERROR_CHARS_MAX = 4_000
+/** `dlq list` shows at most this many rows per call. */
+export const DEAD_LETTER_LIST_MAX = 1_000
+
+const clip = (error: string): string => {
+  const text = error.length === 0 ? "(empty error)" : error
+  return text.length > DEAD_LETTER_ERROR_CHARS_MAX ? text.slice(0, DEAD_LETTER_ERROR_CHARS_MAX) : text
+}
+
+const columns = `id, consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
+  parked_at, redriven_at, redrive_error`
+
+export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
+  const rows = decodeRows(DeadLetter)
+
+  /** Inside the caller's transaction; a record parked twice (redelivery) keeps its first row. */
+  const park = (consumer: string, record: KafkaRecord, error: string, attempt_count: number) =>
+    sql`
+      INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+      VALUES (${consumer}, ${record.topic}, ${record.partition}, ${record.offset}, ${record.headers["ce_id"] ?? null},
+              ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count})
+      ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
+
+  const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number }) => {
+    const limit = Math.max(1, Math.min(DEAD_LETTER_LIST_MAX, options.limit))
+    return rows(sql.unsafe(
+      `SELECT ${columns} FROM dead_letter_events
+       WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR redriven_at IS NULL)
+       ORDER BY id LIMIT $3`,
+      [options.consumer ?? null, options.includeRedriven, limit]
+    ))
+  }
+
+  const find = (id: bigint) => rows(sql.unsafe(`SELECT ${columns} FROM dead_letter_events WHERE id = $1 FOR UPDATE`, [id]))
+
+  const markRedriven = (id: bigint) => sql`UPDATE dead_letter_events SET redriven_at = now(), redrive_error = NULL WHERE id = ${id}`
+  const markRedriveFailed = (id: bigint, error: string) =>
+    sql`UPDATE dead_letter_events SET redrive_error = ${clip(error)} WHERE id = ${id}`
+
+  return { park, list, find, markRedriven, markRedriveFailed }
+}
+
+/** The record a parked row stood for (to run it through the handler again). */
+export const recordOf = (letter: DeadLetter): KafkaRecord => ({
+  topic: letter.topic,
+  partition: letter.partition,
+  offset: letter.offset,
+  key: letter.record_key,
+  value: letter.record_value,
+  value_bytes: new TextEncoder().encode(letter.record_value),
+  headers: letter.headers,
+  timestamp_ms: letter.parked_at.getTime()
+})

@@ -1,0 +1,101 @@
+import { decodeRows } from "@pay/infra"
+import { Effect, Metric, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+import { reconciliationDifferences } from "./ConsumerModel.ts"
+
+/**
+ * Reconciliation: per merchant and currency, three independent accounts of the same settled money
+ * must agree (docs/consumers.md):
+ * - the settlement projection (live generation), built from `payment_settled` events only;
+ * - the ledger: the settlement transactions (`payment:<id>:settlement`), gross on the acquirer
+ *   receivable, net on the merchant payable, fee on platform fees;
+ * - the payments table: SETTLED payments (gross, count) and their `payment_settlements` rows (fee, net).
+ * It reads the other capabilities' tables by name (SQL only, no import): a read, never a write.
+ */
+const Amount = Schema.BigInt
+export const ReconciliationRow = Schema.Struct({
+  merchant_id: Schema.String,
+  currency: Schema.String,
+  projection_gross_minor: Amount,
+  projection_fees_minor: Amount,
+  projection_net_minor: Amount,
+  projection_count: Amount,
+  ledger_gross_minor: Amount,
+  ledger_fees_minor: Amount,
+  ledger_net_minor: Amount,
+  ledger_count: Amount,
+  payments_gross_minor: Amount,
+  payments_fees_minor: Amount,
+  payments_net_minor: Amount,
+  payments_count: Amount
+})
+export type ReconciliationRow = typeof ReconciliationRow.Type
+
+export interface ReconciliationReport {
+  readonly generation: number
+  readonly rows: ReadonlyArray<ReconciliationRow>
+  /** The rows where any of the three sources disagrees on gross, fees, net or count. */
+  readonly differences: ReadonlyArray<ReconciliationRow>
+}
+
+const agrees = (row: ReconciliationRow): boolean =>
+  row.projection_gross_minor === row.ledger_gross_minor && row.ledger_gross_minor === row.payments_gross_minor &&
+  row.projection_fees_minor === row.ledger_fees_minor && row.ledger_fees_minor === row.payments_fees_minor &&
+  row.projection_net_minor === row.ledger_net_minor && row.ledger_net_minor === row.payments_net_minor &&
+  row.projection_count === row.ledger_count && row.ledger_count === row.payments_count
+
+export const makeReconciliation = (sql: SqlClient.SqlClient) => {
+  const query = (generation: number) =>
+    decodeRows(ReconciliationRow)(sql`
+      WITH projection AS (
+        SELECT merchant_id, currency, settled_gross_minor AS gross, fees_minor AS fees, net_minor AS net, payment_count AS n
+        FROM settlement_projection WHERE generation = ${generation}
+      ), settlement_transactions AS (
+        SELECT t.id, p.merchant_id
+        FROM transactions t
+        JOIN payments p ON p.id = substring(t.reference FROM '^payment:(.+):settlement$')
+        WHERE t.reference LIKE 'payment:%:settlement'
+      ), ledger AS (
+        SELECT st.merchant_id, e.currency,
+          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'debit' AND a.code LIKE 'acquirer:receivable:%'), 0) AS gross,
+          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'platform:fees:%'), 0) AS fees,
+          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'merchant:%:payable:%'), 0) AS net,
+          count(DISTINCT st.id) AS n
+        FROM settlement_transactions st
+        JOIN ledger_entries e ON e.transaction_id = st.id
+        JOIN accounts a ON a.id = e.account_id
+        GROUP BY st.merchant_id, e.currency
+      ), paid AS (
+        SELECT p.merchant_id, p.currency, sum(p.amount_minor) AS gross,
+          coalesce(sum(s.fee_minor), 0) AS fees, coalesce(sum(s.net_minor), 0) AS net, count(*) AS n
+        FROM payments p LEFT JOIN payment_settlements s ON s.payment_id = p.id
+        WHERE p.status = 'SETTLED'
+        GROUP BY p.merchant_id, p.currency
+      )
+      SELECT merchant_id, currency,
+        coalesce(projection.gross, 0)::bigint AS projection_gross_minor, coalesce(projection.fees, 0)::bigint AS projection_fees_minor,
+        coalesce(projection.net, 0)::bigint AS projection_net_minor, coalesce(projection.n, 0)::bigint AS projection_count,
+        coalesce(ledger.gross, 0)::bigint AS ledger_gross_minor, coalesce(ledger.fees, 0)::bigint AS ledger_fees_minor,
+        coalesce(ledger.net, 0)::bigint AS ledger_net_minor, coalesce(ledger.n, 0)::bigint AS ledger_count,
+        coalesce(paid.gross, 0)::bigint AS payments_gross_minor, coalesce(paid.fees, 0)::bigint AS payments_fees_minor,
+        coalesce(paid.net, 0)::bigint AS payments_net_minor, coalesce(paid.n, 0)::bigint AS payments_count
+      FROM projection
+      FULL JOIN ledger USING (merchant_id, currency)
+      FULL JOIN paid USING (merchant_id, currency)
+      ORDER BY merchant_id, currency`)
+
+  /** Compares the three sources for the live generation (or `generation`), and sets the gauge. */
+  const reconcile = (generation?: number) =>
+    Effect.gen(function* () {
+      const live = generation ?? (yield* decodeRows(Schema.Struct({ generation: Schema.Int }))(
+        sql`SELECT generation FROM settlement_projection_live`
+      ))[0]?.generation ?? 1
+      const rows = yield* query(live)
+      const differences = rows.filter((row) => !agrees(row))
+      yield* Metric.update(reconciliationDifferences, differences.length)
+      const report: ReconciliationReport = { generation: live, rows, differences }
+      return report
+    })
+
+  return { reconcile }
+}

@@ -1,0 +1,173 @@
+import { KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { type DecodedPaymentEvent, decodePaymentEventRecord, MalformedEventRecord } from "@pay/outbox/CloudEvents"
+import { Cause, Duration, Effect, Option, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
+import { type ConsumerFaults, type ConsumerHandler, countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
+import { type Claim, type Counter, makeConsumerStore } from "./ConsumerStore.ts"
+import { makeDeadLetters } from "./DeadLetters.ts"
+
+/** One attempt at a record failed in a way that may be the record's fault (parked after the retries). */
+class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", { message: Schema.String }) {}
+
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** The shared decoder, plus what our own tables need: ce_id is the outbox row's UUID. */
+export const decodeRecord = (record: KafkaRecord): Effect.Effect<DecodedPaymentEvent, MalformedEventRecord> =>
+  decodePaymentEventRecord(record).pipe(
+    Effect.flatMap((decoded) =>
+      uuid.test(decoded.envelope.ce_id)
+        ? Effect.succeed(decoded)
+        : Effect.fail(new MalformedEventRecord({ message: `ce_id ${decoded.envelope.ce_id} is not a UUID` }))
+    )
+  )
+
+/**
+ * The database being unreachable is not the record's fault: never park for it. Such a failure
+ * ends the batch (nothing is committed to Kafka) and the subscription restarts with backoff.
+ */
+const isInfrastructure = (error: unknown): error is SqlError =>
+  isSqlError(error) && (error.reason._tag === "ConnectionError" || error.reason._tag === "AuthenticationError")
+
+/** What an operator needs to read: a SQL error's database message, not only "Query failed". */
+export const errorText = (error: unknown): string =>
+  isSqlError(error)
+    ? `${error.message}: ${String(error.reason.cause instanceof Error ? error.reason.cause.message : error.reason.cause)}`
+    : error instanceof Error
+    ? error.message
+    : String(error)
+
+const counterOf = (claim: Claim): Counter =>
+  claim === "new" ? "applied_count" : claim === "duplicate" ? "duplicate_count" : "stale_count"
+
+export interface ProcessorSettings {
+  readonly handler: ConsumerHandler
+  /** `<prefix>payments.events.dlq`, or null to park in the table only. */
+  readonly dlqTopic: string | null
+  readonly options: ConsumerOptions
+  readonly faults?: ConsumerFaults
+}
+
+/** Parking: the DLQ topic first (at least once), then the table and the stored offset, in one transaction. */
+const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, producer: Option.Option<KafkaProducer["Service"]>) => {
+  const store = makeConsumerStore(sql)
+  const deadLetters = makeDeadLetters(sql)
+  const name = settings.handler.name
+  const sendToDlqTopic = (record: KafkaRecord, error: string) =>
+    Option.match(producer, {
+      onNone: () => Effect.void,
+      onSome: (client) =>
+        settings.dlqTopic === null ? Effect.void : client.send([{
+          topic: settings.dlqTopic,
+          key: record.key ?? "",
+          value: record.value_bytes,
+          headers: {
+            ...record.headers,
+            dlq_consumer: name,
+            dlq_error: error.slice(0, 1_000),
+            dlq_source: `${record.topic}/${record.partition}/${record.offset}`
+          }
+        }]).pipe(Effect.asVoid)
+    })
+
+  /** Topic first (at least once: a crash here re-parks, the table keeps one row), then the table. */
+  const park = (record: KafkaRecord, error: string, attempt_count: number): Effect.Effect<RecordOutcome, SqlError | KafkaError> =>
+    Effect.gen(function* () {
+      yield* Effect.logError("consumer parks a record").pipe(Effect.annotateLogs({
+        consumer: name, topic: record.topic, partition: record.partition, offset: String(record.offset),
+        event_id: record.headers["ce_id"] ?? null, attempts: attempt_count, error
+      }))
+      // A redelivered record that was handled (or parked) before is not sent to the topic again.
+      if (record.offset < (yield* store.storedOffset(name, record.topic, record.partition))) return "behind" as const
+      yield* sendToDlqTopic(record, error)
+      return yield* sql.withTransaction(Effect.gen(function* () {
+        const next = yield* store.lockOffset(name, record.topic, record.partition)
+        if (record.offset < next) return "behind" as const
+        yield* deadLetters.park(name, record, error, attempt_count)
+        yield* store.advance(name, record, "parked_count")
+        return "parked" as const
+      }))
+    })
+
+  return park
+}
+
+/**
+ * Handles one record: decode; then, in ONE transaction, lock the partition's stored offset (skip
+ * a record below it: already handled), claim (consumer, event_id), check the payment's version,
+ * apply the handler's effect only for a new and newer event, store the next offset. Bounded
+ * retries with backoff; a record that does not decode, or keeps failing, is parked (DLQ table,
+ * and the DLQ topic when configured) and its offset stored, so the partition goes on.
+ */
+export const makeRecordProcessor = (settings: ProcessorSettings) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const producer = yield* Effect.serviceOption(KafkaProducer)
+    const store = makeConsumerStore(sql)
+    const { handler, options } = settings
+    const name = handler.name
+
+    const once = (record: KafkaRecord, decoded: DecodedPaymentEvent) =>
+      sql.withTransaction(Effect.gen(function* () {
+        const next = yield* store.lockOffset(name, record.topic, record.partition)
+        if (record.offset < next) return "behind" as const
+        const identity = { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+        const claim = yield* store.claim(name, identity, record)
+        if (claim === "new") yield* handler.apply(decoded, record)
+        yield* store.advance(name, record, counterOf(claim))
+        return claim === "new" ? "applied" as const : claim
+      }))
+
+    const park = makePark(settings, sql, producer)
+
+    const attempt = (record: KafkaRecord, decoded: DecodedPaymentEvent) =>
+      Effect.gen(function* () {
+        if (settings.faults?.beforeTransaction !== undefined) yield* settings.faults.beforeTransaction(record)
+        return yield* once(record, decoded)
+      }).pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(options.recordTimeout_ms),
+          orElse: () => Effect.fail(new AttemptFailed({ message: `attempt timed out after ${options.recordTimeout_ms} ms` }))
+        }),
+        Effect.catchCause((cause): Effect.Effect<never, AttemptFailed | SqlError> => {
+          if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(Cause.interrupt())
+          const error = Cause.squash(cause)
+          if (isInfrastructure(error)) return Effect.fail(error)
+          // First line: what an operator reads (the database's own message); then the whole cause.
+          return Effect.fail(new AttemptFailed({ message: `${errorText(error)}\n${Cause.pretty(cause)}` }))
+        })
+      )
+
+    const handle = (record: KafkaRecord): Effect.Effect<RecordOutcome, SqlError | KafkaError> =>
+      Effect.gen(function* () {
+        const decoded = yield* Effect.result(decodeRecord(record))
+        if (decoded._tag === "Failure") return yield* park(record, `undecodable: ${decoded.failure.message}`, 1)
+        let lastError = ""
+        for (let attemptNumber = 1; attemptNumber <= options.attempt_max; attemptNumber++) {
+          const result = yield* Effect.result(attempt(record, decoded.success).pipe(
+            // An unreachable database: retried like the rest, but never parked for.
+            Effect.catchIf(isInfrastructure, (error): Effect.Effect<never, AttemptFailed | SqlError> =>
+              attemptNumber < options.attempt_max ? Effect.fail(new AttemptFailed({ message: error.message })) : Effect.fail(error))
+          ))
+          if (result._tag === "Success") {
+            if (settings.faults?.afterTransaction !== undefined) yield* settings.faults.afterTransaction(record)
+            return result.success
+          }
+          if (result.failure._tag !== "AttemptFailed") return yield* Effect.fail(result.failure)
+          lastError = result.failure.message
+          yield* Effect.logWarning("consumer attempt failed").pipe(Effect.annotateLogs({
+            consumer: name, topic: record.topic, partition: record.partition, offset: String(record.offset),
+            attempt: attemptNumber, attempts_max: options.attempt_max, error: lastError.split("\n")[0] ?? ""
+          }))
+          if (attemptNumber < options.attempt_max) {
+            yield* Effect.sleep(Duration.millis(backoff_ms(attemptNumber, options.backoffBase_ms, options.backoffMax_ms)))
+          }
+        }
+        return yield* park(record, lastError, options.attempt_max)
+      }).pipe(Effect.tap((outcome) => countOutcome(name, outcome)))
+
+    return { handle, once, name } as const
+  })
+
+export type RecordProcessor = Effect.Success<ReturnType<typeof makeRecordProcessor>>

@@ -1,0 +1,103 @@
+import type { KafkaAdmin } from "@pay/infra"
+import { KafkaConsumer, type KafkaError } from "@pay/infra"
+import { Duration, Effect, Ref, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
+import type { ConsumerFaults, ConsumerStatus } from "./ConsumerModel.ts"
+import { behindTarget, initialStatus, runConsumer } from "./ConsumerRunner.ts"
+import { makeSettlementProjection, settlementConsumerName } from "./SettlementProjection.ts"
+
+export interface SettlementConsumerSettings {
+  /** `<prefix>payments.events`. */
+  readonly topic: string
+  /** The deployment's topic prefix: group ids are `<prefix><consumer name>`. */
+  readonly prefix: string
+  readonly dlqTopic: string | null
+  readonly options: ConsumerOptions
+  readonly faults?: ConsumerFaults
+}
+
+export class ReplayTimedOut extends Schema.TaggedError<ReplayTimedOut>()("ReplayTimedOut", {
+  generation: Schema.Int,
+  timeout_ms: Schema.Int
+}) {}
+
+/**
+ * The live settlement consumer: maintains the generation `settlement_projection_live` names,
+ * and follows a swap (a replay made another generation live) by ending its subscription and
+ * starting one as the new generation's consumer, from that consumer's stored offsets.
+ */
+export const runSettlementLive = (settings: SettlementConsumerSettings, status?: Ref.Ref<ConsumerStatus>) =>
+  Effect.gen(function* () {
+    const projection = makeSettlementProjection(yield* SqlClient.SqlClient)
+    const state = status ?? (yield* Ref.make(initialStatus("settlement")))
+    let failures = 0
+    while (true) {
+      const live = yield* Effect.result(projection.live)
+      if (live._tag === "Failure") {
+        failures++
+        const delay_ms = backoff_ms(failures, 100, settings.options.restartBackoffMax_ms)
+        yield* Effect.logWarning("settlement consumer cannot read the live generation").pipe(
+          Effect.annotateLogs({ error: live.failure.message, retry_in_ms: delay_ms })
+        )
+        yield* Effect.sleep(Duration.millis(delay_ms))
+        continue
+      }
+      failures = 0
+      const generation = live.success.generation
+      yield* Ref.update(state, (current) => ({ ...current, name: settlementConsumerName(generation) }))
+      yield* runConsumer({
+        ...settings,
+        handler: projection.handler(generation),
+        groupId: `${settings.prefix}${settlementConsumerName(generation)}`,
+        keepGoing: projection.live.pipe(Effect.map((now) => now.generation === generation))
+      }, state)
+      yield* Effect.logInfo("settlement projection swapped; following the new generation").pipe(Effect.annotateLogs({ previous: generation }))
+    }
+  })
+
+export interface RebuildResult {
+  readonly previous: number
+  readonly generation: number
+  readonly swapped: boolean
+  readonly target: ReadonlyArray<bigint>
+}
+
+/**
+ * Replay from offset 0: builds the next generation as a fresh consumer (new name, new group:
+ * no stored offsets, so it reads every partition from the start) up to the log end offsets taken
+ * when it starts, then swaps it in, atomically, if the live generation is still the one it
+ * started from. The live projection keeps serving (and being updated) until the swap; the live
+ * consumer then follows the new generation from where the rebuild stopped.
+ */
+export const rebuildSettlement = (
+  settings: SettlementConsumerSettings & { readonly timeout_ms: number }
+): Effect.Effect<RebuildResult, KafkaError | SqlError | ReplayTimedOut, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const projection = makeSettlementProjection(sql)
+    const kafka = yield* KafkaConsumer
+    const current = yield* projection.live
+    const generation = yield* projection.nextGeneration
+    const handler = projection.handler(generation)
+    const target = yield* kafka.endOffsets(settings.topic)
+    yield* Effect.logInfo("settlement rebuild starts").pipe(
+      Effect.annotateLogs({ generation, previous: current.generation, target: target.map(String).join(",") })
+    )
+    yield* runConsumer({
+      ...settings,
+      // Records parked live were sent to the DLQ topic then; a rebuild parks in the table only.
+      dlqTopic: null,
+      handler,
+      groupId: `${settings.prefix}${handler.name}`,
+      keepGoing: behindTarget(sql, handler.name, settings.topic, target)
+    }).pipe(
+      Effect.timeoutOrElse({
+        duration: Duration.millis(settings.timeout_ms),
+        orElse: () => Effect.fail(new ReplayTimedOut({ generation, timeout_ms: settings.timeout_ms }))
+      })
+    )
+    const swapped = yield* projection.swap(current.generation, generation)
+    return { previous: current.generation, generation, swapped, target }
+  })

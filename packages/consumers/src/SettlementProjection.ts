@@ -1,0 +1,96 @@
+import { decodeRow, decodeRows } from "@pay/infra"
+import { Effect, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+import { type ConsumerHandler, HandlerFailed } from "./ConsumerModel.ts"
+
+/**
+ * The settlement read model: per merchant and currency, settled gross, fees, net, payment count
+ * and last event time, built from `payment_settled` events ONLY (never the ledger), so that
+ * reconciling it with the ledger proves the events tell the truth. The other event types are
+ * counted. Each generation is a full copy; `settlement_projection_live` names the one served.
+ */
+export const settlementConsumerName = (generation: number): string => `settlement.g${generation}`
+
+export const LiveGeneration = Schema.Struct({ generation: Schema.Int, consumer: Schema.String })
+export type LiveGeneration = typeof LiveGeneration.Type
+
+export const ProjectionRow = Schema.Struct({
+  merchant_id: Schema.String,
+  currency: Schema.String,
+  settled_gross_minor: Schema.BigInt,
+  fees_minor: Schema.BigInt,
+  net_minor: Schema.BigInt,
+  payment_count: Schema.BigInt,
+  last_event_at: Schema.NullOr(Schema.Date)
+})
+export type ProjectionRow = typeof ProjectionRow.Type
+
+export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
+  const live = decodeRow(LiveGeneration)(sql`SELECT generation, consumer FROM settlement_projection_live`)
+
+  const rows = (generation: number) =>
+    decodeRows(ProjectionRow)(sql`
+      SELECT merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at
+      FROM settlement_projection WHERE generation = ${generation} ORDER BY merchant_id, currency`)
+
+  const eventCounts = (generation: number) =>
+    decodeRows(Schema.Struct({ event_type: Schema.String, event_count: Schema.BigInt }))(sql`
+      SELECT event_type, sum(event_count)::bigint AS event_count FROM settlement_projection_event_counts
+      WHERE generation = ${generation} GROUP BY event_type ORDER BY event_type`)
+
+  /** The handler that maintains `generation`. */
+  const handler = (generation: number): ConsumerHandler => ({
+    name: settlementConsumerName(generation),
+    apply: ({ event }, record) =>
+      Effect.gen(function* () {
+        yield* sql`
+          INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
+          VALUES (${generation}, ${event.type}, ${record.partition}, 1)
+          ON CONFLICT (generation, event_type, partition) DO UPDATE SET event_count = settlement_projection_event_counts.event_count + 1`
+        if (event.type !== "payment_settled") return
+        const { fee_minor, net_minor } = event
+        if (fee_minor === undefined || net_minor === undefined) {
+          return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
+        }
+        if (fee_minor + net_minor !== event.amount_minor) {
+          return yield* new HandlerFailed({
+            message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the amount ${event.amount_minor}`
+          })
+        }
+        const occurredAt = new Date(event.occurred_at.epochMilliseconds)
+        yield* sql`
+          INSERT INTO settlement_projection
+            (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at)
+          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${event.amount_minor}, ${fee_minor}, ${net_minor}, 1, ${occurredAt})
+          ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+            settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
+            fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
+            net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
+            payment_count = settlement_projection.payment_count + 1,
+            last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
+      })
+  })
+
+  /** The next generation number: above every generation ever built or served. */
+  const nextGeneration = decodeRow(Schema.Struct({ next: Schema.Int }))(sql`
+    SELECT (greatest(
+      (SELECT generation FROM settlement_projection_live),
+      coalesce((SELECT max(generation) FROM settlement_projection), 0),
+      coalesce((SELECT max(generation) FROM settlement_projection_event_counts), 0)) + 1)::int AS next`).pipe(
+    Effect.map((row) => row.next)
+  )
+
+  /**
+   * The atomic swap: `generation` serves from this commit on. Only forward (a generation never
+   * comes back), and only if the live one is still `expected` (two rebuilds cannot both win).
+   */
+  const swap = (expected: number, generation: number) =>
+    decodeRows(Schema.Struct({ generation: Schema.Int }))(sql`
+      UPDATE settlement_projection_live SET generation = ${generation}, consumer = ${settlementConsumerName(generation)}, swapped_at = now()
+      WHERE generation = ${expected} AND ${generation} > generation
+      RETURNING generation`).pipe(Effect.map((updated) => updated.length === 1))
+
+  return { live, rows, eventCounts, handler, nextGeneration, swap }
+}
+
+export type SettlementProjection = ReturnType<typeof makeSettlementProjection>

@@ -1,0 +1,80 @@
+/**
+ * The consumers as a process of their own: `node packages/consumers/src/main.ts` (run it when the
+ * server has `CONSUMERS_ENABLED=false`, or beside it: instances share the partitions of a group).
+ *
+ * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
+ * KAFKA_SESSION_TIMEOUT_MS (6 000..300 000, default 10 000) and the `CONSUMER_*` settings of
+ * `ConsumerConfig`. It does not run migrations (the server owns the schema).
+ *
+ * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the layer; the record in flight finishes (its
+ * transaction is uninterruptible), the group is left, the pool closes.
+ *
+ * Fault injection (tests only): `CONSUMER_FAULT_CRASH_AT=before_transaction|after_transaction`
+ * with `CONSUMER_FAULT_CRASH_AT_RECORD=N` makes the process SIGKILL itself at the Nth record it
+ * handles: before its transaction, or after the transaction committed and before the Kafka commit.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import {
+  boundedInt,
+  defaultKafkaAdminTimeouts,
+  defaultKafkaConsumerOptions,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaBrokers,
+  KafkaConsumer,
+  KafkaProducer,
+  PostgresLive
+} from "@pay/infra"
+import { Config, Effect, Layer, Logger } from "effect"
+import type { ConsumerFaults } from "./ConsumerModel.ts"
+import { consumersLayer } from "./ConsumersProcess.ts"
+
+const CrashAt = Config.Literals(["none", "before_transaction", "after_transaction"], "CONSUMER_FAULT_CRASH_AT").pipe(Config.withDefault("none" as const))
+const CrashAtRecord = boundedInt("CONSUMER_FAULT_CRASH_AT_RECORD", { min: 1, max: 1_000_000 }, 1)
+
+const crash = Effect.gen(function* () {
+  yield* Effect.logWarning("CONSUMER_FAULT_CRASH_AT: killing this process (SIGKILL)")
+  // SIGKILL: no finalizer runs, like an OOM kill; Postgres aborts an open transaction.
+  yield* Effect.sync(() => process.kill(process.pid, "SIGKILL"))
+  return yield* Effect.never
+})
+
+const faultsFromEnv = Effect.gen(function* () {
+  const at = yield* CrashAt
+  const record = yield* CrashAtRecord
+  let seen = 0
+  const maybeCrash = () => Effect.suspend(() => (++seen >= record ? crash : Effect.void))
+  const faults: ConsumerFaults = at === "before_transaction"
+    ? { beforeTransaction: maybeCrash }
+    : at === "after_transaction"
+    ? { afterTransaction: maybeCrash }
+    : {}
+  return faults
+})
+
+/** How long the group waits for a silent (crashed) instance before moving its partitions. */
+const SessionTimeout_ms = boundedInt("KAFKA_SESSION_TIMEOUT_MS", { min: 6_000, max: 300_000 }, defaultKafkaConsumerOptions.sessionTimeout_ms)
+
+const KafkaClientsLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const brokers = yield* KafkaBrokers
+    const sessionTimeout_ms = yield* SessionTimeout_ms
+    const group = {
+      sessionTimeout_ms,
+      rebalanceTimeout_ms: Math.max(defaultKafkaConsumerOptions.rebalanceTimeout_ms, sessionTimeout_ms),
+      heartbeatInterval_ms: Math.min(defaultKafkaConsumerOptions.heartbeatInterval_ms, Math.floor(sessionTimeout_ms / 3))
+    }
+    return Layer.mergeAll(
+      KafkaConsumer.layerWith({ brokers, clientId: "pay-consumers", ...defaultKafkaConsumerOptions, ...group }),
+      KafkaProducer.layerWith({ brokers, clientId: "pay-consumers-dlq", ...defaultKafkaProducerLimits }),
+      KafkaAdmin.layerWith({ brokers, clientId: "pay-consumers-admin", ...defaultKafkaAdminTimeouts })
+    )
+  })
+)
+
+const ConsumersProcess = Layer.unwrap(Effect.map(faultsFromEnv, (faults) => consumersLayer(faults))).pipe(
+  Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)),
+  Layer.provide(Logger.layer([Logger.consoleJson]))
+)
+
+Layer.launch(ConsumersProcess).pipe(NodeRuntime.runMain)

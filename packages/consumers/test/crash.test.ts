@@ -1,0 +1,128 @@
+import { assert, it } from "@effect/vitest"
+import { decodeRow, postgresLayer } from "@pay/infra"
+import { acquireTestDatabase } from "@pay/testkit"
+import { Deferred, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { describe } from "vitest"
+import { makeConsumerStore } from "../src/ConsumerStore.ts"
+import { makeSettlementProjection } from "../src/SettlementProjection.ts"
+import {
+  drainLive,
+  eventMessage,
+  expectedProjection,
+  freshTopics,
+  kafkaTestClients,
+  lifecycle,
+  merchantId,
+  projectionAsExpected,
+  run,
+  send,
+  type TestEvent
+} from "./support.ts"
+
+const repositoryRoot = fileURLToPath(new URL("../../..", import.meta.url))
+const childTimeout_ms = 40_000
+
+interface Exit {
+  readonly code: number | null
+  readonly signal: string | null
+  readonly output: string
+}
+
+interface Child {
+  readonly exited: Effect.Effect<Exit>
+  readonly kill: (signal: "SIGKILL" | "SIGTERM") => Effect.Effect<void>
+}
+
+/** `node packages/consumers/src/main.ts` (scoped: SIGKILLed if still alive when the scope closes). */
+const startChild = (env: Readonly<Record<string, string>>) =>
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const child = spawn(process.execPath, ["packages/consumers/src/main.ts"], {
+        cwd: repositoryRoot,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      const keep = (chunk: Buffer) => {
+        output = (output + chunk.toString("utf8")).slice(-4_000)
+      }
+      child.stdout.on("data", keep)
+      child.stderr.on("data", keep)
+      const exit = yield* Deferred.make<Exit>()
+      child.on("exit", (code, signal) => Deferred.doneUnsafe(exit, Effect.succeed({ code, signal, output })))
+      const handle: Child & { readonly process: typeof child } = {
+        process: child,
+        exited: Deferred.await(exit).pipe(
+          Effect.timeoutOrElse({
+            duration: Duration.millis(childTimeout_ms),
+            orElse: () => Effect.die(new Error(`consumer process still alive after ${childTimeout_ms} ms: ${output}`))
+          })
+        ),
+        kill: (signal) => Effect.sync(() => void child.kill(signal))
+      }
+      return handle
+    }),
+    (handle) => Effect.sync(() => {
+      if (handle.process.exitCode === null && handle.process.signalCode === null) handle.process.kill("SIGKILL")
+    })
+  )
+
+/** A child with a fault armed: it must kill itself. */
+const runChild = (env: Readonly<Record<string, string>>) =>
+  Effect.scoped(Effect.flatMap(startChild(env), (child) => child.exited))
+
+const CountRow = Schema.Struct({ count: Schema.BigInt })
+
+describe("a consumer process killed with SIGKILL (real process, real broker)", () => {
+  it.live("killed before a record's transaction, then after a transaction and before the Kafka commit: after restart the projection is exact and every event was applied once", () =>
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const layer = kafkaTestClients("pay-test-consumer-crash").pipe(
+        Layer.provideMerge(postgresLayer({ url: Redacted.make(database.url), maxConnections: 4, applicationName: "pay-test" }))
+      )
+      yield* Effect.gen(function* () {
+        const topics = yield* freshTopics
+        const settled: Array<Record<string, unknown>> = []
+        const events: Array<TestEvent> = []
+        const merchant = merchantId()
+        for (let n = 0; n < 30; n++) {
+          const payloads = lifecycle(merchant, n % 2 === 0 ? "EUR" : "USD", 500 + n * 31, n % 5 !== 4)
+          for (const payload of payloads) {
+            events.push(eventMessage(topics.topic, payload))
+            if (payload.type === "payment_settled") settled.push(payload)
+          }
+        }
+        yield* send(events)
+        const env = {
+          DATABASE_URL: database.url,
+          DATABASE_POOL_SIZE: "4",
+          KAFKA_BROKERS: run.kafkaBrokers,
+          KAFKA_TOPIC_PREFIX: topics.prefix,
+          KAFKA_SESSION_TIMEOUT_MS: "6000",
+          CONSUMER_BATCH_SIZE: "10",
+          CONSUMER_POLL_TIMEOUT_MS: "200",
+          CONSUMER_LAG_INTERVAL_MS: "60000"
+        }
+        const first = yield* runChild({ ...env, CONSUMER_FAULT_CRASH_AT: "before_transaction", CONSUMER_FAULT_CRASH_AT_RECORD: "25" })
+        assert.strictEqual(first.signal, "SIGKILL", `the first child died of its own SIGKILL: ${first.output}`)
+        const second = yield* runChild({ ...env, CONSUMER_FAULT_CRASH_AT: "after_transaction", CONSUMER_FAULT_CRASH_AT_RECORD: "15" })
+        assert.strictEqual(second.signal, "SIGKILL", `the second child died of its own SIGKILL: ${second.output}`)
+
+        const sql = yield* SqlClient.SqlClient
+        const store = makeConsumerStore(sql)
+        const midway = (yield* store.offsets("settlement.g1")).reduce((sum, row) => sum + row.applied_count, 0n)
+        assert.isTrue(midway > 0n && midway < BigInt(events.length), `the children stopped midway (${midway} of ${events.length})`)
+
+        yield* drainLive(topics)
+        const projection = makeSettlementProjection(sql)
+        assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection(settled))
+        const applied = (yield* store.offsets("settlement.g1")).reduce((sum, row) => sum + row.applied_count, 0n)
+        assert.strictEqual(applied, BigInt(events.length), "every event applied exactly once")
+        const processed = yield* decodeRow(CountRow)(sql`SELECT count(*)::bigint AS count FROM processed_events WHERE consumer = 'settlement.g1'`)
+        assert.strictEqual(processed.count, BigInt(events.length))
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.scoped))
+})

@@ -1,0 +1,131 @@
+import { assert, it } from "@effect/vitest"
+import { decodeRow, KafkaProducer, postgresLayer } from "@pay/infra"
+import { acquireTestDatabase } from "@pay/testkit"
+import { Deferred, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { describe } from "vitest"
+import { makeConsumerStore } from "../src/ConsumerStore.ts"
+import { makeSettlementProjection } from "../src/SettlementProjection.ts"
+import {
+  eventMessage,
+  expectedProjection,
+  freshTopics,
+  kafkaTestClients,
+  lifecycle,
+  merchantId,
+  projectionAsExpected,
+  run,
+  type TestEvent
+} from "./support.ts"
+
+const repositoryRoot = fileURLToPath(new URL("../../..", import.meta.url))
+const childTimeout_ms = 40_000
+
+interface Exit {
+  readonly code: number | null
+  readonly signal: string | null
+  readonly output: string
+}
+
+interface Child {
+  readonly exited: Effect.Effect<Exit>
+  readonly kill: (signal: "SIGKILL" | "SIGTERM") => Effect.Effect<void>
+}
+
+/** `node packages/consumers/src/main.ts` (scoped: SIGKILLed if still alive when the scope closes). */
+const startChild = (env: Readonly<Record<string, string>>) =>
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const child = spawn(process.execPath, ["packages/consumers/src/main.ts"], {
+        cwd: repositoryRoot,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      const keep = (chunk: Buffer) => {
+        output = (output + chunk.toString("utf8")).slice(-4_000)
+      }
+      child.stdout.on("data", keep)
+      child.stderr.on("data", keep)
+      const exit = yield* Deferred.make<Exit>()
+      child.on("exit", (code, signal) => Deferred.doneUnsafe(exit, Effect.succeed({ code, signal, output })))
+      const handle: Child & { readonly process: typeof child } = {
+        process: child,
+        exited: Deferred.await(exit).pipe(
+          Effect.timeoutOrElse({
+            duration: Duration.millis(childTimeout_ms),
+            orElse: () => Effect.die(new Error(`consumer process still alive after ${childTimeout_ms} ms: ${output}`))
+          })
+        ),
+        kill: (signal) => Effect.sync(() => void child.kill(signal))
+      }
+      return handle
+    }),
+    (handle) => Effect.sync(() => {
+      if (handle.process.exitCode === null && handle.process.signalCode === null) handle.process.kill("SIGKILL")
+    })
+  )
+
+const CountRow = Schema.Struct({ count: Schema.BigInt })
+
+describe("two consumer processes in one group (real processes, real broker)", () => {
+  it.live("two instances in one group, one SIGKILLed mid-stream: the group moves its partitions to the other; no event is lost or applied twice; SIGTERM stops the survivor", () =>
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const layer = kafkaTestClients("pay-test-consumer-pair").pipe(
+        Layer.provideMerge(postgresLayer({ url: Redacted.make(database.url), maxConnections: 4, applicationName: "pay-test" }))
+      )
+      yield* Effect.gen(function* () {
+        const topics = yield* freshTopics
+        const settled: Array<Record<string, unknown>> = []
+        const messages: Array<TestEvent["message"]> = []
+        for (let n = 0; n < 200; n++) {
+          for (const payload of lifecycle(merchantId(), "EUR", 100 + n, n % 7 !== 6)) {
+            messages.push(eventMessage(topics.topic, payload).message)
+            if (payload.type === "payment_settled") settled.push(payload)
+          }
+        }
+        const producer = yield* KafkaProducer
+        // One produce call per chunk keeps each partition's order (a payment's events in order).
+        for (let start = 0; start < messages.length; start += 300) yield* producer.send(messages.slice(start, start + 300))
+        const sql = yield* SqlClient.SqlClient
+        const store = makeConsumerStore(sql)
+        const applied = Effect.map(store.offsets("settlement.g1"), (rows) => rows.reduce((sum, row) => sum + row.applied_count, 0n))
+        const waitFor = (what: string, check: (count: bigint) => boolean, timeout_ms: number) =>
+          Effect.gen(function* () {
+            const deadline = Date.now() + timeout_ms
+            while (!check(yield* applied)) {
+              if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what} (applied ${yield* applied})`))
+              yield* Effect.sleep("50 millis")
+            }
+          })
+        const env = {
+          DATABASE_URL: database.url,
+          DATABASE_POOL_SIZE: "3",
+          KAFKA_BROKERS: run.kafkaBrokers,
+          KAFKA_TOPIC_PREFIX: topics.prefix,
+          KAFKA_SESSION_TIMEOUT_MS: "6000",
+          CONSUMER_BATCH_SIZE: "5",
+          CONSUMER_POLL_TIMEOUT_MS: "200",
+          CONSUMER_LAG_INTERVAL_MS: "60000"
+        }
+        const first = yield* startChild(env)
+        const second = yield* startChild(env)
+        yield* waitFor("the pair to make progress", (count) => count >= 60n, 30_000)
+        yield* first.kill("SIGKILL")
+        const atKill = yield* applied
+        yield* waitFor("the survivor to finish every partition", (count) => count >= BigInt(messages.length), 40_000)
+        yield* second.kill("SIGTERM")
+        const stopped = yield* second.exited
+        assert.notStrictEqual(stopped.signal, "SIGKILL", "the survivor stopped on SIGTERM by itself")
+
+        assert.isTrue(atKill < BigInt(messages.length), `killed mid-stream (${atKill} of ${messages.length})`)
+        assert.strictEqual(yield* applied, BigInt(messages.length), "every event applied exactly once")
+        const processed = yield* decodeRow(CountRow)(sql`SELECT count(*)::bigint AS count FROM processed_events WHERE consumer = 'settlement.g1'`)
+        assert.strictEqual(processed.count, BigInt(messages.length))
+        assert.deepStrictEqual(projectionAsExpected(yield* makeSettlementProjection(sql).rows(1)), expectedProjection(settled))
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.scoped))
+})

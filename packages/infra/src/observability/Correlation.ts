@@ -1,0 +1,107 @@
+import { Context, Effect, Option, Schema, Tracer } from "effect"
+import { Headers, HttpTraceContext } from "effect/http"
+import { randomUUID } from "node:crypto"
+
+/**
+ * One correlation id per request, from the HTTP edge to the consumers: the client's
+ * `X-Request-Id` when it is acceptable, a fresh UUID otherwise. It is answered on every response,
+ * written on every log line of the request (`correlation_id`), stored in the payment's history row
+ * and the outbox row, and carried to Kafka as the record header `correlation_id`.
+ */
+export const correlationHttpHeader = "x-request-id"
+/** The Kafka record header (and the outbox row's `headers` key) that carries it. */
+export const correlationRecordHeader = "correlation_id"
+/** The Kafka record header that carries the W3C trace context of the change that wrote the row. */
+export const traceparentRecordHeader = "traceparent"
+/** The log annotation: the same name in the API's and the consumers' logs. */
+export const correlationLogKey = "correlation_id"
+
+export const CORRELATION_ID_LENGTH_MAX = 200
+
+/**
+ * Printable ASCII without spaces, 1 to 200 characters: safe in a header, a log line, a SQL row
+ * (the history table's CHECK bounds it to 200 too) and a Kafka header. Anything else is replaced
+ * by a generated id, never refused: the id is a convenience for the client, not a contract.
+ */
+export const CorrelationId = Schema.String.check(
+  Schema.isBetweenLength(1, CORRELATION_ID_LENGTH_MAX),
+  Schema.isPattern(/^[\x21-\x7e]+$/, { message: "a correlation id is printable ASCII without spaces" })
+)
+
+const isCorrelationId = Schema.is(CorrelationId)
+
+/** The client's id when acceptable, a new UUID otherwise. */
+export const correlationIdFrom = (candidate: string | undefined): string =>
+  candidate !== undefined && isCorrelationId(candidate) ? candidate : randomUUID()
+
+/** The current request's (or consumed record's) correlation id; `undefined` outside one. */
+export const CurrentCorrelationId = Context.Reference<string | undefined>("infra/observability/CurrentCorrelationId", {
+  defaultValue: () => undefined
+})
+
+/** Runs `effect` as part of `correlationId`: every log line it writes carries it. */
+export const withCorrelationId =
+  (correlationId: string) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    effect.pipe(
+      Effect.annotateLogs(correlationLogKey, correlationId),
+      Effect.provideService(CurrentCorrelationId, correlationId)
+    )
+
+/** The W3C `traceparent` of a span: `00-<trace id>-<span id>-<01 sampled | 00>`. */
+export const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+
+/**
+ * The trace context to store with a change (history row, outbox row, Kafka header): the current
+ * span's when there is one (the request's server span continues the client's `traceparent`, so
+ * the trace id is the client's), else the one the caller received, else none.
+ */
+export const currentTraceparent = (received: string | undefined): Effect.Effect<string | undefined> =>
+  Effect.currentSpan.pipe(
+    Effect.map(traceparentOf),
+    Effect.catch(() => Effect.succeed(received))
+  )
+
+/** The remote span a `traceparent` names (for a parent or a link); none when malformed. */
+export const spanFromTraceparent = (traceparent: string | undefined): Option.Option<Tracer.ExternalSpan> =>
+  traceparent === undefined ? Option.none() : HttpTraceContext.w3c(Headers.fromRecordUnsafe({ traceparent }))
+
+/**
+ * For a consumer of an outbox event (Kafka record headers as strings): runs the handling in a
+ * `consumer` span whose parent is the change's span named by the `traceparent` header (the trace
+ * continues across the broker, however late), with the record's `correlation_id` on every log
+ * line (a fresh one when the record carries none, so the handling's lines still belong together).
+ *
+ * ```ts
+ * handle(record).pipe(continueFromRecord("payments.events consume", record.headers, { "messaging.kafka.offset": offset }))
+ * ```
+ */
+export const continueFromRecord =
+  (spanName: string, headers: Readonly<Record<string, string>>, attributes: Readonly<Record<string, unknown>> = {}) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    effect.pipe(
+      Effect.withSpan(spanName, {
+        kind: "consumer",
+        parent: Option.getOrUndefined(spanFromTraceparent(headers[traceparentRecordHeader])),
+        attributes: { ...attributes, ...(headers["ce_id"] === undefined ? {} : { "messaging.message.id": headers["ce_id"] }) }
+      }),
+      withCorrelationId(correlationIdFrom(headers[correlationRecordHeader]))
+    )
+
+/**
+ * Fields for the enclosing request's access line (`merchant_id`, `payment_id`, …), filled by the
+ * code that learns them (authorization, handlers, use cases) and written once by the HTTP
+ * middleware when the request ends. One mutable record per request, created by the middleware;
+ * `undefined` outside a request (then `annotateRequest` only annotates the span).
+ */
+export const CurrentRequestFields = Context.Reference<Record<string, string> | undefined>("infra/observability/CurrentRequestFields", {
+  defaultValue: () => undefined
+})
+
+/** Adds `fields` to the current request's access line and to the current span. */
+export const annotateRequest = (fields: Readonly<Record<string, string>>): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const holder = yield* CurrentRequestFields
+    if (holder !== undefined) Object.assign(holder, fields)
+    yield* Effect.annotateCurrentSpan(fields)
+  })

@@ -1,0 +1,37 @@
+import { NodeHttpServer } from "@effect/platform-node"
+import { Config, Effect, Layer, Option } from "effect"
+import { HttpRouter } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import { createServer } from "node:http"
+import { boundedInt } from "../BoundedConfig.ts"
+
+/**
+ * `METRICS_PORT` (default 9464, the usual Prometheus exporter port): `/metrics` is served on a
+ * listener of its own, on loopback, and never on the API port: merchants (or anyone who reaches
+ * the API) cannot read the platform's figures; Prometheus scrapes it from inside the host or pod
+ * network. `0` picks a free port (test servers, several on one machine; the port is logged).
+ * The separate outbox publisher process serves its own the same way.
+ */
+export const MetricsPort = boundedInt("METRICS_PORT", { min: 0, max: 65_535 }, 9_464)
+
+/** Effect's Prometheus exposition of every metric of this process, as a route. */
+export const metricsRoute = PrometheusMetrics.layerHttp({ path: "/metrics" })
+
+/** `/metrics` alone, on its own loopback listener at `port`. */
+export const metricsServerLayer = (port: number): Layer.Layer<never> =>
+  // The listen log ("Listening on …") says where it is, which matters when the port was 0.
+  HttpRouter.serve(metricsRoute, { disableLogger: true }).pipe(
+    Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })),
+    Layer.orDie
+  )
+
+/** The metrics listener on `METRICS_PORT`. */
+export const MetricsServerLive = Layer.unwrap(Effect.map(MetricsPort, metricsServerLayer))
+
+/**
+ * For secondary processes (the outbox publisher) that usually run beside a server on one host:
+ * a listener only when `METRICS_PORT` is set explicitly, so that they never take the server's 9464.
+ */
+export const MetricsServerWhenConfigured = Layer.unwrap(
+  Effect.map(Config.option(Config.String("METRICS_PORT")), (set) => (Option.isSome(set) ? MetricsServerLive : Layer.empty))
+)

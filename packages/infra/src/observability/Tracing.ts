@@ -1,0 +1,87 @@
+import { Config, Effect, Layer, Option, Tracer } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { OtlpExporter, OtlpSerialization, OtlpTracer } from "effect/observability"
+import { boundedInt, boundedString } from "../BoundedConfig.ts"
+
+/**
+ * Spans leave the process over OTLP/HTTP (JSON) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+ * (e.g. `http://127.0.0.1:4318`; spans go to `<endpoint>/v1/traces`). Off by default: without
+ * an exporter Effect's spans still give trace ids to the logs and the outbox rows, and cost no
+ * network. Effect's own exporter (`effect/observability`), not the OpenTelemetry SDK: see
+ * docs/adr (observability) for why.
+ */
+export const tracingBounds = {
+  endpoint: { length_max: 500, pattern: /^https?:\/\/[^\s]+$/, expected: "an http(s) URL" },
+  serviceName: { length_max: 100, pattern: /^[A-Za-z0-9._-]+$/, expected: "letters, digits, '.', '_' or '-'" },
+  exportInterval_ms: { min: 100, max: 60_000 },
+  exportBatchSize_max: { min: 1, max: 10_000 },
+  shutdownTimeout_ms: { min: 100, max: 30_000 },
+  /** Per mille of root traces kept (1000: all). */
+  sampledTraces_permille: { min: 0, max: 1_000 }
+} as const
+
+export interface TracingOptions {
+  /** The OTLP/HTTP base URL; `undefined`: no export. */
+  readonly endpoint: string | undefined
+  readonly serviceName: string
+  readonly exportInterval_ms: number
+  readonly exportBatchSize_max: number
+  readonly shutdownTimeout_ms: number
+  /**
+   * Of the traces this process starts (no sampled parent from the caller), this many per 1000 are
+   * exported; a trace the caller sampled (its `traceparent` flag) is always kept, one it did not
+   * never. Children follow their root, so a kept trace is whole.
+   */
+  readonly sampledTraces_permille: number
+}
+
+export const TracingSettings = (serviceNameFallback: string) =>
+  Config.all({
+    endpoint: Config.option(boundedString("OTEL_EXPORTER_OTLP_ENDPOINT", tracingBounds.endpoint, "")).pipe(
+      Config.map((value) => Option.getOrUndefined(Option.filter(value, (url) => url.length > 0)))
+    ),
+    serviceName: boundedString("OTEL_SERVICE_NAME", tracingBounds.serviceName, serviceNameFallback),
+    exportInterval_ms: boundedInt("OTEL_EXPORT_INTERVAL_MS", tracingBounds.exportInterval_ms, 1_000),
+    exportBatchSize_max: boundedInt("OTEL_EXPORT_BATCH_SIZE_MAX", tracingBounds.exportBatchSize_max, 1_000),
+    shutdownTimeout_ms: boundedInt("OTEL_SHUTDOWN_TIMEOUT_MS", tracingBounds.shutdownTimeout_ms, 3_000),
+    sampledTraces_permille: boundedInt("OTEL_TRACES_SAMPLED_PERMILLE", tracingBounds.sampledTraces_permille, 1_000)
+  })
+
+/**
+ * Head sampling of root spans (the decision is taken once per trace, at its first span); Effect
+ * already makes children of an unsampled span unsampled, and the OTLP tracer exports only sampled
+ * spans. Ids are still generated for every span: logs keep their trace ids.
+ */
+export const sampleRoots = (inner: Tracer.Tracer, permille: number): Tracer.Tracer =>
+  permille >= 1_000
+    ? inner
+    : Tracer.make({
+        span: (options) =>
+          inner.span(
+            Option.isNone(options.parent) ? { ...options, sampled: options.sampled && Math.random() * 1_000 < permille } : options
+          ),
+        context: inner.context
+      })
+
+/** The OTLP span exporter for `options`, or nothing when no endpoint is configured. */
+export const tracingLayerWith = (options: TracingOptions): Layer.Layer<never> =>
+  options.endpoint === undefined
+    ? Layer.empty
+    : Layer.effect(
+        Tracer.Tracer,
+        OtlpTracer.make({
+          url: `${options.endpoint.replace(/\/+$/, "")}/v1/traces`,
+          resource: { serviceName: options.serviceName },
+          exportInterval: options.exportInterval_ms,
+          maxBatchSize: options.exportBatchSize_max,
+          shutdownTimeout: options.shutdownTimeout_ms
+        }).pipe(Effect.map((tracer) => sampleRoots(tracer, options.sampledTraces_permille)))
+      ).pipe(
+        Layer.provideMerge(OtlpExporter.layerFlusher),
+        Layer.provide(OtlpSerialization.layerJson),
+        Layer.provide(FetchHttpClient.layer)
+      )
+
+/** The exporter as configured by the environment (`serviceName` when `OTEL_SERVICE_NAME` is unset). */
+export const TracingLive = (serviceName: string): Layer.Layer<never, Config.ConfigError> =>
+  Layer.unwrap(Effect.map(TracingSettings(serviceName), tracingLayerWith))

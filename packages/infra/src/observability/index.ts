@@ -1,0 +1,5 @@
+export * from "./Correlation.ts"
+export * from "./Logging.ts"
+export * from "./Tracing.ts"
+export * from "./RuntimeMetrics.ts"
+export * from "./MetricsServer.ts"

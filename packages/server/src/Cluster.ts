@@ -1,0 +1,82 @@
+import { boundedInt, MigrationsLive, PostgresLive } from "@pay/infra"
+import { Deferred, Effect, Layer } from "effect"
+import cluster, { type Worker } from "node:cluster"
+
+/**
+ * Several server instances on one machine (issue 18): `SERVER_INSTANCES` processes (node:cluster)
+ * share the HTTP port; the primary accepts connections and hands them out round robin (Node's
+ * default on Linux), each worker is a whole server (ServerLive) with its own Postgres and Redis
+ * pools, Kafka producer, outbox publisher, completer and reaper. They cooperate through the
+ * database only: the publisher claims rows FOR UPDATE SKIP LOCKED, the reaper deletes with SKIP
+ * LOCKED, and the completer takes an abandoned key's lease in Postgres (a second instance finds
+ * it leased and leaves it). docs/scaling.md says what changes with more machines.
+ *
+ * The primary migrates the database once before forking (the migrator's table lock serializes
+ * the workers' own check, which then finds nothing to do), forwards SIGTERM/SIGINT to every
+ * worker and waits for them, and replaces a worker that dies on its own, at most
+ * `RESTARTS_MAX` times per `RESTART_WINDOW_MS` (past that it stops everything: a crash loop is
+ * for the supervisor to see, not to hide).
+ */
+export const serverInstanceBounds = { min: 1, max: 32 } as const
+export const ServerInstances = boundedInt("SERVER_INSTANCES", serverInstanceBounds, 1)
+
+const RESTARTS_MAX = 5
+const RESTART_WINDOW_MS = 60_000
+/** After SIGTERM, a worker that has not exited after this is killed. */
+const WORKER_STOP_TIMEOUT_MS = 20_000
+
+const migrateOnce = Effect.scoped(Layer.build(MigrationsLive.pipe(Layer.provide(PostgresLive))))
+
+const stopWorker = (worker: Worker) =>
+  Effect.callback<void>((resume) => {
+    if (worker.isDead()) return resume(Effect.void)
+    const timer = setTimeout(() => worker.process.kill("SIGKILL"), WORKER_STOP_TIMEOUT_MS)
+    worker.once("exit", () => {
+      clearTimeout(timer)
+      resume(Effect.void)
+    })
+    worker.process.kill("SIGTERM")
+  })
+
+/** The primary's life: migrate, fork, supervise; interrupted (SIGTERM) it stops the workers. */
+export const runPrimary = (instances: number) =>
+  Effect.gen(function* () {
+    yield* migrateOnce
+    const workers = new Set<Worker>()
+    const restarts: Array<number> = []
+    const crashLoop = yield* Deferred.make<void, Error>()
+    let stopping = false
+
+    const fork = (): void => {
+      const worker = cluster.fork()
+      workers.add(worker)
+      worker.once("exit", (code, signal) => {
+        workers.delete(worker)
+        if (stopping) return
+        const now = Date.now()
+        while (restarts.length > 0 && (restarts[0] ?? now) < now - RESTART_WINDOW_MS) restarts.shift()
+        if (restarts.length >= RESTARTS_MAX) {
+          Deferred.doneUnsafe(crashLoop, Effect.fail(new Error(`server instances exited ${RESTARTS_MAX} times within ${RESTART_WINDOW_MS} ms; last: code ${code}, signal ${signal}`)))
+          return
+        }
+        restarts.push(now)
+        console.error(JSON.stringify({ level: "ERROR", message: "server instance exited; starting another", code, signal }))
+        fork()
+      })
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        stopping = true
+        return Effect.forEach([...workers], stopWorker, { concurrency: "unbounded", discard: true })
+      })
+    )
+    yield* Effect.sync(() => {
+      for (let index = 0; index < instances; index++) fork()
+    })
+    yield* Effect.logInfo("server instances started", { instances })
+    return yield* Deferred.await(crashLoop)
+  }).pipe(Effect.scoped)
+
+/** In the primary with more than one instance, or a worker / the only instance. */
+export const isClusterPrimary = (instances: number): boolean => instances > 1 && cluster.isPrimary

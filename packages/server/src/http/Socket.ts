@@ -1,0 +1,155 @@
+import { HeadersTooLarge, InvalidRequest, RequestTimeout } from "@pay/api"
+import { boundedInt } from "@pay/infra"
+import { IdempotencyKeyInvalid } from "@pay/idempotency"
+import { Config } from "effect"
+import { createServer, type Server } from "node:http"
+import type { Duplex } from "node:stream"
+import type { ApiError } from "./ApiErrors.ts"
+import { problemResponse } from "./Problem.ts"
+
+/**
+ * The socket's limits, set explicitly instead of left to Node's defaults (TIGER_STYLE: a limit on
+ * everything, passed at the call site). Node enforces them before any request reaches Effect:
+ *
+ * - `headersTimeout_ms`: the headers must arrive within this (a slowloris that trickles header
+ *   bytes is cut off here);
+ * - `requestTimeout_ms`: the whole request, body included, within this;
+ * - `keepAliveTimeout_ms`: an idle keep-alive connection is closed after this;
+ * - `headerSize_bytes_max`: headers over this are refused with 431;
+ * - `connections_max`: connections over this are refused by the kernel-level accept (closed at once);
+ * - `requestsPerSocket_max`: a keep-alive connection serves at most this many requests.
+ */
+export interface SocketLimits {
+  readonly headersTimeout_ms: number
+  readonly requestTimeout_ms: number
+  readonly keepAliveTimeout_ms: number
+  readonly headerSize_bytes_max: number
+  readonly connections_max: number
+  readonly requestsPerSocket_max: number
+}
+
+export const socketLimitBounds = {
+  headersTimeout_ms: { min: 1_000, max: 60_000 },
+  requestTimeout_ms: { min: 1_000, max: 120_000 },
+  keepAliveTimeout_ms: { min: 1_000, max: 120_000 },
+  headerSize_bytes_max: { min: 4 * 1024, max: 64 * 1024 },
+  connections_max: { min: 1, max: 100_000 },
+  requestsPerSocket_max: { min: 1, max: 1_000_000 }
+} as const
+
+export const socketLimitsDefault: SocketLimits = {
+  headersTimeout_ms: 10_000,
+  requestTimeout_ms: 30_000,
+  keepAliveTimeout_ms: 5_000,
+  headerSize_bytes_max: 16 * 1024,
+  connections_max: 10_000,
+  requestsPerSocket_max: 10_000
+}
+
+/** `HTTP_HEADERS_TIMEOUT_MS`, `HTTP_REQUEST_TIMEOUT_MS`, … each bounded (README's settings table). */
+export const SocketLimitsConfig: Config.Config<SocketLimits> = Config.all({
+  headersTimeout_ms: boundedInt("HTTP_HEADERS_TIMEOUT_MS", socketLimitBounds.headersTimeout_ms, socketLimitsDefault.headersTimeout_ms),
+  requestTimeout_ms: boundedInt("HTTP_REQUEST_TIMEOUT_MS", socketLimitBounds.requestTimeout_ms, socketLimitsDefault.requestTimeout_ms),
+  keepAliveTimeout_ms: boundedInt(
+    "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+    socketLimitBounds.keepAliveTimeout_ms,
+    socketLimitsDefault.keepAliveTimeout_ms
+  ),
+  headerSize_bytes_max: boundedInt("HTTP_HEADER_BYTES_MAX", socketLimitBounds.headerSize_bytes_max, socketLimitsDefault.headerSize_bytes_max),
+  connections_max: boundedInt("HTTP_CONNECTIONS_MAX", socketLimitBounds.connections_max, socketLimitsDefault.connections_max),
+  requestsPerSocket_max: boundedInt(
+    "HTTP_REQUESTS_PER_SOCKET_MAX",
+    socketLimitBounds.requestsPerSocket_max,
+    socketLimitsDefault.requestsPerSocket_max
+  )
+})
+
+/** A Node HTTP server with the given limits whose parser-level refusals are problem documents. */
+export const createLimitedServer = (limits: SocketLimits) => (): Server => {
+  const server = createServer({
+    maxHeaderSize: limits.headerSize_bytes_max,
+    headersTimeout: limits.headersTimeout_ms,
+    requestTimeout: limits.requestTimeout_ms,
+    keepAliveTimeout: limits.keepAliveTimeout_ms,
+    // How often Node checks the two timeouts above: a fifth of the shorter one, at least 250 ms.
+    connectionsCheckingInterval: Math.max(250, Math.floor(Math.min(limits.headersTimeout_ms, limits.requestTimeout_ms) / 5)),
+    // Node answers an HTTP/1.1 request without Host with a bare 400 (no body, outside any hook):
+    // the API does not route on Host, so the request is served instead of refused undocumented.
+    requireHostHeader: false
+  })
+  server.maxConnections = limits.connections_max
+  server.maxRequestsPerSocket = limits.requestsPerSocket_max
+  server.on("clientError", (error: Error, socket: Duplex) => answerClientError(error, socket, limits))
+  return server
+}
+
+interface ParserError extends Error {
+  readonly code?: unknown
+  readonly rawPacket?: unknown
+  readonly bytesParsed?: unknown
+}
+
+/** The header whose line the parser stopped in (lower case), when the error says where. */
+export const offendingHeader = (error: ParserError): string | undefined => {
+  if (!Buffer.isBuffer(error.rawPacket) || typeof error.bytesParsed !== "number") return undefined
+  const raw = error.rawPacket
+  const lineStart = raw.subarray(0, error.bytesParsed).lastIndexOf(0x0a) + 1
+  if (lineStart === 0) return undefined
+  const colon = raw.indexOf(0x3a, lineStart)
+  const lineEnd = raw.indexOf(0x0a, lineStart)
+  if (colon === -1 || (lineEnd !== -1 && colon > lineEnd)) return undefined
+  const name = raw.subarray(lineStart, colon).toString("latin1").trim().toLowerCase()
+  return /^[!#$%&'*+.^_`|~0-9a-z-]{1,64}$/.test(name) ? name : undefined
+}
+
+/** What a refusal by Node's HTTP parser (or its timers) says, as a catalog error. */
+export const clientErrorProblem = (error: ParserError, limits: SocketLimits): ApiError => {
+  switch (error.code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new HeadersTooLarge({ limit_bytes: limits.headerSize_bytes_max })
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new RequestTimeout({ limit_ms: limits.requestTimeout_ms })
+    default: {
+      const header = offendingHeader(error)
+      if (header === "idempotency-key") {
+        return new IdempotencyKeyInvalid({ reason: "control_character", detail: "the header has a character HTTP does not allow" })
+      }
+      return header === undefined
+        ? new InvalidRequest({ detail: "the request is not valid HTTP/1.1" })
+        : new InvalidRequest({ detail: `header ${header}: a character HTTP does not allow`, field: header })
+    }
+  }
+}
+
+const reasonPhrases: Readonly<Record<number, string>> = { 400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large" }
+
+/** Node keeps the response being written on the socket; once its head is sent, nothing more can be said. */
+const responseStarted = (socket: Duplex): boolean => {
+  const message: unknown = "_httpMessage" in socket ? socket._httpMessage : undefined
+  return typeof message === "object" && message !== null && "headersSent" in message && message.headersSent === true
+}
+
+/**
+ * Node's default answers these with a bare status line and no body; we answer the same status
+ * with the problem document, then close the connection (the parser's state is unusable). A socket
+ * whose response has started, or that is gone, is only destroyed.
+ */
+const answerClientError = (error: ParserError, socket: Duplex, limits: SocketLimits) => {
+  if (error.code === "ECONNRESET" || !socket.writable || responseStarted(socket)) {
+    socket.destroy()
+    return
+  }
+  const problem = problemResponse(clientErrorProblem(error, limits))
+  // The request's own X-Request-Id cannot be read (the parser gave up): a new id, under both names
+  // like every other answer (docs/api.md).
+  const requestId = crypto.randomUUID()
+  const head = [
+    `HTTP/1.1 ${problem.status} ${reasonPhrases[problem.status] ?? "Bad Request"}`,
+    `Content-Type: ${problem.contentType}`,
+    `Content-Length: ${Buffer.byteLength(problem.body, "utf8")}`,
+    `Request-Id: ${requestId}`,
+    `X-Request-Id: ${requestId}`,
+    "Connection: close"
+  ].join("\r\n")
+  socket.end(`${head}\r\n\r\n${problem.body}`)
+}

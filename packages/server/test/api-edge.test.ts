@@ -1,0 +1,192 @@
+// The HTTP edge over real HTTP (the real server process): what the router, HttpApi and Node's
+// parser would answer with an empty body — unknown path or method, a duplicated or unknown query
+// parameter, a duplicated header, a control character in a header, oversized headers, a client too
+// slow to send its headers — is a problem document of the catalog, with the status the OpenAPI
+// document declares, and every answer carries a Request-Id. Raw sockets send what fetch refuses to.
+import { assert, layer } from "@effect/vitest"
+import { problemType } from "@pay/api"
+import { type ErrorCode, errorCodes, statusOf } from "@pay/domain"
+import { Effect } from "effect"
+import { type Answer, jsonOf } from "./support/Http.ts"
+import { type RawAnswer, rawRequest } from "./support/RawHttp.ts"
+import { createMerchant, newKey, paymentBody, type TestMerchant, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
+
+const Live = testServerLayer({ env: { HTTP_HEADERS_TIMEOUT_MS: "1000", HTTP_REQUEST_TIMEOUT_MS: "2000" } })
+
+const assertProblem = (answer: Answer, code: ErrorCode, field: string | undefined, label: string) => {
+  assert.strictEqual(answer.status, statusOf(code), `${label}: ${answer.status} ${answer.text.slice(0, 300)}`)
+  assert.strictEqual(answer.contentType, "application/problem+json", label)
+  const body = jsonOf(answer)
+  assert.strictEqual(body["code"], code, `${label}: ${answer.text}`)
+  assert.strictEqual(body["type"], problemType(code), label)
+  assert.strictEqual(body["status"], statusOf(code), label)
+  assert.strictEqual(body["field"], field, `${label}: ${answer.text}`)
+  assert.isString(body["detail"], label)
+  assert.match(answer.headers.get("request-id") ?? "", /^[\x21-\x7e]{1,200}$/, `${label}: Request-Id`)
+}
+
+const assertRawProblem = (answer: RawAnswer, code: ErrorCode, field: string | undefined, label: string) => {
+  assert.strictEqual(answer.status, statusOf(code), `${label}: ${answer.status} ${answer.body.slice(0, 300)}`)
+  assert.strictEqual(answer.headers.get("content-type"), "application/problem+json", label)
+  const body: unknown = JSON.parse(answer.body)
+  assert.deepInclude(body, { code, type: problemType(code), status: statusOf(code) }, label)
+  assert.strictEqual(typeof body === "object" && body !== null && "field" in body ? body.field : undefined, field, label)
+}
+
+const send = (method: string, path: string, m?: TestMerchant, headers?: Readonly<Record<string, string>>) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request(method, path, { apiKey: m?.apiKey, headers })
+  })
+
+const raw = (lines: ReadonlyArray<string>, options: { readonly interval_ms?: number; readonly wait_ms?: number } = {}) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* rawRequest(server.process.port, lines, options)
+  })
+
+layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: every refusal is a documented problem (real server process)", (it) => {
+  it.effect("unknown path → 404 route_not_found; known path, other method (OPTIONS too) → 405 method_not_allowed with Allow", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Edge routes")
+      assertProblem(yield* send("GET", "/nope"), "route_not_found", undefined, "unknown path")
+      assertProblem(yield* send("GET", "/v1/payments/x/y/z", m), "route_not_found", undefined, "unknown nested path")
+      for (const method of ["DELETE", "PUT", "PATCH", "OPTIONS"]) {
+        const answer = yield* send(method, "/v1/payments", m)
+        assertProblem(answer, "method_not_allowed", undefined, `${method} /v1/payments`)
+        assert.deepStrictEqual((answer.headers.get("allow") ?? "").split(", ").sort(), ["GET", "HEAD", "POST"], method)
+      }
+      const onId = yield* send("POST", "/v1/payments/pay_0123456789abcdefghjkmnpq", m)
+      assertProblem(onId, "method_not_allowed", undefined, "POST on a payment")
+      assert.deepStrictEqual((onId.headers.get("allow") ?? "").split(", ").sort(), ["GET", "HEAD"])
+      const live = yield* send("POST", "/health/live")
+      assertProblem(live, "method_not_allowed", undefined, "POST /health/live")
+    }))
+
+  it.effect("path ids: over 500 characters or badly escaped → route_not_found; any other non-id (NUL included) → payment_not_found, nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Edge ids")
+      const before = yield* writtenRows(m.merchantId)
+      assertProblem(yield* send("GET", `/v1/payments/${"a".repeat(501)}`, m), "route_not_found", undefined, "id of 501 characters")
+      assertProblem(yield* send("GET", "/v1/payments/%zz", m), "route_not_found", undefined, "bad escape")
+      // A lone surrogate percent-encoded as UTF-8 is not UTF-8: not a decodable path.
+      assertProblem(yield* send("POST", "/v1/payments/%ED%A0%80/settle", m), "route_not_found", undefined, "lone surrogate")
+      assertProblem(yield* send("GET", `/v1/payments/${"a".repeat(150)}`, m), "payment_not_found", undefined, "id of 150 characters")
+      assertProblem(yield* send("GET", "/v1/payments/%00", m), "payment_not_found", undefined, "NUL id")
+      const server = yield* TestServer
+      for (const action of ["authorize", "settle"]) {
+        for (const id of ["%00", "%C2%80", "pay_x", "a".repeat(300)]) {
+          const answer = yield* server.request("POST", `/v1/payments/${id}/${action}`, { apiKey: m.apiKey, idempotencyKey: newKey() })
+          assertProblem(answer, "payment_not_found", undefined, `${action} ${id.slice(0, 20)}`)
+        }
+      }
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+    }))
+
+  it.effect("query: a parameter given twice, or one the operation does not declare → 400 invalid_request naming it", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Edge query")
+      assertProblem(yield* send("GET", "/v1/payments?limit=1&limit=2", m), "invalid_request", "limit", "duplicated limit")
+      assertProblem(yield* send("GET", "/v1/payments?lmit=5", m), "invalid_request", "lmit", "unknown parameter")
+      assertProblem(yield* send("GET", "/v1/balance?currency=USD", m), "invalid_request", "currency", "balance takes none")
+      const ok = yield* send("GET", "/v1/payments?limit=2", m)
+      assert.strictEqual(ok.status, 200, ok.text)
+    }))
+
+  it.effect("headers: a control character, a duplicated Authorization or Idempotency-Key → 400 naming it; over 16 KiB → 431", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Edge headers")
+      const before = yield* writtenRows(m.merchantId)
+      const body = JSON.stringify(paymentBody())
+      const post = (headers: ReadonlyArray<string>) => [
+        [
+          "POST /v1/payments HTTP/1.1",
+          "Host: 127.0.0.1",
+          "Content-Type: application/json",
+          `Content-Length: ${Buffer.byteLength(body)}`,
+          ...headers,
+          "",
+          body
+        ].join("\r\n")
+      ]
+      const auth = `Authorization: Bearer ${m.apiKey}`
+      assertRawProblem(yield* raw(post([auth, "Idempotency-Key: a\u0001b"])), "idempotency_key_invalid", "Idempotency-Key", "key with \\x01")
+      assertRawProblem(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "invalid_request", "x-note", "NUL in X-Note")
+      assertRawProblem(
+        yield* raw(post([auth, "Authorization: Bearer sk_test_other", `Idempotency-Key: ${newKey()}`])),
+        "invalid_request",
+        "authorization",
+        "two Authorization headers"
+      )
+      assertRawProblem(
+        yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, `Idempotency-Key: ${newKey()}`])),
+        "invalid_request",
+        "idempotency-key",
+        "two Idempotency-Keys"
+      )
+      assertProblem(yield* send("GET", "/health/live", undefined, { "x-big": "a".repeat(20_000) }), "headers_too_large", undefined, "20 KB header")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+    }))
+
+  it.effect("a client that trickles its headers (slowloris) is cut off with 408 request_timeout and the connection closed", () =>
+    Effect.gen(function* () {
+      // One header line every 300 ms, never the blank line: HTTP_HEADERS_TIMEOUT_MS is 1000 here.
+      const lines = ["GET /health/live HTTP/1.1\r\n", ...Array.from({ length: 60 }, (_, i) => `X-Slow-${i}: a\r\n`)]
+      const answer = yield* raw(lines, { interval_ms: 300, wait_ms: 15_000 })
+      assertRawProblem(answer, "request_timeout", undefined, "slow headers (answered before the 15 s bound)")
+      assert.strictEqual(answer.headers.get("connection"), "close")
+    }))
+
+  it.effect("a client that trickles its body past HTTP_REQUEST_TIMEOUT_MS gets 408 request_timeout; nothing is written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Slow body")
+      const before = yield* writtenRows(m.merchantId)
+      const head = [
+        "POST /v1/payments HTTP/1.1",
+        "Host: 127.0.0.1",
+        `Authorization: Bearer ${m.apiKey}`,
+        `Idempotency-Key: ${newKey()}`,
+        "Content-Type: application/json",
+        "Content-Length: 200",
+        "",
+        ""
+      ].join("\r\n")
+      // One body byte every 300 ms: 200 bytes would take a minute; the limit here is 2 s.
+      const answer = yield* raw([head, ...Array.from({ length: 60 }, () => " ")], { interval_ms: 300, wait_ms: 15_000 })
+      assertRawProblem(answer, "request_timeout", undefined, "slow body")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "nothing written")
+    }))
+
+  it.effect("every problem type resolves to this API's page for its code; an unknown code is route_not_found", () =>
+    Effect.gen(function* () {
+      for (const code of errorCodes) {
+        const page = yield* send("GET", problemType(code))
+        assert.strictEqual(page.status, 200, `${code}: ${page.status}`)
+        assert.match(page.contentType, /^text\/html/)
+        assert.include(page.text, `<code>${code}</code>`)
+        assert.include(page.text, `HTTP ${statusOf(code)} `)
+      }
+      assertProblem(yield* send("GET", "/docs/problems/no_such_code"), "route_not_found", undefined, "unknown code")
+      assertProblem(yield* send("POST", "/docs/problems/payment_not_found"), "method_not_allowed", undefined, "POST on a page")
+    }))
+
+  it.effect("Request-Id: the client's X-Request-Id is echoed; otherwise one is made; success bodies are unchanged", () =>
+    Effect.gen(function* () {
+      const echoed = yield* send("GET", "/health/live", undefined, { "x-request-id": "req-123" })
+      assert.strictEqual(echoed.headers.get("request-id"), "req-123")
+      assert.strictEqual(echoed.text, `{"status":"ok"}`)
+      const unauthorized = yield* send("GET", "/v1/balance", undefined, { "x-request-id": "req-401" })
+      assertProblem(unauthorized, "unauthorized", undefined, "no key")
+      assert.strictEqual(unauthorized.headers.get("www-authenticate"), "Bearer realm=\"payments-api\"")
+      assert.strictEqual(unauthorized.headers.get("request-id"), "req-401")
+      const made = yield* send("GET", "/health/live")
+      assert.match(made.headers.get("request-id") ?? "", /^[0-9a-f-]{36}$/)
+      const refused = yield* send("GET", "/health/live", undefined, { "x-request-id": "a b" })
+      assert.notStrictEqual(refused.headers.get("request-id"), "a b", "an id with a space is replaced")
+      // Request-Id and X-Request-Id name one id (the correlation id of the logs), a generated one
+      // included, whatever answered: a handler, the authorization middleware, the edge.
+      for (const answer of [echoed, unauthorized, made, refused, yield* send("GET", "/no/such/route")]) {
+        assert.strictEqual(answer.headers.get("x-request-id"), answer.headers.get("request-id"))
+      }
+    }))
+})

@@ -1,0 +1,113 @@
+// Hostile text over real HTTP (the real server process): input that passed validation used to
+// reach PostgreSQL and come back as 503 database_unavailable with Retry-After (retry forever).
+// Every text field is now checked for what PostgreSQL can store (no NUL, no lone surrogate),
+// lengths count code points (as PostgreSQL and JSON Schema do), and metadata's stored size is
+// checked before the database's CHECK: each case is a 400 naming the field, nothing written, and a
+// property over the whole Unicode range (invalid UTF-16 included) never gets a 5xx.
+import { assert, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fc from "fast-check"
+import { type Answer, jsonOf } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, paymentBody, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
+
+const Live = testServerLayer()
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+
+const assertInvalid = (answer: Answer, field: string, label: string) => {
+  assert.strictEqual(answer.status, 400, `${label}: ${describeAnswer(answer)}`)
+  assert.strictEqual(jsonOf(answer)["code"], "invalid_request", label)
+  assert.strictEqual(jsonOf(answer)["field"], field, label)
+}
+
+/** Strings over the whole UTF-16 range, lone surrogates and NUL included (fast-check's full-range units). */
+const anyText = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((unit) => String.fromCharCode(unit)), maxLength: 40 })
+const anyCodePoints = fc.string({ unit: "binary", maxLength: 40 })
+
+layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text: 400 naming the field, never a 5xx (real server process)", (it) => {
+  it.effect("NUL, a lone surrogate, metadata over its stored size: 400 naming the field, nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Hostile")
+      const before = yield* writtenRows(m.merchantId)
+      const send = (overrides: Readonly<Record<string, unknown>>) => createPayment(m, newKey(), paymentBody(overrides))
+      assertInvalid(yield* send({ description: "a\u0000b" }), "description", "NUL in description")
+      assertInvalid(yield* send({ description: "\ud800" }), "description", "lone high surrogate")
+      assertInvalid(yield* send({ description: "x\udc00y" }), "description", "lone low surrogate")
+      assertInvalid(yield* send({ metadata: { order: "a\u0000" } }), "metadata.order", "NUL in a metadata value")
+      // 11 values of 500 × U+0001: 5,500 characters, but 6 bytes each as stored (\u0001): over 32,768.
+      const controls = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`k${i}`, "\u0001".repeat(500)]))
+      assertInvalid(yield* send({ metadata: controls }), "metadata", "metadata over its stored size")
+      // 20 values of 500 emoji: 500 characters each, 2,000 bytes each: over 32,768 as stored.
+      const emoji = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, "😀".repeat(500)]))
+      assertInvalid(yield* send({ metadata: emoji }), "metadata", "emoji metadata over its stored size")
+      assertInvalid(yield* send({ description: "😀".repeat(501) }), "description", "501 emoji")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+    }))
+
+  it.effect("duplicate members and numbers beyond a double: 400 naming the member, nothing written", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Ambiguous JSON")
+      const before = yield* writtenRows(m.merchantId)
+      const raw = (rawBody: string) => createPayment(m, newKey(), undefined, { rawBody })
+      const rest = `"currency":"USD","payment_method":"pm_card_visa"`
+      assertInvalid(yield* raw(`{"amount":5,"amount":99999999999,${rest}}`), "amount", "amount twice")
+      assertInvalid(yield* raw(`{"amount":5,"am\\u006funt":6,${rest}}`), "amount", "amount twice, once escaped")
+      assertInvalid(yield* raw(`{"amount":5,${rest},"metadata":{"a":"1","a":"2"}}`), "a", "metadata key twice")
+      assertInvalid(yield* raw(`{"amount":1E400,${rest}}`), "amount", "1E400")
+      // Not duplicates: the same name in two objects, or as a value.
+      const fine = yield* raw(`{"amount":5,${rest},"description":"amount","metadata":{"amount":"amount"}}`)
+      assert.strictEqual(fine.status, 201, describeAnswer(fine))
+      const after = yield* writtenRows(m.merchantId)
+      assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the last request wrote")
+    }))
+
+  it.effect("lengths are code points: 500 emoji are a valid description, stored and returned as sent", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Emoji")
+      const description = "😀".repeat(500)
+      const created = yield* createPayment(m, newKey(), paymentBody({ description, metadata: { "😀": "é".repeat(500) } }))
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      assert.strictEqual(jsonOf(created)["description"], description)
+    }))
+
+  it.effect("authorize/settle: no body and {} under one key are one request (the second is a replay, not 422)", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Empty body")
+      const server = yield* TestServer
+      const created = yield* createPayment(m, newKey())
+      const id = String(jsonOf(created)["id"])
+      const key = newKey("authorize")
+      const first = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: key })
+      assert.strictEqual(first.status, 200, describeAnswer(first))
+      const second = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: key, json: {} })
+      assert.strictEqual(second.status, 200, describeAnswer(second))
+      assert.strictEqual(second.headers.get("idempotent-replayed"), "true")
+      assert.strictEqual(second.text, first.text)
+    }))
+
+  it.effect("property: any UTF-16 text (lone surrogates, NUL, controls) in description or metadata → 201 or 400, never 5xx", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Unicode property")
+      const server = yield* TestServer
+      const samples = fc.sample(
+        fc.record({ description: fc.oneof(anyText, anyCodePoints), key: fc.oneof(anyText, anyCodePoints), value: fc.oneof(anyText, anyCodePoints) }),
+        { numRuns: 120, seed: 20261202 }
+      )
+      const statuses = new Map<number, number>()
+      for (const sample of samples) {
+        const answer = yield* server.request("POST", "/v1/payments", {
+          apiKey: m.apiKey,
+          idempotencyKey: newKey("prop"),
+          json: paymentBody({ description: sample.description, metadata: { [sample.key]: sample.value } })
+        })
+        statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1)
+        assert.oneOf(answer.status, [201, 400], `${JSON.stringify(sample)}: ${describeAnswer(answer)}`)
+        if (answer.status === 201) {
+          const body = jsonOf(answer)
+          assert.strictEqual(body["description"], sample.description, "stored and returned as sent")
+        }
+      }
+      assert.isAbove(statuses.get(201) ?? 0, 0, "some samples are valid")
+      assert.isAbove(statuses.get(400) ?? 0, 0, "some samples are refused")
+    }))
+})

@@ -1,0 +1,79 @@
+// SERVER_INSTANCES=2: the real entry point as a node:cluster primary with two server instances on
+// one port (packages/server/src/Cluster.ts). Each instance has its own pools and workers; they
+// must keep every guarantee together: one payment per key, the same stored answer from either
+// instance, every outbox event published, and an instance that dies replaced.
+import { assert, layer } from "@effect/vitest"
+import { decodeRows } from "@pay/infra"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { readFileSync } from "node:fs"
+import { type Answer, stringField } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, paymentCount, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+const Live = testServerLayer({ env: { SERVER_INSTANCES: "2", DATABASE_POOL_SIZE: "4", OUTBOX_POLL_INTERVAL_MS: "100" } })
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+
+/** The primary's child processes (Linux: /proc/<pid>/task/<pid>/children). */
+const instancePids = (primaryPid: number): ReadonlyArray<number> =>
+  readFileSync(`/proc/${primaryPid}/task/${primaryPid}/children`, "utf8").trim().split(/\s+/).filter((pid) => pid !== "").map(Number)
+
+/** Polls `check` every 100 ms until it holds, at most `attempts` times (a bound, not a timing assertion). */
+const eventually = <E, R>(what: string, attempts: number, check: Effect.Effect<boolean, E, R>) =>
+  Effect.gen(function* () {
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (yield* check) return
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+    }
+    assert.fail(`${what}: still not true after ${attempts} polls`)
+  })
+
+const unpublishedCount = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`SELECT count(*)::bigint AS n FROM outbox_events WHERE published_at IS NULL`)
+  return rows[0]?.n ?? -1n
+})
+
+layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("two server instances (SERVER_INSTANCES=2)", (it) => {
+  it.effect("both serve one port; one payment per key whichever instance answers; every event published once claimed", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      assert.strictEqual(instancePids(server.process.pid()).length, 2, "the primary runs two instances")
+      const m = yield* createMerchant("Cluster")
+      // Distinct keys, concurrently: spread over both instances by the primary's round robin.
+      const keys = Array.from({ length: 16 }, () => newKey("cluster"))
+      const created = yield* Effect.forEach(keys, (key) => createPayment(m, key), { concurrency: 8 })
+      for (const answer of created) assert.strictEqual(answer.status, 201, describeAnswer(answer))
+      // Every retry gets the stored bytes, from either instance.
+      const retried = yield* Effect.forEach(keys, (key) => createPayment(m, key), { concurrency: 8 })
+      retried.forEach((answer, index) => assert.strictEqual(answer.text, created[index]?.text))
+      // One key sent 8 times at once: one payment, whatever instance each request reached.
+      const contested = newKey("contested")
+      const answers = yield* Effect.forEach(Array.from({ length: 8 }), () => createPayment(m, contested), { concurrency: 8 })
+      const ids = new Set(answers.filter((answer) => answer.status === 201).map((answer) => stringField(answer, "id")))
+      assert.isAtMost(ids.size, 1)
+      for (const answer of answers) assert.include([201, 409], answer.status, describeAnswer(answer))
+      assert.strictEqual(yield* paymentCount(m.merchantId), keys.length + ids.size)
+      // Both instances' publishers share the outbox (SKIP LOCKED): everything ends up published.
+      yield* eventually("every outbox event published", 300, Effect.map(unpublishedCount, (n) => n === 0n))
+    }))
+
+  it.effect("an instance that dies is replaced, and the port keeps answering meanwhile", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const before = instancePids(server.process.pid())
+      const victim = before[0]
+      if (victim === undefined) return assert.fail("no instance to kill")
+      process.kill(victim, "SIGKILL")
+      const m = yield* createMerchant("Cluster survivor")
+      // A connection handed to the instance at the moment it died may fail; the client retries with
+      // the same key (that is what the key is for) and gets its payment.
+      const key = newKey("survivor")
+      yield* eventually("a create answered while an instance is down", 100, Effect.map(Effect.result(createPayment(m, key)), (answer) => answer._tag === "Success" && answer.success.status === 201))
+      assert.strictEqual(yield* paymentCount(m.merchantId), 1)
+      yield* eventually("a new instance replaces the killed one", 300, Effect.sync(() => {
+        const now = instancePids(server.process.pid())
+        return now.length === 2 && !now.includes(victim)
+      }))
+    }))
+})

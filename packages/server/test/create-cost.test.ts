@@ -1,0 +1,102 @@
+// The create path's budget (issue 18): at most one durable commit and at most 4 round trips to
+// Postgres and Redis per create on the happy path, counted on the wire by proxies between the
+// real server process and the real databases (support/CountingProxy.ts). A change that adds a
+// statement, a transaction or a Redis call to a create fails here. Counts, never timings.
+import { assert, layer } from "@effect/vitest"
+import { postgresLayer } from "@pay/infra"
+import { ApiKeys, MerchantRepository } from "@pay/merchants"
+import { acquireTestDatabase, shortId, testRun } from "@pay/testkit"
+import { Effect, Layer, Redacted } from "effect"
+import { type Counters, countingProxies } from "./support/CountingProxy.ts"
+import { call } from "./support/Http.ts"
+import { freePort, startServerProcess } from "./support/ServerProcess.ts"
+import { createMerchant, createPayment, newKey, paymentCount, TestServer } from "./support/TestServer.ts"
+import { Context } from "effect"
+
+class Proxied extends Context.Service<Proxied, { readonly counters: Counters }>()("test/Proxied") {}
+
+const Live = Layer.unwrap(
+  Effect.gen(function* () {
+    const database = yield* acquireTestDatabase
+    const run = testRun()
+    const proxied = yield* countingProxies(database.url, run.redisUrl)
+    const redisKeyPrefix = `${run.redisKeyPrefix}${shortId()}:`
+    const process = yield* startServerProcess({
+      port: yield* freePort,
+      env: {
+        DATABASE_URL: proxied.postgresUrl,
+        DATABASE_POOL_SIZE: "4",
+        REDIS_URL: proxied.redisUrl,
+        REDIS_KEY_PREFIX: redisKeyPrefix,
+        KAFKA_BROKERS: run.kafkaBrokers,
+        KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
+        // Only the request path on the wire: no publisher, the completer and reaper asleep.
+        OUTBOX_PUBLISHER_ENABLED: "false",
+        COMPLETER_INTERVAL_MS: "3600000",
+        REAPER_INTERVAL_MS: "3600000"
+      }
+    })
+    const server = TestServer.of({
+      process,
+      database,
+      redisKeyPrefix,
+      redis: undefined,
+      request: (method, path, options) => call(process.baseUrl, method, path, options)
+    })
+    const sqlLayer = postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test-cost" })
+    return Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer).pipe(
+      Layer.provideMerge(sqlLayer),
+      Layer.merge(Layer.succeed(TestServer, server)),
+      Layer.merge(Layer.succeed(Proxied, Proxied.of({ counters: proxied.counters })))
+    )
+  })
+)
+
+/** The API-key lookup: read-only, cached for <= 1 s, so it shows up only when the cache expired. */
+const isKeyLookup = (statements: ReadonlyArray<string>) =>
+  statements.length === 1 && (statements[0] ?? "").startsWith("SELECT id, merchant_id FROM api_keys")
+
+const creates = 20
+
+layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("what a create costs on the wire", (it) => {
+  it.effect(`${creates} sequential creates: 1 Postgres round trip that ends its transaction (one commit) and 2 Redis commands each`, () =>
+    Effect.gen(function* () {
+      const { counters } = yield* Proxied
+      const m = yield* createMerchant("Cost")
+      // Warm: connections, prepared statements, the API-key cache.
+      assert.strictEqual((yield* createPayment(m, newKey("warm"))).status, 201)
+      counters.pg.length = 0
+      counters.redis.length = 0
+      for (let index = 0; index < creates; index++) {
+        const answer = yield* createPayment(m, newKey("cost"))
+        assert.strictEqual(answer.status, 201, answer.text)
+      }
+      assert.strictEqual(yield* paymentCount(m.merchantId), creates + 1)
+      // The key lookup returns when the 1 s cache expired: counted apart, and it writes nothing.
+      const work = counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements))
+      const detail = JSON.stringify(work.slice(0, 6).map((r) => [r.status, r.statements.map((s) => s.slice(0, 60))]))
+      assert.strictEqual(work.length, creates, `Postgres round trips for ${creates} creates (key lookups aside): ${detail}`)
+      // Every one of them ended its transaction: each create is one autocommitted statement.
+      assert.isTrue(work.every((roundTrip) => roundTrip.status === "I"), detail)
+      // Redis: the cached response looked up, then the new one stored.
+      assert.deepStrictEqual(counters.redis.filter((c) => c !== "get" && c !== "set"), [], counters.redis.join(","))
+      assert.strictEqual(counters.redis.length, 2 * creates, counters.redis.join(","))
+      assert.isAtMost((work.length + counters.redis.length) / creates, 4)
+    }))
+
+  it.effect("a replay costs one Redis GET and no Postgres round trip (its key cached)", () =>
+    Effect.gen(function* () {
+      const { counters } = yield* Proxied
+      const m = yield* createMerchant("Replay cost")
+      const key = newKey("replayed")
+      const first = yield* createPayment(m, key)
+      assert.strictEqual(first.status, 201)
+      counters.pg.length = 0
+      counters.redis.length = 0
+      const again = yield* createPayment(m, key)
+      assert.strictEqual(again.text, first.text)
+      assert.strictEqual(again.headers.get("idempotent-replayed"), "true")
+      assert.deepStrictEqual(counters.redis, ["get"])
+      assert.deepStrictEqual(counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements)), [])
+    }))
+})
