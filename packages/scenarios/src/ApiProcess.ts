@@ -29,6 +29,8 @@ export interface ApiProcess {
   readonly resume: Effect.Effect<void>
   /** A new process on the same port (after kill9), ready when this succeeds. */
   readonly restart: (env?: Readonly<Record<string, string>>) => Effect.Effect<void, ApiProcessError>
+  /** Resolves when the current process exits (a crash it caused itself included). */
+  readonly awaitExit: (timeout_ms: number) => Effect.Effect<boolean>
 }
 
 export const freePort = Effect.callback<number, ApiProcessError>((resume) => {
@@ -49,8 +51,16 @@ interface Running {
 
 const isRunning = (running: Running) => running.child.exitCode === null && running.child.signalCode === null
 
-const launch = (env: Readonly<Record<string, string>>): Running => {
-  const child = spawn(process.execPath, ["packages/server/src/main.ts"], {
+/** What runs: the API server (`PORT`, ready on /health/live) or a standalone outbox publisher (`METRICS_PORT`, ready on /metrics). */
+export type ProcessKind = "api" | "publisher"
+
+const kinds = {
+  api: { script: "packages/server/src/main.ts", portVariable: "PORT", readyPath: "/health/live" },
+  publisher: { script: "packages/outbox/src/main.ts", portVariable: "METRICS_PORT", readyPath: "/metrics" }
+} as const
+
+const launch = (kind: ProcessKind, env: Readonly<Record<string, string>>): Running => {
+  const child = spawn(process.execPath, [kinds[kind].script], {
     cwd: repositoryRoot,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -76,9 +86,9 @@ const signal = (running: Running, name: NodeJS.Signals) =>
     if (isRunning(running)) running.child.kill(name)
   })
 
-const live = (baseUrl: string) =>
+const live = (url: string) =>
   Effect.promise(() =>
-    fetch(`${baseUrl}/health/live`, { signal: AbortSignal.timeout(probeTimeout_ms) }).then(
+    fetch(url, { signal: AbortSignal.timeout(probeTimeout_ms) }).then(
       async (response) => {
         await response.arrayBuffer()
         return response.status === 200
@@ -87,12 +97,12 @@ const live = (baseUrl: string) =>
     )
   )
 
-const waitUntilLive = (running: Running, baseUrl: string) =>
+const waitUntilLive = (running: Running, url: string) =>
   Effect.gen(function* () {
     const deadline = Date.now() + startTimeout_ms
     while (Date.now() < deadline) {
       if (!isRunning(running)) return yield* new ApiProcessError({ message: `the API exited during start-up:\n${running.output.slice(-3_000)}` })
-      if (yield* live(baseUrl)) return
+      if (yield* live(url)) return
       yield* Effect.sleep(100)
     }
     return yield* new ApiProcessError({ message: `the API did not answer /health/live within ${startTimeout_ms} ms:\n${running.output.slice(-3_000)}` })
@@ -130,15 +140,16 @@ export const apiEnvironment = (stack: ScenarioStack, overrides: Readonly<Record<
   ...overrides
 })
 
-/** Starts an API process (scoped: SIGTERM, then SIGKILL, when the scope closes). */
-export const startApi = (name: string, env: Readonly<Record<string, string>>) =>
+/** Starts an API (or publisher) process (scoped: SIGTERM, then SIGKILL, when the scope closes). */
+export const startApi = (name: string, env: Readonly<Record<string, string>>, kind: ProcessKind = "api") =>
   Effect.acquireRelease(
     Effect.gen(function* () {
       const port = yield* freePort
       const baseUrl = `http://127.0.0.1:${port}`
-      const firstEnv = { ...env, PORT: String(port) }
-      let current = launch(firstEnv)
-      yield* waitUntilLive(current, baseUrl).pipe(Effect.tapError(() => stop(current)))
+      const readyUrl = `${baseUrl}${kinds[kind].readyPath}`
+      const firstEnv = { ...env, [kinds[kind].portVariable]: String(port) }
+      let current = launch(kind, firstEnv)
+      yield* waitUntilLive(current, readyUrl).pipe(Effect.tapError(() => stop(current)))
       const api: ApiProcess = {
         name,
         baseUrl,
@@ -146,6 +157,7 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>) =>
         output: () => current.output,
         running: () => isRunning(current),
         awaitOutput: (fragments, timeout_ms) => awaitOutput(() => current, fragments, timeout_ms),
+        awaitExit: (timeout_ms) => Effect.suspend(() => exitedWithin(current, timeout_ms)),
         kill9: Effect.gen(function* () {
           yield* signal(current, "SIGKILL")
           if (!(yield* exitedWithin(current, stopTimeout_ms))) return yield* new ApiProcessError({ message: `pid ${api.pid()} alive after SIGKILL` })
@@ -155,8 +167,8 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>) =>
         restart: (extra = {}) =>
           Effect.gen(function* () {
             if (isRunning(current)) return yield* new ApiProcessError({ message: "restart: still running; kill it first" })
-            current = launch({ ...firstEnv, ...extra })
-            yield* waitUntilLive(current, baseUrl).pipe(Effect.tapError(() => stop(current)))
+            current = launch(kind, { ...firstEnv, ...extra })
+            yield* waitUntilLive(current, readyUrl).pipe(Effect.tapError(() => stop(current)))
           })
       }
       return { api, current: () => current }

@@ -1,4 +1,5 @@
 import type { Scenario } from "./Scenario.ts"
+import { faultScenarios } from "./scenarios/Faults.ts"
 import { concurrentDuplicateRequest, doubleSettleStorm, invalidTransition, rawSqlLedgerBreak } from "./scenarios/Phases.ts"
 
 /** Every scenario `pnpm scenario` knows, in the order a newcomer should run them. */
@@ -6,7 +7,8 @@ export const scenarios: ReadonlyArray<Scenario> = [
   doubleSettleStorm,
   rawSqlLedgerBreak,
   invalidTransition,
-  concurrentDuplicateRequest
+  concurrentDuplicateRequest,
+  ...faultScenarios
 ]
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((scenario) => scenario.name === name)

@@ -12,6 +12,8 @@ export interface ScenarioContext {
   readonly say: Narrator
   /** Starts the real API process on the scenario's database (scoped); `env` overrides its settings. */
   readonly startApi: (name: string, env?: Readonly<Record<string, string>>) => Effect.Effect<ApiProcess, unknown, Scope.Scope>
+  /** Starts a standalone outbox publisher (`packages/outbox/src/main.ts`) on the scenario's database and topic. */
+  readonly startPublisher: (name: string, env?: Readonly<Record<string, string>>) => Effect.Effect<ApiProcess, unknown, Scope.Scope>
   readonly merchant: (name: string) => Effect.Effect<ScenarioMerchant, unknown, SqlClient.SqlClient>
   readonly post: (api: ApiProcess, m: ScenarioMerchant, path: string, key: string, json?: unknown, timeout_ms?: number) => Effect.Effect<Answer, unknown>
   readonly get: (api: ApiProcess, m: ScenarioMerchant, path: string) => Effect.Effect<Answer, unknown>
@@ -36,6 +38,12 @@ export const makeContext = (stack: ScenarioStack, say: Narrator): ScenarioContex
       const api = yield* startApi(name, apiEnvironment(stack, env))
       yield* say.note(`API ${name} started: pid ${api.pid()}, ${api.baseUrl}, database ${stack.database}`)
       return api
+    }),
+  startPublisher: (name, env = {}) =>
+    Effect.gen(function* () {
+      const publisher = yield* startApi(name, apiEnvironment(stack, env), "publisher")
+      yield* say.note(`publisher ${name} started: pid ${publisher.pid()}`)
+      return publisher
     }),
   merchant: (name) => createMerchant(name),
   post: (api, m, path, key, json, timeout_ms) => {
