@@ -1,4 +1,5 @@
 import type { Scenario } from "./Scenario.ts"
+import { dependencyScenarios } from "./scenarios/Dependencies.ts"
 import { faultScenarios } from "./scenarios/Faults.ts"
 import { concurrentDuplicateRequest, doubleSettleStorm, invalidTransition, rawSqlLedgerBreak } from "./scenarios/Phases.ts"
 
@@ -8,7 +9,8 @@ export const scenarios: ReadonlyArray<Scenario> = [
   rawSqlLedgerBreak,
   invalidTransition,
   concurrentDuplicateRequest,
-  ...faultScenarios
+  ...faultScenarios,
+  ...dependencyScenarios
 ]
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((scenario) => scenario.name === name)
