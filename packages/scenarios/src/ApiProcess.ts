@@ -19,6 +19,8 @@ export class ApiProcessError extends Schema.TaggedError<ApiProcessError>()("ApiP
 export interface ApiProcess {
   readonly name: string
   readonly baseUrl: string
+  /** Where this process serves its Prometheus metrics. */
+  readonly metricsUrl: string
   readonly pid: () => number
   readonly output: () => string
   readonly running: () => boolean
@@ -147,12 +149,16 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>, ki
       const port = yield* freePort
       const baseUrl = `http://127.0.0.1:${port}`
       const readyUrl = `${baseUrl}${kinds[kind].readyPath}`
-      const firstEnv = { ...env, [kinds[kind].portVariable]: String(port) }
+      // The server serves /metrics on a listener of its own (METRICS_PORT, default 9464): each
+      // process gets a free one, or two instances (and other tests' servers) would collide.
+      const metricsPort = kind === "api" ? yield* freePort : port
+      const firstEnv = { METRICS_PORT: String(metricsPort), ...env, [kinds[kind].portVariable]: String(port) }
       let current = launch(kind, firstEnv)
       yield* waitUntilLive(current, readyUrl).pipe(Effect.tapError(() => stop(current)))
       const api: ApiProcess = {
         name,
         baseUrl,
+        metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
         pid: () => current.child.pid ?? 0,
         output: () => current.output,
         running: () => isRunning(current),

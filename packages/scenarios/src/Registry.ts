@@ -1,5 +1,6 @@
 import type { Scenario } from "./Scenario.ts"
 import { dependencyScenarios } from "./scenarios/Dependencies.ts"
+import { eventScenarios } from "./scenarios/Events.ts"
 import { faultScenarios } from "./scenarios/Faults.ts"
 import { concurrentDuplicateRequest, doubleSettleStorm, invalidTransition, rawSqlLedgerBreak } from "./scenarios/Phases.ts"
 
@@ -10,7 +11,8 @@ export const scenarios: ReadonlyArray<Scenario> = [
   invalidTransition,
   concurrentDuplicateRequest,
   ...faultScenarios,
-  ...dependencyScenarios
+  ...dependencyScenarios,
+  ...eventScenarios
 ]
 
 export const findScenario = (name: string): Scenario | undefined => scenarios.find((scenario) => scenario.name === name)
