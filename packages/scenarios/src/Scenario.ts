@@ -25,7 +25,7 @@ export interface Scenario {
   readonly name: string
   /** One line for `--list`. */
   readonly summary: string
-  /** Fast scenarios (well under 30 s, no throwaway broker) run in the test suite. */
+  /** Run by the test suite (packages/scenarios/test): a few seconds each, no throwaway broker, and passing. */
   readonly fast: boolean
   readonly run: (ctx: ScenarioContext) => Effect.Effect<void, unknown, ScenarioRequirements>
 }

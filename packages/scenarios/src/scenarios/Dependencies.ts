@@ -68,7 +68,7 @@ const cutRounds = 12
 export const postgresConnectionsDropped: Scenario = {
   name: "postgres-connections-dropped",
   summary: "the API reaches Postgres through a fault proxy that resets every connection, again and again, while settles run: no half-written settlement",
-  fast: true,
+  fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
       const target = new URL(ctx.stack.appUrl)

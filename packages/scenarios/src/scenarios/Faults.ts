@@ -48,7 +48,7 @@ export const acquirerTimeoutUnknownOutcome: Scenario = {
 export const lockHeldDuringSettle: Scenario = {
   name: "lock-held-during-settle",
   summary: "an operator's session holds the payment row (SELECT … FOR UPDATE) while a settle arrives: bounded wait, 503 payment_locked, then the same key settles once",
-  fast: true,
+  fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
       const api = yield* ctx.startApi("api-1")
@@ -83,7 +83,7 @@ export const lockHeldDuringSettle: Scenario = {
 export const serviceRestarts: Scenario = {
   name: "service-restarts",
   summary: "kill -9 of the API while settles are at the bank, restart; clients retry with their keys: each payment settled once",
-  fast: true,
+  fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
       const env = { ACQUIRER_LATENCY_MS: "1500", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" }
