@@ -14,15 +14,16 @@ const layers = {
   scenarios: ["domain", "infra", "merchants", "testkit"],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
-  consumers: ["domain", "infra", "outbox"],
+  consumers: ["domain", "infra", "outbox", "webhooks"],
   merchants: ["domain", "infra"],
   acquirer: ["domain", "infra"],
   idempotency: ["domain", "infra"],
   settlement: ["domain", "infra", "ledger"],
   payments: ["domain", "infra", "outbox", "acquirer", "settlement", "idempotency", "merchants"],
+  webhooks: ["domain", "infra"],
   api: ["domain"],
-  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "api"],
-  cli: ["domain", "infra", "merchants", "settlement", "idempotency", "outbox", "consumers"],
+  server: ["domain", "infra", "ledger", "outbox", "consumers", "merchants", "acquirer", "idempotency", "settlement", "payments", "webhooks", "api"],
+  cli: ["domain", "infra", "merchants", "settlement", "idempotency", "outbox", "consumers", "webhooks"],
   testkit: ["infra"]
 }
 

@@ -2,11 +2,13 @@ import { HttpApi, OpenApi } from "effect/http-api"
 import { contractTransform } from "./OpenApiContract.ts"
 import { PaymentsGroup } from "./PaymentsApi.ts"
 import { SystemApi } from "./SystemApi.ts"
+import { WebhooksGroup } from "./WebhooksApi.ts"
 
 /** The platform's HTTP contract. Handlers live in `@pay/server`. */
 export class PaymentsApi extends HttpApi.make("payments-api")
   .add(SystemApi)
   .add(PaymentsGroup)
+  .add(WebhooksGroup)
   .annotateMerge(OpenApi.annotations({
     title: "Payments and Ledger API",
     version: "1.0.0",

@@ -85,7 +85,26 @@ const limitSchema: Json = {
   description: `Page size, ${PAGE_LIMIT_MIN}-${PAGE_LIMIT_MAX} (decimal digits only), default ${PAGE_LIMIT_DEFAULT}`
 }
 
-const fixParameter = (parameter: Json): Json => {
+const webhookEndpointIdPattern = "^we_[0-9a-hjkmnp-tv-z]{24}$"
+const uuidPattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+/** Ids of the webhook paths: an endpoint is `we_…`, a delivery (and a deliveries page cursor) a uuid. */
+const fixWebhookParameter = (path: string, parameter: Json): Json | undefined => {
+  if (!path.startsWith("/v1/webhook_endpoints")) return undefined
+  const described = isJson(parameter["schema"]) ? parameter["schema"] : {}
+  const withPattern = (pattern: string) => ({ ...parameter, schema: { ...described, type: "string", pattern } })
+  if (parameter["in"] === "path" && parameter["name"] === "id") return withPattern(webhookEndpointIdPattern)
+  if (parameter["in"] === "path" && parameter["name"] === "delivery_id") return withPattern(uuidPattern)
+  if (parameter["in"] === "query" && parameter["name"] === "starting_after") {
+    return withPattern(path.endsWith("/deliveries") ? uuidPattern : webhookEndpointIdPattern)
+  }
+  if (parameter["in"] === "query" && parameter["name"] === "event_id") return withPattern(uuidPattern)
+  return undefined
+}
+
+const fixParameter = (path: string) => (parameter: Json): Json => {
+  const webhook = fixWebhookParameter(path, parameter)
+  if (webhook !== undefined) return webhook
   if (parameter["in"] === "header" && parameter["name"] === "idempotency-key") {
     return { ...parameter, name: "Idempotency-Key", required: true, schema: idempotencyKeySchema }
   }
@@ -97,10 +116,10 @@ const fixParameter = (parameter: Json): Json => {
   return parameter
 }
 
-const fixOperation = (method: string, operation: Json): Json => {
+const fixOperation = (path: string, method: string, operation: Json): Json => {
   const isPost = method === "post"
   const responses = isJson(operation["responses"]) ? operation["responses"] : {}
-  const parameters = Array.isArray(operation["parameters"]) ? operation["parameters"].filter(isJson).map(fixParameter) : undefined
+  const parameters = Array.isArray(operation["parameters"]) ? operation["parameters"].filter(isJson).map(fixParameter(path)) : undefined
   return {
     ...operation,
     ...(parameters === undefined ? {} : { parameters }),
@@ -134,7 +153,7 @@ export const contractTransform = (spec: Record<string, unknown>): Record<string,
       Object.entries(paths).map(([path, item]) => [
         path,
         isJson(item)
-          ? Object.fromEntries(Object.entries(item).map(([method, operation]) => [method, isJson(operation) ? fixOperation(method, operation) : operation]))
+          ? Object.fromEntries(Object.entries(item).map(([method, operation]) => [method, isJson(operation) ? fixOperation(path, method, operation) : operation]))
           : item
       ])
     ),

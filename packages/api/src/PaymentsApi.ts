@@ -71,7 +71,7 @@ export const BalanceJson = Schema.Struct({
 
 // Declared optional so that a missing key reaches the handler, which answers the documented
 // 400 problem (`idempotency_key_missing`) instead of a generic decoding error.
-const IdempotencyKeyHeader = Schema.Struct({
+export const IdempotencyKeyHeader = Schema.Struct({
   "idempotency-key": Schema.optionalKey(Schema.String.annotate({
     description: "Required on every POST. 1-255 characters, no control characters; a token or a quoted string."
   }))

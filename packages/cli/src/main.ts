@@ -11,6 +11,8 @@
  *   pnpm cli idempotency parked [limit]  lists the keys the completer parked (one JSON line each)
  *   pnpm cli idempotency retry <key id>  gives a parked key back to the completer (fresh attempts);
  *                                        exit 1 when no parked key has that id
+ *   pnpm cli webhooks failed [limit]     the most recently given-up webhook deliveries (exhausted
+ *                                        retries or 410), newest first, as JSON lines (default 50)
  *
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
@@ -22,6 +24,7 @@ import { DatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules } from "@pay/settlement"
+import { WebhookDeliveries } from "@pay/webhooks"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
 import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
@@ -32,10 +35,13 @@ const usage = `usage:
   pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>
   pnpm cli idempotency parked [limit 1-1000, default 100]
   pnpm cli idempotency retry <idempotency key id>
+  pnpm cli webhooks failed [limit 1-1000]
 ${consumerUsage}`
 
 const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
 const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
+
+const FailedLimit = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))))
 
 class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
 
@@ -71,6 +77,7 @@ const program = Effect.gen(function* () {
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
+  const deliveries = yield* WebhookDeliveries
   if (group === "merchants" && command === "create" && argument !== undefined) {
     const name = yield* Schema.decodeUnknownEffect(MerchantName)(argument)
     const merchant = yield* merchants.create(name)
@@ -99,12 +106,20 @@ const program = Effect.gen(function* () {
     return yield* Console.log(JSON.stringify({ merchant_id: merchantId, currency, fee_bps, fee_fixed_minor: String(fee_fixed_minor) }))
   }
   if (group === "idempotency") return yield* idempotencyCommand(command, argument)
+  if (group === "webhooks" && command === "failed") {
+    const limit = yield* Schema.decodeUnknownEffect(FailedLimit)(argument ?? "50")
+    const failed = yield* deliveries.failed(limit)
+    for (const delivery of failed) yield* Console.log(JSON.stringify(delivery))
+    return yield* Console.error(`${failed.length} failed deliveries; redeliver with POST /v1/webhook_endpoints/{id}/deliveries/{delivery_id}/redeliver or …/recover`)
+  }
   return yield* new UsageError({ message: usage })
 })
 
 program.pipe(
   Effect.provide(
-    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer, KafkaClientsLive).pipe(Layer.provideMerge(DatabaseLive))
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
+      Layer.provideMerge(DatabaseLive)
+    )
   ),
   Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
   Effect.catchTag("ParkedKeyNotFound", (error) => Console.error(`${error.message}: nothing queued`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),

@@ -1,10 +1,11 @@
 import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
 import { OutboxTopics, PaymentsEventsTopicConfig, type PaymentsEventsTopicSettings, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { makeWebhookConsumerHandler, WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Context, Duration, Effect, Layer, Ref, Schedule, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
-import { initialStatus, reportLag } from "./ConsumerRunner.ts"
+import { initialStatus, reportLag, runConsumer } from "./ConsumerRunner.ts"
 import { makeReconciliation } from "./Reconciliation.ts"
 import { runSettlementLive } from "./SettlementConsumer.ts"
 
@@ -16,6 +17,7 @@ export const DEAD_LETTER_TOPIC_PARTITIONS = 1
 /** The health signal of the consumers running in this process (readiness, `/health`). */
 export class ConsumersStatus extends Context.Service<ConsumersStatus, {
   readonly settlement: Effect.Effect<ConsumerStatus>
+  readonly webhooks?: Effect.Effect<ConsumerStatus>
 }>()("consumers/ConsumersStatus") {}
 
 /**
@@ -58,7 +60,7 @@ const reconcileEvery = (interval_ms: number) =>
 
 /**
  * The consumers as part of a process (the server, or `main.ts`): ensures the topics in the
- * background, then runs the settlement consumer and its lag gauge until the layer is released
+ * background, then runs the webhooks consumer and the settlement consumer and its lag gauge until the layer is released
  * (SIGTERM: the record in flight finishes, the batch is not committed to Kafka, the group is left).
  * Needs `SqlClient`, `KafkaConsumer`, `KafkaProducer` (the DLQ topic) and `KafkaAdmin`.
  */
@@ -70,15 +72,21 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
       const options = yield* ConsumerOptionsFromEnv
       const topicSettings = yield* PaymentsEventsTopicConfig
       const status = yield* Ref.make(initialStatus("settlement"))
+      const webhookStatus = yield* Ref.make(initialStatus(WEBHOOK_CONSUMER_NAME))
       const topic = paymentsEventsTopic(prefix)
       const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
         const dlqReady = yield* ensureTopics(prefix, topicSettings)
         yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
         yield* Effect.forkScoped(reconcileEvery(options.reconcileInterval_ms))
-        yield* runSettlementLive({ topic, prefix, dlqTopic: dlqReady ? deadLetterTopic(prefix) : null, options, faults }, status)
+        const dlqTopic = dlqReady ? deadLetterTopic(prefix) : null
+        // Webhooks (docs/webhooks.md): each event's deliveries are queued in the record's
+        // transaction; the sender (packages/webhooks) sends them. A group of its own.
+        const webhooks = yield* makeWebhookConsumerHandler
+        yield* Effect.forkScoped(runConsumer({ topic, groupId: `${prefix}${webhooks.name}`, handler: webhooks, dlqTopic, options, faults }, webhookStatus))
+        yield* runSettlementLive({ topic, prefix, dlqTopic, options, faults }, status)
       })
       yield* Effect.forkScoped(run)
-      return ConsumersStatus.of({ settlement: Ref.get(status) })
+      return ConsumersStatus.of({ settlement: Ref.get(status), webhooks: Ref.get(webhookStatus) })
     })
   )
 

@@ -58,6 +58,12 @@ export const errorCatalog = {
     meaning: "The headers or the body did not arrive in time (the connection is closed; nothing was executed)"
   },
   payment_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such payment **for this merchant**" },
+  webhook_endpoint_not_found: {
+    status: 404, title: "Not found", retry: "no", meaning: "No such webhook endpoint **for this merchant** (or it was deleted)"
+  },
+  webhook_delivery_not_found: {
+    status: 404, title: "Not found", retry: "no", meaning: "No such webhook delivery for this endpoint"
+  },
   idempotency_key_in_use: {
     status: 409, title: "Conflict", retry: "same_key_later",
     meaning: "The first request with this key is still running (or its server died and its lease has not expired yet)"

@@ -21,6 +21,7 @@ import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
+import { SenderEnabledConfig, WebhookDeliveries, WebhookEndpoints, WebhookSender, WebhookSenderLoop } from "@pay/webhooks"
 import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
@@ -33,6 +34,7 @@ import { RateLimits } from "./http/RateLimits.ts"
 import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
+import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
@@ -56,7 +58,7 @@ export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | K
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
@@ -67,7 +69,7 @@ const servicesLayer = (options: AppOptions) =>
 export const apiRoutes =
   Layer.mergeAll(
     HttpApiBuilder.layer(PaymentsApi, { openapiPath: "/openapi.json" }).pipe(
-      Layer.provide([SystemHandlers, PaymentsHandlers.pipe(Layer.provide(AuthorizationLive))])
+      Layer.provide([SystemHandlers, Layer.mergeAll(PaymentsHandlers, WebhooksHandlers).pipe(Layer.provide(AuthorizationLive))])
     ),
     HttpApiScalar.layer(PaymentsApi, { path: "/docs" }),
     // The page each problem `type` resolves to.
@@ -111,6 +113,14 @@ export const PublisherLive = Layer.unwrap(
 export { ConsumersLive }
 
 /**
+ * The webhook sender runs inside the server unless `WEBHOOK_SENDER_ENABLED=false` (then run
+ * `node packages/webhooks/src/main.ts`, as many as wanted: they share the work by leases).
+ */
+export const WebhookSenderLive = Layer.unwrap(
+  Effect.map(SenderEnabledConfig, (enabled) => (enabled ? WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)) : Layer.empty))
+)
+
+/**
  * JSON logs, one event per line, with trace and span ids and the request's correlation id
  * (`LOG_LEVEL`); spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
  */
@@ -127,7 +137,7 @@ const routerConfig = { maxParamLength: 500 }
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, WebhookSenderLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(servicesLayer(options))
   )

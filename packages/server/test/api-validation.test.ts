@@ -176,8 +176,20 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         "GET /v1/payments/{id}",
         "POST /v1/payments",
         "POST /v1/payments/{id}/authorize",
-        "POST /v1/payments/{id}/settle"
-      ])
+        "POST /v1/payments/{id}/settle",
+        "DELETE /v1/webhook_endpoints/{id}",
+        "GET /v1/webhook_endpoints",
+        "GET /v1/webhook_endpoints/{id}",
+        "GET /v1/webhook_endpoints/{id}/deliveries",
+        "GET /v1/webhook_endpoints/{id}/deliveries/{delivery_id}",
+        "POST /v1/webhook_endpoints",
+        "POST /v1/webhook_endpoints/{id}",
+        "POST /v1/webhook_endpoints/{id}/deliveries/{delivery_id}/redeliver",
+        "POST /v1/webhook_endpoints/{id}/disable",
+        "POST /v1/webhook_endpoints/{id}/enable",
+        "POST /v1/webhook_endpoints/{id}/recover",
+        "POST /v1/webhook_endpoints/{id}/rotate_secret"
+      ].sort())
       // Every POST documents its required header and the problems it answers.
       assert.include(openapi.text, "Idempotency-Key")
       assert.include(openapi.text, "application/problem+json")

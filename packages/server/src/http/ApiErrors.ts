@@ -24,6 +24,7 @@ import {
 } from "@pay/idempotency"
 import { Unauthorized } from "@pay/merchants"
 import { SettlementUnavailable } from "@pay/settlement"
+import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "@pay/webhooks"
 
 /**
  * Every error class the API answers with, whichever package owns it. Each carries its `code`;
@@ -58,6 +59,9 @@ export const apiErrorClasses = [
   InvalidTransition,
   ConcurrentModification,
   InvalidCursor,
+  // decided refusals (webhooks)
+  WebhookEndpointNotFound,
+  WebhookDeliveryNotFound,
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,

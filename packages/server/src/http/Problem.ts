@@ -42,6 +42,8 @@ const present = (error: ApiError): Presentation =>
     InvalidTransition: asIs,
     ConcurrentModification: asIs,
     InvalidCursor: (e) => ({ detail: e.message, field: "starting_after" }),
+    WebhookEndpointNotFound: asIs,
+    WebhookDeliveryNotFound: asIs,
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
     PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),

@@ -6,13 +6,16 @@ import {
   IdempotencyKeys,
   idempotencyCompleterFailures,
   idempotencyParkedKeys,
-  ParkedKeys
+  ParkedKeys,
+  type RunOutcome,
+  storedAsIs
 } from "@pay/idempotency"
 import { boundedInt } from "@pay/infra"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
 import { Cause, Config, Duration, Effect, Layer, Metric, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { renderOutcome } from "../payments/Render.ts"
+import { decodeWebhookOperation, makeWebhookOperations } from "../webhooks/Operations.ts"
 
 export interface IdempotencyWorkerOptions {
   /** How often the completer looks for abandoned keys. */
@@ -85,14 +88,11 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         Effect.catch((error) => Effect.logWarning("completer could not record a failed attempt", { key_id: key.id, error: error.message }))
       )
 
-    const completeOne = (key: AbandonedKey) => {
-      const operation = decodePaymentOperation(key.operation)
-      if (Result.isFailure(operation)) {
-        // No later attempt can decode it better: straight to the operator.
-        return failed(key, `the operation stored with the key is not one: ${operation.failure.message}`, true)
-      }
-      const context = { actor: "system:completer", correlationId: randomUUID() }
-      return keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)).pipe(
+    const webhookOperations = yield* makeWebhookOperations
+
+    /** A resumed run: logged when it finished, counted (and maybe parked) when it failed. */
+    const attempted = <E extends { readonly _tag: string }>(key: AbandonedKey, run: Effect.Effect<RunOutcome, E>) =>
+      run.pipe(
         Effect.tap((outcome) =>
           Effect.logInfo("completer finished an abandoned key", {
             key_id: key.id,
@@ -104,12 +104,26 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         ),
         Effect.asVoid,
         // A client's run holds the key right now: not a failed attempt of ours.
-        Effect.catchTag("IdempotencyKeyInUse", () => Effect.void),
+        Effect.catch((error) => (error._tag === "IdempotencyKeyInUse" ? Effect.void : Effect.fail(error))),
         Effect.catchCause((cause) =>
           // Interrupted (shutdown): not an attempt that failed.
           Cause.hasInterruptsOnly(cause) ? Effect.interrupt : failed(key, Cause.pretty(cause).slice(0, 2_000), false)
         )
       )
+
+    const completeOne = (key: AbandonedKey) => {
+      // Webhook POSTs store their own operations (one transaction each, server/src/webhooks/Operations.ts).
+      const webhookOperation = decodeWebhookOperation(key.operation)
+      if (Result.isSuccess(webhookOperation)) {
+        return attempted(key, keys.resume(key, storedAsIs, (execution) => webhookOperations.execute(key.merchantId, webhookOperation.success, execution)))
+      }
+      const operation = decodePaymentOperation(key.operation)
+      if (Result.isFailure(operation)) {
+        // No later attempt can decode it better: straight to the operator.
+        return failed(key, `the operation stored with the key is not one: ${operation.failure.message}`, true)
+      }
+      const context = { actor: "system:completer", correlationId: randomUUID() }
+      return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)))
     }
 
     const refreshParkedGauge = parked.count.pipe(Effect.flatMap((count) => Metric.update(idempotencyParkedKeys, count)))

@@ -121,10 +121,231 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook_endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Lists the merchant's endpoints, oldest first, `limit` at a time; never their secrets. */
+        get: operations["webhooks.list"];
+        put?: never;
+        /** @description Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once. */
+        post: operations["webhooks.create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Reads one endpoint: status, disabled_reason (merchant, gone, failing), failing_since. */
+        get: operations["webhooks.retrieve"];
+        put?: never;
+        /** @description Changes an endpoint's url, event_types or description. */
+        post: operations["webhooks.update"];
+        /** @description Deletes the endpoint and its secrets; its deliveries keep their history. */
+        delete: operations["webhooks.remove"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Stops deliveries to the endpoint; pending ones wait until it is enabled. */
+        post: operations["webhooks.disable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Resumes deliveries to the endpoint and forgets its failure streak. */
+        post: operations["webhooks.enable"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/rotate_secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Makes a new signing secret (returned this once); the old one keeps signing for expires_in_ms (both signatures are sent). */
+        post: operations["webhooks.rotateSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Lists the endpoint's deliveries, newest first, filtered by event_id or status. */
+        get: operations["webhooks.listDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/deliveries/{delivery_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Reads one delivery with every attempt (outcome, status, latency, 1 KiB of the answer, error). */
+        get: operations["webhooks.retrieveDelivery"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/deliveries/{delivery_id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Sends the delivery again: same webhook-id and bytes, a new round of retries. */
+        post: operations["webhooks.redeliver"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/recover": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Requeues every delivery of the endpoint that failed since `since` (at most 1000 per call). */
+        post: operations["webhooks.recover"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 };
 export type webhooks = Record<string, never>;
 export type components = {
     schemas: {
+        WebhookEndpointNotFoundProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "webhook_endpoint_not_found";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/webhook_endpoint_not_found";
+            /** @enum {integer} */
+            status: 404;
+            /** @enum {string} */
+            title: "Not found";
+        };
+        IdempotencyKeyInUseProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "idempotency_key_in_use";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/idempotency_key_in_use";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
+        };
+        IdempotencyKeyReusedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "idempotency_key_reused";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/idempotency_key_reused";
+            /** @enum {integer} */
+            status: 422;
+            /** @enum {string} */
+            title: "Unprocessable request";
+        };
+        UnsupportedMediaTypeProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "unsupported_media_type";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/unsupported_media_type";
+            /** @enum {integer} */
+            status: 415;
+            /** @enum {string} */
+            title: "Unsupported media type";
+        };
+        BodyTooLargeProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "body_too_large";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/body_too_large";
+            /** @enum {integer} */
+            status: 413;
+            /** @enum {string} */
+            title: "Request body too large";
+        };
         InternalErrorProblemEncoded: {
             detail: string;
             instance?: string;
@@ -229,6 +450,58 @@ export type components = {
             /** @enum {string} */
             title: "Method not allowed";
         };
+        IdempotencyKeyInvalidProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "idempotency_key_invalid";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/idempotency_key_invalid";
+            /** @enum {integer} */
+            status: 400;
+            /** @enum {string} */
+            title: "Invalid request";
+        };
+        IdempotencyKeyMissingProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "idempotency_key_missing";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/idempotency_key_missing";
+            /** @enum {integer} */
+            status: 400;
+            /** @enum {string} */
+            title: "Invalid request";
+        };
+        BodyUnreadableProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "body_unreadable";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/body_unreadable";
+            /** @enum {integer} */
+            status: 400;
+            /** @enum {string} */
+            title: "Invalid request";
+        };
+        MalformedJsonProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "malformed_json";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/malformed_json";
+            /** @enum {integer} */
+            status: 400;
+            /** @enum {string} */
+            title: "Invalid request";
+        };
         InvalidRequestProblemEncoded: {
             detail: string;
             instance?: string;
@@ -241,6 +514,19 @@ export type components = {
             status: 400;
             /** @enum {string} */
             title: "Invalid request";
+        };
+        WebhookDeliveryNotFoundProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "webhook_delivery_not_found";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/webhook_delivery_not_found";
+            /** @enum {integer} */
+            status: 404;
+            /** @enum {string} */
+            title: "Not found";
         };
         InvalidCursorProblemEncoded: {
             detail: string;
@@ -307,58 +593,6 @@ export type components = {
             /** @enum {string} */
             title: "Conflict";
         };
-        IdempotencyKeyInUseProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "idempotency_key_in_use";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/idempotency_key_in_use";
-            /** @enum {integer} */
-            status: 409;
-            /** @enum {string} */
-            title: "Conflict";
-        };
-        IdempotencyKeyReusedProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "idempotency_key_reused";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/idempotency_key_reused";
-            /** @enum {integer} */
-            status: 422;
-            /** @enum {string} */
-            title: "Unprocessable request";
-        };
-        UnsupportedMediaTypeProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "unsupported_media_type";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/unsupported_media_type";
-            /** @enum {integer} */
-            status: 415;
-            /** @enum {string} */
-            title: "Unsupported media type";
-        };
-        BodyTooLargeProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "body_too_large";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/body_too_large";
-            /** @enum {integer} */
-            status: 413;
-            /** @enum {string} */
-            title: "Request body too large";
-        };
         SettlementUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -410,58 +644,6 @@ export type components = {
             status: 503;
             /** @enum {string} */
             title: "Service unavailable";
-        };
-        IdempotencyKeyInvalidProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "idempotency_key_invalid";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/idempotency_key_invalid";
-            /** @enum {integer} */
-            status: 400;
-            /** @enum {string} */
-            title: "Invalid request";
-        };
-        IdempotencyKeyMissingProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "idempotency_key_missing";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/idempotency_key_missing";
-            /** @enum {integer} */
-            status: 400;
-            /** @enum {string} */
-            title: "Invalid request";
-        };
-        BodyUnreadableProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "body_unreadable";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/body_unreadable";
-            /** @enum {integer} */
-            status: 400;
-            /** @enum {string} */
-            title: "Invalid request";
-        };
-        MalformedJsonProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "malformed_json";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/malformed_json";
-            /** @enum {integer} */
-            status: 400;
-            /** @enum {string} */
-            title: "Invalid request";
         };
         DependencyUnavailableEncoded: {
             detail: string;
@@ -1897,6 +2079,2315 @@ export interface operations {
                     "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.list": {
+        parameters: {
+            query?: {
+                limit?: number;
+                starting_after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_endpoint";
+                            url: string;
+                            description: string | null;
+                            event_types: string[];
+                            /** @enum {string} */
+                            status: "enabled" | "disabled";
+                            disabled_reason: ("merchant" | "gone" | "failing") | null;
+                            disabled_at: string | null;
+                            failing_since: string | null;
+                            created_at: string;
+                            updated_at: string;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.create": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
+                    url: string;
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed")[];
+                    description?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            201: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                        secret: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.retrieve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.update": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
+                    url?: string;
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed")[];
+                    description?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.remove": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.disable": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.enable": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.rotateSecret": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    expires_in_ms?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_endpoint";
+                        url: string;
+                        description: string | null;
+                        event_types: string[];
+                        /** @enum {string} */
+                        status: "enabled" | "disabled";
+                        disabled_reason: ("merchant" | "gone" | "failing") | null;
+                        disabled_at: string | null;
+                        failing_since: string | null;
+                        created_at: string;
+                        updated_at: string;
+                        secret: string;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.listDeliveries": {
+        parameters: {
+            query?: {
+                limit?: number;
+                starting_after?: string;
+                event_id?: string;
+                status?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_delivery";
+                            endpoint_id: string;
+                            event_id: string;
+                            event_type: string;
+                            payment_id: string;
+                            /** @enum {string} */
+                            status: "pending" | "delivered" | "failed";
+                            failed_reason: string | null;
+                            attempt_count: number;
+                            next_attempt_at: string | null;
+                            last_response_status: number | null;
+                            created_at: string;
+                            finished_at: string | null;
+                            attempts?: {
+                                attempt_number: number;
+                                started_at: string;
+                                outcome: string | null;
+                                response_status: number | null;
+                                latency_ms: number | null;
+                                response_body_excerpt: string | null;
+                                error: string | null;
+                                finished_at: string | null;
+                            }[];
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.retrieveDelivery": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_delivery";
+                        endpoint_id: string;
+                        event_id: string;
+                        event_type: string;
+                        payment_id: string;
+                        /** @enum {string} */
+                        status: "pending" | "delivered" | "failed";
+                        failed_reason: string | null;
+                        attempt_count: number;
+                        next_attempt_at: string | null;
+                        last_response_status: number | null;
+                        created_at: string;
+                        finished_at: string | null;
+                        attempts?: {
+                            attempt_number: number;
+                            started_at: string;
+                            outcome: string | null;
+                            response_status: number | null;
+                            latency_ms: number | null;
+                            response_body_excerpt: string | null;
+                            error: string | null;
+                            finished_at: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.redeliver": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "webhook_delivery";
+                        endpoint_id: string;
+                        event_id: string;
+                        event_type: string;
+                        payment_id: string;
+                        /** @enum {string} */
+                        status: "pending" | "delivered" | "failed";
+                        failed_reason: string | null;
+                        attempt_count: number;
+                        next_attempt_at: string | null;
+                        last_response_status: number | null;
+                        created_at: string;
+                        finished_at: string | null;
+                        attempts?: {
+                            attempt_number: number;
+                            started_at: string;
+                            outcome: string | null;
+                            response_status: number | null;
+                            latency_ms: number | null;
+                            response_body_excerpt: string | null;
+                            error: string | null;
+                            finished_at: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "webhooks.recover": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description ISO-8601 instant */
+                    since: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "webhook_recovery";
+                        requeued: number;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,0 +1,185 @@
+import { type ErrorCode, paymentEventTypes } from "@pay/domain"
+import { Schema } from "effect"
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
+import { Authorization } from "./Authorization.ts"
+import { IdempotencyKeyHeader } from "./PaymentsApi.ts"
+import { commonProblemCodes, problems } from "./Problems.ts"
+
+/** What an endpoint may subscribe to: the payment events, or `*` for all of them. */
+export const WebhookEventTypeJson = Schema.Literals(["*", ...paymentEventTypes])
+
+const EventTypes = Schema.Array(WebhookEventTypeJson).check(
+  Schema.isMinLength(1, { message: "at least one event type" }),
+  Schema.isMaxLength(8, { message: "at most 8 event types" })
+)
+const Url = Schema.String.check(Schema.isMaxLength(2_048, { message: "at most 2048 characters" })).annotate({
+  description: "https URL of the merchant's receiver (http to loopback only in local and test mode)"
+})
+const Description = Schema.NullOr(Schema.String.check(Schema.isMaxLength(500, { message: "at most 500 characters" })))
+
+/** `POST /v1/webhook_endpoints` body. */
+export const CreateWebhookEndpointBody = Schema.Struct({
+  url: Url,
+  event_types: EventTypes,
+  description: Schema.optionalKey(Description)
+})
+export type CreateWebhookEndpointBody = typeof CreateWebhookEndpointBody.Type
+
+/** `POST /v1/webhook_endpoints/{id}` body: the fields to change. */
+export const UpdateWebhookEndpointBody = Schema.Struct({
+  url: Schema.optionalKey(Url),
+  event_types: Schema.optionalKey(EventTypes),
+  description: Schema.optionalKey(Description)
+})
+export type UpdateWebhookEndpointBody = typeof UpdateWebhookEndpointBody.Type
+
+/** `POST /v1/webhook_endpoints/{id}/rotate_secret` body: how long the old secret keeps signing (default 24 h, at most 7 days). */
+export const RotateWebhookSecretBody = Schema.Struct({
+  expires_in_ms: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 7 * 24 * 60 * 60 * 1_000 }, { message: "between 0 and 604800000" })))
+})
+
+/** `POST /v1/webhook_endpoints/{id}/recover` body: requeue what failed since this instant. */
+export const RecoverWebhookDeliveriesBody = Schema.Struct({
+  since: Schema.String.annotate({ description: "ISO-8601 instant" })
+})
+
+export const WebhookEndpointJson = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("webhook_endpoint"),
+  url: Schema.String,
+  description: Schema.NullOr(Schema.String),
+  event_types: Schema.Array(Schema.String),
+  status: Schema.Literals(["enabled", "disabled"]),
+  disabled_reason: Schema.NullOr(Schema.Literals(["merchant", "gone", "failing"])),
+  disabled_at: Schema.NullOr(Schema.String),
+  failing_since: Schema.NullOr(Schema.String),
+  created_at: Schema.String,
+  updated_at: Schema.String
+})
+export type WebhookEndpointJson = typeof WebhookEndpointJson.Type
+
+/** On creation and rotation only: the signing secret, shown this once. */
+export const WebhookEndpointWithSecretJson = Schema.Struct({ ...WebhookEndpointJson.fields, secret: Schema.String })
+
+export const WebhookEndpointListJson = Schema.Struct({
+  object: Schema.Literal("list"),
+  data: Schema.Array(WebhookEndpointJson),
+  has_more: Schema.Boolean
+})
+
+export const WebhookAttemptJson = Schema.Struct({
+  attempt_number: Schema.Int,
+  started_at: Schema.String,
+  outcome: Schema.NullOr(Schema.String),
+  response_status: Schema.NullOr(Schema.Int),
+  latency_ms: Schema.NullOr(Schema.Int),
+  response_body_excerpt: Schema.NullOr(Schema.String),
+  error: Schema.NullOr(Schema.String),
+  finished_at: Schema.NullOr(Schema.String)
+})
+
+export const WebhookDeliveryJson = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("webhook_delivery"),
+  endpoint_id: Schema.String,
+  event_id: Schema.String,
+  event_type: Schema.String,
+  payment_id: Schema.String,
+  status: Schema.Literals(["pending", "delivered", "failed"]),
+  failed_reason: Schema.NullOr(Schema.String),
+  attempt_count: Schema.Int,
+  next_attempt_at: Schema.NullOr(Schema.String),
+  last_response_status: Schema.NullOr(Schema.Int),
+  created_at: Schema.String,
+  finished_at: Schema.NullOr(Schema.String),
+  attempts: Schema.optionalKey(Schema.Array(WebhookAttemptJson))
+})
+
+export const WebhookDeliveryListJson = Schema.Struct({
+  object: Schema.Literal("list"),
+  data: Schema.Array(WebhookDeliveryJson),
+  has_more: Schema.Boolean
+})
+
+export const WebhookRecoveryJson = Schema.Struct({ object: Schema.Literal("webhook_recovery"), requeued: Schema.Int })
+
+const EndpointParam = { id: Schema.String.annotate({ description: "A webhook endpoint id, `we_…`" }) }
+const DeliveryParams = { ...EndpointParam, delivery_id: Schema.String.annotate({ description: "A delivery id (uuid)" }) }
+
+const postCodes = [
+  ...commonProblemCodes,
+  "invalid_request",
+  "malformed_json",
+  "body_unreadable",
+  "body_too_large",
+  "unsupported_media_type",
+  "idempotency_key_missing",
+  "idempotency_key_invalid",
+  "idempotency_key_reused",
+  "idempotency_key_in_use"
+] as const satisfies ReadonlyArray<ErrorCode>
+const onEndpoint = [...postCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
+const onDelivery = [...onEndpoint, "webhook_delivery_not_found"] as const satisfies ReadonlyArray<ErrorCode>
+const readCodes = [...commonProblemCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
+
+/**
+ * Webhook endpoints: where a merchant receives its payment events, signed per Standard Webhooks
+ * (docs/webhooks.md). POSTs are idempotent like the rest of the API (`Idempotency-Key`).
+ */
+export class WebhooksGroup extends HttpApiGroup.make("webhooks")
+  .add(
+    HttpApiEndpoint.post("create", "/v1/webhook_endpoints", {
+      headers: IdempotencyKeyHeader,
+      payload: CreateWebhookEndpointBody,
+      success: WebhookEndpointWithSecretJson.annotate({ httpApiStatus: 201 }),
+      error: problems(...postCodes)
+    }).annotate(OpenApi.Description, "Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once."),
+    HttpApiEndpoint.get("list", "/v1/webhook_endpoints", {
+      query: {
+        limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
+        starting_after: Schema.optionalKey(Schema.String.annotate({ description: "An endpoint id: the page starts after it" }))
+      },
+      success: WebhookEndpointListJson,
+      error: problems(...commonProblemCodes, "invalid_request")
+    }).annotate(OpenApi.Description, "Lists the merchant's endpoints, oldest first, `limit` at a time; never their secrets."),
+    HttpApiEndpoint.get("retrieve", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Reads one endpoint: status, disabled_reason (merchant, gone, failing), failing_since."),
+    HttpApiEndpoint.post("update", "/v1/webhook_endpoints/:id", {
+      params: EndpointParam, headers: IdempotencyKeyHeader, payload: UpdateWebhookEndpointBody, success: WebhookEndpointJson, error: problems(...onEndpoint)
+    }).annotate(OpenApi.Description, "Changes an endpoint's url, event_types or description."),
+    HttpApiEndpoint.post("disable", "/v1/webhook_endpoints/:id/disable", {
+      params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
+    }).annotate(OpenApi.Description, "Stops deliveries to the endpoint; pending ones wait until it is enabled."),
+    HttpApiEndpoint.post("enable", "/v1/webhook_endpoints/:id/enable", {
+      params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
+    }).annotate(OpenApi.Description, "Resumes deliveries to the endpoint and forgets its failure streak."),
+    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets; its deliveries keep their history."),
+    HttpApiEndpoint.post("rotateSecret", "/v1/webhook_endpoints/:id/rotate_secret", {
+      params: EndpointParam, headers: IdempotencyKeyHeader, payload: RotateWebhookSecretBody, success: WebhookEndpointWithSecretJson, error: problems(...onEndpoint)
+    }).annotate(OpenApi.Description, "Makes a new signing secret (returned this once); the old one keeps signing for expires_in_ms (both signatures are sent)."),
+    HttpApiEndpoint.get("listDeliveries", "/v1/webhook_endpoints/:id/deliveries", {
+      params: EndpointParam,
+      query: {
+        limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
+        starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A delivery id: the page starts after it (newest first)" })),
+        event_id: Schema.optionalKey(Schema.String.annotate({ description: "Only the delivery of this event (its webhook-id)" })),
+        status: Schema.optionalKey(Schema.String.annotate({ description: "pending, delivered or failed" }))
+      },
+      success: WebhookDeliveryListJson,
+      error: problems(...readCodes, "invalid_request")
+    }).annotate(OpenApi.Description, "Lists the endpoint's deliveries, newest first, filtered by event_id or status."),
+    HttpApiEndpoint.get("retrieveDelivery", "/v1/webhook_endpoints/:id/deliveries/:delivery_id", {
+      params: DeliveryParams, success: WebhookDeliveryJson, error: problems(...readCodes, "webhook_delivery_not_found")
+    }).annotate(OpenApi.Description, "Reads one delivery with every attempt (outcome, status, latency, 1 KiB of the answer, error)."),
+    HttpApiEndpoint.post("redeliver", "/v1/webhook_endpoints/:id/deliveries/:delivery_id/redeliver", {
+      params: DeliveryParams, headers: IdempotencyKeyHeader, success: WebhookDeliveryJson, error: problems(...onDelivery)
+    }).annotate(OpenApi.Description, "Sends the delivery again: same webhook-id and bytes, a new round of retries."),
+    HttpApiEndpoint.post("recover", "/v1/webhook_endpoints/:id/recover", {
+      params: EndpointParam, headers: IdempotencyKeyHeader, payload: RecoverWebhookDeliveriesBody, success: WebhookRecoveryJson, error: problems(...onEndpoint)
+    }).annotate(OpenApi.Description, "Requeues every delivery of the endpoint that failed since `since` (at most 1000 per call).")
+  )
+  .middleware(Authorization)
+  .annotateMerge(OpenApi.annotations({
+    title: "Webhook endpoints",
+    description: "Register where payment events are sent, rotate signing secrets, inspect deliveries and attempts, redeliver."
+  }))
+{}

@@ -1,0 +1,146 @@
+import {
+  CreateWebhookEndpointBody,
+  CurrentMerchant,
+  InvalidRequest,
+  PaymentsApi,
+  RecoverWebhookDeliveriesBody,
+  RotateWebhookSecretBody,
+  UpdateWebhookEndpointBody
+} from "@pay/api"
+import { PageLimit } from "@pay/domain"
+import { IdempotencyKeys, parseIdempotencyKeyResult, storedAsIs } from "@pay/idempotency"
+import { WebhookDeliveries, WebhookEndpoints } from "@pay/webhooks"
+import { Effect, Option, Schema } from "effect"
+import type { HttpServerRequest } from "effect/http"
+import { HttpApiBuilder } from "effect/http-api"
+import type { ApiError } from "../http/ApiErrors.ts"
+import { json } from "../http/Problem.ts"
+import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { answerErrors } from "../http/Respond.ts"
+import { toHttpResponse } from "../http/StoredResponse.ts"
+import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
+import { toWebhookDeliveryJson, toWebhookEndpointJson } from "./WebhookJson.ts"
+
+const decodeStatus = Schema.decodeUnknownOption(Schema.Literals(["pending", "delivered", "failed"]))
+const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
+
+type ToOperation = (body: Schema.Json | undefined) => Effect.Effect<WebhookOperation, ApiError>
+
+/** POSTs without a body (none, or `{}`). */
+const noBody = (operation: WebhookOperation): ToOperation => (body) =>
+  body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
+    ? Effect.succeed(operation)
+    : Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+
+const withBody = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, toOperation: (decoded: S["Type"]) => WebhookOperation): ToOperation =>
+(body) => decodeBody(schema, body ?? {}).pipe(Effect.map(toOperation))
+
+const makeIdempotentPost = Effect.gen(function* () {
+  const idempotency = yield* IdempotencyKeys
+  const operations = yield* makeWebhookOperations
+  /** The payments' pipeline (key → body → operation → run), with the webhook operations. */
+  return (request: HttpServerRequest.HttpServerRequest, path: string, toOperation: ToOperation) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      const key = yield* Effect.fromResult(parseIdempotencyKeyResult(request.headers["idempotency-key"]))
+      const body = yield* readJsonBody(request)
+      const operation = yield* toOperation(body)
+      const outcome = yield* idempotency.run(
+        { merchantId: merchant.merchantId, key, method: "POST", path, body, operation: encodeWebhookOperation(operation), render: storedAsIs },
+        (execution) => operations.execute(merchant.merchantId, operation, execution)
+      )
+      return toHttpResponse(outcome.response, outcome._tag === "Replayed")
+    }).pipe(answerErrors)
+})
+
+const pageOf = (limit: string | undefined) =>
+  limit === undefined
+    ? Effect.succeed(10)
+    : Option.match(decodeLimit(limit), {
+      onNone: () => Effect.fail(new InvalidRequest({ detail: "limit: must be an integer between 1 and 100", field: "limit" })),
+      onSome: (value) => Effect.succeed<number>(value)
+    })
+
+const makeReads = Effect.gen(function* () {
+  const endpoints = yield* WebhookEndpoints
+  const deliveries = yield* WebhookDeliveries
+  const ok = (value: unknown) => toHttpResponse(json(200, value), false)
+
+  const list = (query: { readonly limit?: string; readonly starting_after?: string }) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      const limit = yield* pageOf(query.limit)
+      const page = yield* endpoints.list(merchant.merchantId, { limit, startingAfter: query.starting_after })
+      return ok({ object: "list", data: page.data.map(toWebhookEndpointJson), has_more: page.hasMore })
+    }).pipe(answerErrors)
+
+  const retrieve = (id: string) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      return ok(toWebhookEndpointJson(yield* endpoints.get(merchant.merchantId, id)))
+    }).pipe(answerErrors)
+
+  /** DELETE is idempotent by nature: a second delete answers 404 (the endpoint is gone). */
+  const remove = (id: string) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      return ok(toWebhookEndpointJson(yield* endpoints.remove(merchant.merchantId, id)))
+    }).pipe(answerErrors)
+
+  const listDeliveries = (id: string, query: { readonly limit?: string; readonly starting_after?: string; readonly event_id?: string; readonly status?: string }) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      const limit = yield* pageOf(query.limit)
+      const status = query.status === undefined ? Option.none() : decodeStatus(query.status)
+      if (query.status !== undefined && Option.isNone(status)) {
+        return yield* new InvalidRequest({ detail: "status: one of pending, delivered, failed", field: "status" })
+      }
+      const page = yield* deliveries.list(merchant.merchantId, id, {
+        limit,
+        startingAfter: query.starting_after,
+        eventId: query.event_id,
+        status: Option.getOrUndefined(status)
+      })
+      return ok({ object: "list", data: page.data.map((delivery) => toWebhookDeliveryJson(delivery)), has_more: page.hasMore })
+    }).pipe(answerErrors)
+
+  const retrieveDelivery = (id: string, deliveryId: string) =>
+    Effect.gen(function* () {
+      const merchant = yield* CurrentMerchant
+      const { delivery, attempts } = yield* deliveries.get(merchant.merchantId, id, deliveryId)
+      return ok(toWebhookDeliveryJson(delivery, attempts))
+    }).pipe(answerErrors)
+
+  return { list, retrieve, remove, listDeliveries, retrieveDelivery }
+})
+
+const base = "/v1/webhook_endpoints"
+
+export const WebhooksHandlers = HttpApiBuilder.group(
+  PaymentsApi,
+  "webhooks",
+  Effect.fn(function* (handlers) {
+    const post = yield* makeIdempotentPost
+    const reads = yield* makeReads
+    return handlers
+      .handleRaw("create", ({ request }) =>
+        post(request, base, withBody(CreateWebhookEndpointBody, (body) => ({ _tag: "webhook_endpoint_create", ...body }))))
+      .handleRaw("list", ({ query }) => reads.list(query))
+      .handleRaw("retrieve", ({ params }) => reads.retrieve(params.id))
+      .handleRaw("update", ({ request, params }) =>
+        post(request, `${base}/${params.id}`, withBody(UpdateWebhookEndpointBody, (body) => ({ _tag: "webhook_endpoint_update", endpoint_id: params.id, ...body }))))
+      .handleRaw("disable", ({ request, params }) =>
+        post(request, `${base}/${params.id}/disable`, noBody({ _tag: "webhook_endpoint_disable", endpoint_id: params.id })))
+      .handleRaw("enable", ({ request, params }) =>
+        post(request, `${base}/${params.id}/enable`, noBody({ _tag: "webhook_endpoint_enable", endpoint_id: params.id })))
+      .handleRaw("remove", ({ params }) => reads.remove(params.id))
+      .handleRaw("rotateSecret", ({ request, params }) =>
+        post(request, `${base}/${params.id}/rotate_secret`, withBody(RotateWebhookSecretBody, (body) => ({ _tag: "webhook_endpoint_rotate_secret", endpoint_id: params.id, ...body }))))
+      .handleRaw("listDeliveries", ({ params, query }) => reads.listDeliveries(params.id, query))
+      .handleRaw("retrieveDelivery", ({ params }) => reads.retrieveDelivery(params.id, params.delivery_id))
+      .handleRaw("redeliver", ({ request, params }) =>
+        post(request, `${base}/${params.id}/deliveries/${params.delivery_id}/redeliver`, noBody({ _tag: "webhook_delivery_redeliver", endpoint_id: params.id, delivery_id: params.delivery_id })))
+      .handleRaw("recover", ({ request, params }) =>
+        post(request, `${base}/${params.id}/recover`, withBody(RecoverWebhookDeliveriesBody, (body) => ({ _tag: "webhook_deliveries_recover", endpoint_id: params.id, since: body.since }))))
+  })
+)

@@ -1,0 +1,170 @@
+// Webhook endpoints over the real server process: the API (idempotent POSTs, secrets shown at
+// creation and rotation only, merchant scoping, problems), and the whole path from a settle to a
+// signed webhook at a real receiver, verified with the standardwebhooks package.
+import { assert, layer } from "@effect/vitest"
+import { enqueueFromOutbox, eventually, startReceiver } from "@pay/webhooks/test-support"
+import { decodeRows } from "@pay/infra"
+import { fingerprintRequest } from "@pay/idempotency"
+import { shortId, testRun } from "@pay/testkit"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { Webhook } from "standardwebhooks"
+import { type Answer, call, jsonOf, stringField } from "./support/Http.ts"
+import { freePort } from "./support/ServerProcess.ts"
+import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+const metricsPort = await Effect.runPromise(freePort)
+const Live = testServerLayer({
+  env: {
+    WEBHOOK_ALLOW_LOOPBACK_HTTP: "true",
+    WEBHOOK_POLL_INTERVAL_MS: "50",
+    WEBHOOK_RETRY_SCHEDULE_MS: "0,0,0",
+    WEBHOOK_TIMEOUT_MS: "2000",
+    METRICS_PORT: String(metricsPort),
+    // The webhooks consumer (and the settlement one) run in this server, on topics of its own
+    // (under the run's prefix, removed with it): other servers' events never reach this database.
+    CONSUMERS_ENABLED: "true",
+    KAFKA_TOPIC_PREFIX: `${testRun().kafkaTopicPrefix}${shortId()}.`
+  }
+})
+
+const request = (m: TestMerchant, method: string, path: string, options: { readonly json?: unknown; readonly key?: string } = {}) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    return yield* server.request(method, path, {
+      apiKey: m.apiKey,
+      ...(method === "POST" ? { idempotencyKey: options.key ?? newKey("wh") } : {}),
+      ...(options.json === undefined ? {} : { json: options.json })
+    })
+  })
+
+const describe = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+
+layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpoints API (real server process)", (it) => {
+  it.effect("create shows the secret once (a replay repeats the same bytes); reads never show it; refusals are problems; another merchant sees 404", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Webhooks A")
+      const other = yield* createMerchant("Webhooks B")
+      const key = newKey("create")
+      const body = { url: "https://merchant.example/hooks", event_types: ["payment_settled"], description: "prod" }
+      const created = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(created.status, 201, describe(created))
+      assert.match(stringField(created, "secret"), /^whsec_[A-Za-z0-9+/]{43}=$/)
+      const replay = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(replay.text, created.text)
+      assert.strictEqual(replay.headers.get("idempotent-replayed"), "true")
+      const id = stringField(created, "id")
+      const read = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(read.status, 200)
+      assert.notProperty(jsonOf(read), "secret")
+      const list = yield* request(m, "GET", "/v1/webhook_endpoints")
+      assert.strictEqual((jsonOf(list)["data"] as ReadonlyArray<unknown>).length, 1)
+      assert.notInclude(list.text, "whsec_")
+
+      const unsafe = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://169.254.169.254/", event_types: ["*"] } })
+      assert.deepStrictEqual([unsafe.status, jsonOf(unsafe)["code"], jsonOf(unsafe)["field"]], [400, "invalid_request", "url"])
+      const badType = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://merchant.example/", event_types: ["payment_refunded"] } })
+      assert.deepStrictEqual([badType.status, jsonOf(badType)["code"]], [400, "invalid_request"])
+      const theirs = yield* request(other, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.deepStrictEqual([theirs.status, jsonOf(theirs)["code"]], [404, "webhook_endpoint_not_found"])
+      const disableTheirs = yield* request(other, "POST", `/v1/webhook_endpoints/${id}/disable`)
+      assert.deepStrictEqual([disableTheirs.status, jsonOf(disableTheirs)["code"]], [404, "webhook_endpoint_not_found"])
+
+      const badStatus = yield* request(m, "GET", `/v1/webhook_endpoints/${id}/deliveries?status=lost`)
+      assert.deepStrictEqual([badStatus.status, jsonOf(badStatus)["code"], jsonOf(badStatus)["field"]], [400, "invalid_request", "status"])
+      const badLimit = yield* request(m, "GET", `/v1/webhook_endpoints/${id}/deliveries?limit=0`)
+      assert.deepStrictEqual([badLimit.status, jsonOf(badLimit)["field"]], [400, "limit"])
+      const noDelivery = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/deliveries/00000000-0000-4000-8000-000000000000/redeliver`)
+      assert.deepStrictEqual([noDelivery.status, jsonOf(noDelivery)["code"]], [404, "webhook_delivery_not_found"])
+
+      const updated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}`, { json: { event_types: ["*"] } })
+      assert.deepStrictEqual(jsonOf(updated)["event_types"], ["*"])
+      const disabled = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/disable`)
+      assert.deepStrictEqual([jsonOf(disabled)["status"], jsonOf(disabled)["disabled_reason"]], ["disabled", "merchant"])
+      const rotated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/rotate_secret`, { json: { expires_in_ms: 0 } })
+      assert.notStrictEqual(stringField(rotated, "secret"), stringField(created, "secret"))
+      const deleted = yield* request(m, "DELETE", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(deleted.status, 200)
+      const gone = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
+      assert.strictEqual(gone.status, 404)
+    }))
+
+  it.effect("create → authorize → settle: through the outbox, Kafka and the webhooks consumer, three signed webhooks in order at the receiver; deliveries and attempts listed; a redelivery resends the same id", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 200 }))
+      const m = yield* createMerchant("Webhooks E2E")
+      const created = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: receiver.url, event_types: ["*"] } })
+      assert.strictEqual(created.status, 201, describe(created))
+      const endpointId = stringField(created, "id")
+      const secret = stringField(created, "secret")
+      const payment = yield* createPayment(m, newKey("pay"))
+      const paymentId = stringField(payment, "id")
+      assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/authorize`)).status, 200)
+      assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/settle`)).status, 200)
+
+      // outbox → Kafka → the server's webhooks consumer (queues in its record transaction) → the sender.
+      yield* eventually("three webhooks", () => receiver.received.length >= 3, 60_000)
+      const types = receiver.received.map((r) => {
+        const verified = new Webhook(secret).verify(r.body, { "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature })
+        return (verified as { readonly type: string }).type
+      })
+      assert.deepStrictEqual(types, ["payment_created", "payment_authorized", "payment_settled"])
+
+      // The receiver answered; the sender records each outcome right after (poll the API for it).
+      type Row = { readonly id: string; readonly status: string; readonly event_id: string }
+      let rows: ReadonlyArray<Row> = []
+      for (let poll = 0; poll < 100; poll++) {
+        const deliveries = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries`)
+        rows = jsonOf(deliveries)["data"] as ReadonlyArray<Row>
+        if (rows.length === 3 && rows.every((row) => row.status === "delivered")) break
+        yield* Effect.sleep("100 millis")
+      }
+      assert.deepStrictEqual(rows.map((row) => row.status), ["delivered", "delivered", "delivered"])
+      const settled = rows.find((row) => row.event_id === receiver.received[2]?.id)
+      if (settled === undefined) return assert.fail("the settled event's delivery is listed")
+      const detail = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries/${settled.id}`)
+      const attempts = jsonOf(detail)["attempts"] as ReadonlyArray<{ readonly outcome: string; readonly response_status: number }>
+      assert.deepStrictEqual(attempts.map((a) => [a.outcome, a.response_status]), [["delivered", 200]])
+
+      const again = yield* request(m, "POST", `/v1/webhook_endpoints/${endpointId}/deliveries/${settled.id}/redeliver`)
+      assert.strictEqual(again.status, 200, describe(again))
+      yield* eventually("the redelivery", () => receiver.received.length === 4, 30_000)
+      assert.strictEqual(receiver.received[3]?.id, settled.event_id, "a redelivery carries the same webhook-id")
+      assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
+      assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
+      const metrics = yield* call(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics")
+      for (const name of ["webhook_attempts_total", "webhook_attempt_latency_ms", "webhook_oldest_pending_age_ms"]) assert.include(metrics.text, name)
+    })))
+
+  it.effect("a webhook POST whose server died mid-request is finished by the completer; the client's retry gets its answer, secret included", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Webhooks completer")
+      const sql = yield* SqlClient.SqlClient
+      const key = newKey("abandoned")
+      const body = { url: "https://merchant.example/completer", event_types: ["*"] }
+      // What a server that died inside the create's transaction leaves: the key, its stored
+      // operation, nothing done (recovery point `started`), its lease gone long ago.
+      const operation = { _tag: "webhook_endpoint_create", ...body }
+      const requestFingerprint = fingerprintRequest({ method: "POST", path: "/v1/webhook_endpoints", body })
+      yield* sql`
+        INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+                                      request_body, operation, created_at, last_run_at)
+        VALUES (gen_random_uuid(), ${m.merchantId}, ${key}, 'POST', '/v1/webhook_endpoints', ${requestFingerprint},
+                ${JSON.stringify(body)}::jsonb, ${JSON.stringify(operation)}::jsonb,
+                clock_timestamp() - interval '1 hour', clock_timestamp() - interval '1 hour')`
+      const finished = decodeRows(Schema.Struct({ finished: Schema.Boolean }))
+      let done = false
+      for (let poll = 0; poll < 150 && !done; poll++) {
+        const [row] = yield* finished(sql`SELECT finished_at IS NOT NULL AS finished FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`)
+        done = row?.finished === true
+        if (!done) yield* Effect.sleep("200 millis")
+      }
+      assert.isTrue(done, "the completer finished the key")
+      const retry = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
+      assert.strictEqual(retry.status, 201, describe(retry))
+      assert.strictEqual(retry.headers.get("idempotent-replayed"), "true")
+      assert.match(stringField(retry, "secret"), /^whsec_/)
+      const list = yield* request(m, "GET", "/v1/webhook_endpoints")
+      assert.deepStrictEqual((jsonOf(list)["data"] as ReadonlyArray<{ readonly id: string }>).map((e) => e.id), [stringField(retry, "id")])
+    }))
+})

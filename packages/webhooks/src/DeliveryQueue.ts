@@ -1,0 +1,194 @@
+import { encodePaymentEvent, type PaymentEvent } from "@pay/domain"
+import { decodeRows } from "@pay/infra"
+import { Effect, Option, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
+import type { Decision } from "./RetryPolicy.ts"
+import type { SendResult } from "./Sender.ts"
+
+/** An event to deliver: its id (the outbox row's, `ce_id` on Kafka) and the decoded event. */
+export interface DeliverableEvent {
+  readonly eventId: string
+  readonly event: PaymentEvent
+}
+
+/**
+ * The body a merchant receives, as exact bytes: `{"id","type","timestamp","data"}` where `data` is
+ * the event as published (money as integer minor units). Built once per event and stored with
+ * each delivery: every attempt signs and sends these bytes, never a re-serialisation.
+ */
+export const webhookBody = ({ eventId, event }: DeliverableEvent): string =>
+  JSON.stringify({ id: eventId, type: event.type, timestamp: encodePaymentEvent(event).occurred_at, data: encodePaymentEvent(event) })
+
+const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
+
+/**
+ * One delivery row per enabled endpoint of the event's merchant that subscribes to its type (or
+ * to `*`), in the CALLER's transaction (the consumer's per-record transaction: the rows commit
+ * with its processed_events row and offset, or not at all). A redelivered or replayed event
+ * creates nothing new (`UNIQUE (endpoint_id, event_id)`). Returns how many rows were created.
+ */
+export const enqueueDeliveries = (input: DeliverableEvent, firstDelay_ms = 0): Effect.Effect<number, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // Outside a transaction a crash between the consumer's effect and its bookkeeping could lose
+    // or double rows: always a bug in the caller.
+    if (Option.isNone(yield* Effect.serviceOption(sql.transactionService))) {
+      return yield* Effect.die(new Error("enqueueDeliveries must run inside the consumer's transaction"))
+    }
+    const body = webhookBody(input)
+    if (Buffer.byteLength(body, "utf8") > WEBHOOK_BODY_BYTES_MAX) {
+      return yield* Effect.die(new Error(`webhook body of event ${input.eventId} is over ${WEBHOOK_BODY_BYTES_MAX} bytes`))
+    }
+    const { event } = input
+    const created = yield* idRows(sql`
+      INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body, next_attempt_at)
+      SELECT gen_random_uuid(), e.id, e.merchant_id, ${input.eventId}::uuid, ${event.type}, ${event.payment_id}, ${event.version}, ${body},
+             clock_timestamp() + ${firstDelay_ms}::double precision * interval '1 millisecond'
+      FROM webhook_endpoints e
+      WHERE e.merchant_id = ${event.merchant_id} AND e.status = 'enabled' AND e.deleted_at IS NULL
+        AND e.event_types && ARRAY['*', ${event.type}]::text[]
+      ON CONFLICT (endpoint_id, event_id) DO NOTHING
+      RETURNING id`)
+    return created.length
+  }).pipe(Effect.withSpan("webhooks.enqueueDeliveries", { attributes: { event_id: input.eventId } }))
+
+/** A delivery a sender holds the lease of, with everything it needs to send. */
+export const ClaimedDelivery = Schema.Struct({
+  id: Schema.String,
+  endpoint_id: Schema.String,
+  merchant_id: Schema.String,
+  url: Schema.String,
+  event_id: Schema.String,
+  body: Schema.String,
+  attempt_count: Schema.Int,
+  round_attempt_count: Schema.Int,
+  lease_token: Schema.String,
+  webhook_timestamp: Schema.BigInt,
+  secrets: Schema.Array(Schema.String)
+})
+export type ClaimedDelivery = typeof ClaimedDelivery.Type
+const claimedRows = decodeRows(ClaimedDelivery)
+
+/**
+ * Takes up to `limit` due deliveries and a lease of `lease_ms` on each, and records the attempt
+ * as started (committed before anything is sent: a crash mid-request leaves the attempt visible,
+ * and the expired lease lets another sender resend the same bytes with the same webhook-id).
+ *
+ * Ordering: a delivery is due only when no delivery of a lower payment version for the same
+ * endpoint and payment is still pending (being retried, or leased). So a payment's events reach
+ * an endpoint in order; a delivery that is given up (failed) lets the next one go.
+ */
+export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<ReadonlyArray<ClaimedDelivery>, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(claimedRows(sql`
+      WITH due AS (
+        SELECT d.id FROM webhook_deliveries d
+        JOIN webhook_endpoints e ON e.id = d.endpoint_id
+        -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
+        -- there, visible as pending, instead of failing every claim.
+        WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
+          AND e.status = 'enabled' AND e.deleted_at IS NULL
+          AND NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries p
+            WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id
+              AND p.status = 'pending' AND p.payment_version < d.payment_version)
+        ORDER BY d.next_attempt_at
+        LIMIT ${limit}
+        FOR UPDATE OF d SKIP LOCKED
+      ), leased AS (
+        UPDATE webhook_deliveries d
+        SET lease_token = gen_random_uuid(),
+            lease_expires_at = clock_timestamp() + ${lease_ms}::double precision * interval '1 millisecond',
+            attempt_count = d.attempt_count + 1, round_attempt_count = d.round_attempt_count + 1
+        FROM due WHERE d.id = due.id
+        RETURNING d.id, d.endpoint_id, d.merchant_id, d.event_id, d.body, d.attempt_count, d.round_attempt_count, d.lease_token
+      ), started AS (
+        INSERT INTO webhook_attempts (delivery_id, attempt_number, webhook_timestamp)
+        SELECT id, attempt_count, floor(extract(epoch FROM clock_timestamp()))::bigint FROM leased
+        RETURNING delivery_id, webhook_timestamp
+      )
+      SELECT l.id, l.endpoint_id, l.merchant_id, e.url, l.event_id::text AS event_id, l.body, l.attempt_count, l.round_attempt_count,
+             l.lease_token::text AS lease_token, s.webhook_timestamp,
+             ARRAY(SELECT k.secret FROM webhook_endpoint_secrets k
+                   WHERE k.endpoint_id = l.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
+                   ORDER BY k.created_at DESC) AS secrets
+      FROM leased l JOIN started s ON s.delivery_id = l.id JOIN webhook_endpoints e ON e.id = l.endpoint_id`))
+  }).pipe(Effect.withSpan("webhooks.claimDeliveries"))
+
+const truncate = (text: string, length_max: number) => (text.length <= length_max ? text : text.slice(0, length_max))
+
+const streakRows = decodeRows(Schema.Struct({ overdue: Schema.Boolean }))
+const disabledRows = decodeRows(Schema.Struct({ id: Schema.String, merchant_id: Schema.String, disabled_reason: Schema.String }))
+
+/** What completing an attempt changed about the endpoint (for the log and the metric). */
+export type EndpointChange = { readonly _tag: "None" } | { readonly _tag: "Disabled"; readonly reason: "gone" | "failing" }
+
+/**
+ * Records the attempt's result and applies the decision, in one transaction. The delivery is
+ * updated only while this sender still holds its lease (otherwise another sender took over: only
+ * the attempt row is completed). The endpoint's failure streak starts at its first failed
+ * attempt and ends at a success; a streak longer than `disableAfterFailing_ms` disables it.
+ */
+export const completeAttempt = (
+  claimed: ClaimedDelivery,
+  result: SendResult,
+  decision: Decision,
+  disableAfterFailing_ms: number
+): Effect.Effect<EndpointChange, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const outcome = decision._tag === "Delivered" ? "delivered" : decision._tag === "Gone" ? "gone" : decision._tag === "Retry" ? "retry" : "failed"
+    const status = result._tag === "Answered" ? result.status : null
+    const error = result._tag === "Unanswered" ? truncate(result.error, 2_000) : null
+    const excerpt = result._tag === "Answered" ? result.excerpt : null
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      // Not waiting for the WAL flush: a crash can lose the last few hundred ms of outcomes, and
+      // then those deliveries are sent again with the same webhook-id (at-least-once, which the
+      // receiver deduplicates anyway). The attempt's start (the claim) is flushed.
+      yield* sql`SET LOCAL synchronous_commit = off`
+      yield* sql`
+        UPDATE webhook_attempts SET outcome = ${outcome}, response_status = ${status}, latency_ms = ${result.latency_ms},
+               response_body_excerpt = ${excerpt}, error = ${error}, finished_at = clock_timestamp()
+        WHERE delivery_id = ${claimed.id} AND attempt_number = ${claimed.attempt_count}`
+      const deliveryState = decision._tag === "Retry"
+        ? sql`status = 'pending', next_attempt_at = clock_timestamp() + ${decision.delay_ms}::double precision * interval '1 millisecond'`
+        : decision._tag === "Delivered"
+        ? sql`status = 'delivered', finished_at = clock_timestamp()`
+        : sql`status = 'failed', failed_reason = ${decision._tag === "Gone" ? "gone" : "exhausted"}, finished_at = clock_timestamp()`
+      yield* sql`
+        UPDATE webhook_deliveries SET ${deliveryState}, lease_token = NULL, lease_expires_at = NULL,
+               last_response_status = ${status}, last_error = ${error}
+        WHERE id = ${claimed.id} AND lease_token = ${claimed.lease_token}::uuid`
+      return yield* endpointHealth(sql, claimed.endpoint_id, decision, disableAfterFailing_ms)
+    }))
+  }).pipe(Effect.withSpan("webhooks.completeAttempt"))
+
+const endpointHealth = (sql: SqlClient.SqlClient, endpointId: string, decision: Decision, disableAfterFailing_ms: number) =>
+  Effect.gen(function* () {
+    if (decision._tag === "Delivered") {
+      yield* sql`UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ${endpointId} AND failing_since IS NOT NULL`
+      return { _tag: "None" } satisfies EndpointChange
+    }
+    if (decision._tag === "Gone") {
+      const disabled = yield* disabledRows(sql`
+        UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'gone', disabled_at = clock_timestamp(),
+               failing_since = COALESCE(failing_since, clock_timestamp()), updated_at = clock_timestamp()
+        WHERE id = ${endpointId} AND status = 'enabled'
+        RETURNING id, merchant_id, disabled_reason`)
+      return disabled.length === 0 ? ({ _tag: "None" } satisfies EndpointChange) : ({ _tag: "Disabled", reason: "gone" } satisfies EndpointChange)
+    }
+    const [streak] = yield* streakRows(sql`
+      UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, clock_timestamp())
+      WHERE id = ${endpointId}
+      RETURNING failing_since <= clock_timestamp() - ${disableAfterFailing_ms}::double precision * interval '1 millisecond' AS overdue`)
+    if (streak === undefined || !streak.overdue) return { _tag: "None" } satisfies EndpointChange
+    const disabled = yield* disabledRows(sql`
+      UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'failing', disabled_at = clock_timestamp(), updated_at = clock_timestamp()
+      WHERE id = ${endpointId} AND status = 'enabled'
+      RETURNING id, merchant_id, disabled_reason`)
+    return disabled.length === 0 ? ({ _tag: "None" } satisfies EndpointChange) : ({ _tag: "Disabled", reason: "failing" } satisfies EndpointChange)
+  })

@@ -1,0 +1,183 @@
+import { decodeRow } from "@pay/infra"
+import { PgClient } from "@effect/sql-pg"
+import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { claimDeliveries, type ClaimedDelivery, completeAttempt } from "./DeliveryQueue.ts"
+import {
+  assertSenderOptions,
+  defaultSenderOptions,
+  SenderConfig,
+  type SenderOptions,
+  webhookAttemptFailures,
+  webhookAttempts,
+  webhookDeliveriesExhausted,
+  webhookEndpointsDisabled,
+  webhookLatency,
+  webhookOldestPendingAge
+} from "./Model.ts"
+import { decide } from "./RetryPolicy.ts"
+import { send } from "./Sender.ts"
+import { webhookHeaders } from "./Signing.ts"
+
+/**
+ * A sender's lease on a delivery: the request's timeout, plus time to record the result. A sender
+ * that dies (or hangs) longer than this loses the delivery to another sender, which sends the same
+ * bytes with the same `webhook-id` again (the receiver deduplicates on it).
+ */
+export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
+
+const oldestPendingRow = decodeRow(Schema.Struct({ age_ms: Schema.Number }))
+const METRICS_INTERVAL_MS = 5_000
+const LISTEN_RETRY_MS = 1_000
+const CLAIM_BACKOFF_MS_MAX = 30_000
+/** The channel migrations/0030_webhooks.sql NOTIFYs after a commit that queued deliveries. */
+export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
+
+/**
+ * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending
+ * one is due), sends each with a bounded timeout, records the attempt, and schedules the retry or
+ * gives up. At most `concurrency` requests are in flight; a free slot is filled at once, so a
+ * slow receiver does not hold back the others. On shutdown (SIGTERM) the loop stops claiming and
+ * the requests in flight finish (bounded by the timeout); a crash instead leaves them to be sent
+ * again once their leases expire (at-least-once; same webhook-id).
+ */
+export class WebhookSender extends Context.Service<WebhookSender, {
+  /** Sends one claimed delivery and records its outcome (exported for tests and tools). */
+  readonly deliver: (claimed: ClaimedDelivery) => Effect.Effect<void>
+  /** Claims and delivers until nothing is due (bounded by `rounds_max`); returns how many were sent. */
+  readonly drain: (rounds_max: number) => Effect.Effect<number>
+  readonly options: SenderOptions
+}>()("webhooks/WebhookSender") {
+  static readonly layerWith = (options: SenderOptions) =>
+    Layer.effect(WebhookSender, Effect.gen(function* () {
+      assertSenderOptions(options)
+      const sql = yield* SqlClient.SqlClient
+      const deliver = (claimed: ClaimedDelivery) => deliverOne(options, claimed).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      const drain = (rounds_max: number) =>
+        Effect.gen(function* () {
+          let sent = 0
+          for (let round = 0; round < rounds_max; round++) {
+            const claimed = yield* claimDeliveries(options.batchSize, leaseOf_ms(options.timeout_ms))
+            if (claimed.length === 0) break
+            yield* Effect.forEach(claimed, deliver, { concurrency: options.concurrency, discard: true })
+            sent += claimed.length
+          }
+          return sent
+        }).pipe(
+          Effect.provideService(SqlClient.SqlClient, sql),
+          Effect.catchCause((cause) => Effect.logWarning("webhook drain failed", cause).pipe(Effect.as(0)))
+        )
+      return WebhookSender.of({ deliver, drain, options })
+    }))
+
+  static readonly layer = Layer.unwrap(Effect.map(SenderConfig, (options) => WebhookSender.layerWith(options)))
+  static readonly defaults = defaultSenderOptions
+}
+
+const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
+  Effect.gen(function* () {
+    const headers = webhookHeaders(claimed.secrets, claimed.event_id, Number(claimed.webhook_timestamp), claimed.body)
+    const result = yield* send({ url: claimed.url, headers, body: claimed.body, timeout_ms: options.timeout_ms, allowLoopbackHttp: options.allowLoopbackHttp })
+    yield* Metric.update(webhookAttempts, 1)
+    yield* Metric.update(webhookLatency, result.latency_ms)
+    const decision = decide(result, claimed.round_attempt_count, options, Math.random())
+    if (decision._tag !== "Delivered") yield* Metric.update(webhookAttemptFailures, 1)
+    if (decision._tag === "Exhausted" || decision._tag === "Gone") yield* Metric.update(webhookDeliveriesExhausted, 1)
+    const change = yield* completeAttempt(claimed, result, decision, options.disableAfterFailing_ms)
+    yield* Effect.logDebug("webhook attempt", {
+      outcome: decision._tag,
+      status: result._tag === "Answered" ? result.status : null,
+      latency_ms: result.latency_ms
+    })
+    if (change._tag === "Disabled") {
+      yield* Metric.update(webhookEndpointsDisabled, 1)
+      yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: claimed.url })
+    }
+  }).pipe(
+    Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
+    // The lease bounds a failure here: the delivery is sent again once it expires.
+    Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.logWarning("webhook attempt could not be recorded; it is resent after its lease", cause)
+    ),
+    Effect.withSpan("webhooks.deliver")
+  )
+
+/** LISTEN on a connection of its own; each notification drops a token into `wake`. Re-listens after a bounded pause. */
+const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
+  Effect.forever(
+    Effect.scoped(Effect.gen(function* () {
+      const notifications = yield* pg.listen(WEBHOOK_NOTIFY_CHANNEL)
+      // Deliveries committed while nobody listened sent their NOTIFY to nobody.
+      yield* Queue.offer(wake, undefined)
+      while (true) {
+        yield* Queue.take(notifications)
+        yield* Queue.offer(wake, undefined)
+      }
+    })).pipe(
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.interrupt
+          : Effect.logWarning("LISTEN webhook_deliveries lost; polling until it is back", cause).pipe(Effect.andThen(Effect.sleep(LISTEN_RETRY_MS))))
+    )
+  )
+
+/**
+ * The sender's loop, as a scoped layer (inside the server, or `node packages/webhooks/src/main.ts`):
+ * keeps `concurrency` requests in flight, polls every `pollInterval_ms` when nothing is due, and
+ * refreshes the oldest-pending gauge. Needs `WebhookSender` and `SqlClient`.
+ */
+export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
+  const sender = yield* WebhookSender
+  const sql = yield* SqlClient.SqlClient
+  const { options } = sender
+  let inFlight = 0
+  // A token whenever a request finishes (a slot is free, and the next event of its payment may
+  // have become due) or deliveries were queued (NOTIFY). A sliding queue of one: a burst wakes
+  // the loop once.
+  const finished = yield* Queue.sliding<void>(1)
+  const lease_ms = leaseOf_ms(options.timeout_ms)
+  const round = Effect.gen(function* () {
+    const free = options.concurrency - inFlight
+    if (free <= 0) return { claimed: 0, full: true }
+    const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms)
+    for (const delivery of claimed) {
+      inFlight++
+      // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
+      // timeout_ms) and are recorded, rather than being resent by another sender after the lease.
+      yield* Effect.forkScoped(sender.deliver(delivery).pipe(
+        Effect.uninterruptible,
+        Effect.ensuring(Effect.sync(() => {
+          inFlight--
+        }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
+      ))
+    }
+    return { claimed: claimed.length, full: inFlight >= options.concurrency, failed: false }
+  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
+  const loop = Effect.gen(function* () {
+    let failures = 0
+    while (true) {
+      const { claimed, full, failed } = yield* round
+      failures = failed ? failures + 1 : 0
+      // The database does not answer: back off (bounded) instead of logging every poll.
+      if (failed) yield* Effect.sleep(Duration.millis(Math.min(CLAIM_BACKOFF_MS_MAX, options.pollInterval_ms * 2 ** Math.min(failures - 1, 10))))
+      // Every slot busy: wait for one. Nothing due: wait for a completion or the poll interval.
+      else if (full) yield* Queue.take(finished)
+      else if (claimed === 0) yield* Queue.take(finished).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)))
+    }
+  })
+  // LISTEN for new deliveries (a trigger NOTIFYs on commit): a queued event goes out at once
+  // instead of at the next poll. Needs a Postgres client; polling covers a lost connection.
+  const pg = yield* Effect.serviceOption(PgClient.PgClient)
+  if (Option.isSome(pg)) yield* Effect.forkScoped(listenForever(pg.value, finished))
+  // Deliveries of disabled or deleted endpoints wait by design and are left out.
+  const refreshGauge = oldestPendingRow(sql`
+    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS age_ms
+    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
+    Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms)),
+    Effect.catchCause((cause) => Effect.logWarning("webhook gauge refresh failed", cause))
+  )
+  yield* Effect.forkScoped(Effect.forever(refreshGauge.pipe(Effect.andThen(Effect.sleep(METRICS_INTERVAL_MS)))))
+  yield* Effect.forkScoped(loop.pipe(Effect.provideService(SqlClient.SqlClient, sql)))
+  yield* Effect.logInfo("webhook sender started", { concurrency: options.concurrency, timeout_ms: options.timeout_ms })
+}))

@@ -1,0 +1,221 @@
+import type { MerchantId } from "@pay/domain"
+import { decodeRow, decodeRows } from "@pay/infra"
+import { Context, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import type * as Statement from "effect/sql/Statement"
+import { randomUUID } from "node:crypto"
+import { WebhookEndpointNotFound, WebhookEndpointRefused } from "./Errors.ts"
+import {
+  AllowLoopbackHttpConfig,
+  DESCRIPTION_LENGTH_MAX,
+  ENDPOINTS_PER_MERCHANT_MAX,
+  EVENT_TYPES_MAX,
+  generateWebhookEndpointId,
+  SECRET_OVERLAP_MS_MAX,
+  WebhookEndpointId,
+  webhookEventTypes,
+  type WebhookEventType
+} from "./Model.ts"
+import { generateSecret } from "./Signing.ts"
+import { checkTargetUrl } from "./TargetUrl.ts"
+
+/** An endpoint as stored (never its secret). */
+export const EndpointRow = Schema.Struct({
+  id: WebhookEndpointId,
+  merchant_id: Schema.String,
+  url: Schema.String,
+  description: Schema.NullOr(Schema.String),
+  event_types: Schema.Array(Schema.Literals(webhookEventTypes)),
+  status: Schema.Literals(["enabled", "disabled"]),
+  disabled_reason: Schema.NullOr(Schema.Literals(["merchant", "gone", "failing"])),
+  disabled_at: Schema.NullOr(Schema.Date),
+  failing_since: Schema.NullOr(Schema.Date),
+  created_at: Schema.Date,
+  updated_at: Schema.Date
+})
+export type WebhookEndpoint = typeof EndpointRow.Type
+
+const endpointColumns = "id, merchant_id, url, description, event_types, status, disabled_reason, disabled_at, failing_since, created_at, updated_at"
+const endpointRows = decodeRows(EndpointRow)
+const countRow = decodeRow(Schema.Struct({ count: Schema.Int }))
+
+export interface EndpointFields {
+  readonly url: string
+  readonly event_types: ReadonlyArray<string>
+  readonly description?: string | null | undefined
+}
+
+/** The endpoint and its secret: the only time the secret is shown (creation and rotation). */
+export interface EndpointWithSecret {
+  readonly endpoint: WebhookEndpoint
+  readonly secret: string
+}
+
+export interface EndpointPage {
+  readonly data: ReadonlyArray<WebhookEndpoint>
+  readonly hasMore: boolean
+}
+
+type Refusal = WebhookEndpointRefused
+type Missing = WebhookEndpointNotFound
+
+/**
+ * Webhook endpoints of a merchant: register, list, read, update, disable / enable, delete (soft:
+ * deliveries keep their history), rotate the signing secret. Every query is scoped by the merchant.
+ * The checks here (URL rule, event types, sizes, the per-merchant limit) are repeated by the
+ * table's constraints (migrations/0030_webhooks.sql), except the URL's mode-dependent rule.
+ */
+export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
+  readonly create: (merchantId: MerchantId, fields: EndpointFields) => Effect.Effect<EndpointWithSecret, Refusal | SqlError>
+  readonly list: (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) => Effect.Effect<EndpointPage, SqlError>
+  readonly get: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
+  readonly update: (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) => Effect.Effect<WebhookEndpoint, Missing | Refusal | SqlError>
+  readonly disable: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
+  readonly enable: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
+  readonly remove: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
+  /** A new current secret; the old one keeps signing for `overlap_ms` (both signatures are sent). */
+  readonly rotateSecret: (merchantId: MerchantId, id: string, overlap_ms: number) => Effect.Effect<EndpointWithSecret, Missing | Refusal | SqlError>
+}>()("webhooks/WebhookEndpoints") {
+  /** `allowLoopbackHttp`: local and test mode only (see TargetUrl.ts). Needs `SqlClient`. */
+  static readonly layerWith = (options: { readonly allowLoopbackHttp: boolean }) =>
+    Layer.effect(WebhookEndpoints, makeEndpoints(options.allowLoopbackHttp))
+
+  /** Configured from `WEBHOOK_ALLOW_LOOPBACK_HTTP`. Needs `SqlClient`. */
+  static readonly layer = Layer.unwrap(Effect.map(AllowLoopbackHttpConfig, (allowLoopbackHttp) => WebhookEndpoints.layerWith({ allowLoopbackHttp })))
+}
+
+/** The code's checks of the fields (the table repeats them). */
+export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: boolean): Effect.Effect<void, Refusal> => {
+  if (fields.url !== undefined) {
+    const verdict = checkTargetUrl(fields.url, allowLoopbackHttp)
+    if (verdict._tag === "Refused") return Effect.fail(new WebhookEndpointRefused({ field: "url", reason: verdict.reason }))
+  }
+  if (fields.event_types !== undefined) {
+    const types = fields.event_types
+    if (types.length === 0 || types.length > EVENT_TYPES_MAX) {
+      return Effect.fail(new WebhookEndpointRefused({ field: "event_types", reason: `between 1 and ${EVENT_TYPES_MAX} event types` }))
+    }
+    const unknown = types.find((type) => !(webhookEventTypes as ReadonlyArray<string>).includes(type))
+    if (unknown !== undefined) {
+      return Effect.fail(new WebhookEndpointRefused({ field: "event_types", reason: `unknown event type ${JSON.stringify(unknown)}; one of ${webhookEventTypes.join(", ")}` }))
+    }
+  }
+  if (fields.description !== undefined && fields.description !== null && fields.description.length > DESCRIPTION_LENGTH_MAX) {
+    return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: `at most ${DESCRIPTION_LENGTH_MAX} characters` }))
+  }
+  return Effect.void
+}
+
+const uniqueTypes = (types: ReadonlyArray<string>): ReadonlyArray<WebhookEventType> =>
+  webhookEventTypes.filter((type) => types.includes(type))
+
+const helpers = (sql: SqlClient.SqlClient) => {
+  const one = (merchantId: MerchantId, id: string) => (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+    endpointRows(statement).pipe(
+      Effect.flatMap(([row]) => (row === undefined ? Effect.fail(new WebhookEndpointNotFound({ endpointId: id })) : Effect.succeed(row))),
+      Effect.annotateLogs({ merchant_id: merchantId, webhook_endpoint_id: id })
+    )
+  const insertSecret = (endpointId: string) =>
+    Effect.gen(function* () {
+      const secret = yield* generateSecret
+      yield* sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (${randomUUID()}, ${endpointId}, ${secret})`
+      return secret
+    })
+  return { one, insertSecret }
+}
+
+/** The writes that make a secret: creation and rotation. */
+const makeSecretWrites = (sql: SqlClient.SqlClient, allowLoopbackHttp: boolean) => {
+  const { one, insertSecret } = helpers(sql)
+  const create = Effect.fn("WebhookEndpoints.create")(function* (merchantId: MerchantId, fields: EndpointFields) {
+    yield* checkFields(fields, allowLoopbackHttp)
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      // Serializes this merchant's creations, so the limit below holds under concurrency.
+      yield* sql`SELECT id FROM merchants WHERE id = ${merchantId} FOR UPDATE`
+      const { count } = yield* countRow(sql`SELECT count(*)::int AS count FROM webhook_endpoints WHERE merchant_id = ${merchantId} AND deleted_at IS NULL`)
+      if (count >= ENDPOINTS_PER_MERCHANT_MAX) {
+        return yield* new WebhookEndpointRefused({ field: "url", reason: `at most ${ENDPOINTS_PER_MERCHANT_MAX} endpoints per merchant` })
+      }
+      const id = yield* generateWebhookEndpointId
+      const [endpoint] = yield* endpointRows(sql`
+        INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types)
+        VALUES (${id}, ${merchantId}, ${fields.url}, ${fields.description ?? null}, ${uniqueTypes(fields.event_types)}::text[])
+        RETURNING ${sql.literal(endpointColumns)}`)
+      if (endpoint === undefined) return yield* Effect.die(new Error("INSERT … RETURNING returned no row"))
+      const secret = yield* insertSecret(id)
+      return { endpoint, secret }
+    }))
+  })
+
+  const rotateSecret = Effect.fn("WebhookEndpoints.rotateSecret")(function* (merchantId: MerchantId, id: string, overlap_ms: number) {
+    if (!Number.isInteger(overlap_ms) || overlap_ms < 0 || overlap_ms > SECRET_OVERLAP_MS_MAX) {
+      return yield* new WebhookEndpointRefused({ field: "expires_in_ms", reason: `an integer between 0 and ${SECRET_OVERLAP_MS_MAX}` })
+    }
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      const endpoint = yield* one(merchantId, id)(sql`
+        SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
+        WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL FOR UPDATE`)
+      yield* sql`
+        UPDATE webhook_endpoint_secrets SET expires_at = clock_timestamp() + ${overlap_ms}::double precision * interval '1 millisecond'
+        WHERE endpoint_id = ${id} AND expires_at IS NULL`
+      const secret = yield* insertSecret(id)
+      return { endpoint, secret }
+    }))
+  })
+  return { create, rotateSecret }
+}
+
+const makeEndpoints = (allowLoopbackHttp: boolean) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const { one } = helpers(sql)
+    const { create, rotateSecret } = makeSecretWrites(sql, allowLoopbackHttp)
+    const list = Effect.fn("WebhookEndpoints.list")(function* (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) {
+      const after = page.startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${page.startingAfter} AND merchant_id = ${merchantId})`
+      const rows = yield* endpointRows(sql`
+        SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
+        WHERE merchant_id = ${merchantId} AND deleted_at IS NULL ${after}
+        ORDER BY created_at, id LIMIT ${page.limit + 1}`)
+      return { data: rows.slice(0, page.limit), hasMore: rows.length > page.limit }
+    })
+
+    const get = (merchantId: MerchantId, id: string) =>
+      one(merchantId, id)(sql`
+        SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
+        WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL`)
+
+    const set = (merchantId: MerchantId, id: string, assignments: Statement.Fragment) =>
+      one(merchantId, id)(sql`
+        UPDATE webhook_endpoints SET ${assignments}, updated_at = clock_timestamp()
+        WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL
+        RETURNING ${sql.literal(endpointColumns)}`)
+
+    const update = Effect.fn("WebhookEndpoints.update")(function* (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) {
+      yield* checkFields(fields, allowLoopbackHttp)
+      const current = yield* get(merchantId, id)
+      return yield* set(merchantId, id, sql`
+        url = ${fields.url ?? current.url},
+        event_types = ${fields.event_types === undefined ? current.event_types : uniqueTypes(fields.event_types)}::text[],
+        description = ${fields.description === undefined ? current.description : fields.description}`)
+    })
+
+    const disable = (merchantId: MerchantId, id: string) =>
+      set(merchantId, id, sql`status = 'disabled', disabled_reason = 'merchant', disabled_at = COALESCE(disabled_at, clock_timestamp())`).pipe(
+        Effect.withSpan("WebhookEndpoints.disable")
+      )
+
+    /** Enabling forgets the failure streak: the next failure starts a new one. */
+    const enable = (merchantId: MerchantId, id: string) =>
+      set(merchantId, id, sql`status = 'enabled', disabled_reason = NULL, disabled_at = NULL, failing_since = NULL`).pipe(
+        Effect.withSpan("WebhookEndpoints.enable")
+      )
+
+    /** Deleted endpoints keep their deliveries' history, not their secrets. */
+    const remove = (merchantId: MerchantId, id: string) =>
+      sql.withTransaction(set(merchantId, id, sql`deleted_at = clock_timestamp()`).pipe(
+        Effect.tap(() => sql`DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = ${id}`)
+      )).pipe(Effect.withSpan("WebhookEndpoints.remove"))
+
+    return WebhookEndpoints.of({ create, list, get, update, disable, enable, remove, rotateSecret })
+  })

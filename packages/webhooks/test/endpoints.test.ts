@@ -1,0 +1,157 @@
+import { assert, layer } from "@effect/vitest"
+import { makeTestDatabase } from "@pay/testkit"
+import { Effect, Exit, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { Webhook, WebhookVerificationError } from "standardwebhooks"
+import { WebhookSender } from "../src/DeliveryWorker.ts"
+import { WebhookDeliveries } from "../src/Deliveries.ts"
+import { WebhookEndpoints } from "../src/Endpoints.ts"
+import { defaultSenderOptions, ENDPOINTS_PER_MERCHANT_MAX } from "../src/Model.ts"
+import { secretPattern } from "../src/Signing.ts"
+import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
+import { type Received, startReceiver } from "./support/Receiver.ts"
+
+const TestLayer = Layer.mergeAll(
+  WebhookEndpoints.layerWith({ allowLoopbackHttp: true }),
+  WebhookDeliveries.layer,
+  WebhookSender.layerWith({ ...defaultSenderOptions, timeout_ms: 1_000, allowLoopbackHttp: true })
+).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 6 })))
+
+const headersOf = (r: Received) => ({ "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature })
+
+/** The SQLSTATE the database refused a statement with (the driver keeps it on the reason's cause). */
+const refusal = (statement: Effect.Effect<unknown, SqlError>) =>
+  Effect.flip(statement).pipe(
+    Effect.map((error) => {
+      const cause: unknown = error.reason.cause
+      return typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string" ? cause.code : error.message
+    }),
+    Effect.catchCause(() => Effect.succeed("the statement succeeded"))
+  )
+
+layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgres)", (it) => {
+  it.effect("register, list, read, update, disable, enable, delete; the secret is returned only at creation and rotation", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const other = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const { endpoint, secret } = yield* endpoints.create(merchantId, { url: "https://merchant.example/hooks", event_types: ["payment_settled", "payment_settled"], description: "prod" })
+      assert.match(secret, secretPattern)
+      assert.deepStrictEqual(endpoint.event_types, ["payment_settled"])
+      assert.notProperty(endpoint, "secret")
+      assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 1)
+      assert.strictEqual((yield* endpoints.list(other, { limit: 10 })).data.length, 0, "another merchant sees nothing")
+      const notOurs = yield* Effect.exit(endpoints.get(other, endpoint.id))
+      assert.isTrue(Exit.isFailure(notOurs))
+      const updated = yield* endpoints.update(merchantId, endpoint.id, { event_types: ["*"] })
+      assert.deepStrictEqual([updated.event_types, updated.url], [["*"], "https://merchant.example/hooks"])
+      assert.strictEqual((yield* endpoints.disable(merchantId, endpoint.id)).disabled_reason, "merchant")
+      assert.strictEqual((yield* endpoints.enable(merchantId, endpoint.id)).status, "enabled")
+      yield* endpoints.remove(merchantId, endpoint.id)
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(endpoints.get(merchantId, endpoint.id))))
+      const sql = yield* SqlClient.SqlClient
+      const secrets = yield* sql`SELECT 1 FROM webhook_endpoint_secrets WHERE endpoint_id = ${endpoint.id}`
+      assert.strictEqual(secrets.length, 0, "a deleted endpoint's secrets are gone")
+      assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 0)
+    }))
+
+  it.effect("the code refuses unsafe URLs, unknown event types and more endpoints than the limit", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      for (const url of ["http://merchant.example/", "https://169.254.169.254/", "https://10.1.2.3/", "gopher://x"]) {
+        const refused = yield* Effect.flip(endpoints.create(merchantId, { url, event_types: ["*"] }))
+        assert.strictEqual(refused._tag, "WebhookEndpointRefused", url)
+      }
+      const unknownType = yield* Effect.flip(endpoints.create(merchantId, { url: "https://merchant.example/", event_types: ["payment_refunded"] }))
+      assert.strictEqual(unknownType._tag, "WebhookEndpointRefused")
+      for (let i = 0; i < ENDPOINTS_PER_MERCHANT_MAX; i++) yield* endpoints.create(merchantId, { url: `https://merchant.example/${i}`, event_types: ["*"] })
+      const over = yield* Effect.flip(endpoints.create(merchantId, { url: "https://merchant.example/over", event_types: ["*"] }))
+      assert.strictEqual(over._tag, "WebhookEndpointRefused")
+    }))
+
+  it.effect("rotation: while the old secret overlaps, each request carries both signatures and either secret verifies; after it, only the new one", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 200 }))
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const sender = yield* WebhookSender
+      const sql = yield* SqlClient.SqlClient
+      const { endpoint, secret: oldSecret } = yield* endpoints.create(merchantId, { url: receiver.url, event_types: ["*"] })
+      const { secret: newSecret } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 60_000)
+      assert.notStrictEqual(newSecret, oldSecret)
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      yield* sender.drain(5)
+      const [during] = receiver.received
+      if (during === undefined) return assert.fail("nothing received")
+      assert.strictEqual(during.signature.split(" ").length, 2)
+      new Webhook(oldSecret).verify(during.body, headersOf(during))
+      new Webhook(newSecret).verify(during.body, headersOf(during))
+      // The overlap ends (as if its time had passed).
+      yield* sql`UPDATE webhook_endpoint_secrets SET expires_at = created_at WHERE endpoint_id = ${endpoint.id} AND expires_at IS NOT NULL`
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      yield* sender.drain(5)
+      const [, after] = receiver.received
+      if (after === undefined) return assert.fail("nothing received after the overlap")
+      assert.strictEqual(after.signature.split(" ").length, 1)
+      new Webhook(newSecret).verify(after.body, headersOf(after))
+      assert.throws(() => new Webhook(oldSecret).verify(after.body, headersOf(after)), WebhookVerificationError)
+    })))
+
+  it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, bad secret, two current secrets", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const other = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const sql = yield* SqlClient.SqlClient
+      const { endpoint } = yield* endpoints.create(merchantId, { url: "https://merchant.example/", event_types: ["*"] })
+      const event = paymentEvent(merchantId, yield* newPaymentId, 1)
+      assert.strictEqual(yield* enqueue(event), 1)
+      const duplicate = yield* refusal(sql`
+        INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${event.eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, '{}')`)
+      assert.strictEqual(duplicate, "23505")
+      const rewritten = yield* refusal(sql`UPDATE webhook_deliveries SET body = '{"forged":true}' WHERE event_id = ${event.eventId}::uuid`)
+      assert.strictEqual(rewritten, "23000")
+      const crossMerchant = yield* refusal(sql`
+        INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${other}, gen_random_uuid(), 'payment_created', ${event.event.payment_id}, 1, '{}')`)
+      assert.strictEqual(crossMerchant, "23503")
+      const badUrl = yield* refusal(sql`UPDATE webhook_endpoints SET url = 'file:///etc/passwd' WHERE id = ${endpoint.id}`)
+      assert.strictEqual(badUrl, "23514")
+      const badSecret = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, 'hunter2')`)
+      assert.strictEqual(badSecret, "23514")
+      const twoCurrent = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, ${`whsec_${Buffer.alloc(32, 7).toString("base64")}`})`)
+      assert.strictEqual(twoCurrent, "23505")
+      const pendingButFinished = yield* refusal(sql`UPDATE webhook_deliveries SET finished_at = clock_timestamp() WHERE event_id = ${event.eventId}::uuid`)
+      assert.strictEqual(pendingButFinished, "23514")
+    })))
+
+  it.effect("pages: endpoints oldest first, deliveries newest first, each page after the given id; filters by event and status", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const deliveries = yield* WebhookDeliveries
+      const created = yield* Effect.forEach([1, 2, 3], (i) => endpoints.create(merchantId, { url: `https://merchant.example/${i}`, event_types: ["*"] }))
+      const first = yield* endpoints.list(merchantId, { limit: 2 })
+      assert.deepStrictEqual([first.data.map((e) => e.url), first.hasMore], [["https://merchant.example/1", "https://merchant.example/2"], true])
+      const second = yield* endpoints.list(merchantId, { limit: 2, startingAfter: first.data[1]?.id })
+      assert.deepStrictEqual([second.data.map((e) => e.url), second.hasMore], [["https://merchant.example/3"], false])
+
+      const endpointId = created[0]?.endpoint.id ?? ""
+      const events = yield* Effect.forEach([1, 2, 3], () => Effect.map(newPaymentId, (paymentId) => paymentEvent(merchantId, paymentId, 1)))
+      for (const event of events) yield* enqueue(event)
+      const page1 = yield* deliveries.list(merchantId, endpointId, { limit: 2 })
+      assert.strictEqual(page1.hasMore, true)
+      const page2 = yield* deliveries.list(merchantId, endpointId, { limit: 2, startingAfter: page1.data[1]?.id })
+      const all = [...page1.data, ...page2.data].map((d) => d.event_id)
+      assert.deepStrictEqual([...all].sort(), events.map((e) => e.eventId).sort(), "three pages' worth, each once")
+      assert.strictEqual(page2.hasMore, false)
+      const one = yield* deliveries.list(merchantId, endpointId, { limit: 10, eventId: events[1]?.eventId })
+      assert.deepStrictEqual(one.data.map((d) => d.event_id), [events[1]?.eventId])
+      assert.strictEqual((yield* deliveries.list(merchantId, endpointId, { limit: 10, status: "delivered" })).data.length, 0)
+      const other = yield* createMerchant
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(deliveries.list(other, endpointId, { limit: 10 }))), "another merchant's endpoint: not found")
+    }))
+})

@@ -1,0 +1,2 @@
+export * from "./OutboxFeed.ts"
+export * from "./Receiver.ts"
