@@ -25,10 +25,10 @@ export const AuthorizationExpiryLive = Layer.effectDiscard(
     const batch_max = yield* ExpiryBatch
     const expiry = yield* PaymentExpiry
     const once = expiry.expireDue(batch_max).pipe(
-      Effect.tap((report) => (report.expired + report.unanswered > 0 ? Effect.logInfo("authorization expiry run", report) : Effect.void)),
+      Effect.tap((report) => (report.expired + report.unanswered > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
       // A database outage ends this run only; the next one tries again.
-      Effect.catchTag("SqlError", (error) => Effect.logWarning("authorization expiry: the run failed", error)),
-      Effect.withSpan("AuthorizationExpiry.run")
+      Effect.catchTag("SqlError", (error) => Effect.logWarning("expiry job: the run failed", error)),
+      Effect.withSpan("ExpiryJob.run")
     )
     yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval_ms)))
   })
