@@ -10,6 +10,8 @@
 const layers = {
   domain: [],
   infra: [],
+  // Operators' failure drills (pnpm scenario / pnpm chaos): real processes over HTTP and SQL, the testkit's throwaway instances.
+  scenarios: ["domain", "infra", "merchants", "testkit"],
   ledger: ["domain", "infra"],
   outbox: ["domain", "infra"],
   consumers: ["domain", "infra", "outbox", "webhooks"],

@@ -1,0 +1,5 @@
+export * from "./Narrator.ts"
+export * from "./Registry.ts"
+export * from "./Runner.ts"
+export * from "./Scenario.ts"
+export * from "./FaultProxy.ts"

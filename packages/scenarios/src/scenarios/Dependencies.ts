@@ -1,0 +1,166 @@
+import { startThrowawayKafka } from "@pay/testkit/ThrowawayKafka"
+import { throwaway } from "@pay/testkit/Throwaway"
+import { Effect, Fiber } from "effect"
+import { SqlClient } from "effect/sql"
+import { countOf } from "../Evidence.ts"
+import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
+import { startFaultProxy } from "../FaultProxy.ts"
+import { call, field } from "../Http.ts"
+import { readTopic } from "../Kafka.ts"
+import { newKey, paymentBody, type Scenario, type ScenarioContext } from "../Scenario.ts"
+import type { ApiProcess } from "../ApiProcess.ts"
+
+/** A dependency goes away under load: Redis, Postgres connections, the Kafka broker. Only throwaway instances and our own proxy are harmed. */
+
+const readiness = (ctx: ScenarioContext, api: ApiProcess) =>
+  Effect.gen(function* () {
+    const ready = yield* call(api.baseUrl, "GET", "/health/ready")
+    yield* ctx.say.evidence("GET /health/ready", `${ready.status} ${ready.text.slice(0, 300)}`)
+    return ready
+  })
+
+export const redisDown: Scenario = {
+  name: "redis-down",
+  summary: "a throwaway Redis behind the API is killed (kill -9 by pid) and comes back empty: payments go on, replays stay byte-identical",
+  fast: true,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      yield* ctx.say.step("start a throwaway Redis and the API on it")
+      const redis = yield* throwaway("redis")
+      yield* ctx.say.note(`throwaway Redis ${redis.url}, pid ${redis.pid()}`)
+      const api = yield* ctx.startApi("api-1", { REDIS_URL: redis.url })
+      const m = yield* ctx.merchant("redis merchant")
+      const key = newKey("create")
+      const first = yield* ctx.post(api, m, "/v1/payments", key, paymentBody(1_234))
+      const warm = yield* ctx.post(api, m, "/v1/payments", key, paymentBody(1_234))
+      yield* ctx.say.expect(warm.replayed && warm.text === first.text, "replay with Redis up is byte-identical")
+      yield* ctx.say.step(`kill -9 Redis (pid ${redis.pid()})`)
+      yield* redis.kill
+      yield* readiness(ctx, api)
+      const cold = yield* ctx.post(api, m, "/v1/payments", key, paymentBody(1_234))
+      yield* ctx.say.evidence("replay with Redis dead", `${cold.status} replayed=${cold.replayed} in ${cold.elapsed_ms} ms`)
+      yield* ctx.say.expect(cold.replayed && cold.text === first.text, "the replay comes from Postgres, byte-identical")
+      const id = yield* authorizedPayment(ctx, api, m, 8_800)
+      const settleKey = newKey("settle")
+      const settled = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, settleKey)
+      yield* ctx.say.expect(settled.status === 200, "a payment is created, authorized and settled with Redis dead", settled.text)
+      yield* ctx.say.step("bring Redis back (same port, no persistence: it comes back empty, i.e. flushed)")
+      yield* redis.restart
+      yield* ctx.say.note(`Redis pid ${redis.pid()}`)
+      const again = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, settleKey)
+      yield* ctx.say.expect(again.replayed && again.text === settled.text, "the settle replays byte-identical after the flush", again.text)
+      const other = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, newKey("settle-again"))
+      yield* ctx.say.expect(other.status === 409 && field(other, "code") === "invalid_transition", "a settle under a new key is 409 invalid_transition", other.text)
+      let ready = yield* readiness(ctx, api)
+      for (let attempt = 0; attempt < 40 && ready.status !== 200; attempt++) {
+        yield* Effect.sleep(250)
+        ready = yield* call(api.baseUrl, "GET", "/health/ready")
+      }
+      yield* ctx.say.evidence("GET /health/ready (polled up to 10 s)", `${ready.status} ${ready.text.slice(0, 200)}`)
+      yield* ctx.say.expect(ready.status === 200, "the API reconnects to Redis and reports ready again", ready.text)
+      yield* checkMovedOnce(ctx, id)
+      yield* checkBooks(ctx)
+    })
+}
+
+const cutRounds = 12
+
+export const postgresConnectionsDropped: Scenario = {
+  name: "postgres-connections-dropped",
+  summary: "the API reaches Postgres through a fault proxy that resets every connection, again and again, while settles run: no half-written settlement",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const target = new URL(ctx.stack.appUrl)
+      const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
+      const viaProxy = new URL(ctx.stack.appUrl)
+      viaProxy.port = String(proxy.port)
+      yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}`)
+      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), ACQUIRER_LATENCY_MS: "50" })
+      const m = yield* ctx.merchant("cut merchant")
+      const ids = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => authorizedPayment(ctx, api, m, 500 * i))
+      const keys = ids.map(() => newKey("settle"))
+      yield* ctx.say.step(`settle ${ids.length} payments at once while the proxy resets every open connection every 100 ms (${cutRounds} rounds)`)
+      const cutter = yield* Effect.forEach(Array.from({ length: cutRounds }), () => Effect.sleep(100).pipe(Effect.andThen(proxy.cutAll))).pipe(Effect.forkScoped)
+      const answers = yield* Effect.forEach(ids, (id, i) => Effect.result(ctx.post(api, m, `/v1/payments/${id}/settle`, keys[i] ?? "")), { concurrency: "unbounded" })
+      yield* Fiber.join(cutter)
+      yield* ctx.say.evidence("connections reset", proxy.connectionsCut())
+      yield* ctx.say.evidence("first answers", tally(answers.map((r) => (r._tag === "Success" ? `${r.success.status} ${field(r.success, "code") || field(r.success, "status")}` : "no answer"))))
+      const defects = api.output().split("\n").filter((line) => line.includes("defect"))
+      if (defects.length > 0) yield* ctx.say.evidence(`API log: ${defects.length} line(s) "request failed with a defect", the first`, defects[0]?.slice(0, 1_200))
+      for (const id of ids) yield* checkMovedOnce(ctx, id)
+      yield* ctx.say.step("the network heals; each client retries with its own key")
+      for (const [i, id] of ids.entries()) {
+        const { answer } = yield* retryUntilDecided(ctx, api, m, `/v1/payments/${id}/settle`, keys[i] ?? "")
+        yield* ctx.say.expect(answer.status === 200 && field(answer, "status") === "SETTLED", `${id} settled`, answer.text)
+        yield* checkMovedOnce(ctx, id)
+      }
+      yield* checkBooks(ctx)
+      // docs/what-can-go-wrong.md: "Postgres down: requests fail fast with 503". A lost connection is
+      // a dependency failure (retry with the same key), never a 500 internal_error (a bug).
+      const internal = answers.filter((r) => r._tag === "Success" && r.success.status === 500).length
+      yield* ctx.say.expect(internal === 0, "no answer was 500 internal_error (a dropped connection is a 503 database_unavailable)", `${internal} of ${answers.length} answers were 500 internal_error`)
+    })
+}
+
+/** Waits (bounded) until the outbox has no unpublished row; the count left. */
+const drainOutbox = (timeout_ms: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const deadline = Date.now() + timeout_ms
+    let left = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
+    while (left > 0 && Date.now() < deadline) {
+      yield* Effect.sleep(500)
+      left = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
+    }
+    return left
+  })
+
+export const kafkaDown: Scenario = {
+  name: "kafka-down",
+  summary: "the scenario's own Kafka broker is killed (kill -9 by pid) while payments commit, then restarted: the outbox holds the events and drains them in order",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      yield* ctx.say.step("start a throwaway Kafka broker (never the machine's broker on 9092) and the API on it")
+      const broker = yield* startThrowawayKafka()
+      yield* ctx.say.note(`throwaway broker ${broker.brokers}, pid ${broker.pid}`)
+      const api = yield* ctx.startApi("api-1", { KAFKA_BROKERS: broker.brokers })
+      const m = yield* ctx.merchant("kafka merchant")
+      const before = yield* authorizedPayment(ctx, api, m, 1_111)
+      yield* ctx.say.expect((yield* drainOutbox(60_000)) === 0, "with the broker up, the outbox drains")
+      yield* ctx.say.step(`kill -9 the broker (pid ${broker.pid}) and keep taking payments`)
+      yield* broker.kill
+      const ids = [before]
+      for (const amount of [2_222, 3_333, 4_444]) {
+        const id = yield* authorizedPayment(ctx, api, m, amount)
+        const settled = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, newKey("settle"))
+        yield* ctx.say.expect(settled.status === 200, `${id} settled with Kafka down`, settled.text)
+        ids.push(id)
+      }
+      const sql = yield* SqlClient.SqlClient
+      const waiting = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
+      yield* ctx.say.evidence("outbox rows waiting for Kafka", waiting)
+      yield* ctx.say.expect(waiting >= 9, "the events wait in the outbox (committed with their changes)", waiting)
+      yield* readiness(ctx, api)
+      yield* ctx.say.step("restart the broker")
+      yield* broker.restart
+      const left = yield* drainOutbox(120_000)
+      yield* ctx.say.evidence("unpublished after the restart", left)
+      yield* ctx.say.expect(left === 0, "the outbox drained")
+      const rows = yield* sql<{ id: string; aggregate_id: string }>`SELECT id::text AS id, aggregate_id FROM outbox_events ORDER BY position`
+      const records = yield* readTopic(broker.brokers, ctx.stack.eventsTopic, rows.length, 30_000)
+      yield* ctx.say.evidence("Kafka records read back", `${records.length} for ${rows.length} outbox rows`)
+      const seen = new Set(records.map((r) => r.eventId))
+      yield* ctx.say.expect(rows.every((row) => seen.has(row.id)), "every outbox row has at least one Kafka record with its id")
+      for (const id of ids) {
+        const order = rows.filter((row) => row.aggregate_id === id).map((row) => row.id)
+        const published = records.filter((r) => r.key === id).map((r) => r.eventId).filter((eventId, i, all) => all.indexOf(eventId) === i)
+        yield* ctx.say.expect(JSON.stringify(order) === JSON.stringify(published), `${id}: events on Kafka in the outbox's order`, { order, published })
+        yield* checkMovedOnce(ctx, id)
+      }
+      yield* checkBooks(ctx)
+    })
+}
+
+export const dependencyScenarios = [redisDown, postgresConnectionsDropped, kafkaDown]

@@ -1,0 +1,195 @@
+import { defaultKafkaProducerLimits, KafkaProducer } from "@pay/infra"
+import { Effect, Fiber } from "effect"
+import { SqlClient } from "effect/sql"
+import type { ApiProcess } from "../ApiProcess.ts"
+import { runCli } from "../Cli.ts"
+import { countOf, type ScenarioMerchant } from "../Evidence.ts"
+import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
+import { field } from "../Http.ts"
+import { readTopic } from "../Kafka.ts"
+import { newKey, type Scenario, type ScenarioContext } from "../Scenario.ts"
+
+/** Events after the commit: duplicates, poison, replay, several instances. */
+
+const settledPayments = (ctx: ScenarioContext, api: ApiProcess, m: ScenarioMerchant, amounts: ReadonlyArray<number>) =>
+  Effect.forEach(amounts, (amount) =>
+    Effect.gen(function* () {
+      const id = yield* authorizedPayment(ctx, api, m, amount)
+      const settled = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, newKey("settle"))
+      yield* ctx.say.expect(settled.status === 200, `${id} settled`, settled.text)
+      return id
+    }))
+
+/** Polls (bounded) until the live settlement consumer has processed every payment_settled outbox row. */
+const awaitConsumed = (ctx: ScenarioContext, timeout_ms: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const deadline = Date.now() + timeout_ms
+    const lag = () => countOf(sql`
+      SELECT count(*) AS n FROM outbox_events e
+      WHERE e.event_type = 'payment_settled'
+        AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = (SELECT consumer FROM settlement_projection_live))`)
+    let left = yield* lag()
+    while (left > 0 && Date.now() < deadline) {
+      yield* Effect.sleep(500)
+      left = yield* lag()
+    }
+    yield* ctx.say.expect(left === 0, "the settlement consumer processed every payment_settled event", `${left} not processed after ${timeout_ms} ms`)
+  })
+
+/** `pnpm cli reconcile`: projection (events) vs ledger vs payments; exit 0 when they agree. */
+const reconcile = (ctx: ScenarioContext) =>
+  Effect.gen(function* () {
+    const result = yield* runCli(ctx.stack, ["reconcile"])
+    yield* ctx.say.evidence(`pnpm cli reconcile (exit ${result.exitCode})`, result.output.split("\n").slice(-6).join(" | "))
+    yield* ctx.say.expect(result.exitCode === 0, "the projection built from Kafka equals the ledger and the payments table", result.output.slice(-800))
+  })
+
+const exactlyOnce = (ctx: ScenarioContext) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ consumer: string; applied: string; duplicates: string; parked: string }>`
+      SELECT consumer, sum(applied_count)::text AS applied, sum(duplicate_count)::text AS duplicates, sum(parked_count)::text AS parked
+      FROM consumer_offsets GROUP BY consumer ORDER BY consumer`
+    yield* ctx.say.evidence("consumer_offsets (per consumer)", rows)
+    const twice = yield* countOf(sql`SELECT count(*) AS n FROM (SELECT consumer, event_id FROM processed_events GROUP BY 1, 2 HAVING count(*) > 1) x`)
+    yield* ctx.say.expect(twice === 0, "no consumer applied an event twice (processed_events)")
+    return rows
+  })
+
+export const duplicateEvents: Scenario = {
+  name: "duplicate-events",
+  summary: "a standalone publisher is killed between Kafka's ack and marking its rows; the next one re-sends them: duplicates on Kafka, each applied once",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      yield* ctx.say.step("API with its in-process publisher off; a standalone publisher armed to SIGKILL itself after its first ack (OUTBOX_FAULT_CRASH_AFTER_ACK=1)")
+      const api = yield* ctx.startApi("api-1", { OUTBOX_PUBLISHER_ENABLED: "false" })
+      const publisher = yield* ctx.startPublisher("publisher-1", { OUTBOX_FAULT_CRASH_AFTER_ACK: "1", OUTBOX_BATCH_SIZE: "100" })
+      const m = yield* ctx.merchant("duplicates merchant")
+      const ids = yield* settledPayments(ctx, api, m, [1_000, 2_000, 3_000])
+      const crashed = yield* publisher.awaitExit(60_000)
+      yield* ctx.say.expect(crashed, `the publisher (pid ${publisher.pid()}) killed itself after the broker acknowledged its batch`)
+      const sql = yield* SqlClient.SqlClient
+      const unmarked = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
+      yield* ctx.say.evidence("outbox rows on Kafka but not marked published", unmarked)
+      yield* ctx.say.step("start the publisher again without the fault: it re-sends what it never marked")
+      yield* publisher.restart({ OUTBOX_FAULT_CRASH_AFTER_ACK: "false" })
+      const rows = yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox_events ORDER BY position`
+      const deadline = Date.now() + 60_000
+      let records = yield* readTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, rows.length + 1, 5_000)
+      while (records.length <= rows.length && Date.now() < deadline) records = yield* readTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, rows.length + 1, 5_000)
+      const copies = tally(records.map((r) => r.eventId)).split(", ").filter((entry) => !entry.startsWith("1 ×")).length
+      yield* ctx.say.evidence("Kafka", `${records.length} records for ${rows.length} outbox rows; ${copies} event ids appear more than once`)
+      yield* ctx.say.expect(records.length > rows.length, "the crash left duplicates on Kafka (at-least-once)", records.length)
+      yield* awaitConsumed(ctx, 60_000)
+      yield* exactlyOnce(ctx)
+      for (const id of ids) yield* checkMovedOnce(ctx, id)
+      yield* reconcile(ctx)
+      yield* checkBooks(ctx)
+    })
+}
+
+export const poisonEvent: Scenario = {
+  name: "poison-event",
+  summary: "a record that is not an event is produced onto the payments topic: parked in the dead-letter table, the partition goes on",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const api = yield* ctx.startApi("api-1", { CONSUMER_ATTEMPTS_MAX: "2", CONSUMER_BACKOFF_BASE_MS: "50" })
+      const m = yield* ctx.merchant("poison merchant")
+      const first = yield* settledPayments(ctx, api, m, [1_500])
+      yield* awaitConsumed(ctx, 60_000)
+      yield* ctx.say.step("produce a poison record (not JSON, no CloudEvents headers) on the payments topic, keyed like the first payment")
+      yield* Effect.gen(function* () {
+        const producer = yield* KafkaProducer.make({ brokers: ctx.stack.kafkaBrokers, clientId: "pay-scenario-poison", ...defaultKafkaProducerLimits })
+        const produced = yield* producer.send([{ topic: ctx.stack.eventsTopic, key: first[0] ?? "x", value: "this is not an event {", headers: { ce_type: "payment_settled" } }])
+        yield* ctx.say.evidence("produced", produced.map((p) => `${p.partition}@${p.offset}`))
+      }).pipe(Effect.scoped)
+      yield* ctx.say.step("settle more payments after it: they must still be applied")
+      const later = yield* settledPayments(ctx, api, m, [2_500, 3_500])
+      yield* awaitConsumed(ctx, 60_000)
+      const sql = yield* SqlClient.SqlClient
+      const parked = yield* sql<{ consumer: string; offset: string; error: string; attempt_count: number }>`
+        SELECT consumer, "offset"::text AS offset, left(error, 200) AS error, attempt_count FROM dead_letter_events ORDER BY id`
+      yield* ctx.say.evidence("dead_letter_events", parked)
+      yield* ctx.say.expect(parked.length >= 1, "the poison record is parked with its error")
+      const dlq = yield* runCli(ctx.stack, ["dlq", "list"])
+      yield* ctx.say.evidence("pnpm cli dlq list", dlq.output.split("\n").slice(0, 4).join(" | "))
+      yield* exactlyOnce(ctx)
+      for (const id of [...first, ...later]) yield* checkMovedOnce(ctx, id)
+      yield* reconcile(ctx)
+      yield* checkBooks(ctx)
+    })
+}
+
+export const replayFromOffsetZero: Scenario = {
+  name: "replay-from-offset-0",
+  summary: "rebuild the settlement projection from offset 0 (pnpm cli replay settlement): the new generation equals the live one and the ledger",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const api = yield* ctx.startApi("api-1")
+      const m = yield* ctx.merchant("replay merchant")
+      yield* settledPayments(ctx, api, m, [1_000, 2_345, 9_999])
+      yield* awaitConsumed(ctx, 60_000)
+      const sql = yield* SqlClient.SqlClient
+      const projection = (generation: number) => sql<{ merchant_id: string; currency: string; settled_gross_minor: string; fees_minor: string; net_minor: string; payment_count: string }>`
+        SELECT merchant_id, currency, settled_gross_minor::text AS settled_gross_minor, fees_minor::text AS fees_minor, net_minor::text AS net_minor, payment_count::text AS payment_count
+        FROM settlement_projection WHERE generation = ${generation} ORDER BY merchant_id, currency`
+      const live = yield* sql<{ generation: number }>`SELECT generation FROM settlement_projection_live`
+      const before = live[0]?.generation ?? 1
+      const old = yield* projection(before)
+      yield* ctx.say.evidence(`generation ${before} (live)`, old)
+      yield* ctx.say.step("pnpm cli replay settlement: a fresh consumer reads the topic from offset 0 into the next generation")
+      const replay = yield* runCli(ctx.stack, ["replay", "settlement"])
+      yield* ctx.say.evidence(`replay (exit ${replay.exitCode})`, replay.output.split("\n").slice(-4).join(" | "))
+      yield* ctx.say.expect(replay.exitCode === 0, "the replay finished", replay.output.slice(-600))
+      const after = (yield* sql<{ generation: number }>`SELECT generation FROM settlement_projection_live`)[0]?.generation ?? 0
+      const rebuilt = yield* projection(after)
+      yield* ctx.say.evidence(`generation ${after} (rebuilt, now live)`, rebuilt)
+      yield* ctx.say.expect(after === before + 1 && JSON.stringify(rebuilt) === JSON.stringify(old), "the rebuilt projection equals the one it replaces")
+      yield* reconcile(ctx)
+      yield* checkBooks(ctx)
+    })
+}
+
+export const twoInstances: Scenario = {
+  name: "two-instances",
+  summary: "two API instances (each with its publisher and consumers) share one database; settles race across both; one is killed -9 mid-stream",
+  fast: false,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const a = yield* ctx.startApi("api-a")
+      const b = yield* ctx.startApi("api-b")
+      const m = yield* ctx.merchant("two instances merchant")
+      const ids = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => authorizedPayment(ctx, i % 2 === 0 ? a : b, m, 700 * i))
+      yield* ctx.say.step("settle each payment through BOTH instances at once (different keys), and kill -9 api-b while they run")
+      const keys = ids.map(() => [newKey("settle-a"), newKey("settle-b")] as const)
+      const race = yield* Effect.forEach(ids, (id, i) =>
+        Effect.all([
+          Effect.result(ctx.post(a, m, `/v1/payments/${id}/settle`, keys[i]?.[0] ?? "")),
+          Effect.result(ctx.post(b, m, `/v1/payments/${id}/settle`, keys[i]?.[1] ?? ""))
+        ], { concurrency: 2 }), { concurrency: "unbounded" }).pipe(Effect.forkScoped)
+      yield* Effect.sleep(30)
+      yield* b.kill9
+      yield* ctx.say.note("api-b killed with SIGKILL")
+      const answers = yield* Fiber.join(race)
+      yield* ctx.say.evidence("answers", tally(answers.flat().map((r) => (r._tag === "Success" ? `${r.success.status} ${field(r.success, "code") || field(r.success, "status")}` : "no answer (api-b died)"))))
+      yield* ctx.say.step("the surviving instance finishes: each client retries through api-a with its own key")
+      for (const [i, id] of ids.entries()) {
+        for (const key of keys[i] ?? []) {
+          const { answer } = yield* retryUntilDecided(ctx, a, m, `/v1/payments/${id}/settle`, key)
+          yield* ctx.say.expect(answer.status === 200 || (answer.status === 409 && field(answer, "code") === "invalid_transition"), `${id} key ${key.slice(0, 10)}…: SETTLED or invalid_transition`, answer.text)
+        }
+        const facts = yield* checkMovedOnce(ctx, id)
+        yield* ctx.say.expect(facts?.status === "SETTLED", `${id} SETTLED`)
+      }
+      yield* awaitConsumed(ctx, 90_000)
+      yield* exactlyOnce(ctx)
+      yield* reconcile(ctx)
+      yield* checkBooks(ctx)
+    })
+}
+
+export const eventScenarios = [duplicateEvents, poisonEvent, replayFromOffsetZero, twoInstances]
