@@ -24,7 +24,7 @@ const later: Record<string, ReadonlyArray<string>> = {
 const legal = new Set(["null>CREATED", "CREATED>AUTHORIZED", "CREATED>FAILED", "AUTHORIZED>SETTLED", "AUTHORIZED>FAILED"])
 
 /** Every acknowledged (2xx) answer names a payment that exists in a state reachable from the acknowledged one. */
-const acknowledged = (decided: ReadonlyArray<Decided>, statusOf: ReadonlyMap<string, string>) => {
+export const acknowledged = (decided: ReadonlyArray<Decided>, statusOf: ReadonlyMap<string, string>) => {
   const acks = decided.filter((d) => d.status < 300 && d.op !== "reuse")
   const bad: Array<string> = []
   for (const ack of acks) {
@@ -36,7 +36,7 @@ const acknowledged = (decided: ReadonlyArray<Decided>, statusOf: ReadonlyMap<str
 }
 
 /** All decided answers of one key are byte-identical; a different body under a used key was refused with 422. */
-const replays = (decided: ReadonlyArray<Decided>) => {
+export const replays = (decided: ReadonlyArray<Decided>) => {
   const bad: Array<string> = []
   const byKey = decided.filter((d) => d.op !== "reuse")
   for (const d of byKey) if (new Set(d.answers).size > 1) bad.push(`key ${d.key}: ${d.answers.length} answers, ${new Set(d.answers).size} distinct`)
