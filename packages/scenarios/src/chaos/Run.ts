@@ -87,6 +87,8 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const backlog = yield* drain(120_000)
       const checks: Array<Check> = [...(yield* runChecker(stack, decided))]
       checks.push({ name: "every unknown operation decided by retrying its key; outbox and consumers drained", checked: decided.length, violations: [...(unresolved > 0 ? [`${unresolved} operations never decided`] : []), ...(backlog > 0 ? [`${backlog} events not drained`] : [])] })
+      const internal = history.events.filter((e) => e.status === 500)
+      checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events.length, violations: internal.slice(0, 20).map((e) => `${e.op} ${e.key} on instance ${e.instance}: ${e.body?.slice(0, 160) ?? ""}`) })
       const operations = clients.reduce((n, c) => n + c.operations, 0)
       const duplicated = clients.reduce((n, c) => n + c.duplicated, 0)
       const outcomes = tallyOutcomes(history.events.map((e) => e.phase))
