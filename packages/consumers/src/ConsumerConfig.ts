@@ -33,7 +33,7 @@ export interface ConsumerOptions {
   readonly restartBackoffMax_ms: number
   /** How often the lag gauge is refreshed. */
   readonly lagInterval_ms: number
-  /** How often the server reconciles (the `reconciliation_difference_count` gauge). */
+  /** How often the server reconciles (the `reconciliation_differences` gauge). */
   readonly reconcileInterval_ms: number
 }
 

@@ -49,7 +49,7 @@ export const consumerParked = Metric.counter("consumer_parked_total", {
 export const consumerLag = Metric.gauge("consumer_lag_records", {
   description: "Log end offset minus the offset stored in the database, per consumer and partition"
 })
-export const reconciliationDifferences = Metric.gauge("reconciliation_difference_count", {
+export const reconciliationDifferences = Metric.gauge("reconciliation_differences", {
   description: "Merchant/currency rows where the settlement projection, the ledger and the payments table disagree"
 })
 

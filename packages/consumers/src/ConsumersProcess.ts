@@ -42,7 +42,7 @@ const ensureTopics = (prefix: string, topicSettings: PaymentsEventsTopicSettings
     )
   })
 
-/** Keeps `reconciliation_difference_count` current in this process (errors logged, never fatal). */
+/** Keeps `reconciliation_differences` current in this process (errors logged, never fatal). */
 const reconcileEvery = (interval_ms: number) =>
   Effect.gen(function* () {
     const reconciliation = makeReconciliation(yield* SqlClient.SqlClient)

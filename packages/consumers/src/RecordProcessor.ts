@@ -1,10 +1,10 @@
-import { KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { continueFromRecord, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { type DecodedPaymentEvent, decodePaymentEventRecord, MalformedEventRecord } from "@pay/outbox/CloudEvents"
-import { Cause, Duration, Effect, Option, Schema } from "effect"
+import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
-import { type ConsumerFaults, type ConsumerHandler, countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
+import { type ConsumerFaults, type ConsumerHandler, consumerParked, countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
 import { type Claim, type Counter, makeConsumerStore } from "./ConsumerStore.ts"
 import { makeDeadLetters } from "./DeadLetters.ts"
 
@@ -120,6 +120,9 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
       }))
 
     const park = makePark(settings, sql, producer)
+    // The parked counter at 0 from the start: the first park is then an increase Prometheus sees
+    // (ConsumerRecordsParked, ops/prometheus/alerts.yml); a series born at 1 would not be.
+    yield* Metric.update(Metric.withAttributes(consumerParked, { consumer: name }), 0)
 
     const attempt = (record: KafkaRecord, decoded: DecodedPaymentEvent) =>
       Effect.gen(function* () {
@@ -165,7 +168,18 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
           }
         }
         return yield* park(record, lastError, options.attempt_max)
-      }).pipe(Effect.tap((outcome) => countOutcome(name, outcome)))
+      }).pipe(
+        Effect.tap((outcome) => countOutcome(name, outcome)),
+        // The change's trace goes on across the broker (the record's `traceparent`), and every log
+        // line of the record (retries, parking) carries the request's `correlation_id`.
+        continueFromRecord(`process ${record.topic}`, record.headers, {
+          "messaging.system": "kafka",
+          "messaging.consumer.group.name": name,
+          "messaging.destination.name": record.topic,
+          "messaging.destination.partition.id": String(record.partition),
+          "messaging.kafka.offset": String(record.offset)
+        })
+      )
 
     return { handle, once, name } as const
   })

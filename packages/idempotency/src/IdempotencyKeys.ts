@@ -4,7 +4,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
-import { countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
+import { countRefusal, countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { canonicalBody, fingerprint } from "./Fingerprint.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
@@ -318,7 +318,8 @@ const makeRunAtOnce = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFas
       }
       const beginRequest = toBeginRequest(request)
       yield* Effect.annotateCurrentSpan({ merchant_id: request.merchantId, idempotency_key: request.key })
-      const cached = yield* fast.lookup(beginRequest)
+      // A cached answer of another request is a 422 decided here, before any run: counted like one.
+      const cached = yield* countRefusal(fast.lookup(beginRequest))
       if (Option.isSome(cached) && cached.value._tag === "Replay") {
         return yield* countRun(Effect.succeed({ _tag: "Replayed", response: cached.value.response, decidedBy: cached.value.decidedBy } satisfies RunOutcome))
       }

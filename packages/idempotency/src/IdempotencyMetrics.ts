@@ -1,4 +1,4 @@
-import { Effect, Exit, Metric } from "effect"
+import { type Cause, Effect, Exit, Metric } from "effect"
 
 /**
  * What idempotency keys answered, for operators: `executed` (first run), `resumed` (a released or
@@ -35,9 +35,9 @@ export const initializeIdempotencyMetrics = Effect.gen(function* () {
 
 type RunTag = { readonly _tag: "Executed"; readonly resumed: boolean } | { readonly _tag: "Replayed" }
 
-const outcomeLabel = <E>(exit: Exit.Exit<RunTag, E>): string | undefined => {
-  if (Exit.isSuccess(exit)) return exit.value._tag === "Replayed" ? "replayed" : exit.value.resumed ? "resumed" : "executed"
-  for (const reason of exit.cause.reasons) {
+/** `in_use` or `reused` when the failure is one of those refusals; other failures are not counted here. */
+const refusalLabel = <E>(cause: Cause.Cause<E>): string | undefined => {
+  for (const reason of cause.reasons) {
     if (reason._tag !== "Fail") continue
     const error: unknown = reason.error
     if (typeof error === "object" && error !== null && "_tag" in error) {
@@ -49,9 +49,18 @@ const outcomeLabel = <E>(exit: Exit.Exit<RunTag, E>): string | undefined => {
   return undefined
 }
 
+const outcomeLabel = <E>(exit: Exit.Exit<RunTag, E>): string | undefined => {
+  if (Exit.isSuccess(exit)) return exit.value._tag === "Replayed" ? "replayed" : exit.value.resumed ? "resumed" : "executed"
+  return refusalLabel(exit.cause)
+}
+
+const countOutcome = (outcome: string | undefined) =>
+  outcome === undefined ? Effect.void : Metric.update(Metric.withAttributes(idempotencyRequests, { outcome }), 1)
+
 /** Counts what a `run` answered. */
 export const countRun = <A extends RunTag, E, R>(run: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.onExit(run, (exit) => {
-    const outcome = outcomeLabel(exit)
-    return outcome === undefined ? Effect.void : Metric.update(Metric.withAttributes(idempotencyRequests, { outcome }), 1)
-  })
+  Effect.onExit(run, (exit) => countOutcome(outcomeLabel(exit)))
+
+/** Counts a refusal (409 in use, 422 reused) decided before a run, e.g. by the Redis fast path's lookup. */
+export const countRefusal = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.onExit(effect, (exit) => (Exit.isSuccess(exit) ? Effect.void : countOutcome(refusalLabel(exit.cause))))

@@ -1,5 +1,6 @@
 import type { MerchantId } from "@pay/domain"
 import type { Finished, KeyAtOnce } from "@pay/idempotency"
+import { annotateRequest } from "@pay/infra"
 import { Effect, Option } from "effect"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { type CreateOperation, PaymentOutcome } from "./PaymentOperation.ts"
@@ -18,6 +19,8 @@ export const makeCreatePaymentAtOnce = Effect.gen(function* () {
       const created = yield* payments.prepareCreate({ merchant_id: merchantId, ...requested })
       const { statement, finished } = key.insertFinished(PaymentOutcome.Created({ payment: created.payment }))
       const written = yield* payments.createGated(statement, created, context)
+      // The request's access line names the payment it made, as on the transactional path.
+      if (written) yield* annotateRequest({ payment_id: created.payment.id })
       return written ? Option.some<Finished<PaymentOutcome>>(finished) : Option.none<Finished<PaymentOutcome>>()
     })
 })

@@ -26,10 +26,14 @@ layer(PaymentsTestLayer)("raw SQL against the rules only the code would otherwis
                                 failure_message, version, created_at, updated_at)
           VALUES (${id}, ${merchantId}, ${columns.amount_minor ?? 1_000n}, 'EUR', 'pm_card_visa', ${columns.description ?? null}, 'CREATED',
                   ${columns.failure_code ?? null}, ${columns.failure_message ?? null}, 1, now(), now())`
-        // The creation's history row, so that an allowed insert commits (payments_history_complete).
+        // The creation's history row and its event, so that an allowed insert commits
+        // (payments_history_complete; payment_status_history_has_event, migration 0010).
         yield* sql`
           INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
           VALUES (${id}, 1, NULL, 'CREATED', 'psql', 'raw-sql', now())`
+        yield* sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+          VALUES (gen_random_uuid(), 'payment', ${id}, 'payment_created', jsonb_build_object('version', 1))`
         return id
       }))
     })

@@ -133,7 +133,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
       assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
       const metrics = yield* call(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics")
-      for (const name of ["webhook_attempts_total", "webhook_attempt_latency_ms", "webhook_oldest_pending_age_ms"]) assert.include(metrics.text, name)
+      for (const name of ["webhook_attempts_total", "webhook_attempt_duration_seconds", "webhook_oldest_pending_age_seconds"]) assert.include(metrics.text, name)
     })))
 
   it.effect("a webhook POST whose server died mid-request is finished by the completer; the client's retry gets its answer, secret included", () =>

@@ -65,14 +65,14 @@ layer(Layer.provideMerge(Api.fromTestServer, serverLayer), { excludeTestServices
         const metricsUrl = yield* MetricsUrl
         // The server reconciles every second here: the gauge appears, at 0.
         let metrics = yield* call(metricsUrl, "GET", "/metrics")
-        for (let attempt = 0; attempt < 100 && !metrics.text.includes("reconciliation_difference_count"); attempt++) {
+        for (let attempt = 0; attempt < 100 && !metrics.text.includes("reconciliation_differences"); attempt++) {
           yield* Effect.sleep("100 millis")
           metrics = yield* call(metricsUrl, "GET", "/metrics")
         }
         assert.strictEqual(metrics.status, 200)
         assert.include(metrics.text, "consumer_records_total")
         assert.include(metrics.text, "consumer_lag_records")
-        assert.match(metrics.text, /^reconciliation_difference_count(\{[^}]*\})? 0$/m)
+        assert.match(metrics.text, /^reconciliation_differences(\{[^}]*\})? 0$/m)
       }))
   }
 )

@@ -32,6 +32,9 @@ const Live = Layer.unwrap(
         KAFKA_TOPIC_PREFIX: run.kafkaTopicPrefix,
         // Only the request path on the wire: no publisher, the completer and reaper asleep.
         OUTBOX_PUBLISHER_ENABLED: "false",
+        // The consumers' own statements (offsets, projection) are not a create's; and they would
+        // read the run's shared topic (support/TestServer.ts).
+        CONSUMERS_ENABLED: "false",
         COMPLETER_INTERVAL_MS: "3600000",
         REAPER_INTERVAL_MS: "3600000"
       }

@@ -79,7 +79,7 @@ const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
     const headers = webhookHeaders(claimed.secrets, claimed.event_id, Number(claimed.webhook_timestamp), claimed.body)
     const result = yield* send({ url: claimed.url, headers, body: claimed.body, timeout_ms: options.timeout_ms, allowLoopbackHttp: options.allowLoopbackHttp })
     yield* Metric.update(webhookAttempts, 1)
-    yield* Metric.update(webhookLatency, result.latency_ms)
+    yield* Metric.update(webhookLatency, result.latency_ms / 1_000)
     const decision = decide(result, claimed.round_attempt_count, options, Math.random())
     if (decision._tag !== "Delivered") yield* Metric.update(webhookAttemptFailures, 1)
     if (decision._tag === "Exhausted" || decision._tag === "Gone") yield* Metric.update(webhookDeliveriesExhausted, 1)
@@ -174,7 +174,7 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
     SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS age_ms
     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
     WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
-    Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms)),
+    Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms / 1_000)),
     Effect.catchCause((cause) => Effect.logWarning("webhook gauge refresh failed", cause))
   )
   yield* Effect.forkScoped(Effect.forever(refreshGauge.pipe(Effect.andThen(Effect.sleep(METRICS_INTERVAL_MS)))))

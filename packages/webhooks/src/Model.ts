@@ -164,10 +164,11 @@ export const webhookDeliveriesExhausted = Metric.counter("webhook_deliveries_fai
 export const webhookEndpointsDisabled = Metric.counter("webhook_endpoints_disabled_total", {
   description: "Endpoints disabled by the sender (410 Gone, or failing for longer than the configured period)"
 })
-export const webhookOldestPendingAge = Metric.gauge("webhook_oldest_pending_age_ms", {
-  description: "Age of the oldest pending webhook delivery of an enabled endpoint, in ms (0 when none)"
+/** In seconds, Prometheus' base unit (promtool refuses abbreviated units such as `_ms` in a name). */
+export const webhookOldestPendingAge = Metric.gauge("webhook_oldest_pending_age_seconds", {
+  description: "Age of the oldest pending webhook delivery of an enabled endpoint, in seconds (0 when none)"
 })
-export const webhookLatency = Metric.histogram("webhook_attempt_latency_ms", {
-  description: "Webhook request latency, in ms",
-  boundaries: [5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000]
+export const webhookLatency = Metric.histogram("webhook_attempt_duration_seconds", {
+  description: "Webhook request latency, in seconds",
+  boundaries: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30]
 })
