@@ -94,6 +94,19 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
 }
 
 /**
+ * The change's trace goes on across the broker (the record's `traceparent`) in a consumer span,
+ * and every log line of the record (retries, parking) carries the request's `correlation_id`.
+ */
+const continueRecordTrace = (consumer: string, record: KafkaRecord) =>
+  continueFromRecord(`process ${record.topic}`, record.headers, {
+    "messaging.system": "kafka",
+    "messaging.consumer.group.name": consumer,
+    "messaging.destination.name": record.topic,
+    "messaging.destination.partition.id": String(record.partition),
+    "messaging.kafka.offset": String(record.offset)
+  })
+
+/**
  * Handles one record: decode; then, in ONE transaction, lock the partition's stored offset (skip
  * a record below it: already handled), claim (consumer, event_id), check the payment's version,
  * apply the handler's effect only for a new and newer event, store the next offset. Bounded
@@ -170,15 +183,7 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
         return yield* park(record, lastError, options.attempt_max)
       }).pipe(
         Effect.tap((outcome) => countOutcome(name, outcome)),
-        // The change's trace goes on across the broker (the record's `traceparent`), and every log
-        // line of the record (retries, parking) carries the request's `correlation_id`.
-        continueFromRecord(`process ${record.topic}`, record.headers, {
-          "messaging.system": "kafka",
-          "messaging.consumer.group.name": name,
-          "messaging.destination.name": record.topic,
-          "messaging.destination.partition.id": String(record.partition),
-          "messaging.kafka.offset": String(record.offset)
-        })
+        continueRecordTrace(name, record)
       )
 
     return { handle, once, name } as const

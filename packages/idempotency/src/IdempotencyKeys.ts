@@ -261,24 +261,12 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
     )
   }
 
-  const run = <A, E, R>(request: IdempotentRequest<A>, work: Work<A, E, R>) => {
-    const body = canonicalBody(request.body)
-    const beginRequest: BeginRequest = {
-      merchantId: request.merchantId,
-      key: request.key,
-      method: request.method.toUpperCase(),
-      path: request.path,
-      fingerprint: fingerprint({ method: request.method, path: request.path, canonicalBody: body }),
-      canonicalBody: body,
-      ...(request.operation === undefined ? {} : { operation: request.operation }),
-      ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
-    }
-    return begin(beginRequest).pipe(
+  const run = <A, E, R>(request: IdempotentRequest<A>, work: Work<A, E, R>) =>
+    begin(toBeginRequest(request)).pipe(
       Effect.flatMap((began) => execute(began, request.render, work)),
       countRun,
       Effect.withSpan("IdempotencyKeys.run")
     )
-  }
 
   const resume = <A, E, R>(abandoned: AbandonedKey, render: Render<A>, work: Work<A, E, R>) =>
     begin({
@@ -292,7 +280,7 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
   return { run, resume }
 }
 
-/** What `begin` needs of an HTTP request: the canonical body and its fingerprint (as `run` builds it). */
+/** What `begin` needs of an HTTP request: the canonical body and its fingerprint (`run` and `runAtOnce`). */
 const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest => {
   const body = canonicalBody(request.body)
   return {

@@ -36,7 +36,11 @@ const Live = Layer.unwrap(
         // read the run's shared topic (support/TestServer.ts).
         CONSUMERS_ENABLED: "false",
         COMPLETER_INTERVAL_MS: "3600000",
-        REAPER_INTERVAL_MS: "3600000"
+        REAPER_INTERVAL_MS: "3600000",
+        // The webhook sender's claims and the ledger audit's ledger_verify() are background work,
+        // not a create's: off, so that every round trip counted here is the request's.
+        WEBHOOK_SENDER_ENABLED: "false",
+        LEDGER_VERIFY_INTERVAL_MS: "0"
       }
     })
     const server = TestServer.of({

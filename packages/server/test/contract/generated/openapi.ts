@@ -2104,6 +2104,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2134,6 +2136,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2145,6 +2149,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -2158,6 +2164,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -2171,6 +2179,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2182,6 +2192,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2195,6 +2207,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2206,6 +2220,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2217,6 +2233,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2252,6 +2270,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2280,6 +2300,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2293,6 +2315,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2308,6 +2332,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2323,6 +2349,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2336,6 +2364,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2349,6 +2379,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2362,6 +2394,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2375,6 +2409,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2388,6 +2424,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2403,6 +2441,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2416,6 +2456,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2429,6 +2471,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2457,6 +2501,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2482,6 +2528,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2493,6 +2541,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -2506,6 +2556,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2517,6 +2569,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -2530,6 +2584,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2541,6 +2597,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2554,6 +2612,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2565,6 +2625,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2576,6 +2638,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2613,6 +2677,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2640,6 +2706,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2653,6 +2721,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2668,6 +2738,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2681,6 +2753,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2696,6 +2770,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2709,6 +2785,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2722,6 +2800,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2735,6 +2815,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2748,6 +2830,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2761,6 +2845,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2776,6 +2862,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2789,6 +2877,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2802,6 +2892,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2830,6 +2922,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2855,6 +2949,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2866,6 +2962,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -2879,6 +2977,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2890,6 +2990,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -2903,6 +3005,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2914,6 +3018,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2927,6 +3033,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2938,6 +3046,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2949,6 +3059,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2977,6 +3089,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3004,6 +3118,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3017,6 +3133,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3032,6 +3150,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3045,6 +3165,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3060,6 +3182,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3073,6 +3197,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3086,6 +3212,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3099,6 +3227,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3112,6 +3242,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3125,6 +3257,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3140,6 +3274,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3153,6 +3289,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3166,6 +3304,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3196,6 +3336,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3223,6 +3365,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3236,6 +3380,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3251,6 +3397,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3264,6 +3412,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3279,6 +3429,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3292,6 +3444,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3305,6 +3459,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3318,6 +3474,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3331,6 +3489,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3344,6 +3504,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3359,6 +3521,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3372,6 +3536,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3385,6 +3551,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3421,6 +3589,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3449,6 +3619,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3462,6 +3634,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3477,6 +3651,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3490,6 +3666,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3505,6 +3683,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3518,6 +3698,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3531,6 +3713,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3544,6 +3728,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3557,6 +3743,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3570,6 +3758,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3585,6 +3775,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3598,6 +3790,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3611,6 +3805,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3644,6 +3840,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3686,6 +3884,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3697,6 +3897,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3710,6 +3912,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3721,6 +3925,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3734,6 +3940,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3745,6 +3953,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3758,6 +3968,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3769,6 +3981,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3780,6 +3994,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3807,6 +4023,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3844,6 +4062,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3855,6 +4075,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3868,6 +4090,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3879,6 +4103,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3892,6 +4118,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3903,6 +4131,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3916,6 +4146,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3927,6 +4159,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3938,6 +4172,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3967,6 +4203,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4006,6 +4244,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4019,6 +4259,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4034,6 +4276,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4047,6 +4291,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4062,6 +4308,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4075,6 +4323,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4088,6 +4338,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4101,6 +4353,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4114,6 +4368,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4127,6 +4383,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4142,6 +4400,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4155,6 +4415,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4168,6 +4430,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4205,6 +4469,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4222,6 +4488,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4235,6 +4503,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4250,6 +4520,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4263,6 +4535,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4278,6 +4552,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4291,6 +4567,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4304,6 +4582,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4317,6 +4597,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4330,6 +4612,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4343,6 +4627,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4358,6 +4644,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4371,6 +4659,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4384,6 +4674,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
