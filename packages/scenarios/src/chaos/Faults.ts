@@ -7,6 +7,8 @@ import type { Fault, FaultKind } from "./Schedule.ts"
 
 export interface FaultTargets {
   readonly apis: ReadonlyArray<ApiProcess>
+  /** Standalone outbox publishers (the APIs run with OUTBOX_PUBLISHER_ENABLED=false). */
+  readonly publishers: ReadonlyArray<ApiProcess>
   readonly redis: ThrowawayInstance
   readonly postgresProxy: FaultProxy
 }
@@ -37,6 +39,16 @@ const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void)
         yield* api.restart()
         log(`${api.name} restarted (pid ${api.pid()})`)
         return
+      case "kill-publisher": {
+        const publisher = targets.publishers[fault.target]
+        if (publisher === undefined) return
+        log(`kill -9 ${publisher.name} (pid ${publisher.pid()})`)
+        yield* publisher.kill9
+        yield* Effect.sleep(fault.hold_ms)
+        yield* publisher.restart()
+        log(`${publisher.name} restarted (pid ${publisher.pid()})`)
+        return
+      }
       case "pause-api":
         if (api === undefined) return
         log(`SIGSTOP ${api.name} for ${fault.hold_ms} ms`)

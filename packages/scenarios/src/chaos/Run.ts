@@ -30,10 +30,14 @@ const topology = (stack: ScenarioStack) =>
     const viaProxy = new URL(stack.appUrl)
     viaProxy.port = String(postgresProxy.port)
     const env = apiEnvironment(stack, {
-      DATABASE_URL: viaProxy.toString(), REDIS_URL: redis.url, IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ACQUIRER_TIMEOUT_MS: "1000"
+      DATABASE_URL: viaProxy.toString(), REDIS_URL: redis.url, IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ACQUIRER_TIMEOUT_MS: "1000",
+      OUTBOX_PUBLISHER_ENABLED: "false"
     })
     const apis = [yield* startApi("api-a", env), yield* startApi("api-b", env)]
-    return { redis, postgresProxy, apis }
+    // Two publishers of their own (sharing the outbox by claiming rows), also behind the proxy.
+    const publisherEnv = apiEnvironment(stack, { DATABASE_URL: viaProxy.toString() })
+    const publishers = [yield* startApi("publisher-a", publisherEnv, "publisher"), yield* startApi("publisher-b", publisherEnv, "publisher")]
+    return { redis, postgresProxy, apis, publishers }
   })
 
 /** Waits (bounded) for the outbox to drain and the live settlement consumer to catch up. */
@@ -61,7 +65,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
   Effect.gen(function* () {
     const stack = yield* acquireStack
     return yield* Effect.gen(function* () {
-      const { redis, postgresProxy, apis } = yield* topology(stack)
+      const { redis, postgresProxy, apis, publishers } = yield* topology(stack)
       const merchants = [yield* createMerchant("chaos merchant a"), yield* createMerchant("chaos merchant b")]
       const stamp = new Date().toISOString().replace(/[:.]/g, "-")
       mkdirSync(resultsDirectory, { recursive: true })
@@ -71,10 +75,10 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const world: ClientWorld = { apis, merchants, history }
       const schedule = faultSchedule(options.seed, options.duration_s * 1_000)
       log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
-      const faults = yield* runFaults({ apis, redis, postgresProxy }, schedule, started_ms, log).pipe(Effect.forkScoped)
+      const faults = yield* runFaults({ apis, publishers, redis, postgresProxy }, schedule, started_ms, log).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
       const faultsApplied = yield* Fiber.join(faults)
-      for (const api of apis) if (!api.running()) yield* api.restart()
+      for (const instance of [...apis, ...publishers]) if (!instance.running()) yield* instance.restart()
       log(`load done in ${Math.round((performance.now() - started_ms) / 1000)} s; finishing ${clients.reduce((n, c) => n + c.pending.length, 0)} undecided operations with their keys`)
       const decided: Array<Decided> = clients.flatMap((c) => [...c.decided])
       const random = seededRandom(options.seed)

@@ -12,13 +12,13 @@ export const seededRandom = (seed: number): (() => number) => {
   }
 }
 
-export const faultKinds = ["kill-api", "pause-api", "cut-postgres", "flush-redis", "kill-redis"] as const
+export const faultKinds = ["kill-api", "pause-api", "cut-postgres", "flush-redis", "kill-redis", "kill-publisher"] as const
 export type FaultKind = (typeof faultKinds)[number]
 
 export interface Fault {
   readonly at_ms: number
   readonly kind: FaultKind
-  /** Which API instance (0 or 1) for kill-api / pause-api. */
+  /** Which instance (0 or 1) for kill-api / pause-api / kill-publisher. */
   readonly target: number
   /** How long the fault lasts before it is healed (restart, SIGCONT). */
   readonly hold_ms: number
