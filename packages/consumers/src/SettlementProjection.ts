@@ -52,16 +52,19 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
         if (fee_minor === undefined || net_minor === undefined) {
           return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
         }
-        if (fee_minor + net_minor !== event.amount_minor) {
+        // What moved is the captured amount (partial capture); events written before it existed
+        // captured the whole amount.
+        const gross_minor = event.captured_amount_minor ?? event.amount_minor
+        if (fee_minor + net_minor !== gross_minor) {
           return yield* new HandlerFailed({
-            message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the amount ${event.amount_minor}`
+            message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
           })
         }
         const occurredAt = new Date(event.occurred_at.epochMilliseconds)
         yield* sql`
           INSERT INTO settlement_projection
             (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at)
-          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${event.amount_minor}, ${fee_minor}, ${net_minor}, 1, ${occurredAt})
+          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${gross_minor}, ${fee_minor}, ${net_minor}, 1, ${occurredAt})
           ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
             settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
             fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
