@@ -16,16 +16,27 @@ export interface Check {
 const check = (name: string, checked: number, violations: ReadonlyArray<string>): Check => ({ name, checked, violations: violations.slice(0, 20) })
 
 const later: Record<string, ReadonlyArray<string>> = {
-  CREATED: ["CREATED", "AUTHORIZED", "SETTLED", "FAILED"],
-  AUTHORIZED: ["AUTHORIZED", "SETTLED", "FAILED"],
+  CREATED: ["CREATED", "AUTHORIZED", "SETTLED", "FAILED", "CANCELED", "EXPIRED"],
+  AUTHORIZED: ["AUTHORIZED", "SETTLED", "FAILED", "CANCELED", "EXPIRED"],
   SETTLED: ["SETTLED"],
-  FAILED: ["FAILED"]
+  FAILED: ["FAILED"],
+  CANCELED: ["CANCELED"],
+  EXPIRED: ["EXPIRED"]
 }
-const legal = new Set(["null>CREATED", "CREATED>AUTHORIZED", "CREATED>FAILED", "AUTHORIZED>SETTLED", "AUTHORIZED>FAILED"])
+const legal = new Set([
+  "null>CREATED",
+  "CREATED>AUTHORIZED",
+  "CREATED>FAILED",
+  "AUTHORIZED>SETTLED",
+  "AUTHORIZED>FAILED",
+  "AUTHORIZED>CANCELED",
+  "AUTHORIZED>EXPIRED"
+])
 
 /** Every acknowledged (2xx) answer names a payment that exists in a state reachable from the acknowledged one. */
 export const acknowledged = (decided: ReadonlyArray<Decided>, statusOf: ReadonlyMap<string, string>) => {
-  const acks = decided.filter((d) => d.status < 300 && d.op !== "reuse")
+  // A refund's answer is the refund (its own status), checked by `refundChecks`.
+  const acks = decided.filter((d) => d.status < 300 && d.op !== "reuse" && d.op !== "refund")
   const bad: Array<string> = []
   for (const ack of acks) {
     const acked = /"status":"([A-Z]+)"/.exec(ack.body)?.[1] ?? "?"
@@ -51,7 +62,8 @@ const moneyChecks = Effect.gen(function* () {
     SELECT p.id, p.status,
       (SELECT count(*)::int FROM payment_settlements s WHERE s.payment_id = p.id) AS settlements,
       (SELECT count(*)::int FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') AS postings,
-      (SELECT coalesce(sum(o.performed_count), 0)::int FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'capture') AS captures
+      (SELECT coalesce(sum(o.performed_count), 0)::int FROM acquirer_sim.operations o
+       WHERE o.payment_id = p.id AND o.operation = 'capture' AND o.outcome = 'approved') AS captures
     FROM payments p`
   const bad = rows.filter((r) => r.status === "SETTLED" ? !(r.settlements === 1 && r.postings === 1 && r.captures === 1) : r.settlements !== 0 || r.postings !== 0 || r.captures > 1)
   const verify = yield* ledgerVerify
@@ -110,12 +122,46 @@ const kafkaCheck = (stack: ScenarioStack, outbox: ReadonlyArray<{ id: string; ag
     ]
   })
 
+/**
+ * Refunds (issue 19): per payment, Σ refunds not FAILED ≤ captured (the cap), and every SUCCEEDED
+ * refund has exactly one reversal posting and one approved refund at the acquirer, performed once;
+ * no other refund has any posting. Voids: a CANCELED payment has no settlement and no capture.
+ */
+const refundChecks = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const caps = yield* sql<{ id: string; captured: string | null; refunded: string }>`
+    SELECT p.id, p.captured_amount_minor::text AS captured,
+      (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r WHERE r.payment_id = p.id AND r.status <> 'FAILED')::text AS refunded
+    FROM payments p WHERE EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)`
+  const refunds = yield* sql<{ id: string; status: string; postings: number; approved: number; performed: number }>`
+    SELECT r.id, r.status,
+      (SELECT count(*)::int FROM transactions t WHERE t.reference = 'payment:' || r.payment_id || ':refund:' || r.id) AS postings,
+      (SELECT count(*)::int FROM acquirer_sim.operations o WHERE o.reference = 'refund:' || r.id AND o.outcome = 'approved') AS approved,
+      (SELECT coalesce(sum(o.performed_count), 0)::int FROM acquirer_sim.operations o WHERE o.reference = 'refund:' || r.id) AS performed
+    FROM refunds r`
+  const canceled = yield* sql<{ id: string; money: boolean }>`
+    SELECT p.id, (EXISTS (SELECT 1 FROM payment_settlements s WHERE s.payment_id = p.id)
+      OR EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'capture' AND o.outcome = 'approved')) AS money
+    FROM payments p WHERE p.status = 'CANCELED'`
+  const overCap = caps.filter((c) => c.captured === null || BigInt(c.refunded) > BigInt(c.captured))
+  const reversals = refunds.filter((r) =>
+    r.performed > 1 || (r.status === "SUCCEEDED" ? !(r.postings === 1 && r.approved === 1) : r.postings !== 0)
+  )
+  return [
+    check("refund cap: per payment, Σ refunds not FAILED ≤ captured", caps.length, overCap.map((c) => `${c.id} captured=${c.captured} refunded=${c.refunded}`)),
+    check("one reversal per SUCCEEDED refund (and one refund at the acquirer, performed once); none for the others", refunds.length,
+      reversals.map((r) => `${r.id} ${r.status} postings=${r.postings} approved=${r.approved} performed=${r.performed}`)),
+    check("a CANCELED payment has no settlement and no approved capture", canceled.length, canceled.filter((c) => c.money).map((c) => c.id))
+  ]
+})
+
 /** The whole checker: history + Postgres + Kafka + the consumers' projection vs the ledger. */
 export const runChecker = (stack: ScenarioStack, decided: ReadonlyArray<Decided>) =>
   Effect.gen(function* () {
     const money = yield* moneyChecks
     const statusOf = new Map(money.rows.map((r) => [r.id, r.status]))
     const transitions = yield* transitionChecks
+    const refunds = yield* refundChecks
     const kafka = yield* kafkaCheck(stack, transitions.outbox)
     const reconcile = yield* runCli(stack, ["reconcile"])
     return [
@@ -123,6 +169,7 @@ export const runChecker = (stack: ScenarioStack, decided: ReadonlyArray<Decided>
       replays(decided),
       ...money.checks,
       ...transitions.checks,
+      ...refunds,
       ...kafka,
       check("the projection (consumers) equals the ledger and payments (pnpm cli reconcile exit 0)", 1, reconcile.exitCode === 0 ? [] : [reconcile.output.slice(-500)])
     ]

@@ -128,7 +128,8 @@ const reuseWithOtherBody = (world: ClientWorld, operation: Operation, random: ()
   })
 
 const track = (mine: Array<{ id: string; status: string; merchant: number }>, result: Decided) => {
-  if (result.status >= 300) return
+  // A refund's answer is the refund's status, not the payment's (which stays SETTLED).
+  if (result.status >= 300 || result.op === "refund") return
   const status = /"status":"([A-Z]+)"/.exec(result.body)?.[1] ?? ""
   const known = mine.find((p) => p.id === result.payment_id)
   if (known === undefined) mine.push({ id: result.payment_id, status, merchant: result.merchant })
@@ -136,7 +137,8 @@ const track = (mine: Array<{ id: string; status: string; merchant: number }>, re
 }
 
 const nextOperation = (client: number, random: () => number, mine: ReadonlyArray<{ id: string; status: string; merchant: number }>): Operation => {
-  const open = mine.filter((p) => p.status === "CREATED" || p.status === "AUTHORIZED")
+  // SETTLED payments stay open for refunds (issue 19): the cap refuses what does not fit (422).
+  const open = mine.filter((p) => p.status === "CREATED" || p.status === "AUTHORIZED" || p.status === "SETTLED")
   const key = `chaos-${client}-${crypto.randomUUID()}`
   const target = open[Math.floor(random() * open.length)]
   if (target === undefined || random() < 0.3) {
@@ -147,6 +149,12 @@ const nextOperation = (client: number, random: () => number, mine: ReadonlyArray
     const body = { amount: 100 + Math.floor(random() * 100_000), currency, payment_method }
     return { client, op: "create", merchant, key, path: "/v1/payments", body, payment_id: "" }
   }
-  const op = target.status === "CREATED" ? "authorize" : "settle"
+  if (target.status === "SETTLED") {
+    // Partial refunds of up to 500 minor units: several per payment, some beyond the capture.
+    const body = { amount: 1 + Math.floor(random() * 500) }
+    return { client, op: "refund", merchant: target.merchant, key, path: `/v1/payments/${target.id}/refunds`, body, payment_id: target.id }
+  }
+  // An authorization is voided one time in five, captured otherwise.
+  const op = target.status === "CREATED" ? "authorize" : random() < 0.2 ? "cancel" : "settle"
   return { client, op, merchant: target.merchant, key, path: `/v1/payments/${target.id}/${op}`, body: undefined, payment_id: target.id }
 }

@@ -4,7 +4,7 @@ import { appendFileSync } from "node:fs"
 export interface HistoryEvent {
   readonly t_ms: number
   readonly client: number
-  readonly op: "create" | "authorize" | "settle" | "reuse"
+  readonly op: "create" | "authorize" | "settle" | "cancel" | "refund" | "reuse"
   readonly key: string
   readonly payment_id: string
   readonly phase: "invoke" | "ok" | "fail" | "unknown"
