@@ -17,9 +17,11 @@ export interface ChaosOptions {
   readonly seed: number
   readonly duration_s: number
   readonly clients: number
+  /** Where the history and the report go (default bench/results/; the suite's short run uses a temporary folder). */
+  readonly resultsDirectory?: string
 }
 
-const resultsDirectory = fileURLToPath(new URL("../../../../bench/results/", import.meta.url))
+const defaultResultsDirectory = fileURLToPath(new URL("../../../../bench/results/", import.meta.url))
 
 /** Two API instances on the scenario's database, reaching Postgres through the fault proxy and Redis on a throwaway instance. */
 const topology = (stack: ScenarioStack) =>
@@ -68,6 +70,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const { redis, postgresProxy, apis, publishers } = yield* topology(stack)
       const merchants = [yield* createMerchant("chaos merchant a"), yield* createMerchant("chaos merchant b")]
       const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+      const resultsDirectory = options.resultsDirectory ?? defaultResultsDirectory
       mkdirSync(resultsDirectory, { recursive: true })
       const historyPath = `${resultsDirectory}chaos-${stamp}.history.jsonl`
       const started_ms = performance.now()
