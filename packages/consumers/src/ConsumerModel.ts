@@ -25,6 +25,8 @@ export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "park
 export interface ConsumerFaults {
   /** Before the record's transaction begins. */
   readonly beforeTransaction?: (record: KafkaRecord) => Effect.Effect<void>
+  /** Inside the record's (or its batch's) transaction, after its effect, before the COMMIT. */
+  readonly insideTransaction?: (record: KafkaRecord) => Effect.Effect<void>
   /** After the record's transaction committed, before the Kafka commit of its batch. */
   readonly afterTransaction?: (record: KafkaRecord) => Effect.Effect<void>
 }
