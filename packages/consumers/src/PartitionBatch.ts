@@ -4,6 +4,7 @@ import { Cause, Duration, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
+import { claimBatch } from "./BatchClaims.ts"
 import { type BatchCounts, makeConsumerStore } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
@@ -44,9 +45,9 @@ const decodeAll = (records: ReadonlyArray<KafkaRecord>) =>
 
 /**
  * The records of one partition (as polled, in offset order) in ONE transaction: lock the
- * partition's stored offset once; for each record in order, skip it if below that offset
- * ("behind"), else claim (consumer, event_id) with the version check and apply the handler's
- * effect only for a new and newer event; then store the offset past the last handled record and
+ * partition's stored offset once; skip the records below it ("behind"); claim the others
+ * (consumer, event_id) with the version check, set-based (BatchClaims.ts); apply the handler's
+ * effect, in order, only for the new and newer events; then store the offset past the last handled record and
  * the counters, once; one COMMIT. Any failure rolls the whole batch back.
  */
 const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlClient) => {
@@ -54,30 +55,31 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
   const { handler } = settings
   const name = handler.name
 
-  const step = ({ record, decoded }: Item) =>
+  /** A new record's effect, in the record's trace. */
+  const apply = ({ record, decoded }: Item) =>
     Effect.gen(function* () {
-      const identity = { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
-      const claim = yield* store.claim(name, identity, record)
-      if (claim === "new") yield* handler.apply(decoded, record)
+      yield* handler.apply(decoded, record)
       if (settings.faults?.insideTransaction !== undefined) yield* settings.faults.insideTransaction(record)
-      return claim === "new" ? "applied" as const : claim
     }).pipe(continueRecordTrace(name, record))
 
   return (items: ReadonlyArray<Item>, first: KafkaRecord) =>
     sql.withTransaction(Effect.gen(function* () {
       const next = yield* store.lockOffset(name, first.topic, first.partition)
-      const outcomes: Array<BatchOutcome> = []
-      let last: KafkaRecord | null = null
-      for (const item of items) {
-        if (item.record.offset < next) {
-          outcomes.push("behind")
-          continue
-        }
-        outcomes.push(yield* step(item))
-        last = item.record
+      const ahead = items.filter((item) => item.record.offset >= next)
+      const claims = yield* claimBatch(sql, name, ahead.map(({ record, decoded }) => ({
+        record,
+        identity: { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+      })))
+      const outcomes = new Map<KafkaRecord, BatchOutcome>()
+      for (const [index, item] of ahead.entries()) {
+        const claim = claims[index] ?? "duplicate"
+        if (claim === "new") yield* apply(item)
+        outcomes.set(item.record, claim === "new" ? "applied" : claim)
       }
-      if (last !== null) yield* store.advanceBatch(name, last, countsOf(outcomes))
-      return outcomes
+      const last = ahead.at(-1)
+      const ordered = items.map((item) => outcomes.get(item.record) ?? "behind")
+      if (last !== undefined) yield* store.advanceBatch(name, last.record, countsOf(ordered))
+      return ordered
     }))
 }
 
