@@ -62,6 +62,15 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
       if (settings.faults?.insideTransaction !== undefined) yield* settings.faults.insideTransaction(record)
     }).pipe(continueRecordTrace(name, record))
 
+  /** The new records' effects, in order: at once when the handler can (`applyBatch`), else one by one. */
+  const applyAll = (fresh: ReadonlyArray<Item>) =>
+    Effect.gen(function* () {
+      if (handler.applyBatch === undefined || fresh.length === 0) return yield* Effect.forEach(fresh, apply, { discard: true })
+      yield* handler.applyBatch(fresh).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": fresh.length } }))
+      const inside = settings.faults?.insideTransaction
+      if (inside !== undefined) yield* Effect.forEach(fresh, (item) => inside(item.record), { discard: true })
+    })
+
   return (items: ReadonlyArray<Item>, first: KafkaRecord) =>
     sql.withTransaction(Effect.gen(function* () {
       const next = yield* store.lockOffset(name, first.topic, first.partition)
@@ -71,11 +80,13 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
         identity: { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
       })))
       const outcomes = new Map<KafkaRecord, BatchOutcome>()
+      const fresh: Array<Item> = []
       for (const [index, item] of ahead.entries()) {
         const claim = claims[index] ?? "duplicate"
-        if (claim === "new") yield* apply(item)
+        if (claim === "new") fresh.push(item)
         outcomes.set(item.record, claim === "new" ? "applied" : claim)
       }
+      yield* applyAll(fresh)
       const last = ahead.at(-1)
       const ordered = items.map((item) => outcomes.get(item.record) ?? "behind")
       if (last !== undefined) yield* store.advanceBatch(name, last.record, countsOf(ordered))
