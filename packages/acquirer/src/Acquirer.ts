@@ -14,7 +14,18 @@ import { Context, type Effect, Schema } from "effect"
  * The simulator (Simulator.ts) is the one implementation today.
  */
 
-export const DeclineCode = Schema.Literals(["card_declined", "insufficient_funds"])
+/**
+ * `authorization_voided` / `authorization_captured`: a capture after a void, a void after a
+ * capture. They exclude each other; the loser's request is refused, the payment left to the winner.
+ */
+export const DeclineCode = Schema.Literals([
+  "card_declined",
+  "insufficient_funds",
+  "authorization_voided",
+  "authorization_captured",
+  /** A refund the acquirer refuses (the card account is closed, more than was captured…). */
+  "refund_declined"
+])
 export type DeclineCode = typeof DeclineCode.Type
 
 export class Approved extends Schema.TaggedClass<Approved>()("Approved", {
@@ -30,7 +41,7 @@ export class Declined extends Schema.TaggedClass<Declined>()("Declined", {
 /** A definitive answer. Both are final for the reference: asking again gives the same one. */
 export type AcquirerOutcome = Approved | Declined
 
-export const AcquirerOperation = Schema.Literals(["authorize", "capture"])
+export const AcquirerOperation = Schema.Literals(["authorize", "capture", "void", "refund"])
 export type AcquirerOperation = typeof AcquirerOperation.Type
 
 /**
@@ -74,7 +85,34 @@ export interface CaptureRequest {
   readonly currency: string
 }
 
+/** Release (void) an approved, uncaptured authorization. e.g. `payment:<id>:void` */
+export interface VoidRequest {
+  readonly reference: string
+  readonly paymentId: string
+  /** The authorized amount being released. */
+  readonly amount_minor: bigint
+  readonly currency: string
+}
+
+/** Give back part or all of a captured payment. e.g. `refund:<refund id>` */
+export interface RefundRequest {
+  readonly reference: string
+  readonly paymentId: string
+  readonly amount_minor: bigint
+  readonly currency: string
+}
+
 export class Acquirer extends Context.Service<Acquirer, {
   readonly authorize: (request: AuthorizeRequest) => Effect.Effect<AcquirerOutcome, AcquirerError>
   readonly capture: (request: CaptureRequest) => Effect.Effect<AcquirerOutcome, AcquirerError>
+  /**
+   * Approved when the payment has an approved authorization and no approved capture; declined
+   * otherwise (a capture already performed cannot be voided: it is refunded instead).
+   */
+  readonly void: (request: VoidRequest) => Effect.Effect<AcquirerOutcome, AcquirerError>
+  /**
+   * Approved when the payment was captured and the refunds approved so far plus this one stay
+   * within the captured amount; declined `refund_declined` otherwise.
+   */
+  readonly refund: (request: RefundRequest) => Effect.Effect<AcquirerOutcome, AcquirerError>
 }>()("acquirer/Acquirer") {}

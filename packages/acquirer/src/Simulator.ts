@@ -13,7 +13,9 @@ import {
   type AuthorizeRequest,
   type CaptureRequest,
   DeclineCode,
-  Declined
+  Declined,
+  type RefundRequest,
+  type VoidRequest
 } from "./Acquirer.ts"
 
 /**
@@ -28,8 +30,15 @@ import {
  * - `pm_card_insufficient_funds`: declined, `insufficient_funds`.
  * - `pm_card_timeout`: the FIRST call for a reference is performed (approved) but its answer never
  *   arrives; our side fails with `AcquirerTimeout` after `timeout_ms`. Later calls with the same
- *   reference answer the recorded outcome promptly. (Captures of such a payment behave the same.)
+ *   reference answer the recorded outcome promptly. (Captures and voids of such a payment behave the same.)
+ *
+ * Captures and voids of one payment are decided one at a time (an advisory lock per payment):
+ * a capture after an approved void is declined, a void after an approved capture is declined.
+ * - `pm_card_refund_declined`: authorized and captured; every refund is declined `refund_declined`.
  * - anything else: declined, `card_declined` (an unknown card).
+ *
+ * Refunds (reference `refund:<refund id>`) are approved while the approved refunds of the payment
+ * plus this one stay within its approved capture.
  */
 
 /** `first_call`: the first call per reference is performed but its answer is lost; `every_call`: every answer is lost. */
@@ -38,6 +47,8 @@ export type AnswerLoss = "first_call" | "every_call"
 export interface AcquirerFaults {
   readonly failAuthorizeAfterPerforming?: AnswerLoss
   readonly failCaptureAfterPerforming?: AnswerLoss
+  readonly failVoidAfterPerforming?: AnswerLoss
+  readonly failRefundAfterPerforming?: AnswerLoss
   /** Every call fails with AcquirerUnavailable before anything is performed. */
   readonly unavailable?: boolean
 }
@@ -68,26 +79,34 @@ export const AcquirerFaultName = Schema.Literals([
   "authorize_answer_lost_every_call",
   "capture_answer_lost_first_call",
   "capture_answer_lost_every_call",
+  "void_answer_lost_first_call",
+  "void_answer_lost_every_call",
+  "refund_answer_lost_first_call",
+  "refund_answer_lost_every_call",
   "unavailable"
 ])
 export type AcquirerFaultName = typeof AcquirerFaultName.Type
 
 export const acquirerFaultsFromNames = (names: ReadonlyArray<AcquirerFaultName>): AcquirerFaults => {
-  const lost = (operation: "authorize" | "capture"): AnswerLoss | undefined =>
+  const lost = (operation: AcquirerOperation): AnswerLoss | undefined =>
     names.includes(`${operation}_answer_lost_every_call`)
       ? "every_call"
       : names.includes(`${operation}_answer_lost_first_call`) ? "first_call" : undefined
   const failAuthorizeAfterPerforming = lost("authorize")
   const failCaptureAfterPerforming = lost("capture")
+  const failVoidAfterPerforming = lost("void")
+  const failRefundAfterPerforming = lost("refund")
   return {
     ...(failAuthorizeAfterPerforming === undefined ? {} : { failAuthorizeAfterPerforming }),
     ...(failCaptureAfterPerforming === undefined ? {} : { failCaptureAfterPerforming }),
+    ...(failVoidAfterPerforming === undefined ? {} : { failVoidAfterPerforming }),
+    ...(failRefundAfterPerforming === undefined ? {} : { failRefundAfterPerforming }),
     ...(names.includes("unavailable") ? { unavailable: true } : {})
   }
 }
 
 const acquirerFaultNames = Schema.Array(AcquirerFaultName).check(
-  Schema.isMaxLength(5, { message: "ACQUIRER_FAULTS names at most 5 faults" })
+  Schema.isMaxLength(9, { message: "ACQUIRER_FAULTS names at most 9 faults" })
 )
 
 /**
@@ -117,7 +136,7 @@ export const AcquirerOptionsConfig: Config.Config<AcquirerOptions> = Config.all(
 
 const OperationRow = Schema.Struct({
   reference: Schema.String,
-  operation: Schema.Literals(["authorize", "capture"]),
+  operation: Schema.Literals(["authorize", "capture", "void", "refund"]),
   payment_id: Schema.String,
   amount_minor: Schema.BigInt,
   currency: Schema.String,
@@ -133,6 +152,12 @@ const decodeOperationRows = Schema.decodeUnknownEffect(Schema.Array(OperationRow
 
 const AuthorizationRow = Schema.Struct({
   payment_method: Schema.NullOr(Schema.String),
+  /** Whether an approved capture / void of the same payment exists (they exclude each other). */
+  captured: Schema.Boolean,
+  voided: Schema.Boolean,
+  /** The approved capture's amount (null: none) and the refunds approved so far. */
+  captured_minor: Schema.NullOr(Schema.BigInt),
+  refunded_minor: Schema.BigInt,
   amount_minor: Schema.BigInt,
   currency: Schema.String
 })
@@ -155,6 +180,7 @@ const decideAuthorization = (paymentMethod: string): Decision => {
     case "pm_card_visa":
     case "pm_card_mastercard":
     case "pm_card_timeout":
+    case "pm_card_refund_declined":
       return approved(paymentMethod)
     case "pm_card_declined":
       return declined("card_declined", "Your card was declined.", paymentMethod)
@@ -169,8 +195,34 @@ const decideAuthorization = (paymentMethod: string): Decision => {
 const decideCapture = (request: CaptureRequest, authorization: Option.Option<typeof AuthorizationRow.Type>): Decision => {
   if (Option.isNone(authorization)) return declined("card_declined", "No approved authorization to capture.", null)
   const authorized = authorization.value
+  if (authorized.voided) return declined("authorization_voided", "The authorization was voided.", authorized.payment_method)
+  // One capture per authorization (a partial capture releases the rest).
+  if (authorized.captured) return declined("authorization_captured", "The authorization was already captured.", authorized.payment_method)
   if (authorized.currency !== request.currency || request.amount_minor > authorized.amount_minor) {
     return declined("card_declined", "The capture exceeds the authorization.", authorized.payment_method)
+  }
+  return approved(authorized.payment_method)
+}
+
+/** A void releases an approved authorization that was not captured. */
+const decideVoid = (authorization: Option.Option<typeof AuthorizationRow.Type>): Decision => {
+  if (Option.isNone(authorization)) return declined("card_declined", "No approved authorization to void.", null)
+  const authorized = authorization.value
+  if (authorized.captured) return declined("authorization_captured", "The authorization was already captured.", authorized.payment_method)
+  return approved(authorized.payment_method)
+}
+
+/** A refund gives back at most what was captured, across all refunds of the payment. */
+const decideRefund = (request: RefundRequest, authorization: Option.Option<typeof AuthorizationRow.Type>): Decision => {
+  if (Option.isNone(authorization) || authorization.value.captured_minor === null) {
+    return declined("refund_declined", "No approved capture to refund.", null)
+  }
+  const authorized = authorization.value
+  if (authorized.payment_method === "pm_card_refund_declined") {
+    return declined("refund_declined", "The refund was declined.", authorized.payment_method)
+  }
+  if (authorized.currency !== request.currency || authorized.refunded_minor + request.amount_minor > (authorized.captured_minor ?? 0n)) {
+    return declined("refund_declined", "The refunds exceed the captured amount.", authorized.payment_method)
   }
   return approved(authorized.payment_method)
 }
@@ -204,10 +256,35 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
     Request: Schema.String,
     Result: AuthorizationRow,
     execute: (paymentId) => sql`
-      SELECT payment_method, amount_minor, currency FROM acquirer_sim.operations
-      WHERE payment_id = ${paymentId} AND operation = 'authorize' AND outcome = 'approved'
-      ORDER BY performed_at LIMIT 1`
+      SELECT a.payment_method, a.amount_minor, a.currency,
+             EXISTS (SELECT 1 FROM acquirer_sim.operations c
+                     WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved') AS captured,
+             EXISTS (SELECT 1 FROM acquirer_sim.operations v
+                     WHERE v.payment_id = a.payment_id AND v.operation = 'void' AND v.outcome = 'approved') AS voided,
+             (SELECT c.amount_minor FROM acquirer_sim.operations c
+              WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved' LIMIT 1) AS captured_minor,
+             (SELECT coalesce(sum(r.amount_minor), 0) FROM acquirer_sim.operations r
+              WHERE r.payment_id = a.payment_id AND r.operation = 'refund' AND r.outcome = 'approved')::bigint AS refunded_minor
+      FROM acquirer_sim.operations a
+      WHERE a.payment_id = ${paymentId} AND a.operation = 'authorize' AND a.outcome = 'approved'
+      ORDER BY a.performed_at LIMIT 1`
   })
+  /**
+   * Decide and record a capture or a void of one payment at a time: the advisory lock (released
+   * at the end of this short transaction, on the simulator's own connection) keeps a capture and
+   * a void of the same authorization from both being approved.
+   */
+  const decideOnePerPayment = <A extends RecordedRequest>(
+    operation: "capture" | "void" | "refund",
+    request: A,
+    decide: (request: A, authorization: Option.Option<typeof AuthorizationRow.Type>) => Decision
+  ): Effect.Effect<OperationRow, SqlError> =>
+    sql.withTransaction(
+      sql`SELECT pg_advisory_xact_lock(hashtextextended(${`acquirer_sim:${request.paymentId}`}, 0))`.pipe(
+        Effect.andThen(approvedAuthorization(request.paymentId).pipe(Effect.catchTag("SchemaError", Effect.die))),
+        Effect.flatMap((authorization) => record(operation, request, decide(request, authorization)))
+      )
+    )
   const record = (operation: AcquirerOperation, request: RecordedRequest, decision: Decision): Effect.Effect<OperationRow, SqlError> =>
     insert(operation, request, decision).pipe(
       // The table's constraints guarantee the row's shape, and INSERT … RETURNING returns one row.
@@ -221,7 +298,7 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
           : Effect.void
       )
     )
-  return { record, approvedAuthorization: (paymentId: string) => approvedAuthorization(paymentId).pipe(Effect.catchTag("SchemaError", Effect.die)) }
+  return { record, decideOnePerPayment }
 }
 
 const makeSimulator = (options: AcquirerOptions) =>
@@ -238,7 +315,11 @@ const makeSimulator = (options: AcquirerOptions) =>
       self.pipe(Effect.updateContext((context: Context.Context<never>) => Context.omit(sql.transactionService)(context)))
 
     const answerLost = (operation: AcquirerOperation, row: OperationRow): boolean => {
-      const fault = operation === "authorize" ? options.faults.failAuthorizeAfterPerforming : options.faults.failCaptureAfterPerforming
+      const fault = operation === "authorize"
+        ? options.faults.failAuthorizeAfterPerforming
+        : operation === "capture"
+        ? options.faults.failCaptureAfterPerforming
+        : operation === "void" ? options.faults.failVoidAfterPerforming : options.faults.failRefundAfterPerforming
       if (fault === "every_call") return true
       // The first call is the one that inserted the row; a repeat only increments request_count.
       const firstCall = row.request_count === 1
@@ -281,9 +362,10 @@ const makeSimulator = (options: AcquirerOptions) =>
       authorize: (request: AuthorizeRequest) =>
         call("authorize", request.reference, table.record("authorize", request, decideAuthorization(request.paymentMethod))),
       capture: (request: CaptureRequest) =>
-        call("capture", request.reference, table.approvedAuthorization(request.paymentId).pipe(
-          Effect.flatMap((authorization) => table.record("capture", request, decideCapture(request, authorization)))
-        ))
+        call("capture", request.reference, table.decideOnePerPayment("capture", request, decideCapture)),
+      void: (request: VoidRequest) =>
+        call("void", request.reference, table.decideOnePerPayment("void", request, (_request, authorization) => decideVoid(authorization))),
+      refund: (request: RefundRequest) => call("refund", request.reference, table.decideOnePerPayment("refund", request, decideRefund))
     })
   })
 

@@ -8,7 +8,9 @@ import {
   Metadata,
   paymentIdPattern,
   paymentRequestFields,
-  PaymentStatus
+  PaymentStatus,
+  RefundReason,
+  RefundStatus
 } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
@@ -29,6 +31,15 @@ export const AmountJson = Schema.Int.check(
 /** `POST /v1/payments` body. Unknown fields are rejected. */
 export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentRequestFields })
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
+
+/**
+ * `POST /v1/payments/{id}/settle` body: none, `{}`, or `{ "amount": n }` to capture less than was
+ * authorized (partial capture; the rest of the authorization is released). Unknown fields are rejected.
+ */
+export const SettlePaymentBody = Schema.Struct({
+  amount: Schema.optionalKey(AmountJson.annotate({ description: "What to capture, in minor units: at most the authorized amount (default: all of it)" }))
+})
+export type SettlePaymentBody = typeof SettlePaymentBody.Type
 
 /** A payment as the API shows it. */
 /** `pay_` + 24 lowercase base32 characters. */
@@ -52,10 +63,44 @@ export const PaymentJson = Schema.Struct({
   status: PaymentStatus,
   failure_code: Schema.NullOr(FailureCode),
   failure_message: Schema.NullOr(FailureMessage),
+  /** What was captured (≤ amount) once SETTLED; null before. */
+  captured_amount: Schema.NullOr(AmountJson),
+  /** When the authorization lapses (set when AUTHORIZED; null before): no capture from then on. */
+  authorization_expires_at: Schema.NullOr(InstantJson),
   created_at: InstantJson,
   updated_at: InstantJson
 })
 export type PaymentJson = typeof PaymentJson.Type
+
+/** `POST /v1/payments/{id}/refunds` body. Unknown fields are rejected. */
+export const CreateRefundBody = Schema.Struct({
+  amount: Schema.optionalKey(AmountJson.annotate({ description: "What to give back, in minor units (default: what is left of the captured amount)" })),
+  reason: Schema.optionalKey(RefundReason),
+  metadata: Schema.optionalKey(Metadata)
+})
+export type CreateRefundBody = typeof CreateRefundBody.Type
+
+export const RefundJson = Schema.Struct({
+  id: Schema.String.check(Schema.isPattern(/^re_[0-9a-hjkmnp-tv-z]{24}$/u)),
+  object: Schema.Literal("refund"),
+  payment_id: PaymentIdJson,
+  amount: AmountJson,
+  currency: Currency,
+  status: RefundStatus,
+  reason: Schema.NullOr(RefundReason),
+  metadata: Metadata,
+  failure_code: Schema.NullOr(FailureCode),
+  failure_message: Schema.NullOr(FailureMessage),
+  created_at: InstantJson,
+  updated_at: InstantJson
+})
+export type RefundJson = typeof RefundJson.Type
+
+export const RefundListJson = Schema.Struct({
+  object: Schema.Literal("list"),
+  data: Schema.Array(RefundJson),
+  has_more: Schema.Boolean
+})
 
 export const PaymentListJson = Schema.Struct({
   object: Schema.Literal("list"),
@@ -128,9 +173,43 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
     HttpApiEndpoint.post("settle", "/v1/payments/:id/settle", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,
+      payload: SettlePaymentBody,
       success: PaymentJson,
-      error: problems(...transitionProblemCodes, "settlement_unavailable")
-    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee."),
+      error: problems(...transitionProblemCodes, "settlement_unavailable", "capture_exceeds_authorized", "authorization_expired")
+    }).annotate(OpenApi.Description, "Captures an AUTHORIZED payment at the acquirer (all of it, or `amount` ≤ the authorized amount: a partial capture releases the rest) and posts the captured money to the ledger (SETTLED): the merchant's balance grows by the captured amount less the fee, computed on the captured amount."),
+    HttpApiEndpoint.post("cancel", "/v1/payments/:id/cancel", {
+      params: PaymentIdParam,
+      headers: IdempotencyKeyHeader,
+      success: PaymentJson,
+      error: problems(...transitionProblemCodes)
+    }).annotate(OpenApi.Description, "Voids an AUTHORIZED payment: the acquirer releases the reservation and the payment is CANCELED (terminal); no money moves. A 503 means the outcome is unknown: retry with the same key."),
+    HttpApiEndpoint.post("refund", "/v1/payments/:id/refunds", {
+      params: PaymentIdParam,
+      headers: IdempotencyKeyHeader,
+      payload: CreateRefundBody,
+      success: RefundJson.annotate({ httpApiStatus: 201 }),
+      error: problems(
+        ...postProblemCodes,
+        "route_not_found",
+        "payment_not_found",
+        "payment_not_refundable",
+        "refund_exceeds_captured",
+        "refund_exceeds_balance",
+        "acquirer_timeout",
+        "acquirer_unavailable",
+        "settlement_unavailable"
+      )
+    }).annotate(OpenApi.Description, "Refunds a SETTLED payment, fully or partly (`amount`, default: what is left). The refund is SUCCEEDED (the money is reversed in the ledger; the fee is kept) or FAILED when the acquirer declines. The payment's refunds that have not failed never exceed the captured amount. A 503 means the outcome is unknown: retry with the same key."),
+    HttpApiEndpoint.get("listRefunds", "/v1/payments/:id/refunds", {
+      params: PaymentIdParam,
+      success: RefundListJson,
+      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found")
+    }).annotate(OpenApi.Description, "The payment's refunds, oldest first."),
+    HttpApiEndpoint.get("retrieveRefund", "/v1/payments/:id/refunds/:refund_id", {
+      params: { ...PaymentIdParam, refund_id: Schema.String.annotate({ description: "A refund id, `re_…`" }) },
+      success: RefundJson,
+      error: problems(...commonProblemCodes, "route_not_found", "refund_not_found")
+    }).annotate(OpenApi.Description, "One refund of one of the merchant's payments."),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,
@@ -152,6 +231,6 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
   .middleware(Authorization)
   .annotateMerge(OpenApi.annotations({
     title: "Payments",
-    description: "Create, authorize and settle payments; read them and the merchant's balance."
+    description: "Create, authorize, settle and cancel payments; read them and the merchant's balance."
   }))
 {}

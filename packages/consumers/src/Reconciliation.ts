@@ -66,7 +66,7 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
         JOIN accounts a ON a.id = e.account_id
         GROUP BY st.merchant_id, e.currency
       ), paid AS (
-        SELECT p.merchant_id, p.currency, sum(p.amount_minor) AS gross,
+        SELECT p.merchant_id, p.currency, sum(p.captured_amount_minor) AS gross,
           coalesce(sum(s.fee_minor), 0) AS fees, coalesce(sum(s.net_minor), 0) AS net, count(*) AS n
         FROM payments p LEFT JOIN payment_settlements s ON s.payment_id = p.id
         WHERE p.status = 'SETTLED'

@@ -6,7 +6,7 @@ import { HandlerFailed } from "./ConsumerModel.ts"
 
 type Event = DecodedPaymentEvent["event"]
 
-/** A payment_settled event's fee and net, refused (HandlerFailed) when absent or not summing to the amount. */
+/** A payment_settled event's gross (the captured amount), fee and net, refused (HandlerFailed) when absent or not summing to the amount. */
 export const settledSplit = (event: Event) =>
   Effect.gen(function* () {
     if (event.type !== "payment_settled") return null
@@ -14,12 +14,15 @@ export const settledSplit = (event: Event) =>
     if (fee_minor === undefined || net_minor === undefined) {
       return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
     }
-    if (fee_minor + net_minor !== event.amount_minor) {
+    // What moved is the captured amount (partial capture); events written before it existed
+    // captured the whole amount.
+    const gross_minor = event.captured_amount_minor ?? event.amount_minor
+    if (fee_minor + net_minor !== gross_minor) {
       return yield* new HandlerFailed({
-        message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the amount ${event.amount_minor}`
+        message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
       })
     }
-    return { fee_minor, net_minor }
+    return { gross_minor, fee_minor, net_minor }
   })
 
 interface Sum {
@@ -59,7 +62,7 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
         generation, merchant_id: event.merchant_id, currency: event.currency,
         settled_gross_minor: 0n, fees_minor: 0n, net_minor: 0n, payment_count: 0, last_event_at: occurredAt
       }
-      sum.settled_gross_minor += event.amount_minor
+      sum.settled_gross_minor += split.gross_minor
       sum.fees_minor += split.fee_minor
       sum.net_minor += split.net_minor
       sum.payment_count += 1

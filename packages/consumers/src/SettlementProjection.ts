@@ -54,7 +54,7 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
         yield* sql`
           INSERT INTO settlement_projection
             (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at)
-          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${event.amount_minor}, ${split.fee_minor}, ${split.net_minor}, 1, ${occurredAt})
+          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${split.gross_minor}, ${split.fee_minor}, ${split.net_minor}, 1, ${occurredAt})
           ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
             settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
             fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,

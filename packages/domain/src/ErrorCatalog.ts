@@ -58,6 +58,7 @@ export const errorCatalog = {
     meaning: "The headers or the body did not arrive in time (the connection is closed; nothing was executed)"
   },
   payment_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such payment **for this merchant**" },
+  refund_not_found: { status: 404, title: "Not found", retry: "no", meaning: "No such refund of this payment **for this merchant**" },
   webhook_endpoint_not_found: {
     status: 404, title: "Not found", retry: "no", meaning: "No such webhook endpoint **for this merchant** (or it was deleted)"
   },
@@ -72,8 +73,19 @@ export const errorCatalog = {
     status: 409, title: "Conflict", retry: "no_stored",
     meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…)"
   },
+  authorization_expired: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "A settle after the authorization's `authorization_expires_at`: the funds are no longer held"
+  },
   concurrent_modification: {
     status: 409, title: "Conflict", retry: "no_stored", meaning: "Another change to the same payment won the race"
+  },
+  payment_not_refundable: {
+    status: 409, title: "Conflict", retry: "no_stored", meaning: "Only a SETTLED payment can be refunded"
+  },
+  refund_exceeds_balance: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept)"
   },
   body_too_large: { status: 413, title: "Request body too large", retry: "no", meaning: "The body is over 64 KiB" },
   unsupported_media_type: {
@@ -82,6 +94,14 @@ export const errorCatalog = {
   idempotency_key_reused: {
     status: 422, title: "Unprocessable request", retry: "no",
     meaning: "This key was used for a different request (method, path or body); use a new key for a new request"
+  },
+  capture_exceeds_authorized: {
+    status: 422, title: "Unprocessable request", retry: "no_stored",
+    meaning: "A settle `amount` above the authorized amount: a capture takes at most what was authorized"
+  },
+  refund_exceeds_captured: {
+    status: 422, title: "Unprocessable request", retry: "no_stored",
+    meaning: "The payment's refunds that have not failed, with this one, would exceed the captured amount"
   },
   rate_limited: {
     status: 429, title: "Too many requests", retry: "same_key_later",

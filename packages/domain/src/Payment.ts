@@ -5,10 +5,11 @@ import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { StorableText } from "./StorableText.ts"
 
 /**
- * The four statuses of a payment. Which status may follow which is NOT decided here: the
+ * The statuses of a payment (CANCELED: an authorization voided by the merchant; EXPIRED: an
+ * authorization that lapsed uncaptured; issue 19). Which status may follow which is NOT decided here: the
  * transition table in `PaymentStateMachine.ts` is the single source of that rule.
  */
-export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED"] as const
+export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED", "CANCELED", "EXPIRED"] as const
 export const PaymentStatus = Schema.Literals(paymentStatuses)
 export type PaymentStatus = typeof PaymentStatus.Type
 
@@ -91,6 +92,7 @@ export const PaymentVersion = Schema.Int.check(Schema.isBetween({ minimum: 1, ma
  *
  * Invariants checked on every construction and decode (and again by CHECKs in the database):
  * - `failure_code` and `failure_message` are present if and only if the status is FAILED;
+ * - `captured_amount_minor` is set if and only if the status is SETTLED, and ≤ `amount_minor`;
  * - `updated_at` is not before `created_at`.
  */
 export class Payment extends Schema.Class<Payment>("Payment")(
@@ -105,6 +107,13 @@ export class Payment extends Schema.Class<Payment>("Payment")(
     status: PaymentStatus,
     failure_code: Schema.NullOr(FailureCode),
     failure_message: Schema.NullOr(FailureMessage),
+    /**
+     * What was captured (issue 19, partial capture): set exactly when the payment is SETTLED, at
+     * most `amount_minor` (the authorized amount); the rest of the authorization was released.
+     */
+    captured_amount_minor: Schema.NullOr(AmountMinorFromJsonNumber),
+    /** When the authorization lapses (set by authorize, never changed after): no capture from then on. */
+    authorization_expires_at: Schema.NullOr(Schema.DateTimeUtcFromString),
     version: PaymentVersion,
     created_at: Schema.DateTimeUtcFromString,
     updated_at: Schema.DateTimeUtcFromString
@@ -115,6 +124,13 @@ export class Payment extends Schema.Class<Payment>("Payment")(
       const hasNoFailure = payment.failure_code === null && payment.failure_message === null
       if (failed && !hasFailure) return "a FAILED payment must carry failure_code and failure_message"
       if (!failed && !hasNoFailure) return `a ${payment.status} payment must not carry a failure_code or failure_message`
+      if (payment.status === "AUTHORIZED" && payment.authorization_expires_at === null) return "an AUTHORIZED payment has authorization_expires_at"
+      if (payment.status === "CREATED" && payment.authorization_expires_at !== null) return "a CREATED payment has no authorization_expires_at"
+      const settled = payment.status === "SETTLED"
+      if (settled !== (payment.captured_amount_minor !== null)) return "captured_amount_minor is set exactly when the payment is SETTLED"
+      if (payment.captured_amount_minor !== null && payment.captured_amount_minor > payment.amount_minor) {
+        return "captured_amount_minor must not exceed amount_minor (the authorized amount)"
+      }
       if (payment.updated_at.epochMilliseconds < payment.created_at.epochMilliseconds) {
         return "updated_at must not be before created_at"
       }

@@ -52,6 +52,28 @@ export class PaymentLocked extends CodedError<PaymentLocked>()(
 ) {}
 
 /**
+ * A capture (settle with `amount`) larger than the authorized amount: the acquirer can capture at
+ * most what it reserved. Decided before the acquirer is asked; stored with the key (422).
+ */
+export class CaptureExceedsAuthorized extends CodedError<CaptureExceedsAuthorized>()(
+  "capture_exceeds_authorized",
+  "CaptureExceedsAuthorized",
+  { paymentId: PaymentId, requested_minor: Schema.BigInt, authorized_minor: Schema.BigInt },
+  (e) => `payment ${e.paymentId}: capture of ${e.requested_minor} exceeds the authorized ${e.authorized_minor} (minor units)`
+) {}
+
+/**
+ * A capture after the authorization lapsed (`authorization_expires_at`): the issuer no longer
+ * holds the funds. A conflict with the payment's state; stored with the key (409).
+ */
+export class AuthorizationExpired extends CodedError<AuthorizationExpired>()(
+  "authorization_expired",
+  "AuthorizationExpired",
+  { paymentId: PaymentId, expiredAt: Schema.String },
+  (e) => `payment ${e.paymentId}: the authorization expired at ${e.expiredAt}; it can no longer be captured`
+) {}
+
+/**
  * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
  * for unknown and foreign ids (no existence oracle).
  */

@@ -57,7 +57,7 @@ export const SplitMinorFromJsonNumber = Schema.Int.check(
 )
 
 /**
- * `fee_minor` and `net_minor` (fee + net = amount) are the split the settlement posted to the
+ * `fee_minor` and `net_minor` (fee + net = the captured amount) are the split the settlement posted to the
  * ledger in the same transaction. Optional in the schema (an added field keeps the version, and
  * events written before they existed still decode); every payment_settled written now has them.
  */
@@ -67,7 +67,12 @@ export const PaymentSettled = Schema.Struct({
   previous_status: PaymentStatus,
   status: Schema.Literal("SETTLED"),
   fee_minor: Schema.optionalKey(SplitMinorFromJsonNumber),
-  net_minor: Schema.optionalKey(SplitMinorFromJsonNumber)
+  net_minor: Schema.optionalKey(SplitMinorFromJsonNumber),
+  /**
+   * What was captured and posted (≤ `amount_minor`, the authorized amount; issue 19). fee + net =
+   * this amount. Absent only in events written before partial capture existed (then: the amount).
+   */
+  captured_amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber)
 })
 export type PaymentSettled = typeof PaymentSettled.Type
 
@@ -81,12 +86,40 @@ export const PaymentFailed = Schema.Struct({
 })
 export type PaymentFailed = typeof PaymentFailed.Type
 
-export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed])
+/**
+ * The merchant voided the authorization (`POST /v1/payments/{id}/cancel`): the acquirer released
+ * the reserved funds; no money moved in our ledger. CANCELED is terminal.
+ */
+export const PaymentCanceled = Schema.Struct({
+  type: Schema.tag("payment_canceled"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("CANCELED")
+})
+export type PaymentCanceled = typeof PaymentCanceled.Type
+
+/** The authorization lapsed uncaptured (`AUTHORIZED` → `EXPIRED`, terminal, by the expiry job). */
+export const PaymentExpired = Schema.Struct({
+  type: Schema.tag("payment_expired"),
+  ...common,
+  previous_status: PaymentStatus,
+  status: Schema.Literal("EXPIRED")
+})
+export type PaymentExpired = typeof PaymentExpired.Type
+
+export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentCanceled, PaymentExpired])
 export type PaymentEvent = typeof PaymentEvent.Type
 /** The JSON form of an event, as stored in `outbox_events.payload`. */
 export type PaymentEventJson = typeof PaymentEvent.Encoded
 
-export const paymentEventTypes = ["payment_created", "payment_authorized", "payment_settled", "payment_failed"] as const
+export const paymentEventTypes = [
+  "payment_created",
+  "payment_authorized",
+  "payment_settled",
+  "payment_failed",
+  "payment_canceled",
+  "payment_expired"
+] as const
 export const PaymentEventType = Schema.Literals(paymentEventTypes)
 export type PaymentEventType = typeof PaymentEventType.Type
 

@@ -1,6 +1,8 @@
 import { DateTime, Result, Schema } from "effect"
 import { CodedError } from "./DescribedError.ts"
 import { PaymentId } from "./Ids.ts"
+import { AmountMinor } from "./Money.ts"
+import { CaptureExceedsAuthorized } from "./PaymentErrors.ts"
 import {
   type CreatePaymentInput,
   FailureCode,
@@ -9,27 +11,34 @@ import {
   PaymentStatus,
   paymentStatuses
 } from "./Payment.ts"
-import { PaymentAuthorized, PaymentCreated, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
+import { PaymentAuthorized, PaymentCanceled, PaymentCreated, PaymentExpired, PaymentFailed, PaymentSettled } from "./PaymentEvents.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Commands: what may be asked of a payment.
 // ---------------------------------------------------------------------------------------------
 
-export const paymentCommandNames = ["authorize", "decline", "settle", "fail"] as const
+export const paymentCommandNames = ["authorize", "decline", "settle", "fail", "cancel", "expire"] as const
 export const PaymentCommandName = Schema.Literals(paymentCommandNames)
 export type PaymentCommandName = typeof PaymentCommandName.Type
 
-export const Authorize = Schema.TaggedStruct("authorize", {})
+/** How long an authorization holds the funds unless the caller says otherwise (7 days). */
+export const AUTHORIZATION_TTL_MS_DEFAULT = 7 * 24 * 60 * 60 * 1000
+
+/** `expires_at`: when the authorization lapses (default: {@link AUTHORIZATION_TTL_MS_DEFAULT} after it). */
+export const Authorize = Schema.TaggedStruct("authorize", { expires_at: Schema.optionalKey(Schema.DateTimeUtc) })
 export const Decline = Schema.TaggedStruct("decline", { failure_code: FailureCode, failure_message: FailureMessage })
-export const Settle = Schema.TaggedStruct("settle", {})
+/** `amount_minor`: what to capture (partial capture); absent = the whole authorized amount. */
+export const Settle = Schema.TaggedStruct("settle", { amount_minor: Schema.optionalKey(AmountMinor) })
 export const Fail = Schema.TaggedStruct("fail", { failure_code: FailureCode, failure_message: FailureMessage })
-export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail])
+export const Cancel = Schema.TaggedStruct("cancel", {})
+export const Expire = Schema.TaggedStruct("expire", {})
+export const PaymentCommand = Schema.Union([Authorize, Decline, Settle, Fail, Cancel, Expire])
 export type PaymentCommand = typeof PaymentCommand.Type
 
 // ---------------------------------------------------------------------------------------------
 // THE transition table. Everything else (allowed pairs, terminal statuses, the pure transition
 // function, the docs' diagram, the seed of the `payment_transitions` table in the database,
-// checked by a test) is derived from, or compared against, these four rows.
+// checked by a test) is derived from, or compared against, these rows.
 // ---------------------------------------------------------------------------------------------
 
 /** A status a transition can lead to. No rule can lead back to CREATED: it is only ever initial. */
@@ -66,7 +75,19 @@ export const paymentTransitions = [
     command: "fail",
     from: "AUTHORIZED",
     to: "FAILED",
-    why: "the authorization could not be captured (expired, voided, capture refused): the reservation is released"
+    why: "the authorization could not be captured (expired, capture refused): the reservation is released"
+  },
+  {
+    command: "cancel",
+    from: "AUTHORIZED",
+    to: "CANCELED",
+    why: "the merchant voided the authorization and the acquirer released the reservation: no money moved"
+  },
+  {
+    command: "expire",
+    from: "AUTHORIZED",
+    to: "EXPIRED",
+    why: "the authorization lapsed (authorization_expires_at passed) without a capture: the issuer released the funds"
   }
 ] as const satisfies ReadonlyArray<TransitionRule>
 
@@ -84,7 +105,9 @@ export const commandTarget: Readonly<Record<PaymentCommandName, TransitionTarget
     authorize: targetOf(targets, "authorize"),
     decline: targetOf(targets, "decline"),
     settle: targetOf(targets, "settle"),
-    fail: targetOf(targets, "fail")
+    fail: targetOf(targets, "fail"),
+    cancel: targetOf(targets, "cancel"),
+    expire: targetOf(targets, "expire")
   }
   return complete
 })()
@@ -131,7 +154,7 @@ export class InvalidTransition extends CodedError<InvalidTransition>()(
   (e) => `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
 ) {}
 
-export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed
+export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed | PaymentCanceled | PaymentExpired
 
 export interface Transitioned {
   readonly payment: Payment
@@ -150,6 +173,8 @@ const failureOf = (command: PaymentCommand) => {
       return { failure_code: command.failure_code, failure_message: command.failure_message }
     case "authorize":
     case "settle":
+    case "cancel":
+    case "expire":
       return { failure_code: null, failure_message: null }
   }
 }
@@ -158,13 +183,14 @@ const failureOf = (command: PaymentCommand) => {
  * The state machine: `payment` + `command` at instant `now` → the next payment and the event it
  * produces, or `InvalidTransition`. Pure: no I/O, no clock, no randomness; the caller supplies
  * `now`. The version grows by exactly one. `updated_at` never moves backwards, even if `now`
- * comes from a clock that is behind the one that wrote the payment.
+ * comes from a clock that is behind the one that wrote the payment. A settle captures its
+ * `amount_minor` (default: all of it), at most the authorized amount (`CaptureExceedsAuthorized`).
  */
 export const transition = (
   payment: Payment,
   command: PaymentCommand,
   now: DateTime.Utc
-): Result.Result<Transitioned, InvalidTransition> => {
+): Result.Result<Transitioned, InvalidTransition | CaptureExceedsAuthorized> => {
   const rule = ruleFor(command._tag, payment.status)
   if (rule === undefined) {
     return Result.fail(
@@ -176,6 +202,8 @@ export const transition = (
       })
     )
   }
+  const captured = capturedAmount(payment, command)
+  if (Result.isFailure(captured)) return Result.fail(captured.failure)
   const next = new Payment({
     id: payment.id,
     merchant_id: payment.merchant_id,
@@ -186,11 +214,34 @@ export const transition = (
     metadata: payment.metadata,
     status: rule.to,
     ...failureOf(command),
+    captured_amount_minor: captured.success,
+    authorization_expires_at: command._tag === "authorize"
+      ? command.expires_at ?? DateTime.add(now, { milliseconds: AUTHORIZATION_TTL_MS_DEFAULT })
+      : payment.authorization_expires_at,
     version: payment.version + 1,
     created_at: payment.created_at,
     updated_at: DateTime.max(payment.updated_at, now)
   })
   return Result.succeed({ payment: next, event: transitionEvent(next, rule.to, payment.status) })
+}
+
+/**
+ * The authorization has lapsed at `now` (from its expiry on). Checked by the settle use case
+ * BEFORE the acquirer is asked (`AuthorizationExpired`), not by `transition`: a capture the
+ * acquirer approved before the expiry must still commit after it (the acquirer, which releases
+ * an expired authorization through the expiry job's void, is the authority on what it captured).
+ */
+export const isAuthorizationExpired = (payment: Payment, now: DateTime.Utc): boolean =>
+  payment.authorization_expires_at !== null && !DateTime.isLessThan(now, payment.authorization_expires_at)
+
+/** What a settle captures (its amount, or all of it); null for every other command. */
+const capturedAmount = (payment: Payment, command: PaymentCommand): Result.Result<AmountMinor | null, CaptureExceedsAuthorized> => {
+  if (command._tag !== "settle") return Result.succeed(null)
+  const requested = command.amount_minor ?? payment.amount_minor
+  if (requested > payment.amount_minor) {
+    return Result.fail(new CaptureExceedsAuthorized({ paymentId: payment.id, requested_minor: requested, authorized_minor: payment.amount_minor }))
+  }
+  return Result.succeed(requested)
 }
 
 const eventCommon = (payment: Payment) => ({
@@ -208,7 +259,16 @@ const transitionEvent = (next: Payment, to: TransitionTarget, from: PaymentStatu
     case "AUTHORIZED":
       return PaymentAuthorized.make({ ...eventCommon(next), previous_status: from, status: to })
     case "SETTLED":
-      return PaymentSettled.make({ ...eventCommon(next), previous_status: from, status: to })
+      return PaymentSettled.make({
+        ...eventCommon(next),
+        previous_status: from,
+        status: to,
+        ...(next.captured_amount_minor === null ? {} : { captured_amount_minor: next.captured_amount_minor })
+      })
+    case "CANCELED":
+      return PaymentCanceled.make({ ...eventCommon(next), previous_status: from, status: to })
+    case "EXPIRED":
+      return PaymentExpired.make({ ...eventCommon(next), previous_status: from, status: to })
     case "FAILED": {
       const { failure_code, failure_message } = next
       if (failure_code === null || failure_message === null) {
@@ -239,6 +299,8 @@ export const createPayment = (
     status: "CREATED",
     failure_code: null,
     failure_message: null,
+    captured_amount_minor: null,
+    authorization_expires_at: null,
     version: 1,
     created_at: generated.now,
     updated_at: generated.now

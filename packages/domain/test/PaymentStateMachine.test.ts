@@ -27,25 +27,31 @@ const expectedAllowed: ReadonlySet<string> = new Set([
   "CREATED->AUTHORIZED",
   "CREATED->FAILED",
   "AUTHORIZED->SETTLED",
-  "AUTHORIZED->FAILED"
+  "AUTHORIZED->FAILED",
+  "AUTHORIZED->CANCELED",
+  "AUTHORIZED->EXPIRED"
 ])
 const expectedCommandOutcome: Readonly<
   Record<PaymentStatus, Readonly<Record<PaymentCommandName, PaymentStatus | "invalid">>>
 > = {
-  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid" },
-  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED" },
-  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid" },
-  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid" }
+  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED", cancel: "CANCELED", expire: "EXPIRED" },
+  SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  CANCELED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  EXPIRED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" }
 }
 const expectedEvent: Readonly<Record<string, string>> = {
   AUTHORIZED: "payment_authorized",
   SETTLED: "payment_settled",
-  FAILED: "payment_failed"
+  FAILED: "payment_failed",
+  CANCELED: "payment_canceled",
+  EXPIRED: "payment_expired"
 }
 
 const matrix = paymentStatuses.flatMap((from) => paymentStatuses.map((to) => ({ from, to })))
 
-describe("the 4x4 matrix of from/to statuses", () => {
+describe("the 6x6 matrix of from/to statuses", () => {
   it.each(matrix)("$from -> $to", ({ from, to }) => {
     const allowed = expectedAllowed.has(`${from}->${to}`)
     assert.strictEqual(isTransitionAllowed(from, to), allowed, "isTransitionAllowed")
@@ -88,6 +94,8 @@ describe("every command from every status", () => {
     if (expected === "invalid") {
       assert.isTrue(Result.isFailure(result), `${command} must be refused from ${from}`)
       if (Result.isFailure(result)) {
+        assert.strictEqual(result.failure._tag, "InvalidTransition")
+        if (result.failure._tag !== "InvalidTransition") return
         assert.deepStrictEqual(
           { from: result.failure.from, to: result.failure.to, command: result.failure.command },
           { from, to: commandTarget[command], command }
@@ -127,22 +135,29 @@ describe("every command from every status", () => {
 })
 
 describe("the table drives everything", () => {
-  it("holds exactly the four allowed pairs", () => {
+  it("holds exactly the six allowed pairs", () => {
     assert.deepStrictEqual(
       new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`)),
       expectedAllowed
     )
-    assert.strictEqual(paymentTransitions.length, 4)
+    assert.strictEqual(paymentTransitions.length, 6)
   })
 
-  it("derives SETTLED and FAILED as the terminal statuses", () => {
-    assert.deepStrictEqual([...terminalStatuses].sort(), ["FAILED", "SETTLED"])
-    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED"))
+  it("derives SETTLED, FAILED, CANCELED and EXPIRED as the terminal statuses", () => {
+    assert.deepStrictEqual([...terminalStatuses].sort(), ["CANCELED", "EXPIRED", "FAILED", "SETTLED"])
+    assert.isTrue(isTerminal("SETTLED") && isTerminal("FAILED") && isTerminal("CANCELED") && isTerminal("EXPIRED"))
     assert.isFalse(isTerminal("CREATED") || isTerminal("AUTHORIZED"))
   })
 
   it("gives each command exactly one target status", () => {
-    assert.deepStrictEqual(commandTarget, { authorize: "AUTHORIZED", decline: "FAILED", settle: "SETTLED", fail: "FAILED" })
+    assert.deepStrictEqual(commandTarget, {
+      authorize: "AUTHORIZED",
+      decline: "FAILED",
+      settle: "SETTLED",
+      fail: "FAILED",
+      cancel: "CANCELED",
+      expire: "EXPIRED"
+    })
   })
 
   it("explains why each transition exists", () => {

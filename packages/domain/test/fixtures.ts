@@ -32,6 +32,10 @@ export const commandFor = (name: PaymentCommandName): PaymentCommand => {
       return { _tag: "authorize" }
     case "settle":
       return { _tag: "settle" }
+    case "cancel":
+      return { _tag: "cancel" }
+    case "expire":
+      return { _tag: "expire" }
     case "decline":
       return { _tag: "decline", failure_code: "card_declined", failure_message: "The card was declined" }
     case "fail":
@@ -49,7 +53,9 @@ export const paymentIn = (status: PaymentStatus): Payment => {
     CREATED: [],
     AUTHORIZED: ["authorize"],
     SETTLED: ["authorize", "settle"],
-    FAILED: ["decline"]
+    FAILED: ["decline"],
+  CANCELED: ["authorize", "cancel"],
+  EXPIRED: ["authorize", "expire"]
   }
   const path = paths[status]
   return path.reduce((payment, name, index) => {

@@ -1,5 +1,9 @@
 import { Acquirer, type AcquirerError, type AcquirerOutcome, type Declined } from "@pay/acquirer"
 import {
+  type AmountMinor,
+  AuthorizationExpired,
+  isAuthorizationExpired,
+  CaptureExceedsAuthorized,
   commandTarget,
   InvalidTransition,
   type MerchantId,
@@ -12,7 +16,7 @@ import {
 } from "@pay/domain"
 import type { Execution } from "@pay/idempotency"
 import { SettlementPosting } from "@pay/settlement"
-import { Effect, Option, Schema } from "effect"
+import { DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
@@ -20,9 +24,9 @@ import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
- * A transition the acquirer decides: authorize (the issuer approves or declines) and settle (the
- * capture is approved, and the money moves, or declined). One table row each; one function runs
- * both:
+ * A transition the acquirer decides: authorize (the issuer approves or declines), settle (the
+ * capture is approved, and the money moves, or declined) and cancel (the acquirer releases the
+ * authorization: a void). One table row each; one function runs them all:
  *
  * 1. load the payment (a stored 404 when there is none for this merchant);
  * 2. on a fresh run, check the transition is allowed (a stored 409) and commit the recovery point
@@ -33,16 +37,25 @@ import { PaymentRepository } from "./PaymentRepository.ts"
  *    (the settlement posting), and store the rendered outcome with the key.
  */
 export interface AcquirerStep {
-  readonly command: "authorize" | "settle"
+  readonly command: "authorize" | "settle" | "cancel"
   readonly recoveryPoint: string
-  readonly ask: (acquirer: Acquirer["Service"], payment: Payment) => Effect.Effect<AcquirerOutcome, AcquirerError>
-  readonly declined: (answer: Declined) => PaymentCommand
+  /** The name of the acquirer call in the metrics. */
+  readonly call: "authorize" | "capture" | "void"
+  /** `amount_minor`: what is asked for (a settle's capture amount; the payment's amount otherwise). */
+  readonly ask: (acquirer: Acquirer["Service"], payment: Payment, amount_minor: AmountMinor) => Effect.Effect<AcquirerOutcome, AcquirerError>
+  /**
+   * What a decline leads to: a command (authorize → decline, settle → fail), or, for a void, no
+   * change at all: the acquirer refuses to release an authorization it has captured (a capture
+   * in flight won the race), so the payment stays AUTHORIZED and the cancel is refused (409).
+   */
+  readonly declined: (answer: Declined) => PaymentCommand | "refuse"
 }
 
 export const acquirerSteps = {
   authorize: {
     command: "authorize",
     recoveryPoint: RecoveryPoint.authorizationRequested,
+    call: "authorize",
     ask: (acquirer, payment) =>
       acquirer.authorize({
         reference: acquirerReference(payment.id, "authorization"),
@@ -56,18 +69,72 @@ export const acquirerSteps = {
   settle: {
     command: "settle",
     recoveryPoint: RecoveryPoint.captureRequested,
-    ask: (acquirer, payment) =>
+    call: "capture",
+    ask: (acquirer, payment, amount_minor) =>
       acquirer.capture({
-        reference: acquirerReference(payment.id, "capture"),
+        reference: captureReference(payment, amount_minor),
+        paymentId: payment.id,
+        amount_minor,
+        currency: payment.currency
+      }),
+    // A capture refused because the merchant's void won the race (the cancel finishes the payment:
+    // CANCELED), or because another capture of the authorization was approved (another key, with
+    // another amount, is finishing it): this settle is refused rather than failing the payment.
+    declined: (answer) =>
+      answer.code === "authorization_voided" || answer.code === "authorization_captured"
+        ? "refuse"
+        : { _tag: "fail", failure_code: answer.code, failure_message: answer.message }
+  },
+  cancel: {
+    command: "cancel",
+    recoveryPoint: RecoveryPoint.voidRequested,
+    call: "void",
+    ask: (acquirer, payment) =>
+      acquirer.void({
+        reference: acquirerReference(payment.id, "void"),
         paymentId: payment.id,
         amount_minor: payment.amount_minor,
         currency: payment.currency
       }),
-    declined: (answer) => ({ _tag: "fail", failure_code: answer.code, failure_message: answer.message })
+    declined: () => "refuse"
   }
 } as const satisfies Readonly<Record<AcquirerStep["command"], AcquirerStep>>
 
+/**
+ * The capture's acquirer reference: `payment:<id>:capture` for the whole amount (as before partial
+ * capture existed, so keys stored then resume under the same reference), `…:capture:<amount>` for
+ * a partial one. Two captures of different amounts are two references; the acquirer approves
+ * at most one capture per authorization (the other is declined `authorization_captured`).
+ */
+const captureReference = (payment: Payment, amount_minor: AmountMinor): string =>
+  amount_minor === payment.amount_minor
+    ? acquirerReference(payment.id, "capture")
+    : `${acquirerReference(payment.id, "capture")}:${amount_minor}`
+
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
+
+/**
+ * Step 2's decided refusals: the transition is not allowed, the authorization has expired (a
+ * capture; the expiry job voids it at the acquirer), or a capture exceeds the authorization.
+ */
+export const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount_minor: AmountMinor, now: DateTime.Utc): PaymentRefusal | undefined => {
+  if (ruleFor(step.command, payment.status) === undefined) {
+    return new InvalidTransition({ paymentId: payment.id, from: payment.status, to: commandTarget[step.command], command: step.command })
+  }
+  if (step.command === "settle" && payment.authorization_expires_at !== null && isAuthorizationExpired(payment, now)) {
+    return new AuthorizationExpired({ paymentId: payment.id, expiredAt: DateTime.formatIso(payment.authorization_expires_at) })
+  }
+  if (amount_minor > payment.amount_minor) {
+    return new CaptureExceedsAuthorized({ paymentId: payment.id, requested_minor: amount_minor, authorized_minor: payment.amount_minor })
+  }
+  return undefined
+}
+
+/** The command the acquirer's answer calls for ("refuse": none, see `AcquirerStep.declined`). */
+const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor: AmountMinor): PaymentCommand | "refuse" => {
+  if (answer._tag !== "Approved") return step.declined(answer)
+  return step.command === "settle" ? { _tag: "settle", amount_minor } : { _tag: step.command }
+}
 
 export const makeAcquirerTransition = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -105,6 +172,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         // Someone else won the race (or the state machine refuses): a decided outcome, stored.
         Effect.catchTags({
           InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+          CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
           PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
           // The acquirer has acted, and the row stayed locked past the bound (or could not be
           // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
@@ -115,20 +183,31 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       )
     )
 
-  return (step: AcquirerStep, merchantId: MerchantId, rawId: string, context: ChangeContext, execution: Execution<PaymentOutcome>) =>
+  /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */
+  return (
+    step: AcquirerStep,
+    merchantId: MerchantId,
+    rawId: string,
+    context: ChangeContext,
+    execution: Execution<PaymentOutcome>,
+    requested_minor?: AmountMinor
+  ) =>
     Effect.gen(function* () {
       const found = yield* load(merchantId, rawId)
       if (Option.isNone(found)) return yield* refuse(execution, new PaymentNotFound({ paymentId: rawId }))
       const payment = found.value
+      const amount_minor = requested_minor ?? payment.amount_minor
       if (execution.record.recoveryPoint === RecoveryPoint.started) {
-        if (ruleFor(step.command, payment.status) === undefined) {
-          const to = commandTarget[step.command]
-          return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
-        }
+        const refusal = refusalBeforeAsking(step, payment, amount_minor, yield* DateTime.now)
+        if (refusal !== undefined) return yield* refuse(execution, refusal)
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment).pipe(measureAcquirerCall(step.command === "authorize" ? "authorize" : "capture"))
-      const command: PaymentCommand = answer._tag === "Approved" ? { _tag: step.command } : step.declined(answer)
+      const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
+      const command = commandAfter(step, answer, amount_minor)
+      if (command === "refuse") {
+        const to = commandTarget[step.command]
+        return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
+      }
       return yield* applyAndFinish(merchantId, payment, command, context, execution)
     })
 })

@@ -50,7 +50,7 @@ const acquirerOutcomeLabel = (exit: Exit.Exit<AcquirerOutcome, AcquirerError>): 
 
 /** Measures one acquirer call, whatever the implementation behind the port. */
 export const measureAcquirerCall =
-  (operation: "authorize" | "capture") =>
+  (operation: "authorize" | "capture" | "void" | "refund") =>
   (call: Effect.Effect<AcquirerOutcome, AcquirerError>): Effect.Effect<AcquirerOutcome, AcquirerError> =>
     Effect.gen(function* () {
       const started_ns = process.hrtime.bigint()

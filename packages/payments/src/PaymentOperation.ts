@@ -1,6 +1,14 @@
 import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
   AmountMinorFromJsonNumber,
+  type AuthorizationExpired,
+  type CaptureExceedsAuthorized,
+  Metadata,
+  type PaymentNotRefundable,
+  type Refund,
+  type RefundExceedsBalance,
+  type RefundExceedsCaptured,
+  RefundReason,
   type ConcurrentModification,
   type InvalidTransition,
   type Payment,
@@ -22,8 +30,21 @@ import type { SqlError } from "effect/sql/SqlError"
  */
 export const CreateOperation = Schema.TaggedStruct("create", { amount_minor: AmountMinorFromJsonNumber, ...paymentRequestFields })
 export const AuthorizeOperation = Schema.TaggedStruct("authorize", { payment_id: Schema.String })
-export const SettleOperation = Schema.TaggedStruct("settle", { payment_id: Schema.String })
-export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation])
+/** `amount_minor`: a partial capture; absent (and in keys stored before it existed) = all of it. */
+export const SettleOperation = Schema.TaggedStruct("settle", {
+  payment_id: Schema.String,
+  amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber)
+})
+export const CancelOperation = Schema.TaggedStruct("cancel", { payment_id: Schema.String })
+/** A refund of a settled payment; `amount_minor` absent = what is left to refund. */
+export const RefundOperation = Schema.TaggedStruct("refund", {
+  payment_id: Schema.String,
+  amount_minor: Schema.optionalKey(AmountMinorFromJsonNumber),
+  reason: Schema.optionalKey(RefundReason),
+  metadata: Schema.optionalKey(Metadata)
+})
+export type RefundOperation = typeof RefundOperation.Type
+export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation, RefundOperation])
 export type PaymentOperation = typeof PaymentOperation.Type
 export type CreateOperation = typeof CreateOperation.Type
 
@@ -33,7 +54,15 @@ export const encodePaymentOperation = Schema.encodeSync(PaymentOperation)
 export const decodePaymentOperation = Schema.decodeUnknownResult(PaymentOperation)
 
 /** A decided "no": stored with the key and replayed like any decided outcome. */
-export type PaymentRefusal = PaymentNotFound | InvalidTransition | ConcurrentModification
+export type PaymentRefusal =
+  | PaymentNotFound
+  | InvalidTransition
+  | CaptureExceedsAuthorized
+  | AuthorizationExpired
+  | ConcurrentModification
+  | PaymentNotRefundable
+  | RefundExceedsCaptured
+  | RefundExceedsBalance
 
 /**
  * What a use case decided. The HTTP server renders it (201/200 with the payment, or the refusal's
@@ -42,6 +71,8 @@ export type PaymentRefusal = PaymentNotFound | InvalidTransition | ConcurrentMod
 export type PaymentOutcome = Data.TaggedEnum<{
   Created: { readonly payment: Payment }
   Transitioned: { readonly payment: Payment }
+  /** A refund decided by the acquirer: SUCCEEDED (money reversed) or FAILED. */
+  Refunded: { readonly refund: Refund }
   Refused: { readonly error: PaymentRefusal }
 }>
 export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
@@ -63,9 +94,12 @@ export const RecoveryPoint = {
   started: "started",
   /** Our intent to call the acquirer is committed; the call may or may not have happened. */
   authorizationRequested: "authorization_requested",
-  captureRequested: "capture_requested"
+  captureRequested: "capture_requested",
+  voidRequested: "void_requested",
+  /** The PENDING refund is committed (its id in the recovery data); the acquirer may have been asked. */
+  refundRequested: "refund_requested"
 } as const
 
 /** The acquirer's idempotency reference: one per payment and operation, so asking twice is safe. */
-export const acquirerReference = (paymentId: string, operation: "authorization" | "capture") =>
+export const acquirerReference = (paymentId: string, operation: "authorization" | "capture" | "void") =>
   `payment:${paymentId}:${operation}`

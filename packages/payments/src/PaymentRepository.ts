@@ -1,4 +1,5 @@
 import {
+  type CaptureExceedsAuthorized,
   ConcurrentModification,
   type Created,
   type CreatePaymentInput,
@@ -69,7 +70,12 @@ export interface SettledSplit {
   readonly net_minor: bigint
 }
 
-export type ApplyError = PaymentNotFound | InvalidTransition | ConcurrentModification | SqlError
+export type ApplyError =
+  | PaymentNotFound
+  | InvalidTransition
+  | CaptureExceedsAuthorized
+  | ConcurrentModification
+  | SqlError
 
 /**
  * Payments in Postgres. Every write runs in `sql.withTransaction` together with its status-history
@@ -287,6 +293,8 @@ const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) 
       const updated = yield* ids(sql`
         UPDATE payments
         SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
+            captured_amount_minor = ${next.captured_amount_minor}::bigint,
+            authorization_expires_at = ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz,
             version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
         WHERE id = ${current.id} AND version = ${current.version}::int
         RETURNING id`)

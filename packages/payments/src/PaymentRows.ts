@@ -18,6 +18,8 @@ export const PaymentRow = Schema.Struct({
   status: Schema.String,
   failure_code: Schema.NullOr(Schema.String),
   failure_message: Schema.NullOr(Schema.String),
+  captured_amount_minor: Schema.NullOr(Schema.BigInt),
+  authorization_expires_at: Schema.NullOr(Schema.Date),
   version: Schema.Number,
   created_at: Schema.Date,
   updated_at: Schema.Date
@@ -38,6 +40,8 @@ export const paymentFromRow = (row: unknown): Effect.Effect<Payment> =>
         ...decoded,
         // Exact: the CHECK bounds amount_minor far below 2^53; the decode re-checks the bound.
         amount_minor: Number(decoded.amount_minor),
+        captured_amount_minor: decoded.captured_amount_minor === null ? null : Number(decoded.captured_amount_minor),
+        authorization_expires_at: decoded.authorization_expires_at === null ? null : decoded.authorization_expires_at.toISOString(),
         created_at: decoded.created_at.toISOString(),
         updated_at: decoded.updated_at.toISOString()
       })
@@ -48,4 +52,4 @@ export const paymentFromRow = (row: unknown): Effect.Effect<Payment> =>
 
 /** The column list every read uses, so all reads decode the same shape. */
 export const paymentColumns =
-  "id, merchant_id, amount_minor, currency, payment_method, description, metadata, status, failure_code, failure_message, version, created_at, updated_at"
+  "id, merchant_id, amount_minor, currency, payment_method, description, metadata, status, failure_code, failure_message, captured_amount_minor, authorization_expires_at, version, created_at, updated_at"

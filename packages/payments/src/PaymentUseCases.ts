@@ -1,7 +1,7 @@
 import type { Acquirer } from "@pay/acquirer"
-import type { MerchantId } from "@pay/domain"
+import type { MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
 import type { Execution, Finished, KeyAtOnce } from "@pay/idempotency"
-import type { SettlementPosting } from "@pay/settlement"
+import type { RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Context, Effect, Layer, type Option } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -9,12 +9,14 @@ import { acquirerSteps, makeAcquirerTransition } from "./AcquirerTransition.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { makeCreatePaymentAtOnce } from "./CreateAtOnce.ts"
 import { makeCreatePayment } from "./CreatePayment.ts"
+import { makeRefundPayment } from "./RefundPayment.ts"
+import { makeRefundStore } from "./RefundStore.ts"
 import type { CreateOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
- * The payment use cases behind the idempotent POSTs: create (CreatePayment.ts), authorize and
- * settle (AcquirerTransition.ts). Each runs inside an idempotency execution and ends with
+ * The payment use cases behind the idempotent POSTs: create (CreatePayment.ts), authorize,
+ * settle and cancel (AcquirerTransition.ts). Each runs inside an idempotency execution and ends with
  * `execution.finish(outcome)` in the same transaction as its last write, so the stored response
  * (the caller's rendering of the outcome) and the work commit together. A decided outcome
  * (created, transitioned, refused) is stored; an unknown one fails with `Unfinished` and is not.
@@ -34,28 +36,40 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     context: ChangeContext,
     key: KeyAtOnce<PaymentOutcome>
   ) => Effect.Effect<Option.Option<Finished<PaymentOutcome>>, SqlError>
+  /** One refund of one of the merchant's payments (`RefundNotFound` for unknown, foreign or malformed ids). */
+  readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, RefundNotFound | SqlError>
+  /** A payment's refunds, oldest first, at most `limit`. */
+  readonly listRefunds: (merchantId: MerchantId, paymentId: string, limit: number) => Effect.Effect<ReadonlyArray<Refund>, PaymentNotFound | SqlError>
 }>()("payments/PaymentUseCases") {
   /** Needs the repository, the acquirer, the settlement posting and the SQL client. */
   static readonly layer: Layer.Layer<
     PaymentUseCases,
     never,
-    SqlClient.SqlClient | PaymentRepository | Acquirer | SettlementPosting
+    SqlClient.SqlClient | PaymentRepository | Acquirer | SettlementPosting | RefundPosting
   > = Layer.effect(
     PaymentUseCases,
     Effect.gen(function* () {
       const create = yield* makeCreatePayment
       const createAtOnce = yield* makeCreatePaymentAtOnce
       const transition = yield* makeAcquirerTransition
+      const refund = yield* makeRefundPayment
+      const refunds = yield* makeRefundStore
       const execute = (merchantId: MerchantId, operation: PaymentOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) => {
         switch (operation._tag) {
           case "create":
             return create(merchantId, operation, context, execution)
           case "authorize":
-          case "settle":
+          case "cancel":
             return transition(acquirerSteps[operation._tag], merchantId, operation.payment_id, context, execution)
+          case "settle":
+            return transition(acquirerSteps.settle, merchantId, operation.payment_id, context, execution, operation.amount_minor)
+          case "refund":
+            return refund(merchantId, operation, execution)
         }
       }
       return PaymentUseCases.of({
+        findRefund: refunds.findById,
+        listRefunds: refunds.list,
         createAtOnce: (merchantId, operation, context, key) =>
           createAtOnce(merchantId, operation, context, key).pipe(
             Effect.withSpan("PaymentUseCases.createAtOnce", { attributes: { merchant_id: merchantId } })

@@ -39,14 +39,17 @@ const races: ReadonlyArray<{
 }> = [
   { start: "CREATED", commands: ["authorize", "decline"] }, // approve vs refuse the same authorization
   { start: "AUTHORIZED", commands: ["settle", "fail"] }, // capture vs void of the same authorization
-  { start: "AUTHORIZED", commands: ["settle", "settle"] } // a settlement batch run twice
+  { start: "AUTHORIZED", commands: ["settle", "settle"] }, // a settlement batch run twice
+  { start: "AUTHORIZED", commands: ["settle", "cancel"] } // capture vs merchant's void
 ]
 
 const targetOf: Readonly<Record<PaymentCommandName, PaymentStatus>> = {
   authorize: "AUTHORIZED",
   decline: "FAILED",
   settle: "SETTLED",
-  fail: "FAILED"
+  fail: "FAILED",
+  cancel: "CANCELED",
+  expire: "EXPIRED"
 }
 
 const paymentIn = (merchant: Merchant, status: PaymentStatus) =>

@@ -39,7 +39,8 @@ const authorizedPayment = (amount_minor: number) =>
 /** What psql would type to settle by hand: the status, its history row and its event. */
 const rawSettle = (sql: SqlClient.SqlClient, payment: Payment) =>
   Effect.gen(function* () {
-    yield* sql`UPDATE payments SET status = 'SETTLED', version = version + 1, updated_at = now() WHERE id = ${payment.id}`
+    yield* sql`UPDATE payments SET status = 'SETTLED', captured_amount_minor = amount_minor, version = version + 1, updated_at = now()
+               WHERE id = ${payment.id}`
     yield* sql`
       INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
       VALUES (${payment.id}, ${payment.version + 1}, 'AUTHORIZED', 'SETTLED', 'psql', 'raw', now())`
@@ -122,8 +123,8 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const stolen = yield* ledger.ensureAccount(merchantPayable(thief.id, "USD"))
       const payable = yield* ledger.ensureAccount(merchantPayable(payment.merchant_id, "USD"))
       yield* expectRefused("LG003")(sql.withTransaction(Effect.gen(function* () {
-        yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle" }, context).pipe(Effect.orDie)
-        const record = yield* settlement.post(payment).pipe(Effect.orDie)
+        const settled = yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle" }, context).pipe(Effect.orDie)
+        const record = yield* settlement.post(settled).pipe(Effect.orDie)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         // Balanced on its own: move the merchant's net to the thief under the settlement posting.
         yield* sql`
@@ -232,7 +233,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
         merchant_id: payment.merchant_id, amount_minor: 5, currency: "USD", payment_method: "pm_card_visa"
       }), context)
       yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
-        UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(),
+        UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(), authorization_expires_at = now(),
                failure_code = 'oops', failure_message = 'not failed' WHERE id = ${created.id}`)
     }))
 

@@ -3,7 +3,7 @@
 // the service's own refusals (defects) must roll the status change back with the posting.
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { CreatePaymentInput, type Payment } from "@pay/domain"
+import { AmountMinor, CreatePaymentInput, Payment } from "@pay/domain"
 import { Ledger, type Leg } from "@pay/ledger"
 import { OutboxWriter } from "@pay/outbox"
 import { MerchantRepository } from "@pay/merchants"
@@ -191,9 +191,14 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
       assert.include(refused.message, "recorded but the payment is AUTHORIZED")
       yield* assertNotSettled(payment.id)
 
-      // The same through the service: posting without the status change (a caller's bug).
+      // The same through the service: posting without the status change (a caller's bug). The
+      // code refuses a payment that is not SETTLED (no captured amount: a defect) ...
       const settlement = yield* SettlementPosting
-      const viaService = Exit.findErrorOption(yield* Effect.exit(sql.withTransaction(settlement.post(payment))))
+      const unsettled = yield* Effect.exit(sql.withTransaction(settlement.post(payment)))
+      assert.isTrue(Exit.isFailure(unsettled) && Cause.hasDies(unsettled.cause), "posting an AUTHORIZED payment is a defect")
+      // ... and a caller that claims SETTLED while the row is not: the database refuses at COMMIT.
+      const claimed = new Payment({ ...payment, status: "SETTLED", captured_amount_minor: payment.amount_minor, version: payment.version + 1 })
+      const viaService = Exit.findErrorOption(yield* Effect.exit(sql.withTransaction(settlement.post(claimed))))
       assert.isTrue(
         viaService._tag === "Some" && viaService.value._tag === "SqlError" && postgresError(viaService.value).code === "23000",
         "every statement succeeds; the COMMIT is refused"
@@ -202,7 +207,7 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
       yield* assertBooksConsistent
     }))
 
-  it.effect("a settlement row whose gross or currency differs from the payment's fails at COMMIT, status change and posting included", () =>
+  it.effect("a settlement row whose gross or currency differs from the payment's (gross: the captured amount) fails at COMMIT, status change and posting included", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const payments = yield* PaymentRepository
@@ -215,10 +220,18 @@ layer(ServicesLayer, layerOptions)("settlement guards in PostgreSQL and the post
         })))
       const wrongGross = yield* attempt(999n, "USD")
       assert.strictEqual(wrongGross.code, "23000")
-      assert.include(wrongGross.message, "is 999 USD but the payment is 1050 USD")
+      assert.include(wrongGross.message, "is 999 USD but the payment captured 1050 USD")
       const wrongCurrency = yield* attempt(1_050n, "EUR")
       assert.strictEqual(wrongCurrency.code, "23000")
-      assert.include(wrongCurrency.message, "is 1050 EUR but the payment is 1050 USD")
+      assert.include(wrongCurrency.message, "is 1050 EUR but the payment captured 1050 USD")
+      // A partial capture of 600 posted as the authorized 1050: refused, the captured amount is the money.
+      const authorizedNotCaptured = yield* refusedBy(sql.withTransaction(Effect.gen(function* () {
+        yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle", amount_minor: AmountMinor.make(600n) }, context).pipe(Effect.orDie)
+        const id = yield* settlementLikePosting(payment, settlementReference(payment.id)).pipe(Effect.orDie)
+        yield* insertSettlementRow({ paymentId: payment.id, ledgerTransactionId: id, currency: "USD", gross_minor: 1_050n, fee_minor: 0n, net_minor: 1_050n })
+      })))
+      assert.strictEqual(authorizedNotCaptured.code, "23000")
+      assert.include(authorizedNotCaptured.message, "is 1050 USD but the payment captured 600 USD")
       yield* assertNotSettled(payment.id)
       yield* assertBooksConsistent
     }))

@@ -19,8 +19,8 @@ import {
 import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
-import { PaymentRepository, PaymentUseCases } from "@pay/payments"
-import { FeeSchedules, MerchantBalances, SettlementPosting } from "@pay/settlement"
+import { PaymentExpiry, PaymentRepository, PaymentUseCases } from "@pay/payments"
+import { FeeSchedules, MerchantBalances, RefundPosting, SettlementPosting } from "@pay/settlement"
 import { SenderEnabledConfig, WebhookDeliveries, WebhookEndpoints, WebhookSender, WebhookSenderLoop } from "@pay/webhooks"
 import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
@@ -36,6 +36,7 @@ import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
+import { AuthorizationExpiryLive } from "./workers/AuthorizationExpiry.ts"
 import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
 /**
@@ -58,10 +59,11 @@ export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | K
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, PaymentExpiry.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
+    Layer.provide(RefundPosting.layer.pipe(Layer.provide(Ledger.layer))),
     Layer.provide(OutboxWriter.layer)
   )
 
@@ -139,6 +141,7 @@ const routerConfig = { maxParamLength: 500 }
 export const appLayer = (options: AppOptions = {}) =>
   Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, WebhookSenderLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
+    Layer.merge(AuthorizationExpiryLive),
     Layer.provide(servicesLayer(options))
   )
 

@@ -33,6 +33,8 @@ const switchableAcquirer = Layer.effect(
     const real = yield* Acquirer
     return Acquirer.of({
       authorize: real.authorize,
+      void: real.void,
+      refund: real.refund,
       capture: (request) =>
         Effect.suspend(() => {
           acquirerState.captureCalls.push(performance.now())

@@ -7,6 +7,7 @@ import { CompleterRetryPolicyConfig, IdempotencyCacheSecretConfig, IdempotencyOp
 import { DatabasePoolSize, KafkaTopicPrefix } from "@pay/infra"
 import { DefaultFeeScheduleConfig } from "@pay/settlement"
 import { type Config, ConfigProvider, Effect, Redacted, Result } from "effect"
+import { ExpiryBatch, ExpiryInterval } from "../src/workers/AuthorizationExpiry.ts"
 import { IdempotencyWorkerConfig } from "../src/workers/IdempotencyWorkers.ts"
 
 const read = <A>(config: Config.Config<A>, env: Record<string, string>) =>
@@ -42,6 +43,8 @@ describe("bounded configuration", () => {
   it.effect("a value out of bounds is refused when read, naming the variable and its bounds", () =>
     Effect.gen(function* () {
       assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_BATCH: "5000" }), "COMPLETER_BATCH must be an integer between 1 and 1000")
+      assert.include(yield* refusal(ExpiryBatch, { EXPIRY_BATCH_MAX: "1001" }), "EXPIRY_BATCH_MAX must be an integer between 1 and 1000")
+      assert.include(yield* refusal(ExpiryInterval, { EXPIRY_INTERVAL_MS: "-1" }), "EXPIRY_INTERVAL_MS must be an integer between 0 and 86400000")
       assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_INTERVAL_MS: "0" }), "COMPLETER_INTERVAL_MS must be an integer between 100")
       assert.include(yield* refusal(IdempotencyOptionsConfig, { IDEMPOTENCY_LOCK_TIMEOUT_MS: "-1" }), "IDEMPOTENCY_LOCK_TIMEOUT_MS must be an integer between 1 and 600000")
       assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_TIMEOUT_MS: "999999" }), "ACQUIRER_TIMEOUT_MS must be an integer between 1 and 120000")
@@ -67,6 +70,10 @@ describe("bounded configuration", () => {
         unavailable: true
       })
       assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: "capture_answer_lost" }), "capture_answer_lost_first_call")
-      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: Array.from({ length: 6 }, () => "unavailable").join(",") }), "ACQUIRER_FAULTS names at most 5 faults")
+      assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_FAULTS: Array.from({ length: 10 }, () => "unavailable").join(",") }), "ACQUIRER_FAULTS names at most 9 faults")
+      assert.deepStrictEqual(yield* faults({ ACQUIRER_FAULTS: "refund_answer_lost_first_call,void_answer_lost_every_call" }), {
+        failVoidAfterPerforming: "every_call",
+        failRefundAfterPerforming: "first_call"
+      })
     }))
 })

@@ -22,8 +22,9 @@ const keyPatterns = Object.values(document.paths).flatMap((item) =>
 
 describe("the document's Idempotency-Key pattern is the server's parser", () => {
   it("every POST declares the same pattern", () => {
-    // 3 payment POSTs and 7 webhook endpoint POSTs.
-    assert.strictEqual(keyPatterns.length, 10)
+    const posts = Object.values(document.paths).filter((item) => Object.hasOwn(item, "post")).length
+    assert.isAtLeast(posts, 4)
+    assert.strictEqual(keyPatterns.length, posts)
     assert.strictEqual(new Set(keyPatterns).size, 1)
   })
 

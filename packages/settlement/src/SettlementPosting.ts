@@ -40,7 +40,12 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
       const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment) {
         const currency = payment.currency
         const schedule = yield* fees.get(payment.merchant_id, currency)
-        const split = computeFee(payment.amount_minor, schedule)
+        // What was captured (partial capture, issue 19): the fee is on it, and only it moves.
+        const captured_minor = payment.captured_amount_minor
+        if (captured_minor === null) {
+          return yield* Effect.die(new Error(`settlement of ${payment.id}: the payment is ${payment.status} with no captured amount`))
+        }
+        const split = computeFee(captured_minor, schedule)
         const [receivable, payable, revenue] = yield* Effect.all([
           ledger.ensureAccount(acquirerReceivable(currency)),
           ledger.ensureAccount(merchantPayable(payment.merchant_id, currency)),

@@ -14,7 +14,19 @@ import {
   RouteNotFound,
   UnsupportedMediaType
 } from "@pay/api"
-import { ConcurrentModification, InvalidCursor, InvalidTransition, PaymentLocked, PaymentNotFound } from "@pay/domain"
+import {
+  AuthorizationExpired,
+  CaptureExceedsAuthorized,
+  ConcurrentModification,
+  InvalidCursor,
+  InvalidTransition,
+  PaymentLocked,
+  PaymentNotFound,
+  PaymentNotRefundable,
+  RefundExceedsBalance,
+  RefundExceedsCaptured,
+  RefundNotFound
+} from "@pay/domain"
 import {
   IdempotencyKeyInUse,
   IdempotencyKeyInvalid,
@@ -57,6 +69,12 @@ export const apiErrorClasses = [
   // decided refusals (domain)
   PaymentNotFound,
   InvalidTransition,
+  CaptureExceedsAuthorized,
+  AuthorizationExpired,
+  PaymentNotRefundable,
+  RefundExceedsCaptured,
+  RefundExceedsBalance,
+  RefundNotFound,
   ConcurrentModification,
   InvalidCursor,
   // decided refusals (webhooks)

@@ -1,8 +1,8 @@
 import { DatabaseUnavailable, InternalError } from "@pay/api"
-import { Effect } from "effect"
+import { Cause, Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
-import type { ApiError } from "./ApiErrors.ts"
+import { type ApiError, apiErrorClasses } from "./ApiErrors.ts"
 import { problemResponse } from "./Problem.ts"
 import { toHttpResponse } from "./StoredResponse.ts"
 
@@ -38,16 +38,37 @@ export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpSer
   }
 }
 
-/** A defect (a bug) still answers one problem document, and is logged at ERROR with its cause. */
+const isApiError = (defect: unknown): defect is ApiError => apiErrorClasses.some((errorClass) => defect instanceof errorClass)
+
+/**
+ * A defect (a bug) still answers one problem document, and is logged at ERROR with its cause.
+ * Two kinds of defect are not bugs. effect/sql runs the ROLLBACK of a failed transaction with
+ * `orDie`, and when a COMMIT and its cleanup both fail it promotes every failure of the
+ * transaction to a defect: with the connection gone (reset mid-transaction), an SqlError or the
+ * request's own typed error (e.g. SettlementUnavailable) arrives as a defect. The transaction did
+ * not commit; the answer is that error's own (503, retry with the same key), not a 500
+ * internal_error. Found by `pnpm scenario postgres-connections-dropped`.
+ */
 export const answerDefects = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>) =>
   handler.pipe(
     Effect.catchDefect((defect) =>
-      Effect.logError("request failed with a defect", defect).pipe(
-        Effect.as(toHttpResponse(problemResponse(new InternalError({})), false))
-      )
+      isSqlError(defect) || isApiError(defect)
+        ? respondToError(defect)
+        : Effect.logError("request failed with a defect", defect).pipe(
+          Effect.as(toHttpResponse(problemResponse(new InternalError({})), false))
+        )
     )
   )
 
-/** Any failure of a handler: answered as its problem, defects included. */
+/**
+ * Any failure of a handler: answered as its problem, defects included. A typed failure is answered
+ * even when the cause also carries a defect: a transaction that failed on a reset connection ends
+ * with its own error plus the defect of its ROLLBACK on that dead connection (effect/sql runs the
+ * rollback with `orDie`), and the request's outcome is its own error (e.g. 503
+ * settlement_unavailable), not a 500.
+ */
 export const answerErrors = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiError | SqlError, R>) =>
-  answerDefects(handler.pipe(Effect.catch(respondToError)))
+  answerDefects(handler.pipe(Effect.catchCause((cause) => {
+    const found = Cause.findError(cause)
+    return found._tag === "Success" ? respondToError(found.success) : Effect.failCause(found.failure)
+  })))

@@ -1,5 +1,5 @@
-import type { PaymentJson } from "@pay/api"
-import type { Payment } from "@pay/domain"
+import type { PaymentJson, RefundJson } from "@pay/api"
+import type { Payment, Refund } from "@pay/domain"
 import type { CurrencyBalance } from "@pay/settlement"
 import { DateTime } from "effect"
 
@@ -16,8 +16,26 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   status: payment.status,
   failure_code: payment.failure_code,
   failure_message: payment.failure_message,
+  captured_amount: payment.captured_amount_minor === null ? null : Number(payment.captured_amount_minor),
+  authorization_expires_at: payment.authorization_expires_at === null ? null : DateTime.formatIso(payment.authorization_expires_at),
   created_at: DateTime.formatIso(payment.created_at),
   updated_at: DateTime.formatIso(payment.updated_at)
+})
+
+/** The API's view of a refund. */
+export const toRefundJson = (refund: Refund): RefundJson => ({
+  id: refund.id,
+  object: "refund",
+  payment_id: refund.payment_id,
+  amount: Number(refund.amount_minor),
+  currency: refund.currency,
+  status: refund.status,
+  reason: refund.reason,
+  metadata: refund.metadata,
+  failure_code: refund.failure_code,
+  failure_message: refund.failure_message,
+  created_at: DateTime.formatIso(refund.created_at),
+  updated_at: DateTime.formatIso(refund.updated_at)
 })
 
 /**

@@ -1,4 +1,4 @@
-import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi } from "@pay/api"
+import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi, SettlePaymentBody } from "@pay/api"
 import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
 import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
 import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
@@ -21,6 +21,7 @@ import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
 import { toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
+import { makeRefundReads, refundOperation } from "./RefundHttp.ts"
 import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
@@ -54,16 +55,44 @@ const createOperation = (body: Schema.Json | undefined) =>
   )
 
 /**
- * authorize and settle take no body (none, or `{}`), and a path id that is not a payment id names
+ * authorize and cancel take no body (none, or `{}`), and a path id that is not a payment id names
  * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
  */
-const transitionOperation = (_tag: "authorize" | "settle", paymentId: string) => (body: Schema.Json | undefined) => {
+const transitionOperation = (_tag: "authorize" | "cancel", paymentId: string) => (body: Schema.Json | undefined) => {
   if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
     return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
   }
   return Option.isNone(decodePaymentId(paymentId))
     ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
     : Effect.succeed<PaymentOperation>({ _tag, payment_id: paymentId })
+}
+
+/**
+ * settle takes no body, `{}`, or `{ "amount": n }` (a partial capture); the amount's bounds are the
+ * create's (1..AMOUNT_MINOR_MAX), "at most the authorized amount" is the use case's (a stored 422).
+ */
+const settleOperation = (paymentId: string) => (body: Schema.Json | undefined) =>
+  decodeBody(SettlePaymentBody, body ?? {}).pipe(
+    Effect.flatMap(({ amount }) =>
+      Option.isNone(decodePaymentId(paymentId))
+        ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
+        : Effect.succeed<PaymentOperation>({
+          _tag: "settle",
+          payment_id: paymentId,
+          ...(amount === undefined ? {} : { amount_minor: AmountMinor.make(BigInt(amount)) })
+        })
+    )
+  )
+
+/**
+ * What the key's fingerprint covers besides method and path: the create's body; a partial
+ * capture's amount; nothing for the others (no body and `{}` are the same request, and keys
+ * stored before partial capture existed keep their fingerprint).
+ */
+const fingerprintBody = (operation: PaymentOperation, body: Schema.Json | undefined): Schema.Json | undefined => {
+  if (operation._tag === "create" || operation._tag === "refund") return body
+  if (operation._tag === "settle" && operation.amount_minor !== undefined) return { amount: Number(operation.amount_minor) }
+  return undefined
 }
 
 const makeIdempotentPost = Effect.gen(function* () {
@@ -90,8 +119,7 @@ const makeIdempotentPost = Effect.gen(function* () {
         key,
         method: "POST",
         path,
-        // authorize and settle: no body and `{}` are the same request (one fingerprint).
-        body: operation._tag === "create" ? body : undefined,
+        body: fingerprintBody(operation, body),
         operation: encodePaymentOperation(operation),
         render: renderOutcome
       }
@@ -163,12 +191,19 @@ export const PaymentsHandlers = HttpApiBuilder.group(
   Effect.fn(function* (handlers) {
     const { idempotentPost } = yield* makeIdempotentPost
     const reads = yield* makeReads
+    const refunds = yield* makeRefundReads
     return handlers
       .handleRaw("create", ({ request }) => withMerchant(idempotentPost(request, "/v1/payments", createOperation)))
       .handleRaw("authorize", ({ request, params }) =>
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/authorize`, transitionOperation("authorize", params.id)))))
       .handleRaw("settle", ({ request, params }) =>
-        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, transitionOperation("settle", params.id)))))
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/settle`, settleOperation(params.id)))))
+      .handleRaw("cancel", ({ request, params }) =>
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/cancel`, transitionOperation("cancel", params.id)))))
+      .handleRaw("refund", ({ request, params }) =>
+        withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/refunds`, refundOperation(params.id)))))
+      .handleRaw("listRefunds", ({ params }) => withMerchant(withPaymentId(params.id, refunds.list(params.id))))
+      .handleRaw("retrieveRefund", ({ params }) => withMerchant(withPaymentId(params.id, refunds.retrieve(params.id, params.refund_id))))
       .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
       .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))
       .handleRaw("balance", () => withMerchant(reads.balance))

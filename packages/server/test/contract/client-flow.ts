@@ -34,7 +34,8 @@ export const runClientFlow = async (baseUrl: string, apiKey: string, keyPrefix: 
   })
   if (authorized.data === undefined) return fail("authorize", authorized.error)
   const settled = await client.POST("/v1/payments/{id}/settle", {
-    params: { path: { id }, header: { "Idempotency-Key": `${keyPrefix}-settle` } }
+    params: { path: { id }, header: { "Idempotency-Key": `${keyPrefix}-settle` } },
+    body: {}
   })
   if (settled.data === undefined) return fail("settle", settled.error)
   const list = await client.GET("/v1/payments", { params: { query: { limit: 10 } } })
@@ -44,7 +45,8 @@ export const runClientFlow = async (baseUrl: string, apiKey: string, keyPrefix: 
 
   const refusals: Array<Problem["code"]> = []
   const settleAgain = await client.POST("/v1/payments/{id}/settle", {
-    params: { path: { id }, header: { "Idempotency-Key": `${keyPrefix}-settle-again` } }
+    params: { path: { id }, header: { "Idempotency-Key": `${keyPrefix}-settle-again` } },
+    body: {}
   })
   // The generated error type is the union of the documented problems: `code` is an enum.
   if (settleAgain.error !== undefined && settleAgain.error.code === "invalid_transition") refusals.push(settleAgain.error.code)

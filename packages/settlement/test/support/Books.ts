@@ -92,8 +92,9 @@ export const assertSettledOnce = (expected: ExpectedSettlement) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const reference = settlementReference(expected.paymentId)
-    const [payment] = yield* decodeRows(Schema.Struct({ status: Schema.String, amount_minor: Schema.BigInt, currency: Schema.String }))(sql`
-      SELECT status, amount_minor, currency FROM payments WHERE id = ${expected.paymentId}`)
+    // The money is the captured amount (partial capture, issue 19); a full capture is the amount.
+    const [payment] = yield* decodeRows(Schema.Struct({ status: Schema.String, amount_minor: Schema.NullOr(Schema.BigInt), currency: Schema.String }))(sql`
+      SELECT status, captured_amount_minor AS amount_minor, currency FROM payments WHERE id = ${expected.paymentId}`)
     assert.strictEqual(payment?.status, "SETTLED", `payment ${expected.paymentId}`)
     assert.strictEqual(payment?.amount_minor, expected.gross_minor)
     assert.strictEqual(payment?.currency, expected.currency)
@@ -176,7 +177,7 @@ export const assertBooksConsistent = Effect.gen(function* () {
   const perCurrency = yield* decodeRows(Schema.Struct({ currency: Schema.String, settled_gross: Schema.String, receivable: Schema.String, payables: Schema.String, fees: Schema.String }))(sql`
     WITH c AS (SELECT DISTINCT currency FROM accounts WHERE code LIKE 'acquirer:receivable:%')
     SELECT c.currency,
-           (SELECT coalesce(sum(amount_minor), 0) FROM payments WHERE status = 'SETTLED' AND currency = c.currency)::text AS settled_gross,
+           (SELECT coalesce(sum(captured_amount_minor), 0) FROM payments WHERE status = 'SETTLED' AND currency = c.currency)::text AS settled_gross,
            (SELECT coalesce(sum(b.balance_minor), 0) FROM accounts a JOIN account_balances b ON b.account_id = a.id
              WHERE a.code = 'acquirer:receivable:' || c.currency)::text AS receivable,
            (SELECT coalesce(sum(b.balance_minor), 0) FROM accounts a JOIN account_balances b ON b.account_id = a.id

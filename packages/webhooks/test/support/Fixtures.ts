@@ -18,7 +18,9 @@ const statusOf: Record<PaymentEventType, string> = {
   payment_created: "CREATED",
   payment_authorized: "AUTHORIZED",
   payment_settled: "SETTLED",
-  payment_failed: "FAILED"
+  payment_failed: "FAILED",
+  payment_canceled: "CANCELED",
+  payment_expired: "EXPIRED"
 }
 const typeAt: ReadonlyArray<PaymentEventType> = ["payment_created", "payment_authorized", "payment_settled"]
 

@@ -79,8 +79,60 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** @description Captures an AUTHORIZED payment at the acquirer and posts the money to the ledger (SETTLED): the merchant's balance grows by the amount less the fee. */
+        /** @description Captures an AUTHORIZED payment at the acquirer (all of it, or `amount` ≤ the authorized amount: a partial capture releases the rest) and posts the captured money to the ledger (SETTLED): the merchant's balance grows by the captured amount less the fee, computed on the captured amount. */
         post: operations["payments.settle"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/payments/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Voids an AUTHORIZED payment: the acquirer releases the reservation and the payment is CANCELED (terminal); no money moves. A 503 means the outcome is unknown: retry with the same key. */
+        post: operations["payments.cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/payments/{id}/refunds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The payment's refunds, oldest first. */
+        get: operations["payments.listRefunds"];
+        put?: never;
+        /** @description Refunds a SETTLED payment, fully or partly (`amount`, default: what is left). The refund is SUCCEEDED (the money is reversed in the ledger; the fee is kept) or FAILED when the acquirer declines. The payment's refunds that have not failed never exceed the captured amount. A 503 means the outcome is unknown: retry with the same key. */
+        post: operations["payments.refund"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/payments/{id}/refunds/{refund_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description One refund of one of the merchant's payments. */
+        get: operations["payments.retrieveRefund"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -567,31 +619,57 @@ export type components = {
             /** @enum {string} */
             title: "Not found";
         };
-        ConcurrentModificationProblemEncoded: {
+        RefundNotFoundProblemEncoded: {
             detail: string;
             instance?: string;
             /** @enum {string} */
-            code: "concurrent_modification";
+            code: "refund_not_found";
             field?: string;
             /** @enum {string} */
-            type: "/docs/problems/concurrent_modification";
+            type: "/docs/problems/refund_not_found";
+            /** @enum {integer} */
+            status: 404;
+            /** @enum {string} */
+            title: "Not found";
+        };
+        RefundExceedsBalanceProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "refund_exceeds_balance";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/refund_exceeds_balance";
             /** @enum {integer} */
             status: 409;
             /** @enum {string} */
             title: "Conflict";
         };
-        InvalidTransitionProblemEncoded: {
+        PaymentNotRefundableProblemEncoded: {
             detail: string;
             instance?: string;
             /** @enum {string} */
-            code: "invalid_transition";
+            code: "payment_not_refundable";
             field?: string;
             /** @enum {string} */
-            type: "/docs/problems/invalid_transition";
+            type: "/docs/problems/payment_not_refundable";
             /** @enum {integer} */
             status: 409;
             /** @enum {string} */
             title: "Conflict";
+        };
+        RefundExceedsCapturedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "refund_exceeds_captured";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/refund_exceeds_captured";
+            /** @enum {integer} */
+            status: 422;
+            /** @enum {string} */
+            title: "Unprocessable request";
         };
         SettlementUnavailableProblemEncoded: {
             detail: string;
@@ -601,19 +679,6 @@ export type components = {
             field?: string;
             /** @enum {string} */
             type: "/docs/problems/settlement_unavailable";
-            /** @enum {integer} */
-            status: 503;
-            /** @enum {string} */
-            title: "Service unavailable";
-        };
-        PaymentLockedProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "payment_locked";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/payment_locked";
             /** @enum {integer} */
             status: 503;
             /** @enum {string} */
@@ -644,6 +709,71 @@ export type components = {
             status: 503;
             /** @enum {string} */
             title: "Service unavailable";
+        };
+        ConcurrentModificationProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "concurrent_modification";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/concurrent_modification";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
+        };
+        InvalidTransitionProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "invalid_transition";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/invalid_transition";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
+        };
+        PaymentLockedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "payment_locked";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/payment_locked";
+            /** @enum {integer} */
+            status: 503;
+            /** @enum {string} */
+            title: "Service unavailable";
+        };
+        AuthorizationExpiredProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "authorization_expired";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/authorization_expired";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
+        };
+        CaptureExceedsAuthorizedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "capture_exceeds_authorized";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/capture_exceeds_authorized";
+            /** @enum {integer} */
+            status: 422;
+            /** @enum {string} */
+            title: "Unprocessable request";
         };
         DependencyUnavailableEncoded: {
             detail: string;
@@ -897,9 +1027,11 @@ export interface operations {
                                 [key: string]: string;
                             };
                             /** @enum {string} */
-                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                            status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                             failure_code: string | null;
                             failure_message: string | null;
+                            captured_amount: number | null;
+                            authorization_expires_at: (string & unknown) | null;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -1072,9 +1204,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1309,9 +1443,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1533,6 +1669,267 @@ export interface operations {
             };
             cookie?: never;
         };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description What to capture, in minor units: at most the authorized amount (default: all of it) */
+                    amount?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "payment";
+                        /** @description Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY) */
+                        amount: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        payment_method: string & unknown;
+                        description: string | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        /** @enum {string} */
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        failure_code: string | null;
+                        failure_message: string | null;
+                        captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
+                        created_at: string & unknown;
+                        updated_at: string & unknown;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such payment **for this merchant** */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["PaymentNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race | A settle after the authorization's `authorization_expires_at`: the funds are no longer held */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"] | components["schemas"]["AuthorizationExpiredProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request | A settle `amount` above the authorized amount: a capture takes at most what was authorized */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"] | components["schemas"]["CaptureExceedsAuthorizedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "payments.cancel": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
         requestBody?: never;
         responses: {
             /** @description Success */
@@ -1561,9 +1958,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -1755,7 +2154,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1769,7 +2168,618 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["PaymentLockedProblemEncoded"];
+                };
+            };
+        };
+    };
+    "payments.listRefunds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "list";
+                        data: {
+                            id: string;
+                            /** @enum {string} */
+                            object: "refund";
+                            payment_id: string;
+                            /** @description Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY) */
+                            amount: number;
+                            currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                            /** @enum {string} */
+                            status: "PENDING" | "SUCCEEDED" | "FAILED";
+                            reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            failure_code: string | null;
+                            failure_message: string | null;
+                            created_at: string & unknown;
+                            updated_at: string & unknown;
+                        }[];
+                        has_more: boolean;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such payment **for this merchant** */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["PaymentNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "payments.refund": {
+        parameters: {
+            query?: never;
+            header: {
+                "Idempotency-Key": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description What to give back, in minor units (default: what is left of the captured amount) */
+                    amount?: number;
+                    /** @enum {string} */
+                    reason?: "requested_by_customer" | "duplicate" | "fraudulent";
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                    metadata?: {
+                        [key: string]: string;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            201: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "refund";
+                        payment_id: string;
+                        /** @description Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY) */
+                        amount: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        /** @enum {string} */
+                        status: "PENDING" | "SUCCEEDED" | "FAILED";
+                        reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        failure_code: string | null;
+                        failure_message: string | null;
+                        created_at: string & unknown;
+                        updated_at: string & unknown;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | The body is not JSON | The connection broke while the body was read | A POST without an `Idempotency-Key` header (`field: "Idempotency-Key"`) | The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["MalformedJsonProblemEncoded"] | components["schemas"]["BodyUnreadableProblemEncoded"] | components["schemas"]["IdempotencyKeyMissingProblemEncoded"] | components["schemas"]["IdempotencyKeyInvalidProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such payment **for this merchant** */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["PaymentNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | Only a SETTLED payment can be refunded | The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept) */
+            409: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["PaymentNotRefundableProblemEncoded"] | components["schemas"]["RefundExceedsBalanceProblemEncoded"];
+                };
+            };
+            /** @description The body is over 64 KiB */
+            413: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A body that is not `application/json` */
+            415: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnsupportedMediaTypeProblemEncoded"];
+                };
+            };
+            /** @description This key was used for a different request (method, path or body); use a new key for a new request | The payment's refunds that have not failed, with this one, would exceed the captured amount */
+            422: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"] | components["schemas"]["RefundExceedsCapturedProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"] | components["schemas"]["AcquirerTimeoutProblemEncoded"] | components["schemas"]["AcquirerUnavailableProblemEncoded"] | components["schemas"]["SettlementUnavailableProblemEncoded"];
+                };
+            };
+        };
+    };
+    "payments.retrieveRefund": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                refund_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        /** @enum {string} */
+                        object: "refund";
+                        payment_id: string;
+                        /** @description Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY) */
+                        amount: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        /** @enum {string} */
+                        status: "PENDING" | "SUCCEEDED" | "FAILED";
+                        reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        failure_code: string | null;
+                        failure_message: string | null;
+                        created_at: string & unknown;
+                        updated_at: string & unknown;
+                    };
+                };
+            };
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            400: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                };
+            };
+            /** @description No API key, or an unknown, malformed or revoked one */
+            401: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
+                    "WWW-Authenticate": "Bearer realm=\"payments-api\"";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
+                };
+            };
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such refund of this payment **for this merchant** */
+            404: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["RefundNotFoundProblemEncoded"];
+                };
+            };
+            /** @description The path exists, not with this method: `Allow` lists its methods */
+            405: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
+                    Allow: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["MethodNotAllowedProblemEncoded"];
+                };
+            };
+            /** @description The headers or the body did not arrive in time (the connection is closed; nothing was executed) */
+            408: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
+                };
+            };
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["AuthenticationRateLimitedProblemEncoded"] | components["schemas"]["RateLimitedProblemEncoded"];
+                };
+            };
+            /** @description The request's headers are over 16 KiB (the connection is closed) */
+            431: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
+                };
+            };
+            /** @description A bug; logged with its cause */
+            500: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                };
+            };
+            /** @description The database did not complete the request: nothing was decided */
+            503: {
+                headers: {
+                    /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
+                    "Request-Id": string;
+                    /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
+                    "X-Request-Id": string;
+                    /** @description Seconds to wait before retrying (same Idempotency-Key). */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
                 };
             };
         };
@@ -1809,9 +2819,11 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED";
+                        status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
                         failure_code: string | null;
                         failure_message: string | null;
+                        captured_amount: number | null;
+                        authorization_expires_at: (string & unknown) | null;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2259,7 +3271,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
-                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed")[];
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
                     description?: string | null;
                 };
             };
@@ -2666,7 +3678,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
-                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed")[];
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
                     description?: string | null;
                 };
             };

@@ -1,0 +1,90 @@
+import { Acquirer } from "@pay/acquirer"
+import { MerchantId, PaymentId } from "@pay/domain"
+import { decodeRows } from "@pay/infra"
+import { Context, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { acquirerReference } from "./PaymentOperation.ts"
+import { PaymentRepository } from "./PaymentRepository.ts"
+
+/** `EXPIRY_BATCH_MAX`-like bound of one run: at most this many authorizations are looked at. */
+export const expiryBatchBounds = { min: 1, max: 1_000 } as const
+
+export interface ExpiryReport {
+  /** Moved AUTHORIZED → EXPIRED. */
+  readonly expired: number
+  /** Left alone: a capture of the authorization won at the acquirer (its settle finishes it), or the payment moved meanwhile. */
+  readonly skipped: number
+  /** The acquirer did not answer: tried again at the next run. */
+  readonly unanswered: number
+}
+
+const DueRow = Schema.Struct({ id: PaymentId, merchant_id: MerchantId })
+
+/**
+ * Authorization expiry (issue 19): one bounded run moves the authorizations whose
+ * `authorization_expires_at` has passed (the database's clock) to EXPIRED, oldest first. Each is
+ * first released at the acquirer with a void under the payment's own void reference
+ * (`payment:<id>:void`), which excludes a capture of the same authorization: a void declined
+ * because a capture was approved leaves the payment to the settle that is finishing; an unknown
+ * outcome leaves it for the next run. A merchant's concurrent cancel shares the reference, so the
+ * acquirer voids once and one of the two transitions wins.
+ */
+export class PaymentExpiry extends Context.Service<PaymentExpiry, {
+  readonly expireDue: (batch_max: number) => Effect.Effect<ExpiryReport, SqlError>
+}>()("payments/PaymentExpiry") {
+  static readonly layer: Layer.Layer<PaymentExpiry, never, SqlClient.SqlClient | PaymentRepository | Acquirer> = Layer.effect(
+    PaymentExpiry,
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payments = yield* PaymentRepository
+      const acquirer = yield* Acquirer
+      const context = { actor: "system:expiry", correlationId: "authorization-expiry" }
+
+      /** One due authorization: "expired", "skipped" or "unanswered". */
+      const expireOne = (due: typeof DueRow.Type) =>
+        Effect.gen(function* () {
+          const payment = yield* payments.findById(due.merchant_id, due.id)
+          if (payment.status !== "AUTHORIZED") return "skipped" as const
+          const answer = yield* acquirer.void({
+            reference: acquirerReference(payment.id, "void"),
+            paymentId: payment.id,
+            amount_minor: payment.amount_minor,
+            currency: payment.currency
+          })
+          if (answer._tag !== "Approved") return "skipped" as const
+          yield* payments.apply(payment.merchant_id, payment.id, { _tag: "expire" }, context)
+          return "expired" as const
+        }).pipe(
+          Effect.catchTags({
+            AcquirerTimeout: () => Effect.succeed("unanswered" as const),
+            AcquirerUnavailable: () => Effect.succeed("unanswered" as const),
+            // The payment moved meanwhile (a cancel won with the same void): nothing to do.
+            InvalidTransition: () => Effect.succeed("skipped" as const),
+            PaymentNotFound: () => Effect.succeed("skipped" as const),
+            ConcurrentModification: () => Effect.succeed("unanswered" as const),
+            CaptureExceedsAuthorized: (error) => Effect.die(error),
+            SettlementUnavailable: (error) => Effect.die(error)
+          })
+        )
+
+      const expireDue = Effect.fn("PaymentExpiry.expireDue")(function* (batch_max: number) {
+        if (!Number.isInteger(batch_max) || batch_max < expiryBatchBounds.min || batch_max > expiryBatchBounds.max) {
+          return yield* Effect.die(new Error(`expiry batch ${batch_max} outside ${expiryBatchBounds.min}..${expiryBatchBounds.max}`))
+        }
+        const due = yield* decodeRows(DueRow)(sql`
+          SELECT id, merchant_id FROM payments
+          WHERE status = 'AUTHORIZED' AND authorization_expires_at <= now()
+          ORDER BY authorization_expires_at LIMIT ${batch_max}`)
+        const outcomes = yield* Effect.forEach(due, expireOne)
+        const report: ExpiryReport = {
+          expired: outcomes.filter((o) => o === "expired").length,
+          skipped: outcomes.filter((o) => o === "skipped").length,
+          unanswered: outcomes.filter((o) => o === "unanswered").length
+        }
+        return report
+      })
+      return PaymentExpiry.of({ expireDue })
+    })
+  )
+}

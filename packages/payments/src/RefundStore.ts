@@ -1,0 +1,190 @@
+import {
+  generateRefundId,
+  type MerchantId,
+  type Metadata,
+  type Payment,
+  PaymentId,
+  PaymentNotFound,
+  PaymentNotRefundable,
+  Refund,
+  RefundExceedsBalance,
+  RefundExceedsCaptured,
+  type RefundId,
+  RefundNotFound,
+  type RefundReason
+} from "@pay/domain"
+import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
+import { DateTime, Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
+
+const RefundRow = Schema.Struct({
+  id: Schema.String,
+  payment_id: Schema.String,
+  merchant_id: Schema.String,
+  amount_minor: Schema.BigInt,
+  currency: Schema.String,
+  status: Schema.String,
+  reason: Schema.NullOr(Schema.String),
+  metadata: Schema.Unknown,
+  failure_code: Schema.NullOr(Schema.String),
+  failure_message: Schema.NullOr(Schema.String),
+  created_at: Schema.Date,
+  updated_at: Schema.Date
+})
+const decodeRefundRow = Schema.decodeUnknownEffect(RefundRow)
+const decodeRefund = Schema.decodeUnknownEffect(Refund)
+
+/** Row → Refund; a row the domain cannot read is a broken database invariant: a defect. */
+const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
+  decodeRefundRow(row).pipe(
+    Effect.flatMap((decoded) =>
+      decodeRefund({
+        ...decoded,
+        amount_minor: Number(decoded.amount_minor),
+        created_at: decoded.created_at.toISOString(),
+        updated_at: decoded.updated_at.toISOString()
+      })
+    ),
+    Effect.mapError((error) => new Error(`refunds row does not satisfy the Refund schema: ${error.message}`)),
+    Effect.orDie
+  )
+
+const refundColumns = "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, created_at, updated_at"
+
+const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, pending_minor: Schema.BigInt })
+const decodeRefunded = Schema.decodeUnknownEffect(Schema.Array(RefundedRow))
+
+export interface RefundRequest {
+  readonly amount_minor?: bigint | undefined
+  readonly reason?: RefundReason | undefined
+  readonly metadata?: Metadata | undefined
+}
+
+export type RefundRefusal = PaymentNotFound | PaymentNotRefundable | RefundExceedsCaptured | RefundExceedsBalance
+
+/**
+ * The refunds table (migrations/0047_refunds.sql). `reserve` is where the cap is decided: under
+ * the merchant's refund lock (an advisory lock per merchant and currency: the balance check) and
+ * the payment's row lock (the cap), the same order for everyone, it checks what the database's
+ * INSERT trigger checks again, and inserts the PENDING refund. Must run inside the caller's
+ * transaction (the idempotency key's recovery point commits with it).
+ */
+export const makeRefundStore = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const posting = yield* RefundPosting
+  return { ...makeReservation(sql, posting), ...makeCompletion(sql, posting), ...makeRefundReads(sql) }
+})
+
+const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
+  const lockedPayment = (merchantId: MerchantId, paymentId: PaymentId) =>
+    Effect.gen(function* () {
+      const rows = yield* sql.unsafe(
+        `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`,
+        [paymentId, merchantId]
+      )
+      return rows[0] === undefined ? undefined : yield* paymentFromRow(rows[0])
+    })
+
+  /** Σ of the payment's refunds that are not FAILED, and Σ of the merchant's PENDING refunds in the currency. */
+  const refunded = (payment: Payment) =>
+    sql`
+      SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS refunded_minor,
+             (SELECT coalesce(sum(amount_minor), 0) FROM refunds
+              WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor`.pipe(
+      Effect.flatMap(decodeRefunded),
+      Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, pending_minor: 0n }),
+      Effect.catchTag("SchemaError", Effect.die)
+    )
+
+  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest) =>
+    Effect.gen(function* () {
+      const id = yield* generateRefundId
+      const now = DateTime.toDateUtc(yield* DateTime.now)
+      const rows = yield* sql`
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, created_at, updated_at)
+        VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING',
+                ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${now}, ${now})
+        RETURNING ${sql.literal(refundColumns)}`
+      return yield* refundFromRow(rows[0])
+    })
+
+  const reserve = (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    request: RefundRequest
+  ): Effect.Effect<Refund, RefundRefusal | SettlementUnavailable | SqlError> =>
+    Effect.gen(function* () {
+      const found = yield* sql`SELECT currency FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
+      const currency = found[0]?.["currency"]
+      if (typeof currency !== "string") return yield* new PaymentNotFound({ paymentId })
+      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`refunds:${merchantId}:${currency}`}, 0))`
+      const payment = yield* lockedPayment(merchantId, paymentId)
+      if (payment === undefined) return yield* new PaymentNotFound({ paymentId })
+      if (payment.status !== "SETTLED" || payment.captured_amount_minor === null) {
+        return yield* new PaymentNotRefundable({ paymentId, status: payment.status })
+      }
+      const captured_minor = payment.captured_amount_minor
+      const sums = yield* refunded(payment)
+      const amount_minor = request.amount_minor ?? captured_minor - sums.refunded_minor
+      if (amount_minor <= 0n || sums.refunded_minor + amount_minor > captured_minor) {
+        return yield* new RefundExceedsCaptured({ paymentId, requested_minor: amount_minor, captured_minor, refunded_minor: sums.refunded_minor })
+      }
+      const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
+      if (amount_minor > available_minor) return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
+      return yield* insert(payment, amount_minor, request)
+    })
+  return { reserve }
+}
+
+const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
+  /** The refund, locked (the completion's row lock). */
+  const lockedRefund = (refundId: RefundId) =>
+    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId]).pipe(
+      Effect.flatMap((rows) => (rows[0] === undefined ? Effect.die(new Error(`refund ${refundId} vanished`)) : refundFromRow(rows[0])))
+    )
+
+  /**
+   * PENDING → SUCCEEDED (the reversal posted first, in this transaction) or FAILED. A refund that
+   * is no longer PENDING is returned as it is (an earlier run finished it).
+   */
+  const complete = (refundId: RefundId, outcome: { readonly _tag: "Approved" } | { readonly _tag: "Declined"; readonly code: string; readonly message: string }) =>
+    Effect.gen(function* () {
+      const refund = yield* lockedRefund(refundId)
+      if (refund.status !== "PENDING") return refund
+      const now = DateTime.toDateUtc(DateTime.max(refund.updated_at, yield* DateTime.now))
+      const rows = outcome._tag === "Approved"
+        ? yield* posting.post(refund).pipe(Effect.flatMap((ledgerTransactionId) => sql`
+            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${ledgerTransactionId}, updated_at = ${now}
+            WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`))
+        : yield* sql`
+            UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}
+            WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`
+      return yield* refundFromRow(rows[0])
+    })
+  return { complete }
+}
+
+const makeRefundReads = (sql: SqlClient.SqlClient) => {
+  const findById = (merchantId: MerchantId, paymentId: string, refundId: string) =>
+    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 AND payment_id = $2 AND merchant_id = $3`, [refundId, paymentId, merchantId]).pipe(
+      Effect.flatMap((rows) => (rows[0] === undefined ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })) : refundFromRow(rows[0])))
+    )
+
+  /** A payment's refunds, oldest first (bounded: the cap allows at most `captured` refunds of 1). */
+  const list = (merchantId: MerchantId, paymentId: string, limit: number) =>
+    Schema.decodeUnknownOption(PaymentId)(paymentId)._tag === "None"
+      ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
+      : Effect.gen(function* () {
+        const owner = yield* sql`SELECT 1 AS one FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
+        if (owner.length === 0) return yield* new PaymentNotFound({ paymentId })
+        const rows = yield* sql.unsafe(
+          `SELECT ${refundColumns} FROM refunds WHERE payment_id = $1 AND merchant_id = $2 ORDER BY created_at, id LIMIT $3`,
+          [paymentId, merchantId, limit]
+        )
+        return yield* Effect.forEach(rows, refundFromRow)
+      })
+
+  return { findById, list }
+}

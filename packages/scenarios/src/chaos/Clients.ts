@@ -1,0 +1,152 @@
+import { Effect } from "effect"
+import type { ApiProcess } from "../ApiProcess.ts"
+import type { ScenarioMerchant } from "../Evidence.ts"
+import { type Answer, call, field } from "../Http.ts"
+import type { Decided, History, HistoryEvent } from "./History.ts"
+import { seededRandom } from "./Schedule.ts"
+
+const currencies = ["USD", "EUR", "JPY"] as const
+const requestTimeout_ms = 8_000
+const retryInterval_ms = 300
+
+export interface ClientWorld {
+  readonly apis: ReadonlyArray<ApiProcess>
+  readonly merchants: ReadonlyArray<ScenarioMerchant>
+  readonly history: History
+}
+
+/** One operation of one client: its key, where it goes, and whether it is duplicated. */
+interface Operation {
+  readonly client: number
+  readonly op: HistoryEvent["op"]
+  readonly merchant: number
+  readonly key: string
+  readonly path: string
+  readonly body: Readonly<Record<string, unknown>> | undefined
+  readonly payment_id: string
+}
+
+/** Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run. */
+const undecided = (answer: Answer) =>
+  answer.status >= 500 || (answer.status === 409 && field(answer, "code") === "idempotency_key_in_use")
+
+/** One attempt on one instance, recorded as invoke + ok / fail / unknown. */
+const attempt = (world: ClientWorld, operation: Operation, instance: number) =>
+  Effect.gen(function* () {
+    const api = world.apis[instance] ?? world.apis[0]
+    const m = world.merchants[operation.merchant] ?? world.merchants[0]
+    if (api === undefined || m === undefined) return undefined
+    const base = { client: operation.client, op: operation.op, key: operation.key, payment_id: operation.payment_id, instance }
+    world.history.record({ ...base, phase: "invoke" })
+    const result = yield* Effect.result(call(api.baseUrl, "POST", operation.path, {
+      apiKey: m.apiKey, idempotencyKey: operation.key, json: operation.body, timeout_ms: requestTimeout_ms
+    }))
+    if (result._tag === "Failure") {
+      world.history.record({ ...base, phase: "unknown" })
+      return undefined
+    }
+    const answer = result.success
+    world.history.record({ ...base, phase: undecided(answer) ? "unknown" : answer.status < 300 ? "ok" : "fail", status: answer.status, body: answer.text })
+    return undecided(answer) ? undefined : answer
+  })
+
+/** Retries the same key (random instance each time) until decided or `attempts` run out. */
+export const untilDecided = (world: ClientWorld, operation: Operation, random: () => number, attempts: number) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < attempts; i++) {
+      const answer = yield* attempt(world, operation, random() < 0.5 ? 0 : 1)
+      if (answer !== undefined) return answer
+      yield* Effect.sleep(retryInterval_ms)
+    }
+    return undefined
+  })
+
+export interface ClientResult {
+  readonly decided: ReadonlyArray<Decided>
+  /** Operations still undecided when the client stopped: the drain finishes them with their keys. */
+  readonly pending: ReadonlyArray<Operation>
+  readonly operations: number
+  readonly duplicated: number
+}
+
+const decide = (operation: Operation, answers: ReadonlyArray<Answer>, duplicated: boolean): Decided | undefined => {
+  const first = answers[0]
+  if (first === undefined) return undefined
+  const payment_id = operation.payment_id === "" ? field(first, "id") : operation.payment_id
+  return { op: operation.op, key: operation.key, merchant: operation.merchant, payment_id, status: first.status, body: first.text, answers: answers.map((a) => a.text), duplicated }
+}
+
+/** Runs one client's loop until `deadline_ms` (performance.now()); every loop is bounded by the deadline and the retry bounds. */
+export const runClient = (world: ClientWorld, client: number, seed: number, deadline_ms: number) =>
+  Effect.gen(function* () {
+    const random = seededRandom(seed * 1_000 + client)
+    const mine: Array<{ id: string; status: string; merchant: number }> = []
+    const decided: Array<Decided> = []
+    const pending: Array<Operation> = []
+    let operations = 0
+    let duplicated = 0
+    while (performance.now() < deadline_ms) {
+      const operation = nextOperation(client, random, mine)
+      operations += 1
+      const mode = random()
+      const answers: Array<Answer> = []
+      if (mode < 0.2) {
+        // Two at once under one key, on both instances: a double click through a load balancer.
+        duplicated += 1
+        const pair = yield* Effect.all([untilDecided(world, operation, random, 30), untilDecided(world, operation, random, 30)], { concurrency: 2 })
+        for (const answer of pair) if (answer !== undefined) answers.push(answer)
+      } else {
+        const answer = yield* untilDecided(world, operation, random, 30)
+        if (answer !== undefined) answers.push(answer)
+        if (answer !== undefined && mode < 0.4) {
+          // A retry after a lost answer: the same key again, which must replay the same bytes.
+          duplicated += 1
+          const again = yield* untilDecided(world, operation, random, 30)
+          if (again !== undefined) answers.push(again)
+          if (operation.op === "create" && mode < 0.27) yield* reuseWithOtherBody(world, operation, random, decided)
+        }
+      }
+      const result = decide(operation, answers, mode < 0.4)
+      if (result === undefined) {
+        pending.push(operation)
+        continue
+      }
+      decided.push(result)
+      track(mine, result)
+    }
+    const outcome: ClientResult = { decided, pending, operations, duplicated }
+    return outcome
+  })
+
+/** The same key with a different amount: must be refused (422), never a second payment. */
+const reuseWithOtherBody = (world: ClientWorld, operation: Operation, random: () => number, decided: Array<Decided>) =>
+  Effect.gen(function* () {
+    const body = { ...operation.body, amount: 1 }
+    const reuse: Operation = { ...operation, op: "reuse", body }
+    const answer = yield* untilDecided(world, reuse, random, 30)
+    if (answer !== undefined) decided.push({ op: "reuse", key: operation.key, merchant: operation.merchant, payment_id: "", status: answer.status, body: answer.text, answers: [answer.text], duplicated: true })
+  })
+
+const track = (mine: Array<{ id: string; status: string; merchant: number }>, result: Decided) => {
+  if (result.status >= 300) return
+  const status = /"status":"([A-Z]+)"/.exec(result.body)?.[1] ?? ""
+  const known = mine.find((p) => p.id === result.payment_id)
+  if (known === undefined) mine.push({ id: result.payment_id, status, merchant: result.merchant })
+  else known.status = status
+}
+
+const nextOperation = (client: number, random: () => number, mine: ReadonlyArray<{ id: string; status: string; merchant: number }>): Operation => {
+  const open = mine.filter((p) => p.status === "CREATED" || p.status === "AUTHORIZED")
+  const key = `chaos-${client}-${crypto.randomUUID()}`
+  const target = open[Math.floor(random() * open.length)]
+  if (target === undefined || random() < 0.3) {
+    const merchant = random() < 0.5 ? 0 : 1
+    const roll = random()
+    const payment_method = roll < 0.1 ? "pm_card_declined" : roll < 0.15 ? "pm_card_timeout" : "pm_card_visa"
+    const currency = currencies[Math.floor(random() * currencies.length)] ?? "USD"
+    const body = { amount: 100 + Math.floor(random() * 100_000), currency, payment_method }
+    return { client, op: "create", merchant, key, path: "/v1/payments", body, payment_id: "" }
+  }
+  const op = target.status === "CREATED" ? "authorize" : "settle"
+  return { client, op, merchant: target.merchant, key, path: `/v1/payments/${target.id}/${op}`, body: undefined, payment_id: target.id }
+}

@@ -1,0 +1,44 @@
+/**
+ * `pnpm chaos --seed S --duration D --clients C`: concurrent clients against two API instances while
+ * a seeded schedule kills, pauses and cuts; then a checker over the history, Postgres and Kafka
+ * (docs/failure-scenarios.md, "The chaos run"). Exit 0 when every check holds, 1 otherwise, 2 for
+ * a usage error.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect } from "effect"
+import { runChaos } from "./Run.ts"
+
+const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 3_600], clients: [1, 64] } as const
+
+const argument = (name: keyof typeof bounds, fallback: number): number | undefined => {
+  const index = process.argv.indexOf(`--${name}`)
+  const raw = index === -1 ? undefined : process.argv[index + 1]
+  const value = raw === undefined ? fallback : Number(raw)
+  const [min, max] = bounds[name]
+  return Number.isInteger(value) && value >= min && value <= max ? value : undefined
+}
+
+const main = Effect.gen(function* () {
+  const seed = argument("seed", 1)
+  const duration_s = argument("duration", 60)
+  const clients = argument("clients", 8)
+  if (seed === undefined || duration_s === undefined || clients === undefined) {
+    console.log(`usage: pnpm chaos [--seed 0..${bounds.seed[1]}] [--duration ${bounds.duration.join("..")} s] [--clients ${bounds.clients.join("..")}]`)
+    return 2
+  }
+  const report = yield* runChaos({ seed, duration_s, clients }, (line) => console.log(line))
+  console.log(`\noperations ${report.operations} (duplicated/retried/concurrent under one key: ${(report.duplicated_share * 100).toFixed(0)} %)`)
+  console.log(`attempts by outcome ${JSON.stringify(report.attempts_by_outcome)}`)
+  console.log(`decided ${JSON.stringify(report.decided_by_status)}`)
+  console.log(`faults applied ${JSON.stringify(report.faults_applied)} of ${report.faults_scheduled} scheduled`)
+  for (const check of report.checks) {
+    console.log(`${check.violations.length === 0 ? "ok  " : "FAIL"} ${check.name} (${check.checked} checked${check.violations.length === 0 ? "" : `, ${check.violations.length} violations`})`)
+    for (const violation of check.violations.slice(0, 5)) console.log(`       ${violation}`)
+  }
+  console.log(report.passed ? "VERDICT: PASS chaos" : "VERDICT: FAIL chaos")
+  return report.passed ? 0 : 1
+})
+
+main.pipe(Effect.flatMap((code) => Effect.sync(() => {
+  process.exitCode = code
+})), NodeRuntime.runMain)

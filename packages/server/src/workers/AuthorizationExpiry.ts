@@ -1,0 +1,35 @@
+import { boundedInt } from "@pay/infra"
+import { expiryBatchBounds, PaymentExpiry } from "@pay/payments"
+import { Effect, Layer, Schedule } from "effect"
+
+/**
+ * The authorization expiry job (issue 19, `PaymentExpiry`): every `EXPIRY_INTERVAL_MS` it moves
+ * at most `EXPIRY_BATCH_MAX` due authorizations to EXPIRED (after voiding each at the acquirer).
+ * `0` turns it off (e.g. on all but one replica; running on several is safe, only wasteful: the
+ * void and the transition happen once whoever runs them).
+ *
+ * | variable             | default | bounds                  |
+ * | -------------------- | ------- | ----------------------- |
+ * | `EXPIRY_INTERVAL_MS` | 60000   | 0 (off), 1000..86400000 |
+ * | `EXPIRY_BATCH_MAX`   | 100     | 1..1000                 |
+ */
+export const ExpiryInterval = boundedInt("EXPIRY_INTERVAL_MS", { min: 0, max: 24 * 60 * 60 * 1_000 }, 60_000)
+export const ExpiryBatch = boundedInt("EXPIRY_BATCH_MAX", expiryBatchBounds, 100)
+
+/** The expiry loop (a no-op when the interval is 0), interrupted with the server. */
+export const AuthorizationExpiryLive = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const interval_ms = yield* ExpiryInterval
+    if (interval_ms === 0) return
+    if (interval_ms < 1_000) return yield* Effect.die(new Error("EXPIRY_INTERVAL_MS must be 0 (off) or at least 1000"))
+    const batch_max = yield* ExpiryBatch
+    const expiry = yield* PaymentExpiry
+    const once = expiry.expireDue(batch_max).pipe(
+      Effect.tap((report) => (report.expired + report.unanswered > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
+      // A database outage ends this run only; the next one tries again.
+      Effect.catchTag("SqlError", (error) => Effect.logWarning("expiry job: the run failed", error)),
+      Effect.withSpan("ExpiryJob.run")
+    )
+    yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval_ms)))
+  })
+)

@@ -1,0 +1,141 @@
+// Void (issue 19): POST /v1/payments/{id}/cancel over real HTTP, on the in-process app (a fresh
+// database; the acquirer swappable for a faulty one). AUTHORIZED → CANCELED, terminal; the
+// acquirer releases the authorization under our reference `payment:<id>:void`, performed once;
+// event payment_canceled; no money moves (no ledger transaction, ledger_verify() empty).
+import { assert, layer } from "@effect/vitest"
+import { AcquirerSimulator } from "@pay/acquirer"
+import { decodeRows } from "@pay/infra"
+import { acquirerOperation, assertBooksConsistent } from "@pay/settlement/test-support"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { authorizedPayment, codeOf, describeAnswer, jsonOf, newKey, post, replayed, settle, type TestMerchant } from "./support/Api.ts"
+import { inProcessAppLayer } from "./support/InProcessApp.ts"
+import { createMerchant } from "./support/TestServer.ts"
+
+const layerOptions = { excludeTestServices: true, timeout: "60 seconds" } as const
+
+const cancel = (m: TestMerchant, paymentId: string, key: string) => post(m, `/v1/payments/${paymentId}/cancel`, key)
+
+/** What the database holds about the payment's money and events: nothing moved, one payment_canceled. */
+const paymentTrail = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(Schema.Struct({ transactions: Schema.BigInt, canceled_events: Schema.BigInt, status: Schema.String }))(sql`
+      SELECT (SELECT count(*) FROM transactions t WHERE t.reference LIKE ${`payment:${paymentId}:%`}) AS transactions,
+             (SELECT count(*) FROM outbox_events o WHERE o.aggregate_id = ${paymentId} AND o.event_type = 'payment_canceled') AS canceled_events,
+             (SELECT status FROM payments WHERE id = ${paymentId}) AS status`)
+    return row
+  })
+
+const approvedAtAcquirer = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* decodeRows(Schema.Struct({ operation: Schema.String }))(sql`
+      SELECT operation FROM acquirer_sim.operations
+      WHERE payment_id = ${paymentId} AND outcome = 'approved' AND operation <> 'authorize'`)
+    return rows.map((row) => row.operation)
+  })
+
+layer(inProcessAppLayer(), layerOptions)("void: POST /v1/payments/{id}/cancel (in-process app over HTTP)", (it) => {
+  it.effect("cancel an AUTHORIZED payment: CANCELED, replayed by its key, refused again and refused to settle; void performed once, no money moved", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Void")
+      const id = yield* authorizedPayment(merchant, 2_500n, "EUR")
+      const key = newKey("cancel")
+      const first = yield* cancel(merchant, id, key)
+      assert.strictEqual(first.status, 200, describeAnswer(first))
+      assert.strictEqual(jsonOf(first)["status"], "CANCELED")
+      const again = yield* cancel(merchant, id, key)
+      assert.isTrue(replayed(again))
+      assert.strictEqual(again.text, first.text, "byte for byte")
+      const other = yield* cancel(merchant, id, newKey("cancel"))
+      assert.strictEqual(other.status, 409, describeAnswer(other))
+      assert.strictEqual(codeOf(other), "invalid_transition")
+      const settled = yield* settle(merchant, id, newKey("settle"))
+      assert.strictEqual(settled.status, 409, describeAnswer(settled))
+      assert.include(String(jsonOf(settled)["detail"]), "CANCELED -> SETTLED")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [{ performed_count: 1, request_count: 1 }])
+      assert.deepStrictEqual(yield* paymentTrail(id), { transactions: 0n, canceled_events: 1n, status: "CANCELED" })
+      yield* assertBooksConsistent
+    }))
+
+  it.effect("cancel a CREATED or a SETTLED payment is a stored 409 invalid_transition; the acquirer is not asked", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Void refused")
+      const created = yield* post(merchant, "/v1/payments", newKey("create"), {
+        json: { amount: 700, currency: "EUR", payment_method: "pm_card_visa" }
+      })
+      const createdId = String(jsonOf(created)["id"])
+      const early = yield* cancel(merchant, createdId, newKey("cancel"))
+      assert.strictEqual(early.status, 409, describeAnswer(early))
+      assert.include(String(jsonOf(early)["detail"]), "CREATED -> CANCELED")
+      const settledId = yield* authorizedPayment(merchant, 800n, "EUR")
+      assert.strictEqual((yield* settle(merchant, settledId, newKey("settle"))).status, 200)
+      const late = yield* cancel(merchant, settledId, newKey("cancel"))
+      assert.strictEqual(late.status, 409, describeAnswer(late))
+      assert.include(String(jsonOf(late)["detail"]), "SETTLED -> CANCELED")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${createdId}:void`), [])
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${settledId}:void`), [])
+    }))
+
+  it.effect("settle and cancel race on one authorization (8 rounds): exactly one wins at our side AND at the acquirer", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Void race")
+      for (let round = 0; round < 8; round++) {
+        const id = yield* authorizedPayment(merchant, 1_000n + BigInt(round), "EUR")
+        const [settled, canceled] = yield* Effect.all([settle(merchant, id, newKey("settle")), cancel(merchant, id, newKey("cancel"))], {
+          concurrency: 2
+        })
+        const statuses = [settled.status, canceled.status].sort()
+        assert.deepStrictEqual(statuses, [200, 409], `${describeAnswer(settled)} / ${describeAnswer(canceled)}`)
+        const winner = settled.status === 200 ? "SETTLED" : "CANCELED"
+        const trail = yield* paymentTrail(id)
+        assert.strictEqual(trail?.status, winner)
+        assert.deepStrictEqual(yield* approvedAtAcquirer(id), [winner === "SETTLED" ? "capture" : "void"])
+      }
+      yield* assertBooksConsistent
+    }))
+
+  it.effect("raw SQL: CANCELED is terminal, and reaching it needs its payment_canceled event", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* createMerchant("Void raw")
+      const id = yield* authorizedPayment(merchant, 900n, "EUR")
+      const wrongEvent = sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE payments SET status = 'CANCELED', version = version + 1, updated_at = updated_at WHERE id = ${id}`
+        yield* sql`
+          INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+          SELECT id, version, 'AUTHORIZED', 'CANCELED', 'psql', 'raw', now() FROM payments WHERE id = ${id}`
+        yield* sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+          SELECT gen_random_uuid(), 'payment', id, 'payment_failed', jsonb_build_object('version', version) FROM payments WHERE id = ${id}`
+      }))
+      const refused = yield* Effect.flip(wrongEvent)
+      assert.match(refused.message + String(refused.reason.cause), /without its outbox event payment_canceled/)
+      assert.strictEqual((yield* paymentTrail(id))?.status, "AUTHORIZED")
+      assert.strictEqual((yield* cancel(merchant, id, newKey("cancel"))).status, 200)
+      const revive = yield* Effect.flip(sql`UPDATE payments SET status = 'AUTHORIZED', version = version + 1 WHERE id = ${id}`)
+      assert.match(String(revive.reason.cause), /CANCELED \(terminal\)/)
+    }))
+})
+
+layer(
+  inProcessAppLayer({ acquirer: AcquirerSimulator.layerFaulty({ failVoidAfterPerforming: "first_call" }, { timeout_ms: 300 }) }),
+  layerOptions
+)("void with a lost acquirer answer", (it) => {
+  it.effect("the void is performed but its answer is lost: 503 acquirer_timeout, AUTHORIZED; the same key then cancels, the void performed once", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Void lost answer")
+      const id = yield* authorizedPayment(merchant, 3_000n, "EUR")
+      const key = newKey("cancel")
+      const lost = yield* cancel(merchant, id, key)
+      assert.strictEqual(lost.status, 503, describeAnswer(lost))
+      assert.strictEqual(codeOf(lost), "acquirer_timeout")
+      assert.strictEqual((yield* paymentTrail(id))?.status, "AUTHORIZED")
+      const retried = yield* cancel(merchant, id, key)
+      assert.strictEqual(retried.status, 200, describeAnswer(retried))
+      assert.strictEqual(jsonOf(retried)["status"], "CANCELED")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [{ performed_count: 1, request_count: 2 }])
+      assert.deepStrictEqual(yield* paymentTrail(id), { transactions: 0n, canceled_events: 1n, status: "CANCELED" })
+    }))
+})

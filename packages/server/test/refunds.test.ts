@@ -1,0 +1,200 @@
+// Refunds (issue 19) over real HTTP on the in-process app (a fresh database): refunds as objects,
+// PENDING → SUCCEEDED / FAILED by the acquirer simulator, one balanced reversal per succeeded
+// refund (fee kept), and the cap (Σ refunds not FAILED ≤ captured) held by the code AND by the
+// database: 50 concurrent partial refunds, raw SQL attacks, an unknown outcome that keeps counting.
+import { assert, layer } from "@effect/vitest"
+import { AcquirerSimulator } from "@pay/acquirer"
+import type { MerchantId } from "@pay/domain"
+import { decodeRows } from "@pay/infra"
+import { FeeSchedules } from "@pay/settlement"
+import { acquirerOperation, assertLedgerVerifies } from "@pay/settlement/test-support"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { authorizedPayment, codeOf, describeAnswer, get, jsonOf, newKey, payableBalance, post, replayed, settle, type TestMerchant } from "./support/Api.ts"
+import { inProcessAppLayer } from "./support/InProcessApp.ts"
+import { createMerchant } from "./support/TestServer.ts"
+
+const layerOptions = { excludeTestServices: true, timeout: "120 seconds" } as const
+
+const refund = (m: TestMerchant, paymentId: string, key: string, json: unknown = {}) => post(m, `/v1/payments/${paymentId}/refunds`, key, { json })
+
+/** A merchant without fees (its payable covers every refund up to the capture) and a settled payment. */
+const settledPayment = (name: string, amount_minor: bigint, payment_method = "pm_card_visa") =>
+  Effect.gen(function* () {
+    const merchant = yield* createMerchant(name)
+    const fees = yield* FeeSchedules
+    yield* fees.set(merchant.merchantId, "EUR", { fee_bps: 0, fee_fixed_minor: 0n })
+    const id = payment_method === "pm_card_visa"
+      ? yield* authorizedPayment(merchant, amount_minor, "EUR")
+      : yield* authorizedWith(merchant, amount_minor, payment_method)
+    const settled = yield* settle(merchant, id, newKey("settle"))
+    assert.strictEqual(settled.status, 200, describeAnswer(settled))
+    return { merchant, id }
+  })
+
+const authorizedWith = (m: TestMerchant, amount_minor: bigint, payment_method: string) =>
+  Effect.gen(function* () {
+    const created = yield* post(m, "/v1/payments", newKey("create"), { json: { amount: Number(amount_minor), currency: "EUR", payment_method } })
+    const id = String(jsonOf(created)["id"])
+    const authorized = yield* post(m, `/v1/payments/${id}/authorize`, newKey("authorize"))
+    assert.strictEqual(jsonOf(authorized)["status"], "AUTHORIZED", describeAnswer(authorized))
+    return id
+  })
+
+/** What the database says about a payment's refunds and their money. */
+const refundBooks = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(Schema.Struct({ succeeded_minor: Schema.BigInt, not_failed_minor: Schema.BigInt, postings: Schema.BigInt, reversed_minor: Schema.BigInt }))(sql`
+      SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${paymentId} AND status = 'SUCCEEDED')::bigint AS succeeded_minor,
+             (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${paymentId} AND status <> 'FAILED')::bigint AS not_failed_minor,
+             (SELECT count(*) FROM transactions WHERE reference LIKE ${`payment:${paymentId}:refund:%`}) AS postings,
+             (SELECT coalesce(sum(e.amount_minor), 0) FROM transactions t JOIN ledger_entries e ON e.transaction_id = t.id
+              WHERE t.reference LIKE ${`payment:${paymentId}:refund:%`} AND e.side = 'debit')::bigint AS reversed_minor`)
+    return row
+  })
+
+const euroBalance = (m: TestMerchant) => Effect.map(payableBalance(m), (balances) => JSON.stringify(balances))
+
+layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (it) => {
+  it.effect("partial then the rest: 201 SUCCEEDED each, the key replays, list and retrieve; one reversal each, the balance falls by the refunds, the cap refuses 1 more", () =>
+    Effect.gen(function* () {
+      const { merchant, id } = yield* settledPayment("Refunds", 10_000n)
+      const key = newKey("refund")
+      const first = yield* refund(merchant, id, key, { amount: 3_000, reason: "requested_by_customer", metadata: { ticket: "42" } })
+      assert.strictEqual(first.status, 201, describeAnswer(first))
+      assert.strictEqual(jsonOf(first)["status"], "SUCCEEDED")
+      const again = yield* refund(merchant, id, key, { amount: 3_000, reason: "requested_by_customer", metadata: { ticket: "42" } })
+      assert.isTrue(replayed(again))
+      assert.strictEqual(again.text, first.text)
+      const rest = yield* refund(merchant, id, newKey("refund"))
+      assert.strictEqual(rest.status, 201, describeAnswer(rest))
+      assert.strictEqual(jsonOf(rest)["amount"], 7_000, "no amount: what is left")
+      const over = yield* refund(merchant, id, newKey("refund"), { amount: 1 })
+      assert.strictEqual(over.status, 422, describeAnswer(over))
+      assert.strictEqual(codeOf(over), "refund_exceeds_captured")
+      const list = yield* get(merchant, `/v1/payments/${id}/refunds`)
+      assert.strictEqual(list.status, 200, describeAnswer(list))
+      const data = jsonOf(list)["data"]
+      assert.isTrue(Array.isArray(data) && data.length === 2)
+      const one = yield* get(merchant, `/v1/payments/${id}/refunds/${String(jsonOf(first)["id"])}`)
+      assert.strictEqual(one.text, first.text, describeAnswer(one))
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 10_000n, not_failed_minor: 10_000n, postings: 2n, reversed_minor: 10_000n })
+      assert.strictEqual(yield* euroBalance(merchant), JSON.stringify([{ currency: "EUR", amount: 0 }]))
+      yield* assertLedgerVerifies
+    }))
+
+  it.effect("50 concurrent refunds of 300 on a capture of 10,000: exactly the 33 that fit succeed, 17 are 422; the acquirer refunded 9,900; the ledger verifies", () =>
+    Effect.gen(function* () {
+      const { merchant, id } = yield* settledPayment("Refund cap", 10_000n)
+      // A 503 (the acquirer slower than its timeout on a loaded machine) is an unknown outcome:
+      // the client retries with the same key, as the API says, until the refund is decided (bounded).
+      const decided = (key: string) =>
+        Effect.gen(function* () {
+          for (let attempt = 0; attempt < 40; attempt++) {
+            const answer = yield* refund(merchant, id, key, { amount: 300 })
+            if (answer.status !== 503 && !(answer.status === 409 && codeOf(answer) === "idempotency_key_in_use")) return answer
+            yield* Effect.sleep(250)
+          }
+          return assert.fail(`refund with key ${key} still undecided after 40 attempts`)
+        })
+      const answers = yield* Effect.all(Array.from({ length: 50 }, () => decided(newKey("refund"))), { concurrency: 50 })
+      const statuses = answers.map((a) => a.status)
+      assert.strictEqual(statuses.filter((s) => s === 201).length, 33, answers.filter((a) => a.status !== 201 && a.status !== 422).map(describeAnswer).join(" / "))
+      assert.strictEqual(statuses.filter((s) => s === 422).length, 17)
+      assert.isTrue(answers.filter((a) => a.status === 422).every((a) => codeOf(a) === "refund_exceeds_captured"))
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 9_900n, not_failed_minor: 9_900n, postings: 33n, reversed_minor: 9_900n })
+      const sql = yield* SqlClient.SqlClient
+      const [acquired] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt, total: Schema.BigInt }))(sql`
+        SELECT count(*) AS n, coalesce(sum(amount_minor), 0)::bigint AS total FROM acquirer_sim.operations
+        WHERE payment_id = ${id} AND operation = 'refund' AND outcome = 'approved'`)
+      assert.deepStrictEqual(acquired, { n: 33n, total: 9_900n })
+      assert.strictEqual(yield* euroBalance(merchant), JSON.stringify([{ currency: "EUR", amount: 100 }]))
+      yield* assertLedgerVerifies
+    }))
+
+  it.effect("raw SQL: an over-cap refund, a refund born SUCCEEDED, a FAILED refund revived, and SUCCEEDED naming another posting are refused", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, id } = yield* settledPayment("Refund raw", 5_000n)
+      assert.strictEqual((yield* refund(merchant, id, newKey("refund"), { amount: 4_000 })).status, 201)
+      const insert = (refundId: string, amount_minor: number, status: string) => sql`
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+        VALUES (${refundId}, ${id}, ${merchant.merchantId}, ${amount_minor}, 'EUR', ${status}, now(), now())`
+      const overCap = yield* Effect.flip(insert("re_000000000000000000000001", 1_001, "PENDING"))
+      assert.match(String(overCap.reason.cause), /refund cap/)
+      const bornSucceeded = yield* Effect.flip(insert("re_000000000000000000000002", 10, "SUCCEEDED"))
+      assert.match(String(bornSucceeded.reason.cause), /must be inserted PENDING/)
+      // A FAILED refund (declined by hand here) cannot come back to count again.
+      yield* insert("re_000000000000000000000003", 1_000, "PENDING")
+      yield* sql`UPDATE refunds SET status = 'FAILED', failure_code = 'by_hand', failure_message = 'x' WHERE id = 're_000000000000000000000003'`
+      const revived = yield* Effect.flip(sql`UPDATE refunds SET status = 'PENDING', failure_code = NULL, failure_message = NULL WHERE id = 're_000000000000000000000003'`)
+      assert.match(String(revived.reason.cause), /cannot move FAILED -> PENDING/)
+      // A PENDING refund cannot claim SUCCEEDED with a posting that is not its reversal (here: the settlement's).
+      yield* insert("re_000000000000000000000004", 10, "PENDING")
+      const succeededWithoutPosting = yield* Effect.flip(sql`
+        UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = (SELECT min(id) FROM transactions) WHERE id = 're_000000000000000000000004'`)
+      assert.match(String(succeededWithoutPosting.reason.cause), /must name its reversal posting/)
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 4_000n, not_failed_minor: 4_010n, postings: 1n, reversed_minor: 4_000n })
+      yield* assertLedgerVerifies
+    }))
+
+  it.effect("refused before anything moves: an AUTHORIZED payment (409 payment_not_refundable), a merchant whose balance (fee kept) cannot cover the refund (409 refund_exceeds_balance)", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Refund refused")
+      const authorized = yield* authorizedPayment(merchant, 1_000n, "EUR")
+      const early = yield* refund(merchant, authorized, newKey("refund"))
+      assert.strictEqual(early.status, 409, describeAnswer(early))
+      assert.strictEqual(codeOf(early), "payment_not_refundable")
+      // Default fees: 1,000 EUR minor units settle with a fee, so the payable (the net) is below 1,000.
+      assert.strictEqual((yield* settle(merchant, authorized, newKey("settle"))).status, 200)
+      const full = yield* refund(merchant, authorized, newKey("refund"))
+      assert.strictEqual(full.status, 409, describeAnswer(full))
+      assert.strictEqual(codeOf(full), "refund_exceeds_balance")
+      assert.deepStrictEqual(yield* refundBooks(authorized), { succeeded_minor: 0n, not_failed_minor: 0n, postings: 0n, reversed_minor: 0n })
+    }))
+
+  it.effect("a declined refund is 201 FAILED, moves nothing and no longer counts toward the cap", () =>
+    Effect.gen(function* () {
+      const { merchant, id } = yield* settledPayment("Refund declined", 2_000n, "pm_card_refund_declined")
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const declined = yield* refund(merchant, id, newKey("refund"), { amount: 2_000 })
+        assert.strictEqual(declined.status, 201, describeAnswer(declined))
+        assert.strictEqual(jsonOf(declined)["status"], "FAILED")
+        assert.strictEqual(jsonOf(declined)["failure_code"], "refund_declined")
+      }
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 0n, not_failed_minor: 0n, postings: 0n, reversed_minor: 0n })
+      yield* assertLedgerVerifies
+    }))
+})
+
+const setNoFees = (merchantId: MerchantId) =>
+  Effect.gen(function* () {
+    const fees = yield* FeeSchedules
+    yield* fees.set(merchantId, "EUR", { fee_bps: 0, fee_fixed_minor: 0n })
+  })
+
+layer(
+  inProcessAppLayer({ acquirer: AcquirerSimulator.layerFaulty({ failRefundAfterPerforming: "first_call" }, { timeout_ms: 300 }) }),
+  layerOptions
+)("refunds with a lost acquirer answer", (it) => {
+  it.effect("the refund is performed but its answer is lost: 503, the refund stays PENDING and counts toward the cap; the same key then finishes it, refunded once", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Refund lost answer")
+      yield* setNoFees(merchant.merchantId)
+      const id = yield* authorizedPayment(merchant, 1_000n, "EUR")
+      assert.strictEqual((yield* settle(merchant, id, newKey("settle"))).status, 200)
+      const key = newKey("refund")
+      const lost = yield* refund(merchant, id, key, { amount: 600 })
+      assert.strictEqual(lost.status, 503, describeAnswer(lost))
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 0n, not_failed_minor: 600n, postings: 0n, reversed_minor: 0n })
+      const tooMuch = yield* refund(merchant, id, newKey("refund"), { amount: 401 })
+      assert.strictEqual(tooMuch.status, 422, describeAnswer(tooMuch))
+      const finished = yield* refund(merchant, id, key, { amount: 600 })
+      assert.strictEqual(finished.status, 201, describeAnswer(finished))
+      assert.strictEqual(jsonOf(finished)["status"], "SUCCEEDED")
+      assert.deepStrictEqual(yield* acquirerOperation(`refund:${String(jsonOf(finished)["id"])}`), [{ performed_count: 1, request_count: 2 }])
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 600n, not_failed_minor: 600n, postings: 1n, reversed_minor: 600n })
+      yield* assertLedgerVerifies
+    }))
+})
