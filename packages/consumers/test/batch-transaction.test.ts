@@ -50,8 +50,12 @@ it.live("a batch commits once; a poison record in the middle rolls it back, the 
         return payloads.map((payload) => eventMessage(topic, payload))
       })
 
-    // A clean batch: twelve records, one duplicate (same ce_id again) and one stale copy (new id, old version).
-    const clean = eventsOf(4, 0)
+    // A clean batch: twelve records (one a partial capture: gross is the captured amount), one
+    // duplicate (same ce_id again) and one stale copy (new id, old version).
+    const [createdPartial, authorizedPartial, settledFull] = lifecycle(merchant, "EUR", 9_000, true)
+    const settledPartial = { ...settledFull, captured_amount_minor: 6_000, fee_minor: 120, net_minor: 5_880 }
+    settled.push({ ...settledPartial, amount_minor: 6_000 })
+    const clean = [...eventsOf(3, 0), ...[createdPartial, authorizedPartial, settledPartial].map((payload) => eventMessage(topic, payload))]
     const first = clean[0]
     if (first === undefined) return assert.fail("no events")
     const cleanBatch = [...clean, eventMessage(topic, first.payload, first.eventId), eventMessage(topic, first.payload)]
