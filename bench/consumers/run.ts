@@ -7,8 +7,8 @@
  *   A. raw consumer: our KafkaConsumer in a group of its own reads the backlog of BENCH_EVENTS
  *      records (payment_created/authorized/settled, as the publisher writes them), committing each
  *      batch, with no effect: the reference throughput.
- *   B. the settlement consumer on the same backlog (one Postgres transaction per record:
- *      processed_events, version, projection, offset; Kafka commit per batch): events/s and the
+ *   B. the settlement consumer on the same backlog (one Postgres transaction per partition slice of
+ *      a poll: processed_events, versions, projection, offset; Kafka commit per batch): events/s and the
  *      ratio to A (issue 14's target: ≥ 0.5).
  *   C. replay from offset 0 (`rebuildSettlement`: a new generation, then the swap): time and events/s;
  *      the rebuilt projection is checked equal to B's.

@@ -8,6 +8,7 @@ import { Config, Effect } from "effect"
  */
 export const consumerBounds = {
   batch_max: { min: 1, max: 1_000 },
+  transactionRecords_max: { min: 1, max: 1_000 },
   pollTimeout_ms: { min: 10, max: 60_000 },
   attempt_max: { min: 1, max: 20 },
   backoffBase_ms: { min: 1, max: 60_000 },
@@ -19,8 +20,13 @@ export const consumerBounds = {
 } as const satisfies Record<string, IntBounds>
 
 export interface ConsumerOptions {
-  /** Records handled per poll (each in its own transaction); the Kafka commit follows the batch. */
+  /** Records handled per poll; the Kafka commit follows the batch. */
   readonly batch_max: number
+  /**
+   * Records of one partition handled in ONE transaction (one COMMIT, the offset stored once); a
+   * failure inside rolls it back and the records are handled one transaction each. 1: always one each.
+   */
+  readonly transactionRecords_max: number
   /** How long a poll waits for records before returning empty. */
   readonly pollTimeout_ms: number
   /** Attempts of one record before it is parked (a decode failure is parked at once). */
@@ -39,6 +45,7 @@ export interface ConsumerOptions {
 
 export const defaultConsumerOptions: ConsumerOptions = {
   batch_max: 100,
+  transactionRecords_max: 100,
   pollTimeout_ms: 500,
   attempt_max: 5,
   backoffBase_ms: 100,
@@ -57,6 +64,11 @@ export const assertConsumerOptions = (options: ConsumerOptions): void => {
 /** The options from `CONSUMER_*` environment variables. */
 export const ConsumerOptionsFromEnv: Config.Config<ConsumerOptions> = Config.all({
   batch_max: boundedInt("CONSUMER_BATCH_SIZE", consumerBounds.batch_max, defaultConsumerOptions.batch_max),
+  transactionRecords_max: boundedInt(
+    "CONSUMER_TRANSACTION_RECORDS_MAX",
+    consumerBounds.transactionRecords_max,
+    defaultConsumerOptions.transactionRecords_max
+  ),
   pollTimeout_ms: boundedInt("CONSUMER_POLL_TIMEOUT_MS", consumerBounds.pollTimeout_ms, defaultConsumerOptions.pollTimeout_ms),
   attempt_max: boundedInt("CONSUMER_ATTEMPTS_MAX", consumerBounds.attempt_max, defaultConsumerOptions.attempt_max),
   backoffBase_ms: boundedInt("CONSUMER_BACKOFF_BASE_MS", consumerBounds.backoffBase_ms, defaultConsumerOptions.backoffBase_ms),

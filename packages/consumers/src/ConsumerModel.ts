@@ -15,6 +15,14 @@ export interface ConsumerHandler {
   /** The consumer's name: `[a-z0-9_.-]{1,100}`; its group id is `<topic prefix><name>`. */
   readonly name: string
   readonly apply: (decoded: DecodedPaymentEvent, record: KafkaRecord) => Effect.Effect<void, HandlerFailed | SqlError>
+  /**
+   * Optional: the effects of several NEW events at once (in offset order), in the batch's
+   * transaction; must equal `apply` on each in turn. A failure rolls the batch back, and its
+   * records go one by one through `apply` (PartitionBatch.ts).
+   */
+  readonly applyBatch?: (
+    events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>
+  ) => Effect.Effect<void, HandlerFailed | SqlError>
 }
 
 export const consumerName = /^[a-z0-9_.-]{1,100}$/
@@ -25,6 +33,8 @@ export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "park
 export interface ConsumerFaults {
   /** Before the record's transaction begins. */
   readonly beforeTransaction?: (record: KafkaRecord) => Effect.Effect<void>
+  /** Inside the record's (or its batch's) transaction, after its effect, before the COMMIT. */
+  readonly insideTransaction?: (record: KafkaRecord) => Effect.Effect<void>
   /** After the record's transaction committed, before the Kafka commit of its batch. */
   readonly afterTransaction?: (record: KafkaRecord) => Effect.Effect<void>
 }

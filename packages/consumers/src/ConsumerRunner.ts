@@ -5,7 +5,8 @@ import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
 import { consumerLag, consumerName, type ConsumerStatus } from "./ConsumerModel.ts"
 import { makeConsumerStore } from "./ConsumerStore.ts"
-import { makeRecordProcessor, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
+import { makePartitionHandler } from "./PartitionBatch.ts"
+import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
 
 export interface RunnerSettings extends ProcessorSettings {
   readonly topic: string
@@ -29,6 +30,8 @@ const byPartition = (records: ReadonlyArray<KafkaRecord>): ReadonlyArray<Readonl
   }
   return [...parts.values()]
 }
+
+type PartitionHandler = Effect.Success<ReturnType<typeof makePartitionHandler>>
 
 export const initialStatus = (name: string): ConsumerStatus => ({
   name,
@@ -65,13 +68,14 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
   )
 
 /**
- * One subscription's life: poll a bounded batch, handle each record in its own transaction
- * (uninterruptible: SIGTERM finishes the record in flight), then commit the batch's Kafka
- * offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
+ * One subscription's life: poll a bounded batch, handle each partition's records in one
+ * transaction per `transactionRecords_max` slice (one per record when a slice fails: see
+ * PartitionBatch.ts; uninterruptible: SIGTERM finishes the transaction in flight), then commit
+ * the batch's Kafka offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
  * interruption or a failure is simply not committed, and its records come back as "behind"
  * (below the stored offset, skipped) or as duplicates (processed_events).
  */
-const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, status: Ref.Ref<ConsumerStatus>) =>
+const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHandler, status: Ref.Ref<ConsumerStatus>) =>
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
     yield* seekGroupToStoredOffsets(settings)
@@ -83,9 +87,7 @@ const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, s
       if (records.length === 0) continue
       // Partitions in parallel (each is its own ordered stream, with its own offset row), records
       // of one partition in order. A batch holds at most as many partitions as the topic has.
-      yield* Effect.forEach(byPartition(records), (partition) =>
-        Effect.forEach(partition, (record) => Effect.uninterruptible(processor.handle(record)), { discard: true }),
-        { concurrency: "unbounded", discard: true })
+      yield* Effect.forEach(byPartition(records), handlePartition, { concurrency: "unbounded", discard: true })
       yield* subscription.commit(records)
       yield* Ref.update(status, (current) => ({
         ...current,
@@ -105,10 +107,10 @@ const runSubscription = (settings: RunnerSettings, processor: RecordProcessor, s
 export const runConsumer = (settings: RunnerSettings, status?: Ref.Ref<ConsumerStatus>) =>
   Effect.gen(function* () {
     if (!consumerName.test(settings.handler.name)) return yield* Effect.die(new Error(`illegal consumer name ${settings.handler.name}`))
-    const processor = yield* makeRecordProcessor(settings)
+    const handlePartition = yield* makePartitionHandler(settings, yield* makeRecordProcessor(settings))
     const state = status ?? (yield* Ref.make(initialStatus(settings.handler.name)))
     while (true) {
-      const result = yield* Effect.result(runSubscription(settings, processor, state))
+      const result = yield* Effect.result(runSubscription(settings, handlePartition, state))
       if (result._tag === "Success") return
       const failure: KafkaError | SqlError = result.failure
       const next = yield* Ref.updateAndGet(state, (current) => ({

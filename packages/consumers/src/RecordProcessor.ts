@@ -27,7 +27,7 @@ export const decodeRecord = (record: KafkaRecord): Effect.Effect<DecodedPaymentE
  * The database being unreachable is not the record's fault: never park for it. Such a failure
  * ends the batch (nothing is committed to Kafka) and the subscription restarts with backoff.
  */
-const isInfrastructure = (error: unknown): error is SqlError =>
+export const isInfrastructure = (error: unknown): error is SqlError =>
   isSqlError(error) && (error.reason._tag === "ConnectionError" || error.reason._tag === "AuthenticationError")
 
 /** What an operator needs to read: a SQL error's database message, not only "Query failed". */
@@ -97,7 +97,7 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
  * The change's trace goes on across the broker (the record's `traceparent`) in a consumer span,
  * and every log line of the record (retries, parking) carries the request's `correlation_id`.
  */
-const continueRecordTrace = (consumer: string, record: KafkaRecord) =>
+export const continueRecordTrace = (consumer: string, record: KafkaRecord) =>
   continueFromRecord(`process ${record.topic}`, record.headers, {
     "messaging.system": "kafka",
     "messaging.consumer.group.name": consumer,
@@ -128,6 +128,7 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
         const identity = { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
         const claim = yield* store.claim(name, identity, record)
         if (claim === "new") yield* handler.apply(decoded, record)
+        if (settings.faults?.insideTransaction !== undefined) yield* settings.faults.insideTransaction(record)
         yield* store.advance(name, record, counterOf(claim))
         return claim === "new" ? "applied" as const : claim
       }))

@@ -1,7 +1,8 @@
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
-import { type ConsumerHandler, HandlerFailed } from "./ConsumerModel.ts"
+import type { ConsumerHandler } from "./ConsumerModel.ts"
+import { applySettlementBatch, settledSplit } from "./SettlementBatch.ts"
 
 /**
  * The settlement read model: per merchant and currency, settled gross, fees, net, payment count
@@ -47,31 +48,21 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
           INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
           VALUES (${generation}, ${event.type}, ${record.partition}, 1)
           ON CONFLICT (generation, event_type, partition) DO UPDATE SET event_count = settlement_projection_event_counts.event_count + 1`
-        if (event.type !== "payment_settled") return
-        const { fee_minor, net_minor } = event
-        if (fee_minor === undefined || net_minor === undefined) {
-          return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
-        }
-        // What moved is the captured amount (partial capture); events written before it existed
-        // captured the whole amount.
-        const gross_minor = event.captured_amount_minor ?? event.amount_minor
-        if (fee_minor + net_minor !== gross_minor) {
-          return yield* new HandlerFailed({
-            message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
-          })
-        }
+        const split = yield* settledSplit(event)
+        if (split === null || event.type !== "payment_settled") return
         const occurredAt = new Date(event.occurred_at.epochMilliseconds)
         yield* sql`
           INSERT INTO settlement_projection
             (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at)
-          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${gross_minor}, ${fee_minor}, ${net_minor}, 1, ${occurredAt})
+          VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${split.gross_minor}, ${split.fee_minor}, ${split.net_minor}, 1, ${occurredAt})
           ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
             settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
             fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
             net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
             payment_count = settlement_projection.payment_count + 1,
             last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
-      })
+      }),
+    applyBatch: applySettlementBatch(sql, generation)
   })
 
   /** The next generation number: above every generation ever built or served. */

@@ -9,9 +9,11 @@
  * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the layer; the record in flight finishes (its
  * transaction is uninterruptible), the group is left, the pool closes.
  *
- * Fault injection (tests only): `CONSUMER_FAULT_CRASH_AT=before_transaction|after_transaction`
+ * Fault injection (tests only): `CONSUMER_FAULT_CRASH_AT=before_transaction|inside_transaction|after_transaction`
  * with `CONSUMER_FAULT_CRASH_AT_RECORD=N` makes the process SIGKILL itself at the Nth record it
- * handles: before its transaction, or after the transaction committed and before the Kafka commit.
+ * handles: before its transaction, inside it after the record's effect (mid-batch: records
+ * before it applied in the same, uncommitted transaction), or after the transaction committed
+ * and before the Kafka commit.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import {
@@ -29,7 +31,7 @@ import { Config, Effect, Layer, Logger } from "effect"
 import type { ConsumerFaults } from "./ConsumerModel.ts"
 import { consumersLayer } from "./ConsumersProcess.ts"
 
-const CrashAt = Config.Literals(["none", "before_transaction", "after_transaction"], "CONSUMER_FAULT_CRASH_AT").pipe(Config.withDefault("none" as const))
+const CrashAt = Config.Literals(["none", "before_transaction", "inside_transaction", "after_transaction"], "CONSUMER_FAULT_CRASH_AT").pipe(Config.withDefault("none" as const))
 const CrashAtRecord = boundedInt("CONSUMER_FAULT_CRASH_AT_RECORD", { min: 1, max: 1_000_000 }, 1)
 
 const crash = Effect.gen(function* () {
@@ -46,6 +48,8 @@ const faultsFromEnv = Effect.gen(function* () {
   const maybeCrash = () => Effect.suspend(() => (++seen >= record ? crash : Effect.void))
   const faults: ConsumerFaults = at === "before_transaction"
     ? { beforeTransaction: maybeCrash }
+    : at === "inside_transaction"
+    ? { insideTransaction: maybeCrash }
     : at === "after_transaction"
     ? { afterTransaction: maybeCrash }
     : {}

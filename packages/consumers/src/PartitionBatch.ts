@@ -1,0 +1,153 @@
+import type { KafkaError, KafkaRecord } from "@pay/infra"
+import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
+import { Cause, Duration, Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
+import { claimBatch } from "./BatchClaims.ts"
+import { type BatchCounts, makeConsumerStore } from "./ConsumerStore.ts"
+import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
+
+/** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
+class BatchFailed extends Schema.TaggedError<BatchFailed>()("BatchFailed", { message: Schema.String }) {}
+
+type BatchOutcome = "applied" | "duplicate" | "stale" | "behind"
+
+interface Item {
+  readonly record: KafkaRecord
+  readonly decoded: DecodedPaymentEvent
+}
+
+const countsOf = (outcomes: ReadonlyArray<BatchOutcome>): BatchCounts => ({
+  applied: outcomes.filter((outcome) => outcome === "applied").length,
+  duplicate: outcomes.filter((outcome) => outcome === "duplicate").length,
+  stale: outcomes.filter((outcome) => outcome === "stale").length
+})
+
+/** Consecutive slices of at most `size` records, in order. */
+const chunksOf = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<ReadonlyArray<A>> => {
+  const chunks: Array<ReadonlyArray<A>> = []
+  for (let start = 0; start < items.length; start += size) chunks.push(items.slice(start, start + size))
+  return chunks
+}
+
+/** Every record decoded, or none (one that does not decode goes the per-record way: parked). */
+const decodeAll = (records: ReadonlyArray<KafkaRecord>) =>
+  Effect.gen(function* () {
+    const items: Array<Item> = []
+    for (const record of records) {
+      const decoded = yield* Effect.result(decodeRecord(record))
+      if (decoded._tag === "Failure") return null
+      items.push({ record, decoded: decoded.success })
+    }
+    return items
+  })
+
+/**
+ * The records of one partition (as polled, in offset order) in ONE transaction: lock the
+ * partition's stored offset once; skip the records below it ("behind"); claim the others
+ * (consumer, event_id) with the version check, set-based (BatchClaims.ts); apply the handler's
+ * effect, in order, only for the new and newer events; then store the offset past the last handled record and
+ * the counters, once; one COMMIT. Any failure rolls the whole batch back.
+ */
+const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlClient) => {
+  const store = makeConsumerStore(sql)
+  const { handler } = settings
+  const name = handler.name
+
+  /** A new record's effect, in the record's trace. */
+  const apply = ({ record, decoded }: Item) =>
+    Effect.gen(function* () {
+      yield* handler.apply(decoded, record)
+      if (settings.faults?.insideTransaction !== undefined) yield* settings.faults.insideTransaction(record)
+    }).pipe(continueRecordTrace(name, record))
+
+  /** The new records' effects, in order: at once when the handler can (`applyBatch`), else one by one. */
+  const applyAll = (fresh: ReadonlyArray<Item>) =>
+    Effect.gen(function* () {
+      if (handler.applyBatch === undefined || fresh.length === 0) return yield* Effect.forEach(fresh, apply, { discard: true })
+      yield* handler.applyBatch(fresh).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": fresh.length } }))
+      const inside = settings.faults?.insideTransaction
+      if (inside !== undefined) yield* Effect.forEach(fresh, (item) => inside(item.record), { discard: true })
+    })
+
+  return (items: ReadonlyArray<Item>, first: KafkaRecord) =>
+    sql.withTransaction(Effect.gen(function* () {
+      const next = yield* store.lockOffset(name, first.topic, first.partition)
+      const ahead = items.filter((item) => item.record.offset >= next)
+      const claims = yield* claimBatch(sql, name, ahead.map(({ record, decoded }) => ({
+        record,
+        identity: { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+      })))
+      const outcomes = new Map<KafkaRecord, BatchOutcome>()
+      const fresh: Array<Item> = []
+      for (const [index, item] of ahead.entries()) {
+        const claim = claims[index] ?? "duplicate"
+        if (claim === "new") fresh.push(item)
+        outcomes.set(item.record, claim === "new" ? "applied" : claim)
+      }
+      yield* applyAll(fresh)
+      const last = ahead.at(-1)
+      const ordered = items.map((item) => outcomes.get(item.record) ?? "behind")
+      if (last !== undefined) yield* store.advanceBatch(name, last.record, countsOf(ordered))
+      return ordered
+    }))
+}
+
+/**
+ * A partition's polled records, `transactionRecords_max` at a time, each slice in one transaction
+ * (makeBatchTransaction). A slice that cannot go in one (a record that does not decode, a handler
+ * that refuses, an error, the time bound) is rolled back whole and handled again one record per
+ * transaction by `processor.handle`: the bounded retries, backoff and parking of a poison record
+ * are exactly the per-record path's. A slice's transaction, like a record's, is uninterruptible
+ * (SIGTERM finishes it).
+ */
+export const makePartitionHandler = (settings: ProcessorSettings, processor: RecordProcessor) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const transaction = makeBatchTransaction(settings, sql)
+    const { faults, options } = settings
+    const name = settings.handler.name
+
+    const oneByOne = (records: ReadonlyArray<KafkaRecord>) =>
+      Effect.forEach(records, (record) => Effect.uninterruptible(processor.handle(record)), { discard: true })
+
+    const attemptBatch = (items: ReadonlyArray<Item>, first: KafkaRecord) =>
+      Effect.gen(function* () {
+        if (faults?.beforeTransaction !== undefined) yield* Effect.forEach(items, (item) => faults.beforeTransaction?.(item.record) ?? Effect.void)
+        return yield* transaction(items, first)
+      }).pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(options.recordTimeout_ms),
+          orElse: () => Effect.fail(new BatchFailed({ message: `batch timed out after ${options.recordTimeout_ms} ms` }))
+        }),
+        Effect.catchCause((cause): Effect.Effect<never, BatchFailed> =>
+          Cause.hasInterruptsOnly(cause) ? Effect.failCause(Cause.interrupt()) : Effect.fail(new BatchFailed({ message: errorText(Cause.squash(cause)) }))
+        )
+      )
+
+    const slice = (records: ReadonlyArray<KafkaRecord>): Effect.Effect<void, SqlError | KafkaError> =>
+      Effect.gen(function* () {
+        const first = records[0]
+        if (first === undefined) return
+        const items = records.length > 1 ? yield* decodeAll(records) : null
+        if (items === null) return yield* oneByOne(records)
+        const result = yield* Effect.result(Effect.uninterruptible(attemptBatch(items, first)))
+        if (result._tag === "Failure") {
+          yield* Effect.logWarning("consumer batch rolled back; its records are handled one transaction each").pipe(Effect.annotateLogs({
+            consumer: name, topic: first.topic, partition: first.partition, offset: String(first.offset),
+            records: records.length, error: result.failure.message.split("\n")[0] ?? ""
+          }))
+          return yield* oneByOne(records)
+        }
+        yield* Effect.forEach(items, (item, index) =>
+          Effect.gen(function* () {
+            if (faults?.afterTransaction !== undefined) yield* faults.afterTransaction(item.record)
+            const outcome: RecordOutcome = result.success[index] ?? "behind"
+            yield* countOutcome(name, outcome)
+          }), { discard: true })
+      })
+
+    return (records: ReadonlyArray<KafkaRecord>) =>
+      Effect.forEach(chunksOf(records, options.transactionRecords_max), slice, { discard: true })
+  })

@@ -1,0 +1,90 @@
+import type { KafkaRecord } from "@pay/infra"
+import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
+import { Array as Arr, Effect } from "effect"
+import type { SqlClient } from "effect/sql"
+import { HandlerFailed } from "./ConsumerModel.ts"
+
+type Event = DecodedPaymentEvent["event"]
+
+/** A payment_settled event's gross (the captured amount), fee and net, refused (HandlerFailed) when absent or not summing to the amount. */
+export const settledSplit = (event: Event) =>
+  Effect.gen(function* () {
+    if (event.type !== "payment_settled") return null
+    const { fee_minor, net_minor } = event
+    if (fee_minor === undefined || net_minor === undefined) {
+      return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
+    }
+    // What moved is the captured amount (partial capture); events written before it existed
+    // captured the whole amount.
+    const gross_minor = event.captured_amount_minor ?? event.amount_minor
+    if (fee_minor + net_minor !== gross_minor) {
+      return yield* new HandlerFailed({
+        message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
+      })
+    }
+    return { gross_minor, fee_minor, net_minor }
+  })
+
+interface Sum {
+  generation: number
+  merchant_id: string
+  currency: string
+  settled_gross_minor: bigint
+  fees_minor: bigint
+  net_minor: bigint
+  payment_count: number
+  last_event_at: Date
+}
+
+const byKey = <A>(map: Map<string, A>): Array<A> => [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row)
+
+/**
+ * The effects of several new events at once, equal to the per-event handler applied to each in
+ * order (sums are commutative; the last instant is a maximum): the counts and the settled sums
+ * aggregated in memory, then one upsert each, rows in key order (two partitions' batches lock
+ * shared rows in the same order). Any refused event fails the whole batch (rolled back).
+ */
+export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: number) =>
+(events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>) =>
+  Effect.gen(function* () {
+    const counts = new Map<string, { generation: number; event_type: string; partition: number; event_count: number }>()
+    const sums = new Map<string, Sum>()
+    for (const { decoded: { event }, record } of events) {
+      const countKey = `${event.type}\u0000${String(record.partition).padStart(10, "0")}`
+      const count = counts.get(countKey) ?? { generation, event_type: event.type, partition: record.partition, event_count: 0 }
+      count.event_count += 1
+      counts.set(countKey, count)
+      const split = yield* settledSplit(event)
+      if (split === null) continue
+      const sumKey = `${event.merchant_id}\u0000${event.currency}`
+      const occurredAt = new Date(event.occurred_at.epochMilliseconds)
+      const sum = sums.get(sumKey) ?? {
+        generation, merchant_id: event.merchant_id, currency: event.currency,
+        settled_gross_minor: 0n, fees_minor: 0n, net_minor: 0n, payment_count: 0, last_event_at: occurredAt
+      }
+      sum.settled_gross_minor += split.gross_minor
+      sum.fees_minor += split.fee_minor
+      sum.net_minor += split.net_minor
+      sum.payment_count += 1
+      if (occurredAt > sum.last_event_at) sum.last_event_at = occurredAt
+      sums.set(sumKey, sum)
+    }
+    const countRows = byKey(counts).map((row): Record<string, unknown> => ({ ...row }))
+    if (Arr.isReadonlyArrayNonEmpty(countRows)) {
+      yield* sql`
+        INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
+        ON CONFLICT (generation, event_type, partition) DO UPDATE SET
+          event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
+    }
+    const sumRows = byKey(sums).map((row): Record<string, unknown> => ({ ...row }))
+    if (Arr.isReadonlyArrayNonEmpty(sumRows)) {
+      yield* sql`
+        INSERT INTO settlement_projection ${sql.insert(sumRows)}
+        ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+          settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
+          fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
+          net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
+          payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
+          last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
+    }
+  })
