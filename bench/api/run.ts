@@ -90,8 +90,31 @@ const settings = {
   flow_s: envInt("BENCH_FLOW_S", 5, 0, 600),
   /** Payments (and 10x as many ledger entries) preloaded with SQL before creates and replays run again (0: skipped). */
   preload_payments: envInt("BENCH_PRELOAD_PAYMENTS", 0, 0, 10_000_000),
-  preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000)
+  preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000),
+  /** Rounds of the observability phase: logs and tracing on vs off, side by side (0: skipped). */
+  observability_rounds: envInt("BENCH_OBSERVABILITY_ROUNDS", 2, 0, 20)
 }
+
+/**
+ * The cost of observability, in this run: `bench/observability/run.ts` (two servers, logs and OTLP
+ * tracing on vs off, ABBA rounds of /health/live and creates) as the last phase; its results (each
+ * with `ratio_on_to_off`) go into this report.
+ */
+const observabilityPhase = (rounds: number) =>
+  Effect.callback<unknown, Error>((resume) => {
+    execFile(process.execPath, [fileURLToPath(new URL("../observability/run.ts", import.meta.url))], {
+      env: { ...process.env, BENCH_ROUNDS: String(rounds) },
+      maxBuffer: 16 * 1024 * 1024,
+      timeout: 10 * 60 * 1_000
+    }, (error, stdout) => {
+      if (error !== null) return resume(Effect.fail(error))
+      try {
+        resume(Effect.succeed(JSON.parse(stdout)))
+      } catch (parseError) {
+        resume(Effect.fail(parseError instanceof Error ? parseError : new Error(String(parseError))))
+      }
+    })
+  })
 
 /** What the issue asks of the API at 50 connections. */
 const targets = {
@@ -880,6 +903,12 @@ const program = Effect.gen(function* () {
   for (const [name, value] of Object.entries(preloadRatios)) console.log(`${name}: ${value}x`)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
+  const observability = settings.observability_rounds === 0
+    ? undefined
+    : yield* observabilityPhase(settings.observability_rounds).pipe(
+      Effect.tap((results) => Effect.sync(() => console.log(`observability on vs off (ratio_on_to_off per workload): ${JSON.stringify(results)}`))),
+      Effect.catch((error) => Effect.as(log(`observability phase failed: ${error.message}`), { failed: error.message }))
+    )
 
   const report = {
     benchmark: "api",
@@ -896,6 +925,7 @@ const program = Effect.gen(function* () {
     instances: { compared: settings.compare_instances, results: clustered, ratios: instanceRatios },
     preload: { payments: settings.preload_payments, results: preloaded, ratios: preloadRatios },
     targets: verdicts,
+    observability,
     correct
   }
   const directory = fileURLToPath(new URL("../results/", import.meta.url))

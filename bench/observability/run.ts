@@ -111,6 +111,11 @@ const startServer = async (mode: "on" | "off", databaseUrl: string, otlpUrl: str
       KAFKA_TOPIC_PREFIX: topicPrefix,
       // The request path only: the publisher's work would be the same for both.
       OUTBOX_PUBLISHER_ENABLED: "false",
+      // Nor the consumers and the webhook sender; and the merchant's rate limit (1,000 requests a
+      // second per process) is the load's ceiling here, not what is measured.
+      CONSUMERS_ENABLED: "false",
+      WEBHOOK_SENDER_ENABLED: "false",
+      RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
       PORT: String(port),
       // Two servers on one machine: each its own free metrics port.
       METRICS_PORT: "0",

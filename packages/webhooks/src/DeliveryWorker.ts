@@ -128,6 +128,8 @@ const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
  */
 export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sender = yield* WebhookSender
+  // Exported from the start (at 0), so that the first disable is an increase Prometheus can see.
+  yield* Metric.update(webhookEndpointsDisabled, 0)
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
   let inFlight = 0
