@@ -18,6 +18,10 @@
 #   KAFKA_START_TIMEOUT_S   readiness bound            90
 #   KAFKA_MVN_ARGS          extra mvn arguments        (e.g. -Dmaven.repo.local=/tmp/m2-cold)
 #   KAFKA_EXTRA_PROPERTIES  key=value lines appended last to server.properties (they win)
+#   KAFKA_NODE_ID           node.id                    1
+#   KAFKA_QUORUM_VOTERS     controller.quorum.voters   1@127.0.0.1:$KAFKA_CONTROLLER_PORT (a single voter)
+#                           (a cluster: every node gets the same list, e.g. 1@h:p1,2@h:p2,3@h:p3;
+#                           see packages/testkit/src/ThrowawayKafkaCluster.ts)
 #
 # What the upstream scripts do (apache/kafka @4.1.1), which this one mirrors with -cp "$KAFKA_LIBS/*":
 #   kafka-server-start.sh -> kafka-run-class.sh kafka.Kafka server.properties
@@ -41,6 +45,8 @@ KAFKA_FRESH="${KAFKA_FRESH:-0}"
 KAFKA_LOG_LEVEL="${KAFKA_LOG_LEVEL:-INFO}"
 KAFKA_MVN_ARGS="${KAFKA_MVN_ARGS:-}"
 KAFKA_EXTRA_PROPERTIES="${KAFKA_EXTRA_PROPERTIES:-}"
+KAFKA_NODE_ID="${KAFKA_NODE_ID:-1}"
+KAFKA_QUORUM_VOTERS="${KAFKA_QUORUM_VOTERS:-$KAFKA_NODE_ID@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT}"
 # The release default is 1 GiB fixed; a test broker with a 16 MiB cleaner buffer fits in 512 MiB.
 KAFKA_HEAP_OPTS="-Xms256m -Xmx512m"
 KAFKA_JVM_PERFORMANCE_OPTS="-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true"
@@ -141,7 +147,8 @@ write_server_config() {
     echo "listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
     echo "advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
     echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
-    echo "controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+    echo "node.id=$KAFKA_NODE_ID"
+    echo "controller.quorum.voters=$KAFKA_QUORUM_VOTERS"
     echo "log.dirs=$DATA_DIR"
     if [[ -n "$KAFKA_EXTRA_PROPERTIES" ]]; then
       echo "# ---- KAFKA_EXTRA_PROPERTIES ----"

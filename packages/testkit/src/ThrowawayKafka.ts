@@ -36,7 +36,7 @@ export interface ThrowawayKafkaOptions {
 const kafkaScript = fileURLToPath(new URL("../../../scripts/kafka/kafka.sh", import.meta.url))
 const killWait_ms = 10_000
 
-const fail = (operation: string, message: string) => new ThrowawayKafkaError({ operation, message })
+export const fail = (operation: string, message: string) => new ThrowawayKafkaError({ operation, message })
 
 /** A port nobody listens on right now: the kernel's pick for a socket bound to 127.0.0.1:0. */
 export const freePort: Effect.Effect<number, ThrowawayKafkaError> = Effect.callback((resume) => {
@@ -49,7 +49,7 @@ export const freePort: Effect.Effect<number, ThrowawayKafkaError> = Effect.callb
   })
 })
 
-const runScript = (command: "start" | "stop", env: Record<string, string>, timeout_ms: number) =>
+export const runScript = (command: "start" | "stop", env: Record<string, string>, timeout_ms: number) =>
   Effect.callback<string, ThrowawayKafkaError>((resume) => {
     const child = execFile(
       "bash",
@@ -64,7 +64,7 @@ const runScript = (command: "start" | "stop", env: Record<string, string>, timeo
   })
 
 /** True while `pid` runs and is not a zombie (a killed JVM stays a zombie until reaped). */
-const isAlive = (pid: number) =>
+export const isAlive = (pid: number) =>
   Effect.promise(() =>
     readFile(`/proc/${pid}/stat`, "utf8").then(
       (stat) => !/^\d+ \(.*\) Z/.test(stat),
@@ -73,7 +73,7 @@ const isAlive = (pid: number) =>
   )
 
 /** Only a JVM running kafka.Kafka with this broker's own config is ours to signal. */
-const isOurBroker = (pid: number, stateDir: string) =>
+export const isOurBroker = (pid: number, stateDir: string) =>
   Effect.promise(() =>
     readFile(`/proc/${pid}/cmdline`, "utf8").then(
       (cmdline) => cmdline.split("\u0000").join(" ").includes(`kafka.Kafka ${join(stateDir, "conf", "server.properties")}`),
@@ -81,7 +81,7 @@ const isOurBroker = (pid: number, stateDir: string) =>
     )
   )
 
-const readPid = (stateDir: string) =>
+export const readPid = (stateDir: string) =>
   Effect.tryPromise({
     try: () => readFile(join(stateDir, "kafka.pid"), "utf8"),
     catch: (error) => fail("pid", `no pid file in ${stateDir}: ${String(error)}`)

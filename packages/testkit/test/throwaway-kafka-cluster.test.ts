@@ -1,0 +1,70 @@
+import { assert, it } from "@effect/vitest"
+import {
+  defaultKafkaAdminTimeouts,
+  defaultKafkaConsumerOptions,
+  defaultKafkaProducerLimits,
+  KafkaAdmin,
+  KafkaConsumer,
+  KafkaProducer
+} from "@pay/infra"
+import { shortId, testRun } from "@pay/testkit"
+import { startThrowawayKafkaCluster } from "@pay/testkit/ThrowawayKafkaCluster"
+import { Effect, Layer, Schedule } from "effect"
+
+const run = testRun()
+
+const clients = (brokers: string, clientId: string) =>
+  Layer.mergeAll(
+    KafkaAdmin.layerWith({ brokers, clientId: `${clientId}-admin`, ...defaultKafkaAdminTimeouts }),
+    KafkaProducer.layerWith({ brokers, clientId: `${clientId}-producer`, ...defaultKafkaProducerLimits }),
+    KafkaConsumer.layerWith({ brokers, clientId: `${clientId}-consumer`, ...defaultKafkaConsumerOptions })
+  )
+
+/** A send (acks=all, the producer's fixed setting) retried while leadership moves (bounded). */
+const sendRetried = (topic: string, key: string, value: string) =>
+  KafkaProducer.use((producer) => producer.send([{ topic, key, value, headers: {} }])).pipe(
+    Effect.retry({ times: 40, schedule: Schedule.spaced("250 millis") })
+  )
+
+it.live(
+  "a 3-node KRaft cluster forms (3 brokers, replication 3, min.insync 2) and keeps acks=all writes and reads with one node killed, then paused",
+  () =>
+    Effect.gen(function* () {
+      const cluster = yield* startThrowawayKafkaCluster()
+      assert.strictEqual(cluster.nodes.length, 3)
+      assert.notInclude(cluster.brokers, run.kafkaBrokers)
+      yield* Effect.gen(function* () {
+        const admin = yield* KafkaAdmin
+        const consumer = yield* KafkaConsumer
+        const health = yield* admin.ping
+        assert.strictEqual(health.brokerCount, 3)
+        const topic = `${run.kafkaTopicPrefix}cluster.${shortId()}`
+        yield* admin.createTopic({ topic, partitions: 3 })
+        const described = yield* admin.describeTopic(topic)
+        assert.strictEqual(described.replicationFactor, 3, "the broker default is 3 copies")
+        assert.strictEqual(described.configs["min.insync.replicas"], "2")
+        yield* sendRetried(topic, "k1", "all three up")
+
+        // kill -9 of one node (the first: the bootstrap list still names it); writes go on with two copies.
+        const victim = cluster.nodes[0]
+        if (victim === undefined) return assert.fail("no node 1")
+        yield* victim.kill
+        assert.isFalse(yield* victim.running)
+        yield* sendRetried(topic, "k2", "node 1 killed")
+        const whileDown = yield* consumer.readFromBeginning({ topic, count: 2, timeout_ms: 30_000 })
+        assert.sameMembers(whileDown.map((record) => record.value), ["all three up", "node 1 killed"])
+
+        yield* victim.restart
+        assert.isTrue(yield* victim.running)
+        // SIGSTOP of another node: it answers nothing until SIGCONT; writes still complete (it leaves the ISR).
+        const paused = cluster.nodes[1]
+        if (paused === undefined) return assert.fail("no node 2")
+        yield* paused.pause
+        yield* sendRetried(topic, "k3", "node 2 paused").pipe(Effect.ensuring(Effect.orDie(paused.resume)))
+        const after = yield* consumer.readFromBeginning({ topic, count: 3, timeout_ms: 30_000 })
+        assert.sameMembers(after.map((record) => record.value), ["all three up", "node 1 killed", "node 2 paused"])
+        assert.strictEqual((yield* admin.ping).brokerCount, 3, "the killed node rejoined")
+      }).pipe(Effect.scoped, Effect.provide(clients(cluster.brokers, "pay-test-cluster")))
+    }).pipe(Effect.scoped),
+  240_000
+)
