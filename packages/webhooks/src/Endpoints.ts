@@ -131,8 +131,12 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, allowLoopbackHttp: boolean) 
   const create = Effect.fn("WebhookEndpoints.create")(function* (merchantId: MerchantId, fields: EndpointFields) {
     yield* checkFields(fields, allowLoopbackHttp)
     return yield* sql.withTransaction(Effect.gen(function* () {
-      // Serializes this merchant's creations, so the limit below holds under concurrency.
-      yield* sql`SELECT id FROM merchants WHERE id = ${merchantId} FOR UPDATE`
+      // Serializes this merchant's creations, so the limit below holds under concurrency. A
+      // transaction-scoped advisory lock on the merchant's key, not `SELECT … FROM merchants FOR
+      // UPDATE`: a row lock needs the UPDATE privilege, which the application role (pay_app) does
+      // not have on merchants (append-only, migrations/0012); the chaos run found every creation
+      // refused with 42501 (503 database_unavailable) under that role.
+      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`webhook_endpoints:${merchantId}`}, 0))`
       const { count } = yield* countRow(sql`SELECT count(*)::int AS count FROM webhook_endpoints WHERE merchant_id = ${merchantId} AND deleted_at IS NULL`)
       if (count >= ENDPOINTS_PER_MERCHANT_MAX) {
         return yield* new WebhookEndpointRefused({ field: "url", reason: `at most ${ENDPOINTS_PER_MERCHANT_MAX} endpoints per merchant` })
