@@ -81,6 +81,8 @@ const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHan
     yield* seekGroupToStoredOffsets(settings)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
     yield* Ref.update(status, (current) => ({ ...current, running: true }))
+    // Operators (and the chaos run's readiness wait) see when an instance has joined its group.
+    yield* Effect.logInfo("consumer subscribed").pipe(Effect.annotateLogs({ consumer: settings.handler.name, group: settings.groupId }))
     while (true) {
       if (settings.keepGoing !== undefined && !(yield* settings.keepGoing)) return
       const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })

@@ -53,13 +53,21 @@ interface Running {
 
 const isRunning = (running: Running) => running.child.exitCode === null && running.child.signalCode === null
 
-/** What runs: the API server (`PORT`, ready on /health/live) or a standalone outbox publisher (`METRICS_PORT`, ready on /metrics). */
-export type ProcessKind = "api" | "publisher"
+/**
+ * What runs: the API server (`PORT`, ready on /health/live), a standalone outbox publisher
+ * (`METRICS_PORT`, ready on /metrics), the consumers (ready once a group subscription logged
+ * "consumer subscribed") or the webhook sender (ready once it logged "webhook sender started").
+ */
+export type ProcessKind = "api" | "publisher" | "consumers" | "webhooks"
 
-const kinds = {
-  api: { script: "packages/server/src/main.ts", portVariable: "PORT", readyPath: "/health/live" },
-  publisher: { script: "packages/outbox/src/main.ts", portVariable: "METRICS_PORT", readyPath: "/metrics" }
-} as const
+type Readiness = { readonly path: string } | { readonly line: string }
+
+const kinds: Record<ProcessKind, { readonly script: string; readonly portVariable: string; readonly ready: Readiness }> = {
+  api: { script: "packages/server/src/main.ts", portVariable: "PORT", ready: { path: "/health/live" } },
+  publisher: { script: "packages/outbox/src/main.ts", portVariable: "METRICS_PORT", ready: { path: "/metrics" } },
+  consumers: { script: "packages/consumers/src/main.ts", portVariable: "METRICS_PORT", ready: { line: "consumer subscribed" } },
+  webhooks: { script: "packages/webhooks/src/main.ts", portVariable: "METRICS_PORT", ready: { line: "webhook sender started" } }
+}
 
 const launch = (kind: ProcessKind, env: Readonly<Record<string, string>>): Running => {
   const child = spawn(process.execPath, [kinds[kind].script], {
@@ -99,15 +107,18 @@ const live = (url: string) =>
     )
   )
 
-const waitUntilLive = (running: Running, url: string) =>
+const isReady = (running: Running, baseUrl: string, ready: Readiness) =>
+  "path" in ready ? live(`${baseUrl}${ready.path}`) : Effect.sync(() => running.output.includes(ready.line))
+
+const waitUntilLive = (running: Running, baseUrl: string, ready: Readiness) =>
   Effect.gen(function* () {
     const deadline = Date.now() + startTimeout_ms
     while (Date.now() < deadline) {
-      if (!isRunning(running)) return yield* new ApiProcessError({ message: `the API exited during start-up:\n${running.output.slice(-3_000)}` })
-      if (yield* live(url)) return
+      if (!isRunning(running)) return yield* new ApiProcessError({ message: `the process exited during start-up:\n${running.output.slice(-3_000)}` })
+      if (yield* isReady(running, baseUrl, ready)) return
       yield* Effect.sleep(100)
     }
-    return yield* new ApiProcessError({ message: `the API did not answer /health/live within ${startTimeout_ms} ms:\n${running.output.slice(-3_000)}` })
+    return yield* new ApiProcessError({ message: `the process was not ready (${JSON.stringify(ready)}) within ${startTimeout_ms} ms:\n${running.output.slice(-3_000)}` })
   })
 
 const stop = (running: Running) =>
@@ -148,13 +159,12 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>, ki
     Effect.gen(function* () {
       const port = yield* freePort
       const baseUrl = `http://127.0.0.1:${port}`
-      const readyUrl = `${baseUrl}${kinds[kind].readyPath}`
       // The server serves /metrics on a listener of its own (METRICS_PORT, default 9464): each
       // process gets a free one, or two instances (and other tests' servers) would collide.
       const metricsPort = kind === "api" ? yield* freePort : port
       const firstEnv = { METRICS_PORT: String(metricsPort), ...env, [kinds[kind].portVariable]: String(port) }
       let current = launch(kind, firstEnv)
-      yield* waitUntilLive(current, readyUrl).pipe(Effect.tapError(() => stop(current)))
+      yield* waitUntilLive(current, baseUrl, kinds[kind].ready).pipe(Effect.tapError(() => stop(current)))
       const api: ApiProcess = {
         name,
         baseUrl,
@@ -174,7 +184,7 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>, ki
           Effect.gen(function* () {
             if (isRunning(current)) return yield* new ApiProcessError({ message: "restart: still running; kill it first" })
             current = launch(kind, { ...firstEnv, ...extra })
-            yield* waitUntilLive(current, readyUrl).pipe(Effect.tapError(() => stop(current)))
+            yield* waitUntilLive(current, baseUrl, kinds[kind].ready).pipe(Effect.tapError(() => stop(current)))
           })
       }
       return { api, current: () => current }

@@ -18,11 +18,49 @@ export interface FaultProxy {
   /** Destroys every open connection (both sides, a TCP reset for the client): a network cut mid-transaction. */
   readonly cutAll: Effect.Effect<number>
   readonly setMode: (mode: ProxyMode) => Effect.Effect<void>
+  /**
+   * Adds this much latency (0..maxLatency_ms) to every chunk, both ways, on open and new
+   * connections: a slow network. Order is kept (a chunk never leaves before the one before it).
+   */
+  readonly setLatency: (latency_ms: number) => Effect.Effect<void>
 }
+
+/** The most latency a proxy adds: bounded so that a slowed connection still moves within client timeouts. */
+export const maxLatency_ms = 5_000
 
 interface Pair {
   readonly client: Socket
   readonly upstream: Socket | undefined
+}
+
+/**
+ * Copies `from` to `to`, each chunk held `latency()` ms. A chunk's release time is never before
+ * the previous chunk's (order kept when the latency drops). What is held at once is bounded by
+ * what the peer sends within one latency window (≤ 5 s of loopback traffic of one connection).
+ */
+const forward = (from: Socket, to: Socket, latency: () => number) => {
+  const held: Array<{ readonly release_ms: number; readonly chunk: Buffer }> = []
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const pump = () => {
+    timer = undefined
+    while (held.length > 0 && (held[0]?.release_ms ?? 0) <= Date.now()) {
+      const next = held.shift()
+      if (next !== undefined && !to.destroyed) to.write(next.chunk)
+    }
+    const first = held[0]
+    if (first !== undefined) timer = setTimeout(pump, Math.max(0, first.release_ms - Date.now()))
+  }
+  from.on("data", (chunk: Buffer) => {
+    const delay_ms = latency()
+    // Straight through only when nothing is held (a held chunk must leave first).
+    if (delay_ms === 0 && held.length === 0) return void to.write(chunk)
+    const last = held[held.length - 1]
+    held.push({ release_ms: Math.max(Date.now() + delay_ms, last?.release_ms ?? 0), chunk })
+    if (timer === undefined) timer = setTimeout(pump, Math.max(0, (held[0]?.release_ms ?? 0) - Date.now()))
+  })
+  from.once("close", () => {
+    if (timer !== undefined) clearTimeout(timer)
+  })
 }
 
 const listen = (server: Server) =>
@@ -40,6 +78,7 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
     Effect.gen(function* () {
       const pairs = new Set<Pair>()
       let mode: ProxyMode = "pass"
+      let latency_ms = 0
       let cut = 0
       const server = createServer((client) => {
         client.on("error", () => undefined)
@@ -61,8 +100,8 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         }
         client.once("close", close)
         upstream.once("close", close)
-        client.pipe(upstream)
-        upstream.pipe(client)
+        forward(client, upstream, () => latency_ms)
+        forward(upstream, client, () => latency_ms)
       })
       const port = yield* listen(server)
       const proxy: FaultProxy = {
@@ -81,6 +120,9 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         }),
         setMode: (next) => Effect.sync(() => {
           mode = next
+        }),
+        setLatency: (next) => Effect.sync(() => {
+          latency_ms = Math.max(0, Math.min(maxLatency_ms, Math.round(next)))
         })
       }
       return { proxy, server, pairs }

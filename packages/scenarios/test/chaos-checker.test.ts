@@ -1,7 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acknowledged, replays } from "@pay/scenarios/chaos/Checker"
 import type { Decided } from "@pay/scenarios/chaos/History"
-import { faultSchedule } from "@pay/scenarios/chaos/Schedule"
+import { startReceiver } from "@pay/scenarios/chaos/Receiver"
+import { faultKindsWithoutCluster, faultSchedule } from "@pay/scenarios/chaos/Schedule"
+import { startFaultProxy } from "@pay/scenarios/FaultProxy"
+import { Effect } from "effect"
+import { createConnection, createServer } from "node:net"
+import { Webhook } from "standardwebhooks"
 
 /** The chaos checker's pure checks must find what they are for, and the schedule must follow its seed. */
 const decided = (overrides: Partial<Decided>): Decided => ({
@@ -32,4 +37,78 @@ describe("chaos checker", () => {
     assert.notDeepEqual(faultSchedule(42, 120_000), faultSchedule(43, 120_000))
     assert.isAtLeast(faultSchedule(42, 120_000).length, 10)
   })
+})
+
+describe("chaos run parts", () => {
+  it("without a cluster of the run's own, the schedule never draws a broker fault; with one it does", () => {
+    const without = faultSchedule(5, 600_000, faultKindsWithoutCluster)
+    assert.isAtLeast(without.length, 50)
+    assert.isFalse(without.some((fault) => fault.kind === "kill-broker" || fault.kind === "pause-broker"))
+    assert.isTrue(faultSchedule(5, 600_000).some((fault) => fault.kind === "kill-broker" || fault.kind === "pause-broker"))
+  })
+
+  it.live("the receiver verifies signatures (a forged one is refused), applies a webhook-id once and counts redeliveries", () =>
+    Effect.gen(function* () {
+      const receiver = yield* startReceiver(1)
+      const secret = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`
+      receiver.setSecret(0, secret)
+      const signer = new Webhook(secret)
+      const post = (id: string, body: string, signature?: string) =>
+        Effect.promise(() => {
+          const timestamp = new Date()
+          return fetch(receiver.urlFor(0), {
+            method: "POST",
+            body,
+            headers: {
+              "webhook-id": id,
+              "webhook-timestamp": String(Math.floor(timestamp.getTime() / 1_000)),
+              "webhook-signature": signature ?? signer.sign(id, timestamp, body)
+            }
+          }).then((response) => response.status)
+        })
+      const body = JSON.stringify({ id: "evt-1", type: "payment_created", data: { payment_id: "pay_1" } })
+      assert.strictEqual(yield* post("evt-1", body, "v1,Zm9yZ2Vk"), 400)
+      // Until it is applied (a seeded share of first attempts answers 503, like a busy receiver).
+      let status = 503
+      for (let attempt = 0; attempt < 5 && status === 503; attempt++) status = yield* post("evt-1", body)
+      assert.strictEqual(status, 200)
+      assert.strictEqual(yield* post("evt-1", body), 200)
+      assert.strictEqual(receiver.applied.size, 1)
+      assert.strictEqual(receiver.redeliveries(), 1)
+      assert.strictEqual(receiver.refusedSignatures(), 1)
+      assert.deepStrictEqual(receiver.appliedTwice, [])
+      // The same event under another webhook-id is applied twice: the checker's violation.
+      let other = 503
+      for (let attempt = 0; attempt < 5 && other === 503; attempt++) other = yield* post("evt-1-copy", body)
+      assert.deepStrictEqual(receiver.appliedTwice, ["evt-1"])
+    }).pipe(Effect.scoped))
+
+  it.live("the fault proxy's latency keeps every byte and their order, both ways", () =>
+    Effect.gen(function* () {
+      const echo = createServer((socket) => socket.pipe(socket))
+      yield* Effect.promise(() => new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", () => resolve())))
+      const address = echo.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      const proxy = yield* startFaultProxy("127.0.0.1", port)
+      yield* proxy.setLatency(30)
+      const sent = Array.from({ length: 50 }, (_, i) => `chunk-${i};`)
+      const received = yield* Effect.promise(() => new Promise<string>((resolve) => {
+        const socket = createConnection({ host: "127.0.0.1", port: proxy.port })
+        let text = ""
+        socket.on("data", (chunk) => {
+          text += chunk.toString("utf8")
+          if (text.length >= sent.join("").length) {
+            socket.destroy()
+            resolve(text)
+          }
+        })
+        sent.forEach((part, i) => setTimeout(() => {
+          // Latency dropped half way: what was held must still leave first.
+          if (i === 25) Effect.runSync(proxy.setLatency(0))
+          socket.write(part)
+        }, i))
+      }))
+      assert.strictEqual(received, sent.join(""))
+      yield* Effect.promise(() => new Promise<void>((resolve) => echo.close(() => resolve())))
+    }).pipe(Effect.scoped))
 })

@@ -1,6 +1,7 @@
 import { Effect } from "effect"
 import IORedis from "ioredis"
 import type { ThrowawayInstance } from "@pay/testkit/Throwaway"
+import type { ClusterNode, ThrowawayKafkaCluster } from "@pay/testkit/ThrowawayKafkaCluster"
 import type { ApiProcess } from "../ApiProcess.ts"
 import type { FaultProxy } from "../FaultProxy.ts"
 import type { Fault, FaultKind } from "./Schedule.ts"
@@ -9,9 +10,45 @@ export interface FaultTargets {
   readonly apis: ReadonlyArray<ApiProcess>
   /** Standalone outbox publishers (the APIs run with OUTBOX_PUBLISHER_ENABLED=false). */
   readonly publishers: ReadonlyArray<ApiProcess>
+  /** Consumer processes (settlement + webhooks consumers; the APIs run with CONSUMERS_ENABLED=false). */
+  readonly consumers: ReadonlyArray<ApiProcess>
+  /** The webhook sender process (the APIs run with WEBHOOK_SENDER_ENABLED=false). */
+  readonly webhooks: ReadonlyArray<ApiProcess>
+  /** The run's own cluster; undefined when the run uses the machine's broker (never harmed). */
+  readonly kafka: ThrowawayKafkaCluster | undefined
   readonly redis: ThrowawayInstance
   readonly postgresProxy: FaultProxy
 }
+
+const pick = <A>(items: ReadonlyArray<A>, target: number): A | undefined => items[target % Math.max(1, items.length)]
+
+/** kill -9, hold, start again (ready when this returns). */
+const killAndRestart = (process: ApiProcess | undefined, hold_ms: number, log: (line: string) => void) =>
+  Effect.gen(function* () {
+    if (process === undefined) return
+    log(`kill -9 ${process.name} (pid ${process.pid()})`)
+    yield* process.kill9
+    yield* Effect.sleep(hold_ms)
+    yield* process.restart()
+    log(`${process.name} restarted (pid ${process.pid()})`)
+  })
+
+/** One Kafka node at a time: kill -9 and restart (same data), or SIGSTOP and SIGCONT. */
+const brokerFault = (node: ClusterNode | undefined, fault: Fault, log: (line: string) => void) =>
+  Effect.gen(function* () {
+    if (node === undefined) return
+    if (fault.kind === "pause-broker") {
+      log(`SIGSTOP Kafka node ${node.nodeId} (pid ${node.pid()}) for ${fault.hold_ms} ms`)
+      yield* node.pause
+      yield* Effect.sleep(fault.hold_ms).pipe(Effect.ensuring(Effect.orDie(node.resume)))
+      return
+    }
+    log(`kill -9 Kafka node ${node.nodeId} (pid ${node.pid()}) for ${fault.hold_ms} ms`)
+    yield* node.kill
+    yield* Effect.sleep(fault.hold_ms)
+    yield* node.restart
+    log(`Kafka node ${node.nodeId} restarted (pid ${node.pid()})`)
+  })
 
 /** FLUSHALL on the throwaway Redis (ours: no other process uses it). */
 const flushRedis = (url: string) =>
@@ -29,36 +66,35 @@ const flushRedis = (url: string) =>
 /** Applies one fault and heals it after its hold time; a fault that could not be applied is logged, not fatal. */
 const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void) =>
   Effect.gen(function* () {
-    const api = targets.apis[fault.target]
+    const api = pick(targets.apis, fault.target)
     switch (fault.kind) {
       case "kill-api":
-        if (api === undefined) return
-        log(`kill -9 ${api.name} (pid ${api.pid()})`)
-        yield* api.kill9
-        yield* Effect.sleep(fault.hold_ms)
-        yield* api.restart()
-        log(`${api.name} restarted (pid ${api.pid()})`)
-        return
-      case "kill-publisher": {
-        const publisher = targets.publishers[fault.target]
-        if (publisher === undefined) return
-        log(`kill -9 ${publisher.name} (pid ${publisher.pid()})`)
-        yield* publisher.kill9
-        yield* Effect.sleep(fault.hold_ms)
-        yield* publisher.restart()
-        log(`${publisher.name} restarted (pid ${publisher.pid()})`)
-        return
-      }
+        return yield* killAndRestart(api, fault.hold_ms, log)
+      case "kill-publisher":
+        return yield* killAndRestart(pick(targets.publishers, fault.target), fault.hold_ms, log)
+      case "kill-consumer":
+        return yield* killAndRestart(pick(targets.consumers, fault.target), fault.hold_ms, log)
+      case "kill-webhooks":
+        return yield* killAndRestart(pick(targets.webhooks, fault.target), fault.hold_ms, log)
+      case "kill-broker":
+      case "pause-broker":
+        return yield* brokerFault(targets.kafka === undefined ? undefined : pick(targets.kafka.nodes, fault.target), fault, log)
       case "pause-api":
         if (api === undefined) return
         log(`SIGSTOP ${api.name} for ${fault.hold_ms} ms`)
         yield* api.pause
-        yield* Effect.sleep(fault.hold_ms)
-        yield* api.resume
+        yield* Effect.sleep(fault.hold_ms).pipe(Effect.ensuring(api.resume))
         return
       case "cut-postgres":
         log(`reset ${yield* targets.postgresProxy.cutAll} Postgres connections`)
         return
+      case "slow-postgres": {
+        const latency_ms = 50 + (fault.target * 37) % 200
+        log(`+${latency_ms} ms latency on every Postgres connection for ${fault.hold_ms * 2} ms`)
+        yield* targets.postgresProxy.setLatency(latency_ms)
+        yield* Effect.sleep(fault.hold_ms * 2).pipe(Effect.ensuring(targets.postgresProxy.setLatency(0)))
+        return
+      }
       case "flush-redis":
         log("FLUSHALL the throwaway Redis")
         yield* flushRedis(targets.redis.url)
@@ -68,6 +104,11 @@ const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void)
         yield* targets.redis.kill
         yield* Effect.sleep(fault.hold_ms)
         yield* targets.redis.restart
+        return
+      case "pause-redis":
+        log(`SIGSTOP Redis (pid ${targets.redis.pid()}) for ${fault.hold_ms} ms`)
+        yield* targets.redis.pause
+        yield* Effect.sleep(fault.hold_ms).pipe(Effect.ensuring(targets.redis.resume))
         return
     }
   })

@@ -1,56 +1,47 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { throwaway } from "@pay/testkit/Throwaway"
+import { paymentEventTypes } from "@pay/domain/PaymentEvents"
 import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
-import { apiEnvironment, startApi } from "../ApiProcess.ts"
 import { countOf, createMerchant } from "../Evidence.ts"
-import { startFaultProxy } from "../FaultProxy.ts"
-import { acquireStack, ownerSqlLayer, type ScenarioStack } from "../Stack.ts"
+import { acquireStack, ownerSqlLayer } from "../Stack.ts"
 import { type Check, runChecker } from "./Checker.ts"
 import { type ClientWorld, runClient, untilDecided } from "./Clients.ts"
+import { consumerChecks, replayCheck, webhookChecks, webhooksConsumerName } from "./ConsumerChecks.ts"
 import { runFaults } from "./Faults.ts"
 import { type Decided, makeHistory } from "./History.ts"
-import { faultSchedule, seededRandom } from "./Schedule.ts"
+import { startReceiver } from "./Receiver.ts"
+import { faultKinds, faultKindsWithoutCluster, faultSchedule, seededRandom } from "./Schedule.ts"
+import { type KafkaMode, registerEndpoints, startTopology } from "./Topology.ts"
 
 export interface ChaosOptions {
   readonly seed: number
   readonly duration_s: number
   readonly clients: number
+  /** Bound on waiting for the outbox, the consumers and the webhook deliveries after the load. */
+  readonly drain_s: number
+  /** `cluster` (default): a 3-node Kafka of the run's own, with broker faults; `machine`: the machine's broker. */
+  readonly kafka?: KafkaMode
   /** Where the history and the report go (default bench/results/; the suite's short run uses a temporary folder). */
   readonly resultsDirectory?: string
 }
 
 const defaultResultsDirectory = fileURLToPath(new URL("../../../../bench/results/", import.meta.url))
 
-/** Two API instances on the scenario's database, reaching Postgres through the fault proxy and Redis on a throwaway instance. */
-const topology = (stack: ScenarioStack) =>
-  Effect.gen(function* () {
-    const redis = yield* throwaway("redis")
-    const target = new URL(stack.appUrl)
-    const postgresProxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-    const viaProxy = new URL(stack.appUrl)
-    viaProxy.port = String(postgresProxy.port)
-    const env = apiEnvironment(stack, {
-      DATABASE_URL: viaProxy.toString(), REDIS_URL: redis.url, IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ACQUIRER_TIMEOUT_MS: "1000",
-      OUTBOX_PUBLISHER_ENABLED: "false"
-    })
-    const apis = [yield* startApi("api-a", env), yield* startApi("api-b", env)]
-    // Two publishers of their own (sharing the outbox by claiming rows), also behind the proxy.
-    const publisherEnv = apiEnvironment(stack, { DATABASE_URL: viaProxy.toString() })
-    const publishers = [yield* startApi("publisher-a", publisherEnv, "publisher"), yield* startApi("publisher-b", publisherEnv, "publisher")]
-    return { redis, postgresProxy, apis, publishers }
-  })
-
-/** Waits (bounded) for the outbox to drain and the live settlement consumer to catch up. */
+/**
+ * Waits (bounded) until the outbox is published, both consumers (the live settlement generation's
+ * and the webhooks consumer) processed every payment event, and no webhook delivery is pending.
+ */
 const drain = (timeout_ms: number) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const deadline = Date.now() + timeout_ms
     const left = () => countOf(sql`
       SELECT (SELECT count(*) FROM outbox_events WHERE published_at IS NULL)
-           + (SELECT count(*) FROM outbox_events e WHERE e.event_type = 'payment_settled' AND NOT EXISTS (
-               SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = (SELECT consumer FROM settlement_projection_live))) AS n`)
+           + (SELECT count(*) FROM outbox_events e, (SELECT consumer FROM settlement_projection_live UNION ALL SELECT ${webhooksConsumerName}) c
+              WHERE e.event_type IN ${sql.in([...paymentEventTypes])} AND NOT EXISTS (
+               SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = c.consumer))
+           + (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS n`)
     let n = yield* left()
     while (n > 0 && Date.now() < deadline) {
       yield* Effect.sleep(500)
@@ -65,10 +56,16 @@ const load = (world: ClientWorld, options: ChaosOptions, deadline_ms: number) =>
 /** The chaos run: load + seeded faults, then heal, drain, check. The report (also written as JSON). */
 export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
   Effect.gen(function* () {
-    const stack = yield* acquireStack
+    const base = yield* acquireStack
     return yield* Effect.gen(function* () {
-      const { redis, postgresProxy, apis, publishers } = yield* topology(stack)
+      const kafkaMode = options.kafka ?? "cluster"
+      const topology = yield* startTopology(base, kafkaMode)
+      const { stack, apis } = topology
+      const processes = [...topology.apis, ...topology.publishers, ...topology.consumers, ...topology.webhooks]
       const merchants = [yield* createMerchant("chaos merchant a"), yield* createMerchant("chaos merchant b")]
+      const receiver = yield* startReceiver(options.seed)
+      const firstApi = apis[0]
+      if (firstApi !== undefined) yield* registerEndpoints(firstApi, merchants, receiver, log)
       const stamp = new Date().toISOString().replace(/[:.]/g, "-")
       const resultsDirectory = options.resultsDirectory ?? defaultResultsDirectory
       mkdirSync(resultsDirectory, { recursive: true })
@@ -76,12 +73,12 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const started_ms = performance.now()
       const history = makeHistory(historyPath, started_ms)
       const world: ClientWorld = { apis, merchants, history }
-      const schedule = faultSchedule(options.seed, options.duration_s * 1_000)
-      log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
-      const faults = yield* runFaults({ apis, publishers, redis, postgresProxy }, schedule, started_ms, log).pipe(Effect.forkScoped)
+      const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster)
+      log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, Kafka ${kafkaMode === "cluster" ? `cluster ${stack.kafkaBrokers}` : "the machine's broker"}, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
+      const faults = yield* runFaults(topology, schedule, started_ms, log).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
       const faultsApplied = yield* Fiber.join(faults)
-      for (const instance of [...apis, ...publishers]) if (!instance.running()) yield* instance.restart()
+      for (const instance of processes) if (!instance.running()) yield* instance.restart()
       log(`load done in ${Math.round((performance.now() - started_ms) / 1000)} s; finishing ${clients.reduce((n, c) => n + c.pending.length, 0)} undecided operations with their keys`)
       const decided: Array<Decided> = clients.flatMap((c) => [...c.decided])
       const random = seededRandom(options.seed)
@@ -91,25 +88,36 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
         if (answer === undefined) unresolved += 1
         else decided.push({ op: operation.op, key: operation.key, merchant: operation.merchant, payment_id: operation.payment_id || (/"id":"(pay_\w+)"/.exec(answer.text)?.[1] ?? ""), status: answer.status, body: answer.text, answers: [answer.text], duplicated: false })
       }
-      const backlog = yield* drain(120_000)
-      const checks: Array<Check> = [...(yield* runChecker(stack, decided))]
+      const backlog = yield* drain(options.drain_s * 1_000)
+      const checks: Array<Check> = [
+        ...(yield* runChecker(stack, decided)),
+        ...(yield* consumerChecks),
+        ...(yield* webhookChecks(receiver)),
+        yield* replayCheck(stack)
+      ]
       checks.push({ name: "every unknown operation decided by retrying its key; outbox and consumers drained", checked: decided.length, violations: [...(unresolved > 0 ? [`${unresolved} operations never decided`] : []), ...(backlog > 0 ? [`${backlog} events not drained`] : [])] })
       const internal = history.events.filter((e) => e.status === 500)
       checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events.length, violations: internal.slice(0, 20).map((e) => `${e.op} ${e.key} on instance ${e.instance}: ${e.body?.slice(0, 160) ?? ""}`) })
       const operations = clients.reduce((n, c) => n + c.operations, 0)
       const duplicated = clients.reduce((n, c) => n + c.duplicated, 0)
       const outcomes = tallyOutcomes(history.events.map((e) => e.phase))
+      const sql = yield* SqlClient.SqlClient
+      const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments`)
       const report = {
         seed: options.seed, duration_s: options.duration_s, clients: options.clients, database: stack.database,
-        operations, duplicated_share: operations === 0 ? 0 : duplicated / operations,
+        payments, operations, duplicated_share: operations === 0 ? 0 : duplicated / operations,
         attempts_by_outcome: outcomes, decided_by_status: tallyOutcomes(decided.map((d) => `${d.op} ${d.status}`)),
         faults_scheduled: schedule.length, faults_applied: faultsApplied, schedule,
+        kafka: topology.kafka === undefined
+          ? { mode: kafkaMode, brokers: 1, replication_factor: 1, min_insync_replicas: 1 }
+          : { mode: kafkaMode, brokers: topology.kafka.nodes.length, replication_factor: topology.kafka.replicationFactor, min_insync_replicas: topology.kafka.minInsyncReplicas },
+        webhooks: { applied: receiver.applied.size, redeliveries: receiver.redeliveries(), answered_503: receiver.unavailableAnswers() },
         checks, passed: checks.every((c) => c.violations.length === 0), history: historyPath
       }
       writeFileSync(`${resultsDirectory}chaos-${stamp}.json`, `${JSON.stringify(report, null, 2)}\n`)
       log(`report: ${resultsDirectory}chaos-${stamp}.json`)
       return report
-    }).pipe(Effect.provide(ownerSqlLayer(stack)))
+    }).pipe(Effect.provide(ownerSqlLayer(base)))
   }).pipe(Effect.scoped)
 
 const tallyOutcomes = (items: ReadonlyArray<string>) => {

@@ -12,15 +12,31 @@ export const seededRandom = (seed: number): (() => number) => {
   }
 }
 
-export const faultKinds = ["kill-api", "pause-api", "cut-postgres", "flush-redis", "kill-redis", "kill-publisher"] as const
+export const faultKinds = [
+  "kill-api",
+  "pause-api",
+  "cut-postgres",
+  "slow-postgres",
+  "flush-redis",
+  "kill-redis",
+  "pause-redis",
+  "kill-publisher",
+  "kill-consumer",
+  "kill-webhooks",
+  "kill-broker",
+  "pause-broker"
+] as const
 export type FaultKind = (typeof faultKinds)[number]
+
+/** Without a Kafka cluster of the run's own (the machine's broker is never harmed), no broker faults. */
+export const faultKindsWithoutCluster: ReadonlyArray<FaultKind> = faultKinds.filter((kind) => kind !== "kill-broker" && kind !== "pause-broker")
 
 export interface Fault {
   readonly at_ms: number
   readonly kind: FaultKind
-  /** Which instance (0 or 1) for kill-api / pause-api / kill-publisher. */
+  /** Which instance: modulo the instance count (2 APIs, publishers, consumers; 3 brokers; 1 sender). */
   readonly target: number
-  /** How long the fault lasts before it is healed (restart, SIGCONT). */
+  /** How long the fault lasts before it is healed (restart, SIGCONT, latency back to 0). */
   readonly hold_ms: number
 }
 
@@ -28,14 +44,14 @@ export interface Fault {
  * Faults every 3..7 s from 2 s until 3 s before the end of the load, never two at once (each
  * healed before the next starts): kinds drawn uniformly, targets and hold times from the seed.
  */
-export const faultSchedule = (seed: number, duration_ms: number): ReadonlyArray<Fault> => {
+export const faultSchedule = (seed: number, duration_ms: number, kinds: ReadonlyArray<FaultKind> = faultKinds): ReadonlyArray<Fault> => {
   const random = seededRandom(seed ^ 0x5eed)
   const faults: Array<Fault> = []
   let at_ms = 2_000
   while (at_ms < duration_ms - 3_000) {
-    const kind = faultKinds[Math.floor(random() * faultKinds.length)] ?? "cut-postgres"
+    const kind = kinds[Math.floor(random() * kinds.length)] ?? "cut-postgres"
     const hold_ms = 500 + Math.floor(random() * 1_500)
-    faults.push({ at_ms, kind, target: random() < 0.5 ? 0 : 1, hold_ms })
+    faults.push({ at_ms, kind, target: Math.floor(random() * 6), hold_ms })
     at_ms += hold_ms + 3_000 + Math.floor(random() * 4_000)
   }
   return faults

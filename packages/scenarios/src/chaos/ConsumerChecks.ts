@@ -1,0 +1,112 @@
+import { paymentEventTypes } from "@pay/domain/PaymentEvents"
+import { Effect } from "effect"
+import { SqlClient } from "effect/sql"
+import { runCli } from "../Cli.ts"
+import type { ScenarioStack } from "../Stack.ts"
+import type { Check } from "./Checker.ts"
+import type { WebhookReceiver } from "./Receiver.ts"
+
+/** The webhooks consumer's name in processed_events (packages/webhooks WEBHOOK_CONSUMER_NAME; scenarios may not import it). */
+export const webhooksConsumerName = "webhooks"
+
+const check = (name: string, checked: number, violations: ReadonlyArray<string>): Check => ({ name, checked, violations: violations.slice(0, 20) })
+
+const eventTypes = [...paymentEventTypes]
+
+/**
+ * Each consumer (the live settlement generation's and the webhooks consumer) has exactly one
+ * processed_events row per payment event of the outbox, and none for anything else; the
+ * settlement projection counted each event type exactly as often as the outbox holds it (an event
+ * applied twice, or lost, changes a count).
+ */
+export const consumerChecks = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const live = yield* sql<{ consumer: string; generation: number }>`SELECT consumer, generation FROM settlement_projection_live`
+  const settlement = live[0]
+  if (settlement === undefined) return [check("settlement_projection_live has its row", 1, ["no live generation"])]
+  const perConsumer = yield* Effect.forEach([settlement.consumer, webhooksConsumerName], (consumer) =>
+    sql<{ event_id: string; rows: number }>`
+      SELECT o.id::text AS event_id, (SELECT count(*)::int FROM processed_events p WHERE p.consumer = ${consumer} AND p.event_id = o.id) AS rows
+      FROM outbox_events o WHERE o.event_type IN ${sql.in(eventTypes)}
+      UNION ALL
+      SELECT p.event_id::text, -1 FROM processed_events p
+      WHERE p.consumer = ${consumer} AND NOT EXISTS (SELECT 1 FROM outbox_events o WHERE o.id = p.event_id)`.pipe(
+      Effect.map((rows) => ({ consumer, rows }))
+    ))
+  const counts = yield* sql<{ event_type: string; outbox: number; counted: number }>`
+    SELECT t.event_type,
+      (SELECT count(*)::int FROM outbox_events o WHERE o.event_type = t.event_type) AS outbox,
+      (SELECT coalesce(sum(c.event_count), 0)::int FROM settlement_projection_event_counts c
+       WHERE c.generation = ${settlement.generation} AND c.event_type = t.event_type) AS counted
+    FROM unnest(${eventTypes}::text[]) AS t(event_type)`
+  return [
+    ...perConsumer.map(({ consumer, rows }) =>
+      check(`consumer ${consumer}: exactly one processed_events row per outbox event, none for an unknown event`, rows.length,
+        rows.filter((r) => r.rows !== 1).map((r) => r.rows === -1 ? `${r.event_id} processed but not in the outbox` : `${r.event_id} processed ${r.rows} times`))),
+    check("settlement projection: per event type, events counted = outbox events (each applied once)", counts.length,
+      counts.filter((c) => c.outbox !== c.counted).map((c) => `${c.event_type}: outbox ${c.outbox}, counted ${c.counted}`))
+  ]
+})
+
+type ProjectionRow = { merchant_id: string; currency: string; settled_gross_minor: string; fees_minor: string; net_minor: string; payment_count: string }
+
+const liveProjection = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<ProjectionRow & { generation: number }>`
+    SELECT p.generation, p.merchant_id, p.currency, p.settled_gross_minor::text AS settled_gross_minor, p.fees_minor::text AS fees_minor,
+           p.net_minor::text AS net_minor, p.payment_count::text AS payment_count
+    FROM settlement_projection p JOIN settlement_projection_live l ON l.generation = p.generation
+    WHERE p.payment_count > 0 ORDER BY p.merchant_id, p.currency`
+  return { generation: rows[0]?.generation ?? 0, rows: rows.map(({ generation: _, ...row }) => JSON.stringify(row)) }
+})
+
+/**
+ * `pnpm cli replay settlement` (a new generation from offset 0, swapped in), then the same rows,
+ * and `pnpm cli reconcile` still agrees with the ledger.
+ */
+export const replayCheck = (stack: ScenarioStack) =>
+  Effect.gen(function* () {
+    const before = yield* liveProjection
+    const replay = yield* runCli(stack, ["replay", "settlement"])
+    const after = yield* liveProjection
+    const reconcile = yield* runCli(stack, ["reconcile"])
+    const violations = [
+      ...(replay.exitCode === 0 ? [] : [`replay exit ${replay.exitCode}: ${replay.output.slice(-400)}`]),
+      ...(after.generation > before.generation ? [] : [`the replay did not swap in a new generation (${before.generation} → ${after.generation})`]),
+      ...(JSON.stringify(before.rows) === JSON.stringify(after.rows) ? [] : [`projection differs: before ${before.rows.join(" ")} after ${after.rows.join(" ")}`.slice(0, 800)]),
+      ...(reconcile.exitCode === 0 ? [] : [`reconcile after replay: ${reconcile.output.slice(-400)}`])
+    ]
+    return check("a replay from offset 0 rebuilds the same projection (cli replay settlement), still equal to the ledger", before.rows.length, violations)
+  })
+
+/**
+ * Every delivery of an eligible event (each payment event of a merchant with an endpoint) exists
+ * once; each is delivered and was applied by the receiver under its webhook-id with a verified
+ * signature, or is failed (exhausted, or gone) in the exhausted list; nothing was applied twice.
+ */
+export const webhookChecks = (receiver: WebhookReceiver) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const eligible = yield* sql<{ event_id: string; deliveries: number }>`
+      SELECT o.id::text AS event_id,
+        (SELECT count(*)::int FROM webhook_deliveries d WHERE d.event_id = o.id) AS deliveries
+      FROM outbox_events o
+      WHERE o.event_type IN ${sql.in(eventTypes)}
+        AND EXISTS (SELECT 1 FROM webhook_endpoints e JOIN payments p ON p.merchant_id = e.merchant_id WHERE p.id = o.aggregate_id)`
+    const deliveries = yield* sql<{ event_id: string; status: string; failed_reason: string | null }>`
+      SELECT event_id::text AS event_id, status, failed_reason FROM webhook_deliveries`
+    const byWebhookId = receiver.applied
+    const notDelivered = deliveries.filter((d) =>
+      d.status === "delivered" ? !byWebhookId.has(d.event_id) : !(d.status === "failed" && d.failed_reason === "exhausted"))
+    const known = new Set(deliveries.map((d) => d.event_id))
+    const strangers = [...byWebhookId.values()].filter((a) => !known.has(a.webhookId) || a.webhookId !== a.eventId)
+    return [
+      check("every eligible event has exactly one webhook delivery", eligible.length, eligible.filter((e) => e.deliveries !== 1).map((e) => `${e.event_id}: ${e.deliveries} deliveries`)),
+      check("every delivery delivered (applied by the receiver, signature verified) or in the exhausted list", deliveries.length,
+        notDelivered.map((d) => `${d.event_id} ${d.status} ${d.failed_reason ?? ""} applied=${byWebhookId.has(d.event_id)}`)),
+      check("the receiver applied nothing twice and nothing unknown; no signature refused", byWebhookId.size,
+        [...receiver.appliedTwice.map((id) => `event ${id} applied under two webhook-ids`),
+          ...strangers.map((a) => `applied ${a.webhookId} (event ${a.eventId}) without a matching delivery`),
+          ...(receiver.refusedSignatures() > 0 ? [`${receiver.refusedSignatures()} requests refused (bad signature or body)`] : [])])
+    ]
+  })

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# chaos-long.sh: the long chaos run (issue 17): the same topology, load, seeded faults and checker as
+# `pnpm chaos`, for long enough to aim at >= 10^5 payments and >= 20 faults, bounded in time.
+# Its report is copied to bench/results/chaos-long.json (committed: the latest long run).
+#
+#   CHAOS_LONG_SEED        seed                         11
+#   CHAOS_LONG_DURATION_S  load duration (s)            1800   (faults every 3..7 s: ~300 faults)
+#   CHAOS_LONG_CLIENTS     concurrent clients           32
+#   CHAOS_LONG_DRAIN_S     bound on the drain (s)       600
+#
+# The whole run is bounded by `timeout` (duration + drain + 15 min for start-up, retries of undecided
+# keys and the checks); on a timeout nothing is copied and the exit code is 124.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+cd "$REPO"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+
+SEED="${CHAOS_LONG_SEED:-11}"
+DURATION_S="${CHAOS_LONG_DURATION_S:-1800}"
+CLIENTS="${CHAOS_LONG_CLIENTS:-32}"
+DRAIN_S="${CHAOS_LONG_DRAIN_S:-600}"
+BOUND_S=$(( DURATION_S + DRAIN_S + 900 ))
+
+LOG="$(mktemp -t chaos-long.XXXXXX.log)"
+echo "chaos-long: seed $SEED, $DURATION_S s, $CLIENTS clients, drain <= $DRAIN_S s, bounded at $BOUND_S s; log $LOG"
+set +e
+timeout --signal=TERM --kill-after=60 "$BOUND_S" \
+  node packages/scenarios/src/chaos/main.ts --seed "$SEED" --duration "$DURATION_S" --clients "$CLIENTS" --drain "$DRAIN_S" 2>&1 | tee "$LOG"
+CODE=${PIPESTATUS[0]}
+set -e
+REPORT="$(sed -n 's/^report: //p' "$LOG" | tail -n1)"
+if [[ -n "$REPORT" && -f "$REPORT" ]]; then
+  cp "$REPORT" bench/results/chaos-long.json
+  echo "chaos-long: report copied to bench/results/chaos-long.json (exit $CODE)"
+else
+  echo "chaos-long: no report (exit $CODE)" >&2
+fi
+exit "$CODE"
