@@ -101,7 +101,8 @@ const transitionChecks = Effect.gen(function* () {
 
 const kafkaCheck = (stack: ScenarioStack, outbox: ReadonlyArray<{ id: string; aggregate_id: string }>) =>
   Effect.gen(function* () {
-    const records = yield* readTopic(stack.kafkaBrokers, stack.eventsTopic, outbox.length, 60_000)
+    // 60 s, or 2 ms per expected record for a long run's topic (10⁵ records: 200 s).
+    const records = yield* readTopic(stack.kafkaBrokers, stack.eventsTopic, outbox.length, Math.max(60_000, outbox.length * 2))
     const seen = new Set(records.map((r) => r.eventId))
     const outboxIds = new Set(outbox.map((o) => o.id))
     const missing = outbox.filter((o) => !seen.has(o.id)).map((o) => `${o.aggregate_id} event ${o.id} not on Kafka`)

@@ -67,7 +67,8 @@ const liveProjection = Effect.gen(function* () {
 export const replayCheck = (stack: ScenarioStack) =>
   Effect.gen(function* () {
     const before = yield* liveProjection
-    const replay = yield* runCli(stack, ["replay", "settlement"])
+    // A long run's replay reads every event again: bounded by the CLI's own 30 min replay bound.
+    const replay = yield* runCli(stack, ["replay", "settlement"], 31 * 60_000)
     const after = yield* liveProjection
     const reconcile = yield* runCli(stack, ["reconcile"])
     const violations = [
