@@ -50,7 +50,7 @@ const readiness = (ready: Readiness, baseUrl: string) =>
   "path" in ready ? { readyUrl: `${baseUrl}${ready.path}` } : { readyLine: ready.line }
 
 /** Starts an API (or publisher, consumers, webhook sender) process (scoped: SIGCONT, SIGTERM, then SIGKILL, when the scope closes). */
-export const startApi = (name: string, env: Readonly<Record<string, string>>, kind: ProcessKind = "api") =>
+export const startApi = (name: string, env: Readonly<Record<string, string>>, kind: ProcessKind = "api", startTimeout_override_ms?: number) =>
   Effect.gen(function* () {
     const port = yield* freePort
     const baseUrl = `http://127.0.0.1:${port}`
@@ -63,7 +63,7 @@ export const startApi = (name: string, env: Readonly<Record<string, string>>, ki
       env: { METRICS_PORT: String(metricsPort), ...env, [kinds[kind].portVariable]: String(port) },
       outputKept_chars,
       ...readiness(kinds[kind].ready, baseUrl),
-      startTimeout_ms
+      startTimeout_ms: startTimeout_override_ms ?? startTimeout_ms
     })
     const api: ApiProcess = { ...managed, name, baseUrl, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` }
     return api

@@ -29,8 +29,18 @@ const killAndRestart = (process: ApiProcess | undefined, hold_ms: number, log: (
     log(`kill -9 ${process.name} (pid ${process.pid()})`)
     yield* process.kill9
     yield* Effect.sleep(hold_ms)
-    yield* process.restart()
-    log(`${process.name} restarted (pid ${process.pid()})`)
+    yield* restartBounded(process, log)
+  })
+
+/** Starts a dead process again: at most 3 tries (each bounded by its start timeout); the last failure is the fault's. */
+export const restartBounded = (process: ApiProcess, log: (line: string) => void) =>
+  Effect.gen(function* () {
+    for (let attempt = 1; ; attempt++) {
+      const result = yield* Effect.result(process.restart())
+      if (result._tag === "Success") return log(`${process.name} restarted (pid ${process.pid()})`)
+      if (attempt >= 3) return yield* result.failure
+      log(`${process.name}: restart ${attempt} failed (${result.failure.message.split("\n")[0]}); again`)
+    }
   })
 
 /** One Kafka node at a time: kill -9 and restart (same data), or SIGSTOP and SIGCONT. */

@@ -8,7 +8,7 @@ import { acquireStack, ownerSqlLayer } from "../Stack.ts"
 import { type Check, runChecker } from "./Checker.ts"
 import { type ClientWorld, runClient, untilDecided } from "./Clients.ts"
 import { consumerChecks, replayCheck, webhookChecks, webhooksConsumerName } from "./ConsumerChecks.ts"
-import { runFaults } from "./Faults.ts"
+import { restartBounded, runFaults } from "./Faults.ts"
 import { type Decided, makeHistory } from "./History.ts"
 import { startReceiver } from "./Receiver.ts"
 import { faultKinds, faultKindsWithoutCluster, faultSchedule, seededRandom } from "./Schedule.ts"
@@ -78,7 +78,12 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const faults = yield* runFaults(topology, schedule, started_ms, log).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
       const faultsApplied = yield* Fiber.join(faults)
-      for (const instance of processes) if (!instance.running()) yield* instance.restart()
+      const notRestarted: Array<string> = []
+      for (const instance of processes) {
+        if (instance.running()) continue
+        const restarted = yield* Effect.result(restartBounded(instance, log))
+        if (restarted._tag === "Failure") notRestarted.push(`${instance.name}: ${restarted.failure.message.split("\n")[0]}`)
+      }
       log(`load done in ${Math.round((performance.now() - started_ms) / 1000)} s; finishing ${clients.reduce((n, c) => n + c.pending.length, 0)} undecided operations with their keys`)
       const decided: Array<Decided> = clients.flatMap((c) => [...c.decided])
       const random = seededRandom(options.seed)
@@ -95,6 +100,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
         ...(yield* webhookChecks(receiver)),
         yield* replayCheck(stack)
       ]
+      checks.push({ name: "every process of the topology running again after the faults", checked: processes.length, violations: notRestarted })
       checks.push({ name: "every unknown operation decided by retrying its key; outbox and consumers drained", checked: decided.length, violations: [...(unresolved > 0 ? [`${unresolved} operations never decided`] : []), ...(backlog > 0 ? [`${backlog} events not drained`] : [])] })
       const internal = history.events.filter((e) => e.status === 500)
       checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events.length, violations: internal.slice(0, 20).map((e) => `${e.op} ${e.key} on instance ${e.instance}: ${e.body?.slice(0, 160) ?? ""}`) })

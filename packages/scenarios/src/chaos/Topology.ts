@@ -17,6 +17,13 @@ export class TopologyError extends Schema.TaggedError<TopologyError>()("Topology
 const webhookRetrySchedule_ms = "0,300,1000,2000,4000"
 
 /**
+ * Each process's start (and restart) bound. A loaded shared machine took 45 s to bring an API
+ * back (migrations check, Redis, Kafka, JIT) during the first long run, which the scenarios'
+ * 45 s default turned into failed restarts.
+ */
+const processStartTimeout_ms = 120_000
+
+/**
  * `cluster`: a 3-node Kafka cluster of the run's own (the chaos run's default; broker faults).
  * `machine`: the machine's broker with the run's topic prefix, replication 1 and no broker faults
  * (the suite's short form: no three JVMs to start on a shared machine).
@@ -59,7 +66,7 @@ export const startTopology = (base: ScenarioStack, kafkaMode: KafkaMode) =>
       ["webhook-sender", senderEnv, "webhooks"]
     ]
     // Started two at a time: seven Node processes at once would starve the brokers on a small machine.
-    const started = yield* Effect.forEach(specs, ([name, env, kind]) => startApi(name, env, kind), { concurrency: 2 })
+    const started = yield* Effect.forEach(specs, ([name, env, kind]) => startApi(name, env, kind, processStartTimeout_ms), { concurrency: 2 })
     const of = (kind: ProcessKind): ReadonlyArray<ApiProcess> => started.filter((_, i) => specs[i]?.[2] === kind)
     return {
       stack, kafka, redis, postgresProxy,
