@@ -411,6 +411,19 @@ export type components = {
             /** @enum {string} */
             title: "Internal error";
         };
+        InvariantViolationProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "invariant_violation";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/invariant_violation";
+            /** @enum {integer} */
+            status: 500;
+            /** @enum {string} */
+            title: "Internal error";
+        };
         DatabaseUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -1123,7 +1136,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1133,7 +1146,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1370,7 +1383,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1382,7 +1395,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1624,7 +1637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1636,7 +1649,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -1885,7 +1898,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1897,7 +1910,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
@@ -2139,7 +2152,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2151,7 +2164,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -2318,7 +2331,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2328,7 +2341,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2579,7 +2592,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2591,7 +2604,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
@@ -2754,7 +2767,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2764,7 +2777,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2926,7 +2939,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2936,7 +2949,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3069,7 +3082,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3079,7 +3092,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3227,7 +3240,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3237,7 +3250,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3463,7 +3476,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3475,7 +3488,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3632,7 +3645,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3642,7 +3655,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3884,7 +3897,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3896,7 +3909,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4053,7 +4066,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4063,7 +4076,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4296,7 +4309,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4308,7 +4321,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4543,7 +4556,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4555,7 +4568,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4797,7 +4810,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4809,7 +4822,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4988,7 +5001,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4998,7 +5011,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5166,7 +5179,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5176,7 +5189,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5422,7 +5435,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5434,7 +5447,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5666,7 +5679,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5678,7 +5691,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
