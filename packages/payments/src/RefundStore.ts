@@ -13,11 +13,14 @@ import {
   RefundNotFound,
   type RefundReason
 } from "@pay/domain"
+import { OutboxWriter } from "@pay/outbox"
 import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import type { ChangeContext } from "./ChangeContext.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
+import { makeRefundEvents } from "./RefundEventsOut.ts"
 
 const RefundRow = Schema.Struct({
   id: Schema.String,
@@ -74,10 +77,13 @@ export type RefundRefusal = PaymentNotFound | PaymentNotRefundable | RefundExcee
 export const makeRefundStore = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const posting = yield* RefundPosting
-  return { ...makeReservation(sql, posting), ...makeCompletion(sql, posting), ...makeRefundReads(sql) }
+  const events = makeRefundEvents(yield* OutboxWriter)
+  return { ...makeReservation(sql, posting, events), ...makeCompletion(sql, posting, events), ...makeRefundReads(sql) }
 })
 
-const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
+type RefundEvents = ReturnType<typeof makeRefundEvents>
+
+const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
   const lockedPayment = (merchantId: MerchantId, paymentId: PaymentId) =>
     Effect.gen(function* () {
       const rows = yield* sql.unsafe(
@@ -98,7 +104,8 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       Effect.catchTag("SchemaError", Effect.die)
     )
 
-  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest) =>
+  /** The PENDING row and its `refund_created` event (the database refuses one without the other at COMMIT). */
+  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest, context: ChangeContext) =>
     Effect.gen(function* () {
       const id = yield* generateRefundId
       const now = DateTime.toDateUtc(yield* DateTime.now)
@@ -107,13 +114,16 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
         VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING',
                 ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${now}, ${now})
         RETURNING ${sql.literal(refundColumns)}`
-      return yield* refundFromRow(rows[0])
+      const refund = yield* refundFromRow(rows[0])
+      yield* events.publish(refund, context)
+      return refund
     })
 
   const reserve = (
     merchantId: MerchantId,
     paymentId: PaymentId,
-    request: RefundRequest
+    request: RefundRequest,
+    context: ChangeContext
   ): Effect.Effect<Refund, RefundRefusal | SettlementUnavailable | SqlError> =>
     Effect.gen(function* () {
       const found = yield* sql`SELECT currency FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
@@ -133,15 +143,21 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       }
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
       if (amount_minor > available_minor) return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
-      return yield* insert(payment, amount_minor, request)
+      return yield* insert(payment, amount_minor, request, context)
     })
   return { reserve }
 }
 
-const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
-  /** The refund, locked (the completion's row lock). */
+const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
+  /**
+   * The refund, locked (the completion's row lock), after its payment's row lock (FOR NO KEY
+   * UPDATE, the lock reserve and every transition take, in the same order: payment, then refund,
+   * then the ledger's accounts). The payment's lock serializes the completions of one payment's
+   * refunds, so their events commit in the order of their outbox positions, on the payment's key.
+   */
   const lockedRefund = (refundId: RefundId) =>
-    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId]).pipe(
+    sql`SELECT p.id FROM payments p JOIN refunds r ON r.payment_id = p.id WHERE r.id = ${refundId} FOR NO KEY UPDATE OF p`.pipe(
+      Effect.andThen(sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId])),
       Effect.flatMap((rows) => (rows[0] === undefined ? Effect.die(new Error(`refund ${refundId} vanished`)) : refundFromRow(rows[0])))
     )
 
@@ -149,7 +165,11 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
    * PENDING → SUCCEEDED (the reversal posted first, in this transaction) or FAILED. A refund that
    * is no longer PENDING is returned as it is (an earlier run finished it).
    */
-  const complete = (refundId: RefundId, outcome: { readonly _tag: "Approved" } | { readonly _tag: "Declined"; readonly code: string; readonly message: string }) =>
+  const complete = (
+    refundId: RefundId,
+    outcome: { readonly _tag: "Approved" } | { readonly _tag: "Declined"; readonly code: string; readonly message: string },
+    context: ChangeContext
+  ) =>
     Effect.gen(function* () {
       const refund = yield* lockedRefund(refundId)
       if (refund.status !== "PENDING") return refund
@@ -161,7 +181,9 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
         : yield* sql`
             UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`
-      return yield* refundFromRow(rows[0])
+      const completed = yield* refundFromRow(rows[0])
+      yield* events.publish(completed, context)
+      return completed
     })
   return { complete }
 }
