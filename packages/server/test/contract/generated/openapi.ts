@@ -3271,7 +3271,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
-                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
@@ -3678,7 +3678,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
-                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
