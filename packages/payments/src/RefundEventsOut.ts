@@ -11,7 +11,7 @@ import { Effect } from "effect"
 import type { ChangeContext } from "./ChangeContext.ts"
 
 /** The event a refund's current state is the fact of (docs/events.md, "Refund events"). */
-export const refundEventOf = (refund: Refund, fee_returned_minor: bigint): Effect.Effect<RefundEvent> => {
+export const refundEventOf = (refund: Refund): Effect.Effect<RefundEvent> => {
   const common = {
     refund_id: refund.id,
     payment_id: refund.payment_id,
@@ -25,7 +25,7 @@ export const refundEventOf = (refund: Refund, fee_returned_minor: bigint): Effec
     case "PENDING":
       return Effect.succeed({ type: "refund_created", ...common, version: REFUND_VERSION_CREATED, status: "PENDING" })
     case "SUCCEEDED":
-      return Effect.succeed({ type: "refund_succeeded", ...common, version: REFUND_VERSION_FINAL, status: "SUCCEEDED", fee_returned_minor })
+      return Effect.succeed({ type: "refund_succeeded", ...common, version: REFUND_VERSION_FINAL, status: "SUCCEEDED", fee_returned_minor: refund.fee_returned_minor })
     case "FAILED":
       if (refund.failure_code === null || refund.failure_message === null) {
         // The Refund schema and the table's CHECK both refuse a FAILED refund without them.
@@ -44,9 +44,9 @@ export const refundEventOf = (refund: Refund, fee_returned_minor: bigint): Effec
  * payment's key and partition, behind its `payment_settled` (docs/events.md).
  */
 export const makeRefundEvents = (outbox: OutboxWriter["Service"]) => ({
-  publish: (refund: Refund, context: ChangeContext, fee_returned_minor = 0n) =>
+  publish: (refund: Refund, context: ChangeContext) =>
     Effect.gen(function* () {
-      const event = yield* refundEventOf(refund, fee_returned_minor)
+      const event = yield* refundEventOf(refund)
       return yield* outbox.append({
         aggregateType: "payment",
         aggregateId: refund.payment_id,

@@ -33,6 +33,7 @@ const RefundRow = Schema.Struct({
   metadata: Schema.Unknown,
   failure_code: Schema.NullOr(Schema.String),
   failure_message: Schema.NullOr(Schema.String),
+  fee_returned_minor: Schema.BigInt,
   created_at: Schema.Date,
   updated_at: Schema.Date
 })
@@ -46,6 +47,7 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
       decodeRefund({
         ...decoded,
         amount_minor: Number(decoded.amount_minor),
+        fee_returned_minor: Number(decoded.fee_returned_minor),
         created_at: decoded.created_at.toISOString(),
         updated_at: decoded.updated_at.toISOString()
       })
@@ -54,7 +56,8 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
     Effect.orDie
   )
 
-const refundColumns = "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, created_at, updated_at"
+const refundColumns =
+  "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, fee_returned_minor, created_at, updated_at"
 
 const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, pending_minor: Schema.BigInt })
 const decodeRefunded = Schema.decodeUnknownEffect(Schema.Array(RefundedRow))
@@ -175,8 +178,9 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
       if (refund.status !== "PENDING") return refund
       const now = DateTime.toDateUtc(DateTime.max(refund.updated_at, yield* DateTime.now))
       const rows = outcome._tag === "Approved"
-        ? yield* posting.post(refund).pipe(Effect.flatMap((ledgerTransactionId) => sql`
-            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${ledgerTransactionId}, updated_at = ${now}
+        ? yield* posting.post(refund).pipe(Effect.flatMap((posted) => sql`
+            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${posted.ledgerTransactionId},
+                               fee_returned_minor = ${posted.fee_returned_minor}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`))
         : yield* sql`
             UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}

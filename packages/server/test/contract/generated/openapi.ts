@@ -2214,6 +2214,8 @@ export interface operations {
                             };
                             failure_code: string | null;
                             failure_message: string | null;
+                            /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                            fee_returned: number;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -2403,6 +2405,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2652,6 +2656,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
