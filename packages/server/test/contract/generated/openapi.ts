@@ -2227,6 +2227,8 @@ export interface operations {
                             };
                             failure_code: string | null;
                             failure_message: string | null;
+                            /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                            fee_returned: number;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -2416,6 +2418,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2665,6 +2669,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -3284,7 +3290,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
-                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
@@ -3691,7 +3697,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
-                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
