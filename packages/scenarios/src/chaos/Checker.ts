@@ -1,3 +1,4 @@
+import { refundEventTypes } from "@pay/domain/RefundEvents"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { runCli } from "../Cli.ts"
@@ -84,11 +85,14 @@ const transitionChecks = Effect.gen(function* () {
     SELECT payment_id, version, from_status, to_status FROM payment_status_history ORDER BY payment_id, version`
   const outbox = yield* sql<{ id: string; aggregate_id: string; event_type: string }>`
     SELECT id::text AS id, aggregate_id, event_type FROM outbox_events ORDER BY position`
+  // A payment's status changes are its payment_* events; refund events and the expiry warning share
+  // the payment's aggregate (its Kafka key, for order) but change no payment status.
+  const statusChanges = outbox.filter((o) => o.event_type.startsWith("payment_") && o.event_type !== "payment_expiring")
   const illegal = history.filter((h) => !legal.has(`${h.from_status ?? "null"}>${h.to_status}`)).map((h) => `${h.payment_id} v${h.version} ${h.from_status}→${h.to_status}`)
   const perPayment = new Map<string, number>()
   for (const h of history) perPayment.set(h.payment_id, (perPayment.get(h.payment_id) ?? 0) + 1)
   const outboxPer = new Map<string, number>()
-  for (const o of outbox) outboxPer.set(o.aggregate_id, (outboxPer.get(o.aggregate_id) ?? 0) + 1)
+  for (const o of statusChanges) outboxPer.set(o.aggregate_id, (outboxPer.get(o.aggregate_id) ?? 0) + 1)
   const mismatch = [...perPayment.entries()].filter(([id, n]) => outboxPer.get(id) !== n).map(([id, n]) => `${id}: ${n} changes, ${outboxPer.get(id) ?? 0} outbox rows`)
   return {
     outbox,
@@ -144,6 +148,13 @@ const refundChecks = Effect.gen(function* () {
     SELECT p.id, (EXISTS (SELECT 1 FROM payment_settlements s WHERE s.payment_id = p.id)
       OR EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'capture' AND o.outcome = 'approved')) AS money
     FROM payments p WHERE p.status = 'CANCELED'`
+  const events = yield* sql<{ id: string; status: string; events: string }>`
+    SELECT r.id, r.status,
+      coalesce((SELECT string_agg(o.event_type, ',' ORDER BY o.position) FROM outbox_events o
+        WHERE o.event_type IN ${sql.in([...refundEventTypes])} AND o.payload->>'refund_id' = r.id), '') AS events
+    FROM refunds r`
+  const expectedEvents = (status: string) =>
+    status === "SUCCEEDED" ? "refund_created,refund_succeeded" : status === "FAILED" ? "refund_created,refund_failed" : "refund_created"
   const overCap = caps.filter((c) => c.captured === null || BigInt(c.refunded) > BigInt(c.captured))
   const reversals = refunds.filter((r) =>
     r.performed > 1 || (r.status === "SUCCEEDED" ? !(r.postings === 1 && r.approved === 1) : r.postings !== 0)
@@ -152,6 +163,8 @@ const refundChecks = Effect.gen(function* () {
     check("refund cap: per payment, Σ refunds not FAILED ≤ captured", caps.length, overCap.map((c) => `${c.id} captured=${c.captured} refunded=${c.refunded}`)),
     check("one reversal per SUCCEEDED refund (and one refund at the acquirer, performed once); none for the others", refunds.length,
       reversals.map((r) => `${r.id} ${r.status} postings=${r.postings} approved=${r.approved} performed=${r.performed}`)),
+    check("each refund has exactly its events, once each, in order (refund_created, then refund_succeeded or refund_failed when final)", events.length,
+      events.filter((e) => e.events !== expectedEvents(e.status)).map((e) => `${e.id} ${e.status}: ${e.events || "no events"}`)),
     check("a CANCELED payment has no settlement and no approved capture", canceled.length, canceled.filter((c) => c.money).map((c) => c.id))
   ]
 })

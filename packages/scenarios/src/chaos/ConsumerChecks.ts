@@ -1,4 +1,4 @@
-import { paymentEventTypes } from "@pay/domain/PaymentEvents"
+import { domainEventTypes } from "@pay/domain/RefundEvents"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { runCli } from "../Cli.ts"
@@ -11,7 +11,7 @@ export const webhooksConsumerName = "webhooks"
 
 const check = (name: string, checked: number, violations: ReadonlyArray<string>): Check => ({ name, checked, violations: violations.slice(0, 20) })
 
-const eventTypes = [...paymentEventTypes]
+const eventTypes = [...domainEventTypes]
 
 /**
  * Each consumer (the live settlement generation's and the webhooks consumer) has exactly one

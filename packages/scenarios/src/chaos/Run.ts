@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { paymentEventTypes } from "@pay/domain/PaymentEvents"
+import { domainEventTypes } from "@pay/domain/RefundEvents"
 import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
 import { countOf, createMerchant } from "../Evidence.ts"
@@ -39,7 +39,7 @@ const drain = (timeout_ms: number) =>
     const left = () => countOf(sql`
       SELECT (SELECT count(*) FROM outbox_events WHERE published_at IS NULL)
            + (SELECT count(*) FROM outbox_events e, (SELECT consumer FROM settlement_projection_live UNION ALL SELECT ${webhooksConsumerName}) c
-              WHERE e.event_type IN ${sql.in([...paymentEventTypes])} AND NOT EXISTS (
+              WHERE e.event_type IN ${sql.in([...domainEventTypes])} AND NOT EXISTS (
                SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = c.consumer))
            + (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS n`)
     let n = yield* left()
