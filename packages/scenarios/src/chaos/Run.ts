@@ -75,7 +75,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const world: ClientWorld = { apis, merchants, history }
       const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster)
       log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, Kafka ${kafkaMode === "cluster" ? `cluster ${stack.kafkaBrokers}` : "the machine's broker"}, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
-      const faults = yield* runFaults(topology, schedule, started_ms, log).pipe(Effect.forkScoped)
+      const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
       const faultsApplied = yield* Fiber.join(faults)
       const notRestarted: Array<string> = []
