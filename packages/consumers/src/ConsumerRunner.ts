@@ -1,5 +1,5 @@
-import { KafkaAdmin, KafkaConsumer, type KafkaError, type KafkaRecord } from "@pay/infra"
-import { Duration, Effect, Metric, Ref } from "effect"
+import { KafkaAdmin, KafkaConsumer, type KafkaError, type KafkaRecord, type KafkaSubscription } from "@pay/infra"
+import { Duration, Effect, Fiber, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
@@ -67,28 +67,79 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
     )
   )
 
+/** How often, at most, `keepGoing` is asked while records flow (always after an empty poll). */
+const keepGoingCheck_ms = 100
+
+/**
+ * The Kafka commits of a subscription, behind the database (which is the position: docs/consumers.md).
+ * `handled` remembers the highest record per partition whose transaction committed; `commit`
+ * sends those offsets at most every `kafkaCommitInterval_ms` (0: after every poll), in the
+ * background while the next poll is handled, at most one commit in flight (the previous one is
+ * joined first, so a failure ends the subscription); `flush` commits what is left and waits.
+ */
+const makeKafkaCommits = (subscription: KafkaSubscription, interval_ms: number) =>
+  Effect.gen(function* () {
+    const handled = new Map<string, KafkaRecord>()
+    let inFlight: Fiber.Fiber<void, KafkaError> | undefined
+    let lastCommit_ms = Date.now()
+    const join = Effect.gen(function* () {
+      const fiber = inFlight
+      inFlight = undefined
+      if (fiber !== undefined) yield* Fiber.join(fiber)
+    })
+    const start = Effect.gen(function* () {
+      yield* join
+      if (handled.size === 0) return
+      const records = [...handled.values()]
+      handled.clear()
+      lastCommit_ms = Date.now()
+      inFlight = yield* Effect.forkScoped(subscription.commit(records))
+    })
+    const remember = (records: ReadonlyArray<KafkaRecord>) =>
+      Effect.gen(function* () {
+        for (const record of records) {
+          const slot = `${record.topic}\u0000${record.partition}`
+          const current = handled.get(slot)
+          if (current === undefined || current.offset < record.offset) handled.set(slot, record)
+        }
+        if (Date.now() - lastCommit_ms >= interval_ms) yield* start
+      })
+    const flush = Effect.andThen(start, join)
+    return { remember, flush } as const
+  })
+
 /**
  * One subscription's life: poll a bounded batch, handle each partition's records in one
  * transaction per `transactionRecords_max` slice (one per record when a slice fails: see
- * PartitionBatch.ts; uninterruptible: SIGTERM finishes the transaction in flight), then commit
- * the batch's Kafka offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
- * interruption or a failure is simply not committed, and its records come back as "behind"
- * (below the stored offset, skipped) or as duplicates (processed_events).
+ * PartitionBatch.ts; uninterruptible: SIGTERM finishes the transaction in flight), then hand
+ * the batch to the Kafka commits (makeKafkaCommits: every `kafkaCommitInterval_ms`, pipelined
+ * with the next poll, and after an empty poll). Kafka's committed offset is never ahead of the
+ * database's; records handled but not yet committed to Kafka (a crash, an interruption, a
+ * rebalance) come back as "behind" (below the stored offset, skipped) or as duplicates.
  */
 const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHandler, status: Ref.Ref<ConsumerStatus>) =>
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
     yield* seekGroupToStoredOffsets(settings)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
+    const commits = yield* makeKafkaCommits(subscription, settings.options.kafkaCommitInterval_ms)
     yield* Ref.update(status, (current) => ({ ...current, running: true }))
+    let lastCheck_ms = 0
     while (true) {
-      if (settings.keepGoing !== undefined && !(yield* settings.keepGoing)) return
+      if (settings.keepGoing !== undefined && Date.now() - lastCheck_ms >= keepGoingCheck_ms) {
+        if (!(yield* settings.keepGoing)) return yield* commits.flush
+        lastCheck_ms = Date.now()
+      }
       const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })
-      if (records.length === 0) continue
+      if (records.length === 0) {
+        yield* commits.flush
+        lastCheck_ms = 0
+        continue
+      }
       // Partitions in parallel (each is its own ordered stream, with its own offset row), records
       // of one partition in order. A batch holds at most as many partitions as the topic has.
       yield* Effect.forEach(byPartition(records), handlePartition, { concurrency: "unbounded", discard: true })
-      yield* subscription.commit(records)
+      yield* commits.remember(records)
       yield* Ref.update(status, (current) => ({
         ...current,
         handled_count: current.handled_count + records.length,
