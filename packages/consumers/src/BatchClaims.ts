@@ -25,9 +25,9 @@ export const sliceRecords_max = 1_000
  * statement: `consumer_claim_slice` (migrations/0070) locks the partition's stored offset, skips
  * the records below it ("behind"), locks the payments' versions, decides each record in order
  * exactly as the per-record claim would (duplicate, stale, applied), inserts the
- * `processed_events` rows and moves the versions (raising if any row was written meanwhile: the
- * transaction rolls back whole), and stores the offset past the last record handled with the
- * counts. In the caller's transaction: the handler's effects for the "applied" records follow,
+ * `processed_events` rows (an id already there is a duplicate) and moves the versions (raising if
+ * one moved outside the protocol: the transaction rolls back whole), and stores the offset past
+ * the last record handled with the counts. In the caller's transaction: the handler's effects for the "applied" records follow,
  * then the COMMIT.
  */
 export const claimSlice = (sql: SqlClient.SqlClient, consumer: string, items: ReadonlyArray<ClaimItem>) =>
@@ -35,9 +35,9 @@ export const claimSlice = (sql: SqlClient.SqlClient, consumer: string, items: Re
     const first = items[0]
     if (first === undefined) return []
     if (items.length > sliceRecords_max) return yield* new ClaimsMoved({ message: `${items.length} records above the slice bound ${sliceRecords_max}` })
-    const records = items.map(({ identity, record }, index) => {
+    const records = items.map(({ identity, record }) => {
       if (record.topic !== first.record.topic || record.partition !== first.record.partition) return null
-      return { i: index + 1, o: String(record.offset), e: identity.eventId, p: identity.paymentId, v: identity.version }
+      return { o: String(record.offset), e: identity.eventId, p: identity.paymentId, v: identity.version }
     })
     if (records.includes(null)) return yield* new ClaimsMoved({ message: "a slice holds one partition's records only" })
     const [row] = yield* Outcomes(sql`

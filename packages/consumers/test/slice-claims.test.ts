@@ -9,7 +9,7 @@ import { Deferred, Duration, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
-import { errorText, makeRecordProcessor } from "../src/RecordProcessor.ts"
+import { makeRecordProcessor } from "../src/RecordProcessor.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
 import { eventMessage, lifecycle, merchantId, type TestEvent, testOptions } from "./support.ts"
 
@@ -97,57 +97,71 @@ it.live("slices decide exactly as one record per transaction: the same claims, v
     assert.isAtMost(Number(writers?.transactions ?? 0n), Math.ceil(records.length / 7), "one transaction per slice: no slice fell back")
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
 
-const Waiting = Schema.Struct({ n: Schema.BigInt })
+const Count = Schema.Struct({ n: Schema.BigInt })
 
-it.live("a claim another transaction writes meanwhile makes consumer_claim_slice raise (the slice rolls back), never a silent skip; bad input is refused; pay_app may call it", () =>
+it.live("a claim another transaction writes meanwhile is waited for: committed, the slice's record is a duplicate (no second row, no effect); rolled back, the slice claims it; bad input is refused; pay_app may call it", () =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const eventId = randomUUID()
     const slice = (consumer: string, records: unknown) =>
-      sql`SELECT consumer_claim_slice(${consumer}, ${topic}, 0, ${JSON.stringify(records)}::jsonb) AS outcomes`
-    const one = [{ i: 1, o: "0", e: eventId, p: "pay_a", v: 1 }]
+      decodeRows(Schema.Struct({ outcomes: Schema.Array(Schema.String) }))(
+        sql`SELECT consumer_claim_slice(${consumer}, ${topic}, 0, ${JSON.stringify(records)}::jsonb) AS outcomes`
+      ).pipe(Effect.map((rows) => rows[0]?.outcomes))
 
-    // Another transaction (a re-drive, say) holds an uncommitted claim of the same event.
-    const release = yield* Deferred.make<void>()
-    const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
-      yield* sql`
-        INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
-        VALUES ('race', ${eventId}::uuid, 'pay_a', 1, 'applied', ${topic}, 0, 0)`
-      yield* Deferred.await(release)
-    })))
-    const claimer = yield* Effect.forkChild(sql.withTransaction(slice("race", one)))
-    // Wait (bounded) until the slice's insert queues behind the uncommitted row, then commit it.
-    const deadline = Date.now() + 20_000
-    while (true) {
-      const [waiting] = yield* decodeRows(Waiting)(sql`
-        SELECT count(*)::bigint AS n FROM pg_stat_activity
-        WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()`)
-      if ((waiting?.n ?? 0n) > 0n) break
-      if (Date.now() > deadline) return assert.fail("the slice never waited on the other transaction's claim")
-      yield* Effect.sleep(Duration.millis(50))
-    }
-    yield* Deferred.succeed(release, undefined)
-    yield* Fiber.join(holder)
-    const raced = yield* Effect.result(Fiber.join(claimer))
-    assert.isTrue(raced._tag === "Failure", "the function raised")
-    if (raced._tag === "Failure") assert.match(errorText(raced.failure), /claimed meanwhile/)
-    const [offsets] = yield* decodeRows(Waiting)(sql`SELECT count(*)::bigint AS n FROM consumer_offsets WHERE consumer = 'race'`)
-    assert.strictEqual(offsets?.n, 0n, "rolled back whole: no stored offset")
+    // Another transaction (a re-drive, say) holds an uncommitted claim of the slice's first event.
+    const race = (commit: boolean) =>
+      Effect.gen(function* () {
+        const eventId = randomUUID()
+        const consumer = commit ? "race-commit" : "race-rollback"
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+          yield* sql`
+            INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
+            VALUES (${consumer}, ${eventId}::uuid, 'pay_a', 1, 'applied', ${topic}, 0, 0)`
+          yield* Deferred.await(release)
+          if (!commit) return yield* Effect.fail("rolled back on purpose" as const)
+        })))
+        const claimer = yield* Effect.forkChild(sql.withTransaction(slice(consumer, [
+          { o: "0", e: eventId, p: "pay_a", v: 1 },
+          { o: "1", e: randomUUID(), p: "pay_a", v: 2 }
+        ])))
+        // Wait (bounded) until the slice's insert queues behind the uncommitted row, then end it.
+        const deadline = Date.now() + 20_000
+        while (true) {
+          const [waiting] = yield* decodeRows(Count)(sql`
+            SELECT count(*)::bigint AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()`)
+          if ((waiting?.n ?? 0n) > 0n) break
+          if (Date.now() > deadline) return assert.fail("the slice never waited on the other transaction's claim")
+          yield* Effect.sleep(Duration.millis(50))
+        }
+        yield* Deferred.succeed(release, undefined)
+        yield* Effect.result(Fiber.join(holder))
+        const outcomes = yield* Fiber.join(claimer)
+        const [rows] = yield* decodeRows(Count)(sql`
+          SELECT count(*)::bigint AS n FROM processed_events WHERE consumer = ${consumer} AND event_id = ${eventId}::uuid`)
+        return { outcomes, rows: rows?.n }
+      })
+    assert.deepStrictEqual(yield* race(true), { outcomes: ["duplicate", "applied"], rows: 1n })
+    assert.deepStrictEqual(yield* race(false), { outcomes: ["applied", "applied"], rows: 1n })
 
-    // Bad input: not an array, positions missing or repeated, above the bound.
-    for (const bad of [{ i: 1 }, [{ i: 1, o: "0", e: eventId, p: "pay_a", v: 1 }, { i: 1, o: "1", e: randomUUID(), p: "pay_a", v: 2 }],
-      [{ o: "0", e: eventId, p: "pay_a", v: 1 }], Array.from({ length: 1_001 }, (_, index) => ({ i: index + 1, o: String(index), e: randomUUID(), p: "pay_b", v: index + 1 }))]) {
+    // Bad input: not an array, a field missing, offsets not increasing, above the bound.
+    const eventId = randomUUID()
+    for (const bad of [
+      { o: "0", e: eventId, p: "pay_a", v: 1 },
+      [{ o: "0", e: eventId, p: "pay_a" }],
+      [{ o: "1", e: eventId, p: "pay_a", v: 1 }, { o: "1", e: randomUUID(), p: "pay_a", v: 2 }],
+      Array.from({ length: 1_001 }, (_, index) => ({ o: String(index), e: randomUUID(), p: "pay_b", v: index + 1 }))
+    ]) {
       const refused = yield* Effect.result(slice("bad", bad))
       assert.isTrue(refused._tag === "Failure", `refused: ${JSON.stringify(bad).slice(0, 80)}`)
     }
+    const [written] = yield* decodeRows(Count)(sql`SELECT count(*)::bigint AS n FROM processed_events WHERE consumer = 'bad'`)
+    assert.strictEqual(written?.n, 0n)
 
     // The application's role may call it (its grants on the tables suffice: SECURITY INVOKER).
     const outcomes = yield* sql.withTransaction(Effect.gen(function* () {
       yield* sql`SET LOCAL ROLE pay_app`
-      return yield* decodeRows(Schema.Struct({ outcomes: Schema.Array(Schema.String) }))(slice("app", [
-        { i: 1, o: "5", e: randomUUID(), p: "pay_c", v: 2 },
-        { i: 2, o: "6", e: randomUUID(), p: "pay_c", v: 1 }
-      ]))
+      return yield* slice("app", [{ o: "5", e: randomUUID(), p: "pay_c", v: 2 }, { o: "6", e: randomUUID(), p: "pay_c", v: 1 }])
     }))
-    assert.deepStrictEqual(outcomes[0]?.outcomes, ["applied", "stale"])
+    assert.deepStrictEqual(outcomes, ["applied", "stale"])
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 4 }))))
