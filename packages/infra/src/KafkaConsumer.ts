@@ -98,6 +98,7 @@ const acquireGroupStream = (base: BaseOptions, options: KafkaConsumerOptions, su
             rebalanceTimeout: options.rebalanceTimeout_ms,
             minBytes: 1,
             maxBytes: options.fetch_bytes_max,
+            maxBytesPerPartition: options.fetchPartition_bytes_max,
             maxWaitTime: options.fetchMaxWait_ms,
             // Never see records of aborted transactions (we do not produce any today; this
             // keeps it true if a transactional producer ever appears).
