@@ -5,6 +5,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
 import { claimSlice } from "./BatchClaims.ts"
+import { eventIdentity } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
 /** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
@@ -66,7 +67,7 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
     sql.withTransaction(Effect.gen(function* () {
       const outcomes = yield* claimSlice(sql, name, items.map(({ record, decoded }) => ({
         record,
-        identity: { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+        identity: eventIdentity(decoded)
       })))
       yield* applyAll(items.filter((_, index) => outcomes[index] === "applied"))
       return outcomes
