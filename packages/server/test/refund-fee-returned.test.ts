@@ -8,11 +8,13 @@ import { decodeRows } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import { FeeSchedules, platformFees, proportionalFeeReturned, RefundFeeSettings } from "@pay/settlement"
 import { assertLedgerVerifies } from "@pay/settlement/test-support"
+import { testRun, withDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
 import { authorizedPayment, describeAnswer, jsonOf, newKey, payableBalance, post, settle, type TestMerchant } from "./support/Api.ts"
 import { inProcessAppLayer } from "./support/InProcessApp.ts"
+import { runCli } from "./support/Cli.ts"
 import { createMerchant } from "./support/TestServer.ts"
 
 const layerOptions = { excludeTestServices: true, timeout: "120 seconds" } as const
@@ -81,9 +83,13 @@ layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP
       yield* assertLedgerVerifies
     }))
 
-  it.effect("KWD (exponent 3), fee returned: 12.345 KWD refunded in two parts returns the whole fee; the payable is back to 0", () =>
+  it.effect("KWD (exponent 3), fee returned (set by the operator's CLI): 12.345 KWD refunded in two parts returns the whole fee; the payable is back to 0", () =>
     Effect.gen(function* () {
-      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned KWD", "KWD", 12_345n, 533, true)
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned KWD", "KWD", 12_345n, 533, false)
+      const sql = yield* SqlClient.SqlClient
+      const [database] = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`SELECT current_database() AS name`)
+      const output = yield* runCli(withDatabase(testRun().adminDatabaseUrl, database?.name ?? ""), ["refunds", "fee-returned", merchant.merchantId, "true"])
+      assert.include(output, `"fee_returned":true`)
       assert.isTrue(fee_minor > 0n)
       const shares = yield* refundAll(merchant, id, 12_345n, fee_minor, [6_172, 6_173], "KWD")
       assert.strictEqual(shares.reduce((sum, share) => sum + share, 0n), fee_minor, "the whole fee, whatever the split")
