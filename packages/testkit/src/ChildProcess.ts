@@ -171,16 +171,19 @@ export const launchChild = (options: LaunchOptions): Child => {
   }
 }
 
-/** True when `url` answers 200 within the probe's timeout (any failure is "not yet"). */
+/**
+ * True when `url` answers 200 within the probe's timeout (any failure is "not yet"). The catch
+ * covers the body too: a timeout that fires while the body is read rejects `arrayBuffer`, which
+ * would otherwise escape as a defect.
+ */
 export const answersOk = (url: string) =>
   Effect.promise(() =>
-    fetch(url, { signal: AbortSignal.timeout(probeTimeout_ms) }).then(
-      async (response) => {
+    fetch(url, { signal: AbortSignal.timeout(probeTimeout_ms) })
+      .then(async (response) => {
         await response.arrayBuffer()
         return response.status === 200
-      },
-      () => false
-    )
+      })
+      .catch(() => false)
   )
 
 /** Polls `readyUrl` until 200, the process dies, or `timeout_ms` is spent (then fails with the output's tail). */

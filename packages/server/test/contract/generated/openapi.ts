@@ -411,6 +411,19 @@ export type components = {
             /** @enum {string} */
             title: "Internal error";
         };
+        InvariantViolationProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "invariant_violation";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/invariant_violation";
+            /** @enum {integer} */
+            status: 500;
+            /** @enum {string} */
+            title: "Internal error";
+        };
         DatabaseUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -1123,7 +1136,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1133,7 +1146,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1370,7 +1383,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1382,7 +1395,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1624,7 +1637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1636,7 +1649,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -1885,7 +1898,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1897,7 +1910,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
@@ -2139,7 +2152,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2151,7 +2164,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -2320,7 +2333,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2330,7 +2343,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2583,7 +2596,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2595,7 +2608,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
@@ -2760,7 +2773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2770,7 +2783,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2932,7 +2945,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2942,7 +2955,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3075,7 +3088,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3085,7 +3098,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3233,7 +3246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3243,7 +3256,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3469,7 +3482,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3481,7 +3494,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3638,7 +3651,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3648,7 +3661,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3890,7 +3903,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3902,7 +3915,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4059,7 +4072,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4069,7 +4082,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4302,7 +4315,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4314,7 +4327,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4549,7 +4562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4561,7 +4574,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4803,7 +4816,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4815,7 +4828,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4994,7 +5007,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5004,7 +5017,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5172,7 +5185,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5182,7 +5195,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5428,7 +5441,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5440,7 +5453,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5672,7 +5685,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5684,7 +5697,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
