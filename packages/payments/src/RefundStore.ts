@@ -161,11 +161,7 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
 }
 
 const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
-  /**
-   * The refund, locked (the completion's row lock). Not the payment's row: completions of one
-   * payment's refunds run side by side (the ledger's account locks order their postings); their
-   * events are ordered per refund, which is all a refund event's version promises (docs/events.md).
-   */
+  /** The refund, locked (the completion's row lock). */
   const lockedRefund = (refundId: RefundId) =>
     sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId]).pipe(
       Effect.flatMap((rows) => (rows[0] === undefined ? Effect.die(new Error(`refund ${refundId} vanished`)) : refundFromRow(rows[0])))
@@ -192,6 +188,12 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
             UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`
       const completed = yield* refundFromRow(rows[0])
+      // The payment's row lock, taken only now (after the posting: the lock is held for the event's
+      // insert and the COMMIT, not the ledger's work), keeps the payment's outbox rows in commit
+      // order, as every writer of them does (docs/events.md, "Ordered per payment"). Lock order:
+      // refund, ledger accounts, payment; nothing holds a SETTLED payment's lock while it waits for
+      // those accounts (the reservation reads the balance without locking it).
+      yield* sql`SELECT 1 AS one FROM payments WHERE id = ${completed.payment_id} FOR NO KEY UPDATE`
       yield* events.publish(completed, context)
       return completed
     })
