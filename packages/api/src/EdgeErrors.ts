@@ -50,6 +50,18 @@ export class DatabaseUnavailable extends CodedError<DatabaseUnavailable>()(
     : "the database did not complete the request; retry with the same Idempotency-Key"
 ) {}
 
+/**
+ * The database refused a write (SQLSTATE class 23, a guard trigger, the ledger's LGxxx): every such
+ * rule is checked by the code first, so reaching the edge is a bug of ours, not an outage and not
+ * the client's fault (docs/api.md, "Database failures"). Nothing was committed.
+ */
+export class InvariantViolation extends CodedError<InvariantViolation>()(
+  "invariant_violation",
+  "InvariantViolation",
+  {},
+  () => "the database refused a write the service should have refused first; nothing was committed; it has been logged"
+) {}
+
 /** A bug: an error nobody declared, or a defect. Logged with its cause; `failed` names what failed. */
 export class InternalError extends CodedError<InternalError>()(
   "internal_error",

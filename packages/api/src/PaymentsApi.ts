@@ -91,6 +91,9 @@ export const RefundJson = Schema.Struct({
   metadata: Metadata,
   failure_code: Schema.NullOr(FailureCode),
   failure_message: Schema.NullOr(FailureMessage),
+  fee_returned: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).annotate({
+    description: "The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED)"
+  }),
   created_at: InstantJson,
   updated_at: InstantJson
 })

@@ -58,6 +58,9 @@ export class UnauthorizedProblem extends problemFor("unauthorized") {}
 /** 503 from the authorization middleware: the database did not answer while checking the key. */
 export class DatabaseUnavailableProblem extends problemFor("database_unavailable") {}
 
+/** 500 from the authorization middleware: the database refused the key's lookup (a bug: a grant, the schema). */
+export class InternalErrorProblem extends problemFor("internal_error") {}
+
 export const DependencyCheck = Schema.Struct({
   name: Schema.String,
   status: Schema.Literals(["up", "down"]),
@@ -93,6 +96,8 @@ const problemSchemaOf = (code: ErrorCode): ProblemSchema => {
       return UnauthorizedProblem
     case "database_unavailable":
       return DatabaseUnavailableProblem
+    case "internal_error":
+      return InternalErrorProblem
     case "dependency_unavailable":
       return DependencyUnavailable
     default:
@@ -132,5 +137,6 @@ export const commonProblemCodes = [
   "authentication_rate_limited",
   "rate_limited",
   "database_unavailable",
+  "invariant_violation",
   "internal_error"
 ] as const satisfies ReadonlyArray<ErrorCode>

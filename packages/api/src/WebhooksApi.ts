@@ -1,16 +1,16 @@
-import { type ErrorCode, paymentEventTypes } from "@pay/domain"
+import { type ErrorCode, domainEventTypes } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
 import { IdempotencyKeyHeader } from "./PaymentsApi.ts"
 import { commonProblemCodes, problems } from "./Problems.ts"
 
-/** What an endpoint may subscribe to: the payment events, or `*` for all of them. */
-export const WebhookEventTypeJson = Schema.Literals(["*", ...paymentEventTypes])
+/** What an endpoint may subscribe to: the payment and refund events, or `*` for all of them. */
+export const WebhookEventTypeJson = Schema.Literals(["*", ...domainEventTypes])
 
 const EventTypes = Schema.Array(WebhookEventTypeJson).check(
   Schema.isMinLength(1, { message: "at least one event type" }),
-  Schema.isMaxLength(8, { message: "at most 8 event types" })
+  Schema.isMaxLength(16, { message: "at most 16 event types" })
 )
 const Url = Schema.String.check(Schema.isMaxLength(2_048, { message: "at most 2048 characters" })).annotate({
   description: "https URL of the merchant's receiver (http to loopback only in local and test mode)"

@@ -1,5 +1,7 @@
+import { eventAggregate } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import type { KafkaRecord } from "@pay/infra"
+import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
@@ -11,8 +13,19 @@ import { SqlClient } from "effect/sql"
  */
 export interface EventIdentity {
   readonly eventId: string
+  /**
+   * The aggregate whose version the event carries (`eventAggregate` of @pay/domain): the payment
+   * for a payment event, the REFUND for a refund event. Stored in the `payment_id` columns of
+   * processed_events / consumer_payment_versions. Build it with `eventIdentity`, never by hand.
+   */
   readonly paymentId: string
   readonly version: number
+}
+
+/** The identity of a decoded event: its ce_id and its aggregate's id and version (docs/events.md). */
+export const eventIdentity = (decoded: DecodedPaymentEvent): EventIdentity => {
+  const aggregate = eventAggregate(decoded.event)
+  return { eventId: decoded.envelope.ce_id, paymentId: aggregate.id, version: aggregate.version }
 }
 
 export type Claim = "new" | "duplicate" | "stale"

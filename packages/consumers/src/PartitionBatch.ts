@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
 import { claimBatch } from "./BatchClaims.ts"
-import { type BatchCounts, makeConsumerStore } from "./ConsumerStore.ts"
+import { type BatchCounts, eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
 /** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
@@ -77,7 +77,7 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
       const ahead = items.filter((item) => item.record.offset >= next)
       const claims = yield* claimBatch(sql, name, ahead.map(({ record, decoded }) => ({
         record,
-        identity: { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+        identity: eventIdentity(decoded)
       })))
       const outcomes = new Map<KafkaRecord, BatchOutcome>()
       const fresh: Array<Item> = []

@@ -10,6 +10,10 @@ import { reconciliationDifferences } from "./ConsumerModel.ts"
  * - the ledger: the settlement transactions (`payment:<id>:settlement`), gross on the acquirer
  *   receivable, net on the merchant payable, fee on platform fees;
  * - the payments table: SETTLED payments (gross, count) and their `payment_settlements` rows (fee, net).
+ * And the refunded money the same way (issue 19): the projection's refunded / fee returned / count
+ * (from `refund_succeeded` events only), the ledger's reversal postings (`payment:<id>:refund:<id>`:
+ * the refund credited to the acquirer receivable, the fee returned debited to platform fees), and
+ * the SUCCEEDED rows of the refunds table.
  * It reads the other capabilities' tables by name (SQL only, no import): a read, never a write.
  */
 const Amount = Schema.BigInt
@@ -27,7 +31,15 @@ export const ReconciliationRow = Schema.Struct({
   payments_gross_minor: Amount,
   payments_fees_minor: Amount,
   payments_net_minor: Amount,
-  payments_count: Amount
+  payments_count: Amount,
+  projection_refunded_minor: Amount,
+  projection_fee_returned_minor: Amount,
+  projection_refund_count: Amount,
+  ledger_refunded_minor: Amount,
+  ledger_fee_returned_minor: Amount,
+  ledger_refund_count: Amount,
+  refunds_refunded_minor: Amount,
+  refunds_count: Amount
 })
 export type ReconciliationRow = typeof ReconciliationRow.Type
 
@@ -42,13 +54,20 @@ const agrees = (row: ReconciliationRow): boolean =>
   row.projection_gross_minor === row.ledger_gross_minor && row.ledger_gross_minor === row.payments_gross_minor &&
   row.projection_fees_minor === row.ledger_fees_minor && row.ledger_fees_minor === row.payments_fees_minor &&
   row.projection_net_minor === row.ledger_net_minor && row.ledger_net_minor === row.payments_net_minor &&
-  row.projection_count === row.ledger_count && row.ledger_count === row.payments_count
+  row.projection_count === row.ledger_count && row.ledger_count === row.payments_count &&
+  refundsAgree(row)
+
+const refundsAgree = (row: ReconciliationRow): boolean =>
+  row.projection_refunded_minor === row.ledger_refunded_minor && row.ledger_refunded_minor === row.refunds_refunded_minor &&
+  row.projection_refund_count === row.ledger_refund_count && row.ledger_refund_count === row.refunds_count &&
+  row.projection_fee_returned_minor === row.ledger_fee_returned_minor
 
 export const makeReconciliation = (sql: SqlClient.SqlClient) => {
   const query = (generation: number) =>
     decodeRows(ReconciliationRow)(sql`
       WITH projection AS (
-        SELECT merchant_id, currency, settled_gross_minor AS gross, fees_minor AS fees, net_minor AS net, payment_count AS n
+        SELECT merchant_id, currency, settled_gross_minor AS gross, fees_minor AS fees, net_minor AS net, payment_count AS n,
+          refunded_minor AS refunded, fee_returned_minor AS fee_returned, refund_count AS refunds_n
         FROM settlement_projection WHERE generation = ${generation}
       ), settlement_transactions AS (
         SELECT t.id, p.merchant_id
@@ -71,6 +90,21 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
         FROM payments p LEFT JOIN payment_settlements s ON s.payment_id = p.id
         WHERE p.status = 'SETTLED'
         GROUP BY p.merchant_id, p.currency
+      ), reversals AS (
+        SELECT r.merchant_id, e.currency,
+          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'acquirer:receivable:%'), 0) AS refunded,
+          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'debit' AND a.code LIKE 'platform:fees:%'), 0) AS fee_returned,
+          count(DISTINCT t.id) AS n
+        FROM transactions t
+        JOIN refunds r ON t.reference = 'payment:' || r.payment_id || ':refund:' || r.id
+        JOIN ledger_entries e ON e.transaction_id = t.id
+        JOIN accounts a ON a.id = e.account_id
+        WHERE t.reference LIKE 'payment:%:refund:%'
+        GROUP BY r.merchant_id, e.currency
+      ), refunded AS (
+        SELECT merchant_id, currency, sum(amount_minor) AS refunded, count(*) AS n
+        FROM refunds WHERE status = 'SUCCEEDED'
+        GROUP BY merchant_id, currency
       )
       SELECT merchant_id, currency,
         coalesce(projection.gross, 0)::bigint AS projection_gross_minor, coalesce(projection.fees, 0)::bigint AS projection_fees_minor,
@@ -78,10 +112,19 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
         coalesce(ledger.gross, 0)::bigint AS ledger_gross_minor, coalesce(ledger.fees, 0)::bigint AS ledger_fees_minor,
         coalesce(ledger.net, 0)::bigint AS ledger_net_minor, coalesce(ledger.n, 0)::bigint AS ledger_count,
         coalesce(paid.gross, 0)::bigint AS payments_gross_minor, coalesce(paid.fees, 0)::bigint AS payments_fees_minor,
-        coalesce(paid.net, 0)::bigint AS payments_net_minor, coalesce(paid.n, 0)::bigint AS payments_count
+        coalesce(paid.net, 0)::bigint AS payments_net_minor, coalesce(paid.n, 0)::bigint AS payments_count,
+        coalesce(projection.refunded, 0)::bigint AS projection_refunded_minor,
+        coalesce(projection.fee_returned, 0)::bigint AS projection_fee_returned_minor,
+        coalesce(projection.refunds_n, 0)::bigint AS projection_refund_count,
+        coalesce(reversals.refunded, 0)::bigint AS ledger_refunded_minor,
+        coalesce(reversals.fee_returned, 0)::bigint AS ledger_fee_returned_minor,
+        coalesce(reversals.n, 0)::bigint AS ledger_refund_count,
+        coalesce(refunded.refunded, 0)::bigint AS refunds_refunded_minor, coalesce(refunded.n, 0)::bigint AS refunds_count
       FROM projection
       FULL JOIN ledger USING (merchant_id, currency)
       FULL JOIN paid USING (merchant_id, currency)
+      FULL JOIN reversals USING (merchant_id, currency)
+      FULL JOIN refunded USING (merchant_id, currency)
       ORDER BY merchant_id, currency`)
 
   /** Compares the three sources for the live generation (or `generation`), and sets the gauge. */

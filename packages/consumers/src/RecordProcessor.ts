@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerHandler, consumerParked, countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
-import { type Claim, type Counter, makeConsumerStore } from "./ConsumerStore.ts"
+import { type Claim, type Counter, eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
 import { makeDeadLetters } from "./DeadLetters.ts"
 
 /** One attempt at a record failed in a way that may be the record's fault (parked after the retries). */
@@ -125,7 +125,7 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
       sql.withTransaction(Effect.gen(function* () {
         const next = yield* store.lockOffset(name, record.topic, record.partition)
         if (record.offset < next) return "behind" as const
-        const identity = { eventId: decoded.envelope.ce_id, paymentId: decoded.event.payment_id, version: decoded.event.version }
+        const identity = eventIdentity(decoded)
         const claim = yield* store.claim(name, identity, record)
         if (claim === "new") yield* handler.apply(decoded, record)
         if (settings.faults?.insideTransaction !== undefined) yield* settings.faults.insideTransaction(record)

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
-import { makeConsumerStore } from "./ConsumerStore.ts"
+import { eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
 import { makeDeadLetters, recordOf } from "./DeadLetters.ts"
 import { decodeRecord, errorText } from "./RecordProcessor.ts"
 import { makeSettlementProjection } from "./SettlementProjection.ts"
@@ -38,11 +38,7 @@ export const redrive = (id: bigint) =>
       const record = recordOf(letter)
       const attempt = Effect.gen(function* () {
         const decoded = yield* decodeRecord(record)
-        const claim = yield* store.claim(letter.consumer, {
-          eventId: decoded.envelope.ce_id,
-          paymentId: decoded.event.payment_id,
-          version: decoded.event.version
-        }, record)
+        const claim = yield* store.claim(letter.consumer, eventIdentity(decoded), record)
         if (claim === "new") yield* handler.apply(decoded, record)
         return claim === "new" ? "applied" as const : claim
       })

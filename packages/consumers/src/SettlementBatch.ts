@@ -25,6 +25,23 @@ export const settledSplit = (event: Event) =>
     return { gross_minor, fee_minor, net_minor }
   })
 
+/**
+ * A refund_succeeded event's money: the refund and the part of the fee given back with it (0 when
+ * the fee is kept), refused (HandlerFailed) when the fee returned exceeds the refund. Only
+ * refund_succeeded moves money: refund_created and refund_failed are counted, nothing else.
+ */
+export const refundedSplit = (event: Event) =>
+  Effect.gen(function* () {
+    if (event.type !== "refund_succeeded") return null
+    const fee_returned_minor = event.fee_returned_minor ?? 0n
+    if (fee_returned_minor > event.amount_minor) {
+      return yield* new HandlerFailed({
+        message: `refund_succeeded ${event.refund_id}: fee returned ${fee_returned_minor} exceeds the refund ${event.amount_minor}`
+      })
+    }
+    return { refunded_minor: BigInt(event.amount_minor), fee_returned_minor }
+  })
+
 interface Sum {
   generation: number
   merchant_id: string
@@ -33,6 +50,9 @@ interface Sum {
   fees_minor: bigint
   net_minor: bigint
   payment_count: number
+  refunded_minor: bigint
+  fee_returned_minor: bigint
+  refund_count: number
   last_event_at: Date
 }
 
@@ -55,17 +75,26 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
       count.event_count += 1
       counts.set(countKey, count)
       const split = yield* settledSplit(event)
-      if (split === null) continue
+      const refunded = yield* refundedSplit(event)
+      if (split === null && refunded === null) continue
       const sumKey = `${event.merchant_id}\u0000${event.currency}`
       const occurredAt = new Date(event.occurred_at.epochMilliseconds)
       const sum = sums.get(sumKey) ?? {
         generation, merchant_id: event.merchant_id, currency: event.currency,
-        settled_gross_minor: 0n, fees_minor: 0n, net_minor: 0n, payment_count: 0, last_event_at: occurredAt
+        settled_gross_minor: 0n, fees_minor: 0n, net_minor: 0n, payment_count: 0,
+        refunded_minor: 0n, fee_returned_minor: 0n, refund_count: 0, last_event_at: occurredAt
       }
-      sum.settled_gross_minor += split.gross_minor
-      sum.fees_minor += split.fee_minor
-      sum.net_minor += split.net_minor
-      sum.payment_count += 1
+      if (split !== null) {
+        sum.settled_gross_minor += split.gross_minor
+        sum.fees_minor += split.fee_minor
+        sum.net_minor += split.net_minor
+        sum.payment_count += 1
+      }
+      if (refunded !== null) {
+        sum.refunded_minor += refunded.refunded_minor
+        sum.fee_returned_minor += refunded.fee_returned_minor
+        sum.refund_count += 1
+      }
       if (occurredAt > sum.last_event_at) sum.last_event_at = occurredAt
       sums.set(sumKey, sum)
     }
@@ -85,6 +114,9 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
           fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
           net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
           payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
+          refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
+          fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
+          refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
           last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
     }
   })

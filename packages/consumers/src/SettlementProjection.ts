@@ -2,12 +2,13 @@ import { decodeRow, decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
-import { applySettlementBatch, settledSplit } from "./SettlementBatch.ts"
+import { applySettlementBatch, refundedSplit, settledSplit } from "./SettlementBatch.ts"
 
 /**
  * The settlement read model: per merchant and currency, settled gross, fees, net, payment count
- * and last event time, built from `payment_settled` events ONLY (never the ledger), so that
- * reconciling it with the ledger proves the events tell the truth. The other event types are
+ * and last event time, built from `payment_settled` events ONLY (never the ledger), and the
+ * refunded money (refunded, fee returned, refund count) from `refund_succeeded` events only, so
+ * that reconciling it with the ledger proves the events tell the truth. The other event types are
  * counted. Each generation is a full copy; `settlement_projection_live` names the one served.
  */
 export const settlementConsumerName = (generation: number): string => `settlement.g${generation}`
@@ -22,6 +23,9 @@ export const ProjectionRow = Schema.Struct({
   fees_minor: Schema.BigInt,
   net_minor: Schema.BigInt,
   payment_count: Schema.BigInt,
+  refunded_minor: Schema.BigInt,
+  fee_returned_minor: Schema.BigInt,
+  refund_count: Schema.BigInt,
   last_event_at: Schema.NullOr(Schema.Date)
 })
 export type ProjectionRow = typeof ProjectionRow.Type
@@ -31,7 +35,8 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
 
   const rows = (generation: number) =>
     decodeRows(ProjectionRow)(sql`
-      SELECT merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count, last_event_at
+      SELECT merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count,
+             refunded_minor, fee_returned_minor, refund_count, last_event_at
       FROM settlement_projection WHERE generation = ${generation} ORDER BY merchant_id, currency`)
 
   const eventCounts = (generation: number) =>
@@ -48,6 +53,19 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
           INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
           VALUES (${generation}, ${event.type}, ${record.partition}, 1)
           ON CONFLICT (generation, event_type, partition) DO UPDATE SET event_count = settlement_projection_event_counts.event_count + 1`
+        const refunded = yield* refundedSplit(event)
+        if (refunded !== null) {
+          const at = new Date(event.occurred_at.epochMilliseconds)
+          yield* sql`
+            INSERT INTO settlement_projection (generation, merchant_id, currency, refunded_minor, fee_returned_minor, refund_count, last_event_at)
+            VALUES (${generation}, ${event.merchant_id}, ${event.currency}, ${refunded.refunded_minor}, ${refunded.fee_returned_minor}, 1, ${at})
+            ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+              refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
+              fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
+              refund_count = settlement_projection.refund_count + 1,
+              last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
+          return
+        }
         const split = yield* settledSplit(event)
         if (split === null || event.type !== "payment_settled") return
         const occurredAt = new Date(event.occurred_at.epochMilliseconds)

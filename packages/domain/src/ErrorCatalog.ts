@@ -116,6 +116,10 @@ export const errorCatalog = {
     meaning: "The request's headers are over 16 KiB (the connection is closed)"
   },
   internal_error: { status: 500, title: "Internal error", retry: "same_key", meaning: "A bug; logged with its cause" },
+  invariant_violation: {
+    status: 500, title: "Internal error", retry: "same_key",
+    meaning: "The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed"
+  },
   acquirer_timeout: {
     status: 503, title: "Service unavailable", retry: "same_key",
     meaning: "The bank did not answer in time: the outcome is unknown (`Retry-After: 1`)"

@@ -107,7 +107,30 @@ export const PaymentExpired = Schema.Struct({
 })
 export type PaymentExpired = typeof PaymentExpired.Type
 
-export const PaymentEvent = Schema.Union([PaymentCreated, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentCanceled, PaymentExpired])
+/**
+ * A warning, not a change (issue 19): the authorization of this AUTHORIZED payment lapses at
+ * `authorization_expires_at` unless it is captured first. Written once per payment by the expiry
+ * job, a configurable lead time before (`PAYMENT_EXPIRY_WARNING_MS`). `version` is the payment's
+ * current version (unchanged: nothing changed); for ordering checks it is its own aggregate
+ * (`eventAggregate` in RefundEvents.ts).
+ */
+export const PaymentExpiring = Schema.Struct({
+  type: Schema.tag("payment_expiring"),
+  ...common,
+  status: Schema.Literal("AUTHORIZED"),
+  authorization_expires_at: Schema.DateTimeUtcFromString
+})
+export type PaymentExpiring = typeof PaymentExpiring.Type
+
+export const PaymentEvent = Schema.Union([
+  PaymentCreated,
+  PaymentAuthorized,
+  PaymentSettled,
+  PaymentFailed,
+  PaymentCanceled,
+  PaymentExpired,
+  PaymentExpiring
+])
 export type PaymentEvent = typeof PaymentEvent.Type
 /** The JSON form of an event, as stored in `outbox_events.payload`. */
 export type PaymentEventJson = typeof PaymentEvent.Encoded
@@ -118,7 +141,8 @@ export const paymentEventTypes = [
   "payment_settled",
   "payment_failed",
   "payment_canceled",
-  "payment_expired"
+  "payment_expired",
+  "payment_expiring"
 ] as const
 export const PaymentEventType = Schema.Literals(paymentEventTypes)
 export type PaymentEventType = typeof PaymentEventType.Type

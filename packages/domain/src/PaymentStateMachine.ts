@@ -23,6 +23,11 @@ export type PaymentCommandName = typeof PaymentCommandName.Type
 
 /** How long an authorization holds the funds unless the caller says otherwise (7 days). */
 export const AUTHORIZATION_TTL_MS_DEFAULT = 7 * 24 * 60 * 60 * 1000
+/**
+ * `AUTHORIZATION_LIFETIME_MS` bounds: at least a minute, at most 30 days (the longest hold card
+ * schemes allow for any merchant category; most issuers release after 7).
+ */
+export const authorizationLifetimeBounds = { min: 60 * 1000, max: 30 * 24 * 60 * 60 * 1000 } as const
 
 /** `expires_at`: when the authorization lapses (default: {@link AUTHORIZATION_TTL_MS_DEFAULT} after it). */
 export const Authorize = Schema.TaggedStruct("authorize", { expires_at: Schema.optionalKey(Schema.DateTimeUtc) })

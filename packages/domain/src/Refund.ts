@@ -1,8 +1,8 @@
-import { Effect, Schema } from "effect"
+import { Effect, Schema, SchemaTransformation } from "effect"
 import { Currency } from "./Currency.ts"
 import { CodedError } from "./DescribedError.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
-import { AmountMinorFromJsonNumber } from "./Money.ts"
+import { AMOUNT_MINOR_MAX, AmountMinorFromJsonNumber } from "./Money.ts"
 import { FailureCode, FailureMessage, Metadata } from "./Payment.ts"
 
 /**
@@ -33,6 +33,10 @@ export type RefundStatus = typeof RefundStatus.Type
 export const RefundReason = Schema.Literals(["requested_by_customer", "duplicate", "fraudulent"])
 export type RefundReason = typeof RefundReason.Type
 
+const FeeReturnedMinor = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: Number(AMOUNT_MINOR_MAX) })).pipe(
+  Schema.decodeTo(Schema.BigInt, SchemaTransformation.transform({ decode: (amount: number) => BigInt(amount), encode: (amount: bigint) => Number(amount) }))
+)
+
 export class Refund extends Schema.Class<Refund>("Refund")(
   Schema.Struct({
     id: RefundId,
@@ -45,6 +49,8 @@ export class Refund extends Schema.Class<Refund>("Refund")(
     metadata: Metadata,
     failure_code: Schema.NullOr(FailureCode),
     failure_message: Schema.NullOr(FailureMessage),
+    /** The part of the platform's fee given back with a SUCCEEDED refund (0 when the fee is kept). */
+    fee_returned_minor: FeeReturnedMinor,
     created_at: Schema.DateTimeUtcFromString,
     updated_at: Schema.DateTimeUtcFromString
   }).check(

@@ -1,7 +1,7 @@
 // Issue 12, "never attacked by raw SQL": an idempotency key names one request forever, and a
 // merchant's key exists once (migrations/0005_idempotency.sql, 0008). Raw SQL as the table owner.
 import { layer } from "@effect/vitest"
-import { expectRefused, TestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, TestDatabase } from "@pay/testkit"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 
@@ -18,7 +18,7 @@ layer(TestDatabase, { timeout: "60 seconds" })("attacks on idempotency keys (raw
       const sql = yield* SqlClient.SqlClient
       yield* sql`INSERT INTO merchants (id, name) VALUES (${MERCHANT}, 'Attacked') ON CONFLICT DO NOTHING`
       yield* insertKey(sql, "dup-key")
-      yield* expectRefused("23505", "idempotency_keys_merchant_key")(insertKey(sql, "dup-key"))
+      yield* expectSqlRefusal({ code: "23505", constraint: "idempotency_keys_merchant_key" })(insertKey(sql, "dup-key"))
     }))
 
   it.effect("the request a key names (method, path, fingerprint, body, operation, merchant) can never be rewritten", () =>
@@ -34,7 +34,7 @@ layer(TestDatabase, { timeout: "60 seconds" })("attacks on idempotency keys (raw
         sql`UPDATE idempotency_keys SET operation = '{"_tag": "settle"}'::jsonb WHERE idempotency_key = 'immutable-key'`,
         sql`UPDATE idempotency_keys SET idempotency_key = 'other' WHERE idempotency_key = 'immutable-key'`
       ]
-      for (const rewrite of rewrites) yield* expectRefused("23000")(rewrite)
+      for (const rewrite of rewrites) yield* expectSqlRefusal({ code: "23000" })(rewrite)
       // The bookkeeping of a run may change.
       yield* sql`UPDATE idempotency_keys SET recovery_point = 'payment_created' WHERE idempotency_key = 'immutable-key'`
     }))

@@ -1,6 +1,6 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { expectRefused } from "@pay/testkit"
+import { expectSqlRefusal } from "@pay/testkit"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ledger } from "../src/Ledger.ts"
@@ -51,7 +51,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       const before = yield* payableBalance
       const entriesBefore = yield* countRows("ledger_entries")
       // The audit's reproduction: the deferred check fires (and passes) at SET CONSTRAINTS.
-      const refusal = yield* expectRefused("LG003")(sql.withTransaction(Effect.gen(function* () {
+      const refusal = yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
         yield* balancedPair(sql, "atk-immediate", cash, payable, 100n)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         yield* extraEntry(sql, "atk-immediate", 3, payable, "credit", 1_000_000n)
@@ -59,7 +59,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       assert.include(refusal.message, "written by one statement")
       // The same credit with a matching debit (balanced on its own) is refused too: the transaction
       // is sealed at the end of the statement that wrote its entries.
-      yield* expectRefused("LG003")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
         yield* balancedPair(sql, "atk-immediate-pair", cash, payable, 100n)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
@@ -76,7 +76,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
     Effect.gen(function* () {
       const { sql, cash, payable } = yield* setup
       for (const mode of ["DEFERRED", "IMMEDIATE"] as const) {
-        const refusal = yield* expectRefused("LG001")(sql.withTransaction(Effect.gen(function* () {
+        const refusal = yield* expectSqlRefusal({ code: "LG001" })(sql.withTransaction(Effect.gen(function* () {
           yield* sql.unsafe(`SET CONSTRAINTS ALL ${mode}`)
           yield* sql`
             WITH t AS (INSERT INTO transactions (reference, description) VALUES (${`atk-cte-${mode}`}, 'attack') RETURNING id)
@@ -97,7 +97,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       const before = yield* payableBalance
       // Entries in a savepoint, the deferred check fired there, the savepoint rolled back: the
       // transaction row is left without entries, and COMMIT refuses it.
-      yield* expectRefused("LG001")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG001" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`INSERT INTO transactions (reference, description) VALUES ('atk-savepoint', 'attack')`
         yield* sql`SAVEPOINT atk`
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
@@ -108,7 +108,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
         yield* sql`ROLLBACK TO SAVEPOINT atk`
       })))
       // A balanced pair, then a savepoint and an extra credit released into the transaction.
-      yield* expectRefused("LG003")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
         yield* balancedPair(sql, "atk-savepoint-extra", cash, payable, 100n)
         yield* sql`SAVEPOINT atk`
         yield* extraEntry(sql, "atk-savepoint-extra", 3, payable, "credit", 1_000_000n)
@@ -121,7 +121,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
   it.effect("several statements: a debit now and the credit later is refused at the first statement", () =>
     Effect.gen(function* () {
       const { sql, cash, payable } = yield* setup
-      yield* expectRefused("LG001")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG001" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`INSERT INTO transactions (reference, description) VALUES ('atk-split', 'attack')`
         yield* extraEntry(sql, "atk-split", 1, cash, "debit", 100n)
         yield* extraEntry(sql, "atk-split", 2, payable, "credit", 100n)
@@ -134,7 +134,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       const { sql, payable } = yield* setup
       const before = yield* payableBalance
       // Before: the guard skipped any write at pg_trigger_depth() > 0, so this committed.
-      const refusal = yield* expectRefused("LG004")(sql.withTransaction(Effect.gen(function* () {
+      const refusal = yield* expectSqlRefusal({ code: "LG004" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`CREATE TEMP TABLE atk_trap (x int) ON COMMIT DROP`
         yield* sql.unsafe(`CREATE FUNCTION pg_temp.atk_boost() RETURNS trigger LANGUAGE plpgsql AS $$
           BEGIN
@@ -146,7 +146,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       })))
       assert.include(refusal.message, "stored balances change only through ledger entries")
       // The entries trigger itself, attached to a table of the session's own with fake entries.
-      yield* expectRefused("LG004")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG004" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`CREATE TEMP TABLE atk_entries (LIKE public.ledger_entries) ON COMMIT DROP`
         yield* sql`CREATE TRIGGER atk_apply AFTER INSERT ON atk_entries REFERENCING NEW TABLE AS new_entries
                    FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_apply_entries()`

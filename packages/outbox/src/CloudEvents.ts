@@ -1,4 +1,4 @@
-import { decodePaymentEvent, type PaymentEvent } from "@pay/domain"
+import { decodeDomainEvent, type DomainEvent } from "@pay/domain"
 import { Effect, Schema } from "effect"
 
 /**
@@ -88,14 +88,15 @@ export class MalformedEventRecord extends Schema.TaggedError<MalformedEventRecor
   message: Schema.String
 }) {}
 
+/** A payment's event or one of its refunds' events: all travel on the payment's key (docs/events.md). */
 export interface DecodedPaymentEvent {
   readonly envelope: CloudEventHeaders
-  readonly event: PaymentEvent
+  readonly event: DomainEvent
 }
 
 /**
  * What a consumer of `payments.events` does with a record: decode the CloudEvents headers, decode
- * the JSON value with the shared `PaymentEvent` schema, and check that the two agree (type, the
+ * the JSON value with the shared `DomainEvent` schema (payment and refund events), and check that the two agree (type, the
  * subject's payment id, and the record key). Deduplicate on `envelope.ce_id`.
  */
 export const decodePaymentEventRecord = (record: {
@@ -106,7 +107,7 @@ export const decodePaymentEventRecord = (record: {
   Effect.gen(function* () {
     const envelope = yield* decodeCloudEventHeaders(record.headers)
     const json = yield* Effect.try({ try: (): unknown => JSON.parse(record.value), catch: (error) => String(error) })
-    const event = yield* decodePaymentEvent(json)
+    const event = yield* decodeDomainEvent(json)
     if (event.type !== envelope.ce_type) return yield* Effect.fail(`ce_type ${envelope.ce_type} but data type ${event.type}`)
     if (envelope.ce_subject !== `payment/${event.payment_id}`) {
       return yield* Effect.fail(`ce_subject ${envelope.ce_subject} is not payment/${event.payment_id}`)

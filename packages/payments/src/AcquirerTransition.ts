@@ -1,7 +1,9 @@
 import { Acquirer, type AcquirerError, type AcquirerOutcome, type Declined } from "@pay/acquirer"
 import {
   type AmountMinor,
+  AUTHORIZATION_TTL_MS_DEFAULT,
   AuthorizationExpired,
+  authorizationLifetimeBounds,
   isAuthorizationExpired,
   CaptureExceedsAuthorized,
   commandTarget,
@@ -15,8 +17,9 @@ import {
   ruleFor
 } from "@pay/domain"
 import type { Execution } from "@pay/idempotency"
+import { isWithin } from "@pay/infra"
 import { SettlementPosting } from "@pay/settlement"
-import { DateTime, Effect, Option, Schema } from "effect"
+import { Context, DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
@@ -131,8 +134,10 @@ export const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount
 }
 
 /** The command the acquirer's answer calls for ("refuse": none, see `AcquirerStep.declined`). */
-const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor: AmountMinor): PaymentCommand | "refuse" => {
+/** An approved authorization holds the funds until `expires_at` (now + the configured lifetime). */
+const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor: AmountMinor, expires_at: DateTime.Utc): PaymentCommand | "refuse" => {
   if (answer._tag !== "Approved") return step.declined(answer)
+  if (step.command === "authorize") return { _tag: "authorize", expires_at }
   return step.command === "settle" ? { _tag: "settle", amount_minor } : { _tag: step.command }
 }
 
@@ -163,12 +168,23 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
       })
     )
   )
+/**
+ * How long an authorization holds the funds (`AUTHORIZATION_LIFETIME_MS`, within
+ * `authorizationLifetimeBounds`; the server provides it from its configuration).
+ */
+export const AuthorizationLifetime = Context.Reference<number>("payments/AuthorizationLifetime", {
+  defaultValue: () => AUTHORIZATION_TTL_MS_DEFAULT
+})
 
 export const makeAcquirerTransition = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const payments = yield* PaymentRepository
   const acquirer = yield* Acquirer
   const applyAndFinish = makeApplyAndFinish(sql, payments, yield* SettlementPosting)
+  const lifetime_ms = yield* AuthorizationLifetime
+  if (!isWithin(lifetime_ms, authorizationLifetimeBounds)) {
+    return yield* Effect.die(new Error(`authorization lifetime ${lifetime_ms} ms outside ${authorizationLifetimeBounds.min}..${authorizationLifetimeBounds.max}`))
+  }
 
   const refuse = (execution: Execution<PaymentOutcome>, error: PaymentRefusal) =>
     sql.withTransaction(execution.finish(PaymentOutcome.Refused({ error })))
@@ -195,7 +211,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
   ) =>
     Effect.gen(function* () {
       const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
-      const command = commandAfter(step, answer, amount_minor)
+      const command = commandAfter(step, answer, amount_minor, DateTime.add(yield* DateTime.now, { milliseconds: lifetime_ms }))
       if (command === "refuse") {
         const to = commandTarget[step.command]
         return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))

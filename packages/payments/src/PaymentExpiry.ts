@@ -1,9 +1,11 @@
 import { Acquirer } from "@pay/acquirer"
 import { MerchantId, PaymentId } from "@pay/domain"
-import { decodeRows } from "@pay/infra"
+import { decodeRows, isWithin } from "@pay/infra"
+import { OutboxWriter } from "@pay/outbox"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import { expiryWarningLeadBounds, makeExpiryWarnings } from "./ExpiryWarning.ts"
 import { acquirerReference } from "./PaymentOperation.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
@@ -32,6 +34,11 @@ const DueRow = Schema.Struct({ id: PaymentId, merchant_id: MerchantId })
  */
 export class PaymentExpiry extends Context.Service<PaymentExpiry, {
   readonly expireDue: (batch_max: number) => Effect.Effect<ExpiryReport, SqlError>
+  /**
+   * Writes `payment_expiring` (once per payment) for at most `batch_max` authorizations that lapse
+   * within `lead_ms` (0: none); how many were warned (ExpiryWarning.ts).
+   */
+  readonly warnDue: (lead_ms: number, batch_max: number) => Effect.Effect<number, SqlError>
 }>()("payments/PaymentExpiry") {
   static readonly layer: Layer.Layer<PaymentExpiry, never, SqlClient.SqlClient | PaymentRepository | Acquirer> = Layer.effect(
     PaymentExpiry,
@@ -39,6 +46,7 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
       const sql = yield* SqlClient.SqlClient
       const payments = yield* PaymentRepository
       const acquirer = yield* Acquirer
+      const warnings = makeExpiryWarnings(sql, yield* OutboxWriter)
       const context = { actor: "system:expiry", correlationId: "authorization-expiry" }
 
       /** One due authorization: "expired", "skipped" or "unanswered". */
@@ -84,7 +92,13 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
         }
         return report
       })
-      return PaymentExpiry.of({ expireDue })
+      const warnDue = Effect.fn("PaymentExpiry.warnDue")(function* (lead_ms: number, batch_max: number) {
+        if (!isWithin(lead_ms, expiryWarningLeadBounds) || !isWithin(batch_max, expiryBatchBounds)) {
+          return yield* Effect.die(new Error(`expiry warning lead ${lead_ms} ms or batch ${batch_max} out of bounds`))
+        }
+        return yield* warnings.warnDue(lead_ms, batch_max)
+      })
+      return PaymentExpiry.of({ expireDue, warnDue })
     })
-  )
+  ).pipe(Layer.provide(OutboxWriter.layer))
 }

@@ -1,4 +1,5 @@
 import type { Acquirer } from "@pay/acquirer"
+import { OutboxWriter } from "@pay/outbox"
 import type { MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
 import type { Execution, Finished, GatedStart, KeyAtOnce } from "@pay/idempotency"
 import type { RefundPosting, SettlementPosting } from "@pay/settlement"
@@ -55,7 +56,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
   /** A payment's refunds, oldest first, at most `limit`. */
   readonly listRefunds: (merchantId: MerchantId, paymentId: string, limit: number) => Effect.Effect<ReadonlyArray<Refund>, PaymentNotFound | SqlError>
 }>()("payments/PaymentUseCases") {
-  /** Needs the repository, the acquirer, the settlement posting and the SQL client. */
+  /** Needs the repository, the acquirer, the settlement posting and the SQL client (the refunds' outbox writer is built on it). */
   static readonly layer: Layer.Layer<
     PaymentUseCases,
     never,
@@ -79,7 +80,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
           case "settle":
             return transition(acquirerSteps.settle, merchantId, operation.payment_id, context, execution, operation.amount_minor)
           case "refund":
-            return refund(merchantId, operation, execution)
+            return refund(merchantId, operation, context, execution)
         }
       }
       return PaymentUseCases.of({
@@ -103,5 +104,5 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
           )
       })
     })
-  )
+  ).pipe(Layer.provide(OutboxWriter.layer))
 }

@@ -3,6 +3,7 @@ import { type MerchantId, PaymentId, PaymentNotFound, RefundId } from "@pay/doma
 import type { Execution } from "@pay/idempotency"
 import { Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import type { ChangeContext } from "./ChangeContext.ts"
 import { PaymentOutcome, type PaymentRefusal, RecoveryPoint, type RefundOperation } from "./PaymentOperation.ts"
 import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { makeRefundStore } from "./RefundStore.ts"
@@ -35,9 +36,15 @@ export const makeRefundPayment = Effect.gen(function* () {
     sql.withTransaction(execution.finish(PaymentOutcome.Refused({ error })))
 
   /** Step 1: the PENDING refund and the recovery point, or the stored refusal. */
-  const reserve = (merchantId: MerchantId, paymentId: PaymentId, operation: RefundOperation, execution: Execution<PaymentOutcome>) =>
+  const reserve = (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    operation: RefundOperation,
+    context: ChangeContext,
+    execution: Execution<PaymentOutcome>
+  ) =>
     sql.withTransaction(
-      store.reserve(merchantId, paymentId, operation).pipe(
+      store.reserve(merchantId, paymentId, operation, context).pipe(
         Effect.flatMap((refund) => execution.advance(RecoveryPoint.refundRequested, { refund_id: refund.id })),
         Effect.map((record) => ({ _tag: "Reserved" as const, record }))
       )
@@ -51,13 +58,13 @@ export const makeRefundPayment = Effect.gen(function* () {
       })
     )
 
-  return (merchantId: MerchantId, operation: RefundOperation, execution: Execution<PaymentOutcome>) =>
+  return (merchantId: MerchantId, operation: RefundOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) =>
     Effect.gen(function* () {
       const paymentId = decodePaymentId(operation.payment_id)
       if (Option.isNone(paymentId)) return yield* refuse(execution, new PaymentNotFound({ paymentId: operation.payment_id.slice(0, 100) }))
       let record = execution.record
       if (record.recoveryPoint === RecoveryPoint.started) {
-        const reserved = yield* reserve(merchantId, paymentId.value, operation, execution)
+        const reserved = yield* reserve(merchantId, paymentId.value, operation, context, execution)
         if (!("_tag" in reserved)) return reserved
         record = reserved.record
       }
@@ -71,7 +78,7 @@ export const makeRefundPayment = Effect.gen(function* () {
         currency: refund.currency
       }).pipe(measureAcquirerCall("refund"))
       return yield* sql.withTransaction(
-        store.complete(refund.id, answer._tag === "Approved" ? { _tag: "Approved" } : { _tag: "Declined", code: answer.code, message: answer.message }).pipe(
+        store.complete(refund.id, answer._tag === "Approved" ? { _tag: "Approved" } : { _tag: "Declined", code: answer.code, message: answer.message }, context).pipe(
           Effect.flatMap((completed) => execution.finish(PaymentOutcome.Refunded({ refund: completed })))
         )
       )

@@ -13,11 +13,14 @@ import {
   RefundNotFound,
   type RefundReason
 } from "@pay/domain"
+import { OutboxWriter } from "@pay/outbox"
 import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import type { ChangeContext } from "./ChangeContext.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
+import { makeRefundEvents } from "./RefundEventsOut.ts"
 
 const RefundRow = Schema.Struct({
   id: Schema.String,
@@ -30,6 +33,7 @@ const RefundRow = Schema.Struct({
   metadata: Schema.Unknown,
   failure_code: Schema.NullOr(Schema.String),
   failure_message: Schema.NullOr(Schema.String),
+  fee_returned_minor: Schema.BigInt,
   created_at: Schema.Date,
   updated_at: Schema.Date
 })
@@ -43,6 +47,7 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
       decodeRefund({
         ...decoded,
         amount_minor: Number(decoded.amount_minor),
+        fee_returned_minor: Number(decoded.fee_returned_minor),
         created_at: decoded.created_at.toISOString(),
         updated_at: decoded.updated_at.toISOString()
       })
@@ -51,7 +56,8 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
     Effect.orDie
   )
 
-const refundColumns = "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, created_at, updated_at"
+const refundColumns =
+  "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, fee_returned_minor, created_at, updated_at"
 
 const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, pending_minor: Schema.BigInt })
 const decodeRefunded = Schema.decodeUnknownEffect(Schema.Array(RefundedRow))
@@ -74,10 +80,13 @@ export type RefundRefusal = PaymentNotFound | PaymentNotRefundable | RefundExcee
 export const makeRefundStore = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const posting = yield* RefundPosting
-  return { ...makeReservation(sql, posting), ...makeCompletion(sql, posting), ...makeRefundReads(sql) }
+  const events = makeRefundEvents(yield* OutboxWriter)
+  return { ...makeReservation(sql, posting, events), ...makeCompletion(sql, posting, events), ...makeRefundReads(sql) }
 })
 
-const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
+type RefundEvents = ReturnType<typeof makeRefundEvents>
+
+const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
   const lockedPayment = (merchantId: MerchantId, paymentId: PaymentId) =>
     Effect.gen(function* () {
       const rows = yield* sql.unsafe(
@@ -98,7 +107,8 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       Effect.catchTag("SchemaError", Effect.die)
     )
 
-  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest) =>
+  /** The PENDING row and its `refund_created` event (the database refuses one without the other at COMMIT). */
+  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest, context: ChangeContext) =>
     Effect.gen(function* () {
       const id = yield* generateRefundId
       const now = DateTime.toDateUtc(yield* DateTime.now)
@@ -107,13 +117,16 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
         VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING',
                 ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${now}, ${now})
         RETURNING ${sql.literal(refundColumns)}`
-      return yield* refundFromRow(rows[0])
+      const refund = yield* refundFromRow(rows[0])
+      yield* events.publish(refund, context)
+      return refund
     })
 
   const reserve = (
     merchantId: MerchantId,
     paymentId: PaymentId,
-    request: RefundRequest
+    request: RefundRequest,
+    context: ChangeContext
   ): Effect.Effect<Refund, RefundRefusal | SettlementUnavailable | SqlError> =>
     Effect.gen(function* () {
       const found = yield* sql`SELECT currency FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
@@ -133,15 +146,21 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       }
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
       if (amount_minor > available_minor) return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
-      return yield* insert(payment, amount_minor, request)
+      return yield* insert(payment, amount_minor, request, context)
     })
   return { reserve }
 }
 
-const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"]) => {
-  /** The refund, locked (the completion's row lock). */
+const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
+  /**
+   * The refund, locked (the completion's row lock), after its payment's row lock (FOR NO KEY
+   * UPDATE, the lock reserve and every transition take, in the same order: payment, then refund,
+   * then the ledger's accounts). The payment's lock serializes the completions of one payment's
+   * refunds, so their events commit in the order of their outbox positions, on the payment's key.
+   */
   const lockedRefund = (refundId: RefundId) =>
-    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId]).pipe(
+    sql`SELECT p.id FROM payments p JOIN refunds r ON r.payment_id = p.id WHERE r.id = ${refundId} FOR NO KEY UPDATE OF p`.pipe(
+      Effect.andThen(sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId])),
       Effect.flatMap((rows) => (rows[0] === undefined ? Effect.die(new Error(`refund ${refundId} vanished`)) : refundFromRow(rows[0])))
     )
 
@@ -149,19 +168,26 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
    * PENDING → SUCCEEDED (the reversal posted first, in this transaction) or FAILED. A refund that
    * is no longer PENDING is returned as it is (an earlier run finished it).
    */
-  const complete = (refundId: RefundId, outcome: { readonly _tag: "Approved" } | { readonly _tag: "Declined"; readonly code: string; readonly message: string }) =>
+  const complete = (
+    refundId: RefundId,
+    outcome: { readonly _tag: "Approved" } | { readonly _tag: "Declined"; readonly code: string; readonly message: string },
+    context: ChangeContext
+  ) =>
     Effect.gen(function* () {
       const refund = yield* lockedRefund(refundId)
       if (refund.status !== "PENDING") return refund
       const now = DateTime.toDateUtc(DateTime.max(refund.updated_at, yield* DateTime.now))
       const rows = outcome._tag === "Approved"
-        ? yield* posting.post(refund).pipe(Effect.flatMap((ledgerTransactionId) => sql`
-            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${ledgerTransactionId}, updated_at = ${now}
+        ? yield* posting.post(refund).pipe(Effect.flatMap((posted) => sql`
+            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${posted.ledgerTransactionId},
+                               fee_returned_minor = ${posted.fee_returned_minor}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`))
         : yield* sql`
             UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`
-      return yield* refundFromRow(rows[0])
+      const completed = yield* refundFromRow(rows[0])
+      yield* events.publish(completed, context)
+      return completed
     })
   return { complete }
 }

@@ -9,7 +9,7 @@ import { Ledger } from "@pay/ledger"
 import { MerchantRepository } from "@pay/merchants"
 import { OutboxWriter } from "@pay/outbox"
 import { FeeSchedules, SettlementPosting } from "@pay/settlement"
-import { acquireTestDatabase, expectRefused } from "@pay/testkit"
+import { acquireTestDatabase, expectSqlRefusal } from "@pay/testkit"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { PaymentRepository } from "../src/index.ts"
@@ -30,7 +30,7 @@ const AppRoleLayer = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.
   Layer.provideMerge(AppRoleDatabase)
 )
 
-const denied = expectRefused("42501")
+const denied = expectSqlRefusal({ code: "42501" })
 
 layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("the application role (pay_app)", (it) => {
   it.effect("is neither superuser nor owner, and does the application's work: create, authorize, settle with its posting", () =>

@@ -8,7 +8,7 @@ import { CreatePaymentInput, type Payment } from "@pay/domain"
 import { Ledger } from "@pay/ledger"
 import { OutboxWriter } from "@pay/outbox"
 import { MerchantRepository } from "@pay/merchants"
-import { expectRefused, makeTestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, FeeSchedules, merchantPayable, SettlementPosting, settlementReference } from "@pay/settlement"
@@ -62,7 +62,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const payment = yield* authorizedPayment(1_000)
-      const refusal = yield* expectRefused("23000")(sql.withTransaction(rawSettle(sql, payment)))
+      const refusal = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(rawSettle(sql, payment)))
       assert.include(refusal.message, "reached SETTLED without its settlement posting")
       yield* assertNotSettled(payment.id)
     }))
@@ -75,7 +75,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const thief = yield* (yield* MerchantRepository).create("Thief")
       const receivable = yield* ledger.ensureAccount(acquirerReceivable("USD"))
       const stolen = yield* ledger.ensureAccount(merchantPayable(thief.id, "USD"))
-      const refusal = yield* expectRefused("23000")(sql.withTransaction(Effect.gen(function* () {
+      const refusal = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
         yield* rawSettle(sql, payment)
         const posted = yield* ledger.postTransaction({
           reference: settlementReference(payment.id),
@@ -100,7 +100,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const payment = yield* authorizedPayment(700)
       const receivable = yield* ledger.ensureAccount(acquirerReceivable("USD"))
       const payable = yield* ledger.ensureAccount(merchantPayable(payment.merchant_id, "USD"))
-      const refusal = yield* expectRefused("23000")(sql.withTransaction(
+      const refusal = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(
         ledger.postTransaction({
           reference: settlementReference(payment.id),
           description: "money moved, payment still AUTHORIZED",
@@ -122,7 +122,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const thief = yield* (yield* MerchantRepository).create("Thief")
       const stolen = yield* ledger.ensureAccount(merchantPayable(thief.id, "USD"))
       const payable = yield* ledger.ensureAccount(merchantPayable(payment.merchant_id, "USD"))
-      yield* expectRefused("LG003")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
         const settled = yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle" }, context).pipe(Effect.orDie)
         const record = yield* settlement.post(settled).pipe(Effect.orDie)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
@@ -141,7 +141,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const sql = yield* SqlClient.SqlClient
       const payment = yield* authorizedPayment(500)
       const before = yield* countOutbox(payment.id)
-      const refusal = yield* expectRefused("23000")(sql.withTransaction(Effect.gen(function* () {
+      const refusal = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now(),
                    failure_code = 'raw', failure_message = 'by hand' WHERE id = ${payment.id}`
         yield* sql`
@@ -150,7 +150,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       })))
       assert.include(refusal.message, "without its outbox event payment_failed")
       // The event written, the check fired early, then the event marked published and deleted.
-      yield* expectRefused("23000")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         yield* sql`UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now(),
                    failure_code = 'raw', failure_message = 'by hand' WHERE id = ${payment.id}`
@@ -164,7 +164,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
         yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`
       })))
       // A backdated event (so that it would look old enough to delete) is refused at insert.
-      const backdated = yield* expectRefused("23000")(sql`
+      const backdated = yield* expectSqlRefusal({ code: "23000" })(sql`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, created_at)
         VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_failed', '{}'::jsonb, now() - interval '1 day')`)
       assert.include(backdated.message, "backdated")
@@ -177,12 +177,12 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const payment = yield* authorizedPayment(600)
       const events = yield* countOutbox(payment.id)
       assert.strictEqual(events, 2, "created and authorized")
-      const deleted = yield* expectRefused("23000")(sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`)
+      const deleted = yield* expectSqlRefusal({ code: "23000" })(sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`)
       assert.include(deleted.message, "not published yet")
-      const truncated = yield* expectRefused("23000")(sql`TRUNCATE outbox_events`)
+      const truncated = yield* expectSqlRefusal({ code: "23000" })(sql`TRUNCATE outbox_events`)
       assert.include(truncated.message, "TRUNCATE on outbox_events is not allowed")
       // Marked published in the deleting transaction itself (even backdated): refused.
-      yield* expectRefused("23000")(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`
         yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`
       })))
@@ -213,12 +213,12 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
         }))
       const id = (n: number) => `pay_${String(n).padStart(24, "0")}`
       for (const amount_minor of [0n, -1n, 100_000_000_000n]) {
-        yield* expectRefused("23514", "payments_amount_minor_check")(insert(id(1), amount_minor, "x"))
+        yield* expectSqlRefusal({ code: "23514", constraint: "payments_amount_minor_check" })(insert(id(1), amount_minor, "x"))
       }
-      yield* expectRefused("23514", "payments_description_check")(insert(id(2), 1n, "d".repeat(501)))
+      yield* expectSqlRefusal({ code: "23514", constraint: "payments_description_check" })(insert(id(2), 1n, "d".repeat(501)))
       yield* insert(id(3), 99_999_999_999n, "d".repeat(500))
       // (payment_id, version) is unique in the history: a second row for version 1.
-      yield* expectRefused("23505", "payment_status_history_payment_id_version_key")(sql`
+      yield* expectSqlRefusal({ code: "23505", constraint: "payment_status_history_payment_id_version_key" })(sql`
         INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
         VALUES (${id(3)}, 1, NULL, 'CREATED', 'psql', 'again', now())`)
     }))
@@ -227,12 +227,12 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const payment = yield* authorizedPayment(900)
-      yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
+      yield* expectSqlRefusal({ code: "23514", constraint: "payments_failure_iff_failed" })(sql`
         UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now() WHERE id = ${payment.id}`)
       const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
         merchant_id: payment.merchant_id, amount_minor: 5, currency: "USD", payment_method: "pm_card_visa"
       }), context)
-      yield* expectRefused("23514", "payments_failure_iff_failed")(sql`
+      yield* expectSqlRefusal({ code: "23514", constraint: "payments_failure_iff_failed" })(sql`
         UPDATE payments SET status = 'AUTHORIZED', version = version + 1, updated_at = now(), authorization_expires_at = now(),
                failure_code = 'oops', failure_message = 'not failed' WHERE id = ${created.id}`)
     }))
@@ -244,7 +244,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const row = (fee_minor: bigint, net_minor: bigint) => sql`
         INSERT INTO payment_settlements (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
         VALUES (${payment.id}, 1, 'USD', 1000, ${fee_minor}, ${net_minor}, 0, 0)`
-      yield* expectRefused("23514", "payment_settlements_fee_minor_check")(row(-1n, 1_001n))
-      yield* expectRefused("23514", "payment_settlements_net_minor_check")(row(1_001n, -1n))
+      yield* expectSqlRefusal({ code: "23514", constraint: "payment_settlements_fee_minor_check" })(row(-1n, 1_001n))
+      yield* expectSqlRefusal({ code: "23514", constraint: "payment_settlements_net_minor_check" })(row(1_001n, -1n))
     }))
 })

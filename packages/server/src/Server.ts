@@ -36,7 +36,7 @@ import { serveObserved } from "./http/Observability.ts"
 import { PaymentsHandlers } from "./payments/http.ts"
 import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
-import { AuthorizationExpiryLive } from "./workers/AuthorizationExpiry.ts"
+import { AuthorizationExpiryLive, AuthorizationLifetimeLive } from "./workers/AuthorizationExpiry.ts"
 import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 
 /**
@@ -64,7 +64,8 @@ const servicesLayer = (options: AppOptions) =>
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),
     Layer.provide(RefundPosting.layer.pipe(Layer.provide(Ledger.layer))),
-    Layer.provide(OutboxWriter.layer)
+    Layer.provide(OutboxWriter.layer),
+    Layer.provide(AuthorizationLifetimeLive)
   )
 
 /** The API's routes: the contract, its handlers, `/openapi.json` and a docs page at `/docs`. */

@@ -121,17 +121,26 @@ layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (
       const insert = (refundId: string, amount_minor: number, status: string) => sql`
         INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
         VALUES (${refundId}, ${id}, ${merchant.merchantId}, ${amount_minor}, 'EUR', ${status}, now(), now())`
+      // Each refund change commits with its outbox event (0060), as the store writes them.
+      const event = (refundId: string, type: string, version: number) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${id}, ${type}, jsonb_build_object('refund_id', ${refundId}::text, 'version', ${version}::int))`
+      const insertWithEvent = (refundId: string, amount_minor: number) =>
+        sql.withTransaction(Effect.andThen(insert(refundId, amount_minor, "PENDING"), event(refundId, "refund_created", 1)))
       const overCap = yield* Effect.flip(insert("re_000000000000000000000001", 1_001, "PENDING"))
       assert.match(String(overCap.reason.cause), /refund cap/)
       const bornSucceeded = yield* Effect.flip(insert("re_000000000000000000000002", 10, "SUCCEEDED"))
       assert.match(String(bornSucceeded.reason.cause), /must be inserted PENDING/)
       // A FAILED refund (declined by hand here) cannot come back to count again.
-      yield* insert("re_000000000000000000000003", 1_000, "PENDING")
-      yield* sql`UPDATE refunds SET status = 'FAILED', failure_code = 'by_hand', failure_message = 'x' WHERE id = 're_000000000000000000000003'`
+      yield* insertWithEvent("re_000000000000000000000003", 1_000)
+      yield* sql.withTransaction(Effect.andThen(
+        sql`UPDATE refunds SET status = 'FAILED', failure_code = 'by_hand', failure_message = 'x' WHERE id = 're_000000000000000000000003'`,
+        event("re_000000000000000000000003", "refund_failed", 2)
+      ))
       const revived = yield* Effect.flip(sql`UPDATE refunds SET status = 'PENDING', failure_code = NULL, failure_message = NULL WHERE id = 're_000000000000000000000003'`)
       assert.match(String(revived.reason.cause), /cannot move FAILED -> PENDING/)
       // A PENDING refund cannot claim SUCCEEDED with a posting that is not its reversal (here: the settlement's).
-      yield* insert("re_000000000000000000000004", 10, "PENDING")
+      yield* insertWithEvent("re_000000000000000000000004", 10)
       const succeededWithoutPosting = yield* Effect.flip(sql`
         UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = (SELECT min(id) FROM transactions) WHERE id = 're_000000000000000000000004'`)
       assert.match(String(succeededWithoutPosting.reason.cause), /must name its reversal posting/)

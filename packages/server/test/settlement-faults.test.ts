@@ -224,7 +224,7 @@ layer(inProcessAppLayer(), layerOptions)("settlement with fault Layers (in-proce
       yield* assertBooks(books)
     }))
 
-  it.effect("the acquirer captured, then the COMMIT fails (deferred check at commit): 503, nothing committed; the retry captures again (performed once) and settles once", () =>
+  it.effect("the acquirer captured, then the COMMIT fails (deferred check at commit): 500 invariant_violation, nothing committed; the retry captures again (performed once) and settles once", () =>
     Effect.gen(function* () {
       const faults = yield* SettlementFaults
       const sql = yield* SqlClient.SqlClient
@@ -233,8 +233,10 @@ layer(inProcessAppLayer(), layerOptions)("settlement with fault Layers (in-proce
       const key = newKey("settle")
       yield* faults.arm({ _tag: "CommitFails" })
       const failed = yield* settle(books.merchant, id, key)
-      assert.strictEqual(failed.status, 503, describeAnswer(failed))
-      assert.strictEqual(codeOf(failed), "database_unavailable")
+      // The ledger's deferred guard (LG001) refused what the code let through: a bug, not an
+      // outage, so a 500 that says so (docs/api.md "Database failures"); nothing was stored.
+      assert.strictEqual(failed.status, 500, describeAnswer(failed))
+      assert.strictEqual(codeOf(failed), "invariant_violation")
       // The capture happened at the acquirer; nothing of ours did, the dangling posting included.
       assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:capture`), [{ performed_count: 1, request_count: 1 }])
       yield* assertNotSettled(id)
@@ -327,8 +329,8 @@ layer(inProcessAppLayer({ acquirer: lostCaptureAnswer }), layerOptions)("settlem
 
       yield* faults.arm({ _tag: "CommitFails" })
       const commitFailed = yield* settleUntilDecided(books.merchant, id, key, retryBounds)
-      assert.strictEqual(commitFailed.answer.status, 503, describeAnswer(commitFailed.answer))
-      assert.strictEqual(codeOf(commitFailed.answer), "database_unavailable")
+      assert.strictEqual(commitFailed.answer.status, 500, describeAnswer(commitFailed.answer))
+      assert.strictEqual(codeOf(commitFailed.answer), "invariant_violation")
       yield* assertNotSettled(id)
       yield* assertBooks(books)
 

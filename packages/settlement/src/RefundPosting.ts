@@ -2,7 +2,8 @@ import type { CurrencyCode, MerchantId, Refund } from "@pay/domain"
 import { Ledger } from "@pay/ledger"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { acquirerReceivable, merchantPayable } from "./Accounts.ts"
+import { acquirerReceivable, merchantPayable, platformFees } from "./Accounts.ts"
+import { proportionalFeeReturned, RefundFeeSettings } from "./RefundFees.ts"
 import { SettlementUnavailable } from "./SettlementPosting.ts"
 
 /** The refund's reversal posting reference: unique in the ledger, so a refund moves money once. */
@@ -10,16 +11,26 @@ export const refundReference = (paymentId: string, refundId: string): string => 
 
 const BalanceRow = Schema.Struct({ balance_minor: Schema.BigInt })
 const decodeBalance = Schema.decodeUnknownEffect(Schema.Array(BalanceRow))
+const FeeBasisRow = Schema.Struct({ fee_minor: Schema.BigInt, captured_minor: Schema.BigInt, refunded_before_minor: Schema.BigInt })
+const decodeFeeBasis = Schema.decodeUnknownEffect(Schema.Array(FeeBasisRow))
+
+/** What a posted refund did: its ledger transaction, and the fee it gave back (0 when kept). */
+export interface PostedRefund {
+  readonly ledgerTransactionId: bigint
+  readonly fee_returned_minor: bigint
+}
 
 /**
- * What a succeeded refund does to the money (docs/refunds.md), inside the caller's transaction:
- * ONE balanced ledger transaction that reverses the refunded amount: the merchant's payable
- * debited, the acquirer receivable credited. **The fee is kept**: the platform's fee revenue is not
- * touched, so the merchant bears the whole refund; its payable never goes negative (the ledger
- * refuses it), which the use case checks before the acquirer is asked (`payableBalance`).
+ * What a succeeded refund does to the money (docs/refunds.md), inside the caller's transaction
+ * (which holds the payment's row lock: the fee basis below is stable): ONE balanced ledger
+ * transaction that reverses the refunded amount, the acquirer receivable credited. **By default the
+ * fee is kept**: the merchant's payable is debited the whole refund. A merchant whose fee is
+ * returned (`RefundFeeSettings`) is debited the refund less its proportional fee share
+ * (`proportionalFeeReturned`), and the platform's fees the share. The payable never goes negative
+ * (the ledger refuses it), which the use case checks before the acquirer is asked (`payableBalance`).
  */
 export class RefundPosting extends Context.Service<RefundPosting, {
-  readonly post: (refund: Refund) => Effect.Effect<bigint, SettlementUnavailable>
+  readonly post: (refund: Refund) => Effect.Effect<PostedRefund, SettlementUnavailable>
   /** The merchant's payable balance in the currency (0 before its first settlement). */
   readonly payableBalance: (merchantId: MerchantId, currency: CurrencyCode) => Effect.Effect<bigint, SettlementUnavailable>
 }>()("settlement/RefundPosting") {
@@ -28,28 +39,53 @@ export class RefundPosting extends Context.Service<RefundPosting, {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const ledger = yield* Ledger
+      const settings = yield* RefundFeeSettings
+
+      /** The fee this refund gives back: 0 when the merchant's fee is kept. */
+      const feeReturned = (refund: Refund) =>
+        Effect.gen(function* () {
+          if (!(yield* settings.feeReturned(refund.merchant_id))) return 0n
+          const rows = yield* sql`
+            SELECT ps.fee_minor, p.captured_amount_minor AS captured_minor,
+                   (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r
+                    WHERE r.payment_id = p.id AND r.status = 'SUCCEEDED' AND r.id <> ${refund.id})::bigint AS refunded_before_minor
+            FROM payments p JOIN payment_settlements ps ON ps.payment_id = p.id WHERE p.id = ${refund.payment_id}`.pipe(
+            Effect.flatMap(decodeFeeBasis),
+            Effect.catchTag("SchemaError", Effect.die)
+          )
+          const basis = rows[0]
+          if (basis === undefined) return yield* Effect.die(new Error(`refund ${refund.id}: payment ${refund.payment_id} has no settlement`))
+          return proportionalFeeReturned({ ...basis, amount_minor: refund.amount_minor })
+        })
 
       const post = Effect.fn("RefundPosting.post")(function* (refund: Refund) {
-        const [payable, receivable] = yield* Effect.all([
+        const fee_returned_minor = yield* feeReturned(refund)
+        const [payable, receivable, fees] = yield* Effect.all([
           ledger.ensureAccount(merchantPayable(refund.merchant_id, refund.currency)),
-          ledger.ensureAccount(acquirerReceivable(refund.currency))
+          ledger.ensureAccount(acquirerReceivable(refund.currency)),
+          ledger.ensureAccount(platformFees(refund.currency))
         ])
-        const legs = (account: string) => [{ account, amount_minor: refund.amount_minor, currency: refund.currency }]
+        const leg = (account: string, amount_minor: bigint) => ({ account, amount_minor, currency: refund.currency })
+        const payable_minor = refund.amount_minor - fee_returned_minor
         const posted = yield* ledger.postTransaction({
           reference: refundReference(refund.payment_id, refund.id),
-          description: `refund ${refund.id} of ${refund.payment_id} (fee kept)`,
-          debits: legs(payable.code),
-          credits: legs(receivable.code)
+          description: `refund ${refund.id} of ${refund.payment_id} (${fee_returned_minor === 0n ? "fee kept" : `fee returned ${fee_returned_minor}`})`,
+          debits: [
+            ...(payable_minor > 0n ? [leg(payable.code, payable_minor)] : []),
+            ...(fee_returned_minor > 0n ? [leg(fees.code, fee_returned_minor)] : [])
+          ],
+          credits: [leg(receivable.code, refund.amount_minor)]
         })
         if (posted.replayed) {
           // A refund succeeds once (its row moves PENDING -> SUCCEEDED once): a replay is a bug upstream.
           return yield* Effect.die(new Error(`refund ${refund.id} was already posted (ledger transaction ${posted.transaction.id})`))
         }
-        return posted.transaction.id
+        return { ledgerTransactionId: posted.transaction.id, fee_returned_minor }
       }, (effect, refund) =>
         effect.pipe(
           Effect.catch((error) =>
-            error._tag === "LedgerUnavailable"
+            // The database unreachable (the ledger, or the fee basis read): the refund stays PENDING.
+            error._tag === "LedgerUnavailable" || error._tag === "SqlError"
               ? Effect.fail(new SettlementUnavailable({ paymentId: refund.payment_id, reason: error.message }))
               : Effect.die(error)
           )
@@ -67,5 +103,5 @@ export class RefundPosting extends Context.Service<RefundPosting, {
 
       return RefundPosting.of({ post, payableBalance })
     })
-  )
+  ).pipe(Layer.provide(RefundFeeSettings.layer))
 }

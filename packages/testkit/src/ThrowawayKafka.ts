@@ -1,10 +1,10 @@
 import { execFile } from "node:child_process"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Schema, type Scope } from "effect"
+import { freePort as childFreePort } from "./ChildProcess.ts"
 
 /** The throwaway broker could not be started, stopped or killed. */
 export class ThrowawayKafkaError extends Schema.TaggedError<ThrowawayKafkaError>()("ThrowawayKafkaError", {
@@ -38,16 +38,8 @@ const killWait_ms = 10_000
 
 const fail = (operation: string, message: string) => new ThrowawayKafkaError({ operation, message })
 
-/** A port nobody listens on right now: the kernel's pick for a socket bound to 127.0.0.1:0. */
-export const freePort: Effect.Effect<number, ThrowawayKafkaError> = Effect.callback((resume) => {
-  const server = createServer()
-  server.once("error", (error) => resume(Effect.fail(fail("freePort", error.message))))
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(port > 0 ? Effect.succeed(port) : Effect.fail(fail("freePort", "no port assigned"))))
-  })
-})
+/** A port nobody listens on right now (`ChildProcess.freePort`, failing with this module's error; bench/ imports it from here). */
+export const freePort: Effect.Effect<number, ThrowawayKafkaError> = childFreePort.pipe(Effect.mapError((error) => fail("freePort", error.message)))
 
 const runScript = (command: "start" | "stop", env: Record<string, string>, timeout_ms: number) =>
   Effect.callback<string, ThrowawayKafkaError>((resume) => {

@@ -1,4 +1,4 @@
-import { encodePaymentEvent, type PaymentEvent } from "@pay/domain"
+import { type DomainEvent, encodeDomainEvent, isRefundEvent } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -10,7 +10,7 @@ import type { SendResult } from "./Sender.ts"
 /** An event to deliver: its id (the outbox row's, `ce_id` on Kafka) and the decoded event. */
 export interface DeliverableEvent {
   readonly eventId: string
-  readonly event: PaymentEvent
+  readonly event: DomainEvent
 }
 
 /**
@@ -18,8 +18,10 @@ export interface DeliverableEvent {
  * the event as published (money as integer minor units). Built once per event and stored with
  * each delivery: every attempt signs and sends these bytes, never a re-serialisation.
  */
-export const webhookBody = ({ eventId, event }: DeliverableEvent): string =>
-  JSON.stringify({ id: eventId, type: event.type, timestamp: encodePaymentEvent(event).occurred_at, data: encodePaymentEvent(event) })
+export const webhookBody = ({ eventId, event }: DeliverableEvent): string => {
+  const data = encodeDomainEvent(event)
+  return JSON.stringify({ id: eventId, type: event.type, timestamp: data.occurred_at, data })
+}
 
 const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
@@ -28,6 +30,8 @@ const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
  * to `*`), in the CALLER's transaction (the consumer's per-record transaction: the rows commit
  * with its processed_events row and offset, or not at all). A redelivered or replayed event
  * creates nothing new (`UNIQUE (endpoint_id, event_id)`). Returns how many rows were created.
+ * A refund event's row names its refund (`refund_id`) and carries the REFUND's version in
+ * `payment_version` (its ordering key is the refund, migrations/0060_refund_events.sql).
  */
 export const enqueueDeliveries = (input: DeliverableEvent, firstDelay_ms = 0): Effect.Effect<number, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
@@ -42,9 +46,11 @@ export const enqueueDeliveries = (input: DeliverableEvent, firstDelay_ms = 0): E
       return yield* Effect.die(new Error(`webhook body of event ${input.eventId} is over ${WEBHOOK_BODY_BYTES_MAX} bytes`))
     }
     const { event } = input
+    const refundId = isRefundEvent(event) ? event.refund_id : null
     const created = yield* idRows(sql`
-      INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body, next_attempt_at)
-      SELECT gen_random_uuid(), e.id, e.merchant_id, ${input.eventId}::uuid, ${event.type}, ${event.payment_id}, ${event.version}, ${body},
+      INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, refund_id, payment_version, body, next_attempt_at)
+      SELECT gen_random_uuid(), e.id, e.merchant_id, ${input.eventId}::uuid, ${event.type}, ${event.payment_id}, ${refundId},
+             ${event.version}, ${body},
              clock_timestamp() + ${firstDelay_ms}::double precision * interval '1 millisecond'
       FROM webhook_endpoints e
       WHERE e.merchant_id = ${event.merchant_id} AND e.status = 'enabled' AND e.deleted_at IS NULL
@@ -78,7 +84,9 @@ const claimedRows = decodeRows(ClaimedDelivery)
  *
  * Ordering: a delivery is due only when no delivery of a lower payment version for the same
  * endpoint and payment is still pending (being retried, or leased). So a payment's events reach
- * an endpoint in order; a delivery that is given up (failed) lets the next one go.
+ * an endpoint in order; a delivery that is given up (failed) lets the next one go. A refund's
+ * events (`refund_id` set) wait for the payment's pending deliveries and for their own refund's
+ * lower versions; a payment's deliveries never wait for a refund's.
  */
 export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<ReadonlyArray<ClaimedDelivery>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
@@ -94,8 +102,10 @@ export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<
           AND e.status = 'enabled' AND e.deleted_at IS NULL
           AND NOT EXISTS (
             SELECT 1 FROM webhook_deliveries p
-            WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id
-              AND p.status = 'pending' AND p.payment_version < d.payment_version)
+            WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
+              AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
+                OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
+                OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))
         ORDER BY d.next_attempt_at
         LIMIT ${limit}
         FOR UPDATE OF d SKIP LOCKED

@@ -1,4 +1,4 @@
-import { paymentEventTypes } from "@pay/domain"
+import { domainEventTypes } from "@pay/domain"
 import { assertWithin, boundedInt, type IntBounds } from "@pay/infra"
 import { Config, Effect, Metric, Schema } from "effect"
 
@@ -30,13 +30,13 @@ export const generateWebhookEndpointId: Effect.Effect<WebhookEndpointId> = Effec
   return WebhookEndpointId.make(`we_${body}`)
 })
 
-/** What an endpoint may subscribe to: the payment events, or `*` for all of them. */
-export const webhookEventTypes = ["*", ...paymentEventTypes] as const
+/** What an endpoint may subscribe to: the payment and refund events, or `*` for all of them. */
+export const webhookEventTypes = ["*", ...domainEventTypes] as const
 export const WebhookEventType = Schema.Literals(webhookEventTypes)
 export type WebhookEventType = typeof WebhookEventType.Type
 
 /** Subscriptions per endpoint, and endpoints per merchant (TIGER_STYLE: a limit on everything). */
-export const EVENT_TYPES_MAX = 8
+export const EVENT_TYPES_MAX = 16
 export const ENDPOINTS_PER_MERCHANT_MAX = 16
 export const URL_LENGTH_MAX = 2_048
 export const DESCRIPTION_LENGTH_MAX = 500

@@ -1,4 +1,4 @@
-import type { PaymentEvent } from "@pay/domain"
+import type { DomainEvent } from "@pay/domain"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -10,7 +10,7 @@ export const WEBHOOK_CONSUMER_NAME = "webhooks"
 /** What the consumer framework hands a handler: the CloudEvents envelope and the decoded event. */
 export interface ConsumedPaymentEvent {
   readonly envelope: { readonly ce_id: string }
-  readonly event: PaymentEvent
+  readonly event: DomainEvent
 }
 
 /**

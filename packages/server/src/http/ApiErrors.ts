@@ -4,6 +4,7 @@ import {
   BodyTooLarge,
   BodyUnreadable,
   DatabaseUnavailable,
+  InvariantViolation,
   HeadersTooLarge,
   InternalError,
   InvalidRequest,
@@ -87,6 +88,7 @@ export const apiErrorClasses = [
   SettlementUnavailable,
   DatabaseUnavailable,
   // a bug
+  InvariantViolation,
   InternalError
 ] as const
 

@@ -4,9 +4,12 @@ import {
   CurrentMerchant,
   DatabaseUnavailable,
   DatabaseUnavailableProblem,
+  InternalError,
+  InternalErrorProblem,
   RateLimited,
   UnauthorizedProblem
 } from "@pay/api"
+import { sqlFailureKind } from "@pay/infra"
 import { ApiKeys } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
@@ -40,8 +43,13 @@ export const AuthorizationLive = Layer.effect(
           Effect.tapError((error) => (error._tag === "Unauthorized" ? limits.authenticationFailed(source) : Effect.void)),
           Effect.catchTags({
             Unauthorized: (error) => new UnauthorizedProblem({ detail: problemDocument(error).detail }),
-            SqlError: () =>
-              new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
+            // Only a database that did not answer is a 503; a refusal of the key's lookup is a bug (Respond.ts).
+            SqlError: (error) =>
+              sqlFailureKind(error) === "unavailable"
+                ? new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
+                : Effect.logError("authentication failed", error).pipe(
+                  Effect.andThen(Effect.fail(new InternalErrorProblem({ detail: problemDocument(new InternalError({ failed: "the API key lookup" })).detail })))
+                )
           })
         )
         const rate = yield* limits.merchantRequest(authenticated.merchantId)

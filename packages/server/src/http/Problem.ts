@@ -55,6 +55,7 @@ const present = (error: ApiError): Presentation =>
     PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     SettlementUnavailable: (e) => ({ detail: `${e.message}. Nothing was committed; retry with the same Idempotency-Key.` }),
     DatabaseUnavailable: asIs,
+    InvariantViolation: asIs,
     InternalError: asIs
   })
 

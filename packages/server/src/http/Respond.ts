@@ -1,4 +1,5 @@
-import { DatabaseUnavailable, InternalError } from "@pay/api"
+import { DatabaseUnavailable, InternalError, InvariantViolation } from "@pay/api"
+import { sqlFailureKind, sqlStateOf } from "@pay/infra"
 import { Cause, Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
@@ -7,16 +8,39 @@ import { problemResponse } from "./Problem.ts"
 import { toHttpResponse } from "./StoredResponse.ts"
 
 /**
+ * A database failure as the API's error, by its SQLSTATE (`@pay/infra` SqlFailure.ts): a database
+ * that did not complete the statement is 503 `database_unavailable` (a dependency is down or
+ * contended; retry with the same key); a write it refused is 500 `invariant_violation` (the code's
+ * own check missed it: a bug); any other refusal is 500 `internal_error`.
+ */
+export const sqlFailureAnswer = (error: SqlError): DatabaseUnavailable | InvariantViolation | InternalError => {
+  switch (sqlFailureKind(error)) {
+    case "unavailable":
+      return new DatabaseUnavailable({ during: "request" })
+    case "invariant_violation":
+      return new InvariantViolation({})
+    case "bug":
+      return new InternalError({ failed: "a database statement" })
+  }
+}
+
+/**
  * Errors that end a request without a decided outcome, as problems. None of these is stored:
- * the idempotency key is released and a retry with the same key resumes. A database that does
- * not answer is a 503 (a dependency is down); a 5xx is logged at ERROR with what failed.
+ * the idempotency key is released and a retry with the same key resumes. A 5xx is logged at
+ * ERROR with what failed (a database failure with its SQLSTATE).
  */
 export const respondToError = (error: ApiError | SqlError) =>
   Effect.gen(function* () {
-    const answered = isSqlError(error) ? new DatabaseUnavailable({ during: "request" }) : error
+    const answered = isSqlError(error) ? sqlFailureAnswer(error) : error
     const response = problemResponse(answered)
     if (response.status >= 500) {
-      yield* Effect.logError("request failed", { status: response.status, error: error._tag, detail: error.message })
+      yield* Effect.logError("request failed", {
+        status: response.status,
+        code: answered.code,
+        error: error._tag,
+        ...(isSqlError(error) ? { sqlstate: sqlStateOf(error) ?? "none", reason: error.reason._tag } : {}),
+        detail: error.message
+      })
     }
     return toHttpResponse(response, false)
   })

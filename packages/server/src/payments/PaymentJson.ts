@@ -34,6 +34,7 @@ export const toRefundJson = (refund: Refund): RefundJson => ({
   metadata: refund.metadata,
   failure_code: refund.failure_code,
   failure_message: refund.failure_message,
+  fee_returned: Number(refund.fee_returned_minor),
   created_at: DateTime.formatIso(refund.created_at),
   updated_at: DateTime.formatIso(refund.updated_at)
 })

@@ -1,10 +1,14 @@
+import { AUTHORIZATION_TTL_MS_DEFAULT, authorizationLifetimeBounds } from "@pay/domain"
 import { boundedInt } from "@pay/infra"
-import { expiryBatchBounds, PaymentExpiry } from "@pay/payments"
+import { AuthorizationLifetime, EXPIRY_WARNING_LEAD_MS_DEFAULT, expiryBatchBounds, expiryWarningLeadBounds, PaymentExpiry } from "@pay/payments"
 import { Effect, Layer, Schedule } from "effect"
 
 /**
- * The authorization expiry job (issue 19, `PaymentExpiry`): every `EXPIRY_INTERVAL_MS` it moves
- * at most `EXPIRY_BATCH_MAX` due authorizations to EXPIRED (after voiding each at the acquirer).
+ * The authorization expiry job (issue 19, `PaymentExpiry`): every `EXPIRY_INTERVAL_MS` it writes
+ * the `payment_expiring` warning (once per payment) for at most `EXPIRY_BATCH_MAX` authorizations
+ * that lapse within `EXPIRY_WARNING_LEAD_MS`, then moves at most `EXPIRY_BATCH_MAX` due
+ * authorizations to EXPIRED (after voiding each at the acquirer). An authorization lapses
+ * `AUTHORIZATION_LIFETIME_MS` after it is approved.
  * `0` turns it off (e.g. on all but one replica; running on several is safe, only wasteful: the
  * void and the transition happen once whoever runs them).
  *
@@ -12,9 +16,18 @@ import { Effect, Layer, Schedule } from "effect"
  * | -------------------- | ------- | ----------------------- |
  * | `EXPIRY_INTERVAL_MS` | 60000   | 0 (off), 1000..86400000 |
  * | `EXPIRY_BATCH_MAX`   | 100     | 1..1000                 |
+ * | `EXPIRY_WARNING_LEAD_MS` | 86400000 (24 h) | 0 (off)..2592000000 (30 days) |
+ * | `AUTHORIZATION_LIFETIME_MS` | 604800000 (7 days) | 60000 (1 min)..2592000000 (30 days) |
  */
 export const ExpiryInterval = boundedInt("EXPIRY_INTERVAL_MS", { min: 0, max: 24 * 60 * 60 * 1_000 }, 60_000)
 export const ExpiryBatch = boundedInt("EXPIRY_BATCH_MAX", expiryBatchBounds, 100)
+export const ExpiryWarningLead = boundedInt("EXPIRY_WARNING_LEAD_MS", expiryWarningLeadBounds, EXPIRY_WARNING_LEAD_MS_DEFAULT)
+export const AuthorizationLifetimeConfig = boundedInt("AUTHORIZATION_LIFETIME_MS", authorizationLifetimeBounds, AUTHORIZATION_TTL_MS_DEFAULT)
+
+/** The configured authorization lifetime, for the authorize use case. */
+export const AuthorizationLifetimeLive = Layer.effect(AuthorizationLifetime, Effect.gen(function* () {
+  return yield* AuthorizationLifetimeConfig
+}))
 
 /** The expiry loop (a no-op when the interval is 0), interrupted with the server. */
 export const AuthorizationExpiryLive = Layer.effectDiscard(
@@ -23,9 +36,11 @@ export const AuthorizationExpiryLive = Layer.effectDiscard(
     if (interval_ms === 0) return
     if (interval_ms < 1_000) return yield* Effect.die(new Error("EXPIRY_INTERVAL_MS must be 0 (off) or at least 1000"))
     const batch_max = yield* ExpiryBatch
+    const lead_ms = yield* ExpiryWarningLead
     const expiry = yield* PaymentExpiry
-    const once = expiry.expireDue(batch_max).pipe(
-      Effect.tap((report) => (report.expired + report.unanswered > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
+    const once = expiry.warnDue(lead_ms, batch_max).pipe(
+      Effect.flatMap((warned) => Effect.map(expiry.expireDue(batch_max), (report) => ({ ...report, warned }))),
+      Effect.tap((report) => (report.expired + report.unanswered + report.warned > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
       // A database outage ends this run only; the next one tries again.
       Effect.catchTag("SqlError", (error) => Effect.logWarning("expiry job: the run failed", error)),
       Effect.withSpan("ExpiryJob.run")

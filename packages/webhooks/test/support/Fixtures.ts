@@ -20,7 +20,8 @@ const statusOf: Record<PaymentEventType, string> = {
   payment_settled: "SETTLED",
   payment_failed: "FAILED",
   payment_canceled: "CANCELED",
-  payment_expired: "EXPIRED"
+  payment_expired: "EXPIRED",
+  payment_expiring: "AUTHORIZED"
 }
 const typeAt: ReadonlyArray<PaymentEventType> = ["payment_created", "payment_authorized", "payment_settled"]
 

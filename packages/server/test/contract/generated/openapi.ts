@@ -411,6 +411,19 @@ export type components = {
             /** @enum {string} */
             title: "Internal error";
         };
+        InvariantViolationProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "invariant_violation";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/invariant_violation";
+            /** @enum {integer} */
+            status: 500;
+            /** @enum {string} */
+            title: "Internal error";
+        };
         DatabaseUnavailableProblemEncoded: {
             detail: string;
             instance?: string;
@@ -1123,7 +1136,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1133,7 +1146,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1370,7 +1383,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1382,7 +1395,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -1624,7 +1637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1636,7 +1649,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -1885,7 +1898,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1897,7 +1910,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
@@ -2139,7 +2152,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2151,7 +2164,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
@@ -2214,6 +2227,8 @@ export interface operations {
                             };
                             failure_code: string | null;
                             failure_message: string | null;
+                            /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                            fee_returned: number;
                             created_at: string & unknown;
                             updated_at: string & unknown;
                         }[];
@@ -2318,7 +2333,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2328,7 +2343,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2403,6 +2418,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2579,7 +2596,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2591,7 +2608,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The ledger did not complete the settlement posting: nothing was committed */
@@ -2652,6 +2669,8 @@ export interface operations {
                         };
                         failure_code: string | null;
                         failure_message: string | null;
+                        /** @description The part of the platform's fee given back with the refund, in minor units: 0 unless the merchant's fee is returned on refund (and the refund SUCCEEDED) */
+                        fee_returned: number;
                         created_at: string & unknown;
                         updated_at: string & unknown;
                     };
@@ -2754,7 +2773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2764,7 +2783,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -2926,7 +2945,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2936,7 +2955,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3069,7 +3088,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3079,7 +3098,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3227,7 +3246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3237,7 +3256,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3271,7 +3290,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
-                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
@@ -3463,7 +3482,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3475,7 +3494,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3632,7 +3651,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3642,7 +3661,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -3678,7 +3697,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
-                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired")[];
+                    event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                     description?: string | null;
                 };
             };
@@ -3884,7 +3903,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3896,7 +3915,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4053,7 +4072,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4063,7 +4082,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4296,7 +4315,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4308,7 +4327,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4543,7 +4562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4555,7 +4574,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4797,7 +4816,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4809,7 +4828,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -4988,7 +5007,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4998,7 +5017,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5166,7 +5185,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5176,7 +5195,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5422,7 +5441,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5434,7 +5453,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */
@@ -5666,7 +5685,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["HeadersTooLargeProblemEncoded"];
                 };
             };
-            /** @description A bug; logged with its cause */
+            /** @description The database refused a write (a constraint or guard trigger) that the service should have refused first: a bug, logged; nothing was committed | A bug; logged with its cause */
             500: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5678,7 +5697,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InternalErrorProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
             /** @description The database did not complete the request: nothing was decided */

@@ -1,0 +1,58 @@
+import type { MerchantId } from "@pay/domain"
+import { Context, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+
+/**
+ * The fee a refund gives back when the merchant's fee is returned (docs/refunds.md, the same rule
+ * as `migrations/0062_refund_fee_returned.sql`): cumulative and rounded down,
+ *   floor(fee × (before + amount) / captured) − floor(fee × before / captured)
+ * where `before` is the payment's SUCCEEDED refunds so far. After refunds totalling T the fee
+ * returned is exactly floor(fee × T / captured): never above the proportional share, the whole fee
+ * once the whole capture is refunded, whatever the split. Integer minor units of the payment's
+ * currency (bigint: no overflow, no float), so every exponent (JPY 0, EUR 2, KWD 3) alike.
+ */
+export const proportionalFeeReturned = (input: {
+  readonly fee_minor: bigint
+  readonly captured_minor: bigint
+  readonly refunded_before_minor: bigint
+  readonly amount_minor: bigint
+}): bigint => {
+  const { fee_minor, captured_minor, refunded_before_minor, amount_minor } = input
+  if (captured_minor <= 0n || fee_minor < 0n || refunded_before_minor < 0n || amount_minor <= 0n || refunded_before_minor + amount_minor > captured_minor) {
+    throw new RangeError(`fee share of a refund out of bounds: ${JSON.stringify({ ...input }, (_, value: unknown) => (typeof value === "bigint" ? String(value) : value))}`)
+  }
+  return (fee_minor * (refunded_before_minor + amount_minor)) / captured_minor - (fee_minor * refunded_before_minor) / captured_minor
+}
+
+const SettingRow = Schema.Struct({ fee_returned: Schema.Boolean })
+const decodeSetting = Schema.decodeUnknownEffect(Schema.Array(SettingRow))
+
+/**
+ * Per merchant: is the platform's fee returned on a refund (`merchant_refund_settings`)? Kept
+ * (false) when the merchant has no row: the default. Set by an operator (`pnpm cli refunds
+ * fee-returned <merchant id> true|false`); applies to refunds completed after the change.
+ */
+export class RefundFeeSettings extends Context.Service<RefundFeeSettings, {
+  readonly feeReturned: (merchantId: MerchantId) => Effect.Effect<boolean, SqlError>
+  readonly set: (merchantId: MerchantId, fee_returned: boolean) => Effect.Effect<void, SqlError>
+}>()("settlement/RefundFeeSettings") {
+  static readonly layer = Layer.effect(
+    RefundFeeSettings,
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      return RefundFeeSettings.of({
+        feeReturned: (merchantId) =>
+          sql`SELECT fee_returned FROM merchant_refund_settings WHERE merchant_id = ${merchantId}`.pipe(
+            Effect.flatMap(decodeSetting),
+            Effect.map((rows) => rows[0]?.fee_returned ?? false),
+            Effect.catchTag("SchemaError", Effect.die)
+          ),
+        set: (merchantId, fee_returned) =>
+          sql`
+            INSERT INTO merchant_refund_settings (merchant_id, fee_returned) VALUES (${merchantId}, ${fee_returned})
+            ON CONFLICT (merchant_id) DO UPDATE SET fee_returned = EXCLUDED.fee_returned, updated_at = now()`.pipe(Effect.asVoid)
+      })
+    })
+  )
+}
