@@ -184,7 +184,7 @@ const every = (interval_ms: number, name: string, task: Effect.Effect<unknown, S
 
 
 /** One claim-send-mark loop; `run` starts `workers` of them. */
-const worker = ({ options, state, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, index: number) =>
+const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, index: number) =>
   Effect.gen(function* () {
     workerFailures[index] = 0
     // Empty rounds in a row: the idle wait grows from pollMin_ms to pollInterval_ms with them.
@@ -219,8 +219,15 @@ const worker = ({ options, state, workerFailures }: PublisherParts, publishBatch
         idleRounds = 0
         continue
       }
-      idleRounds = Math.min(idleRounds + 1, 30)
-      yield* Effect.sleep(Duration.millis(idlePollDelay_ms(idleRounds, options.pollMin_ms, options.pollInterval_ms)))
+      // Idle: wait, then look (one autocommitted read) before opening a claim's transaction again.
+      while (true) {
+        idleRounds = Math.min(idleRounds + 1, 30)
+        yield* Effect.sleep(Duration.millis(idlePollDelay_ms(idleRounds, options.pollMin_ms, options.pollInterval_ms)))
+        const found = yield* Effect.exit(store.anyUnpublished)
+        yield* endOnInterrupt(found)
+        // A failed look is the claim's to report (it fails the same way, with backoff and logs).
+        if (Exit.isFailure(found) || found.value) break
+      }
     }
   })
 

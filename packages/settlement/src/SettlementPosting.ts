@@ -72,12 +72,14 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
         ])
         const leg = (account: string, amount_minor: bigint): ReadonlyArray<Leg> =>
           amount_minor > 0n ? [{ account, amount_minor, currency }] : []
+        // No savepoint: any failure here fails the settle's whole transaction (SettlementUnavailable
+        // or a defect), so there is nothing to keep usable after a refused posting.
         const posted = yield* ledger.postTransaction({
           reference: settlementReference(payment.id),
           description: `settlement of ${payment.id} (fee ${schedule.fee_bps} bps + ${schedule.fee_fixed_minor})`,
           debits: leg(receivable, split.gross_minor),
           credits: [...leg(payable, split.net_minor), ...leg(revenue, split.fee_minor)]
-        })
+        }, { savepoint: false })
         if (posted.replayed) {
           // The state machine lets a payment settle once; a second posting means a bug upstream.
           return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))
