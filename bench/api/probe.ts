@@ -133,10 +133,16 @@ const startProbeServer = (env: ProbeEnvironment, databaseUrl: string, redisUrl: 
           KAFKA_BROKERS: env.brokers,
           KAFKA_TOPIC_PREFIX: env.topicPrefix,
           PORT: String(port),
-          // Only the request path is counted: no publisher, the workers asleep for the run.
+          // Only the request path is counted: no publisher, no consumers, no webhook sender, the
+          // workers and the periodic gauges' reads asleep for the run.
           OUTBOX_PUBLISHER_ENABLED: "false",
+          CONSUMERS_ENABLED: "false",
+          WEBHOOK_SENDER_ENABLED: "false",
           COMPLETER_INTERVAL_MS: "3600000",
-          REAPER_INTERVAL_MS: "3600000"
+          REAPER_INTERVAL_MS: "3600000",
+          EXPIRY_INTERVAL_MS: "0",
+          LEDGER_VERIFY_INTERVAL_MS: "0",
+          RUNTIME_METRICS_INTERVAL_MS: "60000"
         },
         stdio: ["ignore", fd, fd]
       })

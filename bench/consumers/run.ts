@@ -6,7 +6,8 @@
  *
  *   A. raw consumer: our KafkaConsumer in a group of its own reads the backlog of BENCH_EVENTS
  *      records (payment_created/authorized/settled, as the publisher writes them), committing each
- *      batch, with no effect: the reference throughput.
+ *      batch, with no effect: the reference throughput. Then the same reading with no commit at
+ *      all (another group): the ceiling. After B, the raw consumer again (A'): the ratio uses both.
  *   B. the settlement consumer on the same backlog (one Postgres transaction per partition slice of
  *      a poll: processed_events, versions, projection, offset; Kafka commit per batch): events/s and the
  *      ratio to A (issue 14's target: ≥ 0.5).
@@ -17,7 +18,8 @@
  * Results: bench/results/consumers-<time>.json.
  *
  * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
- * (100 000), CONSUMER_BATCH_SIZE (100), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
+ * (100 000), BENCH_STREAM (1; 0 skips D), CONSUMER_TRANSACTION_RECORDS_MAX, CONSUMER_BATCH_SIZE and CONSUMER_KAFKA_COMMIT_INTERVAL_MS (the consumers' defaults; the raw
+ * consumer polls the same batch size and commits after every poll), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
  */
 import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
@@ -56,7 +58,10 @@ const envInt = (name: string, fallback: number, min: number, max: number): numbe
 }
 
 const events_n = envInt("BENCH_EVENTS", 100_000, 300, 1_000_000)
-const batch_max = envInt("CONSUMER_BATCH_SIZE", 100, 1, 1_000)
+const batch_max = envInt("CONSUMER_BATCH_SIZE", defaultConsumerOptions.batch_max, 1, 1_000)
+const transactionRecords_max = envInt("CONSUMER_TRANSACTION_RECORDS_MAX", defaultConsumerOptions.transactionRecords_max, 1, 1_000)
+const streamPhase = envInt("BENCH_STREAM", 1, 0, 1) === 1
+const kafkaCommitInterval_ms = envInt("CONSUMER_KAFKA_COMMIT_INTERVAL_MS", defaultConsumerOptions.kafkaCommitInterval_ms, 0, 60_000)
 const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
 const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
@@ -120,15 +125,15 @@ const backlog = (): Array<ProducerMessage> => {
   return messages
 }
 
-const rawConsumer = (count: number) =>
+const rawConsumer = (count: number, commit: boolean, group: string) =>
   Effect.scoped(Effect.gen(function* () {
-    const subscription = yield* (yield* KafkaConsumer).subscribe({ groupId: `${prefix}raw`, topics: [topic] })
+    const subscription = yield* (yield* KafkaConsumer).subscribe({ groupId: `${prefix}${group}`, topics: [topic] })
     let seen = 0
     while (seen < count) {
       const records = yield* subscription.poll({ maxRecords: batch_max, timeout_ms: 500 })
       if (records.length === 0) continue
       seen += records.length
-      yield* subscription.commit(records)
+      if (commit) yield* subscription.commit(records)
     }
     return seen
   }))
@@ -142,7 +147,7 @@ const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 
 const program = Effect.gen(function* () {
   yield* createBenchDatabase
-  const options = { ...defaultConsumerOptions, batch_max, pollTimeout_ms: 200 }
+  const options = { ...defaultConsumerOptions, batch_max, transactionRecords_max, kafkaCommitInterval_ms, pollTimeout_ms: 200 }
   const database = MigrationsLive.pipe(Layer.provideMerge(postgresLayer({ url: Redacted.make(withDatabase(baseDatabaseUrl, databaseName)), maxConnections: 4 })))
   const kafka = Layer.mergeAll(
     KafkaAdmin.layerWith({ brokers, clientId: "pay-bench-admin", ...defaultKafkaAdminTimeouts }),
@@ -156,8 +161,15 @@ const program = Effect.gen(function* () {
     const producer = yield* KafkaProducer
     for (let start = 0; start < messages.length; start += 1_000) yield* producer.send(messages.slice(start, start + 1_000))
 
-    yield* log("A. raw consumer")
-    const raw = yield* timed(rawConsumer(messages.length))
+    const load: Record<string, ReadonlyArray<number>> = { start: loadavg().map((value) => round(value, 2)) }
+    const mark = (phase: string) => Effect.sync(() => {
+      load[phase] = loadavg().map((value) => round(value, 2))
+    })
+    yield* log(`A. raw consumer (load ${loadavg().map((value) => value.toFixed(2)).join(" ")})`)
+    const raw = yield* timed(rawConsumer(messages.length, true, "raw"))
+    yield* mark("after_raw")
+    const rawRead = yield* timed(rawConsumer(messages.length, false, "raw-nocommit"))
+    yield* mark("after_raw_no_commit")
     yield* log("B. settlement consumer")
     const sql = yield* SqlClient.SqlClient
     const target = yield* (yield* KafkaConsumer).endOffsets(topic)
@@ -166,23 +178,40 @@ const program = Effect.gen(function* () {
       handler: projection.handler(1), topic, groupId: `${prefix}settlement.g1`, dlqTopic: null, options,
       keepGoing: behindTarget(sql, "settlement.g1", topic, target)
     }))
+    yield* mark("after_consumer")
+    // The raw consumer again, right after: the machine's load moves, the ratio uses both runs.
+    yield* log("A'. raw consumer again")
+    const rawAfter = yield* timed(rawConsumer(messages.length, true, "raw-after"))
+    yield* mark("after_raw_again")
     yield* log("C. replay from offset 0")
     const replay = yield* timed(rebuildSettlement({ topic, prefix, dlqTopic: null, options, timeout_ms: 30 * 60_000 }))
     const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
       JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
-    yield* log(`D. sustained API stream (${duration_s} s, ${concurrency} clients) against a server running its consumers`)
-    const stream = yield* apiStreamLatency({
+    yield* mark("after_replay")
+    yield* log(streamPhase ? `D. sustained API stream (${duration_s} s, ${concurrency} clients) against a server running its consumers` : "D. skipped (BENCH_STREAM=0)")
+    const stream = !streamPhase ? null : yield* apiStreamLatency({
       databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency
     }).pipe(Effect.ensuring(Effect.promise(() => Effect.runPromise(cleanupRedisPrefix(redisUrl, `bench:${runId}:`)).catch(() => undefined))))
+    yield* mark("after_stream")
     const rate = (elapsed_ms: number) => round(messages.length / (elapsed_ms / 1_000))
     const result = {
       benchmark: "consumers",
       at: new Date().toISOString(),
-      machine: { cpus: cpus().length, loadavg_1m_start_end: loadavg()[0] },
-      settings: { events: messages.length, batch_max, partitions: target.length },
+      // os.loadavg() (1, 5, 15 min) at the start and after each phase: the machine is shared.
+      machine: { cpus: cpus().length, loadavg: load },
+      settings: {
+        events: messages.length, batch_max, partitions: target.length, transactionRecords_max: options.transactionRecords_max,
+        kafkaCommitInterval_ms: options.kafkaCommitInterval_ms, raw_consumer_commits: "after every poll"
+      },
       raw_consumer: { elapsed_ms: round(raw.elapsed_ms), events_per_s: rate(raw.elapsed_ms) },
+      raw_consumer_after: { elapsed_ms: round(rawAfter.elapsed_ms), events_per_s: rate(rawAfter.elapsed_ms) },
       settlement_consumer: { elapsed_ms: round(live.elapsed_ms), events_per_s: rate(live.elapsed_ms) },
-      ratio_consumer_to_raw: round(raw.elapsed_ms / live.elapsed_ms, 3),
+      // The reading alone (no Kafka commit at all): an upper bound no committing consumer reaches.
+      raw_read_no_commit: { elapsed_ms: round(rawRead.elapsed_ms), events_per_s: rate(rawRead.elapsed_ms) },
+      // Against the mean of the raw runs before and after the consumer's (same batch size, a commit per poll).
+      ratio_consumer_to_raw: round((raw.elapsed_ms + rawAfter.elapsed_ms) / 2 / live.elapsed_ms, 3),
+      ratio_consumer_to_raw_before: round(raw.elapsed_ms / live.elapsed_ms, 3),
+      ratio_consumer_to_raw_read_no_commit: round(rawRead.elapsed_ms / live.elapsed_ms, 3),
       replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal },
       api_stream: stream
     }

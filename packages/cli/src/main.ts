@@ -7,6 +7,7 @@
  *   pnpm cli keys revoke <api key id>    revokes a key (401 from then on); exit 0 when revoked (or
  *                                        already), 1 when no key has that id
  *   pnpm cli fees set <merchant id> <currency> <bps> <fixed minor units>
+ *   pnpm cli refunds fee-returned <merchant id> true|false
  *                                        sets the merchant's settlement fee for one currency
  *   pnpm cli idempotency parked [limit]  lists the keys the completer parked (one JSON line each)
  *   pnpm cli idempotency retry <key id>  gives a parked key back to the completer (fresh attempts);
@@ -23,7 +24,7 @@ import { Currency, MerchantId, MerchantName } from "@pay/domain"
 import { DatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
-import { FeeSchedules } from "@pay/settlement"
+import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
 import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
@@ -33,6 +34,7 @@ const usage = `usage:
   pnpm cli keys create <merchant id>
   pnpm cli keys revoke <api key id>
   pnpm cli fees set <merchant id> <currency> <bps 0-10000> <fixed fee in minor units>
+  pnpm cli refunds fee-returned <merchant id> true|false   (the fee is kept on refunds unless true)
   pnpm cli idempotency parked [limit 1-1000, default 100]
   pnpm cli idempotency retry <idempotency key id>
   pnpm cli webhooks failed [limit 1-1000]
@@ -105,6 +107,13 @@ const program = Effect.gen(function* () {
     yield* fees.set(merchantId, currency, { fee_bps, fee_fixed_minor })
     return yield* Console.log(JSON.stringify({ merchant_id: merchantId, currency, fee_bps, fee_fixed_minor: String(fee_fixed_minor) }))
   }
+  if (group === "refunds" && command === "fee-returned" && argument !== undefined && rest.length === 1) {
+    const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
+    const fee_returned = yield* Schema.decodeUnknownEffect(Schema.Literals(["true", "false"]))(rest[0])
+    yield* merchants.findById(merchantId)
+    yield* (yield* RefundFeeSettings).set(merchantId, fee_returned === "true")
+    return yield* Console.log(JSON.stringify({ merchant_id: merchantId, fee_returned: fee_returned === "true" }))
+  }
   if (group === "idempotency") return yield* idempotencyCommand(command, argument)
   if (group === "webhooks" && command === "failed") {
     const limit = yield* Schema.decodeUnknownEffect(FailedLimit)(argument ?? "50")
@@ -117,7 +126,7 @@ const program = Effect.gen(function* () {
 
 program.pipe(
   Effect.provide(
-    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(DatabaseLive)
     )
   ),

@@ -10,6 +10,7 @@ export const consumerBounds = {
   batch_max: { min: 1, max: 1_000 },
   transactionRecords_max: { min: 1, max: 1_000 },
   pollTimeout_ms: { min: 10, max: 60_000 },
+  kafkaCommitInterval_ms: { min: 0, max: 60_000 },
   attempt_max: { min: 1, max: 20 },
   backoffBase_ms: { min: 1, max: 60_000 },
   backoffMax_ms: { min: 1, max: 300_000 },
@@ -29,6 +30,13 @@ export interface ConsumerOptions {
   readonly transactionRecords_max: number
   /** How long a poll waits for records before returning empty. */
   readonly pollTimeout_ms: number
+  /**
+   * How often, at most, the handled records' offsets are committed to Kafka (in the background,
+   * and always after an empty poll); 0: after every poll. The database's stored offsets are the
+   * position (a consumer seeks its group to them on start; a record below them is skipped), so a
+   * Kafka commit that lags behind costs only re-reading, never a lost or doubled effect.
+   */
+  readonly kafkaCommitInterval_ms: number
   /** Attempts of one record before it is parked (a decode failure is parked at once). */
   readonly attempt_max: number
   readonly backoffBase_ms: number
@@ -47,6 +55,7 @@ export const defaultConsumerOptions: ConsumerOptions = {
   batch_max: 100,
   transactionRecords_max: 100,
   pollTimeout_ms: 500,
+  kafkaCommitInterval_ms: 1_000,
   attempt_max: 5,
   backoffBase_ms: 100,
   backoffMax_ms: 5_000,
@@ -70,6 +79,11 @@ export const ConsumerOptionsFromEnv: Config.Config<ConsumerOptions> = Config.all
     defaultConsumerOptions.transactionRecords_max
   ),
   pollTimeout_ms: boundedInt("CONSUMER_POLL_TIMEOUT_MS", consumerBounds.pollTimeout_ms, defaultConsumerOptions.pollTimeout_ms),
+  kafkaCommitInterval_ms: boundedInt(
+    "CONSUMER_KAFKA_COMMIT_INTERVAL_MS",
+    consumerBounds.kafkaCommitInterval_ms,
+    defaultConsumerOptions.kafkaCommitInterval_ms
+  ),
   attempt_max: boundedInt("CONSUMER_ATTEMPTS_MAX", consumerBounds.attempt_max, defaultConsumerOptions.attempt_max),
   backoffBase_ms: boundedInt("CONSUMER_BACKOFF_BASE_MS", consumerBounds.backoffBase_ms, defaultConsumerOptions.backoffBase_ms),
   backoffMax_ms: boundedInt("CONSUMER_BACKOFF_MAX_MS", consumerBounds.backoffMax_ms, defaultConsumerOptions.backoffMax_ms),

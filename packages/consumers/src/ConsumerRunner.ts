@@ -1,4 +1,4 @@
-import { KafkaAdmin, KafkaConsumer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { KafkaAdmin, KafkaConsumer, type KafkaError } from "@pay/infra"
 import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -7,6 +7,7 @@ import { consumerLag, consumerName, type ConsumerStatus } from "./ConsumerModel.
 import { makeConsumerStore } from "./ConsumerStore.ts"
 import { makePartitionHandler } from "./PartitionBatch.ts"
 import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
+import { makeKafkaCommits, makePartitionLanes } from "./SubscriptionPipeline.ts"
 
 export interface RunnerSettings extends ProcessorSettings {
   readonly topic: string
@@ -17,18 +18,12 @@ export interface RunnerSettings extends ProcessorSettings {
    * live projection moved to another generation). Absent: run until interrupted.
    */
   readonly keepGoing?: Effect.Effect<boolean, SqlError>
-}
-
-/** The batch split by topic and partition, each part in offset order (as polled). */
-const byPartition = (records: ReadonlyArray<KafkaRecord>): ReadonlyArray<ReadonlyArray<KafkaRecord>> => {
-  const parts = new Map<string, Array<KafkaRecord>>()
-  for (const record of records) {
-    const slot = `${record.topic}\u0000${record.partition}`
-    const part = parts.get(slot)
-    if (part === undefined) parts.set(slot, [record])
-    else part.push(record)
-  }
-  return [...parts.values()]
+  /**
+   * While records flow, ask `keepGoing` at most this often (it is always asked after an empty
+   * poll). 0 (default): before every poll — the live consumer, so that a retired generation stops
+   * at once. A replay may overshoot its target harmlessly and saves the round trip.
+   */
+  readonly keepGoingInterval_ms?: number
 }
 
 type PartitionHandler = Effect.Success<ReturnType<typeof makePartitionHandler>>
@@ -67,37 +62,56 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
     )
   )
 
+/** Polled batches dispatched to the partitions' lanes and not finished, at most (× `batch_max` records). */
+const inFlightBatches_max = 8
+
 /**
- * One subscription's life: poll a bounded batch, handle each partition's records in one
- * transaction per `transactionRecords_max` slice (one per record when a slice fails: see
- * PartitionBatch.ts; uninterruptible: SIGTERM finishes the transaction in flight), then commit
- * the batch's Kafka offsets. Kafka's committed offset is never ahead of the database's; a batch cut short by an
- * interruption or a failure is simply not committed, and its records come back as "behind"
- * (below the stored offset, skipped) or as duplicates (processed_events).
+ * One subscription's life: poll a bounded batch and hand each partition's records to its lane
+ * (SubscriptionPipeline.ts: a partition's records in order, partitions concurrently, pipelined
+ * with the next poll, at most `inFlightRecords_max` records dispatched and not finished); each
+ * lane handles its records in one transaction per `transactionRecords_max` slice (one per record
+ * when a slice fails: PartitionBatch.ts; uninterruptible: SIGTERM finishes the transaction in
+ * flight). What committed goes to the Kafka commits (every `kafkaCommitInterval_ms`, in the
+ * background; everything after an empty poll and at the end). Kafka's committed offset is never
+ * ahead of the database's; records handled but not yet committed to Kafka (a crash, an
+ * interruption, a rebalance) come back as "behind" (below the stored offset, skipped) or as duplicates.
  */
 const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHandler, status: Ref.Ref<ConsumerStatus>) =>
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
     yield* seekGroupToStoredOffsets(settings)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
-    yield* Ref.update(status, (current) => ({ ...current, running: true }))
-    // Operators (and the chaos run's readiness wait) see when an instance has joined its group.
-    yield* Effect.logInfo("consumer subscribed").pipe(Effect.annotateLogs({ consumer: settings.handler.name, group: settings.groupId }))
-    while (true) {
-      if (settings.keepGoing !== undefined && !(yield* settings.keepGoing)) return
-      const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })
-      if (records.length === 0) continue
-      // Partitions in parallel (each is its own ordered stream, with its own offset row), records
-      // of one partition in order. A batch holds at most as many partitions as the topic has.
-      yield* Effect.forEach(byPartition(records), handlePartition, { concurrency: "unbounded", discard: true })
-      yield* subscription.commit(records)
-      yield* Ref.update(status, (current) => ({
+    const commits = yield* makeKafkaCommits(subscription, settings.options.kafkaCommitInterval_ms)
+    const lanes = yield* makePartitionLanes(handlePartition, commits.note)
+    const report = (handled: number) =>
+      handled === 0 ? Effect.void : Ref.update(status, (current) => ({
         ...current,
-        handled_count: current.handled_count + records.length,
+        handled_count: current.handled_count + handled,
         consecutiveFailure_count: 0,
         lastError: null,
         lastBatchAt_ms: Date.now()
       }))
+    // Everything dispatched finished and committed to Kafka.
+    const drain = Effect.andThen(Effect.flatMap(lanes.settle(0), report), commits.flush)
+    const inFlightRecords_max = settings.options.batch_max * inFlightBatches_max
+    yield* Ref.update(status, (current) => ({ ...current, running: true }))
+    // Operators (and the chaos run's readiness wait) see when an instance has joined its group.
+    yield* Effect.logInfo("consumer subscribed").pipe(Effect.annotateLogs({ consumer: settings.handler.name, group: settings.groupId }))
+    let lastCheck_ms = 0
+    while (true) {
+      if (settings.keepGoing !== undefined && Date.now() - lastCheck_ms >= (settings.keepGoingInterval_ms ?? 0)) {
+        if (!(yield* settings.keepGoing)) return yield* drain
+        lastCheck_ms = Date.now()
+      }
+      yield* report(yield* lanes.settle(inFlightRecords_max))
+      yield* commits.tick
+      const records = yield* subscription.poll({ maxRecords: settings.options.batch_max, timeout_ms: settings.options.pollTimeout_ms })
+      if (records.length === 0) {
+        yield* drain
+        lastCheck_ms = 0
+        continue
+      }
+      yield* lanes.dispatch(records)
     }
   })).pipe(Effect.ensuring(Ref.update(status, (current) => ({ ...current, running: false }))))
 

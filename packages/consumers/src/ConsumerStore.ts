@@ -47,12 +47,6 @@ export const StoredOffset = Schema.Struct({
 })
 export type StoredOffset = typeof StoredOffset.Type
 
-export interface BatchCounts {
-  readonly applied: number
-  readonly duplicate: number
-  readonly stale: number
-}
-
 export type Counter = "applied_count" | "duplicate_count" | "stale_count" | "parked_count" | "none"
 
 export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
@@ -85,17 +79,6 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
   }
 
   /**
-   * Advances the stored offset past a batch's last handled record and adds each counter's count,
-   * once for the whole batch (in the batch's transaction).
-   */
-  const advanceBatch = (consumer: string, last: KafkaRecord, counts: BatchCounts) =>
-    sql`
-      UPDATE consumer_offsets SET next_offset = greatest(next_offset, ${last.offset + 1n}), updated_at = now(),
-        applied_count = applied_count + ${counts.applied}, duplicate_count = duplicate_count + ${counts.duplicate},
-        stale_count = stale_count + ${counts.stale}
-      WHERE consumer = ${consumer} AND topic = ${last.topic} AND partition = ${last.partition}`.pipe(Effect.asVoid)
-
-  /**
    * Inserts (consumer, event_id) and moves the payment's version forward. `duplicate`: the event
    * was handled before (same id). `stale`: a new id whose version is not above the one applied
    * (a re-sent copy or a reordered delivery): recorded, counted, no effect.
@@ -124,7 +107,7 @@ export const makeConsumerStore = (sql: SqlClient.SqlClient) => {
       return "stale" as const
     })
 
-  return { lockOffset, storedOffset, advance, advanceBatch, claim, ...makeOffsetAdmin(sql) }
+  return { lockOffset, storedOffset, advance, claim, ...makeOffsetAdmin(sql) }
 }
 
 /** Reading and resetting stored offsets (operators, lag, replay). */

@@ -82,7 +82,9 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
         // Webhooks (docs/webhooks.md): each event's deliveries are queued in the record's
         // transaction; the sender (packages/webhooks) sends them. A group of its own.
         const webhooks = yield* makeWebhookConsumerHandler
-        yield* Effect.forkScoped(runConsumer({ topic, groupId: `${prefix}${webhooks.name}`, handler: webhooks, dlqTopic, options, faults }, webhookStatus))
+        // Injected faults (tests) count the settlement consumer's records only: shared with the
+        // webhooks consumer, the Nth record would be whichever consumer got there first.
+        yield* Effect.forkScoped(runConsumer({ topic, groupId: `${prefix}${webhooks.name}`, handler: webhooks, dlqTopic, options }, webhookStatus))
         yield* runSettlementLive({ topic, prefix, dlqTopic, options, faults }, status)
       })
       yield* Effect.forkScoped(run)

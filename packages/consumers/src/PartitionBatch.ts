@@ -4,25 +4,17 @@ import { Cause, Duration, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
-import { claimBatch } from "./BatchClaims.ts"
-import { type BatchCounts, eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
+import { claimSlice } from "./BatchClaims.ts"
+import { eventIdentity } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
 /** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
 class BatchFailed extends Schema.TaggedError<BatchFailed>()("BatchFailed", { message: Schema.String }) {}
 
-type BatchOutcome = "applied" | "duplicate" | "stale" | "behind"
-
 interface Item {
   readonly record: KafkaRecord
   readonly decoded: DecodedPaymentEvent
 }
-
-const countsOf = (outcomes: ReadonlyArray<BatchOutcome>): BatchCounts => ({
-  applied: outcomes.filter((outcome) => outcome === "applied").length,
-  duplicate: outcomes.filter((outcome) => outcome === "duplicate").length,
-  stale: outcomes.filter((outcome) => outcome === "stale").length
-})
 
 /** Consecutive slices of at most `size` records, in order. */
 const chunksOf = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<ReadonlyArray<A>> => {
@@ -44,14 +36,14 @@ const decodeAll = (records: ReadonlyArray<KafkaRecord>) =>
   })
 
 /**
- * The records of one partition (as polled, in offset order) in ONE transaction: lock the
- * partition's stored offset once; skip the records below it ("behind"); claim the others
- * (consumer, event_id) with the version check, set-based (BatchClaims.ts); apply the handler's
- * effect, in order, only for the new and newer events; then store the offset past the last handled record and
- * the counters, once; one COMMIT. Any failure rolls the whole batch back.
+ * The records of one partition (as polled, in offset order) in ONE transaction of three round
+ * trips besides BEGIN and COMMIT's: the consumer's bookkeeping in one statement (claimSlice,
+ * BatchClaims.ts: lock the stored offset, skip the records below it ("behind"), claim the others
+ * with the version check, store the offset past the last one and the counters), then the
+ * handler's effects, in order, for the applied (new and newer) events only; one COMMIT. Any
+ * failure rolls the whole slice back.
  */
 const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlClient) => {
-  const store = makeConsumerStore(sql)
   const { handler } = settings
   const name = handler.name
 
@@ -71,26 +63,14 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
       if (inside !== undefined) yield* Effect.forEach(fresh, (item) => inside(item.record), { discard: true })
     })
 
-  return (items: ReadonlyArray<Item>, first: KafkaRecord) =>
+  return (items: ReadonlyArray<Item>) =>
     sql.withTransaction(Effect.gen(function* () {
-      const next = yield* store.lockOffset(name, first.topic, first.partition)
-      const ahead = items.filter((item) => item.record.offset >= next)
-      const claims = yield* claimBatch(sql, name, ahead.map(({ record, decoded }) => ({
+      const outcomes = yield* claimSlice(sql, name, items.map(({ record, decoded }) => ({
         record,
         identity: eventIdentity(decoded)
       })))
-      const outcomes = new Map<KafkaRecord, BatchOutcome>()
-      const fresh: Array<Item> = []
-      for (const [index, item] of ahead.entries()) {
-        const claim = claims[index] ?? "duplicate"
-        if (claim === "new") fresh.push(item)
-        outcomes.set(item.record, claim === "new" ? "applied" : claim)
-      }
-      yield* applyAll(fresh)
-      const last = ahead.at(-1)
-      const ordered = items.map((item) => outcomes.get(item.record) ?? "behind")
-      if (last !== undefined) yield* store.advanceBatch(name, last.record, countsOf(ordered))
-      return ordered
+      yield* applyAll(items.filter((_, index) => outcomes[index] === "applied"))
+      return outcomes
     }))
 }
 
@@ -112,10 +92,10 @@ export const makePartitionHandler = (settings: ProcessorSettings, processor: Rec
     const oneByOne = (records: ReadonlyArray<KafkaRecord>) =>
       Effect.forEach(records, (record) => Effect.uninterruptible(processor.handle(record)), { discard: true })
 
-    const attemptBatch = (items: ReadonlyArray<Item>, first: KafkaRecord) =>
+    const attemptBatch = (items: ReadonlyArray<Item>) =>
       Effect.gen(function* () {
         if (faults?.beforeTransaction !== undefined) yield* Effect.forEach(items, (item) => faults.beforeTransaction?.(item.record) ?? Effect.void)
-        return yield* transaction(items, first)
+        return yield* transaction(items)
       }).pipe(
         Effect.timeoutOrElse({
           duration: Duration.millis(options.recordTimeout_ms),
@@ -130,9 +110,9 @@ export const makePartitionHandler = (settings: ProcessorSettings, processor: Rec
       Effect.gen(function* () {
         const first = records[0]
         if (first === undefined) return
-        const items = records.length > 1 ? yield* decodeAll(records) : null
+        const items = yield* decodeAll(records)
         if (items === null) return yield* oneByOne(records)
-        const result = yield* Effect.result(Effect.uninterruptible(attemptBatch(items, first)))
+        const result = yield* Effect.result(Effect.uninterruptible(attemptBatch(items)))
         if (result._tag === "Failure") {
           yield* Effect.logWarning("consumer batch rolled back; its records are handled one transaction each").pipe(Effect.annotateLogs({
             consumer: name, topic: first.topic, partition: first.partition, offset: String(first.offset),

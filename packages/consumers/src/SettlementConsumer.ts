@@ -91,7 +91,9 @@ export const rebuildSettlement = (
       dlqTopic: null,
       handler,
       groupId: `${settings.prefix}${handler.name}`,
-      keepGoing: behindTarget(sql, handler.name, settings.topic, target)
+      keepGoing: behindTarget(sql, handler.name, settings.topic, target),
+      // Going a little past the target is harmless: the stored offsets say where the live one resumes.
+      keepGoingInterval_ms: 100
     }).pipe(
       Effect.timeoutOrElse({
         duration: Duration.millis(settings.timeout_ms),

@@ -10,7 +10,7 @@
  * transaction is uninterruptible), the group is left, the pool closes.
  *
  * Fault injection (tests only): `CONSUMER_FAULT_CRASH_AT=before_transaction|inside_transaction|after_transaction`
- * with `CONSUMER_FAULT_CRASH_AT_RECORD=N` makes the process SIGKILL itself at the Nth record it
+ * with `CONSUMER_FAULT_CRASH_AT_RECORD=N` makes the process SIGKILL itself at the Nth record the settlement consumer
  * handles: before its transaction, inside it after the record's effect (mid-batch: records
  * before it applied in the same, uncommitted transaction), or after the transaction committed
  * and before the Kafka commit.

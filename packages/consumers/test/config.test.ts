@@ -18,7 +18,8 @@ describe("consumer configuration", () => {
         ["CONSUMER_BATCH_SIZE", "5000", "between 1 and 1000"],
         ["CONSUMER_ATTEMPTS_MAX", "0", "between 1 and 20"],
         ["CONSUMER_RECORD_TIMEOUT_MS", "50", "between 100 and 300000"],
-        ["CONSUMER_POLL_TIMEOUT_MS", "5", "between 10 and 60000"]
+        ["CONSUMER_POLL_TIMEOUT_MS", "5", "between 10 and 60000"],
+        ["CONSUMER_KAFKA_COMMIT_INTERVAL_MS", "60001", "between 0 and 60000"]
       ] as const) {
         const result = yield* read(ConsumerOptionsFromEnv, { [name]: value })
         assert.isTrue(Result.isFailure(result), `${name}=${value} refused`)

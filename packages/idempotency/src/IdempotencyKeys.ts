@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto"
 import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
 import { countRefusal, countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
 import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
-import { canonicalBody, fingerprint } from "./Fingerprint.ts"
+import { toBeginRequest } from "./BeginRequest.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
 import {
   type AtOnceWork,
@@ -17,6 +17,8 @@ import {
   defaultIdempotencyOptions,
   type Execution,
   type Finished,
+  type GatedStart,
+  type GatedWork,
   FinishedTypeId,
   type IdempotencyOptions,
   idempotencyOptionBounds,
@@ -34,6 +36,7 @@ import {
 import type { CompleterRetryPolicy } from "./Parking.ts"
 import { assertBounded, makeMaintenance } from "./Maintenance.ts"
 import { makeRedisFastPath, type RedisFastPath } from "./RedisFastPath.ts"
+import { makeRunGated } from "./RunGated.ts"
 
 type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, R>
 
@@ -93,6 +96,20 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
     once: AtOnceWork<A, E, R>,
     work: Work<A, E, R>
   ) => Effect.Effect<RunOutcome, E | IdempotencyKeyReused | IdempotencyKeyInUse | SqlError, R>
+  /**
+   * `run` for work whose first durable step is its key's recovery point (authorize, settle,
+   * cancel: the point before the acquirer is asked): a replay cached in Redis answers first;
+   * otherwise `start` writes the key, leased and already at its recovery point, in the same
+   * statement that reads what decides that the step may go ahead (RunGated.ts). None from `start`
+   * (the key exists, or the step may not go ahead): nothing was written and `run(request, work)`
+   * decides as usual. Some: `continueWork` goes on from the recovery point with the lease.
+   */
+  readonly runGated: <A, P, E, R, ES, RS>(
+    request: IdempotentRequest<A>,
+    start: GatedStart<P, ES, RS>,
+    continueWork: GatedWork<A, P, E, R>,
+    work: Work<A, E, R>
+  ) => Effect.Effect<RunOutcome, E | ES | IdempotencyKeyReused | IdempotencyKeyInUse | SqlError, R | RS>
   /** Deletes finished keys older than the retention (and never-started leftovers), at most `batch`. */
   readonly reap: (options?: { readonly retention_ms?: number; readonly batch?: number }) => Effect.Effect<
     { readonly finished: number; readonly neverStarted: number },
@@ -124,9 +141,10 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
       yield* initializeIdempotencyMetrics
       const begin = makeBegin(sql, store, fast, options)
       const writes = makeWrites(sql, store, fast)
-      const { run, resume } = makeRuns(begin, writes)
+      const { run, resume, releaseAfterFailure } = makeRuns(begin, writes)
       const runAtOnce = makeRunAtOnce(sql, store, fast, run)
-      return IdempotencyKeys.of({ begin, ...writes, run, resume, runAtOnce, ...makeMaintenance(store, fast, options), options })
+      const runGated = makeRunGated({ sql, store, fast, writes, run, releaseAfterFailure, options })
+      return IdempotencyKeys.of({ begin, ...writes, run, resume, runAtOnce, runGated, ...makeMaintenance(store, fast, options), options })
     })
 
   /**
@@ -194,18 +212,16 @@ const makeWrites = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPa
     return yield* store.advance(record, recoveryPoint, data)
   })
 
-  const finishWith = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse) =>
+  /** `marker`: whether this run set the in-flight marker in Redis (runGated's runs do not). */
+  const finishWith = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true) =>
     Effect.gen(function* () {
       if (!Number.isInteger(response.status) || response.status < 100 || response.status > 599) {
         return yield* Effect.die(new Error(`finish: ${response.status} is not an HTTP status`))
       }
       yield* store.storeResponse(record, response)
       // Only once the response is durable may Redis repeat it; a rollback discards this.
-      yield* sql.afterCommit(
-        fast.cacheResponse(record.merchantId, record.key, record.fingerprint, response).pipe(
-          Effect.andThen(fast.deleteMarker(record.merchantId, record.key))
-        )
-      )
+      const cache = fast.cacheResponse(record.merchantId, record.key, record.fingerprint, response)
+      yield* sql.afterCommit(marker ? cache.pipe(Effect.andThen(fast.deleteMarker(record.merchantId, record.key))) : cache)
       const finished: Finished<A> = { [FinishedTypeId]: FinishedTypeId, recordId: record.id, outcome, response }
       return finished
     }).pipe(Effect.withSpan("IdempotencyKeys.finish"))
@@ -277,22 +293,7 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
       fingerprint: abandoned.fingerprint
     }).pipe(Effect.flatMap((began) => execute(began, render, work)), Effect.withSpan("IdempotencyKeys.resume"))
 
-  return { run, resume }
-}
-
-/** What `begin` needs of an HTTP request: the canonical body and its fingerprint (`run` and `runAtOnce`). */
-const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest => {
-  const body = canonicalBody(request.body)
-  return {
-    merchantId: request.merchantId,
-    key: request.key,
-    method: request.method.toUpperCase(),
-    path: request.path,
-    fingerprint: fingerprint({ method: request.method, path: request.path, canonicalBody: body }),
-    canonicalBody: body,
-    ...(request.operation === undefined ? {} : { operation: request.operation }),
-    ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
-  }
+  return { run, resume, releaseAfterFailure }
 }
 
 type Run = ReturnType<typeof makeRuns>["run"]

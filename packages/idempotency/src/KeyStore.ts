@@ -140,6 +140,11 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
       return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "postgres" })
     })
 
+  return { rows, decide }
+}
+
+/** The new keys a single statement writes with its work (runAtOnce, runGated): CTE bodies. */
+const makeInserts = (sql: SqlClient.SqlClient) => {
   /**
    * A new key, finished at once with its response (runAtOnce): for the caller's single statement,
    * returning its id when inserted and nothing when the key exists. No lease: the key, the work
@@ -159,7 +164,33 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
       RETURNING id`
   }
 
-  return { rows, decide, insertFinished }
+  /**
+   * A new key with this run's lease, already at `recoveryPoint` (runGated), written once per row
+   * of the caller's CTE `source`: a CTE body for the caller's statement. No row back when the key
+   * exists (or `source` is empty).
+   */
+  const insertLeasedFrom = (id: string, request: BeginRequest, token: string, lease_ms: number, leased: LeasedPoint) => {
+    const body = request.canonicalBody === undefined || request.canonicalBody === "" ? null : request.canonicalBody
+    const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
+    return sql`
+      INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+                                    request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token)
+      SELECT ${id}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path}, ${request.fingerprint},
+             ${body}::jsonb, ${operation}::jsonb, ${leased.recoveryPoint}, ${JSON.stringify(leased.data)}::jsonb,
+             clock_timestamp(), ${later(sql, lease_ms)}, ${token}
+      FROM ${sql.literal(leased.source)}
+      ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+      RETURNING id, lock_expires_at, created_at`
+  }
+
+  return { insertFinished, insertLeasedFrom }
+}
+
+/** Where `insertLeasedFrom` puts the key, and from which CTE of the caller's statement. */
+export interface LeasedPoint {
+  readonly source: string
+  readonly recoveryPoint: string
+  readonly data: Schema.JsonObject
 }
 
 const IdRow = Schema.Struct({ id: Schema.String })
@@ -296,7 +327,7 @@ const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeL
 
 export const makeKeyStore = (sql: SqlClient.SqlClient) => {
   const leases = makeLeases(sql)
-  return { decide: leases.decide, insertFinished: leases.insertFinished, ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
+  return { decide: leases.decide, ...makeInserts(sql), ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
 }
 
 export type KeyStore = ReturnType<typeof makeKeyStore>

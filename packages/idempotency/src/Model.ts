@@ -213,3 +213,34 @@ export interface KeyAtOnce<A> {
 
 /** Some(finished) when the statement wrote the key (and the work); None when the key existed. */
 export type AtOnceWork<A, E, R> = (key: KeyAtOnce<A>) => Effect.Effect<Option.Option<Finished<A>>, E, R>
+
+/**
+ * For a step whose recovery point commits before an outside call (`IdempotencyKeys.runGated`:
+ * authorize, settle, cancel). `insertLeasedFrom(source, point, data)` is the key's INSERT with this
+ * run's lease, already at `point`, written once per row of the caller's CTE `source` (`… SELECT …
+ * FROM source ON CONFLICT DO NOTHING RETURNING id, lock_expires_at, created_at`): the caller puts
+ * it in the statement that reads what decides that the step may go ahead, as a CTE, and writes it
+ * from a source that yields one row only then. No row back (the key exists, or the step may not go
+ * ahead): nothing was written. `recordOf` makes the run's record from the returned row.
+ */
+export interface KeyGate {
+  readonly insertLeasedFrom: (source: string, recoveryPoint: string, data: Schema.JsonObject) => Fragment
+  readonly recordOf: (row: GateRow, recoveryPoint: string, data: Schema.JsonObject) => IdempotencyRecord
+}
+
+/** What the gate's INSERT returns. */
+export interface GateRow {
+  readonly id: string
+  readonly lock_expires_at: Date
+  readonly created_at: Date
+}
+
+/** Some(record and what the statement read) when the key was written; None when nothing was. */
+export type GatedStart<P, E, R> = (gate: KeyGate) => Effect.Effect<
+  Option.Option<{ readonly record: IdempotencyRecord; readonly payload: P }>,
+  E,
+  R
+>
+
+/** The rest of the work, from the recovery point the gate wrote, with what the statement read. */
+export type GatedWork<A, P, E, R> = (execution: Execution<A>, payload: P) => Effect.Effect<Finished<A>, E, R>

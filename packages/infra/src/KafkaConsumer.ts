@@ -98,6 +98,7 @@ const acquireGroupStream = (base: BaseOptions, options: KafkaConsumerOptions, su
             rebalanceTimeout: options.rebalanceTimeout_ms,
             minBytes: 1,
             maxBytes: options.fetch_bytes_max,
+            maxBytesPerPartition: options.fetchPartition_bytes_max,
             maxWaitTime: options.fetchMaxWait_ms,
             // Never see records of aborted transactions (we do not produce any today; this
             // keeps it true if a transactional producer ever appears).
@@ -158,32 +159,30 @@ const makePolling = (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => 
         resume(Effect.die(new Error("KafkaSubscription.poll called while another poll is waiting")))
         return
       }
-      const settle = (): boolean => {
-        if (failure !== undefined) {
-          resume(Effect.fail(failure))
-          return true
-        }
+      // What the poll answers now, or undefined to keep waiting. The caller clears its own state
+      // BEFORE resuming: a resumed fiber may call `poll` again synchronously.
+      const answer = (): Effect.Effect<ReadonlyArray<KafkaRecord>, KafkaError> | undefined => {
+        if (failure !== undefined) return Effect.fail(failure)
         const records = take(Math.max(1, pollOptions.maxRecords))
-        if (records.length > 0) {
-          resume(Effect.succeed(records))
-          return true
-        }
-        if (closed) {
-          resume(Effect.fail(new KafkaError({ operation: "poll", message: "subscription closed", retriable: false, code: "CLOSED" })))
-          return true
-        }
-        return false
+        if (records.length > 0) return Effect.succeed(records)
+        if (closed) return Effect.fail(new KafkaError({ operation: "poll", message: "subscription closed", retriable: false, code: "CLOSED" }))
+        return undefined
       }
-      if (settle()) return
+      const now = answer()
+      if (now !== undefined) {
+        resume(now)
+        return
+      }
       const timer = setTimeout(() => {
         wake = undefined
         resume(Effect.succeed([]))
       }, pollOptions.timeout_ms)
       wake = () => {
-        if (settle()) {
-          clearTimeout(timer)
-          wake = undefined
-        }
+        const later = answer()
+        if (later === undefined) return
+        clearTimeout(timer)
+        wake = undefined
+        resume(later)
       }
       return Effect.sync(() => {
         clearTimeout(timer)

@@ -64,6 +64,12 @@ export interface KafkaConsumerOptions extends KafkaClientOptions {
   /** Long-poll bound of one fetch when there is no new data. */
   readonly fetchMaxWait_ms: number
   readonly fetch_bytes_max: number
+  /**
+   * Bytes of one partition in one fetch. A fetch's records are buffered partition after partition:
+   * a bound well below `fetch_bytes_max` interleaves the partitions in the buffer, so a consumer
+   * working on several partitions at once gets records of each soon.
+   */
+  readonly fetchPartition_bytes_max: number
   /** Records buffered ahead of `poll` per subscription; bounds memory. */
   readonly bufferedRecords_max: number
 }
@@ -76,6 +82,7 @@ export const defaultKafkaConsumerOptions = {
   rebalanceTimeout_ms: 15_000,
   fetchMaxWait_ms: 500,
   fetch_bytes_max: 8 * 1024 * 1024,
+  fetchPartition_bytes_max: 256 * 1024,
   // The library's default is 1024 records per stream; a consumer's batch is far smaller.
   bufferedRecords_max: 512
 } as const

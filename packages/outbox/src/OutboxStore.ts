@@ -68,6 +68,8 @@ export class OutboxStore extends Context.Service<OutboxStore, {
   readonly markPublished: (ids: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
   readonly recordFailure: (ids: ReadonlyArray<string>, error: string) => Effect.Effect<void, SqlError>
   readonly backlog: Effect.Effect<OutboxBacklog, SqlError>
+  /** Whether any row is unpublished: one autocommitted read of the partial index (an idle publisher's poll). */
+  readonly anyUnpublished: Effect.Effect<boolean, SqlError>
   /** Deletes published rows older than the retention, at most `batch` per call. */
   readonly deletePublishedBefore: (cutoff: Date, batch: number) => Effect.Effect<number, SqlError>
   /**
@@ -88,6 +90,7 @@ export class OutboxStore extends Context.Service<OutboxStore, {
 }
 
 const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
+const existsRows = decodeRows(Schema.Struct({ found: Schema.Boolean }))
 const positions = decodeRows(Schema.Struct({ position: Schema.BigInt }))
 const planLines = decodeRows(Schema.Struct({ "QUERY PLAN": Schema.String }))
 const backlogRow = decodeRow(Schema.Struct({ unpublished_count: Schema.BigInt, oldest_unpublished_age_ms: Schema.NullOr(Schema.Number) }))
@@ -198,6 +201,11 @@ const makeBookkeeping = (sql: SqlClient.SqlClient) => {
     })
   )
 
+  const anyUnpublished = Effect.map(
+    existsRows(sql`SELECT EXISTS (SELECT 1 FROM outbox_events WHERE published_at IS NULL) AS found`),
+    (rows) => rows[0]?.found === true
+  )
+
   const deletePublishedBefore = (cutoff: Date, batch: number) =>
     Effect.map(
       idRows(sql`
@@ -224,5 +232,5 @@ const makeBookkeeping = (sql: SqlClient.SqlClient) => {
       })
     )
 
-  return { markPublished, recordFailure, backlog, deletePublishedBefore, requeue }
+  return { markPublished, recordFailure, backlog, anyUnpublished, deletePublishedBefore, requeue }
 }

@@ -1,4 +1,3 @@
-import { PgClient } from "@effect/sql-pg"
 import { type KafkaError, KafkaProducer } from "@pay/infra"
 import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
@@ -18,6 +17,9 @@ const validate = (options: PublisherOptions): Effect.Effect<void> => {
   }
   if (options.backoffBase_ms > options.backoffMax_ms) {
     return Effect.die(new Error(`backoffBase_ms (${options.backoffBase_ms}) exceeds backoffMax_ms (${options.backoffMax_ms})`))
+  }
+  if (options.pollMin_ms > options.pollInterval_ms) {
+    return Effect.die(new Error(`pollMin_ms (${options.pollMin_ms}) exceeds pollInterval_ms (${options.pollInterval_ms})`))
   }
   if (options.topic.length === 0) return Effect.die(new Error("publisher topic is empty"))
   return Effect.void
@@ -52,7 +54,6 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
       const parts: PublisherParts = {
         options,
         sql: yield* SqlClient.SqlClient,
-        pg: yield* PgClient.PgClient,
         store: yield* OutboxStore,
         producer: yield* KafkaProducer,
         state: { running: false, lastSuccessAt_ms: null, lastError: null, publishedCount: 0 },

@@ -12,7 +12,8 @@ import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type P
  * | `KAFKA_TOPIC_PREFIX`          | ""          | topic = prefix + `payments.events` |
  * | `OUTBOX_BATCH_SIZE`           | 200         | 1..1000           |
  * | `OUTBOX_WORKERS`              | 2           | 1..8              |
- * | `OUTBOX_POLL_INTERVAL_MS`     | 500         | 10..60000         |
+ * | `OUTBOX_POLL_MIN_MS`          | 5           | 1..1000, ≤ interval |
+ * | `OUTBOX_POLL_INTERVAL_MS`     | 50          | 10..60000         |
  * | `OUTBOX_BACKOFF_BASE_MS`      | 100         | 1..60000          |
  * | `OUTBOX_BACKOFF_MAX_MS`       | 5000        | 1..300000         |
  * | `OUTBOX_RETENTION_MS`         | 7 days      | 1 min..366 days   |
@@ -24,6 +25,7 @@ export const PublisherConfig: Config.Config<PublisherOptions & { readonly topicP
   topicPrefix: KafkaTopicPrefix,
   batchSize: boundedInt("OUTBOX_BATCH_SIZE", publisherOptionBounds.batchSize, defaultPublisherOptions.batchSize),
   workers: boundedInt("OUTBOX_WORKERS", publisherOptionBounds.workers, defaultPublisherOptions.workers),
+  pollMin_ms: boundedInt("OUTBOX_POLL_MIN_MS", publisherOptionBounds.pollMin_ms, defaultPublisherOptions.pollMin_ms),
   pollInterval_ms: boundedInt("OUTBOX_POLL_INTERVAL_MS", publisherOptionBounds.pollInterval_ms, defaultPublisherOptions.pollInterval_ms),
   backoffBase_ms: boundedInt("OUTBOX_BACKOFF_BASE_MS", publisherOptionBounds.backoffBase_ms, defaultPublisherOptions.backoffBase_ms),
   backoffMax_ms: boundedInt("OUTBOX_BACKOFF_MAX_MS", publisherOptionBounds.backoffMax_ms, defaultPublisherOptions.backoffMax_ms),
@@ -46,7 +48,7 @@ export interface PublisherOverrides {
  * The publisher as part of a process (the server, or `main.ts`): reads `PublisherConfig`, ensures
  * the topic in the background (retrying while Kafka is down, so start-up never waits on the
  * broker), then runs the loop until the layer is released (SIGTERM), which finishes the batch in
- * hand. Needs `SqlClient`/`PgClient`, `KafkaProducer` and `KafkaAdmin`.
+ * hand. Needs `SqlClient`, `KafkaProducer` and `KafkaAdmin`.
  */
 export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
   Layer.unwrap(

@@ -1,16 +1,15 @@
-import { type PgClient } from "@effect/sql-pg"
 import { type KafkaError, type KafkaProducer, spanFromTraceparent, traceparentRecordHeader } from "@pay/infra"
-import { Cause, Duration, Effect, Exit, Metric, Option, Queue, type Tracer } from "effect"
+import { Cause, Duration, Effect, Exit, Metric, Option, type Tracer } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
 import type { OutboxStore } from "./OutboxStore.ts"
 import {
   backoffDelay_ms,
+  idlePollDelay_ms,
   type BatchResult,
   outboxBacklogCount,
   outboxCommitToAck,
-  outboxNotifyChannel,
   outboxOldestUnpublishedAge,
   outboxPublished,
   outboxPublishFailures,
@@ -21,12 +20,11 @@ import {
 
 /**
  * The publisher's moving parts (Publisher.ts assembles them): the claim-send-mark batch, the
- * housekeeping (gauges, retention), the LISTEN loop and the workers.
+ * housekeeping (gauges, retention) and the polling workers.
  */
 export interface PublisherParts {
   readonly options: PublisherOptions
   readonly sql: SqlClient.SqlClient
-  readonly pg: PgClient.PgClient
   readonly store: OutboxStore["Service"]
   readonly producer: KafkaProducer["Service"]
   readonly state: { -readonly [K in Exclude<keyof PublisherStatus, "consecutiveFailures">]: PublisherStatus[K] }
@@ -185,48 +183,12 @@ const every = (interval_ms: number, name: string, task: Effect.Effect<unknown, S
   })
 
 
-/**
- * LISTEN on a connection of its own; each notification drops a token into `wake` (a sliding
- * queue of one: a burst of commits wakes the loop once). If the listen connection dies, log,
- * wait (bounded backoff) and listen again; polling covers the gap.
- */
-const listenForever = ({ options, pg }: PublisherParts, wakes: ReadonlyArray<Queue.Queue<void>>) =>
-  Effect.gen(function* () {
-    let failures = 0
-    while (true) {
-      const exit = yield* Effect.exit(
-        Effect.scoped(
-          Effect.gen(function* () {
-            const notifications = yield* pg.listen(outboxNotifyChannel)
-            failures = 0
-            const wakeAll = Effect.forEach(wakes, (wake) => Queue.offer(wake, undefined), { discard: true })
-            // Rows committed while we were not listening sent their NOTIFY to nobody.
-            yield* wakeAll
-            while (true) {
-              yield* Queue.take(notifications)
-              yield* wakeAll
-            }
-          })
-        )
-      )
-      yield* endOnInterrupt(exit)
-      if (Exit.isFailure(exit)) {
-        failures++
-        const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
-        yield* Effect.logWarning("LISTEN outbox_events lost; polling until it is back").pipe(
-          Effect.annotateLogs({ retry_in_ms: delay_ms, cause: Cause.pretty(exit.cause) })
-        )
-        yield* Effect.sleep(Duration.millis(delay_ms))
-      }
-    }
-  })
-
-
 /** One claim-send-mark loop; `run` starts `workers` of them. */
-const worker = ({ options, state, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, wake: Queue.Queue<void>, index: number) =>
+const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, index: number) =>
   Effect.gen(function* () {
-    const waitForWork = Queue.take(wake).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)), Effect.asVoid)
     workerFailures[index] = 0
+    // Empty rounds in a row: the idle wait grows from pollMin_ms to pollInterval_ms with them.
+    let idleRounds = 0
     while (true) {
       // Every failure, a defect included, is logged loudly and retried after a bounded
       // backoff: the loop must outlive a broker or database outage, and a fiber that
@@ -249,9 +211,23 @@ const worker = ({ options, state, workerFailures }: PublisherParts, publishBatch
       if (workerFailures.every((failures) => failures === 0)) state.lastError = null
       state.lastSuccessAt_ms = Date.now()
       // Something was claimed: more may be claimable at once (a full batch, or the next
-      // event of a payment whose previous one was just marked). Otherwise wait for a
-      // NOTIFY or the poll interval.
-      if (exit.value.claimed === 0) yield* waitForWork
+      // event of a payment whose previous one was just marked), so claim again right away.
+      // Otherwise poll again after a short wait that doubles while nothing comes (bounded
+      // by pollInterval_ms). No NOTIFY: it takes a database-wide lock at every commit that
+      // sends one, which serialised the API's commits (docs/performance.md).
+      if (exit.value.claimed > 0) {
+        idleRounds = 0
+        continue
+      }
+      // Idle: wait, then look (one autocommitted read) before opening a claim's transaction again.
+      while (true) {
+        idleRounds = Math.min(idleRounds + 1, 30)
+        yield* Effect.sleep(Duration.millis(idlePollDelay_ms(idleRounds, options.pollMin_ms, options.pollInterval_ms)))
+        const found = yield* Effect.exit(store.anyUnpublished)
+        yield* endOnInterrupt(found)
+        // A failed look is the claim's to report (it fails the same way, with backoff and logs).
+        if (Exit.isFailure(found) || found.value) break
+      }
     }
   })
 
@@ -265,9 +241,6 @@ export const makeRun = (
   const { refreshMetrics, pruneOnce } = housekeeping
   const run: Effect.Effect<never> = Effect.scoped(
     Effect.gen(function* () {
-      // One wake-up queue per worker: a notification wakes every idle worker.
-      const wakes = yield* Effect.forEach(Array.from({ length: options.workers }, () => 0), () => Queue.sliding<void>(1))
-      yield* Effect.forkScoped(listenForever(parts, wakes))
       yield* Effect.forkScoped(every(options.metricsInterval_ms, "metrics refresh", refreshMetrics))
       yield* Effect.forkScoped(every(options.retentionInterval_ms, "retention", pruneOnce))
       state.running = true
@@ -279,10 +252,12 @@ export const makeRun = (
           topic: options.topic,
           batch_size: options.batchSize,
           workers: options.workers,
+          poll_min_ms: options.pollMin_ms,
           poll_interval_ms: options.pollInterval_ms
         })
       )
-      yield* Effect.forEach(wakes, (wake, index) => worker(parts, publishBatch, wake, index), { concurrency: "unbounded", discard: true })
+      const indices = Array.from({ length: options.workers }, (_, index) => index)
+      yield* Effect.forEach(indices, (index) => worker(parts, publishBatch, index), { concurrency: "unbounded", discard: true })
       return yield* Effect.never
     })
   ).pipe(

@@ -1,8 +1,5 @@
 import { type Effect, Metric } from "effect"
 
-/** The channel the `outbox_events_notify` trigger (migrations/0004_outbox.sql) notifies after each insert. */
-export const outboxNotifyChannel = "outbox_events"
-
 export interface PublisherOptions {
   /** The topic every event goes to (`payments.events`, with the deployment's prefix). */
   readonly topic: string
@@ -15,7 +12,13 @@ export interface PublisherOptions {
    * like separate instances do (SKIP LOCKED and the per-payment guard).
    */
   readonly workers: number
-  /** Polling fallback when no NOTIFY arrives (lost listen connection, missed notification). */
+  /**
+   * Idle polling: after an empty claim a worker waits `pollMin_ms`, doubling with each further
+   * empty claim up to `pollInterval_ms` (after a non-empty one it claims again at once). This
+   * bounds the latency an idle publisher adds to an event, without the NOTIFY that used to wake
+   * it (its commit-time lock serialised every committing transaction).
+   */
+  readonly pollMin_ms: number
   readonly pollInterval_ms: number
   /** Backoff after a failed batch (Kafka or Postgres down): doubles from base up to max. */
   readonly backoffBase_ms: number
@@ -42,7 +45,8 @@ export interface PublisherOptions {
 export const defaultPublisherOptions = {
   batchSize: 200,
   workers: 2,
-  pollInterval_ms: 500,
+  pollMin_ms: 5,
+  pollInterval_ms: 50,
   backoffBase_ms: 100,
   backoffMax_ms: 5_000,
   retention_ms: 7 * 24 * 60 * 60 * 1_000,
@@ -55,6 +59,7 @@ export const defaultPublisherOptions = {
 export const publisherOptionBounds = {
   batchSize: { min: 1, max: 1_000 },
   workers: { min: 1, max: 8 },
+  pollMin_ms: { min: 1, max: 1_000 },
   pollInterval_ms: { min: 10, max: 60_000 },
   backoffBase_ms: { min: 1, max: 60_000 },
   backoffMax_ms: { min: 1, max: 300_000 },
@@ -109,6 +114,10 @@ export interface PublisherStatus {
   /** Rows this instance has published (acked and marked) since it was made. */
   readonly publishedCount: number
 }
+
+/** The wait after `idleRounds` (≥ 1) empty claims in a row: `min * 2^(idleRounds-1)`, capped at `max`. */
+export const idlePollDelay_ms = (idleRounds: number, min_ms: number, max_ms: number): number =>
+  Math.min(max_ms, min_ms * 2 ** Math.min(Math.max(idleRounds - 1, 0), 20))
 
 /** `base * 2^(failures-1)`, capped at `max`: bounded whatever the failure count. */
 export const backoffDelay_ms = (failures: number, base_ms: number, max_ms: number): number =>

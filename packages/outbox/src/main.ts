@@ -7,8 +7,8 @@
  * schema); started before them, it logs the SQL errors and retries with backoff.
  *
  * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the launched layer; the batch in hand finishes
- * (it is uninterruptible and bounded by the producer's timeouts), then the listen connection,
- * the producer and the pool close.
+ * (it is uninterruptible and bounded by the producer's timeouts), then the producer and the
+ * pool close.
  *
  * Fault injection (tests only): `OUTBOX_FAULT_CRASH_AFTER_ACK=1` makes the process SIGKILL itself
  * right after the broker acknowledged its first batch and before the rows are marked published:

@@ -141,6 +141,33 @@ const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor:
   return step.command === "settle" ? { _tag: "settle", amount_minor } : { _tag: step.command }
 }
 
+/** Step 4: the command, what an approval also does, and the stored outcome, in one transaction. */
+const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepository["Service"], settlement: SettlementPosting["Service"]) =>
+(
+  merchantId: MerchantId,
+  payment: Payment,
+  command: PaymentCommand,
+  context: ChangeContext,
+  execution: Execution<PaymentOutcome>
+) =>
+  sql.withTransaction(
+    // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
+    // and its fee split is written into the payment_settled event (docs/events.md).
+    payments.applyInTransaction(merchantId, payment.id, command, context, settlement.post).pipe(
+      Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
+      // Someone else won the race (or the state machine refuses): a decided outcome, stored.
+      Effect.catchTags({
+        InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+        CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+        PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+        // The acquirer has acted, and the row stayed locked past the bound (or could not be
+        // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
+        // while the capture stands at the acquirer with no posting (issue 11). Unfinished: the
+        // key keeps its recovery point and the retry or the completer finishes the work once.
+        ConcurrentModification: (error) => Effect.fail(new PaymentLocked({ paymentId: error.paymentId, reason: error.reason }))
+      })
+    )
+  )
 /**
  * How long an authorization holds the funds (`AUTHORIZATION_LIFETIME_MS`, within
  * `authorizationLifetimeBounds`; the server provides it from its configuration).
@@ -153,7 +180,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const payments = yield* PaymentRepository
   const acquirer = yield* Acquirer
-  const settlement = yield* SettlementPosting
+  const applyAndFinish = makeApplyAndFinish(sql, payments, yield* SettlementPosting)
   const lifetime_ms = yield* AuthorizationLifetime
   if (!isWithin(lifetime_ms, authorizationLifetimeBounds)) {
     return yield* Effect.die(new Error(`authorization lifetime ${lifetime_ms} ms outside ${authorizationLifetimeBounds.min}..${authorizationLifetimeBounds.max}`))
@@ -173,35 +200,27 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         )
     })
 
-  /** Step 4: the command, what an approval also does, and the stored outcome, in one transaction. */
-  const applyAndFinish = (
+  /** Steps 3-4: ask the acquirer (the recovery point is committed), then apply and finish. */
+  const askAndApply = (
+    step: AcquirerStep,
     merchantId: MerchantId,
     payment: Payment,
-    command: PaymentCommand,
+    amount_minor: AmountMinor,
     context: ChangeContext,
     execution: Execution<PaymentOutcome>
   ) =>
-    sql.withTransaction(
-      // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
-      // and its fee split is written into the payment_settled event (docs/events.md).
-      payments.apply(merchantId, payment.id, command, context, settlement.post).pipe(
-        Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
-        // Someone else won the race (or the state machine refuses): a decided outcome, stored.
-        Effect.catchTags({
-          InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
-          CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
-          PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
-          // The acquirer has acted, and the row stayed locked past the bound (or could not be
-          // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
-          // while the capture stands at the acquirer with no posting (issue 11). Unfinished: the
-          // key keeps its recovery point and the retry or the completer finishes the work once.
-          ConcurrentModification: (error) => Effect.fail(new PaymentLocked({ paymentId: error.paymentId, reason: error.reason }))
-        })
-      )
-    )
+    Effect.gen(function* () {
+      const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
+      const command = commandAfter(step, answer, amount_minor, DateTime.add(yield* DateTime.now, { milliseconds: lifetime_ms }))
+      if (command === "refuse") {
+        const to = commandTarget[step.command]
+        return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
+      }
+      return yield* applyAndFinish(merchantId, payment, command, context, execution)
+    })
 
   /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */
-  return (
+  const transition = (
     step: AcquirerStep,
     merchantId: MerchantId,
     rawId: string,
@@ -219,12 +238,8 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         if (refusal !== undefined) return yield* refuse(execution, refusal)
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
-      const command = commandAfter(step, answer, amount_minor, DateTime.add(yield* DateTime.now, { milliseconds: lifetime_ms }))
-      if (command === "refuse") {
-        const to = commandTarget[step.command]
-        return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
-      }
-      return yield* applyAndFinish(merchantId, payment, command, context, execution)
+      return yield* askAndApply(step, merchantId, payment, amount_minor, context, execution)
     })
+
+  return { transition, askAndApply }
 })

@@ -47,6 +47,8 @@ export type RefundOperation = typeof RefundOperation.Type
 export const PaymentOperation = Schema.Union([CreateOperation, AuthorizeOperation, SettleOperation, CancelOperation, RefundOperation])
 export type PaymentOperation = typeof PaymentOperation.Type
 export type CreateOperation = typeof CreateOperation.Type
+/** The operations that call the acquirer after a committed recovery point (`PaymentUseCases.gatedStart`). */
+export type GatedOperation = typeof AuthorizeOperation.Type | typeof SettleOperation.Type | typeof CancelOperation.Type
 
 /** The stored (JSON) form; total: every operation encodes. */
 export const encodePaymentOperation = Schema.encodeSync(PaymentOperation)

@@ -4,7 +4,6 @@ import {
   type Created,
   type CreatePaymentInput,
   createPayment,
-  encodePaymentEvent,
   generatePaymentId,
   InvalidCursor,
   type InvalidTransition,
@@ -15,23 +14,21 @@ import {
   PAGE_LIMIT_MIN,
   type PageLimit,
   type Payment,
-  PAYMENT_EVENT_SCHEMA_VERSION,
   type PaymentCommand,
-  type PaymentEvent,
   type PaymentId,
-  PaymentNotFound,
-  type PaymentStatus,
-  transition
+  PaymentNotFound
 } from "@pay/domain"
 import { assertWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
 import type { SettlementUnavailable } from "@pay/settlement"
 import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
-import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
+import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
+import { makeApply } from "./PaymentApply.ts"
+import { assertContext, decodeRows, ids, makeTrail, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 export interface PaymentRepositoryOptions {
@@ -64,11 +61,7 @@ export interface PaymentPage {
   readonly hasMore: boolean
 }
 
-/** What the settlement posted: the event carries it. */
-export interface SettledSplit {
-  readonly fee_minor: bigint
-  readonly net_minor: bigint
-}
+export type { SettledSplit } from "./PaymentTrail.ts"
 
 export type ApplyError =
   | PaymentNotFound
@@ -110,6 +103,19 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
      */
     onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
   ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
+  /**
+   * `apply` for a caller that holds a transaction open and lets any failure of this call end it
+   * (AcquirerTransition: a refusal is decided before anything is written; any other failure rolls
+   * the whole transaction back). No savepoint: two round trips fewer than `apply` there. Dies
+   * outside a transaction.
+   */
+  readonly applyInTransaction: (
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    command: PaymentCommand,
+    context: ChangeContext,
+    onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+  ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {
   /** Needs only `SqlClient`; the outbox writer is built on the same client. */
@@ -122,7 +128,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
       return PaymentRepository.of({
         create: makeCreate(sql, trail),
         ...makeCreateGated(sql, trail),
-        apply: makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
+        ...makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
         ...makeReads(sql)
       })
     })
@@ -131,69 +137,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   static readonly layer = PaymentRepository.layerWith({ lockTimeout_ms: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
 }
 
-const toDate = (instant: DateTime.Utc): Date => DateTime.toDateUtc(instant)
-
-const assertContext = (context: ChangeContext) =>
-  isChangeContext(context)
-    ? Effect.void
-    : Effect.die(new Error("ChangeContext violates its schema: validate it at the edge (ChangeContext)"))
-
-/** Rows whose shape the statement's RETURNING (or select list) fixes: a mismatch is a bug. */
-const decodeRows = <S extends Schema.Top & { readonly DecodingServices: never }>(row: S) => {
-  const decode = Schema.decodeUnknownEffect(Schema.Array(row))
-  return (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-    effect.pipe(Effect.flatMap(decode), Effect.catchTag("SchemaError", Effect.die))
-}
-const ids = decodeRows(Schema.Struct({ id: Schema.String }))
 const cursors = decodeRows(Schema.Struct({ created_at: Schema.Date, id: Schema.String }))
-
-/** What every change writes with it: its status-history row and its outbox event. */
-const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Service"]) => ({
-  recordHistory: (payment: Payment, from: PaymentStatus | null, context: ChangeContext) =>
-    sql`
-      INSERT INTO payment_status_history
-        (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
-      VALUES (${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
-              ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
-              ${toDate(payment.updated_at)}::timestamptz)`.pipe(
-      // Counted once the change commits: a rolled-back change counts nothing.
-      Effect.tap(() => sql.afterCommit(countTransition(payment, from)))
-    ),
-  publish: (event: PaymentEvent, context: ChangeContext) =>
-    outbox.append({
-      aggregateType: "payment",
-      aggregateId: event.payment_id,
-      eventType: event.type,
-      eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
-      payload: encodePaymentEvent(event),
-      headers: context.traceparent === undefined
-        ? { correlation_id: context.correlationId }
-        : { correlation_id: context.correlationId, traceparent: context.traceparent }
-    }),
-  /** `recordHistory` and `publish` as CTEs of one statement, written once per row of `source`. */
-  historyFrom: (payment: Payment, from: PaymentStatus | null, context: ChangeContext, source: string) =>
-    sql`
-      INSERT INTO payment_status_history
-        (payment_id, version, from_status, to_status, actor, reason, correlation_id, traceparent, occurred_at)
-      SELECT ${payment.id}, ${payment.version}, ${from}, ${payment.status}, ${context.actor},
-             ${context.reason ?? null}, ${context.correlationId}, ${context.traceparent ?? null},
-             ${toDate(payment.updated_at)}::timestamptz
-      FROM ${sql.literal(source)}`,
-  publishFrom: (event: PaymentEvent, context: ChangeContext, source: string) => outbox.appendFrom(outboxEventOf(event, context), source)
-})
-
-const outboxEventOf = (event: PaymentEvent, context: ChangeContext) => ({
-  aggregateType: "payment",
-  aggregateId: event.payment_id,
-  eventType: event.type,
-  eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
-  payload: encodePaymentEvent(event),
-  headers: context.traceparent === undefined
-    ? { correlation_id: context.correlationId }
-    : { correlation_id: context.correlationId, traceparent: context.traceparent }
-})
-
-type Trail = ReturnType<typeof makeTrail>
 
 const makeCreate = (sql: SqlClient.SqlClient, trail: Trail) =>
   Effect.fn("PaymentRepository.create")(function* (input: CreatePaymentInput, context: ChangeContext) {
@@ -264,67 +208,6 @@ const makeCreateGated = (sql: SqlClient.SqlClient, trail: Trail) => ({
   })
 })
 
-const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
-  const applyInTransaction = (
-    merchantId: MerchantId,
-    paymentId: PaymentId,
-    command: PaymentCommand,
-    context: ChangeContext,
-    onSettled: ((payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>) | undefined
-  ) =>
-    Effect.gen(function* () {
-      yield* sql`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
-      // The row lock serializes concurrent transitions of one payment: a second caller waits
-      // here, then reads the winner's committed status and gets a typed InvalidTransition
-      // instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE of non-key
-      // columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that merely
-      // reference this payment (history, ledger) from being inserted.
-      const rows = yield* sql.unsafe(
-        `SELECT ${paymentColumns} FROM payments WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE`,
-        [paymentId, merchantId]
-      )
-      const row = rows[0]
-      if (row === undefined) return yield* new PaymentNotFound({ paymentId })
-      const current = yield* paymentFromRow(row)
-      const now = yield* DateTime.now
-      const { payment: next, event } = yield* Effect.fromResult(transition(current, command, now))
-      // The version check is the second guard: with the lock it always matches, but if the
-      // lock were ever dropped from the query above, two writers still could not both win.
-      const updated = yield* ids(sql`
-        UPDATE payments
-        SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
-            captured_amount_minor = ${next.captured_amount_minor}::bigint,
-            authorization_expires_at = ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz,
-            version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
-        WHERE id = ${current.id} AND version = ${current.version}::int
-        RETURNING id`)
-      if (updated.length !== 1) return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
-      yield* trail.recordHistory(next, current.status, context)
-      if (event.type === "payment_settled" && onSettled !== undefined) {
-        const split = yield* onSettled(next)
-        yield* trail.publish({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context)
-      } else {
-        yield* trail.publish(event, context)
-      }
-      return next
-    })
-
-  return Effect.fn("PaymentRepository.apply")(
-    function* (
-      merchantId: MerchantId,
-      paymentId: PaymentId,
-      command: PaymentCommand,
-      context: ChangeContext,
-      onSettled?: (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
-    ) {
-      yield* assertContext(context)
-      yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-      return yield* sql.withTransaction(applyInTransaction(merchantId, paymentId, command, context, onSettled))
-    },
-    (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
-  )
-}
-
 const makeReads = (sql: SqlClient.SqlClient) => {
   const findById = Effect.fn("PaymentRepository.findById")(function* (merchantId: MerchantId, paymentId: PaymentId) {
     yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId })
@@ -369,24 +252,4 @@ const makeReads = (sql: SqlClient.SqlClient) => {
   })
 
   return { findById, list }
-}
-
-/**
- * Database conflicts between concurrent transactions become the typed, retryable
- * `ConcurrentModification`; every other SQL error stays a `SqlError` (an outage, not a conflict).
- * Serialization failures happen when a caller runs `apply` inside a REPEATABLE READ or
- * SERIALIZABLE transaction that started before a concurrent transition committed.
- */
-const conflictAsTyped = <E>(error: E | SqlError, paymentId: PaymentId): E | SqlError | ConcurrentModification => {
-  if (!isSqlError(error)) return error
-  switch (error.reason._tag) {
-    case "SerializationError":
-      return new ConcurrentModification({ paymentId, reason: "serialization_failure" })
-    case "DeadlockError":
-      return new ConcurrentModification({ paymentId, reason: "deadlock" })
-    case "LockTimeoutError":
-      return new ConcurrentModification({ paymentId, reason: "lock_timeout" })
-    default:
-      return error
-  }
 }

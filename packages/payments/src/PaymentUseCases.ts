@@ -1,18 +1,19 @@
 import type { Acquirer } from "@pay/acquirer"
 import { OutboxWriter } from "@pay/outbox"
 import type { MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
-import type { Execution, Finished, KeyAtOnce } from "@pay/idempotency"
+import type { Execution, Finished, GatedStart, KeyAtOnce } from "@pay/idempotency"
 import type { RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Context, Effect, Layer, type Option } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import { type GatedPayment, makeAcquirerGate } from "./AcquirerGate.ts"
 import { acquirerSteps, makeAcquirerTransition } from "./AcquirerTransition.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { makeCreatePaymentAtOnce } from "./CreateAtOnce.ts"
 import { makeCreatePayment } from "./CreatePayment.ts"
 import { makeRefundPayment } from "./RefundPayment.ts"
 import { makeRefundStore } from "./RefundStore.ts"
-import type { CreateOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
+import type { CreateOperation, GatedOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
 /**
@@ -37,6 +38,19 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     context: ChangeContext,
     key: KeyAtOnce<PaymentOutcome>
   ) => Effect.Effect<Option.Option<Finished<PaymentOutcome>>, SqlError>
+  /**
+   * Authorize, settle, cancel with `IdempotencyKeys.runGated` (AcquirerGate.ts): `gatedStart` reads
+   * the payment and writes the key at the step's recovery point in one statement; `gatedContinue`
+   * asks the acquirer and applies the answer, as `execute` does from that point.
+   */
+  readonly gatedStart: (merchantId: MerchantId, operation: GatedOperation) => GatedStart<GatedPayment, SqlError, never>
+  readonly gatedContinue: (
+    merchantId: MerchantId,
+    operation: GatedOperation,
+    context: ChangeContext,
+    execution: Execution<PaymentOutcome>,
+    read: GatedPayment
+  ) => Effect.Effect<Finished<PaymentOutcome>, Unfinished>
   /** One refund of one of the merchant's payments (`RefundNotFound` for unknown, foreign or malformed ids). */
   readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, RefundNotFound | SqlError>
   /** A payment's refunds, oldest first, at most `limit`. */
@@ -52,7 +66,8 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     Effect.gen(function* () {
       const create = yield* makeCreatePayment
       const createAtOnce = yield* makeCreatePaymentAtOnce
-      const transition = yield* makeAcquirerTransition
+      const { transition, askAndApply } = yield* makeAcquirerTransition
+      const gate = yield* makeAcquirerGate
       const refund = yield* makeRefundPayment
       const refunds = yield* makeRefundStore
       const execute = (merchantId: MerchantId, operation: PaymentOperation, context: ChangeContext, execution: Execution<PaymentOutcome>) => {
@@ -69,6 +84,12 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
         }
       }
       return PaymentUseCases.of({
+        gatedStart: (merchantId, operation) =>
+          gate(acquirerSteps[operation._tag], merchantId, operation.payment_id, operation._tag === "settle" ? operation.amount_minor : undefined),
+        gatedContinue: (merchantId, operation, context, execution, read) =>
+          askAndApply(acquirerSteps[operation._tag], merchantId, read.payment, read.amount_minor, context, execution).pipe(
+            Effect.withSpan(`PaymentUseCases.${operation._tag}`, { attributes: { merchant_id: merchantId, gated: true } })
+          ),
         findRefund: refunds.findById,
         listRefunds: refunds.list,
         createAtOnce: (merchantId, operation, context, key) =>

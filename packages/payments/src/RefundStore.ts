@@ -108,14 +108,19 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
     )
 
   /** The PENDING row and its `refund_created` event (the database refuses one without the other at COMMIT). */
-  const insert = (payment: Payment, amount_minor: bigint, request: RefundRequest, context: ChangeContext) =>
+  const insert = (
+    payment: Payment,
+    { amount_minor, fee_returned_minor }: { readonly amount_minor: bigint; readonly fee_returned_minor: bigint },
+    request: RefundRequest,
+    context: ChangeContext
+  ) =>
     Effect.gen(function* () {
       const id = yield* generateRefundId
       const now = DateTime.toDateUtc(yield* DateTime.now)
       const rows = yield* sql`
-        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, created_at, updated_at)
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, fee_returned_minor, created_at, updated_at)
         VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING',
-                ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${now}, ${now})
+                ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${fee_returned_minor}, ${now}, ${now})
         RETURNING ${sql.literal(refundColumns)}`
       const refund = yield* refundFromRow(rows[0])
       yield* events.publish(refund, context)
@@ -144,23 +149,21 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       if (amount_minor <= 0n || sums.refunded_minor + amount_minor > captured_minor) {
         return yield* new RefundExceedsCaptured({ paymentId, requested_minor: amount_minor, captured_minor, refunded_minor: sums.refunded_minor })
       }
+      // The merchant's payable bears the refund less its fee share (0 when the fee is kept).
+      const fee_returned_minor = yield* posting.feeShare(merchantId, paymentId, sums.refunded_minor, amount_minor)
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
-      if (amount_minor > available_minor) return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
-      return yield* insert(payment, amount_minor, request, context)
+      if (amount_minor - fee_returned_minor > available_minor) {
+        return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
+      }
+      return yield* insert(payment, { amount_minor, fee_returned_minor }, request, context)
     })
   return { reserve }
 }
 
 const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
-  /**
-   * The refund, locked (the completion's row lock), after its payment's row lock (FOR NO KEY
-   * UPDATE, the lock reserve and every transition take, in the same order: payment, then refund,
-   * then the ledger's accounts). The payment's lock serializes the completions of one payment's
-   * refunds, so their events commit in the order of their outbox positions, on the payment's key.
-   */
+  /** The refund, locked (the completion's row lock). */
   const lockedRefund = (refundId: RefundId) =>
-    sql`SELECT p.id FROM payments p JOIN refunds r ON r.payment_id = p.id WHERE r.id = ${refundId} FOR NO KEY UPDATE OF p`.pipe(
-      Effect.andThen(sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId])),
+    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 FOR UPDATE`, [refundId]).pipe(
       Effect.flatMap((rows) => (rows[0] === undefined ? Effect.die(new Error(`refund ${refundId} vanished`)) : refundFromRow(rows[0])))
     )
 
@@ -179,13 +182,18 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
       const now = DateTime.toDateUtc(DateTime.max(refund.updated_at, yield* DateTime.now))
       const rows = outcome._tag === "Approved"
         ? yield* posting.post(refund).pipe(Effect.flatMap((posted) => sql`
-            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${posted.ledgerTransactionId},
-                               fee_returned_minor = ${posted.fee_returned_minor}, updated_at = ${now}
+            UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${posted.ledgerTransactionId}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`))
         : yield* sql`
             UPDATE refunds SET status = 'FAILED', failure_code = ${outcome.code}, failure_message = ${outcome.message}, updated_at = ${now}
             WHERE id = ${refundId} RETURNING ${sql.literal(refundColumns)}`
       const completed = yield* refundFromRow(rows[0])
+      // The payment's row lock, taken only now (after the posting: the lock is held for the event's
+      // insert and the COMMIT, not the ledger's work), keeps the payment's outbox rows in commit
+      // order, as every writer of them does (docs/events.md, "Ordered per payment"). Lock order:
+      // refund, ledger accounts, payment; nothing holds a SETTLED payment's lock while it waits for
+      // those accounts (the reservation reads the balance without locking it).
+      yield* sql`SELECT 1 AS one FROM payments WHERE id = ${completed.payment_id} FOR NO KEY UPDATE`
       yield* events.publish(completed, context)
       return completed
     })

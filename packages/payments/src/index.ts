@@ -1,3 +1,4 @@
+export * from "./AcquirerGate.ts"
 export * from "./AcquirerTransition.ts"
 export * from "./ChangeContext.ts"
 export * from "./CreatePayment.ts"

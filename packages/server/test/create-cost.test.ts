@@ -7,8 +7,8 @@ import { postgresLayer } from "@pay/infra"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, testRun } from "@pay/testkit"
 import { Effect, Layer, Redacted } from "effect"
-import { type Counters, countingProxies } from "./support/CountingProxy.ts"
-import { call } from "./support/Http.ts"
+import { type Counters, countingProxies, type PgRoundTrip } from "./support/CountingProxy.ts"
+import { call, jsonOf } from "./support/Http.ts"
 import { freePort, startServerProcess } from "./support/ServerProcess.ts"
 import { createMerchant, createPayment, newKey, paymentCount, TestServer } from "./support/TestServer.ts"
 import { Context } from "effect"
@@ -40,7 +40,9 @@ const Live = Layer.unwrap(
         // The webhook sender's claims and the ledger audit's ledger_verify() are background work,
         // not a create's: off, so that every round trip counted here is the request's.
         WEBHOOK_SENDER_ENABLED: "false",
-        LEDGER_VERIFY_INTERVAL_MS: "0"
+        LEDGER_VERIFY_INTERVAL_MS: "0",
+        // The authorization-expiry job's scan is background work too.
+        EXPIRY_INTERVAL_MS: "0"
       }
     })
     const server = TestServer.of({
@@ -64,6 +66,36 @@ const isKeyLookup = (statements: ReadonlyArray<string>) =>
   statements.length === 1 && (statements[0] ?? "").startsWith("SELECT id, merchant_id FROM api_keys")
 
 const creates = 20
+
+/**
+ * The round trips that are not the simulated acquirer's (it stands for a remote service; its
+ * tables share the database): its statements name `acquirer_sim.`, and a capture's transaction
+ * (`BEGIN`, its advisory lock, …, `COMMIT`) is on its own connection while the request waits for it.
+ */
+const withoutAcquirer = (roundTrips: ReadonlyArray<PgRoundTrip>): Array<PgRoundTrip> => {
+  const kept: Array<PgRoundTrip> = []
+  let inAcquirerTransaction = false
+  roundTrips.forEach((roundTrip, index) => {
+    const text = roundTrip.statements.join(";")
+    const next = (roundTrips[index + 1]?.statements ?? []).join(";")
+    if (text === "BEGIN" && next.startsWith("SELECT pg_advisory_xact_lock")) inAcquirerTransaction = true
+    const acquirers = inAcquirerTransaction || text.includes("acquirer_sim.")
+    if (inAcquirerTransaction && roundTrip.status === "I") inAcquirerTransaction = false
+    if (!acquirers) kept.push(roundTrip)
+  })
+  return kept
+}
+
+/** POST `path` as merchant `m` with a new key; the payment's new status. */
+const transitionOnce = (m: { readonly apiKey: string }, path: string) =>
+  Effect.gen(function* () {
+    const server = yield* TestServer
+    const answer = yield* server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: newKey("step") })
+    assert.strictEqual(answer.status, 200, answer.text)
+    return String(jsonOf(answer)["status"])
+  })
+
+const transitions = 10
 
 layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("what a create costs on the wire", (it) => {
   it.effect(`${creates} sequential creates: 1 Postgres round trip that ends its transaction (one commit) and 2 Redis commands each`, () =>
@@ -105,5 +137,59 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("what a creat
       assert.strictEqual(again.headers.get("idempotent-replayed"), "true")
       assert.deepStrictEqual(counters.redis, ["get"])
       assert.deepStrictEqual(counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements)), [])
+    }))
+
+  it.effect(`${transitions} authorizations, then ${transitions} settlements: each one commit before the acquirer is asked and one after, in few round trips`, () =>
+    Effect.gen(function* () {
+      const { counters } = yield* Proxied
+      const m = yield* createMerchant("Transition cost")
+      const ids: Array<string> = []
+      for (let index = 0; index <= transitions; index++) {
+        const created = yield* createPayment(m, newKey("created"))
+        assert.strictEqual(created.status, 201, created.text)
+        ids.push(String(jsonOf(created)["id"]))
+      }
+      // Warm (connections, prepared statements, accounts and fee schedule of the merchant): the first payment.
+      assert.strictEqual(yield* transitionOnce(m, `/v1/payments/${ids[0]}/authorize`), "AUTHORIZED")
+      assert.strictEqual(yield* transitionOnce(m, `/v1/payments/${ids[0]}/settle`), "SETTLED")
+      const measure = (step: "authorize" | "settle", status: string) =>
+        Effect.gen(function* () {
+          counters.pg.length = 0
+          counters.redis.length = 0
+          for (const id of ids.slice(1)) assert.strictEqual(yield* transitionOnce(m, `/v1/payments/${id}/${step}`), status)
+          // An autocommitted lone SELECT is never these requests' (theirs all write or sit inside
+          // their transaction): it is a background gauge's read, or the key lookup.
+          const isBackgroundRead = (roundTrip: PgRoundTrip) =>
+            roundTrip.status === "I" && roundTrip.statements.length === 1 && (roundTrip.statements[0] ?? "").startsWith("SELECT ")
+          const ours = withoutAcquirer(counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements) && !isBackgroundRead(roundTrip)))
+          // Each distinct statement once, with how many times it came (what to look at when a count moves).
+          const seen = new Map<string, number>()
+          for (const roundTrip of ours) {
+            const text = `${roundTrip.status} ${roundTrip.statements.map((s) => s.slice(0, 60)).join("; ")}`
+            seen.set(text, (seen.get(text) ?? 0) + 1)
+          }
+          const detail = JSON.stringify([...seen])
+          return {
+            roundTrips: ours.length / transitions,
+            // A round trip after which no transaction is open ended one: with writes, a durable commit.
+            commits: ours.filter((roundTrip) => roundTrip.status === "I").length / transitions,
+            redis: counters.redis.length / transitions,
+            detail
+          }
+        })
+      const authorize = yield* measure("authorize", "AUTHORIZED")
+      // The key leased at its recovery point with the payment's read (one commit), the acquirer,
+      // then BEGIN, the row lock (with its lock_timeout), the update with its history and event,
+      // the stored response, COMMIT. Redis: the cached-response lookup and the new response.
+      assert.strictEqual(authorize.commits, 2, authorize.detail)
+      assert.isAtMost(authorize.roundTrips, 6, authorize.detail)
+      assert.strictEqual(authorize.redis, 2, counters.redis.join(","))
+      const settle = yield* measure("settle", "SETTLED")
+      // As an authorization, plus the settlement's fee schedule, the ledger posting (no savepoint:
+      // the settle's transaction ends on any failure), the settlement row and the event written
+      // after the posting. The accounts are known (the warm-up settled): not asked again.
+      assert.strictEqual(settle.commits, 2, settle.detail)
+      assert.isAtMost(settle.roundTrips, 10, settle.detail)
+      assert.strictEqual(settle.redis, 2, counters.redis.join(","))
     }))
 })

@@ -11,7 +11,7 @@ export const refundReference = (paymentId: string, refundId: string): string => 
 
 const BalanceRow = Schema.Struct({ balance_minor: Schema.BigInt })
 const decodeBalance = Schema.decodeUnknownEffect(Schema.Array(BalanceRow))
-const FeeBasisRow = Schema.Struct({ fee_minor: Schema.BigInt, captured_minor: Schema.BigInt, refunded_before_minor: Schema.BigInt })
+const FeeBasisRow = Schema.Struct({ fee_minor: Schema.BigInt, captured_minor: Schema.BigInt })
 const decodeFeeBasis = Schema.decodeUnknownEffect(Schema.Array(FeeBasisRow))
 
 /** What a posted refund did: its ledger transaction, and the fee it gave back (0 when kept). */
@@ -25,12 +25,19 @@ export interface PostedRefund {
  * (which holds the payment's row lock: the fee basis below is stable): ONE balanced ledger
  * transaction that reverses the refunded amount, the acquirer receivable credited. **By default the
  * fee is kept**: the merchant's payable is debited the whole refund. A merchant whose fee is
- * returned (`RefundFeeSettings`) is debited the refund less its proportional fee share
- * (`proportionalFeeReturned`), and the platform's fees the share. The payable never goes negative
+ * returned (`RefundFeeSettings`) is debited the refund less its fee share (`feeShare`, decided at
+ * the reservation and stored on the refund: `proportionalFeeReturned`), the platform's fees the share. The payable never goes negative
  * (the ledger refuses it), which the use case checks before the acquirer is asked (`payableBalance`).
  */
 export class RefundPosting extends Context.Service<RefundPosting, {
   readonly post: (refund: Refund) => Effect.Effect<PostedRefund, SettlementUnavailable>
+  /** The fee share a refund returns (0 when the merchant's fee is kept), decided at its reservation. */
+  readonly feeShare: (
+    merchantId: MerchantId,
+    paymentId: string,
+    refunded_before_minor: bigint,
+    amount_minor: bigint
+  ) => Effect.Effect<bigint, SettlementUnavailable>
   /** The merchant's payable balance in the currency (0 before its first settlement). */
   readonly payableBalance: (merchantId: MerchantId, currency: CurrencyCode) => Effect.Effect<bigint, SettlementUnavailable>
 }>()("settlement/RefundPosting") {
@@ -41,25 +48,27 @@ export class RefundPosting extends Context.Service<RefundPosting, {
       const ledger = yield* Ledger
       const settings = yield* RefundFeeSettings
 
-      /** The fee this refund gives back: 0 when the merchant's fee is kept. */
-      const feeReturned = (refund: Refund) =>
+      /**
+       * The fee share a refund of `amount_minor` returns, decided at its reservation (under the
+       * payment's row lock): 0 when the merchant's fee is kept; else the cumulative rule over the
+       * payment's refunds not FAILED so far (`refunded_before_minor`).
+       */
+      const feeShare = (merchantId: MerchantId, paymentId: string, refunded_before_minor: bigint, amount_minor: bigint) =>
         Effect.gen(function* () {
-          if (!(yield* settings.feeReturned(refund.merchant_id))) return 0n
+          if (!(yield* settings.feeReturned(merchantId))) return 0n
           const rows = yield* sql`
-            SELECT ps.fee_minor, p.captured_amount_minor AS captured_minor,
-                   (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r
-                    WHERE r.payment_id = p.id AND r.status = 'SUCCEEDED' AND r.id <> ${refund.id})::bigint AS refunded_before_minor
-            FROM payments p JOIN payment_settlements ps ON ps.payment_id = p.id WHERE p.id = ${refund.payment_id}`.pipe(
+            SELECT ps.fee_minor, p.captured_amount_minor AS captured_minor
+            FROM payments p JOIN payment_settlements ps ON ps.payment_id = p.id WHERE p.id = ${paymentId}`.pipe(
             Effect.flatMap(decodeFeeBasis),
             Effect.catchTag("SchemaError", Effect.die)
           )
           const basis = rows[0]
-          if (basis === undefined) return yield* Effect.die(new Error(`refund ${refund.id}: payment ${refund.payment_id} has no settlement`))
-          return proportionalFeeReturned({ ...basis, amount_minor: refund.amount_minor })
-        })
+          if (basis === undefined) return yield* Effect.die(new Error(`payment ${paymentId} has no settlement`))
+          return proportionalFeeReturned({ ...basis, refunded_before_minor, amount_minor })
+        }).pipe(Effect.mapError((error) => new SettlementUnavailable({ paymentId, reason: error.message })))
 
       const post = Effect.fn("RefundPosting.post")(function* (refund: Refund) {
-        const fee_returned_minor = yield* feeReturned(refund)
+        const fee_returned_minor = refund.fee_returned_minor
         const [payable, receivable, fees] = yield* Effect.all([
           ledger.ensureAccount(merchantPayable(refund.merchant_id, refund.currency)),
           ledger.ensureAccount(acquirerReceivable(refund.currency)),
@@ -84,8 +93,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
       }, (effect, refund) =>
         effect.pipe(
           Effect.catch((error) =>
-            // The database unreachable (the ledger, or the fee basis read): the refund stays PENDING.
-            error._tag === "LedgerUnavailable" || error._tag === "SqlError"
+            error._tag === "LedgerUnavailable"
               ? Effect.fail(new SettlementUnavailable({ paymentId: refund.payment_id, reason: error.message }))
               : Effect.die(error)
           )
@@ -101,7 +109,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
           Effect.mapError((error) => new SettlementUnavailable({ paymentId: "-", reason: error.message }))
         )
 
-      return RefundPosting.of({ post, payableBalance })
+      return RefundPosting.of({ post, payableBalance, feeShare })
     })
   ).pipe(Layer.provide(RefundFeeSettings.layer))
 }

@@ -1,5 +1,5 @@
 import { CodedError, type Payment } from "@pay/domain"
-import { Ledger, type Leg } from "@pay/ledger"
+import { type AccountSpec, Ledger, type Leg } from "@pay/ledger"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "./Accounts.ts"
@@ -16,6 +16,9 @@ export class SettlementUnavailable extends CodedError<SettlementUnavailable>()(
   { paymentId: Schema.String, reason: Schema.String },
   (e) => `settlement of ${e.paymentId} did not complete: ${e.reason}`
 ) {}
+
+/** Bound on the account codes a process remembers as existing. */
+const knownAccounts_max = 10_000
 
 export interface SettlementRecord extends FeeSplit {
   readonly ledger_transaction_id: bigint
@@ -36,6 +39,22 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
       const sql = yield* SqlClient.SqlClient
       const ledger = yield* Ledger
       const fees = yield* FeeSchedules
+      // Accounts are append-only (never updated or deleted: migrations/0002): once one is known to
+      // exist as specified, asking again (an INSERT … ON CONFLICT and a SELECT, per account, per
+      // settle) learns nothing. Known only once the transaction that saw it commits (a rolled-back
+      // creation is not known); bounded (a full set is cleared and learnt again).
+      const known = new Set<string>()
+      const ensureAccounts = (specs: readonly [AccountSpec, AccountSpec, AccountSpec]) =>
+        Effect.gen(function* () {
+          const codes = [specs[0].code, specs[1].code, specs[2].code] as const
+          if (codes.every((code) => known.has(code))) return codes
+          yield* Effect.all(specs.map((spec) => ledger.ensureAccount(spec)))
+          yield* sql.afterCommit(Effect.sync(() => {
+            if (known.size + codes.length > knownAccounts_max) known.clear()
+            for (const code of codes) known.add(code)
+          }))
+          return codes
+        })
 
       const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment) {
         const currency = payment.currency
@@ -46,19 +65,21 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           return yield* Effect.die(new Error(`settlement of ${payment.id}: the payment is ${payment.status} with no captured amount`))
         }
         const split = computeFee(captured_minor, schedule)
-        const [receivable, payable, revenue] = yield* Effect.all([
-          ledger.ensureAccount(acquirerReceivable(currency)),
-          ledger.ensureAccount(merchantPayable(payment.merchant_id, currency)),
-          ledger.ensureAccount(platformFees(currency))
+        const [receivable, payable, revenue] = yield* ensureAccounts([
+          acquirerReceivable(currency),
+          merchantPayable(payment.merchant_id, currency),
+          platformFees(currency)
         ])
         const leg = (account: string, amount_minor: bigint): ReadonlyArray<Leg> =>
           amount_minor > 0n ? [{ account, amount_minor, currency }] : []
+        // No savepoint: any failure here fails the settle's whole transaction (SettlementUnavailable
+        // or a defect), so there is nothing to keep usable after a refused posting.
         const posted = yield* ledger.postTransaction({
           reference: settlementReference(payment.id),
           description: `settlement of ${payment.id} (fee ${schedule.fee_bps} bps + ${schedule.fee_fixed_minor})`,
-          debits: leg(receivable.code, split.gross_minor),
-          credits: [...leg(payable.code, split.net_minor), ...leg(revenue.code, split.fee_minor)]
-        })
+          debits: leg(receivable, split.gross_minor),
+          credits: [...leg(payable, split.net_minor), ...leg(revenue, split.fee_minor)]
+        }, { savepoint: false })
         if (posted.replayed) {
           // The state machine lets a payment settle once; a second posting means a bug upstream.
           return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))

@@ -124,11 +124,27 @@ const makeIdempotentPost = Effect.gen(function* () {
         render: renderOutcome
       }
       const work = (execution: Execution<PaymentOutcome>) => useCases.execute(merchant.merchantId, operation, context, execution)
-      // A create is one statement with its key (one round trip, one commit); the others take the
-      // key's lease first (the acquirer is called between their transactions).
-      const outcome = operation._tag === "create"
-        ? yield* idempotency.runAtOnce(idempotentRequest, (atOnce) => useCases.createAtOnce(merchant.merchantId, operation, context, atOnce), work)
-        : yield* idempotency.run(idempotentRequest, work)
+      // A create is one statement with its key (one round trip, one commit). Authorize, settle and
+      // cancel write their key leased at the recovery point in the statement that reads the payment
+      // (one commit before the acquirer is called between it and the last transaction); a refund
+      // takes the key's lease first.
+      const outcome = yield* (() => {
+        switch (operation._tag) {
+          case "create":
+            return idempotency.runAtOnce(idempotentRequest, (atOnce) => useCases.createAtOnce(merchant.merchantId, operation, context, atOnce), work)
+          case "authorize":
+          case "settle":
+          case "cancel":
+            return idempotency.runGated(
+              idempotentRequest,
+              useCases.gatedStart(merchant.merchantId, operation),
+              (execution, read) => useCases.gatedContinue(merchant.merchantId, operation, context, execution, read),
+              work
+            )
+          case "refund":
+            return idempotency.run(idempotentRequest, work)
+        }
+      })()
       return toHttpResponse(outcome.response, outcome._tag === "Replayed")
     }).pipe(answerErrors)
 }).pipe(Effect.map((idempotentPost) => ({ idempotentPost })))

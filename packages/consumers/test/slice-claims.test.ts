@@ -1,0 +1,167 @@
+// A partition slice's bookkeeping is one SQL function, consumer_claim_slice (migrations/0070;
+// issue 14: throughput). It must decide every record exactly as the per-record transaction does
+// (RecordProcessor.ts, the fallback), and never hide a claim another transaction wrote meanwhile.
+// Real Postgres; records handed to the handlers directly.
+import { assert, it } from "@effect/vitest"
+import { decodeRows, type KafkaRecord } from "@pay/infra"
+import { makeTestDatabase } from "@pay/testkit"
+import { Deferred, Duration, Effect, Fiber, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { randomUUID } from "node:crypto"
+import { makePartitionHandler } from "../src/PartitionBatch.ts"
+import { makeRecordProcessor } from "../src/RecordProcessor.ts"
+import { makeSettlementProjection } from "../src/SettlementProjection.ts"
+import { eventMessage, lifecycle, merchantId, type TestEvent, testOptions } from "./support.ts"
+
+const topic = "slice-test.payments.events"
+
+const recordsOf = (events: ReadonlyArray<TestEvent>): Array<KafkaRecord> =>
+  events.map((event, index) => ({
+    topic,
+    partition: 0,
+    offset: BigInt(index),
+    key: event.message.key,
+    value: String(event.message.value),
+    value_bytes: new TextEncoder().encode(String(event.message.value)),
+    headers: event.message.headers ?? {},
+    timestamp_ms: Date.now()
+  }))
+
+/** A deterministic shuffle-ish stream: lifecycles, with duplicates, stale copies and reordered versions mixed in. */
+const deliveries = (): Array<TestEvent> => {
+  let seed = 12_345
+  const next = (bound: number) => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
+    return seed % bound
+  }
+  const merchant = merchantId()
+  const out: Array<TestEvent> = []
+  for (let n = 0; n < 12; n++) {
+    const [created, authorized, last] = lifecycle(merchant, n % 2 === 0 ? "EUR" : "USD", 1_000 + n * 13, n % 3 !== 0)
+    const events = [created, authorized, last].map((payload) => eventMessage(topic, payload))
+    // Every third payment: settled delivered before authorized (the authorized is then stale).
+    const ordered = n % 3 === 1 ? [events[0], events[2], events[1]] : events
+    for (const event of ordered) {
+      if (event === undefined) continue
+      out.push(event)
+      const roll = next(10)
+      if (roll < 2) out.push(eventMessage(topic, event.payload, event.eventId)) // same ce_id again: duplicate
+      else if (roll < 3) out.push(eventMessage(topic, event.payload)) // a re-sent copy under a new id: stale
+    }
+    // A duplicate of an earlier payment's event, far from it (crosses slices).
+    const earlier = out[next(out.length)]
+    if (earlier !== undefined && next(2) === 0) out.push(eventMessage(topic, earlier.payload, earlier.eventId))
+  }
+  return out
+}
+
+const Claimed = Schema.Struct({ event_id: Schema.String, outcome: Schema.String, payment_version: Schema.Int, offset: Schema.BigInt })
+const Versions = Schema.Struct({ payment_id: Schema.String, version: Schema.Int })
+const Counters = Schema.Struct({ next_offset: Schema.BigInt, applied_count: Schema.BigInt, duplicate_count: Schema.BigInt, stale_count: Schema.BigInt })
+const Writers = Schema.Struct({ transactions: Schema.BigInt })
+
+it.live("slices decide exactly as one record per transaction: the same claims, versions, counters and projection, with duplicates, stale copies and reordering inside and across slices", () =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const projection = makeSettlementProjection(sql)
+    const records = recordsOf(deliveries())
+
+    // Reference: generation 1, one record per transaction (the per-record path).
+    const reference = { handler: projection.handler(1), dlqTopic: null, options: testOptions }
+    const processor = yield* makeRecordProcessor(reference)
+    for (const record of records) yield* processor.handle(record)
+
+    // Generation 2: slices of 7 (duplicates and reordering fall inside and across slices).
+    const sliced = { handler: projection.handler(2), dlqTopic: null, options: { ...testOptions, transactionRecords_max: 7 } }
+    const handlePartition = yield* makePartitionHandler(sliced, yield* makeRecordProcessor(sliced))
+    yield* handlePartition(records)
+
+    const claims = (consumer: string) =>
+      decodeRows(Claimed)(sql`
+        SELECT event_id::text AS event_id, outcome, payment_version, "offset" FROM processed_events WHERE consumer = ${consumer} ORDER BY "offset"`)
+    const versions = (consumer: string) =>
+      decodeRows(Versions)(sql`SELECT payment_id, version FROM consumer_payment_versions WHERE consumer = ${consumer} ORDER BY payment_id`)
+    const counters = (consumer: string) =>
+      decodeRows(Counters)(sql`
+        SELECT next_offset, applied_count, duplicate_count, stale_count FROM consumer_offsets WHERE consumer = ${consumer}`)
+
+    const referenceClaims = yield* claims("settlement.g1")
+    assert.isAbove(referenceClaims.filter((claim) => claim.outcome === "stale").length, 0, "the stream holds stale events")
+    assert.isBelow(referenceClaims.length, records.length, "the stream holds duplicates")
+    assert.deepStrictEqual(yield* claims("settlement.g2"), referenceClaims)
+    assert.deepStrictEqual(yield* versions("settlement.g2"), yield* versions("settlement.g1"))
+    assert.deepStrictEqual(yield* counters("settlement.g2"), yield* counters("settlement.g1"))
+    assert.deepStrictEqual(yield* projection.rows(2), yield* projection.rows(1))
+    const [writers] = yield* decodeRows(Writers)(sql`
+      SELECT count(DISTINCT xmin::text)::bigint AS transactions FROM processed_events WHERE consumer = 'settlement.g2'`)
+    assert.isAtMost(Number(writers?.transactions ?? 0n), Math.ceil(records.length / 7), "one transaction per slice: no slice fell back")
+  }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
+
+const Count = Schema.Struct({ n: Schema.BigInt })
+
+it.live("a claim another transaction writes meanwhile is waited for: committed, the slice's record is a duplicate (no second row, no effect); rolled back, the slice claims it; bad input is refused; pay_app may call it", () =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const slice = (consumer: string, records: unknown) =>
+      decodeRows(Schema.Struct({ outcomes: Schema.Array(Schema.String) }))(
+        sql`SELECT consumer_claim_slice(${consumer}, ${topic}, 0, ${JSON.stringify(records)}::jsonb) AS outcomes`
+      ).pipe(Effect.map((rows) => rows[0]?.outcomes))
+
+    // Another transaction (a re-drive, say) holds an uncommitted claim of the slice's first event.
+    const race = (commit: boolean) =>
+      Effect.gen(function* () {
+        const eventId = randomUUID()
+        const consumer = commit ? "race-commit" : "race-rollback"
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+          yield* sql`
+            INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
+            VALUES (${consumer}, ${eventId}::uuid, 'pay_a', 1, 'applied', ${topic}, 0, 0)`
+          yield* Deferred.await(release)
+          if (!commit) return yield* Effect.fail("rolled back on purpose" as const)
+        })))
+        const claimer = yield* Effect.forkChild(sql.withTransaction(slice(consumer, [
+          { o: "0", e: eventId, p: "pay_a", v: 1 },
+          { o: "1", e: randomUUID(), p: "pay_a", v: 2 }
+        ])))
+        // Wait (bounded) until the slice's insert queues behind the uncommitted row, then end it.
+        const deadline = Date.now() + 20_000
+        while (true) {
+          const [waiting] = yield* decodeRows(Count)(sql`
+            SELECT count(*)::bigint AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()`)
+          if ((waiting?.n ?? 0n) > 0n) break
+          if (Date.now() > deadline) return assert.fail("the slice never waited on the other transaction's claim")
+          yield* Effect.sleep(Duration.millis(50))
+        }
+        yield* Deferred.succeed(release, undefined)
+        yield* Effect.result(Fiber.join(holder))
+        const outcomes = yield* Fiber.join(claimer)
+        const [rows] = yield* decodeRows(Count)(sql`
+          SELECT count(*)::bigint AS n FROM processed_events WHERE consumer = ${consumer} AND event_id = ${eventId}::uuid`)
+        return { outcomes, rows: rows?.n }
+      })
+    assert.deepStrictEqual(yield* race(true), { outcomes: ["duplicate", "applied"], rows: 1n })
+    assert.deepStrictEqual(yield* race(false), { outcomes: ["applied", "applied"], rows: 1n })
+
+    // Bad input: not an array, a field missing, offsets not increasing, above the bound.
+    const eventId = randomUUID()
+    for (const bad of [
+      { o: "0", e: eventId, p: "pay_a", v: 1 },
+      [{ o: "0", e: eventId, p: "pay_a" }],
+      [{ o: "1", e: eventId, p: "pay_a", v: 1 }, { o: "1", e: randomUUID(), p: "pay_a", v: 2 }],
+      Array.from({ length: 1_001 }, (_, index) => ({ o: String(index), e: randomUUID(), p: "pay_b", v: index + 1 }))
+    ]) {
+      const refused = yield* Effect.result(slice("bad", bad))
+      assert.isTrue(refused._tag === "Failure", `refused: ${JSON.stringify(bad).slice(0, 80)}`)
+    }
+    const [written] = yield* decodeRows(Count)(sql`SELECT count(*)::bigint AS n FROM processed_events WHERE consumer = 'bad'`)
+    assert.strictEqual(written?.n, 0n)
+
+    // The application's role may call it (its grants on the tables suffice: SECURITY INVOKER).
+    const outcomes = yield* sql.withTransaction(Effect.gen(function* () {
+      yield* sql`SET LOCAL ROLE pay_app`
+      return yield* slice("app", [{ o: "5", e: randomUUID(), p: "pay_c", v: 2 }, { o: "6", e: randomUUID(), p: "pay_c", v: 1 }])
+    }))
+    assert.deepStrictEqual(outcomes, ["applied", "stale"])
+  }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 4 }))))

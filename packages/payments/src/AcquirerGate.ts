@@ -1,0 +1,80 @@
+import { type AmountMinor, type MerchantId, type Payment, PaymentId, paymentStatuses, ruleFor } from "@pay/domain"
+import type { GatedStart } from "@pay/idempotency"
+import { DateTime, Effect, Option, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { type AcquirerStep, refusalBeforeAsking } from "./AcquirerTransition.ts"
+import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
+
+/** What the gate's statement read: the payment as it was, and the amount the step asks for. */
+export interface GatedPayment {
+  readonly payment: Payment
+  readonly amount_minor: AmountMinor
+}
+
+const GateColumns = Schema.Struct({
+  gate_id: Schema.NullOr(Schema.String),
+  gate_lock_expires_at: Schema.NullOr(Schema.Date),
+  gate_created_at: Schema.NullOr(Schema.Date)
+})
+const decodeGate = Schema.decodeUnknownEffect(GateColumns)
+const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
+const statusPattern = /^[A-Z_]+$/
+
+/** The statuses a step may start from, as a SQL list (constants of the state machine). */
+const allowedFrom = (step: AcquirerStep): string => {
+  const allowed = paymentStatuses.filter((status) => ruleFor(step.command, status) !== undefined)
+  if (allowed.length === 0 || !allowed.every((status) => statusPattern.test(status))) {
+    throw new Error(`no status ${step.command} may start from, or a malformed one: ${allowed.join(",")}`)
+  }
+  return allowed.map((status) => `'${status}'`).join(", ")
+}
+
+/**
+ * Steps 1-2 of an acquirer transition (AcquirerTransition.ts) in ONE autocommitted statement, for
+ * `IdempotencyKeys.runGated`: read the payment and, when the step may go ahead, insert the key
+ * leased at the step's recovery point. "May go ahead" is `refusalBeforeAsking` in SQL: the status
+ * allows the command, the amount is within the authorization, a capture's authorization has not
+ * expired (at the same instant, to the millisecond, as the code's check). Anything else (no such
+ * payment, a refusal, the key exists) writes nothing and answers None: `run` then decides, and
+ * stores the refusal, as before. The code's check runs again on what was read: a disagreement is a
+ * bug in one of the two, and dies loudly.
+ */
+export const makeAcquirerGate = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  return (step: AcquirerStep, merchantId: MerchantId, rawId: string, requested_minor?: AmountMinor): GatedStart<GatedPayment, SqlError, never> =>
+    (gate) =>
+      Effect.gen(function* () {
+        const paymentId = decodePaymentId(rawId)
+        if (Option.isNone(paymentId)) return Option.none()
+        const now = yield* DateTime.now
+        const data = { payment_id: paymentId.value }
+        const rows = yield* sql`
+          WITH p AS (SELECT ${sql.literal(paymentColumns)} FROM payments WHERE id = ${paymentId.value} AND merchant_id = ${merchantId}),
+          allowed AS (
+            SELECT 1 FROM p
+            WHERE p.status IN (${sql.literal(allowedFrom(step))})
+              AND COALESCE(${requested_minor ?? null}::bigint, p.amount_minor) <= p.amount_minor
+              AND (${step.command !== "settle"}::boolean OR p.authorization_expires_at IS NULL
+                   OR date_trunc('milliseconds', p.authorization_expires_at) > ${DateTime.toDateUtc(now)}::timestamptz)),
+          gate AS (${gate.insertLeasedFrom("allowed", step.recoveryPoint, data)})
+          SELECT p.*, gate.id AS gate_id, gate.lock_expires_at AS gate_lock_expires_at, gate.created_at AS gate_created_at
+          FROM p LEFT JOIN gate ON true`
+        const row = rows[0]
+        if (row === undefined) return Option.none()
+        const payment = yield* paymentFromRow(row)
+        const written = yield* decodeGate(row).pipe(Effect.orDie)
+        if (written.gate_id === null || written.gate_lock_expires_at === null || written.gate_created_at === null) return Option.none()
+        const amount_minor = requested_minor ?? payment.amount_minor
+        const refusal = refusalBeforeAsking(step, payment, amount_minor, now)
+        if (refusal !== undefined) {
+          return yield* Effect.die(new Error(`the gate of ${step.command} let ${payment.id} through, the code refuses: ${refusal.message}`))
+        }
+        const record = gate.recordOf(
+          { id: written.gate_id, lock_expires_at: written.gate_lock_expires_at, created_at: written.gate_created_at },
+          step.recoveryPoint,
+          data
+        )
+        return Option.some({ record, payload: { payment, amount_minor } })
+      }).pipe(Effect.withSpan("AcquirerGate.start", { attributes: { command: step.command, merchant_id: merchantId } }))
+})

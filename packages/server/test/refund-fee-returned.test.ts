@@ -1,0 +1,142 @@
+// "Fee returned on refund", per merchant (issue 19; kept by default): the reversal gives back the
+// refund's fee share (cumulative, rounded down: the shares of a full refund sum to the whole fee),
+// in the same balanced posting; JPY (exponent 0) and KWD (exponent 3). Over HTTP on the in-process
+// app, real Postgres; the database refuses a share that breaks the rule, a changed share, and a
+// posting that does not carry it.
+import { assert, layer } from "@effect/vitest"
+import { decodeRows } from "@pay/infra"
+import { Ledger } from "@pay/ledger"
+import { FeeSchedules, platformFees, proportionalFeeReturned, RefundFeeSettings } from "@pay/settlement"
+import { assertLedgerVerifies } from "@pay/settlement/test-support"
+import { testRun, withDatabase } from "@pay/testkit"
+import { Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { isSqlError } from "effect/sql/SqlError"
+import { authorizedPayment, describeAnswer, jsonOf, newKey, payableBalance, post, settle, type TestMerchant } from "./support/Api.ts"
+import { inProcessAppLayer } from "./support/InProcessApp.ts"
+import { runCli } from "./support/Cli.ts"
+import { createMerchant } from "./support/TestServer.ts"
+
+const layerOptions = { excludeTestServices: true, timeout: "120 seconds" } as const
+
+const refund = (m: TestMerchant, paymentId: string, amount: number) => post(m, `/v1/payments/${paymentId}/refunds`, newKey("refund"), { json: { amount } })
+
+const Basis = Schema.Struct({ fee_minor: Schema.BigInt, net_minor: Schema.BigInt })
+const Legs = Schema.Struct({ code: Schema.String, side: Schema.String, amount_minor: Schema.BigInt })
+
+/** A merchant (fee returned or kept) with a fee schedule in `currency` and a settled payment. */
+const settledWithFee = (name: string, currency: string, amount_minor: bigint, fee_bps: number, feeReturned: boolean) =>
+  Effect.gen(function* () {
+    const merchant = yield* createMerchant(name)
+    yield* (yield* FeeSchedules).set(merchant.merchantId, currency, { fee_bps, fee_fixed_minor: 0n })
+    if (feeReturned) yield* (yield* RefundFeeSettings).set(merchant.merchantId, true)
+    const id = yield* authorizedPayment(merchant, amount_minor, currency)
+    const settled = yield* settle(merchant, id, newKey("settle"))
+    assert.strictEqual(settled.status, 200, describeAnswer(settled))
+    const sql = yield* SqlClient.SqlClient
+    const [basis] = yield* decodeRows(Basis)(sql`SELECT fee_minor, net_minor FROM payment_settlements WHERE payment_id = ${id}`)
+    if (basis === undefined) return yield* Effect.die(new Error("no settlement"))
+    return { merchant, id, ...basis }
+  })
+
+/** The reversal's legs of a refund. */
+const legsOf = (paymentId: string, refundId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* decodeRows(Legs)(sql`
+      SELECT a.code, e.side, e.amount_minor FROM transactions t JOIN ledger_entries e ON e.transaction_id = t.id JOIN accounts a ON a.id = e.account_id
+      WHERE t.reference = ${`payment:${paymentId}:refund:${refundId}`} ORDER BY e.side, a.code`)
+  })
+
+/** Refunds `amounts` in order; checks each share against the rule and its legs; the shares. */
+const refundAll = (m: TestMerchant, paymentId: string, captured: bigint, fee: bigint, amounts: ReadonlyArray<number>, currency: string) =>
+  Effect.gen(function* () {
+    const shares: Array<bigint> = []
+    let before = 0n
+    for (const amount of amounts) {
+      const answer = yield* refund(m, paymentId, amount)
+      assert.strictEqual(answer.status, 201, describeAnswer(answer))
+      assert.strictEqual(jsonOf(answer)["status"], "SUCCEEDED")
+      const share = BigInt(Number(jsonOf(answer)["fee_returned"]))
+      assert.strictEqual(share, proportionalFeeReturned({ fee_minor: fee, captured_minor: captured, refunded_before_minor: before, amount_minor: BigInt(amount) }))
+      const legs = yield* legsOf(paymentId, String(jsonOf(answer)["id"]))
+      const debits = legs.filter((leg) => leg.side === "debit")
+      assert.deepStrictEqual(debits.find((leg) => leg.code === platformFees(currency as never).code)?.amount_minor ?? 0n, share, "the fees leg is the share")
+      assert.strictEqual(debits.reduce((sum, leg) => sum + leg.amount_minor, 0n), BigInt(amount), "balanced: debits = the refund")
+      assert.deepStrictEqual(legs.filter((leg) => leg.side === "credit").map((leg) => leg.amount_minor), [BigInt(amount)])
+      shares.push(share)
+      before += BigInt(amount)
+    }
+    return shares
+  })
+
+const TestLayer = RefundFeeSettings.layer.pipe(Layer.provideMerge(inProcessAppLayer()))
+
+layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP, real Postgres)", (it) => {
+  it.effect("JPY (exponent 0), fee returned: 1,000 yen at 3.6 % (fee 36) refunded 333 + 333 + 334 returns 11 + 12 + 13 = 36; the merchant's payable is back to 0; the ledger verifies", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned JPY", "JPY", 1_000n, 360, true)
+      assert.strictEqual(fee_minor, 36n)
+      const shares = yield* refundAll(merchant, id, 1_000n, fee_minor, [333, 333, 334], "JPY")
+      assert.deepStrictEqual(shares, [11n, 12n, 13n])
+      assert.deepStrictEqual(yield* payableBalance(merchant), [{ currency: "JPY", amount: 0 }], "net 964 − (322 + 321 + 321)")
+      yield* assertLedgerVerifies
+    }))
+
+  it.effect("KWD (exponent 3), fee returned (set by the operator's CLI): 12.345 KWD refunded in two parts returns the whole fee; the payable is back to 0", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned KWD", "KWD", 12_345n, 533, false)
+      const sql = yield* SqlClient.SqlClient
+      const [database] = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`SELECT current_database() AS name`)
+      const output = yield* runCli(withDatabase(testRun().adminDatabaseUrl, database?.name ?? ""), ["refunds", "fee-returned", merchant.merchantId, "true"])
+      assert.include(output, `"fee_returned":true`)
+      assert.isTrue(fee_minor > 0n)
+      const shares = yield* refundAll(merchant, id, 12_345n, fee_minor, [6_172, 6_173], "KWD")
+      assert.strictEqual(shares.reduce((sum, share) => sum + share, 0n), fee_minor, "the whole fee, whatever the split")
+      assert.deepStrictEqual(yield* payableBalance(merchant), [{ currency: "KWD", amount: 0 }])
+      yield* assertLedgerVerifies
+    }))
+
+  it.effect("kept by default: fee_returned 0, no platform-fees leg, the merchant's payable bears the whole refund", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor, net_minor } = yield* settledWithFee("Fee kept", "EUR", 10_000n, 290, false)
+      const shares = yield* refundAll(merchant, id, 10_000n, 0n, [5_000], "EUR")
+      assert.deepStrictEqual(shares, [0n])
+      assert.deepStrictEqual(yield* payableBalance(merchant), [{ currency: "EUR", amount: Number(net_minor - 5_000n) }])
+      assert.isTrue(fee_minor > 0n)
+    }))
+
+  it.effect("raw SQL: a share that breaks the rule is refused at insert, a share is never changed, and a SUCCEEDED refund's posting must carry it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const ledger = yield* Ledger
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned raw", "JPY", 1_000n, 360, true)
+      const insert = (refundId: string, fee_returned: number) => sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, fee_returned_minor, created_at, updated_at)
+            VALUES (${refundId}, ${id}, ${merchant.merchantId}, 500, 'JPY', 'PENDING', ${fee_returned}, now(), now())`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_created', jsonb_build_object('refund_id', ${refundId}::text, 'version', 1))`
+      ))
+      const wrong = yield* Effect.flip(insert("re_200000000000000000000001", 0))
+      assert.match(String(wrong.reason.cause), /returns fee 0, the rule says 18/)
+      assert.strictEqual(fee_minor, 36n)
+      yield* insert("re_200000000000000000000002", 18)
+      const changed = yield* Effect.flip(sql`UPDATE refunds SET fee_returned_minor = 0 WHERE id = 're_200000000000000000000002'`)
+      assert.match(String(changed.reason.cause), /decided at reservation and never changed/)
+      // A reversal that keeps the fee (the whole refund on the payable) for a refund that returns 18.
+      const posted = yield* ledger.postTransaction({
+        reference: `payment:${id}:refund:re_200000000000000000000002`,
+        description: "hand-made reversal without the fee share",
+        debits: [{ account: `merchant:${merchant.merchantId}:payable:JPY`, amount_minor: 500n, currency: "JPY" }],
+        credits: [{ account: "acquirer:receivable:JPY", amount_minor: 500n, currency: "JPY" }]
+      }).pipe(
+        Effect.flatMap((result) => sql`
+          UPDATE refunds SET status = 'SUCCEEDED', ledger_transaction_id = ${result.transaction.id} WHERE id = 're_200000000000000000000002'`),
+        Effect.andThen(sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_succeeded', jsonb_build_object('refund_id', 're_200000000000000000000002', 'version', 2))`),
+        sql.withTransaction,
+        Effect.flip
+      )
+      assert.match(isSqlError(posted) ? String(posted.reason.cause) : String(posted), /returns fee 18 but its posting debits 0 to platform:fees:JPY/)
+    }))
+})
