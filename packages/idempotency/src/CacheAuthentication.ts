@@ -16,7 +16,8 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
  * | -------------------------- | -------------------------------- | --------------------------------------- |
  * | `IDEMPOTENCY_CACHE_SECRET` | (empty: random, per process)     | empty, or 32..1024 non-space characters |
  *
- * Unset, each process draws its own random secret: correct, but one server cannot use another's
+ * Unset, each process draws its own random secret (a SERVER_INSTANCES primary draws one for all its
+ * instances: server/src/Cluster.ts): correct, but one server cannot use another's
  * (or its own previous life's) cached entries; they fall back to Postgres. Servers behind one
  * Redis should share a secret. Rotating it costs a Postgres read per cached key until re-cached.
  */

@@ -1,5 +1,6 @@
+import { randomCacheSecret } from "@pay/idempotency"
 import { boundedInt, MigrationsLive, PostgresLive } from "@pay/infra"
-import { Deferred, Effect, Layer } from "effect"
+import { Deferred, Effect, Layer, Redacted } from "effect"
 import cluster, { type Worker } from "node:cluster"
 
 /**
@@ -16,6 +17,11 @@ import cluster, { type Worker } from "node:cluster"
  * worker and waits for them, and replaces a worker that dies on its own, at most
  * `RESTARTS_MAX` times per `RESTART_WINDOW_MS` (past that it stops everything: a crash loop is
  * for the supervisor to see, not to hide).
+ *
+ * Without `IDEMPOTENCY_CACHE_SECRET`, the primary draws one random secret and gives it to every
+ * worker it forks (and to replacements), so the instances accept each other's cached responses
+ * in Redis; a secret per instance made them overwrite each other's copies, and a replay of a
+ * finished key could meet another instance's refill and answer 409 (cluster.test.ts).
  */
 export const serverInstanceBounds = { min: 1, max: 32 } as const
 export const ServerInstances = boundedInt("SERVER_INSTANCES", serverInstanceBounds, 1)
@@ -42,13 +48,15 @@ const stopWorker = (worker: Worker) =>
 export const runPrimary = (instances: number) =>
   Effect.gen(function* () {
     yield* migrateOnce
+    const configuredSecret = process.env["IDEMPOTENCY_CACHE_SECRET"] ?? ""
+    const workerEnv = { IDEMPOTENCY_CACHE_SECRET: configuredSecret !== "" ? configuredSecret : Redacted.value(randomCacheSecret()) }
     const workers = new Set<Worker>()
     const restarts: Array<number> = []
     const crashLoop = yield* Deferred.make<void, Error>()
     let stopping = false
 
     const fork = (): void => {
-      const worker = cluster.fork()
+      const worker = cluster.fork(workerEnv)
       workers.add(worker)
       worker.once("exit", (code, signal) => {
         workers.delete(worker)

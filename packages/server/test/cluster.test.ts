@@ -47,6 +47,14 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("two server i
       // Every retry gets the stored bytes, from either instance.
       const retried = yield* Effect.forEach(keys, (key) => createPayment(m, key), { concurrency: 8 })
       retried.forEach((answer, index) => assert.strictEqual(answer.text, created[index]?.text))
+      // A finished key replayed 32 times at once, spread over both instances: each answers the stored
+      // bytes. Each instance must accept the Redis copy the other cached (one cache secret for the
+      // primary's instances); otherwise each replay overwrites the other's copy and a replay meeting
+      // the refill answered 409 idempotency_key_in_use for a key that was long finished.
+      for (let round = 0; round < 4; round++) {
+        const replays = yield* Effect.forEach(Array.from({ length: 32 }), () => createPayment(m, keys[0] ?? "none"), { concurrency: 32 })
+        for (const answer of replays) assert.strictEqual(`${answer.status} ${answer.text}`, `201 ${created[0]?.text}`)
+      }
       // One key sent 8 times at once: one payment, whatever instance each request reached.
       const contested = newKey("contested")
       const answers = yield* Effect.forEach(Array.from({ length: 8 }), () => createPayment(m, contested), { concurrency: 8 })
