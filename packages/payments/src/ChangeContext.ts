@@ -24,3 +24,9 @@ export const ChangeContext = Schema.Struct({
 export type ChangeContext = typeof ChangeContext.Type
 
 export const isChangeContext = Schema.is(ChangeContext)
+
+/** The outbox event headers a change carries: its correlation id, and its trace when it has one. */
+export const eventHeadersOf = (context: ChangeContext): Record<string, string> =>
+  context.traceparent === undefined
+    ? { correlation_id: context.correlationId }
+    : { correlation_id: context.correlationId, traceparent: context.traceparent }

@@ -3,7 +3,7 @@ import type { OutboxWriter } from "@pay/outbox"
 import { DateTime, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { type ChangeContext, isChangeContext } from "./ChangeContext.ts"
+import { type ChangeContext, eventHeadersOf, isChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
 
 /** What PaymentRepository.ts and PaymentApply.ts share: the trail every change writes, and helpers. */
@@ -35,17 +35,7 @@ export const makeTrail = (sql: SqlClient.SqlClient, outbox: OutboxWriter["Servic
       // Counted once the change commits: a rolled-back change counts nothing.
       Effect.tap(() => sql.afterCommit(countTransition(payment, from)))
     ),
-  publish: (event: PaymentEvent, context: ChangeContext) =>
-    outbox.append({
-      aggregateType: "payment",
-      aggregateId: event.payment_id,
-      eventType: event.type,
-      eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
-      payload: encodePaymentEvent(event),
-      headers: context.traceparent === undefined
-        ? { correlation_id: context.correlationId }
-        : { correlation_id: context.correlationId, traceparent: context.traceparent }
-    }),
+  publish: (event: PaymentEvent, context: ChangeContext) => outbox.append(outboxEventOf(event, context)),
   /** `recordHistory` and `publish` as CTEs of one statement, written once per row of `source`. */
   historyFrom: (payment: Payment, from: PaymentStatus | null, context: ChangeContext, source: string) =>
     sql`
@@ -64,9 +54,7 @@ const outboxEventOf = (event: PaymentEvent, context: ChangeContext) => ({
   eventType: event.type,
   eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
   payload: encodePaymentEvent(event),
-  headers: context.traceparent === undefined
-    ? { correlation_id: context.correlationId }
-    : { correlation_id: context.correlationId, traceparent: context.traceparent }
+  headers: eventHeadersOf(context)
 })
 
 export type Trail = ReturnType<typeof makeTrail>

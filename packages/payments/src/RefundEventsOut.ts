@@ -8,7 +8,7 @@ import {
 } from "@pay/domain"
 import type { OutboxWriter } from "@pay/outbox"
 import { Effect } from "effect"
-import type { ChangeContext } from "./ChangeContext.ts"
+import { type ChangeContext, eventHeadersOf } from "./ChangeContext.ts"
 
 /** The event a refund's current state is the fact of (docs/events.md, "Refund events"). */
 export const refundEventOf = (refund: Refund): Effect.Effect<RefundEvent> => {
@@ -53,9 +53,7 @@ export const makeRefundEvents = (outbox: OutboxWriter["Service"]) => ({
         eventType: event.type,
         eventVersion: PAYMENT_EVENT_SCHEMA_VERSION,
         payload: encodeRefundEvent(event),
-        headers: context.traceparent === undefined
-          ? { correlation_id: context.correlationId }
-          : { correlation_id: context.correlationId, traceparent: context.traceparent }
+        headers: eventHeadersOf(context)
       })
     })
 })

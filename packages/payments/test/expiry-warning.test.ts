@@ -3,14 +3,13 @@
 // nor for those already due: expiry handles them); the database refuses a warning without its
 // event, for a payment that is not AUTHORIZED or of another expiry, a second one, and its removal.
 import { assert, layer } from "@effect/vitest"
-import { Acquirer, AcquirerSimulator } from "@pay/acquirer"
+import { AcquirerSimulator } from "@pay/acquirer"
 import { decodeDomainEvent, eventAggregate } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
-import { DateTime, Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { PaymentExpiry } from "../src/PaymentExpiry.ts"
-import { acquirerReference } from "../src/PaymentOperation.ts"
-import { context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
+import { authorizedExpiringIn, context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
 
 const TestLayer = PaymentExpiry.layer.pipe(
   Layer.provideMerge(AcquirerSimulator.layerWith({ latency_ms: 0 })),
@@ -19,22 +18,6 @@ const TestLayer = PaymentExpiry.layer.pipe(
 
 const hour_ms = 3_600_000
 
-/** A payment authorized at the acquirer and by us, expiring `expiresIn_ms` from now. */
-const authorizedExpiringIn = (expiresIn_ms: number) =>
-  Effect.gen(function* () {
-    const { merchant, payments } = yield* setup
-    const created = yield* payments.create(paymentInput(merchant), context)
-    const answer = yield* (yield* Acquirer).authorize({
-      reference: acquirerReference(created.id, "authorization"),
-      paymentId: created.id,
-      amount_minor: created.amount_minor,
-      currency: created.currency,
-      paymentMethod: created.payment_method
-    })
-    assert.strictEqual(answer._tag, "Approved")
-    const expires_at = DateTime.add(yield* DateTime.now, { milliseconds: expiresIn_ms })
-    return yield* payments.apply(merchant.id, created.id, { _tag: "authorize", expires_at }, context)
-  })
 
 const Row = Schema.Struct({ payload: Schema.Unknown })
 const warningsOf = (paymentId: string) =>

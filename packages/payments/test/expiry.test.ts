@@ -10,30 +10,13 @@ import { acquirerSteps, refusalBeforeAsking } from "../src/AcquirerTransition.ts
 import { PaymentExpiry } from "../src/PaymentExpiry.ts"
 import { acquirerReference } from "../src/PaymentOperation.ts"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
-import { context, paymentInput, PaymentsTestLayer, postgresError, setup } from "./support.ts"
+import { authorizedExpiringIn, context, PaymentsTestLayer, postgresError } from "./support.ts"
 
 const TestLayer = PaymentExpiry.layer.pipe(
   Layer.provideMerge(AcquirerSimulator.layerWith({ latency_ms: 0 })),
   Layer.provideMerge(PaymentsTestLayer)
 )
 
-/** A payment authorized at the acquirer and by us, expiring `expiresIn_ms` from now (negative: already due). */
-const authorizedExpiringIn = (expiresIn_ms: number) =>
-  Effect.gen(function* () {
-    const { merchant, payments } = yield* setup
-    const acquirer = yield* Acquirer
-    const created = yield* payments.create(paymentInput(merchant), context)
-    const answer = yield* acquirer.authorize({
-      reference: acquirerReference(created.id, "authorization"),
-      paymentId: created.id,
-      amount_minor: created.amount_minor,
-      currency: created.currency,
-      paymentMethod: created.payment_method
-    })
-    assert.strictEqual(answer._tag, "Approved")
-    const expires_at = DateTime.add(yield* DateTime.now, { milliseconds: expiresIn_ms })
-    return yield* payments.apply(merchant.id, created.id, { _tag: "authorize", expires_at }, context)
-  })
 
 const statusOf = (paymentId: string) =>
   Effect.gen(function* () {

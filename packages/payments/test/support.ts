@@ -2,11 +2,14 @@ import { CreatePaymentInput, type Merchant, type MerchantId, type PaymentCommand
 import { Ledger } from "@pay/ledger"
 import { FeeSchedules, SettlementPosting } from "@pay/settlement"
 import { makeTestDatabase } from "@pay/testkit"
-import { Effect, Layer, Schema } from "effect"
+import { assert } from "@effect/vitest"
+import { Acquirer } from "@pay/acquirer"
+import { DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "../src/ChangeContext.ts"
 import { MerchantRepository } from "@pay/merchants"
+import { acquirerReference } from "../src/PaymentOperation.ts"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
 
 /**
@@ -72,3 +75,20 @@ export const postgresError = (error: SqlError): { readonly reason: string; reado
   const message = cause instanceof Error ? cause.message : String(cause)
   return { reason: error.reason._tag, code, message }
 }
+
+/** A payment authorized at the acquirer and by us, expiring `expiresIn_ms` from now (negative: already due). */
+export const authorizedExpiringIn = (expiresIn_ms: number) =>
+  Effect.gen(function* () {
+    const { merchant, payments } = yield* setup
+    const created = yield* payments.create(paymentInput(merchant), context)
+    const answer = yield* (yield* Acquirer).authorize({
+      reference: acquirerReference(created.id, "authorization"),
+      paymentId: created.id,
+      amount_minor: created.amount_minor,
+      currency: created.currency,
+      paymentMethod: created.payment_method
+    })
+    assert.strictEqual(answer._tag, "Approved")
+    const expires_at = DateTime.add(yield* DateTime.now, { milliseconds: expiresIn_ms })
+    return yield* payments.apply(merchant.id, created.id, { _tag: "authorize", expires_at }, context)
+  })
