@@ -23,7 +23,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
 import { DatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
-import { ApiKeys, MerchantRepository } from "@pay/merchants"
+import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Console, Effect, Layer, Redacted, Schema } from "effect"
@@ -82,8 +82,7 @@ const program = Effect.gen(function* () {
   const deliveries = yield* WebhookDeliveries
   if (group === "merchants" && command === "create" && argument !== undefined) {
     const name = yield* Schema.decodeUnknownEffect(MerchantName)(argument)
-    const merchant = yield* merchants.create(name)
-    const key = yield* apiKeys.create(merchant.id)
+    const { merchant, key } = yield* createMerchantWithKey(name)
     yield* Console.error(`merchant ${merchant.id} created; the API key below is shown once`)
     return yield* printKey(merchant.id, key)
   }

@@ -1,3 +1,4 @@
 export * from "./ApiKeys.ts"
 export * from "./MerchantRepository.ts"
 export * from "./ApiKeyCache.ts"
+export * from "./Onboarding.ts"

@@ -1,5 +1,5 @@
 import { decodeRows } from "@pay/infra"
-import { ApiKeys, MerchantRepository } from "@pay/merchants"
+import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
@@ -71,10 +71,7 @@ export interface ScenarioMerchant {
 /** A merchant and an API key, written as the operator's CLI does (the repositories, on the scenario's database). */
 export const createMerchant = (name: string) =>
   Effect.gen(function* () {
-    const merchants = yield* MerchantRepository
-    const apiKeys = yield* ApiKeys
-    const merchant = yield* merchants.create(name)
-    const key = yield* apiKeys.create(merchant.id)
+    const { merchant, key } = yield* createMerchantWithKey(name)
     const created: ScenarioMerchant = { merchantId: merchant.id, apiKey: Redacted.value(key.secret) }
     return created
   }).pipe(Effect.provide(Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer)))

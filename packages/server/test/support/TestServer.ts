@@ -1,6 +1,6 @@
 import type { MerchantId } from "@pay/domain"
 import { postgresLayer, decodeRows } from "@pay/infra"
-import { ApiKeys, MerchantRepository } from "@pay/merchants"
+import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -96,10 +96,7 @@ export interface TestMerchant {
 /** A merchant and an API key, written straight into the server's database. */
 export const createMerchant = (name: string) =>
   Effect.gen(function* () {
-    const merchants = yield* MerchantRepository
-    const apiKeys = yield* ApiKeys
-    const merchant = yield* merchants.create(name)
-    const key = yield* apiKeys.create(merchant.id)
+    const { merchant, key } = yield* createMerchantWithKey(name)
     const created: TestMerchant = { merchantId: merchant.id, apiKey: Redacted.value(key.secret) }
     return created
   })
