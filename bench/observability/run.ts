@@ -27,6 +27,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { stopChild } from "../support/process.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
 const envInt = (name: string, fallback: number, min: number, max: number): number => {
@@ -133,17 +134,6 @@ const startServer = async (mode: "on" | "off", databaseUrl: string, otlpUrl: str
   child.kill("SIGKILL")
   throw new Error(`the ${mode} server was not ready within 60 s; its log: ${logFile}`)
 }
-
-const stop = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-    child.once("exit", () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    child.kill("SIGTERM")
-  })
 
 /** utime + stime of a process, in ms (USER_HZ = 100 on Linux). */
 const cpuTime_ms = (pid: number): number => {
@@ -266,7 +256,7 @@ const main = async () => {
       process.exitCode = 1
     }
   } finally {
-    for (const server of servers) await stop(server.child)
+    for (const server of servers) await Effect.runPromise(stopChild(server.child))
     sink.close()
     await Effect.runPromise(
       Effect.all([cleanupRedisPrefix(redisUrl, redisPrefix), cleanupKafkaPrefix(brokers, topicPrefix)], { concurrency: 2 }).pipe(
