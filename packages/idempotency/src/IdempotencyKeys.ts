@@ -5,7 +5,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyCacheSecretConfig, makeCacheMac, randomCacheSecret } from "./CacheAuthentication.ts"
 import { countRefusal, countRun, initializeIdempotencyMetrics } from "./IdempotencyMetrics.ts"
-import type { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
+import { IdempotencyKeyInUse, type IdempotencyKeyReused, type IdempotencyLockLost } from "./Errors.ts"
 import { toBeginRequest } from "./BeginRequest.ts"
 import { type KeyStore, makeKeyStore } from "./KeyStore.ts"
 import {
@@ -171,6 +171,17 @@ export class IdempotencyKeys extends Context.Service<IdempotencyKeys, {
 
 const fingerprintPattern = /^[0-9a-f]{64}$/
 
+/**
+ * Another request with this fingerprint holds the Redis marker: 409 only if Postgres says the key
+ * is not finished (no row yet: its holder is about to insert it; or a live lease). A finished key
+ * (the holder may be a replay whose cached copy was gone), another fingerprint, or a key nobody
+ * holds any more goes on to Postgres' decision: replay, 422, or resume.
+ */
+const inUseUnlessFinished = (store: KeyStore, request: BeginRequest) =>
+  store.peek(request).pipe(
+    Effect.map((row) => Option.isNone(row) || (row.value.request_fingerprint === request.fingerprint && !row.value.finished && row.value.lock_live))
+  )
+
 const makeBegin = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPath, options: IdempotencyOptions) =>
   Effect.fn("IdempotencyKeys.begin")(function* (request: BeginRequest) {
     if (!fingerprintPattern.test(request.fingerprint)) {
@@ -187,6 +198,9 @@ const makeBegin = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPat
     const token = randomUUID()
     const quick = yield* fast.decide(request, token, lease_ms)
     if (Option.isSome(quick.answer)) return quick.answer.value
+    if (quick.markerHeldBySameRequest && (yield* inUseUnlessFinished(store, request))) {
+      return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "redis" })
+    }
     const began = yield* store.decide(request, token, lease_ms).pipe(
       // Our marker stands for our lease: drop it unless we now hold the key.
       Effect.onExit((exit) =>

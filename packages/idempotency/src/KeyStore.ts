@@ -140,8 +140,28 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
       return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "postgres" })
     })
 
-  return { rows, decide }
+  /**
+   * One autocommitted read, no lock: is the key finished, or held by a live lease? None when there
+   * is no such key. Asked only when another request with the same fingerprint holds the Redis
+   * marker, before answering 409 from it.
+   */
+  const peek = (request: BeginRequest) =>
+    peekRows(sql`
+      SELECT request_fingerprint, finished_at IS NOT NULL AS finished,
+             (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live
+      FROM idempotency_keys
+      WHERE merchant_id = ${request.merchantId} AND idempotency_key = ${request.key}`).pipe(
+      Effect.map((found) => Option.fromUndefinedOr(found[0]))
+    )
+
+  return { rows, decide, peek }
 }
+
+const PeekRow = Schema.Struct({ request_fingerprint: Schema.String, finished: Schema.Boolean, lock_live: Schema.Boolean })
+const decodePeekRows = Schema.decodeUnknownEffect(Schema.Array(PeekRow))
+// The statement fixes the shape; a mismatch is a bug, not a request error.
+const peekRows = (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+  effect.pipe(Effect.flatMap(decodePeekRows), Effect.catchTag("SchemaError", Effect.die))
 
 /** The new keys a single statement writes with its work (runAtOnce, runGated): CTE bodies. */
 const makeInserts = (sql: SqlClient.SqlClient) => {
@@ -327,7 +347,7 @@ const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeL
 
 export const makeKeyStore = (sql: SqlClient.SqlClient) => {
   const leases = makeLeases(sql)
-  return { decide: leases.decide, ...makeInserts(sql), ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
+  return { decide: leases.decide, peek: leases.peek, ...makeInserts(sql), ...makeRunWrites(sql, leases.rows), ...makeMaintenance(sql, leases.rows) }
 }
 
 export type KeyStore = ReturnType<typeof makeKeyStore>

@@ -1,7 +1,7 @@
 import type { Redis, RedisError } from "@pay/infra"
 import { Effect, Metric, Option, Schema } from "effect"
 import { type CacheMac, idempotencyCacheRejected } from "./CacheAuthentication.ts"
-import { IdempotencyKeyInUse, IdempotencyKeyReused } from "./Errors.ts"
+import { IdempotencyKeyReused } from "./Errors.ts"
 import { countRedisFallback, type RedisFastPathOperation } from "./IdempotencyMetrics.ts"
 import type { Began, BeginRequest, IdempotencyOptions, StoredResponse } from "./Model.ts"
 
@@ -47,9 +47,16 @@ export interface FastPathDecision {
   readonly answer: Option.Option<Began>
   /** This run created the in-flight marker and must delete it unless it goes on to hold the lease. */
   readonly markerSet: boolean
+  /**
+   * Another request with the same fingerprint holds the marker. That is a 409 only once Postgres
+   * says the key is not finished: the marker is set before Postgres is asked, so its holder may
+   * be a replay of a finished key whose cached copy is gone (flush, eviction, another server).
+   */
+  readonly markerHeldBySameRequest: boolean
 }
 
-const askPostgres = (markerSet: boolean): FastPathDecision => ({ answer: Option.none(), markerSet })
+const askPostgres = (markerSet: boolean, markerHeldBySameRequest = false): FastPathDecision =>
+  ({ answer: Option.none(), markerSet, markerHeldBySameRequest })
 
 /** With Redis down, every request would log the same warning: one per interval, the rest at debug. */
 const redisWarningInterval_ms = 5_000
@@ -147,17 +154,16 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
   const cachedAnswer = makeCachedAnswer(mac, logRejection)
 
   /**
-   * Someone else's marker. It is safe to answer 409 from it when it names the same request: it is
-   * at most one lease old (PX), and a 409 changes nothing and asks the client to retry. A different
-   * request, or a marker gone meanwhile, goes to Postgres (which answers 422, or decides).
+   * Someone else's marker: does it name the same request? Then the caller may answer 409 once
+   * Postgres says the key is not finished (a 409 changes nothing and asks the client to retry; the
+   * marker is at most one lease old, PX). A different request, or a marker gone meanwhile, goes to
+   * Postgres (which answers 422, or decides).
    */
-  const otherRunsMarker = (request: BeginRequest) =>
+  const sameRequestHoldsMarker = (request: BeginRequest) =>
     Effect.gen(function* () {
       const holder = yield* call("get_marker", redis.get(redisInFlightKey(request.merchantId, request.key)))
       const marker = Option.isSome(holder) && holder.value !== null ? decodeInFlightMarker(holder.value) : Option.none()
-      if (Option.isSome(marker) && marker.value.fingerprint === request.fingerprint) {
-        return yield* new IdempotencyKeyInUse({ key: request.key, decidedBy: "redis" })
-      }
+      return Option.isSome(marker) && marker.value.fingerprint === request.fingerprint
     })
 
   /** Some(answer) when Redis can answer safely; None when Postgres must decide. */
@@ -168,12 +174,12 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
       if (Option.isNone(cached)) return askPostgres(false)
       if (cached.value !== null) {
         const answer = yield* cachedAnswer(request, cached.value)
-        if (Option.isSome(answer)) return { answer, markerSet: false }
+        if (Option.isSome(answer)) return { answer, markerSet: false, markerHeldBySameRequest: false } satisfies FastPathDecision
       }
       const marker = encodeInFlightMarker({ token, fingerprint: request.fingerprint })
       const set = yield* call("set_marker", redis.setIfAbsent(redisInFlightKey(request.merchantId, request.key), marker, lease_ms))
       if (Option.isSome(set) && set.value) return askPostgres(true)
-      if (Option.isSome(set)) yield* otherRunsMarker(request)
+      if (Option.isSome(set)) return askPostgres(false, yield* sameRequestHoldsMarker(request))
       return askPostgres(false)
     })
 
