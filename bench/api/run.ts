@@ -12,7 +12,13 @@
  * went during each phase (server, load generator, Postgres, Redis, Kafka: from /proc), and writes
  * everything to bench/results/api-<timestamp>.json.
  *
- * By default it starts its own server (`node packages/server/src/main.ts`) on a database of its own
+ * By default it starts its own server (`node packages/server/src/main.ts`) the way production runs
+ * it (`BENCH_SERVER_LAYOUT=split`): the API server with `CONSUMERS_ENABLED=false` and
+ * `WEBHOOK_SENDER_ENABLED=false`, and the consumers (`node packages/consumers/src/main.ts`) and the
+ * webhook sender (`node packages/webhooks/src/main.ts`) as processes of their own, whose CPU is
+ * counted apart ("workers"); `embedded` runs them inside the measured server instead. Creates
+ * are then measured again on a server of the other layout (`BENCH_COMPARE_LAYOUT`, 1; 0 skips).
+ * Its server runs on a database of its own
  * (`pay_bench_api_<id>`, created from DATABASE_URL's server and dropped at the end), Redis keys
  * `bench:<id>:*` and Kafka topics `bench.<id>.*` (deleted at the end); the merchant and API key come
  * from the CLI. The server's JSON logs go to a file in the OS temp folder (path printed).
@@ -72,6 +78,20 @@ const selectedWorkloads = (): ReadonlyArray<WorkloadName> => {
   return names.filter(isWorkloadName)
 }
 
+type ServerLayout = "split" | "embedded"
+
+const serverLayout = (): ServerLayout => {
+  const raw = process.env["BENCH_SERVER_LAYOUT"] ?? "split"
+  if (raw !== "split" && raw !== "embedded") throw new Error(`BENCH_SERVER_LAYOUT: split or embedded, got ${raw}`)
+  return raw
+}
+
+const otherLayout = (layout: ServerLayout): ServerLayout => (layout === "split" ? "embedded" : "split")
+
+/** The server's switches for a layout: split turns its consumers and webhook sender off. */
+const layoutEnv = (layout: ServerLayout): Record<string, string> =>
+  layout === "split" ? { CONSUMERS_ENABLED: "false", WEBHOOK_SENDER_ENABLED: "false" } : {}
+
 const settings = {
   duration_s: envInt("BENCH_DURATION_S", 10, 1, 600),
   warmup_s: envInt("BENCH_WARMUP_S", 3, 0, 120),
@@ -91,6 +111,10 @@ const settings = {
   /** Payments (and 10x as many ledger entries) preloaded with SQL before creates and replays run again (0: skipped). */
   preload_payments: envInt("BENCH_PRELOAD_PAYMENTS", 0, 0, 10_000_000),
   preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000),
+  /** Where the consumers and the webhook sender run: their own processes (production) or inside the server. */
+  server_layout: serverLayout(),
+  /** Creates again on a server of the other layout, same database, same run (0: skipped). */
+  compare_layout: envInt("BENCH_COMPARE_LAYOUT", 1, 0, 1),
   /** Rounds of the observability phase: logs and tracing on vs off, side by side (0: skipped). */
   observability_rounds: envInt("BENCH_OBSERVABILITY_ROUNDS", 2, 0, 20)
 }
@@ -177,6 +201,8 @@ interface Target {
   /** Our own server's pid (CPU accounting); undefined for an external API_URL. */
   readonly serverPid: number | undefined
   readonly serverLog: string | undefined
+  /** The consumers and webhook sender processes we started beside it (split layout). */
+  readonly workerPids: ReadonlyArray<number>
 }
 
 const psql = (database: string, statement: string) =>
@@ -205,10 +231,26 @@ const extraServerEnv = (): Record<string, string> =>
 
 /** `node packages/server/src/main.ts`, logs to a file; SIGTERM (then SIGKILL after 10 s) at scope end. */
 const startServer = (databaseUrl: string, port: number, logFile: string, env: Record<string, string> = {}) =>
+  startProcess("packages/server/src/main.ts", databaseUrl, logFile, { PORT: String(port), ...env })
+
+/**
+ * The consumers and the webhook sender as processes of their own, as production runs them beside a
+ * server with `CONSUMERS_ENABLED=false` and `WEBHOOK_SENDER_ENABLED=false` (started after the
+ * server: it owns the migrations). `stop` ends them early (the scope's end does too).
+ */
+const startWorkers = (databaseUrl: string, logFile: string) =>
+  Effect.gen(function* () {
+    const consumers = yield* startProcess("packages/consumers/src/main.ts", databaseUrl, logFile, {})
+    const sender = yield* startProcess("packages/webhooks/src/main.ts", databaseUrl, logFile, {})
+    const pids = [consumers.pid, sender.pid].filter((pid): pid is number => pid !== undefined)
+    return { pids, stop: Effect.all([stopChild(consumers), stopChild(sender)], { concurrency: 2, discard: true }) }
+  })
+
+const startProcess = (main: string, databaseUrl: string, logFile: string, env: Record<string, string>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const fd = openSync(logFile, "a")
-      const child = spawn(process.execPath, ["packages/server/src/main.ts"], {
+      const child = spawn(process.execPath, [main], {
         cwd: repositoryRoot,
         env: {
           ...process.env,
@@ -220,7 +262,6 @@ const startServer = (databaseUrl: string, port: number, logFile: string, env: Re
           ...env,
           KAFKA_BROKERS: brokers,
           KAFKA_TOPIC_PREFIX: topicPrefix,
-          PORT: String(port),
           // The benchmark measures throughput: the per-merchant rate limit must not be what it measures.
           RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
           ...extraServerEnv()
@@ -257,24 +298,45 @@ const ownServer = Effect.gen(function* () {
   if (typeof apiKey !== "string") return yield* Effect.die(new Error(`no api_key in the CLI's output: ${cliOutput}`))
   const port = yield* freePort
   const serverLog = join(tmpdir(), `pay-bench-api-${runId}.log`)
-  const child = yield* startServer(databaseUrl, port, serverLog)
+  const child = yield* startServer(databaseUrl, port, serverLog, layoutEnv(settings.server_layout))
   const baseUrl = `http://127.0.0.1:${port}`
   yield* waitForReady(baseUrl, serverLog)
-  yield* log(`server pid ${child.pid} on ${baseUrl}, database ${databaseName}, log ${serverLog}`)
-  const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
-  return { target, databaseUrl }
+  const workers = settings.server_layout === "split"
+    ? yield* startWorkers(databaseUrl, join(tmpdir(), `pay-bench-api-${runId}-workers.log`))
+    : { pids: [], stop: Effect.void }
+  yield* log(`server pid ${child.pid} on ${baseUrl} (${settings.server_layout}; workers ${workers.pids.join(", ") || "inside"}), database ${databaseName}, log ${serverLog}`)
+  const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog, workerPids: workers.pids }
+  return { target, databaseUrl, stopWorkers: workers.stop }
 })
+
+/**
+ * Creates on a server of the other layout, same database, after the main server's own workers
+ * stopped (a consumers process left running would share the group's partitions with the
+ * embedded server's consumers). Closed and open loop, like the main phase.
+ */
+const layoutComparison = (databaseUrl: string, apiKey: string, layout: ServerLayout, workload: Workload) =>
+  Effect.scoped(Effect.gen(function* () {
+    const port = yield* freePort
+    const serverLog = join(tmpdir(), `pay-bench-api-${runId}-${layout}.log`)
+    const child = yield* startServer(databaseUrl, port, serverLog, layoutEnv(layout))
+    const baseUrl = `http://127.0.0.1:${port}`
+    yield* waitForReady(baseUrl, serverLog)
+    const workers = layout === "split" ? yield* startWorkers(databaseUrl, join(tmpdir(), `pay-bench-api-${runId}-workers-2.log`)) : { pids: [] }
+    yield* log(`${workload.name} on a server of layout ${layout} (pid ${child.pid}, workers ${workers.pids.join(", ") || "inside"})`)
+    return { layout, ...(yield* measure(workload, { baseUrl, apiKey, serverPid: child.pid, serverLog, workerPids: workers.pids })) }
+  }))
 
 /** Another server on the same database with `instances` instances (SERVER_INSTANCES), for the scope. */
 const clusterServer = (databaseUrl: string, apiKey: string, instances: number) =>
   Effect.gen(function* () {
     const port = yield* freePort
     const serverLog = join(tmpdir(), `pay-bench-api-${runId}-x${instances}.log`)
-    const child = yield* startServer(databaseUrl, port, serverLog, { SERVER_INSTANCES: String(instances) })
+    // The main server's workers (split layout) keep serving this one too: same database and topics.
+    const child = yield* startServer(databaseUrl, port, serverLog, { ...layoutEnv(settings.server_layout), SERVER_INSTANCES: String(instances) })
     const baseUrl = `http://127.0.0.1:${port}`
     yield* waitForReady(baseUrl, serverLog)
     yield* log(`${instances} instances (primary pid ${child.pid}) on ${baseUrl}, log ${serverLog}`)
-    const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog }
+    const target: Target = { baseUrl, apiKey, serverPid: child.pid, serverLog, workerPids: [] }
     return target
   })
 
@@ -285,7 +347,7 @@ const externalServer = (baseUrl: string, apiKey: string) =>
     if (!(host === "localhost" || host === "::1" || host === "[::1]" || host.startsWith("127."))) {
       return yield* Effect.die(new Error(`API_URL must be a loopback address, got ${host}`))
     }
-    const target: Target = { baseUrl: baseUrl.replace(/\/$/, ""), apiKey, serverPid: undefined, serverLog: undefined }
+    const target: Target = { baseUrl: baseUrl.replace(/\/$/, ""), apiKey, serverPid: undefined, serverLog: undefined, workerPids: [] }
     return target
   })
 
@@ -317,8 +379,9 @@ const serverPidsOf = (serverPid: number | undefined): ReadonlySet<number> => {
   }
 }
 
-const groupOf = (pid: number, comm: string, serverPid: number | undefined, serverPids: ReadonlySet<number>): string | undefined => {
+const groupOf = (pid: number, comm: string, serverPid: number | undefined, serverPids: ReadonlySet<number>, workerPids: ReadonlyArray<number>): string | undefined => {
   if (serverPids.has(pid)) return "server"
+  if (workerPids.includes(pid)) return "workers"
   if (comm === "postgres") {
     if (serverPid === undefined) return "postgres"
     try {
@@ -332,7 +395,7 @@ const groupOf = (pid: number, comm: string, serverPid: number | undefined, serve
   return undefined
 }
 
-const sampleCpu = (serverPid: number | undefined): CpuSample => {
+const sampleCpu = (serverPid: number | undefined, workerPids: ReadonlyArray<number> = []): CpuSample => {
   const serverPids = serverPidsOf(serverPid)
   const cpuLine = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
   const fields = cpuLine.trim().split(/\s+/).slice(1).map(Number)
@@ -350,7 +413,7 @@ const sampleCpu = (serverPid: number | undefined): CpuSample => {
     const close = stat.lastIndexOf(")")
     const comm = stat.slice(stat.indexOf("(") + 1, close)
     const pid = Number(entry)
-    const group = groupOf(pid, comm, serverPid, serverPids)
+    const group = groupOf(pid, comm, serverPid, serverPids, workerPids)
     if (group === undefined) continue
     const rest = stat.slice(close + 2).split(" ")
     // Fields 14 and 15 of /proc/<pid>/stat (utime, stime); `rest` starts at field 3.
@@ -365,6 +428,8 @@ interface CpuCores {
   readonly machine_busy: number
   readonly load_generator: number
   readonly server: number
+  /** The consumers and webhook sender processes (split layout). */
+  readonly workers: number
   readonly postgres: number
   readonly redis: number
   readonly kafka: number
@@ -386,6 +451,7 @@ const coresBetween = (before: CpuSample, after: CpuSample): CpuCores => {
     machine_busy: asCores(after.busyTicks - before.busyTicks),
     load_generator: round((after.loadGenerator_us - before.loadGenerator_us) / 1_000 / (after.at_ms - before.at_ms), 2),
     server: group("server"),
+    workers: group("workers"),
     postgres: group("postgres"),
     redis: group("redis"),
     kafka: group("kafka")
@@ -587,9 +653,9 @@ const measure = (workload: Workload, target: Target, openLoop = true) =>
   Effect.gen(function* () {
     const base = { connections: settings.connections, timeout: 10, ...workload.options(target) }
     if (settings.warmup_s > 0) yield* fire({ ...base, duration: settings.warmup_s })
-    const before = sampleCpu(target.serverPid)
+    const before = sampleCpu(target.serverPid, target.workerPids)
     const result = yield* fire({ ...base, duration: settings.duration_s })
-    const after = sampleCpu(target.serverPid)
+    const after = sampleCpu(target.serverPid, target.workerPids)
     const statuses = Object.fromEntries(Object.entries(result.statusCodeStats).map(([status, stats]) => [status, stats.count]))
     const unexpected = Object.entries(statuses).filter(([status]) => Number(status) !== workload.expectedStatus)
     const cpu = coresBetween(before, after)
@@ -611,7 +677,7 @@ const measure = (workload: Workload, target: Target, openLoop = true) =>
       mismatches: result.mismatches,
       unexpected_statuses: unexpected.length,
       cpu_cores: cpu,
-      cpu_ms_per_request: { server: perRequest_ms(cpu.server), postgres: perRequest_ms(cpu.postgres), redis: perRequest_ms(cpu.redis) },
+      cpu_ms_per_request: { server: perRequest_ms(cpu.server), workers: perRequest_ms(cpu.workers), postgres: perRequest_ms(cpu.postgres), redis: perRequest_ms(cpu.redis) },
       // The same requests at a fraction of the throughput just measured: latency below saturation.
       open_loop: openLoop
         ? yield* measureOpenLoop(workload, target, Math.max(1, Math.round(result.requests.average * settings.openLoopFraction)))
@@ -628,7 +694,7 @@ const measure = (workload: Workload, target: Target, openLoop = true) =>
 const flowPhase = (target: Target, duration_s: number) =>
   Effect.promise(async () => {
     const deadline = performance.now() + duration_s * 1_000
-    const before = sampleCpu(target.serverPid)
+    const before = sampleCpu(target.serverPid, target.workerPids)
     let flows = 0
     let failures = 0
     const latencies_ms: Array<number> = []
@@ -660,7 +726,7 @@ const flowPhase = (target: Target, duration_s: number) =>
       }
     }
     await Promise.all(Array.from({ length: settings.connections }, (_, index) => loop(index)))
-    const cpu = coresBetween(before, sampleCpu(target.serverPid))
+    const cpu = coresBetween(before, sampleCpu(target.serverPid, target.workerPids))
     const perFlow_ms = (cores: number) => (flows > 0 ? round((cores * duration_s * 1_000) / flows, 3) : Number.NaN)
     return {
       name: "flow",
@@ -671,7 +737,7 @@ const flowPhase = (target: Target, duration_s: number) =>
       latency_ms_p50: percentileOf(latencies_ms, 0.5),
       latency_ms_p99: percentileOf(latencies_ms, 0.99),
       cpu_cores: cpu,
-      cpu_ms_per_flow: { server: perFlow_ms(cpu.server), postgres: perFlow_ms(cpu.postgres) }
+      cpu_ms_per_flow: { server: perFlow_ms(cpu.server), workers: perFlow_ms(cpu.workers), postgres: perFlow_ms(cpu.postgres) }
     }
   })
 
@@ -788,6 +854,13 @@ const program = Effect.gen(function* () {
       log(`${workload.name} on the preloaded database`).pipe(Effect.andThen(measure(workload, target, false))))
   })
 
+  // Creates on a server of the other layout (consumers and sender inside it, or beside it).
+  const createsWorkload = chosen.find((workload) => workload.name === "creates")
+  const layouts = own === undefined || settings.compare_layout === 0 || createsWorkload === undefined ? [] : yield* Effect.gen(function* () {
+    yield* own.stopWorkers
+    return [yield* layoutComparison(own.databaseUrl, target.apiKey, otherLayout(settings.server_layout), createsWorkload)]
+  })
+
   // pgbench TPC-B on the same Postgres, right after the HTTP phases: the database's own yardstick.
   const pgbench = settings.pgbench_clients === 0 ? undefined : yield* Effect.gen(function* () {
     yield* log(`pgbench TPC-B: -c ${settings.pgbench_clients} -s ${settings.pgbench_scale}, ${settings.duration_s} s`)
@@ -856,19 +929,20 @@ const program = Effect.gen(function* () {
       create_p99: { target_ms_max: targets.create_latency_ms_p99_max, measured_ms: creates.latency_ms_p99, met: creates.latency_ms_p99 <= targets.create_latency_ms_p99_max }
     })
   }
-  const correct = (flow === undefined || flow.failures === 0) && costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded].every((result) =>
+  const correct = (flow === undefined || flow.failures === 0) && costs.every((cost) => cost.unexpected_statuses === 0) && [...results, ...clustered, ...preloaded, ...layouts].every((result) =>
     result.errors === 0 && result.timeouts === 0 && result.mismatches === 0 && result.unexpected_statuses === 0 &&
     result.open_loop.errors === 0 && result.open_loop.unexpected_statuses === 0
   )
 
   console.log("")
   const cell = (value: number | string, width: number) => String(value).padStart(width)
-  console.log(`workload     req/s  p50 ms  p99 ms  max ms  errors  unexpected | cores: server loadgen postgres busy/${cpus().length} | cpu ms/req: server postgres`)
+  console.log(`server layout: ${settings.server_layout} (${settings.server_layout === "split" ? "consumers and webhook sender in processes of their own, CPU in the workers column" : "consumers and webhook sender inside the server"})`)
+  console.log(`workload     req/s  p50 ms  p99 ms  max ms  errors  unexpected | cores: server loadgen postgres busy/${cpus().length} | cpu ms/req: server postgres workers`)
   for (const r of results) {
     const c = r.cpu_cores
     console.log(
       `${r.name.padEnd(10)} ${cell(r.requests_per_s, 7)} ${cell(r.latency_ms_p50, 7)} ${cell(r.latency_ms_p99, 7)} ${cell(r.latency_ms_max, 7)} ${cell(r.errors + r.timeouts, 7)} ${cell(r.unexpected_statuses + r.mismatches, 11)} |` +
-        ` ${cell(c.server, 13)} ${cell(c.load_generator, 7)} ${cell(c.postgres, 8)} ${cell(c.machine_busy, 6)} | ${cell(r.cpu_ms_per_request.server, 17)} ${cell(r.cpu_ms_per_request.postgres, 8)}`
+        ` ${cell(c.server, 13)} ${cell(c.load_generator, 7)} ${cell(c.postgres, 8)} ${cell(c.machine_busy, 6)} | ${cell(r.cpu_ms_per_request.server, 17)} ${cell(r.cpu_ms_per_request.postgres, 8)} ${cell(r.cpu_ms_per_request.workers, 7)}`
     )
   }
   console.log("")
@@ -901,6 +975,14 @@ const program = Effect.gen(function* () {
   }))
   for (const r of preloaded) console.log(`${r.name} on the preloaded database: ${r.requests_per_s} req/s, p99 ${r.latency_ms_p99} ms, cpu ms/req server ${r.cpu_ms_per_request.server} postgres ${r.cpu_ms_per_request.postgres}`)
   for (const [name, value] of Object.entries(preloadRatios)) console.log(`${name}: ${value}x`)
+  const layoutRatios = Object.fromEntries(layouts.flatMap((r) => {
+    const main = byName(r.name)
+    return main === undefined ? [] : [[`${r.name}_${r.layout}_to_${settings.server_layout}`, ratio(r.requests_per_s, main.requests_per_s)]]
+  }))
+  for (const r of layouts) {
+    console.log(`${r.name} with the server ${r.layout}: ${r.requests_per_s} req/s${pgbench === undefined ? "" : ` (${ratio(r.requests_per_s, pgbench.tps)}x pgbench)`}, p99 ${r.latency_ms_p99} ms, open-loop p99 ${r.open_loop.latency_ms_p99} ms, cpu ms/req server ${r.cpu_ms_per_request.server} workers ${r.cpu_ms_per_request.workers} postgres ${r.cpu_ms_per_request.postgres}`)
+  }
+  for (const [name, value] of Object.entries(layoutRatios)) console.log(`${name}: ${value}x`)
   for (const [name, verdict] of Object.entries(verdicts)) console.log(`target ${name}: ${JSON.stringify(verdict)}`)
   console.log(`every answer as expected (status, replay bytes, no errors): ${correct}`)
   const observability = settings.observability_rounds === 0
@@ -916,7 +998,8 @@ const program = Effect.gen(function* () {
     command: "node bench/api/run.ts",
     settings,
     machine: { cores: cpus().length, cpu_model: cpus()[0]?.model ?? "unknown", node: process.version, load_average_1m_at_end: round(loadavg()[0] ?? 0, 2) },
-    server: apiUrl === undefined ? { own: true, log: target.serverLog, env_extra: extraServerEnv() } : { own: false, url: target.baseUrl },
+    server: apiUrl === undefined ? { own: true, layout: settings.server_layout, log: target.serverLog, env_extra: extraServerEnv() } : { own: false, url: target.baseUrl },
+    layouts: { compared: layouts.map((r) => r.layout), results: layouts, ratios: layoutRatios },
     results,
     ratios: { ...ratios, ...pgbenchRatios },
     pgbench,
