@@ -1,6 +1,7 @@
 import { type AmountMinor, type MerchantId, type Payment, PaymentId, paymentStatuses, ruleFor } from "@pay/domain"
 import type { GatedStart } from "@pay/idempotency"
 import { DateTime, Effect, Option, Schema } from "effect"
+import type { FeeSchedule } from "@pay/settlement"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type AcquirerStep, refusalBeforeAsking } from "./AcquirerTransition.ts"
@@ -10,7 +11,25 @@ import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 export interface GatedPayment {
   readonly payment: Payment
   readonly amount_minor: AmountMinor
+  /**
+   * A settle's fee schedule row for the payment's merchant and currency, read by the same
+   * statement (None: no row, the platform default applies), so the settle's transaction does not
+   * read it again; undefined for the other steps.
+   */
+  readonly feeScheduleRead?: Option.Option<FeeSchedule>
 }
+
+const FeeColumns = Schema.Struct({ fee_bps: Schema.NullOr(Schema.Int), fee_fixed_minor: Schema.NullOr(Schema.BigInt) })
+const decodeFee = Schema.decodeUnknownEffect(FeeColumns)
+
+/** The fee row the settle gate joined (both columns NULL: no row; the table's CHECKs fix the rest). */
+const feeScheduleOf = (row: unknown) =>
+  decodeFee(row).pipe(
+    Effect.orDie,
+    Effect.map(({ fee_bps, fee_fixed_minor }): Option.Option<FeeSchedule> =>
+      fee_bps === null || fee_fixed_minor === null ? Option.none() : Option.some({ fee_bps, fee_fixed_minor })
+    )
+  )
 
 const GateColumns = Schema.Struct({
   gate_id: Schema.NullOr(Schema.String),
@@ -49,6 +68,8 @@ export const makeAcquirerGate = Effect.gen(function* () {
         if (Option.isNone(paymentId)) return Option.none()
         const now = yield* DateTime.now
         const data = { payment_id: paymentId.value }
+        // A settle's fee schedule is read here, not in its transaction (one round trip less).
+        const settles = step.command === "settle"
         const rows = yield* sql`
           WITH p AS (SELECT ${sql.literal(paymentColumns)} FROM payments WHERE id = ${paymentId.value} AND merchant_id = ${merchantId}),
           allowed AS (
@@ -59,7 +80,9 @@ export const makeAcquirerGate = Effect.gen(function* () {
                    OR date_trunc('milliseconds', p.authorization_expires_at) > ${DateTime.toDateUtc(now)}::timestamptz)),
           gate AS (${gate.insertLeasedFrom("allowed", step.recoveryPoint, data)})
           SELECT p.*, gate.id AS gate_id, gate.lock_expires_at AS gate_lock_expires_at, gate.created_at AS gate_created_at
-          FROM p LEFT JOIN gate ON true`
+                 ${settles ? sql`, f.fee_bps, f.fee_fixed_minor` : sql``}
+          FROM p LEFT JOIN gate ON true
+          ${settles ? sql`LEFT JOIN merchant_fee_schedules f ON f.merchant_id = p.merchant_id AND f.currency = p.currency` : sql``}`
         const row = rows[0]
         if (row === undefined) return Option.none()
         const payment = yield* paymentFromRow(row)
@@ -75,6 +98,7 @@ export const makeAcquirerGate = Effect.gen(function* () {
           step.recoveryPoint,
           data
         )
-        return Option.some({ record, payload: { payment, amount_minor } })
+        const payload: GatedPayment = settles ? { payment, amount_minor, feeScheduleRead: yield* feeScheduleOf(row) } : { payment, amount_minor }
+        return Option.some({ record, payload })
       }).pipe(Effect.withSpan("AcquirerGate.start", { attributes: { command: step.command, merchant_id: merchantId } }))
 })

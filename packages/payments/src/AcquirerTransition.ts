@@ -18,7 +18,7 @@ import {
 } from "@pay/domain"
 import type { Execution } from "@pay/idempotency"
 import { isWithin } from "@pay/infra"
-import { SettlementPosting } from "@pay/settlement"
+import { type FeeSchedule, SettlementPosting } from "@pay/settlement"
 import { Context, DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ChangeContext } from "./ChangeContext.ts"
@@ -148,12 +148,13 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
   payment: Payment,
   command: PaymentCommand,
   context: ChangeContext,
-  execution: Execution<PaymentOutcome>
+  execution: Execution<PaymentOutcome>,
+  feeScheduleRead: Option.Option<FeeSchedule> | undefined
 ) =>
   sql.withTransaction(
     // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
     // and its fee split is written into the payment_settled event (docs/events.md).
-    payments.applyInTransaction(merchantId, payment.id, command, context, settlement.post).pipe(
+    payments.applyInTransaction(merchantId, payment.id, command, context, (settled) => settlement.post(settled, feeScheduleRead)).pipe(
       Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
       // Someone else won the race (or the state machine refuses): a decided outcome, stored.
       Effect.catchTags({
@@ -207,7 +208,9 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     payment: Payment,
     amount_minor: AmountMinor,
     context: ChangeContext,
-    execution: Execution<PaymentOutcome>
+    execution: Execution<PaymentOutcome>,
+    /** A settle's fee schedule as the gate read it (undefined: the posting reads it). */
+    feeScheduleRead?: Option.Option<FeeSchedule>
   ) =>
     Effect.gen(function* () {
       const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
@@ -216,7 +219,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
         const to = commandTarget[step.command]
         return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
       }
-      return yield* applyAndFinish(merchantId, payment, command, context, execution)
+      return yield* applyAndFinish(merchantId, payment, command, context, execution, feeScheduleRead)
     })
 
   /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */

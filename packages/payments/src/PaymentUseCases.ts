@@ -87,7 +87,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
         gatedStart: (merchantId, operation) =>
           gate(acquirerSteps[operation._tag], merchantId, operation.payment_id, operation._tag === "settle" ? operation.amount_minor : undefined),
         gatedContinue: (merchantId, operation, context, execution, read) =>
-          askAndApply(acquirerSteps[operation._tag], merchantId, read.payment, read.amount_minor, context, execution).pipe(
+          askAndApply(acquirerSteps[operation._tag], merchantId, read.payment, read.amount_minor, context, execution, read.feeScheduleRead).pipe(
             Effect.withSpan(`PaymentUseCases.${operation._tag}`, { attributes: { merchant_id: merchantId, gated: true } })
           ),
         findRefund: refunds.findById,

@@ -27,6 +27,12 @@ const FeeScheduleRow = Schema.Struct({ fee_bps: Schema.Int, fee_fixed_minor: Sch
 /** Per-merchant, per-currency fees (`merchant_fee_schedules`), with the platform default behind. */
 export class FeeSchedules extends Context.Service<FeeSchedules, {
   readonly get: (merchantId: MerchantId, currency: string) => Effect.Effect<FeeSchedule, SqlError>
+  /**
+   * The schedule that applies, given what a caller's own statement read from
+   * `merchant_fee_schedules` for the merchant and currency (None: no row, the platform default).
+   * `get` without its round trip, for a statement that read the row already (the settle's gate).
+   */
+  readonly resolve: (found: Option.Option<FeeSchedule>, currency: string) => Effect.Effect<FeeSchedule>
   readonly set: (merchantId: MerchantId, currency: string, schedule: FeeSchedule) => Effect.Effect<void, SqlError>
 }>()("settlement/FeeSchedules") {
   /** `fallback`: the platform default as configured, for a two-decimal currency (scaled per currency on read). */
@@ -44,19 +50,22 @@ export class FeeSchedules extends Context.Service<FeeSchedules, {
             SELECT fee_bps, fee_fixed_minor FROM merchant_fee_schedules
             WHERE merchant_id = ${merchantId} AND currency = ${currency}`
         })
+        const resolve = (found: Option.Option<FeeSchedule>, currency: string) =>
+          Option.match(found, {
+            onSome: Effect.succeed,
+            onNone: () =>
+              isCurrencyCode(currency)
+                ? Effect.succeed(defaultScheduleForExponent(fallback, minorUnitExponent(currency)))
+                // Every caller passes a validated payment's currency: anything else is a bug.
+                : Effect.die(new Error(`no default fee for ${JSON.stringify(currency)}: not a supported currency`))
+          })
         return FeeSchedules.of({
+          resolve,
           get: (merchantId, currency) =>
             find({ merchantId, currency }).pipe(
               // The table's CHECKs guarantee the row's shape: a mismatch is a bug.
               Effect.catchTag("SchemaError", Effect.die),
-              Effect.flatMap(Option.match({
-                onSome: Effect.succeed,
-                onNone: () =>
-                  isCurrencyCode(currency)
-                    ? Effect.succeed(defaultScheduleForExponent(fallback, minorUnitExponent(currency)))
-                    // Every caller passes a validated payment's currency: anything else is a bug.
-                    : Effect.die(new Error(`no default fee for ${JSON.stringify(currency)}: not a supported currency`))
-              }))
+              Effect.flatMap((found) => resolve(found, currency))
             ),
           set: (merchantId, currency, schedule) =>
             sql`

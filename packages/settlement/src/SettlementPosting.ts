@@ -1,9 +1,9 @@
 import { CodedError, type Payment } from "@pay/domain"
 import { type AccountSpec, Ledger, type Leg } from "@pay/ledger"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, type Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "./Accounts.ts"
-import { computeFee, type FeeSplit } from "./Fees.ts"
+import { computeFee, type FeeSchedule, type FeeSplit } from "./Fees.ts"
 import { FeeSchedules } from "./FeeSchedules.ts"
 
 /**
@@ -31,7 +31,12 @@ export interface SettlementRecord extends FeeSplit {
  * posting and the settlement row commit together or not at all.
  */
 export class SettlementPosting extends Context.Service<SettlementPosting, {
-  readonly post: (payment: Payment) => Effect.Effect<SettlementRecord, SettlementUnavailable>
+  /**
+   * `feeScheduleRead`: the merchant's schedule for the payment's currency as the caller's own
+   * statement already read it (None: no row, the default applies), which saves the read here; a
+   * settle's gate reads it (AcquirerGate.ts). Absent: read now.
+   */
+  readonly post: (payment: Payment, feeScheduleRead?: Option.Option<FeeSchedule>) => Effect.Effect<SettlementRecord, SettlementUnavailable>
 }>()("settlement/SettlementPosting") {
   static readonly layer = Layer.effect(
     SettlementPosting,
@@ -56,9 +61,11 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           return codes
         })
 
-      const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment) {
+      const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment, feeScheduleRead?: Option.Option<FeeSchedule>) {
         const currency = payment.currency
-        const schedule = yield* fees.get(payment.merchant_id, currency)
+        const schedule = feeScheduleRead === undefined
+          ? yield* fees.get(payment.merchant_id, currency)
+          : yield* fees.resolve(feeScheduleRead, currency)
         // What was captured (partial capture, issue 19): the fee is on it, and only it moves.
         const captured_minor = payment.captured_amount_minor
         if (captured_minor === null) {
