@@ -154,7 +154,7 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
   sql.withTransaction(
     // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
     // and its fee split is written into the payment_settled event (docs/events.md).
-    payments.applyInTransaction(merchantId, payment.id, command, context, (settled) => settlement.post(settled, feeScheduleRead)).pipe(
+    payments.applyInTransaction(merchantId, payment.id, command, context, (settled, alongside) => settlement.post(settled, feeScheduleRead, alongside)).pipe(
       Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
       // Someone else won the race (or the state machine refuses): a decided outcome, stored.
       Effect.catchTags({

@@ -7,18 +7,18 @@ import {
   PaymentNotFound,
   transition
 } from "@pay/domain"
-import type { SettlementUnavailable } from "@pay/settlement"
+import type { SettlementAlongside, SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
-import { assertContext, decodeRows, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
+import { assertContext, decodeRows, type SettledPosting, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 const updatedCount = decodeRows(Schema.Struct({ updated: Schema.Number }))
 
-type OnSettled = (payment: Payment) => Effect.Effect<SettledSplit, SettlementUnavailable>
+type OnSettled = (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledPosting, SettlementUnavailable>
 
 /**
  * `PaymentRepository.apply` and `applyInTransaction`: load (row lock) → transition (pure) →
@@ -28,7 +28,8 @@ type OnSettled = (payment: Payment) => Effect.Effect<SettledSplit, SettlementUna
  *    it is evaluated before the join's row reaches the lock);
  * 2. the update, its history row and (unless the settlement posting must come first) its outbox
  *    event, as CTEs of one statement written once per updated row;
- * 3. a settle's posting (`onSettled`), then its event.
+ * 3. a settle's posting (`onSettled`), then its settlement row with its event (one statement:
+ *    the event carries the fee split the posting computed).
  */
 export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
   const applyInOpenTransaction = (
@@ -75,8 +76,11 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
       // Counted once the change commits: a rolled-back change counts nothing.
       yield* sql.afterCommit(countTransition(next, current.status))
       if (settling) {
-        const split = yield* onSettled(next)
-        yield* trail.publish({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context)
+        // The event carries the split: written with the settlement row, in its statement, unless
+        // the posting did not take it (then after it).
+        const settledEvent = (split: SettledSplit) => ({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor })
+        const split = yield* onSettled(next, (split, source) => trail.publishFrom(settledEvent(split), context, source))
+        if (split.alongsideWritten !== true) yield* trail.publish(settledEvent(split), context)
       }
       return next
     })

@@ -2,6 +2,8 @@ import { CodedError, type Payment } from "@pay/domain"
 import { type AccountSpec, Ledger, type Leg } from "@pay/ledger"
 import { Context, Effect, Layer, type Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "./Accounts.ts"
 import { computeFee, type FeeSchedule, type FeeSplit } from "./Fees.ts"
 import { FeeSchedules } from "./FeeSchedules.ts"
@@ -17,12 +19,24 @@ export class SettlementUnavailable extends CodedError<SettlementUnavailable>()(
   (e) => `settlement of ${e.paymentId} did not complete: ${e.reason}`
 ) {}
 
+const settledRows = (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
+  // The statement fixes the shape: a mismatch is a bug.
+  effect.pipe(Effect.flatMap(Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ rows: Schema.Number })))), Effect.catchTag("SchemaError", Effect.die))
+
 /** Bound on the account codes a process remembers as existing. */
 const knownAccounts_max = 10_000
 
 export interface SettlementRecord extends FeeSplit {
   readonly ledger_transaction_id: bigint
+  /** Whether the caller's `alongside` statement was written with the settlement row. */
+  readonly alongsideWritten: boolean
 }
+
+/**
+ * What the caller writes in the settlement row's own statement, once per row of the CTE `source`
+ * (the settlement row just inserted): the `payment_settled` event, which needs the split.
+ */
+export type SettlementAlongside = (split: FeeSplit, source: string) => Fragment
 
 /**
  * What a settlement does to the money, inside the settle transaction (after the status change,
@@ -36,7 +50,12 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
    * statement already read it (None: no row, the default applies), which saves the read here; a
    * settle's gate reads it (AcquirerGate.ts). Absent: read now.
    */
-  readonly post: (payment: Payment, feeScheduleRead?: Option.Option<FeeSchedule>) => Effect.Effect<SettlementRecord, SettlementUnavailable>
+  readonly post: (
+    payment: Payment,
+    feeScheduleRead?: Option.Option<FeeSchedule>,
+    /** Written in the same statement as the settlement row (one round trip less than after it). */
+    alongside?: SettlementAlongside
+  ) => Effect.Effect<SettlementRecord, SettlementUnavailable>
 }>()("settlement/SettlementPosting") {
   static readonly layer = Layer.effect(
     SettlementPosting,
@@ -61,7 +80,11 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           return codes
         })
 
-      const post = Effect.fn("SettlementPosting.post")(function* (payment: Payment, feeScheduleRead?: Option.Option<FeeSchedule>) {
+      const post = Effect.fn("SettlementPosting.post")(function* (
+        payment: Payment,
+        feeScheduleRead?: Option.Option<FeeSchedule>,
+        alongside?: SettlementAlongside
+      ) {
         const currency = payment.currency
         const schedule = feeScheduleRead === undefined
           ? yield* fees.get(payment.merchant_id, currency)
@@ -91,13 +114,22 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           // The state machine lets a payment settle once; a second posting means a bug upstream.
           return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))
         }
-        yield* sql`
+        const settlementRow = sql`
           INSERT INTO payment_settlements
             (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
           VALUES (${payment.id}, ${posted.transaction.id}, ${currency}, ${split.gross_minor}, ${split.fee_minor},
                   ${split.net_minor}, ${schedule.fee_bps}, ${schedule.fee_fixed_minor})`
-        const record: SettlementRecord = { ...split, ledger_transaction_id: posted.transaction.id }
-        return record
+        if (alongside === undefined) {
+          yield* settlementRow
+          return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten: false } satisfies SettlementRecord
+        }
+        // The row (or an error: the statement is all or nothing) and the caller's writes with it.
+        const [written] = yield* settledRows(sql`
+          WITH settlement AS (${settlementRow} RETURNING payment_id),
+          alongside AS (${alongside(split, "settlement")})
+          SELECT count(*)::int AS rows FROM settlement`)
+        if (written?.rows !== 1) return yield* Effect.die(new Error(`settlement of ${payment.id}: the settlement row was not written`))
+        return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten: true } satisfies SettlementRecord
       }, (effect, payment) =>
         effect.pipe(
           // One decision per error: the database did not answer (typed, 503, retry) or the code
