@@ -61,12 +61,14 @@ export const makeCacheMac = (secret: Redacted.Redacted<string>) => {
     throw new RangeError(`the idempotency cache secret must be at least ${cacheSecretBounds.length_min} bytes`)
   }
   // A JSON array is an unambiguous encoding of the fields (no concatenation collisions).
-  const sign = (fields: CachedFields): string =>
+  const digest = (fields: CachedFields): Buffer =>
     createHmac("sha256", key)
       .update(JSON.stringify([macDomain, fields.redisKey, fields.fingerprint, fields.status, fields.contentType, fields.body]))
-      .digest("hex")
+      .digest()
+  const sign = (fields: CachedFields): string => digest(fields).toString("hex")
+  // Every replay verifies: the raw digest, not its hex text decoded again.
   const verify = (fields: CachedFields, mac: string): boolean => {
-    const expected = Buffer.from(sign(fields), "hex")
+    const expected = digest(fields)
     const given = Buffer.from(mac, "hex")
     return given.length === expected.length && timingSafeEqual(given, expected)
   }

@@ -28,7 +28,7 @@ export const initializeIdempotencyMetrics = Effect.gen(function* () {
     yield* countRedisFallback(operation, "error", 0)
     yield* countRedisFallback(operation, "timeout", 0)
   }
-  for (const outcome of ["executed", "resumed", "replayed", "in_use", "reused"]) {
+  for (const outcome of outcomes) {
     yield* Metric.update(Metric.withAttributes(idempotencyRequests, { outcome }), 0)
   }
 })
@@ -54,8 +54,20 @@ const outcomeLabel = <E>(exit: Exit.Exit<RunTag, E>): string | undefined => {
   return refusalLabel(exit.cause)
 }
 
-const countOutcome = (outcome: string | undefined) =>
-  outcome === undefined ? Effect.void : Metric.update(Metric.withAttributes(idempotencyRequests, { outcome }), 1)
+const outcomes = ["executed", "resumed", "replayed", "in_use", "reused"] as const
+
+/**
+ * One tagged counter per outcome, made once: a metric tagged per call computes its series key
+ * (attributes sorted and serialized) on every update, a cost on every request.
+ */
+const outcomeCounters: ReadonlyMap<string, Metric.Metric<number, unknown>> = new Map(
+  outcomes.map((outcome) => [outcome, Metric.withAttributes(idempotencyRequests, { outcome })])
+)
+
+const countOutcome = (outcome: string | undefined) => {
+  const counter = outcome === undefined ? undefined : outcomeCounters.get(outcome)
+  return counter === undefined ? Effect.void : Metric.update(counter, 1)
+}
 
 /** Counts what a `run` answered. */
 export const countRun = <A extends RunTag, E, R>(run: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>

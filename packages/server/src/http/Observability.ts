@@ -38,6 +38,24 @@ export const httpRequestDuration = Metric.histogram("http_server_request_duratio
 const matchedRoute = (context: Context.Context<never>): string =>
   Context.getOption(context, HttpRouter.RouteContext).pipe((route) => (route._tag === "Some" ? route.value.route.path : "unmatched"))
 
+/** Bound on the (method, route, status) series whose tagged metrics are kept (far above the API's). */
+const taggedSeries_max = 1_000
+
+/**
+ * The request counter and duration histogram tagged for one (method, route, status), made once:
+ * a metric tagged per request computes its series key (attributes sorted and serialized) on every
+ * update, twice per request. Bounded: past the bound, tagged per request as before.
+ */
+const taggedSeries = new Map<string, { readonly requests: Metric.Metric<number, unknown>; readonly duration: Metric.Metric<number, unknown> }>()
+const seriesOf = (attributes: { readonly method: string; readonly route: string; readonly status: string }) => {
+  const key = `${attributes.method} ${attributes.status} ${attributes.route}`
+  const known = taggedSeries.get(key)
+  if (known !== undefined) return known
+  const made = { requests: Metric.withAttributes(httpRequests, attributes), duration: Metric.withAttributes(httpRequestDuration, attributes) }
+  if (taggedSeries.size < taggedSeries_max) taggedSeries.set(key, made)
+  return made
+}
+
 const accessLog = (mode: AccessLogMode, status: number, attributes: Record<string, unknown>) => {
   if (mode === "off") return Effect.void
   const line = status >= 500 ? Effect.logError("http request") : mode === "all" ? Effect.logInfo("http request") : Effect.logDebug("http request")
@@ -57,8 +75,9 @@ const record = (
     // the cause carries; the same function tells which.
     const status = Exit.isSuccess(exit) ? exit.value.status : HttpServerError.causeResponseStripped(exit.cause)[0].status
     const attributes = { method: request.method, route: matchedRoute(context), status: String(status) }
-    yield* Metric.update(Metric.withAttributes(httpRequests, attributes), 1)
-    yield* Metric.update(Metric.withAttributes(httpRequestDuration, attributes), duration_s)
+    const series = seriesOf(attributes)
+    yield* Metric.update(series.requests, 1)
+    yield* Metric.update(series.duration, duration_s)
     yield* accessLog(mode, status, { ...attributes, ...fields, duration_ms: Math.round(duration_s * 1e6) / 1e3 })
   })
 
