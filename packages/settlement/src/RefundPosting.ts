@@ -4,7 +4,7 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, merchantPayable, platformFees } from "./Accounts.ts"
 import { proportionalFeeReturned, RefundFeeSettings } from "./RefundFees.ts"
-import { SettlementUnavailable } from "./SettlementPosting.ts"
+import { SettlementUnavailable, unavailableOrDefect } from "./SettlementPosting.ts"
 
 /** The refund's reversal posting reference: unique in the ledger, so a refund moves money once. */
 export const refundReference = (paymentId: string, refundId: string): string => `payment:${paymentId}:refund:${refundId}`
