@@ -1,4 +1,5 @@
 import { CodedError, type Payment } from "@pay/domain"
+import { sqlFailureKind } from "@pay/infra"
 import { type AccountSpec, Ledger, type Leg } from "@pay/ledger"
 import { Context, Effect, Layer, type Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -22,6 +23,48 @@ export class SettlementUnavailable extends CodedError<SettlementUnavailable>()(
 const settledRows = (effect: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
   // The statement fixes the shape: a mismatch is a bug.
   effect.pipe(Effect.flatMap(Schema.decodeUnknownEffect(Schema.Array(Schema.Struct({ rows: Schema.Number })))), Effect.catchTag("SchemaError", Effect.die))
+
+/**
+ * A failed statement of a settlement or refund posting: SettlementUnavailable (503, retry with the
+ * same key) only when the database did not complete it (`@pay/infra` SqlFailure.ts); a write it
+ * refused (a constraint or a guard trigger) is a defect, which the HTTP edge answers 500
+ * `invariant_violation` by its SQLSTATE: the code's own check missed it, so it is a bug, not an
+ * outage. The transaction rolls back whole either way.
+ */
+export const unavailableOrDefect = (paymentId: string) => (error: SqlError): Effect.Effect<never, SettlementUnavailable> =>
+  sqlFailureKind(error) === "unavailable"
+    ? Effect.fail(new SettlementUnavailable({ paymentId, reason: error.message }))
+    : Effect.die(error)
+
+/**
+ * The `payment_settlements` row, with the caller's `alongside` writes in the same statement when
+ * given (then true). The statement is all or nothing: the row, or an error.
+ */
+const writeSettlementRow = (
+  sql: SqlClient.SqlClient,
+  payment: Payment,
+  ledgerTransactionId: bigint,
+  split: FeeSplit,
+  schedule: FeeSchedule,
+  alongside: SettlementAlongside | undefined
+) =>
+  Effect.gen(function* () {
+    const settlementRow = sql`
+      INSERT INTO payment_settlements
+        (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
+      VALUES (${payment.id}, ${ledgerTransactionId}, ${payment.currency}, ${split.gross_minor}, ${split.fee_minor},
+              ${split.net_minor}, ${schedule.fee_bps}, ${schedule.fee_fixed_minor})`
+    if (alongside === undefined) {
+      yield* settlementRow
+      return false
+    }
+    const [written] = yield* settledRows(sql`
+      WITH settlement AS (${settlementRow} RETURNING payment_id),
+      alongside AS (${alongside(split, "settlement")})
+      SELECT count(*)::int AS rows FROM settlement`)
+    if (written?.rows !== 1) return yield* Effect.die(new Error(`settlement of ${payment.id}: the settlement row was not written`))
+    return true
+  })
 
 /** Bound on the account codes a process remembers as existing. */
 const knownAccounts_max = 10_000
@@ -114,31 +157,19 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           // The state machine lets a payment settle once; a second posting means a bug upstream.
           return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))
         }
-        const settlementRow = sql`
-          INSERT INTO payment_settlements
-            (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
-          VALUES (${payment.id}, ${posted.transaction.id}, ${currency}, ${split.gross_minor}, ${split.fee_minor},
-                  ${split.net_minor}, ${schedule.fee_bps}, ${schedule.fee_fixed_minor})`
-        if (alongside === undefined) {
-          yield* settlementRow
-          return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten: false } satisfies SettlementRecord
-        }
-        // The row (or an error: the statement is all or nothing) and the caller's writes with it.
-        const [written] = yield* settledRows(sql`
-          WITH settlement AS (${settlementRow} RETURNING payment_id),
-          alongside AS (${alongside(split, "settlement")})
-          SELECT count(*)::int AS rows FROM settlement`)
-        if (written?.rows !== 1) return yield* Effect.die(new Error(`settlement of ${payment.id}: the settlement row was not written`))
-        return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten: true } satisfies SettlementRecord
+        const alongsideWritten = yield* writeSettlementRow(sql, payment, posted.transaction.id, split, schedule, alongside)
+        return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten } satisfies SettlementRecord
       }, (effect, payment) =>
         effect.pipe(
           // One decision per error: the database did not answer (typed, 503, retry) or the code
-          // computed a wrong posting (unbalanced, unknown account, …: a defect, loud, and the
-          // whole transaction rolls back). A `catchTags` followed by a catch-all would turn the
-          // SettlementUnavailable it just made into a defect too.
+          // computed a wrong posting (unbalanced, unknown account, a refused settlement row, …: a
+          // defect, loud, and the whole transaction rolls back). A `catchTags` followed by a
+          // catch-all would turn the SettlementUnavailable it just made into a defect too.
           Effect.catch((error) =>
-            error._tag === "LedgerUnavailable" || error._tag === "SqlError"
+            error._tag === "LedgerUnavailable"
               ? Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message }))
+              : error._tag === "SqlError"
+              ? unavailableOrDefect(payment.id)(error)
               : Effect.die(error)
           )
         ))
