@@ -113,6 +113,8 @@ const settings = {
   preload_entries: envInt("BENCH_PRELOAD_ENTRIES", 0, 0, 100_000_000),
   /** Where the consumers and the webhook sender run: their own processes (production) or inside the server. */
   server_layout: serverLayout(),
+  /** DATABASE_POOL_SIZE of the consumers and webhook sender processes (split layout). */
+  workers_pool_size: envInt("BENCH_WORKERS_POOL_SIZE", 4, 1, 50),
   /** Creates again on a server of the other layout, same database, same run (0: skipped). */
   compare_layout: envInt("BENCH_COMPARE_LAYOUT", 1, 0, 1),
   /** Rounds of the observability phase: logs and tracing on vs off, side by side (0: skipped). */
@@ -240,8 +242,12 @@ const startServer = (databaseUrl: string, port: number, logFile: string, env: Re
  */
 const startWorkers = (databaseUrl: string, logFile: string) =>
   Effect.gen(function* () {
-    const consumers = yield* startProcess("packages/consumers/src/main.ts", databaseUrl, logFile, {})
-    const sender = yield* startProcess("packages/webhooks/src/main.ts", databaseUrl, logFile, {})
+    // Their own pools, small: the machine's Postgres (max_connections 100) is shared with the
+    // server's pool, a second server's instances and other work; a run that hit the limit answered
+    // 503 (SQLSTATE 53300).
+    const env = { DATABASE_POOL_SIZE: String(settings.workers_pool_size) }
+    const consumers = yield* startProcess("packages/consumers/src/main.ts", databaseUrl, logFile, env)
+    const sender = yield* startProcess("packages/webhooks/src/main.ts", databaseUrl, logFile, env)
     const pids = [consumers.pid, sender.pid].filter((pid): pid is number => pid !== undefined)
     return { pids, stop: Effect.all([stopChild(consumers), stopChild(sender)], { concurrency: 2, discard: true }) }
   })
