@@ -14,8 +14,9 @@
  *      ratio to A (issue 14's target: ≥ 0.5).
  *   C. replay from offset 0 (`rebuildSettlement`: a new generation, then the swap): time and events/s;
  *      the rebuilt projection is checked equal to B's.
- *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process running its
- *      publisher and consumers: settle → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
+ *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process (publisher
+ *      inside) and the consumers in their own process (BENCH_CONSUMERS=process, default; "server":
+ *      inside the server): settle (HTTP 200) → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
  * Results: bench/results/consumers-<time>.json.
  *
  * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
@@ -67,6 +68,8 @@ const streamPhase = envInt("BENCH_STREAM", 1, 0, 1) === 1
 const kafkaCommitInterval_ms = envInt("CONSUMER_KAFKA_COMMIT_INTERVAL_MS", defaultConsumerOptions.kafkaCommitInterval_ms, 0, 60_000)
 const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
 const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
+const consumersPlacement = process.env["BENCH_CONSUMERS"] ?? "process"
+if (consumersPlacement !== "process" && consumersPlacement !== "server") throw new Error(`BENCH_CONSUMERS must be process or server, got ${consumersPlacement}`)
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
 const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
 const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
@@ -212,9 +215,10 @@ const program = Effect.gen(function* () {
     const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
       JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
     yield* mark("after_replay")
-    yield* log(streamPhase ? `D. sustained API stream (${duration_s} s, ${concurrency} clients) against a server running its consumers` : "D. skipped (BENCH_STREAM=0)")
+    yield* log(streamPhase ? `D. sustained API stream (${duration_s} s, ${concurrency} clients), consumers in the ${consumersPlacement}` : "D. skipped (BENCH_STREAM=0)")
     const stream = !streamPhase ? null : yield* apiStreamLatency({
-      databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency
+      databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency,
+      consumers: consumersPlacement
     }).pipe(Effect.ensuring(Effect.promise(() => Effect.runPromise(cleanupRedisPrefix(redisUrl, `bench:${runId}:`)).catch(() => undefined))))
     yield* mark("after_stream")
     const rate = (elapsed_ms: number) => round(messages.length / (elapsed_ms / 1_000))
@@ -225,7 +229,7 @@ const program = Effect.gen(function* () {
       machine: { cpus: cpus().length, loadavg: load },
       settings: {
         events: messages.length, batch_max, partitions: target.length, transactionRecords_max: options.transactionRecords_max,
-        kafkaCommitInterval_ms: options.kafkaCommitInterval_ms
+        kafkaCommitInterval_ms: options.kafkaCommitInterval_ms, stream_consumers: consumersPlacement
       },
       // Baseline (issue 14's "raw consumer"): the same client, batch size and Kafka commit policy
       // as the consumer (every kafkaCommitInterval_ms), no effect; run before and after B.

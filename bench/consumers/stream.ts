@@ -1,7 +1,8 @@
 /**
- * Phase D of the consumers benchmark: a sustained API stream against a real server process that
- * runs its own publisher and consumers (CONSUMERS_ENABLED=true, every other setting at the
- * production default: publisher OUTBOX_POLL_MIN_MS/OUTBOX_POLL_INTERVAL_MS, consumer batch, poll
+ * Phase D of the consumers benchmark: a sustained API stream against a real server process
+ * (its publisher inside) and the consumers in a process of their own (BENCH_CONSUMERS=process,
+ * the default, as production runs them: docs/performance.md) or inside the server
+ * (BENCH_CONSUMERS=server); every other setting at the production default: publisher OUTBOX_POLL_MIN_MS/OUTBOX_POLL_INTERVAL_MS, consumer batch, poll
  * and fetch waits, Kafka commit interval), driven by bench/outbox/load.ts (create → authorize →
  * settle per payment).
  *
@@ -30,10 +31,10 @@ const run = (args: ReadonlyArray<string>, env: Record<string, string>, timeout_m
       (error, stdout, stderr) => (error === null ? resolve(stdout) : reject(new Error(`${args.join(" ")}: ${error.message}\n${stderr.slice(-2_000)}`))))
   }))
 
-const startServer = (env: Record<string, string>) =>
+const startChild = (script: string, env: Record<string, string>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(process.execPath, ["packages/server/src/main.ts"], { cwd: repositoryRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, [script], { cwd: repositoryRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
       let tail = ""
       const keep = (chunk: Buffer) => {
         tail = (tail + chunk.toString("utf8")).slice(-8_000)
@@ -76,6 +77,12 @@ export interface StreamSettings {
   readonly redisPrefix: string
   readonly duration_s: number
   readonly concurrency: number
+  /**
+   * "process": the server with CONSUMERS_ENABLED=false and the consumers in a process of their
+   * own (`node packages/consumers/src/main.ts`), as docs/performance.md recommends for
+   * production; "server": the consumers inside the server (the default of a single process).
+   */
+  readonly consumers: "process" | "server"
 }
 
 export const apiStreamLatency = (settings: StreamSettings) =>
@@ -86,14 +93,24 @@ export const apiStreamLatency = (settings: StreamSettings) =>
     if (typeof apiKey !== "string") return yield* Effect.die(new Error(`no api_key in ${created}`))
     const port = yield* freePort
     const baseUrl = `http://127.0.0.1:${port}`
-    const server = yield* startServer({
+    const inServer = settings.consumers === "server"
+    const server = yield* startChild("packages/server/src/main.ts", {
       DATABASE_URL: settings.databaseUrl, PORT: String(port), KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix,
-      REDIS_URL: settings.redisUrl, REDIS_KEY_PREFIX: settings.redisPrefix, CONSUMERS_ENABLED: "true"
+      REDIS_URL: settings.redisUrl, REDIS_KEY_PREFIX: settings.redisPrefix, CONSUMERS_ENABLED: String(inServer)
     })
     yield* waitFor("server ready", Effect.promise(() =>
       fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(2_000) }).then((response) => response.status === 200, () => false)), 90_000).pipe(
       Effect.catchDefect((defect) => Effect.die(new Error(`${String(defect)}\n${server.tail()}`)))
     )
+    if (!inServer) {
+      const consumers = yield* startChild("packages/consumers/src/main.ts", {
+        DATABASE_URL: settings.databaseUrl, KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix
+      })
+      yield* waitFor("settlement consumer subscribed", Effect.sync(() =>
+        consumers.tail().split("\n").some((line) => line.includes("consumer subscribed") && line.includes("settlement"))), 90_000).pipe(
+        Effect.catchDefect((defect) => Effect.die(new Error(`${String(defect)}\n${consumers.tail()}`)))
+      )
+    }
     const sql = yield* SqlClient.SqlClient
     // The projection's settled count, sampled every 10 ms while the stream runs: when the k-th
     // settlement (by its consumer transaction's start) became visible to a reader, at the latest.
