@@ -106,27 +106,29 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
         event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
     const sumRows = byKey(sums).map((row): Record<string, unknown> => ({ ...row }))
     if (!Arr.isReadonlyArrayNonEmpty(sumRows)) return yield* countsUpsert
-    // Both upserts in ONE statement (one round trip, not two): the counts as a data-modifying CTE,
-    // which PostgreSQL runs exactly once and to completion. The order between the CTE and the
-    // outer INSERT is unspecified, and need not be: the counts rows are per partition (only this
-    // partition's lane writes them, under its consumer_offsets row lock taken by
-    // consumer_claim_slice), so the only rows shared with other lanes are the sums, still written
-    // in key order.
+    // Both upserts in ONE statement (one round trip, not two), each a data-modifying CTE. The
+    // outer SELECT reads `counted` to its end before `summed` (its target list is evaluated left
+    // to right, each scalar subquery once, in full: count(*)), so the rows are locked as before
+    // and as the per-record handler and a re-drive lock them: counts first, then sums, each in
+    // key order (a re-drive runs beside the lanes and must not deadlock with them).
     yield* sql`
       WITH counted AS (
         INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
         ON CONFLICT (generation, event_type, partition) DO UPDATE SET
           event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count
         RETURNING 1
+      ), summed AS (
+        INSERT INTO settlement_projection ${sql.insert(sumRows)}
+        ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+          settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
+          fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
+          net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
+          payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
+          refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
+          fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
+          refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
+          last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)
+        RETURNING 1
       )
-      INSERT INTO settlement_projection ${sql.insert(sumRows)}
-      ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
-        settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
-        fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
-        net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
-        payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
-        refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
-        fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
-        refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
-        last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
+      SELECT (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed`
   })
