@@ -125,7 +125,7 @@ const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonl
         const records: Array<KafkaRecord> = []
         if (collectRecords(read.topic, response.responses, nextOffset, records)) forceUpdate = true
         collected += records.length
-        yield* sink(records)
+        if (records.length > 0) yield* sink(records)
       }
       if (reached(until(), collected, nextOffset)) return collected
       if (forceUpdate) yield* wallClockSleep(readFetchWait_ms)

@@ -35,6 +35,16 @@ describe("chaos checker", () => {
     assert.notDeepEqual(faultSchedule(42, 120_000), faultSchedule(43, 120_000))
     assert.isAtLeast(faultSchedule(42, 120_000).length, 10)
   })
+
+  it("a long run's fault gap spaces the faults: each starts at least the gap after the previous one is healed", () => {
+    const spaced = faultSchedule(11, 3_600_000, undefined, 20_000)
+    assert.isAtLeast(spaced.length, 20, "an hour still draws the 20 faults the long run needs")
+    assert.isBelow(spaced.length, faultSchedule(11, 3_600_000).length / 3)
+    spaced.slice(1).forEach((fault, i) => {
+      const previous = spaced[i]
+      if (previous !== undefined) assert.isAtLeast(fault.at_ms - previous.at_ms - previous.hold_ms, 20_000)
+    })
+  })
 })
 
 describe("chaos run parts", () => {

@@ -24,6 +24,8 @@ export interface ChaosOptions {
   readonly kafka?: KafkaMode
   /** Share of created payments abandoned by their client (0..0.9; default 0): see ClientWorld.abandonShare. */
   readonly abandon_share?: number
+  /** Least time between one fault's healing and the next fault (default 3 s; each gap adds 0..4 s). */
+  readonly fault_gap_s?: number
   /** Where the history and the report go (default bench/results/; the suite's short run uses a temporary folder). */
   readonly resultsDirectory?: string
 }
@@ -76,7 +78,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const history = makeHistory(historyPath, started_ms)
       yield* Effect.addFinalizer(() => Effect.sync(() => history.close()))
       const world: ClientWorld = { apis, merchants, history, abandonShare: options.abandon_share ?? 0 }
-      const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster)
+      const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster, (options.fault_gap_s ?? 3) * 1_000)
       log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, Kafka ${kafkaMode === "cluster" ? `cluster ${stack.kafkaBrokers}` : "the machine's broker"}, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
       const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
@@ -115,7 +117,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const sql = yield* SqlClient.SqlClient
       const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments`)
       const report = {
-        seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: world.abandonShare, database: stack.database,
+        seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: world.abandonShare, fault_gap_s: options.fault_gap_s ?? 3, database: stack.database,
         payments, payments_per_s: Math.round((payments / options.duration_s) * 10) / 10, operations, history_events: history.events(), duplicated_share: operations === 0 ? 0 : duplicated / operations,
         attempts_by_outcome: outcomes, decided_by_status: tallyOutcomes(decided.map((d) => `${d.op} ${d.status}`)),
         faults_scheduled: schedule.length, faults_applied: faultsApplied, schedule,
