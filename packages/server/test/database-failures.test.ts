@@ -9,7 +9,8 @@ import { Effect, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { problemDocument } from "../src/http/Problem.ts"
-import { Api, codeOf, describeAnswer } from "./support/Api.ts"
+import { assertNotSettled } from "@pay/settlement/test-support"
+import { Api, authorizedPayment, codeOf, describeAnswer, jsonOf, newKey, settle } from "./support/Api.ts"
 import { inProcessAppLayer } from "./support/InProcessApp.ts"
 import { createMerchant } from "./support/TestServer.ts"
 import { respondToError, sqlFailureAnswer } from "../src/http/Respond.ts"
@@ -116,5 +117,29 @@ layer(inProcessAppLayer(), { excludeTestServices: true, timeout: "60 seconds" })
       assert.strictEqual(codeOf(refused), "internal_error")
       const answered = yield* api.request("GET", "/v1/payments", { apiKey: merchant.apiKey })
       assert.strictEqual(answered.status, 200, describeAnswer(answered))
+    }))
+
+  it.effect("a settlement row the database refuses (a real trigger, 23514) is 500 invariant_violation, nothing is written, and the same key settles once the guard is gone", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* createMerchant("Settlement refused")
+      const paymentId = yield* authorizedPayment(merchant, 1_000n, "USD")
+      // A guard the code does not know about: the posting is computed and sent, the row refused.
+      yield* sql.unsafe(`CREATE FUNCTION refuse_settlement_probe() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = '23514'; END $$`)
+      yield* sql.unsafe(`CREATE TRIGGER refuse_settlement_probe BEFORE INSERT ON payment_settlements
+        FOR EACH ROW EXECUTE FUNCTION refuse_settlement_probe()`)
+      const key = newKey("settle-refused")
+      const refused = yield* settle(merchant, paymentId, key)
+      yield* sql.unsafe(`DROP TRIGGER refuse_settlement_probe ON payment_settlements`)
+      yield* sql.unsafe(`DROP FUNCTION refuse_settlement_probe()`)
+      assert.strictEqual(refused.status, 500, describeAnswer(refused))
+      assert.strictEqual(codeOf(refused), "invariant_violation")
+      // The status change, the posting, the row and the event rolled back together.
+      yield* assertNotSettled(paymentId)
+      // Not stored as the key's answer: the same key runs again and settles, once.
+      const settled = yield* settle(merchant, paymentId, key)
+      assert.strictEqual(settled.status, 200, describeAnswer(settled))
+      assert.strictEqual(jsonOf(settled)["status"], "SETTLED")
     }))
 })

@@ -4,7 +4,7 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, merchantPayable, platformFees } from "./Accounts.ts"
 import { proportionalFeeReturned, RefundFeeSettings } from "./RefundFees.ts"
-import { SettlementUnavailable } from "./SettlementPosting.ts"
+import { SettlementUnavailable, unavailableOrDefect } from "./SettlementPosting.ts"
 
 /** The refund's reversal posting reference: unique in the ledger, so a refund moves money once. */
 export const refundReference = (paymentId: string, refundId: string): string => `payment:${paymentId}:refund:${refundId}`
@@ -65,7 +65,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
           const basis = rows[0]
           if (basis === undefined) return yield* Effect.die(new Error(`payment ${paymentId} has no settlement`))
           return proportionalFeeReturned({ ...basis, refunded_before_minor, amount_minor })
-        }).pipe(Effect.mapError((error) => new SettlementUnavailable({ paymentId, reason: error.message })))
+        }).pipe(Effect.catchTag("SqlError", unavailableOrDefect(paymentId)))
 
       const post = Effect.fn("RefundPosting.post")(function* (refund: Refund) {
         const fee_returned_minor = refund.fee_returned_minor
@@ -106,7 +106,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
           Effect.flatMap(decodeBalance),
           Effect.map((rows) => rows[0]?.balance_minor ?? 0n),
           Effect.catchTag("SchemaError", Effect.die),
-          Effect.mapError((error) => new SettlementUnavailable({ paymentId: "-", reason: error.message }))
+          Effect.catchTag("SqlError", unavailableOrDefect("-"))
         )
 
       return RefundPosting.of({ post, payableBalance, feeShare })

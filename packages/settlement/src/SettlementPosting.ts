@@ -1,7 +1,9 @@
 import { CodedError, type Payment } from "@pay/domain"
+import { sqlFailureKind } from "@pay/infra"
 import { type AccountSpec, Ledger, type Leg } from "@pay/ledger"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
 import { acquirerReceivable, merchantPayable, platformFees, settlementReference } from "./Accounts.ts"
 import { computeFee, type FeeSplit } from "./Fees.ts"
 import { FeeSchedules } from "./FeeSchedules.ts"
@@ -16,6 +18,18 @@ export class SettlementUnavailable extends CodedError<SettlementUnavailable>()(
   { paymentId: Schema.String, reason: Schema.String },
   (e) => `settlement of ${e.paymentId} did not complete: ${e.reason}`
 ) {}
+
+/**
+ * A failed statement of a settlement or refund posting: SettlementUnavailable (503, retry with the
+ * same key) only when the database did not complete it (`@pay/infra` SqlFailure.ts); a write it
+ * refused (a constraint or a guard trigger) is a defect, which the HTTP edge answers 500
+ * `invariant_violation` by its SQLSTATE: the code's own check missed it, so it is a bug, not an
+ * outage. The transaction rolls back whole either way.
+ */
+export const unavailableOrDefect = (paymentId: string) => (error: SqlError): Effect.Effect<never, SettlementUnavailable> =>
+  sqlFailureKind(error) === "unavailable"
+    ? Effect.fail(new SettlementUnavailable({ paymentId, reason: error.message }))
+    : Effect.die(error)
 
 /** Bound on the account codes a process remembers as existing. */
 const knownAccounts_max = 10_000
@@ -94,12 +108,14 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
       }, (effect, payment) =>
         effect.pipe(
           // One decision per error: the database did not answer (typed, 503, retry) or the code
-          // computed a wrong posting (unbalanced, unknown account, …: a defect, loud, and the
-          // whole transaction rolls back). A `catchTags` followed by a catch-all would turn the
-          // SettlementUnavailable it just made into a defect too.
+          // computed a wrong posting (unbalanced, unknown account, a refused settlement row, …: a
+          // defect, loud, and the whole transaction rolls back). A `catchTags` followed by a
+          // catch-all would turn the SettlementUnavailable it just made into a defect too.
           Effect.catch((error) =>
-            error._tag === "LedgerUnavailable" || error._tag === "SqlError"
+            error._tag === "LedgerUnavailable"
               ? Effect.fail(new SettlementUnavailable({ paymentId: payment.id, reason: error.message }))
+              : error._tag === "SqlError"
+              ? unavailableOrDefect(payment.id)(error)
               : Effect.die(error)
           )
         ))
