@@ -8,7 +8,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
 import { runChaos } from "./Run.ts"
 
-const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 3_600], clients: [1, 128], drain: [30, 1_800], abandon: [0, 90], "fault-gap": [3, 600] } as const
+const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 14_400], clients: [1, 128], drain: [30, 1_800], abandon: [0, 90], "fault-gap": [3, 600] } as const
 
 const argument = (name: keyof typeof bounds, fallback: number): number | undefined => {
   const index = process.argv.indexOf(`--${name}`)
