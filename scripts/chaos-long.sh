@@ -11,6 +11,8 @@
 #                          abandoned (%)                      authorized; the rest authorize/settle/
 #                                                             cancel/refund; every check covers all)
 #   CHAOS_LONG_FAULT_GAP_S least gap between faults (s) 20     (20..24 s: ~150 faults an hour)
+#   CHAOS_LONG_PAYMENTS    stop the load at this many   100000 (0: the duration alone bounds it)
+#                          created payments
 #
 # The whole run is bounded by `timeout` (duration + drain + 30 min for start-up, retries of undecided
 # keys and the checks); on a timeout nothing is copied and the exit code is 124.
@@ -27,13 +29,14 @@ CLIENTS="${CHAOS_LONG_CLIENTS:-64}"
 DRAIN_S="${CHAOS_LONG_DRAIN_S:-600}"
 ABANDON_PCT="${CHAOS_LONG_ABANDON_PCT:-70}"
 FAULT_GAP_S="${CHAOS_LONG_FAULT_GAP_S:-20}"
+PAYMENTS="${CHAOS_LONG_PAYMENTS:-100000}"
 BOUND_S=$(( DURATION_S + DRAIN_S + 1800 ))
 
 LOG="$(mktemp -t chaos-long.XXXXXX.log)"
-echo "chaos-long: seed $SEED, $DURATION_S s, $CLIENTS clients, $ABANDON_PCT % abandoned, faults every >= $FAULT_GAP_S s, drain <= $DRAIN_S s, bounded at $BOUND_S s; log $LOG"
+echo "chaos-long: seed $SEED, $DURATION_S s, $CLIENTS clients, $ABANDON_PCT % abandoned, faults every >= $FAULT_GAP_S s, stop at $PAYMENTS payments, drain <= $DRAIN_S s, bounded at $BOUND_S s; log $LOG"
 set +e
 timeout --signal=TERM --kill-after=60 "$BOUND_S" \
-  node packages/scenarios/src/chaos/main.ts --seed "$SEED" --duration "$DURATION_S" --clients "$CLIENTS" --drain "$DRAIN_S" --abandon "$ABANDON_PCT" --fault-gap "$FAULT_GAP_S" 2>&1 | tee "$LOG"
+  node packages/scenarios/src/chaos/main.ts --seed "$SEED" --duration "$DURATION_S" --clients "$CLIENTS" --drain "$DRAIN_S" --abandon "$ABANDON_PCT" --fault-gap "$FAULT_GAP_S" --payments "$PAYMENTS" 2>&1 | tee "$LOG"
 CODE=${PIPESTATUS[0]}
 set -e
 REPORT="$(sed -n 's/^report: //p' "$LOG" | tail -n1)"

@@ -29,7 +29,16 @@ export interface ClientWorld {
    * refunds. Every payment is covered by every check either way.
    */
   readonly abandonShare: number
+  /**
+   * Payments created (201) so far, across clients, and the count at which the load stops early
+   * (`--payments N`; undefined: the duration alone bounds the load).
+   */
+  readonly created: { count: number }
+  readonly paymentsTarget: number | undefined
 }
+
+/** The load's stop condition besides the deadline: enough payments created (`--payments N`). */
+export const enoughPayments = (world: ClientWorld) => world.paymentsTarget !== undefined && world.created.count >= world.paymentsTarget
 
 /** One operation of one client: its key, where it goes, and whether it is duplicated. */
 interface Operation {
@@ -108,7 +117,7 @@ export const runClient = (world: ClientWorld, client: number, seed: number, dead
     const pending: Array<Operation> = []
     let operations = 0
     let duplicated = 0
-    while (performance.now() < deadline_ms) {
+    while (performance.now() < deadline_ms && !enoughPayments(world)) {
       const operation = nextOperation(client, random, mine)
       operations += 1
       const mode = random()
@@ -135,6 +144,7 @@ export const runClient = (world: ClientWorld, client: number, seed: number, dead
         continue
       }
       decided.push(result)
+      if (operation.op === "create" && result.status === 201) world.created.count += 1
       track(mine, result, operation.op === "create" && random() < world.abandonShare)
     }
     const outcome: ClientResult = { decided, pending, operations, duplicated }

@@ -6,7 +6,7 @@ import { SqlClient } from "effect/sql"
 import { countOf, createMerchant } from "../Evidence.ts"
 import { acquireStack, ownerSqlLayer } from "../Stack.ts"
 import { type Check, runChecker } from "./Checker.ts"
-import { type ClientWorld, runClient, untilDecided } from "./Clients.ts"
+import { type ClientWorld, enoughPayments, runClient, untilDecided } from "./Clients.ts"
 import { consumerChecks, replayCheck, webhookChecks, webhooksConsumerName } from "./ConsumerChecks.ts"
 import { restartBounded, runFaults } from "./Faults.ts"
 import { type Decided, decidedOf, makeHistory } from "./History.ts"
@@ -26,6 +26,8 @@ export interface ChaosOptions {
   readonly abandon_share?: number
   /** Least time between one fault's healing and the next fault (default 3 s; each gap adds 0..4 s). */
   readonly fault_gap_s?: number
+  /** Stop the load once this many payments were created (the duration still bounds it). */
+  readonly payments_target?: number
   /** Where the history and the report go (default bench/results/; the suite's short run uses a temporary folder). */
   readonly resultsDirectory?: string
 }
@@ -77,11 +79,12 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const started_ms = performance.now()
       const history = makeHistory(historyPath, started_ms)
       yield* Effect.addFinalizer(() => Effect.sync(() => history.close()))
-      const world: ClientWorld = { apis, merchants, history, abandonShare: options.abandon_share ?? 0 }
+      const world: ClientWorld = { apis, merchants, history, abandonShare: options.abandon_share ?? 0, created: { count: 0 }, paymentsTarget: options.payments_target }
       const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster, (options.fault_gap_s ?? 3) * 1_000)
       log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, Kafka ${kafkaMode === "cluster" ? `cluster ${stack.kafkaBrokers}` : "the machine's broker"}, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
-      const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log).pipe(Effect.forkScoped)
+      const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log, () => enoughPayments(world)).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
+      const load_s = (performance.now() - started_ms) / 1_000
       const faultsApplied = yield* Fiber.join(faults)
       const notRestarted: Array<string> = []
       for (const instance of processes) {
@@ -118,7 +121,7 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments`)
       const report = {
         seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: world.abandonShare, fault_gap_s: options.fault_gap_s ?? 3, database: stack.database,
-        payments, payments_per_s: Math.round((payments / options.duration_s) * 10) / 10, operations, history_events: history.events(), duplicated_share: operations === 0 ? 0 : duplicated / operations,
+        payments, load_s: Math.round(load_s), payments_target: options.payments_target ?? null, payments_per_s: Math.round((payments / load_s) * 10) / 10, operations, history_events: history.events(), duplicated_share: operations === 0 ? 0 : duplicated / operations,
         attempts_by_outcome: outcomes, decided_by_status: tallyOutcomes(decided.map((d) => `${d.op} ${d.status}`)),
         faults_scheduled: schedule.length, faults_applied: faultsApplied, schedule,
         kafka: topology.kafka === undefined
