@@ -4,11 +4,17 @@
 # Its report is copied to bench/results/chaos-long.json (committed: the latest long run).
 #
 #   CHAOS_LONG_SEED        seed                         11
-#   CHAOS_LONG_DURATION_S  load duration (s)            1800   (faults every 3..7 s: ~300 faults)
-#   CHAOS_LONG_CLIENTS     concurrent clients           32
+#   CHAOS_LONG_DURATION_S  load duration (s)            1800
+#   CHAOS_LONG_CLIENTS     concurrent clients           64
 #   CHAOS_LONG_DRAIN_S     bound on the drain (s)       600
+#   CHAOS_LONG_ABANDON_PCT share of created payments    70     (abandoned checkouts: created, never
+#                          abandoned (%)                      authorized; the rest authorize/settle/
+#                                                             cancel/refund; every check covers all)
+#   CHAOS_LONG_FAULT_GAP_S least gap between faults (s) 20     (20..24 s: ~150 faults an hour)
+#   CHAOS_LONG_PAYMENTS    stop the load at this many   100000 (0: the duration alone bounds it)
+#                          created payments
 #
-# The whole run is bounded by `timeout` (duration + drain + 15 min for start-up, retries of undecided
+# The whole run is bounded by `timeout` (duration + drain + 30 min for start-up, retries of undecided
 # keys and the checks); on a timeout nothing is copied and the exit code is 124.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,15 +25,18 @@ source scripts/env.sh
 
 SEED="${CHAOS_LONG_SEED:-11}"
 DURATION_S="${CHAOS_LONG_DURATION_S:-1800}"
-CLIENTS="${CHAOS_LONG_CLIENTS:-32}"
+CLIENTS="${CHAOS_LONG_CLIENTS:-64}"
 DRAIN_S="${CHAOS_LONG_DRAIN_S:-600}"
-BOUND_S=$(( DURATION_S + DRAIN_S + 900 ))
+ABANDON_PCT="${CHAOS_LONG_ABANDON_PCT:-70}"
+FAULT_GAP_S="${CHAOS_LONG_FAULT_GAP_S:-20}"
+PAYMENTS="${CHAOS_LONG_PAYMENTS:-100000}"
+BOUND_S=$(( DURATION_S + DRAIN_S + 1800 ))
 
 LOG="$(mktemp -t chaos-long.XXXXXX.log)"
-echo "chaos-long: seed $SEED, $DURATION_S s, $CLIENTS clients, drain <= $DRAIN_S s, bounded at $BOUND_S s; log $LOG"
+echo "chaos-long: seed $SEED, $DURATION_S s, $CLIENTS clients, $ABANDON_PCT % abandoned, faults every >= $FAULT_GAP_S s, stop at $PAYMENTS payments, drain <= $DRAIN_S s, bounded at $BOUND_S s; log $LOG"
 set +e
 timeout --signal=TERM --kill-after=60 "$BOUND_S" \
-  node packages/scenarios/src/chaos/main.ts --seed "$SEED" --duration "$DURATION_S" --clients "$CLIENTS" --drain "$DRAIN_S" 2>&1 | tee "$LOG"
+  node packages/scenarios/src/chaos/main.ts --seed "$SEED" --duration "$DURATION_S" --clients "$CLIENTS" --drain "$DRAIN_S" --abandon "$ABANDON_PCT" --fault-gap "$FAULT_GAP_S" --payments "$PAYMENTS" 2>&1 | tee "$LOG"
 CODE=${PIPESTATUS[0]}
 set -e
 REPORT="$(sed -n 's/^report: //p' "$LOG" | tail -n1)"

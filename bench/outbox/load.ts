@@ -5,6 +5,9 @@
  * Env: BASE_URL, API_KEY, DURATION_S, CONCURRENCY. Each client takes payments through
  * POST /v1/payments → /authorize → /settle (a fresh Idempotency-Key per request) until the
  * deadline. Prints one JSON line with the counts and the request latencies' percentiles.
+ * SETTLE_TIMES=1 adds `settled_at_ms`: each settled payment's id and the wall-clock instant
+ * (epoch ms, sub-millisecond) its settle's HTTP 200 was read, for bench/consumers' settle →
+ * projection latency.
  */
 import { randomUUID } from "node:crypto"
 
@@ -27,6 +30,8 @@ const stats: { requests: number; failures: number; paymentsCompleted: number; fi
   firstFailure: null
 }
 const latencies_ms: Array<number> = []
+const settleTimes = process.env["SETTLE_TIMES"] === "1"
+const settledAt_ms: Record<string, number> = {}
 
 const post = async (path: string, body: unknown): Promise<string | undefined> => {
   const started_ms = performance.now()
@@ -62,6 +67,7 @@ const client = async (deadline_ms: number) => {
     if (id === undefined) continue
     if ((await post(`/v1/payments/${id}/authorize`, {})) === undefined) continue
     if ((await post(`/v1/payments/${id}/settle`, {})) === undefined) continue
+    if (settleTimes) settledAt_ms[id] = performance.timeOrigin + performance.now()
     stats.paymentsCompleted++
   }
 }
@@ -75,5 +81,6 @@ console.log(JSON.stringify({
   ...stats,
   elapsed_s,
   requests_per_s: stats.requests / elapsed_s,
-  latency_ms: { p50: percentile(0.5), p99: percentile(0.99) }
+  latency_ms: { p50: percentile(0.5), p99: percentile(0.99) },
+  ...(settleTimes ? { settled_at_ms: settledAt_ms } : {})
 }))

@@ -53,7 +53,7 @@ export interface ConsumerOptions {
 
 export const defaultConsumerOptions: ConsumerOptions = {
   batch_max: 100,
-  transactionRecords_max: 100,
+  transactionRecords_max: 400,
   pollTimeout_ms: 500,
   kafkaCommitInterval_ms: 1_000,
   attempt_max: 5,

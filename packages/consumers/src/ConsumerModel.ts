@@ -63,7 +63,15 @@ export const reconciliationDifferences = Metric.gauge("reconciliation_difference
   description: "Merchant/currency rows where the settlement projection, the ledger and the payments table disagree"
 })
 
-export const countOutcome = (name: string, outcome: RecordOutcome) =>
-  Metric.update(Metric.withAttributes(consumerRecords, { consumer: name, outcome }), 1).pipe(
-    Effect.andThen(outcome === "parked" ? Metric.update(Metric.withAttributes(consumerParked, { consumer: name }), 1) : Effect.void)
+export const countOutcome = (name: string, outcome: RecordOutcome, count = 1) =>
+  Metric.update(Metric.withAttributes(consumerRecords, { consumer: name, outcome }), count).pipe(
+    Effect.andThen(outcome === "parked" ? Metric.update(Metric.withAttributes(consumerParked, { consumer: name }), count) : Effect.void)
   )
+
+/** A slice's outcomes counted once per outcome, not once per record (fewer metric updates and allocations). */
+export const countOutcomes = (name: string, outcomes: ReadonlyArray<RecordOutcome>) =>
+  Effect.suspend(() => {
+    const counts = new Map<RecordOutcome, number>()
+    for (const outcome of outcomes) counts.set(outcome, (counts.get(outcome) ?? 0) + 1)
+    return Effect.forEach(counts, ([outcome, count]) => countOutcome(name, outcome, count), { discard: true })
+  })

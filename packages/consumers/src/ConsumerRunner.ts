@@ -82,7 +82,7 @@ const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHan
     yield* seekGroupToStoredOffsets(settings)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
     const commits = yield* makeKafkaCommits(subscription, settings.options.kafkaCommitInterval_ms)
-    const lanes = yield* makePartitionLanes(handlePartition, commits.note)
+    const lanes = yield* makePartitionLanes(handlePartition, commits.note, settings.options.transactionRecords_max)
     const report = (handled: number) =>
       handled === 0 ? Effect.void : Ref.update(status, (current) => ({
         ...current,

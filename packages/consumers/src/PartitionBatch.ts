@@ -3,7 +3,7 @@ import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
+import { countOutcomes } from "./ConsumerModel.ts"
 import { claimSlice } from "./BatchClaims.ts"
 import { eventIdentity } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
@@ -120,12 +120,9 @@ export const makePartitionHandler = (settings: ProcessorSettings, processor: Rec
           }))
           return yield* oneByOne(records)
         }
-        yield* Effect.forEach(items, (item, index) =>
-          Effect.gen(function* () {
-            if (faults?.afterTransaction !== undefined) yield* faults.afterTransaction(item.record)
-            const outcome: RecordOutcome = result.success[index] ?? "behind"
-            yield* countOutcome(name, outcome)
-          }), { discard: true })
+        const after = faults?.afterTransaction
+        if (after !== undefined) yield* Effect.forEach(items, (item) => after(item.record), { discard: true })
+        yield* countOutcomes(name, result.success)
       })
 
     return (records: ReadonlyArray<KafkaRecord>) =>

@@ -99,15 +99,25 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
       sums.set(sumKey, sum)
     }
     const countRows = byKey(counts).map((row): Record<string, unknown> => ({ ...row }))
-    if (Arr.isReadonlyArrayNonEmpty(countRows)) {
-      yield* sql`
+    if (!Arr.isReadonlyArrayNonEmpty(countRows)) return
+    const countsUpsert = sql`
+      INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
+      ON CONFLICT (generation, event_type, partition) DO UPDATE SET
+        event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
+    const sumRows = byKey(sums).map((row): Record<string, unknown> => ({ ...row }))
+    if (!Arr.isReadonlyArrayNonEmpty(sumRows)) return yield* countsUpsert
+    // Both upserts in ONE statement (one round trip, not two), each a data-modifying CTE. The
+    // outer SELECT reads `counted` to its end before `summed` (its target list is evaluated left
+    // to right, each scalar subquery once, in full: count(*)), so the rows are locked as before
+    // and as the per-record handler and a re-drive lock them: counts first, then sums, each in
+    // key order (a re-drive runs beside the lanes and must not deadlock with them).
+    yield* sql`
+      WITH counted AS (
         INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
         ON CONFLICT (generation, event_type, partition) DO UPDATE SET
-          event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
-    }
-    const sumRows = byKey(sums).map((row): Record<string, unknown> => ({ ...row }))
-    if (Arr.isReadonlyArrayNonEmpty(sumRows)) {
-      yield* sql`
+          event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count
+        RETURNING 1
+      ), summed AS (
         INSERT INTO settlement_projection ${sql.insert(sumRows)}
         ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
           settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
@@ -117,6 +127,8 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
           refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
           fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
           refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
-          last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
-    }
+          last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed`
   })

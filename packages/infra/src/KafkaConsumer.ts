@@ -11,10 +11,11 @@ import {
   legalName,
   type PollOptions,
   type ReadFromBeginningOptions,
+  type ScanFromBeginningOptions,
   type SubscribeOptions,
   toRecord
 } from "./KafkaConsumerModel.ts"
-import { makeReadFromBeginning } from "./KafkaReader.ts"
+import { makeReadFromBeginning, makeScanFromBeginning } from "./KafkaReader.ts"
 
 export * from "./KafkaConsumerModel.ts"
 
@@ -25,6 +26,8 @@ export * from "./KafkaConsumerModel.ts"
 export class KafkaConsumer extends Context.Service<KafkaConsumer, {
   readonly subscribe: (options: SubscribeOptions) => Effect.Effect<KafkaSubscription, KafkaError, Scope.Scope>
   readonly readFromBeginning: (options: ReadFromBeginningOptions) => Effect.Effect<ReadonlyArray<KafkaRecord>, KafkaError>
+  /** Every record from offset 0 to the end offsets as of the call, streamed to a callback (a topic of any size). */
+  readonly scanFromBeginning: (options: ScanFromBeginningOptions) => Effect.Effect<number, KafkaError>
   /**
    * The log end offset of each partition of `topic` (index = partition): the offset the next
    * record will get. Read-committed (the last stable offset). Lag = this minus a consumer's offset.
@@ -66,7 +69,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
             reader.listOffsets({ topics: [topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_COMMITTED })
           ).pipe(Effect.map((offsets): ReadonlyArray<bigint> => [...(offsets.get(topic) ?? [])]))
           : Effect.fail(invalidArgument("endOffsets", `illegal topic name ${JSON.stringify(topic)}`))
-      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(reader, options), endOffsets })
+      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(reader, options), scanFromBeginning: makeScanFromBeginning(reader, options), endOffsets })
     })
 
   static readonly layerWith = (options: KafkaConsumerOptions) => Layer.effect(KafkaConsumer, KafkaConsumer.make(options))

@@ -55,6 +55,13 @@ export interface ReadFromBeginningOptions {
   readonly timeout_ms: number
 }
 
+export interface ScanFromBeginningOptions {
+  readonly topic: string
+  readonly timeout_ms: number
+  /** Each Fetch's records (one partition's in offset order); the scan keeps none of them. */
+  readonly onRecords: (records: ReadonlyArray<KafkaRecord>) => void
+}
+
 export interface KafkaConsumerOptions extends KafkaClientOptions {
   /** A member silent for this long is dropped from its group and its partitions reassigned. */
   readonly sessionTimeout_ms: number

@@ -10,6 +10,7 @@ import {
   legalName,
   readFetchWait_ms,
   type ReadFromBeginningOptions,
+  type ScanFromBeginningOptions,
   readRecords_max,
   toRecord
 } from "./KafkaConsumerModel.ts"
@@ -87,12 +88,22 @@ const collectRecords = (topic: string, responses: FetchResponses, nextOffset: Ma
   return forceUpdate
 }
 
-export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
-  Effect.fn("KafkaConsumer.readFromBeginning")(function* (read: ReadFromBeginningOptions) {
+/** Where a read stops: `count` records collected, or every partition read up to its end offset as of the start. */
+type Until = { readonly count: number } | { readonly end: ReadonlyArray<bigint> }
+
+const reached = (until: Until, collected: number, nextOffset: ReadonlyMap<number, bigint>) =>
+  "count" in until ? collected >= until.count : until.end.every((end, partition) => (nextOffset.get(partition) ?? 0n) >= end)
+
+/**
+ * The read loop shared by `readFromBeginning` (collects) and `scanFromBeginning` (hands each record
+ * to `sink` and keeps none): metadata, one Fetch per leader, until `until` or the deadline.
+ */
+const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonly topic: string; readonly timeout_ms: number }, until: () => Until, sink: (records: ReadonlyArray<KafkaRecord>) => Effect.Effect<void, KafkaError>) =>
+  Effect.gen(function* () {
     if (!legalName.test(read.topic)) return yield* Effect.fail(invalidArgument("read", `illegal topic name ${JSON.stringify(read.topic)}`))
     const deadline = Date.now() + read.timeout_ms
     const nextOffset = new Map<number, bigint>()
-    const records: Array<KafkaRecord> = []
+    let collected = 0
     let forceUpdate = true
     while (true) {
       const attempt = yield* kafkaCall("read.metadata", options.operationTimeout_ms, () =>
@@ -111,17 +122,46 @@ export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOpti
       topic.partitions.forEach((partition, index) => byLeader.set(partition.leader, [...(byLeader.get(partition.leader) ?? []), index]))
       for (const [leader, partitions] of byLeader) {
         const response = yield* fetchFromLeader(reader, options, { topicId: topic.id, leader, partitions, nextOffset })
+        const records: Array<KafkaRecord> = []
         if (collectRecords(read.topic, response.responses, nextOffset, records)) forceUpdate = true
+        collected += records.length
+        if (records.length > 0) yield* sink(records)
       }
-      if (records.length > readRecords_max) return yield* Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
-      if (records.length >= read.count) {
-        return records.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0))
-      }
+      if (reached(until(), collected, nextOffset)) return collected
       if (forceUpdate) yield* wallClockSleep(readFetchWait_ms)
       if (Date.now() >= deadline) {
+        const target = until()
         return yield* Effect.fail(
-          new KafkaError({ operation: "read", message: `read ${records.length} of ${read.count} records from ${read.topic} within ${read.timeout_ms} ms`, retriable: true, code: "TIMEOUT" })
+          new KafkaError({ operation: "read", message: `read ${collected} of ${"count" in target ? target.count : "all"} records from ${read.topic} within ${read.timeout_ms} ms`, retriable: true, code: "TIMEOUT" })
         )
       }
     }
+  })
+
+export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
+  Effect.fn("KafkaConsumer.readFromBeginning")(function* (read: ReadFromBeginningOptions) {
+    const records: Array<KafkaRecord> = []
+    yield* readLoop(reader, options, read, () => ({ count: read.count }), (batch) => {
+      for (const record of batch) records.push(record)
+      return records.length > readRecords_max
+        ? Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
+        : Effect.void
+    })
+    return records.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0))
+  })
+
+/**
+ * `scanFromBeginning`: every record of `topic` from offset 0 up to each partition's end offset as
+ * of the call, handed to `onRecords` one Fetch at a time (per partition in offset order) and not
+ * kept: bounded memory for a topic of any size, bounded in time by `timeout_ms`. Returns how many
+ * records were read.
+ */
+export const makeScanFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
+  Effect.fn("KafkaConsumer.scanFromBeginning")(function* (scan: ScanFromBeginningOptions) {
+    if (!legalName.test(scan.topic)) return yield* Effect.fail(invalidArgument("scan", `illegal topic name ${JSON.stringify(scan.topic)}`))
+    const offsets = yield* kafkaCall("scan.endOffsets", options.operationTimeout_ms, () =>
+      reader.listOffsets({ topics: [scan.topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED })
+    )
+    const end = [...(offsets.get(scan.topic) ?? [])]
+    return yield* readLoop(reader, options, scan, () => ({ end }), (records) => Effect.sync(() => scan.onRecords(records)))
   })

@@ -170,6 +170,28 @@ layer(KafkaTest, { timeout: 30_000, excludeTestServices: true })("Kafka (real br
       }
     }))
 
+  it.effect("scanFromBeginning streams every record up to the end offsets, per partition in offset order, and keeps none", () =>
+    Effect.gen(function* () {
+      const topic = yield* freshTopic(3)
+      const producer = yield* KafkaProducer
+      const consumer = yield* KafkaConsumer
+      const messages = Array.from({ length: 30 }, (_, index) => ({ topic, key: `account-${index % 5}`, value: `event-${index}`, headers: {} }))
+      yield* producer.send(messages)
+      const seen: Array<{ partition: number; offset: bigint; value: string }> = []
+      const read = yield* consumer.scanFromBeginning({ topic, timeout_ms: 10_000, onRecords: (records) => {
+        for (const record of records) seen.push({ partition: record.partition, offset: record.offset, value: record.value })
+      } })
+      assert.strictEqual(read, messages.length)
+      assert.sameMembers(seen.map((record) => record.value), messages.map((message) => message.value))
+      for (const partition of [0, 1, 2]) {
+        const offsets = seen.filter((record) => record.partition === partition).map((record) => record.offset)
+        assert.deepStrictEqual(offsets, offsets.map((_, index) => BigInt(index)), `partition ${partition} read in offset order from 0`)
+      }
+      // Up to the end offsets as of the call: an empty topic ends at once with nothing.
+      const empty = yield* freshTopic(2)
+      assert.strictEqual(yield* consumer.scanFromBeginning({ topic: empty, timeout_ms: 10_000, onRecords: () => assert.fail("no records") }), 0)
+    }))
+
   it.effect("deleteTopics removes topics and ignores ones that do not exist", () =>
     Effect.gen(function* () {
       const admin = yield* KafkaAdmin

@@ -2,7 +2,7 @@ import { Effect } from "effect"
 import type { ApiProcess } from "./ApiProcess.ts"
 import { currencySums, ledgerVerify, paymentFacts } from "./Evidence.ts"
 import type { ScenarioMerchant } from "./Evidence.ts"
-import { brief, field } from "./Http.ts"
+import { type Answer, brief, field } from "./Http.ts"
 import { ScenarioFailed } from "./Narrator.ts"
 import { newKey, paymentBody, type ScenarioContext } from "./Scenario.ts"
 
@@ -48,7 +48,7 @@ export const checkMovedOnce = (ctx: ScenarioContext, paymentId: string) =>
     return facts
   })
 
-export const describe = (answers: ReadonlyArray<{ readonly status: number; readonly text: string; readonly replayed: boolean; readonly elapsed_ms: number }>) => {
+export const describe = (answers: ReadonlyArray<Answer>) => {
   const tally = new Map<string, number>()
   for (const answer of answers) {
     const key = brief(answer).replace(/ pay_\w+$/, "")

@@ -28,3 +28,16 @@ export const readTopic = (brokers: string, topic: string, count: number, timeout
     const records = yield* consumer.readFromBeginning({ topic, count, timeout_ms })
     return records.map(readBack)
   }).pipe(Effect.scoped)
+
+/**
+ * Streams the topic from offset 0 to its end offsets as of the call (no consumer group) to
+ * `onRecord`, keeping nothing: a long run's ~10^6 records in bounded memory, within `timeout_ms`.
+ * Returns how many records were read.
+ */
+export const scanTopic = (brokers: string, topic: string, timeout_ms: number, onRecord: (record: ReadBack) => void) =>
+  Effect.gen(function* () {
+    const consumer = yield* KafkaConsumer.make({ brokers, clientId: "pay-scenario-reader", ...defaultKafkaConsumerOptions })
+    return yield* consumer.scanFromBeginning({ topic, timeout_ms, onRecords: (records) => {
+      for (const record of records) onRecord(readBack(record))
+    } })
+  }).pipe(Effect.scoped)

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acknowledged, replays } from "@pay/scenarios/chaos/Checker"
-import type { Decided } from "@pay/scenarios/chaos/History"
+import { type Decided, decidedOf } from "@pay/scenarios/chaos/History"
 import { startReceiver } from "@pay/scenarios/chaos/Receiver"
 import { faultKindsWithoutCluster, faultSchedule } from "@pay/scenarios/chaos/Schedule"
 import { startFaultProxy } from "@pay/scenarios/FaultProxy"
@@ -9,15 +9,13 @@ import { createConnection, createServer } from "node:net"
 import { Webhook } from "standardwebhooks"
 
 /** The chaos checker's pure checks must find what they are for, and the schedule must follow its seed. */
-const decided = (overrides: Partial<Decided>): Decided => ({
-  op: "create", key: "k", merchant: 0, payment_id: "pay_1", status: 201, body: `{"id":"pay_1","status":"CREATED"}`,
-  answers: [`{"id":"pay_1","status":"CREATED"}`], duplicated: false, ...overrides
-})
+const decided = (overrides: Partial<Pick<Decided, "op" | "status">>, answers: ReadonlyArray<string> = [`{"id":"pay_1","status":"CREATED"}`]): Decided =>
+  decidedOf({ op: "create", key: "k", merchant: 0, payment_id: "pay_1", status: 201, duplicated: false, ...overrides }, answers)
 
 describe("chaos checker", () => {
   it("a replay that differs by one byte is a violation; identical replays are not", () => {
-    assert.lengthOf(replays([decided({ answers: ["a", "a"] })]).violations, 0)
-    assert.lengthOf(replays([decided({ answers: ["a", "a "] })]).violations, 1)
+    assert.lengthOf(replays([decided({}, ["a", "a"])]).violations, 0)
+    assert.lengthOf(replays([decided({}, ["a", "a "])]).violations, 1)
   })
 
   it("a used key with another body must have been refused with 422", () => {
@@ -26,7 +24,7 @@ describe("chaos checker", () => {
   })
 
   it("an acknowledged state must exist, or a later one; an earlier or missing one is a violation", () => {
-    const ack = decided({ op: "settle", status: 200, body: `{"id":"pay_1","status":"AUTHORIZED"}` })
+    const ack = decided({ op: "settle", status: 200 }, [`{"id":"pay_1","status":"AUTHORIZED"}`])
     assert.lengthOf(acknowledged([ack], new Map([["pay_1", "SETTLED"]])).violations, 0)
     assert.lengthOf(acknowledged([ack], new Map([["pay_1", "CREATED"]])).violations, 1)
     assert.lengthOf(acknowledged([ack], new Map()).violations, 1)
@@ -36,6 +34,16 @@ describe("chaos checker", () => {
     assert.deepStrictEqual(faultSchedule(42, 120_000), faultSchedule(42, 120_000))
     assert.notDeepEqual(faultSchedule(42, 120_000), faultSchedule(43, 120_000))
     assert.isAtLeast(faultSchedule(42, 120_000).length, 10)
+  })
+
+  it("a long run's fault gap spaces the faults: each starts at least the gap after the previous one is healed", () => {
+    const spaced = faultSchedule(11, 3_600_000, undefined, 20_000)
+    assert.isAtLeast(spaced.length, 20, "an hour still draws the 20 faults the long run needs")
+    assert.isBelow(spaced.length, faultSchedule(11, 3_600_000).length / 3)
+    spaced.slice(1).forEach((fault, i) => {
+      const previous = spaced[i]
+      if (previous !== undefined) assert.isAtLeast(fault.at_ms - previous.at_ms - previous.hold_ms, 20_000)
+    })
   })
 })
 

@@ -2,18 +2,43 @@ import { Effect } from "effect"
 import type { ApiProcess } from "../ApiProcess.ts"
 import type { ScenarioMerchant } from "../Evidence.ts"
 import { type Answer, call, field } from "../Http.ts"
-import type { Decided, History, HistoryEvent } from "./History.ts"
+import { type Decided, decidedOf, type History, type HistoryEvent } from "./History.ts"
 import { seededRandom } from "./Schedule.ts"
 
 const currencies = ["USD", "EUR", "JPY"] as const
+/**
+ * A request without an answer after this is retried under the same key (safe: idempotency). Not
+ * shorter: on the loaded 2-core machine a healthy refund or settle takes 2..4 s at p90, and a 4 s
+ * bound turned a third of the refunds into retries that only met `idempotency_key_in_use`.
+ */
 const requestTimeout_ms = 8_000
-const retryInterval_ms = 300
+/** Pause before retrying an undecided key: grows 100 ms per attempt up to 500 ms (only undecided answers wait). */
+const retryPause_ms = (attempt: number) => Math.min(500, 100 * (attempt + 1))
+/** Payments a client keeps open to authorize, settle, cancel or refund (bounded: the rest are done or abandoned). */
+const openPayments_max = 4
+/** Refunds tried per SETTLED payment before the client leaves it. */
+const refundsPerPayment_max = 2
 
 export interface ClientWorld {
   readonly apis: ReadonlyArray<ApiProcess>
   readonly merchants: ReadonlyArray<ScenarioMerchant>
   readonly history: History
+  /**
+   * Share of created payments the client abandons (a checkout never completed: created, then never
+   * authorized; the expiry sweeper's business). The rest go through authorize, settle or cancel, and
+   * refunds. Every payment is covered by every check either way.
+   */
+  readonly abandonShare: number
+  /**
+   * Payments created (201) so far, across clients, and the count at which the load stops early
+   * (`--payments N`; undefined: the duration alone bounds the load).
+   */
+  readonly created: { count: number }
+  readonly paymentsTarget: number | undefined
 }
+
+/** The load's stop condition besides the deadline: enough payments created (`--payments N`). */
+export const enoughPayments = (world: ClientWorld) => world.paymentsTarget !== undefined && world.created.count >= world.paymentsTarget
 
 /** One operation of one client: its key, where it goes, and whether it is duplicated. */
 interface Operation {
@@ -56,7 +81,7 @@ export const untilDecided = (world: ClientWorld, operation: Operation, random: (
     for (let i = 0; i < attempts; i++) {
       const answer = yield* attempt(world, operation, random() < 0.5 ? 0 : 1)
       if (answer !== undefined) return answer
-      yield* Effect.sleep(retryInterval_ms)
+      yield* Effect.sleep(retryPause_ms(i))
     }
     return undefined
   })
@@ -73,19 +98,26 @@ const decide = (operation: Operation, answers: ReadonlyArray<Answer>, duplicated
   const first = answers[0]
   if (first === undefined) return undefined
   const payment_id = operation.payment_id === "" ? field(first, "id") : operation.payment_id
-  return { op: operation.op, key: operation.key, merchant: operation.merchant, payment_id, status: first.status, body: first.text, answers: answers.map((a) => a.text), duplicated }
+  return decidedOf({ op: operation.op, key: operation.key, merchant: operation.merchant, payment_id, status: first.status, duplicated }, answers.map((a) => a.text))
+}
+
+/** A payment a client still works on. */
+interface Open {
+  status: string
+  readonly merchant: number
+  refunds: number
 }
 
 /** Runs one client's loop until `deadline_ms` (performance.now()); every loop is bounded by the deadline and the retry bounds. */
 export const runClient = (world: ClientWorld, client: number, seed: number, deadline_ms: number) =>
   Effect.gen(function* () {
     const random = seededRandom(seed * 1_000 + client)
-    const mine: Array<{ id: string; status: string; merchant: number }> = []
+    const mine = new Map<string, Open>()
     const decided: Array<Decided> = []
     const pending: Array<Operation> = []
     let operations = 0
     let duplicated = 0
-    while (performance.now() < deadline_ms) {
+    while (performance.now() < deadline_ms && !enoughPayments(world)) {
       const operation = nextOperation(client, random, mine)
       operations += 1
       const mode = random()
@@ -112,7 +144,8 @@ export const runClient = (world: ClientWorld, client: number, seed: number, dead
         continue
       }
       decided.push(result)
-      track(mine, result)
+      if (operation.op === "create" && result.status === 201) world.created.count += 1
+      track(mine, result, operation.op === "create" && random() < world.abandonShare)
     }
     const outcome: ClientResult = { decided, pending, operations, duplicated }
     return outcome
@@ -124,24 +157,36 @@ const reuseWithOtherBody = (world: ClientWorld, operation: Operation, random: ()
     const body = { ...operation.body, amount: 1 }
     const reuse: Operation = { ...operation, op: "reuse", body }
     const answer = yield* untilDecided(world, reuse, random, 30)
-    if (answer !== undefined) decided.push({ op: "reuse", key: operation.key, merchant: operation.merchant, payment_id: "", status: answer.status, body: answer.text, answers: [answer.text], duplicated: true })
+    if (answer !== undefined) decided.push(decidedOf({ op: "reuse", key: operation.key, merchant: operation.merchant, payment_id: "", status: answer.status, duplicated: true }, [answer.text]))
   })
 
-const track = (mine: Array<{ id: string; status: string; merchant: number }>, result: Decided) => {
+/** Follows the client's payments: a new one is kept open (unless abandoned), a final one dropped. */
+const track = (mine: Map<string, Open>, result: Decided, abandon: boolean) => {
   // A refund's answer is the refund's status, not the payment's (which stays SETTLED).
-  if (result.status >= 300 || result.op === "refund") return
-  const status = /"status":"([A-Z]+)"/.exec(result.body)?.[1] ?? ""
-  const known = mine.find((p) => p.id === result.payment_id)
-  if (known === undefined) mine.push({ id: result.payment_id, status, merchant: result.merchant })
-  else known.status = status
+  if (result.op === "refund") {
+    const refunded = mine.get(result.payment_id)
+    if (refunded !== undefined && ++refunded.refunds >= refundsPerPayment_max) mine.delete(result.payment_id)
+    return
+  }
+  // A refused step (a decline, an illegal transition): the client leaves that payment.
+  if (result.status >= 300) {
+    mine.delete(result.payment_id)
+    return
+  }
+  const known = mine.get(result.payment_id)
+  const open = result.acked === "CREATED" || result.acked === "AUTHORIZED" || result.acked === "SETTLED"
+  if (!open) mine.delete(result.payment_id)
+  else if (known !== undefined) known.status = result.acked
+  else if (result.op === "create" && !abandon) mine.set(result.payment_id, { status: result.acked, merchant: result.merchant, refunds: 0 })
 }
 
-const nextOperation = (client: number, random: () => number, mine: ReadonlyArray<{ id: string; status: string; merchant: number }>): Operation => {
+const nextOperation = (client: number, random: () => number, mine: ReadonlyMap<string, Open>): Operation => {
   // SETTLED payments stay open for refunds (issue 19): the cap refuses what does not fit (422).
-  const open = mine.filter((p) => p.status === "CREATED" || p.status === "AUTHORIZED" || p.status === "SETTLED")
   const key = `chaos-${client}-${crypto.randomUUID()}`
-  const target = open[Math.floor(random() * open.length)]
-  if (target === undefined || random() < 0.3) {
+  const ids = [...mine.keys()]
+  const id = ids[Math.floor(random() * ids.length)]
+  const target = id === undefined ? undefined : mine.get(id)
+  if (id === undefined || target === undefined || (mine.size < openPayments_max && random() < 0.3)) {
     const merchant = random() < 0.5 ? 0 : 1
     const roll = random()
     const payment_method = roll < 0.1 ? "pm_card_declined" : roll < 0.15 ? "pm_card_timeout" : "pm_card_visa"
@@ -152,9 +197,9 @@ const nextOperation = (client: number, random: () => number, mine: ReadonlyArray
   if (target.status === "SETTLED") {
     // Partial refunds of up to 500 minor units: several per payment, some beyond the capture.
     const body = { amount: 1 + Math.floor(random() * 500) }
-    return { client, op: "refund", merchant: target.merchant, key, path: `/v1/payments/${target.id}/refunds`, body, payment_id: target.id }
+    return { client, op: "refund", merchant: target.merchant, key, path: `/v1/payments/${id}/refunds`, body, payment_id: id }
   }
   // An authorization is voided one time in five, captured otherwise.
   const op = target.status === "CREATED" ? "authorize" : random() < 0.2 ? "cancel" : "settle"
-  return { client, op, merchant: target.merchant, key, path: `/v1/payments/${target.id}/${op}`, body: undefined, payment_id: target.id }
+  return { client, op, merchant: target.merchant, key, path: `/v1/payments/${id}/${op}`, body: undefined, payment_id: id }
 }

@@ -124,15 +124,26 @@ const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void)
   })
 
 /** Runs the schedule against `started_ms` (performance.now()); the count of faults applied per kind. */
-export const runFaults = (targets: FaultTargets, schedule: ReadonlyArray<Fault>, started_ms: number, loadEnd_ms: number, log: (line: string) => void) =>
+export const runFaults = (
+  targets: FaultTargets,
+  schedule: ReadonlyArray<Fault>,
+  started_ms: number,
+  loadEnd_ms: number,
+  log: (line: string) => void,
+  loadStopped: () => boolean = () => false
+) =>
   Effect.gen(function* () {
     const applied = new Map<FaultKind, number>()
     for (const fault of schedule) {
-      const wait_ms = started_ms + fault.at_ms - performance.now()
-      if (wait_ms > 0) yield* Effect.sleep(wait_ms)
+      // Waits in steps of at most 1 s: a load that stopped early (`--payments N`) ends the schedule.
+      let wait_ms = started_ms + fault.at_ms - performance.now()
+      while (wait_ms > 0 && !loadStopped()) {
+        yield* Effect.sleep(Math.min(wait_ms, 1_000))
+        wait_ms = started_ms + fault.at_ms - performance.now()
+      }
       // Slow heals (a broker restart can take a minute on a loaded machine) push the schedule
       // late: a fault due after the load has ended is skipped, not applied to an idle system.
-      if (performance.now() > started_ms + loadEnd_ms) break
+      if (loadStopped() || performance.now() > started_ms + loadEnd_ms) break
       const result = yield* Effect.result(apply(targets, fault, (line) => log(`[fault +${Math.round(performance.now() - started_ms)} ms] ${line}`)))
       if (result._tag === "Failure") log(`[fault] ${fault.kind} failed: ${String(result.failure)}`)
       else applied.set(fault.kind, (applied.get(fault.kind) ?? 0) + 1)

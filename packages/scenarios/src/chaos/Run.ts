@@ -6,10 +6,10 @@ import { SqlClient } from "effect/sql"
 import { countOf, createMerchant } from "../Evidence.ts"
 import { acquireStack, ownerSqlLayer } from "../Stack.ts"
 import { type Check, runChecker } from "./Checker.ts"
-import { type ClientWorld, runClient, untilDecided } from "./Clients.ts"
+import { type ClientWorld, enoughPayments, runClient, untilDecided } from "./Clients.ts"
 import { consumerChecks, replayCheck, webhookChecks, webhooksConsumerName } from "./ConsumerChecks.ts"
 import { restartBounded, runFaults } from "./Faults.ts"
-import { type Decided, makeHistory } from "./History.ts"
+import { type Decided, decidedOf, makeHistory } from "./History.ts"
 import { startReceiver } from "./Receiver.ts"
 import { faultKinds, faultKindsWithoutCluster, faultSchedule, seededRandom } from "./Schedule.ts"
 import { type KafkaMode, registerEndpoints, startTopology } from "./Topology.ts"
@@ -22,6 +22,12 @@ export interface ChaosOptions {
   readonly drain_s: number
   /** `cluster` (default): a 3-node Kafka of the run's own, with broker faults; `machine`: the machine's broker. */
   readonly kafka?: KafkaMode
+  /** Share of created payments abandoned by their client (0..0.9; default 0): see ClientWorld.abandonShare. */
+  readonly abandon_share?: number
+  /** Least time between one fault's healing and the next fault (default 3 s; each gap adds 0..4 s). */
+  readonly fault_gap_s?: number
+  /** Stop the load once this many payments were created (the duration still bounds it). */
+  readonly payments_target?: number
   /** Where the history and the report go (default bench/results/; the suite's short run uses a temporary folder). */
   readonly resultsDirectory?: string
 }
@@ -72,11 +78,13 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const historyPath = `${resultsDirectory}chaos-${stamp}.history.jsonl`
       const started_ms = performance.now()
       const history = makeHistory(historyPath, started_ms)
-      const world: ClientWorld = { apis, merchants, history }
-      const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster)
+      yield* Effect.addFinalizer(() => Effect.sync(() => history.close()))
+      const world: ClientWorld = { apis, merchants, history, abandonShare: options.abandon_share ?? 0, created: { count: 0 }, paymentsTarget: options.payments_target }
+      const schedule = faultSchedule(options.seed, options.duration_s * 1_000, kafkaMode === "cluster" ? faultKinds : faultKindsWithoutCluster, (options.fault_gap_s ?? 3) * 1_000)
       log(`chaos: seed ${options.seed}, ${options.duration_s} s, ${options.clients} clients, Kafka ${kafkaMode === "cluster" ? `cluster ${stack.kafkaBrokers}` : "the machine's broker"}, ${schedule.length} faults scheduled; database ${stack.database}; history ${historyPath}`)
-      const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log).pipe(Effect.forkScoped)
+      const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log, () => enoughPayments(world)).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
+      const load_s = (performance.now() - started_ms) / 1_000
       const faultsApplied = yield* Fiber.join(faults)
       const notRestarted: Array<string> = []
       for (const instance of processes) {
@@ -88,11 +96,13 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const decided: Array<Decided> = clients.flatMap((c) => [...c.decided])
       const random = seededRandom(options.seed)
       let unresolved = 0
-      for (const operation of clients.flatMap((c) => c.pending)) {
-        const answer = yield* untilDecided(world, operation, random, 60)
-        if (answer === undefined) unresolved += 1
-        else decided.push({ op: operation.op, key: operation.key, merchant: operation.merchant, payment_id: operation.payment_id || (/"id":"(pay_\w+)"/.exec(answer.text)?.[1] ?? ""), status: answer.status, body: answer.text, answers: [answer.text], duplicated: false })
-      }
+      // Concurrently (at most 16 keys at once), each key up to 60 attempts.
+      yield* Effect.forEach(clients.flatMap((c) => c.pending), (operation) =>
+        untilDecided(world, operation, random, 60).pipe(Effect.map((answer) => {
+          if (answer === undefined) unresolved += 1
+          else decided.push(decidedOf({ op: operation.op, key: operation.key, merchant: operation.merchant, payment_id: operation.payment_id || (/"id":"(pay_\w+)"/.exec(answer.text)?.[1] ?? ""), status: answer.status, duplicated: false }, [answer.text]))
+        })), { concurrency: 16, discard: true })
+      history.close()
       const backlog = yield* drain(options.drain_s * 1_000)
       const checks: Array<Check> = [
         ...(yield* runChecker(stack, decided)),
@@ -102,16 +112,16 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       ]
       checks.push({ name: "every process of the topology running again after the faults", checked: processes.length, violations: notRestarted })
       checks.push({ name: "every unknown operation decided by retrying its key; outbox and consumers drained", checked: decided.length, violations: [...(unresolved > 0 ? [`${unresolved} operations never decided`] : []), ...(backlog > 0 ? [`${backlog} events not drained`] : [])] })
-      const internal = history.events.filter((e) => e.status === 500)
-      checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events.length, violations: internal.slice(0, 20).map((e) => `${e.op} ${e.key} on instance ${e.instance}: ${e.body?.slice(0, 160) ?? ""}`) })
+      const internal = history.internal()
+      checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events(), violations: internal.count === 0 ? [] : [`${internal.count} answers 500`, ...internal.examples] })
       const operations = clients.reduce((n, c) => n + c.operations, 0)
       const duplicated = clients.reduce((n, c) => n + c.duplicated, 0)
-      const outcomes = tallyOutcomes(history.events.map((e) => e.phase))
+      const outcomes = history.byPhase()
       const sql = yield* SqlClient.SqlClient
       const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments`)
       const report = {
-        seed: options.seed, duration_s: options.duration_s, clients: options.clients, database: stack.database,
-        payments, operations, duplicated_share: operations === 0 ? 0 : duplicated / operations,
+        seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: world.abandonShare, fault_gap_s: options.fault_gap_s ?? 3, database: stack.database,
+        payments, load_s: Math.round(load_s), payments_target: options.payments_target ?? null, payments_per_s: Math.round((payments / load_s) * 10) / 10, operations, history_events: history.events(), duplicated_share: operations === 0 ? 0 : duplicated / operations,
         attempts_by_outcome: outcomes, decided_by_status: tallyOutcomes(decided.map((d) => `${d.op} ${d.status}`)),
         faults_scheduled: schedule.length, faults_applied: faultsApplied, schedule,
         kafka: topology.kafka === undefined

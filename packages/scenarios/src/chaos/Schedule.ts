@@ -41,10 +41,12 @@ export interface Fault {
 }
 
 /**
- * Faults every 3..7 s from 2 s until 3 s before the end of the load, never two at once (each
- * healed before the next starts): kinds drawn uniformly, targets and hold times from the seed.
+ * Faults every `gap_ms`..`gap_ms` + 4 s (default 3..7 s) after the previous one is healed, from 2 s
+ * until 3 s before the end of the load, never two at once: kinds drawn uniformly, targets and hold
+ * times from the seed. A long run spaces them (chaos-long: 20..24 s) so that restarts (a broker JVM
+ * takes 20..45 s on the shared 2-core machine) do not make most of the run a recovery.
  */
-export const faultSchedule = (seed: number, duration_ms: number, kinds: ReadonlyArray<FaultKind> = faultKinds): ReadonlyArray<Fault> => {
+export const faultSchedule = (seed: number, duration_ms: number, kinds: ReadonlyArray<FaultKind> = faultKinds, gap_ms = 3_000): ReadonlyArray<Fault> => {
   const random = seededRandom(seed ^ 0x5eed)
   const faults: Array<Fault> = []
   let at_ms = 2_000
@@ -52,7 +54,7 @@ export const faultSchedule = (seed: number, duration_ms: number, kinds: Readonly
     const kind = kinds[Math.floor(random() * kinds.length)] ?? "cut-postgres"
     const hold_ms = 500 + Math.floor(random() * 1_500)
     faults.push({ at_ms, kind, target: Math.floor(random() * 6), hold_ms })
-    at_ms += hold_ms + 3_000 + Math.floor(random() * 4_000)
+    at_ms += hold_ms + gap_ms + Math.floor(random() * 4_000)
   }
   return faults
 }

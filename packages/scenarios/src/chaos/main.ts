@@ -8,7 +8,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
 import { runChaos } from "./Run.ts"
 
-const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 3_600], clients: [1, 64], drain: [30, 1_800] } as const
+const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 14_400], clients: [1, 128], drain: [30, 1_800], abandon: [0, 90], "fault-gap": [3, 600], payments: [0, 10_000_000] } as const
 
 const argument = (name: keyof typeof bounds, fallback: number): number | undefined => {
   const index = process.argv.indexOf(`--${name}`)
@@ -23,14 +23,20 @@ const main = Effect.gen(function* () {
   const duration_s = argument("duration", 60)
   const clients = argument("clients", 8)
   const drain_s = argument("drain", 180)
-  if (seed === undefined || duration_s === undefined || clients === undefined || drain_s === undefined) {
-    console.log(`usage: pnpm chaos [--seed 0..${bounds.seed[1]}] [--duration ${bounds.duration.join("..")} s] [--clients ${bounds.clients.join("..")}] [--drain ${bounds.drain.join("..")} s] [--machine-kafka]`)
+  // --abandon P: P % of created payments are abandoned by their client (checkout never completed).
+  const abandon = argument("abandon", 0)
+  // --fault-gap S: at least S s between one fault's healing and the next (default 3).
+  const faultGap = argument("fault-gap", 3)
+  // --payments N: stop the load once N payments were created (0: no target; the duration bounds it).
+  const paymentsTarget = argument("payments", 0)
+  if (paymentsTarget === undefined || faultGap === undefined || seed === undefined || duration_s === undefined || clients === undefined || drain_s === undefined || abandon === undefined) {
+    console.log(`usage: pnpm chaos [--seed 0..${bounds.seed[1]}] [--duration ${bounds.duration.join("..")} s] [--clients ${bounds.clients.join("..")}] [--drain ${bounds.drain.join("..")} s] [--abandon ${bounds.abandon.join("..")} %] [--fault-gap ${bounds["fault-gap"].join("..")} s] [--payments 0..${bounds.payments[1]}] [--machine-kafka]`)
     return 2
   }
   // --machine-kafka: the machine's broker instead of a 3-node cluster of the run's own (no broker faults).
   const kafka = process.argv.includes("--machine-kafka") ? "machine" : "cluster"
-  const report = yield* runChaos({ seed, duration_s, clients, drain_s, kafka }, (line) => console.log(line))
-  console.log(`\npayments ${report.payments}, operations ${report.operations} (duplicated/retried/concurrent under one key: ${(report.duplicated_share * 100).toFixed(0)} %)`)
+  const report = yield* runChaos({ seed, duration_s, clients, drain_s, kafka, abandon_share: abandon / 100, fault_gap_s: faultGap, ...(paymentsTarget > 0 ? { payments_target: paymentsTarget } : {}) }, (line) => console.log(line))
+  console.log(`\npayments ${report.payments} (${report.payments_per_s}/s, ${(report.abandon_share * 100).toFixed(0)} % abandoned after create), operations ${report.operations} (duplicated/retried/concurrent under one key: ${(report.duplicated_share * 100).toFixed(0)} %)`)
   console.log(`attempts by outcome ${JSON.stringify(report.attempts_by_outcome)}`)
   console.log(`decided ${JSON.stringify(report.decided_by_status)}`)
   console.log(`faults applied ${JSON.stringify(report.faults_applied)} of ${report.faults_scheduled} scheduled`)
