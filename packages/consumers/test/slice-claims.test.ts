@@ -112,14 +112,19 @@ it.live("a claim another transaction writes meanwhile is waited for: committed, 
       Effect.gen(function* () {
         const eventId = randomUUID()
         const consumer = commit ? "race-commit" : "race-rollback"
+        const inserted = yield* Deferred.make<void>()
         const release = yield* Deferred.make<void>()
         const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
           yield* sql`
             INSERT INTO processed_events (consumer, event_id, payment_id, payment_version, outcome, topic, partition, "offset")
             VALUES (${consumer}, ${eventId}::uuid, 'pay_a', 1, 'applied', ${topic}, 0, 0)`
+          yield* Deferred.succeed(inserted, undefined)
           yield* Deferred.await(release)
           if (!commit) return yield* Effect.fail("rolled back on purpose" as const)
         })))
+        // The claim must be held before the slice runs: on a busy machine the slice could
+        // otherwise claim first and never wait (a flake seen in CI with a chaos run beside it).
+        yield* Deferred.await(inserted)
         const claimer = yield* Effect.forkChild(sql.withTransaction(slice(consumer, [
           { o: "0", e: eventId, p: "pay_a", v: 1 },
           { o: "1", e: randomUUID(), p: "pay_a", v: 2 }
@@ -129,7 +134,8 @@ it.live("a claim another transaction writes meanwhile is waited for: committed, 
         while (true) {
           const [waiting] = yield* decodeRows(Count)(sql`
             SELECT count(*)::bigint AS n FROM pg_stat_activity
-            WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()`)
+            WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()
+              AND datname = current_database()`)
           if ((waiting?.n ?? 0n) > 0n) break
           if (Date.now() > deadline) return assert.fail("the slice never waited on the other transaction's claim")
           yield* Effect.sleep(Duration.millis(50))
