@@ -2,7 +2,7 @@
 // .ci/test-durations.json: the order scripts/ci/DurationSequencer.ts runs files in (longest first).
 //   node scripts/ci/record-test-durations.ts [.stack/vitest-report.json]
 import { readFileSync, writeFileSync } from "node:fs"
-import { relative } from "node:path"
+import { dirname, relative, resolve } from "node:path"
 import { Schema } from "effect"
 import { durationsFile } from "./DurationSequencer.ts"
 
@@ -10,8 +10,10 @@ const Report = Schema.Struct({
   testResults: Schema.Array(Schema.Struct({ name: Schema.String, startTime: Schema.Number, endTime: Schema.Number }))
 })
 
-const root = process.cwd()
 const reportPath = process.argv[2] ?? ".stack/vitest-report.json"
+// The report names files by absolute path; the record keys them by path in the checkout that ran
+// them (the report sits in its .stack/), so a report from a clone serves this checkout too.
+const root = dirname(dirname(resolve(reportPath)))
 const report = Schema.decodeUnknownSync(Schema.fromJsonString(Report))(readFileSync(reportPath, "utf8"))
 const entries = report.testResults
   .map((file) => [relative(root, file.name), Math.round((file.endTime - file.startTime) / 100) * 100] as const)
