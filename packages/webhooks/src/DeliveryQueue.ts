@@ -78,6 +78,58 @@ export type ClaimedDelivery = typeof ClaimedDelivery.Type
 const claimedRows = decodeRows(ClaimedDelivery)
 
 /**
+ * The claim statement. The `due` scan must walk the `webhook_deliveries_due` index in
+ * `next_attempt_at` order and stop once `limit` deliveries pass the ordering guard, whatever the
+ * table's statistics say. They are stale exactly when it matters: with a backlog that grew faster
+ * than (auto)analyze runs, the planner believes a handful of rows are pending and picks "bitmap
+ * scan every pending row, anti-join each, then sort", a cost that grows with the backlog and is
+ * paid on every claim, so draining n deliveries costs O(n²). Found by the long chaos run: with
+ * 57,000 pending (autovacuum off on that Postgres) one claim took 1.07 s and the sender fell to
+ * ~2 deliveries/s. `enable_sort = off` for the claiming transaction only (as the outbox
+ * publisher's claim does) leaves the ordered index scan as the only sane plan; nothing else in
+ * that transaction sorts (the secrets' ORDER BY reads at most a few rows per delivery).
+ */
+const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: number) =>
+  sql`
+    WITH due AS (
+      SELECT d.id FROM webhook_deliveries d
+    JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
+    -- there, visible as pending, instead of failing every claim.
+    WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
+      AND e.status = 'enabled' AND e.deleted_at IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM webhook_deliveries p
+        WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
+          AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
+            OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
+            OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))
+    ORDER BY d.next_attempt_at
+    LIMIT ${limit}
+    FOR UPDATE OF d SKIP LOCKED
+  ), leased AS (
+    UPDATE webhook_deliveries d
+    SET lease_token = gen_random_uuid(),
+        lease_expires_at = clock_timestamp() + ${lease_ms}::double precision * interval '1 millisecond',
+        attempt_count = d.attempt_count + 1, round_attempt_count = d.round_attempt_count + 1
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.endpoint_id, d.merchant_id, d.event_id, d.body, d.attempt_count, d.round_attempt_count, d.lease_token
+  ), started AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt_number, webhook_timestamp)
+    SELECT id, attempt_count, floor(extract(epoch FROM clock_timestamp()))::bigint FROM leased
+    RETURNING delivery_id, webhook_timestamp
+  )
+  SELECT l.id, l.endpoint_id, l.merchant_id, e.url, l.event_id::text AS event_id, l.body, l.attempt_count, l.round_attempt_count,
+         l.lease_token::text AS lease_token, s.webhook_timestamp,
+         ARRAY(SELECT k.secret FROM webhook_endpoint_secrets k
+               WHERE k.endpoint_id = l.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
+               ORDER BY k.created_at DESC) AS secrets
+  FROM leased l JOIN started s ON s.delivery_id = l.id JOIN webhook_endpoints e ON e.id = l.endpoint_id`
+
+const claimTransactionSettings = (sql: SqlClient.SqlClient) => sql`SELECT set_config('enable_sort', 'off', true)`
+
+/**
  * Takes up to `limit` due deliveries and a lease of `lease_ms` on each, and records the attempt
  * as started (committed before anything is sent: a crash mid-request leaves the attempt visible,
  * and the expired lease lets another sender resend the same bytes with the same webhook-id).
@@ -91,43 +143,21 @@ const claimedRows = decodeRows(ClaimedDelivery)
 export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<ReadonlyArray<ClaimedDelivery>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    return yield* sql.withTransaction(claimedRows(sql`
-      WITH due AS (
-        SELECT d.id FROM webhook_deliveries d
-        JOIN webhook_endpoints e ON e.id = d.endpoint_id
-        -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
-        -- there, visible as pending, instead of failing every claim.
-        WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
-          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
-          AND e.status = 'enabled' AND e.deleted_at IS NULL
-          AND NOT EXISTS (
-            SELECT 1 FROM webhook_deliveries p
-            WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
-              AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
-                OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
-                OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))
-        ORDER BY d.next_attempt_at
-        LIMIT ${limit}
-        FOR UPDATE OF d SKIP LOCKED
-      ), leased AS (
-        UPDATE webhook_deliveries d
-        SET lease_token = gen_random_uuid(),
-            lease_expires_at = clock_timestamp() + ${lease_ms}::double precision * interval '1 millisecond',
-            attempt_count = d.attempt_count + 1, round_attempt_count = d.round_attempt_count + 1
-        FROM due WHERE d.id = due.id
-        RETURNING d.id, d.endpoint_id, d.merchant_id, d.event_id, d.body, d.attempt_count, d.round_attempt_count, d.lease_token
-      ), started AS (
-        INSERT INTO webhook_attempts (delivery_id, attempt_number, webhook_timestamp)
-        SELECT id, attempt_count, floor(extract(epoch FROM clock_timestamp()))::bigint FROM leased
-        RETURNING delivery_id, webhook_timestamp
-      )
-      SELECT l.id, l.endpoint_id, l.merchant_id, e.url, l.event_id::text AS event_id, l.body, l.attempt_count, l.round_attempt_count,
-             l.lease_token::text AS lease_token, s.webhook_timestamp,
-             ARRAY(SELECT k.secret FROM webhook_endpoint_secrets k
-                   WHERE k.endpoint_id = l.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
-                   ORDER BY k.created_at DESC) AS secrets
-      FROM leased l JOIN started s ON s.delivery_id = l.id JOIN webhook_endpoints e ON e.id = l.endpoint_id`))
+    return yield* sql.withTransaction(Effect.andThen(claimTransactionSettings(sql), claimedRows(claimStatement(sql, limit, lease_ms))))
   }).pipe(Effect.withSpan("webhooks.claimDeliveries"))
+
+/** The claim's plan as the sender gets it (EXPLAIN only: nothing is claimed, nothing locked). */
+export const explainClaimDeliveries = (limit: number, lease_ms: number): Effect.Effect<string, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      yield* claimTransactionSettings(sql)
+      const lines = yield* planLines(sql`EXPLAIN ${claimStatement(sql, limit, lease_ms)}`)
+      return lines.map((row) => row["QUERY PLAN"]).join("\n")
+    }))
+  })
+
+const planLines = decodeRows(Schema.Struct({ "QUERY PLAN": Schema.String }))
 
 const truncate = (text: string, length_max: number) => (text.length <= length_max ? text : text.slice(0, length_max))
 

@@ -1,0 +1,44 @@
+// The sender's claim under a backlog the planner has never seen (issue 17: found by the long chaos
+// run, where 57,000 pending deliveries on a never-analyzed table made each claim scan and sort all
+// of them, 1.07 s a claim). The claim must walk the due index in order and stop at its limit.
+import { assert, layer } from "@effect/vitest"
+import { decodeRows } from "@pay/infra"
+import { makeTestDatabase } from "@pay/testkit"
+import { Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { claimDeliveries, explainClaimDeliveries } from "../src/DeliveryQueue.ts"
+import { WebhookEndpoints } from "../src/Endpoints.ts"
+import { createMerchant } from "./support/Fixtures.ts"
+
+const TestLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 4 })))
+
+const payments_count = 2_500
+
+layer(TestLayer)("the webhook sender's claim with a large backlog", (it) => {
+  it.effect("walks the due index in order and stops at the limit on a table never analyzed, and still claims only the first pending version of each payment", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const endpoints = yield* WebhookEndpoints
+      const merchantId = yield* createMerchant
+      const { endpoint } = yield* endpoints.create(merchantId, { url: "http://127.0.0.1:9/hooks", event_types: ["*"] })
+      // Two pending versions per payment (the second waits for the first), oldest first; no ANALYZE.
+      yield* sql`
+        INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body, next_attempt_at)
+        SELECT gen_random_uuid(), ${endpoint.id}, ${merchantId}, gen_random_uuid(), 'payment_created', 'pay_' || lpad(p::text, 24, '0'), v, '{}',
+               clock_timestamp() - interval '1 hour' + (p * 2 + v) * interval '1 millisecond'
+        FROM generate_series(1, ${payments_count}) AS p, generate_series(1, 2) AS v`
+      const plan = yield* explainClaimDeliveries(32, 30_000)
+      assert.include(plan, "Index Scan using webhook_deliveries_due", plan)
+      assert.notInclude(plan, "Sort", plan)
+      assert.notInclude(plan, "Bitmap Heap Scan on webhook_deliveries", plan)
+      assert.notInclude(plan, "Seq Scan on webhook_deliveries", plan)
+
+      const claimed = yield* claimDeliveries(32, 30_000)
+      assert.strictEqual(claimed.length, 32)
+      const versions = yield* decodeRows(Schema.Struct({ payment_version: Schema.Int, payment_id: Schema.String }))(sql`
+        SELECT payment_version, payment_id FROM webhook_deliveries WHERE id IN ${sql.in(claimed.map((delivery) => delivery.id))}
+        ORDER BY payment_id`)
+      assert.deepStrictEqual(new Set(versions.map((row) => row.payment_version)), new Set([1]), "a version 2 never overtakes its version 1")
+      assert.deepStrictEqual(versions.map((row) => row.payment_id), Array.from({ length: 32 }, (_, i) => `pay_${String(i + 1).padStart(24, "0")}`), "the oldest due first")
+    }))
+})
