@@ -3,7 +3,7 @@ import { Redis } from "@pay/infra"
 import { TestDatabase } from "@pay/testkit"
 import { Effect, Layer } from "effect"
 import { fingerprintRequest, IdempotencyKeys, redisInFlightKey, redisResponseKey } from "../src/index.ts"
-import { createWorkTable, newKey, newMerchant, oneStep, request, runRedisLayer, workCount } from "./support.ts"
+import { finishedKey, oneStep, request, runRedisLayer, workCount } from "./support.ts"
 
 const body = { amount_minor: 700, currency: "EUR", payment_method: "pm_card_visa" }
 
@@ -22,10 +22,7 @@ layer(Live, { excludeTestServices: true })("a finished key and the in-flight mar
     Effect.gen(function* () {
       const keys = yield* IdempotencyKeys
       const redis = yield* Redis
-      yield* createWorkTable
-      const merchantId = yield* newMerchant
-      const key = newKey()
-      const first = yield* keys.run(request(merchantId, key, body), oneStep(merchantId, key))
+      const { merchantId, key, first } = yield* finishedKey(keys.run, body)
       assert.strictEqual(first._tag, "Executed")
       // Redis lost the cached copy; a concurrent replay of the same request (on this server or
       // another) is between its marker and its Postgres read.
@@ -42,10 +39,7 @@ layer(Live, { excludeTestServices: true })("a finished key and the in-flight mar
     Effect.gen(function* () {
       const keys = yield* IdempotencyKeys
       const redis = yield* Redis
-      yield* createWorkTable
-      const merchantId = yield* newMerchant
-      const key = newKey()
-      const first = yield* keys.run(request(merchantId, key, body), oneStep(merchantId, key))
+      const { merchantId, key, first } = yield* finishedKey(keys.run, body)
       yield* redis.del(redisResponseKey(merchantId, key))
       const outcomes = yield* Effect.forEach(
         Array.from({ length: 32 }, (_, i) => i),

@@ -82,3 +82,19 @@ export const request = (merchantId: MerchantId, key: IdempotencyKey, body: Idemp
   body,
   render: storedAsIs
 })
+
+/**
+ * The start of every replay test: the work table, a merchant, a fresh key, and `body` run once
+ * through `run` (IdempotencyKeys.run of the layer under test); what it answered first.
+ */
+export const finishedKey = <E, R>(
+  run: (request: IdempotentRequest, operation: ReturnType<typeof oneStep>) => Effect.Effect<{ readonly _tag: string; readonly response: StoredResponse }, E, R>,
+  body: IdempotentRequest["body"]
+) =>
+  Effect.gen(function* () {
+    yield* createWorkTable
+    const merchantId = yield* newMerchant
+    const key = newKey()
+    const first = yield* run(request(merchantId, key, body), oneStep(merchantId, key))
+    return { merchantId, key, first }
+  })
