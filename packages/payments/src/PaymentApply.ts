@@ -13,12 +13,13 @@ import type { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
-import { assertContext, decodeRows, type SettledPosting, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
+import { assertContext, decodeRows, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 const updatedCount = decodeRows(Schema.Struct({ updated: Schema.Number }))
 
-type OnSettled = (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledPosting, SettlementUnavailable>
+/** The settlement posting; it writes `alongside` (the payment_settled event) with its settlement row. */
+type OnSettled = (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
 
 /**
  * `PaymentRepository.apply` and `applyInTransaction`: load (row lock) → transition (pure) →
@@ -76,11 +77,10 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
       // Counted once the change commits: a rolled-back change counts nothing.
       yield* sql.afterCommit(countTransition(next, current.status))
       if (settling) {
-        // The event carries the split: written with the settlement row, in its statement, unless
-        // the posting did not take it (then after it).
-        const settledEvent = (split: SettledSplit) => ({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor })
-        const split = yield* onSettled(next, (split, source) => trail.publishFrom(settledEvent(split), context, source))
-        if (split.alongsideWritten !== true) yield* trail.publish(settledEvent(split), context)
+        // The event carries the split: written with the settlement row, in its statement (an
+        // event missing at COMMIT is refused by the outbox guard, migrations/0010).
+        yield* onSettled(next, (split, source) =>
+          trail.publishFrom({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context, source))
       }
       return next
     })

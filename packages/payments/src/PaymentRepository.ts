@@ -28,7 +28,7 @@ import type { Fragment } from "effect/sql/Statement"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
 import { makeApply } from "./PaymentApply.ts"
-import { assertContext, decodeRows, ids, makeTrail, type SettledPosting, toDate, type Trail } from "./PaymentTrail.ts"
+import { assertContext, decodeRows, ids, makeTrail, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 export interface PaymentRepositoryOptions {
@@ -61,7 +61,7 @@ export interface PaymentPage {
   readonly hasMore: boolean
 }
 
-export type { SettledPosting, SettledSplit } from "./PaymentTrail.ts"
+export type { SettledSplit } from "./PaymentTrail.ts"
 
 export type ApplyError =
   | PaymentNotFound
@@ -101,7 +101,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
      * when the payment became SETTLED: the settlement posting. Its fee split goes into the
      * `payment_settled` event (fee_minor, net_minor), so consumers never read the ledger.
      */
-    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledPosting, SettlementUnavailable>
+    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
   ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   /**
    * `apply` for a caller that holds a transaction open and lets any failure of this call end it
@@ -114,7 +114,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
     paymentId: PaymentId,
     command: PaymentCommand,
     context: ChangeContext,
-    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledPosting, SettlementUnavailable>
+    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
   ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {

@@ -66,8 +66,3 @@ export interface SettledSplit {
   readonly net_minor: bigint
 }
 
-/** What a settlement posting answers: the split, and whether it wrote the event with its row. */
-export interface SettledPosting extends SettledSplit {
-  readonly alongsideWritten?: boolean
-}
-

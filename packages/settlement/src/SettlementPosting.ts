@@ -38,7 +38,7 @@ export const unavailableOrDefect = (paymentId: string) => (error: SqlError): Eff
 
 /**
  * The `payment_settlements` row, with the caller's `alongside` writes in the same statement when
- * given (then true). The statement is all or nothing: the row, or an error.
+ * given. The statement is all or nothing: the row, or an error.
  */
 const writeSettlementRow = (
   sql: SqlClient.SqlClient,
@@ -54,16 +54,12 @@ const writeSettlementRow = (
         (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
       VALUES (${payment.id}, ${ledgerTransactionId}, ${payment.currency}, ${split.gross_minor}, ${split.fee_minor},
               ${split.net_minor}, ${schedule.fee_bps}, ${schedule.fee_fixed_minor})`
-    if (alongside === undefined) {
-      yield* settlementRow
-      return false
-    }
+    if (alongside === undefined) return yield* settlementRow
     const [written] = yield* settledRows(sql`
       WITH settlement AS (${settlementRow} RETURNING payment_id),
       alongside AS (${alongside(split, "settlement")})
       SELECT count(*)::int AS rows FROM settlement`)
     if (written?.rows !== 1) return yield* Effect.die(new Error(`settlement of ${payment.id}: the settlement row was not written`))
-    return true
   })
 
 /** Bound on the account codes a process remembers as existing. */
@@ -71,8 +67,6 @@ const knownAccounts_max = 10_000
 
 export interface SettlementRecord extends FeeSplit {
   readonly ledger_transaction_id: bigint
-  /** Whether the caller's `alongside` statement was written with the settlement row. */
-  readonly alongsideWritten: boolean
 }
 
 /**
@@ -157,8 +151,8 @@ export class SettlementPosting extends Context.Service<SettlementPosting, {
           // The state machine lets a payment settle once; a second posting means a bug upstream.
           return yield* Effect.die(new Error(`settlement of ${payment.id} was already posted (ledger transaction ${posted.transaction.id})`))
         }
-        const alongsideWritten = yield* writeSettlementRow(sql, payment, posted.transaction.id, split, schedule, alongside)
-        return { ...split, ledger_transaction_id: posted.transaction.id, alongsideWritten } satisfies SettlementRecord
+        yield* writeSettlementRow(sql, payment, posted.transaction.id, split, schedule, alongside)
+        return { ...split, ledger_transaction_id: posted.transaction.id } satisfies SettlementRecord
       }, (effect, payment) =>
         effect.pipe(
           // One decision per error: the database did not answer (typed, 503, retry) or the code

@@ -123,11 +123,11 @@ const faultySettlement = (state: FaultState) =>
       }
 
       return SettlementPosting.of({
-        post: (payment) =>
+        post: (payment, feeScheduleRead, alongside) =>
           Effect.gen(function* () {
             const fault = state.armed
             state.armed = undefined
-            const record = yield* real.post(payment)
+            const record = yield* real.post(payment, feeScheduleRead, alongside)
             if (fault !== undefined) {
               state.injected += 1
               yield* inject(fault, payment)
