@@ -25,35 +25,10 @@ const CachedResponse = Schema.Struct({
   body: Schema.String,
   mac: Schema.String
 })
-type CachedResponse = typeof CachedResponse.Type
 const CachedResponseJson = Schema.fromJsonString(CachedResponse)
 const encodeCachedResponse = Schema.encodeSync(CachedResponseJson)
 
-/**
- * The schema above, checked by hand: this runs on every replay, and a schema decode (its parser,
- * its issue tracking and the allocations of both) cost more CPU there than the HMAC check does
- * (issue 18, third round). The shape is checked exactly (the same fields and types; `v` must be 2);
- * what the value says is then trusted only if its HMAC verifies.
- */
-const decodeCachedResponse = (text: string): Option.Option<CachedResponse> => {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return Option.none()
-  }
-  if (typeof value !== "object" || value === null) return Option.none()
-  const v: unknown = Reflect.get(value, "v")
-  const fingerprint: unknown = Reflect.get(value, "fingerprint")
-  const status: unknown = Reflect.get(value, "status")
-  const contentType: unknown = Reflect.get(value, "contentType")
-  const body: unknown = Reflect.get(value, "body")
-  const mac: unknown = Reflect.get(value, "mac")
-  return v === 2 && typeof fingerprint === "string" && typeof status === "number" && Number.isInteger(status) &&
-      typeof contentType === "string" && typeof body === "string" && typeof mac === "string"
-    ? Option.some({ v, fingerprint, status, contentType, body, mac })
-    : Option.none()
-}
+const decodeCachedResponse = Schema.decodeUnknownOption(CachedResponseJson)
 
 /** Redis value of the in-flight marker: whose run, for which request. */
 const InFlightMarker = Schema.Struct({ token: Schema.String, fingerprint: Schema.String })
