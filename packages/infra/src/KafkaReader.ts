@@ -98,7 +98,7 @@ const reached = (until: Until, collected: number, nextOffset: ReadonlyMap<number
  * The read loop shared by `readFromBeginning` (collects) and `scanFromBeginning` (hands each record
  * to `sink` and keeps none): metadata, one Fetch per leader, until `until` or the deadline.
  */
-const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonly topic: string; readonly timeout_ms: number }, until: () => Until, sink: (records: ReadonlyArray<KafkaRecord>) => Effect.Effect<void, KafkaError>) =>
+const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonly topic: string; readonly timeout_ms: number }, until: Until, sink: (records: ReadonlyArray<KafkaRecord>) => Effect.Effect<void, KafkaError>) =>
   Effect.gen(function* () {
     if (!legalName.test(read.topic)) return yield* Effect.fail(invalidArgument("read", `illegal topic name ${JSON.stringify(read.topic)}`))
     const deadline = Date.now() + read.timeout_ms
@@ -127,12 +127,11 @@ const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonl
         collected += records.length
         if (records.length > 0) yield* sink(records)
       }
-      if (reached(until(), collected, nextOffset)) return collected
+      if (reached(until, collected, nextOffset)) return collected
       if (forceUpdate) yield* wallClockSleep(readFetchWait_ms)
       if (Date.now() >= deadline) {
-        const target = until()
         return yield* Effect.fail(
-          new KafkaError({ operation: "read", message: `read ${collected} of ${"count" in target ? target.count : "all"} records from ${read.topic} within ${read.timeout_ms} ms`, retriable: true, code: "TIMEOUT" })
+          new KafkaError({ operation: "read", message: `read ${collected} of ${"count" in until ? until.count : "all"} records from ${read.topic} within ${read.timeout_ms} ms`, retriable: true, code: "TIMEOUT" })
         )
       }
     }
@@ -141,7 +140,7 @@ const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonl
 export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
   Effect.fn("KafkaConsumer.readFromBeginning")(function* (read: ReadFromBeginningOptions) {
     const records: Array<KafkaRecord> = []
-    yield* readLoop(reader, options, read, () => ({ count: read.count }), (batch) => {
+    yield* readLoop(reader, options, read, { count: read.count }, (batch) => {
       for (const record of batch) records.push(record)
       return records.length > readRecords_max
         ? Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
@@ -163,5 +162,5 @@ export const makeScanFromBeginning = (reader: Reader, options: KafkaConsumerOpti
       reader.listOffsets({ topics: [scan.topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED })
     )
     const end = [...(offsets.get(scan.topic) ?? [])]
-    return yield* readLoop(reader, options, scan, () => ({ end }), (records) => Effect.sync(() => scan.onRecords(records)))
+    return yield* readLoop(reader, options, scan, { end }, (records) => Effect.sync(() => scan.onRecords(records)))
   })
