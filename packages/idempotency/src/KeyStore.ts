@@ -5,6 +5,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { randomUUID } from "node:crypto"
 import { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { IdempotencyKey } from "./IdempotencyKey.ts"
+import { abandonedKeys, finishedPastRetention, neverStartedPastRetention } from "./MaintenanceScans.ts"
 import type { AbandonedKey, Began, BeginRequest, IdempotencyRecord, KeyState, Released, StoredResponse } from "./Model.ts"
 
 /**
@@ -286,39 +287,18 @@ const makeMaintenance = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeL
     Effect.gen(function* () {
       const finished = yield* reapedRows(sql`
         DELETE FROM idempotency_keys
-        WHERE id IN (
-          SELECT id FROM idempotency_keys
-          WHERE finished_at IS NOT NULL AND finished_at < clock_timestamp() - ${retention_ms}::double precision * interval '1 millisecond'
-          ORDER BY finished_at
-          LIMIT ${batch}
-          FOR UPDATE SKIP LOCKED)
+        WHERE id IN (${finishedPastRetention(sql, retention_ms, batch)} FOR UPDATE SKIP LOCKED)
         RETURNING merchant_id, idempotency_key`)
       // Keys whose run never did anything durable and nobody holds: nothing to finish or replay.
       const neverStarted = yield* ids(sql`
         DELETE FROM idempotency_keys
-        WHERE id IN (
-          SELECT id FROM idempotency_keys
-          WHERE finished_at IS NULL AND recovery_point = 'started'
-            AND (lock_expires_at IS NULL OR lock_expires_at < clock_timestamp())
-            AND last_run_at < clock_timestamp() - ${retention_ms}::double precision * interval '1 millisecond'
-          ORDER BY last_run_at
-          LIMIT ${batch}
-          FOR UPDATE SKIP LOCKED)
+        WHERE id IN (${neverStartedPastRetention(sql, retention_ms, batch)} FOR UPDATE SKIP LOCKED)
         RETURNING id`)
       return { finished, neverStarted: neverStarted.length }
     })
 
   const abandoned = (olderThan_ms: number, limit: number) =>
-    rows(sql`
-      SELECT ${sql.literal(keyColumns)} FROM idempotency_keys
-      WHERE finished_at IS NULL
-        AND (lock_expires_at IS NULL OR lock_expires_at <= clock_timestamp())
-        AND last_run_at < clock_timestamp() - ${olderThan_ms}::double precision * interval '1 millisecond'
-        -- Parked keys wait for an operator; a key backing off waits for its next attempt.
-        AND parked_at IS NULL
-        AND (completer_next_at IS NULL OR completer_next_at <= clock_timestamp())
-      ORDER BY last_run_at
-      LIMIT ${limit}`).pipe(Effect.map((found) => found.map(toAbandoned)))
+    rows(abandonedKeys(sql, keyColumns, olderThan_ms, limit)).pipe(Effect.map((found) => found.map(toAbandoned)))
 
   /**
    * Counts a failed completer attempt: the next one waits `retryIn_ms`, or the key is parked.

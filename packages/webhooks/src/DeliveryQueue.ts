@@ -96,7 +96,9 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     JOIN webhook_endpoints e ON e.id = d.endpoint_id
     -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
     -- there, visible as pending, instead of failing every claim.
-    WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
+    -- statement_timestamp() (STABLE), not clock_timestamp() (VOLATILE): only a stable bound can be
+    -- the due index's range condition, so deliveries waiting for a later retry are never read.
+    WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
       AND NOT EXISTS (

@@ -29,6 +29,7 @@ layer(TestLayer)("the webhook sender's claim with a large backlog", (it) => {
         FROM generate_series(1, ${payments_count}) AS p, generate_series(1, 2) AS v`
       const plan = yield* explainClaimDeliveries(32, 30_000)
       assert.include(plan, "Index Scan using webhook_deliveries_due", plan)
+      assert.include(plan, "Index Cond: (next_attempt_at <= statement_timestamp())", plan)
       assert.notInclude(plan, "Sort", plan)
       assert.notInclude(plan, "Bitmap Heap Scan on webhook_deliveries", plan)
       assert.notInclude(plan, "Seq Scan on webhook_deliveries", plan)
