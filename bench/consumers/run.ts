@@ -24,10 +24,10 @@
  * CONSUMER_KAFKA_COMMIT_INTERVAL_MS (the consumers' defaults; the raw consumer polls the same batch
  * size and commits on the same interval), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
  */
-import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted } from "effect"
+import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes, randomUUID } from "node:crypto"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import {
@@ -164,6 +164,69 @@ const rawConsumer = (count: number, commitEvery_ms: number | null, group: string
     return seen
   }))
 
+/** Clock ticks per second of /proc/<pid>/stat (Linux's USER_HZ, 100 on every common build). */
+const userHz = 100
+
+/** CPU seconds (user + system) of a process, from /proc; 0 when it has gone. */
+const processCpu_s = (pid: number): number => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+    return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / userHz
+  } catch {
+    return 0
+  }
+}
+
+/** The machine's busy and total CPU seconds since boot (/proc/stat's first line). */
+const machineCpu_s = (): { busy: number; total: number } => {
+  const values = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number)
+  const total = values.reduce((sum, value) => sum + value, 0) / userHz
+  const idle = ((values[3] ?? 0) + (values[4] ?? 0)) / userHz
+  return { busy: total - idle, total }
+}
+
+const XactRow = Schema.Struct({ pid: Schema.NullOr(Schema.Number), commits: Schema.NumberFromString })
+
+/**
+ * Where a phase's CPU went: this process (process.cpuUsage), the bench database's Postgres
+ * backends (their /proc CPU: the server runs on this machine, on loopback), the whole machine,
+ * and the database's committed transactions (pg_stat_database, whose counters lag by up to
+ * stats_fetch interval: read after pg_stat_clear_snapshot). A backend that exits during the phase
+ * takes its CPU with it (the pool keeps them 30 s idle: a phase's own stay).
+ */
+const costSampler = (sql: SqlClient.SqlClient, database: string) => {
+  const read = Effect.gen(function* () {
+    yield* sql`SELECT pg_stat_clear_snapshot()`
+    const rows = yield* Schema.decodeUnknownEffect(Schema.Array(XactRow))(yield* sql`
+      SELECT a.pid, d.xact_commit::text AS commits FROM pg_stat_database d LEFT JOIN pg_stat_activity a ON a.datname = d.datname
+      WHERE d.datname = ${database}`)
+    const pids = rows.flatMap((row) => (row.pid === null ? [] : [row.pid]))
+    const backends = new Map(pids.map((pid) => [pid, processCpu_s(pid)]))
+    return { node: process.cpuUsage(), backends, machine: machineCpu_s(), commits: rows[0]?.commits ?? 0, at_ms: performance.now() }
+  })
+  return {
+    start: read,
+    /** The phase's costs per event handled. */
+    end: (before: Effect.Success<typeof read>, events: number) =>
+      Effect.map(read, (after) => {
+        let postgres_s = 0
+        for (const [pid, cpu_s] of after.backends) postgres_s += cpu_s - (before.backends.get(pid) ?? 0)
+        const node_s = (after.node.user - before.node.user + after.node.system - before.node.system) / 1e6
+        const machine_s = after.machine.busy - before.machine.busy
+        const wall_s = (after.at_ms - before.at_ms) / 1_000
+        const per_event_us = (seconds: number) => round((seconds * 1e6) / events, 1)
+        return {
+          node_cpu_per_event_us: per_event_us(node_s),
+          postgres_cpu_per_event_us: per_event_us(postgres_s),
+          machine_cpu_per_event_us: per_event_us(machine_s),
+          machine_busy_share: round(machine_s / (wall_s * cpus().length), 2),
+          transactions: after.commits - before.commits,
+          events_per_transaction: round(events / Math.max(1, after.commits - before.commits), 1)
+        }
+      })
+  }
+}
+
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
     const started = performance.now()
@@ -200,10 +263,13 @@ const program = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const target = yield* (yield* KafkaConsumer).endOffsets(topic)
     const projection = makeSettlementProjection(sql)
+    const costs = costSampler(sql, databaseName)
+    const beforeLive = yield* costs.start
     const live = yield* timed(runConsumer({
       handler: projection.handler(1), topic, groupId: `${prefix}settlement.g1`, dlqTopic: null, options,
       keepGoing: behindTarget(sql, "settlement.g1", topic, target)
     }))
+    const liveCosts = yield* costs.end(beforeLive, messages.length)
     yield* mark("after_consumer")
     // The raw consumer again, right after: the machine's load moves, the ratio uses both runs.
     yield* log("A'. raw consumer again")
@@ -211,7 +277,9 @@ const program = Effect.gen(function* () {
     const rawFairAfter = yield* timed(rawConsumer(messages.length, kafkaCommitInterval_ms, "raw-fair-after"))
     yield* mark("after_raw_again")
     yield* log("C. replay from offset 0")
+    const beforeReplay = yield* costs.start
     const replay = yield* timed(rebuildSettlement({ topic, prefix, dlqTopic: null, options, timeout_ms: 30 * 60_000 }))
+    const replayCosts = yield* costs.end(beforeReplay, messages.length)
     const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
       JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
     yield* mark("after_replay")
@@ -238,11 +306,11 @@ const program = Effect.gen(function* () {
       // The earlier baseline: a synchronous commit after every poll (slower than the consumer's policy).
       raw_consumer_commit_per_poll: { elapsed_ms: round(raw.elapsed_ms), events_per_s: rate(raw.elapsed_ms) },
       raw_consumer_commit_per_poll_after: { elapsed_ms: round(rawAfter.elapsed_ms), events_per_s: rate(rawAfter.elapsed_ms) },
-      settlement_consumer: { elapsed_ms: round(live.elapsed_ms), events_per_s: rate(live.elapsed_ms) },
+      settlement_consumer: { elapsed_ms: round(live.elapsed_ms), events_per_s: rate(live.elapsed_ms), costs: liveCosts },
       // Against the mean of the runs before and after the consumer's: the load moves.
       ratio_consumer_to_raw: round((rawFair.elapsed_ms + rawFairAfter.elapsed_ms) / 2 / live.elapsed_ms, 3),
       ratio_consumer_to_raw_commit_per_poll: round((raw.elapsed_ms + rawAfter.elapsed_ms) / 2 / live.elapsed_ms, 3),
-      replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal },
+      replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal, costs: replayCosts },
       api_stream: stream
     }
     const text = JSON.stringify(result, null, 2)

@@ -22,7 +22,7 @@ export const sliceRecords_max = 1_000
 
 /**
  * The consumer's bookkeeping for a slice of ONE partition's records (offset order), in ONE
- * statement: `consumer_claim_slice` (migrations/0070) locks the partition's stored offset, skips
+ * statement: `consumer_claim_slice` (migrations/0070, replaced by 0071) locks the partition's stored offset, skips
  * the records below it ("behind"), locks the payments' versions, decides each record in order
  * exactly as the per-record claim would (duplicate, stale, applied), inserts the
  * `processed_events` rows (an id already there is a duplicate) and moves the versions (raising if
