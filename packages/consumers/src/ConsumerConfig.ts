@@ -52,8 +52,8 @@ export interface ConsumerOptions {
 }
 
 export const defaultConsumerOptions: ConsumerOptions = {
-  batch_max: 100,
-  transactionRecords_max: 400,
+  batch_max: 1_000,
+  transactionRecords_max: 1_000,
   pollTimeout_ms: 500,
   kafkaCommitInterval_ms: 1_000,
   attempt_max: 5,

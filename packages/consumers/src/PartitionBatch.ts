@@ -1,12 +1,12 @@
 import type { KafkaError, KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
-import { Cause, Duration, Effect, Schema } from "effect"
+import { Cause, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcomes } from "./ConsumerModel.ts"
 import { claimSlice } from "./BatchClaims.ts"
 import { eventIdentity } from "./ConsumerStore.ts"
-import { continueRecordTrace, decodeRecord, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
+import { continueRecordTrace, decodeRecordResult, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
 /** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
 class BatchFailed extends Schema.TaggedError<BatchFailed>()("BatchFailed", { message: Schema.String }) {}
@@ -24,16 +24,15 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size: number): ReadonlyArray<Reado
 }
 
 /** Every record decoded, or none (one that does not decode goes the per-record way: parked). */
-const decodeAll = (records: ReadonlyArray<KafkaRecord>) =>
-  Effect.gen(function* () {
-    const items: Array<Item> = []
-    for (const record of records) {
-      const decoded = yield* Effect.result(decodeRecord(record))
-      if (decoded._tag === "Failure") return null
-      items.push({ record, decoded: decoded.success })
-    }
-    return items
-  })
+const decodeAll = (records: ReadonlyArray<KafkaRecord>): Array<Item> | null => {
+  const items: Array<Item> = []
+  for (const record of records) {
+    const decoded = decodeRecordResult(record)
+    if (Result.isFailure(decoded)) return null
+    items.push({ record, decoded: decoded.success })
+  }
+  return items
+}
 
 /**
  * The records of one partition (as polled, in offset order) in ONE transaction of three round
@@ -110,7 +109,7 @@ export const makePartitionHandler = (settings: ProcessorSettings, processor: Rec
       Effect.gen(function* () {
         const first = records[0]
         if (first === undefined) return
-        const items = yield* decodeAll(records)
+        const items = decodeAll(records)
         if (items === null) return yield* oneByOne(records)
         const result = yield* Effect.result(Effect.uninterruptible(attemptBatch(items)))
         if (result._tag === "Failure") {

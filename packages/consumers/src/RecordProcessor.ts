@@ -1,6 +1,6 @@
 import { continueFromRecord, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
-import { type DecodedPaymentEvent, decodePaymentEventRecord, MalformedEventRecord } from "@pay/outbox/CloudEvents"
-import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
+import { type DecodedPaymentEvent, decodePaymentEventRecordResult, MalformedEventRecord } from "@pay/outbox/CloudEvents"
+import { Cause, Duration, Effect, Metric, Option, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
@@ -13,15 +13,16 @@ class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed",
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
-/** The shared decoder, plus what our own tables need: ce_id is the outbox row's UUID. */
+/** The shared decoder, plus what our own tables need: ce_id is the outbox row's UUID. Synchronous. */
+export const decodeRecordResult = (record: KafkaRecord): Result.Result<DecodedPaymentEvent, MalformedEventRecord> => {
+  const decoded = decodePaymentEventRecordResult(record)
+  if (Result.isFailure(decoded) || uuid.test(decoded.success.envelope.ce_id)) return decoded
+  return Result.fail(new MalformedEventRecord({ message: `ce_id ${decoded.success.envelope.ce_id} is not a UUID` }))
+}
+
+/** decodeRecordResult as an Effect. */
 export const decodeRecord = (record: KafkaRecord): Effect.Effect<DecodedPaymentEvent, MalformedEventRecord> =>
-  decodePaymentEventRecord(record).pipe(
-    Effect.flatMap((decoded) =>
-      uuid.test(decoded.envelope.ce_id)
-        ? Effect.succeed(decoded)
-        : Effect.fail(new MalformedEventRecord({ message: `ce_id ${decoded.envelope.ce_id} is not a UUID` }))
-    )
-  )
+  Effect.suspend(() => Effect.fromResult(decodeRecordResult(record)))
 
 /**
  * The database being unreachable is not the record's fault: never park for it. Such a failure

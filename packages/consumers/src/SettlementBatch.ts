@@ -1,46 +1,59 @@
 import type { KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
-import { Array as Arr, Effect } from "effect"
+import { Array as Arr, Effect, Result } from "effect"
 import type { SqlClient } from "effect/sql"
 import { HandlerFailed } from "./ConsumerModel.ts"
 
 type Event = DecodedPaymentEvent["event"]
 
+interface Split {
+  readonly gross_minor: bigint
+  readonly fee_minor: bigint
+  readonly net_minor: bigint
+}
+
+interface Refunded {
+  readonly refunded_minor: bigint
+  readonly fee_returned_minor: bigint
+}
+
 /** A payment_settled event's gross (the captured amount), fee and net, refused (HandlerFailed) when absent or not summing to the amount. */
-export const settledSplit = (event: Event) =>
-  Effect.gen(function* () {
-    if (event.type !== "payment_settled") return null
-    const { fee_minor, net_minor } = event
-    if (fee_minor === undefined || net_minor === undefined) {
-      return yield* new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` })
-    }
-    // What moved is the captured amount (partial capture); events written before it existed
-    // captured the whole amount.
-    const gross_minor = event.captured_amount_minor ?? event.amount_minor
-    if (fee_minor + net_minor !== gross_minor) {
-      return yield* new HandlerFailed({
-        message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
-      })
-    }
-    return { gross_minor, fee_minor, net_minor }
-  })
+export const settledSplitResult = (event: Event): Result.Result<Split | null, HandlerFailed> => {
+  if (event.type !== "payment_settled") return Result.succeed(null)
+  const { fee_minor, net_minor } = event
+  if (fee_minor === undefined || net_minor === undefined) {
+    return Result.fail(new HandlerFailed({ message: `payment_settled ${event.payment_id} carries no fee_minor/net_minor` }))
+  }
+  // What moved is the captured amount (partial capture); events written before it existed
+  // captured the whole amount.
+  const gross_minor = event.captured_amount_minor ?? event.amount_minor
+  if (fee_minor + net_minor !== gross_minor) {
+    return Result.fail(new HandlerFailed({
+      message: `payment_settled ${event.payment_id}: fee ${fee_minor} + net ${net_minor} is not the captured amount ${gross_minor}`
+    }))
+  }
+  return Result.succeed({ gross_minor, fee_minor, net_minor })
+}
+
+export const settledSplit = (event: Event) => Effect.suspend(() => Effect.fromResult(settledSplitResult(event)))
 
 /**
  * A refund_succeeded event's money: the refund and the part of the fee given back with it (0 when
  * the fee is kept), refused (HandlerFailed) when the fee returned exceeds the refund. Only
  * refund_succeeded moves money: refund_created and refund_failed are counted, nothing else.
  */
-export const refundedSplit = (event: Event) =>
-  Effect.gen(function* () {
-    if (event.type !== "refund_succeeded") return null
-    const fee_returned_minor = event.fee_returned_minor ?? 0n
-    if (fee_returned_minor > event.amount_minor) {
-      return yield* new HandlerFailed({
-        message: `refund_succeeded ${event.refund_id}: fee returned ${fee_returned_minor} exceeds the refund ${event.amount_minor}`
-      })
-    }
-    return { refunded_minor: BigInt(event.amount_minor), fee_returned_minor }
-  })
+export const refundedSplitResult = (event: Event): Result.Result<Refunded | null, HandlerFailed> => {
+  if (event.type !== "refund_succeeded") return Result.succeed(null)
+  const fee_returned_minor = event.fee_returned_minor ?? 0n
+  if (fee_returned_minor > event.amount_minor) {
+    return Result.fail(new HandlerFailed({
+      message: `refund_succeeded ${event.refund_id}: fee returned ${fee_returned_minor} exceeds the refund ${event.amount_minor}`
+    }))
+  }
+  return Result.succeed({ refunded_minor: BigInt(event.amount_minor), fee_returned_minor })
+}
+
+export const refundedSplit = (event: Event) => Effect.suspend(() => Effect.fromResult(refundedSplitResult(event)))
 
 interface Sum {
   generation: number
@@ -74,8 +87,12 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
       const count = counts.get(countKey) ?? { generation, event_type: event.type, partition: record.partition, event_count: 0 }
       count.event_count += 1
       counts.set(countKey, count)
-      const split = yield* settledSplit(event)
-      const refunded = yield* refundedSplit(event)
+      const splitResult = settledSplitResult(event)
+      if (Result.isFailure(splitResult)) return yield* splitResult.failure
+      const refundedResult = refundedSplitResult(event)
+      if (Result.isFailure(refundedResult)) return yield* refundedResult.failure
+      const split = splitResult.success
+      const refunded = refundedResult.success
       if (split === null && refunded === null) continue
       const sumKey = `${event.merchant_id}\u0000${event.currency}`
       const occurredAt = new Date(event.occurred_at.epochMilliseconds)
