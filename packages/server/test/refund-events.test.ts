@@ -151,6 +151,14 @@ layer(inProcessAppLayer(), layerOptions)("refund events (in-process app over HTT
       assert.match(String(otherRefundsEvent.reason.cause), /without its outbox event refund_failed/)
       const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM refunds WHERE id = 're_100000000000000000000003'`)
       assert.strictEqual(row?.status, "PENDING", "nothing committed")
+      // The hand-made refund_created above (a payload of refund_id and version only) is committed
+      // in this file's database: marked published, so that the broker test below does not send it
+      // to its consumer, which would rightly park it as undecodable (an ERROR in every CI log).
+      const marked = yield* decodeRows(Schema.Struct({ id: Schema.String }))(sql`
+        UPDATE outbox_events SET published_at = now()
+        WHERE aggregate_id = ${id} AND payload->>'refund_id' = 're_100000000000000000000003' AND published_at IS NULL
+        RETURNING id::text AS id`)
+      assert.strictEqual(marked.length, 1)
     }))
 
   it.effect("through the real broker: the projection counts refunds from refund_succeeded only (never stale behind the payment's version), reconciliation agrees with the ledger's reversals and the refunds table; a tampered refunded_minor is a difference", () =>
