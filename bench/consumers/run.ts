@@ -17,6 +17,8 @@
  *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process (publisher
  *      inside) and the consumers in their own process (BENCH_CONSUMERS=process, default; "server":
  *      inside the server): settle (HTTP 200) → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
+ * B and C also report `costs`: CPU per event of this process and of the bench database's
+ * Postgres backends (from /proc), the machine's busy share, and events per committed transaction.
  * Results: bench/results/consumers-<time>.json.
  *
  * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
