@@ -35,10 +35,10 @@ const attemptRows = decodeRows(Schema.Struct({ attempt_number: Schema.Int, outco
  * lease expires, and another sender delivers the same bytes with the same webhook-id.
  */
 /** `node packages/webhooks/src/main.ts` on the test database, loopback allowed; killed by its pid only. */
-const spawnSender = (databaseUrl: string) => {
+const spawnSender = (databaseUrl: string, timeout_ms = processTimeout_ms) => {
   const child = spawn(process.execPath, ["packages/webhooks/src/main.ts"], {
     cwd: repositoryRoot,
-    env: { ...process.env, DATABASE_URL: databaseUrl, WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_TIMEOUT_MS: String(processTimeout_ms), WEBHOOK_POLL_INTERVAL_MS: "50", DATABASE_POOL_SIZE: "2" },
+    env: { ...process.env, DATABASE_URL: databaseUrl, WEBHOOK_ALLOW_LOOPBACK_HTTP: "true", WEBHOOK_TIMEOUT_MS: String(timeout_ms), WEBHOOK_POLL_INTERVAL_MS: "50", DATABASE_POOL_SIZE: "2" },
     stdio: ["ignore", "pipe", "pipe"]
   })
   let output = ""
@@ -111,7 +111,9 @@ layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real pr
       yield* endpoints.create(merchantId, { url: receiver.url, event_types: ["*"] })
       const event = paymentEvent(merchantId, yield* newPaymentId, 1)
       yield* enqueue(event)
-      const child = spawnSender(yield* DatabaseUrlTag)
+      // A request timeout well above the receiver's 1.5 s: with the 2 s of the kill test, a loaded
+      // machine (the answer read late) recorded a timeout instead of the answer, a flake.
+      const child = spawnSender(yield* DatabaseUrlTag, 8_000)
       yield* Effect.addFinalizer(() => Effect.sync(() => child.process.kill("SIGKILL")))
       yield* eventually("the sender process's request", () => receiver.received.length === 1, 30_000)
       child.process.kill("SIGTERM")
