@@ -48,6 +48,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
+import { machineTicks, processStat, processTicks, userHz } from "../support/procCpu.ts"
 import { stopChild } from "../support/process.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 import { pgbenchDatabase } from "../support/pgbench.ts"
@@ -294,18 +295,6 @@ const waitForReady = (baseUrl: string, logFile: string) =>
     return yield* Effect.die(new Error(`server not ready after 60 s (${last}); its log: ${logFile}`))
   })
 
-/** CPU ticks (utime + stime) of these processes now; a process gone counts 0. */
-const ticksOf = (pids: ReadonlyArray<number>): number =>
-  pids.reduce((sum, pid) => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      return sum + Number(rest[11]) + Number(rest[12])
-    } catch {
-      return sum
-    }
-  }, 0)
-
 /**
  * Waits (at most 30 s) until the server and its workers have finished starting: under 5 % of a
  * core together over half a second. Their start-up (modules, pools, the consumer group's join)
@@ -315,11 +304,10 @@ const ticksOf = (pids: ReadonlyArray<number>): number =>
 const waitForQuiet = (pids: ReadonlyArray<number>) =>
   Effect.gen(function* () {
     const started = performance.now()
-    const ticksPerSecond = 100
     while (performance.now() - started < 30_000) {
-      const before = ticksOf(pids)
+      const before = processTicks(pids)
       yield* Effect.sleep("500 millis")
-      const cores = (ticksOf(pids) - before) / ticksPerSecond / 0.5
+      const cores = (processTicks(pids) - before) / userHz / 0.5
       if (cores < 0.05) return yield* log(`server and workers quiet after ${Math.round(performance.now() - started)} ms`)
     }
     yield* log("server and workers still busy after 30 s; measuring anyway")
@@ -435,30 +423,19 @@ const groupOf = (pid: number, comm: string, serverPid: number | undefined, serve
 
 const sampleCpu = (serverPid: number | undefined, workerPids: ReadonlyArray<number> = []): CpuSample => {
   const serverPids = serverPidsOf(serverPid)
-  const cpuLine = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
-  const fields = cpuLine.trim().split(/\s+/).slice(1).map(Number)
-  const totalTicks = fields.reduce((sum, value) => sum + value, 0)
-  const idleTicks = (fields[3] ?? 0) + (fields[4] ?? 0)
+  const machine = machineTicks()
   const processes = new Map<number, { group: string; ticks: number }>()
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "utf8")
-    } catch {
-      continue // the process ended between readdir and read
-    }
-    const close = stat.lastIndexOf(")")
-    const comm = stat.slice(stat.indexOf("(") + 1, close)
     const pid = Number(entry)
-    const group = groupOf(pid, comm, serverPid, serverPids, workerPids)
+    const stat = processStat(pid)
+    if (stat === undefined) continue // the process ended between readdir and read
+    const group = groupOf(pid, stat.comm, serverPid, serverPids, workerPids)
     if (group === undefined) continue
-    const rest = stat.slice(close + 2).split(" ")
-    // Fields 14 and 15 of /proc/<pid>/stat (utime, stime); `rest` starts at field 3.
-    processes.set(pid, { group, ticks: Number(rest[11]) + Number(rest[12]) })
+    processes.set(pid, { group, ticks: stat.ticks })
   }
   const usage = process.cpuUsage()
-  return { at_ms: performance.now(), busyTicks: totalTicks - idleTicks, totalTicks, processes, loadGenerator_us: usage.user + usage.system }
+  return { at_ms: performance.now(), busyTicks: machine.busy, totalTicks: machine.total, processes, loadGenerator_us: usage.user + usage.system }
 }
 
 /** Average cores used between two samples. */

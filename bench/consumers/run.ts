@@ -29,7 +29,7 @@
 import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes, randomUUID } from "node:crypto"
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import {
@@ -54,6 +54,7 @@ import {
 } from "../../packages/consumers/src/index.ts"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { machineTicks, processTicks, userHz } from "../support/procCpu.ts"
 import { apiStreamLatency } from "./stream.ts"
 
 const envInt = (name: string, fallback: number, min: number, max: number): number => {
@@ -166,27 +167,6 @@ const rawConsumer = (count: number, commitEvery_ms: number | null, group: string
     return seen
   }))
 
-/** Clock ticks per second of /proc/<pid>/stat (Linux's USER_HZ, 100 on every common build). */
-const userHz = 100
-
-/** CPU seconds (user + system) of a process, from /proc; 0 when it has gone. */
-const processCpu_s = (pid: number): number => {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
-    return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / userHz
-  } catch {
-    return 0
-  }
-}
-
-/** The machine's busy and total CPU seconds since boot (/proc/stat's first line). */
-const machineCpu_s = (): { busy: number; total: number } => {
-  const values = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number)
-  const total = values.reduce((sum, value) => sum + value, 0) / userHz
-  const idle = ((values[3] ?? 0) + (values[4] ?? 0)) / userHz
-  return { busy: total - idle, total }
-}
-
 const XactRow = Schema.Struct({ pid: Schema.NullOr(Schema.Number), commits: Schema.NumberFromString })
 
 /**
@@ -203,18 +183,19 @@ const costSampler = (sql: SqlClient.SqlClient, database: string) => {
       SELECT a.pid, d.xact_commit::text AS commits FROM pg_stat_database d LEFT JOIN pg_stat_activity a ON a.datname = d.datname
       WHERE d.datname = ${database}`)
     const pids = rows.flatMap((row) => (row.pid === null ? [] : [row.pid]))
-    const backends = new Map(pids.map((pid) => [pid, processCpu_s(pid)]))
-    return { node: process.cpuUsage(), backends, machine: machineCpu_s(), commits: rows[0]?.commits ?? 0, at_ms: performance.now() }
+    const backends = new Map(pids.map((pid) => [pid, processTicks([pid])]))
+    return { node: process.cpuUsage(), backends, machine: machineTicks(), commits: rows[0]?.commits ?? 0, at_ms: performance.now() }
   })
   return {
     start: read,
     /** The phase's costs per event handled. */
     end: (before: Effect.Success<typeof read>, events: number) =>
       Effect.map(read, (after) => {
-        let postgres_s = 0
-        for (const [pid, cpu_s] of after.backends) postgres_s += cpu_s - (before.backends.get(pid) ?? 0)
+        let postgresTicks = 0
+        for (const [pid, ticks] of after.backends) postgresTicks += ticks - (before.backends.get(pid) ?? 0)
+        const postgres_s = postgresTicks / userHz
         const node_s = (after.node.user - before.node.user + after.node.system - before.node.system) / 1e6
-        const machine_s = after.machine.busy - before.machine.busy
+        const machine_s = (after.machine.busy - before.machine.busy) / userHz
         const wall_s = (after.at_ms - before.at_ms) / 1_000
         const per_event_us = (seconds: number) => round((seconds * 1e6) / events, 1)
         return {
