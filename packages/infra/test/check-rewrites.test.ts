@@ -107,14 +107,8 @@ it.live("every format CHECK rewritten by 0072 accepts exactly what the old one a
         ))
         assert.strictEqual(passes(verdict?.after ?? null), passes(verdict?.before ?? null),
           `${check.constraint} on ${JSON.stringify(input)}: before ${String(verdict?.before)}, after ${String(verdict?.after)}`)
+        if (input !== null && check.valid.includes(input)) assert.isTrue(verdict?.after === true, `${check.constraint} accepts ${input}`)
         compared++
-      }
-      for (const value of check.valid) {
-        const [verdict] = yield* decodeRows(Verdicts)(sql.unsafe(
-          `SELECT (${check.before}) AS before, ${after} AS after FROM (VALUES ($1::text)) AS t(${check.column})`,
-          [value]
-        ))
-        assert.isTrue(verdict?.after === true, `${check.constraint} accepts ${value}`)
       }
     }
     assert.isAbove(compared, 500)

@@ -94,6 +94,13 @@ export interface DecodedPaymentEvent {
   readonly event: DomainEvent
 }
 
+/** What the decoders read of a consumed Kafka record. */
+export interface ConsumedRecord {
+  readonly key: string | null
+  readonly value: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
 const headersResult = Schema.decodeUnknownResult(CloudEventHeaders)
 const domainEventResult = Schema.decodeUnknownResult(DomainEvent)
 
@@ -105,11 +112,7 @@ const malformed = (message: string) => Result.fail(new MalformedEventRecord({ me
  * subject's payment id, and the record key). Deduplicate on `envelope.ce_id`. Synchronous (a
  * Result, no fiber per record): a consumer decodes a whole poll of these before its transaction.
  */
-export const decodePaymentEventRecordResult = (record: {
-  readonly key: string | null
-  readonly value: string
-  readonly headers: Readonly<Record<string, string>>
-}): Result.Result<DecodedPaymentEvent, MalformedEventRecord> => {
+export const decodePaymentEventRecordResult = (record: ConsumedRecord): Result.Result<DecodedPaymentEvent, MalformedEventRecord> => {
   const envelope = headersResult(record.headers)
   if (Result.isFailure(envelope)) return malformed(envelope.failure.message)
   let json: unknown
@@ -129,8 +132,4 @@ export const decodePaymentEventRecordResult = (record: {
 }
 
 /** decodePaymentEventRecordResult as an Effect. */
-export const decodePaymentEventRecord = (record: {
-  readonly key: string | null
-  readonly value: string
-  readonly headers: Readonly<Record<string, string>>
-}): Effect.Effect<DecodedPaymentEvent, MalformedEventRecord> => Effect.fromResult(decodePaymentEventRecordResult(record))
+export const decodePaymentEventRecord = (record: ConsumedRecord): Effect.Effect<DecodedPaymentEvent, MalformedEventRecord> => Effect.fromResult(decodePaymentEventRecordResult(record))
