@@ -2,7 +2,8 @@
  * The cost probe of `bench:api`: round trips to Postgres and Redis and durable commits per API
  * operation, counted exactly, not timed.
  *
- * It starts a private Postgres (`log_statement = all`, `pg_walinspect`) and a
+ * It starts a private Postgres (`log_statement = all`, `pg_walinspect`, `pg_stat_statements`
+ * preloaded with `track = all`, so statements run inside functions and triggers are timed too) and a
  * private Redis (testkit throwaways, killed by pid at the end), a server on them (publisher off,
  * completer and reaper idle, so only the request path is counted), and sends each operation
  * `count` times, one at a time. For each operation:
@@ -15,9 +16,14 @@
  *   redis round trips    commands seen by MONITOR from the server's sockets; a MULTI … EXEC block
  *                        (one pipelined write) counts once, commands run by a script count in
  *                        the script's EVALSHA.
- * It also lists each statement's calls per operation, for docs/performance.md.
+ * It also lists each statement's calls per operation, for docs/performance.md, and where Postgres's
+ * time goes per operation (`pg_stat_statements`, reset before each operation): execution and
+ * planning milliseconds per operation of the statements the server sent (top level), and the
+ * statements that took the most, nested ones included (`ledger_post`'s trigger statements, …).
+ * These are wall-clock times inside Postgres on an otherwise idle private server, sequential
+ * requests: no lock waits, no contention.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { closeSync, openSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
@@ -42,7 +48,34 @@ export interface OperationCost {
   readonly unexpected_statuses: number
   /** Each statement's calls per operation, most frequent first (query text shortened). */
   readonly statements: ReadonlyArray<{ readonly calls_per_op: number; readonly query: string }>
+  /** Postgres execution time per operation of the statements the server sent (pg_stat_statements, top level). */
+  readonly postgres_exec_ms_per_op: number
+  /** Planning time per operation of the same statements (track_planning). */
+  readonly postgres_plan_ms_per_op: number
+  /** The statements that took the most execution time, nested ones (functions, triggers) included. */
+  readonly statement_times: ReadonlyArray<StatementTime>
 }
+
+export interface StatementTime {
+  /** false: run inside a function or trigger (no round trip of its own). */
+  readonly toplevel: boolean
+  readonly calls_per_op: number
+  readonly exec_ms_per_op: number
+  readonly plan_ms_per_op: number
+  readonly query: string
+}
+
+/** A row of the pg_stat_statements read below (times in ms, as the view gives them). */
+const StatementRow = Schema.Struct({
+  toplevel: Schema.Boolean,
+  calls: Schema.Number,
+  exec_ms: Schema.Number,
+  plan_ms: Schema.Number,
+  query: Schema.String
+})
+const decodeStatementRows = Schema.decodeUnknownEffect(Schema.NullOr(Schema.Array(StatementRow)))
+/** How many of the costliest statements an operation's report lists. */
+const statementTimes_max = 10
 
 export interface ProbeEnvironment {
   readonly repositoryRoot: string
@@ -119,6 +152,35 @@ const statementsIn = (log: string, count: number) => {
     .sort((a, b) => b.calls_per_op - a.calls_per_op || a.query.localeCompare(b.query))
 }
 
+/** The probe database's statements since the last reset, as JSON (one psql round trip). */
+const statementTimesQuery = `SELECT json_agg(t) FROM (
+  SELECT s.toplevel, s.calls::float8 AS calls, s.total_exec_time AS exec_ms, s.total_plan_time AS plan_ms,
+         left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) AS query
+  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+  WHERE d.datname = '${probeDatabase}') t`
+
+const statementTimes = (env: ProbeEnvironment, admin: string, count: number) =>
+  Effect.gen(function* () {
+    const text = (yield* env.psql(admin, statementTimesQuery)).trim()
+    const rows = (yield* decodeStatementRows(JSON.parse(text === "" ? "null" : text)).pipe(Effect.orDie)) ?? []
+    const top = rows.filter((row) => row.toplevel)
+    const perOp = (ms: number) => round(ms / count, 3)
+    return {
+      postgres_exec_ms_per_op: perOp(top.reduce((sum, row) => sum + row.exec_ms, 0)),
+      postgres_plan_ms_per_op: perOp(top.reduce((sum, row) => sum + row.plan_ms, 0)),
+      statement_times: [...rows]
+        .sort((a, b) => b.exec_ms - a.exec_ms)
+        .slice(0, statementTimes_max)
+        .map((row): StatementTime => ({
+          toplevel: row.toplevel,
+          calls_per_op: round(row.calls / count),
+          exec_ms_per_op: perOp(row.exec_ms),
+          plan_ms_per_op: perOp(row.plan_ms),
+          query: row.query
+        }))
+    }
+  })
+
 const startProbeServer = (env: ProbeEnvironment, databaseUrl: string, redisUrl: string, port: number) =>
   Effect.acquireRelease(
     Effect.sync(() => {
@@ -133,6 +195,8 @@ const startProbeServer = (env: ProbeEnvironment, databaseUrl: string, redisUrl: 
           KAFKA_BROKERS: env.brokers,
           KAFKA_TOPIC_PREFIX: env.topicPrefix,
           PORT: String(port),
+          // Its metrics on a free port: another server on this machine may hold 9464.
+          METRICS_PORT: "0",
           // Only the request path is counted: no publisher, no consumers, no webhook sender, the
           // workers and the periodic gauges' reads asleep for the run.
           OUTBOX_PUBLISHER_ENABLED: "false",
@@ -162,6 +226,14 @@ export const probeCosts = (env: ProbeEnvironment, operations: ReadonlyArray<Prob
     yield* env.psql(admin, "ALTER SYSTEM SET log_statement = 'all'")
     yield* env.psql(admin, "ALTER SYSTEM SET log_line_prefix = '%d|'")
     yield* env.psql(admin, "SELECT pg_reload_conf()")
+    // Statement times, nested statements included: the library loads at start only.
+    yield* env.psql(admin, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    yield* postgres.kill
+    yield* postgres.restart.pipe(Effect.orDie)
+    yield* env.psql(admin, "ALTER SYSTEM SET pg_stat_statements.track = 'all'")
+    yield* env.psql(admin, "ALTER SYSTEM SET pg_stat_statements.track_planning = 'on'")
+    yield* env.psql(admin, "SELECT pg_reload_conf()")
+    yield* env.psql(admin, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     const serverLog = join(postgres.dir, "data", "server.log")
     yield* env.psql(admin, `CREATE DATABASE ${probeDatabase}`)
     yield* env.psql(admin, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
@@ -182,6 +254,7 @@ export const probeCosts = (env: ProbeEnvironment, operations: ReadonlyArray<Prob
       const logOffset = statSync(serverLog).size
       const lsnBefore = (yield* env.psql(admin, "SELECT pg_current_wal_flush_lsn()")).trim()
       counter.state.roundTrips = 0
+      yield* env.psql(admin, "SELECT pg_stat_statements_reset()")
       let unexpected = 0
       for (let index = 0; index < count; index++) {
         const status = yield* Effect.promise(() => operation.send(baseUrl, apiKey, index))
@@ -190,6 +263,7 @@ export const probeCosts = (env: ProbeEnvironment, operations: ReadonlyArray<Prob
       // After-commit Redis writes may still be on their way: let them land.
       yield* Effect.sleep("300 millis")
       const redisRoundTrips = counter.state.roundTrips
+      const times = yield* statementTimes(env, admin, count)
       const lsnAfter = (yield* env.psql(admin, "SELECT pg_current_wal_flush_lsn()")).trim()
       const commits = lsnBefore === lsnAfter ? 0 : Number((yield* env.psql(admin,
         `SELECT count(*) FROM pg_get_wal_records_info('${lsnBefore}', '${lsnAfter}') WHERE resource_manager = 'Transaction' AND record_type LIKE 'COMMIT%'`
@@ -204,7 +278,8 @@ export const probeCosts = (env: ProbeEnvironment, operations: ReadonlyArray<Prob
         redis_round_trips_per_op: round(redisRoundTrips / count),
         round_trips_per_op: round(postgresRoundTrips + redisRoundTrips / count),
         unexpected_statuses: unexpected,
-        statements
+        statements,
+        ...times
       })
     }
     return costs

@@ -813,6 +813,14 @@ const printCosts = (costs: ReadonlyArray<OperationCost>) => {
   for (const c of costs) {
     console.log(`${c.operation.padEnd(10)} ${String(c.postgres_round_trips_per_op).padStart(21)} ${String(c.redis_round_trips_per_op).padStart(18)} ${String(c.round_trips_per_op).padStart(6)} ${String(c.durable_commits_per_op).padStart(16)}`)
   }
+  console.log("")
+  console.log("where Postgres's time goes per operation (pg_stat_statements, same probe; ms per operation; * = inside a function or trigger):")
+  for (const c of costs) {
+    console.log(`${c.operation}: execution ${c.postgres_exec_ms_per_op} ms, planning ${c.postgres_plan_ms_per_op} ms`)
+    for (const t of c.statement_times.slice(0, 6)) {
+      console.log(`  ${String(t.exec_ms_per_op).padStart(7)} exec ${String(t.plan_ms_per_op).padStart(6)} plan ${String(t.calls_per_op).padStart(5)} calls ${t.toplevel ? " " : "*"} ${t.query.slice(0, 80)}`)
+    }
+  }
 }
 
 // --- the run ----------------------------------------------------------------------------------------
