@@ -5,7 +5,7 @@ import { URL_LENGTH_MAX } from "./Model.ts"
  * Where webhooks may be sent (the SSRF guard). The rule:
  *
  * - `https://` to a host name or a public IP address: always.
- * - `http://` to a loopback address (`127.0.0.0/8`, `::1`, `localhost`): only when
+ * - `http://` to a loopback address (`127.0.0.0/8`, `::1`, `localhost` and names under it): only when
  *   `allowLoopbackHttp` is set (`WEBHOOK_ALLOW_LOOPBACK_HTTP=true`, local and test mode).
  * - Nothing else: no other scheme, no credentials in the URL, no private, link-local,
  *   unique-local, multicast or unspecified address literals (cloud metadata at 169.254.169.254
@@ -64,6 +64,12 @@ export const isInternalAddress = (address: string): boolean => {
 export const isAddressAllowed = (address: string, allowLoopbackHttp: boolean): boolean =>
   (allowLoopbackHttp && isLoopbackAddress(address)) || !isInternalAddress(address)
 
+/**
+ * `localhost`, and any name under it (`api.localhost`), with or without the root's trailing dot:
+ * names reserved for loopback (RFC 6761 §6.3), which resolvers answer with 127.0.0.1 or ::1.
+ */
+const isLocalhostName = (host: string): boolean => /^(?:[^.]+\.)*localhost\.?$/.test(host)
+
 /** The registration-time check (the sender checks again at connect time). */
 export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerdict => {
   if (raw.length > URL_LENGTH_MAX) return refused(`must be at most ${URL_LENGTH_MAX} characters`)
@@ -76,7 +82,7 @@ export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerd
   if (url.username !== "" || url.password !== "") return refused("must not carry credentials")
   if (url.hash !== "") return refused("must not have a fragment")
   const host = url.hostname.replace(/^\[|\]$/g, "")
-  const loopback = host === "localhost" || isLoopbackAddress(host)
+  const loopback = isLocalhostName(host) || isLoopbackAddress(host)
   if (url.protocol === "http:") {
     if (allowLoopbackHttp && loopback) return { _tag: "Allowed", url }
     return refused(allowLoopbackHttp ? "http is allowed only to loopback addresses in test mode" : "must use https")

@@ -17,6 +17,8 @@ describe("webhook target URLs (SSRF guard)", () => {
       "ftp://merchant.example/x",
       "https://user:pass@merchant.example/", // credentials
       "https://127.0.0.1/", "https://localhost/", "http://127.0.0.1:8080/", "https://[::1]/",
+      // The names reserved for loopback, however written (RFC 6761): the trailing dot, a subdomain, capitals.
+      "https://localhost./", "https://api.localhost/", "https://a.b.LOCALHOST./", "https://127.0.0.1./",
       "https://10.0.0.5/", "https://172.16.3.4/", "https://192.168.1.1/", "https://169.254.169.254/latest/meta-data",
       "https://100.64.0.1/", "https://0.0.0.0/", "https://[fd00::1]/", "https://[fe80::1]/", "https://[::ffff:10.0.0.1]/",
       "not a url", `https://merchant.example/${"a".repeat(2_100)}`
@@ -26,6 +28,10 @@ describe("webhook target URLs (SSRF guard)", () => {
   it("test mode adds http to loopback, and nothing else", () => {
     assert.strictEqual(verdict("http://127.0.0.1:4000/hook", true), "Allowed")
     assert.strictEqual(verdict("http://localhost:4000/hook", true), "Allowed")
+    assert.strictEqual(verdict("http://localhost.:4000/hook", true), "Allowed")
+    // A name that merely contains "localhost" is an ordinary host name.
+    assert.strictEqual(verdict("https://localhost.merchant.example/hook", false), "Allowed")
+    assert.strictEqual(verdict("https://notlocalhost/hook", false), "Allowed")
     assert.strictEqual(verdict("http://[::1]:4000/hook", true), "Allowed")
     assert.strictEqual(verdict("http://10.0.0.5/hook", true), "Refused")
     assert.strictEqual(verdict("http://merchant.example/hook", true), "Refused")
