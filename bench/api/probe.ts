@@ -18,7 +18,8 @@
  *                        the script's EVALSHA.
  * It also lists each statement's calls per operation, for docs/performance.md, and where Postgres's
  * time goes per operation (`pg_stat_statements`, reset before each operation): execution and
- * planning milliseconds per operation of the statements the server sent (top level), and the
+ * planning milliseconds per operation of the top-level statements (those the server sent, and
+ * the deferred constraint triggers' statements, which run at COMMIT outside any), and the
  * statements that took the most, nested ones included (`ledger_post`'s trigger statements, …).
  * These are wall-clock times inside Postgres on an otherwise idle private server, sequential
  * requests: no lock waits, no contention.
@@ -48,7 +49,7 @@ export interface OperationCost {
   readonly unexpected_statuses: number
   /** Each statement's calls per operation, most frequent first (query text shortened). */
   readonly statements: ReadonlyArray<{ readonly calls_per_op: number; readonly query: string }>
-  /** Postgres execution time per operation of the statements the server sent (pg_stat_statements, top level). */
+  /** Postgres execution time per operation of the top-level statements (pg_stat_statements; deferred triggers' included). */
   readonly postgres_exec_ms_per_op: number
   /** Planning time per operation of the same statements (track_planning). */
   readonly postgres_plan_ms_per_op: number
