@@ -252,22 +252,18 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
       SET request_count = o.request_count + 1, last_requested_at = clock_timestamp()
     RETURNING reference, operation, payment_id, amount_minor, currency, outcome, decline_code, decline_message,
               acquirer_reference, payment_method, request_count`.pipe(Effect.flatMap(decodeOperationRows))
-  const approvedAuthorization = SqlSchema.findOneOption({
+  /**
+   * Takes the payment's advisory lock (held to the end of the caller's transaction), THEN reads
+   * the approved authorization and what was done with it: one call of a PL/pgSQL function whose
+   * read gets a snapshot taken after the lock was granted (migrations/0073), so it sees what the
+   * previous holder committed.
+   */
+  const lockedAuthorization = SqlSchema.findOneOption({
     Request: Schema.String,
     Result: AuthorizationRow,
     execute: (paymentId) => sql`
-      SELECT a.payment_method, a.amount_minor, a.currency,
-             EXISTS (SELECT 1 FROM acquirer_sim.operations c
-                     WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved') AS captured,
-             EXISTS (SELECT 1 FROM acquirer_sim.operations v
-                     WHERE v.payment_id = a.payment_id AND v.operation = 'void' AND v.outcome = 'approved') AS voided,
-             (SELECT c.amount_minor FROM acquirer_sim.operations c
-              WHERE c.payment_id = a.payment_id AND c.operation = 'capture' AND c.outcome = 'approved' LIMIT 1) AS captured_minor,
-             (SELECT coalesce(sum(r.amount_minor), 0) FROM acquirer_sim.operations r
-              WHERE r.payment_id = a.payment_id AND r.operation = 'refund' AND r.outcome = 'approved')::bigint AS refunded_minor
-      FROM acquirer_sim.operations a
-      WHERE a.payment_id = ${paymentId} AND a.operation = 'authorize' AND a.outcome = 'approved'
-      ORDER BY a.performed_at LIMIT 1`
+      SELECT payment_method, amount_minor, currency, captured, voided, captured_minor, refunded_minor
+      FROM acquirer_sim.locked_authorization(${paymentId})`
   })
   /**
    * Decide and record a capture or a void of one payment at a time: the advisory lock (released
@@ -280,8 +276,8 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
     decide: (request: A, authorization: Option.Option<typeof AuthorizationRow.Type>) => Decision
   ): Effect.Effect<OperationRow, SqlError> =>
     sql.withTransaction(
-      sql`SELECT pg_advisory_xact_lock(hashtextextended(${`acquirer_sim:${request.paymentId}`}, 0))`.pipe(
-        Effect.andThen(approvedAuthorization(request.paymentId).pipe(Effect.catchTag("SchemaError", Effect.die))),
+      lockedAuthorization(request.paymentId).pipe(
+        Effect.catchTag("SchemaError", Effect.die),
         Effect.flatMap((authorization) => record(operation, request, decide(request, authorization)))
       )
     )

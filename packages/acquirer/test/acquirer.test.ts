@@ -2,7 +2,7 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { TestDatabase } from "@pay/testkit"
-import { Effect, Exit, Layer, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { Acquirer, AcquirerSimulator } from "../src/index.ts"
@@ -102,6 +102,37 @@ layer(Live, { excludeTestServices: true })("simulated acquirer (real Postgres)",
       assert.strictEqual(tooMuch._tag, "Declined")
       const ok = yield* acquirer.capture({ reference: `payment:${other}:capture`, paymentId: other, amount_minor: 1_250n, currency: "EUR" })
       assert.strictEqual(ok._tag, "Approved")
+    }))
+
+  it.effect("a capture waits for the payment's lock, then decides on what the holder committed: the void that won declines it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // A generous timeout: this capture waits for the lock on purpose.
+      const acquirer = yield* AcquirerSimulator.make({ timeout_ms: 10_000, latency_ms: 1, faults: {} }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      const id = paymentId()
+      yield* acquirer.authorize(authorizeRequest(id, "pm_card_visa"))
+      const locked = yield* Deferred.make<void>()
+      // Another decision of the same payment, by hand: it holds the payment's lock, records an
+      // approved void, and commits a moment after the capture started waiting.
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`acquirer_sim:${id}`}, 0))`
+        yield* sql`
+          INSERT INTO acquirer_sim.operations (reference, operation, payment_id, amount_minor, currency, payment_method, outcome, acquirer_reference)
+          VALUES (${`payment:${id}:void`}, 'void', ${id}, 1250, 'EUR', 'pm_card_visa', 'approved', ${`acq_${randomUUID().replaceAll("-", "")}`})`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Effect.sleep("400 millis")
+      })))
+      yield* Deferred.await(locked)
+      const started_ms = Date.now()
+      const capture = yield* acquirer.capture({ reference: `payment:${id}:capture`, paymentId: id, amount_minor: 1_250n, currency: "EUR" })
+      yield* Fiber.join(holder)
+      assert.isAtLeast(Date.now() - started_ms, 200, "the capture waited for the holder's lock")
+      // Had the read been taken before the lock was granted (one statement), it would not see the
+      // void and would approve: a capture and a void of one authorization.
+      assert.strictEqual(capture._tag, "Declined")
+      if (capture._tag === "Declined") assert.strictEqual(capture.code, "authorization_voided")
+      assert.strictEqual(yield* operationsOfPayment(id, "capture"), 1)
+      assert.strictEqual((yield* operationRow(`payment:${id}:capture`))?.outcome, "declined")
     }))
 
   it.effect("what happened at the acquirer survives our transaction rolling back", () =>
