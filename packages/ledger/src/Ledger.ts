@@ -25,7 +25,8 @@ import {
   type PostingRequest,
   PostingResult
 } from "./Model.ts"
-import { batchProblem, legsOf, postingProblem } from "./Validation.ts"
+import { makePostTransactionWith, type PostingAlongside, postingJson } from "./PostingStatement.ts"
+import { batchProblem, postingProblem } from "./Validation.ts"
 
 /**
  * The Ledger: posts double-entry transactions and reads balances and entries.
@@ -58,6 +59,16 @@ export class Ledger extends Context.Service<Ledger, {
    * refusal (two round trips fewer).
    */
   readonly postTransaction: (request: PostingRequest, options?: PostingOptions) => Effect.Effect<PostingResult, PostingError>
+  /**
+   * `postTransaction` with `{ savepoint: false }`, plus the caller's `alongside` writes in the same
+   * statement (one round trip fewer: the settlement row with its event). Only inside a caller's
+   * transaction that ends on any failure of this call. `alongsideRows`: the rows of the CTE the
+   * caller named `counted`.
+   */
+  readonly postTransactionWith: (
+    request: PostingRequest,
+    alongside: PostingAlongside
+  ) => Effect.Effect<{ readonly result: PostingResult; readonly alongsideRows: number }, PostingError>
   /**
    * Posts many transactions in one database transaction, all or nothing (replays excepted: a
    * posting whose reference already holds the same legs is answered `replayed: true`). Results are
@@ -99,18 +110,6 @@ export const ledgerDeadlockRetries = Metric.counter("ledger_deadlock_retries_tot
 /** 10, 20, 40 ms (bounded by limits.postingRetryCount_max), each with up to 50% random jitter. */
 const retryBackoff_ms = (retry: number): number => 10 * 2 ** retry * (1 + Math.random() / 2)
 
-/** The JSON `ledger_post` takes. Amounts travel as decimal strings, never as JS numbers. */
-const postingJson = (requests: ReadonlyArray<PostingRequest>): string =>
-  JSON.stringify(requests.map((request) => ({
-    reference: request.reference,
-    description: request.description,
-    legs: legsOf(request).map((leg) => ({
-      account: leg.account,
-      side: leg.side,
-      amount_minor: leg.amount_minor.toString(),
-      currency: leg.currency
-    }))
-  })))
 
 /** Posting: one `ledger_post` call per request or batch, validated first, retried when transient. */
 const makePosting = (sql: SqlClient.SqlClient) => {
@@ -190,7 +189,7 @@ const makePosting = (sql: SqlClient.SqlClient) => {
     return result
   })
 
-  return { postTransaction, postTransactions }
+  return { postTransaction, postTransactions, resultsOf }
 }
 
 /** Accounts: create-or-get, race-free. */
@@ -376,9 +375,11 @@ const makeVerify = (sql: SqlClient.SqlClient) => {
 
 export const makeLedger = (sql: SqlClient.SqlClient): Ledger["Service"] => {
   const accounts = makeAccounts(sql)
+  const { resultsOf, ...posting } = makePosting(sql)
   return Ledger.of({
     ensureAccount: accounts.ensureAccount,
-    ...makePosting(sql),
+    ...posting,
+    postTransactionWith: makePostTransactionWith(sql, resultsOf),
     ...makeBalances(sql),
     entries: makeEntries(sql, accounts.findAccount),
     verify: makeVerify(sql)

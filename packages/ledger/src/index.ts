@@ -1,4 +1,5 @@
 export * from "./Errors.ts"
 export * from "./Ledger.ts"
 export * from "./Model.ts"
+export { type PostingAlongside, postedCte } from "./PostingStatement.ts"
 export * from "./Validation.ts"

@@ -1,6 +1,6 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
-import { DateTime, Effect, Schema } from "effect"
+import { Cause, DateTime, Effect, Exit, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Ledger } from "../src/Ledger.ts"
 import { amount_minor_max, limits, type PostingRequest } from "../src/Model.ts"
@@ -63,6 +63,32 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
         concurrency: "unbounded"
       })
       assert.strictEqual(new Set(accounts.map((a) => a.id)).size, 1)
+      yield* assertLedgerHealthy
+    }))
+
+  it.effect("postTransactionWith: the caller's rows go in the posting's own statement and are counted; a refused posting writes none of them; outside a transaction it dies", () =>
+    Effect.gen(function* () {
+      const ledger = yield* setup
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`CREATE TABLE IF NOT EXISTS alongside_probe (transaction_id bigint NOT NULL)`
+      const alongside = {
+        ctes: sql`probe AS (
+          INSERT INTO alongside_probe (transaction_id) SELECT transaction_id FROM posted WHERE outcome = 'posted' RETURNING 1)`,
+        counted: "probe"
+      }
+      const probeRows = decodeRows(Schema.Struct({ transaction_id: Schema.BigInt }))(sql`SELECT transaction_id FROM alongside_probe`)
+      const posted = yield* sql.withTransaction(ledger.postTransactionWith(transfer("with-1", CASH, REVENUE, 500n), alongside))
+      assert.strictEqual(posted.alongsideRows, 1)
+      assert.isFalse(posted.result.replayed)
+      assert.deepStrictEqual((yield* probeRows).map((row) => row.transaction_id), [posted.result.transaction.id])
+      // PAYABLE holds nothing and may not go below zero: the posting is refused, the statement
+      // fails whole, and the caller's row is not written either.
+      const refused = yield* failureOf(sql.withTransaction(ledger.postTransactionWith(transfer("with-2", PAYABLE, CASH, 1n), alongside)))
+      assert.strictEqual(refused._tag, "InsufficientFunds")
+      assert.strictEqual((yield* probeRows).length, 1)
+      const outside = yield* Effect.exit(ledger.postTransactionWith(transfer("with-3", CASH, REVENUE, 1n), alongside))
+      assert.isTrue(Exit.isFailure(outside) && Cause.hasDies(outside.cause), "outside a transaction: a defect")
+      assert.strictEqual(yield* balanceOf(REVENUE), 500n)
       yield* assertLedgerHealthy
     }))
 
