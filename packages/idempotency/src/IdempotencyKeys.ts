@@ -17,6 +17,7 @@ import {
   defaultIdempotencyOptions,
   type Execution,
   type Finished,
+  type FinishFrom,
   type GatedStart,
   type GatedWork,
   FinishedTypeId,
@@ -36,7 +37,7 @@ import {
 import type { CompleterRetryPolicy } from "./Parking.ts"
 import { assertBounded, makeMaintenance } from "./Maintenance.ts"
 import { makeRedisFastPath, type RedisFastPath } from "./RedisFastPath.ts"
-import { makeRunGated } from "./RunGated.ts"
+import { cteName, makeRunGated } from "./RunGated.ts"
 
 type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, R>
 
@@ -226,19 +227,41 @@ const makeWrites = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPa
     return yield* store.advance(record, recoveryPoint, data)
   })
 
-  /** `marker`: whether this run set the in-flight marker in Redis (runGated's runs do not). */
-  const finishWith = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true) =>
+  const checkStatus = (response: StoredResponse) =>
+    !Number.isInteger(response.status) || response.status < 100 || response.status > 599
+      ? Effect.die(new Error(`finish: ${response.status} is not an HTTP status`))
+      : Effect.void
+
+  /** Once the response is stored: the Redis work after COMMIT (a rollback discards it), and the proof. */
+  const finished = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker: boolean) =>
     Effect.gen(function* () {
-      if (!Number.isInteger(response.status) || response.status < 100 || response.status > 599) {
-        return yield* Effect.die(new Error(`finish: ${response.status} is not an HTTP status`))
-      }
-      yield* store.storeResponse(record, response)
       // Only once the response is durable may Redis repeat it; a rollback discards this.
       const cache = fast.cacheResponse(record.merchantId, record.key, record.fingerprint, response)
       yield* sql.afterCommit(marker ? cache.pipe(Effect.andThen(fast.deleteMarker(record.merchantId, record.key))) : cache)
-      const finished: Finished<A> = { [FinishedTypeId]: FinishedTypeId, recordId: record.id, outcome, response }
-      return finished
+      const proof: Finished<A> = { [FinishedTypeId]: FinishedTypeId, recordId: record.id, outcome, response }
+      return proof
+    })
+
+  /** `marker`: whether this run set the in-flight marker in Redis (runGated's runs do not). */
+  const finishWith = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true) =>
+    Effect.gen(function* () {
+      yield* checkStatus(response)
+      yield* store.storeResponse(record, response)
+      return yield* finished(record, outcome, response, marker)
     }).pipe(Effect.withSpan("IdempotencyKeys.finish"))
+
+  /** `finishWith` as a CTE of the caller's statement (Execution.finishFrom). */
+  const finishFrom = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true): FinishFrom<A> => ({
+    statement: (source) => {
+      if (!cteName.test(source)) throw new Error(`finishFrom: ${JSON.stringify(source)} is not a CTE name`)
+      return store.storeResponseFrom(record, response, source)
+    },
+    confirm: (rows) =>
+      checkStatus(response).pipe(
+        Effect.andThen(store.stored(record, rows)),
+        Effect.andThen(finished(record, outcome, response, marker))
+      )
+  })
 
   const finish = (record: IdempotencyRecord, response: StoredResponse) => finishWith(record, response, response)
 
@@ -249,7 +272,7 @@ const makeWrites = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPa
     return released
   })
 
-  return { advance, finish, finishWith, release }
+  return { advance, finish, finishWith, finishFrom, release }
 }
 
 type Writes = ReturnType<typeof makeWrites>
@@ -279,7 +302,8 @@ const makeRuns = (begin: ReturnType<typeof makeBegin>, writes: Writes) => {
       record,
       resumed,
       advance: (recoveryPoint, data) => writes.advance(record, recoveryPoint, data),
-      finish: (outcome) => writes.finishWith(record, outcome, render(outcome))
+      finish: (outcome) => writes.finishWith(record, outcome, render(outcome)),
+      finishFrom: (outcome) => writes.finishFrom(record, outcome, render(outcome))
     }
     return work(execution).pipe(
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : releaseAfterFailure(record))),

@@ -2,6 +2,7 @@ import { MerchantId } from "@pay/domain"
 import { Effect, Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
 import { IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyLockLost } from "./Errors.ts"
 import { IdempotencyKey } from "./IdempotencyKey.ts"
@@ -244,19 +245,31 @@ const makeRunWrites = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLea
       return next
     })
 
+  /** The UPDATE that stores the response and ends the lease; `also`: a further condition. */
+  const storeResponseStatement = (record: IdempotencyRecord, response: StoredResponse, also: Fragment) => sql`
+    UPDATE idempotency_keys
+    SET recovery_point = 'finished', response_status = ${response.status}, response_body = ${response.body},
+        response_content_type = ${response.contentType}, finished_at = clock_timestamp(),
+        last_run_at = clock_timestamp(), locked_at = NULL, lock_expires_at = NULL, lock_token = NULL,
+        parked_at = NULL, completer_next_at = NULL
+    WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL ${also}
+    RETURNING id`
+
   /** Stores the response and ends the lease, in the caller's transaction. */
   const storeResponse = (record: IdempotencyRecord, response: StoredResponse) =>
     Effect.gen(function* () {
-      const updated = yield* ids(sql`
-        UPDATE idempotency_keys
-        SET recovery_point = 'finished', response_status = ${response.status}, response_body = ${response.body},
-            response_content_type = ${response.contentType}, finished_at = clock_timestamp(),
-            last_run_at = clock_timestamp(), locked_at = NULL, lock_expires_at = NULL, lock_token = NULL,
-            parked_at = NULL, completer_next_at = NULL
-        WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL
-        RETURNING id`)
+      const updated = yield* ids(storeResponseStatement(record, response, sql``))
       if (updated.length !== 1) return yield* lockLost(record)
     })
+
+  /**
+   * `storeResponse` as a CTE body of the caller's own statement, written only when the CTE
+   * `source` (a name the caller checked) has a row; `stored(rows)` is its check, with the number
+   * of rows the CTE returned.
+   */
+  const storeResponseFrom = (record: IdempotencyRecord, response: StoredResponse, source: string) =>
+    storeResponseStatement(record, response, sql`AND EXISTS (SELECT 1 FROM ${sql.literal(source)})`)
+  const stored = (record: IdempotencyRecord, rows: number) => (rows === 1 ? Effect.void : Effect.fail(lockLost(record)))
 
   const release = (record: IdempotencyRecord) =>
     sql.withTransaction(Effect.gen(function* () {
@@ -277,7 +290,7 @@ const makeRunWrites = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLea
         : ({ _tag: "Unlocked", recoveryPoint: row.recovery_point } satisfies Released)
     }))
 
-  return { advance, storeResponse, release }
+  return { advance, storeResponse, storeResponseFrom, stored, release }
 }
 
 /** The maintenance statements: what the reaper deletes and what the completer picks up. */

@@ -126,6 +126,19 @@ export interface Execution<A = StoredResponse> {
   readonly advance: (recoveryPoint: string, data: Schema.JsonObject) => Effect.Effect<IdempotencyRecord, IdempotencyLockLost | SqlError>
   /** Stores the rendered outcome; call it inside the transaction that does the last piece of work. */
   readonly finish: (outcome: A) => Effect.Effect<Finished<A>, IdempotencyLockLost | SqlError>
+  /** `finish` written by the caller's own statement, one round trip fewer (see {@link FinishFrom}). */
+  readonly finishFrom: (outcome: A) => FinishFrom<A>
+}
+
+/**
+ * `Execution.finish` as a CTE of the caller's statement, inside the transaction that does the last
+ * piece of work: `statement(source)` is the CTE's body, which stores the rendered outcome only when
+ * the CTE `source` (the caller's change) has a row; `confirm(rows)`, with the number of rows that
+ * CTE returned, is the check `finish` makes (IdempotencyLockLost unless 1) and gives the proof.
+ */
+export interface FinishFrom<A> {
+  readonly statement: (source: string) => Fragment
+  readonly confirm: (rows: number) => Effect.Effect<Finished<A>, IdempotencyLockLost>
 }
 
 /** The request `run` protects. */

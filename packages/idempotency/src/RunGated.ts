@@ -9,6 +9,7 @@ import type { KeyStore } from "./KeyStore.ts"
 import {
   type Execution,
   type Finished,
+  type FinishFrom,
   type GatedStart,
   type GatedWork,
   type GateRow,
@@ -30,6 +31,7 @@ type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, 
 interface Writes {
   readonly advance: (record: IdempotencyRecord, recoveryPoint: string, data: Schema.JsonObject) => Effect.Effect<IdempotencyRecord, IdempotencyLockLost | SqlError>
   readonly finishWith: <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker?: boolean) => Effect.Effect<Finished<A>, IdempotencyLockLost | SqlError>
+  readonly finishFrom: <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker?: boolean) => FinishFrom<A>
 }
 type Run = <A, E, R>(
   request: IdempotentRequest<A>,
@@ -57,7 +59,7 @@ const storedBody = (canonical: string | undefined): Effect.Effect<Schema.Json | 
 }
 
 /** The caller's CTE name is put into the statement as is: only a plain identifier. */
-const cteName = /^[a-z_][a-z0-9_]{0,62}$/
+export const cteName = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
  * `IdempotencyKeys.runGated` (issue 18). `run` takes the key (one commit), reads, then records the
@@ -126,7 +128,8 @@ export const makeRunGated = ({ sql, store, fast, writes, run, releaseAfterFailur
         resumed: false,
         advance: (recoveryPoint, data) => writes.advance(record, recoveryPoint, data),
         // No in-flight marker was set: after commit, only the response is cached.
-        finish: (outcome) => writes.finishWith(record, outcome, request.render(outcome), false)
+        finish: (outcome) => writes.finishWith(record, outcome, request.render(outcome), false),
+        finishFrom: (outcome) => writes.finishFrom(record, outcome, request.render(outcome), false)
       }
       return yield* countRun(
         continueWork(execution, started.value.payload).pipe(

@@ -227,6 +227,50 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
       assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Die"))
     }))
 
+  it.effect("finishFrom: the answer written by the work's own statement only when its change wrote a row; the proof, the replay and the cache as finish gives them", () =>
+    Effect.gen(function* () {
+      const keys = yield* IdempotencyKeys
+      const redis = yield* Redis
+      const sql = yield* SqlClient.SqlClient
+      yield* createWorkTable
+      const merchantId = yield* newMerchant
+      const rows = decodeRows(Schema.Struct({ written: Schema.Number, answered: Schema.Number }))
+      /** The work's change (a row of test_work, or none) and the answer, in one statement. */
+      const work = (key: string, change: boolean) => (execution: Execution) =>
+        sql.withTransaction(Effect.gen(function* () {
+          const answer = execution.finishFrom(responseFor(merchantId, key))
+          const [counts] = yield* rows(sql`
+            WITH work AS (
+              INSERT INTO test_work (merchant_id, idempotency_key, step)
+              SELECT ${merchantId}, ${key}, 'only' WHERE ${change}
+              RETURNING id),
+            answered AS (${answer.statement("work")})
+            SELECT (SELECT count(*) FROM work)::int AS written, (SELECT count(*) FROM answered)::int AS answered`)
+          assert.strictEqual(counts?.written, change ? 1 : 0)
+          return yield* answer.confirm(counts?.answered ?? -1)
+        }))
+
+      const key = newKey()
+      const first = yield* keys.run(request(merchantId, key, body), work(key, true))
+      expectTag(first, "Executed")
+      const replay = yield* keys.run(request(merchantId, key, body), work(key, true))
+      expectTag(replay, "Replayed")
+      assert.deepStrictEqual(replay.response, first.response)
+      assert.isNotNull(yield* redis.get(redisResponseKey(merchantId, key)))
+      assert.strictEqual(yield* workCount(merchantId, key), 1)
+
+      // The change wrote nothing: no answer either, and the run fails (IdempotencyLockLost, as
+      // finish's check): its transaction rolls back and the key, never past 'started', is freed.
+      const other = newKey()
+      const failed = yield* Effect.exit(keys.run(request(merchantId, other, body), work(other, false)))
+      const error = Exit.findErrorOption(failed)
+      assert.strictEqual(error._tag === "Some" ? error.value._tag : "no typed failure", "IdempotencyLockLost")
+      const state = yield* decodeRows(Schema.Struct({ finished: Schema.Boolean }))(sql`
+        SELECT finished_at IS NOT NULL AS finished FROM idempotency_keys WHERE merchant_id = ${merchantId} AND idempotency_key = ${other}`)
+      assert.deepStrictEqual(state.map((row) => row.finished), [])
+      assert.isNull(yield* redis.get(redisResponseKey(merchantId, other)))
+    }))
+
   it.effect("finish inside a transaction that rolls back stores nothing and caches nothing", () =>
     Effect.gen(function* () {
       const keys = yield* IdempotencyKeys

@@ -153,9 +153,17 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
 ) =>
   sql.withTransaction(
     // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
-    // and its fee split is written into the payment_settled event (docs/events.md).
-    payments.applyInTransaction(merchantId, payment.id, command, context, (settled, alongside) => settlement.post(settled, feeScheduleRead, alongside)).pipe(
-      Effect.flatMap((updated) => execution.finish(PaymentOutcome.Transitioned({ payment: updated }))),
+    // and its fee split is written into the payment_settled event (docs/events.md). The stored
+    // answer is written by the change's own statement (`finishFrom`), before a settle's posting.
+    payments.applyInTransaction(
+      merchantId,
+      payment.id,
+      command,
+      context,
+      (updated) => execution.finishFrom(PaymentOutcome.Transitioned({ payment: updated })),
+      (settled, alongside) => settlement.post(settled, feeScheduleRead, alongside)
+    ).pipe(
+      Effect.map(({ answered }) => answered),
       // Someone else won the race (or the state machine refuses): a decided outcome, stored.
       Effect.catchTags({
         InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),

@@ -7,73 +7,97 @@ import {
   PaymentNotFound,
   transition
 } from "@pay/domain"
-import type { SettlementAlongside, SettlementUnavailable } from "@pay/settlement"
+import type { SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
-import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import { isSqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
-import { assertContext, decodeRows, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
+import { type AnswerFrom, assertContext, decodeRows, type OnSettled, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
-const updatedCount = decodeRows(Schema.Struct({ updated: Schema.Number }))
+const changedRows = decodeRows(Schema.Struct({ updated: Schema.Number, answered: Schema.Number }))
 
-/** The settlement posting; it writes `alongside` (the payment_settled event) with its settlement row. */
-type OnSettled = (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
+/** The caller's answer written with the change (applyInTransaction), or none (apply). */
+type Reply<F, E> = ReturnType<AnswerFrom<F, E>>
+
+/** The row lock; its row, or PaymentNotFound. */
+const makeLockRow = (sql: SqlClient.SqlClient, lockTimeout: string) => (merchantId: MerchantId, paymentId: PaymentId) =>
+  Effect.gen(function* () {
+    // The row lock serializes concurrent transitions of one payment: a second caller waits
+    // here (at most lock_timeout), then reads the winner's committed status and gets a typed
+    // InvalidTransition instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE
+    // of non-key columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that
+    // merely reference this payment (history, ledger) from being inserted. lock_timeout is
+    // SET LOCAL (`set_config(…, true)`): this transaction only.
+    const rows = yield* sql.unsafe(
+      `WITH lock_bound AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lock_timeout)
+       SELECT ${paymentColumns} FROM payments, lock_bound
+       WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE OF payments`,
+      [paymentId, merchantId, lockTimeout]
+    )
+    const row = rows[0]
+    if (row === undefined) return yield* new PaymentNotFound({ paymentId })
+    return yield* paymentFromRow(row)
+  })
+
+/**
+ * The change's one statement. The version check is the second guard: with the lock it always
+ * matches, but if the lock were ever dropped, two writers still could not both win. The answer
+ * is written only when the update wrote its row.
+ */
+const makeChange = (sql: SqlClient.SqlClient, trail: Trail) =>
+(current: Payment, next: Payment, event: Fragment | undefined, context: ChangeContext, reply: Fragment | undefined) =>
+  changedRows(sql`
+    WITH updated AS (
+      UPDATE payments
+      SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
+          captured_amount_minor = ${next.captured_amount_minor}::bigint,
+          authorization_expires_at = ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz,
+          version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
+      WHERE id = ${current.id} AND version = ${current.version}::int
+      RETURNING id),
+    history AS (${trail.historyFrom(next, current.status, context, "updated")})
+    ${event === undefined ? sql`` : sql`, event AS (${event})`}
+    ${reply === undefined ? sql`` : sql`, answered AS (${reply})`}
+    SELECT count(*)::int AS updated, ${reply === undefined ? sql`0` : sql`(SELECT count(*) FROM answered)`}::int AS answered
+    FROM updated`)
 
 /**
  * `PaymentRepository.apply` and `applyInTransaction`: load (row lock) → transition (pure) →
- * update (version check) → history → outbox, atomically, in three statements inside the
- * transaction (four for a settle, whose posting comes between the change and its event):
+ * update (version check) → history → outbox, atomically, in two statements inside the
+ * transaction (three for a settle, whose posting comes between the change and its event):
  * 1. the row lock, with `lock_timeout` set by the same statement (a MATERIALIZED CTE, joined, so
  *    it is evaluated before the join's row reaches the lock);
- * 2. the update, its history row and (unless the settlement posting must come first) its outbox
- *    event, as CTEs of one statement written once per updated row;
- * 3. a settle's posting (`onSettled`), then its settlement row with its event (one statement:
- *    the event carries the fee split the posting computed).
+ * 2. the update, its history row, (unless the settlement posting must come first) its outbox
+ *    event and (applyInTransaction) the caller's stored answer, as CTEs of one statement written
+ *    once per updated row;
+ * 3. a settle's posting (`onSettled`), with its settlement row and its event in the same
+ *    statement (the event carries the fee split the posting computed).
  */
 export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: string) => {
-  const applyInOpenTransaction = (
+  const lockRow = makeLockRow(sql, lockTimeout)
+  const change = makeChange(sql, trail)
+
+  const applyInOpenTransaction = <F, EA, ES>(
     merchantId: MerchantId,
     paymentId: PaymentId,
     command: PaymentCommand,
     context: ChangeContext,
-    onSettled: OnSettled | undefined
+    onSettled: OnSettled<ES> | undefined,
+    answer: AnswerFrom<F, EA> | undefined
   ) =>
     Effect.gen(function* () {
-      // The row lock serializes concurrent transitions of one payment: a second caller waits
-      // here (at most lock_timeout), then reads the winner's committed status and gets a typed
-      // InvalidTransition instead of a spurious failure. FOR NO KEY UPDATE is the lock an UPDATE
-      // of non-key columns takes anyway; unlike FOR UPDATE it does not block rows elsewhere that
-      // merely reference this payment (history, ledger) from being inserted. lock_timeout is
-      // SET LOCAL (`set_config(…, true)`): this transaction only.
-      const rows = yield* sql.unsafe(
-        `WITH lock_bound AS MATERIALIZED (SELECT set_config('lock_timeout', $3, true) AS lock_timeout)
-         SELECT ${paymentColumns} FROM payments, lock_bound
-         WHERE id = $1 AND merchant_id = $2 FOR NO KEY UPDATE OF payments`,
-        [paymentId, merchantId, lockTimeout]
-      )
-      const row = rows[0]
-      if (row === undefined) return yield* new PaymentNotFound({ paymentId })
-      const current = yield* paymentFromRow(row)
+      const current = yield* lockRow(merchantId, paymentId)
       const now = yield* DateTime.now
       const { payment: next, event } = yield* Effect.fromResult(transition(current, command, now))
       const settling = event.type === "payment_settled" && onSettled !== undefined
-      // The version check is the second guard: with the lock it always matches, but if the
-      // lock were ever dropped from the query above, two writers still could not both win.
-      const [changed] = yield* updatedCount(sql`
-        WITH updated AS (
-          UPDATE payments
-          SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
-              captured_amount_minor = ${next.captured_amount_minor}::bigint,
-              authorization_expires_at = ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz,
-              version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
-          WHERE id = ${current.id} AND version = ${current.version}::int
-          RETURNING id),
-        history AS (${trail.historyFrom(next, current.status, context, "updated")})
-        ${settling ? sql`` : sql`, event AS (${trail.publishFrom(event, context, "updated")})`}
-        SELECT count(*)::int AS updated FROM updated`)
+      const reply: Reply<F, EA> | undefined = answer?.(next)
+      const published = settling ? undefined : trail.publishFrom(event, context, "updated")
+      const [changed] = yield* change(current, next, published, context, reply?.statement("updated"))
       if ((changed?.updated ?? 0) !== 1) return yield* new ConcurrentModification({ paymentId, reason: "version_mismatch" })
+      const answered = reply === undefined ? undefined : yield* reply.confirm(changed?.answered ?? 0)
       // Counted once the change commits: a rolled-back change counts nothing.
       yield* sql.afterCommit(countTransition(next, current.status))
       if (settling) {
@@ -82,25 +106,51 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
         yield* onSettled(next, (split, source) =>
           trail.publishFrom({ ...event, fee_minor: split.fee_minor, net_minor: split.net_minor }, context, source))
       }
-      return next
+      return { payment: next, answered }
     })
 
-  const entry = (name: string, savepoint: boolean) =>
-    Effect.fn(name)(
-      function* (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext, onSettled?: OnSettled) {
-        yield* assertContext(context)
-        yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-        const work = applyInOpenTransaction(merchantId, paymentId, command, context, onSettled)
-        if (savepoint) return yield* sql.withTransaction(work)
-        if (Option.isNone(yield* Effect.serviceOption(sql.transactionService))) {
-          return yield* Effect.die(new Error("PaymentRepository.applyInTransaction needs the caller's transaction"))
-        }
-        return yield* work
-      },
-      (effect, _merchantId, paymentId) => Effect.mapError(effect, (error) => conflictAsTyped(error, paymentId))
+  const entry = <F, EA, ES>(
+    name: string,
+    savepoint: boolean,
+    merchantId: MerchantId,
+    paymentId: PaymentId,
+    command: PaymentCommand,
+    context: ChangeContext,
+    onSettled: OnSettled<ES> | undefined,
+    answer: AnswerFrom<F, EA> | undefined
+  ) =>
+    Effect.gen(function* () {
+      yield* assertContext(context)
+      yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
+      const work = applyInOpenTransaction(merchantId, paymentId, command, context, onSettled, answer)
+      if (savepoint) return yield* sql.withTransaction(work)
+      if (Option.isNone(yield* Effect.serviceOption(sql.transactionService))) {
+        return yield* Effect.die(new Error("PaymentRepository.applyInTransaction needs the caller's transaction"))
+      }
+      return yield* work
+    }).pipe(
+      Effect.mapError((error) => conflictAsTyped(error, paymentId)),
+      Effect.withSpan(name)
     )
 
-  return { apply: entry("PaymentRepository.apply", true), applyInTransaction: entry("PaymentRepository.applyInTransaction", false) }
+  return {
+    apply: (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext, onSettled?: OnSettled<SettlementUnavailable>) =>
+      entry<never, never, SettlementUnavailable>("PaymentRepository.apply", true, merchantId, paymentId, command, context, onSettled, undefined)
+        .pipe(Effect.map(({ payment }) => payment)),
+    applyInTransaction: <F, EA, ES = never>(
+      merchantId: MerchantId,
+      paymentId: PaymentId,
+      command: PaymentCommand,
+      context: ChangeContext,
+      answer: AnswerFrom<F, EA>,
+      onSettled?: OnSettled<ES>
+    ) =>
+      entry("PaymentRepository.applyInTransaction", false, merchantId, paymentId, command, context, onSettled, answer).pipe(
+        Effect.flatMap(({ payment, answered }) =>
+          answered === undefined ? Effect.die(new Error("applyInTransaction: the answer was not written")) : Effect.succeed({ payment, answered })
+        )
+      )
+  }
 }
 
 /**
@@ -109,7 +159,7 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
  * Serialization failures happen when a caller runs `apply` inside a REPEATABLE READ or
  * SERIALIZABLE transaction that started before a concurrent transition committed.
  */
-const conflictAsTyped = <E>(error: E | SqlError, paymentId: PaymentId): E | SqlError | ConcurrentModification => {
+const conflictAsTyped = <E>(error: E, paymentId: PaymentId): E | ConcurrentModification => {
   if (!isSqlError(error)) return error
   switch (error.reason._tag) {
     case "SerializationError":

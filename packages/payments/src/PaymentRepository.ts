@@ -20,7 +20,7 @@ import {
 } from "@pay/domain"
 import { assertWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
-import type { SettlementAlongside, SettlementUnavailable } from "@pay/settlement"
+import type { SettlementUnavailable } from "@pay/settlement"
 import { Context, DateTime, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -28,7 +28,7 @@ import type { Fragment } from "effect/sql/Statement"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
 import { makeApply } from "./PaymentApply.ts"
-import { assertContext, decodeRows, ids, makeTrail, type SettledSplit, toDate, type Trail } from "./PaymentTrail.ts"
+import { type AnswerFrom, assertContext, decodeRows, ids, makeTrail, type OnSettled, toDate, type Trail } from "./PaymentTrail.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 export interface PaymentRepositoryOptions {
@@ -61,7 +61,7 @@ export interface PaymentPage {
   readonly hasMore: boolean
 }
 
-export type { SettledSplit } from "./PaymentTrail.ts"
+export type { AnswerFrom, OnSettled, SettledSplit } from "./PaymentTrail.ts"
 
 export type ApplyError =
   | PaymentNotFound
@@ -101,21 +101,24 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
      * when the payment became SETTLED: the settlement posting. Its fee split goes into the
      * `payment_settled` event (fee_minor, net_minor), so consumers never read the ledger.
      */
-    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
+    onSettled?: OnSettled<SettlementUnavailable>
   ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
   /**
    * `apply` for a caller that holds a transaction open and lets any failure of this call end it
    * (AcquirerTransition: a refusal is decided before anything is written; any other failure rolls
-   * the whole transaction back). No savepoint: two round trips fewer than `apply` there. Dies
-   * outside a transaction.
+   * the whole transaction back). No savepoint: two round trips fewer than `apply` there. The
+   * caller's stored answer (`Execution.finishFrom`) is written by the change's own statement, one
+   * round trip fewer again; `answered` is its proof. Dies outside a transaction.
    */
-  readonly applyInTransaction: (
+  readonly applyInTransaction: <F, EA, ES = never>(
     merchantId: MerchantId,
     paymentId: PaymentId,
     command: PaymentCommand,
     context: ChangeContext,
-    onSettled?: (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, SettlementUnavailable>
-  ) => Effect.Effect<Payment, ApplyError | SettlementUnavailable>
+    answer: AnswerFrom<F, EA>,
+    /** As `apply`'s, with its own error type. */
+    onSettled?: OnSettled<ES>
+  ) => Effect.Effect<{ readonly payment: Payment; readonly answered: F }, ApplyError | EA | ES>
   readonly list: (merchantId: MerchantId, options?: ListPaymentsOptions) => Effect.Effect<PaymentPage, InvalidCursor | SqlError>
 }>()("payments/PaymentRepository") {
   /** Needs only `SqlClient`; the outbox writer is built on the same client. */

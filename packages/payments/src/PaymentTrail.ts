@@ -1,8 +1,10 @@
 import { encodePaymentEvent, type Payment, PAYMENT_EVENT_SCHEMA_VERSION, type PaymentEvent, type PaymentStatus } from "@pay/domain"
 import type { OutboxWriter } from "@pay/outbox"
+import type { SettlementAlongside } from "@pay/settlement"
 import { DateTime, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import type { Fragment } from "effect/sql/Statement"
 import { type ChangeContext, eventHeadersOf, isChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
 
@@ -64,5 +66,17 @@ export type Trail = ReturnType<typeof makeTrail>
 export interface SettledSplit {
   readonly fee_minor: bigint
   readonly net_minor: bigint
+}
+
+/** The settlement step of a settle (`PaymentRepository.apply`): writes `alongside` (the event) with its settlement row. */
+export type OnSettled<E> = (payment: Payment, alongside: SettlementAlongside) => Effect.Effect<SettledSplit, E>
+
+/**
+ * The caller's stored answer, written by the change's own statement (one round trip fewer), built
+ * from the changed payment: `Execution.finishFrom` of `@pay/idempotency` has this shape.
+ */
+export type AnswerFrom<F, E> = (payment: Payment) => {
+  readonly statement: (source: string) => Fragment
+  readonly confirm: (rows: number) => Effect.Effect<F, E>
 }
 
