@@ -229,11 +229,9 @@ layer(Live, { excludeTestServices: true })("IdempotencyKeys (real Postgres and R
 
   it.effect("finishFrom: the answer written by the work's own statement only when its change wrote a row; the proof, the replay and the cache as finish gives them", () =>
     Effect.gen(function* () {
-      const keys = yield* IdempotencyKeys
-      const redis = yield* Redis
-      const sql = yield* SqlClient.SqlClient
       yield* createWorkTable
-      const merchantId = yield* newMerchant
+      const sql = yield* SqlClient.SqlClient
+      const [keys, redis, merchantId] = [yield* IdempotencyKeys, yield* Redis, yield* newMerchant]
       const rows = decodeRows(Schema.Struct({ written: Schema.Number, answered: Schema.Number }))
       /** The work's change (a row of test_work, or none) and the answer, in one statement. */
       const work = (key: string, change: boolean) => (execution: Execution) =>

@@ -19,6 +19,14 @@ import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 const changedRows = decodeRows(Schema.Struct({ updated: Schema.Number, answered: Schema.Number }))
 
+/** Whose payment, which command, in which context. */
+interface Target {
+  readonly merchantId: MerchantId
+  readonly paymentId: PaymentId
+  readonly command: PaymentCommand
+  readonly context: ChangeContext
+}
+
 /** The caller's answer written with the change (applyInTransaction), or none (apply). */
 type Reply<F, E> = ReturnType<AnswerFrom<F, E>>
 
@@ -81,10 +89,7 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
   const change = makeChange(sql, trail)
 
   const applyInOpenTransaction = <F, EA, ES>(
-    merchantId: MerchantId,
-    paymentId: PaymentId,
-    command: PaymentCommand,
-    context: ChangeContext,
+    { command, context, merchantId, paymentId }: Target,
     onSettled: OnSettled<ES> | undefined,
     answer: AnswerFrom<F, EA> | undefined
   ) =>
@@ -109,33 +114,24 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
       return { payment: next, answered }
     })
 
-  const entry = <F, EA, ES>(
-    name: string,
-    savepoint: boolean,
-    merchantId: MerchantId,
-    paymentId: PaymentId,
-    command: PaymentCommand,
-    context: ChangeContext,
-    onSettled: OnSettled<ES> | undefined,
-    answer: AnswerFrom<F, EA> | undefined
-  ) =>
+  const entry = <F, EA, ES>(name: string, savepoint: boolean, target: Target, onSettled: OnSettled<ES> | undefined, answer: AnswerFrom<F, EA> | undefined) =>
     Effect.gen(function* () {
-      yield* assertContext(context)
-      yield* Effect.annotateCurrentSpan({ payment_id: paymentId, merchant_id: merchantId, command: command._tag })
-      const work = applyInOpenTransaction(merchantId, paymentId, command, context, onSettled, answer)
+      yield* assertContext(target.context)
+      yield* Effect.annotateCurrentSpan({ payment_id: target.paymentId, merchant_id: target.merchantId, command: target.command._tag })
+      const work = applyInOpenTransaction(target, onSettled, answer)
       if (savepoint) return yield* sql.withTransaction(work)
       if (Option.isNone(yield* Effect.serviceOption(sql.transactionService))) {
         return yield* Effect.die(new Error("PaymentRepository.applyInTransaction needs the caller's transaction"))
       }
       return yield* work
     }).pipe(
-      Effect.mapError((error) => conflictAsTyped(error, paymentId)),
+      Effect.mapError((error) => conflictAsTyped(error, target.paymentId)),
       Effect.withSpan(name)
     )
 
   return {
     apply: (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext, onSettled?: OnSettled<SettlementUnavailable>) =>
-      entry<never, never, SettlementUnavailable>("PaymentRepository.apply", true, merchantId, paymentId, command, context, onSettled, undefined)
+      entry<never, never, SettlementUnavailable>("PaymentRepository.apply", true, { merchantId, paymentId, command, context }, onSettled, undefined)
         .pipe(Effect.map(({ payment }) => payment)),
     applyInTransaction: <F, EA, ES = never>(
       merchantId: MerchantId,
@@ -145,7 +141,7 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
       answer: AnswerFrom<F, EA>,
       onSettled?: OnSettled<ES>
     ) =>
-      entry("PaymentRepository.applyInTransaction", false, merchantId, paymentId, command, context, onSettled, answer).pipe(
+      entry("PaymentRepository.applyInTransaction", false, { merchantId, paymentId, command, context }, onSettled, answer).pipe(
         Effect.flatMap(({ payment, answered }) =>
           answered === undefined ? Effect.die(new Error("applyInTransaction: the answer was not written")) : Effect.succeed({ payment, answered })
         )
