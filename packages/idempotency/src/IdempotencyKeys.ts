@@ -1,4 +1,4 @@
-import { assertWithin, Redis } from "@pay/infra"
+import { assertWithin, cteName, Redis } from "@pay/infra"
 import { Config, Context, Effect, Exit, Layer, Option, type Redacted, type Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -37,7 +37,7 @@ import {
 import type { CompleterRetryPolicy } from "./Parking.ts"
 import { assertBounded, makeMaintenance } from "./Maintenance.ts"
 import { makeRedisFastPath, type RedisFastPath } from "./RedisFastPath.ts"
-import { cteName, makeRunGated } from "./RunGated.ts"
+import { makeRunGated } from "./RunGated.ts"
 
 type Work<A, E, R> = (execution: Execution<A>) => Effect.Effect<Finished<A>, E, R>
 

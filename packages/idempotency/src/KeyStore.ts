@@ -255,21 +255,23 @@ const makeRunWrites = (sql: SqlClient.SqlClient, rows: ReturnType<typeof makeLea
     WHERE id = ${record.id} AND lock_token = ${record.lockToken} AND finished_at IS NULL ${also}
     RETURNING id`
 
+  /** The check of a stored response: exactly one row, else the lease was lost. */
+  const stored = (record: IdempotencyRecord, rows: number) => (rows === 1 ? Effect.void : Effect.fail(lockLost(record)))
+
   /** Stores the response and ends the lease, in the caller's transaction. */
   const storeResponse = (record: IdempotencyRecord, response: StoredResponse) =>
     Effect.gen(function* () {
       const updated = yield* ids(storeResponseStatement(record, response, sql``))
-      if (updated.length !== 1) return yield* lockLost(record)
+      yield* stored(record, updated.length)
     })
 
   /**
    * `storeResponse` as a CTE body of the caller's own statement, written only when the CTE
-   * `source` (a name the caller checked) has a row; `stored(rows)` is its check, with the number
-   * of rows the CTE returned.
+   * `source` (a name the caller checked) has a row; `stored` is its check, with the number of rows
+   * the CTE returned.
    */
   const storeResponseFrom = (record: IdempotencyRecord, response: StoredResponse, source: string) =>
     storeResponseStatement(record, response, sql`AND EXISTS (SELECT 1 FROM ${sql.literal(source)})`)
-  const stored = (record: IdempotencyRecord, rows: number) => (rows === 1 ? Effect.void : Effect.fail(lockLost(record)))
 
   const release = (record: IdempotencyRecord) =>
     sql.withTransaction(Effect.gen(function* () {

@@ -1,3 +1,4 @@
+import { cteName } from "@pay/infra"
 import { Effect, Exit, Option, Result, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -58,8 +59,6 @@ const storedBody = (canonical: string | undefined): Effect.Effect<Schema.Json | 
   return Result.isSuccess(decoded) ? Effect.succeed(decoded.success) : Effect.die(new Error("runGated: the canonical body is not JSON"))
 }
 
-/** The caller's CTE name is put into the statement as is: only a plain identifier. */
-export const cteName = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
  * `IdempotencyKeys.runGated` (issue 18). `run` takes the key (one commit), reads, then records the

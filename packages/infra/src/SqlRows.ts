@@ -30,4 +30,10 @@ export const decodeRow = <S extends Schema.Top & { readonly DecodingServices: ne
     )
 }
 
+/**
+ * A CTE name that our code (never input) puts into a statement as is (`sql.literal`), when one
+ * package's CTE reads another's in a composed statement: a plain lower-case identifier.
+ */
+export const cteName = /^[a-z_][a-z0-9_]{0,62}$/
+
 export type { SqlError }

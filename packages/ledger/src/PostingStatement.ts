@@ -2,6 +2,7 @@
  * What a posting sends: the JSON `ledger_post` takes, and the statement of `Ledger.postTransactionWith`
  * (the posting with the caller's own writes after it, in one round trip).
  */
+import { cteName } from "@pay/infra"
 import { Effect, Option, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { Fragment } from "effect/sql/Statement"
@@ -41,7 +42,6 @@ export interface PostingAlongside {
 /** A posting's row with the count of the caller's rows written alongside it. */
 const PostedWithAlongsideRow = Schema.Struct({ ...PostedRow.fields, alongside_rows: Schema.Int })
 const decodePostedWithAlongside = Schema.decodeUnknownEffect(Schema.Array(PostedWithAlongsideRow))
-const cteName = /^[a-z_][a-z0-9_]{0,62}$/
 
 type ResultsOf = (
   requests: ReadonlyArray<PostingRequest>,

@@ -1,12 +1,10 @@
-import { decodeRow } from "@pay/infra"
+import { cteName, decodeRow } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
 
-/** A CTE name written by the caller's code (never input): lower-case identifier. */
-const cteName = /^[a-z_][a-z0-9_]{0,62}$/
 
 /** INSERT … RETURNING: exactly one row. */
 const createdRow = decodeRow(Schema.Struct({ created_at: Schema.Date }))
