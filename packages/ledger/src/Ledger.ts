@@ -42,28 +42,18 @@ import { batchProblem, postingProblem } from "./Validation.ts"
  * to the savepoint only, and the caller's transaction stays usable. Outside, it is a single
  * autocommitted statement.
  */
-/** How `postTransaction` runs inside a caller's transaction (see there). */
-export interface PostingOptions {
-  readonly savepoint?: boolean
-}
-
 export class Ledger extends Context.Service<Ledger, {
   /** Create-or-get, race-free. Fails if the code exists with another type, currency or rule. */
   readonly ensureAccount: (
     spec: AccountSpec
   ) => Effect.Effect<Account, InvalidAccount | AccountMismatch | LedgerUnavailable>
+  /** Posts one transaction; a retry with the same reference and legs answers `replayed: true`. */
+  readonly postTransaction: (request: PostingRequest) => Effect.Effect<PostingResult, PostingError>
   /**
-   * Posts one transaction; a retry with the same reference and legs answers `replayed: true`.
-   * `{ savepoint: false }`: inside a caller's transaction that ends on any failure of this call
-   * (the settle), post without the savepoint that would keep that transaction usable after a
-   * refusal (two round trips fewer).
-   */
-  readonly postTransaction: (request: PostingRequest, options?: PostingOptions) => Effect.Effect<PostingResult, PostingError>
-  /**
-   * `postTransaction` with `{ savepoint: false }`, plus the caller's `alongside` writes in the same
-   * statement (one round trip fewer: the settlement row with its event). Only inside a caller's
-   * transaction that ends on any failure of this call. `alongsideRows`: the rows of the CTE the
-   * caller named `counted`.
+   * For a caller's transaction that ends on any failure of this call (the settle): the posting
+   * without the savepoint that would keep that transaction usable after a refusal (two round trips
+   * fewer), and the caller's `alongside` writes in the same statement (one more: the settlement row
+   * with its event). `alongsideRows`: the rows of the CTE the caller named `counted`.
    */
   readonly postTransactionWith: (
     request: PostingRequest,
@@ -110,7 +100,6 @@ export const ledgerDeadlockRetries = Metric.counter("ledger_deadlock_retries_tot
 /** 10, 20, 40 ms (bounded by limits.postingRetryCount_max), each with up to 50% random jitter. */
 const retryBackoff_ms = (retry: number): number => 10 * 2 ** retry * (1 + Math.random() / 2)
 
-
 /** Posting: one `ledger_post` call per request or batch, validated first, retried when transient. */
 const makePosting = (sql: SqlClient.SqlClient) => {
   const postStatement = SqlSchema.findAll({
@@ -128,11 +117,11 @@ const makePosting = (sql: SqlClient.SqlClient) => {
    * hand-written loop rather than Effect.retry: nothing is built for retrying until an attempt has
    * failed.)
    */
-  const callPost = (requests: ReadonlyArray<PostingRequest>, savepoint = true) =>
+  const callPost = (requests: ReadonlyArray<PostingRequest>) =>
     Effect.gen(function* () {
       const nested = Option.isSome(yield* Effect.serviceOption(sql.transactionService))
       const json = postingJson(requests)
-      const statement = nested && savepoint ? sql.withTransaction(postStatement(json)) : postStatement(json)
+      const statement = nested ? sql.withTransaction(postStatement(json)) : postStatement(json)
       // Inside a caller's transaction nothing is retried: a deadlock there involves locks the
       // caller's own transaction holds, and its snapshot or connection is the caller's. The caller
       // gets LedgerUnavailable (retryable) and retries its whole transaction.
@@ -180,10 +169,10 @@ const makePosting = (sql: SqlClient.SqlClient) => {
     return yield* resultsOf(requests, rows)
   })
 
-  const postTransaction = Effect.fn("Ledger.postTransaction")(function* (request: PostingRequest, options?: PostingOptions) {
+  const postTransaction = Effect.fn("Ledger.postTransaction")(function* (request: PostingRequest) {
     const problem = postingProblem(request)
     if (problem !== undefined) return yield* problem
-    const rows = yield* callPost([request], options?.savepoint ?? true)
+    const rows = yield* callPost([request])
     const [result] = yield* resultsOf([request], rows)
     if (result === undefined) return yield* Effect.die(new Error("ledger_post answered no row"))
     return result
