@@ -22,7 +22,8 @@
  * Results: bench/results/consumers-<time>.json.
  *
  * Environment: DATABASE_URL (any database on the server), KAFKA_BROKERS, REDIS_URL, BENCH_EVENTS
- * (100 000), BENCH_STREAM (1; 0 skips D), CONSUMER_TRANSACTION_RECORDS_MAX, CONSUMER_BATCH_SIZE and
+ * (100 000), BENCH_STREAM (1; 0 skips D), BENCH_CPU_PROFILE (a folder: phase B's CPU profile of this process is written
+ * there as a .cpuprofile, sampled every 100 µs), CONSUMER_TRANSACTION_RECORDS_MAX, CONSUMER_BATCH_SIZE and
  * CONSUMER_KAFKA_COMMIT_INTERVAL_MS (the consumers' defaults; the raw consumer polls the same batch
  * size and commits on the same interval), BENCH_DURATION_S (20) and BENCH_CONCURRENCY (4) for D.
  */
@@ -30,6 +31,7 @@ import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted, Sc
 import { SqlClient } from "effect/sql"
 import { randomBytes, randomUUID } from "node:crypto"
 import { mkdirSync, writeFileSync } from "node:fs"
+import { Session } from "node:inspector/promises"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import {
@@ -73,6 +75,7 @@ const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
 const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
 const consumersPlacement = process.env["BENCH_CONSUMERS"] ?? "process"
 if (consumersPlacement !== "process" && consumersPlacement !== "server") throw new Error(`BENCH_CONSUMERS must be process or server, got ${consumersPlacement}`)
+const cpuProfileDirectory = process.env["BENCH_CPU_PROFILE"]
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
 const baseDatabaseUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/payments"
 const brokers = process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092"
@@ -210,6 +213,27 @@ const costSampler = (sql: SqlClient.SqlClient, database: string) => {
   }
 }
 
+/** Phase B under the inspector's sampling profiler when BENCH_CPU_PROFILE names a folder. */
+const profiled = <A, E, R>(name: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  if (cpuProfileDirectory === undefined) return effect
+  const session = new Session()
+  return Effect.acquireUseRelease(
+    Effect.promise(async () => {
+      session.connect()
+      await session.post("Profiler.enable")
+      await session.post("Profiler.setSamplingInterval", { interval: 100 })
+      await session.post("Profiler.start")
+    }),
+    () => effect,
+    () => Effect.promise(async () => {
+      const { profile } = await session.post("Profiler.stop")
+      mkdirSync(cpuProfileDirectory, { recursive: true })
+      writeFileSync(`${cpuProfileDirectory}/${name}-${runId}.cpuprofile`, JSON.stringify(profile))
+      session.disconnect()
+    })
+  )
+}
+
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
     const started = performance.now()
@@ -240,7 +264,7 @@ const program = Effect.gen(function* () {
     yield* log(`A. raw consumer (load ${loadavg().map((value) => value.toFixed(2)).join(" ")})`)
     const raw = yield* timed(rawConsumer(messages.length, null, "raw"))
     yield* mark("after_raw")
-    const rawFair = yield* timed(rawConsumer(messages.length, kafkaCommitInterval_ms, "raw-fair"))
+    const rawFair = yield* timed(profiled("raw", rawConsumer(messages.length, kafkaCommitInterval_ms, "raw-fair")))
     yield* mark("after_raw_same_commits")
     yield* log("B. settlement consumer")
     const sql = yield* SqlClient.SqlClient
@@ -248,10 +272,10 @@ const program = Effect.gen(function* () {
     const projection = makeSettlementProjection(sql)
     const costs = costSampler(sql, databaseName)
     const beforeLive = yield* costs.start
-    const live = yield* timed(runConsumer({
+    const live = yield* timed(profiled("consumer", runConsumer({
       handler: projection.handler(1), topic, groupId: `${prefix}settlement.g1`, dlqTopic: null, options,
       keepGoing: behindTarget(sql, "settlement.g1", topic, target)
-    }))
+    })))
     const liveCosts = yield* costs.end(beforeLive, messages.length)
     yield* mark("after_consumer")
     // The raw consumer again, right after: the machine's load moves, the ratio uses both runs.
