@@ -16,7 +16,13 @@ export class InvalidRequest extends CodedError<InvalidRequest>()(
   (e) => e.detail
 ) {}
 
-export class MalformedJson extends CodedError<MalformedJson>()("malformed_json", "MalformedJson", {}, () => "the body is not valid JSON") {}
+/** The body is not a JSON text; `reason` when more than the parser's refusal is known (not UTF-8). */
+export class MalformedJson extends CodedError<MalformedJson>()(
+  "malformed_json",
+  "MalformedJson",
+  { reason: Schema.optionalKey(Schema.String) },
+  (e) => (e.reason === undefined ? "the body is not valid JSON" : `the body is not valid JSON: ${e.reason}`)
+) {}
 
 /** The connection broke while the body was read. */
 export class BodyUnreadable extends CodedError<BodyUnreadable>()(

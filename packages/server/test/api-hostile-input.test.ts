@@ -61,6 +61,40 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the last request wrote")
     }))
 
+  it.effect("a body whose bytes are not UTF-8: 400 malformed_json saying so, nothing written (not stored with U+FFFD)", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Not UTF-8")
+      const before = yield* writtenRows(m.merchantId)
+      const bytes = (...parts: ReadonlyArray<string | ReadonlyArray<number>>) =>
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(Buffer.concat(parts.map((part) => (typeof part === "string" ? Buffer.from(part, "utf8") : Buffer.from(part)))))
+            controller.close()
+          }
+        })
+      const head = `{"amount":1000,"currency":"USD","payment_method":"pm_card_visa","description":"`
+      const cases: ReadonlyArray<readonly [string, ReadonlyArray<number>]> = [
+        ["bytes FF FE", [0xff, 0xfe]],
+        ["an overlong '/' (C0 AF)", [0xc0, 0xaf]],
+        ["a UTF-16 surrogate encoded as UTF-8 (ED A0 80)", [0xed, 0xa0, 0x80]],
+        ["a truncated sequence (E2 82)", [0xe2, 0x82]]
+      ]
+      for (const [label, invalid] of cases) {
+        const answer = yield* createPayment(m, newKey(), undefined, { stream: bytes(head, invalid, `"}`) })
+        assert.strictEqual(answer.status, 400, `${label}: ${describeAnswer(answer)}`)
+        assert.strictEqual(jsonOf(answer)["code"], "malformed_json", label)
+        assert.include(String(jsonOf(answer)["detail"]), "not UTF-8", label)
+      }
+      // The media type is still judged first: the same bytes as text/plain are a 415.
+      const plain = yield* createPayment(m, newKey(), undefined, { stream: bytes(head, [0xff], `"}`), contentType: "text/plain" })
+      assert.strictEqual(plain.status, 415, describeAnswer(plain))
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+      // Valid UTF-8 (a leading byte order mark dropped, as before; an emoji) is stored as sent.
+      const fine = yield* createPayment(m, newKey(), undefined, { stream: bytes([0xef, 0xbb, 0xbf], head, "💳 ok", `"}`) })
+      assert.strictEqual(fine.status, 201, describeAnswer(fine))
+      assert.strictEqual(jsonOf(fine)["description"], "💳 ok")
+    }))
+
   it.effect("lengths are code points: 500 emoji are a valid description, stored and returned as sent", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Emoji")

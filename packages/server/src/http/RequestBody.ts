@@ -17,18 +17,33 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? ""
     // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
     // fails with reason BodyTooLarge, which is the client's 413, not an unreadable body.
-    const text = yield* request.text.pipe(
+    const bytes = yield* request.arrayBuffer.pipe(
       Effect.mapError((error) =>
         error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
           ? new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
           : new BodyUnreadable()
       )
     )
-    if (Buffer.byteLength(text, "utf8") > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
-    if (text.trim() === "") return undefined
+    if (bytes.byteLength > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
+    const text = utf8Text(bytes)
+    if (text?.trim() === "") return undefined
     if (contentType !== "application/json") return yield* new UnsupportedMediaType({ contentType })
+    // JSON between systems is UTF-8 (RFC 8259 §8.1): a byte sequence that is not would be stored
+    // with U+FFFD in place of what the client sent, so it is refused instead.
+    if (text === undefined) return yield* new MalformedJson({ reason: "it is not UTF-8" })
     return yield* Effect.fromResult(parseJsonBody(text))
   }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** The body as text, or undefined when its bytes are not UTF-8 (a leading BOM is dropped, as before). */
+const utf8Text = (bytes: ArrayBuffer): string | undefined => {
+  try {
+    return strictUtf8.decode(bytes)
+  } catch {
+    return undefined
+  }
+}
 
 const decodeJson = Schema.decodeUnknownResult(Schema.Json)
 
