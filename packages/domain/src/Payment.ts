@@ -2,7 +2,7 @@ import { Schema } from "effect"
 import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
-import { StorableText } from "./StorableText.ts"
+import { StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
 
 /**
  * The statuses of a payment (CANCELED: an authorization voided by the merchant; EXPIRED: an
@@ -64,10 +64,27 @@ export const metadataStoredBytes = (metadata: Readonly<Record<string, string>>):
  * keys of 1-40 characters, values of at most 500 characters, strings only, text PostgreSQL can
  * store, and at most 32,768 bytes in its stored form (the database's CHECK, checked here first).
  */
-export const Metadata = Schema.Record(
-  StorableText("metadata keys", { min: 1, max: 40 }),
-  StorableText("metadata values", { min: 0, max: 500 })
-).check(
+const metadataKeyLength = { min: 1, max: 40 }
+
+/**
+ * Every key checked by the record's own check, not as the record's key schema: a key the key
+ * schema refused would not be a key of the record at all, so a decode refusing excess properties
+ * (the API's) called it "Expected no excess property" and any other decode dropped it silently.
+ * Here it is `metadata.<key>: metadata keys must be 1 to 40 characters` (or what is unstorable).
+ */
+const metadataKeysValid = Schema.makeFilter(
+  (metadata: Readonly<Record<string, string>>) => {
+    for (const key of Object.keys(metadata)) {
+      const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
+      if (problem !== undefined) return { path: [key], issue: problem }
+    }
+    return true
+  },
+  { toJsonSchema: () => ({ propertyNames: { type: "string", ...storableTextJsonSchema(metadataKeyLength) } }) }
+)
+
+export const Metadata = Schema.Record(Schema.String, StorableText("metadata values", { min: 0, max: 500 })).check(
+  metadataKeysValid,
   Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }),
   Schema.makeFilter(
     (metadata: Readonly<Record<string, string>>) =>

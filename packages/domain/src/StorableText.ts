@@ -31,27 +31,36 @@ export const unstorableReason = (text: string): string | undefined => {
  * A string of `min`..`max` code points that PostgreSQL can store; `name` starts the message
  * (`description must be at most 500 characters`).
  */
-export const StorableText = (name: string, length: { readonly min: number; readonly max: number }) =>
+export const StorableText = (name: string, length: TextLength) =>
   Schema.String.check(
     Schema.makeFilter(
-      (text: string) => {
-        const reason = unstorableReason(text)
-        if (reason !== undefined) return `${name} ${reason}`
-        const count = codePointLength(text)
-        if (count < length.min || count > length.max) {
-          return length.min === 0
-            ? `${name} must be at most ${length.max} characters`
-            : `${name} must be ${length.min} to ${length.max} characters`
-        }
-        return true
-      },
+      (text: string) => storableTextProblem(name, length, text) ?? true,
       {
         expected: `text of ${length.min} to ${length.max} characters without NUL or lone surrogates`,
-        toJsonSchema: () => ({
-          pattern: storablePattern.source,
-          maxLength: length.max,
-          ...(length.min > 0 ? { minLength: length.min } : {})
-        })
+        toJsonSchema: () => storableTextJsonSchema(length)
       }
     )
   )
+
+export interface TextLength {
+  readonly min: number
+  readonly max: number
+}
+
+/** Why `text` is not a storable text of `length` (the message StorableText fails with), or undefined. */
+export const storableTextProblem = (name: string, length: TextLength, text: string): string | undefined => {
+  const reason = unstorableReason(text)
+  if (reason !== undefined) return `${name} ${reason}`
+  const count = codePointLength(text)
+  if (count < length.min || count > length.max) {
+    return length.min === 0 ? `${name} must be at most ${length.max} characters` : `${name} must be ${length.min} to ${length.max} characters`
+  }
+  return undefined
+}
+
+/** The same rule for a JSON Schema validator. */
+export const storableTextJsonSchema = (length: TextLength) => ({
+  pattern: storablePattern.source,
+  maxLength: length.max,
+  ...(length.min > 0 ? { minLength: length.min } : {})
+})

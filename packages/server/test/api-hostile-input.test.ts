@@ -34,6 +34,12 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assertInvalid(yield* send({ description: "\ud800" }), "description", "lone high surrogate")
       assertInvalid(yield* send({ description: "x\udc00y" }), "description", "lone low surrogate")
       assertInvalid(yield* send({ metadata: { order: "a\u0000" } }), "metadata.order", "NUL in a metadata value")
+      // A bad key is named with its reason, not "Expected no excess property" (metadata is free-form).
+      for (const [key, reason] of [["k".repeat(41), "must be 1 to 40 characters"], ["", "must be 1 to 40 characters"], ["a\u0000", "must not contain NUL"]]) {
+        const answer = yield* send({ metadata: { [key]: "v" } })
+        assertInvalid(answer, `metadata.${key}`, `metadata key ${JSON.stringify(key)}`)
+        assert.include(String(jsonOf(answer)["detail"]), `metadata keys ${reason}`, `metadata key ${JSON.stringify(key)}`)
+      }
       // 11 values of 500 × U+0001: 5,500 characters, but 6 bytes each as stored (\u0001): over 32,768.
       const controls = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`k${i}`, "\u0001".repeat(500)]))
       assertInvalid(yield* send({ metadata: controls }), "metadata", "metadata over its stored size")
