@@ -26,7 +26,7 @@ import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempote
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
-import { Console, Effect, Layer, Redacted, Schema } from "effect"
+import { Cause, Console, Effect, Layer, Redacted, Schema } from "effect"
 import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
@@ -123,14 +123,23 @@ const program = Effect.gen(function* () {
   return yield* new UsageError({ message: usage })
 })
 
+/** A refusal or failure: its words on stderr, and the exit code (2: the command line; 1: the rest). */
+const report = (message: string, exitCode: 1 | 2) => Console.error(message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = exitCode })))
+
 program.pipe(
   Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(DatabaseLive)
     )
   ),
-  Effect.catchTag("UsageError", (error) => Console.error(error.message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 2 })))),
-  Effect.catchTag("ParkedKeyNotFound", (error) => Console.error(`${error.message}: nothing queued`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
-  Effect.catchTag("ApiKeyNotFound", (error) => Console.error(`${error.message}: nothing revoked`).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = 1 })))),
+  Effect.catchTag("UsageError", (error) => report(error.message, 2)),
+  Effect.catchTag("SchemaError", (error) => report(`invalid argument: ${error.message}\n(pnpm cli alone prints the usage)`, 2)),
+  Effect.catchTag("ParkedKeyNotFound", (error) => report(`${error.message}: nothing queued`, 1)),
+  Effect.catchTag("ApiKeyNotFound", (error) => report(`${error.message}: nothing revoked`, 1)),
+  Effect.catchTag("DeadLetterNotFound", (error) => report(`no parked event ${error.id}: nothing re-driven (pnpm cli dlq list shows the parked ones)`, 1)),
+  Effect.catchTag("MerchantNotFound", (error) => report(`${error.message}: nothing changed`, 1)),
+  // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only
+  // results go to stdout, so `pnpm cli … | jq` never reads an error as data.
+  Effect.catchCause((cause) => report(Cause.pretty(cause), 1)),
   NodeRuntime.runMain
 )

@@ -35,7 +35,8 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assertInvalid(yield* send({ description: "x\udc00y" }), "description", "lone low surrogate")
       assertInvalid(yield* send({ metadata: { order: "a\u0000" } }), "metadata.order", "NUL in a metadata value")
       // A bad key is named with its reason, not "Expected no excess property" (metadata is free-form).
-      for (const [key, reason] of [["k".repeat(41), "must be 1 to 40 characters"], ["", "must be 1 to 40 characters"], ["a\u0000", "must not contain NUL"]]) {
+      const badKeys: ReadonlyArray<readonly [string, string]> = [["k".repeat(41), "must be 1 to 40 characters"], ["", "must be 1 to 40 characters"], ["a\u0000", "must not contain NUL"]]
+      for (const [key, reason] of badKeys) {
         const answer = yield* send({ metadata: { [key]: "v" } })
         assertInvalid(answer, `metadata.${key}`, `metadata key ${JSON.stringify(key)}`)
         assert.include(String(jsonOf(answer)["detail"]), `metadata keys ${reason}`, `metadata key ${JSON.stringify(key)}`)

@@ -1,0 +1,41 @@
+// An operator pipes the CLI's output (`pnpm cli dlq list | jq`): results go to stdout, refusals and
+// failures to stderr with an exit code that says whose fault it was (2: the command line, 1: the
+// rest). Before, a malformed argument, an unknown parked event or merchant, and a database that did
+// not answer were printed by the runtime's logger on stdout, with a stack trace and, for an unknown
+// parked event, no message at all.
+import { assert, describe, it } from "@effect/vitest"
+import { acquireTestDatabase } from "@pay/testkit"
+import { Effect } from "effect"
+import { cli, describeRun } from "./support.ts"
+
+describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
+  it.effect("a malformed argument is exit 2, an unknown merchant or parked event exit 1, a database that does not answer exit 1; stdout stays empty", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const malformed = yield* cli(database.url, ["fees", "set", "mer_x", "EUR", "10", "1"])
+      assert.strictEqual(malformed.exitCode, 2, describeRun(malformed))
+      assert.strictEqual(malformed.stdout, "", describeRun(malformed))
+      assert.include(malformed.stderr, "invalid argument: a merchant id is")
+
+      const negative = yield* cli(database.url, ["consumers", "reset", "settlement.g1", "-5"])
+      assert.strictEqual(negative.exitCode, 2, describeRun(negative))
+      assert.strictEqual(negative.stdout, "", describeRun(negative))
+
+      const merchant = "mer_000000000000000000000000"
+      const unknownMerchant = yield* cli(database.url, ["fees", "set", merchant, "EUR", "10", "1"])
+      assert.strictEqual(unknownMerchant.exitCode, 1, describeRun(unknownMerchant))
+      assert.strictEqual(unknownMerchant.stdout, "", describeRun(unknownMerchant))
+      assert.include(unknownMerchant.stderr, `no merchant ${merchant}: nothing changed`)
+
+      const unknownParked = yield* cli(database.url, ["dlq", "redrive", "999999"])
+      assert.strictEqual(unknownParked.exitCode, 1, describeRun(unknownParked))
+      assert.strictEqual(unknownParked.stdout, "", describeRun(unknownParked))
+      assert.include(unknownParked.stderr, "no parked event 999999: nothing re-driven")
+
+      // Port 1 on loopback: nothing listens, the connection is refused at once.
+      const down = yield* cli("postgres://app@127.0.0.1:1/nothing", ["dlq", "list"])
+      assert.strictEqual(down.exitCode, 1, describeRun(down))
+      assert.strictEqual(down.stdout, "", describeRun(down))
+      assert.include(down.stderr, "Failed to connect")
+    })), { timeout: 120_000 })
+})
