@@ -2,24 +2,29 @@
 // creation and rotation only, merchant scoping, problems), and the whole path from a settle to a
 // signed webhook at a real receiver, verified with the standardwebhooks package.
 import { assert, layer } from "@effect/vitest"
+import { makeSecretBox } from "@pay/webhooks"
 import { enqueueFromOutbox, eventually, startReceiver } from "@pay/webhooks/test-support"
 import { decodeRows } from "@pay/infra"
 import { fingerprintRequest } from "@pay/idempotency"
 import { shortId, testRun } from "@pay/testkit"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { randomBytes } from "node:crypto"
 import { Webhook } from "standardwebhooks"
 import { type Answer, call, jsonOf, stringField } from "./support/Http.ts"
 import { freePort } from "./support/ServerProcess.ts"
 import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
 
 const metricsPort = await Effect.runPromise(freePort)
+const secretsKey = randomBytes(32)
 const Live = testServerLayer({
   env: {
     WEBHOOK_ALLOW_LOOPBACK_HTTP: "true",
     WEBHOOK_POLL_INTERVAL_MS: "50",
     WEBHOOK_RETRY_SCHEDULE_MS: "0,0,0",
     WEBHOOK_TIMEOUT_MS: "2000",
+    // Signing secrets sealed at rest (SecretSealing.ts): the whole flow below runs with them sealed.
+    WEBHOOK_SECRETS_KEY: secretsKey.toString("base64"),
     METRICS_PORT: String(metricsPort),
     // The webhooks consumer (and the settlement one) run in this server, on topics of its own
     // (under the run's prefix, removed with it): other servers' events never reach this database.
@@ -97,6 +102,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(created.status, 201, describe(created))
       const endpointId = stringField(created, "id")
       const secret = stringField(created, "secret")
+      const sql = yield* SqlClient.SqlClient
+      const stored = yield* decodeRows(Schema.Struct({ secret: Schema.String }))(sql`SELECT secret FROM webhook_endpoint_secrets WHERE endpoint_id = ${endpointId}`)
+      assert.deepStrictEqual(stored.map((row) => row.secret.startsWith(`sealed:v1:${makeSecretBox(secretsKey).keyId}:`)), [true], "stored sealed, under the configured key")
       const payment = yield* createPayment(m, newKey("pay"))
       const paymentId = stringField(payment, "id")
       assert.strictEqual((yield* request(m, "POST", `/v1/payments/${paymentId}/authorize`)).status, 200)

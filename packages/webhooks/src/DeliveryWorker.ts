@@ -16,6 +16,7 @@ import {
   webhookOldestPendingAge
 } from "./Model.ts"
 import { decide } from "./RetryPolicy.ts"
+import { resealSecrets, type SecretBox, WebhookSecretBox, WebhookSecretBoxLive } from "./SecretSealing.ts"
 import { send } from "./Sender.ts"
 import { webhookHeaders } from "./Signing.ts"
 
@@ -52,7 +53,14 @@ export class WebhookSender extends Context.Service<WebhookSender, {
     Layer.effect(WebhookSender, Effect.gen(function* () {
       assertSenderOptions(options)
       const sql = yield* SqlClient.SqlClient
-      const deliver = (claimed: ClaimedDelivery) => deliverOne(options, claimed).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+      const box = yield* WebhookSecretBox
+      // Secrets stored before WEBHOOK_SECRETS_KEY was set, or under the key being rotated out,
+      // are sealed under the current one before the first delivery (bounded; idempotent).
+      yield* resealSecrets(box).pipe(
+        Effect.provideService(SqlClient.SqlClient, sql),
+        Effect.catchCause((cause) => Effect.logError("webhook secrets could not be resealed at start; they still sign, retried at the next start", cause))
+      )
+      const deliver = (claimed: ClaimedDelivery) => deliverOne(options, box, claimed).pipe(Effect.provideService(SqlClient.SqlClient, sql))
       const drain = (rounds_max: number) =>
         Effect.gen(function* () {
           let sent = 0
@@ -70,13 +78,19 @@ export class WebhookSender extends Context.Service<WebhookSender, {
       return WebhookSender.of({ deliver, drain, options })
     }))
 
-  static readonly layer = Layer.unwrap(Effect.map(SenderConfig, (options) => WebhookSender.layerWith(options)))
+  /** Configured from the `WEBHOOK_*` settings (SenderConfig) and `WEBHOOK_SECRETS_KEY` (SecretSealing.ts). */
+  static readonly layer = Layer.unwrap(Effect.map(SenderConfig, (options) => WebhookSender.layerWith(options))).pipe(Layer.provide(WebhookSecretBoxLive))
   static readonly defaults = defaultSenderOptions
 }
 
-const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
+/** The claimed delivery's live secrets as they are, opened from their stored form. */
+const openSecrets = (box: SecretBox, claimed: ClaimedDelivery) =>
+  Effect.forEach(claimed.secrets, (stored) => Effect.fromResult(box.open(stored, claimed.endpoint_id)))
+
+const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDelivery) =>
   Effect.gen(function* () {
-    const headers = webhookHeaders(claimed.secrets, claimed.event_id, Number(claimed.webhook_timestamp), claimed.body)
+    const secrets = yield* openSecrets(box, claimed)
+    const headers = webhookHeaders(secrets, claimed.event_id, Number(claimed.webhook_timestamp), claimed.body)
     const result = yield* send({ url: claimed.url, headers, body: claimed.body, timeout_ms: options.timeout_ms, allowLoopbackHttp: options.allowLoopbackHttp })
     yield* Metric.update(webhookAttempts, 1)
     yield* Metric.update(webhookLatency, result.latency_ms / 1_000)
@@ -95,6 +109,10 @@ const deliverOne = (options: SenderOptions, claimed: ClaimedDelivery) =>
     }
   }).pipe(
     Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
+    // Nothing was sent: a key missing here is an operator's to fix; the lease brings it back.
+    Effect.catchTag("SecretSealingFailed", (error) =>
+      Effect.logError("webhook not sent: its endpoint's signing secret does not open here; it is tried again after its lease", { reason: error.message })
+    ),
     // The lease bounds a failure here: the delivery is sent again once it expires.
     Effect.catchCause((cause) =>
       Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.logWarning("webhook attempt could not be recorded; it is resent after its lease", cause)

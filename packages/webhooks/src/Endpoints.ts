@@ -17,6 +17,7 @@ import {
   webhookEventTypes,
   type WebhookEventType
 } from "./Model.ts"
+import { type SecretBox, WebhookSecretBox, WebhookSecretBoxLive } from "./SecretSealing.ts"
 import { generateSecret } from "./Signing.ts"
 import { checkTargetUrl } from "./TargetUrl.ts"
 
@@ -81,8 +82,10 @@ export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
   static readonly layerWith = (options: { readonly allowLoopbackHttp: boolean }) =>
     Layer.effect(WebhookEndpoints, makeEndpoints(options.allowLoopbackHttp))
 
-  /** Configured from `WEBHOOK_ALLOW_LOOPBACK_HTTP`. Needs `SqlClient`. */
-  static readonly layer = Layer.unwrap(Effect.map(AllowLoopbackHttpConfig, (allowLoopbackHttp) => WebhookEndpoints.layerWith({ allowLoopbackHttp })))
+  /** Configured from `WEBHOOK_ALLOW_LOOPBACK_HTTP` and `WEBHOOK_SECRETS_KEY` (SecretSealing.ts). Needs `SqlClient`. */
+  static readonly layer = Layer.unwrap(Effect.map(AllowLoopbackHttpConfig, (allowLoopbackHttp) => WebhookEndpoints.layerWith({ allowLoopbackHttp }))).pipe(
+    Layer.provide(WebhookSecretBoxLive)
+  )
 }
 
 /** The code's checks of the fields (the table repeats them). */
@@ -110,7 +113,7 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
 const uniqueTypes = (types: ReadonlyArray<string>): ReadonlyArray<WebhookEventType> =>
   webhookEventTypes.filter((type) => types.includes(type))
 
-const helpers = (sql: SqlClient.SqlClient) => {
+const helpers = (sql: SqlClient.SqlClient, box: SecretBox) => {
   const one = (merchantId: MerchantId, id: string) => (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
     endpointRows(statement).pipe(
       Effect.flatMap(([row]) => (row === undefined ? Effect.fail(new WebhookEndpointNotFound({ endpointId: id })) : Effect.succeed(row))),
@@ -119,15 +122,17 @@ const helpers = (sql: SqlClient.SqlClient) => {
   const insertSecret = (endpointId: string) =>
     Effect.gen(function* () {
       const secret = yield* generateSecret
-      yield* sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (${randomUUID()}, ${endpointId}, ${secret})`
+      // Stored sealed when WEBHOOK_SECRETS_KEY is set (SecretSealing.ts); shown to the merchant as it is, once.
+      const stored = box.seal(secret, endpointId)
+      yield* sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (${randomUUID()}, ${endpointId}, ${stored})`
       return secret
     })
   return { one, insertSecret }
 }
 
 /** The writes that make a secret: creation and rotation. */
-const makeSecretWrites = (sql: SqlClient.SqlClient, allowLoopbackHttp: boolean) => {
-  const { one, insertSecret } = helpers(sql)
+const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbackHttp: boolean) => {
+  const { one, insertSecret } = helpers(sql, box)
   const create = Effect.fn("WebhookEndpoints.create")(function* (merchantId: MerchantId, fields: EndpointFields) {
     yield* checkFields(fields, allowLoopbackHttp)
     return yield* sql.withTransaction(Effect.gen(function* () {
@@ -173,8 +178,9 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, allowLoopbackHttp: boolean) 
 const makeEndpoints = (allowLoopbackHttp: boolean) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const { one } = helpers(sql)
-    const { create, rotateSecret } = makeSecretWrites(sql, allowLoopbackHttp)
+    const box = yield* WebhookSecretBox
+    const { one } = helpers(sql, box)
+    const { create, rotateSecret } = makeSecretWrites(sql, box, allowLoopbackHttp)
     const list = Effect.fn("WebhookEndpoints.list")(function* (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) {
       const after = page.startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${page.startingAfter} AND merchant_id = ${merchantId})`
       const rows = yield* endpointRows(sql`
