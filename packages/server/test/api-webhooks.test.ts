@@ -58,6 +58,15 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       const replay = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
       assert.strictEqual(replay.text, created.text)
       assert.strictEqual(replay.headers.get("idempotent-replayed"), "true")
+      // The answer kept for replays holds the secret sealed, as the endpoint's row does; only the
+      // client's copy is opened.
+      const sql = yield* SqlClient.SqlClient
+      const kept = yield* decodeRows(Schema.Struct({ response_body: Schema.String }))(
+        sql`SELECT response_body FROM idempotency_keys WHERE merchant_id = ${m.merchantId} AND idempotency_key = ${key}`
+      )
+      assert.strictEqual(kept.length, 1)
+      assert.notInclude(kept[0]?.response_body, stringField(created, "secret").slice(6))
+      assert.include(kept[0]?.response_body, `"secret":"sealed:v1:${makeSecretBox(secretsKey).keyId}:`)
       const id = stringField(created, "id")
       const read = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
       assert.strictEqual(read.status, 200)

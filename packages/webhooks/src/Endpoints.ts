@@ -77,6 +77,11 @@ export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
   readonly remove: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
   /** A new current secret; the old one keeps signing for `overlap_ms` (both signatures are sent). */
   readonly rotateSecret: (merchantId: MerchantId, id: string, overlap_ms: number) => Effect.Effect<EndpointWithSecret, Missing | Refusal | SqlError>
+  /**
+   * The box the secrets are stored with (SecretSealing.ts): the answer of a create or rotate,
+   * which carries the secret and is kept for replays, stores it sealed the same way.
+   */
+  readonly secretBox: SecretBox
 }>()("webhooks/WebhookEndpoints") {
   /** `allowLoopbackHttp`: local and test mode only (see TargetUrl.ts). Needs `SqlClient`. */
   static readonly layerWith = (options: { readonly allowLoopbackHttp: boolean }) =>
@@ -227,5 +232,5 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
         Effect.tap(() => sql`DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = ${id}`)
       )).pipe(Effect.withSpan("WebhookEndpoints.remove"))
 
-    return WebhookEndpoints.of({ create, list, get, update, disable, enable, remove, rotateSecret })
+    return WebhookEndpoints.of({ create, list, get, update, disable, enable, remove, rotateSecret, secretBox: box })
   })

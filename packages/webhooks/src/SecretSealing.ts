@@ -86,6 +86,23 @@ export const makeSecretBox = (key: Uint8Array, previous: ReadonlyArray<Uint8Arra
   }
 }
 
+const AnswerIdentity = Schema.fromJsonString(Schema.Struct({ id: Schema.String, secret: Schema.String }))
+const answerIdentity = Schema.decodeUnknownOption(AnswerIdentity)
+
+/**
+ * An endpoint's JSON answer (`{"id": …, …, "secret": …}`) with its sealed `secret` opened: the
+ * same bytes but that one string (both forms are plain JSON strings, nothing to escape), so the
+ * first answer and every replay of a stored answer are still the same bytes. An answer without a
+ * sealed secret is returned as it is.
+ */
+export const openAnswerSecret = (box: SecretBox, body: string): Result.Result<string, SecretSealingFailed> => {
+  if (!body.includes(`"secret":"${sealedPrefix}`)) return Result.succeed(body)
+  const answer = answerIdentity(body)
+  if (answer._tag === "None") return failed("an answer with a sealed secret is not an endpoint's JSON")
+  const { id, secret } = answer.value
+  return Result.map(box.open(secret, id), (opened) => body.replace(`"secret":"${secret}"`, `"secret":"${opened}"`))
+}
+
 /** The box this process seals and opens with: stored as they are unless a layer says otherwise. */
 export const WebhookSecretBox = Context.Reference<SecretBox>("webhooks/WebhookSecretBox", { defaultValue: () => plaintextBox })
 

@@ -12,7 +12,7 @@ import { Webhook } from "standardwebhooks"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions } from "../src/Model.ts"
-import { makeSecretBox, plaintextBox, resealSecrets, SecretsKeyConfig, WebhookSecretBox } from "../src/SecretSealing.ts"
+import { makeSecretBox, openAnswerSecret, plaintextBox, resealSecrets, SecretsKeyConfig, WebhookSecretBox } from "../src/SecretSealing.ts"
 import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
 import { startReceiver } from "./support/Receiver.ts"
 
@@ -45,6 +45,19 @@ describe("SecretSealing: seal and open", () => {
     const noKey = plaintextBox.open(sealed, endpointId)
     assert.isTrue(Result.isFailure(noKey) && noKey.failure.message.includes("WEBHOOK_SECRETS_KEY is not set"))
     assert.strictEqual(plaintextBox.seal(secret, endpointId), secret)
+  })
+
+  it("openAnswerSecret: a stored answer's sealed secret opened in place, every other byte the same; other answers as they are", () => {
+    const box = makeSecretBox(randomBytes(32))
+    const answer = (value: string, id = endpointId) =>
+      JSON.stringify({ id, object: "webhook_endpoint", url: "https://example.com/hook", event_types: ["*"], secret: value, created_at: "2026-12-03T00:00:00.000Z" })
+    assert.deepStrictEqual(openAnswerSecret(box, answer(box.seal(secret, endpointId))), Result.succeed(answer(secret)))
+    assert.deepStrictEqual(openAnswerSecret(box, answer(secret)), Result.succeed(answer(secret)), "stored before the key: as it is")
+    const problem = JSON.stringify({ type: "/docs/problems/invalid_request", status: 400, detail: "url: must use https" })
+    assert.deepStrictEqual(openAnswerSecret(box, problem), Result.succeed(problem))
+    const moved = openAnswerSecret(box, answer(box.seal(secret, endpointId), "we_00000000000000000000000b"))
+    assert.isTrue(Result.isFailure(moved), "a sealed secret moved into another endpoint's answer does not open")
+    assert.isTrue(Result.isFailure(openAnswerSecret(plaintextBox, answer(box.seal(secret, endpointId)))), "no key here")
   })
 
   it.effect("WEBHOOK_SECRETS_KEY: absent or empty is None; anything but the base64 of 32 bytes is a ConfigError naming it", () =>

@@ -50,6 +50,9 @@ export const makeWebhookOperations = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const endpoints = yield* WebhookEndpoints
   const deliveries = yield* WebhookDeliveries
+  // The answer is kept for replays (idempotency_keys, the Redis cache): its secret is stored
+  // sealed like the endpoint's own row, and opened when the answer is sent (http.ts).
+  const sealed = (secret: string, endpointId: string) => endpoints.secretBox.seal(secret, endpointId)
 
   const answer = (
     merchantId: MerchantId,
@@ -58,7 +61,7 @@ export const makeWebhookOperations = Effect.gen(function* () {
     switch (operation._tag) {
       case "webhook_endpoint_create":
         return endpoints.create(merchantId, operation).pipe(
-          Effect.map(({ endpoint, secret }) => json(201, { ...toWebhookEndpointJson(endpoint), secret }))
+          Effect.map(({ endpoint, secret }) => json(201, { ...toWebhookEndpointJson(endpoint), secret: sealed(secret, endpoint.id) }))
         )
       case "webhook_endpoint_update": {
         const { endpoint_id, _tag, ...fields } = operation
@@ -70,7 +73,7 @@ export const makeWebhookOperations = Effect.gen(function* () {
         return endpoints.enable(merchantId, operation.endpoint_id).pipe(Effect.map((endpoint) => json(200, toWebhookEndpointJson(endpoint))))
       case "webhook_endpoint_rotate_secret":
         return endpoints.rotateSecret(merchantId, operation.endpoint_id, operation.expires_in_ms ?? SECRET_OVERLAP_MS_DEFAULT).pipe(
-          Effect.map(({ endpoint, secret }) => json(200, { ...toWebhookEndpointJson(endpoint), secret }))
+          Effect.map(({ endpoint, secret }) => json(200, { ...toWebhookEndpointJson(endpoint), secret: sealed(secret, endpoint.id) }))
         )
       case "webhook_delivery_redeliver":
         return deliveries.redeliver(merchantId, operation.endpoint_id, operation.delivery_id).pipe(
