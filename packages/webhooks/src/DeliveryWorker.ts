@@ -13,7 +13,8 @@ import {
   webhookDeliveriesExhausted,
   webhookEndpointsDisabled,
   webhookLatency,
-  webhookOldestPendingAge
+  webhookOldestPendingAge,
+  webhookSecretsUnopenable
 } from "./Model.ts"
 import { decide } from "./RetryPolicy.ts"
 import { resealSecrets, type SecretBox, WebhookSecretBox, WebhookSecretBoxLive } from "./SecretSealing.ts"
@@ -111,7 +112,9 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
     Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
     // Nothing was sent: a key missing here is an operator's to fix; the lease brings it back.
     Effect.catchTag("SecretSealingFailed", (error) =>
-      Effect.logError("webhook not sent: its endpoint's signing secret does not open here; it is tried again after its lease", { reason: error.message })
+      Effect.logError("webhook not sent: its endpoint's signing secret does not open here; it is tried again after its lease", { reason: error.message }).pipe(
+        Effect.andThen(Metric.update(webhookSecretsUnopenable, 1))
+      )
     ),
     // The lease bounds a failure here: the delivery is sent again once it expires.
     Effect.catchCause((cause) =>
@@ -146,8 +149,10 @@ const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
  */
 export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sender = yield* WebhookSender
-  // Exported from the start (at 0), so that the first disable is an increase Prometheus can see.
+  // Exported from the start (at 0), so that the first disable (or unopenable secret) is an
+  // increase Prometheus can see.
   yield* Metric.update(webhookEndpointsDisabled, 0)
+  yield* Metric.update(webhookSecretsUnopenable, 0)
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
   let inFlight = 0

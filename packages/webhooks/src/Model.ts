@@ -164,6 +164,9 @@ export const webhookDeliveriesExhausted = Metric.counter("webhook_deliveries_fai
 export const webhookEndpointsDisabled = Metric.counter("webhook_endpoints_disabled_total", {
   description: "Endpoints disabled by the sender (410 Gone, or failing for longer than the configured period)"
 })
+export const webhookSecretsUnopenable = Metric.counter("webhook_secrets_unopenable_total", {
+  description: "Deliveries not sent because no configured WEBHOOK_SECRETS_KEY opens their endpoint's signing secret"
+})
 /** In seconds, Prometheus' base unit (promtool refuses abbreviated units such as `_ms` in a name). */
 export const webhookOldestPendingAge = Metric.gauge("webhook_oldest_pending_age_seconds", {
   description: "Age of the oldest pending webhook delivery of an enabled endpoint, in seconds (0 when none)"

@@ -5,13 +5,13 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
-import { ConfigProvider, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
+import { ConfigProvider, Effect, Layer, Metric, Option, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { Webhook } from "standardwebhooks"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
-import { defaultSenderOptions } from "../src/Model.ts"
+import { defaultSenderOptions, webhookSecretsUnopenable } from "../src/Model.ts"
 import { makeSecretBox, openAnswerSecret, plaintextBox, resealSecrets, SecretsKeyConfig, WebhookSecretBox } from "../src/SecretSealing.ts"
 import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
 import { startReceiver } from "./support/Receiver.ts"
@@ -128,6 +128,32 @@ layer(TestLayer, { excludeTestServices: true })("sealed secrets in Postgres, a r
       assert.isTrue(resealed?.startsWith(`sealed:v1:${next.keyId}:`), resealed)
       assert.deepStrictEqual(next.open(resealed ?? "", created.endpoint.id), Result.succeed(created.secret))
       assert.isTrue(Result.isFailure(box.open(resealed ?? "", created.endpoint.id)), "the old key alone no longer opens it")
+    })))
+
+  it.effect("a sender without the key sends nothing for a sealed secret: the delivery stays pending, counted, and goes out once a sender with the key runs", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 204 }))
+      const merchantId = yield* createMerchant
+      const created = yield* (yield* WebhookEndpoints).create(merchantId, { url: receiver.url, event_types: ["*"] })
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      const before = (yield* Metric.value(webhookSecretsUnopenable)).count
+      // A sender built here gets the default box (no key), as a process without WEBHOOK_SECRETS_KEY.
+      const keyless = yield* Effect.provide(
+        Effect.gen(function* () {
+          return yield* WebhookSender
+        }),
+        WebhookSender.layerWith({ ...senderOptions, timeout_ms: 200 })
+      )
+      yield* keyless.drain(1)
+      assert.strictEqual(receiver.received.length, 0, "nothing sent unsigned or wrongly signed")
+      assert.strictEqual((yield* Metric.value(webhookSecretsUnopenable)).count, before + 1)
+      const sql = yield* SqlClient.SqlClient
+      // The lease would bring it back; here it is expired at once.
+      yield* sql`UPDATE webhook_deliveries SET lease_token = NULL, lease_expires_at = NULL WHERE endpoint_id = ${created.endpoint.id}`
+      assert.strictEqual(yield* (yield* WebhookSender).drain(10), 1)
+      const [got] = receiver.received
+      if (got === undefined) return assert.fail("nothing received")
+      new Webhook(created.secret).verify(got.body, { "webhook-id": got.id, "webhook-timestamp": got.timestamp, "webhook-signature": got.signature })
     })))
 
   it.effect("raw SQL: neither a made-up sealed form nor any other text is accepted as a secret (CHECK)", () =>
