@@ -4,7 +4,10 @@
  *
  * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
  * KAFKA_SESSION_TIMEOUT_MS (6 000..300 000, default 10 000) and the `CONSUMER_*` settings of
- * `ConsumerConfig`. It does not run migrations (the server owns the schema).
+ * `ConsumerConfig`. It does not run migrations (the server owns the schema). Its figures (lag,
+ * parked records, reconciliation differences, the runtime's) on `/metrics` at METRICS_PORT when
+ * that is set (a listener of its own, never the server's 9464 by default); logs as the server's
+ * (JSON with trace ids, LOG_LEVEL), traces to OTEL_EXPORTER_OTLP_ENDPOINT when set.
  *
  * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the layer; the record in flight finishes (its
  * transaction is uninterruptible), the group is left, the pool closes.
@@ -24,10 +27,14 @@ import {
   KafkaAdmin,
   KafkaBrokers,
   KafkaConsumer,
+  JsonLoggingLive,
   KafkaProducer,
-  PostgresLive
+  MetricsServerWhenConfigured,
+  PostgresLive,
+  ProcessMetricsLive,
+  TracingLive
 } from "@pay/infra"
-import { Config, Effect, Layer, Logger } from "effect"
+import { Config, Effect, Layer } from "effect"
 import type { ConsumerFaults } from "./ConsumerModel.ts"
 import { consumersLayer } from "./ConsumersProcess.ts"
 
@@ -76,9 +83,11 @@ const KafkaClientsLive = Layer.unwrap(
   })
 )
 
-const ConsumersProcess = Layer.unwrap(Effect.map(faultsFromEnv, (faults) => consumersLayer(faults))).pipe(
+const ConsumersProcess = Layer.unwrap(
+  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive))
+).pipe(
   Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)),
-  Layer.provide(Logger.layer([Logger.consoleJson]))
+  Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 
 Layer.launch(ConsumersProcess).pipe(NodeRuntime.runMain)

@@ -4,21 +4,23 @@
  * through leases.
  *
  * Environment: DATABASE_URL, DATABASE_POOL_SIZE and the `WEBHOOK_*` settings of `SenderConfig`
- * (Model.ts). It does not run migrations (the server owns the schema).
+ * (Model.ts), WEBHOOK_SECRETS_KEY (the servers' value: SecretSealing.ts). It does not run
+ * migrations (the server owns the schema). Its figures (webhook_*, the runtime's) on `/metrics` at
+ * METRICS_PORT when that is set; logs as the server's (JSON with trace ids, LOG_LEVEL), traces to
+ * OTEL_EXPORTER_OTLP_ENDPOINT when set.
  *
  * SIGTERM/SIGINT: no new claims; the requests in flight finish (each bounded by the timeout) and
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { PostgresLive } from "@pay/infra"
-import { Layer, Logger } from "effect"
+import { JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, TracingLive } from "@pay/infra"
+import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 
-const SenderProcess = WebhookSenderLoop.pipe(
-  Layer.provide(WebhookSender.layer),
+const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive).pipe(
   Layer.provide(PostgresLive),
-  Layer.provide(Logger.layer([Logger.consoleJson]))
+  Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
 
 Layer.launch(SenderProcess).pipe(NodeRuntime.runMain)

@@ -10,7 +10,8 @@ import { boundedInt } from "../BoundedConfig.ts"
  * listener of its own, on loopback, and never on the API port: merchants (or anyone who reaches
  * the API) cannot read the platform's figures; Prometheus scrapes it from inside the host or pod
  * network. `0` picks a free port (test servers, several on one machine; the port is logged).
- * The separate outbox publisher process serves its own the same way.
+ * The processes that run apart from a server (outbox publisher, consumers, webhook sender) serve
+ * their own with `MetricsServerWhenConfigured`.
  */
 export const MetricsPort = boundedInt("METRICS_PORT", { min: 0, max: 65_535 }, 9_464)
 
@@ -29,7 +30,7 @@ export const metricsServerLayer = (port: number): Layer.Layer<never> =>
 export const MetricsServerLive = Layer.unwrap(Effect.map(MetricsPort, metricsServerLayer))
 
 /**
- * For secondary processes (the outbox publisher) that usually run beside a server on one host:
+ * For secondary processes (the outbox publisher, the consumers, the webhook sender) that usually run beside a server on one host:
  * a listener only when `METRICS_PORT` is set explicitly, so that they never take the server's 9464.
  */
 export const MetricsServerWhenConfigured = Layer.unwrap(

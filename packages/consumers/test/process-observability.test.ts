@@ -1,0 +1,79 @@
+// The consumers and the webhook sender run as processes of their own in production
+// (CONSUMERS_ENABLED=false / WEBHOOK_SENDER_ENABLED=false on the servers). Their alerts
+// (ConsumerLagHigh, ConsumerRecordsParked, ReconciliationDifferences, WebhookDeliveriesLate,
+// WebhookSecretsUnopenable) read series that only those processes hold, yet neither served
+// /metrics, and both logged Effect's nested JSON instead of the server's lines (flat
+// correlation_id, trace_id): an operator could neither alert on them nor find their lines by id.
+// Each process now serves /metrics on METRICS_PORT when it is set and logs like the server.
+import { assert, it } from "@effect/vitest"
+import { acquireTestDatabase, startManagedProcess } from "@pay/testkit"
+import { freePort } from "@pay/testkit/ChildProcess"
+import { Effect, Schema } from "effect"
+import { freshTopics, kafkaTestClients, run } from "./support.ts"
+
+const scrape = (port: number) =>
+  Effect.tryPromise(async () => (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) })).text())
+
+const seriesNames = (text: string): ReadonlySet<string> =>
+  new Set(text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.split(/[{ ]/)[0] ?? ""))
+
+/** Scrapes until every name is exported (the lag and reconciliation gauges come after their first round), bounded. */
+const awaitSeries = (port: number, names: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    let missing: ReadonlyArray<string> = names
+    for (let attempt = 0; attempt < 100 && missing.length > 0; attempt++) {
+      if (attempt > 0) yield* Effect.sleep("200 millis")
+      const exported = seriesNames(yield* scrape(port))
+      missing = names.filter((name) => !exported.has(name))
+    }
+    return missing
+  })
+
+const LogLine = Schema.fromJsonString(Schema.Struct({ timestamp: Schema.String, level: Schema.String, message: Schema.Unknown }))
+const decodeLogLine = Schema.decodeUnknownOption(LogLine)
+
+/** Every JSON line of the output is a line of the server's format (flat: `level`, not Effect's `logLevel` and nested annotations). */
+const assertServerLogFormat = (output: string, label: string) => {
+  const lines = output.split("\n").filter((line) => line.startsWith("{"))
+  assert.isAbove(lines.length, 0, `${label} logged: ${output.slice(-1_000)}`)
+  for (const line of lines) assert.isTrue(decodeLogLine(line)._tag === "Some", `${label}: ${line.slice(0, 300)}`)
+}
+
+it.live("the consumers' process and the webhook sender's serve /metrics on METRICS_PORT with their series, and log the server's JSON lines", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const database = yield* acquireTestDatabase
+    const topics = yield* freshTopics
+    const consumersPort = yield* freePort
+    const consumers = yield* startManagedProcess({
+      script: "packages/consumers/src/main.ts",
+      label: "consumers",
+      env: {
+        DATABASE_URL: database.url,
+        DATABASE_POOL_SIZE: "4",
+        KAFKA_BROKERS: run.kafkaBrokers,
+        KAFKA_TOPIC_PREFIX: topics.prefix,
+        METRICS_PORT: String(consumersPort),
+        CONSUMER_LAG_INTERVAL_MS: "200",
+        CONSUMER_RECONCILE_INTERVAL_MS: "1000"
+      },
+      outputKept_chars: 20_000,
+      readyUrl: `http://127.0.0.1:${consumersPort}/metrics`,
+      startTimeout_ms: 30_000
+    })
+    const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds"]
+    assert.deepStrictEqual(yield* awaitSeries(consumersPort, consumerSeries), [], `consumers' /metrics: ${consumers.output().slice(-1_000)}`)
+    assertServerLogFormat(consumers.output(), "consumers")
+
+    const senderPort = yield* freePort
+    const sender = yield* startManagedProcess({
+      script: "packages/webhooks/src/main.ts",
+      label: "webhook sender",
+      env: { DATABASE_URL: database.url, DATABASE_POOL_SIZE: "2", METRICS_PORT: String(senderPort) },
+      outputKept_chars: 20_000,
+      readyUrl: `http://127.0.0.1:${senderPort}/metrics`,
+      startTimeout_ms: 30_000
+    })
+    const senderSeries = ["webhook_oldest_pending_age_seconds", "webhook_secrets_unopenable_total", "webhook_endpoints_disabled_total", "nodejs_eventloop_delay_p99_seconds"]
+    assert.deepStrictEqual(yield* awaitSeries(senderPort, senderSeries), [], `sender's /metrics: ${sender.output().slice(-1_000)}`)
+    assertServerLogFormat(sender.output(), "webhook sender")
+  }).pipe(Effect.provide(kafkaTestClients("process-observability")))), { timeout: 120_000 })
