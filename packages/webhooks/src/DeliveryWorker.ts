@@ -109,7 +109,6 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
       yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: claimed.url })
     }
   }).pipe(
-    Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
     // Nothing was sent: a key missing here is an operator's to fix; the lease brings it back.
     Effect.catchTag("SecretSealingFailed", (error) =>
       Effect.logError("webhook not sent: its endpoint's signing secret does not open here; it is tried again after its lease", { reason: error.message }).pipe(
@@ -120,6 +119,8 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
     Effect.catchCause((cause) =>
       Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.logWarning("webhook attempt could not be recorded; it is resent after its lease", cause)
     ),
+    // Outside the handlers above, so that their lines name the delivery too.
+    Effect.annotateLogs({ webhook_delivery_id: claimed.id, webhook_endpoint_id: claimed.endpoint_id, merchant_id: claimed.merchant_id, event_id: claimed.event_id, attempt: claimed.attempt_count }),
     Effect.withSpan("webhooks.deliver")
   )
 

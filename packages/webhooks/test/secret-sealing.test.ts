@@ -5,7 +5,7 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
-import { ConfigProvider, Effect, Layer, Metric, Option, Redacted, Result, Schema } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, Metric, Option, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { Webhook } from "standardwebhooks"
@@ -144,8 +144,17 @@ layer(TestLayer, { excludeTestServices: true })("sealed secrets in Postgres, a r
         }),
         WebhookSender.layerWith({ ...senderOptions, timeout_ms: 200 })
       )
-      yield* keyless.drain(1)
+      const logged: Array<Record<string, unknown>> = []
+      const capture = Logger.layer([Logger.make((options) => {
+        const line = Logger.formatStructured.log(options)
+        logged.push({ level: line.level, message: line.message, ...line.annotations })
+      })])
+      yield* keyless.drain(1).pipe(Effect.provide(capture))
       assert.strictEqual(receiver.received.length, 0, "nothing sent unsigned or wrongly signed")
+      const notSent = logged.find((line) => JSON.stringify(line["message"]).includes("webhook not sent"))
+      assert.strictEqual(notSent?.["level"], "ERROR", JSON.stringify(logged).slice(0, 500))
+      assert.strictEqual(notSent?.["webhook_endpoint_id"], created.endpoint.id, "the line names the endpoint")
+      assert.include(JSON.stringify(notSent?.["message"]), `sealed under key ${box.keyId}`, "and the key it needs")
       assert.strictEqual((yield* Metric.value(webhookSecretsUnopenable)).count, before + 1)
       const sql = yield* SqlClient.SqlClient
       // The lease would bring it back; here it is expired at once.
