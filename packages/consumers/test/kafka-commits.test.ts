@@ -48,7 +48,12 @@ it.live("Kafka's committed offsets follow the stored ones in the background, nev
     yield* Fiber.interrupt(watcher)
 
     assert.deepStrictEqual(ahead, [], "Kafka never ahead of the database")
-    assert.deepStrictEqual((yield* store.offsets(handler.name)).map((row) => row.next_offset), [...ends])
-    assert.deepStrictEqual((yield* admin.groupOffsets(groupId, topics.topic)).map((entry) => entry.offset), [...ends], "committed when the run ended")
+    // 12 random payment keys over 3 partitions leave one empty about once in 40 runs: it has no
+    // stored row and nothing to commit, so the comparison is over the partitions with records.
+    const expected = ends.flatMap((end, partition) => (end > 0n ? [{ partition, offset: end }] : []))
+    const hasRecords = (partition: number) => (ends[partition] ?? 0n) > 0n
+    assert.deepStrictEqual((yield* store.offsets(handler.name)).map((row) => ({ partition: row.partition, offset: row.next_offset })), expected)
+    const committed = (yield* admin.groupOffsets(groupId, topics.topic)).filter((entry) => hasRecords(entry.partition))
+    assert.deepStrictEqual(committed.map((entry) => ({ partition: entry.partition, offset: entry.offset })), expected, "committed when the run ended")
     assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection(payloads.filter((payload) => payload.type === "payment_settled")))
   }).pipe(Effect.provide(ConsumerTestLayer("pay-test-kafka-commits"))))
