@@ -714,10 +714,12 @@ const measure = (workload: Workload, target: Target, openLoop = true) =>
  * `settings.connections` loops, each doing create → authorize → settle (new keys) back to back for
  * `duration_s`: payments settled per second, the issue's "full flow" (target ≥ 0.25× TPC-B).
  */
+/** Rounds of flow loops started in this run (warm-ups included): part of their keys. */
+let flowRounds = 0
+
 const flowPhase = (target: Target, duration_s: number) =>
   Effect.promise(async () => {
-    const deadline = performance.now() + duration_s * 1_000
-    const before = sampleCpu(target.serverPid, target.workerPids)
+    let deadline = 0
     let flows = 0
     let failures = 0
     const latencies_ms: Array<number> = []
@@ -733,7 +735,9 @@ const flowPhase = (target: Target, duration_s: number) =>
     const loop = async (loopIndex: number) => {
       for (let index = 0; performance.now() < deadline; index++) {
         const started = performance.now()
-        const key = `flow-${runId}-${loopIndex}-${index}`
+        // Keys unique to this round: a phase run again (warm-up, the preloaded database) under the
+        // same keys would replay the stored answers instead of doing the work.
+        const key = `flow-${runId}-${flowRound}-${loopIndex}-${index}`
         try {
           const created = await post("/v1/payments", `${key}-c`, createBody)
           const parsed: unknown = created.status === 201 ? JSON.parse(created.text) : undefined
@@ -748,7 +752,20 @@ const flowPhase = (target: Target, duration_s: number) =>
         }
       }
     }
-    await Promise.all(Array.from({ length: settings.connections }, (_, index) => loop(index)))
+    let flowRound = 0
+    const run = (seconds: number) => {
+      flowRound = ++flowRounds
+      deadline = performance.now() + seconds * 1_000
+      return Promise.all(Array.from({ length: settings.connections }, (_, index) => loop(index)))
+    }
+    // Warm-up, as every workload has (BENCH_WARMUP_S), not counted: the first authorizes and
+    // settles of a server compile its code paths and every pooled backend's plans and PL/pgSQL.
+    await run(settings.warmup_s)
+    flows = 0
+    failures = 0
+    latencies_ms.length = 0
+    const before = sampleCpu(target.serverPid, target.workerPids)
+    await run(duration_s)
     const cpu = coresBetween(before, sampleCpu(target.serverPid, target.workerPids))
     const perFlow_ms = (cores: number) => (flows > 0 ? round((cores * duration_s * 1_000) / flows, 3) : Number.NaN)
     return {
