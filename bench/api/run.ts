@@ -730,6 +730,8 @@ const flowPhase = (target: Target, duration_s: number) =>
         ...(body === undefined ? {} : { body }),
         signal: AbortSignal.timeout(10_000)
       })
+      // Every request of the flow is new work: a replayed answer means reused keys (a failure).
+      if (response.headers.get("idempotent-replayed") === "true") throw new Error(`${path}: a replay, not new work (reused key ${key})`)
       return { status: response.status, text: await response.text() }
     }
     const loop = async (loopIndex: number) => {
