@@ -131,15 +131,21 @@ export interface Execution<A = StoredResponse> {
 }
 
 /**
- * `Execution.finish` as a CTE of the caller's statement, inside the transaction that does the last
- * piece of work: `statement(source)` is the CTE's body, which stores the rendered outcome only when
- * the CTE `source` (the caller's change) has a row; `confirm(rows)`, with the number of rows that
- * CTE returned, is the check `finish` makes (IdempotencyLockLost unless 1) and gives the proof.
+ * A write that rides in another package's statement as a CTE: `statement(source)` is the CTE's
+ * body, written only when the caller's CTE `source` has a row; `confirm(rows)`, with the number of
+ * rows that CTE returned, checks it and gives the result.
  */
-export interface FinishFrom<A> {
+export interface CteWrite<F, E> {
   readonly statement: (source: string) => Fragment
-  readonly confirm: (rows: number) => Effect.Effect<Finished<A>, IdempotencyLockLost>
+  readonly confirm: (rows: number) => Effect.Effect<F, E>
 }
+
+/**
+ * `Execution.finish` as a CTE of the caller's statement (the caller's change), inside the
+ * transaction that does the last piece of work: `confirm` makes the check `finish` makes
+ * (IdempotencyLockLost unless 1 row) and gives the proof.
+ */
+export type FinishFrom<A> = CteWrite<Finished<A>, IdempotencyLockLost>
 
 /** The request `run` protects. */
 export interface IdempotentRequest<A = StoredResponse> {

@@ -1,10 +1,10 @@
 import { encodePaymentEvent, type Payment, PAYMENT_EVENT_SCHEMA_VERSION, type PaymentEvent, type PaymentStatus } from "@pay/domain"
+import type { CteWrite } from "@pay/idempotency"
 import type { OutboxWriter } from "@pay/outbox"
 import type { SettlementAlongside } from "@pay/settlement"
 import { DateTime, Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import type { Fragment } from "effect/sql/Statement"
 import { type ChangeContext, eventHeadersOf, isChangeContext } from "./ChangeContext.ts"
 import { countTransition } from "./PaymentMetrics.ts"
 
@@ -61,7 +61,6 @@ const outboxEventOf = (event: PaymentEvent, context: ChangeContext) => ({
 
 export type Trail = ReturnType<typeof makeTrail>
 
-
 /** What the settlement posted: the event carries it. */
 export interface SettledSplit {
   readonly fee_minor: bigint
@@ -73,10 +72,6 @@ export type OnSettled<E> = (payment: Payment, alongside: SettlementAlongside) =>
 
 /**
  * The caller's stored answer, written by the change's own statement (one round trip fewer), built
- * from the changed payment: `Execution.finishFrom` of `@pay/idempotency` has this shape.
+ * from the changed payment: `Execution.finishFrom` of `@pay/idempotency` is one.
  */
-export type AnswerFrom<F, E> = (payment: Payment) => {
-  readonly statement: (source: string) => Fragment
-  readonly confirm: (rows: number) => Effect.Effect<F, E>
-}
-
+export type AnswerFrom<F, E> = (payment: Payment) => CteWrite<F, E>
