@@ -227,10 +227,10 @@ const makeWrites = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPa
     return yield* store.advance(record, recoveryPoint, data)
   })
 
-  const checkStatus = (response: StoredResponse) =>
+  const statusProblem = (response: StoredResponse) =>
     !Number.isInteger(response.status) || response.status < 100 || response.status > 599
-      ? Effect.die(new Error(`finish: ${response.status} is not an HTTP status`))
-      : Effect.void
+      ? new Error(`finish: ${response.status} is not an HTTP status`)
+      : undefined
 
   /** Once the response is stored: the Redis work after COMMIT (a rollback discards it), and the proof. */
   const finished = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker: boolean) =>
@@ -245,22 +245,23 @@ const makeWrites = (sql: SqlClient.SqlClient, store: KeyStore, fast: RedisFastPa
   /** `marker`: whether this run set the in-flight marker in Redis (runGated's runs do not). */
   const finishWith = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true) =>
     Effect.gen(function* () {
-      yield* checkStatus(response)
+      const problem = statusProblem(response)
+      if (problem !== undefined) return yield* Effect.die(problem)
       yield* store.storeResponse(record, response)
       return yield* finished(record, outcome, response, marker)
     }).pipe(Effect.withSpan("IdempotencyKeys.finish"))
 
   /** `finishWith` as a CTE of the caller's statement (Execution.finishFrom). */
   const finishFrom = <A>(record: IdempotencyRecord, outcome: A, response: StoredResponse, marker = true): FinishFrom<A> => ({
+    // Checked before the statement is built, as `finishWith` checks before it writes (a defect:
+    // thrown inside the caller's Effect).
     statement: (source) => {
       if (!cteName.test(source)) throw new Error(`finishFrom: ${JSON.stringify(source)} is not a CTE name`)
+      const problem = statusProblem(response)
+      if (problem !== undefined) throw problem
       return store.storeResponseFrom(record, response, source)
     },
-    confirm: (rows) =>
-      checkStatus(response).pipe(
-        Effect.andThen(store.stored(record, rows)),
-        Effect.andThen(finished(record, outcome, response, marker))
-      )
+    confirm: (rows) => store.stored(record, rows).pipe(Effect.andThen(finished(record, outcome, response, marker)))
   })
 
   const finish = (record: IdempotencyRecord, response: StoredResponse) => finishWith(record, response, response)
