@@ -59,7 +59,6 @@ const storedBody = (canonical: string | undefined): Effect.Effect<Schema.Json | 
   return Result.isSuccess(decoded) ? Effect.succeed(decoded.success) : Effect.die(new Error("runGated: the canonical body is not JSON"))
 }
 
-
 /**
  * `IdempotencyKeys.runGated` (issue 18). `run` takes the key (one commit), reads, then records the
  * recovery point before the acquirer is asked (a second commit), and sets and deletes an in-flight

@@ -5,7 +5,6 @@ import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
 
-
 /** INSERT … RETURNING: exactly one row. */
 const createdRow = decodeRow(Schema.Struct({ created_at: Schema.Date }))
 
