@@ -9,13 +9,13 @@ import {
   Refund,
   RefundExceedsBalance,
   RefundExceedsCaptured,
-  type RefundId,
+  RefundId,
   RefundNotFound,
   type RefundReason
 } from "@pay/domain"
 import { OutboxWriter } from "@pay/outbox"
 import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
-import { DateTime, Effect, Schema } from "effect"
+import { DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { ChangeContext } from "./ChangeContext.ts"
@@ -200,15 +200,21 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
   return { complete }
 }
 
+const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
+const decodeRefundId = Schema.decodeUnknownOption(RefundId)
+
 const makeRefundReads = (sql: SqlClient.SqlClient) => {
+  /** Ids not of their kind's shape name nothing: refused before a statement (a NUL would be a 500 from the database). */
   const findById = (merchantId: MerchantId, paymentId: string, refundId: string) =>
-    sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 AND payment_id = $2 AND merchant_id = $3`, [refundId, paymentId, merchantId]).pipe(
-      Effect.flatMap((rows) => (rows[0] === undefined ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })) : refundFromRow(rows[0])))
-    )
+    Option.isNone(decodePaymentId(paymentId)) || Option.isNone(decodeRefundId(refundId))
+      ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) }))
+      : sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 AND payment_id = $2 AND merchant_id = $3`, [refundId, paymentId, merchantId]).pipe(
+        Effect.flatMap((rows) => (rows[0] === undefined ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })) : refundFromRow(rows[0])))
+      )
 
   /** A payment's refunds, oldest first (bounded: the cap allows at most `captured` refunds of 1). */
   const list = (merchantId: MerchantId, paymentId: string, limit: number) =>
-    Schema.decodeUnknownOption(PaymentId)(paymentId)._tag === "None"
+    Option.isNone(decodePaymentId(paymentId))
       ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
       : Effect.gen(function* () {
         const owner = yield* sql`SELECT 1 AS one FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`

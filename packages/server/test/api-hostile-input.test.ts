@@ -51,6 +51,51 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
     }))
 
+  it.effect("a path id not of its kind (NUL, a lone surrogate's bytes, garbage) on every route that takes one: 404, never 5xx, nothing written", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Hostile ids")
+      const created = yield* createPayment(m, newKey())
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const paymentId = String(jsonOf(created)["id"])
+      const endpoint = yield* server.request("POST", "/v1/webhook_endpoints", {
+        apiKey: m.apiKey, idempotencyKey: newKey(), json: { url: "https://example.com/hooks", event_types: ["*"] }
+      })
+      assert.strictEqual(endpoint.status, 201, describeAnswer(endpoint))
+      const endpointId = String(jsonOf(endpoint)["id"])
+      const before = yield* writtenRows(m.merchantId)
+      // These reached PostgreSQL as text: a NUL was a 500 (22021) on the refund and endpoint routes.
+      const hostile = ["%00", "a%00b", "%ED%A0%80", "%FF", "x"]
+      const routes = (bad: string): ReadonlyArray<readonly [string, string, unknown?]> => [
+        ["GET", `/v1/payments/${bad}/refunds`],
+        ["GET", `/v1/payments/${bad}/refunds/re_${"0".repeat(24)}`],
+        ["GET", `/v1/payments/${paymentId}/refunds/${bad}`],
+        ["GET", `/v1/webhook_endpoints/${bad}`],
+        ["DELETE", `/v1/webhook_endpoints/${bad}`],
+        ["POST", `/v1/webhook_endpoints/${bad}`, { description: "d" }],
+        ["POST", `/v1/webhook_endpoints/${bad}/disable`],
+        ["POST", `/v1/webhook_endpoints/${bad}/enable`],
+        ["POST", `/v1/webhook_endpoints/${bad}/rotate_secret`, {}],
+        ["POST", `/v1/webhook_endpoints/${bad}/recover`, { since: "2026-12-01T00:00:00Z" }],
+        ["GET", `/v1/webhook_endpoints/${bad}/deliveries`],
+        ["GET", `/v1/webhook_endpoints/${endpointId}/deliveries/${bad}`],
+        ["POST", `/v1/webhook_endpoints/${bad}/deliveries/${crypto.randomUUID()}/redeliver`],
+        ["POST", `/v1/webhook_endpoints/${endpointId}/deliveries/${bad}/redeliver`]
+      ]
+      for (const bad of hostile) {
+        for (const [method, path, body] of routes(bad)) {
+          const answer = yield* server.request(method, path, { apiKey: m.apiKey, idempotencyKey: newKey(), ...(body === undefined ? {} : { json: body }) })
+          assert.strictEqual(answer.status, 404, `${method} ${path}: ${describeAnswer(answer)}`)
+          assert.match(String(jsonOf(answer)["code"]), /_not_found$/, `${method} ${path}`)
+        }
+        // A list's cursor that is no endpoint id names none: an empty page, as an unknown one does.
+        const page = yield* server.request("GET", `/v1/webhook_endpoints?starting_after=${bad}`, { apiKey: m.apiKey })
+        assert.strictEqual(page.status, 200, `starting_after=${bad}: ${describeAnswer(page)}`)
+        assert.deepStrictEqual(jsonOf(page)["data"], [], `starting_after=${bad}`)
+      }
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "no key taken, nothing written")
+    }))
+
   it.effect("duplicate members and numbers beyond a double: 400 naming the member, nothing written", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Ambiguous JSON")

@@ -4,6 +4,7 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "./Errors.ts"
+import { webhookEndpointIdPattern } from "./Model.ts"
 
 export const DeliveryRow = Schema.Struct({
   id: Schema.String,
@@ -45,8 +46,8 @@ const endpointIdRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
 /** The endpoint exists, is the merchant's and is not deleted (else not found: no oracle). */
 const ownEndpointOf = (sql: SqlClient.SqlClient) => (merchantId: MerchantId, endpointId: string) =>
-  endpointIdRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`).pipe(
-    Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new WebhookEndpointNotFound({ endpointId })) : Effect.void))
+  (webhookEndpointIdPattern.test(endpointId) ? endpointIdRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`) : Effect.succeed([])).pipe(
+    Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new WebhookEndpointNotFound({ endpointId: endpointId.slice(0, 100) })) : Effect.void))
   )
 
 const oneDelivery = (deliveryId: string) => (rows: ReadonlyArray<WebhookDelivery>) => {

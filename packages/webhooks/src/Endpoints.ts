@@ -14,6 +14,7 @@ import {
   generateWebhookEndpointId,
   SECRET_OVERLAP_MS_MAX,
   WebhookEndpointId,
+  webhookEndpointIdPattern,
   webhookEventTypes,
   type WebhookEventType
 } from "./Model.ts"
@@ -119,8 +120,9 @@ const uniqueTypes = (types: ReadonlyArray<string>): ReadonlyArray<WebhookEventTy
   webhookEventTypes.filter((type) => types.includes(type))
 
 const helpers = (sql: SqlClient.SqlClient, box: SecretBox) => {
+  /** An id not of an endpoint id's shape names none: not found before the statement runs (a NUL would be a 500 from the database). */
   const one = (merchantId: MerchantId, id: string) => (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-    endpointRows(statement).pipe(
+    (webhookEndpointIdPattern.test(id) ? endpointRows(statement) : Effect.succeed([])).pipe(
       Effect.flatMap(([row]) => (row === undefined ? Effect.fail(new WebhookEndpointNotFound({ endpointId: id })) : Effect.succeed(row))),
       Effect.annotateLogs({ merchant_id: merchantId, webhook_endpoint_id: id })
     )
@@ -187,6 +189,8 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
     const { one } = helpers(sql, box)
     const { create, rotateSecret } = makeSecretWrites(sql, box, allowLoopbackHttp)
     const list = Effect.fn("WebhookEndpoints.list")(function* (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) {
+      // A cursor that is no endpoint id names no endpoint: an empty page, as for an unknown one.
+      if (page.startingAfter !== undefined && !webhookEndpointIdPattern.test(page.startingAfter)) return { data: [], hasMore: false }
       const after = page.startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${page.startingAfter} AND merchant_id = ${merchantId})`
       const rows = yield* endpointRows(sql`
         SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints

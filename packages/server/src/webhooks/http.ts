@@ -9,7 +9,7 @@ import {
 } from "@pay/api"
 import { PageLimit } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult, storedAsIs } from "@pay/idempotency"
-import { openAnswerSecret, WebhookDeliveries, WebhookEndpoints } from "@pay/webhooks"
+import { openAnswerSecret, WebhookDeliveries, WebhookDeliveryNotFound, WebhookEndpointNotFound, webhookEndpointIdPattern, WebhookEndpoints } from "@pay/webhooks"
 import { Effect, Option, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
@@ -34,6 +34,19 @@ const noBody = (operation: WebhookOperation): ToOperation => (body) =>
 
 const withBody = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, toOperation: (decoded: S["Type"]) => WebhookOperation): ToOperation =>
 (body) => decodeBody(schema, body ?? {}).pipe(Effect.map(toOperation))
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/**
+ * A path id not of its kind's shape names nothing: after the body's checks, refused before the
+ * key is taken (a NUL or a lone surrogate never reaches the database), as the payments' POSTs do.
+ */
+const onEndpoint = (ids: { readonly endpoint: string; readonly delivery?: string }, toOperation: ToOperation): ToOperation => (body) =>
+  toOperation(body).pipe(Effect.flatMap((operation): Effect.Effect<WebhookOperation, ApiError> => {
+    if (!webhookEndpointIdPattern.test(ids.endpoint)) return Effect.fail(new WebhookEndpointNotFound({ endpointId: ids.endpoint.slice(0, 100) }))
+    if (ids.delivery !== undefined && !uuidPattern.test(ids.delivery)) return Effect.fail(new WebhookDeliveryNotFound({ deliveryId: ids.delivery.slice(0, 100) }))
+    return Effect.succeed(operation)
+  }))
 
 const makeIdempotentPost = Effect.gen(function* () {
   const idempotency = yield* IdempotencyKeys
@@ -132,19 +145,19 @@ export const WebhooksHandlers = HttpApiBuilder.group(
       .handleRaw("list", ({ query }) => reads.list(query))
       .handleRaw("retrieve", ({ params }) => reads.retrieve(params.id))
       .handleRaw("update", ({ request, params }) =>
-        post(request, `${base}/${params.id}`, withBody(UpdateWebhookEndpointBody, (body) => ({ _tag: "webhook_endpoint_update", endpoint_id: params.id, ...body }))))
+        post(request, `${base}/${params.id}`, onEndpoint({ endpoint: params.id }, withBody(UpdateWebhookEndpointBody, (body) => ({ _tag: "webhook_endpoint_update", endpoint_id: params.id, ...body })))))
       .handleRaw("disable", ({ request, params }) =>
-        post(request, `${base}/${params.id}/disable`, noBody({ _tag: "webhook_endpoint_disable", endpoint_id: params.id })))
+        post(request, `${base}/${params.id}/disable`, onEndpoint({ endpoint: params.id }, noBody({ _tag: "webhook_endpoint_disable", endpoint_id: params.id }))))
       .handleRaw("enable", ({ request, params }) =>
-        post(request, `${base}/${params.id}/enable`, noBody({ _tag: "webhook_endpoint_enable", endpoint_id: params.id })))
+        post(request, `${base}/${params.id}/enable`, onEndpoint({ endpoint: params.id }, noBody({ _tag: "webhook_endpoint_enable", endpoint_id: params.id }))))
       .handleRaw("remove", ({ params }) => reads.remove(params.id))
       .handleRaw("rotateSecret", ({ request, params }) =>
-        post(request, `${base}/${params.id}/rotate_secret`, withBody(RotateWebhookSecretBody, (body) => ({ _tag: "webhook_endpoint_rotate_secret", endpoint_id: params.id, ...body }))))
+        post(request, `${base}/${params.id}/rotate_secret`, onEndpoint({ endpoint: params.id }, withBody(RotateWebhookSecretBody, (body) => ({ _tag: "webhook_endpoint_rotate_secret", endpoint_id: params.id, ...body })))))
       .handleRaw("listDeliveries", ({ params, query }) => reads.listDeliveries(params.id, query))
       .handleRaw("retrieveDelivery", ({ params }) => reads.retrieveDelivery(params.id, params.delivery_id))
       .handleRaw("redeliver", ({ request, params }) =>
-        post(request, `${base}/${params.id}/deliveries/${params.delivery_id}/redeliver`, noBody({ _tag: "webhook_delivery_redeliver", endpoint_id: params.id, delivery_id: params.delivery_id })))
+        post(request, `${base}/${params.id}/deliveries/${params.delivery_id}/redeliver`, onEndpoint({ endpoint: params.id, delivery: params.delivery_id }, noBody({ _tag: "webhook_delivery_redeliver", endpoint_id: params.id, delivery_id: params.delivery_id }))))
       .handleRaw("recover", ({ request, params }) =>
-        post(request, `${base}/${params.id}/recover`, withBody(RecoverWebhookDeliveriesBody, (body) => ({ _tag: "webhook_deliveries_recover", endpoint_id: params.id, since: body.since }))))
+        post(request, `${base}/${params.id}/recover`, onEndpoint({ endpoint: params.id }, withBody(RecoverWebhookDeliveriesBody, (body) => ({ _tag: "webhook_deliveries_recover", endpoint_id: params.id, since: body.since })))))
   })
 )
