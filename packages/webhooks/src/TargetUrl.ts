@@ -1,3 +1,4 @@
+import ipaddr from "ipaddr.js"
 import { isIP } from "node:net"
 import { URL_LENGTH_MAX } from "./Model.ts"
 
@@ -7,9 +8,10 @@ import { URL_LENGTH_MAX } from "./Model.ts"
  * - `https://` to a host name or a public IP address: always.
  * - `http://` to a loopback address (`127.0.0.0/8`, `::1`, `localhost` and names under it): only when
  *   `allowLoopbackHttp` is set (`WEBHOOK_ALLOW_LOOPBACK_HTTP=true`, local and test mode).
- * - Nothing else: no other scheme, no credentials in the URL, no private, link-local,
- *   unique-local, multicast or unspecified address literals (cloud metadata at 169.254.169.254
- *   among them), and, in production, no loopback either.
+ * - Nothing else: no other scheme, no credentials in the URL, no IP literal outside global
+ *   unicast (private, link-local, unique-local, CGNAT, multicast, unspecified, reserved and
+ *   documentation blocks, and the IPv6 forms that embed an IPv4 address: NAT64, 6to4, Teredo;
+ *   cloud metadata at 169.254.169.254 among them), and, in production, no loopback either.
  *
  * A host name can resolve to a private address (or change what it resolves to after
  * registration): the sender checks the address it actually connects to with the same rule
@@ -20,44 +22,30 @@ export type UrlVerdict = { readonly _tag: "Allowed"; readonly url: URL } | { rea
 
 const refused = (reason: string): UrlVerdict => ({ _tag: "Refused", reason })
 
-const ipv4Parts = (address: string): ReadonlyArray<number> => address.split(".").map(Number)
-
-/** `::ffff:a00:1` (how URL writes `::ffff:10.0.0.1`) and `::ffff:10.0.0.1` → `10.0.0.1`; else undefined. */
-const mappedIpv4 = (bare: string): string | undefined => {
-  if (!bare.startsWith("::ffff:")) return undefined
-  const rest = bare.slice(7)
-  if (isIP(rest) === 4) return rest
-  const hex = /^([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(rest)
-  if (hex === null || hex[1] === undefined || hex[2] === undefined) return undefined
-  const high = parseInt(hex[1], 16)
-  const low = parseInt(hex[2], 16)
-  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`
+/**
+ * An IP literal's special-purpose range (the IANA registries, as ipaddr.js keeps them: private,
+ * loopback, link-local, CGNAT, multicast, reserved and documentation blocks; for IPv6 also NAT64,
+ * 6to4 and Teredo, which embed an IPv4 address), `unicast` for a globally routable one, undefined
+ * for a string that is not an IP address. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is
+ * classified as the IPv4 address it maps to.
+ */
+const ipRange = (address: string): string | undefined => {
+  const bare = address.replace(/^\[|\]$/g, "").toLowerCase()
+  if (isIP(bare) === 0) return undefined
+  const parsed = ipaddr.process(bare)
+  const range = parsed.range()
+  // ::/96 besides :: and ::1 held the deprecated IPv4-compatible form (::a.b.c.d); ipaddr.js calls it unicast.
+  if (range === "unicast" && parsed.kind() === "ipv6" && parsed.match(ipaddr.parse("::"), 96)) return "ipv4Compatible"
+  return range
 }
 
 /** Loopback addresses (where a test receiver listens). */
-export const isLoopbackAddress = (address: string): boolean => {
-  const bare = address.replace(/^\[|\]$/g, "").toLowerCase()
-  if (bare === "::1") return true
-  const mapped = mappedIpv4(bare)
-  if (mapped !== undefined) return isLoopbackAddress(mapped)
-  return isIP(bare) === 4 && ipv4Parts(bare)[0] === 127
-}
+export const isLoopbackAddress = (address: string): boolean => ipRange(address) === "loopback"
 
-/** Addresses no webhook may reach in any mode (besides loopback, which only test mode allows). */
+/** Addresses no webhook may reach in any mode (besides loopback, which only test mode allows): any IP that is not global unicast. */
 export const isInternalAddress = (address: string): boolean => {
-  const bare = address.replace(/^\[|\]$/g, "").toLowerCase()
-  const mapped = mappedIpv4(bare)
-  if (mapped !== undefined) return isInternalAddress(mapped)
-  if (isIP(bare) === 4) {
-    const [a = 0, b = 0] = ipv4Parts(bare)
-    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 198 && (b === 18 || b === 19)) || a >= 224
-  }
-  if (isIP(bare) === 6) {
-    // Unspecified, loopback, unique-local, link-local, multicast, and any other IPv4-embedding form.
-    return bare === "::" || bare === "::1" || /^f[cd]/.test(bare) || /^fe[89ab]/.test(bare) || bare.startsWith("ff") || bare.startsWith("::")
-  }
-  return false
+  const range = ipRange(address)
+  return range !== undefined && range !== "unicast"
 }
 
 /** The connect-time check of a resolved address. */

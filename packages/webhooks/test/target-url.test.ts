@@ -4,7 +4,7 @@ import { lookup } from "node:dns/promises"
 import { createServer } from "node:http"
 import { hostname } from "node:os"
 import { send } from "../src/Sender.ts"
-import { checkTargetUrl, isLoopbackAddress } from "../src/TargetUrl.ts"
+import { checkTargetUrl, isAddressAllowed, isLoopbackAddress } from "../src/TargetUrl.ts"
 
 const verdict = (url: string, allowLoopbackHttp: boolean) => checkTargetUrl(url, allowLoopbackHttp)._tag
 
@@ -23,6 +23,25 @@ describe("webhook target URLs (SSRF guard)", () => {
       "https://100.64.0.1/", "https://0.0.0.0/", "https://[fd00::1]/", "https://[fe80::1]/", "https://[::ffff:10.0.0.1]/",
       "not a url", `https://merchant.example/${"a".repeat(2_100)}`
     ]) assert.strictEqual(verdict(url, false), "Refused", url)
+  })
+
+  it("an IP literal must be global unicast: reserved, documentation and IPv4-embedding IPv6 forms are refused", () => {
+    for (const url of ["https://1.1.1.1/hooks", "https://[2606:4700:4700::1111]/hooks", "https://8.8.8.8/"]) assert.strictEqual(verdict(url, false), "Allowed", url)
+    for (const url of [
+      // IPv4 special-purpose blocks the first rule missed: IETF assignments, documentation, 6to4 relay, reserved, broadcast.
+      "https://192.0.0.1/", "https://192.0.2.1/", "https://198.51.100.7/", "https://203.0.113.9/", "https://192.88.99.1/",
+      "https://240.0.0.1/", "https://255.255.255.255/",
+      // IPv6 forms that embed an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible) and deprecated site-local.
+      "https://[64:ff9b::7f00:1]/", "https://[64:ff9b::a00:1]/", "https://[2002:7f00:1::]/", "https://[2001::1]/",
+      "https://[::7f00:1]/", "https://[fec0::1]/", "https://[100::1]/", "https://[2001:db8::1]/", "https://[ff02::1]/",
+      // The mapped forms of loopback and private addresses, both spellings.
+      "https://[::ffff:7f00:1]/", "https://[::ffff:127.0.0.1]/", "https://[::ffff:c0a8:101]/"
+    ]) assert.strictEqual(verdict(url, false), "Refused", url)
+    // The connect-time check says the same of the resolved address.
+    for (const address of ["64:ff9b::a00:1", "2002:a00:1::", "192.0.2.1", "::ffff:10.0.0.1"]) assert.isFalse(isAddressAllowed(address, true), address)
+    for (const address of ["93.184.216.34", "2606:4700:4700::1111"]) assert.isTrue(isAddressAllowed(address, false), address)
+    assert.isTrue(isAddressAllowed("::1", true), "loopback in test mode")
+    assert.isFalse(isAddressAllowed("::1", false), "loopback in production")
   })
 
   it("test mode adds http to loopback, and nothing else", () => {
