@@ -19,6 +19,8 @@ import { commonProblemCodes, problems } from "./Problems.ts"
 
 /** The largest request body accepted, in bytes. */
 export const REQUEST_BODY_BYTES_MAX = 64 * 1024
+/** Containers inside containers in a request body: no body of this API needs more than 3; deeper is refused (400) before it is walked. */
+export const REQUEST_BODY_NESTING_MAX = 32
 
 /** `amount` on the wire: a JSON integer of minor units (cents for USD, yen for JPY). */
 export const AmountJson = Schema.Int.check(

@@ -113,6 +113,29 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the last request wrote")
     }))
 
+  it.effect("a body nested ten thousand deep (20 KB): 400 saying so, not a stack overflow's 500; 32 levels still get the field's own reason", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Deep JSON")
+      const before = yield* writtenRows(m.merchantId)
+      const raw = (rawBody: string) => createPayment(m, newKey(), undefined, { rawBody })
+      const rest = `"amount":5,"currency":"USD","payment_method":"pm_card_visa"`
+      const nested = (levels: number, open: string, inner: string, close: string) =>
+        `{${rest},"metadata":{"a":${open.repeat(levels)}${inner}${close.repeat(levels)}}}`
+      for (const [open, inner, close] of [["[", "", "]"], ["{\"k\":", "1", "}"]] as const) {
+        const deep = yield* raw(nested(10_000, open, inner, close))
+        assert.strictEqual(deep.status, 400, describeAnswer(deep))
+        assert.strictEqual(jsonOf(deep)["code"], "invalid_request")
+        assert.include(String(jsonOf(deep)["detail"]), "nested deeper than 32 levels")
+      }
+      // Brackets inside strings are text, not nesting: 40 of them in a description is a valid body.
+      const brackets = yield* raw(`{${rest},"description":"${"[{\\\"".repeat(40)}"}`)
+      assert.strictEqual(brackets.status, 201, describeAnswer(brackets))
+      // 32 levels in all (the body, metadata, 30 arrays): walked, and refused for what it is.
+      assertInvalid(yield* raw(nested(30, "[", "", "]")), "metadata.a", "30 arrays inside metadata")
+      const after = yield* writtenRows(m.merchantId)
+      assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the bracketed description wrote")
+    }))
+
   it.effect("a body whose bytes are not UTF-8: 400 malformed_json saying so, nothing written (not stored with U+FFFD)", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Not UTF-8")

@@ -1,4 +1,4 @@
-import { BodyTooLarge, BodyUnreadable, InvalidRequest, MalformedJson, REQUEST_BODY_BYTES_MAX, UnsupportedMediaType } from "@pay/api"
+import { BodyTooLarge, BodyUnreadable, InvalidRequest, MalformedJson, REQUEST_BODY_BYTES_MAX, REQUEST_BODY_NESTING_MAX, UnsupportedMediaType } from "@pay/api"
 import { ByteSize, Effect, Result, Schema, SchemaIssue } from "effect"
 import { HttpServerRequest } from "effect/http"
 
@@ -51,7 +51,9 @@ const decodeJson = Schema.decodeUnknownResult(Schema.Json)
  * JSON text → a JSON value, refusing what JSON.parse lets through but means two things to two
  * readers: a member given twice in one object (JSON.parse keeps the last; a proxy may read the
  * first: `{"amount":5,"amount":99999999999}`), and a number too large for a double (`1E400` parses
- * as Infinity): each a 400 naming the member.
+ * as Infinity): each a 400 naming the member. A body nested deeper than REQUEST_BODY_NESTING_MAX is
+ * a 400 before anything walks it (ten thousand `[` in 20 KB overflowed the stack of the
+ * recursive walks below: a 500).
  */
 export const parseJsonBody = (text: string): Result.Result<Schema.Json, MalformedJson | InvalidRequest> => {
   let parsed: unknown
@@ -59,6 +61,9 @@ export const parseJsonBody = (text: string): Result.Result<Schema.Json, Malforme
     parsed = JSON.parse(text)
   } catch {
     return Result.fail(new MalformedJson())
+  }
+  if (nestingDepth(text) > REQUEST_BODY_NESTING_MAX) {
+    return Result.fail(new InvalidRequest({ detail: `the body is nested deeper than ${REQUEST_BODY_NESTING_MAX} levels` }))
   }
   const infinite = nonFinitePath(parsed, [])
   if (infinite !== undefined) {
@@ -75,6 +80,22 @@ export const parseJsonBody = (text: string): Result.Result<Schema.Json, Malforme
   }
   const decoded = decodeJson(parsed)
   return Result.isSuccess(decoded) ? Result.succeed(decoded.success) : Result.fail(new MalformedJson())
+}
+
+/** How deep containers nest in a valid JSON text (a loop over the text: no recursion, any depth). */
+export const nestingDepth = (text: string): number => {
+  let depth = 0
+  let deepest = 0
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i]
+    if (char === "{" || char === "[") deepest = Math.max(deepest, ++depth)
+    else if (char === "}" || char === "]") depth--
+    else if (char === "\"") {
+      i++
+      while (i < text.length && text[i] !== "\"") i += text[i] === "\\" ? 2 : 1
+    }
+  }
+  return deepest
 }
 
 /** The path of the first number that is not finite (JSON.parse of `1E400`), if any. */
