@@ -1,3 +1,4 @@
+import { uuidPattern } from "@pay/domain"
 import { continueFromRecord, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { type DecodedPaymentEvent, decodePaymentEventRecordResult, MalformedEventRecord } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Metric, Option, Result, Schema } from "effect"
@@ -11,12 +12,10 @@ import { makeDeadLetters } from "./DeadLetters.ts"
 /** One attempt at a record failed in a way that may be the record's fault (parked after the retries). */
 class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", { message: Schema.String }) {}
 
-const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 /** The shared decoder, plus what our own tables need: ce_id is the outbox row's UUID. Synchronous. */
 export const decodeRecordResult = (record: KafkaRecord): Result.Result<DecodedPaymentEvent, MalformedEventRecord> => {
   const decoded = decodePaymentEventRecordResult(record)
-  if (Result.isFailure(decoded) || uuid.test(decoded.success.envelope.ce_id)) return decoded
+  if (Result.isFailure(decoded) || uuidPattern.test(decoded.success.envelope.ce_id)) return decoded
   return Result.fail(new MalformedEventRecord({ message: `ce_id ${decoded.success.envelope.ce_id} is not a UUID` }))
 }
 

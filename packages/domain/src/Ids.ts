@@ -18,6 +18,13 @@ const body_bytes = 15 // 15 bytes * 8 bits = 120 bits = 24 symbols * 5 bits
 export const paymentIdPattern = /^pay_[0-9a-hjkmnp-tv-z]{24}$/u
 export const merchantIdPattern = /^mer_[0-9a-hjkmnp-tv-z]{24}$/u
 
+/**
+ * A UUID as PostgreSQL's `uuid` reads it (hyphenated, either case): ids that are UUIDs (outbox
+ * events, deliveries, API keys, idempotency keys) are checked with it before they reach a `uuid`
+ * column, where any other text is an SQL error (22P02), not a "not found".
+ */
+export const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
 const randomBody = (): string => {
   const bytes = new Uint8Array(body_bytes)
   globalThis.crypto.getRandomValues(bytes)

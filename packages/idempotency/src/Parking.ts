@@ -1,4 +1,4 @@
-import { MerchantId } from "@pay/domain"
+import { MerchantId, uuidPattern } from "@pay/domain"
 import { boundedInt, decodeRows, type IntBounds } from "@pay/infra"
 import { Config, Context, Effect, Layer, Metric, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -90,7 +90,6 @@ export class ParkedKeyNotFound extends Schema.TaggedError<ParkedKeyNotFound>()("
 }
 
 export const PARKED_LIST_LIMIT_MAX = 1_000
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const CountRow = Schema.Struct({ n: Schema.BigInt })
 const IdRow = Schema.Struct({ id: Schema.String })
 

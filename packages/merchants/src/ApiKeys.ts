@@ -1,4 +1,4 @@
-import { CodedError, MerchantId } from "@pay/domain"
+import { CodedError, MerchantId, uuidPattern } from "@pay/domain"
 import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -47,8 +47,6 @@ export class ApiKeyNotFound extends Schema.TaggedError<ApiKeyNotFound>()("ApiKey
 export type Revoked =
   | { readonly _tag: "Revoked"; readonly merchantId: MerchantId; readonly revokedAt: Date }
   | { readonly _tag: "AlreadyRevoked"; readonly merchantId: MerchantId; readonly revokedAt: Date }
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export interface CreatedApiKey {
   readonly id: string

@@ -1,4 +1,4 @@
-import type { MerchantId } from "@pay/domain"
+import { type MerchantId, uuidPattern } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -72,8 +72,6 @@ export interface DeliveryQuery {
 
 /** The most deliveries one recovery requeues (TIGER_STYLE: bounded; call again for more). */
 export const RECOVER_LIMIT_MAX = 1_000
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
 /**
  * What the merchant (and operators) see of deliveries, and manual redelivery: one delivery again
  * (back to pending, a new round of the retry schedule, the same webhook-id and bytes), or every

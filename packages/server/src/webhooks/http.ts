@@ -7,7 +7,7 @@ import {
   RotateWebhookSecretBody,
   UpdateWebhookEndpointBody
 } from "@pay/api"
-import { PageLimit } from "@pay/domain"
+import { PageLimit, uuidPattern } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult, storedAsIs } from "@pay/idempotency"
 import { openAnswerSecret, WebhookDeliveries, WebhookDeliveryNotFound, WebhookEndpointNotFound, webhookEndpointIdPattern, WebhookEndpoints } from "@pay/webhooks"
 import { Effect, Option, Schema } from "effect"
@@ -34,8 +34,6 @@ const noBody = (operation: WebhookOperation): ToOperation => (body) =>
 
 const withBody = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, toOperation: (decoded: S["Type"]) => WebhookOperation): ToOperation =>
 (body) => decodeBody(schema, body ?? {}).pipe(Effect.map(toOperation))
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /**
  * A path id not of its kind's shape names nothing: after the body's checks, refused before the
