@@ -140,7 +140,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
         starting_after: Schema.optionalKey(Schema.String.annotate({ description: "An endpoint id: the page starts after it" }))
       },
       success: WebhookEndpointListJson,
-      error: problems(...commonProblemCodes, "invalid_request")
+      error: problems(...commonProblemCodes, "invalid_request", "invalid_cursor")
     }).annotate(OpenApi.Description, "Lists the merchant's endpoints, oldest first, `limit` at a time; never their secrets."),
     HttpApiEndpoint.get("retrieve", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Reads one endpoint: status, disabled_reason (merchant, gone, failing), failing_since."),
     HttpApiEndpoint.post("update", "/v1/webhook_endpoints/:id", {
@@ -165,7 +165,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
         status: Schema.optionalKey(Schema.String.annotate({ description: "pending, delivered or failed" }))
       },
       success: WebhookDeliveryListJson,
-      error: problems(...readCodes, "invalid_request")
+      error: problems(...readCodes, "invalid_request", "invalid_cursor")
     }).annotate(OpenApi.Description, "Lists the endpoint's deliveries, newest first, filtered by event_id or status."),
     HttpApiEndpoint.get("retrieveDelivery", "/v1/webhook_endpoints/:id/deliveries/:delivery_id", {
       params: DeliveryParams, success: WebhookDeliveryJson, error: problems(...readCodes, "webhook_delivery_not_found")

@@ -74,12 +74,13 @@ export class AuthorizationExpired extends CodedError<AuthorizationExpired>()(
 ) {}
 
 /**
- * A list cursor (`starting_after`) that does not name one of the merchant's payments. Same error
- * for unknown and foreign ids (no existence oracle).
+ * A list cursor (`starting_after`) that does not name an item of the list it pages: one of the
+ * merchant's payments, webhook endpoints, or an endpoint's deliveries. Same error for unknown,
+ * malformed and foreign ids (no existence oracle).
  */
 export class InvalidCursor extends CodedError<InvalidCursor>()(
   "invalid_cursor",
   "InvalidCursor",
-  { startingAfter: Schema.String },
-  (e) => `starting_after ${e.startingAfter} is not a payment of this merchant`
+  { startingAfter: Schema.String, of: Schema.Literals(["payments", "webhook endpoints", "deliveries"]) },
+  (e) => `starting_after ${e.startingAfter} is not one of your ${e.of} (the id of the last item of the previous page)`
 ) {}

@@ -225,7 +225,7 @@ const makeReads = (sql: SqlClient.SqlClient) => {
     Effect.gen(function* () {
       const [position] = yield* cursors(sql`
         SELECT created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`)
-      if (position === undefined) return yield* new InvalidCursor({ startingAfter })
+      if (position === undefined) return yield* new InvalidCursor({ startingAfter, of: "payments" })
       // Row comparison on (created_at, id) walks the (merchant_id, created_at DESC, id DESC)
       // index from the cursor on: each page costs O(limit), whatever its depth.
       return yield* sql.unsafe(

@@ -88,10 +88,10 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
           assert.strictEqual(answer.status, 404, `${method} ${path}: ${describeAnswer(answer)}`)
           assert.match(String(jsonOf(answer)["code"]), /_not_found$/, `${method} ${path}`)
         }
-        // A list's cursor that is no endpoint id names none: an empty page, as an unknown one does.
+        // A list's cursor that is no endpoint id names none: 400 invalid_cursor, as an unknown one is.
         const page = yield* server.request("GET", `/v1/webhook_endpoints?starting_after=${bad}`, { apiKey: m.apiKey })
-        assert.strictEqual(page.status, 200, `starting_after=${bad}: ${describeAnswer(page)}`)
-        assert.deepStrictEqual(jsonOf(page)["data"], [], `starting_after=${bad}`)
+        assert.strictEqual(page.status, 400, `starting_after=${bad}: ${describeAnswer(page)}`)
+        assert.strictEqual(jsonOf(page)["code"], "invalid_cursor", `starting_after=${bad}`)
       }
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "no key taken, nothing written")
     }))

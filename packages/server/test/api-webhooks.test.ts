@@ -91,6 +91,22 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       const noDelivery = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/deliveries/00000000-0000-4000-8000-000000000000/redeliver`)
       assert.deepStrictEqual([noDelivery.status, jsonOf(noDelivery)["code"]], [404, "webhook_delivery_not_found"])
 
+      // Paging: the cursor is one of the merchant's endpoints (a deleted one too), else 400 as on /v1/payments.
+      const second = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://merchant.example/two", event_types: ["*"] } })
+      const third = yield* request(m, "POST", "/v1/webhook_endpoints", { json: { url: "https://merchant.example/three", event_types: ["*"] } })
+      const theirsCreated = yield* request(other, "POST", "/v1/webhook_endpoints", { json: { url: "https://merchant.example/b", event_types: ["*"] } })
+      const page = (cursor: string) => request(m, "GET", `/v1/webhook_endpoints?limit=1&starting_after=${cursor}`)
+      const afterFirst = yield* page(id)
+      assert.deepStrictEqual([(jsonOf(afterFirst)["data"] as ReadonlyArray<{ id: string }>).map((e) => e.id), jsonOf(afterFirst)["has_more"]], [[stringField(second, "id")], true])
+      const removedSecond = yield* request(m, "DELETE", `/v1/webhook_endpoints/${stringField(second, "id")}`)
+      assert.strictEqual(removedSecond.status, 200)
+      const afterDeleted = yield* page(stringField(second, "id"))
+      assert.deepStrictEqual((jsonOf(afterDeleted)["data"] as ReadonlyArray<{ id: string }>).map((e) => e.id), [stringField(third, "id")], "a deleted endpoint is still a cursor")
+      for (const cursor of [stringField(theirsCreated, "id"), `we_${"0".repeat(24)}`, "garbage", "%00"]) {
+        const refused = yield* page(cursor)
+        assert.deepStrictEqual([refused.status, jsonOf(refused)["code"], jsonOf(refused)["field"]], [400, "invalid_cursor", "starting_after"], cursor)
+      }
+
       const updated = yield* request(m, "POST", `/v1/webhook_endpoints/${id}`, { json: { event_types: ["*"] } })
       assert.deepStrictEqual(jsonOf(updated)["event_types"], ["*"])
       const disabled = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/disable`)
@@ -139,6 +155,20 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.deepStrictEqual(rows.map((row) => row.status), ["delivered", "delivered", "delivered"])
       const settled = rows.find((row) => row.event_id === receiver.received[2]?.id)
       if (settled === undefined) return assert.fail("the settled event's delivery is listed")
+      // Paging, newest first: each page starts after the cursor, which must be one of this endpoint's deliveries.
+      const pages: Array<string> = []
+      for (let cursor: string | undefined, page = 0; page < 4; page++) {
+        const answer = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries?limit=1${cursor === undefined ? "" : `&starting_after=${cursor}`}`)
+        const data = jsonOf(answer)["data"] as ReadonlyArray<Row>
+        pages.push(...data.map((row) => row.id))
+        if (jsonOf(answer)["has_more"] !== true) break
+        cursor = data[0]?.id
+      }
+      assert.deepStrictEqual(pages, rows.map((row) => row.id), "limit=1 pages walk the same list")
+      for (const cursor of [crypto.randomUUID(), "not-a-uuid", "%00"]) {
+        const refused = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries?starting_after=${cursor}`)
+        assert.deepStrictEqual([refused.status, jsonOf(refused)["code"], jsonOf(refused)["field"]], [400, "invalid_cursor", "starting_after"], cursor)
+      }
       const detail = yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries/${settled.id}`)
       const attempts = jsonOf(detail)["attempts"] as ReadonlyArray<{ readonly outcome: string; readonly response_status: number }>
       assert.deepStrictEqual(attempts.map((a) => [a.outcome, a.response_status]), [["delivered", 200]])

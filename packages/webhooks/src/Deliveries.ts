@@ -1,4 +1,4 @@
-import { type MerchantId, uuidPattern } from "@pay/domain"
+import { InvalidCursor, type MerchantId, uuidPattern } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -78,7 +78,8 @@ export const RECOVER_LIMIT_MAX = 1_000
  * delivery of an endpoint that failed since a time (bounded per call). Scoped by the merchant.
  */
 export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
-  readonly list: (merchantId: MerchantId, endpointId: string, query: DeliveryQuery) => Effect.Effect<{ readonly data: ReadonlyArray<WebhookDelivery>; readonly hasMore: boolean }, WebhookEndpointNotFound | SqlError>
+  /** A `startingAfter` that is not one of the endpoint's deliveries is InvalidCursor. */
+  readonly list: (merchantId: MerchantId, endpointId: string, query: DeliveryQuery) => Effect.Effect<{ readonly data: ReadonlyArray<WebhookDelivery>; readonly hasMore: boolean }, InvalidCursor | WebhookEndpointNotFound | SqlError>
   readonly get: (merchantId: MerchantId, endpointId: string, deliveryId: string) => Effect.Effect<{ readonly delivery: WebhookDelivery; readonly attempts: ReadonlyArray<WebhookAttempt> }, WebhookDeliveryNotFound | WebhookEndpointNotFound | SqlError>
   readonly redeliver: (merchantId: MerchantId, endpointId: string, deliveryId: string) => Effect.Effect<WebhookDelivery, WebhookDeliveryNotFound | WebhookEndpointNotFound | SqlError>
   readonly recoverFailedSince: (merchantId: MerchantId, endpointId: string, since: Date) => Effect.Effect<number, WebhookEndpointNotFound | SqlError>
@@ -92,12 +93,19 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
     const list = Effect.fn("WebhookDeliveries.list")(function* (merchantId: MerchantId, endpointId: string, query: DeliveryQuery) {
       yield* ownEndpoint(merchantId, endpointId)
       if (query.eventId !== undefined && !uuidPattern.test(query.eventId)) return { data: [], hasMore: false }
-      if (query.startingAfter !== undefined && !uuidPattern.test(query.startingAfter)) return { data: [], hasMore: false }
+      // The cursor must be one of this endpoint's deliveries; anything else is a 400, never a silently empty page.
+      const { startingAfter } = query
+      if (startingAfter !== undefined) {
+        const cursor = uuidPattern.test(startingAfter)
+          ? yield* sql`SELECT 1 AS found FROM webhook_deliveries WHERE id = ${startingAfter}::uuid AND endpoint_id = ${endpointId}`
+          : []
+        if (cursor.length === 0) return yield* new InvalidCursor({ startingAfter: startingAfter.slice(0, 100), of: "deliveries" })
+      }
       const byEvent = query.eventId === undefined ? sql`` : sql`AND d.event_id = ${query.eventId}::uuid`
       const byStatus = query.status === undefined ? sql`` : sql`AND d.status = ${query.status}`
       const after = query.startingAfter === undefined
         ? sql``
-        : sql`AND (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = ${query.startingAfter}::uuid)`
+        : sql`AND (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = ${query.startingAfter}::uuid AND endpoint_id = ${endpointId})`
       const rows = yield* deliveryRows(sql`
         SELECT ${sql.literal(deliveryColumns)} FROM webhook_deliveries d
         WHERE d.endpoint_id = ${endpointId} ${byEvent} ${byStatus} ${after}

@@ -1,4 +1,4 @@
-import type { MerchantId } from "@pay/domain"
+import { InvalidCursor, type MerchantId } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -70,7 +70,8 @@ type Missing = WebhookEndpointNotFound
  */
 export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
   readonly create: (merchantId: MerchantId, fields: EndpointFields) => Effect.Effect<EndpointWithSecret, Refusal | SqlError>
-  readonly list: (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) => Effect.Effect<EndpointPage, SqlError>
+  /** A `startingAfter` that is not one of the merchant's endpoints is InvalidCursor. */
+  readonly list: (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) => Effect.Effect<EndpointPage, InvalidCursor | SqlError>
   readonly get: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
   readonly update: (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) => Effect.Effect<WebhookEndpoint, Missing | Refusal | SqlError>
   readonly disable: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
@@ -189,8 +190,15 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
     const { one } = helpers(sql, box)
     const { create, rotateSecret } = makeSecretWrites(sql, box, allowLoopbackHttp)
     const list = Effect.fn("WebhookEndpoints.list")(function* (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) {
-      // A cursor that is no endpoint id names no endpoint: an empty page, as for an unknown one.
-      if (page.startingAfter !== undefined && !webhookEndpointIdPattern.test(page.startingAfter)) return { data: [], hasMore: false }
+      // The cursor must be one of the merchant's endpoints (a deleted one too: its page goes on after
+      // it); anything else is a 400, as on the payments' list, never a silently empty page.
+      const { startingAfter } = page
+      if (startingAfter !== undefined) {
+        const cursor = webhookEndpointIdPattern.test(startingAfter)
+          ? yield* sql`SELECT 1 AS found FROM webhook_endpoints WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`
+          : []
+        if (cursor.length === 0) return yield* new InvalidCursor({ startingAfter: startingAfter.slice(0, 100), of: "webhook endpoints" })
+      }
       const after = page.startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${page.startingAfter} AND merchant_id = ${merchantId})`
       const rows = yield* endpointRows(sql`
         SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints

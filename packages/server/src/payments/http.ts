@@ -171,7 +171,7 @@ const makeReads = Effect.gen(function* () {
       }
       const startingAfter = query.starting_after === undefined ? Option.none() : decodePaymentId(query.starting_after)
       if (query.starting_after !== undefined && Option.isNone(startingAfter)) {
-        return yield* new InvalidCursor({ startingAfter: query.starting_after })
+        return yield* new InvalidCursor({ startingAfter: query.starting_after.slice(0, 100), of: "payments" })
       }
       const page = yield* payments.list(merchant.merchantId, {
         limit: Option.getOrUndefined(limit),

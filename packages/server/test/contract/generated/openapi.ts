@@ -3162,7 +3162,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not one of the merchant's payments */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3172,7 +3172,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["InvalidCursorProblemEncoded"];
                 };
             };
             /** @description No API key, or an unknown, malformed or revoked one */
@@ -4910,7 +4910,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not one of the merchant's payments */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4920,7 +4920,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["InvalidCursorProblemEncoded"];
                 };
             };
             /** @description No API key, or an unknown, malformed or revoked one */
