@@ -20,6 +20,7 @@ import {
   redrive
 } from "@pay/consumers"
 import { paymentsEventsPartitions, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
+import { WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Console, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
@@ -52,7 +53,13 @@ const REPLAY_TIMEOUT_MS = 30 * 60_000
 const OffsetArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 2n ** 62n }))))
 const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 1n, maximum: 2n ** 62n }))))
 
-class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
+export class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
+
+/** `consumers reset` of a name that is neither a deployed consumer nor one with stored offsets (a typo would create offsets nobody reads). */
+export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("UnknownConsumer", {
+  consumer: Schema.String,
+  known: Schema.Array(Schema.String)
+}) {}
 
 const json = (value: unknown) => JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? String(item) : item), 2)
 
@@ -99,11 +106,17 @@ const reset = (consumer: string, offsetText: string) =>
   Effect.gen(function* () {
     if (!consumerName.test(consumer)) return yield* new InvalidConsumerName({ consumer })
     const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
+    // The consumers this deployment runs (the live settlement generation, the webhooks consumer)
+    // and any with stored offsets (an older generation, a replay's): anything else is refused.
+    const sql = yield* SqlClient.SqlClient
+    const stored = yield* makeConsumerStore(sql).allOffsets
+    const known = [...new Set([(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME, ...stored.map((row) => row.consumer)])].sort()
+    if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
     const prefix = yield* KafkaTopicPrefix
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.
     yield* admin.deleteGroups([`${prefix}${consumer}`])
-    yield* makeConsumerStore(yield* SqlClient.SqlClient).resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
+    yield* makeConsumerStore(sql).resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
     yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
   })
 

@@ -126,7 +126,10 @@ const program = Effect.gen(function* () {
 /** A refusal or failure: its words on stderr, and the exit code (2: the command line; 1: the rest). */
 const report = (message: string, exitCode: 1 | 2) => Console.error(message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = exitCode })))
 
-program.pipe(
+/** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */
+const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help", "-h", "help"].includes(args[0] ?? "")
+
+const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : program.pipe(
   Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(DatabaseLive)
@@ -138,8 +141,12 @@ program.pipe(
   Effect.catchTag("ApiKeyNotFound", (error) => report(`${error.message}: nothing revoked`, 1)),
   Effect.catchTag("DeadLetterNotFound", (error) => report(`no parked event ${error.id}: nothing re-driven (pnpm cli dlq list shows the parked ones)`, 1)),
   Effect.catchTag("MerchantNotFound", (error) => report(`${error.message}: nothing changed`, 1)),
+  Effect.catchTag("InvalidConsumerName", (error) => report(`invalid argument: ${JSON.stringify(error.consumer)} is not a consumer name\n(pnpm cli alone prints the usage)`, 2)),
+  Effect.catchTag("UnknownConsumer", (error) =>
+    report(`no consumer ${error.consumer}: nothing reset (known: ${error.known.join(", ")}; pnpm cli consumers offsets lists the stored ones)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only
   // results go to stdout, so `pnpm cli … | jq` never reads an error as data.
-  Effect.catchCause((cause) => report(Cause.pretty(cause), 1)),
-  NodeRuntime.runMain
+  Effect.catchCause((cause) => report(Cause.pretty(cause), 1))
 )
+
+NodeRuntime.runMain(run)

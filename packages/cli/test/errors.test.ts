@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { cli, describeRun } from "./support.ts"
 
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
-  it.effect("a malformed argument is exit 2, an unknown merchant or parked event exit 1, a database that does not answer exit 1; stdout stays empty", () =>
+  it.effect("a malformed argument is exit 2, an unknown merchant, parked event or consumer exit 1, a database that does not answer exit 1; stdout stays empty; --help is stdout and exit 0", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
       const malformed = yield* cli(database.url, ["fees", "set", "mer_x", "EUR", "10", "1"])
@@ -21,6 +21,17 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(negative.exitCode, 2, describeRun(negative))
       assert.strictEqual(negative.stdout, "", describeRun(negative))
 
+      // A consumer name with a typo used to store offsets for a consumer nobody runs, and say so with exit 0.
+      const typo = yield* cli(database.url, ["consumers", "reset", "settlemnt.g1", "5"])
+      assert.strictEqual(typo.exitCode, 1, describeRun(typo))
+      assert.strictEqual(typo.stdout, "", describeRun(typo))
+      assert.include(typo.stderr, "no consumer settlemnt.g1: nothing reset (known: settlement.g1, webhooks")
+      const offsets = yield* cli(database.url, ["consumers", "offsets"])
+      assert.deepStrictEqual([offsets.exitCode, offsets.stdout.trim()], [0, "[]"], describeRun(offsets))
+      const badName = yield* cli(database.url, ["consumers", "reset", "bad/name", "5"])
+      assert.strictEqual(badName.exitCode, 2, describeRun(badName))
+      assert.include(badName.stderr, "is not a consumer name")
+
       const merchant = "mer_000000000000000000000000"
       const unknownMerchant = yield* cli(database.url, ["fees", "set", merchant, "EUR", "10", "1"])
       assert.strictEqual(unknownMerchant.exitCode, 1, describeRun(unknownMerchant))
@@ -31,6 +42,16 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(unknownParked.exitCode, 1, describeRun(unknownParked))
       assert.strictEqual(unknownParked.stdout, "", describeRun(unknownParked))
       assert.include(unknownParked.stderr, "no parked event 999999: nothing re-driven")
+
+      // Asking for help is not an error: the usage on stdout, exit 0, with no database at all.
+      for (const flag of ["--help", "-h", "help"]) {
+        const help = yield* cli("postgres://app@127.0.0.1:1/nothing", [flag])
+        assert.deepStrictEqual([help.exitCode, help.stderr], [0, ""], describeRun(help))
+        assert.include(help.stdout, "pnpm cli consumers reset <consumer> <offset>")
+      }
+      const noCommand = yield* cli(database.url, [])
+      assert.deepStrictEqual([noCommand.exitCode, noCommand.stdout], [2, ""], describeRun(noCommand))
+      assert.include(noCommand.stderr, "usage:")
 
       // Port 1 on loopback: nothing listens, the connection is refused at once.
       const down = yield* cli("postgres://app@127.0.0.1:1/nothing", ["dlq", "list"])
