@@ -15,7 +15,7 @@ import {
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
-import { commonProblemCodes, problems } from "./Problems.ts"
+import { commonProblemCodes, postProblemCodes, problems } from "./Problems.ts"
 
 /** The largest request body accepted, in bytes. */
 export const REQUEST_BODY_BYTES_MAX = 64 * 1024
@@ -130,19 +130,6 @@ export const IdempotencyKeyHeader = Schema.Struct({
 // A string here, so that any other id reaches the handler and answers payment_not_found (404); the
 // document declares the pattern (OpenApiContract.ts).
 const PaymentIdParam = { id: Schema.String.annotate({ description: "A payment id, `pay_…`" }) }
-
-/** What every idempotent POST may answer besides its own refusals (the body, the key, an unknown outcome). */
-const postProblemCodes = [
-  ...commonProblemCodes,
-  "malformed_json",
-  "body_unreadable",
-  "body_too_large",
-  "unsupported_media_type",
-  "idempotency_key_missing",
-  "idempotency_key_invalid",
-  "idempotency_key_reused",
-  "idempotency_key_in_use"
-] as const satisfies ReadonlyArray<ErrorCode>
 
 /** What a POST on an existing payment may answer: the acquirer decides, the payment may refuse. */
 const transitionProblemCodes = [

@@ -140,3 +140,16 @@ export const commonProblemCodes = [
   "invariant_violation",
   "internal_error"
 ] as const satisfies ReadonlyArray<ErrorCode>
+
+/** What every idempotent POST (payments, webhooks) may answer besides its own refusals (the body, the key, an unknown outcome). */
+export const postProblemCodes = [
+  ...commonProblemCodes,
+  "malformed_json",
+  "body_unreadable",
+  "body_too_large",
+  "unsupported_media_type",
+  "idempotency_key_missing",
+  "idempotency_key_invalid",
+  "idempotency_key_reused",
+  "idempotency_key_in_use"
+] as const satisfies ReadonlyArray<ErrorCode>

@@ -3,7 +3,7 @@ import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
 import { IdempotencyKeyHeader } from "./PaymentsApi.ts"
-import { commonProblemCodes, problems } from "./Problems.ts"
+import { commonProblemCodes, postProblemCodes, problems } from "./Problems.ts"
 
 /** What an endpoint may subscribe to: the payment and refund events, or `*` for all of them. */
 export const WebhookEventTypeJson = Schema.Literals(["*", ...domainEventTypes])
@@ -106,18 +106,7 @@ export const WebhookRecoveryJson = Schema.Struct({ object: Schema.Literal("webho
 const EndpointParam = { id: Schema.String.annotate({ description: "A webhook endpoint id, `we_…`" }) }
 const DeliveryParams = { ...EndpointParam, delivery_id: Schema.String.annotate({ description: "A delivery id (uuid)" }) }
 
-const postCodes = [
-  ...commonProblemCodes,
-  "invalid_request",
-  "malformed_json",
-  "body_unreadable",
-  "body_too_large",
-  "unsupported_media_type",
-  "idempotency_key_missing",
-  "idempotency_key_invalid",
-  "idempotency_key_reused",
-  "idempotency_key_in_use"
-] as const satisfies ReadonlyArray<ErrorCode>
+const postCodes = [...postProblemCodes, "invalid_request"] as const satisfies ReadonlyArray<ErrorCode>
 const onEndpoint = [...postCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
 const onDelivery = [...onEndpoint, "webhook_delivery_not_found"] as const satisfies ReadonlyArray<ErrorCode>
 const readCodes = [...commonProblemCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
