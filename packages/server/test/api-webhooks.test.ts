@@ -88,6 +88,13 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.deepStrictEqual([badStatus.status, jsonOf(badStatus)["code"], jsonOf(badStatus)["field"]], [400, "invalid_request", "status"])
       const badLimit = yield* request(m, "GET", `/v1/webhook_endpoints/${id}/deliveries?limit=0`)
       assert.deepStrictEqual([badLimit.status, jsonOf(badLimit)["field"]], [400, "limit"])
+      // limit is decimal digits, as on /v1/payments and in the document's pattern: these were read as 5 or 10.
+      for (const limit of ["0x5", "1e1", "%2B5", "%205", "5.0"]) {
+        for (const path of ["/v1/webhook_endpoints", `/v1/webhook_endpoints/${id}/deliveries`]) {
+          const refused = yield* request(m, "GET", `${path}?limit=${limit}`)
+          assert.deepStrictEqual([refused.status, jsonOf(refused)["code"], jsonOf(refused)["field"]], [400, "invalid_request", "limit"], `${path}?limit=${limit}`)
+        }
+      }
       const noDelivery = yield* request(m, "POST", `/v1/webhook_endpoints/${id}/deliveries/00000000-0000-4000-8000-000000000000/redeliver`)
       assert.deepStrictEqual([noDelivery.status, jsonOf(noDelivery)["code"]], [404, "webhook_delivery_not_found"])
 

@@ -1,5 +1,5 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi, SettlePaymentBody } from "@pay/api"
-import { AmountMinor, InvalidCursor, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
+import { AmountMinor, InvalidCursor, pageLimitFromText, PaymentId, PaymentNotFound } from "@pay/domain"
 import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
 import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
@@ -26,9 +26,6 @@ import { renderOutcome } from "./Render.ts"
 
 const decodeTraceparent = Schema.decodeUnknownOption(Traceparent)
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
-const decodePageLimit = Schema.decodeUnknownOption(PageLimit)
-/** `limit` is an integer in decimal digits (as the document says): `0x10`, `1e1`, `+5`, `5.0` are refused. */
-const decodeLimit = (text: string) => (/^[0-9]{1,6}$/.test(text) ? decodePageLimit(Number(text)) : Option.none())
 
 /**
  * Who and why, for the history row and the event headers: the API key, the request's correlation
@@ -165,7 +162,7 @@ const makeReads = Effect.gen(function* () {
   const list = (query: { readonly limit?: string; readonly starting_after?: string }) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
-      const limit = query.limit === undefined ? Option.none() : decodeLimit(query.limit)
+      const limit = query.limit === undefined ? Option.none() : pageLimitFromText(query.limit)
       if (query.limit !== undefined && Option.isNone(limit)) {
         return yield* new InvalidRequest({ detail: "limit: must be an integer between 1 and 100", field: "limit" })
       }

@@ -7,7 +7,7 @@ import {
   RotateWebhookSecretBody,
   UpdateWebhookEndpointBody
 } from "@pay/api"
-import { PageLimit, uuidPattern } from "@pay/domain"
+import { PAGE_LIMIT_DEFAULT, pageLimitFromText, uuidPattern } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult, storedAsIs } from "@pay/idempotency"
 import { openAnswerSecret, WebhookDeliveries, WebhookDeliveryNotFound, WebhookEndpointNotFound, webhookEndpointIdPattern, WebhookEndpoints } from "@pay/webhooks"
 import { Effect, Option, Schema } from "effect"
@@ -22,7 +22,6 @@ import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } 
 import { toWebhookDeliveryJson, toWebhookEndpointJson } from "./WebhookJson.ts"
 
 const decodeStatus = Schema.decodeUnknownOption(Schema.Literals(["pending", "delivered", "failed"]))
-const decodeLimit = Schema.decodeUnknownOption(Schema.NumberFromString.pipe(Schema.decodeTo(PageLimit)))
 
 type ToOperation = (body: Schema.Json | undefined) => Effect.Effect<WebhookOperation, ApiError>
 
@@ -70,8 +69,8 @@ const makeIdempotentPost = Effect.gen(function* () {
 
 const pageOf = (limit: string | undefined) =>
   limit === undefined
-    ? Effect.succeed(10)
-    : Option.match(decodeLimit(limit), {
+    ? Effect.succeed(PAGE_LIMIT_DEFAULT)
+    : Option.match(pageLimitFromText(limit), {
       onNone: () => Effect.fail(new InvalidRequest({ detail: "limit: must be an integer between 1 and 100", field: "limit" })),
       onSome: (value) => Effect.succeed<number>(value)
     })
