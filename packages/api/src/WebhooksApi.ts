@@ -107,9 +107,11 @@ const EndpointParam = { id: Schema.String.annotate({ description: "A webhook end
 const DeliveryParams = { ...EndpointParam, delivery_id: Schema.String.annotate({ description: "A delivery id (uuid)" }) }
 
 const postCodes = [...postProblemCodes, "invalid_request"] as const satisfies ReadonlyArray<ErrorCode>
-const onEndpoint = [...postCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
+// An operation with a path id may also answer route_not_found: a segment over 500 characters or
+// badly percent-encoded is refused by the edge before routing (docs/api.md, limits), as on payments.
+const onEndpoint = [...postCodes, "route_not_found", "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
 const onDelivery = [...onEndpoint, "webhook_delivery_not_found"] as const satisfies ReadonlyArray<ErrorCode>
-const readCodes = [...commonProblemCodes, "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
+const readCodes = [...commonProblemCodes, "route_not_found", "webhook_endpoint_not_found"] as const satisfies ReadonlyArray<ErrorCode>
 
 /**
  * Webhook endpoints: where a merchant receives its payment events, signed per Standard Webhooks

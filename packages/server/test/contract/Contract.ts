@@ -108,7 +108,7 @@ export const makeContract = (document: Json) => {
 /**
  * A fast-check arbitrary of the values a JSON Schema (the subset this document uses) accepts:
  * objects with required and optional properties, strings with enum, pattern and lengths (in code
- * points), integers with bounds, `allOf` of those, `anyOf`.
+ * points), integers with bounds, arrays with item counts, `allOf` of those, `anyOf`.
  */
 export const arbitraryOf = (schema: unknown): fc.Arbitrary<unknown> => {
   if (!isJson(schema)) return fc.constant(null)
@@ -123,6 +123,8 @@ export const arbitraryOf = (schema: unknown): fc.Arbitrary<unknown> => {
       return stringOf(merged)
     case "object":
       return objectOf(merged)
+    case "array":
+      return fc.array(arbitraryOf(merged["items"]), { minLength: Number(merged["minItems"] ?? 0), maxLength: Math.min(Number(merged["maxItems"] ?? 5), 5) })
     default:
       return fc.constant(null)
   }

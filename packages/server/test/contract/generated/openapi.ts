@@ -346,6 +346,19 @@ export type components = {
             /** @enum {string} */
             title: "Not found";
         };
+        RouteNotFoundProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "route_not_found";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/route_not_found";
+            /** @enum {integer} */
+            status: 404;
+            /** @enum {string} */
+            title: "Not found";
+        };
         IdempotencyKeyInUseProblemEncoded: {
             detail: string;
             instance?: string;
@@ -614,19 +627,6 @@ export type components = {
             field?: string;
             /** @enum {string} */
             type: "/docs/problems/payment_not_found";
-            /** @enum {integer} */
-            status: 404;
-            /** @enum {string} */
-            title: "Not found";
-        };
-        RouteNotFoundProblemEncoded: {
-            detail: string;
-            instance?: string;
-            /** @enum {string} */
-            code: "route_not_found";
-            field?: string;
-            /** @enum {string} */
-            type: "/docs/problems/route_not_found";
             /** @enum {integer} */
             status: 404;
             /** @enum {string} */
@@ -3582,7 +3582,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3592,7 +3592,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -3764,7 +3764,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3776,7 +3776,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -4003,7 +4003,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4013,7 +4013,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -4176,7 +4176,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4188,7 +4188,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -4423,7 +4423,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4435,7 +4435,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -4677,7 +4677,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4689,7 +4689,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -4938,7 +4938,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4948,7 +4948,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -5116,7 +5116,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5126,7 +5126,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -5302,7 +5302,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) | No such webhook delivery for this endpoint */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5314,7 +5314,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"] | components["schemas"]["WebhookDeliveryNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -5546,7 +5546,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No such webhook endpoint **for this merchant** (or it was deleted) */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such webhook endpoint **for this merchant** (or it was deleted) */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5558,7 +5558,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["WebhookEndpointNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
