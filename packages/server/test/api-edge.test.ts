@@ -189,4 +189,30 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
         assert.strictEqual(answer.headers.get("x-request-id"), answer.headers.get("request-id"))
       }
     }))
+
+  it.effect("every answer, success or problem, JSON or the /docs page, carries the security headers: no-store, nosniff, never framed", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Security headers")
+      const server = yield* TestServer
+      const key = newKey()
+      const created = yield* server.request("POST", "/v1/payments", { apiKey: m.apiKey, idempotencyKey: key, json: paymentBody() })
+      const replayed = yield* server.request("POST", "/v1/payments", { apiKey: m.apiKey, idempotencyKey: key, json: paymentBody() })
+      const endpoint = yield* server.request("POST", "/v1/webhook_endpoints", {
+        apiKey: m.apiKey, idempotencyKey: newKey(), json: { url: "https://merchant.example/hooks", event_types: ["*"] }
+      })
+      assert.deepStrictEqual([created.status, replayed.status, endpoint.status], [201, 201, 201])
+      const answers: ReadonlyArray<readonly [string, Answer]> = [
+        ["a create", created], ["its replay", replayed], ["a webhook secret", endpoint],
+        ["a read", yield* send("GET", "/v1/balance", m)], ["a 401", yield* send("GET", "/v1/balance")],
+        ["a 404 route", yield* send("GET", "/no/such/route", m)], ["a 405", yield* send("DELETE", "/v1/balance", m)],
+        ["health", yield* send("GET", "/health/live")], ["the document", yield* send("GET", "/openapi.json")], ["the docs page", yield* send("GET", "/docs")]
+      ]
+      for (const [label, answer] of answers) {
+        assert.deepStrictEqual(
+          ["cache-control", "x-content-type-options", "x-frame-options", "content-security-policy"].map((name) => answer.headers.get(name)),
+          ["no-store", "nosniff", "DENY", "frame-ancestors 'none'"],
+          `${label} (${answer.status})`
+        )
+      }
+    }))
 })

@@ -128,9 +128,11 @@ const requestIdOf = (request: HttpServerRequest.HttpServerRequest) =>
 /**
  * Headers HttpApi does not add to the answers it renders itself (the authorization middleware's
  * 401 and 503, /health/ready's 503): every 503 says when to retry, and every 401 names the
- * scheme to authenticate with (RFC 9110 §11.6.1), as the document says.
+ * scheme to authenticate with (RFC 9110 §11.6.1), as the document says; and the security headers
+ * on every answer.
  */
-const withConventionalHeaders = (response: HttpServerResponse.HttpServerResponse) => {
+const withConventionalHeaders = (secured: HttpServerResponse.HttpServerResponse) => {
+  const response = HttpServerResponse.setHeaders(secured, securityHeaders)
   if (response.status === 503 && response.headers["retry-after"] === undefined) {
     return HttpServerResponse.setHeader(response, "retry-after", "1")
   }
@@ -141,6 +143,18 @@ const withConventionalHeaders = (response: HttpServerResponse.HttpServerResponse
 }
 
 export const WWW_AUTHENTICATE = "Bearer realm=\"payments-api\""
+
+/**
+ * On every answer (OWASP's REST security headers): no cache or proxy keeps one (a webhook secret,
+ * a merchant's payments), a browser never sniffs a JSON answer into something it runs, and no
+ * page frames ours (the /docs page included; `frame-ancestors` alone leaves its inline script be).
+ */
+export const securityHeaders = {
+  "cache-control": "no-store",
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "content-security-policy": "frame-ancestors 'none'"
+} as const
 
 export const EdgeMiddleware = HttpRouter.middleware(
   (httpEffect) =>
