@@ -72,6 +72,7 @@ export interface DeliveryQuery {
 
 /** The most deliveries one recovery requeues (TIGER_STYLE: bounded; call again for more). */
 export const RECOVER_LIMIT_MAX = 1_000
+
 /**
  * What the merchant (and operators) see of deliveries, and manual redelivery: one delivery again
  * (back to pending, a new round of the retry schedule, the same webhook-id and bytes), or every
