@@ -109,14 +109,15 @@ const reset = (consumer: string, offsetText: string) =>
     // The consumers this deployment runs (the live settlement generation, the webhooks consumer)
     // and any with stored offsets (an older generation, a replay's): anything else is refused.
     const sql = yield* SqlClient.SqlClient
-    const stored = yield* makeConsumerStore(sql).allOffsets
+    const store = makeConsumerStore(sql)
+    const stored = yield* store.allOffsets
     const known = [...new Set([(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME, ...stored.map((row) => row.consumer)])].sort()
     if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
     const prefix = yield* KafkaTopicPrefix
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.
     yield* admin.deleteGroups([`${prefix}${consumer}`])
-    yield* makeConsumerStore(sql).resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
+    yield* store.resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
     yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
   })
 

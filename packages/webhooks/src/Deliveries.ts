@@ -104,9 +104,9 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
       }
       const byEvent = query.eventId === undefined ? sql`` : sql`AND d.event_id = ${query.eventId}::uuid`
       const byStatus = query.status === undefined ? sql`` : sql`AND d.status = ${query.status}`
-      const after = query.startingAfter === undefined
+      const after = startingAfter === undefined
         ? sql``
-        : sql`AND (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = ${query.startingAfter}::uuid AND endpoint_id = ${endpointId})`
+        : sql`AND (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = ${startingAfter}::uuid AND endpoint_id = ${endpointId})`
       const rows = yield* deliveryRows(sql`
         SELECT ${sql.literal(deliveryColumns)} FROM webhook_deliveries d
         WHERE d.endpoint_id = ${endpointId} ${byEvent} ${byStatus} ${after}

@@ -199,7 +199,7 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
           : []
         if (cursor.length === 0) return yield* new InvalidCursor({ startingAfter: startingAfter.slice(0, 100), of: "webhook endpoints" })
       }
-      const after = page.startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${page.startingAfter} AND merchant_id = ${merchantId})`
+      const after = startingAfter === undefined ? sql`` : sql`AND (created_at, id) > (SELECT created_at, id FROM webhook_endpoints WHERE id = ${startingAfter} AND merchant_id = ${merchantId})`
       const rows = yield* endpointRows(sql`
         SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
         WHERE merchant_id = ${merchantId} AND deleted_at IS NULL ${after}

@@ -1,5 +1,5 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi, SettlePaymentBody } from "@pay/api"
-import { AmountMinor, InvalidCursor, pageLimitFromText, PaymentId, PaymentNotFound } from "@pay/domain"
+import { AmountMinor, InvalidCursor, PaymentId, PaymentNotFound } from "@pay/domain"
 import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
 import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
 import {
@@ -16,6 +16,7 @@ import { Effect, Option, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
+import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
@@ -162,16 +163,13 @@ const makeReads = Effect.gen(function* () {
   const list = (query: { readonly limit?: string; readonly starting_after?: string }) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
-      const limit = query.limit === undefined ? Option.none() : pageLimitFromText(query.limit)
-      if (query.limit !== undefined && Option.isNone(limit)) {
-        return yield* new InvalidRequest({ detail: "limit: must be an integer between 1 and 100", field: "limit" })
-      }
+      const limit = yield* pageLimitParam(query.limit)
       const startingAfter = query.starting_after === undefined ? Option.none() : decodePaymentId(query.starting_after)
       if (query.starting_after !== undefined && Option.isNone(startingAfter)) {
         return yield* new InvalidCursor({ startingAfter: query.starting_after.slice(0, 100), of: "payments" })
       }
       const page = yield* payments.list(merchant.merchantId, {
-        limit: Option.getOrUndefined(limit),
+        limit,
         startingAfter: Option.getOrUndefined(startingAfter)
       })
       return toHttpResponse(json(200, { object: "list", data: page.data.map(toPaymentJson), has_more: page.hasMore }), false)

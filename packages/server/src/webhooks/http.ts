@@ -7,13 +7,14 @@ import {
   RotateWebhookSecretBody,
   UpdateWebhookEndpointBody
 } from "@pay/api"
-import { PAGE_LIMIT_DEFAULT, pageLimitFromText, uuidPattern } from "@pay/domain"
+import { PAGE_LIMIT_DEFAULT, uuidPattern } from "@pay/domain"
 import { IdempotencyKeys, parseIdempotencyKeyResult, storedAsIs } from "@pay/idempotency"
 import { openAnswerSecret, WebhookDeliveries, WebhookDeliveryNotFound, WebhookEndpointNotFound, webhookEndpointIdPattern, WebhookEndpoints } from "@pay/webhooks"
 import { Effect, Option, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
+import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
@@ -67,13 +68,7 @@ const makeIdempotentPost = Effect.gen(function* () {
     }).pipe(answerErrors)
 })
 
-const pageOf = (limit: string | undefined) =>
-  limit === undefined
-    ? Effect.succeed(PAGE_LIMIT_DEFAULT)
-    : Option.match(pageLimitFromText(limit), {
-      onNone: () => Effect.fail(new InvalidRequest({ detail: "limit: must be an integer between 1 and 100", field: "limit" })),
-      onSome: (value) => Effect.succeed<number>(value)
-    })
+const pageOf = (limit: string | undefined) => Effect.map(pageLimitParam(limit), (value) => value ?? PAGE_LIMIT_DEFAULT)
 
 const makeReads = Effect.gen(function* () {
   const endpoints = yield* WebhookEndpoints
