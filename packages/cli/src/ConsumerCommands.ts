@@ -55,7 +55,7 @@ const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.ch
 
 export class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
 
-/** `consumers reset` of a name that is neither a deployed consumer nor one with stored offsets (a typo would create offsets nobody reads). */
+/** `consumers lag` or `consumers reset` of a name that is neither a deployed consumer nor one with stored offsets (knownConsumer). */
 export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("UnknownConsumer", {
   consumer: Schema.String,
   known: Schema.Array(Schema.String)
@@ -92,9 +92,23 @@ const replay = Effect.gen(function* () {
   yield* Console.log(json(result))
 })
 
+/**
+ * The consumers this deployment runs (the live settlement generation, the webhooks consumer) and
+ * any with stored offsets (an older generation, a replay's). A name outside them is refused: its
+ * lag would read as the whole topic, and a reset would store offsets nobody reads.
+ */
+const knownConsumer = (sql: SqlClient.SqlClient, consumer: string) =>
+  Effect.gen(function* () {
+    if (!consumerName.test(consumer)) return yield* new InvalidConsumerName({ consumer })
+    const stored = yield* makeConsumerStore(sql).allOffsets
+    const known = [...new Set([(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME, ...stored.map((row) => row.consumer)])].sort()
+    if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
+  })
+
 const lag = (consumer: string | undefined) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    if (consumer !== undefined) yield* knownConsumer(sql, consumer)
     const name = consumer ?? (yield* makeSettlementProjection(sql).live).consumer
     const prefix = yield* KafkaTopicPrefix
     const partitions = yield* consumerLagOf(name, paymentsEventsTopic(prefix))
@@ -104,15 +118,10 @@ const lag = (consumer: string | undefined) =>
 
 const reset = (consumer: string, offsetText: string) =>
   Effect.gen(function* () {
-    if (!consumerName.test(consumer)) return yield* new InvalidConsumerName({ consumer })
-    const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
-    // The consumers this deployment runs (the live settlement generation, the webhooks consumer)
-    // and any with stored offsets (an older generation, a replay's): anything else is refused.
     const sql = yield* SqlClient.SqlClient
+    yield* knownConsumer(sql, consumer)
+    const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
     const store = makeConsumerStore(sql)
-    const stored = yield* store.allOffsets
-    const known = [...new Set([(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME, ...stored.map((row) => row.consumer)])].sort()
-    if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
     const prefix = yield* KafkaTopicPrefix
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.

@@ -143,7 +143,7 @@ const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : program.pipe
   Effect.catchTag("MerchantNotFound", (error) => report(`${error.message}: nothing changed`, 1)),
   Effect.catchTag("InvalidConsumerName", (error) => report(`invalid argument: ${JSON.stringify(error.consumer)} is not a consumer name\n(pnpm cli alone prints the usage)`, 2)),
   Effect.catchTag("UnknownConsumer", (error) =>
-    report(`no consumer ${error.consumer}: nothing reset (known: ${error.known.join(", ")}; pnpm cli consumers offsets lists the stored ones)`, 1)),
+    report(`no consumer ${error.consumer} (known: ${error.known.join(", ")}; pnpm cli consumers offsets lists the stored ones)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only
   // results go to stdout, so `pnpm cli … | jq` never reads an error as data.
   Effect.catchCause((cause) => report(Cause.pretty(cause), 1))
