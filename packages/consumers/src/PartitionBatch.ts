@@ -4,7 +4,7 @@ import { Cause, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { countOutcomes } from "./ConsumerModel.ts"
-import { claimSlice } from "./BatchClaims.ts"
+import { claimSlice, claimSliceCall, sliceOutcomes } from "./BatchClaims.ts"
 import { eventIdentity } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecordResult, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
@@ -35,12 +35,13 @@ const decodeAll = (records: ReadonlyArray<KafkaRecord>): Array<Item> | null => {
 }
 
 /**
- * The records of one partition (as polled, in offset order) in ONE transaction of three round
- * trips besides BEGIN and COMMIT's: the consumer's bookkeeping in one statement (claimSlice,
- * BatchClaims.ts: lock the stored offset, skip the records below it ("behind"), claim the others
- * with the version check, store the offset past the last one and the counters), then the
- * handler's effects, in order, for the applied (new and newer) events only; one COMMIT. Any
- * failure rolls the whole slice back.
+ * The records of one partition (as polled, in offset order) in ONE transaction: the consumer's
+ * bookkeeping in one statement (claimSlice, BatchClaims.ts: lock the stored offset, skip the
+ * records below it ("behind"), claim the others with the version check, store the offset past the
+ * last one and the counters), then the handler's effects, in order, for the applied (new and
+ * newer) events only. With a handler's `applySlice`, both are ONE statement, committed on its own
+ * (one round trip); else BEGIN, the claim, the effects (`applyBatch`, or `apply` one by one),
+ * COMMIT. Any failure rolls the whole slice back.
  */
 const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlClient) => {
   const { handler } = settings
@@ -62,15 +63,26 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
       if (inside !== undefined) yield* Effect.forEach(fresh, (item) => inside(item.record), { discard: true })
     })
 
-  return (items: ReadonlyArray<Item>) =>
+  const claimItems = (items: ReadonlyArray<Item>) => items.map(({ record, decoded }) => ({ record, identity: eventIdentity(decoded) }))
+
+  const inTransaction = (items: ReadonlyArray<Item>) =>
     sql.withTransaction(Effect.gen(function* () {
-      const outcomes = yield* claimSlice(sql, name, items.map(({ record, decoded }) => ({
-        record,
-        identity: eventIdentity(decoded)
-      })))
+      const outcomes = yield* claimSlice(sql, name, claimItems(items))
       yield* applyAll(items.filter((_, index) => outcomes[index] === "applied"))
       return outcomes
     }))
+
+  // The claim and the effects in one statement (one round trip, its own implicit transaction)
+  // when the handler can give them so; not when a test stops the world between the effects and
+  // the COMMIT (`insideTransaction`: there is no such point inside one statement).
+  const { applySlice } = handler
+  if (applySlice === undefined || settings.faults?.insideTransaction !== undefined) return inTransaction
+  return (items: ReadonlyArray<Item>) =>
+    Effect.gen(function* () {
+      const call = yield* claimSliceCall(sql, name, claimItems(items))
+      const statement = yield* Effect.fromResult(applySlice(call, items))
+      return yield* sliceOutcomes(statement, items.length)
+    }).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": items.length } }))
 }
 
 /**

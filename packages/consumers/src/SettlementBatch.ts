@@ -1,7 +1,7 @@
 import type { KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Array as Arr, Effect, Result } from "effect"
-import type { SqlClient } from "effect/sql"
+import type { SqlClient, Statement } from "effect/sql"
 import { HandlerFailed } from "./ConsumerModel.ts"
 
 type Event = DecodedPaymentEvent["event"]
@@ -149,3 +149,72 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
       )
       SELECT (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed`
   })
+
+/**
+ * The settlement handler's `applySlice` (ConsumerModel.ts): the claim and `applySettlementBatch`'s
+ * two upserts as ONE statement, committed on its own. Each event goes as one row (its position in
+ * the slice, type, partition, merchant, currency, and the money it moves, checked here as
+ * `applySettlementBatch` checks it); the statement keeps the rows whose claimed outcome is
+ * 'applied', aggregates them as `applySettlementBatch` does in memory, and upserts the counts then
+ * the sums, each in key order (byte order, as `byKey` sorts in JavaScript): the same rows locked
+ * in the same order as the transaction's path, a re-drive and the per-record handler.
+ * A refused event refuses the slice even when its claim would have found it a duplicate: the
+ * records then go one by one, where a duplicate is skipped before the handler sees it.
+ */
+export const applySettlementSlice = (sql: SqlClient.SqlClient, generation: number) =>
+(claim: Statement.Fragment, events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>) => {
+  const rows: Array<Record<string, string | number | null>> = []
+  for (const [index, { decoded: { event }, record }] of events.entries()) {
+    const split = settledSplitResult(event)
+    if (Result.isFailure(split)) return Result.fail(split.failure)
+    const refunded = refundedSplitResult(event)
+    if (Result.isFailure(refunded)) return Result.fail(refunded.failure)
+    const moves = split.success !== null || refunded.success !== null
+    rows.push({
+      i: index + 1,
+      t: event.type,
+      p: record.partition,
+      m: event.merchant_id,
+      c: event.currency,
+      g: split.success === null ? null : String(split.success.gross_minor),
+      f: split.success === null ? null : String(split.success.fee_minor),
+      n: split.success === null ? null : String(split.success.net_minor),
+      r: refunded.success === null ? null : String(refunded.success.refunded_minor),
+      fr: refunded.success === null ? null : String(refunded.success.fee_returned_minor),
+      at: moves ? new Date(event.occurred_at.epochMilliseconds).toISOString() : null
+    })
+  }
+  return Result.succeed(sql`
+    WITH claim AS MATERIALIZED (
+      SELECT ${claim} AS outcomes
+    ), applied AS MATERIALIZED (
+      SELECT e.* FROM claim, jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        AS e(i int, t text, p int, m text, c text, g bigint, f bigint, n bigint, r bigint, fr bigint, at timestamptz)
+      WHERE claim.outcomes[e.i] = 'applied'
+    ), counted AS (
+      INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
+      SELECT ${generation}, a.t, a.p, count(*) FROM applied a
+      GROUP BY a.t, a.p ORDER BY a.t COLLATE "C", a.p
+      ON CONFLICT (generation, event_type, partition) DO UPDATE SET
+        event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count
+      RETURNING 1
+    ), summed AS (
+      INSERT INTO settlement_projection (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor,
+                                         payment_count, refunded_minor, fee_returned_minor, refund_count, last_event_at)
+      SELECT ${generation}, a.m, a.c, coalesce(sum(a.g), 0), coalesce(sum(a.f), 0), coalesce(sum(a.n), 0), count(a.g),
+             coalesce(sum(a.r), 0), coalesce(sum(a.fr), 0), count(a.r), max(a.at)
+      FROM applied a WHERE a.g IS NOT NULL OR a.r IS NOT NULL
+      GROUP BY a.m, a.c ORDER BY a.m COLLATE "C", a.c COLLATE "C"
+      ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+        settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
+        fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
+        net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
+        payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
+        refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
+        fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
+        refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
+        last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)
+      RETURNING 1
+    )
+    SELECT claim.outcomes, (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed FROM claim`)
+}

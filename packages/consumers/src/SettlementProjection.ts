@@ -2,7 +2,7 @@ import { decodeRow, decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
-import { applySettlementBatch, refundedSplit, settledSplit } from "./SettlementBatch.ts"
+import { applySettlementBatch, applySettlementSlice, refundedSplit, settledSplit } from "./SettlementBatch.ts"
 
 /**
  * The settlement read model: per merchant and currency, settled gross, fees, net, payment count
@@ -80,7 +80,8 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
             payment_count = settlement_projection.payment_count + 1,
             last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
       }),
-    applyBatch: applySettlementBatch(sql, generation)
+    applyBatch: applySettlementBatch(sql, generation),
+    applySlice: applySettlementSlice(sql, generation)
   })
 
   /** The next generation number: above every generation ever built or served. */
