@@ -21,6 +21,7 @@ import { execFile, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { decodeRows } from "../../packages/infra/src/index.ts"
 import { freePort } from "../../packages/testkit/src/ThrowawayKafka.ts"
+import { processTicks, userHz } from "../support/procCpu.ts"
 import { stopChild } from "../support/process.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
@@ -102,6 +103,7 @@ export const apiStreamLatency = (settings: StreamSettings) =>
       fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(2_000) }).then((response) => response.status === 200, () => false)), 90_000).pipe(
       Effect.catchDefect((defect) => Effect.die(new Error(`${String(defect)}\n${server.tail()}`)))
     )
+    let consumersPid: number | undefined
     if (!inServer) {
       const consumers = yield* startChild("packages/consumers/src/main.ts", {
         DATABASE_URL: settings.databaseUrl, KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix
@@ -110,6 +112,7 @@ export const apiStreamLatency = (settings: StreamSettings) =>
         consumers.tail().split("\n").some((line) => line.includes("consumer subscribed") && line.includes("settlement"))), 90_000).pipe(
         Effect.catchDefect((defect) => Effect.die(new Error(`${String(defect)}\n${consumers.tail()}`)))
       )
+      consumersPid = consumers.child.pid
     }
     const sql = yield* SqlClient.SqlClient
     // The projection's settled count, sampled every 10 ms while the stream runs: when the k-th
@@ -118,6 +121,13 @@ export const apiStreamLatency = (settings: StreamSettings) =>
       SELECT coalesce(sum(payment_count), 0)::bigint AS n FROM settlement_projection
       WHERE generation = (SELECT generation FROM settlement_projection_live)`).pipe(Effect.orDie, Effect.map((rows) => Number(rows[0]?.n ?? 0n)))
     const countBefore = yield* projectedCount
+    // The records the consumers handled, each by both consumers (settlement and webhooks): the
+    // live settlement consumer's claims, before and after, over the consumers process's CPU.
+    const handledRecords = decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+      SELECT coalesce(sum(applied_count + duplicate_count + stale_count), 0)::bigint AS n FROM consumer_offsets
+      WHERE consumer = (SELECT consumer FROM settlement_projection_live)`).pipe(Effect.orDie, Effect.map((rows) => Number(rows[0]?.n ?? 0n)))
+    const handledBefore = yield* handledRecords
+    const consumersTicksBefore = consumersPid === undefined ? 0 : processTicks([consumersPid])
     const samples: Array<{ readonly at_ms: number; readonly n: number }> = []
     const sampler = yield* Effect.forkScoped(Effect.gen(function* () {
       // Bounded: the stream's duration plus the drain's 120 s, at 10 ms.
@@ -138,6 +148,8 @@ export const apiStreamLatency = (settings: StreamSettings) =>
       SELECT count(*)::bigint AS n FROM processed_events pe JOIN payments p ON p.id = pe.payment_id AND p.version = pe.payment_version
       WHERE p.status = 'SETTLED' AND pe.consumer = (SELECT consumer FROM settlement_projection_live)`)
     yield* waitFor("every settlement projected", Effect.map(projected, (n) => n >= settled), 120_000)
+    const consumersTicks = consumersPid === undefined ? 0 : processTicks([consumersPid]) - consumersTicksBefore
+    const handled = (yield* handledRecords) - handledBefore
     const rows = yield* decodeRows(Schema.Struct({ payment_id: Schema.String, processed_ms: Schema.Number, settle_commit_ms: Schema.Number }))(sql`
       SELECT p.id AS payment_id, (extract(epoch FROM pe.processed_at) * 1000)::float8 AS processed_ms,
              (extract(epoch FROM (pe.processed_at - p.updated_at)) * 1000)::float8 AS settle_commit_ms
@@ -176,6 +188,10 @@ export const apiStreamLatency = (settings: StreamSettings) =>
       settle_to_projection_visible_ms_p99: ms(percentile(visible, 0.99)),
       settle_to_projection_visible_ms_max: ms(visible[visible.length - 1]),
       settle_commit_to_consumer_ms_p50: ms(percentile(fromCommit, 0.5)),
-      settle_commit_to_consumer_ms_p99: ms(percentile(fromCommit, 0.99))
+      settle_commit_to_consumer_ms_p99: ms(percentile(fromCommit, 0.99)),
+      // The consumers process's CPU per record (both of its consumers, the stream's trickle: a
+      // record or a few per slice), from /proc; null with the consumers inside the server.
+      records_handled: handled,
+      consumers_process_cpu_per_record_us: consumersPid === undefined || handled === 0 ? null : ms((consumersTicks / userHz) * 1e6 / handled)
     }
   }))
