@@ -162,18 +162,34 @@ export const consumerLagOf = (consumer: string, topic: string) =>
     })
   })
 
-/** Refreshes the `consumer_lag_records` gauge every `interval_ms` (errors logged, never fatal). */
-export const reportLag = (consumer: () => string, topic: string, interval_ms: number) =>
+/**
+ * Refreshes the `consumer_lag_records` gauge every `interval_ms` for each consumer `consumers()`
+ * names now (errors logged, never fatal). A consumer no longer named (the settlement consumer
+ * after a swap follows the new generation) has its series set to 0 once: a gauge cannot be
+ * removed, and one frozen at its last value would keep ConsumerLagHigh firing for a consumer
+ * nobody runs.
+ */
+export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string, interval_ms: number) =>
   Effect.gen(function* () {
+    const reported = new Map<string, ReadonlyArray<number>>()
+    const set = (name: string, partition: number, lag: number) =>
+      Metric.update(Metric.withAttributes(consumerLag, { consumer: name, partition: String(partition) }), lag)
     while (true) {
-      const name = consumer()
-      yield* consumerLagOf(name, topic).pipe(
-        Effect.flatMap((lags) =>
-          Effect.forEach(lags, (lag) =>
-            Metric.update(Metric.withAttributes(consumerLag, { consumer: name, partition: String(lag.partition) }), Number(lag.lag)), { discard: true })
-        ),
-        Effect.catch((error) => Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
-      )
+      const names = consumers()
+      for (const [name, partitions] of reported) {
+        if (names.includes(name)) continue
+        reported.delete(name)
+        yield* Effect.forEach(partitions, (partition) => set(name, partition, 0), { discard: true })
+      }
+      for (const name of names) {
+        yield* consumerLagOf(name, topic).pipe(
+          Effect.flatMap((lags) => {
+            reported.set(name, lags.map((lag) => lag.partition))
+            return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true })
+          }),
+          Effect.catch((error) => Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
+        )
+      }
       yield* Effect.sleep(Duration.millis(interval_ms))
     }
   })

@@ -64,6 +64,9 @@ const reconcileEvery = (interval_ms: number) =>
  * (SIGTERM: the record in flight finishes, the batch is not committed to Kafka, the group is left).
  * Needs `SqlClient`, `KafkaConsumer`, `KafkaProducer` (the DLQ topic) and `KafkaAdmin`.
  */
+/** The settlement consumer's status name before the live generation is read. */
+const settlementPending = "settlement"
+
 export const consumersLayer = (faults: ConsumerFaults = {}) =>
   Layer.effect(
     ConsumersStatus,
@@ -71,12 +74,19 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
       const prefix = yield* KafkaTopicPrefix
       const options = yield* ConsumerOptionsFromEnv
       const topicSettings = yield* PaymentsEventsTopicConfig
-      const status = yield* Ref.make(initialStatus("settlement"))
+      // "settlement" until runSettlementLive names the live generation's consumer (settlement.g<N>).
+      const status = yield* Ref.make(initialStatus(settlementPending))
       const webhookStatus = yield* Ref.make(initialStatus(WEBHOOK_CONSUMER_NAME))
       const topic = paymentsEventsTopic(prefix)
       const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
         const dlqReady = yield* ensureTopics(prefix, topicSettings)
-        yield* Effect.forkScoped(reportLag(() => Ref.getUnsafe(status).name, topic, options.lagInterval_ms))
+        // The lag of the consumers running here; the settlement one once its generation is known
+        // (the placeholder name has no stored offsets: its "lag" would be the whole topic).
+        const lagged = () => {
+          const settlement = Ref.getUnsafe(status).name
+          return settlement === settlementPending ? [WEBHOOK_CONSUMER_NAME] : [settlement, WEBHOOK_CONSUMER_NAME]
+        }
+        yield* Effect.forkScoped(reportLag(lagged, topic, options.lagInterval_ms))
         yield* Effect.forkScoped(reconcileEvery(options.reconcileInterval_ms))
         const dlqTopic = dlqReady ? deadLetterTopic(prefix) : null
         // Webhooks (docs/webhooks.md): each event's deliveries are queued in the record's

@@ -1,22 +1,55 @@
 import { Config, Context, Effect, Formatter, Layer, Logger, References, Tracer } from "effect"
 
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value)
+
+/** An error given to a log call: `Tag: message` (a tagged error) or its message. */
+const errorText = (value: Record<string, unknown>): string | undefined => {
+  if (value instanceof Error) return value.message
+  const { _tag: tag, message } = value
+  return typeof tag === "string" && typeof message === "string" ? `${tag}: ${message}` : undefined
+}
+
+/**
+ * `Effect.log("text", { … })` gives the logger `["text", { … }]`: the text stays the `message`,
+ * a plain object's fields join the line's (never replacing the line's own: timestamp, level,
+ * message, the trace ids, the annotations), an error becomes `error`, anything else `details`.
+ * A search by field (`retry_in_ms`, `url`) then finds them as it finds the annotations.
+ */
+export const flatMessage = (message: unknown): { readonly message: unknown; readonly fields: Record<string, unknown> } => {
+  if (!Array.isArray(message) || typeof message[0] !== "string") return { message, fields: {} }
+  const [text, ...rest] = message
+  const fields: Record<string, unknown> = {}
+  const details: Array<unknown> = []
+  for (const value of rest) {
+    const error = isRecord(value) ? errorText(value) : undefined
+    if (error !== undefined && fields["error"] === undefined) fields["error"] = error
+    else if (isRecord(value) && error === undefined) for (const [name, field] of Object.entries(value)) if (!(name in fields)) fields[name] = field
+    else details.push(value)
+  }
+  if (details.length > 0) fields["details"] = details
+  return { message: text, fields }
+}
+
 /**
  * One JSON object per line: `timestamp`, `level`, `message`, `trace_id` and `span_id` (of the
  * current span, when there is one), then the annotations flat (`correlation_id`, `merchant_id`,
- * `payment_id`, … where known), then `cause` and the log spans. Effect's own `Logger.consoleJson`
+ * `payment_id`, … where known) and the fields of an object given to the log call (flatMessage),
+ * then `cause` and the log spans. Effect's own `Logger.consoleJson`
  * prints no trace id and nests the annotations; a log search by `correlation_id` or `trace_id`
  * wants them at the top level.
  */
 export const structuredWithTrace = Logger.make((options) => {
   const entry = Logger.formatStructured.log(options)
   const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
+  const { message, fields } = flatMessage(entry.message)
   const line: Record<string, unknown> = {
     timestamp: entry.timestamp,
     level: entry.level,
-    message: entry.message,
+    message,
     ...(span === undefined ? {} : { trace_id: span.traceId, span_id: span.spanId }),
     ...entry.annotations
   }
+  for (const [name, value] of Object.entries(fields)) if (!(name in line)) line[name] = value
   if (entry.cause !== undefined) line["cause"] = entry.cause
   if (Object.keys(entry.spans).length > 0) line["spans"] = entry.spans
   return Formatter.formatJson(line)
