@@ -55,7 +55,7 @@ const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.ch
 
 export class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
 
-/** `consumers lag` or `consumers reset` of a name that is neither a deployed consumer nor one with stored offsets (knownConsumer). */
+/** `consumers lag`, `consumers reset` or `dlq list` of a name that is neither a deployed consumer nor one with stored offsets (knownConsumer). */
 export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("UnknownConsumer", {
   consumer: Schema.String,
   known: Schema.Array(Schema.String)
@@ -144,7 +144,10 @@ export const consumerCommand = (args: ReadonlyArray<string | undefined>) => {
   if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined) return reset(argument, extra)
   if (group === "dlq" && command === "list") {
     return Effect.gen(function* () {
-      const rows = yield* makeDeadLetters(yield* SqlClient.SqlClient).list({
+      const sql = yield* SqlClient.SqlClient
+      // A mistyped name would list nothing, which reads as "nothing parked".
+      if (argument !== undefined) yield* knownConsumer(sql, argument)
+      const rows = yield* makeDeadLetters(sql).list({
         ...(argument === undefined ? {} : { consumer: argument }),
         includeRedriven: false,
         limit: DEAD_LETTER_LIST_MAX

@@ -30,6 +30,12 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       const typoLag = yield* cli(database.url, ["consumers", "lag", "settlemnt.g1"])
       assert.deepStrictEqual([typoLag.exitCode, typoLag.stdout], [1, ""], describeRun(typoLag))
       assert.include(typoLag.stderr, "no consumer settlemnt.g1 (known: settlement.g1, webhooks")
+      // And `dlq list` of it printed [] (exit 0): "nothing parked".
+      const typoDlq = yield* cli(database.url, ["dlq", "list", "settlemnt.g1"])
+      assert.deepStrictEqual([typoDlq.exitCode, typoDlq.stdout], [1, ""], describeRun(typoDlq))
+      assert.include(typoDlq.stderr, "no consumer settlemnt.g1 (known: settlement.g1, webhooks")
+      const knownDlq = yield* cli(database.url, ["dlq", "list", "settlement.g1"])
+      assert.deepStrictEqual([knownDlq.exitCode, knownDlq.stdout.trim()], [0, "[]"], describeRun(knownDlq))
       const badLagName = yield* cli(database.url, ["consumers", "lag", "bad/name"])
       assert.strictEqual(badLagName.exitCode, 2, describeRun(badLagName))
       const offsets = yield* cli(database.url, ["consumers", "offsets"])
