@@ -171,15 +171,23 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       yield* assertLedgerHealthy
     }))
 
-  it.effect("every function pins its search_path; the balance writers belong to a role nobody logs in as", () =>
+  it.effect("every function of every schema we own pins its search_path; the balance writers belong to a role nobody logs in as", () =>
     Effect.gen(function* () {
       const { sql } = yield* setup
+      // Every schema but the system's, and no extension's functions (not ours to pin). Listing
+      // `public` alone missed acquirer_sim.locked_approval (0073, pinned by 0075).
       const unpinned = yield* decodeRows(Schema.Struct({ name: Schema.String }))(sql`
-        SELECT p.oid::regprocedure::text AS name FROM pg_proc p
-        WHERE p.pronamespace = 'public'::regnamespace AND p.prokind = 'f'
+        SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+          AND p.prokind = 'f'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
           AND NOT coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false)
         ORDER BY 1`)
       assert.deepStrictEqual(unpinned.map((row) => row.name), [])
+      const schemas = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(DISTINCT p.pronamespace)::bigint AS n FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname IN ('public', 'acquirer_sim')`)
+      assert.strictEqual(schemas[0]?.n, 2n, "the check sees functions in both schemas")
       const writers = yield* decodeRows(Schema.Struct({
         name: Schema.String, owner: Schema.String, definer: Schema.Boolean, public_execute: Schema.Boolean,
         owner_login: Schema.Boolean
