@@ -99,7 +99,7 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.throws(() => new Webhook(oldSecret).verify(after.body, headersOf(after)), WebhookVerificationError)
     })))
 
-  it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, bad secret, two current secrets", () =>
+  it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, bad secret, two current secrets, fewer attempts", () =>
     Effect.scoped(Effect.gen(function* () {
       const merchantId = yield* createMerchant
       const other = yield* createMerchant
@@ -126,6 +126,11 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual(twoCurrent, "23505")
       const pendingButFinished = yield* refusal(sql`UPDATE webhook_deliveries SET finished_at = clock_timestamp() WHERE event_id = ${event.eventId}::uuid`)
       assert.strictEqual(pendingButFinished, "23514")
+      // The attempt history only grows: a delivery's attempts cannot be wound back (to hide
+      // failed attempts, or to buy another round of retries outside a redelivery).
+      yield* sql`UPDATE webhook_deliveries SET attempt_count = 2, round_attempt_count = 2 WHERE event_id = ${event.eventId}::uuid`
+      const fewerAttempts = yield* refusal(sql`UPDATE webhook_deliveries SET attempt_count = 1, round_attempt_count = 1 WHERE event_id = ${event.eventId}::uuid`)
+      assert.strictEqual(fewerAttempts, "23000")
     })))
 
   it.effect("pages: endpoints oldest first, deliveries newest first, each page after the given id; filters by event and status", () =>
