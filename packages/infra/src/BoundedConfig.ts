@@ -25,6 +25,19 @@ export const boundedInt = (name: string, bounds: IntBounds, fallback: number): C
     name
   ).pipe(Config.withDefault(fallback))
 
+/**
+ * An integer setting that is 0 (the feature off) or within `bounds` (a loop's interval: 1..999 ms
+ * would be a busy loop, refused at start-up like any value out of bounds, not when the loop starts).
+ */
+export const offOrBoundedInt = (name: string, bounds: IntBounds, fallback: number): Config.Config<number> =>
+  Config.schema(
+    Schema.Int.check(Schema.makeFilter(
+      (value: number) => value === 0 || isWithin(value, bounds),
+      { message: `${name} must be 0 (off) or an integer between ${bounds.min} and ${bounds.max}` }
+    )),
+    name
+  ).pipe(Config.withDefault(fallback))
+
 export interface StringBounds {
   readonly length_max: number
   /** When set, the whole value must match it (checked after the length). */

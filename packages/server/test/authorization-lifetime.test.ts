@@ -7,7 +7,7 @@ import { assert, describe, layer, it } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { type Config, ConfigProvider, DateTime, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { AuthorizationLifetimeConfig, ExpiryWarningLead } from "../src/workers/AuthorizationExpiry.ts"
+import { AuthorizationLifetimeConfig, ExpiryInterval, ExpiryWarningLead } from "../src/workers/AuthorizationExpiry.ts"
 import { authorizedPayment, get, jsonOf } from "./support/Api.ts"
 import { inProcessAppLayer } from "./support/InProcessApp.ts"
 import { createMerchant } from "./support/TestServer.ts"
@@ -60,5 +60,10 @@ describe("authorization lifetime settings", () => {
       assert.include(yield* refusal(AuthorizationLifetimeConfig, { AUTHORIZATION_LIFETIME_MS: "59999" }), "AUTHORIZATION_LIFETIME_MS must be an integer between 60000 and 2592000000")
       assert.include(yield* refusal(AuthorizationLifetimeConfig, { AUTHORIZATION_LIFETIME_MS: "2592000001" }), "AUTHORIZATION_LIFETIME_MS must be an integer between")
       assert.include(yield* refusal(ExpiryWarningLead, { EXPIRY_WARNING_LEAD_MS: "-1" }), "EXPIRY_WARNING_LEAD_MS must be an integer between 0 and 2592000000")
+      // 1..999 ms used to pass the configuration and kill the server when the loop started.
+      assert.include(yield* refusal(ExpiryInterval, { EXPIRY_INTERVAL_MS: "500" }), "EXPIRY_INTERVAL_MS must be 0 (off) or an integer between 1000 and 86400000")
+      assert.include(yield* refusal(ExpiryInterval, { EXPIRY_INTERVAL_MS: "86400001" }), "EXPIRY_INTERVAL_MS must be 0 (off)")
+      assert.strictEqual(yield* ExpiryInterval.parse(ConfigProvider.fromEnv({ env: { EXPIRY_INTERVAL_MS: "0" } })), 0)
+      assert.strictEqual(yield* ExpiryInterval.parse(ConfigProvider.fromEnv({ env: {} })), 60_000)
     }))
 })

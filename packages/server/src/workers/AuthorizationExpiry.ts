@@ -1,5 +1,5 @@
 import { AUTHORIZATION_TTL_MS_DEFAULT, authorizationLifetimeBounds } from "@pay/domain"
-import { boundedInt } from "@pay/infra"
+import { boundedInt, offOrBoundedInt } from "@pay/infra"
 import { AuthorizationLifetime, EXPIRY_WARNING_LEAD_MS_DEFAULT, expiryBatchBounds, expiryWarningLeadBounds, PaymentExpiry } from "@pay/payments"
 import { Effect, Layer, Schedule } from "effect"
 
@@ -19,7 +19,7 @@ import { Effect, Layer, Schedule } from "effect"
  * | `EXPIRY_WARNING_LEAD_MS` | 86400000 (24 h) | 0 (off)..2592000000 (30 days) |
  * | `AUTHORIZATION_LIFETIME_MS` | 604800000 (7 days) | 60000 (1 min)..2592000000 (30 days) |
  */
-export const ExpiryInterval = boundedInt("EXPIRY_INTERVAL_MS", { min: 0, max: 24 * 60 * 60 * 1_000 }, 60_000)
+export const ExpiryInterval = offOrBoundedInt("EXPIRY_INTERVAL_MS", { min: 1_000, max: 24 * 60 * 60 * 1_000 }, 60_000)
 export const ExpiryBatch = boundedInt("EXPIRY_BATCH_MAX", expiryBatchBounds, 100)
 export const ExpiryWarningLead = boundedInt("EXPIRY_WARNING_LEAD_MS", expiryWarningLeadBounds, EXPIRY_WARNING_LEAD_MS_DEFAULT)
 export const AuthorizationLifetimeConfig = boundedInt("AUTHORIZATION_LIFETIME_MS", authorizationLifetimeBounds, AUTHORIZATION_TTL_MS_DEFAULT)
@@ -34,7 +34,6 @@ export const AuthorizationExpiryLive = Layer.effectDiscard(
   Effect.gen(function* () {
     const interval_ms = yield* ExpiryInterval
     if (interval_ms === 0) return
-    if (interval_ms < 1_000) return yield* Effect.die(new Error("EXPIRY_INTERVAL_MS must be 0 (off) or at least 1000"))
     const batch_max = yield* ExpiryBatch
     const lead_ms = yield* ExpiryWarningLead
     const expiry = yield* PaymentExpiry

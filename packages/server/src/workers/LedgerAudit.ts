@@ -1,4 +1,4 @@
-import { boundedInt } from "@pay/infra"
+import { offOrBoundedInt } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import { Effect, Layer, Metric, Schedule } from "effect"
 
@@ -13,7 +13,7 @@ import { Effect, Layer, Metric, Schedule } from "effect"
  * | --------------------------- | ------- | ------------------------ |
  * | `LEDGER_VERIFY_INTERVAL_MS` | 300000  | 0 (off), 1000..86400000  |
  */
-export const LedgerVerifyInterval = boundedInt("LEDGER_VERIFY_INTERVAL_MS", { min: 0, max: 24 * 60 * 60 * 1_000 }, 5 * 60 * 1_000)
+export const LedgerVerifyInterval = offOrBoundedInt("LEDGER_VERIFY_INTERVAL_MS", { min: 1_000, max: 24 * 60 * 60 * 1_000 }, 5 * 60 * 1_000)
 
 /** The checks `ledger_verify()` makes (migrations/0002_ledger.sql): one series each, 0 when healthy. */
 export const ledgerChecks = [
