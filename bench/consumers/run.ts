@@ -14,6 +14,9 @@
  *      ratio to A (issue 14's target: ≥ 0.5).
  *   C. replay from offset 0 (`rebuildSettlement`: a new generation, then the swap): time and events/s;
  *      the rebuilt projection is checked equal to B's.
+ *   E. a quiet stream's cost (bench/consumers/quiet.ts, BENCH_QUIET=0 skips it): one record per
+ *      slice through the settlement consumer's one-statement path and its transaction's path,
+ *      alternated: CPU of this process and of Postgres, and wall time, per record.
  *   D. a sustained API stream (bench/consumers/stream.ts) against a real server process (publisher
  *      inside) and the consumers in their own process (BENCH_CONSUMERS=process, default; "server":
  *      inside the server): settle (HTTP 200) → projection latency p50/p99 (issue 14's target: p99 ≤ 250 ms).
@@ -57,6 +60,7 @@ import {
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
 import { machineTicks, processTicks, userHz } from "../support/procCpu.ts"
+import { quietSlices } from "./quiet.ts"
 import { apiStreamLatency } from "./stream.ts"
 
 const envInt = (name: string, fallback: number, min: number, max: number): number => {
@@ -70,6 +74,7 @@ const events_n = envInt("BENCH_EVENTS", 100_000, 300, 1_000_000)
 const batch_max = envInt("CONSUMER_BATCH_SIZE", defaultConsumerOptions.batch_max, 1, 1_000)
 const transactionRecords_max = envInt("CONSUMER_TRANSACTION_RECORDS_MAX", defaultConsumerOptions.transactionRecords_max, 1, 1_000)
 const streamPhase = envInt("BENCH_STREAM", 1, 0, 1) === 1
+const quietPhase = envInt("BENCH_QUIET", 1, 0, 1) === 1
 const kafkaCommitInterval_ms = envInt("CONSUMER_KAFKA_COMMIT_INTERVAL_MS", defaultConsumerOptions.kafkaCommitInterval_ms, 0, 60_000)
 const duration_s = envInt("BENCH_DURATION_S", 20, 1, 600)
 const concurrency = envInt("BENCH_CONCURRENCY", 4, 1, 256)
@@ -293,6 +298,11 @@ const program = Effect.gen(function* () {
     const equal = JSON.stringify(yield* projection.rows(1), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)) ===
       JSON.stringify(yield* projection.rows(2), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))
     yield* mark("after_replay")
+    yield* log(quietPhase ? "E. a quiet stream: one record per slice, one statement vs a transaction" : "E. skipped (BENCH_QUIET=0)")
+    const quiet = !quietPhase ? null : yield* quietSlices({
+      messages, records_per_round: Math.min(600, Math.floor(messages.length / 4)), rounds: 2, topic: `${topic}.quiet`, options, costs
+    })
+    yield* mark("after_quiet")
     yield* log(streamPhase ? `D. sustained API stream (${duration_s} s, ${concurrency} clients), consumers in the ${consumersPlacement}` : "D. skipped (BENCH_STREAM=0)")
     const stream = !streamPhase ? null : yield* apiStreamLatency({
       databaseUrl: withDatabase(baseDatabaseUrl, databaseName), brokers, prefix, redisUrl, redisPrefix: `bench:${runId}:`, duration_s, concurrency,
@@ -321,6 +331,7 @@ const program = Effect.gen(function* () {
       ratio_consumer_to_raw: round((rawFair.elapsed_ms + rawFairAfter.elapsed_ms) / 2 / live.elapsed_ms, 3),
       ratio_consumer_to_raw_commit_per_poll: round((raw.elapsed_ms + rawAfter.elapsed_ms) / 2 / live.elapsed_ms, 3),
       replay_from_offset_0: { elapsed_ms: round(replay.elapsed_ms), events_per_s: rate(replay.elapsed_ms), swapped: replay.value.swapped, equals_live: equal, costs: replayCosts },
+      quiet_slices: quiet,
       api_stream: stream
     }
     const text = JSON.stringify(result, null, 2)

@@ -95,8 +95,10 @@ export const apiStreamLatency = (settings: StreamSettings) =>
     const port = yield* freePort
     const baseUrl = `http://127.0.0.1:${port}`
     const inServer = settings.consumers === "server"
+    // A metrics port of its own: the default 9464 may belong to a server already running here.
+    const metricsPort = yield* freePort
     const server = yield* startChild("packages/server/src/main.ts", {
-      DATABASE_URL: settings.databaseUrl, PORT: String(port), KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix,
+      DATABASE_URL: settings.databaseUrl, PORT: String(port), METRICS_PORT: String(metricsPort), KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix,
       REDIS_URL: settings.redisUrl, REDIS_KEY_PREFIX: settings.redisPrefix, CONSUMERS_ENABLED: String(inServer)
     })
     yield* waitFor("server ready", Effect.promise(() =>
