@@ -19,6 +19,14 @@ export interface PostgresOptions {
 }
 
 /**
+ * The `application_name` of this process's connections: the platform's, and the process (a
+ * server instance, the publisher, the consumers, the sender, the CLI), so that `pg_stat_activity`
+ * tells them apart and `db_client_connections` counts this process's own connections, not every
+ * process's on the database. `application_name LIKE 'payments-platform/%'` finds them all.
+ */
+export const platformApplicationName = `payments-platform/${process.pid}`
+
+/**
  * Options are explicit on the money path (TIGER_STYLE: never rely on a library default):
  * a bounded pool, a connect timeout so a dead database fails fast instead of hanging a request,
  * and idle connections recycled.
@@ -31,7 +39,7 @@ export const postgresLayer = (options: PostgresOptions) =>
     connectTimeout: "5 seconds",
     idleTimeout: "30 seconds",
     connectionTTL: "30 minutes",
-    applicationName: options.applicationName ?? "payments-platform"
+    applicationName: options.applicationName ?? platformApplicationName
   })
 
 /** The Postgres client configured from `DATABASE_URL` and `DATABASE_POOL_SIZE`. */

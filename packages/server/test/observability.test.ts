@@ -4,9 +4,9 @@
 // record's headers, and a consumer that continues it (spans exported over OTLP/HTTP to a receiver
 // this test starts).
 import { assert, layer } from "@effect/vitest"
-import { continueFromRecord, CurrentCorrelationId, decodeRows } from "@pay/infra"
+import { continueFromRecord, CurrentCorrelationId, decodeRows, postgresLayer } from "@pay/infra"
 import { shortId, testRun } from "@pay/testkit"
-import { Context, Effect, Layer, Logger, Schema } from "effect"
+import { Context, Effect, Layer, Logger, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
 import { type OtlpReceiver, otlpReceiver, type ReceivedSpan } from "./support/OtlpReceiver.ts"
@@ -239,6 +239,15 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.strictEqual((yield* server.request("GET", "/docs/problems/no_such_code")).status, 404)
       assert.strictEqual((yield* server.request("GET", "/openapi.json")).status, 200)
 
+      // Another process of the platform on the same database (this test process, with the
+      // platform's default application_name) holding 12 connections: the server's
+      // db_client_connections counts its own (at most its pool of 8), not theirs. Every process
+      // used to connect as "payments-platform", and each counted all of them.
+      const otherProcess = yield* Layer.build(postgresLayer({ url: Redacted.make((yield* TestServer).database.url), maxConnections: 12 }))
+      const otherSql = Context.get(otherProcess, SqlClient.SqlClient)
+      yield* Effect.all(Array.from({ length: 12 }, () => otherSql`SELECT pg_sleep(0.05)`), { concurrency: 12, discard: true })
+      yield* Effect.sleep(1_200)
+
       // METRICS_PORT set: /metrics on its own listener only, not where merchants call.
       const { metricsUrl } = yield* Receiver
       assert.strictEqual((yield* server.request("GET", "/metrics")).status, 404)
@@ -268,6 +277,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       }
       assert.isDefined(has("db_client_connections", { state: "idle" }))
       assert.strictEqual(has("db_client_connections_max"), 8, "DATABASE_POOL_SIZE of the test server")
+      const counted = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"]
+        .reduce((sum, state) => sum + (has("db_client_connections", { state }) ?? 0), 0)
+      assert.isAtMost(counted, 8, "the server's own connections, not the other process's 12")
       assert.strictEqual(has("ledger_verify_discrepancies", { check: "balance_mismatch" }), 0)
       assert.isAbove(has("ledger_verify_last_success_timestamp_seconds") ?? 0, Date.now() / 1_000 - 60)
 
