@@ -101,12 +101,7 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
-      AND NOT EXISTS (
-        SELECT 1 FROM webhook_deliveries p
-        WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
-          AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
-            OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
-            OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))
+      AND NOT ${earlierPending(sql)}
     ORDER BY d.next_attempt_at
     LIMIT ${limit}
     FOR UPDATE OF d SKIP LOCKED
@@ -128,6 +123,39 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
                WHERE k.endpoint_id = l.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
                ORDER BY k.created_at DESC) AS secrets
   FROM leased l JOIN started s ON s.delivery_id = l.id JOIN webhook_endpoints e ON e.id = l.endpoint_id`
+
+/**
+ * Whether an earlier event of the same payment (and refund) waits at the same endpoint: the
+ * claim's ordering rule, also read by queueAges. `d` is the delivery, `p` the earlier pending one.
+ */
+const earlierPending = (sql: SqlClient.SqlClient) => sql`
+  EXISTS (
+    SELECT 1 FROM webhook_deliveries p
+    WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
+      AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
+        OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
+        OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))`
+
+const QueueAgesRow = Schema.Struct({ pending_ms: Schema.Number, overdue_ms: Schema.Number })
+
+/**
+ * The queue's two ages, in seconds, over the pending deliveries of enabled endpoints (a disabled
+ * or deleted endpoint's wait by design): the oldest one's age since it was created, and how long
+ * the most overdue one the claim would take now (due, not leased, nothing earlier of its payment
+ * pending) has waited past its `next_attempt_at`. A merchant's failing endpoint keeps the first
+ * high for its whole retry schedule; only senders that are down or behind raise the second.
+ */
+export const queueAges = (sql: SqlClient.SqlClient) =>
+  decodeRows(QueueAgesRow)(sql`
+    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS pending_ms,
+           COALESCE(extract(epoch FROM clock_timestamp() - min(d.next_attempt_at) FILTER (
+             WHERE d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
+               AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
+               AND NOT ${earlierPending(sql)})) * 1000, 0)::float8 AS overdue_ms
+    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
+    Effect.map(([row]) => ({ oldestPending_s: (row?.pending_ms ?? 0) / 1_000, oldestOverdue_s: (row?.overdue_ms ?? 0) / 1_000 }))
+  )
 
 const claimTransactionSettings = (sql: SqlClient.SqlClient) => sql`SELECT set_config('enable_sort', 'off', true)`
 

@@ -1,8 +1,7 @@
-import { decodeRow } from "@pay/infra"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue } from "effect"
 import { SqlClient } from "effect/sql"
-import { claimDeliveries, type ClaimedDelivery, completeAttempt } from "./DeliveryQueue.ts"
+import { claimDeliveries, type ClaimedDelivery, completeAttempt, queueAges } from "./DeliveryQueue.ts"
 import {
   assertSenderOptions,
   defaultSenderOptions,
@@ -13,6 +12,7 @@ import {
   webhookDeliveriesExhausted,
   webhookEndpointsDisabled,
   webhookLatency,
+  webhookOldestOverdue,
   webhookOldestPendingAge,
   webhookSecretsUnopenable
 } from "./Model.ts"
@@ -28,7 +28,6 @@ import { webhookHeaders } from "./Signing.ts"
  */
 export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
 
-const oldestPendingRow = decodeRow(Schema.Struct({ age_ms: Schema.Number }))
 const METRICS_INTERVAL_MS = 5_000
 const LISTEN_RETRY_MS = 1_000
 const CLAIM_BACKOFF_MS_MAX = 30_000
@@ -195,12 +194,11 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   // instead of at the next poll. Needs a Postgres client; polling covers a lost connection.
   const pg = yield* Effect.serviceOption(PgClient.PgClient)
   if (Option.isSome(pg)) yield* Effect.forkScoped(listenForever(pg.value, finished))
-  // Deliveries of disabled or deleted endpoints wait by design and are left out.
-  const refreshGauge = oldestPendingRow(sql`
-    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS age_ms
-    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-    WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
-    Effect.flatMap((row) => Metric.update(webhookOldestPendingAge, row.age_ms / 1_000)),
+  const refreshGauge = queueAges(sql).pipe(
+    Effect.flatMap((ages) => Effect.andThen(
+      Metric.update(webhookOldestPendingAge, ages.oldestPending_s),
+      Metric.update(webhookOldestOverdue, ages.oldestOverdue_s)
+    )),
     Effect.catchCause((cause) => Effect.logWarning("webhook gauge refresh failed", cause))
   )
   yield* Effect.forkScoped(Effect.forever(refreshGauge.pipe(Effect.andThen(Effect.sleep(METRICS_INTERVAL_MS)))))

@@ -171,6 +171,16 @@ export const webhookSecretsUnopenable = Metric.counter("webhook_secrets_unopenab
 export const webhookOldestPendingAge = Metric.gauge("webhook_oldest_pending_age_seconds", {
   description: "Age of the oldest pending webhook delivery of an enabled endpoint, in seconds (0 when none)"
 })
+/**
+ * How long the most overdue delivery the sender could send now has been waiting past its
+ * `next_attempt_at` (due, not leased, endpoint enabled, no earlier event of its payment pending:
+ * what the claim would take), in seconds; 0 when none. Above a few seconds: the senders are down
+ * or not keeping up. Unlike the oldest pending age, a merchant's failing endpoint does not raise
+ * it (its retries wait for their time).
+ */
+export const webhookOldestOverdue = Metric.gauge("webhook_oldest_overdue_seconds", {
+  description: "How long the most overdue sendable webhook delivery has waited past its next attempt time, in seconds (0 when none)"
+})
 export const webhookLatency = Metric.histogram("webhook_attempt_duration_seconds", {
   description: "Webhook request latency, in seconds",
   boundaries: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30]
