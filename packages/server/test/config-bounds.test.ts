@@ -44,7 +44,7 @@ describe("bounded configuration", () => {
     Effect.gen(function* () {
       assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_BATCH: "5000" }), "COMPLETER_BATCH must be an integer between 1 and 1000")
       assert.include(yield* refusal(ExpiryBatch, { EXPIRY_BATCH_MAX: "1001" }), "EXPIRY_BATCH_MAX must be an integer between 1 and 1000")
-      assert.include(yield* refusal(ExpiryInterval, { EXPIRY_INTERVAL_MS: "-1" }), "EXPIRY_INTERVAL_MS must be an integer between 0 and 86400000")
+      assert.include(yield* refusal(ExpiryInterval, { EXPIRY_INTERVAL_MS: "-1" }), "EXPIRY_INTERVAL_MS must be 0 (off) or an integer between 1000 and 86400000")
       assert.include(yield* refusal(IdempotencyWorkerConfig, { COMPLETER_INTERVAL_MS: "0" }), "COMPLETER_INTERVAL_MS must be an integer between 100")
       assert.include(yield* refusal(IdempotencyOptionsConfig, { IDEMPOTENCY_LOCK_TIMEOUT_MS: "-1" }), "IDEMPOTENCY_LOCK_TIMEOUT_MS must be an integer between 1 and 600000")
       assert.include(yield* refusal(AcquirerOptionsConfig, { ACQUIRER_TIMEOUT_MS: "999999" }), "ACQUIRER_TIMEOUT_MS must be an integer between 1 and 120000")
