@@ -1,4 +1,4 @@
-import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern } from "@pay/domain"
+import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, refundIdPattern } from "@pay/domain"
 
 /**
  * What the generated OpenAPI document cannot say from the endpoint schemas alone, added once to
@@ -10,7 +10,8 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern } 
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
  * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
- *   (the handlers take any string, so that another id answers `payment_not_found` or `invalid_cursor`);
+ *   (a refund id on a payment's refunds; the handlers take any string, so that another id answers
+ *   `payment_not_found` or `invalid_cursor`);
  * - `title` and `status` of every problem as required integers and strings (always sent).
  */
 
@@ -77,12 +78,25 @@ const idempotencyKeySchema: Json = {
   description: "Required on every POST: 1-255 printable ASCII characters; a token or a quoted string. A retry with the same key and request replays the first answer."
 }
 
-const limitSchema: Json = {
+const limitSchemaWith = (limit_default: number): Json => ({
   type: "integer",
   minimum: PAGE_LIMIT_MIN,
   maximum: PAGE_LIMIT_MAX,
-  default: PAGE_LIMIT_DEFAULT,
-  description: `Page size, ${PAGE_LIMIT_MIN}-${PAGE_LIMIT_MAX} (decimal digits only), default ${PAGE_LIMIT_DEFAULT}`
+  default: limit_default,
+  description: `Page size, ${PAGE_LIMIT_MIN}-${PAGE_LIMIT_MAX} (decimal digits only), default ${limit_default}`
+})
+const limitSchema = limitSchemaWith(PAGE_LIMIT_DEFAULT)
+
+/**
+ * A payment's refunds: `starting_after` is a refund id, and a page without `limit` is 100 long
+ * (the one page the list answered before it had paging; server RefundHttp.ts).
+ */
+const fixRefundParameter = (path: string, parameter: Json): Json | undefined => {
+  if (!path.endsWith("/refunds") || parameter["in"] !== "query") return undefined
+  if (parameter["name"] === "limit") return { ...parameter, schema: limitSchemaWith(PAGE_LIMIT_MAX) }
+  if (parameter["name"] !== "starting_after") return undefined
+  const described = isJson(parameter["schema"]) ? parameter["schema"] : {}
+  return { ...parameter, schema: { ...described, type: "string", pattern: refundIdPattern.source } }
 }
 
 const webhookEndpointIdPattern = "^we_[0-9a-hjkmnp-tv-z]{24}$"
@@ -103,8 +117,8 @@ const fixWebhookParameter = (path: string, parameter: Json): Json | undefined =>
 }
 
 const fixParameter = (path: string) => (parameter: Json): Json => {
-  const webhook = fixWebhookParameter(path, parameter)
-  if (webhook !== undefined) return webhook
+  const fixed = fixWebhookParameter(path, parameter) ?? fixRefundParameter(path, parameter)
+  if (fixed !== undefined) return fixed
   if (parameter["in"] === "header" && parameter["name"] === "idempotency-key") {
     return { ...parameter, name: "Idempotency-Key", required: true, schema: idempotencyKeySchema }
   }

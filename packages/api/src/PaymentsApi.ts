@@ -10,7 +10,8 @@ import {
   paymentRequestFields,
   PaymentStatus,
   RefundReason,
-  RefundStatus
+  RefundStatus,
+  StoredPaymentMethodToken
 } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
@@ -22,13 +23,15 @@ export const REQUEST_BODY_BYTES_MAX = 64 * 1024
 /** Containers inside containers in a request body: no body of this API needs more than 3; deeper is refused (400) before it is walked. */
 export const REQUEST_BODY_NESTING_MAX = 32
 
+/**
+ * An integer field of a body, bounded: every failure (a fraction, a value beyond 2^53 that is no
+ * longer a safe integer, or out of the bounds) says the range, not a bare "Expected an integer".
+ */
+export const boundedIntJson = (minimum: number, maximum: number, message: string) =>
+  Schema.Number.check(Schema.isInt({ message }), Schema.isBetween({ minimum, maximum }, { message }))
+
 /** `amount` on the wire: a JSON integer of minor units (cents for USD, yen for JPY). */
-export const AmountJson = Schema.Int.check(
-  Schema.isBetween(
-    { minimum: 1, maximum: Number(AMOUNT_MINOR_MAX) },
-    { message: `must be an integer number of minor units between 1 and ${AMOUNT_MINOR_MAX}` }
-  )
-).annotate({ description: "Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY)" })
+export const AmountJson = boundedIntJson(1, Number(AMOUNT_MINOR_MAX), `must be an integer number of minor units between 1 and ${AMOUNT_MINOR_MAX}`).annotate({ description: "Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY)" })
 
 /** `POST /v1/payments` body. Unknown fields are rejected. */
 export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentRequestFields })
@@ -59,7 +62,7 @@ export const PaymentJson = Schema.Struct({
   object: Schema.Literal("payment"),
   amount: AmountJson,
   currency: Currency,
-  payment_method: paymentRequestFields.payment_method,
+  payment_method: StoredPaymentMethodToken,
   description: Schema.NullOr(Description),
   metadata: Metadata,
   status: PaymentStatus,
@@ -194,9 +197,13 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
     }).annotate(OpenApi.Description, "Refunds a SETTLED payment, fully or partly (`amount`, default: what is left). The refund is SUCCEEDED (the money is reversed in the ledger; the fee is kept) or FAILED when the acquirer declines. The payment's refunds that have not failed never exceed the captured amount. A 503 means the outcome is unknown: retry with the same key."),
     HttpApiEndpoint.get("listRefunds", "/v1/payments/:id/refunds", {
       params: PaymentIdParam,
+      query: {
+        limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 100" })),
+        starting_after: Schema.optionalKey(Schema.String.annotate({ description: "A refund id of this payment: the page starts after it" }))
+      },
       success: RefundListJson,
-      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found")
-    }).annotate(OpenApi.Description, "The payment's refunds, oldest first."),
+      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found", "invalid_cursor")
+    }).annotate(OpenApi.Description, "The payment's refunds, oldest first, `limit` at a time (default 100); `starting_after` continues after one of this payment's refunds (has_more says whether there is more)."),
     HttpApiEndpoint.get("retrieveRefund", "/v1/payments/:id/refunds/:refund_id", {
       params: { ...PaymentIdParam, refund_id: Schema.String.annotate({ description: "A refund id, `re_…`" }) },
       success: RefundJson,

@@ -2,7 +2,7 @@ import { type ErrorCode, domainEventTypes } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
-import { IdempotencyKeyHeader } from "./PaymentsApi.ts"
+import { boundedIntJson, IdempotencyKeyHeader } from "./PaymentsApi.ts"
 import { commonProblemCodes, postProblemCodes, problems } from "./Problems.ts"
 
 /** What an endpoint may subscribe to: the payment and refund events, or `*` for all of them. */
@@ -35,7 +35,7 @@ export type UpdateWebhookEndpointBody = typeof UpdateWebhookEndpointBody.Type
 
 /** `POST /v1/webhook_endpoints/{id}/rotate_secret` body: how long the old secret keeps signing (default 24 h, at most 7 days). */
 export const RotateWebhookSecretBody = Schema.Struct({
-  expires_in_ms: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 7 * 24 * 60 * 60 * 1_000 }, { message: "between 0 and 604800000" })))
+  expires_in_ms: Schema.optionalKey(boundedIntJson(0, 7 * 24 * 60 * 60 * 1_000, "must be an integer between 0 and 604800000"))
 })
 
 /** `POST /v1/webhook_endpoints/{id}/recover` body: requeue what failed since this instant. */
@@ -123,8 +123,8 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       headers: IdempotencyKeyHeader,
       payload: CreateWebhookEndpointBody,
       success: WebhookEndpointWithSecretJson.annotate({ httpApiStatus: 201 }),
-      error: problems(...postCodes)
-    }).annotate(OpenApi.Description, "Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once."),
+      error: problems(...postCodes, "webhook_endpoint_limit_reached")
+    }).annotate(OpenApi.Description, "Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once. At most 16 endpoints per merchant (disabled ones included): the 17th is 409 webhook_endpoint_limit_reached."),
     HttpApiEndpoint.get("list", "/v1/webhook_endpoints", {
       query: {
         limit: Schema.optionalKey(Schema.String.annotate({ description: "1-100, default 10" })),
@@ -143,7 +143,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
     HttpApiEndpoint.post("enable", "/v1/webhook_endpoints/:id/enable", {
       params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
     }).annotate(OpenApi.Description, "Resumes deliveries to the endpoint and forgets its failure streak."),
-    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets; its deliveries keep their history."),
+    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent."),
     HttpApiEndpoint.post("rotateSecret", "/v1/webhook_endpoints/:id/rotate_secret", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: RotateWebhookSecretBody, success: WebhookEndpointWithSecretJson, error: problems(...onEndpoint)
     }).annotate(OpenApi.Description, "Makes a new signing secret (returned this once); the old one keeps signing for expires_in_ms (both signatures are sent)."),
@@ -163,7 +163,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
     }).annotate(OpenApi.Description, "Reads one delivery with every attempt (outcome, status, latency, 1 KiB of the answer, error)."),
     HttpApiEndpoint.post("redeliver", "/v1/webhook_endpoints/:id/deliveries/:delivery_id/redeliver", {
       params: DeliveryParams, headers: IdempotencyKeyHeader, success: WebhookDeliveryJson, error: problems(...onDelivery)
-    }).annotate(OpenApi.Description, "Sends the delivery again: same webhook-id and bytes, a new round of retries."),
+    }).annotate(OpenApi.Description, "Sends the delivery again: same webhook-id and bytes, a new round of retries. Whatever its status it becomes pending and due now (attempt_count and attempts kept); it still waits while an earlier event of the same payment is pending, and while the endpoint is disabled (answered 200 pending; sent once the endpoint is enabled). A delivery being sent at that moment is answered as it is."),
     HttpApiEndpoint.post("recover", "/v1/webhook_endpoints/:id/recover", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: RecoverWebhookDeliveriesBody, success: WebhookRecoveryJson, error: problems(...onEndpoint)
     }).annotate(OpenApi.Description, "Requeues every delivery of the endpoint that failed since `since` (at most 1000 per call).")

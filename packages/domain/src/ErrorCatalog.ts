@@ -43,7 +43,8 @@ export const errorCatalog = {
     meaning: "The `Idempotency-Key` is empty, over 255 characters, has control or non-ASCII characters, or broken quoting"
   },
   invalid_cursor: {
-    status: 400, title: "Invalid request", retry: "no", meaning: "`starting_after` is not one of the merchant's payments"
+    status: 400, title: "Invalid request", retry: "no",
+    meaning: "`starting_after` is not an item of the list it pages (the merchant's payments or webhook endpoints, the endpoint's deliveries, the payment's refunds)"
   },
   unauthorized: { status: 401, title: "Unauthorized", retry: "no", meaning: "No API key, or an unknown, malformed or revoked one" },
   route_not_found: {
@@ -86,6 +87,13 @@ export const errorCatalog = {
   refund_exceeds_balance: {
     status: 409, title: "Conflict", retry: "no_stored",
     meaning: "The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept)"
+  },
+  // 409 like refund_exceeds_balance: the request is well formed and would succeed against another
+  // state of the merchant's account (one endpoint fewer); 422 here means the request itself is
+  // wrong whatever the state (a reused key, an amount above what the payment allows).
+  webhook_endpoint_limit_reached: {
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "The merchant already has the most webhook endpoints allowed (16, disabled ones included): delete one, then register with a new key"
   },
   body_too_large: { status: 413, title: "Request body too large", retry: "no", meaning: "The body is over 64 KiB" },
   unsupported_media_type: {

@@ -13,15 +13,42 @@ export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED", "C
 export const PaymentStatus = Schema.Literals(paymentStatuses)
 export type PaymentStatus = typeof PaymentStatus.Type
 
+const paymentMethodShape = Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/u, {
+  message: "payment_method must be a payment method token: \"pm_\" followed by 1-64 letters, digits or _"
+})
+
 /**
- * A reference to a payment method held by the processor/vault (`pm_…`), never card data.
- * Runs of 12+ digits are rejected so that a card number (PAN) pasted by mistake can never be
- * stored in our database or logs; the same CHECK is in the migration.
+ * Twelve digits or more, separators between them ignored (`_`, `-`, `.`, space): a card number (PAN)
+ * written as it is printed (`pm_4242_4242_4242_4242`) is still a card number. The separators are a
+ * class disjoint from the digits, so the match is linear (no backtracking to speak of).
+ */
+export const cardNumberLikePattern = "[0-9]([-_. ]*[0-9]){11}"
+const cardNumberLike = new RegExp(cardNumberLikePattern, "u")
+
+/**
+ * A reference to a payment method held by the processor/vault (`pm_…`), never card data, as a
+ * merchant may send it: 12 or more digits, separators between them ignored, are refused so that a
+ * card number (PAN) pasted by mistake, grouped or not, is never stored in our database or logs.
  */
 export const PaymentMethodToken = Schema.String.check(
-  Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/u, {
-    message: "payment_method must be a payment method token: \"pm_\" followed by 1-64 letters, digits or _"
-  }),
+  paymentMethodShape,
+  Schema.makeFilter(
+    (token: string) =>
+      !cardNumberLike.test(token) ||
+      "payment_method must be a token, not a card number (12 or more digits, ignoring _ - . and spaces between them, are rejected)",
+    { toJsonSchema: () => ({ not: { pattern: cardNumberLikePattern } }) }
+  )
+).pipe(Schema.brand("PaymentMethodToken"))
+export type PaymentMethodToken = typeof PaymentMethodToken.Type
+
+/**
+ * A payment method as the database holds it: its CHECK (migrations 0003, 0072) refuses 12
+ * consecutive digits only, so rows written before the separator rule above may hold a grouped
+ * number (`pm_4242_4242_4242_4242`). Rows are read with this, so such a payment still reads back
+ * (never a 500); every new value passes {@link PaymentMethodToken} first.
+ */
+export const StoredPaymentMethodToken = Schema.String.check(
+  paymentMethodShape,
   Schema.makeFilter(
     (token: string) =>
       !/[0-9]{12}/.test(token) ||
@@ -29,7 +56,6 @@ export const PaymentMethodToken = Schema.String.check(
     { toJsonSchema: () => ({ not: { pattern: "[0-9]{12}" } }) }
   )
 ).pipe(Schema.brand("PaymentMethodToken"))
-export type PaymentMethodToken = typeof PaymentMethodToken.Type
 
 /** Machine-readable reason of a failure, e.g. `card_declined`, `insufficient_funds`. */
 export const FailureCode = Schema.String.check(
@@ -118,7 +144,7 @@ export class Payment extends Schema.Class<Payment>("Payment")(
     merchant_id: MerchantId,
     amount_minor: AmountMinorFromJsonNumber,
     currency: Currency,
-    payment_method: PaymentMethodToken,
+    payment_method: StoredPaymentMethodToken,
     description: Schema.NullOr(Description),
     metadata: Metadata,
     status: PaymentStatus,

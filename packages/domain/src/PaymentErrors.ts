@@ -75,12 +75,13 @@ export class AuthorizationExpired extends CodedError<AuthorizationExpired>()(
 
 /**
  * A list cursor (`starting_after`) that does not name an item of the list it pages: one of the
- * merchant's payments, webhook endpoints, or an endpoint's deliveries. Same error for unknown,
- * malformed and foreign ids (no existence oracle).
+ * merchant's payments, webhook endpoints, an endpoint's deliveries, or a payment's refunds (a
+ * refund of another payment, even the merchant's own, is not). Same error for unknown, malformed
+ * and foreign ids (no existence oracle).
  */
 export class InvalidCursor extends CodedError<InvalidCursor>()(
   "invalid_cursor",
   "InvalidCursor",
-  { startingAfter: Schema.String, of: Schema.Literals(["payments", "webhook endpoints", "deliveries"]) },
+  { startingAfter: Schema.String, of: Schema.Literals(["payments", "webhook endpoints", "deliveries", "refunds of this payment"]) },
   (e) => `starting_after ${e.startingAfter} is not one of your ${e.of} (the id of the last item of the previous page)`
 ) {}

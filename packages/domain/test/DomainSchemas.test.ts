@@ -16,6 +16,7 @@ import {
   Payment,
   PaymentId,
   PaymentMethodToken,
+  StoredPaymentMethodToken,
   transition
 } from "../src/index.ts"
 import { commandFor, later, paymentIn } from "./fixtures.ts"
@@ -110,6 +111,17 @@ describe("payment method token", () => {
     assert.strictEqual(failureMessage(PaymentMethodToken, "pm_card_visa"), "<decoded>")
     assert.match(failureMessage(PaymentMethodToken, "pm_4242424242424242"), /not a card number/)
     assert.notStrictEqual(failureMessage(PaymentMethodToken, "4242424242424242"), "<decoded>")
+  })
+
+  it("refuses 12 or more digits with separators between them, keeps 11 and test methods; rows read back as the database holds them", () => {
+    for (const grouped of ["pm_4242_4242_4242_4242", "pm_1_2_3_4_5_6_7_8_9_0_1_2", "pm_x4242__4242__4242y", "pm_42_42_42_42_42_42"]) {
+      assert.match(failureMessage(PaymentMethodToken, grouped), /not a card number/, grouped)
+      assert.strictEqual(failureMessage(StoredPaymentMethodToken, grouped), "<decoded>", `stored ${grouped}`)
+    }
+    for (const token of ["pm_card_visa", "pm_card_timeout", "pm_tok_1234_5678_901", "pm_12345678901", "pm_2024_12_a_31_12_2025"]) {
+      assert.strictEqual(failureMessage(PaymentMethodToken, token), "<decoded>", token)
+    }
+    assert.match(failureMessage(StoredPaymentMethodToken, "pm_4242424242424242"), /not a card number/)
   })
 })
 

@@ -1,6 +1,6 @@
 import type { Acquirer } from "@pay/acquirer"
 import { OutboxWriter } from "@pay/outbox"
-import type { MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
+import type { InvalidCursor, MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
 import type { Execution, Finished, GatedStart, KeyAtOnce } from "@pay/idempotency"
 import type { RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Context, Effect, Layer, type Option } from "effect"
@@ -12,7 +12,7 @@ import type { ChangeContext } from "./ChangeContext.ts"
 import { makeCreatePaymentAtOnce } from "./CreateAtOnce.ts"
 import { makeCreatePayment } from "./CreatePayment.ts"
 import { makeRefundPayment } from "./RefundPayment.ts"
-import { makeRefundStore } from "./RefundStore.ts"
+import { makeRefundStore, type RefundPage, type RefundPageRequest } from "./RefundStore.ts"
 import type { CreateOperation, GatedOperation, PaymentOperation, PaymentOutcome, Unfinished } from "./PaymentOperation.ts"
 import type { PaymentRepository } from "./PaymentRepository.ts"
 
@@ -53,8 +53,11 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
   ) => Effect.Effect<Finished<PaymentOutcome>, Unfinished>
   /** One refund of one of the merchant's payments (`RefundNotFound` for unknown, foreign or malformed ids). */
   readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, RefundNotFound | SqlError>
-  /** A payment's refunds, oldest first, at most `limit`. */
-  readonly listRefunds: (merchantId: MerchantId, paymentId: string, limit: number) => Effect.Effect<ReadonlyArray<Refund>, PaymentNotFound | SqlError>
+  /**
+   * A payment's refunds, oldest first, `limit` at a time after `startingAfter` (one of this
+   * payment's refunds, else InvalidCursor; an unknown or foreign payment is PaymentNotFound).
+   */
+  readonly listRefunds: (merchantId: MerchantId, paymentId: string, page: RefundPageRequest) => Effect.Effect<RefundPage, PaymentNotFound | InvalidCursor | SqlError>
 }>()("payments/PaymentUseCases") {
   /** Needs the repository, the acquirer, the settlement posting and the SQL client (the refunds' outbox writer is built on it). */
   static readonly layer: Layer.Layer<

@@ -1,6 +1,9 @@
 import {
   generateRefundId,
+  InvalidCursor,
   type MerchantId,
+  PAGE_LIMIT_MAX,
+  PAGE_LIMIT_MIN,
   type Metadata,
   type Payment,
   PaymentId,
@@ -13,6 +16,7 @@ import {
   RefundNotFound,
   type RefundReason
 } from "@pay/domain"
+import { decodeRows } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
 import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Option, Schema } from "effect"
@@ -202,6 +206,20 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
 
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
 const decodeRefundId = Schema.decodeUnknownOption(RefundId)
+const cursorRows = decodeRows(Schema.Struct({ created_at: Schema.String, id: Schema.String }))
+
+export interface RefundPageRequest {
+  /** 1..100 (the caller decodes it with PageLimit; anything else is a defect). */
+  readonly limit: number
+  /** Cursor: the id of the last refund of the previous page; must be one of this payment's. */
+  readonly startingAfter?: string | undefined
+}
+
+export interface RefundPage {
+  /** Oldest first (created_at, id). */
+  readonly data: ReadonlyArray<Refund>
+  readonly hasMore: boolean
+}
 
 const makeRefundReads = (sql: SqlClient.SqlClient) => {
   /** Ids not of their kind's shape name nothing: refused before a statement (a NUL would be a 500 from the database). */
@@ -212,18 +230,53 @@ const makeRefundReads = (sql: SqlClient.SqlClient) => {
         Effect.flatMap((rows) => (rows[0] === undefined ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })) : refundFromRow(rows[0])))
       )
 
-  /** A payment's refunds, oldest first (bounded: the cap allows at most `captured` refunds of 1). */
-  const list = (merchantId: MerchantId, paymentId: string, limit: number) =>
+  /**
+   * Where the page starts: the cursor's (created_at, id), read only among THIS payment's refunds of
+   * this merchant. created_at travels as text: a JavaScript Date would drop its microseconds
+   * (a refund written by SQL's now() has them) and the page would repeat rows.
+   */
+  const cursorOf = (merchantId: MerchantId, paymentId: string, startingAfter: string) =>
+    Effect.gen(function* () {
+      const refused = new InvalidCursor({ startingAfter: startingAfter.slice(0, 100), of: "refunds of this payment" })
+      if (Option.isNone(decodeRefundId(startingAfter))) return yield* refused
+      const [position] = yield* cursorRows(sql`
+        SELECT created_at::text AS created_at, id FROM refunds
+        WHERE id = ${startingAfter} AND payment_id = ${paymentId} AND merchant_id = ${merchantId}`)
+      return position === undefined ? yield* refused : position
+    })
+
+  /**
+   * A payment's refunds, oldest first (created_at, then id: refunds created in the same
+   * microsecond keep one order across pages), `limit` at a time after `startingAfter`. Payment
+   * first (404), then the cursor (400). The row comparison walks the index refunds_payment
+   * (payment_id, created_at, id) from the cursor on: each page costs O(limit).
+   */
+  const list = (merchantId: MerchantId, paymentId: string, page: RefundPageRequest) =>
     Option.isNone(decodePaymentId(paymentId))
       ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
       : Effect.gen(function* () {
+        if (!Number.isInteger(page.limit) || page.limit < PAGE_LIMIT_MIN || page.limit > PAGE_LIMIT_MAX) {
+          return yield* Effect.die(new Error(`page limit ${page.limit} outside ${PAGE_LIMIT_MIN}..${PAGE_LIMIT_MAX}: decode it with PageLimit`))
+        }
         const owner = yield* sql`SELECT 1 AS one FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
         if (owner.length === 0) return yield* new PaymentNotFound({ paymentId })
-        const rows = yield* sql.unsafe(
-          `SELECT ${refundColumns} FROM refunds WHERE payment_id = $1 AND merchant_id = $2 ORDER BY created_at, id LIMIT $3`,
-          [paymentId, merchantId, limit]
-        )
-        return yield* Effect.forEach(rows, refundFromRow)
+        // One row more than asked tells whether another page exists, without a COUNT.
+        const fetch = page.limit + 1
+        const rows = page.startingAfter === undefined
+          ? yield* sql.unsafe(
+            `SELECT ${refundColumns} FROM refunds WHERE payment_id = $1 AND merchant_id = $2 ORDER BY created_at, id LIMIT $3`,
+            [paymentId, merchantId, fetch]
+          )
+          : yield* cursorOf(merchantId, paymentId, page.startingAfter).pipe(Effect.flatMap((position) =>
+            sql.unsafe(
+              `SELECT ${refundColumns} FROM refunds
+               WHERE payment_id = $1 AND merchant_id = $2 AND (created_at, id) > ($3::timestamptz, $4::text)
+               ORDER BY created_at, id LIMIT $5`,
+              [paymentId, merchantId, position.created_at, position.id, fetch]
+            )
+          ))
+        const data = yield* Effect.forEach(rows.slice(0, page.limit), refundFromRow)
+        return { data, hasMore: rows.length > page.limit }
       })
 
   return { findById, list }

@@ -267,5 +267,11 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
         INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
         VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242424242424242', 'CREATED', 1, now(), now())`))
       assert.strictEqual(cardNumber.code, "23514")
+      // The same number grouped, as the API also refuses it.
+      const groupedCardNumber = postgresError(yield* Effect.flip(sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242_4242_4242_4242', 'CREATED', 1, now(), now())`))
+      assert.strictEqual(groupedCardNumber.code, "23514")
+      assert.include(groupedCardNumber.message, "payments_payment_method_no_grouped_digits")
     }))
 })

@@ -33,6 +33,28 @@ const assertRawProblem = (answer: RawAnswer, code: ErrorCode, field: string | un
   assert.strictEqual(typeof body === "object" && body !== null && "field" in body ? body.field : undefined, field, label)
 }
 
+/**
+ * What docs/api.md promises on every answer, the socket layer's own (408, 431, a header HTTP does
+ * not allow) included: the security headers, and a Date (RFC 9110 §6.6.1: an origin server with a
+ * clock sends one).
+ */
+const assertEveryAnswerHeaders = (answer: RawAnswer, label: string) => {
+  const expected = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "content-security-policy": "frame-ancestors 'none'"
+  }
+  for (const [name, value] of Object.entries(expected)) assert.strictEqual(answer.headers.get(name), value, `${label}: ${name}`)
+  const date = Date.parse(answer.headers.get("date") ?? "")
+  assert.isTrue(Number.isFinite(date) && Math.abs(Date.now() - date) < 60_000, `${label}: Date ${answer.headers.get("date")}`)
+}
+
+const detailOf = (answer: RawAnswer): unknown => {
+  const body: unknown = JSON.parse(answer.body)
+  return typeof body === "object" && body !== null && "detail" in body ? body.detail : undefined
+}
+
 const send = (method: string, path: string, m?: TestMerchant, headers?: Readonly<Record<string, string>>) =>
   Effect.gen(function* () {
     const server = yield* TestServer
@@ -115,16 +137,20 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assertRawProblem(
         yield* raw(post([auth, "Authorization: Bearer sk_test_other", `Idempotency-Key: ${newKey()}`])),
         "invalid_request",
-        "authorization",
+        "Authorization",
         "two Authorization headers"
       )
       assertRawProblem(
         yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, `Idempotency-Key: ${newKey()}`])),
         "invalid_request",
-        "idempotency-key",
+        "Idempotency-Key",
         "two Idempotency-Keys"
       )
       assertProblem(yield* send("GET", "/health/live", undefined, { "x-big": "a".repeat(20_000) }), "headers_too_large", undefined, "20 KB header")
+      const tooLarge = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", `X-Big: ${"a".repeat(20_000)}`, "", ""].join("\r\n")])
+      assertRawProblem(tooLarge, "headers_too_large", undefined, "20 KB header, raw")
+      assertEveryAnswerHeaders(tooLarge, "431")
+      assertEveryAnswerHeaders(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "400 from the parser")
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
     }))
 
@@ -135,6 +161,9 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       const answer = yield* raw(lines, { interval_ms: 300, wait_ms: 15_000 })
       assertRawProblem(answer, "request_timeout", undefined, "slow headers (answered before the 15 s bound)")
       assert.strictEqual(answer.headers.get("connection"), "close")
+      // The headers' timer fired (HTTP_HEADERS_TIMEOUT_MS), not the whole request's (2000 here).
+      assert.strictEqual(detailOf(answer), "the request did not arrive within 1000 ms; nothing was executed")
+      assertEveryAnswerHeaders(answer, "408 (headers)")
     }))
 
   it.effect("a client that trickles its body past HTTP_REQUEST_TIMEOUT_MS gets 408 request_timeout; nothing is written", () =>
@@ -154,6 +183,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       // One body byte every 300 ms: 200 bytes would take a minute; the limit here is 2 s.
       const answer = yield* raw([head, ...Array.from({ length: 60 }, () => " ")], { interval_ms: 300, wait_ms: 15_000 })
       assertRawProblem(answer, "request_timeout", undefined, "slow body")
+      assert.strictEqual(detailOf(answer), "the request did not arrive within 2000 ms; nothing was executed")
+      assertEveryAnswerHeaders(answer, "408 (body)")
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "nothing written")
     }))
 

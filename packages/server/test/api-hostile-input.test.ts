@@ -8,6 +8,7 @@ import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fc from "fast-check"
 import { type Answer, jsonOf } from "./support/Http.ts"
+import { rawRequest } from "./support/RawHttp.ts"
 import { createMerchant, createPayment, newKey, paymentBody, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
 
 const Live = testServerLayer()
@@ -104,13 +105,71 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       const rest = `"currency":"USD","payment_method":"pm_card_visa"`
       assertInvalid(yield* raw(`{"amount":5,"amount":99999999999,${rest}}`), "amount", "amount twice")
       assertInvalid(yield* raw(`{"amount":5,"am\\u006funt":6,${rest}}`), "amount", "amount twice, once escaped")
-      assertInvalid(yield* raw(`{"amount":5,${rest},"metadata":{"a":"1","a":"2"}}`), "a", "metadata key twice")
+      assertInvalid(yield* raw(`{"amount":5,${rest},"metadata":{"a":"1","a":"2"}}`), "metadata.a", "metadata key twice")
       assertInvalid(yield* raw(`{"amount":1E400,${rest}}`), "amount", "1E400")
       // Not duplicates: the same name in two objects, or as a value.
       const fine = yield* raw(`{"amount":5,${rest},"description":"amount","metadata":{"amount":"amount"}}`)
       assert.strictEqual(fine.status, 201, describeAnswer(fine))
       const after = yield* writtenRows(m.merchantId)
       assert.deepStrictEqual([after.payments, after.keys], [before.payments + 1, before.keys + 1], "only the last request wrote")
+    }))
+
+  it.effect("money is exact: an amount written with a fraction or an exponent is 400 naming it (never rounded), beyond 2^53 says the range; nothing written", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Exact money")
+      const created = yield* createPayment(m, newKey())
+      const id = String(jsonOf(created)["id"])
+      const authorized = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: newKey("authorize") })
+      assert.strictEqual(authorized.status, 200, describeAnswer(authorized))
+      const before = yield* writtenRows(m.merchantId)
+      const raw = (rawBody: string) => createPayment(m, newKey(), undefined, { rawBody })
+      const rest = `"currency":"USD","payment_method":"pm_card_visa"`
+      for (const amount of ["9999999999.99999999", "10.9999999999999999", "10.0", "1e3", "1E3", "-0.0"]) {
+        const answer = yield* raw(`{"amount":${amount},${rest}}`)
+        assertInvalid(answer, "amount", amount)
+        assert.include(String(jsonOf(answer)["detail"]), "amount: must be an integer written without a fraction or an exponent", amount)
+      }
+      const settled = yield* server.request("POST", `/v1/payments/${id}/settle`, { apiKey: m.apiKey, idempotencyKey: newKey("settle"), rawBody: `{"amount":499.99999999999999}` })
+      assertInvalid(settled, "amount", "settle 499.99999999999999")
+      const huge = yield* raw(`{"amount":9007199254740992,${rest}}`)
+      assertInvalid(huge, "amount", "2^53")
+      assert.strictEqual(jsonOf(huge)["detail"], "amount: must be an integer number of minor units between 1 and 99999999999")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+      const payment = yield* server.request("GET", `/v1/payments/${id}`, { apiKey: m.apiKey })
+      assert.strictEqual(jsonOf(payment)["status"], "AUTHORIZED", "the payment was not captured")
+    }))
+
+  it.effect("a body-less POST's unknown field is named; a body needs Content-Type application/json in UTF-8 (415 otherwise), a body-less POST none", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Media type")
+      const id = String(jsonOf(yield* createPayment(m, newKey()))["id"])
+      const before = yield* writtenRows(m.merchantId)
+      const authorize = (options: { readonly rawBody?: string; readonly contentType?: string }) =>
+        server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: newKey("authorize"), ...options })
+      assertInvalid(yield* authorize({ rawBody: `{"foo":1}` }), "foo", "authorize with an unknown field")
+      const body = JSON.stringify(paymentBody())
+      const latin1 = yield* createPayment(m, newKey(), undefined, { rawBody: body, contentType: "application/json; charset=iso-8859-1" })
+      assert.strictEqual(latin1.status, 415, describeAnswer(latin1))
+      assert.strictEqual(jsonOf(latin1)["code"], "unsupported_media_type")
+      const untyped = yield* rawRequest(server.process.port, [[
+        "POST /v1/payments HTTP/1.1",
+        "Host: 127.0.0.1",
+        `Authorization: Bearer ${m.apiKey}`,
+        `Idempotency-Key: ${newKey()}`,
+        `Content-Length: ${Buffer.byteLength(body)}`,
+        "Connection: close",
+        "",
+        body
+      ].join("\r\n")])
+      assert.strictEqual(untyped.status, 415, `no Content-Type: ${untyped.status} ${untyped.body.slice(0, 300)}`)
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+      const utf8 = yield* createPayment(m, newKey(), undefined, { rawBody: body, contentType: "application/json; charset=UTF-8" })
+      assert.strictEqual(utf8.status, 201, describeAnswer(utf8))
+      // No body, no Content-Type: still the body-less authorize.
+      const bodiless = yield* authorize({})
+      assert.strictEqual(bodiless.status, 200, describeAnswer(bodiless))
     }))
 
   it.effect("a body nested ten thousand deep (20 KB): 400 saying so, not a stack overflow's 500; 32 levels still get the field's own reason", () =>

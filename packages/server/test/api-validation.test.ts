@@ -64,6 +64,9 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         { label: "amount as a string", send: send(paymentBody({ amount: "1050" })), expected: invalid("amount") },
         { label: "currency as a number", send: send(paymentBody({ currency: 840 })), expected: invalid("currency") },
         { label: "payment_method as a number", send: send(paymentBody({ payment_method: 4242 })), expected: invalid("payment_method") },
+        { label: "a card number as payment_method", send: send(paymentBody({ payment_method: "pm_4242424242424242" })), expected: invalid("payment_method") },
+        { label: "a card number grouped by _", send: send(paymentBody({ payment_method: "pm_4242_4242_4242_4242" })), expected: invalid("payment_method") },
+        { label: "12 digits in twos", send: send(paymentBody({ payment_method: "pm_42_42_42_42_42_42" })), expected: invalid("payment_method") },
         { label: "metadata value not a string", send: send(paymentBody({ metadata: { order: 7 } })), expected: invalid("metadata.order") },
         { label: "amount missing", send: send({ currency: "USD", payment_method: "pm_card_visa" }), expected: invalid("amount") },
         { label: "amount 0", send: send(paymentBody({ amount: 0 })), expected: invalid("amount") },
@@ -97,6 +100,11 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       // The largest amount itself is accepted: the limit is inclusive.
       const largest = yield* send(paymentBody({ amount: 99_999_999_999 }))
       assert.strictEqual(largest.status, 201, describeAnswer(largest))
+      // Digits a token may hold: 11 in all, grouped or not, are not a card number.
+      for (const payment_method of ["pm_card_mastercard", "pm_tok_1234_5678_901", "pm_12345678901"]) {
+        const token = yield* send(paymentBody({ payment_method }))
+        assert.strictEqual(token.status, 201, `${payment_method}: ${describeAnswer(token)}`)
+      }
       assert.strictEqual(jsonOf(largest)["amount"], 99_999_999_999)
     }))
 

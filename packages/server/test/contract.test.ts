@@ -118,13 +118,24 @@ const moreRequests = (
   )
   const deliveryId = fc.oneof(fc.uuid().map((id) => ({ id, forbidden: false })), hostile.map((id) => ({ id, forbidden: true })))
   const refundId = fc.oneof(fc.stringMatching(/^re_[0-9a-hjkmnp-tv-z]{24}$/u), hostile)
+  const refundCursor = fc.oneof(
+    fc.stringMatching(/^re_[0-9a-hjkmnp-tv-z]{24}$/u).map((id) => ({ id, forbidden: false })),
+    hostile.map((id) => ({ id, forbidden: true }))
+  )
   const post = (path: string, payload: string | undefined, k: string, forbidden: boolean): Sent => ({
     method: "POST", path, headers: { ...auth, "idempotency-key": k }, ...(payload === undefined ? {} : { body: payload }), ...(forbidden ? { forbidden: true } : {})
   })
   const base = "/v1/webhook_endpoints"
   return fc.oneof(
     fc.record({ id: paymentId, k: key, payload: body("/v1/payments/{id}/refunds") }).map(({ id, k, payload }) => post(`/v1/payments/${id}/refunds`, payload, k, false)),
-    paymentId.map((id): Sent => ({ method: "GET", path: `/v1/payments/${id}/refunds`, headers: auth })),
+    fc.record({ id: paymentId, limit: fc.option(limitArbitrary, { nil: undefined }), after: fc.option(refundCursor, { nil: undefined }) }).map(({ id, limit, after }): Sent => {
+      const query = [...(limit === undefined ? [] : [`limit=${encodeURIComponent(limit)}`]), ...(after === undefined ? [] : [`starting_after=${after.id}`])]
+      return {
+        method: "GET", path: `/v1/payments/${id}/refunds`, headers: auth,
+        ...(query.length === 0 ? {} : { query: `?${query.join("&")}` }),
+        ...((limit !== undefined && limitForbidden(limit)) || after?.forbidden === true ? { forbidden: true } : {})
+      }
+    }),
     fc.record({ id: paymentId, refund: refundId }).map(({ id, refund }): Sent => ({ method: "GET", path: `/v1/payments/${id}/refunds/${refund}`, headers: auth })),
     fc.record({ k: key, payload: body(base) }).map(({ k, payload }) => post(base, payload, k, false)),
     fc.record({ limit: limitArbitrary, after: fc.option(endpointId, { nil: undefined }) }).map(({ limit, after }): Sent => ({

@@ -3,6 +3,7 @@ import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
+import { WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryWorker.ts"
 import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "./Errors.ts"
 import { webhookEndpointIdPattern } from "./Model.ts"
 
@@ -42,11 +43,11 @@ const deliveryRows = decodeRows(DeliveryRow)
 const attemptRows = decodeRows(AttemptRow)
 const failedRows = decodeRows(Schema.Struct({ ...DeliveryRow.fields, merchant_id: Schema.String }))
 const countRow = decodeRow(Schema.Struct({ count: Schema.Int }))
-const endpointIdRows = decodeRows(Schema.Struct({ id: Schema.String }))
+const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
 /** The endpoint exists, is the merchant's and is not deleted (else not found: no oracle). */
 const ownEndpointOf = (sql: SqlClient.SqlClient) => (merchantId: MerchantId, endpointId: string) =>
-  (webhookEndpointIdPattern.test(endpointId) ? endpointIdRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`) : Effect.succeed([])).pipe(
+  (webhookEndpointIdPattern.test(endpointId) ? idRows(sql`SELECT id FROM webhook_endpoints WHERE id = ${endpointId} AND merchant_id = ${merchantId} AND deleted_at IS NULL`) : Effect.succeed([])).pipe(
     Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new WebhookEndpointNotFound({ endpointId: endpointId.slice(0, 100) })) : Effect.void))
   )
 
@@ -63,6 +64,30 @@ const failedDeliveries = (sql: SqlClient.SqlClient) => (limit: number) =>
     Effect.withSpan("WebhookDeliveries.failed")
   )
 
+/**
+ * Wakes the senders at commit, as a queued delivery's INSERT does (migrations/0030's trigger fires
+ * on INSERT only): a requeued delivery goes out at once, not at the next poll. In the caller's
+ * transaction (the webhook POST's), so a rolled-back requeue wakes nobody.
+ */
+const wakeSenders = (sql: SqlClient.SqlClient) => sql`SELECT pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, '')`
+
+/**
+ * A manual redelivery: due now, at the start of a new round of the retry schedule, whatever its
+ * state. A delivered or failed one goes back to pending; a pending one waiting for its next retry
+ * is brought forward. attempt_count and the attempts stay (webhook_deliveries_guard refuses
+ * fewer). What the claim keeps still holds: it waits while an earlier event of its payment is
+ * pending, and while its endpoint is disabled (it goes out on enable, like every delivery of a
+ * disabled endpoint). One being sent right now (its lease live) is left as it is: that attempt is
+ * the redelivery, and the sender's record of it would overwrite this one. Returns the ids changed.
+ */
+const requeueOne = (sql: SqlClient.SqlClient, endpointId: string, deliveryId: string) =>
+  idRows(sql`
+    UPDATE webhook_deliveries SET status = 'pending', failed_reason = NULL, finished_at = NULL,
+           next_attempt_at = clock_timestamp(), round_attempt_count = 0
+    WHERE id = ${deliveryId}::uuid AND endpoint_id = ${endpointId}
+      AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
+    RETURNING id::text AS id`)
+
 export interface DeliveryQuery {
   readonly limit: number
   readonly startingAfter?: string | undefined
@@ -75,7 +100,7 @@ export const RECOVER_LIMIT_MAX = 1_000
 
 /**
  * What the merchant (and operators) see of deliveries, and manual redelivery: one delivery again
- * (back to pending, a new round of the retry schedule, the same webhook-id and bytes), or every
+ * (due now, pending, a new round of the retry schedule, the same webhook-id and bytes), or every
  * delivery of an endpoint that failed since a time (bounded per call). Scoped by the merchant.
  */
 export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
@@ -130,20 +155,14 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
     const redeliver = Effect.fn("WebhookDeliveries.redeliver")(function* (merchantId: MerchantId, endpointId: string, deliveryId: string) {
       yield* ownEndpoint(merchantId, endpointId)
       if (!uuidPattern.test(deliveryId)) return yield* new WebhookDeliveryNotFound({ deliveryId })
-      // A pending delivery is already on its way: it is answered as it is (no second round).
-      return yield* deliveryRows(sql`
-        WITH requeued AS (
-          UPDATE webhook_deliveries SET status = 'pending', failed_reason = NULL, finished_at = NULL,
-                 next_attempt_at = clock_timestamp(), round_attempt_count = 0
-          WHERE id = ${deliveryId}::uuid AND endpoint_id = ${endpointId} AND status <> 'pending'
-          RETURNING id
-        )
-        SELECT ${sql.literal(deliveryColumns)} FROM webhook_deliveries d
-        WHERE d.id = ${deliveryId}::uuid AND d.endpoint_id = ${endpointId}`).pipe(
-        Effect.flatMap(oneDelivery(deliveryId)),
-        Effect.flatMap(() => get(merchantId, endpointId, deliveryId)),
-        Effect.map(({ delivery }) => delivery)
-      )
+      // One transaction (a savepoint inside the caller's): the answer is the state this request
+      // left, not one a sender woken by the commit has already moved on.
+      return yield* sql.withTransaction(Effect.gen(function* () {
+        const requeued = yield* requeueOne(sql, endpointId, deliveryId)
+        if (requeued.length > 0) yield* wakeSenders(sql)
+        const { delivery } = yield* get(merchantId, endpointId, deliveryId)
+        return delivery
+      }))
     })
 
     const recoverFailedSince = Effect.fn("WebhookDeliveries.recoverFailedSince")(function* (merchantId: MerchantId, endpointId: string, since: Date) {
@@ -160,6 +179,7 @@ export class WebhookDeliveries extends Context.Service<WebhookDeliveries, {
           RETURNING id
         )
         SELECT count(*)::int AS count FROM requeued`)
+      if (count > 0) yield* wakeSenders(sql)
       return count
     })
 

@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type * as Statement from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
-import { WebhookEndpointNotFound, WebhookEndpointRefused } from "./Errors.ts"
+import { WebhookEndpointLimitReached, WebhookEndpointNotFound, WebhookEndpointRefused } from "./Errors.ts"
 import {
   AllowLoopbackHttpConfig,
   DESCRIPTION_LENGTH_MAX,
@@ -69,7 +69,8 @@ type Missing = WebhookEndpointNotFound
  * table's constraints (migrations/0030_webhooks.sql), except the URL's mode-dependent rule.
  */
 export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
-  readonly create: (merchantId: MerchantId, fields: EndpointFields) => Effect.Effect<EndpointWithSecret, Refusal | SqlError>
+  /** An endpoint beyond the merchant's `ENDPOINTS_PER_MERCHANT_MAX` (deleted ones do not count) is WebhookEndpointLimitReached. */
+  readonly create: (merchantId: MerchantId, fields: EndpointFields) => Effect.Effect<EndpointWithSecret, Refusal | WebhookEndpointLimitReached | SqlError>
   /** A `startingAfter` that is not one of the merchant's endpoints is InvalidCursor. */
   readonly list: (merchantId: MerchantId, page: { readonly limit: number; readonly startingAfter?: string | undefined }) => Effect.Effect<EndpointPage, InvalidCursor | SqlError>
   readonly get: (merchantId: MerchantId, id: string) => Effect.Effect<WebhookEndpoint, Missing | SqlError>
@@ -152,7 +153,7 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbac
       yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`webhook_endpoints:${merchantId}`}, 0))`
       const { count } = yield* countRow(sql`SELECT count(*)::int AS count FROM webhook_endpoints WHERE merchant_id = ${merchantId} AND deleted_at IS NULL`)
       if (count >= ENDPOINTS_PER_MERCHANT_MAX) {
-        return yield* new WebhookEndpointRefused({ field: "url", reason: `at most ${ENDPOINTS_PER_MERCHANT_MAX} endpoints per merchant` })
+        return yield* new WebhookEndpointLimitReached({ endpointCount_max: ENDPOINTS_PER_MERCHANT_MAX })
       }
       const id = yield* generateWebhookEndpointId
       const [endpoint] = yield* endpointRows(sql`

@@ -14,9 +14,21 @@ export class WebhookDeliveryNotFound extends CodedError<WebhookDeliveryNotFound>
 ) {}
 
 /**
+ * The merchant already has `endpointCount_max` endpoints (disabled ones count; deleted ones do
+ * not): a quota, not a bad value, so its own code (409, like the other "not in this state" refusals)
+ * rather than `invalid_request` naming a field that is not at fault.
+ */
+export class WebhookEndpointLimitReached extends CodedError<WebhookEndpointLimitReached>()(
+  "webhook_endpoint_limit_reached",
+  "WebhookEndpointLimitReached",
+  { endpointCount_max: Schema.Int },
+  (e) => `at most ${e.endpointCount_max} webhook endpoints per merchant (disabled ones included): delete one before registering another`
+) {}
+
+/**
  * A value the endpoint service refuses (the code's check; the table's CHECKs are the second):
- * an unsafe URL, an unknown event type, too many endpoints. The server answers `invalid_request`
- * naming `field`.
+ * an unsafe URL, an unknown event type, a description too long. The server answers
+ * `invalid_request` naming `field`.
  */
 export class WebhookEndpointRefused extends DescribedError<WebhookEndpointRefused>()(
   "WebhookEndpointRefused", { field: Schema.String, reason: Schema.String }, (e) => `${e.field}: ${e.reason}`

@@ -40,7 +40,7 @@ layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("webho
         { concurrency: 8 }
       )
       const created = attempts.filter((attempt) => attempt._tag === "Success").length
-      const refused = attempts.filter((attempt) => attempt._tag === "Failure" && attempt.failure._tag === "WebhookEndpointRefused").length
+      const refused = attempts.filter((attempt) => attempt._tag === "Failure" && attempt.failure._tag === "WebhookEndpointLimitReached").length
       assert.deepStrictEqual([created, refused], [ENDPOINTS_PER_MERCHANT_MAX - 1, 5])
     }))
 })

@@ -37,7 +37,7 @@ import {
 } from "@pay/idempotency"
 import { Unauthorized } from "@pay/merchants"
 import { SettlementUnavailable } from "@pay/settlement"
-import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "@pay/webhooks"
+import { WebhookDeliveryNotFound, WebhookEndpointLimitReached, WebhookEndpointNotFound } from "@pay/webhooks"
 
 /**
  * Every error class the API answers with, whichever package owns it. Each carries its `code`;
@@ -81,6 +81,7 @@ export const apiErrorClasses = [
   // decided refusals (webhooks)
   WebhookEndpointNotFound,
   WebhookDeliveryNotFound,
+  WebhookEndpointLimitReached,
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,

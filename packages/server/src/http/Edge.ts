@@ -71,8 +71,11 @@ const unrouted = (request: HttpServerRequest.HttpServerRequest): ApiError => {
   return new RouteNotFound({ method: request.method, path: path.slice(0, 200) })
 }
 
-/** Headers that mean one thing: sent twice, which one counts depends on who reads them. */
-const singleValuedHeaders = ["authorization", "idempotency-key", "content-type", "content-length", "x-request-id"]
+/**
+ * Headers that mean one thing: sent twice, which one counts depends on who reads them. Named in a
+ * problem's `field` as the documents spell them (`Idempotency-Key`, as its own problems do).
+ */
+const singleValuedHeaders = ["Authorization", "Idempotency-Key", "Content-Type", "Content-Length", "X-Request-Id"]
 
 /**
  * A query parameter the operation does not declare is refused, like an unknown body member; a query
@@ -92,7 +95,7 @@ const refusedQueryOrHeaders = (request: HttpServerRequest.HttpServerRequest): Ap
   const raw = typeof source === "object" && source !== null && "rawHeaders" in source && Array.isArray(source.rawHeaders)
     ? source.rawHeaders.filter((_, index) => index % 2 === 0).map((name) => String(name).toLowerCase())
     : []
-  const header = singleValuedHeaders.find((name) => raw.filter((sent) => sent === name).length > 1)
+  const header = singleValuedHeaders.find((name) => raw.filter((sent) => sent === name.toLowerCase()).length > 1)
   return header === undefined ? undefined : new InvalidRequest({ detail: `header ${header} is given more than once`, field: header })
 }
 

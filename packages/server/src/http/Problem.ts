@@ -50,6 +50,8 @@ const present = (error: ApiError): Presentation =>
     InvalidCursor: (e) => ({ detail: e.message, field: "starting_after" }),
     WebhookEndpointNotFound: asIs,
     WebhookDeliveryNotFound: asIs,
+    // No `field`: no value of the request is at fault, the merchant's count of endpoints is.
+    WebhookEndpointLimitReached: asIs,
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
     PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),

@@ -14,7 +14,7 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     if (declared > REQUEST_BODY_BYTES_MAX) {
       return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX, declared_bytes: declared })
     }
-    const contentType = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? ""
+    const contentType = request.headers["content-type"] ?? ""
     // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
     // fails with reason BodyTooLarge, which is the client's 413, not an unreadable body.
     const bytes = yield* request.arrayBuffer.pipe(
@@ -27,12 +27,28 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     if (bytes.byteLength > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
     const text = utf8Text(bytes)
     if (text?.trim() === "") return undefined
-    if (contentType !== "application/json") return yield* new UnsupportedMediaType({ contentType })
+    if (!isJsonUtf8(contentType)) return yield* new UnsupportedMediaType({ contentType: contentType.slice(0, 200) })
     // JSON between systems is UTF-8 (RFC 8259 §8.1): a byte sequence that is not would be stored
     // with U+FFFD in place of what the client sent, so it is refused instead.
     if (text === undefined) return yield* new MalformedJson({ reason: "it is not UTF-8" })
     return yield* Effect.fromResult(parseJsonBody(text))
   }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
+
+/**
+ * `application/json`, with no charset or `charset=utf-8` (quoted or not, any case): JSON between
+ * systems is UTF-8 (RFC 8259 §8.1), and a body declared in another charset would be read as UTF-8
+ * all the same, i.e. as something the client did not send: a 415. Other parameters are ignored.
+ */
+export const isJsonUtf8 = (header: string): boolean => {
+  const [mediaType = "", ...parameters] = header.split(";")
+  if (mediaType.trim().toLowerCase() !== "application/json") return false
+  return parameters.every((parameter) => {
+    const [name = "", value = ""] = parameter.split("=")
+    if (name.trim().toLowerCase() !== "charset") return true
+    const charset = value.trim().replace(/^"(.*)"$/u, "$1").toLowerCase()
+    return charset === "utf-8" || charset === "utf8"
+  })
+}
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
 
@@ -74,10 +90,8 @@ export const parseJsonBody = (text: string): Result.Result<Schema.Json, Malforme
         : new InvalidRequest({ detail: `${field}: the number is out of range`, field })
     )
   }
-  const duplicate = duplicateMember(text)
-  if (duplicate !== undefined) {
-    return Result.fail(new InvalidRequest({ detail: `${duplicate}: the member is given more than once`, field: duplicate }))
-  }
+  const ambiguity = ambiguousToken(text)
+  if (ambiguity !== undefined) return Result.fail(ambiguityProblem(ambiguity))
   const decoded = decodeJson(parsed)
   return Result.isSuccess(decoded) ? Result.succeed(decoded.success) : Result.fail(new MalformedJson())
 }
@@ -109,32 +123,77 @@ const nonFinitePath = (value: unknown, path: ReadonlyArray<string>): ReadonlyArr
   return undefined
 }
 
-/** The first member name given twice in one object of a valid JSON text (escapes compared decoded). */
-export const duplicateMember = (text: string): string | undefined => {
-  // One entry per open container: the member names seen so far (objects) or undefined (arrays).
-  const open: Array<Set<string> | undefined> = []
+/**
+ * What JSON.parse lets through but a reader of the text would not agree on: a member given twice in
+ * one object, or a number written with a fraction or an exponent. Every number of every body of
+ * this API is an integer (money in minor units, a duration in ms: `request-body.test.ts` checks the
+ * document declares no other), and JSON.parse rounds to a double before any schema sees it:
+ * `9999999999.99999999` became 10000000000 and `10.0`, `1e1` and `10` one request. An integer is
+ * written as one, exactly.
+ */
+export type Ambiguity =
+  | { readonly _tag: "DuplicateMember"; readonly path: string }
+  | { readonly _tag: "InexactNumber"; readonly path: string; readonly token: string }
+
+/** One entry per open container: the member names seen so far and the current one (objects), or the index (arrays). */
+interface OpenContainer {
+  readonly names: Set<string> | undefined
+  member: string
+  index: number
+}
+
+const pathOf = (open: ReadonlyArray<OpenContainer>): string =>
+  open.map((container) => (container.names === undefined ? String(container.index) : container.member)).join(".")
+
+const stringEnd = (text: string, start: number): number => {
+  let end = start + 1
+  while (end < text.length && text[end] !== "\"") end += text[end] === "\\" ? 2 : 1
+  return end
+}
+
+const isDigit = (char: string | undefined) => char !== undefined && char >= "0" && char <= "9"
+/** A number token starts with `-` or a digit (the `e` of `true` and `false` starts none). */
+const isNumberChar = (char: string | undefined) => isDigit(char) || (char !== undefined && "-+.eE".includes(char))
+
+/** The first ambiguity of a valid JSON text, with the dotted path of its member (escapes compared decoded). */
+export const ambiguousToken = (text: string): Ambiguity | undefined => {
+  const open: Array<OpenContainer> = []
   for (let i = 0; i < text.length; i++) {
     const char = text[i]
-    if (char === "{") open.push(new Set())
-    else if (char === "[") open.push(undefined)
+    const top = open.at(-1)
+    if (char === "{" || char === "[") open.push({ names: char === "{" ? new Set() : undefined, member: "", index: 0 })
     else if (char === "}" || char === "]") open.pop()
+    else if (char === "," && top !== undefined && top.names === undefined) top.index++
     else if (char === "\"") {
-      let end = i + 1
-      while (text[end] !== "\"") end += text[end] === "\\" ? 2 : 1
+      const end = stringEnd(text, i)
       let next = end + 1
       while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++
-      const names = open.at(-1)
-      if (text[next] === ":" && names !== undefined) {
+      if (text[next] === ":" && top?.names !== undefined) {
         const name: unknown = JSON.parse(text.slice(i, end + 1))
         if (typeof name === "string") {
-          if (names.has(name)) return name
-          names.add(name)
+          top.member = name
+          if (top.names.has(name)) return { _tag: "DuplicateMember", path: pathOf(open) }
+          top.names.add(name)
         }
       }
       i = end
+    } else if (char === "-" || isDigit(char)) {
+      let end = i
+      while (isNumberChar(text[end])) end++
+      const token = text.slice(i, end)
+      if (/[.eE]/u.test(token)) return { _tag: "InexactNumber", path: pathOf(open), token: token.slice(0, 40) }
+      i = end - 1
     }
   }
   return undefined
+}
+
+const ambiguityProblem = (ambiguity: Ambiguity): InvalidRequest => {
+  const { path } = ambiguity
+  const reason = ambiguity._tag === "DuplicateMember"
+    ? "the member is given more than once"
+    : `must be an integer written without a fraction or an exponent (got ${ambiguity.token})`
+  return path === "" ? new InvalidRequest({ detail: `a number ${reason}` }) : new InvalidRequest({ detail: `${path}: ${reason}`, field: path })
 }
 
 /**

@@ -5,6 +5,7 @@ import { Config } from "effect"
 import { createServer, type Server } from "node:http"
 import type { Duplex } from "node:stream"
 import type { ApiError } from "./ApiErrors.ts"
+import { securityHeaders } from "./Edge.ts"
 import { problemResponse } from "./Problem.ts"
 
 /**
@@ -102,13 +103,30 @@ export const offendingHeader = (error: ParserError): string | undefined => {
   return /^[!#$%&'*+.^_`|~0-9a-z-]{1,64}$/.test(name) ? name : undefined
 }
 
+/**
+ * Which of Node's two timers fired: both report `ERR_HTTP_REQUEST_TIMEOUT`. Node cuts a request
+ * whose headers are incomplete at `headersTimeout` (it refuses `headersTimeout > requestTimeout`,
+ * so that one is always first), and one whose headers arrived (its parser holds the incoming
+ * message, body incomplete) at `requestTimeout`.
+ */
+export type TimerFired = "headers" | "request"
+
+/** The parser's incoming message, once its headers were parsed and while its body is incomplete. */
+export const timerFiredOn = (socket: Duplex): TimerFired => {
+  const parser: unknown = "parser" in socket ? socket.parser : undefined
+  const incoming: unknown = typeof parser === "object" && parser !== null && "incoming" in parser ? parser.incoming : undefined
+  const bodyPending = typeof incoming === "object" && incoming !== null && "complete" in incoming && incoming.complete === false
+  return bodyPending ? "request" : "headers"
+}
+
 /** What a refusal by Node's HTTP parser (or its timers) says, as a catalog error. */
-export const clientErrorProblem = (error: ParserError, limits: SocketLimits): ApiError => {
+export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fired: TimerFired): ApiError => {
   switch (error.code) {
     case "HPE_HEADER_OVERFLOW":
       return new HeadersTooLarge({ limit_bytes: limits.headerSize_bytes_max })
     case "ERR_HTTP_REQUEST_TIMEOUT":
-      return new RequestTimeout({ limit_ms: limits.requestTimeout_ms })
+      // The limit that actually fired, so the detail says the time the client really had.
+      return new RequestTimeout({ limit_ms: fired === "request" ? limits.requestTimeout_ms : limits.headersTimeout_ms })
     default: {
       const header = offendingHeader(error)
       if (header === "idempotency-key") {
@@ -139,16 +157,20 @@ const answerClientError = (error: ParserError, socket: Duplex, limits: SocketLim
     socket.destroy()
     return
   }
-  const problem = problemResponse(clientErrorProblem(error, limits))
+  const problem = problemResponse(clientErrorProblem(error, limits, timerFiredOn(socket)))
   // The request's own X-Request-Id cannot be read (the parser gave up): a new id, under both names
-  // like every other answer (docs/api.md).
+  // like every other answer (docs/api.md). Written by hand, outside Effect's server and Node's
+  // response: the Date Node adds to its responses and the security headers Edge.ts adds to every
+  // other answer are added here, from the same definition.
   const requestId = crypto.randomUUID()
   const head = [
     `HTTP/1.1 ${problem.status} ${reasonPhrases[problem.status] ?? "Bad Request"}`,
+    `Date: ${new Date().toUTCString()}`,
     `Content-Type: ${problem.contentType}`,
     `Content-Length: ${Buffer.byteLength(problem.body, "utf8")}`,
     `Request-Id: ${requestId}`,
     `X-Request-Id: ${requestId}`,
+    ...Object.entries(securityHeaders).map(([name, value]) => `${name}: ${value}`),
     "Connection: close"
   ].join("\r\n")
   socket.end(`${head}\r\n\r\n${problem.body}`)

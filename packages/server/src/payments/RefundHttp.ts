@@ -1,7 +1,8 @@
 import { CreateRefundBody, CurrentMerchant } from "@pay/api"
-import { AmountMinor, PaymentId, PaymentNotFound } from "@pay/domain"
+import { AmountMinor, PAGE_LIMIT_MAX, PageLimit, PaymentId, PaymentNotFound } from "@pay/domain"
 import { type PaymentOperation, PaymentUseCases } from "@pay/payments"
 import { Effect, Option, Schema } from "effect"
+import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
@@ -10,8 +11,12 @@ import { toRefundJson } from "./PaymentJson.ts"
 
 const decodePaymentId = Schema.decodeUnknownOption(PaymentId)
 
-/** A payment's refunds are few (each takes ≥ 1 minor unit of the capture); a list answers at most this many. */
-export const REFUNDS_LIST_MAX = 100
+/**
+ * A page of refunds without `limit`: 100, not the other lists' 10. Before the list had paging it
+ * answered up to 100 refunds in one page; a client written then, that never sends `limit`, keeps
+ * getting what it got (and now can page on with `starting_after`).
+ */
+export const REFUNDS_PAGE_LIMIT_DEFAULT = PageLimit.make(PAGE_LIMIT_MAX)
 
 /**
  * `POST /v1/payments/{id}/refunds` → the refund operation: the body decoded and validated before
@@ -34,12 +39,12 @@ export const refundOperation = (paymentId: string) => (body: Schema.Json | undef
 /** `GET /v1/payments/{id}/refunds[/{refund_id}]`. */
 export const makeRefundReads = Effect.gen(function* () {
   const useCases = yield* PaymentUseCases
-  const list = (paymentId: string) =>
+  const list = (paymentId: string, query: { readonly limit?: string; readonly starting_after?: string }) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
-      const refunds = yield* useCases.listRefunds(merchant.merchantId, paymentId, REFUNDS_LIST_MAX + 1)
-      const data = refunds.slice(0, REFUNDS_LIST_MAX).map(toRefundJson)
-      return toHttpResponse(json(200, { object: "list", data, has_more: refunds.length > REFUNDS_LIST_MAX }), false)
+      const limit = (yield* pageLimitParam(query.limit)) ?? REFUNDS_PAGE_LIMIT_DEFAULT
+      const page = yield* useCases.listRefunds(merchant.merchantId, paymentId, { limit, startingAfter: query.starting_after })
+      return toHttpResponse(json(200, { object: "list", data: page.data.map(toRefundJson), has_more: page.hasMore }), false)
     }).pipe(answerErrors)
   const retrieve = (paymentId: string, refundId: string) =>
     Effect.gen(function* () {

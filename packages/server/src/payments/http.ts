@@ -52,13 +52,19 @@ const createOperation = (body: Schema.Json | undefined) =>
     }))
   )
 
+const noBody = "this endpoint takes no body (send none, or {})"
+
 /**
  * authorize and cancel take no body (none, or `{}`), and a path id that is not a payment id names
  * no payment: refused before the key is taken (a NUL or a lone surrogate never reaches the database).
+ * A member of `{}` is an unknown field, named like any other body's (`field`).
  */
 const transitionOperation = (_tag: "authorize" | "cancel", paymentId: string) => (body: Schema.Json | undefined) => {
-  if (!(body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0))) {
-    return Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+  if (typeof body === "object" && body !== null && !Array.isArray(body)) {
+    const unknown = Object.keys(body)[0]?.slice(0, 100)
+    if (unknown !== undefined) return Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBody}`, field: unknown }))
+  } else if (body !== undefined) {
+    return Effect.fail(new InvalidRequest({ detail: noBody }))
   }
   return Option.isNone(decodePaymentId(paymentId))
     ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
@@ -213,7 +219,7 @@ export const PaymentsHandlers = HttpApiBuilder.group(
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/cancel`, transitionOperation("cancel", params.id)))))
       .handleRaw("refund", ({ request, params }) =>
         withMerchant(withPaymentId(params.id, idempotentPost(request, `/v1/payments/${params.id}/refunds`, refundOperation(params.id)))))
-      .handleRaw("listRefunds", ({ params }) => withMerchant(withPaymentId(params.id, refunds.list(params.id))))
+      .handleRaw("listRefunds", ({ params, query }) => withMerchant(withPaymentId(params.id, refunds.list(params.id, query))))
       .handleRaw("retrieveRefund", ({ params }) => withMerchant(withPaymentId(params.id, refunds.retrieve(params.id, params.refund_id))))
       .handleRaw("retrieve", ({ params }) => withMerchant(withPaymentId(params.id, reads.retrieve(params.id))))
       .handleRaw("list", ({ query }) => withMerchant(reads.list(query)))

@@ -5,6 +5,7 @@ import {
   SECRET_OVERLAP_MS_DEFAULT,
   WebhookDeliveries,
   type WebhookDeliveryNotFound,
+  type WebhookEndpointLimitReached,
   type WebhookEndpointNotFound,
   type WebhookEndpointRefused,
   WebhookEndpoints
@@ -57,7 +58,10 @@ export const makeWebhookOperations = Effect.gen(function* () {
   const answer = (
     merchantId: MerchantId,
     operation: WebhookOperation
-  ): Effect.Effect<StoredResponse, WebhookEndpointRefused | WebhookEndpointNotFound | WebhookDeliveryNotFound | SqlError> => {
+  ): Effect.Effect<
+    StoredResponse,
+    WebhookEndpointRefused | WebhookEndpointLimitReached | WebhookEndpointNotFound | WebhookDeliveryNotFound | SqlError
+  > => {
     switch (operation._tag) {
       case "webhook_endpoint_create":
         return endpoints.create(merchantId, operation).pipe(
@@ -100,6 +104,7 @@ export const makeWebhookOperations = Effect.gen(function* () {
       answer(merchantId, operation).pipe(
         Effect.catchTags({
           WebhookEndpointRefused: (error) => Effect.succeed(refusedAsInvalid(error)),
+          WebhookEndpointLimitReached: (error) => Effect.succeed(problemResponse(error)),
           WebhookEndpointNotFound: (error) => Effect.succeed(problemResponse(error)),
           WebhookDeliveryNotFound: (error) => Effect.succeed(problemResponse(error))
         }),

@@ -111,7 +111,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** @description The payment's refunds, oldest first. */
+        /** @description The payment's refunds, oldest first, `limit` at a time (default 100); `starting_after` continues after one of this payment's refunds (has_more says whether there is more). */
         get: operations["payments.listRefunds"];
         put?: never;
         /** @description Refunds a SETTLED payment, fully or partly (`amount`, default: what is left). The refund is SUCCEEDED (the money is reversed in the ledger; the fee is kept) or FAILED when the acquirer declines. The payment's refunds that have not failed never exceed the captured amount. A 503 means the outcome is unknown: retry with the same key. */
@@ -183,7 +183,7 @@ export type paths = {
         /** @description Lists the merchant's endpoints, oldest first, `limit` at a time; never their secrets. */
         get: operations["webhooks.list"];
         put?: never;
-        /** @description Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once. */
+        /** @description Registers an endpoint for the merchant's payment events. The answer carries the signing secret (whsec_…), shown this once. At most 16 endpoints per merchant (disabled ones included): the 17th is 409 webhook_endpoint_limit_reached. */
         post: operations["webhooks.create"];
         delete?: never;
         options?: never;
@@ -203,7 +203,7 @@ export type paths = {
         put?: never;
         /** @description Changes an endpoint's url, event_types or description. */
         post: operations["webhooks.update"];
-        /** @description Deletes the endpoint and its secrets; its deliveries keep their history. */
+        /** @description Deletes the endpoint and its secrets. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent. */
         delete: operations["webhooks.remove"];
         options?: never;
         head?: never;
@@ -304,7 +304,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** @description Sends the delivery again: same webhook-id and bytes, a new round of retries. */
+        /** @description Sends the delivery again: same webhook-id and bytes, a new round of retries. Whatever its status it becomes pending and due now (attempt_count and attempts kept); it still waits while an earlier event of the same payment is pending, and while the endpoint is disabled (answered 200 pending; sent once the endpoint is enabled). A delivery being sent at that moment is answered as it is. */
         post: operations["webhooks.redeliver"];
         delete?: never;
         options?: never;
@@ -618,6 +618,19 @@ export type components = {
             status: 400;
             /** @enum {string} */
             title: "Invalid request";
+        };
+        WebhookEndpointLimitReachedProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "webhook_endpoint_limit_reached";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/webhook_endpoint_limit_reached";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
         };
         PaymentNotFoundProblemEncoded: {
             detail: string;
@@ -1052,7 +1065,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not one of the merchant's payments */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not an item of the list it pages (the merchant's payments or webhook endpoints, the endpoint's deliveries, the payment's refunds) */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2188,7 +2201,10 @@ export interface operations {
     };
     "payments.listRefunds": {
         parameters: {
-            query?: never;
+            query?: {
+                limit?: number;
+                starting_after?: string;
+            };
             header?: never;
             path: {
                 id: string;
@@ -2236,7 +2252,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not an item of the list it pages (the merchant's payments or webhook endpoints, the endpoint's deliveries, the payment's refunds) */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2246,7 +2262,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"];
+                    "application/problem+json": components["schemas"]["InvalidRequestProblemEncoded"] | components["schemas"]["InvalidCursorProblemEncoded"];
                 };
             };
             /** @description No API key, or an unknown, malformed or revoked one */
@@ -3162,7 +3178,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not one of the merchant's payments */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not an item of the list it pages (the merchant's payments or webhook endpoints, the endpoint's deliveries, the payment's refunds) */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3390,7 +3406,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The merchant already has the most webhook endpoints allowed (16, disabled ones included): delete one, then register with a new key */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3402,7 +3418,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"];
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["WebhookEndpointLimitReachedProblemEncoded"];
                 };
             };
             /** @description The body is over 64 KiB */
@@ -4910,7 +4926,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not one of the merchant's payments */
+            /** @description A value is missing, of the wrong type, out of range or unknown (`field` says which) | `starting_after` is not an item of the list it pages (the merchant's payments or webhook endpoints, the endpoint's deliveries, the payment's refunds) */
             400: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
