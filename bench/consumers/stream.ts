@@ -107,8 +107,11 @@ export const apiStreamLatency = (settings: StreamSettings) =>
     )
     let consumersPid: number | undefined
     if (!inServer) {
+      // BENCH_CONSUMERS_CPU_PROFILE (a folder): the consumers process writes a --cpu-prof there at exit.
+      const profileDirectory = process.env["BENCH_CONSUMERS_CPU_PROFILE"]
       const consumers = yield* startChild("packages/consumers/src/main.ts", {
-        DATABASE_URL: settings.databaseUrl, KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix
+        DATABASE_URL: settings.databaseUrl, KAFKA_BROKERS: settings.brokers, KAFKA_TOPIC_PREFIX: settings.prefix,
+        ...(profileDirectory === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDirectory}` })
       })
       yield* waitFor("settlement consumer subscribed", Effect.sync(() =>
         consumers.tail().split("\n").some((line) => line.includes("consumer subscribed") && line.includes("settlement"))), 90_000).pipe(

@@ -25,20 +25,21 @@ export interface ConsumerHandler {
     events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>
   ) => Effect.Effect<void, HandlerFailed | SqlError>
   /**
-   * Optional, with `applyBatch`: the slice's claim AND its effects as ONE statement, run on its
+   * Optional: the slice's claim AND its effects as ONE statement, run on its
    * own (its implicit transaction: one round trip instead of BEGIN, claim, effects, COMMIT; what
    * a quiet stream, a record or two per slice, pays for). Given `claim`, the SQL expression whose
    * value is the slice's outcomes (text[], 1-based, `claimSliceCall`), and the slice's events in
    * order, a statement that evaluates `claim` once (a MATERIALIZED CTE), applies the effects of
    * the events whose outcome is 'applied' and no other, in the same row order (locks) as
    * `applyBatch`, and answers one row whose column `outcomes` is the claim's value. Must equal
-   * claimSlice then `applyBatch` of the applied events. A refusal (HandlerFailed) or a failed
-   * statement goes the same way as `applyBatch`'s: nothing written, the records one by one.
+   * claimSlice then the handler's effects (`applyBatch`, or `apply` on each) of the applied
+   * events. A refusal (a failure with its message) or a failed statement goes the same way as
+   * `applyBatch`'s: nothing written, the records one by one (where `apply` decides).
    */
   readonly applySlice?: (
     claim: Statement.Fragment,
     events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>
-  ) => Result.Result<Statement.Statement<unknown>, HandlerFailed>
+  ) => Result.Result<Statement.Statement<unknown>, { readonly message: string }>
 }
 
 export const consumerName = /^[a-z0-9_.-]{1,100}$/

@@ -3,7 +3,7 @@ import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { countOutcomes } from "./ConsumerModel.ts"
+import { countOutcomes, HandlerFailed } from "./ConsumerModel.ts"
 import { claimSlice, claimSliceCall, sliceOutcomes } from "./BatchClaims.ts"
 import { eventIdentity } from "./ConsumerStore.ts"
 import { continueRecordTrace, decodeRecordResult, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
@@ -80,7 +80,7 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
   return (items: ReadonlyArray<Item>) =>
     Effect.gen(function* () {
       const call = yield* claimSliceCall(sql, name, claimItems(items))
-      const statement = yield* Effect.fromResult(applySlice(call, items))
+      const statement = yield* Effect.fromResult(Result.mapError(applySlice(call, items), ({ message }) => new HandlerFailed({ message })))
       return yield* sliceOutcomes(statement, items.length)
     }).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": items.length } }))
 }
