@@ -1,7 +1,7 @@
 import { type DomainEvent, encodeDomainEvent, isRefundEvent } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
-import { Effect, Option, Result, Schema } from "effect"
-import { SqlClient, type Statement } from "effect/sql"
+import { Effect, Option, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
 import type { Decision } from "./RetryPolicy.ts"
@@ -59,54 +59,6 @@ export const enqueueDeliveries = (input: DeliverableEvent, firstDelay_ms = 0): E
       RETURNING id`)
     return created.length
   }).pipe(Effect.withSpan("webhooks.enqueueDeliveries", { attributes: { event_id: input.eventId } }))
-
-/** An event of a consumer's slice whose deliveries enqueueSliceStatement may queue. */
-export interface SliceEvent extends DeliverableEvent {
-  /** Its position in the slice (1-based): its outcome is `outcomes[position]` of the claim. */
-  readonly position: number
-}
-
-/**
- * enqueueDeliveries for a consumer's whole slice, in ONE statement with the consumer's claim
- * (`claim`: the SQL expression whose value is the slice's outcomes, evaluated once, first): the
- * deliveries of the events whose outcome is 'applied', and of no other, in the slice's order, as
- * enqueueDeliveries would queue them one by one; the statement answers the claim's `outcomes`.
- * Run on its own, it commits the claim and the deliveries together (one round trip). Refused, with
- * nothing sent, when an event's body is over the bound (the records then go one by one, where
- * enqueueDeliveries refuses it the same way).
- */
-export const enqueueSliceStatement = (sql: SqlClient.SqlClient, claim: Statement.Fragment, events: ReadonlyArray<SliceEvent>) => {
-  const rows: Array<Record<string, string | number | null>> = []
-  for (const input of events) {
-    const body = webhookBody(input)
-    if (Buffer.byteLength(body, "utf8") > WEBHOOK_BODY_BYTES_MAX) {
-      return Result.fail({ message: `webhook body of event ${input.eventId} is over ${WEBHOOK_BODY_BYTES_MAX} bytes` })
-    }
-    const { event } = input
-    rows.push({
-      i: input.position, event_id: input.eventId, event_type: event.type, payment_id: event.payment_id,
-      refund_id: isRefundEvent(event) ? event.refund_id : null, version: event.version, merchant_id: event.merchant_id, body
-    })
-  }
-  return Result.succeed(sql`
-    WITH claim AS MATERIALIZED (
-      SELECT ${claim} AS outcomes
-    ), applied AS MATERIALIZED (
-      SELECT a.* FROM claim, jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        AS a(i int, event_id uuid, event_type text, payment_id text, refund_id text, version int, merchant_id text, body text)
-      WHERE claim.outcomes[a.i] = 'applied'
-    ), queued AS (
-      INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, refund_id, payment_version, body, next_attempt_at)
-      SELECT gen_random_uuid(), e.id, e.merchant_id, a.event_id, a.event_type, a.payment_id, a.refund_id, a.version, a.body, clock_timestamp()
-      FROM applied a JOIN webhook_endpoints e
-        ON e.merchant_id = a.merchant_id AND e.status = 'enabled' AND e.deleted_at IS NULL
-       AND e.event_types && ARRAY['*', a.event_type]::text[]
-      ORDER BY a.i, e.id
-      ON CONFLICT (endpoint_id, event_id) DO NOTHING
-      RETURNING 1
-    )
-    SELECT claim.outcomes, (SELECT count(*) FROM queued) AS queued FROM claim`)
-}
 
 /** A delivery a sender holds the lease of, with everything it needs to send. */
 export const ClaimedDelivery = Schema.Struct({

@@ -1,8 +1,8 @@
 import type { DomainEvent } from "@pay/domain"
 import { Effect } from "effect"
-import { SqlClient, type Statement } from "effect/sql"
+import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { enqueueDeliveries, enqueueSliceStatement } from "./DeliveryQueue.ts"
+import { enqueueDeliveries } from "./DeliveryQueue.ts"
 
 /** The consumer's name (its group id is `<topic prefix>webhooks`; its rows in `processed_events`). */
 export const WEBHOOK_CONSUMER_NAME = "webhooks"
@@ -15,8 +15,7 @@ export interface ConsumedPaymentEvent {
 
 /**
  * Webhooks as a consumer of `payments.events`: the handler the consumer framework (issue 14)
- * calls inside each record's transaction, after its `processed_events` check (`apply`), or, for
- * a partition's slice, with the claim in one statement (`applySlice`). It queues the
+ * calls inside each record's transaction, after its `processed_events` check. It queues the
  * event's deliveries in that transaction, so they commit with the consumer's bookkeeping and
  * offset or not at all; `webhook-id` is the event's `ce_id` (the outbox row's id). Structurally a
  * `ConsumerHandler` of `@pay/consumers`. Needs `SqlClient` when made (the record's transaction is
@@ -30,9 +29,6 @@ export const makeWebhookConsumerHandler = Effect.gen(function* () {
       enqueueDeliveries({ eventId: decoded.envelope.ce_id, event: decoded.event }).pipe(
         Effect.provideService(SqlClient.SqlClient, sql),
         Effect.asVoid
-      ),
-    /** The slice's claim and its deliveries in one statement (enqueueSliceStatement): a quiet stream's one round trip. */
-    applySlice: (claim: Statement.Fragment, events: ReadonlyArray<{ readonly decoded: ConsumedPaymentEvent }>) =>
-      enqueueSliceStatement(sql, claim, events.map(({ decoded }, index) => ({ eventId: decoded.envelope.ce_id, event: decoded.event, position: index + 1 })))
+      )
   }
 })
