@@ -7,7 +7,7 @@
  *   - "transaction": BEGIN, the claim, `applyBatch`, COMMIT: four round trips.
  * Records are handed to the partition handler directly (no Kafka: its cost is the same on both
  * paths), each path its own generation and records. Per record: this process's CPU, the bench
- * database's Postgres backends' CPU, the wall time, and the transactions committed.
+ * database's Postgres backends' CPU, and the wall time.
  */
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
