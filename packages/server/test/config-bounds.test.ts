@@ -8,6 +8,7 @@ import { DatabasePoolSize, KafkaTopicPrefix } from "@pay/infra"
 import { DefaultFeeScheduleConfig } from "@pay/settlement"
 import { type Config, ConfigProvider, Effect, Redacted, Result } from "effect"
 import { ExpiryBatch, ExpiryInterval } from "../src/workers/AuthorizationExpiry.ts"
+import { SocketLimitsConfig } from "../src/http/Socket.ts"
 import { IdempotencyWorkerConfig } from "../src/workers/IdempotencyWorkers.ts"
 
 const read = <A>(config: Config.Config<A>, env: Record<string, string>) =>
@@ -55,6 +56,12 @@ describe("bounded configuration", () => {
       assert.include(yield* refusal(IdempotencyCacheSecretConfig, { IDEMPOTENCY_CACHE_SECRET: "too-short" }), "IDEMPOTENCY_CACHE_SECRET must be empty (a random secret per process) or at least 32")
       assert.include(yield* refusal(IdempotencyCacheSecretConfig, { IDEMPOTENCY_CACHE_SECRET: "x".repeat(1_025) }), "IDEMPOTENCY_CACHE_SECRET must be at most 1024 characters")
       assert.include(yield* refusal(KafkaTopicPrefix, { KAFKA_TOPIC_PREFIX: "bad prefix/" }), "KAFKA_TOPIC_PREFIX must be letters, digits")
+      // Each within its bounds, together impossible: Node refused the server when it started listening.
+      assert.include(
+        yield* refusal(SocketLimitsConfig, { HTTP_HEADERS_TIMEOUT_MS: "40000", HTTP_REQUEST_TIMEOUT_MS: "30000" }),
+        "HTTP_HEADERS_TIMEOUT_MS (40000) exceeds HTTP_REQUEST_TIMEOUT_MS (30000)"
+      )
+      assert.strictEqual((yield* SocketLimitsConfig.parse(ConfigProvider.fromEnv({ env: { HTTP_HEADERS_TIMEOUT_MS: "30000" } }))).headersTimeout_ms, 30_000)
     }))
 
   // The variable used to be read as a structured array: the environment's plain string fell back to
