@@ -3,7 +3,7 @@ import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryWorker.ts"
+import { wakeSenders } from "./DeliveryQueue.ts"
 import { WebhookDeliveryNotFound, WebhookEndpointNotFound } from "./Errors.ts"
 import { webhookEndpointIdPattern } from "./Model.ts"
 
@@ -63,13 +63,6 @@ const failedDeliveries = (sql: SqlClient.SqlClient) => (limit: number) =>
     WHERE d.status = 'failed' ORDER BY d.finished_at DESC LIMIT ${Math.min(Math.max(limit, 1), RECOVER_LIMIT_MAX)}`).pipe(
     Effect.withSpan("WebhookDeliveries.failed")
   )
-
-/**
- * Wakes the senders at commit, as a queued delivery's INSERT does (migrations/0030's trigger fires
- * on INSERT only): a requeued delivery goes out at once, not at the next poll. In the caller's
- * transaction (the webhook POST's), so a rolled-back requeue wakes nobody.
- */
-const wakeSenders = (sql: SqlClient.SqlClient) => sql`SELECT pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, '')`
 
 /**
  * A manual redelivery: due now, at the start of a new round of the retry schedule, whatever its

@@ -7,6 +7,17 @@ import { WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
 import type { Decision } from "./RetryPolicy.ts"
 import type { SendResult } from "./Sender.ts"
 
+/** The channel migrations/0030_webhooks.sql NOTIFYs after a commit that queued deliveries; the senders LISTEN on it. */
+export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
+
+/**
+ * Wakes the senders at commit, as a queued delivery's INSERT does (0030's trigger fires on INSERT
+ * only): for what makes deliveries due otherwise (a redelivery, a recovery, an endpoint enabled
+ * again), so they go out at once, not at the next poll. In the caller's transaction: a rolled-back
+ * change wakes nobody.
+ */
+export const wakeSenders = (sql: SqlClient.SqlClient) => sql`SELECT pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, '')`
+
 /** An event to deliver: its id (the outbox row's, `ce_id` on Kafka) and the decoded event. */
 export interface DeliverableEvent {
   readonly eventId: string

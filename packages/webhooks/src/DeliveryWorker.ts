@@ -1,7 +1,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue } from "effect"
 import { SqlClient } from "effect/sql"
-import { claimDeliveries, type ClaimedDelivery, completeAttempt, queueAges } from "./DeliveryQueue.ts"
+import { claimDeliveries, type ClaimedDelivery, completeAttempt, queueAges, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
 import {
   assertSenderOptions,
   defaultSenderOptions,
@@ -31,8 +31,6 @@ export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
 const METRICS_INTERVAL_MS = 5_000
 const LISTEN_RETRY_MS = 1_000
 const CLAIM_BACKOFF_MS_MAX = 30_000
-/** The channel migrations/0030_webhooks.sql NOTIFYs after a commit that queued deliveries. */
-export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
 
 /**
  * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending

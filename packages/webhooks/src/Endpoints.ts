@@ -5,6 +5,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type * as Statement from "effect/sql/Statement"
 import { randomUUID } from "node:crypto"
+import { wakeSenders } from "./DeliveryQueue.ts"
 import { WebhookEndpointLimitReached, WebhookEndpointNotFound, WebhookEndpointRefused } from "./Errors.ts"
 import {
   AllowLoopbackHttpConfig,
@@ -234,10 +235,11 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
       )
 
     /** Enabling forgets the failure streak: the next failure starts a new one. */
+    /** Its waiting deliveries become sendable: the senders are woken at commit (not left for their next poll). */
     const enable = (merchantId: MerchantId, id: string) =>
-      set(merchantId, id, sql`status = 'enabled', disabled_reason = NULL, disabled_at = NULL, failing_since = NULL`).pipe(
-        Effect.withSpan("WebhookEndpoints.enable")
-      )
+      sql.withTransaction(set(merchantId, id, sql`status = 'enabled', disabled_reason = NULL, disabled_at = NULL, failing_since = NULL`).pipe(
+        Effect.tap(() => wakeSenders(sql))
+      )).pipe(Effect.withSpan("WebhookEndpoints.enable"))
 
     /** Deleted endpoints keep their deliveries' history, not their secrets. */
     const remove = (merchantId: MerchantId, id: string) =>
