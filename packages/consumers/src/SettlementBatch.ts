@@ -55,6 +55,19 @@ export const refundedSplitResult = (event: Event): Result.Result<Refunded | null
 
 export const refundedSplit = (event: Event) => Effect.suspend(() => Effect.fromResult(refundedSplitResult(event)))
 
+/** The projection's upserts add to what is there (sums, counts; the last instant is a maximum): one text for every writer of a batch. */
+const countsOnConflict = `ON CONFLICT (generation, event_type, partition) DO UPDATE SET
+  event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
+const sumsOnConflict = `ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
+  settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
+  fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
+  net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
+  payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
+  refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
+  fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
+  refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
+  last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)`
+
 interface Sum {
   generation: number
   merchant_id: string
@@ -119,8 +132,7 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
     if (!Arr.isReadonlyArrayNonEmpty(countRows)) return
     const countsUpsert = sql`
       INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
-      ON CONFLICT (generation, event_type, partition) DO UPDATE SET
-        event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count`
+      ${sql.literal(countsOnConflict)}`
     const sumRows = byKey(sums).map((row): Record<string, unknown> => ({ ...row }))
     if (!Arr.isReadonlyArrayNonEmpty(sumRows)) return yield* countsUpsert
     // Both upserts in ONE statement (one round trip, not two), each a data-modifying CTE. The
@@ -131,20 +143,11 @@ export const applySettlementBatch = (sql: SqlClient.SqlClient, generation: numbe
     yield* sql`
       WITH counted AS (
         INSERT INTO settlement_projection_event_counts ${sql.insert(countRows)}
-        ON CONFLICT (generation, event_type, partition) DO UPDATE SET
-          event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count
+        ${sql.literal(countsOnConflict)}
         RETURNING 1
       ), summed AS (
         INSERT INTO settlement_projection ${sql.insert(sumRows)}
-        ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
-          settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
-          fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
-          net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
-          payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
-          refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
-          fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
-          refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
-          last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)
+        ${sql.literal(sumsOnConflict)}
         RETURNING 1
       )
       SELECT (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed`
@@ -195,8 +198,7 @@ export const applySettlementSlice = (sql: SqlClient.SqlClient, generation: numbe
       INSERT INTO settlement_projection_event_counts (generation, event_type, partition, event_count)
       SELECT ${generation}, a.t, a.p, count(*) FROM applied a
       GROUP BY a.t, a.p ORDER BY a.t COLLATE "C", a.p
-      ON CONFLICT (generation, event_type, partition) DO UPDATE SET
-        event_count = settlement_projection_event_counts.event_count + EXCLUDED.event_count
+      ${sql.literal(countsOnConflict)}
       RETURNING 1
     ), summed AS (
       INSERT INTO settlement_projection (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor,
@@ -205,15 +207,7 @@ export const applySettlementSlice = (sql: SqlClient.SqlClient, generation: numbe
              coalesce(sum(a.r), 0), coalesce(sum(a.fr), 0), count(a.r), max(a.at)
       FROM applied a WHERE a.g IS NOT NULL OR a.r IS NOT NULL
       GROUP BY a.m, a.c ORDER BY a.m COLLATE "C", a.c COLLATE "C"
-      ON CONFLICT (generation, merchant_id, currency) DO UPDATE SET
-        settled_gross_minor = settlement_projection.settled_gross_minor + EXCLUDED.settled_gross_minor,
-        fees_minor = settlement_projection.fees_minor + EXCLUDED.fees_minor,
-        net_minor = settlement_projection.net_minor + EXCLUDED.net_minor,
-        payment_count = settlement_projection.payment_count + EXCLUDED.payment_count,
-        refunded_minor = settlement_projection.refunded_minor + EXCLUDED.refunded_minor,
-        fee_returned_minor = settlement_projection.fee_returned_minor + EXCLUDED.fee_returned_minor,
-        refund_count = settlement_projection.refund_count + EXCLUDED.refund_count,
-        last_event_at = greatest(settlement_projection.last_event_at, EXCLUDED.last_event_at)
+      ${sql.literal(sumsOnConflict)}
       RETURNING 1
     )
     SELECT claim.outcomes, (SELECT count(*) FROM counted) AS counted, (SELECT count(*) FROM summed) AS summed FROM claim`)
