@@ -31,6 +31,8 @@ export interface ThrowawayKafka {
 export interface ThrowawayKafkaOptions {
   /** Bound on each start (JVM start plus readiness). */
   readonly startTimeout_ms: number
+  /** The state folder's name prefix under the temp dir (default `pay-kafka-`): a test finds its own broker's by it. */
+  readonly stateDirPrefix?: string
 }
 
 const kafkaScript = fileURLToPath(new URL("../../../scripts/kafka/kafka.sh", import.meta.url))
@@ -63,6 +65,9 @@ export const isAlive = (pid: number) =>
       () => false
     )
   )
+
+/** The pid kafka.sh wrote when it launched the broker, or 0 when it wrote none (it never launched it). */
+export const pidFileOrNone = (stateDir: string) => readPid(stateDir).pipe(Effect.catch(() => Effect.succeed(0)))
 
 /** Only a JVM running kafka.Kafka with this broker's own config is ours to signal. */
 export const isOurBroker = (pid: number, stateDir: string) =>
@@ -97,7 +102,7 @@ export const startThrowawayKafka = (
     let controllerPort = yield* freePort
     while (controllerPort === port) controllerPort = yield* freePort
     const stateDir = yield* Effect.tryPromise({
-      try: () => mkdtemp(join(tmpdir(), "pay-kafka-")),
+      try: () => mkdtemp(join(tmpdir(), options.stateDirPrefix ?? "pay-kafka-")),
       catch: (error) => fail("mkdtemp", String(error))
     })
     const env = {
@@ -118,7 +123,10 @@ export const startThrowawayKafka = (
 
     let pid = 0
     const kill = Effect.gen(function* () {
-      if (!(yield* isAlive(pid))) return
+      // Interrupted while kafka.sh was starting it (Ctrl-C, a timeout): the JVM runs in a session
+      // of its own, the signal never reached it, and its pid is only in the pid file.
+      if (pid === 0) pid = yield* pidFileOrNone(stateDir)
+      if (pid === 0 || !(yield* isAlive(pid))) return
       if (!(yield* isOurBroker(pid, stateDir))) return yield* Effect.fail(fail("kill", `pid ${pid} is not this throwaway broker`))
       yield* Effect.try({ try: () => process.kill(pid, "SIGKILL"), catch: (error) => fail("kill", String(error)) })
       const deadline = Date.now() + killWait_ms
@@ -128,12 +136,15 @@ export const startThrowawayKafka = (
       }
     })
 
-    pid = yield* Effect.acquireRelease(start(true), () =>
+    // The clean-up first, then the start: an interrupt during the start (the broker launched, not
+    // yet ready) kills it and deletes its folder all the same.
+    yield* Effect.addFinalizer(() =>
       kill.pipe(
         Effect.andThen(Effect.promise(() => rm(stateDir, { recursive: true, force: true }))),
         Effect.catch((error) => Effect.logError(`throwaway kafka cleanup: ${error.message}`))
       )
     )
+    pid = yield* start(true)
 
     const broker: ThrowawayKafka = {
       brokers: `127.0.0.1:${port}`,

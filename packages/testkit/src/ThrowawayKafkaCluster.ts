@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, type Scope } from "effect"
-import { fail, freePort, isAlive, isOurBroker, readPid, runScript, type ThrowawayKafkaError } from "./ThrowawayKafka.ts"
+import { fail, freePort, isAlive, isOurBroker, pidFileOrNone, readPid, runScript, type ThrowawayKafkaError } from "./ThrowawayKafka.ts"
 
 /**
  * One node of a throwaway cluster: a JVM that is KRaft controller and broker at once (combined
@@ -110,6 +110,8 @@ const makeNode = (spec: NodeSpec, voters: string, options: ThrowawayKafkaCluster
       })
     )
   const kill = Effect.gen(function* () {
+    // Interrupted while kafka.sh was starting it: the JVM's pid is only in the pid file.
+    if (pid === 0) pid = yield* pidFileOrNone(spec.stateDir)
     if (pid === 0 || !(yield* isAlive(pid))) return
     yield* signalNode("kill", spec.stateDir, pid, "SIGCONT")
     yield* signalNode("kill", spec.stateDir, pid, "SIGKILL")

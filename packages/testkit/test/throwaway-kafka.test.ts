@@ -8,8 +8,10 @@ import {
   KafkaProducer
 } from "@pay/infra"
 import { scaled_ms, shortId, startThrowawayKafka, testRun } from "@pay/testkit"
-import { Effect, Layer } from "effect"
-import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { Effect, Fiber, Layer } from "effect"
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 
 const run = testRun()
 
@@ -122,3 +124,45 @@ it.live(
     }),
   120_000
 )
+
+// Ctrl-C (or `timeout`) while the broker was still starting used to leave its JVM running, parent
+// 1, with its temp folder: kafka.sh launches it in a session of its own, so the signal never reaches
+// it, and the clean-up was registered only once the start had succeeded. Interrupted after kafka.sh
+// launched it and before it was ready, it is now killed and its folder deleted.
+it.live(
+  "interrupted while it starts, the throwaway broker is killed and its folder deleted",
+  () =>
+    Effect.gen(function* () {
+      const prefix = `pay-kafka-interrupted-${shortId()}-`
+      const starting = yield* Effect.forkChild(Effect.scoped(startThrowawayKafka({ startTimeout_ms: 90_000, stateDirPrefix: prefix })))
+      // Until kafka.sh has launched the JVM (its pid file), bounded.
+      let launched: { readonly dir: string; readonly pid: number } | undefined
+      for (let attempt = 0; attempt < 300 && launched === undefined; attempt++) {
+        yield* Effect.sleep("50 millis")
+        const dir = readdirSync(tmpdir()).find((name) => name.startsWith(prefix))
+        if (dir === undefined) continue
+        const pidText = (() => {
+          try {
+            return readFileSync(join(tmpdir(), dir, "kafka.pid"), "utf8").trim()
+          } catch {
+            return ""
+          }
+        })()
+        if (/^\d+$/.test(pidText)) launched = { dir: join(tmpdir(), dir), pid: Number(pidText) }
+      }
+      if (launched === undefined) return assert.fail("kafka.sh never launched the broker")
+      assert.isTrue(existsSync(`/proc/${launched.pid}`), "launched, not yet ready")
+      yield* Fiber.interrupt(starting)
+      const isZombieOrGone = () => {
+        try {
+          return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${launched.pid}/stat`, "utf8"))
+        } catch {
+          return true
+        }
+      }
+      assert.isTrue(isZombieOrGone(), `the broker's JVM (pid ${launched.pid}) is killed`)
+      assert.isFalse(existsSync(launched.dir), "its folder is deleted")
+    }),
+  { timeout: scaled_ms(120_000) }
+)
+
