@@ -18,7 +18,36 @@ const argument = (name: keyof typeof bounds, fallback: number): number | undefin
   return Number.isInteger(value) && value >= min && value <= max ? value : undefined
 }
 
+/** The arguments that are not `--<option> <value>` of `bounds`, nor `--machine-kafka`: a misspelt option would be ignored and a full default run started. */
+const unknownArguments = (args: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const unknown: Array<string> = []
+  for (let index = 0; index < args.length; index++) {
+    const arg = args[index] ?? ""
+    if (arg === "--machine-kafka") continue
+    if (arg.startsWith("--") && arg.slice(2) in bounds) {
+      const value = args[index + 1]
+      if (value === undefined || value.startsWith("--")) unknown.push(`${arg} (no value)`)
+      else index++
+      continue
+    }
+    unknown.push(arg)
+  }
+  return unknown
+}
+
+const usage = `usage: pnpm chaos [--seed 0..${bounds.seed[1]}] [--duration ${bounds.duration.join("..")} s] [--clients ${bounds.clients.join("..")}] [--drain ${bounds.drain.join("..")} s] [--abandon ${bounds.abandon.join("..")} %] [--fault-gap ${bounds["fault-gap"].join("..")} s] [--payments 0..${bounds.payments[1]}] [--machine-kafka]`
+
 const main = Effect.gen(function* () {
+  const args = process.argv.slice(2)
+  if (args.some((arg) => arg === "--help" || arg === "-h")) {
+    console.log(usage)
+    return 0
+  }
+  const unknown = unknownArguments(args)
+  if (unknown.length > 0) {
+    console.error(`unknown argument(s): ${unknown.join(" ")}\n${usage}`)
+    return 2
+  }
   const seed = argument("seed", 1)
   const duration_s = argument("duration", 60)
   const clients = argument("clients", 8)
@@ -30,7 +59,7 @@ const main = Effect.gen(function* () {
   // --payments N: stop the load once N payments were created (0: no target; the duration bounds it).
   const paymentsTarget = argument("payments", 0)
   if (paymentsTarget === undefined || faultGap === undefined || seed === undefined || duration_s === undefined || clients === undefined || drain_s === undefined || abandon === undefined) {
-    console.log(`usage: pnpm chaos [--seed 0..${bounds.seed[1]}] [--duration ${bounds.duration.join("..")} s] [--clients ${bounds.clients.join("..")}] [--drain ${bounds.drain.join("..")} s] [--abandon ${bounds.abandon.join("..")} %] [--fault-gap ${bounds["fault-gap"].join("..")} s] [--payments 0..${bounds.payments[1]}] [--machine-kafka]`)
+    console.error(usage)
     return 2
   }
   // --machine-kafka: the machine's broker instead of a 3-node cluster of the run's own (no broker faults).
