@@ -68,7 +68,9 @@ export class RefundExceedsCaptured extends CodedError<RefundExceedsCaptured>()(
   "RefundExceedsCaptured",
   { paymentId: PaymentId, requested_minor: Schema.BigInt, captured_minor: Schema.BigInt, refunded_minor: Schema.BigInt },
   (e) =>
-    `payment ${e.paymentId}: a refund of ${e.requested_minor} with ${e.refunded_minor} already refunded or pending would exceed the captured ${e.captured_minor} (minor units)`
+    e.refunded_minor >= e.captured_minor
+      ? `payment ${e.paymentId}: nothing is left to refund: ${e.refunded_minor} of the captured ${e.captured_minor} (minor units) are already refunded or pending`
+      : `payment ${e.paymentId}: a refund of ${e.requested_minor} with ${e.refunded_minor} already refunded or pending would exceed the captured ${e.captured_minor} (minor units)`
 ) {}
 
 /** Only a SETTLED payment has money to give back. */

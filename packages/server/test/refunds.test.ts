@@ -73,6 +73,12 @@ layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (
       const over = yield* refund(merchant, id, newKey("refund"), { amount: 1 })
       assert.strictEqual(over.status, 422, describeAnswer(over))
       assert.strictEqual(codeOf(over), "refund_exceeds_captured")
+      // Everything is refunded: the answer says so, not "a refund of 0 … would exceed" (a refund
+      // with no amount asks for what is left, here 0).
+      assert.include(String(jsonOf(over)["detail"]), "nothing is left to refund: 10000 of the captured 10000")
+      const none = yield* refund(merchant, id, newKey("refund"))
+      assert.deepStrictEqual([none.status, codeOf(none)], [422, "refund_exceeds_captured"], describeAnswer(none))
+      assert.include(String(jsonOf(none)["detail"]), "nothing is left to refund")
       const list = yield* get(merchant, `/v1/payments/${id}/refunds`)
       assert.strictEqual(list.status, 200, describeAnswer(list))
       const data = jsonOf(list)["data"]
