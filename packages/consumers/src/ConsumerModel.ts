@@ -25,9 +25,9 @@ export interface ConsumerHandler {
     events: ReadonlyArray<{ readonly decoded: DecodedPaymentEvent; readonly record: KafkaRecord }>
   ) => Effect.Effect<void, HandlerFailed | SqlError>
   /**
-   * Optional: the slice's claim AND its effects as ONE statement, run on its
-   * own (its implicit transaction: one round trip instead of BEGIN, claim, effects, COMMIT; what
-   * a quiet stream, a record or two per slice, pays for). Given `claim`, the SQL expression whose
+   * Optional: the slice's claim AND its effects as ONE statement, run on its own (its implicit
+   * transaction: one round trip instead of BEGIN, claim, effects, COMMIT; what a quiet stream, a
+   * record or two per slice, pays for). Given `claim`, the SQL expression whose
    * value is the slice's outcomes (text[], 1-based, `claimSliceCall`), and the slice's events in
    * order, a statement that evaluates `claim` once (a MATERIALIZED CTE), applies the effects of
    * the events whose outcome is 'applied' and no other, in the same row order (locks) as
