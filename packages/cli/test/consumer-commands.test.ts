@@ -59,7 +59,8 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
 
         yield* sql`INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
                    VALUES ('settlement.g1', 't', 0, 7, NULL, 'pay_x', 'not json', '{"ce_type":"payment_settled"}'::jsonb, 'undecodable: test', 1)`
-        const listed = yield* cli(env, ["dlq", "list"])
+        // By the consumer's name: a known one (the live generation) lists its parked records.
+        const listed = yield* cli(env, ["dlq", "list", "settlement.g1"])
         assert.strictEqual(listed.exitCode, 0, listed.stderr)
         assert.include(listed.stdout, "undecodable: test")
 

@@ -16,7 +16,7 @@ const chaos = (args: ReadonlyArray<string>) =>
 
 describe("pnpm chaos: its arguments", () => {
   it("refuses what it does not know, before anything starts; --help is the usage", async () => {
-    for (const args of [["--duraton", "30"], ["--seed"], ["--seed", "--duration", "30"], ["30"]]) {
+    for (const args of [["--duraton", "30"], ["--seed", "--duration", "30"]]) {
       const run = await chaos(args)
       assert.strictEqual(run.code, 2, `${args.join(" ")}: ${run.stdout}${run.stderr}`)
       assert.include(run.stderr, "usage: pnpm chaos")
