@@ -1,4 +1,4 @@
-import { Config, Schema } from "effect"
+import { Config, Effect, Schema, SchemaIssue } from "effect"
 
 /**
  * Every setting read from the environment has bounds (TIGER_STYLE: a limit on everything), and a
@@ -37,6 +37,13 @@ export const offOrBoundedInt = (name: string, bounds: IntBounds, fallback: numbe
     )),
     name
   ).pipe(Config.withDefault(fallback))
+
+/**
+ * A configuration refused as a whole (each value within its bounds, together impossible): the same
+ * ConfigError at start-up as a value out of bounds, with `message` naming the variables.
+ */
+export const configRefused = (message: string) =>
+  Effect.fail(new Config.ConfigError(new Schema.SchemaError(new SchemaIssue.InvalidValue({ message }))))
 
 export interface StringBounds {
   readonly length_max: number

@@ -1,5 +1,5 @@
-import { boundedInt, KafkaAdmin, KafkaError, KafkaTopicPrefix, type TopicReady } from "@pay/infra"
-import { Config, Duration, Effect, Schema, SchemaIssue } from "effect"
+import { boundedInt, configRefused, KafkaAdmin, KafkaError, KafkaTopicPrefix, type TopicReady } from "@pay/infra"
+import { Config, Duration, Effect } from "effect"
 import type { ConfigError } from "effect/Config"
 import { backoffDelay_ms } from "./Publisher.ts"
 
@@ -56,7 +56,7 @@ export const PaymentsEventsTopicConfig: Config.Config<PaymentsEventsTopicSetting
   retention_days: boundedInt("PAYMENTS_EVENTS_RETENTION_DAYS", paymentsEventsTopicBounds.retention_days, 0)
 }).pipe(Config.mapEffect((settings) =>
   settings.minInsyncReplicas > settings.replicationFactor
-    ? Effect.fail(new Config.ConfigError(new Schema.SchemaError(new SchemaIssue.InvalidValue({ message: minInsyncAboveReplicas(settings) }))))
+    ? configRefused(minInsyncAboveReplicas(settings))
     : Effect.succeed(settings)
 ))
 

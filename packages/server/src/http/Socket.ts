@@ -1,7 +1,7 @@
 import { HeadersTooLarge, InvalidRequest, RequestTimeout } from "@pay/api"
-import { boundedInt } from "@pay/infra"
+import { boundedInt, configRefused } from "@pay/infra"
 import { IdempotencyKeyInvalid } from "@pay/idempotency"
-import { Config, Effect, Schema, SchemaIssue } from "effect"
+import { Config, Effect } from "effect"
 import { createServer, type Server } from "node:http"
 import type { Duplex } from "node:stream"
 import type { ApiError } from "./ApiErrors.ts"
@@ -67,9 +67,9 @@ export const SocketLimitsConfig: Config.Config<SocketLimits> = Config.all({
   // Node refuses a server whose headers timeout exceeds its request timeout (ERR_OUT_OF_RANGE,
   // when it starts listening): refused here, with the two variables named, like any value out of bounds.
   limits.headersTimeout_ms > limits.requestTimeout_ms
-    ? Effect.fail(new Config.ConfigError(new Schema.SchemaError(new SchemaIssue.InvalidValue({
-      message: `HTTP_HEADERS_TIMEOUT_MS (${limits.headersTimeout_ms}) exceeds HTTP_REQUEST_TIMEOUT_MS (${limits.requestTimeout_ms}): the headers are part of the request`
-    }))))
+    ? configRefused(
+      `HTTP_HEADERS_TIMEOUT_MS (${limits.headersTimeout_ms}) exceeds HTTP_REQUEST_TIMEOUT_MS (${limits.requestTimeout_ms}): the headers are part of the request`
+    )
     : Effect.succeed(limits)
 ))
 
