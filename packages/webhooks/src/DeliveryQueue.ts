@@ -13,8 +13,8 @@ export const WEBHOOK_NOTIFY_CHANNEL = "webhook_deliveries"
 /**
  * Wakes the senders at commit, as a queued delivery's INSERT does (0030's trigger fires on INSERT
  * only): for what makes deliveries due otherwise (a redelivery, a recovery, an endpoint enabled
- * again), so they go out at once, not at the next poll. In the caller's transaction: a rolled-back
- * change wakes nobody.
+ * again), so they go out at once, not at the next poll. Inside the change's transaction when it has
+ * one (a rolled-back change wakes nobody), else right after the change's own commit.
  */
 export const wakeSenders = (sql: SqlClient.SqlClient) => sql`SELECT pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, '')`
 

@@ -234,8 +234,10 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
         Effect.withSpan("WebhookEndpoints.disable")
       )
 
-    /** Enabling forgets the failure streak: the next failure starts a new one. */
-    /** Its waiting deliveries become sendable: the senders are woken at commit (not left for their next poll). */
+    /**
+     * Enabling forgets the failure streak (the next failure starts a new one), and its waiting
+     * deliveries become sendable: the senders are woken at commit, not left for their next poll.
+     */
     const enable = (merchantId: MerchantId, id: string) =>
       sql.withTransaction(set(merchantId, id, sql`status = 'enabled', disabled_reason = NULL, disabled_at = NULL, failing_since = NULL`).pipe(
         Effect.tap(() => wakeSenders(sql))

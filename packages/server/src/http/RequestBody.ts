@@ -96,6 +96,13 @@ export const parseJsonBody = (text: string): Result.Result<Schema.Json, Malforme
   return Result.isSuccess(decoded) ? Result.succeed(decoded.success) : Result.fail(new MalformedJson())
 }
 
+/** The index of the quote that closes the JSON string opening at `start` (escapes skipped). */
+const stringEnd = (text: string, start: number): number => {
+  let end = start + 1
+  while (end < text.length && text[end] !== "\"") end += text[end] === "\\" ? 2 : 1
+  return end
+}
+
 /** How deep containers nest in a valid JSON text (a loop over the text: no recursion, any depth). */
 export const nestingDepth = (text: string): number => {
   let depth = 0
@@ -104,10 +111,7 @@ export const nestingDepth = (text: string): number => {
     const char = text[i]
     if (char === "{" || char === "[") deepest = Math.max(deepest, ++depth)
     else if (char === "}" || char === "]") depth--
-    else if (char === "\"") {
-      i++
-      while (i < text.length && text[i] !== "\"") i += text[i] === "\\" ? 2 : 1
-    }
+    else if (char === "\"") i = stringEnd(text, i)
   }
   return deepest
 }
@@ -144,12 +148,6 @@ interface OpenContainer {
 
 const pathOf = (open: ReadonlyArray<OpenContainer>): string =>
   open.map((container) => (container.names === undefined ? String(container.index) : container.member)).join(".")
-
-const stringEnd = (text: string, start: number): number => {
-  let end = start + 1
-  while (end < text.length && text[end] !== "\"") end += text[end] === "\\" ? 2 : 1
-  return end
-}
 
 const isDigit = (char: string | undefined) => char !== undefined && char >= "0" && char <= "9"
 /** A number token starts with `-` or a digit (the `e` of `true` and `false` starts none). */
