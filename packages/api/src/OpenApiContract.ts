@@ -6,7 +6,8 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, r
  * `/openapi.json` can trust it:
  *
  * - the response headers the server sends: `Request-Id` and `X-Request-Id` (one id) on every answer, `Retry-After` on every
- *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Idempotent-Replayed` on the answers of idempotent POSTs;
+ *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Location` on 201, `Idempotent-Replayed` on the answers
+ *   of idempotent POSTs;
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
  * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
@@ -58,11 +59,17 @@ const replayedHeader = stringHeader("`true` when this answer is the stored answe
   enum: ["true"]
 })
 
+const locationHeader = stringHeader("The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`).", true, {
+  type: "string",
+  pattern: "^/v1/[a-z_/0-9]+$"
+})
+
 const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
   const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader, [CORRELATION_ID_HEADER]: correlationIdHeader }
   if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
   if (status === "405") headers["Allow"] = allowHeader
   if (status === "401") headers["WWW-Authenticate"] = wwwAuthenticateHeader
+  if (status === "201") headers["Location"] = locationHeader
   if (isPost) headers["Idempotent-Replayed"] = replayedHeader
   return { ...response, headers }
 }

@@ -71,6 +71,35 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(yield* paymentCount(m.merchantId), 1)
     }))
 
+  it.effect("a 201 says where the created resource is (Location), the same on a replay; GET there answers it", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Located")
+      const key = newKey()
+      const first = yield* createPayment(m, key)
+      const id = stringField(first, "id")
+      assert.strictEqual(first.headers.get("location"), `/v1/payments/${id}`)
+      const again = yield* createPayment(m, key)
+      assert.isTrue(replayed(again))
+      assert.strictEqual(again.headers.get("location"), `/v1/payments/${id}`)
+      const fetched = yield* get(m, `/v1/payments/${id}`)
+      assert.strictEqual(fetched.status, 200)
+      assert.strictEqual(stringField(fetched, "id"), id)
+
+      // A 200 of a transition creates nothing: no Location.
+      const authorized = yield* post(m, `/v1/payments/${id}/authorize`, newKey("auth"))
+      assert.strictEqual(authorized.status, 200, describeAnswer(authorized))
+      assert.isNull(authorized.headers.get("location"))
+      const settled = yield* post(m, `/v1/payments/${id}/settle`, newKey("settle"))
+      assert.strictEqual(settled.status, 200, describeAnswer(settled))
+
+      const server = yield* TestServer
+      const refund = yield* server.request("POST", `/v1/payments/${id}/refunds`, { apiKey: m.apiKey, idempotencyKey: newKey("refund"), json: { amount: 500 } })
+      assert.strictEqual(refund.status, 201, describeAnswer(refund))
+      const refundId = stringField(refund, "id")
+      assert.strictEqual(refund.headers.get("location"), `/v1/payments/${id}/refunds/${refundId}`)
+      assert.strictEqual((yield* get(m, `/v1/payments/${id}/refunds/${refundId}`)).status, 200)
+    }))
+
   it.effect("create → authorize → settle: each POST replays; a second settle with a new key is 409 invalid_transition; a decline is stored and replayed", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Flow")

@@ -58,6 +58,8 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       const replay = yield* request(m, "POST", "/v1/webhook_endpoints", { json: body, key })
       assert.strictEqual(replay.text, created.text)
       assert.strictEqual(replay.headers.get("idempotent-replayed"), "true")
+      assert.strictEqual(created.headers.get("location"), `/v1/webhook_endpoints/${stringField(created, "id")}`)
+      assert.strictEqual(replay.headers.get("location"), created.headers.get("location"))
       // The answer kept for replays holds the secret sealed, as the endpoint's row does; only the
       // client's copy is opened.
       const sql = yield* SqlClient.SqlClient

@@ -20,7 +20,7 @@ import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
-import { toHttpResponse } from "../http/StoredResponse.ts"
+import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
 import { makeRefundReads, refundOperation } from "./RefundHttp.ts"
 import { renderOutcome } from "./Render.ts"
@@ -149,7 +149,7 @@ const makeIdempotentPost = Effect.gen(function* () {
             return idempotency.run(idempotentRequest, work)
         }
       })()
-      return toHttpResponse(outcome.response, outcome._tag === "Replayed")
+      return toCreatedHttpResponse(outcome.response, outcome._tag === "Replayed", path)
     }).pipe(answerErrors)
 }).pipe(Effect.map((idempotentPost) => ({ idempotentPost })))
 

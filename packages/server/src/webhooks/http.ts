@@ -18,7 +18,7 @@ import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
-import { toHttpResponse } from "../http/StoredResponse.ts"
+import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
 import { toWebhookDeliveryJson, toWebhookEndpointJson } from "./WebhookJson.ts"
 
@@ -64,7 +64,7 @@ const makeIdempotentPost = Effect.gen(function* () {
       // A stored answer holds the secret sealed (Operations.ts); the client gets it opened. A key
       // missing here is the deployment's fault, not the client's: a defect, 500.
       const answer = yield* Effect.orDie(Effect.fromResult(openAnswerSecret(secretBox, outcome.response.body)))
-      return toHttpResponse({ ...outcome.response, body: answer }, outcome._tag === "Replayed")
+      return toCreatedHttpResponse({ ...outcome.response, body: answer }, outcome._tag === "Replayed", path)
     }).pipe(answerErrors)
 })
 

@@ -1211,6 +1211,8 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
+                    Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2412,6 +2414,8 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
+                    Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3319,6 +3323,8 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
+                    Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
