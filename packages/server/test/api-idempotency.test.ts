@@ -71,6 +71,26 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(yield* paymentCount(m.merchantId), 1)
     }))
 
+  it.effect("metadata keys come back in one order: the create's answer, its replay, a GET and the list agree (the jsonb column's order)", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Ordered")
+      const metadata = { zeta: "1", a: "2", mm: "3", "é": "4", e: "5", "10": "6", b_long_key: "7" }
+      const key = newKey()
+      const created = yield* createPayment(m, key, paymentBody({ metadata }))
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const keysOf = (answer: Answer) => {
+        const stored = jsonOf(answer)["metadata"]
+        return typeof stored === "object" && stored !== null ? Object.keys(stored) : []
+      }
+      const id = stringField(created, "id")
+      const fetched = yield* get(m, `/v1/payments/${id}`)
+      assert.deepStrictEqual(keysOf(created), keysOf(fetched))
+      assert.deepStrictEqual(keysOf(created), ["10", "a", "e", "mm", "é", "zeta", "b_long_key"])
+      assert.strictEqual((yield* createPayment(m, key, paymentBody({ metadata }))).text, created.text)
+      const list = yield* get(m, "/v1/payments?limit=1")
+      assert.include(list.text, JSON.stringify(jsonOf(fetched)["metadata"]))
+    }))
+
   it.effect("a 201 says where the created resource is (Location), the same on a replay; GET there answers it", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Located")

@@ -3,6 +3,31 @@ import type { Payment, Refund } from "@pay/domain"
 import type { CurrencyBalance } from "@pay/settlement"
 import { DateTime } from "effect"
 
+const utf8 = new TextEncoder()
+
+/** PostgreSQL's `jsonb` key order: shorter UTF-8 first, then by bytes. */
+const jsonbKeyOrder = (a: string, b: string): number => {
+  const left = utf8.encode(a)
+  const right = utf8.encode(b)
+  if (left.length !== right.length) return left.length - right.length
+  for (let index = 0; index < left.length; index++) {
+    const difference = (left[index] ?? 0) - (right[index] ?? 0)
+    if (difference !== 0) return difference
+  }
+  return 0
+}
+
+/**
+ * Metadata in the order a read gives it back: the `jsonb` column keeps its own key order, so the
+ * answer of a create (rendered from the request) and a later GET (from the column) list the same
+ * keys in the same order.
+ */
+export const metadataInStoredOrder = (metadata: Readonly<Record<string, string>>): Record<string, string> => {
+  const ordered: Record<string, string> = {}
+  for (const key of Object.keys(metadata).sort(jsonbKeyOrder)) ordered[key] = metadata[key] ?? ""
+  return ordered
+}
+
 /** The API's view of a payment. `amount` is the integer number of minor units. */
 export const toPaymentJson = (payment: Payment): PaymentJson => ({
   id: payment.id,
@@ -12,7 +37,7 @@ export const toPaymentJson = (payment: Payment): PaymentJson => ({
   currency: payment.currency,
   payment_method: payment.payment_method,
   description: payment.description,
-  metadata: payment.metadata,
+  metadata: metadataInStoredOrder(payment.metadata),
   status: payment.status,
   failure_code: payment.failure_code,
   failure_message: payment.failure_message,
@@ -31,7 +56,7 @@ export const toRefundJson = (refund: Refund): RefundJson => ({
   currency: refund.currency,
   status: refund.status,
   reason: refund.reason,
-  metadata: refund.metadata,
+  metadata: metadataInStoredOrder(refund.metadata),
   failure_code: refund.failure_code,
   failure_message: refund.failure_message,
   fee_returned: Number(refund.fee_returned_minor),
