@@ -1,4 +1,4 @@
-import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka"
+import type { Admin } from "@platformatic/kafka"
 import { Context, Effect, Layer } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import {
@@ -14,6 +14,7 @@ import {
   toKafkaError,
   wallClockSleep
 } from "./KafkaCommon.ts"
+import { kafkaLibrary, type KafkaLibrary } from "./KafkaLibrary.ts"
 
 export interface TopicSpec {
   readonly topic: string
@@ -110,12 +111,13 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   static readonly make = (options: KafkaAdminOptions) =>
     Effect.gen(function* () {
       const bootstrapBrokers = yield* parseBrokers(options.brokers)
+      const kafka = yield* kafkaLibrary
       const admin = yield* Effect.acquireRelease(
-        Effect.sync(() => new Admin(baseClientOptions(options, bootstrapBrokers))),
+        Effect.sync(() => new kafka.Admin(baseClientOptions(options, bootstrapBrokers))),
         (client) => closeClient("admin.close", () => client.close())
       )
       return KafkaAdmin.of({
-        ...makeTopics(admin, options),
+        ...makeTopics(admin, options, kafka),
         ...makeGroups(admin, options),
         ...makeGroupOffsets(admin, options),
         ping: makePing(admin, options)
@@ -207,7 +209,7 @@ const specProblem = (spec: TopicSpec): string | undefined => {
 }
 
 /** Partitions, replicas and the topic-level settings in force, as the broker reports them. */
-const makeDescribeTopic = (admin: Admin, options: KafkaAdminOptions) =>
+const makeDescribeTopic = (admin: Admin, options: KafkaAdminOptions, { ConfigResourceTypes }: KafkaLibrary) =>
   Effect.fn("KafkaAdmin.describeTopic")(function* (topic: string) {
     if (!legalName.test(topic)) return yield* Effect.fail(invalidArgument("describeTopic", `illegal topic name ${JSON.stringify(topic)}`))
     const metadata = yield* kafkaCall("describeTopic.metadata", options.operationTimeout_ms, () =>
@@ -229,7 +231,8 @@ const makeDescribeTopic = (admin: Admin, options: KafkaAdminOptions) =>
     return description
   })
 
-const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
+const makeTopics = (admin: Admin, options: KafkaAdminOptions, kafka: KafkaLibrary) => {
+  const { ConfigResourceTypes, IncrementalAlterConfigOperationTypes } = kafka
   const waitForLeaders = makeWaitForLeaders(admin, options)
   const setConfigs = (topic: string, configs: ReadonlyArray<readonly [string, string]>) =>
     Effect.tryPromise({
@@ -290,7 +293,7 @@ const makeTopics = (admin: Admin, options: KafkaAdminOptions) => {
     Effect.map((topics) => [...topics].sort())
   )
 
-  return { createTopic, describeTopic: makeDescribeTopic(admin, options), deleteTopics, listTopics }
+  return { createTopic, describeTopic: makeDescribeTopic(admin, options, kafka), deleteTopics, listTopics }
 }
 
 const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {

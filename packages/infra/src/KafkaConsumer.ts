@@ -1,4 +1,4 @@
-import { Consumer, FetchIsolationLevels, type Message, type MessagesStream } from "@platformatic/kafka"
+import type { Message, MessagesStream } from "@platformatic/kafka"
 import { Context, Effect, Layer, type Scope, Stream } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import { baseClientOptions, boundedBy, closeClient, kafkaCall, KafkaError, parseBrokers, toKafkaError } from "./KafkaCommon.ts"
@@ -15,6 +15,7 @@ import {
   type SubscribeOptions,
   toRecord
 } from "./KafkaConsumerModel.ts"
+import { kafkaLibrary, type KafkaLibrary } from "./KafkaLibrary.ts"
 import { makeReadFromBeginning, makeScanFromBeginning } from "./KafkaReader.ts"
 
 export * from "./KafkaConsumerModel.ts"
@@ -37,6 +38,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
   static readonly make = (options: KafkaConsumerOptions) =>
     Effect.gen(function* () {
       const bootstrapBrokers = yield* parseBrokers(options.brokers)
+      const kafka = yield* kafkaLibrary
       const base = baseClientOptions(options, bootstrapBrokers)
       const subscribe = Effect.fn("KafkaConsumer.subscribe")(function* (subscription: SubscribeOptions) {
         if (!legalName.test(subscription.groupId)) {
@@ -46,7 +48,7 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
         if (subscription.topics.length === 0 || badTopic !== undefined) {
           return yield* Effect.fail(invalidArgument("subscribe", `illegal topic list ${JSON.stringify(subscription.topics)}`))
         }
-        const stream = yield* acquireGroupStream(base, options, subscription)
+        const stream = yield* acquireGroupStream(kafka, base, options, subscription)
         const polling = makePolling(stream)
         const commit = makeCommit(polling.underlying, options)
         const subscriptionHandle: KafkaSubscription = {
@@ -60,16 +62,16 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
       // A group-less reader: Fetch requests straight to each partition's leader, from offset 0.
       const reader = yield* Effect.acquireRelease(
         // groupId is mandatory in the constructor, but Fetch never joins a group.
-        Effect.sync(() => new Consumer({ ...base, clientId: `${options.clientId}-reader`, groupId: `${options.clientId}-reader`, autocommit: false })),
+        Effect.sync(() => new kafka.Consumer({ ...base, clientId: `${options.clientId}-reader`, groupId: `${options.clientId}-reader`, autocommit: false })),
         (client) => closeClient("reader.close", () => client.close())
       )
       const endOffsets = (topic: string) =>
         legalName.test(topic)
           ? kafkaCall("endOffsets", options.operationTimeout_ms, () =>
-            reader.listOffsets({ topics: [topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_COMMITTED })
+            reader.listOffsets({ topics: [topic], timestamp: -1n, isolationLevel: kafka.FetchIsolationLevels.READ_COMMITTED })
           ).pipe(Effect.map((offsets): ReadonlyArray<bigint> => [...(offsets.get(topic) ?? [])]))
           : Effect.fail(invalidArgument("endOffsets", `illegal topic name ${JSON.stringify(topic)}`))
-      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(reader, options), scanFromBeginning: makeScanFromBeginning(reader, options), endOffsets })
+      return KafkaConsumer.of({ subscribe, readFromBeginning: makeReadFromBeginning(kafka, reader, options), scanFromBeginning: makeScanFromBeginning(kafka, reader, options), endOffsets })
     })
 
   static readonly layerWith = (options: KafkaConsumerOptions) => Layer.effect(KafkaConsumer, KafkaConsumer.make(options))
@@ -86,12 +88,12 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
 type BaseOptions = ReturnType<typeof baseClientOptions>
 
 /** A group member that never commits on its own, and its message stream (both closed with the scope). */
-const acquireGroupStream = (base: BaseOptions, options: KafkaConsumerOptions, subscription: SubscribeOptions) =>
+const acquireGroupStream = (kafka: KafkaLibrary, base: BaseOptions, options: KafkaConsumerOptions, subscription: SubscribeOptions) =>
   Effect.gen(function* () {
     const consumer = yield* Effect.acquireRelease(
       Effect.sync(
         () =>
-          new Consumer({
+          new kafka.Consumer({
             ...base,
             groupId: subscription.groupId,
             // Offsets are committed by `commit` only, after the caller's Postgres transaction.
@@ -105,7 +107,7 @@ const acquireGroupStream = (base: BaseOptions, options: KafkaConsumerOptions, su
             maxWaitTime: options.fetchMaxWait_ms,
             // Never see records of aborted transactions (we do not produce any today; this
             // keeps it true if a transactional producer ever appears).
-            isolationLevel: FetchIsolationLevels.READ_COMMITTED,
+            isolationLevel: kafka.FetchIsolationLevels.READ_COMMITTED,
             highWaterMark: options.bufferedRecords_max
           })
       ),

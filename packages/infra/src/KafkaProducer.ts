@@ -1,4 +1,4 @@
-import { compatibilityPartitioner, ProduceAcks, Producer } from "@platformatic/kafka"
+import type { Producer } from "@platformatic/kafka"
 import { Context, Effect, Layer } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import {
@@ -10,6 +10,7 @@ import {
   type KafkaClientOptions,
   parseBrokers
 } from "./KafkaCommon.ts"
+import { kafkaLibrary, type KafkaLibrary } from "./KafkaLibrary.ts"
 
 export interface ProducerMessage {
   readonly topic: string
@@ -54,7 +55,8 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
   static readonly make = (options: KafkaProducerOptions) =>
     Effect.gen(function* () {
       const bootstrapBrokers = yield* parseBrokers(options.brokers)
-      const producer = yield* acquireProducer(options, bootstrapBrokers)
+      const kafka = yield* kafkaLibrary
+      const producer = yield* acquireProducer(kafka, options, bootstrapBrokers)
       const partitionCounts = makePartitionCounts(producer, options)
 
       const send = Effect.fn("KafkaProducer.send")(function* (messages: ReadonlyArray<ProducerMessage>) {
@@ -63,7 +65,7 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
           return yield* Effect.fail(invalidArgument(`${messages.length} messages in one send, at most ${options.maxMessagesPerSend}`))
         }
         const counts = yield* partitionCounts([...new Set(messages.map((message) => message.topic))])
-        const prepared = yield* prepareMessages(messages, counts)
+        const prepared = yield* prepareMessages(kafka, messages, counts)
         const result = yield* kafkaCall("send", options.operationTimeout_ms, () => producer.send({ messages: [...prepared] }))
         return yield* offsetsOf(prepared, result.offsets ?? [])
       })
@@ -98,16 +100,18 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
  */
 export const producerDurability = (options: Pick<KafkaProducerOptions, "retries">) => ({
   idempotent: true,
-  acks: ProduceAcks.ALL,
+  // ProduceAcks.ALL: every in-sync replica (the protocol's -1; the library is imported lazily,
+  // KafkaLibrary.ts, and a test compares this with its constant).
+  acks: -1,
   retries: Math.max(options.retries, 2),
   maxInflights: 1,
   compression: "none" as const
 })
 
 /** The client, with every option chosen explicitly (closed when the scope ends). */
-const acquireProducer = (options: KafkaProducerOptions, bootstrapBrokers: Array<string>) =>
+const acquireProducer = (kafka: KafkaLibrary, options: KafkaProducerOptions, bootstrapBrokers: Array<string>) =>
   Effect.acquireRelease(
-    Effect.sync(() => new Producer({ ...baseClientOptions(options, bootstrapBrokers), ...producerDurability(options) })),
+    Effect.sync(() => new kafka.Producer({ ...baseClientOptions(options, bootstrapBrokers), ...producerDurability(options) })),
     (client) => closeClient("producer.close", () => client.close())
   )
 
@@ -140,7 +144,7 @@ interface PreparedMessage {
 }
 
 /** Encodes the messages and picks each one's partition. */
-const prepareMessages = (messages: ReadonlyArray<ProducerMessage>, counts: ReadonlyMap<string, number>) =>
+const prepareMessages = ({ compatibilityPartitioner }: KafkaLibrary, messages: ReadonlyArray<ProducerMessage>, counts: ReadonlyMap<string, number>) =>
   Effect.gen(function* () {
     const prepared: Array<PreparedMessage> = []
     for (const message of messages) {

@@ -1,7 +1,7 @@
 import type { Consumer } from "@platformatic/kafka"
-import { FetchIsolationLevels } from "@platformatic/kafka"
 import { Effect } from "effect"
 import { kafkaCall, KafkaError, wallClockSleep } from "./KafkaCommon.ts"
+import type { KafkaLibrary } from "./KafkaLibrary.ts"
 import {
   controlBatchBit,
   invalidArgument,
@@ -29,14 +29,14 @@ interface LeaderFetch {
   readonly nextOffset: ReadonlyMap<number, bigint>
 }
 
-const fetchFromLeader = (reader: Reader, options: KafkaConsumerOptions, fetch: LeaderFetch) =>
+const fetchFromLeader = (kafka: KafkaLibrary, reader: Reader, options: KafkaConsumerOptions, fetch: LeaderFetch) =>
   kafkaCall("read.fetch", options.operationTimeout_ms, () =>
     reader.fetch({
       node: fetch.leader,
       minBytes: 1,
       maxBytes: options.fetch_bytes_max,
       maxWaitTime: readFetchWait_ms,
-      isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED,
+      isolationLevel: kafka.FetchIsolationLevels.READ_UNCOMMITTED,
       topics: [{
         topicId: fetch.topicId,
         partitions: fetch.partitions.map((partition) => ({
@@ -98,7 +98,7 @@ const reached = (until: Until, collected: number, nextOffset: ReadonlyMap<number
  * The read loop shared by `readFromBeginning` (collects) and `scanFromBeginning` (hands each record
  * to `sink` and keeps none): metadata, one Fetch per leader, until `until` or the deadline.
  */
-const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonly topic: string; readonly timeout_ms: number }, until: Until, sink: (records: ReadonlyArray<KafkaRecord>) => Effect.Effect<void, KafkaError>) =>
+const readLoop = (kafka: KafkaLibrary, reader: Reader, options: KafkaConsumerOptions, read: { readonly topic: string; readonly timeout_ms: number }, until: Until, sink: (records: ReadonlyArray<KafkaRecord>) => Effect.Effect<void, KafkaError>) =>
   Effect.gen(function* () {
     if (!legalName.test(read.topic)) return yield* Effect.fail(invalidArgument("read", `illegal topic name ${JSON.stringify(read.topic)}`))
     const deadline = Date.now() + read.timeout_ms
@@ -121,7 +121,7 @@ const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonl
       const byLeader = new Map<number, Array<number>>()
       topic.partitions.forEach((partition, index) => byLeader.set(partition.leader, [...(byLeader.get(partition.leader) ?? []), index]))
       for (const [leader, partitions] of byLeader) {
-        const response = yield* fetchFromLeader(reader, options, { topicId: topic.id, leader, partitions, nextOffset })
+        const response = yield* fetchFromLeader(kafka, reader, options, { topicId: topic.id, leader, partitions, nextOffset })
         const records: Array<KafkaRecord> = []
         if (collectRecords(read.topic, response.responses, nextOffset, records)) forceUpdate = true
         collected += records.length
@@ -137,10 +137,10 @@ const readLoop = (reader: Reader, options: KafkaConsumerOptions, read: { readonl
     }
   })
 
-export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
+export const makeReadFromBeginning = (kafka: KafkaLibrary, reader: Reader, options: KafkaConsumerOptions) =>
   Effect.fn("KafkaConsumer.readFromBeginning")(function* (read: ReadFromBeginningOptions) {
     const records: Array<KafkaRecord> = []
-    yield* readLoop(reader, options, read, { count: read.count }, (batch) => {
+    yield* readLoop(kafka, reader, options, read, { count: read.count }, (batch) => {
       for (const record of batch) records.push(record)
       return records.length > readRecords_max
         ? Effect.fail(invalidArgument("read", `more than ${readRecords_max} records in ${read.topic}`))
@@ -155,12 +155,12 @@ export const makeReadFromBeginning = (reader: Reader, options: KafkaConsumerOpti
  * kept: bounded memory for a topic of any size, bounded in time by `timeout_ms`. Returns how many
  * records were read.
  */
-export const makeScanFromBeginning = (reader: Reader, options: KafkaConsumerOptions) =>
+export const makeScanFromBeginning = (kafka: KafkaLibrary, reader: Reader, options: KafkaConsumerOptions) =>
   Effect.fn("KafkaConsumer.scanFromBeginning")(function* (scan: ScanFromBeginningOptions) {
     if (!legalName.test(scan.topic)) return yield* Effect.fail(invalidArgument("scan", `illegal topic name ${JSON.stringify(scan.topic)}`))
     const offsets = yield* kafkaCall("scan.endOffsets", options.operationTimeout_ms, () =>
-      reader.listOffsets({ topics: [scan.topic], timestamp: -1n, isolationLevel: FetchIsolationLevels.READ_UNCOMMITTED })
+      reader.listOffsets({ topics: [scan.topic], timestamp: -1n, isolationLevel: kafka.FetchIsolationLevels.READ_UNCOMMITTED })
     )
     const end = [...(offsets.get(scan.topic) ?? [])]
-    return yield* readLoop(reader, options, scan, { end }, (records) => Effect.sync(() => scan.onRecords(records)))
+    return yield* readLoop(kafka, reader, options, scan, { end }, (records) => Effect.sync(() => scan.onRecords(records)))
   })
