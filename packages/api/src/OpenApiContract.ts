@@ -8,6 +8,7 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, r
  * - the response headers the server sends: `Request-Id` and `X-Request-Id` (one id) on every answer, `Retry-After` on every
  *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Location` on 201, `Idempotent-Replayed` on the answers
  *   of idempotent POSTs;
+ * - a request body whose members are all optional as not required (none is read as `{}`);
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
  * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
@@ -99,6 +100,10 @@ const limitSchema = limitSchemaWith(PAGE_LIMIT_DEFAULT)
  * (the one page the list answered before it had paging; server RefundHttp.ts).
  */
 const fixRefundParameter = (path: string, parameter: Json): Json | undefined => {
+  if (parameter["in"] === "path" && parameter["name"] === "refund_id") {
+    const described = isJson(parameter["schema"]) ? parameter["schema"] : {}
+    return { ...parameter, schema: { ...described, type: "string", pattern: refundIdPattern.source } }
+  }
   if (!path.endsWith("/refunds") || parameter["in"] !== "query") return undefined
   if (parameter["name"] === "limit") return { ...parameter, schema: limitSchemaWith(PAGE_LIMIT_MAX) }
   if (parameter["name"] !== "starting_after") return undefined
@@ -120,6 +125,9 @@ const fixWebhookParameter = (path: string, parameter: Json): Json | undefined =>
     return withPattern(path.endsWith("/deliveries") ? uuidPattern : webhookEndpointIdPattern)
   }
   if (parameter["in"] === "query" && parameter["name"] === "event_id") return withPattern(uuidPattern)
+  if (parameter["in"] === "query" && parameter["name"] === "status") {
+    return { ...parameter, schema: { ...described, type: "string", enum: ["pending", "delivered", "failed"] } }
+  }
   return undefined
 }
 
@@ -137,13 +145,31 @@ const fixParameter = (path: string) => (parameter: Json): Json => {
   return parameter
 }
 
-const fixOperation = (path: string, method: string, operation: Json): Json => {
+/**
+ * A body whose members are all optional may be left out (the handlers read none as `{}`): its
+ * `requestBody` is not required, or a generated client would always send one.
+ */
+const fixRequestBody = (operation: Json, schemas: Json): Json | undefined => {
+  const body = operation["requestBody"]
+  if (!isJson(body)) return undefined
+  const content = isJson(body["content"]) ? body["content"] : {}
+  const json = isJson(content["application/json"]) ? content["application/json"] : {}
+  const described = isJson(json["schema"]) ? json["schema"] : {}
+  const reference = typeof described["$ref"] === "string" ? described["$ref"].replace("#/components/schemas/", "") : undefined
+  const schema = reference === undefined ? described : isJson(schemas[reference]) ? schemas[reference] : {}
+  const required = Array.isArray(schema["required"]) ? schema["required"] : []
+  return schema["type"] === "object" && required.length === 0 ? { ...body, required: false } : undefined
+}
+
+const fixOperation = (path: string, method: string, operation: Json, schemas: Json): Json => {
   const isPost = method === "post"
+  const requestBody = fixRequestBody(operation, schemas)
   const responses = isJson(operation["responses"]) ? operation["responses"] : {}
   const parameters = Array.isArray(operation["parameters"]) ? operation["parameters"].filter(isJson).map(fixParameter(path)) : undefined
   return {
     ...operation,
     ...(parameters === undefined ? {} : { parameters }),
+    ...(requestBody === undefined ? {} : { requestBody }),
     responses: Object.fromEntries(
       Object.entries(responses).map(([status, response]) => [status, isJson(response) ? withHeaders(status, response, isPost) : response])
     )
@@ -174,7 +200,7 @@ export const contractTransform = (spec: Record<string, unknown>): Record<string,
       Object.entries(paths).map(([path, item]) => [
         path,
         isJson(item)
-          ? Object.fromEntries(Object.entries(item).map(([method, operation]) => [method, isJson(operation) ? fixOperation(path, method, operation) : operation]))
+          ? Object.fromEntries(Object.entries(item).map(([method, operation]) => [method, isJson(operation) ? fixOperation(path, method, operation, schemas) : operation]))
           : item
       ])
     ),

@@ -1,4 +1,4 @@
-import { type ErrorCode, domainEventTypes } from "@pay/domain"
+import { type ErrorCode, domainEventTypes, StorableText } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
@@ -12,10 +12,35 @@ const EventTypes = Schema.Array(WebhookEventTypeJson).check(
   Schema.isMinLength(1, { message: "at least one event type" }),
   Schema.isMaxLength(16, { message: "at most 16 event types" })
 )
-const Url = Schema.String.check(Schema.isMaxLength(2_048, { message: "at most 2048 characters" })).annotate({
+const Url = StorableText("url", { min: 1, max: 2_048 }).annotate({
   description: "https URL of the merchant's receiver (http to loopback only in local and test mode)"
 })
-const Description = Schema.NullOr(Schema.String.check(Schema.isMaxLength(500, { message: "at most 500 characters" })))
+/** Counted in characters (code points: 500 emoji fit), without NUL or lone surrogates, as a payment's. */
+const Description = Schema.NullOr(StorableText("description", { min: 0, max: 500 }))
+
+const daysInMonth = (year: number, month: number): number => new Date(Date.UTC(year, month, 0)).getUTCDate()
+
+/**
+ * An instant in RFC 3339's form of ISO 8601 (`2026-12-01T10:00:00Z`, `…T10:00:00.123+01:00`): a
+ * date that exists, a time, and an offset (`Z` or ±hh:mm), so it names one instant. A bare date, a
+ * time without an offset or `Date.parse`'s other guesses (`"1"`) are refused.
+ */
+const instantPattern = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/u
+export const isRfc3339Instant = (text: string): boolean => {
+  const parts = instantPattern.exec(text)
+  if (parts === null) return false
+  const [year, month, day, hour, minute, second] = parts.slice(1, 7).map(Number)
+  const offsetHours = parts[9] === undefined ? 0 : Number(parts[9])
+  const offsetMinutes = parts[10] === undefined ? 0 : Number(parts[10])
+  if (year === undefined || month === undefined || day === undefined || hour === undefined || minute === undefined || second === undefined) return false
+  return month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month) && hour <= 23 && minute <= 59 && second <= 59 &&
+    offsetHours <= 23 && offsetMinutes <= 59 && !Number.isNaN(Date.parse(text))
+}
+const InstantText = Schema.String.check(
+  Schema.makeFilter((text: string) => isRfc3339Instant(text) || "must be an RFC 3339 instant with an offset, e.g. 2026-12-01T10:00:00Z", {
+    toJsonSchema: () => ({ format: "date-time" })
+  })
+)
 
 /** `POST /v1/webhook_endpoints` body. */
 export const CreateWebhookEndpointBody = Schema.Struct({
@@ -40,7 +65,7 @@ export const RotateWebhookSecretBody = Schema.Struct({
 
 /** `POST /v1/webhook_endpoints/{id}/recover` body: requeue what failed since this instant. */
 export const RecoverWebhookDeliveriesBody = Schema.Struct({
-  since: Schema.String.annotate({ description: "ISO-8601 instant" })
+  since: InstantText.annotate({ description: "An instant (RFC 3339: date, time and offset, e.g. `2026-12-01T10:00:00Z`)" })
 })
 
 export const WebhookEndpointJson = Schema.Struct({

@@ -108,6 +108,62 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(jsonOf(largest)["amount"], 99_999_999_999)
     }))
 
+  it.effect("webhook endpoints and bodies: NUL and lone surrogates, code-point lengths, URL rules, `since`, `null` bodies, event_id: 400 naming the field, nothing stored, the key free for the corrected request", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Webhook validation")
+      const server = yield* TestServer
+      const post = (path: string, json: unknown, key = newKey("wh")) =>
+        server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: key, json })
+      const rawPost = (path: string, rawBody: string) =>
+        server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: newKey("wh"), rawBody, contentType: "application/json" })
+      const endpoint = { url: "https://merchant.example/hooks", event_types: ["payment_settled"] }
+      const created = yield* post("/v1/webhook_endpoints", endpoint)
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const endpointPath = `/v1/webhook_endpoints/${String(jsonOf(created)["id"])}`
+      const authorized = yield* createPayment(m, newKey())
+      const paymentId = String(jsonOf(authorized)["id"])
+      assert.strictEqual((yield* server.request("POST", `/v1/payments/${paymentId}/authorize`, { apiKey: m.apiKey, idempotencyKey: newKey() })).status, 200)
+
+      yield* refusedWithoutWrites(m, [
+        { label: "description with NUL", send: post("/v1/webhook_endpoints", { ...endpoint, description: "a\u0000b" }), expected: invalid("description") },
+        { label: "description with a lone surrogate", send: rawPost("/v1/webhook_endpoints", `{"url":"https://merchant.example/h","event_types":["*"],"description":"a\\ud800b"}`), expected: invalid("description") },
+        { label: "url with NUL", send: post("/v1/webhook_endpoints", { ...endpoint, url: "https://merchant.example/h\u0000" }), expected: invalid("url") },
+        { label: "url with a lone surrogate", send: rawPost("/v1/webhook_endpoints", `{"url":"https://merchant.example/\\udfff","event_types":["*"]}`), expected: invalid("url") },
+        { label: "update: description with NUL", send: post(endpointPath, { description: "x\u0000" }), expected: invalid("description") },
+        { label: "update: url not https", send: post(endpointPath, { url: "ftp://merchant.example/" }), expected: invalid("url") },
+        { label: "501 emoji", send: post("/v1/webhook_endpoints", { ...endpoint, description: "😀".repeat(501) }), expected: invalid("description") },
+        { label: "recover since a bare number", send: post(`${endpointPath}/recover`, { since: "1" }), expected: invalid("since") },
+        { label: "recover since a day that does not exist", send: post(`${endpointPath}/recover`, { since: "2020-02-30T00:00:00Z" }), expected: invalid("since") },
+        { label: "recover since a date alone", send: post(`${endpointPath}/recover`, { since: "2020-01-01" }), expected: invalid("since") },
+        { label: "recover since without an offset", send: post(`${endpointPath}/recover`, { since: "2020-01-01T00:00:00" }), expected: invalid("since") },
+        { label: "disable with a member", send: post(`${endpointPath}/disable`, { x: 1 }), expected: invalid("x") },
+        { label: "settle with a null body", send: rawPost(`/v1/payments/${paymentId}/settle`, "null"), expected: invalid(undefined) },
+        { label: "refund with a null body", send: rawPost(`/v1/payments/${paymentId}/refunds`, "null"), expected: invalid(undefined) },
+        { label: "rotate_secret with a null body", send: rawPost(`${endpointPath}/rotate_secret`, "null"), expected: invalid(undefined) },
+        { label: "update with a null body", send: rawPost(endpointPath, "null"), expected: invalid(undefined) },
+        {
+          label: "deliveries with an event_id that is not one",
+          send: server.request("GET", `${endpointPath}/deliveries?event_id=x`, { apiKey: m.apiKey }),
+          expected: invalid("event_id")
+        }
+      ])
+
+      // The URL rule refused before the key was taken: the corrected request may use the same key.
+      const key = newKey("fix")
+      const refused = yield* post("/v1/webhook_endpoints", { ...endpoint, url: "http://merchant.example/hooks" }, key)
+      assert.strictEqual(refused.status, 400, describeAnswer(refused))
+      const fixed = yield* post("/v1/webhook_endpoints", { ...endpoint, url: "https://merchant.example/fixed" }, key)
+      assert.strictEqual(fixed.status, 201, describeAnswer(fixed))
+      const recoverKey = newKey("recover")
+      assert.strictEqual((yield* post(`${endpointPath}/recover`, { since: "yesterday" }, recoverKey)).status, 400)
+      const recovered = yield* post(`${endpointPath}/recover`, { since: "2020-01-01T00:00:00.5+01:00" }, recoverKey)
+      assert.strictEqual(recovered.status, 200, describeAnswer(recovered))
+
+      // Characters are code points: 500 emoji are a description of 500 characters.
+      const emoji = yield* post("/v1/webhook_endpoints", { ...endpoint, description: "😀".repeat(500) })
+      assert.strictEqual(emoji.status, 201, describeAnswer(emoji))
+    }))
+
   it.effect("Idempotency-Key: missing, empty, 256 characters, a control character → 400 naming the header; the quoted form is the same key", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Keys")

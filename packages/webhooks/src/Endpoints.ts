@@ -1,4 +1,4 @@
-import { InvalidCursor, type MerchantId } from "@pay/domain"
+import { InvalidCursor, type MerchantId, storableTextProblem } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -14,6 +14,7 @@ import {
   EVENT_TYPES_MAX,
   generateWebhookEndpointId,
   SECRET_OVERLAP_MS_MAX,
+  URL_LENGTH_MAX,
   WebhookEndpointId,
   webhookEndpointIdPattern,
   webhookEventTypes,
@@ -70,6 +71,12 @@ type Missing = WebhookEndpointNotFound
  * table's constraints (migrations/0030_webhooks.sql), except the URL's mode-dependent rule.
  */
 export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
+  /**
+   * The fields' checks alone (URL rule in this deployment's mode, event types, text), with no
+   * database: what the API asks before it takes the request's idempotency key, so that a refused
+   * field is a 400 that stores nothing (create and update check again).
+   */
+  readonly check: (fields: Partial<EndpointFields>) => Effect.Effect<void, Refusal>
   /** An endpoint beyond the merchant's `ENDPOINTS_PER_MERCHANT_MAX` (deleted ones do not count) is WebhookEndpointLimitReached. */
   readonly create: (merchantId: MerchantId, fields: EndpointFields) => Effect.Effect<EndpointWithSecret, Refusal | WebhookEndpointLimitReached | SqlError>
   /** A `startingAfter` that is not one of the merchant's endpoints is InvalidCursor. */
@@ -100,6 +107,10 @@ export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
 /** The code's checks of the fields (the table repeats them). */
 export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: boolean): Effect.Effect<void, Refusal> => {
   if (fields.url !== undefined) {
+    // A NUL or a lone surrogate is refused before the URL parser sees it (it may keep them, and
+    // the database would refuse the row: a 500).
+    const unstorable = storableTextProblem("url", { min: 1, max: URL_LENGTH_MAX }, fields.url)
+    if (unstorable !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "url", reason: unstorable.replace(/^url /u, "") }))
     const verdict = checkTargetUrl(fields.url, allowLoopbackHttp)
     if (verdict._tag === "Refused") return Effect.fail(new WebhookEndpointRefused({ field: "url", reason: verdict.reason }))
   }
@@ -113,8 +124,10 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
       return Effect.fail(new WebhookEndpointRefused({ field: "event_types", reason: `unknown event type ${JSON.stringify(unknown)}; one of ${webhookEventTypes.join(", ")}` }))
     }
   }
-  if (fields.description !== undefined && fields.description !== null && fields.description.length > DESCRIPTION_LENGTH_MAX) {
-    return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: `at most ${DESCRIPTION_LENGTH_MAX} characters` }))
+  if (fields.description !== undefined && fields.description !== null) {
+    // Characters are code points, as the table's length() counts them (500 emoji fit).
+    const problem = storableTextProblem("description", { min: 0, max: DESCRIPTION_LENGTH_MAX }, fields.description)
+    if (problem !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: problem.replace(/^description /u, "") }))
   }
   return Effect.void
 }
@@ -249,5 +262,6 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
         Effect.tap(() => sql`DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = ${id}`)
       )).pipe(Effect.withSpan("WebhookEndpoints.remove"))
 
-    return WebhookEndpoints.of({ create, list, get, update, disable, enable, remove, rotateSecret, secretBox: box })
+    const check = (fields: Partial<EndpointFields>) => checkFields(fields, allowLoopbackHttp)
+    return WebhookEndpoints.of({ check, create, list, get, update, disable, enable, remove, rotateSecret, secretBox: box })
   })

@@ -195,6 +195,12 @@ const ambiguityProblem = (ambiguity: Ambiguity): InvalidRequest => {
 }
 
 /**
+ * The body a POST with optional members decodes: none is `{}`; anything sent (JSON `null`
+ * included) is decoded as sent, so a body that is not an object is refused, not read as "none".
+ */
+export const bodyOrEmpty = (body: Schema.Json | undefined): Schema.Json => (body === undefined ? {} : body)
+
+/**
  * Decodes a value with a schema: unknown fields are errors, and the first issue names the field
  * and the reason (`amount: must be an integer …`).
  */

@@ -4,7 +4,7 @@ import { type PaymentOperation, PaymentUseCases } from "@pay/payments"
 import { Effect, Option, Schema } from "effect"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { decodeBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, decodeBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
 import { toHttpResponse } from "../http/StoredResponse.ts"
 import { toRefundJson } from "./PaymentJson.ts"
@@ -23,7 +23,7 @@ export const REFUNDS_PAGE_LIMIT_DEFAULT = PageLimit.make(PAGE_LIMIT_MAX)
  * anything is executed (amount 1..max, reason one of three, metadata like a payment's).
  */
 export const refundOperation = (paymentId: string) => (body: Schema.Json | undefined) =>
-  decodeBody(CreateRefundBody, body ?? {}).pipe(
+  decodeBody(CreateRefundBody, bodyOrEmpty(body)).pipe(
     Effect.flatMap(({ amount, ...requested }) =>
       Option.isNone(decodePaymentId(paymentId))
         ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))

@@ -18,7 +18,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
@@ -44,7 +44,7 @@ const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: s
 
 /** HTTP → operation: the create body, decoded and validated before anything is executed. */
 const createOperation = (body: Schema.Json | undefined) =>
-  decodeBody(CreatePaymentBody, body ?? {}).pipe(
+  decodeBody(CreatePaymentBody, bodyOrEmpty(body)).pipe(
     Effect.map(({ amount, ...requested }): PaymentOperation => ({
       _tag: "create",
       amount_minor: AmountMinor.make(BigInt(amount)),
@@ -76,7 +76,7 @@ const transitionOperation = (_tag: "authorize" | "cancel", paymentId: string) =>
  * create's (1..AMOUNT_MINOR_MAX), "at most the authorized amount" is the use case's (a stored 422).
  */
 const settleOperation = (paymentId: string) => (body: Schema.Json | undefined) =>
-  decodeBody(SettlePaymentBody, body ?? {}).pipe(
+  decodeBody(SettlePaymentBody, bodyOrEmpty(body)).pipe(
     Effect.flatMap(({ amount }) =>
       Option.isNone(decodePaymentId(paymentId))
         ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))

@@ -16,7 +16,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
@@ -26,14 +26,18 @@ const decodeStatus = Schema.decodeUnknownOption(Schema.Literals(["pending", "del
 
 type ToOperation = (body: Schema.Json | undefined) => Effect.Effect<WebhookOperation, ApiError>
 
-/** POSTs without a body (none, or `{}`). */
-const noBody = (operation: WebhookOperation): ToOperation => (body) =>
-  body === undefined || (typeof body === "object" && body !== null && !Array.isArray(body) && Object.keys(body).length === 0)
-    ? Effect.succeed(operation)
-    : Effect.fail(new InvalidRequest({ detail: "this endpoint takes no body (send none, or {})" }))
+const noBodyDetail = "this endpoint takes no body (send none, or {})"
+
+/** POSTs without a body (none, or `{}`); a member of `{}` is an unknown field, named (`field`) as the payments' are. */
+const noBody = (operation: WebhookOperation): ToOperation => (body) => {
+  if (body === undefined) return Effect.succeed(operation)
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return Effect.fail(new InvalidRequest({ detail: noBodyDetail }))
+  const unknown = Object.keys(body)[0]?.slice(0, 100)
+  return unknown === undefined ? Effect.succeed(operation) : Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBodyDetail}`, field: unknown }))
+}
 
 const withBody = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, toOperation: (decoded: S["Type"]) => WebhookOperation): ToOperation =>
-(body) => decodeBody(schema, body ?? {}).pipe(Effect.map(toOperation))
+(body) => decodeBody(schema, bodyOrEmpty(body)).pipe(Effect.map(toOperation))
 
 /**
  * A path id not of its kind's shape names nothing: after the body's checks, refused before the
@@ -49,14 +53,28 @@ const onEndpoint = (ids: { readonly endpoint: string; readonly delivery?: string
 const makeIdempotentPost = Effect.gen(function* () {
   const idempotency = yield* IdempotencyKeys
   const operations = yield* makeWebhookOperations
-  const { secretBox } = yield* WebhookEndpoints
+  const endpoints = yield* WebhookEndpoints
+  const { secretBox } = endpoints
+  /**
+   * The fields' own rules (the URL's, in this deployment's mode) before the key is taken: a
+   * refused field is a 400 that stores nothing, so the corrected request may reuse the key.
+   */
+  const checked = (operation: WebhookOperation): Effect.Effect<WebhookOperation, ApiError> => {
+    if (operation._tag !== "webhook_endpoint_create" && operation._tag !== "webhook_endpoint_update") return Effect.succeed(operation)
+    // The fields to check (an update's endpoint id is not one of them, and is ignored).
+    const { _tag, ...fields } = operation
+    return endpoints.check(fields).pipe(
+      Effect.mapError((refused) => new InvalidRequest({ detail: refused.message, field: refused.field })),
+      Effect.as(operation)
+    )
+  }
   /** The payments' pipeline (key → body → operation → run), with the webhook operations. */
   return (request: HttpServerRequest.HttpServerRequest, path: string, toOperation: ToOperation) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const key = yield* Effect.fromResult(parseIdempotencyKeyResult(request.headers["idempotency-key"]))
       const body = yield* readJsonBody(request)
-      const operation = yield* toOperation(body)
+      const operation = yield* Effect.flatMap(toOperation(body), checked)
       const outcome = yield* idempotency.run(
         { merchantId: merchant.merchantId, key, method: "POST", path, body, operation: encodeWebhookOperation(operation), render: storedAsIs },
         (execution) => operations.execute(merchant.merchantId, operation, execution)
@@ -100,6 +118,9 @@ const makeReads = Effect.gen(function* () {
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
       const limit = yield* pageOf(query.limit)
+      if (query.event_id !== undefined && !uuidPattern.test(query.event_id)) {
+        return yield* new InvalidRequest({ detail: "event_id: must be an event id (a uuid)", field: "event_id" })
+      }
       const status = query.status === undefined ? Option.none() : decodeStatus(query.status)
       if (query.status !== undefined && Option.isNone(status)) {
         return yield* new InvalidRequest({ detail: "status: one of pending, delivered, failed", field: "status" })

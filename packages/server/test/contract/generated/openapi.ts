@@ -1697,7 +1697,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": {
                     /** @description What to capture, in minor units: at most the authorized amount (default: all of it) */
@@ -2392,7 +2392,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": {
                     /** @description What to give back, in minor units (default: what is left of the captured amount) */
@@ -3714,7 +3714,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
@@ -4629,7 +4629,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": {
                     expires_in_ms?: number;
@@ -4878,7 +4878,7 @@ export interface operations {
                 limit?: number;
                 starting_after?: string;
                 event_id?: string;
-                status?: string;
+                status?: "pending" | "delivered" | "failed";
             };
             header?: never;
             path: {
@@ -5511,7 +5511,10 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description ISO-8601 instant */
+                    /**
+                     * Format: date-time
+                     * @description An instant (RFC 3339: date, time and offset, e.g. `2026-12-01T10:00:00Z`)
+                     */
                     since: string;
                 };
             };
