@@ -188,9 +188,16 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbac
       const endpoint = yield* one(merchantId, id)(sql`
         SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
         WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL FOR UPDATE`)
+      // At most two secrets sign (the header carries at most two signatures): the new one, and
+      // the one it replaces for `overlap_ms` (0: not at all). One still signing from an earlier
+      // rotation stops now, so repeated rotations cannot pile up secrets (400 rotations once made a
+      // 19 KB signature header), and `expires_in_ms: 0` really retires everything older.
       yield* sql`
-        UPDATE webhook_endpoint_secrets SET expires_at = clock_timestamp() + ${overlap_ms}::double precision * interval '1 millisecond'
-        WHERE endpoint_id = ${id} AND expires_at IS NULL`
+        UPDATE webhook_endpoint_secrets
+        SET expires_at = CASE WHEN expires_at IS NULL
+                              THEN clock_timestamp() + ${overlap_ms}::double precision * interval '1 millisecond'
+                              ELSE clock_timestamp() END
+        WHERE endpoint_id = ${id} AND (expires_at IS NULL OR expires_at > clock_timestamp())`
       const secret = yield* insertSecret(id)
       return { endpoint, secret }
     }))

@@ -58,9 +58,10 @@ const guardedLookup = (allowLoopbackHttp: boolean): LookupFunction => (hostname,
     if (error !== null) return callback(error, "", 0)
     const refused = addresses.find((entry) => !isAddressAllowed(entry.address, allowLoopbackHttp))
     const first = addresses[0]
-    if (refused !== undefined || first === undefined) {
-      return callback(new Error(`refused: ${hostname} resolves to ${refused?.address ?? "nothing"}`), "", 0)
-    }
+    // The error becomes the attempt's `error`, which the merchant reads through the API: it says
+    // why, never which address (that would map our internal names for anyone who registers one).
+    if (first === undefined) return callback(new Error(`refused: ${hostname} resolves to no address`), "", 0)
+    if (refused !== undefined) return callback(new Error(`refused: ${hostname} resolves to a loopback, private or reserved address`), "", 0)
     if (options.all === true) return callback(null, [...addresses])
     return callback(null, first.address, first.family)
   })

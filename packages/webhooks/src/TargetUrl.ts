@@ -70,6 +70,9 @@ export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerd
   if (url.username !== "" || url.password !== "") return refused("must not carry credentials")
   if (url.hash !== "") return refused("must not have a fragment")
   const host = url.hostname.replace(/^\[|\]$/g, "")
+  // An empty label (`a..b`, `foo.localhost..`, a leading dot) names no host: resolvers differ on
+  // what they do with it, so no rule below could be trusted to classify it.
+  if (host.startsWith(".") || host.includes("..")) return refused("must have a valid host name")
   const loopback = isLocalhostName(host) || isLoopbackAddress(host)
   if (url.protocol === "http:") {
     if (allowLoopbackHttp && loopback) return { _tag: "Allowed", url }

@@ -100,6 +100,36 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.throws(() => new Webhook(oldSecret).verify(after.body, headersOf(after)), WebhookVerificationError)
     })))
 
+  it.effect("rotation keeps at most two secrets signing: a third rotation within the overlap stops the oldest; expires_in_ms 0 retires every older secret at once", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const receiver = yield* startReceiver(() => ({ status: 200 }))
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const sender = yield* WebhookSender
+      const { endpoint, secret: first } = yield* endpoints.create(merchantId, { url: receiver.url, event_types: ["*"] })
+      const { secret: second } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 3_600_000)
+      const { secret: third } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 3_600_000)
+      for (let rotation = 0; rotation < 5; rotation++) yield* endpoints.rotateSecret(merchantId, endpoint.id, 3_600_000)
+      const { secret: latest } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 3_600_000)
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      yield* sender.drain(5)
+      const [piled] = receiver.received
+      if (piled === undefined) return assert.fail("nothing received")
+      assert.strictEqual(piled.signature.split(" ").length, 2, "the new secret and the one it replaced, no more")
+      new Webhook(latest).verify(piled.body, headersOf(piled))
+      for (const retired of [first, second, third]) assert.throws(() => new Webhook(retired).verify(piled.body, headersOf(piled)), WebhookVerificationError)
+
+      // expires_in_ms 0: only the new secret signs, at once.
+      const { secret: only } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 0)
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      yield* sender.drain(5)
+      const [, alone] = receiver.received
+      if (alone === undefined) return assert.fail("nothing received after the rotation with no overlap")
+      assert.strictEqual(alone.signature.split(" ").length, 1)
+      new Webhook(only).verify(alone.body, headersOf(alone))
+      assert.throws(() => new Webhook(latest).verify(alone.body, headersOf(alone)), WebhookVerificationError)
+    })))
+
   it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, bad secret, two current secrets, fewer attempts", () =>
     Effect.scoped(Effect.gen(function* () {
       const merchantId = yield* createMerchant
