@@ -42,8 +42,10 @@ export class BodyTooLarge extends CodedError<BodyTooLarge>()(
 export class UnsupportedMediaType extends CodedError<UnsupportedMediaType>()(
   "unsupported_media_type",
   "UnsupportedMediaType",
-  { contentType: Schema.String },
-  (e) => `send the body as application/json (got ${JSON.stringify(e.contentType)})`
+  { contentType: Schema.String, contentEncoding: Schema.optionalKey(Schema.String) },
+  (e) => e.contentEncoding === undefined
+    ? `send the body as application/json (got ${JSON.stringify(e.contentType)})`
+    : `send the body without a content coding (got Content-Encoding ${JSON.stringify(e.contentEncoding)}; none is supported)`
 ) {}
 
 /** The database did not complete the request (an outage, not a refusal): nothing was decided. */

@@ -79,6 +79,12 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         { label: "unknown field", send: send(paymentBody({ amount_minor: 1050 })), expected: invalid("amount_minor") },
         { label: "form-encoded body", send: raw("amount=1050", "application/x-www-form-urlencoded"), expected: { status: 415, code: "unsupported_media_type", field: undefined } },
         {
+          // A plain body labelled gzip was read as plain and created a payment.
+          label: "a body with a content coding",
+          send: createPayment(m, newKey(), paymentBody(), { headers: { "content-encoding": "gzip" } }),
+          expected: { status: 415, code: "unsupported_media_type", field: undefined }
+        },
+        {
           label: "body over 64 KiB (Content-Length)",
           send: send(paymentBody({ description: "x".repeat(64 * 1024) })),
           expected: { status: 413, code: "body_too_large", field: undefined }

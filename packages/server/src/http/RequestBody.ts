@@ -27,6 +27,12 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     if (bytes.byteLength > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
     const text = utf8Text(bytes)
     if (text?.trim() === "") return undefined
+    // A coded body (gzip, …) would be read as if it were not: refused (RFC 9110 §8.4.1 allows 415).
+    // `identity` is the absence of a coding.
+    const contentEncoding = request.headers["content-encoding"]?.trim().toLowerCase()
+    if (contentEncoding !== undefined && contentEncoding !== "" && contentEncoding !== "identity") {
+      return yield* new UnsupportedMediaType({ contentType: contentType.slice(0, 200), contentEncoding: contentEncoding.slice(0, 100) })
+    }
     if (!isJsonUtf8(contentType)) return yield* new UnsupportedMediaType({ contentType: contentType.slice(0, 200) })
     // JSON between systems is UTF-8 (RFC 8259 §8.1): a byte sequence that is not would be stored
     // with U+FFFD in place of what the client sent, so it is refused instead.
