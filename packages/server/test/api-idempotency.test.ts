@@ -91,6 +91,25 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.include(list.text, JSON.stringify(jsonOf(fetched)["metadata"]))
     }))
 
+  it.effect("a client that hangs up mid-settle: the server finishes the settle, and the retry with the same key gets its answer (not 409 for the lease's 30 s)", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Hangs up")
+      for (let round = 0; round < 3; round++) {
+        const id = stringField(yield* createPayment(m, newKey()), "id")
+        assert.strictEqual((yield* post(m, `/v1/payments/${id}/authorize`, newKey("auth"))).status, 200)
+        const key = newKey("settle")
+        // The client gives up while the acquirer (100 ms) is being asked for the capture.
+        const cut = yield* Effect.result(server.request("POST", `/v1/payments/${id}/settle`, { apiKey: m.apiKey, idempotencyKey: key, timeout_ms: 40 }))
+        assert.strictEqual(cut._tag, "Failure", "the client hung up before the answer")
+        yield* Effect.sleep("700 millis")
+        const retry = yield* post(m, `/v1/payments/${id}/settle`, key)
+        assert.strictEqual(retry.status, 200, describeAnswer(retry))
+        assert.isTrue(replayed(retry), "the retry replays the answer the server finished")
+        assert.strictEqual(jsonOf(retry)["status"], "SETTLED")
+      }
+    }))
+
   it.effect("a 201 says where the created resource is (Location), the same on a replay; GET there answers it", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Located")

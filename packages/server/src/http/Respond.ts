@@ -1,6 +1,6 @@
 import { DatabaseUnavailable, InternalError, InvariantViolation } from "@pay/api"
 import { sqlFailureKind, sqlStateOf } from "@pay/infra"
-import { Cause, Effect } from "effect"
+import { Cause, Effect, Fiber } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { type ApiError, apiErrorClasses } from "./ApiErrors.ts"
@@ -23,6 +23,18 @@ export const sqlFailureAnswer = (error: SqlError): DatabaseUnavailable | Invaria
       return new InternalError({ failed: "a database statement" })
   }
 }
+
+/**
+ * Runs a request's idempotent work to its end even when the client goes away: the HTTP server
+ * interrupts a request's fiber when its connection closes, and an authorize or settle cut between
+ * its statements left its key leased (`409 idempotency_key_in_use` to every retry) until the
+ * completer took it over 30 s later. The work runs in a fiber of its own (it keeps the request's
+ * context: spans, logs, services) and the request waits for it; an interrupted request stops
+ * waiting, the work stores its answer, and the client's retry replays it. Every step of the work
+ * is bounded by its own timeouts; a server shutting down ends it like a crash (the completer).
+ */
+export const finishEvenIfClientLeaves = <A, E, R>(work: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.forkDetach(work), Fiber.join)
 
 /**
  * Errors that end a request without a decided outcome, as problems. None of these is stored:

@@ -19,7 +19,7 @@ import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
-import { answerErrors } from "../http/Respond.ts"
+import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
 import { makeRefundReads, refundOperation } from "./RefundHttp.ts"
@@ -132,7 +132,7 @@ const makeIdempotentPost = Effect.gen(function* () {
       // cancel write their key leased at the recovery point in the statement that reads the payment
       // (one commit before the acquirer is called between it and the last transaction); a refund
       // takes the key's lease first.
-      const outcome = yield* (() => {
+      const outcome = yield* finishEvenIfClientLeaves((() => {
         switch (operation._tag) {
           case "create":
             return idempotency.runAtOnce(idempotentRequest, (atOnce) => useCases.createAtOnce(merchant.merchantId, operation, context, atOnce), work)
@@ -148,7 +148,7 @@ const makeIdempotentPost = Effect.gen(function* () {
           case "refund":
             return idempotency.run(idempotentRequest, work)
         }
-      })()
+      })())
       return toCreatedHttpResponse(outcome.response, outcome._tag === "Replayed", path)
     }).pipe(answerErrors)
 }).pipe(Effect.map((idempotentPost) => ({ idempotentPost })))

@@ -17,7 +17,7 @@ import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
 import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
-import { answerErrors } from "../http/Respond.ts"
+import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
 import { toWebhookDeliveryJson, toWebhookEndpointJson } from "./WebhookJson.ts"
@@ -75,10 +75,10 @@ const makeIdempotentPost = Effect.gen(function* () {
       const key = yield* Effect.fromResult(parseIdempotencyKeyResult(request.headers["idempotency-key"]))
       const body = yield* readJsonBody(request)
       const operation = yield* Effect.flatMap(toOperation(body), checked)
-      const outcome = yield* idempotency.run(
+      const outcome = yield* finishEvenIfClientLeaves(idempotency.run(
         { merchantId: merchant.merchantId, key, method: "POST", path, body, operation: encodeWebhookOperation(operation), render: storedAsIs },
         (execution) => operations.execute(merchant.merchantId, operation, execution)
-      )
+      ))
       // A stored answer holds the secret sealed (Operations.ts); the client gets it opened. A key
       // missing here is the deployment's fault, not the client's: a defect, 500.
       const answer = yield* Effect.orDie(Effect.fromResult(openAnswerSecret(secretBox, outcome.response.body)))
