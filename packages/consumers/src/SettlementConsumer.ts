@@ -1,6 +1,6 @@
 import type { KafkaAdmin } from "@pay/infra"
 import { KafkaConsumer, type KafkaError } from "@pay/infra"
-import { Duration, Effect, Ref, Schema } from "effect"
+import { Cause, Duration, Effect, Exit, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
@@ -70,6 +70,11 @@ export interface RebuildResult {
  * when it starts, then swaps it in, atomically, if the live generation is still the one it
  * started from. The live projection keeps serving (and being updated) until the swap; the live
  * consumer then follows the new generation from where the rebuild stopped.
+ *
+ * Interrupted (SIGINT/SIGTERM to the CLI) or timed out before the swap: the transactions in flight
+ * finish, nothing is swapped, and the half-built generation stays as it is, never live (its rows,
+ * stored offsets, processed_events, parked rows and Kafka group); the next replay takes the next
+ * number. Said in a log line, and in docs/consumers.md § Replay.
  */
 export const rebuildSettlement = (
   settings: SettlementConsumerSettings & { readonly timeout_ms: number }
@@ -85,21 +90,36 @@ export const rebuildSettlement = (
     yield* Effect.logInfo("settlement rebuild starts").pipe(
       Effect.annotateLogs({ generation, previous: current.generation, target: target.map(String).join(",") })
     )
+    // Past the target, the rebuild goes on until it has caught up with the live generation (which
+    // kept applying events meanwhile) and swaps in the same statement that checks it: "live" then
+    // says which generation serves (ours: swapped; another: a concurrent rebuild won).
+    const finished = yield* Ref.make<number | undefined>(undefined)
+    const caughtUpAndSwapped = Effect.gen(function* () {
+      if (yield* behindTarget(sql, handler.name, settings.topic, target)) return true
+      const outcome = yield* projection.swapWhenCaughtUp(current.generation, generation, settings.topic)
+      if (outcome.live_generation === current.generation && outcome.behind) return true
+      yield* Ref.set(finished, outcome.live_generation)
+      return false
+    })
     yield* runConsumer({
       ...settings,
       // Records parked live were sent to the DLQ topic then; a rebuild parks in the table only.
       dlqTopic: null,
       handler,
       groupId: `${settings.prefix}${handler.name}`,
-      keepGoing: behindTarget(sql, handler.name, settings.topic, target),
+      keepGoing: caughtUpAndSwapped,
       // Going a little past the target is harmless: the stored offsets say where the live one resumes.
       keepGoingInterval_ms: 100
     }).pipe(
       Effect.timeoutOrElse({
         duration: Duration.millis(settings.timeout_ms),
         orElse: () => Effect.fail(new ReplayTimedOut({ generation, timeout_ms: settings.timeout_ms }))
-      })
+      }),
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) ? Effect.void : Effect.logWarning("settlement rebuild stopped before the swap: the new generation is half-built and not live").pipe(
+          Effect.annotateLogs({ generation, live: current.generation, interrupted: Cause.hasInterruptsOnly(exit.cause) })
+        ))
     )
-    const swapped = yield* projection.swap(current.generation, generation)
+    const swapped = (yield* Ref.get(finished)) === generation
     return { previous: current.generation, generation, swapped, target }
   })
