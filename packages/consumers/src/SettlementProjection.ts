@@ -93,30 +93,30 @@ export const makeSettlementProjection = (sql: SqlClient.SqlClient) => {
     Effect.map((row) => row.next)
   )
 
-  /**
-   * The atomic swap: `generation` serves from this commit on. Only forward (a generation never
-   * comes back), only if the live one is still `expected` (two rebuilds cannot both win), and only
-   * once it is not behind the live generation on any partition of
-   * `topic` (its stored offsets at least the live consumer's, in the same statement): the live
-   * projection never moves backwards at the swap, even with events flowing while it rebuilt. The
-   * answer is the generation live after the statement and whether it is behind (nothing swapped).
-   */
-  const swapWhenCaughtUp = (expected: number, generation: number, topic: string) =>
-    decodeRow(Schema.Struct({ live_generation: Schema.Int, behind: Schema.Boolean }))(sql`
-      WITH live AS (SELECT generation, consumer FROM settlement_projection_live),
-      behind AS (
-        SELECT 1 FROM consumer_offsets l
-        LEFT JOIN consumer_offsets n ON n.consumer = ${settlementConsumerName(generation)} AND n.topic = l.topic AND n.partition = l.partition
-        WHERE l.consumer = (SELECT consumer FROM live) AND l.topic = ${topic} AND coalesce(n.next_offset, 0) < l.next_offset
-        LIMIT 1),
-      swapped AS (
-        UPDATE settlement_projection_live SET generation = ${generation}, consumer = ${settlementConsumerName(generation)}, swapped_at = now()
-        WHERE generation = ${expected} AND ${generation} > generation AND NOT EXISTS (SELECT 1 FROM behind)
-        RETURNING generation)
-      SELECT coalesce((SELECT generation FROM swapped), (SELECT generation FROM live)) AS live_generation,
-             EXISTS (SELECT 1 FROM behind) AS behind`)
-
-  return { live, rows, eventCounts, handler, nextGeneration, swapWhenCaughtUp }
+  return { live, rows, eventCounts, handler, nextGeneration, swapWhenCaughtUp: makeSwapWhenCaughtUp(sql) }
 }
+
+/**
+ * The atomic swap: `generation` serves from this commit on. Only forward (a generation never
+ * comes back), only if the live one is still `expected` (two rebuilds cannot both win), and only
+ * once it is not behind the live generation on any partition of
+ * `topic` (its stored offsets at least the live consumer's, in the same statement): the live
+ * projection never moves backwards at the swap, even with events flowing while it rebuilt. The
+ * answer is the generation live after the statement and whether it is behind (nothing swapped).
+ */
+const makeSwapWhenCaughtUp = (sql: SqlClient.SqlClient) => (expected: number, generation: number, topic: string) =>
+  decodeRow(Schema.Struct({ live_generation: Schema.Int, behind: Schema.Boolean }))(sql`
+    WITH live AS (SELECT generation, consumer FROM settlement_projection_live),
+    behind AS (
+      SELECT 1 FROM consumer_offsets l
+      LEFT JOIN consumer_offsets n ON n.consumer = ${settlementConsumerName(generation)} AND n.topic = l.topic AND n.partition = l.partition
+      WHERE l.consumer = (SELECT consumer FROM live) AND l.topic = ${topic} AND coalesce(n.next_offset, 0) < l.next_offset
+      LIMIT 1),
+    swapped AS (
+      UPDATE settlement_projection_live SET generation = ${generation}, consumer = ${settlementConsumerName(generation)}, swapped_at = now()
+      WHERE generation = ${expected} AND ${generation} > generation AND NOT EXISTS (SELECT 1 FROM behind)
+      RETURNING generation)
+    SELECT coalesce((SELECT generation FROM swapped), (SELECT generation FROM live)) AS live_generation,
+           EXISTS (SELECT 1 FROM behind) AS behind`)
 
 export type SettlementProjection = ReturnType<typeof makeSettlementProjection>
