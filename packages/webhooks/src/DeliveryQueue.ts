@@ -1,9 +1,9 @@
 import { type DomainEvent, encodeDomainEvent, isRefundEvent } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { Effect, Option, Schema } from "effect"
-import { SqlClient } from "effect/sql"
+import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
+import { defaultSenderOptions, type SenderOptions, WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
 import type { Decision } from "./RetryPolicy.ts"
 import type { SendResult } from "./Sender.ts"
 
@@ -89,6 +89,40 @@ export type ClaimedDelivery = typeof ClaimedDelivery.Type
 const claimedRows = decodeRows(ClaimedDelivery)
 
 /**
+ * What one sender has in flight, and its caps (`WEBHOOK_ENDPOINT_IN_FLIGHT_MAX`,
+ * `WEBHOOK_MERCHANT_IN_FLIGHT_MAX`): a claim takes nothing of an endpoint or merchant at its cap,
+ * and of the others at most what is left of their share. The counts are the sender's own (its
+ * slots are what one merchant must not fill): a sender's claims run one after another, so per
+ * sender the caps hold exactly; N senders together may have up to N times each cap in flight to
+ * one endpoint or merchant.
+ */
+export interface ClaimSlots {
+  /** Deliveries this sender has in flight, by endpoint id; an endpoint not in it has none. */
+  readonly endpointInFlight: ReadonlyMap<string, number>
+  /** Deliveries this sender has in flight, by merchant id; a merchant not in it has none. */
+  readonly merchantInFlight: ReadonlyMap<string, number>
+  readonly endpointInFlight_max: number
+  readonly merchantInFlight_max: number
+}
+
+/** Nothing in flight, and no cap below `limit` (a tool's claim, the plan test: the same statement). */
+const noSlotsTaken = (limit: number): ClaimSlots => ({
+  endpointInFlight: new Map(),
+  merchantInFlight: new Map(),
+  endpointInFlight_max: limit,
+  merchantInFlight_max: limit
+})
+
+/**
+ * The sender's in-flight count of the endpoint or merchant in `column` (0 when absent), looked up
+ * in a JSON object of its counts. The object is parsed once per statement (an InitPlan): a bare
+ * parameter cast would be parsed again for every row the scan reads once the prepared claim runs
+ * on a generic plan.
+ */
+const inFlightOf = (sql: SqlClient.SqlClient, counts: ReadonlyMap<string, number>, column: Statement.Fragment) =>
+  sql`COALESCE(((SELECT ${JSON.stringify(Object.fromEntries(counts))}::jsonb) ->> ${column})::int, 0)`
+
+/**
  * The claim statement. The `due` scan must walk the `webhook_deliveries_due` index in
  * `next_attempt_at` order and stop once `limit` deliveries pass the ordering guard, whatever the
  * table's statistics say. They are stale exactly when it matters: with a backlog that grew faster
@@ -100,10 +134,10 @@ const claimedRows = decodeRows(ClaimedDelivery)
  * publisher's claim does) leaves the ordered index scan as the only sane plan; nothing else in
  * that transaction sorts (the secrets' ORDER BY reads at most a few rows per delivery).
  */
-const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: number) =>
+const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: number, slots: ClaimSlots) =>
   sql`
     WITH due AS (
-      SELECT d.id FROM webhook_deliveries d
+      SELECT d.id, d.endpoint_id, d.merchant_id, d.next_attempt_at FROM webhook_deliveries d
     JOIN webhook_endpoints e ON e.id = d.endpoint_id
     -- attempt_count is bounded (1000): a delivery whose outcome could never be recorded stops
     -- there, visible as pending, instead of failing every claim.
@@ -112,16 +146,36 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
+      -- Tenant isolation: nothing of an endpoint or a merchant that already has its share of this
+      -- sender's slots. Plain comparisons on the row (no subquery): the scan skips such rows without
+      -- counting them against the limit, so the next merchants' deliveries are taken instead.
+      AND ${inFlightOf(sql, slots.endpointInFlight, sql`d.endpoint_id`)} < ${slots.endpointInFlight_max}
+      AND ${inFlightOf(sql, slots.merchantInFlight, sql`d.merchant_id`)} < ${slots.merchantInFlight_max}
       AND NOT ${earlierPending(sql)}
     ORDER BY d.next_attempt_at
     LIMIT ${limit}
     FOR UPDATE OF d SKIP LOCKED
+  ),
+  -- The same caps within this claim: of the rows in due of one endpoint, only the earliest that
+  -- fit its share, then of one merchant's, the earliest that fit the merchant's. Counted over due
+  -- (at most limit rows, so at most limit² comparisons) rather than with row_number(), which
+  -- would sort. Rows of due left out stay pending and unleased (their row locks end with the claim).
+  within_endpoint AS (
+    SELECT due.id, due.merchant_id, due.next_attempt_at FROM due
+    WHERE ${inFlightOf(sql, slots.endpointInFlight, sql`due.endpoint_id`)}
+          + (SELECT count(*) FROM due p WHERE p.endpoint_id = due.endpoint_id AND (p.next_attempt_at, p.id) < (due.next_attempt_at, due.id))
+          < ${slots.endpointInFlight_max}
+  ), picked AS (
+    SELECT w.id FROM within_endpoint w
+    WHERE ${inFlightOf(sql, slots.merchantInFlight, sql`w.merchant_id`)}
+          + (SELECT count(*) FROM within_endpoint p WHERE p.merchant_id = w.merchant_id AND (p.next_attempt_at, p.id) < (w.next_attempt_at, w.id))
+          < ${slots.merchantInFlight_max}
   ), leased AS (
     UPDATE webhook_deliveries d
     SET lease_token = gen_random_uuid(),
         lease_expires_at = clock_timestamp() + ${lease_ms}::double precision * interval '1 millisecond',
         attempt_count = d.attempt_count + 1, round_attempt_count = d.round_attempt_count + 1
-    FROM due WHERE d.id = due.id
+    FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.endpoint_id, d.merchant_id, d.event_id, d.body, d.attempt_count, d.round_attempt_count, d.lease_token
   ), started AS (
     INSERT INTO webhook_attempts (delivery_id, attempt_number, webhook_timestamp)
@@ -149,19 +203,37 @@ const earlierPending = (sql: SqlClient.SqlClient) => sql`
 
 const QueueAgesRow = Schema.Struct({ pending_ms: Schema.Number, overdue_ms: Schema.Number })
 
+/** The in-flight caps queueAges compares with (the sender's options). */
+export type InFlightCaps = Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">
+
 /**
  * The queue's two ages, in seconds, over the pending deliveries of enabled endpoints (a disabled
  * or deleted endpoint's wait by design): the oldest one's age since it was created, and how long
  * the most overdue one the claim would take now (due, not leased, nothing earlier of its payment
- * pending) has waited past its `next_attempt_at`. A merchant's failing endpoint keeps the first
- * high for its whole retry schedule; only senders that are down or behind raise the second.
+ * pending, its endpoint and merchant under their in-flight caps) has waited past its
+ * `next_attempt_at`. A merchant's failing endpoint keeps the first high for its whole retry
+ * schedule; only senders that are down or behind raise the second: a merchant's receivers that
+ * answer slowly or never keep their deliveries waiting behind their own caps, which it leaves out.
+ * The caps are per sender, the leases the database's: an endpoint or merchant counts as at its cap
+ * once the live leases of all senders together reach it (exact with one sender; with several it
+ * may leave out a delivery one of them could still take, which that sender then takes at once).
  */
-export const queueAges = (sql: SqlClient.SqlClient) =>
+export const queueAges = (sql: SqlClient.SqlClient, caps: InFlightCaps = defaultSenderOptions) =>
   decodeRows(QueueAgesRow)(sql`
+    WITH live AS (
+      SELECT l.endpoint_id, l.merchant_id FROM webhook_deliveries l
+      WHERE l.status = 'pending' AND l.lease_expires_at > clock_timestamp()
+    ), endpoints_at_cap AS (
+      SELECT endpoint_id FROM live GROUP BY endpoint_id HAVING count(*) >= ${caps.endpointInFlight_max}
+    ), merchants_at_cap AS (
+      SELECT merchant_id FROM live GROUP BY merchant_id HAVING count(*) >= ${caps.merchantInFlight_max}
+    )
     SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS pending_ms,
            COALESCE(extract(epoch FROM clock_timestamp() - min(d.next_attempt_at) FILTER (
              WHERE d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
                AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
+               AND d.endpoint_id NOT IN (SELECT endpoint_id FROM endpoints_at_cap)
+               AND d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_cap)
                AND NOT ${earlierPending(sql)})) * 1000, 0)::float8 AS overdue_ms
     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
     WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
@@ -181,19 +253,50 @@ const claimTransactionSettings = (sql: SqlClient.SqlClient) => sql`SELECT set_co
  * events (`refund_id` set) wait for the payment's pending deliveries and for their own refund's
  * lower versions; a payment's deliveries never wait for a refund's.
  */
-export const claimDeliveries = (limit: number, lease_ms: number): Effect.Effect<ReadonlyArray<ClaimedDelivery>, SqlError, SqlClient.SqlClient> =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    return yield* sql.withTransaction(Effect.andThen(claimTransactionSettings(sql), claimedRows(claimStatement(sql, limit, lease_ms))))
-  }).pipe(Effect.withSpan("webhooks.claimDeliveries"))
-
-/** The claim's plan as the sender gets it (EXPLAIN only: nothing is claimed, nothing locked). */
-export const explainClaimDeliveries = (limit: number, lease_ms: number): Effect.Effect<string, SqlError, SqlClient.SqlClient> =>
+export const claimDeliveries = (
+  limit: number,
+  lease_ms: number,
+  slots: ClaimSlots = noSlotsTaken(limit)
+): Effect.Effect<ReadonlyArray<ClaimedDelivery>, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     return yield* sql.withTransaction(Effect.gen(function* () {
       yield* claimTransactionSettings(sql)
-      const lines = yield* planLines(sql`EXPLAIN ${claimStatement(sql, limit, lease_ms)}`)
+      const claimed = yield* claimedRows(claimStatement(sql, limit, lease_ms, slots))
+      // The paired check: a claim over a cap is a bug of the statement; failing here rolls it back
+      // (nothing leased, no attempt started), so nothing is sent over the cap.
+      const over = overCaps(claimed, slots)
+      if (over !== undefined) return yield* Effect.die(new Error(`webhook claim over its in-flight cap: ${over}`))
+      return claimed
+    }))
+  }).pipe(Effect.withSpan("webhooks.claimDeliveries"))
+
+/** What a claim would exceed, given what the sender already has in flight; undefined when within the caps. */
+const overCaps = (claimed: ReadonlyArray<ClaimedDelivery>, slots: ClaimSlots): string | undefined => {
+  const endpoints = new Map(slots.endpointInFlight)
+  const merchants = new Map(slots.merchantInFlight)
+  for (const delivery of claimed) {
+    const endpoint = (endpoints.get(delivery.endpoint_id) ?? 0) + 1
+    const merchant = (merchants.get(delivery.merchant_id) ?? 0) + 1
+    if (endpoint > slots.endpointInFlight_max) return `endpoint ${delivery.endpoint_id} at ${endpoint} of ${slots.endpointInFlight_max}`
+    if (merchant > slots.merchantInFlight_max) return `merchant ${delivery.merchant_id} at ${merchant} of ${slots.merchantInFlight_max}`
+    endpoints.set(delivery.endpoint_id, endpoint)
+    merchants.set(delivery.merchant_id, merchant)
+  }
+  return undefined
+}
+
+/** The claim's plan as the sender gets it (EXPLAIN only: nothing is claimed, nothing locked). */
+export const explainClaimDeliveries = (
+  limit: number,
+  lease_ms: number,
+  slots: ClaimSlots = noSlotsTaken(limit)
+): Effect.Effect<string, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      yield* claimTransactionSettings(sql)
+      const lines = yield* planLines(sql`EXPLAIN ${claimStatement(sql, limit, lease_ms, slots)}`)
       return lines.map((row) => row["QUERY PLAN"]).join("\n")
     }))
   })

@@ -1,7 +1,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue } from "effect"
 import { SqlClient } from "effect/sql"
-import { claimDeliveries, type ClaimedDelivery, completeAttempt, queueAges, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
+import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, completeAttempt, queueAges, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
 import {
   assertSenderOptions,
   defaultSenderOptions,
@@ -33,10 +33,43 @@ const LISTEN_RETRY_MS = 1_000
 const CLAIM_BACKOFF_MS_MAX = 30_000
 
 /**
+ * What one sender has in flight, by endpoint and by merchant: the claim's `ClaimSlots`. Counted
+ * from the claim to the recorded outcome (the slot's life, which the lease outlasts).
+ */
+class InFlight {
+  readonly byEndpoint = new Map<string, number>()
+  readonly byMerchant = new Map<string, number>()
+  add(delivery: ClaimedDelivery, change: 1 | -1): void {
+    bump(this.byEndpoint, delivery.endpoint_id, change)
+    bump(this.byMerchant, delivery.merchant_id, change)
+  }
+  /** A copy (the claim reads it while requests finish). */
+  slots(options: SenderOptions): ClaimSlots {
+    return {
+      endpointInFlight: new Map(this.byEndpoint),
+      merchantInFlight: new Map(this.byMerchant),
+      endpointInFlight_max: options.endpointInFlight_max,
+      merchantInFlight_max: options.merchantInFlight_max
+    }
+  }
+}
+
+const bump = (counts: Map<string, number>, key: string, change: 1 | -1): void => {
+  const count = (counts.get(key) ?? 0) + change
+  if (count < 0) throw new Error(`webhook in-flight count of ${key} below 0`)
+  if (count === 0) counts.delete(key)
+  else counts.set(key, count)
+}
+
+/**
  * The webhook sender: claims due deliveries (per endpoint and payment, only the earliest pending
  * one is due), sends each with a bounded timeout, records the attempt, and schedules the retry or
- * gives up. At most `concurrency` requests are in flight; a free slot is filled at once, so a
- * slow receiver does not hold back the others. On shutdown (SIGTERM) the loop stops claiming and
+ * gives up. At most `concurrency` requests are in flight, of which at most
+ * `endpointInFlight_max` to one endpoint and `merchantInFlight_max` to one merchant's endpoints:
+ * a free slot is filled at once with the earliest due delivery whose endpoint and merchant are
+ * under their caps, so receivers that are slow or never answer hold back only their own merchant's
+ * deliveries, never all the others (before the caps, one merchant's hung endpoints could hold every
+ * slot for the whole timeout). On shutdown (SIGTERM) the loop stops claiming and
  * the requests in flight finish (bounded by the timeout); a crash instead leaves them to be sent
  * again once their leases expire (at-least-once; same webhook-id).
  */
@@ -63,7 +96,8 @@ export class WebhookSender extends Context.Service<WebhookSender, {
         Effect.gen(function* () {
           let sent = 0
           for (let round = 0; round < rounds_max; round++) {
-            const claimed = yield* claimDeliveries(options.batchSize, leaseOf_ms(options.timeout_ms))
+            // Each round waits for all it claimed: nothing is in flight when the next one claims.
+            const claimed = yield* claimDeliveries(options.batchSize, leaseOf_ms(options.timeout_ms), new InFlight().slots(options))
             if (claimed.length === 0) break
             yield* Effect.forEach(claimed, deliver, { concurrency: options.concurrency, discard: true })
             sent += claimed.length
@@ -142,8 +176,9 @@ const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
 
 /**
  * The sender's loop, as a scoped layer (inside the server, or `node packages/webhooks/src/main.ts`):
- * keeps `concurrency` requests in flight, polls every `pollInterval_ms` when nothing is due, and
- * refreshes the oldest-pending gauge. Needs `WebhookSender` and `SqlClient`.
+ * keeps `concurrency` requests in flight (within the per-endpoint and per-merchant caps), polls
+ * every `pollInterval_ms` when nothing is due, and refreshes the queue-age gauges. Needs
+ * `WebhookSender` and `SqlClient`.
  */
 export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sender = yield* WebhookSender
@@ -154,6 +189,7 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
   let inFlight = 0
+  const inFlightOf = new InFlight()
   // A token whenever a request finishes (a slot is free, and the next event of its payment may
   // have become due) or deliveries were queued (NOTIFY). A sliding queue of one: a burst wakes
   // the loop once.
@@ -162,15 +198,17 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const round = Effect.gen(function* () {
     const free = options.concurrency - inFlight
     if (free <= 0) return { claimed: 0, full: true }
-    const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms)
+    const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(options))
     for (const delivery of claimed) {
       inFlight++
+      inFlightOf.add(delivery, 1)
       // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
       // timeout_ms) and are recorded, rather than being resent by another sender after the lease.
       yield* Effect.forkScoped(sender.deliver(delivery).pipe(
         Effect.uninterruptible,
         Effect.ensuring(Effect.sync(() => {
           inFlight--
+          inFlightOf.add(delivery, -1)
         }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
       ))
     }
@@ -183,7 +221,9 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
       failures = failed ? failures + 1 : 0
       // The database does not answer: back off (bounded) instead of logging every poll.
       if (failed) yield* Effect.sleep(Duration.millis(Math.min(CLAIM_BACKOFF_MS_MAX, options.pollInterval_ms * 2 ** Math.min(failures - 1, 10))))
-      // Every slot busy: wait for one. Nothing due: wait for a completion or the poll interval.
+      // Every slot busy: wait for one. Nothing due, or nothing under its endpoint's and merchant's
+      // caps: wait for a completion (it frees a share too) or the poll interval. Claimed some: claim
+      // again at once (a claim trimmed by the caps leaves the rest for the next).
       else if (full) yield* Queue.take(finished)
       else if (claimed === 0) yield* Queue.take(finished).pipe(Effect.timeoutOption(Duration.millis(options.pollInterval_ms)))
     }
@@ -192,7 +232,7 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   // instead of at the next poll. Needs a Postgres client; polling covers a lost connection.
   const pg = yield* Effect.serviceOption(PgClient.PgClient)
   if (Option.isSome(pg)) yield* Effect.forkScoped(listenForever(pg.value, finished))
-  const refreshGauge = queueAges(sql).pipe(
+  const refreshGauge = queueAges(sql, options).pipe(
     Effect.flatMap((ages) => Effect.andThen(
       Metric.update(webhookOldestPendingAge, ages.oldestPending_s),
       Metric.update(webhookOldestOverdue, ages.oldestOverdue_s)
@@ -201,5 +241,14 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   )
   yield* Effect.forkScoped(Effect.forever(refreshGauge.pipe(Effect.andThen(Effect.sleep(METRICS_INTERVAL_MS)))))
   yield* Effect.forkScoped(loop.pipe(Effect.provideService(SqlClient.SqlClient, sql)))
-  yield* Effect.logInfo("webhook sender started", { concurrency: options.concurrency, timeout_ms: options.timeout_ms })
+  yield* Effect.logInfo("webhook sender started", {
+    concurrency: options.concurrency,
+    endpoint_in_flight_max: options.endpointInFlight_max,
+    merchant_in_flight_max: options.merchantInFlight_max,
+    timeout_ms: options.timeout_ms
+  })
+  // Within bounds but without isolation: one merchant's hung endpoints could hold every slot.
+  if (options.merchantInFlight_max >= options.concurrency && options.concurrency > 1) {
+    yield* Effect.logWarning("WEBHOOK_MERCHANT_IN_FLIGHT_MAX is not below WEBHOOK_CONCURRENCY: one merchant's slow endpoints can hold every slot of this sender")
+  }
 }))

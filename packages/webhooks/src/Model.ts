@@ -1,6 +1,6 @@
 import { domainEventTypes } from "@pay/domain"
 import { assertWithin, boundedInt, type IntBounds } from "@pay/infra"
-import { Config, Effect, Metric, Schema } from "effect"
+import { Config, Effect, Metric, Option, Schema } from "effect"
 
 /** `we_` + 24 lowercase Crockford base32 characters (120 random bits), like the domain's ids. */
 export const webhookEndpointIdPattern = /^we_[0-9a-hjkmnp-tv-z]{24}$/
@@ -58,6 +58,8 @@ export type DisabledReason = "merchant" | "gone" | "failing"
  * | `WEBHOOK_ALLOW_LOOPBACK_HTTP`         | false (true only in local and test mode)  | boolean |
  * | `WEBHOOK_TIMEOUT_MS`                  | 15000                                     | 100..30000 |
  * | `WEBHOOK_CONCURRENCY`                 | 16                                        | 1..256 |
+ * | `WEBHOOK_ENDPOINT_IN_FLIGHT_MAX`      | 4                                         | 1..256 |
+ * | `WEBHOOK_MERCHANT_IN_FLIGHT_MAX`      | half of `WEBHOOK_CONCURRENCY`, at least 1 | 1..256 |
  * | `WEBHOOK_BATCH_SIZE`                  | 64                                        | 1..1000 |
  * | `WEBHOOK_POLL_INTERVAL_MS`            | 500                                       | 10..60000 |
  * | `WEBHOOK_RETRY_SCHEDULE_MS`           | 0,5s,5min,30min,2h,5h,10h,10h             | 1..20 delays, each 0..48 h |
@@ -70,6 +72,17 @@ export interface SenderOptions {
   readonly timeout_ms: number
   /** Requests in flight at once, per sender process. */
   readonly concurrency: number
+  /**
+   * Requests to one endpoint in flight at once, per sender process (tenant isolation: an endpoint
+   * that never answers holds at most this many of the sender's slots, for the timeout each).
+   */
+  readonly endpointInFlight_max: number
+  /**
+   * Requests to one merchant's endpoints, all of them together, in flight at once per sender
+   * process: a merchant with many slow endpoints leaves `concurrency - merchantInFlight_max` slots
+   * to the others (docs/webhooks.md, "Tenant isolation").
+   */
+  readonly merchantInFlight_max: number
   /** Deliveries claimed per round. */
   readonly batchSize: number
   readonly pollInterval_ms: number
@@ -86,6 +99,8 @@ export interface SenderOptions {
 export const senderOptionBounds: Readonly<Record<Exclude<keyof SenderOptions, "retrySchedule_ms" | "allowLoopbackHttp">, IntBounds>> = {
   timeout_ms: { min: 100, max: 30_000 },
   concurrency: { min: 1, max: 256 },
+  endpointInFlight_max: { min: 1, max: 256 },
+  merchantInFlight_max: { min: 1, max: 256 },
   batchSize: { min: 1, max: 1_000 },
   pollInterval_ms: { min: 10, max: 60_000 },
   retryAfterMax_ms: { min: 0, max: 24 * 60 * 60 * 1_000 },
@@ -100,9 +115,25 @@ const hour_ms = 60 * minute_ms
 /** The issue's schedule (Svix's, with a last 10 h): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. */
 export const DEFAULT_RETRY_SCHEDULE_MS: ReadonlyArray<number> = [0, 5 * second_ms, 5 * minute_ms, 30 * minute_ms, 2 * hour_ms, 5 * hour_ms, 10 * hour_ms, 10 * hour_ms]
 
+/**
+ * A merchant's share of a sender's slots when `WEBHOOK_MERCHANT_IN_FLIGHT_MAX` is not set: half of
+ * them, so that one merchant's endpoints, however many or slow, leave the other half to the rest.
+ */
+export const merchantInFlightDefault = (concurrency: number): number => Math.max(1, Math.floor(concurrency / 2))
+
+/**
+ * 4 requests at once per endpoint: below the merchant's share (8 of 16), so one dead endpoint also
+ * leaves its own merchant's other endpoints slots; at ~100 ms an answer that is ~40 deliveries/s
+ * per endpoint and sender, and a receiver that never answers ties up 4 slots, not 16.
+ */
+const ENDPOINT_IN_FLIGHT_MAX_DEFAULT = 4
+const CONCURRENCY_DEFAULT = 16
+
 export const defaultSenderOptions: SenderOptions = {
   timeout_ms: 15_000,
-  concurrency: 16,
+  concurrency: CONCURRENCY_DEFAULT,
+  endpointInFlight_max: ENDPOINT_IN_FLIGHT_MAX_DEFAULT,
+  merchantInFlight_max: merchantInFlightDefault(CONCURRENCY_DEFAULT),
   batchSize: 64,
   pollInterval_ms: 500,
   retrySchedule_ms: DEFAULT_RETRY_SCHEDULE_MS,
@@ -128,9 +159,26 @@ const RetryScheduleText = Schema.String.check(
 /** `WEBHOOK_ALLOW_LOOPBACK_HTTP`: local and test mode only (docs/webhooks.md, the SSRF rule). */
 export const AllowLoopbackHttpConfig = Config.Boolean("WEBHOOK_ALLOW_LOOPBACK_HTTP").pipe(Config.withDefault(false))
 
+/** `WEBHOOK_MERCHANT_IN_FLIGHT_MAX` when set (within its bounds); unset, it follows `WEBHOOK_CONCURRENCY`. */
+const MerchantInFlightMaxConfig = Config.option(Config.schema(
+  Schema.Int.check(Schema.isBetween(
+    { minimum: senderOptionBounds.merchantInFlight_max.min, maximum: senderOptionBounds.merchantInFlight_max.max },
+    {
+      message: `WEBHOOK_MERCHANT_IN_FLIGHT_MAX must be an integer between ${senderOptionBounds.merchantInFlight_max.min} and ${senderOptionBounds.merchantInFlight_max.max}`
+    }
+  )),
+  "WEBHOOK_MERCHANT_IN_FLIGHT_MAX"
+))
+
 export const SenderConfig: Config.Config<SenderOptions> = Config.all({
   timeout_ms: boundedInt("WEBHOOK_TIMEOUT_MS", senderOptionBounds.timeout_ms, defaultSenderOptions.timeout_ms),
   concurrency: boundedInt("WEBHOOK_CONCURRENCY", senderOptionBounds.concurrency, defaultSenderOptions.concurrency),
+  endpointInFlight_max: boundedInt(
+    "WEBHOOK_ENDPOINT_IN_FLIGHT_MAX",
+    senderOptionBounds.endpointInFlight_max,
+    defaultSenderOptions.endpointInFlight_max
+  ),
+  merchantInFlight_max: MerchantInFlightMaxConfig,
   batchSize: boundedInt("WEBHOOK_BATCH_SIZE", senderOptionBounds.batchSize, defaultSenderOptions.batchSize),
   pollInterval_ms: boundedInt("WEBHOOK_POLL_INTERVAL_MS", senderOptionBounds.pollInterval_ms, defaultSenderOptions.pollInterval_ms),
   retrySchedule_ms: Config.schema(RetryScheduleText, "WEBHOOK_RETRY_SCHEDULE_MS").pipe(
@@ -144,7 +192,10 @@ export const SenderConfig: Config.Config<SenderOptions> = Config.all({
     defaultSenderOptions.disableAfterFailing_ms
   ),
   allowLoopbackHttp: AllowLoopbackHttpConfig
-})
+}).pipe(Config.map(({ merchantInFlight_max, ...settings }) => ({
+  ...settings,
+  merchantInFlight_max: Option.getOrElse(merchantInFlight_max, () => merchantInFlightDefault(settings.concurrency))
+})))
 
 /** `WEBHOOK_SENDER_ENABLED=false` runs the sender as its own process (`node packages/webhooks/src/main.ts`). */
 export const SenderEnabledConfig = Config.Boolean("WEBHOOK_SENDER_ENABLED").pipe(Config.withDefault(true))

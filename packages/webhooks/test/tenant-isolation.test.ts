@@ -1,0 +1,138 @@
+// Tenant isolation in the sender (found by an outside security tester): one merchant's endpoints on
+// a tarpit (the connection accepted, never answered) held every one of the sender's slots for the
+// whole timeout, so every other merchant's webhooks waited (74 s instead of ~0.3 s). The claim now
+// caps what one endpoint and one merchant may have in flight per sender. Real Postgres; the second
+// block runs the real sender loop against real receivers on loopback.
+import { assert, layer } from "@effect/vitest"
+import type { MerchantId } from "@pay/domain"
+import { decodeRows } from "@pay/infra"
+import { makeTestDatabase } from "@pay/testkit"
+import { Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, queueAges } from "../src/DeliveryQueue.ts"
+import { WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
+import { WebhookEndpoints } from "../src/Endpoints.ts"
+import { defaultSenderOptions, type SenderOptions } from "../src/Model.ts"
+import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
+import { eventually, startReceiver } from "./support/Receiver.ts"
+
+const lease_ms = 30_000
+
+const endpointOf = (merchantId: MerchantId, url: string) =>
+  Effect.gen(function* () {
+    const endpoints = yield* WebhookEndpoints
+    const { endpoint } = yield* endpoints.create(merchantId, { url, event_types: ["*"] })
+    return endpoint.id
+  })
+
+/** One version-1 event per new payment of the merchant: one delivery per endpoint of it each. */
+const enqueuePayments = (merchantId: MerchantId, payments_count: number) =>
+  Effect.forEach(Array.from({ length: payments_count }, (_, i) => i), () =>
+    Effect.gen(function* () {
+      const event = paymentEvent(merchantId, yield* newPaymentId, 1)
+      yield* enqueue(event)
+      return event.eventId
+    }))
+
+const countBy = (claimed: ReadonlyArray<ClaimedDelivery>, key: (delivery: ClaimedDelivery) => string) => {
+  const counts = new Map<string, number>()
+  for (const delivery of claimed) counts.set(key(delivery), (counts.get(key(delivery)) ?? 0) + 1)
+  return counts
+}
+
+const slotsAfter = (claimed: ReadonlyArray<ClaimedDelivery>, caps: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max">): ClaimSlots => ({
+  endpointInFlight: countBy(claimed, (delivery) => delivery.endpoint_id),
+  merchantInFlight: countBy(claimed, (delivery) => delivery.merchant_id),
+  ...caps
+})
+
+const ClaimLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 4 })))
+
+layer(ClaimLayer, { excludeTestServices: true })("the claim's in-flight caps (real Postgres)", (it) => {
+  it.effect("a claim takes at most each endpoint's and merchant's share, the earliest first, and another merchant's delivery behind them; the overdue gauge leaves out what waits behind a cap", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const busy = yield* createMerchant
+      const [first, second] = [yield* endpointOf(busy, "http://127.0.0.1:9/first"), yield* endpointOf(busy, "http://127.0.0.1:9/second")]
+      const busyEvents = yield* enqueuePayments(busy, 3)
+      const other = yield* createMerchant
+      const otherEndpoint = yield* endpointOf(other, "http://127.0.0.1:9/other")
+      yield* enqueuePayments(other, 1)
+
+      // 6 deliveries of `busy` due before the other merchant's one; 2 per endpoint, 3 per merchant.
+      const caps = { endpointInFlight_max: 2, merchantInFlight_max: 3 }
+      const claimed = yield* claimDeliveries(16, lease_ms, slotsAfter([], caps))
+      const byMerchant = countBy(claimed, (delivery) => delivery.merchant_id)
+      assert.strictEqual(byMerchant.get(busy), 3, "the merchant's share")
+      assert.strictEqual(byMerchant.get(other), 1, "the other merchant's delivery, queued last, is taken in the same claim")
+      for (const endpointId of [first, second]) assert.isAtMost(countBy(claimed, (d) => d.endpoint_id).get(endpointId) ?? 0, 2, endpointId)
+      const [event1, , event3] = busyEvents
+      assert.deepStrictEqual(claimed.filter((d) => d.event_id === event1).map((d) => d.endpoint_id).sort(), [first, second].sort(), "the earliest first")
+      assert.isFalse(claimed.some((d) => d.event_id === event3), "the latest waits")
+      assert.strictEqual(otherEndpoint, claimed.find((d) => d.merchant_id === other)?.endpoint_id)
+
+      // With those in flight: nothing more of the merchant at its cap.
+      assert.deepStrictEqual(yield* claimDeliveries(16, lease_ms, slotsAfter(claimed, caps)), [], "the merchant is at its cap")
+      // A larger merchant share: only the endpoint with one in flight has room left (one).
+      const wider = { endpointInFlight_max: 2, merchantInFlight_max: 8 }
+      const more = yield* claimDeliveries(16, lease_ms, slotsAfter(claimed, wider))
+      const roomy = countBy(claimed, (d) => d.endpoint_id).get(first) === 1 ? first : second
+      assert.deepStrictEqual(more.map((d) => d.endpoint_id), [roomy], "one more, at the endpoint under its cap")
+
+      // The 2 left, 90 s overdue: they wait behind their endpoints' in-flight deliveries (2 leases
+      // live at each), not for a sender; with larger caps they would be taken, and are overdue.
+      yield* sql`UPDATE webhook_deliveries SET next_attempt_at = now() - interval '90 seconds' WHERE merchant_id = ${busy} AND lease_token IS NULL`
+      const overdue_s = (limits: Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">) =>
+        Effect.map(queueAges(sql, limits), (ages) => Math.round(ages.oldestOverdue_s))
+      assert.strictEqual(yield* overdue_s(wider), 0, "behind their endpoints' caps")
+      assert.strictEqual(yield* overdue_s({ endpointInFlight_max: 8, merchantInFlight_max: 4 }), 0, "behind their merchant's cap (4 in flight)")
+      assert.strictEqual(yield* overdue_s({ endpointInFlight_max: 8, merchantInFlight_max: 8 }), 90)
+      const pending = yield* decodeRows(Schema.Struct({ count: Schema.Int }))(sql`
+        SELECT count(*)::int AS count FROM webhook_deliveries WHERE status = 'pending' AND lease_token IS NULL`)
+      assert.strictEqual(pending[0]?.count, 2, "what was not claimed stays pending, unleased")
+    }))
+})
+
+/** 4 slots, 2 per merchant, 1 per endpoint; a hung request is cut at 5 s, and not retried within the test. */
+const senderOptions: SenderOptions = {
+  ...defaultSenderOptions,
+  timeout_ms: 5_000,
+  concurrency: 4,
+  endpointInFlight_max: 1,
+  merchantInFlight_max: 2,
+  retrySchedule_ms: [0, 60_000],
+  pollInterval_ms: 200,
+  allowLoopbackHttp: true
+}
+/** Well under the timeout: the other merchant's webhook did not wait for a hung request's slot. */
+const PROMPT_MS = 2_000
+
+const Sender = WebhookSender.layerWith(senderOptions)
+const LoopLayer = Layer.mergeAll(WebhookEndpoints.layerWith({ allowLoopbackHttp: true }), WebhookSenderLoop.pipe(Layer.provide(Sender))).pipe(
+  Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
+)
+
+layer(LoopLayer, { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with one merchant's endpoints hung (real receivers)", (it) => {
+  it.effect("another merchant's webhook arrives at once while the hung deliveries outnumber the slots; the hung merchant holds only its share", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const hung = yield* Effect.forEach([1, 2, 3], () => startReceiver(() => "hold"))
+      const fast = yield* startReceiver(() => ({ status: 204 }))
+      const tarpit = yield* createMerchant
+      for (const receiver of hung) yield* endpointOf(tarpit, receiver.url)
+      const victim = yield* createMerchant
+      yield* endpointOf(victim, fast.url)
+
+      // 12 hung deliveries (4 payments, 3 endpoints) for 4 slots, queued first.
+      yield* enqueuePayments(tarpit, 4)
+      const heldCount = () => hung.reduce((sum, receiver) => sum + receiver.received.length, 0)
+      yield* eventually("the tarpit merchant's requests are held", () => heldCount() >= senderOptions.merchantInFlight_max)
+
+      const queuedAt = Date.now()
+      yield* enqueuePayments(victim, 1)
+      yield* eventually("the other merchant's webhook arrives", () => fast.received.length === 1, 4 * senderOptions.timeout_ms)
+      const waited_ms = Date.now() - queuedAt
+      assert.isBelow(waited_ms, PROMPT_MS, `the other merchant's webhook waited ${waited_ms} ms behind the hung ones (timeout ${senderOptions.timeout_ms} ms)`)
+      assert.strictEqual(heldCount(), senderOptions.merchantInFlight_max, "the hung merchant holds its share of the slots, no more")
+      for (const receiver of hung) assert.isAtMost(receiver.received.length, senderOptions.endpointInFlight_max, "one in flight per endpoint")
+    })))
+})
