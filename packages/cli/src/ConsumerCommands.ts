@@ -34,10 +34,16 @@ import { SqlClient } from "effect/sql"
  *   pnpm cli consumers lag [consumer]        log end offset minus the stored offset, per partition
  *   pnpm cli consumers offsets               stored offsets and counters of every consumer
  *   pnpm cli consumers reset <consumer> <offset>
- *                                            moves a consumer's stored offsets (backwards allowed)
+ *                                            moves a consumer's stored offsets (backwards allowed;
+ *                                            above a partition's log end offset refused, exit 1)
  *                                            and deletes its Kafka group (stop its instances first)
  *   pnpm cli dlq list [consumer]             parked records not yet re-driven
- *   pnpm cli dlq redrive <id>                runs a parked record through its handler again
+ *   pnpm cli dlq redrive <id>                runs a parked record through its handler again (the
+ *                                            settlement generations' and the webhooks consumer's);
+ *                                            exit 1 when it still fails
+ *
+ * Results (JSON) on stdout only; logs (a replay's progress) and refusals on stderr (main.ts).
+ * Extra arguments are refused like any malformed command line (exit 2).
  */
 export const consumerUsage = `  pnpm cli reconcile
   pnpm cli replay settlement
@@ -52,6 +58,16 @@ const REPLAY_TIMEOUT_MS = 30 * 60_000
 
 const OffsetArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 2n ** 62n }))))
 const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 1n, maximum: 2n ** 62n }))))
+
+/** `consumers reset` to an offset above a partition's log end offset: nothing moved. */
+export class OffsetBeyondEnd extends Schema.TaggedError<OffsetBeyondEnd>()("OffsetBeyondEnd", {
+  consumer: Schema.String,
+  offset: Schema.BigInt,
+  endOffsets: Schema.Array(Schema.BigInt)
+}) {}
+
+/** `dlq redrive` whose record still fails: the outcome is on stdout, the error on stderr, exit 1. */
+export class RedriveFailed extends Schema.TaggedError<RedriveFailed>()("RedriveFailed", { id: Schema.BigInt, error: Schema.String }) {}
 
 export class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
 
@@ -116,6 +132,12 @@ const lag = (consumer: string | undefined) =>
     yield* Console.log(json({ consumer: name, total_lag: total, partitions }))
   })
 
+/**
+ * Stored offsets above a partition's log end offset would make the consumer skip every record
+ * ("behind") until the topic reached them, with its lag reading 0 (end − stored, clamped): a
+ * consumer silently stopped. One offset is stored for every partition, so it must be at most the
+ * lowest end offset. The topic only grows: an offset accepted here stays within it.
+ */
 const reset = (consumer: string, offsetText: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -123,43 +145,60 @@ const reset = (consumer: string, offsetText: string) =>
     const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
     const store = makeConsumerStore(sql)
     const prefix = yield* KafkaTopicPrefix
+    const topic = paymentsEventsTopic(prefix)
+    const endOffsets = yield* (yield* KafkaConsumer).endOffsets(topic)
+    // A partition the broker did not answer for counts as empty (end 0).
+    const ends = Array.from({ length: paymentsEventsPartitions }, (_, partition) => endOffsets[partition] ?? 0n)
+    if (ends.some((end) => offset > end)) {
+      return yield* new OffsetBeyondEnd({ consumer, offset, endOffsets: ends })
+    }
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.
     yield* admin.deleteGroups([`${prefix}${consumer}`])
-    yield* store.resetOffsets(consumer, paymentsEventsTopic(prefix), paymentsEventsPartitions, offset)
+    yield* store.resetOffsets(consumer, topic, paymentsEventsPartitions, offset)
     yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
   })
 
-/** Dispatches the consumer commands; undefined when the arguments are not one of them. */
-export const consumerCommand = (args: ReadonlyArray<string | undefined>) => {
+const redriveCommand = (argument: string) =>
+  Effect.gen(function* () {
+    const id = yield* Schema.decodeUnknownEffect(IdArgument)(argument)
+    const outcome = yield* redrive(id)
+    yield* Console.log(json({ id, outcome }))
+    if (outcome !== "failed") return
+    const [letter] = yield* makeDeadLetters(yield* SqlClient.SqlClient).find(id)
+    return yield* new RedriveFailed({ id, error: letter?.redrive_error ?? "(no error recorded)" })
+  })
+
+const dlqList = (consumer: string | undefined) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // A mistyped name would list nothing, which reads as "nothing parked".
+    if (consumer !== undefined) yield* knownConsumer(sql, consumer)
+    const rows = yield* makeDeadLetters(sql).list({
+      ...(consumer === undefined ? {} : { consumer }),
+      includeRedriven: false,
+      limit: DEAD_LETTER_LIST_MAX
+    })
+    yield* Console.log(json(rows))
+  })
+
+const offsets = Effect.gen(function* () {
+  yield* Console.log(json(yield* makeConsumerStore(yield* SqlClient.SqlClient).allOffsets))
+})
+
+/**
+ * Dispatches the consumer commands; undefined when the arguments are not one of them, with their
+ * exact number of arguments (an extra one is not ignored: the caller answers with the usage, exit 2).
+ */
+export const consumerCommand = (args: ReadonlyArray<string>) => {
   const [group, command, argument, extra] = args
-  if (group === "reconcile" && command === undefined) return reconcile
-  if (group === "replay" && command === "settlement") return replay
-  if (group === "consumers" && command === "lag") return lag(argument)
-  if (group === "consumers" && command === "offsets") {
-    return Effect.gen(function* () {
-      yield* Console.log(json(yield* makeConsumerStore(yield* SqlClient.SqlClient).allOffsets))
-    })
-  }
-  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined) return reset(argument, extra)
-  if (group === "dlq" && command === "list") {
-    return Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      // A mistyped name would list nothing, which reads as "nothing parked".
-      if (argument !== undefined) yield* knownConsumer(sql, argument)
-      const rows = yield* makeDeadLetters(sql).list({
-        ...(argument === undefined ? {} : { consumer: argument }),
-        includeRedriven: false,
-        limit: DEAD_LETTER_LIST_MAX
-      })
-      yield* Console.log(json(rows))
-    })
-  }
-  if (group === "dlq" && command === "redrive" && argument !== undefined) {
-    return Effect.gen(function* () {
-      const id = yield* Schema.decodeUnknownEffect(IdArgument)(argument)
-      yield* Console.log(json({ id, outcome: yield* redrive(id) }))
-    })
-  }
+  const count = args.length
+  if (group === "reconcile" && count === 1) return reconcile
+  if (group === "replay" && command === "settlement" && count === 2) return replay
+  if (group === "consumers" && command === "lag" && count <= 3) return lag(argument)
+  if (group === "consumers" && command === "offsets" && count === 2) return offsets
+  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && count === 4) return reset(argument, extra)
+  if (group === "dlq" && command === "list" && count <= 3) return dlqList(argument)
+  if (group === "dlq" && command === "redrive" && argument !== undefined && count === 3) return redriveCommand(argument)
   return undefined
 }

@@ -18,15 +18,20 @@
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
  * the server, and applies pending migrations first as MIGRATION_DATABASE_URL (the schema owner).
+ *
+ * stdout carries the command's result (JSON) and nothing else, so it can be piped to `jq`; log
+ * lines (a replay's progress, parked records: JSON, from LOG_LEVEL up), refusals and failures go to
+ * stderr. A reader that closes the pipe early (EPIPE) does not stop the command half-way: it
+ * finishes, says on the other stream that its output was lost, and exits 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
-import { DatabaseLive } from "@pay/infra"
+import { DatabaseLive, LogLevelSetting, structuredWithTrace } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
-import { Cause, Console, Effect, Layer, Redacted, Schema } from "effect"
+import { Cause, Console, Effect, Layer, Logger, Redacted, References, Schema } from "effect"
 import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
@@ -73,25 +78,26 @@ const idempotencyCommand = (command: string | undefined, argument: string | unde
   })
 
 const program = Effect.gen(function* () {
-  const [group, command, argument, ...rest] = process.argv.slice(2)
-  const consumers = consumerCommand([group, command, argument, ...rest])
+  const args = process.argv.slice(2)
+  const [group, command, argument, ...rest] = args
+  const consumers = consumerCommand(args)
   if (consumers !== undefined) return yield* consumers
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
   const deliveries = yield* WebhookDeliveries
-  if (group === "merchants" && command === "create" && argument !== undefined) {
+  if (group === "merchants" && command === "create" && argument !== undefined && rest.length === 0) {
     const name = yield* Schema.decodeUnknownEffect(MerchantName)(argument)
     const { merchant, key } = yield* createMerchantWithKey(name)
     yield* Console.error(`merchant ${merchant.id} created; the API key below is shown once`)
     return yield* printKey(merchant.id, key)
   }
-  if (group === "keys" && command === "create" && argument !== undefined) {
+  if (group === "keys" && command === "create" && argument !== undefined && rest.length === 0) {
     const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
     const key = yield* apiKeys.create(merchantId)
     return yield* printKey(merchantId, key)
   }
-  if (group === "keys" && command === "revoke" && argument !== undefined) {
+  if (group === "keys" && command === "revoke" && argument !== undefined && rest.length === 0) {
     const revoked = yield* apiKeys.revoke(argument)
     const what = revoked._tag === "Revoked" ? "revoked" : "already revoked"
     return yield* Console.log(JSON.stringify({ api_key_id: argument, merchant_id: revoked.merchantId, result: what, revoked_at: revoked.revokedAt.toISOString() }))
@@ -113,8 +119,8 @@ const program = Effect.gen(function* () {
     yield* (yield* RefundFeeSettings).set(merchantId, fee_returned === "true")
     return yield* Console.log(JSON.stringify({ merchant_id: merchantId, fee_returned: fee_returned === "true" }))
   }
-  if (group === "idempotency") return yield* idempotencyCommand(command, argument)
-  if (group === "webhooks" && command === "failed") {
+  if (group === "idempotency" && rest.length === 0) return yield* idempotencyCommand(command, argument)
+  if (group === "webhooks" && command === "failed" && rest.length === 0) {
     const limit = yield* Schema.decodeUnknownEffect(FailedLimit)(argument ?? "50")
     const failed = yield* deliveries.failed(limit)
     for (const delivery of failed) yield* Console.log(JSON.stringify(delivery))
@@ -126,10 +132,40 @@ const program = Effect.gen(function* () {
 /** A refusal or failure: its words on stderr, and the exit code (2: the command line; 1: the rest). */
 const report = (message: string, exitCode: 1 | 2) => Console.error(message).pipe(Effect.andThen(Effect.sync(() => { process.exitCode = exitCode })))
 
+/**
+ * Log lines on stderr, as JSON like every process's (structuredWithTrace), from LOG_LEVEL up:
+ * Effect's default logger writes to stdout, where they broke `pnpm cli replay settlement | jq`.
+ */
+const StderrLoggingLive = Layer.unwrap(
+  Effect.map(LogLevelSetting, (level) =>
+    Layer.merge(Logger.layer([Logger.withConsoleError(structuredWithTrace)]), Layer.succeed(References.MinimumLogLevel, level)))
+)
+
+/**
+ * A closed stdout or stderr (`pnpm cli replay settlement | head -1`: the reader left) makes Node
+ * emit an 'error' event on the stream, which, with no listener, killed the process wherever it was
+ * (a replay half-built). The command goes on instead; what could not be written is said on the
+ * other stream when it is still open, and the exit code is 1 (the result or its logs were lost).
+ */
+const keepRunningWhenOutputCloses = Effect.sync(() => {
+  const streams = [{ name: "stdout", stream: process.stdout, other: process.stderr }, { name: "stderr", stream: process.stderr, other: process.stdout }]
+  for (const { name, stream, other } of streams) {
+    let reported = false
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      process.exitCode = 1
+      if (reported) return
+      reported = true
+      if (other.writable && !other.destroyed) {
+        other.write(`${name} is closed (${error.code ?? error.message}): output was lost; the command went on to its end (exit 1)\n`)
+      }
+    })
+  }
+})
+
 /** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */
 const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help", "-h", "help"].includes(args[0] ?? "")
 
-const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : program.pipe(
+const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, program).pipe(
   Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(DatabaseLive)
@@ -144,9 +180,20 @@ const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : program.pipe
   Effect.catchTag("InvalidConsumerName", (error) => report(`invalid argument: ${JSON.stringify(error.consumer)} is not a consumer name\n(pnpm cli alone prints the usage)`, 2)),
   Effect.catchTag("UnknownConsumer", (error) =>
     report(`no consumer ${error.consumer} (known: ${error.known.join(", ")}; pnpm cli consumers offsets lists the stored ones)`, 1)),
+  Effect.catchTag("OffsetBeyondEnd", (error) =>
+    report(
+      `offset ${error.offset} is above the log end offset of partition(s) ${error.endOffsets.flatMap((end, partition) => (error.offset > end ? [partition] : [])).join(", ")} (end offsets by partition: ${error.endOffsets.join(", ")}): the consumer would skip every record until the topic reached it; nothing moved (the offset must be at most ${error.endOffsets.reduce((low, end) => (end < low ? end : low), error.offset)}, the lowest)`,
+      1
+    )),
+  Effect.catchTag("NoHandler", (error) => report(error.message, 1)),
+  Effect.catchTag("RedriveFailed", (error) =>
+    report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only
   // results go to stdout, so `pnpm cli … | jq` never reads an error as data.
-  Effect.catchCause((cause) => report(Cause.pretty(cause), 1))
+  Effect.catchCause((cause) => report(Cause.pretty(cause), 1)),
+  Effect.provide(StderrLoggingLive),
+  // LOG_LEVEL malformed: said on stderr like any other refusal of the environment.
+  Effect.catchTag("ConfigError", (error) => report(`invalid environment: ${error.message}`, 1))
 )
 
 NodeRuntime.runMain(run)

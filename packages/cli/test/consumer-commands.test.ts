@@ -1,10 +1,12 @@
 import { assert, it } from "@effect/vitest"
 import { defaultKafkaAdminTimeouts, KafkaAdmin, postgresLayer } from "@pay/infra"
+import { toEventRecord } from "@pay/outbox/CloudEvents"
 import { OutboxTopics } from "@pay/outbox/OutboxTopics"
 import { acquireTestDatabase, shortId, testRun } from "@pay/testkit"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
+import { randomUUID } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { describe } from "vitest"
 
@@ -34,10 +36,49 @@ const cli = (env: Readonly<Record<string, string>>, args: ReadonlyArray<string>)
     })
   })
 
+/**
+ * The same, with its stdout closed from the start: the reader of `pnpm cli … | jq` gone (jq failed
+ * to parse, `| head -1` had its line). Its writes to stdout fail with EPIPE.
+ */
+const cliWithClosedStdout = (env: Readonly<Record<string, string>>, args: ReadonlyArray<string>) =>
+  Effect.callback<CliRun>((resume) => {
+    const child = spawn(process.execPath, ["packages/cli/src/main.ts", ...args], {
+      cwd: repositoryRoot,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    child.stdout.destroy()
+    let stderr = ""
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString("utf8")).slice(-20_000)
+    })
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000)
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      resume(Effect.succeed({ exitCode: code ?? -1, stdout: "", stderr }))
+    })
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      if (child.exitCode === null) child.kill("SIGKILL")
+    })
+  })
+
 const parse = (text: string): unknown => JSON.parse(text)
 
+/** A payment_created event as the publisher sends it, for a parked row's record. */
+const createdEvent = (merchant: string) => {
+  const eventId = randomUUID()
+  const payment = `pay_${"1".repeat(24)}`
+  const record = toEventRecord({
+    id: eventId, position: 0n, aggregate_type: "payment", aggregate_id: payment, event_type: "payment_created", event_version: 1,
+    payload: { type: "payment_created", payment_id: payment, merchant_id: merchant, amount_minor: 1_050, currency: "EUR", version: 1, occurred_at: "2026-12-03T17:00:00.000Z", status: "CREATED" },
+    headers: { correlation_id: "corr-cli" }, created_at: new Date(), attempt_count: 0
+  })
+  return { eventId, record }
+}
+
 describe("consumer commands of the CLI (real process, real Postgres and Kafka)", () => {
-  it.live("reconcile exits 0 when the sources agree and 1 naming the difference; dlq list shows parked records; lag, offsets, reset and replay on a topic of its own", () =>
+  it.live("reconcile exits 0 when the sources agree and 1 naming the difference; dlq list shows parked records; lag, offsets, reset (refused above the end offsets) and replay (JSON alone on stdout) on a topic of its own", () =>
     Effect.gen(function* () {
       const database = yield* acquireTestDatabase
       const prefix = `${run.kafkaTopicPrefix}${shortId()}.`
@@ -68,20 +109,91 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.strictEqual(lag.exitCode, 0, lag.stderr)
         assert.include(lag.stdout, "\"total_lag\": \"0\"")
 
-        const reset = yield* cli(env, ["consumers", "reset", "settlement.g1", "5"])
+        // Above the log end offsets (0: an empty topic) the consumer would skip every record to come,
+        // its lag reading 0: refused with the end offsets, nothing moved.
+        const beyond = yield* cli(env, ["consumers", "reset", "settlement.g1", "5"])
+        assert.deepStrictEqual([beyond.exitCode, beyond.stdout], [1, ""], beyond.stderr)
+        assert.include(beyond.stderr, "offset 5 is above the log end offset of partition(s) 0, 1, 2 (end offsets by partition: 0, 0, 0)")
+        const notMoved = yield* cli(env, ["consumers", "offsets"])
+        assert.deepStrictEqual(parse(notMoved.stdout), [])
+        const reset = yield* cli(env, ["consumers", "reset", "settlement.g1", "0"])
         assert.strictEqual(reset.exitCode, 0, reset.stderr)
         const offsets = yield* cli(env, ["consumers", "offsets"])
-        assert.strictEqual((offsets.stdout.match(/"next_offset": "5"/g) ?? []).length, 3, offsets.stdout)
+        assert.strictEqual((offsets.stdout.match(/"next_offset": "0"/g) ?? []).length, 3, offsets.stdout)
 
-        // An empty topic: the rebuild has nothing to read and swaps generation 2 in.
+        // An empty topic: the rebuild has nothing to read and swaps generation 2 in. Its log lines
+        // go to stderr; stdout is the result alone (it used to carry the logs: `| jq` failed).
         const replayed = yield* cli(env, ["replay", "settlement"])
         assert.strictEqual(replayed.exitCode, 0, replayed.stderr)
-        assert.include(replayed.stdout, "\"swapped\": true")
+        assert.include(JSON.stringify(parse(replayed.stdout)), "\"swapped\":true")
+        assert.include(replayed.stderr, "settlement rebuild starts")
         const after = yield* cli(env, ["reconcile"])
         assert.strictEqual(after.exitCode, 0, "generation 2 has no ghost row")
       }).pipe(Effect.provide(Layer.mergeAll(
         postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
         KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin", ...defaultKafkaAdminTimeouts })
       )))
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+
+  it.live("dlq redrive: a record that still fails exits 1 (its error on stderr); a record the webhooks consumer parked is applied; a consumer no handler stands for is named, exit 1", () =>
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const env = { DATABASE_URL: database.url, KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}${shortId()}.` }
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+                   VALUES ('settlement.g1', 't', 0, 7, NULL, 'pay_x', 'not json', '{"ce_type":"payment_settled"}'::jsonb, 'undecodable: test', 1)`
+        // A re-drive that still fails (the record does not decode) used to exit 0: now its outcome on
+        // stdout, the error on stderr, exit 1.
+        const [parkedRow] = yield* sql<{ readonly id: string }>`SELECT id::text AS id FROM dead_letter_events`
+        const stillFailing = yield* cli(env, ["dlq", "redrive", parkedRow?.id ?? "0"])
+        assert.strictEqual(stillFailing.exitCode, 1, stillFailing.stderr)
+        assert.deepStrictEqual(parse(stillFailing.stdout), { id: parkedRow?.id, outcome: "failed" })
+        assert.include(stillFailing.stderr, `re-drive of parked event ${parkedRow?.id} failed: `)
+
+        // A record the webhooks consumer parked: re-driven through its handler (it failed with an
+        // empty `NoHandler:` before), the merchant's delivery queued once.
+        const merchant = `mer_${"2".repeat(24)}`
+        yield* sql`INSERT INTO merchants (id, name) VALUES (${merchant}, 'cli redrive')`
+        yield* sql`INSERT INTO webhook_endpoints (id, merchant_id, url, event_types, status) VALUES (${`we_${"3".repeat(24)}`}, ${merchant}, 'https://example.com/hook', ARRAY['*'], 'enabled')`
+        const { eventId, record } = createdEvent(merchant)
+        const parkAs = (consumer: string) => sql<{ readonly id: string }>`
+          INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+          VALUES (${consumer}, 't', 1, 9, ${eventId}, ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, 'simulated', 5)
+          RETURNING id::text AS id`
+        const [webhooksRow] = yield* parkAs("webhooks")
+        const redriven = yield* cli(env, ["dlq", "redrive", webhooksRow?.id ?? "0"])
+        assert.deepStrictEqual([redriven.exitCode, parse(redriven.stdout)], [0, { id: webhooksRow?.id, outcome: "applied" }], redriven.stderr)
+        const [queued] = yield* sql<{ readonly count: number }>`SELECT count(*)::int AS count FROM webhook_deliveries WHERE event_id = ${eventId}::uuid`
+        assert.strictEqual(queued?.count, 1)
+        // A consumer no handler stands for: said by name, exit 1, nothing on stdout.
+        const [strayRow] = yield* parkAs("ledger.audit")
+        const stray = yield* cli(env, ["dlq", "redrive", strayRow?.id ?? "0"])
+        assert.deepStrictEqual([stray.exitCode, stray.stdout], [1, ""], stray.stderr)
+        assert.include(stray.stderr, `parked event ${strayRow?.id} belongs to consumer ledger.audit`)
+      }).pipe(Effect.provide(postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" })))
+    }).pipe(Effect.scoped), { timeout: 90_000 })
+
+  // `pnpm cli replay settlement | jq`: jq left at the first log line and the next write's EPIPE
+  // crashed the CLI in the middle of the rebuild (an unhandled 'error' event), leaving a
+  // half-built generation. A closed stdout now costs only the result: the replay finishes.
+  it.live("a replay whose stdout is closed (the reader left) finishes and swaps, says so on stderr and exits 1", () =>
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const prefix = `${run.kafkaTopicPrefix}${shortId()}.`
+      const env = { DATABASE_URL: database.url, KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: prefix }
+      yield* Effect.gen(function* () {
+        yield* OutboxTopics.ensure(prefix)
+        const sql = yield* SqlClient.SqlClient
+        const replayed = yield* cliWithClosedStdout(env, ["replay", "settlement"])
+        assert.notInclude(replayed.stderr, "Unhandled 'error' event", replayed.stderr)
+        const [live] = yield* sql<{ readonly generation: number }>`SELECT generation FROM settlement_projection_live`
+        assert.strictEqual(live?.generation, 2, `the rebuild finished and swapped: ${replayed.stderr.slice(-2_000)}`)
+        assert.include(replayed.stderr, "stdout is closed (EPIPE): output was lost")
+        assert.strictEqual(replayed.exitCode, 1)
+      }).pipe(Effect.provide(Layer.mergeAll(
+        postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
+        KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin-epipe", ...defaultKafkaAdminTimeouts })
+      )))
+    }).pipe(Effect.scoped), { timeout: 60_000 })
 })

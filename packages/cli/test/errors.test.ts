@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { cli, describeRun } from "./support.ts"
 
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
-  it.effect("a malformed argument is exit 2, an unknown merchant, parked event or consumer exit 1, a database that does not answer exit 1; stdout stays empty; --help is stdout and exit 0", () =>
+  it.effect("a malformed argument or an extra one is exit 2, an unknown merchant, parked event or consumer exit 1, a database that does not answer exit 1; stdout stays empty; --help is stdout and exit 0", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
       const malformed = yield* cli(database.url, ["fees", "set", "mer_x", "EUR", "10", "1"])
@@ -36,6 +36,12 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.include(typoDlq.stderr, "no consumer settlemnt.g1 (known: settlement.g1, webhooks")
       const offsets = yield* cli(database.url, ["consumers", "offsets"])
       assert.deepStrictEqual([offsets.exitCode, offsets.stdout.trim()], [0, "[]"], describeRun(offsets))
+      // An extra argument used to be ignored (exit 0, as if the command were what was meant).
+      for (const extra of [["consumers", "offsets", "extra"], ["dlq", "redrive", "1", "2"]]) {
+        const refused = yield* cli(database.url, extra)
+        assert.deepStrictEqual([refused.exitCode, refused.stdout], [2, ""], `${extra.join(" ")}: ${describeRun(refused)}`)
+        assert.include(refused.stderr, "usage:")
+      }
       const badName = yield* cli(database.url, ["consumers", "reset", "bad/name", "5"])
       assert.strictEqual(badName.exitCode, 2, describeRun(badName))
       assert.include(badName.stderr, "is not a consumer name")

@@ -1,4 +1,5 @@
-import { Effect, Schema } from "effect"
+import { makeWebhookConsumerHandler, WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
+import { Cause, Effect, Exit, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
 import { eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
@@ -7,22 +8,36 @@ import { decodeRecord, errorText } from "./RecordProcessor.ts"
 import { makeSettlementProjection } from "./SettlementProjection.ts"
 
 export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()("DeadLetterNotFound", { id: Schema.String }) {}
-export class NoHandler extends Schema.TaggedError<NoHandler>()("NoHandler", { consumer: Schema.String }) {}
+
+/** The consumers whose parked records can be re-driven, as an operator reads them. */
+export const redrivableConsumers = `settlement.g<N>, ${WEBHOOK_CONSUMER_NAME}`
+
+/** A parked row whose consumer no handler of this deployment stands for: nothing changed. */
+export class NoHandler extends Schema.TaggedError<NoHandler>()("NoHandler", { consumer: Schema.String, message: Schema.String }) {}
+
+const settlementGeneration = /^settlement\.g([1-9][0-9]{0,8})$/
+
+/**
+ * The handler a parked row's consumer name stands for: every consumer that can park records
+ * (ConsumersProcess.ts runs them), i.e. `settlement.g<N>` (that generation's projection) and
+ * `webhooks` (queues the event's deliveries). Undefined for any other name.
+ */
+export const handlerFor = (consumer: string): Effect.Effect<ConsumerHandler | undefined, never, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    if (consumer === WEBHOOK_CONSUMER_NAME) return yield* makeWebhookConsumerHandler
+    const generation = settlementGeneration.exec(consumer)?.[1]
+    return generation === undefined ? undefined : makeSettlementProjection(yield* SqlClient.SqlClient).handler(Number(generation))
+  })
 
 export type RedriveOutcome = "applied" | "duplicate" | "stale" | "already_redriven" | "failed"
-
-/** The handler a parked row's consumer name stands for (`settlement.g<N>`). */
-export const handlerFor = (sql: SqlClient.SqlClient, consumer: string): ConsumerHandler | undefined => {
-  const match = /^settlement\.g([1-9][0-9]{0,8})$/.exec(consumer)
-  return match?.[1] === undefined ? undefined : makeSettlementProjection(sql).handler(Number(match[1]))
-}
 
 /**
  * Re-drives a parked record after a fix (a new decoder, a fixed handler, a repaired row): in one
  * transaction, decodes it, claims (consumer, event_id) and applies the handler exactly as the
  * consumer would (a record applied meanwhile is a duplicate), and marks the row re-driven. A
- * record that still fails keeps its row, with the new error in `redrive_error`. The stored
- * offsets are not touched (the partition moved on when the record was parked).
+ * record that still fails (a refusal, a SQL error, or a defect of the handler, as the consumer
+ * counts them: RecordProcessor.ts) keeps its row, with the new error in `redrive_error`. The
+ * stored offsets are not touched (the partition moved on when the record was parked).
  */
 export const redrive = (id: bigint) =>
   Effect.gen(function* () {
@@ -33,8 +48,13 @@ export const redrive = (id: bigint) =>
       const [letter] = yield* deadLetters.find(id)
       if (letter === undefined) return yield* new DeadLetterNotFound({ id: String(id) })
       if (letter.redriven_at !== null) return "already_redriven" as const
-      const handler = handlerFor(sql, letter.consumer)
-      if (handler === undefined) return yield* new NoHandler({ consumer: letter.consumer })
+      const handler = yield* handlerFor(letter.consumer)
+      if (handler === undefined) {
+        return yield* new NoHandler({
+          consumer: letter.consumer,
+          message: `parked event ${id} belongs to consumer ${letter.consumer}, which no handler of this deployment stands for (re-drivable: ${redrivableConsumers}); nothing re-driven`
+        })
+      }
       const record = recordOf(letter)
       const attempt = Effect.gen(function* () {
         const decoded = yield* decodeRecord(record)
@@ -43,12 +63,14 @@ export const redrive = (id: bigint) =>
         return claim === "new" ? "applied" as const : claim
       })
       // A savepoint: a failed attempt rolls back its own writes, and the failure is recorded.
-      const result = yield* Effect.result(sql.withTransaction(attempt))
-      if (result._tag === "Failure") {
-        yield* deadLetters.markRedriveFailed(id, errorText(result.failure))
-        return "failed" as const
+      const exit = yield* Effect.exit(sql.withTransaction(attempt))
+      if (Exit.isSuccess(exit)) {
+        yield* deadLetters.markRedriven(id)
+        return exit.value
       }
-      yield* deadLetters.markRedriven(id)
-      return result.success
+      // Interrupted (SIGINT): nothing to record, the whole transaction rolls back.
+      if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
+      yield* deadLetters.markRedriveFailed(id, errorText(Cause.squash(exit.cause)))
+      return "failed" as const
     }))
   })

@@ -115,10 +115,12 @@ export const rebuildSettlement = (
         duration: Duration.millis(settings.timeout_ms),
         orElse: () => Effect.fail(new ReplayTimedOut({ generation, timeout_ms: settings.timeout_ms }))
       }),
+      // Stopped (interrupted, timed out, failed) before the swap: said, with the generation left half-built.
       Effect.onExit((exit) =>
-        Exit.isSuccess(exit) ? Effect.void : Effect.logWarning("settlement rebuild stopped before the swap: the new generation is half-built and not live").pipe(
-          Effect.annotateLogs({ generation, live: current.generation, interrupted: Cause.hasInterruptsOnly(exit.cause) })
-        ))
+        Exit.isSuccess(exit) ? Effect.void : Effect.flatMap(Ref.get(finished), (live) =>
+          live === generation ? Effect.void : Effect.logWarning("settlement rebuild stopped before the swap: the new generation is half-built and not live").pipe(
+            Effect.annotateLogs({ generation, live: live ?? current.generation, interrupted: Cause.hasInterruptsOnly(exit.cause) })
+          )))
     )
     const swapped = (yield* Ref.get(finished)) === generation
     return { previous: current.generation, generation, swapped, target }

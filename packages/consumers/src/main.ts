@@ -9,8 +9,13 @@
  * that is set (a listener of its own, never the server's 9464 by default); logs as the server's
  * (JSON with trace ids, LOG_LEVEL), traces to OTEL_EXPORTER_OTLP_ENDPOINT when set.
  *
+ * Its Postgres pool is measured like the server's (`db_client_connections`, DatabasePoolSaturated).
+ *
  * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the layer; the record in flight finishes (its
- * transaction is uninterruptible), the group is left, the pool closes.
+ * transaction is uninterruptible), the group is left, the pool closes, and the process exits 0 (a
+ * clean stop is not a failure; runMain's default is 130, which a process manager records as one).
+ * A failure (at start-up: a setting out of bounds, METRICS_PORT taken; or later) is logged as one
+ * JSON line like every other (`consumers process failed`, with `error`) and exits 1.
  *
  * Fault injection (tests only): `CONSUMER_FAULT_CRASH_AT=before_transaction|inside_transaction|after_transaction`
  * with `CONSUMER_FAULT_CRASH_AT_RECORD=N` makes the process SIGKILL itself at the Nth record the settlement consumer
@@ -20,7 +25,9 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import {
+  batchedJsonWithTrace,
   boundedInt,
+  DatabasePoolMetricsLive,
   defaultKafkaAdminTimeouts,
   defaultKafkaConsumerOptions,
   defaultKafkaProducerLimits,
@@ -29,12 +36,14 @@ import {
   KafkaConsumer,
   JsonLoggingLive,
   KafkaProducer,
+  MetricsPort,
   MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
   TracingLive
 } from "@pay/infra"
-import { Config, Effect, Layer } from "effect"
+import { Cause, Config, Effect, Exit, Layer, Logger, Runtime, Schema } from "effect"
+import { HttpServerError } from "effect/http"
 import type { ConsumerFaults } from "./ConsumerModel.ts"
 import { consumersLayer } from "./ConsumersProcess.ts"
 
@@ -83,11 +92,66 @@ const KafkaClientsLive = Layer.unwrap(
   })
 )
 
+/** The metrics listener could not listen: which port, why, and what to set. */
+class MetricsListenFailed extends Schema.TaggedError<MetricsListenFailed>()("MetricsListenFailed", { port: Schema.Int, message: Schema.String }) {}
+
+const errnoCode = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
+
+/**
+ * `MetricsServerWhenConfigured`, whose listen failure is a defect with an empty message
+ * (`ServeError:`), with the port and the way out named instead: the usual cause is this process
+ * started with the server's environment, METRICS_PORT included.
+ */
+const MetricsListenerLive = MetricsServerWhenConfigured.pipe(
+  Layer.catchCause((cause) => {
+    const error = Cause.squash(cause)
+    if (!(error instanceof HttpServerError.ServeError)) return Layer.effectDiscard(Effect.failCause(cause))
+    return Layer.effectDiscard(Effect.gen(function* () {
+      const port = yield* MetricsPort
+      const code = errnoCode(error.cause)
+      const why = code === "EADDRINUSE"
+        ? "the port is taken (by the server's metrics listener when this process was started with the server's environment, or by another process)"
+        : `${code ?? "listen failed"}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`
+      return yield* new MetricsListenFailed({
+        port,
+        message: `METRICS_PORT=${port}: cannot serve /metrics on 127.0.0.1:${port}: ${why}. Set METRICS_PORT to a free port of this process's own (not the server's), or unset it (then this process serves no /metrics)`
+      })
+    }))
+  })
+)
+
 const ConsumersProcess = Layer.unwrap(
-  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive))
+  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsListenerLive, ProcessMetricsLive, DatabasePoolMetricsLive))
 ).pipe(
   Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 
-Layer.launch(ConsumersProcess).pipe(NodeRuntime.runMain)
+/** What a failure says in one line: the tagged error's own words (a ConfigError, MetricsListenFailed), or the defect's. */
+const failureText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (error instanceof Error) return error.message === "" ? error.name : `${error.name === "Error" ? "" : `${error.name}: `}${error.message}`
+  return String(error)
+}
+
+/**
+ * A failure as one JSON line like every other log line (JsonLoggingLive's format: a log pipeline
+ * that parses JSON used to drop exactly the line that said why the process died). Outside the
+ * process's layer, so with a logger of its own (LOG_LEVEL may be what failed).
+ */
+const logFailure = (cause: Cause.Cause<unknown>) =>
+  Cause.hasInterruptsOnly(cause)
+    ? Effect.void
+    : Effect.logError("consumers process failed", { error: failureText(cause), cause: Cause.pretty(cause) }).pipe(
+      Effect.provide(Logger.layer([batchedJsonWithTrace]))
+    )
+
+/** runMain's teardown, except that a stop by SIGTERM/SIGINT (interrupted, nothing else failed) is exit 0, not 130. */
+const cleanStopIsSuccess: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+
+Layer.launch(ConsumersProcess).pipe(
+  Effect.tapCause(logFailure),
+  NodeRuntime.runMain({ disableErrorReporting: true, teardown: cleanStopIsSuccess })
+)

@@ -61,7 +61,9 @@ it.live("the consumers' process and the webhook sender's serve /metrics on METRI
       readyUrl: `http://127.0.0.1:${consumersPort}/metrics`,
       startTimeout_ms: 30_000
     })
-    const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds"]
+    // db_client_connections too: DatabasePoolSaturated is "a process's pool", and the consumers'
+    // pool (the one that limits them) was measured nowhere.
+    const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds", "db_client_connections", "db_client_connections_max"]
     assert.deepStrictEqual(yield* awaitSeries(consumersPort, consumerSeries), [], `consumers' /metrics: ${consumers.output().slice(-1_000)}`)
     assertServerLogFormat(consumers.output(), "consumers")
     // Lag for both consumers the process runs, under their real names only: the settlement

@@ -1,0 +1,81 @@
+// The consumers' own process, as a process manager sees it. A clean stop on SIGTERM used to exit
+// 130 (runMain's code for an interruption: systemd without SuccessExitStatus=130 records every
+// deploy as a failure); started with the server's METRICS_PORT it died with an empty
+// `ServeError:` in Effect's pretty format, and a setting out of bounds the same way, so a log
+// pipeline parsing JSON dropped exactly the line that said why.
+import { assert, it } from "@effect/vitest"
+import { acquireTestDatabase } from "@pay/testkit"
+import { freePort, launchChild } from "@pay/testkit/ChildProcess"
+import { Effect, Schema } from "effect"
+import { createServer, type Server } from "node:net"
+import { describe } from "vitest"
+import { freshTopics, kafkaTestClients, run } from "./support.ts"
+
+const ErrorLine = Schema.fromJsonString(Schema.Struct({ timestamp: Schema.String, level: Schema.String, message: Schema.String, error: Schema.String }))
+const LogLine = Schema.fromJsonString(Schema.Struct({ level: Schema.String, message: Schema.String }))
+
+/** Every line printed is a JSON log line; the failure's line, decoded. */
+const failureLine = (output: string) => {
+  const lines = output.split("\n").filter((line) => line.trim() !== "")
+  for (const line of lines) assert.isTrue(Schema.decodeUnknownOption(LogLine)(line)._tag === "Some", `not a JSON log line: ${line.slice(0, 300)}`)
+  const failures = lines.flatMap((line) => {
+    const decoded = Schema.decodeUnknownOption(ErrorLine)(line)
+    return decoded._tag === "Some" && decoded.value.message === "consumers process failed" ? [decoded.value] : []
+  })
+  assert.strictEqual(failures.length, 1, output.slice(-2_000))
+  return failures[0]
+}
+
+/** A listener holding `port` on loopback until the scope closes (the server's metrics listener, say). */
+const holdPort = (port: number) =>
+  Effect.acquireRelease(
+    Effect.callback<Server>((resume) => {
+      const server = createServer()
+      server.listen(port, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+  )
+
+describe("the consumers' process: exit codes and start-up failures", () => {
+  it.live("a SIGTERM stop, after the consumers subscribed, exits 0", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const topics = yield* freshTopics
+      const child = launchChild({
+        script: "packages/consumers/src/main.ts",
+        label: "consumers",
+        env: { DATABASE_URL: database.url, DATABASE_POOL_SIZE: "4", KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: topics.prefix },
+        outputKept_chars: 20_000
+      })
+      yield* Effect.addFinalizer(() => child.stop)
+      yield* child.awaitOutput(["consumer subscribed", "settlement.g1"], 30_000)
+      yield* child.awaitOutput(["consumer subscribed", "webhooks"], 30_000)
+      yield* child.signal("SIGTERM")
+      assert.isTrue(yield* child.exitedWithin(20_000), child.output().slice(-2_000))
+      assert.deepStrictEqual(child.exit(), { code: 0, signal: null }, child.output().slice(-2_000))
+    }).pipe(Effect.provide(kafkaTestClients("process-exit")))), { timeout: 90_000 })
+
+  it.live("METRICS_PORT taken (the server's): exit 1 with one JSON line naming the port and what to set; a setting out of bounds: a JSON line too", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const port = yield* freePort
+      yield* holdPort(port)
+      const env = { DATABASE_URL: database.url, DATABASE_POOL_SIZE: "2", KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}exit.` }
+      const taken = launchChild({ script: "packages/consumers/src/main.ts", label: "consumers", env: { ...env, METRICS_PORT: String(port) }, outputKept_chars: 20_000 })
+      yield* Effect.addFinalizer(() => taken.stop)
+      assert.isTrue(yield* taken.exitedWithin(30_000), taken.output().slice(-2_000))
+      assert.strictEqual(taken.exit()?.code, 1, taken.output().slice(-2_000))
+      const line = failureLine(taken.output())
+      assert.strictEqual(line?.level, "ERROR")
+      assert.include(line?.error, `METRICS_PORT=${port}`)
+      assert.include(line?.error, `127.0.0.1:${port}`)
+      assert.include(line?.error, "the port is taken")
+      assert.include(line?.error, "Set METRICS_PORT to a free port")
+
+      const outOfBounds = launchChild({ script: "packages/consumers/src/main.ts", label: "consumers", env: { ...env, CONSUMER_BATCH_SIZE: "0" }, outputKept_chars: 20_000 })
+      yield* Effect.addFinalizer(() => outOfBounds.stop)
+      assert.isTrue(yield* outOfBounds.exitedWithin(30_000), outOfBounds.output().slice(-2_000))
+      assert.strictEqual(outOfBounds.exit()?.code, 1, outOfBounds.output().slice(-2_000))
+      assert.include(failureLine(outOfBounds.output())?.error, "CONSUMER_BATCH_SIZE must be an integer between 1 and 1000")
+    })), { timeout: 90_000 })
+})
