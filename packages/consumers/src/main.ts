@@ -23,9 +23,7 @@
  * before it applied in the same, uncommitted transaction), or after the transaction committed
  * and before the Kafka commit.
  */
-import { NodeRuntime } from "@effect/platform-node"
 import {
-  batchedJsonWithTrace,
   boundedInt,
   DatabasePoolMetricsLive,
   defaultKafkaAdminTimeouts,
@@ -36,14 +34,13 @@ import {
   KafkaConsumer,
   JsonLoggingLive,
   KafkaProducer,
-  MetricsPort,
   MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
+  runProcessMain,
   TracingLive
 } from "@pay/infra"
-import { Cause, Config, Effect, Exit, Layer, Logger, Runtime, Schema } from "effect"
-import { HttpServerError } from "effect/http"
+import { Config, Effect, Layer } from "effect"
 import type { ConsumerFaults } from "./ConsumerModel.ts"
 import { consumersLayer } from "./ConsumersProcess.ts"
 
@@ -92,66 +89,11 @@ const KafkaClientsLive = Layer.unwrap(
   })
 )
 
-/** The metrics listener could not listen: which port, why, and what to set. */
-class MetricsListenFailed extends Schema.TaggedError<MetricsListenFailed>()("MetricsListenFailed", { port: Schema.Int, message: Schema.String }) {}
-
-const errnoCode = (error: unknown): string | undefined =>
-  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
-
-/**
- * `MetricsServerWhenConfigured`, whose listen failure is a defect with an empty message
- * (`ServeError:`), with the port and the way out named instead: the usual cause is this process
- * started with the server's environment, METRICS_PORT included.
- */
-const MetricsListenerLive = MetricsServerWhenConfigured.pipe(
-  Layer.catchCause((cause) => {
-    const error = Cause.squash(cause)
-    if (!(error instanceof HttpServerError.ServeError)) return Layer.effectDiscard(Effect.failCause(cause))
-    return Layer.effectDiscard(Effect.gen(function* () {
-      const port = yield* MetricsPort
-      const code = errnoCode(error.cause)
-      const why = code === "EADDRINUSE"
-        ? "the port is taken (by the server's metrics listener when this process was started with the server's environment, or by another process)"
-        : `${code ?? "listen failed"}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`
-      return yield* new MetricsListenFailed({
-        port,
-        message: `METRICS_PORT=${port}: cannot serve /metrics on 127.0.0.1:${port}: ${why}. Set METRICS_PORT to a free port of this process's own (not the server's), or unset it (then this process serves no /metrics)`
-      })
-    }))
-  })
-)
-
 const ConsumersProcess = Layer.unwrap(
-  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsListenerLive, ProcessMetricsLive, DatabasePoolMetricsLive))
+  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive))
 ).pipe(
   Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 
-/** What a failure says in one line: the tagged error's own words (a ConfigError, MetricsListenFailed), or the defect's. */
-const failureText = (cause: Cause.Cause<unknown>): string => {
-  const error = Cause.squash(cause)
-  if (error instanceof Error) return error.message === "" ? error.name : `${error.name === "Error" ? "" : `${error.name}: `}${error.message}`
-  return String(error)
-}
-
-/**
- * A failure as one JSON line like every other log line (JsonLoggingLive's format: a log pipeline
- * that parses JSON used to drop exactly the line that said why the process died). Outside the
- * process's layer, so with a logger of its own (LOG_LEVEL may be what failed).
- */
-const logFailure = (cause: Cause.Cause<unknown>) =>
-  Cause.hasInterruptsOnly(cause)
-    ? Effect.void
-    : Effect.logError("consumers process failed", { error: failureText(cause), cause: Cause.pretty(cause) }).pipe(
-      Effect.provide(Logger.layer([batchedJsonWithTrace]))
-    )
-
-/** runMain's teardown, except that a stop by SIGTERM/SIGINT (interrupted, nothing else failed) is exit 0, not 130. */
-const cleanStopIsSuccess: Runtime.Teardown = (exit, onExit) =>
-  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
-
-Layer.launch(ConsumersProcess).pipe(
-  Effect.tapCause(logFailure),
-  NodeRuntime.runMain({ disableErrorReporting: true, teardown: cleanStopIsSuccess })
-)
+Layer.launch(ConsumersProcess).pipe(runProcessMain("consumers process"))

@@ -6,7 +6,7 @@
  * `OUTBOX_*` settings of `PublisherConfig`. It does not run migrations (the server owns the
  * schema); started before them, it logs the SQL errors and retries with backoff.
  *
- * SIGTERM/SIGINT: `NodeRuntime.runMain` interrupts the launched layer; the batch in hand finishes
+ * SIGTERM/SIGINT: `runProcessMain` (infra) interrupts the launched layer; the batch in hand finishes
  * (it is uninterruptible and bounded by the producer's timeouts), then the producer and the
  * pool close.
  *
@@ -14,7 +14,6 @@
  * right after the broker acknowledged its first batch and before the rows are marked published:
  * a real crash in the at-least-once window.
  */
-import { NodeRuntime } from "@effect/platform-node"
 import {
   defaultKafkaAdminTimeouts,
   defaultKafkaProducerLimits,
@@ -25,6 +24,7 @@ import {
   MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
+  runProcessMain,
   TracingLive
 } from "@pay/infra"
 import { Config, Effect, Layer } from "effect"
@@ -59,4 +59,4 @@ const PublisherProcess = Layer.unwrap(
   })
 ).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
-Layer.launch(PublisherProcess).pipe(NodeRuntime.runMain)
+Layer.launch(PublisherProcess).pipe(runProcessMain("outbox publisher"))

@@ -1,10 +1,11 @@
-import { NodeRuntime } from "@effect/platform-node"
+import { runProcessMain } from "@pay/infra"
 import { Effect, Layer } from "effect"
 import { isClusterPrimary, runPrimary, ServerInstances } from "./Cluster.ts"
 import { LoggingLive, ServerLive } from "./Server.ts"
 
 // SIGTERM/SIGINT interrupt the launched layer: the HTTP server stops accepting, in-flight
-// requests finish, then workers and pools are released in reverse order. With SERVER_INSTANCES > 1
+// requests finish, then workers and pools are released in reverse order, and the process exits 0
+// (a failure: one JSON line "server failed", exit 1). With SERVER_INSTANCES > 1
 // this process is the primary (Cluster.ts): it forwards the signal to every instance and waits.
 const program = Effect.gen(function* () {
   const instances = yield* ServerInstances
@@ -13,4 +14,4 @@ const program = Effect.gen(function* () {
     : yield* Layer.launch(ServerLive)
 })
 
-program.pipe(NodeRuntime.runMain)
+program.pipe(runProcessMain("server"))

@@ -13,8 +13,7 @@
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, TracingLive } from "@pay/infra"
+import { JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 
@@ -23,4 +22,4 @@ const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(Webhoo
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
 
-Layer.launch(SenderProcess).pipe(NodeRuntime.runMain)
+Layer.launch(SenderProcess).pipe(runProcessMain("webhook sender"))

@@ -44,7 +44,7 @@ const spawnSender = (databaseUrl: string, timeout_ms = processTimeout_ms) => {
   let output = ""
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
   return { process: child, exited, output: () => output }
 }
 
@@ -117,7 +117,8 @@ layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real pr
       yield* Effect.addFinalizer(() => Effect.sync(() => child.process.kill("SIGKILL")))
       yield* eventually("the sender process's request", () => receiver.received.length === 1, 30_000)
       child.process.kill("SIGTERM")
-      yield* Effect.promise(() => child.exited)
+      const code = yield* Effect.promise(() => child.exited)
+      assert.strictEqual(code, 0, `a clean stop is exit 0 (it was 130); output: ${child.output().slice(-2_000)}`)
       assert.isTrue(yield* delivered(event.eventId), `recorded before exiting; output: ${child.output().slice(-2_000)}`)
       const sql = yield* SqlClient.SqlClient
       const attempts = yield* attemptRows(sql`SELECT attempt_number, outcome FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.event_id = ${event.eventId}::uuid`)

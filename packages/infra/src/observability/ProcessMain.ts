@@ -1,0 +1,40 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Exit, Logger, Runtime } from "effect"
+import { batchedJsonWithTrace } from "./Logging.ts"
+
+/** What a failure says in one line: the tagged error's own words (a ConfigError, a listener that could not listen), or the defect's. */
+const failureText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  if (error instanceof Error) return error.message === "" ? error.name : `${error.name === "Error" ? "" : `${error.name}: `}${error.message}`
+  return String(error)
+}
+
+/**
+ * A failure as one JSON line like every other log line (a log pipeline that parses JSON used to
+ * drop exactly the line that said why the process died, printed in Effect's pretty format).
+ * Outside the process's layers, so with a logger of its own (LOG_LEVEL may be what failed).
+ */
+const logFailure = (process: string) => (cause: Cause.Cause<unknown>) =>
+  Cause.hasInterruptsOnly(cause)
+    ? Effect.void
+    : Effect.logError(`${process} failed`, { error: failureText(cause), cause: Cause.pretty(cause) }).pipe(
+      Effect.provide(Logger.layer([batchedJsonWithTrace]))
+    )
+
+/**
+ * runMain's teardown, except that a stop by SIGTERM/SIGINT (interrupted, nothing else failed) is
+ * exit 0, not 130: a clean stop is not a failure, and a process manager records 130 as one.
+ */
+const cleanStopIsSuccess: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+
+/**
+ * Runs a process's main effect (server, publisher, consumers, webhook sender): SIGTERM/SIGINT
+ * interrupt it and a clean stop exits 0; a failure, at start-up (a setting out of bounds, a port
+ * taken) or later, is one JSON line `"<process> failed"` with `error`, and exit 1.
+ */
+export const runProcessMain = (process: string) => <A, E>(main: Effect.Effect<A, E>): void =>
+  main.pipe(
+    Effect.tapCause(logFailure(process)),
+    NodeRuntime.runMain({ disableErrorReporting: true, teardown: cleanStopIsSuccess })
+  )
