@@ -22,7 +22,10 @@ import { problemHttpResponse } from "./Respond.ts"
  * middleware's problems are rendered by HttpApi from its declared problem classes; their words
  * are the errors' own (Problem.ts). The rate limits answer before the key is looked up (a source
  * over its failed authentications) and right after (a merchant over its rate), before any
- * idempotency work: their 429s carry `Retry-After`.
+ * idempotency work: their 429s carry `Retry-After`. The lookup itself is one attempt of the
+ * source (RateLimits.ts): counted from its start, so no number of concurrent requests gets more
+ * than the limit of keys looked up and refused. The source is the client's address as
+ * ClientAddress.ts resolved it (the peer, or behind a trusted proxy the address it forwarded).
  */
 export const AuthorizationLive = Layer.effect(
   Authorization,
@@ -33,14 +36,11 @@ export const AuthorizationLive = Layer.effect(
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
         const request = yield* HttpServerRequest.HttpServerRequest
         const source = Option.getOrElse(request.remoteAddress, () => "unknown")
-        const allowed = yield* limits.authenticationAllowed(source)
-        if (!allowed.allowed) {
-          return problemHttpResponse(
-            new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: allowed.retryAfter_s })
-          )
-        }
-        const authenticated = yield* apiKeys.authenticate(Redacted.value(credential)).pipe(
-          Effect.tapError((error) => (error._tag === "Unauthorized" ? limits.authenticationFailed(source) : Effect.void)),
+        const attempt = yield* limits.authenticationAttempt(
+          source,
+          apiKeys.authenticate(Redacted.value(credential)),
+          (error) => error._tag === "Unauthorized"
+        ).pipe(
           Effect.catchTags({
             Unauthorized: (error) => new UnauthorizedProblem({ detail: problemDocument(error).detail }),
             // Only a database that did not answer is a 503; a refusal of the key's lookup is a bug (Respond.ts).
@@ -52,6 +52,18 @@ export const AuthorizationLive = Layer.effect(
                 )
           })
         )
+        switch (attempt._tag) {
+          case "Refused":
+            return problemHttpResponse(
+              new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: attempt.retryAfter_s })
+            )
+          case "WaitedTooLong":
+            // The source's earlier lookups have held every place that long: the database is not answering them.
+            return yield* new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
+          case "LookedUp":
+            break
+        }
+        const authenticated = attempt.value
         const rate = yield* limits.merchantRequest(authenticated.merchantId)
         if (!rate.allowed) {
           return problemHttpResponse(new RateLimited({ limit_per_s: perSecond(limits.settings), retry_after_s: rate.retryAfter_s }))

@@ -1,6 +1,7 @@
 import { correlationHttpHeader, correlationIdFrom, CurrentRequestFields, withCorrelationId } from "@pay/infra"
 import { Config, Context, Effect, Exit, Layer, Metric } from "effect"
 import { type FindMyWay, Headers, HttpEffect, HttpMiddleware, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { resolveClientAddress, TrustedProxiesConfig } from "./ClientAddress.ts"
 
 /**
  * What every HTTP request gets, whatever its route or outcome (errors, 401s, 404s included):
@@ -110,14 +111,21 @@ export const observeRequests = (mode: AccessLogMode) =>
   )
 
 /**
- * `HttpRouter.serve` with the observation above instead of Effect's fixed INFO line per request;
- * other `serve` options (e.g. `routerConfig`) pass through.
+ * `HttpRouter.serve` with the observation above instead of Effect's fixed INFO line per request,
+ * and inside it the client's address resolved (ClientAddress.ts: `request.remoteAddress` is the
+ * client's behind trusted proxies); other `serve` options (e.g. `routerConfig`) pass through.
  */
 export const serveObserved = <A, E, R>(
   routes: Layer.Layer<A, E, R>,
   options: { readonly routerConfig?: Partial<FindMyWay.RouterConfig> | undefined } = {}
 ) =>
   Layer.unwrap(
-    Effect.map(AccessLogSetting, (mode) =>
-      HttpRouter.serve(routes, { ...options, disableLogger: true, middleware: observeRequests(mode) }))
+    Effect.gen(function* () {
+      const mode = yield* AccessLogSetting
+      const proxies = yield* TrustedProxiesConfig
+      const clientAddress = resolveClientAddress(proxies)
+      // Outside the observation: a middleware between it and the router would restore the fiber's
+      // context before `record` reads the matched route from it.
+      return HttpRouter.serve(routes, { ...options, disableLogger: true, middleware: (app) => clientAddress(observeRequests(mode)(app)) })
+    })
   )
