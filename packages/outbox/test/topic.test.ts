@@ -46,10 +46,21 @@ layer(Admin, { excludeTestServices: true, timeout: 60_000 })("payments.events du
       assert.notStrictEqual(before.configs["retention.ms"], "-1", "the broker's default is a finite retention")
       const again = yield* OutboxTopics.ensure(prefix, { ...localPaymentsEventsTopicSettings, retention_days: 400 })
       assert.isFalse(again.created)
-      const after = yield* admin.describeTopic(topic)
-      assert.strictEqual(after.configs["retention.ms"], String(400 * 24 * 60 * 60 * 1_000))
+      // A config change reaches the broker's metadata cache shortly after the controller took it:
+      // read back until it shows (bounded), as an operator's second look would.
+      const retentionEventually = (expected: string) =>
+        Effect.gen(function* () {
+          let seen: string | undefined
+          for (let read = 0; read < 50; read++) {
+            seen = (yield* admin.describeTopic(topic)).configs["retention.ms"]
+            if (seen === expected) return seen
+            yield* Effect.sleep("100 millis")
+          }
+          return seen
+        })
+      assert.strictEqual(yield* retentionEventually(String(400 * 24 * 60 * 60 * 1_000)), String(400 * 24 * 60 * 60 * 1_000))
       yield* OutboxTopics.ensure(prefix, localPaymentsEventsTopicSettings)
-      assert.strictEqual((yield* admin.describeTopic(topic)).configs["retention.ms"], "-1")
+      assert.strictEqual(yield* retentionEventually("-1"), "-1")
     }))
 
   it.effect("the replication factor is sent, not left to the broker: 2 replicas on a one-broker cluster is refused; min.insync.replicas above it is a configuration error", () =>
