@@ -151,6 +151,13 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assertRawProblem(tooLarge, "headers_too_large", undefined, "20 KB header, raw")
       assertEveryAnswerHeaders(tooLarge, "431")
       assertEveryAnswerHeaders(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "400 from the parser")
+      // Node answered these two itself: an unknown Expect with a bare 417, CONNECT by closing.
+      const expectation = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", "Expect: bogus", "", ""].join("\r\n")])
+      assertRawProblem(expectation, "invalid_request", "expect", "Expect: bogus")
+      assertEveryAnswerHeaders(expectation, "Expect: bogus")
+      const connect = yield* raw([["CONNECT 127.0.0.1:443 HTTP/1.1", "Host: 127.0.0.1:443", "", ""].join("\r\n")])
+      assertRawProblem(connect, "invalid_request", undefined, "CONNECT")
+      assertEveryAnswerHeaders(connect, "CONNECT")
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
     }))
 

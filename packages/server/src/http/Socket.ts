@@ -89,6 +89,16 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
   server.maxConnections = limits.connections_max
   server.maxRequestsPerSocket = limits.requestsPerSocket_max
   server.on("clientError", (error: Error, socket: Duplex) => answerClientError(error, socket, limits))
+  // Node answers these two itself, outside any hook: an `Expect` other than 100-continue with a
+  // bare 417, and CONNECT (this is not a proxy) by closing the connection without an answer. Both
+  // are refusals of the request as sent: the documented problem, like every other answer.
+  server.on("checkExpectation", (_request: unknown, response: { readonly socket: Duplex | null }) => {
+    if (response.socket !== null) {
+      writeProblemAndClose(response.socket, new InvalidRequest({ detail: "expect: only 100-continue is supported", field: "expect" }))
+    }
+  })
+  server.on("connect", (_request: unknown, socket: Duplex) =>
+    writeProblemAndClose(socket, new InvalidRequest({ detail: "CONNECT is not supported: this server is not a proxy" })))
   return server
 }
 
@@ -165,11 +175,22 @@ const answerClientError = (error: ParserError, socket: Duplex, limits: SocketLim
     socket.destroy()
     return
   }
-  const problem = problemResponse(clientErrorProblem(error, limits, timerFiredOn(socket)))
-  // The request's own X-Request-Id cannot be read (the parser gave up): a new id, under both names
-  // like every other answer (docs/api.md). Written by hand, outside Effect's server and Node's
-  // response: the Date Node adds to its responses and the security headers Edge.ts adds to every
-  // other answer are added here, from the same definition.
+  writeProblemAndClose(socket, clientErrorProblem(error, limits, timerFiredOn(socket)))
+}
+
+/**
+ * A refusal written straight to the socket, then the connection closed. The request's own
+ * X-Request-Id is not read (the parser gave up, or the request never reached a route): a new id,
+ * under both names like every other answer (docs/api.md). Written by hand, outside Effect's server
+ * and Node's response: the Date Node adds to its responses and the security headers Edge.ts adds
+ * to every other answer are added here, from the same definition.
+ */
+const writeProblemAndClose = (socket: Duplex, error: ApiError) => {
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const problem = problemResponse(error)
   const requestId = crypto.randomUUID()
   const head = [
     `HTTP/1.1 ${problem.status} ${reasonPhrases[problem.status] ?? "Bad Request"}`,
