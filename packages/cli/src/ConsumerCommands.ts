@@ -12,6 +12,7 @@ import {
   consumerName,
   DEAD_LETTER_LIST_MAX,
   deadLetterTopic,
+  DISMISS_REASON_CHARS_MAX,
   makeConsumerStore,
   makeDeadLetters,
   makeReconciliation,
@@ -19,6 +20,7 @@ import {
   rebuildSettlement,
   redrive
 } from "@pay/consumers"
+import { StorableText } from "@pay/domain"
 import { paymentsEventsPartitions, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import { WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Console, Effect, Layer, Schema } from "effect"
@@ -41,6 +43,9 @@ import { SqlClient } from "effect/sql"
  *   pnpm cli dlq redrive <id>                runs a parked record through its handler again (the
  *                                            settlement generations' and the webhooks consumer's);
  *                                            exit 1 when it still fails
+ *   pnpm cli dlq dismiss <id> "<reason>"     an open parked record that must never be applied:
+ *                                            out of the open list for good, never re-driven (the
+ *                                            row stays, with the reason); exit 1 when no open row
  *
  * Results (JSON) on stdout only; logs (a replay's progress) and refusals on stderr (main.ts).
  * Extra arguments are refused like any malformed command line (exit 2).
@@ -51,13 +56,18 @@ export const consumerUsage = `  pnpm cli reconcile
   pnpm cli consumers offsets
   pnpm cli consumers reset <consumer> <offset>
   pnpm cli dlq list [consumer]
-  pnpm cli dlq redrive <id>`
+  pnpm cli dlq redrive <id>
+  pnpm cli dlq dismiss <id> "<reason, 1-500 characters>"`
 
 /** Replay waits at most this long for the new generation to catch up. */
 const REPLAY_TIMEOUT_MS = 30 * 60_000
 
 const OffsetArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 2n ** 62n }))))
 const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 1n, maximum: 2n ** 62n }))))
+const ReasonArgument = StorableText("reason", { min: 1, max: DISMISS_REASON_CHARS_MAX })
+
+/** `dlq dismiss` of an id no open parked row has (none, re-driven, or dismissed already). */
+export class NoOpenDeadLetter extends Schema.TaggedError<NoOpenDeadLetter>()("NoOpenDeadLetter", { id: Schema.BigInt }) {}
 
 /** `consumers reset` to an offset above a partition's log end offset: nothing moved. */
 export class OffsetBeyondEnd extends Schema.TaggedError<OffsetBeyondEnd>()("OffsetBeyondEnd", {
@@ -169,6 +179,14 @@ const redriveCommand = (argument: string) =>
     return yield* new RedriveFailed({ id, error: letter?.redrive_error ?? "(no error recorded)" })
   })
 
+const dismissCommand = (idArgument: string, reasonArgument: string) =>
+  Effect.gen(function* () {
+    const id = yield* Schema.decodeUnknownEffect(IdArgument)(idArgument)
+    const reason = yield* Schema.decodeUnknownEffect(ReasonArgument)(reasonArgument)
+    if (!(yield* makeDeadLetters(yield* SqlClient.SqlClient).dismiss(id, reason))) return yield* new NoOpenDeadLetter({ id })
+    yield* Console.log(json({ id, dismissed: true, reason }))
+  })
+
 const dlqList = (consumer: string | undefined) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -200,5 +218,6 @@ export const consumerCommand = (args: ReadonlyArray<string>) => {
   if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && count === 4) return reset(argument, extra)
   if (group === "dlq" && command === "list" && count <= 3) return dlqList(argument)
   if (group === "dlq" && command === "redrive" && argument !== undefined && count === 3) return redriveCommand(argument)
+  if (group === "dlq" && command === "dismiss" && argument !== undefined && extra !== undefined && count === 4) return dismissCommand(argument, extra)
   return undefined
 }

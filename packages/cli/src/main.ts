@@ -176,6 +176,7 @@ const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : Effect.andTh
   Effect.catchTag("ParkedKeyNotFound", (error) => report(`${error.message}: nothing queued`, 1)),
   Effect.catchTag("ApiKeyNotFound", (error) => report(`${error.message}: nothing revoked`, 1)),
   Effect.catchTag("DeadLetterNotFound", (error) => report(`no parked event ${error.id}: nothing re-driven (pnpm cli dlq list shows the parked ones)`, 1)),
+  Effect.catchTag("NoOpenDeadLetter", (error) => report(`no open parked event ${error.id} (none, re-driven or dismissed already): nothing dismissed (pnpm cli dlq list shows the open ones)`, 1)),
   Effect.catchTag("MerchantNotFound", (error) => report(`${error.message}: nothing changed`, 1)),
   Effect.catchTag("InvalidConsumerName", (error) => report(`invalid argument: ${JSON.stringify(error.consumer)} is not a consumer name\n(pnpm cli alone prints the usage)`, 2)),
   Effect.catchTag("UnknownConsumer", (error) =>

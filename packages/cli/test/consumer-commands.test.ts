@@ -171,6 +171,15 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         const stray = yield* cli(env, ["dlq", "redrive", strayRow?.id ?? "0"])
         assert.deepStrictEqual([stray.exitCode, stray.stdout], [1, ""], stray.stderr)
         assert.include(stray.stderr, `parked event ${strayRow?.id} belongs to consumer ledger.audit`)
+        // That one must never be applied: dismissed with a reason (it stayed in `dlq list` for ever).
+        const dismissed = yield* cli(env, ["dlq", "dismiss", strayRow?.id ?? "0", "parked under a consumer this deployment never ran"])
+        assert.deepStrictEqual(
+          [dismissed.exitCode, parse(dismissed.stdout)],
+          [0, { id: strayRow?.id, dismissed: true, reason: "parked under a consumer this deployment never ran" }],
+          dismissed.stderr
+        )
+        const [open] = yield* sql<{ readonly count: number }>`SELECT count(*)::int AS count FROM dead_letter_events WHERE consumer = 'ledger.audit' AND dismissed_at IS NULL`
+        assert.strictEqual(open?.count, 0)
       }).pipe(Effect.provide(postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" })))
     }).pipe(Effect.scoped), { timeout: 90_000 })
 

@@ -17,12 +17,17 @@ export const DeadLetter = Schema.Struct({
   attempt_count: Schema.Int,
   parked_at: Schema.Date,
   redriven_at: Schema.NullOr(Schema.Date),
-  redrive_error: Schema.NullOr(Schema.String)
+  redrive_error: Schema.NullOr(Schema.String),
+  dismissed_at: Schema.NullOr(Schema.Date),
+  dismiss_reason: Schema.NullOr(Schema.String)
 })
 export type DeadLetter = typeof DeadLetter.Type
 
 /** Bounds of what a DLQ row keeps of an error message (the column's CHECK is 4000). */
 export const DEAD_LETTER_ERROR_CHARS_MAX = 4_000
+/** A dismissal's reason: 1..500 characters (the column's CHECK). */
+export const DISMISS_REASON_CHARS_MAX = 500
+
 /** `dlq list` shows at most this many rows per call. */
 export const DEAD_LETTER_LIST_MAX = 1_000
 
@@ -32,7 +37,7 @@ const clip = (error: string): string => {
 }
 
 const columns = `id, consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
-  parked_at, redriven_at, redrive_error`
+  parked_at, redriven_at, redrive_error, dismissed_at, dismiss_reason`
 
 export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
   const rows = decodeRows(DeadLetter)
@@ -49,7 +54,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
     const limit = Math.max(1, Math.min(DEAD_LETTER_LIST_MAX, options.limit))
     return rows(sql.unsafe(
       `SELECT ${columns} FROM dead_letter_events
-       WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR redriven_at IS NULL)
+       WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR (redriven_at IS NULL AND dismissed_at IS NULL))
        ORDER BY id LIMIT $3`,
       [options.consumer ?? null, options.includeRedriven, limit]
     ))
@@ -61,7 +66,17 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
   const markRedriveFailed = (id: bigint, error: string) =>
     sql`UPDATE dead_letter_events SET redrive_error = ${clip(error)} WHERE id = ${id}`
 
-  return { park, list, find, markRedriven, markRedriveFailed }
+  /**
+   * Dismisses an open row (neither re-driven nor dismissed) for good, with the operator's reason:
+   * it leaves the open list and is never re-driven. False when no open row has this id.
+   */
+  const dismiss = (id: bigint, reason: string) =>
+    decodeRows(Schema.Struct({ id: Schema.BigInt }))(sql`
+      UPDATE dead_letter_events SET dismissed_at = now(), dismiss_reason = ${reason}
+      WHERE id = ${id} AND redriven_at IS NULL AND dismissed_at IS NULL
+      RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
+
+  return { park, list, find, markRedriven, markRedriveFailed, dismiss }
 }
 
 /** The record a parked row stood for (to run it through the handler again). */

@@ -48,6 +48,8 @@ export const redrive = (id: bigint) =>
       const [letter] = yield* deadLetters.find(id)
       if (letter === undefined) return yield* new DeadLetterNotFound({ id: String(id) })
       if (letter.redriven_at !== null) return "already_redriven" as const
+      // An operator decided it must never be applied (`dlq dismiss`).
+      if (letter.dismissed_at !== null) return "dismissed" as const
       const handler = yield* handlerFor(letter.consumer)
       if (handler === undefined) {
         return yield* new NoHandler({

@@ -81,4 +81,39 @@ describe("re-drive of parked records (real Postgres)", () => {
       assert.include(refused.message, "settlement.g<N>, webhooks")
       assert.strictEqual((yield* makeDeadLetters(sql).list({ consumer: "ledger.audit", includeRedriven: false, limit: 10 })).length, 1, "the row stays")
     }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
+
+  it.effect("dismiss: a record that must never be applied leaves the open list for good and is never re-driven; the dismissal is final, even by raw SQL; a re-parked copy stays dismissed", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const letters = makeDeadLetters(sql)
+      const { eventId, record } = createdRecord(merchantId(), paymentId())
+      const id = yield* park("webhooks", 20, record)
+      assert.isTrue(yield* letters.dismiss(id, "a test event sent to production by hand"))
+      assert.isFalse(yield* letters.dismiss(id, "again"), "dismissed already: no open row")
+      assert.deepStrictEqual((yield* letters.list({ consumer: "webhooks", includeRedriven: false, limit: 10 })).map((letter) => letter.id), [])
+      const [kept] = yield* letters.find(id)
+      assert.strictEqual(kept?.dismiss_reason, "a test event sent to production by hand")
+      assert.strictEqual(yield* redrive(id), "dismissed")
+      assert.deepStrictEqual(
+        yield* Count(sql`SELECT count(*)::int AS count FROM processed_events WHERE consumer = 'webhooks' AND event_id = ${eventId}::uuid`),
+        [{ count: 0 }],
+        "nothing applied"
+      )
+      // Parked again at the same offset (a reset re-read it): the row keeps its dismissal.
+      yield* park("webhooks", 20, record)
+      assert.strictEqual((yield* letters.list({ consumer: "webhooks", includeRedriven: false, limit: 10 })).length, 0)
+      // The database holds the rule against raw SQL: no un-dismissing, no new reason, not re-driven too.
+      for (const statement of [
+        sql`UPDATE dead_letter_events SET dismissed_at = NULL, dismiss_reason = NULL WHERE id = ${id}`,
+        sql`UPDATE dead_letter_events SET dismiss_reason = 'another' WHERE id = ${id}`,
+        sql`UPDATE dead_letter_events SET redriven_at = now() WHERE id = ${id}`
+      ]) {
+        const refused = yield* Effect.flip(statement)
+        assert.strictEqual(refused._tag, "SqlError")
+      }
+      // A re-driven row cannot be dismissed.
+      const other = yield* park("webhooks", 21, createdRecord(merchantId(), paymentId()).record)
+      yield* sql`UPDATE dead_letter_events SET redriven_at = now() WHERE id = ${other}`
+      assert.isFalse(yield* letters.dismiss(other, "too late"))
+    }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
 })
