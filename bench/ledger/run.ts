@@ -27,7 +27,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { DatabaseUrl } from "../../packages/infra/src/Config.ts"
+import { MigrationDatabaseUrl } from "../../packages/infra/src/Config.ts"
 import { MigrationsLive, postgresLayer } from "../../packages/infra/src/Postgres.ts"
 import { Ledger } from "../../packages/ledger/src/Ledger.ts"
 import type { PostingRequest } from "../../packages/ledger/src/Model.ts"
@@ -235,7 +235,9 @@ const ledgerPhase = (phase: string, transfersPerCall: number, post: () => Effect
 const format = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a")
 
 const program = Effect.scoped(Effect.gen(function* () {
-  const serverUrl = Redacted.value(yield* DatabaseUrl)
+  // The schema owner (MIGRATION_DATABASE_URL, else DATABASE_URL, else the local stack's owner):
+  // the bench creates, migrates and drops a database of its own, which the app role cannot.
+  const serverUrl = Redacted.value(yield* MigrationDatabaseUrl)
   // The machine is shared: record how busy it was, so the figures can be read in context.
   const loadBefore = loadavg()
   const pgbenchDatabase = yield* scratchDatabase(serverUrl, "pay_bench_pgbench")

@@ -1,7 +1,7 @@
 /**
  * Webhook benchmark (a script, not a test): `node bench/webhooks/run.ts` (or `pnpm bench:webhooks`).
  *
- * Needs Postgres on 127.0.0.1 (DATABASE_URL: any database on the server; the bench creates its
+ * Needs Postgres on 127.0.0.1 (MIGRATION_DATABASE_URL, else DATABASE_URL: the owner of any database on the server; the bench creates its
  * own, migrated, and drops it). The receiver is a process of its own (bench/webhooks/receiver.ts)
  * answering 204; the sender is `WebhookSenderLoop` in this process.
  *
@@ -25,7 +25,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { generateMerchantId, generatePaymentId, PaymentEvent } from "../../packages/domain/src/index.ts"
-import { DatabaseUrl, MigrationsLive, postgresLayer } from "../../packages/infra/src/index.ts"
+import { MigrationDatabaseUrl, MigrationsLive, postgresLayer } from "../../packages/infra/src/index.ts"
 import {
   defaultSenderOptions,
   enqueueDeliveries,
@@ -50,7 +50,12 @@ const settings = {
   rate: envInt("BENCH_RATE", 50, 1, 5_000),
   duration_s: envInt("BENCH_DURATION_S", 10, 1, 600),
   concurrency: envInt("WEBHOOK_CONCURRENCY", 16, 1, 256),
-  pollInterval_ms: envInt("WEBHOOK_POLL_INTERVAL_MS", 100, 10, 60_000)
+  pollInterval_ms: envInt("WEBHOOK_POLL_INTERVAL_MS", 100, 10, 60_000),
+  // The bench's deliveries all go to one merchant's one endpoint (the receiver): the sender's
+  // tenant caps (docs/webhooks.md § Tenant isolation) would make its capacity that of 4 slots.
+  // The capacity of the sender itself is measured with the caps at its concurrency unless set.
+  endpointInFlight_max: envInt("WEBHOOK_ENDPOINT_IN_FLIGHT_MAX", envInt("WEBHOOK_CONCURRENCY", 16, 1, 256), 1, 256),
+  merchantInFlight_max: envInt("WEBHOOK_MERCHANT_IN_FLIGHT_MAX", envInt("WEBHOOK_CONCURRENCY", 16, 1, 256), 1, 256)
 }
 
 const withDatabase = (url: string, database: string) => {
@@ -111,7 +116,9 @@ const waitUntil = (condition: () => boolean, bound_ms: number) =>
   })
 
 const program = Effect.scoped(Effect.gen(function* () {
-  const serverUrl = Redacted.value(yield* DatabaseUrl)
+  // The schema owner (MIGRATION_DATABASE_URL, else DATABASE_URL, else the local stack's owner):
+  // the bench creates, migrates and drops a database of its own, which the app role cannot.
+  const serverUrl = Redacted.value(yield* MigrationDatabaseUrl)
   const loadBefore = loadavg()
   const database = yield* scratchDatabase(serverUrl)
   const receiver = yield* startReceiver
@@ -129,7 +136,7 @@ const program = Effect.scoped(Effect.gen(function* () {
       Effect.provideService(SqlClient.SqlClient, sql)
     )
 
-  console.log(`webhooks bench: backlog ${settings.backlog}, stream ${settings.rate}/s for ${settings.duration_s}s, concurrency ${settings.concurrency}, poll ${settings.pollInterval_ms} ms`)
+  console.log(`webhooks bench: backlog ${settings.backlog}, stream ${settings.rate}/s for ${settings.duration_s}s, concurrency ${settings.concurrency} (in flight per endpoint ${settings.endpointInFlight_max}, per merchant ${settings.merchantInFlight_max}), poll ${settings.pollInterval_ms} ms`)
   // A. capacity
   for (let i = 0; i < settings.backlog / 3; i++) {
     const paymentId = yield* generatePaymentId
@@ -137,7 +144,8 @@ const program = Effect.scoped(Effect.gen(function* () {
   }
   const queued = Math.floor(settings.backlog / 3) * 3
   const senderLayer = WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layerWith({
-    ...defaultSenderOptions, allowLoopbackHttp: true, concurrency: settings.concurrency, pollInterval_ms: settings.pollInterval_ms, batchSize: settings.concurrency
+    ...defaultSenderOptions, allowLoopbackHttp: true, concurrency: settings.concurrency, pollInterval_ms: settings.pollInterval_ms, batchSize: settings.concurrency,
+    endpointInFlight_max: settings.endpointInFlight_max, merchantInFlight_max: settings.merchantInFlight_max
   })), Layer.provide(Layer.succeedContext(context)), Layer.provide(Logger.layer([])))
   const drainStarted_ms = Date.now()
   yield* Layer.build(senderLayer)
