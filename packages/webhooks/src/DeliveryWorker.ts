@@ -43,8 +43,8 @@ class InFlight {
     bump(this.byEndpoint, delivery.endpoint_id, change)
     bump(this.byMerchant, delivery.merchant_id, change)
   }
-  /** A copy (the claim reads it while requests finish). */
-  slots(options: SenderOptions): ClaimSlots {
+  /** A copy (the claim reads it while requests finish), with the given caps. */
+  slots(options: Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">): ClaimSlots {
     return {
       endpointInFlight: new Map(this.byEndpoint),
       merchantInFlight: new Map(this.byMerchant),
@@ -53,6 +53,16 @@ class InFlight {
     }
   }
 }
+
+/** The first claim of a round: merchants (and so endpoints) with nothing in flight here, one delivery each. */
+const idleMerchantsOnly = { endpointInFlight_max: 1, merchantInFlight_max: 1 } as const
+
+/**
+ * Slots a sender keeps for merchants with nothing in flight: a quarter of its concurrency (at
+ * least 1, none when it has a single slot). The deliveries of merchants that already have some in
+ * flight fill the others by due time.
+ */
+export const reservedSlotsOf = (concurrency: number): number => Math.min(concurrency - 1, Math.max(1, Math.floor(concurrency / 4)))
 
 const bump = (counts: Map<string, number>, key: string, change: 1 | -1): void => {
   const count = (counts.get(key) ?? 0) + change
@@ -195,11 +205,10 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   // the loop once.
   const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
-  const round = Effect.gen(function* () {
-    const free = options.concurrency - inFlight
-    if (free <= 0) return { claimed: 0, full: true }
-    const claimed = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(options))
-    for (const delivery of claimed) {
+  const reserved = reservedSlotsOf(options.concurrency)
+  // Counted in at once, so that the next claim's caps see it.
+  const start = (delivery: ClaimedDelivery) =>
+    Effect.gen(function* () {
       inFlight++
       inFlightOf.add(delivery, 1)
       // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
@@ -211,8 +220,20 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
           inFlightOf.add(delivery, -1)
         }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
       ))
-    }
-    return { claimed: claimed.length, full: inFlight >= options.concurrency, failed: false }
+    })
+  const round = Effect.gen(function* () {
+    const free = options.concurrency - inFlight
+    if (free <= 0) return { claimed: 0, full: true }
+    // First, one delivery each for the merchants with nothing in flight here (any free slot);
+    // then the rest by due time within the caps, leaving `reserved` slots free for such merchants:
+    // merchants with receivers that hang can hold at most `concurrency - reserved` slots together,
+    // however many of them there are (two merchants at their caps held all 16 before).
+    const idle = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(idleMerchantsOnly))
+    yield* Effect.forEach(idle, start, { discard: true })
+    const rest = options.concurrency - inFlight - reserved
+    const more = rest > 0 ? yield* claimDeliveries(Math.min(rest, options.batchSize), lease_ms, inFlightOf.slots(options)) : []
+    yield* Effect.forEach(more, start, { discard: true })
+    return { claimed: idle.length + more.length, full: inFlight >= options.concurrency, failed: false }
   }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
   const loop = Effect.gen(function* () {
     let failures = 0

@@ -10,7 +10,7 @@ import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, queueAges } from "../src/DeliveryQueue.ts"
-import { WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
+import { reservedSlotsOf, WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, type SenderOptions } from "../src/Model.ts"
 import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
@@ -134,5 +134,39 @@ layer(LoopLayer, { excludeTestServices: true, timeout: "60 seconds" })("the send
       assert.isBelow(waited_ms, PROMPT_MS, `the other merchant's webhook waited ${waited_ms} ms behind the hung ones (timeout ${senderOptions.timeout_ms} ms)`)
       assert.strictEqual(heldCount(), senderOptions.merchantInFlight_max, "the hung merchant holds its share of the slots, no more")
       for (const receiver of hung) assert.isAtMost(receiver.received.length, senderOptions.endpointInFlight_max, "one in flight per endpoint")
+    })))
+})
+
+/** The same sender, its loop on a database of its own. */
+const TwoTarpitsLayer = Layer.mergeAll(WebhookEndpoints.layerWith({ allowLoopbackHttp: true }), WebhookSenderLoop.pipe(Layer.provide(Sender))).pipe(
+  Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
+)
+
+layer(TwoTarpitsLayer, { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with two merchants' endpoints hung (real receivers)", (it) => {
+  it.effect("two merchants at their caps cannot hold every slot: a slot stays for a merchant with nothing in flight, whose webhook arrives at once", () =>
+    Effect.scoped(Effect.gen(function* () {
+      // Without the reserved slot, two merchants at their caps (2 + 2) held all 4 slots, and a third
+      // merchant's webhook waited for a hung request's timeout (an outside tester: 224 s with 16 slots).
+      const hungReceivers = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => startReceiver(() => "hold"))
+      const fast = yield* startReceiver(() => ({ status: 204 }))
+      const tarpits = [yield* createMerchant, yield* createMerchant]
+      for (const [index, receiver] of hungReceivers.entries()) {
+        const tarpit = tarpits[index % 2]
+        if (tarpit !== undefined) yield* endpointOf(tarpit, receiver.url)
+      }
+      const victim = yield* createMerchant
+      yield* endpointOf(victim, fast.url)
+
+      for (const tarpit of tarpits) yield* enqueuePayments(tarpit, 4)
+      const heldCount = () => hungReceivers.reduce((sum, receiver) => sum + receiver.received.length, 0)
+      const held_max = senderOptions.concurrency - reservedSlotsOf(senderOptions.concurrency)
+      yield* eventually("the tarpit merchants' requests are held", () => heldCount() >= held_max)
+
+      const queuedAt = Date.now()
+      yield* enqueuePayments(victim, 1)
+      yield* eventually("the third merchant's webhook arrives", () => fast.received.length === 1, 4 * senderOptions.timeout_ms)
+      const waited_ms = Date.now() - queuedAt
+      assert.isBelow(waited_ms, PROMPT_MS, `the third merchant's webhook waited ${waited_ms} ms behind the hung ones (timeout ${senderOptions.timeout_ms} ms)`)
+      assert.strictEqual(heldCount(), held_max, "the hung merchants together hold all but the reserved slot")
     })))
 })
