@@ -112,7 +112,8 @@ const fixRefundParameter = (path: string, parameter: Json): Json | undefined => 
 }
 
 const webhookEndpointIdPattern = "^we_[0-9a-hjkmnp-tv-z]{24}$"
-const uuidPattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+/** A uuid in either case, as the server reads it (`@pay/domain` uuidPattern; RFC 9562 §4: case-insensitive on input). */
+const uuidPattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 /** Ids of the webhook paths: an endpoint is `we_…`, a delivery (and a deliveries page cursor) a uuid. */
 const fixWebhookParameter = (path: string, parameter: Json): Json | undefined => {

@@ -38,7 +38,8 @@ export const isRfc3339Instant = (text: string): boolean => {
 }
 const InstantText = Schema.String.check(
   Schema.makeFilter((text: string) => isRfc3339Instant(text) || "must be an RFC 3339 instant with an offset, e.g. 2026-12-01T10:00:00Z", {
-    toJsonSchema: () => ({ format: "date-time" })
+    // date-time, without the leap second (:60) it would allow: the server refuses it.
+    toJsonSchema: () => ({ format: "date-time", pattern: "^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}:[0-5]\\d(\\.\\d{1,9})?([Zz]|[+-]\\d{2}:\\d{2})$" })
   })
 )
 

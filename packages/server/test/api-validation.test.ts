@@ -3,6 +3,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { type Answer, call, jsonOf } from "./support/Http.ts"
+import { rawRequest } from "./support/RawHttp.ts"
 import { createMerchant, createPayment, newKey, paymentBody, type TestMerchant, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
 
 const Live = testServerLayer()
@@ -84,6 +85,7 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
           send: createPayment(m, newKey(), paymentBody(), { headers: { "content-encoding": "gzip" } }),
           expected: { status: 415, code: "unsupported_media_type", field: undefined }
         },
+
         {
           label: "body over 64 KiB (Content-Length)",
           send: send(paymentBody({ description: "x".repeat(64 * 1024) })),
@@ -103,6 +105,18 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
           expected: { status: 413, code: "body_too_large", field: undefined }
         }
       ])
+      // Node decodes only chunked and passed any other transfer coding through: a plain body sent
+      // as `gzip, chunked` created a payment. Refused, nothing written.
+      const before = yield* writtenRows(m.merchantId)
+      const server = yield* TestServer
+      const body = JSON.stringify(paymentBody())
+      const coded = yield* rawRequest(server.process.port, [[
+        "POST /v1/payments HTTP/1.1", "Host: 127.0.0.1", `Authorization: Bearer ${m.apiKey}`, `Idempotency-Key: ${newKey()}`,
+        "Content-Type: application/json", "Transfer-Encoding: gzip, chunked", "", ""
+      ].join("\r\n"), `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n\r\n`])
+      assert.strictEqual(coded.status, 400, coded.body)
+      assert.include(coded.body, '"field":"transfer-encoding"')
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before)
       // The largest amount itself is accepted: the limit is inclusive.
       const largest = yield* send(paymentBody({ amount: 99_999_999_999 }))
       assert.strictEqual(largest.status, 201, describeAnswer(largest))

@@ -15,6 +15,13 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
       return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX, declared_bytes: declared })
     }
     const contentType = request.headers["content-type"] ?? ""
+    // Node's parser decodes `chunked` and passes any other transfer coding through as if absent:
+    // a body sent as `gzip, chunked` would be read as plain (RFC 9112 §6.1: a coding the server
+    // does not understand is refused).
+    const transferEncoding = request.headers["transfer-encoding"]?.trim().toLowerCase()
+    if (transferEncoding !== undefined && transferEncoding !== "chunked") {
+      return yield* new InvalidRequest({ detail: "transfer-encoding: only chunked is supported", field: "transfer-encoding" })
+    }
     // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
     // fails with reason BodyTooLarge, which is the client's 413, not an unreadable body.
     const bytes = yield* request.arrayBuffer.pipe(
