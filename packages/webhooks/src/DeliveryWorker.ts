@@ -39,7 +39,10 @@ const CLAIM_BACKOFF_MS_MAX = 30_000
 class InFlight {
   readonly byEndpoint = new Map<string, number>()
   readonly byMerchant = new Map<string, number>()
+  /** All of this sender's requests in flight. */
+  total = 0
   add(delivery: ClaimedDelivery, change: 1 | -1): void {
+    this.total += change
     bump(this.byEndpoint, delivery.endpoint_id, change)
     bump(this.byMerchant, delivery.merchant_id, change)
   }
@@ -165,6 +168,21 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
     Effect.withSpan("webhooks.deliver")
   )
 
+/**
+ * Sends a claimed delivery in a fiber of the loop's scope, counted in flight at once (so that the
+ * next claim's caps see it) until its outcome is recorded; a finished request drops a token into
+ * `finished`. Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded
+ * by timeout_ms) and are recorded, rather than being resent by another sender after the lease.
+ */
+const startDelivery = (sender: WebhookSender["Service"], inFlightOf: InFlight, finished: Queue.Queue<void>) => (delivery: ClaimedDelivery) =>
+  Effect.sync(() => inFlightOf.add(delivery, 1)).pipe(
+    Effect.andThen(Effect.forkScoped(sender.deliver(delivery).pipe(
+      Effect.uninterruptible,
+      Effect.ensuring(Effect.sync(() => inFlightOf.add(delivery, -1)).pipe(Effect.andThen(Queue.offer(finished, undefined))))
+    ))),
+    Effect.asVoid
+  )
+
 /** LISTEN on a connection of its own; each notification drops a token into `wake`. Re-listens after a bounded pause. */
 const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
   Effect.forever(
@@ -198,7 +216,6 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   yield* Metric.update(webhookSecretsUnopenable, 0)
   const sql = yield* SqlClient.SqlClient
   const { options } = sender
-  let inFlight = 0
   const inFlightOf = new InFlight()
   // A token whenever a request finishes (a slot is free, and the next event of its payment may
   // have become due) or deliveries were queued (NOTIFY). A sliding queue of one: a burst wakes
@@ -206,23 +223,9 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
   const reserved = reservedSlotsOf(options.concurrency)
-  // Counted in at once, so that the next claim's caps see it.
-  const start = (delivery: ClaimedDelivery) =>
-    Effect.gen(function* () {
-      inFlight++
-      inFlightOf.add(delivery, 1)
-      // Uninterruptible: on shutdown (SIGTERM) the requests in flight finish (each bounded by
-      // timeout_ms) and are recorded, rather than being resent by another sender after the lease.
-      yield* Effect.forkScoped(sender.deliver(delivery).pipe(
-        Effect.uninterruptible,
-        Effect.ensuring(Effect.sync(() => {
-          inFlight--
-          inFlightOf.add(delivery, -1)
-        }).pipe(Effect.andThen(Queue.offer(finished, undefined))))
-      ))
-    })
+  const start = startDelivery(sender, inFlightOf, finished)
   const round = Effect.gen(function* () {
-    const free = options.concurrency - inFlight
+    const free = options.concurrency - inFlightOf.total
     if (free <= 0) return { claimed: 0, full: true }
     // First, one delivery each for the merchants with nothing in flight here (any free slot);
     // then the rest by due time within the caps, leaving `reserved` slots free for such merchants:
@@ -230,10 +233,10 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
     // however many of them there are (two merchants at their caps held all 16 before).
     const idle = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(idleMerchantsOnly))
     yield* Effect.forEach(idle, start, { discard: true })
-    const rest = options.concurrency - inFlight - reserved
+    const rest = options.concurrency - inFlightOf.total - reserved
     const more = rest > 0 ? yield* claimDeliveries(Math.min(rest, options.batchSize), lease_ms, inFlightOf.slots(options)) : []
     yield* Effect.forEach(more, start, { discard: true })
-    return { claimed: idle.length + more.length, full: inFlight >= options.concurrency, failed: false }
+    return { claimed: idle.length + more.length, full: inFlightOf.total >= options.concurrency, failed: false }
   }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
   const loop = Effect.gen(function* () {
     let failures = 0
