@@ -55,13 +55,14 @@ export const parseRetryAfter_ms = (value: string | undefined, now_ms: number): n
  */
 const guardedLookup = (allowLoopbackHttp: boolean): LookupFunction => (hostname, options, callback) => {
   dnsLookup(hostname, { ...options, all: true }, (error, addresses: ReadonlyArray<LookupAddress>) => {
-    if (error !== null) return callback(error, "", 0)
+    // The error becomes the attempt's `error`, which the merchant reads through the API: one
+    // answer whether the name does not resolve or resolves inside, never which address, so that
+    // registering names cannot map ours (which internal names exist, and where they point).
+    const notPublic = () => callback(new Error(`refused: ${hostname} does not resolve to a public address`), "", 0)
+    if (error !== null) return notPublic()
     const refused = addresses.find((entry) => !isAddressAllowed(entry.address, allowLoopbackHttp))
     const first = addresses[0]
-    // The error becomes the attempt's `error`, which the merchant reads through the API: it says
-    // why, never which address (that would map our internal names for anyone who registers one).
-    if (first === undefined) return callback(new Error(`refused: ${hostname} resolves to no address`), "", 0)
-    if (refused !== undefined) return callback(new Error(`refused: ${hostname} resolves to a loopback, private or reserved address`), "", 0)
+    if (first === undefined || refused !== undefined) return notPublic()
     if (options.all === true) return callback(null, [...addresses])
     return callback(null, first.address, first.family)
   })
