@@ -39,7 +39,7 @@ import { SqlClient } from "effect/sql"
  *                                            moves a consumer's stored offsets (backwards allowed;
  *                                            above a partition's log end offset refused, exit 1)
  *                                            and deletes its Kafka group (stop its instances first)
- *   pnpm cli dlq list [consumer]             parked records not yet re-driven
+ *   pnpm cli dlq list [consumer]             parked records neither re-driven nor dismissed
  *   pnpm cli dlq redrive <id>                runs a parked record through its handler again (the
  *                                            settlement generations' and the webhooks consumer's);
  *                                            exit 1 when it still fails

@@ -15,7 +15,7 @@
  *   pnpm cli webhooks failed [limit]     the most recently given-up webhook deliveries (exhausted
  *                                        retries or 410), newest first, as JSON lines (default 50)
  *
- * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive:
+ * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive|dismiss:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
  * the server, and applies pending migrations first as MIGRATION_DATABASE_URL (the schema owner).
  *

@@ -29,7 +29,7 @@ export const handlerFor = (consumer: string): Effect.Effect<ConsumerHandler | un
     return generation === undefined ? undefined : makeSettlementProjection(yield* SqlClient.SqlClient).handler(Number(generation))
   })
 
-export type RedriveOutcome = "applied" | "duplicate" | "stale" | "already_redriven" | "failed"
+export type RedriveOutcome = "applied" | "duplicate" | "stale" | "already_redriven" | "dismissed" | "failed"
 
 /**
  * Re-drives a parked record after a fix (a new decoder, a fixed handler, a repaired row): in one

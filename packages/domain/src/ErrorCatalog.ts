@@ -97,7 +97,7 @@ export const errorCatalog = {
   },
   body_too_large: { status: 413, title: "Request body too large", retry: "no", meaning: "The body is over 64 KiB" },
   unsupported_media_type: {
-    status: 415, title: "Unsupported media type", retry: "no", meaning: "A body that is not `application/json`"
+    status: 415, title: "Unsupported media type", retry: "no", meaning: "A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed)"
   },
   idempotency_key_reused: {
     status: 422, title: "Unprocessable request", retry: "no",

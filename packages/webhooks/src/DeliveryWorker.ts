@@ -271,8 +271,9 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
     merchant_in_flight_max: options.merchantInFlight_max,
     timeout_ms: options.timeout_ms
   })
-  // Within bounds but without isolation: one merchant's hung endpoints could hold every slot.
-  if (options.merchantInFlight_max >= options.concurrency && options.concurrency > 1) {
-    yield* Effect.logWarning("WEBHOOK_MERCHANT_IN_FLIGHT_MAX is not below WEBHOOK_CONCURRENCY: one merchant's slow endpoints can hold every slot of this sender")
+  // Within bounds but with less isolation: one merchant's hung endpoints can hold every slot but
+  // the reserved ones (reservedSlotsOf), which merchants with nothing in flight share.
+  if (options.merchantInFlight_max >= options.concurrency - reservedSlotsOf(options.concurrency) && options.concurrency > 1) {
+    yield* Effect.logWarning("WEBHOOK_MERCHANT_IN_FLIGHT_MAX is not below WEBHOOK_CONCURRENCY minus the reserved slots: one merchant's slow endpoints can hold every slot of this sender but the reserved ones")
   }
 }))

@@ -1336,7 +1336,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1590,7 +1590,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1851,7 +1851,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2105,7 +2105,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2554,7 +2554,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3442,7 +3442,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3863,7 +3863,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4275,7 +4275,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4522,7 +4522,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4776,7 +4776,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5401,7 +5401,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5648,7 +5648,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["BodyTooLargeProblemEncoded"];
                 };
             };
-            /** @description A body that is not `application/json` */
+            /** @description A body that is not `application/json` in UTF-8, or that has a `Content-Encoding` (send it uncompressed) */
             415: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
