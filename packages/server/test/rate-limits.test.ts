@@ -17,7 +17,7 @@ describe("fixed windows", () => {
     const windows = fixedWindows(3, 10_000, 100)
     assert.deepStrictEqual([1, 2, 3].map(() => windows.hit("m", 1_000)), [{ allowed: true }, { allowed: true }, { allowed: true }])
     assert.deepStrictEqual(windows.hit("m", 2_500), { allowed: false, retryAfter_s: 9 })
-    assert.deepStrictEqual(windows.check("m", 10_999), { allowed: false, retryAfter_s: 1 })
+    assert.deepStrictEqual(windows.hit("m", 10_999), { allowed: false, retryAfter_s: 1 })
     assert.deepStrictEqual(windows.hit("other", 2_500), { allowed: true })
     assert.deepStrictEqual(windows.hit("m", 11_000), { allowed: true })
   })

@@ -73,6 +73,19 @@ interface Window {
 }
 
 /** Fixed-window counters over a bounded map of keys. */
+/**
+ * Makes room for one more key in a bounded map of counters: when it holds `keys_max`, the entries
+ * `expired` says may go are dropped first, then the oldest (a Map iterates in insertion order).
+ */
+const makeRoomIn = <V>(entries: Map<string, V>, keys_max: number, expired: (entry: V) => boolean): void => {
+  if (entries.size < keys_max) return
+  for (const [key, entry] of entries) if (expired(entry)) entries.delete(key)
+  for (const key of entries.keys()) {
+    if (entries.size < keys_max) break
+    entries.delete(key)
+  }
+}
+
 export const fixedWindows = (limit: number, window_ms: number, keys_max: number) => {
   const windows = new Map<string, Window>()
   const current = (key: string, now_ms: number): Window | undefined => {
@@ -83,15 +96,7 @@ export const fixedWindows = (limit: number, window_ms: number, keys_max: number)
     }
     return window
   }
-  const makeRoom = (now_ms: number) => {
-    if (windows.size < keys_max) return
-    for (const [key, window] of windows) if (window.ends_ms <= now_ms) windows.delete(key)
-    // Still full: the oldest entries go (a Map iterates in insertion order).
-    for (const key of windows.keys()) {
-      if (windows.size < keys_max) break
-      windows.delete(key)
-    }
-  }
+  const makeRoom = (now_ms: number) => makeRoomIn(windows, keys_max, (window) => window.ends_ms <= now_ms)
   const retryAfter = (window: Window, now_ms: number) => Math.max(1, Math.ceil((window.ends_ms - now_ms) / 1_000))
   return {
     /** Counts one event for `key`; refused when the window already holds `limit`. */
@@ -105,11 +110,6 @@ export const fixedWindows = (limit: number, window_ms: number, keys_max: number)
       if (window.count >= limit) return { allowed: false, retryAfter_s: retryAfter(window, now_ms) }
       window.count += 1
       return { allowed: true }
-    },
-    /** Whether `key` is over the limit now, without counting. */
-    check: (key: string, now_ms: number): Verdict => {
-      const window = current(key, now_ms)
-      return window === undefined || window.count < limit ? { allowed: true } : { allowed: false, retryAfter_s: retryAfter(window, now_ms) }
     },
     size: () => windows.size
   }
@@ -172,15 +172,8 @@ export const attemptWindows = (limit: number, window_ms: number, keys_max: numbe
     startWindow(key, counter, now_ms)
     return counter
   }
-  const makeRoom = (now_ms: number) => {
-    if (counters.size < keys_max) return
-    for (const [key, counter] of counters) if (counter.ends_ms <= now_ms && counter.inFlight === 0) counters.delete(key)
-    // Still full: the oldest windows go (their attempts in flight then settle into nothing).
-    for (const key of counters.keys()) {
-      if (counters.size < keys_max) break
-      counters.delete(key)
-    }
-  }
+  // Still full after the expired windows: the oldest go (their attempts in flight then settle into nothing).
+  const makeRoom = (now_ms: number) => makeRoomIn(counters, keys_max, (counter) => counter.ends_ms <= now_ms && counter.inFlight === 0)
   return {
     /** Admits one attempt of `key` when the limit has room for it. */
     begin: (key: string, now_ms: number): Admission => {
