@@ -26,12 +26,12 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
-import { DatabaseLive, LogLevelSetting, structuredWithTrace } from "@pay/infra"
+import { DatabaseLive, loggingWith, structuredWithTrace } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
-import { Cause, Console, Effect, Layer, Logger, Redacted, References, Schema } from "effect"
+import { Cause, Console, Effect, Layer, Logger, Redacted, Schema } from "effect"
 import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
 
 const usage = `usage:
@@ -136,10 +136,7 @@ const report = (message: string, exitCode: 1 | 2) => Console.error(message).pipe
  * Log lines on stderr, as JSON like every process's (structuredWithTrace), from LOG_LEVEL up:
  * Effect's default logger writes to stdout, where they broke `pnpm cli replay settlement | jq`.
  */
-const StderrLoggingLive = Layer.unwrap(
-  Effect.map(LogLevelSetting, (level) =>
-    Layer.merge(Logger.layer([Logger.withConsoleError(structuredWithTrace)]), Layer.succeed(References.MinimumLogLevel, level)))
-)
+const StderrLoggingLive = loggingWith(Logger.withConsoleError(structuredWithTrace))
 
 /**
  * A closed stdout or stderr (`pnpm cli replay settlement | head -1`: the reader left) makes Node

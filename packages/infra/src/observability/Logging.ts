@@ -100,10 +100,11 @@ export const batchedJsonWithTrace = Logger.map(structuredWithTrace, stdoutSink.p
 /** `LOG_LEVEL` (default `Info`): the least severe level written (`Debug` shows per-request lines, see `HTTP_ACCESS_LOG`). */
 export const LogLevelSetting = Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
 
-/** JSON logs with trace ids, from `LOG_LEVEL` up. */
-export const JsonLoggingLive: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(
-  Effect.gen(function* () {
-    const level = yield* LogLevelSetting
-    return Layer.merge(Logger.layer([batchedJsonWithTrace]), Layer.succeed(References.MinimumLogLevel, level))
-  })
-)
+/** `logger` as the only logger, from `LOG_LEVEL` up. */
+export const loggingWith = <Output>(logger: Logger.Logger<unknown, Output>): Layer.Layer<never, Config.ConfigError> =>
+  Layer.unwrap(
+    Effect.map(LogLevelSetting, (level) => Layer.merge(Logger.layer([logger]), Layer.succeed(References.MinimumLogLevel, level)))
+  )
+
+/** JSON logs with trace ids on stdout, from `LOG_LEVEL` up. */
+export const JsonLoggingLive: Layer.Layer<never, Config.ConfigError> = loggingWith(batchedJsonWithTrace)
