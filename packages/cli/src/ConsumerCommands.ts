@@ -89,7 +89,12 @@ export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("Unkn
 
 const json = (value: unknown) => JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? String(item) : item), 2)
 
-export const KafkaClientsLive = Layer.unwrap(
+/**
+ * The Kafka clients of the commands that talk to the broker (replay, consumers lag|reset), provided
+ * by those commands alone: the others never build them. main.ts imports the Kafka library before
+ * the database layer connects (`ConsumerCommand.kafka`).
+ */
+const KafkaClientsLive = Layer.unwrap(
   Effect.gen(function* () {
     const brokers = yield* KafkaBrokers
     return Layer.mergeAll(
@@ -204,6 +209,13 @@ const offsets = Effect.gen(function* () {
   yield* Console.log(json(yield* makeConsumerStore(yield* SqlClient.SqlClient).allOffsets))
 })
 
+/** A command that only reads and writes the database. */
+const database = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient>) => ({ effect, kafka: false })
+
+/** A command that talks to Kafka: its clients provided to it alone; main.ts imports the library first (`kafka`). */
+const broker = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin>) =>
+  ({ effect: Effect.provide(effect, KafkaClientsLive), kafka: true })
+
 /**
  * Dispatches the consumer commands; undefined when the arguments are not one of them, with their
  * exact number of arguments (an extra one is not ignored: the caller answers with the usage, exit 2).
@@ -211,13 +223,13 @@ const offsets = Effect.gen(function* () {
 export const consumerCommand = (args: ReadonlyArray<string>) => {
   const [group, command, argument, extra] = args
   const count = args.length
-  if (group === "reconcile" && count === 1) return reconcile
-  if (group === "replay" && command === "settlement" && count === 2) return replay
-  if (group === "consumers" && command === "lag" && count <= 3) return lag(argument)
-  if (group === "consumers" && command === "offsets" && count === 2) return offsets
-  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && count === 4) return reset(argument, extra)
-  if (group === "dlq" && command === "list" && count <= 3) return dlqList(argument)
-  if (group === "dlq" && command === "redrive" && argument !== undefined && count === 3) return redriveCommand(argument)
-  if (group === "dlq" && command === "dismiss" && argument !== undefined && extra !== undefined && count === 4) return dismissCommand(argument, extra)
+  if (group === "reconcile" && count === 1) return database(reconcile)
+  if (group === "replay" && command === "settlement" && count === 2) return broker(replay)
+  if (group === "consumers" && command === "lag" && count <= 3) return broker(lag(argument))
+  if (group === "consumers" && command === "offsets" && count === 2) return database(offsets)
+  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && count === 4) return broker(reset(argument, extra))
+  if (group === "dlq" && command === "list" && count <= 3) return database(dlqList(argument))
+  if (group === "dlq" && command === "redrive" && argument !== undefined && count === 3) return database(redriveCommand(argument))
+  if (group === "dlq" && command === "dismiss" && argument !== undefined && extra !== undefined && count === 4) return database(dismissCommand(argument, extra))
   return undefined
 }

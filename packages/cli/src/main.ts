@@ -26,13 +26,13 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
-import { DatabaseLive, loggingWith, structuredWithTrace } from "@pay/infra"
+import { DatabaseLive, loggingWith, preloadKafkaLibrary, structuredWithTrace } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Cause, Console, Effect, Layer, Logger, Redacted, Schema } from "effect"
-import { consumerCommand, consumerUsage, KafkaClientsLive } from "./ConsumerCommands.ts"
+import { consumerCommand, consumerUsage } from "./ConsumerCommands.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
@@ -77,11 +77,12 @@ const idempotencyCommand = (command: string | undefined, argument: string | unde
     return yield* new UsageError({ message: usage })
   })
 
+const args = process.argv.slice(2)
+const consumers = consumerCommand(args)
+
 const program = Effect.gen(function* () {
-  const args = process.argv.slice(2)
   const [group, command, argument, ...rest] = args
-  const consumers = consumerCommand(args)
-  if (consumers !== undefined) return yield* consumers
+  if (consumers !== undefined) return yield* consumers.effect
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
@@ -162,12 +163,20 @@ const keepRunningWhenOutputCloses = Effect.sync(() => {
 /** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */
 const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help", "-h", "help"].includes(args[0] ?? "")
 
-const run = helpAsked(process.argv.slice(2)) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, program).pipe(
-  Effect.provide(
-    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, KafkaClientsLive, WebhookDeliveries.layer).pipe(
+/**
+ * A command that talks to Kafka imports the client library BEFORE the database layer connects:
+ * the import blocks the event loop (~0.5 s here, several seconds on a loaded machine), and a
+ * Postgres connection begun before it found its 5 s connect timer fired first ("Connection timed
+ * out" from a healthy database). The others never import it.
+ */
+const kafkaFirst = consumers?.kafka === true ? preloadKafkaLibrary : Effect.void
+
+const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, kafkaFirst).pipe(
+  Effect.andThen(program.pipe(Effect.provide(
+    Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(DatabaseLive)
     )
-  ),
+  ))),
   Effect.catchTag("UsageError", (error) => report(error.message, 2)),
   Effect.catchTag("SchemaError", (error) => report(`invalid argument: ${error.message}\n(pnpm cli alone prints the usage)`, 2)),
   Effect.catchTag("ParkedKeyNotFound", (error) => report(`${error.message}: nothing queued`, 1)),

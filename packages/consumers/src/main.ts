@@ -37,6 +37,7 @@ import {
   MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
+  preloadKafkaLibrary,
   runProcessMain,
   TracingLive
 } from "@pay/infra"
@@ -96,4 +97,5 @@ const ConsumersProcess = Layer.unwrap(
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 
-Layer.launch(ConsumersProcess).pipe(runProcessMain("consumers process"))
+// The Kafka library imported before anything connects (infra Kafka.ts, preloadKafkaLibrary).
+Effect.andThen(preloadKafkaLibrary, Layer.launch(ConsumersProcess)).pipe(runProcessMain("consumers process"))

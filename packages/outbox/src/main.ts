@@ -24,6 +24,7 @@ import {
   MetricsServerWhenConfigured,
   PostgresLive,
   ProcessMetricsLive,
+  preloadKafkaLibrary,
   runProcessMain,
   TracingLive
 } from "@pay/infra"
@@ -59,4 +60,5 @@ const PublisherProcess = Layer.unwrap(
   })
 ).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
-Layer.launch(PublisherProcess).pipe(runProcessMain("outbox publisher"))
+// The Kafka library imported before anything connects (infra Kafka.ts, preloadKafkaLibrary).
+Effect.andThen(preloadKafkaLibrary, Layer.launch(PublisherProcess)).pipe(runProcessMain("outbox publisher"))
