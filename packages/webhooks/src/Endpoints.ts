@@ -185,9 +185,12 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbac
       return yield* new WebhookEndpointRefused({ field: "expires_in_ms", reason: `an integer between 0 and ${SECRET_OVERLAP_MS_MAX}` })
     }
     return yield* sql.withTransaction(Effect.gen(function* () {
+      // The endpoint's row locked (one rotation at a time) and marked changed: a rotation is a
+      // change of the endpoint, which its `updated_at` shows.
       const endpoint = yield* one(merchantId, id)(sql`
-        SELECT ${sql.literal(endpointColumns)} FROM webhook_endpoints
-        WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL FOR UPDATE`)
+        UPDATE webhook_endpoints SET updated_at = clock_timestamp()
+        WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL
+        RETURNING ${sql.literal(endpointColumns)}`)
       // At most two secrets sign (the header carries at most two signatures): the new one, and
       // the one it replaces for `overlap_ms` (0: not at all). One still signing from an earlier
       // rotation stops now, so repeated rotations cannot pile up secrets (400 rotations once made a
@@ -240,11 +243,17 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
         WHERE id = ${id} AND merchant_id = ${merchantId} AND deleted_at IS NULL
         RETURNING ${sql.literal(endpointColumns)}`)
 
+    /**
+     * A new URL is a new receiver: its failure streak starts afresh (`failing_since` NULL), or an
+     * endpoint fixed after days of failures would be disabled by its new URL's first failure.
+     */
     const update = Effect.fn("WebhookEndpoints.update")(function* (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) {
       yield* checkFields(fields, allowLoopbackHttp)
       const current = yield* get(merchantId, id)
+      const url = fields.url ?? current.url
       return yield* set(merchantId, id, sql`
-        url = ${fields.url ?? current.url},
+        failing_since = CASE WHEN url = ${url} THEN failing_since END,
+        url = ${url},
         event_types = ${fields.event_types === undefined ? current.event_types : uniqueTypes(fields.event_types)}::text[],
         description = ${fields.description === undefined ? current.description : fields.description}`)
     })

@@ -56,6 +56,27 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 0)
     }))
 
+  it.effect("a rotation moves updated_at; a new URL starts a fresh failure streak, an update that keeps the URL keeps it (outside merchant audit)", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const sql = yield* SqlClient.SqlClient
+      const { endpoint } = yield* endpoints.create(merchantId, { url: "https://merchant.example/old", event_types: ["*"] })
+      yield* sql`UPDATE webhook_endpoints SET updated_at = now() - interval '1 hour' WHERE id = ${endpoint.id}`
+      const before = yield* endpoints.get(merchantId, endpoint.id)
+      const { endpoint: rotated } = yield* endpoints.rotateSecret(merchantId, endpoint.id, 0)
+      assert.isAbove(rotated.updated_at.getTime(), before.updated_at.getTime() + 30 * 60_000, "the rotation is a change of the endpoint")
+      assert.deepStrictEqual((yield* endpoints.get(merchantId, endpoint.id)).updated_at, rotated.updated_at)
+
+      // Four days of failures at the old URL.
+      yield* sql`UPDATE webhook_endpoints SET failing_since = now() - interval '4 days' WHERE id = ${endpoint.id}`
+      const described = yield* endpoints.update(merchantId, endpoint.id, { description: "same receiver", url: "https://merchant.example/old" })
+      assert.isNotNull(described.failing_since, "the same URL: the streak goes on")
+      const moved = yield* endpoints.update(merchantId, endpoint.id, { url: "https://merchant.example/new" })
+      assert.isNull(moved.failing_since, "a new URL: its own streak starts at its first failure")
+      assert.strictEqual(moved.url, "https://merchant.example/new")
+    }))
+
   it.effect("the code refuses unsafe URLs, unknown event types and more endpoints than the limit", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant
