@@ -5,6 +5,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
+import { stopWhenOrphaned } from "./Orphan.ts"
 import { findScenario, scenarios } from "./Registry.ts"
 import { runScenario } from "./Runner.ts"
 import type { Scenario } from "./Scenario.ts"
@@ -38,7 +39,7 @@ const main = Effect.gen(function* () {
   return verdicts.every((verdict) => verdict.passed) ? 0 : 1
 })
 
-main.pipe(
+Effect.andThen(stopWhenOrphaned, main).pipe(
   Effect.flatMap((code) => Effect.sync(() => {
     process.exitCode = code
   })),

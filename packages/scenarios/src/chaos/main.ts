@@ -6,6 +6,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"
+import { stopWhenOrphaned } from "../Orphan.ts"
 import { runChaos } from "./Run.ts"
 
 const bounds = { seed: [0, 2 ** 31 - 1], duration: [10, 14_400], clients: [1, 128], drain: [30, 1_800], abandon: [0, 90], "fault-gap": [3, 600], payments: [0, 10_000_000] } as const
@@ -77,6 +78,6 @@ const main = Effect.gen(function* () {
   return report.passed ? 0 : 1
 })
 
-main.pipe(Effect.flatMap((code) => Effect.sync(() => {
+Effect.andThen(stopWhenOrphaned, main).pipe(Effect.flatMap((code) => Effect.sync(() => {
   process.exitCode = code
 })), NodeRuntime.runMain)
