@@ -6,8 +6,8 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, r
  * `/openapi.json` can trust it:
  *
  * - the response headers the server sends: `Request-Id` and `X-Request-Id` (one id) on every answer, `Retry-After` on every
- *   429 and 503, `Allow` on 405, `WWW-Authenticate` on 401, `Location` on 201, `Idempotent-Replayed` on the answers
- *   of idempotent POSTs;
+ *   429 and 503 and on a POST's 409 `idempotency_key_in_use` (optional on 409: its other codes have none), `Allow` on 405,
+ *   `WWW-Authenticate` on 401, `Location` on 201, `Idempotent-Replayed` on the answers of idempotent POSTs;
  * - a request body whose members are all optional as not required (none is read as `{}`);
  * - `Idempotency-Key` required on every POST (the handler answers its absence with the documented
  *   `idempotency_key_missing` problem, so the schema itself keeps it optional);
@@ -47,6 +47,12 @@ const retryAfterHeader = stringHeader("Seconds to wait before retrying (same Ide
   type: "string",
   pattern: "^[0-9]{1,6}$"
 })
+/** A POST's 409 is several codes; only `idempotency_key_in_use` asks for a retry of the same request. */
+const keyInUseRetryAfterHeader = stringHeader(
+  "On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key.",
+  false,
+  { type: "string", pattern: "^[0-9]{1,6}$" }
+)
 const allowHeader = stringHeader("The methods this path takes, e.g. `GET, POST, HEAD`.", true, {
   type: "string",
   pattern: "^[A-Z]+(, [A-Z]+)*$"
@@ -68,6 +74,7 @@ const locationHeader = stringHeader("The created resource: this request's path a
 const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
   const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader, [CORRELATION_ID_HEADER]: correlationIdHeader }
   if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
+  if (status === "409" && isPost) headers["Retry-After"] = keyInUseRetryAfterHeader
   if (status === "405") headers["Allow"] = allowHeader
   if (status === "401") headers["WWW-Authenticate"] = wwwAuthenticateHeader
   if (status === "201") headers["Location"] = locationHeader

@@ -207,8 +207,8 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
     HttpApiEndpoint.get("retrieveRefund", "/v1/payments/:id/refunds/:refund_id", {
       params: { ...PaymentIdParam, refund_id: Schema.String.annotate({ description: "A refund id, `re_…`" }) },
       success: RefundJson,
-      error: problems(...commonProblemCodes, "route_not_found", "refund_not_found")
-    }).annotate(OpenApi.Description, "One refund of one of the merchant's payments."),
+      error: problems(...commonProblemCodes, "route_not_found", "payment_not_found", "refund_not_found")
+    }).annotate(OpenApi.Description, "One refund of one of the merchant's payments. An unknown or another merchant's payment is payment_not_found (checked first, as on the list); a refund that is not this payment's is refund_not_found."),
     HttpApiEndpoint.get("retrieve", "/v1/payments/:id", {
       params: PaymentIdParam,
       success: PaymentJson,

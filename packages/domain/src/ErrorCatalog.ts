@@ -68,11 +68,11 @@ export const errorCatalog = {
   },
   idempotency_key_in_use: {
     status: 409, title: "Conflict", retry: "same_key_later",
-    meaning: "The first request with this key is still running (or its server died and its lease has not expired yet)"
+    meaning: "The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds"
   },
   invalid_transition: {
     status: 409, title: "Conflict", retry: "no_stored",
-    meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…)"
+    meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which)"
   },
   authorization_expired: {
     status: 409, title: "Conflict", retry: "no_stored",

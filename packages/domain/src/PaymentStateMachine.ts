@@ -149,14 +149,43 @@ export const ruleFor = (command: PaymentCommandName, from: PaymentStatus): Trans
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * The acquirer's refusal of a capture or a void of an authorization our side still saw AUTHORIZED:
+ * another request of the same payment won the race at the acquirer, which approves one of
+ * capture and void, once (docs/payments.md, "Void (cancel), and its race with settle"). The
+ * acquirer's own decline codes (`@pay/acquirer` DeclineCode).
+ */
+export const AuthorizationRaceDecline = Schema.Literals(["authorization_captured", "authorization_voided"])
+export type AuthorizationRaceDecline = typeof AuthorizationRaceDecline.Type
+
+const raceLossCause: Readonly<Record<AuthorizationRaceDecline, string>> = {
+  authorization_captured: "the authorization was already captured by another request",
+  authorization_voided: "the authorization was already voided (canceled by another request, or released at its expiry)"
+}
+
+/** The acquirer call a command makes, as the detail names it. */
+const acquirerCallOf = (command: PaymentCommandName): string =>
+  command === "settle" ? "capture" : command === "cancel" ? "void" : command
+
+/**
  * The command is not allowed from the payment's current status (including every command on a
- * terminal payment). A conflict with the resource's state.
+ * terminal payment). A conflict with the resource's state. With `acquirerDecline`: the status
+ * allowed it, and the acquirer refused it because another request of the payment won the race
+ * (`from` is the status read before asking); the message says so instead of naming a transition.
  */
 export class InvalidTransition extends CodedError<InvalidTransition>()(
   "invalid_transition",
   "InvalidTransition",
-  { paymentId: PaymentId, from: PaymentStatus, to: PaymentStatus, command: PaymentCommandName },
-  (e) => `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
+  {
+    paymentId: PaymentId,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    command: PaymentCommandName,
+    acquirerDecline: Schema.optionalKey(AuthorizationRaceDecline)
+  },
+  (e) =>
+    e.acquirerDecline === undefined
+      ? `payment ${e.paymentId} cannot ${e.command}: ${e.from} -> ${e.to} is not an allowed transition`
+      : `payment ${e.paymentId} cannot ${e.command}: the acquirer refused the ${acquirerCallOf(e.command)} (${e.acquirerDecline}), ${raceLossCause[e.acquirerDecline]}`
 ) {}
 
 export type TransitionEvent = PaymentAuthorized | PaymentSettled | PaymentFailed | PaymentCanceled | PaymentExpired

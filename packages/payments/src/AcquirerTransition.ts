@@ -4,6 +4,7 @@ import {
   AUTHORIZATION_TTL_MS_DEFAULT,
   AuthorizationExpired,
   authorizationLifetimeBounds,
+  AuthorizationRaceDecline,
   isAuthorizationExpired,
   CaptureExceedsAuthorized,
   commandTarget,
@@ -133,6 +134,21 @@ export const refusalBeforeAsking = (step: AcquirerStep, payment: Payment, amount
   return undefined
 }
 
+const isRaceDecline = Schema.is(AuthorizationRaceDecline)
+
+/**
+ * The refusal of a step the acquirer declined without a command ("refuse"): the payment was
+ * AUTHORIZED when read, so its status allowed the step; when another request of the payment won
+ * the race at the acquirer (`authorization_captured` / `authorization_voided`), the refusal says
+ * so (`acquirerDecline`) rather than naming a transition the status allowed.
+ */
+const refusalAfterAsking = (step: AcquirerStep, payment: Payment, answer: AcquirerOutcome): InvalidTransition => {
+  const refusal = { paymentId: payment.id, from: payment.status, to: commandTarget[step.command], command: step.command }
+  return answer._tag === "Declined" && isRaceDecline(answer.code)
+    ? new InvalidTransition({ ...refusal, acquirerDecline: answer.code })
+    : new InvalidTransition(refusal)
+}
+
 /** The command the acquirer's answer calls for ("refuse": none, see `AcquirerStep.declined`). */
 /** An approved authorization holds the funds until `expires_at` (now + the configured lifetime). */
 const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor: AmountMinor, expires_at: DateTime.Utc): PaymentCommand | "refuse" => {
@@ -223,10 +239,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     Effect.gen(function* () {
       const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
       const command = commandAfter(step, answer, amount_minor, DateTime.add(yield* DateTime.now, { milliseconds: lifetime_ms }))
-      if (command === "refuse") {
-        const to = commandTarget[step.command]
-        return yield* refuse(execution, new InvalidTransition({ paymentId: payment.id, from: payment.status, to, command: step.command }))
-      }
+      if (command === "refuse") return yield* refuse(execution, refusalAfterAsking(step, payment, answer))
       return yield* applyAndFinish(merchantId, payment, command, context, execution, feeScheduleRead)
     })
 

@@ -51,8 +51,11 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
     execution: Execution<PaymentOutcome>,
     read: GatedPayment
   ) => Effect.Effect<Finished<PaymentOutcome>, Unfinished>
-  /** One refund of one of the merchant's payments (`RefundNotFound` for unknown, foreign or malformed ids). */
-  readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, RefundNotFound | SqlError>
+  /**
+   * One refund of one of the merchant's payments: an unknown, foreign or malformed payment id is
+   * `PaymentNotFound` (checked first, as `listRefunds` does), any other refund id `RefundNotFound`.
+   */
+  readonly findRefund: (merchantId: MerchantId, paymentId: string, refundId: string) => Effect.Effect<Refund, PaymentNotFound | RefundNotFound | SqlError>
   /**
    * A payment's refunds, oldest first, `limit` at a time after `startingAfter` (one of this
    * payment's refunds, else InvalidCursor; an unknown or foreign payment is PaymentNotFound).

@@ -222,13 +222,30 @@ export interface RefundPage {
 }
 
 const makeRefundReads = (sql: SqlClient.SqlClient) => {
-  /** Ids not of their kind's shape name nothing: refused before a statement (a NUL would be a 500 from the database). */
+  /** PaymentNotFound unless the payment is this merchant's (the same answer for unknown and foreign). */
+  const ownedPayment = (merchantId: MerchantId, paymentId: string) =>
+    Effect.gen(function* () {
+      const owner = yield* sql`SELECT 1 AS one FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
+      if (owner.length === 0) return yield* new PaymentNotFound({ paymentId })
+    })
+
+  /**
+   * One refund of one of the merchant's payments. Payment first, as the list answers: an unknown
+   * or foreign payment is PaymentNotFound, a refund that is not this payment's RefundNotFound.
+   * A found refund is one statement (its row names its payment and merchant); the payment is read
+   * only to tell the two 404s apart. Ids not of their kind's shape name nothing: refused before a
+   * statement that would take them (a NUL would be a 500 from the database).
+   */
   const findById = (merchantId: MerchantId, paymentId: string, refundId: string) =>
-    Option.isNone(decodePaymentId(paymentId)) || Option.isNone(decodeRefundId(refundId))
-      ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) }))
-      : sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 AND payment_id = $2 AND merchant_id = $3`, [refundId, paymentId, merchantId]).pipe(
-        Effect.flatMap((rows) => (rows[0] === undefined ? Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })) : refundFromRow(rows[0])))
+    Effect.gen(function* () {
+      if (Option.isNone(decodePaymentId(paymentId))) return yield* new PaymentNotFound({ paymentId: paymentId.slice(0, 100) })
+      const notFound = ownedPayment(merchantId, paymentId).pipe(
+        Effect.andThen(Effect.fail(new RefundNotFound({ refundId: refundId.slice(0, 100) })))
       )
+      if (Option.isNone(decodeRefundId(refundId))) return yield* notFound
+      const [row] = yield* sql.unsafe(`SELECT ${refundColumns} FROM refunds WHERE id = $1 AND payment_id = $2 AND merchant_id = $3`, [refundId, paymentId, merchantId])
+      return row === undefined ? yield* notFound : yield* refundFromRow(row)
+    })
 
   /**
    * Where the page starts: the cursor's (created_at, id), read only among THIS payment's refunds of
@@ -258,8 +275,7 @@ const makeRefundReads = (sql: SqlClient.SqlClient) => {
         if (!Number.isInteger(page.limit) || page.limit < PAGE_LIMIT_MIN || page.limit > PAGE_LIMIT_MAX) {
           return yield* Effect.die(new Error(`page limit ${page.limit} outside ${PAGE_LIMIT_MIN}..${PAGE_LIMIT_MAX}: decode it with PageLimit`))
         }
-        const owner = yield* sql`SELECT 1 AS one FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
-        if (owner.length === 0) return yield* new PaymentNotFound({ paymentId })
+        yield* ownedPayment(merchantId, paymentId)
         // One row more than asked tells whether another page exists, without a COUNT.
         const fetch = page.limit + 1
         const rows = page.startingAfter === undefined

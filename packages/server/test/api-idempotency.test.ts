@@ -195,6 +195,7 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       for (const answer of busy) {
         assert.strictEqual(jsonOf(answer)["code"], "idempotency_key_in_use")
         assert.strictEqual(answer.contentType, "application/problem+json")
+        assert.strictEqual(answer.headers.get("retry-after"), "1", "a 409 in use says when to retry")
       }
       const ids = new Set(created.map((a) => stringField(a, "id")))
       assert.strictEqual(ids.size, 1, `never two ids: ${[...ids].join(", ")}`)
@@ -210,7 +211,7 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(stringField(after, "id"), [...ids][0])
     }))
 
-  it.effect("50 concurrent authorizations with one key (100 ms acquirer): one acquirer operation; answers are the 200 replay or 409, and some 409s prove the overlap", () =>
+  it.effect("50 concurrent authorizations with one key (100 ms acquirer): one acquirer operation; answers are the 200 replay or 409 with Retry-After: 1, and some 409s prove the overlap", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Authorize storm")
       const id = stringField(yield* createPayment(m, newKey()), "id")
@@ -222,7 +223,11 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       const busy = answers.filter((a) => a.status === 409)
       assert.strictEqual(ok.length + busy.length, 50, answers.filter((a) => a.status !== 200 && a.status !== 409).map(describeAnswer).join("\n"))
       assert.isAbove(busy.length, 0, "the requests overlapped the 100 ms acquirer call")
-      for (const answer of busy) assert.strictEqual(jsonOf(answer)["code"], "idempotency_key_in_use")
+      for (const answer of busy) {
+        assert.strictEqual(jsonOf(answer)["code"], "idempotency_key_in_use")
+        // "Retry with the same key after a short wait" (docs/api.md): the wait, in seconds.
+        assert.strictEqual(answer.headers.get("retry-after"), "1", describeAnswer(answer))
+      }
       // Exactly one request executed (and answered it itself); every other 200 is its replay.
       assert.strictEqual(ok.filter((a) => !replayed(a)).length, 1, "exactly one execution answered without the replay header")
       for (const answer of ok) assert.strictEqual(jsonOf(answer)["status"], "AUTHORIZED")

@@ -139,3 +139,77 @@ layer(
       assert.deepStrictEqual(yield* paymentTrail(id), { transactions: 0n, canceled_events: 1n, status: "CANCELED" })
     }))
 })
+
+/**
+ * The loser of a race at the acquirer, in rounds: both requests read the payment AUTHORIZED and
+ * ask the (100 ms) acquirer, which approves one capture or void per authorization and declines
+ * the other `authorization_captured` / `authorization_voided`. The loser's stored 409
+ * invalid_transition names that cause; it never says the transition from AUTHORIZED is not allowed
+ * (it is: the status read before the race allowed it). A loser that came in after the winner
+ * committed is refused by the status it read (e.g. SETTLED -> SETTLED), which is true too.
+ */
+const raceRounds = 4
+
+const raceLoss = (m: TestMerchant, contenders: (id: string) => ReadonlyArray<{ readonly path: string; readonly key: string; readonly json?: unknown }>) =>
+  Effect.gen(function* () {
+    const id = yield* authorizedPayment(m, 2_000n, "EUR")
+    const requests = contenders(id)
+    const answers = yield* Effect.all(
+      requests.map((request) => post(m, request.path, request.key, request.json === undefined ? {} : { json: request.json })),
+      { concurrency: "unbounded" }
+    )
+    assert.deepStrictEqual(answers.map((a) => a.status).sort(), [200, 409], answers.map(describeAnswer).join(" / "))
+    const loserIndex = answers.findIndex((a) => a.status === 409)
+    const loser = answers[loserIndex]
+    const loserRequest = requests[loserIndex]
+    if (loser === undefined || loserRequest === undefined) return assert.fail("no loser")
+    assert.strictEqual(codeOf(loser), "invalid_transition", describeAnswer(loser))
+    const detail = String(jsonOf(loser)["detail"])
+    assert.notInclude(detail, "AUTHORIZED ->", "the status read before the race allowed the transition")
+    // The loser's key replays the same words.
+    const again = yield* post(m, loserRequest.path, loserRequest.key, loserRequest.json === undefined ? {} : { json: loserRequest.json })
+    assert.isTrue(replayed(again))
+    assert.strictEqual(again.text, loser.text)
+    return { id, detail, loserPath: loserRequest.path }
+  })
+
+layer(inProcessAppLayer({ acquirer: AcquirerSimulator.layerWith({ latency_ms: 100 }) }), layerOptions)("the loser of a race at the acquirer hears why (100 ms acquirer)", (it) => {
+  it.effect("two settles of different amounts: the loser's 409 invalid_transition says the authorization was already captured by another request", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Capture race detail")
+      const details: Array<string> = []
+      for (let round = 0; round < raceRounds; round++) {
+        const { id, detail } = yield* raceLoss(merchant, (id) => [
+          { path: `/v1/payments/${id}/settle`, key: newKey("settle"), json: { amount: 700 } },
+          { path: `/v1/payments/${id}/settle`, key: newKey("settle"), json: { amount: 900 } }
+        ])
+        const atAcquirer = `payment ${id} cannot settle: the acquirer refused the capture (authorization_captured), the authorization was already captured by another request`
+        assert.oneOf(detail, [atAcquirer, `payment ${id} cannot settle: SETTLED -> SETTLED is not an allowed transition`])
+        details.push(detail === atAcquirer ? "acquirer" : "late")
+      }
+      assert.include(details, "acquirer", `the requests raced at the acquirer at least once: ${details.join(", ")}`)
+      yield* assertBooksConsistent
+    }))
+
+  it.effect("settle against cancel: the loser's 409 says the authorization was already captured, or already voided, by another request", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Void race detail")
+      const details: Array<string> = []
+      for (let round = 0; round < raceRounds; round++) {
+        const { id, detail, loserPath } = yield* raceLoss(merchant, (id) => [
+          { path: `/v1/payments/${id}/settle`, key: newKey("settle") },
+          { path: `/v1/payments/${id}/cancel`, key: newKey("cancel") }
+        ])
+        const atAcquirer = loserPath.endsWith("/cancel")
+          ? `payment ${id} cannot cancel: the acquirer refused the void (authorization_captured), the authorization was already captured by another request`
+          : `payment ${id} cannot settle: the acquirer refused the capture (authorization_voided), the authorization was already voided (canceled by another request, or released at its expiry)`
+        const late = loserPath.endsWith("/cancel")
+          ? `payment ${id} cannot cancel: SETTLED -> CANCELED is not an allowed transition`
+          : `payment ${id} cannot settle: CANCELED -> SETTLED is not an allowed transition`
+        assert.oneOf(detail, [atAcquirer, late])
+        details.push(detail === atAcquirer ? "acquirer" : "late")
+      }
+      assert.include(details, "acquirer", `the requests raced at the acquirer at least once: ${details.join(", ")}`)
+      yield* assertBooksConsistent
+    }))
+})

@@ -90,6 +90,40 @@ layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (
       yield* assertLedgerVerifies
     }))
 
+  it.effect("GET one refund: an unknown or another merchant's payment is 404 payment_not_found, as the list answers; a known payment with an unknown or another payment's refund is refund_not_found", () =>
+    Effect.gen(function* () {
+      const { merchant, id } = yield* settledPayment("Refund reads", 5_000n)
+      const made = yield* refund(merchant, id, newKey("refund"), { amount: 1_000 })
+      assert.strictEqual(made.status, 201, describeAnswer(made))
+      const refundId = String(jsonOf(made)["id"])
+      const other = yield* settledPayment("Refund reads, other merchant", 5_000n)
+      const otherRefund = yield* refund(other.merchant, other.id, newKey("refund"), { amount: 1_000 })
+      assert.strictEqual(otherRefund.status, 201, describeAnswer(otherRefund))
+      const otherRefundId = String(jsonOf(otherRefund)["id"])
+      const unknownPayment = `pay_${"a".repeat(24)}`
+      const unknownRefund = `re_${"a".repeat(24)}`
+
+      const notFound = (path: string, code: string) =>
+        Effect.gen(function* () {
+          const answer = yield* get(merchant, path)
+          assert.deepStrictEqual([answer.status, codeOf(answer)], [404, code], `${path}: ${describeAnswer(answer)}`)
+        })
+      // The payment is checked first, for the one refund as for the list.
+      yield* notFound(`/v1/payments/${unknownPayment}/refunds`, "payment_not_found")
+      yield* notFound(`/v1/payments/${unknownPayment}/refunds/${unknownRefund}`, "payment_not_found")
+      yield* notFound(`/v1/payments/${unknownPayment}/refunds/${refundId}`, "payment_not_found")
+      yield* notFound(`/v1/payments/${unknownPayment}/refunds/x`, "payment_not_found")
+      yield* notFound(`/v1/payments/x/refunds/${refundId}`, "payment_not_found")
+      // Another merchant's payment answers like an unknown one: no oracle.
+      yield* notFound(`/v1/payments/${other.id}/refunds/${otherRefundId}`, "payment_not_found")
+      yield* notFound(`/v1/payments/${other.id}/refunds`, "payment_not_found")
+      // A payment of this merchant: its refund is found; any other refund id is refund_not_found.
+      assert.strictEqual((yield* get(merchant, `/v1/payments/${id}/refunds/${refundId}`)).text, made.text)
+      yield* notFound(`/v1/payments/${id}/refunds/${unknownRefund}`, "refund_not_found")
+      yield* notFound(`/v1/payments/${id}/refunds/${otherRefundId}`, "refund_not_found")
+      yield* notFound(`/v1/payments/${id}/refunds/x`, "refund_not_found")
+    }))
+
   it.effect("50 concurrent refunds of 300 on a capture of 10,000: exactly the 33 that fit succeed, 17 are 422; the acquirer refunded 9,900; the ledger verifies", () =>
     Effect.gen(function* () {
       const { merchant, id } = yield* settledPayment("Refund cap", 10_000n)

@@ -54,12 +54,24 @@ export const respondToError = (error: ApiError | SqlError) =>
         detail: error.message
       })
     }
-    return toHttpResponse(response, false)
+    return problemHttpResponse(answered)
   })
 
 /**
+ * `Retry-After` of a `409 idempotency_key_in_use`, in seconds (RFC 9110 §10.2.3 allows it on any
+ * status). The key is held while its request's work runs: a create's one statement takes
+ * milliseconds, an authorize, settle, cancel or refund one acquirer call (tens to hundreds of
+ * milliseconds; past `ACQUIRER_TIMEOUT_MS`, 2 s by default, the run answers 503 and lets the key
+ * go). A second covers a normal run, so the retry usually gets the stored answer; a run that died
+ * holds its key for its lease (`IDEMPOTENCY_LOCK_TIMEOUT_MS`), and each retry meanwhile is another
+ * cheap 409 with the same header. The same second as every 503's `Retry-After`.
+ */
+export const KEY_IN_USE_RETRY_AFTER_S = 1
+
+/**
  * The HTTP answer of a refusal that is never stored: its problem document, with the headers its
- * code calls for (`Allow` on a 405, `Retry-After` on a 429 and, as for every 503, on a 503).
+ * code calls for (`Allow` on a 405, `Retry-After` on a 429, on a 409 idempotency_key_in_use and,
+ * as for every 503, on a 503).
  */
 export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpServerResponse => {
   const response = toHttpResponse(problemResponse(error), false)
@@ -69,6 +81,9 @@ export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpSer
     case "RateLimited":
     case "AuthenticationRateLimited":
       return HttpServerResponse.setHeader(response, "retry-after", String(error.retry_after_s))
+    case "IdempotencyKeyInUse":
+    case "IdempotencyLockLost":
+      return HttpServerResponse.setHeader(response, "retry-after", String(KEY_IN_USE_RETRY_AFTER_S))
     default:
       return response
   }

@@ -129,7 +129,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** @description One refund of one of the merchant's payments. */
+        /** @description One refund of one of the merchant's payments. An unknown or another merchant's payment is payment_not_found (checked first, as on the list); a refund that is not this payment's is refund_not_found. */
         get: operations["payments.retrieveRefund"];
         put?: never;
         post?: never;
@@ -1306,13 +1306,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1560,13 +1562,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1821,13 +1825,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race | A settle after the authorization's `authorization_expires_at`: the funds are no longer held */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A settle after the authorization's `authorization_expires_at`: the funds are no longer held */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2075,13 +2081,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The payment's status does not allow it (settle twice, authorize a settled payment…) | Another change to the same payment won the race */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2524,13 +2532,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | Only a SETTLED payment can be refunded | The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | Only a SETTLED payment can be refunded | The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept) */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2724,7 +2734,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["UnauthorizedProblemEncoded"];
                 };
             };
-            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such refund of this payment **for this merchant** */
+            /** @description No endpoint at this path (an unknown path, or a path segment that is not valid percent-encoding) | No such payment **for this merchant** | No such refund of this payment **for this merchant** */
             404: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2734,7 +2744,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["RefundNotFoundProblemEncoded"];
+                    "application/problem+json": components["schemas"]["RouteNotFoundProblemEncoded"] | components["schemas"]["PaymentNotFoundProblemEncoded"] | components["schemas"]["RefundNotFoundProblemEncoded"];
                 };
             };
             /** @description The path exists, not with this method: `Allow` lists its methods */
@@ -3412,13 +3422,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) | The merchant already has the most webhook endpoints allowed (16, disabled ones included): delete one, then register with a new key */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The merchant already has the most webhook endpoints allowed (16, disabled ones included): delete one, then register with a new key */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3833,13 +3845,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4245,13 +4259,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4492,13 +4508,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4746,13 +4764,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5371,13 +5391,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5618,13 +5640,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
+                    "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
