@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { acknowledged, replays } from "@pay/scenarios/chaos/Checker"
+import { acknowledged, faultCoverage, processLiveness, replays } from "@pay/scenarios/chaos/Checker"
 import { type Decided, decidedOf } from "@pay/scenarios/chaos/History"
 import { startReceiver } from "@pay/scenarios/chaos/Receiver"
 import { faultKindsWithoutCluster, faultSchedule } from "@pay/scenarios/chaos/Schedule"
@@ -44,6 +44,35 @@ describe("chaos checker", () => {
       const previous = spaced[i]
       if (previous !== undefined) assert.isAtLeast(fault.at_ms - previous.at_ms - previous.hold_ms, 20_000)
     })
+  })
+})
+
+describe("chaos verdict: faults really happened, no process died on its own", () => {
+  const coverage = { scheduled: 5, applied: 5, failed: 0, skippedTarget: 0, skippedLate: 0, load_s: 30, duration_s: 30, paymentsTarget: undefined }
+
+  it("a run with no fault applied fails, and says what to change (seed 49: --payments 3 stopped the load after 1 s)", () => {
+    const none = faultCoverage({ ...coverage, applied: 0, skippedTarget: 5, load_s: 1, paymentsTarget: 3 })
+    assert.lengthOf(none.violations, 1)
+    assert.include(none.violations[0], "no fault applied of 5 scheduled")
+    assert.include(none.violations[0], "--payments")
+    assert.include(none.name, "0 of 5 scheduled")
+    assert.include(faultCoverage({ ...coverage, applied: 0, failed: 2, skippedLate: 3 }).violations[0], "--duration")
+  })
+
+  it("a payments target that cut off more than half of the schedule fails; slow heals that push faults past the load do not", () => {
+    assert.lengthOf(faultCoverage({ ...coverage, scheduled: 11, applied: 2, skippedTarget: 9, load_s: 17, duration_s: 90, paymentsTarget: 150 }).violations, 1)
+    assert.lengthOf(faultCoverage({ ...coverage, scheduled: 280, applied: 195, skippedTarget: 85, paymentsTarget: 100_000 }).violations, 0)
+    assert.lengthOf(faultCoverage({ ...coverage, scheduled: 38, applied: 19, skippedLate: 19 }).violations, 0)
+    assert.lengthOf(faultCoverage({ ...coverage, scheduled: 9, applied: 8, skippedLate: 1 }).violations, 0)
+  })
+
+  it("a process found dead after the load that no failed fault left down is a violation, even when its restart worked", () => {
+    const liveness = { total: 7, deadAfterLoad: [], leftDownByFaults: [], notRestarted: [], deadAtEnd: [] }
+    assert.lengthOf(processLiveness(liveness).violations, 0)
+    assert.lengthOf(processLiveness({ ...liveness, deadAfterLoad: ["consumers-a"] }).violations, 1)
+    assert.lengthOf(processLiveness({ ...liveness, deadAfterLoad: ["consumers-a"], leftDownByFaults: ["consumers-a"] }).violations, 0)
+    assert.lengthOf(processLiveness({ ...liveness, deadAfterLoad: ["api-a"], leftDownByFaults: ["api-a"], notRestarted: ["api-a: timeout"] }).violations, 1)
+    assert.lengthOf(processLiveness({ ...liveness, deadAtEnd: ["webhook-sender"] }).violations, 1)
   })
 })
 

@@ -136,12 +136,17 @@ export const launchChild = (options: LaunchOptions): Child => {
     resolve()
   }))
   const running = () => process_.exitCode === null && process_.signalCode === null
+  // The timer is cleared when the exit comes first: left pending, it kept the caller's process
+  // alive for the rest of `timeout_ms` (a scenario's verdict, then ~55 s of nothing).
   const exitedWithin = (timeout_ms: number) =>
-    Effect.promise(() =>
-      running()
-        ? Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeout_ms))])
-        : Promise.resolve(true)
-    )
+    Effect.promise(() => {
+      if (!running()) return Promise.resolve(true)
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeout_ms)
+      })
+      return Promise.race([exited.then(() => true), timedOut]).finally(() => clearTimeout(timer))
+    })
   const signal = (name: NodeJS.Signals) =>
     Effect.sync(() => {
       if (running()) process_.kill(name)

@@ -231,3 +231,60 @@ export const runChecker = (stack: ScenarioStack, decided: ReadonlyArray<Decided>
       check("the projection (consumers) equals the ledger and payments (pnpm cli reconcile exit 0)", 1, reconcile.exitCode === 0 ? [] : [reconcile.output.slice(-500)])
     ]
   })
+
+/** What the fault coverage check is given: the schedule's size, what became of it, and the load that ran. */
+export interface FaultCoverage {
+  readonly scheduled: number
+  readonly applied: number
+  readonly failed: number
+  readonly skippedTarget: number
+  readonly skippedLate: number
+  readonly load_s: number
+  readonly duration_s: number
+  readonly paymentsTarget: number | undefined
+}
+
+/**
+ * "PASS chaos" must mean the system survived faults. A run with no fault applied fails, whatever
+ * else held. Faults due after a slow heal are skipped by design (the schedule is fixed in advance,
+ * heals are not). But a payments target that ended the load before half of the schedule had run
+ * makes the run a mostly quiet one, so that fails too, and the message says which option to change.
+ */
+export const faultCoverage = (coverage: FaultCoverage): Check => {
+  const { scheduled, applied, failed, skippedTarget, skippedLate } = coverage
+  const stoppedAtTarget = skippedTarget > 0 && coverage.paymentsTarget !== undefined
+  const advice = stoppedAtTarget
+    ? `the load stopped at --payments ${coverage.paymentsTarget} after ${coverage.load_s} s of the planned ${coverage.duration_s} s, before ${skippedTarget} faults: raise --payments (or leave it out) or lower --duration so that the load covers the schedule`
+    : `raise --duration (faults run from 2 s to 3 s before the end of the load${skippedLate > 0 ? `; ${skippedLate} fell after the load behind slow heals` : ""})`
+  const violations: Array<string> = []
+  if (applied === 0) violations.push(`no fault applied of ${scheduled} scheduled (${failed} failed): ${advice}`)
+  else if (stoppedAtTarget && applied * 2 < scheduled) violations.push(`only ${applied} of ${scheduled} scheduled faults applied: ${advice}`)
+  return check(`faults applied: ${applied} of ${scheduled} scheduled (${failed} failed; not started: ${skippedTarget} after the payments target, ${skippedLate} due after the load)`, scheduled, violations)
+}
+
+/** Which processes were found dead, when, and which of them a failed fault explains. */
+export interface ProcessLiveness {
+  readonly total: number
+  /** Not running when the fault schedule ended (before anything restarted them). */
+  readonly deadAfterLoad: ReadonlyArray<string>
+  /** Targets of kill-* faults whose restart failed: down for a reason the schedule knows. */
+  readonly leftDownByFaults: ReadonlyArray<string>
+  /** Dead after the load and not started again (3 tries), with the error. */
+  readonly notRestarted: ReadonlyArray<string>
+  /** Not running after the drain and the checks (nothing kills a process then). */
+  readonly deadAtEnd: ReadonlyArray<string>
+}
+
+/**
+ * Every process runs again after the faults, and none died outside the fault schedule: a process
+ * found dead after the load that no failed fault left down crashed on its own. The run restarts it
+ * (the drain needs it) but the crash is a violation, not a silent restart.
+ */
+export const processLiveness = (liveness: ProcessLiveness): Check => {
+  const explained = new Set(liveness.leftDownByFaults)
+  return check("every process of the topology running after the faults; none died outside the fault schedule", liveness.total, [
+    ...liveness.deadAfterLoad.filter((name) => !explained.has(name)).map((name) => `${name} found dead after the load, not left down by a fault: a crash outside the schedule (restarted for the checks)`),
+    ...liveness.notRestarted.map((line) => `not restarted: ${line}`),
+    ...liveness.deadAtEnd.map((name) => `${name} not running after the drain and the checks: a crash outside the schedule`)
+  ])
+}

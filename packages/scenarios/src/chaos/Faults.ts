@@ -123,7 +123,35 @@ const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void)
     }
   })
 
-/** Runs the schedule against `started_ms` (performance.now()); the count of faults applied per kind. */
+/** What became of the schedule: applied per kind, failed, never started (and why), and what a failed fault may have left down. */
+export interface FaultOutcome {
+  readonly applied: Readonly<Record<string, number>>
+  readonly failed: number
+  /** Never started because the load stopped at its payments target (`--payments N`). */
+  readonly skippedTarget: number
+  /** Never started because slow heals pushed them past the end of the load. */
+  readonly skippedLate: number
+  /** Processes a failed kill-* fault may have left down (its restart failed): down for a reason the schedule knows. */
+  readonly leftDown: ReadonlyArray<string>
+}
+
+/** The process a kill-* fault targets (undefined for the other kinds). */
+const killTarget = (targets: FaultTargets, fault: Fault): ApiProcess | undefined => {
+  switch (fault.kind) {
+    case "kill-api":
+      return pick(targets.apis, fault.target)
+    case "kill-publisher":
+      return pick(targets.publishers, fault.target)
+    case "kill-consumer":
+      return pick(targets.consumers, fault.target)
+    case "kill-webhooks":
+      return pick(targets.webhooks, fault.target)
+    default:
+      return undefined
+  }
+}
+
+/** Runs the schedule against `started_ms` (performance.now()): applied per kind, failures and faults never started. */
 export const runFaults = (
   targets: FaultTargets,
   schedule: ReadonlyArray<Fault>,
@@ -134,7 +162,9 @@ export const runFaults = (
 ) =>
   Effect.gen(function* () {
     const applied = new Map<FaultKind, number>()
-    for (const fault of schedule) {
+    const leftDown: Array<string> = []
+    let failed = 0
+    for (const [index, fault] of schedule.entries()) {
       // Waits in steps of at most 1 s: a load that stopped early (`--payments N`) ends the schedule.
       let wait_ms = started_ms + fault.at_ms - performance.now()
       while (wait_ms > 0 && !loadStopped()) {
@@ -143,10 +173,20 @@ export const runFaults = (
       }
       // Slow heals (a broker restart can take a minute on a loaded machine) push the schedule
       // late: a fault due after the load has ended is skipped, not applied to an idle system.
-      if (loadStopped() || performance.now() > started_ms + loadEnd_ms) break
+      const left = schedule.length - index
+      if (loadStopped()) return outcome(applied, failed, left, 0, leftDown)
+      if (performance.now() > started_ms + loadEnd_ms) return outcome(applied, failed, 0, left, leftDown)
       const result = yield* Effect.result(apply(targets, fault, (line) => log(`[fault +${Math.round(performance.now() - started_ms)} ms] ${line}`)))
-      if (result._tag === "Failure") log(`[fault] ${fault.kind} failed: ${String(result.failure)}`)
-      else applied.set(fault.kind, (applied.get(fault.kind) ?? 0) + 1)
+      if (result._tag === "Failure") {
+        failed += 1
+        const target = killTarget(targets, fault)
+        if (target !== undefined) leftDown.push(target.name)
+        log(`[fault] ${fault.kind} failed: ${String(result.failure)}`)
+      } else applied.set(fault.kind, (applied.get(fault.kind) ?? 0) + 1)
     }
-    return Object.fromEntries(applied)
+    return outcome(applied, failed, 0, 0, leftDown)
   })
+
+const outcome = (applied: ReadonlyMap<FaultKind, number>, failed: number, skippedTarget: number, skippedLate: number, leftDown: ReadonlyArray<string>): FaultOutcome => ({
+  applied: Object.fromEntries(applied), failed, skippedTarget, skippedLate, leftDown
+})

@@ -62,6 +62,7 @@ export const makeHistory = (path: string, started_ms: number) => {
   let pending: Array<string> = []
   let pendingBytes = 0
   let events = 0
+  let answers = 0
   const byPhase: Record<string, number> = {}
   const internal: Array<string> = []
   let internalCount = 0
@@ -80,6 +81,7 @@ export const makeHistory = (path: string, started_ms: number) => {
       pendingBytes += line.length
       if (pendingBytes >= buffer_bytes_max) flush()
       events += 1
+      if (event.status !== undefined) answers += 1
       byPhase[event.phase] = (byPhase[event.phase] ?? 0) + 1
       if (event.status === 500) {
         internalCount += 1
@@ -87,6 +89,8 @@ export const makeHistory = (path: string, started_ms: number) => {
       }
     },
     events: () => events,
+    /** History lines that carry an HTTP answer (ok, fail, and unknown with a 5xx or key-in-use status; not invoke lines, not timeouts). */
+    answers: () => answers,
     byPhase: (): Readonly<Record<string, number>> => ({ ...byPhase }),
     internal: () => ({ count: internalCount, examples: [...internal] }),
     /** Writes what is buffered and closes the file (the end of the run; once; later events are counted, not written). */

@@ -3,9 +3,10 @@ import { fileURLToPath } from "node:url"
 import { domainEventTypes } from "@pay/domain/RefundEvents"
 import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
+import type { ApiProcess } from "../ApiProcess.ts"
 import { countOf, createMerchant } from "../Evidence.ts"
 import { acquireStack, ownerSqlLayer } from "../Stack.ts"
-import { type Check, runChecker } from "./Checker.ts"
+import { type Check, faultCoverage, processLiveness, runChecker } from "./Checker.ts"
 import { type ClientWorld, enoughPayments, runClient, untilDecided } from "./Clients.ts"
 import { consumerChecks, replayCheck, webhookChecks, webhooksConsumerName } from "./ConsumerChecks.ts"
 import { restartBounded, runFaults } from "./Faults.ts"
@@ -56,6 +57,22 @@ const drain = (timeout_ms: number) =>
     return n
   })
 
+/**
+ * The processes found dead when the fault schedule ended (named before anything restarts them: a
+ * crash outside the schedule must not pass as healed), each started again (bounded) for the drain.
+ */
+const reviveDead = (processes: ReadonlyArray<ApiProcess>, log: (line: string) => void) =>
+  Effect.gen(function* () {
+    const deadAfterLoad = processes.filter((instance) => !instance.running())
+    const notRestarted: Array<string> = []
+    for (const instance of deadAfterLoad) {
+      log(`${instance.name} found dead after the load (pid ${instance.pid()}); starting it again`)
+      const restarted = yield* Effect.result(restartBounded(instance, log))
+      if (restarted._tag === "Failure") notRestarted.push(`${instance.name}: ${restarted.failure.message.split("\n")[0]}`)
+    }
+    return { deadAfterLoad: deadAfterLoad.map((instance) => instance.name), notRestarted }
+  })
+
 const load = (world: ClientWorld, options: ChaosOptions, deadline_ms: number) =>
   Effect.forEach(Array.from({ length: options.clients }, (_, i) => i), (client) => runClient(world, client, options.seed, deadline_ms), { concurrency: "unbounded" })
 
@@ -85,13 +102,8 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
       const faults = yield* runFaults(topology, schedule, started_ms, options.duration_s * 1_000, log, () => enoughPayments(world)).pipe(Effect.forkScoped)
       const clients = yield* load(world, options, started_ms + options.duration_s * 1_000)
       const load_s = (performance.now() - started_ms) / 1_000
-      const faultsApplied = yield* Fiber.join(faults)
-      const notRestarted: Array<string> = []
-      for (const instance of processes) {
-        if (instance.running()) continue
-        const restarted = yield* Effect.result(restartBounded(instance, log))
-        if (restarted._tag === "Failure") notRestarted.push(`${instance.name}: ${restarted.failure.message.split("\n")[0]}`)
-      }
+      const faultOutcome = yield* Fiber.join(faults)
+      const revived = yield* reviveDead(processes, log)
       log(`load done in ${Math.round((performance.now() - started_ms) / 1000)} s; finishing ${clients.reduce((n, c) => n + c.pending.length, 0)} undecided operations with their keys`)
       const decided: Array<Decided> = clients.flatMap((c) => [...c.decided])
       const random = seededRandom(options.seed)
@@ -110,20 +122,24 @@ export const runChaos = (options: ChaosOptions, log: (line: string) => void) =>
         ...(yield* webhookChecks(receiver)),
         yield* replayCheck(stack)
       ]
-      checks.push({ name: "every process of the topology running again after the faults", checked: processes.length, violations: notRestarted })
+      checks.push(processLiveness({ total: processes.length, ...revived, leftDownByFaults: faultOutcome.leftDown, deadAtEnd: processes.filter((p) => !p.running()).map((p) => p.name) }))
+      checks.push(faultCoverage({ scheduled: schedule.length, applied: Object.values(faultOutcome.applied).reduce((n, k) => n + k, 0), failed: faultOutcome.failed, skippedTarget: faultOutcome.skippedTarget, skippedLate: faultOutcome.skippedLate, load_s: Math.round(load_s), duration_s: options.duration_s, paymentsTarget: options.payments_target }))
       checks.push({ name: "every unknown operation decided by retrying its key; outbox and consumers drained", checked: decided.length, violations: [...(unresolved > 0 ? [`${unresolved} operations never decided`] : []), ...(backlog > 0 ? [`${backlog} events not drained`] : [])] })
       const internal = history.internal()
-      checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.events(), violations: internal.count === 0 ? [] : [`${internal.count} answers 500`, ...internal.examples] })
+      checks.push({ name: "no answer was 500 internal_error (every fault is a dependency failure: 503, retry)", checked: history.answers(), violations: internal.count === 0 ? [] : [`${internal.count} answers 500`, ...internal.examples] })
       const operations = clients.reduce((n, c) => n + c.operations, 0)
       const duplicated = clients.reduce((n, c) => n + c.duplicated, 0)
       const outcomes = history.byPhase()
       const sql = yield* SqlClient.SqlClient
       const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments`)
+      // Measured, not the setting: created payments never authorized (nor declined) over created.
+      const leftCreated = yield* countOf(sql`SELECT count(*) AS n FROM payments WHERE status = 'CREATED'`)
       const report = {
-        seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: world.abandonShare, fault_gap_s: options.fault_gap_s ?? 3, database: stack.database,
+        seed: options.seed, duration_s: options.duration_s, clients: options.clients, abandon_share: payments === 0 ? 0 : leftCreated / payments, abandon_share_setting: world.abandonShare, fault_gap_s: options.fault_gap_s ?? 3, database: stack.database,
         payments, load_s: Math.round(load_s), payments_target: options.payments_target ?? null, payments_per_s: Math.round((payments / load_s) * 10) / 10, operations, history_events: history.events(), duplicated_share: operations === 0 ? 0 : duplicated / operations,
         attempts_by_outcome: outcomes, decided_by_status: tallyOutcomes(decided.map((d) => `${d.op} ${d.status}`)),
-        faults_scheduled: schedule.length, faults_applied: faultsApplied, schedule,
+        faults_scheduled: schedule.length, faults_applied: faultOutcome.applied, faults_failed: faultOutcome.failed,
+        faults_not_started: { after_payments_target: faultOutcome.skippedTarget, due_after_load: faultOutcome.skippedLate }, schedule,
         kafka: topology.kafka === undefined
           ? { mode: kafkaMode, brokers: 1, replication_factor: 1, min_insync_replicas: 1 }
           : { mode: kafkaMode, brokers: topology.kafka.nodes.length, replication_factor: topology.kafka.replicationFactor, min_insync_replicas: topology.kafka.minInsyncReplicas },

@@ -66,7 +66,7 @@ const main = Effect.gen(function* () {
   // --machine-kafka: the machine's broker instead of a 3-node cluster of the run's own (no broker faults).
   const kafka = process.argv.includes("--machine-kafka") ? "machine" : "cluster"
   const report = yield* runChaos({ seed, duration_s, clients, drain_s, kafka, abandon_share: abandon / 100, fault_gap_s: faultGap, ...(paymentsTarget > 0 ? { payments_target: paymentsTarget } : {}) }, (line) => console.log(line))
-  console.log(`\npayments ${report.payments} (${report.payments_per_s}/s, ${(report.abandon_share * 100).toFixed(0)} % abandoned after create), operations ${report.operations} (duplicated/retried/concurrent under one key: ${(report.duplicated_share * 100).toFixed(0)} %)`)
+  console.log(`\npayments ${report.payments} (${report.payments_per_s}/s, ${(report.abandon_share * 100).toFixed(0)} % never authorized, measured; --abandon ${abandon} %), operations ${report.operations} (duplicated/retried/concurrent under one key: ${(report.duplicated_share * 100).toFixed(0)} %)`)
   console.log(`attempts by outcome ${JSON.stringify(report.attempts_by_outcome)}`)
   console.log(`decided ${JSON.stringify(report.decided_by_status)}`)
   console.log(`faults applied ${JSON.stringify(report.faults_applied)} of ${report.faults_scheduled} scheduled`)

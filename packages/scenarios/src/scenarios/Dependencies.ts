@@ -1,22 +1,60 @@
 import { startThrowawayKafka } from "@pay/testkit/ThrowawayKafka"
 import { throwaway } from "@pay/testkit/Throwaway"
 import { Effect, Fiber } from "effect"
+import IORedis from "ioredis"
 import { SqlClient } from "effect/sql"
 import { countOf } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
 import { startFaultProxy } from "../FaultProxy.ts"
-import { call, field } from "../Http.ts"
+import { type Answer, call, field } from "../Http.ts"
 import { readTopic } from "../Kafka.ts"
 import { newKey, paymentBody, type Scenario, type ScenarioContext } from "../Scenario.ts"
 import type { ApiProcess } from "../ApiProcess.ts"
 
 /** A dependency goes away under load: Redis, Postgres connections, the Kafka broker. Only throwaway instances and our own proxy are harmed. */
 
-const readiness = (ctx: ScenarioContext, api: ApiProcess) =>
+/** The dependencies `/health/ready` names in its `unavailable` list ([] when none, or no list). */
+export const unavailableIn = (text: string): ReadonlyArray<string> =>
+  (/"unavailable":\[([^\]]*)\]/.exec(text)?.[1] ?? "").split(",").map((name) => name.replace(/"/g, "").trim()).filter((name) => name !== "")
+
+/** Polls `GET /health/ready` (bounded, 250 ms steps) until `done` holds; the last answer either way. */
+const pollReadiness = (api: ApiProcess, timeout_ms: number, done: (answer: Answer) => boolean) =>
   Effect.gen(function* () {
-    const ready = yield* call(api.baseUrl, "GET", "/health/ready")
-    yield* ctx.say.evidence("GET /health/ready", `${ready.status} ${ready.text.slice(0, 300)}`)
+    const deadline = Date.now() + timeout_ms
+    let ready = yield* call(api.baseUrl, "GET", "/health/ready")
+    while (!done(ready) && Date.now() < deadline) {
+      yield* Effect.sleep(250)
+      ready = yield* call(api.baseUrl, "GET", "/health/ready")
+    }
     return ready
+  })
+
+/** `/health/ready` must answer 503 and name `dependency` in `unavailable` (polled up to `timeout_ms`: the API notices within its probe timeout). */
+const expectNotReady = (ctx: ScenarioContext, api: ApiProcess, dependency: string, timeout_ms: number) =>
+  Effect.gen(function* () {
+    const ready = yield* pollReadiness(api, timeout_ms, (answer) => answer.status === 503 && unavailableIn(answer.text).includes(dependency))
+    yield* ctx.say.evidence(`GET /health/ready (polled up to ${timeout_ms / 1_000} s)`, `${ready.status} ${ready.text.slice(0, 300)}`)
+    yield* ctx.say.expect(ready.status === 503 && unavailableIn(ready.text).includes(dependency), `/health/ready is 503 and names ${dependency} as unavailable`, ready.text.slice(0, 400))
+  })
+
+/** `/health/ready` must answer 200 again (polled up to `timeout_ms`). */
+const expectReady = (ctx: ScenarioContext, api: ApiProcess, what: string, timeout_ms: number) =>
+  Effect.gen(function* () {
+    const ready = yield* pollReadiness(api, timeout_ms, (answer) => answer.status === 200)
+    yield* ctx.say.evidence(`GET /health/ready (polled up to ${timeout_ms / 1_000} s)`, `${ready.status} ${ready.text.slice(0, 200)}`)
+    yield* ctx.say.expect(ready.status === 200, what, ready.text.slice(0, 400))
+  })
+
+/** FLUSHALL on a throwaway Redis of the scenario's own (no other process uses it). */
+const flushAll = (url: string) =>
+  Effect.tryPromise(async () => {
+    const client = new IORedis.default(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 1 })
+    try {
+      await client.connect()
+      return await client.flushall()
+    } finally {
+      client.disconnect(false)
+    }
   })
 
 export const redisDown: Scenario = {
@@ -36,7 +74,7 @@ export const redisDown: Scenario = {
       yield* ctx.say.expect(warm.replayed && warm.text === first.text, "replay with Redis up is byte-identical")
       yield* ctx.say.step(`kill -9 Redis (pid ${redis.pid()})`)
       yield* redis.kill
-      yield* readiness(ctx, api)
+      yield* expectNotReady(ctx, api, "redis", 10_000)
       const cold = yield* ctx.post(api, m, "/v1/payments", key, paymentBody(1_234))
       yield* ctx.say.evidence("replay with Redis dead", `${cold.status} replayed=${cold.replayed} in ${cold.elapsed_ms} ms`)
       yield* ctx.say.expect(cold.replayed && cold.text === first.text, "the replay comes from Postgres, byte-identical")
@@ -44,20 +82,17 @@ export const redisDown: Scenario = {
       const settleKey = newKey("settle")
       const settled = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, settleKey)
       yield* ctx.say.expect(settled.status === 200, "a payment is created, authorized and settled with Redis dead", settled.text)
-      yield* ctx.say.step("bring Redis back (same port, no persistence: it comes back empty, i.e. flushed)")
+      yield* ctx.say.step("bring Redis back (same port, no persistence: it comes back empty), wait until the API reaches it, then FLUSHALL")
       yield* redis.restart
       yield* ctx.say.note(`Redis pid ${redis.pid()}`)
+      // The replay below must meet a Redis that answers and holds nothing (the empty-cache path),
+      // not the dead-Redis path a second time: readiness first, then the flush, then the replay.
+      yield* expectReady(ctx, api, "the API reconnects to Redis and reports ready again", 10_000)
+      yield* ctx.say.evidence("FLUSHALL on the throwaway Redis", yield* flushAll(redis.url))
       const again = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, settleKey)
-      yield* ctx.say.expect(again.replayed && again.text === settled.text, "the settle replays byte-identical after the flush", again.text)
+      yield* ctx.say.expect(again.replayed && again.text === settled.text, "with Redis up and flushed, the settle replays byte-identical (from Postgres)", again.text)
       const other = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, newKey("settle-again"))
       yield* ctx.say.expect(other.status === 409 && field(other, "code") === "invalid_transition", "a settle under a new key is 409 invalid_transition", other.text)
-      let ready = yield* readiness(ctx, api)
-      for (let attempt = 0; attempt < 40 && ready.status !== 200; attempt++) {
-        yield* Effect.sleep(250)
-        ready = yield* call(api.baseUrl, "GET", "/health/ready")
-      }
-      yield* ctx.say.evidence("GET /health/ready (polled up to 10 s)", `${ready.status} ${ready.text.slice(0, 200)}`)
-      yield* ctx.say.expect(ready.status === 200, "the API reconnects to Redis and reports ready again", ready.text)
       yield* checkMovedOnce(ctx, id)
       yield* checkBooks(ctx)
     })
@@ -143,7 +178,7 @@ export const kafkaDown: Scenario = {
       const waiting = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
       yield* ctx.say.evidence("outbox rows waiting for Kafka", waiting)
       yield* ctx.say.expect(waiting >= 9, "the events wait in the outbox (committed with their changes)", waiting)
-      yield* readiness(ctx, api)
+      yield* expectNotReady(ctx, api, "kafka", 20_000)
       yield* ctx.say.step("restart the broker")
       yield* broker.restart
       const left = yield* drainOutbox(120_000)

@@ -1,3 +1,4 @@
+import { domainEventTypes } from "@pay/domain/RefundEvents"
 import { defaultKafkaProducerLimits, KafkaProducer } from "@pay/infra"
 import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
@@ -6,7 +7,7 @@ import { runCli } from "../Cli.ts"
 import { countOf, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
 import { field } from "../Http.ts"
-import { readTopic } from "../Kafka.ts"
+import { readTopic, scanTopic } from "../Kafka.ts"
 import { newKey, type Scenario, type ScenarioContext } from "../Scenario.ts"
 
 /** Events after the commit: duplicates, poison, replay, several instances. */
@@ -45,15 +46,56 @@ const reconcile = (ctx: ScenarioContext) =>
     yield* ctx.say.expect(result.exitCode === 0, "the projection built from Kafka equals the ledger and the payments table", result.output.slice(-800))
   })
 
+/** Per consumer (as consumer_offsets names them): processed_events rows, claims counted new (applied + stale), and the outbox's payment events. */
+const consumerTallies = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  return yield* sql<{ consumer: string; applied: string; duplicates: string; parked: string; claimed: number; processed: number; outbox: number }>`
+    SELECT c.consumer, c.applied::text AS applied, c.duplicates::text AS duplicates, c.parked::text AS parked, c.claimed::int AS claimed,
+      (SELECT count(*)::int FROM processed_events p WHERE p.consumer = c.consumer) AS processed,
+      (SELECT count(*)::int FROM outbox_events o WHERE o.event_type IN ${sql.in([...domainEventTypes])}) AS outbox
+    FROM (SELECT consumer, sum(applied_count) AS applied, sum(duplicate_count) AS duplicates, sum(parked_count) AS parked,
+            sum(applied_count + stale_count) AS claimed
+          FROM consumer_offsets GROUP BY consumer) c ORDER BY c.consumer`
+})
+
+/** The live settlement generation's count per event type against the outbox's (an event applied twice, or lost, changes one). */
+const projectionCounts = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  return yield* sql<{ event_type: string; outbox: number; counted: number }>`
+    WITH o AS (SELECT event_type, count(*)::int AS n FROM outbox_events GROUP BY event_type),
+         c AS (SELECT event_type, sum(event_count)::int AS n FROM settlement_projection_event_counts
+               WHERE generation = (SELECT generation FROM settlement_projection_live) GROUP BY event_type)
+    SELECT t.event_type, coalesce(o.n, 0) AS outbox, coalesce(c.n, 0) AS counted
+    FROM unnest(${[...domainEventTypes]}::text[]) AS t(event_type) LEFT JOIN o USING (event_type) LEFT JOIN c USING (event_type)
+    WHERE coalesce(o.n, 0) <> coalesce(c.n, 0)`
+})
+
+/**
+ * Each consumer applied each event once. processed_events' primary key is (consumer, event_id), so
+ * looking for a pair twice could never find one. What can fail instead: per consumer, its
+ * processed_events rows are as many as the outbox's payment events (none lost), and its claims
+ * counted as new (applied + stale in consumer_offsets, counted in the record's own transaction)
+ * are as many as those rows (a claim counted twice, or an effect without its row, breaks it); and
+ * the settlement projection counted each event type exactly as often as the outbox holds it.
+ * Polled (bounded) first: the webhooks consumer may still be catching up.
+ */
 const exactlyOnce = (ctx: ScenarioContext) =>
   Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ consumer: string; applied: string; duplicates: string; parked: string }>`
-      SELECT consumer, sum(applied_count)::text AS applied, sum(duplicate_count)::text AS duplicates, sum(parked_count)::text AS parked
-      FROM consumer_offsets GROUP BY consumer ORDER BY consumer`
-    yield* ctx.say.evidence("consumer_offsets (per consumer)", rows)
-    const twice = yield* countOf(sql`SELECT count(*) AS n FROM (SELECT consumer, event_id FROM processed_events GROUP BY 1, 2 HAVING count(*) > 1) x`)
-    yield* ctx.say.expect(twice === 0, "no consumer applied an event twice (processed_events)")
+    const deadline = Date.now() + 30_000
+    const settled = (rows: ReadonlyArray<{ processed: number; outbox: number }>) => rows.length > 0 && rows.every((r) => r.processed >= r.outbox)
+    let rows = yield* consumerTallies
+    while (!settled(rows) && Date.now() < deadline) {
+      yield* Effect.sleep(500)
+      rows = yield* consumerTallies
+    }
+    yield* ctx.say.evidence("consumer_offsets and processed_events (per consumer)", rows)
+    for (const r of rows) {
+      yield* ctx.say.expect(r.processed === r.outbox && r.claimed === r.processed,
+        `consumer ${r.consumer}: one processed_events row per outbox event, each claimed once (rows = outbox events = applied + stale)`,
+        `rows ${r.processed}, outbox events ${r.outbox}, applied + stale ${r.claimed}`)
+    }
+    const projection = yield* projectionCounts
+    yield* ctx.say.expect(projection.length === 0, "the settlement projection counted each event type as often as the outbox holds it (none applied twice)", projection)
     return rows
   })
 
@@ -63,16 +105,22 @@ export const duplicateEvents: Scenario = {
   fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
-      yield* ctx.say.step("API with its in-process publisher off; a standalone publisher armed to SIGKILL itself after its first ack (OUTBOX_FAULT_CRASH_AFTER_ACK=1)")
+      yield* ctx.say.step("API with its in-process publisher off; three payments settled before any publisher runs (9 outbox rows waiting)")
       const api = yield* ctx.startApi("api-1", { OUTBOX_PUBLISHER_ENABLED: "false" })
-      const publisher = yield* ctx.startPublisher("publisher-1", { OUTBOX_FAULT_CRASH_AFTER_ACK: "1", OUTBOX_BATCH_SIZE: "100" })
       const m = yield* ctx.merchant("duplicates merchant")
       const ids = yield* settledPayments(ctx, api, m, [1_000, 2_000, 3_000])
+      yield* ctx.say.step("a standalone publisher armed to SIGKILL itself after its first ack (OUTBOX_FAULT_CRASH_AFTER_ACK=1): its first batch holds every waiting row")
+      const publisher = yield* ctx.startPublisher("publisher-1", { OUTBOX_FAULT_CRASH_AFTER_ACK: "1", OUTBOX_BATCH_SIZE: "100" })
       const crashed = yield* publisher.awaitExit(60_000)
       yield* ctx.say.expect(crashed, `the publisher (pid ${publisher.pid()}) killed itself after the broker acknowledged its batch`)
       const sql = yield* SqlClient.SqlClient
-      const unmarked = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
-      yield* ctx.say.evidence("outbox rows on Kafka but not marked published", unmarked)
+      const unmarked = yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox_events WHERE published_at IS NULL`
+      // The topic read to its end offsets: which of the unmarked rows the broker already holds.
+      const onKafka = new Set<string>()
+      yield* scanTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, 30_000, (record) => onKafka.add(record.eventId))
+      const unmarkedOnKafka = unmarked.filter((row) => onKafka.has(row.id)).length
+      yield* ctx.say.evidence("outbox rows not marked published", `${unmarked.length}; of them already on Kafka (acknowledged before the crash): ${unmarkedOnKafka}`)
+      yield* ctx.say.expect(unmarkedOnKafka >= 1, "the crash left rows on Kafka that the outbox does not mark published", unmarkedOnKafka)
       yield* ctx.say.step("start the publisher again without the fault: it re-sends what it never marked")
       yield* publisher.restart({ OUTBOX_FAULT_CRASH_AFTER_ACK: "false" })
       const rows = yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox_events ORDER BY position`
