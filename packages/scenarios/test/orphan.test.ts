@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { isAlive } from "@pay/testkit"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -18,15 +19,6 @@ const waitFor = (done: () => boolean, bound_ms: number) =>
     return done()
   })
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
 // `timeout 60 pnpm scenario …` left the scenario running after pnpm exited (pnpm does not pass
 // SIGTERM on), with its API processes, throwaway broker and database: the outside fault audit.
 describe("a scenario or chaos run whose parent goes away stops and cleans up (stopWhenOrphaned)", () => {
@@ -38,20 +30,22 @@ describe("a scenario or chaos run whose parent goes away stops and cleans up (st
       const pidFile = join(folder, "pid")
       // The parent: a shell that starts the run in the background and exits once told to (bounded: 60 s).
       const shell = spawn("bash", ["-c", `"${process.execPath}" "${child}" "${marker}" & echo $! > "${pidFile}"; for i in $(seq 600); do [ -f "${go}" ] && exit 0; sleep 0.1; done`], { stdio: "ignore" })
-      yield* Effect.addFinalizer(() => Effect.sync(() => {
+      yield* Effect.addFinalizer(() => Effect.gen(function* () {
         if (shell.exitCode === null) shell.kill("SIGKILL")
         const pid = Number(textOf(pidFile).trim())
-        if (pid > 0 && alive(pid)) process.kill(pid, "SIGKILL")
+        if (pid > 0 && (yield* isAlive(pid))) process.kill(pid, "SIGKILL")
         rmSync(folder, { recursive: true, force: true })
       }))
       assert.isTrue(yield* waitFor(() => textOf(marker) === "started\n", 30_000), `the run started: ${textOf(marker)}`)
       const pid = Number(textOf(pidFile).trim())
       yield* Effect.sleep(1_500)
       assert.strictEqual(textOf(marker), "started\n", "its parent alive, the run goes on")
-      assert.isTrue(alive(pid))
+      assert.isTrue(yield* isAlive(pid))
 
       writeFileSync(go, "")
       assert.isTrue(yield* waitFor(() => textOf(marker) === "started\nreleased\n", 15_000), `released after the parent exited: ${JSON.stringify(textOf(marker))}`)
-      assert.isTrue(yield* waitFor(() => !alive(pid), 10_000), "and exited")
+      const deadline = Date.now() + 10_000
+      while ((yield* isAlive(pid)) && Date.now() < deadline) yield* Effect.sleep(100)
+      assert.isFalse(yield* isAlive(pid), "and exited")
     }).pipe(Effect.scoped), 90_000)
 })
