@@ -82,25 +82,33 @@ export const lockHeldDuringSettle: Scenario = {
 
 export const serviceRestarts: Scenario = {
   name: "service-restarts",
-  summary: "kill -9 of the API while settles are at the bank, restart; clients retry with their keys: each payment settled once",
+  summary: "kill -9 of the API after the bank captured and before our commit, restart; clients retry with their keys: each payment settled once, captured once",
   fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
-      const env = { ACQUIRER_LATENCY_MS: "1500", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" }
+      // The bank performs each first capture and its answer is lost (the simulator's fault): the
+      // API waits on it (up to 10 s) with the capture done at the bank and nothing committed here.
+      const env = { ACQUIRER_LATENCY_MS: "300", ACQUIRER_TIMEOUT_MS: "10000", ACQUIRER_FAULTS: "capture_answer_lost_first_call", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" }
       const api = yield* ctx.startApi("api-1", env)
       const m = yield* ctx.merchant("restart merchant")
       const ids = yield* Effect.forEach([1, 2, 3], (i) => authorizedPayment(ctx, api, m, 1_000 * i))
       const keys = ids.map(() => newKey("settle"))
-      yield* ctx.say.step("send 3 settles (the bank takes 1.5 s each) and kill -9 the API while they are in flight")
+      yield* ctx.say.step("send 3 settles; once the bank has captured all three (their answers lost on the way back), kill -9 the API before it commits anything")
       const inFlight = yield* Effect.forEach(ids, (id, i) => Effect.result(ctx.post(api, m, `/v1/payments/${id}/settle`, keys[i] ?? "")), { concurrency: "unbounded" }).pipe(Effect.forkScoped)
-      yield* Effect.sleep(700)
+      // A barrier, not a sleep: the bank's own records say the captures happened.
+      const captured = yield* capturesAtTheBank(ids, 8_000)
+      yield* ctx.say.evidence("captures performed at the bank before the kill", `${captured} of ${ids.length}`)
+      yield* ctx.say.expect(captured === ids.length, "every settle reached the bank, which captured", captured)
       const pid = api.pid()
       yield* api.kill9
       yield* ctx.say.evidence("killed", `pid ${pid} with SIGKILL`)
       const lost = yield* Fiber.join(inFlight)
       yield* ctx.say.evidence("what the clients saw", lost.map((r) => (r._tag === "Success" ? `${r.success.status} ${field(r.success, "code")}` : "connection lost")))
+      const db = yield* SqlClient.SqlClient
+      const unsettled = yield* countOf(db`SELECT count(*) AS n FROM payments WHERE status = 'AUTHORIZED' AND id IN ${db.in(ids)}`)
+      yield* ctx.say.expect(unsettled === ids.length, "nothing was committed here: the 3 payments are still AUTHORIZED, captured at the bank", unsettled)
       const held = yield* countOf(sql(`SELECT count(*) AS n FROM idempotency_keys WHERE lock_token IS NOT NULL`))
-      yield* ctx.say.evidence("keys still locked by the dead process", held)
+      yield* ctx.say.expect(held === ids.length, "the dead process's keys stay leased (until their lease expires: 3 s here)", held)
       yield* ctx.say.step("restart the API and retry each settle with its own key")
       yield* api.restart()
       yield* ctx.say.note(`API restarted: pid ${api.pid()}`)
@@ -108,11 +116,26 @@ export const serviceRestarts: Scenario = {
         const { answer, undecided } = yield* retryUntilDecided(ctx, api, m, `/v1/payments/${id}/settle`, keys[i] ?? "")
         yield* ctx.say.evidence(`settle ${id}`, `${answer.status} ${field(answer, "status")} (replayed=${answer.replayed}; on the way: ${undecided.join(", ") || "none"})`)
         yield* ctx.say.expect(answer.status === 200 && field(answer, "status") === "SETTLED", "settled", answer.text)
-        yield* checkMovedOnce(ctx, id)
+        const facts = yield* checkMovedOnce(ctx, id)
+        yield* ctx.say.expect(facts?.capture_requests === 2 && facts.captures_performed === 1, "asked twice (the killed attempt and the retry, one reference), captured once", facts)
       }
       yield* checkBooks(ctx)
     })
 }
+
+/** Waits (bounded, 50 ms steps) until the bank recorded a capture for each payment; how many it did. */
+const capturesAtTheBank = (ids: ReadonlyArray<string>, timeout_ms: number) =>
+  Effect.gen(function* () {
+    const db = yield* SqlClient.SqlClient
+    const count = countOf(db`SELECT count(*) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`)
+    const deadline = Date.now() + timeout_ms
+    let captured = yield* count
+    while (captured < ids.length && Date.now() < deadline) {
+      yield* Effect.sleep(50)
+      captured = yield* count
+    }
+    return captured
+  })
 
 /** A raw statement against the scenario's database (owner). */
 const sql = (text: string) =>
