@@ -204,34 +204,41 @@ export const replayFromOffsetZero: Scenario = {
 
 export const twoInstances: Scenario = {
   name: "two-instances",
-  summary: "two API instances (each with its publisher and consumers) share one database; settles race across both; one is killed -9 mid-stream",
+  summary: "two API instances (each with its publisher and consumers) share one database; settles race across both at the bank; one is killed -9 mid-stream",
   fast: false,
   run: (ctx) =>
     Effect.gen(function* () {
-      const a = yield* ctx.startApi("api-a")
-      const b = yield* ctx.startApi("api-b")
+      // The bank takes 300 ms, so both instances' settles of a payment are at the bank together.
+      const a = yield* ctx.startApi("api-a", { ACQUIRER_LATENCY_MS: "300" })
+      const b = yield* ctx.startApi("api-b", { ACQUIRER_LATENCY_MS: "300" })
       const m = yield* ctx.merchant("two instances merchant")
       const ids = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => authorizedPayment(ctx, i % 2 === 0 ? a : b, m, 700 * i))
-      yield* ctx.say.step("settle each payment through BOTH instances at once (different keys), and kill -9 api-b while they run")
+      yield* ctx.say.step("settle each payment through BOTH instances at once (different keys); once the bank has both instances' captures of every payment, kill -9 api-b")
       const keys = ids.map(() => [newKey("settle-a"), newKey("settle-b")] as const)
       const race = yield* Effect.forEach(ids, (id, i) =>
         Effect.all([
           Effect.result(ctx.post(a, m, `/v1/payments/${id}/settle`, keys[i]?.[0] ?? "")),
           Effect.result(ctx.post(b, m, `/v1/payments/${id}/settle`, keys[i]?.[1] ?? ""))
         ], { concurrency: 2 }), { concurrency: "unbounded" }).pipe(Effect.forkScoped)
-      yield* Effect.sleep(30)
+      // A barrier on the bank's records: both instances' capture requests arrived (one reference
+      // per payment, so one row each with request_count 2).
+      const asked = yield* captureRequestsAtTheBank(ids, 2 * ids.length, 15_000)
+      yield* ctx.say.expect(asked >= 2 * ids.length, "the bank received both instances' capture of every payment before the kill", asked)
       yield* b.kill9
       yield* ctx.say.note("api-b killed with SIGKILL")
       const answers = yield* Fiber.join(race)
       yield* ctx.say.evidence("answers", tally(answers.flat().map((r) => (r._tag === "Success" ? `${r.success.status} ${field(r.success, "code") || field(r.success, "status")}` : "no answer (api-b died)"))))
       yield* ctx.say.step("the surviving instance finishes: each client retries through api-a with its own key")
       for (const [i, id] of ids.entries()) {
+        const finals: Array<string> = []
         for (const key of keys[i] ?? []) {
           const { answer } = yield* retryUntilDecided(ctx, a, m, `/v1/payments/${id}/settle`, key)
-          yield* ctx.say.expect(answer.status === 200 || (answer.status === 409 && field(answer, "code") === "invalid_transition"), `${id} key ${key.slice(0, 10)}…: SETTLED or invalid_transition`, answer.text)
+          finals.push(answer.status === 200 ? "200" : `${answer.status} ${field(answer, "code")}`)
         }
+        // One capture reference for both keys: one of them settled, the other found it settled.
+        yield* ctx.say.expect([...finals].sort().join(" + ") === "200 + 409 invalid_transition", `${id}: one key settled it, the other was refused (invalid_transition)`, finals)
         const facts = yield* checkMovedOnce(ctx, id)
-        yield* ctx.say.expect(facts?.status === "SETTLED", `${id} SETTLED`)
+        yield* ctx.say.expect(facts?.status === "SETTLED" && facts.captures_performed === 1 && facts.capture_requests >= 2, `${id} SETTLED, asked by both instances, captured once`, facts)
       }
       yield* awaitConsumed(ctx, 90_000)
       yield* exactlyOnce(ctx)
@@ -239,5 +246,19 @@ export const twoInstances: Scenario = {
       yield* checkBooks(ctx)
     })
 }
+
+/** Waits (bounded, 50 ms steps) until the bank counted `target` capture requests for these payments; the count. */
+const captureRequestsAtTheBank = (ids: ReadonlyArray<string>, target: number, timeout_ms: number) =>
+  Effect.gen(function* () {
+    const db = yield* SqlClient.SqlClient
+    const count = countOf(db`SELECT coalesce(sum(request_count), 0) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`)
+    const deadline = Date.now() + timeout_ms
+    let asked = yield* count
+    while (asked < target && Date.now() < deadline) {
+      yield* Effect.sleep(50)
+      asked = yield* count
+    }
+    return asked
+  })
 
 export const eventScenarios = [duplicateEvents, poisonEvent, replayFromOffsetZero, twoInstances]
