@@ -164,12 +164,17 @@ export const runFaults = (
     const applied = new Map<FaultKind, number>()
     const leftDown: Array<string> = []
     let failed = 0
+    // How late the schedule runs: a heal that took longer than its fault's hold (a broker restart
+    // can take 20 s on a loaded machine) moves every later fault by as much, so each still comes
+    // its seeded gap (3-7 s by default) after the previous one healed, never bunched behind it.
+    let shift_ms = 0
     for (const [index, fault] of schedule.entries()) {
       // Waits in steps of at most 1 s: a load that stopped early (`--payments N`) ends the schedule.
-      let wait_ms = started_ms + fault.at_ms - performance.now()
+      const due_ms = () => started_ms + fault.at_ms + shift_ms - performance.now()
+      let wait_ms = due_ms()
       while (wait_ms > 0 && !loadStopped()) {
         yield* Effect.sleep(Math.min(wait_ms, 1_000))
-        wait_ms = started_ms + fault.at_ms - performance.now()
+        wait_ms = due_ms()
       }
       // Slow heals (a broker restart can take a minute on a loaded machine) push the schedule
       // late: a fault due after the load has ended is skipped, not applied to an idle system.
@@ -183,6 +188,7 @@ export const runFaults = (
         if (target !== undefined) leftDown.push(target.name)
         log(`[fault] ${fault.kind} failed: ${String(result.failure)}`)
       } else applied.set(fault.kind, (applied.get(fault.kind) ?? 0) + 1)
+      shift_ms = Math.max(shift_ms, performance.now() - started_ms - (fault.at_ms + fault.hold_ms))
     }
     return outcome(applied, failed, 0, 0, leftDown)
   })

@@ -3,10 +3,10 @@ import { throwaway } from "@pay/testkit/Throwaway"
 import { Effect, Fiber } from "effect"
 import IORedis from "ioredis"
 import { SqlClient } from "effect/sql"
-import { countOf } from "../Evidence.ts"
+import { countOf, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
-import { startFaultProxy } from "../FaultProxy.ts"
-import { type Answer, call, field } from "../Http.ts"
+import { type FaultProxy, startFaultProxy } from "../FaultProxy.ts"
+import { type Answer, brief, call, field } from "../Http.ts"
 import { readTopic } from "../Kafka.ts"
 import { newKey, paymentBody, type Scenario, type ScenarioContext } from "../Scenario.ts"
 import type { ApiProcess } from "../ApiProcess.ts"
@@ -139,6 +139,111 @@ export const postgresConnectionsDropped: Scenario = {
     })
 }
 
+/**
+ * The bound docs/what-can-go-wrong.md promises for a request while Postgres is down ("fail fast
+ * with 503", bounded by the connect timeout): the pool's `connectTimeout` (packages/infra/src/Postgres.ts).
+ */
+const postgresConnectTimeout_ms = 5_000
+/** Readiness notices within one probe (1 s) plus one cached round (`READINESS_CACHE_MS`, 1 s); polled up to this. */
+const readinessNotices_ms = 5_000
+/** The pool reconnects on the next request or probe once the proxy passes again; polled up to this. */
+const readinessRecovers_ms = 10_000
+const createAmount_minor = 4_321
+
+/** One request while Postgres is down: a 503 `database_unavailable` with `Retry-After`, within the connect timeout, never a 500. */
+const expectUnavailable = (ctx: ScenarioContext, what: string, answer: Answer) =>
+  Effect.gen(function* () {
+    const retryAfter = answer.headers.get("retry-after")
+    yield* ctx.say.evidence(what, `${brief(answer)} Retry-After=${retryAfter ?? "(none)"} in ${answer.elapsed_ms} ms: "${field(answer, "detail")}"`)
+    yield* ctx.say.expect(answer.status !== 500, `${what}: not a 500`, answer.text)
+    yield* ctx.say.expect(answer.status === 503 && field(answer, "code") === "database_unavailable" && retryAfter !== null,
+      `${what}: 503 database_unavailable with Retry-After`, answer.text)
+    yield* ctx.say.expect(answer.elapsed_ms <= postgresConnectTimeout_ms, `${what}: answered within the connect timeout (${postgresConnectTimeout_ms} ms)`, `${answer.elapsed_ms} ms`)
+  })
+
+interface OutageKeys {
+  readonly create: string
+  readonly settle: string
+}
+
+/** Postgres "down" at the proxy: every open connection reset, every new one refused; what the API answers meanwhile. */
+const duringOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m: ScenarioMerchant, toSettle: string, keys: OutageKeys) =>
+  Effect.gen(function* () {
+    yield* ctx.say.step("take Postgres down at the proxy: refuse every new connection, reset every open one (the machine's Postgres is untouched)")
+    // A read first puts the merchant's API key in the API's key cache (≤ 1 s): the create and the
+    // settle right after it then get past authentication and meet the outage in their own work
+    // (idempotency, payment, settlement). Past the cache's second they are refused while their key
+    // is checked, also a 503 database_unavailable; the `detail` printed says which.
+    const warm = yield* ctx.get(api, m, `/v1/payments/${toSettle}`)
+    yield* ctx.say.expect(warm.status === 200, "the payment reads back just before the outage", warm.text)
+    yield* proxy.setMode("refuse")
+    yield* ctx.say.evidence("open connections reset", yield* proxy.cutAll)
+    const created = yield* ctx.post(api, m, "/v1/payments", keys.create, paymentBody(createAmount_minor))
+    yield* expectUnavailable(ctx, "POST /v1/payments", created)
+    const settled = yield* ctx.post(api, m, `/v1/payments/${toSettle}/settle`, keys.settle)
+    yield* expectUnavailable(ctx, `POST /v1/payments/${toSettle}/settle`, settled)
+    const read = yield* ctx.get(api, m, `/v1/payments/${toSettle}`)
+    yield* ctx.say.evidence(`GET /v1/payments/${toSettle}`, `${brief(read)} in ${read.elapsed_ms} ms`)
+    yield* ctx.say.expect(read.status === 503 && field(read, "code") === "database_unavailable", "a read is 503 database_unavailable too (nothing to read it from)", read.text)
+    const started = Date.now()
+    yield* expectNotReady(ctx, api, "postgres", readinessNotices_ms)
+    yield* ctx.say.evidence("readiness named postgres after", `${Date.now() - started} ms`)
+    const live = yield* call(api.baseUrl, "GET", "/health/live")
+    yield* ctx.say.evidence("GET /health/live", `${live.status} in ${live.elapsed_ms} ms`)
+    yield* ctx.say.expect(live.status === 200, "/health/live stays 200 (the process is alive; restarting it would not bring Postgres back)", live.text)
+    yield* checkMovedOnce(ctx, toSettle)
+  })
+
+/** Postgres back at the proxy: readiness first, then the same requests with the same keys, each completing once. */
+const afterOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m: ScenarioMerchant, toSettle: string, keys: OutageKeys) =>
+  Effect.gen(function* () {
+    yield* ctx.say.step("bring Postgres back at the proxy; the clients retry with the same Idempotency-Keys")
+    yield* proxy.setMode("pass")
+    const started = Date.now()
+    yield* expectReady(ctx, api, "the API reaches Postgres again and reports ready", readinessRecovers_ms)
+    yield* ctx.say.evidence("ready again after", `${Date.now() - started} ms`)
+    const created = yield* retryUntilDecided(ctx, api, m, "/v1/payments", keys.create, paymentBody(createAmount_minor))
+    yield* ctx.say.evidence("create, same key", `${brief(created.answer)} (undecided on the way: ${tally(created.undecided)})`)
+    yield* ctx.say.expect(created.answer.status === 201, "the create completes (201)", created.answer.text)
+    const replay = yield* ctx.post(api, m, "/v1/payments", keys.create, paymentBody(createAmount_minor))
+    yield* ctx.say.expect(replay.replayed && replay.text === created.answer.text, "the create's key replays the same answer", replay.text)
+    const sql = yield* SqlClient.SqlClient
+    const payments = yield* countOf(sql`SELECT count(*) AS n FROM payments WHERE merchant_id = ${m.merchantId} AND amount_minor = ${createAmount_minor}`)
+    yield* ctx.say.evidence(`payments of ${createAmount_minor} for the merchant`, payments)
+    yield* ctx.say.expect(payments === 1, "exactly one payment for the create's key", payments)
+    const settled = yield* retryUntilDecided(ctx, api, m, `/v1/payments/${toSettle}/settle`, keys.settle)
+    yield* ctx.say.evidence("settle, same key", `${brief(settled.answer)} (undecided on the way: ${tally(settled.undecided)})`)
+    yield* ctx.say.expect(settled.answer.status === 200 && field(settled.answer, "status") === "SETTLED", `${toSettle} settled`, settled.answer.text)
+    const again = yield* ctx.post(api, m, `/v1/payments/${toSettle}/settle`, keys.settle)
+    yield* ctx.say.expect(again.replayed && again.text === settled.answer.text, "the settle's key replays the same answer", again.text)
+    yield* checkMovedOnce(ctx, toSettle)
+  })
+
+export const postgresDown: Scenario = {
+  name: "postgres-down",
+  summary: "Postgres goes fully down at the fault proxy (open connections reset, new ones refused) and comes back: 503 database_unavailable fast, readiness names postgres, the same keys finish once",
+  fast: true,
+  run: (ctx) =>
+    Effect.gen(function* () {
+      const target = new URL(ctx.stack.appUrl)
+      const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
+      const viaProxy = new URL(ctx.stack.appUrl)
+      viaProxy.port = String(proxy.port)
+      yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}; take payments while Postgres answers`)
+      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
+      const m = yield* ctx.merchant("postgres-down merchant")
+      const before = yield* authorizedPayment(ctx, api, m, 1_500)
+      const settledBefore = yield* ctx.post(api, m, `/v1/payments/${before}/settle`, newKey("settle"))
+      yield* ctx.say.expect(settledBefore.status === 200, `${before} settled while Postgres answers`, settledBefore.text)
+      const toSettle = yield* authorizedPayment(ctx, api, m, 2_500)
+      const keys: OutageKeys = { create: newKey("create"), settle: newKey("settle") }
+      yield* duringOutage(ctx, api, proxy, m, toSettle, keys)
+      yield* afterOutage(ctx, api, proxy, m, toSettle, keys)
+      yield* checkMovedOnce(ctx, before)
+      yield* checkBooks(ctx)
+    })
+}
+
 /** Waits (bounded) until the outbox has no unpublished row; the count left. */
 const drainOutbox = (timeout_ms: number) =>
   Effect.gen(function* () {
@@ -199,4 +304,4 @@ export const kafkaDown: Scenario = {
     })
 }
 
-export const dependencyScenarios = [redisDown, postgresConnectionsDropped, kafkaDown]
+export const dependencyScenarios = [redisDown, postgresConnectionsDropped, postgresDown, kafkaDown]
