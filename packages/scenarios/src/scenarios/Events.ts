@@ -1,5 +1,5 @@
 import { domainEventTypes } from "@pay/domain/RefundEvents"
-import { defaultKafkaProducerLimits, KafkaProducer } from "@pay/infra"
+import { defaultKafkaConsumerOptions, defaultKafkaProducerLimits, KafkaConsumer, KafkaProducer } from "@pay/infra"
 import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ApiProcess } from "../ApiProcess.ts"
@@ -138,6 +138,24 @@ export const duplicateEvents: Scenario = {
     })
 }
 
+const poisonValue = "this is not an event {"
+
+/**
+ * The parked record on `<prefix>payments.events.dlq` (docs/consumers.md, poison records): its
+ * original bytes, with the consumer's error and its source (topic/partition/offset) as headers.
+ */
+const onTheDlqTopic = (ctx: ScenarioContext, sources: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const reader = yield* KafkaConsumer.make({ brokers: ctx.stack.kafkaBrokers, clientId: "pay-scenario-dlq-reader", ...defaultKafkaConsumerOptions })
+    const records = yield* reader.readFromBeginning({ topic: `${ctx.stack.eventsTopic}.dlq`, count: 1, timeout_ms: 15_000 })
+    yield* ctx.say.evidence("payments.events.dlq", records.map((record) => ({
+      value: record.value, dlq_consumer: record.headers["dlq_consumer"], dlq_source: record.headers["dlq_source"], dlq_error: (record.headers["dlq_error"] ?? "").slice(0, 120)
+    })))
+    const parked = records.filter((record) => sources.includes(record.headers["dlq_source"] ?? ""))
+    yield* ctx.say.expect(parked.length >= 1 && parked.every((record) => record.value === poisonValue && (record.headers["dlq_error"] ?? "") !== ""),
+      "the DLQ topic holds the poison record's original bytes, its source offset and the consumer's error", records.length)
+  }).pipe(Effect.scoped)
+
 export const poisonEvent: Scenario = {
   name: "poison-event",
   summary: "a record that is not an event is produced onto the payments topic: parked in the dead-letter table, the partition goes on",
@@ -149,11 +167,11 @@ export const poisonEvent: Scenario = {
       const first = yield* settledPayments(ctx, api, m, [1_500])
       yield* awaitConsumed(ctx, 60_000)
       yield* ctx.say.step("produce a poison record (not JSON, no CloudEvents headers) on the payments topic, keyed like the first payment")
-      yield* Effect.gen(function* () {
+      const produced = yield* Effect.gen(function* () {
         const producer = yield* KafkaProducer.make({ brokers: ctx.stack.kafkaBrokers, clientId: "pay-scenario-poison", ...defaultKafkaProducerLimits })
-        const produced = yield* producer.send([{ topic: ctx.stack.eventsTopic, key: first[0] ?? "x", value: "this is not an event {", headers: { ce_type: "payment_settled" } }])
-        yield* ctx.say.evidence("produced", produced.map((p) => `${p.partition}@${p.offset}`))
+        return yield* producer.send([{ topic: ctx.stack.eventsTopic, key: first[0] ?? "x", value: poisonValue, headers: { ce_type: "payment_settled" } }])
       }).pipe(Effect.scoped)
+      yield* ctx.say.evidence("produced", produced.map((p) => `${p.partition}@${p.offset}`))
       yield* ctx.say.step("settle more payments after it: they must still be applied")
       const later = yield* settledPayments(ctx, api, m, [2_500, 3_500])
       yield* awaitConsumed(ctx, 60_000)
@@ -164,6 +182,7 @@ export const poisonEvent: Scenario = {
       yield* ctx.say.expect(parked.length >= 1, "the poison record is parked with its error")
       const dlq = yield* runCli(ctx.stack, ["dlq", "list"])
       yield* ctx.say.evidence("pnpm cli dlq list", dlq.output.split("\n").slice(0, 4).join(" | "))
+      yield* onTheDlqTopic(ctx, produced.map((p) => `${ctx.stack.eventsTopic}/${p.partition}/${p.offset}`))
       yield* exactlyOnce(ctx)
       for (const id of [...first, ...later]) yield* checkMovedOnce(ctx, id)
       yield* reconcile(ctx)

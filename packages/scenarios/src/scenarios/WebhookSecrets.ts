@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto"
 import { apiEnvironment, startApi } from "../ApiProcess.ts"
 import { startReceiver } from "../chaos/Receiver.ts"
 import { countOf } from "../Evidence.ts"
-import { authorizedPayment } from "../Flows.ts"
+import { authorizedPayment, checkBooks } from "../Flows.ts"
 import { call, field } from "../Http.ts"
 import { newKey, type Scenario } from "../Scenario.ts"
 
@@ -46,9 +46,13 @@ export const webhookSecretsKeyMissing: Scenario = {
         const keyless = yield* startApi("sender-without-key", apiEnvironment(ctx.stack, { ...webhooks, WEBHOOK_SECRETS_KEY: "" }), "webhooks")
         const counted = yield* eventually(() => keyless.output().includes("webhook not sent"), 15_000)
         const unopenable = yield* unopenableCount(keyless.metricsUrl)
-        yield* ctx.say.evidence("its log", keyless.output().split("\n").find((line) => line.includes("webhook not sent"))?.slice(0, 400))
+        const line = keyless.output().split("\n").find((text) => text.includes("webhook not sent")) ?? ""
+        // The key that sealed the secret: its id, the third field of `sealed:v1:<key id>:…`.
+        const keyId = stored[0]?.form.split(":")[2] ?? "(none)"
+        yield* ctx.say.evidence("its log (the line's reason)", /"reason":"[^"]*"/.exec(line)?.[0] ?? line.slice(0, 400))
         yield* ctx.say.evidence("webhook_secrets_unopenable_total", unopenable)
-        yield* ctx.say.expect(counted && unopenable >= 1, "the sender refuses to sign without the key, says which key, and counts it (WebhookSecretsUnopenable pages)")
+        yield* ctx.say.expect(counted && unopenable >= 1, "the sender refuses to sign without the key and counts it (WebhookSecretsUnopenable pages)")
+        yield* ctx.say.expect(line.includes(keyId), `its log names the key the secret was sealed under (${keyId})`, line.slice(0, 1_000))
         yield* ctx.say.expect(receiver.applied.size === 0 && receiver.refusedSignatures() === 0, "the receiver got nothing: no unsigned or wrongly signed request went out")
       }))
 
@@ -57,5 +61,6 @@ export const webhookSecretsKeyMissing: Scenario = {
       const delivered = yield* eventually(() => receiver.applied.size >= 2, 45_000)
       yield* ctx.say.evidence("applied by the receiver (signature verified with the secret shown once)", [...receiver.applied.values()].map((applied) => applied.type))
       yield* ctx.say.expect(delivered && receiver.refusedSignatures() === 0, "both events delivered, every signature verified", keyed.output().slice(-1_000))
+      yield* checkBooks(ctx)
     })
 }
