@@ -98,6 +98,16 @@ export const redisDown: Scenario = {
     })
 }
 
+/** A fault proxy in front of the scenario's database, and the app's DATABASE_URL through it. */
+const databaseThroughProxy = (ctx: ScenarioContext) =>
+  Effect.gen(function* () {
+    const target = new URL(ctx.stack.appUrl)
+    const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
+    const viaProxy = new URL(ctx.stack.appUrl)
+    viaProxy.port = String(proxy.port)
+    return { proxy, viaProxy }
+  })
+
 const cutRounds = 12
 
 export const postgresConnectionsDropped: Scenario = {
@@ -106,10 +116,7 @@ export const postgresConnectionsDropped: Scenario = {
   fast: true,
   run: (ctx) =>
     Effect.gen(function* () {
-      const target = new URL(ctx.stack.appUrl)
-      const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-      const viaProxy = new URL(ctx.stack.appUrl)
-      viaProxy.port = String(proxy.port)
+      const { proxy, viaProxy } = yield* databaseThroughProxy(ctx)
       yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}`)
       // A key whose release died with its connection unlocks when its lease expires: 3 s, not the default.
       const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), ACQUIRER_LATENCY_MS: "50", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
@@ -225,10 +232,7 @@ export const postgresDown: Scenario = {
   fast: true,
   run: (ctx) =>
     Effect.gen(function* () {
-      const target = new URL(ctx.stack.appUrl)
-      const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-      const viaProxy = new URL(ctx.stack.appUrl)
-      viaProxy.port = String(proxy.port)
+      const { proxy, viaProxy } = yield* databaseThroughProxy(ctx)
       yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}; take payments while Postgres answers`)
       const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
       const m = yield* ctx.merchant("postgres-down merchant")
