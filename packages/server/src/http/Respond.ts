@@ -44,7 +44,7 @@ export const finishEvenIfClientLeaves = <A, E, R>(work: Effect.Effect<A, E, R>):
 export const respondToError = (error: ApiError | SqlError) =>
   Effect.gen(function* () {
     const answered = isSqlError(error) ? sqlFailureAnswer(error) : error
-    const response = problemResponse(answered)
+    const response = problemHttpResponse(answered)
     if (response.status >= 500) {
       yield* Effect.logError("request failed", {
         status: response.status,
@@ -54,7 +54,7 @@ export const respondToError = (error: ApiError | SqlError) =>
         detail: error.message
       })
     }
-    return problemHttpResponse(answered)
+    return response
   })
 
 /**
