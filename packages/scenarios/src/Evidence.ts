@@ -63,6 +63,26 @@ const Count = Schema.Struct({ n: Schema.BigInt })
 export const countOf = <E, R>(statement: Effect.Effect<ReadonlyArray<unknown>, E, R>) =>
   decodeRows(Count)(statement).pipe(Effect.map((rows) => Number(rows[0]?.n ?? -1)))
 
+/**
+ * Runs a count statement (as countOf) again, `step_ms` apart, until `done(count)` holds or
+ * `timeout_ms` has passed: a barrier on the database's records, not a sleep. The last count either
+ * way; the caller's expectation says what it needed.
+ */
+export const countUntil = <E, R>(
+  statement: Effect.Effect<ReadonlyArray<unknown>, E, R>,
+  done: (count: number) => boolean,
+  bound: { readonly timeout_ms: number; readonly step_ms: number }
+) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + bound.timeout_ms
+    let count = yield* countOf(statement)
+    while (!done(count) && Date.now() < deadline) {
+      yield* Effect.sleep(bound.step_ms)
+      count = yield* countOf(statement)
+    }
+    return count
+  })
+
 export interface ScenarioMerchant {
   readonly merchantId: string
   readonly apiKey: string

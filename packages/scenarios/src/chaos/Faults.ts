@@ -60,18 +60,34 @@ const brokerFault = (node: ClusterNode | undefined, fault: Fault, log: (line: st
     log(`Kafka node ${node.nodeId} restarted (pid ${node.pid()})`)
   })
 
-/** FLUSHALL on the throwaway Redis (ours: no other process uses it). */
-const flushRedis = (url: string) =>
+/** FLUSHALL on a throwaway Redis of the run's own (no other process uses it); Redis's reply. */
+export const flushRedis = (url: string) =>
   Effect.tryPromise(async () => {
     const client = new IORedis.default(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 1 })
     client.on("error", () => undefined)
     try {
       await client.connect()
-      await client.flushall()
+      return await client.flushall()
     } finally {
       client.disconnect(false)
     }
   })
+
+/** The process a kill-* fault targets (undefined for the other kinds). */
+const killTarget = (targets: FaultTargets, fault: Fault): ApiProcess | undefined => {
+  switch (fault.kind) {
+    case "kill-api":
+      return pick(targets.apis, fault.target)
+    case "kill-publisher":
+      return pick(targets.publishers, fault.target)
+    case "kill-consumer":
+      return pick(targets.consumers, fault.target)
+    case "kill-webhooks":
+      return pick(targets.webhooks, fault.target)
+    default:
+      return undefined
+  }
+}
 
 /** Applies one fault and heals it after its hold time; a fault that could not be applied is logged, not fatal. */
 const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void) =>
@@ -79,13 +95,10 @@ const apply = (targets: FaultTargets, fault: Fault, log: (line: string) => void)
     const api = pick(targets.apis, fault.target)
     switch (fault.kind) {
       case "kill-api":
-        return yield* killAndRestart(api, fault.hold_ms, log)
       case "kill-publisher":
-        return yield* killAndRestart(pick(targets.publishers, fault.target), fault.hold_ms, log)
       case "kill-consumer":
-        return yield* killAndRestart(pick(targets.consumers, fault.target), fault.hold_ms, log)
       case "kill-webhooks":
-        return yield* killAndRestart(pick(targets.webhooks, fault.target), fault.hold_ms, log)
+        return yield* killAndRestart(killTarget(targets, fault), fault.hold_ms, log)
       case "kill-broker":
       case "pause-broker":
         return yield* brokerFault(targets.kafka === undefined ? undefined : pick(targets.kafka.nodes, fault.target), fault, log)
@@ -133,22 +146,6 @@ export interface FaultOutcome {
   readonly skippedLate: number
   /** Processes a failed kill-* fault may have left down (its restart failed): down for a reason the schedule knows. */
   readonly leftDown: ReadonlyArray<string>
-}
-
-/** The process a kill-* fault targets (undefined for the other kinds). */
-const killTarget = (targets: FaultTargets, fault: Fault): ApiProcess | undefined => {
-  switch (fault.kind) {
-    case "kill-api":
-      return pick(targets.apis, fault.target)
-    case "kill-publisher":
-      return pick(targets.publishers, fault.target)
-    case "kill-consumer":
-      return pick(targets.consumers, fault.target)
-    case "kill-webhooks":
-      return pick(targets.webhooks, fault.target)
-    default:
-      return undefined
-  }
 }
 
 /** Runs the schedule against `started_ms` (performance.now()): applied per kind, failures and faults never started. */

@@ -1,10 +1,10 @@
 import { startThrowawayKafka } from "@pay/testkit/ThrowawayKafka"
 import { throwaway } from "@pay/testkit/Throwaway"
 import { Effect, Fiber } from "effect"
-import IORedis from "ioredis"
 import { SqlClient } from "effect/sql"
-import { countOf, type ScenarioMerchant } from "../Evidence.ts"
+import { countOf, countUntil, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
+import { flushRedis } from "../chaos/Faults.ts"
 import { type FaultProxy, startFaultProxy } from "../FaultProxy.ts"
 import { type Answer, brief, call, field } from "../Http.ts"
 import { readTopic } from "../Kafka.ts"
@@ -45,18 +45,6 @@ const expectReady = (ctx: ScenarioContext, api: ApiProcess, what: string, timeou
     yield* ctx.say.expect(ready.status === 200, what, ready.text.slice(0, 400))
   })
 
-/** FLUSHALL on a throwaway Redis of the scenario's own (no other process uses it). */
-const flushAll = (url: string) =>
-  Effect.tryPromise(async () => {
-    const client = new IORedis.default(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 1 })
-    try {
-      await client.connect()
-      return await client.flushall()
-    } finally {
-      client.disconnect(false)
-    }
-  })
-
 export const redisDown: Scenario = {
   name: "redis-down",
   summary: "a throwaway Redis behind the API is killed (kill -9 by pid) and comes back empty: payments go on, replays stay byte-identical",
@@ -88,7 +76,7 @@ export const redisDown: Scenario = {
       // The replay below must meet a Redis that answers and holds nothing (the empty-cache path),
       // not the dead-Redis path a second time: readiness first, then the flush, then the replay.
       yield* expectReady(ctx, api, "the API reconnects to Redis and reports ready again", 10_000)
-      yield* ctx.say.evidence("FLUSHALL on the throwaway Redis", yield* flushAll(redis.url))
+      yield* ctx.say.evidence("FLUSHALL on the throwaway Redis", yield* flushRedis(redis.url))
       const again = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, settleKey)
       yield* ctx.say.expect(again.replayed && again.text === settled.text, "with Redis up and flushed, the settle replays byte-identical (from Postgres)", again.text)
       const other = yield* ctx.post(api, m, `/v1/payments/${id}/settle`, newKey("settle-again"))
@@ -252,13 +240,7 @@ export const postgresDown: Scenario = {
 const drainOutbox = (timeout_ms: number) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const deadline = Date.now() + timeout_ms
-    let left = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
-    while (left > 0 && Date.now() < deadline) {
-      yield* Effect.sleep(500)
-      left = yield* countOf(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`)
-    }
-    return left
+    return yield* countUntil(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`, (left) => left === 0, { timeout_ms, step_ms: 500 })
   })
 
 export const kafkaDown: Scenario = {

@@ -4,7 +4,7 @@ import { Effect, Fiber } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ApiProcess } from "../ApiProcess.ts"
 import { runCli } from "../Cli.ts"
-import { countOf, type ScenarioMerchant } from "../Evidence.ts"
+import { countUntil, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
 import { field } from "../Http.ts"
 import { readTopic, scanTopic } from "../Kafka.ts"
@@ -25,16 +25,11 @@ const settledPayments = (ctx: ScenarioContext, api: ApiProcess, m: ScenarioMerch
 const awaitConsumed = (ctx: ScenarioContext, timeout_ms: number) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const deadline = Date.now() + timeout_ms
-    const lag = () => countOf(sql`
+    const left = yield* countUntil(sql`
       SELECT count(*) AS n FROM outbox_events e
       WHERE e.event_type = 'payment_settled'
-        AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = (SELECT consumer FROM settlement_projection_live))`)
-    let left = yield* lag()
-    while (left > 0 && Date.now() < deadline) {
-      yield* Effect.sleep(500)
-      left = yield* lag()
-    }
+        AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.event_id = e.id AND p.consumer = (SELECT consumer FROM settlement_projection_live))`,
+      (lag) => lag === 0, { timeout_ms, step_ms: 500 })
     yield* ctx.say.expect(left === 0, "the settlement consumer processed every payment_settled event", `${left} not processed after ${timeout_ms} ms`)
   })
 
@@ -270,14 +265,8 @@ export const twoInstances: Scenario = {
 const captureRequestsAtTheBank = (ids: ReadonlyArray<string>, target: number, timeout_ms: number) =>
   Effect.gen(function* () {
     const db = yield* SqlClient.SqlClient
-    const count = countOf(db`SELECT coalesce(sum(request_count), 0) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`)
-    const deadline = Date.now() + timeout_ms
-    let asked = yield* count
-    while (asked < target && Date.now() < deadline) {
-      yield* Effect.sleep(50)
-      asked = yield* count
-    }
-    return asked
+    return yield* countUntil(db`SELECT coalesce(sum(request_count), 0) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`,
+      (asked) => asked >= target, { timeout_ms, step_ms: 50 })
   })
 
 export const eventScenarios = [duplicateEvents, poisonEvent, replayFromOffsetZero, twoInstances]

@@ -1,7 +1,7 @@
 import { decodeRows } from "@pay/infra"
 import { Deferred, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { countOf } from "../Evidence.ts"
+import { countOf, countUntil } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided } from "../Flows.ts"
 import { field } from "../Http.ts"
 import { type ReadBack, scanTopic } from "../Kafka.ts"
@@ -128,14 +128,8 @@ export const serviceRestarts: Scenario = {
 const capturesAtTheBank = (ids: ReadonlyArray<string>, timeout_ms: number) =>
   Effect.gen(function* () {
     const db = yield* SqlClient.SqlClient
-    const count = countOf(db`SELECT count(*) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`)
-    const deadline = Date.now() + timeout_ms
-    let captured = yield* count
-    while (captured < ids.length && Date.now() < deadline) {
-      yield* Effect.sleep(50)
-      captured = yield* count
-    }
-    return captured
+    return yield* countUntil(db`SELECT count(*) AS n FROM acquirer_sim.operations WHERE operation = 'capture' AND payment_id IN ${db.in(ids)}`,
+      (captured) => captured >= ids.length, { timeout_ms, step_ms: 50 })
   })
 
 /** A raw statement against the scenario's database (owner). */
@@ -175,9 +169,8 @@ export const dbRollbackAfterOutboxWrite: Scenario = {
       // committed row is marked published, then read the whole topic, not "at least 3 records".
       const db = yield* SqlClient.SqlClient
       const committed = yield* decodeRows(Schema.Struct({ id: Schema.String }))(db`SELECT id::text AS id FROM outbox_events WHERE aggregate_id = ${id} ORDER BY position`)
-      const unpublished = countOf(db`SELECT count(*) AS n FROM outbox_events WHERE aggregate_id = ${id} AND published_at IS NULL`)
-      const deadline = Date.now() + 30_000
-      while ((yield* unpublished) > 0 && Date.now() < deadline) yield* Effect.sleep(100)
+      yield* countUntil(db`SELECT count(*) AS n FROM outbox_events WHERE aggregate_id = ${id} AND published_at IS NULL`,
+        (unpublished) => unpublished === 0, { timeout_ms: 30_000, step_ms: 100 })
       const mine: Array<ReadBack> = []
       yield* scanTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, 30_000, (record) => {
         if (record.key === id) mine.push(record)
