@@ -26,7 +26,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName } from "@pay/domain"
-import { DatabaseLive, loggingWith, preloadKafkaLibrary, structuredWithTrace } from "@pay/infra"
+import { loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -174,7 +174,7 @@ const kafkaFirst = consumers?.kafka === true ? preloadKafkaLibrary : Effect.void
 const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, kafkaFirst).pipe(
   Effect.andThen(program.pipe(Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, WebhookDeliveries.layer).pipe(
-      Layer.provideMerge(DatabaseLive)
+      Layer.provideMerge(ToolDatabaseLive)
     )
   ))),
   Effect.catchTag("UsageError", (error) => report(error.message, 2)),

@@ -1,5 +1,6 @@
 import { Config, Option, Redacted, Schema } from "effect"
 import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.ts"
+import { answerTimeoutBounds } from "./PostgresAnswerWatch.ts"
 
 /**
  * Where the platform's dependencies are. Every value comes from the environment, with defaults
@@ -16,6 +17,7 @@ import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.
  * | `REDIS_KEY_PREFIX`   | `pay:`                                        | 0..100 characters             |
  * | `KAFKA_TOPIC_PREFIX` | (empty)                                       | 0..100 of `[A-Za-z0-9._-]`    |
  * | `DATABASE_POOL_SIZE` | 20                                            | 1..200                        |
+ * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
  */
 export const configBounds = {
   url: { length_max: 2_048, pattern: /^\S+$/, expected: "a non-empty URL without spaces" },
@@ -59,3 +61,10 @@ export const KafkaTopicPrefix = boundedString("KAFKA_TOPIC_PREFIX", configBounds
 
 /** Pool size of the Postgres client; each request holds at most one connection. */
 export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.databasePoolSize, 20)
+
+/**
+ * How long a connection may wait for Postgres to answer a statement before it is destroyed
+ * (PostgresAnswerWatch.ts); 0: no bound. `fallback_ms` is the process's default.
+ */
+export const DatabaseAnswerTimeout = (fallback_ms: number) =>
+  boundedInt("DATABASE_ANSWER_TIMEOUT_MS", answerTimeoutBounds, fallback_ms)

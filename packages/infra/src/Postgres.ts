@@ -6,7 +6,8 @@ import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
+import { DatabaseAnswerTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
+import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
 /** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
@@ -16,6 +17,12 @@ export interface PostgresOptions {
   readonly url: Redacted.Redacted<string>
   readonly maxConnections: number
   readonly applicationName?: string
+  /**
+   * A connection whose statement has had no answer for this long is destroyed (PostgresAnswerWatch.ts:
+   * a network partition becomes a dropped connection, answered 503). 0 or absent: no bound (tools
+   * that run long statements). Plain connections only: a TLS URL (`sslmode`) is not watched.
+   */
+  readonly answerTimeout_ms?: number
 }
 
 /**
@@ -31,9 +38,12 @@ export const platformApplicationName = `payments-platform/${process.pid}`
  * a bounded pool, a connect timeout so a dead database fails fast instead of hanging a request,
  * and idle connections recycled.
  */
-export const postgresLayer = (options: PostgresOptions) =>
-  PgClient.layer({
+export const postgresLayer = (options: PostgresOptions) => {
+  const answerTimeout_ms = options.answerTimeout_ms ?? 0
+  const address = answerTimeout_ms > 0 ? plainAddressOf(Redacted.value(options.url)) : undefined
+  return PgClient.layer({
     url: options.url,
+    ...(address === undefined ? {} : { stream: watchedSocketFactory(address, answerTimeout_ms) }),
     maxConnections: options.maxConnections,
     minConnections: 1,
     connectTimeout: "5 seconds",
@@ -41,15 +51,33 @@ export const postgresLayer = (options: PostgresOptions) =>
     connectionTTL: "30 minutes",
     applicationName: options.applicationName ?? platformApplicationName
   })
+}
 
-/** The Postgres client configured from `DATABASE_URL` and `DATABASE_POOL_SIZE`. */
-export const PostgresLive = Layer.unwrap(
-  Effect.gen(function* () {
-    const url = yield* DatabaseUrl
-    const maxConnections = yield* DatabasePoolSize
-    return postgresLayer({ url, maxConnections })
-  })
-)
+/**
+ * The Postgres client configured from `DATABASE_URL`, `DATABASE_POOL_SIZE` and
+ * `DATABASE_ANSWER_TIMEOUT_MS` (its default `answerTimeoutDefault_ms`).
+ */
+export const postgresLiveWith = (answerTimeoutDefault_ms: number) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const url = yield* DatabaseUrl
+      const maxConnections = yield* DatabasePoolSize
+      const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
+      return postgresLayer({ url, maxConnections, answerTimeout_ms })
+    })
+  )
+
+/**
+ * A service's client (the server, the publisher, the consumers, the sender): answers bounded by
+ * 10 s unless configured. Twice the longest wait a statement of ours is allowed on purpose (a
+ * payment's row lock, `lock_timeout` 5 s, PaymentRepository.ts): a lock wait ends in its own typed
+ * answer (409), never in the watch's 503.
+ */
+export const defaultAnswerTimeout_ms = 10_000
+export const PostgresLive = postgresLiveWith(defaultAnswerTimeout_ms)
+
+/** A tool's client (the CLI, migrations): its statements may run long (a reconcile of a big ledger); no answer bound unless configured. */
+export const PostgresToolLive = postgresLiveWith(0)
 
 const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
 
@@ -103,3 +131,6 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
 
 /** A migrated database: migrations applied by the owner first, then the application's client. */
 export const DatabaseLive = PostgresLive.pipe(Layer.provideMerge(OwnerMigrationsLive))
+
+/** The same for a tool (the CLI): no answer bound unless `DATABASE_ANSWER_TIMEOUT_MS` says so. */
+export const ToolDatabaseLive = PostgresToolLive.pipe(Layer.provideMerge(OwnerMigrationsLive))

@@ -3,7 +3,7 @@ import { acknowledged, faultCoverage, processLiveness, replays } from "@pay/scen
 import { type Decided, decidedOf } from "@pay/scenarios/chaos/History"
 import { startReceiver } from "@pay/scenarios/chaos/Receiver"
 import { faultKindsWithoutCluster, faultSchedule } from "@pay/scenarios/chaos/Schedule"
-import { startFaultProxy } from "@pay/scenarios/FaultProxy"
+import { startFaultProxy } from "@pay/testkit/FaultProxy"
 import { Effect } from "effect"
 import { createConnection, createServer } from "node:net"
 import { Webhook } from "standardwebhooks"

@@ -1,5 +1,5 @@
 import { randomCacheSecret } from "@pay/idempotency"
-import { boundedInt, MigrationsLive, PostgresLive } from "@pay/infra"
+import { boundedInt, MigrationsLive, PostgresToolLive } from "@pay/infra"
 import { Deferred, Effect, Layer, Redacted } from "effect"
 import cluster, { type Worker } from "node:cluster"
 
@@ -31,7 +31,7 @@ const RESTART_WINDOW_MS = 60_000
 /** After SIGTERM, a worker that has not exited after this is killed. */
 const WORKER_STOP_TIMEOUT_MS = 20_000
 
-const migrateOnce = Effect.scoped(Layer.build(MigrationsLive.pipe(Layer.provide(PostgresLive))))
+const migrateOnce = Effect.scoped(Layer.build(MigrationsLive.pipe(Layer.provide(PostgresToolLive))))
 
 const stopWorker = (worker: Worker) =>
   Effect.callback<void>((resume) => {

@@ -3,6 +3,7 @@ import { SqlClient } from "effect/sql"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { boundedInt } from "../BoundedConfig.ts"
 import { DatabasePoolSize } from "../Config.ts"
+import { answerTimeoutsSoFar } from "../PostgresAnswerWatch.ts"
 import { decodeRows } from "../SqlRows.ts"
 
 /**
@@ -75,8 +76,24 @@ export const ProcessMetricsLive: Layer.Layer<never> = Layer.effectDiscard(
       for (const seconds of pauses.splice(0)) yield* Metric.update(gcDuration, seconds)
     })
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
+    // Counted apart from the sample above, which needs the database that is not answering; shown
+    // from the start (0), so that a scrape tells "none" from "not exported".
+    yield* Metric.update(dbAnswerTimeouts, 0)
+    let counted = 0
+    const countAnswerTimeouts = Effect.suspend(() => {
+      const now = answerTimeoutsSoFar()
+      const added = now - counted
+      counted = now
+      return added > 0 ? Metric.update(dbAnswerTimeouts, added) : Effect.void
+    })
+    yield* Effect.forkScoped(Effect.repeat(countAnswerTimeouts, Schedule.spaced(interval_ms)))
   })
 )
+
+const dbAnswerTimeouts = Metric.counter("db_client_answer_timeouts_total", {
+  description: "Postgres connections this process closed because a statement had no answer within DATABASE_ANSWER_TIMEOUT_MS (a partition, a database that stopped answering)",
+  incremental: true
+})
 
 const ConnectionState = Schema.Struct({ state: Schema.String, connections: Schema.Number })
 
@@ -101,5 +118,16 @@ export const DatabasePoolMetricsLive: Layer.Layer<never, never, SqlClient.SqlCli
       Effect.catchCause((cause) => Effect.logDebug("db connection metrics: sample failed", cause))
     )
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
+    // Counted apart from the sample above, which needs the database that is not answering; shown
+    // from the start (0), so that a scrape tells "none" from "not exported".
+    yield* Metric.update(dbAnswerTimeouts, 0)
+    let counted = 0
+    const countAnswerTimeouts = Effect.suspend(() => {
+      const now = answerTimeoutsSoFar()
+      const added = now - counted
+      counted = now
+      return added > 0 ? Metric.update(dbAnswerTimeouts, added) : Effect.void
+    })
+    yield* Effect.forkScoped(Effect.repeat(countAnswerTimeouts, Schedule.spaced(interval_ms)))
   })
 )

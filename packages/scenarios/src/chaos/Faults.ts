@@ -3,7 +3,7 @@ import IORedis from "ioredis"
 import type { ThrowawayInstance } from "@pay/testkit/Throwaway"
 import type { ClusterNode, ThrowawayKafkaCluster } from "@pay/testkit/ThrowawayKafkaCluster"
 import type { ApiProcess } from "../ApiProcess.ts"
-import type { FaultProxy } from "../FaultProxy.ts"
+import type { FaultProxy } from "@pay/testkit/FaultProxy"
 import type { Fault, FaultKind } from "./Schedule.ts"
 
 export interface FaultTargets {

@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import { countOf, countUntil, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
 import { flushRedis } from "../chaos/Faults.ts"
-import { type FaultProxy, startFaultProxy } from "../FaultProxy.ts"
+import { type FaultProxy, startFaultProxy } from "@pay/testkit/FaultProxy"
 import { type Answer, brief, call, field } from "../Http.ts"
 import { readTopic } from "../Kafka.ts"
 import { newKey, paymentBody, type Scenario, type ScenarioContext } from "../Scenario.ts"
@@ -135,25 +135,47 @@ export const postgresConnectionsDropped: Scenario = {
 }
 
 /**
- * The bound docs/what-can-go-wrong.md promises for a request while Postgres is down ("fail fast
- * with 503", bounded by the connect timeout): the pool's `connectTimeout` (packages/infra/src/Postgres.ts).
+ * What a request meets while Postgres is out of reach, and the bound docs/what-can-go-wrong.md
+ * promises for its 503. `down`: the proxy refuses new connections and resets the open ones (a
+ * stopped database): every request fails at once, within the pool's connect timeout (5 s,
+ * packages/infra/src/Postgres.ts). `partitioned`: the proxy answers nothing and resets nothing (a
+ * network partition: open connections go silent, new ones hang): a statement in flight waits for
+ * the answer timeout (`DATABASE_ANSWER_TIMEOUT_MS`, checked every 250 ms), a request that then
+ * needs a new connection waits again, bounded by the answer or the connect timeout (measured
+ * with 3 s: 3.2 s for a create, 6.2-6.5 s for a request whose API key is looked up), and a second
+ * of slack for the watch's tick and the scheduling of a loaded machine. The scenario sets the answer timeout to 3 s (the
+ * default, 10 s, sits above the payment row lock's 5 s; nothing here waits for a lock) so that it
+ * takes ~30 s, not ~50.
  */
+interface Outage {
+  readonly name: "down" | "partitioned"
+  readonly bound_ms: number
+  readonly bound: string
+}
 const postgresConnectTimeout_ms = 5_000
+const postgresAnswerTimeout_ms = 3_000
+const watchSlack_ms = 1_000
+const down: Outage = { name: "down", bound_ms: postgresConnectTimeout_ms, bound: `the connect timeout (${postgresConnectTimeout_ms} ms)` }
+const partitioned: Outage = {
+  name: "partitioned",
+  bound_ms: postgresAnswerTimeout_ms + postgresConnectTimeout_ms + watchSlack_ms,
+  bound: `the answer timeout plus the connect timeout (${postgresAnswerTimeout_ms} + ${postgresConnectTimeout_ms} ms, + ${watchSlack_ms} ms of slack)`
+}
 /** Readiness notices within one probe (1 s) plus one cached round (`READINESS_CACHE_MS`, 1 s); polled up to this. */
 const readinessNotices_ms = 5_000
 /** The pool reconnects on the next request or probe once the proxy passes again; polled up to this. */
 const readinessRecovers_ms = 10_000
 const createAmount_minor = 4_321
 
-/** One request while Postgres is down: a 503 `database_unavailable` with `Retry-After`, within the connect timeout, never a 500. */
-const expectUnavailable = (ctx: ScenarioContext, what: string, answer: Answer) =>
+/** One request while Postgres is out of reach: a 503 `database_unavailable` with `Retry-After`, within the outage's bound, never a 500. */
+const expectUnavailable = (ctx: ScenarioContext, outage: Outage, what: string, answer: Answer) =>
   Effect.gen(function* () {
     const retryAfter = answer.headers.get("retry-after")
     yield* ctx.say.evidence(what, `${brief(answer)} Retry-After=${retryAfter ?? "(none)"} in ${answer.elapsed_ms} ms: "${field(answer, "detail")}"`)
     yield* ctx.say.expect(answer.status !== 500, `${what}: not a 500`, answer.text)
     yield* ctx.say.expect(answer.status === 503 && field(answer, "code") === "database_unavailable" && retryAfter !== null,
       `${what}: 503 database_unavailable with Retry-After`, answer.text)
-    yield* ctx.say.expect(answer.elapsed_ms <= postgresConnectTimeout_ms, `${what}: answered within the connect timeout (${postgresConnectTimeout_ms} ms)`, `${answer.elapsed_ms} ms`)
+    yield* ctx.say.expect(answer.elapsed_ms <= outage.bound_ms, `${what}: answered within ${outage.bound}`, `${answer.elapsed_ms} ms`)
   })
 
 interface OutageKeys {
@@ -161,38 +183,46 @@ interface OutageKeys {
   readonly settle: string
 }
 
-/** Postgres "down" at the proxy: every open connection reset, every new one refused; what the API answers meanwhile. */
-const duringOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m: ScenarioMerchant, toSettle: string, keys: OutageKeys) =>
+/** Waits this long for an answer during an outage: past every bound, so a request that hangs is seen as such. */
+const outageCall_ms = 30_000
+
+/** Postgres out of reach at the proxy (`outage`); what the API answers meanwhile. */
+const duringOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m: ScenarioMerchant, toSettle: string, keys: OutageKeys, outage: Outage) =>
   Effect.gen(function* () {
-    yield* ctx.say.step("take Postgres down at the proxy: refuse every new connection, reset every open one (the machine's Postgres is untouched)")
     // A read first puts the merchant's API key in the API's key cache (≤ 1 s): the create and the
     // settle right after it then get past authentication and meet the outage in their own work
     // (idempotency, payment, settlement). Past the cache's second they are refused while their key
     // is checked, also a 503 database_unavailable; the `detail` printed says which.
     const warm = yield* ctx.get(api, m, `/v1/payments/${toSettle}`)
     yield* ctx.say.expect(warm.status === 200, "the payment reads back just before the outage", warm.text)
-    yield* proxy.setMode("refuse")
-    yield* ctx.say.evidence("open connections reset", yield* proxy.cutAll)
-    const created = yield* ctx.post(api, m, "/v1/payments", keys.create, paymentBody(createAmount_minor))
-    yield* expectUnavailable(ctx, "POST /v1/payments", created)
-    const settled = yield* ctx.post(api, m, `/v1/payments/${toSettle}/settle`, keys.settle)
-    yield* expectUnavailable(ctx, `POST /v1/payments/${toSettle}/settle`, settled)
-    const read = yield* ctx.get(api, m, `/v1/payments/${toSettle}`)
+    if (outage.name === "down") {
+      yield* ctx.say.step("take Postgres down at the proxy: refuse every new connection, reset every open one (the machine's Postgres is untouched)")
+      yield* proxy.setMode("refuse")
+      yield* ctx.say.evidence("open connections reset", yield* proxy.cutAll)
+    } else {
+      yield* ctx.say.step("partition the API from Postgres at the proxy: open connections go silent, new ones hang (nothing is reset; the machine's Postgres is untouched)")
+      yield* proxy.setMode("blackhole")
+    }
+    const created = yield* ctx.post(api, m, "/v1/payments", keys.create, paymentBody(createAmount_minor), outageCall_ms)
+    yield* expectUnavailable(ctx, outage, "POST /v1/payments", created)
+    const settled = yield* ctx.post(api, m, `/v1/payments/${toSettle}/settle`, keys.settle, undefined, outageCall_ms)
+    yield* expectUnavailable(ctx, outage, `POST /v1/payments/${toSettle}/settle`, settled)
+    const read = yield* call(api.baseUrl, "GET", `/v1/payments/${toSettle}`, { apiKey: m.apiKey, timeout_ms: outageCall_ms })
     yield* ctx.say.evidence(`GET /v1/payments/${toSettle}`, `${brief(read)} in ${read.elapsed_ms} ms`)
     yield* ctx.say.expect(read.status === 503 && field(read, "code") === "database_unavailable", "a read is 503 database_unavailable too (nothing to read it from)", read.text)
+    yield* ctx.say.expect(read.elapsed_ms <= outage.bound_ms, `the read: answered within ${outage.bound}`, `${read.elapsed_ms} ms`)
     const started = Date.now()
     yield* expectNotReady(ctx, api, "postgres", readinessNotices_ms)
     yield* ctx.say.evidence("readiness named postgres after", `${Date.now() - started} ms`)
     const live = yield* call(api.baseUrl, "GET", "/health/live")
     yield* ctx.say.evidence("GET /health/live", `${live.status} in ${live.elapsed_ms} ms`)
     yield* ctx.say.expect(live.status === 200, "/health/live stays 200 (the process is alive; restarting it would not bring Postgres back)", live.text)
-    yield* checkMovedOnce(ctx, toSettle)
   })
 
 /** Postgres back at the proxy: readiness first, then the same requests with the same keys, each completing once. */
 const afterOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m: ScenarioMerchant, toSettle: string, keys: OutageKeys) =>
   Effect.gen(function* () {
-    yield* ctx.say.step("bring Postgres back at the proxy; the clients retry with the same Idempotency-Keys")
+    yield* ctx.say.step("bring Postgres back at the proxy (a partition heals: what it held is delivered); the clients retry with the same Idempotency-Keys")
     yield* proxy.setMode("pass")
     const started = Date.now()
     yield* expectReady(ctx, api, "the API reaches Postgres again and reports ready", readinessRecovers_ms)
@@ -214,27 +244,36 @@ const afterOutage = (ctx: ScenarioContext, api: ApiProcess, proxy: FaultProxy, m
     yield* checkMovedOnce(ctx, toSettle)
   })
 
-export const postgresDown: Scenario = {
-  name: "postgres-down",
-  summary: "Postgres goes fully down at the fault proxy (open connections reset, new ones refused) and comes back: 503 database_unavailable fast, readiness names postgres, the same keys finish once",
+/** Postgres out of reach and back: the API answers 503 within the outage's bound, nothing is half-written, the same keys finish once. */
+const outageScenario = (outage: Outage, name: string, summary: string, env: Readonly<Record<string, string>>): Scenario => ({
+  name,
+  summary,
   fast: true,
   run: (ctx) =>
     Effect.gen(function* () {
       const { proxy, viaProxy } = yield* databaseThroughProxy(ctx)
       yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}; take payments while Postgres answers`)
-      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
-      const m = yield* ctx.merchant("postgres-down merchant")
+      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ...env })
+      const m = yield* ctx.merchant(`${name} merchant`)
       const before = yield* authorizedPayment(ctx, api, m, 1_500)
       const settledBefore = yield* ctx.post(api, m, `/v1/payments/${before}/settle`, newKey("settle"))
       yield* ctx.say.expect(settledBefore.status === 200, `${before} settled while Postgres answers`, settledBefore.text)
       const toSettle = yield* authorizedPayment(ctx, api, m, 2_500)
       const keys: OutageKeys = { create: newKey("create"), settle: newKey("settle") }
-      yield* duringOutage(ctx, api, proxy, m, toSettle, keys)
+      yield* duringOutage(ctx, api, proxy, m, toSettle, keys, outage)
+      yield* checkMovedOnce(ctx, toSettle)
       yield* afterOutage(ctx, api, proxy, m, toSettle, keys)
       yield* checkMovedOnce(ctx, before)
       yield* checkBooks(ctx)
     })
-}
+})
+
+export const postgresDown = outageScenario(down, "postgres-down",
+  "Postgres goes fully down at the fault proxy (open connections reset, new ones refused) and comes back: 503 database_unavailable fast, readiness names postgres, the same keys finish once", {})
+
+export const postgresPartitioned = outageScenario(partitioned, "postgres-partitioned",
+  "a network partition between the API and Postgres (open connections go silent, new ones hang, nothing is reset) and its heal: 503 database_unavailable within the answer and connect timeouts, never a hung request; the same keys finish once",
+  { DATABASE_ANSWER_TIMEOUT_MS: String(postgresAnswerTimeout_ms) })
 
 /** Waits (bounded) until the outbox has no unpublished row; the count left. */
 const drainOutbox = (timeout_ms: number) =>
@@ -290,4 +329,4 @@ export const kafkaDown: Scenario = {
     })
 }
 
-export const dependencyScenarios = [redisDown, postgresConnectionsDropped, postgresDown, kafkaDown]
+export const dependencyScenarios = [redisDown, postgresConnectionsDropped, postgresDown, postgresPartitioned, kafkaDown]

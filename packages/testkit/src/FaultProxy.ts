@@ -3,11 +3,16 @@ import { Effect, Schema } from "effect"
 
 export class FaultProxyError extends Schema.TaggedError<FaultProxyError>()("FaultProxyError", { message: Schema.String }) {}
 
-/** `pass`: bytes flow; `refuse`: new connections are closed at once; `blackhole`: accepted, never answered. */
+/**
+ * `pass`: bytes flow; `refuse`: new connections are closed at once; `blackhole`: a network
+ * partition: new connections are accepted and never answered, and the open ones stop delivering
+ * (their bytes are held, both ways, and delivered in order once the mode is `pass` again, as TCP
+ * retransmission would after the partition heals).
+ */
 export type ProxyMode = "pass" | "refuse" | "blackhole"
 
 /**
- * A loopback TCP proxy in front of one dependency (Postgres, Redis, a Kafka listener): clients
+ * A loopback TCP proxy in front of one dependency (used by the scenarios, the chaos run and the infra tests) (Postgres, Redis, a Kafka listener): clients
  * connect to `port`, the proxy connects to the target. Faults are applied to the sockets only this
  * proxy owns; the dependency itself is never touched.
  */
@@ -31,15 +36,18 @@ export const maxLatency_ms = 5_000
 interface Pair {
   readonly client: Socket
   readonly upstream: Socket | undefined
+  readonly releases: ReadonlyArray<() => void>
 }
 
 /**
- * Copies `from` to `to`, each chunk held `latency()` ms. A chunk's release time is never before
- * the previous chunk's (order kept when the latency drops). What is held at once is bounded by
- * what the peer sends within one latency window (≤ 5 s of loopback traffic of one connection).
+ * Copies `from` to `to`, each chunk held `latency()` ms, or until `release` while `partitioned()`.
+ * A chunk's release time is never before the previous chunk's (order kept when the latency drops).
+ * What is held at once is bounded by what the peer sends within one latency window (≤ 5 s of
+ * loopback traffic of one connection) or during a partition (a client waiting for an answer
+ * sends little: the scenario's partitions last seconds).
  */
-const forward = (from: Socket, to: Socket, latency: () => number) => {
-  const held: Array<{ readonly release_ms: number; readonly chunk: Buffer }> = []
+const forward = (from: Socket, to: Socket, latency: () => number, partitioned: () => boolean) => {
+  const held: Array<{ release_ms: number; readonly chunk: Buffer }> = []
   let timer: ReturnType<typeof setTimeout> | undefined
   const pump = () => {
     timer = undefined
@@ -48,19 +56,27 @@ const forward = (from: Socket, to: Socket, latency: () => number) => {
       if (next !== undefined && !to.destroyed) to.write(next.chunk)
     }
     const first = held[0]
-    if (first !== undefined) timer = setTimeout(pump, Math.max(0, first.release_ms - Date.now()))
+    if (first !== undefined && Number.isFinite(first.release_ms)) timer = setTimeout(pump, Math.max(0, first.release_ms - Date.now()))
   }
   from.on("data", (chunk: Buffer) => {
-    const delay_ms = latency()
+    const delay_ms = partitioned() ? Number.POSITIVE_INFINITY : latency()
     // Straight through only when nothing is held (a held chunk must leave first).
     if (delay_ms === 0 && held.length === 0) return void to.write(chunk)
     const last = held[held.length - 1]
     held.push({ release_ms: Math.max(Date.now() + delay_ms, last?.release_ms ?? 0), chunk })
-    if (timer === undefined) timer = setTimeout(pump, Math.max(0, (held[0]?.release_ms ?? 0) - Date.now()))
+    if (timer === undefined && Number.isFinite(held[0]?.release_ms)) timer = setTimeout(pump, Math.max(0, (held[0]?.release_ms ?? 0) - Date.now()))
   })
   from.once("close", () => {
     if (timer !== undefined) clearTimeout(timer)
   })
+  /** The partition healed: what it held leaves now, in order. */
+  const release = () => {
+    const now = Date.now()
+    for (const chunk of held) if (!Number.isFinite(chunk.release_ms)) chunk.release_ms = now
+    if (timer !== undefined) clearTimeout(timer)
+    pump()
+  }
+  return release
 }
 
 const listen = (server: Server) =>
@@ -84,14 +100,19 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         client.on("error", () => undefined)
         if (mode === "refuse") return void client.destroy()
         if (mode === "blackhole") {
-          const pair: Pair = { client, upstream: undefined }
+          const pair: Pair = { client, upstream: undefined, releases: [] }
           pairs.add(pair)
           client.once("close", () => pairs.delete(pair))
           return
         }
         const upstream = createConnection({ host: targetHost, port: targetPort })
         upstream.on("error", () => undefined)
-        const pair: Pair = { client, upstream }
+        const partitioned = () => mode === "blackhole"
+        const pair: Pair = {
+          client,
+          upstream,
+          releases: [forward(client, upstream, () => latency_ms, partitioned), forward(upstream, client, () => latency_ms, partitioned)]
+        }
         pairs.add(pair)
         const close = () => {
           pairs.delete(pair)
@@ -100,8 +121,6 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         }
         client.once("close", close)
         upstream.once("close", close)
-        forward(client, upstream, () => latency_ms)
-        forward(upstream, client, () => latency_ms)
       })
       const port = yield* listen(server)
       const proxy: FaultProxy = {
@@ -120,6 +139,7 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         }),
         setMode: (next) => Effect.sync(() => {
           mode = next
+          if (next !== "blackhole") for (const pair of pairs) for (const release of pair.releases) release()
         }),
         setLatency: (next) => Effect.sync(() => {
           latency_ms = Math.max(0, Math.min(maxLatency_ms, Math.round(next)))

@@ -1,0 +1,196 @@
+import { Socket } from "node:net"
+
+/**
+ * The database answer timeout (`DATABASE_ANSWER_TIMEOUT_MS`): a connection that owes an answer
+ * and has received nothing for that long is destroyed.
+ *
+ * Why: a network partition (or a database host that stops answering without closing its sockets)
+ * leaves a pooled connection's statement waiting for an answer that never comes. Nothing else
+ * bounds that wait: the driver has a connect timeout but no statement timeout, Postgres's own
+ * `statement_timeout` runs on the server that cannot be reached, and TCP gives up only after its
+ * retransmissions (~15 minutes on Linux). Found by `pnpm scenario postgres-partitioned`: a create
+ * waited past 60 s. Destroying the socket turns the partition into a dropped connection, the case
+ * the API already answers 503 `database_unavailable` (retry with the same Idempotency-Key) and the
+ * pool replaces (`postgres-connections-dropped`).
+ *
+ * "Owes an answer" is read off the wire protocol (PostgreSQL docs, "Message Flow"): every `Sync`
+ * or simple `Query` the client sends, and the startup packet, is answered by exactly one
+ * `ReadyForQuery` ('Z'). The watch frames both directions (a type byte and a length; the untyped
+ * startup and cancel packets first) and counts them; while more are owed than arrived, any byte
+ * from the server is progress (rows of a long answer, a notice) and restarts the clock. An idle
+ * connection, or a LISTEN connection waiting for notifications, owes nothing and is never timed
+ * out. A legitimately long statement (a lock wait within `lock_timeout`, a report) must answer
+ * within the bound, which is why tools that run long statements (the CLI, the migrator,
+ * benchmarks) do not use it. TLS connections are not watched (the bytes on the socket are
+ * encrypted): `plainAddressOf` says which.
+ *
+ * The check is one shared timer (unref'd) every `answerWatchTick_ms`. A process that was paused
+ * (SIGSTOP) or blocked looks like silence to a timer that fires first when it resumes, while the
+ * answer sits unread in the socket: the check therefore (1) restarts every clock when a tick comes
+ * late, and (2) destroys in `setImmediate`, after the event loop's I/O phase has delivered what was
+ * waiting, and only if still nothing arrived.
+ */
+
+export const answerTimeoutBounds = { min: 0, max: 600_000 } as const
+/** How often owing sockets are looked at; the timeout fires between `timeout_ms` and that plus one tick. */
+export const answerWatchTick_ms = 250
+/** A tick later than this (the process was paused or blocked) restarts every clock. */
+const lateTick_ms = 4 * answerWatchTick_ms
+
+const PROTOCOL_3 = 196_608
+const READY_FOR_QUERY = 0x5a // 'Z'
+const SYNC = 0x53 // 'S'
+const QUERY = 0x51 // 'Q'
+
+/**
+ * A stream of protocol messages, framed: `onMessage(type)` per message (the type byte; for the
+ * first, untyped packet of a client, its request code). Bytes of a message body are skipped
+ * without being copied.
+ */
+const framer = (untypedFirst: boolean, onMessage: (type: number) => void) => {
+  let untyped = untypedFirst
+  const header = Buffer.alloc(8)
+  let headerHave = 0
+  let bodyLeft = 0
+  return (chunk: Buffer) => {
+    let at = 0
+    while (at < chunk.length) {
+      if (bodyLeft > 0) {
+        const take = Math.min(bodyLeft, chunk.length - at)
+        bodyLeft -= take
+        at += take
+        continue
+      }
+      const headerLength = untyped ? 8 : 5
+      const take = Math.min(headerLength - headerHave, chunk.length - at)
+      chunk.copy(header, headerHave, at, at + take)
+      headerHave += take
+      at += take
+      if (headerHave < headerLength) return
+      headerHave = 0
+      if (untyped) {
+        untyped = false
+        bodyLeft = Math.max(0, header.readInt32BE(0) - 8)
+        onMessage(header.readInt32BE(4))
+      } else {
+        bodyLeft = Math.max(0, header.readInt32BE(1) - 4)
+        onMessage(header[0] ?? 0)
+      }
+    }
+  }
+}
+
+/** A plain TCP connection to Postgres under the answer timeout. */
+class WatchedSocket extends Socket {
+  owed = 0
+  /** When the current wait began, or the last byte arrived during it; undefined while nothing is owed. */
+  quietSince_ms: number | undefined = undefined
+  readonly timeout_ms: number
+  // The startup packet, a Sync or a Query is owed a ReadyForQuery; a CancelRequest (a socket of
+  // its own, closed by the server) and every other message are not.
+  private readonly sent = framer(true, (type) => {
+    if (type === PROTOCOL_3 || type === SYNC || type === QUERY) this.owe()
+  })
+  private readonly received = framer(false, (type) => {
+    if (type === READY_FOR_QUERY && this.owed > 0) this.owed -= 1
+  })
+
+  constructor(timeout_ms: number) {
+    super()
+    this.timeout_ms = timeout_ms
+    this.on("data", (chunk: Buffer) => {
+      this.received(chunk)
+      this.quietSince_ms = this.owed > 0 ? Date.now() : undefined
+    })
+  }
+
+  private owe() {
+    if (this.owed === 0) this.quietSince_ms = Date.now()
+    this.owed += 1
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.sent(chunk)
+    super._write(chunk, encoding, callback)
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
+    for (const { chunk } of chunks) this.sent(chunk)
+    super._writev?.(chunks, callback)
+  }
+}
+
+const watched = new Set<WatchedSocket>()
+let timer: ReturnType<typeof setInterval> | undefined
+let lastTick_ms = 0
+let destroyed = 0
+
+/** How many connections this process destroyed for not answering in time. */
+export const answerTimeoutsSoFar = (): number => destroyed
+
+const destroyIfStillQuiet = (socket: WatchedSocket, since_ms: number) => () => {
+  if (socket.destroyed || socket.quietSince_ms !== since_ms) return
+  destroyed += 1
+  socket.destroy(new Error(`Postgres did not answer for ${socket.timeout_ms} ms (DATABASE_ANSWER_TIMEOUT_MS): connection closed`))
+}
+
+const tick = () => {
+  const now_ms = Date.now()
+  const late = now_ms - lastTick_ms > lateTick_ms
+  lastTick_ms = now_ms
+  for (const socket of watched) {
+    if (socket.destroyed) {
+      watched.delete(socket)
+      continue
+    }
+    const since_ms = socket.quietSince_ms
+    if (since_ms === undefined) continue
+    if (late) socket.quietSince_ms = now_ms
+    else if (now_ms - since_ms >= socket.timeout_ms) setImmediate(destroyIfStillQuiet(socket, since_ms))
+  }
+  if (watched.size === 0 && timer !== undefined) {
+    clearInterval(timer)
+    timer = undefined
+  }
+}
+
+const watch = (socket: WatchedSocket): WatchedSocket => {
+  watched.add(socket)
+  socket.once("close", () => watched.delete(socket))
+  if (timer === undefined) {
+    lastTick_ms = Date.now()
+    timer = setInterval(tick, answerWatchTick_ms)
+    timer.unref()
+  }
+  return socket
+}
+
+/** Where a `postgres://` URL points: a TCP host and port, or a Unix socket (`?host=/dir`). */
+export type PostgresAddress = { readonly host: string; readonly port: number } | { readonly path: string }
+
+/**
+ * The address of `url` as the driver reads it (host, port 5432 by default, `host=` a directory for
+ * a Unix socket), or `undefined` when the connection is not a plain one the watch can read: TLS
+ * (`sslmode` other than `disable`), several hosts, or a URL it cannot parse (the driver then
+ * connects on its own, unwatched, and reports what is wrong with the URL).
+ */
+export const plainAddressOf = (url: string): PostgresAddress | undefined => {
+  if (!URL.canParse(url)) return undefined
+  const parsed = new URL(url)
+  const sslmode = parsed.searchParams.get("sslmode")
+  if (sslmode !== null && sslmode !== "disable") return undefined
+  if (parsed.hostname.includes(",")) return undefined
+  const port = parsed.port === "" ? 5432 : Number(parsed.port)
+  const hostParam = parsed.searchParams.get("host")
+  if (hostParam !== null && hostParam.startsWith("/")) return { path: `${hostParam.replace(/\/+$/, "")}/.s.PGSQL.${port}` }
+  const host = hostParam ?? decodeURIComponent(parsed.hostname).replace(/^\[(.*)\]$/, "$1")
+  return { host: host === "" ? "localhost" : host, port }
+}
+
+/** A socket factory for the driver's `stream` option: a plain connection under the answer timeout. */
+export const watchedSocketFactory = (address: PostgresAddress, timeout_ms: number) => (): Socket => {
+  const socket = watch(new WatchedSocket(timeout_ms))
+  if ("path" in address) socket.connect({ path: address.path })
+  else socket.setNoDelay(true).connect({ host: address.host, port: address.port })
+  return socket
+}

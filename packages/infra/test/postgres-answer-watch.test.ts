@@ -1,0 +1,100 @@
+import { assert, describe, it } from "@effect/vitest"
+import { acquireTestDatabase } from "@pay/testkit"
+import { startFaultProxy } from "@pay/testkit/FaultProxy"
+import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { isSqlError } from "effect/sql/SqlError"
+import { answerTimeoutsSoFar, decodeRows, plainAddressOf, postgresLayer, sqlFailureKind } from "../src/index.ts"
+
+/**
+ * The database answer timeout (PostgresAnswerWatch.ts) against a real Postgres through the fault
+ * proxy's partition (`blackhole`: open connections go silent, new ones hang; bytes held, delivered
+ * when it heals). Without the watch, the statements below wait for as long as the partition lasts
+ * (`pnpm scenario postgres-partitioned` hung past 60 s).
+ */
+const answerTimeout_ms = 1_000
+/** The watch looks every 250 ms; a statement fails within the timeout, a tick and some scheduling. */
+const failsWithin_ms = answerTimeout_ms + 1_000
+
+const Pid = Schema.Struct({ pid: Schema.Int })
+const backendPid = (sql: SqlClient.SqlClient) =>
+  decodeRows(Pid)(sql`SELECT pg_backend_pid() AS pid`).pipe(Effect.map((rows) => rows[0]?.pid ?? -1))
+
+/** A client on a fresh test database reached through a fault proxy, with the answer timeout on. */
+const throughProxy = Effect.gen(function* () {
+  const database = yield* acquireTestDatabase
+  const target = new URL(database.url)
+  const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
+  const viaProxy = new URL(database.url)
+  viaProxy.port = String(proxy.port)
+  const client = yield* Layer.build(postgresLayer({ url: Redacted.make(viaProxy.toString()), maxConnections: 2, answerTimeout_ms, applicationName: "pay-test-watch" }))
+  return { proxy, sql: Context.get(client, SqlClient.SqlClient) }
+})
+
+/** Runs `statement` and answers how long it took and how it ended. */
+const timed = <A, E>(statement: Effect.Effect<A, E>) =>
+  Effect.gen(function* () {
+    const started_ms = Date.now()
+    const result = yield* Effect.result(statement.pipe(Effect.timeout("20 seconds")))
+    return { elapsed_ms: Date.now() - started_ms, result }
+  })
+
+describe("the database answer timeout (DATABASE_ANSWER_TIMEOUT_MS)", () => {
+  it.live("a statement on a partitioned connection fails within the timeout as a database outage (503), and the pool reconnects after the heal", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const { proxy, sql } = yield* throughProxy
+      yield* backendPid(sql)
+      const closedBefore = answerTimeoutsSoFar()
+      // Right after an answer: the partition may hold the end of it (its ReadyForQuery), so the
+      // next statement waits for the connection to be free before it writes anything. Still owed.
+      yield* proxy.setMode("blackhole")
+      const during = yield* timed(backendPid(sql))
+      assert.strictEqual(during.result._tag, "Failure", "no answer through a partition")
+      assert.isAtLeast(during.elapsed_ms, answerTimeout_ms - 50)
+      assert.isAtMost(during.elapsed_ms, failsWithin_ms, `failed after ${during.elapsed_ms} ms`)
+      if (during.result._tag === "Failure") {
+        const error = during.result.failure
+        assert.isTrue(isSqlError(error) && sqlFailureKind(error) === "unavailable", `a connection failure (503 database_unavailable): ${String(error)}`)
+      }
+      assert.isAtLeast(answerTimeoutsSoFar() - closedBefore, 1, "the watch closed the silent connection")
+      // A new connection hangs as well; it is bounded too.
+      const opening = yield* timed(backendPid(sql))
+      assert.strictEqual(opening.result._tag, "Failure")
+      assert.isAtMost(opening.elapsed_ms, failsWithin_ms, `a new connection failed after ${opening.elapsed_ms} ms`)
+      yield* proxy.setMode("pass")
+      const after = yield* timed(backendPid(sql))
+      assert.strictEqual(after.result._tag, "Success", "after the heal the pool opens a working connection")
+    })), 30_000)
+
+  it.live("a connection that owes nothing is never closed: an idle one outlives a partition longer than the timeout", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const { proxy, sql } = yield* throughProxy
+      const pid = yield* backendPid(sql)
+      // Let the answer's last bytes arrive before the partition: the connection owes nothing.
+      yield* Effect.sleep("200 millis")
+      yield* proxy.setMode("blackhole")
+      yield* Effect.sleep(`${answerTimeout_ms * 2} millis`)
+      yield* proxy.setMode("pass")
+      const again = yield* backendPid(sql)
+      assert.strictEqual(again, pid, "the same backend answers: the idle connection was kept")
+    })), 30_000)
+
+  it.live("a statement that answers within the bound is untouched, one that stays silent past it is closed (the trade-off: long statements belong to tools without the watch)", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const { sql } = yield* throughProxy
+      const quick = yield* timed(sql`SELECT pg_sleep(${(answerTimeout_ms * 0.5) / 1_000})`)
+      assert.strictEqual(quick.result._tag, "Success")
+      const silent = yield* timed(sql`SELECT pg_sleep(${(answerTimeout_ms * 3) / 1_000})`)
+      assert.strictEqual(silent.result._tag, "Failure", "a statement silent for 3x the bound is cut")
+      assert.isAtMost(silent.elapsed_ms, failsWithin_ms)
+    })), 30_000)
+
+  it("plainAddressOf: TCP, a Unix socket directory, and no watch for TLS or several hosts", () => {
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@127.0.0.1:6543/payments"), { host: "127.0.0.1", port: 6543 })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@localhost/payments"), { host: "localhost", port: 5432 })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@localhost/payments?host=/var/run/postgresql"), { path: "/var/run/postgresql/.s.PGSQL.5432" })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@127.0.0.1/payments?sslmode=disable"), { host: "127.0.0.1", port: 5432 })
+    assert.isUndefined(plainAddressOf("postgres://pay_app@db.example/payments?sslmode=require"))
+    assert.isUndefined(plainAddressOf("postgres://pay_app@a,b/payments"))
+  })
+})
