@@ -33,8 +33,16 @@ export const boundedIntJson = (minimum: number, maximum: number, message: string
 /** `amount` on the wire: a JSON integer of minor units (cents for USD, yen for JPY). */
 export const AmountJson = boundedIntJson(1, Number(AMOUNT_MINOR_MAX), `must be an integer number of minor units between 1 and ${AMOUNT_MINOR_MAX}`).annotate({ description: "Amount in minor units of the currency (e.g. 1050 = 10.50 USD, 1050 = 1050 JPY)" })
 
-/** `POST /v1/payments` body. Unknown fields are rejected. */
-export const CreatePaymentBody = Schema.Struct({ amount: AmountJson, ...paymentRequestFields })
+/**
+ * `POST /v1/payments` body. Unknown fields are rejected. `description` may be `null`, as the
+ * payment shows it when there is none: the same as leaving it out (a client that sends back what
+ * it read is not refused).
+ */
+export const CreatePaymentBody = Schema.Struct({
+  amount: AmountJson,
+  ...paymentRequestFields,
+  description: Schema.optionalKey(Schema.NullOr(Description).annotate({ description: "Free text, at most 500 characters; null or absent: none" }))
+})
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
 /**
@@ -80,7 +88,8 @@ export type PaymentJson = typeof PaymentJson.Type
 /** `POST /v1/payments/{id}/refunds` body. Unknown fields are rejected. */
 export const CreateRefundBody = Schema.Struct({
   amount: Schema.optionalKey(AmountJson.annotate({ description: "What to give back, in minor units (default: what is left of the captured amount)" })),
-  reason: Schema.optionalKey(RefundReason),
+  // `null`, as the refund shows it when there is none: the same as leaving it out.
+  reason: Schema.optionalKey(Schema.NullOr(RefundReason).annotate({ description: "Why the money goes back; null or absent: none given" })),
   metadata: Schema.optionalKey(Metadata)
 })
 export type CreateRefundBody = typeof CreateRefundBody.Type

@@ -57,6 +57,27 @@ const refundBooks = (paymentId: string) =>
 const euroBalance = (m: TestMerchant) => Effect.map(payableBalance(m), (balances) => JSON.stringify(balances))
 
 layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (it) => {
+  it.effect("null as the reads show it: a create with description null and a refund with reason null are accepted as 'none', the same key replays, a wrong type is still a 400", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Nulls")
+      const key = newKey("create")
+      const body = { amount: 2_500, currency: "EUR", payment_method: "pm_card_visa", description: null }
+      const created = yield* post(merchant, "/v1/payments", key, { json: body })
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      assert.isNull(jsonOf(created)["description"], "shown as null, as sent")
+      const again = yield* post(merchant, "/v1/payments", key, { json: body })
+      assert.isTrue(replayed(again))
+      assert.strictEqual(again.text, created.text)
+      const wrong = yield* post(merchant, "/v1/payments", newKey("create"), { json: { ...body, description: 5 } })
+      assert.deepStrictEqual([wrong.status, jsonOf(wrong)["field"]], [400, "description"], describeAnswer(wrong))
+      const { merchant: payer, id } = yield* settledPayment("Nulls refund", 4_000n)
+      const refunded = yield* refund(payer, id, newKey("refund"), { amount: 1_000, reason: null })
+      assert.strictEqual(refunded.status, 201, describeAnswer(refunded))
+      assert.isNull(jsonOf(refunded)["reason"], "no reason given")
+      const badReason = yield* refund(payer, id, newKey("refund"), { amount: 1_000, reason: "because" })
+      assert.deepStrictEqual([badReason.status, jsonOf(badReason)["field"]], [400, "reason"], describeAnswer(badReason))
+    }))
+
   it.effect("partial then the rest: 201 SUCCEEDED each, the key replays, list and retrieve; one reversal each, the balance falls by the refunds, the cap refuses 1 more", () =>
     Effect.gen(function* () {
       const { merchant, id } = yield* settledPayment("Refunds", 10_000n)

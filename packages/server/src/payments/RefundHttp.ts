@@ -24,13 +24,15 @@ export const REFUNDS_PAGE_LIMIT_DEFAULT = PageLimit.make(PAGE_LIMIT_MAX)
  */
 export const refundOperation = (paymentId: string) => (body: Schema.Json | undefined) =>
   decodeBody(CreateRefundBody, bodyOrEmpty(body)).pipe(
-    Effect.flatMap(({ amount, ...requested }) =>
+    Effect.flatMap(({ amount, reason, ...requested }) =>
       Option.isNone(decodePaymentId(paymentId))
         ? Effect.fail(new PaymentNotFound({ paymentId: paymentId.slice(0, 100) }))
         : Effect.succeed<PaymentOperation>({
           _tag: "refund",
           payment_id: paymentId,
           ...(amount === undefined ? {} : { amount_minor: AmountMinor.make(BigInt(amount)) }),
+          // null is "none given", as absent (CreateRefundBody).
+          ...(reason === null || reason === undefined ? {} : { reason }),
           ...requested
         })
     )

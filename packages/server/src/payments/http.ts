@@ -45,9 +45,11 @@ const changeContext = (request: HttpServerRequest.HttpServerRequest, apiKeyId: s
 /** HTTP → operation: the create body, decoded and validated before anything is executed. */
 const createOperation = (body: Schema.Json | undefined) =>
   decodeBody(CreatePaymentBody, bodyOrEmpty(body)).pipe(
-    Effect.map(({ amount, ...requested }): PaymentOperation => ({
+    Effect.map(({ amount, description, ...requested }): PaymentOperation => ({
       _tag: "create",
       amount_minor: AmountMinor.make(BigInt(amount)),
+      // null is "none", as absent (CreatePaymentBody).
+      ...(description === null || description === undefined ? {} : { description }),
       ...requested
     }))
   )

@@ -1195,7 +1195,8 @@ export interface operations {
                     amount: number;
                     currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                     payment_method: string & unknown;
-                    description?: string;
+                    /** @description Free text, at most 500 characters; null or absent: none */
+                    description?: string | null;
                     /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                     metadata?: {
                         [key: string]: string;
@@ -2405,8 +2406,8 @@ export interface operations {
                 "application/json": {
                     /** @description What to give back, in minor units (default: what is left of the captured amount) */
                     amount?: number;
-                    /** @enum {string} */
-                    reason?: "requested_by_customer" | "duplicate" | "fraudulent";
+                    /** @description Why the money goes back; null or absent: none given */
+                    reason?: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
                     /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
                     metadata?: {
                         [key: string]: string;
