@@ -1,10 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { startFaultProxy } from "@pay/testkit/FaultProxy"
-import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { Context, Effect, Layer, Metric, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
-import { answerTimeoutsSoFar, decodeRows, plainAddressOf, postgresLayer, sqlFailureKind } from "../src/index.ts"
+import { answerTimeoutsSoFar, DatabasePoolMetricsLive, dbAnswerTimeouts, decodeRows, plainAddressOf, postgresLayer, ProcessMetricsLive, sqlFailureKind } from "../src/index.ts"
 
 /**
  * The database answer timeout (PostgresAnswerWatch.ts) against a real Postgres through the fault
@@ -87,6 +87,24 @@ describe("the database answer timeout (DATABASE_ANSWER_TIMEOUT_MS)", () => {
       const silent = yield* timed(sql`SELECT pg_sleep(${(answerTimeout_ms * 3) / 1_000})`)
       assert.strictEqual(silent.result._tag, "Failure", "a statement silent for 3x the bound is cut")
       assert.isAtMost(silent.elapsed_ms, failsWithin_ms)
+    })), 30_000)
+
+  it.live("db_client_answer_timeouts_total counts each close once, with the server's metric layers (process and pool) both running", () =>
+    Effect.scoped(Effect.gen(function* () {
+      process.env["RUNTIME_METRICS_INTERVAL_MS"] = "500"
+      const { proxy, sql } = yield* throughProxy
+      yield* Layer.build(Layer.mergeAll(ProcessMetricsLive, DatabasePoolMetricsLive.pipe(Layer.provide(Layer.succeed(SqlClient.SqlClient, sql)))))
+      yield* backendPid(sql)
+      yield* Effect.sleep("1200 millis")
+      const closesBefore = answerTimeoutsSoFar()
+      const countedBefore = (yield* Metric.value(dbAnswerTimeouts)).count
+      yield* proxy.setMode("blackhole")
+      yield* timed(backendPid(sql))
+      yield* proxy.setMode("pass")
+      yield* Effect.sleep("1200 millis") // two sampling rounds (500 ms, the least allowed)
+      const closed = answerTimeoutsSoFar() - closesBefore
+      assert.isAtLeast(closed, 1)
+      assert.strictEqual((yield* Metric.value(dbAnswerTimeouts)).count - countedBefore, closed, "the counter moved by the closes, once each")
     })), 30_000)
 
   it("plainAddressOf: TCP, a Unix socket directory, and no watch for TLS or several hosts", () => {

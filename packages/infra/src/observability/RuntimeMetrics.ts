@@ -76,8 +76,9 @@ export const ProcessMetricsLive: Layer.Layer<never> = Layer.effectDiscard(
       for (const seconds of pauses.splice(0)) yield* Metric.update(gcDuration, seconds)
     })
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
-    // Counted apart from the sample above, which needs the database that is not answering; shown
-    // from the start (0), so that a scrape tells "none" from "not exported".
+    // The database answer timeout's closes (PostgresAnswerWatch.ts), here rather than beside the
+    // pool's gauges: those are sampled from the database that is not answering, and every process
+    // has these. Shown from the start (0), so that a scrape tells "none" from "not exported".
     yield* Metric.update(dbAnswerTimeouts, 0)
     let counted = 0
     const countAnswerTimeouts = Effect.suspend(() => {
@@ -90,7 +91,7 @@ export const ProcessMetricsLive: Layer.Layer<never> = Layer.effectDiscard(
   })
 )
 
-const dbAnswerTimeouts = Metric.counter("db_client_answer_timeouts_total", {
+export const dbAnswerTimeouts = Metric.counter("db_client_answer_timeouts_total", {
   description: "Postgres connections this process closed because a statement had no answer within DATABASE_ANSWER_TIMEOUT_MS (a partition, a database that stopped answering)",
   incremental: true
 })
@@ -118,16 +119,5 @@ export const DatabasePoolMetricsLive: Layer.Layer<never, never, SqlClient.SqlCli
       Effect.catchCause((cause) => Effect.logDebug("db connection metrics: sample failed", cause))
     )
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
-    // Counted apart from the sample above, which needs the database that is not answering; shown
-    // from the start (0), so that a scrape tells "none" from "not exported".
-    yield* Metric.update(dbAnswerTimeouts, 0)
-    let counted = 0
-    const countAnswerTimeouts = Effect.suspend(() => {
-      const now = answerTimeoutsSoFar()
-      const added = now - counted
-      counted = now
-      return added > 0 ? Metric.update(dbAnswerTimeouts, added) : Effect.void
-    })
-    yield* Effect.forkScoped(Effect.repeat(countAnswerTimeouts, Schedule.spaced(interval_ms)))
   })
 )
