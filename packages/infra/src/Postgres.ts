@@ -63,15 +63,20 @@ export const postgresLiveWith = (answerTimeoutDefault_ms: number) =>
       const url = yield* DatabaseUrl
       const maxConnections = yield* DatabasePoolSize
       const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
+      if (answerTimeout_ms > 0 && plainAddressOf(Redacted.value(url)) === undefined) {
+        // Said once at start-up: otherwise a partition would find the bound silently absent.
+        yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: DATABASE_URL is not a plain connection (TLS, several hosts, or not parseable); a statement on a partitioned connection waits for TCP to give up")
+      }
       return postgresLayer({ url, maxConnections, answerTimeout_ms })
     })
   )
 
 /**
  * A service's client (the server, the publisher, the consumers, the sender): answers bounded by
- * 10 s unless configured. Twice the longest wait a statement of ours is allowed on purpose (a
- * payment's row lock, `lock_timeout` 5 s, PaymentRepository.ts): a lock wait ends in its own typed
- * answer (409), never in the watch's 503.
+ * 10 s unless configured. Twice the one wait with a bound of its own (a payment's row lock,
+ * `lock_timeout` 5 s, PaymentRepository.ts): that wait ends in its own typed answer (409), never in
+ * the watch's 503. Waits without a bound of their own (other row and advisory locks) end here
+ * after 10 s (ADR 0015).
  */
 export const defaultAnswerTimeout_ms = 10_000
 export const PostgresLive = postgresLiveWith(defaultAnswerTimeout_ms)

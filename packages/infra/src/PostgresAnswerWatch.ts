@@ -1,4 +1,5 @@
 import { Socket } from "node:net"
+import { performance } from "node:perf_hooks"
 
 /**
  * The database answer timeout (`DATABASE_ANSWER_TIMEOUT_MS`): a connection that owes an answer
@@ -24,7 +25,9 @@ import { Socket } from "node:net"
  * benchmarks) do not use it. TLS connections are not watched (the bytes on the socket are
  * encrypted): `plainAddressOf` says which.
  *
- * The check is one shared timer (unref'd) every `answerWatchTick_ms`. A process that was paused
+ * Time is `performance.now()` (monotonic: a wall-clock step changes nothing). A socket the driver
+ * paused (a row stream whose reader is behind) is not silent on the server's account: its clock
+ * restarts until it reads again. The check is one shared timer (unref'd) every `answerWatchTick_ms`. A process that was paused
  * (SIGSTOP) or blocked looks like silence to a timer that fires first when it resumes, while the
  * answer sits unread in the socket: the check therefore (1) restarts every clock when a tick comes
  * late, and (2) destroys in `setImmediate`, after the event loop's I/O phase has delivered what was
@@ -100,12 +103,12 @@ class WatchedSocket extends Socket {
     this.timeout_ms = timeout_ms
     this.on("data", (chunk: Buffer) => {
       this.received(chunk)
-      this.quietSince_ms = this.owed > 0 ? Date.now() : undefined
+      this.quietSince_ms = this.owed > 0 ? performance.now() : undefined
     })
   }
 
   private owe() {
-    if (this.owed === 0) this.quietSince_ms = Date.now()
+    if (this.owed === 0) this.quietSince_ms = performance.now()
     this.owed += 1
   }
 
@@ -135,7 +138,7 @@ const destroyIfStillQuiet = (socket: WatchedSocket, since_ms: number) => () => {
 }
 
 const tick = () => {
-  const now_ms = Date.now()
+  const now_ms = performance.now()
   const late = now_ms - lastTick_ms > lateTick_ms
   lastTick_ms = now_ms
   for (const socket of watched) {
@@ -145,7 +148,9 @@ const tick = () => {
     }
     const since_ms = socket.quietSince_ms
     if (since_ms === undefined) continue
-    if (late) socket.quietSince_ms = now_ms
+    // Paused by the driver (a stream whose reader is behind: it stops reading at 512 buffered
+    // rows): the silence is ours, not the server's.
+    if (late || socket.isPaused()) socket.quietSince_ms = now_ms
     else if (now_ms - since_ms >= socket.timeout_ms) setImmediate(destroyIfStillQuiet(socket, since_ms))
   }
   if (watched.size === 0 && timer !== undefined) {
@@ -158,7 +163,7 @@ const watch = (socket: WatchedSocket): WatchedSocket => {
   watched.add(socket)
   socket.once("close", () => watched.delete(socket))
   if (timer === undefined) {
-    lastTick_ms = Date.now()
+    lastTick_ms = performance.now()
     timer = setInterval(tick, answerWatchTick_ms)
     timer.unref()
   }
@@ -169,22 +174,36 @@ const watch = (socket: WatchedSocket): WatchedSocket => {
 export type PostgresAddress = { readonly host: string; readonly port: number } | { readonly path: string }
 
 /**
- * The address of `url` as the driver reads it (host, port 5432 by default, `host=` a directory for
- * a Unix socket), or `undefined` when the connection is not a plain one the watch can read: TLS
- * (`sslmode` other than `disable`), several hosts, or a URL it cannot parse (the driver then
- * connects on its own, unwatched, and reports what is wrong with the URL).
+ * The address of `url` as the driver reads it (`parseUrl` and `resolveConfig` in @effect/sql-pg
+ * 4.0.5's PgConnection.js): the authority's host (percent-decoded; `[…]` an IPv6 literal) and
+ * port, then the query parameters in order, the last of each winning (`host`, `port`, `sslmode`);
+ * `localhost` and 5432 by default; a host that starts with `/` is a Unix socket directory. It is
+ * `undefined`, and the driver connects on its own, unwatched, when the connection is not a plain
+ * one the watch can read: TLS (`sslmode` other than `disable`: `PostgresLive` logs that the bound
+ * is off), several hosts, or a URL the driver will refuse itself (a bad escape or port), whose
+ * error is then the driver's.
  */
 export const plainAddressOf = (url: string): PostgresAddress | undefined => {
   if (!URL.canParse(url)) return undefined
   const parsed = new URL(url)
-  const sslmode = parsed.searchParams.get("sslmode")
-  if (sslmode !== null && sslmode !== "disable") return undefined
-  if (parsed.hostname.includes(",")) return undefined
-  const port = parsed.port === "" ? 5432 : Number(parsed.port)
-  const hostParam = parsed.searchParams.get("host")
-  if (hostParam !== null && hostParam.startsWith("/")) return { path: `${hostParam.replace(/\/+$/, "")}/.s.PGSQL.${port}` }
-  const host = hostParam ?? decodeURIComponent(parsed.hostname).replace(/^\[(.*)\]$/, "$1")
-  return { host: host === "" ? "localhost" : host, port }
+  let host = "localhost"
+  let port = 5432
+  let sslmode = "disable"
+  try {
+    if (parsed.hostname !== "") {
+      host = parsed.hostname.startsWith("[") && parsed.hostname.endsWith("]") ? parsed.hostname.slice(1, -1) : decodeURIComponent(parsed.hostname)
+    }
+  } catch {
+    return undefined
+  }
+  if (parsed.port !== "") port = Number(parsed.port)
+  for (const [key, value] of parsed.searchParams) {
+    if (key === "host") host = value
+    else if (key === "port") port = Number(value)
+    else if (key === "sslmode") sslmode = value
+  }
+  if (sslmode !== "disable" || !Number.isInteger(port) || port < 1 || port > 65_535 || host.includes(",")) return undefined
+  return host.startsWith("/") ? { path: `${host}/.s.PGSQL.${port}` } : { host, port }
 }
 
 /** A socket factory for the driver's `stream` option: a plain connection under the answer timeout. */

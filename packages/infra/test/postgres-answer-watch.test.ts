@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { startFaultProxy } from "@pay/testkit/FaultProxy"
-import { Context, Effect, Layer, Metric, Redacted, Schema } from "effect"
+import { Context, Effect, Layer, Metric, Redacted, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
 import { answerTimeoutsSoFar, DatabasePoolMetricsLive, dbAnswerTimeouts, decodeRows, plainAddressOf, postgresLayer, ProcessMetricsLive, sqlFailureKind } from "../src/index.ts"
@@ -89,6 +89,24 @@ describe("the database answer timeout (DATABASE_ANSWER_TIMEOUT_MS)", () => {
       assert.isAtMost(silent.elapsed_ms, failsWithin_ms)
     })), 30_000)
 
+  it.live("a row stream whose reader is slower than the bound is not cut: the driver's pause is not the server's silence", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const { sql } = yield* throughProxy
+      // Past 512 buffered rows the driver pauses the socket until the reader catches up.
+      // A result far larger than the socket buffers (20 MB), and a reader that stops for longer
+      // than the bound twice at the start: the server is blocked on a full socket meanwhile.
+      let chunks = 0
+      let rows = 0
+      const read = yield* Stream.runForEachArray(sql`SELECT n, repeat('x', 200) AS filler FROM generate_series(1, 100000) AS n`.stream, (batch) =>
+        Effect.suspend(() => {
+          chunks += 1
+          rows += batch.length
+          return chunks <= 2 ? Effect.sleep(`${answerTimeout_ms * 1.5} millis`) : Effect.void
+        })).pipe(Effect.result)
+      assert.strictEqual(read._tag, "Success", read._tag === "Failure" ? String(read.failure) : "")
+      assert.strictEqual(rows, 100_000)
+    })), 30_000)
+
   it.live("db_client_answer_timeouts_total counts each close once, with the server's metric layers (process and pool) both running", () =>
     Effect.scoped(Effect.gen(function* () {
       process.env["RUNTIME_METRICS_INTERVAL_MS"] = "500"
@@ -114,5 +132,14 @@ describe("the database answer timeout (DATABASE_ANSWER_TIMEOUT_MS)", () => {
     assert.deepStrictEqual(plainAddressOf("postgres://pay_app@127.0.0.1/payments?sslmode=disable"), { host: "127.0.0.1", port: 5432 })
     assert.isUndefined(plainAddressOf("postgres://pay_app@db.example/payments?sslmode=require"))
     assert.isUndefined(plainAddressOf("postgres://pay_app@a,b/payments"))
+    // As the driver reads them (outside review): the port parameter, a percent-encoded socket
+    // directory, the last of a repeated parameter, a bad escape left to the driver's own error.
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?port=6543"), { host: "h", port: 6543 })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?port=6543&host=/tmp"), { path: "/tmp/.s.PGSQL.6543" })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@%2Fvar%2Frun%2Fpostgresql/payments"), { path: "/var/run/postgresql/.s.PGSQL.5432" })
+    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?host=/a&host=b"), { host: "b", port: 5432 })
+    assert.isUndefined(plainAddressOf("postgres://pay_app@h/payments?sslmode=disable&sslmode=require"))
+    assert.isUndefined(plainAddressOf("postgres://pay_app@a%zzb/payments"))
+    assert.isUndefined(plainAddressOf("postgres://pay_app@h/payments?port=0"))
   })
 })
