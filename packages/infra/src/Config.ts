@@ -1,6 +1,7 @@
 import { Config, Option, Redacted, Schema } from "effect"
-import { boundedInt, boundedString, boundedStringSchema } from "./BoundedConfig.ts"
+import { boundedInt, boundedString, boundedStringSchema, offOrBoundedInt } from "./BoundedConfig.ts"
 import { answerTimeoutBounds } from "./PostgresAnswerWatch.ts"
+import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } from "./PostgresSessionBounds.ts"
 
 /**
  * Where the platform's dependencies are. Every value comes from the environment, with defaults
@@ -18,6 +19,7 @@ import { answerTimeoutBounds } from "./PostgresAnswerWatch.ts"
  * | `KAFKA_TOPIC_PREFIX` | (empty)                                       | 0..100 of `[A-Za-z0-9._-]`    |
  * | `DATABASE_POOL_SIZE` | 20                                            | 1..200                        |
  * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
+ * | `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 30000                  | 0 (off) or 1000..3600000      |
  */
 export const configBounds = {
   url: { length_max: 2_048, pattern: /^\S+$/, expected: "a non-empty URL without spaces" },
@@ -68,3 +70,14 @@ export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.da
  */
 export const DatabaseAnswerTimeout = (fallback_ms: number) =>
   boundedInt("DATABASE_ANSWER_TIMEOUT_MS", answerTimeoutBounds, fallback_ms)
+
+/**
+ * How long a backend may sit inside a transaction waiting for this process before Postgres ends
+ * the session and releases its locks (PostgresSessionBounds.ts: a partition's open transactions);
+ * 0: the server's setting.
+ */
+export const DatabaseIdleInTransactionTimeout = offOrBoundedInt(
+  "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+  idleInTransactionTimeoutBounds,
+  defaultIdleInTransactionTimeout_ms
+)

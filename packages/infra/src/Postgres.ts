@@ -6,8 +6,9 @@ import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { DatabaseAnswerTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
+import { DatabaseAnswerTimeout, DatabaseIdleInTransactionTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
+import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
 /** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
@@ -23,6 +24,12 @@ export interface PostgresOptions {
    * that run long statements). Plain connections only: a TLS URL (`sslmode`) is not watched.
    */
   readonly answerTimeout_ms?: number
+  /**
+   * When set, every connection's startup packet bounds the backend's side of a partition
+   * (PostgresSessionBounds.ts): this `idle_in_transaction_session_timeout` (0: the server's) and the server's
+   * TCP keepalives, user timeout and client check. Absent: the server's own settings.
+   */
+  readonly idleInTransactionTimeout_ms?: number
 }
 
 /**
@@ -44,6 +51,9 @@ export const postgresLayer = (options: PostgresOptions) => {
   return PgClient.layer({
     url: options.url,
     ...(address === undefined ? {} : { stream: watchedSocketFactory(address, answerTimeout_ms) }),
+    ...(options.idleInTransactionTimeout_ms === undefined
+      ? {}
+      : { startupParameters: sessionStartupParameters(options.idleInTransactionTimeout_ms) }),
     maxConnections: options.maxConnections,
     minConnections: 1,
     connectTimeout: "5 seconds",
@@ -54,8 +64,9 @@ export const postgresLayer = (options: PostgresOptions) => {
 }
 
 /**
- * The Postgres client configured from `DATABASE_URL`, `DATABASE_POOL_SIZE` and
- * `DATABASE_ANSWER_TIMEOUT_MS` (its default `answerTimeoutDefault_ms`).
+ * The Postgres client configured from `DATABASE_URL`, `DATABASE_POOL_SIZE`,
+ * `DATABASE_ANSWER_TIMEOUT_MS` (its default `answerTimeoutDefault_ms`) and
+ * `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` (with the server's TCP bounds, PostgresSessionBounds.ts).
  */
 export const postgresLiveWith = (answerTimeoutDefault_ms: number) =>
   Layer.unwrap(
@@ -63,11 +74,12 @@ export const postgresLiveWith = (answerTimeoutDefault_ms: number) =>
       const url = yield* DatabaseUrl
       const maxConnections = yield* DatabasePoolSize
       const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
+      const idleInTransactionTimeout_ms = yield* DatabaseIdleInTransactionTimeout
       if (answerTimeout_ms > 0 && plainAddressOf(Redacted.value(url)) === undefined) {
         // Said once at start-up: otherwise a partition would find the bound silently absent.
         yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: DATABASE_URL is not a plain connection (TLS, several hosts, or not parseable); a statement on a partitioned connection waits for TCP to give up")
       }
-      return postgresLayer({ url, maxConnections, answerTimeout_ms })
+      return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms })
     })
   )
 

@@ -7,7 +7,9 @@ export class FaultProxyError extends Schema.TaggedError<FaultProxyError>()("Faul
  * `pass`: bytes flow; `refuse`: new connections are closed at once; `blackhole`: a network
  * partition: new connections are accepted and never answered, and the open ones stop delivering
  * (their bytes are held, both ways, and delivered in order once the mode is `pass` again, as TCP
- * retransmission would after the partition heals).
+ * retransmission would after the partition heals). A side that closes during the partition is
+ * not seen by the other until the heal either (its FIN is held after its bytes): the database
+ * keeps the session, its transaction and its locks, as it does in a real partition.
  */
 export type ProxyMode = "pass" | "refuse" | "blackhole"
 
@@ -37,6 +39,8 @@ interface Pair {
   readonly client: Socket
   readonly upstream: Socket | undefined
   readonly releases: ReadonlyArray<() => void>
+  /** A side closed during the partition: the other side is closed after the heal delivers what was held. */
+  closeOnHeal: boolean
 }
 
 /**
@@ -100,7 +104,7 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         client.on("error", () => undefined)
         if (mode === "refuse") return void client.destroy()
         if (mode === "blackhole") {
-          const pair: Pair = { client, upstream: undefined, releases: [] }
+          const pair: Pair = { client, upstream: undefined, releases: [], closeOnHeal: false }
           pairs.add(pair)
           client.once("close", () => pairs.delete(pair))
           return
@@ -111,10 +115,12 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         const pair: Pair = {
           client,
           upstream,
-          releases: [forward(client, upstream, () => latency_ms, partitioned), forward(upstream, client, () => latency_ms, partitioned)]
+          releases: [forward(client, upstream, () => latency_ms, partitioned), forward(upstream, client, () => latency_ms, partitioned)],
+          closeOnHeal: false
         }
         pairs.add(pair)
         const close = () => {
+          if (partitioned()) return void (pair.closeOnHeal = true)
           pairs.delete(pair)
           client.destroy()
           upstream.destroy()
@@ -139,7 +145,15 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         }),
         setMode: (next) => Effect.sync(() => {
           mode = next
-          if (next !== "blackhole") for (const pair of pairs) for (const release of pair.releases) release()
+          if (next === "blackhole") return
+          for (const pair of [...pairs]) {
+            for (const release of pair.releases) release()
+            if (!pair.closeOnHeal) continue
+            // After what was held: `end` sends the FIN once the writes above are flushed.
+            pairs.delete(pair)
+            pair.client.end()
+            pair.upstream?.end()
+          }
         }),
         setLatency: (next) => Effect.sync(() => {
           latency_ms = Math.max(0, Math.min(maxLatency_ms, Math.round(next)))
