@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
-import { startFaultProxy } from "@pay/testkit/FaultProxy"
+import { type FaultProxy, startFaultProxy } from "@pay/testkit/FaultProxy"
 import { ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { DatabaseIdleInTransactionTimeout, decodeRows, postgresLayer, serverTcpBounds, sessionStartupParameters } from "../src/index.ts"
@@ -74,16 +74,28 @@ const sessionGoneWithin = (direct: Client, applicationName: string, doing: Doing
   })
 
 /**
- * In a transaction through the proxy: locks the row, says so, then (after the partition) sends a
- * statement that gets no answer; the answer watch closes the connection after its timeout.
+ * In a transaction through the proxy: locks the row, then the proxy partitions, then the
+ * transaction sends a statement that gets no answer (the answer watch closes the connection after
+ * its timeout). Answers the transaction's fiber (its exit) and when the partition began.
  */
-const lockThenPartitioned = (client: Client, locked: Deferred.Deferred<void>, partitioned: Deferred.Deferred<void>) =>
-  client.sql.withTransaction(Effect.gen(function* () {
-    yield* client.sql`SELECT id FROM locked_row WHERE id = 1 FOR UPDATE`
-    yield* Deferred.succeed(locked, undefined)
-    yield* Deferred.await(partitioned)
-    yield* client.sql`SELECT 1`
-  })).pipe(Effect.exit)
+const lockThenPartition = (client: Client, proxy: FaultProxy) =>
+  Effect.gen(function* () {
+    const locked = yield* Deferred.make<void>()
+    const partitioned = yield* Deferred.make<void>()
+    const fiber = yield* Effect.forkChild(client.sql.withTransaction(Effect.gen(function* () {
+      yield* client.sql`SELECT id FROM locked_row WHERE id = 1 FOR UPDATE`
+      yield* Deferred.succeed(locked, undefined)
+      yield* Deferred.await(partitioned)
+      yield* client.sql`SELECT 1`
+    })).pipe(Effect.exit))
+    yield* Deferred.await(locked)
+    // Let the lock's answer arrive whole before the partition.
+    yield* Effect.sleep("200 millis")
+    yield* proxy.setMode("blackhole")
+    const partitionedAt_ms = Date.now()
+    yield* Deferred.succeed(partitioned, undefined)
+    return { fiber, partitionedAt_ms }
+  })
 
 /** Tries the row lock from the direct client within `lockTimeout_ms`: true when it was taken. */
 const takesTheLock = (direct: Client, lockTimeout_ms: number) =>
@@ -98,17 +110,11 @@ describe("the backend's side of a partition (PostgresSessionBounds.ts)", () => {
       const { direct, proxy, viaProxy } = yield* setup
       const bounded = yield* clientOf(viaProxy, "pay-test-bounds-on", true)
       const unbounded = yield* clientOf(viaProxy, "pay-test-bounds-off", false)
-      const partitioned = yield* Deferred.make<void>()
 
       // Without the bound: the watch closes the client's side, the FIN is held by the partition,
       // and the backend keeps the transaction and its lock.
-      const lockedOff = yield* Deferred.make<void>()
-      const off = yield* Effect.forkChild(lockThenPartitioned(unbounded, lockedOff, partitioned))
-      yield* Deferred.await(lockedOff)
-      yield* Effect.sleep("200 millis")
-      yield* proxy.setMode("blackhole")
-      yield* Deferred.succeed(partitioned, undefined)
-      const offResult = yield* Fiber.join(off)
+      const off = yield* lockThenPartition(unbounded, proxy)
+      const offResult = yield* Fiber.join(off.fiber)
       // A failure (and a defect: effect/sql's ROLLBACK on the closed connection dies; the server answers it 503, Respond.ts).
       assert.strictEqual(offResult._tag, "Failure", "the watch cut the partitioned statement")
       assert.isFalse(yield* takesTheLock(direct, idleInTransactionTimeout_ms * 2), "without the bound the partitioned backend still holds the row")
@@ -119,19 +125,12 @@ describe("the backend's side of a partition (PostgresSessionBounds.ts)", () => {
       assert.isDefined(yield* sessionGoneWithin(direct, "pay-test-bounds-off", "open", 5_000))
 
       // With the bound: the same partition, and the lock is free within the timeout.
-      const lockedOn = yield* Deferred.make<void>()
-      const again = yield* Deferred.make<void>()
-      const on = yield* Effect.forkChild(lockThenPartitioned(bounded, lockedOn, again))
-      yield* Deferred.await(lockedOn)
-      yield* Effect.sleep("200 millis")
-      yield* proxy.setMode("blackhole")
-      const partitionedAt_ms = Date.now()
-      yield* Deferred.succeed(again, undefined)
+      const on = yield* lockThenPartition(bounded, proxy)
       assert.isTrue(yield* takesTheLock(direct, idleInTransactionTimeout_ms * 3), "the bounded backend released the row")
-      const released_ms = Date.now() - partitionedAt_ms
+      const released_ms = Date.now() - on.partitionedAt_ms
       assert.isAtMost(released_ms, idleInTransactionTimeout_ms + 1_500, `released after ${released_ms} ms`)
       assert.strictEqual(yield* sessionsDoing(direct, "pay-test-bounds-on", "open"), 0, "Postgres ended the session")
-      assert.strictEqual((yield* Fiber.join(on))._tag, "Failure")
+      assert.strictEqual((yield* Fiber.join(on.fiber))._tag, "Failure")
       yield* proxy.setMode("pass")
     })), 40_000)
 
