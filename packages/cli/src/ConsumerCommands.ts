@@ -33,7 +33,7 @@ import { SqlClient } from "effect/sql"
  *                                            prints the differences, exit code 1 if any
  *   pnpm cli replay settlement               rebuilds the settlement projection from offset 0 into
  *                                            a new generation, then swaps it in
- *   pnpm cli consumers lag [consumer]        log end offset minus the stored offset, per partition
+ *   pnpm cli consumers lag [consumer]        log end offset minus the stored offset, per partition (no name: every deployed consumer)
  *   pnpm cli consumers offsets               stored offsets and counters of every consumer
  *   pnpm cli consumers reset <consumer> <offset>
  *                                            moves a consumer's stored offsets (backwards allowed;
@@ -78,6 +78,9 @@ export class OffsetBeyondEnd extends Schema.TaggedError<OffsetBeyondEnd>()("Offs
 
 /** `dlq redrive` whose record still fails: the outcome is on stdout, the error on stderr, exit 1. */
 export class RedriveFailed extends Schema.TaggedError<RedriveFailed>()("RedriveFailed", { id: Schema.BigInt, error: Schema.String }) {}
+
+/** `consumers reset` while a process still runs the consumer: its Kafka group has members, and would overwrite the reset. */
+export class ConsumerGroupActive extends Schema.TaggedError<ConsumerGroupActive>()("ConsumerGroupActive", { consumer: Schema.String, group: Schema.String }) {}
 
 export class InvalidConsumerName extends Schema.TaggedError<InvalidConsumerName>()("InvalidConsumerName", { consumer: Schema.String }) {}
 
@@ -136,15 +139,27 @@ const knownConsumer = (sql: SqlClient.SqlClient, consumer: string) =>
     if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
   })
 
+const lagOf = (name: string) =>
+  Effect.gen(function* () {
+    const partitions = yield* consumerLagOf(name, paymentsEventsTopic(yield* KafkaTopicPrefix))
+    const total = partitions.reduce((sum, partition) => sum + partition.lag, 0n)
+    return { consumer: name, total_lag: total, partitions }
+  })
+
+/**
+ * One consumer's lag (an object), or, with no name, every consumer this deployment runs (an array:
+ * the live settlement generation and the webhooks consumer), so that a page for either one is
+ * answered by the bare command.
+ */
 const lag = (consumer: string | undefined) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    if (consumer !== undefined) yield* knownConsumer(sql, consumer)
-    const name = consumer ?? (yield* makeSettlementProjection(sql).live).consumer
-    const prefix = yield* KafkaTopicPrefix
-    const partitions = yield* consumerLagOf(name, paymentsEventsTopic(prefix))
-    const total = partitions.reduce((sum, partition) => sum + partition.lag, 0n)
-    yield* Console.log(json({ consumer: name, total_lag: total, partitions }))
+    if (consumer !== undefined) {
+      yield* knownConsumer(sql, consumer)
+      return yield* Console.log(json(yield* lagOf(consumer)))
+    }
+    const deployed = [(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME]
+    yield* Console.log(json(yield* Effect.forEach(deployed, lagOf)))
   })
 
 /**
@@ -169,7 +184,8 @@ const reset = (consumer: string, offsetText: string) =>
     }
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.
-    yield* admin.deleteGroups([`${prefix}${consumer}`])
+    const group = `${prefix}${consumer}`
+    if ((yield* admin.deleteGroup(group)) === "group_active") return yield* new ConsumerGroupActive({ consumer, group })
     yield* store.resetOffsets(consumer, topic, paymentsEventsPartitions, offset)
     yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
   })

@@ -192,6 +192,11 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
       `offset ${error.offset} is above the log end offset of partition(s) ${error.endOffsets.flatMap((end, partition) => (error.offset > end ? [partition] : [])).join(", ")} (end offsets by partition: ${error.endOffsets.join(", ")}): the consumer would skip every record until the topic reached it; nothing moved (the offset must be at most ${error.endOffsets.reduce((low, end) => (end < low ? end : low), error.offset)}, the lowest)`,
       1
     )),
+  Effect.catchTag("ConsumerGroupActive", (error) =>
+    report(`consumer group ${error.group} still has members: stop every process that runs ${error.consumer} (the consumers processes, or servers with CONSUMERS_ENABLED) first; nothing moved`, 1)),
+  // One line, not a stack trace: the usual cause at the console is the wrong broker or prefix.
+  Effect.catchTag("KafkaError", (error) =>
+    report(`kafka (${error.operation}): ${error.message}\n(the broker and topic come from KAFKA_BROKERS and KAFKA_TOPIC_PREFIX: run the CLI with the deployment's environment)`, 1)),
   Effect.catchTag("NoHandler", (error) => report(error.message, 1)),
   Effect.catchTag("RedriveFailed", (error) =>
     report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),

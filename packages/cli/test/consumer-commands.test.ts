@@ -1,7 +1,7 @@
 import { assert, it } from "@effect/vitest"
-import { defaultKafkaAdminTimeouts, KafkaAdmin, postgresLayer } from "@pay/infra"
+import { defaultKafkaAdminTimeouts, defaultKafkaConsumerOptions, KafkaAdmin, KafkaConsumer, postgresLayer } from "@pay/infra"
 import { toEventRecord } from "@pay/outbox/CloudEvents"
-import { OutboxTopics } from "@pay/outbox/OutboxTopics"
+import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import { acquireTestDatabase, shortId, testRun } from "@pay/testkit"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
@@ -105,9 +105,17 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.strictEqual(listed.exitCode, 0, listed.stderr)
         assert.include(listed.stdout, "undecodable: test")
 
+        // No name: every consumer the deployment runs (a lag page may name either).
         const lag = yield* cli(env, ["consumers", "lag"])
         assert.strictEqual(lag.exitCode, 0, lag.stderr)
         assert.include(lag.stdout, "\"total_lag\": \"0\"")
+        assert.isTrue(Array.isArray(parse(lag.stdout)), lag.stdout)
+        assert.deepStrictEqual([...lag.stdout.matchAll(/"consumer": "([^"]+)"/g)].map((match) => match[1]), ["settlement.g1", "webhooks"])
+        // Another deployment's prefix (no such topic): one line naming the setting, not a stack trace.
+        const elsewhere = yield* cli({ ...env, KAFKA_TOPIC_PREFIX: `${prefix}nosuch.` }, ["consumers", "lag", "webhooks"])
+        assert.strictEqual(elsewhere.exitCode, 1, elsewhere.stderr)
+        assert.include(elsewhere.stderr, "KAFKA_TOPIC_PREFIX")
+        assert.notInclude(elsewhere.stderr, "    at ")
 
         // Above the log end offsets (0: an empty topic) the consumer would skip every record to come,
         // its lag reading 0: refused with the end offsets, nothing moved.
@@ -120,6 +128,14 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.strictEqual(reset.exitCode, 0, reset.stderr)
         const offsets = yield* cli(env, ["consumers", "offsets"])
         assert.strictEqual((offsets.stdout.match(/"next_offset": "0"/g) ?? []).length, 3, offsets.stdout)
+        // A process still runs the consumer (a member of its group): refused in one line, exit 1.
+        yield* Effect.scoped(Effect.gen(function* () {
+          yield* (yield* KafkaConsumer).subscribe({ groupId: `${prefix}settlement.g1`, topics: [paymentsEventsTopic(prefix)] })
+          const active = yield* cli(env, ["consumers", "reset", "settlement.g1", "0"])
+          assert.strictEqual(active.exitCode, 1, active.stderr)
+          assert.include(active.stderr, "still has members: stop every process that runs settlement.g1")
+          assert.notInclude(active.stderr, "    at ")
+        }))
 
         // An empty topic: the rebuild has nothing to read and swaps generation 2 in. Its log lines
         // go to stderr; stdout is the result alone (it used to carry the logs: `| jq` failed).
@@ -131,7 +147,8 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.strictEqual(after.exitCode, 0, "generation 2 has no ghost row")
       }).pipe(Effect.provide(Layer.mergeAll(
         postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
-        KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin", ...defaultKafkaAdminTimeouts })
+        KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin", ...defaultKafkaAdminTimeouts }),
+        KafkaConsumer.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-member", ...defaultKafkaConsumerOptions })
       )))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 

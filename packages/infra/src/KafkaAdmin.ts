@@ -94,6 +94,8 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   readonly listGroups: Effect.Effect<ReadonlyArray<string>, KafkaError>
   /** Groups that do not exist are ignored; a group with live members is an error. */
   readonly deleteGroups: (groupIds: ReadonlyArray<string>) => Effect.Effect<void, KafkaError>
+  /** One group: `deleted` (or there was none), or `group_active` when it still has members (nothing deleted). */
+  readonly deleteGroup: (groupId: string) => Effect.Effect<"deleted" | "group_active", KafkaError>
   /**
    * Sets a group's committed offsets for one topic (the "seek" of a consumer that keeps its
    * position elsewhere). Only an empty group can be altered: `group_active` when it has members.
@@ -311,7 +313,20 @@ const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
     }
   })
 
-  return { listGroups, deleteGroups }
+  const deleteGroup = (groupId: string) =>
+    Effect.tryPromise({ try: () => admin.deleteGroups({ groups: [groupId] }), catch: (error) => error }).pipe(
+      Effect.as("deleted" as const),
+      Effect.catch((error) =>
+        allLeavesAre(error, "GROUP_ID_NOT_FOUND")
+          ? Effect.succeed("deleted" as const)
+          : groupActiveCodes.some((code) => allLeavesAre(error, code))
+          ? Effect.succeed("group_active" as const)
+          : Effect.fail(toKafkaError("deleteGroup", error))
+      ),
+      boundedBy("deleteGroup", options.operationTimeout_ms)
+    )
+
+  return { listGroups, deleteGroups, deleteGroup }
 }
 
 const makeGroupOffsets = (admin: Admin, options: KafkaAdminOptions) => {
