@@ -1,4 +1,4 @@
-import type { KafkaError, KafkaRecord } from "@pay/infra"
+import { continueFromRecords, type KafkaError, type KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -58,10 +58,14 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
   const applyAll = (fresh: ReadonlyArray<Item>) =>
     Effect.gen(function* () {
       if (handler.applyBatch === undefined || fresh.length === 0) return yield* Effect.forEach(fresh, apply, { discard: true })
-      yield* handler.applyBatch(fresh).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": fresh.length } }))
+      yield* handler.applyBatch(fresh).pipe(batchSpan(fresh))
       const inside = settings.faults?.insideTransaction
       if (inside !== undefined) yield* Effect.forEach(fresh, (item) => inside(item.record), { discard: true })
     })
+
+  /** The slice's span: its partition and offsets, linked to the requests that changed its first records (continueFromRecords). */
+  const batchSpan = (items: ReadonlyArray<Item>) =>
+    continueFromRecords("consume batch", items.map((item) => item.record), { "messaging.consumer.group.name": name })
 
   const claimItems = (items: ReadonlyArray<Item>) => items.map(({ record, decoded }) => ({ record, identity: eventIdentity(decoded) }))
 
@@ -82,7 +86,7 @@ const makeBatchTransaction = (settings: ProcessorSettings, sql: SqlClient.SqlCli
       const call = yield* claimSliceCall(sql, name, claimItems(items))
       const statement = yield* Effect.fromResult(Result.mapError(applySlice(call, items), ({ message }) => new HandlerFailed({ message })))
       return yield* sliceOutcomes(statement, items.length)
-    }).pipe(Effect.withSpan("consume batch", { attributes: { "messaging.batch.message_count": items.length } }))
+    }).pipe(batchSpan(items))
 }
 
 /**

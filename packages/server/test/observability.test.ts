@@ -9,7 +9,7 @@ import { shortId, testRun } from "@pay/testkit"
 import { Context, Effect, Layer, Logger, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile } from "node:child_process"
-import { type OtlpReceiver, otlpReceiver, type ReceivedSpan } from "./support/OtlpReceiver.ts"
+import { type OtlpReceiver, otlpReceiver, type ReceivedSpan, stringAttribute } from "./support/OtlpReceiver.ts"
 import { call } from "./support/Http.ts"
 import { promtool, samples, valueOf } from "./support/Prometheus.ts"
 import { freePort } from "./support/ServerProcess.ts"
@@ -211,6 +211,17 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       )
       assert.deepStrictEqual(consumed, { traceId, correlationId })
       assert.deepStrictEqual(logged, [{ correlation_id: correlationId }])
+
+      // The settlement projection applies events a slice (one transaction) at a time: the slice's
+      // span, with its consumer, partition and offsets, links to the request's trace.
+      const linksTo = (span: ReceivedSpan) => span.name === "consume batch" && (span.links ?? []).some((link) => link.traceId === traceId)
+      const sliced = yield* eventually(100, Effect.sync(() => receiver.spans()), (all) => all.some(linksTo))
+      const slice = sliced.find(linksTo)
+      assert.isDefined(slice, "a consume batch span links to the request's trace")
+      assert.strictEqual(slice?.kind, 5 /* consumer */)
+      assert.strictEqual(stringAttribute(slice, "messaging.consumer.group.name"), "settlement.g1")
+      assert.strictEqual(stringAttribute(slice, "messaging.destination.name"), `${topicPrefix}payments.events`)
+      assert.match(stringAttribute(slice, "messaging.kafka.offset.first") ?? "", /^\d+$/)
 
       // The request's log lines carry the same ids.
       const lines = logLines(server.process.output()).filter((line) => line.correlation_id === correlationId)

@@ -89,6 +89,56 @@ export const continueFromRecord =
     )
 
 /**
+ * The most record traces one batch span links to: a consumer's slice holds up to 1,000 records,
+ * and OpenTelemetry keeps 128 links per span by default; the rest are counted
+ * (`messaging.batch.links_omitted`), and `processed_events.event_id` = `outbox_events.id` finds
+ * any record's slice by its event.
+ */
+export const batchSpanLinks_max = 32
+
+/** What a batch span needs of a record (a KafkaRecord has it). */
+export interface LinkedRecord {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: bigint
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/**
+ * For records handled together (a consumer's slice, one transaction): one `consumer` span with
+ * the batch's topic, partition and offsets, linked to the spans that changed its first
+ * `batchSpanLinks_max` records (their `traceparent` headers), so that a request's trace leads to
+ * the slice that applied its event. Links, not a parent: the records come from many requests.
+ */
+export const continueFromRecords =
+  (spanName: string, records: ReadonlyArray<LinkedRecord>, attributes: Readonly<Record<string, unknown>> = {}) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    const links: Array<Tracer.SpanLink> = []
+    for (const record of records) {
+      if (links.length === batchSpanLinks_max) break
+      const span = spanFromTraceparent(record.headers[traceparentRecordHeader])
+      if (Option.isSome(span)) links.push({ span: span.value, attributes: record.headers["ce_id"] === undefined ? {} : { "messaging.message.id": record.headers["ce_id"] } })
+    }
+    const first = records[0]
+    const last = records[records.length - 1]
+    return Effect.withSpan(effect, spanName, {
+      kind: "consumer",
+      links,
+      attributes: {
+        ...attributes,
+        "messaging.batch.message_count": records.length,
+        "messaging.batch.links_omitted": Math.max(0, records.length - links.length),
+        ...(first === undefined || last === undefined ? {} : {
+          "messaging.destination.name": first.topic,
+          "messaging.destination.partition.id": String(first.partition),
+          "messaging.kafka.offset.first": String(first.offset),
+          "messaging.kafka.offset.last": String(last.offset)
+        })
+      }
+    })
+  }
+
+/**
  * Fields for the enclosing request's access line (`merchant_id`, `payment_id`, …), filled by the
  * code that learns them (authorization, handlers, use cases) and written once by the HTTP
  * middleware when the request ends. One mutable record per request, created by the middleware;

@@ -12,9 +12,15 @@ const ReceivedSpan = Schema.Struct({
   parentSpanId: Schema.optional(Schema.String),
   name: Schema.String,
   kind: Schema.Number,
-  links: Schema.optional(Schema.Array(ReceivedLink))
+  links: Schema.optional(Schema.Array(ReceivedLink)),
+  /** OTLP JSON attributes; the string ones are what the tests read (`stringAttribute`). */
+  attributes: Schema.optional(Schema.Array(Schema.Struct({ key: Schema.String, value: Schema.Struct({ stringValue: Schema.optional(Schema.String) }) })))
 })
 export type ReceivedSpan = typeof ReceivedSpan.Type
+
+/** A span's string attribute, undefined when absent or not a string. */
+export const stringAttribute = (span: ReceivedSpan | undefined, key: string): string | undefined =>
+  span?.attributes?.find((attribute) => attribute.key === key)?.value.stringValue
 const ExportRequest = Schema.Struct({
   resourceSpans: Schema.Array(Schema.Struct({ scopeSpans: Schema.Array(Schema.Struct({ spans: Schema.Array(ReceivedSpan) })) }))
 })
