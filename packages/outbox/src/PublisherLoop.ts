@@ -136,7 +136,9 @@ export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResu
       // Failures and defects count; an interruption (shutdown) is not a failed batch.
       Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Metric.update(outboxPublishFailures, 1))),
       Effect.uninterruptible,
-      Effect.withSpan("OutboxPublisher.publishBatch")
+      // A trace of its own per batch (linked to each change it carries, `OutboxPublisher.send`):
+      // as a child of `OutboxPublisher.run` every batch of the process's life was one trace.
+      Effect.withSpan("OutboxPublisher.publishBatch", { root: true })
     )
 
   return publishBatch
@@ -164,7 +166,7 @@ export const makeHousekeeping = ({ options, store }: PublisherParts) => {
       if (count < options.retentionBatch) break
     }
     return deleted
-  }).pipe(Effect.withSpan("OutboxPublisher.pruneOnce"))
+  }).pipe(Effect.withSpan("OutboxPublisher.pruneOnce", { root: true }))
 
   return { refreshMetrics, pruneOnce }
 }

@@ -194,6 +194,10 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       const send = spans.find((span) => span.name === "OutboxPublisher.send" && (span.links ?? []).some((link) => link.traceId === traceId))
       const link = send?.links?.find((l) => l.traceId === traceId)
       assert.isTrue(trace.some((span) => span.spanId === link?.spanId), "the publish span links to a span of the request's trace")
+      // Each publish batch is a trace of its own, not a child of the publisher's process-long span.
+      const batch = spans.find((span) => span.name === "OutboxPublisher.publishBatch" && span.traceId === send?.traceId)
+      assert.isDefined(batch, "the send's batch span is in the same trace")
+      assert.strictEqual(batch?.parentSpanId ?? "", "", "the batch span is the root of its trace")
 
       // The Kafka record carries it; a consumer continues the trace and logs the correlation id.
       const run = testRun()
