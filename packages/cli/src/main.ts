@@ -25,7 +25,7 @@
  * finishes, says on the other stream that its output was lost, and exits 1.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Currency, MerchantId, MerchantName } from "@pay/domain"
+import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
 import { loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
@@ -57,6 +57,9 @@ const printKey = (merchantId: string, key: { readonly id: string; readonly secre
 
 const ParkedLimit = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: PARKED_LIST_LIMIT_MAX }))))
 
+/** An idempotency key's id is a uuid: anything else is a malformed command line (exit 2), not an unknown key. */
+const KeyIdArgument = Schema.String.check(Schema.isPattern(uuidPattern, { message: "an idempotency key id is a uuid (pnpm cli idempotency parked lists them)" }))
+
 const parkedJson = (key: ParkedKey) =>
   JSON.stringify({ ...key, parked_at: key.parked_at.toISOString(), created_at: key.created_at.toISOString() })
 
@@ -71,7 +74,7 @@ const idempotencyCommand = (command: string | undefined, argument: string | unde
       return yield* Console.error(`${keys.length} parked key(s)${keys.length === limit ? ` (first ${limit})` : ""}`)
     }
     if (command === "retry" && argument !== undefined) {
-      yield* parked.retry(argument)
+      yield* parked.retry(yield* Schema.decodeUnknownEffect(KeyIdArgument)(argument))
       return yield* Console.log(JSON.stringify({ key_id: argument, result: "queued for the completer" }))
     }
     return yield* new UsageError({ message: usage })

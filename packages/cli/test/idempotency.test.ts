@@ -69,11 +69,15 @@ describe("pnpm cli idempotency parked | retry", () => {
       const none = yield* cli(database.url, ["idempotency", "parked"])
       assert.strictEqual(none.stdout, "")
 
-      for (const id of [parkedId, backingOffId, crypto.randomUUID(), "not-a-uuid"]) {
+      for (const id of [parkedId, backingOffId, crypto.randomUUID()]) {
         const refused = yield* cli(database.url, ["idempotency", "retry", id])
         assert.strictEqual(refused.exitCode, 1, `${id}: ${describeRun(refused)}`)
         assert.include(refused.stderr, `no parked idempotency key ${id}`)
       }
+      // Not an id at all: a malformed command line (exit 2, runbook.md), not an unknown key.
+      const malformed = yield* cli(database.url, ["idempotency", "retry", "not-a-uuid"])
+      assert.strictEqual(malformed.exitCode, 2, describeRun(malformed))
+      assert.include(malformed.stderr, "an idempotency key id is a uuid")
       const [untouched] = yield* decodeRows(KeyState)(sql`
         SELECT parked_at IS NOT NULL AS parked, completer_attempts, completer_next_at IS NOT NULL AS waiting
         FROM idempotency_keys WHERE id = ${backingOffId}`)
