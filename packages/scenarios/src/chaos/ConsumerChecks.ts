@@ -17,7 +17,9 @@ const eventTypes = [...domainEventTypes]
  * Each consumer (the live settlement generation's and the webhooks consumer) has exactly one
  * processed_events row per payment event of the outbox, and none for anything else; the
  * settlement projection counted each event type exactly as often as the outbox holds it (an event
- * applied twice, or lost, changes a count).
+ * applied twice, or lost, changes a count); and no record was parked: every event the chaos
+ * clients cause is valid, so a parked one means a fault of the database or the broker was taken
+ * for the record's (RecordProcessor.ts `isInfrastructure`).
  */
 export const consumerChecks = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -42,7 +44,11 @@ export const consumerChecks = Effect.gen(function* () {
                WHERE generation = ${settlement.generation} GROUP BY event_type)
     SELECT t.event_type, coalesce(o.n, 0) AS outbox, coalesce(c.n, 0) AS counted
     FROM unnest(${eventTypes}::text[]) AS t(event_type) LEFT JOIN o USING (event_type) LEFT JOIN c USING (event_type)`
+  const parked = yield* sql<{ consumer: string; event_id: string | null; error: string }>`
+    SELECT consumer, event_id::text AS event_id, left(error, 160) AS error FROM dead_letter_events ORDER BY id LIMIT 20`
   return [
+    check("no record parked (a fault of the database or the broker is never the record's)", events,
+      parked.map((p) => `${p.consumer} parked ${p.event_id ?? "an undecodable record"}: ${p.error}`)),
     ...perConsumer.map(({ consumer, rows }) =>
       check(`consumer ${consumer}: exactly one processed_events row per outbox event, none for an unknown event`, events,
         rows.map((r) => r.rows === -1 ? `${r.event_id} processed but not in the outbox` : `${r.event_id} processed ${r.rows} times`))),
