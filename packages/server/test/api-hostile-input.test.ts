@@ -238,6 +238,29 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.strictEqual(jsonOf(created)["description"], description)
     }))
 
+  it.effect("metadata keys named like Object's own (__proto__, constructor, toString) are kept and answered as sent, on create, read and list", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Prototype keys")
+      // Written raw: a JavaScript object literal would take `__proto__` as its prototype.
+      const rawBody = `{"amount":1050,"currency":"USD","payment_method":"pm_card_visa","metadata":{"__proto__":"order-77","constructor":"c","toString":"t"}}`
+      const created = yield* createPayment(m, newKey(), undefined, { rawBody })
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const id = String(jsonOf(created)["id"])
+      // In jsonb's key order (shorter first), as every answer lists metadata.
+      const expected: Array<[string, string]> = [["toString", "t"], ["__proto__", "order-77"], ["constructor", "c"]]
+      // JSON.parse defines own properties, `__proto__` included: the answers' metadata members, in order.
+      const metadataOf = (text: string, pick: (body: { metadata?: unknown; data?: ReadonlyArray<{ metadata?: unknown }> }) => unknown) => {
+        const metadata = pick(JSON.parse(text))
+        return typeof metadata === "object" && metadata !== null ? Object.entries(metadata) : []
+      }
+      assert.deepStrictEqual(metadataOf(created.text, (body) => body.metadata), expected, created.text)
+      const read = yield* server.request("GET", `/v1/payments/${id}`, { apiKey: m.apiKey })
+      assert.deepStrictEqual(metadataOf(read.text, (body) => body.metadata), expected, read.text)
+      const listed = yield* server.request("GET", "/v1/payments?limit=1", { apiKey: m.apiKey })
+      assert.deepStrictEqual(metadataOf(listed.text, (body) => body.data?.[0]?.metadata), expected, listed.text)
+    }))
+
   it.effect("authorize/settle: no body and {} under one key are one request (the second is a replay, not 422)", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Empty body")

@@ -22,11 +22,10 @@ const jsonbKeyOrder = (a: string, b: string): number => {
  * answer of a create (rendered from the request) and a later GET (from the column) list the same
  * keys in the same order.
  */
-export const metadataInStoredOrder = (metadata: Readonly<Record<string, string>>): Record<string, string> => {
-  const ordered: Record<string, string> = {}
-  for (const key of Object.keys(metadata).sort(jsonbKeyOrder)) ordered[key] = metadata[key] ?? ""
-  return ordered
-}
+export const metadataInStoredOrder = (metadata: Readonly<Record<string, string>>): Record<string, string> =>
+  // Own properties defined, never assigned: `ordered["__proto__"] = v` would set the prototype
+  // (ignored for a string) and drop a merchant's key named so from every answer.
+  Object.fromEntries(Object.keys(metadata).sort(jsonbKeyOrder).map((key) => [key, metadata[key] ?? ""]))
 
 /** The API's view of a payment. `amount` is the integer number of minor units. */
 export const toPaymentJson = (payment: Payment): PaymentJson => ({
