@@ -8,7 +8,7 @@ import { problemType } from "@pay/api"
 import { Effect } from "effect"
 import { type Answer, call, jsonOf } from "./support/Http.ts"
 import { freePort } from "./support/ServerProcess.ts"
-import { createMerchant, createPayment, newKey, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
+import { createMerchant, createPayment, newKey, TestServer, testServerLayer, unknownApiKey, writtenRows } from "./support/TestServer.ts"
 
 const metricsPort = await Effect.runPromise(freePort)
 const Live = testServerLayer({
@@ -63,11 +63,20 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("HTTP limits (
     Effect.gen(function* () {
       const server = yield* TestServer
       const m = yield* createMerchant("Guessed")
+      // No key, or one that cannot be a key: refused without a lookup, and never an attempt of the
+      // source (a probe without its key behind a merchant's NAT must not lock out its valid keys).
+      for (let i = 0; i < 5; i++) {
+        const none = yield* server.request("GET", "/v1/balance")
+        assert.strictEqual(none.status, 401, none.text)
+        const malformed = yield* server.request("GET", "/v1/balance", { apiKey: `sk_test_guess${i}` })
+        assert.strictEqual(malformed.status, 401, malformed.text)
+      }
+      assert.strictEqual((yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey })).status, 200, "no attempt counted yet")
       for (let i = 0; i < 3; i++) {
-        const answer = yield* server.request("GET", "/v1/balance", { apiKey: `sk_test_guess${i}` })
+        const answer = yield* server.request("GET", "/v1/balance", { apiKey: unknownApiKey() })
         assert.strictEqual(answer.status, 401, answer.text)
       }
-      assertTooMany(yield* server.request("GET", "/v1/balance", { apiKey: "sk_test_guess4" }), "authentication_rate_limited", "4th guess")
+      assertTooMany(yield* server.request("GET", "/v1/balance", { apiKey: unknownApiKey() }), "authentication_rate_limited", "4th guess")
       assertTooMany(yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey }), "authentication_rate_limited", "valid key, same source")
       const live = yield* server.request("GET", "/health/live")
       assert.strictEqual(live.status, 200, "unauthenticated endpoints are not limited")

@@ -10,9 +10,8 @@
 //   other clients are not locked out.
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { randomInt } from "node:crypto"
 import { getFrom, type SourcedAnswer } from "./support/FromAddress.ts"
-import { createMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+import { createMerchant, TestServer, testServerLayer, unknownApiKey } from "./support/TestServer.ts"
 
 const failures_max = 20
 const proxy = "127.0.0.2"
@@ -25,9 +24,7 @@ const Live = testServerLayer({
   }
 })
 
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-/** A well-formed key that names nothing: looked up in the database, then refused. */
-const unknownKey = () => `sk_test_${Array.from({ length: 32 }, () => base62[randomInt(base62.length)]).join("")}`
+
 
 const histogram = (answers: ReadonlyArray<SourcedAnswer>) =>
   answers.reduce<Record<string, number>>((counts, answer) => {
@@ -45,7 +42,7 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("the failed-a
       const server = yield* TestServer
       const m = yield* createMerchant("Neighbour")
       const answers = yield* Effect.all(
-        Array.from({ length: 300 }, () => getFrom("127.0.0.10", server.process.port, "/v1/balance", { apiKey: unknownKey() })),
+        Array.from({ length: 300 }, () => getFrom("127.0.0.10", server.process.port, "/v1/balance", { apiKey: unknownApiKey() })),
         { concurrency: "unbounded" }
       )
       assert.deepStrictEqual(
@@ -75,8 +72,8 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("the failed-a
       const m = yield* createMerchant("Spoofed")
       const from = (apiKey: string, forwardedFor: string) =>
         getFrom("127.0.0.13", server.process.port, "/v1/balance", { apiKey, headers: { "x-forwarded-for": forwardedFor } })
-      for (let i = 0; i < failures_max; i++) assertStatus(yield* from(unknownKey(), `198.51.100.${i + 1}`), 401, `guess ${i + 1}`)
-      assertStatus(yield* from(unknownKey(), "198.51.100.200"), 429, "a new spoofed address changes nothing")
+      for (let i = 0; i < failures_max; i++) assertStatus(yield* from(unknownApiKey(), `198.51.100.${i + 1}`), 401, `guess ${i + 1}`)
+      assertStatus(yield* from(unknownApiKey(), "198.51.100.200"), 429, "a new spoofed address changes nothing")
       assertStatus(yield* from(m.apiKey, "198.51.100.201"), 429, "valid key, same peer")
       assertStatus(yield* getFrom("127.0.0.14", server.process.port, "/v1/balance", { apiKey: m.apiKey }), 200, "another peer")
     }))
@@ -88,16 +85,16 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("the failed-a
       const via = (apiKey: string, headers: Readonly<Record<string, string>> = {}) =>
         getFrom(proxy, server.process.port, "/v1/balance", { apiKey, headers })
       for (let i = 0; i < failures_max; i++) {
-        assertStatus(yield* via(unknownKey(), { "x-forwarded-for": "198.51.100.7" }), 401, `guess ${i + 1} of 198.51.100.7`)
+        assertStatus(yield* via(unknownApiKey(), { "x-forwarded-for": "198.51.100.7" }), 401, `guess ${i + 1} of 198.51.100.7`)
       }
-      assertStatus(yield* via(unknownKey(), { "x-forwarded-for": "198.51.100.7" }), 429, "198.51.100.7 over its failures")
+      assertStatus(yield* via(unknownApiKey(), { "x-forwarded-for": "198.51.100.7" }), 429, "198.51.100.7 over its failures")
       assertStatus(yield* via(m.apiKey, { "x-forwarded-for": "198.51.100.7" }), 429, "198.51.100.7 with a valid key")
       // The proxy appends the address it saw to what the client sent: the client's own entries are left of it.
       assertStatus(yield* via(m.apiKey, { "x-forwarded-for": "203.0.113.1, 198.51.100.7" }), 429, "an entry the client wrote does not help")
       // The proxy writes X-Forwarded-For: a Forwarded header is the client's, never read.
       assertStatus(yield* via(m.apiKey, { "x-forwarded-for": "198.51.100.7", forwarded: "for=203.0.113.2" }), 429, "Forwarded is not read")
       assertStatus(yield* via(m.apiKey, { "x-forwarded-for": "198.51.100.8" }), 200, "another client of the proxy")
-      assertStatus(yield* via(unknownKey(), { "x-forwarded-for": "198.51.100.8" }), 401, "another client's guess is looked up")
+      assertStatus(yield* via(unknownApiKey(), { "x-forwarded-for": "198.51.100.8" }), 401, "another client's guess is looked up")
       assertStatus(yield* via(m.apiKey), 200, "the proxy itself (no header) is not locked out")
     }))
 })

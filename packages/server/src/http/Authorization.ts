@@ -10,7 +10,7 @@ import {
   UnauthorizedProblem
 } from "@pay/api"
 import { sqlFailureKind } from "@pay/infra"
-import { ApiKeys } from "@pay/merchants"
+import { apiKeySecretPattern, ApiKeys } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
 import { problemDocument } from "./Problem.ts"
@@ -36,11 +36,16 @@ export const AuthorizationLive = Layer.effect(
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
         const request = yield* HttpServerRequest.HttpServerRequest
         const source = Option.getOrElse(request.remoteAddress, () => "unknown")
-        const attempt = yield* limits.authenticationAttempt(
-          source,
-          apiKeys.authenticate(Redacted.value(credential)),
-          (error) => error._tag === "Unauthorized"
-        ).pipe(
+        const secret = Redacted.value(credential)
+        const lookup = apiKeys.authenticate(secret)
+        // Only a key of the right form is an attempt of the source: one that cannot be a key (none
+        // sent, or not of the form) is refused by `authenticate` without a lookup; it costs nothing
+        // and guesses nothing. Counted, twenty of them (a probe without its key behind a merchant's
+        // NAT) locked that address's valid keys out for the window (outside review).
+        const attemptOf = apiKeySecretPattern.test(secret)
+          ? limits.authenticationAttempt(source, lookup, (error) => error._tag === "Unauthorized")
+          : Effect.map(lookup, (value) => ({ _tag: "LookedUp" as const, value }))
+        const attempt = yield* attemptOf.pipe(
           Effect.catchTags({
             Unauthorized: (error) => new UnauthorizedProblem({ detail: problemDocument(error).detail }),
             // Only a database that did not answer is a 503; a refusal of the key's lookup is a bug (Respond.ts).

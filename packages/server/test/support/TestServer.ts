@@ -3,6 +3,7 @@ import { postgresLayer, decodeRows } from "@pay/infra"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { randomInt } from "node:crypto"
 import { SqlClient } from "effect/sql"
 import { type Answer, call, HttpCallError, type RequestOptions } from "./Http.ts"
 import { freePort, type ServerProcess, startServerProcess } from "./ServerProcess.ts"
@@ -115,6 +116,10 @@ export const writtenRows = (merchantId: MerchantId) =>
 export const paymentCount = (merchantId: MerchantId) => Effect.map(writtenRows(merchantId), (rows) => rows.payments)
 
 export const newKey = (label = "k"): string => `${label}-${crypto.randomUUID()}`
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+/** A well-formed API key that names nothing: looked up in the database, then refused (an attempt of its source). */
+export const unknownApiKey = () => `sk_test_${Array.from({ length: 32 }, () => base62[randomInt(base62.length)]).join("")}`
 
 export const paymentBody = (overrides: Readonly<Record<string, unknown>> = {}) => ({
   amount: 1050,
