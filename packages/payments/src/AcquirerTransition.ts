@@ -157,7 +157,21 @@ const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor:
   return step.command === "settle" ? { _tag: "settle", amount_minor } : { _tag: step.command }
 }
 
-/** Step 4: the command, what an approval also does, and the stored outcome, in one transaction. */
+/**
+ * Whether `current` is exactly where `command` leads: the same status, and for a capture the same
+ * amount captured. Another key got there first with the same acquirer reference (the call this
+ * key made was that same operation, performed once).
+ */
+const alreadyWhereCommandLeads = (command: PaymentCommand, current: Payment): boolean =>
+  current.status === commandTarget[command._tag] && (command._tag !== "settle" || current.captured_amount_minor === command.amount_minor)
+
+/**
+ * Step 4: the command, what an approval also does, and the stored outcome, in one transaction.
+ * `resumed`: this key committed its recovery point in an earlier run (a retry after a 503, or the
+ * completer): when another key's request has meanwhile applied the very outcome this key's own
+ * acquirer call leads to, the answer is that payment (200), as the 503 promised ("retry with the
+ * same key to finish it"), not a 409 naming a transition to where the payment already is.
+ */
 const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepository["Service"], settlement: SettlementPosting["Service"]) =>
 (
   merchantId: MerchantId,
@@ -165,7 +179,8 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
   command: PaymentCommand,
   context: ChangeContext,
   execution: Execution<PaymentOutcome>,
-  feeScheduleRead: Option.Option<FeeSchedule> | undefined
+  feeScheduleRead: Option.Option<FeeSchedule> | undefined,
+  resumed: boolean
 ) =>
   sql.withTransaction(
     // A settled payment's money moves in the same transaction as its status (docs/settlement.md),
@@ -182,7 +197,15 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
       Effect.map(({ answered }) => answered),
       // Someone else won the race (or the state machine refuses): a decided outcome, stored.
       Effect.catchTags({
-        InvalidTransition: (error) => execution.finish(PaymentOutcome.Refused({ error })),
+        InvalidTransition: (error) =>
+          Effect.gen(function* () {
+            const current = resumed
+              ? yield* payments.findById(merchantId, payment.id).pipe(Effect.catchTag("PaymentNotFound", () => Effect.succeed(undefined)))
+              : undefined
+            return current !== undefined && alreadyWhereCommandLeads(command, current)
+              ? yield* execution.finish(PaymentOutcome.Transitioned({ payment: current }))
+              : yield* execution.finish(PaymentOutcome.Refused({ error }))
+          }),
         CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
         PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),
         // The acquirer has acted, and the row stayed locked past the bound (or could not be
@@ -234,13 +257,15 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     context: ChangeContext,
     execution: Execution<PaymentOutcome>,
     /** A settle's fee schedule as the gate read it (undefined: the posting reads it). */
-    feeScheduleRead?: Option.Option<FeeSchedule>
+    feeScheduleRead?: Option.Option<FeeSchedule>,
+    /** The key's recovery point was committed by an earlier run (makeApplyAndFinish). */
+    resumed = false
   ) =>
     Effect.gen(function* () {
       const answer = yield* step.ask(acquirer, payment, amount_minor).pipe(measureAcquirerCall(step.call))
       const command = commandAfter(step, answer, amount_minor, DateTime.add(yield* DateTime.now, { milliseconds: lifetime_ms }))
       if (command === "refuse") return yield* refuse(execution, refusalAfterAsking(step, payment, answer))
-      return yield* applyAndFinish(merchantId, payment, command, context, execution, feeScheduleRead)
+      return yield* applyAndFinish(merchantId, payment, command, context, execution, feeScheduleRead, resumed)
     })
 
   /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */
@@ -257,12 +282,13 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       if (Option.isNone(found)) return yield* refuse(execution, new PaymentNotFound({ paymentId: rawId }))
       const payment = found.value
       const amount_minor = requested_minor ?? payment.amount_minor
-      if (execution.record.recoveryPoint === RecoveryPoint.started) {
+      const resumed = execution.record.recoveryPoint !== RecoveryPoint.started
+      if (!resumed) {
         const refusal = refusalBeforeAsking(step, payment, amount_minor, yield* DateTime.now)
         if (refusal !== undefined) return yield* refuse(execution, refusal)
         yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
       }
-      return yield* askAndApply(step, merchantId, payment, amount_minor, context, execution)
+      return yield* askAndApply(step, merchantId, payment, amount_minor, context, execution, undefined, resumed)
     })
 
   return { transition, askAndApply }

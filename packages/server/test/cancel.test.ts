@@ -140,6 +140,38 @@ layer(
     }))
 })
 
+layer(
+  inProcessAppLayer({ acquirer: AcquirerSimulator.layerFaulty({ failCaptureAfterPerforming: "first_call" }, { timeout_ms: 300 }) }),
+  layerOptions
+)("a key retried after its 503, when another key finished the same capture meanwhile", (it) => {
+  it.effect("settle A: 503 (the capture performed, its answer lost); settle B, same amount: 200; A's retry answers 200 SETTLED, as its 503 promised (not a 409 SETTLED -> SETTLED); captured once, one posting", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Finished by another key")
+      const id = yield* authorizedPayment(merchant, 4_000n, "EUR")
+      const keyA = newKey("settle-a")
+      const lost = yield* settle(merchant, id, keyA)
+      assert.strictEqual(lost.status, 503, describeAnswer(lost))
+      assert.strictEqual(codeOf(lost), "acquirer_timeout")
+      const other = yield* settle(merchant, id, newKey("settle-b"))
+      assert.strictEqual(other.status, 200, describeAnswer(other))
+      const retried = yield* settle(merchant, id, keyA)
+      assert.strictEqual(retried.status, 200, describeAnswer(retried))
+      assert.isFalse(replayed(retried), "the key's own run finished it")
+      assert.strictEqual(jsonOf(retried)["status"], "SETTLED")
+      assert.strictEqual(jsonOf(retried)["captured_amount"], 4_000)
+      assert.isTrue(replayed(yield* settle(merchant, id, keyA)), "stored: the key replays it")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:capture`), [{ performed_count: 1, request_count: 3 }])
+      const sql = yield* SqlClient.SqlClient
+      const postings = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(*) AS n FROM transactions WHERE reference = ${`payment:${id}:settlement`}`)
+      assert.deepStrictEqual(postings, [{ n: 1n }], "one posting")
+      // A fresh key after the payment is settled is still refused: it asked nothing of the acquirer.
+      const fresh = yield* settle(merchant, id, newKey("settle-c"))
+      assert.strictEqual(fresh.status, 409, describeAnswer(fresh))
+      yield* assertBooksConsistent
+    }))
+})
+
 /**
  * The loser of a race at the acquirer, in rounds: both requests read the payment AUTHORIZED and
  * ask the (100 ms) acquirer, which approves one capture or void per authorization and declines
