@@ -32,6 +32,7 @@ import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchan
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Cause, Console, Effect, Layer, Logger, Redacted, Schema } from "effect"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { consumerCommand, consumerUsage } from "./ConsumerCommands.ts"
 
 const usage = `usage:
@@ -201,6 +202,12 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   Effect.catchTag("KafkaError", (error) =>
     report(`kafka (${error.operation}): ${error.message}\n(the broker and topic come from KAFKA_BROKERS and KAFKA_TOPIC_PREFIX: run the CLI with the deployment's environment)`, 1)),
   Effect.catchTag("NoHandler", (error) => report(error.message, 1)),
+  // A role without the privilege, most often the application's role running the migrations that
+  // every command applies first (MIGRATION_DATABASE_URL defaults to DATABASE_URL): one line.
+  Effect.catchIf(
+    (error): error is SqlError => isSqlError(error) && error.reason._tag === "AuthorizationError",
+    (error) => report(`the database refused this role: ${error.reason.cause instanceof Error ? error.reason.cause.message : error.message}\n(every command first applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md)`, 1)
+  ),
   Effect.catchTag("RedriveFailed", (error) =>
     report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only

@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { Effect } from "effect"
+import { execFile } from "node:child_process"
 import { cli, describeRun } from "./support.ts"
 
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
@@ -73,4 +74,20 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(down.stdout, "", describeRun(down))
       assert.include(down.stderr, "Failed to connect")
     })), { timeout: 120_000 })
+
+  it.effect("the application's role where the schema owner is needed (a pending migration, MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set, exit 1, not a stack trace", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      // The newest migration forgotten: the next command applies it first, as the role it runs as.
+      yield* Effect.promise(() => new Promise<void>((resolve, reject) =>
+        execFile("psql", [database.url, "-qc", "DELETE FROM effect_sql_migrations WHERE migration_id = (SELECT max(migration_id) FROM effect_sql_migrations)"],
+          (error) => (error === null ? resolve() : reject(error)))))
+      const asApp = new URL(database.url)
+      asApp.username = "pay_app"
+      const refused = yield* cli(asApp.toString(), ["consumers", "offsets"], { MIGRATION_DATABASE_URL: asApp.toString() })
+      assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
+      assert.include(refused.stderr, "the database refused this role: permission denied")
+      assert.include(refused.stderr, "set it to the schema owner's URL")
+      assert.notInclude(refused.stderr, "    at ")
+    })))
 })

@@ -16,12 +16,12 @@ export interface CliRun {
  * `node packages/cli/src/main.ts <args>` against the given database, as an operator runs it: its
  * exit code and both outputs (a non-zero exit is a result here, not a failure).
  */
-export const cli = (databaseUrl: string, args: ReadonlyArray<string>) =>
+export const cli = (databaseUrl: string, args: ReadonlyArray<string>, extraEnv: Readonly<Record<string, string>> = {}) =>
   Effect.callback<CliRun>((resume) => {
     const child = execFile(
       process.execPath,
       ["packages/cli/src/main.ts", ...args],
-      { cwd: repositoryRoot, env: { ...process.env, DATABASE_URL: databaseUrl }, timeout: cliTimeout_ms, killSignal: "SIGKILL" },
+      { cwd: repositoryRoot, env: { ...process.env, DATABASE_URL: databaseUrl, ...extraEnv }, timeout: cliTimeout_ms, killSignal: "SIGKILL" },
       (error, stdout, stderr) => {
         const exitCode = error === null ? 0 : typeof error.code === "number" ? error.code : -1
         resume(Effect.succeed({ exitCode, stdout, stderr }))
