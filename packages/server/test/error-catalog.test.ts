@@ -104,7 +104,7 @@ describe("error catalog ↔ error classes ↔ OpenAPI document", () => {
     const cases = [
       new AcquirerTimeout({ operation: "authorize", reference: "payment:pay_x:authorization", timeout_ms: 1 }),
       new PaymentNotFound({ paymentId: "pay_x" }),
-      new InvalidRequest({ detail: "amount: Missing key", field: "amount" })
+      new InvalidRequest({ detail: "amount: is required", field: "amount" })
     ]
     assert.deepStrictEqual(cases.map(problemDocument), [
       {
@@ -115,7 +115,7 @@ describe("error catalog ↔ error classes ↔ OpenAPI document", () => {
         code: "acquirer_timeout"
       },
       { type: problemType("payment_not_found"), title: "Not found", status: 404, detail: "no payment pay_x", code: "payment_not_found" },
-      { type: problemType("invalid_request"), title: "Invalid request", status: 400, detail: "amount: Missing key", code: "invalid_request", field: "amount" }
+      { type: problemType("invalid_request"), title: "Invalid request", status: 400, detail: "amount: is required", code: "invalid_request", field: "amount" }
     ])
   })
 })

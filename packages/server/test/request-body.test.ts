@@ -61,6 +61,19 @@ describe("request body text", () => {
       }
     }))
 
+  it.effect("a missing member is 'is required', an unknown one 'unknown field', a body that is not an object says it is the body (not the library's words)", () =>
+    Effect.gen(function* () {
+      const missing = yield* Effect.flip(decodeBody(CreatePaymentBody, { currency: "USD", payment_method: "pm_card_visa" }))
+      assert.deepStrictEqual([missing.field, missing.detail], ["amount", "amount: is required"])
+      const unknown = yield* Effect.flip(decodeBody(SettlePaymentBody, { amount: 5, extra: 1 }))
+      assert.deepStrictEqual([unknown.field, unknown.detail], ["extra", "extra: unknown field: this request does not take it"])
+      for (const body of [null, [], "x", 1]) {
+        const whole = yield* Effect.flip(decodeBody(CreatePaymentBody, body))
+        assert.isUndefined(whole.field)
+        assert.match(whole.detail, /^the body must be a JSON object \(Expected /, JSON.stringify(body))
+      }
+    }))
+
   it("Content-Type: application/json, with no charset or UTF-8 only", () => {
     for (const header of ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=\"UTF-8\"", "application/json; charset=utf8"]) {
       assert.isTrue(isJsonUtf8(header), header)

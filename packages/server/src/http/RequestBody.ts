@@ -221,14 +221,28 @@ export const decodeBody = <S extends Schema.Top & { readonly DecodingServices: n
   Schema.decodeUnknownEffect(schema)(value, { onExcessProperty: "error" }).pipe(
     Effect.mapError((error) => {
       const { field, message } = firstIssue(error.issue)
-      return field === undefined
-        ? new InvalidRequest({ detail: message })
-        : new InvalidRequest({ detail: `${field}: ${message}`, field })
+      if (field !== undefined) return new InvalidRequest({ detail: `${field}: ${message}`, field })
+      // The whole body of the wrong type (`null`, an array, a string): say it is the body.
+      return new InvalidRequest({ detail: error.issue._tag === "InvalidType" ? `the body must be a JSON object (${message})` : message })
     })
   )
 
+/**
+ * The library's generic words for a missing or an unknown member ("Missing key", "Expected no
+ * excess property") in a merchant's words; a schema's own message, and every other failure's, as
+ * the library renders it (outside API review: the generic ones read as the library's, not ours).
+ */
+const leafHook: SchemaIssue.LeafHook = (issue) => {
+  const message = SchemaIssue.defaultLeafHook(issue)
+  if (issue._tag === "MissingKey" && message === "Missing key") return "is required"
+  if (issue._tag === "UnexpectedKey") return "unknown field: this request does not take it"
+  return message
+}
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1({ leafHook })
+
 export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
-  const formatted = SchemaIssue.makeFormatterStandardSchemaV1()(issue).issues[0]
+  const formatted = formatter(issue).issues[0]
   if (formatted === undefined) return { field: undefined, message: String(issue) }
   const path = (formatted.path ?? []).map((segment) => String(typeof segment === "object" && segment !== null && "key" in segment ? segment.key : segment))
   return { field: path.length === 0 ? undefined : path.join("."), message: formatted.message }
