@@ -145,9 +145,11 @@ export const LoggingLive = Layer.merge(JsonLoggingLive, TracingLive("payments-ap
 
 /**
  * A path id up to this many characters reaches its handler (which answers `payment_not_found` for
- * anything that is not a payment id); a longer segment is `route_not_found`.
+ * anything that is not a payment id); a longer segment is `route_not_found`. Paths match as the
+ * document writes them: `/V1/Payments` or `/v1//payments` name no route (the router's defaults
+ * folded case and doubled slashes, which the document does not; outside API review).
  */
-const routerConfig = { maxParamLength: 500 }
+const routerConfig = { maxParamLength: 500, caseSensitive: true, ignoreDuplicateSlashes: false }
 
 /**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given

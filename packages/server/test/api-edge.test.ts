@@ -73,6 +73,10 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       const m = yield* createMerchant("Edge routes")
       assertProblem(yield* send("GET", "/nope"), "route_not_found", undefined, "unknown path")
       assertProblem(yield* send("GET", "/v1/payments/x/y/z", m), "route_not_found", undefined, "unknown nested path")
+      // Paths are as the document writes them: another case or a doubled slash names no route.
+      assertProblem(yield* send("GET", "/V1/Payments", m), "route_not_found", undefined, "another case")
+      assertProblem(yield* send("GET", "/v1//payments", m), "route_not_found", undefined, "a doubled slash")
+      assert.strictEqual((yield* send("GET", "/v1/payments/", m)).status, 200, "a trailing slash is the same resource")
       for (const method of ["DELETE", "PUT", "PATCH", "OPTIONS"]) {
         const answer = yield* send(method, "/v1/payments", m)
         assertProblem(answer, "method_not_allowed", undefined, `${method} /v1/payments`)
