@@ -24,6 +24,13 @@ const displayedBodyLength = 4
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 export const apiKeySecretPattern = /^sk_test_[0-9A-Za-z]{32}$/
 
+/**
+ * Whether `secret` can be a key at all. `authenticate` refuses anything else before hashing, the
+ * cache or the database; the server's failed-authentication limit counts only what passes (one
+ * definition for both, so a key form widened here is limited there too).
+ */
+export const isWellFormedApiKey = (secret: string): boolean => apiKeySecretPattern.test(secret)
+
 /** The same answer (401, `unauthorized`) for unknown, revoked and malformed keys. */
 export class Unauthorized extends CodedError<Unauthorized>()(
   "unauthorized",
@@ -134,7 +141,7 @@ export class ApiKeys extends Context.Service<ApiKeys, {
 
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
-        if (!apiKeySecretPattern.test(secret)) return yield* new Unauthorized({ reason: "malformed" })
+        if (!isWellFormedApiKey(secret)) return yield* new Unauthorized({ reason: "malformed" })
         const keyHash = hashApiKeySecret(secret)
         const cacheKey = Buffer.from(keyHash).toString("base64")
         const cached = cache.get(cacheKey)

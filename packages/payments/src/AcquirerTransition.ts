@@ -158,12 +158,16 @@ const commandAfter = (step: AcquirerStep, answer: AcquirerOutcome, amount_minor:
 }
 
 /**
- * Whether `current` is exactly where `command` leads: the same status, and for a capture the same
- * amount captured. Another key got there first with the same acquirer reference (the call this
- * key made was that same operation, performed once).
+ * Whether `current` is exactly where `command` leads, by the same acquirer operation this key
+ * asked for (performed once, another key first): the same status, and for a capture the same
+ * amount captured (the amount is in the capture's reference). Not for `fail` (a declined capture):
+ * FAILED is also where another amount's declined capture leads, under another reference, with its
+ * own failure code (outside review).
  */
 const alreadyWhereCommandLeads = (command: PaymentCommand, current: Payment): boolean =>
-  current.status === commandTarget[command._tag] && (command._tag !== "settle" || current.captured_amount_minor === command.amount_minor)
+  command._tag !== "fail" &&
+  current.status === commandTarget[command._tag] &&
+  (command._tag !== "settle" || current.captured_amount_minor === command.amount_minor)
 
 /**
  * Step 4: the command, what an approval also does, and the stored outcome, in one transaction.
@@ -202,9 +206,11 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
             const current = resumed
               ? yield* payments.findById(merchantId, payment.id).pipe(Effect.catchTag("PaymentNotFound", () => Effect.succeed(undefined)))
               : undefined
-            return current !== undefined && alreadyWhereCommandLeads(command, current)
-              ? yield* execution.finish(PaymentOutcome.Transitioned({ payment: current }))
-              : yield* execution.finish(PaymentOutcome.Refused({ error }))
+            if (current === undefined || !alreadyWhereCommandLeads(command, current)) return yield* execution.finish(PaymentOutcome.Refused({ error }))
+            yield* Effect.logInfo("a resumed key finds its acquirer operation applied by another key: answered with the payment").pipe(
+              Effect.annotateLogs({ payment_id: current.id, command: command._tag, status: current.status })
+            )
+            return yield* execution.finish(PaymentOutcome.Transitioned({ payment: current }))
           }),
         CaptureExceedsAuthorized: (error) => execution.finish(PaymentOutcome.Refused({ error })),
         PaymentNotFound: (error) => execution.finish(PaymentOutcome.Refused({ error })),

@@ -10,7 +10,7 @@ import {
   UnauthorizedProblem
 } from "@pay/api"
 import { sqlFailureKind } from "@pay/infra"
-import { apiKeySecretPattern, ApiKeys } from "@pay/merchants"
+import { ApiKeys, isWellFormedApiKey } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
 import { problemDocument } from "./Problem.ts"
@@ -42,7 +42,7 @@ export const AuthorizationLive = Layer.effect(
         // sent, or not of the form) is refused by `authenticate` without a lookup; it costs nothing
         // and guesses nothing. Counted, twenty of them (a probe without its key behind a merchant's
         // NAT) locked that address's valid keys out for the window (outside review).
-        const attemptOf = apiKeySecretPattern.test(secret)
+        const attemptOf = isWellFormedApiKey(secret)
           ? limits.authenticationAttempt(source, lookup, (error) => error._tag === "Unauthorized")
           : Effect.map(lookup, (value) => ({ _tag: "LookedUp" as const, value }))
         const attempt = yield* attemptOf.pipe(
