@@ -36,10 +36,16 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assertInvalid(yield* send({ description: "x\udc00y" }), "description", "lone low surrogate")
       assertInvalid(yield* send({ metadata: { order: "a\u0000" } }), "metadata.order", "NUL in a metadata value")
       // A bad key is named with its reason, not "Expected no excess property" (metadata is free-form).
-      const badKeys: ReadonlyArray<readonly [string, string]> = [["k".repeat(41), "must be 1 to 40 characters"], ["", "must be 1 to 40 characters"], ["a\u0000", "must not contain NUL"]]
-      for (const [key, reason] of badKeys) {
+      // A key that would read as more than one member (empty, or with a dot) is named in brackets.
+      const badKeys: ReadonlyArray<readonly [string, string, string]> = [
+        ["k".repeat(41), "must be 1 to 40 characters", `metadata.${"k".repeat(41)}`],
+        ["", "must be 1 to 40 characters", `metadata[""]`],
+        ["a\u0000", "must not contain NUL", "metadata.a\u0000"],
+        ["order.id\u0000", "must not contain NUL", `metadata["order.id\\u0000"]`]
+      ]
+      for (const [key, reason, field] of badKeys) {
         const answer = yield* send({ metadata: { [key]: "v" } })
-        assertInvalid(answer, `metadata.${key}`, `metadata key ${JSON.stringify(key)}`)
+        assertInvalid(answer, field, `metadata key ${JSON.stringify(key)}`)
         assert.include(String(jsonOf(answer)["detail"]), `metadata keys ${reason}`, `metadata key ${JSON.stringify(key)}`)
       }
       // 11 values of 500 × U+0001: 5,500 characters, but 6 bytes each as stored (\u0001): over 32,768.

@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { CreatePaymentBody, PaymentsApi, SettlePaymentBody } from "@pay/api"
 import { Effect, Result } from "effect"
 import { OpenApi } from "effect/http-api"
-import { decodeBody, isJsonUtf8, parseJsonBody } from "../src/http/RequestBody.ts"
+import { decodeBody, fieldPath, isJsonUtf8, parseJsonBody } from "../src/http/RequestBody.ts"
 
 const refusal = (text: string) => {
   const parsed = parseJsonBody(text)
@@ -73,6 +73,15 @@ describe("request body text", () => {
         assert.match(whole.detail, /^the body must be a JSON object \(Expected /, JSON.stringify(body))
       }
     }))
+
+  it("field names: dotted members, array indexes, and a member that would read as more than one in brackets", () => {
+    assert.strictEqual(fieldPath(["metadata", "order_id"]), "metadata.order_id")
+    assert.strictEqual(fieldPath(["items", "0", "amount"]), "items.0.amount")
+    assert.strictEqual(fieldPath(["metadata", "a.b"]), `metadata["a.b"]`)
+    assert.strictEqual(fieldPath(["metadata", ""]), `metadata[""]`)
+    assert.strictEqual(fieldPath(["metadata", `say "hi" [now]`]), `metadata["say \\"hi\\" [now]"]`)
+    assert.strictEqual(fieldPath([]), "")
+  })
 
   it("Content-Type: application/json, with no charset or UTF-8 only", () => {
     for (const header of ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=\"UTF-8\"", "application/json; charset=utf8"]) {

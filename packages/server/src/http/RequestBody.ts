@@ -52,6 +52,18 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
  * systems is UTF-8 (RFC 8259 §8.1), and a body declared in another charset would be read as UTF-8
  * all the same, i.e. as something the client did not send: a 415. Other parameters are ignored.
  */
+/**
+ * A body field's name for `field`: its members joined with dots (`metadata.order_id`, an array
+ * element by its index), except a member whose name would read as more than one (empty, or with
+ * `.`, `[`, `]` or `"`: a metadata key may hold any of them), written in brackets as a JSON string
+ * (`metadata["a.b"]`, `metadata[""]`), so that a client can map `field` back to one member.
+ */
+export const fieldPath = (segments: ReadonlyArray<string>): string =>
+  segments.reduce((path, segment, index) => {
+    if (segment === "" || /[.[\]"]/.test(segment)) return `${path}[${JSON.stringify(segment)}]`
+    return index === 0 ? segment : `${path}.${segment}`
+  }, "")
+
 export const isJsonUtf8 = (header: string): boolean => {
   const [mediaType = "", ...parameters] = header.split(";")
   if (mediaType.trim().toLowerCase() !== "application/json") return false
@@ -96,7 +108,7 @@ export const parseJsonBody = (text: string): Result.Result<Schema.Json, Malforme
   }
   const infinite = nonFinitePath(parsed, [])
   if (infinite !== undefined) {
-    const field = infinite.join(".")
+    const field = fieldPath(infinite)
     return Result.fail(
       field === ""
         ? new InvalidRequest({ detail: "a number is out of range" })
@@ -160,7 +172,7 @@ interface OpenContainer {
 }
 
 const pathOf = (open: ReadonlyArray<OpenContainer>): string =>
-  open.map((container) => (container.names === undefined ? String(container.index) : container.member)).join(".")
+  fieldPath(open.map((container) => (container.names === undefined ? String(container.index) : container.member)))
 
 const isDigit = (char: string | undefined) => char !== undefined && char >= "0" && char <= "9"
 /** A number token starts with `-` or a digit (the `e` of `true` and `false` starts none). */
@@ -245,5 +257,5 @@ export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string |
   const formatted = formatter(issue).issues[0]
   if (formatted === undefined) return { field: undefined, message: String(issue) }
   const path = (formatted.path ?? []).map((segment) => String(typeof segment === "object" && segment !== null && "key" in segment ? segment.key : segment))
-  return { field: path.length === 0 ? undefined : path.join("."), message: formatted.message }
+  return { field: path.length === 0 ? undefined : fieldPath(path), message: formatted.message }
 }
