@@ -4,7 +4,7 @@
 // applied exactly once. Real Postgres; records handed to the partition handler directly. Which
 // transaction wrote a row is read from Postgres itself (`xmin`), not from the code.
 import { assert, it } from "@effect/vitest"
-import { decodeRows, type KafkaRecord } from "@pay/infra"
+import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -13,21 +13,10 @@ import { makeDeadLetters } from "../src/DeadLetters.ts"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
 import { makeRecordProcessor } from "../src/RecordProcessor.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
-import { eventMessage, expectedProjection, lifecycle, merchantId, projectionAsExpected, type TestEvent, testOptions } from "./support.ts"
+import { eventMessage, expectedProjection, lifecycle, merchantId, projectionAsExpected, recordsOf, testOptions } from "./support.ts"
 
 const topic = "batch-test.payments.events"
 
-const recordsOf = (events: ReadonlyArray<TestEvent>, firstOffset: bigint): Array<KafkaRecord> =>
-  events.map((event, index) => ({
-    topic,
-    partition: 0,
-    offset: firstOffset + BigInt(index),
-    key: event.message.key,
-    value: String(event.message.value),
-    value_bytes: new TextEncoder().encode(String(event.message.value)),
-    headers: event.message.headers ?? {},
-    timestamp_ms: Date.now()
-  }))
 
 const Transactions = Schema.Struct({ transactions: Schema.BigInt, rows: Schema.BigInt })
 
@@ -59,7 +48,7 @@ it.live("a batch commits once; a poison record in the middle rolls it back, the 
     const first = clean[0]
     if (first === undefined) return assert.fail("no events")
     const cleanBatch = [...clean, eventMessage(topic, first.payload, first.eventId), eventMessage(topic, first.payload)]
-    yield* handlePartition(recordsOf(cleanBatch, 0n))
+    yield* handlePartition(recordsOf(topic, cleanBatch, 0n))
     assert.deepStrictEqual(yield* writers(0n, 13n), { transactions: 1n, rows: 13n }, "the whole batch in one transaction (the duplicate writes no row)")
 
     // A batch with a poison record in the middle: payment_settled whose fee + net is not the amount.
@@ -68,7 +57,7 @@ it.live("a batch commits once; a poison record in the middle rolls it back, the 
     const [, , poisonSettled] = lifecycle(merchant, "EUR", 5_000, true)
     const poison = eventMessage(topic, { ...poisonSettled, fee_minor: 1 })
     const mixed = [...before, poison, ...after]
-    yield* handlePartition(recordsOf(mixed, 14n))
+    yield* handlePartition(recordsOf(topic, mixed, 14n))
     const fallback = yield* writers(14n, 14n + BigInt(mixed.length) - 1n)
     assert.deepStrictEqual(fallback, { transactions: BigInt(mixed.length - 1), rows: BigInt(mixed.length - 1) }, "rolled back, then one transaction per record")
 
@@ -85,7 +74,7 @@ it.live("a batch commits once; a poison record in the middle rolls it back, the 
     assert.match(parked[0]?.error ?? "", /fee 1 \+ net/)
 
     // Redelivered (a Kafka commit lost): every record is behind the stored offset, nothing changes.
-    yield* handlePartition(recordsOf([...cleanBatch, ...mixed], 0n))
+    yield* handlePartition(recordsOf(topic, [...cleanBatch, ...mixed], 0n))
     assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection(settled))
     const [again] = yield* store.offsets("settlement.g1")
     assert.deepStrictEqual(again, offsets)

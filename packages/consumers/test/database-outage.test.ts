@@ -16,21 +16,10 @@ import { isSqlError } from "effect/sql/SqlError"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
 import { isInfrastructure, makeRecordProcessor } from "../src/RecordProcessor.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
-import { eventMessage, expectedProjection, lifecycle, merchantId, projectionAsExpected, type TestEvent, testOptions } from "./support.ts"
+import { eventMessage, expectedProjection, lifecycle, merchantId, projectionAsExpected, recordsOf, testOptions } from "./support.ts"
 
 const topic = "outage-test.payments.events"
 
-const recordsOf = (events: ReadonlyArray<TestEvent>): Array<KafkaRecord> =>
-  events.map((event, index) => ({
-    topic,
-    partition: 0,
-    offset: BigInt(index),
-    key: event.message.key,
-    value: String(event.message.value),
-    value_bytes: new TextEncoder().encode(String(event.message.value)),
-    headers: event.message.headers ?? {},
-    timestamp_ms: Date.now()
-  }))
 
 const Counts = Schema.Struct({ parked: Schema.Int, processed: Schema.Int, offsets: Schema.Int })
 
@@ -65,7 +54,7 @@ it.live("a database outage during a slice parks nothing and moves no offset; aft
     const handlePartition = (batch: ReadonlyArray<KafkaRecord>) => Effect.provideService(handler(batch), SqlClient.SqlClient, sql)
     const merchant = merchantId()
     const payments = Array.from({ length: 4 }, (_, n) => lifecycle(merchant, "EUR", 1_000 + n * 11, true))
-    const records = recordsOf(payments.flatMap((payloads) => payloads.map((payload) => eventMessage(topic, payload))))
+    const records = recordsOf(topic, payments.flatMap((payloads) => payloads.map((payload) => eventMessage(topic, payload))))
     const counts = decodeRows(Counts)(direct`
       SELECT (SELECT count(*)::int FROM dead_letter_events) AS parked,
              (SELECT count(*)::int FROM processed_events) AS processed,

@@ -5,28 +5,17 @@
 // paths: a partition's slice in one transaction (PartitionBatch) and one record per transaction
 // (RecordProcessor). Real Postgres; records handed to the handlers directly.
 import { assert, it } from "@effect/vitest"
-import { decodeRows, type KafkaRecord } from "@pay/infra"
+import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
 import { makeRecordProcessor } from "../src/RecordProcessor.ts"
 import { makeSettlementProjection, settlementConsumerName } from "../src/SettlementProjection.ts"
-import { eventMessage, lifecycle, merchantId, type TestEvent, testOptions } from "./support.ts"
+import { eventMessage, lifecycle, merchantId, recordsOf, testOptions } from "./support.ts"
 
 const topic = "refund-test.payments.events"
 
-const recordsOf = (events: ReadonlyArray<TestEvent>, firstOffset: bigint): Array<KafkaRecord> =>
-  events.map((event, index) => ({
-    topic,
-    partition: 0,
-    offset: firstOffset + BigInt(index),
-    key: event.message.key,
-    value: String(event.message.value),
-    value_bytes: new TextEncoder().encode(String(event.message.value)),
-    headers: event.message.headers ?? {},
-    timestamp_ms: Date.now()
-  }))
 
 let refundCounter = 0
 const refundId = () => `re_${String(++refundCounter).padStart(24, "0")}`
@@ -77,7 +66,7 @@ it.live("in one batch transaction: refund events are applied per refund (not sta
     const settings = { handler: projection.handler(1), dlqTopic: null, options: { ...testOptions, transactionRecords_max: 100 } }
     const handlePartition = yield* makePartitionHandler(settings, yield* makeRecordProcessor(settings))
     const merchant = merchantId()
-    yield* handlePartition(recordsOf(refundStory(merchant), 0n))
+    yield* handlePartition(recordsOf(topic, refundStory(merchant), 0n))
     yield* check(1, merchant)
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
 
@@ -88,6 +77,6 @@ it.live("one record per transaction: the same outcome as the batch", () =>
     const settings = { handler: projection.handler(2), dlqTopic: null, options: testOptions }
     const processor = yield* makeRecordProcessor(settings)
     const merchant = merchantId()
-    for (const record of recordsOf(refundStory(merchant), 0n)) yield* processor.handle(record)
+    for (const record of recordsOf(topic, refundStory(merchant), 0n)) yield* processor.handle(record)
     yield* check(2, merchant)
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))

@@ -3,7 +3,7 @@
 // (RecordProcessor.ts, the fallback), and never hide a claim another transaction wrote meanwhile.
 // Real Postgres; records handed to the handlers directly.
 import { assert, it } from "@effect/vitest"
-import { decodeRows, type KafkaRecord } from "@pay/infra"
+import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Deferred, Duration, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -11,21 +11,10 @@ import { randomUUID } from "node:crypto"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
 import { makeRecordProcessor } from "../src/RecordProcessor.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
-import { eventMessage, lifecycle, merchantId, type TestEvent, testOptions } from "./support.ts"
+import { eventMessage, lifecycle, merchantId, recordsOf, type TestEvent, testOptions } from "./support.ts"
 
 const topic = "slice-test.payments.events"
 
-const recordsOf = (events: ReadonlyArray<TestEvent>): Array<KafkaRecord> =>
-  events.map((event, index) => ({
-    topic,
-    partition: 0,
-    offset: BigInt(index),
-    key: event.message.key,
-    value: String(event.message.value),
-    value_bytes: new TextEncoder().encode(String(event.message.value)),
-    headers: event.message.headers ?? {},
-    timestamp_ms: Date.now()
-  }))
 
 /** A deterministic shuffle-ish stream: lifecycles, with duplicates, stale copies and reordered versions mixed in. */
 const deliveries = (): Array<TestEvent> => {
@@ -64,7 +53,7 @@ it.live("slices decide exactly as one record per transaction: the same claims, v
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const projection = makeSettlementProjection(sql)
-    const records = recordsOf(deliveries())
+    const records = recordsOf(topic, deliveries())
 
     // Reference: generation 1, one record per transaction (the per-record path).
     const reference = { handler: projection.handler(1), dlqTopic: null, options: testOptions }

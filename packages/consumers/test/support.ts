@@ -5,6 +5,7 @@ import {
   KafkaAdmin,
   KafkaConsumer,
   KafkaProducer,
+  type KafkaRecord,
   type ProducerMessage
 } from "@pay/infra"
 import { toEventRecord } from "@pay/outbox/CloudEvents"
@@ -84,6 +85,19 @@ export const eventMessage = (topic: string, payload: Record<string, unknown>, ev
 
 let clock_ms = Date.parse("2026-12-01T00:00:00.000Z")
 const nextInstant = () => new Date((clock_ms += 1_000)).toISOString()
+
+/** Events as the records a poll hands a partition handler: one partition of `topic`, offsets from `firstOffset`. */
+export const recordsOf = (topic: string, events: ReadonlyArray<TestEvent>, firstOffset = 0n): Array<KafkaRecord> =>
+  events.map((event, index) => ({
+    topic,
+    partition: 0,
+    offset: firstOffset + BigInt(index),
+    key: event.message.key,
+    value: String(event.message.value),
+    value_bytes: new TextEncoder().encode(String(event.message.value)),
+    headers: event.message.headers ?? {},
+    timestamp_ms: Date.now()
+  }))
 
 /** created → authorized → settled (fee 2 % rounded down) or → failed, as payloads. */
 export const lifecycle = (merchant: string, currency: string, amount_minor: number, settles: boolean) => {
