@@ -298,33 +298,33 @@ const makeTopics = (admin: Admin, options: KafkaAdminOptions, kafka: KafkaLibrar
   return { createTopic, describeTopic: makeDescribeTopic(admin, options, kafka), deleteTopics, listTopics }
 }
 
+type DeleteOutcome = "deleted" | { readonly _tag: "GroupActive"; readonly error: KafkaError }
+
 const makeGroups = (admin: Admin, options: KafkaAdminOptions) => {
   const listGroups = kafkaCall("listGroups", options.operationTimeout_ms, () => admin.listGroups()).pipe(Effect.map((groups) => [...groups.keys()].sort()))
 
-  const deleteGroups = Effect.fn("KafkaAdmin.deleteGroups")(function* (groupIds: ReadonlyArray<string>) {
-    for (let start = 0; start < groupIds.length; start += deleteBatchSize) {
-      const batch = groupIds.slice(start, start + deleteBatchSize)
-      yield* Effect.tryPromise({ try: () => admin.deleteGroups({ groups: batch }), catch: (error) => error }).pipe(
-        Effect.catch((error) =>
-          allLeavesAre(error, "GROUP_ID_NOT_FOUND") ? Effect.void : Effect.fail(toKafkaError("deleteGroups", error))
-        ),
-        boundedBy("deleteGroups", options.operationTimeout_ms)
-      )
-    }
-  })
-
-  const deleteGroup = (groupId: string) =>
-    Effect.tryPromise({ try: () => admin.deleteGroups({ groups: [groupId] }), catch: (error) => error }).pipe(
-      Effect.as("deleted" as const),
-      Effect.catch((error) =>
+  /** One DeleteGroups request for both: a group that does not exist is deleted; one with members an outcome (with deleteGroups' error). */
+  const deleteRequest = (operation: string, groups: Array<string>): Effect.Effect<DeleteOutcome, KafkaError> =>
+    Effect.tryPromise({ try: () => admin.deleteGroups({ groups }), catch: (error) => error }).pipe(
+      Effect.as<DeleteOutcome>("deleted"),
+      Effect.catch((error): Effect.Effect<DeleteOutcome, KafkaError> =>
         allLeavesAre(error, "GROUP_ID_NOT_FOUND")
           ? Effect.succeed("deleted" as const)
           : groupActiveCodes.some((code) => allLeavesAre(error, code))
-          ? Effect.succeed("group_active" as const)
-          : Effect.fail(toKafkaError("deleteGroup", error))
+          ? Effect.succeed({ _tag: "GroupActive" as const, error: toKafkaError(operation, error) })
+          : Effect.fail(toKafkaError(operation, error))
       ),
-      boundedBy("deleteGroup", options.operationTimeout_ms)
+      boundedBy(operation, options.operationTimeout_ms)
     )
+
+  const deleteGroups = Effect.fn("KafkaAdmin.deleteGroups")(function* (groupIds: ReadonlyArray<string>) {
+    for (let start = 0; start < groupIds.length; start += deleteBatchSize) {
+      const outcome = yield* deleteRequest("deleteGroups", groupIds.slice(start, start + deleteBatchSize))
+      if (outcome !== "deleted") return yield* Effect.fail(outcome.error)
+    }
+  })
+
+  const deleteGroup = (groupId: string) => Effect.map(deleteRequest("deleteGroup", [groupId]), (outcome) => (outcome === "deleted" ? outcome : "group_active" as const))
 
   return { listGroups, deleteGroups, deleteGroup }
 }
