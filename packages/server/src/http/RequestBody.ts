@@ -48,11 +48,6 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
   }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
 
 /**
- * `application/json`, with no charset or `charset=utf-8` (quoted or not, any case): JSON between
- * systems is UTF-8 (RFC 8259 §8.1), and a body declared in another charset would be read as UTF-8
- * all the same, i.e. as something the client did not send: a 415. Other parameters are ignored.
- */
-/**
  * A body field's name for `field`: its members joined with dots (`metadata.order_id`, an array
  * element by its index), except a member whose name would read as more than one (empty, or with
  * `.`, `[`, `]` or `"`: a metadata key may hold any of them), written in brackets as a JSON string
@@ -64,6 +59,11 @@ export const fieldPath = (segments: ReadonlyArray<string>): string =>
     return index === 0 ? segment : `${path}.${segment}`
   }, "")
 
+/**
+ * `application/json`, with no charset or `charset=utf-8` (quoted or not, any case): JSON between
+ * systems is UTF-8 (RFC 8259 §8.1), and a body declared in another charset would be read as UTF-8
+ * all the same, i.e. as something the client did not send: a 415. Other parameters are ignored.
+ */
 export const isJsonUtf8 = (header: string): boolean => {
   const [mediaType = "", ...parameters] = header.split(";")
   if (mediaType.trim().toLowerCase() !== "application/json") return false
