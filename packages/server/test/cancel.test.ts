@@ -161,10 +161,7 @@ layer(
       assert.strictEqual(jsonOf(retried)["captured_amount"], 4_000)
       assert.isTrue(replayed(yield* settle(merchant, id, keyA)), "stored: the key replays it")
       assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:capture`), [{ performed_count: 1, request_count: 3 }])
-      const sql = yield* SqlClient.SqlClient
-      const postings = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
-        SELECT count(*) AS n FROM transactions WHERE reference = ${`payment:${id}:settlement`}`)
-      assert.deepStrictEqual(postings, [{ n: 1n }], "one posting")
+      assert.deepStrictEqual(yield* paymentTrail(id), { transactions: 1n, canceled_events: 0n, status: "SETTLED" }, "one posting")
       // A fresh key after the payment is settled is still refused: it asked nothing of the acquirer.
       const fresh = yield* settle(merchant, id, newKey("settle-c"))
       assert.strictEqual(fresh.status, 409, describeAnswer(fresh))
