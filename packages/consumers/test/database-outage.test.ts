@@ -9,7 +9,7 @@
 import { assert, it } from "@effect/vitest"
 import { decodeRows, type KafkaRecord, postgresLayer } from "@pay/infra"
 import { acquireTestDatabase } from "@pay/testkit"
-import { startFaultProxy } from "@pay/testkit/FaultProxy"
+import { startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
@@ -33,11 +33,8 @@ it.live("a database outage during a slice parks nothing and moves no offset; aft
   Effect.scoped(Effect.gen(function* () {
     const database = yield* acquireTestDatabase
     const direct = yield* clientOf(database.url)
-    const target = new URL(database.url)
-    const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-    const viaProxy = new URL(database.url)
-    viaProxy.port = String(proxy.port)
-    const sql = yield* clientOf(viaProxy.toString())
+    const { proxy, url: viaProxy } = yield* startPostgresProxy(database.url)
+    const sql = yield* clientOf(viaProxy)
 
     // While `cutting`, every transaction (the slice's, then each record's, each retry's) loses its
     // connection before its COMMIT, while new connections are accepted: parking a record would

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
-import { startFaultProxy } from "@pay/testkit/FaultProxy"
+import { startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { Context, Effect, Layer, Metric, Redacted, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
@@ -23,11 +23,8 @@ const backendPid = (sql: SqlClient.SqlClient) =>
 /** A client on a fresh test database reached through a fault proxy, with the answer timeout on. */
 const throughProxy = Effect.gen(function* () {
   const database = yield* acquireTestDatabase
-  const target = new URL(database.url)
-  const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-  const viaProxy = new URL(database.url)
-  viaProxy.port = String(proxy.port)
-  const client = yield* Layer.build(postgresLayer({ url: Redacted.make(viaProxy.toString()), maxConnections: 2, answerTimeout_ms, applicationName: "pay-test-watch" }))
+  const { proxy, url: viaProxy } = yield* startPostgresProxy(database.url)
+  const client = yield* Layer.build(postgresLayer({ url: Redacted.make(viaProxy), maxConnections: 2, answerTimeout_ms, applicationName: "pay-test-watch" }))
   return { proxy, sql: Context.get(client, SqlClient.SqlClient) }
 })
 

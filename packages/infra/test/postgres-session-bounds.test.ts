@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
-import { type FaultProxy, startFaultProxy } from "@pay/testkit/FaultProxy"
+import { type FaultProxy, startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { DatabaseIdleInTransactionTimeout, decodeRows, postgresLayer, serverTcpBounds, sessionStartupParameters } from "../src/index.ts"
@@ -40,11 +40,8 @@ const setup = Effect.gen(function* () {
   const direct = yield* clientOf(database.url, "pay-test-bounds-direct", false, false)
   yield* direct.sql`CREATE TABLE locked_row (id int PRIMARY KEY)`
   yield* direct.sql`INSERT INTO locked_row VALUES (1)`
-  const target = new URL(database.url)
-  const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-  const viaProxy = new URL(database.url)
-  viaProxy.port = String(proxy.port)
-  return { database, direct, proxy, viaProxy: viaProxy.toString() }
+  const { proxy, url: viaProxy } = yield* startPostgresProxy(database.url)
+  return { database, direct, proxy, viaProxy }
 })
 
 /**

@@ -170,3 +170,13 @@ export const startFaultProxy = (targetHost: string, targetPort: number) =>
         server.close(() => resume(Effect.void))
       })
   ).pipe(Effect.map(({ proxy }) => proxy))
+
+/** A fault proxy in front of the Postgres that `databaseUrl` names, and the same URL through the proxy. */
+export const startPostgresProxy = (databaseUrl: string) =>
+  Effect.gen(function* () {
+    const target = new URL(databaseUrl)
+    const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
+    const viaProxy = new URL(databaseUrl)
+    viaProxy.port = String(proxy.port)
+    return { proxy, url: viaProxy.toString() }
+  })

@@ -3,7 +3,7 @@ import { startThrowawayKafkaCluster } from "@pay/testkit/ThrowawayKafkaCluster"
 import { Effect, Schema } from "effect"
 import { apiEnvironment, type ApiProcess, type ProcessKind, startApi } from "../ApiProcess.ts"
 import type { ScenarioMerchant } from "../Evidence.ts"
-import { startFaultProxy } from "@pay/testkit/FaultProxy"
+import { startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { call, field } from "../Http.ts"
 import type { ScenarioStack } from "../Stack.ts"
 import type { WebhookReceiver } from "./Receiver.ts"
@@ -42,12 +42,9 @@ export const startTopology = (base: ScenarioStack, kafkaMode: KafkaMode) =>
     // The scenario's database and prefixes, and its own cluster when it has one (every process and the checker use it).
     const stack: ScenarioStack = kafka === undefined ? base : { ...base, kafkaBrokers: kafka.brokers }
     const redis = yield* throwaway("redis")
-    const target = new URL(stack.appUrl)
-    const postgresProxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-    const viaProxy = new URL(stack.appUrl)
-    viaProxy.port = String(postgresProxy.port)
+    const { proxy: postgresProxy, url: viaProxy } = yield* startPostgresProxy(stack.appUrl)
     const common = apiEnvironment(stack, {
-      DATABASE_URL: viaProxy.toString(),
+      DATABASE_URL: viaProxy,
       KAFKA_REPLICATION_FACTOR: String(kafka?.replicationFactor ?? 1),
       KAFKA_MIN_INSYNC_REPLICAS: String(kafka?.minInsyncReplicas ?? 1),
       WEBHOOK_ALLOW_LOOPBACK_HTTP: "true"

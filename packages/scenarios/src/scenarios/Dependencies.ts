@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import { countOf, countUntil, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
 import { flushRedis } from "../chaos/Faults.ts"
-import { type FaultProxy, startFaultProxy } from "@pay/testkit/FaultProxy"
+import { type FaultProxy, startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { type Answer, brief, call, field } from "../Http.ts"
 import { readTopic } from "../Kafka.ts"
 import { newKey, paymentBody, type Scenario, type ScenarioContext } from "../Scenario.ts"
@@ -86,16 +86,6 @@ export const redisDown: Scenario = {
     })
 }
 
-/** A fault proxy in front of the scenario's database, and the app's DATABASE_URL through it. */
-const databaseThroughProxy = (ctx: ScenarioContext) =>
-  Effect.gen(function* () {
-    const target = new URL(ctx.stack.appUrl)
-    const proxy = yield* startFaultProxy(target.hostname, Number(target.port || "5432"))
-    const viaProxy = new URL(ctx.stack.appUrl)
-    viaProxy.port = String(proxy.port)
-    return { proxy, viaProxy }
-  })
-
 const cutRounds = 12
 
 export const postgresConnectionsDropped: Scenario = {
@@ -104,10 +94,10 @@ export const postgresConnectionsDropped: Scenario = {
   fast: true,
   run: (ctx) =>
     Effect.gen(function* () {
-      const { proxy, viaProxy } = yield* databaseThroughProxy(ctx)
+      const { proxy, url: viaProxy } = yield* startPostgresProxy(ctx.stack.appUrl)
       yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}`)
       // A key whose release died with its connection unlocks when its lease expires: 3 s, not the default.
-      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), ACQUIRER_LATENCY_MS: "50", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
+      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy, ACQUIRER_LATENCY_MS: "50", IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000" })
       const m = yield* ctx.merchant("cut merchant")
       const ids = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => authorizedPayment(ctx, api, m, 500 * i))
       const keys = ids.map(() => newKey("settle"))
@@ -251,9 +241,9 @@ const outageScenario = (outage: Outage, name: string, summary: string, env: Read
   fast: true,
   run: (ctx) =>
     Effect.gen(function* () {
-      const { proxy, viaProxy } = yield* databaseThroughProxy(ctx)
+      const { proxy, url: viaProxy } = yield* startPostgresProxy(ctx.stack.appUrl)
       yield* ctx.say.step(`start the API with DATABASE_URL through the fault proxy on port ${proxy.port}; take payments while Postgres answers`)
-      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy.toString(), IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ...env })
+      const api = yield* ctx.startApi("api-1", { DATABASE_URL: viaProxy, IDEMPOTENCY_LOCK_TIMEOUT_MS: "3000", ...env })
       const m = yield* ctx.merchant(`${name} merchant`)
       const before = yield* authorizedPayment(ctx, api, m, 1_500)
       const settledBefore = yield* ctx.post(api, m, `/v1/payments/${before}/settle`, newKey("settle"))
