@@ -74,6 +74,10 @@ export const errorCatalog = {
     status: 409, title: "Conflict", retry: "no_stored",
     meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which)"
   },
+  authorization_in_progress: {
+    status: 409, title: "Conflict", retry: "same_key_later",
+    meaning: "A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done; the same request after `Retry-After` seconds cancels it (voiding the authorization if it was approved)"
+  },
   authorization_expired: {
     status: 409, title: "Conflict", retry: "no_stored",
     meaning: "A settle after the authorization's `authorization_expires_at`: the funds are no longer held"

@@ -87,8 +87,9 @@ export const PaymentFailed = Schema.Struct({
 export type PaymentFailed = typeof PaymentFailed.Type
 
 /**
- * The merchant voided the authorization (`POST /v1/payments/{id}/cancel`): the acquirer released
- * the reserved funds; no money moved in our ledger. CANCELED is terminal.
+ * The merchant canceled the payment (`POST /v1/payments/{id}/cancel`): an AUTHORIZED one was voided
+ * (the acquirer released the reserved funds), a CREATED one had nothing reserved
+ * (`previous_status` says which); no money moved in our ledger. CANCELED is terminal.
  */
 export const PaymentCanceled = Schema.Struct({
   type: Schema.tag("payment_canceled"),

@@ -71,6 +71,12 @@ export const paymentTransitions = [
     why: "the issuer (or our risk checks) refused the authorization: no money was reserved"
   },
   {
+    command: "cancel",
+    from: "CREATED",
+    to: "CANCELED",
+    why: "the merchant canceled the payment before it was authorized: nothing was reserved, so nothing is voided and no money moved"
+  },
+  {
     command: "settle",
     from: "AUTHORIZED",
     to: "SETTLED",

@@ -26,6 +26,7 @@ import { createPayment } from "../src/index.ts"
 const expectedAllowed: ReadonlySet<string> = new Set([
   "CREATED->AUTHORIZED",
   "CREATED->FAILED",
+  "CREATED->CANCELED",
   "AUTHORIZED->SETTLED",
   "AUTHORIZED->FAILED",
   "AUTHORIZED->CANCELED",
@@ -34,7 +35,7 @@ const expectedAllowed: ReadonlySet<string> = new Set([
 const expectedCommandOutcome: Readonly<
   Record<PaymentStatus, Readonly<Record<PaymentCommandName, PaymentStatus | "invalid">>>
 > = {
-  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
+  CREATED: { authorize: "AUTHORIZED", decline: "FAILED", settle: "invalid", fail: "invalid", cancel: "CANCELED", expire: "invalid" },
   AUTHORIZED: { authorize: "invalid", decline: "invalid", settle: "SETTLED", fail: "FAILED", cancel: "CANCELED", expire: "EXPIRED" },
   SETTLED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
   FAILED: { authorize: "invalid", decline: "invalid", settle: "invalid", fail: "invalid", cancel: "invalid", expire: "invalid" },
@@ -135,12 +136,12 @@ describe("every command from every status", () => {
 })
 
 describe("the table drives everything", () => {
-  it("holds exactly the six allowed pairs", () => {
+  it("holds exactly the seven allowed pairs", () => {
     assert.deepStrictEqual(
       new Set(allowedTransitionPairs.map(([from, to]) => `${from}->${to}`)),
       expectedAllowed
     )
-    assert.strictEqual(paymentTransitions.length, 6)
+    assert.strictEqual(paymentTransitions.length, 7)
   })
 
   it("derives SETTLED, FAILED, CANCELED and EXPIRED as the terminal statuses", () => {

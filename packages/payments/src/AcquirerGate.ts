@@ -57,7 +57,9 @@ const allowedFrom = (step: AcquirerStep): string => {
  * expired (at the same instant, to the millisecond, as the code's check). Anything else (no such
  * payment, a refusal, the key exists) writes nothing and answers None: `run` then decides, and
  * stores the refusal, as before. The code's check runs again on what was read: a disagreement is a
- * bug in one of the two, and dies loudly.
+ * bug in one of the two, and dies loudly. An authorize reads the payment FOR SHARE: a cancel
+ * before authorization that is in progress is waited for and its CANCELED read, one that comes
+ * after waits for this key and sees it (CancelBeforeAuthorization.ts, migrations/0078).
  */
 export const makeAcquirerGate = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -71,7 +73,8 @@ export const makeAcquirerGate = Effect.gen(function* () {
         // A settle's fee schedule is read here, not in its transaction (one round trip less).
         const settles = step.command === "settle"
         const rows = yield* sql`
-          WITH p AS (SELECT ${sql.literal(paymentColumns)} FROM payments WHERE id = ${paymentId.value} AND merchant_id = ${merchantId}),
+          WITH p AS (SELECT ${sql.literal(paymentColumns)} FROM payments WHERE id = ${paymentId.value} AND merchant_id = ${merchantId}
+                     ${step.command === "authorize" ? sql`FOR SHARE` : sql``}),
           allowed AS (
             SELECT 1 FROM p
             WHERE p.status IN (${sql.literal(allowedFrom(step))})

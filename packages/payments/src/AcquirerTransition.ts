@@ -22,6 +22,7 @@ import { isWithin } from "@pay/infra"
 import { type FeeSchedule, SettlementPosting } from "@pay/settlement"
 import { Context, DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { makeAuthorizationExclusion } from "./CancelBeforeAuthorization.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
 import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
 import { measureAcquirerCall } from "./PaymentMetrics.ts"
@@ -222,6 +223,17 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
       })
     )
   )
+/** The payment, or None for an unknown, foreign or malformed id (the same answer for all three). */
+const loadPayment = (payments: PaymentRepository["Service"], merchantId: MerchantId, rawId: string) =>
+  Option.match(decodePaymentId(rawId), {
+    onNone: () => Effect.succeedNone,
+    onSome: (paymentId) =>
+      payments.findById(merchantId, paymentId).pipe(
+        Effect.map(Option.some),
+        Effect.catchTag("PaymentNotFound", () => Effect.succeedNone)
+      )
+  })
+
 /**
  * How long an authorization holds the funds (`AUTHORIZATION_LIFETIME_MS`, within
  * `authorizationLifetimeBounds`; the server provides it from its configuration).
@@ -235,6 +247,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
   const payments = yield* PaymentRepository
   const acquirer = yield* Acquirer
   const applyAndFinish = makeApplyAndFinish(sql, payments, yield* SettlementPosting)
+  const exclusion = yield* makeAuthorizationExclusion
   const lifetime_ms = yield* AuthorizationLifetime
   if (!isWithin(lifetime_ms, authorizationLifetimeBounds)) {
     return yield* Effect.die(new Error(`authorization lifetime ${lifetime_ms} ms outside ${authorizationLifetimeBounds.min}..${authorizationLifetimeBounds.max}`))
@@ -243,19 +256,8 @@ export const makeAcquirerTransition = Effect.gen(function* () {
   const refuse = (execution: Execution<PaymentOutcome>, error: PaymentRefusal) =>
     sql.withTransaction(execution.finish(PaymentOutcome.Refused({ error })))
 
-  /** The payment, or None for an unknown, foreign or malformed id (the same answer for all three). */
-  const load = (merchantId: MerchantId, rawId: string) =>
-    Option.match(decodePaymentId(rawId), {
-      onNone: () => Effect.succeedNone,
-      onSome: (paymentId) =>
-        payments.findById(merchantId, paymentId).pipe(
-          Effect.map(Option.some),
-          Effect.catchTag("PaymentNotFound", () => Effect.succeedNone)
-        )
-    })
-
   /** Steps 3-4: ask the acquirer (the recovery point is committed), then apply and finish. */
-  const askAndApply = (
+  const askTheAcquirer = (
     step: AcquirerStep,
     merchantId: MerchantId,
     payment: Payment,
@@ -274,6 +276,22 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       return yield* applyAndFinish(merchantId, payment, command, context, execution, feeScheduleRead, resumed)
     })
 
+  /** A cancel of a payment read CREATED (CancelBeforeAuthorization.ts): no acquirer call unless it was authorized meanwhile. */
+  const cancelCreated = (merchantId: MerchantId, payment: Payment, context: ChangeContext, execution: Execution<PaymentOutcome>, resumed: boolean) =>
+    exclusion.cancelCreated(merchantId, payment, {
+      change: (current) => applyAndFinish(merchantId, current, { _tag: "cancel" }, context, execution, undefined, resumed),
+      refuse: (error) => refuse(execution, error),
+      voidAuthorized: (current) => askTheAcquirer(acquirerSteps.cancel, merchantId, current, current.amount_minor, context, execution, undefined, resumed)
+    })
+
+  /** Steps 3-4, or, for a cancel of a payment read CREATED, its change without the acquirer. */
+  const askAndApply = (...args: Parameters<typeof askTheAcquirer>) => {
+    const [step, merchantId, payment, , context, execution, , resumed] = args
+    return step.command === "cancel" && payment.status === "CREATED"
+      ? cancelCreated(merchantId, payment, context, execution, resumed ?? false)
+      : askTheAcquirer(...args)
+  }
+
   /** `requested_minor`: a settle's capture amount (absent: the whole authorized amount). */
   const transition = (
     step: AcquirerStep,
@@ -284,7 +302,7 @@ export const makeAcquirerTransition = Effect.gen(function* () {
     requested_minor?: AmountMinor
   ) =>
     Effect.gen(function* () {
-      const found = yield* load(merchantId, rawId)
+      const found = yield* loadPayment(payments, merchantId, rawId)
       if (Option.isNone(found)) return yield* refuse(execution, new PaymentNotFound({ paymentId: rawId }))
       const payment = found.value
       const amount_minor = requested_minor ?? payment.amount_minor
@@ -292,7 +310,12 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       if (!resumed) {
         const refusal = refusalBeforeAsking(step, payment, amount_minor, yield* DateTime.now)
         if (refusal !== undefined) return yield* refuse(execution, refusal)
-        yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
+        if (step.command !== "authorize") {
+          yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
+        } else {
+          const moved = yield* exclusion.requestAuthorization(merchantId, payment, execution)
+          if (moved !== undefined) return yield* refuse(execution, moved)
+        }
       }
       return yield* askAndApply(step, merchantId, payment, amount_minor, context, execution, undefined, resumed)
     })

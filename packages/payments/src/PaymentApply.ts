@@ -130,6 +130,13 @@ export const makeApply = (sql: SqlClient.SqlClient, trail: Trail, lockTimeout: s
     )
 
   return {
+    lockForChange: (merchantId: MerchantId, paymentId: PaymentId) =>
+      Effect.gen(function* () {
+        if (Option.isNone(yield* Effect.serviceOption(sql.transactionService))) {
+          return yield* Effect.die(new Error("PaymentRepository.lockForChange needs the caller's transaction"))
+        }
+        return yield* lockRow(merchantId, paymentId)
+      }).pipe(Effect.mapError((error) => conflictAsTyped(error, paymentId)), Effect.withSpan("PaymentRepository.lockForChange")),
     apply: (merchantId: MerchantId, paymentId: PaymentId, command: PaymentCommand, context: ChangeContext, onSettled?: OnSettled<SettlementUnavailable>) =>
       entry<never, never, SettlementUnavailable>("PaymentRepository.apply", true, { merchantId, paymentId, command, context }, onSettled, undefined)
         .pipe(Effect.map(({ payment }) => payment)),

@@ -2,6 +2,7 @@ import type { AcquirerTimeout, AcquirerUnavailable } from "@pay/acquirer"
 import {
   AmountMinorFromJsonNumber,
   type AuthorizationExpired,
+  type AuthorizationInProgress,
   type CaptureExceedsAuthorized,
   Metadata,
   type PaymentNotRefundable,
@@ -84,6 +85,7 @@ export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
  * its recovery point) and a retry with the same key, or the completer, resumes.
  */
 export type Unfinished =
+  | AuthorizationInProgress
   | AcquirerTimeout
   | AcquirerUnavailable
   | IdempotencyLockLost

@@ -90,6 +90,11 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   readonly createGated: (gate: Fragment, created: Created, context: ChangeContext) => Effect.Effect<boolean, SqlError>
   /** `PaymentNotFound` both for an unknown id and for another merchant's payment. */
   readonly findById: (merchantId: MerchantId, paymentId: PaymentId) => Effect.Effect<Payment, PaymentNotFound | SqlError>
+  /**
+   * The payment under its row lock (FOR NO KEY UPDATE, waiting at most `lockTimeout_ms`), in the
+   * caller's transaction (dies outside one): a decision read here holds until the caller commits.
+   */
+  readonly lockForChange: (merchantId: MerchantId, paymentId: PaymentId) => Effect.Effect<Payment, PaymentNotFound | ConcurrentModification | SqlError>
   /** Load (row lock) → transition (pure) → update (version check) → history → outbox, atomically. */
   readonly apply: (
     merchantId: MerchantId,

@@ -31,6 +31,7 @@ const legal = new Set([
   "null>CREATED",
   "CREATED>AUTHORIZED",
   "CREATED>FAILED",
+  "CREATED>CANCELED",
   "AUTHORIZED>SETTLED",
   "AUTHORIZED>FAILED",
   "AUTHORIZED>CANCELED",
@@ -170,7 +171,7 @@ const kafkaCheck = (stack: ScenarioStack) =>
 /**
  * Refunds (issue 19): per payment, Σ refunds not FAILED ≤ captured (the cap), and every SUCCEEDED
  * refund has exactly one reversal posting and one approved refund at the acquirer, performed once;
- * no other refund has any posting. Voids: a CANCELED payment has no settlement and no capture.
+ * no other refund has any posting. Voids: a CANCELED payment has no settlement, no capture, and no authorization left unvoided.
  */
 const refundChecks = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -194,6 +195,13 @@ const refundChecks = Effect.gen(function* () {
     SELECT p.id FROM payments p WHERE p.status = 'CANCELED' AND (EXISTS (SELECT 1 FROM payment_settlements s WHERE s.payment_id = p.id)
       OR EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'capture' AND o.outcome = 'approved'))
     LIMIT ${violations_max}`
+  // A cancel before authorization never strands the payer's funds: an approved authorization of a
+  // CANCELED payment was voided.
+  const canceledHoldingFunds = yield* sql<{ id: string }>`
+    SELECT p.id FROM payments p WHERE p.status = 'CANCELED'
+      AND EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'authorize' AND o.outcome = 'approved')
+      AND NOT EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'void' AND o.outcome = 'approved')
+    LIMIT ${violations_max}`
   // The refund events grouped once by refund id (not one scan of the outbox per refund).
   const events = yield* sql<{ id: string; status: string; events: string }>`
     WITH e AS (SELECT o.payload->>'refund_id' AS refund_id, string_agg(o.event_type, ',' ORDER BY o.position) AS events
@@ -208,7 +216,8 @@ const refundChecks = Effect.gen(function* () {
       reversals.map((r) => `${r.id} ${r.status} postings=${r.postings} approved=${r.approved} performed=${r.performed}`)),
     check("each refund has exactly its events, once each, in order (refund_created, then refund_succeeded or refund_failed when final)", totals.refunds,
       events.map((e) => `${e.id} ${e.status}: ${e.events || "no events"}`)),
-    check("a CANCELED payment has no settlement and no approved capture", totals.canceled, canceledWithMoney.map((c) => c.id))
+    check("a CANCELED payment has no settlement and no approved capture", totals.canceled, canceledWithMoney.map((c) => c.id)),
+    check("a CANCELED payment holds no approved authorization that was not voided", totals.canceled, canceledHoldingFunds.map((c) => c.id))
   ]
 })
 

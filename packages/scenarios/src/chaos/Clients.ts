@@ -51,9 +51,13 @@ interface Operation {
   readonly payment_id: string
 }
 
-/** Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run. */
+/**
+ * Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run,
+ * a cancel waiting for the payment's authorization in flight.
+ */
 const undecided = (answer: Answer) =>
-  answer.status >= 500 || (answer.status === 409 && field(answer, "code") === "idempotency_key_in_use")
+  answer.status >= 500 ||
+  (answer.status === 409 && (field(answer, "code") === "idempotency_key_in_use" || field(answer, "code") === "authorization_in_progress"))
 
 /** One attempt on one instance, recorded as invoke + ok / fail / unknown. */
 const attempt = (world: ClientWorld, operation: Operation, instance: number) =>
@@ -199,7 +203,8 @@ const nextOperation = (client: number, random: () => number, mine: ReadonlyMap<s
     const body = { amount: 1 + Math.floor(random() * 500) }
     return { client, op: "refund", merchant: target.merchant, key, path: `/v1/payments/${id}/refunds`, body, payment_id: id }
   }
-  // An authorization is voided one time in five, captured otherwise.
-  const op = target.status === "CREATED" ? "authorize" : random() < 0.2 ? "cancel" : "settle"
+  // A created payment is canceled one time in ten (racing other clients' authorizations of it),
+  // authorized otherwise; an authorization is voided one time in five, captured otherwise.
+  const op = target.status === "CREATED" ? (random() < 0.1 ? "cancel" : "authorize") : random() < 0.2 ? "cancel" : "settle"
   return { client, op, merchant: target.merchant, key, path: `/v1/payments/${id}/${op}`, body: undefined, payment_id: id }
 }

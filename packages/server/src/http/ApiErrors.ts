@@ -17,6 +17,7 @@ import {
 } from "@pay/api"
 import {
   AuthorizationExpired,
+  AuthorizationInProgress,
   CaptureExceedsAuthorized,
   ConcurrentModification,
   InvalidCursor,
@@ -82,6 +83,8 @@ export const apiErrorClasses = [
   WebhookEndpointNotFound,
   WebhookDeliveryNotFound,
   WebhookEndpointLimitReached,
+  // undecided: another request of the payment is in flight; the same request after Retry-After
+  AuthorizationInProgress,
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,

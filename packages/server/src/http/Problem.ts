@@ -52,6 +52,7 @@ const present = (error: ApiError): Presentation =>
     WebhookDeliveryNotFound: asIs,
     // No `field`: no value of the request is at fault, the merchant's count of endpoints is.
     WebhookEndpointLimitReached: asIs,
+    AuthorizationInProgress: (e) => ({ detail: `${e.message}. Nothing was done; retry with the same Idempotency-Key after Retry-After seconds.` }),
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
     PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),

@@ -96,7 +96,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** @description Voids an AUTHORIZED payment: the acquirer releases the reservation and the payment is CANCELED (terminal); no money moves. A 503 means the outcome is unknown: retry with the same key. */
+        /** @description Cancels a CREATED or AUTHORIZED payment: CANCELED (terminal); no money moves. An AUTHORIZED payment's reservation is voided at the acquirer; a CREATED one has nothing reserved, unless its authorization is in progress: then 409 authorization_in_progress, and the same request after Retry-After cancels it once the authorization has finished. A 503 means the outcome is unknown: retry with the same key. */
         post: operations["payments.cancel"];
         delete?: never;
         options?: never;
@@ -735,6 +735,19 @@ export type components = {
             status: 503;
             /** @enum {string} */
             title: "Service unavailable";
+        };
+        AuthorizationInProgressProblemEncoded: {
+            detail: string;
+            instance?: string;
+            /** @enum {string} */
+            code: "authorization_in_progress";
+            field?: string;
+            /** @enum {string} */
+            type: "/docs/problems/authorization_in_progress";
+            /** @enum {integer} */
+            status: 409;
+            /** @enum {string} */
+            title: "Conflict";
         };
         ConcurrentModificationProblemEncoded: {
             detail: string;
@@ -2082,7 +2095,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done; the same request after `Retry-After` seconds cancels it (voiding the authorization if it was approved) */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2096,7 +2109,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"];
+                    "application/problem+json": components["schemas"]["IdempotencyKeyInUseProblemEncoded"] | components["schemas"]["InvalidTransitionProblemEncoded"] | components["schemas"]["ConcurrentModificationProblemEncoded"] | components["schemas"]["AuthorizationInProgressProblemEncoded"];
                 };
             };
             /** @description The body is over 64 KiB */

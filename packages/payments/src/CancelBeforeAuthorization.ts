@@ -1,0 +1,118 @@
+import {
+  AuthorizationInProgress,
+  commandTarget,
+  type ConcurrentModification,
+  InvalidTransition,
+  type MerchantId,
+  type Payment,
+  type PaymentNotFound
+} from "@pay/domain"
+import type { Execution, IdempotencyLockLost } from "@pay/idempotency"
+import { Effect, Result, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
+import { type PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
+import { PaymentRepository } from "./PaymentRepository.ts"
+import { decodeRows } from "./PaymentTrail.ts"
+
+const inFlightRows = decodeRows(Schema.Struct({ id: Schema.String }))
+
+/** What the cancel needs of its caller (AcquirerTransition.ts), each ending in the key's answer. */
+export interface CancelCreatedSteps<A, E> {
+  /** The change (CREATED → CANCELED, or the refusal of the status it finds) and its stored answer. */
+  readonly change: (current: Payment) => Effect.Effect<A, E>
+  /** A refusal decided before anything was written (the row lock timed out), stored. */
+  readonly refuse: (error: PaymentNotFound | ConcurrentModification) => Effect.Effect<A, E>
+  /** The void of a payment whose authorization finished between the read and the lock. */
+  readonly voidAuthorized: (current: Payment) => Effect.Effect<A, E>
+}
+
+/**
+ * The two sides of one exclusion (docs/payments.md, "Cancel before authorization"): a CREATED
+ * payment is canceled without the acquirer (nothing was reserved at the issuer), and an
+ * authorization in flight (an authorize's key committed at `authorization_requested`, its answer
+ * not in yet) must never be overtaken by it: its approval would leave the funds held behind a
+ * CANCELED payment. Both serialize on the payment's row lock; the authorize's gate takes it FOR
+ * SHARE in the statement that commits its key (AcquirerGate.ts). The database refuses the same two
+ * ways against raw SQL (migrations/0078).
+ */
+export const makeAuthorizationExclusion = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const payments = yield* PaymentRepository
+
+  /** The unfinished authorize key of the payment, if any: the index `idempotency_keys_authorization_in_flight`. */
+  const authorizationInFlight = (payment: Payment) =>
+    inFlightRows(sql`
+      SELECT id FROM idempotency_keys
+      WHERE recovery_data ->> 'payment_id' = ${payment.id} AND finished_at IS NULL
+        AND recovery_point = ${RecoveryPoint.authorizationRequested}
+      LIMIT 1`)
+
+  /**
+   * In ONE transaction: the row lock (timed out: `Refused`, nothing written); moved on (authorized, declined, canceled by another key since
+   * it was read) → `Moved`, nothing written; an authorization in flight → `AuthorizationInProgress`
+   * (never stored: the same request after it finishes cancels, voiding it when it was approved);
+   * else `change` (the transition, its history row, `payment_canceled`, the stored answer).
+   */
+  const lockedCancel = <A, E>(merchantId: MerchantId, payment: Payment, change: (current: Payment) => Effect.Effect<A, E>) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        const locked = yield* payments.lockForChange(merchantId, payment.id).pipe(Effect.result)
+        if (Result.isFailure(locked)) {
+          const error = locked.failure
+          if (error._tag === "SqlError") return yield* error
+          return { _tag: "Refused", error } as const
+        }
+        const current = locked.success
+        if (current.status !== "CREATED") return { _tag: "Moved", payment: current } as const
+        const [inFlight] = yield* authorizationInFlight(current)
+        if (inFlight !== undefined) {
+          yield* Effect.logInfo("cancel refused: the payment's authorization is in flight").pipe(
+            Effect.annotateLogs({ payment_id: current.id, idempotency_key_id: inFlight.id })
+          )
+          return yield* new AuthorizationInProgress({ paymentId: current.id })
+        }
+        return { _tag: "Done", value: yield* change(current) } as const
+      })
+    )
+
+  /**
+   * The cancel of a payment read CREATED. When it moved on before the lock: AUTHORIZED is voided
+   * like any authorized payment; any other status is the change's own refusal (a stored 409, or,
+   * for a resumed key, the payment it already canceled).
+   */
+  const cancelCreated = <A, E>(merchantId: MerchantId, payment: Payment, steps: CancelCreatedSteps<A, E>) =>
+    Effect.gen(function* () {
+      const result = yield* lockedCancel(merchantId, payment, steps.change)
+      switch (result._tag) {
+        case "Done":
+          return result.value
+        case "Refused":
+          return yield* steps.refuse(result.error)
+        case "Moved":
+          return yield* (result.payment.status === "AUTHORIZED" ? steps.voidAuthorized(result.payment) : steps.change(result.payment))
+      }
+    }).pipe(Effect.withSpan("CancelBeforeAuthorization", { attributes: { payment_id: payment.id, merchant_id: merchantId } }))
+
+  /**
+   * The other side, for an authorize without the gate: its recovery point committed under the row
+   * lock, the status read again. A cancel that committed since the payment was read is seen (the
+   * refusal, stored by the caller; undefined when the point was committed), one in progress waited for.
+   */
+  const requestAuthorization = (merchantId: MerchantId, payment: Payment, execution: Execution<PaymentOutcome>) =>
+    sql.withTransaction(Effect.gen(function* (): Effect.fn.Return<PaymentRefusal | undefined, IdempotencyLockLost | PaymentNotFound | ConcurrentModification | SqlError> {
+      const current = yield* payments.lockForChange(merchantId, payment.id)
+      if (current.status !== "CREATED") {
+        return new InvalidTransition({ paymentId: current.id, from: current.status, to: commandTarget.authorize, command: "authorize" })
+      }
+      yield* execution.advance(RecoveryPoint.authorizationRequested, { payment_id: payment.id })
+      return undefined
+    })).pipe(
+      Effect.catchTags({
+        PaymentNotFound: (error): Effect.Effect<PaymentRefusal> => Effect.succeed(error),
+        ConcurrentModification: (error): Effect.Effect<PaymentRefusal> => Effect.succeed(error)
+      })
+    )
+
+  return { cancelCreated, requestAuthorization }
+})

@@ -1,0 +1,187 @@
+// Cancel before authorization: POST /v1/payments/{id}/cancel on a CREATED payment, over real HTTP
+// on the in-process app. CREATED → CANCELED with payment_canceled, no acquirer call (nothing was
+// reserved), no money. The danger is an authorization in flight: while an authorize's key is at
+// `authorization_requested`, the cancel answers 409 authorization_in_progress (never stored), and
+// the database refuses the same against raw SQL (migrations/0078).
+import { assert, layer } from "@effect/vitest"
+import { AcquirerSimulator } from "@pay/acquirer"
+import { decodeRows } from "@pay/infra"
+import { acquirerOperation, assertBooksConsistent } from "@pay/settlement/test-support"
+import { Duration, Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { codeOf, describeAnswer, jsonOf, newKey, post, replayed, stringField, type TestMerchant } from "./support/Api.ts"
+import { inProcessAppLayer } from "./support/InProcessApp.ts"
+import { createMerchant } from "./support/TestServer.ts"
+
+const layerOptions = { excludeTestServices: true, timeout: "60 seconds" } as const
+
+const cancel = (m: TestMerchant, paymentId: string, key: string) => post(m, `/v1/payments/${paymentId}/cancel`, key)
+const authorize = (m: TestMerchant, paymentId: string, key: string) => post(m, `/v1/payments/${paymentId}/authorize`, key)
+
+const createdPayment = (m: TestMerchant, amount: number) =>
+  Effect.gen(function* () {
+    const created = yield* post(m, "/v1/payments", newKey("create"), { json: { amount, currency: "EUR", payment_method: "pm_card_visa" } })
+    assert.strictEqual(created.status, 201, describeAnswer(created))
+    return stringField(created, "id")
+  })
+
+/** The payment as the database holds it, its canceled events and money, and what the acquirer approved for it. */
+const trail = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(Schema.Struct({
+      status: Schema.String,
+      canceled_events: Schema.BigInt,
+      transactions: Schema.BigInt,
+      approved: Schema.Array(Schema.String)
+    }))(sql`
+      SELECT (SELECT status FROM payments WHERE id = ${paymentId}) AS status,
+             (SELECT count(*) FROM outbox_events o WHERE o.aggregate_id = ${paymentId} AND o.event_type = 'payment_canceled') AS canceled_events,
+             (SELECT count(*) FROM transactions t WHERE t.reference LIKE ${`payment:${paymentId}:%`}) AS transactions,
+             ARRAY(SELECT operation FROM acquirer_sim.operations WHERE payment_id = ${paymentId} AND outcome = 'approved' ORDER BY operation) AS approved`)
+    if (row === undefined) return assert.fail(`no payment ${paymentId}`)
+    return row
+  })
+
+/** A raw cancel, as psql could type it: the status, its history row and its event, in one transaction. */
+const rawCancel = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.withTransaction(Effect.gen(function* () {
+      yield* sql`UPDATE payments SET status = 'CANCELED', version = version + 1 WHERE id = ${paymentId}`
+      yield* sql`
+        INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+        SELECT id, version, 'CREATED', 'CANCELED', 'psql', 'raw', now() FROM payments WHERE id = ${paymentId}`
+      yield* sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        SELECT gen_random_uuid(), 'payment', id, 'payment_canceled', jsonb_build_object('version', version) FROM payments WHERE id = ${paymentId}`
+    }))
+  })
+
+/**
+ * A raw authorize key for the payment at `point` (`authorization_requested`: a crash right after the
+ * gate); its id.
+ */
+const rawAuthorizationKey = (merchantId: string, paymentId: string, point = "authorization_requested") =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(Schema.Struct({ id: Schema.String }))(sql`
+      INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint, recovery_point, recovery_data)
+      VALUES (gen_random_uuid(), ${merchantId}, ${newKey("raw")}, 'POST', ${`/v1/payments/${paymentId}/authorize`}, ${"0".repeat(64)},
+              ${point}, ${JSON.stringify({ payment_id: paymentId })}::jsonb)
+      RETURNING id`)
+    return row?.id ?? assert.fail("no key inserted")
+  })
+
+layer(inProcessAppLayer(), layerOptions)("cancel before authorization (in-process app over HTTP)", (it) => {
+  it.effect("cancel a CREATED payment: 200 CANCELED, replayed by its key; the acquirer is not asked, no money moves; an authorize after it is a 409", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Cancel early")
+      const id = yield* createdPayment(merchant, 700)
+      const key = newKey("cancel")
+      const first = yield* cancel(merchant, id, key)
+      assert.strictEqual(first.status, 200, describeAnswer(first))
+      assert.strictEqual(jsonOf(first)["status"], "CANCELED")
+      assert.isNull(jsonOf(first)["authorization_expires_at"])
+      const again = yield* cancel(merchant, id, key)
+      assert.isTrue(replayed(again))
+      assert.strictEqual(again.text, first.text, "byte for byte")
+      const late = yield* authorize(merchant, id, newKey("authorize"))
+      assert.strictEqual(late.status, 409, describeAnswer(late))
+      assert.strictEqual(codeOf(late), "invalid_transition")
+      assert.include(String(jsonOf(late)["detail"]), "CANCELED -> AUTHORIZED")
+      const twice = yield* cancel(merchant, id, newKey("cancel"))
+      assert.strictEqual(codeOf(twice), "invalid_transition", describeAnswer(twice))
+      assert.deepStrictEqual(yield* trail(id), { status: "CANCELED", canceled_events: 1n, transactions: 0n, approved: [] })
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [], "the issuer was never asked")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [])
+    }))
+
+  it.effect("authorize and cancel race on a CREATED payment (8 rounds): never a CANCELED payment holding an approved, unvoided authorization", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Cancel race")
+      const seen = new Set<string>()
+      for (let round = 0; round < 8; round++) {
+        const id = yield* createdPayment(merchant, 1_000 + round)
+        // Staggered, so that each side sometimes starts first: together, the authorize a little
+        // later, the cancel a little later (the outcomes are logged; each is checked as it comes).
+        const stagger = [{ authorize_ms: 0, cancel_ms: 0 }, { authorize_ms: 5, cancel_ms: 0 }, { authorize_ms: 0, cancel_ms: 15 }][round % 3]
+        const [authorized, canceled] = yield* Effect.all([
+          Effect.delay(authorize(merchant, id, newKey("authorize")), Duration.millis(stagger?.authorize_ms ?? 0)),
+          Effect.delay(cancel(merchant, id, newKey("cancel")), Duration.millis(stagger?.cancel_ms ?? 0))
+        ], { concurrency: 2 })
+        const answers = `${describeAnswer(authorized)} / ${describeAnswer(canceled)}`
+        const after = yield* trail(id)
+        if (canceled.status === 200) {
+          // The cancel won outright (authorize: 409, never asked), or came after the authorization (voided it).
+          assert.strictEqual(after.status, "CANCELED", answers)
+          assert.deepStrictEqual(after.approved, authorized.status === 200 ? ["authorize", "void"] : [], answers)
+          if (authorized.status !== 200) assert.strictEqual(codeOf(authorized), "invalid_transition", answers)
+          seen.add(authorized.status === 200 ? "authorized, then voided" : "canceled first")
+        } else {
+          // The authorization was in flight: nothing done, the payment stays AUTHORIZED.
+          assert.strictEqual(canceled.status, 409, answers)
+          assert.strictEqual(codeOf(canceled), "authorization_in_progress", answers)
+          assert.strictEqual(canceled.headers.get("retry-after"), "1")
+          assert.strictEqual(authorized.status, 200, answers)
+          assert.deepStrictEqual(after, { status: "AUTHORIZED", canceled_events: 0n, transactions: 0n, approved: ["authorize"] }, answers)
+          seen.add("authorization in flight")
+        }
+      }
+      yield* Effect.logInfo("authorize/cancel race outcomes").pipe(Effect.annotateLogs({ seen: [...seen].join("; ") }))
+      yield* assertBooksConsistent
+    }))
+
+  it.effect("raw SQL: no CREATED -> CANCELED while an authorization is in flight, and no authorization requested for a payment that is not CREATED", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Cancel raw")
+      const inFlight = yield* createdPayment(merchant, 300)
+      yield* rawAuthorizationKey(merchant.merchantId, inFlight)
+      const refused = yield* Effect.flip(rawCancel(inFlight))
+      assert.match(String(refused.reason.cause), /cannot be canceled while its authorization is in flight/)
+      assert.strictEqual((yield* trail(inFlight)).status, "CREATED")
+      const answer = yield* cancel(merchant, inFlight, newKey("cancel"))
+      assert.strictEqual(codeOf(answer), "authorization_in_progress", describeAnswer(answer))
+
+      const canceled = yield* createdPayment(merchant, 400)
+      yield* rawCancel(canceled)
+      assert.strictEqual((yield* trail(canceled)).status, "CANCELED", "with nothing in flight, the raw cancel is a legal transition")
+      const late = yield* Effect.flip(rawAuthorizationKey(merchant.merchantId, canceled))
+      assert.match(String(late.reason.cause), /cannot request the authorization of payment .*: it is not CREATED/)
+      const started = yield* rawAuthorizationKey(merchant.merchantId, canceled, "started")
+      const sql = yield* SqlClient.SqlClient
+      const advanced = yield* Effect.flip(sql`UPDATE idempotency_keys SET recovery_point = 'authorization_requested' WHERE id = ${started}`)
+      assert.match(String(advanced.reason.cause), /it is not CREATED/, "advancing a key to the point is refused too")
+    }))
+})
+
+layer(
+  inProcessAppLayer({ acquirer: AcquirerSimulator.layerFaulty({ failAuthorizeAfterPerforming: "first_call" }, { timeout_ms: 300 }) }),
+  layerOptions
+)("cancel while the authorization's outcome is unknown", (it) => {
+  it.effect("the authorization is performed, its answer lost (503): cancel is 409 authorization_in_progress, nothing done; the authorize's key finishes it, then the cancel's same key voids it", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Cancel in flight")
+      const id = yield* createdPayment(merchant, 2_000)
+      const authorizeKey = newKey("authorize")
+      const lost = yield* authorize(merchant, id, authorizeKey)
+      assert.strictEqual(lost.status, 503, describeAnswer(lost))
+      assert.strictEqual(codeOf(lost), "acquirer_timeout")
+      const cancelKey = newKey("cancel")
+      const refused = yield* cancel(merchant, id, cancelKey)
+      assert.strictEqual(refused.status, 409, describeAnswer(refused))
+      assert.strictEqual(codeOf(refused), "authorization_in_progress")
+      assert.strictEqual(refused.headers.get("retry-after"), "1")
+      assert.deepStrictEqual(yield* trail(id), { status: "CREATED", canceled_events: 0n, transactions: 0n, approved: ["authorize"] })
+      assert.isFalse(replayed(yield* cancel(merchant, id, cancelKey)), "never stored: the same key asks again")
+
+      const finished = yield* authorize(merchant, id, authorizeKey)
+      assert.strictEqual(finished.status, 200, describeAnswer(finished))
+      assert.strictEqual(jsonOf(finished)["status"], "AUTHORIZED")
+      const voided = yield* cancel(merchant, id, cancelKey)
+      assert.strictEqual(voided.status, 200, describeAnswer(voided))
+      assert.strictEqual(jsonOf(voided)["status"], "CANCELED")
+      assert.deepStrictEqual(yield* trail(id), { status: "CANCELED", canceled_events: 1n, transactions: 0n, approved: ["authorize", "void"] })
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [{ performed_count: 1, request_count: 1 }])
+    }))
+})
