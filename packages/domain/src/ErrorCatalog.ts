@@ -76,7 +76,7 @@ export const errorCatalog = {
   },
   authorization_in_progress: {
     status: 409, title: "Conflict", retry: "same_key_later",
-    meaning: "A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done; the same request after `Retry-After` seconds cancels it (voiding the authorization if it was approved)"
+    meaning: "A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done yet; the same request after `Retry-After` seconds (or, left alone, the completer) cancels it once the authorization has finished, voiding it if it was approved"
   },
   authorization_expired: {
     status: 409, title: "Conflict", retry: "no_stored",

@@ -185,3 +185,33 @@ layer(
       assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [{ performed_count: 1, request_count: 1 }])
     }))
 })
+
+layer(
+  inProcessAppLayer({
+    acquirer: AcquirerSimulator.layerFaulty({ failAuthorizeAfterPerforming: "first_call" }, { timeout_ms: 300 }),
+    env: { COMPLETER_INTERVAL_MS: "100", COMPLETER_ABANDONED_AFTER_MS: "1000" }
+  }),
+  layerOptions
+)("cancel while the authorization's outcome is unknown, nobody retrying", (it) => {
+  it.effect("the 409 authorization_in_progress leaves the cancel asked for: the completer finishes the authorization, then the cancel (a void), with no retry from the client", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Cancel left alone")
+      const id = yield* createdPayment(merchant, 2_100)
+      const lost = yield* authorize(merchant, id, newKey("authorize"))
+      assert.strictEqual(codeOf(lost), "acquirer_timeout", describeAnswer(lost))
+      const cancelKey = newKey("cancel")
+      const refused = yield* cancel(merchant, id, cancelKey)
+      assert.strictEqual(codeOf(refused), "authorization_in_progress", describeAnswer(refused))
+      // Bounded: the completer takes a key idle for 1 s, every 100 ms; 15 s is far beyond both runs.
+      const deadline = Date.now() + 15_000
+      let after = yield* trail(id)
+      while (after.status !== "CANCELED" && Date.now() < deadline) {
+        yield* Effect.sleep(Duration.millis(100))
+        after = yield* trail(id)
+      }
+      assert.deepStrictEqual(after, { status: "CANCELED", canceled_events: 1n, transactions: 0n, approved: ["authorize", "void"] })
+      const replay = yield* cancel(merchant, id, cancelKey)
+      assert.isTrue(replayed(replay), "the completer stored the cancel's answer with its key")
+      assert.strictEqual(jsonOf(replay)["status"], "CANCELED")
+    }))
+})
