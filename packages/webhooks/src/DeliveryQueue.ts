@@ -3,7 +3,7 @@ import { decodeRows } from "@pay/infra"
 import { Effect, Option, Schema } from "effect"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { defaultSenderOptions, type SenderOptions, WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
+import { defaultSenderOptions, FAILING_ENDPOINT_QUEUE_DAYS, type SenderOptions, WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
 import type { Decision } from "./RetryPolicy.ts"
 import type { SendResult } from "./Sender.ts"
 
@@ -37,8 +37,9 @@ export const webhookBody = ({ eventId, event }: DeliverableEvent): string => {
 const idRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
 /**
- * One delivery row per enabled endpoint of the event's merchant that subscribes to its type (or
- * to `*`), in the CALLER's transaction (the consumer's per-record transaction: the rows commit
+ * One delivery row per endpoint of the event's merchant that subscribes to its type (or to `*`)
+ * and is enabled, or was disabled for failing less than `FAILING_ENDPOINT_QUEUE_DAYS` ago (its
+ * rows wait, pending, until it is enabled again), in the CALLER's transaction (the consumer's per-record transaction: the rows commit
  * with its processed_events row and offset, or not at all). A redelivered or replayed event
  * creates nothing new (`UNIQUE (endpoint_id, event_id)`). Returns how many rows were created.
  * A refund event's row names its refund (`refund_id`) and carries the REFUND's version in
@@ -64,7 +65,9 @@ export const enqueueDeliveries = (input: DeliverableEvent, firstDelay_ms = 0): E
              ${event.version}, ${body},
              clock_timestamp() + ${firstDelay_ms}::double precision * interval '1 millisecond'
       FROM webhook_endpoints e
-      WHERE e.merchant_id = ${event.merchant_id} AND e.status = 'enabled' AND e.deleted_at IS NULL
+      WHERE e.merchant_id = ${event.merchant_id} AND e.deleted_at IS NULL
+        AND (e.status = 'enabled'
+             OR (e.disabled_reason = 'failing' AND e.disabled_at > clock_timestamp() - ${FAILING_ENDPOINT_QUEUE_DAYS}::int * interval '1 day'))
         AND e.event_types && ARRAY['*', ${event.type}]::text[]
       ON CONFLICT (endpoint_id, event_id) DO NOTHING
       RETURNING id`)

@@ -42,6 +42,14 @@ export const URL_LENGTH_MAX = 2_048
 export const DESCRIPTION_LENGTH_MAX = 500
 /** The largest webhook body; the database checks the same bound. */
 export const WEBHOOK_BODY_BYTES_MAX = 65_536
+/**
+ * How long an endpoint disabled for failing (`disabled_reason: failing`: its receiver was down for
+ * days, nobody asked to stop) keeps getting deliveries queued, pending, to go out once it is enabled
+ * again: 30 days, so that a merchant who fixes the receiver and enables it misses nothing from the
+ * outage, and a receiver abandoned for good stops growing the table. An endpoint disabled by the
+ * merchant, or by a 410 (the receiver asked to stop), gets none.
+ */
+export const FAILING_ENDPOINT_QUEUE_DAYS = 30
 /** At most this much of a receiver's answer is read, and 1 KiB of it kept with the attempt. */
 export const RESPONSE_BYTES_READ_MAX = 16_384
 export const RESPONSE_EXCERPT_BYTES_MAX = 1_024

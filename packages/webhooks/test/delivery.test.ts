@@ -222,6 +222,31 @@ layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres
       assert.strictEqual(receiver.received.length, 1, "nothing more is sent once disabled")
     })))
 
+  it.effect("an endpoint disabled for failing keeps its events queued (pending, unsent) for 30 days; enabled again, it receives them", () =>
+    Effect.scoped(Effect.gen(function* () {
+      let up = false
+      const receiver = yield* startReceiver(() => (up ? ok : { status: 500 }))
+      const { merchantId, endpointId } = yield* setUp(receiver.url)
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`UPDATE webhook_endpoints SET failing_since = clock_timestamp() - interval '6 days' WHERE id = ${endpointId}`
+      const paymentId = yield* newPaymentId
+      yield* enqueue(paymentEvent(merchantId, paymentId, 1))
+      yield* drain
+      assert.deepStrictEqual(yield* endpointRow(sql`SELECT status, disabled_reason FROM webhook_endpoints WHERE id = ${endpointId}`), { status: "disabled", disabled_reason: "failing" })
+      const during = paymentEvent(merchantId, paymentId, 2)
+      assert.strictEqual(yield* enqueue(during), 1, "an event of the outage is queued for the endpoint")
+      yield* drain
+      assert.strictEqual(receiver.received.length, 1, "and not sent while the endpoint is disabled")
+      up = true
+      const endpoints = yield* WebhookEndpoints
+      yield* endpoints.enable(merchantId, endpointId)
+      yield* drain
+      assert.includeMembers(receiver.received.map((request) => request.id), [during.eventId], "enabled again, it receives the outage's event")
+      // Past the bound, a failing endpoint gets nothing new.
+      yield* sql`UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'failing', disabled_at = clock_timestamp() - interval '31 days' WHERE id = ${endpointId}`
+      assert.strictEqual(yield* enqueue(paymentEvent(merchantId, paymentId, 3)), 0)
+    })))
+
   it.effect("a redirect is not followed (the attempt fails as a 3xx and is retried), and a huge answer is read only up to the bound", () =>
     Effect.scoped(Effect.gen(function* () {
       const elsewhere = yield* startReceiver(() => ok)
