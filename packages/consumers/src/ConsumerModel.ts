@@ -44,7 +44,11 @@ export interface ConsumerHandler {
 
 export const consumerName = /^[a-z0-9_.-]{1,100}$/
 
-export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "parked"
+/**
+ * `dismissed`: undecodable or failing like a parked record, which an operator had dismissed for an
+ * earlier generation of the consumer (a replay re-read it): stored dismissed, not counted as parked.
+ */
+export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "parked" | "dismissed"
 
 /** Where a test (or the fault-injecting process) may stop the world: see main.ts. */
 export interface ConsumerFaults {
@@ -67,7 +71,7 @@ export interface ConsumerStatus {
 }
 
 export const consumerRecords = Metric.counter("consumer_records_total", {
-  description: "Records handled by a consumer, by outcome (applied, duplicate, stale, behind, parked)",
+  description: "Records handled by a consumer, by outcome (applied, duplicate, stale, behind, parked, dismissed)",
   bigint: false
 })
 export const consumerParked = Metric.counter("consumer_parked_total", {

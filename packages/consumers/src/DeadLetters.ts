@@ -36,6 +36,9 @@ const clip = (error: string): string => {
   return text.length > DEAD_LETTER_ERROR_CHARS_MAX ? text.slice(0, DEAD_LETTER_ERROR_CHARS_MAX) : text
 }
 
+/** A consumer's name without its generation (`settlement` for `settlement.g2`). */
+export const consumerFamily = (consumer: string): string => consumer.replace(/\.g[0-9]+$/, "")
+
 const columns = `id, consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
   parked_at, redriven_at, redrive_error, dismissed_at, dismiss_reason`
 
@@ -48,6 +51,29 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
       VALUES (${consumer}, ${record.topic}, ${record.partition}, ${record.offset}, ${record.headers["ce_id"] ?? null},
               ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count})
+      ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
+
+  /**
+   * The same record (topic, partition, offset) dismissed by another generation of this consumer
+   * (`settlement.g1` for `settlement.g2`): a replay re-reads what an operator already dismissed.
+   * The first such dismissal: its consumer and reason. Parking is rare: no index needed.
+   */
+  const dismissedEarlier = (consumer: string, record: KafkaRecord) =>
+    decodeRows(Schema.Struct({ consumer: Schema.String, dismiss_reason: Schema.String }))(sql`
+      SELECT consumer, dismiss_reason FROM dead_letter_events
+      WHERE topic = ${record.topic} AND partition = ${record.partition} AND "offset" = ${record.offset}
+        AND consumer <> ${consumer} AND regexp_replace(consumer, '\\.g[0-9]+$', '') = ${consumerFamily(consumer)}
+        AND dismissed_at IS NOT NULL
+      ORDER BY id LIMIT 1`).pipe(Effect.map((rows) => rows[0]))
+
+  /** `park`, with the row dismissed at once: the reason names the generation that dismissed it first. */
+  const parkDismissed = (consumer: string, record: KafkaRecord, error: string, attempt_count: number, earlier: { readonly consumer: string; readonly dismiss_reason: string }) =>
+    sql`
+      INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
+                                      dismissed_at, dismiss_reason)
+      VALUES (${consumer}, ${record.topic}, ${record.partition}, ${record.offset}, ${record.headers["ce_id"] ?? null},
+              ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count},
+              now(), ${`dismissed for ${earlier.consumer}: ${earlier.dismiss_reason}`.slice(0, DISMISS_REASON_CHARS_MAX)})
       ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
 
   const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number }) => {
@@ -76,7 +102,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       WHERE id = ${id} AND redriven_at IS NULL AND dismissed_at IS NULL
       RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
 
-  return { park, list, find, markRedriven, markRedriveFailed, dismiss }
+  return { park, parkDismissed, dismissedEarlier, list, find, markRedriven, markRedriveFailed, dismiss }
 }
 
 /** The record a parked row stood for (to run it through the handler again). */

@@ -71,9 +71,30 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
         }]).pipe(Effect.asVoid)
     })
 
+  /**
+   * A record an operator dismissed for an earlier generation (a replay re-read it): its row is
+   * stored dismissed, with the offset; no DLQ topic record, no parked count, no alert.
+   */
+  const parkDismissed = (record: KafkaRecord, error: string, attempt_count: number, earlier: { readonly consumer: string; readonly dismiss_reason: string }) =>
+    Effect.gen(function* () {
+      yield* Effect.logInfo("consumer skips a record dismissed for an earlier generation").pipe(Effect.annotateLogs({
+        consumer: name, dismissed_for: earlier.consumer, topic: record.topic, partition: record.partition, offset: String(record.offset),
+        event_id: record.headers["ce_id"] ?? null, error: error.split("\n")[0] ?? ""
+      }))
+      return yield* sql.withTransaction(Effect.gen(function* () {
+        const next = yield* store.lockOffset(name, record.topic, record.partition)
+        if (record.offset < next) return "behind" as const
+        yield* deadLetters.parkDismissed(name, record, error, attempt_count, earlier)
+        yield* store.advance(name, record, "parked_count")
+        return "dismissed" as const
+      }))
+    })
+
   /** Topic first (at least once: a crash here re-parks, the table keeps one row), then the table. */
   const park = (record: KafkaRecord, error: string, attempt_count: number): Effect.Effect<RecordOutcome, SqlError | KafkaError> =>
     Effect.gen(function* () {
+      const earlier = yield* deadLetters.dismissedEarlier(name, record)
+      if (earlier !== undefined) return yield* parkDismissed(record, error, attempt_count, earlier)
       yield* Effect.logError("consumer parks a record").pipe(Effect.annotateLogs({
         consumer: name, topic: record.topic, partition: record.partition, offset: String(record.offset),
         event_id: record.headers["ce_id"] ?? null, attempts: attempt_count, error
