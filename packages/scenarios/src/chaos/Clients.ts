@@ -203,8 +203,10 @@ const nextOperation = (client: number, random: () => number, mine: ReadonlyMap<s
     const body = { amount: 1 + Math.floor(random() * 500) }
     return { client, op: "refund", merchant: target.merchant, key, path: `/v1/payments/${id}/refunds`, body, payment_id: id }
   }
-  // A created payment is canceled one time in ten (racing other clients' authorizations of it),
-  // authorized otherwise; an authorization is voided one time in five, captured otherwise.
+  // A created payment is canceled one time in ten (before any authorization: nothing to void),
+  // authorized otherwise; an authorization is voided one time in five, captured otherwise. A
+  // client owns its payments, so a cancel never races an authorization here (that race is
+  // cancel-before-authorization.test.ts's).
   const op = target.status === "CREATED" ? (random() < 0.1 ? "cancel" : "authorize") : random() < 0.2 ? "cancel" : "settle"
   return { client, op, merchant: target.merchant, key, path: `/v1/payments/${id}/${op}`, body: undefined, payment_id: id }
 }
