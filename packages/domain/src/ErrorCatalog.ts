@@ -141,7 +141,7 @@ export const errorCatalog = {
   },
   payment_locked: {
     status: 503, title: "Service unavailable", retry: "same_key",
-    meaning: "The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work"
+    meaning: "Another transaction held the payment past the lock wait (after the bank answered, or, for an authorize, before it was asked): nothing was committed; the same key finishes the work"
   },
   database_unavailable: {
     status: 503, title: "Service unavailable", retry: "same_key", meaning: "The database did not complete the request: nothing was decided"

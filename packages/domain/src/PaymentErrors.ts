@@ -33,7 +33,8 @@ export class ConcurrentModification extends CodedError<ConcurrentModification>()
 ) {}
 
 /**
- * The acquirer has already answered (authorized, captured or declined), but the payment's row
+ * The acquirer has already answered (authorized, captured or declined), or an authorize's gate has
+ * not asked it yet (it reads the row FOR SHARE, AcquirerGate.ts), but the payment's row
  * stayed locked by another transaction past the bounded lock wait (an operator's session holding
  * it, a slow competing transaction), or the database could not serialize the write. Unlike
  * `ConcurrentModification` before any external effect, this is NOT a decided outcome: nothing was
@@ -48,7 +49,7 @@ export class PaymentLocked extends CodedError<PaymentLocked>()(
     paymentId: PaymentId,
     reason: Schema.Literals(["version_mismatch", "serialization_failure", "deadlock", "lock_timeout"])
   },
-  (e) => `payment ${e.paymentId} stayed locked by another transaction after the acquirer answered (${e.reason}); nothing was committed`
+  (e) => `payment ${e.paymentId} stayed locked by another transaction past the lock wait (${e.reason}); nothing was committed`
 ) {}
 
 /**

@@ -1,10 +1,11 @@
-import { type AmountMinor, type MerchantId, type Payment, PaymentId, paymentStatuses, ruleFor } from "@pay/domain"
+import { type AmountMinor, type MerchantId, type Payment, PaymentId, PaymentLocked, paymentStatuses, ruleFor } from "@pay/domain"
 import type { GatedStart } from "@pay/idempotency"
 import { DateTime, Effect, Option, Schema } from "effect"
 import type { FeeSchedule } from "@pay/settlement"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type AcquirerStep, refusalBeforeAsking } from "./AcquirerTransition.ts"
+import { PaymentRepository } from "./PaymentRepository.ts"
 import { paymentColumns, paymentFromRow } from "./PaymentRows.ts"
 
 /** What the gate's statement read: the payment as it was, and the amount the step asks for. */
@@ -50,6 +51,18 @@ const allowedFrom = (step: AcquirerStep): string => {
 }
 
 /**
+ * A wait for the payment's row lock past the bound, before anything was written or asked:
+ * `PaymentLocked` (503, nothing done; the same key goes on once the holder lets go).
+ */
+const lockedOut = <A>(paymentId: PaymentId, statement: Effect.Effect<A, SqlError>) =>
+  statement.pipe(
+    Effect.catchIf(
+      (error) => error.reason._tag === "LockTimeoutError",
+      () => Effect.fail(new PaymentLocked({ paymentId, reason: "lock_timeout" }))
+    )
+  )
+
+/**
  * Steps 1-2 of an acquirer transition (AcquirerTransition.ts) in ONE autocommitted statement, for
  * `IdempotencyKeys.runGated`: read the payment and, when the step may go ahead, insert the key
  * leased at the step's recovery point. "May go ahead" is `refusalBeforeAsking` in SQL: the status
@@ -63,7 +76,8 @@ const allowedFrom = (step: AcquirerStep): string => {
  */
 export const makeAcquirerGate = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  return (step: AcquirerStep, merchantId: MerchantId, rawId: string, requested_minor?: AmountMinor): GatedStart<GatedPayment, SqlError, never> =>
+  const payments = yield* PaymentRepository
+  return (step: AcquirerStep, merchantId: MerchantId, rawId: string, requested_minor?: AmountMinor): GatedStart<GatedPayment, SqlError | PaymentLocked, never> =>
     (gate) =>
       Effect.gen(function* () {
         const paymentId = decodePaymentId(rawId)
@@ -72,9 +86,13 @@ export const makeAcquirerGate = Effect.gen(function* () {
         const data = { payment_id: paymentId.value }
         // A settle's fee schedule is read here, not in its transaction (one round trip less).
         const settles = step.command === "settle"
-        const rows = yield* sql`
-          WITH p AS (SELECT ${sql.literal(paymentColumns)} FROM payments WHERE id = ${paymentId.value} AND merchant_id = ${merchantId}
-                     ${step.command === "authorize" ? sql`FOR SHARE` : sql``}),
+        // An authorize reads the payment FOR SHARE, waiting at most the payments' lock bound
+        // (set by the statement itself, as the repository's row lock does).
+        const authorizes = step.command === "authorize"
+        const rows = yield* lockedOut(paymentId.value, sql`
+          WITH ${authorizes ? sql`lock_bound AS MATERIALIZED (SELECT set_config('lock_timeout', ${payments.lockTimeout}, true) AS lock_timeout),` : sql``}
+          p AS (SELECT ${sql.literal(paymentColumns)} FROM payments ${authorizes ? sql`, lock_bound` : sql``}
+                WHERE id = ${paymentId.value} AND merchant_id = ${merchantId} ${authorizes ? sql`FOR SHARE OF payments` : sql``}),
           allowed AS (
             SELECT 1 FROM p
             WHERE p.status IN (${sql.literal(allowedFrom(step))})
@@ -85,7 +103,7 @@ export const makeAcquirerGate = Effect.gen(function* () {
           SELECT p.*, gate.id AS gate_id, gate.lock_expires_at AS gate_lock_expires_at, gate.created_at AS gate_created_at
                  ${settles ? sql`, f.fee_bps, f.fee_fixed_minor` : sql``}
           FROM p LEFT JOIN gate ON true
-          ${settles ? sql`LEFT JOIN merchant_fee_schedules f ON f.merchant_id = p.merchant_id AND f.currency = p.currency` : sql``}`
+          ${settles ? sql`LEFT JOIN merchant_fee_schedules f ON f.merchant_id = p.merchant_id AND f.currency = p.currency` : sql``}`)
         const row = rows[0]
         if (row === undefined) return Option.none()
         const payment = yield* paymentFromRow(row)

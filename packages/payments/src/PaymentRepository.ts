@@ -90,6 +90,8 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   readonly createGated: (gate: Fragment, created: Created, context: ChangeContext) => Effect.Effect<boolean, SqlError>
   /** `PaymentNotFound` both for an unknown id and for another merchant's payment. */
   readonly findById: (merchantId: MerchantId, paymentId: PaymentId) => Effect.Effect<Payment, PaymentNotFound | SqlError>
+  /** How long a wait for a payment's row lock may last (`PaymentRepositoryOptions`), as `lock_timeout` spells it. */
+  readonly lockTimeout: string
   /**
    * The payment under its row lock (FOR NO KEY UPDATE, waiting at most `lockTimeout_ms`), in the
    * caller's transaction (dies outside one): a decision read here holds until the caller commits.
@@ -136,6 +138,7 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
       return PaymentRepository.of({
         create: makeCreate(sql, trail),
         ...makeCreateGated(sql, trail),
+        lockTimeout: `${options.lockTimeout_ms}ms`,
         ...makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
         ...makeReads(sql)
       })

@@ -1,6 +1,6 @@
 import type { Acquirer } from "@pay/acquirer"
 import { OutboxWriter } from "@pay/outbox"
-import type { InvalidCursor, MerchantId, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
+import type { InvalidCursor, MerchantId, PaymentLocked, PaymentNotFound, Refund, RefundNotFound } from "@pay/domain"
 import type { Execution, Finished, GatedStart, KeyAtOnce } from "@pay/idempotency"
 import type { RefundPosting, SettlementPosting } from "@pay/settlement"
 import { Context, Effect, Layer, type Option } from "effect"
@@ -43,7 +43,7 @@ export class PaymentUseCases extends Context.Service<PaymentUseCases, {
    * the payment and writes the key at the step's recovery point in one statement; `gatedContinue`
    * asks the acquirer and applies the answer, as `execute` does from that point.
    */
-  readonly gatedStart: (merchantId: MerchantId, operation: GatedOperation) => GatedStart<GatedPayment, SqlError, never>
+  readonly gatedStart: (merchantId: MerchantId, operation: GatedOperation) => GatedStart<GatedPayment, SqlError | PaymentLocked, never>
   readonly gatedContinue: (
     merchantId: MerchantId,
     operation: GatedOperation,

@@ -1,9 +1,11 @@
 // Issue 11, "after the acquirer acted, a slow lock turns into a final wrong answer": a second,
 // real database session holds the payment's row (`FOR UPDATE`, then `pg_sleep(8)`) while a settle
-// or an authorize runs. The acquirer answers, then the transition waits on the row past its 5 s
-// lock bound. That must be an unknown outcome (503 `payment_locked`, nothing stored, the key
-// keeps its recovery point), never a stored 409; the retry with the same key then finishes the
-// work exactly once: the acquirer performed once, one posting, the balance moved once.
+// or an authorize runs. A settle: the acquirer answers, then the transition waits on the row past
+// its 5 s lock bound. That must be an unknown outcome (503 `payment_locked`, nothing stored, the
+// key keeps its recovery point), never a stored 409; the retry with the same key then finishes the
+// work exactly once: the acquirer performed once, one posting, the balance moved once. An
+// authorize reads the row FOR SHARE before the issuer is asked (it excludes a cancel before
+// authorization, docs/payments.md): the same 503 at the same bound, with nothing asked or written.
 import { assert, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import {
@@ -101,7 +103,7 @@ layer(inProcessAppLayer(), layerOptions)("a slow row lock after the acquirer act
       assert.strictEqual(again.text, retried.answer.text)
     }))
 
-  it.effect("authorize: approved, then the row is held 8 s by another session: 503 payment_locked (not stored); the same key then authorizes once", () =>
+  it.effect("authorize: the row is held 8 s by another session before the issuer is asked: 503 payment_locked after the lock bound, nothing asked or stored; the same key then authorizes once", () =>
     Effect.gen(function* () {
       const m = yield* createMerchant("Slow lock authorize")
       const created = yield* post(m, "/v1/payments", newKey("create"), {
@@ -112,17 +114,22 @@ layer(inProcessAppLayer(), layerOptions)("a slow row lock after the acquirer act
       const key = newKey("authorize")
       const path = `/v1/payments/${id}/authorize`
       const holder = yield* holdPaymentRow(id)
+      const started_ms = Date.now()
       const failed = yield* post(m, path, key, { timeout_ms: 30_000 })
-      yield* Fiber.join(holder)
+      const waited_ms = Date.now() - started_ms
       assertUnknownOutcome(failed)
-      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [{ performed_count: 1, request_count: 1 }])
-      assert.deepStrictEqual(yield* keyState(m, key), { recovery_point: "authorization_requested", finished: false, response_status: null })
+      // The authorize's gate reads the row FOR SHARE (it excludes a cancel before authorization):
+      // it waits at most the 5 s bound, before anything is written or asked.
+      assert.isBelow(waited_ms, holdSeconds * 1_000, "answered at the lock bound, not when the holder let go")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [], "the issuer was not asked")
+      assert.isUndefined(yield* keyState(m, key), "no key was written")
+      yield* Fiber.join(holder)
 
       const retried = yield* post(m, path, key)
       assert.strictEqual(retried.status, 200, describeAnswer(retried))
       assert.isFalse(replayed(retried))
       assert.strictEqual(jsonOf(retried)["status"], "AUTHORIZED")
-      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [{ performed_count: 1, request_count: 2 }])
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), [{ performed_count: 1, request_count: 1 }])
       const sql = yield* SqlClient.SqlClient
       const [trail] = yield* decodeRows(Schema.Struct({ history: Schema.BigInt, events: Schema.BigInt }))(sql`
         SELECT (SELECT count(*) FROM payment_status_history WHERE payment_id = ${id} AND to_status = 'AUTHORIZED') AS history,

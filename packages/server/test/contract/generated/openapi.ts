@@ -1685,7 +1685,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | Another transaction held the payment past the lock wait (after the bank answered, or, for an authorize, before it was asked): nothing was committed; the same key finishes the work */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1948,7 +1948,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | Another transaction held the payment past the lock wait (after the bank answered, or, for an authorize, before it was asked): nothing was committed; the same key finishes the work | The ledger did not complete the settlement posting: nothing was committed */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2095,7 +2095,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done; the same request after `Retry-After` seconds cancels it (voiding the authorization if it was approved) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done yet; the same request after `Retry-After` seconds (or, left alone, the completer) cancels it once the authorization has finished, voiding it if it was approved */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2204,7 +2204,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["InvariantViolationProblemEncoded"] | components["schemas"]["InternalErrorProblemEncoded"];
                 };
             };
-            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | The bank answered, then another transaction held the payment past the lock wait: nothing was committed; the same key finishes the work */
+            /** @description The database did not complete the request: nothing was decided | The bank did not answer in time: the outcome is unknown (`Retry-After: 1`) | The bank could not be reached: nothing was decided | Another transaction held the payment past the lock wait (after the bank answered, or, for an authorize, before it was asked): nothing was committed; the same key finishes the work */
             503: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
