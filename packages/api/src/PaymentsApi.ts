@@ -186,7 +186,7 @@ export class PaymentsGroup extends HttpApiGroup.make("payments")
       headers: IdempotencyKeyHeader,
       success: PaymentJson,
       error: problems(...transitionProblemCodes, "authorization_in_progress")
-    }).annotate(OpenApi.Description, "Cancels a CREATED or AUTHORIZED payment: CANCELED (terminal); no money moves. An AUTHORIZED payment's reservation is voided at the acquirer; a CREATED one has nothing reserved, unless its authorization is in progress: then 409 authorization_in_progress, and the same request after Retry-After cancels it once the authorization has finished. A 503 means the outcome is unknown: retry with the same key."),
+    }).annotate(OpenApi.Description, "Cancels a CREATED or AUTHORIZED payment: CANCELED (terminal); no money moves. An AUTHORIZED payment's reservation is voided at the acquirer; a CREATED one has nothing reserved, unless its authorization is in progress: then 409 authorization_in_progress (stored; nothing done or pending), and a cancel with a new key once the authorization has finished voids it. A 503 means the outcome is unknown: retry with the same key."),
     HttpApiEndpoint.post("refund", "/v1/payments/:id/refunds", {
       params: PaymentIdParam,
       headers: IdempotencyKeyHeader,

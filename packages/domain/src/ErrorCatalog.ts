@@ -75,8 +75,8 @@ export const errorCatalog = {
     meaning: "The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which)"
   },
   authorization_in_progress: {
-    status: 409, title: "Conflict", retry: "same_key_later",
-    meaning: "A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done yet; the same request after `Retry-After` seconds (or, left alone, the completer) cancels it once the authorization has finished, voiding it if it was approved"
+    status: 409, title: "Conflict", retry: "no_stored",
+    meaning: "A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done and nothing is pending; once the authorization has finished (read the payment), a cancel with a new key voids it"
   },
   authorization_expired: {
     status: 409, title: "Conflict", retry: "no_stored",

@@ -5,8 +5,8 @@ import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
 
 /**
- * The statuses of a payment (CANCELED: an authorization voided by the merchant; EXPIRED: an
- * authorization that lapsed uncaptured; issue 19). Which status may follow which is NOT decided here: the
+ * The statuses of a payment (CANCELED: canceled by the merchant, before any authorization or by a
+ * void of it; EXPIRED: an authorization that lapsed uncaptured; issue 19). Which status may follow which is NOT decided here: the
  * transition table in `PaymentStateMachine.ts` is the single source of that rule.
  */
 export const paymentStatuses = ["CREATED", "AUTHORIZED", "SETTLED", "FAILED", "CANCELED", "EXPIRED"] as const

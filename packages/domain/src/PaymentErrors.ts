@@ -56,9 +56,9 @@ export class PaymentLocked extends CodedError<PaymentLocked>()(
  * A cancel of a CREATED payment while its authorization is in flight: the intent to ask the issuer
  * is committed (an authorize's idempotency key at `authorization_requested`) and its answer is not
  * in yet, so the funds may be being reserved right now. Canceling then could leave them held behind
- * a CANCELED payment. Not decided, never stored: the cancel's key is released unfinished, and the
- * same request after `Retry-After` (or, left alone, the completer) cancels the payment once the
- * authorization has finished (voiding it at the acquirer when it was approved).
+ * a CANCELED payment. A decided refusal, stored with the cancel's key (409): nothing was done and
+ * nothing is left pending, so no cancel takes effect behind the AUTHORIZED the merchant then reads.
+ * Once the authorization has finished, a cancel with a new key voids it (when it was approved).
  */
 export class AuthorizationInProgress extends CodedError<AuthorizationInProgress>()(
   "authorization_in_progress",

@@ -223,6 +223,35 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
       })
     )
   )
+/**
+ * A resumed authorize or cancel (its recovery point committed by an earlier run: a retry after a
+ * 503, the completer, an operator's retry days later) whose payment has moved on. Asking the
+ * acquirer again could create what nothing undoes once its idempotency window has passed: a new
+ * hold on a payment voided, captured or declined since, a void of a captured authorization. The
+ * answer is decided from the status instead (outside review): the payment, when it is where this
+ * key's own call leads (authorized, or declined, under the same reference `payment:<id>:authorization`;
+ * canceled); else the refusal. Undefined: ask, as before (a CREATED payment; an AUTHORIZED one for
+ * a cancel; every settle: a capture cannot take a voided authorization, and its answer decides).
+ */
+export const decidedWithoutAsking = (step: AcquirerStep, payment: Payment): PaymentOutcome | undefined => {
+  if (step.command === "settle" || payment.status === "CREATED") return undefined
+  if (step.command === "cancel" && payment.status === "AUTHORIZED") return undefined
+  const whereItLeads = step.command === "authorize"
+    ? payment.status === "AUTHORIZED" || (payment.status === "FAILED" && payment.authorization_expires_at === null)
+    : payment.status === "CANCELED"
+  if (whereItLeads) return PaymentOutcome.Transitioned({ payment })
+  return PaymentOutcome.Refused({
+    error: new InvalidTransition({ paymentId: payment.id, from: payment.status, to: commandTarget[step.command], command: step.command })
+  })
+}
+
+/** `decidedWithoutAsking`'s answer, logged and stored with the key. */
+const finishWithoutAsking = (sql: SqlClient.SqlClient, execution: Execution<PaymentOutcome>, step: AcquirerStep, payment: Payment, decided: PaymentOutcome) =>
+  Effect.logInfo("a resumed key finds its payment moved on: answered from its status, the acquirer not asked again").pipe(
+    Effect.annotateLogs({ payment_id: payment.id, command: step.command, status: payment.status, answer: decided._tag }),
+    Effect.andThen(sql.withTransaction(execution.finish(decided)))
+  )
+
 /** The payment, or None for an unknown, foreign or malformed id (the same answer for all three). */
 const loadPayment = (payments: PaymentRepository["Service"], merchantId: MerchantId, rawId: string) =>
   Option.match(decodePaymentId(rawId), {
@@ -307,15 +336,15 @@ export const makeAcquirerTransition = Effect.gen(function* () {
       const payment = found.value
       const amount_minor = requested_minor ?? payment.amount_minor
       const resumed = execution.record.recoveryPoint !== RecoveryPoint.started
+      const decided = resumed ? decidedWithoutAsking(step, payment) : undefined
+      if (decided !== undefined) return yield* finishWithoutAsking(sql, execution, step, payment, decided)
       if (!resumed) {
         const refusal = refusalBeforeAsking(step, payment, amount_minor, yield* DateTime.now)
         if (refusal !== undefined) return yield* refuse(execution, refusal)
-        if (step.command !== "authorize") {
-          yield* execution.advance(step.recoveryPoint, { payment_id: payment.id })
-        } else {
-          const moved = yield* exclusion.requestAuthorization(merchantId, payment, execution)
-          if (moved !== undefined) return yield* refuse(execution, moved)
-        }
+        const moved = step.command === "authorize"
+          ? yield* exclusion.requestAuthorization(merchantId, payment, execution)
+          : yield* Effect.as(execution.advance(step.recoveryPoint, { payment_id: payment.id }), undefined)
+        if (moved !== undefined) return yield* refuse(execution, moved)
       }
       return yield* askAndApply(step, merchantId, payment, amount_minor, context, execution, undefined, resumed)
     })

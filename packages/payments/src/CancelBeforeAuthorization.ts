@@ -1,14 +1,16 @@
 import {
   AuthorizationInProgress,
   commandTarget,
+  ConcurrentModification as ConcurrentModificationClass,
   type ConcurrentModification,
   InvalidTransition,
   type MerchantId,
   type Payment,
+  PaymentLocked,
   type PaymentNotFound
 } from "@pay/domain"
 import type { Execution, IdempotencyLockLost } from "@pay/idempotency"
-import { Effect, Result, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
@@ -17,12 +19,25 @@ import { decodeRows } from "./PaymentTrail.ts"
 
 const inFlightRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
+/**
+ * The row lock's wait past its bound (or a lost serialization) before anything was written or
+ * asked: `PaymentLocked`, an unfinished answer (503, the same key goes on once the holder lets go),
+ * as the authorize's gate answers the same wait (AcquirerGate.ts).
+ */
+const lockWaitUnfinished = (payment: Payment) => <A, E>(effect: Effect.Effect<A, E | ConcurrentModification>) =>
+  effect.pipe(
+    Effect.catchIf(
+      (error): error is ConcurrentModification => error instanceof ConcurrentModificationClass,
+      (error) => Effect.fail(new PaymentLocked({ paymentId: payment.id, reason: error.reason }))
+    )
+  )
+
 /** What the cancel needs of its caller (AcquirerTransition.ts), each ending in the key's answer. */
 export interface CancelCreatedSteps<A, E> {
   /** The change (CREATED → CANCELED, or the refusal of the status it finds) and its stored answer. */
   readonly change: (current: Payment) => Effect.Effect<A, E>
-  /** A refusal decided before anything was written (the row lock timed out), stored. */
-  readonly refuse: (error: PaymentNotFound | ConcurrentModification) => Effect.Effect<A, E>
+  /** A refusal decided before anything was written (the authorization in flight), stored. */
+  readonly refuse: (error: PaymentNotFound | AuthorizationInProgress) => Effect.Effect<A, E>
   /** The void of a payment whose authorization finished between the read and the lock. */
   readonly voidAuthorized: (current: Payment) => Effect.Effect<A, E>
 }
@@ -49,28 +64,29 @@ export const makeAuthorizationExclusion = Effect.gen(function* () {
       LIMIT 1`)
 
   /**
-   * In ONE transaction: the row lock (timed out: `Refused`, nothing written); moved on (authorized, declined, canceled by another key since
-   * it was read) → `Moved`, nothing written; an authorization in flight → `AuthorizationInProgress`
-   * (never stored: the same request after it finishes cancels, voiding it when it was approved);
+   * In ONE transaction: the row lock; moved on (authorized, declined, canceled by another key since
+   * it was read) → `Moved`, nothing written; an authorization in flight → `Refused` with
+   * `AuthorizationInProgress` (nothing written: the caller stores it, a final answer for this key,
+   * so no cancel is left pending to take effect after the authorization the merchant then sees);
    * else `change` (the transition, its history row, `payment_canceled`, the stored answer).
    */
   const lockedCancel = <A, E>(merchantId: MerchantId, payment: Payment, change: (current: Payment) => Effect.Effect<A, E>) =>
     sql.withTransaction(
       Effect.gen(function* () {
-        const locked = yield* payments.lockForChange(merchantId, payment.id).pipe(Effect.result)
-        if (Result.isFailure(locked)) {
-          const error = locked.failure
-          if (error._tag === "SqlError") return yield* error
-          return { _tag: "Refused", error } as const
-        }
-        const current = locked.success
+        const locked = yield* payments.lockForChange(merchantId, payment.id).pipe(
+          lockWaitUnfinished(payment),
+          Effect.map((current) => ({ _tag: "Locked", current }) as const),
+          Effect.catchTag("PaymentNotFound", (error) => Effect.succeed({ _tag: "Refused", error } as const))
+        )
+        if (locked._tag === "Refused") return locked
+        const current = locked.current
         if (current.status !== "CREATED") return { _tag: "Moved", payment: current } as const
         const [inFlight] = yield* authorizationInFlight(current)
         if (inFlight !== undefined) {
           yield* Effect.logInfo("cancel refused: the payment's authorization is in flight").pipe(
             Effect.annotateLogs({ payment_id: current.id, idempotency_key_id: inFlight.id })
           )
-          return yield* new AuthorizationInProgress({ paymentId: current.id })
+          return { _tag: "Refused", error: new AuthorizationInProgress({ paymentId: current.id }) } as const
         }
         return { _tag: "Done", value: yield* change(current) } as const
       })
@@ -100,19 +116,14 @@ export const makeAuthorizationExclusion = Effect.gen(function* () {
    * refusal, stored by the caller; undefined when the point was committed), one in progress waited for.
    */
   const requestAuthorization = (merchantId: MerchantId, payment: Payment, execution: Execution<PaymentOutcome>) =>
-    sql.withTransaction(Effect.gen(function* (): Effect.fn.Return<PaymentRefusal | undefined, IdempotencyLockLost | PaymentNotFound | ConcurrentModification | SqlError> {
-      const current = yield* payments.lockForChange(merchantId, payment.id)
+    sql.withTransaction(Effect.gen(function* (): Effect.fn.Return<PaymentRefusal | undefined, IdempotencyLockLost | PaymentNotFound | PaymentLocked | SqlError> {
+      const current = yield* payments.lockForChange(merchantId, payment.id).pipe(lockWaitUnfinished(payment))
       if (current.status !== "CREATED") {
         return new InvalidTransition({ paymentId: current.id, from: current.status, to: commandTarget.authorize, command: "authorize" })
       }
       yield* execution.advance(RecoveryPoint.authorizationRequested, { payment_id: payment.id })
       return undefined
-    })).pipe(
-      Effect.catchTags({
-        PaymentNotFound: (error): Effect.Effect<PaymentRefusal> => Effect.succeed(error),
-        ConcurrentModification: (error): Effect.Effect<PaymentRefusal> => Effect.succeed(error)
-      })
-    )
+    })).pipe(Effect.catchTag("PaymentNotFound", (error): Effect.Effect<PaymentRefusal> => Effect.succeed(error)))
 
   return { cancelCreated, requestAuthorization }
 })

@@ -59,6 +59,7 @@ export const decodePaymentOperation = Schema.decodeUnknownResult(PaymentOperatio
 /** A decided "no": stored with the key and replayed like any decided outcome. */
 export type PaymentRefusal =
   | PaymentNotFound
+  | AuthorizationInProgress
   | InvalidTransition
   | CaptureExceedsAuthorized
   | AuthorizationExpired
@@ -85,7 +86,6 @@ export const PaymentOutcome = Data.taggedEnum<PaymentOutcome>()
  * its recovery point) and a retry with the same key, or the completer, resumes.
  */
 export type Unfinished =
-  | AuthorizationInProgress
   | AcquirerTimeout
   | AcquirerUnavailable
   | IdempotencyLockLost

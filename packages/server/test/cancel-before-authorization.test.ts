@@ -4,11 +4,12 @@
 // `authorization_requested`, the cancel answers 409 authorization_in_progress (never stored), and
 // the database refuses the same against raw SQL (migrations/0078).
 import { assert, layer } from "@effect/vitest"
-import { AcquirerSimulator } from "@pay/acquirer"
+import { Acquirer, AcquirerSimulator, AcquirerUnavailable } from "@pay/acquirer"
 import { decodeRows } from "@pay/infra"
 import { acquirerOperation, assertBooksConsistent } from "@pay/settlement/test-support"
-import { Duration, Effect, Schema } from "effect"
+import { Duration, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import type { SqlError } from "effect/sql/SqlError"
 import { codeOf, describeAnswer, jsonOf, newKey, post, replayed, stringField, type TestMerchant } from "./support/Api.ts"
 import { inProcessAppLayer } from "./support/InProcessApp.ts"
 import { createMerchant } from "./support/TestServer.ts"
@@ -119,10 +120,9 @@ layer(inProcessAppLayer(), layerOptions)("cancel before authorization (in-proces
           if (authorized.status !== 200) assert.strictEqual(codeOf(authorized), "invalid_transition", answers)
           seen.add(authorized.status === 200 ? "authorized, then voided" : "canceled first")
         } else {
-          // The authorization was in flight: nothing done, the payment stays AUTHORIZED.
+          // The authorization was in flight: nothing done, nothing pending; the payment stays AUTHORIZED.
           assert.strictEqual(canceled.status, 409, answers)
           assert.strictEqual(codeOf(canceled), "authorization_in_progress", answers)
-          assert.strictEqual(canceled.headers.get("retry-after"), "1")
           assert.strictEqual(authorized.status, 200, answers)
           assert.deepStrictEqual(after, { status: "AUTHORIZED", canceled_events: 0n, transactions: 0n, approved: ["authorize"] }, answers)
           seen.add("authorization in flight")
@@ -153,13 +153,58 @@ layer(inProcessAppLayer(), layerOptions)("cancel before authorization (in-proces
       const advanced = yield* Effect.flip(sql`UPDATE idempotency_keys SET recovery_point = 'authorization_requested' WHERE id = ${started}`)
       assert.match(String(advanced.reason.cause), /it is not CREATED/, "advancing a key to the point is refused too")
     }))
+  it.effect("raw SQL: an authorization in flight cannot be hidden from the cancel (key deleted, re-pointed, moved back, finished by hand), and a cancel before authorization needs READ COMMITTED", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* createMerchant("Cancel raw guards")
+      const id = yield* createdPayment(merchant, 500)
+      const other = yield* createdPayment(merchant, 600)
+      const key = yield* rawAuthorizationKey(merchant.merchantId, id)
+      const refusedWith = (statement: Effect.Effect<unknown, SqlError, SqlClient.SqlClient>, pattern: RegExp) =>
+        Effect.flip(statement).pipe(Effect.map((error) => assert.match(String(error.reason.cause), pattern)))
+      yield* refusedWith(sql`DELETE FROM idempotency_keys WHERE id = ${key}`, /cannot be deleted: its authorization of payment .* is in flight/)
+      yield* refusedWith(
+        sql`UPDATE idempotency_keys SET recovery_data = ${JSON.stringify({ payment_id: other })}::jsonb WHERE id = ${key}`,
+        /its payment cannot change/
+      )
+      yield* refusedWith(sql`UPDATE idempotency_keys SET recovery_point = 'started' WHERE id = ${key}`, /can only be finished, not moved back to started/)
+      const finishByHand = sql.withTransaction(sql`
+        UPDATE idempotency_keys SET recovery_point = 'finished', response_status = 200, response_body = '{}',
+               response_content_type = 'application/json', finished_at = clock_timestamp()
+        WHERE id = ${key}`)
+      yield* refusedWith(finishByHand, /finished its authorization of payment .* without deciding it/)
+      const refusedCancel = yield* Effect.flip(rawCancel(id))
+      assert.match(String(refusedCancel.reason.cause), /while its authorization is in flight/, "the key is still there, in flight")
+
+      // Nothing in flight for `other`; a cancel in a REPEATABLE READ transaction is still refused:
+      // its check would read the keys in a snapshot older than a key committed meanwhile.
+      const repeatable = sql.withTransaction(Effect.gen(function* () {
+        yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`
+        yield* rawCancel(other)
+      }))
+      yield* refusedWith(repeatable, /only at READ COMMITTED \(not repeatable read\)/)
+      assert.deepStrictEqual([(yield* trail(id)).status, (yield* trail(other)).status], ["CREATED", "CREATED"])
+    }))
 })
 
-layer(
-  inProcessAppLayer({ acquirer: AcquirerSimulator.layerFaulty({ failAuthorizeAfterPerforming: "first_call" }, { timeout_ms: 300 }) }),
-  layerOptions
-)("cancel while the authorization's outcome is unknown", (it) => {
-  it.effect("the authorization is performed, its answer lost (503): cancel is 409 authorization_in_progress, nothing done; the authorize's key finishes it, then the cancel's same key voids it", () =>
+/** Voids fail before reaching the simulator (nothing performed) while `voidDown.value`. */
+const voidDown = { value: false }
+const voidSwitchable = Layer.effect(
+  Acquirer,
+  Effect.gen(function* () {
+    const real = yield* Acquirer
+    return Acquirer.of({
+      ...real,
+      void: (request) =>
+        Effect.suspend(() =>
+          voidDown.value ? Effect.fail(new AcquirerUnavailable({ operation: "void", reference: request.reference, detail: "test: voids are down" })) : real.void(request)
+        )
+    })
+  })
+).pipe(Layer.provide(AcquirerSimulator.layerFaulty({ failAuthorizeAfterPerforming: "first_call" }, { timeout_ms: 300 })))
+
+layer(inProcessAppLayer({ acquirer: voidSwitchable }), layerOptions)("cancel while the authorization's outcome is unknown", (it) => {
+  it.effect("the authorization is performed, its answer lost (503): cancel is a stored 409 authorization_in_progress, nothing done or pending; the authorize's key finishes it, then a cancel with a new key voids it", () =>
     Effect.gen(function* () {
       const merchant = yield* createMerchant("Cancel in flight")
       const id = yield* createdPayment(merchant, 2_000)
@@ -171,18 +216,55 @@ layer(
       const refused = yield* cancel(merchant, id, cancelKey)
       assert.strictEqual(refused.status, 409, describeAnswer(refused))
       assert.strictEqual(codeOf(refused), "authorization_in_progress")
-      assert.strictEqual(refused.headers.get("retry-after"), "1")
+      assert.include(String(jsonOf(refused)["detail"]), "nothing is pending")
       assert.deepStrictEqual(yield* trail(id), { status: "CREATED", canceled_events: 0n, transactions: 0n, approved: ["authorize"] })
-      assert.isFalse(replayed(yield* cancel(merchant, id, cancelKey)), "never stored: the same key asks again")
+      const again = yield* cancel(merchant, id, cancelKey)
+      assert.isTrue(replayed(again), "a decided answer, stored with its key")
+      assert.strictEqual(again.text, refused.text)
 
       const finished = yield* authorize(merchant, id, authorizeKey)
       assert.strictEqual(finished.status, 200, describeAnswer(finished))
       assert.strictEqual(jsonOf(finished)["status"], "AUTHORIZED")
-      const voided = yield* cancel(merchant, id, cancelKey)
+      const voided = yield* cancel(merchant, id, newKey("cancel"))
       assert.strictEqual(voided.status, 200, describeAnswer(voided))
       assert.strictEqual(jsonOf(voided)["status"], "CANCELED")
       assert.deepStrictEqual(yield* trail(id), { status: "CANCELED", canceled_events: 1n, transactions: 0n, approved: ["authorize", "void"] })
       assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [{ performed_count: 1, request_count: 1 }])
+    }))
+
+  it.effect("an authorize key resumed after its payment was authorized by another key and voided is answered 409 without asking the issuer again (no new hold behind a CANCELED payment)", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Resumed authorize after void")
+      const id = yield* createdPayment(merchant, 1_500)
+      const first = newKey("authorize")
+      assert.strictEqual(codeOf(yield* authorize(merchant, id, first)), "acquirer_timeout")
+      const second = yield* authorize(merchant, id, newKey("authorize"))
+      assert.strictEqual(jsonOf(second)["status"], "AUTHORIZED", describeAnswer(second))
+      assert.strictEqual((yield* cancel(merchant, id, newKey("cancel"))).status, 200)
+      const asked = yield* acquirerOperation(`payment:${id}:authorization`)
+      const late = yield* authorize(merchant, id, first)
+      assert.strictEqual(late.status, 409, describeAnswer(late))
+      assert.include(String(jsonOf(late)["detail"]), "CANCELED -> AUTHORIZED")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:authorization`), asked, "the issuer was not asked again")
+      assert.isTrue(replayed(yield* authorize(merchant, id, first)), "stored with its key")
+    }))
+
+  it.effect("a cancel key resumed after its payment was settled is answered 409 without a void of the captured authorization", () =>
+    Effect.gen(function* () {
+      const merchant = yield* createMerchant("Resumed cancel after settle")
+      const id = yield* createdPayment(merchant, 1_800)
+      const authorizeKey = newKey("authorize")
+      yield* authorize(merchant, id, authorizeKey)
+      assert.strictEqual(jsonOf(yield* authorize(merchant, id, authorizeKey))["status"], "AUTHORIZED")
+      const cancelKey = newKey("cancel")
+      voidDown.value = true
+      const down = yield* cancel(merchant, id, cancelKey).pipe(Effect.ensuring(Effect.sync(() => { voidDown.value = false })))
+      assert.strictEqual(codeOf(down), "acquirer_unavailable", describeAnswer(down))
+      assert.strictEqual((yield* post(merchant, `/v1/payments/${id}/settle`, newKey("settle"))).status, 200)
+      const late = yield* cancel(merchant, id, cancelKey)
+      assert.strictEqual(late.status, 409, describeAnswer(late))
+      assert.include(String(jsonOf(late)["detail"]), "SETTLED -> CANCELED")
+      assert.deepStrictEqual(yield* acquirerOperation(`payment:${id}:void`), [], "no void was sent for a captured authorization")
     }))
 })
 
@@ -193,25 +275,26 @@ layer(
   }),
   layerOptions
 )("cancel while the authorization's outcome is unknown, nobody retrying", (it) => {
-  it.effect("the 409 authorization_in_progress leaves the cancel asked for: the completer finishes the authorization, then the cancel (a void), with no retry from the client", () =>
+  it.effect("the 409 authorization_in_progress leaves nothing pending: the completer finishes the authorization, the payment stays AUTHORIZED and the merchant's capture succeeds", () =>
     Effect.gen(function* () {
       const merchant = yield* createMerchant("Cancel left alone")
       const id = yield* createdPayment(merchant, 2_100)
       const lost = yield* authorize(merchant, id, newKey("authorize"))
       assert.strictEqual(codeOf(lost), "acquirer_timeout", describeAnswer(lost))
-      const cancelKey = newKey("cancel")
-      const refused = yield* cancel(merchant, id, cancelKey)
+      const refused = yield* cancel(merchant, id, newKey("cancel"))
       assert.strictEqual(codeOf(refused), "authorization_in_progress", describeAnswer(refused))
-      // Bounded: the completer takes a key idle for 1 s, every 100 ms; 15 s is far beyond both runs.
+      // Bounded: the completer takes a key idle for 1 s, every 100 ms; 15 s is far beyond its run.
       const deadline = Date.now() + 15_000
       let after = yield* trail(id)
-      while (after.status !== "CANCELED" && Date.now() < deadline) {
+      while (after.status !== "AUTHORIZED" && Date.now() < deadline) {
         yield* Effect.sleep(Duration.millis(100))
         after = yield* trail(id)
       }
-      assert.deepStrictEqual(after, { status: "CANCELED", canceled_events: 1n, transactions: 0n, approved: ["authorize", "void"] })
-      const replay = yield* cancel(merchant, id, cancelKey)
-      assert.isTrue(replayed(replay), "the completer stored the cancel's answer with its key")
-      assert.strictEqual(jsonOf(replay)["status"], "CANCELED")
+      assert.strictEqual(after.status, "AUTHORIZED", "the completer finished the authorization")
+      // Several more completer rounds: nothing else happens to the payment.
+      yield* Effect.sleep(Duration.millis(2_500))
+      assert.deepStrictEqual(yield* trail(id), { status: "AUTHORIZED", canceled_events: 0n, transactions: 0n, approved: ["authorize"] })
+      const captured = yield* post(merchant, `/v1/payments/${id}/settle`, newKey("settle"))
+      assert.strictEqual(captured.status, 200, describeAnswer(captured))
     }))
 })

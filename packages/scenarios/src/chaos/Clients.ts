@@ -51,13 +51,9 @@ interface Operation {
   readonly payment_id: string
 }
 
-/**
- * Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run,
- * a cancel waiting for the payment's authorization in flight.
- */
+/** Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run. */
 const undecided = (answer: Answer) =>
-  answer.status >= 500 ||
-  (answer.status === 409 && (field(answer, "code") === "idempotency_key_in_use" || field(answer, "code") === "authorization_in_progress"))
+  answer.status >= 500 || (answer.status === 409 && field(answer, "code") === "idempotency_key_in_use")
 
 /** One attempt on one instance, recorded as invoke + ok / fail / unknown. */
 const attempt = (world: ClientWorld, operation: Operation, instance: number) =>

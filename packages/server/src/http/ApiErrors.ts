@@ -78,13 +78,12 @@ export const apiErrorClasses = [
   RefundExceedsBalance,
   RefundNotFound,
   ConcurrentModification,
+  AuthorizationInProgress,
   InvalidCursor,
   // decided refusals (webhooks)
   WebhookEndpointNotFound,
   WebhookDeliveryNotFound,
   WebhookEndpointLimitReached,
-  // undecided: another request of the payment is in flight; the same request after Retry-After
-  AuthorizationInProgress,
   // unknown outcomes: nothing decided, retry with the same key
   AcquirerTimeout,
   AcquirerUnavailable,

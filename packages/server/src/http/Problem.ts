@@ -52,7 +52,9 @@ const present = (error: ApiError): Presentation =>
     WebhookDeliveryNotFound: asIs,
     // No `field`: no value of the request is at fault, the merchant's count of endpoints is.
     WebhookEndpointLimitReached: asIs,
-    AuthorizationInProgress: (e) => ({ detail: `${e.message}. Nothing was done; retry with the same Idempotency-Key after Retry-After seconds.` }),
+    AuthorizationInProgress: (e) => ({
+      detail: `${e.message}. Nothing was done and nothing is pending; read the payment, and once its authorization has finished (AUTHORIZED), cancel with a new Idempotency-Key.`
+    }),
     AcquirerTimeout: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),
     AcquirerUnavailable: (e) => ({ detail: `${e.message}. Nothing was decided; retry with the same Idempotency-Key.` }),
     PaymentLocked: (e) => ({ detail: `${e.message}. Retry with the same Idempotency-Key to finish it.` }),

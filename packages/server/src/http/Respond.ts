@@ -70,8 +70,8 @@ export const KEY_IN_USE_RETRY_AFTER_S = 1
 
 /**
  * The HTTP answer of a refusal that is never stored: its problem document, with the headers its
- * code calls for (`Allow` on a 405, `Retry-After` on a 429, on a 409 idempotency_key_in_use or
- * authorization_in_progress and, as for every 503, on a 503).
+ * code calls for (`Allow` on a 405, `Retry-After` on a 429, on a 409 idempotency_key_in_use and,
+ * as for every 503, on a 503).
  */
 export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpServerResponse => {
   const response = toHttpResponse(problemResponse(error), false)
@@ -83,7 +83,6 @@ export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpSer
       return HttpServerResponse.setHeader(response, "retry-after", String(error.retry_after_s))
     case "IdempotencyKeyInUse":
     case "IdempotencyLockLost":
-    case "AuthorizationInProgress":
       return HttpServerResponse.setHeader(response, "retry-after", String(KEY_IN_USE_RETRY_AFTER_S))
     default:
       return response

@@ -96,7 +96,7 @@ export type paths = {
         };
         get?: never;
         put?: never;
-        /** @description Cancels a CREATED or AUTHORIZED payment: CANCELED (terminal); no money moves. An AUTHORIZED payment's reservation is voided at the acquirer; a CREATED one has nothing reserved, unless its authorization is in progress: then 409 authorization_in_progress, and the same request after Retry-After cancels it once the authorization has finished. A 503 means the outcome is unknown: retry with the same key. */
+        /** @description Cancels a CREATED or AUTHORIZED payment: CANCELED (terminal); no money moves. An AUTHORIZED payment's reservation is voided at the acquirer; a CREATED one has nothing reserved, unless its authorization is in progress: then 409 authorization_in_progress (stored; nothing done or pending), and a cancel with a new key once the authorization has finished voids it. A 503 means the outcome is unknown: retry with the same key. */
         post: operations["payments.cancel"];
         delete?: never;
         options?: never;
@@ -2095,7 +2095,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done yet; the same request after `Retry-After` seconds (or, left alone, the completer) cancels it once the authorization has finished, voiding it if it was approved */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | The payment's status does not allow it (settle twice, authorize a settled payment…), or a settle or cancel lost the race at the acquirer to another request of the same payment (the authorization was already captured or voided; `detail` says which) | Another change to the same payment won the race | A cancel of a CREATED payment whose authorization is still in progress at the bank: nothing was done and nothing is pending; once the authorization has finished (read the payment), a cancel with a new key voids it */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
