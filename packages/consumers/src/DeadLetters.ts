@@ -36,6 +36,10 @@ const clip = (error: string): string => {
   return text.length > DEAD_LETTER_ERROR_CHARS_MAX ? text.slice(0, DEAD_LETTER_ERROR_CHARS_MAX) : text
 }
 
+/** A dismissal of the same record by another generation of the consumer (`DeadLetters.dismissedEarlier`). */
+const EarlierDismissal = Schema.Struct({ consumer: Schema.String, dismiss_reason: Schema.String })
+export type EarlierDismissal = typeof EarlierDismissal.Type
+
 /** A consumer's name without its generation (`settlement` for `settlement.g2`). */
 export const consumerFamily = (consumer: string): string => consumer.replace(/\.g[0-9]+$/, "")
 
@@ -45,12 +49,19 @@ const columns = `id, consumer, topic, partition, "offset", event_id, record_key,
 export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
   const rows = decodeRows(DeadLetter)
 
-  /** Inside the caller's transaction; a record parked twice (redelivery) keeps its first row. */
-  const park = (consumer: string, record: KafkaRecord, error: string, attempt_count: number) =>
+  /**
+   * Inside the caller's transaction; a record parked twice (redelivery) keeps its first row. With
+   * `dismissedFor` (`dismissedEarlier`'s row), the row is written dismissed at once, its reason
+   * naming the generation that dismissed the record first.
+   */
+  const park = (consumer: string, record: KafkaRecord, error: string, attempt_count: number, dismissedFor?: EarlierDismissal) =>
     sql`
-      INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+      INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
+                                      dismissed_at, dismiss_reason)
       VALUES (${consumer}, ${record.topic}, ${record.partition}, ${record.offset}, ${record.headers["ce_id"] ?? null},
-              ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count})
+              ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count},
+              ${dismissedFor === undefined ? null : sql`now()`},
+              ${dismissedFor === undefined ? null : `dismissed for ${dismissedFor.consumer}: ${dismissedFor.dismiss_reason}`.slice(0, DISMISS_REASON_CHARS_MAX)})
       ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
 
   /**
@@ -59,22 +70,12 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
    * The first such dismissal: its consumer and reason. Parking is rare: no index needed.
    */
   const dismissedEarlier = (consumer: string, record: KafkaRecord) =>
-    decodeRows(Schema.Struct({ consumer: Schema.String, dismiss_reason: Schema.String }))(sql`
+    decodeRows(EarlierDismissal)(sql`
       SELECT consumer, dismiss_reason FROM dead_letter_events
       WHERE topic = ${record.topic} AND partition = ${record.partition} AND "offset" = ${record.offset}
         AND consumer <> ${consumer} AND regexp_replace(consumer, '\\.g[0-9]+$', '') = ${consumerFamily(consumer)}
         AND dismissed_at IS NOT NULL
       ORDER BY id LIMIT 1`).pipe(Effect.map((rows) => rows[0]))
-
-  /** `park`, with the row dismissed at once: the reason names the generation that dismissed it first. */
-  const parkDismissed = (consumer: string, record: KafkaRecord, error: string, attempt_count: number, earlier: { readonly consumer: string; readonly dismiss_reason: string }) =>
-    sql`
-      INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count,
-                                      dismissed_at, dismiss_reason)
-      VALUES (${consumer}, ${record.topic}, ${record.partition}, ${record.offset}, ${record.headers["ce_id"] ?? null},
-              ${record.key}, ${record.value}, ${JSON.stringify(record.headers)}::jsonb, ${clip(error)}, ${attempt_count},
-              now(), ${`dismissed for ${earlier.consumer}: ${earlier.dismiss_reason}`.slice(0, DISMISS_REASON_CHARS_MAX)})
-      ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
 
   const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number }) => {
     const limit = Math.max(1, Math.min(DEAD_LETTER_LIST_MAX, options.limit))
@@ -102,7 +103,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       WHERE id = ${id} AND redriven_at IS NULL AND dismissed_at IS NULL
       RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
 
-  return { park, parkDismissed, dismissedEarlier, list, find, markRedriven, markRedriveFailed, dismiss }
+  return { park, dismissedEarlier, list, find, markRedriven, markRedriveFailed, dismiss }
 }
 
 /** The record a parked row stood for (to run it through the handler again). */

@@ -7,7 +7,7 @@ import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerHandler, consumerParked, countOutcome, type RecordOutcome } from "./ConsumerModel.ts"
 import { type Claim, type Counter, eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
-import { makeDeadLetters } from "./DeadLetters.ts"
+import { type EarlierDismissal, makeDeadLetters } from "./DeadLetters.ts"
 
 /** One attempt at a record failed in a way that may be the record's fault (parked after the retries). */
 class AttemptFailed extends Schema.TaggedError<AttemptFailed>()("AttemptFailed", { message: Schema.String }) {}
@@ -72,29 +72,30 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
     })
 
   /**
-   * A record an operator dismissed for an earlier generation (a replay re-read it): its row is
-   * stored dismissed, with the offset; no DLQ topic record, no parked count, no alert.
+   * The table and the stored offset, in one transaction: `parked`, or, for a record an operator
+   * dismissed for an earlier generation (a replay re-read it), `dismissed` (its row dismissed at once).
    */
-  const parkDismissed = (record: KafkaRecord, error: string, attempt_count: number, earlier: { readonly consumer: string; readonly dismiss_reason: string }) =>
-    Effect.gen(function* () {
-      yield* Effect.logInfo("consumer skips a record dismissed for an earlier generation").pipe(Effect.annotateLogs({
-        consumer: name, dismissed_for: earlier.consumer, topic: record.topic, partition: record.partition, offset: String(record.offset),
-        event_id: record.headers["ce_id"] ?? null, error: error.split("\n")[0] ?? ""
-      }))
-      return yield* sql.withTransaction(Effect.gen(function* () {
-        const next = yield* store.lockOffset(name, record.topic, record.partition)
-        if (record.offset < next) return "behind" as const
-        yield* deadLetters.parkDismissed(name, record, error, attempt_count, earlier)
-        yield* store.advance(name, record, "parked_count")
-        return "dismissed" as const
-      }))
-    })
+  const storeParked = (record: KafkaRecord, error: string, attempt_count: number, dismissedFor?: EarlierDismissal) =>
+    sql.withTransaction(Effect.gen(function* () {
+      const next = yield* store.lockOffset(name, record.topic, record.partition)
+      if (record.offset < next) return "behind" as const
+      yield* deadLetters.park(name, record, error, attempt_count, dismissedFor)
+      yield* store.advance(name, record, "parked_count")
+      return dismissedFor === undefined ? "parked" as const : "dismissed" as const
+    }))
 
   /** Topic first (at least once: a crash here re-parks, the table keeps one row), then the table. */
   const park = (record: KafkaRecord, error: string, attempt_count: number): Effect.Effect<RecordOutcome, SqlError | KafkaError> =>
     Effect.gen(function* () {
       const earlier = yield* deadLetters.dismissedEarlier(name, record)
-      if (earlier !== undefined) return yield* parkDismissed(record, error, attempt_count, earlier)
+      if (earlier !== undefined) {
+        // No DLQ topic record, no parked count, no alert: an operator already closed this record.
+        yield* Effect.logInfo("consumer skips a record dismissed for an earlier generation").pipe(Effect.annotateLogs({
+          consumer: name, dismissed_for: earlier.consumer, topic: record.topic, partition: record.partition, offset: String(record.offset),
+          event_id: record.headers["ce_id"] ?? null, error: error.split("\n")[0] ?? ""
+        }))
+        return yield* storeParked(record, error, attempt_count, earlier)
+      }
       yield* Effect.logError("consumer parks a record").pipe(Effect.annotateLogs({
         consumer: name, topic: record.topic, partition: record.partition, offset: String(record.offset),
         event_id: record.headers["ce_id"] ?? null, attempts: attempt_count, error
@@ -102,13 +103,7 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
       // A redelivered record that was handled (or parked) before is not sent to the topic again.
       if (record.offset < (yield* store.storedOffset(name, record.topic, record.partition))) return "behind" as const
       yield* sendToDlqTopic(record, error)
-      return yield* sql.withTransaction(Effect.gen(function* () {
-        const next = yield* store.lockOffset(name, record.topic, record.partition)
-        if (record.offset < next) return "behind" as const
-        yield* deadLetters.park(name, record, error, attempt_count)
-        yield* store.advance(name, record, "parked_count")
-        return "parked" as const
-      }))
+      return yield* storeParked(record, error, attempt_count)
     })
 
   return park
