@@ -13,7 +13,6 @@ import {
   type Payment,
   type PaymentCommand,
   PaymentId,
-  PaymentLocked,
   PaymentNotFound,
   ruleFor
 } from "@pay/domain"
@@ -24,7 +23,7 @@ import { Context, DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { makeAuthorizationExclusion } from "./CancelBeforeAuthorization.ts"
 import type { ChangeContext } from "./ChangeContext.ts"
-import { acquirerReference, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
+import { acquirerReference, lockWaitUnfinished, PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
 import { measureAcquirerCall } from "./PaymentMetrics.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 
@@ -219,7 +218,7 @@ const makeApplyAndFinish = (sql: SqlClient.SqlClient, payments: PaymentRepositor
         // serialized): nothing was decided here. Stored, a 409 would be the key's final answer
         // while the capture stands at the acquirer with no posting (issue 11). Unfinished: the
         // key keeps its recovery point and the retry or the completer finishes the work once.
-        ConcurrentModification: (error) => Effect.fail(new PaymentLocked({ paymentId: error.paymentId, reason: error.reason }))
+        ConcurrentModification: (error) => Effect.fail(lockWaitUnfinished(error))
       })
     )
   )

@@ -6,29 +6,25 @@ import {
   InvalidTransition,
   type MerchantId,
   type Payment,
-  PaymentLocked,
+  type PaymentLocked,
   type PaymentNotFound
 } from "@pay/domain"
 import type { Execution, IdempotencyLockLost } from "@pay/idempotency"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { type PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
+import { lockWaitUnfinished, type PaymentOutcome, type PaymentRefusal, RecoveryPoint } from "./PaymentOperation.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
 import { decodeRows } from "./PaymentTrail.ts"
 
 const inFlightRows = decodeRows(Schema.Struct({ id: Schema.String }))
 
-/**
- * The row lock's wait past its bound (or a lost serialization) before anything was written or
- * asked: `PaymentLocked`, an unfinished answer (503, the same key goes on once the holder lets go),
- * as the authorize's gate answers the same wait (AcquirerGate.ts).
- */
-const lockWaitUnfinished = (payment: Payment) => <A, E>(effect: Effect.Effect<A, E | ConcurrentModification>) =>
+/** `PaymentLocked` for the row lock's lost wait, before anything was written or asked (`lockWaitUnfinished`). */
+const unfinishedOnLockWait = <A, E>(effect: Effect.Effect<A, E | ConcurrentModification>) =>
   effect.pipe(
     Effect.catchIf(
       (error): error is ConcurrentModification => error instanceof ConcurrentModificationClass,
-      (error) => Effect.fail(new PaymentLocked({ paymentId: payment.id, reason: error.reason }))
+      (error) => Effect.fail(lockWaitUnfinished(error))
     )
   )
 
@@ -74,7 +70,7 @@ export const makeAuthorizationExclusion = Effect.gen(function* () {
     sql.withTransaction(
       Effect.gen(function* () {
         const locked = yield* payments.lockForChange(merchantId, payment.id).pipe(
-          lockWaitUnfinished(payment),
+          unfinishedOnLockWait,
           Effect.map((current) => ({ _tag: "Locked", current }) as const),
           Effect.catchTag("PaymentNotFound", (error) => Effect.succeed({ _tag: "Refused", error } as const))
         )
@@ -117,7 +113,7 @@ export const makeAuthorizationExclusion = Effect.gen(function* () {
    */
   const requestAuthorization = (merchantId: MerchantId, payment: Payment, execution: Execution<PaymentOutcome>) =>
     sql.withTransaction(Effect.gen(function* (): Effect.fn.Return<PaymentRefusal | undefined, IdempotencyLockLost | PaymentNotFound | PaymentLocked | SqlError> {
-      const current = yield* payments.lockForChange(merchantId, payment.id).pipe(lockWaitUnfinished(payment))
+      const current = yield* payments.lockForChange(merchantId, payment.id).pipe(unfinishedOnLockWait)
       if (current.status !== "CREATED") {
         return new InvalidTransition({ paymentId: current.id, from: current.status, to: commandTarget.authorize, command: "authorize" })
       }

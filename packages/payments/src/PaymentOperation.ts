@@ -13,7 +13,7 @@ import {
   type ConcurrentModification,
   type InvalidTransition,
   type Payment,
-  type PaymentLocked,
+  PaymentLocked,
   type PaymentNotFound,
   paymentRequestFields
 } from "@pay/domain"
@@ -92,6 +92,14 @@ export type Unfinished =
   | PaymentLocked
   | SettlementUnavailable
   | SqlError
+
+/**
+ * A lost wait for the payment's row (past the lock bound, a deadlock, a serialization failure) in
+ * a run that must not store it: `PaymentLocked`, unfinished (503, the same key goes on). After the
+ * acquirer acted (AcquirerTransition.ts), and before it is asked (CancelBeforeAuthorization.ts).
+ */
+export const lockWaitUnfinished = (error: ConcurrentModification): PaymentLocked =>
+  new PaymentLocked({ paymentId: error.paymentId, reason: error.reason })
 
 /** Recovery points of the idempotency key, in the order a run passes them. */
 export const RecoveryPoint = {

@@ -135,11 +135,12 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
       assertWithin("payment repository", options, { lockTimeout_ms: paymentLockTimeoutBounds })
       const sql = yield* SqlClient.SqlClient
       const trail = makeTrail(sql, yield* OutboxWriter)
+      const lockTimeout = `${options.lockTimeout_ms}ms`
       return PaymentRepository.of({
         create: makeCreate(sql, trail),
         ...makeCreateGated(sql, trail),
-        lockTimeout: `${options.lockTimeout_ms}ms`,
-        ...makeApply(sql, trail, `${options.lockTimeout_ms}ms`),
+        lockTimeout,
+        ...makeApply(sql, trail, lockTimeout),
         ...makeReads(sql)
       })
     })
