@@ -163,12 +163,14 @@ describe("socket limits are set explicitly on the server", () => {
       keepAliveTimeout_ms: 3_000,
       headerSize_bytes_max: 8_192,
       connections_max: 7,
-      requestsPerSocket_max: 11
+      requestsPerSocket_max: 11,
+      pipelinedRequests_max: 5,
+      writeStall_ms: 6_000
     }
     const server = createLimitedServer(limits)()
     assert.deepStrictEqual(
-      [server.headersTimeout, server.requestTimeout, server.keepAliveTimeout, server.maxConnections, server.maxRequestsPerSocket],
-      [4_000, 9_000, 3_000, 7, 11]
+      [server.headersTimeout, server.requestTimeout, server.keepAliveTimeout, server.maxConnections, server.maxRequestsPerSocket, server.timeout],
+      [4_000, 9_000, 3_000, 7, 11, 6_000]
     )
     const overflow = Object.assign(new Error("overflow"), { code: "HPE_HEADER_OVERFLOW" })
     assert.strictEqual(clientErrorProblem(overflow, limits, "headers").code, "headers_too_large")

@@ -2,10 +2,11 @@ import { HeadersTooLarge, InvalidRequest, RequestTimeout } from "@pay/api"
 import { boundedInt, configRefused } from "@pay/infra"
 import { IdempotencyKeyInvalid } from "@pay/idempotency"
 import { Config, Effect } from "effect"
-import { createServer, type Server } from "node:http"
+import type { Server } from "node:http"
 import type { Duplex } from "node:stream"
 import type { ApiError } from "./ApiErrors.ts"
 import { securityHeaders } from "./Edge.ts"
+import { closeStalledConnection, OneAnswerAtATimeServer } from "./Pipelining.ts"
 import { problemResponse } from "./Problem.ts"
 
 /**
@@ -18,7 +19,10 @@ import { problemResponse } from "./Problem.ts"
  * - `keepAliveTimeout_ms`: an idle keep-alive connection is closed after this;
  * - `headerSize_bytes_max`: headers over this are refused with 431;
  * - `connections_max`: connections over this are refused by the kernel-level accept (closed at once);
- * - `requestsPerSocket_max`: a keep-alive connection serves at most this many requests.
+ * - `requestsPerSocket_max`: a keep-alive connection serves at most this many requests;
+ * - `pipelinedRequests_max`: requests sent ahead of their answers wait, at most this many per
+ *   connection (one more closes it); a connection is answered one request at a time (Pipelining.ts);
+ * - `writeStall_ms`: a connection whose client stops reading its answer for this long is closed.
  */
 export interface SocketLimits {
   readonly headersTimeout_ms: number
@@ -27,6 +31,8 @@ export interface SocketLimits {
   readonly headerSize_bytes_max: number
   readonly connections_max: number
   readonly requestsPerSocket_max: number
+  readonly pipelinedRequests_max: number
+  readonly writeStall_ms: number
 }
 
 export const socketLimitBounds = {
@@ -35,7 +41,9 @@ export const socketLimitBounds = {
   keepAliveTimeout_ms: { min: 1_000, max: 120_000 },
   headerSize_bytes_max: { min: 4 * 1024, max: 64 * 1024 },
   connections_max: { min: 1, max: 100_000 },
-  requestsPerSocket_max: { min: 1, max: 1_000_000 }
+  requestsPerSocket_max: { min: 1, max: 1_000_000 },
+  pipelinedRequests_max: { min: 1, max: 1_000 },
+  writeStall_ms: { min: 1_000, max: 600_000 }
 } as const
 
 export const socketLimitsDefault: SocketLimits = {
@@ -44,7 +52,9 @@ export const socketLimitsDefault: SocketLimits = {
   keepAliveTimeout_ms: 5_000,
   headerSize_bytes_max: 16 * 1024,
   connections_max: 10_000,
-  requestsPerSocket_max: 10_000
+  requestsPerSocket_max: 10_000,
+  pipelinedRequests_max: 16,
+  writeStall_ms: 30_000
 }
 
 /** `HTTP_HEADERS_TIMEOUT_MS`, `HTTP_REQUEST_TIMEOUT_MS`, … each bounded (README's settings table). */
@@ -62,7 +72,13 @@ export const SocketLimitsConfig: Config.Config<SocketLimits> = Config.all({
     "HTTP_REQUESTS_PER_SOCKET_MAX",
     socketLimitBounds.requestsPerSocket_max,
     socketLimitsDefault.requestsPerSocket_max
-  )
+  ),
+  pipelinedRequests_max: boundedInt(
+    "HTTP_PIPELINED_REQUESTS_MAX",
+    socketLimitBounds.pipelinedRequests_max,
+    socketLimitsDefault.pipelinedRequests_max
+  ),
+  writeStall_ms: boundedInt("HTTP_WRITE_STALL_TIMEOUT_MS", socketLimitBounds.writeStall_ms, socketLimitsDefault.writeStall_ms)
 }).pipe(Config.mapEffect((limits) =>
   // Node refuses a server whose headers timeout exceeds its request timeout (ERR_OUT_OF_RANGE,
   // when it starts listening): refused here, with the two variables named, like any value out of bounds.
@@ -75,7 +91,7 @@ export const SocketLimitsConfig: Config.Config<SocketLimits> = Config.all({
 
 /** A Node HTTP server with the given limits whose parser-level refusals are problem documents. */
 export const createLimitedServer = (limits: SocketLimits) => (): Server => {
-  const server = createServer({
+  const server = new OneAnswerAtATimeServer({
     maxHeaderSize: limits.headerSize_bytes_max,
     headersTimeout: limits.headersTimeout_ms,
     requestTimeout: limits.requestTimeout_ms,
@@ -85,7 +101,10 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
     // Node answers an HTTP/1.1 request without Host with a bare 400 (no body, outside any hook):
     // the API does not route on Host, so the request is served instead of refused undocumented.
     requireHostHeader: false
-  })
+  }, limits.pipelinedRequests_max)
+  // Node's socket inactivity timer, armed on every connection: see closeStalledConnection.
+  server.timeout = limits.writeStall_ms
+  server.on("timeout", closeStalledConnection(server))
   server.maxConnections = limits.connections_max
   server.maxRequestsPerSocket = limits.requestsPerSocket_max
   server.on("clientError", (error: Error, socket: Duplex) => answerClientError(error, socket, limits))
