@@ -41,7 +41,7 @@ export const AmountJson = boundedIntJson(1, Number(AMOUNT_MINOR_MAX), `must be a
 export const CreatePaymentBody = Schema.Struct({
   amount: AmountJson,
   ...paymentRequestFields,
-  description: Schema.optionalKey(Schema.NullOr(Description).annotate({ description: "Free text, at most 500 characters; null or absent: none" }))
+  description: Schema.optionalKey(Schema.NullOr(Description).annotate({ description: "Free text, at most 500 characters, with no card number in it (13-19 digits, grouped or not, that pass the Luhn check: 400); null or absent: none" }))
 })
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 

@@ -2,6 +2,7 @@ import { Schema } from "effect"
 import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
+import { cardNumberInTextReason, cardNumberLikePattern, looksLikeCardNumber, tokenHoldsCardDigits } from "./CardNumber.ts"
 import { StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
 
 /**
@@ -18,33 +19,28 @@ const paymentMethodShape = Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/u, {
 })
 
 /**
- * Twelve digits or more, separators between them ignored (`_`, `-`, `.`, space): a card number (PAN)
- * written as it is printed (`pm_4242_4242_4242_4242`) is still a card number. The separators are a
- * class disjoint from the digits, so the match is linear (no backtracking to speak of).
- */
-export const cardNumberLikePattern = "[0-9]([-_. ]*[0-9]){11}"
-const cardNumberLike = new RegExp(cardNumberLikePattern, "u")
-
-/**
  * A reference to a payment method held by the processor/vault (`pm_…`), never card data, as a
- * merchant may send it: 12 or more digits, separators between them ignored, are refused so that a
- * card number (PAN) pasted by mistake, grouped or not, is never stored in our database or logs.
+ * merchant may send it: 12 or more digits with nothing but separators (`_ - .` space) between them
+ * ({@link cardNumberLikePattern}), or a card number in groups of four digits or more split by one
+ * or two characters (`pm_4242x4242x4242x4242`: 13 to 19 digits passing the Luhn check) are refused,
+ * so that a card number (PAN) pasted by mistake is never stored in our database or logs. The
+ * database refuses the same (migrations 0076, 0080).
  */
 export const PaymentMethodToken = Schema.String.check(
   paymentMethodShape,
   Schema.makeFilter(
     (token: string) =>
-      !cardNumberLike.test(token) ||
-      "payment_method must be a token, not a card number (12 or more digits, ignoring _ - . and spaces between them, are rejected)",
+      !tokenHoldsCardDigits(token) ||
+      "payment_method must be a token, not a card number (12 or more digits with only _ - . or spaces between them, or a card number in groups of 4 or more digits split by one or two other characters, are rejected)",
     { toJsonSchema: () => ({ not: { pattern: cardNumberLikePattern } }) }
   )
 ).pipe(Schema.brand("PaymentMethodToken"))
 export type PaymentMethodToken = typeof PaymentMethodToken.Type
 
 /**
- * A payment method as the database holds it: its CHECK (migrations 0003, 0072) refuses 12
- * consecutive digits only, so rows written before the separator rule above may hold a grouped
- * number (`pm_4242_4242_4242_4242`). Rows are read with this, so such a payment still reads back
+ * A payment method as the database holds it: its CHECK (migrations 0003, 0072) refused 12
+ * consecutive digits only, so rows written before the separator rules (0076, 0080) may hold a
+ * grouped number (`pm_4242_4242_4242_4242`, `pm_4242x4242x4242x4242`). Rows are read with this, so such a payment still reads back
  * (never a 500); every new value passes {@link PaymentMethodToken} first.
  */
 export const StoredPaymentMethodToken = Schema.String.check(
@@ -71,7 +67,24 @@ export const FailureMessage = Schema.String.check(
 )
 export type FailureMessage = typeof FailureMessage.Type
 
-export const Description = StorableText("description", { min: 0, max: 500 })
+/** No card number in free text: the field is named, the text never echoed (it would be card data). */
+const noCardNumber = (subject: string) =>
+  Schema.makeFilter(
+    (text: string) => !looksLikeCardNumber(text) || cardNumberInTextReason(subject),
+    { toJsonSchema: () => [{}, true] }
+  )
+
+/**
+ * A description as the database holds it. Rows written before migration 0080 may hold a card
+ * number (the rule of {@link Description}); they still read back (never a 500), every new value
+ * passes {@link Description} first.
+ */
+export const StoredDescription = StorableText("description", { min: 0, max: 500 })
+
+/** A description as a merchant may send it: storable text, and no card number in it. */
+export const Description = StoredDescription.check(noCardNumber("description")).annotate({
+  description: "Free text, at most 500 characters; no card number (13-19 digits, grouped or not, that pass the Luhn check)"
+})
 
 export const METADATA_KEYS_MAX = 20
 /** The database's bound on the stored form (`octet_length(metadata::text)`, migration 0003). */
@@ -109,7 +122,25 @@ const metadataKeysValid = Schema.makeFilter(
   { toJsonSchema: () => ({ propertyNames: { type: "string", ...storableTextJsonSchema(metadataKeyLength) } }) }
 )
 
-export const Metadata = Schema.Record(Schema.String, StorableText("metadata values", { min: 0, max: 500 })).check(
+/**
+ * No card number in a key or a value. A value is named by its key (`metadata.card`); a key that is
+ * a card number is not echoed back as a field name: the problem is `metadata`'s.
+ */
+const metadataHoldsNoCardNumber = Schema.makeFilter(
+  (metadata: Readonly<Record<string, string>>) => {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (looksLikeCardNumber(key)) return cardNumberInTextReason("a metadata key")
+      if (looksLikeCardNumber(value)) return { path: [key], issue: cardNumberInTextReason("a metadata value") }
+    }
+    return true
+  },
+  { toJsonSchema: () => [{}, true] }
+)
+
+const metadataDescription = `At most ${METADATA_KEYS_MAX} keys of 1-40 characters, string values of at most 500 characters, and at most ` +
+  `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4)`
+
+const metadataShape = Schema.Record(Schema.String, StorableText("metadata values", { min: 0, max: 500 })).check(
   metadataKeysValid,
   Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }),
   Schema.makeFilter(
@@ -118,9 +149,17 @@ export const Metadata = Schema.Record(Schema.String, StorableText("metadata valu
       `metadata is ${metadataStoredBytes(metadata)} bytes as stored; at most ${METADATA_STORED_BYTES_MAX} are accepted`,
     { toJsonSchema: () => [{}, true] }
   )
-).annotate({
-  description: `At most ${METADATA_KEYS_MAX} keys of 1-40 characters, string values of at most 500 characters, and at most ` +
-    `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4)`
+)
+
+/**
+ * Metadata as the database holds it: rows written before migration 0080 may hold a card number
+ * (the rule of {@link Metadata}); they still read back, every new value passes {@link Metadata}.
+ */
+export const StoredMetadata = metadataShape.annotate({ description: metadataDescription })
+
+/** Metadata as a merchant may send it: bounded, storable, and no card number in a key or a value. */
+export const Metadata = metadataShape.check(metadataHoldsNoCardNumber).annotate({
+  description: `${metadataDescription}; no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check)`
 })
 export type Metadata = typeof Metadata.Type
 
@@ -145,8 +184,8 @@ export class Payment extends Schema.Class<Payment>("Payment")(
     amount_minor: AmountMinorFromJsonNumber,
     currency: Currency,
     payment_method: StoredPaymentMethodToken,
-    description: Schema.NullOr(Description),
-    metadata: Metadata,
+    description: Schema.NullOr(StoredDescription),
+    metadata: StoredMetadata,
     status: PaymentStatus,
     failure_code: Schema.NullOr(FailureCode),
     failure_message: Schema.NullOr(FailureMessage),

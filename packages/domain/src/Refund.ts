@@ -3,7 +3,7 @@ import { Currency } from "./Currency.ts"
 import { CodedError } from "./DescribedError.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AMOUNT_MINOR_MAX, AmountMinorFromJsonNumber } from "./Money.ts"
-import { FailureCode, FailureMessage, Metadata } from "./Payment.ts"
+import { FailureCode, FailureMessage, StoredMetadata } from "./Payment.ts"
 
 /**
  * A refund (issue 19): money given back from a SETTLED payment, its own object with its own life:
@@ -46,7 +46,7 @@ export class Refund extends Schema.Class<Refund>("Refund")(
     currency: Currency,
     status: RefundStatus,
     reason: Schema.NullOr(RefundReason),
-    metadata: Metadata,
+    metadata: StoredMetadata,
     failure_code: Schema.NullOr(FailureCode),
     failure_message: Schema.NullOr(FailureMessage),
     /** The part of the platform's fee given back with a SUCCEEDED refund (0 when the fee is kept). */

@@ -114,7 +114,7 @@ describe("payment method token", () => {
   })
 
   it("refuses 12 or more digits with separators between them, keeps 11 and test methods; rows read back as the database holds them", () => {
-    for (const grouped of ["pm_4242_4242_4242_4242", "pm_1_2_3_4_5_6_7_8_9_0_1_2", "pm_x4242__4242__4242y", "pm_42_42_42_42_42_42"]) {
+    for (const grouped of ["pm_4242_4242_4242_4242", "pm_1_2_3_4_5_6_7_8_9_0_1_2", "pm_x4242__4242__4242y", "pm_42_42_42_42_42_42", "pm_4242x4242x4242x4242", "pm_4242a4242b4242c4242"]) {
       assert.match(failureMessage(PaymentMethodToken, grouped), /not a card number/, grouped)
       assert.strictEqual(failureMessage(StoredPaymentMethodToken, grouped), "<decoded>", `stored ${grouped}`)
     }

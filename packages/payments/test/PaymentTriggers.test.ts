@@ -5,14 +5,18 @@ import {
   allowedTransitionPairs,
   currencyCodes,
   generatePaymentId,
+  generateRefundId,
+  looksLikeCardNumber,
   type Merchant,
   type Payment,
   type PaymentCommandName,
   paymentStatuses,
   type PaymentStatus,
-  terminalStatuses
+  terminalStatuses,
+  tokenHoldsCardDigits
 } from "@pay/domain"
 import { Effect, Schema } from "effect"
+import * as fc from "fast-check"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { PaymentRepository } from "../src/PaymentRepository.ts"
@@ -267,11 +271,82 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
         INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
         VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242424242424242', 'CREATED', 1, now(), now())`))
       assert.strictEqual(cardNumber.code, "23514")
-      // The same number grouped, as the API also refuses it.
+      // The same number grouped, as the API also refuses it: 0080's column trigger (BEFORE INSERT)
+      // answers before 0076's CHECK would.
       const groupedCardNumber = postgresError(yield* Effect.flip(sql`
         INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
         VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242_4242_4242_4242', 'CREATED', 1, now(), now())`))
       assert.strictEqual(groupedCardNumber.code, "23514")
-      assert.include(groupedCardNumber.message, "payments_payment_method_no_grouped_digits")
+      assert.include(groupedCardNumber.message, "payments_no_card_data: payments.payment_method")
+    }))
+
+  it.effect("card data (0080): a raw INSERT of a card number in payment_method, description, a metadata key or value, a refund's metadata, and a raw UPDATE writing one, are refused (23514); ordinary text is stored", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, payments } = yield* setup
+      const id = yield* generatePaymentId
+      const insertPayment = (paymentMethod: string, description: string | null, metadata: unknown) => sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, 100, 'USD', ${paymentMethod}, ${description}::text, ${JSON.stringify(metadata)}::jsonb, 'CREATED', 1, now(), now())`
+      const refused = <A, R>(effect: Effect.Effect<A, SqlError, R>, constraint: string, column: string) =>
+        Effect.gen(function* () {
+          const error = postgresError(yield* Effect.flip(effect))
+          assert.strictEqual(error.code, "23514", `${column}: ${error.message}`)
+          assert.include(error.message, `${constraint}: ${column}`)
+          assert.notInclude(error.message, "4242", "the value is never echoed")
+        })
+      yield* refused(insertPayment("pm_4242x4242x4242x4242", null, {}), "payments_no_card_data", "payments.payment_method")
+      yield* refused(insertPayment("pm_4242a4242b4242c4242", null, {}), "payments_no_card_data", "payments.payment_method")
+      yield* refused(insertPayment("pm_card_visa", "card 4242 4242 4242 4242", {}), "payments_no_card_data", "payments.description")
+      yield* refused(insertPayment("pm_card_visa", null, { note: "4242-4242-4242-4242" }), "payments_no_card_data", "payments.metadata")
+      yield* refused(insertPayment("pm_card_visa", null, { "4242424242424242": "x" }), "payments_no_card_data", "payments.metadata")
+      // A number, not a string, is found too (raw SQL is not held to the API's strings-only rule).
+      yield* refused(insertPayment("pm_card_visa", null, { card: 4242424242424242 }), "payments_no_card_data", "payments.metadata")
+
+      // Ordinary text, a Luhn-invalid 16-digit order number and a token with a word between dates are stored.
+      const fine = yield* payments.create(paymentInput(merchant, {
+        payment_method: "pm_2024_12_a_31_12_2025",
+        description: "Order #1001: 2 shirts, size 42, 19.99 EUR each",
+        metadata: { order_id: "4242424242424243", at: "2026-12-04 10:30:00" }
+      }), context)
+      const settled = yield* paymentIn(merchant, "SETTLED")
+      // The column triggers run before the tables' own guards: an UPDATE is refused for what it writes.
+      yield* refused(sql`UPDATE payments SET description = 'card 4111 1111 1111 1111' WHERE id = ${fine.id}`, "payments_no_card_data", "payments.description")
+      yield* refused(sql`UPDATE payments SET payment_method = 'pm_4111x1111x1111x1111' WHERE id = ${fine.id}`, "payments_no_card_data", "payments.payment_method")
+      const refundId = yield* generateRefundId
+      yield* refused(sql`
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, metadata, created_at, updated_at)
+        VALUES (${refundId}, ${settled.id}, ${merchant.id}, 1, ${settled.currency}, 'PENDING', '{"card": "4242 4242 4242 4242"}'::jsonb, now(), now())`,
+      "refunds_no_card_data", "refunds.metadata")
+      const stored = yield* decodeRows(Schema.Struct({ description: Schema.String, order_id: Schema.String }))(sql`
+        SELECT description, metadata ->> 'order_id' AS order_id FROM payments WHERE id = ${fine.id}`)
+      assert.deepStrictEqual(stored, [{ description: "Order #1001: 2 shirts, size 42, 19.99 EUR each", order_id: "4242424242424243" }])
+    }))
+
+  it.effect("card data (0080): the database's functions decide as the code does, on the same generated inputs", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // Digit-heavy text over the separators that matter, and real card numbers inside words.
+      const text = fc.string({ unit: fc.constantFrom("4", "2", "1", "0", "7", "9", " ", "-", ".", "/", "_", ":", "a", "X"), minLength: 8, maxLength: 48 })
+      const cards = fc.constantFrom("4242 4242 4242 4242", "4111-1111-1111-1111 12/28", "#12 378282246310005", "x4242424242424242", "6011.1111.1111.1117")
+      const texts = fc.sample(fc.oneof(text, fc.tuple(text, cards, text).map((parts) => parts.join(" "))), { numRuns: 1500, seed: 20261204 })
+      // Tokens: digits among separators and letters, and card numbers split by letters inside them.
+      const tokenText = fc.string({ unit: fc.constantFrom("4", "2", "4", "2", "4", "_", "-", ".", " ", "x", "y"), minLength: 12, maxLength: 40 })
+      const letterGroupedCards = fc.constantFrom("4242x4242x4242x4242", "4111ab1111ab1111ab1111", "3782x822463x10005", "6011y1111y1111y1117", "4242x4242x4242x4243")
+      const tokens = fc.sample(fc.oneof(tokenText, fc.tuple(tokenText, letterGroupedCards, tokenText).map((parts) => parts.join(""))), { numRuns: 1500, seed: 20261204 })
+      const verdicts = (fn: "looks_like_card_number" | "payment_method_holds_card_digits", values: ReadonlyArray<string>) =>
+        decodeRows(Schema.Struct({ value: Schema.String, refused: Schema.Boolean }))(sql`
+          SELECT value, ${sql.literal(fn)}(value) AS refused FROM jsonb_array_elements_text(${JSON.stringify(values)}::jsonb) AS value`)
+      const textRows = yield* verdicts("looks_like_card_number", texts)
+      const tokenRows = yield* verdicts("payment_method_holds_card_digits", tokens)
+      assert.strictEqual(textRows.length, texts.length)
+      assert.strictEqual(tokenRows.length, tokens.length)
+      for (const row of textRows) assert.strictEqual(row.refused, looksLikeCardNumber(row.value), `text ${JSON.stringify(row.value)}`)
+      for (const row of tokenRows) assert.strictEqual(row.refused, tokenHoldsCardDigits(row.value), `token ${JSON.stringify(row.value)}`)
+      // Both verdicts occur: the comparison is not between two functions that always say no.
+      assert.isAbove(textRows.filter((row) => row.refused).length, 50)
+      assert.isAbove(textRows.filter((row) => !row.refused).length, 50)
+      assert.isAbove(tokenRows.filter((row) => row.refused).length, 50)
+      assert.isAbove(tokenRows.filter((row) => !row.refused).length, 50)
     }))
 })

@@ -1061,7 +1061,7 @@ export interface operations {
                             currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                             payment_method: string & unknown;
                             description: string | null;
-                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                             metadata: {
                                 [key: string]: string;
                             };
@@ -1208,9 +1208,9 @@ export interface operations {
                     amount: number;
                     currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                     payment_method: string & unknown;
-                    /** @description Free text, at most 500 characters; null or absent: none */
+                    /** @description Free text, at most 500 characters, with no card number in it (13-19 digits, grouped or not, that pass the Luhn check: 400); null or absent: none */
                     description?: string | null;
-                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                     metadata?: {
                         [key: string]: string;
                     };
@@ -1241,7 +1241,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1482,7 +1482,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1745,7 +1745,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2001,7 +2001,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2261,7 +2261,7 @@ export interface operations {
                             /** @enum {string} */
                             status: "PENDING" | "SUCCEEDED" | "FAILED";
                             reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                             metadata: {
                                 [key: string]: string;
                             };
@@ -2421,7 +2421,7 @@ export interface operations {
                     amount?: number;
                     /** @description Why the money goes back; null or absent: none given */
                     reason?: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                     metadata?: {
                         [key: string]: string;
                     };
@@ -2454,7 +2454,7 @@ export interface operations {
                         /** @enum {string} */
                         status: "PENDING" | "SUCCEEDED" | "FAILED";
                         reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2707,7 +2707,7 @@ export interface operations {
                         /** @enum {string} */
                         status: "PENDING" | "SUCCEEDED" | "FAILED";
                         reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2877,7 +2877,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                         metadata: {
                             [key: string]: string;
                         };

@@ -1,0 +1,98 @@
+// Card numbers where a merchant writes text (outside attack review F3), over real HTTP (the real
+// server process): a card number as `payment_method` grouped by letters, or in `description` or
+// `metadata` (keys and values, of a payment and of a refund), is a 400 naming the field and
+// saying why, nothing written, and the number is echoed neither in the answer nor in the
+// server's logs. Ordinary text with numbers, and a long order number that fails the Luhn check,
+// are stored as sent.
+import { assert, layer } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { decodeRows } from "@pay/infra"
+import { type Answer, jsonOf } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, paymentBody, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
+
+const Live = testServerLayer()
+
+const describeAnswer = (answer: Answer) => `${answer.status} ${answer.text.slice(0, 300)}`
+const cardReason = "looks like a card number (13 to 19 digits passing the Luhn check); card data must not be sent in description or metadata"
+
+const assertCardRefused = (answer: Answer, field: string, label: string) => {
+  assert.strictEqual(answer.status, 400, `${label}: ${describeAnswer(answer)}`)
+  assert.strictEqual(jsonOf(answer)["code"], "invalid_request", label)
+  assert.strictEqual(jsonOf(answer)["field"], field, label)
+  assert.notMatch(answer.text, /4242|4111|3782/u, `${label}: the number is not echoed`)
+}
+
+const refundCount = (paymentId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`SELECT count(*) AS count FROM refunds WHERE payment_id = ${paymentId}`)
+    return Number(row?.count ?? -1)
+  })
+
+layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in a payment or a refund: 400 naming the field (real server process)", (it) => {
+  it.effect("payment: payment_method grouped by letters, description, a metadata value or key holding a card number: 400 naming the field and why, nothing written, never echoed", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Card data")
+      const before = yield* writtenRows(m.merchantId)
+      const send = (overrides: Readonly<Record<string, unknown>>) => createPayment(m, newKey(), paymentBody(overrides))
+      for (const payment_method of ["pm_4242x4242x4242x4242", "pm_4242a4242b4242c4242", "pm_4242_x4242_x4242_x4242"]) {
+        const answer = yield* send({ payment_method })
+        assertCardRefused(answer, "payment_method", payment_method)
+        assert.include(String(jsonOf(answer)["detail"]), "payment_method must be a token, not a card number", payment_method)
+      }
+      const description = yield* send({ description: "Customer card 4242 4242 4242 4242, exp 12/28" })
+      assertCardRefused(description, "description", "description")
+      assert.strictEqual(jsonOf(description)["detail"], `description: description ${cardReason}`)
+      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005"]) {
+        const answer = yield* send({ metadata: { order_id: "1001", note: value } })
+        assertCardRefused(answer, "metadata.note", `metadata value ${value}`)
+        assert.strictEqual(jsonOf(answer)["detail"], `metadata.note: a metadata value ${cardReason}`)
+      }
+      // A key that is a card number is not echoed back as the field's name: the field is `metadata`.
+      const key = yield* send({ metadata: { "4242 4242 4242 4242": "visa" } })
+      assertCardRefused(key, "metadata", "metadata key")
+      assert.strictEqual(jsonOf(key)["detail"], `metadata: a metadata key ${cardReason}`)
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+      assert.notMatch(server.process.output(), /4242 4242 4242 4242|4111-1111-1111-1111|4111111111111111|4242x4242x4242x4242/u, "no card number in the server's logs")
+    }))
+
+  it.effect("payment: ordinary text with numbers, a Luhn-invalid 16-digit order number, dates split by a word in a token: stored and returned as sent", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Card data: look-alikes")
+      const payment_method = "pm_2024_12_a_31_12_2025"
+      const description = "Order #1001: 2 shirts, size 42, 19.99 EUR each; call +44 20 7946 0958"
+      const metadata = { order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00", iban: "BE68 5390 0754 7034" }
+      const created = yield* createPayment(m, newKey(), paymentBody({ payment_method, description, metadata }))
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const read = yield* server.request("GET", `/v1/payments/${String(jsonOf(created)["id"])}`, { apiKey: m.apiKey })
+      for (const answer of [created, read]) {
+        assert.strictEqual(jsonOf(answer)["payment_method"], payment_method)
+        assert.strictEqual(jsonOf(answer)["description"], description)
+        assert.deepStrictEqual(jsonOf(answer)["metadata"], { iban: "BE68 5390 0754 7034", order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00" })
+      }
+    }))
+
+  it.effect("refund: a card number in a metadata value or key is 400 naming the field, no refund written; an order number is accepted", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Card data: refunds")
+      const created = yield* createPayment(m, newKey())
+      const id = String(jsonOf(created)["id"])
+      for (const action of ["authorize", "settle"]) {
+        const answer = yield* server.request("POST", `/v1/payments/${id}/${action}`, { apiKey: m.apiKey, idempotencyKey: newKey(action) })
+        assert.strictEqual(answer.status, 200, `${action}: ${describeAnswer(answer)}`)
+      }
+      const refund = (metadata: Readonly<Record<string, string>>) =>
+        server.request("POST", `/v1/payments/${id}/refunds`, { apiKey: m.apiKey, idempotencyKey: newKey("refund"), json: { amount: 100, metadata } })
+      assertCardRefused(yield* refund({ card: "4242.4242.4242.4242" }), "metadata.card", "refund metadata value")
+      assertCardRefused(yield* refund({ "4111111111111111": "x" }), "metadata", "refund metadata key")
+      assert.strictEqual(yield* refundCount(id), 0, "no refund written")
+      const fine = yield* refund({ order_id: "4242424242424243" })
+      assert.strictEqual(fine.status, 201, describeAnswer(fine))
+      assert.deepStrictEqual(jsonOf(fine)["metadata"], { order_id: "4242424242424243" })
+      assert.strictEqual(yield* refundCount(id), 1)
+    }))
+})
