@@ -1,4 +1,4 @@
-import { InvalidCursor, type MerchantId, storableTextProblem } from "@pay/domain"
+import { cardNumberInTextReason, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -128,6 +128,10 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
     // Characters are code points, as the table's length() counts them (500 emoji fit).
     const problem = storableTextProblem("description", { min: 0, max: DESCRIPTION_LENGTH_MAX }, fields.description)
     if (problem !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: problem.replace(/^description /u, "") }))
+    // As a payment's description: no card data, and the text is never echoed (migration 0081).
+    if (looksLikeCardNumber(fields.description)) {
+      return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: cardNumberInTextReason("the description").replace(" in description or metadata", "") }))
+    }
   }
   return Effect.void
 }

@@ -77,7 +77,7 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual(moved.url, "https://merchant.example/new")
     }))
 
-  it.effect("the code refuses unsafe URLs, unknown event types and more endpoints than the limit", () =>
+  it.effect("the code refuses unsafe URLs, unknown event types, a card number as description and more endpoints than the limit", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant
       const endpoints = yield* WebhookEndpoints
@@ -87,6 +87,14 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       }
       const unknownType = yield* Effect.flip(endpoints.create(merchantId, { url: "https://merchant.example/", event_types: ["payment_refunded"] }))
       assert.strictEqual(unknownType._tag, "WebhookEndpointRefused")
+      // No card data in the description, on create or update; the number is not echoed back.
+      const card = yield* Effect.flip(endpoints.create(merchantId, { url: "https://merchant.example/", event_types: ["*"], description: "test card 4242 4242 4242 4242" }))
+      assert.deepInclude(card, { _tag: "WebhookEndpointRefused", field: "description" })
+      assert.notInclude(JSON.stringify(card), "4242")
+      const { endpoint: described } = yield* endpoints.create(merchantId, { url: "https://merchant.example/d", event_types: ["*"], description: "order 4242424242424243 (not a card: Luhn)" })
+      const cardUpdate = yield* Effect.flip(endpoints.update(merchantId, described.id, { description: "4111-1111-1111-1111" }))
+      assert.deepInclude(cardUpdate, { _tag: "WebhookEndpointRefused", field: "description" })
+      yield* endpoints.remove(merchantId, described.id)
       for (let i = 0; i < ENDPOINTS_PER_MERCHANT_MAX; i++) yield* endpoints.create(merchantId, { url: `https://merchant.example/${i}`, event_types: ["*"] })
       const over = yield* Effect.flip(endpoints.create(merchantId, { url: "https://merchant.example/over", event_types: ["*"] }))
       // A quota, not a bad URL: its own error (409 webhook_endpoint_limit_reached at the API).
@@ -151,7 +159,7 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.throws(() => new Webhook(latest).verify(alone.body, headersOf(alone)), WebhookVerificationError)
     })))
 
-  it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, bad secret, two current secrets, fewer attempts", () =>
+  it.effect("raw SQL bypassing the code is refused by the database: duplicate delivery, changed bytes, other merchant's delivery, bad URL, a card number as description, bad secret, two current secrets, fewer attempts", () =>
     Effect.scoped(Effect.gen(function* () {
       const merchantId = yield* createMerchant
       const other = yield* createMerchant
@@ -172,6 +180,8 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual(crossMerchant, "23503")
       const badUrl = yield* refusal(sql`UPDATE webhook_endpoints SET url = 'file:///etc/passwd' WHERE id = ${endpoint.id}`)
       assert.strictEqual(badUrl, "23514")
+      const cardDescription = yield* refusal(sql`UPDATE webhook_endpoints SET description = 'card 4242 4242 4242 4242' WHERE id = ${endpoint.id}`)
+      assert.strictEqual(cardDescription, "23514")
       const badSecret = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, 'hunter2')`)
       assert.strictEqual(badSecret, "23514")
       const twoCurrent = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, ${`whsec_${Buffer.alloc(32, 7).toString("base64")}`})`)
