@@ -1,5 +1,5 @@
 import { CodedError, MerchantId, uuidPattern } from "@pay/domain"
-import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Context, Deferred, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
@@ -139,6 +139,34 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         return created
       })
 
+      /**
+       * One lookup in flight per key: requests with a key the cache does not hold share the lookup
+       * already running for it instead of each sending its own (a burst of new connections with one
+       * key, 250 at once in the outside review, was 250 queries on the pool before the merchant was
+       * even known). The lookup runs uninterruptibly to its end (one indexed query, bounded by the
+       * database timeouts), so a leader whose client hangs up never leaves the others waiting; the
+       * entry goes when its lookup ends, so the map holds at most the keys being looked up now.
+       */
+      const lookupsInFlight = new Map<string, Deferred.Deferred<Option.Option<Authenticated>, SqlError>>()
+      const lookUp = (cacheKey: string, keyHash: Uint8Array): Effect.Effect<Option.Option<Authenticated>, SqlError> => {
+        const running = lookupsInFlight.get(cacheKey)
+        if (running !== undefined) return Deferred.await(running)
+        const done = Deferred.makeUnsafe<Option.Option<Authenticated>, SqlError>()
+        lookupsInFlight.set(cacheKey, done)
+        const lookup = findLiveKey(keyHash).pipe(
+          Effect.catchTag("SchemaError", Effect.die),
+          Effect.map(Option.map(({ id, merchant_id: merchantId }): Authenticated => ({ merchantId, apiKeyId: id }))),
+          Effect.tap((found) => Effect.sync(() => Option.map(found, (authenticated) => cache.set(cacheKey, authenticated)))),
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              lookupsInFlight.delete(cacheKey)
+              Deferred.doneUnsafe(done, exit)
+            })
+          )
+        )
+        return Effect.uninterruptible(lookup).pipe(Effect.flatMap(() => Deferred.await(done)))
+      }
+
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
         if (!isWellFormedApiKey(secret)) return yield* new Unauthorized({ reason: "malformed" })
@@ -146,12 +174,9 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         const cacheKey = Buffer.from(keyHash).toString("base64")
         const cached = cache.get(cacheKey)
         if (cached !== undefined) return cached
-        const found = yield* findLiveKey(keyHash).pipe(Effect.catchTag("SchemaError", Effect.die))
+        const found = yield* lookUp(cacheKey, keyHash)
         if (Option.isNone(found)) return yield* new Unauthorized({ reason: "unknown_or_revoked" })
-        const { id, merchant_id: merchantId } = found.value
-        const authenticated: Authenticated = { merchantId, apiKeyId: id }
-        cache.set(cacheKey, authenticated)
-        return authenticated
+        return found.value
       })
 
       const authenticateHeader = (authorization: string | undefined) => {

@@ -1,7 +1,7 @@
 import { decodeRows } from "@pay/infra"
 import { assert, layer } from "@effect/vitest"
 import { expectSqlRefusal, TestDatabase } from "@pay/testkit"
-import { Effect, Layer, Redacted, Schema } from "effect"
+import { Deferred, Effect, Fiber, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { createHash } from "node:crypto"
 import { ApiKeyNotFound, apiKeySecretPattern, ApiKeys, MerchantRepository, secretFromAuthorizationHeader, Unauthorized } from "../src/index.ts"
@@ -98,6 +98,46 @@ layer(Live)("ApiKeys (real Postgres)", (it) => {
             VALUES (gen_random_uuid(), 'mer_0000000000000000000000zz', ${createHash("sha256").update("y").digest()}, 'sk_test_abcd')`,
         { code: "23503", constraint: "api_keys_merchant_id_fkey" }
       )
+    }))
+})
+
+// The live clock: the test sleeps while the lookups wait.
+layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("ApiKeys lookups in flight (real Postgres)", (it) => {
+  it.effect("a burst with one key the cache does not hold sends one lookup, shared by all, even when the request that started it goes away", () =>
+    Effect.gen(function* () {
+      const apiKeys = yield* ApiKeys
+      const sql = yield* SqlClient.SqlClient
+      const merchantId = yield* newMerchant
+      const created = yield* apiKeys.create(merchantId)
+      const secret = Redacted.value(created.secret)
+      const other = Redacted.value((yield* apiKeys.create(merchantId)).secret)
+      // Every lookup waits on the table until `release`: the lookups sent are the backends waiting.
+      const release = yield* Deferred.make<void>()
+      const locked = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(release).pipe(Effect.timeout(30_000))
+      })))
+      yield* Deferred.await(locked).pipe(Effect.timeout(10_000))
+      const lookupsWaiting = decodeRows(Schema.Struct({ waiting: Schema.BigInt }))(sql`
+        SELECT count(*) AS waiting FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM api_keys WHERE key_hash%'`).pipe(
+        Effect.map(([row]) => Number(row?.waiting ?? -1))
+      )
+      const leader = yield* Effect.forkChild(apiKeys.authenticate(secret))
+      yield* Effect.sleep(100)
+      const followers = yield* Effect.forEach(Array.from({ length: 30 }), () => Effect.forkChild(apiKeys.authenticate(secret)))
+      const otherKey = yield* Effect.forkChild(apiKeys.authenticate(other))
+      for (let waited_ms = 0; waited_ms < 5_000 && (yield* lookupsWaiting) < 2; waited_ms += 50) yield* Effect.sleep(50)
+      yield* Effect.sleep(200)
+      assert.strictEqual(yield* lookupsWaiting, 2, "31 requests with one key and 1 with another: two lookups")
+      // The request that started the lookup goes away (its client hung up): the others still get the answer.
+      yield* Effect.forkChild(Fiber.interrupt(leader))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      for (const follower of followers) assert.deepStrictEqual(yield* Fiber.join(follower), { merchantId, apiKeyId: created.id })
+      assert.strictEqual((yield* Fiber.join(otherKey)).merchantId, merchantId)
     }))
 })
 
