@@ -118,12 +118,42 @@ export class HeadersTooLarge extends CodedError<HeadersTooLarge>()(
   (e) => `the request headers are over ${e.limit_bytes} bytes`
 ) {}
 
-/** Over the merchant's request rate; `retry_after_s` is the `Retry-After` header. */
+/** Over the merchant's request rate (per second); `retry_after_s` is the `Retry-After` header. */
 export class RateLimited extends CodedError<RateLimited>()(
   "rate_limited",
   "RateLimited",
   { limit_per_s: Schema.Int, retry_after_s: Schema.Int },
   (e) => `over ${e.limit_per_s} requests per second for this merchant; nothing was executed, retry in ${e.retry_after_s} s`
+) {}
+
+/**
+ * Over the merchant's requests in flight (its share of the server, server/http/MerchantInFlight.ts): `in_flight_max`
+ * of its requests are being served and its queue of `queued_max` is full, or this request waited
+ * `wait_ms_max` in it; or the process is serving `merchants_max` merchants at once. The code is
+ * `rate_limited` (the catalog's 429); `retry_after_s` is the `Retry-After` header.
+ */
+export class ConcurrencyLimited extends CodedError<ConcurrencyLimited>()(
+  "rate_limited",
+  "ConcurrencyLimited",
+  {
+    reason: Schema.Literals(["queue_full", "queue_wait", "merchants_max"]),
+    in_flight_max: Schema.Int,
+    queued_max: Schema.Int,
+    wait_ms_max: Schema.Int,
+    merchants_max: Schema.Int,
+    retry_after_s: Schema.Int
+  },
+  (e) => {
+    const retry = `nothing was executed; send fewer requests at once, retry in ${e.retry_after_s} s`
+    switch (e.reason) {
+      case "queue_full":
+        return `over the concurrency limit: this merchant already has ${e.in_flight_max} requests in flight and ${e.queued_max} waiting; ${retry}`
+      case "queue_wait":
+        return `over the concurrency limit: waited ${e.wait_ms_max} ms behind this merchant's ${e.in_flight_max} requests in flight; ${retry}`
+      case "merchants_max":
+        return `over the concurrency limit: the server is serving ${e.merchants_max} merchants at once; ${retry}`
+    }
+  }
 ) {}
 
 /** Too many failed authentications from one source address; `retry_after_s` is the `Retry-After` header. */

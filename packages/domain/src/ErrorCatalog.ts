@@ -117,7 +117,7 @@ export const errorCatalog = {
   },
   rate_limited: {
     status: 429, title: "Too many requests", retry: "same_key_later",
-    meaning: "Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds"
+    meaning: "Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once"
   },
   authentication_rate_limited: {
     status: 429, title: "Too many requests", retry: "same_key_later",

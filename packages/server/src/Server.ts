@@ -30,6 +30,7 @@ import { SystemHandlers } from "./health/http.ts"
 import { AuthorizationLive } from "./http/Authorization.ts"
 import { EdgeMiddleware } from "./http/Edge.ts"
 import { ProblemPagesRoute } from "./http/ProblemPages.ts"
+import { MerchantInFlight } from "./http/MerchantInFlight.ts"
 import { RateLimits } from "./http/RateLimits.ts"
 import { createLimitedServer, SocketLimitsConfig } from "./http/Socket.ts"
 import { serveObserved } from "./http/Observability.ts"
@@ -59,7 +60,7 @@ export const ReadinessLive = Readiness.layerWith<SqlClient.SqlClient | Redis | K
 
 /** Everything the handlers use, above the dependencies. */
 const servicesLayer = (options: AppOptions) =>
-  Layer.mergeAll(PaymentUseCases.layer, PaymentExpiry.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
+  Layer.mergeAll(PaymentUseCases.layer, PaymentExpiry.layer, MerchantBalances.layer, ApiKeys.layer, ReadinessLive, RateLimits.layer, MerchantInFlight.layer, WebhookEndpoints.layer, WebhookDeliveries.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentRepository.layer, IdempotencyKeys.layer, ParkedKeys.layer)),
     Layer.provide(options.acquirer ?? AcquirerSimulator.layer),
     Layer.provide(options.settlement ?? SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))),

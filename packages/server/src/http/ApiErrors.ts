@@ -3,6 +3,7 @@ import {
   AuthenticationRateLimited,
   BodyTooLarge,
   BodyUnreadable,
+  ConcurrencyLimited,
   DatabaseUnavailable,
   InvariantViolation,
   HeadersTooLarge,
@@ -53,6 +54,7 @@ export const apiErrorClasses = [
   RequestTimeout,
   HeadersTooLarge,
   RateLimited,
+  ConcurrencyLimited,
   AuthenticationRateLimited,
   // the request itself (HTTP edge)
   InvalidRequest,

@@ -1,6 +1,7 @@
 import {
   Authorization,
   AuthenticationRateLimited,
+  ConcurrencyLimited,
   CurrentMerchant,
   DatabaseUnavailable,
   DatabaseUnavailableProblem,
@@ -14,6 +15,7 @@ import { ApiKeys, isWellFormedApiKey } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
 import { problemDocument } from "./Problem.ts"
+import { concurrencyRetryAfter_s, MerchantInFlight, type Refusal } from "./MerchantInFlight.ts"
 import { RateLimits } from "./RateLimits.ts"
 import { problemHttpResponse } from "./Respond.ts"
 
@@ -21,8 +23,9 @@ import { problemHttpResponse } from "./Respond.ts"
  * Bearer API keys: looked up by their SHA-256 hash; the merchant scopes everything after. The
  * middleware's problems are rendered by HttpApi from its declared problem classes; their words
  * are the errors' own (Problem.ts). The rate limits answer before the key is looked up (a source
- * over its failed authentications) and right after (a merchant over its rate), before any
- * idempotency work: their 429s carry `Retry-After`. The lookup itself is one attempt of the
+ * over its failed authentications) and right after (a merchant over its rate, then over its
+ * requests in flight: MerchantInFlight.ts), before any idempotency work: their 429s carry
+ * `Retry-After`. The lookup itself is one attempt of the
  * source (RateLimits.ts): counted from its start, so no number of concurrent requests gets more
  * than the limit of keys looked up and refused. The source is the client's address as
  * ClientAddress.ts resolved it (the peer, or behind a trusted proxy the address it forwarded).
@@ -32,6 +35,7 @@ export const AuthorizationLive = Layer.effect(
   Effect.gen(function* () {
     const apiKeys = yield* ApiKeys
     const limits = yield* RateLimits
+    const inFlight = yield* MerchantInFlight
     return Authorization.of({
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
         const request = yield* HttpServerRequest.HttpServerRequest
@@ -73,10 +77,13 @@ export const AuthorizationLive = Layer.effect(
         if (!rate.allowed) {
           return problemHttpResponse(new RateLimited({ limit_per_s: perSecond(limits.settings), retry_after_s: rate.retryAfter_s }))
         }
-        return yield* Effect.provideService(httpEffect, CurrentMerchant, {
-          merchantId: authenticated.merchantId,
-          apiKeyId: authenticated.apiKeyId
-        })
+        // The request is served in one of the merchant's places (it waits, bounded, for one):
+        // however many it sends at once, it holds at most its share of the pool.
+        const served = yield* inFlight.serve(
+          authenticated.merchantId,
+          Effect.provideService(httpEffect, CurrentMerchant, { merchantId: authenticated.merchantId, apiKeyId: authenticated.apiKeyId })
+        )
+        return served._tag === "Served" ? served.value : problemHttpResponse(concurrencyLimited(inFlight.settings, served.reason))
       })
     })
   })
@@ -84,3 +91,13 @@ export const AuthorizationLive = Layer.effect(
 
 const perSecond = (settings: RateLimits["Service"]["settings"]) =>
   Math.max(1, Math.floor((settings.merchantRequests_max * 1_000) / settings.merchantWindow_ms))
+
+const concurrencyLimited = (settings: MerchantInFlight["Service"]["settings"], reason: Refusal) =>
+  new ConcurrencyLimited({
+    reason,
+    in_flight_max: settings.inFlight_max,
+    queued_max: settings.queued_max,
+    wait_ms_max: settings.queueWait_ms_max,
+    merchants_max: settings.merchants_max,
+    retry_after_s: concurrencyRetryAfter_s
+  })

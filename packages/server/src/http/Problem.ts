@@ -25,6 +25,7 @@ const present = (error: ApiError): Presentation =>
     RequestTimeout: asIs,
     HeadersTooLarge: asIs,
     RateLimited: asIs,
+    ConcurrencyLimited: asIs,
     AuthenticationRateLimited: asIs,
     InvalidRequest: (e) => (e.field === undefined ? { detail: e.detail } : { detail: e.detail, field: e.field }),
     MalformedJson: asIs,

@@ -4,6 +4,7 @@ import { Cause, Effect, Fiber } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { type ApiError, apiErrorClasses } from "./ApiErrors.ts"
+import { RequestPlace } from "./MerchantInFlight.ts"
 import { problemResponse } from "./Problem.ts"
 import { toHttpResponse } from "./StoredResponse.ts"
 
@@ -32,9 +33,19 @@ export const sqlFailureAnswer = (error: SqlError): DatabaseUnavailable | Invaria
  * context: spans, logs, services) and the request waits for it; an interrupted request stops
  * waiting, the work stores its answer, and the client's retry replays it. Every step of the work
  * is bounded by its own timeouts; a server shutting down ends it like a crash (the completer).
+ * The work holds the request's place among its merchant's requests in flight until it ends.
  */
 export const finishEvenIfClientLeaves = <A, E, R>(work: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(Effect.forkDetach(work), Fiber.join)
+  Effect.flatMap(RequestPlace, (place) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function* () {
+        // The work keeps the merchant's place in flight until it ends (MerchantInFlight.ts):
+        // hanging up must not free a place while the work still uses the pool.
+        const release = yield* place.hold
+        const fiber = yield* Effect.forkDetach(Effect.ensuring(work, release))
+        return yield* restore(Fiber.join(fiber))
+      })
+    ))
 
 /**
  * Errors that end a request without a decided outcome, as problems. None of these is stored:
@@ -79,6 +90,7 @@ export const problemHttpResponse = (error: ApiError): HttpServerResponse.HttpSer
     case "MethodNotAllowed":
       return HttpServerResponse.setHeader(response, "allow", error.allow.join(", "))
     case "RateLimited":
+    case "ConcurrencyLimited":
     case "AuthenticationRateLimited":
       return HttpServerResponse.setHeader(response, "retry-after", String(error.retry_after_s))
     case "IdempotencyKeyInUse":

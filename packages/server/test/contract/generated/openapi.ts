@@ -1134,7 +1134,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1382,7 +1382,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1638,7 +1638,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -1901,7 +1901,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"] | components["schemas"]["CaptureExceedsAuthorizedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2157,7 +2157,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2345,7 +2345,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2608,7 +2608,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"] | components["schemas"]["RefundExceedsCapturedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2789,7 +2789,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -2961,7 +2961,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3104,7 +3104,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3262,7 +3262,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3498,7 +3498,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3671,7 +3671,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -3921,7 +3921,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4094,7 +4094,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4335,7 +4335,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4584,7 +4584,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -4840,7 +4840,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5035,7 +5035,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5213,7 +5213,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5467,7 +5467,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
@@ -5716,7 +5716,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["IdempotencyKeyReusedProblemEncoded"];
                 };
             };
-            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate: nothing was executed; retry after `Retry-After` seconds */
+            /** @description Too many failed authentications from this address: retry after `Retry-After` seconds, with a valid key | Over the merchant's request rate, or its requests in flight (the concurrency limit): nothing was executed; retry after `Retry-After` seconds, with fewer requests at once */
             429: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */

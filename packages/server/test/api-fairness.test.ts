@@ -1,0 +1,141 @@
+// One merchant cannot take the whole server (security finding F2, the real server process): its
+// requests in flight are capped per process (MerchantInFlight.ts: half of DATABASE_POOL_SIZE by
+// default, here 8 → 4), the rest wait in its bounded queue or are refused, so another merchant's
+// request never queues for the pool behind more than the cap of them.
+//
+// Merchant A's creates are made to hang in the database (the test holds `payments` in SHARE mode:
+// an INSERT waits for it), so "in flight" is observable there: the backends waiting on the lock.
+// 100 creates at once: exactly 4 reach the database, 20 wait in A's queue, 76 are refused at once
+// (429 rate_limited, Retry-After, a detail naming the concurrency limit); merchant B's read is
+// answered while all of A's admitted and queued creates are still waiting. Without the cap (the
+// review's finding) all of A's creates went to the pool: 8 backends waiting, the rest of A's queued
+// for the pool ahead of B, and B answered only when the lock was let go.
+import { assert, layer } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { decodeRows } from "@pay/infra"
+import { type Answer, jsonOf } from "./support/Http.ts"
+import { createMerchant, createPayment, newKey, paymentCount, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+const inFlight_max = 4
+const queued_max = 20
+const sent = 100
+
+const Live = testServerLayer({
+  env: {
+    DATABASE_POOL_SIZE: "8",
+    RATE_LIMIT_MERCHANT_QUEUE_MAX: String(queued_max),
+    // Long enough that nothing in A's queue gives up while the test holds the lock.
+    RATE_LIMIT_MERCHANT_QUEUE_WAIT_MS: "30000",
+    // A create waiting on the table lock is a statement without an answer: not cut at 10 s.
+    DATABASE_ANSWER_TIMEOUT_MS: "60000",
+    // No background job touching `payments` while it is locked (they would wait on it too).
+    EXPIRY_INTERVAL_MS: "0"
+  }
+})
+
+/** Backends of this database (the server's) waiting on a lock: A's creates that reached the pool. */
+const lockWaiters = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const [row] = yield* decodeRows(Schema.Struct({ waiting: Schema.BigInt }))(sql`
+    SELECT count(*) AS waiting FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`)
+  return Number(row?.waiting ?? -1)
+})
+
+/** Holds `payments` in SHARE mode (every INSERT waits) until `release`, at most 60 s. */
+const holdPaymentsTable = (release: Deferred.Deferred<void>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const locked = yield* Deferred.make<void>()
+    const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+      yield* sql`LOCK TABLE payments IN SHARE MODE`
+      yield* Deferred.succeed(locked, undefined)
+      yield* Deferred.await(release).pipe(Effect.timeout(60_000))
+    })))
+    yield* Deferred.await(locked).pipe(Effect.timeout(10_000))
+    return holder
+  })
+
+/** Polls `check` every 50 ms until it holds; fails after `bound_ms`. */
+const eventually = (label: string, bound_ms: number, check: Effect.Effect<boolean, unknown, SqlClient.SqlClient>) =>
+  Effect.gen(function* () {
+    for (let waited_ms = 0; waited_ms < bound_ms; waited_ms += 50) {
+      if (yield* check) return
+      yield* Effect.sleep(50)
+    }
+    return assert.fail(`${label}: not within ${bound_ms} ms`)
+  })
+
+const assertConcurrencyLimited = (answer: Answer) => {
+  assert.strictEqual(answer.status, 429, answer.text)
+  const problem = jsonOf(answer)
+  assert.strictEqual(problem["code"], "rate_limited")
+  assert.match(String(problem["detail"]), new RegExp(`^over the concurrency limit: this merchant already has ${inFlight_max} requests in flight and ${queued_max} waiting`))
+  assert.strictEqual(answer.headers.get("retry-after"), "1")
+}
+
+layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("one merchant's requests in flight (real server process)", (it) => {
+  it.effect(`${sent} creates at once from A: ${inFlight_max} reach the database, ${queued_max} wait, the rest 429; B is served meanwhile`, () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const a = yield* createMerchant("Flooding")
+      const b = yield* createMerchant("Quiet")
+      const release = yield* Deferred.make<void>()
+      const holder = yield* holdPaymentsTable(release)
+      const answered: Array<Answer> = []
+      const flood = yield* Effect.forkChild(Effect.all(
+        Array.from({ length: sent }, (_, i) =>
+          createPayment(a, newKey(`flood-${i}`)).pipe(Effect.tap((answer) => Effect.sync(() => void answered.push(answer))))),
+        { concurrency: "unbounded" }
+      ))
+      const refused_count = sent - inFlight_max - queued_max
+      yield* eventually("A's refusals", 20_000, Effect.sync(() => answered.length >= refused_count))
+      yield* eventually("A's creates in the database", 10_000, Effect.map(lockWaiters, (waiting) => waiting >= inFlight_max))
+      for (let i = 0; i < 5; i++) {
+        assert.strictEqual(yield* lockWaiters, inFlight_max, "never more of A's creates in the database than its cap")
+        yield* Effect.sleep(20)
+      }
+      const balance = yield* server.request("GET", "/v1/balance", { apiKey: b.apiKey })
+      assert.strictEqual(balance.status, 200, balance.text)
+      assert.strictEqual(answered.length, refused_count, "B answered while every admitted and queued create of A still waits")
+      for (const answer of answered) assertConcurrencyLimited(answer)
+      assert.strictEqual(yield* paymentCount(a.merchantId), 0)
+
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      const answers = yield* Fiber.join(flood)
+      const created = answers.filter((answer) => answer.status === 201).length
+      assert.strictEqual(created, inFlight_max + queued_max, "the admitted and the queued are all served once the lock goes")
+      assert.strictEqual(answers.filter((answer) => answer.status === 429).length, refused_count)
+      assert.strictEqual(yield* paymentCount(a.merchantId), inFlight_max + queued_max)
+    }))
+
+  it.effect("clients that hang up give their places back (a create that was running, once it has finished)", () =>
+    Effect.gen(function* () {
+      const a = yield* createMerchant("Hung up")
+      const firstRelease = yield* Deferred.make<void>()
+      const firstHolder = yield* holdPaymentsTable(firstRelease)
+      // A's clients give up after 1 s: inFlight_max creates waiting in the database, 2 in A's queue.
+      const gaveUp = yield* Effect.all(
+        Array.from({ length: inFlight_max + 2 }, (_, i) => Effect.exit(createPayment(a, newKey(`gone-${i}`), undefined, { timeout_ms: 1_000 }))),
+        { concurrency: "unbounded" }
+      )
+      assert.isTrue(gaveUp.every((exit) => exit._tag === "Failure"), "every client hung up before an answer")
+      assert.strictEqual(yield* lockWaiters, inFlight_max, "the creates that were running still run (a write runs to its end)")
+      yield* Deferred.succeed(firstRelease, undefined)
+      yield* Fiber.join(firstHolder)
+      yield* eventually("the running creates' end", 10_000, Effect.map(paymentCount(a.merchantId), (count) => count === inFlight_max))
+      // Every place is free again: the next inFlight_max creates all reach the database at once.
+      const release = yield* Deferred.make<void>()
+      const holder = yield* holdPaymentsTable(release)
+      const next = yield* Effect.forkChild(Effect.all(
+        Array.from({ length: inFlight_max }, (_, i) => createPayment(a, newKey(`again-${i}`))),
+        { concurrency: "unbounded" }
+      ))
+      yield* eventually("every place free", 10_000, Effect.map(lockWaiters, (waiting) => waiting === inFlight_max))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.deepStrictEqual((yield* Fiber.join(next)).map((answer) => answer.status), Array.from({ length: inFlight_max }, () => 201))
+    }))
+})
