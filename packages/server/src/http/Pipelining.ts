@@ -11,15 +11,17 @@ import type { Socket } from "node:net"
  * connections each sending 20 `GET /docs` (3.5 MB each) took the process from 298 MB to 1.34 GB
  * and other requests waited 11 s (docs/security.md).
  *
- * Here a connection's next request is handed to the handler only when the answer before it has
- * been handed to the operating system (`finish`) or the connection is gone (`close`), so a
- * connection holds at most one answer in memory, and its waiting requests cost only their parsed
- * headers. At most `pipelinedRequests_max` requests wait per connection: one more and the
- * connection is closed (a client that pipelines that deep is not waiting for its answers).
- * A client that does not pipeline (one request, then its answer) sees no difference.
+ * Here a request that arrives while an earlier answer on its connection is still being written
+ * reaches the handler only when Node hands it the connection, that is once the answer before it
+ * has been handed to the operating system (Node's `socket` event on the response). So a connection
+ * holds at most one answer in memory, and its waiting requests cost only their parsed headers; a
+ * connection that closes first never runs them. At most `pipelinedRequests_max` requests wait per
+ * connection: one more and the connection is closed (a client that pipelines that deep is not
+ * reading its answers). A request with no answer ahead of it (every client that does not
+ * pipeline) goes to the handler at once, with no bookkeeping.
  */
 export class OneAnswerAtATimeServer extends Server {
-  readonly #turns = new WeakMap<Socket, Turns>()
+  readonly #waiting = new WeakMap<Socket, number>()
   readonly #pipelinedRequests_max: number
 
   constructor(options: ServerOptions, pipelinedRequests_max: number) {
@@ -32,50 +34,27 @@ export class OneAnswerAtATimeServer extends Server {
     if (event !== "request" || !(request instanceof IncomingMessage) || !(response instanceof ServerResponse)) {
       return super.emit(event, ...args)
     }
-    this.#take(request.socket, response, () => super.emit("request", request, response))
-    return true
-  }
-
-  /** Whether a request of this connection is being answered (its answer not yet handed to the OS). */
-  answering(socket: Socket): boolean {
-    return this.#turns.get(socket)?.answering === true
-  }
-
-  #take(socket: Socket, response: ServerResponse, dispatch: () => void): void {
-    if (socket.destroyed) return
-    const turns = this.#turns.get(socket) ?? { answering: false, waiting: [] }
-    this.#turns.set(socket, turns)
-    const start = () => {
-      if (socket.destroyed) {
-        turns.waiting.length = 0
-        return
-      }
-      turns.answering = true
-      let ended = false
-      const next = () => {
-        if (ended) return
-        ended = true
-        turns.answering = false
-        turns.waiting.shift()?.()
-      }
-      response.once("finish", next)
-      response.once("close", next)
-      dispatch()
-    }
-    if (!turns.answering) {
-      start()
-    } else if (turns.waiting.length < this.#pipelinedRequests_max) {
-      turns.waiting.push(start)
-    } else {
-      turns.waiting.length = 0
+    // Node gives the connection to a response at once when no earlier one is being written.
+    if (response.socket !== null) return super.emit("request", request, response)
+    const socket = request.socket
+    const waiting = (this.#waiting.get(socket) ?? 0) + 1
+    if (waiting > this.#pipelinedRequests_max) {
       socket.destroy()
+      return true
     }
+    this.#waiting.set(socket, waiting)
+    response.once("socket", () => {
+      this.#waiting.set(socket, (this.#waiting.get(socket) ?? 1) - 1)
+      super.emit("request", request, response)
+    })
+    return true
   }
 }
 
-interface Turns {
-  answering: boolean
-  readonly waiting: Array<() => void>
+/** Whether Node is writing an answer on this connection (it keeps the response being written on it). */
+const answering = (socket: Socket): boolean => {
+  const message: unknown = "_httpMessage" in socket ? socket._httpMessage : undefined
+  return typeof message === "object" && message !== null
 }
 
 /**
@@ -85,6 +64,6 @@ interface Turns {
  * the handler has its own bounds. This replaces Node's default for the same event (destroy on
  * any silence), which would cut a request waiting on a slow dependency.
  */
-export const closeStalledConnection = (server: OneAnswerAtATimeServer) => (socket: Socket): void => {
-  if (socket.writableLength > 0 || !server.answering(socket)) socket.destroy()
+export const closeStalledConnection = (socket: Socket): void => {
+  if (socket.writableLength > 0 || !answering(socket)) socket.destroy()
 }

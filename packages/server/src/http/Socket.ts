@@ -104,7 +104,7 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
   }, limits.pipelinedRequests_max)
   // Node's socket inactivity timer, armed on every connection: see closeStalledConnection.
   server.timeout = limits.writeStall_ms
-  server.on("timeout", closeStalledConnection(server))
+  server.on("timeout", closeStalledConnection)
   server.maxConnections = limits.connections_max
   server.maxRequestsPerSocket = limits.requestsPerSocket_max
   server.on("clientError", (error: Error, socket: Duplex) => answerClientError(error, socket, limits))
