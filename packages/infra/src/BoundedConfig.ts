@@ -1,4 +1,4 @@
-import { Config, Effect, Schema, SchemaIssue } from "effect"
+import { Config, Effect, type Option, Schema, SchemaIssue } from "effect"
 
 /**
  * Every setting read from the environment has bounds (TIGER_STYLE: a limit on everything), and a
@@ -17,13 +17,23 @@ export const isWithin = (value: number, bounds: IntBounds): boolean =>
 
 /** An integer setting within `bounds`, `fallback` when the variable is not set. */
 export const boundedInt = (name: string, bounds: IntBounds, fallback: number): Config.Config<number> =>
+  boundedIntSetting(name, bounds).pipe(Config.withDefault(fallback))
+
+const boundedIntSetting = (name: string, bounds: IntBounds): Config.Config<number> =>
   Config.schema(
     Schema.Int.check(Schema.isBetween(
       { minimum: bounds.min, maximum: bounds.max },
       { message: `${name} must be an integer between ${bounds.min} and ${bounds.max}` }
     )),
     name
-  ).pipe(Config.withDefault(fallback))
+  )
+
+/**
+ * An integer setting within `bounds` when set, none when unset: for a default that follows another
+ * setting (`RATE_LIMIT_MERCHANT_IN_FLIGHT_MAX`: half of `DATABASE_POOL_SIZE`).
+ */
+export const optionalBoundedInt = (name: string, bounds: IntBounds): Config.Config<Option.Option<number>> =>
+  Config.option(boundedIntSetting(name, bounds))
 
 /**
  * An integer setting that is 0 (the feature off) or within `bounds` (a loop's interval: 1..999 ms

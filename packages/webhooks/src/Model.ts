@@ -1,5 +1,5 @@
 import { domainEventTypes } from "@pay/domain"
-import { assertWithin, boundedInt, type IntBounds } from "@pay/infra"
+import { assertWithin, boundedInt, type IntBounds, optionalBoundedInt } from "@pay/infra"
 import { Config, Effect, Metric, Option, Schema } from "effect"
 
 /** `we_` + 24 lowercase Crockford base32 characters (120 random bits), like the domain's ids. */
@@ -168,15 +168,7 @@ const RetryScheduleText = Schema.String.check(
 export const AllowLoopbackHttpConfig = Config.Boolean("WEBHOOK_ALLOW_LOOPBACK_HTTP").pipe(Config.withDefault(false))
 
 /** `WEBHOOK_MERCHANT_IN_FLIGHT_MAX` when set (within its bounds); unset, it follows `WEBHOOK_CONCURRENCY`. */
-const MerchantInFlightMaxConfig = Config.option(Config.schema(
-  Schema.Int.check(Schema.isBetween(
-    { minimum: senderOptionBounds.merchantInFlight_max.min, maximum: senderOptionBounds.merchantInFlight_max.max },
-    {
-      message: `WEBHOOK_MERCHANT_IN_FLIGHT_MAX must be an integer between ${senderOptionBounds.merchantInFlight_max.min} and ${senderOptionBounds.merchantInFlight_max.max}`
-    }
-  )),
-  "WEBHOOK_MERCHANT_IN_FLIGHT_MAX"
-))
+const MerchantInFlightMaxConfig = optionalBoundedInt("WEBHOOK_MERCHANT_IN_FLIGHT_MAX", senderOptionBounds.merchantInFlight_max)
 
 export const SenderConfig: Config.Config<SenderOptions> = Config.all({
   timeout_ms: boundedInt("WEBHOOK_TIMEOUT_MS", senderOptionBounds.timeout_ms, defaultSenderOptions.timeout_ms),

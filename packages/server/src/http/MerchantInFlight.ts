@@ -1,5 +1,5 @@
-import { boundedInt, DatabasePoolSize, type IntBounds } from "@pay/infra"
-import { Config, Context, Deferred, Effect, Exit, Layer, Option, Schema } from "effect"
+import { boundedInt, DatabasePoolSize, type IntBounds, optionalBoundedInt } from "@pay/infra"
+import { Config, Context, Deferred, Effect, Exit, Layer, Option } from "effect"
 import { rateLimitBounds, rateLimitDefaults } from "./RateLimits.ts"
 
 /**
@@ -57,15 +57,7 @@ export const inFlightDefaults = { queued_max: 500, queueWait_ms_max: 2_000 } as 
 export const concurrencyRetryAfter_s = 1
 
 /** `RATE_LIMIT_MERCHANT_IN_FLIGHT_MAX` when set (within its bounds); unset, half of `DATABASE_POOL_SIZE`. */
-const InFlightMaxConfig = Config.option(Config.schema(
-  Schema.Int.check(Schema.isBetween(
-    { minimum: inFlightBounds.inFlight_max.min, maximum: inFlightBounds.inFlight_max.max },
-    {
-      message: `RATE_LIMIT_MERCHANT_IN_FLIGHT_MAX must be an integer between ${inFlightBounds.inFlight_max.min} and ${inFlightBounds.inFlight_max.max}`
-    }
-  )),
-  "RATE_LIMIT_MERCHANT_IN_FLIGHT_MAX"
-))
+const InFlightMaxConfig = optionalBoundedInt("RATE_LIMIT_MERCHANT_IN_FLIGHT_MAX", inFlightBounds.inFlight_max)
 
 export const InFlightConfig: Config.Config<InFlightSettings> = Config.all({
   inFlight: InFlightMaxConfig,
