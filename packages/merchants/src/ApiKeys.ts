@@ -3,7 +3,7 @@ import { Context, Deferred, Effect, Layer, Option, Redacted, Schema } from "effe
 import { SqlClient, SqlSchema } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
-import { ApiKeyCacheConfig, type ApiKeyCacheOptions, defaultApiKeyCacheOptions, makeApiKeyCache } from "./ApiKeyCache.ts"
+import { type ApiKeyCache, ApiKeyCacheConfig, type ApiKeyCacheOptions, defaultApiKeyCacheOptions, makeApiKeyCache } from "./ApiKeyCache.ts"
 
 /**
  * Merchant API keys. A secret is `sk_test_` followed by 32 base62 characters (32 × log2(62) ≈ 190
@@ -84,6 +84,40 @@ const randomBase62 = (length: number): string => {
 export const hashApiKeySecret = (secret: string): Uint8Array => createHash("sha256").update(secret, "utf8").digest()
 
 /**
+ * One lookup in flight per key: requests with a key the cache does not hold share the lookup
+ * already running for it instead of each sending its own (a burst of new connections with one
+ * key, 250 at once in the outside review, was 250 queries on the pool before the merchant was
+ * even known). The lookup runs uninterruptibly to its end (one indexed query, bounded by the
+ * database timeouts), so a leader whose client hangs up never leaves the others waiting; the
+ * entry goes when its lookup ends, so the map holds at most the keys being looked up now. A key
+ * found is cached (`cache`); one not found is not (refusals are never remembered).
+ */
+const singleFlightLookups = (
+  findLiveKey: (keyHash: Uint8Array) => Effect.Effect<Option.Option<{ readonly id: string; readonly merchant_id: MerchantId }>, SqlError | Schema.SchemaError>,
+  cache: ApiKeyCache<Authenticated>
+) => {
+  const lookupsInFlight = new Map<string, Deferred.Deferred<Option.Option<Authenticated>, SqlError>>()
+  return (cacheKey: string, keyHash: Uint8Array): Effect.Effect<Option.Option<Authenticated>, SqlError> => {
+    const running = lookupsInFlight.get(cacheKey)
+    if (running !== undefined) return Deferred.await(running)
+    const done = Deferred.makeUnsafe<Option.Option<Authenticated>, SqlError>()
+    lookupsInFlight.set(cacheKey, done)
+    const lookup = findLiveKey(keyHash).pipe(
+      Effect.catchTag("SchemaError", Effect.die),
+      Effect.map(Option.map(({ id, merchant_id: merchantId }): Authenticated => ({ merchantId, apiKeyId: id }))),
+      Effect.tap((found) => Effect.sync(() => Option.map(found, (authenticated) => cache.set(cacheKey, authenticated)))),
+      Effect.onExit((exit) =>
+        Effect.sync(() => {
+          lookupsInFlight.delete(cacheKey)
+          Deferred.doneUnsafe(done, exit)
+        })
+      )
+    )
+    return Effect.uninterruptible(lookup).pipe(Effect.flatMap(() => Deferred.await(done)))
+  }
+}
+
+/**
  * The secret in an `Authorization` header: `Bearer <secret>`, or HTTP Basic with the secret as the
  * user name and an empty password (what Stripe's `curl -u sk_test_...:` sends).
  */
@@ -139,33 +173,7 @@ export class ApiKeys extends Context.Service<ApiKeys, {
         return created
       })
 
-      /**
-       * One lookup in flight per key: requests with a key the cache does not hold share the lookup
-       * already running for it instead of each sending its own (a burst of new connections with one
-       * key, 250 at once in the outside review, was 250 queries on the pool before the merchant was
-       * even known). The lookup runs uninterruptibly to its end (one indexed query, bounded by the
-       * database timeouts), so a leader whose client hangs up never leaves the others waiting; the
-       * entry goes when its lookup ends, so the map holds at most the keys being looked up now.
-       */
-      const lookupsInFlight = new Map<string, Deferred.Deferred<Option.Option<Authenticated>, SqlError>>()
-      const lookUp = (cacheKey: string, keyHash: Uint8Array): Effect.Effect<Option.Option<Authenticated>, SqlError> => {
-        const running = lookupsInFlight.get(cacheKey)
-        if (running !== undefined) return Deferred.await(running)
-        const done = Deferred.makeUnsafe<Option.Option<Authenticated>, SqlError>()
-        lookupsInFlight.set(cacheKey, done)
-        const lookup = findLiveKey(keyHash).pipe(
-          Effect.catchTag("SchemaError", Effect.die),
-          Effect.map(Option.map(({ id, merchant_id: merchantId }): Authenticated => ({ merchantId, apiKeyId: id }))),
-          Effect.tap((found) => Effect.sync(() => Option.map(found, (authenticated) => cache.set(cacheKey, authenticated)))),
-          Effect.onExit((exit) =>
-            Effect.sync(() => {
-              lookupsInFlight.delete(cacheKey)
-              Deferred.doneUnsafe(done, exit)
-            })
-          )
-        )
-        return Effect.uninterruptible(lookup).pipe(Effect.flatMap(() => Deferred.await(done)))
-      }
+      const lookUp = singleFlightLookups(findLiveKey, cache)
 
       const authenticate = Effect.fn("ApiKeys.authenticate")(function* (secret: string) {
         // Cheap refusal of anything that cannot be a key, before touching the database.
