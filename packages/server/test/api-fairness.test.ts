@@ -11,28 +11,37 @@
 // review's finding) all of A's creates went to the pool: 8 backends waiting, the rest of A's queued
 // for the pool ahead of B, and B answered only when the lock was let go.
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Schema } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { decodeRows } from "@pay/infra"
-import { type Answer, jsonOf } from "./support/Http.ts"
+import { type Answer, call, jsonOf } from "./support/Http.ts"
+import { samples, valueOf } from "./support/Prometheus.ts"
+import { freePort } from "./support/ServerProcess.ts"
 import { createMerchant, createPayment, newKey, paymentCount, TestServer, testServerLayer } from "./support/TestServer.ts"
 
 const inFlight_max = 4
 const queued_max = 20
 const sent = 100
 
-const Live = testServerLayer({
-  env: {
-    DATABASE_POOL_SIZE: "8",
-    RATE_LIMIT_MERCHANT_QUEUE_MAX: String(queued_max),
-    // Long enough that nothing in A's queue gives up while the test holds the lock.
-    RATE_LIMIT_MERCHANT_QUEUE_WAIT_MS: "30000",
-    // A create waiting on the table lock is a statement without an answer: not cut at 10 s.
-    DATABASE_ANSWER_TIMEOUT_MS: "60000",
-    // No background job touching `payments` while it is locked (they would wait on it too).
-    EXPIRY_INTERVAL_MS: "0"
-  }
-})
+/** The server's operators' `/metrics` (its own port). */
+class MetricsUrl extends Context.Service<MetricsUrl, { readonly url: string }>()("test/FairnessMetricsUrl") {}
+
+const Live = Layer.unwrap(Effect.map(freePort, (metricsPort) => Layer.merge(
+  testServerLayer({
+    env: {
+      DATABASE_POOL_SIZE: "8",
+      RATE_LIMIT_MERCHANT_QUEUE_MAX: String(queued_max),
+      // Long enough that nothing in A's queue gives up while the test holds the lock.
+      RATE_LIMIT_MERCHANT_QUEUE_WAIT_MS: "30000",
+      // A create waiting on the table lock is a statement without an answer: not cut at 10 s.
+      DATABASE_ANSWER_TIMEOUT_MS: "60000",
+      // No background job touching `payments` while it is locked (they would wait on it too).
+      EXPIRY_INTERVAL_MS: "0",
+      METRICS_PORT: String(metricsPort)
+    }
+  }),
+  Layer.succeed(MetricsUrl, { url: `http://127.0.0.1:${metricsPort}` })
+)))
 
 /** Backends of this database (the server's) waiting on a lock: A's creates that reached the pool. */
 const lockWaiters = Effect.gen(function* () {
@@ -101,6 +110,9 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("one merchant
       assert.strictEqual(answered.length, refused_count, "B answered while every admitted and queued create of A still waits")
       for (const answer of answered) assertConcurrencyLimited(answer)
       assert.strictEqual(yield* paymentCount(a.merchantId), 0)
+      // The operator sees why: the refusals counted by reason.
+      const scrape = yield* call((yield* MetricsUrl).url, "GET", "/metrics")
+      assert.strictEqual(valueOf(samples(scrape.text), "http_merchant_concurrency_refusals_total", { reason: "queue_full" }), refused_count)
 
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)

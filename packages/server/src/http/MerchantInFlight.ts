@@ -1,5 +1,5 @@
 import { boundedInt, DatabasePoolSize, type IntBounds, optionalBoundedInt } from "@pay/infra"
-import { Config, Context, Deferred, Effect, Exit, Layer, Option } from "effect"
+import { Config, Context, Deferred, Effect, Exit, Layer, Metric, Option } from "effect"
 import { rateLimitBounds, rateLimitDefaults } from "./RateLimits.ts"
 
 /**
@@ -69,6 +69,14 @@ export const InFlightConfig: Config.Config<InFlightSettings> = Config.all({
   inFlight_max: Option.getOrElse(inFlight, () => inFlightDefault(poolSize)),
   ...rest
 })))
+
+/** Refusals by the concurrency limit, by reason: what `http_server_requests_total`'s 429s do not say. */
+export const concurrencyRefusals = Metric.counter("http_merchant_concurrency_refusals_total", {
+  description: "Requests refused by a merchant's limit on requests in flight (429 rate_limited), by reason: queue_full, queue_wait, merchants_max",
+  incremental: true
+})
+
+const countRefusal = (reason: Refusal) => Metric.update(Metric.withAttributes(concurrencyRefusals, { reason }), 1)
 
 /** A request waiting for a place; `admitted` once a place was handed to it. */
 export interface Waiter {
@@ -211,8 +219,12 @@ export class MerchantInFlight extends Context.Service<MerchantInFlight, {
           Effect.gen(function* () {
             const woken = Deferred.makeUnsafe<void>()
             const entry = places.enter(merchantId, () => Deferred.doneUnsafe(woken, Exit.void))
-            if (entry._tag === "Refused") return entry
+            if (entry._tag === "Refused") {
+              yield* countRefusal(entry.reason)
+              return entry
+            }
             if (entry._tag === "Queued" && !(yield* awaitPlace(entry.waiter, woken, restore))) {
+              yield* countRefusal("queue_wait")
               return { _tag: "Refused" as const, reason: "queue_wait" as const }
             }
             const place = heldPlace(merchantId)
