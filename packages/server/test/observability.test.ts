@@ -173,9 +173,13 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.strictEqual(outbox[0]?.headers["traceparent"], change?.traceparent)
       assert.isTrue(outbox[0]?.published, "published")
 
-      // The spans reach the receiver within a few export intervals.
-      const spans = yield* eventually(100, Effect.sync(() => receiver.spans()), (all) =>
-        all.some((span) => span.name === "OutboxPublisher.send" && (span.links ?? []).some((link) => link.traceId === traceId)))
+      // The spans reach the receiver within a few export intervals: the send span, and its batch
+      // span, which ends after it and may come in a later export (waiting for the send alone
+      // failed once under a parallel run).
+      const spans = yield* eventually(100, Effect.sync(() => receiver.spans()), (all) => {
+        const sent = all.find((span) => span.name === "OutboxPublisher.send" && (span.links ?? []).some((link) => link.traceId === traceId))
+        return sent !== undefined && all.some((span) => span.name === "OutboxPublisher.publishBatch" && span.traceId === sent.traceId)
+      })
       assert.deepStrictEqual(receiver.rejected(), [])
       const trace = spansOf(spans, traceId)
       const names = new Set(trace.map((span) => span.name))
