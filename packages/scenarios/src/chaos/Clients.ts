@@ -51,9 +51,13 @@ interface Operation {
   readonly payment_id: string
 }
 
-/** Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run. */
+/**
+ * Not decided yet: no answer, an overloaded or unavailable dependency, a key in use by another run,
+ * or a 429 (nothing executed: a merchant's limit, e.g. its requests in flight waiting longer than
+ * the queue's 2 s while a fault slows the database; retried like any merchant would).
+ */
 const undecided = (answer: Answer) =>
-  answer.status >= 500 || (answer.status === 409 && field(answer, "code") === "idempotency_key_in_use")
+  answer.status >= 500 || answer.status === 429 || (answer.status === 409 && field(answer, "code") === "idempotency_key_in_use")
 
 /** One attempt on one instance, recorded as invoke + ok / fail / unknown. */
 const attempt = (world: ClientWorld, operation: Operation, instance: number) =>
