@@ -28,10 +28,9 @@ const cardNumberLike = new RegExp(cardNumberLikePattern, "u")
 /**
  * Digit groups of four or more joined by one or two other characters: a card number hidden
  * by letters (`pm_4242x4242x4242x4242`, `pm_4242_x4242_x4242_x4242`, `pm_3782x822463x10005`;
- * outside attack review F3). Refused
- * only when the groups hold a plausible card number (13 to 19 digits passing the Luhn check, see
- * {@link runHoldsCardNumber}): random hex tokens (a UUID) often hold digits with single letters
- * between them, and are not card numbers. With groups of one digit or more and no Luhn check, 60%
+ * outside attack review F3). Refused only when the groups hold a plausible card number (13 to 19
+ * digits passing the Luhn check, see {@link runHoldsCardNumber}): random hex tokens (a UUID) often
+ * hold digits with single letters between them, and are not card numbers. With groups of one digit or more and no Luhn check, 60%
  * of random 32-hex tokens were refused; with this rule 1%, on top of the 3% that hold 12 digits
  * in a row (the rule above).
  */
@@ -51,6 +50,7 @@ export const CARD_NUMBER_DIGITS = { min: 13, max: 19 } as const
  * an IBAN; `INV2026000123456789`), not a card number written in text.
  */
 export const cardNumberRunPattern = "[A-Za-z]?[0-9]+(?:[ ./_-][0-9]+)*[A-Za-z]?"
+const cardNumberRun = new RegExp(cardNumberRunPattern, "gu")
 const cardNumberRunSeparator = /[ ./_-]/u
 const gluedToLetter = /^[A-Za-z]|[A-Za-z]$/u
 
@@ -111,14 +111,17 @@ export const tokenHoldsCardDigits = (token: string): boolean => {
  * refused.
  */
 export const looksLikeCardNumber = (text: string): boolean => {
-  for (const match of text.matchAll(new RegExp(cardNumberRunPattern, "gu"))) {
+  for (const match of text.matchAll(cardNumberRun)) {
     const run = match[0]
     if (!gluedToLetter.test(run) && runHoldsCardNumber(run.split(cardNumberRunSeparator))) return true
   }
   return false
 }
 
-/** Why free text that {@link looksLikeCardNumber} is refused; `subject` starts it. */
+/** What {@link looksLikeCardNumber} found, `subject` first: the start of every such refusal. */
+export const cardNumberFound = (subject: string): string =>
+  `${subject} looks like a card number (${CARD_NUMBER_DIGITS.min} to ${CARD_NUMBER_DIGITS.max} digits passing the Luhn check)`
+
+/** Why a payment's or a refund's free text that {@link looksLikeCardNumber} is refused. */
 export const cardNumberInTextReason = (subject: string): string =>
-  `${subject} looks like a card number (${CARD_NUMBER_DIGITS.min} to ${CARD_NUMBER_DIGITS.max} digits passing the Luhn check); ` +
-  "card data must not be sent in description or metadata"
+  `${cardNumberFound(subject)}; card data must not be sent in description or metadata`

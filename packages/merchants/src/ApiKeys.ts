@@ -105,7 +105,9 @@ const singleFlightLookups = (
     const lookup = findLiveKey(keyHash).pipe(
       Effect.catchTag("SchemaError", Effect.die),
       Effect.map(Option.map(({ id, merchant_id: merchantId }): Authenticated => ({ merchantId, apiKeyId: id }))),
-      Effect.tap((found) => Effect.sync(() => Option.map(found, (authenticated) => cache.set(cacheKey, authenticated)))),
+      Effect.tap((found) => Effect.sync(() => {
+        if (Option.isSome(found)) cache.set(cacheKey, found.value)
+      })),
       Effect.onExit((exit) =>
         Effect.sync(() => {
           lookupsInFlight.delete(cacheKey)

@@ -1,4 +1,4 @@
-import { cardNumberInTextReason, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
+import { cardNumberFound, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -130,7 +130,7 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
     if (problem !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: problem.replace(/^description /u, "") }))
     // As a payment's description: no card data, and the text is never echoed (migration 0081).
     if (looksLikeCardNumber(fields.description)) {
-      return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: cardNumberInTextReason("the description").replace(" in description or metadata", "") }))
+      return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: `${cardNumberFound("the description")}; card data must not be sent` }))
     }
   }
   return Effect.void

@@ -1,5 +1,6 @@
 import { IncomingMessage, Server, ServerResponse, type ServerOptions } from "node:http"
 import type { Socket } from "node:net"
+import type { Duplex } from "node:stream"
 
 /**
  * A Node HTTP server that serves one request at a time per connection.
@@ -51,10 +52,13 @@ export class OneAnswerAtATimeServer extends Server {
   }
 }
 
-/** Whether Node is writing an answer on this connection (it keeps the response being written on it). */
-const answering = (socket: Socket): boolean => {
+/**
+ * The response Node is writing on this connection (it keeps it on the socket, `_httpMessage`,
+ * from the hand-over until the answer is sent), if any. The one place that reads Node's field.
+ */
+export const responseOn = (socket: Duplex): object | undefined => {
   const message: unknown = "_httpMessage" in socket ? socket._httpMessage : undefined
-  return typeof message === "object" && message !== null
+  return typeof message === "object" && message !== null ? message : undefined
 }
 
 /**
@@ -65,5 +69,5 @@ const answering = (socket: Socket): boolean => {
  * any silence), which would cut a request waiting on a slow dependency.
  */
 export const closeStalledConnection = (socket: Socket): void => {
-  if (socket.writableLength > 0 || !answering(socket)) socket.destroy()
+  if (socket.writableLength > 0 || responseOn(socket) === undefined) socket.destroy()
 }

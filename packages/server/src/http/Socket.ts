@@ -6,7 +6,7 @@ import type { Server } from "node:http"
 import type { Duplex } from "node:stream"
 import type { ApiError } from "./ApiErrors.ts"
 import { securityHeaders } from "./Edge.ts"
-import { closeStalledConnection, OneAnswerAtATimeServer } from "./Pipelining.ts"
+import { closeStalledConnection, OneAnswerAtATimeServer, responseOn } from "./Pipelining.ts"
 import { problemResponse } from "./Problem.ts"
 
 /**
@@ -180,8 +180,8 @@ const reasonPhrases: Readonly<Record<number, string>> = { 400: "Bad Request", 40
 
 /** Node keeps the response being written on the socket; once its head is sent, nothing more can be said. */
 const responseStarted = (socket: Duplex): boolean => {
-  const message: unknown = "_httpMessage" in socket ? socket._httpMessage : undefined
-  return typeof message === "object" && message !== null && "headersSent" in message && message.headersSent === true
+  const message = responseOn(socket)
+  return message !== undefined && "headersSent" in message && message.headersSent === true
 }
 
 /**
