@@ -11,6 +11,8 @@ import {
   PaymentStatus,
   RefundReason,
   RefundStatus,
+  StoredDescription,
+  StoredMetadata,
   StoredPaymentMethodToken
 } from "@pay/domain"
 import { Schema } from "effect"
@@ -41,7 +43,7 @@ export const AmountJson = boundedIntJson(1, Number(AMOUNT_MINOR_MAX), `must be a
 export const CreatePaymentBody = Schema.Struct({
   amount: AmountJson,
   ...paymentRequestFields,
-  description: Schema.optionalKey(Schema.NullOr(Description).annotate({ description: "Free text, at most 500 characters, with no card number in it (13-19 digits, grouped or not, that pass the Luhn check: 400); null or absent: none" }))
+  description: Schema.optionalKey(Schema.NullOr(Description).annotate({ description: "Free text, at most 500 characters, with no control character other than tab, line feed and carriage return, no bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069) and no card number in it (13-19 digits, grouped or not, that pass the Luhn check): otherwise 400; null or absent: none" }))
 })
 export type CreatePaymentBody = typeof CreatePaymentBody.Type
 
@@ -71,8 +73,9 @@ export const PaymentJson = Schema.Struct({
   amount: AmountJson,
   currency: Currency,
   payment_method: StoredPaymentMethodToken,
-  description: Schema.NullOr(Description),
-  metadata: Metadata,
+  // As stored: a row from before a rule of Description or Metadata (0080, 0083) still reads back.
+  description: Schema.NullOr(StoredDescription),
+  metadata: StoredMetadata,
   status: PaymentStatus,
   failure_code: Schema.NullOr(FailureCode),
   failure_message: Schema.NullOr(FailureMessage),
@@ -102,7 +105,7 @@ export const RefundJson = Schema.Struct({
   currency: Currency,
   status: RefundStatus,
   reason: Schema.NullOr(RefundReason),
-  metadata: Metadata,
+  metadata: StoredMetadata,
   failure_code: Schema.NullOr(FailureCode),
   failure_message: Schema.NullOr(FailureMessage),
   fee_returned: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).annotate({

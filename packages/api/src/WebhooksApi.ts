@@ -1,4 +1,4 @@
-import { type ErrorCode, domainEventTypes, StorableText } from "@pay/domain"
+import { DisplayableText, type ErrorCode, domainEventTypes, StorableText } from "@pay/domain"
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
 import { Authorization } from "./Authorization.ts"
@@ -15,8 +15,11 @@ const EventTypes = Schema.Array(WebhookEventTypeJson).check(
 const Url = StorableText("url", { min: 1, max: 2_048 }).annotate({
   description: "https URL of the merchant's receiver (http to loopback only in local and test mode)"
 })
-/** Counted in characters (code points: 500 emoji fit), without NUL or lone surrogates, as a payment's. */
-const Description = Schema.NullOr(StorableText("description", { min: 0, max: 500 }))
+/**
+ * Counted in characters (code points: 500 emoji fit), without NUL, lone surrogates or hidden
+ * characters (controls other than tab and line breaks, bidirectional overrides), as a payment's.
+ */
+const Description = Schema.NullOr(DisplayableText("description", { min: 0, max: 500 }))
 
 const daysInMonth = (year: number, month: number): number => new Date(Date.UTC(year, month, 0)).getUTCDate()
 

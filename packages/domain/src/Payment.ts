@@ -3,7 +3,7 @@ import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { cardNumberInTextReason, cardNumberLikePattern, looksLikeCardNumber, tokenHoldsCardDigits } from "./CardNumber.ts"
-import { StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
+import { displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
 
 /**
  * The statuses of a payment (CANCELED: canceled by the merchant, before any authorization or by a
@@ -76,14 +76,18 @@ const noCardNumber = (subject: string) =>
 
 /**
  * A description as the database holds it. Rows written before migration 0080 may hold a card
- * number (the rule of {@link Description}); they still read back (never a 500), every new value
- * passes {@link Description} first.
+ * number, before 0083 a hidden character (the rules of {@link Description}); they still read back
+ * (never a 500), every new value passes {@link Description} first.
  */
 export const StoredDescription = StorableText("description", { min: 0, max: 500 })
 
-/** A description as a merchant may send it: storable text, and no card number in it. */
-export const Description = StoredDescription.check(noCardNumber("description")).annotate({
-  description: "Free text, at most 500 characters; no card number (13-19 digits, grouped or not, that pass the Luhn check)"
+/**
+ * A description as a merchant may send it: storable text, no character its reader would not see
+ * (controls other than tab and line breaks, bidirectional overrides: StorableText.ts), and no
+ * card number in it.
+ */
+export const Description = StoredDescription.check(displayable("description"), noCardNumber("description")).annotate({
+  description: "Free text, at most 500 characters; no control character other than tab, line feed and carriage return, no bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069), no card number (13-19 digits, grouped or not, that pass the Luhn check)"
 })
 
 export const METADATA_KEYS_MAX = 20
@@ -111,16 +115,32 @@ const metadataKeyLength = { min: 1, max: 40 }
  * (the API's) called it "Expected no excess property" and any other decode dropped it silently.
  * Here it is `metadata.<key>: metadata keys must be 1 to 40 characters` (or what is unstorable).
  */
-const metadataKeysValid = Schema.makeFilter(
-  (metadata: Readonly<Record<string, string>>) => {
-    for (const key of Object.keys(metadata)) {
-      const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
-      if (problem !== undefined) return { path: [key], issue: problem }
-    }
-    return true
-  },
-  { toJsonSchema: () => ({ propertyNames: { type: "string", ...storableTextJsonSchema(metadataKeyLength) } }) }
-)
+const metadataKeysValid = (rule: TextRule) =>
+  Schema.makeFilter(
+    (metadata: Readonly<Record<string, string>>) => {
+      for (const key of Object.keys(metadata)) {
+        const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
+        if (problem !== undefined) return { path: [key], issue: problem }
+        // A key with a hidden character is not echoed as a field name (it would hide in it too).
+        const hidden = rule === "sent" ? hiddenCharacterReason(key) : undefined
+        if (hidden !== undefined) return `metadata keys ${hidden}`
+      }
+      return true
+    },
+    { toJsonSchema: () => ({ propertyNames: { type: "string", ...textJsonSchema(rule, metadataKeyLength) } }) }
+  )
+
+/** "stored": what the database holds (rows from before a rule read back); "sent": what a merchant may send now. */
+type TextRule = "stored" | "sent"
+
+const textJsonSchema = (rule: TextRule, length: { readonly min: number; readonly max: number }) =>
+  rule === "sent" ? { ...storableTextJsonSchema(length), pattern: displayablePattern.source } : storableTextJsonSchema(length)
+
+const metadataValueLength = { min: 0, max: 500 }
+const metadataValue = (rule: TextRule) =>
+  rule === "sent"
+    ? StorableText("metadata values", metadataValueLength).check(displayable("metadata values"))
+    : StorableText("metadata values", metadataValueLength)
 
 /**
  * No card number in a key or a value. A value is named by its key (`metadata.card`); a key that is
@@ -138,10 +158,10 @@ const metadataHoldsNoCardNumber = Schema.makeFilter(
 )
 
 const metadataDescription = `At most ${METADATA_KEYS_MAX} keys of 1-40 characters, string values of at most 500 characters, and at most ` +
-  `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4)`
+  `${METADATA_STORED_BYTES_MAX} bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4)`
 
-const metadataShape = Schema.Record(Schema.String, StorableText("metadata values", { min: 0, max: 500 })).check(
-  metadataKeysValid,
+const metadataShape = (rule: TextRule) => Schema.Record(Schema.String, metadataValue(rule)).check(
+  metadataKeysValid(rule),
   Schema.isMaxProperties(METADATA_KEYS_MAX, { message: `metadata may hold at most ${METADATA_KEYS_MAX} keys` }),
   Schema.makeFilter(
     (metadata: Readonly<Record<string, string>>) =>
@@ -152,14 +172,19 @@ const metadataShape = Schema.Record(Schema.String, StorableText("metadata values
 )
 
 /**
- * Metadata as the database holds it: rows written before migration 0080 may hold a card number
- * (the rule of {@link Metadata}); they still read back, every new value passes {@link Metadata}.
+ * Metadata as the database holds it: rows written before migration 0080 may hold a card number,
+ * before 0083 a hidden character (the rules of {@link Metadata}); they still read back, every new
+ * value passes {@link Metadata}.
  */
-export const StoredMetadata = metadataShape.annotate({ description: metadataDescription })
+export const StoredMetadata = metadataShape("stored").annotate({ description: metadataDescription })
 
-/** Metadata as a merchant may send it: bounded, storable, and no card number in a key or a value. */
-export const Metadata = metadataShape.check(metadataHoldsNoCardNumber).annotate({
-  description: `${metadataDescription}; no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check)`
+/**
+ * Metadata as a merchant may send it: bounded, storable, no hidden character (as a description),
+ * and no card number in a key or a value.
+ */
+export const Metadata = metadataShape("sent").check(metadataHoldsNoCardNumber).annotate({
+  description: `${metadataDescription}; no control character other than tab, line feed and carriage return and no bidirectional override or isolate in a key or a value; ` +
+    "no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check)"
 })
 export type Metadata = typeof Metadata.Type
 

@@ -58,6 +58,61 @@ export const storableTextProblem = (name: string, length: TextLength, text: stri
   return undefined
 }
 
+/**
+ * Characters a reader of the text does not see but that change what it shows (outside attack
+ * review F4): the C0 controls other than tab, line feed and carriage return, DEL and the C1
+ * controls (U+007F-U+009F: a terminal escape sequence in an operator's log viewer), and the
+ * bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069: "Trojan
+ * Source", CVE-2021-42574, text in a dashboard or an export that reads in another order than it
+ * is stored). The marks a right-to-left language needs (U+200E, U+200F, U+061C) stay allowed.
+ * A merchant's free text refuses them (DisplayableText); what is already stored still reads back.
+ * Migration 0083 is the database's copy of this class.
+ */
+const hiddenCharacterClass = "\\u0001-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069"
+const hiddenCharacter = new RegExp(`[${hiddenCharacterClass}]`, "u")
+
+/**
+ * Storable and displayable, for a JSON Schema validator: no NUL, no lone surrogate, no hidden
+ * character (the class above).
+ */
+export const displayablePattern = new RegExp(`^[^\\u0000${hiddenCharacterClass}\\uD800-\\uDFFF]*$`, "u")
+
+/** Why `text` holds a character its reader would not see, or `undefined`; the code point is named, never the text. */
+export const hiddenCharacterReason = (text: string): string | undefined => {
+  const found = hiddenCharacter.exec(text)?.[0]
+  if (found === undefined) return undefined
+  const codePoint = found.codePointAt(0) ?? 0
+  const named = `U+${codePoint.toString(16).toUpperCase().padStart(4, "0")}`
+  return codePoint >= 0x202a
+    ? `must not contain bidirectional override or isolate characters (U+202A-U+202E, U+2066-U+2069; found ${named})`
+    : `must not contain control characters other than tab, line feed and carriage return (found ${named})`
+}
+
+/**
+ * Text a merchant sends: storable (StorableText) and displayable (no hidden character). The
+ * stored form stays StorableText, so that rows written before this rule read back.
+ */
+export const DisplayableText = (name: string, length: TextLength) =>
+  StorableText(name, length).check(displayable(name))
+
+/** The hidden-character rule as a check, `name` starting the message; JSON Schema: the pattern. */
+export const displayable = (name: string) =>
+  Schema.makeFilter(
+    (text: string) => {
+      const reason = hiddenCharacterReason(text)
+      return reason === undefined ? true : `${name} ${reason}`
+    },
+    { toJsonSchema: () => ({ pattern: displayablePattern.source }) }
+  )
+
+/** Why `text` is not a displayable text of `length`, or undefined. */
+export const displayableTextProblem = (name: string, length: TextLength, text: string): string | undefined => {
+  const problem = storableTextProblem(name, length, text)
+  if (problem !== undefined) return problem
+  const hidden = hiddenCharacterReason(text)
+  return hidden === undefined ? undefined : `${name} ${hidden}`
+}
+
 /** The same rule for a JSON Schema validator. */
 export const storableTextJsonSchema = (length: TextLength) => ({
   pattern: storablePattern.source,

@@ -6,6 +6,7 @@ import {
   currencyCodes,
   generatePaymentId,
   generateRefundId,
+  hiddenCharacterReason,
   looksLikeCardNumber,
   type Merchant,
   type Payment,
@@ -348,5 +349,75 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       assert.isAbove(textRows.filter((row) => !row.refused).length, 50)
       assert.isAbove(tokenRows.filter((row) => row.refused).length, 50)
       assert.isAbove(tokenRows.filter((row) => !row.refused).length, 50)
+    }))
+
+  it.effect("hidden characters (0083): a raw INSERT of a control character or a bidirectional override in a description, a metadata key or value, a refund's metadata or an endpoint's description, and a raw UPDATE writing one, are refused (23514); a status change of a row stored before still works", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, payments } = yield* setup
+      const id = yield* generatePaymentId
+      const insertPayment = (description: string | null, metadata: unknown) => sql`
+        INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, description, metadata, status, version, created_at, updated_at)
+        VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_card_visa', ${description}::text, ${JSON.stringify(metadata)}::jsonb, 'CREATED', 1, now(), now())`
+      const refused = <A, R>(effect: Effect.Effect<A, SqlError, R>, constraint: string, column: string) =>
+        Effect.gen(function* () {
+          const error = postgresError(yield* Effect.flip(effect))
+          assert.strictEqual(error.code, "23514", `${column}: ${error.message}`)
+          assert.include(error.message, `${constraint}: ${column}`)
+        })
+      yield* refused(insertPayment("escape \u001b[2J", {}), "payments_free_text_displayable", "payments.description")
+      yield* refused(insertPayment("pay \u202Eliamg", {}), "payments_free_text_displayable", "payments.description")
+      yield* refused(insertPayment(null, { note: "C1 \u009B" }), "payments_free_text_displayable", "payments.metadata")
+      yield* refused(insertPayment(null, { "k\u2067": "v" }), "payments_free_text_displayable", "payments.metadata")
+
+      // Tabs, line breaks and the right-to-left marks are text.
+      const fine = yield* payments.create(paymentInput(merchant, { description: "one\r\ntwo\tthree \u200F\u05E9", metadata: { note: "a\nb" } }), context)
+      assert.strictEqual(fine.description, "one\r\ntwo\tthree \u200F\u05E9")
+      // The column triggers run before the tables' own guards: an UPDATE is refused for what it writes.
+      yield* refused(sql`UPDATE payments SET description = ${"x\u0007"} WHERE id = ${fine.id}`, "payments_free_text_displayable", "payments.description")
+      yield* refused(sql`UPDATE payments SET metadata = ${JSON.stringify({ k: "\u2066" })}::jsonb WHERE id = ${fine.id}`, "payments_free_text_displayable", "payments.metadata")
+      const settled = yield* paymentIn(merchant, "SETTLED")
+      const refundId = yield* generateRefundId
+      yield* refused(sql`
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, metadata, created_at, updated_at)
+        VALUES (${refundId}, ${settled.id}, ${merchant.id}, 1, ${settled.currency}, 'PENDING', ${JSON.stringify({ why: "\u0085" })}::jsonb, now(), now())`,
+      "refunds_free_text_displayable", "refunds.metadata")
+      yield* refused(sql`
+        INSERT INTO webhook_endpoints (merchant_id, url, event_types, description)
+        VALUES (${merchant.id}, 'https://hooks.example.com/in', ARRAY['*'], ${"ops \u202D"})`,
+      "webhook_endpoints_free_text_displayable", "webhook_endpoints.description")
+
+      // A row stored before the rule (written here with the triggers off for one statement, as the
+      // owner could) still reads back and changes status: the trigger never runs on a status change.
+      const older = yield* payments.create(paymentInput(merchant), context)
+      yield* sql.withTransaction(Effect.gen(function* () {
+        yield* sql`ALTER TABLE payments DISABLE TRIGGER payments_free_text_displayable`
+        yield* sql`ALTER TABLE payments DISABLE TRIGGER payments_guard_update`
+        yield* sql`UPDATE payments SET description = ${"before \u202E the rule"} WHERE id = ${older.id}`
+        yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
+        yield* sql`ALTER TABLE payments ENABLE TRIGGER payments_guard_update`
+        yield* sql`ALTER TABLE payments ENABLE TRIGGER payments_free_text_displayable`
+      }))
+      const authorized = yield* applyCommand(merchant.id, older.id, commandFor("authorize"), context)
+      assert.strictEqual(authorized.status, "AUTHORIZED")
+      assert.strictEqual(authorized.description, "before \u202E the rule")
+    }))
+
+  it.effect("hidden characters (0083): the database's class is the code's, code point by code point over the whole Basic Multilingual Plane and a sample above it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const codePoints: Array<number> = []
+      for (let codePoint = 1; codePoint <= 0xffff; codePoint++) if (codePoint < 0xd800 || codePoint > 0xdfff) codePoints.push(codePoint)
+      for (let codePoint = 0x10000; codePoint <= 0x10ffff; codePoint += 0x1f3) codePoints.push(codePoint)
+      const texts = codePoints.map((codePoint) => `a${String.fromCodePoint(codePoint)}b`)
+      const [row] = yield* decodeRows(Schema.Struct({ refused: Schema.NullOr(Schema.Array(Schema.Int)), tried: Schema.Int }))(sql`
+        SELECT array_agg(ascii(substr(value, 2)) ORDER BY ascii(substr(value, 2))) FILTER (WHERE text_has_hidden_character(value)) AS refused,
+               count(*)::int AS tried
+        FROM jsonb_array_elements_text(${JSON.stringify(texts)}::jsonb) AS value`)
+      assert.strictEqual(row?.tried, texts.length)
+      const byCode = codePoints.filter((codePoint) => hiddenCharacterReason(`a${String.fromCodePoint(codePoint)}b`) !== undefined)
+      assert.deepStrictEqual(row?.refused ?? [], byCode)
+      // 28 C0 controls (not NUL, tab, LF, CR), DEL and 32 C1 controls, 5 + 4 bidirectional formats.
+      assert.strictEqual(byCode.length, 28 + 33 + 9)
     }))
 })

@@ -3,7 +3,9 @@
 // `metadata` (keys and values, of a payment and of a refund), is a 400 naming the field and
 // saying why, nothing written, and the number is echoed neither in the answer nor in the
 // server's logs. Ordinary text with numbers, and a long order number that fails the Luhn check,
-// are stored as sent.
+// are stored as sent. The same free text refuses hidden characters (outside attack review F4:
+// controls other than tab and line breaks, bidirectional overrides and isolates), naming the field
+// and the code point; the right-to-left marks and line breaks a merchant needs are stored as sent.
 import { assert, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -94,5 +96,57 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       assert.strictEqual(fine.status, 201, describeAnswer(fine))
       assert.deepStrictEqual(jsonOf(fine)["metadata"], { order_id: "4242424242424243" })
       assert.strictEqual(yield* refundCount(id), 1)
+    }))
+
+  it.effect("hidden characters: a control character or a bidirectional override in a description, a metadata value or key, a refund's metadata or an endpoint's description is 400 naming the field and the code point; tabs, line breaks and RTL marks are stored as sent", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Hidden characters")
+      const before = yield* writtenRows(m.merchantId)
+      const send = (overrides: Readonly<Record<string, unknown>>) => createPayment(m, newKey(), paymentBody(overrides))
+      const refused = (answer: Answer, field: string, codePoint: string, label: string) => {
+        assert.strictEqual(answer.status, 400, `${label}: ${describeAnswer(answer)}`)
+        assert.strictEqual(jsonOf(answer)["code"], "invalid_request", label)
+        assert.strictEqual(jsonOf(answer)["field"], field, label)
+        assert.include(String(jsonOf(answer)["detail"]), `found ${codePoint}`, label)
+      }
+      refused(yield* send({ description: "Invoice\u001b[2J 42" }), "description", "U+001B", "an escape sequence")
+      refused(yield* send({ description: "Pay to \u202Eliamg.com" }), "description", "U+202E", "a right-to-left override")
+      refused(yield* send({ description: "bell\u0007" }), "description", "U+0007", "a bell")
+      refused(yield* send({ description: "C1 \u009B31m" }), "description", "U+009B", "a C1 control")
+      refused(yield* send({ metadata: { note: "isolate \u2066x\u2069" } }), "metadata.note", "U+2066", "a metadata value")
+      // A key with a hidden character is not echoed as the field: the field is `metadata`.
+      const key = yield* send({ metadata: { "ord\u202Eer": "1" } })
+      refused(key, "metadata", "U+202E", "a metadata key")
+      assert.notInclude(key.text, "\u202E", "the key is not echoed")
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+
+      const description = "Line one\r\nLine two\twith a tab; \u200Fעברית\u200E, emoji \u{1F600}"
+      const metadata = { note: "a\tb\nc", rtl: "\u200Fשלום" }
+      const created = yield* send({ description, metadata })
+      assert.strictEqual(created.status, 201, describeAnswer(created))
+      const id = String(jsonOf(created)["id"])
+      const read = yield* server.request("GET", `/v1/payments/${id}`, { apiKey: m.apiKey })
+      assert.strictEqual(jsonOf(read)["description"], description)
+      assert.deepStrictEqual(jsonOf(read)["metadata"], metadata)
+
+      for (const action of ["authorize", "settle"]) {
+        const answer = yield* server.request("POST", `/v1/payments/${id}/${action}`, { apiKey: m.apiKey, idempotencyKey: newKey(action) })
+        assert.strictEqual(answer.status, 200, `${action}: ${describeAnswer(answer)}`)
+      }
+      const refund = yield* server.request("POST", `/v1/payments/${id}/refunds`, {
+        apiKey: m.apiKey,
+        idempotencyKey: newKey("refund"),
+        json: { amount: 100, metadata: { why: "\u0085next line" } }
+      })
+      refused(refund, "metadata.why", "U+0085", "a refund's metadata value")
+      assert.strictEqual(yield* refundCount(id), 0, "no refund written")
+
+      const endpoint = yield* server.request("POST", "/v1/webhook_endpoints", {
+        apiKey: m.apiKey,
+        idempotencyKey: newKey("endpoint"),
+        json: { url: "https://hooks.example.com/in", event_types: ["*"], description: "ops \u202Dteam" }
+      })
+      refused(endpoint, "description", "U+202D", "an endpoint's description")
     }))
 })

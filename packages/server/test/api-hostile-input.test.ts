@@ -48,9 +48,12 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
         assertInvalid(answer, field, `metadata key ${JSON.stringify(key)}`)
         assert.include(String(jsonOf(answer)["detail"]), `metadata keys ${reason}`, `metadata key ${JSON.stringify(key)}`)
       }
-      // 11 values of 500 × U+0001: 5,500 characters, but 6 bytes each as stored (\u0001): over 32,768.
+      // 11 values of 500 × U+0001 were 6 bytes each as stored (\u0001): over 32,768. A control
+      // character other than tab and line breaks is refused for itself now (migration 0083), first.
       const controls = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`k${i}`, "\u0001".repeat(500)]))
-      assertInvalid(yield* send({ metadata: controls }), "metadata", "metadata over its stored size")
+      const controlAnswer = yield* send({ metadata: controls })
+      assertInvalid(controlAnswer, "metadata.k0", "metadata of control characters")
+      assert.include(String(jsonOf(controlAnswer)["detail"]), "must not contain control characters other than tab, line feed and carriage return (found U+0001)")
       // 20 values of 500 emoji: 500 characters each, 2,000 bytes each: over 32,768 as stored.
       const emoji = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, "😀".repeat(500)]))
       assertInvalid(yield* send({ metadata: emoji }), "metadata", "emoji metadata over its stored size")

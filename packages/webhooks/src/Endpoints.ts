@@ -1,4 +1,4 @@
-import { cardNumberFound, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
+import { cardNumberFound, displayableTextProblem, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -125,8 +125,9 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
     }
   }
   if (fields.description !== undefined && fields.description !== null) {
-    // Characters are code points, as the table's length() counts them (500 emoji fit).
-    const problem = storableTextProblem("description", { min: 0, max: DESCRIPTION_LENGTH_MAX }, fields.description)
+    // Characters are code points, as the table's length() counts them (500 emoji fit); no hidden
+    // character (migration 0083), as a payment's description.
+    const problem = displayableTextProblem("description", { min: 0, max: DESCRIPTION_LENGTH_MAX }, fields.description)
     if (problem !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: problem.replace(/^description /u, "") }))
     // As a payment's description: no card data, and the text is never echoed (migration 0081).
     if (looksLikeCardNumber(fields.description)) {

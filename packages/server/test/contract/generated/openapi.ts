@@ -1061,7 +1061,7 @@ export interface operations {
                             currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                             payment_method: string & unknown;
                             description: string | null;
-                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                             metadata: {
                                 [key: string]: string;
                             };
@@ -1208,11 +1208,11 @@ export interface operations {
                     amount: number;
                     currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                     payment_method: string & unknown;
-                    /** @description Free text, at most 500 characters, with no card number in it (13-19 digits, grouped or not, that pass the Luhn check: 400); null or absent: none */
-                    description?: string | null;
-                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                    /** @description Free text, at most 500 characters, with no control character other than tab, line feed and carriage return, no bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069) and no card number in it (13-19 digits, grouped or not, that pass the Luhn check): otherwise 400; null or absent: none */
+                    description?: (string & unknown) | null;
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4); no control character other than tab, line feed and carriage return and no bidirectional override or isolate in a key or a value; no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                     metadata?: {
-                        [key: string]: string;
+                        [key: string]: string & unknown;
                     };
                 };
             };
@@ -1241,7 +1241,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1482,7 +1482,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -1745,7 +1745,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2001,7 +2001,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2261,7 +2261,7 @@ export interface operations {
                             /** @enum {string} */
                             status: "PENDING" | "SUCCEEDED" | "FAILED";
                             reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                            /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                             metadata: {
                                 [key: string]: string;
                             };
@@ -2421,9 +2421,9 @@ export interface operations {
                     amount?: number;
                     /** @description Why the money goes back; null or absent: none given */
                     reason?: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                    /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4); no control character other than tab, line feed and carriage return and no bidirectional override or isolate in a key or a value; no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
                     metadata?: {
-                        [key: string]: string;
+                        [key: string]: string & unknown;
                     };
                 };
             };
@@ -2454,7 +2454,7 @@ export interface operations {
                         /** @enum {string} */
                         status: "PENDING" | "SUCCEEDED" | "FAILED";
                         reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2707,7 +2707,7 @@ export interface operations {
                         /** @enum {string} */
                         status: "PENDING" | "SUCCEEDED" | "FAILED";
                         reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -2877,7 +2877,7 @@ export interface operations {
                         currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
                         payment_method: string & unknown;
                         description: string | null;
-                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a control character takes 6 bytes, an emoji 4); no card number in a key or a value (13-19 digits, grouped or not, that pass the Luhn check) */
+                        /** @description At most 20 keys of 1-40 characters, string values of at most 500 characters, and at most 32768 bytes as stored (JSON-escaped UTF-8: a tab, a line break or a quote takes 2 bytes, an emoji 4) */
                         metadata: {
                             [key: string]: string;
                         };
@@ -3335,7 +3335,7 @@ export interface operations {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url: string;
                     event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
-                    description?: string | null;
+                    description?: (string & unknown) | null;
                 };
             };
         };
@@ -3746,7 +3746,7 @@ export interface operations {
                     /** @description https URL of the merchant's receiver (http to loopback only in local and test mode) */
                     url?: string;
                     event_types?: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
-                    description?: string | null;
+                    description?: (string & unknown) | null;
                 };
             };
         };
