@@ -19,8 +19,9 @@
 /**
  * Twelve digits or more with nothing but a run of the usual separators between them (`_ - .` and
  * space, any number: `pm_4242__4242__4242__4242`): a card number written as printed. Expressible
- * as a pattern, so the OpenAPI document states it (`not: { pattern }`); the database's CHECK is
- * 0076's (with `_`, the one separator its alphabet allows).
+ * as a pattern, so the OpenAPI document states it (`not: { pattern }`); the database's copy is
+ * `payment_method_holds_card_digits` in 0080's trigger (0076's CHECK did it for `_`, the one
+ * separator the column's alphabet allows, until 0084 dropped it).
  */
 export const cardNumberLikePattern = "[0-9](?:[-_. ]*[0-9]){11}"
 const cardNumberLike = new RegExp(cardNumberLikePattern, "u")

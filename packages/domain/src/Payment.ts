@@ -24,7 +24,7 @@ const paymentMethodShape = Schema.isPattern(/^pm_[A-Za-z0-9_]{1,64}$/u, {
  * ({@link cardNumberLikePattern}), or a card number in groups of four digits or more split by one
  * or two characters (`pm_4242x4242x4242x4242`: 13 to 19 digits passing the Luhn check) are refused,
  * so that a card number (PAN) pasted by mistake is never stored in our database or logs. The
- * database refuses the same (migrations 0076, 0080).
+ * database refuses the same (migration 0080's trigger on the column; 0076's CHECK, dropped by 0084).
  */
 export const PaymentMethodToken = Schema.String.check(
   paymentMethodShape,

@@ -272,8 +272,8 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
         INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
         VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242424242424242', 'CREATED', 1, now(), now())`))
       assert.strictEqual(cardNumber.code, "23514")
-      // The same number grouped, as the API also refuses it: 0080's column trigger (BEFORE INSERT)
-      // answers before 0076's CHECK would.
+      // The same number grouped, as the API also refuses it: 0080's column trigger (BEFORE INSERT;
+      // 0076's CHECK, which ran on every UPDATE of older rows too, was dropped by 0084).
       const groupedCardNumber = postgresError(yield* Effect.flip(sql`
         INSERT INTO payments (id, merchant_id, amount_minor, currency, payment_method, status, version, created_at, updated_at)
         VALUES (${id}, ${merchant.id}, 100, 'USD', 'pm_4242_4242_4242_4242', 'CREATED', 1, now(), now())`))
@@ -351,7 +351,7 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       assert.isAbove(tokenRows.filter((row) => !row.refused).length, 50)
     }))
 
-  it.effect("hidden characters (0083): a raw INSERT of a control character or a bidirectional override in a description, a metadata key or value, a refund's metadata or an endpoint's description, and a raw UPDATE writing one, are refused (23514); a status change of a row stored before still works", () =>
+  it.effect("hidden characters (0083): a raw INSERT of a control character or a bidirectional override in a description, a metadata key or value, a refund's metadata or an endpoint's description, and a raw UPDATE writing one, are refused (23514); a row stored before this rule or 0080's still authorizes and settles (0084)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { merchant, payments } = yield* setup
@@ -387,20 +387,27 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
         VALUES (${merchant.id}, 'https://hooks.example.com/in', ARRAY['*'], ${"ops \u202D"})`,
       "webhook_endpoints_free_text_displayable", "webhook_endpoints.description")
 
-      // A row stored before the rule (written here with the triggers off for one statement, as the
-      // owner could) still reads back and changes status: the trigger never runs on a status change.
+      // A row stored before the rules (written here with the triggers off for one statement, as the
+      // owner could: a hidden character, 0083; a token of grouped digits, 0076/0080) still reads back
+      // and changes status: the triggers never run on a status change, and no CHECK holds the rule
+      // (0076's NOT VALID CHECK did, and refused every UPDATE of such a row: dropped by 0084).
       const older = yield* payments.create(paymentInput(merchant), context)
       yield* sql.withTransaction(Effect.gen(function* () {
         yield* sql`ALTER TABLE payments DISABLE TRIGGER payments_free_text_displayable`
+        yield* sql`ALTER TABLE payments DISABLE TRIGGER payments_card_data_refused`
         yield* sql`ALTER TABLE payments DISABLE TRIGGER payments_guard_update`
-        yield* sql`UPDATE payments SET description = ${"before \u202E the rule"} WHERE id = ${older.id}`
+        yield* sql`UPDATE payments SET description = ${"before \u202E the rule"}, payment_method = 'pm_4242_4242_4242_4242' WHERE id = ${older.id}`
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         yield* sql`ALTER TABLE payments ENABLE TRIGGER payments_guard_update`
+        yield* sql`ALTER TABLE payments ENABLE TRIGGER payments_card_data_refused`
         yield* sql`ALTER TABLE payments ENABLE TRIGGER payments_free_text_displayable`
       }))
       const authorized = yield* applyCommand(merchant.id, older.id, commandFor("authorize"), context)
       assert.strictEqual(authorized.status, "AUTHORIZED")
       assert.strictEqual(authorized.description, "before \u202E the rule")
+      assert.strictEqual(authorized.payment_method, "pm_4242_4242_4242_4242")
+      const settledOlder = yield* applyCommand(merchant.id, older.id, commandFor("settle"), context)
+      assert.strictEqual(settledOlder.status, "SETTLED")
     }))
 
   it.effect("hidden characters (0083): the database's class is the code's, code point by code point over the whole Basic Multilingual Plane and a sample above it", () =>
