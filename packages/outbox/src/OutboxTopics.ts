@@ -102,7 +102,15 @@ const ensure = (
       configs: paymentsEventsTopicConfigs(settings)
     })
     yield* Effect.logInfo("kafka topic ready").pipe(
-      Effect.annotateLogs({ topic: ready.topic, partitions: ready.partitions, created: ready.created, ...settings })
+      // `retention_days` 0 is "kept for ever" (retention.ms -1), which an operator must not read as 0 days.
+      Effect.annotateLogs({
+        topic: ready.topic,
+        partitions: ready.partitions,
+        created: ready.created,
+        replicationFactor: settings.replicationFactor,
+        minInsyncReplicas: settings.minInsyncReplicas,
+        retention: settings.retention_days === 0 ? "unlimited" : `${settings.retention_days} days`
+      })
     )
     return ready
   })
