@@ -273,6 +273,46 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(replay.text, first.text)
     }))
 
+  it.effect("no body and `{}` are one request on every route: a refund and a webhook endpoint's action retried with the other form replay the first answer; a refund with a member is another request", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Empty bodies")
+      // Two settled payments: a full refund of one fits the merchant's balance (the fee is kept).
+      const ids: Array<string> = []
+      for (let n = 0; n < 2; n++) {
+        const id = stringField(yield* createPayment(m, newKey()), "id")
+        for (const action of ["authorize", "settle"]) assert.strictEqual((yield* post(m, `/v1/payments/${id}/${action}`, newKey(action))).status, 200)
+        ids.push(id)
+      }
+      const id = ids[0] ?? ""
+      const send = (path: string, key: string, json: unknown) =>
+        server.request("POST", path, { apiKey: m.apiKey, idempotencyKey: key, ...(json === undefined ? {} : { json }) })
+      // A refund of what is left: `{}` first, then no body.
+      const key = newKey("refund")
+      const refund = yield* send(`/v1/payments/${id}/refunds`, key, {})
+      assert.strictEqual(refund.status, 201, describeAnswer(refund))
+      const retried = yield* send(`/v1/payments/${id}/refunds`, key, undefined)
+      assert.strictEqual(retried.status, 201, describeAnswer(retried))
+      assert.isTrue(replayed(retried))
+      assert.strictEqual(retried.text, refund.text)
+      const withMember = yield* send(`/v1/payments/${id}/refunds`, key, { amount: 1 })
+      assert.strictEqual(withMember.status, 422, describeAnswer(withMember))
+      assert.strictEqual(jsonOf(withMember)["code"], "idempotency_key_reused")
+
+      const endpoint = yield* send("/v1/webhook_endpoints", newKey("endpoint"), { url: "https://hooks.example.com/in", event_types: ["*"] })
+      assert.strictEqual(endpoint.status, 201, describeAnswer(endpoint))
+      const endpointId = stringField(endpoint, "id")
+      for (const [action, first, second] of [["disable", undefined, {}], ["enable", {}, undefined], ["rotate_secret", {}, undefined]] as const) {
+        const actionKey = newKey(action)
+        const one = yield* send(`/v1/webhook_endpoints/${endpointId}/${action}`, actionKey, first)
+        assert.strictEqual(one.status, 200, `${action}: ${describeAnswer(one)}`)
+        const two = yield* send(`/v1/webhook_endpoints/${endpointId}/${action}`, actionKey, second)
+        assert.strictEqual(two.status, 200, `${action} retried: ${describeAnswer(two)}`)
+        assert.isTrue(replayed(two), action)
+        assert.strictEqual(two.text, one.text, action)
+      }
+    }))
+
   it.effect("cross-merchant: B gets 404 (the same body as for an unknown id) on A's payment for read, authorize and settle; A's key is B's own new key", () =>
     Effect.gen(function* () {
       const a = yield* createMerchant("Merchant A")

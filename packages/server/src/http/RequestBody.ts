@@ -226,6 +226,14 @@ const ambiguityProblem = (ambiguity: Ambiguity): InvalidRequest => {
 export const bodyOrEmpty = (body: Schema.Json | undefined): Schema.Json => (body === undefined ? {} : body)
 
 /**
+ * The body as an idempotency key's fingerprint covers it: `{}` is no body. Every POST reads no
+ * body as `{}` (bodyOrEmpty), so a retry that sends one where the first try sent the other is the
+ * same request, on every route (an HTTP library may drop an empty `{}`, or add one).
+ */
+export const bodyToFingerprint = (body: Schema.Json | undefined): Schema.Json | undefined =>
+  body !== null && typeof body === "object" && !Array.isArray(body) && Object.keys(body).length === 0 ? undefined : body
+
+/**
  * Decodes a value with a schema: unknown fields are errors, and the first issue names the field
  * and the reason (`amount: must be an integer …`).
  */

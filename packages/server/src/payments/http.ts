@@ -18,7 +18,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, bodyToFingerprint, decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
@@ -91,12 +91,13 @@ const settleOperation = (paymentId: string) => (body: Schema.Json | undefined) =
   )
 
 /**
- * What the key's fingerprint covers besides method and path: the create's body; a partial
- * capture's amount; nothing for the others (no body and `{}` are the same request, and keys
- * stored before partial capture existed keep their fingerprint).
+ * What the key's fingerprint covers besides method and path: the create's and the refund's body
+ * (`{}` the same as none: bodyToFingerprint); a partial capture's amount; nothing for the others
+ * (no body and `{}` are the same request, and keys stored before partial capture existed keep
+ * their fingerprint).
  */
 const fingerprintBody = (operation: PaymentOperation, body: Schema.Json | undefined): Schema.Json | undefined => {
-  if (operation._tag === "create" || operation._tag === "refund") return body
+  if (operation._tag === "create" || operation._tag === "refund") return bodyToFingerprint(body)
   if (operation._tag === "settle" && operation.amount_minor !== undefined) return { amount: Number(operation.amount_minor) }
   return undefined
 }

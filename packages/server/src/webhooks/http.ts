@@ -16,7 +16,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { bodyOrEmpty, decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, bodyToFingerprint, decodeBody, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
@@ -76,7 +76,7 @@ const makeIdempotentPost = Effect.gen(function* () {
       const body = yield* readJsonBody(request)
       const operation = yield* Effect.flatMap(toOperation(body), checked)
       const outcome = yield* finishEvenIfClientLeaves(idempotency.run(
-        { merchantId: merchant.merchantId, key, method: "POST", path, body, operation: encodeWebhookOperation(operation), render: storedAsIs },
+        { merchantId: merchant.merchantId, key, method: "POST", path, body: bodyToFingerprint(body), operation: encodeWebhookOperation(operation), render: storedAsIs },
         (execution) => operations.execute(merchant.merchantId, operation, execution)
       ))
       // A stored answer holds the secret sealed (Operations.ts); the client gets it opened. A key
