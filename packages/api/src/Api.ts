@@ -14,7 +14,10 @@ export class PaymentsApi extends HttpApi.make("payments-api")
     version: "1.0.0",
     description: "Create, authorize and settle payments. Every POST requires an Idempotency-Key. " +
       "Errors are RFC 9457 problems (application/problem+json) with a stable `code`; every answer carries a `Request-Id`.",
-    servers: [{ url: "http://127.0.0.1:3000", description: "scripts/run.sh on this machine (PORT)" }],
+    // Relative (OpenAPI 3.1 §4.8.5): the server that served this document, whatever its host and
+    // port. A fixed URL sent every generated client to one machine's default port (outside
+    // integrator review: on this machine, another instance with other keys and data).
+    servers: [{ url: "/", description: "The server that served this document" }],
     transform: contractTransform
   }))
 {}

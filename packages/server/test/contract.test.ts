@@ -237,6 +237,9 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
     Effect.gen(function* () {
       const document = yield* servedDocument
       assert.deepStrictEqual(document, JSON.parse(JSON.stringify(OpenApi.fromApi(PaymentsApi))))
+      // Relative: a client generated from the document calls the server that served it (the test
+      // server's random port), never a fixed host.
+      assert.deepStrictEqual(document["servers"], [{ url: "/", description: "The server that served this document" }])
       const directory = mkdtempSync(join(tmpdir(), "pay-contract-"))
       writeFileSync(join(directory, "openapi.json"), JSON.stringify(document))
       writeFileSync(join(directory, ".spectral.yaml"), "extends: [\"spectral:oas\"]\n")
