@@ -123,6 +123,8 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
 
 interface ParserError extends Error {
   readonly code?: unknown
+  /** llhttp's words for the refusal (`Content-Length can't be present with Transfer-Encoding`). */
+  readonly reason?: unknown
   readonly rawPacket?: unknown
   readonly bytesParsed?: unknown
 }
@@ -164,6 +166,19 @@ export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fir
     case "ERR_HTTP_REQUEST_TIMEOUT":
       // The limit that actually fired, so the detail says the time the client really had.
       return new RequestTimeout({ limit_ms: fired === "request" ? limits.requestTimeout_ms : limits.headersTimeout_ms })
+    // The message's framing (RFC 9112 §6): said as the body reader says it, naming the header, not
+    // as "a character HTTP does not allow" (outside integrator review).
+    case "HPE_INVALID_TRANSFER_ENCODING":
+      return new InvalidRequest({ detail: "transfer-encoding: only chunked is supported", field: "transfer-encoding" })
+    case "HPE_UNEXPECTED_CONTENT_LENGTH":
+      return new InvalidRequest({ detail: "header content-length is given more than once", field: "content-length" })
+    case "HPE_INVALID_CONTENT_LENGTH":
+      return new InvalidRequest({
+        detail: typeof error.reason === "string" && error.reason.includes("Transfer-Encoding")
+          ? "content-length: not allowed with transfer-encoding (RFC 9112 §6.3)"
+          : "content-length: must be decimal digits",
+        field: "content-length"
+      })
     default: {
       const header = offendingHeader(error)
       if (header === "idempotency-key") {
