@@ -114,6 +114,7 @@ export const WebhookDeliveryJson = Schema.Struct({
   event_id: Schema.String,
   event_type: Schema.String,
   payment_id: Schema.String,
+  refund_id: Schema.NullOr(Schema.String).annotate({ description: "The refund a refund_* event is about (a payment may have several); null for a payment's own events" }),
   status: Schema.Literals(["pending", "delivered", "failed"]),
   failed_reason: Schema.NullOr(Schema.String),
   attempt_count: Schema.Int,

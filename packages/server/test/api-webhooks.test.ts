@@ -188,6 +188,27 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.strictEqual(receiver.received[3]?.id, settled.event_id, "a redelivery carries the same webhook-id")
       assert.strictEqual(receiver.received[3]?.body, receiver.received[2]?.body)
       assert.strictEqual(yield* enqueueFromOutbox, 0, "feeding the same events again creates nothing")
+
+      // A refund's deliveries name it (a payment may have several refunds); a payment's own, none.
+      const refund = yield* request(m, "POST", `/v1/payments/${paymentId}/refunds`, { json: { amount: 100 } })
+      assert.strictEqual(refund.status, 201, describe(refund))
+      const refundId = stringField(refund, "id")
+      type Listed = { readonly event_type: string; readonly refund_id: string | null; readonly payment_id: string }
+      let listed: ReadonlyArray<Listed> = []
+      for (let poll = 0; poll < 150 && listed.length < 5; poll++) {
+        listed = jsonOf(yield* request(m, "GET", `/v1/webhook_endpoints/${endpointId}/deliveries`))["data"] as ReadonlyArray<Listed>
+        if (listed.length < 5) yield* Effect.sleep("100 millis")
+      }
+      assert.deepStrictEqual(
+        listed.map((row) => [row.event_type, row.refund_id, row.payment_id]).sort(),
+        [
+          ["payment_authorized", null, paymentId],
+          ["payment_created", null, paymentId],
+          ["payment_settled", null, paymentId],
+          ["refund_created", refundId, paymentId],
+          ["refund_succeeded", refundId, paymentId]
+        ]
+      )
       const metrics = yield* call(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics")
       for (const name of ["webhook_attempts_total", "webhook_attempt_duration_seconds", "webhook_oldest_pending_age_seconds"]) assert.include(metrics.text, name)
     })))

@@ -13,6 +13,8 @@ export const DeliveryRow = Schema.Struct({
   event_id: Schema.String,
   event_type: Schema.String,
   payment_id: Schema.String,
+  /** The refund a `refund_*` event is about (a payment may have several); null for a payment's events. */
+  refund_id: Schema.NullOr(Schema.String),
   payment_version: Schema.Int,
   status: Schema.Literals(["pending", "delivered", "failed"]),
   failed_reason: Schema.NullOr(Schema.Literals(["exhausted", "gone"])),
@@ -37,7 +39,7 @@ export const AttemptRow = Schema.Struct({
 })
 export type WebhookAttempt = typeof AttemptRow.Type
 
-const deliveryColumns = `d.id::text AS id, d.endpoint_id, d.event_id::text AS event_id, d.event_type, d.payment_id, d.payment_version, d.status,
+const deliveryColumns = `d.id::text AS id, d.endpoint_id, d.event_id::text AS event_id, d.event_type, d.payment_id, d.refund_id, d.payment_version, d.status,
   d.failed_reason, d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, d.finished_at`
 const deliveryRows = decodeRows(DeliveryRow)
 const attemptRows = decodeRows(AttemptRow)

@@ -36,6 +36,7 @@ export const toWebhookDeliveryJson = (delivery: WebhookDelivery, attempts?: Read
   event_id: delivery.event_id,
   event_type: delivery.event_type,
   payment_id: delivery.payment_id,
+  refund_id: delivery.refund_id,
   status: delivery.status,
   failed_reason: delivery.failed_reason,
   attempt_count: delivery.attempt_count,

@@ -4943,6 +4943,8 @@ export interface operations {
                             event_id: string;
                             event_type: string;
                             payment_id: string;
+                            /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
+                            refund_id: string | null;
                             /** @enum {string} */
                             status: "pending" | "delivered" | "failed";
                             failed_reason: string | null;
@@ -5123,6 +5125,8 @@ export interface operations {
                         event_id: string;
                         event_type: string;
                         payment_id: string;
+                        /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
+                        refund_id: string | null;
                         /** @enum {string} */
                         status: "pending" | "delivered" | "failed";
                         failed_reason: string | null;
@@ -5305,6 +5309,8 @@ export interface operations {
                         event_id: string;
                         event_type: string;
                         payment_id: string;
+                        /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
+                        refund_id: string | null;
                         /** @enum {string} */
                         status: "pending" | "delivered" | "failed";
                         failed_reason: string | null;
