@@ -87,6 +87,15 @@ export const WebhookEndpointJson = Schema.Struct({
 })
 export type WebhookEndpointJson = typeof WebhookEndpointJson.Type
 
+/**
+ * The DELETE's answer: the endpoint as it was, and `deleted: true` (its `status` is what it was
+ * before: an outside integrator read `"status":"enabled"` in the answer as "not deleted").
+ */
+export const WebhookEndpointDeletedJson = Schema.Struct({
+  ...WebhookEndpointJson.fields,
+  deleted: Schema.Literal(true).annotate({ description: "Always true: the endpoint is deleted (every route under it answers 404 from now on)" })
+})
+
 /** On creation and rotation only: the signing secret, shown this once. */
 export const WebhookEndpointWithSecretJson = Schema.Struct({ ...WebhookEndpointJson.fields, secret: Schema.String })
 
@@ -173,7 +182,7 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
     HttpApiEndpoint.post("enable", "/v1/webhook_endpoints/:id/enable", {
       params: EndpointParam, headers: IdempotencyKeyHeader, success: WebhookEndpointJson, error: problems(...onEndpoint)
     }).annotate(OpenApi.Description, "Resumes deliveries to the endpoint and forgets its failure streak."),
-    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent."),
+    HttpApiEndpoint.delete("remove", "/v1/webhook_endpoints/:id", { params: EndpointParam, success: WebhookEndpointDeletedJson, error: problems(...readCodes) }).annotate(OpenApi.Description, "Deletes the endpoint and its secrets; the answer is the endpoint as it was, with `deleted: true`. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent."),
     HttpApiEndpoint.post("rotateSecret", "/v1/webhook_endpoints/:id/rotate_secret", {
       params: EndpointParam, headers: IdempotencyKeyHeader, payload: RotateWebhookSecretBody, success: WebhookEndpointWithSecretJson, error: problems(...onEndpoint)
     }).annotate(OpenApi.Description, "Makes a new signing secret (returned this once); the old one keeps signing for expires_in_ms (both signatures are sent)."),

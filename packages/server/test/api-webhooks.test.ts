@@ -124,6 +124,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       assert.notStrictEqual(stringField(rotated, "secret"), stringField(created, "secret"))
       const deleted = yield* request(m, "DELETE", `/v1/webhook_endpoints/${id}`)
       assert.strictEqual(deleted.status, 200)
+      assert.deepStrictEqual([jsonOf(deleted)["id"], jsonOf(deleted)["deleted"]], [id, true])
       const gone = yield* request(m, "GET", `/v1/webhook_endpoints/${id}`)
       assert.strictEqual(gone.status, 404)
     }))

@@ -111,7 +111,7 @@ const makeReads = Effect.gen(function* () {
   const remove = (id: string) =>
     Effect.gen(function* () {
       const merchant = yield* CurrentMerchant
-      return ok(toWebhookEndpointJson(yield* endpoints.remove(merchant.merchantId, id)))
+      return ok({ ...toWebhookEndpointJson(yield* endpoints.remove(merchant.merchantId, id)), deleted: true as const })
     }).pipe(answerErrors)
 
   const listDeliveries = (id: string, query: { readonly limit?: string; readonly starting_after?: string; readonly event_id?: string; readonly status?: string }) =>

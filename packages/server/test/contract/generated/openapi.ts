@@ -203,7 +203,7 @@ export type paths = {
         put?: never;
         /** @description Changes an endpoint's url, event_types or description. */
         post: operations["webhooks.update"];
-        /** @description Deletes the endpoint and its secrets. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent. */
+        /** @description Deletes the endpoint and its secrets; the answer is the endpoint as it was, with `deleted: true`. Its deliveries and attempts are kept on the server (the record of what was sent) but are no longer visible through the API: every route under the endpoint answers 404 afterwards, and its pending deliveries are never sent. */
         delete: operations["webhooks.remove"];
         options?: never;
         head?: never;
@@ -4022,6 +4022,11 @@ export interface operations {
                         failing_since: string | null;
                         created_at: string;
                         updated_at: string;
+                        /**
+                         * @description Always true: the endpoint is deleted (every route under it answers 404 from now on)
+                         * @enum {boolean}
+                         */
+                        deleted: true;
                     };
                 };
             };
