@@ -112,6 +112,9 @@ layer(app, { excludeTestServices: true, timeout: "120 seconds" })("the completer
       assert.strictEqual(parkedRow.completer_attempts, attemptsMax)
       assert.isFalse(parkedRow.finished)
       assert.include(parkedRow.completer_last_error ?? "", "acquirer is unavailable")
+      // An expected failure is one line, no stack trace: the runbook reads a stack as a defect to escalate.
+      assert.match(parkedRow.completer_last_error ?? "", /^AcquirerUnavailable: /u)
+      assert.notInclude(parkedRow.completer_last_error ?? "", "\n    at ")
       // The client's call, then exactly `attemptsMax` completer attempts.
       assert.strictEqual(acquirerState.captureCalls.length, 1 + attemptsMax, `capture calls: ${acquirerState.captureCalls.length}`)
       // Backoff: after the k-th failure the next attempt waits at least half of base · 2^(k-1)

@@ -12,7 +12,7 @@ import {
 } from "@pay/idempotency"
 import { boundedInt } from "@pay/infra"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
-import { Cause, Config, Duration, Effect, Layer, Metric, Result } from "effect"
+import { Cause, Config, Duration, Effect, Layer, Metric, Option, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { renderOutcome } from "../payments/Render.ts"
 import { decodeWebhookOperation, makeWebhookOperations } from "../webhooks/Operations.ts"
@@ -107,7 +107,7 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         Effect.catch((error) => (error._tag === "IdempotencyKeyInUse" ? Effect.void : Effect.fail(error))),
         Effect.catchCause((cause) =>
           // Interrupted (shutdown): not an attempt that failed.
-          Cause.hasInterruptsOnly(cause) ? Effect.interrupt : failed(key, Cause.pretty(cause).slice(0, 2_000), false)
+          Cause.hasInterruptsOnly(cause) ? Effect.interrupt : failed(key, completerErrorText(cause), false)
         )
       )
 
@@ -146,3 +146,31 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
     yield* Effect.forkScoped(every(options.reaperInterval_ms, reaperRound).pipe(Effect.withSpan("IdempotencyReaper")))
   })
 )
+
+/**
+ * What `completer_last_error` (and the completer's WARN and ERROR lines) say. A failure the code
+ * expects (the acquirer unavailable or timing out, a locked payment, the database) is one line: its
+ * name, its message and the messages of up to three causes (`SqlError: PgConnection: Failed to
+ * connect (connect ECONNREFUSED …)`). A defect keeps its stack trace, which is how the runbook tells
+ * an operator to escalate a bug: an acquirer timeout rendered with a stack trace sent on-call to
+ * escalate an outage (outside operator review). At most 2,000 characters.
+ */
+export const completerErrorText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.hasDies(cause) ? Option.none() : Cause.findErrorOption(cause)
+  return (Option.isSome(error) ? oneLine(error.value) : Cause.pretty(cause)).slice(0, 2_000)
+}
+
+const oneLine = (error: unknown): string => {
+  const parts: Array<string> = []
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
+    if (!(current instanceof Error)) {
+      parts.push(String(current))
+      break
+    }
+    parts.push(depth === 0 ? `${current.name}: ${current.message}` : current.message)
+    current = current.cause
+  }
+  const [first, ...causes] = parts
+  return causes.length === 0 ? (first ?? "") : `${first} (${causes.join("; ")})`
+}
