@@ -25,6 +25,7 @@ import { paymentsEventsPartitions, paymentsEventsTopic } from "@pay/outbox/Outbo
 import { WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Console, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { wholeNumberArgument } from "./Arguments.ts"
 
 /**
  * The consumers' operator commands (docs/consumers.md § Operations):
@@ -62,8 +63,8 @@ export const consumerUsage = `  pnpm cli reconcile
 /** Replay waits at most this long for the new generation to catch up. */
 const REPLAY_TIMEOUT_MS = 30 * 60_000
 
-const OffsetArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 2n ** 62n }))))
-const IdArgument = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 1n, maximum: 2n ** 62n }))))
+const OffsetArgument = wholeNumberArgument("offset", { minimum: 0n, maximum: 2n ** 62n })
+const IdArgument = wholeNumberArgument("a parked event's id", { minimum: 1n, maximum: 2n ** 62n })
 const ReasonArgument = StorableText("reason", { min: 1, max: DISMISS_REASON_CHARS_MAX })
 
 /** `dlq dismiss` of an id no open parked row has (none, re-driven, or dismissed already). */

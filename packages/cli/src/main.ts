@@ -26,14 +26,16 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import { DatabaseUrl, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
 import { WebhookDeliveries } from "@pay/webhooks"
 import { Cause, Console, Effect, Layer, Logger, Redacted, Schema } from "effect"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
+import { countArgument, wholeNumberArgument } from "./Arguments.ts"
 import { consumerCommand, consumerUsage } from "./ConsumerCommands.ts"
+import { databaseTarget } from "./DatabaseTarget.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"
@@ -46,17 +48,20 @@ const usage = `usage:
   pnpm cli webhooks failed [limit 1-1000]
 ${consumerUsage}`
 
-const FeeBps = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000 }))))
-const FeeFixedMinor = Schema.BigIntFromString.pipe(Schema.decodeTo(Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: 99_999_999_999n }))))
+const FeeBps = countArgument("the fee in basis points", { minimum: 0, maximum: 10_000 })
+const FeeFixedMinor = wholeNumberArgument("the fixed fee in minor units", { minimum: 0n, maximum: 99_999_999_999n })
 
-const FailedLimit = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))))
+const FailedLimit = countArgument("limit", { minimum: 1, maximum: 1_000 })
 
 class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
 
 const printKey = (merchantId: string, key: { readonly id: string; readonly secret: Redacted.Redacted<string> }) =>
   Console.log(JSON.stringify({ merchant_id: merchantId, api_key_id: key.id, api_key: Redacted.value(key.secret) }, null, 2))
 
-const ParkedLimit = Schema.NumberFromString.pipe(Schema.decodeTo(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: PARKED_LIST_LIMIT_MAX }))))
+const ParkedLimit = countArgument("limit", { minimum: 1, maximum: PARKED_LIST_LIMIT_MAX })
+
+/** An API key's id is a uuid: anything else is a malformed command line (exit 2), as for every id. */
+const ApiKeyIdArgument = Schema.String.check(Schema.isPattern(uuidPattern, { message: "an API key id is a uuid (keys create prints it as api_key_id)" }))
 
 /** An idempotency key's id is a uuid: anything else is a malformed command line (exit 2), not an unknown key. */
 const KeyIdArgument = Schema.String.check(Schema.isPattern(uuidPattern, { message: "an idempotency key id is a uuid (pnpm cli idempotency parked lists them)" }))
@@ -99,11 +104,14 @@ const program = Effect.gen(function* () {
   }
   if (group === "keys" && command === "create" && argument !== undefined && rest.length === 0) {
     const merchantId = yield* Schema.decodeUnknownEffect(MerchantId)(argument)
+    // An unknown merchant is "no merchant …: nothing changed" (exit 1), as for fees, not the
+    // foreign key's SqlError with its stack (outside operator review).
+    yield* merchants.findById(merchantId)
     const key = yield* apiKeys.create(merchantId)
     return yield* printKey(merchantId, key)
   }
   if (group === "keys" && command === "revoke" && argument !== undefined && rest.length === 0) {
-    const revoked = yield* apiKeys.revoke(argument)
+    const revoked = yield* apiKeys.revoke(yield* Schema.decodeUnknownEffect(ApiKeyIdArgument)(argument))
     const what = revoked._tag === "Revoked" ? "revoked" : "already revoked"
     return yield* Console.log(JSON.stringify({ api_key_id: argument, merchant_id: revoked.merchantId, result: what, revoked_at: revoked.revokedAt.toISOString() }))
   }
@@ -164,6 +172,31 @@ const keepRunningWhenOutputCloses = Effect.sync(() => {
   }
 })
 
+/**
+ * Which database the command works on, said on stderr before it connects: without DATABASE_URL
+ * the CLI uses the local default, and "0 parked key(s)" or "[]" from another deployment's database
+ * read as healthy (outside operator review). The URL without its password.
+ */
+const sayTarget = Effect.gen(function* () {
+  const url = Redacted.value(yield* DatabaseUrl)
+  yield* Console.error(`database: ${databaseTarget(url)}${process.env["DATABASE_URL"] === undefined ? " (DATABASE_URL is not set: the local default)" : " (DATABASE_URL)"}`)
+})
+
+/**
+ * A database failure in one line: what failed, the driver's reason, and where (never the password).
+ * A role without the privilege is most often the application's role running the migrations that
+ * every command applies first (MIGRATION_DATABASE_URL defaults to DATABASE_URL): said so.
+ */
+const sqlFailure = (error: SqlError) =>
+  Effect.gen(function* () {
+    const cause = error.reason.cause instanceof Error ? error.reason.cause.message : undefined
+    if (error.reason._tag === "AuthorizationError") {
+      return yield* report(`the database refused this role: ${cause ?? error.message}\n(every command first applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md)`, 1)
+    }
+    const url = yield* Effect.orElseSucceed(Effect.gen(function* () { return Redacted.value(yield* DatabaseUrl) }), () => "")
+    return yield* report(`database ${databaseTarget(url)}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(the database comes from DATABASE_URL: run the CLI with the deployment's environment)`, 1)
+  })
+
 /** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */
 const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help", "-h", "help"].includes(args[0] ?? "")
 
@@ -175,7 +208,7 @@ const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help
  */
 const kafkaFirst = consumers?.kafka === true ? preloadKafkaLibrary : Effect.void
 
-const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, kafkaFirst).pipe(
+const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, Effect.andThen(sayTarget, kafkaFirst)).pipe(
   Effect.andThen(program.pipe(Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, WebhookDeliveries.layer).pipe(
       Layer.provideMerge(ToolDatabaseLive)
@@ -202,12 +235,9 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   Effect.catchTag("KafkaError", (error) =>
     report(`kafka (${error.operation}): ${error.message}\n(the broker and topic come from KAFKA_BROKERS and KAFKA_TOPIC_PREFIX: run the CLI with the deployment's environment)`, 1)),
   Effect.catchTag("NoHandler", (error) => report(error.message, 1)),
-  // A role without the privilege, most often the application's role running the migrations that
-  // every command applies first (MIGRATION_DATABASE_URL defaults to DATABASE_URL): one line.
-  Effect.catchIf(
-    (error): error is SqlError => isSqlError(error) && error.reason._tag === "AuthorizationError",
-    (error) => report(`the database refused this role: ${error.reason.cause instanceof Error ? error.reason.cause.message : error.message}\n(every command first applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md)`, 1)
-  ),
+  // Any other database failure (down, no such database, a refused statement): one line naming the
+  // database, not a stack trace whose useful line is at its bottom (outside operator review).
+  Effect.catchIf((error): error is SqlError => isSqlError(error), sqlFailure),
   Effect.catchTag("RedriveFailed", (error) =>
     report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only

@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
+import { databaseTarget } from "../src/DatabaseTarget.ts"
 import { cli, describeRun } from "./support.ts"
 
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
@@ -21,6 +22,8 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       const negative = yield* cli(database.url, ["consumers", "reset", "settlement.g1", "-5"])
       assert.strictEqual(negative.exitCode, 2, describeRun(negative))
       assert.strictEqual(negative.stdout, "", describeRun(negative))
+      // The argument named, its range in digits (not "Expected … between 0n and …n").
+      assert.include(negative.stderr, "invalid argument: offset must be a whole number from 0 to 4611686018427387904")
 
       // A consumer name with a typo used to store offsets for a consumer nobody runs, and say so with exit 0.
       const typo = yield* cli(database.url, ["consumers", "reset", "settlemnt.g1", "5"])
@@ -52,6 +55,13 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(unknownMerchant.exitCode, 1, describeRun(unknownMerchant))
       assert.strictEqual(unknownMerchant.stdout, "", describeRun(unknownMerchant))
       assert.include(unknownMerchant.stderr, `no merchant ${merchant}: nothing changed`)
+      // A key for an unknown merchant said so with the foreign key's stack trace.
+      const keyForNobody = yield* cli(database.url, ["keys", "create", merchant])
+      assert.deepStrictEqual([keyForNobody.exitCode, keyForNobody.stdout], [1, ""], describeRun(keyForNobody))
+      assert.include(keyForNobody.stderr, `no merchant ${merchant}: nothing changed`)
+      assert.notInclude(keyForNobody.stderr, "    at ")
+      // Every command says which database it works on (never the password).
+      assert.include(keyForNobody.stderr, `database: ${databaseTarget(database.url)} (DATABASE_URL)`)
 
       const unknownParked = yield* cli(database.url, ["dlq", "redrive", "999999"])
       assert.strictEqual(unknownParked.exitCode, 1, describeRun(unknownParked))
@@ -73,6 +83,10 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(down.exitCode, 1, describeRun(down))
       assert.strictEqual(down.stdout, "", describeRun(down))
       assert.include(down.stderr, "Failed to connect")
+      // One line naming the database and the driver's reason, not a stack trace.
+      assert.include(down.stderr, "database app@127.0.0.1:1/nothing: ")
+      assert.include(down.stderr, "ECONNREFUSED")
+      assert.notInclude(down.stderr, "    at ")
     })), { timeout: 120_000 })
 
   it.effect("the application's role where the schema owner is needed (a pending migration, MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set, exit 1, not a stack trace", () =>

@@ -33,9 +33,10 @@ describe("pnpm cli keys revoke", () => {
       assert.strictEqual(unknown.stdout, "", "nothing claims a revocation")
       assert.include(unknown.stderr, `no API key ${unknownId}`)
 
+      // A malformed id is the command line's fault (exit 2), as for every other id.
       const malformed = yield* cli(database.url, ["keys", "revoke", "not-a-uuid"])
-      assert.strictEqual(malformed.exitCode, 1, describeRun(malformed))
-      assert.include(malformed.stderr, "no API key not-a-uuid")
+      assert.strictEqual(malformed.exitCode, 2, describeRun(malformed))
+      assert.include(malformed.stderr, "invalid argument: an API key id is a uuid")
 
       const usage = yield* cli(database.url, ["keys", "revoke"])
       assert.strictEqual(usage.exitCode, 2, describeRun(usage))

@@ -1,0 +1,11 @@
+/**
+ * `user@host:port/database` of a Postgres URL, never its password: what the CLI says it works on,
+ * and where a database failure happened. A value that is not a URL is not echoed (it may be a
+ * secret pasted in the wrong variable).
+ */
+export const databaseTarget = (url: string): string => {
+  if (!URL.canParse(url)) return "(DATABASE_URL is not a URL)"
+  const parsed = new URL(url)
+  const user = parsed.username === "" ? "" : `${decodeURIComponent(parsed.username)}@`
+  return `${user}${parsed.hostname}:${parsed.port === "" ? "5432" : parsed.port}${decodeURIComponent(parsed.pathname)}`
+}
