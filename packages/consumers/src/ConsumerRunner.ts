@@ -56,7 +56,9 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
     yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: settings.handler.name, outcome }))
   }).pipe(
     Effect.catch((error) =>
-      Effect.logWarning("consumer group seek failed; records below the stored offsets will be skipped").pipe(
+      // Nothing is lost: the records below the stored offsets were applied already, and are
+      // skipped as "behind" in their transactions (the words an operator reads during an outage).
+      Effect.logWarning("consumer group seek failed; the group resumes from its committed offsets, and records below the stored offsets (already applied) are skipped as behind").pipe(
         Effect.annotateLogs({ consumer: settings.handler.name, error: error.message })
       )
     )

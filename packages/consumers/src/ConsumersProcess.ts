@@ -6,7 +6,7 @@ import { SqlClient } from "effect/sql"
 import { ConsumerOptionsFromEnv, ConsumersEnabled } from "./ConsumerConfig.ts"
 import { type ConsumerFaults, type ConsumerStatus } from "./ConsumerModel.ts"
 import { initialStatus, reportLag, runConsumer } from "./ConsumerRunner.ts"
-import { makeReconciliation } from "./Reconciliation.ts"
+import { makeReconciliation, type ReconciliationRow } from "./Reconciliation.ts"
 import { runSettlementLive } from "./SettlementConsumer.ts"
 
 /** The dead-letter topic beside the events topic: `<prefix>payments.events.dlq`. */
@@ -42,6 +42,14 @@ const ensureTopics = (prefix: string, topicSettings: PaymentsEventsTopicSettings
     )
   })
 
+const RECONCILE_LOGGED_ROWS_MAX = 10
+
+/** One differing row in words: merchant, currency, and net and count per source (projection / ledger / payments). */
+export const describeDifference = (row: ReconciliationRow): string =>
+  `${row.merchant_id} ${row.currency}: net ${row.projection_net_minor}/${row.ledger_net_minor}/${row.payments_net_minor}, ` +
+  `count ${row.projection_count}/${row.ledger_count}/${row.payments_count}, ` +
+  `refunded ${row.projection_refunded_minor}/${row.ledger_refunded_minor}/${row.refunds_refunded_minor} (projection/ledger/payments)`
+
 /** Keeps `reconciliation_differences` current in this process (errors logged, never fatal). */
 const reconcileEvery = (interval_ms: number) =>
   Effect.gen(function* () {
@@ -51,7 +59,13 @@ const reconcileEvery = (interval_ms: number) =>
       yield* reconciliation.reconcile().pipe(
         Effect.flatMap((report) =>
           report.differences.length === 0 ? Effect.void : Effect.logWarning("reconciliation found differences").pipe(
-            Effect.annotateLogs({ generation: report.generation, difference_count: report.differences.length })
+            Effect.annotateLogs({
+              generation: report.generation,
+              difference_count: report.differences.length,
+              // Which rows, while they differ: a transient (lag) is gone by the time an operator runs
+              // `pnpm cli reconcile` (outside operator review). At most the first 10.
+              differences: report.differences.slice(0, RECONCILE_LOGGED_ROWS_MAX).map(describeDifference).join("; ")
+            })
           )),
         Effect.catch((error) => Effect.logWarning("reconciliation failed").pipe(Effect.annotateLogs({ error: error.message })))
       )

@@ -53,6 +53,10 @@ describe("the consumers' process: exit codes and start-up failures", () => {
       yield* child.signal("SIGTERM")
       assert.isTrue(yield* child.exitedWithin(20_000), child.output().slice(-2_000))
       assert.deepStrictEqual(child.exit(), { code: 0, signal: null }, child.output().slice(-2_000))
+      // The log says it stopped (a killed process says nothing): one INFO line, the last.
+      const lines = child.output().split("\n").filter((line) => line.trim().startsWith("{"))
+      assert.include(lines.at(-1) ?? "", '"message":"consumers process stopped"', child.output().slice(-2_000))
+      assert.include(lines.at(-1) ?? "", '"level":"INFO"')
     }).pipe(Effect.provide(kafkaTestClients("process-exit")))), { timeout: 90_000 })
 
   it.live("METRICS_PORT taken (the server's): exit 1 with one JSON line naming the port and what to set; a setting out of bounds: a JSON line too", () =>

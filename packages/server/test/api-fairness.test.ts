@@ -113,6 +113,10 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("one merchant
       // The operator sees why: the refusals counted by reason.
       const scrape = yield* call((yield* MetricsUrl).url, "GET", "/metrics")
       assert.strictEqual(valueOf(samples(scrape.text), "http_merchant_concurrency_refusals_total", { reason: "queue_full" }), refused_count)
+      // And whose: every refusal's access line names the merchant.
+      const refusalLines = server.process.output().split("\n").filter((line) => line.includes('"message":"http request"') && line.includes('"status":"429"'))
+      assert.strictEqual(refusalLines.length, refused_count, "one access line per refusal")
+      for (const line of refusalLines) assert.include(line, `"merchant_id":"${a.merchantId}"`)
 
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)

@@ -15,11 +15,13 @@ const failureText = (cause: Cause.Cause<unknown>): string => {
  * Outside the process's layers, so with a logger of its own (LOG_LEVEL may be what failed).
  */
 const logFailure = (process: string) => (cause: Cause.Cause<unknown>) =>
-  Cause.hasInterruptsOnly(cause)
-    ? Effect.void
-    : Effect.logError(`${process} failed`, { error: failureText(cause), cause: Cause.pretty(cause) }).pipe(
-      Effect.provide(Logger.layer([batchedJsonWithTrace]))
-    )
+  (Cause.hasInterruptsOnly(cause)
+    // A clean stop says so (SIGTERM, SIGINT: its work finished first), so that a log read after a
+    // restart tells a stopped process from a killed one (outside operator review).
+    ? Effect.logInfo(`${process} stopped`)
+    : Effect.logError(`${process} failed`, { error: failureText(cause), cause: Cause.pretty(cause) })).pipe(
+    Effect.provide(Logger.layer([batchedJsonWithTrace]))
+  )
 
 /**
  * runMain's teardown, except that a stop by SIGTERM/SIGINT (interrupted, nothing else failed) is
@@ -30,11 +32,13 @@ const cleanStopIsSuccess: Runtime.Teardown = (exit, onExit) =>
 
 /**
  * Runs a process's main effect (server, publisher, consumers, webhook sender): SIGTERM/SIGINT
- * interrupt it and a clean stop exits 0; a failure, at start-up (a setting out of bounds, a port
- * taken) or later, is one JSON line `"<process> failed"` with `error`, and exit 1.
+ * interrupt it and a clean stop is one INFO line `"<process> stopped"` and exit 0; a failure, at
+ * start-up (a setting out of bounds, a port taken) or later, is one JSON line `"<process> failed"`
+ * with `error`, and exit 1.
  */
 export const runProcessMain = (process: string) => <A, E>(main: Effect.Effect<A, E>): void =>
   main.pipe(
-    Effect.tapCause(logFailure(process)),
+    // A finalizer (uninterruptible): the stopped line is written while SIGTERM's interruption ends the process.
+    Effect.onExit((exit) => (Exit.isFailure(exit) ? logFailure(process)(exit.cause) : Effect.void)),
     NodeRuntime.runMain({ disableErrorReporting: true, teardown: cleanStopIsSuccess })
   )

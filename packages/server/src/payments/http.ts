@@ -193,13 +193,12 @@ const makeReads = Effect.gen(function* () {
   return { retrieve, list, balance }
 })
 
-/** The authenticated merchant, on the request's access line, its span and its handler's log lines. */
+/**
+ * The authenticated merchant on its handler's log lines (Authorization.ts put it on the request's
+ * access line and span).
+ */
 const withMerchant = <A, E, R>(handler: Effect.Effect<A, E, R>) =>
-  Effect.flatMap(CurrentMerchant, (merchant) =>
-    annotateRequest({ merchant_id: merchant.merchantId }).pipe(
-      Effect.andThen(handler),
-      Effect.annotateLogs("merchant_id", merchant.merchantId)
-    ))
+  Effect.flatMap(CurrentMerchant, (merchant) => handler.pipe(Effect.annotateLogs("merchant_id", merchant.merchantId)))
 
 /** The payment a request names, on its access line and its log lines (bounded like any path segment). */
 const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) =>

@@ -9,7 +9,7 @@ export const dashboardPath = `${repositoryRoot}ops/grafana/payments.json`
 const promqlWords = new Set([
   "sum", "max", "min", "avg", "count", "rate", "increase", "irate", "histogram_quantile", "clamp_min", "clamp_max",
   "by", "without", "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "offset", "bool", "abs", "le",
-  "humanizePercentage", "humanizeDuration", "time", "vector"
+  "humanizePercentage", "humanizeDuration", "time", "vector", "absent", "label_replace"
 ])
 
 /** The metric names a PromQL expression reads: identifiers outside `{…}`, `[…]`, `by (…)` and strings. */
