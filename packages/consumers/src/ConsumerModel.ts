@@ -80,6 +80,14 @@ export const consumerParked = Metric.counter("consumer_parked_total", {
 export const consumerLag = Metric.gauge("consumer_lag_records", {
   description: "Log end offset minus the offset stored in the database, per consumer and partition"
 })
+/**
+ * Lag measurements that failed (Kafka's end offsets or the stored offsets unreadable): while it
+ * rises, `consumer_lag_records` holds its last value, which may be a stale 0.
+ */
+export const consumerLagUnavailable = Metric.counter("consumer_lag_unavailable_total", {
+  description: "Failed measurements of a consumer's lag: while this rises, consumer_lag_records is stale",
+  incremental: true
+})
 export const reconciliationDifferences = Metric.gauge("reconciliation_differences", {
   description: "Merchant/currency rows where the settlement projection, the ledger and the payments table disagree"
 })

@@ -3,7 +3,7 @@ import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
-import { consumerLag, consumerName, type ConsumerStatus } from "./ConsumerModel.ts"
+import { consumerLag, consumerLagUnavailable, consumerName, type ConsumerStatus } from "./ConsumerModel.ts"
 import { makeConsumerStore } from "./ConsumerStore.ts"
 import { makePartitionHandler } from "./PartitionBatch.ts"
 import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
@@ -189,7 +189,13 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
             reported.set(name, lags.map((lag) => lag.partition))
             return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true })
           }),
-          Effect.catch((error) => Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
+          // Counted from 0 for each consumer (the first round adds 0), so that a rise is visible to
+          // increase() and a stale lag can be told from a real 0 (outside operator review).
+          Effect.andThen(Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 0)),
+          Effect.catch((error) =>
+            Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 1).pipe(
+              Effect.andThen(Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
+            ))
         )
       }
       yield* Effect.sleep(Duration.millis(interval_ms))

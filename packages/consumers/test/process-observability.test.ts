@@ -78,6 +78,9 @@ it.live("the consumers' process and the webhook sender's serve /metrics on METRI
       lagged = lagConsumers(yield* scrape(consumersPort))
     }
     assert.deepStrictEqual([...lagged].sort(), ["settlement.g1", "webhooks"])
+    // The failed measurements, from 0 for each: a stale lag can be told from a real 0.
+    const unavailable = (yield* scrape(consumersPort)).split("\n").filter((line) => line.startsWith("consumer_lag_unavailable_total{"))
+    assert.deepStrictEqual(unavailable.map((line) => [/consumer="([^"]*)"/.exec(line)?.[1], line.split(" ").at(-1)]).sort(), [["settlement.g1", "0"], ["webhooks", "0"]])
 
     const senderPort = yield* freePort
     const sender = yield* startManagedProcess({
