@@ -64,6 +64,13 @@ export class InternalErrorProblem extends problemFor("internal_error") {}
 export const DependencyCheck = Schema.Struct({
   name: Schema.String,
   status: Schema.Literals(["up", "down"]),
+  /**
+   * Whether the instance can serve without it: only a required dependency that is down makes the
+   * instance unready (503). Postgres is; Redis (a cache in front of Postgres) and Kafka (events
+   * wait in the outbox) are not: both are shared by every instance, and gating on them took every
+   * instance out of rotation at once while payments worked (outside operator review).
+   */
+  required: Schema.Boolean,
   latency_ms: Schema.Number,
   error: Schema.optionalKey(Schema.String)
 })

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { unavailableIn } from "@pay/scenarios/scenarios/Dependencies"
+import { degradedIn, unavailableIn } from "@pay/scenarios/scenarios/Dependencies"
 
 /** redis-down and kafka-down expect `/health/ready` to name the dependency they took away: the parse must find it, and only it. */
 describe("readiness answer: the unavailable list", () => {
@@ -8,5 +8,11 @@ describe("readiness answer: the unavailable list", () => {
     assert.deepStrictEqual(unavailableIn(`{"unavailable":["redis","kafka"]}`), ["redis", "kafka"])
     assert.deepStrictEqual(unavailableIn(`{"status":"ready","checks":[{"name":"redis","status":"up"}]}`), [])
     assert.deepStrictEqual(unavailableIn(`{"unavailable":[]}`), [])
+  })
+
+  it("names what a 200 /health/ready lists as degraded, nothing when ready", () => {
+    assert.deepStrictEqual(degradedIn(`{"status":"degraded","degraded":["redis"],"checks":[{"name":"redis","status":"down"}]}`), ["redis"])
+    assert.deepStrictEqual(degradedIn(`{"status":"degraded","degraded":["redis","kafka"],"checks":[]}`), ["redis", "kafka"])
+    assert.deepStrictEqual(degradedIn(`{"status":"ready","degraded":[],"checks":[]}`), [])
   })
 })

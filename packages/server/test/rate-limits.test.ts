@@ -143,7 +143,7 @@ describe("readiness cache", () => {
   it.effect("20 concurrent checks within READINESS_CACHE_MS run the probes once", () =>
     Effect.gen(function* () {
       let runs = 0
-      const probe = Effect.succeed({ name: "counted", check: Effect.sync(() => void runs++) })
+      const probe = Effect.succeed({ name: "counted", required: true, check: Effect.sync(() => void runs++) })
       const readiness = yield* Readiness.pipe(
         Effect.provide(Readiness.layerWith([probe]).pipe(
           Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { READINESS_CACHE_MS: "10000" } })))

@@ -6,6 +6,8 @@ import { boundedInt, KafkaAdmin, Redis } from "@pay/infra"
 /** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
 export interface Probe {
   readonly name: string
+  /** Down, it makes the instance unready (503); not required, it is only reported (`degraded`). */
+  readonly required: boolean
   readonly check: Effect.Effect<void, unknown>
 }
 
@@ -33,19 +35,21 @@ export class Readiness extends Context.Service<Readiness, {
 
   static readonly postgresProbe = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const probe: Probe = { name: "postgres", check: sql`SELECT 1`.pipe(Effect.asVoid) }
+    const probe: Probe = { name: "postgres", required: true, check: sql`SELECT 1`.pipe(Effect.asVoid) }
     return probe
   })
 
   static readonly redisProbe = Effect.gen(function* () {
     const redis = yield* Redis
-    const probe: Probe = { name: "redis", check: redis.ping }
+    // A cache and a lock in front of Postgres: the API answers without it (slower).
+    const probe: Probe = { name: "redis", required: false, check: redis.ping }
     return probe
   })
 
   static readonly kafkaProbe = Effect.gen(function* () {
     const admin = yield* KafkaAdmin
-    const probe: Probe = { name: "kafka", check: admin.ping }
+    // Events wait in the outbox while it is down; payments commit.
+    const probe: Probe = { name: "kafka", required: false, check: admin.ping }
     return probe
   })
 
@@ -67,8 +71,8 @@ const runProbe = (probe: Probe) =>
     const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
     const latency_ms = Date.now() - started
     const check: DependencyCheck = outcome._tag === "Success"
-      ? { name: probe.name, status: "up", latency_ms }
-      : { name: probe.name, status: "down", latency_ms, error: describe(outcome.failure) }
+      ? { name: probe.name, status: "up", required: probe.required, latency_ms }
+      : { name: probe.name, status: "down", required: probe.required, latency_ms, error: describe(outcome.failure) }
     return check
   })
 

@@ -13,7 +13,8 @@ export const SystemHandlers = HttpApiBuilder.group(
       ready: () =>
         Effect.gen(function* () {
           const checks = yield* readiness.check
-          const unavailable = checks.filter((c) => c.status === "down").map((c) => c.name)
+          const down = checks.filter((c) => c.status === "down")
+          const unavailable = down.filter((c) => c.required).map((c) => c.name)
           if (unavailable.length > 0) {
             return yield* new DependencyUnavailable({
               detail: `not ready: ${unavailable.join(", ")} ${unavailable.length === 1 ? "does" : "do"} not answer`,
@@ -21,7 +22,9 @@ export const SystemHandlers = HttpApiBuilder.group(
               checks
             })
           }
-          return { status: "ready" as const, checks }
+          // Serving without a dependency that is not required: ready for the balancer, said in the body.
+          const degraded = down.map((c) => c.name)
+          return { status: degraded.length === 0 ? "ready" as const : "degraded" as const, degraded, checks }
         })
     })
   })

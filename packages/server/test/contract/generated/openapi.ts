@@ -25,7 +25,7 @@ export type paths = {
             path?: never;
             cookie?: never;
         };
-        /** @description 200 when Postgres, Redis and Kafka answer; 503 dependency_unavailable names those that do not. */
+        /** @description 200 when the instance can serve: Postgres answers (status `ready`, or `degraded` naming Redis or Kafka when they do not: the API works without them); 503 dependency_unavailable when Postgres does not answer. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -824,6 +824,7 @@ export type components = {
                 name: string;
                 /** @enum {string} */
                 status: "up" | "down";
+                required: boolean;
                 latency_ms: number | ("Infinity" | "-Infinity" | "NaN");
                 error?: string;
             }[];
@@ -945,11 +946,13 @@ export interface operations {
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        status: "ready";
+                        status: "ready" | "degraded";
+                        degraded: string[];
                         checks: {
                             name: string;
                             /** @enum {string} */
                             status: "up" | "down";
+                            required: boolean;
                             latency_ms: number | ("Infinity" | "-Infinity" | "NaN");
                             error?: string;
                         }[];
