@@ -45,8 +45,8 @@ export interface ConsumerHandler {
 export const consumerName = /^[a-z0-9_.-]{1,100}$/
 
 /**
- * `dismissed`: undecodable or failing like a parked record, which an operator had dismissed for an
- * earlier generation of the consumer (a replay re-read it): stored dismissed, not counted as parked.
+ * `dismissed`: undecodable or failing like a parked record, which an operator had dismissed (a
+ * replay or a backward reset re-read it): stored dismissed, not counted as parked.
  */
 export type RecordOutcome = "applied" | "duplicate" | "stale" | "behind" | "parked" | "dismissed"
 

@@ -65,15 +65,17 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING`.pipe(Effect.asVoid)
 
   /**
-   * The same record (topic, partition, offset) dismissed by another generation of this consumer
-   * (`settlement.g1` for `settlement.g2`): a replay re-reads what an operator already dismissed.
-   * The first such dismissal: its consumer and reason. Parking is rare: no index needed.
+   * The same record (topic, partition, offset) dismissed by this consumer or another generation of
+   * it (`settlement.g1` for `settlement.g2`): a replay, or a backward `consumers reset`, re-reads
+   * what an operator already dismissed (the reset's re-park paged ConsumerRecordsParked for a
+   * record `dlq list` no longer showed: outside operator review). The first such dismissal: its
+   * consumer and reason. Parking is rare: no index needed.
    */
   const dismissedEarlier = (consumer: string, record: KafkaRecord) =>
     decodeRows(EarlierDismissal)(sql`
       SELECT consumer, dismiss_reason FROM dead_letter_events
       WHERE topic = ${record.topic} AND partition = ${record.partition} AND "offset" = ${record.offset}
-        AND consumer <> ${consumer} AND regexp_replace(consumer, '\\.g[0-9]+$', '') = ${consumerFamily(consumer)}
+        AND regexp_replace(consumer, '\\.g[0-9]+$', '') = ${consumerFamily(consumer)}
         AND dismissed_at IS NOT NULL
       ORDER BY id LIMIT 1`).pipe(Effect.map((rows) => rows[0]))
 

@@ -73,7 +73,7 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
 
   /**
    * The table and the stored offset, in one transaction: `parked`, or, for a record an operator
-   * dismissed for an earlier generation (a replay re-read it), `dismissed` (its row dismissed at once).
+   * dismissed (a replay or a backward reset re-read it), `dismissed` (its row dismissed at once, or kept dismissed).
    */
   const storeParked = (record: KafkaRecord, error: string, attempt_count: number, dismissedFor?: EarlierDismissal) =>
     sql.withTransaction(Effect.gen(function* () {
@@ -90,7 +90,7 @@ const makePark = (settings: ProcessorSettings, sql: SqlClient.SqlClient, produce
       const earlier = yield* deadLetters.dismissedEarlier(name, record)
       if (earlier !== undefined) {
         // No DLQ topic record, no parked count, no alert: an operator already closed this record.
-        yield* Effect.logInfo("consumer skips a record dismissed for an earlier generation").pipe(Effect.annotateLogs({
+        yield* Effect.logInfo("consumer skips a record an operator dismissed").pipe(Effect.annotateLogs({
           consumer: name, dismissed_for: earlier.consumer, topic: record.topic, partition: record.partition, offset: String(record.offset),
           event_id: record.headers["ce_id"] ?? null, error: error.split("\n")[0] ?? ""
         }))
