@@ -143,11 +143,21 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
     if (decision._tag !== "Delivered") yield* Metric.update(webhookAttemptFailures, 1)
     if (decision._tag === "Exhausted" || decision._tag === "Gone") yield* Metric.update(webhookDeliveriesExhausted, 1)
     const change = yield* completeAttempt(claimed, result, decision, options.disableAfterFailing_ms)
-    yield* Effect.logDebug("webhook attempt", {
+    // A delivered attempt at DEBUG (the common case); a failed one at INFO and a delivery given up
+    // at WARN, both naming the endpoint (annotations below): the metric has no endpoint label, and
+    // an operator paged by WebhookDeliveriesLate had nothing naming the endpoint that failed.
+    const attempt = {
       outcome: decision._tag,
       status: result._tag === "Answered" ? result.status : null,
+      error: result._tag === "Answered" ? null : result.error.slice(0, 200),
       latency_ms: result.latency_ms
-    })
+    }
+    const line = decision._tag === "Delivered"
+      ? Effect.logDebug("webhook attempt")
+      : decision._tag === "Exhausted" || decision._tag === "Gone"
+      ? Effect.logWarning("webhook delivery given up")
+      : Effect.logInfo("webhook attempt failed")
+    yield* line.pipe(Effect.annotateLogs(attempt))
     if (change._tag === "Disabled") {
       yield* Metric.update(webhookEndpointsDisabled, 1)
       yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: claimed.url })

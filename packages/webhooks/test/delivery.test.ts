@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Logger, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Webhook } from "standardwebhooks"
 import { enqueueDeliveries } from "../src/DeliveryQueue.ts"
@@ -134,10 +134,22 @@ layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres
       const { merchantId, endpointId } = yield* setUp(receiver.url)
       const event = paymentEvent(merchantId, yield* newPaymentId, 1)
       yield* enqueue(event)
-      yield* drain
+      const logged: Array<Record<string, unknown>> = []
+      const capture = Logger.layer([Logger.make((options) => {
+        const line = Logger.formatStructured.log(options)
+        logged.push({ level: line.level, message: line.message, ...line.annotations })
+      })])
+      yield* drain.pipe(Effect.provide(capture))
       assert.strictEqual(receiver.received.length, senderOptions.retrySchedule_ms.length)
       const [row] = yield* deliveriesOf(endpointId)
       assert.deepStrictEqual([row?.status, row?.failed_reason, row?.last_response_status], ["failed", "exhausted", 503])
+      // The operator reads which endpoint fails: each failed attempt at INFO, the giving up at WARN.
+      const lines = logged.filter((line) => line["webhook_endpoint_id"] === endpointId)
+      const failed = lines.filter((line) => JSON.stringify(line["message"]).includes("webhook attempt failed"))
+      const givenUp = lines.filter((line) => JSON.stringify(line["message"]).includes("webhook delivery given up"))
+      assert.strictEqual(failed.length, senderOptions.retrySchedule_ms.length - 1, JSON.stringify(logged).slice(0, 800))
+      assert.deepStrictEqual(failed.map((line) => [line["level"], line["status"]])[0], ["INFO", 503])
+      assert.deepStrictEqual(givenUp.map((line) => [line["level"], line["outcome"], line["status"]]), [["WARN", "Exhausted", 503]])
     })))
 
   it.effect("410 Gone disables the endpoint: the delivery fails, nothing more is sent to it", () =>
