@@ -78,9 +78,13 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
       Effect.timeout(options.redisTimeout_ms),
       Effect.map(Option.some),
       Effect.catchTags({
+        // The client's own command timeout (shorter than ours) is a hang too: counted as a timeout.
         RedisError: (error) =>
-          logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
-            .pipe(Effect.andThen(countRedisFallback(operation, "error")), Effect.as(Option.none<A>())),
+          error.timedOut
+            ? logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, error: error.message })
+              .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))
+            : logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
+              .pipe(Effect.andThen(countRedisFallback(operation, "error")), Effect.as(Option.none<A>())),
         TimeoutError: () =>
           logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, timeout_ms: options.redisTimeout_ms })
             .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))

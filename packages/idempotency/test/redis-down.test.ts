@@ -1,11 +1,19 @@
 import { assert, layer } from "@effect/vitest"
 import { defaultRedisTimeouts, Redis } from "@pay/infra"
 import { scaled_ms, TestDatabase, throwaway } from "@pay/testkit"
-import { Effect, Schedule } from "effect"
+import { Effect, Metric, Schedule } from "effect"
 import { defaultIdempotencyOptions, IdempotencyKeys, randomCacheSecret, redisResponseKey } from "../src/index.ts"
+import { idempotencyRedisFallbacks, redisFastPathOperations } from "../src/IdempotencyMetrics.ts"
 import { createWorkTable, newKey, newMerchant, oneStep, request, responseFor, workCount } from "./support.ts"
 
 const body = { amount_minor: 500, currency: "USD", payment_method: "pm_card_visa" }
+
+/** The fast path's fallbacks so far for `reason`, over every operation (this process's counter). */
+const fallbacks = (reason: "error" | "timeout") =>
+  Effect.forEach(redisFastPathOperations, (operation) =>
+    Metric.value(Metric.withAttributes(idempotencyRedisFallbacks, { operation, reason })).pipe(Effect.map((state) => state.count))).pipe(
+    Effect.map((counts) => counts.reduce((total, count) => total + count, 0))
+  )
 
 /** Wall-clock duration of an effect, in milliseconds. */
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -33,11 +41,15 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         assert.strictEqual(first._tag, "Executed")
         assert.isNotNull(yield* redis.get(redisResponseKey(merchantId, key)))
 
-        // Killed (a crash, not a shutdown): replays come from Postgres, fast.
+        // Killed (a crash, not a shutdown): replays come from Postgres, fast; counted as errors.
+        const errorsBefore = yield* fallbacks("error")
+        const timeoutsBefore = yield* fallbacks("timeout")
         yield* instance.kill
         const [replay, replay_ms] = yield* timed(keys.run(request(merchantId, key, body), oneStep(merchantId, key)))
         assert.deepStrictEqual(replay, { _tag: "Replayed", response: first.response, decidedBy: "postgres" })
         assert.isBelow(replay_ms, scaled_ms(1_000))
+        assert.isAbove((yield* fallbacks("error")) - errorsBefore, 0, "a refused connection is an error")
+        assert.strictEqual((yield* fallbacks("timeout")) - timeoutsBefore, 0, "not a timeout")
 
         // New keys still work, and concurrency is still decided exactly once (by Postgres).
         const busy = newKey()
@@ -59,6 +71,7 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
         yield* instance.restart
         // The client reconnects in the background (backoff up to 2 s); wait for it, bounded.
         yield* redis.ping.pipe(Effect.retry({ schedule: Schedule.spaced(100), times: 50 }))
+        const timeoutsBeforeHang = yield* fallbacks("timeout")
         yield* instance.pause
         const hung = newKey()
         const [executed, executed_ms] = yield* timed(keys.run(request(merchantId, hung, body), oneStep(merchantId, hung)))
@@ -66,6 +79,9 @@ layer(TestDatabase, { excludeTestServices: true })("IdempotencyKeys when Redis d
           keys.run(request(merchantId, hung, body), oneStep(merchantId, hung))
         )
         yield* instance.resume
+        // A hang is counted as a timeout (the client's 250 ms command timeout fires before the fast
+        // path's own; it used to be counted as an error, and the `timeout` series never moved).
+        assert.isAbove((yield* fallbacks("timeout")) - timeoutsBeforeHang, 0, "a hung Redis is counted as timeouts")
         assert.strictEqual(executed._tag, "Executed")
         assert.deepStrictEqual(replayWhileHung, { _tag: "Replayed", response: responseFor(merchantId, hung), decidedBy: "postgres" })
         assert.isBelow(executed_ms, scaled_ms(2_500))

@@ -5,8 +5,17 @@ import { RedisKeyPrefix, RedisUrl } from "./Config.ts"
 /** Redis did not answer, or answered with an error. Callers fall back to Postgres, never guess. */
 export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
   operation: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  /**
+   * No answer within `commandTimeout_ms` (ioredis' "Command timed out"): a Redis that hangs, not
+   * one that refuses. The client's timeout fires before any caller's own, so callers that count
+   * timeouts apart read it here (outside operator review: every hang was counted as an error).
+   */
+  timedOut: Schema.Boolean
 }) {}
+
+/** ioredis' words for a command that got no answer within `commandTimeout`. */
+const commandTimedOut = (cause: unknown): boolean => cause instanceof Error && cause.message === "Command timed out"
 
 export interface RedisOptions {
   readonly url: string
@@ -72,7 +81,7 @@ export class Redis extends Context.Service<Redis, {
         Effect.tryPromise({
           try: run,
           catch: (cause) =>
-            new RedisError({ operation, message: cause instanceof Error ? cause.message : String(cause) })
+            new RedisError({ operation, message: cause instanceof Error ? cause.message : String(cause), timedOut: commandTimedOut(cause) })
         }).pipe(Effect.withSpan(`redis.${operation}`))
 
       return Redis.of({
