@@ -144,7 +144,17 @@ const lagOf = (name: string) =>
   Effect.gen(function* () {
     const partitions = yield* consumerLagOf(name, paymentsEventsTopic(yield* KafkaTopicPrefix))
     const total = partitions.reduce((sum, partition) => sum + partition.lag, 0n)
-    return { consumer: name, total_lag: total, partitions }
+    // snake_case like every other command's output (and total_lag beside them): one jq for all.
+    return {
+      consumer: name,
+      total_lag: total,
+      partitions: partitions.map((partition) => ({
+        partition: partition.partition,
+        log_end_offset: partition.logEndOffset,
+        stored_offset: partition.storedOffset,
+        lag: partition.lag
+      }))
+    }
   })
 
 /**

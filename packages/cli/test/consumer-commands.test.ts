@@ -109,6 +109,10 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         const lag = yield* cli(env, ["consumers", "lag"])
         assert.strictEqual(lag.exitCode, 0, lag.stderr)
         assert.include(lag.stdout, "\"total_lag\": \"0\"")
+        // snake_case like the rest of the CLI's output.
+        assert.include(lag.stdout, "\"log_end_offset\": ")
+        assert.include(lag.stdout, "\"stored_offset\": ")
+        assert.notInclude(lag.stdout, "logEndOffset")
         assert.isTrue(Array.isArray(parse(lag.stdout)), lag.stdout)
         assert.deepStrictEqual([...lag.stdout.matchAll(/"consumer": "([^"]+)"/g)].map((match) => match[1]), ["settlement.g1", "webhooks"])
         // Another deployment's prefix (no such topic): one line naming the setting, not a stack trace.
