@@ -18,7 +18,7 @@
 
 -- One character class, no repetition (0072: a bounded repetition costs on every evaluation).
 CREATE FUNCTION text_has_hidden_character(value text) RETURNS boolean
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, public, pg_temp AS $$
   SELECT value ~ '[\u0001-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]'
 $$;
 
