@@ -16,6 +16,11 @@
 -- disable the triggers. Errors: SQLSTATE 23514 (check_violation), constraint
 -- `<table>_free_text_displayable`, the column; never the value.
 
+-- The triggers' SHARE ROW EXCLUSIVE locks (0084: ACCESS EXCLUSIVE) wait behind any open
+-- transaction on the tables, and every later statement on them would queue behind that wait while
+-- other instances serve: bounded, the start-up fails (and is retried) instead of stalling them.
+SET LOCAL lock_timeout = '5s';
+
 -- One character class, no repetition (0072: a bounded repetition costs on every evaluation).
 CREATE FUNCTION text_has_hidden_character(value text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, public, pg_temp AS $$

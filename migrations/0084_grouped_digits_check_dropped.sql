@@ -7,4 +7,9 @@
 -- digits with only separators between them, and grouped card numbers) on every INSERT and on every
 -- UPDATE that sets `payment_method`, and never on a status change: the rule keeps its database
 -- enforcement without the trap. The valid CHECK of migration 0003 (no 12 consecutive digits) stays.
+-- The triggers' SHARE ROW EXCLUSIVE locks (0084: ACCESS EXCLUSIVE) wait behind any open
+-- transaction on the tables, and every later statement on them would queue behind that wait while
+-- other instances serve: bounded, the start-up fails (and is retried) instead of stalling them.
+SET LOCAL lock_timeout = '5s';
+
 ALTER TABLE payments DROP CONSTRAINT payments_payment_method_no_grouped_digits;

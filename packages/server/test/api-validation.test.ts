@@ -121,6 +121,9 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       const framings: ReadonlyArray<readonly [string, ReadonlyArray<string>, string, string]> = [
         ["Transfer-Encoding: gzip", ["Transfer-Encoding: gzip"], "transfer-encoding", "only chunked is supported"],
         ["Transfer-Encoding with Content-Length", ["Transfer-Encoding: chunked", `Content-Length: ${Buffer.byteLength(body)}`], "content-length", "not allowed with transfer-encoding"],
+        ["Content-Length with Transfer-Encoding", [`Content-Length: ${Buffer.byteLength(body)}`, "Transfer-Encoding: chunked"], "content-length", "not allowed with transfer-encoding"],
+        ["Transfer-Encoding chunked twice", ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], "transfer-encoding", "only chunked is supported, given once"],
+        ["Content-Length too large", ["Content-Length: 99999999999999999999999"], "content-length", "too large"],
         ["Content-Length twice", [`Content-Length: ${Buffer.byteLength(body)}`, `Content-Length: ${Buffer.byteLength(body)}`], "content-length", "given more than once"],
         ["Content-Length not digits", ["Content-Length: 2x"], "content-length", "must be decimal digits"]
       ]

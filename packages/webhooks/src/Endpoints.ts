@@ -251,6 +251,9 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
     /**
      * A new URL is a new receiver: its failure streak starts afresh (`failing_since` NULL), or an
      * endpoint fixed after days of failures would be disabled by its new URL's first failure.
+     * `description` is written only when sent: the column's triggers (0081, 0083) check what is
+     * written, and a description stored before their rules, written back unchanged, made every
+     * change of the URL or the event types a 500 (outside review of 0083).
      */
     const update = Effect.fn("WebhookEndpoints.update")(function* (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) {
       yield* checkFields(fields, allowLoopbackHttp)
@@ -259,8 +262,8 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
       return yield* set(merchantId, id, sql`
         failing_since = CASE WHEN url = ${url} THEN failing_since END,
         url = ${url},
-        event_types = ${fields.event_types === undefined ? current.event_types : uniqueTypes(fields.event_types)}::text[],
-        description = ${fields.description === undefined ? current.description : fields.description}`)
+        event_types = ${fields.event_types === undefined ? current.event_types : uniqueTypes(fields.event_types)}::text[]
+        ${fields.description === undefined ? sql.literal("") : sql`, description = ${fields.description}`}`)
     })
 
     const disable = (merchantId: MerchantId, id: string) =>

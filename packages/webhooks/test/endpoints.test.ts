@@ -77,6 +77,29 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual(moved.url, "https://merchant.example/new")
     }))
 
+  it.effect("an endpoint whose description was stored before 0081/0083's rules (a card number, a bidirectional embedding) still has its URL and event types changed; a new description is checked", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      const sql = yield* SqlClient.SqlClient
+      const { endpoint } = yield* endpoints.create(merchantId, { url: "https://merchant.example/a", event_types: ["*"] })
+      const older = "\u202Bשלום\u202C ops, card 4242 4242 4242 4242"
+      // Written as the owner could before the rules (triggers off for this one statement).
+      yield* sql.withTransaction(Effect.gen(function* () {
+        yield* sql`ALTER TABLE webhook_endpoints DISABLE TRIGGER webhook_endpoints_free_text_displayable`
+        yield* sql`ALTER TABLE webhook_endpoints DISABLE TRIGGER webhook_endpoints_card_data_refused`
+        yield* sql`UPDATE webhook_endpoints SET description = ${older} WHERE id = ${endpoint.id}`
+        yield* sql`ALTER TABLE webhook_endpoints ENABLE TRIGGER webhook_endpoints_card_data_refused`
+        yield* sql`ALTER TABLE webhook_endpoints ENABLE TRIGGER webhook_endpoints_free_text_displayable`
+      }))
+      const moved = yield* endpoints.update(merchantId, endpoint.id, { url: "https://merchant.example/b", event_types: ["payment_settled"] })
+      assert.deepStrictEqual([moved.url, moved.event_types, moved.description], ["https://merchant.example/b", ["payment_settled"], older])
+      const refused = yield* Effect.exit(endpoints.update(merchantId, endpoint.id, { description: "still \u202E" }))
+      assert.isTrue(Exit.isFailure(refused), "a new description is checked")
+      const described = yield* endpoints.update(merchantId, endpoint.id, { description: "ops team" })
+      assert.strictEqual(described.description, "ops team")
+    }))
+
   it.effect("the code refuses unsafe URLs, unknown event types, a card number as description and more endpoints than the limit", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant

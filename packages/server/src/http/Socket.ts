@@ -169,16 +169,9 @@ export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fir
     // The message's framing (RFC 9112 §6): said as the body reader says it, naming the header, not
     // as "a character HTTP does not allow" (outside integrator review).
     case "HPE_INVALID_TRANSFER_ENCODING":
-      return new InvalidRequest({ detail: "transfer-encoding: only chunked is supported", field: "transfer-encoding" })
     case "HPE_UNEXPECTED_CONTENT_LENGTH":
-      return new InvalidRequest({ detail: "header content-length is given more than once", field: "content-length" })
     case "HPE_INVALID_CONTENT_LENGTH":
-      return new InvalidRequest({
-        detail: typeof error.reason === "string" && error.reason.includes("Transfer-Encoding")
-          ? "content-length: not allowed with transfer-encoding (RFC 9112 §6.3)"
-          : "content-length: must be decimal digits",
-        field: "content-length"
-      })
+      return framingProblem(error.code, typeof error.reason === "string" ? error.reason : "")
     default: {
       const header = offendingHeader(error)
       if (header === "idempotency-key") {
@@ -189,6 +182,22 @@ export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fir
         : new InvalidRequest({ detail: `header ${header}: a character HTTP does not allow`, field: header })
     }
   }
+}
+
+/**
+ * llhttp's framing refusals, in words (its `reason`, stable within Node's major version, tells the
+ * cases one code covers apart): both headers, in either order; a Content-Length twice, too large or
+ * not digits; a Transfer-Encoding other than one `chunked` (a coding, or `chunked` twice).
+ */
+const framingProblem = (code: string, reason: string): ApiError => {
+  if (reason.includes("can't be present with")) {
+    return new InvalidRequest({ detail: "content-length: not allowed with transfer-encoding (RFC 9112 §6.3)", field: "content-length" })
+  }
+  if (code === "HPE_UNEXPECTED_CONTENT_LENGTH") return new InvalidRequest({ detail: "header content-length is given more than once", field: "content-length" })
+  if (code === "HPE_INVALID_CONTENT_LENGTH") {
+    return new InvalidRequest({ detail: reason.includes("overflow") ? "content-length: too large" : "content-length: must be decimal digits", field: "content-length" })
+  }
+  return new InvalidRequest({ detail: "transfer-encoding: only chunked is supported, given once", field: "transfer-encoding" })
 }
 
 const reasonPhrases: Readonly<Record<number, string>> = { 400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large" }
