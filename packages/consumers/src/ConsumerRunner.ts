@@ -184,14 +184,15 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
         yield* Effect.forEach(partitions, (partition) => set(name, partition, 0), { discard: true })
       }
       for (const name of names) {
+        // From 0 for each consumer before its first measurement, so that a first one that fails
+        // (Kafka down at start) is seen by increase() (outside review).
+        yield* Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 0)
         yield* consumerLagOf(name, topic).pipe(
           Effect.flatMap((lags) => {
             reported.set(name, lags.map((lag) => lag.partition))
             return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true })
           }),
-          // Counted from 0 for each consumer (the first round adds 0), so that a rise is visible to
-          // increase() and a stale lag can be told from a real 0 (outside operator review).
-          Effect.andThen(Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 0)),
+          // A failure counted: a stale lag can be told from a real 0 (outside operator review).
           Effect.catch((error) =>
             Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 1).pipe(
               Effect.andThen(Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))

@@ -10,7 +10,8 @@ import {
   type RunOutcome,
   storedAsIs
 } from "@pay/idempotency"
-import { boundedInt } from "@pay/infra"
+import { boundedInt, sqlFailureKind } from "@pay/infra"
+import { isSqlError } from "effect/sql/SqlError"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
 import { Cause, Config, Duration, Effect, Layer, Metric, Option, Result } from "effect"
 import { randomUUID } from "node:crypto"
@@ -157,7 +158,12 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
  */
 export const completerErrorText = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.hasDies(cause) ? Option.none() : Cause.findErrorOption(cause)
-  return (Option.isSome(error) ? oneLine(error.value) : Cause.pretty(cause)).slice(0, 2_000)
+  if (Option.isNone(error)) return Cause.pretty(cause).slice(0, 2_000)
+  // A statement the database refused (a constraint, a trigger, a missing grant: SqlFailure.ts's
+  // `invariant_violation` and `bug`) is a defect too, though typed: said so, since a retry fails the
+  // same way (outside review: it read like an outage to wait out).
+  const refused = isSqlError(error.value) && sqlFailureKind(error.value) !== "unavailable"
+  return `${oneLine(error.value)}${refused ? ` [${sqlFailureKind(error.value)}: the database refused the statement; a bug: escalate, a retry fails the same way]` : ""}`.slice(0, 2_000)
 }
 
 const oneLine = (error: unknown): string => {
