@@ -119,6 +119,15 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       const key = yield* send({ metadata: { "ord\u202Eer": "1" } })
       refused(key, "metadata", "U+202E", "a metadata key")
       assert.notInclude(key.text, "\u202E", "the key is not echoed")
+      // Not even when its value is refused too (values are checked first, named by their key).
+      for (const value of ["\u0007", "x".repeat(501)]) {
+        const both = yield* send({ metadata: { "ord\u202Eer": value } })
+        refused(both, "metadata", "U+202E", `a metadata key with a refused value too (${value.length})`)
+        assert.notInclude(both.text, "\u202E", "the key is not echoed")
+      }
+      const cardKey = yield* send({ metadata: { "4242424242424242": "x".repeat(501) } })
+      assert.deepStrictEqual([cardKey.status, jsonOf(cardKey)["field"]], [400, "metadata"], describeAnswer(cardKey))
+      assert.notInclude(cardKey.text, "4242", "a card number as a key is not echoed, whatever its value")
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
 
       const description = "Line one\r\nLine two\twith a tab; \u200Fעברית\u200E, emoji \u{1F600}"
