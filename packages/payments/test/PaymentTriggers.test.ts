@@ -426,5 +426,17 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       assert.deepStrictEqual(row?.refused ?? [], byCode)
       // 28 C0 controls (not NUL, tab, LF, CR), DEL and 32 C1 controls, 5 + 4 bidirectional formats.
       assert.strictEqual(byCode.length, 28 + 33 + 9)
+      // Metadata: the printed form's prefilter (a backslash, DEL, C1, bidi) then the exact walk; the
+      // same verdicts for every code point as a value and as a key, and a backslash alone is text.
+      const objects = codePoints.flatMap((codePoint) => [{ note: `a${String.fromCodePoint(codePoint)}b` }, { [`k${String.fromCodePoint(codePoint)}`]: "v" }])
+      objects.push({ path: "C:\\orders\\1001", quote: "\"x\"" })
+      const [metadataRow] = yield* decodeRows(Schema.Struct({ refused: Schema.NullOr(Schema.Array(Schema.Int)), tried: Schema.Int }))(sql`
+        SELECT array_agg(ordinality::int - 1 ORDER BY ordinality) FILTER (WHERE metadata_has_hidden_character(value)) AS refused, count(*)::int AS tried
+        FROM jsonb_array_elements(${JSON.stringify(objects)}::jsonb) WITH ORDINALITY AS element(value, ordinality)`)
+      assert.strictEqual(metadataRow?.tried, objects.length)
+      const metadataByCode = objects.flatMap((object, index) =>
+        Object.entries(object).some(([key, value]) => hiddenCharacterReason(key) !== undefined || hiddenCharacterReason(value) !== undefined) ? [index] : [])
+      assert.deepStrictEqual(metadataRow?.refused ?? [], metadataByCode)
+      assert.strictEqual(metadataByCode.length, 2 * (28 + 33 + 9))
     }))
 })
