@@ -87,6 +87,14 @@ const withoutAcquirer = (roundTrips: ReadonlyArray<PgRoundTrip>): Array<PgRoundT
   return kept
 }
 
+/**
+ * A background worker's read through the same pool (the completer's, the expiry job's round): one
+ * autocommitted SELECT, never a request's work. A loaded machine stretches the measured window
+ * over one of their rounds (CI once counted 21 round trips for 20 creates).
+ */
+const isBackgroundRead = (roundTrip: PgRoundTrip) =>
+  roundTrip.status === "I" && roundTrip.statements.length === 1 && (roundTrip.statements[0] ?? "").startsWith("SELECT ")
+
 /** POST `path` as merchant `m` with a new key; the payment's new status. */
 const transitionOnce = (m: { readonly apiKey: string }, path: string) =>
   Effect.gen(function* () {
@@ -113,8 +121,9 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("what a creat
       }
       assert.strictEqual(yield* paymentCount(m.merchantId), creates + 1)
       // The key lookup returns when the 1 s cache expired: counted apart, and it writes nothing.
-      const work = counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements))
-      const detail = JSON.stringify(work.slice(0, 6).map((r) => [r.status, r.statements.map((s) => s.slice(0, 60))]))
+      const work = counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements) && !isBackgroundRead(roundTrip))
+      const unlike = work.filter((roundTrip) => !(roundTrip.statements[0] ?? "").startsWith("WITH gate AS"))
+      const detail = JSON.stringify([...unlike, ...work].slice(0, 6).map((r) => [r.status, r.statements.map((s) => s.slice(0, 60))]))
       assert.strictEqual(work.length, creates, `Postgres round trips for ${creates} creates (key lookups aside): ${detail}`)
       // Every one of them ended its transaction: each create is one autocommitted statement.
       assert.isTrue(work.every((roundTrip) => roundTrip.status === "I"), detail)
@@ -160,8 +169,6 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("what a creat
           for (const id of ids.slice(1)) assert.strictEqual(yield* transitionOnce(m, `/v1/payments/${id}/${step}`), status)
           // An autocommitted lone SELECT is never these requests' (theirs all write or sit inside
           // their transaction): it is a background gauge's read, or the key lookup.
-          const isBackgroundRead = (roundTrip: PgRoundTrip) =>
-            roundTrip.status === "I" && roundTrip.statements.length === 1 && (roundTrip.statements[0] ?? "").startsWith("SELECT ")
           const ours = withoutAcquirer(counters.pg.filter((roundTrip) => !isKeyLookup(roundTrip.statements) && !isBackgroundRead(roundTrip)))
           // Each distinct statement once, with how many times it came (what to look at when a count moves).
           const seen = new Map<string, number>()
