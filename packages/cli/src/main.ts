@@ -177,9 +177,12 @@ const keepRunningWhenOutputCloses = Effect.sync(() => {
  * the CLI uses the local default, and "0 parked key(s)" or "[]" from another deployment's database
  * read as healthy (outside operator review). The URL without its password.
  */
+const configuredTarget = Effect.gen(function* () {
+  return databaseTarget(Redacted.value(yield* DatabaseUrl))
+})
+
 const sayTarget = Effect.gen(function* () {
-  const url = Redacted.value(yield* DatabaseUrl)
-  yield* Console.error(`database: ${databaseTarget(url)}${process.env["DATABASE_URL"] === undefined ? " (DATABASE_URL is not set: the local default)" : " (DATABASE_URL)"}`)
+  yield* Console.error(`database: ${yield* configuredTarget}${process.env["DATABASE_URL"] === undefined ? " (DATABASE_URL is not set: the local default)" : " (DATABASE_URL)"}`)
 })
 
 /**
@@ -193,8 +196,8 @@ const sqlFailure = (error: SqlError) =>
     if (error.reason._tag === "AuthorizationError") {
       return yield* report(`the database refused this role: ${cause ?? error.message}\n(every command first applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md)`, 1)
     }
-    const url = yield* Effect.orElseSucceed(Effect.gen(function* () { return Redacted.value(yield* DatabaseUrl) }), () => "")
-    return yield* report(`database ${databaseTarget(url)}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(the database comes from DATABASE_URL: run the CLI with the deployment's environment)`, 1)
+    const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))
+    return yield* report(`database ${target}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(the database comes from DATABASE_URL: run the CLI with the deployment's environment)`, 1)
   })
 
 /** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */

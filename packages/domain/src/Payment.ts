@@ -3,7 +3,7 @@ import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { cardNumberInTextReason, cardNumberLikePattern, looksLikeCardNumber, tokenHoldsCardDigits } from "./CardNumber.ts"
-import { displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
+import { DisplayableText, displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
 
 /**
  * The statuses of a payment (CANCELED: canceled by the merchant, before any authorization or by a
@@ -122,8 +122,8 @@ const metadataKeysValid = (rule: TextRule) =>
         const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
         if (problem !== undefined) return { path: [key], issue: problem }
         // A key with a hidden character is not echoed as a field name (it would hide in it too).
-        const hidden = rule === "sent" ? hiddenCharacterReason(key) : undefined
-        if (hidden !== undefined) return `metadata keys ${hidden}`
+        const hidden = rule === "sent" ? hiddenKeyProblem(key) : undefined
+        if (hidden !== undefined) return hidden
       }
       return true
     },
@@ -138,9 +138,22 @@ const textJsonSchema = (rule: TextRule, length: { readonly min: number; readonly
 
 const metadataValueLength = { min: 0, max: 500 }
 const metadataValue = (rule: TextRule) =>
-  rule === "sent"
-    ? StorableText("metadata values", metadataValueLength).check(displayable("metadata values"))
-    : StorableText("metadata values", metadataValueLength)
+  rule === "sent" ? DisplayableText("metadata values", metadataValueLength) : StorableText("metadata values", metadataValueLength)
+
+const hiddenKeyProblem = (key: string): string | undefined => {
+  const hidden = hiddenCharacterReason(key)
+  return hidden === undefined ? undefined : `metadata keys ${hidden}`
+}
+
+const cardKeyProblem = (key: string): string | undefined =>
+  looksLikeCardNumber(key) ? cardNumberInTextReason("a metadata key") : undefined
+
+/**
+ * Why a key a merchant sends is not echoed back as a field name (a hidden character, then a card
+ * number: the order and the words of the checks below), or undefined. For the HTTP edge, where a
+ * value's issue is named by its key: the schema checks values before these.
+ */
+export const metadataKeyNotEchoed = (key: string): string | undefined => hiddenKeyProblem(key) ?? cardKeyProblem(key)
 
 /**
  * No card number in a key or a value. A value is named by its key (`metadata.card`); a key that is
@@ -149,7 +162,8 @@ const metadataValue = (rule: TextRule) =>
 const metadataHoldsNoCardNumber = Schema.makeFilter(
   (metadata: Readonly<Record<string, string>>) => {
     for (const [key, value] of Object.entries(metadata)) {
-      if (looksLikeCardNumber(key)) return cardNumberInTextReason("a metadata key")
+      const cardKey = cardKeyProblem(key)
+      if (cardKey !== undefined) return cardKey
       if (looksLikeCardNumber(value)) return { path: [key], issue: cardNumberInTextReason("a metadata value") }
     }
     return true

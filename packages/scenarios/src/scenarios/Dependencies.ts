@@ -13,13 +13,18 @@ import type { ApiProcess } from "../ApiProcess.ts"
 
 /** A dependency goes away under load: Redis, Postgres connections, the Kafka broker. Only throwaway instances and our own proxy are harmed. */
 
-/** The dependencies `/health/ready` names in its `unavailable` list ([] when none, or no list). */
-export const unavailableIn = (text: string): ReadonlyArray<string> =>
-  (/"unavailable":\[([^\]]*)\]/.exec(text)?.[1] ?? "").split(",").map((name) => name.replace(/"/g, "").trim()).filter((name) => name !== "")
+/** The names `/health/ready` lists under `list` in its answer ([] when none, or no such list). */
+const namesListed = (list: "unavailable" | "degraded") => {
+  const pattern = new RegExp(`"${list}":\\[([^\\]]*)\\]`, "u")
+  return (text: string): ReadonlyArray<string> =>
+    (pattern.exec(text)?.[1] ?? "").split(",").map((name) => name.replace(/"/g, "").trim()).filter((name) => name !== "")
+}
+
+/** The dependencies `/health/ready` names in its `unavailable` list (a 503: required and down). */
+export const unavailableIn = namesListed("unavailable")
 
 /** The dependencies a 200 `/health/ready` names in its `degraded` list: down, and the instance serves without them. */
-export const degradedIn = (text: string): ReadonlyArray<string> =>
-  (/"degraded":\[([^\]]*)\]/.exec(text)?.[1] ?? "").split(",").map((name) => name.replace(/"/g, "").trim()).filter((name) => name !== "")
+export const degradedIn = namesListed("degraded")
 
 /** Polls `GET /health/ready` (bounded, 250 ms steps) until `done` holds; the last answer either way. */
 const pollReadiness = (api: ApiProcess, timeout_ms: number, done: (answer: Answer) => boolean) =>

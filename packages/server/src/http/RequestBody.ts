@@ -1,5 +1,5 @@
 import { BodyTooLarge, BodyUnreadable, InvalidRequest, MalformedJson, REQUEST_BODY_BYTES_MAX, REQUEST_BODY_NESTING_MAX, UnsupportedMediaType } from "@pay/api"
-import { cardNumberInTextReason, hiddenCharacterReason, looksLikeCardNumber } from "@pay/domain"
+import { metadataKeyNotEchoed } from "@pay/domain"
 import { ByteSize, Effect, Result, Schema, SchemaIssue } from "effect"
 import { HttpServerRequest } from "effect/http"
 
@@ -275,12 +275,9 @@ export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string |
  * A value's issue is named by its key (`metadata.note`), and the schema checks values before the
  * keys' own rules: a key that must never be echoed (a card number, a hidden character) came back in
  * `field` when its value was refused too (outside review). Such a key's own problem instead,
- * under `metadata`, as the keys' rule says it.
+ * under `metadata`, in the keys' rules' words (`metadataKeyNotEchoed`, Payment.ts).
  */
 const unsayableMetadataKey = (path: ReadonlyArray<string>): string | undefined => {
   const key = path[0] === "metadata" ? path[1] : undefined
-  if (key === undefined) return undefined
-  if (looksLikeCardNumber(key)) return cardNumberInTextReason("a metadata key")
-  const hidden = hiddenCharacterReason(key)
-  return hidden === undefined ? undefined : `metadata keys ${hidden}`
+  return key === undefined ? undefined : metadataKeyNotEchoed(key)
 }

@@ -162,8 +162,8 @@ export const completerErrorText = (cause: Cause.Cause<unknown>): string => {
   // A statement the database refused (a constraint, a trigger, a missing grant: SqlFailure.ts's
   // `invariant_violation` and `bug`) is a defect too, though typed: said so, since a retry fails the
   // same way (outside review: it read like an outage to wait out).
-  const refused = isSqlError(error.value) && sqlFailureKind(error.value) !== "unavailable"
-  return `${oneLine(error.value)}${refused ? ` [${sqlFailureKind(error.value)}: the database refused the statement; a bug: escalate, a retry fails the same way]` : ""}`.slice(0, 2_000)
+  const kind = isSqlError(error.value) ? sqlFailureKind(error.value) : "unavailable"
+  return `${oneLine(error.value)}${kind === "unavailable" ? "" : ` [${kind}: the database refused the statement; a bug: escalate, a retry fails the same way]`}`.slice(0, 2_000)
 }
 
 const oneLine = (error: unknown): string => {
