@@ -16,8 +16,8 @@
 import { execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { readFileSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { join } from "node:path"
+import { pickFreePort } from "../packages/testkit/src/FreePort.ts"
 
 interface Recorded {
   readonly name: string
@@ -31,17 +31,6 @@ const adminUrl = process.env["SNAPSHOT_ADMIN_DATABASE_URL"] ?? "postgres://postg
 const keptHeaders = ["content-type", "idempotent-replayed", "retry-after", "www-authenticate"]
 const requestTimeout_ms = 10_000
 const startTimeout_ms = 60_000
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      probe.close(() => (port > 0 ? resolve(port) : reject(new Error("no port"))))
-    })
-  })
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -72,7 +61,7 @@ const record = async (root: string, out: string) => {
   const run = randomBytes(4).toString("hex")
   const database = `pay_snapshot_${run}`
   const databaseUrl = adminUrl.replace(/\/[^/]*$/, `/${database}`)
-  const port = await freePort()
+  const port = await pickFreePort()
   const baseUrl = `http://127.0.0.1:${port}`
   psql(`CREATE DATABASE ${database}`)
   const env = {

@@ -64,7 +64,9 @@ pid_is() {
   for word in "$@"; do [[ "$cmdline" == *"$word"* ]] || return 1; done
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# A port below the kernel's ephemeral range, where no outgoing connection can take it between this
+# pick and the instance's bind (nor while a killed instance waits to be revived on it).
+free_port() { node "$ROOT/scripts/free-port.ts"; }
 
 # --- Postgres --------------------------------------------------------------------------------
 # start_private_pg DIR PORT: initdb once (trust auth, loopback only), start, wait; prints the pid

@@ -27,6 +27,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { cleanupKafkaPrefix } from "../../packages/testkit/src/cleanupKafka.ts"
 import { cleanupRedisPrefix } from "../../packages/testkit/src/cleanupRedis.ts"
+import { pickFreePort } from "../../packages/testkit/src/FreePort.ts"
 import { stopChild } from "../support/process.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url))
@@ -64,16 +65,6 @@ const run = (command: string, args: ReadonlyArray<string>, env: Record<string, s
     )
   )
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-
 /** An OTLP/HTTP sink: accepts and discards what the "on" server exports, counting bytes. */
 const startOtlpSink = async () => {
   let received_bytes = 0
@@ -81,7 +72,7 @@ const startOtlpSink = async () => {
     request.on("data", (chunk: Buffer) => { received_bytes += chunk.length })
     request.on("end", () => response.writeHead(200, { "content-type": "application/json" }).end("{}"))
   })
-  const port = await freePort()
+  const port = await pickFreePort()
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve))
   return { url: `http://127.0.0.1:${port}`, received_bytes: () => received_bytes, close: () => server.close() }
 }
@@ -94,7 +85,7 @@ interface Server {
 }
 
 const startServer = async (mode: "on" | "off", databaseUrl: string, otlpUrl: string): Promise<Server> => {
-  const port = await freePort()
+  const port = await pickFreePort()
   const logFile = join(tmpdir(), `pay-bench-obs-${runId}-${mode}.log`)
   const fd = openSync(logFile, "a")
   const observability = mode === "on"

@@ -1,7 +1,7 @@
 import { type ChildProcess as NodeChild, spawn } from "node:child_process"
-import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import { Effect, Schema } from "effect"
+import { pickFreePort } from "./FreePort.ts"
 
 /**
  * One of our own entry points (`node packages/<x>/src/main.ts`) as a child process, the way an
@@ -25,15 +25,10 @@ export class ChildProcessError extends Schema.TaggedError<ChildProcessError>()("
   message: Schema.String
 }) {}
 
-/** A port the kernel just handed out on loopback; free again when we close it. */
-export const freePort = Effect.callback<number, ChildProcessError>((resume) => {
-  const probe = createServer()
-  probe.once("error", (error) => resume(Effect.fail(new ChildProcessError({ message: `no free port: ${error.message}` }))))
-  probe.listen(0, "127.0.0.1", () => {
-    const address = probe.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    probe.close(() => resume(port > 0 ? Effect.succeed(port) : Effect.fail(new ChildProcessError({ message: "no port assigned" }))))
-  })
+/** A free loopback port for a process started next ({@link pickFreePort}: below the kernel's ephemeral range). */
+export const freePort = Effect.tryPromise({
+  try: pickFreePort,
+  catch: (error) => new ChildProcessError({ message: `no free port: ${error instanceof Error ? error.message : String(error)}` })
 })
 
 export interface ChildExit {

@@ -6,11 +6,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
+import { freePort } from "../src/ChildProcess.ts"
 
 const repositoryRoot = fileURLToPath(new URL("../../../", import.meta.url))
 
@@ -37,16 +37,6 @@ const alive = (pid: number) => {
     return false
   }
 }
-
-const freePort = () =>
-  Effect.callback<number>((resume) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resume(Effect.succeed(port)))
-    })
-  })
 
 /** A temp folder removed when the scope closes. */
 const tempDir = (label: string) =>
@@ -99,8 +89,8 @@ describe("script guards (issue 11)", () => {
       const started = yield* runScript(join(repositoryRoot, "scripts/kafka/kafka.sh"), ["start"], {
         KAFKA_STATE: state,
         KAFKA_FRESH: "1",
-        KAFKA_PORT: String(yield* freePort()),
-        KAFKA_CONTROLLER_PORT: String(yield* freePort()),
+        KAFKA_PORT: String(yield* freePort),
+        KAFKA_CONTROLLER_PORT: String(yield* freePort),
         JAVA_HOME: javaHome
       })
       assert.notStrictEqual(started.exitCode, 0)
