@@ -17,7 +17,7 @@
  *
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive|dismiss:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
- * the server, and applies pending migrations first as MIGRATION_DATABASE_URL (the schema owner).
+ * the server, and applies pending migrations first, if any, as MIGRATION_DATABASE_URL (the schema owner).
  *
  * stdout carries the command's result (JSON) and nothing else, so it can be piped to `jq`; log
  * lines (a replay's progress, parked records: JSON, from LOG_LEVEL up), refusals and failures go to
@@ -188,13 +188,13 @@ const sayTarget = Effect.gen(function* () {
 /**
  * A database failure in one line: what failed, the driver's reason, and where (never the password).
  * A role without the privilege is most often the application's role running the migrations that
- * every command applies first (MIGRATION_DATABASE_URL defaults to DATABASE_URL): said so.
+ * a command applies first when one is pending (MIGRATION_DATABASE_URL defaults to DATABASE_URL): said so.
  */
 const sqlFailure = (error: SqlError) =>
   Effect.gen(function* () {
     const cause = error.reason.cause instanceof Error ? error.reason.cause.message : undefined
     if (error.reason._tag === "AuthorizationError") {
-      return yield* report(`the database refused this role: ${cause ?? error.message}\n(every command first applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md)`, 1)
+      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: when one is pending, set it to the schema owner's URL; docs/runbook.md)`, 1)
     }
     const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))
     return yield* report(`database ${target}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(the database comes from DATABASE_URL: run the CLI with the deployment's environment)`, 1)

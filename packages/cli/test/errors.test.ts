@@ -89,6 +89,20 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.notInclude(down.stderr, "    at ")
     })), { timeout: 120_000 })
 
+  it.effect("on a migrated database the application's role alone runs a command: the schema owner's URL is never connected (one that answers nothing is ignored), and without it the default does not matter", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const asApp = new URL(database.url)
+      asApp.username = "pay_app"
+      // Before 0085 every command ran the migrator first: as pay_app (the default owner URL) it was
+      // refused reading effect_sql_migrations, whatever the command; an operator's triage failed.
+      const alone = yield* cli(asApp.toString(), ["idempotency", "parked"])
+      assert.strictEqual(alone.exitCode, 0, describeRun(alone))
+      assert.notInclude(alone.stderr, "permission denied", describeRun(alone))
+      const ownerUnreachable = yield* cli(asApp.toString(), ["consumers", "offsets"], { MIGRATION_DATABASE_URL: "postgres://postgres@127.0.0.1:1/nothing" })
+      assert.deepStrictEqual([ownerUnreachable.exitCode, ownerUnreachable.stdout.trim()], [0, "[]"], describeRun(ownerUnreachable))
+    })))
+
   it.effect("the application's role where the schema owner is needed (a pending migration, MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set, exit 1, not a stack trace", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase

@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Redacted, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url"
 import { DatabaseAnswerTimeout, DatabaseIdleInTransactionTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
+import { decodeRow } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
 /** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
@@ -130,12 +131,38 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
   Layer.provide(NodeServices.layer)
 )
 
+/** The newest migration id among the files in `directory` (0 when there are none). */
+export const newestMigrationFileId = (directory: string = migrationsDirectory) =>
+  readdirSync(directory).reduce((newest, file) => Math.max(newest, Number(migrationFile.exec(file)?.[1] ?? 0)), 0)
+
+/**
+ * True when the database already has every migration this build carries, read as the application's
+ * role (`DATABASE_URL`; 0085 lets it read the migrator's table) on one connection closed at once.
+ * The migrator applies only ids above the newest applied one, so that one id decides it. False when
+ * it cannot tell (no such table yet, a database before 0085, no answer): the migrator then runs and
+ * reports what is wrong, as it always did.
+ */
+const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
+
+const schemaIsCurrent = Effect.gen(function* () {
+  const url = yield* DatabaseUrl
+  const newestFile = newestMigrationFileId()
+  const applied = yield* Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* newestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`)
+  }).pipe(Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" })))
+  return applied.newest >= newestFile
+}).pipe(Effect.orElseSucceed(() => false))
+
 /**
  * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that
- * is closed when they are done: the application's own role cannot run DDL.
+ * is closed when they are done: the application's own role cannot run DDL. When none is pending
+ * (`schemaIsCurrent`), the owner is never connected: a process or a CLI command needs only the
+ * application's URL once the schema is deployed.
  */
 export const OwnerMigrationsLive = Layer.effectDiscard(
   Effect.gen(function* () {
+    if (yield* schemaIsCurrent) return
     const url = yield* MigrationDatabaseUrl
     yield* PgMigrator.run({ loader: sqlFileLoader() }).pipe(
       Effect.provide(Layer.mergeAll(
