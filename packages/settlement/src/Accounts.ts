@@ -5,7 +5,7 @@ import type { AccountSpec } from "@pay/ledger"
  * The accounts a settlement touches, per currency, created on first use (race-free
  * `ensureAccount`). Codes are readable: an operator can grep them. Reconciliation
  * (`packages/consumers/src/Reconciliation.ts`) matches these codes and the references below in SQL
- * by their formats: a change here changes it too (`consumers-reconciliation.test.ts` fails otherwise).
+ * by their formats: a change here changes it too (`consumers-reconciliation.test.ts` and `refund-events.test.ts` fail otherwise).
  * None may go negative: settlement only ever increases all three.
  */
 export const acquirerReceivable = (currency: CurrencyCode): AccountSpec => ({
