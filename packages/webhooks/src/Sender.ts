@@ -3,6 +3,7 @@ import { lookup as dnsLookup, type LookupAddress } from "node:dns"
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http"
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https"
 import type { LookupFunction } from "node:net"
+import type { Duplex } from "node:stream"
 import { RESPONSE_BYTES_READ_MAX, RESPONSE_EXCERPT_BYTES_MAX } from "./Model.ts"
 import { checkTargetUrl, isAddressAllowed } from "./TargetUrl.ts"
 
@@ -131,10 +132,12 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
       headers: { ...request.headers, "content-length": String(Buffer.byteLength(request.body, "utf8")), "user-agent": "payments-platform-webhooks/1" },
       lookup: guardedLookup(request.allowLoopbackHttp)
     }
+    let responded = false
     const https = verdict.url.protocol === "https:"
     // One pool per mode: a socket opened under the loopback-allowing rule is never reused under the production rule.
     const agent = request.allowLoopbackHttp ? undefined : https ? httpsAgent : httpAgent
     const outgoing = (https ? httpsRequest : httpRequest)(verdict.url, { ...options, agent: agent ?? (https ? testHttpsAgent : testHttpAgent) }, (response) => {
+      responded = true
       const status = response.statusCode ?? 0
       if (status < 100 || status > 599) {
         response.destroy()
@@ -143,10 +146,27 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
       const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), Date.now())
       readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
     })
+    // The bound holds whatever the request's events do: the attempt ends here even when destroying
+    // the request emits nothing (a socket Node already let go of, as after a 101).
     const timer = setTimeout(() => {
-      outgoing.destroy(new Error(`no answer within ${request.timeout_ms} ms`))
+      const error = `no answer within ${request.timeout_ms} ms`
+      outgoing.destroy(new Error(error))
+      settle({ _tag: "Unanswered", error, latency_ms: elapsed() })
     }, request.timeout_ms)
     outgoing.on("error", (error) => settle({ _tag: "Unanswered", error: error.message.slice(0, 500), latency_ms: elapsed() }))
+    // A 101 Switching Protocols (or any upgrade) is not an answer to a webhook: the socket is
+    // dropped and the attempt failed with that status. Without this listener Node destroyed the
+    // socket and emitted neither a response nor an error, and the attempt never ended: its slot
+    // of the sender was held for good and re-taken by every lease after it (outside attack review).
+    outgoing.on("upgrade", (response: IncomingMessage, socket: Duplex) => {
+      responded = true
+      socket.destroy()
+      settle({ _tag: "Answered", status: response.statusCode ?? 101, retryAfter_ms: undefined, excerpt: "", latency_ms: elapsed() })
+    })
+    // A connection closed before any answer, however it happened, ends the attempt too.
+    outgoing.on("close", () => {
+      if (!responded) settle({ _tag: "Unanswered", error: "the connection closed without an answer", latency_ms: elapsed() })
+    })
     outgoing.end(request.body, "utf8")
     return Effect.sync(() => {
       clearTimeout(timer)
