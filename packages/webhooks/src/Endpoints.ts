@@ -1,4 +1,4 @@
-import { cardNumberFound, displayableTextProblem, InvalidCursor, looksLikeCardNumber, type MerchantId, storableTextProblem } from "@pay/domain"
+import { cardNumberFound, displayableTextProblem, InvalidCursor, looksLikeCardNumber, type MerchantId } from "@pay/domain"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -22,7 +22,7 @@ import {
 } from "./Model.ts"
 import { type SecretBox, WebhookSecretBox, WebhookSecretBoxLive } from "./SecretSealing.ts"
 import { generateSecret } from "./Signing.ts"
-import { checkTargetUrl } from "./TargetUrl.ts"
+import { checkTargetUrl, registeredUrlProblem } from "./TargetUrl.ts"
 
 /** An endpoint as stored (never its secret). */
 export const EndpointRow = Schema.Struct({
@@ -104,15 +104,23 @@ export class WebhookEndpoints extends Context.Service<WebhookEndpoints, {
   )
 }
 
-/** The code's checks of the fields (the table repeats them). */
-export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: boolean): Effect.Effect<void, Refusal> => {
+/**
+ * The code's checks of the fields (the table repeats them). Succeeds with the URL to store when one
+ * was sent: the parser's own form (`href`: scheme and host in lower case, a host name's IDN in
+ * punycode, characters outside URLs percent-encoded), which is exactly what the sender calls.
+ * Stored as sent, `HTTPS://…` failed the table's `^https?://` (a 500) and a URL with a line break
+ * or U+202E showed what it would not call (outside attack review).
+ */
+export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: boolean): Effect.Effect<string | undefined, Refusal> => {
+  let url: string | undefined
   if (fields.url !== undefined) {
-    // A NUL or a lone surrogate is refused before the URL parser sees it (it may keep them, and
-    // the database would refuse the row: a 500).
-    const unstorable = storableTextProblem("url", { min: 1, max: URL_LENGTH_MAX }, fields.url)
+    // A NUL, a lone surrogate, a control or a bidirectional override is refused before the URL
+    // parser sees it (it may keep or drop them).
+    const unstorable = displayableTextProblem("url", { min: 1, max: URL_LENGTH_MAX }, fields.url) ?? registeredUrlProblem(fields.url)
     if (unstorable !== undefined) return Effect.fail(new WebhookEndpointRefused({ field: "url", reason: unstorable.replace(/^url /u, "") }))
     const verdict = checkTargetUrl(fields.url, allowLoopbackHttp)
     if (verdict._tag === "Refused") return Effect.fail(new WebhookEndpointRefused({ field: "url", reason: verdict.reason }))
+    url = verdict.url.href
   }
   if (fields.event_types !== undefined) {
     const types = fields.event_types
@@ -134,7 +142,7 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
       return Effect.fail(new WebhookEndpointRefused({ field: "description", reason: `${cardNumberFound("the description")}; card data must not be sent` }))
     }
   }
-  return Effect.void
+  return Effect.succeed(url)
 }
 
 const uniqueTypes = (types: ReadonlyArray<string>): ReadonlyArray<WebhookEventType> =>
@@ -162,7 +170,7 @@ const helpers = (sql: SqlClient.SqlClient, box: SecretBox) => {
 const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbackHttp: boolean) => {
   const { one, insertSecret } = helpers(sql, box)
   const create = Effect.fn("WebhookEndpoints.create")(function* (merchantId: MerchantId, fields: EndpointFields) {
-    yield* checkFields(fields, allowLoopbackHttp)
+    const url = (yield* checkFields(fields, allowLoopbackHttp)) ?? fields.url
     return yield* sql.withTransaction(Effect.gen(function* () {
       // Serializes this merchant's creations, so the limit below holds under concurrency. A
       // transaction-scoped advisory lock on the merchant's key, not `SELECT … FROM merchants FOR
@@ -177,7 +185,7 @@ const makeSecretWrites = (sql: SqlClient.SqlClient, box: SecretBox, allowLoopbac
       const id = yield* generateWebhookEndpointId
       const [endpoint] = yield* endpointRows(sql`
         INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types)
-        VALUES (${id}, ${merchantId}, ${fields.url}, ${fields.description ?? null}, ${uniqueTypes(fields.event_types)}::text[])
+        VALUES (${id}, ${merchantId}, ${url}, ${fields.description ?? null}, ${uniqueTypes(fields.event_types)}::text[])
         RETURNING ${sql.literal(endpointColumns)}`)
       if (endpoint === undefined) return yield* Effect.die(new Error("INSERT … RETURNING returned no row"))
       const secret = yield* insertSecret(id)
@@ -256,9 +264,9 @@ const makeEndpoints = (allowLoopbackHttp: boolean) =>
      * change of the URL or the event types a 500 (outside review of 0083).
      */
     const update = Effect.fn("WebhookEndpoints.update")(function* (merchantId: MerchantId, id: string, fields: Partial<EndpointFields>) {
-      yield* checkFields(fields, allowLoopbackHttp)
+      const sentUrl = yield* checkFields(fields, allowLoopbackHttp)
       const current = yield* get(merchantId, id)
-      const url = fields.url ?? current.url
+      const url = sentUrl ?? current.url
       return yield* set(merchantId, id, sql`
         failing_since = CASE WHEN url = ${url} THEN failing_since END,
         url = ${url},

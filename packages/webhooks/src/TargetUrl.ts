@@ -59,6 +59,15 @@ export const isAddressAllowed = (address: string, allowLoopbackHttp: boolean): b
 const isLocalhostName = (host: string): boolean => /^(?:[^.]+\.)*localhost\.?$/.test(host)
 
 /** The registration-time check (the sender checks again at connect time). */
+/**
+ * Spaces, tabs, line breaks and other ASCII controls in a URL being registered: the URL parser drops
+ * tabs and line breaks wherever they are and trims the ends, so the endpoint would show one URL and
+ * be called at another (outside attack review). Refused; a receiver that needs one percent-encodes it.
+ */
+const unparsedWhitespace = /[\u0000-\u0020\u007f]/u
+export const registeredUrlProblem = (raw: string): string | undefined =>
+  unparsedWhitespace.test(raw) ? "must not contain spaces, tabs, line breaks or control characters (percent-encode them)" : undefined
+
 export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerdict => {
   if (raw.length > URL_LENGTH_MAX) return refused(`must be at most ${URL_LENGTH_MAX} characters`)
   let url: URL
@@ -69,6 +78,8 @@ export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerd
   }
   if (url.username !== "" || url.password !== "") return refused("must not carry credentials")
   if (url.hash !== "") return refused("must not have a fragment")
+  // The parser takes port 0, which no connection can reach.
+  if (url.port === "0") return refused("must have a port from 1 to 65535")
   const host = url.hostname.replace(/^\[|\]$/g, "")
   // An empty label (`a..b`, `foo.localhost..`, a leading dot) names no host: resolvers differ on
   // what they do with it, so no rule below could be trusted to classify it.

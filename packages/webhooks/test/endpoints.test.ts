@@ -56,6 +56,27 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 0)
     }))
 
+  it.effect("a URL is stored as the sender calls it (the parser's form): an upper-case scheme or host is taken, not a 500; spaces, tabs, line breaks, controls, bidi overrides and port 0 are refused naming the url, nothing written (outside attack review)", () =>
+    Effect.gen(function* () {
+      const merchantId = yield* createMerchant
+      const endpoints = yield* WebhookEndpoints
+      // Stored as sent, these failed the table's `^https?://` CHECK: 500 invariant_violation.
+      const upper = yield* endpoints.create(merchantId, { url: "HTTPS://Merchant.EXAMPLE/Hooks?A=1", event_types: ["*"] })
+      assert.strictEqual(upper.endpoint.url, "https://merchant.example/Hooks?A=1")
+      const mixed = yield* endpoints.update(merchantId, upper.endpoint.id, { url: "Https://merchant.example:8443/v2" })
+      assert.strictEqual(mixed.url, "https://merchant.example:8443/v2")
+      for (const url of [" https://merchant.example/a", "\thttps://merchant.example/a", "https://merchant.example/a ", "https://merch\nant.example/a", "https://merchant.example/a\rb",
+        "https://merchant.example/\u202Egpj.exe", "https://merchant.example/\u0085", "https://merchant.example:0/a"]) {
+        const refused = yield* Effect.flip(endpoints.create(merchantId, { url, event_types: ["*"] }))
+        assert.strictEqual(refused._tag, "WebhookEndpointRefused", JSON.stringify(url))
+        if (refused._tag === "WebhookEndpointRefused") assert.strictEqual(refused.field, "url", JSON.stringify(url))
+        const unchanged = yield* Effect.flip(endpoints.update(merchantId, upper.endpoint.id, { url }))
+        assert.strictEqual(unchanged._tag, "WebhookEndpointRefused", JSON.stringify(url))
+      }
+      assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 1)
+      assert.strictEqual((yield* endpoints.get(merchantId, upper.endpoint.id)).url, "https://merchant.example:8443/v2")
+    }))
+
   it.effect("a rotation moves updated_at; a new URL starts a fresh failure streak, an update that keeps the URL keeps it (outside merchant audit)", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant
