@@ -125,6 +125,8 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         ["Transfer-Encoding chunked twice", ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], "transfer-encoding", "only chunked is supported, given once"],
         ["Content-Length too large", ["Content-Length: 99999999999999999999999"], "content-length", "too large"],
         ["Content-Length twice", [`Content-Length: ${Buffer.byteLength(body)}`, `Content-Length: ${Buffer.byteLength(body)}`], "content-length", "given more than once"],
+        // RFC 9112 §3.2: a second Host is a 400 (it was answered as if the first were the only one).
+        ["Host twice", [`Content-Length: ${Buffer.byteLength(body)}`, "Host: elsewhere.example"], "Host", "given more than once"],
         ["Content-Length not digits", ["Content-Length: 2x"], "content-length", "must be decimal digits"]
       ]
       for (const [label, headers, field, words] of framings) {

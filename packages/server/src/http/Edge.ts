@@ -73,9 +73,10 @@ const unrouted = (request: HttpServerRequest.HttpServerRequest): ApiError => {
 
 /**
  * Headers that mean one thing: sent twice, which one counts depends on who reads them. Named in a
- * problem's `field` as the documents spell them (`Idempotency-Key`, as its own problems do).
+ * problem's `field` as the documents spell them (`Idempotency-Key`, as its own problems do). `Host`
+ * twice is a 400 by RFC 9112 §3.2 (Node kept the first; a proxy may route by the other).
  */
-const singleValuedHeaders = ["Authorization", "Idempotency-Key", "Content-Type", "Content-Length", "X-Request-Id"]
+const singleValuedHeaders = ["Authorization", "Idempotency-Key", "Content-Type", "Content-Length", "X-Request-Id", "Host"]
 
 /**
  * A query parameter the operation does not declare is refused, like an unknown body member; a query
