@@ -35,10 +35,11 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
    */
   readonly endOffsets: (topic: string) => Effect.Effect<ReadonlyArray<bigint>, KafkaError>
 }>()("infra/KafkaConsumer") {
-  static readonly make = (options: KafkaConsumerOptions) =>
+  /** `library`: the client library (a test passes the real one with its clients observed). */
+  static readonly make = (options: KafkaConsumerOptions, library: Effect.Effect<KafkaLibrary> = kafkaLibrary) =>
     Effect.gen(function* () {
       const bootstrapBrokers = yield* parseBrokers(options.brokers)
-      const kafka = yield* kafkaLibrary
+      const kafka = yield* library
       const base = baseClientOptions(options, bootstrapBrokers)
       const subscribe = Effect.fn("KafkaConsumer.subscribe")(function* (subscription: SubscribeOptions) {
         if (!legalName.test(subscription.groupId)) {
@@ -48,8 +49,8 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
         if (subscription.topics.length === 0 || badTopic !== undefined) {
           return yield* Effect.fail(invalidArgument("subscribe", `illegal topic list ${JSON.stringify(subscription.topics)}`))
         }
-        const stream = yield* acquireGroupStream(kafka, base, options, subscription)
-        const polling = makePolling(stream)
+        const { stream, clientFailures } = yield* acquireGroupStream(kafka, base, options, subscription)
+        const polling = makePolling(stream, clientFailures)
         const commit = makeCommit(polling.underlying, options)
         const subscriptionHandle: KafkaSubscription = {
           poll: polling.poll,
@@ -87,30 +88,49 @@ export class KafkaConsumer extends Context.Service<KafkaConsumer, {
 
 type BaseOptions = ReturnType<typeof baseClientOptions>
 
+/**
+ * Errors the group client emits as an `'error'` event (today: a rejoin after a heartbeat failed,
+ * `@platformatic/kafka` 2.12 consumer.js). An `'error'` event nobody listens to ends the process
+ * (Node's rule): a broker coming back from a pause killed a whole server, API included, with a raw
+ * stack trace (outside fault review). Kept here from the client's construction, and read by the
+ * poll as the subscription's failure: the subscription ends and starts again, like any other.
+ */
+interface ClientFailures {
+  first: KafkaError | undefined
+  notify: (() => void) | undefined
+}
+
 /** A group member that never commits on its own, and its message stream (both closed with the scope). */
 const acquireGroupStream = (kafka: KafkaLibrary, base: BaseOptions, options: KafkaConsumerOptions, subscription: SubscribeOptions) =>
   Effect.gen(function* () {
+    const clientFailures: ClientFailures = { first: undefined, notify: undefined }
     const consumer = yield* Effect.acquireRelease(
-      Effect.sync(
-        () =>
-          new kafka.Consumer({
-            ...base,
-            groupId: subscription.groupId,
-            // Offsets are committed by `commit` only, after the caller's Postgres transaction.
-            autocommit: false,
-            sessionTimeout: options.sessionTimeout_ms,
-            heartbeatInterval: options.heartbeatInterval_ms,
-            rebalanceTimeout: options.rebalanceTimeout_ms,
-            minBytes: 1,
-            maxBytes: options.fetch_bytes_max,
-            maxBytesPerPartition: options.fetchPartition_bytes_max,
-            maxWaitTime: options.fetchMaxWait_ms,
-            // Never see records of aborted transactions (we do not produce any today; this
-            // keeps it true if a transactional producer ever appears).
-            isolationLevel: kafka.FetchIsolationLevels.READ_COMMITTED,
-            highWaterMark: options.bufferedRecords_max
-          })
-      ),
+      Effect.sync(() => {
+        const client = new kafka.Consumer({
+          ...base,
+          groupId: subscription.groupId,
+          // Offsets are committed by `commit` only, after the caller's Postgres transaction.
+          autocommit: false,
+          sessionTimeout: options.sessionTimeout_ms,
+          heartbeatInterval: options.heartbeatInterval_ms,
+          rebalanceTimeout: options.rebalanceTimeout_ms,
+          minBytes: 1,
+          maxBytes: options.fetch_bytes_max,
+          maxBytesPerPartition: options.fetchPartition_bytes_max,
+          maxWaitTime: options.fetchMaxWait_ms,
+          // Never see records of aborted transactions (we do not produce any today; this
+          // keeps it true if a transactional producer ever appears).
+          isolationLevel: kafka.FetchIsolationLevels.READ_COMMITTED,
+          highWaterMark: options.bufferedRecords_max
+        })
+        // Attached before anything can emit, and never removed: one emitted while or after the
+        // client closes has nobody left to tell, and must still not end the process.
+        client.on("error", (error: unknown) => {
+          clientFailures.first ??= toKafkaError("consume", error)
+          clientFailures.notify?.()
+        })
+        return client
+      }),
       (client) => closeClient("consumer.close", () => client.close())
     )
     const stream = yield* Effect.acquireRelease(
@@ -125,11 +145,11 @@ const acquireGroupStream = (kafka: KafkaLibrary, base: BaseOptions, options: Kaf
       (messages) => closeClient("consumer.stream.close", () => messages.close())
     )
 
-    return stream
+    return { stream, clientFailures }
   })
 
 /** `poll`: takes from the stream's buffer, or waits (bounded) for it to fill. */
-const makePolling = (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => {
+const makePolling = (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>, clientFailures: ClientFailures) => {
   // The stream buffers up to `bufferedRecords_max` records; `poll` takes from that buffer.
   // A 'readable' listener keeps the stream in paused mode and fetching, and wakes a waiting poll.
   const underlying = new WeakMap<KafkaRecord, Message>()
@@ -145,6 +165,7 @@ const makePolling = (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => 
     closed = true
     wake?.()
   })
+  clientFailures.notify = () => wake?.()
 
   const take = (maxRecords: number): Array<KafkaRecord> => {
     const out: Array<KafkaRecord> = []
@@ -167,7 +188,8 @@ const makePolling = (stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>) => 
       // What the poll answers now, or undefined to keep waiting. The caller clears its own state
       // BEFORE resuming: a resumed fiber may call `poll` again synchronously.
       const answer = (): Effect.Effect<ReadonlyArray<KafkaRecord>, KafkaError> | undefined => {
-        if (failure !== undefined) return Effect.fail(failure)
+        const failed = failure ?? clientFailures.first
+        if (failed !== undefined) return Effect.fail(failed)
         const records = take(Math.max(1, pollOptions.maxRecords))
         if (records.length > 0) return Effect.succeed(records)
         if (closed) return Effect.fail(new KafkaError({ operation: "poll", message: "subscription closed", retriable: false, code: "CLOSED" }))
