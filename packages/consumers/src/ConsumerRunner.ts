@@ -45,13 +45,15 @@ export const initialStatus = (name: string): ConsumerStatus => ({
  * transactions instead ("behind"), which is always correct. After a rebalance the client reads
  * the group's committed offsets again (committed mode): see docs/consumers.md.
  */
-const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
+const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: string) => Effect.Effect<ReadonlyArray<bigint>, KafkaError>) =>
   Effect.gen(function* () {
     const admin = yield* KafkaAdmin
-    const stored = (yield* makeConsumerStore(yield* SqlClient.SqlClient).offsets(settings.handler.name))
+    const store = makeConsumerStore(yield* SqlClient.SqlClient)
+    const found = (yield* store.offsets(settings.handler.name))
       .filter((row) => row.topic === settings.topic)
       .map((row) => ({ partition: row.partition, offset: row.next_offset }))
-    if (stored.length === 0) return
+    if (found.length === 0) return
+    const stored = yield* rewindBeyondLogEnd(settings, store, found, yield* endOffsets(settings.topic))
     const outcome = yield* admin.alterGroupOffsets(settings.groupId, settings.topic, stored)
     yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: settings.handler.name, outcome }))
   }).pipe(
@@ -63,6 +65,34 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings) =>
       )
     )
   )
+
+/**
+ * A stored offset above its partition's log end means the topic is not the one the offsets were
+ * stored for: it was deleted and re-created (or truncated by an unclean leader election). Left
+ * alone, every record of the new log sits below the stored offset and is skipped as "behind", with
+ * a lag of 0 and nothing parked: the consumers silently missed every new event, and the runbook's
+ * re-publication of the outbox was skipped the same way (outside fault review). The partition is
+ * read again from its start instead; effects stay exactly once (processed_events knows every event
+ * already applied, by id), and the ERROR line says what happened.
+ */
+const rewindBeyondLogEnd = (
+  settings: RunnerSettings,
+  store: ReturnType<typeof makeConsumerStore>,
+  stored: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>,
+  logEnds: ReadonlyArray<bigint>
+) =>
+  Effect.forEach(stored, (entry) => {
+    const logEnd = logEnds[entry.partition]
+    if (logEnd === undefined || entry.offset <= logEnd) return Effect.succeed(entry)
+    return store.rewindPartition(settings.handler.name, settings.topic, entry.partition, entry.offset).pipe(
+      Effect.tap((moved) =>
+        Effect.logError("consumer's stored offset is beyond the topic's log end: the topic was re-created or truncated; the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
+          Effect.annotateLogs({ consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset), log_end_offset: String(logEnd), rewound: moved })
+        )
+      ),
+      Effect.map((moved) => (moved ? { partition: entry.partition, offset: 0n } : entry))
+    )
+  })
 
 /** Polled batches dispatched to the partitions' lanes and not finished, at most (× `batch_max` records). */
 const inFlightBatches_max = 8
@@ -81,7 +111,7 @@ const inFlightBatches_max = 8
 const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHandler, status: Ref.Ref<ConsumerStatus>) =>
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
-    yield* seekGroupToStoredOffsets(settings)
+    yield* seekGroupToStoredOffsets(settings, kafka.endOffsets)
     const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
     const commits = yield* makeKafkaCommits(subscription, settings.options.kafkaCommitInterval_ms)
     const lanes = yield* makePartitionLanes(handlePartition, commits.note, settings.options.transactionRecords_max)

@@ -138,7 +138,24 @@ const makeOffsetAdmin = (sql: SqlClient.SqlClient) => {
       })
     )
 
-  return { offsets, allOffsets, resetOffsets }
+  /**
+   * Moves one partition's stored offset back to 0 when it still is `from` (a concurrent writer's
+   * progress is never undone): for a topic whose log ends below it (re-created or truncated). True
+   * when it moved. Effects stay exactly once, as with `resetOffsets`.
+   */
+  const rewindPartition = (consumer: string, topic: string, partition: number, from: bigint) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`SELECT set_config('consumers.offset_reset', 'on', true)`
+        const moved = yield* sql`
+          UPDATE consumer_offsets SET next_offset = 0, updated_at = now()
+          WHERE consumer = ${consumer} AND topic = ${topic} AND partition = ${partition} AND next_offset = ${from}
+          RETURNING partition`
+        return moved.length === 1
+      })
+    )
+
+  return { offsets, allOffsets, resetOffsets, rewindPartition }
 }
 
 export type ConsumerStore = ReturnType<typeof makeConsumerStore>
