@@ -96,6 +96,17 @@ export const dbAnswerTimeouts = Metric.counter("db_client_answer_timeouts_total"
   incremental: true
 })
 
+/**
+ * Samples of this process' pool that failed (Postgres refused the connection or the query, or did
+ * not answer within DATABASE_ANSWER_TIMEOUT_MS). One every RUNTIME_METRICS_INTERVAL_MS while the
+ * database is out of reach, traffic or not: the signal of DatabaseUnreachable. The pool's gauges
+ * meanwhile keep their last sample (outside fault review: an idle count of 7 during the outage).
+ */
+export const dbSamplesFailed = Metric.counter("db_client_samples_failed_total", {
+  description: "Samples of this process' Postgres pool that failed: the database refused or did not answer (db_client_connections then holds the last good sample)",
+  incremental: true
+})
+
 const ConnectionState = Schema.Struct({ state: Schema.String, connections: Schema.Number })
 
 /** The process' Postgres connections by state, from `pg_stat_activity` (its own application_name). */
@@ -115,9 +126,11 @@ export const DatabasePoolMetricsLive: Layer.Layer<never, never, SqlClient.SqlCli
           Metric.update(Metric.withAttributes(dbConnections, { state }), rows.find((row) => row.state === state)?.connections ?? 0)
         )
       ),
-      // A failed sample is logged and the next one tried: the metric must never stop the process.
-      Effect.catchCause((cause) => Effect.logDebug("db connection metrics: sample failed", cause))
+      // A failed sample is counted, logged and the next one tried: the metric must never stop the process.
+      Effect.catchCause((cause) => Effect.andThen(Metric.update(dbSamplesFailed, 1), Effect.logDebug("db connection metrics: sample failed", cause)))
     )
+    // Shown from the start (0): a scrape tells "none failed" from "not exported".
+    yield* Metric.update(dbSamplesFailed, 0)
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
   })
 )
