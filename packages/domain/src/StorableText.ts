@@ -71,6 +71,16 @@ export const storableTextProblem = (name: string, length: TextLength, text: stri
 const hiddenCharacterClass = "\\u0001-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069"
 const hiddenCharacter = new RegExp(`[${hiddenCharacterClass}]`, "u")
 
+const hiddenCharacters = new RegExp(`[${hiddenCharacterClass}\\u0000]`, "gu")
+
+/**
+ * `text` with every hidden character (the class above, and NUL) written as `\u{XXXX}`: for echoing
+ * what a client sent (a path, a query parameter's name) in a problem's `detail` or a log line,
+ * which an operator's terminal or a merchant's dashboard would otherwise obey (outside attack review).
+ */
+export const showingHiddenCharacters = (text: string): string =>
+  text.replace(hiddenCharacters, (found) => `\\u{${(found.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}}`)
+
 /**
  * Storable and displayable, for a JSON Schema validator: no NUL, no lone surrogate, no hidden
  * character (the class above).

@@ -87,6 +87,15 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assert.deepStrictEqual((onId.headers.get("allow") ?? "").split(", ").sort(), ["GET", "HEAD"])
       const live = yield* send("POST", "/health/live")
       assertProblem(live, "method_not_allowed", undefined, "POST /health/live")
+      // What the client sent is echoed with its hidden characters written out (outside attack
+      // review: `no refund re_` + U+202E came back as is, reversing what a reader saw after it).
+      const payment = yield* send("GET", "/v1/payments/x%E2%80%AEgpj.exe%C2%85", m)
+      assertProblem(payment, "payment_not_found", undefined, "a path id with a bidi override")
+      assert.notMatch(payment.text, /[\u202E\u0085]/u, "a hidden character came back as itself")
+      assert.include(jsonOf(payment)["detail"], "x\\u{202E}gpj.exe\\u{0085}")
+      const query = yield* send("GET", "/v1/payments?x%E2%80%AE=1", m)
+      assertProblem(query, "invalid_request", "x\\u{202E}", "an unknown query parameter with a bidi override")
+      assert.include(jsonOf(query)["detail"], "x\\u{202E}")
     }))
 
   it.effect("path ids: over 500 characters or badly escaped → route_not_found; any other non-id (NUL included) → payment_not_found, nothing written", () =>

@@ -1,5 +1,5 @@
 import { problemContentType, problemType, type ProblemBody } from "@pay/api"
-import { errorCatalog } from "@pay/domain"
+import { errorCatalog, showingHiddenCharacters } from "@pay/domain"
 import type { StoredResponse } from "@pay/idempotency"
 import { Match } from "effect"
 import type { ApiError } from "./ApiErrors.ts"
@@ -65,9 +65,16 @@ const present = (error: ApiError): Presentation =>
     InternalError: asIs
   })
 
-/** The RFC 9457 document of an error: type, title and status from its code's catalog row. */
+/**
+ * The RFC 9457 document of an error: type, title and status from its code's catalog row. A detail
+ * or field may echo what the client sent (a path id, a query parameter's name, a member's name):
+ * its hidden characters are written out (`\u{202E}`), so that a dashboard or a terminal shows what
+ * was sent instead of obeying it (outside attack review: `no refund re_` + U+202E came back as is).
+ */
 export const problemDocument = (error: ApiError): ProblemBody => {
-  const { detail, field } = present(error)
+  const presented = present(error)
+  const detail = showingHiddenCharacters(presented.detail)
+  const field = presented.field === undefined ? undefined : showingHiddenCharacters(presented.field)
   const entry = errorCatalog[error.code]
   return {
     type: problemType(error.code),
