@@ -53,8 +53,15 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
       .filter((row) => row.topic === settings.topic)
       .map((row) => ({ partition: row.partition, offset: row.next_offset }))
     if (found.length === 0) return
-    const stored = yield* rewindBeyondLogEnd(settings, store, found, yield* endOffsets(settings.topic))
+    const { stored, rewound } = yield* rewindBeyondLogEnd(settings, store, found, yield* endOffsets(settings.topic))
     const outcome = yield* admin.alterGroupOffsets(settings.groupId, settings.topic, stored)
+    if (rewound && outcome === "group_active") {
+      // The database reads the new log from its start, but the group's position is the other
+      // members' and stays: what they skipped as "behind" would never come back to them.
+      yield* Effect.logError(`consumer rewound for a re-created topic, but its group has other members, whose positions stand: records they skipped as behind are not applied; stop every instance of ${settings.handler.name}, then pnpm cli consumers reset ${settings.handler.name} 0`).pipe(
+        Effect.annotateLogs({ consumer: settings.handler.name, group: settings.groupId })
+      )
+    }
     yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: settings.handler.name, outcome }))
   }).pipe(
     Effect.catch((error) =>
@@ -68,7 +75,8 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
 
 /**
  * A stored offset above its partition's log end means the topic is not the one the offsets were
- * stored for: it was deleted and re-created (or truncated by an unclean leader election). Left
+ * stored for: it was deleted and re-created. Checked when a subscription starts (a deletion makes
+ * the running one fail and start again), not per record: see docs/runbook.md for what it cannot see. Left
  * alone, every record of the new log sits below the stored offset and is skipped as "behind", with
  * a lag of 0 and nothing parked: the consumers silently missed every new event, and the runbook's
  * re-publication of the outbox was skipped the same way (outside fault review). The partition is
@@ -83,16 +91,19 @@ const rewindBeyondLogEnd = (
 ) =>
   Effect.forEach(stored, (entry) => {
     const logEnd = logEnds[entry.partition]
-    if (logEnd === undefined || entry.offset <= logEnd) return Effect.succeed(entry)
+    if (logEnd === undefined || entry.offset <= logEnd) return Effect.succeed({ entry, moved: false })
     return store.rewindPartition(settings.handler.name, settings.topic, entry.partition, entry.offset).pipe(
+      // Not moved: another instance wrote the row meanwhile (it rewound it, or moved on): its word stands.
       Effect.tap((moved) =>
-        Effect.logError("consumer's stored offset is beyond the topic's log end: the topic was re-created or truncated; the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
-          Effect.annotateLogs({ consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset), log_end_offset: String(logEnd), rewound: moved })
-        )
+        moved
+          ? Effect.logError("consumer's stored offset is beyond the topic's log end: the topic was re-created; the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
+            Effect.annotateLogs({ consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset), log_end_offset: String(logEnd) })
+          )
+          : Effect.void
       ),
-      Effect.map((moved) => (moved ? { partition: entry.partition, offset: 0n } : entry))
+      Effect.map((moved) => ({ entry: moved ? { partition: entry.partition, offset: 0n } : entry, moved }))
     )
-  })
+  }).pipe(Effect.map((results) => ({ stored: results.map((result) => result.entry), rewound: results.some((result) => result.moved) })))
 
 /** Polled batches dispatched to the partitions' lanes and not finished, at most (× `batch_max` records). */
 const inFlightBatches_max = 8

@@ -139,8 +139,8 @@ export const newestMigrationFileId = (directory: string = migrationsDirectory) =
  * True when the database already has every migration this build carries, read as the application's
  * role (`DATABASE_URL`; 0085 lets it read the migrator's table) on one connection closed at once.
  * The migrator applies only ids above the newest applied one, so that one id decides it. False when
- * it cannot tell (no such table yet, a database before 0085, no answer): the migrator then runs and
- * reports what is wrong, as it always did.
+ * it cannot tell (no such table yet, a database before 0085, no answer), said in an INFO line with
+ * the reason: the migrator then runs and reports what is wrong, as it always did.
  */
 const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
 
@@ -151,8 +151,21 @@ const schemaIsCurrent = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     return yield* newestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`)
   }).pipe(Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" })))
-  return applied.newest >= newestFile
-}).pipe(Effect.orElseSucceed(() => false))
+  const current = applied.newest >= newestFile
+  yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
+    Effect.annotateLogs({ newest_applied: applied.newest, newest_carried: newestFile })
+  )
+  return current
+}).pipe(
+  Effect.catch((error) =>
+    Effect.as(
+      Effect.logInfo("migrations: could not read which are applied as the application's role; the migrator decides").pipe(
+        Effect.annotateLogs({ reason: error.message })
+      ),
+      false
+    )
+  )
+)
 
 /**
  * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that

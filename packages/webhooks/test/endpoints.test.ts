@@ -66,7 +66,9 @@ layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgre
       const mixed = yield* endpoints.update(merchantId, upper.endpoint.id, { url: "Https://merchant.example:8443/v2" })
       assert.strictEqual(mixed.url, "https://merchant.example:8443/v2")
       for (const url of [" https://merchant.example/a", "\thttps://merchant.example/a", "https://merchant.example/a ", "https://merch\nant.example/a", "https://merchant.example/a\rb",
-        "https://merchant.example/\u202Egpj.exe", "https://merchant.example/\u0085", "https://merchant.example:0/a"]) {
+        "https://merchant.example/\u202Egpj.exe", "https://merchant.example/\u0085", "https://merchant.example:0/a",
+        // 725 characters as sent, 6,325 percent-encoded: the stored form is what must fit 2,048.
+        `https://merchant.example/${"€".repeat(700)}`]) {
         const refused = yield* Effect.flip(endpoints.create(merchantId, { url, event_types: ["*"] }))
         assert.strictEqual(refused._tag, "WebhookEndpointRefused", JSON.stringify(url))
         if (refused._tag === "WebhookEndpointRefused") assert.strictEqual(refused.field, "url", JSON.stringify(url))
