@@ -9,12 +9,12 @@ import { createServer } from "node:net"
  * from: in the half second before the child binds, a connection could take the port, and the
  * child then failed to start with EADDRINUSE (seen once: a scenario's METRICS_PORT). A throwaway
  * instance revived on its old port after a kill had the same window. Ports below that range are
- * never handed out by the kernel, so the pick is made there: at random, probed by listening on it,
+ * never handed out by the kernel, so the pick is made there (from 20000, or the 4,096 ports below the
+ * range when it starts lower): at random, probed by listening on it,
  * in a share of the range of its own per Vitest worker (`VITEST_POOL_ID`), and never the same port
  * twice in one process (two picks in a row, the server's port and its metrics port, cannot meet).
  */
 
-const lowestPort = 20_000
 /** The kernel's ephemeral range starts here unless it says otherwise (Linux default 32768). */
 const ephemeralStartDefault = 32_768
 /** Vitest workers this splits the range for (vitest.config.ts runs 2; more only share slices). */
@@ -27,11 +27,14 @@ const remembered_max = 2_000
 const ephemeralStart = (() => {
   try {
     const first = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0])
-    return Number.isInteger(first) && first > lowestPort ? first : ephemeralStartDefault
+    return Number.isInteger(first) && first > 2_048 ? first : ephemeralStartDefault
   } catch {
     return ephemeralStartDefault
   }
 })()
+
+/** From 20000, or lower when the kernel's range starts below it (never inside that range). */
+const lowestPort = Math.max(1_024, Math.min(20_000, ephemeralStart - 4_096))
 
 /** This process's share of [lowestPort, ephemeralStart): by Vitest worker, the whole range elsewhere. */
 const slice = (() => {
