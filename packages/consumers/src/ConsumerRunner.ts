@@ -49,20 +49,26 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
   Effect.gen(function* () {
     const admin = yield* KafkaAdmin
     const store = makeConsumerStore(yield* SqlClient.SqlClient)
-    const found = (yield* store.offsets(settings.handler.name))
+    const name = settings.handler.name
+    const found = (yield* store.offsets(name))
       .filter((row) => row.topic === settings.topic)
       .map((row) => ({ partition: row.partition, offset: row.next_offset }))
-    if (found.length === 0) return
-    const { stored, rewound } = yield* rewindBeyondLogEnd(settings, store, found, yield* endOffsets(settings.topic))
+    const { topicId } = yield* admin.describeTopic(settings.topic)
+    const previousId = yield* store.storedTopicId(name, settings.topic)
+    const log = { recreated: previousId !== undefined && previousId !== topicId, logEnds: yield* endOffsets(settings.topic) }
+    const { stored, rewound } = yield* rewindForAnotherLog(settings, store, found, log)
+    // Recorded once the offsets are positions in this log: a failure before it checks again next start.
+    yield* store.recordTopicId(name, settings.topic, topicId)
+    if (stored.length === 0) return
     const outcome = yield* admin.alterGroupOffsets(settings.groupId, settings.topic, stored)
     if (rewound && outcome === "group_active") {
       // The database reads the new log from its start, but the group's position is the other
       // members' and stays: what they skipped as "behind" would never come back to them.
-      yield* Effect.logError(`consumer rewound for a re-created topic, but its group has other members, whose positions stand: records they skipped as behind are not applied; stop every instance of ${settings.handler.name}, then pnpm cli consumers reset ${settings.handler.name} 0`).pipe(
-        Effect.annotateLogs({ consumer: settings.handler.name, group: settings.groupId })
+      yield* Effect.logError(`consumer rewound for a re-created topic, but its group has other members, whose positions stand: records they skipped as behind are not applied; stop every instance of ${name}, then pnpm cli consumers reset ${name} 0`).pipe(
+        Effect.annotateLogs({ consumer: name, group: settings.groupId })
       )
     }
-    yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: settings.handler.name, outcome }))
+    yield* Effect.logDebug("consumer group seek to the stored offsets").pipe(Effect.annotateLogs({ consumer: name, outcome }))
   }).pipe(
     Effect.catch((error) =>
       // Nothing is lost: the records below the stored offsets were applied already, and are
@@ -74,30 +80,36 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
   )
 
 /**
- * A stored offset above its partition's log end means the topic is not the one the offsets were
- * stored for: it was deleted and re-created. Checked when a subscription starts (a deletion makes
- * the running one fail and start again), not per record: see docs/runbook.md for what it cannot see. Left
- * alone, every record of the new log sits below the stored offset and is skipped as "behind", with
- * a lag of 0 and nothing parked: the consumers silently missed every new event, and the runbook's
- * re-publication of the outbox was skipped the same way (outside fault review). The partition is
- * read again from its start instead; effects stay exactly once (processed_events knows every event
- * already applied, by id), and the ERROR line says what happened.
+ * Stored offsets that are not positions in the topic's log: the topic was deleted and created
+ * again, seen by its id (another than the one recorded with the offsets, migrations/0086), or, where
+ * no id was recorded yet, by a stored offset above its partition's log end. Left alone, every
+ * record of the new log below the old offsets was skipped as "behind", with a lag of 0 and nothing
+ * parked: the consumers silently missed every new event, and the runbook's re-publication of the
+ * outbox was skipped the same way (outside fault review; the offsets alone missed a topic refilled
+ * past them before the consumers subscribed again: outside re-test). Checked when a subscription
+ * starts (a deletion makes a running one fail and start again). Each such partition is read again
+ * from its start; effects stay exactly once (processed_events knows every event already applied,
+ * by id), and an ERROR says what happened.
  */
-const rewindBeyondLogEnd = (
+const rewindForAnotherLog = (
   settings: RunnerSettings,
   store: ReturnType<typeof makeConsumerStore>,
   stored: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>,
-  logEnds: ReadonlyArray<bigint>
+  log: { readonly recreated: boolean; readonly logEnds: ReadonlyArray<bigint> }
 ) =>
   Effect.forEach(stored, (entry) => {
-    const logEnd = logEnds[entry.partition]
-    if (logEnd === undefined || entry.offset <= logEnd) return Effect.succeed({ entry, moved: false })
+    const logEnd = log.logEnds[entry.partition]
+    const beyondEnd = logEnd !== undefined && entry.offset > logEnd
+    if (entry.offset === 0n || (!log.recreated && !beyondEnd)) return Effect.succeed({ entry, moved: false })
     return store.rewindPartition(settings.handler.name, settings.topic, entry.partition, entry.offset).pipe(
       // Not moved: another instance wrote the row meanwhile (it rewound it, or moved on): its word stands.
       Effect.tap((moved) =>
         moved
-          ? Effect.logError("consumer's stored offset is beyond the topic's log end: the topic was re-created; the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
-            Effect.annotateLogs({ consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset), log_end_offset: String(logEnd) })
+          ? Effect.logError("consumer's stored offsets are for another log of this topic (it was deleted and created again); the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
+            Effect.annotateLogs({
+              consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset),
+              log_end_offset: String(logEnd ?? "unknown"), seen_by: log.recreated ? "topic id" : "offset beyond the log end"
+            })
           )
           : Effect.void
       ),

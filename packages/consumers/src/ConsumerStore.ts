@@ -155,7 +155,20 @@ const makeOffsetAdmin = (sql: SqlClient.SqlClient) => {
       })
     )
 
-  return { offsets, allOffsets, resetOffsets, rewindPartition }
+  /** The topic id the consumer's stored offsets are positions in (migrations/0086), if recorded. */
+  const storedTopicId = (consumer: string, topic: string) =>
+    decodeRows(Schema.Struct({ topic_id: Schema.String }))(sql`
+      SELECT topic_id FROM consumer_topic_ids WHERE consumer = ${consumer} AND topic = ${topic}`).pipe(
+      Effect.map((rows) => rows[0]?.topic_id)
+    )
+
+  const recordTopicId = (consumer: string, topic: string, topicId: string) =>
+    sql`
+      INSERT INTO consumer_topic_ids (consumer, topic, topic_id) VALUES (${consumer}, ${topic}, ${topicId})
+      ON CONFLICT (consumer, topic) DO UPDATE SET topic_id = EXCLUDED.topic_id, updated_at = now()
+      WHERE consumer_topic_ids.topic_id <> EXCLUDED.topic_id`.pipe(Effect.asVoid)
+
+  return { offsets, allOffsets, resetOffsets, rewindPartition, storedTopicId, recordTopicId }
 }
 
 export type ConsumerStore = ReturnType<typeof makeConsumerStore>

@@ -40,6 +40,8 @@ export interface TopicDescription {
   readonly replicationFactor: number
   /** Every topic-level setting with its value in force (explicit or default). */
   readonly configs: Readonly<Record<string, string>>
+  /** The id the broker gave this topic at creation: another one means it was deleted and created again. */
+  readonly topicId: string
 }
 
 export interface TopicReady {
@@ -224,13 +226,8 @@ const makeDescribeTopic = (admin: Admin, options: KafkaAdminOptions, { ConfigRes
     for (const config of described.flatMap((resource) => resource.configs)) {
       if (typeof config.value === "string" && !config.isSensitive) configs[config.name] = config.value
     }
-    const description: TopicDescription = {
-      topic,
-      partitions: found.partitionsCount,
-      replicationFactor: Math.min(...found.partitions.map((partition) => partition.replicas.length)),
-      configs
-    }
-    return description
+    const replicationFactor = Math.min(...found.partitions.map((partition) => partition.replicas.length))
+    return { topic, partitions: found.partitionsCount, replicationFactor, configs, topicId: found.id } satisfies TopicDescription
   })
 
 const makeTopics = (admin: Admin, options: KafkaAdminOptions, kafka: KafkaLibrary) => {
