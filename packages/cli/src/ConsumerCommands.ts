@@ -197,7 +197,11 @@ const reset = (consumer: string, offsetText: string) =>
     // The group first: it refuses while instances are alive, before anything moved.
     const group = `${prefix}${consumer}`
     if ((yield* admin.deleteGroup(group)) === "group_active") return yield* new ConsumerGroupActive({ consumer, group })
+    // The offsets are positions in the topic as it is now: its id is recorded with them, or a reset
+    // made after the topic was re-created would be undone (to 0) at the consumer's next start.
+    const { topicId } = yield* admin.describeTopic(topic)
     yield* store.resetOffsets(consumer, topic, paymentsEventsPartitions, offset)
+    yield* store.recordTopicId(consumer, topic, topicId)
     yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
   })
 

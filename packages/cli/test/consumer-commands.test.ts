@@ -132,6 +132,11 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.strictEqual(reset.exitCode, 0, reset.stderr)
         const offsets = yield* cli(env, ["consumers", "offsets"])
         assert.strictEqual((offsets.stdout.match(/"next_offset": "0"/g) ?? []).length, 3, offsets.stdout)
+        // The reset's offsets are positions in the topic as it is: its id is recorded with them
+        // (else the consumer's next start would take them for another log's and rewind them).
+        const { topicId } = yield* (yield* KafkaAdmin).describeTopic(paymentsEventsTopic(prefix))
+        const recorded = yield* sql`SELECT topic_id FROM consumer_topic_ids WHERE consumer = 'settlement.g1'`
+        assert.deepStrictEqual(recorded.map((row) => row["topic_id"]), [topicId])
         // A process still runs the consumer (a member of its group): refused in one line, exit 1.
         yield* Effect.scoped(Effect.gen(function* () {
           yield* (yield* KafkaConsumer).subscribe({ groupId: `${prefix}settlement.g1`, topics: [paymentsEventsTopic(prefix)] })
