@@ -88,6 +88,11 @@ export const consumerLagUnavailable = Metric.counter("consumer_lag_unavailable_t
   description: "Failed measurements of a consumer's lag: while this rises, consumer_lag_records is stale",
   incremental: true
 })
+/** Partitions whose stored offset was rewound to 0 because the topic was re-created (ConsumerRunner.ts). */
+export const consumerOffsetsRewound = Metric.counter("consumer_offsets_rewound_total", {
+  description: "Partitions a consumer read again from offset 0 because the topic was deleted and created again",
+  incremental: true
+})
 export const reconciliationDifferences = Metric.gauge("reconciliation_differences", {
   description: "Merchant/currency rows where the settlement projection, the ledger and the payments table disagree"
 })

@@ -3,7 +3,7 @@ import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
-import { consumerLag, consumerLagUnavailable, consumerName, type ConsumerStatus } from "./ConsumerModel.ts"
+import { consumerLag, consumerLagUnavailable, consumerName, consumerOffsetsRewound, type ConsumerStatus } from "./ConsumerModel.ts"
 import { makeConsumerStore } from "./ConsumerStore.ts"
 import { makePartitionHandler } from "./PartitionBatch.ts"
 import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
@@ -105,12 +105,12 @@ const rewindForAnotherLog = (
       // Not moved: another instance wrote the row meanwhile (it rewound it, or moved on): its word stands.
       Effect.tap((moved) =>
         moved
-          ? Effect.logError("consumer's stored offsets are for another log of this topic (it was deleted and created again); the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
+          ? Effect.andThen(Metric.update(Metric.withAttributes(consumerOffsetsRewound, { consumer: settings.handler.name }), 1), Effect.logError("consumer's stored offsets are for another log of this topic (it was deleted and created again); the partition is read again from its start (events already applied are duplicates, no effect twice)").pipe(
             Effect.annotateLogs({
               consumer: settings.handler.name, topic: settings.topic, partition: entry.partition, stored_offset: String(entry.offset),
               log_end_offset: String(logEnd ?? "unknown"), seen_by: log.recreated ? "topic id" : "offset beyond the log end"
             })
-          )
+          ))
           : Effect.void
       ),
       Effect.map((moved) => ({ entry: moved ? { partition: entry.partition, offset: 0n } : entry, moved }))
@@ -240,6 +240,7 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
         // From 0 for each consumer before its first measurement, so that a first one that fails
         // (Kafka down at start) is seen by increase() (outside review).
         yield* Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 0)
+        yield* Metric.update(Metric.withAttributes(consumerOffsetsRewound, { consumer: name }), 0)
         yield* consumerLagOf(name, topic).pipe(
           Effect.flatMap((lags) => {
             reported.set(name, lags.map((lag) => lag.partition))

@@ -6,8 +6,9 @@
 import { assert, it } from "@effect/vitest"
 import { KafkaAdmin } from "@pay/infra"
 import { OutboxTopics } from "@pay/outbox/OutboxTopics"
-import { Effect, Schedule } from "effect"
+import { Effect, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { consumerOffsetsRewound } from "../src/ConsumerModel.ts"
 import { makeConsumerStore } from "../src/ConsumerStore.ts"
 import { makeSettlementProjection } from "../src/SettlementProjection.ts"
 import {
@@ -22,6 +23,8 @@ import {
   send,
   type TestEvent
 } from "./support.ts"
+
+const rewoundSoFar = Metric.value(Metric.withAttributes(consumerOffsetsRewound, { consumer: "settlement.g1" })).pipe(Effect.map((state) => state.count))
 
 const payments = (merchant: string, count: number, base_minor: number) =>
   Array.from({ length: count }, (_, n) => lifecycle(merchant, "EUR", base_minor + n * 10, true))
@@ -57,7 +60,9 @@ const recreatedThen = (newPayments: number) =>
     const republished = beforeEvents.find((event) => event.payload["type"] === "payment_settled")
     if (republished === undefined) return assert.fail("no settled event")
     yield* send([...after.flat().map((payload) => eventMessage(topics.topic, payload)), republished])
+    const rewoundBefore = yield* rewoundSoFar
     yield* drainLive(topics)
+    assert.isAbove((yield* rewoundSoFar) - rewoundBefore, 0, "consumer_offsets_rewound_total did not move (ConsumerTopicRecreated reads it)")
 
     const settled = [...before, ...after].map(([, , last]) => last)
     assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection(settled), "the new log's payments are in the projection, the re-published one once")
