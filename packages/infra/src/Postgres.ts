@@ -157,10 +157,12 @@ const schemaIsCurrent = Effect.gen(function* () {
   )
   return current
 }).pipe(
-  Effect.catch((error) =>
+  // The driver's own words (a pre-0085 database: "permission denied for table …"), not only the client's "Query failed".
+  Effect.mapError((error) => error._tag === "SqlError" && error.reason.cause instanceof Error ? `${error.message}: ${error.reason.cause.message}` : error.message),
+  Effect.catch((reason) =>
     Effect.as(
       Effect.logInfo("migrations: could not read which are applied as the application's role; the migrator decides").pipe(
-        Effect.annotateLogs({ reason: error.message })
+        Effect.annotateLogs({ reason })
       ),
       false
     )
