@@ -72,6 +72,13 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
     return log(message).pipe(Effect.annotateLogs(annotations))
   }
 
+  /** A failed call, logged (rate-limited) and counted by its reason; Postgres decides instead. */
+  const fallBack = (operation: RedisFastPathOperation, reason: "error" | "timeout", annotations: Record<string, unknown>) =>
+    logRedisFailure(reason === "timeout" ? "idempotency: redis timed out; Postgres decides" : "idempotency: redis failed; Postgres decides", {
+      redis_operation: operation,
+      ...annotations
+    }).pipe(Effect.andThen(countRedisFallback(operation, reason)))
+
   /** One bounded Redis call: None when it failed or timed out (logged), never an error. */
   return <A>(operation: RedisFastPathOperation, effect: Effect.Effect<A, RedisError>): Effect.Effect<Option.Option<A>> =>
     effect.pipe(
@@ -79,15 +86,8 @@ const makeBoundedCalls = (options: IdempotencyOptions) => {
       Effect.map(Option.some),
       Effect.catchTags({
         // The client's own command timeout (shorter than ours) is a hang too: counted as a timeout.
-        RedisError: (error) =>
-          error.timedOut
-            ? logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, error: error.message })
-              .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))
-            : logRedisFailure("idempotency: redis failed; Postgres decides", { redis_operation: operation, error: error.message })
-              .pipe(Effect.andThen(countRedisFallback(operation, "error")), Effect.as(Option.none<A>())),
-        TimeoutError: () =>
-          logRedisFailure("idempotency: redis timed out; Postgres decides", { redis_operation: operation, timeout_ms: options.redisTimeout_ms })
-            .pipe(Effect.andThen(countRedisFallback(operation, "timeout")), Effect.as(Option.none<A>()))
+        RedisError: (error) => Effect.as(fallBack(operation, error.timedOut ? "timeout" : "error", { error: error.message }), Option.none<A>()),
+        TimeoutError: () => Effect.as(fallBack(operation, "timeout", { timeout_ms: options.redisTimeout_ms }), Option.none<A>())
       }),
       Effect.tap((result) => Effect.annotateCurrentSpan({ [`redis.${operation}`]: Option.isSome(result) ? "ok" : "failed" }))
     )
