@@ -1,4 +1,4 @@
-import { continueFromRecords, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { continueFromRecords, failureText, type KafkaError, type KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -6,7 +6,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { countOutcomes, HandlerFailed } from "./ConsumerModel.ts"
 import { claimSlice, claimSliceCall, sliceOutcomes } from "./BatchClaims.ts"
 import { eventIdentity } from "./ConsumerStore.ts"
-import { continueRecordTrace, decodeRecordResult, errorText, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
+import { continueRecordTrace, decodeRecordResult, type ProcessorSettings, type RecordProcessor } from "./RecordProcessor.ts"
 
 /** The batch's transaction failed (a handler refused, a statement failed, the bound ran out): rolled back. */
 class BatchFailed extends Schema.TaggedError<BatchFailed>()("BatchFailed", { message: Schema.String }) {}
@@ -117,7 +117,7 @@ export const makePartitionHandler = (settings: ProcessorSettings, processor: Rec
           orElse: () => Effect.fail(new BatchFailed({ message: `batch timed out after ${options.recordTimeout_ms} ms` }))
         }),
         Effect.catchCause((cause): Effect.Effect<never, BatchFailed> =>
-          Cause.hasInterruptsOnly(cause) ? Effect.failCause(Cause.interrupt()) : Effect.fail(new BatchFailed({ message: errorText(Cause.squash(cause)) }))
+          Cause.hasInterruptsOnly(cause) ? Effect.failCause(Cause.interrupt()) : Effect.fail(new BatchFailed({ message: failureText(Cause.squash(cause)) }))
         )
       )
 

@@ -1,5 +1,5 @@
 import { uuidPattern } from "@pay/domain"
-import { continueFromRecord, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
+import { continueFromRecord, failureText, KafkaProducer, type KafkaError, type KafkaRecord } from "@pay/infra"
 import { type DecodedPaymentEvent, decodePaymentEventRecordResult, MalformedEventRecord } from "@pay/outbox/CloudEvents"
 import { Cause, Duration, Effect, Metric, Option, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
@@ -30,13 +30,6 @@ export const decodeRecord = (record: KafkaRecord): Effect.Effect<DecodedPaymentE
 export const isInfrastructure = (error: unknown): error is SqlError =>
   isSqlError(error) && (error.reason._tag === "ConnectionError" || error.reason._tag === "AuthenticationError")
 
-/** What an operator needs to read: a SQL error's database message, not only "Query failed". */
-export const errorText = (error: unknown): string =>
-  isSqlError(error)
-    ? `${error.message}: ${String(error.reason.cause instanceof Error ? error.reason.cause.message : error.reason.cause)}`
-    : error instanceof Error
-    ? error.message
-    : String(error)
 
 const counterOf = (claim: Claim): Counter =>
   claim === "new" ? "applied_count" : claim === "duplicate" ? "duplicate_count" : "stale_count"
@@ -168,7 +161,7 @@ export const makeRecordProcessor = (settings: ProcessorSettings) =>
           const error = Cause.squash(cause)
           if (isInfrastructure(error)) return Effect.fail(error)
           // First line: what an operator reads (the database's own message); then the whole cause.
-          return Effect.fail(new AttemptFailed({ message: `${errorText(error)}\n${Cause.pretty(cause)}` }))
+          return Effect.fail(new AttemptFailed({ message: `${failureText(error)}\n${Cause.pretty(cause)}` }))
         })
       )
 

@@ -1,10 +1,11 @@
+import { failureText } from "@pay/infra"
 import { makeWebhookConsumerHandler, WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Cause, Effect, Exit, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ConsumerHandler } from "./ConsumerModel.ts"
 import { eventIdentity, makeConsumerStore } from "./ConsumerStore.ts"
 import { makeDeadLetters, recordOf } from "./DeadLetters.ts"
-import { decodeRecord, errorText } from "./RecordProcessor.ts"
+import { decodeRecord } from "./RecordProcessor.ts"
 import { makeSettlementProjection } from "./SettlementProjection.ts"
 
 export class DeadLetterNotFound extends Schema.TaggedError<DeadLetterNotFound>()("DeadLetterNotFound", { id: Schema.String }) {}
@@ -72,7 +73,7 @@ export const redrive = (id: bigint) =>
       }
       // Interrupted (SIGINT): nothing to record, the whole transaction rolls back.
       if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
-      yield* deadLetters.markRedriveFailed(id, errorText(Cause.squash(exit.cause)))
+      yield* deadLetters.markRedriveFailed(id, failureText(Cause.squash(exit.cause)))
       return "failed" as const
     }))
   })

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url"
 import { DatabaseAnswerTimeout, DatabaseIdleInTransactionTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
+import { failureText } from "./SqlFailure.ts"
 import { decodeRow } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
@@ -132,8 +133,10 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
 )
 
 /** The newest migration id among the files in `directory` (0 when there are none). */
-export const newestMigrationFileId = (directory: string = migrationsDirectory) =>
+const newestMigrationFileId = (directory: string = migrationsDirectory) =>
   readdirSync(directory).reduce((newest, file) => Math.max(newest, Number(migrationFile.exec(file)?.[1] ?? 0)), 0)
+
+const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
 
 /**
  * True when the database already has every migration this build carries, read as the application's
@@ -142,8 +145,6 @@ export const newestMigrationFileId = (directory: string = migrationsDirectory) =
  * it cannot tell (no such table yet, a database before 0085, no answer), said in an INFO line with
  * the reason: the migrator then runs and reports what is wrong, as it always did.
  */
-const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
-
 const schemaIsCurrent = Effect.gen(function* () {
   const url = yield* DatabaseUrl
   const newestFile = newestMigrationFileId()
@@ -158,7 +159,7 @@ const schemaIsCurrent = Effect.gen(function* () {
   return current
 }).pipe(
   // The driver's own words (a pre-0085 database: "permission denied for table …"), not only the client's "Query failed".
-  Effect.mapError((error) => error._tag === "SqlError" && error.reason.cause instanceof Error ? `${error.message}: ${error.reason.cause.message}` : error.message),
+  Effect.mapError(failureText),
   Effect.catch((reason) =>
     Effect.as(
       Effect.logInfo("migrations: could not read which are applied as the application's role; the migrator decides").pipe(

@@ -1,5 +1,5 @@
 import { Option, Schema } from "effect"
-import type { SqlError } from "effect/sql/SqlError"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
 
 /**
  * What a failed statement means for the request that ran it, by the SQLSTATE PostgreSQL sent
@@ -45,3 +45,11 @@ export const sqlStateKind = (sqlState: string | undefined): SqlFailureKind => {
 /** The driver's ConnectionError (a broken socket, or the server's 08xxx / a terminated backend) is always `unavailable`. */
 export const sqlFailureKind = (error: SqlError): SqlFailureKind =>
   error.reason._tag === "ConnectionError" ? "unavailable" : sqlStateKind(sqlStateOf(error))
+
+/** What an operator needs to read: a SQL error's database message, not only the client's "Query failed". */
+export const failureText = (error: unknown): string =>
+  isSqlError(error)
+    ? `${error.message}: ${String(error.reason.cause instanceof Error ? error.reason.cause.message : error.reason.cause)}`
+    : error instanceof Error
+    ? error.message
+    : String(error)
