@@ -5,6 +5,9 @@
 // /metrics, and both logged Effect's nested JSON instead of the server's lines (flat
 // correlation_id, trace_id): an operator could neither alert on them nor find their lines by id.
 // Each process now serves /metrics on METRICS_PORT when it is set and logs like the server.
+// The stand-alone outbox publisher too; and each samples its own Postgres pool
+// (db_client_connections, db_client_samples_failed_total: DatabaseUnreachable must see a database
+// that refuses a process which has no traffic, whichever process it is).
 import { assert, it } from "@effect/vitest"
 import { acquireTestDatabase, startManagedProcess } from "@pay/testkit"
 import { freePort } from "@pay/testkit/ChildProcess"
@@ -18,6 +21,9 @@ const seriesNames = (text: string): ReadonlySet<string> =>
   new Set(text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.split(/[{ ]/)[0] ?? ""))
 
 /** Scrapes until every name is exported (the lag and reconciliation gauges come after their first round), bounded. */
+/** Each process's own Postgres pool, sampled (RuntimeMetrics.ts DatabasePoolMetricsLive). */
+const poolSeries = ["db_client_connections", "db_client_connections_max", "db_client_samples_failed_total"]
+
 const awaitSeries = (port: number, names: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     let missing: ReadonlyArray<string> = names
@@ -40,7 +46,7 @@ const assertServerLogFormat = (output: string, label: string) => {
   for (const line of lines) assert.isTrue(decodeLogLine(line)._tag === "Some", `${label}: ${line.slice(0, 300)}`)
 }
 
-it.live("the consumers' process and the webhook sender's serve /metrics on METRICS_PORT with their series, and log the server's JSON lines", () =>
+it.live("the consumers' process, the webhook sender's and the outbox publisher's serve /metrics on METRICS_PORT with their series and their pool's, and log the server's JSON lines", () =>
   Effect.scoped(Effect.gen(function* () {
     const database = yield* acquireTestDatabase
     const topics = yield* freshTopics
@@ -63,7 +69,7 @@ it.live("the consumers' process and the webhook sender's serve /metrics on METRI
     })
     // db_client_connections too: DatabasePoolSaturated is "a process's pool", and the consumers'
     // pool (the one that limits them) was measured nowhere.
-    const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds", "db_client_connections", "db_client_connections_max"]
+    const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds", ...poolSeries]
     assert.deepStrictEqual(yield* awaitSeries(consumersPort, consumerSeries), [], `consumers' /metrics: ${consumers.output().slice(-1_000)}`)
     assertServerLogFormat(consumers.output(), "consumers")
     // Lag for both consumers the process runs, under their real names only: the settlement
@@ -91,7 +97,20 @@ it.live("the consumers' process and the webhook sender's serve /metrics on METRI
       readyUrl: `http://127.0.0.1:${senderPort}/metrics`,
       startTimeout_ms: 30_000
     })
-    const senderSeries = ["webhook_oldest_pending_age_seconds", "webhook_secrets_unopenable_total", "webhook_endpoints_disabled_total", "nodejs_eventloop_delay_p99_seconds"]
+    const senderSeries = ["webhook_oldest_pending_age_seconds", "webhook_secrets_unopenable_total", "webhook_endpoints_disabled_total", "nodejs_eventloop_delay_p99_seconds", ...poolSeries]
     assert.deepStrictEqual(yield* awaitSeries(senderPort, senderSeries), [], `sender's /metrics: ${sender.output().slice(-1_000)}`)
     assertServerLogFormat(sender.output(), "webhook sender")
+
+    const publisherPort = yield* freePort
+    const publisher = yield* startManagedProcess({
+      script: "packages/outbox/src/main.ts",
+      label: "outbox publisher",
+      env: { DATABASE_URL: database.url, DATABASE_POOL_SIZE: "2", KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: topics.prefix, METRICS_PORT: String(publisherPort) },
+      outputKept_chars: 20_000,
+      readyUrl: `http://127.0.0.1:${publisherPort}/metrics`,
+      startTimeout_ms: 30_000
+    })
+    const publisherSeries = ["outbox_backlog_rows", "outbox_published_total", "nodejs_eventloop_delay_p99_seconds", ...poolSeries]
+    assert.deepStrictEqual(yield* awaitSeries(publisherPort, publisherSeries), [], `publisher's /metrics: ${publisher.output().slice(-1_000)}`)
+    assertServerLogFormat(publisher.output(), "outbox publisher")
   }).pipe(Effect.provide(kafkaTestClients("process-observability")))), { timeout: 120_000 })

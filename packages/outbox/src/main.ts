@@ -15,6 +15,7 @@
  * a real crash in the at-least-once window.
  */
 import {
+  DatabasePoolMetricsLive,
   defaultKafkaAdminTimeouts,
   defaultKafkaProducerLimits,
   KafkaAdmin,
@@ -56,7 +57,7 @@ const PublisherProcess = Layer.unwrap(
   Effect.gen(function* () {
     const crash = yield* CrashAfterAck
     // Its figures (backlog, age, publish counters, runtime) on METRICS_PORT when set.
-    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive)
+    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive)
   })
 ).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 

@@ -13,11 +13,11 @@
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
-import { JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
+import { DatabasePoolMetricsLive, JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 
-const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive).pipe(
+const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
   Layer.provide(PostgresLive),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
