@@ -2,7 +2,7 @@ import { Acquirer } from "@pay/acquirer"
 import { MerchantId, PaymentId } from "@pay/domain"
 import { decodeRows, isWithin } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Cause, Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { expiryWarningLeadBounds, makeExpiryWarnings } from "./ExpiryWarning.ts"
@@ -19,6 +19,11 @@ export interface ExpiryReport {
   readonly skipped: number
   /** The acquirer did not answer: tried again at the next run. */
   readonly unanswered: number
+  /**
+   * Failed for this payment alone (the database refused or was lost mid-way, or a defect: logged
+   * with the payment's id): tried again at the next run, and the batch's other payments still are.
+   */
+  readonly failed: number
 }
 
 const DueRow = Schema.Struct({ id: PaymentId, merchant_id: MerchantId })
@@ -49,7 +54,12 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
       const warnings = makeExpiryWarnings(sql, yield* OutboxWriter)
       const context = { actor: "system:expiry", correlationId: "authorization-expiry" }
 
-      /** One due authorization: "expired", "skipped" or "unanswered". */
+      /**
+       * One due authorization: "expired", "skipped", "unanswered" or "failed". A failure is this
+       * payment's alone: one that failed every run (a row a trigger refuses, an adapter's defect)
+       * would otherwise end every run at the same place, and the due authorizations after it in
+       * the batch's order would never expire (outside code review).
+       */
       const expireOne = (due: typeof DueRow.Type) =>
         Effect.gen(function* () {
           const payment = yield* payments.findById(due.merchant_id, due.id)
@@ -73,7 +83,15 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
             ConcurrentModification: () => Effect.succeed("unanswered" as const),
             CaptureExceedsAuthorized: (error) => Effect.die(error),
             SettlementUnavailable: (error) => Effect.die(error)
-          })
+          }),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.interrupt
+              : (Cause.hasDies(cause)
+                ? Effect.logError("expiry: this payment could not be expired, a defect (tried again at the next run)", cause)
+                : Effect.logWarning("expiry: this payment could not be expired (tried again at the next run)", cause)
+              ).pipe(Effect.annotateLogs({ payment_id: due.id, merchant_id: due.merchant_id }), Effect.as("failed" as const))
+          )
         )
 
       const expireDue = Effect.fn("PaymentExpiry.expireDue")(function* (batch_max: number) {
@@ -88,7 +106,8 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
         const report: ExpiryReport = {
           expired: outcomes.filter((o) => o === "expired").length,
           skipped: outcomes.filter((o) => o === "skipped").length,
-          unanswered: outcomes.filter((o) => o === "unanswered").length
+          unanswered: outcomes.filter((o) => o === "unanswered").length,
+          failed: outcomes.filter((o) => o === "failed").length
         }
         return report
       })

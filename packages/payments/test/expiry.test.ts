@@ -52,6 +52,27 @@ layer(TestLayer, { excludeTestServices: true, timeout: "60 seconds" })("authoriz
       assert.strictEqual(yield* statusOf(captured.id), "AUTHORIZED")
     }))
 
+  it.effect("a payment that cannot be expired (here the acquirer adapter dies on its void) fails alone: counted, and the due authorizations after it in the batch still expire", () =>
+    Effect.gen(function* () {
+      const simulator = yield* Acquirer
+      // The older one comes first in the batch's order (authorization_expires_at).
+      const poisoned = yield* authorizedExpiringIn(-2_000)
+      const due = yield* authorizedExpiringIn(-1_000)
+      const dyingOnOne = Acquirer.of({
+        ...simulator,
+        void: (request) => (request.paymentId === poisoned.id ? Effect.die(new Error("adapter bug")) : simulator.void(request))
+      })
+      const report = yield* Effect.gen(function* () {
+        return yield* (yield* PaymentExpiry).expireDue(100)
+      }).pipe(
+        // fresh: the suite's layer already built one on the simulator, and layers are memoized.
+        Effect.provide(Layer.fresh(PaymentExpiry.layer).pipe(Layer.provide(Layer.succeed(Acquirer, dyingOnOne))))
+      )
+      assert.isAtLeast(report.failed, 1)
+      assert.strictEqual(yield* statusOf(poisoned.id), "AUTHORIZED", "tried again at the next run")
+      assert.strictEqual(yield* statusOf(due.id), "EXPIRED", "the batch went on past the failed payment")
+    }))
+
   it.effect("a capture after expiry is refused before the acquirer is asked (AuthorizationExpired); before expiry it is allowed", () =>
     Effect.gen(function* () {
       const expired = yield* authorizedExpiringIn(-1)

@@ -1,7 +1,7 @@
 import { AUTHORIZATION_TTL_MS_DEFAULT, authorizationLifetimeBounds } from "@pay/domain"
 import { boundedInt, offOrBoundedInt } from "@pay/infra"
 import { AuthorizationLifetime, EXPIRY_WARNING_LEAD_MS_DEFAULT, expiryBatchBounds, expiryWarningLeadBounds, PaymentExpiry } from "@pay/payments"
-import { Effect, Layer, Schedule } from "effect"
+import { Cause, Effect, Layer, Metric, Schedule } from "effect"
 
 /**
  * The authorization expiry job (issue 19, `PaymentExpiry`): every `EXPIRY_INTERVAL_MS` it writes
@@ -29,6 +29,21 @@ export const AuthorizationLifetimeLive = Layer.effect(AuthorizationLifetime, Eff
   return yield* AuthorizationLifetimeConfig
 }))
 
+/**
+ * What the expiry job could not do: `scope="run"`, a run that failed (the database unavailable, a
+ * defect); `scope="payment"`, a due authorization a run could not expire (PaymentExpiry's
+ * `failed`: its WARN or ERROR line names the payment). The next run tries again either way. Before,
+ * only a SqlError was caught: any other failure ended the loop without a word (a failed forked
+ * fiber reports nothing), leaving every later authorization held at the acquirer and no
+ * `payment_expired` sent (outside code review). AuthorizationExpiryFailing reads it.
+ */
+export const expiryFailures = Metric.counter("payment_expiry_failures_total", {
+  description: "What the authorization expiry job could not do (scope: run = a run failed, payment = one due authorization not expired); the next run tries again",
+  incremental: true
+})
+const runFailures = Metric.withAttributes(expiryFailures, { scope: "run" })
+const paymentFailures = Metric.withAttributes(expiryFailures, { scope: "payment" })
+
 /** The expiry loop (a no-op when the interval is 0), interrupted with the server. */
 export const AuthorizationExpiryLive = Layer.effectDiscard(
   Effect.gen(function* () {
@@ -39,11 +54,24 @@ export const AuthorizationExpiryLive = Layer.effectDiscard(
     const expiry = yield* PaymentExpiry
     const once = expiry.warnDue(lead_ms, batch_max).pipe(
       Effect.flatMap((warned) => Effect.map(expiry.expireDue(batch_max), (report) => ({ ...report, warned }))),
-      Effect.tap((report) => (report.expired + report.unanswered + report.warned > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
-      // A database outage ends this run only; the next one tries again.
-      Effect.catchTag("SqlError", (error) => Effect.logWarning("expiry job: the run failed", error)),
-      Effect.withSpan("ExpiryJob.run")
+      Effect.tap((report) => (report.expired + report.unanswered + report.failed + report.warned > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
+      Effect.tap((report) => (report.failed > 0 ? Metric.update(paymentFailures, report.failed) : Effect.void)),
+      Effect.withSpan("ExpiryJob.run"),
+      // Any failure ends this run only: a database outage (WARN: DatabaseUnreachable pages for it)
+      // or a defect (ERROR). The server's interruption still stops the loop.
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.interrupt
+          : Metric.update(runFailures, 1).pipe(
+            Effect.andThen(Cause.hasDies(cause)
+              ? Effect.logError("expiry job: the run failed with a defect (the next run tries again)", cause)
+              : Effect.logWarning("expiry job: the run failed (the next run tries again)", cause))
+          )
+      )
     )
+    // Shown from the start (0): a scrape tells "none failed" from "not exported".
+    yield* Metric.update(runFailures, 0)
+    yield* Metric.update(paymentFailures, 0)
     yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval_ms)))
   })
 )
