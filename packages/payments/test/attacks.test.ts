@@ -149,20 +149,31 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
           VALUES (${payment.id}, ${payment.version + 1}, 'AUTHORIZED', 'FAILED', 'psql', 'raw', now())`
       })))
       assert.include(refusal.message, "without its outbox event payment_failed")
-      // The event written, the check fired early, then the event marked published and deleted.
-      yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
-        yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
-        yield* sql`UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now(),
-                   failure_code = 'raw', failure_message = 'by hand' WHERE id = ${payment.id}`
-        yield* sql`
-          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-          VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_failed', jsonb_build_object('version', ${payment.version + 1}::int))`
-        yield* sql`
-          INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
-          VALUES (${payment.id}, ${payment.version + 1}, 'AUTHORIZED', 'FAILED', 'psql', 'raw', now())`
-        yield* sql`UPDATE outbox_events SET published_at = now() - interval '1 day' WHERE aggregate_id = ${payment.id}`
-        yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`
-      })))
+      // The change and its event written, the check fired early (spent), then the event marked
+      // published and deleted: once with a mark of now, once with a backdated mark. Each is refused
+      // by the guard it attacks (the messages say which): the check must not be fired before the
+      // history row exists, or another guard refuses first and the test proves nothing (outside
+      // test audit: SET CONSTRAINTS came first here, and only the SQLSTATE was checked).
+      const markThenDelete = (mark: "now" | "backdated") =>
+        expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
+          yield* sql`UPDATE payments SET status = 'FAILED', version = version + 1, updated_at = now(),
+                     failure_code = 'raw', failure_message = 'by hand' WHERE id = ${payment.id}`
+          yield* sql`
+            INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_failed', jsonb_build_object('version', ${payment.version + 1}::int))`
+          yield* sql`
+            INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+            VALUES (${payment.id}, ${payment.version + 1}, 'AUTHORIZED', 'FAILED', 'psql', 'raw', now())`
+          yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
+          yield* (mark === "now"
+            ? sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id} AND event_type = 'payment_failed'`
+            : sql`UPDATE outbox_events SET published_at = now() - interval '1 day' WHERE aggregate_id = ${payment.id} AND event_type = 'payment_failed'`)
+          yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id} AND event_type = 'payment_failed'`
+        })))
+      assert.include((yield* markThenDelete("now")).message, "written or marked published by this same transaction")
+      assert.include((yield* markThenDelete("backdated")).message, "a mark is never backdated")
+      const [after] = yield* sql`SELECT status FROM payments WHERE id = ${payment.id}`
+      assert.strictEqual(after?.["status"], "AUTHORIZED")
       // A backdated event (so that it would look old enough to delete) is refused at insert.
       const backdated = yield* expectSqlRefusal({ code: "23000" })(sql`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, created_at)
@@ -181,11 +192,25 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       assert.include(deleted.message, "not published yet")
       const truncated = yield* expectSqlRefusal({ code: "23000" })(sql`TRUNCATE outbox_events`)
       assert.include(truncated.message, "TRUNCATE on outbox_events is not allowed")
-      // Marked published in the deleting transaction itself (even backdated): refused.
-      yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
+      // Marked published in the deleting transaction itself: refused; a backdated mark, so that it
+      // would look published before this transaction began, is refused at the mark (0088: it used
+      // to pass, and the never-published events were deleted).
+      const markedNow = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`
         yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`
       })))
+      assert.include(markedNow.message, "written or marked published by this same transaction")
+      const markedBackdated = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE outbox_events SET published_at = now() - interval '1 day' WHERE aggregate_id = ${payment.id}`
+        yield* sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`
+      })))
+      assert.include(markedBackdated.message, "a mark is never backdated")
+      // Nor in two steps: marked now, then moved back, in one transaction.
+      const movedBack = yield* expectSqlRefusal({ code: "23000" })(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`
+        yield* sql`UPDATE outbox_events SET published_at = now() - interval '1 day' WHERE aggregate_id = ${payment.id}`
+      })))
+      assert.include(movedBack.message, "a mark is never backdated")
       assert.strictEqual(yield* countOutbox(payment.id), 2)
       // What retention does: rows published by an earlier transaction go.
       yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`
