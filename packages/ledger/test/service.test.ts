@@ -319,6 +319,20 @@ layer(LedgerTestLayer, layerOptions)("Ledger service", (it) => {
       const conflict = yield* failureOf(ledger.postTransaction(transfer("replay-1", CASH, "merchant:replay:payable:USD", 41n)))
       assert.strictEqual(conflict._tag, "ReferenceConflict")
       if (conflict._tag === "ReferenceConflict") assert.strictEqual(conflict.existingTransactionId, first.transaction.id)
+      // More legs than were posted (a fee leg added on the retry), or fewer: a conflict too, never a
+      // replay that tells the caller its extra legs were posted (outside test audit: a one-way
+      // comparison in ledger_same_legs passed every case above).
+      const withFeeLeg = (reference: string): PostingRequest => ({
+        reference,
+        description: "the retry adds a fee",
+        debits: [{ account: CASH, amount_minor: 40n, currency: "USD" }, { account: CASH, amount_minor: 3n, currency: "USD" }],
+        credits: [{ account: "merchant:replay:payable:USD", amount_minor: 40n, currency: "USD" }, { account: REVENUE, amount_minor: 3n, currency: "USD" }]
+      })
+      const superset = yield* failureOf(ledger.postTransaction(withFeeLeg("replay-1")))
+      assert.strictEqual(superset._tag, "ReferenceConflict", "a retry with extra legs")
+      yield* ledger.postTransaction(withFeeLeg("replay-4-legs"))
+      const subset = yield* failureOf(ledger.postTransaction(transfer("replay-4-legs", CASH, "merchant:replay:payable:USD", 40n)))
+      assert.strictEqual(subset._tag, "ReferenceConflict", "a retry with fewer legs")
       yield* assertLedgerHealthy
     }))
 
