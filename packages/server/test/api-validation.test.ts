@@ -129,6 +129,14 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         ["Host twice", [`Content-Length: ${Buffer.byteLength(body)}`, "Host: elsewhere.example"], "Host", "given more than once"],
         ["Content-Length not digits", ["Content-Length: 2x"], "content-length", "must be decimal digits"]
       ]
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 too (it was served).
+      const hostless = yield* rawRequest(server.process.port, [[
+        "POST /v1/payments HTTP/1.1", `Authorization: Bearer ${m.apiKey}`, `Idempotency-Key: ${newKey()}`,
+        "Content-Type: application/json", `Content-Length: ${Buffer.byteLength(body)}`, "", ""
+      ].join("\r\n"), body])
+      assert.strictEqual(hostless.status, 400, hostless.body)
+      assert.include(hostless.body, '"field":"Host"')
+      assert.include(hostless.body, "required in an HTTP/1.1 request")
       for (const [label, headers, field, words] of framings) {
         const answer = yield* rawRequest(server.process.port, [[
           "POST /v1/payments HTTP/1.1", "Host: 127.0.0.1", `Authorization: Bearer ${m.apiKey}`, `Idempotency-Key: ${newKey()}`,

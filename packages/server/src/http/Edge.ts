@@ -97,7 +97,13 @@ const refusedQueryOrHeaders = (request: HttpServerRequest.HttpServerRequest): Ap
     ? source.rawHeaders.filter((_, index) => index % 2 === 0).map((name) => String(name).toLowerCase())
     : []
   const header = singleValuedHeaders.find((name) => raw.filter((sent) => sent === name.toLowerCase()).length > 1)
-  return header === undefined ? undefined : new InvalidRequest({ detail: `header ${header} is given more than once`, field: header })
+  if (header !== undefined) return new InvalidRequest({ detail: `header ${header} is given more than once`, field: header })
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (outside contract review: it was
+  // served). Node's own refusal is a bare 400 outside every hook (Socket.ts turns it off), so here.
+  const version = typeof source === "object" && source !== null && "httpVersion" in source ? source.httpVersion : undefined
+  return version === "1.1" && raw.length > 0 && !raw.includes("host")
+    ? new InvalidRequest({ detail: "header Host is required in an HTTP/1.1 request", field: "Host" })
+    : undefined
 }
 
 /** A schema refusal of the query, path or headers (HttpApi's empty 400) as `invalid_request` naming the field. */

@@ -99,7 +99,7 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
     // How often Node checks the two timeouts above: a fifth of the shorter one, at least 250 ms.
     connectionsCheckingInterval: Math.max(250, Math.floor(Math.min(limits.headersTimeout_ms, limits.requestTimeout_ms) / 5)),
     // Node answers an HTTP/1.1 request without Host with a bare 400 (no body, outside any hook):
-    // the API does not route on Host, so the request is served instead of refused undocumented.
+    // the edge refuses it instead, with the documented problem naming Host (Edge.ts).
     requireHostHeader: false
   }, limits.pipelinedRequests_max)
   // Node's socket inactivity timer, armed on every connection: see closeStalledConnection.
