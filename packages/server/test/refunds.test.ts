@@ -209,6 +209,32 @@ layer(inProcessAppLayer(), layerOptions)("refunds (in-process app over HTTP)", (
       yield* assertLedgerVerifies
     }))
 
+  it.effect("raw SQL, concurrently: two transactions each inserting the rest of the cap, the second while the first is open, refund it once (the trigger's row lock)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, id } = yield* settledPayment("Refund raw race", 3_000n)
+      // Not through the refund store (its own locks would serialise the two): the trigger alone
+      // must. Without its FOR NO KEY UPDATE the second sees no refund yet and both commit
+      // (outside test audit: dropping it passed every test).
+      const rest = (refundId: string, holdOpen_ms: number) => sql.withTransaction(Effect.gen(function* () {
+        yield* sql`
+          INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+          VALUES (${refundId}, ${id}, ${merchant.merchantId}, 3000, 'EUR', 'PENDING', now(), now())`
+        yield* sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+          VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_created', jsonb_build_object('refund_id', ${refundId}::text, 'version', 1))`
+        if (holdOpen_ms > 0) yield* sql`SELECT pg_sleep(${holdOpen_ms / 1_000})`
+      }))
+      const [first, second] = yield* Effect.all([
+        Effect.result(rest("re_000000000000000000000011", 600)),
+        Effect.andThen(Effect.sleep("150 millis"), Effect.result(rest("re_000000000000000000000012", 0)))
+      ], { concurrency: 2 })
+      assert.strictEqual(first._tag, "Success", "the first insert commits")
+      assert.strictEqual(second._tag, "Failure", "the second, waiting on the payment's row, then sees the first")
+      if (second._tag === "Failure") assert.match(String(second.failure.reason.cause), /refund cap/)
+      assert.deepStrictEqual(yield* refundBooks(id), { succeeded_minor: 0n, not_failed_minor: 3_000n, postings: 0n, reversed_minor: 0n })
+    }))
+
   it.effect("refused before anything moves: an AUTHORIZED payment (409 payment_not_refundable), a merchant whose balance (fee kept) cannot cover the refund (409 refund_exceeds_balance)", () =>
     Effect.gen(function* () {
       const merchant = yield* createMerchant("Refund refused")
