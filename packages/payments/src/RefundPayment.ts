@@ -70,7 +70,12 @@ export const makeRefundPayment = Effect.gen(function* () {
       }
       const refundId = decodeRefundId(record.recoveryData["refund_id"])
       if (Option.isNone(refundId)) return yield* Effect.die(new Error(`refund key at ${execution.record.recoveryPoint} without a refund id`))
-      const refund = yield* store.findById(merchantId, paymentId.value, refundId.value).pipe(Effect.orDie)
+      // The key names this merchant's refund of this payment: not finding it is a defect. A lost
+      // database is not (a SqlError: 503 database_unavailable, and the retry or the completer
+      // resumes here; outside code review: orDie made it a 500 the runbook says to escalate).
+      const refund = yield* store.findById(merchantId, paymentId.value, refundId.value).pipe(
+        Effect.catchTags({ PaymentNotFound: (error) => Effect.die(error), RefundNotFound: (error) => Effect.die(error) })
+      )
       const answer = yield* acquirer.refund({
         reference: refundReference(refund.id),
         paymentId: refund.payment_id,

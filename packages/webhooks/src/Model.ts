@@ -160,8 +160,14 @@ export const assertSenderOptions = (options: SenderOptions): void => {
   }
 }
 
+// Each delay within its bound here, so that a value out of range is a ConfigError naming the
+// variable like every other setting (outside code review: 9 digits passed the pattern and
+// assertSenderOptions then threw a RangeError with a stack trace at start-up).
 const RetryScheduleText = Schema.String.check(
-  Schema.isPattern(/^\d{1,9}(,\d{1,9}){0,19}$/, { message: "WEBHOOK_RETRY_SCHEDULE_MS must be 1..20 comma-separated delays in ms" })
+  Schema.isPattern(/^\d{1,9}(,\d{1,9}){0,19}$/, { message: "WEBHOOK_RETRY_SCHEDULE_MS must be 1..20 comma-separated delays in ms" }),
+  Schema.makeFilter((text: string) =>
+    text.split(",").every((delay) => Number(delay) <= retryScheduleBounds.delay_ms.max) ||
+    `WEBHOOK_RETRY_SCHEDULE_MS: each delay must be at most ${retryScheduleBounds.delay_ms.max} ms (48 h)`)
 )
 
 /** `WEBHOOK_ALLOW_LOOPBACK_HTTP`: local and test mode only (docs/webhooks.md, the SSRF rule). */
