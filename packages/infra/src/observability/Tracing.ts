@@ -1,5 +1,5 @@
-import { Config, Effect, Layer, Option, Tracer } from "effect"
-import { FetchHttpClient } from "effect/http"
+import { Config, Duration, Effect, Layer, Option, Tracer } from "effect"
+import { FetchHttpClient, HttpClient, HttpClientError } from "effect/http"
 import { OtlpExporter, OtlpSerialization, OtlpTracer } from "effect/observability"
 import { boundedInt, boundedString } from "../BoundedConfig.ts"
 
@@ -16,6 +16,7 @@ export const tracingBounds = {
   exportInterval_ms: { min: 100, max: 60_000 },
   exportBatchSize_max: { min: 1, max: 10_000 },
   shutdownTimeout_ms: { min: 100, max: 30_000 },
+  exportTimeout_ms: { min: 100, max: 60_000 },
   /** Per mille of root traces kept (1000: all). */
   sampledTraces_permille: { min: 0, max: 1_000 }
 } as const
@@ -27,6 +28,14 @@ export interface TracingOptions {
   readonly exportInterval_ms: number
   readonly exportBatchSize_max: number
   readonly shutdownTimeout_ms: number
+  /**
+   * Each export request's bound (its answer included). Effect's exporter has none: a collector that
+   * accepts connections and never answers held every batch's request (and its spans) for the
+   * fetch's own minutes, and a batch is sent every `exportBatchSize_max` spans, so they piled up
+   * (outside code review). Timed out, the exporter drops the batch and pauses for 60 s, as when the
+   * collector refuses.
+   */
+  readonly exportTimeout_ms: number
   /**
    * Of the traces this process starts (no sampled parent from the caller), this many per 1000 are
    * exported; a trace the caller sampled (its `traceparent` flag) is always kept, one it did not
@@ -44,6 +53,8 @@ export const TracingSettings = (serviceNameFallback: string) =>
     exportInterval_ms: boundedInt("OTEL_EXPORT_INTERVAL_MS", tracingBounds.exportInterval_ms, 1_000),
     exportBatchSize_max: boundedInt("OTEL_EXPORT_BATCH_SIZE_MAX", tracingBounds.exportBatchSize_max, 1_000),
     shutdownTimeout_ms: boundedInt("OTEL_SHUTDOWN_TIMEOUT_MS", tracingBounds.shutdownTimeout_ms, 3_000),
+    // The OpenTelemetry SDKs' name and default (10 s) for the same bound.
+    exportTimeout_ms: boundedInt("OTEL_EXPORTER_OTLP_TIMEOUT", tracingBounds.exportTimeout_ms, 10_000),
     sampledTraces_permille: boundedInt("OTEL_TRACES_SAMPLED_PERMILLE", tracingBounds.sampledTraces_permille, 1_000)
   })
 
@@ -63,6 +74,24 @@ export const sampleRoots = (inner: Tracer.Tracer, permille: number): Tracer.Trac
         context: inner.context
       })
 
+/** Fetch, each request (its answer included) bounded by `timeout_ms`: interrupted, the request is aborted. */
+const boundedFetch = (timeout_ms: number): Layer.Layer<HttpClient.HttpClient> =>
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.gen(function* () {
+      const client = yield* HttpClient.HttpClient
+      return HttpClient.transform(client, (response, request) =>
+        response.pipe(
+          Effect.timeout(Duration.millis(timeout_ms)),
+          // The client's own error, so the exporter treats it as it treats a refused connection.
+          Effect.catchTag("TimeoutError", () =>
+            Effect.fail(new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({ request, description: `no answer within ${timeout_ms} ms (OTEL_EXPORTER_OTLP_TIMEOUT)` })
+            })))
+        ))
+    })
+  ).pipe(Layer.provide(FetchHttpClient.layer))
+
 /** The OTLP span exporter for `options`, or nothing when no endpoint is configured. */
 export const tracingLayerWith = (options: TracingOptions): Layer.Layer<never> =>
   options.endpoint === undefined
@@ -79,7 +108,7 @@ export const tracingLayerWith = (options: TracingOptions): Layer.Layer<never> =>
       ).pipe(
         Layer.provideMerge(OtlpExporter.layerFlusher),
         Layer.provide(OtlpSerialization.layerJson),
-        Layer.provide(FetchHttpClient.layer)
+        Layer.provide(boundedFetch(options.exportTimeout_ms))
       )
 
 /** The exporter as configured by the environment (`serviceName` when `OTEL_SERVICE_NAME` is unset). */
