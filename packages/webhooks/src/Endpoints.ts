@@ -132,7 +132,9 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
     if (types.length === 0 || types.length > EVENT_TYPES_MAX) {
       return Effect.fail(new WebhookEndpointRefused({ field: "event_types", reason: `between 1 and ${EVENT_TYPES_MAX} event types` }))
     }
-    const unknown = types.find((type) => !(webhookEventTypes as ReadonlyArray<string>).includes(type))
+    // Widened by annotation (no assertion): `includes` on the literal tuple takes only its members.
+    const known: ReadonlyArray<string> = webhookEventTypes
+    const unknown = types.find((type) => !known.includes(type))
     if (unknown !== undefined) {
       return Effect.fail(new WebhookEndpointRefused({ field: "event_types", reason: `unknown event type ${JSON.stringify(unknown)}; one of ${webhookEventTypes.join(", ")}` }))
     }
