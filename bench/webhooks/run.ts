@@ -31,7 +31,8 @@ import {
   enqueueDeliveries,
   WebhookEndpoints,
   WebhookSender,
-  WebhookSenderLoop
+  WebhookSenderLoop,
+  WebhookSecretBoxPlaintext
 } from "../../packages/webhooks/src/index.ts"
 import { stopChild } from "../support/process.ts"
 
@@ -123,6 +124,8 @@ const program = Effect.scoped(Effect.gen(function* () {
   const database = yield* scratchDatabase(serverUrl)
   const receiver = yield* startReceiver
   const context = yield* Layer.build(WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(
+    // Secrets unsealed, as every round of this benchmark measured (sealing is per endpoint, not per send).
+    Layer.provideMerge(WebhookSecretBoxPlaintext),
     Layer.provideMerge(MigrationsLive),
     Layer.provideMerge(postgresLayer({ url: Redacted.make(withDatabase(serverUrl, database)), maxConnections: settings.concurrency + 4, applicationName: "pay-bench-webhooks" }))
   ))

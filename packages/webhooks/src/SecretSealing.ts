@@ -103,8 +103,17 @@ export const openAnswerSecret = (box: SecretBox, body: string): Result.Result<st
   return Result.map(box.open(secret, id), (opened) => body.replace(`"secret":"${secret}"`, `"secret":"${opened}"`))
 }
 
-/** The box this process seals and opens with: stored as they are unless a layer says otherwise. */
-export const WebhookSecretBox = Context.Reference<SecretBox>("webhooks/WebhookSecretBox", { defaultValue: () => plaintextBox })
+/**
+ * The box this process seals and opens with. A service that must be provided, not a reference
+ * with a default: a composition that forgot it used to store merchants' signing secrets unsealed
+ * without a word (outside code review). Processes provide `WebhookSecretBoxLive` (the keys from the
+ * environment, its WARN when none); tests and tools that mean plaintext say so with
+ * `WebhookSecretBoxPlaintext`.
+ */
+export class WebhookSecretBox extends Context.Service<WebhookSecretBox, SecretBox>()("webhooks/WebhookSecretBox") {}
+
+/** Secrets stored as they are: tests and local tools only (a process uses `WebhookSecretBoxLive`). */
+export const WebhookSecretBoxPlaintext: Layer.Layer<WebhookSecretBox> = Layer.succeed(WebhookSecretBox, plaintextBox)
 
 const KeyText = Schema.String.check(
   Schema.makeFilter((text: string) => {

@@ -5,6 +5,7 @@ import { assert, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, explainClaimDeliveries } from "../src/DeliveryQueue.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
@@ -14,7 +15,7 @@ const TestLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(L
 
 const payments_count = 2_500
 
-layer(TestLayer)("the webhook sender's claim with a large backlog", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)))("the webhook sender's claim with a large backlog", (it) => {
   it.effect("walks the due index in order and stops at the limit on a table never analyzed, and still claims only the first pending version of each payment", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

@@ -3,6 +3,7 @@ import { decodeRows } from "@pay/infra"
 import { acquireTestDatabase } from "@pay/testkit"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -61,7 +62,7 @@ const TestLayer = Layer.unwrap(Effect.gen(function* () {
 }))
 
 
-layer(TestLayer, { excludeTestServices: true })("webhook sender crash (a real process, kill -9)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhook sender crash (a real process, kill -9)", (it) => {
   it.effect("killed mid-request: after its lease, the delivery is sent again with the same webhook-id, and both attempts are on record", () =>
     Effect.scoped(Effect.gen(function* () {
       const receiver = yield* startReceiver((request) => (request.seenBefore === 0 ? "hold" : { status: 200 }))

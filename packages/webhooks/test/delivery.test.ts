@@ -2,6 +2,7 @@ import { assert, layer } from "@effect/vitest"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Logger, Schema } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { Webhook } from "standardwebhooks"
 import { enqueueDeliveries } from "../src/DeliveryQueue.ts"
@@ -69,7 +70,7 @@ const drain = Effect.gen(function* () {
 
 const ok = { status: 204 } as const
 
-layer(TestLayer, { excludeTestServices: true })("webhook delivery (real Postgres, real HTTP receiver)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhook delivery (real Postgres, real HTTP receiver)", (it) => {
   it.effect("one delivery per subscribed endpoint; a redelivered event creates nothing; other types and disabled endpoints get none", () =>
     Effect.scoped(Effect.gen(function* () {
       const receiver = yield* startReceiver(() => ok)

@@ -5,6 +5,7 @@ import { assert, layer } from "@effect/vitest"
 import { postgresLayer } from "@pay/infra"
 import { acquireTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Redacted } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { ENDPOINTS_PER_MERCHANT_MAX } from "../src/Model.ts"
@@ -22,7 +23,7 @@ const AppRoleDatabase = Layer.unwrap(
 
 const AppRoleLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(Layer.provideMerge(AppRoleDatabase))
 
-layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("webhook endpoints as the application role (pay_app)", (it) => {
+layer(AppRoleLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true, timeout: "60 seconds" })("webhook endpoints as the application role (pay_app)", (it) => {
   it.effect("pay_app creates and rotates endpoints; concurrent creations still stop at the per-merchant limit", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

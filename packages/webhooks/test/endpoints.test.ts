@@ -1,6 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { Webhook, WebhookVerificationError } from "standardwebhooks"
@@ -30,7 +31,7 @@ const refusal = (statement: Effect.Effect<unknown, SqlError>) =>
     Effect.catchCause(() => Effect.succeed("the statement succeeded"))
   )
 
-layer(TestLayer, { excludeTestServices: true })("webhook endpoints (real Postgres)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhook endpoints (real Postgres)", (it) => {
   it.effect("register, list, read, update, disable, enable, delete; the secret is returned only at creation and rotation", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant

@@ -6,6 +6,7 @@
 import { assert, layer } from "@effect/vitest"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { queueAges } from "../src/DeliveryQueue.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
@@ -13,7 +14,7 @@ import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/F
 
 const TestLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 4 })))
 
-layer(TestLayer, { excludeTestServices: true })("webhook queue ages (real Postgres)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhook queue ages (real Postgres)", (it) => {
   it.effect("overdue counts only what the claim would send now: not a retry waiting for its time, a leased one, one behind its payment's earlier event, or a disabled endpoint's", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

@@ -8,6 +8,7 @@ import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { WebhookDeliveries, type WebhookDelivery } from "../src/Deliveries.ts"
 import { WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
@@ -75,7 +76,7 @@ const waitingForThirdAttempt = (delivery: WebhookDelivery) =>
 
 const typeOf = (request: Received) => (JSON.parse(request.body) as { readonly type: string }).type
 
-layer(TestLayer, { excludeTestServices: true, timeout: "60 seconds" })("manual redelivery (real sender loop, real Postgres, real receiver)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true, timeout: "60 seconds" })("manual redelivery (real sender loop, real Postgres, real receiver)", (it) => {
   it.effect("a pending delivery waiting for its next retry is made due now and sent within seconds; attempt_count and the attempts are kept", () =>
     Effect.scoped(Effect.gen(function* () {
       const receiver = yield* startReceiver((request) => (request.seenBefore < 2 ? { status: 500 } : { status: 204 }))

@@ -8,6 +8,7 @@ import { type MerchantId, type PaymentId, RefundEvent } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import type { DeliverableEvent } from "../src/DeliveryQueue.ts"
@@ -41,7 +42,7 @@ const refundEvent = (merchantId: MerchantId, paymentId: PaymentId, refund: strin
   })
 })
 
-layer(TestLayer, { excludeTestServices: true })("webhooks deliver refund events (real Postgres, real HTTP receiver)", (it) => {
+layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhooks deliver refund events (real Postgres, real HTTP receiver)", (it) => {
   it.effect("refund events reach a subscribed endpoint, per refund in order and after the payment's pending deliveries; another refund is not held back", () =>
     Effect.scoped(Effect.gen(function* () {
       // The payment's payment_settled fails twice before it is delivered.

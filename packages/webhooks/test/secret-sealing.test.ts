@@ -12,7 +12,7 @@ import { Webhook } from "standardwebhooks"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, webhookSecretsUnopenable } from "../src/Model.ts"
-import { makeSecretBox, openAnswerSecret, plaintextBox, resealSecrets, SecretsKeyConfig, WebhookSecretBox } from "../src/SecretSealing.ts"
+import { makeSecretBox, openAnswerSecret, plaintextBox, resealSecrets, SecretsKeyConfig, WebhookSecretBox, WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
 import { startReceiver } from "./support/Receiver.ts"
 
@@ -137,12 +137,12 @@ layer(TestLayer, { excludeTestServices: true })("sealed secrets in Postgres, a r
       const created = yield* (yield* WebhookEndpoints).create(merchantId, { url: receiver.url, event_types: ["*"] })
       yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
       const before = (yield* Metric.value(webhookSecretsUnopenable)).count
-      // A sender built here gets the default box (no key), as a process without WEBHOOK_SECRETS_KEY.
+      // A sender with no key, as a process without WEBHOOK_SECRETS_KEY.
       const keyless = yield* Effect.provide(
         Effect.gen(function* () {
           return yield* WebhookSender
         }),
-        WebhookSender.layerWith({ ...senderOptions, timeout_ms: 200 })
+        WebhookSender.layerWith({ ...senderOptions, timeout_ms: 200 }).pipe(Layer.provide(WebhookSecretBoxPlaintext))
       )
       const logged: Array<Record<string, unknown>> = []
       const capture = Logger.layer([Logger.make((options) => {

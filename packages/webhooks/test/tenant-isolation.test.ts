@@ -8,6 +8,7 @@ import type { MerchantId } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
+import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, queueAges } from "../src/DeliveryQueue.ts"
 import { reservedSlotsOf, WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
@@ -48,7 +49,7 @@ const slotsAfter = (claimed: ReadonlyArray<ClaimedDelivery>, caps: Pick<ClaimSlo
 
 const ClaimLayer = WebhookEndpoints.layerWith({ allowLoopbackHttp: true }).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 4 })))
 
-layer(ClaimLayer, { excludeTestServices: true })("the claim's in-flight caps (real Postgres)", (it) => {
+layer(ClaimLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("the claim's in-flight caps (real Postgres)", (it) => {
   it.effect("a claim takes at most each endpoint's and merchant's share, the earliest first, and another merchant's delivery behind them; the overdue gauge leaves out what waits behind a cap", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
@@ -112,7 +113,7 @@ const LoopLayer = Layer.mergeAll(WebhookEndpoints.layerWith({ allowLoopbackHttp:
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
 
-layer(LoopLayer, { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with one merchant's endpoints hung (real receivers)", (it) => {
+layer(LoopLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with one merchant's endpoints hung (real receivers)", (it) => {
   it.effect("another merchant's webhook arrives at once while the hung deliveries outnumber the slots; the hung merchant holds only its share", () =>
     Effect.scoped(Effect.gen(function* () {
       const hung = yield* Effect.forEach([1, 2, 3], () => startReceiver(() => "hold"))
@@ -142,7 +143,7 @@ const TwoTarpitsLayer = Layer.mergeAll(WebhookEndpoints.layerWith({ allowLoopbac
   Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
 )
 
-layer(TwoTarpitsLayer, { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with two merchants' endpoints hung (real receivers)", (it) => {
+layer(TwoTarpitsLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true, timeout: "60 seconds" })("the sender loop with two merchants' endpoints hung (real receivers)", (it) => {
   it.effect("two merchants at their caps cannot hold every slot: a slot stays for a merchant with nothing in flight, whose webhook arrives at once", () =>
     Effect.scoped(Effect.gen(function* () {
       // Without the reserved slot, two merchants at their caps (2 + 2) held all 4 slots, and a third
