@@ -187,6 +187,10 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
         { label: "recover since a date alone", send: post(`${endpointPath}/recover`, { since: "2020-01-01" }), expected: invalid("since") },
         { label: "recover since without an offset", send: post(`${endpointPath}/recover`, { since: "2020-01-01T00:00:00" }), expected: invalid("since") },
         { label: "disable with a member", send: post(`${endpointPath}/disable`, { x: 1 }), expected: invalid("x") },
+        // An empty or dotted member name in brackets, as everywhere else (it was field "", detail ": …").
+        { label: "disable with an empty member name", send: post(`${endpointPath}/disable`, { "": 1 }), expected: invalid('[""]') },
+        { label: "cancel with a dotted member name", send: post(`/v1/payments/${paymentId}/cancel`, { "a.b": 1 }), expected: invalid('["a.b"]') },
+        { label: "authorize with an empty member name", send: post(`/v1/payments/${paymentId}/authorize`, { "": 1 }), expected: invalid('[""]') },
         { label: "settle with a null body", send: rawPost(`/v1/payments/${paymentId}/settle`, "null"), expected: invalid(undefined) },
         { label: "refund with a null body", send: rawPost(`/v1/payments/${paymentId}/refunds`, "null"), expected: invalid(undefined) },
         { label: "rotate_secret with a null body", send: rawPost(`${endpointPath}/rotate_secret`, "null"), expected: invalid(undefined) },

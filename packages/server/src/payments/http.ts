@@ -18,7 +18,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { bodyOrEmpty, bodyToFingerprint, decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, bodyToFingerprint, decodeBody, fieldPath, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
@@ -63,8 +63,11 @@ const noBody = "this endpoint takes no body (send none, or {})"
  */
 const transitionOperation = (_tag: "authorize" | "cancel", paymentId: string) => (body: Schema.Json | undefined) => {
   if (typeof body === "object" && body !== null && !Array.isArray(body)) {
-    const unknown = Object.keys(body)[0]?.slice(0, 100)
-    if (unknown !== undefined) return Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBody}`, field: unknown }))
+    const member = Object.keys(body)[0]
+    if (member !== undefined) {
+      const unknown = fieldPath([member.slice(0, 100)])
+      return Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBody}`, field: unknown }))
+    }
   } else if (body !== undefined) {
     return Effect.fail(new InvalidRequest({ detail: noBody }))
   }

@@ -16,7 +16,7 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ApiError } from "../http/ApiErrors.ts"
 import { pageLimitParam } from "../http/Paging.ts"
 import { json } from "../http/Problem.ts"
-import { bodyOrEmpty, bodyToFingerprint, decodeBody, readJsonBody } from "../http/RequestBody.ts"
+import { bodyOrEmpty, bodyToFingerprint, decodeBody, fieldPath, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
 import { encodeWebhookOperation, makeWebhookOperations, type WebhookOperation } from "./Operations.ts"
@@ -32,8 +32,11 @@ const noBodyDetail = "this endpoint takes no body (send none, or {})"
 const noBody = (operation: WebhookOperation): ToOperation => (body) => {
   if (body === undefined) return Effect.succeed(operation)
   if (typeof body !== "object" || body === null || Array.isArray(body)) return Effect.fail(new InvalidRequest({ detail: noBodyDetail }))
-  const unknown = Object.keys(body)[0]?.slice(0, 100)
-  return unknown === undefined ? Effect.succeed(operation) : Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBodyDetail}`, field: unknown }))
+  const member = Object.keys(body)[0]
+  if (member === undefined) return Effect.succeed(operation)
+  // Named as any body's field: an empty or dotted name in brackets (fieldPath).
+  const unknown = fieldPath([member.slice(0, 100)])
+  return Effect.fail(new InvalidRequest({ detail: `${unknown}: unknown field: ${noBodyDetail}`, field: unknown }))
 }
 
 const withBody = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, toOperation: (decoded: S["Type"]) => WebhookOperation): ToOperation =>
