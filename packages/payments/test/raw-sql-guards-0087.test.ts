@@ -1,0 +1,334 @@
+// The money review's raw-SQL findings (.scratch/review-money.md F1-F6, F8), closed by
+// migrations/0087_money_guards_generalized.sql: each reproduced here as the application's role
+// `pay_app` (F6 as the owner), and each refused by its guard (SQLSTATE, constraint or message).
+// The application's own statements on the same rows still pass (a control in each test, and the
+// key store's real statements for F1). Every test here fails on the migrations without 0087.
+import { assert, layer } from "@effect/vitest"
+import { CreatePaymentInput, type MerchantId, type Payment } from "@pay/domain"
+import { IdempotencyKey, ParkedKeys } from "@pay/idempotency"
+import { makeKeyStore } from "@pay/idempotency/KeyStore"
+import { decodeRows, postgresLayer } from "@pay/infra"
+import { Ledger } from "@pay/ledger"
+import { MerchantRepository } from "@pay/merchants"
+import { OutboxWriter } from "@pay/outbox"
+import { FeeSchedules, SettlementPosting } from "@pay/settlement"
+import { acquireTestDatabase, expectSqlRefusal } from "@pay/testkit"
+import { Context, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { randomUUID } from "node:crypto"
+import { PaymentRepository } from "../src/index.ts"
+import { applyCommand, context } from "./support.ts"
+
+/** The owner's URL of this file's database (the tests themselves run as pay_app). */
+class OwnerUrl extends Context.Service<OwnerUrl, { readonly url: string }>()("test/Guards0087OwnerUrl") {}
+
+const Databases = Layer.unwrap(
+  Effect.gen(function* () {
+    const info = yield* acquireTestDatabase
+    const app = new URL(info.url)
+    app.username = "pay_app"
+    app.password = ""
+    return Layer.merge(
+      postgresLayer({ url: Redacted.make(app.toString()), maxConnections: 4, applicationName: "pay-test-guards-0087" }),
+      Layer.succeed(OwnerUrl, { url: info.url })
+    )
+  })
+)
+
+const GuardsLayer = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer, SettlementPosting.layer, ParkedKeys.layer).pipe(
+  Layer.provideMerge(Layer.mergeAll(Ledger.layer, FeeSchedules.layer, OutboxWriter.layer)),
+  Layer.provideMerge(Databases)
+)
+
+const refusedByGuard = (message: RegExp) => expectSqlRefusal({ code: "23000", message })
+const decodeKey = Schema.decodeUnknownSync(IdempotencyKey)
+
+/** A refund id of the id alphabet, distinct per `n`. */
+const refundId = (n: number) => `re_0087${String(n).padStart(20, "0")}`
+
+/** A new merchant and one of its payments, SETTLED with its posting, as pay_app does it. */
+const settledPayment = (name: string, amount_minor: number, currency: string) =>
+  Effect.gen(function* () {
+    const merchant = yield* (yield* MerchantRepository).create(name)
+    const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+      merchant_id: merchant.id, amount_minor, currency, payment_method: "pm_card_visa"
+    }), context)
+    yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+    const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
+    assert.strictEqual(settled.status, "SETTLED")
+    return settled
+  })
+
+const AccountRow = Schema.Struct({ id: Schema.BigInt, code: Schema.String, balance_minor: Schema.BigInt })
+const accountOf = (code: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* decodeRows(AccountRow)(sql`
+      SELECT a.id, a.code, b.balance_minor FROM accounts a JOIN account_balances b ON b.account_id = a.id WHERE a.code = ${code}`)
+    if (row === undefined) return yield* Effect.die(new Error(`no account ${code}`))
+    return row
+  })
+const payableOf = (payment: Payment) => accountOf(`merchant:${payment.merchant_id}:payable:${payment.currency}`)
+
+/** An in-flight key inserted as the gate inserts one: leased, already at its recovery point. */
+const insertKeyAt = (merchantId: MerchantId, key: string, recoveryPoint: string, data: Record<string, string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const id = randomUUID()
+    yield* sql`
+      INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
+                                    recovery_point, recovery_data, locked_at, lock_expires_at, lock_token)
+      VALUES (${id}, ${merchantId}, ${key}, 'POST', '/v1/payments/x/refunds', ${"a".repeat(64)}, ${recoveryPoint},
+              ${JSON.stringify(data)}::jsonb, clock_timestamp(), clock_timestamp() + interval '1 minute', ${randomUUID()})`
+    return id
+  })
+
+const KeyRow = Schema.Struct({ recovery_point: Schema.String, recovery_data: Schema.Json })
+const keyRow = (id: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* decodeRows(KeyRow)(sql`SELECT recovery_point, recovery_data FROM idempotency_keys WHERE id = ${id}::uuid`)
+  })
+
+/** A refund written by hand, as the review did: PENDING with its event, a posting, SUCCEEDED with its event. */
+const refundByHand = (payment: Payment, id: string, amount_minor: number, legs: ReadonlyArray<readonly [bigint, "debit" | "credit", number]>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const reference = `payment:${payment.id}:refund:${id}`
+    yield* sql`
+      INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+      VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING', now(), now())`
+    yield* sql`
+      INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+      VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'refund_created', jsonb_build_object('refund_id', ${id}::text, 'version', 1))`
+    yield* sql`INSERT INTO transactions (reference, description) VALUES (${reference}, 'refund by hand')`
+    const values = legs.map(([account, side, amount], index) => sql`(${index + 1}, ${account}::bigint, ${side}::text, ${amount}::bigint)`)
+    yield* sql`
+      INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+      SELECT t.id, v.n, v.a, v.s::ledger_side, v.m, ${payment.currency}
+      FROM transactions t, (VALUES ${sql.csv(values)}) AS v(n, a, s, m)
+      WHERE t.reference = ${reference}`
+    yield* sql`
+      UPDATE refunds SET status = 'SUCCEEDED', updated_at = now(),
+             ledger_transaction_id = (SELECT id FROM transactions WHERE reference = ${reference})
+      WHERE id = ${id}`
+    yield* sql`
+      INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+      VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'refund_succeeded', jsonb_build_object('refund_id', ${id}::text, 'version', 2))`
+  })
+
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: raw SQL as pay_app", (it) => {
+  it.effect("F1: an unfinished key past started (refund_requested, capture_requested, void_requested) cannot be deleted, re-pointed or moved to another point", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards F1")
+      const points = [
+        ["refund_requested", { refund_id: refundId(1) }],
+        ["capture_requested", { payment_id: "pay_0087000000000000000000c1" }],
+        ["void_requested", { payment_id: "pay_0087000000000000000000v1" }]
+      ] as const
+      for (const [index, [point, data]] of points.entries()) {
+        const sideways = points[(index + 1) % points.length]?.[0] ?? "finished"
+        const id = yield* insertKeyAt(merchant.id, `f1-${point}`, point, data)
+        yield* refusedByGuard(new RegExp(`cannot be deleted: its work is in flight at ${point}`))(
+          sql`DELETE FROM idempotency_keys WHERE id = ${id}::uuid`)
+        yield* refusedByGuard(/its recovery data cannot change/)(
+          sql`UPDATE idempotency_keys SET recovery_data = ${JSON.stringify({ refund_id: refundId(2), payment_id: "pay_0087000000000000000000x1" })}::jsonb
+              WHERE id = ${id}::uuid`)
+        yield* refusedByGuard(/its recovery data cannot change/)(
+          sql`UPDATE idempotency_keys SET recovery_data = '{}'::jsonb WHERE id = ${id}::uuid`)
+        yield* refusedByGuard(/it can only be finished, not moved to started/)(
+          sql`UPDATE idempotency_keys SET recovery_point = 'started' WHERE id = ${id}::uuid`)
+        yield* refusedByGuard(new RegExp(`it can only be finished, not moved to ${sideways}`))(
+          sql`UPDATE idempotency_keys SET recovery_point = ${sideways} WHERE id = ${id}::uuid`)
+        assert.deepStrictEqual(yield* keyRow(id), [{ recovery_point: point, recovery_data: data }])
+      }
+      // The review's exact statement: by key, every in-flight key at once.
+      yield* refusedByGuard(/cannot be deleted: its work is in flight/)(
+        sql`DELETE FROM idempotency_keys WHERE merchant_id = ${merchant.id} AND finished_at IS NULL`)
+      const [left] = yield* decodeRows(Schema.Struct({ n: Schema.BigInt }))(sql`
+        SELECT count(*) AS n FROM idempotency_keys WHERE merchant_id = ${merchant.id}`)
+      assert.strictEqual(left?.n, 3n)
+    }))
+
+  it.effect("F1: the application's own statements on an in-flight key still pass: advance from started, release, a lease takeover, the completer's parking, the CLI's retry, finish, then the reaper", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const store = makeKeyStore(sql)
+      const parked = yield* ParkedKeys
+      const merchant = yield* (yield* MerchantRepository).create("Guards F1 app")
+      const request = {
+        merchantId: merchant.id,
+        key: decodeKey("f1-application"),
+        method: "POST",
+        path: "/v1/payments/pay_x/refunds",
+        fingerprint: "b".repeat(64),
+        canonicalBody: "{\"amount\":100}"
+      }
+      const first = yield* store.decide(request, randomUUID(), 60_000)
+      if (first._tag !== "Fresh") return assert.fail(`expected a fresh key, got ${first._tag}`)
+      const advanced = yield* sql.withTransaction(store.advance(first.record, "refund_requested", { refund_id: refundId(3) }))
+      assert.deepStrictEqual(yield* store.release(advanced), { _tag: "Unlocked", recoveryPoint: "refund_requested" })
+      const resumed = yield* store.decide(request, randomUUID(), 60_000)
+      if (resumed._tag !== "Resume") return assert.fail(`expected a resumed key, got ${resumed._tag}`)
+      assert.strictEqual(resumed.record.recoveryPoint, "refund_requested")
+      assert.isTrue(yield* store.recordCompleterFailure({ id: first.record.id, previousAttempts: 0, retryIn_ms: 0, park: true, reason: "acquirer down" }))
+      assert.strictEqual(yield* parked.count, 1)
+      yield* parked.retry(first.record.id)
+      assert.strictEqual(yield* parked.count, 0)
+      yield* sql.withTransaction(store.storeResponse(resumed.record, { status: 201, body: "{}", contentType: "application/json" }))
+      const reaped = yield* store.reap(0, 1_000)
+      assert.deepStrictEqual(reaped.finished.map((row) => row.idempotency_key), ["f1-application"])
+    }))
+
+  it.effect("F2: a refund posted from another merchant's payable, or crediting anything but the acquirer receivable, is refused; its own legs pass", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const a = yield* settledPayment("Guards F2 A", 10_000, "USD")
+      const b = yield* settledPayment("Guards F2 B", 10_000, "USD")
+      const payableA = yield* payableOf(a)
+      const payableB = yield* payableOf(b)
+      const receivable = yield* accountOf("acquirer:receivable:USD")
+      const legsRefused = refusedByGuard(/posting \d+ has legs .* a refund of 500 USD \(fee returned 0\) of merchant/)
+      // The review's reproduction: A's payment refunded from B's payable.
+      yield* legsRefused(sql.withTransaction(refundByHand(a, refundId(10), 500, [[payableB.id, "debit", 500], [receivable.id, "credit", 500]])))
+      // Reference, total debits and fee debit right (0047, 0062 pass): part of it credited to B.
+      yield* legsRefused(sql.withTransaction(refundByHand(a, refundId(11), 500, [
+        [payableA.id, "debit", 500], [receivable.id, "credit", 400], [payableB.id, "credit", 100]
+      ])))
+      assert.strictEqual((yield* payableOf(a)).balance_minor, payableA.balance_minor)
+      assert.strictEqual((yield* payableOf(b)).balance_minor, payableB.balance_minor)
+      // The same statements with the refund's own legs commit: the legs were the only fault.
+      yield* sql.withTransaction(refundByHand(a, refundId(12), 500, [[payableA.id, "debit", 500], [receivable.id, "credit", 500]]))
+      assert.strictEqual((yield* payableOf(a)).balance_minor, payableA.balance_minor - 500n)
+      assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
+    }))
+
+  it.effect("F3: a posting that touches a merchant's payable under a reference that is neither a settlement's nor a refund's is refused", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const a = yield* settledPayment("Guards F3 A", 10_000, "USD")
+      const b = yield* settledPayment("Guards F3 B", 10_000, "USD")
+      const payableA = yield* payableOf(a)
+      const payableB = yield* payableOf(b)
+      const receivable = yield* accountOf("acquirer:receivable:USD")
+      const post = (reference: string, legs: ReadonlyArray<readonly [bigint, "debit" | "credit", number]>) => {
+        const values = legs.map(([account, side, amount], index) => sql`(${index + 1}, ${account}::bigint, ${side}::text, ${amount}::bigint)`)
+        return sql.withTransaction(Effect.andThen(
+          sql`INSERT INTO transactions (reference, description) VALUES (${reference}, 'by hand')`,
+          sql`
+            INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+            SELECT t.id, v.n, v.a, v.s::ledger_side, v.m, 'USD'
+            FROM transactions t, (VALUES ${sql.csv(values)}) AS v(n, a, s, m)
+            WHERE t.reference = ${reference}`
+        ))
+      }
+      const touches = refusedByGuard(/touches the merchant payable merchant:mer_\w+:payable:USD: only a settlement/)
+      // The review's reproduction: B's money to A under a free reference.
+      yield* touches(post("adjustment:whatever", [[payableB.id, "debit", 1_000], [payableA.id, "credit", 1_000]]))
+      // Out of the acquirer's receivable into a payable, and under a payment-like reference of another kind.
+      yield* touches(post("adjustment:topup", [[receivable.id, "debit", 1_000], [payableA.id, "credit", 1_000]]))
+      yield* touches(post(`payment:${a.id}:capture`, [[payableA.id, "debit", 1_000], [receivable.id, "credit", 1_000]]))
+      assert.strictEqual((yield* payableOf(a)).balance_minor, payableA.balance_minor)
+      assert.strictEqual((yield* payableOf(b)).balance_minor, payableB.balance_minor)
+      // The settle path (a settlement reference) still posts: the setup above settled two payments as pay_app.
+      assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
+    }))
+
+  it.effect("F4: an account's terms follow its code: a merchant's payable is a non-negative liability, the receivable an asset, the fees revenue", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards F4")
+      const insert = (code: string, type: string, allowNegative: boolean) => sql`
+        INSERT INTO accounts (code, type, currency, allow_negative) VALUES (${code}, ${type}::ledger_account_type, 'CHF', ${allowNegative})`
+      const wrongTerms = expectSqlRefusal({ code: "23514", constraint: "accounts_terms_follow_code" })
+      const payable = `merchant:${merchant.id}:payable:CHF`
+      // The review's squat: the payable as a negative-allowed asset; each wrong term on its own too.
+      yield* wrongTerms(insert(payable, "asset", true))
+      yield* wrongTerms(insert(payable, "liability", true))
+      yield* wrongTerms(insert(payable, "asset", false))
+      yield* wrongTerms(insert("acquirer:receivable:CHF", "liability", false))
+      yield* wrongTerms(insert("acquirer:receivable:CHF", "asset", true))
+      yield* wrongTerms(insert("platform:fees:CHF", "asset", false))
+      yield* wrongTerms(insert("platform:fees:CHF", "revenue", true))
+      // The terms the code asks for (packages/settlement/src/Accounts.ts) pass.
+      yield* insert(payable, "liability", false)
+      yield* insert("acquirer:receivable:CHF", "asset", false)
+      yield* insert("platform:fees:CHF", "revenue", false)
+    }))
+
+  it.effect("F5: an outbox row cannot be inserted already published, nor marked published before it was created", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards F5")
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      const insertedPublished = refusedByGuard(/cannot be inserted already published/)
+      // The review's reproduction: a CREATED payment canceled with its history and an event born published.
+      yield* insertedPublished(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE payments SET status = 'CANCELED', version = version + 1, updated_at = now() WHERE id = ${created.id}`
+        yield* sql`
+          INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+          VALUES (${created.id}, 2, 'CREATED', 'CANCELED', 'attacker', 'x', now())`
+        yield* sql`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, published_at)
+          VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', '{"version":2}', '2000-01-01')`
+      })))
+      yield* insertedPublished(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, published_at)
+        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', '{"version":2}', clock_timestamp())`)
+      const [status] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${created.id}`)
+      assert.strictEqual(status?.status, "CREATED")
+      // A mark before the row's creation: in the creating transaction, "now" is before created_at.
+      const markId = randomUUID()
+      yield* refusedByGuard(/its mark of publication .* is before the event was created/)(sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`,
+        sql`UPDATE outbox_events SET published_at = now() WHERE id = ${markId}::uuid`
+      )))
+      // The publisher's mark (clock_timestamp(), a later transaction) and the runbook's re-queue pass.
+      yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                 VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`
+      yield* sql`UPDATE outbox_events SET published_at = clock_timestamp(), attempt_count = attempt_count + 1 WHERE id = ${markId}::uuid AND published_at IS NULL`
+      yield* sql`UPDATE outbox_events SET published_at = NULL WHERE id = ${markId}::uuid`
+      yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE id = ${markId}::uuid`
+    }))
+
+  it.effect("F8: a fee schedule's currency is one of the supported currencies, the same list as payments_currency_check", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards F8")
+      const unsupported = expectSqlRefusal({ code: "23514", constraint: "merchant_fee_schedules_currency_supported" })
+      yield* unsupported(sql`INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fee_fixed_minor) VALUES (${merchant.id}, 'XXX', 100, 0)`)
+      yield* sql`INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fee_fixed_minor) VALUES (${merchant.id}, 'JPY', 100, 0)`
+      // The review's reproduction: the JPY schedule moved to a currency no payment can have.
+      yield* unsupported(sql`UPDATE merchant_fee_schedules SET currency = 'XXX' WHERE merchant_id = ${merchant.id} AND currency = 'JPY'`)
+      const definitions = yield* decodeRows(Schema.Struct({ name: Schema.String, definition: Schema.String }))(sql`
+        SELECT conname AS name, pg_get_constraintdef(oid) AS definition FROM pg_constraint
+        WHERE conname IN ('payments_currency_check', 'merchant_fee_schedules_currency_supported')`)
+      const listOf = (name: string) =>
+        [...(definitions.find((row) => row.name === name)?.definition ?? "").matchAll(/'([A-Z]{3})'/g)].map((match) => match[1]).sort()
+      const payments = listOf("payments_currency_check")
+      assert.isAbove(payments.length, 50)
+      assert.deepStrictEqual(listOf("merchant_fee_schedules_currency_supported"), payments)
+    }))
+})
+
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: raw SQL as the owner", (it) => {
+  it.effect("F6: TRUNCATE idempotency_keys is refused, for the owner too (a row trigger never sees it)", () =>
+    Effect.gen(function* () {
+      const { url } = yield* OwnerUrl
+      const merchant = yield* (yield* MerchantRepository).create("Guards F6")
+      yield* insertKeyAt(merchant.id, "f6-in-flight", "refund_requested", { refund_id: refundId(20) })
+      const owner = postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0087-owner" })
+      const [user] = yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* refusedByGuard(/TRUNCATE on idempotency_keys is not allowed/)(sql`TRUNCATE idempotency_keys`)
+        return yield* decodeRows(Schema.Struct({ user: Schema.String, keys: Schema.BigInt }))(sql`
+          SELECT current_user AS user, (SELECT count(*) FROM idempotency_keys) AS keys`)
+      }).pipe(Effect.provide(owner))
+      assert.notStrictEqual(user?.user, "pay_app", "TRUNCATE is the owner's: pay_app has no such grant")
+      assert.strictEqual(user?.keys, 1n)
+    }))
+})
