@@ -13,9 +13,9 @@ import {
   DEAD_LETTER_LIST_MAX,
   deadLetterTopic,
   DISMISS_REASON_CHARS_MAX,
-  makeConsumerStore,
-  makeDeadLetters,
-  makeReconciliation,
+  ConsumerStore,
+  DeadLetters,
+  Reconciliation,
   makeSettlementProjection,
   rebuildSettlement,
   redrive
@@ -109,7 +109,7 @@ const KafkaClientsLive = Layer.unwrap(
 )
 
 const reconcile = Effect.gen(function* () {
-  const report = yield* makeReconciliation(yield* SqlClient.SqlClient).reconcile()
+  const report = yield* (yield* Reconciliation).reconcile()
   yield* Console.log(json({ generation: report.generation, rows: report.rows.length, differences: report.differences }))
   if (report.differences.length > 0) yield* Effect.sync(() => { process.exitCode = 1 })
 })
@@ -135,7 +135,7 @@ const replay = Effect.gen(function* () {
 const knownConsumer = (sql: SqlClient.SqlClient, consumer: string) =>
   Effect.gen(function* () {
     if (!consumerName.test(consumer)) return yield* new InvalidConsumerName({ consumer })
-    const stored = yield* makeConsumerStore(sql).allOffsets
+    const stored = yield* (yield* ConsumerStore).allOffsets
     const known = [...new Set([(yield* makeSettlementProjection(sql).live).consumer, WEBHOOK_CONSUMER_NAME, ...stored.map((row) => row.consumer)])].sort()
     if (!known.includes(consumer)) return yield* new UnknownConsumer({ consumer, known })
   })
@@ -184,7 +184,7 @@ const reset = (consumer: string, offsetText: string) =>
     const sql = yield* SqlClient.SqlClient
     yield* knownConsumer(sql, consumer)
     const offset = yield* Schema.decodeUnknownEffect(OffsetArgument)(offsetText)
-    const store = makeConsumerStore(sql)
+    const store = yield* ConsumerStore
     const prefix = yield* KafkaTopicPrefix
     const topic = paymentsEventsTopic(prefix)
     const endOffsets = yield* (yield* KafkaConsumer).endOffsets(topic)
@@ -211,7 +211,7 @@ const redriveCommand = (argument: string) =>
     const outcome = yield* redrive(id)
     yield* Console.log(json({ id, outcome }))
     if (outcome !== "failed") return
-    const [letter] = yield* makeDeadLetters(yield* SqlClient.SqlClient).find(id)
+    const [letter] = yield* (yield* DeadLetters).find(id)
     return yield* new RedriveFailed({ id, error: letter?.redrive_error ?? "(no error recorded)" })
   })
 
@@ -219,7 +219,7 @@ const dismissCommand = (idArgument: string, reasonArgument: string) =>
   Effect.gen(function* () {
     const id = yield* Schema.decodeUnknownEffect(IdArgument)(idArgument)
     const reason = yield* Schema.decodeUnknownEffect(ReasonArgument)(reasonArgument)
-    if (!(yield* makeDeadLetters(yield* SqlClient.SqlClient).dismiss(id, reason))) return yield* new NoOpenDeadLetter({ id })
+    if (!(yield* (yield* DeadLetters).dismiss(id, reason))) return yield* new NoOpenDeadLetter({ id })
     yield* Console.log(json({ id, dismissed: true, reason }))
   })
 
@@ -228,7 +228,7 @@ const dlqList = (consumer: string | undefined) =>
     const sql = yield* SqlClient.SqlClient
     // A mistyped name would list nothing, which reads as "nothing parked".
     if (consumer !== undefined) yield* knownConsumer(sql, consumer)
-    const rows = yield* makeDeadLetters(sql).list({
+    const rows = yield* (yield* DeadLetters).list({
       ...(consumer === undefined ? {} : { consumer }),
       includeRedriven: false,
       limit: DEAD_LETTER_LIST_MAX
@@ -237,15 +237,20 @@ const dlqList = (consumer: string | undefined) =>
   })
 
 const offsets = Effect.gen(function* () {
-  yield* Console.log(json(yield* makeConsumerStore(yield* SqlClient.SqlClient).allOffsets))
+  yield* Console.log(json(yield* (yield* ConsumerStore).allOffsets))
 })
 
+/** The consumers' services the commands use, over the CLI's database client. */
+const ConsumerServicesLive = Layer.mergeAll(ConsumerStore.layer, DeadLetters.layer, Reconciliation.layer)
+type ConsumerServices = ConsumerStore | DeadLetters | Reconciliation
+
 /** A command that only reads and writes the database. */
-const database = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient>) => ({ effect, kafka: false })
+const database = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient | ConsumerServices>) =>
+  ({ effect: Effect.provide(effect, ConsumerServicesLive), kafka: false })
 
 /** A command that talks to Kafka: its clients provided to it alone; main.ts imports the library first (`kafka`). */
-const broker = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin>) =>
-  ({ effect: Effect.provide(effect, KafkaClientsLive), kafka: true })
+const broker = <E>(effect: Effect.Effect<void, E, SqlClient.SqlClient | ConsumerServices | KafkaConsumer | KafkaAdmin>) =>
+  ({ effect: Effect.provide(effect, Layer.merge(KafkaClientsLive, ConsumerServicesLive)), kafka: true })
 
 /**
  * Dispatches the consumer commands; undefined when the arguments are not one of them, with their

@@ -2,7 +2,7 @@ import { eventAggregate } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import type { KafkaRecord } from "@pay/infra"
 import type { DecodedPaymentEvent } from "@pay/outbox/CloudEvents"
-import { Effect, Schema } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
 /**
@@ -171,4 +171,16 @@ const makeOffsetAdmin = (sql: SqlClient.SqlClient) => {
   return { offsets, allOffsets, resetOffsets, rewindPartition, storedTopicId, recordTopicId }
 }
 
-export type ConsumerStore = ReturnType<typeof makeConsumerStore>
+/**
+ * The consumers' bookkeeping as a service: offsets (locked, advanced, read, reset), claims, the
+ * topic ids offsets belong to. What the operator's commands and the processes use; the per-slice
+ * path (`SubscriptionPipeline`, `BatchClaims`) calls the same statements inside its transaction.
+ */
+export class ConsumerStore extends Context.Service<ConsumerStore, ReturnType<typeof makeConsumerStore>>()("consumers/ConsumerStore") {
+  static readonly layer: Layer.Layer<ConsumerStore, never, SqlClient.SqlClient> = Layer.effect(
+    ConsumerStore,
+    Effect.gen(function* () {
+      return makeConsumerStore(yield* SqlClient.SqlClient)
+    })
+  )
+}

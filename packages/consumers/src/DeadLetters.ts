@@ -1,6 +1,6 @@
 import { decodeRows, type KafkaRecord } from "@pay/infra"
-import { Effect, Schema } from "effect"
-import type { SqlClient } from "effect/sql"
+import { Context, Effect, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 
 /** A parked record: the error, the attempts, and the original record (value and headers). */
 export const DeadLetter = Schema.Struct({
@@ -119,3 +119,13 @@ export const recordOf = (letter: DeadLetter): KafkaRecord => ({
   headers: letter.headers,
   timestamp_ms: letter.parked_at.getTime()
 })
+
+/** Parked records (`dead_letter_events`): park, list, find, re-drive bookkeeping, dismiss. */
+export class DeadLetters extends Context.Service<DeadLetters, ReturnType<typeof makeDeadLetters>>()("consumers/DeadLetters") {
+  static readonly layer: Layer.Layer<DeadLetters, never, SqlClient.SqlClient> = Layer.effect(
+    DeadLetters,
+    Effect.gen(function* () {
+      return makeDeadLetters(yield* SqlClient.SqlClient)
+    })
+  )
+}

@@ -1,6 +1,6 @@
 import { decodeRows } from "@pay/infra"
-import { Effect, Metric, Schema } from "effect"
-import type { SqlClient } from "effect/sql"
+import { Context, Effect, Layer, Metric, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import { reconciliationDifferences } from "./ConsumerModel.ts"
 
 /**
@@ -141,4 +141,14 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
     })
 
   return { reconcile }
+}
+
+/** The projection compared with the ledger and the payments table (`reconcile`). */
+export class Reconciliation extends Context.Service<Reconciliation, ReturnType<typeof makeReconciliation>>()("consumers/Reconciliation") {
+  static readonly layer: Layer.Layer<Reconciliation, never, SqlClient.SqlClient> = Layer.effect(
+    Reconciliation,
+    Effect.gen(function* () {
+      return makeReconciliation(yield* SqlClient.SqlClient)
+    })
+  )
 }
