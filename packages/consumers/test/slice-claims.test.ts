@@ -161,6 +161,43 @@ it.live("a claim another transaction writes meanwhile is waited for: committed, 
     assert.deepStrictEqual(outcomes, ["applied", "stale"])
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 4 }))))
 
+it.live("a payment's version another transaction is moving is waited for (FOR UPDATE): the slice then decides on the committed version, stale, without a failure", () =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const consumer = "versions-locked"
+    yield* sql`INSERT INTO consumer_payment_versions (consumer, payment_id, version) VALUES (${consumer}, 'pay_v', 1)`
+    const moved = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    // A re-drive, say, moving pay_v to version 5, not committed yet.
+    const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+      yield* sql`UPDATE consumer_payment_versions SET version = 5 WHERE consumer = ${consumer} AND payment_id = 'pay_v'`
+      yield* Deferred.succeed(moved, undefined)
+      yield* Deferred.await(release)
+    })))
+    yield* Deferred.await(moved)
+    const claimer = yield* Effect.forkChild(sql.withTransaction(decodeRows(Schema.Struct({ outcomes: Schema.Array(Schema.String) }))(
+      sql`SELECT consumer_claim_slice(${consumer}, ${topic}, 0, ${JSON.stringify([{ o: "0", e: randomUUID(), p: "pay_v", v: 3 }])}::jsonb) AS outcomes`
+    )))
+    // The slice must queue behind the moving row (the versions are read FOR UPDATE), not read
+    // version 1 and decide "applied" (outside test audit: without the lock every test still
+    // passed; the function's late re-check then ended the slice in a serialization failure).
+    const deadline = Date.now() + 20_000
+    while (true) {
+      const [waiting] = yield* decodeRows(Count)(sql`
+        SELECT count(*)::bigint AS n FROM pg_stat_activity
+        WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()
+          AND datname = current_database()`)
+      if ((waiting?.n ?? 0n) > 0n) break
+      if (Date.now() > deadline) return assert.fail("the slice never waited on the version being moved")
+      yield* Effect.sleep(Duration.millis(50))
+    }
+    yield* Deferred.succeed(release, undefined)
+    yield* Fiber.join(holder)
+    const decided = yield* Effect.result(Fiber.join(claimer))
+    assert.strictEqual(decided._tag, "Success", decided._tag === "Failure" ? String(decided.failure) : "")
+    if (decided._tag === "Success") assert.deepStrictEqual(decided.success[0]?.outcomes, ["stale"])
+  }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 4 }))))
+
 const IndexReads = Schema.Struct({ tuples_read: Schema.BigInt })
 
 it.live("a slice reads the payments' versions one key each, however many payments the consumer has seen, on a table never analyzed (0071: the cost stays flat as the consumer ages)", () =>
