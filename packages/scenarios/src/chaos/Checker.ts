@@ -1,5 +1,6 @@
 import { refundEventTypes } from "@pay/domain/RefundEvents"
-import { Effect } from "effect"
+import { decodeRow, decodeRows } from "@pay/infra"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { runCli } from "../Cli.ts"
 import { currencySums, ledgerVerify } from "../Evidence.ts"
@@ -71,19 +72,28 @@ export const replays = (decided: ReadonlyArray<Decided>) => {
 
 /** At most this many violating rows are read back per check (all are counted by the check's own query). */
 const violations_max = 20
-const countOf = (rows: ReadonlyArray<{ n: number }>) => rows[0]?.n ?? 0
+
+// Row schemas (SqlRows.ts): every count is `count(*)::int` (int4, a number); money is read `::text` (exact).
+const CountRow = Schema.Struct({ n: Schema.Number })
+/** A `SELECT count(…)::int AS n` statement's answer (an aggregate: exactly one row). */
+const intCountOf = <E, R>(statement: Effect.Effect<ReadonlyArray<unknown>, E, R>) =>
+  decodeRow(CountRow)(statement).pipe(Effect.map((row) => row.n))
+const StatusRow = Schema.Struct({ id: Schema.String, status: Schema.String })
+const SettlementCountsRow = Schema.Struct({
+  id: Schema.String, status: Schema.String, settlements: Schema.Number, postings: Schema.Number, captures: Schema.Number
+})
 
 /** Each payment's status (10^5 rows in a long run: one query, for the acknowledged check). */
 const statuses = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ id: string; status: string }>`SELECT id, status FROM payments`
+  const rows = yield* decodeRows(StatusRow)(sql`SELECT id, status FROM payments`)
   return new Map(rows.map((r) => [r.id, r.status]))
 })
 
 /** Per payment: settlement rows, settlement postings and approved captures at the acquirer (index lookups, filtered in SQL). */
 const moneyChecks = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const badRows = yield* sql<{ id: string; status: string; settlements: number; postings: number; captures: number }>`
+  const badRows = yield* decodeRows(SettlementCountsRow)(sql`
     SELECT * FROM (SELECT p.id, p.status,
       (SELECT count(*)::int FROM payment_settlements s WHERE s.payment_id = p.id) AS settlements,
       (SELECT count(*)::int FROM transactions t WHERE t.reference = 'payment:' || p.id || ':settlement') AS postings,
@@ -92,8 +102,8 @@ const moneyChecks = Effect.gen(function* () {
     FROM payments p) c
     WHERE CASE WHEN c.status = 'SETTLED' THEN NOT (c.settlements = 1 AND c.postings = 1 AND c.captures = 1)
                ELSE c.settlements <> 0 OR c.postings <> 0 OR c.captures > 1 END
-    LIMIT ${violations_max}`
-  const payments = countOf(yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM payments`)
+    LIMIT ${violations_max}`)
+  const payments = yield* intCountOf(sql`SELECT count(*)::int AS n FROM payments`)
   const verify = yield* ledgerVerify
   const sums = yield* currencySums
   return [
@@ -104,29 +114,33 @@ const moneyChecks = Effect.gen(function* () {
 })
 
 const legalPairs = [...legal]
+const HistoryRow = Schema.Struct({ payment_id: Schema.String, version: Schema.Number, from_status: Schema.NullOr(Schema.String), to_status: Schema.String })
+const ChangesRow = Schema.Struct({ payment_id: Schema.String, changes: Schema.Number, outbox: Schema.Number })
 
 /** Transitions and outbox rows per payment, as aggregates (no row per payment leaves Postgres unless it violates). */
 const transitionChecks = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const transitions = countOf(yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM payment_status_history`)
-  const illegal = yield* sql<{ payment_id: string; version: number; from_status: string | null; to_status: string }>`
+  const transitions = yield* intCountOf(sql`SELECT count(*)::int AS n FROM payment_status_history`)
+  const illegal = yield* decodeRows(HistoryRow)(sql`
     SELECT payment_id, version, from_status, to_status FROM payment_status_history
     WHERE coalesce(from_status, 'null') || '>' || to_status <> ALL (${legalPairs}::text[])
-    LIMIT ${violations_max}`
+    LIMIT ${violations_max}`)
   // A payment's status changes are its payment_* events; refund events and the expiry warning share
   // the payment's aggregate (its Kafka key, for order) but change no payment status.
-  const paymentsChanged = countOf(yield* sql<{ n: number }>`SELECT count(DISTINCT payment_id)::int AS n FROM payment_status_history`)
-  const mismatch = yield* sql<{ payment_id: string; changes: number; outbox: number }>`
+  const paymentsChanged = yield* intCountOf(sql`SELECT count(DISTINCT payment_id)::int AS n FROM payment_status_history`)
+  const mismatch = yield* decodeRows(ChangesRow)(sql`
     WITH h AS (SELECT payment_id, count(*)::int AS n FROM payment_status_history GROUP BY payment_id),
          o AS (SELECT aggregate_id, count(*)::int AS n FROM outbox_events
                WHERE left(event_type, 8) = 'payment_' AND event_type <> 'payment_expiring' GROUP BY aggregate_id)
     SELECT h.payment_id, h.n AS changes, coalesce(o.n, 0) AS outbox FROM h LEFT JOIN o ON o.aggregate_id = h.payment_id
-    WHERE h.n <> coalesce(o.n, 0) LIMIT ${violations_max}`
+    WHERE h.n <> coalesce(o.n, 0) LIMIT ${violations_max}`)
   return [
     check("only legal transitions in payment_status_history", transitions, illegal.map((h) => `${h.payment_id} v${h.version} ${h.from_status}→${h.to_status}`)),
     check("each committed change has exactly one outbox row", paymentsChanged, mismatch.map((m) => `${m.payment_id}: ${m.changes} changes, ${m.outbox} outbox rows`))
   ]
 })
+
+const AggregateIdsRow = Schema.Struct({ aggregate_id: Schema.String, ids: Schema.String })
 
 /**
  * The topic read back from offset 0, streamed (a long run's ~10^6 records are never all in memory):
@@ -136,8 +150,8 @@ const transitionChecks = Effect.gen(function* () {
 const kafkaCheck = (stack: ScenarioStack) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const perAggregate = yield* sql<{ aggregate_id: string; ids: string }>`
-      SELECT aggregate_id, string_agg(id::text, ',' ORDER BY position) AS ids FROM outbox_events GROUP BY aggregate_id`
+    const perAggregate = yield* decodeRows(AggregateIdsRow)(sql`
+      SELECT aggregate_id, string_agg(id::text, ',' ORDER BY position) AS ids FROM outbox_events GROUP BY aggregate_id`)
     const outboxIds = new Set<string>()
     for (const row of perAggregate) for (const id of row.ids.split(",")) outboxIds.add(id)
     const seen = new Set<string>()
@@ -168,6 +182,15 @@ const kafkaCheck = (stack: ScenarioStack) =>
     ]
   })
 
+const RefundTotalsRow = Schema.Struct({ payments: Schema.Number, refunds: Schema.Number, canceled: Schema.Number })
+/** The captured and refunded money `::text` (exact: shown, never computed on here). */
+const OverCapRow = Schema.Struct({ id: Schema.String, captured: Schema.NullOr(Schema.String), refunded: Schema.String })
+const ReversalRow = Schema.Struct({
+  id: Schema.String, status: Schema.String, postings: Schema.Number, approved: Schema.Number, performed: Schema.Number
+})
+const IdRow = Schema.Struct({ id: Schema.String })
+const RefundEventsRow = Schema.Struct({ id: Schema.String, status: Schema.String, events: Schema.String })
+
 /**
  * Refunds (issue 19): per payment, Σ refunds not FAILED ≤ captured (the cap), and every SUCCEEDED
  * refund has exactly one reversal posting and one approved refund at the acquirer, performed once;
@@ -175,41 +198,41 @@ const kafkaCheck = (stack: ScenarioStack) =>
  */
 const refundChecks = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const totals = (yield* sql<{ payments: number; refunds: number; canceled: number }>`
+  const totals = yield* decodeRow(RefundTotalsRow)(sql`
     SELECT (SELECT count(DISTINCT payment_id)::int FROM refunds) AS payments, (SELECT count(*)::int FROM refunds) AS refunds,
-      (SELECT count(*)::int FROM payments WHERE status = 'CANCELED') AS canceled`)[0] ?? { payments: 0, refunds: 0, canceled: 0 }
-  const overCap = yield* sql<{ id: string; captured: string | null; refunded: string }>`
+      (SELECT count(*)::int FROM payments WHERE status = 'CANCELED') AS canceled`)
+  const overCap = yield* decodeRows(OverCapRow)(sql`
     SELECT c.id, c.captured::text AS captured, c.refunded::text AS refunded FROM (SELECT p.id, p.captured_amount_minor AS captured,
       (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r WHERE r.payment_id = p.id AND r.status <> 'FAILED') AS refunded
       FROM payments p WHERE EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)) c
-    WHERE c.captured IS NULL OR c.refunded > c.captured LIMIT ${violations_max}`
-  const reversals = yield* sql<{ id: string; status: string; postings: number; approved: number; performed: number }>`
+    WHERE c.captured IS NULL OR c.refunded > c.captured LIMIT ${violations_max}`)
+  const reversals = yield* decodeRows(ReversalRow)(sql`
     SELECT * FROM (SELECT r.id, r.status,
       (SELECT count(*)::int FROM transactions t WHERE t.reference = 'payment:' || r.payment_id || ':refund:' || r.id) AS postings,
       (SELECT count(*)::int FROM acquirer_sim.operations o WHERE o.reference = 'refund:' || r.id AND o.outcome = 'approved') AS approved,
       (SELECT coalesce(sum(o.performed_count), 0)::int FROM acquirer_sim.operations o WHERE o.reference = 'refund:' || r.id) AS performed
       FROM refunds r) c
     WHERE c.performed > 1 OR CASE WHEN c.status = 'SUCCEEDED' THEN NOT (c.postings = 1 AND c.approved = 1) ELSE c.postings <> 0 END
-    LIMIT ${violations_max}`
-  const canceledWithMoney = yield* sql<{ id: string }>`
+    LIMIT ${violations_max}`)
+  const canceledWithMoney = yield* decodeRows(IdRow)(sql`
     SELECT p.id FROM payments p WHERE p.status = 'CANCELED' AND (EXISTS (SELECT 1 FROM payment_settlements s WHERE s.payment_id = p.id)
       OR EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'capture' AND o.outcome = 'approved'))
-    LIMIT ${violations_max}`
+    LIMIT ${violations_max}`)
   // A cancel before authorization never strands the payer's funds: an approved authorization of a
   // CANCELED payment was voided.
-  const canceledHoldingFunds = yield* sql<{ id: string }>`
+  const canceledHoldingFunds = yield* decodeRows(IdRow)(sql`
     SELECT p.id FROM payments p WHERE p.status = 'CANCELED'
       AND EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'authorize' AND o.outcome = 'approved')
       AND NOT EXISTS (SELECT 1 FROM acquirer_sim.operations o WHERE o.payment_id = p.id AND o.operation = 'void' AND o.outcome = 'approved')
-    LIMIT ${violations_max}`
+    LIMIT ${violations_max}`)
   // The refund events grouped once by refund id (not one scan of the outbox per refund).
-  const events = yield* sql<{ id: string; status: string; events: string }>`
+  const events = yield* decodeRows(RefundEventsRow)(sql`
     WITH e AS (SELECT o.payload->>'refund_id' AS refund_id, string_agg(o.event_type, ',' ORDER BY o.position) AS events
                FROM outbox_events o WHERE o.event_type IN ${sql.in([...refundEventTypes])} GROUP BY 1)
     SELECT r.id, r.status, coalesce(e.events, '') AS events FROM refunds r LEFT JOIN e ON e.refund_id = r.id
     WHERE coalesce(e.events, '') <> CASE r.status WHEN 'SUCCEEDED' THEN 'refund_created,refund_succeeded'
                                                   WHEN 'FAILED' THEN 'refund_created,refund_failed' ELSE 'refund_created' END
-    LIMIT ${violations_max}`
+    LIMIT ${violations_max}`)
   return [
     check("refund cap: per payment, Σ refunds not FAILED ≤ captured", totals.payments, overCap.map((c) => `${c.id} captured=${c.captured} refunded=${c.refunded}`)),
     check("one reversal per SUCCEEDED refund (and one refund at the acquirer, performed once); none for the others", totals.refunds,

@@ -1,6 +1,7 @@
 import { startThrowawayKafka } from "@pay/testkit/ThrowawayKafka"
 import { throwaway } from "@pay/testkit/Throwaway"
-import { Effect, Fiber } from "effect"
+import { decodeRows } from "@pay/infra"
+import { Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { countOf, countUntil, type ScenarioMerchant } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, retryUntilDecided, tally } from "../Flows.ts"
@@ -295,6 +296,8 @@ const drainOutbox = (timeout_ms: number) =>
     return yield* countUntil(sql`SELECT count(*) AS n FROM outbox_events WHERE published_at IS NULL`, (left) => left === 0, { timeout_ms, step_ms: 500 })
   })
 
+const OutboxRow = Schema.Struct({ id: Schema.String, aggregate_id: Schema.String })
+
 export const kafkaDown: Scenario = {
   name: "kafka-down",
   summary: "the scenario's own Kafka broker is killed (kill -9 by pid) while payments commit, then restarted: the outbox holds the events and drains them in order",
@@ -327,7 +330,7 @@ export const kafkaDown: Scenario = {
       const left = yield* drainOutbox(120_000)
       yield* ctx.say.evidence("unpublished after the restart", left)
       yield* ctx.say.expect(left === 0, "the outbox drained")
-      const rows = yield* sql<{ id: string; aggregate_id: string }>`SELECT id::text AS id, aggregate_id FROM outbox_events ORDER BY position`
+      const rows = yield* decodeRows(OutboxRow)(sql`SELECT id::text AS id, aggregate_id FROM outbox_events ORDER BY position`)
       const records = yield* readTopic(broker.brokers, ctx.stack.eventsTopic, rows.length, 30_000)
       yield* ctx.say.evidence("Kafka records read back", `${records.length} for ${rows.length} outbox rows`)
       const seen = new Set(records.map((r) => r.eventId))

@@ -1,6 +1,6 @@
 import { domainEventTypes } from "@pay/domain/RefundEvents"
-import { defaultKafkaConsumerOptions, defaultKafkaProducerLimits, KafkaConsumer, KafkaProducer } from "@pay/infra"
-import { Effect, Fiber } from "effect"
+import { decodeRows, defaultKafkaConsumerOptions, defaultKafkaProducerLimits, KafkaConsumer, KafkaProducer } from "@pay/infra"
+import { Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { ApiProcess } from "../ApiProcess.ts"
 import { runCli } from "../Cli.ts"
@@ -41,28 +41,41 @@ const reconcile = (ctx: ScenarioContext) =>
     yield* ctx.say.expect(result.exitCode === 0, "the projection built from Kafka equals the ledger and the payments table", result.output.slice(-800))
   })
 
+/** consumer_offsets' sums (numeric) `::text` for the evidence; the counts compared are int4 (numbers). */
+const TallyRow = Schema.Struct({
+  consumer: Schema.String,
+  applied: Schema.String,
+  duplicates: Schema.String,
+  parked: Schema.String,
+  claimed: Schema.Number,
+  processed: Schema.Number,
+  outbox: Schema.Number
+})
+
 /** Per consumer (as consumer_offsets names them): processed_events rows, claims counted new (applied + stale), and the outbox's payment events. */
 const consumerTallies = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  return yield* sql<{ consumer: string; applied: string; duplicates: string; parked: string; claimed: number; processed: number; outbox: number }>`
+  return yield* decodeRows(TallyRow)(sql`
     SELECT c.consumer, c.applied::text AS applied, c.duplicates::text AS duplicates, c.parked::text AS parked, c.claimed::int AS claimed,
       (SELECT count(*)::int FROM processed_events p WHERE p.consumer = c.consumer) AS processed,
       (SELECT count(*)::int FROM outbox_events o WHERE o.event_type IN ${sql.in([...domainEventTypes])}) AS outbox
     FROM (SELECT consumer, sum(applied_count) AS applied, sum(duplicate_count) AS duplicates, sum(parked_count) AS parked,
             sum(applied_count + stale_count) AS claimed
-          FROM consumer_offsets GROUP BY consumer) c ORDER BY c.consumer`
+          FROM consumer_offsets GROUP BY consumer) c ORDER BY c.consumer`)
 })
+
+const EventCountRow = Schema.Struct({ event_type: Schema.String, outbox: Schema.Number, counted: Schema.Number })
 
 /** The live settlement generation's count per event type against the outbox's (an event applied twice, or lost, changes one). */
 const projectionCounts = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  return yield* sql<{ event_type: string; outbox: number; counted: number }>`
+  return yield* decodeRows(EventCountRow)(sql`
     WITH o AS (SELECT event_type, count(*)::int AS n FROM outbox_events GROUP BY event_type),
          c AS (SELECT event_type, sum(event_count)::int AS n FROM settlement_projection_event_counts
                WHERE generation = (SELECT generation FROM settlement_projection_live) GROUP BY event_type)
     SELECT t.event_type, coalesce(o.n, 0) AS outbox, coalesce(c.n, 0) AS counted
     FROM unnest(${[...domainEventTypes]}::text[]) AS t(event_type) LEFT JOIN o USING (event_type) LEFT JOIN c USING (event_type)
-    WHERE coalesce(o.n, 0) <> coalesce(c.n, 0)`
+    WHERE coalesce(o.n, 0) <> coalesce(c.n, 0)`)
 })
 
 /**
@@ -94,6 +107,8 @@ const exactlyOnce = (ctx: ScenarioContext) =>
     return rows
   })
 
+const IdRow = Schema.Struct({ id: Schema.String })
+
 export const duplicateEvents: Scenario = {
   name: "duplicate-events",
   summary: "a standalone publisher is killed between Kafka's ack and marking its rows; the next one re-sends them: duplicates on Kafka, each applied once",
@@ -109,7 +124,7 @@ export const duplicateEvents: Scenario = {
       const crashed = yield* publisher.awaitExit(60_000)
       yield* ctx.say.expect(crashed, `the publisher (pid ${publisher.pid()}) killed itself after the broker acknowledged its batch`)
       const sql = yield* SqlClient.SqlClient
-      const unmarked = yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox_events WHERE published_at IS NULL`
+      const unmarked = yield* decodeRows(IdRow)(sql`SELECT id::text AS id FROM outbox_events WHERE published_at IS NULL`)
       // The topic read to its end offsets: which of the unmarked rows the broker already holds.
       const onKafka = new Set<string>()
       yield* scanTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, 30_000, (record) => onKafka.add(record.eventId))
@@ -118,7 +133,7 @@ export const duplicateEvents: Scenario = {
       yield* ctx.say.expect(unmarkedOnKafka >= 1, "the crash left rows on Kafka that the outbox does not mark published", unmarkedOnKafka)
       yield* ctx.say.step("start the publisher again without the fault: it re-sends what it never marked")
       yield* publisher.restart({ OUTBOX_FAULT_CRASH_AFTER_ACK: "false" })
-      const rows = yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox_events ORDER BY position`
+      const rows = yield* decodeRows(IdRow)(sql`SELECT id::text AS id FROM outbox_events ORDER BY position`)
       const deadline = Date.now() + 60_000
       let records = yield* readTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, rows.length + 1, 5_000)
       while (records.length <= rows.length && Date.now() < deadline) records = yield* readTopic(ctx.stack.kafkaBrokers, ctx.stack.eventsTopic, rows.length + 1, 5_000)
@@ -151,6 +166,8 @@ const onTheDlqTopic = (ctx: ScenarioContext, sources: ReadonlyArray<string>) =>
       "the DLQ topic holds the poison record's original bytes, its source offset and the consumer's error", records.length)
   }).pipe(Effect.scoped)
 
+const ParkedRow = Schema.Struct({ consumer: Schema.String, offset: Schema.String, error: Schema.String, attempt_count: Schema.Number })
+
 export const poisonEvent: Scenario = {
   name: "poison-event",
   summary: "a record that is not an event is produced onto the payments topic: parked in the dead-letter table, the partition goes on",
@@ -171,8 +188,8 @@ export const poisonEvent: Scenario = {
       const later = yield* settledPayments(ctx, api, m, [2_500, 3_500])
       yield* awaitConsumed(ctx, 60_000)
       const sql = yield* SqlClient.SqlClient
-      const parked = yield* sql<{ consumer: string; offset: string; error: string; attempt_count: number }>`
-        SELECT consumer, "offset"::text AS offset, left(error, 200) AS error, attempt_count FROM dead_letter_events ORDER BY id`
+      const parked = yield* decodeRows(ParkedRow)(sql`
+        SELECT consumer, "offset"::text AS offset, left(error, 200) AS error, attempt_count FROM dead_letter_events ORDER BY id`)
       yield* ctx.say.evidence("dead_letter_events", parked)
       yield* ctx.say.expect(parked.length >= 1, "the poison record is parked with its error")
       const dlq = yield* runCli(ctx.stack, ["dlq", "list"])
@@ -185,6 +202,17 @@ export const poisonEvent: Scenario = {
     })
 }
 
+/** A generation's rows; the money columns `::text` (exact), compared as JSON before and after the replay. */
+const ProjectionRow = Schema.Struct({
+  merchant_id: Schema.String,
+  currency: Schema.String,
+  settled_gross_minor: Schema.String,
+  fees_minor: Schema.String,
+  net_minor: Schema.String,
+  payment_count: Schema.String
+})
+const GenerationRow = Schema.Struct({ generation: Schema.Number })
+
 export const replayFromOffsetZero: Scenario = {
   name: "replay-from-offset-0",
   summary: "rebuild the settlement projection from offset 0 (pnpm cli replay settlement): the new generation equals the live one and the ledger",
@@ -196,10 +224,10 @@ export const replayFromOffsetZero: Scenario = {
       yield* settledPayments(ctx, api, m, [1_000, 2_345, 9_999])
       yield* awaitConsumed(ctx, 60_000)
       const sql = yield* SqlClient.SqlClient
-      const projection = (generation: number) => sql<{ merchant_id: string; currency: string; settled_gross_minor: string; fees_minor: string; net_minor: string; payment_count: string }>`
+      const projection = (generation: number) => decodeRows(ProjectionRow)(sql`
         SELECT merchant_id, currency, settled_gross_minor::text AS settled_gross_minor, fees_minor::text AS fees_minor, net_minor::text AS net_minor, payment_count::text AS payment_count
-        FROM settlement_projection WHERE generation = ${generation} ORDER BY merchant_id, currency`
-      const live = yield* sql<{ generation: number }>`SELECT generation FROM settlement_projection_live`
+        FROM settlement_projection WHERE generation = ${generation} ORDER BY merchant_id, currency`)
+      const live = yield* decodeRows(GenerationRow)(sql`SELECT generation FROM settlement_projection_live`)
       const before = live[0]?.generation ?? 1
       const old = yield* projection(before)
       yield* ctx.say.evidence(`generation ${before} (live)`, old)
@@ -207,7 +235,7 @@ export const replayFromOffsetZero: Scenario = {
       const replay = yield* runCli(ctx.stack, ["replay", "settlement"])
       yield* ctx.say.evidence(`replay (exit ${replay.exitCode})`, replay.output.split("\n").slice(-4).join(" | "))
       yield* ctx.say.expect(replay.exitCode === 0, "the replay finished", replay.output.slice(-600))
-      const after = (yield* sql<{ generation: number }>`SELECT generation FROM settlement_projection_live`)[0]?.generation ?? 0
+      const after = (yield* decodeRows(GenerationRow)(sql`SELECT generation FROM settlement_projection_live`))[0]?.generation ?? 0
       const rebuilt = yield* projection(after)
       yield* ctx.say.evidence(`generation ${after} (rebuilt, now live)`, rebuilt)
       yield* ctx.say.expect(after === before + 1 && JSON.stringify(rebuilt) === JSON.stringify(old), "the rebuilt projection equals the one it replaces")

@@ -9,6 +9,11 @@ import { newKey, paymentBody, type Scenario } from "../Scenario.ts"
 
 /** Faults inside one request: the bank's answer lost, a row held by an operator, a crash, a rollback. */
 
+// acquirer_sim.operations: performed_count and request_count are int4 (numbers).
+const BankRow = Schema.Struct({ operation: Schema.String, outcome: Schema.String, performed_count: Schema.Number, request_count: Schema.Number })
+const BankCountsRow = Schema.Struct({ operation: Schema.String, performed_count: Schema.Number, request_count: Schema.Number })
+const StatusRow = Schema.Struct({ status: Schema.String })
+
 export const acquirerTimeoutUnknownOutcome: Scenario = {
   name: "acquirer-timeout-unknown-outcome",
   summary: "the bank performs the authorization and the capture but its answers are lost (pm_card_timeout): unknown outcome, then the same key finishes once",
@@ -27,9 +32,9 @@ export const acquirerTimeoutUnknownOutcome: Scenario = {
         const first = yield* ctx.post(api, m, `/v1/payments/${id}/${operation}`, key)
         yield* ctx.say.evidence(`POST /${operation}`, `${first.status} ${field(first, "code")}`)
         yield* ctx.say.expect(first.status === 503 && field(first, "code") === "acquirer_timeout", "503 acquirer_timeout: the outcome is unknown, nothing frozen", first.text)
-        const bank = yield* sql<{ operation: string; outcome: string; performed_count: number; request_count: number }>`
-          SELECT operation, outcome, performed_count, request_count FROM acquirer_sim.operations WHERE payment_id = ${id} ORDER BY performed_at`
-        const ours = yield* sql<{ status: string }>`SELECT status FROM payments WHERE id = ${id}`
+        const bank = yield* decodeRows(BankRow)(sql`
+          SELECT operation, outcome, performed_count, request_count FROM acquirer_sim.operations WHERE payment_id = ${id} ORDER BY performed_at`)
+        const ours = yield* decodeRows(StatusRow)(sql`SELECT status FROM payments WHERE id = ${id}`)
         yield* ctx.say.evidence("the bank's books (acquirer_sim.operations)", bank)
         yield* ctx.say.evidence("our payment", ours[0]?.status)
         yield* ctx.say.step(`retry ${operation} with the SAME key`)
@@ -37,8 +42,8 @@ export const acquirerTimeoutUnknownOutcome: Scenario = {
         yield* ctx.say.evidence("retry", `${answer.status} ${field(answer, "status")} (undecided on the way: ${undecided.length})`)
         yield* ctx.say.expect(answer.status === 200, `${operation} completed by the retry`, answer.text)
       }
-      const bank = yield* sql<{ operation: string; performed_count: number; request_count: number }>`
-        SELECT operation, performed_count, request_count FROM acquirer_sim.operations WHERE payment_id = ${id} ORDER BY performed_at`
+      const bank = yield* decodeRows(BankCountsRow)(sql`
+        SELECT operation, performed_count, request_count FROM acquirer_sim.operations WHERE payment_id = ${id} ORDER BY performed_at`)
       yield* ctx.say.evidence("the bank, at the end", bank)
       yield* ctx.say.expect(bank.length === 2 && bank.every((row) => row.performed_count === 1), "the bank performed one authorization and one capture (asked more than once, same reference)", bank)
       yield* checkMovedOnce(ctx, id)

@@ -1,4 +1,5 @@
-import { Effect } from "effect"
+import { decodeRows } from "@pay/infra"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { countOf } from "../Evidence.ts"
 import { authorizedPayment, checkBooks, checkMovedOnce, describe } from "../Flows.ts"
@@ -9,6 +10,9 @@ import { newKey, paymentBody, type Scenario } from "../Scenario.ts"
 /** One scenario per earlier phase: what a newcomer runs first. */
 
 const stormSize = 20
+
+const IdRow = Schema.Struct({ id: Schema.String })
+const HistoryRow = Schema.Struct({ from_status: Schema.NullOr(Schema.String), to_status: Schema.String })
 
 export const doubleSettleStorm: Scenario = {
   name: "double-settle-storm",
@@ -64,8 +68,8 @@ export const rawSqlLedgerBreak: Scenario = {
       yield* mustRefuse(ctx.say, "DELETE FROM ledger_entries", "LG002", sql`DELETE FROM ledger_entries`)
       yield* mustRefuse(ctx.say, "UPDATE account_balances SET balance_minor = balance_minor + 100000", "LG004", sql`UPDATE account_balances SET balance_minor = balance_minor + 100000`)
       yield* mustRefuse(ctx.say, "a one-legged transaction (debit 1.00 EUR, no credit)", "LG001", sql.withTransaction(Effect.gen(function* () {
-        const rows = yield* sql<{ id: string }>`INSERT INTO transactions (reference, description) VALUES (${`attack:${id}`}, 'one leg') RETURNING id::text AS id`
-        const account = yield* sql<{ id: string }>`SELECT id::text AS id FROM accounts WHERE currency = 'EUR' ORDER BY id LIMIT 1`
+        const rows = yield* decodeRows(IdRow)(sql`INSERT INTO transactions (reference, description) VALUES (${`attack:${id}`}, 'one leg') RETURNING id::text AS id`)
+        const account = yield* decodeRows(IdRow)(sql`SELECT id::text AS id FROM accounts WHERE currency = 'EUR' ORDER BY id LIMIT 1`)
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
           VALUES (${rows[0]?.id ?? "0"}::bigint, 1, ${account[0]?.id ?? "0"}::bigint, 'debit', 100, 'EUR')`
       })))
@@ -110,8 +114,8 @@ export const invalidTransition: Scenario = {
       yield* mustRefuse(ctx.say, "UPDATE payments SET status = 'CREATED'", "23000", sql`UPDATE payments SET status = 'CREATED', version = version + 1, updated_at = now() WHERE id = ${id}`)
       yield* mustRefuse(ctx.say, "UPDATE payments SET status = 'FAILED'", "23000", sql`
         UPDATE payments SET status = 'FAILED', failure_code = 'forged', failure_message = 'forged', version = version + 1, updated_at = now() WHERE id = ${id}`)
-      const history = yield* sql<{ from_status: string | null; to_status: string }>`
-        SELECT from_status, to_status FROM payment_status_history WHERE payment_id = ${id} ORDER BY version`
+      const history = yield* decodeRows(HistoryRow)(sql`
+        SELECT from_status, to_status FROM payment_status_history WHERE payment_id = ${id} ORDER BY version`)
       yield* ctx.say.evidence("payment_status_history", history.map((h) => `${h.from_status ?? "∅"}→${h.to_status}`).join(", "))
       yield* ctx.say.expect(history.length === 3, "history is exactly ∅→CREATED→AUTHORIZED→SETTLED", history)
       yield* checkMovedOnce(ctx, id)

@@ -1,4 +1,5 @@
-import { Effect } from "effect"
+import { decodeRows } from "@pay/infra"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { apiEnvironment, startApi } from "../ApiProcess.ts"
@@ -34,7 +35,7 @@ export const webhookSecretsKeyMissing: Scenario = {
       yield* ctx.say.step("register an endpoint (the API has WEBHOOK_SECRETS_KEY): the secret is shown once, stored sealed")
       const created = yield* ctx.post(api, m, "/v1/webhook_endpoints", newKey("endpoint"), { url: receiver.urlFor(1), event_types: ["*"] })
       receiver.setSecret(1, field(created, "secret"))
-      const stored = yield* sql<{ readonly form: string }>`SELECT left(secret, 27) AS form FROM webhook_endpoint_secrets`
+      const stored = yield* decodeRows(Schema.Struct({ form: Schema.String }))(sql`SELECT left(secret, 27) AS form FROM webhook_endpoint_secrets`)
       yield* ctx.say.evidence("webhook_endpoint_secrets.secret", stored.map((row) => `${row.form}…`))
       yield* ctx.say.expect(stored.length === 1 && stored.every((row) => row.form.startsWith("sealed:v1:")), "the table holds the sealed form, not whsec_…")
 
