@@ -59,7 +59,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       assert.include(refusal.message, "written by one statement")
       // The same credit with a matching debit (balanced on its own) is refused too: the transaction
       // is sealed at the end of the statement that wrote its entries.
-      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003", message: /written by one statement/ })(sql.withTransaction(Effect.gen(function* () {
         yield* balancedPair(sql, "atk-immediate-pair", cash, payable, 100n)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
@@ -97,7 +97,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       const before = yield* payableBalance
       // Entries in a savepoint, the deferred check fired there, the savepoint rolled back: the
       // transaction row is left without entries, and COMMIT refuses it.
-      yield* expectSqlRefusal({ code: "LG001" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG001", message: /\(atk-savepoint\) has 0 entries; at least two are required/ })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`INSERT INTO transactions (reference, description) VALUES ('atk-savepoint', 'attack')`
         yield* sql`SAVEPOINT atk`
         yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
@@ -108,7 +108,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
         yield* sql`ROLLBACK TO SAVEPOINT atk`
       })))
       // A balanced pair, then a savepoint and an extra credit released into the transaction.
-      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003", message: /written by one statement/ })(sql.withTransaction(Effect.gen(function* () {
         yield* balancedPair(sql, "atk-savepoint-extra", cash, payable, 100n)
         yield* sql`SAVEPOINT atk`
         yield* extraEntry(sql, "atk-savepoint-extra", 3, payable, "credit", 1_000_000n)
@@ -121,7 +121,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
   it.effect("several statements: a debit now and the credit later is refused at the first statement", () =>
     Effect.gen(function* () {
       const { sql, cash, payable } = yield* setup
-      yield* expectSqlRefusal({ code: "LG001" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG001", message: /\(atk-split\) is unbalanced in USD: debits 100 <> credits 0/ })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`INSERT INTO transactions (reference, description) VALUES ('atk-split', 'attack')`
         yield* extraEntry(sql, "atk-split", 1, cash, "debit", 100n)
         yield* extraEntry(sql, "atk-split", 2, payable, "credit", 100n)
@@ -146,7 +146,7 @@ layer(LedgerTestLayer, layerOptions)("Attacks on the ledger's balance rule (issu
       })))
       assert.include(refusal.message, "stored balances change only through ledger entries")
       // The entries trigger itself, attached to a table of the session's own with fake entries.
-      yield* expectSqlRefusal({ code: "LG004" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG004", message: /ledger_apply_entries\(\) fires only for INSERT statements on public\.ledger_entries/ })(sql.withTransaction(Effect.gen(function* () {
         yield* sql`CREATE TEMP TABLE atk_entries (LIKE public.ledger_entries) ON COMMIT DROP`
         yield* sql`CREATE TRIGGER atk_apply AFTER INSERT ON atk_entries REFERENCING NEW TABLE AS new_entries
                    FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_apply_entries()`

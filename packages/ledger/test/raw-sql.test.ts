@@ -70,24 +70,37 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
         rawPosting("raw-cross-currency", [[cash, "debit", 100n, "USD"], [cashEur, "credit", 100n, "EUR"]])
       )
       assert.strictEqual(crossCurrency.code, "LG001")
+      assert.include(crossCurrency.message, "(raw-cross-currency) is unbalanced in EUR: debits 0 <> credits 100")
+      // One leg is unbalanced at the end of its statement; no leg at all is refused at COMMIT (two required).
       const oneEntry = yield* refusedBy(rawPosting("raw-one-entry", [[cash, "debit", 100n, "USD"]]))
       assert.strictEqual(oneEntry.code, "LG001")
+      assert.include(oneEntry.message, "(raw-one-entry) is unbalanced in USD: debits 100 <> credits 0")
       const noEntry = yield* refusedBy(rawPosting("raw-no-entry", []))
       assert.strictEqual(noEntry.code, "LG001")
+      assert.include(noEntry.message, "(raw-no-entry) has 0 entries; at least two are required")
       assert.strictEqual(yield* countRows("ledger_entries"), before)
       yield* assertLedgerHealthy
     }))
 
   it.effect("an imbalanced transaction cannot commit even with the constraint set IMMEDIATE", () =>
     Effect.gen(function* () {
-      const { sql, cash } = yield* setup
+      const { sql, cash, payable } = yield* setup
+      // The transaction and two unbalanced legs in ONE statement, so that the balance is what is
+      // checked. Written as two statements (a transaction, then one leg), the transaction's own
+      // check, immediate, refused the first for having no entries (LG001 too, "at least two are
+      // required"): the unbalanced leg was never written (outside test audit: only the SQLSTATE
+      // was checked). One leg in one statement is refused for its count as well.
       const refusal = yield* refusedBy(sql.withTransaction(Effect.gen(function* () {
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`
-        yield* sql`INSERT INTO transactions (reference, description) VALUES ('raw-immediate', 'x')`
-        yield* sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
-                   SELECT id, 1, ${cash}, 'debit', 5, 'USD' FROM transactions WHERE reference = 'raw-immediate'`
+        yield* sql`
+          WITH t AS (INSERT INTO transactions (reference, description) VALUES ('raw-immediate', 'x') RETURNING id)
+          INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+          SELECT t.id, n, CASE n WHEN 1 THEN ${cash} ELSE ${payable} END, CASE n WHEN 1 THEN 'debit' ELSE 'credit' END::ledger_side,
+                 CASE n WHEN 1 THEN 5 ELSE 4 END, 'USD'
+          FROM t, generate_series(1, 2) AS n`
       })))
       assert.strictEqual(refusal.code, "LG001")
+      assert.include(refusal.message, "(raw-immediate) is unbalanced in USD: debits 5 <> credits 4")
       yield* assertLedgerHealthy
     }))
 
@@ -98,22 +111,27 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
         rawPosting("raw-wrong-currency", [[cashEur, "debit", 5n, "USD"], [payable, "credit", 5n, "USD"]])
       )
       assert.strictEqual(wrongCurrency.code, "LG009")
+      assert.match(wrongCurrency.message, /is in USD but account \d+ holds EUR/)
       const unknownAccount = yield* refusedBy(
         rawPosting("raw-unknown-account", [[999_999n, "debit", 5n, "USD"], [payable, "credit", 5n, "USD"]])
       )
       assert.strictEqual(unknownAccount.code, "23503")
+      assert.include(unknownAccount.message, "refers to account 999999, which does not exist")
       const zero = yield* refusedBy(rawPosting("raw-zero", [[cash, "debit", 0n, "USD"], [payable, "credit", 0n, "USD"]]))
       assert.strictEqual(zero.code, "23514")
+      assert.include(zero.message, "ledger_entries_amount_positive")
       const negative = yield* refusedBy(
         rawPosting("raw-negative", [[cash, "debit", -5n, "USD"], [payable, "credit", -5n, "USD"]])
       )
       assert.strictEqual(negative.code, "23514")
+      assert.include(negative.message, "ledger_entries_amount_positive")
       const sql = yield* SqlClient.SqlClient
       const orphan = yield* refusedBy(
         sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
             VALUES (999999, 1, ${cash}, 'debit', 5, 'USD')`
       )
       assert.strictEqual(orphan.code, "23503")
+      assert.include(orphan.message, "refers to transaction 999999, which does not exist")
       yield* assertLedgerHealthy
     }))
 
@@ -125,6 +143,7 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
         rawPosting("raw-overdraw", [[payable, "debit", balance + 1n, "USD"], [cash, "credit", balance + 1n, "USD"]])
       )
       assert.strictEqual(refusal.code, "LG006")
+      assert.include(refusal.message, "insufficient funds on")
       yield* assertLedgerHealthy
     }))
 
@@ -151,6 +170,7 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
       for (const attempt of attempts) {
         const refusal = yield* refusedBy(attempt)
         assert.strictEqual(refusal.code, "LG002", refusal.message)
+        assert.include(refusal.message, "is not allowed: the ledger is append-only")
       }
       assert.strictEqual(yield* countRows("ledger_entries"), entriesBefore)
       assert.strictEqual(yield* countRows("transactions"), transactionsBefore)
@@ -168,6 +188,7 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
                    SELECT id, 91, ${payable}, 'credit', 5, 'USD', posted_at FROM transactions WHERE reference = 'raw-seed'`
       })))
       assert.strictEqual(late.code, "LG003")
+      assert.include(late.message, "does not belong to a transaction created by this database transaction")
       const backdated = yield* refusedBy(sql.withTransaction(Effect.gen(function* () {
         yield* sql`INSERT INTO transactions (reference, description, posted_at)
                    VALUES ('raw-backdated', 'x', now() - interval '1 day')`
@@ -177,10 +198,12 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
                    FROM transactions, generate_series(1, 2) AS n WHERE reference = 'raw-backdated'`
       })))
       assert.strictEqual(backdated.code, "LG005")
+      assert.include(backdated.message, "(raw-backdated) carries a created_xact_id or posted_at that is not its own")
       const forged = yield* refusedBy(sql.withTransaction(
         sql`INSERT INTO transactions (reference, description, created_xact_id) VALUES ('raw-forged', 'x', '1'::xid8)`
       ))
       assert.strictEqual(forged.code, "LG005")
+      assert.include(forged.message, "(raw-forged) carries a created_xact_id or posted_at that is not its own")
       yield* assertLedgerHealthy
     }))
 
@@ -189,8 +212,10 @@ layer(LedgerTestLayer, layerOptions)("Raw SQL against the ledger tables", (it) =
       const { sql, payable } = yield* setup
       const direct = yield* refusedBy(sql`UPDATE account_balances SET balance_minor = balance_minor + 1 WHERE account_id = ${payable}`)
       assert.strictEqual(direct.code, "LG004")
+      assert.include(direct.message, "UPDATE on account_balances is not allowed: stored balances change only through ledger entries")
       const truncate = yield* refusedBy(sql`TRUNCATE account_balances`)
       assert.strictEqual(truncate.code, "LG004")
+      assert.include(truncate.message, "TRUNCATE on account_balances is not allowed")
 
       // What only a superuser can do: switch triggers off for the session and edit the number.
       const edit = (delta: bigint) =>

@@ -30,7 +30,8 @@ const AppRoleLayer = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.
   Layer.provideMerge(AppRoleDatabase)
 )
 
-const denied = expectSqlRefusal({ code: "42501" })
+/** Refused for want of a privilege, on the object the statement attacks (the message names it). */
+const denied = (message: RegExp) => expectSqlRefusal({ code: "42501", message })
 
 layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("the application role (pay_app)", (it) => {
   it.effect("is neither superuser nor owner, and does the application's work: create, authorize, settle with its posting", () =>
@@ -68,47 +69,48 @@ layer(AppRoleLayer, { excludeTestServices: true, timeout: "60 seconds" })("the a
   it.effect("cannot switch guards off: DISABLE TRIGGER, session_replication_role, SET ROLE to the balance writer", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      yield* denied(sql`ALTER TABLE ledger_entries DISABLE TRIGGER ALL`)
-      yield* denied(sql`ALTER TABLE account_balances DISABLE TRIGGER account_balances_guard`)
-      yield* denied(sql`ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_keep_unpublished`)
-      yield* denied(sql`SET session_replication_role = replica`)
-      yield* denied(sql`SET ROLE pay_ledger_writer`)
+      yield* denied(/must be owner of table ledger_entries/)(sql`ALTER TABLE ledger_entries DISABLE TRIGGER ALL`)
+      yield* denied(/must be owner of table account_balances/)(sql`ALTER TABLE account_balances DISABLE TRIGGER account_balances_guard`)
+      yield* denied(/must be owner of table outbox_events/)(sql`ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_keep_unpublished`)
+      yield* denied(/permission denied to set parameter "session_replication_role"/)(sql`SET session_replication_role = replica`)
+      yield* denied(/permission denied to set role "pay_ledger_writer"/)(sql`SET ROLE pay_ledger_writer`)
     }))
 
   it.effect("cannot rewrite money or history: UPDATE, DELETE, TRUNCATE on ledger, balances, history, settlements; no event rewrite", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
+      // Each refused on the table it attacks: the privilege is missing, no guard trigger ran.
       const attempts = [
-        sql`UPDATE ledger_entries SET amount_minor = amount_minor + 1`,
-        sql`DELETE FROM ledger_entries`,
-        sql`TRUNCATE ledger_entries`,
-        sql`UPDATE transactions SET description = 'rewritten'`,
-        sql`DELETE FROM transactions`,
-        sql`UPDATE accounts SET allow_negative = true`,
-        sql`UPDATE account_balances SET balance_minor = balance_minor + 1000000`,
-        sql`INSERT INTO account_balances (account_id, currency, normal_side, allow_negative) VALUES (1, 'USD', 'credit', true)`,
-        sql`DELETE FROM account_balances`,
-        sql`UPDATE payment_status_history SET actor = 'someone else'`,
-        sql`DELETE FROM payment_status_history`,
-        sql`UPDATE payment_settlements SET fee_minor = 0`,
-        sql`DELETE FROM payment_settlements`,
-        sql`DELETE FROM payments`,
-        sql`TRUNCATE outbox_events`,
-        sql`UPDATE outbox_events SET payload = '{}'::jsonb`,
-        sql`INSERT INTO payment_transitions VALUES ('SETTLED', 'CREATED')`
-      ]
-      for (const attempt of attempts) yield* denied(attempt)
+        ["ledger_entries", sql`UPDATE ledger_entries SET amount_minor = amount_minor + 1`],
+        ["ledger_entries", sql`DELETE FROM ledger_entries`],
+        ["ledger_entries", sql`TRUNCATE ledger_entries`],
+        ["transactions", sql`UPDATE transactions SET description = 'rewritten'`],
+        ["transactions", sql`DELETE FROM transactions`],
+        ["accounts", sql`UPDATE accounts SET allow_negative = true`],
+        ["account_balances", sql`UPDATE account_balances SET balance_minor = balance_minor + 1000000`],
+        ["account_balances", sql`INSERT INTO account_balances (account_id, currency, normal_side, allow_negative) VALUES (1, 'USD', 'credit', true)`],
+        ["account_balances", sql`DELETE FROM account_balances`],
+        ["payment_status_history", sql`UPDATE payment_status_history SET actor = 'someone else'`],
+        ["payment_status_history", sql`DELETE FROM payment_status_history`],
+        ["payment_settlements", sql`UPDATE payment_settlements SET fee_minor = 0`],
+        ["payment_settlements", sql`DELETE FROM payment_settlements`],
+        ["payments", sql`DELETE FROM payments`],
+        ["outbox_events", sql`TRUNCATE outbox_events`],
+        ["outbox_events", sql`UPDATE outbox_events SET payload = '{}'::jsonb`],
+        ["payment_transitions", sql`INSERT INTO payment_transitions VALUES ('SETTLED', 'CREATED')`]
+      ] as const
+      for (const [table, attempt] of attempts) yield* denied(new RegExp(`^permission denied for table ${table}$`))(attempt)
     }))
 
   it.effect("cannot create or alter objects, temp tables or functions in pg_temp, nor run the balance writers", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      yield* denied(sql`CREATE TABLE public.app_role_probe (x int)`)
-      yield* denied(sql`CREATE TEMP TABLE app_role_probe (x int)`)
-      yield* denied(sql.unsafe(`CREATE FUNCTION pg_temp.app_role_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'`))
-      yield* denied(sql`ALTER TABLE payments ADD COLUMN probe int`)
-      yield* denied(sql`DROP TRIGGER payments_guard_update ON payments`)
-      yield* denied(sql`CREATE OR REPLACE FUNCTION ledger_verify() RETURNS int LANGUAGE sql AS 'SELECT 0'`)
+      yield* denied(/permission denied for schema public/)(sql`CREATE TABLE public.app_role_probe (x int)`)
+      yield* denied(/permission denied to create temporary tables/)(sql`CREATE TEMP TABLE app_role_probe (x int)`)
+      yield* denied(/permission denied to create temporary tables/)(sql.unsafe(`CREATE FUNCTION pg_temp.app_role_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'`))
+      yield* denied(/must be owner of table payments/)(sql`ALTER TABLE payments ADD COLUMN probe int`)
+      yield* denied(/must be owner of relation payments/)(sql`DROP TRIGGER payments_guard_update ON payments`)
+      yield* denied(/permission denied for schema public/)(sql`CREATE OR REPLACE FUNCTION ledger_verify() RETURNS int LANGUAGE sql AS 'SELECT 0'`)
       const executable = yield* decodeRows(Schema.Struct({ apply: Schema.Boolean, open: Schema.Boolean }))(sql`
         SELECT has_function_privilege('ledger_apply_entries()', 'EXECUTE') AS apply,
                has_function_privilege('ledger_open_balance()', 'EXECUTE') AS open`)

@@ -122,7 +122,7 @@ layer(ServicesLayer, layerOptions)("attacks on the settlement tie and the outbox
       const thief = yield* (yield* MerchantRepository).create("Thief")
       const stolen = yield* ledger.ensureAccount(merchantPayable(thief.id, "USD"))
       const payable = yield* ledger.ensureAccount(merchantPayable(payment.merchant_id, "USD"))
-      yield* expectSqlRefusal({ code: "LG003" })(sql.withTransaction(Effect.gen(function* () {
+      yield* expectSqlRefusal({ code: "LG003", message: /already has \d+ entries from an earlier statement/ })(sql.withTransaction(Effect.gen(function* () {
         const settled = yield* payments.apply(payment.merchant_id, payment.id, { _tag: "settle" }, context).pipe(Effect.orDie)
         const record = yield* settlement.post(settled).pipe(Effect.orDie)
         yield* sql`SET CONSTRAINTS ALL IMMEDIATE`

@@ -1,9 +1,8 @@
 import { assert, layer } from "@effect/vitest"
-import { makeTestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
 import { Effect, Exit, Layer } from "effect"
 import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
-import type { SqlError } from "effect/sql/SqlError"
 import { Webhook, WebhookVerificationError } from "standardwebhooks"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookDeliveries } from "../src/Deliveries.ts"
@@ -20,16 +19,6 @@ const TestLayer = Layer.mergeAll(
 ).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 6 })))
 
 const headersOf = (r: Received) => ({ "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature })
-
-/** The SQLSTATE the database refused a statement with (the driver keeps it on the reason's cause). */
-const refusal = (statement: Effect.Effect<unknown, SqlError>) =>
-  Effect.flip(statement).pipe(
-    Effect.map((error) => {
-      const cause: unknown = error.reason.cause
-      return typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string" ? cause.code : error.message
-    }),
-    Effect.catchCause(() => Effect.succeed("the statement succeeded"))
-  )
 
 layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true })("webhook endpoints (real Postgres)", (it) => {
   it.effect("register, list, read, update, disable, enable, delete; the secret is returned only at creation and rotation", () =>
@@ -215,31 +204,33 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       const { endpoint } = yield* endpoints.create(merchantId, { url: "https://merchant.example/", event_types: ["*"] })
       const event = paymentEvent(merchantId, yield* newPaymentId, 1)
       assert.strictEqual(yield* enqueue(event), 1)
-      const duplicate = yield* refusal(sql`
+      // Each refusal names the guard it attacks (constraint or trigger message): most guards share a
+      // SQLSTATE, so the code alone would pass for any of them.
+      yield* expectSqlRefusal(sql`
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
-        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${event.eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, '{}')`)
-      assert.strictEqual(duplicate, "23505")
-      const rewritten = yield* refusal(sql`UPDATE webhook_deliveries SET body = '{"forged":true}' WHERE event_id = ${event.eventId}::uuid`)
-      assert.strictEqual(rewritten, "23000")
-      const crossMerchant = yield* refusal(sql`
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${event.eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, '{}')`,
+        { code: "23505", constraint: "webhook_deliveries_once_per_endpoint_event" })
+      yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET body = '{"forged":true}' WHERE event_id = ${event.eventId}::uuid`,
+        { code: "23000", message: /is immutable: only its delivery state may change/ })
+      yield* expectSqlRefusal(sql`
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
-        VALUES (gen_random_uuid(), ${endpoint.id}, ${other}, gen_random_uuid(), 'payment_created', ${event.event.payment_id}, 1, '{}')`)
-      assert.strictEqual(crossMerchant, "23503")
-      const badUrl = yield* refusal(sql`UPDATE webhook_endpoints SET url = 'file:///etc/passwd' WHERE id = ${endpoint.id}`)
-      assert.strictEqual(badUrl, "23514")
-      const cardDescription = yield* refusal(sql`UPDATE webhook_endpoints SET description = 'card 4242 4242 4242 4242' WHERE id = ${endpoint.id}`)
-      assert.strictEqual(cardDescription, "23514")
-      const badSecret = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, 'hunter2')`)
-      assert.strictEqual(badSecret, "23514")
-      const twoCurrent = yield* refusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, ${`whsec_${Buffer.alloc(32, 7).toString("base64")}`})`)
-      assert.strictEqual(twoCurrent, "23505")
-      const pendingButFinished = yield* refusal(sql`UPDATE webhook_deliveries SET finished_at = clock_timestamp() WHERE event_id = ${event.eventId}::uuid`)
-      assert.strictEqual(pendingButFinished, "23514")
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${other}, gen_random_uuid(), 'payment_created', ${event.event.payment_id}, 1, '{}')`,
+        { code: "23503", constraint: "webhook_deliveries_endpoint_merchant" })
+      yield* expectSqlRefusal(sql`UPDATE webhook_endpoints SET url = 'file:///etc/passwd' WHERE id = ${endpoint.id}`,
+        { code: "23514", constraint: "webhook_endpoints_url_check" })
+      yield* expectSqlRefusal(sql`UPDATE webhook_endpoints SET description = 'card 4242 4242 4242 4242' WHERE id = ${endpoint.id}`,
+        { code: "23514", constraint: "webhook_endpoints_no_card_data" })
+      yield* expectSqlRefusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, 'hunter2')`,
+        { code: "23514", constraint: "webhook_endpoint_secrets_secret_form" })
+      yield* expectSqlRefusal(sql`INSERT INTO webhook_endpoint_secrets (id, endpoint_id, secret) VALUES (gen_random_uuid(), ${endpoint.id}, ${`whsec_${Buffer.alloc(32, 7).toString("base64")}`})`,
+        { code: "23505", constraint: "webhook_endpoint_secrets_one_current" })
+      yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET finished_at = clock_timestamp() WHERE event_id = ${event.eventId}::uuid`,
+        { code: "23514", constraint: "webhook_deliveries_finished_iff_not_pending" })
       // The attempt history only grows: a delivery's attempts cannot be wound back (to hide
       // failed attempts, or to buy another round of retries outside a redelivery).
       yield* sql`UPDATE webhook_deliveries SET attempt_count = 2, round_attempt_count = 2 WHERE event_id = ${event.eventId}::uuid`
-      const fewerAttempts = yield* refusal(sql`UPDATE webhook_deliveries SET attempt_count = 1, round_attempt_count = 1 WHERE event_id = ${event.eventId}::uuid`)
-      assert.strictEqual(fewerAttempts, "23000")
+      yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET attempt_count = 1, round_attempt_count = 1 WHERE event_id = ${event.eventId}::uuid`,
+        { code: "23000", message: /attempt_count never decreases/ })
     })))
 
   it.effect("pages: endpoints oldest first, deliveries newest first, each page after the given id; filters by event and status", () =>
