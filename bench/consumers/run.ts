@@ -32,7 +32,7 @@
  */
 import { Cause, Duration, Effect, Fiber, Layer, Logger, References, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { randomBytes, randomUUID } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { Session } from "node:inspector/promises"
 import { cpus, loadavg } from "node:os"
@@ -49,7 +49,7 @@ import {
   postgresLayer,
   type ProducerMessage
 } from "../../packages/infra/src/index.ts"
-import { OutboxTopics, paymentsEventsTopic, toEventRecord } from "../../packages/outbox/src/index.ts"
+import { newOutboxEventId, OutboxTopics, paymentsEventsTopic, toEventRecord } from "../../packages/outbox/src/index.ts"
 import {
   behindTarget,
   defaultConsumerOptions,
@@ -132,7 +132,7 @@ const backlog = (): Array<ProducerMessage> => {
     ]
     for (const payload of payloads) {
       const record = toEventRecord({
-        id: randomUUID(), position: 0n, aggregate_type: "payment", aggregate_id: common.payment_id, event_type: payload.type,
+        id: newOutboxEventId(), position: 0n, aggregate_type: "payment", aggregate_id: common.payment_id, event_type: payload.type,
         event_version: 1, payload: { ...payload, occurred_at: new Date((instant_ms += 1)).toISOString() }, headers: { correlation_id: "bench" },
         created_at: new Date(instant_ms), attempt_count: 0
       })

@@ -3,7 +3,7 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
-import { randomUUID } from "node:crypto"
+import { newOutboxEventId } from "./EventIds.ts"
 
 /** INSERT … RETURNING: exactly one row. */
 const createdRow = decodeRow(Schema.Struct({ created_at: Schema.Date }))
@@ -45,7 +45,7 @@ export class OutboxWriter extends Context.Service<OutboxWriter, {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const append = Effect.fn("OutboxWriter.append")(function* (event: NewOutboxEvent) {
-        const id = randomUUID()
+        const id = newOutboxEventId()
         const { created_at: createdAt } = yield* createdRow(sql`
           INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
           VALUES (${id}, ${event.aggregateType}, ${event.aggregateId}, ${event.eventType}, ${event.eventVersion},
@@ -57,7 +57,7 @@ export class OutboxWriter extends Context.Service<OutboxWriter, {
         if (!cteName.test(source)) throw new Error(`appendFrom: ${JSON.stringify(source)} is not a CTE name`)
         return sql`
           INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
-          SELECT ${randomUUID()}, ${event.aggregateType}, ${event.aggregateId}, ${event.eventType}, ${event.eventVersion},
+          SELECT ${newOutboxEventId()}, ${event.aggregateType}, ${event.aggregateId}, ${event.eventType}, ${event.eventVersion},
                  ${JSON.stringify(event.payload)}::jsonb, ${JSON.stringify(event.headers)}::jsonb
           FROM ${sql.literal(source)}`
       }

@@ -1,4 +1,5 @@
 export * from "./OutboxWriter.ts"
+export * from "./EventIds.ts"
 export * from "./CloudEvents.ts"
 export * from "./OutboxStore.ts"
 export * from "./Publisher.ts"
