@@ -223,7 +223,8 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
             WHERE t.reference = ${reference}`
         ))
       }
-      const touches = refusedByGuard(/touches the merchant payable merchant:mer_\w+:payable:USD: only a settlement/)
+      // (0090 names whichever of the guarded accounts it finds first: the payable, or the receivable.)
+      const touches = refusedByGuard(/touches (merchant:mer_\w+:payable|acquirer:receivable):USD: only a settlement/)
       // The review's reproduction: B's money to A under a free reference.
       yield* touches(post("adjustment:whatever", [[payableB.id, "debit", 1_000], [payableA.id, "credit", 1_000]]))
       // Out of the acquirer's receivable into a payable, and under a payment-like reference of another kind.
@@ -330,5 +331,88 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
       }).pipe(Effect.provide(owner))
       assert.notStrictEqual(user?.user, "pay_app", "TRUNCATE is the owner's: pay_app has no such grant")
       assert.strictEqual(user?.keys, 1n)
+    }))
+})
+
+// The outside re-test of 0087/0088 (.scratch/review-money-retest.md R1-R4), closed by
+// migrations/0090_money_guards_retest.sql: each reproduced as pay_app; each fails without 0090.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0090: raw SQL as pay_app (the re-test)", (it) => {
+  it.effect("R1: a key at refund_requested is finished only with its refund decided: finished by hand (then deletable) while the refund is PENDING is refused at COMMIT; with the refund decided in the same transaction it passes", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* settledPayment("Guards R1", 10_000, "USD")
+      const pendingRefund = (id: string) => sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+            VALUES (${id}, ${payment.id}, ${payment.merchant_id}, 3000, 'USD', 'PENDING', now(), now())`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'refund_created', jsonb_build_object('refund_id', ${id}::text, 'version', 1))`
+      ))
+      const finishByHand = (keyId: string) => sql`
+        UPDATE idempotency_keys SET recovery_point = 'finished', response_status = 201, response_body = '{}',
+               response_content_type = 'application/json', finished_at = clock_timestamp(),
+               locked_at = NULL, lock_expires_at = NULL, lock_token = NULL
+        WHERE id = ${keyId}::uuid`
+      yield* pendingRefund(refundId(30))
+      const inFlight = yield* insertKeyAt(payment.merchant_id, "r1-refund", "refund_requested", { refund_id: refundId(30) })
+      // The re-test's reproduction: finished with a made-up answer, so that it could then be deleted.
+      yield* refusedByGuard(/finished its refund re_0087\d+ without deciding it \(the refund is still PENDING\)/)(
+        sql.withTransaction(Effect.andThen(finishByHand(inFlight), sql`DELETE FROM idempotency_keys WHERE id = ${inFlight}::uuid`)))
+      yield* refusedByGuard(/without deciding it/)(sql.withTransaction(finishByHand(inFlight)))
+      assert.deepStrictEqual(yield* keyRow(inFlight), [{ recovery_point: "refund_requested", recovery_data: { refund_id: refundId(30) } }])
+      // What the application does: the refund decided (declined here) and the key finished together.
+      yield* sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE refunds SET status = 'FAILED', failure_code = 'refund_declined', failure_message = 'declined', updated_at = now()
+                   WHERE id = ${refundId(30)}`
+        yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                   VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'refund_failed', jsonb_build_object('refund_id', ${refundId(30)}::text, 'version', 2))`
+        yield* finishByHand(inFlight)
+      }))
+      assert.deepStrictEqual((yield* keyRow(inFlight)).map((row) => row.recovery_point), ["finished"])
+    }))
+
+  it.effect("R3: the platform's accounts end in their currency: a payable, receivable or fees account coded for one currency and holding another is refused", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards R3")
+      const insert = (code: string, type: string, currency: string) => sql`
+        INSERT INTO accounts (code, type, currency, allow_negative) VALUES (${code}, ${type}::ledger_account_type, ${currency}, false)`
+      const otherCurrency = expectSqlRefusal({ code: "23514", constraint: "accounts_currency_follows_code" })
+      // The re-test's squats: a CHF payable holding EUR, a GBP receivable holding JPY; and the fees.
+      yield* otherCurrency(insert(`merchant:${merchant.id}:payable:CHF`, "liability", "EUR"))
+      yield* otherCurrency(insert("acquirer:receivable:GBP", "asset", "JPY"))
+      yield* otherCurrency(insert("platform:fees:SEK", "revenue", "NOK"))
+      yield* otherCurrency(insert(`merchant:${merchant.id}:payable:CHF:x`, "liability", "CHF"))
+      yield* insert(`merchant:${merchant.id}:payable:CHF`, "liability", "CHF")
+      yield* insert("acquirer:receivable:GBP", "asset", "GBP")
+      yield* insert("platform:fees:SEK", "revenue", "SEK")
+    }))
+
+  it.effect("R2: an outbox row dated in the future is refused (it could never be marked published, and the publisher would re-send its batch for ever)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* settledPayment("Guards R2", 1_000, "USD")
+      yield* refusedByGuard(/is dated in the future: created_at .* is after its insert/)(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, created_at)
+        VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', '{"version":3}', '2100-01-01')`)
+      // The column's default (the insert's own clock) passes.
+      yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                 VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', '{"version":3}')`
+    }))
+
+  it.effect("R4: the platform's fees and the acquirer's receivable move only under a settlement's or a refund's reference", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* settledPayment("Guards R4", 10_000, "USD")
+      const receivable = yield* accountOf("acquirer:receivable:USD")
+      const fees = yield* accountOf("platform:fees:USD")
+      // The re-test's reproduction: 5,000 of fee revenue out of nothing, under a free reference.
+      yield* refusedByGuard(/touches (acquirer:receivable|platform:fees):USD: only a settlement/)(sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO transactions (reference, description) VALUES ('adjustment:fees', 'by hand')`,
+        sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+            SELECT t.id, v.n, v.a, v.s::ledger_side, 5000, 'USD'
+            FROM transactions t, (VALUES (1, ${receivable.id}::bigint, 'debit'), (2, ${fees.id}::bigint, 'credit')) AS v(n, a, s)
+            WHERE t.reference = 'adjustment:fees'`
+      )))
+      assert.strictEqual((yield* accountOf("platform:fees:USD")).balance_minor, fees.balance_minor)
     }))
 })
