@@ -144,7 +144,9 @@ CREATE TRIGGER ledger_entries_merchant_payable_reference AFTER INSERT ON ledger_
   REFERENCING NEW TABLE AS new_entries
   FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_merchant_payable_reference();
 
--- F4. Validated separately: the scan then holds no lock that blocks writes of the table.
+-- F4. NOT VALID then VALIDATE, the same verdict as a plain CHECK. The migrator applies every
+-- pending file in one transaction, so the locks these statements and the triggers above take are
+-- held until it commits: small tables, and the servers migrate before they serve.
 ALTER TABLE accounts ADD CONSTRAINT accounts_terms_follow_code CHECK (
   (code NOT LIKE 'merchant:mer\_%:payable:%' OR (type = 'liability' AND NOT allow_negative))
   AND (code NOT LIKE 'acquirer:receivable:%' OR (type = 'asset' AND NOT allow_negative))

@@ -41,7 +41,7 @@ CREATE CONSTRAINT TRIGGER idempotency_keys_refund_decided AFTER UPDATE ON idempo
   FOR EACH ROW WHEN (OLD.recovery_point = 'refund_requested' AND NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL)
   EXECUTE FUNCTION idempotency_keys_refund_decided();
 
--- R3. Added NOT VALID then validated (the scan holds no lock that blocks writes).
+-- R3. NOT VALID then VALIDATE, as 0087 (the migrator's single transaction holds the lock until it commits).
 ALTER TABLE accounts ADD CONSTRAINT accounts_currency_follows_code CHECK (
   (code NOT LIKE 'merchant:mer\_%:payable:%' AND code NOT LIKE 'acquirer:receivable:%' AND code NOT LIKE 'platform:fees:%')
   OR right(code, 4) = ':' || currency) NOT VALID;

@@ -416,3 +416,39 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0090: 
       assert.strictEqual((yield* accountOf("platform:fees:USD")).balance_minor, fees.balance_minor)
     }))
 })
+
+// The runbook's correction (docs/runbook.md: a new, reversing transaction whose reference names the
+// incident), refused for every platform account by 0087/0090 until 0091 (outside diff review).
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0091: an operator's correction", (it) => {
+  it.effect("a reversing posting under correction:<incident> is taken from an operator's role and refused from the application's", () =>
+    Effect.gen(function* () {
+      const payment = yield* settledPayment("Guards 0091", 10_000, "USD")
+      const payable = yield* payableOf(payment)
+      const receivable = yield* accountOf("acquirer:receivable:USD")
+      const correct = (reference: string) =>
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          yield* sql.withTransaction(Effect.andThen(
+            sql`INSERT INTO transactions (reference, description) VALUES (${reference}, 'reverses a wrong posting')`,
+            sql`INSERT INTO ledger_entries (transaction_id, entry_number, account_id, side, amount_minor, currency)
+                SELECT t.id, v.n, v.a, v.s::ledger_side, 100, 'USD'
+                FROM transactions t, (VALUES (1, ${payable.id}::bigint, 'debit'), (2, ${receivable.id}::bigint, 'credit')) AS v(n, a, s)
+                WHERE t.reference = ${reference}`
+          ))
+        })
+      // The application's role: refused, whatever the reference says.
+      yield* refusedByGuard(/an operator's correction is correction:<incident>, not by the application's role/)(correct("correction:INC-1"))
+      assert.strictEqual((yield* payableOf(payment)).balance_minor, payable.balance_minor)
+      // The operator (the owner's URL, as the runbook says): taken, and the ledger still verifies.
+      const { url } = yield* OwnerUrl
+      yield* correct("correction:INC-1").pipe(
+        Effect.provide(postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0091-owner" }))
+      )
+      assert.strictEqual((yield* payableOf(payment)).balance_minor, payable.balance_minor - 100n)
+      // Not under any other free reference, even for the operator.
+      yield* refusedByGuard(/touches/)(correct("adjustment:INC-2").pipe(
+        Effect.provide(postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0091-owner" }))
+      ))
+      assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
+    }))
+})
