@@ -137,6 +137,10 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("payments API 
       assert.strictEqual(hostless.status, 400, hostless.body)
       assert.include(hostless.body, '"field":"Host"')
       assert.include(hostless.body, "required in an HTTP/1.1 request")
+      // No header at all: the same.
+      const bare = yield* rawRequest(server.process.port, ["GET /health/live HTTP/1.1\r\n\r\n"])
+      assert.strictEqual(bare.status, 400, bare.body)
+      assert.include(bare.body, '"field":"Host"')
       for (const [label, headers, field, words] of framings) {
         const answer = yield* rawRequest(server.process.port, [[
           "POST /v1/payments HTTP/1.1", "Host: 127.0.0.1", `Authorization: Bearer ${m.apiKey}`, `Idempotency-Key: ${newKey()}`,
