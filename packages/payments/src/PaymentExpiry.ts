@@ -12,6 +12,34 @@ import { PaymentRepository } from "./PaymentRepository.ts"
 /** `EXPIRY_BATCH_MAX`-like bound of one run: at most this many authorizations are looked at. */
 export const expiryBatchBounds = { min: 1, max: 1_000 } as const
 
+/**
+ * A due authorization a run skipped (its void declined: a capture won at the acquirer, and the
+ * settle that finishes it may be parked) is left out of the runs of the next hour, at most this many
+ * remembered per process (the oldest forgotten first): it stays due, and 100 of them at the head of
+ * `ORDER BY authorization_expires_at LIMIT EXPIRY_BATCH_MAX` stopped every later authorization from
+ * expiring (outside diff review).
+ */
+export const skippedExpiryBounds = { retryAfter_ms: 60 * 60 * 1_000, remembered_max: 10_000 } as const
+
+/** The skipped payments of this process: id → when it may be looked at again (oldest first). */
+const makeSkippedMemory = () => {
+  const skippedUntil = new Map<string, number>()
+  const remember = (id: string, now_ms: number) => {
+    skippedUntil.delete(id)
+    skippedUntil.set(id, now_ms + skippedExpiryBounds.retryAfter_ms)
+    for (const oldest of skippedUntil.keys()) {
+      if (skippedUntil.size <= skippedExpiryBounds.remembered_max) break
+      skippedUntil.delete(oldest)
+    }
+  }
+  /** The ids still left out at `now_ms` (the ones whose hour passed are forgotten). */
+  const current = (now_ms: number): ReadonlyArray<string> => {
+    for (const [id, until_ms] of skippedUntil) if (until_ms <= now_ms) skippedUntil.delete(id)
+    return [...skippedUntil.keys()]
+  }
+  return { remember, current }
+}
+
 export interface ExpiryReport {
   /** Moved AUTHORIZED → EXPIRED. */
   readonly expired: number
@@ -53,6 +81,7 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
       const acquirer = yield* Acquirer
       const warnings = makeExpiryWarnings(sql, yield* OutboxWriter)
       const context = { actor: "system:expiry", correlationId: "authorization-expiry" }
+      const skipped = makeSkippedMemory()
 
       /**
        * One due authorization: "expired", "skipped", "unanswered" or "failed". A failure is this
@@ -98,11 +127,16 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
         if (!Number.isInteger(batch_max) || batch_max < expiryBatchBounds.min || batch_max > expiryBatchBounds.max) {
           return yield* Effect.die(new Error(`expiry batch ${batch_max} outside ${expiryBatchBounds.min}..${expiryBatchBounds.max}`))
         }
+        const excluded = skipped.current(Date.now())
         const due = yield* decodeRows(DueRow)(sql`
           SELECT id, merchant_id FROM payments
-          WHERE status = 'AUTHORIZED' AND authorization_expires_at <= now()
+          WHERE status = 'AUTHORIZED' AND authorization_expires_at <= now() AND id <> ALL(${excluded}::text[])
           ORDER BY authorization_expires_at LIMIT ${batch_max}`)
         const outcomes = yield* Effect.forEach(due, expireOne)
+        const now_ms = Date.now()
+        due.forEach((row, index) => {
+          if (outcomes[index] === "skipped") skipped.remember(row.id, now_ms)
+        })
         const report: ExpiryReport = {
           expired: outcomes.filter((o) => o === "expired").length,
           skipped: outcomes.filter((o) => o === "skipped").length,

@@ -54,7 +54,7 @@ export const AuthorizationExpiryLive = Layer.effectDiscard(
     const expiry = yield* PaymentExpiry
     const once = expiry.warnDue(lead_ms, batch_max).pipe(
       Effect.flatMap((warned) => Effect.map(expiry.expireDue(batch_max), (report) => ({ ...report, warned }))),
-      Effect.tap((report) => (report.expired + report.unanswered + report.failed + report.warned > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
+      Effect.tap((report) => (report.expired + report.skipped + report.unanswered + report.failed + report.warned > 0 ? Effect.logInfo("expiry job: run", report) : Effect.void)),
       Effect.tap((report) => (report.failed > 0 ? Metric.update(paymentFailures, report.failed) : Effect.void)),
       Effect.withSpan("ExpiryJob.run"),
       // Any failure ends this run only: a database outage (WARN: DatabaseUnreachable pages for it)
