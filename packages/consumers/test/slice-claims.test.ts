@@ -88,6 +88,21 @@ it.live("slices decide exactly as one record per transaction: the same claims, v
 
 const Count = Schema.Struct({ n: Schema.BigInt })
 
+/** Whether (within 20 s) another session's consumer_claim_slice waits on a lock in this database. */
+const sliceWaitsOnALock = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const deadline = Date.now() + 20_000
+  while (Date.now() <= deadline) {
+    const [waiting] = yield* decodeRows(Count)(sql`
+      SELECT count(*)::bigint AS n FROM pg_stat_activity
+      WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()
+        AND datname = current_database()`)
+    if ((waiting?.n ?? 0n) > 0n) return true
+    yield* Effect.sleep(Duration.millis(50))
+  }
+  return false
+})
+
 it.live("a claim another transaction writes meanwhile is waited for: committed, the slice's record is a duplicate (no second row, no effect); rolled back, the slice claims it; bad input is refused; pay_app may call it", () =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -119,16 +134,7 @@ it.live("a claim another transaction writes meanwhile is waited for: committed, 
           { o: "1", e: randomUUID(), p: "pay_a", v: 2 }
         ])))
         // Wait (bounded) until the slice's insert queues behind the uncommitted row, then end it.
-        const deadline = Date.now() + 20_000
-        while (true) {
-          const [waiting] = yield* decodeRows(Count)(sql`
-            SELECT count(*)::bigint AS n FROM pg_stat_activity
-            WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()
-              AND datname = current_database()`)
-          if ((waiting?.n ?? 0n) > 0n) break
-          if (Date.now() > deadline) return assert.fail("the slice never waited on the other transaction's claim")
-          yield* Effect.sleep(Duration.millis(50))
-        }
+        if (!(yield* sliceWaitsOnALock)) return assert.fail("the slice never waited on the other transaction's claim")
         yield* Deferred.succeed(release, undefined)
         yield* Effect.result(Fiber.join(holder))
         const outcomes = yield* Fiber.join(claimer)
@@ -181,16 +187,7 @@ it.live("a payment's version another transaction is moving is waited for (FOR UP
     // The slice must queue behind the moving row (the versions are read FOR UPDATE), not read
     // version 1 and decide "applied" (outside test audit: without the lock every test still
     // passed; the function's late re-check then ended the slice in a serialization failure).
-    const deadline = Date.now() + 20_000
-    while (true) {
-      const [waiting] = yield* decodeRows(Count)(sql`
-        SELECT count(*)::bigint AS n FROM pg_stat_activity
-        WHERE wait_event_type = 'Lock' AND query LIKE '%consumer_claim_slice%' AND pid <> pg_backend_pid()
-          AND datname = current_database()`)
-      if ((waiting?.n ?? 0n) > 0n) break
-      if (Date.now() > deadline) return assert.fail("the slice never waited on the version being moved")
-      yield* Effect.sleep(Duration.millis(50))
-    }
+    if (!(yield* sliceWaitsOnALock)) return assert.fail("the slice never waited on the version being moved")
     yield* Deferred.succeed(release, undefined)
     yield* Fiber.join(holder)
     const decided = yield* Effect.result(Fiber.join(claimer))
