@@ -1,10 +1,10 @@
 import { Acquirer } from "@pay/acquirer"
 import { MerchantId, PaymentId } from "@pay/domain"
-import { decodeRows, isWithin } from "@pay/infra"
+import { decodeRows, isWithin, sqlFailureKind } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
 import { Cause, Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import type { SqlError } from "effect/sql/SqlError"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { expiryWarningLeadBounds, makeExpiryWarnings } from "./ExpiryWarning.ts"
 import { acquirerReference } from "./PaymentOperation.ts"
 import { PaymentRepository } from "./PaymentRepository.ts"
@@ -20,6 +20,29 @@ export const expiryBatchBounds = { min: 1, max: 1_000 } as const
  * expiring (outside diff review).
  */
 export const skippedExpiryBounds = { retryAfter_ms: 60 * 60 * 1_000, remembered_max: 10_000 } as const
+
+/** A failure every due payment would meet alike: the database out of reach (SqlFailure.ts). */
+const isOutage = <E>(cause: Cause.Cause<E>): boolean => {
+  const failure = Cause.findErrorOption(cause)
+  return failure._tag === "Some" && isSqlError(failure.value) && sqlFailureKind(failure.value) === "unavailable"
+}
+
+/**
+ * A due payment's failure, logged with its ids. A lost database fails every payment alike:
+ * "failed", tried at the next run. Anything else (a defect, a statement the database refuses)
+ * fails this payment at every run: "refused", left out for an hour like a skipped one (outside
+ * re-test: a batch's worth of them stopped every later authorization from expiring).
+ */
+const failedOutcome = (due: typeof DueRow.Type) => <E>(cause: Cause.Cause<E>) =>
+  Cause.hasInterruptsOnly(cause)
+    ? Effect.interrupt
+    : (Cause.hasDies(cause)
+      ? Effect.logError("expiry: this payment could not be expired, a defect (tried again at the next run)", cause)
+      : Effect.logWarning("expiry: this payment could not be expired (tried again at the next run)", cause)
+    ).pipe(
+      Effect.annotateLogs({ payment_id: due.id, merchant_id: due.merchant_id }),
+      Effect.as(isOutage(cause) ? "failed" as const : "refused" as const)
+    )
 
 /** The skipped payments of this process: id → when it may be looked at again (oldest first). */
 const makeSkippedMemory = () => {
@@ -113,14 +136,7 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
             CaptureExceedsAuthorized: (error) => Effect.die(error),
             SettlementUnavailable: (error) => Effect.die(error)
           }),
-          Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause)
-              ? Effect.interrupt
-              : (Cause.hasDies(cause)
-                ? Effect.logError("expiry: this payment could not be expired, a defect (tried again at the next run)", cause)
-                : Effect.logWarning("expiry: this payment could not be expired (tried again at the next run)", cause)
-              ).pipe(Effect.annotateLogs({ payment_id: due.id, merchant_id: due.merchant_id }), Effect.as("failed" as const))
-          )
+          Effect.catchCause(failedOutcome(due))
         )
 
       const expireDue = Effect.fn("PaymentExpiry.expireDue")(function* (batch_max: number) {
@@ -135,13 +151,13 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
         const outcomes = yield* Effect.forEach(due, expireOne)
         const now_ms = Date.now()
         due.forEach((row, index) => {
-          if (outcomes[index] === "skipped") skipped.remember(row.id, now_ms)
+          if (outcomes[index] === "skipped" || outcomes[index] === "refused") skipped.remember(row.id, now_ms)
         })
         const report: ExpiryReport = {
           expired: outcomes.filter((o) => o === "expired").length,
           skipped: outcomes.filter((o) => o === "skipped").length,
           unanswered: outcomes.filter((o) => o === "unanswered").length,
-          failed: outcomes.filter((o) => o === "failed").length
+          failed: outcomes.filter((o) => o === "failed" || o === "refused").length
         }
         return report
       })
