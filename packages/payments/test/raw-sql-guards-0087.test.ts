@@ -452,3 +452,51 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0091: 
       assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
     }))
 })
+
+// The second outside re-test (.scratch/review-retest-2.md N1, N3), closed by
+// migrations/0092_history_and_balance_rebuild.sql; each fails without it.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0092: history ahead of its payment; a balance rebuilt from its entries", (it) => {
+  it.effect("N3: a status history row for a change the payment never made is refused at COMMIT (it froze the payment: its next transition collided with it)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards N3")
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* refusedByGuard(/payment_status_history row of payment \w+ \(version 2, AUTHORIZED\) records a change the payment never made/)(
+        sql.withTransaction(Effect.andThen(
+          sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+              VALUES (${created.id}, 2, 'CREATED', 'AUTHORIZED', 'attacker', 'x', now())`,
+          sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+              VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_authorized', '{"version":2}')`
+        )))
+      // The payment still moves: its own history row, written with the change, passes.
+      const authorized = yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      assert.strictEqual(authorized.status, "AUTHORIZED")
+    }))
+
+  it.effect("N1: an operator rebuilds a drifted balance from its entries (ledger_rebuild_balance); the application's role may not", () =>
+    Effect.gen(function* () {
+      const payment = yield* settledPayment("Guards N1", 10_000, "USD")
+      const payable = yield* payableOf(payment)
+      const { url } = yield* OwnerUrl
+      const owner = postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0092-owner" })
+      const Rebuilt = Schema.Struct({ account: Schema.String, stored_minor: Schema.BigInt, rebuilt_minor: Schema.BigInt })
+      // What LedgerDiscrepancy pages on: a stored balance off its entries (only a superuser with the
+      // triggers off can do it: the drift itself is the incident).
+      const rebuilt = yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.withTransaction(Effect.andThen(
+          sql`SET LOCAL session_replication_role = replica`,
+          sql`UPDATE account_balances SET balance_minor = balance_minor + 100 WHERE account_id = ${payable.id}`
+        ))
+        const found = yield* (yield* Ledger).verify
+        assert.deepStrictEqual(found.map((row) => [row.check, row.subject]), [["balance_mismatch", payable.code], ["trial_balance_nonzero", "USD"]])
+        return yield* decodeRows(Rebuilt)(sql`SELECT * FROM ledger_rebuild_balance(${payable.code})`)
+      }).pipe(Effect.provide(Layer.merge(owner, Ledger.layer.pipe(Layer.provide(owner)))))
+      assert.deepStrictEqual(rebuilt, [{ account: payable.code, stored_minor: payable.balance_minor + 100n, rebuilt_minor: payable.balance_minor }])
+      assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
+      const sql = yield* SqlClient.SqlClient
+      yield* expectSqlRefusal({ code: "42501" })(sql`SELECT * FROM ledger_rebuild_balance(${payable.code})`)
+    }))
+})
