@@ -500,3 +500,47 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0092: 
       yield* expectSqlRefusal({ code: "42501" })(sql`SELECT * FROM ledger_rebuild_balance(${payable.code})`)
     }))
 })
+
+// The third outside re-test (.scratch/review-retest-3.md F1, F2), closed by
+// migrations/0093_payment_events_need_history.sql; each fails without it.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0093: a payment's event needs its history; a history row its previous status", (it) => {
+  it.effect("a payment_settled event for a payment only AUTHORIZED, with no history row, is refused at COMMIT (it was published and counted as a settlement)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards 0093 event")
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const announce = refusedByGuard(/announces version .* reaching SETTLED, which its history does not record/)
+      yield* announce(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_settled', jsonb_build_object('version', 3, 'amount_minor', 1000))`)
+      yield* announce(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_settled', '{}'::jsonb)`)
+      // An event for a version the payment did reach, but another status: refused too.
+      yield* refusedByGuard(/announces version 2 reaching CANCELED/)(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', jsonb_build_object('version', 2))`)
+      // The real settle, with its history row and event written together, passes.
+      assert.strictEqual((yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)).status, "SETTLED")
+    }))
+
+  it.effect("a history row's from_status is its previous row's status (a real AUTHORIZED -> CANCELED recorded as CREATED -> CANCELED is refused)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards 0093 history")
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      yield* refusedByGuard(/\(version 3\) says it left CREATED, the previous row says AUTHORIZED/)(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE payments SET status = 'CANCELED', version = 3, updated_at = now() WHERE id = ${created.id}`
+        yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+                   VALUES (${created.id}, 3, 'CREATED', 'CANCELED', 'psql', 'raw', now())`
+        yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                   VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', jsonb_build_object('version', 3))`
+      })))
+    }))
+})
