@@ -544,3 +544,29 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0093: 
       })))
     }))
 })
+
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0094: a refund's event needs its refund", (it) => {
+  it.effect("a refund_succeeded event for a refund still PENDING, or for no refund, is refused at COMMIT; with the refund's change it passes", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* settledPayment("Guards 0094", 10_000, "USD")
+      const event = (type: string, refund: string, version: number) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${payment.id}, ${type}, jsonb_build_object('refund_id', ${refund}::text, 'version', ${version}::int))`
+      const notThatRefund = refusedByGuard(/names refund re_0087\d+, which is not a refund of that payment in that state/)
+      yield* notThatRefund(event("refund_succeeded", refundId(40), 2))
+      yield* sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+            VALUES (${refundId(41)}, ${payment.id}, ${payment.merchant_id}, 100, 'USD', 'PENDING', now(), now())`,
+        event("refund_created", refundId(41), 1)
+      ))
+      yield* notThatRefund(event("refund_succeeded", refundId(41), 2))
+      yield* notThatRefund(event("refund_failed", refundId(41), 2))
+      // Declined for real: its change and its event together.
+      yield* sql.withTransaction(Effect.andThen(
+        sql`UPDATE refunds SET status = 'FAILED', failure_code = 'refund_declined', failure_message = 'declined', updated_at = now()
+            WHERE id = ${refundId(41)}`,
+        event("refund_failed", refundId(41), 2)
+      ))
+    }))
+})
