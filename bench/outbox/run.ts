@@ -251,6 +251,9 @@ const publisherCapacity = (publisher: OutboxPublisher["Service"]) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     // Distinct aggregates, payment-sized payloads: the per-payment guard does not limit the batch.
+    // No payment rows behind them: the check that a payment's event has its payment (0095) is off
+    // in this benchmark's own database (the publisher's cost is what is measured).
+    yield* sql`ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_payment_exists`
     yield* sql`
       INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
       SELECT gen_random_uuid(), 'payment', 'pay_backlog_' || n, 'payment_created', 1,

@@ -18,7 +18,8 @@ const append = (aggregateId: string, eventType = "payment_created") =>
     const writer = yield* OutboxWriter
     sequence++
     return yield* writer.append({
-      aggregateType: "payment",
+      // An aggregate of the test's own: events of the `payment` aggregate need their payment (0095).
+      aggregateType: "test_aggregate",
       aggregateId,
       eventType,
       eventVersion: 1,
@@ -78,7 +79,7 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
 
   it("the guard keeps a row only when all its aggregate's earlier unpublished rows precede it in the batch", () => {
     const candidate = (position: bigint, aggregate_id: string, earlier_unpublished: number) =>
-      ({ position, aggregate_type: "payment", aggregate_id, earlier_unpublished })
+      ({ position, aggregate_type: "test_aggregate", aggregate_id, earlier_unpublished })
     // a2 and a3 without a1 (held elsewhere): both stay behind; b1 goes.
     assert.deepStrictEqual(
       claimableInOrder([candidate(12n, "a", 2), candidate(11n, "a", 1), candidate(13n, "b", 0)]).map((row) => row.position),
@@ -103,7 +104,7 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
       // A backlog the planner has never seen: this test database's outbox_events was never analyzed.
       yield* sql`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
-        SELECT gen_random_uuid(), 'payment', 'pay_plan_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
+        SELECT gen_random_uuid(), 'test_aggregate', 'pay_plan_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
         FROM generate_series(1, 5000) AS n`
       const plan = yield* store.explainClaim(200)
       assert.include(plan, "Index Scan using outbox_events_unpublished", plan)

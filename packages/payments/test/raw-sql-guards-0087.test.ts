@@ -570,3 +570,20 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0094: 
       ))
     }))
 })
+
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0095: a payment's events need their payment", (it) => {
+  it.effect("a payment_settled or refund_succeeded event for a made-up payment id naming a real merchant is refused at COMMIT (it was counted and sent as a webhook)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* (yield* MerchantRepository).create("Guards 0095")
+      const madeUp = "pay_000000000000000000zzzzz1"
+      const noSuchPayment = refusedByGuard(/names payment pay_000000000000000000zzzzz1, which does not exist/)
+      yield* noSuchPayment(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${madeUp}, 'payment_settled',
+                jsonb_build_object('type', 'payment_settled', 'payment_id', ${madeUp}::text, 'merchant_id', ${merchant.id}::text, 'version', 3))`)
+      yield* noSuchPayment(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${madeUp}, 'refund_succeeded', jsonb_build_object('refund_id', ${refundId(50)}::text, 'version', 2))`)
+    }))
+})
