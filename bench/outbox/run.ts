@@ -34,6 +34,8 @@
 import { CreatePaymentInput } from "../../packages/domain/src/index.ts"
 import { MerchantRepository } from "../../packages/merchants/src/index.ts"
 import { PaymentRepository } from "../../packages/payments/src/index.ts"
+import { Ledger } from "../../packages/ledger/src/index.ts"
+import { FeeSchedules, SettlementPosting } from "../../packages/settlement/src/index.ts"
 import { Duration, Effect, Fiber, Layer, Logger, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFile, spawn } from "node:child_process"
@@ -356,6 +358,8 @@ const measureStream = <A, E, R>(publisher: OutboxPublisher["Service"], latencies
 const repositoryStream = Effect.gen(function* () {
   const merchants = yield* MerchantRepository
   const payments = yield* PaymentRepository
+  const posting = yield* SettlementPosting
+  const sql = yield* SqlClient.SqlClient
   const merchant = yield* merchants.create("Bench repository merchant")
   const input = Schema.decodeUnknownSync(CreatePaymentInput)({ merchant_id: merchant.id, amount_minor: 1999, currency: "EUR", payment_method: "pm_card_visa" })
   const context = { actor: "bench:outbox", correlationId: "bench-outbox" }
@@ -368,7 +372,11 @@ const repositoryStream = Effect.gen(function* () {
         while (Date.now() < deadline_ms) {
           const payment = yield* payments.create(input, context)
           yield* payments.apply(merchant.id, payment.id, { _tag: "authorize" }, context)
-          yield* payments.apply(merchant.id, payment.id, { _tag: "settle" }, context)
+          // A settle commits with its posting (0011: SETTLED needs its settlement row), as the
+          // settle use case writes them; the phase failed on every settle without it.
+          yield* sql.withTransaction(
+            payments.apply(merchant.id, payment.id, { _tag: "settle" }, context).pipe(Effect.tap((settled) => posting.post(settled)))
+          )
           completed++
         }
       }),
@@ -390,7 +398,11 @@ const program = Effect.gen(function* () {
   )
   const database = postgresLayer({ url: Redacted.make(benchUrl), maxConnections: 16, applicationName: "pay-bench" })
 
-  const repositories = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer)
+  const repositories = Layer.mergeAll(
+    PaymentRepository.layer,
+    MerchantRepository.layer,
+    SettlementPosting.layer.pipe(Layer.provide([Ledger.layer, FeeSchedules.layer]))
+  )
   return yield* Effect.gen(function* () {
     yield* OutboxTopics.ensure(topicPrefix)
 
