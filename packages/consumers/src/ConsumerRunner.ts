@@ -4,7 +4,7 @@ import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
 import { consumerLag, consumerLagUnavailable, consumerName, consumerOffsetsRewound, type ConsumerStatus } from "./ConsumerModel.ts"
-import { makeConsumerStore } from "./ConsumerStore.ts"
+import { type ConsumerStore, makeConsumerStore } from "./ConsumerStore.ts"
 import { makePartitionHandler } from "./PartitionBatch.ts"
 import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
 import { makeKafkaCommits, makePartitionLanes } from "./SubscriptionPipeline.ts"
@@ -93,7 +93,7 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
  */
 const rewindForAnotherLog = (
   settings: RunnerSettings,
-  store: ReturnType<typeof makeConsumerStore>,
+  store: ConsumerStore["Service"],
   stored: ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>,
   log: { readonly recreated: boolean; readonly logEnds: ReadonlyArray<bigint> }
 ) =>

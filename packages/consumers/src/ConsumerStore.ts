@@ -173,8 +173,9 @@ const makeOffsetAdmin = (sql: SqlClient.SqlClient) => {
 
 /**
  * The consumers' bookkeeping as a service: offsets (locked, advanced, read, reset), claims, the
- * topic ids offsets belong to. What the operator's commands and the processes use; the per-slice
- * path (`SubscriptionPipeline`, `BatchClaims`) calls the same statements inside its transaction.
+ * topic ids offsets belong to. What the operator's commands use; the consumer's own loop builds the
+ * same statements over the client it runs its transactions on (`makeConsumerStore`: ConsumerRunner,
+ * RecordProcessor, Redrive).
  */
 export class ConsumerStore extends Context.Service<ConsumerStore, ReturnType<typeof makeConsumerStore>>()("consumers/ConsumerStore") {
   static readonly layer: Layer.Layer<ConsumerStore, never, SqlClient.SqlClient> = Layer.effect(

@@ -33,16 +33,18 @@ const isOutage = <E>(cause: Cause.Cause<E>): boolean => {
  * fails this payment at every run: "refused", left out for an hour like a skipped one (outside
  * re-test: a batch's worth of them stopped every later authorization from expiring).
  */
-const failedOutcome = (due: typeof DueRow.Type) => <E>(cause: Cause.Cause<E>) =>
-  Cause.hasInterruptsOnly(cause)
-    ? Effect.interrupt
-    : (Cause.hasDies(cause)
-      ? Effect.logError("expiry: this payment could not be expired, a defect (tried again at the next run)", cause)
-      : Effect.logWarning("expiry: this payment could not be expired (tried again at the next run)", cause)
-    ).pipe(
-      Effect.annotateLogs({ payment_id: due.id, merchant_id: due.merchant_id }),
-      Effect.as(isOutage(cause) ? "failed" as const : "refused" as const)
-    )
+const failedOutcome = (due: typeof DueRow.Type) => <E>(cause: Cause.Cause<E>) => {
+  if (Cause.hasInterruptsOnly(cause)) return Effect.interrupt
+  const outage = isOutage(cause)
+  const when = outage ? "tried again at the next run" : "left out of this process's runs for an hour"
+  return (Cause.hasDies(cause)
+    ? Effect.logError(`expiry: this payment could not be expired, a defect (${when})`, cause)
+    : Effect.logWarning(`expiry: this payment could not be expired (${when})`, cause)
+  ).pipe(
+    Effect.annotateLogs({ payment_id: due.id, merchant_id: due.merchant_id }),
+    Effect.as(outage ? "failed" as const : "refused" as const)
+  )
+}
 
 /** The skipped payments of this process: id → when it may be looked at again (oldest first). */
 const makeSkippedMemory = () => {
@@ -71,8 +73,9 @@ export interface ExpiryReport {
   /** The acquirer did not answer: tried again at the next run. */
   readonly unanswered: number
   /**
-   * Failed for this payment alone (the database refused or was lost mid-way, or a defect: logged
-   * with the payment's id): tried again at the next run, and the batch's other payments still are.
+   * Failed for this payment alone (logged with the payment's id), and the batch's other payments
+   * still tried: a lost database is tried again at the next run; anything else (a defect, a
+   * statement the database refuses) is left out of this process's runs for an hour.
    */
   readonly failed: number
 }
@@ -107,7 +110,8 @@ export class PaymentExpiry extends Context.Service<PaymentExpiry, {
       const skipped = makeSkippedMemory()
 
       /**
-       * One due authorization: "expired", "skipped", "unanswered" or "failed". A failure is this
+       * One due authorization: "expired", "skipped", "unanswered", "failed" or "refused" (both
+       * counted as failed: `failedOutcome`). A failure is this
        * payment's alone: one that failed every run (a row a trigger refuses, an adapter's defect)
        * would otherwise end every run at the same place, and the due authorizations after it in
        * the batch's order would never expire (outside code review).
