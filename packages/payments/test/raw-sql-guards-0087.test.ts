@@ -46,13 +46,26 @@ const decodeKey = Schema.decodeUnknownSync(IdempotencyKey)
 /** A refund id of the id alphabet, distinct per `n`. */
 const refundId = (n: number) => `re_0087${String(n).padStart(20, "0")}`
 
-/** A new merchant and one of its payments, SETTLED with its posting, as pay_app does it. */
-const settledPayment = (name: string, amount_minor: number, currency: string) =>
+/** A new merchant and one of its payments, CREATED, as pay_app does it. */
+const createdPayment = (name: string, amount_minor = 1_000, currency = "USD") =>
   Effect.gen(function* () {
     const merchant = yield* (yield* MerchantRepository).create(name)
     const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
       merchant_id: merchant.id, amount_minor, currency, payment_method: "pm_card_visa"
     }), context)
+    return { merchant, created }
+  })
+
+/** A connection to this file's database as its owner (the operator, or the owner's attacks). */
+const asOwner = Effect.gen(function* () {
+  const { url } = yield* OwnerUrl
+  return postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-owner" })
+})
+
+/** A new merchant and one of its payments, SETTLED with its posting, as pay_app does it. */
+const settledPayment = (name: string, amount_minor: number, currency: string) =>
+  Effect.gen(function* () {
+    const { merchant, created } = yield* createdPayment(name, amount_minor, currency)
     yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
     const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
     assert.strictEqual(settled.status, "SETTLED")
@@ -261,10 +274,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
   it.effect("F5: an outbox row cannot be inserted already published, nor marked published before it was created", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const merchant = yield* (yield* MerchantRepository).create("Guards F5")
-      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
-        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
-      }), context)
+      const { created } = yield* createdPayment("Guards F5")
       const insertedPublished = refusedByGuard(/cannot be inserted already published/)
       // The review's reproduction: a CREATED payment canceled with its history and an event born published.
       yield* insertedPublished(sql.withTransaction(Effect.gen(function* () {
@@ -319,10 +329,9 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
 layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: raw SQL as the owner", (it) => {
   it.effect("F6: TRUNCATE idempotency_keys is refused, for the owner too (a row trigger never sees it)", () =>
     Effect.gen(function* () {
-      const { url } = yield* OwnerUrl
       const merchant = yield* (yield* MerchantRepository).create("Guards F6")
       yield* insertKeyAt(merchant.id, "f6-in-flight", "refund_requested", { refund_id: refundId(20) })
-      const owner = postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0087-owner" })
+      const owner = yield* asOwner
       const [user] = yield* Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         yield* refusedByGuard(/TRUNCATE on idempotency_keys is not allowed/)(sql`TRUNCATE idempotency_keys`)
@@ -440,15 +449,11 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0091: 
       yield* refusedByGuard(/an operator's correction is correction:<incident>, not by the application's role/)(correct("correction:INC-1"))
       assert.strictEqual((yield* payableOf(payment)).balance_minor, payable.balance_minor)
       // The operator (the owner's URL, as the runbook says): taken, and the ledger still verifies.
-      const { url } = yield* OwnerUrl
-      yield* correct("correction:INC-1").pipe(
-        Effect.provide(postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0091-owner" }))
-      )
+      const owner = yield* asOwner
+      yield* correct("correction:INC-1").pipe(Effect.provide(owner))
       assert.strictEqual((yield* payableOf(payment)).balance_minor, payable.balance_minor - 100n)
       // Not under any other free reference, even for the operator.
-      yield* refusedByGuard(/touches/)(correct("adjustment:INC-2").pipe(
-        Effect.provide(postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0091-owner" }))
-      ))
+      yield* refusedByGuard(/touches/)(correct("adjustment:INC-2").pipe(Effect.provide(owner)))
       assert.deepStrictEqual(yield* (yield* Ledger).verify, [])
     }))
 })
@@ -459,10 +464,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0092: 
   it.effect("N3: a status history row for a change the payment never made is refused at COMMIT (it froze the payment: its next transition collided with it)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const merchant = yield* (yield* MerchantRepository).create("Guards N3")
-      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
-        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
-      }), context)
+      const { merchant, created } = yield* createdPayment("Guards N3")
       yield* refusedByGuard(/payment_status_history row of payment \w+ \(version 2, AUTHORIZED\) records a change the payment never made/)(
         sql.withTransaction(Effect.andThen(
           sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
@@ -479,8 +481,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0092: 
     Effect.gen(function* () {
       const payment = yield* settledPayment("Guards N1", 10_000, "USD")
       const payable = yield* payableOf(payment)
-      const { url } = yield* OwnerUrl
-      const owner = postgresLayer({ url: Redacted.make(url), maxConnections: 1, applicationName: "pay-test-guards-0092-owner" })
+      const owner = yield* asOwner
       const Rebuilt = Schema.Struct({ account: Schema.String, stored_minor: Schema.BigInt, rebuilt_minor: Schema.BigInt })
       // What LedgerDiscrepancy pages on: a stored balance off its entries (only a superuser with the
       // triggers off can do it: the drift itself is the incident).
@@ -507,10 +508,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0093: 
   it.effect("a payment_settled event for a payment only AUTHORIZED, with no history row, is refused at COMMIT (it was published and counted as a settlement)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const merchant = yield* (yield* MerchantRepository).create("Guards 0093 event")
-      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
-        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
-      }), context)
+      const { merchant, created } = yield* createdPayment("Guards 0093 event")
       yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
       const announce = refusedByGuard(/announces version .* reaching SETTLED, which its history does not record/)
       yield* announce(sql`
@@ -530,10 +528,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0093: 
   it.effect("a history row's from_status is its previous row's status (a real AUTHORIZED -> CANCELED recorded as CREATED -> CANCELED is refused)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const merchant = yield* (yield* MerchantRepository).create("Guards 0093 history")
-      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
-        merchant_id: merchant.id, amount_minor: 1_000, currency: "USD", payment_method: "pm_card_visa"
-      }), context)
+      const { merchant, created } = yield* createdPayment("Guards 0093 history")
       yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
       yield* refusedByGuard(/\(version 3\) says it left CREATED, the previous row says AUTHORIZED/)(sql.withTransaction(Effect.gen(function* () {
         yield* sql`UPDATE payments SET status = 'CANCELED', version = 3, updated_at = now() WHERE id = ${created.id}`
