@@ -3,11 +3,15 @@
 -- volume, before any migration. Migrations 0009 and 0012 create them only where they are missing
 -- and the migrating role may; a migrating role without CREATEROLE relies on this file.
 --   pay_app            LOGIN: the application's role (grants in migrations/0012_app_role.sql)
+--   pay_consumer       LOGIN: the consumers' and webhook sender's role (migrations/0096_consumers_role.sql)
 --   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_app') THEN
     CREATE ROLE pay_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_consumer') THEN
+    CREATE ROLE pay_consumer LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
     CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;

@@ -1,4 +1,5 @@
 import {
+  ConsumersPostgresToolLive,
   defaultKafkaAdminTimeouts,
   defaultKafkaConsumerOptions,
   KafkaAdmin,
@@ -240,8 +241,14 @@ const offsets = Effect.gen(function* () {
   yield* Console.log(json(yield* (yield* ConsumerStore).allOffsets))
 })
 
-/** The consumers' services the commands use, over the CLI's database client. */
-const ConsumerServicesLive = Layer.mergeAll(ConsumerStore.layer, DeadLetters.layer, Reconciliation.layer)
+/**
+ * The consumers' services the commands use, over a client of the consumers' role (CONSUMERS_DATABASE_URL,
+ * `pay_consumer`: the only one that writes their tables, migrations/0096), which the commands' own
+ * statements use too. The CLI's other client (DATABASE_URL) has applied pending migrations first.
+ */
+const ConsumerServicesLive = Layer.mergeAll(ConsumerStore.layer, DeadLetters.layer, Reconciliation.layer).pipe(
+  Layer.provideMerge(ConsumersPostgresToolLive)
+)
 type ConsumerServices = ConsumerStore | DeadLetters | Reconciliation
 
 /** A command that only reads and writes the database. */

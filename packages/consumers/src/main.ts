@@ -2,7 +2,8 @@
  * The consumers as a process of their own: `node packages/consumers/src/main.ts` (run it when the
  * server has `CONSUMERS_ENABLED=false`, or beside it: instances share the partitions of a group).
  *
- * Environment: DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
+ * Environment: CONSUMERS_DATABASE_URL (the role pay_consumer; derived from DATABASE_URL when unset:
+ * infra Config.ts), CONSUMERS_DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
  * KAFKA_SESSION_TIMEOUT_MS (6 000..300 000, default 10 000) and the `CONSUMER_*` settings of
  * `ConsumerConfig`. It does not run migrations (the server owns the schema). Its figures (lag,
  * parked records, reconciliation differences, the runtime's) on `/metrics` at METRICS_PORT when
@@ -35,7 +36,7 @@ import {
   JsonLoggingLive,
   KafkaProducer,
   MetricsServerWhenConfigured,
-  PostgresLive,
+  ConsumersPostgresLive,
   ProcessMetricsLive,
   preloadKafkaLibrary,
   runProcessMain,
@@ -93,7 +94,7 @@ const KafkaClientsLive = Layer.unwrap(
 const ConsumersProcess = Layer.unwrap(
   Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive))
 ).pipe(
-  Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)),
+  Layer.provide(Layer.mergeAll(ConsumersPostgresLive, KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 

@@ -4,7 +4,7 @@
 // Real Postgres; records handed to the handlers directly.
 import { assert, it } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
-import { makeTestDatabase } from "@pay/testkit"
+import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
 import { Deferred, Duration, Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
@@ -103,7 +103,7 @@ const sliceWaitsOnALock = Effect.gen(function* () {
   return false
 })
 
-it.live("a claim another transaction writes meanwhile is waited for: committed, the slice's record is a duplicate (no second row, no effect); rolled back, the slice claims it; bad input is refused; pay_app may call it", () =>
+it.live("a claim another transaction writes meanwhile is waited for: committed, the slice's record is a duplicate (no second row, no effect); rolled back, the slice claims it; bad input is refused; pay_consumer may call it, pay_app may not", () =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const slice = (consumer: string, records: unknown) =>
@@ -159,12 +159,17 @@ it.live("a claim another transaction writes meanwhile is waited for: committed, 
     const [written] = yield* decodeRows(Count)(sql`SELECT count(*)::bigint AS n FROM processed_events WHERE consumer = 'bad'`)
     assert.strictEqual(written?.n, 0n)
 
-    // The application's role may call it (its grants on the tables suffice: SECURITY INVOKER).
+    // The consumers' role may call it (its grants on the tables suffice: SECURITY INVOKER); the
+    // API's role may not (0096: it writes none of the consumers' tables).
     const outcomes = yield* sql.withTransaction(Effect.gen(function* () {
-      yield* sql`SET LOCAL ROLE pay_app`
-      return yield* slice("app", [{ o: "5", e: randomUUID(), p: "pay_c", v: 2 }, { o: "6", e: randomUUID(), p: "pay_c", v: 1 }])
+      yield* sql`SET LOCAL ROLE pay_consumer`
+      return yield* slice("consumer", [{ o: "5", e: randomUUID(), p: "pay_c", v: 2 }, { o: "6", e: randomUUID(), p: "pay_c", v: 1 }])
     }))
     assert.deepStrictEqual(outcomes, ["applied", "stale"])
+    yield* expectSqlRefusal({ code: "42501", message: /^permission denied for table consumer_offsets$/ })(sql.withTransaction(Effect.gen(function* () {
+      yield* sql`SET LOCAL ROLE pay_app`
+      return yield* slice("app", [{ o: "5", e: randomUUID(), p: "pay_c", v: 3 }])
+    })))
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 4 }))))
 
 it.live("a payment's version another transaction is moving is waited for (FOR UPDATE): the slice then decides on the committed version, stale, without a failure", () =>

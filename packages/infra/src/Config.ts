@@ -18,6 +18,8 @@ import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } fr
  * | `REDIS_KEY_PREFIX`   | `pay:`                                        | 0..100 characters             |
  * | `KAFKA_TOPIC_PREFIX` | (empty)                                       | 0..100 of `[A-Za-z0-9._-]`    |
  * | `DATABASE_POOL_SIZE` | 20                                            | 1..200                        |
+ * | `CONSUMERS_DATABASE_URL` | `DATABASE_URL` with the user `pay_app` replaced by `pay_consumer` (no password); any other user: `DATABASE_URL` | 1..2048 characters |
+ * | `CONSUMERS_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
  * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
  * | `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 30000                  | 0 (off) or 1000..3600000      |
  */
@@ -37,6 +39,36 @@ const databaseUrlConfig = (name: string) =>
  */
 export const DatabaseUrl = databaseUrlConfig("DATABASE_URL").pipe(
   Config.withDefault(Redacted.make("postgres://pay_app@127.0.0.1:5432/payments"))
+)
+
+/** The roles of scripts/roles.sql that the services log in as. */
+export const applicationRole = "pay_app"
+export const consumersRole = "pay_consumer"
+
+/** `pay_app`'s URL with the consumers' role instead (no password); any other URL unchanged. */
+export const consumersUrlOf = (application: Redacted.Redacted<string>): Redacted.Redacted<string> => {
+  const text = Redacted.value(application)
+  if (!URL.canParse(text)) return application
+  const url = new URL(text)
+  if (decodeURIComponent(url.username) !== applicationRole) return application
+  url.username = consumersRole
+  url.password = ""
+  return Redacted.make(url.toString())
+}
+
+/**
+ * The consumers' connection (the settlement and webhooks consumers, the webhook sender, and the
+ * CLI's consumer commands): the role `pay_consumer`, which alone writes the consumers' tables
+ * (migrations/0096_consumers_role.sql, docs/security.md). Unset: `DATABASE_URL` with its user
+ * `pay_app` replaced by `pay_consumer` and no password (a deployment with passwords sets this
+ * variable); a `DATABASE_URL` of any other user (a test's owner, one role for everything) is used
+ * as it is. A value that is set but invalid is an error, never a silent fallback.
+ */
+export const ConsumersDatabaseUrl = Config.all({
+  consumers: Config.option(databaseUrlConfig("CONSUMERS_DATABASE_URL")),
+  application: DatabaseUrl
+}).pipe(
+  Config.map(({ consumers, application }) => Option.getOrElse(consumers, () => consumersUrlOf(application)))
 )
 
 /**
@@ -63,6 +95,12 @@ export const KafkaTopicPrefix = boundedString("KAFKA_TOPIC_PREFIX", configBounds
 
 /** Pool size of the Postgres client; each request holds at most one connection. */
 export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.databasePoolSize, 20)
+
+/**
+ * Pool size of the consumers' client (CONSUMERS_DATABASE_URL): a lane per partition and consumer
+ * holds one connection for its slice, the webhook sender one per claim or completion.
+ */
+export const ConsumersDatabasePoolSize = boundedInt("CONSUMERS_DATABASE_POOL_SIZE", configBounds.databasePoolSize, 10)
 
 /**
  * How long a connection may wait for Postgres to answer a statement before it is destroyed

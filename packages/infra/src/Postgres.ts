@@ -1,12 +1,20 @@
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Effect, Layer, Redacted, Schema } from "effect"
+import { Config, Effect, Layer, Redacted, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { DatabaseAnswerTimeout, DatabaseIdleInTransactionTimeout, DatabasePoolSize, DatabaseUrl, MigrationDatabaseUrl } from "./Config.ts"
+import {
+  ConsumersDatabasePoolSize,
+  ConsumersDatabaseUrl,
+  DatabaseAnswerTimeout,
+  DatabaseIdleInTransactionTimeout,
+  DatabasePoolSize,
+  DatabaseUrl,
+  MigrationDatabaseUrl
+} from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
 import { failureText } from "./SqlFailure.ts"
@@ -65,25 +73,32 @@ export const postgresLayer = (options: PostgresOptions) => {
   })
 }
 
+/** A client whose URL and pool size come from the given settings, with the answer and session bounds of DATABASE_*. */
+const postgresFrom = (
+  urlConfig: Config.Config<Redacted.Redacted<string>>,
+  poolSizeConfig: Config.Config<number>,
+  answerTimeoutDefault_ms: number
+) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const url = yield* urlConfig
+      const maxConnections = yield* poolSizeConfig
+      const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
+      const idleInTransactionTimeout_ms = yield* DatabaseIdleInTransactionTimeout
+      if (answerTimeout_ms > 0 && plainAddressOf(Redacted.value(url)) === undefined) {
+        // Said once at start-up: otherwise a partition would find the bound silently absent.
+        yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: the database URL is not a plain connection (TLS, several hosts, or not parseable); a statement on a partitioned connection waits for TCP to give up")
+      }
+      return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms })
+    })
+  )
+
 /**
  * The Postgres client configured from `DATABASE_URL`, `DATABASE_POOL_SIZE`,
  * `DATABASE_ANSWER_TIMEOUT_MS` (its default `answerTimeoutDefault_ms`) and
  * `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` (with the server's TCP bounds, PostgresSessionBounds.ts).
  */
-export const postgresLiveWith = (answerTimeoutDefault_ms: number) =>
-  Layer.unwrap(
-    Effect.gen(function* () {
-      const url = yield* DatabaseUrl
-      const maxConnections = yield* DatabasePoolSize
-      const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
-      const idleInTransactionTimeout_ms = yield* DatabaseIdleInTransactionTimeout
-      if (answerTimeout_ms > 0 && plainAddressOf(Redacted.value(url)) === undefined) {
-        // Said once at start-up: otherwise a partition would find the bound silently absent.
-        yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: DATABASE_URL is not a plain connection (TLS, several hosts, or not parseable); a statement on a partitioned connection waits for TCP to give up")
-      }
-      return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms })
-    })
-  )
+export const postgresLiveWith = (answerTimeoutDefault_ms: number) => postgresFrom(DatabaseUrl, DatabasePoolSize, answerTimeoutDefault_ms)
 
 /**
  * A service's client (the server, the publisher, the consumers, the sender): answers bounded by
@@ -97,6 +112,16 @@ export const PostgresLive = postgresLiveWith(defaultAnswerTimeout_ms)
 
 /** A tool's client (the CLI, migrations): its statements may run long (a reconcile of a big ledger); no answer bound unless configured. */
 export const PostgresToolLive = postgresLiveWith(0)
+
+/**
+ * The consumers' client (`CONSUMERS_DATABASE_URL`, `CONSUMERS_DATABASE_POOL_SIZE`; the role
+ * `pay_consumer`, migrations/0096): the consumers and the webhook sender, in their own processes or
+ * inside a server (a pool apart from the API's), with the services' answer bound.
+ */
+export const ConsumersPostgresLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, defaultAnswerTimeout_ms)
+
+/** The same for the CLI's consumer commands (a replay or reconcile may run long): no answer bound unless configured. */
+export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, 0)
 
 const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
 

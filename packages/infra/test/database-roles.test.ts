@@ -4,7 +4,7 @@ import { assert, it } from "@effect/vitest"
 import { adminLayer, createDatabase, dropDatabase, runDatabasePrefix, shortId, testRun, withDatabase } from "@pay/testkit"
 import { ConfigProvider, Effect, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { MigrationDatabaseUrl } from "../src/Config.ts"
+import { ConsumersDatabaseUrl, MigrationDatabaseUrl } from "../src/Config.ts"
 import { DatabaseLive, decodeRows } from "../src/index.ts"
 
 const urlOf = (env: Record<string, string>) =>
@@ -21,6 +21,26 @@ it.effect("MIGRATION_DATABASE_URL: its own value, else DATABASE_URL, else the lo
       Result.succeed("postgres://owner@h/db")
     )
     assert.isTrue(Result.isFailure(yield* urlOf({ DATABASE_URL: "postgres://a@h/db", MIGRATION_DATABASE_URL: "has spaces" })))
+  }))
+
+const consumersUrlOf = (env: Record<string, string>) =>
+  Effect.result(ConsumersDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
+    Effect.map(Result.map(Redacted.value))
+  )
+
+it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consumer when that is pay_app's (no password), else DATABASE_URL; a bad value is an error", () =>
+  Effect.gen(function* () {
+    assert.deepStrictEqual(yield* consumersUrlOf({}), Result.succeed("postgres://pay_consumer@127.0.0.1:5432/payments"))
+    assert.deepStrictEqual(
+      yield* consumersUrlOf({ DATABASE_URL: "postgres://pay_app:app-secret@db.internal:6432/pay?sslmode=require" }),
+      Result.succeed("postgres://pay_consumer@db.internal:6432/pay?sslmode=require")
+    )
+    assert.deepStrictEqual(yield* consumersUrlOf({ DATABASE_URL: "postgres://owner@h/db" }), Result.succeed("postgres://owner@h/db"))
+    assert.deepStrictEqual(
+      yield* consumersUrlOf({ DATABASE_URL: "postgres://pay_app@h/db", CONSUMERS_DATABASE_URL: "postgres://pay_consumer:c@h/db" }),
+      Result.succeed("postgres://pay_consumer:c@h/db")
+    )
+    assert.isTrue(Result.isFailure(yield* consumersUrlOf({ CONSUMERS_DATABASE_URL: "has spaces" })))
   }))
 
 it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>

@@ -2,8 +2,9 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
-import { ConsumersLive } from "@pay/consumers"
+import { ConsumersEnabled, ConsumersLive } from "@pay/consumers"
 import {
+  ConsumersPostgresLive,
   DatabaseLive,
   DatabasePoolMetricsLive,
   HttpPort,
@@ -47,6 +48,12 @@ import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
 export interface AppOptions {
   readonly acquirer?: Layer.Layer<Acquirer, unknown, never> | undefined
   readonly settlement?: Layer.Layer<SettlementPosting, unknown, never> | undefined
+  /**
+   * The consumers' and webhook sender's own client (the role `pay_consumer`: migrations/0096). The
+   * server passes `ConsumersPostgresLive`; absent (tests on a test database as its owner), they
+   * share the API's client.
+   */
+  readonly consumersDatabase?: Layer.Layer<SqlClient.SqlClient, unknown, never> | undefined
 }
 
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
@@ -153,17 +160,32 @@ export const LoggingLive = Layer.merge(JsonLoggingLive, TracingLive("payments-ap
 const routerConfig = { maxParamLength: 500, caseSensitive: true, ignoreDuplicateSlashes: false }
 
 /**
+ * The consumers and the webhook sender, over their own client when one is given
+ * (AppOptions.consumersDatabase) and at least one of them runs here: a server with both off
+ * (CONSUMERS_ENABLED=false, WEBHOOK_SENDER_ENABLED=false) opens no connection as their role.
+ */
+const consumingSide = (options: AppOptions) => {
+  const workers = Layer.mergeAll(ConsumersLive, WebhookSenderLive)
+  const { consumersDatabase } = options
+  if (consumersDatabase === undefined) return workers
+  return Layer.unwrap(
+    Effect.map(Config.all([ConsumersEnabled, SenderEnabledConfig]), ([consumers, sender]) =>
+      consumers || sender ? workers.pipe(Layer.provide(consumersDatabase)) : workers)
+  )
+}
+
+/**
  * The HTTP app and its background workers (idempotency completer and reaper) on top of given
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, ConsumersLive, WebhookSenderLive, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, consumingSide(options), ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.merge(AuthorizationExpiryLive),
     Layer.provide(servicesLayer(options))
   )
 
-export const ServerLive = appLayer().pipe(
+export const ServerLive = appLayer({ consumersDatabase: ConsumersPostgresLive }).pipe(
   Layer.provide(HttpServerLive),
   Layer.merge(MetricsServerLive),
   Layer.provideMerge(DependenciesLive),

@@ -39,7 +39,7 @@ const Projected = Schema.Struct({ settled_gross_minor: Schema.BigInt, payment_co
 layer(Layer.provideMerge(Api.fromTestServer, serverLayer), { excludeTestServices: true, timeout: "60 seconds" })(
   "consumers inside the server process (CONSUMERS_ENABLED=true)",
   (it) => {
-    it.effect("a settle answered 200 reaches the settlement projection through the server's own publisher and consumer; lag is on /metrics; the books reconcile", () =>
+    it.effect("a settle answered 200 reaches the settlement projection through the server's own publisher and consumer (its own pool, as pay_consumer); lag is on /metrics; the books reconcile", () =>
       Effect.gen(function* () {
         const merchant = yield* createMerchant("In-server consumer")
         const id = yield* authorizedPayment(merchant, 4_321n, "EUR")
@@ -61,6 +61,13 @@ layer(Layer.provideMerge(Api.fromTestServer, serverLayer), { excludeTestServices
 
         const report = yield* makeReconciliation(sql).reconcile()
         assert.deepStrictEqual(report.differences, [])
+
+        // Two pools as a deployment runs them (migrations/0096): the API's as pay_app, the
+        // consumers' (and the sender's) as pay_consumer, which alone may write the projection.
+        const roles = yield* decodeRows(Schema.Struct({ role: Schema.String }))(sql`
+          SELECT DISTINCT usename AS role FROM pg_stat_activity
+          WHERE datname = current_database() AND usename IN ('pay_app', 'pay_consumer') ORDER BY 1`)
+        assert.deepStrictEqual(roles.map((row) => row.role), ["pay_app", "pay_consumer"])
 
         const metricsUrl = yield* MetricsUrl
         // The server reconciles every second here: the gauge reads 0 once a round has run after the

@@ -51,6 +51,18 @@ export const makeTestDatabase = (options: { readonly maxConnections?: number } =
     })
   )
 
+/**
+ * A client on a test database logged in as one of the platform's roles (`pay_app`,
+ * `pay_consumer`: scripts/roles.sql), no password (trust on loopback), to run code with exactly
+ * that role's grants.
+ */
+export const testDatabaseAsRole = (info: TestDatabaseInfo, role: string, maxConnections = 4) => {
+  const url = new URL(info.url)
+  url.username = role
+  url.password = ""
+  return postgresLayer({ url: Redacted.make(url.toString()), maxConnections, applicationName: `pay-test-${role}` })
+}
+
 /** Creates a fresh clone of the template and drops it (FORCE) when the scope closes. */
 export const acquireTestDatabase = Effect.gen(function* () {
   const run = testRun()

@@ -3,7 +3,8 @@
  * server with `WEBHOOK_SENDER_ENABLED=false` then). Several may run: they share the deliveries
  * through leases.
  *
- * Environment: DATABASE_URL, DATABASE_POOL_SIZE and the `WEBHOOK_*` settings of `SenderConfig`
+ * Environment: CONSUMERS_DATABASE_URL (the role pay_consumer; derived from DATABASE_URL when unset:
+ * infra Config.ts), CONSUMERS_DATABASE_POOL_SIZE and the `WEBHOOK_*` settings of `SenderConfig`
  * (Model.ts), WEBHOOK_SECRETS_KEY (the servers' value: SecretSealing.ts). It does not run
  * migrations (the server owns the schema). Its figures (webhook_*, the runtime's) on `/metrics` at
  * METRICS_PORT when that is set; logs as the server's (JSON with trace ids, LOG_LEVEL), traces to
@@ -13,12 +14,12 @@
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
-import { DatabasePoolMetricsLive, JsonLoggingLive, MetricsServerWhenConfigured, PostgresLive, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
+import { ConsumersPostgresLive, DatabasePoolMetricsLive, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 
 const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
-  Layer.provide(PostgresLive),
+  Layer.provide(ConsumersPostgresLive),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
 

@@ -1,11 +1,11 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Payment } from "@pay/domain"
-import { defaultRedisTimeouts, KafkaAdmin, KafkaConsumer, KafkaProducer, Redis } from "@pay/infra"
+import { defaultRedisTimeouts, KafkaAdmin, KafkaConsumer, KafkaProducer, postgresLayer, Redis } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import type { Acquirer } from "@pay/acquirer"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
-import { makeTestDatabase, shortId, testRun } from "@pay/testkit"
-import { ConfigProvider, Context, Deferred, Effect, Layer, References } from "effect"
+import { acquireTestDatabase, shortId, testDatabaseAsRole, testRun } from "@pay/testkit"
+import { ConfigProvider, Context, Deferred, Effect, Layer, Redacted, References } from "effect"
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -175,7 +175,11 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       }))
       // Built once and shared as a fixed context: the app, the fault Layers and the test all use
       // this one client, so "the settle transaction" is one connection whoever asks.
-      const database = Layer.succeedContext(yield* Layer.build(makeTestDatabase({ maxConnections: 10 })))
+      const info = yield* acquireTestDatabase
+      const database = Layer.succeedContext(yield* Layer.build(postgresLayer({ url: Redacted.make(info.url), maxConnections: 10, applicationName: "pay-test" })))
+      // The consumers and the webhook sender log in as their own role, as in a deployment
+      // (migrations/0096): every test that runs them here also shows that role's grants suffice.
+      const consumersDatabase = testDatabaseAsRole(info, "pay_consumer", 6)
       const state: FaultState = { armed: undefined, injected: 0, lastSqlState: undefined }
       const settlement = faultySettlement(state).pipe(
         Layer.provide(SettlementPosting.layer),
@@ -186,7 +190,7 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       const acquirer = options.acquirer === undefined ? undefined : options.acquirer.pipe(Layer.provide(database))
       const redis = Redis.layerWith({ url: run.redisUrl, keyPrefix: `${run.redisKeyPrefix}${shortId()}:`, ...defaultRedisTimeouts })
       const http = NodeHttpServer.layer(createLimitedServer(socketLimitsDefault), { port: 0, host: "127.0.0.1" })
-      const app = appLayer({ settlement, acquirer }).pipe(
+      const app = appLayer({ settlement, acquirer, consumersDatabase }).pipe(
         Layer.provideMerge(Layer.mergeAll(http, redis, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)),
         Layer.provide(database),
         Layer.provide(config),
