@@ -26,7 +26,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { DatabaseUrl, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import { ConsumersDatabaseUrl, DatabaseUrl, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -183,6 +183,11 @@ const configuredTarget = Effect.gen(function* () {
 
 const sayTarget = Effect.gen(function* () {
   yield* Console.error(`database: ${yield* configuredTarget}${process.env["DATABASE_URL"] === undefined ? " (DATABASE_URL is not set: the local default)" : " (DATABASE_URL)"}`)
+  // The consumer commands write the consumers' tables as their role (migrations/0096): said too.
+  if (consumers !== undefined) {
+    const from = process.env["CONSUMERS_DATABASE_URL"] === undefined ? " (from DATABASE_URL: CONSUMERS_DATABASE_URL is not set)" : " (CONSUMERS_DATABASE_URL)"
+    yield* Console.error(`consumers' database: ${databaseTarget(Redacted.value(yield* ConsumersDatabaseUrl))}${from}`)
+  }
 })
 
 /**
