@@ -58,9 +58,10 @@ layer(TestLayer, { excludeTestServices: true, timeout: "60 seconds" })("the warn
       const authorized = yield* authorizedExpiringIn(hour_ms)
       const expiresAt = new Date(authorized.authorization_expires_at?.epochMilliseconds ?? 0)
       const warn = (paymentId: string, at: Date) => sql`INSERT INTO payment_expiry_warnings (payment_id, authorization_expires_at) VALUES (${paymentId}, ${at})`
+      // The event names the expiry it announces (0097: its warning, written with it, names the same).
       const event = (paymentId: string) => sql`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-        VALUES (gen_random_uuid(), 'payment', ${paymentId}, 'payment_expiring', '{}'::jsonb)`
+        VALUES (gen_random_uuid(), 'payment', ${paymentId}, 'payment_expiring', jsonb_build_object('authorization_expires_at', ${expiresAt}::timestamptz))`
       const silent = postgresError(yield* Effect.flip(warn(authorized.id, expiresAt)))
       assert.match(silent.message, /without its outbox event payment_expiring/)
       const notAuthorized = postgresError(yield* Effect.flip(sql.withTransaction(Effect.andThen(warn(created.id, expiresAt), event(created.id)))))

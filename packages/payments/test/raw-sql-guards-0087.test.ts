@@ -582,3 +582,35 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0095: 
         VALUES (gen_random_uuid(), 'payment', ${madeUp}, 'refund_succeeded', jsonb_build_object('refund_id', ${refundId(50)}::text, 'version', 2))`)
     }))
 })
+
+// The fourth outside re-test's forged payment_expiring (a warning of an expiry nobody recorded,
+// sent as a webhook; the real warning then skipped as stale), closed by
+// migrations/0097_expiring_event_needs_warning.sql; fails without it.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0097: a payment_expiring event needs its warning", (it) => {
+  it.effect("a payment_expiring event without the warning written in its transaction, naming another instant, or twice, is refused at COMMIT; the warning with its one event passes, once per payment", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, created } = yield* createdPayment("Guards 0097")
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const [payment] = yield* decodeRows(Schema.Struct({ expires_at: Schema.String }))(sql`
+        SELECT authorization_expires_at::text AS expires_at FROM payments WHERE id = ${created.id}`)
+      const expiresAt = payment?.expires_at ?? assert.fail("the authorized payment has an expiry")
+      const warning = sql`INSERT INTO payment_expiry_warnings (payment_id, authorization_expires_at) VALUES (${created.id}, ${expiresAt}::timestamptz)`
+      const event = (at: string) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_expiring',
+                jsonb_build_object('type', 'payment_expiring', 'payment_id', ${created.id}::text, 'version', 2,
+                                   'authorization_expires_at', ${at}::timestamptz))`
+      const noWarning = refusedByGuard(/outbox event .* \(payment_expiring\) of payment .* has no warning written with it/)
+      yield* noWarning(event(expiresAt))
+      yield* noWarning(sql.withTransaction(Effect.andThen(warning, event("2099-01-01T00:00:00Z"))))
+      yield* refusedByGuard(/the payment's expiry was announced already/)(sql.withTransaction(Effect.andThen(warning, Effect.andThen(event(expiresAt), event(expiresAt)))))
+      // The expiry job's way: the warning and its event in one transaction.
+      yield* sql.withTransaction(Effect.andThen(warning, event(expiresAt)))
+      // Later, alone: the warning is not this transaction's (and a second warning is refused by its key).
+      yield* noWarning(event(expiresAt))
+      const [counted] = yield* decodeRows(Schema.Struct({ events: Schema.Int }))(sql`
+        SELECT count(*)::int AS events FROM outbox_events WHERE aggregate_id = ${created.id} AND event_type = 'payment_expiring'`)
+      assert.strictEqual(counted?.events, 1)
+    }))
+})
