@@ -22,6 +22,7 @@ import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } fr
  * | `CONSUMERS_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
  * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
  * | `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 30000                  | 0 (off) or 1000..3600000      |
+ * | `MIGRATION_LOCK_TIMEOUT_MS` | 10000                                  | 100..600000                   |
  */
 export const configBounds = {
   url: { length_max: 2_048, pattern: /^\S+$/, expected: "a non-empty URL without spaces" },
@@ -92,6 +93,13 @@ export const HttpPort = Config.Port("PORT").pipe(Config.withDefault(3000))
 /** Prefixes that isolate one deployment (or one test run) from another on shared Redis and Kafka. */
 export const RedisKeyPrefix = boundedString("REDIS_KEY_PREFIX", configBounds.redisKeyPrefix, "pay:")
 export const KafkaTopicPrefix = boundedString("KAFKA_TOPIC_PREFIX", configBounds.kafkaTopicPrefix, "")
+
+/**
+ * How long the migrator waits for any one lock before it gives up (`lock_timeout` of its
+ * connection): a migration behind a long transaction fails, naming the wait, instead of waiting
+ * without end while every statement on that table queues behind its lock request (docs/runbook.md, "Migrations").
+ */
+export const MigrationLockTimeout = boundedInt("MIGRATION_LOCK_TIMEOUT_MS", { min: 100, max: 600_000 }, 10_000)
 
 /** Pool size of the Postgres client; each request holds at most one connection. */
 export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.databasePoolSize, 20)

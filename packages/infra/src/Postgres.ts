@@ -13,7 +13,8 @@ import {
   DatabaseIdleInTransactionTimeout,
   DatabasePoolSize,
   DatabaseUrl,
-  MigrationDatabaseUrl
+  MigrationDatabaseUrl,
+  MigrationLockTimeout
 } from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
@@ -40,6 +41,8 @@ export interface PostgresOptions {
    * TCP keepalives, user timeout and client check. Absent: the server's own settings.
    */
   readonly idleInTransactionTimeout_ms?: number
+  /** When set, every connection's `lock_timeout` (the migrator's: MIGRATION_LOCK_TIMEOUT_MS). */
+  readonly lockTimeout_ms?: number
 }
 
 /**
@@ -61,9 +64,14 @@ export const postgresLayer = (options: PostgresOptions) => {
   return PgClient.layer({
     url: options.url,
     ...(address === undefined ? {} : { stream: watchedSocketFactory(address, answerTimeout_ms) }),
-    ...(options.idleInTransactionTimeout_ms === undefined
+    ...(options.idleInTransactionTimeout_ms === undefined && options.lockTimeout_ms === undefined
       ? {}
-      : { startupParameters: sessionStartupParameters(options.idleInTransactionTimeout_ms) }),
+      : {
+        startupParameters: {
+          ...(options.idleInTransactionTimeout_ms === undefined ? {} : sessionStartupParameters(options.idleInTransactionTimeout_ms)),
+          ...(options.lockTimeout_ms === undefined ? {} : { lock_timeout: String(options.lockTimeout_ms) })
+        }
+      }),
     maxConnections: options.maxConnections,
     minConnections: 1,
     connectTimeout: "5 seconds",
@@ -197,7 +205,10 @@ const schemaIsCurrent = Effect.gen(function* () {
 
 /**
  * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that
- * is closed when they are done: the application's own role cannot run DDL. When none is pending
+ * is closed when they are done: the application's own role cannot run DDL. That connection waits
+ * at most `MIGRATION_LOCK_TIMEOUT_MS` for any one lock (then the migrations roll back whole and the
+ * process stops, naming the wait): the pending files run in one transaction, and a DDL lock
+ * request queued behind a long transaction would otherwise hold every statement on its table. When none is pending
  * (`schemaIsCurrent`), the owner is never connected: a process or a CLI command needs only the
  * application's URL once the schema is deployed.
  */
@@ -205,9 +216,10 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
   Effect.gen(function* () {
     if (yield* schemaIsCurrent) return
     const url = yield* MigrationDatabaseUrl
+    const lockTimeout_ms = yield* MigrationLockTimeout
     yield* PgMigrator.run({ loader: sqlFileLoader() }).pipe(
       Effect.provide(Layer.mergeAll(
-        postgresLayer({ url, maxConnections: 1, applicationName: "payments-migrator" }),
+        postgresLayer({ url, maxConnections: 1, applicationName: "payments-migrator", lockTimeout_ms }),
         NodeServices.layer
       ))
     )

@@ -1,11 +1,11 @@
 // The split of roles at start-up (docs/security.md, "Database"): migrations run as the schema owner
 // (MIGRATION_DATABASE_URL), the application's pool connects as pay_app (DATABASE_URL).
 import { assert, it } from "@effect/vitest"
-import { adminLayer, createDatabase, dropDatabase, runDatabasePrefix, shortId, testRun, withDatabase } from "@pay/testkit"
-import { ConfigProvider, Effect, Layer, Redacted, Result, Schema } from "effect"
+import { acquireTestDatabase, adminLayer, createDatabase, dropDatabase, runDatabasePrefix, shortId, testRun, withDatabase } from "@pay/testkit"
+import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { ConsumersDatabaseUrl, MigrationDatabaseUrl } from "../src/Config.ts"
-import { DatabaseLive, decodeRows } from "../src/index.ts"
+import { DatabaseLive, decodeRows, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
 
 const urlOf = (env: Record<string, string>) =>
   Effect.result(MigrationDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
@@ -63,4 +63,33 @@ it.effect("DatabaseLive migrates an empty database as the owner, then serves the
       return rows[0]
     }).pipe(Effect.provide(DatabaseLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))))
     assert.deepStrictEqual(seen, { user: "pay_app", migrated: true })
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
+it.live("MIGRATION_LOCK_TIMEOUT_MS: a pending migration behind a long transaction gives up after the bound, naming the wait, instead of waiting without end", () =>
+  Effect.gen(function* () {
+    const info = yield* acquireTestDatabase
+    const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-lock-holder" })
+    const env = { DATABASE_URL: info.url, MIGRATION_DATABASE_URL: info.url, MIGRATION_LOCK_TIMEOUT_MS: "300" }
+    const migrate = Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped)
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // The newest migration made pending again (its row removed): the migrator's table lock comes
+      // first, so the file's own statements never run here.
+      yield* sql`DELETE FROM effect_sql_migrations WHERE migration_id = (SELECT max(migration_id) FROM effect_sql_migrations)`
+      const held = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      // A long transaction that has read the migrator's table: its ACCESS SHARE lock blocks the
+      // migrator's ACCESS EXCLUSIVE one (as any long reader of a table a migration alters would).
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`SELECT count(*) FROM effect_sql_migrations`
+        yield* Deferred.succeed(held, undefined)
+        yield* Deferred.await(release)
+      })))
+      yield* Deferred.await(held)
+      const refused = yield* Effect.exit(migrate.pipe(Effect.timeout("30 seconds")))
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.isTrue(Exit.isFailure(refused), "the migration gave up")
+      if (Exit.isFailure(refused)) assert.match(Cause.pretty(refused.cause), /lock timeout/, "it names the wait, not the 30 s guard")
+    }).pipe(Effect.provide(owner))
   }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -1,5 +1,5 @@
 import { randomCacheSecret } from "@pay/idempotency"
-import { boundedInt, MigrationsLive, PostgresToolLive } from "@pay/infra"
+import { boundedInt, OwnerMigrationsLive } from "@pay/infra"
 import { Deferred, Effect, Layer, Redacted } from "effect"
 import cluster, { type Worker } from "node:cluster"
 
@@ -31,7 +31,11 @@ const RESTART_WINDOW_MS = 60_000
 /** After SIGTERM, a worker that has not exited after this is killed. */
 const WORKER_STOP_TIMEOUT_MS = 20_000
 
-const migrateOnce = Effect.scoped(Layer.build(MigrationsLive.pipe(Layer.provide(PostgresToolLive))))
+// As the schema owner (MIGRATION_DATABASE_URL), like a single instance (OwnerMigrationsLive): the
+// application's role may not run DDL, nor take the migrator's table lock. It ran the migrator as
+// DATABASE_URL, so a cluster of pay_app instances failed to start on a database with pending
+// migrations (a fresh one, or an upgrade).
+const migrateOnce = Effect.scoped(Layer.build(OwnerMigrationsLive))
 
 const stopWorker = (worker: Worker) =>
   Effect.callback<void>((resume) => {

@@ -6,7 +6,7 @@ import { assert, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { type Answer, stringField } from "./support/Http.ts"
 import { createMerchant, createPayment, newKey, paymentCount, TestServer, testServerLayer } from "./support/TestServer.ts"
 
@@ -85,3 +85,23 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("two server i
       }))
     }))
 })
+
+// A first deployment of a cluster: the primary migrates an EMPTY database before forking, as the
+// schema owner (MIGRATION_DATABASE_URL), while the instances serve as pay_app. It used to run the
+// migrator as DATABASE_URL, which pay_app's grants refuse (no DDL, no lock of the migrator's table):
+// the cluster never started on a database with pending migrations.
+layer(testServerLayer({ emptyDatabase: true, env: { SERVER_INSTANCES: "2", DATABASE_POOL_SIZE: "4" } }), { excludeTestServices: true, timeout: "120 seconds" })(
+  "two server instances on an empty database",
+  (it) => {
+    it.effect("the primary migrates it as the owner, then the instances serve as pay_app: a payment is created", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const [migrated] = yield* decodeRows(Schema.Struct({ applied: Schema.Int }))(sql`SELECT count(*)::int AS applied FROM effect_sql_migrations`)
+        const carried = readdirSync(new URL("../../../migrations", import.meta.url)).filter((file) => /^\d+_[a-z0-9_]+\.sql$/.test(file)).length
+        assert.strictEqual(migrated?.applied, carried, "every migration applied")
+        const merchant = yield* createMerchant("Cluster, first deployment")
+        const created = yield* createPayment(merchant, newKey("first"))
+        assert.strictEqual(created.status, 201, describeAnswer(created))
+      }))
+  }
+)

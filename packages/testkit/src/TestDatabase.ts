@@ -76,5 +76,18 @@ export const acquireTestDatabase = Effect.gen(function* () {
   return info
 })
 
+/** An EMPTY database (not cloned from the migrated template), dropped (FORCE) when the scope closes: what a first deployment meets. */
+export const acquireEmptyTestDatabase = Effect.gen(function* () {
+  const run = testRun()
+  const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
+  const admin = adminLayer(run.adminDatabaseUrl)
+  yield* Effect.acquireRelease(
+    createDatabase(name).pipe(Effect.provide(admin)),
+    () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
+  )
+  const info: TestDatabaseInfo = { name, url: withDatabase(run.adminDatabaseUrl, name) }
+  return info
+})
+
 export const TestDatabase = makeTestDatabase()
 export type TestSql = PgClient.PgClient

@@ -1,7 +1,7 @@
 import type { MerchantId } from "@pay/domain"
 import { postgresLayer, decodeRows } from "@pay/infra"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
-import { acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { randomInt } from "node:crypto"
 import { SqlClient } from "effect/sql"
@@ -13,6 +13,8 @@ export interface TestServerOptions {
   readonly throwawayRedis?: boolean
   /** Extra environment for the server (ACQUIRER_TIMEOUT_MS, IDEMPOTENCY_LOCK_TIMEOUT_MS, …). */
   readonly env?: Readonly<Record<string, string>>
+  /** An empty database, which the server migrates as the owner at start (a first deployment), instead of a migrated clone. */
+  readonly emptyDatabase?: boolean
 }
 
 /**
@@ -96,7 +98,7 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
 export const testServerLayer = (options: TestServerOptions = {}) =>
   Layer.unwrap(
     Effect.gen(function* () {
-      const database = yield* acquireTestDatabase
+      const database = options.emptyDatabase === true ? yield* acquireEmptyTestDatabase : yield* acquireTestDatabase
       const server = yield* startTestServer(database, options)
       const sqlLayer = postgresLayer({ url: Redacted.make(database.url), maxConnections: 4, applicationName: "pay-test-api" })
       return Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer).pipe(
