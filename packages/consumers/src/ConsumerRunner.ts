@@ -1,4 +1,4 @@
-import { KafkaAdmin, KafkaConsumer, type KafkaError } from "@pay/infra"
+import { failureText, KafkaAdmin, KafkaConsumer, type KafkaError } from "@pay/infra"
 import { Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -74,7 +74,7 @@ const seekGroupToStoredOffsets = (settings: RunnerSettings, endOffsets: (topic: 
       // Nothing is lost: the records below the stored offsets were applied already, and are
       // skipped as "behind" in their transactions (the words an operator reads during an outage).
       Effect.logWarning("consumer group seek failed; the group resumes from its committed offsets, and records below the stored offsets (already applied) are skipped as behind").pipe(
-        Effect.annotateLogs({ consumer: settings.handler.name, error: error.message })
+        Effect.annotateLogs({ consumer: settings.handler.name, error: failureText(error) })
       )
     )
   )
@@ -187,11 +187,11 @@ export const runConsumer = (settings: RunnerSettings, status?: Ref.Ref<ConsumerS
       const next = yield* Ref.updateAndGet(state, (current) => ({
         ...current,
         consecutiveFailure_count: current.consecutiveFailure_count + 1,
-        lastError: failure.message
+        lastError: failureText(failure)
       }))
       const delay_ms = backoff_ms(next.consecutiveFailure_count, 100, settings.options.restartBackoffMax_ms)
       yield* Effect.logWarning("consumer subscription failed; starting again").pipe(
-        Effect.annotateLogs({ consumer: settings.handler.name, error: failure.message, retry_in_ms: delay_ms })
+        Effect.annotateLogs({ consumer: settings.handler.name, error: failureText(failure), retry_in_ms: delay_ms })
       )
       yield* Effect.sleep(Duration.millis(delay_ms))
     }
@@ -249,7 +249,7 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
           // A failure counted: a stale lag can be told from a real 0 (outside operator review).
           Effect.catch((error) =>
             Metric.update(Metric.withAttributes(consumerLagUnavailable, { consumer: name }), 1).pipe(
-              Effect.andThen(Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: error.message })))
+              Effect.andThen(Effect.logWarning("consumer lag unavailable").pipe(Effect.annotateLogs({ consumer: name, error: failureText(error) })))
             ))
         )
       }

@@ -1,4 +1,4 @@
-import { KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
+import { failureText, KafkaAdmin, type KafkaConsumer, KafkaTopicPrefix } from "@pay/infra"
 import { OutboxTopics, PaymentsEventsTopicConfig, type PaymentsEventsTopicSettings, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import { makeWebhookConsumerHandler, WEBHOOK_CONSUMER_NAME } from "@pay/webhooks"
 import { Context, Duration, Effect, Layer, Ref, Schedule, type Scope } from "effect"
@@ -67,7 +67,7 @@ const reconcileEvery = (interval_ms: number) =>
               differences: report.differences.slice(0, RECONCILE_LOGGED_ROWS_MAX).map(describeDifference).join("; ")
             })
           )),
-        Effect.catch((error) => Effect.logWarning("reconciliation failed").pipe(Effect.annotateLogs({ error: error.message })))
+        Effect.catch((error) => Effect.logWarning("reconciliation failed").pipe(Effect.annotateLogs({ error: failureText(error) })))
       )
     }
   })

@@ -1,5 +1,5 @@
 import type { KafkaAdmin } from "@pay/infra"
-import { KafkaConsumer, type KafkaError } from "@pay/infra"
+import { failureText, KafkaConsumer, type KafkaError } from "@pay/infra"
 import { Cause, Duration, Effect, Exit, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -39,7 +39,7 @@ export const runSettlementLive = (settings: SettlementConsumerSettings, status?:
         failures++
         const delay_ms = backoff_ms(failures, 100, settings.options.restartBackoffMax_ms)
         yield* Effect.logWarning("settlement consumer cannot read the live generation").pipe(
-          Effect.annotateLogs({ error: live.failure.message, retry_in_ms: delay_ms })
+          Effect.annotateLogs({ error: failureText(live.failure), retry_in_ms: delay_ms })
         )
         yield* Effect.sleep(Duration.millis(delay_ms))
         continue

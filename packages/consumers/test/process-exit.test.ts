@@ -83,3 +83,21 @@ describe("the consumers' process: exit codes and start-up failures", () => {
       assert.include(failureLine(outOfBounds.output())?.error, "CONSUMER_BATCH_SIZE must be an integer between 1 and 1000")
     })), { timeout: 90_000 })
 })
+
+describe("the consumers' process: a database role it cannot use", () => {
+  it.live("CONSUMERS_DATABASE_URL naming a role that does not exist: it keeps retrying (an outage looks the same to it) and every warning names the driver's reason, not only 'Failed to connect'", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const url = new URL(database.url)
+      url.username = "pay_no_such_role"
+      const child = launchChild({
+        script: "packages/consumers/src/main.ts",
+        label: "consumers",
+        env: { CONSUMERS_DATABASE_URL: url.toString(), KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}norole.` },
+        outputKept_chars: 20_000
+      })
+      yield* Effect.addFinalizer(() => child.stop)
+      yield* child.awaitOutput(["settlement consumer cannot read the live generation", 'role \\"pay_no_such_role\\" does not exist'], 30_000)
+      assert.isFalse(yield* child.exitedWithin(500), "still retrying")
+    })), { timeout: 60_000 })
+})

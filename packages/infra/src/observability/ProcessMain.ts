@@ -1,12 +1,22 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Exit, Logger, Runtime } from "effect"
+import { failureText as sqlFailureText } from "../SqlFailure.ts"
 import { batchedJsonWithTrace } from "./Logging.ts"
+import { isSqlError } from "effect/sql/SqlError"
 
-/** What a failure says in one line: the tagged error's own words (a ConfigError, a listener that could not listen), or the defect's. */
+/**
+ * What a failure says in one line: the tagged error's own words (a ConfigError, a listener that
+ * could not listen), or the defect's; for a database failure, with the driver's reason (a refused
+ * role, a lock timeout), which the client's own "Query failed" does not say.
+ */
 const failureText = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
-  if (error instanceof Error) return error.message === "" ? error.name : `${error.name === "Error" ? "" : `${error.name}: `}${error.message}`
-  return String(error)
+  if (!(error instanceof Error)) return String(error)
+  const named = error.name === "Error" || error.name === "" ? "" : `${error.name}: `
+  if (isSqlError(error)) return `${named}${sqlFailureText(error)}`
+  const words = error.message === "" ? error.name : `${named}${error.message}`
+  // A wrapper of a database failure (the migrator's MigrationError) says its cause's reason too.
+  return isSqlError(error.cause) ? `${words} (${sqlFailureText(error.cause)})` : words
 }
 
 /**
