@@ -1,7 +1,7 @@
 // The split of roles at start-up (docs/security.md, "Database"): migrations run as the schema owner
 // (MIGRATION_DATABASE_URL), the application's pool connects as pay_app (DATABASE_URL).
 import { assert, it } from "@effect/vitest"
-import { acquireTestDatabase, adminLayer, createDatabase, dropDatabase, runDatabasePrefix, shortId, testRun, withDatabase } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase } from "@pay/testkit"
 import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { ConsumersDatabaseUrl, MigrationDatabaseUrl } from "../src/Config.ts"
@@ -45,14 +45,7 @@ it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consu
 
 it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>
   Effect.gen(function* () {
-    const run = testRun()
-    const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
-    const admin = adminLayer(run.adminDatabaseUrl)
-    yield* Effect.acquireRelease(
-      createDatabase(name).pipe(Effect.provide(admin)),
-      () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
-    )
-    const ownerUrl = withDatabase(run.adminDatabaseUrl, name)
+    const ownerUrl = (yield* acquireEmptyTestDatabase).url
     const appUrl = new URL(ownerUrl)
     appUrl.username = "pay_app"
     const env = { DATABASE_URL: appUrl.toString(), MIGRATION_DATABASE_URL: ownerUrl, DATABASE_POOL_SIZE: "2" }

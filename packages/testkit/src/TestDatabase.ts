@@ -63,31 +63,25 @@ export const testDatabaseAsRole = (info: TestDatabaseInfo, role: string, maxConn
   return postgresLayer({ url: Redacted.make(url.toString()), maxConnections, applicationName: `pay-test-${role}` })
 }
 
-/** Creates a fresh clone of the template and drops it (FORCE) when the scope closes. */
-export const acquireTestDatabase = Effect.gen(function* () {
-  const run = testRun()
-  const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
-  const admin = adminLayer(run.adminDatabaseUrl)
-  yield* Effect.acquireRelease(
-    createDatabase(name, run.templateDatabase).pipe(Effect.provide(admin)),
-    () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
-  )
-  const info: TestDatabaseInfo = { name, url: withDatabase(run.adminDatabaseUrl, name) }
-  return info
-})
+/** A database of the run (a clone of `template`, or empty), dropped (FORCE) when the scope closes. */
+const acquireDatabase = (template: "migrated" | "empty") =>
+  Effect.gen(function* () {
+    const run = testRun()
+    const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
+    const admin = adminLayer(run.adminDatabaseUrl)
+    yield* Effect.acquireRelease(
+      createDatabase(name, template === "migrated" ? run.templateDatabase : undefined).pipe(Effect.provide(admin)),
+      () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
+    )
+    const info: TestDatabaseInfo = { name, url: withDatabase(run.adminDatabaseUrl, name) }
+    return info
+  })
+
+/** Creates a fresh clone of the migrated template and drops it (FORCE) when the scope closes. */
+export const acquireTestDatabase = acquireDatabase("migrated")
 
 /** An EMPTY database (not cloned from the migrated template), dropped (FORCE) when the scope closes: what a first deployment meets. */
-export const acquireEmptyTestDatabase = Effect.gen(function* () {
-  const run = testRun()
-  const name = `${runDatabasePrefix(run.runId)}_${shortId()}`
-  const admin = adminLayer(run.adminDatabaseUrl)
-  yield* Effect.acquireRelease(
-    createDatabase(name).pipe(Effect.provide(admin)),
-    () => dropDatabase(name).pipe(Effect.provide(admin), Effect.orDie)
-  )
-  const info: TestDatabaseInfo = { name, url: withDatabase(run.adminDatabaseUrl, name) }
-  return info
-})
+export const acquireEmptyTestDatabase = acquireDatabase("empty")
 
 export const TestDatabase = makeTestDatabase()
 export type TestSql = PgClient.PgClient
