@@ -372,10 +372,10 @@ const repositoryStream = Effect.gen(function* () {
         while (Date.now() < deadline_ms) {
           const payment = yield* payments.create(input, context)
           yield* payments.apply(merchant.id, payment.id, { _tag: "authorize" }, context)
-          // A settle commits with its posting (0011: SETTLED needs its settlement row), as the
-          // settle use case writes them; the phase failed on every settle without it.
+          // A settle commits with its posting (0011: SETTLED needs its settlement row) and its event
+          // carries the split (0098), as the settle use case writes them.
           yield* sql.withTransaction(
-            payments.apply(merchant.id, payment.id, { _tag: "settle" }, context).pipe(Effect.tap((settled) => posting.post(settled)))
+            payments.apply(merchant.id, payment.id, { _tag: "settle" }, context, (settled, alongside) => posting.post(settled, undefined, alongside))
           )
           completed++
         }

@@ -9,11 +9,12 @@ import { generateMerchantId, generatePaymentId, PaymentEvent } from "@pay/domain
 import { decodeRows, postgresLayer } from "@pay/infra"
 import { acquireTestDatabase, expectSqlRefusal, testDatabaseAsRole } from "@pay/testkit"
 import { enqueueDeliveries, WebhookEndpoints } from "@pay/webhooks"
-import { WebhookSecretBoxPlaintext } from "@pay/webhooks/SecretSealing"
+import { makeSecretBox, resealSecrets, WebhookSecretBoxPlaintext } from "@pay/webhooks/SecretSealing"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { randomUUID } from "node:crypto"
+import { randomBytes, randomUUID } from "node:crypto"
 
+const refusedByGuard = (message: RegExp) => expectSqlRefusal({ code: "23000", message })
 const denied = (table: string) => expectSqlRefusal({ code: "42501", message: new RegExp(`^permission denied for table ${table}$`) })
 
 const Who = Schema.Struct({ user: Schema.String })
@@ -23,7 +24,7 @@ const whoAmI = Effect.gen(function* () {
   return me?.user
 })
 
-it.effect("pay_app writes none of the consumers' tables (a delivery, a version, a claim, the projection, the offsets: 42501), keeps reading them and may only re-queue a delivery; pay_consumer does the consumers' work and none of the API's", () =>
+it.effect("pay_app writes none of the consumers' tables (a delivery, a version, a claim, the projection, the offsets: 42501), keeps reading them and may only re-queue a delivery (0098: not mark it delivered, failed or due at infinity); an endpoint keeps its merchant and stays deleted; pay_consumer does the consumers' work (reseals secrets, never enables an endpoint) and none of the API's", () =>
   Effect.gen(function* () {
     const info = yield* acquireTestDatabase
     const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-owner" })
@@ -104,5 +105,33 @@ it.effect("pay_app writes none of the consumers' tables (a delivery, a version, 
       assert.deepStrictEqual(columns, { requeue: true, body: false, endpoint: false })
       const requeued = yield* sql`UPDATE webhook_deliveries SET next_attempt_at = clock_timestamp() WHERE status = 'pending' RETURNING id`
       assert.strictEqual(requeued.length, 1)
+      // ... and only that (0098): a delivery marked delivered that was never sent, failed, or due
+      // at infinity (the payment's later webhooks wait behind it) is refused.
+      const requeueOnly = refusedByGuard(/the application may only send it again now/)
+      yield* requeueOnly(sql`UPDATE webhook_deliveries SET status = 'delivered', finished_at = clock_timestamp()`)
+      yield* requeueOnly(sql`UPDATE webhook_deliveries SET status = 'failed', failed_reason = 'gone', finished_at = clock_timestamp()`)
+      yield* requeueOnly(sql`UPDATE webhook_deliveries SET next_attempt_at = 'infinity'`)
+      // An endpoint stays its merchant's, and a deletion is final (0098), whoever asks.
+      const otherMerchant = yield* generateMerchantId
+      yield* Effect.gen(function* () {
+        const owner = yield* SqlClient.SqlClient
+        yield* owner`INSERT INTO merchants (id, name) VALUES (${otherMerchant}, 'consumers role, another')`
+      }).pipe(Effect.provide(owner))
+      yield* refusedByGuard(/its id and merchant never change/)(sql`UPDATE webhook_endpoints SET merchant_id = ${otherMerchant} WHERE merchant_id = ${merchantId}`)
+      yield* sql`UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'merchant', disabled_at = clock_timestamp() WHERE merchant_id = ${merchantId}`
+    }).pipe(Effect.provide(app))
+
+    // The consumers' role: the sender disables, never enables; it reseals the stored secrets under
+    // the current key at start (the column `secret` only).
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* refusedByGuard(/the sender disables an endpoint, it never enables one/)(sql`UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL, disabled_at = NULL`)
+      assert.strictEqual(yield* resealSecrets(makeSecretBox(randomBytes(32))), 1, "the endpoint's secret, stored as it is, sealed")
+      yield* denied("webhook_endpoint_secrets")(sql`UPDATE webhook_endpoint_secrets SET endpoint_id = endpoint_id`)
+    }).pipe(Effect.provide(consumer))
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`UPDATE webhook_endpoints SET deleted_at = clock_timestamp() WHERE merchant_id = ${merchantId}`
+      yield* refusedByGuard(/deleted, for good/)(sql`UPDATE webhook_endpoints SET deleted_at = NULL WHERE merchant_id = ${merchantId}`)
     }).pipe(Effect.provide(app))
   }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -613,4 +613,87 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0097: 
         SELECT count(*)::int AS events FROM outbox_events WHERE aggregate_id = ${created.id} AND event_type = 'payment_expiring'`)
       assert.strictEqual(counted?.events, 1)
     }))
+
+  it.effect("the warning and its event written under a savepoint (a nested transaction) pass: the warning carries the top-level transaction's id (0098)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, created } = yield* createdPayment("Guards 0097 savepoint")
+      const authorized = yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const [payment] = yield* decodeRows(Schema.Struct({ expires_at: Schema.String }))(sql`
+        SELECT authorization_expires_at::text AS expires_at FROM payments WHERE id = ${created.id}`)
+      const expiresAt = payment?.expires_at ?? assert.fail("the authorized payment has an expiry")
+      yield* sql.withTransaction(sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO payment_expiry_warnings (payment_id, authorization_expires_at) VALUES (${created.id}, ${expiresAt}::timestamptz)`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_expiring',
+                    jsonb_build_object('type', 'payment_expiring', 'payment_id', ${created.id}::text, 'merchant_id', ${merchant.id}::text,
+                                       'version', ${authorized.version}::int, 'authorization_expires_at', ${expiresAt}::timestamptz))`
+      )))
+    }))
+})
+
+// The fifth outside re-test (2026-12-05): a payment_settled or payment_expiring of merchant A's
+// payment naming merchant B and 990,000.00 USD was accepted, sent to B's endpoint signed with B's
+// secret and credited to B by the projection. Closed by migrations/0098_events_tell_the_truth.sql;
+// fails without it.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: an event says what the rows say", (it) => {
+  it.effect("a payment's event naming another merchant, another amount or currency, or another split, is refused at COMMIT; a true copy passes (the consumers skip it as stale)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* settledPayment("Guards 0098", 1_050, "USD")
+      const other = yield* (yield* MerchantRepository).create("Guards 0098, another merchant")
+      const [settlement] = yield* decodeRows(Schema.Struct({ fee_minor: Schema.Number, net_minor: Schema.Number }))(sql`
+        SELECT fee_minor::int AS fee_minor, net_minor::int AS net_minor FROM payment_settlements WHERE payment_id = ${payment.id}`)
+      const split = settlement ?? assert.fail("the settled payment has its settlement row")
+      const truth = {
+        type: "payment_settled", payment_id: payment.id, merchant_id: payment.merchant_id, amount_minor: 1_050, currency: "USD",
+        version: 3, previous_status: "AUTHORIZED", status: "SETTLED", occurred_at: "2026-12-05T00:00:00.000Z",
+        fee_minor: split.fee_minor, net_minor: split.net_minor, captured_amount_minor: 1_050
+      }
+      const settled = (payload: Record<string, unknown>) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', ${JSON.stringify(payload)}::jsonb)`
+      const untrue = (member: string) => refusedByGuard(new RegExp(`\\(payment_settled\\) of payment ${payment.id}: its ${member} is not what the database says`))
+      yield* untrue("merchant_id")(settled({ ...truth, merchant_id: other.id, amount_minor: 99_000_000, fee_minor: 0, net_minor: 99_000_000, captured_amount_minor: 99_000_000 }))
+      yield* untrue("amount_minor")(settled({ ...truth, amount_minor: 99_000_000 }))
+      yield* untrue("currency")(settled({ ...truth, currency: "EUR" }))
+      yield* untrue("fee_minor")(settled({ ...truth, fee_minor: 0, net_minor: 1_050 }))
+      yield* untrue("captured_amount_minor")(settled({ ...truth, captured_amount_minor: 900 }))
+      yield* untrue("type")(settled({ ...truth, type: "payment_authorized" }))
+      yield* settled(truth)
+    }))
+
+  it.effect("a payment_expiring naming another merchant, and a refund event with another amount or merchant, are refused at COMMIT", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, created } = yield* createdPayment("Guards 0098 expiring")
+      const other = yield* (yield* MerchantRepository).create("Guards 0098 expiring, another merchant")
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const [payment] = yield* decodeRows(Schema.Struct({ expires_at: Schema.String }))(sql`
+        SELECT authorization_expires_at::text AS expires_at FROM payments WHERE id = ${created.id}`)
+      const expiresAt = payment?.expires_at ?? assert.fail("the authorized payment has an expiry")
+      yield* refusedByGuard(/\(payment_expiring\) of payment .*: its merchant_id is not what the database says/)(sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO payment_expiry_warnings (payment_id, authorization_expires_at) VALUES (${created.id}, ${expiresAt}::timestamptz)`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_expiring',
+                    jsonb_build_object('type', 'payment_expiring', 'payment_id', ${created.id}::text, 'merchant_id', ${other.id}::text,
+                                       'amount_minor', 123456789, 'currency', 'EUR', 'version', 7, 'authorization_expires_at', ${expiresAt}::timestamptz))`
+      )))
+      const settledOne = yield* settledPayment("Guards 0098 refund", 10_000, "USD")
+      yield* sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+            VALUES (${refundId(98)}, ${settledOne.id}, ${settledOne.merchant_id}, 100, 'USD', 'PENDING', now(), now())`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${settledOne.id}, 'refund_created',
+                    jsonb_build_object('type', 'refund_created', 'refund_id', ${refundId(98)}::text, 'payment_id', ${settledOne.id}::text,
+                                       'merchant_id', ${settledOne.merchant_id}::text, 'amount_minor', 100, 'currency', 'USD', 'version', 1))`
+      ))
+      const refundEvent = (merchantId: string, amount_minor: number) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${settledOne.id}, 'refund_created',
+                jsonb_build_object('type', 'refund_created', 'refund_id', ${refundId(98)}::text, 'payment_id', ${settledOne.id}::text,
+                                   'merchant_id', ${merchantId}::text, 'amount_minor', ${amount_minor}::int, 'currency', 'USD', 'version', 1))`
+      yield* refusedByGuard(/\(refund_created\) of payment .*: its amount_minor is not what the database says/)(refundEvent(settledOne.merchant_id, 9_900))
+      yield* refusedByGuard(/\(refund_created\) of payment .*: its merchant_id is not what the database says/)(refundEvent(other.id, 100))
+    }))
 })

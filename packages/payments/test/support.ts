@@ -37,8 +37,10 @@ export const applyCommand = (merchantId: MerchantId, paymentId: PaymentId, comma
     if (command._tag !== "settle") return yield* payments.apply(merchantId, paymentId, command, changeContext)
     const sql = yield* SqlClient.SqlClient
     const posting = yield* SettlementPosting
+    // The posting with its settlement row and the event carrying the split, as the use case does
+    // (an event without the split is refused at COMMIT: migrations/0098).
     return yield* sql.withTransaction(
-      payments.apply(merchantId, paymentId, command, changeContext).pipe(Effect.tap((payment) => posting.post(payment)))
+      payments.apply(merchantId, paymentId, command, changeContext, (settled, alongside) => posting.post(settled, undefined, alongside))
     )
   })
 
