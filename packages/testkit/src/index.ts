@@ -5,7 +5,6 @@ export * from "./Throwaway.ts"
 export * from "./ThrowawayKafka.ts"
 export * from "./Latency.ts"
 export * from "./SqlRefusal.ts"
-export * from "./EventPayloads.ts"
 // freePort comes from ThrowawayKafka.ts (the same port, its own error); ChildProcess's is at @pay/testkit/ChildProcess.
 export {
   answersOk,
