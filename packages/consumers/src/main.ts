@@ -36,6 +36,7 @@ import {
   JsonLoggingLive,
   KafkaProducer,
   MetricsServerWhenConfigured,
+  checkDatabaseRole,
   ConsumersPostgresLive,
   ProcessMetricsLive,
   preloadKafkaLibrary,
@@ -94,7 +95,7 @@ const KafkaClientsLive = Layer.unwrap(
 const ConsumersProcess = Layer.unwrap(
   Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive))
 ).pipe(
-  Layer.provide(Layer.mergeAll(ConsumersPostgresLive, KafkaClientsLive)),
+  Layer.provide(Layer.mergeAll(checkDatabaseRole("CONSUMERS_DATABASE_URL", ["processed_events", "webhook_deliveries"]).pipe(Layer.provideMerge(ConsumersPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 

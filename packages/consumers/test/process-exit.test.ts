@@ -85,19 +85,41 @@ describe("the consumers' process: exit codes and start-up failures", () => {
 })
 
 describe("the consumers' process: a database role it cannot use", () => {
-  it.live("CONSUMERS_DATABASE_URL naming a role that does not exist: it keeps retrying (an outage looks the same to it) and every warning names the driver's reason, not only 'Failed to connect'", () =>
+  it.live("CONSUMERS_DATABASE_URL naming a role that does not exist, or the API's role (no grants on the consumers' tables): exit 1 with one line naming the setting and the reason, not a process 'ready' whose loops retry for ever", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      const url = new URL(database.url)
-      url.username = "pay_no_such_role"
+      const as = (role: string) => {
+        const url = new URL(database.url)
+        url.username = role
+        return url.toString()
+      }
+      for (const [role, reason] of [["pay_no_such_role", 'role "pay_no_such_role" does not exist'], ["pay_app", "the role pay_app may not write processed_events"]] as const) {
+        const child = launchChild({
+          script: "packages/consumers/src/main.ts",
+          label: "consumers",
+          env: { CONSUMERS_DATABASE_URL: as(role), KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}norole.` },
+          outputKept_chars: 20_000
+        })
+        yield* Effect.addFinalizer(() => child.stop)
+        assert.isTrue(yield* child.exitedWithin(30_000), child.output().slice(-2_000))
+        assert.strictEqual(child.exit()?.code, 1, child.output().slice(-2_000))
+        const line = failureLine(child.output())
+        assert.include(line?.error, "CONSUMERS_DATABASE_URL")
+        assert.include(line?.error, reason)
+      }
+    })), { timeout: 90_000 })
+
+  it.live("a consumers' database that does not answer at start is an outage, not a setting: the process starts and its warnings name the driver's reason", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const port = yield* freePort
       const child = launchChild({
         script: "packages/consumers/src/main.ts",
         label: "consumers",
-        env: { CONSUMERS_DATABASE_URL: url.toString(), KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}norole.` },
+        env: { CONSUMERS_DATABASE_URL: `postgres://pay_consumer@127.0.0.1:${port}/nothing`, KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}nodb.` },
         outputKept_chars: 20_000
       })
       yield* Effect.addFinalizer(() => child.stop)
-      yield* child.awaitOutput(["settlement consumer cannot read the live generation", 'role \\"pay_no_such_role\\" does not exist'], 30_000)
+      yield* child.awaitOutput(["settlement consumer cannot read the live generation", "ECONNREFUSED"], 30_000)
       assert.isFalse(yield* child.exitedWithin(500), "still retrying")
     })), { timeout: 60_000 })
 })

@@ -1,6 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Config, Effect, Layer, Redacted, Schema } from "effect"
+import { Config, Effect, Layer, Redacted, Schedule, Schema } from "effect"
+import { isSqlError } from "effect/sql/SqlError"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
@@ -18,7 +19,7 @@ import {
 } from "./Config.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
-import { failureText } from "./SqlFailure.ts"
+import { failureText, sqlStateOf } from "./SqlFailure.ts"
 import { decodeRow } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
@@ -203,6 +204,15 @@ const schemaIsCurrent = Effect.gen(function* () {
   )
 )
 
+/** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
+export const MIGRATION_LOCK_ATTEMPTS = 3
+
+/** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
+const isLockTimeout = (error: unknown): boolean => {
+  const sqlError = isSqlError(error) ? error : error instanceof Error && isSqlError(error.cause) ? error.cause : undefined
+  return sqlError !== undefined && sqlStateOf(sqlError) === "55P03"
+}
+
 /**
  * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that
  * is closed when they are done: the application's own role cannot run DDL. That connection waits
@@ -214,10 +224,20 @@ const schemaIsCurrent = Effect.gen(function* () {
  */
 export const OwnerMigrationsLive = Layer.effectDiscard(
   Effect.gen(function* () {
+    // Read first, so that a value out of bounds is refused at every start, not at the next upgrade.
+    const lockTimeout_ms = yield* MigrationLockTimeout
     if (yield* schemaIsCurrent) return
     const url = yield* MigrationDatabaseUrl
-    const lockTimeout_ms = yield* MigrationLockTimeout
     yield* PgMigrator.run({ loader: sqlFileLoader() }).pipe(
+      // A lock not granted in time rolls the migrations back whole: tried again, at most
+      // MIGRATION_LOCK_ATTEMPTS times in all, a second apart (another process migrating, a
+      // publisher's transaction around a slow Kafka send), then the process stops naming the wait.
+      Effect.tapError((error) =>
+        isLockTimeout(error)
+          ? Effect.logWarning("migrations: a lock was not granted in time; nothing applied").pipe(Effect.annotateLogs({ lock_timeout_ms: lockTimeout_ms }))
+          : Effect.void
+      ),
+      Effect.retry({ times: MIGRATION_LOCK_ATTEMPTS - 1, while: isLockTimeout, schedule: Schedule.spaced("1 second") }),
       Effect.provide(Layer.mergeAll(
         postgresLayer({ url, maxConnections: 1, applicationName: "payments-migrator", lockTimeout_ms }),
         NodeServices.layer

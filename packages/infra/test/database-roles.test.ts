@@ -5,7 +5,8 @@ import { acquireEmptyTestDatabase, acquireTestDatabase } from "@pay/testkit"
 import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { ConsumersDatabaseUrl, MigrationDatabaseUrl } from "../src/Config.ts"
-import { DatabaseLive, decodeRows, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
+import { DatabaseLive, decodeRows, migrationsDirectory, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
+import { readdirSync } from "node:fs"
 
 const urlOf = (env: Record<string, string>) =>
   Effect.result(MigrationDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
@@ -85,4 +86,45 @@ it.live("MIGRATION_LOCK_TIMEOUT_MS: a pending migration behind a long transactio
       assert.isTrue(Exit.isFailure(refused), "the migration gave up")
       if (Exit.isFailure(refused)) assert.match(Cause.pretty(refused.cause), /lock timeout/, "it names the wait, not the 30 s guard")
     }).pipe(Effect.provide(owner))
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
+it.live("MIGRATION_LOCK_TIMEOUT_MS: a lock released while the migrations wait between attempts (another process migrating, a long transaction ending): a later attempt applies them all", () =>
+  Effect.gen(function* () {
+    const info = yield* acquireEmptyTestDatabase
+    const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-lock-holder" })
+    const env = { DATABASE_URL: info.url, MIGRATION_DATABASE_URL: info.url, MIGRATION_LOCK_TIMEOUT_MS: "300" }
+    const migrate = Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped)
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // The migrator's table as the migrator makes it (it creates it only when missing), read by a
+      // transaction that holds its lock past the first attempt.
+      yield* sql`CREATE TABLE effect_sql_migrations (migration_id integer primary key, created_at timestamp with time zone not null default now(), name text not null)`
+      const held = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+        yield* sql`SELECT count(*) FROM effect_sql_migrations`
+        yield* Deferred.succeed(held, undefined)
+        yield* Deferred.await(release)
+      })))
+      yield* Deferred.await(held)
+      const migrating = yield* Effect.forkChild(migrate.pipe(Effect.timeout("60 seconds")))
+      yield* Effect.sleep("700 millis")
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      yield* Fiber.join(migrating)
+      const [applied] = yield* decodeRows(Schema.Struct({ n: Schema.Int }))(sql`SELECT count(*)::int AS n FROM effect_sql_migrations`)
+      const carried = readdirSync(migrationsDirectory).filter((file) => /^\d+_[a-z0-9_]+\.sql$/.test(file)).length
+      assert.strictEqual(applied?.n, carried)
+    }).pipe(Effect.provide(owner))
+  }).pipe(Effect.scoped), { timeout: 90_000 })
+
+it.effect("MIGRATION_LOCK_TIMEOUT_MS out of bounds is refused at every start, not only when a migration is pending (it used to pass until the next upgrade)", () =>
+  Effect.gen(function* () {
+    const info = yield* acquireTestDatabase
+    for (const value of ["50", "700000", "abc"]) {
+      const env = { DATABASE_URL: info.url, MIGRATION_DATABASE_URL: info.url, MIGRATION_LOCK_TIMEOUT_MS: value }
+      const started = yield* Effect.exit(Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped))
+      assert.isTrue(Exit.isFailure(started), `MIGRATION_LOCK_TIMEOUT_MS=${value} refused`)
+      if (Exit.isFailure(started)) assert.include(Cause.pretty(started.cause), "MIGRATION_LOCK_TIMEOUT_MS")
+    }
   }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -4,6 +4,7 @@ import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
 import { ConsumersEnabled, ConsumersLive } from "@pay/consumers"
 import {
+  checkDatabaseRole,
   ConsumersPostgresLive,
   DatabaseLive,
   DatabasePoolMetricsLive,
@@ -162,7 +163,9 @@ const routerConfig = { maxParamLength: 500, caseSensitive: true, ignoreDuplicate
 /**
  * The consumers and the webhook sender, over their own client when one is given
  * (AppOptions.consumersDatabase) and at least one of them runs here: a server with both off
- * (CONSUMERS_ENABLED=false, WEBHOOK_SENDER_ENABLED=false) opens no connection as their role.
+ * (CONSUMERS_ENABLED=false, WEBHOOK_SENDER_ENABLED=false) opens no connection as their role. Its
+ * role's grants are checked first (checkDatabaseRole): a wrong CONSUMERS_DATABASE_URL stops the
+ * server at start, naming it.
  */
 const consumingSide = (options: AppOptions) => {
   const workers = Layer.mergeAll(ConsumersLive, WebhookSenderLive)
@@ -170,7 +173,12 @@ const consumingSide = (options: AppOptions) => {
   if (consumersDatabase === undefined) return workers
   return Layer.unwrap(
     Effect.map(Config.all([ConsumersEnabled, SenderEnabledConfig]), ([consumers, sender]) =>
-      consumers || sender ? workers.pipe(Layer.provide(consumersDatabase)) : workers)
+      consumers || sender
+        ? workers.pipe(Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", [
+          ...(consumers ? ["processed_events", "webhook_deliveries"] : []),
+          ...(sender ? ["webhook_attempts"] : [])
+        ]).pipe(Layer.provideMerge(consumersDatabase))))
+        : workers)
   )
 }
 

@@ -1,13 +1,20 @@
-// A server that cannot start for a database reason says the reason in its one failure line
+// A server that cannot start for a database reason says the reason (and the setting) in its one failure line
 // (packages/infra/src/observability/ProcessMain.ts). It used to say only the client's words,
 // `PgConnection: Query failed`, and the operator had to dig the driver's message ("permission
 // denied for schema public": migrations given the application's URL) out of a stack trace.
 import { assert, it } from "@effect/vitest"
-import { acquireEmptyTestDatabase, testRun } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, testRun } from "@pay/testkit"
 import { freePort, launchChild } from "@pay/testkit/ChildProcess"
 import { Effect, Schema } from "effect"
 
 const FailureLine = Schema.fromJsonString(Schema.Struct({ level: Schema.String, message: Schema.String, error: Schema.String }))
+
+/** The "server failed" lines of a process's output (JSON log lines). */
+const failureLines = (output: string) =>
+  output.split("\n").flatMap((line) => {
+    const decoded = Schema.decodeUnknownOption(FailureLine)(line)
+    return decoded._tag === "Some" && decoded.value.message === "server failed" ? [decoded.value] : []
+  })
 
 it.live("migrations given the application's role on an empty database: exit 1, one 'server failed' line naming the refusal", () =>
   Effect.scoped(Effect.gen(function* () {
@@ -28,10 +35,32 @@ it.live("migrations given the application's role on an empty database: exit 1, o
     yield* Effect.addFinalizer(() => child.stop)
     assert.isTrue(yield* child.exitedWithin(30_000), child.output().slice(-2_000))
     assert.strictEqual(child.exit()?.code, 1, child.output().slice(-2_000))
-    const failures = child.output().split("\n").flatMap((line) => {
-      const decoded = Schema.decodeUnknownOption(FailureLine)(line)
-      return decoded._tag === "Some" && decoded.value.message === "server failed" ? [decoded.value] : []
-    })
+    const failures = failureLines(child.output())
     assert.strictEqual(failures.length, 1, child.output().slice(-2_000))
     assert.include(failures[0]?.error, "permission denied for schema public")
+  })), { timeout: 60_000 })
+
+it.live("consumers inside the server with CONSUMERS_DATABASE_URL naming the API's role: exit 1, one 'server failed' line naming the setting (it used to start 'ready' while the consumers and the sender failed for ever)", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const run = testRun()
+    const database = yield* acquireTestDatabase
+    const app = new URL(database.url)
+    app.username = "pay_app"
+    app.password = ""
+    const child = launchChild({
+      script: "packages/server/src/main.ts",
+      label: "server",
+      env: {
+        DATABASE_URL: app.toString(), MIGRATION_DATABASE_URL: database.url, CONSUMERS_DATABASE_URL: app.toString(), CONSUMERS_ENABLED: "true",
+        PORT: String(yield* freePort), METRICS_PORT: String(yield* freePort),
+        KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}startup2.`, REDIS_URL: run.redisUrl, REDIS_KEY_PREFIX: `${run.redisKeyPrefix}startup2:`
+      },
+      outputKept_chars: 20_000
+    })
+    yield* Effect.addFinalizer(() => child.stop)
+    assert.isTrue(yield* child.exitedWithin(30_000), child.output().slice(-2_000))
+    assert.strictEqual(child.exit()?.code, 1, child.output().slice(-2_000))
+    const failures = failureLines(child.output())
+    assert.strictEqual(failures.length, 1, child.output().slice(-2_000))
+    assert.include(failures[0]?.error, "CONSUMERS_DATABASE_URL: the role pay_app may not write processed_events")
   })), { timeout: 60_000 })
