@@ -26,7 +26,7 @@
  */
 import {
   boundedInt,
-  DatabasePoolMetricsLive,
+  ConsumersDatabasePoolMetricsLive,
   defaultKafkaAdminTimeouts,
   defaultKafkaConsumerOptions,
   defaultKafkaProducerLimits,
@@ -93,7 +93,7 @@ const KafkaClientsLive = Layer.unwrap(
 )
 
 const ConsumersProcess = Layer.unwrap(
-  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive))
+  Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive))
 ).pipe(
   Layer.provide(Layer.mergeAll(checkDatabaseRole("CONSUMERS_DATABASE_URL", ["processed_events", "webhook_deliveries"]).pipe(Layer.provideMerge(ConsumersPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))

@@ -123,3 +123,24 @@ describe("the consumers' process: a database role it cannot use", () => {
       assert.isFalse(yield* child.exitedWithin(500), "still retrying")
     })), { timeout: 60_000 })
 })
+
+describe("the consumers' process: its pool on /metrics", () => {
+  it.live("db_client_connections_max is the consumers' pool size (CONSUMERS_DATABASE_POOL_SIZE), not the API's DATABASE_POOL_SIZE: DatabasePoolSaturated compares the two", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const metricsPort = yield* freePort
+      const child = launchChild({
+        script: "packages/consumers/src/main.ts",
+        label: "consumers",
+        env: {
+          DATABASE_URL: database.url, CONSUMERS_DATABASE_POOL_SIZE: "3", DATABASE_POOL_SIZE: "20", METRICS_PORT: String(metricsPort),
+          KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}poolmax.`
+        },
+        outputKept_chars: 20_000
+      })
+      yield* Effect.addFinalizer(() => child.stop)
+      yield* child.awaitOutput(["consumer subscribed", "settlement.g1"], 30_000)
+      const text = yield* Effect.promise(() => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((response) => response.text()))
+      assert.match(text, /^db_client_connections_max(\{[^}]*\})? 3$/m, text.split("\n").filter((line) => line.startsWith("db_client")).join("\n"))
+    })), { timeout: 60_000 })
+})

@@ -46,15 +46,37 @@ export const DatabaseUrl = databaseUrlConfig("DATABASE_URL").pipe(
 export const applicationRole = "pay_app"
 export const consumersRole = "pay_consumer"
 
-/** `pay_app`'s URL with the consumers' role instead (no password); any other URL unchanged. */
+/**
+ * `pay_app`'s URL with the consumers' role instead, and no password; any other URL unchanged. The
+ * user is read where libpq-style URLs put it: before the `@` (percent-encoded or not, also in a
+ * URL that Node's parser refuses, like a Unix-socket host `postgres://pay_app@/payments?host=/run`),
+ * or in a `user` parameter; a `password` parameter is dropped with it.
+ */
 export const consumersUrlOf = (application: Redacted.Redacted<string>): Redacted.Redacted<string> => {
   const text = Redacted.value(application)
-  if (!URL.canParse(text)) return application
-  const url = new URL(text)
-  if (decodeURIComponent(url.username) !== applicationRole) return application
-  url.username = consumersRole
-  url.password = ""
-  return Redacted.make(url.toString())
+  const userInfo = /^(postgres(?:ql)?:\/\/)([^@/?#]*)@/.exec(text)
+  const name = userInfo?.[2]?.split(":")[0]
+  const query = text.indexOf("?")
+  const params = new URLSearchParams(query === -1 ? "" : text.slice(query + 1))
+  const userInQuery = params.get("user")
+  const isApplication = (raw: string | undefined | null) => raw !== undefined && raw !== null && decodedOrAsIs(raw) === applicationRole
+  if (!isApplication(name) && !isApplication(userInQuery)) return application
+  // The user before the `@`: the consumers' role if it was pay_app's, and no password either way.
+  const withUser = userInfo === null ? text : text.replace(userInfo[0], `${userInfo[1] ?? ""}${isApplication(name) ? consumersRole : name ?? ""}@`)
+  if (!isApplication(userInQuery) && !params.has("password")) return Redacted.make(withUser)
+  if (isApplication(userInQuery)) params.set("user", consumersRole)
+  params.delete("password")
+  const rest = params.toString()
+  return Redacted.make(`${withUser.slice(0, withUser.indexOf("?"))}${rest === "" ? "" : `?${rest}`}`)
+}
+
+/** Percent-decoded, or as written when its escapes are malformed (`a%zz`). */
+const decodedOrAsIs = (text: string): string => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 /**

@@ -29,7 +29,7 @@ const consumersUrlOf = (env: Record<string, string>) =>
     Effect.map(Result.map(Redacted.value))
   )
 
-it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consumer when that is pay_app's (no password), else DATABASE_URL; a bad value is an error", () =>
+it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consumer when that is pay_app's (no password; the user before the @ or in ?user=, a socket host too), else DATABASE_URL; a bad value is an error", () =>
   Effect.gen(function* () {
     assert.deepStrictEqual(yield* consumersUrlOf({}), Result.succeed("postgres://pay_consumer@127.0.0.1:5432/payments"))
     assert.deepStrictEqual(
@@ -42,6 +42,13 @@ it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consu
       Result.succeed("postgres://pay_consumer:c@h/db")
     )
     assert.isTrue(Result.isFailure(yield* consumersUrlOf({ CONSUMERS_DATABASE_URL: "has spaces" })))
+    // The user wherever a libpq-style URL puts it (outside review: these stayed pay_app's, and the
+    // consumers ran as the API's role); a password, anywhere, is never carried over.
+    const derived = (DATABASE_URL: string) => consumersUrlOf({ DATABASE_URL })
+    assert.deepStrictEqual(yield* derived("postgres://pay_app@/payments?host=/var/run/postgresql"), Result.succeed("postgres://pay_consumer@/payments?host=/var/run/postgresql"))
+    assert.deepStrictEqual(yield* derived("postgres://h/db?user=pay_app&password=x&sslmode=require"), Result.succeed("postgres://h/db?user=pay_consumer&sslmode=require"))
+    assert.deepStrictEqual(yield* derived("postgresql://pay%5Fapp:pw@h/db?password=y"), Result.succeed("postgresql://pay_consumer@h/db"))
+    assert.deepStrictEqual(yield* derived("postgres://a%zz@h/db"), Result.succeed("postgres://a%zz@h/db"), "a malformed escape is not a failure")
   }))
 
 it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>

@@ -14,11 +14,11 @@
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
-import { checkDatabaseRole, ConsumersPostgresLive, DatabasePoolMetricsLive, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
+import { checkDatabaseRole, ConsumersDatabasePoolMetricsLive, ConsumersPostgresLive, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 
-const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive).pipe(
   Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", ["webhook_attempts"]).pipe(Layer.provideMerge(ConsumersPostgresLive))),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )

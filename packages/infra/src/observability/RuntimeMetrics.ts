@@ -1,8 +1,8 @@
-import { Effect, Layer, Metric, Schedule, Schema } from "effect"
+import { type Config, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { boundedInt } from "../BoundedConfig.ts"
-import { DatabasePoolSize } from "../Config.ts"
+import { ConsumersDatabasePoolSize, DatabasePoolSize } from "../Config.ts"
 import { answerTimeoutsSoFar } from "../PostgresAnswerWatch.ts"
 import { decodeRows } from "../SqlRows.ts"
 
@@ -109,12 +109,15 @@ export const dbSamplesFailed = Metric.counter("db_client_samples_failed_total", 
 
 const ConnectionState = Schema.Struct({ state: Schema.String, connections: Schema.Number })
 
-/** The process' Postgres connections by state, from `pg_stat_activity` (its own application_name). */
-export const DatabasePoolMetricsLive: Layer.Layer<never, never, SqlClient.SqlClient> = Layer.effectDiscard(
+/**
+ * The process' Postgres connections by state, from `pg_stat_activity` (its own application_name),
+ * and `db_client_connections_max` from the setting that sizes the pool sampled (`poolSize`).
+ */
+export const databasePoolMetrics = (poolSize: Config.Config<number>): Layer.Layer<never, never, SqlClient.SqlClient> => Layer.effectDiscard(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const interval_ms = yield* RuntimeMetricsInterval.pipe(Effect.orDie)
-    yield* Metric.update(dbConnectionsMax, yield* DatabasePoolSize.pipe(Effect.orDie))
+    yield* Metric.update(dbConnectionsMax, yield* poolSize.pipe(Effect.orDie))
     const states = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"]
     const sample = decodeRows(ConnectionState)(sql`
       SELECT coalesce(state, 'unknown') AS state, count(*)::int AS connections
@@ -134,3 +137,13 @@ export const DatabasePoolMetricsLive: Layer.Layer<never, never, SqlClient.SqlCli
     yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(interval_ms)))
   })
 )
+
+/** The API's pool (DATABASE_POOL_SIZE): the server's, the publisher's. */
+export const DatabasePoolMetricsLive = databasePoolMetrics(DatabasePoolSize)
+
+/**
+ * The consumers' pool (CONSUMERS_DATABASE_POOL_SIZE) in the consumers' and the sender's own
+ * processes: their max read DATABASE_POOL_SIZE (20) for a pool of 10, so DatabasePoolSaturated
+ * could not fire there (outside review). Inside a server the API's pool alone is measured.
+ */
+export const ConsumersDatabasePoolMetricsLive = databasePoolMetrics(ConsumersDatabasePoolSize)
