@@ -198,11 +198,20 @@ const sayTarget = Effect.gen(function* () {
 const sqlFailure = (error: SqlError) =>
   Effect.gen(function* () {
     const cause = error.reason.cause instanceof Error ? error.reason.cause.message : undefined
+    // A consumer command works on two connections (migrations/0096): the failure may be either's.
+    const consumersTarget = consumers === undefined
+      ? undefined
+      : yield* Effect.orElseSucceed(Effect.map(ConsumersDatabaseUrl, (url) => databaseTarget(Redacted.value(url))), () => databaseTarget(""))
     if (error.reason._tag === "AuthorizationError") {
-      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: when one is pending, set it to the schema owner's URL; docs/runbook.md)`, 1)
+      const consumersHint = consumersTarget === undefined ? "" : `; a consumer command writes the consumers' tables as CONSUMERS_DATABASE_URL (${consumersTarget}), which must be the role pay_consumer`
+      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: when one is pending, set it to the schema owner's URL${consumersHint}; docs/runbook.md)`, 1)
     }
     const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))
-    return yield* report(`database ${target}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(the database comes from DATABASE_URL: run the CLI with the deployment's environment)`, 1)
+    const where = consumersTarget === undefined
+      ? `database ${target}`
+      : `database ${target} (DATABASE_URL) or the consumers' ${consumersTarget} (CONSUMERS_DATABASE_URL)`
+    const from = consumersTarget === undefined ? "the database comes from DATABASE_URL" : "the databases come from DATABASE_URL and CONSUMERS_DATABASE_URL"
+    return yield* report(`${where}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(${from}: run the CLI with the deployment's environment)`, 1)
   })
 
 /** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */

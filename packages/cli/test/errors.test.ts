@@ -84,7 +84,8 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(down.stdout, "", describeRun(down))
       assert.include(down.stderr, "Failed to connect")
       // One line naming the database and the driver's reason, not a stack trace.
-      assert.include(down.stderr, "database app@127.0.0.1:1/nothing: ")
+      // (A consumer command works on two connections, the API's and the consumers': both named.)
+      assert.include(down.stderr, "database app@127.0.0.1:1/nothing (DATABASE_URL) or the consumers' app@127.0.0.1:1/nothing (CONSUMERS_DATABASE_URL): ")
       assert.include(down.stderr, "ECONNREFUSED")
       assert.notInclude(down.stderr, "    at ")
     })), { timeout: 120_000 })
@@ -101,6 +102,12 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.notInclude(alone.stderr, "permission denied", describeRun(alone))
       const ownerUnreachable = yield* cli(asApp.toString(), ["consumers", "offsets"], { MIGRATION_DATABASE_URL: "postgres://postgres@127.0.0.1:1/nothing" })
       assert.deepStrictEqual([ownerUnreachable.exitCode, ownerUnreachable.stdout.trim()], [0, "[]"], describeRun(ownerUnreachable))
+      // The consumers' connection unreachable, the API's fine: the message names the consumers' setting too
+      // (it named DATABASE_URL alone, which worked: outside operator review).
+      const consumersDown = yield* cli(asApp.toString(), ["consumers", "offsets"], { CONSUMERS_DATABASE_URL: "postgres://pay_consumer@127.0.0.1:1/nothing" })
+      assert.strictEqual(consumersDown.exitCode, 1, describeRun(consumersDown))
+      assert.include(consumersDown.stderr, "the consumers' pay_consumer@127.0.0.1:1/nothing (CONSUMERS_DATABASE_URL): ", describeRun(consumersDown))
+      assert.include(consumersDown.stderr, "ECONNREFUSED")
     })))
 
   it.effect("the application's role where the schema owner is needed (a pending migration, MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set, exit 1, not a stack trace", () =>
