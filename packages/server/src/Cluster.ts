@@ -1,5 +1,5 @@
 import { randomCacheSecret } from "@pay/idempotency"
-import { boundedInt, OwnerMigrationsLive } from "@pay/infra"
+import { boundedInt, MetricsPort, OwnerMigrationsLive } from "@pay/infra"
 import { Deferred, Effect, Layer, Redacted } from "effect"
 import cluster, { type Worker } from "node:cluster"
 
@@ -54,13 +54,21 @@ export const runPrimary = (instances: number) =>
     yield* migrateOnce
     const configuredSecret = process.env["IDEMPOTENCY_CACHE_SECRET"] ?? ""
     const workerEnv = { IDEMPOTENCY_CACHE_SECRET: configuredSecret !== "" ? configuredSecret : Redacted.value(randomCacheSecret()) }
+    // Each instance serves /metrics on a port of its own, METRICS_PORT + its slot (0-based): on one
+    // shared port (node:cluster hands a listener's connections out in turn) each scrape read another
+    // instance, and every counter seemed to reset (outside operator review). 0 stays 0 (tests).
+    const metricsPort_base = yield* MetricsPort
+    if (metricsPort_base > 0 && metricsPort_base + instances - 1 > 65_535) {
+      return yield* Effect.fail(new Error(`METRICS_PORT=${metricsPort_base}: ${instances} instances need ports up to ${metricsPort_base + instances - 1}, above 65535`))
+    }
+    const envOf = (slot: number) => metricsPort_base > 0 ? { ...workerEnv, METRICS_PORT: String(metricsPort_base + slot) } : workerEnv
     const workers = new Set<Worker>()
     const restarts: Array<number> = []
     const crashLoop = yield* Deferred.make<void, Error>()
     let stopping = false
 
-    const fork = (): void => {
-      const worker = cluster.fork(workerEnv)
+    const fork = (slot: number): void => {
+      const worker = cluster.fork(envOf(slot))
       workers.add(worker)
       worker.once("exit", (code, signal) => {
         workers.delete(worker)
@@ -73,7 +81,7 @@ export const runPrimary = (instances: number) =>
         }
         restarts.push(now)
         console.error(JSON.stringify({ level: "ERROR", message: "server instance exited; starting another", code, signal }))
-        fork()
+        fork(slot)
       })
     }
 
@@ -84,9 +92,9 @@ export const runPrimary = (instances: number) =>
       })
     )
     yield* Effect.sync(() => {
-      for (let index = 0; index < instances; index++) fork()
+      for (let slot = 0; slot < instances; slot++) fork(slot)
     })
-    yield* Effect.logInfo("server instances started", { instances })
+    yield* Effect.logInfo("server instances started", { instances, metrics_ports: metricsPort_base > 0 ? `${metricsPort_base}..${metricsPort_base + instances - 1}` : "METRICS_PORT=0, as configured" })
     return yield* Deferred.await(crashLoop)
   }).pipe(Effect.scoped)
 

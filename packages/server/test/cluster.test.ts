@@ -105,3 +105,22 @@ layer(testServerLayer({ emptyDatabase: true, env: { SERVER_INSTANCES: "2", DATAB
       }))
   }
 )
+
+// Each instance's own /metrics: on one shared METRICS_PORT (node:cluster hands a listener's
+// connections out in turn) every scrape read another instance and counters seemed to reset
+// (outside operator review). Instance i serves METRICS_PORT + i.
+const metricsBase = 20_000 + Math.floor(Math.random() * 20_000)
+layer(testServerLayer({ env: { SERVER_INSTANCES: "2", DATABASE_POOL_SIZE: "4", METRICS_PORT: String(metricsBase) } }), { excludeTestServices: true, timeout: "120 seconds" })(
+  "two server instances, each its own metrics port",
+  (it) => {
+    it.effect("METRICS_PORT and METRICS_PORT + 1 each answer /metrics (before, the second port had no listener and the first answered for either instance)", () =>
+      Effect.gen(function* () {
+        const scrape = (port: number) =>
+          Effect.promise(() => fetch(`http://127.0.0.1:${port}/metrics`).then(async (response) => ({ status: response.status, text: await response.text() }), () => ({ status: 0, text: "" })))
+        // The test server is ready once one instance answers; the other may still be starting.
+        for (const port of [metricsBase, metricsBase + 1]) {
+          yield* eventually(`an instance serves /metrics on ${port}`, 200, Effect.map(scrape(port), (answer) => answer.status === 200 && answer.text.includes("nodejs_heap_used_bytes")))
+        }
+      }))
+  }
+)
