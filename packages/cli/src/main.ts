@@ -255,6 +255,10 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   // Any other database failure (down, no such database, a refused statement): one line naming the
   // database, not a stack trace whose useful line is at its bottom (outside operator review).
   Effect.catchIf((error): error is SqlError => isSqlError(error), sqlFailure),
+  // The pending migrations a command applies first, refused (a lock not granted in time, a file that
+  // fails): one line with the driver's reason, not the migrator's stack (outside operator review).
+  Effect.catchTag("MigrationsFailed", (error) =>
+    report(`${error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`, 1)),
   Effect.catchTag("RedriveFailed", (error) =>
     report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only

@@ -121,7 +121,8 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       asApp.username = "pay_app"
       const refused = yield* cli(asApp.toString(), ["consumers", "offsets"], { MIGRATION_DATABASE_URL: asApp.toString() })
       assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
-      assert.include(refused.stderr, "the database refused this role: permission denied")
+      assert.include(refused.stderr, "migrations as MIGRATION_DATABASE_URL (pay_app@")
+      assert.include(refused.stderr, "permission denied")
       assert.include(refused.stderr, "set it to the schema owner's URL")
       assert.notInclude(refused.stderr, "    at ")
     })))

@@ -204,6 +204,16 @@ const schemaIsCurrent = Effect.gen(function* () {
   )
 )
 
+/** Pending migrations could not be applied (rolled back whole): what the database said. */
+export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("MigrationsFailed", { message: Schema.String }) {}
+
+/** `user@host:port/database` of a Postgres URL, never its password ("?" when it is not a URL). */
+const targetOf = (url: string): string => {
+  if (!URL.canParse(url)) return "?"
+  const parsed = new URL(url)
+  return `${parsed.username === "" ? "" : `${parsed.username}@`}${parsed.hostname}:${parsed.port === "" ? "5432" : parsed.port}${parsed.pathname}`
+}
+
 /** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
@@ -238,6 +248,17 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
           : Effect.void
       ),
       Effect.retry({ times: MIGRATION_LOCK_ATTEMPTS - 1, while: isLockTimeout, schedule: Schedule.spaced("1 second") }),
+      // One error that says what failed and as whom, with the driver's reason (a refused DDL, a
+      // lock timeout): the process's one failure line, and the CLI's, read it as it is.
+      // A database that does not answer stays the driver's error (an outage, said as such by the
+      // caller); a refusal it answered with is the migrations' failure.
+      Effect.mapError((error) => {
+        const sqlError = isSqlError(error) ? error : isSqlError(error.cause) ? error.cause : undefined
+        if (sqlError !== undefined && sqlStateOf(sqlError) === undefined) return sqlError
+        return new MigrationsFailed({
+          message: `migrations as MIGRATION_DATABASE_URL (${targetOf(Redacted.value(url))}) failed, nothing applied: ${failureText(sqlError ?? error)}`
+        })
+      }),
       Effect.provide(Layer.mergeAll(
         postgresLayer({ url, maxConnections: 1, applicationName: "payments-migrator", lockTimeout_ms }),
         NodeServices.layer

@@ -170,6 +170,10 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
           IDEMPOTENCY_LOCK_TIMEOUT_MS: "5000",
           RATE_LIMIT_MERCHANT_REQUESTS_MAX: "1000000",
           RATE_LIMIT_AUTH_FAILURES_MAX: "100000",
+          // As TestServer.ts: a burst of one merchant's requests waits in its queue behind its
+          // places; on a loaded CI machine 2 s was not enough (50 concurrent refunds: 12 of them
+          // neither 201 nor 422). The cap's own tests set what they measure.
+          RATE_LIMIT_MERCHANT_QUEUE_WAIT_MS: "30000",
           ...options.env
         }
       }))
