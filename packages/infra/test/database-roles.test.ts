@@ -66,30 +66,42 @@ it.effect("DatabaseLive migrates an empty database as the owner, then serves the
     assert.deepStrictEqual(seen, { user: "pay_app", migrated: true })
   }).pipe(Effect.scoped), { timeout: 60_000 })
 
+/** OwnerMigrationsLive on `url` (owner everywhere) with a lock timeout of 300 ms, built and released. */
+const migrateWithLockTimeout = (url: string) => {
+  const env = { DATABASE_URL: url, MIGRATION_DATABASE_URL: url, MIGRATION_LOCK_TIMEOUT_MS: "300" }
+  return Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped)
+}
+
+/**
+ * A long transaction that has read the migrator's table, forked: its ACCESS SHARE lock blocks the
+ * migrator's ACCESS EXCLUSIVE one (as any long reader of a table a migration alters would), until
+ * the returned `release` runs (it waits for the transaction's end).
+ */
+const holdMigratorsTable = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const held = yield* Deferred.make<void>()
+  const released = yield* Deferred.make<void>()
+  const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
+    yield* sql`SELECT count(*) FROM effect_sql_migrations`
+    yield* Deferred.succeed(held, undefined)
+    yield* Deferred.await(released)
+  })))
+  yield* Deferred.await(held)
+  return Effect.andThen(Deferred.succeed(released, undefined), Fiber.join(holder))
+})
+
 it.live("MIGRATION_LOCK_TIMEOUT_MS: a pending migration behind a long transaction gives up after the bound, naming the wait, instead of waiting without end", () =>
   Effect.gen(function* () {
     const info = yield* acquireTestDatabase
     const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-lock-holder" })
-    const env = { DATABASE_URL: info.url, MIGRATION_DATABASE_URL: info.url, MIGRATION_LOCK_TIMEOUT_MS: "300" }
-    const migrate = Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped)
     yield* Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       // The newest migration made pending again (its row removed): the migrator's table lock comes
       // first, so the file's own statements never run here.
       yield* sql`DELETE FROM effect_sql_migrations WHERE migration_id = (SELECT max(migration_id) FROM effect_sql_migrations)`
-      const held = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      // A long transaction that has read the migrator's table: its ACCESS SHARE lock blocks the
-      // migrator's ACCESS EXCLUSIVE one (as any long reader of a table a migration alters would).
-      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
-        yield* sql`SELECT count(*) FROM effect_sql_migrations`
-        yield* Deferred.succeed(held, undefined)
-        yield* Deferred.await(release)
-      })))
-      yield* Deferred.await(held)
-      const refused = yield* Effect.exit(migrate.pipe(Effect.timeout("30 seconds")))
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(holder)
+      const release = yield* holdMigratorsTable
+      const refused = yield* Effect.exit(migrateWithLockTimeout(info.url).pipe(Effect.timeout("30 seconds")))
+      yield* release
       assert.isTrue(Exit.isFailure(refused), "the migration gave up")
       if (Exit.isFailure(refused)) assert.match(Cause.pretty(refused.cause), /lock timeout/, "it names the wait, not the 30 s guard")
     }).pipe(Effect.provide(owner))
@@ -99,25 +111,15 @@ it.live("MIGRATION_LOCK_TIMEOUT_MS: a lock released while the migrations wait be
   Effect.gen(function* () {
     const info = yield* acquireEmptyTestDatabase
     const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-lock-holder" })
-    const env = { DATABASE_URL: info.url, MIGRATION_DATABASE_URL: info.url, MIGRATION_LOCK_TIMEOUT_MS: "300" }
-    const migrate = Layer.build(OwnerMigrationsLive.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))).pipe(Effect.scoped)
     yield* Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       // The migrator's table as the migrator makes it (it creates it only when missing), read by a
       // transaction that holds its lock past the first attempt.
       yield* sql`CREATE TABLE effect_sql_migrations (migration_id integer primary key, created_at timestamp with time zone not null default now(), name text not null)`
-      const held = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function* () {
-        yield* sql`SELECT count(*) FROM effect_sql_migrations`
-        yield* Deferred.succeed(held, undefined)
-        yield* Deferred.await(release)
-      })))
-      yield* Deferred.await(held)
-      const migrating = yield* Effect.forkChild(migrate.pipe(Effect.timeout("60 seconds")))
+      const release = yield* holdMigratorsTable
+      const migrating = yield* Effect.forkChild(migrateWithLockTimeout(info.url).pipe(Effect.timeout("60 seconds")))
       yield* Effect.sleep("700 millis")
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(holder)
+      yield* release
       yield* Fiber.join(migrating)
       const [applied] = yield* decodeRows(Schema.Struct({ n: Schema.Int }))(sql`SELECT count(*)::int AS n FROM effect_sql_migrations`)
       const carried = readdirSync(migrationsDirectory).filter((file) => /^\d+_[a-z0-9_]+\.sql$/.test(file)).length

@@ -3,7 +3,7 @@
 // `PgConnection: Query failed`, and the operator had to dig the driver's message ("permission
 // denied for schema public": migrations given the application's URL) out of a stack trace.
 import { assert, it } from "@effect/vitest"
-import { acquireEmptyTestDatabase, acquireTestDatabase, testRun } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, type TestDatabaseInfo, testRun } from "@pay/testkit"
 import { freePort, launchChild } from "@pay/testkit/ChildProcess"
 import { Effect, Schema } from "effect"
 
@@ -16,19 +16,25 @@ const failureLines = (output: string) =>
     return decoded._tag === "Some" && decoded.value.message === "server failed" ? [decoded.value] : []
   })
 
-it.live("migrations given the application's role on an empty database: exit 1, one 'server failed' line naming the refusal", () =>
-  Effect.scoped(Effect.gen(function* () {
+/** The URL of `database` as the API's role (no password: trust on loopback). */
+const asApp = (database: TestDatabaseInfo) => {
+  const app = new URL(database.url)
+  app.username = "pay_app"
+  app.password = ""
+  return app.toString()
+}
+
+/** The real server with `env` over the run's brokers and a prefix of its own; expected to stop at start: its one "server failed" line. */
+const failedStart = (env: Readonly<Record<string, string>>) =>
+  Effect.gen(function* () {
     const run = testRun()
-    const database = yield* acquireEmptyTestDatabase
-    const app = new URL(database.url)
-    app.username = "pay_app"
-    app.password = ""
+    const prefix = shortId()
     const child = launchChild({
       script: "packages/server/src/main.ts",
       label: "server",
       env: {
-        DATABASE_URL: app.toString(), MIGRATION_DATABASE_URL: app.toString(), PORT: String(yield* freePort), METRICS_PORT: String(yield* freePort),
-        KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}startup.`, REDIS_URL: run.redisUrl, REDIS_KEY_PREFIX: `${run.redisKeyPrefix}startup:`
+        ...env, PORT: String(yield* freePort), METRICS_PORT: String(yield* freePort),
+        KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}${prefix}.`, REDIS_URL: run.redisUrl, REDIS_KEY_PREFIX: `${run.redisKeyPrefix}${prefix}:`
       },
       outputKept_chars: 20_000
     })
@@ -37,30 +43,19 @@ it.live("migrations given the application's role on an empty database: exit 1, o
     assert.strictEqual(child.exit()?.code, 1, child.output().slice(-2_000))
     const failures = failureLines(child.output())
     assert.strictEqual(failures.length, 1, child.output().slice(-2_000))
-    assert.include(failures[0]?.error, "permission denied for schema public")
+    return failures[0]?.error ?? ""
+  })
+
+it.live("migrations given the application's role on an empty database: exit 1, one 'server failed' line naming the refusal", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const app = asApp(yield* acquireEmptyTestDatabase)
+    assert.include(yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: app }), "permission denied for schema public")
   })), { timeout: 60_000 })
 
 it.live("consumers inside the server with CONSUMERS_DATABASE_URL naming the API's role: exit 1, one 'server failed' line naming the setting (it used to start 'ready' while the consumers and the sender failed for ever)", () =>
   Effect.scoped(Effect.gen(function* () {
-    const run = testRun()
     const database = yield* acquireTestDatabase
-    const app = new URL(database.url)
-    app.username = "pay_app"
-    app.password = ""
-    const child = launchChild({
-      script: "packages/server/src/main.ts",
-      label: "server",
-      env: {
-        DATABASE_URL: app.toString(), MIGRATION_DATABASE_URL: database.url, CONSUMERS_DATABASE_URL: app.toString(), CONSUMERS_ENABLED: "true",
-        PORT: String(yield* freePort), METRICS_PORT: String(yield* freePort),
-        KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}startup2.`, REDIS_URL: run.redisUrl, REDIS_KEY_PREFIX: `${run.redisKeyPrefix}startup2:`
-      },
-      outputKept_chars: 20_000
-    })
-    yield* Effect.addFinalizer(() => child.stop)
-    assert.isTrue(yield* child.exitedWithin(30_000), child.output().slice(-2_000))
-    assert.strictEqual(child.exit()?.code, 1, child.output().slice(-2_000))
-    const failures = failureLines(child.output())
-    assert.strictEqual(failures.length, 1, child.output().slice(-2_000))
-    assert.include(failures[0]?.error, "CONSUMERS_DATABASE_URL: the role pay_app may not write processed_events")
+    const app = asApp(database)
+    const error = yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: database.url, CONSUMERS_DATABASE_URL: app, CONSUMERS_ENABLED: "true" })
+    assert.include(error, "CONSUMERS_DATABASE_URL: the role pay_app may not write processed_events")
   })), { timeout: 60_000 })
