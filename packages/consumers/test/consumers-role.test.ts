@@ -126,6 +126,8 @@ it.effect("pay_app writes none of the consumers' tables (a delivery, a version, 
     yield* Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       yield* refusedByGuard(/the sender disables an endpoint, it never enables one/)(sql`UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL, disabled_at = NULL`)
+      // 0099: nor relabels one the merchant disabled as failing (its events would queue, then all go out when enabled).
+      yield* refusedByGuard(/disabled \(merchant\); the sender changes nothing of it/)(sql`UPDATE webhook_endpoints SET disabled_reason = 'failing'`)
       assert.strictEqual(yield* resealSecrets(makeSecretBox(randomBytes(32))), 1, "the endpoint's secret, stored as it is, sealed")
       yield* denied("webhook_endpoint_secrets")(sql`UPDATE webhook_endpoint_secrets SET endpoint_id = endpoint_id`)
     }).pipe(Effect.provide(consumer))

@@ -637,7 +637,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0097: 
 // secret and credited to B by the projection. Closed by migrations/0098_events_tell_the_truth.sql;
 // fails without it.
 layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: an event says what the rows say", (it) => {
-  it.effect("a payment's event naming another merchant, another amount or currency, or another split, is refused at COMMIT; a true copy passes (the consumers skip it as stale)", () =>
+  it.effect("a payment's event naming another merchant, another amount or currency, another split, captured amount, instant or previous status, is refused at COMMIT; a true copy passes (the consumers skip it as stale)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const payment = yield* settledPayment("Guards 0098", 1_050, "USD")
@@ -645,9 +645,12 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: 
       const [settlement] = yield* decodeRows(Schema.Struct({ fee_minor: Schema.Number, net_minor: Schema.Number }))(sql`
         SELECT fee_minor::int AS fee_minor, net_minor::int AS net_minor FROM payment_settlements WHERE payment_id = ${payment.id}`)
       const split = settlement ?? assert.fail("the settled payment has its settlement row")
+      const [history] = yield* decodeRows(Schema.Struct({ at: Schema.String }))(sql`
+        SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at
+        FROM payment_status_history WHERE payment_id = ${payment.id} AND version = 3`)
       const truth = {
         type: "payment_settled", payment_id: payment.id, merchant_id: payment.merchant_id, amount_minor: 1_050, currency: "USD",
-        version: 3, previous_status: "AUTHORIZED", status: "SETTLED", occurred_at: "2026-12-05T00:00:00.000Z",
+        version: 3, previous_status: "AUTHORIZED", status: "SETTLED", occurred_at: history?.at ?? assert.fail("the settle's history row"),
         fee_minor: split.fee_minor, net_minor: split.net_minor, captured_amount_minor: 1_050
       }
       const settled = (payload: Record<string, unknown>) => sql`
@@ -660,6 +663,11 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: 
       yield* untrue("fee_minor")(settled({ ...truth, fee_minor: 0, net_minor: 1_050 }))
       yield* untrue("captured_amount_minor")(settled({ ...truth, captured_amount_minor: 900 }))
       yield* untrue("type")(settled({ ...truth, type: "payment_authorized" }))
+      // 0099 (a re-test of 0098): the members it did not compare, which reached the merchant signed.
+      const { fee_minor: _fee, net_minor: _net, ...withoutSplit } = truth
+      yield* untrue("captured_amount_minor")(settled({ ...withoutSplit, captured_amount_minor: 5_000 }))
+      yield* untrue("occurred_at")(settled({ ...truth, occurred_at: "2019-01-01T00:00:00.000Z" }))
+      yield* untrue("previous_status")(settled({ ...truth, previous_status: "CREATED" }))
       yield* settled(truth)
     }))
 
@@ -695,5 +703,11 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: 
                                    'merchant_id', ${merchantId}::text, 'amount_minor', ${amount_minor}::int, 'currency', 'USD', 'version', 1))`
       yield* refusedByGuard(/\(refund_created\) of payment .*: its amount_minor is not what the database says/)(refundEvent(settledOne.merchant_id, 9_900))
       yield* refusedByGuard(/\(refund_created\) of payment .*: its merchant_id is not what the database says/)(refundEvent(other.id, 100))
+      // 0099: a refund's reason is the row's (the re-test sent "fraudulent" for a refund asked without one).
+      yield* refusedByGuard(/\(refund_created\) of payment .*: its reason is not what the database says/)(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${settledOne.id}, 'refund_created',
+                jsonb_build_object('type', 'refund_created', 'refund_id', ${refundId(98)}::text, 'payment_id', ${settledOne.id}::text,
+                                   'amount_minor', 100, 'currency', 'USD', 'version', 1, 'reason', 'fraudulent'))`)
     }))
 })
