@@ -121,6 +121,25 @@ it.effect("pay_app writes none of the consumers' tables (a delivery, a version, 
       yield* sql`UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'merchant', disabled_at = clock_timestamp() WHERE merchant_id = ${merchantId}`
     }).pipe(Effect.provide(app))
 
+    // A login role that is a member of pay_app holds its grants, and its guards too (0100: they
+    // compared current_user with the role's name; the re-test escaped them through such a role).
+    const member = `pay_app_member_${randomUUID().replaceAll("-", "").slice(0, 12)}`
+    yield* Effect.acquireRelease(
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.unsafe(`CREATE ROLE ${member} LOGIN IN ROLE pay_app`)
+      }).pipe(Effect.provide(owner)),
+      () => Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.unsafe(`DROP ROLE IF EXISTS ${member}`)
+      }).pipe(Effect.provide(owner), Effect.orDie)
+    )
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      assert.strictEqual(yield* whoAmI, member)
+      yield* refusedByGuard(/the application may only send it again now/)(sql`UPDATE webhook_deliveries SET status = 'delivered', finished_at = clock_timestamp()`)
+    }).pipe(Effect.provide(testDatabaseAsRole(info, member, 1)), Effect.scoped)
+
     // The consumers' role: the sender disables, never enables; it reseals the stored secrets under
     // the current key at start (the column `secret` only).
     yield* Effect.gen(function* () {
