@@ -116,6 +116,12 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
     })
   )
 
+/**
+ * Tables the consumers write, whose INSERT grant their database role is checked for at start
+ * (checkDatabaseRole: the claims of both consumers, the webhooks consumer's deliveries).
+ */
+export const consumersWrittenTables = ["processed_events", "webhook_deliveries"] as const
+
 /** The layer the server adds: on unless `CONSUMERS_ENABLED=false` (then run `node packages/consumers/src/main.ts`). */
 export const ConsumersLive = Layer.unwrap(
   Effect.map(ConsumersEnabled, (enabled) =>

@@ -45,7 +45,7 @@ import {
 } from "@pay/infra"
 import { Config, Effect, Layer } from "effect"
 import type { ConsumerFaults } from "./ConsumerModel.ts"
-import { consumersLayer } from "./ConsumersProcess.ts"
+import { consumersLayer, consumersWrittenTables } from "./ConsumersProcess.ts"
 
 const CrashAt = Config.Literals(["none", "before_transaction", "inside_transaction", "after_transaction"], "CONSUMER_FAULT_CRASH_AT").pipe(Config.withDefault("none" as const))
 const CrashAtRecord = boundedInt("CONSUMER_FAULT_CRASH_AT_RECORD", { min: 1, max: 1_000_000 }, 1)
@@ -95,7 +95,7 @@ const KafkaClientsLive = Layer.unwrap(
 const ConsumersProcess = Layer.unwrap(
   Effect.map(faultsFromEnv, (faults) => Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive))
 ).pipe(
-  Layer.provide(Layer.mergeAll(checkDatabaseRole("CONSUMERS_DATABASE_URL", ["processed_events", "webhook_deliveries"]).pipe(Layer.provideMerge(ConsumersPostgresLive)), KafkaClientsLive)),
+  Layer.provide(Layer.mergeAll(checkDatabaseRole("CONSUMERS_DATABASE_URL", consumersWrittenTables).pipe(Layer.provideMerge(ConsumersPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))
 )
 

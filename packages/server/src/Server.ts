@@ -2,7 +2,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
 import { IdempotencyKeys, ParkedKeys } from "@pay/idempotency"
-import { ConsumersEnabled, ConsumersLive } from "@pay/consumers"
+import { ConsumersEnabled, ConsumersLive, consumersWrittenTables } from "@pay/consumers"
 import {
   checkDatabaseRole,
   ConsumersPostgresLive,
@@ -23,7 +23,7 @@ import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentExpiry, PaymentRepository, PaymentUseCases } from "@pay/payments"
 import { FeeSchedules, MerchantBalances, RefundPosting, SettlementPosting } from "@pay/settlement"
-import { SenderEnabledConfig, WebhookDeliveries, WebhookEndpoints, WebhookSender, WebhookSenderLoop } from "@pay/webhooks"
+import { SenderEnabledConfig, senderWrittenTables, WebhookDeliveries, WebhookEndpoints, WebhookSender, WebhookSenderLoop } from "@pay/webhooks"
 import { Config, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
@@ -175,8 +175,8 @@ const consumingSide = (options: AppOptions) => {
     Effect.map(Config.all([ConsumersEnabled, SenderEnabledConfig]), ([consumers, sender]) =>
       consumers || sender
         ? workers.pipe(Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", [
-          ...(consumers ? ["processed_events", "webhook_deliveries"] : []),
-          ...(sender ? ["webhook_attempts"] : [])
+          ...(consumers ? consumersWrittenTables : []),
+          ...(sender ? senderWrittenTables : [])
         ]).pipe(Layer.provideMerge(consumersDatabase))))
         : workers)
   )

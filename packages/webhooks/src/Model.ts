@@ -204,6 +204,9 @@ export const SenderConfig: Config.Config<SenderOptions> = Config.all({
 })))
 
 /** `WEBHOOK_SENDER_ENABLED=false` runs the sender as its own process (`node packages/webhooks/src/main.ts`). */
+/** Tables the sender writes, whose INSERT grant its database role is checked for at start (checkDatabaseRole). */
+export const senderWrittenTables = ["webhook_attempts"] as const
+
 export const SenderEnabledConfig = Config.Boolean("WEBHOOK_SENDER_ENABLED").pipe(Config.withDefault(true))
 
 /** How long a rotated-out secret keeps signing (0: it stops at once). */

@@ -17,9 +17,10 @@
 import { checkDatabaseRole, ConsumersDatabasePoolMetricsLive, ConsumersPostgresLive, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
+import { senderWrittenTables } from "./Model.ts"
 
 const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive).pipe(
-  Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", ["webhook_attempts"]).pipe(Layer.provideMerge(ConsumersPostgresLive))),
+  Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", senderWrittenTables).pipe(Layer.provideMerge(ConsumersPostgresLive))),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
 
