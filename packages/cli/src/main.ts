@@ -26,7 +26,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { ConsumersDatabaseUrl, DatabaseUrl, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -35,7 +35,6 @@ import { Cause, Console, Effect, Layer, Logger, Redacted, Schema } from "effect"
 import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import { countArgument, wholeNumberArgument } from "./Arguments.ts"
 import { consumerCommand, consumerUsage } from "./ConsumerCommands.ts"
-import { databaseTarget } from "./DatabaseTarget.ts"
 
 const usage = `usage:
   pnpm cli merchants create "<name>"

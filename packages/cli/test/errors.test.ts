@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
-import { databaseTarget } from "../src/DatabaseTarget.ts"
+import { databaseTarget } from "@pay/infra"
 import { cli, describeRun } from "./support.ts"
 
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {

@@ -1,5 +1,6 @@
 import { Config, Option, Redacted, Schema } from "effect"
 import { boundedInt, boundedString, boundedStringSchema, offOrBoundedInt } from "./BoundedConfig.ts"
+import { decodedOrAsIs } from "./DatabaseTarget.ts"
 import { answerTimeoutBounds } from "./PostgresAnswerWatch.ts"
 import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } from "./PostgresSessionBounds.ts"
 
@@ -68,15 +69,6 @@ export const consumersUrlOf = (application: Redacted.Redacted<string>): Redacted
   params.delete("password")
   const rest = params.toString()
   return Redacted.make(`${withUser.slice(0, withUser.indexOf("?"))}${rest === "" ? "" : `?${rest}`}`)
-}
-
-/** Percent-decoded, or as written when its escapes are malformed (`a%zz`). */
-const decodedOrAsIs = (text: string): string => {
-  try {
-    return decodeURIComponent(text)
-  } catch {
-    return text
-  }
 }
 
 /**

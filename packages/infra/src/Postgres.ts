@@ -1,7 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Config, Effect, Layer, Redacted, Schedule, Schema } from "effect"
-import { isSqlError } from "effect/sql/SqlError"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
@@ -17,9 +16,10 @@ import {
   MigrationDatabaseUrl,
   MigrationLockTimeout
 } from "./Config.ts"
+import { databaseTarget } from "./DatabaseTarget.ts"
 import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
-import { failureText, sqlStateOf } from "./SqlFailure.ts"
+import { failureText, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
 import { decodeRow } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
@@ -207,19 +207,12 @@ const schemaIsCurrent = Effect.gen(function* () {
 /** Pending migrations could not be applied (rolled back whole): what the database said. */
 export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("MigrationsFailed", { message: Schema.String }) {}
 
-/** `user@host:port/database` of a Postgres URL, never its password ("?" when it is not a URL). */
-const targetOf = (url: string): string => {
-  if (!URL.canParse(url)) return "?"
-  const parsed = new URL(url)
-  return `${parsed.username === "" ? "" : `${parsed.username}@`}${parsed.hostname}:${parsed.port === "" ? "5432" : parsed.port}${parsed.pathname}`
-}
-
 /** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
 /** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
 const isLockTimeout = (error: unknown): boolean => {
-  const sqlError = isSqlError(error) ? error : error instanceof Error && isSqlError(error.cause) ? error.cause : undefined
+  const sqlError = sqlErrorIn(error)
   return sqlError !== undefined && sqlStateOf(sqlError) === "55P03"
 }
 
@@ -253,10 +246,10 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
       // A database that does not answer stays the driver's error (an outage, said as such by the
       // caller); a refusal it answered with is the migrations' failure.
       Effect.mapError((error) => {
-        const sqlError = isSqlError(error) ? error : isSqlError(error.cause) ? error.cause : undefined
+        const sqlError = sqlErrorIn(error)
         if (sqlError !== undefined && sqlStateOf(sqlError) === undefined) return sqlError
         return new MigrationsFailed({
-          message: `migrations as MIGRATION_DATABASE_URL (${targetOf(Redacted.value(url))}) failed, nothing applied: ${failureText(sqlError ?? error)}`
+          message: `migrations as MIGRATION_DATABASE_URL (${databaseTarget(Redacted.value(url))}) failed, nothing applied: ${failureText(sqlError ?? error)}`
         })
       }),
       Effect.provide(Layer.mergeAll(

@@ -26,6 +26,10 @@ export type SqlFailureKind = "unavailable" | "invariant_violation" | "bug"
 /** An ErrorResponse's fields: a `severity` with the `code`, so a Node error's `code` (EPIPE) is never taken for a SQLSTATE. */
 const decodeCode = Schema.decodeUnknownOption(Schema.Struct({ code: Schema.String, severity: Schema.String }))
 
+/** The database failure in `error`: itself, or the one it wraps (the migrator's MigrationError); undefined when neither is one. */
+export const sqlErrorIn = (error: unknown): SqlError | undefined =>
+  isSqlError(error) ? error : error instanceof Error && isSqlError(error.cause) ? error.cause : undefined
+
 /** The SQLSTATE of a failure PostgreSQL answered with; undefined when the server never answered. */
 export const sqlStateOf = (error: SqlError): string | undefined =>
   Option.getOrUndefined(Option.map(decodeCode(error.reason.cause), (fields) => fields.code))

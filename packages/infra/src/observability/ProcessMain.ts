@@ -1,6 +1,6 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Exit, Logger, Runtime } from "effect"
-import { failureText as sqlFailureText } from "../SqlFailure.ts"
+import { failureText as sqlFailureText, sqlErrorIn } from "../SqlFailure.ts"
 import { batchedJsonWithTrace } from "./Logging.ts"
 import { isSqlError } from "effect/sql/SqlError"
 
@@ -16,7 +16,8 @@ const failureText = (cause: Cause.Cause<unknown>): string => {
   if (isSqlError(error)) return `${named}${sqlFailureText(error)}`
   const words = error.message === "" ? error.name : `${named}${error.message}`
   // A wrapper of a database failure (the migrator's MigrationError) says its cause's reason too.
-  return isSqlError(error.cause) ? `${words} (${sqlFailureText(error.cause)})` : words
+  const wrapped = sqlErrorIn(error)
+  return wrapped === undefined ? words : `${words} (${sqlFailureText(wrapped)})`
 }
 
 /**
