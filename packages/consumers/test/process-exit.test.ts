@@ -4,7 +4,7 @@
 // `ServeError:` in Effect's pretty format, and a setting out of bounds the same way, so a log
 // pipeline parsing JSON dropped exactly the line that said why.
 import { assert, it } from "@effect/vitest"
-import { acquireTestDatabase } from "@pay/testkit"
+import { acquireTestDatabase, testDatabaseUrlAsRole } from "@pay/testkit"
 import { freePort, launchChild } from "@pay/testkit/ChildProcess"
 import { Effect, Schema } from "effect"
 import { createServer, type Server } from "node:net"
@@ -88,16 +88,11 @@ describe("the consumers' process: a database role it cannot use", () => {
   it.live("CONSUMERS_DATABASE_URL naming a role that does not exist, or the API's role (no grants on the consumers' tables): exit 1 with one line naming the setting and the reason, not a process 'ready' whose loops retry for ever", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      const as = (role: string) => {
-        const url = new URL(database.url)
-        url.username = role
-        return url.toString()
-      }
       for (const [role, reason] of [["pay_no_such_role", 'role "pay_no_such_role" does not exist'], ["pay_app", "the role pay_app may not write processed_events"]] as const) {
         const child = launchChild({
           script: "packages/consumers/src/main.ts",
           label: "consumers",
-          env: { CONSUMERS_DATABASE_URL: as(role), KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}norole.` },
+          env: { CONSUMERS_DATABASE_URL: testDatabaseUrlAsRole(database.url, role), KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}norole.` },
           outputKept_chars: 20_000
         })
         yield* Effect.addFinalizer(() => child.stop)

@@ -12,7 +12,7 @@ import { Ledger } from "@pay/ledger"
 import { MerchantRepository } from "@pay/merchants"
 import { OutboxWriter } from "@pay/outbox"
 import { FeeSchedules, SettlementPosting } from "@pay/settlement"
-import { acquireTestDatabase, expectSqlRefusal } from "@pay/testkit"
+import { acquireTestDatabase, expectSqlRefusal, testDatabaseUrlAsRole } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
@@ -25,11 +25,8 @@ class OwnerUrl extends Context.Service<OwnerUrl, { readonly url: string }>()("te
 const Databases = Layer.unwrap(
   Effect.gen(function* () {
     const info = yield* acquireTestDatabase
-    const app = new URL(info.url)
-    app.username = "pay_app"
-    app.password = ""
     return Layer.merge(
-      postgresLayer({ url: Redacted.make(app.toString()), maxConnections: 4, applicationName: "pay-test-guards-0087" }),
+      postgresLayer({ url: Redacted.make(testDatabaseUrlAsRole(info.url, "pay_app")), maxConnections: 4, applicationName: "pay-test-guards-0087" }),
       Layer.succeed(OwnerUrl, { url: info.url })
     )
   })

@@ -3,7 +3,7 @@
 // `PgConnection: Query failed`, and the operator had to dig the driver's message ("permission
 // denied for schema public": migrations given the application's URL) out of a stack trace.
 import { assert, it } from "@effect/vitest"
-import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, type TestDatabaseInfo, testRun } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, testDatabaseUrlAsRole, testRun } from "@pay/testkit"
 import { freePort, launchChild } from "@pay/testkit/ChildProcess"
 import { Effect, Schema } from "effect"
 
@@ -15,14 +15,6 @@ const failureLines = (output: string) =>
     const decoded = Schema.decodeUnknownOption(FailureLine)(line)
     return decoded._tag === "Some" && decoded.value.message === "server failed" ? [decoded.value] : []
   })
-
-/** The URL of `database` as the API's role (no password: trust on loopback). */
-const asApp = (database: TestDatabaseInfo) => {
-  const app = new URL(database.url)
-  app.username = "pay_app"
-  app.password = ""
-  return app.toString()
-}
 
 /** The real server with `env` over the run's brokers and a prefix of its own; expected to stop at start: its one "server failed" line. */
 const failedStart = (env: Readonly<Record<string, string>>) =>
@@ -48,14 +40,14 @@ const failedStart = (env: Readonly<Record<string, string>>) =>
 
 it.live("migrations given the application's role on an empty database: exit 1, one 'server failed' line naming the refusal", () =>
   Effect.scoped(Effect.gen(function* () {
-    const app = asApp(yield* acquireEmptyTestDatabase)
+    const app = testDatabaseUrlAsRole((yield* acquireEmptyTestDatabase).url, "pay_app")
     assert.include(yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: app }), "permission denied for schema public")
   })), { timeout: 60_000 })
 
 it.live("consumers inside the server with CONSUMERS_DATABASE_URL naming the API's role: exit 1, one 'server failed' line naming the setting (it used to start 'ready' while the consumers and the sender failed for ever)", () =>
   Effect.scoped(Effect.gen(function* () {
     const database = yield* acquireTestDatabase
-    const app = asApp(database)
+    const app = testDatabaseUrlAsRole(database.url, "pay_app")
     const error = yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: database.url, CONSUMERS_DATABASE_URL: app, CONSUMERS_ENABLED: "true" })
     assert.include(error, "CONSUMERS_DATABASE_URL: the role pay_app may not write processed_events")
   })), { timeout: 60_000 })

@@ -51,17 +51,17 @@ export const makeTestDatabase = (options: { readonly maxConnections?: number } =
     })
   )
 
-/**
- * A client on a test database logged in as one of the platform's roles (`pay_app`,
- * `pay_consumer`: scripts/roles.sql), no password (trust on loopback), to run code with exactly
- * that role's grants.
- */
-export const testDatabaseAsRole = (info: TestDatabaseInfo, role: string, maxConnections = 4) => {
-  const url = new URL(info.url)
-  url.username = role
-  url.password = ""
-  return postgresLayer({ url: Redacted.make(url.toString()), maxConnections, applicationName: `pay-test-${role}` })
+/** A test database's URL as one of the platform's roles (`pay_app`, `pay_consumer`: scripts/roles.sql), no password (trust on loopback). */
+export const testDatabaseUrlAsRole = (url: string, role: string): string => {
+  const asRole = new URL(url)
+  asRole.username = role
+  asRole.password = ""
+  return asRole.toString()
 }
+
+/** A client on a test database logged in as one of the platform's roles, to run code with exactly that role's grants. */
+export const testDatabaseAsRole = (info: TestDatabaseInfo, role: string, maxConnections = 4) =>
+  postgresLayer({ url: Redacted.make(testDatabaseUrlAsRole(info.url, role)), maxConnections, applicationName: `pay-test-${role}` })
 
 /** A database of the run (a clone of `template`, or empty), dropped (FORCE) when the scope closes. */
 const acquireDatabase = (template: "migrated" | "empty") =>

@@ -1,7 +1,7 @@
 import type { MerchantId } from "@pay/domain"
 import { postgresLayer, decodeRows } from "@pay/infra"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
-import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, shortId, testDatabaseUrlAsRole, type TestDatabaseInfo, testRun, throwaway, type ThrowawayInstance } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
 import { randomInt } from "node:crypto"
 import { SqlClient } from "effect/sql"
@@ -31,14 +31,6 @@ export class TestServer extends Context.Service<TestServer, {
   readonly request: (method: string, path: string, options?: RequestOptions) => ReturnType<typeof call>
 }>()("test/TestServer") {}
 
-/** The test database's URL as one of the platform's roles (no password: trust on loopback). */
-const roleUrl = (ownerUrl: string, role: string): string => {
-  const url = new URL(ownerUrl)
-  url.username = role
-  url.password = ""
-  return url.toString()
-}
-
 const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions) =>
   Effect.gen(function* () {
     const run = testRun()
@@ -52,7 +44,7 @@ const startTestServer = (database: TestDatabaseInfo, options: TestServerOptions)
         // As a deployment runs it: the API as pay_app, the consumers and the sender as pay_consumer
         // (CONSUMERS_DATABASE_URL derived from this URL), migrations (none pending: the test
         // database is a clone of the migrated template) as the owner.
-        DATABASE_URL: roleUrl(database.url, "pay_app"),
+        DATABASE_URL: testDatabaseUrlAsRole(database.url, "pay_app"),
         MIGRATION_DATABASE_URL: database.url,
         // Two servers run at once on 2 cores next to the test process's own pool.
         DATABASE_POOL_SIZE: "8",
