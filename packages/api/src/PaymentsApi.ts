@@ -131,7 +131,12 @@ export const PaymentListJson = Schema.Struct({
 export const BalanceJson = Schema.Struct({
   object: Schema.Literal("balance"),
   /** The merchant's payable balance per currency, read from the ledger, in minor units. */
-  available: Schema.Array(Schema.Struct({ currency: Currency, amount: Schema.Int }))
+  available: Schema.Array(Schema.Struct({
+    currency: Currency,
+    amount: Schema.Int.annotate({
+      description: "In minor units, written as the exact integer however large: past 2^53 (a lifetime's net in a currency of small units) read it with a parser that keeps integers exact."
+    })
+  }))
 })
 
 // Declared optional so that a missing key reaches the handler, which answers the documented

@@ -8,13 +8,14 @@ import { assert, layer } from "@effect/vitest"
 import type { MerchantId } from "@pay/domain"
 import { Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { FeeSchedules } from "@pay/settlement"
+import { FeeSchedules, merchantPayable } from "@pay/settlement"
 import { createMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
 import {
   Api,
   authorizedPayment,
   codeOf,
   describeAnswer,
+  get,
   jsonOf,
   newKey,
   payableBalance,
@@ -99,6 +100,30 @@ layer(
       // 10.50 at 3.10 % + 0.20: 32.55 → 33 + 20 = 0.53, net 9.97
       yield* assertBooks(m, [{ paymentId: id, gross_minor: 1_050n, currency: "USD", terms: serverDefault }])
       assert.deepStrictEqual(yield* payableBalance(m), [{ currency: "USD", amount: 997 }])
+    }))
+
+  it.effect("a balance past 2^53 minor units is answered exactly, digit for digit (a 200, not a 500), beside the merchant's other currencies", () =>
+    Effect.gen(function* () {
+      const m = yield* createMerchant("Past 2^53")
+      const usd = yield* authorizedPayment(m, 1_050n, "USD")
+      const vnd = yield* authorizedPayment(m, 99_999_999_999n, "VND")
+      for (const id of [usd, vnd]) {
+        const settled = yield* settle(m, id, newKey("settle"))
+        assert.strictEqual(settled.status, 200, describeAnswer(settled))
+      }
+      // No API path gets a payable this far in a test (9·10^4 settles of the largest amount): as
+      // the owner, the ledger's guards off for this one transaction, the stored balance is set.
+      const past_2_53_minor = 2n ** 53n + 12_345n
+      const sql = yield* SqlClient.SqlClient
+      yield* sql.withTransaction(Effect.gen(function* () {
+        yield* sql`SET LOCAL session_replication_role = replica`
+        yield* sql`UPDATE account_balances SET balance_minor = ${past_2_53_minor}
+                   WHERE account_id = (SELECT id FROM accounts WHERE code = ${merchantPayable(m.merchantId, "VND").code})`
+      }))
+      const answer = yield* get(m, "/v1/balance")
+      assert.strictEqual(answer.status, 200, describeAnswer(answer))
+      // The bytes, not JSON.parse (which would round): the exact integer, and USD beside it.
+      assert.strictEqual(answer.text, `{"object":"balance","available":[{"currency":"USD","amount":997},{"currency":"VND","amount":${past_2_53_minor}}]}`)
     }))
 
   it.effect("50 concurrent settles with 50 different keys, on 3 payments at once (USD, JPY, KWD): one 200 SETTLED each, the rest 409; one posting each, captured once, every key replays its answer", () =>

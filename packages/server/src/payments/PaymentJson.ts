@@ -64,13 +64,16 @@ export const toRefundJson = (refund: Refund): RefundJson => ({
 })
 
 /**
- * A balance in the API's JSON: `amount` is a JSON number, exact while below 2^53 minor units;
- * beyond that JSON numbers lose digits, so it is refused loudly (a defect) rather than rounded.
+ * The balance answer's exact bytes. Every `amount` is written as the integer it is, digit for digit:
+ * a merchant's lifetime net in a currency of small units can pass 2^53 minor units (about 360 million
+ * USD worth of VND without a payout), where `JSON.stringify` of a `number` would round and refusing
+ * (as this did) answered 500 for every currency of the merchant. JSON has no limit on an integer's
+ * digits (RFC 8259 §6); a client whose parser rounds past 2^53 reads it with a bigint-aware parser
+ * (docs/api.md).
  */
-export const toBalanceJson = (balance: CurrencyBalance) => {
-  const amount_minor = balance.balance_minor
-  if (amount_minor > BigInt(Number.MAX_SAFE_INTEGER) || amount_minor < BigInt(Number.MIN_SAFE_INTEGER)) {
-    throw new RangeError(`balance ${amount_minor} does not fit a JSON number exactly`)
-  }
-  return { currency: balance.currency, amount: Number(amount_minor) }
+export const balanceBody = (balances: ReadonlyArray<CurrencyBalance>): string => {
+  const available = balances.map((balance) =>
+    `{"currency":${JSON.stringify(balance.currency)},"amount":${balance.balance_minor.toString()}}`
+  )
+  return `{"object":"balance","available":[${available.join(",")}]}`
 }

@@ -21,7 +21,7 @@ import { json } from "../http/Problem.ts"
 import { bodyOrEmpty, bodyToFingerprint, decodeBody, fieldPath, readJsonBody } from "../http/RequestBody.ts"
 import { answerErrors, finishEvenIfClientLeaves } from "../http/Respond.ts"
 import { toCreatedHttpResponse, toHttpResponse } from "../http/StoredResponse.ts"
-import { toBalanceJson, toPaymentJson } from "./PaymentJson.ts"
+import { balanceBody, toPaymentJson } from "./PaymentJson.ts"
 import { makeRefundReads, refundOperation } from "./RefundHttp.ts"
 import { renderOutcome } from "./Render.ts"
 
@@ -190,7 +190,7 @@ const makeReads = Effect.gen(function* () {
   const balance = Effect.gen(function* () {
     const merchant = yield* CurrentMerchant
     const available = yield* balances.payable(merchant.merchantId)
-    return toHttpResponse(json(200, { object: "balance", available: available.map(toBalanceJson) }), false)
+    return toHttpResponse({ status: 200, contentType: "application/json", body: balanceBody(available) }, false)
   }).pipe(answerErrors)
 
   return { retrieve, list, balance }
