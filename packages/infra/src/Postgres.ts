@@ -17,7 +17,7 @@ import {
   MigrationLockTimeout
 } from "./Config.ts"
 import { databaseTarget } from "./DatabaseTarget.ts"
-import { plainAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
+import { watchedAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
 import { failureText, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
 import { decodeRow } from "./SqlRows.ts"
@@ -33,7 +33,7 @@ export interface PostgresOptions {
   /**
    * A connection whose statement has had no answer for this long is destroyed (PostgresAnswerWatch.ts:
    * a network partition becomes a dropped connection, answered 503). 0 or absent: no bound (tools
-   * that run long statements). Plain connections only: a TLS URL (`sslmode`) is not watched.
+   * that run long statements). Over TLS the watch is coarser: a statement no byte answers.
    */
   readonly answerTimeout_ms?: number
   /**
@@ -61,7 +61,7 @@ export const platformApplicationName = `payments-platform/${process.pid}`
  */
 export const postgresLayer = (options: PostgresOptions) => {
   const answerTimeout_ms = options.answerTimeout_ms ?? 0
-  const address = answerTimeout_ms > 0 ? plainAddressOf(Redacted.value(options.url)) : undefined
+  const address = answerTimeout_ms > 0 ? watchedAddressOf(Redacted.value(options.url)) : undefined
   return PgClient.layer({
     url: options.url,
     ...(address === undefined ? {} : { stream: watchedSocketFactory(address, answerTimeout_ms) }),
@@ -94,9 +94,9 @@ const postgresFrom = (
       const maxConnections = yield* poolSizeConfig
       const answerTimeout_ms = yield* DatabaseAnswerTimeout(answerTimeoutDefault_ms)
       const idleInTransactionTimeout_ms = yield* DatabaseIdleInTransactionTimeout
-      if (answerTimeout_ms > 0 && plainAddressOf(Redacted.value(url)) === undefined) {
+      if (answerTimeout_ms > 0 && watchedAddressOf(Redacted.value(url)) === undefined) {
         // Said once at start-up: otherwise a partition would find the bound silently absent.
-        yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: the database URL is not a plain connection (TLS, several hosts, or not parseable); a statement on a partitioned connection waits for TCP to give up")
+        yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: the database URL names several hosts or is not one the driver reads (a bad escape, port or sslmode); a statement on a partitioned connection waits for TCP to give up")
       }
       return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms })
     })

@@ -1,4 +1,5 @@
 import { Socket } from "node:net"
+import { Duplex } from "node:stream"
 import { performance } from "node:perf_hooks"
 
 /**
@@ -22,8 +23,16 @@ import { performance } from "node:perf_hooks"
  * connection, or a LISTEN connection waiting for notifications, owes nothing and is never timed
  * out. A legitimately long statement (a lock wait within `lock_timeout`, a report) must answer
  * within the bound, which is why tools that run long statements (the CLI, the migrator,
- * benchmarks) do not use it. TLS connections are not watched (the bytes on the socket are
- * encrypted): `plainAddressOf` says which.
+ * benchmarks) do not use it.
+ *
+ * Over TLS (`sslmode` other than `disable`) the bytes after the `SSLRequest` are ciphertext: no
+ * message can be framed. The socket then watches the rule the protocol still guarantees at the
+ * byte level: every client write (a statement, a `Sync`, a handshake flight) is answered by some
+ * bytes from the server. It owes from its first write the server has not answered yet, and any byte
+ * from the server pays the debt. That catches a statement sent into a partition (the case that
+ * hangs: nothing ever comes back) and a handshake that stalls; it cannot see a partition that falls
+ * in the middle of a long answer after its first bytes arrived (TCP's own retransmission bound,
+ * then, as before). `watchedAddressOf` says which URLs are watched.
  *
  * Time is `performance.now()` (monotonic: a wall-clock step changes nothing). A socket the driver
  * paused (a row stream whose reader is behind) is not silent on the server's account: its clock
@@ -123,7 +132,53 @@ class WatchedSocket extends Socket {
   }
 }
 
-const watched = new Set<WatchedSocket>()
+/**
+ * A TLS connection to Postgres under the answer timeout: a Duplex over the TCP socket, which the
+ * driver's `tls.connect({ socket })` reads and writes through (a `net.Socket` would be unwrapped to
+ * its native handle by Node's TLS, and its JavaScript reads and writes bypassed). Ciphertext: a
+ * write is owed some bytes back; any byte from the server pays.
+ */
+class OpaqueWatchedStream extends Duplex {
+  quietSince_ms: number | undefined = undefined
+  readonly timeout_ms: number
+  private readonly tcp: Socket
+
+  constructor(timeout_ms: number, tcp: Socket) {
+    super()
+    this.timeout_ms = timeout_ms
+    this.tcp = tcp
+    tcp.on("data", (chunk: Buffer) => {
+      this.quietSince_ms = undefined
+      if (!this.push(chunk)) tcp.pause()
+    })
+    tcp.on("end", () => this.push(null))
+    tcp.on("error", (error) => this.destroy(error))
+    tcp.on("close", () => this.destroy())
+  }
+
+  override _read(): void {
+    this.tcp.resume()
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.quietSince_ms ??= performance.now()
+    this.tcp.write(chunk, callback)
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.tcp.end(callback)
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.tcp.destroy()
+    callback(error)
+  }
+}
+
+/** What the timer looks at: either kind of watched connection. */
+type Watched = WatchedSocket | OpaqueWatchedStream
+
+const watched = new Set<Watched>()
 let timer: ReturnType<typeof setInterval> | undefined
 let lastTick_ms = 0
 let destroyed = 0
@@ -131,7 +186,7 @@ let destroyed = 0
 /** How many connections this process destroyed for not answering in time. */
 export const answerTimeoutsSoFar = (): number => destroyed
 
-const destroyIfStillQuiet = (socket: WatchedSocket, since_ms: number) => () => {
+const destroyIfStillQuiet = (socket: Watched, since_ms: number) => () => {
   if (socket.destroyed || socket.quietSince_ms !== since_ms) return
   destroyed += 1
   socket.destroy(new Error(`Postgres did not answer for ${socket.timeout_ms} ms (DATABASE_ANSWER_TIMEOUT_MS): connection closed`))
@@ -159,7 +214,7 @@ const tick = () => {
   }
 }
 
-const watch = (socket: WatchedSocket): WatchedSocket => {
+const watch = <S extends Watched>(socket: S): S => {
   watched.add(socket)
   socket.once("close", () => watched.delete(socket))
   if (timer === undefined) {
@@ -170,6 +225,9 @@ const watch = (socket: WatchedSocket): WatchedSocket => {
   return socket
 }
 
+/** The `sslmode` values @effect/sql-pg accepts (PgConnection.js); any other fails its connect. */
+const driverSslModes: ReadonlySet<string> = new Set(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"])
+
 /** Where a `postgres://` URL points: a TCP host and port, or a Unix socket (`?host=/dir`). */
 export type PostgresAddress = { readonly host: string; readonly port: number } | { readonly path: string }
 
@@ -178,12 +236,12 @@ export type PostgresAddress = { readonly host: string; readonly port: number } |
  * 4.0.5's PgConnection.js): the authority's host (percent-decoded; `[…]` an IPv6 literal) and
  * port, then the query parameters in order, the last of each winning (`host`, `port`, `sslmode`);
  * `localhost` and 5432 by default; a host that starts with `/` is a Unix socket directory. It is
- * `undefined`, and the driver connects on its own, unwatched, when the connection is not a plain
- * one the watch can read: TLS (`sslmode` other than `disable`: `PostgresLive` logs that the bound
- * is off), several hosts, or a URL the driver will refuse itself (a bad escape or port), whose
- * error is then the driver's.
+ * `undefined`, and the driver connects on its own, unwatched (`PostgresLive` logs that the bound is
+ * off), for several hosts, or a URL the driver will refuse itself (a bad escape or port, an unknown
+ * `sslmode`), whose error is then the driver's. A TLS `sslmode` is watched, opaquely (above): the
+ * driver negotiates TLS over the watched socket.
  */
-export const plainAddressOf = (url: string): PostgresAddress | undefined => {
+export const watchedAddressOf = (url: string): WatchedAddress | undefined => {
   if (!URL.canParse(url)) return undefined
   const parsed = new URL(url)
   let host = "localhost"
@@ -202,14 +260,28 @@ export const plainAddressOf = (url: string): PostgresAddress | undefined => {
     else if (key === "port") port = Number(value)
     else if (key === "sslmode") sslmode = value
   }
-  if (sslmode !== "disable" || !Number.isInteger(port) || port < 1 || port > 65_535 || host.includes(",")) return undefined
-  return host.startsWith("/") ? { path: `${host}/.s.PGSQL.${port}` } : { host, port }
+  if (!driverSslModes.has(sslmode) || !Number.isInteger(port) || port < 1 || port > 65_535 || host.includes(",")) return undefined
+  return {
+    address: host.startsWith("/") ? { path: `${host}/.s.PGSQL.${port}` } : { host, port },
+    // `prefer` and `allow` may end plain (the server says N): watched opaquely all the same.
+    tls: sslmode !== "disable"
+  }
 }
 
-/** A socket factory for the driver's `stream` option: a plain connection under the answer timeout. */
-export const watchedSocketFactory = (address: PostgresAddress, timeout_ms: number) => (): Socket => {
-  const socket = watch(new WatchedSocket(timeout_ms))
-  if ("path" in address) socket.connect({ path: address.path })
-  else socket.setNoDelay(true).connect({ host: address.host, port: address.port })
-  return socket
+/** A URL's address, and whether the driver asks for TLS on it (then the watch is opaque). */
+export interface WatchedAddress {
+  readonly address: PostgresAddress
+  readonly tls: boolean
 }
+
+const connected = (socket: Socket, address: PostgresAddress): Socket =>
+  "path" in address ? socket.connect({ path: address.path }) : socket.setNoDelay(true).connect({ host: address.host, port: address.port })
+
+/**
+ * A socket factory for the driver's `stream` option: a connection under the answer timeout. Over
+ * TLS the driver sends its SSLRequest and negotiates TLS over the stream this returns.
+ */
+export const watchedSocketFactory = (watchedAddress: WatchedAddress, timeout_ms: number) => (): Duplex =>
+  watchedAddress.tls
+    ? watch(new OpaqueWatchedStream(timeout_ms, connected(new Socket(), watchedAddress.address)))
+    : connected(watch(new WatchedSocket(timeout_ms)), watchedAddress.address)

@@ -1,10 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
-import { acquireTestDatabase } from "@pay/testkit"
+import { acquireTestDatabase, throwaway } from "@pay/testkit"
+import { execFile } from "node:child_process"
+import { chmodSync, chownSync, readFileSync, statSync } from "node:fs"
+import * as tls from "node:tls"
+import { promisify } from "node:util"
 import { startPostgresProxy } from "@pay/testkit/FaultProxy"
 import { Context, Effect, Layer, Metric, Redacted, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { isSqlError } from "effect/sql/SqlError"
-import { answerTimeoutsSoFar, DatabasePoolMetricsLive, dbAnswerTimeouts, decodeRows, plainAddressOf, postgresLayer, ProcessMetricsLive, sqlFailureKind } from "../src/index.ts"
+import { answerTimeoutsSoFar, DatabasePoolMetricsLive, dbAnswerTimeouts, decodeRows, type PostgresAddress, postgresLayer, watchedAddressOf, ProcessMetricsLive, sqlFailureKind } from "../src/index.ts"
 
 /**
  * The database answer timeout (PostgresAnswerWatch.ts) against a real Postgres through the fault
@@ -25,6 +29,38 @@ const throughProxy = Effect.gen(function* () {
   const database = yield* acquireTestDatabase
   const { proxy, url: viaProxy } = yield* startPostgresProxy(database.url)
   const client = yield* Layer.build(postgresLayer({ url: Redacted.make(viaProxy), maxConnections: 2, answerTimeout_ms, applicationName: "pay-test-watch" }))
+  return { proxy, sql: Context.get(client, SqlClient.SqlClient) }
+})
+
+const execFileAsync = promisify(execFile)
+
+/**
+ * A private Postgres (`throwaway`) with TLS on (a self-signed certificate for 127.0.0.1, trusted by
+ * this worker's default CAs for the test), reached through a fault proxy with `sslmode=require`.
+ */
+const throughProxyOverTls = Effect.gen(function* () {
+  const server = yield* throwaway("postgres")
+  const data = `${server.dir}/data`
+  yield* Effect.promise(() => execFileAsync("openssl", [
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", `${data}/server.key`, "-out", `${data}/server.crt`
+  ]))
+  // Postgres reads its key only when owned by its OS user (the data folder's) and private.
+  const owner = statSync(data)
+  for (const file of ["server.key", "server.crt"]) chownSync(`${data}/${file}`, owner.uid, owner.gid)
+  chmodSync(`${data}/server.key`, 0o600)
+  const admin = yield* Layer.build(postgresLayer({ url: Redacted.make(server.url), maxConnections: 1, applicationName: "pay-test-watch-admin" }))
+  const adminSql = Context.get(admin, SqlClient.SqlClient)
+  yield* adminSql`ALTER SYSTEM SET ssl = on`
+  yield* adminSql`SELECT pg_reload_conf()`
+  const certificate = readFileSync(`${data}/server.crt`, "utf8")
+  const before = tls.getCACertificates("default")
+  yield* Effect.acquireRelease(
+    Effect.sync(() => tls.setDefaultCACertificates([...before, certificate])),
+    () => Effect.sync(() => tls.setDefaultCACertificates(before))
+  )
+  const { proxy, url: viaProxy } = yield* startPostgresProxy(`${server.url}?sslmode=require`)
+  const client = yield* Layer.build(postgresLayer({ url: Redacted.make(viaProxy), maxConnections: 2, answerTimeout_ms, applicationName: "pay-test-watch-tls" }))
   return { proxy, sql: Context.get(client, SqlClient.SqlClient) }
 })
 
@@ -128,21 +164,62 @@ describe("the database answer timeout (DATABASE_ANSWER_TIMEOUT_MS)", () => {
       assert.strictEqual(yield* counted, closed, "the counter moved by the closes, once each")
     })), 30_000)
 
-  it("plainAddressOf: TCP, a Unix socket directory, and no watch for TLS or several hosts", () => {
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@127.0.0.1:6543/payments"), { host: "127.0.0.1", port: 6543 })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@localhost/payments"), { host: "localhost", port: 5432 })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@localhost/payments?host=/var/run/postgresql"), { path: "/var/run/postgresql/.s.PGSQL.5432" })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@127.0.0.1/payments?sslmode=disable"), { host: "127.0.0.1", port: 5432 })
-    assert.isUndefined(plainAddressOf("postgres://pay_app@db.example/payments?sslmode=require"))
-    assert.isUndefined(plainAddressOf("postgres://pay_app@a,b/payments"))
+  it.live("over TLS (sslmode=require, a real TLS Postgres): the statement sent into a partition fails within the timeout, an idle connection is kept, the pool reconnects after the heal", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const { sql, proxy } = yield* throughProxyOverTls
+      const Ssl = Schema.Struct({ ssl: Schema.Boolean, pid: Schema.Int })
+      const [session] = yield* decodeRows(Ssl)(sql`SELECT ssl, pid FROM pg_stat_ssl WHERE pid = pg_backend_pid()`)
+      assert.deepInclude(session, { ssl: true }, "the connection is encrypted")
+      // Idle across a partition longer than the bound: owes nothing, kept.
+      yield* Effect.sleep("200 millis")
+      yield* proxy.setMode("blackhole")
+      yield* Effect.sleep(`${answerTimeout_ms * 2} millis`)
+      yield* proxy.setMode("pass")
+      assert.strictEqual(yield* backendPid(sql), session?.pid, "the idle TLS connection was kept")
+      yield* Effect.sleep("200 millis")
+      const closedBefore = answerTimeoutsSoFar()
+      yield* proxy.setMode("blackhole")
+      const during = yield* timed(backendPid(sql))
+      assert.strictEqual(during.result._tag, "Failure", "no answer through a partition")
+      assert.isAtMost(during.elapsed_ms, failsWithin_ms, `failed after ${during.elapsed_ms} ms (unwatched: the 20 s timeout of this test)`)
+      if (during.result._tag === "Failure") {
+        const error = during.result.failure
+        assert.isTrue(isSqlError(error) && sqlFailureKind(error) === "unavailable", `a connection failure (503 database_unavailable): ${String(error)}`)
+      }
+      assert.isAtLeast(answerTimeoutsSoFar() - closedBefore, 1, "the watch closed the silent TLS connection")
+      // A new connection's SSLRequest into the partition is bounded too.
+      const opening = yield* timed(backendPid(sql))
+      assert.strictEqual(opening.result._tag, "Failure")
+      assert.isAtMost(opening.elapsed_ms, failsWithin_ms, `a new connection failed after ${opening.elapsed_ms} ms`)
+      yield* proxy.setMode("pass")
+      const after = yield* timed(decodeRows(Ssl)(sql`SELECT ssl, pid FROM pg_stat_ssl WHERE pid = pg_backend_pid()`))
+      assert.strictEqual(after.result._tag, "Success", "after the heal the pool opens a working TLS connection")
+      if (after.result._tag === "Success") assert.deepInclude(after.result.success[0], { ssl: true })
+      // A statement longer than the bound over TLS is cut as well (the trade-off, as in plain).
+      const silent = yield* timed(sql`SELECT pg_sleep(${(answerTimeout_ms * 3) / 1_000})`)
+      assert.strictEqual(silent.result._tag, "Failure")
+      assert.isAtMost(silent.elapsed_ms, failsWithin_ms)
+    })), 60_000)
+
+  it("watchedAddressOf: TCP, a Unix socket directory, TLS watched opaquely, and no watch for several hosts or a URL the driver refuses", () => {
+    const plain = (address: PostgresAddress) => ({ address, tls: false })
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@127.0.0.1:6543/payments"), plain({ host: "127.0.0.1", port: 6543 }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@localhost/payments"), plain({ host: "localhost", port: 5432 }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@localhost/payments?host=/var/run/postgresql"), plain({ path: "/var/run/postgresql/.s.PGSQL.5432" }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@127.0.0.1/payments?sslmode=disable"), plain({ host: "127.0.0.1", port: 5432 }))
+    for (const mode of ["require", "verify-ca", "verify-full", "prefer", "allow"]) {
+      assert.deepStrictEqual(watchedAddressOf(`postgres://pay_app@db.example/payments?sslmode=${mode}`), { address: { host: "db.example", port: 5432 }, tls: true }, mode)
+    }
+    assert.isUndefined(watchedAddressOf("postgres://pay_app@db.example/payments?sslmode=sometimes"))
+    assert.isUndefined(watchedAddressOf("postgres://pay_app@a,b/payments"))
     // As the driver reads them (outside review): the port parameter, a percent-encoded socket
     // directory, the last of a repeated parameter, a bad escape left to the driver's own error.
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?port=6543"), { host: "h", port: 6543 })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?port=6543&host=/tmp"), { path: "/tmp/.s.PGSQL.6543" })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@%2Fvar%2Frun%2Fpostgresql/payments"), { path: "/var/run/postgresql/.s.PGSQL.5432" })
-    assert.deepStrictEqual(plainAddressOf("postgres://pay_app@h/payments?host=/a&host=b"), { host: "b", port: 5432 })
-    assert.isUndefined(plainAddressOf("postgres://pay_app@h/payments?sslmode=disable&sslmode=require"))
-    assert.isUndefined(plainAddressOf("postgres://pay_app@a%zzb/payments"))
-    assert.isUndefined(plainAddressOf("postgres://pay_app@h/payments?port=0"))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@h/payments?port=6543"), plain({ host: "h", port: 6543 }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@h/payments?port=6543&host=/tmp"), plain({ path: "/tmp/.s.PGSQL.6543" }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@%2Fvar%2Frun%2Fpostgresql/payments"), plain({ path: "/var/run/postgresql/.s.PGSQL.5432" }))
+    assert.deepStrictEqual(watchedAddressOf("postgres://pay_app@h/payments?host=/a&host=b"), plain({ host: "b", port: 5432 }))
+    assert.strictEqual(watchedAddressOf("postgres://pay_app@h/payments?sslmode=disable&sslmode=require")?.tls, true)
+    assert.isUndefined(watchedAddressOf("postgres://pay_app@a%zzb/payments"))
+    assert.isUndefined(watchedAddressOf("postgres://pay_app@h/payments?port=0"))
   })
 })
