@@ -29,4 +29,15 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "[setup] promtool is missing: sudo apt-get install prometheus (the alert-rule tests need it)" >&2
   fi
 fi
+# The openssl command: the database answer timeout's TLS test makes a throwaway Postgres a
+# self-signed certificate (packages/infra/test/postgres-answer-watch.test.ts). Debian has it with
+# ca-certificates; a minimal image may not.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "[setup] installing openssl (apt)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >&2
+  else
+    echo "[setup] openssl is missing: sudo apt-get install openssl (the TLS answer-timeout test needs it)" >&2
+  fi
+fi
 scripts/kafka/kafka.sh fetch >&2
