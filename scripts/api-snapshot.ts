@@ -13,7 +13,7 @@
  * the answers are the same. The stack must be up (`scripts/stack.sh up`). Not part of the suite:
  * it is the check a refactoring runs before and after.
  */
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -86,6 +86,11 @@ const record = async (root: string, out: string) => {
     }
     return parsed.api_key
   }
+  // The schema first (the CLI's commands do not migrate; the server would, racing the CLI below).
+  // A checkout older than `pnpm cli migrate` answers it with the usage (exit 2): its commands
+  // still migrate themselves.
+  const migrated = spawnSync(process.execPath, [join(root, "packages/cli/src/main.ts"), "migrate"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
+  if (migrated.status !== 0 && migrated.status !== 2) throw new Error(`cli migrate failed (${migrated.status}): ${migrated.stderr.toString("utf8")}`)
   const server = spawn(process.execPath, [join(root, "packages/server/src/main.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
   server.stdout.on("data", (chunk: Buffer) => { output = (output + chunk.toString("utf8")).slice(-20_000) })

@@ -324,7 +324,8 @@ const quietFirst = (target: Target) =>
 const ownServer = Effect.gen(function* () {
   yield* cleanupAtEnd
   const databaseUrl = yield* benchDatabase
-  // The CLI migrates the database and prints the merchant and its API key (once) as JSON.
+  // The CLI migrates the database (as its owner: the bench's URL), then prints the merchant and its API key (once) as JSON.
+  yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "migrate"], { DATABASE_URL: databaseUrl }, 60_000)
   const cliOutput = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Bench merchant"], { DATABASE_URL: databaseUrl }, 60_000)
   const created: unknown = JSON.parse(cliOutput)
   const apiKey = typeof created === "object" && created !== null ? Reflect.get(created, "api_key") : undefined

@@ -199,6 +199,7 @@ const main = async () => {
   const sink = await startOtlpSink()
   const servers: Array<Server> = []
   try {
+    await run(process.execPath, ["packages/cli/src/main.ts", "migrate"], { DATABASE_URL: databaseUrl })
     const created: unknown = JSON.parse(await run(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Bench merchant"], { DATABASE_URL: databaseUrl }))
     const apiKey = typeof created === "object" && created !== null ? Reflect.get(created, "api_key") : undefined
     if (typeof apiKey !== "string") throw new Error("no api_key in the CLI's output")

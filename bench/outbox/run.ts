@@ -156,6 +156,7 @@ const createBenchDatabase = Effect.acquireRelease(
 
 /** The CLI migrates the database and creates a merchant with an API key (printed once, as JSON). */
 const createMerchant = Effect.gen(function* () {
+  yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "migrate"], { DATABASE_URL: benchUrl }, 60_000)
   const stdout = yield* runCommand(process.execPath, ["packages/cli/src/main.ts", "merchants", "create", "Bench merchant"], { DATABASE_URL: benchUrl }, 60_000)
   const parsed: unknown = JSON.parse(stdout)
   const apiKey = typeof parsed === "object" && parsed !== null ? Reflect.get(parsed, "api_key") : undefined

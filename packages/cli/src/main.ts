@@ -17,7 +17,9 @@
  *
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive|dismiss:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
- * the server, and applies pending migrations first, if any, as MIGRATION_DATABASE_URL (the schema owner).
+ * the server. A command stops (exit 1, nothing done) when the database lacks a migration this build
+ * carries; `pnpm cli migrate` applies them as MIGRATION_DATABASE_URL (the schema owner), and prints
+ * {"newest_applied", "newest_carried"}.
  *
  * stdout carries the command's result (JSON) and nothing else, so it can be piped to `jq`; log
  * lines (a replay's progress, parked records: JSON, from LOG_LEVEL up), refusals and failures go to
@@ -26,7 +28,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, MigratingToolDatabaseLive, migrationProgress, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -45,6 +47,7 @@ const usage = `usage:
   pnpm cli idempotency parked [limit 1-1000, default 100]
   pnpm cli idempotency retry <idempotency key id>
   pnpm cli webhooks failed [limit 1-1000]
+  pnpm cli migrate                        (applies pending migrations as MIGRATION_DATABASE_URL; no other command does)
 ${consumerUsage}`
 
 const FeeBps = countArgument("the fee in basis points", { minimum: 0, maximum: 10_000 })
@@ -87,10 +90,22 @@ const idempotencyCommand = (command: string | undefined, argument: string | unde
 
 const args = process.argv.slice(2)
 const consumers = consumerCommand(args)
+/**
+ * `pnpm cli migrate` alone applies pending migrations (as MIGRATION_DATABASE_URL, the schema
+ * owner). Every other command checks that the schema is current and stops when it is not: an
+ * operator's read (reconcile, dlq list, …) during an incident never changes production's schema,
+ * whatever URLs its environment holds.
+ */
+const migrating = args.length === 1 && args[0] === "migrate"
+const CliDatabaseLive: Layer.Layer<
+  Layer.Success<typeof ToolDatabaseLive>,
+  Layer.Error<typeof ToolDatabaseLive> | Layer.Error<typeof MigratingToolDatabaseLive>
+> = migrating ? MigratingToolDatabaseLive : ToolDatabaseLive
 
 const program = Effect.gen(function* () {
   const [group, command, argument, ...rest] = args
   if (consumers !== undefined) return yield* consumers.effect
+  if (migrating) return yield* Console.log(JSON.stringify(yield* migrationProgress))
   const merchants = yield* MerchantRepository
   const apiKeys = yield* ApiKeys
   const fees = yield* FeeSchedules
@@ -227,7 +242,7 @@ const kafkaFirst = consumers?.kafka === true ? preloadKafkaLibrary : Effect.void
 const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhenOutputCloses, Effect.andThen(sayTarget, kafkaFirst)).pipe(
   Effect.andThen(program.pipe(Effect.provide(
     Layer.mergeAll(MerchantRepository.layer, ApiKeys.layer, FeeSchedules.layer, RefundFeeSettings.layer, ParkedKeys.layer, WebhookDeliveries.layer).pipe(
-      Layer.provideMerge(ToolDatabaseLive)
+      Layer.provideMerge(CliDatabaseLive)
     )
   ))),
   Effect.catchTag("UsageError", (error) => report(error.message, 2)),
@@ -250,14 +265,20 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   // One line, not a stack trace: the usual cause at the console is the wrong broker or prefix.
   Effect.catchTag("KafkaError", (error) =>
     report(`kafka (${error.operation}): ${error.message}\n(the broker and topic come from KAFKA_BROKERS and KAFKA_TOPIC_PREFIX: run the CLI with the deployment's environment)`, 1)),
-  Effect.catchTag("NoHandler", (error) => report(error.message, 1)),
+  Effect.catchTag("NoHandler", (error) => report(error.message, 1))
+).pipe(
   // Any other database failure (down, no such database, a refused statement): one line naming the
   // database, not a stack trace whose useful line is at its bottom (outside operator review).
   Effect.catchIf((error): error is SqlError => isSqlError(error), sqlFailure),
   // The pending migrations a command applies first, refused (a lock not granted in time, a file that
   // fails): one line with the driver's reason, not the migrator's stack (outside operator review).
   Effect.catchTag("MigrationsFailed", (error) =>
-    report(`${error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`, 1)),
+    report(`${error.message}\n(pnpm cli migrate applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`, 1)),
+  Effect.catchTag("SchemaBehind", (error) =>
+    report(
+      `the database's schema is behind this CLI (newest migration applied ${error.newest_applied}, this build carries ${error.newest_carried}): nothing done\n(deploy the server that carries them, which applies them at start, or run pnpm cli migrate with MIGRATION_DATABASE_URL the schema owner's URL; a CLI never migrates as a side effect; docs/runbook.md, "Migrations")`,
+      1
+    )),
   Effect.catchTag("RedriveFailed", (error) =>
     report(`re-drive of parked event ${error.id} failed: ${error.error.split("\n")[0] ?? ""}\n(the row keeps the error in redrive_error, pnpm cli dlq list; fix the cause and re-drive again)`, 1)),
   // Anything else (the database or Kafka down, a bug): the whole cause on stderr, exit 1. Only

@@ -4,7 +4,7 @@
 // not answer were printed by the runtime's logger on stdout, with a stack trace and, for an unknown
 // parked event, no message at all.
 import { assert, describe, it } from "@effect/vitest"
-import { acquireTestDatabase } from "@pay/testkit"
+import { acquireEmptyTestDatabase, acquireTestDatabase, testDatabaseUrlAsRole } from "@pay/testkit"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
 import { databaseTarget } from "@pay/infra"
@@ -110,20 +110,49 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.include(consumersDown.stderr, "ECONNREFUSED")
     })))
 
-  it.effect("the application's role where the schema owner is needed (a pending migration, MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set, exit 1, not a stack trace", () =>
+  it.effect("a schema behind the CLI: every command stops in one line, nothing done and nothing migrated, even with the owner's URL at hand; `migrate` as the app role is refused in one line saying what to set", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      // The newest migration forgotten: the next command applies it first, as the role it runs as.
-      yield* Effect.promise(() => new Promise<void>((resolve, reject) =>
-        execFile("psql", [database.url, "-qc", "DELETE FROM effect_sql_migrations WHERE migration_id = (SELECT max(migration_id) FROM effect_sql_migrations)"],
-          (error) => (error === null ? resolve() : reject(error)))))
-      const asApp = new URL(database.url)
-      asApp.username = "pay_app"
-      const refused = yield* cli(asApp.toString(), ["consumers", "offsets"], { MIGRATION_DATABASE_URL: asApp.toString() })
+      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
+        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      // The newest migration forgotten (its effects stay; the bookkeeping says it is pending).
+      const newest = yield* psql("SELECT max(migration_id) FROM effect_sql_migrations")
+      yield* psql(`DELETE FROM effect_sql_migrations WHERE migration_id = ${newest}`)
+      const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
+      // A read, and a write, with the owner's URL in the environment (an operator's shell during an
+      // incident): refused, and the schema untouched. Before, each applied the migration first.
+      for (const args of [["consumers", "offsets"], ["merchants", "create", "Behind"]]) {
+        const refused = yield* cli(asApp, args, { MIGRATION_DATABASE_URL: database.url })
+        assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
+        assert.include(refused.stderr, `the database's schema is behind this CLI (newest migration applied ${Number(newest) - 1}, this build carries ${newest}): nothing done`, describeRun(refused))
+        assert.include(refused.stderr, "pnpm cli migrate")
+        assert.notInclude(refused.stderr, "    at ")
+        assert.strictEqual(yield* psql("SELECT max(migration_id) FROM effect_sql_migrations"), String(Number(newest) - 1), `${args.join(" ")}: nothing migrated`)
+      }
+      assert.strictEqual(yield* psql("SELECT count(*) FROM merchants"), "0", "nothing written")
+      // migrate as the app role (MIGRATION_DATABASE_URL left to default to DATABASE_URL): one line saying what to set.
+      const asAppRole = yield* cli(asApp, ["migrate"])
+      assert.deepStrictEqual([asAppRole.exitCode, asAppRole.stdout], [1, ""], describeRun(asAppRole))
+      assert.include(asAppRole.stderr, "migrations as MIGRATION_DATABASE_URL (pay_app@")
+      assert.include(asAppRole.stderr, "set it to the schema owner's URL")
+      assert.notInclude(asAppRole.stderr, "    at ")
+      // (migrate as the owner: the next test, on an empty database; this one's "pending" migration
+      // is applied already, and would fail to apply again.)
+    })))
+
+  it.effect("an empty database: a command says the schema is behind (applied 0); migrate as the owner creates it", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireEmptyTestDatabase
+      const refused = yield* cli(database.url, ["idempotency", "parked"])
       assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
-      assert.include(refused.stderr, "migrations as MIGRATION_DATABASE_URL (pay_app@")
-      assert.include(refused.stderr, "permission denied")
-      assert.include(refused.stderr, "set it to the schema owner's URL")
-      assert.notInclude(refused.stderr, "    at ")
+      assert.include(refused.stderr, "the database's schema is behind this CLI (newest migration applied 0,", describeRun(refused))
+      const migrated = yield* cli(testDatabaseUrlAsRole(database.url, "pay_app"), ["migrate"], { MIGRATION_DATABASE_URL: database.url })
+      assert.strictEqual(migrated.exitCode, 0, describeRun(migrated))
+      const progress: unknown = JSON.parse(migrated.stdout)
+      assert.isTrue(typeof progress === "object" && progress !== null && "newest_applied" in progress && progress.newest_applied === Reflect.get(progress, "newest_carried"), migrated.stdout)
+      const again = yield* cli(database.url, ["migrate"])
+      assert.deepStrictEqual(JSON.parse(again.stdout), progress, "migrate again: nothing pending, the same answer")
+      const parked = yield* cli(testDatabaseUrlAsRole(database.url, "pay_app"), ["idempotency", "parked"])
+      assert.strictEqual(parked.exitCode, 0, describeRun(parked))
     })))
 })

@@ -28,7 +28,7 @@ describe("pnpm cli idempotency parked | retry", () => {
   it.effect("lists parked keys (JSON lines), queues one back for the completer (exit 0, attempts reset), refuses unknown and not-parked ids (exit 1)", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      // The CLI migrates the database first: run it once before writing rows.
+      // An empty list first, before any row is written.
       const empty = yield* cli(database.url, ["idempotency", "parked"])
       assert.strictEqual(empty.exitCode, 0, describeRun(empty))
       assert.strictEqual(empty.stdout, "")

@@ -263,5 +263,47 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
 /** A migrated database: migrations applied by the owner first, then the application's client. */
 export const DatabaseLive = PostgresLive.pipe(Layer.provideMerge(OwnerMigrationsLive))
 
-/** The same for a tool (the CLI): no answer bound unless `DATABASE_ANSWER_TIMEOUT_MS` says so. */
-export const ToolDatabaseLive = PostgresToolLive.pipe(Layer.provideMerge(OwnerMigrationsLive))
+/**
+ * The database has not got every migration this build carries: a tool stops (nothing done) rather
+ * than apply them as a side effect of a read (`pnpm cli migrate` applies them on purpose).
+ */
+export class SchemaBehind extends Schema.TaggedError<SchemaBehind>()("SchemaBehind", {
+  newest_applied: Schema.Number,
+  newest_carried: Schema.Number
+}) {}
+
+/** The table the migrator keeps does not exist yet (an empty database): nothing applied. */
+const isUndefinedTable = (error: unknown): boolean => {
+  const sqlError = sqlErrorIn(error)
+  return sqlError !== undefined && sqlStateOf(sqlError) === "42P01"
+}
+
+/** The newest migration the database has (0: none, an empty database) and the newest this build carries. */
+export const migrationProgress = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const applied = yield* newestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`).pipe(
+    Effect.catchIf(isUndefinedTable, () => Effect.succeed({ newest: 0 }))
+  )
+  return { newest_applied: applied.newest, newest_carried: newestMigrationFileId() }
+})
+
+/**
+ * Stops the build with `SchemaBehind` unless the database has every migration this build carries,
+ * read on the tool's own connection (the application's role reads `effect_sql_migrations` since
+ * 0085). Never connects as the owner, never changes the schema.
+ */
+export const SchemaCurrentRequired = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const progress = yield* migrationProgress
+    if (progress.newest_applied < progress.newest_carried) return yield* new SchemaBehind(progress)
+  })
+)
+
+/**
+ * The same for a tool (the CLI): no answer bound unless `DATABASE_ANSWER_TIMEOUT_MS` says so, and
+ * the schema checked, not migrated: an operator's read during an incident never changes it.
+ */
+export const ToolDatabaseLive = SchemaCurrentRequired.pipe(Layer.provideMerge(PostgresToolLive))
+
+/** A tool that applies pending migrations (`pnpm cli migrate`) as the owner, then works as `DATABASE_URL`. */
+export const MigratingToolDatabaseLive = PostgresToolLive.pipe(Layer.provideMerge(OwnerMigrationsLive))

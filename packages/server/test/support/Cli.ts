@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url"
 import { Effect, Schema } from "effect"
 
 const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url))
-/** The CLI applies pending migrations first; on a migrated database it is done in a second or two. */
+/** The CLI checks the schema first (it never migrates, but for `migrate`); a command is done in a second or two. */
 const cliTimeout_ms = 30_000
 
 export class CliError extends Schema.TaggedError<CliError>()("CliError", { message: Schema.String }) {}
