@@ -118,12 +118,19 @@ export class HeadersTooLarge extends CodedError<HeadersTooLarge>()(
   (e) => `the request headers are over ${e.limit_bytes} bytes`
 ) {}
 
-/** Over the merchant's request rate (per second); `retry_after_s` is the `Retry-After` header. */
+/** A window as a person reads it: whole seconds in seconds ("1 second", "60 seconds"), else milliseconds. */
+const windowText = (window_ms: number): string =>
+  window_ms === 1_000 ? "second" : window_ms % 1_000 === 0 ? `${window_ms / 1_000} seconds` : `${window_ms} ms`
+
+/**
+ * Over the merchant's request rate (`requests_max` per `window_ms`, as configured);
+ * `retry_after_s` is the `Retry-After` header.
+ */
 export class RateLimited extends CodedError<RateLimited>()(
   "rate_limited",
   "RateLimited",
-  { limit_per_s: Schema.Int, retry_after_s: Schema.Int },
-  (e) => `over ${e.limit_per_s} requests per second for this merchant; nothing was executed, retry in ${e.retry_after_s} s`
+  { requests_max: Schema.Int, window_ms: Schema.Int, retry_after_s: Schema.Int },
+  (e) => `over ${e.requests_max} requests per ${windowText(e.window_ms)} for this merchant; nothing was executed, retry in ${e.retry_after_s} s`
 ) {}
 
 /**

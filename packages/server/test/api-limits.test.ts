@@ -41,7 +41,10 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("HTTP limits (
         assert.strictEqual(answer.status, 200, answer.text)
       }
       const before = yield* writtenRows(a.merchantId)
-      assertTooMany(yield* server.request("GET", "/v1/balance", { apiKey: a.apiKey }), "rate_limited", "6th read")
+      const sixth = yield* server.request("GET", "/v1/balance", { apiKey: a.apiKey })
+      assertTooMany(sixth, "rate_limited", "6th read")
+      // The limit as configured (5 per 60 s), not a per-second rate rounded to "1 per second".
+      assert.match(String(jsonOf(sixth)["detail"]), /^over 5 requests per 60 seconds for this merchant; nothing was executed, retry in \d+ s$/)
       assertTooMany(yield* createPayment(a, newKey("limited")), "rate_limited", "create over the limit")
       assert.deepStrictEqual(yield* writtenRows(a.merchantId), before, "no payment, no key: refused before any idempotency work")
       const other = yield* server.request("GET", "/v1/balance", { apiKey: b.apiKey })

@@ -78,7 +78,11 @@ export const AuthorizationLive = Layer.effect(
         yield* annotateRequest({ merchant_id: authenticated.merchantId })
         const rate = yield* limits.merchantRequest(authenticated.merchantId)
         if (!rate.allowed) {
-          return problemHttpResponse(new RateLimited({ limit_per_s: perSecond(limits.settings), retry_after_s: rate.retryAfter_s }))
+          return problemHttpResponse(new RateLimited({
+            requests_max: limits.settings.merchantRequests_max,
+            window_ms: limits.settings.merchantWindow_ms,
+            retry_after_s: rate.retryAfter_s
+          }))
         }
         // The request is served in one of the merchant's places (it waits, bounded, for one):
         // however many it sends at once, it holds at most its share of the pool.
@@ -91,9 +95,6 @@ export const AuthorizationLive = Layer.effect(
     })
   })
 )
-
-const perSecond = (settings: RateLimits["Service"]["settings"]) =>
-  Math.max(1, Math.floor((settings.merchantRequests_max * 1_000) / settings.merchantWindow_ms))
 
 const concurrencyLimited = (settings: MerchantInFlight["Service"]["settings"], reason: Refusal) =>
   new ConcurrencyLimited({
