@@ -17,7 +17,9 @@ import type { SqlError } from "effect/sql/SqlError"
  * | `COMPLETER_BACKOFF_BASE_MS`    | 5000    | 10..3600000         |
  * | `COMPLETER_BACKOFF_MAX_MS`     | 600000  | 10..86400000        |
  *
- * With the defaults a key is parked after about 5 + 10 + … + 600 s ≈ 20 min of failures.
+ * With the defaults a key is parked at its 8th failure, after 7 waits whose caps are 5 + 10 + … +
+ * 320 s = 635 s, each drawn between half its cap and the cap: about 5-11 minutes (the 10-minute
+ * cap is not reached).
  */
 export interface CompleterRetryPolicy {
   readonly attemptsMax: number

@@ -41,7 +41,7 @@ const runStack = (args: ReadonlyArray<string>, timeout_ms: number) =>
  * `-D <dir>/data`). A pid can be reused once the server died (e.g. after `kill`, the scope's
  * release signals again): never signal a number without asking this first.
  */
-const isInstance = (pid: number, identity: string): boolean => {
+export const isInstance = (pid: number, identity: string): boolean => {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").includes(identity)
   } catch {

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { defaultRedisTimeouts, postgresLayer, Redis, decodeRows } from "@pay/infra"
-import { throwaway } from "@pay/testkit"
+import { isInstance, throwaway } from "@pay/testkit"
+import { spawn } from "node:child_process"
 import { Effect, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 
@@ -27,6 +28,24 @@ describe("throwaway dependencies", () => {
         assert.strictEqual(yield* selectOne("postgres://postgres@127.0.0.1:5432/postgres"), 1)
       })
     ), 60_000)
+
+  it.live("a pid is signalled only while its command line names the instance: a live process that is not it, and the instance once dead, are not", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const instance = yield* throwaway("redis")
+        const identity = `:${instance.port}`
+        assert.isTrue(isInstance(instance.pid(), identity), "the instance itself")
+        // Another live process (what a reused pid would be): never the instance.
+        const other = spawn("sleep", ["30"], { stdio: "ignore" })
+        yield* Effect.addFinalizer(() => Effect.sync(() => other.kill("SIGKILL")))
+        assert.isDefined(other.pid)
+        assert.isFalse(isInstance(other.pid ?? -1, identity), "a live process whose command line does not name the instance")
+        assert.isFalse(isInstance(process.pid, identity), "this test process")
+        const killed = instance.pid()
+        yield* instance.kill
+        assert.isFalse(isInstance(killed, identity), "the instance once dead")
+      })
+    ), 30_000)
 
   it.live("a throwaway Redis fails fast with RedisError once killed", () =>
     Effect.scoped(
