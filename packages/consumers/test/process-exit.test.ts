@@ -136,6 +136,6 @@ describe("the consumers' process: its pool on /metrics", () => {
       yield* Effect.addFinalizer(() => child.stop)
       yield* child.awaitOutput(["consumer subscribed", "settlement.g1"], 30_000)
       const text = yield* Effect.promise(() => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((response) => response.text()))
-      assert.match(text, /^db_client_connections_max(\{[^}]*\})? 3$/m, text.split("\n").filter((line) => line.startsWith("db_client")).join("\n"))
+      assert.match(text, /^db_client_connections_max\{pool="consumers"\} 3$/m, text.split("\n").filter((line) => line.startsWith("db_client")).join("\n"))
     })), { timeout: 60_000 })
 })

@@ -55,6 +55,13 @@ export interface PostgresOptions {
 export const platformApplicationName = `payments-platform/${process.pid}`
 
 /**
+ * The consumers' pool's `application_name` (`CONSUMERS_DATABASE_URL`): apart from the API's inside
+ * a server, so that each pool's sample (`db_client_connections{pool}`) counts its own connections;
+ * `LIKE 'payments-platform/%'` still finds them all.
+ */
+export const consumersApplicationName = `${platformApplicationName}/consumers`
+
+/**
  * Options are explicit on the money path (TIGER_STYLE: never rely on a library default):
  * a bounded pool, a connect timeout so a dead database fails fast instead of hanging a request,
  * and idle connections recycled.
@@ -86,7 +93,8 @@ export const postgresLayer = (options: PostgresOptions) => {
 const postgresFrom = (
   urlConfig: Config.Config<Redacted.Redacted<string>>,
   poolSizeConfig: Config.Config<number>,
-  answerTimeoutDefault_ms: number
+  answerTimeoutDefault_ms: number,
+  applicationName: string = platformApplicationName
 ) =>
   Layer.unwrap(
     Effect.gen(function* () {
@@ -98,7 +106,7 @@ const postgresFrom = (
         // Said once at start-up: otherwise a partition would find the bound silently absent.
         yield* Effect.logWarning("DATABASE_ANSWER_TIMEOUT_MS does not apply: the database URL names several hosts or is not one the driver reads (a bad escape, port or sslmode); a statement on a partitioned connection waits for TCP to give up")
       }
-      return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms })
+      return postgresLayer({ url, maxConnections, answerTimeout_ms, idleInTransactionTimeout_ms, applicationName })
     })
   )
 
@@ -127,10 +135,10 @@ export const PostgresToolLive = postgresLiveWith(0)
  * `pay_consumer`, migrations/0096): the consumers and the webhook sender, in their own processes or
  * inside a server (a pool apart from the API's), with the services' answer bound.
  */
-export const ConsumersPostgresLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, defaultAnswerTimeout_ms)
+export const ConsumersPostgresLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, defaultAnswerTimeout_ms, consumersApplicationName)
 
 /** The same for the CLI's consumer commands (a replay or reconcile may run long): no answer bound unless configured. */
-export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, 0)
+export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, 0, consumersApplicationName)
 
 const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
 

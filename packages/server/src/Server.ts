@@ -7,6 +7,7 @@ import {
   checkDatabaseRole,
   ConsumersPostgresLive,
   DatabaseLive,
+  ConsumersDatabasePoolMetricsLive,
   DatabasePoolMetricsLive,
   HttpPort,
   JsonLoggingLive,
@@ -174,7 +175,7 @@ const consumingSide = (options: AppOptions) => {
   return Layer.unwrap(
     Effect.map(Config.all([ConsumersEnabled, SenderEnabledConfig]), ([consumers, sender]) =>
       consumers || sender
-        ? workers.pipe(Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", [
+        ? Layer.merge(workers, ConsumersDatabasePoolMetricsLive).pipe(Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", [
           ...(consumers ? consumersWrittenTables : []),
           ...(sender ? senderWrittenTables : [])
         ]).pipe(Layer.provideMerge(consumersDatabase))))

@@ -294,11 +294,16 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       for (const name of ["outbox_backlog_rows", "outbox_oldest_unpublished_age_seconds", "nodejs_heap_used_bytes", "process_resident_memory_bytes", "nodejs_eventloop_delay_p99_seconds"]) {
         assert.isDefined(has(name), `${name} exported`)
       }
-      assert.isDefined(has("db_client_connections", { state: "idle" }))
-      assert.strictEqual(has("db_client_connections_max"), 8, "DATABASE_POOL_SIZE of the test server")
-      const counted = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"]
-        .reduce((sum, state) => sum + (has("db_client_connections", { state }) ?? 0), 0)
-      assert.isAtMost(counted, 8, "the server's own connections, not the other process's 12")
+      assert.isDefined(has("db_client_connections", { pool: "api", state: "idle" }))
+      assert.strictEqual(has("db_client_connections_max", { pool: "api" }), 8, "DATABASE_POOL_SIZE of the test server")
+      const connectionStates = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"]
+      const counted = (pool: string) => connectionStates.reduce((sum, state) => sum + (has("db_client_connections", { pool, state }) ?? 0), 0)
+      assert.isAtMost(counted("api"), 8, "the server's own connections, not the other process's 12")
+      // The consumers' pool inside the server (pay_consumer, CONSUMERS_DATABASE_POOL_SIZE): measured
+      // apart from the API's. It was measured nowhere (its connections were `unknown` in the API's).
+      assert.strictEqual(has("db_client_connections_max", { pool: "consumers" }), 10, "CONSUMERS_DATABASE_POOL_SIZE's default")
+      assert.isAtLeast(counted("consumers"), 1, "the consumers hold connections of their own pool")
+      assert.isAtMost(counted("consumers"), 10)
       assert.strictEqual(has("ledger_verify_discrepancies", { check: "balance_mismatch" }), 0)
       assert.isAbove(has("ledger_verify_last_success_timestamp_seconds") ?? 0, Date.now() / 1_000 - 60)
 

@@ -27,10 +27,10 @@ const gcDuration = Metric.histogram("nodejs_gc_duration_seconds", {
   boundaries: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 })
 const dbConnections = Metric.gauge("db_client_connections", {
-  description: "This process' PostgreSQL connections (same application_name), by state (active, idle, idle in transaction, …)"
+  description: "This process' PostgreSQL connections by pool (api: DATABASE_URL; consumers: CONSUMERS_DATABASE_URL) and state (active, idle, idle in transaction, …)"
 })
 const dbConnectionsMax = Metric.gauge("db_client_connections_max", {
-  description: "The size of this process' PostgreSQL pool (DATABASE_POOL_SIZE)"
+  description: "The size of each of this process' PostgreSQL pools (DATABASE_POOL_SIZE, CONSUMERS_DATABASE_POOL_SIZE)"
 })
 
 const sampleProcess = (histogram: ReturnType<typeof monitorEventLoopDelay>) =>
@@ -113,11 +113,11 @@ const ConnectionState = Schema.Struct({ state: Schema.String, connections: Schem
  * The process' Postgres connections by state, from `pg_stat_activity` (its own application_name),
  * and `db_client_connections_max` from the setting that sizes the pool sampled (`poolSize`).
  */
-export const databasePoolMetrics = (poolSize: Config.Config<number>): Layer.Layer<never, never, SqlClient.SqlClient> => Layer.effectDiscard(
+export const databasePoolMetrics = (pool: "api" | "consumers", poolSize: Config.Config<number>): Layer.Layer<never, never, SqlClient.SqlClient> => Layer.effectDiscard(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const interval_ms = yield* RuntimeMetricsInterval.pipe(Effect.orDie)
-    yield* Metric.update(dbConnectionsMax, yield* poolSize.pipe(Effect.orDie))
+    yield* Metric.update(Metric.withAttributes(dbConnectionsMax, { pool }), yield* poolSize.pipe(Effect.orDie))
     const states = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"]
     const sample = decodeRows(ConnectionState)(sql`
       SELECT coalesce(state, 'unknown') AS state, count(*)::int AS connections
@@ -126,7 +126,7 @@ export const databasePoolMetrics = (poolSize: Config.Config<number>): Layer.Laye
       GROUP BY 1`).pipe(
       Effect.flatMap((rows) =>
         Effect.forEach(states, (state) =>
-          Metric.update(Metric.withAttributes(dbConnections, { state }), rows.find((row) => row.state === state)?.connections ?? 0)
+          Metric.update(Metric.withAttributes(dbConnections, { pool, state }), rows.find((row) => row.state === state)?.connections ?? 0)
         )
       ),
       // A failed sample is counted, logged and the next one tried: the metric must never stop the process.
@@ -138,12 +138,13 @@ export const databasePoolMetrics = (poolSize: Config.Config<number>): Layer.Laye
   })
 )
 
-/** The API's pool (DATABASE_POOL_SIZE): the server's, the publisher's. */
-export const DatabasePoolMetricsLive = databasePoolMetrics(DatabasePoolSize)
+/** The API's pool (DATABASE_POOL_SIZE): the server's, the publisher's (`pool="api"`). */
+export const DatabasePoolMetricsLive = databasePoolMetrics("api", DatabasePoolSize)
 
 /**
- * The consumers' pool (CONSUMERS_DATABASE_POOL_SIZE) in the consumers' and the sender's own
- * processes: their max read DATABASE_POOL_SIZE (20) for a pool of 10, so DatabasePoolSaturated
- * could not fire there (outside review). Inside a server the API's pool alone is measured.
+ * The consumers' pool (CONSUMERS_DATABASE_POOL_SIZE, `pool="consumers"`), wherever it is: the
+ * consumers' and the sender's own processes (their max read DATABASE_POOL_SIZE, 20, for a pool of
+ * 10 before: DatabasePoolSaturated could not fire there), and a server that runs either beside
+ * its API pool (not measured before: its connections showed as `unknown` in the API pool's).
  */
-export const ConsumersDatabasePoolMetricsLive = databasePoolMetrics(ConsumersDatabasePoolSize)
+export const ConsumersDatabasePoolMetricsLive = databasePoolMetrics("consumers", ConsumersDatabasePoolSize)
