@@ -106,6 +106,11 @@ export interface ClaimSlots {
   readonly merchantInFlight: ReadonlyMap<string, number>
   readonly endpointInFlight_max: number
   readonly merchantInFlight_max: number
+  /**
+   * Only endpoints without a failure streak (`failing_since` unset): the slots a merchant keeps
+   * for its endpoints that answer go to those, not to a dead one that happens to be idle.
+   */
+  readonly answeringEndpointsOnly?: boolean
 }
 
 /** Nothing in flight, and no cap below `limit` (a tool's claim, the plan test: the same statement). */
@@ -149,6 +154,7 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
+      ${slots.answeringEndpointsOnly === true ? sql`AND e.failing_since IS NULL` : sql``}
       -- Tenant isolation: nothing of an endpoint or a merchant that already has its share of this
       -- sender's slots. Plain comparisons on the row (no subquery): the scan skips such rows without
       -- counting them against the limit, so the next merchants' deliveries are taken instead.

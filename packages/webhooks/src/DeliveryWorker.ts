@@ -47,18 +47,29 @@ class InFlight {
     bump(this.byMerchant, delivery.merchant_id, change)
   }
   /** A copy (the claim reads it while requests finish), with the given caps. */
-  slots(options: Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">): ClaimSlots {
+  slots(options: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max" | "answeringEndpointsOnly">): ClaimSlots {
     return {
       endpointInFlight: new Map(this.byEndpoint),
       merchantInFlight: new Map(this.byMerchant),
       endpointInFlight_max: options.endpointInFlight_max,
-      merchantInFlight_max: options.merchantInFlight_max
+      merchantInFlight_max: options.merchantInFlight_max,
+      ...(options.answeringEndpointsOnly === true ? { answeringEndpointsOnly: true } : {})
     }
   }
 }
 
 /** The first claim of a round: merchants (and so endpoints) with nothing in flight here, one delivery each. */
 const idleMerchantsOnly = { endpointInFlight_max: 1, merchantInFlight_max: 1 } as const
+
+/**
+ * Slots a merchant keeps for its endpoints that answer (no failure streak) with nothing in flight:
+ * a quarter of its cap (at least 1, none when its cap is 1). Its other deliveries fill the rest by
+ * due time. Without it, two endpoints that never answer (4 + 4) held all of a merchant's 8, and
+ * its endpoint that answers waited behind their timeouts, further each second (outside review:
+ * 70 s behind within 45 s of one payment a second).
+ */
+export const merchantReservedSlotsOf = (merchantInFlight_max: number): number =>
+  Math.min(merchantInFlight_max - 1, Math.max(1, Math.floor(merchantInFlight_max / 4)))
 
 /**
  * Slots a sender keeps for merchants with nothing in flight: a quarter of its concurrency (at
@@ -233,6 +244,7 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
   const reserved = reservedSlotsOf(options.concurrency)
+  const merchantReserved = merchantReservedSlotsOf(options.merchantInFlight_max)
   const start = startDelivery(sender, inFlightOf, finished)
   const round = Effect.gen(function* () {
     const free = options.concurrency - inFlightOf.total
@@ -243,10 +255,28 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
     // however many of them there are (two merchants at their caps held all 16 before).
     const idle = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(idleMerchantsOnly))
     yield* Effect.forEach(idle, start, { discard: true })
+    // Then, within each merchant, one delivery each for its endpoints that answer and have nothing
+    // in flight, up to the merchant's whole cap; then the rest by due time, leaving each merchant
+    // `merchantReserved` of its cap for those: its endpoints that never answer hold at most the
+    // others, however many they are.
+    const answering = options.concurrency - inFlightOf.total - reserved
+    const idleEndpoints = answering > 0
+      ? yield* claimDeliveries(Math.min(answering, options.batchSize), lease_ms, inFlightOf.slots({
+        endpointInFlight_max: 1,
+        merchantInFlight_max: options.merchantInFlight_max,
+        answeringEndpointsOnly: true
+      }))
+      : []
+    yield* Effect.forEach(idleEndpoints, start, { discard: true })
     const rest = options.concurrency - inFlightOf.total - reserved
-    const more = rest > 0 ? yield* claimDeliveries(Math.min(rest, options.batchSize), lease_ms, inFlightOf.slots(options)) : []
+    const more = rest > 0
+      ? yield* claimDeliveries(Math.min(rest, options.batchSize), lease_ms, inFlightOf.slots({
+        endpointInFlight_max: options.endpointInFlight_max,
+        merchantInFlight_max: options.merchantInFlight_max - merchantReserved
+      }))
+      : []
     yield* Effect.forEach(more, start, { discard: true })
-    return { claimed: idle.length + more.length, full: inFlightOf.total >= options.concurrency, failed: false }
+    return { claimed: idle.length + idleEndpoints.length + more.length, full: inFlightOf.total >= options.concurrency, failed: false }
   }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
   const loop = Effect.gen(function* () {
     let failures = 0

@@ -171,3 +171,41 @@ layer(TwoTarpitsLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeT
       assert.strictEqual(heldCount(), held_max, "the hung merchants together hold all but the reserved slot")
     })))
 })
+
+/** The same sender, its loop on a database of its own. */
+const OwnTarpitsLayer = Layer.mergeAll(WebhookEndpoints.layerWith({ allowLoopbackHttp: true }), WebhookSenderLoop.pipe(Layer.provide(Sender))).pipe(
+  Layer.provideMerge(makeTestDatabase({ maxConnections: 8 }))
+)
+
+layer(OwnTarpitsLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestServices: true, timeout: "90 seconds" })("the sender loop with a merchant's own endpoints hung beside one that answers (real receivers)", (it) => {
+  it.effect("its endpoints that never answer cannot hold all of its slots: once they are failing, its endpoint that answers gets each new webhook at once", () =>
+    Effect.scoped(Effect.gen(function* () {
+      // Without the merchant's reserved slot, its two hung endpoints (1 + 1) held its cap of 2, and
+      // its endpoint that answers waited behind their timeouts and their backlog (an outside
+      // merchant's engineer: 70 s behind within 45 s of one payment a second, with 4 + 4 of 8).
+      const sql = yield* SqlClient.SqlClient
+      const hung = [yield* startReceiver(() => "hold"), yield* startReceiver(() => "hold")]
+      const fast = yield* startReceiver(() => ({ status: 204 }))
+      const merchant = yield* createMerchant
+      for (const receiver of hung) yield* endpointOf(merchant, receiver.url)
+      yield* endpointOf(merchant, fast.url)
+
+      // A backlog for the hung endpoints: 6 deliveries each, every attempt held until the 5 s timeout.
+      yield* enqueuePayments(merchant, 6)
+      const Failing = Schema.Struct({ failing: Schema.Int })
+      const failingCount = decodeRows(Failing)(sql`
+        SELECT count(*)::int AS failing FROM webhook_endpoints WHERE merchant_id = ${merchant} AND failing_since IS NOT NULL`)
+      const deadline_ms = Date.now() + 4 * senderOptions.timeout_ms
+      while (((yield* failingCount)[0]?.failing ?? 0) < 2 && Date.now() < deadline_ms) yield* Effect.sleep("200 millis")
+      assert.strictEqual((yield* failingCount)[0]?.failing, 2, "both hung endpoints have a failure streak")
+      yield* eventually("the answering endpoint got the backlog's webhooks", () => fast.received.length === 6, 6 * senderOptions.timeout_ms)
+
+      for (const round of [1, 2]) {
+        const queuedAt = Date.now()
+        yield* enqueuePayments(merchant, 1)
+        yield* eventually(`webhook ${round} at the answering endpoint`, () => fast.received.length === 6 + round, 4 * senderOptions.timeout_ms)
+        const waited_ms = Date.now() - queuedAt
+        assert.isBelow(waited_ms, PROMPT_MS, `the answering endpoint's webhook ${round} waited ${waited_ms} ms behind its merchant's hung ones (timeout ${senderOptions.timeout_ms} ms)`)
+      }
+    })))
+})
