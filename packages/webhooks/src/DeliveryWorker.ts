@@ -1,5 +1,5 @@
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue } from "effect"
+import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, completeAttempt, queueAges, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
 import {
@@ -224,6 +224,45 @@ const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
   )
 
 /**
+ * One round of claims for the free slots: first one delivery each for the merchants with nothing
+ * in flight here (any free slot); then, within each merchant, one delivery each for its endpoints
+ * that answer and have nothing in flight, up to the merchant's whole cap; then the rest by due
+ * time, leaving `reservedSlotsOf(concurrency)` of the sender's slots for merchants with nothing in
+ * flight and `merchantReservedSlotsOf(cap)` of each merchant's for its endpoints that answer.
+ * Merchants with receivers that hang hold at most `concurrency - reserved` slots together (two
+ * merchants at their caps held all 16 before), a merchant's endpoints that never answer at most
+ * its cap less its reserve (two held all 8 of one merchant's before).
+ */
+const claimRound = (
+  options: SenderOptions,
+  inFlightOf: InFlight,
+  start: (delivery: ClaimedDelivery) => Effect.Effect<void, never, Scope.Scope>,
+  lease_ms: number
+) => {
+  const reserved = reservedSlotsOf(options.concurrency)
+  const merchantReserved = merchantReservedSlotsOf(options.merchantInFlight_max)
+  const claimInto = (room: number, slots: ClaimSlots) =>
+    room > 0
+      ? claimDeliveries(Math.min(room, options.batchSize), lease_ms, slots).pipe(Effect.tap((claimed) => Effect.forEach(claimed, start, { discard: true })))
+      : Effect.succeed([])
+  return Effect.gen(function* () {
+    const free = options.concurrency - inFlightOf.total
+    if (free <= 0) return { claimed: 0, full: true }
+    const idle = yield* claimInto(free, inFlightOf.slots(idleMerchantsOnly))
+    const idleEndpoints = yield* claimInto(options.concurrency - inFlightOf.total - reserved, inFlightOf.slots({
+      endpointInFlight_max: 1,
+      merchantInFlight_max: options.merchantInFlight_max,
+      answeringEndpointsOnly: true
+    }))
+    const more = yield* claimInto(options.concurrency - inFlightOf.total - reserved, inFlightOf.slots({
+      endpointInFlight_max: options.endpointInFlight_max,
+      merchantInFlight_max: options.merchantInFlight_max - merchantReserved
+    }))
+    return { claimed: idle.length + idleEndpoints.length + more.length, full: inFlightOf.total >= options.concurrency, failed: false }
+  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
+}
+
+/**
  * The sender's loop, as a scoped layer (inside the server, or `node packages/webhooks/src/main.ts`):
  * keeps `concurrency` requests in flight (within the per-endpoint and per-merchant caps), polls
  * every `pollInterval_ms` when nothing is due, and refreshes the queue-age gauges. Needs
@@ -243,41 +282,7 @@ export const WebhookSenderLoop = Layer.effectDiscard(Effect.gen(function* () {
   // the loop once.
   const finished = yield* Queue.sliding<void>(1)
   const lease_ms = leaseOf_ms(options.timeout_ms)
-  const reserved = reservedSlotsOf(options.concurrency)
-  const merchantReserved = merchantReservedSlotsOf(options.merchantInFlight_max)
-  const start = startDelivery(sender, inFlightOf, finished)
-  const round = Effect.gen(function* () {
-    const free = options.concurrency - inFlightOf.total
-    if (free <= 0) return { claimed: 0, full: true }
-    // First, one delivery each for the merchants with nothing in flight here (any free slot);
-    // then the rest by due time within the caps, leaving `reserved` slots free for such merchants:
-    // merchants with receivers that hang can hold at most `concurrency - reserved` slots together,
-    // however many of them there are (two merchants at their caps held all 16 before).
-    const idle = yield* claimDeliveries(Math.min(free, options.batchSize), lease_ms, inFlightOf.slots(idleMerchantsOnly))
-    yield* Effect.forEach(idle, start, { discard: true })
-    // Then, within each merchant, one delivery each for its endpoints that answer and have nothing
-    // in flight, up to the merchant's whole cap; then the rest by due time, leaving each merchant
-    // `merchantReserved` of its cap for those: its endpoints that never answer hold at most the
-    // others, however many they are.
-    const answering = options.concurrency - inFlightOf.total - reserved
-    const idleEndpoints = answering > 0
-      ? yield* claimDeliveries(Math.min(answering, options.batchSize), lease_ms, inFlightOf.slots({
-        endpointInFlight_max: 1,
-        merchantInFlight_max: options.merchantInFlight_max,
-        answeringEndpointsOnly: true
-      }))
-      : []
-    yield* Effect.forEach(idleEndpoints, start, { discard: true })
-    const rest = options.concurrency - inFlightOf.total - reserved
-    const more = rest > 0
-      ? yield* claimDeliveries(Math.min(rest, options.batchSize), lease_ms, inFlightOf.slots({
-        endpointInFlight_max: options.endpointInFlight_max,
-        merchantInFlight_max: options.merchantInFlight_max - merchantReserved
-      }))
-      : []
-    yield* Effect.forEach(more, start, { discard: true })
-    return { claimed: idle.length + idleEndpoints.length + more.length, full: inFlightOf.total >= options.concurrency, failed: false }
-  }).pipe(Effect.catchCause((cause) => Effect.logWarning("webhook claim failed", cause).pipe(Effect.as({ claimed: 0, full: false, failed: true }))))
+  const round = claimRound(options, inFlightOf, startDelivery(sender, inFlightOf, finished), lease_ms)
   const loop = Effect.gen(function* () {
     let failures = 0
     while (true) {
