@@ -378,7 +378,11 @@ const endpointHealth = (sql: SqlClient.SqlClient, endpointId: string, decision: 
       UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, clock_timestamp())
       WHERE id = ${endpointId}
       RETURNING failing_since <= clock_timestamp() - ${disableAfterFailing_ms}::double precision * interval '1 millisecond' AS overdue`)
-    if (streak === undefined || !streak.overdue) return { _tag: "None" } satisfies EndpointChange
+    // Disabled only when a delivery is given up (its retries exhausted) with the streak overdue: a
+    // streak's start alone counted the quiet days of an endpoint with nothing to send, and one
+    // failure after them disabled it, its retry (which would have succeeded) never sent (outside
+    // merchant's engineer). Giving a delivery up takes the whole retry schedule (~27.6 h) of failures.
+    if (streak === undefined || !streak.overdue || decision._tag !== "Exhausted") return { _tag: "None" } satisfies EndpointChange
     const disabled = yield* disabledRows(sql`
       UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'failing', disabled_at = clock_timestamp(), updated_at = clock_timestamp()
       WHERE id = ${endpointId} AND status = 'enabled'

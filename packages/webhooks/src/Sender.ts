@@ -44,7 +44,9 @@ const testHttpsAgent = new HttpsAgent(agentOptions)
 export const parseRetryAfter_ms = (value: string | undefined, now_ms: number): number | undefined => {
   if (value === undefined) return undefined
   const trimmed = value.trim()
-  if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed) * 1_000
+  // Delta-seconds of any length (RFC 9110 §10.2.3); past 9 digits it is longer than any cap, which
+  // the caller applies (a longer one fell through to a date, NaN, and was ignored: retried at once).
+  if (/^\d+$/.test(trimmed)) return trimmed.length > 9 ? Number.MAX_SAFE_INTEGER : Number(trimmed) * 1_000
   const date_ms = Date.parse(trimmed)
   return Number.isNaN(date_ms) ? undefined : Math.max(0, date_ms - now_ms)
 }
@@ -82,14 +84,15 @@ export const excerptOf = (raw: Buffer): string => {
 }
 
 /** Reads at most RESPONSE_BYTES_READ_MAX bytes of the answer, then stops reading. */
-const readBounded = (response: IncomingMessage, done: (excerpt: string) => void) => {
+const readBounded = (response: IncomingMessage, done: (excerpt: string) => void): (() => string) => {
   const chunks: Array<Buffer> = []
   let read_bytes = 0
   let finished = false
+  const soFar = () => excerptOf(Buffer.concat(chunks))
   const finish = () => {
     if (finished) return
     finished = true
-    done(excerptOf(Buffer.concat(chunks)))
+    done(soFar())
   }
   response.on("data", (chunk: Buffer) => {
     const room_bytes = RESPONSE_BYTES_READ_MAX - read_bytes
@@ -104,6 +107,7 @@ const readBounded = (response: IncomingMessage, done: (excerpt: string) => void)
   response.on("end", finish)
   response.on("error", finish)
   response.on("close", finish)
+  return soFar
 }
 
 /**
@@ -133,6 +137,10 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
       lookup: guardedLookup(request.allowLoopbackHttp)
     }
     let responded = false
+    // The status and headers arrived, the body not finished within the bound (a receiver that
+    // trickles it): the status is the answer, the body cut where it was. A 2xx counted as "no
+    // answer" was sent again to a merchant whose logs said 200 (outside merchant's engineer).
+    let statusLine: { readonly status: number; readonly retryAfter_ms: number | undefined; readonly soFar: () => string } | undefined
     const https = verdict.url.protocol === "https:"
     // One pool per mode: a socket opened under the loopback-allowing rule is never reused under the production rule.
     const agent = request.allowLoopbackHttp ? undefined : https ? httpsAgent : httpAgent
@@ -144,13 +152,18 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
         return settle({ _tag: "Unanswered", error: `invalid HTTP status ${status}`, latency_ms: elapsed() })
       }
       const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), Date.now())
-      readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
+      const soFar = readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
+      statusLine = { status, retryAfter_ms, soFar }
     })
     // The bound holds whatever the request's events do: the attempt ends here even when destroying
     // the request emits nothing (a socket Node already let go of, as after a 101).
     const timer = setTimeout(() => {
       const error = `no answer within ${request.timeout_ms} ms`
+      const answered = statusLine
       outgoing.destroy(new Error(error))
+      if (answered !== undefined) {
+        return settle({ _tag: "Answered", status: answered.status, retryAfter_ms: answered.retryAfter_ms, excerpt: answered.soFar(), latency_ms: elapsed() })
+      }
       settle({ _tag: "Unanswered", error, latency_ms: elapsed() })
     }, request.timeout_ms)
     outgoing.on("error", (error) => settle({ _tag: "Unanswered", error: error.message.slice(0, 500), latency_ms: elapsed() }))

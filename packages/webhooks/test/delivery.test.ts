@@ -221,18 +221,29 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       assert.isAtMost(wait_ms, 120_000)
     })))
 
-  it.effect("an endpoint failing for longer than the configured period is disabled (reason failing)", () =>
+  it.effect("an endpoint failing for longer than the configured period is disabled (reason failing) when a delivery is given up, not at a failure that still has its retries", () =>
     Effect.scoped(Effect.gen(function* () {
-      const receiver = yield* startReceiver(() => ({ status: 500 }))
+      let answers = 0
+      // The first delivery fails once, then is answered: its retry is sent, the endpoint kept.
+      const receiver = yield* startReceiver(() => (answers++ === 0 ? { status: 500 } : ok))
       const { merchantId, endpointId } = yield* setUp(receiver.url)
       const sql = yield* SqlClient.SqlClient
-      // The streak started long ago (as after days of failures).
+      const endpointState = endpointRow(sql`SELECT status, disabled_reason FROM webhook_endpoints WHERE id = ${endpointId}`)
+      // The streak started long ago: a failure days ago, then nothing to send (an idle endpoint),
+      // then one failure. Disabling at it lost the retry that would have been answered.
       yield* sql`UPDATE webhook_endpoints SET failing_since = clock_timestamp() - interval '6 days' WHERE id = ${endpointId}`
       yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
       yield* drain
-      const endpoint = yield* endpointRow(sql`SELECT status, disabled_reason FROM webhook_endpoints WHERE id = ${endpointId}`)
-      assert.deepStrictEqual(endpoint, { status: "disabled", disabled_reason: "failing" })
-      assert.strictEqual(receiver.received.length, 1, "nothing more is sent once disabled")
+      assert.deepStrictEqual(yield* endpointState, { status: "enabled", disabled_reason: null }, "one failure with retries left disables nothing")
+      assert.strictEqual(receiver.received.length, 2, "the retry was sent, and answered")
+      // Failing every attempt of a delivery (its retries exhausted) with the streak overdue: disabled.
+      const failing = yield* startReceiver(() => ({ status: 500 }))
+      yield* sql`UPDATE webhook_endpoints SET url = ${failing.url} WHERE id = ${endpointId}`
+      yield* sql`UPDATE webhook_endpoints SET failing_since = clock_timestamp() - interval '6 days' WHERE id = ${endpointId}`
+      yield* enqueue(paymentEvent(merchantId, yield* newPaymentId, 1))
+      yield* drain
+      assert.deepStrictEqual(yield* endpointState, { status: "disabled", disabled_reason: "failing" })
+      assert.strictEqual(failing.received.length, senderOptions.retrySchedule_ms.length, "every attempt of the delivery, then disabled")
     })))
 
   it.effect("an endpoint disabled for failing keeps its events queued (pending, unsent) for 30 days; enabled again, it receives them", () =>
@@ -249,7 +260,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       const during = paymentEvent(merchantId, paymentId, 2)
       assert.strictEqual(yield* enqueue(during), 1, "an event of the outage is queued for the endpoint")
       yield* drain
-      assert.strictEqual(receiver.received.length, 1, "and not sent while the endpoint is disabled")
+      // The first event's every attempt (its retries exhausted: that disabled the endpoint), nothing of the second.
+      assert.strictEqual(receiver.received.length, senderOptions.retrySchedule_ms.length, "and not sent while the endpoint is disabled")
       up = true
       const endpoints = yield* WebhookEndpoints
       yield* endpoints.enable(merchantId, endpointId)

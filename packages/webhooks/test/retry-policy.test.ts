@@ -47,6 +47,10 @@ describe("retry policy", () => {
     assert.strictEqual(parseRetryAfter_ms("Wed, 02 Dec 2026 09:01:00 GMT", now_ms), 60_000)
     assert.strictEqual(parseRetryAfter_ms("Wed, 02 Dec 2026 08:00:00 GMT", now_ms), 0)
     assert.strictEqual(parseRetryAfter_ms("soon", now_ms), undefined)
+    // Longer than 9 digits: longer than any cap, so the cap (it was ignored: retried at once).
+    const huge = parseRetryAfter_ms("99999999999999", now_ms)
+    assert.isTrue(huge !== undefined && huge >= options.retryAfterMax_ms, String(huge))
+    assert.deepStrictEqual(decide(answered(429, huge ?? 0), 1, options, 0.5), { _tag: "Retry", delay_ms: options.retryAfterMax_ms })
     assert.strictEqual(parseRetryAfter_ms(undefined, now_ms), undefined)
   })
 

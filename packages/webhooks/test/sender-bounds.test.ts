@@ -71,4 +71,18 @@ describe("the webhook sender: every attempt ends within its bound", () => {
       assert.deepStrictEqual(unanswered._tag === "Some" && unanswered.value._tag === "Unanswered" ? unanswered.value.error : unanswered, "no answer within 600 ms")
       assert.isAtLeast(Date.now() - silentStarted_ms, 550, "ended before its timeout")
     }).pipe(Effect.scoped))
+
+  it.live("a status line whose body does not finish within the bound is answered with that status (a 200 is delivered, not sent again), the body cut where it was", () =>
+    Effect.gen(function* () {
+      // Content-Length 100, 10 bytes, then silence: the receiver said 200 and processed the event.
+      for (const [status, reason] of [[200, "OK"], [503, "Service Unavailable"]] as const) {
+        const trickle = yield* rawReceiver(`HTTP/1.1 ${status} ${reason}\r\nContent-Length: 100\r\n\r\n0123456789`)
+        const started_ms = Date.now()
+        const result = yield* attempt(trickle.port, 600)
+        assert.isTrue(result._tag === "Some", "the attempt never ended")
+        if (result._tag !== "Some") return
+        assert.deepInclude(result.value, { _tag: "Answered", status, excerpt: "0123456789" }, JSON.stringify(result.value))
+        assert.isAtLeast(Date.now() - started_ms, 550, "ended by the bound, not before")
+      }
+    }).pipe(Effect.scoped))
 })
