@@ -207,6 +207,11 @@ const earlierPending = (sql: SqlClient.SqlClient) => sql`
     SELECT 1 FROM webhook_deliveries p
     WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
       AND ((p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version < d.payment_version)
+        -- payment_expiring repeats the version it warns about: it waits for that version's own
+        -- event (the authorization it warns of), not only for the lower ones (outside review: the
+        -- warning arrived while payment_authorized was still being retried).
+        OR (p.refund_id IS NULL AND d.refund_id IS NULL AND p.payment_version = d.payment_version
+            AND d.event_type = 'payment_expiring' AND p.event_type <> 'payment_expiring')
         OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
         OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))`
 

@@ -10,7 +10,7 @@ import { makeWebhookConsumerHandler } from "../src/WebhookConsumer.ts"
 import { WebhookSender } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, type SenderOptions } from "../src/Model.ts"
-import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
+import { createMerchant, enqueue, expiringEvent, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
 import { type Received, startReceiver } from "./support/Receiver.ts"
 
 /** Short timeout, retries without waiting (the schedule's arithmetic is tested in retry-policy.test.ts). */
@@ -190,6 +190,24 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       const firstSuccessOfP1 = order.lastIndexOf(p1.eventId)
       assert.deepStrictEqual(order.filter((id) => id !== q2.eventId), [p1.eventId, p1.eventId, p1.eventId, p2.eventId, p3.eventId])
       assert.isBelow(order.indexOf(q2.eventId), firstSuccessOfP1, "q's event did not wait for p's retries")
+    })))
+
+  it.effect("payment_expiring waits for the authorization it warns about (the same version) while that one is retried", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const failAuthorized = (request: Received) => {
+        const type = (JSON.parse(request.body) as { type: string }).type
+        return type === "payment_authorized" && request.seenBefore < 2 ? { status: 500 } : ok
+      }
+      const receiver = yield* startReceiver(failAuthorized)
+      const { merchantId } = yield* setUp(receiver.url)
+      const p = yield* newPaymentId
+      const created = paymentEvent(merchantId, p, 1)
+      const authorized = paymentEvent(merchantId, p, 2)
+      const warning = expiringEvent(merchantId, p)
+      for (const event of [created, authorized, warning]) yield* enqueue(event)
+      yield* drain
+      const order = receiver.received.map((r) => r.id)
+      assert.deepStrictEqual(order, [created.eventId, authorized.eventId, authorized.eventId, authorized.eventId, warning.eventId])
     })))
 
   it.effect("a slow receiver is cut at the timeout: the attempt is recorded as unanswered and retried", () =>

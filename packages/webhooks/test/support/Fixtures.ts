@@ -42,6 +42,22 @@ export const paymentEvent = (merchantId: MerchantId, paymentId: PaymentId, versi
   return { eventId: randomUUID(), event }
 }
 
+/** The expiry warning of a payment authorized at version 2 (its version repeats the authorization's). */
+export const expiringEvent = (merchantId: MerchantId, paymentId: PaymentId): DeliverableEvent => ({
+  eventId: randomUUID(),
+  event: Schema.decodeUnknownSync(PaymentEvent)({
+    type: "payment_expiring",
+    payment_id: paymentId,
+    merchant_id: merchantId,
+    amount_minor: 1050,
+    currency: "EUR",
+    version: 2,
+    occurred_at: new Date(Date.UTC(2026, 11, 2, 9, 0, 30)).toISOString(),
+    status: "AUTHORIZED",
+    authorization_expires_at: new Date(Date.UTC(2026, 11, 9, 9, 0, 2)).toISOString()
+  })
+})
+
 /** What the consumer will do: enqueue in its own transaction (here: one per event). */
 export const enqueue = (event: DeliverableEvent) =>
   Effect.gen(function* () {
