@@ -1,4 +1,5 @@
-import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, refundIdPattern } from "@pay/domain"
+import { DomainEvent, type DomainEventType, domainEventTypes, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, refundIdPattern } from "@pay/domain"
+import { Schema } from "effect"
 
 /**
  * What the generated OpenAPI document cannot say from the endpoint schemas alone, added once to
@@ -14,7 +15,11 @@ import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PAGE_LIMIT_MIN, paymentIdPattern, r
  * - `limit` as the integer it is; payment ids in the path and `starting_after` with their pattern
  *   (a refund id on a payment's refunds; the handlers take any string, so that another id answers
  *   `payment_not_found` or `invalid_cursor`);
- * - `title` and `status` of every problem as required integers and strings (always sent).
+ * - `title` and `status` of every problem as required integers and strings (always sent);
+ * - the webhooks (OpenAPI 3.1 `webhooks`): one per event type, the body a merchant's receiver gets
+ *   (`{id, type, timestamp, data}`, `data` from the domain's event schema, as `webhookBody`
+ *   writes it) and the Standard Webhooks headers, so that a generated client types them too
+ *   (docs/webhooks.md, docs/events.md).
  */
 
 type Json = { [key: string]: unknown }
@@ -196,6 +201,73 @@ const fixProblemSchema = (schema: Json): Json => {
   }
 }
 
+const webhookHeader = (name: string, description: string, schema: Json): Json => ({ name, in: "header", required: true, description, schema })
+
+/** Each event type's `data`: the member of the domain's event schema (its JSON form), by its `type`. */
+const eventDataSchemas = (): ReadonlyMap<string, Json> => {
+  const root: unknown = Schema.toJsonSchemaDocument(DomainEvent).schema
+  const members = isJson(root) && Array.isArray(root["anyOf"]) ? root["anyOf"] : isJson(root) && Array.isArray(root["oneOf"]) ? root["oneOf"] : []
+  const byType = new Map<string, Json>()
+  for (const member of members) {
+    if (!isJson(member) || !isJson(member["properties"])) continue
+    const type = member["properties"]["type"]
+    const name = isJson(type) && Array.isArray(type["enum"]) ? type["enum"][0] : undefined
+    if (typeof name === "string") byType.set(name, member)
+  }
+  return byType
+}
+
+/** What a receiver answers: the sender reads the status only (docs/webhooks.md, "Delivery, retries, disabling"). */
+const webhookResponses: Json = {
+  "200": { description: "Any 2xx: delivered (the body is not read beyond 16 KiB)." },
+  "410": { description: "Gone: the delivery fails and the endpoint is disabled (disabled_reason gone)." },
+  "429": { description: "Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504)." },
+  default: { description: "Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule." }
+}
+
+const webhookOperation = (type: DomainEventType, data: Json): Json => ({
+  post: {
+    operationId: `webhook_${type}`,
+    tags: ["Webhook endpoints"],
+    summary: `The ${type} event, sent to the merchant's endpoints that subscribe to it (or to *)`,
+    description: "Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` " +
+      "with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).",
+    parameters: [
+      webhookHeader("webhook-id", "The event's id, the body's `id`: the same on every retry and redelivery.", { type: "string", format: "uuid" }),
+      webhookHeader("webhook-timestamp", "Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away.", { type: "string", pattern: "^[0-9]{1,12}$" }),
+      webhookHeader("webhook-signature", "`v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies.", {
+        type: "string",
+        pattern: "^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$"
+      })
+    ],
+    requestBody: {
+      required: true,
+      content: {
+        "application/json": {
+          schema: {
+            type: "object",
+            properties: {
+              id: { type: "string", format: "uuid", description: "The event's id (also `webhook-id`)." },
+              type: { type: "string", enum: [type] },
+              timestamp: { type: "string", description: "When it happened: `data.occurred_at`." },
+              data
+            },
+            required: ["id", "type", "timestamp", "data"],
+            additionalProperties: false
+          }
+        }
+      }
+    },
+    responses: webhookResponses
+  }
+})
+
+/** The `webhooks` section: every event type the platform sends, with its body. */
+const webhooks = (): Json => {
+  const schemas = eventDataSchemas()
+  return Object.fromEntries(domainEventTypes.map((type) => [type, webhookOperation(type, schemas.get(type) ?? { type: "object" })]))
+}
+
 export const contractTransform = (spec: Record<string, unknown>): Record<string, unknown> => {
   const paths = isJson(spec["paths"]) ? spec["paths"] : {}
   const components = isJson(spec["components"]) ? spec["components"] : {}
@@ -212,6 +284,7 @@ export const contractTransform = (spec: Record<string, unknown>): Record<string,
           : item
       ])
     ),
+    webhooks: webhooks(),
     components: {
       ...components,
       schemas: Object.fromEntries(Object.entries(schemas).map(([name, schema]) => [name, isJson(schema) ? fixProblemSchema(schema) : schema]))

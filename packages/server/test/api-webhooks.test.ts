@@ -11,6 +11,7 @@ import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { Webhook } from "standardwebhooks"
+import { makeContract } from "./contract/Contract.ts"
 import { type Answer, call, jsonOf, stringField } from "./support/Http.ts"
 import { freePort } from "./support/ServerProcess.ts"
 import { createMerchant, createPayment, newKey, type TestMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
@@ -212,6 +213,20 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("webhook endpo
       )
       const metrics = yield* call(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics")
       for (const name of ["webhook_attempts_total", "webhook_attempt_duration_seconds", "webhook_oldest_pending_age_seconds"]) assert.include(metrics.text, name)
+
+      // Every body the receiver got is what /openapi.json's `webhooks` says for its type (a client
+      // generated from the document types them; the document had no webhooks: outside review).
+      yield* eventually("the refund's two webhooks", () => receiver.received.length >= 6, 30_000)
+      const document = jsonOf(yield* (yield* TestServer).request("GET", "/openapi.json"))
+      const contract = makeContract(document)
+      for (const received of receiver.received) {
+        const body: unknown = JSON.parse(received.body)
+        if (typeof body !== "object" || body === null) return assert.fail(`not an object: ${received.body}`)
+        const type = "type" in body ? String(body.type) : ""
+        const schema = `webhooks/${type}/post/requestBody/content/application~1json/schema`
+        assert.isUndefined(contract.validate(schema, body), `${type}: ${received.body}`)
+        assert.isDefined(contract.validate(schema, { ...body, extra: 1 }), `${type}: the schema is closed`)
+      }
     })))
 
   it.effect("a webhook POST whose server died mid-request is finished by the completer; the client's retry gets its answer, secret included", () =>

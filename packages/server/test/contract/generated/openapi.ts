@@ -330,7 +330,208 @@ export type paths = {
         trace?: never;
     };
 };
-export type webhooks = Record<string, never>;
+export type webhooks = {
+    payment_created: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_created event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_authorized: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_authorized event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_authorized"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_settled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_settled event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_settled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_failed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_failed event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_canceled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_canceled event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_canceled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_expired: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_expired event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_expired"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    payment_expiring: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The payment_expiring event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_payment_expiring"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    refund_created: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The refund_created event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_refund_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    refund_succeeded: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The refund_succeeded event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_refund_succeeded"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    refund_failed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The refund_failed event, sent to the merchant's endpoints that subscribe to it (or to *)
+         * @description Signed per Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret before parsing, and deduplicate on `webhook-id` (delivered at least once; a payment's events in order per endpoint).
+         */
+        post: operations["webhook_refund_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+};
 export type components = {
     schemas: {
         WebhookEndpointNotFoundProblemEncoded: {
@@ -3197,7 +3398,7 @@ export interface operations {
                             object: "webhook_endpoint";
                             url: string;
                             description: string | null;
-                            event_types: string[];
+                            event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                             /** @enum {string} */
                             status: "enabled" | "disabled";
                             disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -3364,7 +3565,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -3595,7 +3796,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -3773,7 +3974,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -4018,7 +4219,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -4192,7 +4393,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -4441,7 +4642,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -4696,7 +4897,7 @@ export interface operations {
                         object: "webhook_endpoint";
                         url: string;
                         description: string | null;
-                        event_types: string[];
+                        event_types: ("*" | "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed")[];
                         /** @enum {string} */
                         status: "enabled" | "disabled";
                         disabled_reason: ("merchant" | "gone" | "failing") | null;
@@ -4950,7 +5151,8 @@ export interface operations {
                             object: "webhook_delivery";
                             endpoint_id: string;
                             event_id: string;
-                            event_type: string;
+                            /** @enum {string} */
+                            event_type: "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed";
                             payment_id: string;
                             /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
                             refund_id: string | null;
@@ -5132,7 +5334,8 @@ export interface operations {
                         object: "webhook_delivery";
                         endpoint_id: string;
                         event_id: string;
-                        event_type: string;
+                        /** @enum {string} */
+                        event_type: "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed";
                         payment_id: string;
                         /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
                         refund_id: string | null;
@@ -5316,7 +5519,8 @@ export interface operations {
                         object: "webhook_delivery";
                         endpoint_id: string;
                         event_id: string;
-                        event_type: string;
+                        /** @enum {string} */
+                        event_type: "payment_created" | "payment_authorized" | "payment_settled" | "payment_failed" | "payment_canceled" | "payment_expired" | "payment_expiring" | "refund_created" | "refund_succeeded" | "refund_failed";
                         payment_id: string;
                         /** @description The refund a refund_* event is about (a payment may have several); null for a payment's own events */
                         refund_id: string | null;
@@ -5794,6 +5998,774 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["DatabaseUnavailableProblemEncoded"];
                 };
+            };
+        };
+    };
+    webhook_payment_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_created";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_created";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        status: "CREATED";
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_authorized: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_authorized";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_authorized";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        previous_status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        /** @enum {string} */
+                        status: "AUTHORIZED";
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_settled: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_settled";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_settled";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        previous_status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        /** @enum {string} */
+                        status: "SETTLED";
+                        fee_minor?: number;
+                        net_minor?: number;
+                        captured_amount_minor?: number;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_failed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_failed";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_failed";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        previous_status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        /** @enum {string} */
+                        status: "FAILED";
+                        failure_code: string;
+                        failure_message: string;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_canceled: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_canceled";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_canceled";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        previous_status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        /** @enum {string} */
+                        status: "CANCELED";
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_expired: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_expired";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_expired";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        previous_status: "CREATED" | "AUTHORIZED" | "SETTLED" | "FAILED" | "CANCELED" | "EXPIRED";
+                        /** @enum {string} */
+                        status: "EXPIRED";
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_payment_expiring: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "payment_expiring";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "payment_expiring";
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        version: number;
+                        occurred_at: string;
+                        /** @enum {string} */
+                        status: "AUTHORIZED";
+                        authorization_expires_at: string;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_refund_created: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "refund_created";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "refund_created";
+                        refund_id: string;
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        occurred_at: string;
+                        reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                        /** @enum {number} */
+                        version: 1;
+                        /** @enum {string} */
+                        status: "PENDING";
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_refund_succeeded: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "refund_succeeded";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "refund_succeeded";
+                        refund_id: string;
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        occurred_at: string;
+                        reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                        /** @enum {number} */
+                        version: 2;
+                        /** @enum {string} */
+                        status: "SUCCEEDED";
+                        fee_returned_minor?: number;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_refund_failed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The event's id, the body's `id`: the same on every retry and redelivery. */
+                "webhook-id": string;
+                /** @description Unix seconds of this attempt (a retry has a newer one): refuse one more than 5 minutes away. */
+                "webhook-timestamp": string;
+                /** @description `v1,` + base64 HMAC-SHA256; during a secret's rotation two, separated by a space: accept when one verifies. */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description The event's id (also `webhook-id`).
+                     */
+                    id: string;
+                    /** @enum {string} */
+                    type: "refund_failed";
+                    /** @description When it happened: `data.occurred_at`. */
+                    timestamp: string;
+                    data: {
+                        /** @enum {string} */
+                        type: "refund_failed";
+                        refund_id: string;
+                        payment_id: string;
+                        merchant_id: string;
+                        amount_minor: number;
+                        currency: string & ("AED" | "ARS" | "AUD" | "BHD" | "BIF" | "BRL" | "CAD" | "CHF" | "CLP" | "CNY" | "COP" | "CZK" | "DJF" | "DKK" | "EGP" | "EUR" | "GBP" | "GNF" | "HKD" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "ISK" | "JOD" | "JPY" | "KES" | "KMF" | "KRW" | "KWD" | "LYD" | "MAD" | "MXN" | "MYR" | "NGN" | "NOK" | "NZD" | "OMR" | "PEN" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RWF" | "SAR" | "SEK" | "SGD" | "THB" | "TND" | "TRY" | "TWD" | "UAH" | "UGX" | "USD" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "ZAR");
+                        occurred_at: string;
+                        reason: ("requested_by_customer" | "duplicate" | "fraudulent") | null;
+                        /** @enum {number} */
+                        version: 2;
+                        /** @enum {string} */
+                        status: "FAILED";
+                        failure_code: string;
+                        failure_message: string;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx: delivered (the body is not read beyond 16 KiB). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Gone: the delivery fails and the endpoint is disabled (disabled_reason gone). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Slow down: retried after max(the schedule, Retry-After), Retry-After capped at 1 h (also 502, 503, 504). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, no answer within 15 s, or a redirect (never followed): retried on the schedule. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
