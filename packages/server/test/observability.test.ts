@@ -149,6 +149,30 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       assert.notInclude(server.process.output(), m.apiKey.slice(-16))
     }))
 
+  it.effect("an API key pasted into the query or the path reaches no span and no log line: url.* redacted, the path id redacted on the access line", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const receiver = yield* Receiver
+      const m = yield* createMerchant("Pasted key")
+      const given = `pasted-${crypto.randomUUID()}`
+      const inQuery = yield* server.request("GET", `/v1/payments?limit=2&api_key=${m.apiKey}`, { apiKey: m.apiKey, headers: { "x-request-id": `${given}-query` } })
+      const inPath = yield* server.request("GET", `/v1/payments/${m.apiKey}`, { apiKey: m.apiKey, headers: { "x-request-id": `${given}-path` } })
+      assert.deepStrictEqual([inQuery.status, inPath.status], [400, 404], `${inQuery.text} ${inPath.text}`)
+      const spans = yield* eventually(100, Effect.sync(() => receiver.spans()), (all) =>
+        [`${given}-query`, `${given}-path`].every((id) => all.some((span) => stringAttribute(span, "correlation_id") === id)))
+      const requestSpan = (id: string) => spans.find((span) => stringAttribute(span, "correlation_id") === id && span.kind === 2)
+      const query = requestSpan(`${given}-query`)
+      assert.strictEqual(stringAttribute(query, "url.query"), "limit=2&api_key=sk_test_REDACTED")
+      assert.match(stringAttribute(query, "url.full") ?? "", /\/v1\/payments\?limit=2&api_key=sk_test_REDACTED$/)
+      const path = requestSpan(`${given}-path`)
+      assert.strictEqual(stringAttribute(path, "url.path"), "/v1/payments/sk_test_REDACTED")
+      assert.match(stringAttribute(path, "url.full") ?? "", /\/v1\/payments\/sk_test_REDACTED$/)
+      assert.notInclude(JSON.stringify(spans), m.apiKey.slice(8), "no span attribute anywhere carries the key")
+      const lines = yield* eventually(50, Effect.sync(() => logLines(server.process.output())), (all) => all.some((line) => line.correlation_id === `${given}-path`))
+      assert.strictEqual(lines.find((line) => line.correlation_id === `${given}-path`)?.payment_id, "sk_test_REDACTED")
+      assert.notInclude(server.process.output(), m.apiKey.slice(8))
+    }))
+
   it.effect("one trace id: request → use case → SQL statement → outbox row → publish → Kafka header → consumer", () =>
     Effect.gen(function* () {
       const server = yield* TestServer

@@ -58,6 +58,13 @@ class InFlight {
   }
 }
 
+/** A receiver's URL for a log line: scheme, host, port and path (no userinfo, query or fragment). */
+export const loggableUrl = (url: string): string => {
+  if (!URL.canParse(url)) return "(unparseable)"
+  const parsed = new URL(url)
+  return `${parsed.origin}${parsed.pathname}`
+}
+
 /** The first claim of a round: merchants (and so endpoints) with nothing in flight here, one delivery each. */
 const idleMerchantsOnly = { endpointInFlight_max: 1, merchantInFlight_max: 1 } as const
 
@@ -171,7 +178,8 @@ const deliverOne = (options: SenderOptions, box: SecretBox, claimed: ClaimedDeli
     yield* line.pipe(Effect.annotateLogs(attempt))
     if (change._tag === "Disabled") {
       yield* Metric.update(webhookEndpointsDisabled, 1)
-      yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: claimed.url })
+      // The receiver's origin and path only: a query or userinfo may carry the merchant's own token.
+      yield* Effect.logWarning("webhook endpoint disabled", { reason: change.reason, url: loggableUrl(claimed.url) })
     }
   }).pipe(
     // Nothing was sent: a key missing here is an operator's to fix; the lease brings it back.

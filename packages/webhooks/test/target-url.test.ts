@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import { lookup } from "node:dns/promises"
 import { createServer } from "node:http"
 import { hostname } from "node:os"
+import { loggableUrl } from "../src/DeliveryWorker.ts"
 import { send } from "../src/Sender.ts"
 import { checkTargetUrl, isAddressAllowed, isLoopbackAddress } from "../src/TargetUrl.ts"
 
@@ -93,4 +94,12 @@ describe("webhook target URLs (SSRF guard)", () => {
       assert.strictEqual(answered._tag, "Answered")
       assert.strictEqual(requests, 1)
     }).pipe(Effect.scoped))
+})
+
+describe("a receiver's URL on a log line", () => {
+  it("keeps scheme, host, port and path; drops the userinfo, the query (the merchant's own token, often) and the fragment", () => {
+    assert.strictEqual(loggableUrl("https://user:pass@hooks.example.com:8443/in/pay?token=s3cr3t&x=1#frag"), "https://hooks.example.com:8443/in/pay")
+    assert.strictEqual(loggableUrl("https://hooks.example.com/"), "https://hooks.example.com/")
+    assert.strictEqual(loggableUrl("not a url"), "(unparseable)")
+  })
 })

@@ -2,6 +2,7 @@ import { Config, Duration, Effect, Layer, Option, Tracer } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientError } from "effect/http"
 import { OtlpExporter, OtlpSerialization, OtlpTracer } from "effect/observability"
 import { boundedInt, boundedString } from "../BoundedConfig.ts"
+import { withoutApiKeys } from "./Correlation.ts"
 
 /**
  * Spans leave the process over OTLP/HTTP (JSON) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
@@ -74,6 +75,32 @@ export const sampleRoots = (inner: Tracer.Tracer, permille: number): Tracer.Trac
         context: inner.context
       })
 
+/**
+ * Every exported span's string attributes without API keys (`withoutApiKeys`), checked when the
+ * span ends, after the last attribute is set: the HTTP tracer records the URL as received
+ * (`url.full`, `url.path`, `url.query`) at the very end of the request, and a client that put its
+ * key in the query (`?api_key=`) or in the path had it exported in full (outside security review).
+ * A span is changed in place just before it ends (its own `attribute`, so the exporter sees the
+ * redacted value); nothing is redacted when nothing matches.
+ */
+export const redactingApiKeys = (inner: Tracer.Tracer): Tracer.Tracer =>
+  Tracer.make({
+    span: (options) => {
+      const span = inner.span(options)
+      const end = span.end.bind(span)
+      span.end = (endTime, exit) => {
+        for (const [key, value] of span.attributes) {
+          if (typeof value !== "string") continue
+          const redacted = withoutApiKeys(value)
+          if (redacted !== value) span.attribute(key, redacted)
+        }
+        end(endTime, exit)
+      }
+      return span
+    },
+    context: inner.context
+  })
+
 /** Fetch, each request (its answer included) bounded by `timeout_ms`: interrupted, the request is aborted. */
 const boundedFetch = (timeout_ms: number): Layer.Layer<HttpClient.HttpClient> =>
   Layer.effect(
@@ -104,7 +131,7 @@ export const tracingLayerWith = (options: TracingOptions): Layer.Layer<never> =>
           exportInterval: options.exportInterval_ms,
           maxBatchSize: options.exportBatchSize_max,
           shutdownTimeout: options.shutdownTimeout_ms
-        }).pipe(Effect.map((tracer) => sampleRoots(tracer, options.sampledTraces_permille)))
+        }).pipe(Effect.map((tracer) => sampleRoots(redactingApiKeys(tracer), options.sampledTraces_permille)))
       ).pipe(
         Layer.provideMerge(OtlpExporter.layerFlusher),
         Layer.provide(OtlpSerialization.layerJson),

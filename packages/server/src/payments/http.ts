@@ -1,7 +1,7 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi, SettlePaymentBody } from "@pay/api"
 import { AmountMinor, InvalidCursor, PaymentId, PaymentNotFound } from "@pay/domain"
 import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
-import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent } from "@pay/infra"
+import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent, withoutApiKeys } from "@pay/infra"
 import {
   type ChangeContext,
   encodePaymentOperation,
@@ -204,8 +204,11 @@ const withMerchant = <A, E, R>(handler: Effect.Effect<A, E, R>) =>
   Effect.flatMap(CurrentMerchant, (merchant) => handler.pipe(Effect.annotateLogs("merchant_id", merchant.merchantId)))
 
 /** The payment a request names, on its access line and its log lines (bounded like any path segment). */
-const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) =>
-  annotateRequest({ payment_id: rawId.slice(0, 64) }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", rawId.slice(0, 64)))
+const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) => {
+  // Not a payment id: whatever was pasted there (an API key, once), redacted.
+  const loggable = withoutApiKeys(rawId).slice(0, 64)
+  return annotateRequest({ payment_id: loggable }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", loggable))
+}
 
 export const PaymentsHandlers = HttpApiBuilder.group(
   PaymentsApi,
