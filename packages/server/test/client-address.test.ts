@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { type Config, ConfigProvider, Effect, Option, Result } from "effect"
 import { Headers, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { NetAddress } from "effect/net"
-import { clientAddressOf, parseTrustedProxies, resolveClientAddress, type TrustedProxies, TrustedProxiesConfig } from "../src/http/ClientAddress.ts"
+import { authenticationSourceOf, clientAddressOf, parseTrustedProxies, resolveClientAddress, type TrustedProxies, TrustedProxiesConfig } from "../src/http/ClientAddress.ts"
 
 const read = <A>(config: Config.Config<A>, env: Record<string, string>) => Effect.result(config.parse(ConfigProvider.fromEnv({ env })))
 
@@ -57,6 +57,16 @@ describe("TRUSTED_PROXY_ADDRESSES and TRUSTED_PROXY_HEADER", () => {
       assert.include(yield* refusal({ TRUSTED_PROXY_ADDRESSES: "1".repeat(4_097) }), "TRUSTED_PROXY_ADDRESSES must be at most 4096 characters")
       assert.include(yield* refusal({ TRUSTED_PROXY_HEADER: "x-real-ip" }), "TRUSTED_PROXY_HEADER")
     }))
+})
+
+describe("the source failed authentications are counted against", () => {
+  it("an IPv4 address as it is; an IPv6 address by its /64 (a subscriber's allocation), so that one client's 2^64 addresses are one source", () => {
+    assert.strictEqual(authenticationSourceOf("203.0.113.7"), "203.0.113.7")
+    assert.strictEqual(authenticationSourceOf("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64")
+    assert.strictEqual(authenticationSourceOf("2001:db8:1:2:ffff::1"), authenticationSourceOf("2001:db8:1:2::9"))
+    assert.notStrictEqual(authenticationSourceOf("2001:db8:1:3::9"), authenticationSourceOf("2001:db8:1:2::9"))
+    assert.strictEqual(authenticationSourceOf("unknown"), "unknown")
+  })
 })
 
 describe("the client's address", () => {

@@ -14,6 +14,7 @@ import { annotateRequest, sqlFailureKind } from "@pay/infra"
 import { ApiKeys, isWellFormedApiKey } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
+import { authenticationSourceOf } from "./ClientAddress.ts"
 import { problemDocument } from "./Problem.ts"
 import { concurrencyRetryAfter_s, MerchantInFlight, type Refusal } from "./MerchantInFlight.ts"
 import { RateLimits } from "./RateLimits.ts"
@@ -39,7 +40,7 @@ export const AuthorizationLive = Layer.effect(
     return Authorization.of({
       bearer: Effect.fn("Authorization.bearer")(function* (httpEffect, { credential }) {
         const request = yield* HttpServerRequest.HttpServerRequest
-        const source = Option.getOrElse(request.remoteAddress, () => "unknown")
+        const source = authenticationSourceOf(Option.getOrElse(request.remoteAddress, () => "unknown"))
         const secret = Redacted.value(credential)
         const lookup = apiKeys.authenticate(secret)
         // Only a key of the right form is an attempt of the source: one that cannot be a key (none

@@ -108,6 +108,20 @@ export const parseHop = (text: string | undefined): NetAddress.IpAddress | undef
   return Result.isSuccess(inet) ? NetAddress.toCanonical(inet.success.address) : undefined
 }
 
+/**
+ * The source failed authentications are counted against: an IPv4 client's address, an IPv6
+ * client's /64 (one subscriber's usual allocation: counted per address, a client with a /64 had
+ * 2^64 sources of 20 guesses each: outside security review). Anything that is not an address (a
+ * Unix socket) as it is.
+ */
+export const authenticationSourceOf = (address: string): string => {
+  const ip = parseHop(address)
+  if (ip === undefined) return address
+  if (!NetAddress.isIpv6Address(ip)) return NetAddress.formatIp(ip)
+  const network = IpNetwork.fromAddress(ip, 64)
+  return Result.isSuccess(network) ? IpNetwork.format(network.success) : address
+}
+
 /** The `for=` node of one `Forwarded` element (RFC 7239 §4), unquoted; undefined when it has none or two. */
 const forwardedFor = (element: string): string | undefined => {
   let node: string | undefined
