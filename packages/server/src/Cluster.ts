@@ -5,8 +5,8 @@ import cluster, { type Worker } from "node:cluster"
 
 /**
  * Several server instances on one machine (issue 18): `SERVER_INSTANCES` processes (node:cluster)
- * share the HTTP port; the primary accepts connections and hands them out round robin (Node's
- * default on Linux), each worker is a whole server (ServerLive) with its own Postgres and Redis
+ * share the HTTP port, each on a listening socket of its own (SO_REUSEPORT: Server.ts
+ * `clusterListenOptions`; not node:cluster's round robin through the primary), each worker is a whole server (ServerLive) with its own Postgres and Redis
  * pools, Kafka producer, outbox publisher, completer and reaper. They cooperate through the
  * database only: the publisher claims rows FOR UPDATE SKIP LOCKED, the reaper deletes with SKIP
  * LOCKED, and the completer takes an abandoned key's lease in Postgres (a second instance finds

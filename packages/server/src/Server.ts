@@ -1,3 +1,4 @@
+import cluster from "node:cluster"
 import { NodeHttpServer } from "@effect/platform-node"
 import { PaymentsApi } from "@pay/api"
 import { type Acquirer, AcquirerSimulator } from "@pay/acquirer"
@@ -117,9 +118,21 @@ export const HttpServerLive = Layer.unwrap(
     yield* KafkaProducer
     const port = yield* HttpPort
     const limits = yield* SocketLimitsConfig
-    return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1" })
+    return NodeHttpServer.layer(createLimitedServer(limits), { port, host: "127.0.0.1", ...clusterListenOptions() })
   })
 )
+
+/**
+ * In a cluster worker (SERVER_INSTANCES > 1), a listening socket of its own on the shared port
+ * (SO_REUSEPORT: the kernel spreads new connections over the instances' sockets) instead of
+ * node:cluster's default, where the primary accepts every connection and hands it to a worker in
+ * turn: a connection handed to a worker as it died was neither closed nor given to another, and
+ * its client waited for ever (outside retrying client's review: about one per kill -9, each also
+ * a socket left in CLOSE-WAIT in the primary). A dying worker's own queue is closed with it: its
+ * clients see a reset and retry. Linux 3.9+.
+ */
+const clusterListenOptions = (): { readonly exclusive?: true; readonly reusePort?: true } =>
+  cluster.isWorker ? { exclusive: true, reusePort: true } : {}
 
 /**
  * The outbox publisher runs inside the server unless `OUTBOX_PUBLISHER_ENABLED=false` (then run

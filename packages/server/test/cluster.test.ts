@@ -4,9 +4,10 @@
 // instance, every outbox event published, and an instance that dies replaced.
 import { assert, layer } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
-import { Effect, Schema } from "effect"
+import { Effect, Fiber, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
+import { request as httpRequest } from "node:http"
 import { type Answer, stringField } from "./support/Http.ts"
 import { createMerchant, createPayment, newKey, paymentCount, TestServer, testServerLayer } from "./support/TestServer.ts"
 
@@ -86,6 +87,61 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("two server i
     }))
 })
 
+/**
+ * New connections, one request each, from `loops` clients for `duration_ms`; each request waits
+ * at most `wait_ms` for its answer. Counted: answered, failed (reset, refused), left hanging.
+ */
+const connectionStorm = (port: number, loops: number, duration_ms: number, wait_ms: number) =>
+  Effect.promise(async () => {
+    const outcomes = { answered: 0, failed: 0, hanging: 0 }
+    const one = () =>
+      new Promise<void>((resolve) => {
+        const request = httpRequest({ host: "127.0.0.1", port, path: "/health/live", agent: false, headers: { connection: "close" } }, (response) => {
+          response.resume()
+          response.on("end", () => {
+            outcomes.answered += 1
+            resolve()
+          })
+        })
+        const timer = setTimeout(() => {
+          outcomes.hanging += 1
+          request.destroy()
+          resolve()
+        }, wait_ms)
+        request.on("error", () => {
+          outcomes.failed += 1
+          resolve()
+        })
+        request.on("close", () => clearTimeout(timer))
+        request.end()
+      })
+    const deadline_ms = Date.now() + duration_ms
+    const loop = async () => {
+      while (Date.now() < deadline_ms) await one()
+    }
+    await Promise.all(Array.from({ length: loops }, loop))
+    return outcomes
+  })
+
+layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("two server instances: a kill -9 amid new connections", (it) => {
+  it.effect("every connection is answered or reset, none left hanging (each instance listens on its own socket, SO_REUSEPORT)", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const port = Number(new URL(server.process.baseUrl).port)
+      yield* eventually("two instances up", 300, Effect.sync(() => instancePids(server.process.pid()).length === 2))
+      const storm = yield* Effect.forkChild(connectionStorm(port, 16, 4_000, 8_000))
+      yield* Effect.sleep("2 seconds")
+      const victim = instancePids(server.process.pid())[0]
+      if (victim === undefined) return assert.fail("no instance to kill")
+      process.kill(victim, "SIGKILL")
+      const outcomes = yield* Fiber.join(storm)
+      // With node:cluster's round robin, the primary handed a connection to the dying instance and
+      // nobody ever answered or closed it (outside review: about one per kill; here 2 of 37,633).
+      assert.strictEqual(outcomes.hanging, 0, JSON.stringify(outcomes))
+      assert.isAbove(outcomes.answered, 100, JSON.stringify(outcomes))
+    }))
+})
+
 // A first deployment of a cluster: the primary migrates an EMPTY database before forking, as the
 // schema owner (MIGRATION_DATABASE_URL), while the instances serve as pay_app. It used to run the
 // migrator as DATABASE_URL, which pay_app's grants refuse (no DDL, no lock of the migrator's table):
@@ -109,7 +165,9 @@ layer(testServerLayer({ emptyDatabase: true, env: { SERVER_INSTANCES: "2", DATAB
 // Each instance's own /metrics: on one shared METRICS_PORT (node:cluster hands a listener's
 // connections out in turn) every scrape read another instance and counters seemed to reset
 // (outside operator review). Instance i serves METRICS_PORT + i.
-const metricsBase = 20_000 + Math.floor(Math.random() * 20_000)
+// Below Linux's ephemeral range (32768..60999): a client's outgoing connection (this file's
+// connection storm leaves thousands in TIME_WAIT) never holds the port the instance must bind.
+const metricsBase = 20_000 + Math.floor(Math.random() * 12_000)
 layer(testServerLayer({ env: { SERVER_INSTANCES: "2", DATABASE_POOL_SIZE: "4", METRICS_PORT: String(metricsBase) } }), { excludeTestServices: true, timeout: "120 seconds" })(
   "two server instances, each its own metrics port",
   (it) => {
