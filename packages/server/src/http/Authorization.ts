@@ -18,7 +18,7 @@ import { authenticationSourceOf } from "./ClientAddress.ts"
 import { problemDocument } from "./Problem.ts"
 import { concurrencyRetryAfter_s, MerchantInFlight, type Refusal } from "./MerchantInFlight.ts"
 import { RateLimits } from "./RateLimits.ts"
-import { problemHttpResponse } from "./Respond.ts"
+import { logRequestFailed, problemHttpResponse } from "./Respond.ts"
 
 /**
  * Bearer API keys: looked up by their SHA-256 hash; the merchant scopes everything after. The
@@ -56,7 +56,9 @@ export const AuthorizationLive = Layer.effect(
             // Only a database that did not answer is a 503; a refusal of the key's lookup is a bug (Respond.ts).
             SqlError: (error) =>
               sqlFailureKind(error) === "unavailable"
-                ? new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
+                ? logRequestFailed(503, "database_unavailable", error).pipe(
+                  Effect.andThen(Effect.fail(new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })))
+                )
                 : Effect.logError("authentication failed", error).pipe(
                   Effect.andThen(Effect.fail(new InternalErrorProblem({ detail: problemDocument(new InternalError({ failed: "the API key lookup" })).detail })))
                 )
@@ -67,9 +69,12 @@ export const AuthorizationLive = Layer.effect(
             return problemHttpResponse(
               new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: attempt.retryAfter_s })
             )
-          case "WaitedTooLong":
+          case "WaitedTooLong": {
             // The source's earlier lookups have held every place that long: the database is not answering them.
-            return yield* new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })
+            const unavailable = new DatabaseUnavailable({ during: "authentication" })
+            yield* logRequestFailed(503, unavailable.code, unavailable)
+            return yield* new DatabaseUnavailableProblem({ detail: problemDocument(unavailable).detail })
+          }
           case "LookedUp":
             break
         }

@@ -52,19 +52,26 @@ export const finishEvenIfClientLeaves = <A, E, R>(work: Effect.Effect<A, E, R>):
  * the idempotency key is released and a retry with the same key resumes. A 5xx is logged at
  * ERROR with what failed (a database failure with its SQLSTATE).
  */
+/**
+ * The `request failed` ERROR line of a 5xx (docs/observability.md): its status and code, and what
+ * failed (the SQLSTATE and the driver's reason for a database failure). Written wherever a 5xx is
+ * answered: here, and by the authorization middleware, whose 503s of a database outage (every
+ * request fails at the key's lookup) left only an access line (outside operator review).
+ */
+export const logRequestFailed = (status: number, code: string, error: { readonly _tag: string; readonly message: string }) =>
+  Effect.logError("request failed", {
+    status,
+    code,
+    error: error._tag,
+    ...(isSqlError(error) ? { sqlstate: sqlStateOf(error) ?? "none", reason: error.reason._tag } : {}),
+    detail: error.message
+  })
+
 export const respondToError = (error: ApiError | SqlError) =>
   Effect.gen(function* () {
     const answered = isSqlError(error) ? sqlFailureAnswer(error) : error
     const response = problemHttpResponse(answered)
-    if (response.status >= 500) {
-      yield* Effect.logError("request failed", {
-        status: response.status,
-        code: answered.code,
-        error: error._tag,
-        ...(isSqlError(error) ? { sqlstate: sqlStateOf(error) ?? "none", reason: error.reason._tag } : {}),
-        detail: error.message
-      })
-    }
+    if (response.status >= 500) yield* logRequestFailed(response.status, answered.code, error)
     return response
   })
 

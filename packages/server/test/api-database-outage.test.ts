@@ -1,0 +1,39 @@
+// A database outage seen from the HTTP edge of the real server process: every /v1 request fails at
+// its API key's lookup (Authorization.ts), before any handler. The answer is the documented 503
+// database_unavailable, and the log says so in a `request failed` ERROR line with its code and the
+// driver's reason, as for any other 5xx (docs/observability.md; oncall.md DatabaseUnreachable
+// greps for it). It used to leave only the access line: the operator's step found nothing
+// (outside operator review: 281 failed requests, 0 lines).
+import { assert, layer } from "@effect/vitest"
+import { startPostgresProxy } from "@pay/testkit/FaultProxy"
+import { testDatabaseUrlAsRole } from "@pay/testkit"
+import { Effect } from "effect"
+import { jsonOf } from "./support/Http.ts"
+import { createMerchant, TestServer, testServerLayer } from "./support/TestServer.ts"
+
+layer(testServerLayer(), { excludeTestServices: true, timeout: "90 seconds" })("a database outage at the HTTP edge (real server process)", (it) => {
+  it.effect("a key's lookup with Postgres unreachable: 503 database_unavailable, and a `request failed` line naming the code and the driver's reason", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const server = yield* TestServer
+      // The server's connections through a proxy this test can cut (the database itself untouched).
+      const { proxy, url } = yield* startPostgresProxy(testDatabaseUrlAsRole(server.database.url, "pay_app"))
+      yield* server.process.kill9
+      yield* server.process.restart({ DATABASE_URL: url })
+      // A key never looked up before: not in the server's key cache, so the lookup goes to Postgres.
+      const m = yield* createMerchant("Outage")
+      yield* proxy.setMode("refuse")
+      yield* proxy.cutAll
+      const answer = yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey, headers: { "x-request-id": "outage-1" } })
+      assert.strictEqual(answer.status, 503, answer.text)
+      assert.strictEqual(jsonOf(answer)["code"], "database_unavailable")
+      yield* Effect.sleep("300 millis")
+      const failed = server.process.output().split("\n").filter((line) => line.includes("\"request failed\"") && line.includes("outage-1"))
+      assert.strictEqual(failed.length, 1, server.process.output().slice(-2_000))
+      const line: unknown = JSON.parse(failed[0] ?? "{}")
+      assert.deepInclude(line, { level: "ERROR", status: 503, code: "database_unavailable", error: "SqlError" })
+      assert.property(line, "reason", "the driver's reason (a refused connection)")
+      yield* proxy.setMode("pass")
+      const healed = yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey })
+      assert.strictEqual(healed.status, 200, healed.text)
+    })))
+})
