@@ -30,6 +30,7 @@ export const leaseOf_ms = (timeout_ms: number): number => 2 * timeout_ms + 5_000
 
 const METRICS_INTERVAL_MS = 5_000
 const LISTEN_RETRY_MS = 1_000
+const LISTEN_RETRY_MS_MAX = 30_000
 const CLAIM_BACKOFF_MS_MAX = 30_000
 
 /**
@@ -212,11 +213,19 @@ const startDelivery = (sender: WebhookSender["Service"], inFlightOf: InFlight, f
     Effect.asVoid
   )
 
-/** LISTEN on a connection of its own; each notification drops a token into `wake`. Re-listens after a bounded pause. */
-const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
-  Effect.forever(
+/**
+ * LISTEN on a connection of its own; each notification drops a token into `wake`. Re-listens after
+ * a pause that doubles while it keeps failing (1 s up to 30 s). One WARN when it is lost, one INFO
+ * when it is back; the failed attempts in between at DEBUG: a database outage logged a WARN with
+ * its stack every second (outside operator review), and polling covers the wait anyway.
+ */
+const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) => {
+  let failures = 0
+  return Effect.forever(
     Effect.scoped(Effect.gen(function* () {
       const notifications = yield* pg.listen(WEBHOOK_NOTIFY_CHANNEL)
+      if (failures > 0) yield* Effect.logInfo("LISTEN webhook_deliveries is back", { failed_attempts: failures })
+      failures = 0
       // Deliveries committed while nobody listened sent their NOTIFY to nobody.
       yield* Queue.offer(wake, undefined)
       while (true) {
@@ -224,12 +233,18 @@ const listenForever = (pg: PgClient.PgClient, wake: Queue.Queue<void>) =>
         yield* Queue.offer(wake, undefined)
       }
     })).pipe(
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause)
-          ? Effect.interrupt
-          : Effect.logWarning("LISTEN webhook_deliveries lost; polling until it is back", cause).pipe(Effect.andThen(Effect.sleep(LISTEN_RETRY_MS))))
+      Effect.catchCause((cause) => {
+        if (Cause.hasInterruptsOnly(cause)) return Effect.interrupt
+        failures += 1
+        const pause_ms = Math.min(LISTEN_RETRY_MS_MAX, LISTEN_RETRY_MS * 2 ** Math.min(failures - 1, 10))
+        const log = failures === 1
+          ? Effect.logWarning("LISTEN webhook_deliveries lost; polling until it is back", { reason: Cause.pretty(cause).split("\n")[0] ?? "" })
+          : Effect.logDebug("LISTEN webhook_deliveries still lost", { failed_attempts: failures, retry_in_ms: pause_ms })
+        return log.pipe(Effect.andThen(Effect.sleep(pause_ms)))
+      })
     )
   )
+}
 
 /**
  * One round of claims for the free slots: first one delivery each for the merchants with nothing
