@@ -32,6 +32,14 @@ layer(testServerLayer(), { excludeTestServices: true, timeout: "90 seconds" })("
       const line: unknown = JSON.parse(failed[0] ?? "{}")
       assert.deepInclude(line, { level: "ERROR", status: 503, code: "database_unavailable", error: "SqlError" })
       assert.property(line, "reason", "the driver's reason (a refused connection)")
+      // Readiness names postgres with the driver's reason, not only "Failed to connect".
+      const ready = yield* server.request("GET", "/health/ready")
+      assert.strictEqual(ready.status, 503, ready.text)
+      const checks = jsonOf(ready)["checks"]
+      const postgres = Array.isArray(checks) ? checks.find((check: unknown) => typeof check === "object" && check !== null && "name" in check && check.name === "postgres") : undefined
+      const error = typeof postgres === "object" && postgres !== null && "error" in postgres ? String(postgres.error) : ""
+      // The client's words, then the driver's reason after them ("…: Connection closed unexpectedly").
+      assert.match(error, /^PgConnection: [^:]+: .+/, ready.text)
       yield* proxy.setMode("pass")
       const healed = yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey })
       assert.strictEqual(healed.status, 200, healed.text)

@@ -93,8 +93,10 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       const ready = yield* server.request("GET", "/health/ready")
       assert.strictEqual(ready.status, 200, describeAnswer(ready))
       assert.deepStrictEqual([jsonOf(ready)["status"], jsonOf(ready)["degraded"]], ["degraded", ["redis"]])
-      const redisCheck = (jsonOf(ready)["checks"] as ReadonlyArray<{ readonly name: string; readonly status: string; readonly required: boolean }>).find((check) => check.name === "redis")
+      const redisCheck = (jsonOf(ready)["checks"] as ReadonlyArray<{ readonly name: string; readonly status: string; readonly required: boolean; readonly error?: string }>).find((check) => check.name === "redis")
       assert.deepStrictEqual([redisCheck?.status, redisCheck?.required], ["down", false])
+      // Where it is, for the operator (not the client library's own words alone).
+      assert.include(redisCheck?.error ?? "", `Redis at 127.0.0.1:${redis.port} did not answer a PING`)
       assert.isBelow(ready.elapsed_ms, scaled_ms(3_000), "the probe is bounded")
 
       // A replay of a response that only Postgres can serve now.

@@ -1,7 +1,8 @@
 import type { DependencyCheck } from "@pay/api"
 import { Context, Duration, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { boundedInt, KafkaAdmin, Redis } from "@pay/infra"
+import { boundedInt, failureText, KafkaAdmin, Redis, RedisUrl } from "@pay/infra"
+import { isSqlError } from "effect/sql/SqlError"
 
 /** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
 export interface Probe {
@@ -41,8 +42,16 @@ export class Readiness extends Context.Service<Readiness, {
 
   static readonly redisProbe = Effect.gen(function* () {
     const redis = yield* Redis
+    // Named by where it is (never its password): the client's own words ("Stream isn't writeable
+    // and enableOfflineQueue options is false") named neither the address nor the state (outside
+    // operator review).
+    const target = yield* Effect.orElseSucceed(Effect.map(RedisUrl, redisTarget), () => "REDIS_URL")
     // A cache and a lock in front of Postgres: the API answers without it (slower).
-    const probe: Probe = { name: "redis", required: false, check: redis.ping }
+    const probe: Probe = {
+      name: "redis",
+      required: false,
+      check: redis.ping.pipe(Effect.mapError((error) => new Error(`Redis at ${target} did not answer a PING: ${error.message}`)))
+    }
     return probe
   })
 
@@ -76,7 +85,17 @@ const runProbe = (probe: Probe) =>
     return check
   })
 
+/** `host:port` of a Redis URL, without its credentials. */
+const redisTarget = (url: string): string => {
+  if (!URL.canParse(url)) return "REDIS_URL"
+  const parsed = new URL(url)
+  return `${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port}`
+}
+
 const describe = (failure: unknown): string => {
+  // A database failure with the driver's reason ("connect ECONNREFUSED 10.0.0.5:5432"), not only
+  // the client's "Failed to connect" (oncall.md DatabaseUnreachable promises the reason).
+  if (isSqlError(failure)) return failureText(failure)
   if (typeof failure === "object" && failure !== null) {
     if ("_tag" in failure && failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
     if ("message" in failure && typeof failure.message === "string" && failure.message !== "") return failure.message
