@@ -48,9 +48,15 @@ export interface CachedFields {
   readonly body: string
 }
 
-/** Cached responses refused by the MAC check (forged, moved, or under another secret). */
+/**
+ * Cached responses refused by the MAC check, by `reason`: `other_secret` (written under another
+ * secret: after a restart without `IDEMPOTENCY_CACHE_SECRET`, a rotation, another deployment on
+ * the same Redis: expected, at DEBUG), `mac` (the entry names this secret and its MAC does not
+ * verify: forged or moved, at WARN). A forger can name another secret to look like the first:
+ * either way the entry is never replayed.
+ */
 export const idempotencyCacheRejected = Metric.counter("idempotency_cache_rejected_total", {
-  description: "Cached idempotent responses ignored because their HMAC did not verify (Postgres answered instead)"
+  description: "Cached idempotent responses ignored because their HMAC did not verify (Postgres answered instead), by reason (other_secret, mac)"
 })
 
 const macDomain = "pay.idempotency.cached-response.v2"
@@ -66,13 +72,15 @@ export const makeCacheMac = (secret: Redacted.Redacted<string>) => {
       .update(JSON.stringify([macDomain, fields.redisKey, fields.fingerprint, fields.status, fields.contentType, fields.body]))
       .digest()
   const sign = (fields: CachedFields): string => digest(fields).toString("hex")
+  /** Which secret signed an entry: 16 hex digits of an HMAC under it (not the secret, not reversible). */
+  const secretId = createHmac("sha256", key).update("pay.idempotency.cache-secret-id").digest("hex").slice(0, 16)
   // Every replay verifies: the raw digest, not its hex text decoded again.
   const verify = (fields: CachedFields, mac: string): boolean => {
     const expected = digest(fields)
     const given = Buffer.from(mac, "hex")
     return given.length === expected.length && timingSafeEqual(given, expected)
   }
-  return { sign, verify }
+  return { sign, verify, secretId }
 }
 
 export type CacheMac = ReturnType<typeof makeCacheMac>

@@ -23,7 +23,9 @@ const CachedResponse = Schema.Struct({
   status: Schema.Int,
   contentType: Schema.String,
   body: Schema.String,
-  mac: Schema.String
+  mac: Schema.String,
+  /** The signing secret's id (CacheMac.secretId): a refusal names another secret or a forgery. Absent before 2026-12-05. */
+  kid: Schema.optionalKey(Schema.String)
 })
 const CachedResponseJson = Schema.fromJsonString(CachedResponse)
 const encodeCachedResponse = Schema.encodeSync(CachedResponseJson)
@@ -103,7 +105,7 @@ const makeRejectionLog = () => {
     const now = Date.now()
     const log = now - lastWarning_ms >= redisWarningInterval_ms ? Effect.logWarning : Effect.logDebug
     if (log === Effect.logWarning) lastWarning_ms = now
-    return log("idempotency: cached response failed its HMAC check (forged, moved or another secret); ignored, Postgres decides").pipe(
+    return log("idempotency: cached response failed its HMAC check under this secret (forged or moved); ignored, Postgres decides").pipe(
       Effect.annotateLogs(annotations)
     )
   }
@@ -122,8 +124,15 @@ const makeCachedAnswer = (mac: CacheMac, logRejection: ReturnType<typeof makeRej
     if (!mac.verify({ redisKey, fingerprint, status, contentType, body }, hit.value.mac)) {
       // Not written by a server holding the secret (or moved from another key): never replayed,
       // and not even trusted for a 422. Postgres decides, and its answer overwrites the entry.
-      yield* Metric.update(idempotencyCacheRejected, 1)
-      yield* logRejection({ merchant_id: request.merchantId, idempotency_key: request.key })
+      // Under another secret (a restart without IDEMPOTENCY_CACHE_SECRET) is expected: DEBUG; an
+      // entry naming this secret whose MAC fails was forged or moved: WARN (every restart looked
+      // like a forgery to operators: outside review).
+      const reason = hit.value.kid === mac.secretId ? "mac" : "other_secret"
+      yield* Metric.update(Metric.withAttributes(idempotencyCacheRejected, { reason }), 1)
+      const annotations = { merchant_id: request.merchantId, idempotency_key: request.key, reason }
+      yield* reason === "mac"
+        ? logRejection(annotations)
+        : Effect.logDebug("idempotency: cached response signed under another secret (a restart without IDEMPOTENCY_CACHE_SECRET, a rotation); ignored, Postgres decides").pipe(Effect.annotateLogs(annotations))
       return Option.none<Began>()
     }
     if (hit.value.fingerprint !== request.fingerprint) {
@@ -145,7 +154,7 @@ export const makeRedisFastPath = (redis: Redis["Service"], options: IdempotencyO
     const fields = { redisKey, fingerprint, status: response.status, contentType: response.contentType, body: response.body }
     return call("set_response", redis.set(
       redisKey,
-      encodeCachedResponse({ v: 2, fingerprint, status: response.status, contentType: response.contentType, body: response.body, mac: mac.sign(fields) }),
+      encodeCachedResponse({ v: 2, fingerprint, status: response.status, contentType: response.contentType, body: response.body, mac: mac.sign(fields), kid: mac.secretId }),
       cacheTtl_ms
     )).pipe(Effect.asVoid)
   }

@@ -5,9 +5,10 @@
 import { assert, layer } from "@effect/vitest"
 import { Redis } from "@pay/infra"
 import { TestDatabase } from "@pay/testkit"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Metric, Redacted } from "effect"
 import {
   fingerprintRequest,
+  idempotencyCacheRejected,
   IdempotencyKeys,
   makeCacheMac,
   redisResponseKey
@@ -101,6 +102,34 @@ layer(Live, { excludeTestServices: true })("cached responses are authenticated (
       const first = yield* keys.run(request(merchantId, key, body), oneStep(merchantId, key))
       assert.strictEqual(first._tag, "Executed")
       assert.strictEqual(yield* workCount(merchantId, key), 1)
+    }))
+
+  it.effect("a refusal says why: signed under another secret (a restart without IDEMPOTENCY_CACHE_SECRET) is reason other_secret; naming this secret with a MAC that fails (forged, moved) is reason mac", () =>
+    Effect.gen(function* () {
+      const keys = yield* IdempotencyKeys
+      const redis = yield* Redis
+      yield* createWorkTable
+      const counted = (reason: string) => Effect.map(Metric.value(Metric.withAttributes(idempotencyCacheRejected, { reason })), (state) => state.count)
+      const before = { other: yield* counted("other_secret"), mac: yield* counted("mac") }
+      const previousLife = makeCacheMac(Redacted.make("the-secret-of-this-server-before-its-restart-0123"))
+      const ours = makeCacheMac(secret)
+      assert.notStrictEqual(previousLife.secretId, ours.secretId)
+      const merchantId = yield* newMerchant
+      const plant = (kid: string, macOf: (redisKey: string) => string) => (redisKey: string) =>
+        JSON.stringify({ v: 2, fingerprint: fingerprintOf(), status: 201, contentType: "application/json", body: forgedBody, mac: macOf(redisKey), kid })
+      const fieldsAt = (redisKey: string) => ({ redisKey, fingerprint: fingerprintOf(), status: 201, contentType: "application/json", body: forgedBody })
+      for (const [label, value] of [
+        ["another secret", plant(previousLife.secretId, (redisKey) => previousLife.sign(fieldsAt(redisKey)))],
+        ["this secret's id, a forged MAC", plant(ours.secretId, () => "00".repeat(32))]
+      ] as const) {
+        const key = newKey()
+        const redisKey = redisResponseKey(merchantId, key)
+        yield* redis.set(redisKey, value(redisKey), 60_000)
+        const answer = yield* keys.run(request(merchantId, key, body), oneStep(merchantId, key))
+        assert.strictEqual(answer._tag, "Executed", label)
+      }
+      assert.strictEqual((yield* counted("other_secret")) - before.other, 1)
+      assert.strictEqual((yield* counted("mac")) - before.mac, 1)
     }))
 
   it("the MAC binds every field: changing any one of them fails verification", () => {
