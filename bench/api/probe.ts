@@ -239,6 +239,8 @@ export const probeCosts = (env: ProbeEnvironment, operations: ReadonlyArray<Prob
     yield* env.psql(admin, `CREATE DATABASE ${probeDatabase}`)
     yield* env.psql(admin, "CREATE EXTENSION IF NOT EXISTS pg_walinspect")
     const databaseUrl = withDatabase(postgres.url, probeDatabase)
+    // The CLI's commands do not migrate (only `migrate` does): the probe's database is new.
+    yield* env.cli(databaseUrl, ["migrate"])
     const created: unknown = JSON.parse(yield* env.cli(databaseUrl, ["merchants", "create", "Probe merchant"]))
     const apiKey = typeof created === "object" && created !== null ? Reflect.get(created, "api_key") : undefined
     if (typeof apiKey !== "string") return yield* Effect.die(new Error("probe: no api_key from the CLI"))
