@@ -71,6 +71,10 @@ describe("two consumer processes in one group (real processes, real broker)", ()
         yield* second.kill("SIGTERM")
         const stopped = yield* second.exited
         assert.notStrictEqual(stopped.signal, "SIGKILL", "the survivor stopped on SIGTERM by itself")
+        // The survivor's own log says the group moved the partitions to it (it said nothing before:
+        // an operator reading it could not tell an eviction or a takeover happened).
+        const joins = stopped.output.split("\n").filter((line) => line.includes("\"consumer group joined\""))
+        assert.isTrue(joins.some((line) => /payments\.events:0,1,2/.test(line)), `the survivor logged its join with every partition:\n${stopped.output.slice(-2_000)}`)
 
         assert.isTrue(atKill < BigInt(messages.length), `killed mid-stream (${atKill} of ${messages.length})`)
         assert.strictEqual(yield* applied, BigInt(messages.length), "every event applied exactly once")

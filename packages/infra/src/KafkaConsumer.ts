@@ -1,5 +1,5 @@
 import type { Message, MessagesStream } from "@platformatic/kafka"
-import { Context, Effect, Layer, type Scope, Stream } from "effect"
+import { Context, Effect, Layer, Queue, type Scope, Stream } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import { baseClientOptions, boundedBy, closeClient, kafkaCall, KafkaError, parseBrokers, toKafkaError } from "./KafkaCommon.ts"
 import {
@@ -100,6 +100,43 @@ interface ClientFailures {
   notify: (() => void) | undefined
 }
 
+/** What the group's coordinator did to this member, as the client tells it. */
+type GroupChange =
+  | { readonly _tag: "Rebalancing" }
+  | { readonly _tag: "Joined"; readonly generation: number; readonly partitions: string }
+
+/** The client's `assignments` payload as `topic:p,p; …` (empty: none assigned). */
+const assignedPartitions = (assignments: unknown): string =>
+  Array.isArray(assignments)
+    ? assignments.flatMap((assignment: unknown) =>
+      typeof assignment === "object" && assignment !== null && "topic" in assignment && "partitions" in assignment && Array.isArray(assignment.partitions)
+        ? [`${String(assignment.topic)}:${assignment.partitions.join(",")}`]
+        : []).join("; ")
+    : ""
+
+/**
+ * One INFO line each time the group rebalances this member and each time it joins (its generation
+ * and partitions): a process paused past its session (SIGSTOP, a long GC) was evicted and rejoined
+ * without a word in its log, and an operator reading its last lines saw a healthy one from minutes
+ * before (outside operator review). Bounded: the last 16 changes are kept until logged.
+ */
+const logGroupChanges = (client: { on: (event: string, listener: (payload: unknown) => void) => unknown }, groupId: string) =>
+  Effect.gen(function* () {
+    const changes = yield* Queue.sliding<GroupChange>(16)
+    client.on("consumer:group:rebalance", () => {
+      Queue.offerUnsafe(changes, { _tag: "Rebalancing" })
+    })
+    client.on("consumer:group:join", (payload: unknown) => {
+      const generation = typeof payload === "object" && payload !== null && "generationId" in payload && typeof payload.generationId === "number" ? payload.generationId : -1
+      const assignments = typeof payload === "object" && payload !== null && "assignments" in payload ? payload.assignments : undefined
+      Queue.offerUnsafe(changes, { _tag: "Joined", generation, partitions: assignedPartitions(assignments) })
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(changes), (change) =>
+      change._tag === "Rebalancing"
+        ? Effect.logInfo("consumer group rebalancing", { group: groupId })
+        : Effect.logInfo("consumer group joined", { group: groupId, generation: change.generation, partitions: change.partitions }))))
+  })
+
 /** A group member that never commits on its own, and its message stream (both closed with the scope). */
 const acquireGroupStream = (kafka: KafkaLibrary, base: BaseOptions, options: KafkaConsumerOptions, subscription: SubscribeOptions) =>
   Effect.gen(function* () {
@@ -133,6 +170,7 @@ const acquireGroupStream = (kafka: KafkaLibrary, base: BaseOptions, options: Kaf
       }),
       (client) => closeClient("consumer.close", () => client.close())
     )
+    yield* logGroupChanges(consumer, subscription.groupId)
     const stream = yield* Effect.acquireRelease(
       kafkaCall("subscribe", options.operationTimeout_ms, () =>
         consumer.consume({
