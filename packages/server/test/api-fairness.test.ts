@@ -13,6 +13,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Context, Deferred, Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { createConnection } from "node:net"
 import { decodeRows } from "@pay/infra"
 import { type Answer, call, jsonOf } from "./support/Http.ts"
 import { samples, valueOf } from "./support/Prometheus.ts"
@@ -126,6 +127,34 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("one merchant
       assert.strictEqual(answers.filter((answer) => answer.status === 429).length, refused_count)
       assert.strictEqual(yield* paymentCount(a.merchantId), inFlight_max + queued_max)
     }))
+
+  it.effect("uploads still in progress hold none of the merchant's places: with every place's worth of stalled bodies open, its read is answered at once", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Slow uploads")
+      const port = Number(new URL(server.process.baseUrl).port)
+      // inFlight_max creates whose bodies stop after 10 of their 200 declared bytes (a client on a
+      // bad link): they wait for their bodies, bounded by HTTP_REQUEST_TIMEOUT_MS.
+      const stalled = yield* Effect.acquireRelease(
+        Effect.sync(() => Array.from({ length: inFlight_max }, (_, i) => {
+          const socket = createConnection({ host: "127.0.0.1", port })
+          socket.on("error", () => undefined)
+          socket.write(`POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${m.apiKey}\r\nIdempotency-Key: stalled-${i}-${crypto.randomUUID()}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"amount":`)
+          return socket
+        })),
+        (sockets) => Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+        })
+      )
+      yield* Effect.sleep("500 millis")
+      assert.isTrue(stalled.every((socket) => !socket.destroyed), "the uploads are still open")
+      const started_ms = Date.now()
+      const read = yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey })
+      const waited_ms = Date.now() - started_ms
+      // Before, the stalled uploads held every place: the read queued until one gave up (30 s here), then 429.
+      assert.strictEqual(read.status, 200, read.text)
+      assert.isBelow(waited_ms, 5_000, `the read waited ${waited_ms} ms behind uploads that were not running`)
+    })))
 
   it.effect("clients that hang up give their places back (a create that was running, once it has finished)", () =>
     Effect.gen(function* () {

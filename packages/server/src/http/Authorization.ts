@@ -16,6 +16,7 @@ import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
 import { authenticationSourceOf } from "./ClientAddress.ts"
 import { problemDocument } from "./Problem.ts"
+import { receiveBodyFirst } from "./RequestBody.ts"
 import { concurrencyRetryAfter_s, MerchantInFlight, type Refusal } from "./MerchantInFlight.ts"
 import { RateLimits } from "./RateLimits.ts"
 import { logRequestFailed, problemHttpResponse } from "./Respond.ts"
@@ -90,6 +91,8 @@ export const AuthorizationLive = Layer.effect(
             retry_after_s: rate.retryAfter_s
           }))
         }
+        // The body first (RequestBody.ts `receiveBodyFirst`): an upload in progress holds no place.
+        yield* receiveBodyFirst(request)
         // The request is served in one of the merchant's places (it waits, bounded, for one):
         // however many it sends at once, it holds at most its share of the pool.
         const served = yield* inFlight.serve(

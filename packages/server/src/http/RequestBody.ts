@@ -49,6 +49,25 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
   }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
 
 /**
+ * Receives the body (bounded as `readJsonBody` reads it) before the request takes one of its
+ * merchant's places (MerchantInFlight.ts): a client still uploading held a place while nothing
+ * ran, and ten stalled uploads made the merchant's other requests 429 for up to the request timeout
+ * (outside retrying client's review). The request caches what it read; `readJsonBody` then takes
+ * the bytes, or the read's failure, from that cache and answers it as before: so the outcome here
+ * is not looked at (a refusal is the handler's to answer, with its code). A declared length over
+ * the limit is not read at all (refused unread by the handler).
+ */
+export const receiveBodyFirst = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<void> => {
+  const declared = Number(request.headers["content-length"] ?? "0")
+  if (declared > REQUEST_BODY_BYTES_MAX) return Effect.void
+  return request.arrayBuffer.pipe(
+    Effect.exit,
+    Effect.asVoid,
+    Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX))
+  )
+}
+
+/**
  * A body field's name for `field`: its members joined with dots (`metadata.order_id`, an array
  * element by its index), except a member whose name would read as more than one (empty, or with
  * `.`, `[`, `]` or `"`: a metadata key may hold any of them), written in brackets as a JSON string
