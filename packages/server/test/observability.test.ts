@@ -157,9 +157,12 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       const given = `pasted-${crypto.randomUUID()}`
       const inQuery = yield* server.request("GET", `/v1/payments?limit=2&api_key=${m.apiKey}`, { apiKey: m.apiKey, headers: { "x-request-id": `${given}-query` } })
       const inPath = yield* server.request("GET", `/v1/payments/${m.apiKey}`, { apiKey: m.apiKey, headers: { "x-request-id": `${given}-path` } })
+      // Encoded, after a letter or a digit: `Bearer%20sk_…` (no word boundary before `sk_`).
+      const encoded = yield* server.request("GET", `/v1/payments?auth=Bearer%20${m.apiKey}`, { apiKey: m.apiKey, headers: { "x-request-id": `${given}-encoded` } })
+      assert.strictEqual(encoded.status, 400, encoded.text)
       assert.deepStrictEqual([inQuery.status, inPath.status], [400, 404], `${inQuery.text} ${inPath.text}`)
       const spans = yield* eventually(100, Effect.sync(() => receiver.spans()), (all) =>
-        [`${given}-query`, `${given}-path`].every((id) => all.some((span) => stringAttribute(span, "correlation_id") === id)))
+        [`${given}-query`, `${given}-path`, `${given}-encoded`].every((id) => all.some((span) => stringAttribute(span, "correlation_id") === id)))
       const requestSpan = (id: string) => spans.find((span) => stringAttribute(span, "correlation_id") === id && span.kind === 2)
       const query = requestSpan(`${given}-query`)
       assert.strictEqual(stringAttribute(query, "url.query"), "limit=2&api_key=sk_test_REDACTED")
@@ -167,6 +170,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("observability
       const path = requestSpan(`${given}-path`)
       assert.strictEqual(stringAttribute(path, "url.path"), "/v1/payments/sk_test_REDACTED")
       assert.match(stringAttribute(path, "url.full") ?? "", /\/v1\/payments\/sk_test_REDACTED$/)
+      assert.strictEqual(stringAttribute(requestSpan(`${given}-encoded`), "url.query"), "auth=Bearer%20sk_test_REDACTED")
       assert.notInclude(JSON.stringify(spans), m.apiKey.slice(8), "no span attribute anywhere carries the key")
       const lines = yield* eventually(50, Effect.sync(() => logLines(server.process.output())), (all) => all.some((line) => line.correlation_id === `${given}-path`))
       assert.strictEqual(lines.find((line) => line.correlation_id === `${given}-path`)?.payment_id, "sk_test_REDACTED")

@@ -150,11 +150,12 @@ export const CurrentRequestFields = Context.Reference<Record<string, string> | u
 
 /**
  * Text with every API-key-shaped run (`sk_test_…` / `sk_live_…`, 8+ characters after the prefix)
- * replaced by its prefix and `REDACTED`: a key pasted into a path or a query (a client's mistake)
+ * replaced by its prefix and `REDACTED`, wherever it starts (`Bearer%20sk_…`, `x_sk_…`: a word
+ * boundary before the prefix let encoded forms through: outside diff review): a key pasted into a path or a query (a client's mistake)
  * never reaches a log line or a span (outside security review: `payment_id` and `url.path` carried
  * one in full). The Authorization header is never recorded in the first place.
  */
-export const withoutApiKeys = (text: string): string => text.replace(/\b(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g, "$1REDACTED")
+export const withoutApiKeys = (text: string): string => text.replace(/(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g, "$1REDACTED")
 
 /** Adds `fields` to the current request's access line and to the current span. */
 export const annotateRequest = (fields: Readonly<Record<string, string>>): Effect.Effect<void> =>
