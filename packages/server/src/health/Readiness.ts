@@ -29,10 +29,12 @@ export const ReadinessCache_ms = boundedInt("READINESS_CACHE_MS", { min: 0, max:
 export class Readiness extends Context.Service<Readiness, {
   readonly check: Effect.Effect<ReadonlyArray<DependencyCheck>>
 }>()("server/Readiness") {
-  static readonly fromProbes = (probes: ReadonlyArray<Probe>) =>
-    Readiness.of({
-      check: Effect.forEach(probes, runProbe, { concurrency: "unbounded" })
+  static readonly fromProbes = (probes: ReadonlyArray<Probe>) => {
+    const downSince = new Map<string, boolean>()
+    return Readiness.of({
+      check: Effect.forEach(probes, (probe) => runProbe(probe, downSince), { concurrency: "unbounded" })
     })
+  }
 
   static readonly postgresProbe = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -74,14 +76,31 @@ export class Readiness extends Context.Service<Readiness, {
     )
 }
 
-const runProbe = (probe: Probe) =>
+/**
+ * One probe's answer. `/health/ready` is public (a balancer polls it, unauthenticated): its `error`
+ * says what kind of failure it is, never where (no address, role, database name or driver text:
+ * outside diff review). The reason with those, for the operator, is the server's log: a WARN
+ * `readiness: <name> is down` when a dependency goes down, an INFO when it is back.
+ */
+const runProbe = (probe: Probe, down: Map<string, boolean>) =>
   Effect.gen(function* () {
     const started = Date.now()
     const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
     const latency_ms = Date.now() - started
-    const check: DependencyCheck = outcome._tag === "Success"
-      ? { name: probe.name, status: "up", required: probe.required, latency_ms }
-      : { name: probe.name, status: "down", required: probe.required, latency_ms, error: describe(outcome.failure) }
+    const wasDown = down.get(probe.name) === true
+    if (outcome._tag === "Success") {
+      if (wasDown) {
+        down.set(probe.name, false)
+        yield* Effect.logInfo(`readiness: ${probe.name} is back`)
+      }
+      const check: DependencyCheck = { name: probe.name, status: "up", required: probe.required, latency_ms }
+      return check
+    }
+    if (!wasDown) {
+      down.set(probe.name, true)
+      yield* Effect.logWarning(`readiness: ${probe.name} is down`, { dependency: probe.name, reason: reasonOf(outcome.failure) })
+    }
+    const check: DependencyCheck = { name: probe.name, status: "down", required: probe.required, latency_ms, error: publicReasonOf(outcome.failure) }
     return check
   })
 
@@ -92,9 +111,18 @@ const redisTarget = (url: string): string => {
   return `${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port}`
 }
 
-const describe = (failure: unknown): string => {
-  // A database failure with the driver's reason ("connect ECONNREFUSED 10.0.0.5:5432"), not only
-  // the client's "Failed to connect" (oncall.md DatabaseUnreachable promises the reason).
+/** The public kind of a probe's failure: a timeout, or the error's class, nothing that names a host. */
+const publicReasonOf = (failure: unknown): string => {
+  if (typeof failure === "object" && failure !== null && "_tag" in failure) {
+    if (failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
+    if (isSqlError(failure)) return `does not answer (${failure.reason._tag}; the reason is in the server's log)`
+    if (typeof failure._tag === "string") return `does not answer (${failure._tag}; the reason is in the server's log)`
+  }
+  return "does not answer (the reason is in the server's log)"
+}
+
+/** The whole reason, for the log: a database failure with the driver's words ("connect ECONNREFUSED 10.0.0.5:5432"). */
+const reasonOf = (failure: unknown): string => {
   if (isSqlError(failure)) return failureText(failure)
   if (typeof failure === "object" && failure !== null) {
     if ("_tag" in failure && failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
