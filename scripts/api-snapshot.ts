@@ -89,7 +89,7 @@ const record = async (root: string, out: string) => {
   // The schema first (the CLI's commands do not migrate; the server would, racing the CLI below).
   // A checkout older than `pnpm cli migrate` answers it with the usage (exit 2): its commands
   // still migrate themselves.
-  const migrated = spawnSync(process.execPath, [join(root, "packages/cli/src/main.ts"), "migrate"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
+  const migrated = spawnSync(process.execPath, [join(root, "packages/cli/src/main.ts"), "migrate"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 })
   if (migrated.status !== 0 && migrated.status !== 2) throw new Error(`cli migrate failed (${migrated.status}): ${migrated.stderr.toString("utf8")}`)
   const server = spawn(process.execPath, [join(root, "packages/server/src/main.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""

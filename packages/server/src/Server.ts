@@ -132,7 +132,9 @@ export const HttpServerLive = Layer.unwrap(
  * clients see a reset and retry. Linux 3.9+.
  */
 const clusterListenOptions = (): { readonly exclusive?: true; readonly reusePort?: true } =>
-  cluster.isWorker ? { exclusive: true, reusePort: true } : {}
+  // Elsewhere (macOS, Windows: no load-balancing SO_REUSEPORT, and Node refuses the option) the
+  // primary's hand-off, with its flaw (docs/scaling.md).
+  cluster.isWorker && process.platform === "linux" ? { exclusive: true, reusePort: true } : {}
 
 /**
  * The outbox publisher runs inside the server unless `OUTBOX_PUBLISHER_ENABLED=false` (then run

@@ -3,7 +3,7 @@ import { decodeRows } from "@pay/infra"
 import { Effect, Option, Schema } from "effect"
 import { SqlClient, type Statement } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { defaultSenderOptions, FAILING_ENDPOINT_QUEUE_DAYS, type SenderOptions, WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
+import { FAILING_ENDPOINT_QUEUE_DAYS, WEBHOOK_BODY_BYTES_MAX } from "./Model.ts"
 import type { Decision } from "./RetryPolicy.ts"
 import type { SendResult } from "./Sender.ts"
 
@@ -202,7 +202,7 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
  * Whether an earlier event of the same payment (and refund) waits at the same endpoint: the
  * claim's ordering rule, also read by queueAges. `d` is the delivery, `p` the earlier pending one.
  */
-const earlierPending = (sql: SqlClient.SqlClient) => sql`
+export const earlierPending = (sql: SqlClient.SqlClient) => sql`
   EXISTS (
     SELECT 1 FROM webhook_deliveries p
     WHERE p.endpoint_id = d.endpoint_id AND p.payment_id = d.payment_id AND p.status = 'pending'
@@ -214,45 +214,6 @@ const earlierPending = (sql: SqlClient.SqlClient) => sql`
             AND d.event_type = 'payment_expiring' AND p.event_type <> 'payment_expiring')
         OR (p.refund_id IS NULL AND d.refund_id IS NOT NULL)
         OR (p.refund_id = d.refund_id AND p.payment_version < d.payment_version)))`
-
-const QueueAgesRow = Schema.Struct({ pending_ms: Schema.Number, overdue_ms: Schema.Number })
-
-/** The in-flight caps queueAges compares with (the sender's options). */
-export type InFlightCaps = Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">
-
-/**
- * The queue's two ages, in seconds, over the pending deliveries of enabled endpoints (a disabled
- * or deleted endpoint's wait by design): the oldest one's age since it was created, and how long
- * the most overdue one the claim would take now (due, not leased, nothing earlier of its payment
- * pending, its endpoint and merchant under their in-flight caps) has waited past its
- * `next_attempt_at`. A merchant's failing endpoint keeps the first high for its whole retry
- * schedule; only senders that are down or behind raise the second: a merchant's receivers that
- * answer slowly or never keep their deliveries waiting behind their own caps, which it leaves out.
- * The caps are per sender, the leases the database's: an endpoint or merchant counts as at its cap
- * once the live leases of all senders together reach it (exact with one sender; with several it
- * may leave out a delivery one of them could still take, which that sender then takes at once).
- */
-export const queueAges = (sql: SqlClient.SqlClient, caps: InFlightCaps = defaultSenderOptions) =>
-  decodeRows(QueueAgesRow)(sql`
-    WITH live AS (
-      SELECT l.endpoint_id, l.merchant_id FROM webhook_deliveries l
-      WHERE l.status = 'pending' AND l.lease_expires_at > clock_timestamp()
-    ), endpoints_at_cap AS (
-      SELECT endpoint_id FROM live GROUP BY endpoint_id HAVING count(*) >= ${caps.endpointInFlight_max}
-    ), merchants_at_cap AS (
-      SELECT merchant_id FROM live GROUP BY merchant_id HAVING count(*) >= ${caps.merchantInFlight_max}
-    )
-    SELECT COALESCE(extract(epoch FROM clock_timestamp() - min(d.created_at)) * 1000, 0)::float8 AS pending_ms,
-           COALESCE(extract(epoch FROM clock_timestamp() - min(d.next_attempt_at) FILTER (
-             WHERE d.next_attempt_at <= clock_timestamp() AND d.attempt_count < 1000
-               AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
-               AND d.endpoint_id NOT IN (SELECT endpoint_id FROM endpoints_at_cap)
-               AND d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_cap)
-               AND NOT ${earlierPending(sql)})) * 1000, 0)::float8 AS overdue_ms
-    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-    WHERE d.status = 'pending' AND e.status = 'enabled' AND e.deleted_at IS NULL`).pipe(
-    Effect.map(([row]) => ({ oldestPending_s: (row?.pending_ms ?? 0) / 1_000, oldestOverdue_s: (row?.overdue_ms ?? 0) / 1_000 }))
-  )
 
 const claimTransactionSettings = (sql: SqlClient.SqlClient) => sql`SELECT set_config('enable_sort', 'off', true)`
 

@@ -1,7 +1,8 @@
 import { PgClient } from "@effect/sql-pg"
 import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, completeAttempt, queueAges, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
+import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, completeAttempt, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
+import { merchantReservedSlotsOf, queueAges } from "./QueueAges.ts"
 import {
   assertSenderOptions,
   defaultSenderOptions,
@@ -68,16 +69,6 @@ export const loggableUrl = (url: string): string => {
 
 /** The first claim of a round: merchants (and so endpoints) with nothing in flight here, one delivery each. */
 const idleMerchantsOnly = { endpointInFlight_max: 1, merchantInFlight_max: 1 } as const
-
-/**
- * Slots a merchant keeps for its endpoints that answer (no failure streak) with nothing in flight:
- * a quarter of its cap (at least 1, none when its cap is 1). Its other deliveries fill the rest by
- * due time. Without it, two endpoints that never answer (4 + 4) held all of a merchant's 8, and
- * its endpoint that answers waited behind their timeouts, further each second (outside review:
- * 70 s behind within 45 s of one payment a second).
- */
-export const merchantReservedSlotsOf = (merchantInFlight_max: number): number =>
-  Math.min(merchantInFlight_max - 1, Math.max(1, Math.floor(merchantInFlight_max / 4)))
 
 /**
  * Slots a sender keeps for merchants with nothing in flight: a quarter of its concurrency (at

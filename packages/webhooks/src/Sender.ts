@@ -46,7 +46,10 @@ export const parseRetryAfter_ms = (value: string | undefined, now_ms: number): n
   const trimmed = value.trim()
   // Delta-seconds of any length (RFC 9110 §10.2.3); past 9 digits it is longer than any cap, which
   // the caller applies (a longer one fell through to a date, NaN, and was ignored: retried at once).
-  if (/^\d+$/.test(trimmed)) return trimmed.length > 9 ? Number.MAX_SAFE_INTEGER : Number(trimmed) * 1_000
+  if (/^\d+$/.test(trimmed)) {
+    const digits = trimmed.replace(/^0+(?=\d)/, "")
+    return digits.length > 9 ? Number.MAX_SAFE_INTEGER : Number(digits) * 1_000
+  }
   const date_ms = Date.parse(trimmed)
   return Number.isNaN(date_ms) ? undefined : Math.max(0, date_ms - now_ms)
 }

@@ -1,4 +1,5 @@
 export * from "./DeliveryQueue.ts"
+export * from "./QueueAges.ts"
 export * from "./DeliveryWorker.ts"
 export * from "./Endpoints.ts"
 export * from "./Errors.ts"

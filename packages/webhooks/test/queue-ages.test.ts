@@ -8,7 +8,7 @@ import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer } from "effect"
 import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
-import { queueAges } from "../src/DeliveryQueue.ts"
+import { queueAges } from "../src/QueueAges.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { createMerchant, enqueue, newPaymentId, paymentEvent } from "./support/Fixtures.ts"
 

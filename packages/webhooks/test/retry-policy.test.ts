@@ -47,6 +47,7 @@ describe("retry policy", () => {
     assert.strictEqual(parseRetryAfter_ms("Wed, 02 Dec 2026 09:01:00 GMT", now_ms), 60_000)
     assert.strictEqual(parseRetryAfter_ms("Wed, 02 Dec 2026 08:00:00 GMT", now_ms), 0)
     assert.strictEqual(parseRetryAfter_ms("soon", now_ms), undefined)
+    assert.strictEqual(parseRetryAfter_ms("0000000000120", now_ms), 120_000, "leading zeros are not digits of a longer wait")
     // Longer than 9 digits: longer than any cap, so the cap (it was ignored: retried at once).
     const huge = parseRetryAfter_ms("99999999999999", now_ms)
     assert.isTrue(huge !== undefined && huge >= options.retryAfterMax_ms, String(huge))

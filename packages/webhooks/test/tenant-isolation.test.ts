@@ -10,7 +10,8 @@ import { makeTestDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
 import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
-import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, queueAges } from "../src/DeliveryQueue.ts"
+import { claimDeliveries, type ClaimedDelivery, type ClaimSlots } from "../src/DeliveryQueue.ts"
+import { merchantReservedSlotsOf, queueAges } from "../src/QueueAges.ts"
 import { reservedSlotsOf, WebhookSender, WebhookSenderLoop } from "../src/DeliveryWorker.ts"
 import { WebhookEndpoints } from "../src/Endpoints.ts"
 import { defaultSenderOptions, type SenderOptions } from "../src/Model.ts"
@@ -91,6 +92,30 @@ layer(ClaimLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSe
       const pending = yield* decodeRows(Schema.Struct({ count: Schema.Int }))(sql`
         SELECT count(*)::int AS count FROM webhook_deliveries WHERE status = 'pending' AND lease_token IS NULL`)
       assert.strictEqual(pending[0]?.count, 2, "what was not claimed stays pending, unleased")
+    }))
+
+  it.effect("the overdue gauge follows the merchant's reserve: its failing endpoints held at their share are not overdue; its endpoint that answers, idle, is", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const merchant = yield* createMerchant
+      const [deadA, deadB] = [yield* endpointOf(merchant, "http://127.0.0.1:9/dead-a"), yield* endpointOf(merchant, "http://127.0.0.1:9/dead-b")]
+      yield* enqueuePayments(merchant, 4)
+      // Caps 2 per endpoint, 4 per merchant (reserve 1): the due-time claim holds the merchant at 3.
+      const caps = { endpointInFlight_max: 2, merchantInFlight_max: 4 }
+      const reserveCap = { ...caps, merchantInFlight_max: caps.merchantInFlight_max - merchantReservedSlotsOf(caps.merchantInFlight_max) }
+      // (The claim also leases what earlier tests of this database left due: nothing of it stays due.)
+      const held = yield* claimDeliveries(16, lease_ms, slotsAfter([], reserveCap))
+      assert.strictEqual(held.filter((delivery) => delivery.merchant_id === merchant).length, 3, "held at the cap less the reserve")
+      yield* sql`UPDATE webhook_endpoints SET failing_since = now() - interval '1 minute' WHERE id IN (${deadA}, ${deadB})`
+      yield* sql`UPDATE webhook_deliveries SET next_attempt_at = now() - interval '90 seconds' WHERE merchant_id = ${merchant} AND lease_token IS NULL`
+      const overdue_s = Effect.map(queueAges(sql, caps), (ages) => Math.round(ages.oldestOverdue_s))
+      // The failing endpoints' rest waits behind the merchant's share, as the sender intends: not overdue.
+      assert.strictEqual(yield* overdue_s, 0, "a merchant's dead endpoints at their share are not the senders' delay")
+      // Its endpoint that answers, with a delivery due and nothing in flight: the round would take it.
+      const answering = yield* endpointOf(merchant, "http://127.0.0.1:9/answering")
+      yield* enqueuePayments(merchant, 1)
+      yield* sql`UPDATE webhook_deliveries SET next_attempt_at = now() - interval '30 seconds' WHERE endpoint_id = ${answering}`
+      assert.strictEqual(yield* overdue_s, 30, "the answering endpoint's delivery is overdue")
     }))
 })
 
