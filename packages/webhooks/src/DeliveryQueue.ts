@@ -107,10 +107,13 @@ export interface ClaimSlots {
   readonly endpointInFlight_max: number
   readonly merchantInFlight_max: number
   /**
-   * Only endpoints without a failure streak (`failing_since` unset): the slots a merchant keeps
-   * for its endpoints that answer go to those, not to a dead one that happens to be idle.
+   * Only endpoints that answer: no failure streak, or one younger than this (`failing_since`). The
+   * slots a merchant keeps for its endpoints that answer go to those, not to a dead one that
+   * happens to be idle; a healthy endpoint's one failure keeps it among them for this long, so its
+   * next attempts still get a kept slot (outside re-test: with the streak alone, one 500 left it
+   * behind its dead neighbours' backlog for good).
    */
-  readonly answeringEndpointsOnly?: boolean
+  readonly answeringStreak_ms_max?: number
 }
 
 /** Nothing in flight, and no cap below `limit` (a tool's claim, the plan test: the same statement). */
@@ -154,7 +157,9 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
-      ${slots.answeringEndpointsOnly === true ? sql`AND e.failing_since IS NULL` : sql``}
+      ${slots.answeringStreak_ms_max === undefined
+        ? sql``
+        : sql`AND (e.failing_since IS NULL OR e.failing_since > clock_timestamp() - ${slots.answeringStreak_ms_max}::double precision * interval '1 millisecond')`}
       -- Tenant isolation: nothing of an endpoint or a merchant that already has its share of this
       -- sender's slots. Plain comparisons on the row (no subquery): the scan skips such rows without
       -- counting them against the limit, so the next merchants' deliveries are taken instead.

@@ -2,7 +2,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Cause, Context, Duration, Effect, Layer, Metric, Option, Queue, type Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { claimDeliveries, type ClaimedDelivery, type ClaimSlots, completeAttempt, WEBHOOK_NOTIFY_CHANNEL } from "./DeliveryQueue.ts"
-import { merchantReservedSlotsOf, queueAges } from "./QueueAges.ts"
+import { answeringStreakOf_ms, merchantReservedSlotsOf, queueAges } from "./QueueAges.ts"
 import {
   assertSenderOptions,
   defaultSenderOptions,
@@ -49,13 +49,13 @@ class InFlight {
     bump(this.byMerchant, delivery.merchant_id, change)
   }
   /** A copy (the claim reads it while requests finish), with the given caps. */
-  slots(options: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max" | "answeringEndpointsOnly">): ClaimSlots {
+  slots(options: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max" | "answeringStreak_ms_max">): ClaimSlots {
     return {
       endpointInFlight: new Map(this.byEndpoint),
       merchantInFlight: new Map(this.byMerchant),
       endpointInFlight_max: options.endpointInFlight_max,
       merchantInFlight_max: options.merchantInFlight_max,
-      ...(options.answeringEndpointsOnly === true ? { answeringEndpointsOnly: true } : {})
+      ...(options.answeringStreak_ms_max === undefined ? {} : { answeringStreak_ms_max: options.answeringStreak_ms_max })
     }
   }
 }
@@ -266,7 +266,7 @@ const claimRound = (
     const idleEndpoints = yield* claimInto(options.concurrency - inFlightOf.total - reserved, inFlightOf.slots({
       endpointInFlight_max: 1,
       merchantInFlight_max: options.merchantInFlight_max,
-      answeringEndpointsOnly: true
+      answeringStreak_ms_max: answeringStreakOf_ms(options.timeout_ms)
     }))
     const more = yield* claimInto(options.concurrency - inFlightOf.total - reserved, inFlightOf.slots({
       endpointInFlight_max: options.endpointInFlight_max,

@@ -16,8 +16,15 @@ const QueueAgesRow = Schema.Struct({ pending_ms: Schema.Number, overdue_ms: Sche
 export const merchantReservedSlotsOf = (merchantInFlight_max: number): number =>
   Math.min(merchantInFlight_max - 1, Math.max(1, Math.floor(merchantInFlight_max / 4)))
 
+/**
+ * How long a failure streak leaves an endpoint among those that answer (the kept slots'): two
+ * request timeouts. A healthy endpoint's one failure is followed by its next attempts within that;
+ * a dead one's streak is older after its second timeout.
+ */
+export const answeringStreakOf_ms = (timeout_ms: number): number => 2 * timeout_ms
+
 /** The in-flight caps queueAges compares with (the sender's options). */
-export type InFlightCaps = Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">
+export type InFlightCaps = Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max" | "timeout_ms">
 
 /**
  * The queue's two ages, in seconds, over the pending deliveries of enabled endpoints (a disabled
@@ -54,7 +61,8 @@ export const queueAges = (sql: SqlClient.SqlClient, caps: InFlightCaps = default
                -- endpoint that answers with nothing in flight, up to the whole cap. A merchant's
                -- dead endpoints held at the reserve counted as overdue before (outside review).
                AND (d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_reserve)
-                 OR (e.failing_since IS NULL AND d.endpoint_id NOT IN (SELECT endpoint_id FROM live)
+                 OR ((e.failing_since IS NULL OR e.failing_since > clock_timestamp() - ${answeringStreakOf_ms(caps.timeout_ms)}::double precision * interval '1 millisecond')
+                     AND d.endpoint_id NOT IN (SELECT endpoint_id FROM live)
                      AND d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_cap)))
                AND NOT ${earlierPending(sql)})) * 1000, 0)::float8 AS overdue_ms
     FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id

@@ -85,7 +85,7 @@ layer(ClaimLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSe
       // live at each), not for a sender; with larger caps they would be taken, and are overdue.
       yield* sql`UPDATE webhook_deliveries SET next_attempt_at = now() - interval '90 seconds' WHERE merchant_id = ${busy} AND lease_token IS NULL`
       const overdue_s = (limits: Pick<SenderOptions, "endpointInFlight_max" | "merchantInFlight_max">) =>
-        Effect.map(queueAges(sql, limits), (ages) => Math.round(ages.oldestOverdue_s))
+        Effect.map(queueAges(sql, { ...limits, timeout_ms: 15_000 }), (ages) => Math.round(ages.oldestOverdue_s))
       assert.strictEqual(yield* overdue_s(wider), 0, "behind their endpoints' caps")
       assert.strictEqual(yield* overdue_s({ endpointInFlight_max: 8, merchantInFlight_max: 4 }), 0, "behind their merchant's cap (4 in flight)")
       assert.strictEqual(yield* overdue_s({ endpointInFlight_max: 8, merchantInFlight_max: 8 }), 90)
@@ -106,9 +106,9 @@ layer(ClaimLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSe
       // (The claim also leases what earlier tests of this database left due: nothing of it stays due.)
       const held = yield* claimDeliveries(16, lease_ms, slotsAfter([], reserveCap))
       assert.strictEqual(held.filter((delivery) => delivery.merchant_id === merchant).length, 3, "held at the cap less the reserve")
-      yield* sql`UPDATE webhook_endpoints SET failing_since = now() - interval '1 minute' WHERE id IN (${deadA}, ${deadB})`
+      yield* sql`UPDATE webhook_endpoints SET failing_since = now() - interval '5 minutes' WHERE id IN (${deadA}, ${deadB})`
       yield* sql`UPDATE webhook_deliveries SET next_attempt_at = now() - interval '90 seconds' WHERE merchant_id = ${merchant} AND lease_token IS NULL`
-      const overdue_s = Effect.map(queueAges(sql, caps), (ages) => Math.round(ages.oldestOverdue_s))
+      const overdue_s = Effect.map(queueAges(sql, { ...caps, timeout_ms: 15_000 }), (ages) => Math.round(ages.oldestOverdue_s))
       // The failing endpoints' rest waits behind the merchant's share, as the sender intends: not overdue.
       assert.strictEqual(yield* overdue_s, 0, "a merchant's dead endpoints at their share are not the senders' delay")
       // Its endpoint that answers, with a delivery due and nothing in flight: the round would take it.
@@ -210,7 +210,12 @@ layer(OwnTarpitsLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeT
       // merchant's engineer: 70 s behind within 45 s of one payment a second, with 4 + 4 of 8).
       const sql = yield* SqlClient.SqlClient
       const hung = [yield* startReceiver(() => "hold"), yield* startReceiver(() => "hold")]
-      const fast = yield* startReceiver(() => ({ status: 204 }))
+      let failNext = false
+      const fast = yield* startReceiver(() => {
+        if (!failNext) return { status: 204 }
+        failNext = false
+        return { status: 500 }
+      })
       const merchant = yield* createMerchant
       for (const receiver of hung) yield* endpointOf(merchant, receiver.url)
       yield* endpointOf(merchant, fast.url)
@@ -232,5 +237,18 @@ layer(OwnTarpitsLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeT
         const waited_ms = Date.now() - queuedAt
         assert.isBelow(waited_ms, PROMPT_MS, `the answering endpoint's webhook ${round} waited ${waited_ms} ms behind its merchant's hung ones (timeout ${senderOptions.timeout_ms} ms)`)
       }
+
+      // The dead ones dead for minutes; the answering one fails once (a deploy's 500): its next
+      // webhook still gets a kept slot. With the streak alone deciding, that one failure put it
+      // behind the dead endpoints' backlog for good (outside re-test: nothing for 96 s).
+      yield* sql`UPDATE webhook_endpoints SET failing_since = now() - interval '5 minutes' WHERE url IN (${hung[0]?.url ?? ""}, ${hung[1]?.url ?? ""})`
+      failNext = true
+      yield* enqueuePayments(merchant, 1)
+      yield* eventually("the answering endpoint's failed attempt", () => fast.received.length === 9, 4 * senderOptions.timeout_ms)
+      const afterFailure = Date.now()
+      yield* enqueuePayments(merchant, 1)
+      yield* eventually("the next webhook at the answering endpoint after its failure", () => fast.received.length === 10, 6 * senderOptions.timeout_ms)
+      const waited_ms = Date.now() - afterFailure
+      assert.isBelow(waited_ms, PROMPT_MS, `after one failure, the answering endpoint's next webhook waited ${waited_ms} ms`)
     })))
 })
