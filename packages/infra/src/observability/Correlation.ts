@@ -30,9 +30,13 @@ export const CorrelationId = Schema.String.check(
 
 const isCorrelationId = Schema.is(CorrelationId)
 
-/** The client's id when acceptable, a new UUID otherwise. */
+/**
+ * The client's id when acceptable, a new UUID otherwise: an id carrying an API key (a client that
+ * sent its key as `X-Request-Id`) is replaced too, or the key would be in every log line of the
+ * request, the payment's history, its outbox rows and their Kafka headers (outside re-test).
+ */
 export const correlationIdFrom = (candidate: string | undefined): string =>
-  candidate !== undefined && isCorrelationId(candidate) ? candidate : randomUUID()
+  candidate !== undefined && isCorrelationId(candidate) && withoutApiKeys(candidate) === candidate ? candidate : randomUUID()
 
 /** The current request's (or consumed record's) correlation id; `undefined` outside one. */
 export const CurrentCorrelationId = Context.Reference<string | undefined>("infra/observability/CurrentCorrelationId", {
@@ -155,7 +159,26 @@ export const CurrentRequestFields = Context.Reference<Record<string, string> | u
  * never reaches a log line or a span (outside security review: `payment_id` and `url.path` carried
  * one in full). The Authorization header is never recorded in the first place.
  */
-export const withoutApiKeys = (text: string): string => text.replace(/(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g, "$1REDACTED")
+export const withoutApiKeys = (text: string): string => {
+  const plain = text.replace(apiKeyPattern, "$1REDACTED")
+  if (!plain.includes("%")) return plain
+  // Percent-encoded (`sk_test%5F…`, `%73k_test_…`): matched in the decoded text, which is then
+  // what is kept (redacted); text whose decoding names no key is left as written.
+  const decoded = percentDecodedOrAsIs(plain)
+  const redacted = decoded.replace(apiKeyPattern, "$1REDACTED")
+  return redacted === decoded ? plain : redacted
+}
+
+const apiKeyPattern = /(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g
+
+/** Percent-decoded, or as written when an escape is malformed (`%zz`). */
+const percentDecodedOrAsIs = (text: string): string => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
+}
 
 /** Adds `fields` to the current request's access line and to the current span. */
 export const annotateRequest = (fields: Readonly<Record<string, string>>): Effect.Effect<void> =>
