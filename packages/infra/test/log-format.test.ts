@@ -39,4 +39,13 @@ describe("the JSON log line", () => {
       assert.strictEqual(lines[4]?.["message"], "with a cause")
       assert.match(String(lines[4]?.["cause"]), /Refused: down/)
     }))
+
+  it.effect("an API key anywhere in a line (an annotation, a field, a cause) is written redacted", () =>
+    Effect.gen(function* () {
+      const key = "sk_test_AbCdEfGh12345678AbCdEfGh12345678"
+      const lines = yield* linesOf(Effect.logWarning("cached response refused", { idempotency_key: `order-${key}` }).pipe(
+        Effect.annotateLogs({ payment_id: key })
+      ))
+      assert.deepStrictEqual(lines, [{ level: "WARN", message: "cached response refused", payment_id: "sk_test_REDACTED", idempotency_key: "order-sk_test_REDACTED" }])
+    }))
 })

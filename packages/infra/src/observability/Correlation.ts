@@ -160,7 +160,7 @@ export const CurrentRequestFields = Context.Reference<Record<string, string> | u
  * one in full). The Authorization header is never recorded in the first place.
  */
 export const withoutApiKeys = (text: string): string => {
-  const plain = text.replace(apiKeyPattern, "$1REDACTED")
+  const plain = withoutLiteralApiKeys(text)
   if (!plain.includes("%")) return plain
   // Percent-encoded (`sk_test%5F…`, `%73k_test_…`): matched in the decoded text, which is then
   // what is kept (redacted); text whose decoding names no key is left as written.
@@ -170,6 +170,9 @@ export const withoutApiKeys = (text: string): string => {
 }
 
 const apiKeyPattern = /(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g
+
+/** Only the keys written as they are (one regular-expression pass; what every log line goes through). */
+export const withoutLiteralApiKeys = (text: string): string => text.replace(apiKeyPattern, "$1REDACTED")
 
 /** Percent-decoded, or as written when an escape is malformed (`%zz`). */
 const percentDecodedOrAsIs = (text: string): string => {

@@ -1,4 +1,5 @@
 import { Config, Context, Effect, Formatter, Layer, Logger, References, Tracer } from "effect"
+import { withoutLiteralApiKeys } from "./Correlation.ts"
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value)
 
@@ -34,7 +35,7 @@ export const flatMessage = (message: unknown): { readonly message: unknown; read
  * One JSON object per line: `timestamp`, `level`, `message`, `trace_id` and `span_id` (of the
  * current span, when there is one), then the annotations flat (`correlation_id`, `merchant_id`,
  * `payment_id`, … where known) and the fields of an object given to the log call (flatMessage),
- * then `cause` and the log spans. Effect's own `Logger.consoleJson`
+ * then `cause` and the log spans; an API key anywhere in it written `sk_test_REDACTED`. Effect's own `Logger.consoleJson`
  * prints no trace id and nests the annotations; a log search by `correlation_id` or `trace_id`
  * wants them at the top level.
  */
@@ -52,7 +53,9 @@ export const structuredWithTrace = Logger.make((options) => {
   for (const [name, value] of Object.entries(fields)) if (!(name in line)) line[name] = value
   if (entry.cause !== undefined) line["cause"] = entry.cause
   if (Object.keys(entry.spans).length > 0) line["spans"] = entry.spans
-  return Formatter.formatJson(line)
+  // The last net: an API key in any field (an Idempotency-Key or a path a client pasted it into,
+  // an error's text quoting a request) never reaches the log (outside re-test).
+  return withoutLiteralApiKeys(Formatter.formatJson(line))
 })
 
 /** The JSON logger, one line per event on stdout through the console (one write per line). */
