@@ -19,7 +19,7 @@ import {
 import { databaseTarget } from "./DatabaseTarget.ts"
 import { watchedAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
-import { failureText, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
+import { failureText, hasSqlState, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
 import { decodeRow } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
@@ -178,7 +178,11 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
 const newestMigrationFileId = (directory: string = migrationsDirectory) =>
   readdirSync(directory).reduce((newest, file) => Math.max(newest, Number(migrationFile.exec(file)?.[1] ?? 0)), 0)
 
-const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
+const NewestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
+
+/** The newest migration id the database has applied (0: none), from the migrator's table. */
+const newestApplied = (sql: SqlClient.SqlClient) =>
+  NewestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`)
 
 /**
  * True when the database already has every migration this build carries, read as the application's
@@ -190,10 +194,9 @@ const newestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
 const schemaIsCurrent = Effect.gen(function* () {
   const url = yield* DatabaseUrl
   const newestFile = newestMigrationFileId()
-  const applied = yield* Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    return yield* newestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`)
-  }).pipe(Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" })))
+  const applied = yield* Effect.flatMap(SqlClient.SqlClient, newestApplied).pipe(
+    Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" }))
+  )
   const current = applied.newest >= newestFile
   yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
     Effect.annotateLogs({ newest_applied: applied.newest, newest_carried: newestFile })
@@ -219,10 +222,7 @@ export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("Mi
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
 /** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
-const isLockTimeout = (error: unknown): boolean => {
-  const sqlError = sqlErrorIn(error)
-  return sqlError !== undefined && sqlStateOf(sqlError) === "55P03"
-}
+const isLockTimeout = hasSqlState("55P03")
 
 /**
  * Applies pending migrations as the schema owner (`MIGRATION_DATABASE_URL`), on one connection that
@@ -281,17 +281,12 @@ export class SchemaBehind extends Schema.TaggedError<SchemaBehind>()("SchemaBehi
 }) {}
 
 /** The table the migrator keeps does not exist yet (an empty database): nothing applied. */
-const isUndefinedTable = (error: unknown): boolean => {
-  const sqlError = sqlErrorIn(error)
-  return sqlError !== undefined && sqlStateOf(sqlError) === "42P01"
-}
+const isUndefinedTable = hasSqlState("42P01")
 
 /** The newest migration the database has (0: none, an empty database) and the newest this build carries. */
 export const migrationProgress = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const applied = yield* newestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`).pipe(
-    Effect.catchIf(isUndefinedTable, () => Effect.succeed({ newest: 0 }))
-  )
+  const applied = yield* newestApplied(sql).pipe(Effect.catchIf(isUndefinedTable, () => Effect.succeed({ newest: 0 })))
   return { newest_applied: applied.newest, newest_carried: newestMigrationFileId() }
 })
 

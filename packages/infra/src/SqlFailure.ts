@@ -30,6 +30,12 @@ const decodeCode = Schema.decodeUnknownOption(Schema.Struct({ code: Schema.Strin
 export const sqlErrorIn = (error: unknown): SqlError | undefined =>
   isSqlError(error) ? error : error instanceof Error && isSqlError(error.cause) ? error.cause : undefined
 
+/** Whether `error` is, or wraps, a database failure PostgreSQL answered with `sqlstate`. */
+export const hasSqlState = (sqlstate: string) => (error: unknown): boolean => {
+  const sqlError = sqlErrorIn(error)
+  return sqlError !== undefined && sqlStateOf(sqlError) === sqlstate
+}
+
 /** The SQLSTATE of a failure PostgreSQL answered with; undefined when the server never answered. */
 export const sqlStateOf = (error: SqlError): string | undefined =>
   Option.getOrUndefined(Option.map(decodeCode(error.reason.cause), (fields) => fields.code))

@@ -1,6 +1,7 @@
 import { Context, Effect, Option, Schema, Tracer } from "effect"
 import { Headers, HttpTraceContext } from "effect/http"
 import { randomUUID } from "node:crypto"
+import { decodedOrAsIs } from "../DatabaseTarget.ts"
 
 /**
  * One correlation id per request, from the HTTP edge to the consumers: the client's
@@ -164,8 +165,8 @@ export const withoutApiKeys = (text: string): string => {
   if (!plain.includes("%")) return plain
   // Percent-encoded (`sk_test%5F…`, `%73k_test_…`): matched in the decoded text, which is then
   // what is kept (redacted); text whose decoding names no key is left as written.
-  const decoded = percentDecodedOrAsIs(plain)
-  const redacted = decoded.replace(apiKeyPattern, "$1REDACTED")
+  const decoded = decodedOrAsIs(plain)
+  const redacted = withoutLiteralApiKeys(decoded)
   return redacted === decoded ? plain : redacted
 }
 
@@ -173,15 +174,6 @@ const apiKeyPattern = /(sk_(?:test|live)_)[0-9A-Za-z]{8,}/g
 
 /** Only the keys written as they are (one regular-expression pass; what every log line goes through). */
 export const withoutLiteralApiKeys = (text: string): string => text.replace(apiKeyPattern, "$1REDACTED")
-
-/** Percent-decoded, or as written when an escape is malformed (`%zz`). */
-const percentDecodedOrAsIs = (text: string): string => {
-  try {
-    return decodeURIComponent(text)
-  } catch {
-    return text
-  }
-}
 
 /** Adds `fields` to the current request's access line and to the current span. */
 export const annotateRequest = (fields: Readonly<Record<string, string>>): Effect.Effect<void> =>
