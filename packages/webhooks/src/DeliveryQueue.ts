@@ -157,9 +157,7 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
     WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp() AND d.attempt_count < 1000
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= clock_timestamp())
       AND e.status = 'enabled' AND e.deleted_at IS NULL
-      ${slots.answeringStreak_ms_max === undefined
-        ? sql``
-        : sql`AND (e.failing_since IS NULL OR e.failing_since > clock_timestamp() - ${slots.answeringStreak_ms_max}::double precision * interval '1 millisecond')`}
+      ${slots.answeringStreak_ms_max === undefined ? sql`` : sql`AND ${answeringEndpoint(sql, slots.answeringStreak_ms_max)}`}
       -- Tenant isolation: nothing of an endpoint or a merchant that already has its share of this
       -- sender's slots. Plain comparisons on the row (no subquery): the scan skips such rows without
       -- counting them against the limit, so the next merchants' deliveries are taken instead.
@@ -202,6 +200,13 @@ const claimStatement = (sql: SqlClient.SqlClient, limit: number, lease_ms: numbe
                WHERE k.endpoint_id = l.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
                ORDER BY k.created_at DESC) AS secrets
   FROM leased l JOIN started s ON s.delivery_id = l.id JOIN webhook_endpoints e ON e.id = l.endpoint_id`
+
+/**
+ * Whether the endpoint `e` answers: no failure streak, or one younger than `streak_ms_max`. The
+ * kept slots' rule (ClaimSlots.answeringStreak_ms_max), also read by queueAges.
+ */
+export const answeringEndpoint = (sql: SqlClient.SqlClient, streak_ms_max: number) =>
+  sql`(e.failing_since IS NULL OR e.failing_since > clock_timestamp() - ${streak_ms_max}::double precision * interval '1 millisecond')`
 
 /**
  * Whether an earlier event of the same payment (and refund) waits at the same endpoint: the

@@ -49,14 +49,8 @@ class InFlight {
     bump(this.byMerchant, delivery.merchant_id, change)
   }
   /** A copy (the claim reads it while requests finish), with the given caps. */
-  slots(options: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max" | "answeringStreak_ms_max">): ClaimSlots {
-    return {
-      endpointInFlight: new Map(this.byEndpoint),
-      merchantInFlight: new Map(this.byMerchant),
-      endpointInFlight_max: options.endpointInFlight_max,
-      merchantInFlight_max: options.merchantInFlight_max,
-      ...(options.answeringStreak_ms_max === undefined ? {} : { answeringStreak_ms_max: options.answeringStreak_ms_max })
-    }
+  slots(caps: Pick<ClaimSlots, "endpointInFlight_max" | "merchantInFlight_max" | "answeringStreak_ms_max">): ClaimSlots {
+    return { ...caps, endpointInFlight: new Map(this.byEndpoint), merchantInFlight: new Map(this.byMerchant) }
   }
 }
 

@@ -1,7 +1,7 @@
 import { decodeRows } from "@pay/infra"
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
-import { earlierPending } from "./DeliveryQueue.ts"
+import { answeringEndpoint, earlierPending } from "./DeliveryQueue.ts"
 import { defaultSenderOptions, type SenderOptions } from "./Model.ts"
 
 const QueueAgesRow = Schema.Struct({ pending_ms: Schema.Number, overdue_ms: Schema.Number })
@@ -61,7 +61,7 @@ export const queueAges = (sql: SqlClient.SqlClient, caps: InFlightCaps = default
                -- endpoint that answers with nothing in flight, up to the whole cap. A merchant's
                -- dead endpoints held at the reserve counted as overdue before (outside review).
                AND (d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_reserve)
-                 OR ((e.failing_since IS NULL OR e.failing_since > clock_timestamp() - ${answeringStreakOf_ms(caps.timeout_ms)}::double precision * interval '1 millisecond')
+                 OR (${answeringEndpoint(sql, answeringStreakOf_ms(caps.timeout_ms))}
                      AND d.endpoint_id NOT IN (SELECT endpoint_id FROM live)
                      AND d.merchant_id NOT IN (SELECT merchant_id FROM merchants_at_cap)))
                AND NOT ${earlierPending(sql)})) * 1000, 0)::float8 AS overdue_ms
