@@ -30,9 +30,10 @@ export class Readiness extends Context.Service<Readiness, {
   readonly check: Effect.Effect<ReadonlyArray<DependencyCheck>>
 }>()("server/Readiness") {
   static readonly fromProbes = (probes: ReadonlyArray<Probe>) => {
-    const downSince = new Map<string, boolean>()
+    // Which dependencies the last round found down: their WARN once, then the INFO when back.
+    const down = new Map<string, boolean>()
     return Readiness.of({
-      check: Effect.forEach(probes, (probe) => runProbe(probe, downSince), { concurrency: "unbounded" })
+      check: Effect.forEach(probes, (probe) => runProbe(probe, down), { concurrency: "unbounded" })
     })
   }
 

@@ -14,6 +14,7 @@ import { annotateRequest, sqlFailureKind } from "@pay/infra"
 import { ApiKeys, isWellFormedApiKey } from "@pay/merchants"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { HttpServerRequest } from "effect/http"
+import type { SqlError } from "effect/sql/SqlError"
 import { authenticationSourceOf } from "./ClientAddress.ts"
 import { problemDocument } from "./Problem.ts"
 import { receiveBodyFirst } from "./RequestBody.ts"
@@ -57,9 +58,7 @@ export const AuthorizationLive = Layer.effect(
             // Only a database that did not answer is a 503; a refusal of the key's lookup is a bug (Respond.ts).
             SqlError: (error) =>
               sqlFailureKind(error) === "unavailable"
-                ? logRequestFailed(503, "database_unavailable", error).pipe(
-                  Effect.andThen(Effect.fail(new DatabaseUnavailableProblem({ detail: problemDocument(new DatabaseUnavailable({ during: "authentication" })).detail })))
-                )
+                ? unavailableDuringAuthentication(error)
                 : Effect.logError("authentication failed", error).pipe(
                   Effect.andThen(Effect.fail(new InternalErrorProblem({ detail: problemDocument(new InternalError({ failed: "the API key lookup" })).detail })))
                 )
@@ -70,12 +69,9 @@ export const AuthorizationLive = Layer.effect(
             return problemHttpResponse(
               new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: attempt.retryAfter_s })
             )
-          case "WaitedTooLong": {
+          case "WaitedTooLong":
             // The source's earlier lookups have held every place that long: the database is not answering them.
-            const unavailable = new DatabaseUnavailable({ during: "authentication" })
-            yield* logRequestFailed(503, unavailable.code, unavailable)
-            return yield* new DatabaseUnavailableProblem({ detail: problemDocument(unavailable).detail })
-          }
+            return yield* unavailableDuringAuthentication()
           case "LookedUp":
             break
         }
@@ -104,6 +100,17 @@ export const AuthorizationLive = Layer.effect(
     })
   })
 )
+
+/**
+ * The 503 of a key's lookup the database does not answer, with its `request failed` line naming
+ * `cause` (the driver's failure; absent: the lookups that waited too long for a place).
+ */
+const unavailableDuringAuthentication = (cause?: SqlError) => {
+  const unavailable = new DatabaseUnavailable({ during: "authentication" })
+  return logRequestFailed(503, unavailable.code, cause ?? unavailable).pipe(
+    Effect.andThen(Effect.fail(new DatabaseUnavailableProblem({ detail: problemDocument(unavailable).detail })))
+  )
+}
 
 const concurrencyLimited = (settings: MerchantInFlight["Service"]["settings"], reason: Refusal) =>
   new ConcurrencyLimited({

@@ -9,9 +9,15 @@ export type BodyError = BodyTooLarge | BodyUnreadable | UnsupportedMediaType | M
  * Reads the body, bounded: a declared Content-Length over the limit is refused before reading;
  * a chunked body is cut off at the limit. A refusal is answered, never stored (nothing executed yet).
  */
+/** The body's declared length (`Content-Length`, 0 when absent). */
+const declaredBodyBytes = (request: HttpServerRequest.HttpServerRequest): number => Number(request.headers["content-length"] ?? "0")
+
+/** Reads under the body's bound: a chunked body is cut off at it. */
+const withinBodyBound = Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX))
+
 export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<Schema.Json | undefined, BodyError> =>
   Effect.gen(function* () {
-    const declared = Number(request.headers["content-length"] ?? "0")
+    const declared = declaredBodyBytes(request)
     if (declared > REQUEST_BODY_BYTES_MAX) {
       return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX, declared_bytes: declared })
     }
@@ -46,7 +52,7 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     // with U+FFFD in place of what the client sent, so it is refused instead.
     if (text === undefined) return yield* new MalformedJson({ reason: "it is not UTF-8" })
     return yield* Effect.fromResult(parseJsonBody(text))
-  }).pipe(Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX)))
+  }).pipe(withinBodyBound)
 
 /**
  * Receives the body (bounded as `readJsonBody` reads it) before the request takes one of its
@@ -57,15 +63,8 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
  * is not looked at (a refusal is the handler's to answer, with its code). A declared length over
  * the limit is not read at all (refused unread by the handler).
  */
-export const receiveBodyFirst = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<void> => {
-  const declared = Number(request.headers["content-length"] ?? "0")
-  if (declared > REQUEST_BODY_BYTES_MAX) return Effect.void
-  return request.arrayBuffer.pipe(
-    Effect.exit,
-    Effect.asVoid,
-    Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX))
-  )
-}
+export const receiveBodyFirst = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<void> =>
+  declaredBodyBytes(request) > REQUEST_BODY_BYTES_MAX ? Effect.void : request.arrayBuffer.pipe(Effect.exit, Effect.asVoid, withinBodyBound)
 
 /**
  * A body field's name for `field`: its members joined with dots (`metadata.order_id`, an array

@@ -48,11 +48,6 @@ export const finishEvenIfClientLeaves = <A, E, R>(work: Effect.Effect<A, E, R>):
     ))
 
 /**
- * Errors that end a request without a decided outcome, as problems. None of these is stored:
- * the idempotency key is released and a retry with the same key resumes. A 5xx is logged at
- * ERROR with what failed (a database failure with its SQLSTATE).
- */
-/**
  * The `request failed` ERROR line of a 5xx (docs/observability.md): its status and code, and what
  * failed (the SQLSTATE and the driver's reason for a database failure). Written wherever a 5xx is
  * answered: here, and by the authorization middleware, whose 503s of a database outage (every
@@ -67,6 +62,11 @@ export const logRequestFailed = (status: number, code: string, error: { readonly
     detail: error.message
   })
 
+/**
+ * Errors that end a request without a decided outcome, as problems. None of these is stored:
+ * the idempotency key is released and a retry with the same key resumes. A 5xx is logged at
+ * ERROR with what failed (a database failure with its SQLSTATE).
+ */
 export const respondToError = (error: ApiError | SqlError) =>
   Effect.gen(function* () {
     const answered = isSqlError(error) ? sqlFailureAnswer(error) : error
