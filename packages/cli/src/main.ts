@@ -218,7 +218,7 @@ const sqlFailure = (error: SqlError) =>
       : yield* Effect.orElseSucceed(Effect.map(ConsumersDatabaseUrl, (url) => databaseTarget(Redacted.value(url))), () => databaseTarget(""))
     if (error.reason._tag === "AuthorizationError") {
       const consumersHint = consumersTarget === undefined ? "" : `; a consumer command writes the consumers' tables as CONSUMERS_DATABASE_URL (${consumersTarget}), which must be the role pay_consumer`
-      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command applies pending migrations first as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: when one is pending, set it to the schema owner's URL${consumersHint}; docs/runbook.md)`, 1)
+      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command works as DATABASE_URL, the application's role pay_app${consumersHint}; docs/runbook.md)`, 1)
     }
     const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))
     const where = consumersTarget === undefined
