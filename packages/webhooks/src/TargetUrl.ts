@@ -9,7 +9,8 @@ import { URL_LENGTH_MAX } from "./Model.ts"
  * - `http://` to a loopback address (`127.0.0.0/8`, `::1`, `localhost` and names under it): only when
  *   `allowLoopbackHttp` is set (`WEBHOOK_ALLOW_LOOPBACK_HTTP=true`, local and test mode).
  * - Nothing else: no other scheme, no credentials in the URL, no IP literal outside global
- *   unicast (private, link-local, unique-local, CGNAT, multicast, unspecified, reserved and
+ *   unicast (private, link-local, unique-local, CGNAT, multicast, unspecified, reserved,
+ *   unallocated (IPv6 outside 2000::/3) and
  *   documentation blocks, and the IPv6 forms that embed an IPv4 address: NAT64, 6to4, Teredo;
  *   cloud metadata at 169.254.169.254 among them), and, in production, no loopback either.
  *
@@ -29,6 +30,8 @@ const refused = (reason: string): UrlVerdict => ({ _tag: "Refused", reason })
  * for a string that is not an IP address. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is
  * classified as the IPv4 address it maps to.
  */
+const globalUnicastV6 = ipaddr.parseCIDR("2000::/3")
+
 const ipRange = (address: string): string | undefined => {
   const bare = address.replace(/^\[|\]$/g, "").toLowerCase()
   if (isIP(bare) === 0) return undefined
@@ -36,6 +39,8 @@ const ipRange = (address: string): string | undefined => {
   const range = parsed.range()
   // ::/96 besides :: and ::1 held the deprecated IPv4-compatible form (::a.b.c.d); ipaddr.js calls it unicast.
   if (range === "unicast" && parsed.kind() === "ipv6" && parsed.match(ipaddr.parse("::"), 96)) return "ipv4Compatible"
+  // IANA allocates global unicast from 2000::/3 only; ipaddr.js calls the unassigned rest (4000::, 8000::, e000::…) unicast too.
+  if (range === "unicast" && parsed.kind() === "ipv6" && !parsed.match(globalUnicastV6)) return "unallocated"
   return range
 }
 
