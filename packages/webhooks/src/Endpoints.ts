@@ -152,8 +152,9 @@ export const checkFields = (fields: Partial<EndpointFields>, allowLoopbackHttp: 
   return Effect.succeed(url)
 }
 
+/** Stored canonical: each type once, in the catalog's order, and `*` alone (it already names every other). */
 const uniqueTypes = (types: ReadonlyArray<string>): ReadonlyArray<WebhookEventType> =>
-  webhookEventTypes.filter((type) => types.includes(type))
+  types.includes("*") ? ["*"] : webhookEventTypes.filter((type) => types.includes(type))
 
 const helpers = (sql: SqlClient.SqlClient, box: SecretBox) => {
   /** An id not of an endpoint id's shape names none: not found before the statement runs (a NUL would be a 500 from the database). */

@@ -34,7 +34,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       assert.strictEqual((yield* endpoints.list(other, { limit: 10 })).data.length, 0, "another merchant sees nothing")
       const notOurs = yield* Effect.exit(endpoints.get(other, endpoint.id))
       assert.isTrue(Exit.isFailure(notOurs))
-      const updated = yield* endpoints.update(merchantId, endpoint.id, { event_types: ["*"] })
+      const updated = yield* endpoints.update(merchantId, endpoint.id, { event_types: ["payment_created", "*"] })
+      // `*` already names every type: stored alone, as the sender reads it.
       assert.deepStrictEqual([updated.event_types, updated.url], [["*"], "https://merchant.example/hooks"])
       assert.strictEqual((yield* endpoints.disable(merchantId, endpoint.id)).disabled_reason, "merchant")
       assert.strictEqual((yield* endpoints.enable(merchantId, endpoint.id)).status, "enabled")
