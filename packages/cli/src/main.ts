@@ -28,7 +28,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, MigratingToolDatabaseLive, migrationProgress, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, MigratingToolDatabaseLive, migrationProgress, migrationsInBrief, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -276,7 +276,7 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
     report(`${error.message}\n(pnpm cli migrate applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`, 1)),
   Effect.catchTag("SchemaBehind", (error) =>
     report(
-      `the database's schema is behind this CLI (newest migration applied ${error.newest_applied}, this build carries ${error.newest_carried}): nothing done\n(deploy the server that carries them, which applies them at start, or run pnpm cli migrate with MIGRATION_DATABASE_URL the schema owner's URL; a CLI never migrates as a side effect; docs/runbook.md, "Migrations")`,
+      `the database's schema is behind this CLI (it lacks ${migrationsInBrief(error.missing)}; newest applied ${error.newest_applied}, this build carries ${error.newest_carried}): nothing done\n(deploy the server that carries them, which applies them at start, or run pnpm cli migrate with MIGRATION_DATABASE_URL the schema owner's URL; a CLI never migrates as a side effect; docs/runbook.md, "Migrations")`,
       1
     )),
   Effect.catchTag("RedriveFailed", (error) =>

@@ -117,6 +117,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
         execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
       // The newest migration forgotten (its effects stay; the bookkeeping says it is pending).
       const newest = yield* psql("SELECT max(migration_id) FROM effect_sql_migrations")
+      const newestLabel = `${newest.padStart(4, "0")}_${yield* psql(`SELECT name FROM effect_sql_migrations WHERE migration_id = ${newest}`)}`
       yield* psql(`DELETE FROM effect_sql_migrations WHERE migration_id = ${newest}`)
       const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
       // A read, and a write, with the owner's URL in the environment (an operator's shell during an
@@ -124,7 +125,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       for (const args of [["consumers", "offsets"], ["merchants", "create", "Behind"]]) {
         const refused = yield* cli(asApp, args, { MIGRATION_DATABASE_URL: database.url })
         assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
-        assert.include(refused.stderr, `the database's schema is behind this CLI (newest migration applied ${Number(newest) - 1}, this build carries ${newest}): nothing done`, describeRun(refused))
+        assert.include(refused.stderr, `the database's schema is behind this CLI (it lacks ${newestLabel}; newest applied ${Number(newest) - 1}, this build carries ${newest}): nothing done`, describeRun(refused))
         assert.include(refused.stderr, "pnpm cli migrate")
         assert.notInclude(refused.stderr, "    at ")
         assert.strictEqual(yield* psql("SELECT max(migration_id) FROM effect_sql_migrations"), String(Number(newest) - 1), `${args.join(" ")}: nothing migrated`)
@@ -140,12 +141,33 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       // is applied already, and would fail to apply again.)
     })))
 
+  it.effect("a migration lacking below the newest applied one (a branch's file merged after a higher one shipped): a command says which, and migrate stops naming it instead of skipping it for ever", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
+        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      const newest = yield* psql("SELECT max(migration_id) FROM effect_sql_migrations")
+      const [id, name] = (yield* psql(`SELECT migration_id || '|' || name FROM effect_sql_migrations WHERE migration_id < ${newest} ORDER BY migration_id DESC LIMIT 1`)).split("|")
+      const label = `${(id ?? "").padStart(4, "0")}_${name ?? ""}`
+      // The bookkeeping of the one before the newest gone: the migrator (ids above the newest only) would never apply it.
+      yield* psql(`DELETE FROM effect_sql_migrations WHERE migration_id = ${id}`)
+      const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
+      const refused = yield* cli(asApp, ["consumers", "offsets"])
+      assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
+      assert.include(refused.stderr, `the database's schema is behind this CLI (it lacks ${label}; newest applied ${newest}, this build carries ${newest})`, describeRun(refused))
+      const migrate = yield* cli(asApp, ["migrate"], { MIGRATION_DATABASE_URL: database.url })
+      assert.deepStrictEqual([migrate.exitCode, migrate.stdout], [1, ""], describeRun(migrate))
+      assert.include(migrate.stderr, `migrations ${label} are not applied, yet the database has applied up to ${newest}: the migrator applies only ids above its newest, so they would never run. Nothing applied`, describeRun(migrate))
+      assert.notInclude(migrate.stderr, "    at ")
+      assert.strictEqual(yield* psql(`SELECT count(*) FROM effect_sql_migrations WHERE migration_id = ${id}`), "0", "nothing recorded as applied")
+    })))
+
   it.effect("an empty database: a command says the schema is behind (applied 0); migrate as the owner creates it", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireEmptyTestDatabase
       const refused = yield* cli(database.url, ["idempotency", "parked"])
       assert.deepStrictEqual([refused.exitCode, refused.stdout], [1, ""], describeRun(refused))
-      assert.include(refused.stderr, "the database's schema is behind this CLI (newest migration applied 0,", describeRun(refused))
+      assert.include(refused.stderr, "the database's schema is behind this CLI (it lacks 0001_foundation, 0002_ledger, 0003_payments and ", describeRun(refused))
       const migrated = yield* cli(testDatabaseUrlAsRole(database.url, "pay_app"), ["migrate"], { MIGRATION_DATABASE_URL: database.url })
       assert.strictEqual(migrated.exitCode, 0, describeRun(migrated))
       const progress: unknown = JSON.parse(migrated.stdout)

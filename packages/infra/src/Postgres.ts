@@ -20,7 +20,7 @@ import { databaseTarget } from "./DatabaseTarget.ts"
 import { watchedAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
 import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
 import { failureText, hasSqlState, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
-import { decodeRow } from "./SqlRows.ts"
+import { decodeRows } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 
 /** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
@@ -174,32 +174,74 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
   Layer.provide(NodeServices.layer)
 )
 
-/** The newest migration id among the files in `directory` (0 when there are none). */
-const newestMigrationFileId = (directory: string = migrationsDirectory) =>
-  readdirSync(directory).reduce((newest, file) => Math.max(newest, Number(migrationFile.exec(file)?.[1] ?? 0)), 0)
+/** The migrations this build carries: `<id>_<name>` of each file in `directory`, by id. */
+const carriedMigrations = (directory: string = migrationsDirectory): ReadonlyArray<{ readonly id: number; readonly name: string }> =>
+  readdirSync(directory)
+    .flatMap((file) => {
+      const match = migrationFile.exec(file)
+      return match === null || match[2] === undefined ? [] : [{ id: Number(match[1]), name: match[2] }]
+    })
+    .sort((a, b) => a.id - b.id)
 
-const NewestApplied = decodeRow(Schema.Struct({ newest: Schema.Number }))
+const AppliedMigrations = decodeRows(Schema.Struct({ migration_id: Schema.Number, name: Schema.String }))
 
-/** The newest migration id the database has applied (0: none), from the migrator's table. */
-const newestApplied = (sql: SqlClient.SqlClient) =>
-  NewestApplied(sql`SELECT coalesce(max(migration_id), 0)::int AS newest FROM effect_sql_migrations`)
+/** What the database has applied, from the migrator's table. */
+const appliedMigrations = (sql: SqlClient.SqlClient) =>
+  AppliedMigrations(sql`SELECT migration_id, name FROM effect_sql_migrations ORDER BY migration_id`)
+
+/**
+ * How the database's migrations compare with this build's: the newest of each, and the carried
+ * ones it lacks (`0101_name`), compared by id AND name. The migrator applies only ids above the
+ * newest applied one, so a lacking one at or below it (a branch's migration merged after a higher
+ * one was deployed, or two branches' files sharing an id) would be skipped for ever: `unreachable`.
+ */
+export interface MigrationComparison {
+  readonly newest_applied: number
+  readonly newest_carried: number
+  readonly missing: ReadonlyArray<string>
+  readonly unreachable: ReadonlyArray<string>
+}
+
+const compareMigrations = (applied: ReadonlyArray<{ readonly migration_id: number; readonly name: string }>): MigrationComparison => {
+  const carried = carriedMigrations()
+  const newest_applied = applied.reduce((newest, row) => Math.max(newest, row.migration_id), 0)
+  const has = new Set(applied.map((row) => `${row.migration_id}_${row.name}`))
+  const lacking = carried.filter((file) => !has.has(`${file.id}_${file.name}`))
+  const label = (file: { readonly id: number; readonly name: string }) => `${String(file.id).padStart(4, "0")}_${file.name}`
+  return {
+    newest_applied,
+    newest_carried: carried.at(-1)?.id ?? 0,
+    missing: lacking.map(label),
+    unreachable: lacking.filter((file) => file.id <= newest_applied).map(label)
+  }
+}
+
+/** The table the migrator keeps does not exist yet (an empty database): nothing applied. */
+const isUndefinedTable = hasSqlState("42P01")
+
+/** The comparison, read on `sql`'s connection (an empty database has applied none). */
+const migrationsOf = (sql: SqlClient.SqlClient) =>
+  appliedMigrations(sql).pipe(
+    Effect.catchIf(isUndefinedTable, () => Effect.succeed([])),
+    Effect.map(compareMigrations)
+  )
 
 /**
  * True when the database already has every migration this build carries, read as the application's
  * role (`DATABASE_URL`; 0085 lets it read the migrator's table) on one connection closed at once.
- * The migrator applies only ids above the newest applied one, so that one id decides it. False when
+ * Every carried migration must be there, by id and name (`compareMigrations`). False when
  * it cannot tell (no such table yet, a database before 0085, no answer), said in an INFO line with
  * the reason: the migrator then runs and reports what is wrong, as it always did.
  */
 const schemaIsCurrent = Effect.gen(function* () {
   const url = yield* DatabaseUrl
-  const newestFile = newestMigrationFileId()
-  const applied = yield* Effect.flatMap(SqlClient.SqlClient, newestApplied).pipe(
+  const comparison = yield* Effect.flatMap(SqlClient.SqlClient, appliedMigrations).pipe(
+    Effect.map(compareMigrations),
     Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" }))
   )
-  const current = applied.newest >= newestFile
+  const current = comparison.missing.length === 0
   yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
-    Effect.annotateLogs({ newest_applied: applied.newest, newest_carried: newestFile })
+    Effect.annotateLogs({ newest_applied: comparison.newest_applied, newest_carried: comparison.newest_carried, missing: comparison.missing })
   )
   return current
 }).pipe(
@@ -221,6 +263,14 @@ export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("Mi
 /** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
+/** Migration labels for one line: the first three, then how many more (an empty database lacks them all). */
+export const migrationsInBrief = (labels: ReadonlyArray<string>): string =>
+  labels.length <= 3 ? labels.join(", ") : `${labels.slice(0, 3).join(", ")} and ${labels.length - 3} more`
+
+/** Why a build whose migrations the migrator would skip is stopped (nothing applied). */
+const unreachableMessage = (comparison: MigrationComparison): string =>
+  `migrations ${migrationsInBrief(comparison.unreachable)} are not applied, yet the database has applied up to ${comparison.newest_applied}: the migrator applies only ids above its newest, so they would never run. Nothing applied: give them ids above ${comparison.newest_applied} (docs/runbook.md, "Migrations")`
+
 /** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
 const isLockTimeout = hasSqlState("55P03")
 
@@ -239,7 +289,9 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
     const lockTimeout_ms = yield* MigrationLockTimeout
     if (yield* schemaIsCurrent) return
     const url = yield* MigrationDatabaseUrl
-    yield* PgMigrator.run({ loader: sqlFileLoader() }).pipe(
+    yield* Effect.flatMap(SqlClient.SqlClient, migrationsOf).pipe(
+      Effect.flatMap((comparison) => comparison.unreachable.length === 0 ? Effect.void : Effect.fail(new MigrationsFailed({ message: unreachableMessage(comparison) }))),
+      Effect.andThen(PgMigrator.run({ loader: sqlFileLoader() })),
       // A lock not granted in time rolls the migrations back whole: tried again, at most
       // MIGRATION_LOCK_ATTEMPTS times in all, a second apart (another process migrating, a
       // publisher's transaction around a slow Kafka send), then the process stops naming the wait.
@@ -254,6 +306,7 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
       // A database that does not answer stays the driver's error (an outage, said as such by the
       // caller); a refusal it answered with is the migrations' failure.
       Effect.mapError((error) => {
+        if (error instanceof MigrationsFailed) return error
         const sqlError = sqlErrorIn(error)
         if (sqlError !== undefined && sqlStateOf(sqlError) === undefined) return sqlError
         return new MigrationsFailed({
@@ -277,18 +330,13 @@ export const DatabaseLive = PostgresLive.pipe(Layer.provideMerge(OwnerMigrations
  */
 export class SchemaBehind extends Schema.TaggedError<SchemaBehind>()("SchemaBehind", {
   newest_applied: Schema.Number,
-  newest_carried: Schema.Number
+  newest_carried: Schema.Number,
+  /** The carried migrations the database lacks (`0101_name`). */
+  missing: Schema.Array(Schema.String)
 }) {}
 
-/** The table the migrator keeps does not exist yet (an empty database): nothing applied. */
-const isUndefinedTable = hasSqlState("42P01")
-
-/** The newest migration the database has (0: none, an empty database) and the newest this build carries. */
-export const migrationProgress = Effect.gen(function* () {
-  const sql = yield* SqlClient.SqlClient
-  const applied = yield* newestApplied(sql).pipe(Effect.catchIf(isUndefinedTable, () => Effect.succeed({ newest: 0 })))
-  return { newest_applied: applied.newest, newest_carried: newestMigrationFileId() }
-})
+/** How the database's migrations compare with this build's (the CLI's `migrate` prints it). */
+export const migrationProgress = Effect.flatMap(SqlClient.SqlClient, migrationsOf)
 
 /**
  * Stops the build with `SchemaBehind` unless the database has every migration this build carries,
@@ -298,7 +346,9 @@ export const migrationProgress = Effect.gen(function* () {
 export const SchemaCurrentRequired = Layer.effectDiscard(
   Effect.gen(function* () {
     const progress = yield* migrationProgress
-    if (progress.newest_applied < progress.newest_carried) return yield* new SchemaBehind(progress)
+    if (progress.missing.length > 0) {
+      return yield* new SchemaBehind({ newest_applied: progress.newest_applied, newest_carried: progress.newest_carried, missing: progress.missing })
+    }
   })
 )
 
