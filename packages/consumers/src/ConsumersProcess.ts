@@ -62,6 +62,7 @@ const reconcileEvery = (interval_ms: number) =>
             Effect.annotateLogs({
               generation: report.generation,
               difference_count: report.differences.length,
+              in_flight_events: report.in_flight_events,
               // Which rows, while they differ: a transient (lag) is gone by the time an operator runs
               // `pnpm cli reconcile` (outside operator review). At most the first 10.
               differences: report.differences.slice(0, RECONCILE_LOGGED_ROWS_MAX).map(describeDifference).join("; ")

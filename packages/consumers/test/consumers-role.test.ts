@@ -7,6 +7,7 @@
 import { assert, it } from "@effect/vitest"
 import { generateMerchantId, generatePaymentId, PaymentEvent } from "@pay/domain"
 import { decodeRows, postgresLayer } from "@pay/infra"
+import { makeReconciliation } from "../src/Reconciliation.ts"
 import { acquireTestDatabase, expectSqlRefusal, testDatabaseAsRole } from "@pay/testkit"
 import { enqueueDeliveries, WebhookEndpoints } from "@pay/webhooks"
 import { makeSecretBox, resealSecrets, WebhookSecretBoxPlaintext } from "@pay/webhooks/SecretSealing"
@@ -64,6 +65,10 @@ it.effect("pay_app writes none of the consumers' tables (a delivery, a version, 
       yield* denied("webhook_endpoints")(sql`UPDATE webhook_endpoints SET url = 'https://attacker.example/' WHERE false`)
       yield* denied("webhook_endpoint_secrets")(sql`INSERT INTO webhook_endpoint_secrets SELECT * FROM webhook_endpoint_secrets WHERE false`)
       yield* denied("idempotency_keys")(sql`DELETE FROM idempotency_keys WHERE false`)
+      // The reconciliation it runs reads the outbox for the events in flight (0101): without that
+      // grant every run of the consumers process failed, and reconciliation_differences stood still.
+      const report = yield* makeReconciliation(sql).reconcile()
+      assert.deepStrictEqual([report.differences, report.in_flight_events], [[], 0])
       return count
     }).pipe(Effect.provide(consumer))
     assert.strictEqual(queued, 1)

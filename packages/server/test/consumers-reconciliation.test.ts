@@ -101,6 +101,18 @@ layer(inProcessAppLayer(), layerOptions)("settlement projection vs ledger vs pay
       assert.strictEqual(aliceEur?.projection_fees_minor, aliceEur?.ledger_fees_minor)
       assert.isTrue((aliceEur?.projection_fees_minor ?? 0n) > 0n, "the fee schedule applied")
 
+      // One more settled, its event committed and not yet applied (never published here): in flight,
+      // counted with the projection, not a difference (every run under steady traffic saw one: the
+      // gauge never read 0). Past the window it is one.
+      const inFlight = yield* authorizedPayment(alice, 1_000n, "EUR")
+      assert.strictEqual((yield* settle(alice, inFlight, newKey("settle"))).status, 200)
+      const flying = yield* reconciliation.reconcile()
+      assert.deepStrictEqual([flying.differences, flying.in_flight_events], [[], 1])
+      const aliceFlying = flying.rows.find((row) => row.merchant_id === alice.merchantId && row.currency === "EUR")
+      assert.deepStrictEqual([aliceFlying?.ledger_gross_minor, aliceFlying?.projection_gross_minor, aliceFlying?.in_flight_gross_minor], [13_599n, 12_599n, 1_000n])
+      const overdue = yield* reconciliation.reconcile({ inFlightWindow_ms: 0 })
+      assert.deepStrictEqual(overdue.differences.map((row) => [row.merchant_id, row.currency]), [[alice.merchantId, "EUR"]])
+
       // Raw SQL past the consumer: reconciliation finds it (the projection no longer tells the truth).
       yield* sql`UPDATE settlement_projection SET fees_minor = fees_minor + 1, net_minor = net_minor - 1
                  WHERE merchant_id = ${bob.merchantId} AND currency = 'EUR'`
