@@ -3,7 +3,7 @@ import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { cardNumberInTextReason, cardNumberLikePattern, looksLikeCardNumber, tokenHoldsCardDigits } from "./CardNumber.ts"
-import { DisplayableText, displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem } from "./StorableText.ts"
+import { DisplayableText, displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem, unstorableReason } from "./StorableText.ts"
 
 /**
  * The statuses of a payment (CANCELED: canceled by the merchant, before any authorization or by a
@@ -119,6 +119,10 @@ const metadataKeysValid = (rule: TextRule) =>
   Schema.makeFilter(
     (metadata: Readonly<Record<string, string>>) => {
       for (const key of Object.keys(metadata)) {
+        // A key PostgreSQL cannot store (NUL, a lone surrogate) is not echoed either: a lone
+        // surrogate in the answer's `field` is JSON that strict parsers refuse.
+        const unstorable = unstorableKeyProblem(key)
+        if (unstorable !== undefined) return unstorable
         const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
         if (problem !== undefined) return { path: [key], issue: problem }
         // A key with a hidden character is not echoed as a field name (it would hide in it too).
@@ -140,6 +144,11 @@ const metadataValueLength = { min: 0, max: 500 }
 const metadataValue = (rule: TextRule) =>
   rule === "sent" ? DisplayableText("metadata values", metadataValueLength) : StorableText("metadata values", metadataValueLength)
 
+const unstorableKeyProblem = (key: string): string | undefined => {
+  const reason = unstorableReason(key)
+  return reason === undefined ? undefined : `metadata keys ${reason}`
+}
+
 const hiddenKeyProblem = (key: string): string | undefined => {
   const hidden = hiddenCharacterReason(key)
   return hidden === undefined ? undefined : `metadata keys ${hidden}`
@@ -149,11 +158,11 @@ const cardKeyProblem = (key: string): string | undefined =>
   looksLikeCardNumber(key) ? cardNumberInTextReason("a metadata key") : undefined
 
 /**
- * Why a key a merchant sends is not echoed back as a field name (a hidden character, then a card
+ * Why a key a merchant sends is not echoed back as a field name (an unstorable or a hidden character, then a card
  * number: the order and the words of the checks below), or undefined. For the HTTP edge, where a
  * value's issue is named by its key: the schema checks values before these.
  */
-export const metadataKeyNotEchoed = (key: string): string | undefined => hiddenKeyProblem(key) ?? cardKeyProblem(key)
+export const metadataKeyNotEchoed = (key: string): string | undefined => unstorableKeyProblem(key) ?? hiddenKeyProblem(key) ?? cardKeyProblem(key)
 
 /**
  * No card number in a key or a value. A value is named by its key (`metadata.card`); a key that is

@@ -40,14 +40,19 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       const badKeys: ReadonlyArray<readonly [string, string, string]> = [
         ["k".repeat(41), "must be 1 to 40 characters", `metadata.${"k".repeat(41)}`],
         ["", "must be 1 to 40 characters", `metadata[""]`],
-        // A field echoes what was sent with hidden characters written out (Problem.ts).
-        ["a\u0000", "must not contain NUL", "metadata.a\\u{0000}"],
-        ["order.id\u0000", "must not contain NUL", `metadata["order.id\\u0000"]`]
+        // A key that cannot be stored is not echoed (api.md): a lone surrogate in `field` was JSON
+        // that strict parsers refuse (outside contract fuzzing), a NUL was written out.
+        ["a\u0000", "must not contain NUL", "metadata"],
+        ["order.id\u0000", "must not contain NUL", "metadata"],
+        ["k\ud800", "must be well-formed Unicode", "metadata"],
+        ["\udfffk", "must be well-formed Unicode", "metadata"]
       ]
       for (const [key, reason, field] of badKeys) {
         const answer = yield* send({ metadata: { [key]: "v" } })
         assertInvalid(answer, field, `metadata key ${JSON.stringify(key)}`)
         assert.include(String(jsonOf(answer)["detail"]), `metadata keys ${reason}`, `metadata key ${JSON.stringify(key)}`)
+        // Well-formed Unicode, whatever was sent: no lone surrogate escape in the answer.
+        assert.notMatch(answer.text, /\\ud[89a-f][0-9a-f]{2}/i, `metadata key ${JSON.stringify(key)}: ${answer.text}`)
       }
       // 11 values of 500 × U+0001 were 6 bytes each as stored (\u0001): over 32,768. A control
       // character other than tab and line breaks is refused for itself now (migration 0083), first.
