@@ -76,8 +76,35 @@ const locationHeader = stringHeader("The created resource: this request's path a
   pattern: "^/v1/[a-z_/0-9]+$"
 })
 
+/**
+ * On every answer (OWASP's REST security headers): no cache or proxy keeps one (a webhook secret,
+ * a merchant's payments), a browser never sniffs a JSON answer into something it runs, and no
+ * page frames ours (the /docs page included; `frame-ancestors` alone leaves its inline script be).
+ * The server sets them (Edge.ts) and the document declares them, from this one list.
+ */
+const securityHeaderList = [
+  ["Cache-Control", "no-store"],
+  ["X-Content-Type-Options", "nosniff"],
+  ["X-Frame-Options", "DENY"],
+  ["Content-Security-Policy", "frame-ancestors 'none'"]
+] as const
+
+export const securityHeaders: Readonly<Record<string, string>> = Object.fromEntries(
+  securityHeaderList.map(([name, value]) => [name.toLowerCase(), value])
+)
+
+const declaredSecurityHeaders: Json = Object.fromEntries(securityHeaderList.map(([name, value]) => [
+  name,
+  stringHeader("Set on every answer (docs/security.md).", true, { type: "string", enum: [value] })
+]))
+
 const withHeaders = (status: string, response: Json, isPost: boolean): Json => {
-  const headers: Json = { ...(isJson(response["headers"]) ? response["headers"] : {}), [REQUEST_ID_HEADER]: requestIdHeader, [CORRELATION_ID_HEADER]: correlationIdHeader }
+  const headers: Json = {
+    ...(isJson(response["headers"]) ? response["headers"] : {}),
+    [REQUEST_ID_HEADER]: requestIdHeader,
+    [CORRELATION_ID_HEADER]: correlationIdHeader,
+    ...declaredSecurityHeaders
+  }
   if (status === "429" || status === "503") headers["Retry-After"] = retryAfterHeader
   if (status === "409" && isPost) headers["Retry-After"] = keyInUseRetryAfterHeader
   if (status === "405") headers["Allow"] = allowHeader

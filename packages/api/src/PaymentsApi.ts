@@ -133,7 +133,8 @@ export const BalanceJson = Schema.Struct({
   /** The merchant's payable balance per currency, read from the ledger, in minor units. */
   available: Schema.Array(Schema.Struct({
     currency: Currency,
-    amount: Schema.Int.annotate({
+    // The document says "integer" without Int's ±2^53 bounds: the answer is exact past them (balanceBody).
+    amount: Schema.Number.check(Schema.isInt({ toJsonSchema: () => ({ type: "integer" }) })).annotate({
       description: "In minor units, written as the exact integer however large: past 2^53 (a lifetime's net in a currency of small units) read it with a parser that keeps integers exact."
     })
   }))

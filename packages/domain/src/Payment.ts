@@ -34,7 +34,10 @@ export const PaymentMethodToken = Schema.String.check(
       "payment_method must be a token, not a card number (12 or more digits with only _ - . or spaces between them, or a card number in groups of 4 or more digits split by one or two other characters, are rejected)",
     { toJsonSchema: () => ({ not: { pattern: cardNumberLikePattern } }) }
   )
-).pipe(Schema.brand("PaymentMethodToken"))
+).pipe(Schema.brand("PaymentMethodToken")).annotate({
+  description: "A payment method token from the vault (`pm_card_visa`): \"pm_\" then 1-64 letters, digits or _. Never card data: 12 or more digits with only _ - . or spaces between them, " +
+    "or a card number (13-19 digits passing the Luhn check) in groups of 4 or more digits split by one or two other characters (`pm_4242x4242x4242x4242`), are refused (400, field payment_method)"
+})
 export type PaymentMethodToken = typeof PaymentMethodToken.Type
 
 /**

@@ -13,7 +13,7 @@
 //   never a 2xx. This round of the generator found the webhook routes' 500 on a NUL id, their
 //   undeclared route_not_found, and their `limit=0x10` read as 16.
 import { assert, layer } from "@effect/vitest"
-import { PaymentsApi } from "@pay/api"
+import { PaymentsApi, securityHeaders } from "@pay/api"
 import { Effect } from "effect"
 import { OpenApi } from "effect/http-api"
 import * as fc from "fast-check"
@@ -257,7 +257,7 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
       const server = yield* TestServer
       const flow = yield* Effect.promise(() => runClientFlow(server.process.baseUrl, m.apiKey, newKey("flow")))
       // Compiled once up front (Ajv compiles a schema on its first use).
-      assert.deepStrictEqual(contract.check({ method: "GET", path: "/health/live", status: 200, headers: new Headers({ "content-type": "application/json", "request-id": "r", "x-request-id": "r" }), text: `{"status":"ok"}` }), [])
+      assert.deepStrictEqual(contract.check({ method: "GET", path: "/health/live", status: 200, headers: new Headers({ "content-type": "application/json", "request-id": "r", "x-request-id": "r", ...securityHeaders }), text: `{"status":"ok"}` }), [])
       assert.deepStrictEqual(flow.statuses, ["CREATED", "AUTHORIZED", "SETTLED"])
       assert.deepStrictEqual(flow.refusals, ["invalid_transition", "payment_not_found", "idempotency_key_reused"])
       assert.isAbove(flow.listed, 0)
@@ -291,17 +291,24 @@ layer(Live, { excludeTestServices: true, timeout: "240 seconds" })("the OpenAPI 
       const problem = (code: string, status: number) =>
         JSON.stringify({ type: `/docs/problems/${code}`, title: "Not found", status, detail: "-", code })
       const base = { method: "GET", path: "/v1/payments/pay_0000000000000000000000zz" }
-      const ok = headers({ "content-type": "application/problem+json", "request-id": "r-1", "x-request-id": "r-1" })
+      const ok = headers({ "content-type": "application/problem+json", "request-id": "r-1", "x-request-id": "r-1", ...securityHeaders })
       assert.deepStrictEqual(contract.check({ ...base, status: 404, headers: ok, text: problem("payment_not_found", 404) }), [])
       assert.isNotEmpty(contract.check({ ...base, status: 418, headers: ok, text: problem("payment_not_found", 418) }), "undeclared status")
       assert.isNotEmpty(contract.check({ ...base, status: 404, headers: ok, text: problem("invalid_transition", 404) }), "undeclared code")
       assert.isNotEmpty(
-        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json" }), text: problem("payment_not_found", 404) }),
+        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json", ...securityHeaders }), text: problem("payment_not_found", 404) }),
         "missing Request-Id"
       )
       assert.isNotEmpty(
-        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json", "request-id": "r-1" }), text: problem("payment_not_found", 404) }),
+        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json", "request-id": "r-1", ...securityHeaders }), text: problem("payment_not_found", 404) }),
         "missing X-Request-Id"
+      )
+      // The security headers are declared on every answer (the document said nothing of them: outside contract fuzzer).
+      const { "x-frame-options": _framed, ...framable } = securityHeaders
+      assert.deepStrictEqual(
+        contract.check({ ...base, status: 404, headers: headers({ "content-type": "application/problem+json", "request-id": "r-1", "x-request-id": "r-1", ...framable }), text: problem("payment_not_found", 404) }),
+        ["paths /v1/payments/{id} get responses 404: required header X-Frame-Options is missing"],
+        "missing X-Frame-Options"
       )
       assert.isNotEmpty(contract.check({ ...base, status: 404, headers: headers({ "request-id": "r" }), text: "" }), "empty body, no content type")
     }))

@@ -1,4 +1,4 @@
-import { InvalidRequest, MethodNotAllowed, PaymentsApi, problemTypeBase, RouteNotFound } from "@pay/api"
+import { InvalidRequest, MethodNotAllowed, PaymentsApi, problemTypeBase, RouteNotFound, securityHeaders } from "@pay/api"
 import { correlationHttpHeader, correlationIdFrom, CurrentCorrelationId } from "@pay/infra"
 import { Cause, Effect, Result } from "effect"
 import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
@@ -156,17 +156,6 @@ const withConventionalHeaders = (secured: HttpServerResponse.HttpServerResponse)
 
 export const WWW_AUTHENTICATE = "Bearer realm=\"payments-api\""
 
-/**
- * On every answer (OWASP's REST security headers): no cache or proxy keeps one (a webhook secret,
- * a merchant's payments), a browser never sniffs a JSON answer into something it runs, and no
- * page frames ours (the /docs page included; `frame-ancestors` alone leaves its inline script be).
- */
-export const securityHeaders = {
-  "cache-control": "no-store",
-  "x-content-type-options": "nosniff",
-  "x-frame-options": "DENY",
-  "content-security-policy": "frame-ancestors 'none'"
-} as const
 
 export const EdgeMiddleware = HttpRouter.middleware(
   (httpEffect) =>

@@ -1,11 +1,10 @@
-import { HeadersTooLarge, InvalidRequest, RequestTimeout } from "@pay/api"
+import { HeadersTooLarge, InvalidRequest, RequestTimeout, securityHeaders } from "@pay/api"
 import { boundedInt, configRefused } from "@pay/infra"
 import { IdempotencyKeyInvalid } from "@pay/idempotency"
 import { Config, Effect } from "effect"
 import type { Server } from "node:http"
 import type { Duplex } from "node:stream"
 import type { ApiError } from "./ApiErrors.ts"
-import { securityHeaders } from "./Edge.ts"
 import { closeStalledConnection, OneAnswerAtATimeServer, responseOn } from "./Pipelining.ts"
 import { problemResponse } from "./Problem.ts"
 

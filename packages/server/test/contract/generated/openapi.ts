@@ -1061,6 +1061,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1077,6 +1085,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1090,6 +1106,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1105,6 +1129,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1118,6 +1150,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1142,6 +1182,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1167,6 +1215,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1180,6 +1236,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1195,6 +1259,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1208,6 +1280,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1221,6 +1301,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1250,6 +1338,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1289,6 +1385,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1302,6 +1406,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -1317,6 +1429,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -1332,6 +1452,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1345,6 +1473,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1360,6 +1496,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1373,6 +1517,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -1386,6 +1538,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -1429,6 +1589,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
                     Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1467,6 +1635,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1482,6 +1658,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1499,6 +1683,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1516,6 +1708,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1531,6 +1731,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1548,6 +1756,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1563,6 +1779,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1578,6 +1802,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1593,6 +1825,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1610,6 +1850,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1625,6 +1873,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1640,6 +1896,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1672,6 +1936,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1708,6 +1980,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1723,6 +2003,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1740,6 +2028,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1755,6 +2051,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1772,6 +2076,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1787,6 +2099,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1804,6 +2124,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1819,6 +2147,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1834,6 +2170,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1849,6 +2193,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1866,6 +2218,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1881,6 +2241,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1896,6 +2264,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -1935,6 +2311,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1971,6 +2355,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -1986,6 +2378,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2003,6 +2403,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2018,6 +2426,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2035,6 +2451,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2050,6 +2474,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2067,6 +2499,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2082,6 +2522,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2097,6 +2545,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2112,6 +2568,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2129,6 +2593,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2144,6 +2616,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2159,6 +2639,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2191,6 +2679,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2227,6 +2723,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2242,6 +2746,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2259,6 +2771,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2274,6 +2794,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2291,6 +2819,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2306,6 +2842,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2323,6 +2867,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2338,6 +2890,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2353,6 +2913,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2368,6 +2936,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2385,6 +2961,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2400,6 +2984,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2415,6 +3007,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2448,6 +3048,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2487,6 +3095,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2500,6 +3116,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -2515,6 +3139,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2528,6 +3160,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -2543,6 +3183,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2556,6 +3204,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2571,6 +3227,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2584,6 +3248,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2597,6 +3269,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -2640,6 +3320,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
                     Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2678,6 +3366,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2693,6 +3389,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2710,6 +3414,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2725,6 +3437,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2742,6 +3462,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2757,6 +3485,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2774,6 +3510,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2789,6 +3533,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2804,6 +3556,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2819,6 +3579,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2836,6 +3604,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2851,6 +3627,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -2866,6 +3650,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -2897,6 +3689,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2931,6 +3731,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2944,6 +3752,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -2959,6 +3775,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2972,6 +3796,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -2987,6 +3819,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3000,6 +3840,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3015,6 +3863,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3028,6 +3884,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3041,6 +3905,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3069,6 +3941,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3103,6 +3983,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3116,6 +4004,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3131,6 +4027,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3144,6 +4048,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3159,6 +4071,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3172,6 +4092,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3187,6 +4115,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3200,6 +4136,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3213,6 +4157,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3239,6 +4191,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3260,6 +4220,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3273,6 +4241,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3288,6 +4264,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3303,6 +4287,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3316,6 +4308,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3331,6 +4331,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3344,6 +4352,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3357,6 +4373,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3386,6 +4410,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3418,6 +4450,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3431,6 +4471,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3446,6 +4494,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3461,6 +4517,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3474,6 +4538,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3489,6 +4561,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3502,6 +4582,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3515,6 +4603,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3553,6 +4649,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The created resource: this request's path and the new `id` (e.g. `/v1/payments/pay_…`). */
                     Location: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3585,6 +4689,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3600,6 +4712,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3617,6 +4737,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3634,6 +4762,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3649,6 +4785,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3666,6 +4810,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3681,6 +4833,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3696,6 +4856,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3711,6 +4879,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3728,6 +4904,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3743,6 +4927,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3758,6 +4950,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -3788,6 +4988,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3815,6 +5023,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3828,6 +5044,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -3843,6 +5067,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3856,6 +5088,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -3871,6 +5111,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3884,6 +5132,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3899,6 +5155,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3912,6 +5176,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3925,6 +5197,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -3965,6 +5245,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -3994,6 +5282,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4009,6 +5305,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4026,6 +5330,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4041,6 +5353,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4058,6 +5378,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4073,6 +5401,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4090,6 +5426,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4105,6 +5449,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4120,6 +5472,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4135,6 +5495,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4152,6 +5520,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4167,6 +5543,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4182,6 +5566,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4212,6 +5604,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4244,6 +5644,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4257,6 +5665,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -4272,6 +5688,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4285,6 +5709,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -4300,6 +5732,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4313,6 +5753,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -4328,6 +5776,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4341,6 +5797,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -4354,6 +5818,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -4384,6 +5856,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4413,6 +5893,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4428,6 +5916,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4445,6 +5941,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4460,6 +5964,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4477,6 +5989,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4492,6 +6012,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4509,6 +6037,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4524,6 +6060,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4539,6 +6083,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4554,6 +6106,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4571,6 +6131,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4586,6 +6154,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4601,6 +6177,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4633,6 +6217,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4662,6 +6254,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4677,6 +6277,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4694,6 +6302,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4709,6 +6325,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4726,6 +6350,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4741,6 +6373,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4758,6 +6398,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4773,6 +6421,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4788,6 +6444,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4803,6 +6467,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4820,6 +6492,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4835,6 +6515,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4850,6 +6538,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4888,6 +6584,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4918,6 +6622,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4933,6 +6645,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4950,6 +6670,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4965,6 +6693,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -4982,6 +6718,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -4997,6 +6741,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5014,6 +6766,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5029,6 +6789,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5044,6 +6812,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5059,6 +6835,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5076,6 +6860,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5091,6 +6883,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5106,6 +6906,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5141,6 +6949,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5188,6 +7004,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5201,6 +7025,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -5216,6 +7048,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5229,6 +7069,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -5244,6 +7092,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5257,6 +7113,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -5272,6 +7136,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5285,6 +7157,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5298,6 +7178,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -5327,6 +7215,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5369,6 +7265,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5382,6 +7286,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     [name: string]: unknown;
@@ -5397,6 +7309,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5410,6 +7330,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     [name: string]: unknown;
@@ -5425,6 +7353,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5438,6 +7374,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -5453,6 +7397,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5466,6 +7418,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     [name: string]: unknown;
                 };
                 content: {
@@ -5479,6 +7439,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     [name: string]: unknown;
@@ -5510,6 +7478,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5554,6 +7530,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5569,6 +7553,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5586,6 +7578,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5601,6 +7601,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5618,6 +7626,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5633,6 +7649,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5650,6 +7674,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5665,6 +7697,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5680,6 +7720,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5695,6 +7743,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5712,6 +7768,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5727,6 +7791,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5742,6 +7814,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5784,6 +7864,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5803,6 +7891,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5818,6 +7914,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The scheme to authenticate with: `Bearer realm="payments-api"`. */
                     "WWW-Authenticate": "Bearer realm=\"payments-api\"";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5835,6 +7939,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5850,6 +7962,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description The methods this path takes, e.g. `GET, POST, HEAD`. */
                     Allow: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5867,6 +7987,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5882,6 +8010,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description On `idempotency_key_in_use` only: seconds to wait before retrying with the same Idempotency-Key. */
                     "Retry-After"?: string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5899,6 +8035,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5914,6 +8058,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5929,6 +8081,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5944,6 +8104,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
@@ -5961,6 +8129,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5976,6 +8152,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
                     "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
@@ -5991,6 +8175,14 @@ export interface operations {
                     "Request-Id": string;
                     /** @description The same id as `Request-Id`, under the name of the request header that can set it. */
                     "X-Request-Id": string;
+                    /** @description Set on every answer (docs/security.md). */
+                    "Cache-Control": "no-store";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Content-Type-Options": "nosniff";
+                    /** @description Set on every answer (docs/security.md). */
+                    "X-Frame-Options": "DENY";
+                    /** @description Set on every answer (docs/security.md). */
+                    "Content-Security-Policy": "frame-ancestors 'none'";
                     /** @description Seconds to wait before retrying (same Idempotency-Key). */
                     "Retry-After": string;
                     /** @description `true` when this answer is the stored answer of an earlier request with the same key. */
