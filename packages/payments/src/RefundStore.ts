@@ -18,7 +18,7 @@ import {
 } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
-import { RefundPosting, type SettlementUnavailable } from "@pay/settlement"
+import { RefundPosting, refundSettingsLockKey, type SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -141,7 +141,10 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       const found = yield* sql`SELECT currency FROM payments WHERE id = ${paymentId} AND merchant_id = ${merchantId}`
       const currency = found[0]?.["currency"]
       if (typeof currency !== "string") return yield* new PaymentNotFound({ paymentId })
-      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`refunds:${merchantId}:${currency}`}, 0))`
+      // One refund of a merchant's currency at a time; and its fee setting held still until this
+      // transaction ends (the insert trigger reads it again: RefundFees.ts, refundSettingsLockKey).
+      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`refunds:${merchantId}:${currency}`}, 0)),
+        pg_advisory_xact_lock_shared(hashtextextended(${refundSettingsLockKey(merchantId)}, 0))`
       const payment = yield* lockedPayment(merchantId, paymentId)
       if (payment === undefined) return yield* new PaymentNotFound({ paymentId })
       if (payment.status !== "SETTLED" || payment.captured_amount_minor === null) {

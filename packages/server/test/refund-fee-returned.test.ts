@@ -116,6 +116,21 @@ layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP
       yield* assertLedgerVerifies
     }))
 
+  it.effect("the setting changed while the merchant's refunds run: every refund is answered 201 with the share of the setting it was reserved under (a change between the reservation's read and the insert trigger's was a 500)", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee toggled", "JPY", 100_000n, 360, false)
+      const settings = yield* RefundFeeSettings
+      const refunds = Effect.forEach(Array.from({ length: 40 }, (_, i) => i), () => refund(merchant, id, 100), { concurrency: 8 })
+      const toggles = Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => settings.set(merchant.merchantId, i % 2 === 0), { concurrency: 1 })
+      const [answers] = yield* Effect.all([refunds, toggles], { concurrency: 2 })
+      assert.deepStrictEqual(answers.map((answer) => answer.status).filter((status) => status !== 201), [], answers.filter((answer) => answer.status !== 201).map(describeAnswer).join("\n"))
+      // Each share is 0 (kept) or the rule's (returned): 3.6 % of 100 yen, 3 or 4 by the cumulative rounding.
+      const shares = answers.map((answer) => BigInt(String(jsonOf(answer)["fee_returned"])))
+      assert.isTrue(shares.every((share) => share >= 0n && share <= 4n), shares.join(","))
+      assert.isTrue(fee_minor > 0n)
+      yield* assertLedgerVerifies
+    }))
+
   it.effect("kept by default: fee_returned 0, no platform-fees leg, the merchant's payable bears the whole refund", () =>
     Effect.gen(function* () {
       const { merchant, id, fee_minor, net_minor } = yield* settledWithFee("Fee kept", "EUR", 10_000n, 290, false)

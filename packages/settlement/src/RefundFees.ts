@@ -25,6 +25,16 @@ export const proportionalFeeReturned = (input: {
   return (fee_minor * (refunded_before_minor + amount_minor)) / captured_minor - (fee_minor * refunded_before_minor) / captured_minor
 }
 
+/**
+ * The advisory lock between a merchant's refund reservations (shared: they run side by side) and a
+ * change of its setting (exclusive): a reservation reads the setting, and the refunds' insert
+ * trigger reads it again (migration 0062), so a change between the two made the database refuse
+ * the refund as breaking the rule: a 500 (outside refund attack). The change now waits for the
+ * reservations in flight, and a new one for the change. The key as SQL, for the reservation's
+ * own lock statement.
+ */
+export const refundSettingsLockKey = (merchantId: MerchantId): string => `refund-settings:${merchantId}`
+
 const SettingRow = Schema.Struct({ fee_returned: Schema.Boolean })
 const decodeSetting = Schema.decodeUnknownEffect(Schema.Array(SettingRow))
 
@@ -49,9 +59,12 @@ export class RefundFeeSettings extends Context.Service<RefundFeeSettings, {
             Effect.catchTag("SchemaError", Effect.die)
           ),
         set: (merchantId, fee_returned) =>
-          sql`
-            INSERT INTO merchant_refund_settings (merchant_id, fee_returned) VALUES (${merchantId}, ${fee_returned})
-            ON CONFLICT (merchant_id) DO UPDATE SET fee_returned = EXCLUDED.fee_returned, updated_at = now()`.pipe(Effect.asVoid)
+          sql.withTransaction(Effect.gen(function* () {
+            yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${refundSettingsLockKey(merchantId)}, 0))`
+            yield* sql`
+              INSERT INTO merchant_refund_settings (merchant_id, fee_returned) VALUES (${merchantId}, ${fee_returned})
+              ON CONFLICT (merchant_id) DO UPDATE SET fee_returned = EXCLUDED.fee_returned, updated_at = now()`
+          }))
       })
     })
   )
