@@ -1,6 +1,8 @@
 import { assert, layer } from "@effect/vitest"
 import { expectSqlRefusal, makeTestDatabase } from "@pay/testkit"
-import { Effect, Exit, Layer } from "effect"
+import { decodeRows } from "@pay/infra"
+import { Effect, Exit, Layer, Schema } from "effect"
+import { randomUUID } from "node:crypto"
 import { WebhookSecretBoxPlaintext } from "../src/SecretSealing.ts"
 import { SqlClient } from "effect/sql"
 import { Webhook, WebhookVerificationError } from "standardwebhooks"
@@ -207,15 +209,42 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       assert.strictEqual(yield* enqueue(event), 1)
       // Each refusal names the guard it attacks (constraint or trigger message): most guards share a
       // SQLSTATE, so the code alone would pass for any of them.
+      const [stored] = yield* decodeRows(Schema.Struct({ body: Schema.String }))(sql`SELECT body FROM webhook_deliveries WHERE event_id = ${event.eventId}::uuid`)
+      const body = stored?.body ?? ""
       yield* expectSqlRefusal(sql`
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
-        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${event.eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, '{}')`,
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${event.eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, ${body})`,
         { code: "23505", constraint: "webhook_deliveries_once_per_endpoint_event" })
+      // A body that is not the envelope of the row's own event (0102): another merchant's (the
+      // outside attack sent merchant A's event to B's endpoint, signed with B's secret), another
+      // event's, type's or payment's, not JSON. The same row with its own envelope is accepted.
+      const insertWith = (eventId: string, text: string) => sql`
+        INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${merchantId}, ${eventId}::uuid, 'payment_created', ${event.event.payment_id}, 1, ${text})`
+      const envelopeOf = (eventId: string) => body.replace(event.eventId, eventId)
+      for (const forge of [
+        (text: string) => text.replace(`"merchant_id":"${merchantId}"`, `"merchant_id":"${other}"`),
+        (text: string) => text.replace(`"payment_id":"${event.event.payment_id}"`, `"payment_id":"pay_${"0".repeat(24)}"`),
+        (text: string) => text.replace(`"type":"payment_created"`, `"type":"payment_settled"`),
+        (_: string) => envelopeOf(randomUUID()),
+        (_: string) => "{}",
+        (_: string) => "not json"
+      ]) {
+        const eventId = randomUUID()
+        const forged = forge(envelopeOf(eventId))
+        assert.notStrictEqual(forged, envelopeOf(eventId), "the forgery changes the body")
+        yield* expectSqlRefusal(insertWith(eventId, forged),
+          { code: "23000", message: /^webhook delivery .*: the body is (not the envelope of its own event|not JSON)/ })
+      }
+      const ownId = randomUUID()
+      yield* insertWith(ownId, envelopeOf(ownId))
+      const otherId = randomUUID()
+      const otherMerchants = envelopeOf(otherId).replace(`"merchant_id":"${merchantId}"`, `"merchant_id":"${other}"`)
       yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET body = '{"forged":true}' WHERE event_id = ${event.eventId}::uuid`,
         { code: "23000", message: /is immutable: only its delivery state may change/ })
       yield* expectSqlRefusal(sql`
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
-        VALUES (gen_random_uuid(), ${endpoint.id}, ${other}, gen_random_uuid(), 'payment_created', ${event.event.payment_id}, 1, '{}')`,
+        VALUES (gen_random_uuid(), ${endpoint.id}, ${other}, ${otherId}::uuid, 'payment_created', ${event.event.payment_id}, 1, ${otherMerchants})`,
         { code: "23503", constraint: "webhook_deliveries_endpoint_merchant" })
       yield* expectSqlRefusal(sql`UPDATE webhook_endpoints SET url = 'file:///etc/passwd' WHERE id = ${endpoint.id}`,
         { code: "23514", constraint: "webhook_endpoints_url_check" })

@@ -1,0 +1,61 @@
+-- A webhook delivery says what its columns say (outside refund attack, 2026-12-05): as
+-- `pay_consumer`, a delivery inserted by hand for merchant B's endpoint carried merchant A's real
+-- refund event, and the sender signed it with B's secret and sent it: one merchant's event read by
+-- another. The endpoint's merchant was checked (webhook_deliveries_endpoint_merchant), the body was
+-- not. Now, at INSERT (the body never changes after: webhook_deliveries_immutable):
+-- - the body is the webhook envelope of the row's own event: `id` is the row's event id, `type` its
+--   event type, `data.merchant_id` its merchant, `data.payment_id` its payment, `data.refund_id`
+--   its refund (or none);
+-- - the payment, when it exists, is that merchant's, and the refund that payment's;
+-- - while the outbox still holds the event (by id), the body's data is the outbox payload and the
+--   type its type: a delivery cannot rewrite an event the platform published.
+-- An event id the outbox never held (or no longer holds, past its retention) under a payment id
+-- no payment has remains possible for `pay_consumer`, which the consumers are trusted with
+-- (docs/security.md): it reaches only the merchant the row names.
+
+CREATE FUNCTION webhook_deliveries_truthful() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+  v_body jsonb;
+  v_owner text;
+  v_refund_payment text;
+  v_outbox_type text;
+  v_outbox_payload jsonb;
+BEGIN
+  BEGIN
+    v_body := NEW.body::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    RAISE EXCEPTION 'webhook delivery %: the body is not JSON', NEW.id USING ERRCODE = 'integrity_constraint_violation';
+  END;
+  IF jsonb_typeof(v_body) IS DISTINCT FROM 'object' OR jsonb_typeof(v_body->'data') IS DISTINCT FROM 'object'
+     OR v_body->>'id' IS DISTINCT FROM NEW.event_id::text
+     OR v_body->>'type' IS DISTINCT FROM NEW.event_type
+     OR v_body->'data'->>'merchant_id' IS DISTINCT FROM NEW.merchant_id
+     OR v_body->'data'->>'payment_id' IS DISTINCT FROM NEW.payment_id
+     OR v_body->'data'->>'refund_id' IS DISTINCT FROM NEW.refund_id THEN
+    RAISE EXCEPTION 'webhook delivery %: the body is not the envelope of its own event (id %, type %, merchant %, payment %, refund %)',
+      NEW.id, NEW.event_id, NEW.event_type, NEW.merchant_id, NEW.payment_id, coalesce(NEW.refund_id, 'none')
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  SELECT p.merchant_id INTO v_owner FROM payments p WHERE p.id = NEW.payment_id;
+  IF FOUND AND v_owner IS DISTINCT FROM NEW.merchant_id THEN
+    RAISE EXCEPTION 'webhook delivery %: payment % is not merchant %''s', NEW.id, NEW.payment_id, NEW.merchant_id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  IF NEW.refund_id IS NOT NULL THEN
+    SELECT r.payment_id INTO v_refund_payment FROM refunds r WHERE r.id = NEW.refund_id;
+    IF FOUND AND v_refund_payment IS DISTINCT FROM NEW.payment_id THEN
+      RAISE EXCEPTION 'webhook delivery %: refund % is not of payment %', NEW.id, NEW.refund_id, NEW.payment_id
+        USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+  END IF;
+  SELECT o.event_type, o.payload INTO v_outbox_type, v_outbox_payload FROM outbox_events o WHERE o.id = NEW.event_id;
+  IF FOUND AND (v_outbox_type IS DISTINCT FROM NEW.event_type OR v_outbox_payload IS DISTINCT FROM v_body->'data') THEN
+    RAISE EXCEPTION 'webhook delivery %: the body is not event % as the outbox holds it', NEW.id, NEW.event_id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  RETURN NEW;
+END $$;
+
+CREATE TRIGGER webhook_deliveries_truthful BEFORE INSERT ON webhook_deliveries
+  FOR EACH ROW EXECUTE FUNCTION webhook_deliveries_truthful();
