@@ -38,7 +38,7 @@ import { wholeNumberArgument } from "./Arguments.ts"
  *                                            a new generation, then swaps it in
  *   pnpm cli consumers lag [consumer]        log end offset minus the stored offset, per partition (no name: every deployed consumer)
  *   pnpm cli consumers offsets               stored offsets and counters of every consumer
- *   pnpm cli consumers reset <consumer> <offset>
+ *   pnpm cli consumers reset <consumer> <offset> [--skip]   forward past unapplied records only with --skip
  *                                            moves a consumer's stored offsets (backwards allowed;
  *                                            above a partition's log end offset refused, exit 1)
  *                                            and deletes its Kafka group (stop its instances first)
@@ -57,7 +57,7 @@ export const consumerUsage = `  pnpm cli reconcile
   pnpm cli replay settlement
   pnpm cli consumers lag [consumer]
   pnpm cli consumers offsets
-  pnpm cli consumers reset <consumer> <offset>
+  pnpm cli consumers reset <consumer> <offset> [--skip]
   pnpm cli dlq list [consumer]
   pnpm cli dlq redrive <id>
   pnpm cli dlq dismiss <id> "<reason, 1-500 characters>"`
@@ -81,6 +81,17 @@ export class OffsetBeyondEnd extends Schema.TaggedError<OffsetBeyondEnd>()("Offs
 
 /** `dlq redrive` whose record still fails: the outcome is on stdout, the error on stderr, exit 1. */
 export class RedriveFailed extends Schema.TaggedError<RedriveFailed>()("RedriveFailed", { id: Schema.BigInt, error: Schema.String }) {}
+
+/**
+ * `consumers reset` forward past records the consumer has not applied, without `--skip`: those
+ * records would never be applied (the projection short of the ledger until a replay); nothing moved.
+ */
+export class OffsetSkipsRecords extends Schema.TaggedError<OffsetSkipsRecords>()("OffsetSkipsRecords", {
+  consumer: Schema.String,
+  offset: Schema.BigInt,
+  storedOffsets: Schema.Array(Schema.BigInt),
+  skipped: Schema.BigInt
+}) {}
 
 /** `consumers reset` while a process still runs the consumer: its Kafka group has members, and would overwrite the reset. */
 export class ConsumerGroupActive extends Schema.TaggedError<ConsumerGroupActive>()("ConsumerGroupActive", { consumer: Schema.String, group: Schema.String }) {}
@@ -187,7 +198,7 @@ const lag = (consumer: string | undefined) =>
  * consumer silently stopped. One offset is stored for every partition, so it must be at most the
  * lowest end offset. The topic only grows: an offset accepted here stays within it.
  */
-const reset = (consumer: string, offsetText: string) =>
+const reset = (consumer: string, offsetText: string, skip: boolean) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     yield* knownConsumer(sql, consumer)
@@ -201,6 +212,11 @@ const reset = (consumer: string, offsetText: string) =>
     if (ends.some((end) => offset > end)) {
       return yield* new OffsetBeyondEnd({ consumer, offset, endOffsets: ends })
     }
+    // Forward of a partition's stored offset: the records between were never applied, and never
+    // would be. Only on purpose (--skip); backward (re-reading, effects stay once) always.
+    const stored = yield* Effect.forEach(ends, (_, partition) => store.storedOffset(consumer, topic, partition))
+    const skipped = stored.reduce((sum, next) => sum + (offset > next ? offset - next : 0n), 0n)
+    if (skipped > 0n && !skip) return yield* new OffsetSkipsRecords({ consumer, offset, storedOffsets: stored, skipped })
     const admin = yield* KafkaAdmin
     // The group first: it refuses while instances are alive, before anything moved.
     const group = `${prefix}${consumer}`
@@ -210,7 +226,7 @@ const reset = (consumer: string, offsetText: string) =>
     const { topicId } = yield* admin.describeTopic(topic)
     yield* store.resetOffsets(consumer, topic, paymentsEventsPartitions, offset)
     yield* store.recordTopicId(consumer, topic, topicId)
-    yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions }))
+    yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions, skipped_records: skipped }))
   })
 
 const redriveCommand = (argument: string) =>
@@ -277,7 +293,9 @@ export const consumerCommand = (args: ReadonlyArray<string>) => {
   if (group === "replay" && command === "settlement" && count === 2) return broker(replay)
   if (group === "consumers" && command === "lag" && count <= 3) return broker(lag(argument))
   if (group === "consumers" && command === "offsets" && count === 2) return database(offsets)
-  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && count === 4) return broker(reset(argument, extra))
+  if (group === "consumers" && command === "reset" && argument !== undefined && extra !== undefined && (count === 4 || (count === 5 && args[4] === "--skip"))) {
+    return broker(reset(argument, extra, count === 5))
+  }
   if (group === "dlq" && command === "list" && count <= 3) return database(dlqList(argument))
   if (group === "dlq" && command === "redrive" && argument !== undefined && count === 3) return database(redriveCommand(argument))
   if (group === "dlq" && command === "dismiss" && argument !== undefined && extra !== undefined && count === 4) return database(dismissCommand(argument, extra))

@@ -260,6 +260,11 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
       `offset ${error.offset} is above the log end offset of partition(s) ${error.endOffsets.flatMap((end, partition) => (error.offset > end ? [partition] : [])).join(", ")} (end offsets by partition: ${error.endOffsets.join(", ")}): the consumer would skip every record until the topic reached it; nothing moved (the offset must be at most ${error.endOffsets.reduce((low, end) => (end < low ? end : low), error.offset)}, the lowest)`,
       1
     )),
+  Effect.catchTag("OffsetSkipsRecords", (error) =>
+    report(
+      `offset ${error.offset} is ahead of what ${error.consumer} has applied (stored offsets by partition: ${error.storedOffsets.join(", ")}): ${error.skipped} record(s) would never be applied; nothing moved (add --skip to skip them on purpose; a backward reset re-reads, effects stay once)`,
+      1
+    )),
   Effect.catchTag("ConsumerGroupActive", (error) =>
     report(`consumer group ${error.group} still has members: stop every process that runs ${error.consumer} (the consumers processes, or servers with CONSUMERS_ENABLED) first; nothing moved`, 1)),
   // One line, not a stack trace: the usual cause at the console is the wrong broker or prefix.

@@ -1,5 +1,5 @@
 import { assert, it } from "@effect/vitest"
-import { defaultKafkaAdminTimeouts, defaultKafkaConsumerOptions, KafkaAdmin, KafkaConsumer, postgresLayer } from "@pay/infra"
+import { defaultKafkaAdminTimeouts, defaultKafkaConsumerOptions, defaultKafkaProducerLimits, KafkaAdmin, KafkaConsumer, KafkaProducer, postgresLayer } from "@pay/infra"
 import { toEventRecord } from "@pay/outbox/CloudEvents"
 import { OutboxTopics, paymentsEventsTopic } from "@pay/outbox/OutboxTopics"
 import { acquireTestDatabase, shortId, testRun } from "@pay/testkit"
@@ -229,6 +229,36 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
       }).pipe(Effect.provide(Layer.mergeAll(
         postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
         KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin-epipe", ...defaultKafkaAdminTimeouts })
+      )))
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.live("consumers reset forward past records the consumer never applied is refused, naming how many, unless --skip; backward always passes (outside consumer operations review: 368 records skipped in silence)", () =>
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const prefix = `${run.kafkaTopicPrefix}${shortId()}.`
+      const env = { DATABASE_URL: database.url, KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: prefix }
+      yield* Effect.gen(function* () {
+        const { topic } = yield* OutboxTopics.ensure(prefix)
+        // Two records in each of the three partitions; no consumer has applied any.
+        yield* (yield* KafkaProducer).send([0, 1, 2].flatMap((partition) => [0, 1].map((n) => ({
+          topic, partition, key: `pay_reset${partition}${n}`, value: "{}", headers: {}
+        }))))
+        const forward = yield* cli(env, ["consumers", "reset", "settlement.g1", "1"])
+        assert.deepStrictEqual([forward.exitCode, forward.stdout], [1, ""], forward.stderr)
+        assert.include(forward.stderr, "offset 1 is ahead of what settlement.g1 has applied (stored offsets by partition: 0, 0, 0): 3 record(s) would never be applied; nothing moved (add --skip")
+        assert.deepStrictEqual(parse((yield* cli(env, ["consumers", "offsets"])).stdout), [], "nothing moved")
+        const skipped = yield* cli(env, ["consumers", "reset", "settlement.g1", "1", "--skip"])
+        assert.strictEqual(skipped.exitCode, 0, skipped.stderr)
+        assert.include(skipped.stdout, `"skipped_records": "3"`)
+        const back = yield* cli(env, ["consumers", "reset", "settlement.g1", "0"])
+        assert.strictEqual(back.exitCode, 0, back.stderr)
+        assert.include(back.stdout, `"skipped_records": "0"`)
+        const wrongFlag = yield* cli(env, ["consumers", "reset", "settlement.g1", "1", "--force"])
+        assert.strictEqual(wrongFlag.exitCode, 2, wrongFlag.stderr)
+      }).pipe(Effect.provide(Layer.mergeAll(
+        postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
+        KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin-skip", ...defaultKafkaAdminTimeouts }),
+        KafkaProducer.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-producer-skip", ...defaultKafkaProducerLimits })
       )))
     }).pipe(Effect.scoped), { timeout: 60_000 })
 })

@@ -1,11 +1,12 @@
 import type { KafkaAdmin } from "@pay/infra"
 import { failureText, KafkaConsumer, type KafkaError } from "@pay/infra"
-import { Cause, Duration, Effect, Exit, Ref, Schema } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Ref, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms, type ConsumerOptions } from "./ConsumerConfig.ts"
 import type { ConsumerFaults, ConsumerStatus } from "./ConsumerModel.ts"
 import { behindTarget, initialStatus, runConsumer } from "./ConsumerRunner.ts"
+import { makeConsumerStore } from "./ConsumerStore.ts"
 import { makeSettlementProjection, settlementConsumerName } from "./SettlementProjection.ts"
 
 export interface SettlementConsumerSettings {
@@ -64,6 +65,29 @@ export interface RebuildResult {
   readonly target: ReadonlyArray<bigint>
 }
 
+/** How often a rebuild says how far it has read (INFO `settlement rebuild progress`, on the CLI's stderr). */
+export const REBUILD_PROGRESS_INTERVAL_MS = 5_000
+
+/**
+ * One `settlement rebuild progress` line at most every REBUILD_PROGRESS_INTERVAL_MS: the records
+ * the new generation has read (its stored offsets) against the log end offsets taken at its start.
+ * A replay of a large topic said nothing for minutes (outside consumer operations review).
+ */
+export const progressLogger = <E>(generation: number, target: ReadonlyArray<bigint>, recordsRead: Effect.Effect<bigint, E>) =>
+  Effect.gen(function* () {
+    const loggedAt = yield* Ref.make(yield* Clock.currentTimeMillis)
+    const target_records = target.reduce((sum, end) => sum + end, 0n)
+    return Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      if (now - (yield* Ref.get(loggedAt)) < REBUILD_PROGRESS_INTERVAL_MS) return
+      yield* Ref.set(loggedAt, now)
+      const records_read = yield* recordsRead
+      yield* Effect.logInfo("settlement rebuild progress").pipe(
+        Effect.annotateLogs({ generation, records_read: String(records_read), target_records: String(target_records) })
+      )
+    })
+  })
+
 /**
  * Replay from offset 0: builds the next generation as a fresh consumer (new name, new group:
  * no stored offsets, so it reads every partition from the start) up to the log end offsets taken
@@ -94,7 +118,12 @@ export const rebuildSettlement = (
     // kept applying events meanwhile) and swaps in the same statement that checks it: "live" then
     // says which generation serves (ours: swapped; another: a concurrent rebuild won).
     const finished = yield* Ref.make<number | undefined>(undefined)
+    const recordsRead = makeConsumerStore(sql).offsets(handler.name).pipe(
+      Effect.map((stored) => stored.filter((row) => row.topic === settings.topic).reduce((sum, row) => sum + row.next_offset, 0n))
+    )
+    const logProgress = yield* progressLogger(generation, target, recordsRead)
     const caughtUpAndSwapped = Effect.gen(function* () {
+      yield* logProgress
       if (yield* behindTarget(sql, handler.name, settings.topic, target)) return true
       const outcome = yield* projection.swapWhenCaughtUp(current.generation, generation, settings.topic)
       if (outcome.live_generation === current.generation && outcome.behind) return true
