@@ -57,3 +57,28 @@ it.effect("records polled while their lane is busy join the waiting slice, in or
     const none = yield* run(1)
     assert.deepStrictEqual(none.handled.filter((call) => call.startsWith("0:")), ["0:0,0:1,0:2", "0:3,0:4,0:5", "0:6,0:7,0:8", "0:9,0:10"])
   }))
+
+it.effect("a part fetched again from a lower offset (after a rebalance) never joins the waiting slice: each slice stays in offset order", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const gate = yield* Deferred.make<void>()
+    const handled: Array<ReadonlyArray<KafkaRecord>> = []
+    const lanes = yield* makePartitionLanes(
+      (records) => Effect.gen(function* () {
+        handled.push([...records])
+        if (records[0]?.offset === 0n) yield* Deferred.await(gate)
+      }),
+      () => undefined,
+      100
+    )
+    yield* lanes.dispatch(range(0, 0, 2))
+    yield* Effect.yieldNow
+    yield* lanes.dispatch(range(0, 3, 6))
+    // The group rebalanced: the client fetches again from the committed offset, 3.
+    yield* lanes.dispatch(range(0, 3, 8))
+    yield* Deferred.succeed(gate, undefined)
+    yield* lanes.settle(0)
+    assert.deepStrictEqual(labels(handled), ["0:0,0:1,0:2", "0:3,0:4,0:5,0:6", "0:3,0:4,0:5,0:6,0:7,0:8"])
+    for (const call of handled) {
+      assert.isTrue(call.every((r, i) => i === 0 || r.offset > (call[i - 1]?.offset ?? -1n)), `in offset order: ${labels([call]).join("")}`)
+    }
+  })))
