@@ -6,8 +6,9 @@
 import { assert, it } from "@effect/vitest"
 import { decodeRows } from "@pay/infra"
 import { makeTestDatabase } from "@pay/testkit"
-import { Effect, Schema } from "effect"
+import { Cause, Effect, Exit, Metric, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { consumerRecords } from "../src/ConsumerModel.ts"
 import { makeConsumerStore } from "../src/ConsumerStore.ts"
 import { makeDeadLetters } from "../src/DeadLetters.ts"
 import { makePartitionHandler } from "../src/PartitionBatch.ts"
@@ -78,4 +79,26 @@ it.live("a batch commits once; a poison record in the middle rolls it back, the 
     assert.deepStrictEqual(projectionAsExpected(yield* projection.rows(1)), expectedProjection(settled))
     const [again] = yield* store.offsets("settlement.g1")
     assert.deepStrictEqual(again, offsets)
+  }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
+
+it.live("a slice interrupted right after its COMMIT still counts its records in consumer_records_total (a subscription restart there dropped the count)", () =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const projection = makeSettlementProjection(sql)
+    // A generation of its own, so that the counter's series is this test's alone.
+    const handler = projection.handler(7)
+    const applied = Metric.value(Metric.withAttributes(consumerRecords, { consumer: handler.name, outcome: "applied" })).pipe(Effect.map((state) => state.count))
+    const before = yield* applied
+    // The interruption arrives as the transaction commits: the fault after it interrupts the fiber.
+    const settings = {
+      handler, dlqTopic: null, options: { ...testOptions, transactionRecords_max: 100 },
+      faults: { afterTransaction: () => Effect.interrupt }
+    }
+    const handlePartition = yield* makePartitionHandler(settings, yield* makeRecordProcessor(settings))
+    const events = lifecycle(merchantId(), "EUR", 2_500, true).map((payload) => eventMessage(topic, payload))
+    const exit = yield* Effect.exit(handlePartition(recordsOf(topic, events, 0n)))
+    assert.isTrue(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause), "interrupted after the commit")
+    const [stored] = yield* makeConsumerStore(sql).offsets(handler.name)
+    assert.strictEqual(stored?.applied_count, 3n, "committed")
+    assert.strictEqual((yield* applied) - before, 3, "and counted")
   }).pipe(Effect.provide(makeTestDatabase({ maxConnections: 2 }))))
