@@ -71,10 +71,12 @@ export const storableTextProblem = (name: string, length: TextLength, text: stri
 const hiddenCharacterClass = "\\u0001-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069"
 const hiddenCharacter = new RegExp(`[${hiddenCharacterClass}]`, "u")
 
-const hiddenCharacters = new RegExp(`[${hiddenCharacterClass}\\u0000]`, "gu")
+// With the `u` flag a surrogate range matches lone surrogates only (a pair is one code point).
+const hiddenCharacters = new RegExp(`[${hiddenCharacterClass}\\u0000\\uD800-\\uDFFF]`, "gu")
 
 /**
- * `text` with every hidden character (the class above, and NUL) written as `\u{XXXX}`: for echoing
+ * `text` with every hidden character (the class above, NUL, and a lone surrogate, which as a JSON
+ * `\ud800` escape strict parsers such as serde_json refuse) written as `\u{XXXX}`: for echoing
  * what a client sent (a path, a query parameter's name) in a problem's `detail` or a log line,
  * which an operator's terminal or a merchant's dashboard would otherwise obey (outside attack review).
  */

@@ -122,6 +122,12 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assertInvalid(yield* raw(`{"amount":5,"am\\u006funt":6,${rest}}`), "amount", "amount twice, once escaped")
       assertInvalid(yield* raw(`{"amount":5,${rest},"metadata":{"a":"1","a":"2"}}`), "metadata.a", "metadata key twice")
       assertInvalid(yield* raw(`{"amount":1E400,${rest}}`), "amount", "1E400")
+      // An unknown member whose name holds a lone surrogate: named written out (\u{D800}), never as a
+      // \ud800 escape strict JSON parsers refuse (outside diff review).
+      const lone = yield* raw(`{"amount":5,${rest},"\\ud800x":1}`)
+      assert.strictEqual(lone.status, 400, describeAnswer(lone))
+      assert.notMatch(lone.text, /\\ud[89a-f][0-9a-f]{2}/i, lone.text)
+      assert.include(String(jsonOf(lone)["field"]), "\\u{D800}x", lone.text)
       // Not duplicates: the same name in two objects, or as a value.
       const fine = yield* raw(`{"amount":5,${rest},"description":"amount","metadata":{"amount":"amount"}}`)
       assert.strictEqual(fine.status, 201, describeAnswer(fine))
