@@ -162,6 +162,22 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.strictEqual(yield* psql(`SELECT count(*) FROM effect_sql_migrations WHERE migration_id = ${id}`), "0", "nothing recorded as applied")
     })))
 
+  it.effect("a migration applied under another name (a file renamed after it shipped): commands and migrate run, migrate warns naming it", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
+        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      const [id, name] = (yield* psql("SELECT migration_id || '|' || name FROM effect_sql_migrations ORDER BY migration_id LIMIT 1 OFFSET 3")).split("|")
+      yield* psql(`UPDATE effect_sql_migrations SET name = 'its_old_name' WHERE migration_id = ${id}`)
+      const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
+      const command = yield* cli(asApp, ["consumers", "offsets"])
+      assert.strictEqual(command.exitCode, 0, describeRun(command))
+      const migrate = yield* cli(asApp, ["migrate"], { MIGRATION_DATABASE_URL: database.url, LOG_LEVEL: "Info" })
+      assert.strictEqual(migrate.exitCode, 0, describeRun(migrate))
+      assert.include(migrate.stderr, "migrations: applied under another name", describeRun(migrate))
+      assert.include(migrate.stderr, `${(id ?? "").padStart(4, "0")}_${name ?? ""} (applied as its_old_name)`, describeRun(migrate))
+    })))
+
   it.effect("an empty database: a command says the schema is behind (applied 0); migrate as the owner creates it", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireEmptyTestDatabase

@@ -191,28 +191,35 @@ const appliedMigrations = (sql: SqlClient.SqlClient) =>
 
 /**
  * How the database's migrations compare with this build's: the newest of each, and the carried
- * ones it lacks (`0101_name`), compared by id AND name. The migrator applies only ids above the
- * newest applied one, so a lacking one at or below it (a branch's migration merged after a higher
- * one was deployed, or two branches' files sharing an id) would be skipped for ever: `unreachable`.
+ * ones it lacks (`0101_name`), compared by id (the migrator's key). The migrator applies only ids
+ * above the newest applied one, so a lacking one at or below it (a branch's migration merged after
+ * a higher one was deployed) would be skipped for ever: `unreachable`. An id applied under another
+ * name is `renamed` (a file renamed after it shipped, as 0049, 0073 and 0078 were; or two branches'
+ * files sharing an id, which the name alone cannot tell apart): said in a WARN, never a stop.
  */
 export interface MigrationComparison {
   readonly newest_applied: number
   readonly newest_carried: number
   readonly missing: ReadonlyArray<string>
   readonly unreachable: ReadonlyArray<string>
+  readonly renamed: ReadonlyArray<string>
 }
 
 const compareMigrations = (applied: ReadonlyArray<{ readonly migration_id: number; readonly name: string }>): MigrationComparison => {
   const carried = carriedMigrations()
   const newest_applied = applied.reduce((newest, row) => Math.max(newest, row.migration_id), 0)
-  const has = new Set(applied.map((row) => `${row.migration_id}_${row.name}`))
-  const lacking = carried.filter((file) => !has.has(`${file.id}_${file.name}`))
+  const appliedNames = new Map(applied.map((row) => [row.migration_id, row.name]))
+  const lacking = carried.filter((file) => !appliedNames.has(file.id))
   const label = (file: { readonly id: number; readonly name: string }) => `${String(file.id).padStart(4, "0")}_${file.name}`
   return {
     newest_applied,
     newest_carried: carried.at(-1)?.id ?? 0,
     missing: lacking.map(label),
-    unreachable: lacking.filter((file) => file.id <= newest_applied).map(label)
+    unreachable: lacking.filter((file) => file.id <= newest_applied).map(label),
+    renamed: carried.flatMap((file) => {
+      const name = appliedNames.get(file.id)
+      return name === undefined || name === file.name ? [] : [`${label(file)} (applied as ${name})`]
+    })
   }
 }
 
@@ -243,6 +250,11 @@ const schemaIsCurrent = Effect.gen(function* () {
   yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
     Effect.annotateLogs({ newest_applied: comparison.newest_applied, newest_carried: comparison.newest_carried, missing: comparison.missing })
   )
+  if (comparison.renamed.length > 0) {
+    yield* Effect.logWarning("migrations: applied under another name (a file renamed after it shipped, or two files sharing an id: check which)").pipe(
+      Effect.annotateLogs({ renamed: migrationsInBrief(comparison.renamed) })
+    )
+  }
   return current
 }).pipe(
   // The driver's own words (a pre-0085 database: "permission denied for table …"), not only the client's "Query failed".
