@@ -5,13 +5,15 @@
 -- not. Now, at INSERT (the body never changes after: webhook_deliveries_immutable):
 -- - the body is the webhook envelope of the row's own event: `id` is the row's event id, `type` its
 --   event type, `data.merchant_id` its merchant, `data.payment_id` its payment, `data.refund_id`
---   its refund (or none);
+--   its refund (or none), `data.version` its version;
 -- - the payment, when it exists, is that merchant's, and the refund that payment's;
 -- - while the outbox still holds the event (by id), the body's data is the outbox payload and the
 --   type its type: a delivery cannot rewrite an event the platform published.
--- An event id the outbox never held (or no longer holds, past its retention) under a payment id
--- no payment has remains possible for `pay_consumer`, which the consumers are trusted with
--- (docs/security.md): it reaches only the merchant the row names.
+-- Left to `pay_consumer`, which the consumers are trusted with (docs/security.md): an event id the
+-- outbox does not hold (never did, or no longer does past its retention) is not compared with the
+-- rows, so a made-up event of the merchant's own payment or refund (another amount, a refund that
+-- does not exist) can still be queued; it reaches only the merchant the row names. (Requiring the
+-- outbox row would refuse a replayed webhooks consumer's old events.)
 
 CREATE FUNCTION webhook_deliveries_truthful() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
@@ -32,7 +34,8 @@ BEGIN
      OR v_body->>'type' IS DISTINCT FROM NEW.event_type
      OR v_body->'data'->>'merchant_id' IS DISTINCT FROM NEW.merchant_id
      OR v_body->'data'->>'payment_id' IS DISTINCT FROM NEW.payment_id
-     OR v_body->'data'->>'refund_id' IS DISTINCT FROM NEW.refund_id THEN
+     OR v_body->'data'->>'refund_id' IS DISTINCT FROM NEW.refund_id
+     OR v_body->'data'->>'version' IS DISTINCT FROM NEW.payment_version::text THEN
     RAISE EXCEPTION 'webhook delivery %: the body is not the envelope of its own event (id %, type %, merchant %, payment %, refund %)',
       NEW.id, NEW.event_id, NEW.event_type, NEW.merchant_id, NEW.payment_id, coalesce(NEW.refund_id, 'none')
       USING ERRCODE = 'integrity_constraint_violation';

@@ -226,6 +226,7 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         (text: string) => text.replace(`"merchant_id":"${merchantId}"`, `"merchant_id":"${other}"`),
         (text: string) => text.replace(`"payment_id":"${event.event.payment_id}"`, `"payment_id":"pay_${"0".repeat(24)}"`),
         (text: string) => text.replace(`"type":"payment_created"`, `"type":"payment_settled"`),
+        (text: string) => text.replace(`"version":1`, `"version":2`),
         (_: string) => envelopeOf(randomUUID()),
         (_: string) => "{}",
         (_: string) => "not json"
