@@ -186,6 +186,15 @@ layer(inProcessAppLayer(), layerOptions)("refund events (in-process app over HTT
       )
       assert.strictEqual(row?.projection_gross_minor, 10_000n, "the settled gross is untouched by refunds")
 
+      // One more refund, its events committed and not consumed: in flight, not a difference; past the window, one.
+      assert.strictEqual(jsonOf(yield* refund(merchant, id, { amount: 500 }))["status"], "SUCCEEDED")
+      const flying = yield* makeReconciliation(sql).reconcile()
+      assert.deepStrictEqual([flying.differences, flying.in_flight_events], [[], 1], "refund_succeeded in flight (refund_created moves no money)")
+      const flyingRow = flying.rows.find((candidate) => candidate.merchant_id === merchant.merchantId)
+      assert.deepStrictEqual([flyingRow?.ledger_refunded_minor, flyingRow?.projection_refunded_minor, flyingRow?.in_flight_refunded_minor, flyingRow?.in_flight_refund_count], [4_000n, 3_500n, 500n, 1n])
+      const overdue = yield* makeReconciliation(sql).reconcile({ inFlightWindow_ms: 0 })
+      assert.deepStrictEqual(overdue.differences.map((difference) => difference.merchant_id), [merchant.merchantId])
+
       yield* sql`UPDATE settlement_projection SET refunded_minor = refunded_minor + 1 WHERE merchant_id = ${merchant.merchantId} AND currency = 'EUR'`
       const tampered = yield* makeReconciliation(sql).reconcile()
       assert.deepStrictEqual(tampered.differences.map((difference) => difference.merchant_id), [merchant.merchantId])
