@@ -41,7 +41,7 @@ const decodeSetting = Schema.decodeUnknownEffect(Schema.Array(SettingRow))
 /**
  * Per merchant: is the platform's fee returned on a refund (`merchant_refund_settings`)? Kept
  * (false) when the merchant has no row: the default. Set by an operator (`pnpm cli refunds
- * fee-returned <merchant id> true|false`); applies to refunds completed after the change.
+ * fee-returned <merchant id> true|false`); applies to refunds reserved after the change.
  */
 export class RefundFeeSettings extends Context.Service<RefundFeeSettings, {
   readonly feeReturned: (merchantId: MerchantId) => Effect.Effect<boolean, SqlError>

@@ -37,7 +37,8 @@ describe("webhook target URLs (SSRF guard)", () => {
       // IPv6 forms that embed an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible) and deprecated site-local.
       "https://[64:ff9b::7f00:1]/", "https://[64:ff9b::a00:1]/", "https://[2002:7f00:1::]/", "https://[2001::1]/",
       "https://[::7f00:1]/", "https://[fec0::1]/", "https://[100::1]/", "https://[2001:db8::1]/", "https://[ff02::1]/",
-      // IPv6 outside 2000::/3, the only block IANA allocates global unicast from (no one routes these).
+      // IPv6 outside 2000::/3, the only block IANA allocates global unicast from (no one routes these);
+      // and 3fff::/20, documentation (RFC 9637), inside it.
       "https://[4000::1]/", "https://[8000::1]/", "https://[e000::1]/", "https://[3fff::1]/",
       // The mapped forms of loopback and private addresses, both spellings.
       "https://[::ffff:7f00:1]/", "https://[::ffff:127.0.0.1]/", "https://[::ffff:c0a8:101]/"
