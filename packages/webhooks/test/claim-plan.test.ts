@@ -27,7 +27,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)))("the webhook sen
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body, next_attempt_at)
         SELECT gen_random_uuid(), ${endpoint.id}, ${merchantId}, e.id, 'payment_created', e.payment_id, e.v,
                -- The envelope of the row's own event (0102 refuses any other body).
-               jsonb_build_object('id', e.id, 'type', 'payment_created', 'data', jsonb_build_object('merchant_id', ${merchantId}::text, 'payment_id', e.payment_id, 'version', e.v))::text,
+               jsonb_build_object('id', e.id, 'type', 'payment_created', 'timestamp', '2026-12-05T00:00:00.000Z',
+                 'data', jsonb_build_object('merchant_id', ${merchantId}::text, 'payment_id', e.payment_id, 'version', e.v, 'occurred_at', '2026-12-05T00:00:00.000Z'))::text,
                clock_timestamp() - interval '1 hour' + (e.p * 2 + e.v) * interval '1 millisecond'
         FROM (SELECT gen_random_uuid() AS id, 'pay_' || lpad(p::text, 24, '0') AS payment_id, p, v
               FROM generate_series(1, ${payments_count}) AS p, generate_series(1, 2) AS v) AS e`
