@@ -203,10 +203,14 @@ export interface MigrationComparison {
   readonly missing: ReadonlyArray<string>
   readonly unreachable: ReadonlyArray<string>
   readonly renamed: ReadonlyArray<string>
+  /** Files of this build that share an id (two branches' migrations): the migrator would run one. */
+  readonly shared_ids: ReadonlyArray<string>
 }
 
-const compareMigrations = (applied: ReadonlyArray<{ readonly migration_id: number; readonly name: string }>): MigrationComparison => {
-  const carried = carriedMigrations()
+export const compareMigrations = (
+  applied: ReadonlyArray<{ readonly migration_id: number; readonly name: string }>,
+  carried: ReadonlyArray<{ readonly id: number; readonly name: string }> = carriedMigrations()
+): MigrationComparison => {
   const newest_applied = applied.reduce((newest, row) => Math.max(newest, row.migration_id), 0)
   const appliedNames = new Map(applied.map((row) => [row.migration_id, row.name]))
   const lacking = carried.filter((file) => !appliedNames.has(file.id))
@@ -219,7 +223,8 @@ const compareMigrations = (applied: ReadonlyArray<{ readonly migration_id: numbe
     renamed: carried.flatMap((file) => {
       const name = appliedNames.get(file.id)
       return name === undefined || name === file.name ? [] : [`${label(file)} (applied as ${name})`]
-    })
+    }),
+    shared_ids: carried.filter((file) => carried.filter((other) => other.id === file.id).length > 1).map(label)
   }
 }
 
@@ -230,23 +235,23 @@ const isUndefinedTable = hasSqlState("42P01")
 const migrationsOf = (sql: SqlClient.SqlClient) =>
   appliedMigrations(sql).pipe(
     Effect.catchIf(isUndefinedTable, () => Effect.succeed([])),
-    Effect.map(compareMigrations)
+    Effect.map((applied) => compareMigrations(applied))
   )
 
 /**
  * True when the database already has every migration this build carries, read as the application's
  * role (`DATABASE_URL`; 0085 lets it read the migrator's table) on one connection closed at once.
- * Every carried migration must be there, by id and name (`compareMigrations`). False when
+ * Every carried migration must be there, by id, and no two files share one (`compareMigrations`). False when
  * it cannot tell (no such table yet, a database before 0085, no answer), said in an INFO line with
  * the reason: the migrator then runs and reports what is wrong, as it always did.
  */
 const schemaIsCurrent = Effect.gen(function* () {
   const url = yield* DatabaseUrl
   const comparison = yield* Effect.flatMap(SqlClient.SqlClient, appliedMigrations).pipe(
-    Effect.map(compareMigrations),
+    Effect.map((applied) => compareMigrations(applied)),
     Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" }))
   )
-  const current = comparison.missing.length === 0
+  const current = comparison.missing.length === 0 && comparison.shared_ids.length === 0
   yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
     Effect.annotateLogs({ newest_applied: comparison.newest_applied, newest_carried: comparison.newest_carried, missing: comparison.missing })
   )
@@ -281,7 +286,19 @@ export const migrationsInBrief = (labels: ReadonlyArray<string>): string =>
 
 /** Why a build whose migrations the migrator would skip is stopped (nothing applied). */
 const unreachableMessage = (comparison: MigrationComparison): string =>
-  `migrations ${migrationsInBrief(comparison.unreachable)} are not applied, yet the database has applied up to ${comparison.newest_applied}: the migrator applies only ids above its newest, so they would never run. Nothing applied: give them ids above ${comparison.newest_applied} (docs/runbook.md, "Migrations")`
+  `migrations ${migrationsInBrief(comparison.unreachable)} are not applied, yet the database has applied up to ${comparison.newest_applied}: the migrator applies only ids above its newest, so they would never run. Nothing applied: give them ids above ${comparison.newest_applied} (if one was applied and only its row in effect_sql_migrations is gone, restore the row instead; docs/runbook.md, "Migrations")`
+
+/** Files sharing an id: the migrator records one name per id, and would run one of them only. */
+const sharedIdsMessage = (comparison: MigrationComparison): string =>
+  `migration files ${migrationsInBrief(comparison.shared_ids)} share an id: the migrator runs one migration per id, so one of them would never run. Nothing applied: give one an id above ${Math.max(comparison.newest_applied, comparison.newest_carried)} (docs/runbook.md, "Migrations")`
+
+/** Stops (nothing applied) on what the migrator would otherwise skip for ever. */
+const refuseWhatTheMigratorWouldSkip = (comparison: MigrationComparison) =>
+  comparison.shared_ids.length > 0
+    ? Effect.fail(new MigrationsFailed({ message: sharedIdsMessage(comparison) }))
+    : comparison.unreachable.length > 0
+    ? Effect.fail(new MigrationsFailed({ message: unreachableMessage(comparison) }))
+    : Effect.void
 
 /** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
 const isLockTimeout = hasSqlState("55P03")
@@ -302,7 +319,7 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
     if (yield* schemaIsCurrent) return
     const url = yield* MigrationDatabaseUrl
     yield* Effect.flatMap(SqlClient.SqlClient, migrationsOf).pipe(
-      Effect.flatMap((comparison) => comparison.unreachable.length === 0 ? Effect.void : Effect.fail(new MigrationsFailed({ message: unreachableMessage(comparison) }))),
+      Effect.flatMap(refuseWhatTheMigratorWouldSkip),
       Effect.andThen(PgMigrator.run({ loader: sqlFileLoader() })),
       // A lock not granted in time rolls the migrations back whole: tried again, at most
       // MIGRATION_LOCK_ATTEMPTS times in all, a second apart (another process migrating, a
@@ -358,6 +375,7 @@ export const migrationProgress = Effect.flatMap(SqlClient.SqlClient, migrationsO
 export const SchemaCurrentRequired = Layer.effectDiscard(
   Effect.gen(function* () {
     const progress = yield* migrationProgress
+    if (progress.shared_ids.length > 0) return yield* new MigrationsFailed({ message: sharedIdsMessage(progress) })
     if (progress.missing.length > 0) {
       return yield* new SchemaBehind({ newest_applied: progress.newest_applied, newest_carried: progress.newest_carried, missing: progress.missing })
     }
