@@ -226,7 +226,8 @@ const reset = (consumer: string, offsetText: string, skip: boolean) =>
     const { topicId } = yield* admin.describeTopic(topic)
     yield* store.resetOffsets(consumer, topic, paymentsEventsPartitions, offset)
     yield* store.recordTopicId(consumer, topic, topicId)
-    yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions, skipped_records: skipped }))
+    // Where each partition was: a reset moves some forward (skipped) and others back (re-read).
+    yield* Console.log(json({ consumer, offset, partitions: paymentsEventsPartitions, previous_offsets: stored, skipped_records: skipped }))
   })
 
 const redriveCommand = (argument: string) =>

@@ -253,6 +253,7 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         const back = yield* cli(env, ["consumers", "reset", "settlement.g1", "0"])
         assert.strictEqual(back.exitCode, 0, back.stderr)
         assert.include(back.stdout, `"skipped_records": "0"`)
+        assert.deepStrictEqual(Reflect.get(Object(parse(back.stdout)), "previous_offsets"), ["1", "1", "1"], back.stdout)
         const wrongFlag = yield* cli(env, ["consumers", "reset", "settlement.g1", "1", "--force"])
         assert.strictEqual(wrongFlag.exitCode, 2, wrongFlag.stderr)
       }).pipe(Effect.provide(Layer.mergeAll(
