@@ -46,6 +46,13 @@ BEGIN
      OR (SELECT count(*) FROM json_object_keys(NEW.body::json -> 'data')) <> (SELECT count(*) FROM jsonb_object_keys(v_body->'data')) THEN
     RAISE EXCEPTION 'webhook delivery %: the body names a member twice', NEW.id USING ERRCODE = 'integrity_constraint_violation';
   END IF;
+  -- Every number of an event is an integer, written as one (`2.03e3`, `2030.0`, `-0` are refused:
+  -- a receiver reading integers strictly would refuse them; outside re-test).
+  IF EXISTS (SELECT 1 FROM json_each(NEW.body::json -> 'data') AS e
+             WHERE json_typeof(e.value) = 'number' AND e.value::text !~ '^(0|-?[1-9][0-9]*)$') THEN
+    RAISE EXCEPTION 'webhook delivery %: the body writes a number other than as a plain integer', NEW.id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
   IF v_body->>'timestamp' IS DISTINCT FROM v_body->'data'->>'occurred_at'
      OR v_body->>'id' IS DISTINCT FROM NEW.event_id::text
      OR v_body->>'type' IS DISTINCT FROM NEW.event_type
@@ -80,3 +87,23 @@ END $$;
 
 CREATE TRIGGER webhook_deliveries_truthful BEFORE INSERT ON webhook_deliveries
   FOR EACH ROW EXECUTE FUNCTION webhook_deliveries_truthful();
+
+-- The rest of a delivery's identity is as fixed as its bytes (outside re-test: `pay_consumer`
+-- relabelled a `payment_settled` delivery `payment_failed` in the API's listing): its id and event
+-- type join what 0030 fixed (its refund is 0060's).
+CREATE OR REPLACE FUNCTION webhook_deliveries_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+  IF NEW.id IS DISTINCT FROM OLD.id OR NEW.endpoint_id IS DISTINCT FROM OLD.endpoint_id OR NEW.event_id IS DISTINCT FROM OLD.event_id
+     OR NEW.event_type IS DISTINCT FROM OLD.event_type
+     OR NEW.body IS DISTINCT FROM OLD.body OR NEW.payment_id IS DISTINCT FROM OLD.payment_id
+     OR NEW.payment_version IS DISTINCT FROM OLD.payment_version OR NEW.merchant_id IS DISTINCT FROM OLD.merchant_id THEN
+    RAISE EXCEPTION 'webhook delivery % is immutable: only its delivery state may change', OLD.id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  IF NEW.attempt_count < OLD.attempt_count THEN
+    RAISE EXCEPTION 'webhook delivery %: attempt_count never decreases', OLD.id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  RETURN NEW;
+END $$;

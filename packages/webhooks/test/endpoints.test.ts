@@ -232,6 +232,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         (text: string) => text.replace(`"data":{`, `"data":{"merchant_id":"${other}"},"data":{`),
         (text: string) => text.replace(`"data":{`, `"data":{"amount_minor":1,`),
         (text: string) => text.replace(/"timestamp":"[^"]+"/, `"timestamp":"1999-01-01T00:00:00.000Z"`),
+        (text: string) => text.replace(`"amount_minor":${event.event.amount_minor}`, `"amount_minor":${event.event.amount_minor}e0`),
+        (text: string) => text.replace(`"version":1`, `"version":1.0`),
         (_: string) => envelopeOf(randomUUID()),
         (_: string) => "{}",
         (_: string) => "not json"
@@ -240,13 +242,16 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         const forged = forge(envelopeOf(eventId))
         assert.notStrictEqual(forged, envelopeOf(eventId), "the forgery changes the body")
         yield* expectSqlRefusal(insertWith(eventId, forged),
-          { code: "23000", message: /^webhook delivery .*: the body (is not the envelope of its own event|is not JSON|names a member twice)/ })
+          { code: "23000", message: /^webhook delivery .*: the body (is not the envelope of its own event|is not JSON|names a member twice|writes a number other than as a plain integer)/ })
       }
       const ownId = randomUUID()
       yield* insertWith(ownId, envelopeOf(ownId))
       const otherId = randomUUID()
       const otherMerchants = envelopeOf(otherId).replace(`"merchant_id":"${merchantId}"`, `"merchant_id":"${other}"`)
       yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET body = '{"forged":true}' WHERE event_id = ${event.eventId}::uuid`,
+        { code: "23000", message: /is immutable: only its delivery state may change/ })
+      // Its event type too (the API lists it): relabelled payment_failed by hand (outside re-test).
+      yield* expectSqlRefusal(sql`UPDATE webhook_deliveries SET event_type = 'payment_failed' WHERE event_id = ${event.eventId}::uuid`,
         { code: "23000", message: /is immutable: only its delivery state may change/ })
       yield* expectSqlRefusal(sql`
         INSERT INTO webhook_deliveries (id, endpoint_id, merchant_id, event_id, event_type, payment_id, payment_version, body)
