@@ -278,7 +278,11 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   // The pending migrations a command applies first, refused (a lock not granted in time, a file that
   // fails): one line with the driver's reason, not the migrator's stack (outside operator review).
   Effect.catchTag("MigrationsFailed", (error) =>
-    report(`${error.message}\n(pnpm cli migrate applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`, 1)),
+    // The hint about the owner's URL only where the database refused the migrator (it named the URL);
+    // a refusal of the build's own files says what to do itself (outside re-test).
+    report(error.message.includes("MIGRATION_DATABASE_URL (")
+      ? `${error.message}\n(pnpm cli migrate applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`
+      : error.message, 1)),
   Effect.catchTag("SchemaBehind", (error) =>
     report(
       `the database's schema is behind this CLI (it lacks ${migrationsInBrief(error.missing)}; newest applied ${error.newest_applied}, this build carries ${error.newest_carried}): nothing done\n(deploy the server that carries them, which applies them at start, or run pnpm cli migrate with MIGRATION_DATABASE_URL the schema owner's URL; a CLI never migrates as a side effect; docs/runbook.md, "Migrations")`,

@@ -158,6 +158,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       const migrate = yield* cli(asApp, ["migrate"], { MIGRATION_DATABASE_URL: database.url })
       assert.deepStrictEqual([migrate.exitCode, migrate.stdout], [1, ""], describeRun(migrate))
       assert.include(migrate.stderr, `migrations ${label} are not applied, yet the database has applied up to ${newest}: the migrator applies only ids above its newest, so they would never run. Nothing applied`, describeRun(migrate))
+      assert.notInclude(migrate.stderr, "which defaults to DATABASE_URL", "no hint about the owner's URL: the build's files are the matter")
       assert.notInclude(migrate.stderr, "    at ")
       assert.strictEqual(yield* psql(`SELECT count(*) FROM effect_sql_migrations WHERE migration_id = ${id}`), "0", "nothing recorded as applied")
     })))

@@ -5,7 +5,6 @@ import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import {
   ConsumersDatabasePoolSize,
   ConsumersDatabaseUrl,
@@ -22,9 +21,16 @@ import { sessionStartupParameters } from "./PostgresSessionBounds.ts"
 import { failureText, hasSqlState, sqlErrorIn, sqlStateOf } from "./SqlFailure.ts"
 import { decodeRows } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
-
-/** The project's `migrations/` folder: hand-written SQL, `NNNN_name.sql`, applied in id order. */
-export const migrationsDirectory = fileURLToPath(new URL("../../../migrations", import.meta.url))
+import {
+  compareMigrations,
+  type MigrationComparison,
+  migrationFile,
+  migrationsDirectory,
+  migrationsInBrief,
+  misnamedMessage,
+  sharedIdsMessage,
+  unreachableMessage
+} from "./MigrationComparison.ts"
 
 export interface PostgresOptions {
   readonly url: Redacted.Redacted<string>
@@ -140,8 +146,6 @@ export const ConsumersPostgresLive = postgresFrom(ConsumersDatabaseUrl, Consumer
 /** The same for the CLI's consumer commands (a replay or reconcile may run long): no answer bound unless configured. */
 export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, 0, consumersApplicationName)
 
-const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
-
 /**
  * Loads `migrations/*.sql`. Each file is split into statements (the driver's extended protocol
  * takes one at a time) that run inside the migrator's transaction, so a migration applies whole
@@ -174,59 +178,11 @@ export const MigrationsLive = PgMigrator.layer({ loader: sqlFileLoader() }).pipe
   Layer.provide(NodeServices.layer)
 )
 
-/** The migrations this build carries: `<id>_<name>` of each file in `directory`, by id. */
-const carriedMigrations = (directory: string = migrationsDirectory): ReadonlyArray<{ readonly id: number; readonly name: string }> =>
-  readdirSync(directory)
-    .flatMap((file) => {
-      const match = migrationFile.exec(file)
-      return match === null || match[2] === undefined ? [] : [{ id: Number(match[1]), name: match[2] }]
-    })
-    .sort((a, b) => a.id - b.id)
-
 const AppliedMigrations = decodeRows(Schema.Struct({ migration_id: Schema.Number, name: Schema.String }))
 
 /** What the database has applied, from the migrator's table. */
 const appliedMigrations = (sql: SqlClient.SqlClient) =>
   AppliedMigrations(sql`SELECT migration_id, name FROM effect_sql_migrations ORDER BY migration_id`)
-
-/**
- * How the database's migrations compare with this build's: the newest of each, and the carried
- * ones it lacks (`0101_name`), compared by id (the migrator's key). The migrator applies only ids
- * above the newest applied one, so a lacking one at or below it (a branch's migration merged after
- * a higher one was deployed) would be skipped for ever: `unreachable`. An id applied under another
- * name is `renamed` (a file renamed after it shipped, as 0049, 0073 and 0078 were; or two branches'
- * files sharing an id, which the name alone cannot tell apart): said in a WARN, never a stop.
- */
-export interface MigrationComparison {
-  readonly newest_applied: number
-  readonly newest_carried: number
-  readonly missing: ReadonlyArray<string>
-  readonly unreachable: ReadonlyArray<string>
-  readonly renamed: ReadonlyArray<string>
-  /** Files of this build that share an id (two branches' migrations): the migrator would run one. */
-  readonly shared_ids: ReadonlyArray<string>
-}
-
-export const compareMigrations = (
-  applied: ReadonlyArray<{ readonly migration_id: number; readonly name: string }>,
-  carried: ReadonlyArray<{ readonly id: number; readonly name: string }> = carriedMigrations()
-): MigrationComparison => {
-  const newest_applied = applied.reduce((newest, row) => Math.max(newest, row.migration_id), 0)
-  const appliedNames = new Map(applied.map((row) => [row.migration_id, row.name]))
-  const lacking = carried.filter((file) => !appliedNames.has(file.id))
-  const label = (file: { readonly id: number; readonly name: string }) => `${String(file.id).padStart(4, "0")}_${file.name}`
-  return {
-    newest_applied,
-    newest_carried: carried.at(-1)?.id ?? 0,
-    missing: lacking.map(label),
-    unreachable: lacking.filter((file) => file.id <= newest_applied).map(label),
-    renamed: carried.flatMap((file) => {
-      const name = appliedNames.get(file.id)
-      return name === undefined || name === file.name ? [] : [`${label(file)} (applied as ${name})`]
-    }),
-    shared_ids: carried.filter((file) => carried.filter((other) => other.id === file.id).length > 1).map(label)
-  }
-}
 
 /** The table the migrator keeps does not exist yet (an empty database): nothing applied. */
 const isUndefinedTable = hasSqlState("42P01")
@@ -251,7 +207,7 @@ const schemaIsCurrent = Effect.gen(function* () {
     Effect.map((applied) => compareMigrations(applied)),
     Effect.provide(postgresLayer({ url, maxConnections: 1, applicationName: "payments-schema-check" }))
   )
-  const current = comparison.missing.length === 0 && comparison.shared_ids.length === 0
+  const current = comparison.missing.length === 0 && comparison.shared_ids.length === 0 && comparison.misnamed.length === 0
   yield* Effect.logDebug(current ? "migrations: none pending" : "migrations: pending").pipe(
     Effect.annotateLogs({ newest_applied: comparison.newest_applied, newest_carried: comparison.newest_carried, missing: comparison.missing })
   )
@@ -280,21 +236,11 @@ export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("Mi
 /** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
-/** Migration labels for one line: the first three, then how many more (an empty database lacks them all). */
-export const migrationsInBrief = (labels: ReadonlyArray<string>): string =>
-  labels.length <= 3 ? labels.join(", ") : `${labels.slice(0, 3).join(", ")} and ${labels.length - 3} more`
-
-/** Why a build whose migrations the migrator would skip is stopped (nothing applied). */
-const unreachableMessage = (comparison: MigrationComparison): string =>
-  `migrations ${migrationsInBrief(comparison.unreachable)} are not applied, yet the database has applied up to ${comparison.newest_applied}: the migrator applies only ids above its newest, so they would never run. Nothing applied: give them ids above ${comparison.newest_applied} (if one was applied and only its row in effect_sql_migrations is gone, restore the row instead; docs/runbook.md, "Migrations")`
-
-/** Files sharing an id: the migrator records one name per id, and would run one of them only. */
-const sharedIdsMessage = (comparison: MigrationComparison): string =>
-  `migration files ${migrationsInBrief(comparison.shared_ids)} share an id: the migrator runs one migration per id, so one of them would never run. Nothing applied: give one an id above ${Math.max(comparison.newest_applied, comparison.newest_carried)} (docs/runbook.md, "Migrations")`
-
 /** Stops (nothing applied) on what the migrator would otherwise skip for ever. */
 const refuseWhatTheMigratorWouldSkip = (comparison: MigrationComparison) =>
-  comparison.shared_ids.length > 0
+  comparison.misnamed.length > 0
+    ? Effect.fail(new MigrationsFailed({ message: misnamedMessage(comparison) }))
+    : comparison.shared_ids.length > 0
     ? Effect.fail(new MigrationsFailed({ message: sharedIdsMessage(comparison) }))
     : comparison.unreachable.length > 0
     ? Effect.fail(new MigrationsFailed({ message: unreachableMessage(comparison) }))
@@ -375,6 +321,7 @@ export const migrationProgress = Effect.flatMap(SqlClient.SqlClient, migrationsO
 export const SchemaCurrentRequired = Layer.effectDiscard(
   Effect.gen(function* () {
     const progress = yield* migrationProgress
+    if (progress.misnamed.length > 0) return yield* new MigrationsFailed({ message: misnamedMessage(progress) })
     if (progress.shared_ids.length > 0) return yield* new MigrationsFailed({ message: sharedIdsMessage(progress) })
     if (progress.missing.length > 0) {
       return yield* new SchemaBehind({ newest_applied: progress.newest_applied, newest_carried: progress.newest_carried, missing: progress.missing })

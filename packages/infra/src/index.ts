@@ -1,6 +1,7 @@
 export * as AppConfig from "./Config.ts"
 export * from "./BoundedConfig.ts"
 export * from "./Config.ts"
+export * from "./MigrationComparison.ts"
 export * from "./Postgres.ts"
 export * from "./PostgresAnswerWatch.ts"
 export * from "./PostgresSessionBounds.ts"

@@ -7,24 +7,27 @@ import { compareMigrations } from "@pay/infra"
 
 const applied = [{ migration_id: 1, name: "foundation" }, { migration_id: 2, name: "ledger" }, { migration_id: 5, name: "outbox" }]
 
-it("lacking ids are missing, those below the newest applied unreachable; a renamed id is not missing; files sharing an id are named", () => {
+it("lacking ids are missing, those below the newest applied unreachable; a renamed id is not missing; files sharing an id, and files named like migrations the loader skips, are named", () => {
   const carried = [
     { id: 1, name: "foundation" }, { id: 2, name: "ledger_renamed" }, { id: 3, name: "branch" },
     { id: 5, name: "outbox" }, { id: 5, name: "other_branch" }, { id: 6, name: "next" }
   ]
-  assert.deepStrictEqual(compareMigrations(applied, carried), {
+  assert.deepStrictEqual(compareMigrations(applied, carried, ["0007_AddThing.sql"]), {
     newest_applied: 5,
     newest_carried: 6,
     missing: ["0003_branch", "0006_next"],
     unreachable: ["0003_branch"],
     renamed: ["0002_ledger_renamed (applied as ledger)", "0005_other_branch (applied as outbox)"],
-    shared_ids: ["0005_outbox", "0005_other_branch"]
+    shared_ids: ["0005_outbox", "0005_other_branch"],
+    misnamed: ["0007_AddThing.sql"]
   })
+  // The file's own name, as written, not a padded id.
+  assert.deepStrictEqual(compareMigrations([], [{ id: 103, name: "x", stem: "103_x" }], []).missing, ["103_x"])
 })
 
 it("a database that has it all, and an empty one", () => {
   const carried = [{ id: 1, name: "foundation" }, { id: 2, name: "ledger" }, { id: 5, name: "outbox" }]
-  assert.deepStrictEqual(compareMigrations(applied, carried), { newest_applied: 5, newest_carried: 5, missing: [], unreachable: [], renamed: [], shared_ids: [] })
-  assert.deepStrictEqual(compareMigrations([], carried).missing, ["0001_foundation", "0002_ledger", "0005_outbox"])
-  assert.deepStrictEqual(compareMigrations([], carried).unreachable, [])
+  assert.deepStrictEqual(compareMigrations(applied, carried, []), { newest_applied: 5, newest_carried: 5, missing: [], unreachable: [], renamed: [], shared_ids: [], misnamed: [] })
+  assert.deepStrictEqual(compareMigrations([], carried, []).missing, ["0001_foundation", "0002_ledger", "0005_outbox"])
+  assert.deepStrictEqual(compareMigrations([], carried, []).unreachable, [])
 })
