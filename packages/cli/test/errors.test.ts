@@ -10,6 +10,10 @@ import { execFile } from "node:child_process"
 import { databaseTarget } from "@pay/infra"
 import { cli, describeRun } from "./support.ts"
 
+/** One statement through psql on `url` (as its owner), its output trimmed. */
+const psqlOn = (url: string) => (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
+  execFile("psql", [url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+
 describe("pnpm cli: refusals and failures on stderr, with their exit code", () => {
   it.effect("a malformed argument or an extra one is exit 2, an unknown merchant, parked event or consumer exit 1, a database that does not answer exit 1; stdout stays empty; --help is stdout and exit 0", () =>
     Effect.scoped(Effect.gen(function* () {
@@ -113,8 +117,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
   it.effect("a schema behind the CLI: every command stops in one line, nothing done and nothing migrated, even with the owner's URL at hand; `migrate` as the app role is refused in one line saying what to set", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
-        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      const psql = psqlOn(database.url)
       // The newest migration forgotten (its effects stay; the bookkeeping says it is pending).
       const newest = yield* psql("SELECT max(migration_id) FROM effect_sql_migrations")
       const newestLabel = `${newest.padStart(4, "0")}_${yield* psql(`SELECT name FROM effect_sql_migrations WHERE migration_id = ${newest}`)}`
@@ -144,8 +147,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
   it.effect("a migration lacking below the newest applied one (a branch's file merged after a higher one shipped): a command says which, and migrate stops naming it instead of skipping it for ever", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
-        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      const psql = psqlOn(database.url)
       const newest = yield* psql("SELECT max(migration_id) FROM effect_sql_migrations")
       const [id, name] = (yield* psql(`SELECT migration_id || '|' || name FROM effect_sql_migrations WHERE migration_id < ${newest} ORDER BY migration_id DESC LIMIT 1`)).split("|")
       const label = `${(id ?? "").padStart(4, "0")}_${name ?? ""}`
@@ -166,8 +168,7 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
   it.effect("a migration applied under another name (a file renamed after it shipped): commands and migrate run, migrate warns naming it", () =>
     Effect.scoped(Effect.gen(function* () {
       const database = yield* acquireTestDatabase
-      const psql = (statement: string) => Effect.promise(() => new Promise<string>((resolve, reject) =>
-        execFile("psql", [database.url, "-Atqc", statement], (error, stdout) => (error === null ? resolve(stdout.trim()) : reject(error)))))
+      const psql = psqlOn(database.url)
       const [id, name] = (yield* psql("SELECT migration_id || '|' || name FROM effect_sql_migrations ORDER BY migration_id LIMIT 1 OFFSET 3")).split("|")
       yield* psql(`UPDATE effect_sql_migrations SET name = 'its_old_name' WHERE migration_id = ${id}`)
       const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
