@@ -278,9 +278,9 @@ const run = helpAsked(args) ? Console.log(usage) : Effect.andThen(keepRunningWhe
   // The pending migrations a command applies first, refused (a lock not granted in time, a file that
   // fails): one line with the driver's reason, not the migrator's stack (outside operator review).
   Effect.catchTag("MigrationsFailed", (error) =>
-    // The hint about the owner's URL only where the database refused the migrator (it named the URL);
-    // a refusal of the build's own files says what to do itself (outside re-test).
-    report(error.message.includes("MIGRATION_DATABASE_URL (")
+    // The hint about the owner's URL only where the database refused the migrator; a refusal of the
+    // build's own files says what to do itself (outside re-test).
+    report(error.refused_by === "database"
       ? `${error.message}\n(pnpm cli migrate applies pending migrations as MIGRATION_DATABASE_URL, which defaults to DATABASE_URL: set it to the schema owner's URL; docs/runbook.md, "Migrations")`
       : error.message, 1)),
   Effect.catchTag("SchemaBehind", (error) =>

@@ -5,13 +5,13 @@ import { fileURLToPath } from "node:url"
 export const migrationsDirectory = fileURLToPath(new URL("../../../migrations", import.meta.url))
 
 /** A migration file's name as the loader reads it: `<id>_<lowercase name>.sql`. */
-export const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
+const migrationFile = /^(\d+)_([a-z0-9_]+)\.sql$/
 
-/** A migration file as carried: its id, its name, and the file's own stem (`0101_name`). */
+/** A migration file as carried: its id, its name, and the file's name without `.sql` (`0101_name`, how it is named in messages). */
 export interface CarriedMigration {
   readonly id: number
   readonly name: string
-  readonly stem?: string
+  readonly stem: string
 }
 
 /** The migrations this build carries: `<id>_<name>` of each file in `directory`, by id. */
@@ -58,7 +58,7 @@ export const compareMigrations = (
   const newest_applied = applied.reduce((newest, row) => Math.max(newest, row.migration_id), 0)
   const appliedNames = new Map(applied.map((row) => [row.migration_id, row.name]))
   const lacking = carried.filter((file) => !appliedNames.has(file.id))
-  const label = (file: CarriedMigration) => file.stem ?? `${String(file.id).padStart(4, "0")}_${file.name}`
+  const label = (file: CarriedMigration) => file.stem
   return {
     newest_applied,
     newest_carried: carried.at(-1)?.id ?? 0,
@@ -82,9 +82,19 @@ export const unreachableMessage = (comparison: MigrationComparison): string =>
   `migrations ${migrationsInBrief(comparison.unreachable)} are not applied, yet the database has applied up to ${comparison.newest_applied}: the migrator applies only ids above its newest, so they would never run. Nothing applied: give them ids above ${comparison.newest_applied} (if one was applied and only its row in effect_sql_migrations is gone, restore the row instead; docs/runbook.md, "Migrations")`
 
 /** Files sharing an id: the migrator records one name per id, and would run one of them only. */
-export const sharedIdsMessage = (comparison: MigrationComparison): string =>
+const sharedIdsMessage = (comparison: MigrationComparison): string =>
   `migration files ${migrationsInBrief(comparison.shared_ids)} share an id: the migrator runs one migration per id, so one of them would never run. Nothing applied: give one an id above ${Math.max(comparison.newest_applied, comparison.newest_carried)} (docs/runbook.md, "Migrations")`
 
 /** Files the loader does not read: their migrations would never run. */
-export const misnamedMessage = (comparison: MigrationComparison): string =>
+const misnamedMessage = (comparison: MigrationComparison): string =>
   `files ${migrationsInBrief(comparison.misnamed)} in migrations/ are not named as the migrator reads them (<digits>_<lowercase, digits and _>.sql), so they would never run. Nothing applied: rename them (docs/runbook.md, "Migrations")`
+
+/**
+ * Why this build's own migration files cannot be applied as they are (a misnamed file, two files
+ * sharing an id), whatever the database holds; undefined when they can. Every process stops on it:
+ * a server or `migrate` before migrating, a CLI command before running.
+ */
+export const buildFilesRefusal = (comparison: MigrationComparison): string | undefined =>
+  comparison.misnamed.length > 0 ? misnamedMessage(comparison)
+  : comparison.shared_ids.length > 0 ? sharedIdsMessage(comparison)
+  : undefined

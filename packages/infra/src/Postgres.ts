@@ -3,7 +3,7 @@ import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Config, Effect, Layer, Redacted, Schedule, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql"
-import { readdirSync, readFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import {
   ConsumersDatabasePoolSize,
@@ -22,13 +22,12 @@ import { failureText, hasSqlState, sqlErrorIn, sqlStateOf } from "./SqlFailure.t
 import { decodeRows } from "./SqlRows.ts"
 import { splitSqlStatements } from "./SqlScript.ts"
 import {
+  buildFilesRefusal,
+  carriedMigrations,
   compareMigrations,
   type MigrationComparison,
-  migrationFile,
   migrationsDirectory,
   migrationsInBrief,
-  misnamedMessage,
-  sharedIdsMessage,
   unreachableMessage
 } from "./MigrationComparison.ts"
 
@@ -154,21 +153,15 @@ export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, Cons
 export const sqlFileLoader = (directory: string = migrationsDirectory): Migrator.Loader =>
   Effect.try({
     try: () =>
-      readdirSync(directory)
-        .flatMap((file): ReadonlyArray<Migrator.ResolvedMigration> => {
-          const match = migrationFile.exec(file)
-          if (match === null || match[1] === undefined || match[2] === undefined) return []
-          const text = readFileSync(join(directory, file), "utf8")
-          const statements = splitSqlStatements(text)
-          // The migrator expects `load` to yield the migration (like a dynamic import does).
-          const migration = Effect.gen(function* () {
-            const sql = yield* SqlClient.SqlClient
-            for (const statement of statements) yield* sql.unsafe(statement)
-          })
-          const load = Effect.succeed(migration)
-          return [[Number(match[1]), match[2], load]]
+      carriedMigrations(directory).map(({ id, name, stem }): Migrator.ResolvedMigration => {
+        const statements = splitSqlStatements(readFileSync(join(directory, `${stem}.sql`), "utf8"))
+        // The migrator expects `load` to yield the migration (like a dynamic import does).
+        const migration = Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          for (const statement of statements) yield* sql.unsafe(statement)
         })
-        .sort((a, b) => a[0] - b[0]),
+        return [id, name, Effect.succeed(migration)]
+      }),
     catch: (cause) =>
       new Migrator.MigrationError({ kind: "ImportError", message: `cannot read ${directory}`, cause })
   })
@@ -230,21 +223,23 @@ const schemaIsCurrent = Effect.gen(function* () {
   )
 )
 
-/** Pending migrations could not be applied (rolled back whole): what the database said. */
-export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("MigrationsFailed", { message: Schema.String }) {}
+/**
+ * Pending migrations could not be applied (rolled back whole): what the database said
+ * (`refused_by: "database"`), or why this build's own files would not all run (`"build"`).
+ */
+export class MigrationsFailed extends Schema.TaggedError<MigrationsFailed>()("MigrationsFailed", {
+  message: Schema.String,
+  refused_by: Schema.Literals(["database", "build"])
+}) {}
 
 /** How many times, in all, the migrations are tried when a lock is not granted within MIGRATION_LOCK_TIMEOUT_MS. */
 export const MIGRATION_LOCK_ATTEMPTS = 3
 
 /** Stops (nothing applied) on what the migrator would otherwise skip for ever. */
-const refuseWhatTheMigratorWouldSkip = (comparison: MigrationComparison) =>
-  comparison.misnamed.length > 0
-    ? Effect.fail(new MigrationsFailed({ message: misnamedMessage(comparison) }))
-    : comparison.shared_ids.length > 0
-    ? Effect.fail(new MigrationsFailed({ message: sharedIdsMessage(comparison) }))
-    : comparison.unreachable.length > 0
-    ? Effect.fail(new MigrationsFailed({ message: unreachableMessage(comparison) }))
-    : Effect.void
+const refuseWhatTheMigratorWouldSkip = (comparison: MigrationComparison) => {
+  const refusal = buildFilesRefusal(comparison) ?? (comparison.unreachable.length > 0 ? unreachableMessage(comparison) : undefined)
+  return refusal === undefined ? Effect.void : Effect.fail(new MigrationsFailed({ message: refusal, refused_by: "build" }))
+}
 
 /** A statement (or the migrator's failure wrapping it) ended by `lock_timeout` (SQLSTATE 55P03). */
 const isLockTimeout = hasSqlState("55P03")
@@ -285,6 +280,7 @@ export const OwnerMigrationsLive = Layer.effectDiscard(
         const sqlError = sqlErrorIn(error)
         if (sqlError !== undefined && sqlStateOf(sqlError) === undefined) return sqlError
         return new MigrationsFailed({
+          refused_by: "database",
           message: `migrations as MIGRATION_DATABASE_URL (${databaseTarget(Redacted.value(url))}) failed, nothing applied: ${failureText(sqlError ?? error)}`
         })
       }),
@@ -321,8 +317,8 @@ export const migrationProgress = Effect.flatMap(SqlClient.SqlClient, migrationsO
 export const SchemaCurrentRequired = Layer.effectDiscard(
   Effect.gen(function* () {
     const progress = yield* migrationProgress
-    if (progress.misnamed.length > 0) return yield* new MigrationsFailed({ message: misnamedMessage(progress) })
-    if (progress.shared_ids.length > 0) return yield* new MigrationsFailed({ message: sharedIdsMessage(progress) })
+    const refusal = buildFilesRefusal(progress)
+    if (refusal !== undefined) return yield* new MigrationsFailed({ message: refusal, refused_by: "build" })
     if (progress.missing.length > 0) {
       return yield* new SchemaBehind({ newest_applied: progress.newest_applied, newest_carried: progress.newest_carried, missing: progress.missing })
     }

@@ -9,8 +9,8 @@ const applied = [{ migration_id: 1, name: "foundation" }, { migration_id: 2, nam
 
 it("lacking ids are missing, those below the newest applied unreachable; a renamed id is not missing; files sharing an id, and files named like migrations the loader skips, are named", () => {
   const carried = [
-    { id: 1, name: "foundation" }, { id: 2, name: "ledger_renamed" }, { id: 3, name: "branch" },
-    { id: 5, name: "outbox" }, { id: 5, name: "other_branch" }, { id: 6, name: "next" }
+    { id: 1, name: "foundation", stem: "0001_foundation" }, { id: 2, name: "ledger_renamed", stem: "0002_ledger_renamed" }, { id: 3, name: "branch", stem: "0003_branch" },
+    { id: 5, name: "outbox", stem: "0005_outbox" }, { id: 5, name: "other_branch", stem: "0005_other_branch" }, { id: 6, name: "next", stem: "0006_next" }
   ]
   assert.deepStrictEqual(compareMigrations(applied, carried, ["0007_AddThing.sql"]), {
     newest_applied: 5,
@@ -26,7 +26,7 @@ it("lacking ids are missing, those below the newest applied unreachable; a renam
 })
 
 it("a database that has it all, and an empty one", () => {
-  const carried = [{ id: 1, name: "foundation" }, { id: 2, name: "ledger" }, { id: 5, name: "outbox" }]
+  const carried = [{ id: 1, name: "foundation", stem: "0001_foundation" }, { id: 2, name: "ledger", stem: "0002_ledger" }, { id: 5, name: "outbox", stem: "0005_outbox" }]
   assert.deepStrictEqual(compareMigrations(applied, carried, []), { newest_applied: 5, newest_carried: 5, missing: [], unreachable: [], renamed: [], shared_ids: [], misnamed: [] })
   assert.deepStrictEqual(compareMigrations([], carried, []).missing, ["0001_foundation", "0002_ledger", "0005_outbox"])
   assert.deepStrictEqual(compareMigrations([], carried, []).unreachable, [])
