@@ -31,7 +31,7 @@ export class Readiness extends Context.Service<Readiness, {
 }>()("server/Readiness") {
   static readonly fromProbes = (probes: ReadonlyArray<Probe>) => {
     // Which dependencies the last round found down: their WARN once, then the INFO when back.
-    const down = new Map<string, boolean>()
+    const down = new Set<string>()
     return Readiness.of({
       check: Effect.forEach(probes, (probe) => runProbe(probe, down), { concurrency: "unbounded" })
     })
@@ -83,22 +83,22 @@ export class Readiness extends Context.Service<Readiness, {
  * outside diff review). The reason with those, for the operator, is the server's log: a WARN
  * `readiness: <name> is down` when a dependency goes down, an INFO when it is back.
  */
-const runProbe = (probe: Probe, down: Map<string, boolean>) =>
+const runProbe = (probe: Probe, down: Set<string>) =>
   Effect.gen(function* () {
     const started = Date.now()
     const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
     const latency_ms = Date.now() - started
-    const wasDown = down.get(probe.name) === true
+    const wasDown = down.has(probe.name)
     if (outcome._tag === "Success") {
       if (wasDown) {
-        down.set(probe.name, false)
+        down.delete(probe.name)
         yield* Effect.logInfo(`readiness: ${probe.name} is back`)
       }
       const check: DependencyCheck = { name: probe.name, status: "up", required: probe.required, latency_ms }
       return check
     }
     if (!wasDown) {
-      down.set(probe.name, true)
+      down.add(probe.name)
       yield* Effect.logWarning(`readiness: ${probe.name} is down`, { dependency: probe.name, reason: reasonOf(outcome.failure) })
     }
     const check: DependencyCheck = { name: probe.name, status: "down", required: probe.required, latency_ms, error: publicReasonOf(outcome.failure) }

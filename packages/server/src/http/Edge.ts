@@ -156,7 +156,6 @@ const withConventionalHeaders = (secured: HttpServerResponse.HttpServerResponse)
 
 export const WWW_AUTHENTICATE = "Bearer realm=\"payments-api\""
 
-
 export const EdgeMiddleware = HttpRouter.middleware(
   (httpEffect) =>
     Effect.gen(function* () {

@@ -5,16 +5,16 @@ import { HttpServerRequest } from "effect/http"
 
 export type BodyError = BodyTooLarge | BodyUnreadable | UnsupportedMediaType | MalformedJson | InvalidRequest
 
-/**
- * Reads the body, bounded: a declared Content-Length over the limit is refused before reading;
- * a chunked body is cut off at the limit. A refusal is answered, never stored (nothing executed yet).
- */
 /** The body's declared length (`Content-Length`, 0 when absent). */
 const declaredBodyBytes = (request: HttpServerRequest.HttpServerRequest): number => Number(request.headers["content-length"] ?? "0")
 
 /** Reads under the body's bound: a chunked body is cut off at it. */
 const withinBodyBound = Effect.provideService(HttpServerRequest.MaxBodySize, ByteSize.bytes(REQUEST_BODY_BYTES_MAX))
 
+/**
+ * Reads the body, bounded: a declared Content-Length over the limit is refused before reading;
+ * a chunked body is cut off at the limit. A refusal is answered, never stored (nothing executed yet).
+ */
 export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<Schema.Json | undefined, BodyError> =>
   Effect.gen(function* () {
     const declared = declaredBodyBytes(request)
