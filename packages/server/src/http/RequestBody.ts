@@ -235,7 +235,10 @@ const ambiguityProblem = (ambiguity: Ambiguity): InvalidRequest => {
   const reason = ambiguity._tag === "DuplicateMember"
     ? "the member is given more than once"
     : `must be an integer written without a fraction or an exponent (got ${ambiguity.token})`
-  return path === "" ? new InvalidRequest({ detail: `a number ${reason}` }) : new InvalidRequest({ detail: `${path}: ${reason}`, field: path })
+  if (path !== "") return new InvalidRequest({ detail: `${path}: ${reason}`, field: path })
+  // No path: the body itself is that number (every body of this API is an object), so say so,
+  // as the schema says of a bare integer, string or array.
+  return new InvalidRequest({ detail: `the body must be a JSON object (got the number ${ambiguity._tag === "InexactNumber" ? ambiguity.token : ""})` })
 }
 
 /**
