@@ -708,3 +708,126 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: 
                                    'amount_minor', 100, 'currency', 'USD', 'version', 1, 'reason', 'fraudulent'))`)
     }))
 })
+
+// The database review of 2026-12-05 (.scratch/sqladv/report.md F1, F2, F6, F7), closed by
+// migrations/0103_money_guards_isolation_and_members.sql; each fails without it.
+layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0103: isolation, members, dates, fee terms", (it) => {
+  it.effect("F1: a refund created at REPEATABLE READ or SERIALIZABLE is refused (its cap read a snapshot: 20000 refunded of a 10000 capture); at READ COMMITTED it is taken", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* settledPayment("Guards 0103 F1", 10_000, "USD")
+      const refundAt = (level: string | undefined, n: number) =>
+        sql.withTransaction(Effect.gen(function* () {
+          if (level !== undefined) yield* sql.unsafe(`SET TRANSACTION ISOLATION LEVEL ${level}`)
+          yield* sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, created_at, updated_at)
+                     VALUES (${refundId(n)}, ${payment.id}, ${payment.merchant_id}, 10000, 'USD', 'PENDING', now(), now())`
+          yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                     VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'refund_created',
+                             jsonb_build_object('type', 'refund_created', 'refund_id', ${refundId(n)}::text, 'payment_id', ${payment.id}::text,
+                                                'merchant_id', ${payment.merchant_id}::text, 'amount_minor', 10000, 'currency', 'USD', 'version', 1))`
+        }))
+      yield* refusedByGuard(/can be created only at READ COMMITTED \(not repeatable read\)/)(refundAt("REPEATABLE READ", 1031))
+      yield* refusedByGuard(/can be created only at READ COMMITTED \(not serializable\)/)(refundAt("SERIALIZABLE", 1032))
+      yield* refundAt(undefined, 1033)
+      yield* refusedByGuard(/refund cap/)(refundAt("READ COMMITTED", 1034))
+    }))
+
+  it.effect("F2: a login role that is a member of pay_app cannot post a correction (it credited a merchant's payable +1,000,000)", () =>
+    Effect.gen(function* () {
+      const payment = yield* settledPayment("Guards 0103 F2", 10_000, "USD")
+      const payable = yield* payableOf(payment)
+      const receivable = yield* accountOf("acquirer:receivable:USD")
+      const owner = yield* asOwner
+      const { url } = yield* OwnerUrl
+      const member = `pay_app_member_${randomUUID().replaceAll("-", "").slice(0, 12)}`
+      yield* Effect.acquireRelease(
+        Effect.gen(function* () {
+          yield* (yield* SqlClient.SqlClient).unsafe(`CREATE ROLE ${member} LOGIN IN ROLE pay_app`)
+        }).pipe(Effect.provide(owner)),
+        () => Effect.gen(function* () {
+          yield* (yield* SqlClient.SqlClient).unsafe(`DROP ROLE IF EXISTS ${member}`)
+        }).pipe(Effect.provide(owner), Effect.orDie)
+      )
+      const asMember = postgresLayer({ url: Redacted.make(testDatabaseUrlAsRole(url, member)), maxConnections: 1, applicationName: "pay-test-guards-member" })
+      yield* refusedByGuard(/an operator's correction is correction:<incident>, not by the application's role or a member of it/)(
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          yield* sql`SELECT outcome FROM ledger_post(${JSON.stringify([{
+            reference: "correction:member-1", description: "x",
+            legs: [
+              { account: receivable.code, side: "debit", amount_minor: 1_000_000, currency: "USD" },
+              { account: payable.code, side: "credit", amount_minor: 1_000_000, currency: "USD" }
+            ]
+          }])}::jsonb)`
+        }).pipe(Effect.provide(asMember))
+      )
+      assert.strictEqual((yield* payableOf(payment)).balance_minor, payable.balance_minor)
+    }).pipe(Effect.scoped))
+
+  it.effect("F6: a payment dated more than 5 minutes after the database's clock is refused (dated 2999, its settle was refused for ever)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { created } = yield* createdPayment("Guards 0103 F6", 4_000)
+      const authorizeDated = (at: string) =>
+        sql.withTransaction(Effect.gen(function* () {
+          yield* sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = ${at}::timestamptz,
+                            authorization_expires_at = now() + interval '7 days' WHERE id = ${created.id}`
+          yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+                     SELECT id, 2, 'CREATED', 'AUTHORIZED', 'psql', 'raw', updated_at FROM payments WHERE id = ${created.id}`
+          yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                     SELECT gen_random_uuid(), 'payment', p.id, 'payment_authorized',
+                            jsonb_build_object('type', 'payment_authorized', 'status', 'AUTHORIZED', 'version', 2, 'currency', p.currency,
+                                               'payment_id', p.id, 'merchant_id', p.merchant_id, 'amount_minor', p.amount_minor, 'previous_status', 'CREATED',
+                                               'occurred_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                     FROM payments p WHERE p.id = ${created.id}`
+        }))
+      yield* refusedByGuard(/is dated .* more than 5 minutes after the database's clock/)(authorizeDated("2999-01-01T00:00:00Z"))
+      const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${created.id}`)
+      assert.strictEqual(row?.status, "CREATED")
+      // A server's clock a little ahead of the database's is not refused.
+      const [ahead] = yield* decodeRows(Schema.Struct({ at: Schema.String }))(sql`SELECT (clock_timestamp() + interval '1 minute')::text AS at`)
+      yield* authorizeDated(ahead?.at ?? assert.fail("a time"))
+    }))
+
+  it.effect("F7: a settlement row's fee follows the terms it keeps (fee 0 kept beside 290 bps + 30 was taken)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // A first payment settled opens the merchant's payable account; the second is settled by hand.
+      const { merchant, created: first } = yield* createdPayment("Guards 0103 F7", 3_000)
+      yield* applyCommand(merchant.id, first.id, { _tag: "authorize" }, context)
+      yield* applyCommand(merchant.id, first.id, { _tag: "settle" }, context)
+      const created = yield* (yield* PaymentRepository).create(Schema.decodeUnknownSync(CreatePaymentInput)({
+        merchant_id: merchant.id, amount_minor: 3_000, currency: "USD", payment_method: "pm_card_visa"
+      }), context)
+      yield* applyCommand(merchant.id, created.id, { _tag: "authorize" }, context)
+      const settlementRow = (fee_minor: number, fee_bps: number, fee_fixed_minor: number) =>
+        sql.withTransaction(Effect.gen(function* () {
+          // The settle as psql could type it: the status, its history row, its event, the posting as
+          // ledger_post makes it (fee 0: all of the gross to the merchant), then the row.
+          yield* sql`UPDATE payments SET status = 'SETTLED', version = version + 1, captured_amount_minor = amount_minor,
+                            updated_at = date_trunc('milliseconds', clock_timestamp()) WHERE id = ${created.id}`
+          yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+                     SELECT id, version, 'AUTHORIZED', 'SETTLED', 'psql', 'raw', updated_at FROM payments WHERE id = ${created.id}`
+          yield* sql`SELECT outcome FROM ledger_post(${JSON.stringify([{
+            reference: `payment:${created.id}:settlement`, description: "settle by hand",
+            legs: [
+              { account: "acquirer:receivable:USD", side: "debit", amount_minor: 3_000, currency: "USD" },
+              { account: `merchant:${merchant.id}:payable:USD`, side: "credit", amount_minor: 3_000, currency: "USD" }
+            ]
+          }])}::jsonb)`
+          yield* sql`INSERT INTO payment_settlements (payment_id, ledger_transaction_id, currency, gross_minor, fee_minor, net_minor, fee_bps, fee_fixed_minor)
+                     SELECT ${created.id}, t.id, 'USD', 3000, ${fee_minor}, ${3_000 - fee_minor}, ${fee_bps}, ${fee_fixed_minor}
+                     FROM transactions t WHERE t.reference = ${`payment:${created.id}:settlement`}`
+        }))
+      // Refused at the row, before anything at COMMIT looks at it: 0 is not 290 bps + 30 of 3000 (117);
+      // 100 % + 1 is capped at the gross (3000), not 2999.
+      for (const [fee, bps, fixed] of [[0, 290, 30], [116, 290, 30], [118, 290, 30], [2_999, 10_000, 1], [1, 0, 0]] as const) {
+        yield* expectSqlRefusal({ code: "23514", message: /payment_settlements_terms_give_fee/ })(settlementRow(fee, bps, fixed))
+      }
+      // The terms' own fee passes the check (the row is then refused for a posting that does not split it so: another guard).
+      const passes = yield* Effect.flip(settlementRow(117, 290, 30))
+      assert.notInclude(String(passes.reason.cause), "payment_settlements_terms_give_fee")
+      const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
+      assert.strictEqual(settled.status, "SETTLED", "the application's own settlement row follows its terms")
+    }))
+})
