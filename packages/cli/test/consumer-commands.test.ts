@@ -89,7 +89,7 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
 
         const agreed = yield* cli(env, ["reconcile"])
         assert.strictEqual(agreed.exitCode, 0, agreed.stderr)
-        assert.deepStrictEqual(parse(agreed.stdout), { generation: 1, rows: 0, in_flight_events: 0, differences: [] })
+        assert.deepStrictEqual(parse(agreed.stdout), { generation: 1, rows: 0, in_flight_events: 0, differences: [], corrections: [] })
 
         // A projection row no ledger transaction and no payment stands for.
         yield* sql`INSERT INTO settlement_projection (generation, merchant_id, currency, settled_gross_minor, fees_minor, net_minor, payment_count)

@@ -44,11 +44,13 @@ const ensureTopics = (prefix: string, topicSettings: PaymentsEventsTopicSettings
 
 const RECONCILE_LOGGED_ROWS_MAX = 10
 
-/** One differing row in words: merchant, currency, and net and count per source (projection / ledger / payments). */
+/** One differing row in words: merchant, currency, net, count and refunded per source (projection / ledger / payments), the payable, the refunds that do not fit. */
 export const describeDifference = (row: ReconciliationRow): string =>
   `${row.merchant_id} ${row.currency}: net ${row.projection_net_minor}/${row.ledger_net_minor}/${row.payments_net_minor}, ` +
   `count ${row.projection_count}/${row.ledger_count}/${row.payments_count}, ` +
-  `refunded ${row.projection_refunded_minor}/${row.ledger_refunded_minor}/${row.refunds_refunded_minor} (projection/ledger/payments)`
+  `refunded ${row.projection_refunded_minor}/${row.ledger_refunded_minor}/${row.refunds_refunded_minor} (projection/ledger/payments), ` +
+  `payable ${row.payable_balance_minor}/${row.payable_expected_minor} (balance/expected), ` +
+  `payments with refunds past the capture or unreversed ${row.refund_mismatched_payment_count}`
 
 /** Keeps `reconciliation_differences` current in this process (errors logged, never fatal). */
 const reconcileEvery = (interval_ms: number) =>

@@ -2,7 +2,10 @@ import { decodeRows } from "@pay/infra"
 import { Context, Effect, Layer, Metric, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { reconciliationDifferences } from "./ConsumerModel.ts"
+import { comparedColumns, inFlightSource, payableSources, recordedSources } from "./ReconciliationSources.ts"
 import { settlementConsumerName } from "./SettlementProjection.ts"
+
+export { RECONCILIATION_LISTED_PAYMENTS_MAX } from "./ReconciliationSources.ts"
 
 /**
  * Reconciliation: per merchant and currency, three independent accounts of the same settled money
@@ -15,7 +18,11 @@ import { settlementConsumerName } from "./SettlementProjection.ts"
  * (from `refund_succeeded` events only), the ledger's reversal postings (`payment:<id>:refund:<id>`:
  * the refund credited to the acquirer receivable, the fee returned debited to platform fees), and
  * the SUCCEEDED rows of the refunds table.
- * It reads the other capabilities' tables by name (SQL only, no import): a read, never a write.
+ * And what the merchant is owed (outside database review, 2026-12-05: money moved under other
+ * references, and refunds past the capture, that every comparison above missed): the payable's
+ * stored balance equals Σ settlements' net − Σ SUCCEEDED refunds' (amount − fee returned) + Σ
+ * operators' corrections (listed: `corrections`); every payment's refunds not FAILED are within its
+ * capture, and its SUCCEEDED refunds are what its reversals credited (ReconciliationSources.ts).
  */
 const Amount = Schema.BigInt
 export const ReconciliationRow = Schema.Struct({
@@ -47,15 +54,40 @@ export const ReconciliationRow = Schema.Struct({
   in_flight_count: Amount,
   in_flight_refunded_minor: Amount,
   in_flight_fee_returned_minor: Amount,
-  in_flight_refund_count: Amount
+  in_flight_refund_count: Amount,
+  /** The merchant's payable account, as the ledger stores it (0 without one). */
+  payable_balance_minor: Amount,
+  /** What the tables and the corrections justify: payments' net − refunds' (amount − fee returned) + corrections. */
+  payable_expected_minor: Amount,
+  /** The operators' `correction:<incident>` postings on the payable: credits − debits, and how many. */
+  corrections_minor: Amount,
+  correction_count: Amount,
+  /** Payments whose refunds not FAILED exceed the capture, or whose SUCCEEDED refunds differ from their reversals. */
+  refund_mismatched_payment_count: Amount,
+  /** The first of them (RECONCILIATION_LISTED_PAYMENTS_MAX, by id): the count is exact, the list bounded. */
+  refund_mismatched_payment_ids: Schema.Array(Schema.String)
 })
 export type ReconciliationRow = typeof ReconciliationRow.Type
+
+/** An operator's corrections on one merchant's payable in one currency (never a difference: shown so that they are seen). */
+export interface ReconciliationCorrections {
+  readonly merchant_id: string
+  readonly currency: string
+  readonly correction_count: bigint
+  readonly corrections_minor: bigint
+}
 
 export interface ReconciliationReport {
   readonly generation: number
   readonly rows: ReadonlyArray<ReconciliationRow>
-  /** The rows where any of the three sources disagrees on gross, fees, net or count, events in flight counted. */
+  /**
+   * The rows where any of the three sources disagrees on gross, fees, net or count, events in
+   * flight counted; or where the payable's balance is not what is expected; or with a payment
+   * whose refunds do not fit.
+   */
   readonly differences: ReadonlyArray<ReconciliationRow>
+  /** The rows with corrections on the payable, whether they agree or not. */
+  readonly corrections: ReadonlyArray<ReconciliationCorrections>
   /** `payment_settled` and `refund_succeeded` events committed within the window and not yet applied by the projection. */
   readonly in_flight_events: number
 }
@@ -78,7 +110,7 @@ const agrees = (row: ReconciliationRow): boolean => {
     fees === row.ledger_fees_minor && row.ledger_fees_minor === row.payments_fees_minor &&
     net === row.ledger_net_minor && row.ledger_net_minor === row.payments_net_minor &&
     count === row.ledger_count && row.ledger_count === row.payments_count &&
-    refundsAgree(row)
+    refundsAgree(row) && payableAgrees(row)
 }
 
 const refundsAgree = (row: ReconciliationRow): boolean => {
@@ -89,103 +121,13 @@ const refundsAgree = (row: ReconciliationRow): boolean => {
     row.projection_fee_returned_minor + row.in_flight_fee_returned_minor === row.ledger_fee_returned_minor
 }
 
-/**
- * The ledger's and the tables' accounts (no parameter): settlement transactions, their entries, the
- * SETTLED payments, the refunds' reversal postings and the SUCCEEDED refunds, per merchant and currency.
- */
-const recordedSources = `settlement_transactions AS (
-        SELECT t.id, p.merchant_id
-        FROM transactions t
-        JOIN payments p ON p.id = substring(t.reference FROM '^payment:(.+):settlement$')
-        WHERE t.reference LIKE 'payment:%:settlement'
-      ), ledger AS (
-        SELECT st.merchant_id, e.currency,
-          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'debit' AND a.code LIKE 'acquirer:receivable:%'), 0) AS gross,
-          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'platform:fees:%'), 0) AS fees,
-          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'merchant:%:payable:%'), 0) AS net,
-          count(DISTINCT st.id) AS n
-        FROM settlement_transactions st
-        JOIN ledger_entries e ON e.transaction_id = st.id
-        JOIN accounts a ON a.id = e.account_id
-        GROUP BY st.merchant_id, e.currency
-      ), paid AS (
-        SELECT p.merchant_id, p.currency, sum(p.captured_amount_minor) AS gross,
-          coalesce(sum(s.fee_minor), 0) AS fees, coalesce(sum(s.net_minor), 0) AS net, count(*) AS n
-        FROM payments p LEFT JOIN payment_settlements s ON s.payment_id = p.id
-        WHERE p.status = 'SETTLED'
-        GROUP BY p.merchant_id, p.currency
-      ), reversals AS (
-        SELECT r.merchant_id, e.currency,
-          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'credit' AND a.code LIKE 'acquirer:receivable:%'), 0) AS refunded,
-          coalesce(sum(e.amount_minor) FILTER (WHERE e.side = 'debit' AND a.code LIKE 'platform:fees:%'), 0) AS fee_returned,
-          count(DISTINCT t.id) AS n
-        FROM transactions t
-        JOIN refunds r ON t.reference = 'payment:' || r.payment_id || ':refund:' || r.id
-        JOIN ledger_entries e ON e.transaction_id = t.id
-        JOIN accounts a ON a.id = e.account_id
-        WHERE t.reference LIKE 'payment:%:refund:%'
-        GROUP BY r.merchant_id, e.currency
-      ), refunded AS (
-        SELECT merchant_id, currency, sum(amount_minor) AS refunded, count(*) AS n
-        FROM refunds WHERE status = 'SUCCEEDED'
-        GROUP BY merchant_id, currency
-      )`
+/** Neither side involves the projection (the ledger and the tables commit together): nothing is in flight here. */
+const payableAgrees = (row: ReconciliationRow): boolean =>
+  row.payable_balance_minor === row.payable_expected_minor && row.refund_mismatched_payment_count === 0n
 
-/**
- * The events in flight for `consumer`: a settlement or a refund committed less than `window_ms` ago
- * with the money (same transaction), not yet seen by the projection's consumer: its amounts from
- * the outbox payload (which says what the rows say: 0098, 0099).
- */
-const inFlightSource = (sql: SqlClient.SqlClient, consumer: string, window_ms: number) => sql`
-      unapplied AS (
-        SELECT o.event_type, o.payload
-        FROM outbox_events o
-        WHERE o.event_type IN ('payment_settled', 'refund_succeeded')
-          AND o.created_at > now() - make_interval(secs => ${window_ms} / 1000.0)
-          -- Implied by the line above (published after created), and what the outbox's partial
-          -- indexes answer: the retained outbox is not scanned whole at every run.
-          AND (o.published_at IS NULL OR o.published_at > now() - make_interval(secs => ${window_ms} / 1000.0))
-          AND NOT EXISTS (SELECT 1 FROM processed_events pe WHERE pe.consumer = ${consumer} AND pe.event_id = o.id)
-      ), in_flight AS (
-        SELECT payload->>'merchant_id' AS merchant_id, payload->>'currency' AS currency,
-          coalesce(sum(coalesce((payload->>'captured_amount_minor')::bigint, (payload->>'amount_minor')::bigint))
-            FILTER (WHERE event_type = 'payment_settled'), 0) AS gross,
-          coalesce(sum((payload->>'fee_minor')::bigint) FILTER (WHERE event_type = 'payment_settled'), 0) AS fees,
-          coalesce(sum((payload->>'net_minor')::bigint) FILTER (WHERE event_type = 'payment_settled'), 0) AS net,
-          count(*) FILTER (WHERE event_type = 'payment_settled') AS n,
-          coalesce(sum((payload->>'amount_minor')::bigint) FILTER (WHERE event_type = 'refund_succeeded'), 0) AS refunded,
-          coalesce(sum(coalesce((payload->>'fee_returned_minor')::bigint, 0)) FILTER (WHERE event_type = 'refund_succeeded'), 0) AS fee_returned,
-          count(*) FILTER (WHERE event_type = 'refund_succeeded') AS refunds_n
-        FROM unapplied
-        GROUP BY 1, 2
-      )`
-
-/** Each source's sums side by side (0 where a source has no row). */
-const comparedColumns = `
-        coalesce(projection.gross, 0)::bigint AS projection_gross_minor, coalesce(projection.fees, 0)::bigint AS projection_fees_minor,
-        coalesce(projection.net, 0)::bigint AS projection_net_minor, coalesce(projection.n, 0)::bigint AS projection_count,
-        coalesce(ledger.gross, 0)::bigint AS ledger_gross_minor, coalesce(ledger.fees, 0)::bigint AS ledger_fees_minor,
-        coalesce(ledger.net, 0)::bigint AS ledger_net_minor, coalesce(ledger.n, 0)::bigint AS ledger_count,
-        coalesce(paid.gross, 0)::bigint AS payments_gross_minor, coalesce(paid.fees, 0)::bigint AS payments_fees_minor,
-        coalesce(paid.net, 0)::bigint AS payments_net_minor, coalesce(paid.n, 0)::bigint AS payments_count,
-        coalesce(projection.refunded, 0)::bigint AS projection_refunded_minor,
-        coalesce(projection.fee_returned, 0)::bigint AS projection_fee_returned_minor,
-        coalesce(projection.refunds_n, 0)::bigint AS projection_refund_count,
-        coalesce(reversals.refunded, 0)::bigint AS ledger_refunded_minor,
-        coalesce(reversals.fee_returned, 0)::bigint AS ledger_fee_returned_minor,
-        coalesce(reversals.n, 0)::bigint AS ledger_refund_count,
-        coalesce(refunded.refunded, 0)::bigint AS refunds_refunded_minor, coalesce(refunded.n, 0)::bigint AS refunds_count,
-        coalesce(in_flight.gross, 0)::bigint AS in_flight_gross_minor, coalesce(in_flight.fees, 0)::bigint AS in_flight_fees_minor,
-        coalesce(in_flight.net, 0)::bigint AS in_flight_net_minor, coalesce(in_flight.n, 0)::bigint AS in_flight_count,
-        coalesce(in_flight.refunded, 0)::bigint AS in_flight_refunded_minor,
-        coalesce(in_flight.fee_returned, 0)::bigint AS in_flight_fee_returned_minor,
-        coalesce(in_flight.refunds_n, 0)::bigint AS in_flight_refund_count
-      FROM projection
-      FULL JOIN ledger USING (merchant_id, currency)
-      FULL JOIN paid USING (merchant_id, currency)
-      FULL JOIN reversals USING (merchant_id, currency)
-      FULL JOIN refunded USING (merchant_id, currency)
-      FULL JOIN in_flight USING (merchant_id, currency)`
+const correctionsOf = (rows: ReadonlyArray<ReconciliationRow>): ReadonlyArray<ReconciliationCorrections> =>
+  rows.filter((row) => row.correction_count > 0n).map(({ merchant_id, currency, correction_count, corrections_minor }) =>
+    ({ merchant_id, currency, correction_count, corrections_minor }))
 
 export const makeReconciliation = (sql: SqlClient.SqlClient) => {
   // One statement, one snapshot: an event is either applied (its claim and the projection's sums
@@ -196,12 +138,12 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
         SELECT merchant_id, currency, settled_gross_minor AS gross, fees_minor AS fees, net_minor AS net, payment_count AS n,
           refunded_minor AS refunded, fee_returned_minor AS fee_returned, refund_count AS refunds_n
         FROM settlement_projection WHERE generation = ${generation}
-      ), ${sql.literal(recordedSources)}, ${inFlightSource(sql, settlementConsumerName(generation), inFlightWindow_ms)}
+      ), ${sql.literal(recordedSources)}, ${sql.literal(payableSources)}, ${inFlightSource(sql, settlementConsumerName(generation), inFlightWindow_ms)}
       SELECT merchant_id, currency, ${sql.literal(comparedColumns)}
       ORDER BY merchant_id, currency`)
 
   /**
-   * Compares the three sources for the live generation (or `generation`), events in flight for at
+   * Compares the sources for the live generation (or `generation`), events in flight for at
    * most `inFlightWindow_ms` counted with the projection, and sets the gauge.
    */
   const reconcile = (options: { readonly generation?: number; readonly inFlightWindow_ms?: number } = {}) =>
@@ -213,7 +155,7 @@ export const makeReconciliation = (sql: SqlClient.SqlClient) => {
       const differences = rows.filter((row) => !agrees(row))
       yield* Metric.update(reconciliationDifferences, differences.length)
       const in_flight_events = rows.reduce((events, row) => events + Number(row.in_flight_count + row.in_flight_refund_count), 0)
-      const report: ReconciliationReport = { generation: live, rows, differences, in_flight_events }
+      const report: ReconciliationReport = { generation: live, rows, differences, corrections: correctionsOf(rows), in_flight_events }
       return report
     })
 
