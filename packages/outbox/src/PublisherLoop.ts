@@ -1,5 +1,5 @@
 import { type KafkaError, type KafkaProducer, spanFromTraceparent, traceparentRecordHeader } from "@pay/infra"
-import { Cause, Duration, Effect, Exit, Metric, Option, type Tracer } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Metric, Option, type Tracer } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
@@ -158,7 +158,8 @@ export const makeHousekeeping = ({ options, store }: PublisherParts) => {
   // The cutoff is computed on each run (not once at start-up: a long-lived process would
   // otherwise keep deleting against its start time).
   const pruneOnce = Effect.gen(function* () {
-    const cutoff = new Date(Date.now() - options.retention_ms)
+    // Clock: the database's in the server (infra DatabaseClock.ts), which `published_at` is in.
+    const cutoff = new Date((yield* Clock.currentTimeMillis) - options.retention_ms)
     let deleted = 0
     for (let round = 0; round < retentionRounds_max; round++) {
       const count = yield* store.deletePublishedBefore(cutoff, options.retentionBatch)

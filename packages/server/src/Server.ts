@@ -7,6 +7,7 @@ import { ConsumersEnabled, ConsumersLive, consumersWrittenTables } from "@pay/co
 import {
   checkDatabaseRole,
   ConsumersPostgresLive,
+  DatabaseClockLive,
   DatabaseLive,
   ConsumersDatabasePoolMetricsLive,
   DatabasePoolMetricsLive,
@@ -206,7 +207,9 @@ export const appLayer = (options: AppOptions = {}) =>
   Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, consumingSide(options), ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.merge(AuthorizationExpiryLive),
-    Layer.provide(servicesLayer(options))
+    Layer.provide(servicesLayer(options)),
+    // Every instant this app writes or compares is the database's (infra DatabaseClock.ts).
+    Layer.provide(DatabaseClockLive)
   )
 
 export const ServerLive = appLayer({ consumersDatabase: ConsumersPostgresLive }).pipe(

@@ -207,6 +207,12 @@ export const attemptWindows = (limit: number, window_ms: number, keys_max: numbe
   }
 }
 
+/**
+ * The windows' time: the monotonic clock in ms (an outside clock review stepped the wall clock back
+ * an hour: windows measured on it lasted an hour, `Retry-After: 3593` for a merchant under its rate).
+ */
+const monotonic_ms = Effect.map(Clock.monotonicTimeNanos, (nanos) => Number(nanos / 1_000_000n))
+
 /** How an authentication attempt ended. */
 export type AttemptOutcome<A> =
   /** The lookup ran and succeeded (its failures are the effect's own). */
@@ -279,7 +285,7 @@ export class RateLimits extends Context.Service<RateLimits, {
           },
           (admission, exit) =>
             admission._tag === "Admitted"
-              ? Effect.flatMap(Clock.currentTimeMillis, (settled_ms) =>
+              ? Effect.flatMap(monotonic_ms, (settled_ms) =>
                 Effect.sync(() => {
                   attempts.settle(admission.ticket, Option.exists(Exit.findErrorOption(exit), isFailure), settled_ms)
                   announceSettled(source)
@@ -293,10 +299,10 @@ export class RateLimits extends Context.Service<RateLimits, {
         isFailure: (error: E) => boolean
       ): Effect.Effect<AttemptOutcome<A>, E, R> =>
         Effect.gen(function* () {
-          const deadline_ms = (yield* Clock.currentTimeMillis) + authenticationWait_ms_max
+          const deadline_ms = (yield* monotonic_ms) + authenticationWait_ms_max
           // Bounded by the deadline: each round ends when an attempt settles or the deadline passes.
           while (true) {
-            const now_ms = yield* Clock.currentTimeMillis
+            const now_ms = yield* monotonic_ms
             const outcome = yield* step(source, lookup, isFailure, now_ms)
             if (outcome._tag !== "Busy") return outcome
             const left_ms = deadline_ms - now_ms
@@ -307,7 +313,7 @@ export class RateLimits extends Context.Service<RateLimits, {
 
       return RateLimits.of({
         settings,
-        merchantRequest: (merchantId) => Effect.map(Clock.currentTimeMillis, (now_ms) => merchants.hit(merchantId, now_ms)),
+        merchantRequest: (merchantId) => Effect.map(monotonic_ms, (now_ms) => merchants.hit(merchantId, now_ms)),
         authenticationAttempt
       })
     })

@@ -1,6 +1,6 @@
 import { offOrBoundedInt } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
-import { Effect, Layer, Metric, Schedule } from "effect"
+import { Clock, Effect, Layer, Metric, Schedule } from "effect"
 
 /**
  * Money at risk, as a number Prometheus can page on: the server runs `ledger_verify()` (which
@@ -45,7 +45,7 @@ const verifyOnce = (ledger: Ledger["Service"]) =>
         for (const check of checks) {
           yield* Metric.update(Metric.withAttributes(ledgerDiscrepancies, { check }), found.filter((d) => d.check === check).length)
         }
-        yield* Metric.update(ledgerVerifyLastSuccess, Date.now() / 1_000)
+        yield* Metric.update(ledgerVerifyLastSuccess, (yield* Clock.currentTimeMillis) / 1_000)
         if (found.length > 0) {
           yield* Effect.logError("ledger_verify() found discrepancies: money at risk, see docs/oncall.md#ledgerdiscrepancy").pipe(
             Effect.annotateLogs({ discrepancies: found.slice(0, 20).map((d) => `${d.check} ${d.subject}`) })

@@ -5,7 +5,7 @@ import { Ledger } from "@pay/ledger"
 import type { Acquirer } from "@pay/acquirer"
 import { ApiKeys, MerchantRepository } from "@pay/merchants"
 import { acquireTestDatabase, shortId, testDatabaseAsRole, testRun } from "@pay/testkit"
-import { ConfigProvider, Context, Deferred, Effect, Layer, Redacted, References } from "effect"
+import { Clock, ConfigProvider, Context, Deferred, Effect, Layer, Redacted, References } from "effect"
 import { HttpServer } from "effect/http"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -143,6 +143,8 @@ export interface InProcessAppOptions {
   readonly acquirer?: Layer.Layer<Acquirer, unknown, SqlClient.SqlClient>
   /** Extra configuration (IDEMPOTENCY_LOCK_TIMEOUT_MS, SETTLEMENT_FEE_BPS, …). */
   readonly env?: Readonly<Record<string, string>>
+  /** The process's own clock, as the app finds it (a skewed one: `offsetClock`); the app's clock is the database's. */
+  readonly localClock?: Clock.Clock
 }
 
 /**
@@ -199,7 +201,8 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
         Layer.provide(database),
         Layer.provide(config),
         // The app logs every request at INFO; the test output keeps warnings and errors only.
-        Layer.provide(Layer.succeed(References.MinimumLogLevel, "Warn"))
+        Layer.provide(Layer.succeed(References.MinimumLogLevel, "Warn")),
+        Layer.provide(options.localClock === undefined ? Layer.empty : Layer.succeed(Clock.Clock, options.localClock))
       )
       const api = Layer.effect(
         Api,

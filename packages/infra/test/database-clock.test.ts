@@ -1,0 +1,52 @@
+// DatabaseClockLive (src/DatabaseClock.ts): `Clock` as the database's, whatever this process's
+// own clock says; durations (the monotonic clock, sleeps) stay the process's own.
+import { assert, layer } from "@effect/vitest"
+import { acquireTestDatabase } from "@pay/testkit"
+import { Clock, DateTime, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { DatabaseClockLive, offsetClock } from "../src/DatabaseClock.ts"
+import { postgresLayer } from "../src/Postgres.ts"
+import { decodeRows } from "../src/SqlRows.ts"
+
+const day_ms = 24 * 60 * 60 * 1_000
+const local = Clock.Clock.defaultValue()
+const skewed = offsetClock(local, { offset_ms: 3 * day_ms })
+
+const Database = Layer.unwrap(Effect.map(acquireTestDatabase, (info) =>
+  postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-database-clock" })))
+
+/** The database's clock minus the given clock's now, in ms (the round trip's midpoint). */
+const offsetFromDatabase = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const before = yield* Clock.currentTimeMillis
+  const [row] = yield* decodeRows(Schema.Struct({ database_ms: Schema.Number }))(sql`
+    SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS database_ms`)
+  const after = yield* Clock.currentTimeMillis
+  return (row?.database_ms ?? Number.NaN) - (before + after) / 2
+})
+
+layer(Database, { excludeTestServices: true })("DatabaseClockLive", (it) => {
+  it.effect("a process clock 3 days ahead: the clock provided reads the database's time, to within a second", () =>
+    Effect.gen(function* () {
+      const raw = yield* offsetFromDatabase.pipe(Effect.provideService(Clock.Clock, skewed))
+      assert.isBelow(Math.abs(raw + 3 * day_ms), 1_000, "the skewed clock is 3 days ahead of the database")
+      const corrected = yield* Effect.gen(function* () {
+        const offset = yield* offsetFromDatabase
+        const now = yield* DateTime.now
+        return { offset, now_ms: DateTime.toEpochMillis(now) }
+      }).pipe(Effect.provide(DatabaseClockLive.pipe(Layer.provide(Layer.succeed(Clock.Clock, skewed)))))
+      assert.isBelow(Math.abs(corrected.offset), 1_000, `DateTime.now and the database agree (off by ${corrected.offset} ms)`)
+      assert.isBelow(Math.abs(corrected.now_ms - Date.now()), 1_000, "this machine's database and process share one clock")
+    }))
+
+  it.effect("the monotonic clock and sleeps are the process's own (durations are not moved by the offset)", () =>
+    Effect.gen(function* () {
+      const shifted = offsetClock(local, { offset_ms: -5 * day_ms })
+      const before = local.monotonicTimeNanosUnsafe()
+      const monotonic = shifted.monotonicTimeNanosUnsafe()
+      assert.isBelow(Number(monotonic - before) / 1e6, 1_000)
+      const started = Date.now()
+      yield* shifted.sleep(Duration.millis(50))
+      assert.isAtLeast(Date.now() - started, 45)
+    }))
+})
