@@ -1,5 +1,5 @@
 import { boundedInt, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
-import { Config, Effect, Layer } from "effect"
+import { Config, Duration, Effect, Layer, Schedule } from "effect"
 import { OutboxTopics, paymentsEventsTopic, PaymentsEventsTopicConfig } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
 
@@ -60,7 +60,15 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
         Effect.gen(function* () {
           const publisher = yield* OutboxPublisher
           const ensure: Effect.Effect<unknown, never, KafkaAdmin> = OutboxTopics.ensureWithRetry(settings.topicPrefix, topicSettings)
-          yield* Effect.forkScoped(ensure.pipe(Effect.andThen(publisher.run)))
+          // Until the topic is there (Kafka down at start), the backlog gauges are refreshed all the
+          // same: the loop refreshes them once it runs, and an outside outage drill found a server
+          // started without Kafka exporting no outbox_* series at all (OutboxEventsLate could not fire).
+          const gaugesMeanwhile = publisher.refreshMetrics.pipe(
+            Effect.catch((error) => Effect.logWarning("outbox metrics refresh failed", error)),
+            Effect.repeat(Schedule.spaced(Duration.millis(settings.metricsInterval_ms))),
+            Effect.andThen(Effect.never)
+          )
+          yield* Effect.forkScoped(Effect.raceFirst(ensure, gaugesMeanwhile).pipe(Effect.andThen(publisher.run)))
         })
       )
       return start.pipe(Layer.provideMerge(OutboxPublisher.layerWith(options)))
