@@ -1,5 +1,5 @@
 import type { Producer } from "@platformatic/kafka"
-import { Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer } from "effect"
 import { KafkaBrokers } from "./Config.ts"
 import {
   baseClientOptions,
@@ -65,7 +65,11 @@ export class KafkaProducer extends Context.Service<KafkaProducer, {
           return yield* Effect.fail(invalidArgument(`${messages.length} messages in one send, at most ${options.maxMessagesPerSend}`))
         }
         const counts = yield* partitionCounts([...new Set(messages.map((message) => message.topic))])
-        const prepared = yield* prepareMessages(kafka, messages, counts)
+        // The records' timestamps are this process's Clock (the database's in the server: infra
+        // DatabaseClock.ts), not the library's Date.now(): a host clock over an hour ahead had every
+        // record refused by the broker (log.message.timestamp.after.max.ms), in an outside clock review.
+        const timestamp = BigInt(yield* Clock.currentTimeMillis)
+        const prepared = yield* prepareMessages(kafka, messages, counts, timestamp)
         const result = yield* kafkaCall("send", options.operationTimeout_ms, () => producer.send({ messages: [...prepared] }))
         return yield* offsetsOf(prepared, result.offsets ?? [])
       })
@@ -141,10 +145,12 @@ interface PreparedMessage {
   readonly value: Buffer
   readonly headers: Map<Buffer, Buffer>
   readonly partition: number
+  /** ms since the epoch. */
+  readonly timestamp: bigint
 }
 
 /** Encodes the messages and picks each one's partition. */
-const prepareMessages = ({ compatibilityPartitioner }: KafkaLibrary, messages: ReadonlyArray<ProducerMessage>, counts: ReadonlyMap<string, number>) =>
+const prepareMessages = ({ compatibilityPartitioner }: KafkaLibrary, messages: ReadonlyArray<ProducerMessage>, counts: ReadonlyMap<string, number>, timestamp: bigint) =>
   Effect.gen(function* () {
     const prepared: Array<PreparedMessage> = []
     for (const message of messages) {
@@ -159,7 +165,7 @@ const prepareMessages = ({ compatibilityPartitioner }: KafkaLibrary, messages: R
       if (!Number.isInteger(partition) || partition < 0 || partition >= count) {
         return yield* Effect.fail(invalidArgument(`partition ${partition} out of range for ${message.topic} (${count} partitions)`))
       }
-      prepared.push({ topic: message.topic, key, value, headers, partition })
+      prepared.push({ topic: message.topic, key, value, headers, partition, timestamp })
     }
     return prepared
   })

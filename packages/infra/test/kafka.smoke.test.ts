@@ -7,10 +7,11 @@ import {
   KafkaConsumer,
   KafkaProducer,
   type KafkaRecord,
-  type KafkaSubscription
+  type KafkaSubscription,
+  offsetClock
 } from "@pay/infra"
 import { shortId, testRun } from "@pay/testkit"
-import { Effect, Layer, Stream } from "effect"
+import { Clock, Effect, Layer, Stream } from "effect"
 
 const run = testRun()
 const brokers = run.kafkaBrokers
@@ -125,6 +126,20 @@ layer(KafkaTest, { timeout: 30_000, excludeTestServices: true })("Kafka (real br
       const all = yield* consumer.readFromBeginning({ topic, count: 2, timeout_ms: 10_000 })
       assert.deepStrictEqual(all.map((record) => record.key).sort(), ["pay_42", "pay_43"])
       assert.deepStrictEqual(all.filter((record) => record.key === "pay_42").map(summary), [expected])
+    }))
+
+  it.effect("a record's timestamp is the producer's Clock (the server's is the database's), not the host's wall clock", () =>
+    Effect.gen(function* () {
+      const topic = yield* freshTopic(1)
+      const producer = yield* KafkaProducer
+      const consumer = yield* KafkaConsumer
+      const dayBehind_ms = 24 * 60 * 60 * 1_000
+      // A day behind: the broker keeps timestamps in the past as given (one ahead by over an hour it refuses).
+      const behind = offsetClock(Clock.Clock.defaultValue(), { offset_ms: -dayBehind_ms })
+      yield* producer.send([{ topic, key: "pay_clock", value: "x", headers: {} }]).pipe(Effect.provideService(Clock.Clock, behind))
+      const [record] = yield* consumer.readFromBeginning({ topic, count: 1, timeout_ms: 10_000 })
+      assert.isDefined(record)
+      assert.isBelow(Math.abs(record.timestamp_ms - (Date.now() - dayBehind_ms)), 60_000, `record timestamp ${record.timestamp_ms}`)
     }))
 
   it.effect("creating the same topic twice is harmless; asking for more partitions than it has is not", () =>
