@@ -44,6 +44,7 @@ import { WebhooksHandlers } from "./webhooks/http.ts"
 import { IdempotencyWorkersLive } from "./workers/IdempotencyWorkers.ts"
 import { AuthorizationExpiryLive, AuthorizationLifetimeLive } from "./workers/AuthorizationExpiry.ts"
 import { LedgerAuditLive } from "./workers/LedgerAudit.ts"
+import { LeaseCheckLive } from "./LeaseCheck.ts"
 
 /**
  * The seams where fault-injection tests swap a Layer: the acquirer (captures then fails, answers
@@ -207,6 +208,7 @@ export const appLayer = (options: AppOptions = {}) =>
   Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, consumingSide(options), ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.merge(AuthorizationExpiryLive),
+    Layer.merge(LeaseCheckLive),
     Layer.provide(servicesLayer(options)),
     // Every instant this app writes or compares is the database's (infra DatabaseClock.ts).
     Layer.provide(DatabaseClockLive)
