@@ -149,7 +149,8 @@ export class PaymentRepository extends Context.Service<PaymentRepository, {
   static readonly layer = PaymentRepository.layerWith({ lockTimeout_ms: PAYMENT_LOCK_TIMEOUT_MS_DEFAULT })
 }
 
-const cursors = decodeRows(Schema.Struct({ created_at: Schema.Date, id: Schema.String }))
+/** created_at travels as text: a JavaScript Date would drop its microseconds (rows written by an import skipped). */
+const cursors = decodeRows(Schema.Struct({ created_at: Schema.String, id: Schema.String }))
 
 const makeCreate = (sql: SqlClient.SqlClient, trail: Trail) =>
   Effect.fn("PaymentRepository.create")(function* (input: CreatePaymentInput, context: ChangeContext) {
@@ -233,7 +234,7 @@ const makeReads = (sql: SqlClient.SqlClient) => {
   const listAfter = (merchantId: MerchantId, startingAfter: PaymentId, fetch: number) =>
     Effect.gen(function* () {
       const [position] = yield* cursors(sql`
-        SELECT created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`)
+        SELECT created_at::text AS created_at, id FROM payments WHERE id = ${startingAfter} AND merchant_id = ${merchantId}`)
       if (position === undefined) return yield* new InvalidCursor({ startingAfter, of: "payments" })
       // Row comparison on (created_at, id) walks the (merchant_id, created_at DESC, id DESC)
       // index from the cursor on: each page costs O(limit), whatever its depth.
