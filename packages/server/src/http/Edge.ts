@@ -6,6 +6,7 @@ import { HttpApiError, OpenApi } from "effect/http-api"
 import type { ApiError } from "./ApiErrors.ts"
 import { firstIssue } from "./RequestBody.ts"
 import { problemHttpResponse } from "./Respond.ts"
+import { withSharedBytes } from "./DocumentBytes.ts"
 
 /**
  * The HTTP edge in front of every route: what the router and HttpApi would otherwise answer with
@@ -168,7 +169,8 @@ export const EdgeMiddleware = HttpRouter.middleware(
       const response = refusal !== undefined
         ? problemHttpResponse(refusal)
         : yield* httpEffect.pipe(Effect.catchCause(answerRouterFailure(request)))
-      return withConventionalHeaders(HttpServerResponse.setHeader(response, "request-id", requestId))
+      const shared = request.method === "GET" || request.method === "HEAD" ? withSharedBytes(pathOf(request.url), response) : response
+      return withConventionalHeaders(HttpServerResponse.setHeader(shared, "request-id", requestId))
     }),
   { global: true }
 )
