@@ -1,4 +1,4 @@
-import { Effect } from "effect"
+import { Clock, Effect } from "effect"
 import { lookup as dnsLookup, type LookupAddress } from "node:dns"
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http"
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https"
@@ -119,7 +119,10 @@ const readBounded = (response: IncomingMessage, done: (excerpt: string) => void)
  * connect time. Never fails: every outcome is a `SendResult`. Interrupting it aborts the request.
  */
 export const send = (request: SendRequest): Effect.Effect<SendResult> =>
-  Effect.callback<SendResult>((resume) => {
+  // The wall clock a receiver's `Retry-After: <HTTP-date>` is read against is Effect's Clock: the
+  // database's in the server (infra DatabaseClock.ts). An outside clock review's sender 10 minutes
+  // behind waited 10 min 5 s for a date 5 s ahead.
+  Effect.flatMap(Clock.currentTimeMillis, (startedWall_ms) => Effect.callback<SendResult>((resume) => {
     const started_ms = performance.now()
     const elapsed = () => Math.round(performance.now() - started_ms)
     let settled = false
@@ -154,7 +157,7 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
         response.destroy()
         return settle({ _tag: "Unanswered", error: `invalid HTTP status ${status}`, latency_ms: elapsed() })
       }
-      const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), Date.now())
+      const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), startedWall_ms + (performance.now() - started_ms))
       const soFar = readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
       statusLine = { status, retryAfter_ms, soFar }
     })
@@ -188,7 +191,7 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
       clearTimeout(timer)
       outgoing.destroy()
     })
-  })
+  }))
 
 const headerValue = (value: string | ReadonlyArray<string> | undefined): string | undefined =>
   typeof value === "string" ? value : value?.[0]
