@@ -1,4 +1,4 @@
-import { Clock, Effect, Layer, Metric, Schedule, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { decodeRows } from "./SqlRows.ts"
 
@@ -23,6 +23,8 @@ import { decodeRows } from "./SqlRows.ts"
  * seconds off has broken time sync (docs/runbook.md).
  */
 export const databaseClockSync_ms = 10_000
+/** How long a process's start waits for its first measurement. */
+export const databaseClockFirstSample_ms_max = 2_000
 /** A sample whose round trip took longer says little about when the database read its clock. */
 export const databaseClockSampleRtt_ms_max = 250
 
@@ -69,8 +71,8 @@ export const measureDatabaseClockOffset = (sql: SqlClient.SqlClient, local: Cloc
 
 /**
  * `Clock` as the database's (see above), for everything built on this layer. The first sample is
- * taken before anything is served (a database that does not answer stops the start, as the
- * migrations would); later ones in the background, a failed one keeping the last offset.
+ * taken before anything is served (at most `databaseClockFirstSample_ms_max`); later ones in the
+ * background, a failed one keeping the last offset (counted, and a WARN).
  */
 export const DatabaseClockLive = Layer.effect(
   Clock.Clock,
@@ -84,14 +86,18 @@ export const DatabaseClockLive = Layer.effect(
       state.offset_ms = offset_ms
       yield* Metric.update(databaseClockOffset, offset_ms / 1_000)
     })
-    yield* Metric.update(databaseClockSamplesRefused, 0)
-    yield* sample
-    yield* Effect.forkScoped(
-      sample.pipe(
-        Effect.catch((error) => Metric.update(databaseClockSamplesRefused, 1).pipe(Effect.andThen(Effect.logWarning("database clock: a sample failed; the last offset is kept", error)))),
-        Effect.repeat(Schedule.spaced(databaseClockSync_ms))
-      )
+    const sampleOrWarn = sample.pipe(
+      Effect.catch((error) => Metric.update(databaseClockSamplesRefused, 1).pipe(Effect.andThen(Effect.logWarning("database clock: a sample failed; the last offset is kept", error))))
     )
+    yield* Metric.update(databaseClockSamplesRefused, 0)
+    // The first measurement before anything is served, bounded: a process that starts while its
+    // database does not answer (the consumers', the sender's) starts on its own clock, and the
+    // samples every databaseClockSync_ms take over once the database answers.
+    yield* sampleOrWarn.pipe(
+      Effect.timeout(Duration.millis(databaseClockFirstSample_ms_max)),
+      Effect.catch(() => Effect.logWarning(`database clock: no measurement within ${databaseClockFirstSample_ms_max} ms at start; this process's own clock until one succeeds`))
+    )
+    yield* Effect.forkScoped(Effect.repeat(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn), Schedule.forever))
     return offsetClock(local, state)
   })
 )

@@ -23,6 +23,7 @@ import {
   JsonLoggingLive,
   KafkaProducer,
   MetricsServerWhenConfigured,
+  DatabaseClockLive,
   PostgresLive,
   ProcessMetricsLive,
   preloadKafkaLibrary,
@@ -57,7 +58,9 @@ const PublisherProcess = Layer.unwrap(
   Effect.gen(function* () {
     const crash = yield* CrashAfterAck
     // Its figures (backlog, age, publish counters, runtime) on METRICS_PORT when set.
+    // Retention compares published_at with the Clock: the database's (infra DatabaseClock.ts).
     return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive)
+      .pipe(Layer.provide(DatabaseClockLive))
   })
 ).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
