@@ -207,6 +207,18 @@ it.effect("F5: pay_consumer only seals a plain secret or re-seals one under anot
       Layer.provideMerge(testDatabaseAsRole(info, "pay_app")),
       Layer.provide(WebhookSecretBoxPlaintext)
     )))
+    // 0107 (the re-test of 0104): the API's role rewrote a secret the same way; it may change a
+    // secret's expiry (a rotation's grace period) and nothing else of it.
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* expectSqlRefusal({ code: "42501", message: /^permission denied for table webhook_endpoint_secrets$/ })(sql`
+        UPDATE webhook_endpoint_secrets b SET secret = a.secret FROM webhook_endpoint_secrets a
+        WHERE a.endpoint_id = ${aliceEndpoint} AND b.endpoint_id = ${bobEndpoint}`)
+      yield* expectSqlRefusal({ code: "42501", message: /^permission denied for table webhook_endpoint_secrets$/ })(sql`
+        UPDATE webhook_endpoint_secrets SET endpoint_id = ${aliceEndpoint} WHERE endpoint_id = ${bobEndpoint}`)
+      yield* sql`UPDATE webhook_endpoint_secrets SET expires_at = clock_timestamp() + interval '1 day' WHERE endpoint_id = ${bobEndpoint}`
+      yield* sql`UPDATE webhook_endpoint_secrets SET expires_at = NULL WHERE endpoint_id = ${bobEndpoint}`
+    }).pipe(Effect.provide(testDatabaseAsRole(info, "pay_app")), Effect.scoped)
     yield* Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const onlyReseal = refusedByGuard(/: the sender only seals a plain secret or re-seals one under another key/)
