@@ -62,7 +62,10 @@ const makeChange = (sql: SqlClient.SqlClient, trail: Trail) =>
       UPDATE payments
       SET status = ${next.status}, failure_code = ${next.failure_code}, failure_message = ${next.failure_message},
           captured_amount_minor = ${next.captured_amount_minor}::bigint,
-          authorization_expires_at = ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz,
+          -- Set by the authorization and kept as stored after it: written back from a JavaScript Date
+          -- (milliseconds), a stored value with microseconds (a raw write) read as a change, which
+          -- the database refuses (0049), and the payment could never settle (outside re-test).
+          authorization_expires_at = coalesce(authorization_expires_at, ${next.authorization_expires_at === null ? null : toDate(next.authorization_expires_at)}::timestamptz),
           version = ${next.version}::int, updated_at = ${toDate(next.updated_at)}::timestamptz
       WHERE id = ${current.id} AND version = ${current.version}::int
       RETURNING id),

@@ -792,6 +792,27 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0103: 
       yield* authorizeDated(ahead?.at ?? assert.fail("a time"))
     }))
 
+  it.effect("re-test N3: an authorization whose expiry the database holds in microseconds (a raw write) still settles (the application wrote it back in milliseconds: refused for ever)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, created } = yield* createdPayment("Guards 0103 N3", 4_000)
+      yield* sql.withTransaction(Effect.gen(function* () {
+        yield* sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = date_trunc('milliseconds', clock_timestamp()),
+                          authorization_expires_at = date_trunc('milliseconds', clock_timestamp()) + interval '7 days 0.000123 seconds'
+                   WHERE id = ${created.id}`
+        yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+                   SELECT id, 2, 'CREATED', 'AUTHORIZED', 'psql', 'raw', updated_at FROM payments WHERE id = ${created.id}`
+        yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                   SELECT gen_random_uuid(), 'payment', p.id, 'payment_authorized',
+                          jsonb_build_object('type', 'payment_authorized', 'status', 'AUTHORIZED', 'version', 2, 'currency', p.currency,
+                                             'payment_id', p.id, 'merchant_id', p.merchant_id, 'amount_minor', p.amount_minor, 'previous_status', 'CREATED',
+                                             'occurred_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                   FROM payments p WHERE p.id = ${created.id}`
+      }))
+      const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
+      assert.strictEqual(settled.status, "SETTLED")
+    }))
+
   it.effect("F7: a settlement row's fee follows the terms it keeps (fee 0 kept beside 290 bps + 30 was taken)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
