@@ -228,8 +228,13 @@ const sqlFailure = (error: SqlError) =>
     return yield* report(`${where}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(${from}: run the CLI with the deployment's environment)`, 1)
   })
 
-/** `--help`, `-h` or `help` alone: the usage on stdout, exit 0, without connecting to anything. */
-const helpAsked = (args: ReadonlyArray<string>) => args.length === 1 && ["--help", "-h", "help"].includes(args[0] ?? "")
+/**
+ * `--help` or `-h` anywhere, or `help` alone: the usage on stdout, exit 0, without connecting to
+ * anything (`merchants create --help` created a merchant named "--help" and printed its key:
+ * outside re-test).
+ */
+const helpAsked = (args: ReadonlyArray<string>) =>
+  args.some((arg) => arg === "--help" || arg === "-h") || (args.length === 1 && args[0] === "help")
 
 /**
  * A command that talks to Kafka imports the client library BEFORE the database layer connects:

@@ -73,8 +73,8 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.include(unknownParked.stderr, "no parked event 999999: nothing re-driven")
 
       // Asking for help is not an error: the usage on stdout, exit 0, with no database at all.
-      for (const flag of ["--help", "-h", "help"]) {
-        const help = yield* cli("postgres://app@127.0.0.1:1/nothing", [flag])
+      for (const asked of [["--help"], ["-h"], ["help"], ["merchants", "create", "--help"], ["consumers", "reset", "-h"]]) {
+        const help = yield* cli("postgres://app@127.0.0.1:1/nothing", asked)
         assert.deepStrictEqual([help.exitCode, help.stderr], [0, ""], describeRun(help))
         assert.include(help.stdout, "pnpm cli consumers reset <consumer> <offset>")
       }
