@@ -14,7 +14,7 @@ import { OutboxWriter } from "@pay/outbox"
 import { FeeSchedules, SettlementPosting } from "@pay/settlement"
 import { acquireTestDatabase, expectSqlRefusal, testDatabaseUrlAsRole } from "@pay/testkit"
 import { Context, Effect, Layer, Redacted, Schema } from "effect"
-import { SqlClient } from "effect/sql"
+import { SqlClient, type Statement } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { PaymentRepository } from "../src/index.ts"
 import { applyCommand, context } from "./support.ts"
@@ -712,6 +712,26 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0098: 
     }))
 })
 
+/**
+ * A CREATED payment authorized by hand, as psql could type it (status, history row, truthful
+ * event): `updatedAt` and `expiresAt` are SQL expressions of the instants it is dated with.
+ */
+const rawAuthorize = (paymentId: string, updatedAt: Statement.Fragment, expiresAt: Statement.Fragment) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.withTransaction(Effect.gen(function* () {
+      yield* sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = ${updatedAt}, authorization_expires_at = ${expiresAt} WHERE id = ${paymentId}`
+      yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
+                 SELECT id, 2, 'CREATED', 'AUTHORIZED', 'psql', 'raw', updated_at FROM payments WHERE id = ${paymentId}`
+      yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                 SELECT gen_random_uuid(), 'payment', p.id, 'payment_authorized',
+                        jsonb_build_object('type', 'payment_authorized', 'status', 'AUTHORIZED', 'version', 2, 'currency', p.currency,
+                                           'payment_id', p.id, 'merchant_id', p.merchant_id, 'amount_minor', p.amount_minor, 'previous_status', 'CREATED',
+                                           'occurred_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                 FROM payments p WHERE p.id = ${paymentId}`
+    }))
+  })
+
 // The database review of 2026-12-05 (.scratch/sqladv/report.md F1, F2, F6, F7), closed by
 // migrations/0103_money_guards_isolation_and_members.sql; each fails without it.
 layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0103: isolation, members, dates, fee terms", (it) => {
@@ -771,19 +791,7 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0103: 
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { created } = yield* createdPayment("Guards 0103 F6", 4_000)
-      const authorizeDated = (at: string) =>
-        sql.withTransaction(Effect.gen(function* () {
-          yield* sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = ${at}::timestamptz,
-                            authorization_expires_at = now() + interval '7 days' WHERE id = ${created.id}`
-          yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
-                     SELECT id, 2, 'CREATED', 'AUTHORIZED', 'psql', 'raw', updated_at FROM payments WHERE id = ${created.id}`
-          yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-                     SELECT gen_random_uuid(), 'payment', p.id, 'payment_authorized',
-                            jsonb_build_object('type', 'payment_authorized', 'status', 'AUTHORIZED', 'version', 2, 'currency', p.currency,
-                                               'payment_id', p.id, 'merchant_id', p.merchant_id, 'amount_minor', p.amount_minor, 'previous_status', 'CREATED',
-                                               'occurred_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
-                     FROM payments p WHERE p.id = ${created.id}`
-        }))
+      const authorizeDated = (at: string) => rawAuthorize(created.id, sql`${at}::timestamptz`, sql`now() + interval '7 days'`)
       yield* refusedByGuard(/is dated .* more than 5 minutes after the database's clock/)(authorizeDated("2999-01-01T00:00:00Z"))
       const [row] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${created.id}`)
       assert.strictEqual(row?.status, "CREATED")
@@ -796,19 +804,8 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0103: 
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { merchant, created } = yield* createdPayment("Guards 0103 N3", 4_000)
-      yield* sql.withTransaction(Effect.gen(function* () {
-        yield* sql`UPDATE payments SET status = 'AUTHORIZED', version = 2, updated_at = date_trunc('milliseconds', clock_timestamp()),
-                          authorization_expires_at = date_trunc('milliseconds', clock_timestamp()) + interval '7 days 0.000123 seconds'
-                   WHERE id = ${created.id}`
-        yield* sql`INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
-                   SELECT id, 2, 'CREATED', 'AUTHORIZED', 'psql', 'raw', updated_at FROM payments WHERE id = ${created.id}`
-        yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-                   SELECT gen_random_uuid(), 'payment', p.id, 'payment_authorized',
-                          jsonb_build_object('type', 'payment_authorized', 'status', 'AUTHORIZED', 'version', 2, 'currency', p.currency,
-                                             'payment_id', p.id, 'merchant_id', p.merchant_id, 'amount_minor', p.amount_minor, 'previous_status', 'CREATED',
-                                             'occurred_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
-                   FROM payments p WHERE p.id = ${created.id}`
-      }))
+      yield* rawAuthorize(created.id, sql`date_trunc('milliseconds', clock_timestamp())`,
+        sql`date_trunc('milliseconds', clock_timestamp()) + interval '7 days 0.000123 seconds'`)
       const settled = yield* applyCommand(merchant.id, created.id, { _tag: "settle" }, context)
       assert.strictEqual(settled.status, "SETTLED")
     }))
