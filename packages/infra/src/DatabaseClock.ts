@@ -12,27 +12,30 @@ import { decodeRows } from "./SqlRows.ts"
  * early; 8 days ahead, outbox retention deleted rows seconds old; lists sorted newest-first put
  * the newest last.
  *
- * This layer provides Effect's `Clock` as the database's: the process's wall clock plus an offset
- * measured with `SELECT clock_timestamp()` at start and every `databaseClockSync_ms` (one
- * statement, the round trip's midpoint taken as the instant the database read its clock; a sample
- * whose round trip is over `databaseClockSampleRtt_ms_max` is not used). Everything that asks
- * `Clock` / `DateTime.now` (the state machine, the expiry checks, retention, the audit's gauge)
- * then agrees with the database to within half a round trip, and a wall-clock step of this host
- * lasts until the next sample. Sleeps and timeouts keep the process's own timers (durations, not
- * instants). The offset is a gauge (`database_clock_offset_seconds`): a host whose clock is
- * seconds off has broken time sync (docs/runbook.md).
+ * This layer provides Effect's `Clock` as the database's: at start and every `databaseClockSync_ms`
+ * one `SELECT clock_timestamp()` anchors it (the database's reading, taken as made at the round
+ * trip's midpoint), and between anchors it runs on this process's monotonic clock. So a step of
+ * this host's wall clock changes nothing (a re-test stepped a running server's clock 8 days back:
+ * with an offset from the wall clock, authorizations granted in the next 10 s were dated to expire
+ * 8 days early and the expiry job voided them), and a sample is used whatever its round trip up to
+ * `databaseClockSampleRtt_ms_max` (its error is half of it: a 280 ms round trip is 140 ms, where
+ * refusing it left the process on a host clock days off, silently). Everything that asks `Clock` /
+ * `DateTime.now` (the state machine, the expiry checks, retention, Kafka timestamps, the audit's
+ * gauge) agrees with the database. Sleeps and timeouts keep the process's own timers. The host's
+ * offset is a gauge (`database_clock_offset_seconds`): seconds off is a broken time sync
+ * (docs/runbook.md); samples that fail are counted and logged.
  */
 export const databaseClockSync_ms = 10_000
 /** How long a process's start waits for its first measurement. */
 export const databaseClockFirstSample_ms_max = 2_000
-/** A sample whose round trip took longer says little about when the database read its clock. */
-export const databaseClockSampleRtt_ms_max = 250
+/** A sample whose round trip took longer is not used (counted, and a WARN): its error would be over a second. */
+export const databaseClockSampleRtt_ms_max = 2_000
 
 export const databaseClockOffset = Metric.gauge("database_clock_offset_seconds", {
   description: "The database's clock minus this process's wall clock, as last measured (seconds; this process dates its writes by the database's)"
 })
 const databaseClockSamplesRefused = Metric.counter("database_clock_samples_refused_total", {
-  description: "Measurements of the database's clock not used: the statement failed or its round trip was over 250 ms",
+  description: "Measurements of the database's clock not used: the statement failed or its round trip was over 2 s",
   incremental: true
 })
 
@@ -40,7 +43,10 @@ const ClockRow = Schema.Struct({ database_ms: Schema.Number })
 const readDatabaseClock = (sql: SqlClient.SqlClient) =>
   decodeRows(ClockRow)(sql`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS database_ms`)
 
-/** The database's time as this process reads it: `local` (the process's wall clock) plus `offset_ms`. */
+/**
+ * A wall clock `offset_ms` off `local`'s (its monotonic clock and sleeps unchanged; `offset_ms` may
+ * change under it): a skewed or stepping host, for tests and drills.
+ */
 export const offsetClock = (local: Clock.Clock, state: { offset_ms: number }): Clock.Clock => {
   const millis = () => Math.floor(local.currentTimeMillisUnsafe() + state.offset_ms)
   const nanos = () => local.currentTimeNanosUnsafe() + BigInt(Math.round(state.offset_ms * 1_000_000))
@@ -55,18 +61,42 @@ export const offsetClock = (local: Clock.Clock, state: { offset_ms: number }): C
   }
 }
 
+/** A reading of the database's clock and the instant of this process's monotonic clock it was made at. */
+export interface ClockAnchor {
+  readonly database_ms: number
+  readonly monotonic_ns: bigint
+}
+
+/** The database's time between anchors: the last anchor plus the monotonic time since. */
+export const anchoredClock = (local: Clock.Clock, state: { anchor: ClockAnchor }): Clock.Clock => {
+  const nanos = () => BigInt(Math.round(state.anchor.database_ms * 1_000_000)) + (local.monotonicTimeNanosUnsafe() - state.anchor.monotonic_ns)
+  const millis = () => Number(nanos() / 1_000_000n)
+  return {
+    currentTimeMillisUnsafe: millis,
+    currentTimeMillis: Effect.sync(millis),
+    currentTimeNanosUnsafe: nanos,
+    currentTimeNanos: Effect.sync(nanos),
+    monotonicTimeNanosUnsafe: () => local.monotonicTimeNanosUnsafe(),
+    monotonicTimeNanos: local.monotonicTimeNanos,
+    sleep: (duration) => local.sleep(duration)
+  }
+}
+
 /**
- * Measures the offset once: the database's clock against the midpoint of the round trip on the
- * local clock (the monotonic clock times the round trip). Undefined when the sample is not usable.
+ * One reading: the database's clock, anchored at the midpoint of the round trip on the monotonic
+ * clock, and the host's wall-clock offset then (for the gauge). Undefined when the round trip is
+ * over the bound.
  */
-export const measureDatabaseClockOffset = (sql: SqlClient.SqlClient, local: Clock.Clock) =>
+export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Clock) =>
   Effect.gen(function* () {
     const sent_ns = local.monotonicTimeNanosUnsafe()
     const sentWall_ms = local.currentTimeMillisUnsafe()
     const [row] = yield* readDatabaseClock(sql)
-    const roundTrip_ms = Number(local.monotonicTimeNanosUnsafe() - sent_ns) / 1_000_000
-    if (row === undefined || roundTrip_ms > databaseClockSampleRtt_ms_max) return undefined
-    return row.database_ms - (sentWall_ms + roundTrip_ms / 2)
+    const roundTrip_ns = local.monotonicTimeNanosUnsafe() - sent_ns
+    const roundTrip_ms = Number(roundTrip_ns) / 1_000_000
+    if (row === undefined || roundTrip_ms > databaseClockSampleRtt_ms_max) return { roundTrip_ms, reading: undefined }
+    const anchor: ClockAnchor = { database_ms: row.database_ms, monotonic_ns: sent_ns + roundTrip_ns / 2n }
+    return { roundTrip_ms, reading: { anchor, hostOffset_ms: row.database_ms - (sentWall_ms + roundTrip_ms / 2) } }
   })
 
 /**
@@ -79,12 +109,16 @@ export const DatabaseClockLive = Layer.effect(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const local = yield* Clock.Clock
-    const state = { offset_ms: 0 }
+    // Until the first reading: this process's own wall clock, run on from now by the monotonic clock.
+    const state = { anchor: { database_ms: local.currentTimeMillisUnsafe(), monotonic_ns: local.monotonicTimeNanosUnsafe() } }
     const sample = Effect.gen(function* () {
-      const offset_ms = yield* measureDatabaseClockOffset(sql, local)
-      if (offset_ms === undefined) return yield* Metric.update(databaseClockSamplesRefused, 1)
-      state.offset_ms = offset_ms
-      yield* Metric.update(databaseClockOffset, offset_ms / 1_000)
+      const { roundTrip_ms, reading } = yield* measureDatabaseClock(sql, local)
+      if (reading === undefined) {
+        yield* Metric.update(databaseClockSamplesRefused, 1)
+        return yield* Effect.logWarning(`database clock: a reading took ${Math.round(roundTrip_ms)} ms (over ${databaseClockSampleRtt_ms_max}); the last one is kept`)
+      }
+      state.anchor = reading.anchor
+      yield* Metric.update(databaseClockOffset, reading.hostOffset_ms / 1_000)
     })
     const sampleOrWarn = sample.pipe(
       Effect.catch((error) => Metric.update(databaseClockSamplesRefused, 1).pipe(Effect.andThen(Effect.logWarning("database clock: a sample failed; the last offset is kept", error))))
@@ -98,6 +132,6 @@ export const DatabaseClockLive = Layer.effect(
       Effect.catch(() => Effect.logWarning(`database clock: no measurement within ${databaseClockFirstSample_ms_max} ms at start; this process's own clock until one succeeds`))
     )
     yield* Effect.forkScoped(Effect.repeat(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn), Schedule.forever))
-    return offsetClock(local, state)
+    return anchoredClock(local, state)
   })
 )

@@ -4,7 +4,7 @@ import { assert, layer } from "@effect/vitest"
 import { acquireTestDatabase } from "@pay/testkit"
 import { Clock, DateTime, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseClockLive, offsetClock } from "../src/DatabaseClock.ts"
+import { DatabaseClockLive, measureDatabaseClock, offsetClock } from "../src/DatabaseClock.ts"
 import { postgresLayer } from "../src/Postgres.ts"
 import { decodeRows } from "../src/SqlRows.ts"
 
@@ -37,6 +37,34 @@ layer(Database, { excludeTestServices: true })("DatabaseClockLive", (it) => {
       }).pipe(Effect.provide(DatabaseClockLive.pipe(Layer.provide(Layer.succeed(Clock.Clock, skewed)))))
       assert.isBelow(Math.abs(corrected.offset), 1_000, `DateTime.now and the database agree (off by ${corrected.offset} ms)`)
       assert.isBelow(Math.abs(corrected.now_ms - Date.now()), 1_000, "this machine's database and process share one clock")
+    }))
+
+  it.effect("a step of the host's wall clock while the process runs changes nothing: between readings the time runs on the monotonic clock (a re-test stepped a server 8 days back: authorizations dated to expire 8 days early for 10 s)", () =>
+    Effect.gen(function* () {
+      const host = { offset_ms: 0 }
+      const stepping = offsetClock(local, host)
+      yield* Effect.gen(function* () {
+        assert.isBelow(Math.abs(yield* offsetFromDatabase), 1_000)
+        host.offset_ms = -8 * day_ms
+        assert.isBelow(Math.abs(yield* offsetFromDatabase), 1_000, "8 days stepped back: the clock provided still reads the database's time")
+        host.offset_ms = 2 * 60 * 60 * 1_000
+        assert.isBelow(Math.abs(yield* offsetFromDatabase), 1_000, "2 hours forward: the same")
+      }).pipe(Effect.provide(DatabaseClockLive.pipe(Layer.provide(Layer.succeed(Clock.Clock, stepping)))))
+    }))
+
+  it.effect("a reading whose round trip is slow but under 2 s is used (a re-test's 280 ms round trip left a server on a clock 8 days off, silently)", () =>
+    Effect.gen(function* () {
+      // A host 8 days behind whose monotonic clock makes every round trip look 400 ms long.
+      let ticks = 0n
+      const slow: Clock.Clock = {
+        ...offsetClock(local, { offset_ms: -8 * day_ms }),
+        monotonicTimeNanosUnsafe: () => local.monotonicTimeNanosUnsafe() + (ticks += 400_000_000n)
+      }
+      const sql = yield* SqlClient.SqlClient
+      const { roundTrip_ms, reading } = yield* measureDatabaseClock(sql, slow)
+      assert.isAbove(roundTrip_ms, 250)
+      assert.isDefined(reading, "used")
+      assert.isBelow(Math.abs((reading?.hostOffset_ms ?? 0) - 8 * day_ms), 2_000, "the host is 8 days behind")
     }))
 
   it.effect("the monotonic clock and sleeps are the process's own (durations are not moved by the offset)", () =>
