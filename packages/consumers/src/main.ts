@@ -38,7 +38,7 @@ import {
   MetricsServerWhenConfigured,
   checkDatabaseRole,
   ConsumersPostgresLive,
-  DatabaseClockLive,
+  databaseClockLayer,
   ProcessMetricsLive,
   preloadKafkaLibrary,
   runProcessMain,
@@ -96,7 +96,7 @@ const KafkaClientsLive = Layer.unwrap(
 const ConsumersProcess = Layer.unwrap(
   Effect.map(faultsFromEnv, (faults) =>
     // One clock with the server's: the database's (infra DatabaseClock.ts).
-    Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive).pipe(Layer.provide(DatabaseClockLive)))
+    Layer.mergeAll(consumersLayer(faults), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive).pipe(Layer.provide(databaseClockLayer("background"))))
 ).pipe(
   Layer.provide(Layer.mergeAll(checkDatabaseRole("CONSUMERS_DATABASE_URL", consumersWrittenTables).pipe(Layer.provideMerge(ConsumersPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-consumers")))

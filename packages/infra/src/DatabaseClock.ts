@@ -1,6 +1,5 @@
 import { Clock, Duration, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { decodeRows } from "./SqlRows.ts"
 
 /**
  * One clock for the platform: PostgreSQL's. The expiry job, the idempotency leases, the outbox and
@@ -39,10 +38,6 @@ const databaseClockSamplesRefused = Metric.counter("database_clock_samples_refus
   incremental: true
 })
 
-const ClockRow = Schema.Struct({ database_ms: Schema.Number })
-const readDatabaseClock = (sql: SqlClient.SqlClient) =>
-  decodeRows(ClockRow)(sql`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS database_ms`)
-
 /**
  * A wall clock `offset_ms` off `local`'s (its monotonic clock and sleeps unchanged; `offset_ms` may
  * change under it): a skewed or stepping host, for tests and drills.
@@ -67,9 +62,24 @@ export interface ClockAnchor {
   readonly monotonic_ns: bigint
 }
 
-/** The database's time between anchors: the last anchor plus the monotonic time since. */
+/** A new reading that puts the time back by at most this much is absorbed (the time waits), never a step back. */
+export const databaseClockBackstep_ns_max = 1_000_000_000n
+
+/**
+ * The database's time between anchors: the last anchor plus the monotonic time since. It never
+ * goes back by less than `databaseClockBackstep_ns_max`: a reading that puts it back a little (one
+ * reading's error against the next) holds it where it was until the monotonic time catches up, so
+ * spans, logs and Kafka timestamps do not run backwards; a larger step (the database's own clock
+ * was set back) is taken.
+ */
 export const anchoredClock = (local: Clock.Clock, state: { anchor: ClockAnchor }): Clock.Clock => {
-  const nanos = () => BigInt(Math.round(state.anchor.database_ms * 1_000_000)) + (local.monotonicTimeNanosUnsafe() - state.anchor.monotonic_ns)
+  let last_ns = 0n
+  const nanos = () => {
+    const now_ns = BigInt(Math.round(state.anchor.database_ms * 1_000_000)) + (local.monotonicTimeNanosUnsafe() - state.anchor.monotonic_ns)
+    if (now_ns < last_ns && last_ns - now_ns <= databaseClockBackstep_ns_max) return last_ns
+    last_ns = now_ns
+    return now_ns
+  }
   const millis = () => Number(nanos() / 1_000_000n)
   return {
     currentTimeMillisUnsafe: millis,
@@ -82,35 +92,52 @@ export const anchoredClock = (local: Clock.Clock, state: { anchor: ClockAnchor }
   }
 }
 
-/**
- * One reading: the database's clock, anchored at the midpoint of the round trip on the monotonic
- * clock, and the host's wall-clock offset then (for the gauge). Undefined when the round trip is
- * over the bound.
- */
-export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Clock) =>
-  Effect.gen(function* () {
-    const sent_ns = local.monotonicTimeNanosUnsafe()
-    const sentWall_ms = local.currentTimeMillisUnsafe()
-    const [row] = yield* readDatabaseClock(sql)
-    const roundTrip_ns = local.monotonicTimeNanosUnsafe() - sent_ns
-    const roundTrip_ms = Number(roundTrip_ns) / 1_000_000
-    if (row === undefined || roundTrip_ms > databaseClockSampleRtt_ms_max) return { roundTrip_ms, reading: undefined }
-    const anchor: ClockAnchor = { database_ms: row.database_ms, monotonic_ns: sent_ns + roundTrip_ns / 2n }
-    return { roundTrip_ms, reading: { anchor, hostOffset_ms: row.database_ms - (sentWall_ms + roundTrip_ms / 2) } }
-  })
+const DatabaseMillis = Schema.Array(Schema.Tuple([Schema.Number]))
+const decodeDatabaseMillis = Schema.decodeUnknownEffect(DatabaseMillis)
 
 /**
- * `Clock` as the database's (see above), for everything built on this layer. The first sample is
- * taken before anything is served (at most `databaseClockFirstSample_ms_max`); later ones in the
- * background, a failed one keeping the last offset (counted, and a WARN).
+ * One reading: the database's clock, anchored at the midpoint of the round trip on the monotonic
+ * clock, and the host's wall-clock offset then (for the gauge). The round trip is timed on a
+ * connection already held, so a wait for the pool is not counted as the network's (a diff review:
+ * a pool of one held 1.5 s put the clock 727 ms ahead). Undefined when the round trip is over the bound.
  */
-export const DatabaseClockLive = Layer.effect(
+export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Clock) =>
+  Effect.scoped(Effect.gen(function* () {
+    const connection = yield* sql.reserve
+    const sent_ns = local.monotonicTimeNanosUnsafe()
+    const sentWall_ms = local.currentTimeMillisUnsafe()
+    const values = yield* connection.executeValues("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8", [])
+    const roundTrip_ns = local.monotonicTimeNanosUnsafe() - sent_ns
+    const roundTrip_ms = Number(roundTrip_ns) / 1_000_000
+    const [row] = yield* decodeDatabaseMillis(values).pipe(Effect.orDie)
+    if (row === undefined || roundTrip_ms > databaseClockSampleRtt_ms_max) return { roundTrip_ms, reading: undefined }
+    const [database_ms] = row
+    const anchor: ClockAnchor = { database_ms, monotonic_ns: sent_ns + roundTrip_ns / 2n }
+    return { roundTrip_ms, reading: { anchor, hostOffset_ms: database_ms - (sentWall_ms + roundTrip_ms / 2) } }
+  }))
+
+/**
+ * What a process does until its first reading: `required` (the server, the publisher, which need
+ * the database to do anything) waits for one, trying every `databaseClockRetry_ms`, and fails its
+ * start after `databaseClockFirstReading_ms_max`; `background` (the consumers' and the sender's
+ * processes, which start while their database does not answer) starts on its own clock and tries
+ * every `databaseClockRetry_ms` until one succeeds, then every `databaseClockSync_ms`.
+ */
+export type FirstReading = "required" | "background"
+export const databaseClockRetry_ms = 1_000
+export const databaseClockFirstReading_ms_max = 30_000
+
+/** The start did not get a reading of the database's clock within `databaseClockFirstReading_ms_max`. */
+export class DatabaseClockUnread extends Schema.TaggedError<DatabaseClockUnread>()("DatabaseClockUnread", { message: Schema.String }) {}
+
+/** `Clock` as the database's (see above), for everything built on this layer; failed readings keep the last one (counted, and a WARN). */
+export const databaseClockLayer = (firstReading: FirstReading) => Layer.effect(
   Clock.Clock,
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const local = yield* Clock.Clock
     // Until the first reading: this process's own wall clock, run on from now by the monotonic clock.
-    const state = { anchor: { database_ms: local.currentTimeMillisUnsafe(), monotonic_ns: local.monotonicTimeNanosUnsafe() } }
+    const state = { anchor: { database_ms: local.currentTimeMillisUnsafe(), monotonic_ns: local.monotonicTimeNanosUnsafe() }, read: false }
     const sample = Effect.gen(function* () {
       const { roundTrip_ms, reading } = yield* measureDatabaseClock(sql, local)
       if (reading === undefined) {
@@ -118,20 +145,29 @@ export const DatabaseClockLive = Layer.effect(
         return yield* Effect.logWarning(`database clock: a reading took ${Math.round(roundTrip_ms)} ms (over ${databaseClockSampleRtt_ms_max}); the last one is kept`)
       }
       state.anchor = reading.anchor
+      state.read = true
       yield* Metric.update(databaseClockOffset, reading.hostOffset_ms / 1_000)
     })
     const sampleOrWarn = sample.pipe(
-      Effect.catch((error) => Metric.update(databaseClockSamplesRefused, 1).pipe(Effect.andThen(Effect.logWarning("database clock: a sample failed; the last offset is kept", error))))
+      Effect.catch((error) => Metric.update(databaseClockSamplesRefused, 1).pipe(Effect.andThen(Effect.logWarning("database clock: a reading failed; the last one is kept", error))))
     )
+    const untilRead = Effect.repeat(sampleOrWarn, { schedule: Schedule.spaced(Duration.millis(databaseClockRetry_ms)), until: () => state.read })
     yield* Metric.update(databaseClockSamplesRefused, 0)
-    // The first measurement before anything is served, bounded: a process that starts while its
-    // database does not answer (the consumers', the sender's) starts on its own clock, and the
-    // samples every databaseClockSync_ms take over once the database answers.
-    yield* sampleOrWarn.pipe(
-      Effect.timeout(Duration.millis(databaseClockFirstSample_ms_max)),
-      Effect.catch(() => Effect.logWarning(`database clock: no measurement within ${databaseClockFirstSample_ms_max} ms at start; this process's own clock until one succeeds`))
-    )
-    yield* Effect.forkScoped(Effect.repeat(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn), Schedule.forever))
+    if (firstReading === "required") {
+      yield* untilRead.pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(databaseClockFirstReading_ms_max),
+          orElse: () => Effect.fail(new DatabaseClockUnread({ message: `no reading of the database's clock within ${databaseClockFirstReading_ms_max} ms: this process dates what it writes by it` }))
+        })
+      )
+    } else {
+      yield* sampleOrWarn.pipe(Effect.timeout(Duration.millis(databaseClockFirstSample_ms_max)), Effect.ignore)
+      if (!state.read) yield* Effect.logWarning(`database clock: no reading at start; this process's own clock until one succeeds (tried every ${databaseClockRetry_ms} ms)`)
+    }
+    yield* Effect.forkScoped(Effect.andThen(untilRead, Effect.repeat(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn), Schedule.forever)))
     return anchoredClock(local, state)
   })
 )
+
+/** The server's and the publisher's: the first reading required. */
+export const DatabaseClockLive = databaseClockLayer("required")

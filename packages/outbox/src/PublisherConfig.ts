@@ -64,7 +64,8 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
           // same: the loop refreshes them once it runs, and an outside outage drill found a server
           // started without Kafka exporting no outbox_* series at all (OutboxEventsLate could not fire).
           const gaugesMeanwhile = publisher.refreshMetrics.pipe(
-            Effect.catch((error) => Effect.logWarning("outbox metrics refresh failed", error)),
+            // Failures and defects alike: the race below must end only when the topic is there.
+            Effect.catchCause((cause) => Effect.logWarning("outbox metrics refresh failed", cause)),
             Effect.repeat(Schedule.spaced(Duration.millis(settings.metricsInterval_ms))),
             Effect.andThen(Effect.never)
           )

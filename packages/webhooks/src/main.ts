@@ -14,14 +14,14 @@
  * are recorded. A crash (SIGKILL) leaves them leased: once the leases expire, another sender sends
  * them again with the same webhook-id (receivers deduplicate on it).
  */
-import { checkDatabaseRole, ConsumersDatabasePoolMetricsLive, ConsumersPostgresLive, DatabaseClockLive, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
+import { checkDatabaseRole, ConsumersDatabasePoolMetricsLive, ConsumersPostgresLive, databaseClockLayer, JsonLoggingLive, MetricsServerWhenConfigured, ProcessMetricsLive, runProcessMain, TracingLive } from "@pay/infra"
 import { Layer } from "effect"
 import { WebhookSender, WebhookSenderLoop } from "./DeliveryWorker.ts"
 import { senderWrittenTables } from "./Model.ts"
 
 const SenderProcess = Layer.mergeAll(WebhookSenderLoop.pipe(Layer.provide(WebhookSender.layer)), MetricsServerWhenConfigured, ProcessMetricsLive, ConsumersDatabasePoolMetricsLive).pipe(
   // Retry-After dates are read against the Clock: the database's (infra DatabaseClock.ts).
-  Layer.provide(DatabaseClockLive),
+  Layer.provide(databaseClockLayer("background")),
   Layer.provide(checkDatabaseRole("CONSUMERS_DATABASE_URL", senderWrittenTables).pipe(Layer.provideMerge(ConsumersPostgresLive))),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-webhook-sender")))
 )
