@@ -18,7 +18,8 @@ import { SqlClient } from "effect/sql"
  * with an offset from the wall clock, authorizations granted in the next 10 s were dated to expire
  * 8 days early and the expiry job voided them), and a sample is used whatever its round trip up to
  * `databaseClockSampleRtt_ms_max` (its error is half of it: a 280 ms round trip is 140 ms, where
- * refusing it left the process on a host clock days off, silently). Everything that asks `Clock` /
+ * refusing it left the process on a host clock days off, silently); the first reading is taken
+ * whatever its round trip. Everything that asks `Clock` /
  * `DateTime.now` (the state machine, the expiry checks, retention, Kafka timestamps, the audit's
  * gauge) agrees with the database. Sleeps and timeouts keep the process's own timers. The host's
  * offset is a gauge (`database_clock_offset_seconds`): seconds off is a broken time sync
@@ -38,13 +39,9 @@ const databaseClockSamplesRefused = Metric.counter("database_clock_samples_refus
   incremental: true
 })
 
-/**
- * A wall clock `offset_ms` off `local`'s (its monotonic clock and sleeps unchanged; `offset_ms` may
- * change under it): a skewed or stepping host, for tests and drills.
- */
-export const offsetClock = (local: Clock.Clock, state: { offset_ms: number }): Clock.Clock => {
-  const millis = () => Math.floor(local.currentTimeMillisUnsafe() + state.offset_ms)
-  const nanos = () => local.currentTimeNanosUnsafe() + BigInt(Math.round(state.offset_ms * 1_000_000))
+/** A clock whose wall time is `nanos()`; its monotonic time and sleeps are `local`'s. */
+const wallClock = (local: Clock.Clock, nanos: () => bigint): Clock.Clock => {
+  const millis = () => Number(nanos() / 1_000_000n)
   return {
     currentTimeMillisUnsafe: millis,
     currentTimeMillis: Effect.sync(millis),
@@ -55,6 +52,13 @@ export const offsetClock = (local: Clock.Clock, state: { offset_ms: number }): C
     sleep: (duration) => local.sleep(duration)
   }
 }
+
+/**
+ * A wall clock `offset_ms` off `local`'s (its monotonic clock and sleeps unchanged; `offset_ms` may
+ * change under it): a skewed or stepping host, for tests and drills.
+ */
+export const offsetClock = (local: Clock.Clock, state: { offset_ms: number }): Clock.Clock =>
+  wallClock(local, () => local.currentTimeNanosUnsafe() + BigInt(Math.round(state.offset_ms * 1_000_000)))
 
 /** A reading of the database's clock and the instant of this process's monotonic clock it was made at. */
 export interface ClockAnchor {
@@ -74,22 +78,12 @@ export const databaseClockBackstep_ns_max = 1_000_000_000n
  */
 export const anchoredClock = (local: Clock.Clock, state: { anchor: ClockAnchor }): Clock.Clock => {
   let last_ns = 0n
-  const nanos = () => {
+  return wallClock(local, () => {
     const now_ns = BigInt(Math.round(state.anchor.database_ms * 1_000_000)) + (local.monotonicTimeNanosUnsafe() - state.anchor.monotonic_ns)
     if (now_ns < last_ns && last_ns - now_ns <= databaseClockBackstep_ns_max) return last_ns
     last_ns = now_ns
     return now_ns
-  }
-  const millis = () => Number(nanos() / 1_000_000n)
-  return {
-    currentTimeMillisUnsafe: millis,
-    currentTimeMillis: Effect.sync(millis),
-    currentTimeNanosUnsafe: nanos,
-    currentTimeNanos: Effect.sync(nanos),
-    monotonicTimeNanosUnsafe: () => local.monotonicTimeNanosUnsafe(),
-    monotonicTimeNanos: local.monotonicTimeNanos,
-    sleep: (duration) => local.sleep(duration)
-  }
+  })
 }
 
 const DatabaseMillis = Schema.Array(Schema.Tuple([Schema.Number]))
@@ -101,7 +95,7 @@ const decodeDatabaseMillis = Schema.decodeUnknownEffect(DatabaseMillis)
  * connection already held, so a wait for the pool is not counted as the network's (a diff review:
  * a pool of one held 1.5 s put the clock 727 ms ahead). Undefined when the round trip is over the bound.
  */
-export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Clock) =>
+export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Clock, roundTrip_ms_max: number = databaseClockSampleRtt_ms_max) =>
   Effect.scoped(Effect.gen(function* () {
     const connection = yield* sql.reserve
     const sent_ns = local.monotonicTimeNanosUnsafe()
@@ -110,7 +104,7 @@ export const measureDatabaseClock = (sql: SqlClient.SqlClient, local: Clock.Cloc
     const roundTrip_ns = local.monotonicTimeNanosUnsafe() - sent_ns
     const roundTrip_ms = Number(roundTrip_ns) / 1_000_000
     const [row] = yield* decodeDatabaseMillis(values).pipe(Effect.orDie)
-    if (row === undefined || roundTrip_ms > databaseClockSampleRtt_ms_max) return { roundTrip_ms, reading: undefined }
+    if (row === undefined || roundTrip_ms > roundTrip_ms_max) return { roundTrip_ms, reading: undefined }
     const [database_ms] = row
     const anchor: ClockAnchor = { database_ms, monotonic_ns: sent_ns + roundTrip_ns / 2n }
     return { roundTrip_ms, reading: { anchor, hostOffset_ms: database_ms - (sentWall_ms + roundTrip_ms / 2) } }
@@ -139,7 +133,10 @@ export const databaseClockLayer = (firstReading: FirstReading) => Layer.effect(
     // Until the first reading: this process's own wall clock, run on from now by the monotonic clock.
     const state = { anchor: { database_ms: local.currentTimeMillisUnsafe(), monotonic_ns: local.monotonicTimeNanosUnsafe() }, read: false }
     const sample = Effect.gen(function* () {
-      const { roundTrip_ms, reading } = yield* measureDatabaseClock(sql, local)
+      // Until a first reading, any reading is taken, however slow: its error (half its round trip)
+      // beats the host's clock, which may be days off (a re-test's sender behind a 2.2 s round trip
+      // stayed 8 days off, its Retry-After waits an hour long, and no gauge for an alert).
+      const { roundTrip_ms, reading } = yield* measureDatabaseClock(sql, local, state.read ? databaseClockSampleRtt_ms_max : Number.POSITIVE_INFINITY)
       if (reading === undefined) {
         yield* Metric.update(databaseClockSamplesRefused, 1)
         return yield* Effect.logWarning(`database clock: a reading took ${Math.round(roundTrip_ms)} ms (over ${databaseClockSampleRtt_ms_max}); the last one is kept`)

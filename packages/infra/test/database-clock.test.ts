@@ -68,6 +68,12 @@ layer(Database, { excludeTestServices: true })("DatabaseClockLive", (it) => {
       assert.isAbove(roundTrip_ms, 250)
       assert.isDefined(reading, "used")
       assert.isBelow(Math.abs((reading?.hostOffset_ms ?? 0) - 8 * day_ms), 2_000, "the host is 8 days behind")
+      // Over the bound: refused once a reading was taken; taken (whatever its round trip) before the first.
+      ticks = 0n
+      const overBound = yield* measureDatabaseClock(sql, slow, 300)
+      assert.isUndefined(overBound.reading)
+      ticks = 0n
+      assert.isDefined((yield* measureDatabaseClock(sql, slow, Number.POSITIVE_INFINITY)).reading)
     }))
 
   it.effect("a reading taken while the pool is busy is timed on its own connection: the wait for the pool is not counted as the network's (a diff review: a pool of one held 1.5 s put the clock 727 ms ahead)", () =>
