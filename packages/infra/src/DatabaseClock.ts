@@ -161,7 +161,10 @@ export const databaseClockLayer = (firstReading: FirstReading) => Layer.effect(
       yield* sampleOrWarn.pipe(Effect.timeout(Duration.millis(databaseClockFirstSample_ms_max)), Effect.ignore)
       if (!state.read) yield* Effect.logWarning(`database clock: no reading at start; this process's own clock until one succeeds (tried every ${databaseClockRetry_ms} ms)`)
     }
-    yield* Effect.forkScoped(Effect.andThen(untilRead, Effect.repeat(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn), Schedule.forever)))
+    // After the start: until a first reading (background), then one every databaseClockSync_ms
+    // (a reading just taken at start is not taken again at once).
+    const periodically = Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(databaseClockSync_ms)), sampleOrWarn))
+    yield* Effect.forkScoped(Effect.andThen(Effect.suspend(() => (state.read ? Effect.void : untilRead)), periodically))
     return anchoredClock(local, state)
   })
 )

@@ -1,7 +1,8 @@
 import { boundedInt, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
-import { Config, Duration, Effect, Layer, Schedule } from "effect"
+import { Config, Effect, Layer } from "effect"
 import { OutboxTopics, paymentsEventsTopic, PaymentsEventsTopicConfig } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
+import { every } from "./PublisherLoop.ts"
 
 /**
  * The publisher's settings from the environment. Every value is bounded (a value outside its
@@ -63,12 +64,9 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
           // Until the topic is there (Kafka down at start), the backlog gauges are refreshed all the
           // same: the loop refreshes them once it runs, and an outside outage drill found a server
           // started without Kafka exporting no outbox_* series at all (OutboxEventsLate could not fire).
-          const gaugesMeanwhile = publisher.refreshMetrics.pipe(
-            // Failures and defects alike: the race below must end only when the topic is there.
-            Effect.catchCause((cause) => Effect.logWarning("outbox metrics refresh failed", cause)),
-            Effect.repeat(Schedule.spaced(Duration.millis(settings.metricsInterval_ms))),
-            Effect.andThen(Effect.never)
-          )
+          // The loop's own refresh (`every`: failures and defects logged, it never ends of itself),
+          // so the race below ends only when the topic is there.
+          const gaugesMeanwhile = every(settings.metricsInterval_ms, "metrics refresh", publisher.refreshMetrics)
           yield* Effect.forkScoped(Effect.raceFirst(ensure, gaugesMeanwhile).pipe(Effect.andThen(publisher.run)))
         })
       )

@@ -173,7 +173,7 @@ export const makeHousekeeping = ({ options, store }: PublisherParts) => {
 }
 
 /** Housekeeping on its own schedule, so a slow or failing batch never starves the gauges. */
-const every = (interval_ms: number, name: string, task: Effect.Effect<unknown, SqlError>) =>
+export const every = (interval_ms: number, name: string, task: Effect.Effect<unknown, SqlError>) =>
   Effect.gen(function* () {
     while (true) {
       const exit = yield* Effect.exit(task)

@@ -157,7 +157,7 @@ export const send = (request: SendRequest): Effect.Effect<SendResult> =>
         response.destroy()
         return settle({ _tag: "Unanswered", error: `invalid HTTP status ${status}`, latency_ms: elapsed() })
       }
-      const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), startedWall_ms + (performance.now() - started_ms))
+      const retryAfter_ms = parseRetryAfter_ms(headerValue(response.headers["retry-after"]), startedWall_ms + elapsed())
       const soFar = readBounded(response, (excerpt) => settle({ _tag: "Answered", status, retryAfter_ms, excerpt, latency_ms: elapsed() }))
       statusLine = { status, retryAfter_ms, soFar }
     })
