@@ -105,6 +105,7 @@ export const invalidArgument = (operation: string, message: string) =>
   new KafkaError({ operation, message, retriable: false, code: "INVALID_ARGUMENT" })
 
 export const decoder = new TextDecoder("utf-8")
+const emptyValue = new Uint8Array(0)
 
 export const toRecord = (raw: {
   readonly topic: string
@@ -120,7 +121,10 @@ export const toRecord = (raw: {
     if (name === null || name === undefined) continue
     headers[decoder.decode(name)] = value === null || value === undefined ? "" : decoder.decode(value)
   }
-  const value_bytes = raw.value === null || raw.value === undefined ? new Uint8Array(0) : new Uint8Array(raw.value)
+  // The client's own bytes (a view of the fetch response, which the subscription keeps while the
+  // record lives: `underlying`), not a copy: a copy of a few hundred bytes is a backing store of
+  // its own, about 1 µs to allocate and more for the collector to free (consumers.md, 15th round).
+  const value_bytes: Uint8Array = raw.value ?? emptyValue
   return {
     topic: raw.topic,
     partition: raw.partition,
