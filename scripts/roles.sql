@@ -4,6 +4,7 @@
 -- and the migrating role may; a migrating role without CREATEROLE relies on this file.
 --   pay_app            LOGIN: the application's role (grants in migrations/0012_app_role.sql)
 --   pay_consumer       LOGIN: the consumers' and webhook sender's role (migrations/0096_consumers_role.sql)
+--   pay_publisher      LOGIN: the outbox publisher's role (migrations/0108_publisher_role.sql)
 --   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
 DO $$
 BEGIN
@@ -12,6 +13,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_consumer') THEN
     CREATE ROLE pay_consumer LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_publisher') THEN
+    CREATE ROLE pay_publisher LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
     CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;

@@ -21,6 +21,8 @@ import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } fr
  * | `DATABASE_POOL_SIZE` | 20                                            | 1..200                        |
  * | `CONSUMERS_DATABASE_URL` | `DATABASE_URL` with the user `pay_app` replaced by `pay_consumer` (no password); any other user: `DATABASE_URL` | 1..2048 characters |
  * | `CONSUMERS_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
+ * | `PUBLISHER_DATABASE_URL` | `DATABASE_URL` with the user `pay_app` replaced by `pay_publisher` (no password); any other user: `DATABASE_URL` | 1..2048 characters |
+ * | `PUBLISHER_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
  * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
  * | `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 30000                  | 0 (off) or 1000..3600000      |
  * | `MIGRATION_LOCK_TIMEOUT_MS` | 10000                                  | 100..600000                   |
@@ -46,14 +48,15 @@ export const DatabaseUrl = databaseUrlConfig("DATABASE_URL").pipe(
 /** The roles of scripts/roles.sql that the services log in as. */
 export const applicationRole = "pay_app"
 export const consumersRole = "pay_consumer"
+export const publisherRole = "pay_publisher"
 
 /**
- * `pay_app`'s URL with the consumers' role instead, and no password; any other URL unchanged. The
+ * `pay_app`'s URL with another of the services' roles instead (`role`), and no password; any other URL unchanged. The
  * user is read where libpq-style URLs put it: before the `@` (percent-encoded or not, also in a
  * URL that Node's parser refuses, like a Unix-socket host `postgres://pay_app@/payments?host=/run`),
  * or in a `user` parameter; a `password` parameter is dropped with it.
  */
-export const consumersUrlOf = (application: Redacted.Redacted<string>): Redacted.Redacted<string> => {
+export const roleUrlOf = (application: Redacted.Redacted<string>, role: string): Redacted.Redacted<string> => {
   const text = Redacted.value(application)
   const userInfo = /^(postgres(?:ql)?:\/\/)([^@/?#]*)@/.exec(text)
   const name = userInfo?.[2]?.split(":")[0]
@@ -62,10 +65,10 @@ export const consumersUrlOf = (application: Redacted.Redacted<string>): Redacted
   const userInQuery = params.get("user")
   const isApplication = (raw: string | undefined | null) => raw !== undefined && raw !== null && decodedOrAsIs(raw) === applicationRole
   if (!isApplication(name) && !isApplication(userInQuery)) return application
-  // The user before the `@`: the consumers' role if it was pay_app's, and no password either way.
-  const withUser = userInfo === null ? text : text.replace(userInfo[0], `${userInfo[1] ?? ""}${isApplication(name) ? consumersRole : name ?? ""}@`)
+  // The user before the `@`: `role` if it was pay_app's, and no password either way.
+  const withUser = userInfo === null ? text : text.replace(userInfo[0], `${userInfo[1] ?? ""}${isApplication(name) ? role : name ?? ""}@`)
   if (!isApplication(userInQuery) && !params.has("password")) return Redacted.make(withUser)
-  if (isApplication(userInQuery)) params.set("user", consumersRole)
+  if (isApplication(userInQuery)) params.set("user", role)
   params.delete("password")
   const rest = params.toString()
   return Redacted.make(`${withUser.slice(0, withUser.indexOf("?"))}${rest === "" ? "" : `?${rest}`}`)
@@ -83,7 +86,21 @@ export const ConsumersDatabaseUrl = Config.all({
   consumers: Config.option(databaseUrlConfig("CONSUMERS_DATABASE_URL")),
   application: DatabaseUrl
 }).pipe(
-  Config.map(({ consumers, application }) => Option.getOrElse(consumers, () => consumersUrlOf(application)))
+  Config.map(({ consumers, application }) => Option.getOrElse(consumers, () => roleUrlOf(application, consumersRole)))
+)
+
+/**
+ * The outbox publisher's connection (inside a server or its own process): the role
+ * `pay_publisher`, which alone marks events published, re-queues them and deletes what retention
+ * allows (migrations/0108_publisher_role.sql, docs/security.md). Unset: `DATABASE_URL` with its user
+ * `pay_app` replaced by `pay_publisher` and no password; any other user's `DATABASE_URL` as it is.
+ * A value that is set but invalid is an error, never a silent fallback.
+ */
+export const PublisherDatabaseUrl = Config.all({
+  publisher: Config.option(databaseUrlConfig("PUBLISHER_DATABASE_URL")),
+  application: DatabaseUrl
+}).pipe(
+  Config.map(({ publisher, application }) => Option.getOrElse(publisher, () => roleUrlOf(application, publisherRole)))
 )
 
 /**
@@ -123,6 +140,12 @@ export const DatabasePoolSize = boundedInt("DATABASE_POOL_SIZE", configBounds.da
  * holds one connection for its slice, the webhook sender one per claim or completion.
  */
 export const ConsumersDatabasePoolSize = boundedInt("CONSUMERS_DATABASE_POOL_SIZE", configBounds.databasePoolSize, 10)
+
+/**
+ * Pool size of the publisher's client (PUBLISHER_DATABASE_URL): each of `OUTBOX_WORKERS` (at most 8)
+ * holds one connection from its claim to its mark; retention and the backlog gauges take one now and then.
+ */
+export const PublisherDatabasePoolSize = boundedInt("PUBLISHER_DATABASE_POOL_SIZE", configBounds.databasePoolSize, 10)
 
 /**
  * How long a connection may wait for Postgres to answer a statement before it is destroyed

@@ -13,7 +13,9 @@ import {
   DatabasePoolSize,
   DatabaseUrl,
   MigrationDatabaseUrl,
-  MigrationLockTimeout
+  MigrationLockTimeout,
+  PublisherDatabasePoolSize,
+  PublisherDatabaseUrl
 } from "./Config.ts"
 import { databaseTarget } from "./DatabaseTarget.ts"
 import { watchedAddressOf, watchedSocketFactory } from "./PostgresAnswerWatch.ts"
@@ -65,6 +67,9 @@ export const platformApplicationName = `payments-platform/${process.pid}`
  * `LIKE 'payments-platform/%'` still finds them all.
  */
 export const consumersApplicationName = `${platformApplicationName}/consumers`
+
+/** The publisher's pool's `application_name` (`PUBLISHER_DATABASE_URL`), apart likewise. */
+export const publisherApplicationName = `${platformApplicationName}/publisher`
 
 /**
  * Options are explicit on the money path (TIGER_STYLE: never rely on a library default):
@@ -141,6 +146,13 @@ export const PostgresToolLive = postgresLiveWith(0)
  * inside a server (a pool apart from the API's), with the services' answer bound.
  */
 export const ConsumersPostgresLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, defaultAnswerTimeout_ms, consumersApplicationName)
+
+/**
+ * The outbox publisher's client (`PUBLISHER_DATABASE_URL`, `PUBLISHER_DATABASE_POOL_SIZE`; the role
+ * `pay_publisher`, migrations/0108), inside a server (a pool apart from the API's) or in its own
+ * process, with the services' answer bound.
+ */
+export const PublisherPostgresLive = postgresFrom(PublisherDatabaseUrl, PublisherDatabasePoolSize, defaultAnswerTimeout_ms, publisherApplicationName)
 
 /** The same for the CLI's consumer commands (a replay or reconcile may run long): no answer bound unless configured. */
 export const ConsumersPostgresToolLive = postgresFrom(ConsumersDatabaseUrl, ConsumersDatabasePoolSize, 0, consumersApplicationName)

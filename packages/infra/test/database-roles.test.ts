@@ -4,7 +4,7 @@ import { assert, it } from "@effect/vitest"
 import { acquireEmptyTestDatabase, acquireTestDatabase } from "@pay/testkit"
 import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { ConsumersDatabaseUrl, MigrationDatabaseUrl } from "../src/Config.ts"
+import { ConsumersDatabaseUrl, MigrationDatabaseUrl, PublisherDatabaseUrl } from "../src/Config.ts"
 import { DatabaseLive, decodeRows, migrationsDirectory, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
 import { readdirSync } from "node:fs"
 
@@ -49,6 +49,27 @@ it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consu
     assert.deepStrictEqual(yield* derived("postgres://h/db?user=pay_app&password=x&sslmode=require"), Result.succeed("postgres://h/db?user=pay_consumer&sslmode=require"))
     assert.deepStrictEqual(yield* derived("postgresql://pay%5Fapp:pw@h/db?password=y"), Result.succeed("postgresql://pay_consumer@h/db"))
     assert.deepStrictEqual(yield* derived("postgres://a%zz@h/db"), Result.succeed("postgres://a%zz@h/db"), "a malformed escape is not a failure")
+  }))
+
+const publisherUrlOf = (env: Record<string, string>) =>
+  Effect.result(PublisherDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
+    Effect.map(Result.map(Redacted.value))
+  )
+
+it.effect("PUBLISHER_DATABASE_URL: its own value, else DATABASE_URL as pay_publisher when that is pay_app's (no password), else DATABASE_URL; a bad value is an error", () =>
+  Effect.gen(function* () {
+    assert.deepStrictEqual(yield* publisherUrlOf({}), Result.succeed("postgres://pay_publisher@127.0.0.1:5432/payments"))
+    assert.deepStrictEqual(
+      yield* publisherUrlOf({ DATABASE_URL: "postgres://pay_app:app-secret@db.internal:6432/pay?sslmode=require" }),
+      Result.succeed("postgres://pay_publisher@db.internal:6432/pay?sslmode=require")
+    )
+    assert.deepStrictEqual(yield* publisherUrlOf({ DATABASE_URL: "postgres://h/db?user=pay_app&password=x" }), Result.succeed("postgres://h/db?user=pay_publisher"))
+    assert.deepStrictEqual(yield* publisherUrlOf({ DATABASE_URL: "postgres://owner@h/db" }), Result.succeed("postgres://owner@h/db"))
+    assert.deepStrictEqual(
+      yield* publisherUrlOf({ DATABASE_URL: "postgres://pay_app@h/db", PUBLISHER_DATABASE_URL: "postgres://pay_publisher:p@h/db" }),
+      Result.succeed("postgres://pay_publisher:p@h/db")
+    )
+    assert.isTrue(Result.isFailure(yield* publisherUrlOf({ PUBLISHER_DATABASE_URL: "has spaces" })))
   }))
 
 it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>

@@ -2,7 +2,8 @@
  * The outbox publisher as a process of its own: `node packages/outbox/src/main.ts`.
  *
  * Environment: METRICS_PORT (its /metrics, only when set), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT (docs/observability.md),
- * DATABASE_URL, DATABASE_POOL_SIZE, KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
+ * PUBLISHER_DATABASE_URL and PUBLISHER_DATABASE_POOL_SIZE (the role pay_publisher, migrations/0108;
+ * derived from DATABASE_URL when unset: infra Config.ts), KAFKA_BROKERS, KAFKA_TOPIC_PREFIX and the
  * `OUTBOX_*` settings of `PublisherConfig`. It does not run migrations (the server owns the
  * schema); started before them, it logs the SQL errors and retries with backoff.
  *
@@ -15,7 +16,7 @@
  * a real crash in the at-least-once window.
  */
 import {
-  DatabasePoolMetricsLive,
+  checkDatabaseRole,
   defaultKafkaAdminTimeouts,
   defaultKafkaProducerLimits,
   KafkaAdmin,
@@ -24,8 +25,9 @@ import {
   KafkaProducer,
   MetricsServerWhenConfigured,
   DatabaseClockLive,
-  PostgresLive,
   ProcessMetricsLive,
+  PublisherDatabasePoolMetricsLive,
+  PublisherPostgresLive,
   preloadKafkaLibrary,
   runProcessMain,
   TracingLive
@@ -59,10 +61,13 @@ const PublisherProcess = Layer.unwrap(
     const crash = yield* CrashAfterAck
     // Its figures (backlog, age, publish counters, runtime) on METRICS_PORT when set.
     // Retention compares published_at with the Clock: the database's (infra DatabaseClock.ts).
-    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive, DatabasePoolMetricsLive)
+    return Layer.mergeAll(outboxPublisherLayer(crash ? { afterAck: crashAfterAck } : {}), MetricsServerWhenConfigured, ProcessMetricsLive, PublisherDatabasePoolMetricsLive)
       .pipe(Layer.provide(DatabaseClockLive))
   })
-).pipe(Layer.provide(Layer.mergeAll(PostgresLive, KafkaClientsLive)), Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
+).pipe(
+  // The role's grants first: a PUBLISHER_DATABASE_URL that may not mark or delete stops the process, naming it.
+  Layer.provide(Layer.mergeAll(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE").pipe(Layer.provideMerge(PublisherPostgresLive)), KafkaClientsLive)),
+  Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
 // The Kafka library imported before anything connects (infra Kafka.ts, preloadKafkaLibrary).
 Effect.andThen(preloadKafkaLibrary, Layer.launch(PublisherProcess)).pipe(runProcessMain("outbox publisher"))

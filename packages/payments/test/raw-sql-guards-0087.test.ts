@@ -292,18 +292,23 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
       const [status] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${created.id}`)
       assert.strictEqual(status?.status, "CREATED")
       // A mark before the row's creation: in the creating transaction, "now" is before created_at.
+      // As the owner: since 0108 pay_app may not mark at all (publisher-role.test.ts), and the
+      // publisher's role may not insert, so only a role with both grants can try it.
       const markId = randomUUID()
-      yield* refusedByGuard(/its mark of publication .* is before the event was created/)(sql.withTransaction(Effect.andThen(
-        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-            VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`,
-        sql`UPDATE outbox_events SET published_at = now() WHERE id = ${markId}::uuid`
-      )))
-      // The publisher's mark (clock_timestamp(), a later transaction) and the runbook's re-queue pass.
-      yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
-                 VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`
-      yield* sql`UPDATE outbox_events SET published_at = clock_timestamp(), attempt_count = attempt_count + 1 WHERE id = ${markId}::uuid AND published_at IS NULL`
-      yield* sql`UPDATE outbox_events SET published_at = NULL WHERE id = ${markId}::uuid`
-      yield* sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE id = ${markId}::uuid`
+      yield* Effect.gen(function* () {
+        const owner = yield* SqlClient.SqlClient
+        yield* refusedByGuard(/its mark of publication .* is before the event was created/)(owner.withTransaction(Effect.andThen(
+          owner`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`,
+          owner`UPDATE outbox_events SET published_at = now() WHERE id = ${markId}::uuid`
+        )))
+        // The publisher's mark (clock_timestamp(), a later transaction) and the runbook's re-queue pass.
+        yield* owner`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+                     VALUES (${markId}::uuid, 'payment', ${created.id}, 'payment_created', '{"version":1}')`
+        yield* owner`UPDATE outbox_events SET published_at = clock_timestamp(), attempt_count = attempt_count + 1 WHERE id = ${markId}::uuid AND published_at IS NULL`
+        yield* owner`UPDATE outbox_events SET published_at = NULL WHERE id = ${markId}::uuid`
+        yield* owner`UPDATE outbox_events SET published_at = clock_timestamp() WHERE id = ${markId}::uuid`
+      }).pipe(Effect.provide(yield* asOwner))
     }))
 
   it.effect("F8: a fee schedule's currency is one of the supported currencies, the same list as payments_currency_check", () =>

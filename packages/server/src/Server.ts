@@ -18,6 +18,8 @@ import {
   KafkaProducer,
   MetricsServerLive,
   ProcessMetricsLive,
+  PublisherDatabasePoolMetricsLive,
+  PublisherPostgresLive,
   Redis,
   TracingLive
 } from "@pay/infra"
@@ -59,6 +61,11 @@ export interface AppOptions {
    * share the API's client.
    */
   readonly consumersDatabase?: Layer.Layer<SqlClient.SqlClient, unknown, never> | undefined
+  /**
+   * The outbox publisher's own client (the role `pay_publisher`: migrations/0108). The server passes
+   * `PublisherPostgresLive`; absent (tests on a test database as its owner), it shares the API's client.
+   */
+  readonly publisherDatabase?: Layer.Layer<SqlClient.SqlClient, unknown, never> | undefined
 }
 
 /** The dependencies: a migrated Postgres, Redis and Kafka. */
@@ -140,14 +147,22 @@ const clusterListenOptions = (): { readonly exclusive?: true; readonly reusePort
 
 /**
  * The outbox publisher runs inside the server unless `OUTBOX_PUBLISHER_ENABLED=false` (then run
- * `node packages/outbox/src/main.ts` as its own process, as many as wanted: they share the work).
+ * `node packages/outbox/src/main.ts` as its own process, as many as wanted: they share the work),
+ * over its own client when one is given (AppOptions.publisherDatabase), whose role's grants are
+ * checked first: a wrong PUBLISHER_DATABASE_URL stops the server at start, naming it. A server with
+ * the publisher off opens no connection as its role.
  */
-export const PublisherLive = Layer.unwrap(
-  Effect.map(
-    Config.Boolean("OUTBOX_PUBLISHER_ENABLED").pipe(Config.withDefault(true)),
-    (enabled) => (enabled ? OutboxPublisherLive : Layer.empty)
+const publishingSide = (options: AppOptions) =>
+  Layer.unwrap(
+    Effect.map(Config.Boolean("OUTBOX_PUBLISHER_ENABLED").pipe(Config.withDefault(true)), (enabled) => {
+      const { publisherDatabase } = options
+      if (!enabled) return Layer.empty
+      if (publisherDatabase === undefined) return OutboxPublisherLive
+      return Layer.merge(OutboxPublisherLive, PublisherDatabasePoolMetricsLive).pipe(
+        Layer.provide(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE").pipe(Layer.provideMerge(publisherDatabase)))
+      )
+    })
   )
-)
 
 /**
  * The consumers (the settlement projection, docs/consumers.md) run inside the server unless
@@ -205,7 +220,7 @@ const consumingSide = (options: AppOptions) => {
  * dependencies (tests pass a test database and prefixes). One instance of each service is shared.
  */
 export const appLayer = (options: AppOptions = {}) =>
-  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, PublisherLive, consumingSide(options), ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
+  Layer.mergeAll(serveObserved(apiRoutes, { routerConfig }), IdempotencyWorkersLive, publishingSide(options), consumingSide(options), ProcessMetricsLive, DatabasePoolMetricsLive).pipe(
     Layer.merge(LedgerAuditLive.pipe(Layer.provide(Ledger.layer))),
     Layer.merge(AuthorizationExpiryLive),
     Layer.merge(LeaseCheckLive),
@@ -214,7 +229,7 @@ export const appLayer = (options: AppOptions = {}) =>
     Layer.provide(DatabaseClockLive)
   )
 
-export const ServerLive = appLayer({ consumersDatabase: ConsumersPostgresLive }).pipe(
+export const ServerLive = appLayer({ consumersDatabase: ConsumersPostgresLive, publisherDatabase: PublisherPostgresLive }).pipe(
   // The database clock's first reading before the socket listens (the same layer as appLayer's,
   // built once): connections queued on a restarted instance's socket wait for nothing but the
   // handlers (a kill -9 amid new connections left 5 of 1,771 waiting over 8 s on a loaded machine).

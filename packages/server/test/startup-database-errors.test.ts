@@ -51,3 +51,11 @@ it.live("consumers inside the server with CONSUMERS_DATABASE_URL naming the API'
     const error = yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: database.url, CONSUMERS_DATABASE_URL: app, CONSUMERS_ENABLED: "true" })
     assert.include(error, "CONSUMERS_DATABASE_URL: the role pay_app may not write processed_events")
   })), { timeout: 60_000 })
+
+it.live("the publisher inside the server with PUBLISHER_DATABASE_URL naming the API's role: exit 1, one 'server failed' line naming the setting", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const database = yield* acquireTestDatabase
+    const app = testDatabaseUrlAsRole(database.url, "pay_app")
+    const error = yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: database.url, PUBLISHER_DATABASE_URL: app })
+    assert.include(error, "PUBLISHER_DATABASE_URL: the role pay_app may not delete from outbox_events")
+  })), { timeout: 60_000 })

@@ -51,7 +51,7 @@ export const makeTestDatabase = (options: { readonly maxConnections?: number } =
     })
   )
 
-/** A test database's URL as one of the platform's roles (`pay_app`, `pay_consumer`: scripts/roles.sql), no password (trust on loopback). */
+/** A test database's URL as one of the platform's roles (`pay_app`, `pay_consumer`, `pay_publisher`: scripts/roles.sql), no password (trust on loopback). */
 export const testDatabaseUrlAsRole = (url: string, role: string): string => {
   const asRole = new URL(url)
   asRole.username = role

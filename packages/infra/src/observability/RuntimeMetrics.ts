@@ -2,7 +2,7 @@ import { type Config, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { boundedInt } from "../BoundedConfig.ts"
-import { ConsumersDatabasePoolSize, DatabasePoolSize } from "../Config.ts"
+import { ConsumersDatabasePoolSize, DatabasePoolSize, PublisherDatabasePoolSize } from "../Config.ts"
 import { answerTimeoutsSoFar } from "../PostgresAnswerWatch.ts"
 import { decodeRows } from "../SqlRows.ts"
 
@@ -27,10 +27,10 @@ const gcDuration = Metric.histogram("nodejs_gc_duration_seconds", {
   boundaries: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 })
 const dbConnections = Metric.gauge("db_client_connections", {
-  description: "This process' PostgreSQL connections by pool (api: DATABASE_URL; consumers: CONSUMERS_DATABASE_URL) and state (active, idle, idle in transaction, …)"
+  description: "This process' PostgreSQL connections by pool (api: DATABASE_URL; consumers: CONSUMERS_DATABASE_URL; publisher: PUBLISHER_DATABASE_URL) and state (active, idle, idle in transaction, …)"
 })
 const dbConnectionsMax = Metric.gauge("db_client_connections_max", {
-  description: "The size of each of this process' PostgreSQL pools (DATABASE_POOL_SIZE, CONSUMERS_DATABASE_POOL_SIZE)"
+  description: "The size of each of this process' PostgreSQL pools (DATABASE_POOL_SIZE, CONSUMERS_DATABASE_POOL_SIZE, PUBLISHER_DATABASE_POOL_SIZE)"
 })
 
 const sampleProcess = (histogram: ReturnType<typeof monitorEventLoopDelay>) =>
@@ -113,7 +113,7 @@ const ConnectionState = Schema.Struct({ state: Schema.String, connections: Schem
  * The process' Postgres connections by state, from `pg_stat_activity` (its own application_name),
  * and `db_client_connections_max` from the setting that sizes the pool sampled (`poolSize`).
  */
-export const databasePoolMetrics = (pool: "api" | "consumers", poolSize: Config.Config<number>): Layer.Layer<never, never, SqlClient.SqlClient> => Layer.effectDiscard(
+export const databasePoolMetrics = (pool: "api" | "consumers" | "publisher", poolSize: Config.Config<number>): Layer.Layer<never, never, SqlClient.SqlClient> => Layer.effectDiscard(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const interval_ms = yield* RuntimeMetricsInterval.pipe(Effect.orDie)
@@ -138,7 +138,7 @@ export const databasePoolMetrics = (pool: "api" | "consumers", poolSize: Config.
   })
 )
 
-/** The API's pool (DATABASE_POOL_SIZE): the server's, the publisher's (`pool="api"`). */
+/** The API's pool (DATABASE_POOL_SIZE): the server's (`pool="api"`). */
 export const DatabasePoolMetricsLive = databasePoolMetrics("api", DatabasePoolSize)
 
 /**
@@ -148,3 +148,6 @@ export const DatabasePoolMetricsLive = databasePoolMetrics("api", DatabasePoolSi
  * its API pool (not measured before: its connections showed as `unknown` in the API pool's).
  */
 export const ConsumersDatabasePoolMetricsLive = databasePoolMetrics("consumers", ConsumersDatabasePoolSize)
+
+/** The outbox publisher's pool (PUBLISHER_DATABASE_POOL_SIZE, `pool="publisher"`): in a server, and in the publisher's own process. */
+export const PublisherDatabasePoolMetricsLive = databasePoolMetrics("publisher", PublisherDatabasePoolSize)

@@ -186,6 +186,8 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       // The consumers and the webhook sender log in as their own role, as in a deployment
       // (migrations/0096): every test that runs them here also shows that role's grants suffice.
       const consumersDatabase = testDatabaseAsRole(info, "pay_consumer", 6)
+      // The publisher likewise, as its own role (migrations/0108).
+      const publisherDatabase = testDatabaseAsRole(info, "pay_publisher", 4)
       const state: FaultState = { armed: undefined, injected: 0, lastSqlState: undefined }
       const settlement = faultySettlement(state).pipe(
         Layer.provide(SettlementPosting.layer),
@@ -196,7 +198,7 @@ export const inProcessAppLayer = (options: InProcessAppOptions = {}) =>
       const acquirer = options.acquirer === undefined ? undefined : options.acquirer.pipe(Layer.provide(database))
       const redis = Redis.layerWith({ url: run.redisUrl, keyPrefix: `${run.redisKeyPrefix}${shortId()}:`, ...defaultRedisTimeouts })
       const http = NodeHttpServer.layer(createLimitedServer(socketLimitsDefault), { port: 0, host: "127.0.0.1" })
-      const app = appLayer({ settlement, acquirer, consumersDatabase }).pipe(
+      const app = appLayer({ settlement, acquirer, consumersDatabase, publisherDatabase }).pipe(
         Layer.provideMerge(Layer.mergeAll(http, redis, KafkaAdmin.layer, KafkaProducer.layer, KafkaConsumer.layer)),
         Layer.provide(database),
         Layer.provide(config),

@@ -1,0 +1,130 @@
+// The outbox publisher's own role (migrations/0108_publisher_role.sql). The re-test of 0104 hid a
+// real API cancel's event as `pay_app`: `LOCK TABLE outbox_events IN EXCLUSIVE MODE` (it held
+// DELETE for retention), which queues behind the writer, then a second transaction's mark: the
+// event never reached Kafka. Since 0108 only `pay_publisher` marks, re-queues and deletes; `pay_app`
+// writes events and reads them, nothing else. Each refusal below is SQLSTATE 42501 on the table it
+// attacks; without 0108 every one of them passes.
+import { assert, it } from "@effect/vitest"
+import { CreatePaymentInput, type MerchantId } from "@pay/domain"
+import { checkDatabaseRole, decodeRows, postgresLayer } from "@pay/infra"
+import { Ledger } from "@pay/ledger"
+import { MerchantRepository } from "@pay/merchants"
+import { OutboxStore, OutboxWriter } from "@pay/outbox"
+import { type ChangeContext, PaymentRepository } from "@pay/payments"
+import { FeeSchedules } from "@pay/settlement"
+import { acquireTestDatabase, expectSqlRefusal, testDatabaseAsRole } from "@pay/testkit"
+import { Effect, Exit, Layer, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+
+const permissionDenied = (table: string) => expectSqlRefusal({ code: "42501", message: new RegExp(`^permission denied for table ${table}$`) })
+const context: ChangeContext = { actor: "test:0108", correlationId: "corr-0108" }
+const paymentInput = (merchantId: MerchantId) =>
+  Schema.decodeUnknownSync(CreatePaymentInput)({ merchant_id: merchantId, amount_minor: 2_500, currency: "EUR", payment_method: "pm_card_visa" })
+const EventRow = Schema.Struct({ id: Schema.String, published: Schema.Boolean })
+
+const databases = Effect.gen(function* () {
+  const info = yield* acquireTestDatabase
+  const owner = postgresLayer({ url: Redacted.make(info.url), maxConnections: 1, applicationName: "pay-test-0108-owner" })
+  const app = Layer.mergeAll(PaymentRepository.layer, MerchantRepository.layer).pipe(
+    Layer.provideMerge(Layer.mergeAll(Ledger.layer, FeeSchedules.layer, OutboxWriter.layer)),
+    Layer.provideMerge(testDatabaseAsRole(info, "pay_app"))
+  )
+  const publisher = OutboxStore.layer.pipe(Layer.provideMerge(testDatabaseAsRole(info, "pay_publisher")))
+  return { info, owner, app, publisher }
+})
+
+/** A committed payment of a new merchant, made as pay_app; its one event (payment_created) unpublished. */
+const committedPayment = (name: string) =>
+  Effect.gen(function* () {
+    const merchant = yield* (yield* MerchantRepository).create(name)
+    return yield* (yield* PaymentRepository).create(paymentInput(merchant.id), context)
+  })
+
+const eventsOf = (paymentId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    decodeRows(EventRow)(sql`SELECT id::text, published_at IS NOT NULL AS published FROM outbox_events WHERE aggregate_id = ${paymentId} ORDER BY position`))
+
+it.effect("pay_app cannot hide an event: no lock on the table (the re-test's LOCK TABLE … EXCLUSIVE), no row lock, no mark from a later transaction, no delete or truncate; it still writes and reads events", () =>
+  Effect.gen(function* () {
+    const { app, owner } = yield* databases
+    const paymentId = yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* committedPayment("0108 app")
+      // The re-test's attack: the table locked against the publisher's claim, then the mark.
+      yield* permissionDenied("outbox_events")(sql.withTransaction(Effect.andThen(
+        sql`LOCK TABLE outbox_events IN EXCLUSIVE MODE`,
+        sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`
+      )))
+      // The mark alone, from a transaction later than the writer's (0104 refused only the writer's own).
+      yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET published_at = clock_timestamp() WHERE aggregate_id = ${payment.id}`)
+      yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET attempt_count = attempt_count + 1 WHERE aggregate_id = ${payment.id}`)
+      for (const strength of ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"]) {
+        yield* permissionDenied("outbox_events")(sql.withTransaction(sql.unsafe(`SELECT id FROM outbox_events FOR ${strength}`)))
+      }
+      // ROW EXCLUSIVE (what its inserts take) stays: it conflicts with none of the publisher's locks.
+      for (const mode of ["SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]) {
+        yield* permissionDenied("outbox_events")(sql.withTransaction(sql.unsafe(`LOCK TABLE outbox_events IN ${mode} MODE`)))
+      }
+      yield* permissionDenied("outbox_events")(sql`DELETE FROM outbox_events WHERE aggregate_id = ${payment.id}`)
+      yield* permissionDenied("outbox_events")(sql`TRUNCATE outbox_events`)
+      // What the API and operators do with the table still works: write (the create above) and read.
+      const [backlog] = yield* decodeRows(Schema.Struct({ unpublished: Schema.Number }))(sql`
+        SELECT count(*)::int AS unpublished FROM outbox_events WHERE published_at IS NULL`)
+      assert.strictEqual(backlog?.unpublished, 1)
+      return payment.id
+    }).pipe(Effect.provide(app))
+    const events = yield* eventsOf(paymentId).pipe(Effect.provide(owner))
+    assert.deepStrictEqual(events.map((event) => event.published), [false])
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
+it.effect("pay_publisher writes no event and changes nothing but the delivery bookkeeping; its claim, mark, failure record, re-queue and retention pass", () =>
+  Effect.gen(function* () {
+    const { app, owner, publisher } = yield* databases
+    const paymentId = yield* Effect.map(committedPayment("0108 publisher"), (payment) => payment.id).pipe(Effect.provide(app))
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const store = yield* OutboxStore
+      yield* permissionDenied("outbox_events")(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+        VALUES (gen_random_uuid(), 'payment', ${paymentId}, 'payment_created', '{"version":1}')`)
+      yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET payload = '{}'::jsonb WHERE aggregate_id = ${paymentId}`)
+      yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET aggregate_id = 'pay_elsewhere' WHERE aggregate_id = ${paymentId}`)
+      yield* permissionDenied("outbox_events")(sql`TRUNCATE outbox_events`)
+      // It reads the outbox only: not the payments, the ledger or the keys.
+      for (const table of ["payments", "ledger_entries", "idempotency_keys", "api_keys"]) {
+        yield* permissionDenied(table)(sql.unsafe(`SELECT count(*) FROM ${table}`))
+      }
+      // Its own work: a failed send recorded, then the claim and the mark, a re-queue, the mark again.
+      const claimedIds = yield* sql.withTransaction(Effect.gen(function* () {
+        const claimed = yield* store.claim(100)
+        yield* store.recordFailure(claimed.map((row) => row.id), "broker unavailable (test)")
+        return claimed.map((row) => row.id)
+      }))
+      assert.strictEqual(claimedIds.length, 1)
+      yield* sql.withTransaction(Effect.flatMap(store.claim(100), (claimed) => store.markPublished(claimed.map((row) => row.id))))
+      assert.deepStrictEqual(yield* store.requeue(0n, 100), { requeued: 1, nextPosition: (yield* positionAfter(paymentId)) })
+      yield* sql.withTransaction(Effect.flatMap(store.claim(100), (claimed) => store.markPublished(claimed.map((row) => row.id))))
+    }).pipe(Effect.provide(publisher))
+    const events = yield* eventsOf(paymentId).pipe(Effect.provide(owner))
+    assert.deepStrictEqual(events.map((event) => event.published), [true])
+    // Retention: a row published before the deleting transaction began goes.
+    const deleted = yield* Effect.flatMap(OutboxStore, (store) => store.deletePublishedBefore(new Date(Date.now() + 60_000), 100)).pipe(Effect.provide(publisher))
+    assert.strictEqual(deleted, 1)
+    assert.deepStrictEqual(yield* eventsOf(paymentId).pipe(Effect.provide(owner)), [])
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
+/** One past the position of the payment's (one) event: where a re-queue from 0 stops. */
+const positionAfter = (paymentId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(decodeRows(Schema.Struct({ position: Schema.BigInt }))(sql`SELECT position FROM outbox_events WHERE aggregate_id = ${paymentId}`), (rows) => (rows[0]?.position ?? -1n) + 1n))
+
+it.effect("the start-up check names PUBLISHER_DATABASE_URL when its role may not do the publisher's work (the API's role), and passes for pay_publisher", () =>
+  Effect.gen(function* () {
+    const { info } = yield* databases
+    const check = checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE")
+    const asApp = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_app", 1)))))
+    assert.isTrue(Exit.isFailure(asApp))
+    assert.include(JSON.stringify(asApp), "PUBLISHER_DATABASE_URL: the role pay_app may not delete from outbox_events")
+    const asPublisher = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_publisher", 1)))))
+    assert.isTrue(Exit.isSuccess(asPublisher))
+  }).pipe(Effect.scoped), { timeout: 60_000 })
