@@ -5,6 +5,7 @@
 --   pay_app            LOGIN: the application's role (grants in migrations/0012_app_role.sql)
 --   pay_consumer       LOGIN: the consumers' and webhook sender's role (migrations/0096_consumers_role.sql)
 --   pay_publisher      LOGIN: the outbox publisher's role (migrations/0108_publisher_role.sql)
+--   pay_keys           LOGIN: the role that issues and revokes API keys (migrations/0109_keys_role.sql)
 --   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
 DO $$
 BEGIN
@@ -16,6 +17,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_publisher') THEN
     CREATE ROLE pay_publisher LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_keys') THEN
+    CREATE ROLE pay_keys LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
     CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;

@@ -17,7 +17,8 @@
  *
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive|dismiss:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
- * the server. A command stops (exit 1, nothing done) when the database lacks a migration this build
+ * the server; the key commands (merchants create, keys create|revoke) KEYS_DATABASE_URL (the role
+ * pay_keys, the only one that writes API keys: migrations/0109). A command stops (exit 1, nothing done) when the database lacks a migration this build
  * carries; `pnpm cli migrate` applies them as MIGRATION_DATABASE_URL (the schema owner), and prints
  * {"newest_applied", "newest_carried"}.
  *
@@ -28,7 +29,20 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Currency, MerchantId, MerchantName, uuidPattern } from "@pay/domain"
-import { ConsumersDatabaseUrl, DatabaseUrl, databaseTarget, loggingWith, MigratingToolDatabaseLive, migrationProgress, migrationsInBrief, preloadKafkaLibrary, structuredWithTrace, ToolDatabaseLive } from "@pay/infra"
+import {
+  ConsumersDatabaseUrl,
+  DatabaseUrl,
+  databaseTarget,
+  KeysDatabaseUrl,
+  KeysToolDatabaseLive,
+  loggingWith,
+  MigratingToolDatabaseLive,
+  migrationProgress,
+  migrationsInBrief,
+  preloadKafkaLibrary,
+  structuredWithTrace,
+  ToolDatabaseLive
+} from "@pay/infra"
 import { type ParkedKey, ParkedKeys, PARKED_LIST_LIMIT_MAX } from "@pay/idempotency"
 import { ApiKeys, createMerchantWithKey, MerchantRepository } from "@pay/merchants"
 import { FeeSchedules, RefundFeeSettings } from "@pay/settlement"
@@ -97,10 +111,12 @@ const consumers = consumerCommand(args)
  * whatever URLs its environment holds.
  */
 const migrating = args.length === 1 && args[0] === "migrate"
+/** The commands that write API keys (and `merchants create`, a merchant with its first key): as `pay_keys`. */
+const writesKeys = args[0] === "keys" || (args[0] === "merchants" && args[1] === "create")
 const CliDatabaseLive: Layer.Layer<
   Layer.Success<typeof ToolDatabaseLive>,
   Layer.Error<typeof ToolDatabaseLive> | Layer.Error<typeof MigratingToolDatabaseLive>
-> = migrating ? MigratingToolDatabaseLive : ToolDatabaseLive
+> = migrating ? MigratingToolDatabaseLive : writesKeys ? KeysToolDatabaseLive : ToolDatabaseLive
 
 const program = Effect.gen(function* () {
   const [group, command, argument, ...rest] = args
@@ -202,6 +218,11 @@ const sayTarget = Effect.gen(function* () {
     const from = process.env["CONSUMERS_DATABASE_URL"] === undefined ? " (from DATABASE_URL: CONSUMERS_DATABASE_URL is not set)" : " (CONSUMERS_DATABASE_URL)"
     yield* Console.error(`consumers' database: ${databaseTarget(Redacted.value(yield* ConsumersDatabaseUrl))}${from}`)
   }
+  // The key commands write API keys as their role (migrations/0109): said too.
+  if (writesKeys) {
+    const from = process.env["KEYS_DATABASE_URL"] === undefined ? " (from DATABASE_URL: KEYS_DATABASE_URL is not set)" : " (KEYS_DATABASE_URL)"
+    yield* Console.error(`keys' database: ${databaseTarget(Redacted.value(yield* KeysDatabaseUrl))}${from}`)
+  }
 })
 
 /**
@@ -217,7 +238,9 @@ const sqlFailure = (error: SqlError) =>
       ? undefined
       : yield* Effect.orElseSucceed(Effect.map(ConsumersDatabaseUrl, (url) => databaseTarget(Redacted.value(url))), () => databaseTarget(""))
     if (error.reason._tag === "AuthorizationError") {
-      const consumersHint = consumersTarget === undefined ? "" : `; a consumer command writes the consumers' tables as CONSUMERS_DATABASE_URL (${consumersTarget}), which must be the role pay_consumer`
+      const consumersHint = consumersTarget === undefined
+        ? writesKeys ? "; a key command writes API keys as KEYS_DATABASE_URL, which must be the role pay_keys" : ""
+        : `; a consumer command writes the consumers' tables as CONSUMERS_DATABASE_URL (${consumersTarget}), which must be the role pay_consumer`
       return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command works as DATABASE_URL, the application's role pay_app${consumersHint}; docs/runbook.md)`, 1)
     }
     const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))

@@ -1,8 +1,11 @@
 // Issue 11: `pnpm cli keys revoke <unknown uuid>` printed "revoked" and exited 0. The operator's
 // commands, run as a process against a database of their own: the exit code says what happened.
+// Since migrations/0109 they write keys as their own role, pay_keys (KEYS_DATABASE_URL).
 import { assert, describe, it } from "@effect/vitest"
-import { acquireTestDatabase } from "@pay/testkit"
-import { Effect, Schema } from "effect"
+import { decodeRows, postgresLayer } from "@pay/infra"
+import { acquireTestDatabase, testDatabaseUrlAsRole } from "@pay/testkit"
+import { Effect, Redacted, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import { cli, describeRun } from "./support.ts"
 
 const CreatedKey = Schema.fromJsonString(Schema.Struct({ merchant_id: Schema.String, api_key_id: Schema.String, api_key: Schema.String }))
@@ -40,5 +43,32 @@ describe("pnpm cli keys revoke", () => {
 
       const usage = yield* cli(database.url, ["keys", "revoke"])
       assert.strictEqual(usage.exitCode, 2, describeRun(usage))
+    })), { timeout: 120_000 })
+})
+
+describe("the key commands' role (migrations/0109)", () => {
+  it.effect("as a deployment runs them (DATABASE_URL of pay_app): merchants create, keys create and keys revoke work as pay_keys, said on stderr; the API's URL given as KEYS_DATABASE_URL is refused in one line naming the setting, nothing written", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const database = yield* acquireTestDatabase
+      const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
+      const created = yield* cli(asApp, ["merchants", "create", "Keys role"], { MIGRATION_DATABASE_URL: database.url })
+      assert.strictEqual(created.exitCode, 0, describeRun(created))
+      assert.include(created.stderr, "keys' database: pay_keys@", describeRun(created))
+      const key = yield* Schema.decodeUnknownEffect(CreatedKey)(created.stdout)
+      const another = yield* cli(asApp, ["keys", "create", key.merchant_id])
+      assert.strictEqual(another.exitCode, 0, describeRun(another))
+      const revoked = yield* cli(asApp, ["keys", "revoke", key.api_key_id])
+      assert.strictEqual(revoked.exitCode, 0, describeRun(revoked))
+
+      const refused = yield* cli(asApp, ["keys", "create", key.merchant_id], { KEYS_DATABASE_URL: asApp })
+      assert.strictEqual(refused.exitCode, 1, describeRun(refused))
+      assert.strictEqual(refused.stdout, "", "no key printed")
+      assert.include(refused.stderr, "KEYS_DATABASE_URL, which must be the role pay_keys", describeRun(refused))
+      const keys = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        decodeRows(Schema.Struct({ keys: Schema.Number, live: Schema.Number }))(sql`
+          SELECT count(*)::int AS keys, count(*) FILTER (WHERE revoked_at IS NULL)::int AS live FROM api_keys WHERE merchant_id = ${key.merchant_id}`)).pipe(
+        Effect.provide(postgresLayer({ url: Redacted.make(database.url), maxConnections: 1, applicationName: "pay-test-keys-role" }))
+      )
+      assert.deepStrictEqual(keys, [{ keys: 2, live: 1 }])
     })), { timeout: 120_000 })
 })

@@ -23,6 +23,7 @@ import { defaultIdleInTransactionTimeout_ms, idleInTransactionTimeoutBounds } fr
  * | `CONSUMERS_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
  * | `PUBLISHER_DATABASE_URL` | `DATABASE_URL` with the user `pay_app` replaced by `pay_publisher` (no password); any other user: `DATABASE_URL` | 1..2048 characters |
  * | `PUBLISHER_DATABASE_POOL_SIZE` | 10                                  | 1..200                        |
+ * | `KEYS_DATABASE_URL`  | `DATABASE_URL` with the user `pay_app` replaced by `pay_keys` (no password); any other user: `DATABASE_URL` | 1..2048 characters |
  * | `DATABASE_ANSWER_TIMEOUT_MS` | 10000 in services, 0 (off) in the CLI | 0..600000                     |
  * | `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` | 30000                  | 0 (off) or 1000..3600000      |
  * | `MIGRATION_LOCK_TIMEOUT_MS` | 10000                                  | 100..600000                   |
@@ -49,6 +50,7 @@ export const DatabaseUrl = databaseUrlConfig("DATABASE_URL").pipe(
 export const applicationRole = "pay_app"
 export const consumersRole = "pay_consumer"
 export const publisherRole = "pay_publisher"
+export const keysRole = "pay_keys"
 
 /**
  * `pay_app`'s URL with another of the services' roles instead (`role`), and no password; any other URL unchanged. The
@@ -101,6 +103,19 @@ export const PublisherDatabaseUrl = Config.all({
   application: DatabaseUrl
 }).pipe(
   Config.map(({ publisher, application }) => Option.getOrElse(publisher, () => roleUrlOf(application, publisherRole)))
+)
+
+/**
+ * The connection of the CLI's key commands (`merchants create`, `keys create`, `keys revoke`): the
+ * role `pay_keys`, which alone inserts and revokes API keys (migrations/0109_keys_role.sql,
+ * docs/security.md). Unset: `DATABASE_URL` with its user `pay_app` replaced by `pay_keys` and no
+ * password; any other user's `DATABASE_URL` as it is. A value that is set but invalid is an error.
+ */
+export const KeysDatabaseUrl = Config.all({
+  keys: Config.option(databaseUrlConfig("KEYS_DATABASE_URL")),
+  application: DatabaseUrl
+}).pipe(
+  Config.map(({ keys, application }) => Option.getOrElse(keys, () => roleUrlOf(application, keysRole)))
 )
 
 /**

@@ -12,6 +12,7 @@ import {
   DatabaseIdleInTransactionTimeout,
   DatabasePoolSize,
   DatabaseUrl,
+  KeysDatabaseUrl,
   MigrationDatabaseUrl,
   MigrationLockTimeout,
   PublisherDatabasePoolSize,
@@ -342,6 +343,14 @@ export const SchemaCurrentRequired = Layer.effectDiscard(
  * the schema checked, not migrated: an operator's read during an incident never changes it.
  */
 export const ToolDatabaseLive = SchemaCurrentRequired.pipe(Layer.provideMerge(PostgresToolLive))
+
+/**
+ * The CLI's key commands' client (`KEYS_DATABASE_URL`, the role `pay_keys`: migrations/0109), two
+ * connections at most, the schema checked as for the other commands.
+ */
+export const KeysToolDatabaseLive = SchemaCurrentRequired.pipe(
+  Layer.provideMerge(postgresFrom(KeysDatabaseUrl, Config.succeed(2), 0, `${platformApplicationName}/keys`))
+)
 
 /** A tool that applies pending migrations (`pnpm cli migrate`) as the owner, then works as `DATABASE_URL`. */
 export const MigratingToolDatabaseLive = PostgresToolLive.pipe(Layer.provideMerge(OwnerMigrationsLive))

@@ -4,7 +4,7 @@ import { assert, it } from "@effect/vitest"
 import { acquireEmptyTestDatabase, acquireTestDatabase } from "@pay/testkit"
 import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { ConsumersDatabaseUrl, MigrationDatabaseUrl, PublisherDatabaseUrl } from "../src/Config.ts"
+import { ConsumersDatabaseUrl, KeysDatabaseUrl, MigrationDatabaseUrl, PublisherDatabaseUrl } from "../src/Config.ts"
 import { DatabaseLive, decodeRows, migrationsDirectory, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
 import { readdirSync } from "node:fs"
 
@@ -70,6 +70,17 @@ it.effect("PUBLISHER_DATABASE_URL: its own value, else DATABASE_URL as pay_publi
       Result.succeed("postgres://pay_publisher:p@h/db")
     )
     assert.isTrue(Result.isFailure(yield* publisherUrlOf({ PUBLISHER_DATABASE_URL: "has spaces" })))
+  }))
+
+it.effect("KEYS_DATABASE_URL: its own value, else DATABASE_URL as pay_keys when that is pay_app's (no password), else DATABASE_URL", () =>
+  Effect.gen(function* () {
+    const keysUrlOf = (env: Record<string, string>) =>
+      Effect.result(KeysDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(Effect.map(Result.map(Redacted.value)))
+    assert.deepStrictEqual(yield* keysUrlOf({}), Result.succeed("postgres://pay_keys@127.0.0.1:5432/payments"))
+    assert.deepStrictEqual(yield* keysUrlOf({ DATABASE_URL: "postgres://pay_app:s@h:6432/pay?sslmode=require" }), Result.succeed("postgres://pay_keys@h:6432/pay?sslmode=require"))
+    assert.deepStrictEqual(yield* keysUrlOf({ DATABASE_URL: "postgres://owner@h/db" }), Result.succeed("postgres://owner@h/db"))
+    assert.deepStrictEqual(yield* keysUrlOf({ KEYS_DATABASE_URL: "postgres://pay_keys:k@h/db" }), Result.succeed("postgres://pay_keys:k@h/db"))
+    assert.isTrue(Result.isFailure(yield* keysUrlOf({ KEYS_DATABASE_URL: "has spaces" })))
   }))
 
 it.effect("DatabaseLive migrates an empty database as the owner, then serves the application as pay_app", () =>

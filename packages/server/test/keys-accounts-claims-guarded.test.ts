@@ -18,7 +18,14 @@ import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 
 const refusedByGuard = (message: RegExp) => expectSqlRefusal({ code: "23000", message })
+const permissionDenied = expectSqlRefusal({ code: "42501", message: /^permission denied for table api_keys$/ })
 const asOwner = (info: TestDatabaseInfo) => postgresLayer({ url: Redacted.make(info.url), maxConnections: 2, applicationName: "pay-test-0105-owner" })
+
+/** The API's authentication of `secret`, as pay_app (its role), no cache. */
+const authenticateAsApp = (info: TestDatabaseInfo, secret: string) =>
+  Effect.flatMap(ApiKeys, (keys) => keys.authenticate(secret)).pipe(
+    Effect.provide(ApiKeys.layerWith({ ttl_ms: 0, entries_max: 100 }).pipe(Layer.provideMerge(testDatabaseAsRole(info, "pay_app", 1))))
+  )
 
 /** Merchants as the operator creates them (the owner: the test's setup, not under attack). */
 const merchants = (info: TestDatabaseInfo, count: number) =>
@@ -33,7 +40,7 @@ const merchants = (info: TestDatabaseInfo, count: number) =>
     return ids
   }).pipe(Effect.provide(asOwner(info)))
 
-it.effect("F9: an API key never moves to another merchant or changes its secret, and a revocation is final (revoked_at only from NULL to a value); create, authenticate and revoke still work as pay_app", () =>
+it.effect("F9: an API key never moves to another merchant or changes its secret, and a revocation is final (revoked_at only from NULL to a value); create and revoke work as pay_keys, authenticate as pay_app, which writes no key (0109)", () =>
   Effect.gen(function* () {
     const info = yield* acquireTestDatabase
     const [alice, bob] = yield* merchants(info, 2)
@@ -47,20 +54,25 @@ it.effect("F9: an API key never moves to another merchant or changes its secret,
       const created = yield* keys.create(alice)
       const secret = Redacted.value(created.secret)
       const rowOf = (id: string) => decodeRows(Row)(sql`SELECT merchant_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${id}::uuid`)
-      // The review's reproduction: alice's key moved to bob (its secret would authenticate as bob).
-      yield* fixed(sql`UPDATE api_keys SET merchant_id = ${bob} WHERE id = ${created.id}::uuid`)
-      yield* fixed(sql`UPDATE api_keys SET key_hash = sha256('sk_test_another'::bytea) WHERE id = ${created.id}::uuid`)
-      yield* fixed(sql`UPDATE api_keys SET prefix = 'sk_test_zzzz' WHERE id = ${created.id}::uuid`)
-      yield* fixed(sql`UPDATE api_keys SET created_at = created_at - interval '1 day' WHERE id = ${created.id}::uuid`)
-      yield* fixed(sql`UPDATE api_keys SET id = gen_random_uuid() WHERE id = ${created.id}::uuid`)
-      assert.deepStrictEqual(yield* keys.authenticate(secret), { merchantId: alice, apiKeyId: created.id })
+      // The review's reproduction, alice's key moved to bob (its secret would authenticate as bob):
+      // pay_keys may change revoked_at alone (0109); the guard below holds for a role that may more.
+      yield* permissionDenied(sql`UPDATE api_keys SET merchant_id = ${bob} WHERE id = ${created.id}::uuid`)
+      yield* Effect.gen(function* () {
+        const owner = yield* SqlClient.SqlClient
+        yield* fixed(owner`UPDATE api_keys SET merchant_id = ${bob} WHERE id = ${created.id}::uuid`)
+        yield* fixed(owner`UPDATE api_keys SET key_hash = sha256('sk_test_another'::bytea) WHERE id = ${created.id}::uuid`)
+        yield* fixed(owner`UPDATE api_keys SET prefix = 'sk_test_zzzz' WHERE id = ${created.id}::uuid`)
+        yield* fixed(owner`UPDATE api_keys SET created_at = created_at - interval '1 day' WHERE id = ${created.id}::uuid`)
+        yield* fixed(owner`UPDATE api_keys SET id = gen_random_uuid() WHERE id = ${created.id}::uuid`)
+      }).pipe(Effect.provide(asOwner(info)))
+      assert.deepStrictEqual(yield* authenticateAsApp(info, secret), { merchantId: alice, apiKeyId: created.id })
 
       // The application's revocation: once, then "already"; the key refused from then on.
       const revoked = yield* keys.revoke(created.id)
       assert.strictEqual(revoked._tag, "Revoked")
       const again = yield* keys.revoke(created.id)
       assert.deepStrictEqual([again._tag, again.revokedAt.getTime()], ["AlreadyRevoked", revoked.revokedAt.getTime()])
-      const refused = yield* Effect.flip(keys.authenticate(secret))
+      const refused = yield* Effect.flip(authenticateAsApp(info, secret))
       assert.strictEqual(refused._tag === "Unauthorized" ? refused.reason : refused._tag, "unknown_or_revoked")
       // The review's other reproduction: the revoked key brought back; nor is its instant moved.
       yield* forGood(sql`UPDATE api_keys SET revoked_at = NULL WHERE id = ${created.id}::uuid`)
@@ -72,6 +84,18 @@ it.effect("F9: an API key never moves to another merchant or changes its secret,
       yield* sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = ${other.id}::uuid`
       assert.deepStrictEqual(yield* rowOf(other.id), [{ merchant_id: bob, revoked: true }])
       assert.strictEqual((yield* keys.revoke(other.id))._tag, "AlreadyRevoked")
+    }).pipe(Effect.provide(ApiKeys.layerWith({ ttl_ms: 0, entries_max: 100 }).pipe(Layer.provideMerge(testDatabaseAsRole(info, "pay_keys")))))
+
+    // The API's role reads keys and writes none (0109): the re-test of 0104/0105 inserted a key with a
+    // hash of its choice as pay_app and refunded the merchant's payment through the API with it.
+    yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* permissionDenied(sql`
+        INSERT INTO api_keys (id, merchant_id, key_hash, prefix) VALUES (gen_random_uuid(), ${bob}, sha256('sk_test_planted'::bytea), 'sk_test_plan')`)
+      yield* permissionDenied(sql`UPDATE api_keys SET revoked_at = clock_timestamp() WHERE merchant_id = ${bob}`)
+      yield* permissionDenied(sql`DELETE FROM api_keys WHERE merchant_id = ${bob}`)
+      yield* Effect.flip(Effect.flatMap(ApiKeys, (keys) => keys.create(bob))).pipe(Effect.tap((error) =>
+        Effect.sync(() => assert.include(JSON.stringify(error), `"code":"42501"`))))
     }).pipe(Effect.provide(ApiKeys.layerWith({ ttl_ms: 0, entries_max: 100 }).pipe(Layer.provideMerge(testDatabaseAsRole(info, "pay_app")))))
 
     // The owner is held too: a revoked key stays revoked whoever asks.
