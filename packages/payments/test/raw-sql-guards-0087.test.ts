@@ -276,19 +276,26 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0087: 
       const sql = yield* SqlClient.SqlClient
       const { created } = yield* createdPayment("Guards F5")
       const insertedPublished = refusedByGuard(/cannot be inserted already published/)
-      // The review's reproduction: a CREATED payment canceled with its history and an event born published.
-      yield* insertedPublished(sql.withTransaction(Effect.gen(function* () {
-        yield* sql`UPDATE payments SET status = 'CANCELED', version = version + 1, updated_at = now() WHERE id = ${created.id}`
-        yield* sql`
+      // The review's reproduction: a CREATED payment canceled with its history and an event born
+      // published. Since 0110 pay_app inserts the writer's columns only (42501 on published_at); the
+      // guard is tried as the owner, who may write the column.
+      const cancelBornPublished = (db: SqlClient.SqlClient) => db.withTransaction(Effect.gen(function* () {
+        yield* db`UPDATE payments SET status = 'CANCELED', version = version + 1, updated_at = now() WHERE id = ${created.id}`
+        yield* db`
           INSERT INTO payment_status_history (payment_id, version, from_status, to_status, actor, correlation_id, occurred_at)
           VALUES (${created.id}, 2, 'CREATED', 'CANCELED', 'attacker', 'x', now())`
-        yield* sql`
+        yield* db`
           INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, published_at)
           VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', '{"version":2}', '2000-01-01')`
-      })))
-      yield* insertedPublished(sql`
-        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, published_at)
-        VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', '{"version":2}', clock_timestamp())`)
+      }))
+      yield* expectSqlRefusal({ code: "42501", message: /^permission denied for table outbox_events$/ })(cancelBornPublished(sql))
+      yield* Effect.gen(function* () {
+        const owner = yield* SqlClient.SqlClient
+        yield* insertedPublished(cancelBornPublished(owner))
+        yield* insertedPublished(owner`
+          INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, published_at)
+          VALUES (gen_random_uuid(), 'payment', ${created.id}, 'payment_canceled', '{"version":2}', clock_timestamp())`)
+      }).pipe(Effect.provide(yield* asOwner))
       const [status] = yield* decodeRows(Schema.Struct({ status: Schema.String }))(sql`SELECT status FROM payments WHERE id = ${created.id}`)
       assert.strictEqual(status?.status, "CREATED")
       // A mark before the row's creation: in the creating transaction, "now" is before created_at.
@@ -405,9 +412,13 @@ layer(GuardsLayer, { excludeTestServices: true, timeout: "60 seconds" })("0090: 
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const payment = yield* settledPayment("Guards R2", 1_000, "USD")
-      yield* refusedByGuard(/is dated in the future: created_at .* is after its insert/)(sql`
+      const datedIn2100 = (db: SqlClient.SqlClient) => db`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload, created_at)
-        VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', '{"version":3}', '2100-01-01')`)
+        VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', '{"version":3}', '2100-01-01')`
+      // pay_app may not write created_at at all since 0110; the guard holds for the owner, who may.
+      yield* expectSqlRefusal({ code: "42501", message: /^permission denied for table outbox_events$/ })(datedIn2100(sql))
+      yield* refusedByGuard(/is dated in the future: created_at .* is after its insert/)(
+        Effect.flatMap(SqlClient.SqlClient, datedIn2100).pipe(Effect.provide(yield* asOwner)))
       // The column's default (the insert's own clock) passes.
       yield* sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
                  VALUES (gen_random_uuid(), 'payment', ${payment.id}, 'payment_settled', '{"version":3}')`

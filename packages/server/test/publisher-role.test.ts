@@ -1,4 +1,5 @@
-// The outbox publisher's own role (migrations/0108_publisher_role.sql). The re-test of 0104 hid a
+// The outbox publisher's own role (migrations/0108_publisher_role.sql), and the outbox rows bounded
+// (0110: the outside review of 0108's F1 and F2, last test). The re-test of 0104 hid a
 // real API cancel's event as `pay_app`: `LOCK TABLE outbox_events IN EXCLUSIVE MODE` (it held
 // DELETE for retention), which queues behind the writer, then a second transaction's mark: the
 // event never reached Kafka. Since 0108 only `pay_publisher` marks, re-queues and deletes; `pay_app`
@@ -127,4 +128,42 @@ it.effect("the start-up check names PUBLISHER_DATABASE_URL when its role may not
     assert.include(JSON.stringify(asApp), "PUBLISHER_DATABASE_URL: the role pay_app may not delete from outbox_events")
     const asPublisher = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_publisher", 1)))))
     assert.isTrue(Exit.isSuccess(asPublisher))
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
+it.effect("0110: as pay_app, a real event copied with a 2 MB correlation id (Kafka refused every batch that held it, for ever), an unknown or malformed header, a payload over 16 KiB or a 65-character type is refused, and so is a position of its choosing; the writer's own events pass", () =>
+  Effect.gen(function* () {
+    const { app, owner } = yield* databases
+    const paymentId = yield* Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const payment = yield* committedPayment("0110 app")
+      const bounded = (constraint: string) => expectSqlRefusal({ code: "23514", constraint })
+      /** The payment's real event copied, with these headers, these members added, and this type when given. */
+      const copyWith = (headers: string, payloadExtra: string, eventType?: string) => sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+        SELECT gen_random_uuid(), aggregate_type, aggregate_id, coalesce(${eventType ?? null}::text, event_type), event_version,
+               payload || ${payloadExtra}::jsonb, ${headers}::jsonb
+        FROM outbox_events WHERE aggregate_id = ${payment.id}`
+      // The review's row: the payment's real event, its correlation id 2 MB long.
+      yield* bounded("outbox_events_headers_known")(sql`
+        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+        SELECT gen_random_uuid(), aggregate_type, aggregate_id, event_type, event_version, payload,
+               jsonb_build_object('correlation_id', repeat('x', 2 * 1024 * 1024))
+        FROM outbox_events WHERE aggregate_id = ${payment.id}`)
+      yield* bounded("outbox_events_headers_known")(copyWith(`{"correlation_id":"c-0110","x-extra":"y"}`, "{}"))
+      yield* bounded("outbox_events_headers_known")(copyWith(`{"correlation_id":""}`, "{}"))
+      yield* bounded("outbox_events_headers_known")(copyWith(`{"correlation_id":7}`, "{}"))
+      yield* bounded("outbox_events_headers_known")(copyWith(`{"traceparent":"00-${"a".repeat(32)}-${"b".repeat(16)}-0"}`, "{}"))
+      yield* bounded("outbox_events_headers_known")(copyWith(`[]`, "{}"))
+      yield* bounded("outbox_events_payload_bounded")(copyWith(`{"correlation_id":"c-0110"}`, JSON.stringify({ pad: "x".repeat(17_000) })))
+      yield* bounded("outbox_events_names_bounded")(copyWith(`{"correlation_id":"c-0110"}`, "{}", "payment_" + "x".repeat(57)))
+      // The identity column is the database's: no position of the writer's choosing.
+      yield* permissionDenied("outbox_events")(sql`
+        INSERT INTO outbox_events (id, position, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
+        OVERRIDING SYSTEM VALUE
+        SELECT gen_random_uuid(), -5, aggregate_type, aggregate_id, event_type, event_version, payload, headers
+        FROM outbox_events WHERE aggregate_id = ${payment.id}`)
+      return payment.id
+    }).pipe(Effect.provide(app))
+    // Nothing of the above was written: the payment's one real event only.
+    assert.strictEqual((yield* eventsOf(paymentId).pipe(Effect.provide(owner))).length, 1)
   }).pipe(Effect.scoped), { timeout: 60_000 })
