@@ -34,12 +34,14 @@ import {
   DatabaseUrl,
   databaseTarget,
   KeysDatabaseUrl,
+  keysLockTimeout_ms,
   KeysToolDatabaseLive,
   loggingWith,
   MigratingToolDatabaseLive,
   migrationProgress,
   migrationsInBrief,
   preloadKafkaLibrary,
+  sqlStateOf,
   structuredWithTrace,
   ToolDatabaseLive
 } from "@pay/infra"
@@ -208,20 +210,27 @@ const keepRunningWhenOutputCloses = Effect.sync(() => {
  * read as healthy (outside operator review). The URL without its password.
  */
 const configuredTarget = Effect.gen(function* () {
-  return databaseTarget(Redacted.value(yield* DatabaseUrl))
+  return databaseTarget(Redacted.value(yield* (writesKeys ? KeysDatabaseUrl : DatabaseUrl)))
 })
 
+/**
+ * Where this command's database comes from, in words. A key command connects only as
+ * KEYS_DATABASE_URL (migrations/0109), derived from DATABASE_URL when unset: a failure named
+ * DATABASE_URL for it sent operators to the wrong setting (outside review of 0109).
+ */
+const targetSource = (): string => {
+  const application = process.env["DATABASE_URL"] === undefined ? "DATABASE_URL is not set: the local default" : "DATABASE_URL"
+  if (!writesKeys) return application
+  if (process.env["KEYS_DATABASE_URL"] !== undefined) return "KEYS_DATABASE_URL"
+  return `KEYS_DATABASE_URL is not set: derived from ${application === "DATABASE_URL" ? "DATABASE_URL" : "the local default"}`
+}
+
 const sayTarget = Effect.gen(function* () {
-  yield* Console.error(`database: ${yield* configuredTarget}${process.env["DATABASE_URL"] === undefined ? " (DATABASE_URL is not set: the local default)" : " (DATABASE_URL)"}`)
+  yield* Console.error(`database: ${yield* configuredTarget} (${targetSource()})`)
   // The consumer commands write the consumers' tables as their role (migrations/0096): said too.
   if (consumers !== undefined) {
     const from = process.env["CONSUMERS_DATABASE_URL"] === undefined ? " (from DATABASE_URL: CONSUMERS_DATABASE_URL is not set)" : " (CONSUMERS_DATABASE_URL)"
     yield* Console.error(`consumers' database: ${databaseTarget(Redacted.value(yield* ConsumersDatabaseUrl))}${from}`)
-  }
-  // The key commands write API keys as their role (migrations/0109): said too.
-  if (writesKeys) {
-    const from = process.env["KEYS_DATABASE_URL"] === undefined ? " (from DATABASE_URL: KEYS_DATABASE_URL is not set)" : " (KEYS_DATABASE_URL)"
-    yield* Console.error(`keys' database: ${databaseTarget(Redacted.value(yield* KeysDatabaseUrl))}${from}`)
   }
 })
 
@@ -239,15 +248,24 @@ const sqlFailure = (error: SqlError) =>
       : yield* Effect.orElseSucceed(Effect.map(ConsumersDatabaseUrl, (url) => databaseTarget(Redacted.value(url))), () => databaseTarget(""))
     if (error.reason._tag === "AuthorizationError") {
       const consumersHint = consumersTarget === undefined
-        ? writesKeys ? "; a key command writes API keys as KEYS_DATABASE_URL, which must be the role pay_keys" : ""
+        ? ""
         : `; a consumer command writes the consumers' tables as CONSUMERS_DATABASE_URL (${consumersTarget}), which must be the role pay_consumer`
-      return yield* report(`the database refused this role: ${cause ?? error.message}\n(a command works as DATABASE_URL, the application's role pay_app${consumersHint}; docs/runbook.md)`, 1)
+      const works = writesKeys
+        ? "a key command works as KEYS_DATABASE_URL, which must be the role pay_keys (unset: DATABASE_URL with the user pay_app replaced)"
+        : `a command works as DATABASE_URL, the application's role pay_app${consumersHint}`
+      return yield* report(`the database refused this role: ${cause ?? error.message}\n(${works}; docs/runbook.md)`, 1)
+    }
+    if (sqlStateOf(error) === "55P03") {
+      // lock_timeout (keysLockTimeout_ms): a key command behind another session's lock on the row.
+      return yield* report(`a row this command changes is locked by another session (waited ${keysLockTimeout_ms / 1_000} s): nothing changed; try again, or find the holder in pg_locks / pg_stat_activity`, 1)
     }
     const target = yield* Effect.orElseSucceed(configuredTarget, () => databaseTarget(""))
     const where = consumersTarget === undefined
       ? `database ${target}`
       : `database ${target} (DATABASE_URL) or the consumers' ${consumersTarget} (CONSUMERS_DATABASE_URL)`
-    const from = consumersTarget === undefined ? "the database comes from DATABASE_URL" : "the databases come from DATABASE_URL and CONSUMERS_DATABASE_URL"
+    const from = consumersTarget === undefined
+      ? `the database comes from ${writesKeys ? "KEYS_DATABASE_URL (unset: derived from DATABASE_URL)" : "DATABASE_URL"}`
+      : "the databases come from DATABASE_URL and CONSUMERS_DATABASE_URL"
     return yield* report(`${where}: ${error.message}${cause === undefined ? "" : ` (${cause})`}\n(${from}: run the CLI with the deployment's environment)`, 1)
   })
 

@@ -65,7 +65,8 @@ describe("pnpm cli: refusals and failures on stderr, with their exit code", () =
       assert.include(keyForNobody.stderr, `no merchant ${merchant}: nothing changed`)
       assert.notInclude(keyForNobody.stderr, "    at ")
       // Every command says which database it works on (never the password).
-      assert.include(keyForNobody.stderr, `database: ${databaseTarget(database.url)} (DATABASE_URL)`)
+      // A key command's is KEYS_DATABASE_URL's (here derived from DATABASE_URL, an owner's: as it is).
+      assert.include(keyForNobody.stderr, `database: ${databaseTarget(database.url)} (KEYS_DATABASE_URL is not set: derived from DATABASE_URL)`)
 
       const unknownParked = yield* cli(database.url, ["dlq", "redrive", "999999"])
       assert.strictEqual(unknownParked.exitCode, 1, describeRun(unknownParked))

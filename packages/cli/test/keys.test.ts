@@ -53,7 +53,8 @@ describe("the key commands' role (migrations/0109)", () => {
       const asApp = testDatabaseUrlAsRole(database.url, "pay_app")
       const created = yield* cli(asApp, ["merchants", "create", "Keys role"], { MIGRATION_DATABASE_URL: database.url })
       assert.strictEqual(created.exitCode, 0, describeRun(created))
-      assert.include(created.stderr, "keys' database: pay_keys@", describeRun(created))
+      assert.include(created.stderr, "database: pay_keys@", describeRun(created))
+      assert.notInclude(created.stderr, "pay_app@", "a key command never connects as pay_app")
       const key = yield* Schema.decodeUnknownEffect(CreatedKey)(created.stdout)
       const another = yield* cli(asApp, ["keys", "create", key.merchant_id])
       assert.strictEqual(another.exitCode, 0, describeRun(another))
@@ -70,5 +71,30 @@ describe("the key commands' role (migrations/0109)", () => {
         Effect.provide(postgresLayer({ url: Redacted.make(database.url), maxConnections: 1, applicationName: "pay-test-keys-role" }))
       )
       assert.deepStrictEqual(keys, [{ keys: 2, live: 1 }])
+      // merchants create refused the same way leaves no merchant without its key (one transaction).
+      const orphan = yield* cli(asApp, ["merchants", "create", "Keys role orphan"], { KEYS_DATABASE_URL: asApp })
+      assert.strictEqual(orphan.exitCode, 1, describeRun(orphan))
+      // A keys database that does not answer is named as such, with its setting (not DATABASE_URL's).
+      const unreachable = yield* cli(asApp, ["keys", "create", key.merchant_id], { KEYS_DATABASE_URL: "postgres://pay_keys@127.0.0.1:1/nothing" })
+      assert.strictEqual(unreachable.exitCode, 1, describeRun(unreachable))
+      assert.include(unreachable.stderr, "database pay_keys@127.0.0.1:1/nothing: ", describeRun(unreachable))
+      assert.include(unreachable.stderr, "the database comes from KEYS_DATABASE_URL", describeRun(unreachable))
+      assert.notInclude(unreachable.stderr, "pay_app@")
+      const owner = postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test-keys-role" })
+      const merchants = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        decodeRows(Schema.Struct({ merchants: Schema.Number }))(sql`SELECT count(*)::int AS merchants FROM merchants WHERE name = 'Keys role orphan'`)).pipe(Effect.provide(owner))
+      assert.deepStrictEqual(merchants, [{ merchants: 0 }])
+      // A revocation behind another session's lock on the key ends, saying so, instead of waiting for ever.
+      const fresh = yield* Schema.decodeUnknownEffect(CreatedKey)((yield* cli(asApp, ["keys", "create", key.merchant_id])).stdout)
+      const blocked = yield* Effect.scoped(Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        return yield* sql.withTransaction(Effect.andThen(
+          sql`SELECT id FROM api_keys WHERE id = ${fresh.api_key_id}::uuid FOR UPDATE`,
+          cli(asApp, ["keys", "revoke", fresh.api_key_id])
+        ))
+      })).pipe(Effect.provide(owner))
+      assert.strictEqual(blocked.exitCode, 1, describeRun(blocked))
+      assert.include(blocked.stderr, "locked by another session", describeRun(blocked))
+      assert.strictEqual((yield* cli(asApp, ["keys", "revoke", fresh.api_key_id])).exitCode, 0)
     })), { timeout: 120_000 })
 })

@@ -344,12 +344,18 @@ export const SchemaCurrentRequired = Layer.effectDiscard(
  */
 export const ToolDatabaseLive = SchemaCurrentRequired.pipe(Layer.provideMerge(PostgresToolLive))
 
+/** How long a key command waits for a row lock (a key being revoked elsewhere) before it says so. */
+export const keysLockTimeout_ms = 5_000
+
 /**
  * The CLI's key commands' client (`KEYS_DATABASE_URL`, the role `pay_keys`: migrations/0109), two
- * connections at most, the schema checked as for the other commands.
+ * connections at most, the schema checked as for the other commands, and row locks waited for at
+ * most `keysLockTimeout_ms`: a revocation behind another session's lock on the key waited in silence
+ * for ever (outside review of 0109); now it ends in a line saying so.
  */
 export const KeysToolDatabaseLive = SchemaCurrentRequired.pipe(
-  Layer.provideMerge(postgresFrom(KeysDatabaseUrl, Config.succeed(2), 0, `${platformApplicationName}/keys`))
+  Layer.provideMerge(Layer.unwrap(Effect.map(KeysDatabaseUrl, (url) =>
+    postgresLayer({ url, maxConnections: 2, lockTimeout_ms: keysLockTimeout_ms, applicationName: `${platformApplicationName}/keys` }))))
 )
 
 /** A tool that applies pending migrations (`pnpm cli migrate`) as the owner, then works as `DATABASE_URL`. */

@@ -1,9 +1,9 @@
-import { type KafkaError, KafkaProducer } from "@pay/infra"
+import { KafkaProducer } from "@pay/infra"
 import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { OutboxStore } from "./OutboxStore.ts"
-import { makeHousekeeping, makePublishBatch, makeRun, type PublisherParts } from "./PublisherLoop.ts"
+import { makeHousekeeping, makePublishBatch, makeRun, type PublishFailure, type PublisherParts } from "./PublisherLoop.ts"
 import { type BatchResult, type PublisherOptions, publisherOptionBounds, type PublisherStatus } from "./PublisherModel.ts"
 
 export * from "./PublisherModel.ts"
@@ -39,7 +39,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
    * row is marked without an ack. A send failure is recorded on the rows (attempt_count,
    * last_error), the rows are released, and the call fails with the KafkaError.
    */
-  readonly publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>
+  readonly publishBatch: Effect.Effect<BatchResult, PublishFailure>
   /** The long-running loop; runs until interrupted (SIGTERM), finishing the batch in hand. */
   readonly run: Effect.Effect<never>
   /** One retention run: deletes published rows past the retention, in bounded statements. */

@@ -2,12 +2,13 @@ import { type KafkaError, type KafkaProducer, spanFromTraceparent, traceparentRe
 import { Cause, Clock, Duration, Effect, Exit, Metric, Option, type Tracer } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
-import { type OutboxRow, toEventRecord } from "./CloudEvents.ts"
+import { type EventRecord, type OutboxRow, toEventRecord } from "./CloudEvents.ts"
 import type { OutboxStore } from "./OutboxStore.ts"
 import {
   backoffDelay_ms,
   idlePollDelay_ms,
   type BatchResult,
+  OutboxRowUnsendable,
   outboxBacklogCount,
   outboxCommitToAck,
   outboxOldestUnpublishedAge,
@@ -15,7 +16,8 @@ import {
   outboxPublishFailures,
   type PublisherOptions,
   type PublisherStatus,
-  retentionRounds_max
+  retentionRounds_max,
+  sendBytes_max
 } from "./PublisherModel.ts"
 
 /**
@@ -48,82 +50,137 @@ const emptyBatch: BatchResult = { claimed: 0, published: 0, commitToAck_ms: [], 
 const endOnInterrupt = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<void> =>
   Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause) ? Effect.interrupt : Effect.void
 
-  type Round =
-    | { readonly _tag: "Published"; readonly result: BatchResult }
-    | { readonly _tag: "SendFailed"; readonly error: KafkaError }
+/** A round's outcome: what was published (marked), and the failure that ended it, if any. */
+interface Round {
+  readonly result: BatchResult
+  readonly failure?: KafkaError | OutboxRowUnsendable
+}
 
+/** Each row's record, or the first row that does not encode (and why). */
+const encodeRows = (rows: ReadonlyArray<OutboxRow>): Array<EventRecord> | OutboxRowUnsendable => {
+  const records: Array<EventRecord> = []
+  for (const row of rows) {
+    try {
+      records.push(toEventRecord(row))
+    } catch (error) {
+      return new OutboxRowUnsendable({ event_id: row.id, message: `unsendable: ${error instanceof Error ? error.message : String(error)}` })
+    }
+  }
+  return records
+}
+
+const recordBytes = (record: EventRecord): number => {
+  let bytes = Buffer.byteLength(record.key) + Buffer.byteLength(record.value)
+  for (const [name, value] of Object.entries(record.headers)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value)
+  return bytes
+}
+
+/** Consecutive slices of the rows (position order kept), each of at most `sendBytes_max` bytes (a larger row alone). */
+const sendSlices = (rows: ReadonlyArray<OutboxRow>, records: ReadonlyArray<EventRecord>) => {
+  const slices: Array<{ rows: Array<OutboxRow>; records: Array<EventRecord> }> = []
+  let bytes = 0
+  records.forEach((record, index) => {
+    const size = recordBytes(record)
+    const last = slices[slices.length - 1]
+    const row = rows[index]
+    if (row === undefined) return
+    if (last === undefined || bytes + size > sendBytes_max) {
+      slices.push({ rows: [row], records: [record] })
+      bytes = size
+    } else {
+      last.rows.push(row)
+      last.records.push(record)
+      bytes += size
+    }
+  })
+  return slices
+}
 
 /**
  * The publish span links to the span of each change it carries (the `traceparent` stored with the
  * row by the request that wrote it): the request's trace leads to its publication, although the
  * publisher runs later, in a batch, perhaps in another process.
  */
-const changeLinks = (rows: ReadonlyArray<OutboxRow>): Array<Tracer.SpanLink> =>
-  rows.flatMap((row) => {
-    const carried = toEventRecord(row).headers[traceparentRecordHeader]
+const changeLinks = (rows: ReadonlyArray<OutboxRow>, records: ReadonlyArray<EventRecord>): Array<Tracer.SpanLink> =>
+  rows.flatMap((row, index) => {
+    const carried = records[index]?.headers[traceparentRecordHeader]
     return Option.match(spanFromTraceparent(carried), {
       onNone: () => [],
       onSome: (span) => [{ span, attributes: { "outbox.event_id": row.id, "outbox.event_type": row.event_type } }]
     })
   })
 
-const makeSendAndMark = ({ options, store, producer }: PublisherParts) => {
-  const sendAndMark = (rows: ReadonlyArray<OutboxRow>) =>
+const publishedResult = (claimed: number, rows: ReadonlyArray<OutboxRow>, acked_ms: number): BatchResult => ({
+  claimed,
+  published: rows.length,
+  commitToAck_ms: rows.map((row) => acked_ms - row.created_at.getTime()),
+  eventTypes: rows.map((row) => row.event_type)
+})
+
+/**
+ * Sends the claimed rows in order, in produce calls of at most `sendBytes_max` bytes, each after
+ * the previous one's ack, then marks them. When a call fails, the rows acknowledged before it are
+ * marked (they are in Kafka) and the failure is recorded on the others, all in the claiming
+ * transaction; the broker may have stored part of the failed call: those rows are sent again
+ * (at-least-once). A row that does not encode is recorded as such and nothing is sent.
+ */
+const makeSendAndMark = ({ options, store, producer }: PublisherParts) =>
+  (rows: ReadonlyArray<OutboxRow>) =>
     Effect.gen(function* () {
-      const ids = rows.map((row) => row.id)
-      const sent = yield* Effect.result(
-        producer.send(rows.map((row) => ({ topic: options.topic, ...toEventRecord(row) }))).pipe(
-          Effect.withSpan("OutboxPublisher.send", {
-            kind: "producer",
-            links: changeLinks(rows),
-            attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": rows.length }
-          })
+      const records = encodeRows(rows)
+      if (!Array.isArray(records)) {
+        yield* store.recordFailure(rows.map((row) => row.id), `${records.message} (event ${records.event_id})`)
+        const unsendable: Round = { result: { ...emptyBatch, claimed: rows.length }, failure: records }
+        return unsendable
+      }
+      const acked: Array<OutboxRow> = []
+      let acked_ms = Date.now()
+      for (const slice of sendSlices(rows, records)) {
+        const sent = yield* Effect.result(
+          producer.send(slice.records.map((record) => ({ topic: options.topic, ...record }))).pipe(
+            Effect.withSpan("OutboxPublisher.send", {
+              kind: "producer",
+              links: changeLinks(slice.rows, slice.records),
+              attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": slice.rows.length }
+            })
+          )
         )
-      )
-      if (sent._tag === "Failure") {
-        // Recorded in the claiming transaction itself (the rows are still ours), then the
-        // commit releases them. The broker may have stored part of the batch: it is sent
-        // again whole (at-least-once).
-        yield* store.recordFailure(ids, `${sent.failure.code}: ${sent.failure.message}`)
-        const failed: Round = { _tag: "SendFailed", error: sent.failure }
-        return failed
-      }
-      const acked_ms = Date.now()
-      if (options.afterAck !== undefined) yield* options.afterAck
-      yield* store.markPublished(ids)
-      const published: Round = {
-        _tag: "Published",
-        result: {
-          claimed: rows.length,
-          published: rows.length,
-          commitToAck_ms: rows.map((row) => acked_ms - row.created_at.getTime()),
-          eventTypes: rows.map((row) => row.event_type)
+        if (sent._tag === "Failure") {
+          // Recorded in the claiming transaction itself (the rows are still ours), then the commit releases them.
+          yield* store.markPublished(acked.map((row) => row.id))
+          yield* store.recordFailure(rows.slice(acked.length).map((row) => row.id), `${sent.failure.code}: ${sent.failure.message}`)
+          const failed: Round = { result: publishedResult(rows.length, acked, acked_ms), failure: sent.failure }
+          return failed
         }
+        acked_ms = Date.now()
+        acked.push(...slice.rows)
       }
+      if (options.afterAck !== undefined) yield* options.afterAck
+      yield* store.markPublished(rows.map((row) => row.id))
+      const published: Round = { result: publishedResult(rows.length, rows, acked_ms) }
       return published
     })
 
-  return sendAndMark
-}
+export type PublishFailure = KafkaError | OutboxRowUnsendable | SqlError
 
-export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResult, KafkaError | SqlError> => {
+export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResult, PublishFailure> => {
   const { options, sql, store, state } = parts
   const sendAndMark = makeSendAndMark(parts)
-  const publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError> = sql
+  const publishBatch: Effect.Effect<BatchResult, PublishFailure> = sql
     .withTransaction(
       Effect.gen(function* () {
         const rows = yield* store.claim(options.batchSize)
         if (rows.length === 0) {
-          const nothing: Round = { _tag: "Published", result: emptyBatch }
+          const nothing: Round = { result: emptyBatch }
           return nothing
         }
         return yield* sendAndMark(rows)
       })
     )
     .pipe(
-      // After the commit: only now are the rows really marked (or their failure recorded).
-      Effect.flatMap((round) => (round._tag === "SendFailed" ? Effect.fail(round.error) : Effect.succeed(round.result))),
-      Effect.tap((result) =>
+      // After the commit: only now are the rows really marked (or their failure recorded). What
+      // was marked counts, the failure (after a part was sent) fails the batch.
+      Effect.tap(({ result }) =>
         result.published === 0
           ? Effect.void
           : Effect.gen(function* () {
@@ -133,6 +190,7 @@ export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResu
               if (options.onBatch !== undefined) yield* options.onBatch(result)
             })
       ),
+      Effect.flatMap((round) => (round.failure === undefined ? Effect.succeed(round.result) : Effect.fail(round.failure))),
       // Failures and defects count; an interruption (shutdown) is not a failed batch.
       Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Metric.update(outboxPublishFailures, 1))),
       Effect.uninterruptible,
@@ -187,7 +245,7 @@ export const every = (interval_ms: number, name: string, task: Effect.Effect<unk
 
 
 /** One claim-send-mark loop; `run` starts `workers` of them. */
-const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>, index: number) =>
+const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, PublishFailure>, index: number) =>
   Effect.gen(function* () {
     workerFailures[index] = 0
     // Empty rounds in a row: the idle wait grows from pollMin_ms to pollInterval_ms with them.
@@ -237,7 +295,7 @@ const worker = ({ options, state, store, workerFailures }: PublisherParts, publi
 
 export const makeRun = (
   parts: PublisherParts,
-  publishBatch: Effect.Effect<BatchResult, KafkaError | SqlError>,
+  publishBatch: Effect.Effect<BatchResult, PublishFailure>,
   housekeeping: ReturnType<typeof makeHousekeeping>
 ) => {
   const { options, state } = parts

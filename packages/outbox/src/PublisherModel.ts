@@ -1,4 +1,4 @@
-import { type Effect, Metric } from "effect"
+import { type Effect, Metric, Schema } from "effect"
 
 export interface PublisherOptions {
   /** The topic every event goes to (`payments.events`, with the deployment's prefix). */
@@ -123,3 +123,22 @@ export const idlePollDelay_ms = (idleRounds: number, min_ms: number, max_ms: num
 export const backoffDelay_ms = (failures: number, base_ms: number, max_ms: number): number =>
   Math.min(max_ms, base_ms * 2 ** Math.min(Math.max(failures - 1, 0), 20))
 
+
+/**
+ * A claimed row the publisher cannot turn into a record (its payload does not encode: a JSON
+ * nesting too deep for the encoder): recorded on the row (`last_error`), the batch fails and is
+ * retried with backoff, and the on-call reads the row (docs/runbook.md). The database refuses such
+ * rows since migrations/0111 (a payload's members are scalars).
+ */
+export class OutboxRowUnsendable extends Schema.TaggedError<OutboxRowUnsendable>()("OutboxRowUnsendable", {
+  event_id: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * One produce call carries at most this many bytes of keys, values and headers. The broker takes at
+ * most 1 MiB in one partition's batch (`message.max.bytes`), and a claim of `OUTBOX_BATCH_SIZE`
+ * (up to 1 000) rows of up to 16 KiB each (migrations/0110) could exceed it: Kafka then refused every
+ * batch (outside review of 0110: 100 rows of 16 KiB on one partition stalled the publisher).
+ */
+export const sendBytes_max = 256 * 1024

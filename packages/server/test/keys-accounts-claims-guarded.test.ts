@@ -54,6 +54,13 @@ it.effect("F9: an API key never moves to another merchant or changes its secret,
       const created = yield* keys.create(alice)
       const secret = Redacted.value(created.secret)
       const rowOf = (id: string) => decodeRows(Row)(sql`SELECT merchant_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${id}::uuid`)
+      // pay_keys writes a key's identity only (0112): a key "created" at infinity could not be revoked.
+      yield* permissionDenied(sql`
+        INSERT INTO api_keys (id, merchant_id, key_hash, prefix, created_at)
+        VALUES (gen_random_uuid(), ${alice}, sha256('sk_test_infinity'::bytea), 'sk_test_infi', 'infinity')`)
+      yield* permissionDenied(sql`
+        INSERT INTO api_keys (id, merchant_id, key_hash, prefix, revoked_at)
+        VALUES (gen_random_uuid(), ${alice}, sha256('sk_test_revoked'::bytea), 'sk_test_revo', clock_timestamp())`)
       // The review's reproduction, alice's key moved to bob (its secret would authenticate as bob):
       // pay_keys may change revoked_at alone (0109); the guard below holds for a role that may more.
       yield* permissionDenied(sql`UPDATE api_keys SET merchant_id = ${bob} WHERE id = ${created.id}::uuid`)

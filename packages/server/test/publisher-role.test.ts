@@ -130,7 +130,7 @@ it.effect("the start-up check names PUBLISHER_DATABASE_URL when its role may not
     assert.isTrue(Exit.isSuccess(asPublisher))
   }).pipe(Effect.scoped), { timeout: 60_000 })
 
-it.effect("0110: as pay_app, a real event copied with a 2 MB correlation id (Kafka refused every batch that held it, for ever), an unknown or malformed header, a payload over 16 KiB or a 65-character type is refused, and so is a position of its choosing; the writer's own events pass", () =>
+it.effect("0110, 0111: as pay_app, a real event copied with a 2 MB correlation id (Kafka refused every batch that held it, for ever), an unknown or malformed header, a payload over 16 KiB or with a member that is not a scalar, or a 65-character type is refused, and so is a position of its choosing; the writer's own events pass", () =>
   Effect.gen(function* () {
     const { app, owner } = yield* databases
     const paymentId = yield* Effect.gen(function* () {
@@ -155,6 +155,9 @@ it.effect("0110: as pay_app, a real event copied with a 2 MB correlation id (Kaf
       yield* bounded("outbox_events_headers_known")(copyWith(`{"traceparent":"00-${"a".repeat(32)}-${"b".repeat(16)}-0"}`, "{}"))
       yield* bounded("outbox_events_headers_known")(copyWith(`[]`, "{}"))
       yield* bounded("outbox_events_payload_bounded")(copyWith(`{"correlation_id":"c-0110"}`, JSON.stringify({ pad: "x".repeat(17_000) })))
+      // 0111: members are scalars (a payload nested 6,000 levels deep overflowed the publisher's encoder).
+      yield* bounded("outbox_events_payload_flat")(copyWith(`{"correlation_id":"c-0110"}`, JSON.stringify({ nested: { member: 1 } })))
+      yield* bounded("outbox_events_payload_flat")(copyWith(`{"correlation_id":"c-0110"}`, `{"deep":${"[".repeat(6_000)}${"]".repeat(6_000)}}`))
       yield* bounded("outbox_events_names_bounded")(copyWith(`{"correlation_id":"c-0110"}`, "{}", "payment_" + "x".repeat(57)))
       // The identity column is the database's: no position of the writer's choosing.
       yield* permissionDenied("outbox_events")(sql`
