@@ -7,6 +7,7 @@
 --   pay_publisher      LOGIN: the outbox publisher's role (migrations/0108_publisher_role.sql)
 --   pay_keys           LOGIN: the role that issues and revokes API keys (migrations/0109_keys_role.sql)
 --   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
+--   pay_outbox_retention NOLOGIN: owns the outbox retention function (migrations/0113)
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_app') THEN
@@ -23,6 +24,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
     CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_outbox_retention') THEN
+    CREATE ROLE pay_outbox_retention NOLOGIN NOINHERIT;
   END IF;
 END
 $$;

@@ -206,14 +206,11 @@ const makeBookkeeping = (sql: SqlClient.SqlClient) => {
     (rows) => rows[0]?.found === true
   )
 
+  // Through migrations/0113's function: the publisher's role holds no DELETE (a table-level grant
+  // would let it lock the whole table, stalling every payment write).
   const deletePublishedBefore = (cutoff: Date, batch: number) =>
     Effect.map(
-      idRows(sql`
-        DELETE FROM outbox_events WHERE id IN (
-          SELECT id FROM outbox_events
-          WHERE published_at IS NOT NULL AND published_at < ${cutoff}
-          ORDER BY published_at LIMIT ${batch})
-        RETURNING id`),
+      idRows(sql`SELECT id FROM outbox_delete_published_before(${cutoff}, ${batch}) AS id`),
       (rows) => rows.length
     )
 

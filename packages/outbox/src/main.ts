@@ -66,7 +66,7 @@ const PublisherProcess = Layer.unwrap(
   })
 ).pipe(
   // The role's grants first: a PUBLISHER_DATABASE_URL that may not mark or delete stops the process, naming it.
-  Layer.provide(Layer.mergeAll(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE").pipe(Layer.provideMerge(PublisherPostgresLive)), KafkaClientsLive)),
+  Layer.provide(Layer.mergeAll(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE").pipe(Layer.provideMerge(PublisherPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
 // The Kafka library imported before anything connects (infra Kafka.ts, preloadKafkaLibrary).

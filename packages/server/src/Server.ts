@@ -159,7 +159,7 @@ const publishingSide = (options: AppOptions) =>
       if (!enabled) return Layer.empty
       if (publisherDatabase === undefined) return OutboxPublisherLive
       return Layer.merge(OutboxPublisherLive, PublisherDatabasePoolMetricsLive).pipe(
-        Layer.provide(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE").pipe(Layer.provideMerge(publisherDatabase)))
+        Layer.provide(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE").pipe(Layer.provideMerge(publisherDatabase)))
       )
     })
   )

@@ -78,7 +78,7 @@ it.effect("pay_app cannot hide an event: no lock on the table (the re-test's LOC
     assert.deepStrictEqual(events.map((event) => event.published), [false])
   }).pipe(Effect.scoped), { timeout: 60_000 })
 
-it.effect("pay_publisher writes no event and changes nothing but the delivery bookkeeping; its claim, mark, failure record, re-queue and retention pass", () =>
+it.effect("pay_publisher writes no event, changes nothing but the delivery bookkeeping and locks no table (0113); its claim, mark, failure record, re-queue and retention (through its function) pass", () =>
   Effect.gen(function* () {
     const { app, owner, publisher } = yield* databases
     const paymentId = yield* Effect.map(committedPayment("0108 publisher"), (payment) => payment.id).pipe(Effect.provide(app))
@@ -91,6 +91,12 @@ it.effect("pay_publisher writes no event and changes nothing but the delivery bo
       yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET payload = '{}'::jsonb WHERE aggregate_id = ${paymentId}`)
       yield* permissionDenied("outbox_events")(sql`UPDATE outbox_events SET aggregate_id = 'pay_elsewhere' WHERE aggregate_id = ${paymentId}`)
       yield* permissionDenied("outbox_events")(sql`TRUNCATE outbox_events`)
+      // No table lock (0113: its DELETE let it take ACCESS EXCLUSIVE and stall every payment write),
+      // no delete but retention's function.
+      for (const mode of ["SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]) {
+        yield* permissionDenied("outbox_events")(sql.withTransaction(sql.unsafe(`LOCK TABLE outbox_events IN ${mode} MODE`)))
+      }
+      yield* permissionDenied("outbox_events")(sql`DELETE FROM outbox_events WHERE published_at IS NOT NULL`)
       // It reads the outbox only: not the payments, the ledger or the keys.
       for (const table of ["payments", "ledger_entries", "idempotency_keys", "api_keys"]) {
         yield* permissionDenied(table)(sql.unsafe(`SELECT count(*) FROM ${table}`))
@@ -122,10 +128,10 @@ const positionAfter = (paymentId: string) =>
 it.effect("the start-up check names PUBLISHER_DATABASE_URL when its role may not do the publisher's work (the API's role), and passes for pay_publisher", () =>
   Effect.gen(function* () {
     const { info } = yield* databases
-    const check = checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "DELETE")
+    const check = checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE")
     const asApp = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_app", 1)))))
     assert.isTrue(Exit.isFailure(asApp))
-    assert.include(JSON.stringify(asApp), "PUBLISHER_DATABASE_URL: the role pay_app may not delete from outbox_events")
+    assert.include(JSON.stringify(asApp), "PUBLISHER_DATABASE_URL: the role pay_app may not update outbox_events")
     const asPublisher = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_publisher", 1)))))
     assert.isTrue(Exit.isSuccess(asPublisher))
   }).pipe(Effect.scoped), { timeout: 60_000 })

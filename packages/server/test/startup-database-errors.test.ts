@@ -57,5 +57,5 @@ it.live("the publisher inside the server with PUBLISHER_DATABASE_URL naming the 
     const database = yield* acquireTestDatabase
     const app = testDatabaseUrlAsRole(database.url, "pay_app")
     const error = yield* failedStart({ DATABASE_URL: app, MIGRATION_DATABASE_URL: database.url, PUBLISHER_DATABASE_URL: app })
-    assert.include(error, "PUBLISHER_DATABASE_URL: the role pay_app may not delete from outbox_events")
+    assert.include(error, "PUBLISHER_DATABASE_URL: the role pay_app may not update outbox_events")
   })), { timeout: 60_000 })
