@@ -146,6 +146,11 @@ const makeSendAndMark = ({ options, store, producer }: PublisherParts) =>
           )
         )
         if (sent._tag === "Failure") {
+          // Said with what went before it: an operator reads which rows wait and which went (outside re-test).
+          yield* Effect.logWarning("outbox send failed; the rows acknowledged before it are marked, the rest wait").pipe(Effect.annotateLogs({
+            claimed: rows.length, acknowledged: acked.length, first_waiting_event_id: slice.rows[0]?.id ?? null,
+            first_waiting_position: String(slice.rows[0]?.position ?? ""), error: `${sent.failure.code}: ${sent.failure.message}`
+          }))
           // Recorded in the claiming transaction itself (the rows are still ours), then the commit releases them.
           yield* store.markPublished(acked.map((row) => row.id))
           yield* store.recordFailure(rows.slice(acked.length).map((row) => row.id), `${sent.failure.code}: ${sent.failure.message}`)

@@ -6,7 +6,7 @@
 // writes events and reads them, nothing else. Each refusal below is SQLSTATE 42501 on the table it
 // attacks; without 0108 every one of them passes.
 import { assert, it } from "@effect/vitest"
-import { CreatePaymentInput, type MerchantId } from "@pay/domain"
+import { CreatePaymentInput, domainEventTypes, type MerchantId } from "@pay/domain"
 import { checkDatabaseRole, decodeRows, postgresLayer } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import { MerchantRepository } from "@pay/merchants"
@@ -120,6 +120,16 @@ it.effect("pay_publisher writes no event, changes nothing but the delivery bookk
     assert.deepStrictEqual(yield* eventsOf(paymentId).pipe(Effect.provide(owner)), [])
   }).pipe(Effect.scoped), { timeout: 60_000 })
 
+it.effect("0114: the payment aggregate's event types in the database are the domain's, no more, no fewer", () =>
+  Effect.gen(function* () {
+    const { owner } = yield* databases
+    const [row] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+      decodeRows(Schema.Struct({ definition: Schema.String }))(sql`
+        SELECT pg_get_constraintdef(oid) AS definition FROM pg_constraint WHERE conname = 'outbox_events_payment_event_types'`)).pipe(Effect.provide(owner))
+    const listed = [...(row?.definition ?? "").matchAll(/'([a-z_]+)'::text/g)].map((match) => match[1]).filter((type) => type !== "payment").sort()
+    assert.deepStrictEqual(listed, [...domainEventTypes].sort())
+  }).pipe(Effect.scoped), { timeout: 60_000 })
+
 /** One past the position of the payment's (one) event: where a re-queue from 0 stops. */
 const positionAfter = (paymentId: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -164,6 +174,9 @@ it.effect("0110, 0111: as pay_app, a real event copied with a 2 MB correlation i
       // 0111: members are scalars (a payload nested 6,000 levels deep overflowed the publisher's encoder).
       yield* bounded("outbox_events_payload_flat")(copyWith(`{"correlation_id":"c-0110"}`, JSON.stringify({ nested: { member: 1 } })))
       yield* bounded("outbox_events_payload_flat")(copyWith(`{"correlation_id":"c-0110"}`, `{"deep":${"[".repeat(6_000)}${"]".repeat(6_000)}}`))
+      // 0114: an array member too (0111's lax path let `[1]` through), and no type the domain does not know.
+      yield* bounded("outbox_events_payload_flat")(copyWith(`{"correlation_id":"c-0110"}`, `{"list":[1]}`))
+      yield* bounded("outbox_events_payment_event_types")(copyWith(`{"correlation_id":"c-0110"}`, "{}", "zzz"))
       yield* bounded("outbox_events_names_bounded")(copyWith(`{"correlation_id":"c-0110"}`, "{}", "payment_" + "x".repeat(57)))
       // The identity column is the database's: no position of the writer's choosing.
       yield* permissionDenied("outbox_events")(sql`
