@@ -68,8 +68,15 @@ export const paymentsEventsTopicConfigs = (settings: PaymentsEventsTopicSettings
   "retention.ms": settings.retention_days === 0 ? "-1" : String(settings.retention_days * day_ms),
   // History is what consumers replay: never compacted away, never trimmed by size.
   "cleanup.policy": "delete",
-  "retention.bytes": "-1"
+  "retention.bytes": "-1",
+  // The largest record batch the topic takes, said rather than left to the broker's default: the
+  // publisher's produce calls stay four times under it (`sendBytes_max`, 256 KiB, PublisherModel.ts).
+  // A topic configured below the publisher's calls refused them for ever (outside re-test of 001ea54).
+  "max.message.bytes": String(paymentsEventsMessageBytes_max)
 })
+
+/** `max.message.bytes` of `payments.events`: 1 MiB, Kafka's usual limit. */
+export const paymentsEventsMessageBytes_max = 1024 * 1024
 
 /** Bounds of the background ensure step. */
 const ensureBackoffBase_ms = 500

@@ -1,8 +1,8 @@
 // Issue 11: payments.events was created with the broker's defaults (replicas -1, 7-day retention),
 // so "replay from offset 0" silently stopped being true after a week and the durability of an
 // acknowledged event depended on how the broker happened to be configured. The topic is now
-// created, and an existing one re-set, with the replication factor, min.insync.replicas and
-// retention from configuration; read back from the real broker.
+// created, and an existing one re-set, with the replication factor, min.insync.replicas,
+// retention from configuration and its batch limit (max.message.bytes); read back from the real broker.
 import { assert, layer } from "@effect/vitest"
 import { defaultKafkaAdminTimeouts, KafkaAdmin } from "@pay/infra"
 import { shortId, testRun } from "@pay/testkit"
@@ -10,9 +10,11 @@ import { ConfigProvider, Effect } from "effect"
 import {
   localPaymentsEventsTopicSettings,
   OutboxTopics,
+  paymentsEventsMessageBytes_max,
   paymentsEventsTopic,
   PaymentsEventsTopicConfig
 } from "../src/OutboxTopics.ts"
+import { sendBytes_max } from "../src/PublisherModel.ts"
 
 const run = testRun()
 const Admin = KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-topic-admin", ...defaultKafkaAdminTimeouts })
@@ -32,7 +34,8 @@ layer(Admin, { excludeTestServices: true, timeout: 60_000 })("payments.events du
         "min.insync.replicas": "1",
         "retention.ms": "-1",
         "retention.bytes": "-1",
-        "cleanup.policy": "delete"
+        "cleanup.policy": "delete",
+        "max.message.bytes": "1048576"
       })
     }))
 
@@ -61,6 +64,9 @@ layer(Admin, { excludeTestServices: true, timeout: 60_000 })("payments.events du
       assert.strictEqual(yield* retentionEventually(String(400 * 24 * 60 * 60 * 1_000)), String(400 * 24 * 60 * 60 * 1_000))
       yield* OutboxTopics.ensure(prefix, localPaymentsEventsTopicSettings)
       assert.strictEqual(yield* retentionEventually("-1"), "-1")
+      // The batch limit is set on it too: the publisher's produce calls (sendBytes_max) stay four times under it.
+      assert.strictEqual((yield* admin.describeTopic(topic)).configs["max.message.bytes"], String(paymentsEventsMessageBytes_max))
+      assert.isAtMost(sendBytes_max * 4, paymentsEventsMessageBytes_max)
     }))
 
   it.effect("the replication factor is sent, not left to the broker: 2 replicas on a one-broker cluster is refused; min.insync.replicas above it is a configuration error", () =>
