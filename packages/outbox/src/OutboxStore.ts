@@ -4,30 +4,21 @@ import type { SqlError } from "effect/sql/SqlError"
 import { decodeRow, decodeRows } from "@pay/infra"
 import { OutboxRow } from "./CloudEvents.ts"
 
-/** A claim candidate: the row, and how many unpublished rows of its aggregate precede it. */
-const ClaimCandidate = Schema.Struct({ ...OutboxRow.fields, earlier_unpublished: Schema.Int })
+/** A claim candidate: the row, and whether an earlier unpublished row of its aggregate is held by another claim. */
+const ClaimCandidate = Schema.Struct({ ...OutboxRow.fields, held_back: Schema.Boolean })
 const decodeCandidates = Schema.decodeUnknownEffect(Schema.Array(ClaimCandidate))
 
 /**
  * The per-aggregate guard, applied to candidates in position order: a row may go out in this
  * batch only if every earlier unpublished row of its aggregate is in this batch too, ahead of it
- * (then one produce call sends them in order to the same partition). A row whose earlier sibling
- * is held by another publisher, or was itself held back, stays behind. Exported for the tests.
+ * (then the batch's produce calls send them in order to the same partition). `held_back` says an
+ * earlier row of its aggregate is held by another claim (the claim statement computes it): that row
+ * and every later one of the aggregate stay behind. Exported for the tests.
  */
-export const claimableInOrder = <A extends { readonly position: bigint; readonly aggregate_type: string; readonly aggregate_id: string; readonly earlier_unpublished: number }>(
+export const claimableInOrder = <A extends { readonly position: bigint; readonly held_back: boolean }>(
   candidates: ReadonlyArray<A>
-): ReadonlyArray<A> => {
-  const sorted = [...candidates].sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0))
-  const inBatch = new Map<string, number>()
-  const claimable: Array<A> = []
-  for (const candidate of sorted) {
-    const aggregate = `${candidate.aggregate_type}\u0000${candidate.aggregate_id}`
-    const earlierInBatch = inBatch.get(aggregate) ?? 0
-    inBatch.set(aggregate, earlierInBatch + 1)
-    if (candidate.earlier_unpublished === earlierInBatch) claimable.push(candidate)
-  }
-  return claimable
-}
+): ReadonlyArray<A> =>
+  candidates.filter((candidate) => !candidate.held_back).sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0))
 
 /** Kept on the row for operators (`last_error`); longer messages are cut. */
 const lastErrorLength_max = 2_000
@@ -102,9 +93,9 @@ const backlogRow = decodeRow(Schema.Struct({ unpublished_count: Schema.BigInt, o
 const makeClaims = (sql: SqlClient.SqlClient) => {
   /**
    * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
-   * locked. For each, the number of unpublished rows of its aggregate before it (index probes
-   * on (aggregate_type, aggregate_id, position)); `claimableInOrder` keeps those whose earlier
-   * rows are all in the batch. Candidates held back stay locked until this transaction ends,
+   * locked. For each, whether an unpublished row of its aggregate before it is held by another
+   * claim (any unpublished row below the last candidate that is not a candidate is);
+   * `claimableInOrder` keeps those whose earlier rows are all in the batch. Candidates held back stay locked until this transaction ends,
    * which is harmless: nobody may send them before their predecessors anyway.
    *
    * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
@@ -126,24 +117,27 @@ const makeClaims = (sql: SqlClient.SqlClient) => {
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED),
     -- Every unpublished row up to the last candidate, in the order of the unpublished index: the
-    -- candidates and the rows other publishers hold between them (at most their claims), whatever
-    -- one aggregate's history holds. Counting each candidate's earlier rows in the table instead let
-    -- the planner, on stale statistics, walk every row the aggregate kept, published ones included:
-    -- 1.7 s a claim beside 12,000 published rows of one payment, whose 20,000-row flood drained at
-    -- 10-15 rows a second (outside re-test of 001ea54). Joined by hash: 0.8 ms a claim of 200 rows
-    -- of 200 payments, as before (a subquery per candidate over this list took 3.5-4.5 ms).
+    -- candidates and the rows other claims hold between them (at most their batches), whatever one
+    -- aggregate's history holds. Counting each candidate's earlier rows in the table instead let the
+    -- planner, on stale statistics, walk every row the aggregate kept, published ones included: 1.7 s
+    -- a claim beside 12,000 published rows of one payment, whose 20,000-row flood drained at 10-15
+    -- rows a second (outside re-test of 001ea54). Each step below is linear (hash anti-join, hash
+    -- aggregate, hash join): comparing each candidate with every earlier row of its aggregate cost
+    -- batch × rows held elsewhere, seconds a claim with 8 workers of 1,000 rows on one payment's flood
+    -- (outside re-test of db15b83).
     earlier AS MATERIALIZED (
-      SELECT e.aggregate_type, e.aggregate_id, e.position
+      SELECT e.id, e.aggregate_type, e.aggregate_id, e.position
       FROM outbox_events e
       WHERE e.published_at IS NULL AND e.position < (SELECT max(position) FROM candidates)
       ORDER BY e.position),
-    counts AS (
-      SELECT c.id, count(*) AS earlier_unpublished
-      FROM candidates c
-      JOIN earlier e ON e.aggregate_type = c.aggregate_type AND e.aggregate_id = c.aggregate_id AND e.position < c.position
-      GROUP BY c.id)
-    SELECT c.*, coalesce(counts.earlier_unpublished, 0)::int AS earlier_unpublished
-    FROM candidates c LEFT JOIN counts ON counts.id = c.id`
+    -- Per aggregate, its first unpublished row that another claim holds (not among the candidates).
+    held AS (
+      SELECT e.aggregate_type, e.aggregate_id, min(e.position) AS first_held
+      FROM earlier e
+      WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.id = e.id)
+      GROUP BY e.aggregate_type, e.aggregate_id)
+    SELECT c.*, coalesce(h.first_held < c.position, false) AS held_back
+    FROM candidates c LEFT JOIN held h ON h.aggregate_type = c.aggregate_type AND h.aggregate_id = c.aggregate_id`
 
   /**
    * Settings of the claiming transaction (one round trip, local to it):
@@ -162,7 +156,7 @@ const makeClaims = (sql: SqlClient.SqlClient) => {
       const candidates = yield* decodeCandidates(rows).pipe(
         Effect.catch((error) => Effect.die(new Error(`outbox_events row violates OutboxRow: ${error.message}`)))
       )
-      return claimableInOrder(candidates).map(({ earlier_unpublished: _, ...row }): OutboxRow => row)
+      return claimableInOrder(candidates).map(({ held_back: _, ...row }): OutboxRow => row)
     }).pipe(Effect.withSpan("OutboxStore.claim"))
 
   const explainClaim = (limit: number, options: { readonly analyze?: boolean } = {}) =>

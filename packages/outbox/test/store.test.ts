@@ -78,21 +78,21 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
     }))
 
   it("the guard keeps a row only when all its aggregate's earlier unpublished rows precede it in the batch", () => {
-    const candidate = (position: bigint, aggregate_id: string, earlier_unpublished: number) =>
-      ({ position, aggregate_type: "test_aggregate", aggregate_id, earlier_unpublished })
+    const candidate = (position: bigint, aggregate_id: string, held_back: boolean) =>
+      ({ position, aggregate_type: "test_aggregate", aggregate_id, held_back })
     // a2 and a3 without a1 (held elsewhere): both stay behind; b1 goes.
     assert.deepStrictEqual(
-      claimableInOrder([candidate(12n, "a", 2), candidate(11n, "a", 1), candidate(13n, "b", 0)]).map((row) => row.position),
+      claimableInOrder([candidate(12n, "a", true), candidate(11n, "a", true), candidate(13n, "b", false)]).map((row) => row.position),
       [13n]
     )
     // a1, a2, a3 together, given in any order: all go, in position order.
     assert.deepStrictEqual(
-      claimableInOrder([candidate(3n, "a", 2), candidate(1n, "a", 0), candidate(2n, "a", 1)]).map((row) => row.position),
+      claimableInOrder([candidate(3n, "a", false), candidate(1n, "a", false), candidate(2n, "a", false)]).map((row) => row.position),
       [1n, 2n, 3n]
     )
     // a1 here, a2 held elsewhere, a3 here: a3 may not overtake a2.
     assert.deepStrictEqual(
-      claimableInOrder([candidate(1n, "a", 0), candidate(3n, "a", 2)]).map((row) => row.position),
+      claimableInOrder([candidate(1n, "a", false), candidate(3n, "a", true)]).map((row) => row.position),
       [1n]
     )
   })
