@@ -89,55 +89,58 @@ const positions = decodeRows(Schema.Struct({ position: Schema.BigInt }))
 const planLines = decodeRows(Schema.Struct({ "QUERY PLAN": Schema.String }))
 const backlogRow = decodeRow(Schema.Struct({ unpublished_count: Schema.BigInt, oldest_unpublished_age_ms: Schema.NullOr(Schema.Number) }))
 
+/**
+ * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
+ * locked. For each, whether an unpublished row of its aggregate before it is held by another
+ * claim (any unpublished row below the last candidate that is not a candidate is);
+ * `claimableInOrder` keeps those whose earlier rows are all in the batch. Candidates held back stay locked until this transaction ends,
+ * which is harmless: nobody may send them before their predecessors anyway.
+ *
+ * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
+ * rows, whatever the table's statistics say. They are stale exactly when it matters: after
+ * an outage the backlog grows faster than autovacuum re-analyzes, the planner still
+ * believes that a handful of rows are unpublished, and it picks "bitmap scan every
+ * unpublished row, then sort" — a cost that grows with the backlog, paid on every claim,
+ * so draining n rows costs O(n²). `enable_sort = off` (for this transaction only) leaves
+ * the ordered index scan as the only sane plan. Nothing else in the claiming transaction
+ * sorts. `explainClaim` shows the plan as the publisher gets it.
+ */
+const claimStatementOf = (sql: SqlClient.SqlClient, limit: number) => sql`
+  WITH candidates AS (
+    SELECT id, position, aggregate_type, aggregate_id, event_type, event_version,
+           payload, headers, created_at, attempt_count
+    FROM outbox_events
+    WHERE published_at IS NULL
+    ORDER BY position
+    LIMIT ${limit}
+    FOR UPDATE SKIP LOCKED),
+  -- Every unpublished row up to the last candidate, in the order of the unpublished index: the
+  -- candidates and the rows other claims hold between them (at most their batches), whatever one
+  -- aggregate's history holds. Counting each candidate's earlier rows in the table instead let the
+  -- planner, on stale statistics, walk every row the aggregate kept, published ones included: 1.7 s
+  -- a claim beside 12,000 published rows of one payment, whose 20,000-row flood drained at 10-15
+  -- rows a second (outside re-test of 001ea54). Each step below is linear (hash anti-join, hash
+  -- aggregate, hash join): comparing each candidate with every earlier row of its aggregate cost
+  -- batch × rows held elsewhere, seconds a claim with 8 workers of 1,000 rows on one payment's flood
+  -- (outside re-test of db15b83).
+  earlier AS MATERIALIZED (
+    SELECT e.id, e.aggregate_type, e.aggregate_id, e.position
+    FROM outbox_events e
+    WHERE e.published_at IS NULL AND e.position < (SELECT max(position) FROM candidates)
+    ORDER BY e.position),
+  -- Per aggregate, its first unpublished row that another claim holds (not among the candidates).
+  held AS (
+    SELECT e.aggregate_type, e.aggregate_id, min(e.position) AS first_held
+    FROM earlier e
+    WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.id = e.id)
+    GROUP BY e.aggregate_type, e.aggregate_id)
+  SELECT c.*, coalesce(h.first_held < c.position, false) AS held_back
+  FROM candidates c LEFT JOIN held h ON h.aggregate_type = c.aggregate_type AND h.aggregate_id = c.aggregate_id`
+
 /** Claiming: the candidates in position order, kept when the per-aggregate guard allows. */
 const makeClaims = (sql: SqlClient.SqlClient) => {
-  /**
-   * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
-   * locked. For each, whether an unpublished row of its aggregate before it is held by another
-   * claim (any unpublished row below the last candidate that is not a candidate is);
-   * `claimableInOrder` keeps those whose earlier rows are all in the batch. Candidates held back stay locked until this transaction ends,
-   * which is harmless: nobody may send them before their predecessors anyway.
-   *
-   * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
-   * rows, whatever the table's statistics say. They are stale exactly when it matters: after
-   * an outage the backlog grows faster than autovacuum re-analyzes, the planner still
-   * believes that a handful of rows are unpublished, and it picks "bitmap scan every
-   * unpublished row, then sort" — a cost that grows with the backlog, paid on every claim,
-   * so draining n rows costs O(n²). `enable_sort = off` (for this transaction only) leaves
-   * the ordered index scan as the only sane plan. Nothing else in the claiming transaction
-   * sorts. `explainClaim` shows the plan as the publisher gets it.
-   */
-  const claimStatement = (limit: number) => sql`
-    WITH candidates AS (
-      SELECT id, position, aggregate_type, aggregate_id, event_type, event_version,
-             payload, headers, created_at, attempt_count
-      FROM outbox_events
-      WHERE published_at IS NULL
-      ORDER BY position
-      LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED),
-    -- Every unpublished row up to the last candidate, in the order of the unpublished index: the
-    -- candidates and the rows other claims hold between them (at most their batches), whatever one
-    -- aggregate's history holds. Counting each candidate's earlier rows in the table instead let the
-    -- planner, on stale statistics, walk every row the aggregate kept, published ones included: 1.7 s
-    -- a claim beside 12,000 published rows of one payment, whose 20,000-row flood drained at 10-15
-    -- rows a second (outside re-test of 001ea54). Each step below is linear (hash anti-join, hash
-    -- aggregate, hash join): comparing each candidate with every earlier row of its aggregate cost
-    -- batch × rows held elsewhere, seconds a claim with 8 workers of 1,000 rows on one payment's flood
-    -- (outside re-test of db15b83).
-    earlier AS MATERIALIZED (
-      SELECT e.id, e.aggregate_type, e.aggregate_id, e.position
-      FROM outbox_events e
-      WHERE e.published_at IS NULL AND e.position < (SELECT max(position) FROM candidates)
-      ORDER BY e.position),
-    -- Per aggregate, its first unpublished row that another claim holds (not among the candidates).
-    held AS (
-      SELECT e.aggregate_type, e.aggregate_id, min(e.position) AS first_held
-      FROM earlier e
-      WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.id = e.id)
-      GROUP BY e.aggregate_type, e.aggregate_id)
-    SELECT c.*, coalesce(h.first_held < c.position, false) AS held_back
-    FROM candidates c LEFT JOIN held h ON h.aggregate_type = c.aggregate_type AND h.aggregate_id = c.aggregate_id`
+  const claimStatement = (limit: number) => claimStatementOf(sql, limit)
+
 
   /**
    * Settings of the claiming transaction (one round trip, local to it):
