@@ -9,24 +9,20 @@
 --   pay_ledger_writer  NOLOGIN: owns the two trigger functions that write account_balances
 --   pay_outbox_retention NOLOGIN: owns the outbox retention function (migrations/0113)
 DO $$
+DECLARE
+  v_role text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_app') THEN
-    CREATE ROLE pay_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_consumer') THEN
-    CREATE ROLE pay_consumer LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_publisher') THEN
-    CREATE ROLE pay_publisher LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_keys') THEN
-    CREATE ROLE pay_keys LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_ledger_writer') THEN
-    CREATE ROLE pay_ledger_writer NOLOGIN NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pay_outbox_retention') THEN
-    CREATE ROLE pay_outbox_retention NOLOGIN NOINHERIT;
-  END IF;
+  -- The services' login roles: no privilege of their own beyond their grants (migrations).
+  FOREACH v_role IN ARRAY ARRAY['pay_app', 'pay_consumer', 'pay_publisher', 'pay_keys'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+      EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT', v_role);
+    END IF;
+  END LOOP;
+  -- Owners of SECURITY DEFINER functions: nobody logs in as them.
+  FOREACH v_role IN ARRAY ARRAY['pay_ledger_writer', 'pay_outbox_retention'] LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', v_role);
+    END IF;
+  END LOOP;
 END
 $$;

@@ -2,16 +2,17 @@
 // (MIGRATION_DATABASE_URL), the application's pool connects as pay_app (DATABASE_URL).
 import { assert, it } from "@effect/vitest"
 import { acquireEmptyTestDatabase, acquireTestDatabase } from "@pay/testkit"
-import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
+import { Cause, type Config, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Redacted, Result, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { ConsumersDatabaseUrl, KeysDatabaseUrl, MigrationDatabaseUrl, PublisherDatabaseUrl } from "../src/Config.ts"
 import { DatabaseLive, decodeRows, migrationsDirectory, OwnerMigrationsLive, postgresLayer } from "../src/index.ts"
 import { readdirSync } from "node:fs"
 
-const urlOf = (env: Record<string, string>) =>
-  Effect.result(MigrationDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
-    Effect.map(Result.map(Redacted.value))
-  )
+/** A database URL setting read from `env`, its value in the clear (or the failure). */
+const urlFrom = (setting: Config.Config<Redacted.Redacted<string>>) => (env: Record<string, string>) =>
+  Effect.result(setting.parse(ConfigProvider.fromEnv({ env }))).pipe(Effect.map(Result.map(Redacted.value)))
+
+const urlOf = urlFrom(MigrationDatabaseUrl)
 
 it.effect("MIGRATION_DATABASE_URL: its own value, else DATABASE_URL, else the local owner; a bad value is an error", () =>
   Effect.gen(function* () {
@@ -24,10 +25,7 @@ it.effect("MIGRATION_DATABASE_URL: its own value, else DATABASE_URL, else the lo
     assert.isTrue(Result.isFailure(yield* urlOf({ DATABASE_URL: "postgres://a@h/db", MIGRATION_DATABASE_URL: "has spaces" })))
   }))
 
-const consumersUrlOf = (env: Record<string, string>) =>
-  Effect.result(ConsumersDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
-    Effect.map(Result.map(Redacted.value))
-  )
+const consumersUrlOf = urlFrom(ConsumersDatabaseUrl)
 
 it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consumer when that is pay_app's (no password; the user before the @ or in ?user=, a socket host too), else DATABASE_URL; a bad value is an error", () =>
   Effect.gen(function* () {
@@ -51,10 +49,7 @@ it.effect("CONSUMERS_DATABASE_URL: its own value, else DATABASE_URL as pay_consu
     assert.deepStrictEqual(yield* derived("postgres://a%zz@h/db"), Result.succeed("postgres://a%zz@h/db"), "a malformed escape is not a failure")
   }))
 
-const publisherUrlOf = (env: Record<string, string>) =>
-  Effect.result(PublisherDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(
-    Effect.map(Result.map(Redacted.value))
-  )
+const publisherUrlOf = urlFrom(PublisherDatabaseUrl)
 
 it.effect("PUBLISHER_DATABASE_URL: its own value, else DATABASE_URL as pay_publisher when that is pay_app's (no password), else DATABASE_URL; a bad value is an error", () =>
   Effect.gen(function* () {
@@ -74,8 +69,7 @@ it.effect("PUBLISHER_DATABASE_URL: its own value, else DATABASE_URL as pay_publi
 
 it.effect("KEYS_DATABASE_URL: its own value, else DATABASE_URL as pay_keys when that is pay_app's (no password), else DATABASE_URL", () =>
   Effect.gen(function* () {
-    const keysUrlOf = (env: Record<string, string>) =>
-      Effect.result(KeysDatabaseUrl.parse(ConfigProvider.fromEnv({ env }))).pipe(Effect.map(Result.map(Redacted.value)))
+    const keysUrlOf = urlFrom(KeysDatabaseUrl)
     assert.deepStrictEqual(yield* keysUrlOf({}), Result.succeed("postgres://pay_keys@127.0.0.1:5432/payments"))
     assert.deepStrictEqual(yield* keysUrlOf({ DATABASE_URL: "postgres://pay_app:s@h:6432/pay?sslmode=require" }), Result.succeed("postgres://pay_keys@h:6432/pay?sslmode=require"))
     assert.deepStrictEqual(yield* keysUrlOf({ DATABASE_URL: "postgres://owner@h/db" }), Result.succeed("postgres://owner@h/db"))
