@@ -18,9 +18,9 @@
  * and the consumers' commands (reconcile, replay, consumers lag|offsets|reset, dlq list|redrive|dismiss:
  * see ConsumerCommands.ts). Uses DATABASE_URL (the app role; KAFKA_BROKERS, KAFKA_TOPIC_PREFIX) like
  * the server; the key commands (merchants create, keys create|revoke) KEYS_DATABASE_URL (the role
- * pay_keys, the only one that writes API keys: migrations/0109). A command stops (exit 1, nothing done) when the database lacks a migration this build
- * carries; `pnpm cli migrate` applies them as MIGRATION_DATABASE_URL (the schema owner), and prints
- * {"newest_applied", "newest_carried"}.
+ * pay_keys, the only one that writes API keys: migrations/0109). A command stops (exit 1, nothing
+ * done) when the database lacks a migration this build carries; `pnpm cli migrate` applies them as
+ * MIGRATION_DATABASE_URL (the schema owner), and prints {"newest_applied", "newest_carried"}.
  *
  * stdout carries the command's result (JSON) and nothing else, so it can be piped to `jq`; log
  * lines (a replay's progress, parked records: JSON, from LOG_LEVEL up), refusals and failures go to
@@ -219,10 +219,10 @@ const configuredTarget = Effect.gen(function* () {
  * DATABASE_URL for it sent operators to the wrong setting (outside review of 0109).
  */
 const targetSource = (): string => {
-  const application = process.env["DATABASE_URL"] === undefined ? "DATABASE_URL is not set: the local default" : "DATABASE_URL"
-  if (!writesKeys) return application
+  const applicationSet = process.env["DATABASE_URL"] !== undefined
+  if (!writesKeys) return applicationSet ? "DATABASE_URL" : "DATABASE_URL is not set: the local default"
   if (process.env["KEYS_DATABASE_URL"] !== undefined) return "KEYS_DATABASE_URL"
-  return `KEYS_DATABASE_URL is not set: derived from ${application === "DATABASE_URL" ? "DATABASE_URL" : "the local default"}`
+  return `KEYS_DATABASE_URL is not set: derived from ${applicationSet ? "DATABASE_URL" : "the local default"}`
 }
 
 const sayTarget = Effect.gen(function* () {

@@ -77,6 +77,15 @@ export const roleUrlOf = (application: Redacted.Redacted<string>, role: string):
 }
 
 /**
+ * A service role's connection `setting`: its own value when set (an invalid one is an error, never a
+ * silent fallback), else `DATABASE_URL` with its user `pay_app` replaced by `role` (roleUrlOf).
+ */
+const roleDatabaseUrl = (setting: string, role: string) =>
+  Config.all({ own: Config.option(databaseUrlConfig(setting)), application: DatabaseUrl }).pipe(
+    Config.map(({ own, application }) => Option.getOrElse(own, () => roleUrlOf(application, role)))
+  )
+
+/**
  * The consumers' connection (the settlement and webhooks consumers, the webhook sender, and the
  * CLI's consumer commands): the role `pay_consumer`, which alone writes the consumers' tables
  * (migrations/0096_consumers_role.sql, docs/security.md). Unset: `DATABASE_URL` with its user
@@ -84,12 +93,7 @@ export const roleUrlOf = (application: Redacted.Redacted<string>, role: string):
  * variable); a `DATABASE_URL` of any other user (a test's owner, one role for everything) is used
  * as it is. A value that is set but invalid is an error, never a silent fallback.
  */
-export const ConsumersDatabaseUrl = Config.all({
-  consumers: Config.option(databaseUrlConfig("CONSUMERS_DATABASE_URL")),
-  application: DatabaseUrl
-}).pipe(
-  Config.map(({ consumers, application }) => Option.getOrElse(consumers, () => roleUrlOf(application, consumersRole)))
-)
+export const ConsumersDatabaseUrl = roleDatabaseUrl("CONSUMERS_DATABASE_URL", consumersRole)
 
 /**
  * The outbox publisher's connection (inside a server or its own process): the role
@@ -98,12 +102,7 @@ export const ConsumersDatabaseUrl = Config.all({
  * `pay_app` replaced by `pay_publisher` and no password; any other user's `DATABASE_URL` as it is.
  * A value that is set but invalid is an error, never a silent fallback.
  */
-export const PublisherDatabaseUrl = Config.all({
-  publisher: Config.option(databaseUrlConfig("PUBLISHER_DATABASE_URL")),
-  application: DatabaseUrl
-}).pipe(
-  Config.map(({ publisher, application }) => Option.getOrElse(publisher, () => roleUrlOf(application, publisherRole)))
-)
+export const PublisherDatabaseUrl = roleDatabaseUrl("PUBLISHER_DATABASE_URL", publisherRole)
 
 /**
  * The connection of the CLI's key commands (`merchants create`, `keys create`, `keys revoke`): the
@@ -111,12 +110,7 @@ export const PublisherDatabaseUrl = Config.all({
  * docs/security.md). Unset: `DATABASE_URL` with its user `pay_app` replaced by `pay_keys` and no
  * password; any other user's `DATABASE_URL` as it is. A value that is set but invalid is an error.
  */
-export const KeysDatabaseUrl = Config.all({
-  keys: Config.option(databaseUrlConfig("KEYS_DATABASE_URL")),
-  application: DatabaseUrl
-}).pipe(
-  Config.map(({ keys, application }) => Option.getOrElse(keys, () => roleUrlOf(application, keysRole)))
-)
+export const KeysDatabaseUrl = roleDatabaseUrl("KEYS_DATABASE_URL", keysRole)
 
 /**
  * The schema owner's connection, used only to apply migrations (then closed). Defaults to

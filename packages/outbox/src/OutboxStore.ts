@@ -93,8 +93,9 @@ const backlogRow = decodeRow(Schema.Struct({ unpublished_count: Schema.BigInt, o
  * Candidates: the first `limit` unpublished rows in position order that nobody else holds,
  * locked. For each, whether an unpublished row of its aggregate before it is held by another
  * claim (any unpublished row below the last candidate that is not a candidate is);
- * `claimableInOrder` keeps those whose earlier rows are all in the batch. Candidates held back stay locked until this transaction ends,
- * which is harmless: nobody may send them before their predecessors anyway.
+ * `claimableInOrder` keeps those whose earlier rows are all in the batch. Candidates held back
+ * stay locked until this transaction ends, which is harmless: nobody may send them before their
+ * predecessors anyway.
  *
  * The scan must walk the `outbox_events_unpublished` index in order and stop after `limit`
  * rows, whatever the table's statistics say. They are stale exactly when it matters: after
@@ -140,7 +141,6 @@ const claimStatementOf = (sql: SqlClient.SqlClient, limit: number) => sql`
 /** Claiming: the candidates in position order, kept when the per-aggregate guard allows. */
 const makeClaims = (sql: SqlClient.SqlClient) => {
   const claimStatement = (limit: number) => claimStatementOf(sql, limit)
-
 
   /**
    * Settings of the claiming transaction (one round trip, local to it):

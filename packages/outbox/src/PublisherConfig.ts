@@ -1,4 +1,4 @@
-import { boundedInt, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
+import { boundedInt, checkDatabaseRole, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
 import { Config, Effect, Layer } from "effect"
 import { OutboxTopics, paymentsEventsTopic, PaymentsEventsTopicConfig } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
@@ -76,3 +76,10 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
 
 /** The layer the server adds: the publisher configured from the environment. */
 export const OutboxPublisherLive = outboxPublisherLayer()
+
+/**
+ * At start, on the publisher's pool: its role may mark outbox rows (UPDATE of the delivery
+ * columns, which only `pay_publisher` holds: migrations/0108, 0113). The server and the publisher's
+ * own process stop, naming PUBLISHER_DATABASE_URL, on a role that may not.
+ */
+export const PublisherRoleCheck = checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE")

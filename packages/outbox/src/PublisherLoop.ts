@@ -56,17 +56,23 @@ interface Round {
   readonly failure?: KafkaError | OutboxRowUnsendable
 }
 
-/** Each row's record, or the first row that does not encode (and why). */
-const encodeRows = (rows: ReadonlyArray<OutboxRow>): Array<EventRecord> | OutboxRowUnsendable => {
-  const records: Array<EventRecord> = []
+/** A claimed row and the record it is sent as. */
+interface Outgoing {
+  readonly row: OutboxRow
+  readonly record: EventRecord
+}
+
+/** Each row with its record, or the first row that does not encode (and why). */
+const encodeRows = (rows: ReadonlyArray<OutboxRow>): Array<Outgoing> | OutboxRowUnsendable => {
+  const outgoing: Array<Outgoing> = []
   for (const row of rows) {
     try {
-      records.push(toEventRecord(row))
+      outgoing.push({ row, record: toEventRecord(row) })
     } catch (error) {
       return new OutboxRowUnsendable({ event_id: row.id, message: `unsendable: ${error instanceof Error ? error.message : String(error)}` })
     }
   }
-  return records
+  return outgoing
 }
 
 const recordBytes = (record: EventRecord): number => {
@@ -75,24 +81,21 @@ const recordBytes = (record: EventRecord): number => {
   return bytes
 }
 
-/** Consecutive slices of the rows (position order kept), each of at most `sendBytes_max` bytes (a larger row alone). */
-const sendSlices = (rows: ReadonlyArray<OutboxRow>, records: ReadonlyArray<EventRecord>) => {
-  const slices: Array<{ rows: Array<OutboxRow>; records: Array<EventRecord> }> = []
+/** Consecutive slices (position order kept), each of at most `sendBytes_max` bytes (a larger record alone). */
+const sendSlices = (outgoing: ReadonlyArray<Outgoing>): Array<Array<Outgoing>> => {
+  const slices: Array<Array<Outgoing>> = []
   let bytes = 0
-  records.forEach((record, index) => {
-    const size = recordBytes(record)
+  for (const item of outgoing) {
+    const size = recordBytes(item.record)
     const last = slices[slices.length - 1]
-    const row = rows[index]
-    if (row === undefined) return
     if (last === undefined || bytes + size > sendBytes_max) {
-      slices.push({ rows: [row], records: [record] })
+      slices.push([item])
       bytes = size
     } else {
-      last.rows.push(row)
-      last.records.push(record)
+      last.push(item)
       bytes += size
     }
-  })
+  }
   return slices
 }
 
@@ -101,14 +104,13 @@ const sendSlices = (rows: ReadonlyArray<OutboxRow>, records: ReadonlyArray<Event
  * row by the request that wrote it): the request's trace leads to its publication, although the
  * publisher runs later, in a batch, perhaps in another process.
  */
-const changeLinks = (rows: ReadonlyArray<OutboxRow>, records: ReadonlyArray<EventRecord>): Array<Tracer.SpanLink> =>
-  rows.flatMap((row, index) => {
-    const carried = records[index]?.headers[traceparentRecordHeader]
-    return Option.match(spanFromTraceparent(carried), {
+const changeLinks = (slice: ReadonlyArray<Outgoing>): Array<Tracer.SpanLink> =>
+  slice.flatMap(({ row, record }) =>
+    Option.match(spanFromTraceparent(record.headers[traceparentRecordHeader]), {
       onNone: () => [],
       onSome: (span) => [{ span, attributes: { "outbox.event_id": row.id, "outbox.event_type": row.event_type } }]
     })
-  })
+  )
 
 const publishedResult = (claimed: number, rows: ReadonlyArray<OutboxRow>, acked_ms: number): BatchResult => ({
   claimed,
@@ -127,38 +129,40 @@ const publishedResult = (claimed: number, rows: ReadonlyArray<OutboxRow>, acked_
 const makeSendAndMark = ({ options, store, producer }: PublisherParts) =>
   (rows: ReadonlyArray<OutboxRow>) =>
     Effect.gen(function* () {
-      const records = encodeRows(rows)
-      if (!Array.isArray(records)) {
-        yield* store.recordFailure(rows.map((row) => row.id), `${records.message} (event ${records.event_id})`)
-        const unsendable: Round = { result: { ...emptyBatch, claimed: rows.length }, failure: records }
+      const outgoing = encodeRows(rows)
+      if (!Array.isArray(outgoing)) {
+        yield* store.recordFailure(rows.map((row) => row.id), `${outgoing.message} (event ${outgoing.event_id})`)
+        const unsendable: Round = { result: { ...emptyBatch, claimed: rows.length }, failure: outgoing }
         return unsendable
       }
       const acked: Array<OutboxRow> = []
       let acked_ms = Date.now()
-      for (const slice of sendSlices(rows, records)) {
+      for (const slice of sendSlices(outgoing)) {
         const sent = yield* Effect.result(
-          producer.send(slice.records.map((record) => ({ topic: options.topic, ...record }))).pipe(
+          producer.send(slice.map(({ record }) => ({ topic: options.topic, ...record }))).pipe(
             Effect.withSpan("OutboxPublisher.send", {
               kind: "producer",
-              links: changeLinks(slice.rows, slice.records),
-              attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": slice.rows.length }
+              links: changeLinks(slice),
+              attributes: { "messaging.destination.name": options.topic, "messaging.batch.message_count": slice.length }
             })
           )
         )
         if (sent._tag === "Failure") {
+          const error = `${sent.failure.code}: ${sent.failure.message}`
+          const firstWaiting = slice[0]?.row
           // Said with what went before it: an operator reads which rows wait and which went (outside re-test).
           yield* Effect.logWarning("outbox send failed; the rows acknowledged before it are marked, the rest wait").pipe(Effect.annotateLogs({
-            claimed: rows.length, acknowledged: acked.length, first_waiting_event_id: slice.rows[0]?.id ?? null,
-            first_waiting_position: String(slice.rows[0]?.position ?? ""), error: `${sent.failure.code}: ${sent.failure.message}`
+            claimed: rows.length, acknowledged: acked.length, first_waiting_event_id: firstWaiting?.id ?? null,
+            first_waiting_position: String(firstWaiting?.position ?? ""), error
           }))
           // Recorded in the claiming transaction itself (the rows are still ours), then the commit releases them.
           yield* store.markPublished(acked.map((row) => row.id))
-          yield* store.recordFailure(rows.slice(acked.length).map((row) => row.id), `${sent.failure.code}: ${sent.failure.message}`)
+          yield* store.recordFailure(rows.slice(acked.length).map((row) => row.id), error)
           const failed: Round = { result: publishedResult(rows.length, acked, acked_ms), failure: sent.failure }
           return failed
         }
         acked_ms = Date.now()
-        acked.push(...slice.rows)
+        acked.push(...slice.map(({ row }) => row))
       }
       if (options.afterAck !== undefined) yield* options.afterAck
       yield* store.markPublished(rows.map((row) => row.id))

@@ -16,7 +16,6 @@
  * a real crash in the at-least-once window.
  */
 import {
-  checkDatabaseRole,
   defaultKafkaAdminTimeouts,
   defaultKafkaProducerLimits,
   KafkaAdmin,
@@ -33,7 +32,7 @@ import {
   TracingLive
 } from "@pay/infra"
 import { Config, Effect, Layer } from "effect"
-import { outboxPublisherLayer } from "./PublisherConfig.ts"
+import { outboxPublisherLayer, PublisherRoleCheck } from "./PublisherConfig.ts"
 
 const CrashAfterAck = Config.Boolean("OUTBOX_FAULT_CRASH_AFTER_ACK").pipe(Config.withDefault(false))
 
@@ -65,8 +64,8 @@ const PublisherProcess = Layer.unwrap(
       .pipe(Layer.provide(DatabaseClockLive))
   })
 ).pipe(
-  // The role's grants first: a PUBLISHER_DATABASE_URL that may not mark or delete stops the process, naming it.
-  Layer.provide(Layer.mergeAll(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE").pipe(Layer.provideMerge(PublisherPostgresLive)), KafkaClientsLive)),
+  // The role's grants first: a PUBLISHER_DATABASE_URL that may not mark rows stops the process, naming it.
+  Layer.provide(Layer.mergeAll(PublisherRoleCheck.pipe(Layer.provideMerge(PublisherPostgresLive)), KafkaClientsLive)),
   Layer.provide(Layer.merge(JsonLoggingLive, TracingLive("payments-outbox-publisher"))))
 
 // The Kafka library imported before anything connects (infra Kafka.ts, preloadKafkaLibrary).

@@ -23,7 +23,7 @@ import {
   Redis,
   TracingLive
 } from "@pay/infra"
-import { OutboxPublisherLive, OutboxWriter } from "@pay/outbox"
+import { OutboxPublisherLive, OutboxWriter, PublisherRoleCheck } from "@pay/outbox"
 import { Ledger } from "@pay/ledger"
 import { ApiKeys } from "@pay/merchants"
 import { PaymentExpiry, PaymentRepository, PaymentUseCases } from "@pay/payments"
@@ -159,7 +159,7 @@ const publishingSide = (options: AppOptions) =>
       if (!enabled) return Layer.empty
       if (publisherDatabase === undefined) return OutboxPublisherLive
       return Layer.merge(OutboxPublisherLive, PublisherDatabasePoolMetricsLive).pipe(
-        Layer.provide(checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE").pipe(Layer.provideMerge(publisherDatabase)))
+        Layer.provide(PublisherRoleCheck.pipe(Layer.provideMerge(publisherDatabase)))
       )
     })
   )

@@ -7,10 +7,10 @@
 // attacks; without 0108 every one of them passes.
 import { assert, it } from "@effect/vitest"
 import { CreatePaymentInput, domainEventTypes, type MerchantId } from "@pay/domain"
-import { checkDatabaseRole, decodeRows, postgresLayer } from "@pay/infra"
+import { decodeRows, postgresLayer } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import { MerchantRepository } from "@pay/merchants"
-import { OutboxStore, OutboxWriter } from "@pay/outbox"
+import { OutboxStore, OutboxWriter, PublisherRoleCheck } from "@pay/outbox"
 import { type ChangeContext, PaymentRepository } from "@pay/payments"
 import { FeeSchedules } from "@pay/settlement"
 import { acquireTestDatabase, expectSqlRefusal, testDatabaseAsRole } from "@pay/testkit"
@@ -138,7 +138,7 @@ const positionAfter = (paymentId: string) =>
 it.effect("the start-up check names PUBLISHER_DATABASE_URL when its role may not do the publisher's work (the API's role), and passes for pay_publisher", () =>
   Effect.gen(function* () {
     const { info } = yield* databases
-    const check = checkDatabaseRole("PUBLISHER_DATABASE_URL", ["outbox_events"], "UPDATE")
+    const check = PublisherRoleCheck
     const asApp = yield* Effect.exit(Layer.build(check.pipe(Layer.provide(testDatabaseAsRole(info, "pay_app", 1)))))
     assert.isTrue(Exit.isFailure(asApp))
     assert.include(JSON.stringify(asApp), "PUBLISHER_DATABASE_URL: the role pay_app may not update outbox_events")
