@@ -100,11 +100,15 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       return rows[0] === undefined ? undefined : yield* paymentFromRow(rows[0])
     })
 
-  /** Σ of the payment's refunds that are not FAILED, and Σ of the merchant's PENDING refunds in the currency. */
+  /**
+ * Σ of the payment's refunds that are not FAILED, and what the merchant's PENDING refunds in the
+ * currency will take from its payable: each its amount less its fee share, as `RefundPosting`
+ * debits it (outside client review: the gross amounts refused a refund the payable covered).
+ */
   const refunded = (payment: Payment) =>
     sql`
       SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS refunded_minor,
-             (SELECT coalesce(sum(amount_minor), 0) FROM refunds
+             (SELECT coalesce(sum(amount_minor - fee_returned_minor), 0) FROM refunds
               WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor`.pipe(
       Effect.flatMap(decodeRefunded),
       Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, pending_minor: 0n }),

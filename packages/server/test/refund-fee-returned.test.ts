@@ -4,6 +4,7 @@
 // app, real Postgres; the database refuses a share that breaks the rule, a changed share, and a
 // posting that does not carry it.
 import { assert, layer } from "@effect/vitest"
+import { AcquirerSimulator } from "@pay/acquirer"
 import { decodeRows } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
 import { FeeSchedules, platformFees, proportionalFeeReturned, RefundFeeSettings } from "@pay/settlement"
@@ -172,5 +173,34 @@ layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP
         Effect.flip
       )
       assert.match(isSqlError(posted) ? String(posted.reason.cause) : String(posted), /returns fee 18 but its posting debits 0 to platform:fees:JPY/)
+    }))
+})
+
+const FaultyLayer = RefundFeeSettings.layer.pipe(Layer.provideMerge(inProcessAppLayer({
+  acquirer: AcquirerSimulator.layerFaulty({ failRefundAfterPerforming: "first_call" }, { timeout_ms: 300 })
+})))
+
+layer(FaultyLayer, layerOptions)("fee returned on refund, with a refund still PENDING (in-process app over HTTP)", (it) => {
+  it.effect("a PENDING refund counts against the payable by its amount less its fee share: 900 yen pending (share 32) leaves 96 of 964 for a refund of 100 (share 4), which is taken; both finish and the payable is 0", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned pending", "JPY", 1_000n, 360, true)
+      assert.strictEqual(fee_minor, 36n)
+      // Each refund's first acquirer call loses its answer: the refund is taken (PENDING) and
+      // answered 503; the same key then finishes it.
+      const attempt = (key: string, amount: number) => post(merchant, `/v1/payments/${id}/refunds`, key, { json: { amount } })
+      const firstKey = newKey("refund")
+      const secondKey = newKey("refund")
+      assert.strictEqual((yield* attempt(firstKey, 900)).status, 503)
+      // Counting the pending 900 whole left 964 - 900 = 64 < 96: 409 refund_exceeds_balance (outside client review).
+      const second = yield* attempt(secondKey, 100)
+      assert.strictEqual(second.status, 503, describeAnswer(second))
+      const finishedSecond = yield* attempt(secondKey, 100)
+      assert.strictEqual(finishedSecond.status, 201, describeAnswer(finishedSecond))
+      assert.strictEqual(jsonOf(finishedSecond)["fee_returned"], 4)
+      const finishedFirst = yield* attempt(firstKey, 900)
+      assert.strictEqual(finishedFirst.status, 201, describeAnswer(finishedFirst))
+      assert.strictEqual(jsonOf(finishedFirst)["fee_returned"], 32)
+      assert.deepStrictEqual(yield* payableBalance(merchant), [{ currency: "JPY", amount: 0 }])
+      yield* assertLedgerVerifies
     }))
 })
