@@ -126,3 +126,25 @@ export const cardNumberFound = (subject: string): string =>
 /** Why a payment's or a refund's free text that {@link looksLikeCardNumber} is refused. */
 export const cardNumberInTextReason = (subject: string): string =>
   `${cardNumberFound(subject)}; card data must not be sent in description or metadata`
+
+/** Where an echo may hold a card number: digit groups of four or more joined by one or two characters, or twelve digits or more joined by separators only. */
+const echoedCardRun = new RegExp(`${letterGroupedRunPattern}|${cardNumberLikePattern}(?:[-_. ]*[0-9])*`, "gu")
+
+/** What replaces a card number in an echo. */
+export const cardNumberMask = "[card number]"
+
+/**
+ * `text` with every run that holds a plausible card number (13 to 19 digits passing the Luhn
+ * check, as {@link tokenHoldsCardDigits} finds them, whether letters, separators or nothing join
+ * the groups) written {@link cardNumberMask}. For what the server echoes of a request (a member's
+ * or a query parameter's name in a problem's `field` and `detail`, a path id on a log line): the
+ * refusal rules above decide what may be STORED; an echo of a refused request must not carry one
+ * either (outside client review: a metadata key of 41 characters starting with a card number came
+ * back in `field`).
+ */
+export const withoutCardNumbers = (text: string): string =>
+  text.replace(echoedCardRun, (run) => {
+    const digits = run.replace(nonDigitsEverywhere, "")
+    return runHoldsCardNumber(run.split(nonDigits)) || plausibleCardNumber(digits) ? cardNumberMask : run
+  })
+const nonDigitsEverywhere = /[^0-9]+/gu

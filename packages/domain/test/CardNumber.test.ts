@@ -12,7 +12,8 @@ import {
   PaymentMethodToken,
   StoredDescription,
   StoredMetadata,
-  tokenHoldsCardDigits
+  tokenHoldsCardDigits,
+  withoutCardNumbers
 } from "../src/index.ts"
 import { paymentIn } from "./fixtures.ts"
 
@@ -155,5 +156,21 @@ describe("payment_method: 12+ digits with only separators between them, or a car
     const tokens = fc.sample(hexToken, { numRuns: 2_000, seed: 20261204 })
     const refused = tokens.filter(tokenHoldsCardDigits)
     assert.isBelow(refused.length, 100, refused.slice(0, 5).join(", "))
+  })
+})
+
+describe("withoutCardNumbers: what an echo of a refused request may carry", () => {
+  it("a card number, however joined (letters, separators, nothing), is written [card number]; ids, dates and Luhn-invalid numbers are left as sent", () => {
+    const masked: ReadonlyArray<readonly [string, string]> = [
+      ["metadata.4242424242424242xxxx", "metadata.[card number]xxxx"],
+      ["4242 4242 4242 4242", "[card number]"],
+      ["x4242x4242x4242x4242x", "x[card number]x"],
+      ["4-2-4-2-4-2-4-2-4-2-4-2-4-2-4-2", "[card number]"],
+      ["query 4111111111111111=1", "query [card number]=1"]
+    ]
+    for (const [text, expected] of masked) assert.strictEqual(withoutCardNumbers(text), expected, text)
+    for (const text of ["pay_01JE2ZK4Y9Q8W7V6T5S4R3P2N1", "0193a1b2-1234-7abc-8def-123456789012", "2026-12-05 10:30:00", "4242424242424241", "order 12345678901234"]) {
+      assert.strictEqual(withoutCardNumbers(text), text, text)
+    }
   })
 })

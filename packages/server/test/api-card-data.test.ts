@@ -10,7 +10,7 @@ import { assert, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { decodeRows } from "@pay/infra"
-import { type Answer, jsonOf } from "./support/Http.ts"
+import { type Answer, type HttpCallError, jsonOf } from "./support/Http.ts"
 import { createMerchant, createPayment, newKey, paymentBody, TestServer, testServerLayer, writtenRows } from "./support/TestServer.ts"
 
 const Live = testServerLayer()
@@ -58,6 +58,30 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       assert.strictEqual(jsonOf(key)["detail"], `metadata: a metadata key ${cardReason}`)
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
       assert.notMatch(server.process.output(), /4242 4242 4242 4242|4111-1111-1111-1111|4111111111111111|4242x4242x4242x4242/u, "no card number in the server's logs")
+    }))
+
+  it.effect("a card number in what a refused request would echo (a too long metadata key, a member given twice, an unknown member's name, a query parameter's name, a path id) is written [card number]: in the answer and in the server's logs", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer
+      const m = yield* createMerchant("Card data: echoes")
+      const before = yield* writtenRows(m.merchantId)
+      const body = JSON.stringify(paymentBody({}))
+      const refusals: ReadonlyArray<readonly [string, Effect.Effect<Answer, HttpCallError, TestServer>]> = [
+        ["a metadata key over 40 characters", createPayment(m, newKey(), paymentBody({ metadata: { [`4242424242424242${"x".repeat(30)}`]: "v" } }))],
+        ["a metadata key given twice", createPayment(m, newKey(), undefined, { rawBody: body.replace(/\}$/u, ',"metadata":{"4242424242424242":"1","4242424242424242":"2"}}') })],
+        ["an unknown member", createPayment(m, newKey(), undefined, { rawBody: body.replace(/\}$/u, ',"4242424242424242":"x"}') })],
+        ["an unknown member glued to letters", createPayment(m, newKey(), undefined, { rawBody: body.replace(/\}$/u, ',"card4242424242424242x":"x"}') })],
+        ["a query parameter's name", server.request("GET", "/v1/payments?4111111111111111=1", { apiKey: m.apiKey })],
+        ["a path id", server.request("GET", "/v1/payments/4111111111111111", { apiKey: m.apiKey })]
+      ]
+      for (const [label, send] of refusals) {
+        const answer = yield* send
+        assert.oneOf(answer.status, [400, 404], `${label}: ${describeAnswer(answer)}`)
+        assert.notMatch(answer.text, /4242|4111/u, `${label}: the number is not echoed (${answer.text.slice(0, 300)})`)
+        assert.include(answer.text, "[card number]", `${label}: what was there is said`)
+      }
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
+      assert.notMatch(server.process.output(), /4242424242424242|4242 4242 4242 4242|4111111111111111/u, "no card number in the server's logs")
     }))
 
   it.effect("payment: ordinary text with numbers, a Luhn-invalid 16-digit order number, dates split by a word in a token: stored and returned as sent", () =>

@@ -1,5 +1,5 @@
 import { problemContentType, problemType, type ProblemBody } from "@pay/api"
-import { errorCatalog, showingHiddenCharacters } from "@pay/domain"
+import { errorCatalog, showingHiddenCharacters, withoutCardNumbers } from "@pay/domain"
 import type { StoredResponse } from "@pay/idempotency"
 import { Match } from "effect"
 import type { ApiError } from "./ApiErrors.ts"
@@ -73,8 +73,8 @@ const present = (error: ApiError): Presentation =>
  */
 export const problemDocument = (error: ApiError): ProblemBody => {
   const presented = present(error)
-  const detail = showingHiddenCharacters(presented.detail)
-  const field = presented.field === undefined ? undefined : showingHiddenCharacters(presented.field)
+  const detail = showingHiddenCharacters(withoutCardNumbers(presented.detail))
+  const field = presented.field === undefined ? undefined : showingHiddenCharacters(withoutCardNumbers(presented.field))
   const entry = errorCatalog[error.code]
   return {
     type: problemType(error.code),

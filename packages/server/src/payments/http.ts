@@ -1,5 +1,5 @@
 import { CreatePaymentBody, CurrentMerchant, InvalidRequest, PaymentsApi, SettlePaymentBody } from "@pay/api"
-import { AmountMinor, InvalidCursor, PaymentId, PaymentNotFound } from "@pay/domain"
+import { AmountMinor, InvalidCursor, PaymentId, PaymentNotFound, withoutCardNumbers } from "@pay/domain"
 import { type Execution, IdempotencyKeys, parseIdempotencyKeyResult } from "@pay/idempotency"
 import { annotateRequest, correlationHttpHeader, correlationIdFrom, CurrentCorrelationId, currentTraceparent, withoutApiKeys } from "@pay/infra"
 import {
@@ -205,8 +205,8 @@ const withMerchant = <A, E, R>(handler: Effect.Effect<A, E, R>) =>
 
 /** The payment a request names, on its access line and its log lines (bounded like any path segment). */
 const withPaymentId = <A, E, R>(rawId: string, handler: Effect.Effect<A, E, R>) => {
-  // Not a payment id: whatever was pasted there (an API key, once), redacted.
-  const loggable = withoutApiKeys(rawId).slice(0, 64)
+  // Not a payment id: whatever was pasted there (an API key, once; a card number), redacted.
+  const loggable = withoutCardNumbers(withoutApiKeys(rawId)).slice(0, 64)
   return annotateRequest({ payment_id: loggable }).pipe(Effect.andThen(handler), Effect.annotateLogs("payment_id", loggable))
 }
 
