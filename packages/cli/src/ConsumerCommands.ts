@@ -106,7 +106,13 @@ export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("Unkn
   known: Schema.Array(Schema.String)
 }) {}
 
-const json = (value: unknown) => JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? String(item) : item), 2)
+/**
+ * Offsets, lags and counts as JSON numbers, so that `jq '.total_lag > 1000'` compares numbers
+ * (outside operator review: as strings, such a filter was always true). A value past 2^53 − 1,
+ * which no offset of this platform's topics reaches, stays exact as a string.
+ */
+const json = (value: unknown) =>
+  JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? (item <= BigInt(Number.MAX_SAFE_INTEGER) && item >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(item) : String(item)) : item), 2)
 
 /**
  * The Kafka clients of the commands that talk to the broker (replay, consumers lag|reset), provided
