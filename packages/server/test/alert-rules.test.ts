@@ -22,7 +22,7 @@ it.effect("promtool test rules: each page and ticket fires when it should and st
     assert.match(tested.output, /SUCCESS/)
   }))
 
-it("every alert has a severity, a runbook link into docs/oncall.md, a section there, and a link from docs/runbook.md", () => {
+it("every alert has a severity, a runbook link into docs/oncall.md, a row in its table and a section there, and a link from docs/runbook.md", () => {
   const rules = readFileSync(alertRulesPath, "utf8")
   const oncall = readFileSync(`${repositoryRoot}docs/oncall.md`, "utf8")
   const runbook = readFileSync(`${repositoryRoot}docs/runbook.md`, "utf8")
@@ -31,6 +31,8 @@ it("every alert has a severity, a runbook link into docs/oncall.md, a section th
   for (const alert of alerts) {
     assert.include(rules, `runbook: docs/oncall.md#${alert.toLowerCase()}`, alert)
     assert.match(oncall, new RegExp(`^### ${alert}$`, "m"), `docs/oncall.md has a section for ${alert}`)
+    // The table on-call reads first (outside operator review: DatabaseClockSkew had a section, no row).
+    assert.match(oncall, new RegExp(`^\\| \\[${alert}\\]\\(#${alert.toLowerCase()}\\) \\| (page|ticket) \\|`, "m"), `docs/oncall.md's table has a row for ${alert}`)
     assert.include(runbook, `(oncall.md#${alert.toLowerCase()})`, `docs/runbook.md links ${alert}`)
   }
   assert.strictEqual([...rules.matchAll(/severity: (page|ticket)/g)].length, alerts.length)
