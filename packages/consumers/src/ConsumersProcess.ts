@@ -29,7 +29,7 @@ const ensureTopics = (prefix: string, topicSettings: PaymentsEventsTopicSettings
   Effect.gen(function* () {
     const admin = yield* KafkaAdmin
     // The topic's replication and retention as the publisher makes it (a consumer may start first).
-    yield* OutboxTopics.ensureWithRetry(prefix, topicSettings)
+    yield* OutboxTopics.ensureWithRetry(prefix, topicSettings, { waiting: "the consumers: no event is consumed until then (consumer_lag_unavailable_total rises)" })
     return yield* admin.createTopic({ topic: deadLetterTopic(prefix), partitions: DEAD_LETTER_TOPIC_PARTITIONS }).pipe(
       Effect.retry({ times: 20, schedule: Schedule.spaced("500 millis") }),
       Effect.as(true),
@@ -96,15 +96,19 @@ export const consumersLayer = (faults: ConsumerFaults = {}) =>
       const webhookStatus = yield* Ref.make(initialStatus(WEBHOOK_CONSUMER_NAME))
       const topic = paymentsEventsTopic(prefix)
       const run: Effect.Effect<void, never, SqlClient.SqlClient | KafkaConsumer | KafkaAdmin | Scope.Scope> = Effect.gen(function* () {
-        const dlqReady = yield* ensureTopics(prefix, topicSettings)
         // The lag of the consumers running here; the settlement one once its generation is known
         // (the placeholder name has no stored offsets: its "lag" would be the whole topic).
         const lagged = () => {
           const settlement = Ref.getUnsafe(status).name
           return settlement === settlementPending ? [WEBHOOK_CONSUMER_NAME] : [settlement, WEBHOOK_CONSUMER_NAME]
         }
+        // Lag and reconciliation reported from the start, before the topic is there: a process
+        // started while Kafka is down exported none of the consumers' series, and
+        // PaymentsWorkerNotReporting paged "runs nowhere" (outside operator drill); now each failed
+        // lag measurement counts (consumer_lag_unavailable_total) and reconciliation runs on.
         yield* Effect.forkScoped(reportLag(lagged, topic, options.lagInterval_ms))
         yield* Effect.forkScoped(reconcileEvery(options.reconcileInterval_ms))
+        const dlqReady = yield* ensureTopics(prefix, topicSettings)
         const dlqTopic = dlqReady ? deadLetterTopic(prefix) : null
         // Webhooks (docs/webhooks.md): each event's deliveries are queued in the record's
         // transaction; the sender (packages/webhooks) sends them. A group of its own.

@@ -114,3 +114,37 @@ it.live("the consumers' process, the webhook sender's and the outbox publisher's
     assert.deepStrictEqual(yield* awaitSeries(publisherPort, publisherSeries), [], `publisher's /metrics: ${publisher.output().slice(-1_000)}`)
     assertServerLogFormat(publisher.output(), "outbox publisher")
   }).pipe(Effect.provide(kafkaTestClients("process-observability")))), { timeout: 120_000 })
+
+it.live("the consumers' process started while Kafka is down: its lag is counted unavailable and reconciliation runs, and its log says the consumers wait for the topic", () =>
+  Effect.scoped(Effect.gen(function* () {
+    const database = yield* acquireTestDatabase
+    const consumersPort = yield* freePort
+    const nobody = yield* freePort
+    const consumers = yield* startManagedProcess({
+      script: "packages/consumers/src/main.ts",
+      label: "consumers without Kafka",
+      env: {
+        DATABASE_URL: database.url,
+        DATABASE_POOL_SIZE: "2",
+        KAFKA_BROKERS: `127.0.0.1:${nobody}`,
+        KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}nokafka.`,
+        METRICS_PORT: String(consumersPort),
+        CONSUMER_LAG_INTERVAL_MS: "200",
+        CONSUMER_RECONCILE_INTERVAL_MS: "1000"
+      },
+      outputKept_chars: 20_000,
+      readyUrl: `http://127.0.0.1:${consumersPort}/metrics`,
+      startTimeout_ms: 30_000
+    })
+    // Before the drill's finding none of these was exported until the topic was there: the
+    // PaymentsWorkerNotReporting page said the consumers ran nowhere.
+    assert.deepStrictEqual(yield* awaitSeries(consumersPort, ["consumer_lag_unavailable_total", "reconciliation_differences"]), [], consumers.output().slice(-1_000))
+    let failed = 0
+    for (let attempt = 0; attempt < 100 && failed === 0; attempt++) {
+      if (attempt > 0) yield* Effect.sleep("200 millis")
+      const line = (yield* scrape(consumersPort)).split("\n").find((text) => text.startsWith("consumer_lag_unavailable_total{consumer=\"webhooks\""))
+      failed = Number(line?.split(" ").at(-1) ?? 0)
+    }
+    assert.isAbove(failed, 0, "each failed lag measurement counted")
+    assert.match(consumers.output(), /"message":"cannot ensure the payments\.events topic yet".*"waiting":"the consumers: no event is consumed until then/u)
+  })), { timeout: 60_000 })

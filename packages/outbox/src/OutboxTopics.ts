@@ -128,23 +128,34 @@ const ensureFromConfig: Effect.Effect<TopicReady, KafkaError | ConfigError, Kafk
   return yield* ensure(prefix, yield* PaymentsEventsTopicConfig)
 })
 
+/** Who waits for the topic (named on the log line) and what else a failed attempt does (a counter). */
+export interface TopicWaiter {
+  /** `the outbox publisher: no event is published until then`. */
+  readonly waiting: string
+  readonly onFailure?: Effect.Effect<void>
+}
+
 /**
  * `ensure`, retried with bounded backoff until it succeeds (or the fiber is interrupted). The
  * publisher runs this before its loop so that a platform started while Kafka is down still
- * starts, accepts and commits; events wait in the outbox until the broker is back.
+ * starts, accepts and commits; events wait in the outbox until the broker is back. Each failed
+ * attempt is logged naming who waits (outside operator drill: the line did not say that the
+ * publisher and the consumers were not running, and the runbook's "no failure" branch then
+ * suspected stolen credentials).
  */
-const ensureWithRetry = (prefix: string, settings: PaymentsEventsTopicSettings): Effect.Effect<TopicReady, never, KafkaAdmin> =>
+const ensureWithRetry = (prefix: string, settings: PaymentsEventsTopicSettings, waiter: TopicWaiter): Effect.Effect<TopicReady, never, KafkaAdmin> =>
   Effect.gen(function* () {
     let failures = 0
     while (true) {
       const attempt = yield* Effect.result(ensure(prefix, settings))
       if (attempt._tag === "Success") return attempt.success
       failures++
+      if (waiter.onFailure !== undefined) yield* waiter.onFailure
       const delay_ms = backoffDelay_ms(failures, ensureBackoffBase_ms, ensureBackoffMax_ms)
       // Not retriable (e.g. the topic exists with too few partitions): an operator must act.
       const log = attempt.failure.retriable ? Effect.logWarning : Effect.logError
       yield* log("cannot ensure the payments.events topic yet").pipe(
-        Effect.annotateLogs({ error: attempt.failure.message, code: attempt.failure.code, retry_in_ms: delay_ms })
+        Effect.annotateLogs({ error: attempt.failure.message, code: attempt.failure.code, retry_in_ms: delay_ms, waiting: waiter.waiting })
       )
       yield* Effect.sleep(Duration.millis(delay_ms))
     }

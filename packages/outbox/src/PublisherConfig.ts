@@ -1,8 +1,9 @@
 import { boundedInt, checkDatabaseRole, type KafkaAdmin, KafkaTopicPrefix } from "@pay/infra"
-import { Config, Effect, Layer } from "effect"
+import { Config, Effect, Layer, Metric } from "effect"
 import { OutboxTopics, paymentsEventsTopic, PaymentsEventsTopicConfig } from "./OutboxTopics.ts"
 import { defaultPublisherOptions, OutboxPublisher, publisherOptionBounds, type PublisherOptions } from "./Publisher.ts"
 import { every } from "./PublisherLoop.ts"
+import { outboxPublishFailures } from "./PublisherModel.ts"
 
 /**
  * The publisher's settings from the environment. Every value is bounded (a value outside its
@@ -60,7 +61,13 @@ export const outboxPublisherLayer = (overrides: PublisherOverrides = {}) =>
       const start = Layer.effectDiscard(
         Effect.gen(function* () {
           const publisher = yield* OutboxPublisher
-          const ensure: Effect.Effect<unknown, never, KafkaAdmin> = OutboxTopics.ensureWithRetry(settings.topicPrefix, topicSettings)
+          // Each failed attempt is a failed publish (nothing can be published): OutboxPublishFailing
+          // and the runbook's failure branch see a broker down at start as they see one down later.
+          yield* Metric.update(outboxPublishFailures, 0)
+          const ensure: Effect.Effect<unknown, never, KafkaAdmin> = OutboxTopics.ensureWithRetry(settings.topicPrefix, topicSettings, {
+            waiting: "the outbox publisher: no event is published until then (outbox_publish_failures_total counts each attempt)",
+            onFailure: Metric.update(outboxPublishFailures, 1)
+          })
           // Until the topic is there (Kafka down at start), the backlog gauges are refreshed all the
           // same: the loop refreshes them once it runs, and an outside outage drill found a server
           // started without Kafka exporting no outbox_* series at all (OutboxEventsLate could not fire).

@@ -9,17 +9,19 @@ import { ConfigProvider, Effect, Layer, Metric } from "effect"
 import { SqlClient } from "effect/sql"
 import { outboxBacklogCount } from "../src/Publisher.ts"
 import { outboxPublisherLayer } from "../src/PublisherConfig.ts"
+import { outboxPublishFailures } from "../src/PublisherModel.ts"
 
 const Database = makeTestDatabase({ maxConnections: 4 })
 
 layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publisher started without Kafka", (it) => {
-  it.effect("the backlog gauge follows the table while the topic cannot be made", () =>
+  it.effect("the backlog gauge follows the table while the topic cannot be made, and each failed attempt counts as a failed publish", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       yield* sql`
         INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
         SELECT gen_random_uuid(), 'test_aggregate', 'pay_nokafka_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
         FROM generate_series(1, 7) AS n`
+      const failuresBefore = (yield* Metric.value(outboxPublishFailures)).count
       const port = yield* freePort
       const config = ConfigProvider.layer(ConfigProvider.fromEnv({
         env: { KAFKA_BROKERS: `127.0.0.1:${port}`, KAFKA_TOPIC_PREFIX: `${testRun().kafkaTopicPrefix}nokafka.`, OUTBOX_METRICS_INTERVAL_MS: "1000" }
@@ -35,7 +37,16 @@ layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publishe
           yield* Effect.sleep("100 millis")
         }
         return (yield* Metric.value(outboxBacklogCount)).value
-      }).pipe(Effect.provide(publisher), Effect.scoped)
+      }).pipe(
+        // Nothing can be published: the runbook's "backlog grows with no failure" branch (stolen
+        // credentials) must not be where a broker down at start leads (outside operator drill).
+        Effect.tap(() => Effect.gen(function* () {
+          for (let look = 0; look < 200 && (yield* Metric.value(outboxPublishFailures)).count <= failuresBefore; look++) yield* Effect.sleep("100 millis")
+        })),
+        Effect.provide(publisher),
+        Effect.scoped
+      )
       assert.strictEqual(seen, 7, "outbox_backlog_rows says 7 rows wait, Kafka down")
+      assert.isAbove((yield* Metric.value(outboxPublishFailures)).count, failuresBefore, "outbox_publish_failures_total counts the failed attempts")
     }))
 })
