@@ -265,7 +265,11 @@ layer(
       assert.strictEqual(late.status, 200, describeAnswer(late))
       assert.isTrue(replayed(late), "the completer stored the response for the client's eventual retry")
       assert.strictEqual(jsonOf(late)["status"], "SETTLED")
-      assert.include(server.process.output(), "completer finished an abandoned key")
+      // With the ids an operator searches by (outside operator drill: it had none of them).
+      const finishedLine = server.process.output().split("\n").find((line) => line.includes("completer finished an abandoned key")) ?? ""
+      assert.include(finishedLine, `"payment_id":"${completed.id}"`, finishedLine)
+      assert.include(finishedLine, `"merchant_id":"${m.merchantId}"`, finishedLine)
+      assert.match(finishedLine, /"correlation_id":"[0-9a-f-]{36}"/u, finishedLine)
 
       for (const p of [retried, completed]) {
         assert.deepStrictEqual(yield* acquirerOperation(`payment:${p.id}:capture`), [{ performed_count: 1, request_count: 2 }])

@@ -51,9 +51,27 @@ export const IdempotencyWorkerConfig: Config.Config<IdempotencyWorkerOptions> = 
   reaperInterval_ms: boundedInt("REAPER_INTERVAL_MS", idempotencyWorkerBounds.reaperInterval_ms, 60 * 60 * 1_000)
 })
 
+const paymentInPath = /^\/v1\/payments\/(pay_[0-9a-hjkmnp-tv-z]{24})(?:\/|$)/u
+
+/**
+ * The key on the completer's lines, with the ids an operator searches by: the merchant, and the
+ * payment its path names (outside operator drill: "completer finished an abandoned key" had neither,
+ * so a search by payment id found the client's six 503s and not that its authorization succeeded).
+ */
+const aboutKey = (key: AbandonedKey) => {
+  const paymentId = paymentInPath.exec(key.path)?.[1]
+  return {
+    key_id: key.id,
+    merchant_id: key.merchantId,
+    ...(paymentId === undefined ? {} : { payment_id: paymentId }),
+    path: key.path,
+    recovery_point: key.recoveryPoint
+  }
+}
+
 /** What the operator reads in the logs about a failed attempt (one line per attempt, WARN; ERROR when parked). */
 const logAttempt = (key: AbandonedKey, recorded: CompleterFailureRecorded, reason: string) => {
-  const about = { key_id: key.id, merchant_id: key.merchantId, path: key.path, recovery_point: key.recoveryPoint, reason }
+  const about = { ...aboutKey(key), reason }
   switch (recorded._tag) {
     case "BackedOff":
       return Effect.logWarning("completer could not finish a key yet; backing off", { ...about, attempt: recorded.attempt, retry_in_ms: recorded.retryIn_ms })
@@ -92,13 +110,13 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
     const webhookOperations = yield* makeWebhookOperations
 
     /** A resumed run: logged when it finished, counted (and maybe parked) when it failed. */
-    const attempted = <E extends { readonly _tag: string }>(key: AbandonedKey, run: Effect.Effect<RunOutcome, E>) =>
+    const attempted = <E extends { readonly _tag: string }>(key: AbandonedKey, run: Effect.Effect<RunOutcome, E>, correlationId?: string) =>
       run.pipe(
         Effect.tap((outcome) =>
           Effect.logInfo("completer finished an abandoned key", {
-            key_id: key.id,
-            path: key.path,
-            recovery_point: key.recoveryPoint,
+            ...aboutKey(key),
+            // The resumed run's events carry it (the client's own request had another).
+            ...(correlationId === undefined ? {} : { correlation_id: correlationId }),
             status: outcome.response.status,
             attempt: key.completerAttempts + 1
           })
@@ -124,7 +142,7 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         return failed(key, `the operation stored with the key is not one: ${operation.failure.message}`, true)
       }
       const context = { actor: "system:completer", correlationId: randomUUID() }
-      return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)))
+      return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)), context.correlationId)
     }
 
     const refreshParkedGauge = parked.count.pipe(Effect.flatMap((count) => Metric.update(idempotencyParkedKeys, count)))
