@@ -135,7 +135,11 @@ const runSubscription = (settings: RunnerSettings, handlePartition: PartitionHan
   Effect.scoped(Effect.gen(function* () {
     const kafka = yield* KafkaConsumer
     yield* seekGroupToStoredOffsets(settings, kafka.endOffsets)
-    const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] })
+    // `consumer` on the client's own lines too ("consumer group joined", "rebalancing"), as on every
+    // other consumer line: a search by the alerts' label found none of them (outside operator drill).
+    const subscription = yield* kafka.subscribe({ groupId: settings.groupId, topics: [settings.topic] }).pipe(
+      Effect.annotateLogs({ consumer: settings.handler.name })
+    )
     const commits = yield* makeKafkaCommits(subscription, settings.options.kafkaCommitInterval_ms)
     const lanes = yield* makePartitionLanes(handlePartition, commits.note, settings.options.transactionRecords_max)
     const report = (handled: number) =>

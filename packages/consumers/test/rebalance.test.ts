@@ -75,6 +75,8 @@ describe("two consumer processes in one group (real processes, real broker)", ()
         // an operator reading it could not tell an eviction or a takeover happened).
         const joins = stopped.output.split("\n").filter((line) => line.includes("\"consumer group joined\""))
         assert.isTrue(joins.some((line) => /payments\.events:0,1,2/.test(line)), `the survivor logged its join with every partition:\n${stopped.output.slice(-2_000)}`)
+        // Named by the consumer, as every other consumer line and the alerts' label (outside operator drill).
+        assert.isTrue(joins.every((line) => /"consumer":"(settlement\.g1|webhooks)"/.test(line)), joins.join("\n"))
 
         assert.isTrue(atKill < BigInt(messages.length), `killed mid-stream (${atKill} of ${messages.length})`)
         assert.strictEqual(yield* applied, BigInt(messages.length), "every event applied exactly once")
