@@ -114,10 +114,16 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("one merchant
       // The operator sees why: the refusals counted by reason.
       const scrape = yield* call((yield* MetricsUrl).url, "GET", "/metrics")
       assert.strictEqual(valueOf(samples(scrape.text), "http_merchant_concurrency_refusals_total", { reason: "queue_full" }), refused_count)
-      // And whose: every refusal's access line names the merchant.
+      // And whose, and why: every refusal's access line names the merchant, the code and the reason
+      // (outside operator drill: a 429 after a restart said neither, and the runbook could not tell
+      // a merchant's burst from a slow server).
       const refusalLines = server.process.output().split("\n").filter((line) => line.includes('"message":"http request"') && line.includes('"status":"429"'))
       assert.strictEqual(refusalLines.length, refused_count, "one access line per refusal")
-      for (const line of refusalLines) assert.include(line, `"merchant_id":"${a.merchantId}"`)
+      for (const line of refusalLines) {
+        assert.include(line, `"merchant_id":"${a.merchantId}"`)
+        assert.include(line, `"code":"rate_limited"`)
+        assert.include(line, `"refusal":"queue_full"`)
+      }
 
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)

@@ -81,6 +81,7 @@ export const AuthorizationLive = Layer.effect(
         yield* annotateRequest({ merchant_id: authenticated.merchantId })
         const rate = yield* limits.merchantRequest(authenticated.merchantId)
         if (!rate.allowed) {
+          yield* annotateRequest({ code: "rate_limited", refusal: "merchant_requests" })
           return problemHttpResponse(new RateLimited({
             requests_max: limits.settings.merchantRequests_max,
             window_ms: limits.settings.merchantWindow_ms,
@@ -95,7 +96,11 @@ export const AuthorizationLive = Layer.effect(
           authenticated.merchantId,
           Effect.provideService(httpEffect, CurrentMerchant, { merchantId: authenticated.merchantId, apiKeyId: authenticated.apiKeyId })
         )
-        return served._tag === "Served" ? served.value : problemHttpResponse(concurrencyLimited(inFlight.settings, served.reason))
+        if (served._tag === "Served") return served.value
+        // The access line says why (outside operator drill): the merchant's burst fills its queue
+        // (queue_full), or its requests wait too long behind slow ones (queue_wait: a slow database, a cold start).
+        yield* annotateRequest({ code: "rate_limited", refusal: served.reason })
+        return problemHttpResponse(concurrencyLimited(inFlight.settings, served.reason))
       })
     })
   })
