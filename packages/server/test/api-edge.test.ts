@@ -163,6 +163,11 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       const tooLarge = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", `X-Big: ${"a".repeat(20_000)}`, "", ""].join("\r\n")])
       assertRawProblem(tooLarge, "headers_too_large", undefined, "20 KB header, raw")
       assertEveryAnswerHeaders(tooLarge, "431")
+      assert.include(tooLarge.body, "the request headers are over 16384 bytes")
+      // 1,100 short lines (12 KB): the line limit fired, and the detail says so (it said 16384 bytes).
+      const tooMany = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", ...Array.from({ length: 1_100 }, (_, n) => `X-${n}: a`), "", ""].join("\r\n")])
+      assertRawProblem(tooMany, "headers_too_large", undefined, "1,100 header lines, raw")
+      assert.include(tooMany.body, "the request has over 1000 header lines")
       assertEveryAnswerHeaders(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "400 from the parser")
       // Node answered these two itself: an unknown Expect with a bare 417, CONNECT by closing.
       const expectation = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", "Expect: bogus", "", ""].join("\r\n")])

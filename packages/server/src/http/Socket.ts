@@ -161,7 +161,11 @@ export const timerFiredOn = (socket: Duplex): TimerFired => {
 export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fired: TimerFired): ApiError => {
   switch (error.code) {
     case "HPE_HEADER_OVERFLOW":
-      return new HeadersTooLarge({ limit_bytes: limits.headerSize_bytes_max })
+      // Both limits are this one code; the parser stopped short of the size limit: the lines'.
+      return new HeadersTooLarge({
+        limit_bytes: limits.headerSize_bytes_max,
+        over: typeof error.bytesParsed === "number" && error.bytesParsed < limits.headerSize_bytes_max ? "lines" : "bytes"
+      })
     case "ERR_HTTP_REQUEST_TIMEOUT":
       // The limit that actually fired, so the detail says the time the client really had.
       return new RequestTimeout({ limit_ms: fired === "request" ? limits.requestTimeout_ms : limits.headersTimeout_ms })
