@@ -35,6 +35,17 @@ const awaitSeries = (port: number, names: ReadonlyArray<string>) =>
     return missing
   })
 
+/** The consumers' own process, /metrics on `port`, lag every 200 ms and reconciliation every second. */
+const startConsumers = (label: string, port: number, env: Readonly<Record<string, string>>) =>
+  startManagedProcess({
+    script: "packages/consumers/src/main.ts",
+    label,
+    env: { ...env, METRICS_PORT: String(port), CONSUMER_LAG_INTERVAL_MS: "200", CONSUMER_RECONCILE_INTERVAL_MS: "1000" },
+    outputKept_chars: 20_000,
+    readyUrl: `http://127.0.0.1:${port}/metrics`,
+    startTimeout_ms: 30_000
+  })
+
 // `message` is the text: a log call's object used to be printed as `["text", {…}]` (Logging.ts flatMessage).
 const LogLine = Schema.fromJsonString(Schema.Struct({ timestamp: Schema.String, level: Schema.String, message: Schema.String }))
 const decodeLogLine = Schema.decodeUnknownOption(LogLine)
@@ -51,22 +62,7 @@ it.live("the consumers' process, the webhook sender's and the outbox publisher's
     const database = yield* acquireTestDatabase
     const topics = yield* freshTopics
     const consumersPort = yield* freePort
-    const consumers = yield* startManagedProcess({
-      script: "packages/consumers/src/main.ts",
-      label: "consumers",
-      env: {
-        DATABASE_URL: database.url,
-        DATABASE_POOL_SIZE: "4",
-        KAFKA_BROKERS: run.kafkaBrokers,
-        KAFKA_TOPIC_PREFIX: topics.prefix,
-        METRICS_PORT: String(consumersPort),
-        CONSUMER_LAG_INTERVAL_MS: "200",
-        CONSUMER_RECONCILE_INTERVAL_MS: "1000"
-      },
-      outputKept_chars: 20_000,
-      readyUrl: `http://127.0.0.1:${consumersPort}/metrics`,
-      startTimeout_ms: 30_000
-    })
+    const consumers = yield* startConsumers("consumers", consumersPort, { DATABASE_URL: database.url, DATABASE_POOL_SIZE: "4", KAFKA_BROKERS: run.kafkaBrokers, KAFKA_TOPIC_PREFIX: topics.prefix })
     // db_client_connections too: DatabasePoolSaturated is "a process's pool", and the consumers'
     // pool (the one that limits them) was measured nowhere.
     const consumerSeries = ["consumer_lag_records", "consumer_parked_total", "reconciliation_differences", "nodejs_eventloop_delay_p99_seconds", ...poolSeries]
@@ -120,21 +116,11 @@ it.live("the consumers' process started while Kafka is down: its lag is counted 
     const database = yield* acquireTestDatabase
     const consumersPort = yield* freePort
     const nobody = yield* freePort
-    const consumers = yield* startManagedProcess({
-      script: "packages/consumers/src/main.ts",
-      label: "consumers without Kafka",
-      env: {
-        DATABASE_URL: database.url,
-        DATABASE_POOL_SIZE: "2",
-        KAFKA_BROKERS: `127.0.0.1:${nobody}`,
-        KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}nokafka.`,
-        METRICS_PORT: String(consumersPort),
-        CONSUMER_LAG_INTERVAL_MS: "200",
-        CONSUMER_RECONCILE_INTERVAL_MS: "1000"
-      },
-      outputKept_chars: 20_000,
-      readyUrl: `http://127.0.0.1:${consumersPort}/metrics`,
-      startTimeout_ms: 30_000
+    const consumers = yield* startConsumers("consumers without Kafka", consumersPort, {
+      DATABASE_URL: database.url,
+      DATABASE_POOL_SIZE: "2",
+      KAFKA_BROKERS: `127.0.0.1:${nobody}`,
+      KAFKA_TOPIC_PREFIX: `${run.kafkaTopicPrefix}nokafka.`
     })
     // Before the drill's finding none of these was exported until the topic was there: the
     // PaymentsWorkerNotReporting page said the consumers ran nowhere.
