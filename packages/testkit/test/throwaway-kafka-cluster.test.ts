@@ -66,6 +66,13 @@ it.live(
         assert.strictEqual(described.replicationFactor, 3, "the broker default is 3 copies")
         assert.strictEqual(described.configs["min.insync.replicas"], "2")
         yield* sendRetried(topic, "k1", "all three up")
+        // A topic that wants every replica in sync: the producer's acks=all makes the broker refuse a
+        // publish it could not copy three times (acks=1 would count it on the leader alone). This is
+        // the invariant "a publish counts only once every in-sync replica has it", attacked
+        // (outside reader: no test stopped a replica).
+        const strict = `${topic}.strict`
+        yield* admin.createTopic({ topic: strict, partitions: 1, configs: { "min.insync.replicas": "3" } })
+        yield* sendRetried(strict, "s1", "three in sync")
 
         // kill -9 of one node (the first: the bootstrap list still names it); writes go on with two copies.
         const victim = cluster.nodes[0]
@@ -75,9 +82,22 @@ it.live(
         yield* sendRetried(topic, "k2", "node 1 killed")
         const whileDown = yield* readDistinct(topic, ["all three up", "node 1 killed"])
         assert.sameMembers(whileDown, ["all three up", "node 1 killed"])
+        // Two replicas in sync of the three the strict topic wants: every publish is refused, none counted.
+        const codes: Array<string> = []
+        for (let attempt = 0; attempt < 20 && !codes.some((code) => code.includes("NOT_ENOUGH_REPLICAS")); attempt++) {
+          const refused = yield* KafkaProducer.use((producer) => producer.send([{ topic: strict, key: "s2", value: "two in sync", headers: {} }])).pipe(Effect.flip)
+          codes.push(`${refused.code ?? ""} ${refused.message}`)
+          yield* Effect.sleep("500 millis")
+        }
+        assert.isTrue(codes.some((code) => code.includes("NOT_ENOUGH_REPLICAS")), codes.join("\n"))
 
         yield* victim.restart
         assert.isTrue(yield* victim.running)
+        // Back to three in sync (bounded wait while the restarted node catches up): published again,
+        // and what was refused was never stored.
+        yield* sendRetried(strict, "s3", "three again")
+        const strictValues = yield* readDistinct(strict, ["three in sync", "three again"])
+        assert.sameMembers(strictValues, ["three in sync", "three again"], "the refused publish was never stored")
         // SIGSTOP of another node: it answers nothing until SIGCONT; writes still complete (it leaves the ISR).
         const paused = cluster.nodes[1]
         if (paused === undefined) return assert.fail("no node 2")
