@@ -90,7 +90,7 @@ export const errorCatalog = {
   },
   refund_exceeds_balance: {
     status: 409, title: "Conflict", retry: "no_stored",
-    meaning: "The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept)"
+    meaning: "The merchant's payable balance, less its pending refunds' parts on it, does not cover the refund less its fee share"
   },
   // 409 like refund_exceeds_balance: the request is well formed and would succeed against another
   // state of the merchant's account (one endpoint fewer); 422 here means the request itself is

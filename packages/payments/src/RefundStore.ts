@@ -90,6 +90,14 @@ export const makeRefundStore = Effect.gen(function* () {
 
 type RefundEvents = ReturnType<typeof makeRefundEvents>
 
+/**
+ * One reservation of a merchant's currency at a time, and no completion committing in the middle of
+ * one: the reservation reads the PENDING refunds and the payable in two statements, and a refund
+ * completed between them was counted twice (outside re-test: a covered refund refused with
+ * "available balance -20379", the refusal stored under its key).
+ */
+const refundsLockKey = (merchantId: string, currency: string) => `refunds:${merchantId}:${currency}`
+
 const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
   const lockedPayment = (merchantId: MerchantId, paymentId: PaymentId) =>
     Effect.gen(function* () {
@@ -147,7 +155,7 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       if (typeof currency !== "string") return yield* new PaymentNotFound({ paymentId })
       // One refund of a merchant's currency at a time; and its fee setting held still until this
       // transaction ends (the insert trigger reads it again: RefundFees.ts, refundSettingsLockKey).
-      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${`refunds:${merchantId}:${currency}`}, 0)),
+      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${refundsLockKey(merchantId, currency)}, 0)),
         pg_advisory_xact_lock_shared(hashtextextended(${refundSettingsLockKey(merchantId)}, 0))`
       const payment = yield* lockedPayment(merchantId, paymentId)
       if (payment === undefined) return yield* new PaymentNotFound({ paymentId })
@@ -190,6 +198,8 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
     Effect.gen(function* () {
       const refund = yield* lockedRefund(refundId)
       if (refund.status !== "PENDING") return refund
+      // The reservations' lock (refundsLockKey), after the refund's row: a reservation never waits on a refund's row.
+      yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${refundsLockKey(refund.merchant_id, refund.currency)}, 0))`
       const now = DateTime.toDateUtc(DateTime.max(refund.updated_at, yield* DateTime.now))
       const rows = outcome._tag === "Approved"
         ? yield* posting.post(refund).pipe(Effect.flatMap((posted) => sql`
@@ -202,8 +212,9 @@ const makeCompletion = (sql: SqlClient.SqlClient, posting: RefundPosting["Servic
       // The payment's row lock, taken only now (after the posting: the lock is held for the event's
       // insert and the COMMIT, not the ledger's work), keeps the payment's outbox rows in commit
       // order, as every writer of them does (docs/events.md, "Ordered per payment"). Lock order:
-      // refund, ledger accounts, payment; nothing holds a SETTLED payment's lock while it waits for
-      // those accounts (the reservation reads the balance without locking it).
+      // refund, the merchant's refunds lock, ledger accounts, payment; nothing holds a SETTLED
+      // payment's lock while it waits for those accounts (the reservation reads the balance
+      // without locking it).
       yield* sql`SELECT 1 AS one FROM payments WHERE id = ${completed.payment_id} FOR NO KEY UPDATE`
       yield* events.publish(completed, context)
       return completed

@@ -3478,7 +3478,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["RequestTimeoutProblemEncoded"];
                 };
             };
-            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | Only a SETTLED payment can be refunded | The merchant's payable balance, less its pending refunds, does not cover the refund (the fee is kept) */
+            /** @description The first request with this key is still running (or its server died and its lease has not expired yet): retry after `Retry-After` seconds | Only a SETTLED payment can be refunded | The merchant's payable balance, less its pending refunds' parts on it, does not cover the refund less its fee share */
             409: {
                 headers: {
                     /** @description This request's id: the client's `X-Request-Id` when it sent a usable one (1-200 visible ASCII characters), else a new UUID. Quote it to support. */
