@@ -157,15 +157,22 @@ export const timerFiredOn = (socket: Duplex): TimerFired => {
   return bodyPending ? "request" : "headers"
 }
 
+/**
+ * Which header limit fired: both are one code. The chunk the parser failed in held the size limit's
+ * worth: the size. The whole connection has read less than it: the lines. Else (headers that came
+ * in several chunks, or a connection that carried earlier requests) it cannot tell: both (outside
+ * re-test: `bytesParsed` is the failing chunk's, and a 20 KB header sent in 4 KB writes was told "lines").
+ */
+const overflowOf = (error: ParserError, limits: SocketLimits, connectionBytesRead: number): "bytes" | "lines" | "bytes_or_lines" => {
+  if (typeof error.bytesParsed === "number" && error.bytesParsed >= limits.headerSize_bytes_max) return "bytes"
+  return connectionBytesRead < limits.headerSize_bytes_max ? "lines" : "bytes_or_lines"
+}
+
 /** What a refusal by Node's HTTP parser (or its timers) says, as a catalog error. */
-export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fired: TimerFired): ApiError => {
+export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fired: TimerFired, connectionBytesRead = Number.POSITIVE_INFINITY): ApiError => {
   switch (error.code) {
     case "HPE_HEADER_OVERFLOW":
-      // Both limits are this one code; the parser stopped short of the size limit: the lines'.
-      return new HeadersTooLarge({
-        limit_bytes: limits.headerSize_bytes_max,
-        over: typeof error.bytesParsed === "number" && error.bytesParsed < limits.headerSize_bytes_max ? "lines" : "bytes"
-      })
+      return new HeadersTooLarge({ limit_bytes: limits.headerSize_bytes_max, over: overflowOf(error, limits, connectionBytesRead) })
     case "ERR_HTTP_REQUEST_TIMEOUT":
       // The limit that actually fired, so the detail says the time the client really had.
       return new RequestTimeout({ limit_ms: fired === "request" ? limits.requestTimeout_ms : limits.headersTimeout_ms })
@@ -221,7 +228,8 @@ const answerClientError = (error: ParserError, socket: Duplex, limits: SocketLim
     socket.destroy()
     return
   }
-  writeProblemAndClose(socket, clientErrorProblem(error, limits, timerFiredOn(socket)))
+  const bytesRead = "bytesRead" in socket && typeof socket.bytesRead === "number" ? socket.bytesRead : Number.POSITIVE_INFINITY
+  writeProblemAndClose(socket, clientErrorProblem(error, limits, timerFiredOn(socket), bytesRead))
 }
 
 /**
