@@ -106,13 +106,18 @@ export class UnknownConsumer extends Schema.TaggedError<UnknownConsumer>()("Unkn
   known: Schema.Array(Schema.String)
 }) {}
 
+/** Stands for a bigint in JSON.stringify's output until it is written as its digits (no text of ours holds a NUL). */
+const bigintMark = "\u0000bigint:"
+const markedBigint = /"\\u0000bigint:(-?[0-9]+)"/g
+
 /**
- * Offsets, lags and counts as JSON numbers, so that `jq '.total_lag > 1000'` compares numbers
- * (outside operator review: as strings, such a filter was always true). A value past 2^53 − 1,
- * which no offset of this platform's topics reaches, stays exact as a string.
+ * Offsets, lags, counts and money as JSON numbers written with their exact digits, as the API
+ * writes amounts: `jq '.total_lag > 1000'` compares numbers (outside operator review: as strings,
+ * such a filter was always true), and a value past 2^53 keeps its digits and its type (outside
+ * re-test: a number below 2^53 and a string above it in one field).
  */
-const json = (value: unknown) =>
-  JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? (item <= BigInt(Number.MAX_SAFE_INTEGER) && item >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(item) : String(item)) : item), 2)
+export const json = (value: unknown) =>
+  JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? `${bigintMark}${item}` : item), 2).replace(markedBigint, "$1")
 
 /**
  * The Kafka clients of the commands that talk to the broker (replay, consumers lag|reset), provided
