@@ -83,5 +83,9 @@ layer(Live, { excludeTestServices: true, timeout: "60 seconds" })("HTTP limits (
       assertTooMany(yield* server.request("GET", "/v1/balance", { apiKey: m.apiKey }), "authentication_rate_limited", "valid key, same source")
       const live = yield* server.request("GET", "/health/live")
       assert.strictEqual(live.status, 200, "unauthenticated endpoints are not limited")
+      // Its access lines say which 429 it is (outside re-test: no code, like a merchant's rate limit).
+      const refusals = server.process.output().split("\n").filter((line) => line.includes('"message":"http request"') && line.includes('"status":"429"'))
+      for (const line of refusals) assert.match(line, /"code":"(authentication_rate_limited|rate_limited)"/u, line)
+      assert.isAtLeast(refusals.filter((line) => line.includes('"code":"authentication_rate_limited"')).length, 2, refusals.join("\n"))
     }))
 })

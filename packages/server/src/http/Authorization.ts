@@ -66,6 +66,8 @@ export const AuthorizationLive = Layer.effect(
         )
         switch (attempt._tag) {
           case "Refused":
+            // Told apart from a merchant's 429s on the access line (outside re-test: it had no code).
+            yield* annotateRequest({ code: "authentication_rate_limited" })
             return problemHttpResponse(
               new AuthenticationRateLimited({ failures_max: limits.settings.authenticationFailures_max, retry_after_s: attempt.retryAfter_s })
             )
