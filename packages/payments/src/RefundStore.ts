@@ -63,7 +63,7 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
 const refundColumns =
   "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, fee_returned_minor, created_at, updated_at"
 
-const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, pending_minor: Schema.BigInt })
+const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, returned_minor: Schema.BigInt, pending_minor: Schema.BigInt })
 const decodeRefunded = Schema.decodeUnknownEffect(Schema.Array(RefundedRow))
 
 export interface RefundRequest {
@@ -98,6 +98,23 @@ type RefundEvents = ReturnType<typeof makeRefundEvents>
  */
 const refundsLockKey = (merchantId: string, currency: string) => `refunds:${merchantId}:${currency}`
 
+/**
+ * Σ of the payment's refunds that are not FAILED and of their fee shares, and what the merchant's
+ * PENDING refunds in the currency will take from its payable: each its amount less its fee share,
+ * as `RefundPosting` debits it (outside client review: the gross amounts refused a refund the
+ * payable covered).
+ */
+const refundedOf = (sql: SqlClient.SqlClient, payment: Payment) =>
+  sql`
+    SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS refunded_minor,
+           (SELECT coalesce(sum(fee_returned_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS returned_minor,
+           (SELECT coalesce(sum(amount_minor - fee_returned_minor), 0) FROM refunds
+            WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor`.pipe(
+    Effect.flatMap(decodeRefunded),
+    Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, returned_minor: 0n, pending_minor: 0n }),
+    Effect.catchTag("SchemaError", Effect.die)
+  )
+
 const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Service"], events: RefundEvents) => {
   const lockedPayment = (merchantId: MerchantId, paymentId: PaymentId) =>
     Effect.gen(function* () {
@@ -107,21 +124,6 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       )
       return rows[0] === undefined ? undefined : yield* paymentFromRow(rows[0])
     })
-
-  /**
- * Σ of the payment's refunds that are not FAILED, and what the merchant's PENDING refunds in the
- * currency will take from its payable: each its amount less its fee share, as `RefundPosting`
- * debits it (outside client review: the gross amounts refused a refund the payable covered).
- */
-  const refunded = (payment: Payment) =>
-    sql`
-      SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS refunded_minor,
-             (SELECT coalesce(sum(amount_minor - fee_returned_minor), 0) FROM refunds
-              WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor`.pipe(
-      Effect.flatMap(decodeRefunded),
-      Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, pending_minor: 0n }),
-      Effect.catchTag("SchemaError", Effect.die)
-    )
 
   /** The PENDING row and its `refund_created` event (the database refuses one without the other at COMMIT). */
   const insert = (
@@ -163,13 +165,13 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
         return yield* new PaymentNotRefundable({ paymentId, status: payment.status })
       }
       const captured_minor = payment.captured_amount_minor
-      const sums = yield* refunded(payment)
+      const sums = yield* refundedOf(sql, payment)
       const amount_minor = request.amount_minor ?? captured_minor - sums.refunded_minor
       if (amount_minor <= 0n || sums.refunded_minor + amount_minor > captured_minor) {
         return yield* new RefundExceedsCaptured({ paymentId, requested_minor: amount_minor, captured_minor, refunded_minor: sums.refunded_minor })
       }
       // The merchant's payable bears the refund less its fee share (0 when the fee is kept).
-      const fee_returned_minor = yield* posting.feeShare(merchantId, paymentId, sums.refunded_minor, amount_minor)
+      const fee_returned_minor = yield* posting.feeShare(merchantId, paymentId, { refunded_minor: sums.refunded_minor, returned_minor: sums.returned_minor }, amount_minor)
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
       if (amount_minor - fee_returned_minor > available_minor) {
         return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })

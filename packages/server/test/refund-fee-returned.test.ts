@@ -176,6 +176,34 @@ layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP
     }))
 })
 
+layer(TestLayer, layerOptions)("fee returned on refund, a pending refund that fails (raw SQL, real Postgres)", (it) => {
+  it.effect("fee 35 on 1,000: a pending 1 (share 0) and 999 (share 35), the 1 FAILED, a new 1 must return 0: the database refuses a share of 1 (36 of a fee of 35)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee returned, failed pending", "JPY", 1_000n, 350, true)
+      assert.strictEqual(fee_minor, 35n)
+      const insert = (refundId: string, amount: number, fee_returned: number) => sql.withTransaction(Effect.andThen(
+        sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, fee_returned_minor, created_at, updated_at)
+            VALUES (${refundId}, ${id}, ${merchant.merchantId}, ${amount}, 'JPY', 'PENDING', ${fee_returned}, now(), now())`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_created', jsonb_build_object('refund_id', ${refundId}::text, 'version', 1))`
+      ))
+      yield* insert("re_300000000000000000000001", 1, 0)
+      yield* insert("re_300000000000000000000002", 999, 35)
+      yield* sql.withTransaction(Effect.andThen(
+        sql`UPDATE refunds SET status = 'FAILED', failure_code = 'refund_declined', failure_message = 'declined', updated_at = now()
+            WHERE id = 're_300000000000000000000001'`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_failed', jsonb_build_object('refund_id', 're_300000000000000000000001', 'version', 2))`
+      ))
+      const over = yield* Effect.flip(insert("re_300000000000000000000003", 1, 1))
+      assert.match(String(over.reason.cause), /returns fee 1, the rule says 0/)
+      yield* insert("re_300000000000000000000003", 1, 0)
+      const [returned] = yield* sql<{ readonly total: string }>`SELECT sum(fee_returned_minor)::text AS total FROM refunds WHERE payment_id = ${id} AND status <> 'FAILED'`
+      assert.strictEqual(returned?.total, "35", "the fee is returned once")
+    }))
+})
+
 layer(TestLayer, layerOptions)("fee returned on refund, refunds at once (in-process app over HTTP)", (it) => {
   it.effect("8 payments refunded in full, 4 parts each, all 32 at once: the payable covers exactly what they take, so every one succeeds and the payable ends at 0", () =>
     Effect.gen(function* () {

@@ -35,7 +35,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
   readonly feeShare: (
     merchantId: MerchantId,
     paymentId: string,
-    refunded_before_minor: bigint,
+    before: { readonly refunded_minor: bigint; readonly returned_minor: bigint },
     amount_minor: bigint
   ) => Effect.Effect<bigint, SettlementUnavailable>
   /** The merchant's payable balance in the currency (0 before its first settlement). */
@@ -51,9 +51,10 @@ export class RefundPosting extends Context.Service<RefundPosting, {
       /**
        * The fee share a refund of `amount_minor` returns, decided at its reservation (under the
        * payment's row lock): 0 when the merchant's fee is kept; else the cumulative rule over the
-       * payment's refunds not FAILED so far (`refunded_before_minor`).
+       * payment's refunds not FAILED so far (`before`: their amounts and their shares), capped at
+       * what is left of the fee.
        */
-      const feeShare = (merchantId: MerchantId, paymentId: string, refunded_before_minor: bigint, amount_minor: bigint) =>
+      const feeShare = (merchantId: MerchantId, paymentId: string, before: { readonly refunded_minor: bigint; readonly returned_minor: bigint }, amount_minor: bigint) =>
         Effect.gen(function* () {
           if (!(yield* settings.feeReturned(merchantId))) return 0n
           const rows = yield* sql`
@@ -64,7 +65,7 @@ export class RefundPosting extends Context.Service<RefundPosting, {
           )
           const basis = rows[0]
           if (basis === undefined) return yield* Effect.die(new Error(`payment ${paymentId} has no settlement`))
-          return proportionalFeeReturned({ ...basis, refunded_before_minor, amount_minor })
+          return proportionalFeeReturned({ ...basis, refunded_before_minor: before.refunded_minor, returned_before_minor: before.returned_minor, amount_minor })
         }).pipe(Effect.catchTag("SqlError", unavailableOrDefect(paymentId)))
 
       const post = Effect.fn("RefundPosting.post")(function* (refund: Refund) {

@@ -47,6 +47,16 @@ describe("proportionalFeeReturned", () => {
     assert.strictEqual(proportionalFeeReturned({ fee_minor: 658n, captured_minor: 12_345n, refunded_before_minor: 6_172n, amount_minor: 6_173n }), 330n)
   })
 
+  it("capped at what is left of the fee: fee 35 on 1,000, a pending 1 (share 0) and 999 (share 35), the 1 failed, a new 1 returns 0, not 1 (36 in all)", () => {
+    const pending = proportionalFeeReturned({ fee_minor: 35n, captured_minor: 1_000n, refunded_before_minor: 0n, amount_minor: 1n })
+    const big = proportionalFeeReturned({ fee_minor: 35n, captured_minor: 1_000n, refunded_before_minor: 1n, returned_before_minor: pending, amount_minor: 999n })
+    assert.deepStrictEqual([pending, big], [0n, 35n])
+    // The pending 1 FAILED: it counts neither in the refunded nor in the returned sums.
+    const last = proportionalFeeReturned({ fee_minor: 35n, captured_minor: 1_000n, refunded_before_minor: 999n, returned_before_minor: big, amount_minor: 1n })
+    assert.strictEqual(last, 0n, "the fee (35) is returned once, not 36")
+    assert.strictEqual(proportionalFeeReturned({ fee_minor: 35n, captured_minor: 1_000n, refunded_before_minor: 999n, amount_minor: 1n }), 1n, "the uncapped rule")
+  })
+
   it("refuses what cannot be: more than captured, a zero refund", () => {
     assert.throws(() => proportionalFeeReturned({ fee_minor: 1n, captured_minor: 10n, refunded_before_minor: 5n, amount_minor: 6n }), RangeError)
     assert.throws(() => proportionalFeeReturned({ fee_minor: 1n, captured_minor: 10n, refunded_before_minor: 0n, amount_minor: 0n }), RangeError)
