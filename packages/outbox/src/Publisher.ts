@@ -63,7 +63,7 @@ export class OutboxPublisher extends Context.Service<OutboxPublisher, {
       const housekeeping = makeHousekeeping(parts)
       const run = makeRun(parts, publishBatch, housekeeping)
       const status = Effect.sync((): PublisherStatus => ({ ...parts.state, consecutiveFailures: Math.max(0, ...parts.workerFailures) }))
-      return OutboxPublisher.of({ publishBatch, run, ...housekeeping, status })
+      return OutboxPublisher.of({ publishBatch: publishBatch(), run, ...housekeeping, status })
     })
 
   static readonly layerWith = (options: PublisherOptions) =>

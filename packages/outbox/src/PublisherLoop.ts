@@ -172,7 +172,13 @@ const makeSendAndMark = ({ options, store, producer }: PublisherParts) =>
 
 export type PublishFailure = KafkaError | OutboxRowUnsendable | SqlError
 
-export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResult, PublishFailure> => {
+/** What a batch's caller does with its failure inside the batch's span (its log line then carries the batch's trace). */
+export type OnBatchFailure = (cause: Cause.Cause<PublishFailure>) => Effect.Effect<void>
+
+/** One batch, a trace of its own; `onFailure` runs inside that trace (not on an interruption). */
+export type PublishBatch = (onFailure?: OnBatchFailure) => Effect.Effect<BatchResult, PublishFailure>
+
+export const makePublishBatch = (parts: PublisherParts): PublishBatch => {
   const { options, sql, store, state } = parts
   const sendAndMark = makeSendAndMark(parts)
   const publishBatch: Effect.Effect<BatchResult, PublishFailure> = sql
@@ -202,13 +208,18 @@ export const makePublishBatch = (parts: PublisherParts): Effect.Effect<BatchResu
       Effect.flatMap((round) => (round.failure === undefined ? Effect.succeed(round.result) : Effect.fail(round.failure))),
       // Failures and defects count; an interruption (shutdown) is not a failed batch.
       Effect.tapCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : Metric.update(outboxPublishFailures, 1))),
-      Effect.uninterruptible,
-      // A trace of its own per batch (linked to each change it carries, `OutboxPublisher.send`):
-      // as a child of `OutboxPublisher.run` every batch of the process's life was one trace.
-      Effect.withSpan("OutboxPublisher.publishBatch", { root: true })
+      Effect.uninterruptible
     )
 
-  return publishBatch
+  // A trace of its own per batch (linked to each change it carries, `OutboxPublisher.send`): as a
+  // child of `OutboxPublisher.run` every batch of the process's life was one trace. The worker's
+  // "outbox batch failed" line is written inside it (outside operator drill: every such line
+  // carried the publisher's start-up trace id).
+  return (onFailure) =>
+    publishBatch.pipe(
+      Effect.tapCause((cause) => (onFailure === undefined || Cause.hasInterruptsOnly(cause) ? Effect.void : onFailure(cause))),
+      Effect.withSpan("OutboxPublisher.publishBatch", { root: true })
+    )
 }
 
 export const makeHousekeeping = ({ options, store }: PublisherParts) => {
@@ -254,27 +265,31 @@ export const every = (interval_ms: number, name: string, task: Effect.Effect<unk
 
 
 /** One claim-send-mark loop; `run` starts `workers` of them. */
-const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: Effect.Effect<BatchResult, PublishFailure>, index: number) =>
+const worker = ({ options, state, store, workerFailures }: PublisherParts, publishBatch: PublishBatch, index: number) =>
   Effect.gen(function* () {
     workerFailures[index] = 0
     // Empty rounds in a row: the idle wait grows from pollMin_ms to pollInterval_ms with them.
     let idleRounds = 0
-    while (true) {
-      // Every failure, a defect included, is logged loudly and retried after a bounded
-      // backoff: the loop must outlive a broker or database outage, and a fiber that
-      // died quietly would stop publishing while the API goes on committing.
-      const exit = yield* Effect.exit(publishBatch)
-      yield* endOnInterrupt(exit)
-      if (Exit.isFailure(exit)) {
+    // Every failure, a defect included, is logged loudly (inside the batch's trace) and retried
+    // after a bounded backoff: the loop must outlive a broker or database outage, and a fiber that
+    // died quietly would stop publishing while the API goes on committing.
+    let retryIn_ms = options.backoffBase_ms
+    const logFailure: OnBatchFailure = (cause) =>
+      Effect.suspend(() => {
         const failures: number = (workerFailures[index] ?? 0) + 1
         workerFailures[index] = failures
-        state.lastError = Cause.pretty(exit.cause)
-        const delay_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
-        const log = Cause.hasDies(exit.cause) ? Effect.logError : Effect.logWarning
-        yield* log("outbox batch failed; rows released for retry").pipe(
-          Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: delay_ms, cause: state.lastError })
+        state.lastError = Cause.pretty(cause)
+        retryIn_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
+        const log = Cause.hasDies(cause) ? Effect.logError : Effect.logWarning
+        return log("outbox batch failed; rows released for retry").pipe(
+          Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: retryIn_ms, cause: state.lastError })
         )
-        yield* Effect.sleep(Duration.millis(delay_ms))
+      })
+    while (true) {
+      const exit = yield* Effect.exit(publishBatch(logFailure))
+      yield* endOnInterrupt(exit)
+      if (Exit.isFailure(exit)) {
+        yield* Effect.sleep(Duration.millis(retryIn_ms))
         continue
       }
       workerFailures[index] = 0
@@ -304,7 +319,7 @@ const worker = ({ options, state, store, workerFailures }: PublisherParts, publi
 
 export const makeRun = (
   parts: PublisherParts,
-  publishBatch: Effect.Effect<BatchResult, PublishFailure>,
+  publishBatch: PublishBatch,
   housekeeping: ReturnType<typeof makeHousekeeping>
 ) => {
   const { options, state } = parts
