@@ -117,7 +117,10 @@ const markedBigint = /"\\u0000bigint:(-?[0-9]+)"/g
  * re-test: a number below 2^53 and a string above it in one field).
  */
 export const json = (value: unknown) =>
-  JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? `${bigintMark}${item}` : item), 2).replace(markedBigint, "$1")
+  // A NUL in a string (none of ours holds one: PostgreSQL text cannot) is written U+FFFD, so no
+  // string can forge the mark (outside re-test).
+  JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? `${bigintMark}${item}` : typeof item === "string" ? item.replaceAll("\u0000", "\uFFFD") : item), 2)
+    .replace(markedBigint, "$1")
 
 /**
  * The Kafka clients of the commands that talk to the broker (replay, consumers lag|reset), provided

@@ -144,8 +144,9 @@ export const cardNumberMask = "[card number]"
  */
 export const withoutCardNumbers = (text: string): string =>
   // A UUID is left whole: about 0.3 % of random ones hold such a run across their hex groups, and
-  // an echoed delivery id came back masked (outside re-test). Not one of digits only (a card
-  // number dressed as a UUID: random UUIDs all hold a letter).
+  // an echoed delivery id came back masked (outside re-test). Only a whole token (nothing
+  // alphanumeric glued to it: `4242424242424242-aaaa-…` was echoed whole), of RFC 9562's layout
+  // (version 1-8, variant 8-b: `deadbeef-4242-4242-4242-4242…` is not one), holding a hex letter.
   text.split(uuidToken).map((part, index) => (index % 2 === 1 && /[a-fA-F]/u.test(part) ? part : maskCardRuns(part))).join("")
 
 const maskCardRuns = (text: string): string =>
@@ -153,6 +154,6 @@ const maskCardRuns = (text: string): string =>
     const digits = run.replace(nonDigitsEverywhere, "")
     return runHoldsCardNumber(run.split(nonDigits)) || plausibleCardNumber(digits) ? cardNumberMask : run
   })
-/** A UUID in its canonical form (8-4-4-4-12 hex digits), captured so that `split` keeps it. */
-const uuidToken = /([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})/u
+/** A UUID in its canonical form (8-4-4-4-12 hex digits, RFC 9562's version and variant), alone, captured so that `split` keeps it. */
+const uuidToken = /(?<![0-9A-Za-z])([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12})(?![0-9A-Za-z])/u
 const nonDigitsEverywhere = /[^0-9]+/gu

@@ -167,7 +167,10 @@ describe("withoutCardNumbers: what an echo of a refused request may carry", () =
       ["x4242x4242x4242x4242x", "x[card number]x"],
       ["4-2-4-2-4-2-4-2-4-2-4-2-4-2-4-2", "[card number]"],
       ["query 4111111111111111=1", "query [card number]=1"],
-      ["42424242-4242-4242-4242-424242424242", "[card number]"]
+      ["42424242-4242-4242-4242-424242424242", "[card number]"],
+      // Glued to a UUID, or dressed as one with another layout (outside re-test of the exemption).
+      ["no payment 4242424242424242-aaaa-aaaa-aaaa-aaaaaaaaaaaa", "no payment [card number]-aaaa-aaaa-aaaa-aaaaaaaaaaaa"],
+      ["deadbeef-4242-4242-4242-4242abcdabcd", "deadbeef-[card number]abcdabcd"]
     ]
     for (const [text, expected] of masked) assert.strictEqual(withoutCardNumbers(text), expected, text)
     for (const text of [
