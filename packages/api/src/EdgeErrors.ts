@@ -117,16 +117,15 @@ export const headerLines_max = 1_000
  * The headers are over one of the parser's limits, their size or their count of lines (answered
  * by the socket layer, which closes the connection). Which one is said (outside client review:
  * 1,100 short lines, 12 KB, were told "over 16384 bytes"), when the server can tell; both when it cannot.
+ * The size alone is never said: the parser cannot tell where the failing request began.
  */
 export class HeadersTooLarge extends CodedError<HeadersTooLarge>()(
   "headers_too_large",
   "HeadersTooLarge",
-  { limit_bytes: Schema.Int, over: Schema.Literals(["bytes", "lines", "bytes_or_lines"]) },
+  { limit_bytes: Schema.Int, over: Schema.Literals(["lines", "bytes_or_lines"]) },
   (e) =>
     e.over === "lines"
       ? `the request has over ${headerLines_max} header lines`
-      : e.over === "bytes"
-      ? `the request headers are over ${e.limit_bytes} bytes`
       : `the request headers are over ${e.limit_bytes} bytes or ${headerLines_max} lines`
 ) {}
 
