@@ -150,10 +150,6 @@ export const withoutCardNumbers = (text: string): string =>
   text.split(uuidToken).map((part, index) => (index % 2 === 1 && /[a-fA-F]/u.test(part) ? part : maskCardRuns(part))).join("")
 
 const maskCardRuns = (text: string): string =>
-  text.replace(echoedCardRun, (run) => {
-    const digits = run.replace(nonDigitsEverywhere, "")
-    return runHoldsCardNumber(run.split(nonDigits)) || plausibleCardNumber(digits) ? cardNumberMask : run
-  })
+  text.replace(echoedCardRun, (run) => (runHoldsCardNumber(run.split(nonDigits)) ? cardNumberMask : run))
 /** A UUID in its canonical form (8-4-4-4-12 hex digits, RFC 9562's version and variant), alone, captured so that `split` keeps it. */
 const uuidToken = /(?<![0-9A-Za-z])([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12})(?![0-9A-Za-z])/u
-const nonDigitsEverywhere = /[^0-9]+/gu

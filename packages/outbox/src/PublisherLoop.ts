@@ -273,23 +273,22 @@ const worker = ({ options, state, store, workerFailures }: PublisherParts, publi
     // Every failure, a defect included, is logged loudly (inside the batch's trace) and retried
     // after a bounded backoff: the loop must outlive a broker or database outage, and a fiber that
     // died quietly would stop publishing while the API goes on committing.
-    let retryIn_ms = options.backoffBase_ms
+    const retryIn_ms = () => backoffDelay_ms(workerFailures[index] ?? 0, options.backoffBase_ms, options.backoffMax_ms)
     const logFailure: OnBatchFailure = (cause) =>
       Effect.suspend(() => {
         const failures: number = (workerFailures[index] ?? 0) + 1
         workerFailures[index] = failures
         state.lastError = Cause.pretty(cause)
-        retryIn_ms = backoffDelay_ms(failures, options.backoffBase_ms, options.backoffMax_ms)
         const log = Cause.hasDies(cause) ? Effect.logError : Effect.logWarning
         return log("outbox batch failed; rows released for retry").pipe(
-          Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: retryIn_ms, cause: state.lastError })
+          Effect.annotateLogs({ worker: index, consecutive_failures: failures, retry_in_ms: retryIn_ms(), cause: state.lastError })
         )
       })
     while (true) {
       const exit = yield* Effect.exit(publishBatch(logFailure))
       yield* endOnInterrupt(exit)
       if (Exit.isFailure(exit)) {
-        yield* Effect.sleep(Duration.millis(retryIn_ms))
+        yield* Effect.sleep(Duration.millis(retryIn_ms()))
         continue
       }
       workerFailures[index] = 0

@@ -106,10 +106,10 @@ const refundsLockKey = (merchantId: string, currency: string) => `refunds:${merc
  */
 const refundedOf = (sql: SqlClient.SqlClient, payment: Payment) =>
   sql`
-    SELECT (SELECT coalesce(sum(amount_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS refunded_minor,
-           (SELECT coalesce(sum(fee_returned_minor), 0) FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED')::bigint AS returned_minor,
+    SELECT coalesce(sum(amount_minor), 0)::bigint AS refunded_minor, coalesce(sum(fee_returned_minor), 0)::bigint AS returned_minor,
            (SELECT coalesce(sum(amount_minor - fee_returned_minor), 0) FROM refunds
-            WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor`.pipe(
+            WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor
+    FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED'`.pipe(
     Effect.flatMap(decodeRefunded),
     Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, returned_minor: 0n, pending_minor: 0n }),
     Effect.catchTag("SchemaError", Effect.die)

@@ -10,6 +10,7 @@ import {
   type RunOutcome,
   storedAsIs
 } from "@pay/idempotency"
+import { paymentIdPattern } from "@pay/domain"
 import { boundedInt, sqlFailureKind } from "@pay/infra"
 import { isSqlError } from "effect/sql/SqlError"
 import { decodePaymentOperation, PaymentUseCases } from "@pay/payments"
@@ -51,7 +52,11 @@ export const IdempotencyWorkerConfig: Config.Config<IdempotencyWorkerOptions> = 
   reaperInterval_ms: boundedInt("REAPER_INTERVAL_MS", idempotencyWorkerBounds.reaperInterval_ms, 60 * 60 * 1_000)
 })
 
-const paymentInPath = /^\/v1\/payments\/(pay_[0-9a-hjkmnp-tv-z]{24})(?:\/|$)/u
+/** The payment a `/v1/payments/{id}…` path names, when its segment is a payment id (the domain's pattern). */
+const paymentInPath = (path: string): string | undefined => {
+  const [, v1, payments, id] = path.split("/")
+  return v1 === "v1" && payments === "payments" && id !== undefined && paymentIdPattern.test(id) ? id : undefined
+}
 
 /**
  * The key on the completer's lines, with the ids an operator searches by: the merchant, and the
@@ -59,7 +64,7 @@ const paymentInPath = /^\/v1\/payments\/(pay_[0-9a-hjkmnp-tv-z]{24})(?:\/|$)/u
  * so a search by payment id found the client's six 503s and not that its authorization succeeded).
  */
 const aboutKey = (key: AbandonedKey) => {
-  const paymentId = paymentInPath.exec(key.path)?.[1]
+  const paymentId = paymentInPath(key.path)
   return {
     key_id: key.id,
     merchant_id: key.merchantId,
