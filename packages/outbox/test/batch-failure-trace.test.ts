@@ -5,9 +5,9 @@ import { assert, layer } from "@effect/vitest"
 import { defaultKafkaProducerLimits, KafkaProducer, structuredWithTrace } from "@pay/infra"
 import { freePort, makeTestDatabase, testRun } from "@pay/testkit"
 import { Effect, Fiber, Layer, Logger } from "effect"
-import { SqlClient } from "effect/sql"
 import { OutboxPublisher } from "../src/Publisher.ts"
 import { defaultPublisherOptions } from "../src/PublisherModel.ts"
+import { insertTestRows } from "./support.ts"
 
 const Database = makeTestDatabase({ maxConnections: 4 })
 
@@ -19,11 +19,7 @@ interface Line {
 layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publisher, a batch that fails", (it) => {
   it.effect("each 'outbox batch failed' line carries its own batch's trace id, not the publisher's start-up trace", () =>
     Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      yield* sql`
-        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
-        SELECT gen_random_uuid(), 'test_aggregate', 'pay_tracefail_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
-        FROM generate_series(1, 3) AS n`
+      yield* insertTestRows("tracefail", 3)
       const lines: Array<Line> = []
       const capture = Logger.layer([Logger.map(structuredWithTrace, (text) => {
         const parsed: unknown = JSON.parse(text)

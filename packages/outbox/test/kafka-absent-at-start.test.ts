@@ -6,21 +6,17 @@ import { assert, layer } from "@effect/vitest"
 import { KafkaAdmin, KafkaProducer } from "@pay/infra"
 import { freePort, makeTestDatabase, testRun } from "@pay/testkit"
 import { ConfigProvider, Effect, Layer, Metric } from "effect"
-import { SqlClient } from "effect/sql"
 import { outboxBacklogCount } from "../src/Publisher.ts"
 import { outboxPublisherLayer } from "../src/PublisherConfig.ts"
 import { outboxPublishFailures } from "../src/PublisherModel.ts"
+import { insertTestRows } from "./support.ts"
 
 const Database = makeTestDatabase({ maxConnections: 4 })
 
 layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publisher started without Kafka", (it) => {
   it.effect("the backlog gauge follows the table while the topic cannot be made, and each failed attempt counts as a failed publish", () =>
     Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      yield* sql`
-        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
-        SELECT gen_random_uuid(), 'test_aggregate', 'pay_nokafka_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
-        FROM generate_series(1, 7) AS n`
+      yield* insertTestRows("nokafka", 7)
       const failuresBefore = (yield* Metric.value(outboxPublishFailures)).count
       const port = yield* freePort
       const config = ConfigProvider.layer(ConfigProvider.fromEnv({

@@ -8,6 +8,7 @@ import { claimableInOrder, OutboxStore } from "../src/OutboxStore.ts"
 import { OutboxWriter } from "../src/OutboxWriter.ts"
 import { backoffDelay_ms, outboxBacklogCount, outboxOldestUnpublishedAge } from "../src/Publisher.ts"
 import { PublisherConfig } from "../src/PublisherConfig.ts"
+import { insertTestRows } from "./support.ts"
 
 const StoreTestLayer = Layer.mergeAll(OutboxStore.layer, OutboxWriter.layer).pipe(Layer.provideMerge(makeTestDatabase({ maxConnections: 6 })))
 
@@ -100,12 +101,8 @@ layer(StoreTestLayer, { excludeTestServices: true })("OutboxStore (real Postgres
   it.effect("the claim walks the unpublished index in order and stops at the limit, even on a table never analyzed (stale statistics after an outage)", () =>
     Effect.gen(function* () {
       const store = yield* OutboxStore
-      const sql = yield* SqlClient.SqlClient
       // A backlog the planner has never seen: this test database's outbox_events was never analyzed.
-      yield* sql`
-        INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, event_version, payload, headers)
-        SELECT gen_random_uuid(), 'test_aggregate', 'pay_plan_' || n, 'payment_created', 1, '{}'::jsonb, '{}'::jsonb
-        FROM generate_series(1, 5000) AS n`
+      yield* insertTestRows("plan", 5000)
       const plan = yield* store.explainClaim(200)
       assert.include(plan, "Index Scan using outbox_events_unpublished", plan)
       assert.notInclude(plan, "Sort", plan)
