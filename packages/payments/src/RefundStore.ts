@@ -18,7 +18,7 @@ import {
 } from "@pay/domain"
 import { decodeRows } from "@pay/infra"
 import { OutboxWriter } from "@pay/outbox"
-import { RefundPosting, refundSettingsLockKey, type SettlementUnavailable } from "@pay/settlement"
+import { type FeeShare, RefundPosting, refundSettingsLockKey, type SettlementUnavailable } from "@pay/settlement"
 import { DateTime, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
@@ -63,7 +63,7 @@ const refundFromRow = (row: unknown): Effect.Effect<Refund> =>
 const refundColumns =
   "id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, failure_code, failure_message, fee_returned_minor, created_at, updated_at"
 
-const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, returned_minor: Schema.BigInt, pending_minor: Schema.BigInt })
+const RefundedRow = Schema.Struct({ refunded_minor: Schema.BigInt, shares_minor: Schema.BigInt, pending_minor: Schema.BigInt })
 const decodeRefunded = Schema.decodeUnknownEffect(Schema.Array(RefundedRow))
 
 export interface RefundRequest {
@@ -99,19 +99,19 @@ type RefundEvents = ReturnType<typeof makeRefundEvents>
 const refundsLockKey = (merchantId: string, currency: string) => `refunds:${merchantId}:${currency}`
 
 /**
- * Σ of the payment's refunds that are not FAILED and of their fee shares, and what the merchant's
+ * Σ of the payment's refunds that are not FAILED and of their fee shares (returned or kept), and what the merchant's
  * PENDING refunds in the currency will take from its payable: each its amount less its fee share,
  * as `RefundPosting` debits it (outside client review: the gross amounts refused a refund the
  * payable covered).
  */
 const refundedOf = (sql: SqlClient.SqlClient, payment: Payment) =>
   sql`
-    SELECT coalesce(sum(amount_minor), 0)::bigint AS refunded_minor, coalesce(sum(fee_returned_minor), 0)::bigint AS returned_minor,
+    SELECT coalesce(sum(amount_minor), 0)::bigint AS refunded_minor, coalesce(sum(fee_share_minor), 0)::bigint AS shares_minor,
            (SELECT coalesce(sum(amount_minor - fee_returned_minor), 0) FROM refunds
             WHERE merchant_id = ${payment.merchant_id} AND currency = ${payment.currency} AND status = 'PENDING')::bigint AS pending_minor
     FROM refunds WHERE payment_id = ${payment.id} AND status <> 'FAILED'`.pipe(
     Effect.flatMap(decodeRefunded),
-    Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, returned_minor: 0n, pending_minor: 0n }),
+    Effect.map((rows) => rows[0] ?? { refunded_minor: 0n, shares_minor: 0n, pending_minor: 0n }),
     Effect.catchTag("SchemaError", Effect.die)
   )
 
@@ -128,7 +128,7 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
   /** The PENDING row and its `refund_created` event (the database refuses one without the other at COMMIT). */
   const insert = (
     payment: Payment,
-    { amount_minor, fee_returned_minor }: { readonly amount_minor: bigint; readonly fee_returned_minor: bigint },
+    { amount_minor, fee_share_minor, fee_returned_minor }: { readonly amount_minor: bigint } & FeeShare,
     request: RefundRequest,
     context: ChangeContext
   ) =>
@@ -136,9 +136,9 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       const id = yield* generateRefundId
       const now = DateTime.toDateUtc(yield* DateTime.now)
       const rows = yield* sql`
-        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, fee_returned_minor, created_at, updated_at)
+        INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, reason, metadata, fee_share_minor, fee_returned_minor, created_at, updated_at)
         VALUES (${id}, ${payment.id}, ${payment.merchant_id}, ${amount_minor}, ${payment.currency}, 'PENDING',
-                ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${fee_returned_minor}, ${now}, ${now})
+                ${request.reason ?? null}, ${JSON.stringify(request.metadata ?? {})}::jsonb, ${fee_share_minor}, ${fee_returned_minor}, ${now}, ${now})
         RETURNING ${sql.literal(refundColumns)}`
       const refund = yield* refundFromRow(rows[0])
       yield* events.publish(refund, context)
@@ -170,13 +170,13 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
       if (amount_minor <= 0n || sums.refunded_minor + amount_minor > captured_minor) {
         return yield* new RefundExceedsCaptured({ paymentId, requested_minor: amount_minor, captured_minor, refunded_minor: sums.refunded_minor })
       }
-      // The merchant's payable bears the refund less its fee share (0 when the fee is kept).
-      const fee_returned_minor = yield* posting.feeShare(merchantId, paymentId, { refunded_minor: sums.refunded_minor, returned_minor: sums.returned_minor }, amount_minor)
+      // The merchant's payable bears the refund less the fee share it returns (0 when the fee is kept).
+      const share = yield* posting.feeShare(merchantId, paymentId, { refunded_minor: sums.refunded_minor, shares_minor: sums.shares_minor }, amount_minor)
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
-      if (amount_minor - fee_returned_minor > available_minor) {
+      if (amount_minor - share.fee_returned_minor > available_minor) {
         return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
       }
-      return yield* insert(payment, { amount_minor, fee_returned_minor }, request, context)
+      return yield* insert(payment, { amount_minor, ...share }, request, context)
     })
   return { reserve }
 }

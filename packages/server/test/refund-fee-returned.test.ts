@@ -7,7 +7,7 @@ import { assert, layer } from "@effect/vitest"
 import { AcquirerSimulator } from "@pay/acquirer"
 import { decodeRows } from "@pay/infra"
 import { Ledger } from "@pay/ledger"
-import { FeeSchedules, platformFees, proportionalFeeReturned, RefundFeeSettings } from "@pay/settlement"
+import { FeeSchedules, platformFees, proportionalFeeShare, RefundFeeSettings } from "@pay/settlement"
 import { assertLedgerVerifies } from "@pay/settlement/test-support"
 import { testRun, withDatabase } from "@pay/testkit"
 import { Effect, Layer, Schema } from "effect"
@@ -59,7 +59,7 @@ const refundAll = (m: TestMerchant, paymentId: string, captured: bigint, fee: bi
       assert.strictEqual(answer.status, 201, describeAnswer(answer))
       assert.strictEqual(jsonOf(answer)["status"], "SUCCEEDED")
       const share = BigInt(Number(jsonOf(answer)["fee_returned"]))
-      assert.strictEqual(share, proportionalFeeReturned({ fee_minor: fee, captured_minor: captured, refunded_before_minor: before, amount_minor: BigInt(amount) }))
+      assert.strictEqual(share, proportionalFeeShare({ fee_minor: fee, captured_minor: captured, refunded_before_minor: before, shares_before_minor: shares.reduce((sum, taken) => sum + taken, 0n), amount_minor: BigInt(amount) }))
       const legs = yield* legsOf(paymentId, String(jsonOf(answer)["id"]))
       const debits = legs.filter((leg) => leg.side === "debit")
       assert.deepStrictEqual(debits.find((leg) => leg.code === platformFees(currency as never).code)?.amount_minor ?? 0n, share, "the fees leg is the share")
@@ -153,7 +153,7 @@ layer(TestLayer, layerOptions)("fee returned on refund (in-process app over HTTP
             VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_created', jsonb_build_object('refund_id', ${refundId}::text, 'version', 1))`
       ))
       const wrong = yield* Effect.flip(insert("re_200000000000000000000001", 0))
-      assert.match(String(wrong.reason.cause), /returns fee 0, the rule says 18/)
+      assert.match(String(wrong.reason.cause), /returns fee 0 of share 18, the rule says 18 of share 18/)
       assert.strictEqual(fee_minor, 36n)
       yield* insert("re_200000000000000000000002", 18)
       const changed = yield* Effect.flip(sql`UPDATE refunds SET fee_returned_minor = 0 WHERE id = 're_200000000000000000000002'`)
@@ -197,10 +197,76 @@ layer(TestLayer, layerOptions)("fee returned on refund, a pending refund that fa
             VALUES (gen_random_uuid(), 'payment', ${id}, 'refund_failed', jsonb_build_object('refund_id', 're_300000000000000000000001', 'version', 2))`
       ))
       const over = yield* Effect.flip(insert("re_300000000000000000000003", 1, 1))
-      assert.match(String(over.reason.cause), /returns fee 1, the rule says 0/)
+      assert.match(String(over.reason.cause), /returns fee 1 of share 0, the rule says 0 of share 0/)
       yield* insert("re_300000000000000000000003", 1, 0)
       const [returned] = yield* sql<{ readonly total: string }>`SELECT sum(fee_returned_minor)::text AS total FROM refunds WHERE payment_id = ${id} AND status <> 'FAILED'`
       assert.strictEqual(returned?.total, "35", "the fee is returned once")
+    }))
+})
+
+layer(TestLayer, layerOptions)("a refund's stored fee share (raw SQL, real Postgres, migrations/0116)", (it) => {
+  /** A PENDING refund and its event, as the application inserts them; `share` left out: the database fills it. */
+  const insertRefund = (paymentId: string, merchantId: string, refundId: string, amount: number, fee_returned: number, share?: number) =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql.withTransaction(Effect.andThen(
+        share === undefined
+          ? sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, fee_returned_minor, created_at, updated_at)
+                VALUES (${refundId}, ${paymentId}, ${merchantId}, ${amount}, 'JPY', 'PENDING', ${fee_returned}, now(), now())`
+          : sql`INSERT INTO refunds (id, payment_id, merchant_id, amount_minor, currency, status, fee_share_minor, fee_returned_minor, created_at, updated_at)
+                VALUES (${refundId}, ${paymentId}, ${merchantId}, ${amount}, 'JPY', 'PENDING', ${share}, ${fee_returned}, now(), now())`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${paymentId}, 'refund_created', jsonb_build_object('refund_id', ${refundId}::text, 'version', 1))`
+      ))
+    })
+  const fail = (paymentId: string, refundId: string) =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql.withTransaction(Effect.andThen(
+        sql`UPDATE refunds SET status = 'FAILED', failure_code = 'refund_declined', failure_message = 'declined', updated_at = now() WHERE id = ${refundId}`,
+        sql`INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type, payload)
+            VALUES (gen_random_uuid(), 'payment', ${paymentId}, 'refund_failed', jsonb_build_object('refund_id', ${refundId}::text, 'version', 2))`
+      ))
+    })
+  const sums = (paymentId: string) =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const [row] = yield* sql<{ readonly returned: string; readonly shares: string }>`
+        SELECT sum(fee_returned_minor)::text AS returned, sum(fee_share_minor)::text AS shares FROM refunds WHERE payment_id = ${paymentId} AND status <> 'FAILED'`
+      return row
+    })
+
+  it.effect("fee 35 on 1,000, refunds 20, 9 (share 1, PENDING), 20; the 9 FAILED: the last 960 must return 35 in all, not 34 (a share of 34 refused)", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee share, the short way", "JPY", 1_000n, 350, true)
+      assert.strictEqual(fee_minor, 35n)
+      yield* insertRefund(id, merchant.merchantId, "re_400000000000000000000001", 20, 0)
+      yield* insertRefund(id, merchant.merchantId, "re_400000000000000000000002", 9, 1)
+      yield* insertRefund(id, merchant.merchantId, "re_400000000000000000000003", 20, 0)
+      yield* fail(id, "re_400000000000000000000002")
+      const short = yield* Effect.flip(insertRefund(id, merchant.merchantId, "re_400000000000000000000004", 960, 34))
+      assert.match(String(short.reason.cause), /returns fee 34 of share 35, the rule says 35 of share 35/)
+      yield* insertRefund(id, merchant.merchantId, "re_400000000000000000000004", 960, 35)
+      assert.deepStrictEqual(yield* sums(id), { returned: "35", shares: "35" }, "the whole fee, once")
+    }))
+
+  it.effect("kept, then returned: a refund reserved while the fee was kept takes its share (returns 0), so a later one under \"returned\" gives back only its own share", () =>
+    Effect.gen(function* () {
+      const { merchant, id, fee_minor } = yield* settledWithFee("Fee share, kept then returned", "JPY", 1_000n, 350, false)
+      assert.strictEqual(fee_minor, 35n)
+      const sql = yield* SqlClient.SqlClient
+      const wrongShare = yield* Effect.flip(insertRefund(id, merchant.merchantId, "re_500000000000000000000001", 500, 0, 0))
+      assert.match(String(wrongShare.reason.cause), /returns fee 0 of share 0, the rule says 0 of share 17/)
+      yield* insertRefund(id, merchant.merchantId, "re_500000000000000000000001", 500, 0)
+      const [stored] = yield* sql<{ readonly share: string }>`SELECT fee_share_minor::text AS share FROM refunds WHERE id = 're_500000000000000000000001'`
+      assert.strictEqual(stored?.share, "17", "kept: the share is stored, none of it returned")
+      const changed = yield* Effect.flip(sql`UPDATE refunds SET fee_share_minor = 0 WHERE id = 're_500000000000000000000001'`)
+      assert.match(String(changed.reason.cause), /decided at reservation and never changed/)
+      yield* (yield* RefundFeeSettings).set(merchant.merchantId, true)
+      const both = yield* Effect.flip(insertRefund(id, merchant.merchantId, "re_500000000000000000000002", 500, 35))
+      assert.match(String(both.reason.cause), /returns fee 35 of share 18, the rule says 18 of share 18/)
+      yield* insertRefund(id, merchant.merchantId, "re_500000000000000000000002", 500, 18)
+      assert.deepStrictEqual(yield* sums(id), { returned: "18", shares: "35" })
     }))
 })
 

@@ -1,37 +1,39 @@
 import type { MerchantId } from "@pay/domain"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 
 /**
- * The fee a refund gives back when the merchant's fee is returned (docs/refunds.md, the same rule
- * as `migrations/0062_refund_fee_returned.sql`): cumulative and rounded down,
- *   floor(fee × (before + amount) / captured) − floor(fee × before / captured)
- * where `before` is the payment's SUCCEEDED refunds so far. After refunds totalling T the fee
- * returned is exactly floor(fee × T / captured): never above the proportional share, the whole fee
- * once the whole capture is refunded, whatever the split. Integer minor units of the payment's
- * currency (bigint: no overflow, no float), so every exponent (JPY 0, EUR 2, KWD 3) alike.
+ * A refund's share of the payment's fee under the proportional rule (docs/refunds.md, the same rule
+ * as `migrations/0116_refund_fee_share_stored.sql`), decided at its reservation and stored on it
+ * whether the merchant's fee is returned (the share goes back) or kept (0 goes back; the share
+ * still counts as taken):
+ *   clamp(floor(fee × (refunded_before + amount) / captured) − shares_before, 0, amount)
+ * where `refunded_before` and `shares_before` are the amounts and the stored shares of the
+ * payment's refunds not FAILED. Cumulative and rounded down: the shares of refunds totalling T sum
+ * to floor(fee × T / captured) (they telescope), never above the proportional share, and to the
+ * whole fee once the whole capture is refunded, whatever the split, also after a PENDING refund
+ * FAILED (its share no longer counts: outside re-tests found 0062's form, which re-derived the
+ * earlier shares from the amounts, returning 36 of a fee of 35 one way and 34 the other). Integer
+ * minor units of the payment's currency (bigint: no overflow, no float), so every exponent (JPY 0,
+ * EUR 2, KWD 3) alike.
  */
-export const proportionalFeeReturned = (input: {
+export const proportionalFeeShare = (input: {
   readonly fee_minor: bigint
   readonly captured_minor: bigint
   readonly refunded_before_minor: bigint
+  readonly shares_before_minor: bigint
   readonly amount_minor: bigint
-  /**
-   * The shares of the payment's refunds not FAILED so far (0 when absent). The rule's share is
-   * capped at what is left of the fee: a share decided while a refund was PENDING, and that
-   * refund FAILED later, left the next share computed on another base (outside re-test: fee 35,
-   * captured 1,000, 1 pending, 999 returning 35, the 1 failed, a new 1 returned 1 more: 36).
-   */
-  readonly returned_before_minor?: bigint
 }): bigint => {
-  const { fee_minor, captured_minor, refunded_before_minor, amount_minor } = input
-  if (captured_minor <= 0n || fee_minor < 0n || refunded_before_minor < 0n || amount_minor <= 0n || refunded_before_minor + amount_minor > captured_minor) {
+  const { fee_minor, captured_minor, refunded_before_minor, shares_before_minor, amount_minor } = input
+  if (
+    captured_minor <= 0n || fee_minor < 0n || refunded_before_minor < 0n || shares_before_minor < 0n || amount_minor <= 0n ||
+    refunded_before_minor + amount_minor > captured_minor
+  ) {
     throw new RangeError(`fee share of a refund out of bounds: ${JSON.stringify({ ...input }, (_, value: unknown) => (typeof value === "bigint" ? String(value) : value))}`)
   }
-  const rule = (fee_minor * (refunded_before_minor + amount_minor)) / captured_minor - (fee_minor * refunded_before_minor) / captured_minor
-  const left = fee_minor - (input.returned_before_minor ?? 0n)
-  return rule < left ? rule : left > 0n ? left : 0n
+  const share = (fee_minor * (refunded_before_minor + amount_minor)) / captured_minor - shares_before_minor
+  return share < 0n ? 0n : share > amount_minor ? amount_minor : share
 }
 
 /**
@@ -44,16 +46,12 @@ export const proportionalFeeReturned = (input: {
  */
 export const refundSettingsLockKey = (merchantId: MerchantId): string => `refund-settings:${merchantId}`
 
-const SettingRow = Schema.Struct({ fee_returned: Schema.Boolean })
-const decodeSetting = Schema.decodeUnknownEffect(Schema.Array(SettingRow))
-
 /**
  * Per merchant: is the platform's fee returned on a refund (`merchant_refund_settings`)? Kept
- * (false) when the merchant has no row: the default. Set by an operator (`pnpm cli refunds
+ * (false) when the merchant has no row: the default (read by `RefundPosting.feeShare`). Set by an operator (`pnpm cli refunds
  * fee-returned <merchant id> true|false`); applies to refunds reserved after the change.
  */
 export class RefundFeeSettings extends Context.Service<RefundFeeSettings, {
-  readonly feeReturned: (merchantId: MerchantId) => Effect.Effect<boolean, SqlError>
   readonly set: (merchantId: MerchantId, fee_returned: boolean) => Effect.Effect<void, SqlError>
 }>()("settlement/RefundFeeSettings") {
   static readonly layer = Layer.effect(
@@ -61,12 +59,6 @@ export class RefundFeeSettings extends Context.Service<RefundFeeSettings, {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       return RefundFeeSettings.of({
-        feeReturned: (merchantId) =>
-          sql`SELECT fee_returned FROM merchant_refund_settings WHERE merchant_id = ${merchantId}`.pipe(
-            Effect.flatMap(decodeSetting),
-            Effect.map((rows) => rows[0]?.fee_returned ?? false),
-            Effect.catchTag("SchemaError", Effect.die)
-          ),
         set: (merchantId, fee_returned) =>
           sql.withTransaction(Effect.gen(function* () {
             yield* sql`SELECT pg_advisory_xact_lock(hashtextextended(${refundSettingsLockKey(merchantId)}, 0))`

@@ -3,7 +3,7 @@ import { Ledger } from "@pay/ledger"
 import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { acquirerReceivable, merchantPayable, platformFees } from "./Accounts.ts"
-import { proportionalFeeReturned, RefundFeeSettings } from "./RefundFees.ts"
+import { proportionalFeeShare } from "./RefundFees.ts"
 import { SettlementUnavailable, unavailableOrDefect } from "./SettlementPosting.ts"
 
 /** The refund's reversal posting reference: unique in the ledger, so a refund moves money once. */
@@ -11,8 +11,14 @@ export const refundReference = (paymentId: string, refundId: string): string => 
 
 const BalanceRow = Schema.Struct({ balance_minor: Schema.BigInt })
 const decodeBalance = Schema.decodeUnknownEffect(Schema.Array(BalanceRow))
-const FeeBasisRow = Schema.Struct({ fee_minor: Schema.BigInt, captured_minor: Schema.BigInt })
+const FeeBasisRow = Schema.Struct({ fee_minor: Schema.BigInt, captured_minor: Schema.BigInt, fee_returned: Schema.Boolean })
 const decodeFeeBasis = Schema.decodeUnknownEffect(Schema.Array(FeeBasisRow))
+
+/** A refund's share of the payment's fee, and what of it goes back (the share, or 0 when the fee is kept). */
+export interface FeeShare {
+  readonly fee_share_minor: bigint
+  readonly fee_returned_minor: bigint
+}
 
 /** What a posted refund did: its ledger transaction, and the fee it gave back (0 when kept). */
 export interface PostedRefund {
@@ -26,18 +32,18 @@ export interface PostedRefund {
  * transaction that reverses the refunded amount, the acquirer receivable credited. **By default the
  * fee is kept**: the merchant's payable is debited the whole refund. A merchant whose fee is
  * returned (`RefundFeeSettings`) is debited the refund less its fee share (`feeShare`, decided at
- * the reservation and stored on the refund: `proportionalFeeReturned`), the platform's fees the share. The payable never goes negative
+ * the reservation and stored on the refund: `proportionalFeeShare`), the platform's fees the share. The payable never goes negative
  * (the ledger refuses it), which the use case checks before the acquirer is asked (`payableBalance`).
  */
 export class RefundPosting extends Context.Service<RefundPosting, {
   readonly post: (refund: Refund) => Effect.Effect<PostedRefund, SettlementUnavailable>
-  /** The fee share a refund returns (0 when the merchant's fee is kept), decided at its reservation. */
+  /** A refund's fee share and what of it it returns (0 when the merchant's fee is kept), decided at its reservation. */
   readonly feeShare: (
     merchantId: MerchantId,
     paymentId: string,
-    before: { readonly refunded_minor: bigint; readonly returned_minor: bigint },
+    before: { readonly refunded_minor: bigint; readonly shares_minor: bigint },
     amount_minor: bigint
-  ) => Effect.Effect<bigint, SettlementUnavailable>
+  ) => Effect.Effect<FeeShare, SettlementUnavailable>
   /** The merchant's payable balance in the currency (0 before its first settlement). */
   readonly payableBalance: (merchantId: MerchantId, currency: CurrencyCode) => Effect.Effect<bigint, SettlementUnavailable>
 }>()("settlement/RefundPosting") {
@@ -46,26 +52,33 @@ export class RefundPosting extends Context.Service<RefundPosting, {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const ledger = yield* Ledger
-      const settings = yield* RefundFeeSettings
 
       /**
-       * The fee share a refund of `amount_minor` returns, decided at its reservation (under the
-       * payment's row lock): 0 when the merchant's fee is kept; else the cumulative rule over the
-       * payment's refunds not FAILED so far (`before`: their amounts and their shares), capped at
-       * what is left of the fee.
+       * A refund of `amount_minor`'s fee share, decided at its reservation (under the payment's row
+       * lock and the merchant's setting lock): the cumulative rule over the payment's refunds not
+       * FAILED so far (`before`: their amounts and their stored shares), returned when the
+       * merchant's fee is, else kept (0 returned, the share still counted as taken). One statement
+       * reads the setting and the fee basis.
        */
-      const feeShare = (merchantId: MerchantId, paymentId: string, before: { readonly refunded_minor: bigint; readonly returned_minor: bigint }, amount_minor: bigint) =>
+      const feeShare = (merchantId: MerchantId, paymentId: string, before: { readonly refunded_minor: bigint; readonly shares_minor: bigint }, amount_minor: bigint) =>
         Effect.gen(function* () {
-          if (!(yield* settings.feeReturned(merchantId))) return 0n
           const rows = yield* sql`
-            SELECT ps.fee_minor, p.captured_amount_minor AS captured_minor
+            SELECT ps.fee_minor, p.captured_amount_minor AS captured_minor,
+                   coalesce((SELECT s.fee_returned FROM merchant_refund_settings s WHERE s.merchant_id = ${merchantId}), false) AS fee_returned
             FROM payments p JOIN payment_settlements ps ON ps.payment_id = p.id WHERE p.id = ${paymentId}`.pipe(
             Effect.flatMap(decodeFeeBasis),
             Effect.catchTag("SchemaError", Effect.die)
           )
           const basis = rows[0]
           if (basis === undefined) return yield* Effect.die(new Error(`payment ${paymentId} has no settlement`))
-          return proportionalFeeReturned({ ...basis, refunded_before_minor: before.refunded_minor, returned_before_minor: before.returned_minor, amount_minor })
+          const fee_share_minor = proportionalFeeShare({
+            fee_minor: basis.fee_minor,
+            captured_minor: basis.captured_minor,
+            refunded_before_minor: before.refunded_minor,
+            shares_before_minor: before.shares_minor,
+            amount_minor
+          })
+          return { fee_share_minor, fee_returned_minor: basis.fee_returned ? fee_share_minor : 0n }
         }).pipe(Effect.catchTag("SqlError", unavailableOrDefect(paymentId)))
 
       const post = Effect.fn("RefundPosting.post")(function* (refund: Refund) {
@@ -112,5 +125,5 @@ export class RefundPosting extends Context.Service<RefundPosting, {
 
       return RefundPosting.of({ post, payableBalance, feeShare })
     })
-  ).pipe(Layer.provide(RefundFeeSettings.layer))
+  )
 }
