@@ -15,6 +15,7 @@ import {
   wallClockSleep
 } from "./KafkaCommon.ts"
 import { kafkaLibrary, type KafkaLibrary } from "./KafkaLibrary.ts"
+import { makePing, makePingTopic } from "./KafkaPing.ts"
 
 export interface TopicSpec {
   readonly topic: string
@@ -111,6 +112,11 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   readonly groupOffsets: (groupId: string, topic: string) => Effect.Effect<ReadonlyArray<{ readonly partition: number; readonly offset: bigint }>, KafkaError>
   /** A fresh metadata round trip, bounded by `pingTimeout_ms`: what `/health/ready` asks. */
   readonly ping: Effect.Effect<KafkaClusterHealth, KafkaError>
+  /**
+   * A fresh metadata round trip for one topic, bounded by `pingTimeout_ms`: fails when the topic
+   * does not exist or a partition has no leader (nothing can be written to it). Never creates it.
+   */
+  readonly pingTopic: (topic: string) => Effect.Effect<void, KafkaError>
 }>()("infra/KafkaAdmin") {
   static readonly make = (options: KafkaAdminOptions) =>
     Effect.gen(function* () {
@@ -124,7 +130,8 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
         ...makeTopics(admin, options, kafka),
         ...makeGroups(admin, options),
         ...makeGroupOffsets(admin, options),
-        ping: makePing(admin, options)
+        ping: makePing(admin, options),
+        pingTopic: makePingTopic(admin, options)
       })
     })
 
@@ -367,31 +374,3 @@ const makeGroupOffsets = (admin: Admin, options: KafkaAdminOptions) => {
 
 /** What the coordinator answers when an offset change is asked of a group that has members. */
 const groupActiveCodes = ["UNKNOWN_MEMBER_ID", "NON_EMPTY_GROUP", "REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION"]
-
-const makePing = (admin: Admin, options: KafkaAdminOptions) =>
-  Effect.suspend(() => {
-    const started_ms = Date.now()
-    return Effect.tryPromise({
-      // No topics: the cheapest metadata request there is, yet it needs a live broker to answer.
-      try: () => admin.metadata({ topics: [], forceUpdate: true, retries: 0 }),
-      catch: (error) => toKafkaError("ping", error)
-    }).pipe(
-      boundedBy("ping", options.pingTimeout_ms),
-      Effect.map((metadata) => ({
-        clusterId: metadata.id,
-        brokerCount: metadata.brokers.size,
-        controllerId: metadata.controllerId,
-        latency_ms: Date.now() - started_ms
-      })),
-      Effect.mapError(
-        (error) =>
-          new KafkaError({
-            operation: "ping",
-            message: `no Kafka broker answered at ${options.brokers}: ${error.message}`,
-            retriable: error.retriable,
-            code: error.code
-          })
-      ),
-      Effect.withSpan("kafka.ping")
-    )
-  })

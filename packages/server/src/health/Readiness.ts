@@ -1,8 +1,10 @@
 import type { DependencyCheck } from "@pay/api"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { boundedInt, failureText, KafkaAdmin, Redis, RedisUrl } from "@pay/infra"
+import { boundedInt, failureText, KafkaAdmin, KafkaError, KafkaTopicPrefix, Redis, RedisUrl } from "@pay/infra"
+import { paymentsEventsTopic } from "@pay/outbox"
 import { isSqlError } from "effect/sql/SqlError"
+import type { ConfigError } from "effect/Config"
 
 /** One dependency's check: succeeds when it answers, fails with the reason when it does not. */
 export interface Probe {
@@ -21,6 +23,19 @@ export const probeTimeout_ms = 1_000
  * polling it cannot turn it into load on Postgres, Redis and Kafka. 0 probes on every request.
  */
 export const ReadinessCache_ms = boundedInt("READINESS_CACHE_MS", { min: 0, max: 10_000 }, 1_000)
+
+/**
+ * `READINESS_WATCH_INTERVAL_MS`: the server runs a round of probes this often by itself, so a
+ * dependency going down or coming back is logged (and `readiness_dependency_up` moves) when it
+ * happens, not when someone next asks `/health/ready` (outside on-call drill: with no balancer
+ * polling, the WARN came minutes late or never). 0: only when asked.
+ */
+export const ReadinessWatchInterval_ms = boundedInt("READINESS_WATCH_INTERVAL_MS", { min: 0, max: 600_000 }, 5_000)
+
+/** 1 when the dependency answered the last round of probes, 0 when it did not. */
+export const readinessDependencyUp = Metric.gauge("readiness_dependency_up", {
+  description: "1 when the dependency answered this instance's last readiness probe, 0 when it did not (by dependency; a round every READINESS_WATCH_INTERVAL_MS)"
+})
 
 /**
  * The dependencies `/health/ready` checks. A Layer, so tests and fault injection can swap a
@@ -60,16 +75,24 @@ export class Readiness extends Context.Service<Readiness, {
 
   static readonly kafkaProbe = Effect.gen(function* () {
     const admin = yield* KafkaAdmin
-    // Events wait in the outbox while it is down; payments commit.
-    const probe: Probe = { name: "kafka", required: false, check: admin.ping }
+    const topic = paymentsEventsTopic(yield* KafkaTopicPrefix)
+    // Events wait in the outbox while it is down; payments commit. A broker that answers but has no
+    // `payments.events` (deleted by hand, or a partition without a leader) publishes nothing
+    // either: down too (outside on-call drill: it said "up" with the topic deleted).
+    const probe: Probe = { name: "kafka", required: false, check: Effect.andThen(admin.ping, admin.pingTopic(topic)) }
     return probe
   })
 
-  static readonly layerWith = <R>(probes: ReadonlyArray<Effect.Effect<Probe, never, R>>) =>
+  static readonly layerWith = <R>(probes: ReadonlyArray<Effect.Effect<Probe, ConfigError, R>>) =>
     Layer.effect(
       Readiness,
       Effect.gen(function* () {
         const uncached = Readiness.fromProbes(yield* Effect.all(probes))
+        const watch_ms = yield* ReadinessWatchInterval_ms
+        if (watch_ms > 0) {
+          // Each round logs the transitions itself (runProbe); its answer is not needed here.
+          yield* Effect.forkScoped(Effect.repeat(Effect.delay(uncached.check, Duration.millis(watch_ms)), Schedule.forever))
+        }
         const cache_ms = yield* ReadinessCache_ms
         if (cache_ms === 0) return uncached
         return Readiness.of({ check: yield* Effect.cachedWithTTL(uncached.check, Duration.millis(cache_ms)) })
@@ -88,6 +111,7 @@ const runProbe = (probe: Probe, down: Set<string>) =>
     const started = Date.now()
     const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
     const latency_ms = Date.now() - started
+    yield* Metric.update(Metric.withAttributes(readinessDependencyUp, { dependency: probe.name }), outcome._tag === "Success" ? 1 : 0)
     const wasDown = down.has(probe.name)
     if (outcome._tag === "Success") {
       if (wasDown) {
@@ -114,6 +138,7 @@ const redisTarget = (url: string): string => {
 
 /** The public kind of a probe's failure: a timeout, or the error's class, nothing that names a host. */
 const publicReasonOf = (failure: unknown): string => {
+  if (failure instanceof KafkaError && failure.operation === "pingTopic") return "answers, but its events topic is missing or has a partition without a leader (the topic is in the server's log)"
   if (typeof failure === "object" && failure !== null && "_tag" in failure) {
     if (failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
     if (isSqlError(failure)) return `does not answer (${failure.reason._tag}; the reason is in the server's log)`
