@@ -43,16 +43,25 @@ const nonDigits = /[^0-9]+/u
 export const CARD_NUMBER_DIGITS = { min: 13, max: 19 } as const
 
 /**
+ * What may stand between the digit groups of a card number written in text: a space, `-`, `.`,
+ * `/` or `_`, any other Unicode space (U+00A0 no-break, U+2009 thin, U+202F narrow no-break, as
+ * word processors and locales group digits) or an invisible joiner (U+200B-U+200D, U+2060,
+ * U+FEFF: the number displays whole). Outside re-test: `4242\u00A04242\u00A04242\u00A04242` was
+ * stored. The database's copy is 0117's `looks_like_card_number`, character for character.
+ */
+const cardNumberSeparatorClass = " ./_\u00A0\u1680\u2000-\u200D\u202F\u205F\u2060\u3000\uFEFF-"
+
+/**
  * Digit groups joined by exactly one separator each, as card numbers are written by hand or
- * printed: a space, `-`, `.`, `/` or `_` (`4242 4242 4242 4242`, `4242-4242-4242-4242`,
- * `4242/4242/4242/4242`). Not `:` or `,` (clock times, amounts, lists) and not letters (words):
+ * printed (`4242 4242 4242 4242`, `4242-4242-4242-4242`, `4242/4242/4242/4242`; the separators
+ * above). Not `:` or `,` (clock times, amounts, lists) and not letters (words):
  * `2026-12-04 10:30:00` is runs of 10, 2 and 2 digits. The run is matched with the ASCII letter
  * glued to either end, if any: a run glued to a letter is part of a code (`BE68 5390 0754 7034`,
  * an IBAN; `INV2026000123456789`), not a card number written in text.
  */
-export const cardNumberRunPattern = "[A-Za-z]?[0-9]+(?:[ ./_-][0-9]+)*[A-Za-z]?"
+export const cardNumberRunPattern = `[A-Za-z]?[0-9]+(?:[${cardNumberSeparatorClass}][0-9]+)*[A-Za-z]?`
 const cardNumberRun = new RegExp(cardNumberRunPattern, "gu")
-const cardNumberRunSeparator = /[ ./_-]/u
+const cardNumberRunSeparator = new RegExp(`[${cardNumberSeparatorClass}]`, "u")
 const gluedToLetter = /^[A-Za-z]|[A-Za-z]$/u
 
 /** The Luhn checksum (ISO/IEC 7812-1) of a string of ASCII digits. */

@@ -299,6 +299,9 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       yield* refused(insertPayment("pm_4242x4242x4242x4242", null, {}), "payments_no_card_data", "payments.payment_method")
       yield* refused(insertPayment("pm_4242a4242b4242c4242", null, {}), "payments_no_card_data", "payments.payment_method")
       yield* refused(insertPayment("pm_card_visa", "card 4242 4242 4242 4242", {}), "payments_no_card_data", "payments.description")
+      // Grouped by no-break spaces or an invisible joiner (0117; outside re-test: stored before).
+      yield* refused(insertPayment("pm_card_visa", "card 4242\u00A04242\u00A04242\u00A04242", {}), "payments_no_card_data", "payments.description")
+      yield* refused(insertPayment("pm_card_visa", null, { note: "4111\u200B1111\u200B1111\u200B1111" }), "payments_no_card_data", "payments.metadata")
       yield* refused(insertPayment("pm_card_visa", null, { note: "4242-4242-4242-4242" }), "payments_no_card_data", "payments.metadata")
       yield* refused(insertPayment("pm_card_visa", null, { "4242424242424242": "x" }), "payments_no_card_data", "payments.metadata")
       // A number, not a string, is found too (raw SQL is not held to the API's strings-only rule).
@@ -324,12 +327,12 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       assert.deepStrictEqual(stored, [{ description: "Order #1001: 2 shirts, size 42, 19.99 EUR each", order_id: "4242424242424243" }])
     }))
 
-  it.effect("card data (0080): the database's functions decide as the code does, on the same generated inputs", () =>
+  it.effect("card data (0080, 0117): the database's functions decide as the code does, on the same generated inputs (Unicode spaces and invisible joiners among them)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       // Digit-heavy text over the separators that matter, and real card numbers inside words.
-      const text = fc.string({ unit: fc.constantFrom("4", "2", "1", "0", "7", "9", " ", "-", ".", "/", "_", ":", "a", "X"), minLength: 8, maxLength: 48 })
-      const cards = fc.constantFrom("4242 4242 4242 4242", "4111-1111-1111-1111 12/28", "#12 378282246310005", "x4242424242424242", "6011.1111.1111.1117")
+      const text = fc.string({ unit: fc.constantFrom("4", "2", "1", "0", "7", "9", " ", "-", ".", "/", "_", ":", "a", "X", "\u00A0", "\u2009", "\u200B", "\u00B7"), minLength: 8, maxLength: 48 })
+      const cards = fc.constantFrom("4242 4242 4242 4242", "4111-1111-1111-1111 12/28", "#12 378282246310005", "x4242424242424242", "6011.1111.1111.1117", "4242\u00A04242\u00A04242\u00A04242", "4111\u202F1111\u202F1111\u202F1111", "4242\u200B4242\u200B4242\u200B4242")
       const texts = fc.sample(fc.oneof(text, fc.tuple(text, cards, text).map((parts) => parts.join(" "))), { numRuns: 1500, seed: 20261204 })
       // Tokens: digits among separators and letters, and card numbers split by letters inside them.
       const tokenText = fc.string({ unit: fc.constantFrom("4", "2", "4", "2", "4", "_", "-", ".", " ", "x", "y"), minLength: 12, maxLength: 40 })
