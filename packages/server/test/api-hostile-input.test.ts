@@ -188,9 +188,34 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("hostile text
       assert.deepStrictEqual(yield* writtenRows(m.merchantId), before, "a refused request wrote nothing")
       const utf8 = yield* createPayment(m, newKey(), undefined, { rawBody: body, contentType: "application/json; charset=UTF-8" })
       assert.strictEqual(utf8.status, 201, describeAnswer(utf8))
+      // A body of Unicode spaces is a body, not "no body" (outside contract fuzz: a settle with one
+      // U+00A0 ran as a full capture): 400 malformed_json with its JSON type, 415 without one.
+      const beforeSpaces = yield* writtenRows(m.merchantId)
+      for (const space of ["\u00A0", "\u3000", "\u2028", "\uFEFF\u00A0"]) {
+        const spaced = yield* authorize({ rawBody: space, contentType: "application/json" })
+        assert.strictEqual(spaced.status, 400, `${JSON.stringify(space)}: ${describeAnswer(spaced)}`)
+        assert.strictEqual(jsonOf(spaced)["code"], "malformed_json")
+      }
+      const spacedUntyped = yield* rawRequest(server.process.port, [[
+        `POST /v1/payments/${id}/authorize HTTP/1.1`,
+        "Host: 127.0.0.1",
+        `Authorization: Bearer ${m.apiKey}`,
+        `Idempotency-Key: ${newKey()}`,
+        "Content-Length: 3",
+        "Connection: close",
+        "",
+        "\u3000"
+      ].join("\r\n")])
+      assert.strictEqual(spacedUntyped.status, 415, `U+3000 without Content-Type: ${spacedUntyped.status} ${spacedUntyped.body.slice(0, 300)}`)
+      assert.deepStrictEqual(yield* writtenRows(m.merchantId), beforeSpaces, "a refused request wrote nothing (the payment is still CREATED)")
+      // JSON's own whitespace is still no body: the same request as none (a replay under its key).
+      const authorizeKey = newKey("authorize")
+      const newline = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: authorizeKey, rawBody: "\r\n \t", contentType: "application/json" })
+      assert.strictEqual(newline.status, 200, describeAnswer(newline))
       // No body, no Content-Type: still the body-less authorize.
-      const bodiless = yield* authorize({})
+      const bodiless = yield* server.request("POST", `/v1/payments/${id}/authorize`, { apiKey: m.apiKey, idempotencyKey: authorizeKey })
       assert.strictEqual(bodiless.status, 200, describeAnswer(bodiless))
+      assert.strictEqual(bodiless.headers.get("idempotent-replayed"), "true")
     }))
 
   it.effect("a body nested ten thousand deep (20 KB): 400 saying so, not a stack overflow's 500; 32 levels still get the field's own reason", () =>

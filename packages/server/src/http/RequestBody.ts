@@ -40,7 +40,11 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     )
     if (bytes.byteLength > REQUEST_BODY_BYTES_MAX) return yield* new BodyTooLarge({ limit_bytes: REQUEST_BODY_BYTES_MAX })
     const text = utf8Text(bytes)
-    if (text?.trim() === "") return undefined
+    // No body: no bytes, or JSON's own whitespace only (RFC 8259 §2: space, tab, LF, CR). Not
+    // `trim()`, which also drops every Unicode space: a settle whose body was one U+00A0 ran as
+    // "no body", a full capture, and a refund's U+3000 with no Content-Type a full refund
+    // (outside contract fuzz).
+    if (text !== undefined && jsonWhitespaceOnly.test(text)) return undefined
     // A coded body (gzip, …) would be read as if it were not: refused (RFC 9110 §8.4.1 allows 415).
     // `identity` is the absence of a coding.
     const contentEncoding = request.headers["content-encoding"]?.trim().toLowerCase()
@@ -93,6 +97,8 @@ export const isJsonUtf8 = (header: string): boolean => {
     return charset === "utf-8" || charset === "utf8"
   })
 }
+
+const jsonWhitespaceOnly = /^[ \t\n\r]*$/u
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
 
