@@ -58,7 +58,10 @@ export const toRefundJson = (refund: Refund): RefundJson => ({
   metadata: metadataInStoredOrder(refund.metadata),
   failure_code: refund.failure_code,
   failure_message: refund.failure_message,
-  fee_returned: Number(refund.fee_returned_minor),
+  // What was given back: nothing until the refund SUCCEEDED (the contract's description). The share
+  // stored at reservation is shown only then: a FAILED refund showed it (outside money review: a
+  // merchant adding up `fee_returned` counted fees it never got back).
+  fee_returned: refund.status === "SUCCEEDED" ? Number(refund.fee_returned_minor) : 0,
   created_at: DateTime.formatIso(refund.created_at),
   updated_at: DateTime.formatIso(refund.updated_at)
 })
