@@ -43,25 +43,27 @@ const nonDigits = /[^0-9]+/u
 export const CARD_NUMBER_DIGITS = { min: 13, max: 19 } as const
 
 /**
- * What may stand between the digit groups of a card number written in text: a space, `-`, `.`,
- * `/` or `_`, any other Unicode space (U+00A0 no-break, U+2009 thin, U+202F narrow no-break, as
- * word processors and locales group digits) or an invisible joiner (U+200B-U+200D, U+2060,
- * U+FEFF: the number displays whole). Outside re-test: `4242\u00A04242\u00A04242\u00A04242` was
- * stored. The database's copy is 0117's `looks_like_card_number`, character for character.
+ * What may stand between the digit groups of a card number written in text, one to three of them
+ * (`4242  4242`, `4242 - 4242`): a space or a tab, `-`, `.`, `/` or `_`, any other Unicode space
+ * (U+00A0 no-break, U+2009 thin, U+202F narrow no-break, as word processors and locales group
+ * digits), an invisible joiner (U+200B-U+200D, U+2060, U+FEFF: the number displays whole), a soft
+ * hyphen or a Unicode dash or minus (U+00AD, U+2010-U+2015, U+2212). Outside re-tests stored
+ * `4242\u00A04242\u00A04242\u00A04242`, two spaces, tabs, en dashes and zero-width spaces. The
+ * database's copy is 0117's `looks_like_card_number`, character for character.
  */
-const cardNumberSeparatorClass = " ./_\u00A0\u1680\u2000-\u200D\u202F\u205F\u2060\u3000\uFEFF-"
+const cardNumberSeparatorClass = " \t./_\u00A0\u00AD\u1680\u2000-\u200D\u2010-\u2015\u202F\u205F\u2060\u2212\u3000\uFEFF-"
 
 /**
- * Digit groups joined by exactly one separator each, as card numbers are written by hand or
+ * Digit groups joined by one to three separators each, as card numbers are written by hand or
  * printed (`4242 4242 4242 4242`, `4242-4242-4242-4242`, `4242/4242/4242/4242`; the separators
  * above). Not `:` or `,` (clock times, amounts, lists) and not letters (words):
  * `2026-12-04 10:30:00` is runs of 10, 2 and 2 digits. The run is matched with the ASCII letter
  * glued to either end, if any: a run glued to a letter is part of a code (`BE68 5390 0754 7034`,
  * an IBAN; `INV2026000123456789`), not a card number written in text.
  */
-export const cardNumberRunPattern = `[A-Za-z]?[0-9]+(?:[${cardNumberSeparatorClass}][0-9]+)*[A-Za-z]?`
+export const cardNumberRunPattern = `[A-Za-z]?[0-9]+(?:[${cardNumberSeparatorClass}]{1,3}[0-9]+)*[A-Za-z]?`
 const cardNumberRun = new RegExp(cardNumberRunPattern, "gu")
-const cardNumberRunSeparator = new RegExp(`[${cardNumberSeparatorClass}]`, "u")
+const cardNumberRunSeparator = new RegExp(`[${cardNumberSeparatorClass}]+`, "u")
 const gluedToLetter = /^[A-Za-z]|[A-Za-z]$/u
 
 /** The Luhn checksum (ISO/IEC 7812-1) of a string of ASCII digits. */
@@ -118,10 +120,11 @@ export const tokenHoldsCardDigits = (token: string): boolean => {
  * Whether free text holds a plausible card number: in a run of {@link cardNumberRunPattern} not
  * glued to a letter, 13 to 19 digits (the run's first groups or its last ones) that pass the Luhn
  * check. A long order number passes the check one time in ten only; 12 digits or fewer are never
- * refused.
+ * refused. Read in Unicode's compatibility form (NFKC): fullwidth digits (`４２４２`, as a Japanese
+ * input method types them) and circled or superscript ones are the digits they show.
  */
 export const looksLikeCardNumber = (text: string): boolean => {
-  for (const match of text.matchAll(cardNumberRun)) {
+  for (const match of text.normalize("NFKC").matchAll(cardNumberRun)) {
     const run = match[0]
     if (!gluedToLetter.test(run) && runHoldsCardNumber(run.split(cardNumberRunSeparator))) return true
   }

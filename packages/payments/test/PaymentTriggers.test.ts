@@ -331,8 +331,8 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       // Digit-heavy text over the separators that matter, and real card numbers inside words.
-      const text = fc.string({ unit: fc.constantFrom("4", "2", "1", "0", "7", "9", " ", "-", ".", "/", "_", ":", "a", "X", "\u00A0", "\u2009", "\u200B", "\u00B7"), minLength: 8, maxLength: 48 })
-      const cards = fc.constantFrom("4242 4242 4242 4242", "4111-1111-1111-1111 12/28", "#12 378282246310005", "x4242424242424242", "6011.1111.1111.1117", "4242\u00A04242\u00A04242\u00A04242", "4111\u202F1111\u202F1111\u202F1111", "4242\u200B4242\u200B4242\u200B4242")
+      const text = fc.string({ unit: fc.constantFrom("4", "2", "1", "0", "7", "9", " ", "-", ".", "/", "_", ":", "a", "X", "\u00A0", "\u2009", "\u200B", "\u00B7", "\t", "\u2013", "\uFF14", "\uFF12", "\u2460"), minLength: 8, maxLength: 48 })
+      const cards = fc.constantFrom("4242 4242 4242 4242", "4111-1111-1111-1111 12/28", "#12 378282246310005", "x4242424242424242", "6011.1111.1111.1117", "4242\u00A04242\u00A04242\u00A04242", "4111\u202F1111\u202F1111\u202F1111", "4242\u200B4242\u200B4242\u200B4242", "4242  4242  4242  4242", "4242\t4242\t4242\t4242", "4242\u20134242\u20134242\u20134242", "\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12\uFF14\uFF12")
       const texts = fc.sample(fc.oneof(text, fc.tuple(text, cards, text).map((parts) => parts.join(" "))), { numRuns: 1500, seed: 20261204 })
       // Tokens: digits among separators and letters, and card numbers split by letters inside them.
       const tokenText = fc.string({ unit: fc.constantFrom("4", "2", "4", "2", "4", "_", "-", ".", " ", "x", "y"), minLength: 12, maxLength: 40 })

@@ -47,8 +47,9 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       const description = yield* send({ description: "Customer card 4242 4242 4242 4242, exp 12/28" })
       assertCardRefused(description, "description", "description")
       assert.strictEqual(jsonOf(description)["detail"], `description: description ${cardReason}`)
-      // Grouped by no-break, thin or narrow spaces, or an invisible joiner (outside re-test: stored before).
-      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111"]) {
+      // Grouped by no-break, thin or narrow spaces, an invisible joiner, two spaces, tabs, en dashes,
+      // or in fullwidth digits (outside re-tests: stored before).
+      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111", "4111  1111  1111  1111", "4111\t1111\t1111\t1111", "4111 \u2013 1111 \u2013 1111 \u2013 1111", "\uFF14\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11"]) {
         const answer = yield* send({ metadata: { order_id: "1001", note: value } })
         assertCardRefused(answer, "metadata.note", `metadata value ${value}`)
         assert.strictEqual(jsonOf(answer)["detail"], `metadata.note: a metadata value ${cardReason}`)
