@@ -63,18 +63,31 @@ export const isAddressAllowed = (address: string, allowLoopbackHttp: boolean): b
  */
 const isLocalhostName = (host: string): boolean => /^(?:[^.]+\.)*localhost\.?$/.test(host)
 
-/** The registration-time check (the sender checks again at connect time). */
 /**
- * Spaces, tabs, line breaks and other ASCII controls in a URL being registered: the URL parser drops
- * tabs and line breaks wherever they are and trims the ends, so the endpoint would show one URL and
- * be called at another (outside attack review). Refused; a receiver that needs one percent-encodes it.
+ * Spaces, tabs, line breaks and other controls in a URL being registered: the URL parser drops tabs
+ * and line breaks wherever they are and trims the ends, so the endpoint would show one URL and be
+ * called at another (outside attack review). Every Unicode space and line break, every control and
+ * every invisible format character (bidirectional marks U+200E/U+200F/U+061C, zero-width U+200B,
+ * U+FEFF, …), which the parser percent-encoded silently (outside contract fuzz: the contract says
+ * they are refused). Refused; a receiver that needs one percent-encodes it.
  */
-const unparsedWhitespace = /[\u0000-\u0020\u007f]/u
-export const registeredUrlProblem = (raw: string): string | undefined =>
-  unparsedWhitespace.test(raw) ? "must not contain spaces, tabs, line breaks or control characters (percent-encode them)" : undefined
+const unparsedCharacter = /[\s\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}]/u
+export const registeredUrlProblem = (raw: string): string | undefined => {
+  const found = unparsedCharacter.exec(raw)?.[0]
+  if (found === undefined) return undefined
+  const codePoint = `U+${(found.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`
+  return `must not contain spaces, tabs, line breaks, control or invisible characters (${codePoint}; percent-encode them)`
+}
+
+/** An explicit port in the authority, before the URL parser refuses one above 65535 as "not a URL". */
+const explicitPort = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*:([0-9]+)(?:[/?#]|$)/u
+
+/** The registration-time check (the sender checks again at connect time). */
 
 export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerdict => {
   if (raw.length > URL_LENGTH_MAX) return refused(`must be at most ${URL_LENGTH_MAX} characters`)
+  const port = explicitPort.exec(raw)?.[1]
+  if (port !== undefined && (Number(port) > 65_535 || Number(port) === 0)) return refused("must have a port from 1 to 65535")
   let url: URL
   try {
     url = new URL(raw)

@@ -49,7 +49,7 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 0)
     }))
 
-  it.effect("a URL is stored as the sender calls it (the parser's form): an upper-case scheme or host is taken, not a 500; spaces, tabs, line breaks, controls, bidi overrides and port 0 are refused naming the url, nothing written (outside attack review)", () =>
+  it.effect("a URL is stored as the sender calls it (the parser's form): an upper-case scheme or host is taken, not a 500; spaces, tabs, line breaks, controls, bidi overrides and marks, zero-width and other Unicode spaces, ports 0 and above 65535 are refused naming the url, nothing written (outside attack review, contract fuzz)", () =>
     Effect.gen(function* () {
       const merchantId = yield* createMerchant
       const endpoints = yield* WebhookEndpoints
@@ -60,6 +60,11 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       assert.strictEqual(mixed.url, "https://merchant.example:8443/v2")
       for (const url of [" https://merchant.example/a", "\thttps://merchant.example/a", "https://merchant.example/a ", "https://merch\nant.example/a", "https://merchant.example/a\rb",
         "https://merchant.example/\u202Egpj.exe", "https://merchant.example/\u0085", "https://merchant.example:0/a",
+        // Unicode spaces and line breaks, bidirectional marks, zero-width characters: percent-encoded
+        // silently before (outside contract fuzz); and a port the parser refused as "not a URL".
+        "https://merchant.example/h\u00A0x", "https://merchant.example/h\u2028", "https://merchant.example/h\u200E", "https://merchant.example/h\u200F",
+        "https://merchant.example/h\u061C", "https://merchant.example/h\uFEFF", "https://merchant.example/h\u200B", "https://merchant.example/h\u3000",
+        "https://merchant.example:65536/a", "https://merchant.example:99999999999999999999/a",
         // 725 characters as sent, 6,325 percent-encoded: the stored form is what must fit 2,048.
         `https://merchant.example/${"€".repeat(700)}`]) {
         const refused = yield* Effect.flip(endpoints.create(merchantId, { url, event_types: ["*"] }))

@@ -50,6 +50,14 @@ describe("webhook target URLs (SSRF guard)", () => {
     assert.isFalse(isAddressAllowed("::1", false), "loopback in production")
   })
 
+  it("a port above 65535 is named as a port, not as \"not a URL\" (outside contract fuzz); leading zeros are the port they spell", () => {
+    for (const url of ["https://merchant.example:65536/a", "https://merchant.example:99999999999999999999/a", "https://merchant.example:0/a"]) {
+      const verdict = checkTargetUrl(url, false)
+      assert.deepStrictEqual(verdict._tag === "Refused" ? verdict.reason : "allowed", "must have a port from 1 to 65535", url)
+    }
+    assert.strictEqual(checkTargetUrl("https://merchant.example:0008443/a", false)._tag, "Allowed")
+  })
+
   it("test mode adds http to loopback, and nothing else", () => {
     assert.strictEqual(verdict("http://127.0.0.1:4000/hook", true), "Allowed")
     assert.strictEqual(verdict("http://localhost:4000/hook", true), "Allowed")
