@@ -146,7 +146,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       ]
       const auth = `Authorization: Bearer ${m.apiKey}`
       assertRawProblem(yield* raw(post([auth, "Idempotency-Key: a\u0001b"])), "idempotency_key_invalid", "Idempotency-Key", "key with \\x01")
-      assertRawProblem(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "invalid_request", "x-note", "NUL in X-Note")
+      assertRawProblem(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "invalid_request", "X-Note", "NUL in X-Note")
       assertRawProblem(
         yield* raw(post([auth, "Authorization: Bearer sk_test_other", `Idempotency-Key: ${newKey()}`])),
         "invalid_request",

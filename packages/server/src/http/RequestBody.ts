@@ -27,7 +27,7 @@ export const readJsonBody = (request: HttpServerRequest.HttpServerRequest): Effe
     // does not understand is refused).
     const transferEncoding = request.headers["transfer-encoding"]?.trim().toLowerCase()
     if (transferEncoding !== undefined && transferEncoding !== "chunked") {
-      return yield* new InvalidRequest({ detail: "transfer-encoding: only chunked is supported", field: "transfer-encoding" })
+      return yield* new InvalidRequest({ detail: "Transfer-Encoding: only chunked is supported", field: "Transfer-Encoding" })
     }
     // A chunked body has no Content-Length to refuse up front: the read stops at MaxBodySize and
     // fails with reason BodyTooLarge, which is the client's 413, not an unreadable body.

@@ -129,6 +129,15 @@ interface ParserError extends Error {
 }
 
 /** The header whose line the parser stopped in (lower case), when the error says where. */
+/**
+ * A header's name as `field` names it: the documented spelling, each word capitalized
+ * (`Idempotency-Key`, `Content-Length`, `X-Request-Id`), whoever refused it. The parser's refusals
+ * named it in lower case and the edge's capitalized (outside contract fuzz: `authorization` for a
+ * bad character, `Authorization` for a second copy).
+ */
+export const headerFieldName = (name: string): string =>
+  name.toLowerCase().split("-").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("-")
+
 export const offendingHeader = (error: ParserError): string | undefined => {
   if (!Buffer.isBuffer(error.rawPacket) || typeof error.bytesParsed !== "number") return undefined
   const raw = error.rawPacket
@@ -188,7 +197,7 @@ export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fir
       }
       return header === undefined
         ? new InvalidRequest({ detail: "the request is not valid HTTP/1.1" })
-        : new InvalidRequest({ detail: `header ${header}: a character HTTP does not allow`, field: header })
+        : new InvalidRequest({ detail: `header ${headerFieldName(header)}: a character HTTP does not allow`, field: headerFieldName(header) })
     }
   }
 }
@@ -200,13 +209,13 @@ export const clientErrorProblem = (error: ParserError, limits: SocketLimits, fir
  */
 const framingProblem = (code: string, reason: string): ApiError => {
   if (reason.includes("can't be present with")) {
-    return new InvalidRequest({ detail: "content-length: not allowed with transfer-encoding (RFC 9112 §6.3)", field: "content-length" })
+    return new InvalidRequest({ detail: "Content-Length: not allowed with Transfer-Encoding (RFC 9112 §6.3)", field: "Content-Length" })
   }
-  if (code === "HPE_UNEXPECTED_CONTENT_LENGTH") return new InvalidRequest({ detail: "header content-length is given more than once", field: "content-length" })
+  if (code === "HPE_UNEXPECTED_CONTENT_LENGTH") return new InvalidRequest({ detail: "header Content-Length is given more than once", field: "Content-Length" })
   if (code === "HPE_INVALID_CONTENT_LENGTH") {
-    return new InvalidRequest({ detail: reason.includes("overflow") ? "content-length: too large" : "content-length: must be decimal digits", field: "content-length" })
+    return new InvalidRequest({ detail: reason.includes("overflow") ? "Content-Length: too large" : "Content-Length: must be decimal digits", field: "Content-Length" })
   }
-  return new InvalidRequest({ detail: "transfer-encoding: only chunked is supported, given once", field: "transfer-encoding" })
+  return new InvalidRequest({ detail: "Transfer-Encoding: only chunked is supported, given once", field: "Transfer-Encoding" })
 }
 
 const reasonPhrases: Readonly<Record<number, string>> = { 400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large" }
