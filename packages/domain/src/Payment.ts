@@ -3,7 +3,7 @@ import { Currency } from "./Currency.ts"
 import { MerchantId, PaymentId } from "./Ids.ts"
 import { AmountMinorFromJsonNumber } from "./Money.ts"
 import { cardNumberInTextReason, cardNumberLikePattern, looksLikeCardNumber, tokenHoldsCardDigits } from "./CardNumber.ts"
-import { DisplayableText, displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem, unstorableReason } from "./StorableText.ts"
+import { codePointLength, DisplayableText, displayable, displayablePattern, hiddenCharacterReason, StorableText, storableTextJsonSchema, storableTextProblem, unstorableReason } from "./StorableText.ts"
 
 /**
  * The statuses of a payment (CANCELED: canceled by the merchant, before any authorization or by a
@@ -116,7 +116,8 @@ const metadataKeyLength = { min: 1, max: 40 }
  * Every key checked by the record's own check, not as the record's key schema: a key the key
  * schema refused would not be a key of the record at all, so a decode refusing excess properties
  * (the API's) called it "Expected no excess property" and any other decode dropped it silently.
- * Here it is `metadata.<key>: metadata keys must be 1 to 40 characters` (or what is unstorable).
+ * Here it is `metadata: metadata keys must be 1 to 40 characters (a key of 41 characters)` (or what
+ * is unstorable), the key not echoed.
  */
 const metadataKeysValid = (rule: TextRule) =>
   Schema.makeFilter(
@@ -126,8 +127,11 @@ const metadataKeysValid = (rule: TextRule) =>
         // surrogate in the answer's `field` is JSON that strict parsers refuse.
         const unstorable = unstorableKeyProblem(key)
         if (unstorable !== undefined) return unstorable
+        // Named `metadata`, the key not echoed, as every other key's problem (outside contract fuzz:
+        // `metadata.<41 characters>` read as a value's problem and echoed the key whole; an empty one
+        // was `metadata[""]`).
         const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
-        if (problem !== undefined) return { path: [key], issue: problem }
+        if (problem !== undefined) return `${problem} (a key of ${codePointLength(key)} characters)`
         // A key with a hidden character is not echoed as a field name (it would hide in it too).
         const hidden = rule === "sent" ? hiddenKeyProblem(key) : undefined
         if (hidden !== undefined) return hidden
