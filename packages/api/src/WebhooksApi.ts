@@ -21,7 +21,15 @@ const Url = StorableText("url", { min: 1, max: 2_048 }).annotate({
  */
 const Description = Schema.NullOr(DisplayableText("description", { min: 0, max: 500 }))
 
-const daysInMonth = (year: number, month: number): number => new Date(Date.UTC(year, month, 0)).getUTCDate()
+/**
+ * The proleptic Gregorian calendar's (RFC 3339's) days in `month` (1-12) of `year` (0-9999). Not
+ * `Date.UTC`, which reads years 0-99 as 1900-1999: 0000-02-29 (year 0 is a leap year) was refused
+ * (outside contract fuzz).
+ */
+const daysInMonth = (year: number, month: number): number => {
+  if (month !== 2) return [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1] ?? 0
+  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28
+}
 
 /**
  * An instant in RFC 3339's form of ISO 8601 (`2026-12-01T10:00:00Z`, `…T10:00:00.123+01:00`): a
