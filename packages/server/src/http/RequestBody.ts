@@ -271,7 +271,7 @@ export const decodeBody = <S extends Schema.Top & { readonly DecodingServices: n
       const { field, message } = firstIssue(error.issue)
       if (field !== undefined) return new InvalidRequest({ detail: `${field}: ${message}`, field })
       // The whole body of the wrong type (`null`, an array, a string): say it is the body.
-      return new InvalidRequest({ detail: error.issue._tag === "InvalidType" ? `the body must be a JSON object (${message})` : message })
+      return new InvalidRequest({ detail: error.issue._tag === "InvalidType" ? `the body must be a JSON object (got ${jsonKindOf(value)})` : message })
     })
   )
 
@@ -287,6 +287,27 @@ const leafHook: SchemaIssue.LeafHook = (issue) => {
   return message
 }
 
+/**
+ * "Expected number" in a merchant's words: every number this API takes is an integer (outside
+ * contract fuzz: `amount: "1050"` said "Expected number", where `1.5` says "must be an integer…").
+ */
+const jsonTypeWords: Readonly<Record<string, string>> = {
+  number: "an integer (a JSON number, not a string)",
+  string: "a string",
+  array: "an array",
+  boolean: "true or false",
+  null: "null",
+  object: "an object"
+}
+const jsonKindOf = (value: unknown): string =>
+  value === null ? "null" : Array.isArray(value) ? "an array" : typeof value === "string" ? "a string" : typeof value === "number" ? "a number" : typeof value === "boolean" ? "a boolean" : "another value"
+
+const wrongTypeInWords = (message: string): string => {
+  const expected = /^Expected ([a-z]+(?: \| [a-z]+)*)$/u.exec(message)?.[1]
+  if (expected === undefined) return message
+  return `must be ${expected.split(" | ").map((type) => jsonTypeWords[type] ?? type).join(" or ")}`
+}
+
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1({ leafHook })
 
 export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string | undefined; readonly message: string } => {
@@ -295,7 +316,7 @@ export const firstIssue = (issue: SchemaIssue.Issue): { readonly field: string |
   const path = (formatted.path ?? []).map((segment) => String(typeof segment === "object" && segment !== null && "key" in segment ? segment.key : segment))
   const unsayable = unsayableMetadataKey(path)
   if (unsayable !== undefined) return { field: "metadata", message: unsayable }
-  return { field: path.length === 0 ? undefined : fieldPath(path), message: formatted.message }
+  return { field: path.length === 0 ? undefined : fieldPath(path), message: wrongTypeInWords(formatted.message) }
 }
 
 /**
