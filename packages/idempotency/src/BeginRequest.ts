@@ -12,7 +12,8 @@ export const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest =
     fingerprint: fingerprint({ method: request.method, path: request.path, canonicalBody: body }),
     canonicalBody: body,
     ...(request.operation === undefined ? {} : { operation: request.operation }),
-    ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms })
+    ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms }),
+    ...(request.correlationId === undefined ? {} : { correlationId: request.correlationId })
   }
 }
 

@@ -38,6 +38,7 @@ const KeyRow = Schema.Struct({
   finished_at: Schema.NullOr(Schema.Date),
   run_count: Schema.Int,
   completer_attempts: Schema.Int,
+  correlation_id: Schema.NullOr(Schema.String),
   // Computed by the database with its own clock (never the application's).
   lock_live: Schema.Boolean
 })
@@ -47,7 +48,7 @@ const decodeKeyRows = Schema.decodeUnknownEffect(Schema.Array(KeyRow))
 /** The columns every query returns, `lock_live` included. */
 const keyColumns = `id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
   request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token, response_status,
-  response_body, response_content_type, created_at, last_run_at, finished_at, run_count, completer_attempts,
+  response_body, response_content_type, created_at, last_run_at, finished_at, run_count, completer_attempts, correlation_id,
   (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live`
 
 const toKeyState = (row: KeyRow): KeyState => ({
@@ -69,7 +70,12 @@ const toRecord = (row: KeyRow, lockTimeout_ms: number): IdempotencyRecord | unde
     ? undefined
     : { ...toKeyState(row), lockToken: row.lock_token, lockExpiresAt: row.lock_expires_at, lockTimeout_ms, createdAt: row.created_at }
 
-const toAbandoned = (row: KeyRow): AbandonedKey => ({ ...toKeyState(row), lastRunAt: row.last_run_at, completerAttempts: row.completer_attempts })
+const toAbandoned = (row: KeyRow): AbandonedKey => ({
+  ...toKeyState(row),
+  lastRunAt: row.last_run_at,
+  completerAttempts: row.completer_attempts,
+  correlationId: row.correlation_id ?? undefined
+})
 
 const toStoredResponse = (row: KeyRow): StoredResponse | undefined =>
   row.response_status === null || row.response_body === null || row.response_content_type === null
@@ -95,9 +101,10 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
     const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
     return rows(sql`
       INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path,
-                                    request_fingerprint, request_body, operation, locked_at, lock_expires_at, lock_token)
+                                    request_fingerprint, request_body, operation, locked_at, lock_expires_at, lock_token, correlation_id)
       VALUES (${randomUUID()}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path},
-              ${request.fingerprint}, ${body}::jsonb, ${operation}::jsonb, clock_timestamp(), ${later(sql, lease_ms)}, ${token})
+              ${request.fingerprint}, ${body}::jsonb, ${operation}::jsonb, clock_timestamp(), ${later(sql, lease_ms)}, ${token},
+              ${request.correlationId ?? null})
       ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
       RETURNING ${sql.literal(keyColumns)}`)
   }
@@ -196,10 +203,11 @@ const makeInserts = (sql: SqlClient.SqlClient) => {
     const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
     return sql`
       INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
-                                    request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token)
+                                    request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token,
+                                    correlation_id)
       SELECT ${id}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path}, ${request.fingerprint},
              ${body}::jsonb, ${operation}::jsonb, ${leased.recoveryPoint}, ${JSON.stringify(leased.data)}::jsonb,
-             clock_timestamp(), ${later(sql, lease_ms)}, ${token}
+             clock_timestamp(), ${later(sql, lease_ms)}, ${token}, ${request.correlationId ?? null}
       FROM ${sql.literal(leased.source)}
       ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
       RETURNING id, lock_expires_at, created_at`

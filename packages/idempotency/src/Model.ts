@@ -86,6 +86,8 @@ export interface BeginRequest {
   readonly operation?: Schema.Json
   /** The lease of this run; defaults to the layer's `lockTimeout_ms`. */
   readonly lockTimeout_ms?: number
+  /** The request's correlation id (its `X-Request-Id`, or the server's), kept for the completer. */
+  readonly correlationId?: string
 }
 
 /** Proof that `finish` stored the rendered outcome (only `finish` makes one). */
@@ -108,6 +110,8 @@ export interface AbandonedKey extends KeyState {
   readonly lastRunAt: Date
   /** Failed completer attempts so far (migrations/0020; see Parking.ts). */
   readonly completerAttempts: number
+  /** The correlation id of the request that began the key (migrations/0118), when it was kept. */
+  readonly correlationId: string | undefined
 }
 
 /** What `recordCompleterFailure` did with a key the completer could not finish. */
@@ -159,6 +163,8 @@ export interface IdempotentRequest<A = StoredResponse> {
   readonly operation?: Schema.Json
   readonly render: Render<A>
   readonly lockTimeout_ms?: number
+  /** The request's correlation id: a run the completer resumes carries it on its events and lines. */
+  readonly correlationId?: string
 }
 
 export type RunOutcome =

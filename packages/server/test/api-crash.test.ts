@@ -74,7 +74,7 @@ const facts = (m: TestMerchant, paymentId: string, key: string) =>
  * Sends an authorization of a `pm_card_timeout` payment and kills the server once the acquirer has
  * performed it (its row exists) and our side is waiting for the answer that never comes.
  */
-const killDuringAuthorization = (m: TestMerchant) =>
+const killDuringAuthorization = (m: TestMerchant, requestId?: string) =>
   Effect.gen(function* () {
     const server = yield* TestServer
     const sql = yield* SqlClient.SqlClient
@@ -83,7 +83,11 @@ const killDuringAuthorization = (m: TestMerchant) =>
     const paymentId = stringField(created, "id")
     const key = newKey("auth")
     const inFlight = yield* Effect.forkChild(
-      Effect.result(server.request("POST", `/v1/payments/${paymentId}/authorize`, { apiKey: m.apiKey, idempotencyKey: key }))
+      Effect.result(server.request("POST", `/v1/payments/${paymentId}/authorize`, {
+        apiKey: m.apiKey,
+        idempotencyKey: key,
+        ...(requestId === undefined ? {} : { headers: { "X-Request-Id": requestId } })
+      }))
     )
     // A barrier, not a guess: the server logs the lost answer once the acquirer has performed it.
     yield* server.process.awaitOutput(["acquirer simulator: answer lost", `"reference":"payment:${paymentId}:authorization"`], 20_000)
@@ -143,11 +147,13 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.strictEqual(replay.answer.text, answer.text)
     }))
 
-  it.effect("kill -9 mid-authorization and nobody retries: after the restart the completer finishes it; the client's later retry replays", () =>
+  it.effect("kill -9 mid-authorization and nobody retries: after the restart the completer finishes it, under the client's X-Request-Id (history, event, log line); the client's later retry replays", () =>
     Effect.gen(function* () {
       const server = yield* TestServer
+      const sql = yield* SqlClient.SqlClient
       const m = yield* createMerchant("Crash completer")
-      const { paymentId, key } = yield* killDuringAuthorization(m)
+      const requestId = `order-7731-auth-${newKey("rid")}`
+      const { paymentId, key } = yield* killDuringAuthorization(m, requestId)
 
       yield* server.process.restart({ COMPLETER_ABANDONED_AFTER_MS: "500" })
       let finished = yield* facts(m, paymentId, key)
@@ -159,6 +165,14 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.deepStrictEqual(finished.performed, [1])
       assert.strictEqual(finished.status, "AUTHORIZED")
       assert.strictEqual(finished.authorizations, 1)
+      // The completer's run carries the client's correlation id, kept with the key (0118): it was a
+      // new one, so the merchant's X-Request-Id did not find the end of its own request.
+      const [carried] = yield* decodeRows(Schema.Struct({ history: Schema.NullOr(Schema.String), event: Schema.NullOr(Schema.String) }))(sql`
+        SELECT (SELECT correlation_id FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED') AS history,
+               (SELECT headers ->> 'correlation_id' FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized') AS event`)
+      assert.deepStrictEqual(carried, { history: requestId, event: requestId })
+      const finishedLine = server.process.output().split("\n").find((line) => line.includes("completer finished an abandoned key") && line.includes(paymentId)) ?? ""
+      assert.include(finishedLine, `"correlation_id":"${requestId}"`)
 
       const retry = yield* server.request("POST", `/v1/payments/${paymentId}/authorize`, { apiKey: m.apiKey, idempotencyKey: key })
       assert.strictEqual(retry.status, 200, describeAnswer(retry))

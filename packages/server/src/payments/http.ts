@@ -131,7 +131,9 @@ const makeIdempotentPost = Effect.gen(function* () {
         path,
         body: fingerprintBody(operation, body),
         operation: encodePaymentOperation(operation),
-        render: renderOutcome
+        render: renderOutcome,
+        // Kept with the key: a run the completer finishes carries the client's id (not a new one).
+        correlationId: context.correlationId
       }
       const work = (execution: Execution<PaymentOutcome>) => useCases.execute(merchant.merchantId, operation, context, execution)
       // A create is one statement with its key (one round trip, one commit). Authorize, settle and

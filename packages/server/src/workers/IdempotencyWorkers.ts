@@ -120,7 +120,7 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         Effect.tap((outcome) =>
           Effect.logInfo("completer finished an abandoned key", {
             ...aboutKey(key),
-            // The resumed run's events carry it (the client's own request had another).
+            // The resumed run's events carry it: the client's own, or a new one for an older key.
             ...(correlationId === undefined ? {} : { correlation_id: correlationId }),
             status: outcome.response.status,
             attempt: key.completerAttempts + 1
@@ -146,7 +146,10 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
         // No later attempt can decode it better: straight to the operator.
         return failed(key, `the operation stored with the key is not one: ${operation.failure.message}`, true)
       }
-      const context = { actor: "system:completer", correlationId: randomUUID() }
+      // The client's correlation id, kept with the key (0118): the resumed run's events and the
+      // completer's lines carry it, so a merchant's X-Request-Id finds the end of its request
+      // (outside on-call drill). A key from before 0118 gets a new one.
+      const context = { actor: "system:completer", correlationId: key.correlationId ?? randomUUID() }
       return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)), context.correlationId)
     }
 
