@@ -114,9 +114,10 @@ export class KafkaAdmin extends Context.Service<KafkaAdmin, {
   readonly ping: Effect.Effect<KafkaClusterHealth, KafkaError>
   /**
    * A fresh metadata round trip for one topic, bounded by `pingTimeout_ms`: fails when the topic
-   * does not exist or a partition has no leader (nothing can be written to it). Never creates it.
+   * does not exist, has fewer than `partitionsMin` partitions (the publisher refuses it) or a
+   * partition has no leader (nothing can be written to it). Never creates it.
    */
-  readonly pingTopic: (topic: string) => Effect.Effect<void, KafkaError>
+  readonly pingTopic: (topic: string, partitionsMin?: number) => Effect.Effect<void, KafkaError>
 }>()("infra/KafkaAdmin") {
   static readonly make = (options: KafkaAdminOptions) =>
     Effect.gen(function* () {

@@ -38,8 +38,8 @@ export const makePing = (admin: Admin, options: PingOptions) =>
     )
   })
 
-/** One topic's metadata, bounded: fails when it does not exist or a partition has no leader. Never creates it. */
-export const makePingTopic = (admin: Admin, options: PingOptions) => (topic: string) =>
+/** One topic's metadata, bounded: fails when it does not exist, has fewer than `partitionsMin` partitions or a partition without a leader. Never creates it. */
+export const makePingTopic = (admin: Admin, options: PingOptions) => (topic: string, partitionsMin = 1) =>
   Effect.tryPromise({
     // autocreateTopics false (the client's default, said here): a probe must never create the topic.
     try: () => admin.metadata({ topics: [topic], forceUpdate: true, retries: 0, autocreateTopics: false }),
@@ -50,6 +50,11 @@ export const makePingTopic = (admin: Admin, options: PingOptions) => (topic: str
       const found = metadata.topics.get(topic)
       if (found === undefined) {
         return Effect.fail(new KafkaError({ operation: "pingTopic", message: `no topic ${topic}`, retriable: false, code: "UNKNOWN_TOPIC_OR_PARTITION" }))
+      }
+      // Fewer partitions than the publisher requires: it refuses the topic and publishes nothing
+      // (outside re-test: recreated with 1 partition, readiness said up while nothing was published).
+      if (found.partitionsCount < partitionsMin) {
+        return Effect.fail(new KafkaError({ operation: "pingTopic", message: `topic ${topic} has ${found.partitionsCount} partitions, ${partitionsMin} wanted`, retriable: false, code: "INVALID_PARTITIONS" }))
       }
       const leaderless = found.partitions.findIndex((partition) => partition.leader < 0)
       return leaderless === -1

@@ -50,7 +50,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("readiness wat
       }
     }))
 
-  it.effect("payments.events deleted: kafka goes down (WARN naming the topic, gauge 0, /health/ready degraded with a reason that names no topic), and back when the topic is", () =>
+  it.effect("payments.events deleted: kafka goes down (WARN naming the topic, gauge 0, /health/ready degraded with a reason that names no topic); recreated with too few partitions, still down (WARN with that reason); back when the topic is as the publisher wants it", () =>
     Effect.gen(function* () {
       const server = yield* TestServer
       const admin = yield* KafkaAdmin
@@ -68,7 +68,18 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("readiness wat
       assert.include(kafka?.error ?? "", "events topic is missing")
       assert.notInclude(kafka?.error ?? "", topicPrefix, "the public answer names no topic")
 
-      // Created again (deletion is asynchronous: creation is retried, bounded).
+      // Created again by hand with 1 partition: the publisher refuses it (3 wanted), so still down,
+      // said with the new reason (outside re-test: this was "up" while nothing was published).
+      yield* admin.createTopic({ topic, partitions: 1 }).pipe(
+        Effect.flatMap((ready) => (ready.created ? Effect.void : Effect.fail(new Error("the old topic is still there")))),
+        Effect.retry({ schedule: Schedule.spaced("500 millis"), times: 40 }),
+        Effect.orDie
+      )
+      yield* outputWith(`has 1 partitions, 3 wanted`)
+      assert.match((yield* dependencyUp("kafka")) ?? "", / 0$/)
+
+      // Deleted and created again as the publisher does (deletion is asynchronous: retried, bounded).
+      yield* admin.deleteTopics([topic])
       yield* OutboxTopics.ensure(topicPrefix).pipe(
         Effect.flatMap((ready) => (ready.created ? Effect.void : Effect.fail(new Error("the old topic is still there")))),
         Effect.retry({ schedule: Schedule.spaced("500 millis"), times: 40 }),

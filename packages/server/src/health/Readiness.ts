@@ -2,7 +2,7 @@ import type { DependencyCheck } from "@pay/api"
 import { Context, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { boundedInt, failureText, KafkaAdmin, KafkaError, KafkaTopicPrefix, Redis, RedisUrl } from "@pay/infra"
-import { paymentsEventsTopic } from "@pay/outbox"
+import { paymentsEventsPartitions, paymentsEventsTopic } from "@pay/outbox"
 import { isSqlError } from "effect/sql/SqlError"
 import type { ConfigError } from "effect/Config"
 
@@ -45,8 +45,9 @@ export class Readiness extends Context.Service<Readiness, {
   readonly check: Effect.Effect<ReadonlyArray<DependencyCheck>>
 }>()("server/Readiness") {
   static readonly fromProbes = (probes: ReadonlyArray<Probe>) => {
-    // Which dependencies the last round found down: their WARN once, then the INFO when back.
-    const down = new Set<string>()
+    // Which dependencies the last round found down, and why: their WARN once per reason, then the
+    // INFO when back.
+    const down = new Map<string, string>()
     return Readiness.of({
       check: Effect.forEach(probes, (probe) => runProbe(probe, down), { concurrency: "unbounded" })
     })
@@ -79,7 +80,8 @@ export class Readiness extends Context.Service<Readiness, {
     // Events wait in the outbox while it is down; payments commit. A broker that answers but has no
     // `payments.events` (deleted by hand, or a partition without a leader) publishes nothing
     // either: down too (outside on-call drill: it said "up" with the topic deleted).
-    const probe: Probe = { name: "kafka", required: false, check: Effect.andThen(admin.ping, admin.pingTopic(topic)) }
+    // Fewer partitions than the publisher requires is down too: it refuses such a topic.
+    const probe: Probe = { name: "kafka", required: false, check: Effect.andThen(admin.ping, admin.pingTopic(topic, paymentsEventsPartitions)) }
     return probe
   })
 
@@ -106,7 +108,7 @@ export class Readiness extends Context.Service<Readiness, {
  * outside diff review). The reason with those, for the operator, is the server's log: a WARN
  * `readiness: <name> is down` when a dependency goes down, an INFO when it is back.
  */
-const runProbe = (probe: Probe, down: Set<string>) =>
+const runProbe = (probe: Probe, down: Map<string, string>) =>
   Effect.gen(function* () {
     const started = Date.now()
     const outcome = yield* Effect.result(probe.check.pipe(Effect.timeout(Duration.millis(probeTimeout_ms))))
@@ -121,9 +123,11 @@ const runProbe = (probe: Probe, down: Set<string>) =>
       const check: DependencyCheck = { name: probe.name, status: "up", required: probe.required, latency_ms }
       return check
     }
-    if (!wasDown) {
-      down.add(probe.name)
-      yield* Effect.logWarning(`readiness: ${probe.name} is down`, { dependency: probe.name, reason: reasonOf(outcome.failure) })
+    // Logged again when the reason changes (a deleted topic recreated with too few partitions).
+    const reason = reasonOf(outcome.failure)
+    if (down.get(probe.name) !== reason) {
+      down.set(probe.name, reason)
+      yield* Effect.logWarning(`readiness: ${probe.name} is down`, { dependency: probe.name, reason })
     }
     const check: DependencyCheck = { name: probe.name, status: "down", required: probe.required, latency_ms, error: publicReasonOf(outcome.failure) }
     return check
@@ -138,7 +142,9 @@ const redisTarget = (url: string): string => {
 
 /** The public kind of a probe's failure: a timeout, or the error's class, nothing that names a host. */
 const publicReasonOf = (failure: unknown): string => {
-  if (failure instanceof KafkaError && failure.operation === "pingTopic") return "answers, but its events topic is missing or has a partition without a leader (the topic is in the server's log)"
+  if (failure instanceof KafkaError && failure.operation === "pingTopic") {
+    return "answers, but its events topic is missing, has fewer partitions than the publisher requires, or has a partition without a leader (the topic is in the server's log)"
+  }
   if (typeof failure === "object" && failure !== null && "_tag" in failure) {
     if (failure._tag === "TimeoutError") return `no answer within ${probeTimeout_ms} ms`
     if (isSqlError(failure)) return `does not answer (${failure.reason._tag}; the reason is in the server's log)`
