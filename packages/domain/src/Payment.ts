@@ -130,8 +130,8 @@ const metadataKeysValid = (rule: TextRule) =>
         // Named `metadata`, the key not echoed, as every other key's problem (outside contract fuzz:
         // `metadata.<41 characters>` read as a value's problem and echoed the key whole; an empty one
         // was `metadata[""]`).
-        const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
-        if (problem !== undefined) return `${problem} (a key of ${codePointLength(key)} characters)`
+        const problem = keyLengthProblem(key)
+        if (problem !== undefined) return problem
         // A key with a hidden character is not echoed as a field name (it would hide in it too).
         const hidden = rule === "sent" ? hiddenKeyProblem(key) : undefined
         if (hidden !== undefined) return hidden
@@ -161,15 +161,21 @@ const hiddenKeyProblem = (key: string): string | undefined => {
   return hidden === undefined ? undefined : `metadata keys ${hidden}`
 }
 
+const keyLengthProblem = (key: string): string | undefined => {
+  const problem = storableTextProblem("metadata keys", metadataKeyLength, key)
+  return problem === undefined ? undefined : `${problem} (a key of ${codePointLength(key)} characters)`
+}
+
 const cardKeyProblem = (key: string): string | undefined =>
   looksLikeCardNumber(key) ? cardNumberInTextReason("a metadata key") : undefined
 
 /**
- * Why a key a merchant sends is not echoed back as a field name (an unstorable or a hidden character, then a card
- * number: the order and the words of the checks below), or undefined. For the HTTP edge, where a
+ * Why a key a merchant sends is not echoed back as a field name (an unstorable character, its length, a
+ * hidden character, then a card number: the order and the words of the checks below), or undefined. For the HTTP edge, where a
  * value's issue is named by its key: the schema checks values before these.
  */
-export const metadataKeyNotEchoed = (key: string): string | undefined => unstorableKeyProblem(key) ?? hiddenKeyProblem(key) ?? cardKeyProblem(key)
+export const metadataKeyNotEchoed = (key: string): string | undefined =>
+  unstorableKeyProblem(key) ?? keyLengthProblem(key) ?? hiddenKeyProblem(key) ?? cardKeyProblem(key)
 
 /**
  * No card number in a key or a value. A value is named by its key (`metadata.card`); a key that is

@@ -178,7 +178,7 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("HTTP edge: ev
       assertEveryAnswerHeaders(yield* raw(post([auth, `Idempotency-Key: ${newKey()}`, "X-Note: a\u0000b"])), "400 from the parser")
       // Node answered these two itself: an unknown Expect with a bare 417, CONNECT by closing.
       const expectation = yield* raw([["GET /health/live HTTP/1.1", "Host: 127.0.0.1", "Expect: bogus", "", ""].join("\r\n")])
-      assertRawProblem(expectation, "invalid_request", "expect", "Expect: bogus")
+      assertRawProblem(expectation, "invalid_request", "Expect", "Expect: bogus")
       assertEveryAnswerHeaders(expectation, "Expect: bogus")
       const connect = yield* raw([["CONNECT 127.0.0.1:443 HTTP/1.1", "Host: 127.0.0.1:443", "", ""].join("\r\n")])
       assertRawProblem(connect, "invalid_request", undefined, "CONNECT")

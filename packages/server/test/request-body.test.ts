@@ -4,7 +4,7 @@
 // than UTF-8 is not JSON, and an integer beyond 2^53 says the range. The rule "every number of a
 // body is an integer" holds because the document declares no other kind of number in a request body.
 import { assert, describe, it } from "@effect/vitest"
-import { CreatePaymentBody, PaymentsApi, SettlePaymentBody } from "@pay/api"
+import { CreatePaymentBody, CreateRefundBody, CreateWebhookEndpointBody, PaymentsApi, SettlePaymentBody } from "@pay/api"
 import { Effect, Result } from "effect"
 import { OpenApi } from "effect/http-api"
 import { decodeBody, fieldPath, isJsonUtf8, parseJsonBody } from "../src/http/RequestBody.ts"
@@ -79,14 +79,25 @@ describe("request body text", () => {
     Effect.gen(function* () {
       const body = { amount: 1050, currency: "USD", payment_method: "pm_card_visa" }
       const cases: ReadonlyArray<readonly [Record<string, unknown>, string, string]> = [
-        [{ ...body, amount: "1050" }, "amount", "amount: must be an integer (a JSON number, not a string)"],
-        [{ ...body, amount: true }, "amount", "amount: must be an integer (a JSON number, not a string)"],
-        [{ ...body, description: 1 }, "description", "description: must be a string or null"]
+        [{ ...body, amount: "1050" }, "amount", "amount: must be an integer (a JSON number)"],
+        [{ ...body, amount: true }, "amount", "amount: must be an integer (a JSON number)"],
+        [{ ...body, description: 1 }, "description", "description: must be a string or null"],
+        // A key of the wrong length is the key's problem, named `metadata`, before its value's type
+        // (outside re-test: `metadata.<the 41-character key>: must be a string`).
+        [{ ...body, metadata: { ["k".repeat(41)]: 5 } }, "metadata", "metadata: metadata keys must be 1 to 40 characters (a key of 41 characters)"],
+        [{ ...body, metadata: { "": 5 } }, "metadata", "metadata: metadata keys must be 1 to 40 characters (a key of 0 characters)"]
       ]
       for (const [sent, field, detail] of cases) {
         const refused = yield* Effect.flip(decodeBody(CreatePaymentBody, sent))
         assert.deepStrictEqual([refused.field, refused.detail], [field, detail], JSON.stringify(sent))
       }
+      // A list of allowed values, as "one of" them.
+      const reason = yield* Effect.flip(decodeBody(CreateRefundBody, { reason: 5 }))
+      assert.deepStrictEqual([reason.field, reason.detail], ["reason", `reason: must be one of "requested_by_customer", "duplicate", "fraudulent" or null`])
+      const eventType = yield* Effect.flip(decodeBody(CreateWebhookEndpointBody, { url: "https://merchant.example/hooks", event_types: ["bad"] }))
+      assert.strictEqual(eventType.field, "event_types.0")
+      assert.match(eventType.detail, /^event_types\.0: must be one of "\*", "payment_created", /u)
+      assert.notInclude(eventType.detail, "Expected")
     }))
 
   it("field names: dotted members, array indexes, and a member that would read as more than one in brackets", () => {

@@ -289,10 +289,11 @@ const leafHook: SchemaIssue.LeafHook = (issue) => {
 
 /**
  * "Expected number" in a merchant's words: every number this API takes is an integer (outside
- * contract fuzz: `amount: "1050"` said "Expected number", where `1.5` says "must be an integer…").
+ * contract fuzz: `amount: "1050"` said "Expected number", where `1.5` says "must be an integer…"),
+ * and a list of allowed values (`Expected "a" | "b" | null`) as "must be one of" them.
  */
 const jsonTypeWords: Readonly<Record<string, string>> = {
-  number: "an integer (a JSON number, not a string)",
+  number: "an integer (a JSON number)",
   string: "a string",
   array: "an array",
   boolean: "true or false",
@@ -303,9 +304,12 @@ const jsonKindOf = (value: unknown): string =>
   value === null ? "null" : Array.isArray(value) ? "an array" : typeof value === "string" ? "a string" : typeof value === "number" ? "a number" : typeof value === "boolean" ? "a boolean" : "another value"
 
 const wrongTypeInWords = (message: string): string => {
-  const expected = /^Expected ([a-z]+(?: \| [a-z]+)*)$/u.exec(message)?.[1]
+  const expected = /^Expected ((?:[a-z]+|"[^"]*")(?: \| (?:[a-z]+|"[^"]*"))*)$/u.exec(message)?.[1]
   if (expected === undefined) return message
-  return `must be ${expected.split(" | ").map((type) => jsonTypeWords[type] ?? type).join(" or ")}`
+  const alternatives = expected.split(" | ")
+  const words = alternatives.map((alternative) => (alternative.startsWith("\"") ? alternative : jsonTypeWords[alternative] ?? alternative))
+  const listed = words.length === 1 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words.at(-1) ?? ""}`
+  return alternatives.some((alternative) => alternative.startsWith("\"")) ? `must be one of ${listed}` : `must be ${listed}`
 }
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1({ leafHook })

@@ -112,7 +112,7 @@ export const createLimitedServer = (limits: SocketLimits) => (): Server => {
   // are refusals of the request as sent: the documented problem, like every other answer.
   server.on("checkExpectation", (_request: unknown, response: { readonly socket: Duplex | null }) => {
     if (response.socket !== null) {
-      writeProblemAndClose(response.socket, new InvalidRequest({ detail: "expect: only 100-continue is supported", field: "expect" }))
+      writeProblemAndClose(response.socket, new InvalidRequest({ detail: "Expect: only 100-continue is supported", field: "Expect" }))
     }
   })
   server.on("connect", (_request: unknown, socket: Duplex) =>
