@@ -24,8 +24,11 @@ ALTER TABLE refunds ADD COLUMN fee_share_minor bigint;
 
 -- Existing refunds, replayed in the order they were reserved, each against the refunds of its
 -- payment that were not FAILED at its reservation (a FAILED one counts until its `updated_at`): a
--- share that was returned is what it was; any other (kept, or returned as 0) is the new rule's. So
--- a later refund sees the shares as if the rule had always been this one. The guards refuse any
+-- share that was returned is what it was; a refund that returned 0 of a merchant whose fee is
+-- returned now was most likely reserved under "returned", where 0 was its share (an outside
+-- re-test of a first form, which gave it the new rule's share as if kept, found the rest of such a
+-- capture returning 34 of 35); any other (kept) gets the new rule's. A merchant whose setting
+-- changed since cannot be told apart: its kept refunds count as returned 0. The guards refuse any
 -- update of a finished refund, so they are off for this block (inside the migration's transaction:
 -- nobody sees them off).
 ALTER TABLE refunds DISABLE TRIGGER refunds_guard_update;
@@ -37,8 +40,10 @@ DECLARE
   v_shares_before bigint;
 BEGIN
   FOR r IN
-    SELECT f.id, f.payment_id, f.amount_minor, f.fee_returned_minor, f.created_at, ps.fee_minor AS fee, p.captured_amount_minor AS captured
+    SELECT f.id, f.payment_id, f.amount_minor, f.fee_returned_minor, f.created_at, ps.fee_minor AS fee, p.captured_amount_minor AS captured,
+           coalesce(s.fee_returned, false) AS returned_now
     FROM refunds f JOIN payments p ON p.id = f.payment_id LEFT JOIN payment_settlements ps ON ps.payment_id = f.payment_id
+    LEFT JOIN merchant_refund_settings s ON s.merchant_id = f.merchant_id
     ORDER BY f.payment_id, f.created_at, f.id
   LOOP
     SELECT coalesce(sum(o.amount_minor), 0), coalesce(sum(o.fee_share_minor), 0) INTO v_before, v_shares_before
@@ -46,7 +51,7 @@ BEGIN
     WHERE o.payment_id = r.payment_id AND o.fee_share_minor IS NOT NULL
       AND NOT (o.status = 'FAILED' AND o.updated_at <= r.created_at);
     UPDATE refunds SET fee_share_minor = CASE
-      WHEN r.fee_returned_minor > 0 THEN r.fee_returned_minor
+      WHEN r.fee_returned_minor > 0 OR r.returned_now THEN r.fee_returned_minor
       WHEN coalesce(r.captured, 0) > 0 AND r.fee IS NOT NULL
         THEN greatest(least((div(r.fee::numeric * (v_before + r.amount_minor), r.captured) - v_shares_before)::bigint, r.amount_minor), 0)
       ELSE 0 END

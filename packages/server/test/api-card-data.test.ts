@@ -47,9 +47,13 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       const description = yield* send({ description: "Customer card 4242 4242 4242 4242, exp 12/28" })
       assertCardRefused(description, "description", "description")
       assert.strictEqual(jsonOf(description)["detail"], `description: description ${cardReason}`)
-      // Grouped by no-break, thin or narrow spaces, an invisible joiner, two spaces, tabs, en dashes,
+      // Grouped by no-break, thin or narrow spaces, an invisible joiner, two spaces, tabs, dashes,
       // or in fullwidth digits (outside re-tests: stored before).
-      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111", "4111  1111  1111  1111", "4111\t1111\t1111\t1111", "4111 \u2013 1111 \u2013 1111 \u2013 1111", "\uFF14\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11"]) {
+      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111", "4111  1111  1111  1111", "4111\t1111\t1111\t1111", "4111\u20131111\u20131111\u20131111", "\uFF14\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11",
+        // Line breaks, bidirectional marks and Hangul fillers between the groups, other scripts'
+        // digits, a letter after the number (outside re-test of 0117: stored).
+        "4111\n1111\n1111\n1111", "4111\r\n1111\r\n1111\r\n1111", "4111\u200E1111\u200E1111\u200E1111", "4111\u31641111\u31641111\u31641111",
+        "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661", "4111 1111 1111 1111x"]) {
         const answer = yield* send({ metadata: { order_id: "1001", note: value } })
         assertCardRefused(answer, "metadata.note", `metadata value ${value}`)
         assert.strictEqual(jsonOf(answer)["detail"], `metadata.note: a metadata value ${cardReason}`)
@@ -96,14 +100,18 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       const m = yield* createMerchant("Card data: look-alikes")
       const payment_method = "pm_2024_12_a_31_12_2025"
       const description = "Order #1001: 2 shirts, size 42, 19.99 EUR each; call +44 20 7946 0958"
-      const metadata = { order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00", iban: "BE68 5390 0754 7034" }
+      // Phone pairs and date ranges joined by ` / ` and ` - ` (0117 refused them, one in three: outside re-test).
+      const metadata = {
+        order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00", iban: "BE68 5390 0754 7034",
+        phones: "Tel 020 7946 0958 / 020 7946 0959", stay: "02.01.2026 - 16.01.2026", booking: "2026-01-02 \u2013 2026-01-16"
+      }
       const created = yield* createPayment(m, newKey(), paymentBody({ payment_method, description, metadata }))
       assert.strictEqual(created.status, 201, describeAnswer(created))
       const read = yield* server.request("GET", `/v1/payments/${String(jsonOf(created)["id"])}`, { apiKey: m.apiKey })
       for (const answer of [created, read]) {
         assert.strictEqual(jsonOf(answer)["payment_method"], payment_method)
         assert.strictEqual(jsonOf(answer)["description"], description)
-        assert.deepStrictEqual(jsonOf(answer)["metadata"], { iban: "BE68 5390 0754 7034", order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00" })
+        assert.deepStrictEqual(Object.fromEntries(Object.entries(jsonOf(answer)["metadata"] as Record<string, string>).sort()), Object.fromEntries(Object.entries(metadata).sort()))
       }
     }))
 
