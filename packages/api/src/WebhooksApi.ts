@@ -13,7 +13,7 @@ const EventTypes = Schema.Array(WebhookEventTypeJson).check(
   Schema.isMaxLength(16, { message: "at most 16 event types" })
 ).annotate({ description: "The event types to receive; stored once each, in the catalog's order, and `*` (every type) alone when it is given" })
 const Url = StorableText("url", { min: 1, max: 2_048 }).annotate({
-  description: "https URL of the merchant's receiver (http to loopback only in local and test mode), with no space (of any kind: a no-break space too), tab, line break, control, bidirectional or other invisible character (percent-encode it) and a port from 1 to 65535, whose host is not a private, loopback or link-local address (refused as written, and again when it is called: a name that resolves to one is not sent to); stored and shown in its parsed form (scheme and host in lower case, as it is called)"
+  description: "https URL of the merchant's receiver (http to loopback only in local and test mode), with no space (of any kind: a no-break space too), tab, line break, control, bidirectional, private-use, unassigned or other invisible character (percent-encode it; a host that needs U+200C/U+200D in its xn-- form) and a port from 1 to 65535, whose host is not a private, loopback or link-local address (refused as written, and again when it is called: a name that resolves to one is not sent to); stored and shown in its parsed form (scheme and host in lower case, as it is called)"
 })
 /**
  * Counted in characters (code points: 500 emoji fit), without NUL, lone surrogates or hidden

@@ -69,9 +69,13 @@ const isLocalhostName = (host: string): boolean => /^(?:[^.]+\.)*localhost\.?$/.
  * called at another (outside attack review). Every Unicode space and line break, every control and
  * every invisible format character (bidirectional marks U+200E/U+200F/U+061C, zero-width U+200B,
  * U+FEFF, …), which the parser percent-encoded silently (outside contract fuzz: the contract says
- * they are refused). Refused; a receiver that needs one percent-encodes it.
+ * they are refused), every other character that displays as nothing (Unicode's default-ignorable
+ * code points: variation selectors, U+034F, the Hangul fillers…, and U+2800), which the host's IDNA
+ * mapping dropped silently (`exa\u3164mple.com` was stored as `example.com`), and private-use and
+ * unassigned code points (outside re-test). Refused; a receiver that needs one percent-encodes it,
+ * and an international host name that needs U+200C/U+200D is sent in its `xn--` form.
  */
-const unparsedCharacter = /[\s\p{Cc}\p{Cf}\p{Zs}\p{Zl}\p{Zp}]/u
+const unparsedCharacter = /[\s\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]/u
 export const registeredUrlProblem = (raw: string): string | undefined => {
   const found = unparsedCharacter.exec(raw)?.[0]
   if (found === undefined) return undefined

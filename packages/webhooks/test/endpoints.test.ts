@@ -64,6 +64,10 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         // silently before (outside contract fuzz); and a port the parser refused as "not a URL".
         "https://merchant.example/h\u00A0x", "https://merchant.example/h\u2028", "https://merchant.example/h\u200E", "https://merchant.example/h\u200F",
         "https://merchant.example/h\u061C", "https://merchant.example/h\uFEFF", "https://merchant.example/h\u200B", "https://merchant.example/h\u3000",
+        // Characters that display as nothing, dropped from a host by IDNA or percent-encoded in a path;
+        // private use and unassigned (outside re-test).
+        "https://merchant.exa\u3164mple/a", "https://merch\u034Fant.example/a", "https://merchant.exam\uFE0Fple/a", "https://merchant.example/a\u2800b",
+        "https://merchant.example/a\uFFA0b", "https://merchant.example/a\u{E0100}b", "https://merchant.example/a\uE000b", "https://merchant.example/a\u0378b",
         "https://merchant.example:65536/a", "https://merchant.example:99999999999999999999/a",
         // 725 characters as sent, 6,325 percent-encoded: the stored form is what must fit 2,048.
         `https://merchant.example/${"€".repeat(700)}`]) {
@@ -75,6 +79,11 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
       }
       assert.strictEqual((yield* endpoints.list(merchantId, { limit: 10 })).data.length, 1)
       assert.strictEqual((yield* endpoints.get(merchantId, upper.endpoint.id)).url, "https://merchant.example:8443/v2")
+      // International host names, combining marks (a Devanagari virama) included, are still taken.
+      const idn = yield* endpoints.create(merchantId, { url: "https://b\u00FCcher.example/h", event_types: ["*"] })
+      assert.strictEqual(idn.endpoint.url, "https://xn--bcher-kva.example/h")
+      const devanagari = yield* endpoints.create(merchantId, { url: "https://\u0939\u093F\u0928\u094D\u0926\u0940.example/h", event_types: ["*"] })
+      assert.match(devanagari.endpoint.url, /^https:\/\/xn--[a-z0-9-]+\.example\/h$/u)
     }))
 
   it.effect("a rotation moves updated_at; a new URL starts a fresh failure streak, an update that keeps the URL keeps it (outside merchant audit)", () =>
