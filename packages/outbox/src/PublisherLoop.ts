@@ -291,8 +291,14 @@ const worker = ({ options, state, store, workerFailures }: PublisherParts, publi
         yield* Effect.sleep(Duration.millis(retryIn_ms()))
         continue
       }
-      workerFailures[index] = 0
-      if (workerFailures.every((failures) => failures === 0)) state.lastError = null
+      // Consecutive failures end with a batch that published: a round that claimed nothing (the
+      // other workers held the rows) is no success of the broker's. Reset on it, every worker's
+      // backoff stayed at its first step while the topic was missing: ten failed sends a second,
+      // each logged with consecutive_failures 1 (outside re-test).
+      if (exit.value.claimed > 0) {
+        workerFailures[index] = 0
+        if (workerFailures.every((failures) => failures === 0)) state.lastError = null
+      }
       state.lastSuccessAt_ms = Date.now()
       // Something was claimed: more may be claimable at once (a full batch, or the next
       // event of a payment whose previous one was just marked), so claim again right away.

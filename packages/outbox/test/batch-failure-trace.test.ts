@@ -49,4 +49,32 @@ layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publishe
       }
       assert.notStrictEqual(failures[0]?.trace_id, failures[1]?.trace_id, "one trace per batch")
     }))
+
+  it.effect("two workers on an unreachable broker back off: their consecutive failures grow, a round that claimed nothing (the other worker held the rows) does not reset them", () =>
+    Effect.gen(function* () {
+      yield* insertTestRows("backoffgrow", 3)
+      const lines: Array<Line & { readonly consecutive_failures?: unknown }> = []
+      const capture = Logger.layer([Logger.map(structuredWithTrace, (text) => {
+        const parsed: unknown = JSON.parse(text)
+        if (typeof parsed === "object" && parsed !== null) lines.push(parsed)
+      })])
+      const nobody = yield* freePort
+      const publisher = OutboxPublisher.layerWith({
+        ...defaultPublisherOptions,
+        topic: `${testRun().kafkaTopicPrefix}backoffgrow.payments.events`,
+        workers: 2,
+        pollMin_ms: 5,
+        backoffBase_ms: 20,
+        backoffMax_ms: 2_000
+      }).pipe(Layer.provide(KafkaProducer.layerWith({ brokers: `127.0.0.1:${nobody}`, clientId: "pay-test-backoffgrow", ...defaultKafkaProducerLimits, retries: 0 })))
+      const failed = () => lines.filter((line) => line.message === "outbox batch failed; rows released for retry")
+      yield* Effect.gen(function* () {
+        const run = yield* Effect.forkChild((yield* OutboxPublisher).run)
+        for (let look = 0; look < 300 && failed().length < 10; look++) yield* Effect.sleep("100 millis")
+        yield* Fiber.interrupt(run)
+      }).pipe(Effect.provide(Layer.merge(publisher, capture)))
+      const counts = failed().map((line) => Number(line.consecutive_failures))
+      assert.isAtLeast(counts.length, 10, JSON.stringify(lines.slice(-5)))
+      assert.isAtLeast(Math.max(...counts), 4, `the failures keep counting: ${counts.join(",")}`)
+    }))
 })
