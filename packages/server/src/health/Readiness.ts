@@ -77,10 +77,10 @@ export class Readiness extends Context.Service<Readiness, {
   static readonly kafkaProbe = Effect.gen(function* () {
     const admin = yield* KafkaAdmin
     const topic = paymentsEventsTopic(yield* KafkaTopicPrefix)
-    // Events wait in the outbox while it is down; payments commit. A broker that answers but has no
-    // `payments.events` (deleted by hand, or a partition without a leader) publishes nothing
-    // either: down too (outside on-call drill: it said "up" with the topic deleted).
-    // Fewer partitions than the publisher requires is down too: it refuses such a topic.
+    // Events wait in the outbox while it is down; payments commit. A broker that answers but whose
+    // `payments.events` the publisher cannot use publishes nothing either: down too, whether the
+    // topic is missing (outside on-call drill: "up" with it deleted), has fewer partitions than the
+    // publisher requires (re-test: recreated with 1) or a partition without a leader.
     const probe: Probe = { name: "kafka", required: false, check: Effect.andThen(admin.ping, admin.pingTopic(topic, paymentsEventsPartitions)) }
     return probe
   })
