@@ -44,7 +44,8 @@ import { wholeNumberArgument } from "./Arguments.ts"
  *                                            moves a consumer's stored offsets (backwards allowed;
  *                                            above a partition's log end offset refused, exit 1)
  *                                            and deletes its Kafka group (stop its instances first)
- *   pnpm cli dlq list [consumer]             parked records neither re-driven nor dismissed
+ *   pnpm cli dlq list [consumer | --all]     parked records neither re-driven nor dismissed: of the
+ *                                            live consumers (no name), of one, or of every generation
  *   pnpm cli dlq redrive <id>                runs a parked record through its handler again (the
  *                                            settlement generations' and the webhooks consumer's);
  *                                            exit 1 when it still fails
@@ -60,7 +61,7 @@ export const consumerUsage = `  pnpm cli reconcile
   pnpm cli consumers lag [consumer]
   pnpm cli consumers offsets
   pnpm cli consumers reset <consumer> <offset> [--skip]
-  pnpm cli dlq list [consumer]
+  pnpm cli dlq list [consumer | --all]
   pnpm cli dlq redrive <id>
   pnpm cli dlq dismiss <id> "<reason, 1-500 characters>"`
 
@@ -270,9 +271,16 @@ const dismissCommand = (idArgument: string, reasonArgument: string) =>
     yield* Console.log(json({ id, dismissed: true, reason }))
   })
 
-const dlqList = (consumer: string | undefined) =>
+/**
+ * With no name, the live consumers' open rows only (the live settlement generation's, the webhooks
+ * consumer's): after a replay a poison record showed once per generation, the old ones' rows
+ * mattering to nothing served (outside consumer operator's review). How many rows of generations
+ * no longer live were left out is said on stderr; `--all` lists them, a name lists that consumer's.
+ */
+const dlqList = (argument: string | undefined) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const consumer = argument === "--all" ? undefined : argument
     // A mistyped name would list nothing, which reads as "nothing parked".
     if (consumer !== undefined) yield* knownConsumer(sql, consumer)
     const rows = yield* (yield* DeadLetters).list({
@@ -280,8 +288,16 @@ const dlqList = (consumer: string | undefined) =>
       includeRedriven: false,
       limit: DEAD_LETTER_LIST_MAX
     })
-    yield* Console.log(json(rows))
+    if (argument !== undefined) return yield* Console.log(json(rows))
+    const live = (yield* makeSettlementProjection(sql).live).consumer
+    const notLive = (row: { readonly consumer: string }) => settlementGeneration.test(row.consumer) && row.consumer !== live
+    const shown = rows.filter((row) => !notLive(row))
+    const left = rows.length - shown.length
+    if (left > 0) yield* Console.error(`${left} open row(s) of settlement generations no longer live (not ${live}) left out: pnpm cli dlq list --all`)
+    yield* Console.log(json(shown))
   })
+
+const settlementGeneration = /^settlement\.g[0-9]+$/u
 
 const offsets = Effect.gen(function* () {
   yield* Console.log(json(yield* (yield* ConsumerStore).allOffsets))

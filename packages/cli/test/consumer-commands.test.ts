@@ -154,6 +154,16 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         assert.include(replayed.stderr, "settlement rebuild starts")
         const after = yield* cli(env, ["reconcile"])
         assert.strictEqual(after.exitCode, 0, "generation 2 has no ghost row")
+        // The row parked for generation 1, no longer live: left out of `dlq list` (said on stderr),
+        // listed with --all and by its name (outside consumer operator's review: every generation's
+        // rows were listed, one poison record once per replay).
+        const liveOnly = yield* cli(env, ["dlq", "list"])
+        assert.strictEqual(liveOnly.exitCode, 0, liveOnly.stderr)
+        assert.deepStrictEqual(parse(liveOnly.stdout), [])
+        assert.include(liveOnly.stderr, "1 open row(s) of settlement generations no longer live (not settlement.g2) left out: pnpm cli dlq list --all")
+        const every = yield* cli(env, ["dlq", "list", "--all"])
+        assert.strictEqual(every.exitCode, 0, every.stderr)
+        assert.include(every.stdout, "undecodable: test")
       }).pipe(Effect.provide(Layer.mergeAll(
         postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
         KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin", ...defaultKafkaAdminTimeouts }),
