@@ -49,10 +49,11 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       assert.strictEqual(jsonOf(description)["detail"], `description: description ${cardReason}`)
       // Grouped by no-break, thin or narrow spaces, an invisible joiner, two spaces, tabs, dashes,
       // or in fullwidth digits (outside re-tests: stored before).
-      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111", "4111  1111  1111  1111", "4111\t1111\t1111\t1111", "4111\u20131111\u20131111\u20131111", "\uFF14\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11",
-        // Line breaks, bidirectional marks and Hangul fillers between the groups, other scripts'
-        // digits, a letter after the number (outside re-test of 0117: stored).
-        "4111\n1111\n1111\n1111", "4111\r\n1111\r\n1111\r\n1111", "4111\u200E1111\u200E1111\u200E1111", "4111\u31641111\u31641111\u31641111",
+      for (const value of ["4111-1111-1111-1111", "4111111111111111", "Amex 3782 822463 10005", "4111\u00A01111\u00A01111\u00A01111", "4111\u20091111\u20091111\u20091111", "4111\u202F1111\u202F1111\u202F1111", "4111\u200B1111\u200B1111\u200B1111", "4111  1111  1111  1111", "4111\u20131111\u20131111\u20131111", "\uFF14\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11\uFF11",
+        // Bidirectional marks and Hangul fillers between the groups, the Japanese long-vowel mark as a
+        // dash, other scripts' digits, a letter after the number, a card on its own line between
+        // numbers (outside re-tests of 0117 and 0119: stored).
+        "4111\u200E1111\u200E1111\u200E1111", "4111\u31641111\u31641111\u31641111", "4111\u30FC1111\u30FC1111\u30FC1111", "Room 101\n4111 1111 1111 1111\n12/28",
         "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661", "4111 1111 1111 1111x"]) {
         const answer = yield* send({ metadata: { order_id: "1001", note: value } })
         assertCardRefused(answer, "metadata.note", `metadata value ${value}`)
@@ -103,7 +104,9 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
       // Phone pairs and date ranges joined by ` / ` and ` - ` (0117 refused them, one in three: outside re-test).
       const metadata = {
         order_id: "4242424242424243", placed_at: "2026-12-04 10:30:00", iban: "BE68 5390 0754 7034",
-        phones: "Tel 020 7946 0958 / 020 7946 0959", stay: "02.01.2026 - 16.01.2026", booking: "2026-01-02 \u2013 2026-01-16"
+        phones: "Tel 020 7946 0958 / 020 7946 0959", stay: "02.01.2026 - 16.01.2026", booking: "2026-01-02 \u2013 2026-01-16",
+        // One per line: lists of numbers are not card numbers (0119's first form joined lines: re-test).
+        orders: "4242\n4242\n4242\n4243", amounts: "1299\n4500\n7300\n1250\n990", row: "12\t34\t5678\t9012\t3456"
       }
       const created = yield* createPayment(m, newKey(), paymentBody({ payment_method, description, metadata }))
       assert.strictEqual(created.status, 201, describeAnswer(created))
