@@ -52,7 +52,7 @@ export const CARD_NUMBER_DIGITS = { min: 13, max: 19 } as const
  * (`020 7946 0958 / 020 7946 0959`), which three refused one time in three; not tabs (rows of
  * numbers pasted from a spreadsheet were refused one time in three); and not line breaks,
  * which joined a card on its own line to the numbers on the lines around it, where the run's first
- * and last groups are tried, not its middle (outside re-tests: both). The database's copy is 0119's
+ * and last groups are tried, not its middle (outside re-tests: both). The database's copy is 0120's
  * `looks_like_card_number`, character for character.
  */
 const cardNumberSeparatorClass = " ./_\u00A0\u00B7\u1680\u2000-\u200A\u2010-\u2015\u2022\u202F\u205F\u2212\u3000\u30FB\u30FC\uFF65\uFF70-"

@@ -327,7 +327,7 @@ layer(PaymentsTestLayer)("payments triggers against raw SQL (real Postgres)", (i
       assert.deepStrictEqual(stored, [{ description: "Order #1001: 2 shirts, size 42, 19.99 EUR each", order_id: "4242424242424243" }])
     }))
 
-  it.effect("card data (0080, 0117, 0119): the database's functions decide as the code does, on the same generated inputs (Unicode spaces, invisible characters, other scripts' digits, letters Unicode added lately among them)", () =>
+  it.effect("card data (0080, 0117, 0119, 0120): the database's functions decide as the code does, on the same generated inputs (Unicode spaces, invisible characters, other scripts' digits, letters Unicode added lately among them)", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       // Digit-heavy text over the separators that matter, and real card numbers inside words.
