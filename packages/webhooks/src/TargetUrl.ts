@@ -80,8 +80,11 @@ export const registeredUrlProblem = (raw: string): string | undefined => {
   const found = unparsedCharacter.exec(raw)?.[0]
   if (found === undefined) return undefined
   const codePoint = `U+${(found.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`
-  return `must not contain spaces, tabs, line breaks, control or invisible characters (${codePoint}; percent-encode them)`
+  return `must not contain spaces, tabs, line breaks, control or invisible characters (${codePoint}; percent-encode them in the path or query)`
 }
+
+/** The authority of a URL as written (what is between `//` and the path), its user information dropped. */
+const writtenHost = (raw: string): string | undefined => /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/u.exec(raw)?.[1]?.split("@").at(-1)
 
 /** An explicit port in the authority, before the URL parser refuses one above 65535 as "not a URL". */
 const explicitPort = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*:([0-9]+)(?:[/?#]|$)/u
@@ -90,6 +93,9 @@ const explicitPort = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*:([0-9]+)(?:[/?#]|$)/u
 
 export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerdict => {
   if (raw.length > URL_LENGTH_MAX) return refused(`must be at most ${URL_LENGTH_MAX} characters`)
+  // A percent-encoded host is decoded, then mapped by IDNA, which drops invisible characters: a host
+  // written `exa%E3%85%A4mple.com` was stored as `example.com` (outside re-test).
+  if (writtenHost(raw)?.includes("%") === true) return refused("must not percent-encode its host (write an international name as it is, or in its xn-- form)")
   const port = explicitPort.exec(raw)?.[1]
   if (port !== undefined && (Number(port) > 65_535 || Number(port) === 0)) return refused("must have a port from 1 to 65535")
   let url: URL

@@ -68,6 +68,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         // private use and unassigned (outside re-test).
         "https://merchant.exa\u3164mple/a", "https://merch\u034Fant.example/a", "https://merchant.exam\uFE0Fple/a", "https://merchant.example/a\u2800b",
         "https://merchant.example/a\uFFA0b", "https://merchant.example/a\u{E0100}b", "https://merchant.example/a\uE000b", "https://merchant.example/a\u0378b",
+        // The same invisible characters percent-encoded in the host: decoded, then dropped by IDNA.
+        "https://exa%E3%85%A4mple.com/", "https://exam%E2%80%8Bple.com/", "https://user@exa%C2%ADmple.com/",
         "https://merchant.example:65536/a", "https://merchant.example:99999999999999999999/a",
         // 725 characters as sent, 6,325 percent-encoded: the stored form is what must fit 2,048.
         `https://merchant.example/${"€".repeat(700)}`]) {
