@@ -291,13 +291,15 @@ const worker = ({ options, state, store, workerFailures }: PublisherParts, publi
         yield* Effect.sleep(Duration.millis(retryIn_ms()))
         continue
       }
-      // Consecutive failures end with a batch that published: a round that claimed nothing (the
-      // other workers held the rows) is no success of the broker's. Reset on it, every worker's
-      // backoff stayed at its first step while the topic was missing: ten failed sends a second,
-      // each logged with consecutive_failures 1 (outside re-test).
+      // Consecutive failures end with a batch that published, any worker's: the broker works again,
+      // so every worker's run of failures is over (one that published nothing during the recovery
+      // started the next outage at its old count, a 5 s wait: second re-test). A round that claimed
+      // nothing (the other workers held the rows) is no success of the broker's: reset on it, every
+      // worker's backoff stayed at its first step while the topic was missing, ten failed sends a
+      // second, each logged with consecutive_failures 1 (outside re-test).
       if (exit.value.claimed > 0) {
-        workerFailures[index] = 0
-        if (workerFailures.every((failures) => failures === 0)) state.lastError = null
+        workerFailures.fill(0)
+        state.lastError = null
       }
       state.lastSuccessAt_ms = Date.now()
       // Something was claimed: more may be claimable at once (a full batch, or the next

@@ -2,7 +2,7 @@
 // operator goes from the line to the batch's spans (outside operator drill: every such line carried
 // the trace id of "outbox publisher started"). The broker here is a port nobody listens on.
 import { assert, layer } from "@effect/vitest"
-import { defaultKafkaProducerLimits, KafkaProducer, structuredWithTrace } from "@pay/infra"
+import { defaultKafkaAdminTimeouts, defaultKafkaProducerLimits, KafkaAdmin, KafkaProducer, structuredWithTrace } from "@pay/infra"
 import { freePort, makeTestDatabase, testRun } from "@pay/testkit"
 import { Effect, Fiber, Layer, Logger } from "effect"
 import { OutboxPublisher } from "../src/Publisher.ts"
@@ -18,6 +18,16 @@ interface LineFields {
 
 type Line = LineFields & { readonly consecutive_failures?: unknown }
 
+/** Every JSON log line written under `capture`, parsed, in `lines`. */
+const capturedLines = () => {
+  const lines: Array<Line> = []
+  const capture = Logger.layer([Logger.map(structuredWithTrace, (text) => {
+    const parsed: unknown = JSON.parse(text)
+    if (typeof parsed === "object" && parsed !== null) lines.push(parsed)
+  })])
+  return { lines, capture }
+}
+
 /**
  * The publisher on a broker port nobody listens on, over `rows` rows of the test's own, until
  * `failures` "outbox batch failed" lines (or 30 s): every JSON log line it wrote.
@@ -25,11 +35,7 @@ type Line = LineFields & { readonly consecutive_failures?: unknown }
 const failingPublisher = (tag: string, options: Partial<PublisherOptions>, failures: number) =>
   Effect.gen(function* () {
     yield* insertTestRows(tag, 3)
-    const lines: Array<Line> = []
-    const capture = Logger.layer([Logger.map(structuredWithTrace, (text) => {
-      const parsed: unknown = JSON.parse(text)
-      if (typeof parsed === "object" && parsed !== null) lines.push(parsed)
-    })])
+    const { lines, capture } = capturedLines()
     const nobody = yield* freePort
     const publisher = OutboxPublisher.layerWith({ ...defaultPublisherOptions, topic: `${testRun().kafkaTopicPrefix}${tag}.payments.events`, ...options })
       .pipe(Layer.provide(KafkaProducer.layerWith({ brokers: `127.0.0.1:${nobody}`, clientId: `pay-test-${tag}`, ...defaultKafkaProducerLimits, retries: 0 })))
@@ -64,5 +70,33 @@ layer(Database, { excludeTestServices: true, timeout: 60_000 })("outbox publishe
       const counts = failedLines(lines).map((line) => Number(line.consecutive_failures))
       assert.isAtLeast(counts.length, 10, JSON.stringify(lines.slice(-5)))
       assert.isAtLeast(Math.max(...counts), 4, `the failures keep counting: ${counts.join(",")}`)
+    }))
+
+  it.effect("a batch that one worker publishes ends every worker's run of failures: right after the topic appears, the publisher reports no consecutive failure", () =>
+    Effect.gen(function* () {
+      yield* insertTestRows("recovered", 3)
+      const run_ = testRun()
+      const topic = `${run_.kafkaTopicPrefix}recovered${Date.now()}.payments.events`
+      const { lines, capture } = capturedLines()
+      const publisher = OutboxPublisher.layerWith({ ...defaultPublisherOptions, topic, workers: 2, pollMin_ms: 5, backoffBase_ms: 20, backoffMax_ms: 200 })
+        .pipe(Layer.provide(KafkaProducer.layerWith({ brokers: run_.kafkaBrokers, clientId: "pay-test-recovered", ...defaultKafkaProducerLimits, retries: 0 })))
+      const workersFailed = () => new Set(failedLines(lines).map((line) => (line as { readonly worker?: unknown }).worker)).size
+      const consecutive = yield* Effect.gen(function* () {
+        const outbox = yield* OutboxPublisher
+        const run = yield* Effect.forkChild(outbox.run)
+        // The topic does not exist yet: both workers fail at least once.
+        for (let look = 0; look < 300 && workersFailed() < 2; look++) yield* Effect.sleep("50 millis")
+        assert.strictEqual(workersFailed(), 2, JSON.stringify(lines.slice(-5)))
+        yield* (yield* KafkaAdmin).createTopic({ topic, partitions: 1 })
+        let status = yield* outbox.status
+        for (let look = 0; look < 300 && status.publishedCount < 3; look++) {
+          yield* Effect.sleep("20 millis")
+          status = yield* outbox.status
+        }
+        yield* Fiber.interrupt(run)
+        assert.isAtLeast(status.publishedCount, 3)
+        return status.consecutiveFailures
+      }).pipe(Effect.provide(Layer.mergeAll(publisher, capture, KafkaAdmin.layerWith({ brokers: run_.kafkaBrokers, clientId: "pay-test-recovered-admin", ...defaultKafkaAdminTimeouts }))))
+      assert.strictEqual(consecutive, 0, "the worker that published nothing is over its failures too")
     }))
 })
