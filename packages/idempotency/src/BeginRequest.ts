@@ -13,7 +13,8 @@ export const toBeginRequest = <A>(request: IdempotentRequest<A>): BeginRequest =
     canonicalBody: body,
     ...(request.operation === undefined ? {} : { operation: request.operation }),
     ...(request.lockTimeout_ms === undefined ? {} : { lockTimeout_ms: request.lockTimeout_ms }),
-    ...(request.correlationId === undefined ? {} : { correlationId: request.correlationId })
+    ...(request.correlationId === undefined ? {} : { correlationId: request.correlationId }),
+    ...(request.traceparent === undefined ? {} : { traceparent: request.traceparent })
   }
 }
 

@@ -39,6 +39,7 @@ const KeyRow = Schema.Struct({
   run_count: Schema.Int,
   completer_attempts: Schema.Int,
   correlation_id: Schema.NullOr(Schema.String),
+  traceparent: Schema.NullOr(Schema.String),
   // Computed by the database with its own clock (never the application's).
   lock_live: Schema.Boolean
 })
@@ -48,7 +49,7 @@ const decodeKeyRows = Schema.decodeUnknownEffect(Schema.Array(KeyRow))
 /** The columns every query returns, `lock_live` included. */
 const keyColumns = `id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
   request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token, response_status,
-  response_body, response_content_type, created_at, last_run_at, finished_at, run_count, completer_attempts, correlation_id,
+  response_body, response_content_type, created_at, last_run_at, finished_at, run_count, completer_attempts, correlation_id, traceparent,
   (lock_expires_at IS NOT NULL AND lock_expires_at > clock_timestamp()) AS lock_live`
 
 const toKeyState = (row: KeyRow): KeyState => ({
@@ -74,7 +75,8 @@ const toAbandoned = (row: KeyRow): AbandonedKey => ({
   ...toKeyState(row),
   lastRunAt: row.last_run_at,
   completerAttempts: row.completer_attempts,
-  correlationId: row.correlation_id ?? undefined
+  correlationId: row.correlation_id ?? undefined,
+  traceparent: row.traceparent ?? undefined
 })
 
 const toStoredResponse = (row: KeyRow): StoredResponse | undefined =>
@@ -101,10 +103,11 @@ const makeLeases = (sql: SqlClient.SqlClient) => {
     const operation = request.operation === undefined ? null : JSON.stringify(request.operation)
     return rows(sql`
       INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path,
-                                    request_fingerprint, request_body, operation, locked_at, lock_expires_at, lock_token, correlation_id)
+                                    request_fingerprint, request_body, operation, locked_at, lock_expires_at, lock_token, correlation_id,
+                                    traceparent)
       VALUES (${randomUUID()}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path},
               ${request.fingerprint}, ${body}::jsonb, ${operation}::jsonb, clock_timestamp(), ${later(sql, lease_ms)}, ${token},
-              ${request.correlationId ?? null})
+              ${request.correlationId ?? null}, ${request.traceparent ?? null})
       ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
       RETURNING ${sql.literal(keyColumns)}`)
   }
@@ -204,10 +207,10 @@ const makeInserts = (sql: SqlClient.SqlClient) => {
     return sql`
       INSERT INTO idempotency_keys (id, merchant_id, idempotency_key, request_method, request_path, request_fingerprint,
                                     request_body, operation, recovery_point, recovery_data, locked_at, lock_expires_at, lock_token,
-                                    correlation_id)
+                                    correlation_id, traceparent)
       SELECT ${id}, ${request.merchantId}, ${request.key}, ${request.method}, ${request.path}, ${request.fingerprint},
              ${body}::jsonb, ${operation}::jsonb, ${leased.recoveryPoint}, ${JSON.stringify(leased.data)}::jsonb,
-             clock_timestamp(), ${later(sql, lease_ms)}, ${token}, ${request.correlationId ?? null}
+             clock_timestamp(), ${later(sql, lease_ms)}, ${token}, ${request.correlationId ?? null}, ${request.traceparent ?? null}
       FROM ${sql.literal(leased.source)}
       ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
       RETURNING id, lock_expires_at, created_at`

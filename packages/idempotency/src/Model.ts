@@ -88,6 +88,8 @@ export interface BeginRequest {
   readonly lockTimeout_ms?: number
   /** The request's correlation id (its `X-Request-Id`, or the server's), kept for the completer. */
   readonly correlationId?: string
+  /** The request's span as a W3C traceparent, kept for the completer (migrations/0121). */
+  readonly traceparent?: string
 }
 
 /** Proof that `finish` stored the rendered outcome (only `finish` makes one). */
@@ -112,6 +114,8 @@ export interface AbandonedKey extends KeyState {
   readonly completerAttempts: number
   /** The correlation id of the request that began the key (migrations/0118), when it was kept. */
   readonly correlationId: string | undefined
+  /** The traceparent of the request that began the key (migrations/0121), when it had one. */
+  readonly traceparent: string | undefined
 }
 
 /** What `recordCompleterFailure` did with a key the completer could not finish. */
@@ -165,6 +169,8 @@ export interface IdempotentRequest<A = StoredResponse> {
   readonly lockTimeout_ms?: number
   /** The request's correlation id: a run the completer resumes carries it on its events and lines. */
   readonly correlationId?: string
+  /** The request's trace context: a run the completer resumes writes it on its history rows and events. */
+  readonly traceparent?: string
 }
 
 export type RunOutcome =

@@ -86,7 +86,7 @@ const killDuringAuthorization = (m: TestMerchant, requestId?: string) =>
       Effect.result(server.request("POST", `/v1/payments/${paymentId}/authorize`, {
         apiKey: m.apiKey,
         idempotencyKey: key,
-        ...(requestId === undefined ? {} : { headers: { "X-Request-Id": requestId } })
+        ...(requestId === undefined ? {} : { headers: { "X-Request-Id": requestId, traceparent: `00-${clientTraceId}-00f067aa0ba902b7-01` } })
       }))
     )
     // A barrier, not a guess: the server logs the lost answer once the acquirer has performed it.
@@ -102,6 +102,9 @@ const killDuringAuthorization = (m: TestMerchant, requestId?: string) =>
     assert.strictEqual(lost._tag, "Failure", "the client of the killed process gets no answer")
     return { paymentId, key }
   })
+
+/** The trace the client's authorize request belongs to (sent in its `traceparent`). */
+const clientTraceId = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 /** Retries while the dead run's lease lives (409), at most `attempts` times, 250 ms apart. */
 const retryWhileInUse = (m: TestMerchant, paymentId: string, key: string, attempts = 60) =>
@@ -167,10 +170,14 @@ layer(Live, { excludeTestServices: true, timeout: "90 seconds" })("payments API 
       assert.strictEqual(finished.authorizations, 1)
       // The completer's run carries the client's correlation id, kept with the key (0118): it was a
       // new one, so the merchant's X-Request-Id did not find the end of its own request.
-      const [carried] = yield* decodeRows(Schema.Struct({ history: Schema.NullOr(Schema.String), event: Schema.NullOr(Schema.String) }))(sql`
+      const Carried = Schema.Struct({ history: Schema.NullOr(Schema.String), event: Schema.NullOr(Schema.String), history_trace: Schema.NullOr(Schema.String), event_trace: Schema.NullOr(Schema.String) })
+      const [carried] = yield* decodeRows(Carried)(sql`
         SELECT (SELECT correlation_id FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED') AS history,
-               (SELECT headers ->> 'correlation_id' FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized') AS event`)
-      assert.deepStrictEqual(carried, { history: requestId, event: requestId })
+               (SELECT headers ->> 'correlation_id' FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized') AS event,
+               (SELECT split_part(traceparent, '-', 2) FROM payment_status_history WHERE payment_id = ${paymentId} AND to_status = 'AUTHORIZED') AS history_trace,
+               (SELECT split_part(headers ->> 'traceparent', '-', 2) FROM outbox_events WHERE aggregate_id = ${paymentId} AND event_type = 'payment_authorized') AS event_trace`)
+      // And the client's trace (0121): the trace id of the request's traceparent, on the row and the event.
+      assert.deepStrictEqual(carried, { history: requestId, event: requestId, history_trace: clientTraceId, event_trace: clientTraceId })
       const finishedLine = server.process.output().split("\n").find((line) => line.includes("completer finished an abandoned key") && line.includes(paymentId)) ?? ""
       assert.include(finishedLine, `"correlation_id":"${requestId}"`)
 

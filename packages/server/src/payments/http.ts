@@ -132,8 +132,10 @@ const makeIdempotentPost = Effect.gen(function* () {
         body: fingerprintBody(operation, body),
         operation: encodePaymentOperation(operation),
         render: renderOutcome,
-        // Kept with the key: a run the completer finishes carries the client's id (not a new one).
-        correlationId: context.correlationId
+        // Kept with the key: a run the completer finishes carries the client's id (not a new one)
+        // and joins the request's trace.
+        correlationId: context.correlationId,
+        ...(context.traceparent === undefined ? {} : { traceparent: context.traceparent })
       }
       const work = (execution: Execution<PaymentOutcome>) => useCases.execute(merchant.merchantId, operation, context, execution)
       // A create is one statement with its key (one round trip, one commit). Authorize, settle and

@@ -149,7 +149,12 @@ export const IdempotencyWorkersLive = Layer.effectDiscard(
       // The client's correlation id, kept with the key (0118): the resumed run's events and the
       // completer's lines carry it, so a merchant's X-Request-Id finds the end of its request
       // (outside on-call drill). A key from before 0118 gets a new one.
-      const context = { actor: "system:completer", correlationId: key.correlationId ?? randomUUID() }
+      const context = {
+        actor: "system:completer",
+        correlationId: key.correlationId ?? randomUUID(),
+        // The request's trace context (0121): the resumed run's history rows and events carry it.
+        ...(key.traceparent === undefined ? {} : { traceparent: key.traceparent })
+      }
       return attempted(key, keys.resume(key, renderOutcome, (execution) => useCases.execute(key.merchantId, operation.success, context, execution)), context.correlationId)
     }
 
