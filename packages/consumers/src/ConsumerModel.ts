@@ -88,6 +88,13 @@ export const consumerLagUnavailable = Metric.counter("consumer_lag_unavailable_t
   description: "Failed measurements of a consumer's lag: while this rises, consumer_lag_records is stale",
   incremental: true
 })
+/**
+ * Unix time of a consumer's last successful lag measurement: how old `consumer_lag_records` is,
+ * whatever `CONSUMER_LAG_INTERVAL_MS` says (ConsumerLagUnmeasured reads it).
+ */
+export const consumerLagMeasuredAt = Metric.gauge("consumer_lag_measured_timestamp_seconds", {
+  description: "Unix time of the consumer's last successful lag measurement (consumer_lag_records is that old)"
+})
 /** Partitions whose stored offset was rewound to 0 because the topic was re-created (ConsumerRunner.ts). */
 export const consumerOffsetsRewound = Metric.counter("consumer_offsets_rewound_total", {
   description: "Partitions a consumer read again from offset 0 because the topic was deleted and created again",

@@ -1,9 +1,9 @@
 import { failureText, KafkaAdmin, KafkaConsumer, type KafkaError } from "@pay/infra"
-import { Duration, Effect, Metric, Ref } from "effect"
+import { Clock, Duration, Effect, Metric, Ref } from "effect"
 import { SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql/SqlError"
 import { backoff_ms } from "./ConsumerConfig.ts"
-import { consumerLag, consumerLagUnavailable, consumerName, consumerOffsetsRewound, type ConsumerStatus } from "./ConsumerModel.ts"
+import { consumerLag, consumerLagMeasuredAt, consumerLagUnavailable, consumerName, consumerOffsetsRewound, type ConsumerStatus } from "./ConsumerModel.ts"
 import { type ConsumerStore, makeConsumerStore } from "./ConsumerStore.ts"
 import { makePartitionHandler } from "./PartitionBatch.ts"
 import { makeRecordProcessor, type ProcessorSettings } from "./RecordProcessor.ts"
@@ -248,7 +248,10 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
         yield* consumerLagOf(name, topic).pipe(
           Effect.flatMap((lags) => {
             reported.set(name, lags.map((lag) => lag.partition))
-            return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true })
+            return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true }).pipe(
+              Effect.andThen(Clock.currentTimeMillis),
+              Effect.flatMap((now_ms) => Metric.update(Metric.withAttributes(consumerLagMeasuredAt, { consumer: name }), now_ms / 1_000))
+            )
           }),
           // A failure counted: a stale lag can be told from a real 0 (outside operator review).
           Effect.catch((error) =>

@@ -83,6 +83,10 @@ it.live("the consumers' process, the webhook sender's and the outbox publisher's
     // The failed measurements, from 0 for each: a stale lag can be told from a real 0.
     const unavailable = (yield* scrape(consumersPort)).split("\n").filter((line) => line.startsWith("consumer_lag_unavailable_total{"))
     assert.deepStrictEqual(unavailable.map((line) => [/consumer="([^"]*)"/.exec(line)?.[1], line.split(" ").at(-1)]).sort(), [["settlement.g1", "0"], ["webhooks", "0"]])
+    // When each was last measured (ConsumerLagUnmeasured reads it): a Unix time within the last minute.
+    const measured = (yield* scrape(consumersPort)).split("\n").filter((line) => line.startsWith("consumer_lag_measured_timestamp_seconds{"))
+    assert.deepStrictEqual(measured.map((line) => /consumer="([^"]*)"/.exec(line)?.[1]).sort(), ["settlement.g1", "webhooks"])
+    for (const line of measured) assert.isBelow(Math.abs(Date.now() / 1_000 - Number(line.split(" ").at(-1))), 60, line)
 
     const senderPort = yield* freePort
     const sender = yield* startManagedProcess({
