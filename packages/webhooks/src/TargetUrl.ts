@@ -83,8 +83,12 @@ export const registeredUrlProblem = (raw: string): string | undefined => {
   return `must not contain spaces, tabs, line breaks, control or invisible characters (${codePoint}; percent-encode them in the path or query)`
 }
 
-/** The authority of a URL as written (what is between `//` and the path), its user information dropped. */
-const writtenHost = (raw: string): string | undefined => /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/u.exec(raw)?.[1]?.split("@").at(-1)
+/**
+ * The authority of a URL as the URL parser reads it for http(s): after the scheme's colon and any
+ * slashes or backslashes (`https:\\host`, `https:/host`, `https:host` and `https:///host` all name
+ * `host`: outside re-test), up to the path, query or fragment; its user information dropped.
+ */
+const writtenHost = (raw: string): string | undefined => /^[A-Za-z][A-Za-z0-9+.-]*:[\\/]*([^\\/?#]*)/u.exec(raw.trim())?.[1]?.split("@").at(-1)
 
 /** An explicit port in the authority, before the URL parser refuses one above 65535 as "not a URL". */
 const explicitPort = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*:([0-9]+)(?:[/?#]|$)/u

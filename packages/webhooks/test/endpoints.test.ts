@@ -70,6 +70,8 @@ layer(TestLayer.pipe(Layer.provide(WebhookSecretBoxPlaintext)), { excludeTestSer
         "https://merchant.example/a\uFFA0b", "https://merchant.example/a\u{E0100}b", "https://merchant.example/a\uE000b", "https://merchant.example/a\u0378b",
         // The same invisible characters percent-encoded in the host: decoded, then dropped by IDNA.
         "https://exa%E3%85%A4mple.com/", "https://exam%E2%80%8Bple.com/", "https://user@exa%C2%ADmple.com/",
+        // … however the slashes after the scheme are written (the parser reads each as https://).
+        "https:\\\\exa%E3%85%A4mple.com/", "https:/exa%E3%85%A4mple.com/", "https:exa%E3%85%A4mple.com/", "https:///exa%E3%85%A4mple.com/",
         "https://merchant.example:65536/a", "https://merchant.example:99999999999999999999/a",
         // 725 characters as sent, 6,325 percent-encoded: the stored form is what must fit 2,048.
         `https://merchant.example/${"€".repeat(700)}`]) {
