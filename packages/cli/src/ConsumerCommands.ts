@@ -283,21 +283,21 @@ const dlqList = (argument: string | undefined) =>
     const consumer = argument === "--all" ? undefined : argument
     // A mistyped name would list nothing, which reads as "nothing parked".
     if (consumer !== undefined) yield* knownConsumer(sql, consumer)
-    const rows = yield* (yield* DeadLetters).list({
+    const deadLetters = yield* DeadLetters
+    const live = argument === undefined ? (yield* makeSettlementProjection(sql).live).consumer : undefined
+    const rows = yield* deadLetters.list({
       ...(consumer === undefined ? {} : { consumer }),
+      ...(live === undefined ? {} : { liveSettlement: live }),
       includeRedriven: false,
       limit: DEAD_LETTER_LIST_MAX
     })
-    if (argument !== undefined) return yield* Console.log(json(rows))
-    const live = (yield* makeSettlementProjection(sql).live).consumer
-    const notLive = (row: { readonly consumer: string }) => settlementGeneration.test(row.consumer) && row.consumer !== live
-    const shown = rows.filter((row) => !notLive(row))
-    const left = rows.length - shown.length
-    if (left > 0) yield* Console.error(`${left} open row(s) of settlement generations no longer live (not ${live}) left out: pnpm cli dlq list --all`)
-    yield* Console.log(json(shown))
+    if (live !== undefined) {
+      const left = yield* deadLetters.countNotLive(live)
+      if (left > 0n) yield* Console.error(`${left} open row(s) of settlement generations no longer live (not ${live}) left out: pnpm cli dlq list --all`)
+    }
+    if (rows.length === DEAD_LETTER_LIST_MAX) yield* Console.error(`the first ${DEAD_LETTER_LIST_MAX} rows by id: more may be open (dismiss or re-drive these first)`)
+    yield* Console.log(json(rows))
   })
-
-const settlementGeneration = /^settlement\.g[0-9]+$/u
 
 const offsets = Effect.gen(function* () {
   yield* Console.log(json(yield* (yield* ConsumerStore).allOffsets))

@@ -164,6 +164,18 @@ describe("consumer commands of the CLI (real process, real Postgres and Kafka)",
         const every = yield* cli(env, ["dlq", "list", "--all"])
         assert.strictEqual(every.exitCode, 0, every.stderr)
         assert.include(every.stdout, "undecodable: test")
+        // A thousand old rows before a live one: the live one is still listed (it was cut by the
+        // list's limit before the old ones were left out: third re-test), and --all says it stopped.
+        yield* sql`INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+                   SELECT 'settlement.g1', 't', 1, n, NULL, 'pay_x', 'not json', '{}'::jsonb, 'old generation', 1 FROM generate_series(100, 1099) AS n`
+        yield* sql`INSERT INTO dead_letter_events (consumer, topic, partition, "offset", event_id, record_key, record_value, headers, error, attempt_count)
+                   VALUES ('settlement.g2', 't', 2, 5, NULL, 'pay_y', 'not json', '{}'::jsonb, 'live generation', 1)`
+        const liveBehind = yield* cli(env, ["dlq", "list"])
+        assert.strictEqual(liveBehind.exitCode, 0, liveBehind.stderr)
+        assert.include(liveBehind.stdout, "live generation")
+        assert.include(liveBehind.stderr, "1001 open row(s) of settlement generations no longer live (not settlement.g2) left out")
+        const capped = yield* cli(env, ["dlq", "list", "--all"])
+        assert.include(capped.stderr, "the first 1000 rows by id: more may be open")
       }).pipe(Effect.provide(Layer.mergeAll(
         postgresLayer({ url: Redacted.make(database.url), maxConnections: 2, applicationName: "pay-test" }),
         KafkaAdmin.layerWith({ brokers: run.kafkaBrokers, clientId: "pay-test-cli-admin", ...defaultKafkaAdminTimeouts }),

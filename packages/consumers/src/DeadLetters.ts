@@ -79,15 +79,29 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
         AND dismissed_at IS NOT NULL
       ORDER BY id LIMIT 1`).pipe(Effect.map((rows) => rows[0]))
 
-  const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number }) => {
+  /**
+   * Parked rows by id. `liveSettlement` (the live settlement generation's consumer) leaves out the
+   * rows of every other settlement generation, in the query: filtered after the limit, a thousand
+   * old rows hid the live consumer's (outside re-test).
+   */
+  const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number; readonly liveSettlement?: string }) => {
     const limit = Math.max(1, Math.min(DEAD_LETTER_LIST_MAX, options.limit))
     return rows(sql.unsafe(
       `SELECT ${columns} FROM dead_letter_events
        WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR (redriven_at IS NULL AND dismissed_at IS NULL))
+         AND ($4::text IS NULL OR consumer !~ '^settlement\\.g[0-9]+$' OR consumer = $4)
        ORDER BY id LIMIT $3`,
-      [options.consumer ?? null, options.includeRedriven, limit]
+      [options.consumer ?? null, options.includeRedriven, limit, options.liveSettlement ?? null]
     ))
   }
+
+  /** Open rows of settlement generations other than `liveSettlement`: what `list` leaves out with it. */
+  const countNotLive = (liveSettlement: string) =>
+    decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`
+      SELECT count(*) AS count FROM dead_letter_events
+      WHERE redriven_at IS NULL AND dismissed_at IS NULL AND consumer ~ '^settlement\\.g[0-9]+$' AND consumer <> ${liveSettlement}`).pipe(
+      Effect.map((found) => found[0]?.count ?? 0n)
+    )
 
   const find = (id: bigint) => rows(sql.unsafe(`SELECT ${columns} FROM dead_letter_events WHERE id = $1 FOR UPDATE`, [id]))
 
@@ -105,7 +119,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       WHERE id = ${id} AND redriven_at IS NULL AND dismissed_at IS NULL
       RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
 
-  return { park, dismissedEarlier, list, find, markRedriven, markRedriveFailed, dismiss }
+  return { park, dismissedEarlier, list, countNotLive, find, markRedriven, markRedriveFailed, dismiss }
 }
 
 /** The record a parked row stood for (to run it through the handler again). */
