@@ -272,8 +272,8 @@ const dismissCommand = (idArgument: string, reasonArgument: string) =>
   })
 
 /**
- * With no name, the live consumers' open rows only (the live settlement generation's, the webhooks
- * consumer's): after a replay a poison record showed once per generation, the old ones' rows
+ * With no name, the open rows of the live consumers and of a replay being built (the settlement
+ * generations from the live one on, the webhooks consumer's): after a replay a poison record showed once per generation, the old ones' rows
  * mattering to nothing served (outside consumer operator's review). How many rows of generations
  * no longer live were left out is said on stderr; `--all` lists them, a name lists that consumer's.
  */
@@ -284,16 +284,16 @@ const dlqList = (argument: string | undefined) =>
     // A mistyped name would list nothing, which reads as "nothing parked".
     if (consumer !== undefined) yield* knownConsumer(sql, consumer)
     const deadLetters = yield* DeadLetters
-    const live = argument === undefined ? (yield* makeSettlementProjection(sql).live).consumer : undefined
+    const live = argument === undefined ? yield* makeSettlementProjection(sql).live : undefined
     const rows = yield* deadLetters.list({
       ...(consumer === undefined ? {} : { consumer }),
-      ...(live === undefined ? {} : { liveSettlement: live }),
+      ...(live === undefined ? {} : { liveGeneration: live.generation }),
       includeRedriven: false,
       limit: DEAD_LETTER_LIST_MAX
     })
     if (live !== undefined) {
-      const left = yield* deadLetters.countNotLive(live)
-      if (left > 0n) yield* Console.error(`${left} open row(s) of settlement generations no longer live (not ${live}) left out: pnpm cli dlq list --all`)
+      const left = yield* deadLetters.countOlderGenerations(live.generation)
+      if (left > 0n) yield* Console.error(`${left} open row(s) of settlement generations no longer live (older than ${live.consumer}) left out: pnpm cli dlq list --all`)
     }
     if (rows.length === DEAD_LETTER_LIST_MAX) yield* Console.error(`the first ${DEAD_LETTER_LIST_MAX} rows by id: more may be open (dismiss or re-drive these first)`)
     yield* Console.log(json(rows))

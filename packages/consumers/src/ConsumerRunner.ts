@@ -231,14 +231,25 @@ export const consumerLagOf = (consumer: string, topic: string) =>
 export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string, interval_ms: number) =>
   Effect.gen(function* () {
     const reported = new Map<string, ReadonlyArray<number>>()
+    // Consumers no longer run here (a generation swapped out): nothing to measure, so their
+    // measurement time is kept current; left at its last value, ConsumerLagUnmeasured paged for
+    // the old generation after every replay (outside re-test).
+    const retired = new Set<string>()
     const set = (name: string, partition: number, lag: number) =>
       Metric.update(Metric.withAttributes(consumerLag, { consumer: name, partition: String(partition) }), lag)
+    const measuredNow = (name: string) =>
+      Clock.currentTimeMillis.pipe(Effect.flatMap((now_ms) => Metric.update(Metric.withAttributes(consumerLagMeasuredAt, { consumer: name }), now_ms / 1_000)))
     while (true) {
       const names = consumers()
       for (const [name, partitions] of reported) {
         if (names.includes(name)) continue
         reported.delete(name)
+        retired.add(name)
         yield* Effect.forEach(partitions, (partition) => set(name, partition, 0), { discard: true })
+      }
+      for (const name of retired) {
+        if (names.includes(name)) retired.delete(name)
+        else yield* measuredNow(name)
       }
       for (const name of names) {
         // From 0 for each consumer before its first measurement, so that a first one that fails
@@ -249,8 +260,7 @@ export const reportLag = (consumers: () => ReadonlyArray<string>, topic: string,
           Effect.flatMap((lags) => {
             reported.set(name, lags.map((lag) => lag.partition))
             return Effect.forEach(lags, (lag) => set(name, lag.partition, Number(lag.lag)), { discard: true }).pipe(
-              Effect.andThen(Clock.currentTimeMillis),
-              Effect.flatMap((now_ms) => Metric.update(Metric.withAttributes(consumerLagMeasuredAt, { consumer: name }), now_ms / 1_000))
+              Effect.andThen(measuredNow(name))
             )
           }),
           // A failure counted: a stale lag can be told from a real 0 (outside operator review).

@@ -80,26 +80,27 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       ORDER BY id LIMIT 1`).pipe(Effect.map((rows) => rows[0]))
 
   /**
-   * Parked rows by id. `liveSettlement` (the live settlement generation's consumer) leaves out the
-   * rows of every other settlement generation, in the query: filtered after the limit, a thousand
-   * old rows hid the live consumer's (outside re-test).
+   * Parked rows by id. `liveGeneration` (the live settlement generation) leaves out the rows of
+   * older settlement generations, in the query: filtered after the limit, a thousand old rows hid
+   * the live consumer's (outside re-test). A newer generation's (a replay being built) are kept.
    */
-  const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number; readonly liveSettlement?: string }) => {
+  const list = (options: { readonly consumer?: string; readonly includeRedriven: boolean; readonly limit: number; readonly liveGeneration?: number }) => {
     const limit = Math.max(1, Math.min(DEAD_LETTER_LIST_MAX, options.limit))
     return rows(sql.unsafe(
       `SELECT ${columns} FROM dead_letter_events
        WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR (redriven_at IS NULL AND dismissed_at IS NULL))
-         AND ($4::text IS NULL OR consumer !~ '^settlement\\.g[0-9]+$' OR consumer = $4)
+         AND ($4::int IS NULL OR CASE WHEN consumer ~ '^settlement\\.g[0-9]{1,9}$' THEN substring(consumer FROM 13)::int >= $4 ELSE true END)
        ORDER BY id LIMIT $3`,
-      [options.consumer ?? null, options.includeRedriven, limit, options.liveSettlement ?? null]
+      [options.consumer ?? null, options.includeRedriven, limit, options.liveGeneration ?? null]
     ))
   }
 
-  /** Open rows of settlement generations other than `liveSettlement`: what `list` leaves out with it. */
-  const countNotLive = (liveSettlement: string) =>
+  /** Open rows of settlement generations older than `liveGeneration`: what `list` leaves out with it. */
+  const countOlderGenerations = (liveGeneration: number) =>
     decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`
       SELECT count(*) AS count FROM dead_letter_events
-      WHERE redriven_at IS NULL AND dismissed_at IS NULL AND consumer ~ '^settlement\\.g[0-9]+$' AND consumer <> ${liveSettlement}`).pipe(
+      WHERE redriven_at IS NULL AND dismissed_at IS NULL
+        AND CASE WHEN consumer ~ '^settlement\\.g[0-9]{1,9}$' THEN substring(consumer FROM 13)::int < ${liveGeneration} ELSE false END`).pipe(
       Effect.map((found) => found[0]?.count ?? 0n)
     )
 
@@ -119,7 +120,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
       WHERE id = ${id} AND redriven_at IS NULL AND dismissed_at IS NULL
       RETURNING id`).pipe(Effect.map((updated) => updated.length === 1))
 
-  return { park, dismissedEarlier, list, countNotLive, find, markRedriven, markRedriveFailed, dismiss }
+  return { park, dismissedEarlier, list, countOlderGenerations, find, markRedriven, markRedriveFailed, dismiss }
 }
 
 /** The record a parked row stood for (to run it through the handler again). */

@@ -48,15 +48,17 @@ export const CARD_NUMBER_DIGITS = { min: 13, max: 19 } as const
  * no-break, U+2009 thin, U+202F narrow no-break, U+3000 ideographic, as word processors, locales
  * and input methods group digits), a Unicode dash or minus (U+2010-U+2015, U+2212), a middle dot or
  * bullet (U+00B7, U+2022, U+30FB, U+FF65), the Japanese long-vowel mark an input method types as a
- * dash (U+30FC, U+FF70), or the fullwidth and small forms of `-`, `.`, `/` and `_` (U+FF0D-U+FF0F,
- * U+FF3F, U+FE52, U+FE58, U+FE63: a Japanese input method in fullwidth mode; outside re-test). Not three: ` / ` and ` - ` join phone numbers and date ranges
+ * dash (U+30FC, U+FF70), the fullwidth, small, vertical and leader forms of `-`, `.`, `/` and `_`
+ * (U+FF0D-U+FF0F, U+FF3F, U+FE30-U+FE34, U+FE4D-U+FE4F, U+FE52, U+FE58, U+FE63, U+2024, U+2025: a
+ * Japanese input method in fullwidth mode, among others), or a superscript or subscript minus
+ * (U+207B, U+208B; outside re-tests). Not three: ` / ` and ` - ` join phone numbers and date ranges
  * (`020 7946 0958 / 020 7946 0959`), which three refused one time in three; not tabs (rows of
  * numbers pasted from a spreadsheet were refused one time in three); and not line breaks,
  * which joined a card on its own line to the numbers on the lines around it, where the run's first
  * and last groups are tried, not its middle (outside re-tests: both). The database's copy is 0120's
  * `looks_like_card_number`, character for character.
  */
-const cardNumberSeparatorClass = " ./_\u00A0\u00B7\u1680\u2000-\u200A\u2010-\u2015\u2022\u202F\u205F\u2212\u3000\u30FB\u30FC\uFE52\uFE58\uFE63\uFF0D-\uFF0F\uFF3F\uFF65\uFF70-"
+const cardNumberSeparatorClass = " ./_\u00A0\u00B7\u1680\u2000-\u200A\u2010-\u2015\u2022\u2024\u2025\u202F\u205F\u207B\u208B\u2212\u3000\u30FB\u30FC\uFE30-\uFE34\uFE4D-\uFE4F\uFE52\uFE58\uFE63\uFF0D-\uFF0F\uFF3F\uFF65\uFF70-"
 
 /**
  * Characters that display as nothing (Unicode's default-ignorable code points: zero-width spaces
@@ -68,13 +70,14 @@ const invisibleCharacters = /[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\
 
 /**
  * The first code point of each run of ten decimal digits read as ASCII digits: fullwidth (`４２４２`,
- * as a Japanese input method types them), mathematical and segmented (`𝟒𝟐…`, `🯴🯲…`), Arabic-Indic,
+ * as a Japanese input method types them), subscript, mathematical, segmented and outlined (`𝟒𝟐…`,
+ * `🯴🯲…`), Arabic-Indic,
  * Persian, Devanagari, Bengali, Thai, … (outside re-tests: `٤٢٤٢…` and `𝟒𝟐…` were stored). An explicit table, not Unicode's compatibility normalization (NFKC),
  * whose tables differ between Node and PostgreSQL versions: a character only Node's knew made the
  * code accept what the database refused, a 500 (outside re-test).
  */
 const otherScriptDigitZeros: ReadonlyArray<number> = [
-  0xff10, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1fbf0, 0x0660, 0x06f0, 0x07c0, 0x0966, 0x09e6, 0x0a66, 0x0ae6, 0x0b66, 0x0be6, 0x0c66, 0x0ce6, 0x0d66, 0x0de6, 0x0e50, 0x0ed0, 0x0f20,
+  0xff10, 0x2080, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1fbf0, 0x1ccf0, 0x0660, 0x06f0, 0x07c0, 0x0966, 0x09e6, 0x0a66, 0x0ae6, 0x0b66, 0x0be6, 0x0c66, 0x0ce6, 0x0d66, 0x0de6, 0x0e50, 0x0ed0, 0x0f20,
   0x1040, 0x1090, 0x17e0, 0x1810, 0x1946, 0x19d0, 0x1a80, 0x1a90, 0x1b50, 0x1bb0, 0x1c40, 0x1c50, 0xa620, 0xa8d0, 0xa900, 0xa9d0,
   0xa9f0, 0xaa50, 0xabf0
 ]

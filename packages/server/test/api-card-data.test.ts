@@ -54,7 +54,9 @@ layer(Live, { excludeTestServices: true, timeout: "120 seconds" })("card data in
         // dash, other scripts' digits, a letter after the number, a card on its own line between
         // numbers (outside re-tests of 0117 and 0119: stored).
         "4111\u200E1111\u200E1111\u200E1111", "4111\u31641111\u31641111\u31641111", "4111\u30FC1111\u30FC1111\u30FC1111", "Room 101\n4111 1111 1111 1111\n12/28",
-        // Fullwidth hyphens (a Japanese input method in fullwidth mode), mathematical digits (third re-test).
+        // Fullwidth hyphens (a Japanese input method in fullwidth mode), mathematical digits (third re-test);
+        // one dot leaders, vertical dashes, subscript digits (fourth re-test).
+        "4111\u20241111\u20241111\u20241111", "4111\uFE311111\uFE311111\uFE311111", "\u2084\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081\u2081",
         "\uFF14\uFF11\uFF11\uFF11\uFF0D\uFF11\uFF11\uFF11\uFF11\uFF0D\uFF11\uFF11\uFF11\uFF11\uFF0D\uFF11\uFF11\uFF11\uFF11", "\u{1D7D2}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}\u{1D7CF}",
         "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661", "4111 1111 1111 1111x"]) {
         const answer = yield* send({ metadata: { order_id: "1001", note: value } })
