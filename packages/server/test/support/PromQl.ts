@@ -19,6 +19,8 @@ export const metricNamesIn = (expr: string): ReadonlyArray<string> => {
     .replace(/\{[^}]*\}/g, " ")
     .replace(/\[[^\]]*\]/g, " ")
     .replace(/\b(by|without|on|ignoring)\s*\([^)]*\)/g, " ")
+    // An offset modifier's duration (`offset 15m`): not a metric.
+    .replace(/\boffset\s+-?(?:\d+(?:ms|[smhdwy]))+/g, " ")
     .replace(/(?<![a-zA-Z0-9_:])\d+(?:\.\d+)?(?:e[+-]?\d+)?/gi, " ")
   return [...stripped.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)].map((m) => m[0]).filter((word) => !promqlWords.has(word) && !/^\d/.test(word))
 }
