@@ -90,17 +90,15 @@ export const registeredUrlProblem = (raw: string): string | undefined => {
  */
 const writtenHost = (raw: string): string | undefined => /^[A-Za-z][A-Za-z0-9+.-]*:[\\/]*([^\\/?#]*)/u.exec(raw.trim())?.[1]?.split("@").at(-1)
 
-/** An explicit port in the authority, before the URL parser refuses one above 65535 as "not a URL". */
-const explicitPort = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*:([0-9]+)(?:[/?#]|$)/u
-
 /** The registration-time check (the sender checks again at connect time). */
-
 export const checkTargetUrl = (raw: string, allowLoopbackHttp: boolean): UrlVerdict => {
   if (raw.length > URL_LENGTH_MAX) return refused(`must be at most ${URL_LENGTH_MAX} characters`)
+  const written = writtenHost(raw)
   // A percent-encoded host is decoded, then mapped by IDNA, which drops invisible characters: a host
   // written `exa%E3%85%A4mple.com` was stored as `example.com` (outside re-test).
-  if (writtenHost(raw)?.includes("%") === true) return refused("must not percent-encode its host (write an international name as it is, or in its xn-- form)")
-  const port = explicitPort.exec(raw)?.[1]
+  if (written?.includes("%") === true) return refused("must not percent-encode its host (write an international name as it is, or in its xn-- form)")
+  // An explicit port, read before the URL parser refuses one above 65535 as "not a URL".
+  const port = written === undefined ? undefined : /:([0-9]+)$/u.exec(written)?.[1]
   if (port !== undefined && (Number(port) > 65_535 || Number(port) === 0)) return refused("must have a port from 1 to 65535")
   let url: URL
   try {

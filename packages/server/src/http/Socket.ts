@@ -128,7 +128,6 @@ interface ParserError extends Error {
   readonly bytesParsed?: unknown
 }
 
-/** The header whose line the parser stopped in (lower case), when the error says where. */
 /**
  * A header's name as `field` names it: the documented spelling, each word capitalized
  * (`Idempotency-Key`, `Content-Length`, `X-Request-Id`), whoever refused it. The parser's refusals
@@ -138,6 +137,7 @@ interface ParserError extends Error {
 export const headerFieldName = (name: string): string =>
   name.toLowerCase().split("-").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("-")
 
+/** The header whose line the parser stopped in (lower case), when the error says where. */
 export const offendingHeader = (error: ParserError): string | undefined => {
   if (!Buffer.isBuffer(error.rawPacket) || typeof error.bytesParsed !== "number") return undefined
   const raw = error.rawPacket
