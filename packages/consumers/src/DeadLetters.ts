@@ -40,6 +40,9 @@ const clip = (error: string): string => {
 const EarlierDismissal = Schema.Struct({ consumer: Schema.String, dismiss_reason: Schema.String })
 export type EarlierDismissal = typeof EarlierDismissal.Type
 
+/** A row's settlement generation (`settlement.g7`: 7), NULL for any other consumer: `list` and `countOlderGenerations` compare it. */
+const settlementGeneration = "CASE WHEN consumer ~ '^settlement\\.g[0-9]{1,9}$' THEN substring(consumer FROM 13)::int END"
+
 /** A consumer's name without its generation (`settlement` for `settlement.g2`). */
 export const consumerFamily = (consumer: string): string => consumer.replace(/\.g[0-9]+$/, "")
 
@@ -89,7 +92,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
     return rows(sql.unsafe(
       `SELECT ${columns} FROM dead_letter_events
        WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR (redriven_at IS NULL AND dismissed_at IS NULL))
-         AND ($4::int IS NULL OR CASE WHEN consumer ~ '^settlement\\.g[0-9]{1,9}$' THEN substring(consumer FROM 13)::int >= $4 ELSE true END)
+         AND ($4::int IS NULL OR coalesce(${settlementGeneration} >= $4, true))
        ORDER BY id LIMIT $3`,
       [options.consumer ?? null, options.includeRedriven, limit, options.liveGeneration ?? null]
     ))
@@ -99,8 +102,7 @@ export const makeDeadLetters = (sql: SqlClient.SqlClient) => {
   const countOlderGenerations = (liveGeneration: number) =>
     decodeRows(Schema.Struct({ count: Schema.BigInt }))(sql`
       SELECT count(*) AS count FROM dead_letter_events
-      WHERE redriven_at IS NULL AND dismissed_at IS NULL
-        AND CASE WHEN consumer ~ '^settlement\\.g[0-9]{1,9}$' THEN substring(consumer FROM 13)::int < ${liveGeneration} ELSE false END`).pipe(
+      WHERE redriven_at IS NULL AND dismissed_at IS NULL AND ${sql.literal(settlementGeneration)} < ${liveGeneration}`).pipe(
       Effect.map((found) => found[0]?.count ?? 0n)
     )
 
