@@ -71,10 +71,10 @@ const invisibleCharacters = /[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\
 /**
  * The first code point of each run of ten decimal digits read as ASCII digits: fullwidth (`４２４２`,
  * as a Japanese input method types them), subscript, mathematical, segmented and outlined (`𝟒𝟐…`,
- * `🯴🯲…`), Arabic-Indic,
- * Persian, Devanagari, Bengali, Thai, … (outside re-tests: `٤٢٤٢…` and `𝟒𝟐…` were stored). An explicit table, not Unicode's compatibility normalization (NFKC),
- * whose tables differ between Node and PostgreSQL versions: a character only Node's knew made the
- * code accept what the database refused, a 500 (outside re-test).
+ * `🯴🯲…`), Arabic-Indic, Persian, Devanagari, Bengali, Thai, … (outside re-tests: `٤٢٤٢…` and
+ * `𝟒𝟐…` were stored). An explicit table, not Unicode's compatibility normalization (NFKC), whose
+ * tables differ between Node and PostgreSQL versions: a character only Node's knew made the code
+ * accept what the database refused, a 500 (outside re-test).
  */
 const otherScriptDigitZeros: ReadonlyArray<number> = [
   0xff10, 0x2080, 0x1d7ce, 0x1d7d8, 0x1d7e2, 0x1d7ec, 0x1d7f6, 0x1fbf0, 0x1ccf0, 0x0660, 0x06f0, 0x07c0, 0x0966, 0x09e6, 0x0a66, 0x0ae6, 0x0b66, 0x0be6, 0x0c66, 0x0ce6, 0x0d66, 0x0de6, 0x0e50, 0x0ed0, 0x0f20,

@@ -171,7 +171,7 @@ const makeReservation = (sql: SqlClient.SqlClient, posting: RefundPosting["Servi
         return yield* new RefundExceedsCaptured({ paymentId, requested_minor: amount_minor, captured_minor, refunded_minor: sums.refunded_minor })
       }
       // The merchant's payable bears the refund less the fee share it returns (0 when the fee is kept).
-      const share = yield* posting.feeShare(merchantId, paymentId, { refunded_minor: sums.refunded_minor, shares_minor: sums.shares_minor }, amount_minor)
+      const share = yield* posting.feeShare(merchantId, paymentId, sums, amount_minor)
       const available_minor = (yield* posting.payableBalance(merchantId, payment.currency)) - sums.pending_minor
       if (amount_minor - share.fee_returned_minor > available_minor) {
         return yield* new RefundExceedsBalance({ paymentId, requested_minor: amount_minor, available_minor })
